@@ -1,0 +1,338 @@
+"""Run mitmdump with the recorder addon as a child process, and follow the session it writes.
+
+The controlling ``auditor`` process owns the session: it creates it, starts mitmdump pointed
+at it, shows live counts by tailing ``flows.jsonl``, stops mitmdump on duration, Ctrl-C or
+SIGTERM, and closes the session (end time, summary, artifact hashes).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import addons.recorder
+from auditor.bodies import DEFAULT_BODY_CAP
+from auditor.errors import CaptureError
+from auditor.records import RecordFormatError, loads
+from auditor.session import (
+    FLOWS,
+    STATUS_COMPLETE,
+    STATUS_INCOMPLETE,
+    SessionWriter,
+)
+
+log = logging.getLogger(__name__)
+
+RECORDER_SCRIPT = Path(addons.recorder.__file__).resolve()
+DEFAULT_CONFDIR = Path.home() / ".auditor" / "mitmproxy"
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def mitmdump_path() -> str:
+    """mitmdump beside this interpreter (the venv), else on PATH."""
+    beside = Path(sys.executable).parent / "mitmdump"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("mitmdump")
+    if not found:
+        raise CaptureError("mitmdump not found: install auditor's dependencies (make bootstrap)")
+    return found
+
+
+def prepare_confdir(confdir: Path) -> Path:
+    """mitmproxy's CA lives here; keep it readable by its owner only."""
+    confdir.mkdir(parents=True, exist_ok=True)
+    os.chmod(confdir, 0o700)
+    return confdir
+
+
+def restrict_ca_files(confdir: Path) -> None:
+    for f in confdir.glob("mitmproxy-ca*"):
+        if f.is_file() and not f.name.endswith("-cert.pem") and not f.name.endswith(".cer"):
+            os.chmod(f, 0o600)
+
+
+def ca_cert_path(confdir: Path) -> Path:
+    return confdir / "mitmproxy-ca-cert.pem"
+
+
+@dataclass
+class ProxyOptions:
+    listen_host: str = "127.0.0.1"
+    port: int = 8080
+    confdir: Path = DEFAULT_CONFDIR
+    body_cap: int = DEFAULT_BODY_CAP
+    mode: str = "regular"
+    extra: dict[str, str] = field(default_factory=dict)  # more --set name=value
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "listen_host": self.listen_host,
+            "port": self.port,
+            "mode": self.mode,
+            "confdir": str(self.confdir),
+            **{f"mitmproxy_{k}": v for k, v in sorted(self.extra.items())},
+        }
+
+
+class Mitmdump:
+    """A mitmdump child process recording into one session."""
+
+    def __init__(self, session: Path, opts: ProxyOptions):
+        self.session = session
+        self.opts = opts
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = session / "mitmdump.log"
+
+    def argv(self) -> list[str]:
+        o = self.opts
+        args = [
+            mitmdump_path(),
+            "--quiet",
+            "--listen-host",
+            o.listen_host,
+            "--listen-port",
+            str(o.port),
+            "--mode",
+            o.mode,
+            "--set",
+            f"confdir={o.confdir}",
+            "-s",
+            str(RECORDER_SCRIPT),
+            "--set",
+            f"auditor_session={self.session}",
+            "--set",
+            f"auditor_body_cap={o.body_cap}",
+        ]
+        for name, value in sorted(o.extra.items()):
+            args += ["--set", f"{name}={value}"]
+        return args
+
+    def start(self, timeout: float = 30.0) -> None:
+        prepare_confdir(self.opts.confdir)
+        logf = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            # A session of its own: the terminal's Ctrl-C reaches auditor, which stops
+            # mitmdump in order (SIGTERM, so its recorder flushes) and then closes the session.
+            self.proc = subprocess.Popen(
+                self.argv(),
+                stdin=subprocess.DEVNULL,
+                stdout=logf,
+                stderr=logf,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise CaptureError(f"cannot start mitmdump: {exc}") from None
+        finally:
+            os.close(logf)
+        self._wait_listening(timeout)
+        restrict_ca_files(self.opts.confdir)
+
+    def _wait_listening(self, timeout: float) -> None:
+        assert self.proc is not None
+        host = self.opts.listen_host
+        if host in ("0.0.0.0", ""):
+            host = "127.0.0.1"
+        elif host == "::":
+            host = "::1"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise CaptureError(f"mitmdump exited at start: {self._log_tail()}")
+            try:
+                with socket.create_connection((host, self.opts.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise CaptureError(f"mitmdump did not listen on port {self.opts.port} in {timeout:.0f}s")
+
+    def _log_tail(self, n: int = 5) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return "(no log)"
+        return " | ".join(lines[-n:]) or "(no output)"
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM, wait, then SIGKILL. Returns the exit status."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("mitmdump did not stop in %.0fs; killing it", timeout)
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+
+@dataclass
+class LiveCounts:
+    flows: int = 0
+    errors: int = 0
+    tls_failed: int = 0
+    websocket: int = 0
+    dns: int = 0
+    hosts: set[str] = field(default_factory=set)
+
+
+class FlowTail:
+    """Follows a session's ``flows.jsonl`` as it grows and keeps live counts."""
+
+    def __init__(self, session: Path):
+        self.path = session / FLOWS
+        self.offset = 0
+        self.partial = b""
+        self.counts = LiveCounts()
+
+    def poll(self) -> LiveCounts:
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self.offset)
+                data = fh.read()
+        except FileNotFoundError:
+            return self.counts
+        self.offset += len(data)
+        data = self.partial + data
+        *lines, self.partial = data.split(b"\n")
+        c = self.counts
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                rec = loads(line)
+            except RecordFormatError:
+                continue
+            t = rec.TYPE.value
+            if t == "http":
+                c.flows += 1
+                c.hosts.add(rec.host)  # type: ignore[union-attr]
+                c.errors += bool(rec.error)  # type: ignore[union-attr]
+            elif t == "tls_failed":
+                c.tls_failed += 1
+                if rec.sni:  # type: ignore[union-attr]
+                    c.hosts.add(rec.sni)  # type: ignore[union-attr]
+            elif t == "websocket_message":
+                c.websocket += 1
+            elif t == "dns":
+                c.dns += 1
+        return c
+
+
+class StopSignal:
+    """Turns SIGINT and SIGTERM into a flag while installed; restores the old handlers."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignal:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        self.signum = signum
+        self.event.set()
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+ProgressFn = Callable[[float, LiveCounts], None]
+
+
+@dataclass
+class CaptureResult:
+    session: Path
+    manifest: dict[str, Any]
+    stopped_by: str
+
+
+def warn_if_exposed(host: str) -> str | None:
+    if host not in LOOPBACK_HOSTS:
+        return (
+            f"listening on {host}: anyone who can reach this address can use the proxy and "
+            "read what passes through it"
+        )
+    return None
+
+
+def run_capture(
+    out_dir: Path,
+    opts: ProxyOptions,
+    *,
+    duration: float | None = None,
+    notes: str = "",
+    on_progress: ProgressFn | None = None,
+    stop: threading.Event | None = None,
+    poll_interval: float = 0.5,
+) -> CaptureResult:
+    """Record through mitmdump until ``duration`` passes, ``stop`` is set or mitmdump dies."""
+    writer = SessionWriter.create(
+        out_dir, notes=notes, capture={"proxy": opts.describe()}, body_cap=opts.body_cap
+    )
+    writer.event("capture_started", "mitmdump starting", **opts.describe())
+    mitm = Mitmdump(writer.path, opts)
+    stopped_by = "error"
+    status = STATUS_INCOMPLETE
+    try:
+        mitm.start()
+        writer.event("proxy_listening", f"mitmdump pid {mitm.pid}", pid=mitm.pid)
+        tail = FlowTail(writer.path)
+        started = time.monotonic()
+        stop = stop or threading.Event()
+        while True:
+            elapsed = time.monotonic() - started
+            counts = tail.poll()
+            if on_progress:
+                on_progress(elapsed, counts)
+            if stop.is_set():
+                stopped_by = "signal"
+                break
+            if duration is not None and elapsed >= duration:
+                stopped_by = "duration"
+                break
+            if not mitm.alive():
+                stopped_by = "proxy_died"
+                break
+            stop.wait(poll_interval if duration is None else min(poll_interval, duration - elapsed))
+        rc = mitm.stop()
+        if stopped_by == "proxy_died":
+            writer.event("proxy_died", f"mitmdump exited unexpectedly with status {rc}")
+        else:
+            status = STATUS_COMPLETE
+        writer.event("capture_stopped", stopped_by, exit_status=rc)
+        if on_progress:
+            on_progress(time.monotonic() - started, tail.poll())
+    except BaseException:
+        mitm.stop()
+        writer.event("capture_failed", "capture aborted by an error")
+        writer.close(status=STATUS_INCOMPLETE, stopped_by="error")
+        raise
+    manifest = writer.close(status=status, stopped_by=stopped_by)
+    return CaptureResult(writer.path, manifest, stopped_by)

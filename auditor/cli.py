@@ -1,0 +1,380 @@
+"""The ``auditor`` command line. Commands parse arguments and call one function each.
+
+Built on click: nested command groups (``auditor intel lookup``), reusable option bundles
+(``--json``) as plain decorators, and ``CliRunner`` for in-process tests, as sqlite-utils does.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from auditor import __version__
+from auditor.errors import AuditorError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_CAPTURES = Path("captures")
+DEFAULT_REPORTS = Path("reports")
+
+
+def json_option(fn: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(
+        fn
+    )
+
+
+def emit_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False))
+
+
+def fail(message: str, code: int = 1) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def handle_errors(fn: F) -> F:
+    """One clear line and a non-zero exit for the errors a user can act on."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except AuditorError as exc:
+            fail(str(exc))
+        except KeyboardInterrupt:
+            fail("interrupted", 130)
+        return None
+
+    return wrapper  # type: ignore[return-value]
+
+
+class DurationType(click.ParamType):
+    name = "duration"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        from auditor.timeutil import parse_duration
+
+        if isinstance(value, int | float):
+            return float(value)
+        try:
+            return parse_duration(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+DURATION = DurationType()
+
+
+def human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="auditor")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def main(verbose: int) -> None:
+    """auditor: record and analyse the telemetry an Android handset sends.
+
+    \b
+    Try it on the built-in virtual handset:
+        auditor demo
+    Record a proxy session without a device, then check it:
+        auditor capture --no-device --duration 60s
+        auditor sessions
+        auditor verify captures/<session-id>
+    """
+    level = logging.WARNING - 10 * verbose
+    logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
+
+
+# ------------------------------------------------------------------------------------- sessions
+
+
+@main.command()
+@click.argument(
+    "directory", required=False, default=str(DEFAULT_CAPTURES), type=click.Path(path_type=Path)
+)
+@json_option
+@handle_errors
+def sessions(directory: Path, as_json: bool) -> None:
+    """List the capture sessions in DIRECTORY (default: captures/).
+
+    \b
+    Example:
+        auditor sessions
+        auditor sessions ~/audits/mi10t --json
+    """
+    from auditor.session import list_sessions
+
+    infos, warnings = list_sessions(directory)
+    for w in warnings:
+        click.echo(f"warning: {w}", err=True)
+    if as_json:
+        emit_json([i.to_dict() for i in infos])
+        return
+    if not infos:
+        click.echo(f"no sessions in {directory}")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for col in ("id", "status", "device", "start (UTC)", "duration", "flows", "up", "down"):
+        table.add_column(col, justify="right" if col in ("flows", "up", "down") else "left")
+    for i in infos:
+        table.add_row(
+            i.id,
+            i.status,
+            i.device,
+            (i.started_at or "-").replace("T", " ")[:19],
+            f"{i.duration_s:.0f}s" if i.duration_s is not None else "-",
+            str(i.flows),
+            human_bytes(i.bytes_up),
+            human_bytes(i.bytes_down),
+        )
+    Console(markup=False, highlight=False).print(table)
+
+
+# -------------------------------------------------------------------------------------- verify
+
+
+@main.command()
+@click.argument("session", type=click.Path(path_type=Path))
+@json_option
+@handle_errors
+def verify(session: Path, as_json: bool) -> None:
+    """Check every file of SESSION against the SHA-256 hashes in its manifest.
+
+    Exits 0 when all files match; otherwise names each missing, changed or unlisted
+    file and exits 1.
+
+    \b
+    Example:
+        auditor verify captures/20261128T101500Z-3f9a1c
+    """
+    from auditor.session import verify_session
+
+    res = verify_session(session)
+    if as_json:
+        emit_json(res.to_dict())
+    else:
+        for rel in res.missing:
+            click.echo(f"MISSING   {rel}")
+        for rel in res.changed:
+            click.echo(f"CHANGED   {rel}")
+        for rel in res.unlisted:
+            click.echo(f"UNLISTED  {rel}")
+        for p in res.problems:
+            click.echo(f"PROBLEM   {p}")
+        verdict = "OK" if res.ok else "FAILED"
+        click.echo(f"{verdict}: {res.checked} artifacts checked in {session}")
+    if not res.ok:
+        sys.exit(1)
+
+
+# ------------------------------------------------------------------------------------- capture
+
+
+def proxy_options(fn: F) -> F:
+    for opt in reversed(
+        [
+            click.option(
+                "--listen-host",
+                default="127.0.0.1",
+                show_default=True,
+                help="Address the proxy listens on. Anything but loopback is warned about.",
+            ),
+            click.option("--port", default=8080, show_default=True, help="Proxy port."),
+            click.option(
+                "--out",
+                default=str(DEFAULT_CAPTURES),
+                show_default=True,
+                type=click.Path(path_type=Path),
+                help="Folder that receives the session folder.",
+            ),
+            click.option(
+                "--body-cap",
+                default="64MiB",
+                show_default=True,
+                help="Bodies over this size are stored truncated and flagged (e.g. 1MiB).",
+            ),
+            click.option(
+                "--confdir",
+                type=click.Path(path_type=Path),
+                default=None,
+                help="mitmproxy's configuration folder holding its CA "
+                "[default: ~/.auditor/mitmproxy].",
+            ),
+            click.option("--notes", default="", help="Operator notes kept in the manifest."),
+        ]
+    ):
+        fn = opt(fn)
+    return fn
+
+
+def parse_size(text: str) -> int:
+    units = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 10**6, "mb": 10**6}
+    units |= {"mib": 1024**2, "g": 10**9, "gb": 10**9, "gib": 1024**3}
+    s = text.strip().lower()
+    num = s.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = s[len(num) :].strip()
+    try:
+        value = int(float(num) * units[unit])
+    except (KeyError, ValueError):
+        raise click.BadParameter(f"not a size: {text!r} (use e.g. 65536, 512KiB, 64MiB)") from None
+    if value <= 0:
+        raise click.BadParameter("size must be positive")
+    return value
+
+
+@main.command()
+@click.option(
+    "--no-device",
+    is_flag=True,
+    help="Run the proxy only; point any client at it yourself.",
+)
+@proxy_options
+@click.option("--duration", type=DURATION, default=None, help="Stop after e.g. 90s, 5m, 1h.")
+@json_option
+@handle_errors
+def capture(
+    no_device: bool,
+    listen_host: str,
+    port: int,
+    out: Path,
+    body_cap: str,
+    confdir: Path | None,
+    notes: str,
+    duration: float | None,
+    as_json: bool,
+) -> None:
+    """Record HTTP(S) through a real mitmdump into a new capture session.
+
+    Stops on --duration, Ctrl-C or SIGTERM, then closes the session with the hashes of
+    every file. Clients must trust mitmproxy's CA (mitmproxy-ca-cert.pem in --confdir)
+    for HTTPS to be decrypted; otherwise their failed handshakes are recorded.
+
+    \b
+    Example:
+        auditor capture --no-device --port 8080 --duration 5m
+        curl -x http://127.0.0.1:8080 http://example.test/
+    """
+    from auditor.capture import DEFAULT_CONFDIR, ProxyOptions, StopSignal, run_capture
+
+    if not no_device:
+        fail("capture through a handset is `auditor audit`; use --no-device for the proxy alone")
+    opts = ProxyOptions(
+        listen_host=listen_host,
+        port=port,
+        confdir=confdir or DEFAULT_CONFDIR,
+        body_cap=parse_size(body_cap),
+    )
+    _warn_listen(listen_host)
+    progress = _progress_printer(duration, quiet=as_json)
+    with StopSignal() as stop:
+        click.echo(f"proxy on {listen_host}:{port}; Ctrl-C to stop", err=True)
+        res = run_capture(
+            out, opts, duration=duration, notes=notes, on_progress=progress, stop=stop.event
+        )
+    progress.close()  # type: ignore[attr-defined]
+    summary = res.manifest.get("summary", {})
+    if as_json:
+        emit_json({"session": str(res.session), "stopped_by": res.stopped_by, **summary})
+    else:
+        click.echo(
+            f"session {res.session} ({res.manifest['status']}, stopped by {res.stopped_by}): "
+            f"{summary.get('flows', 0)} flows, {summary.get('tls_failed', 0)} TLS failures"
+        )
+    if res.stopped_by == "proxy_died":
+        sys.exit(1)
+
+
+def _warn_listen(host: str) -> None:
+    from auditor.capture import warn_if_exposed
+
+    msg = warn_if_exposed(host)
+    if msg:
+        click.echo(f"warning: {msg}", err=True)
+
+
+class _Progress:
+    """One live status line on a terminal; silent when not attached to one."""
+
+    def __init__(self, duration: float | None, quiet: bool):
+        from rich.console import Console
+
+        self.console = Console(stderr=True, markup=False, highlight=False)
+        self.duration = duration
+        self.enabled = self.console.is_terminal and not quiet
+        self.live: Any = None
+
+    def __call__(self, elapsed: float, counts: Any) -> None:
+        if not self.enabled:
+            return
+        from rich.live import Live
+        from rich.text import Text
+
+        left = f" / {self.duration:.0f}s" if self.duration else ""
+        line = Text(
+            f"capturing {elapsed:5.0f}s{left}  flows {counts.flows}  hosts {len(counts.hosts)}"
+            f"  TLS failures {counts.tls_failed}  errors {counts.errors}"
+        )
+        if self.live is None:
+            self.live = Live(line, console=self.console, refresh_per_second=4, transient=True)
+            self.live.start()
+        else:
+            self.live.update(line)
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+
+
+def _progress_printer(duration: float | None, quiet: bool) -> _Progress:
+    return _Progress(duration, quiet)
+
+
+# ---------------------------------------------------------------------------------------- demo
+
+
+@main.command()
+@click.option(
+    "--out", default=str(DEFAULT_CAPTURES), show_default=True, type=click.Path(path_type=Path)
+)
+@json_option
+@handle_errors
+def demo(out: Path, as_json: bool) -> None:
+    """Record a short session from built-in test traffic through a real mitmdump, and verify it.
+
+    Everything stays on this machine (loopback only).
+
+    \b
+    Example:
+        auditor demo
+    """
+    from auditor.demo import run_demo
+
+    result = run_demo(out, echo=None if as_json else lambda m: click.echo(m, err=True))
+    if as_json:
+        emit_json(result)
+    else:
+        click.echo(result["session"])
+    if not result["verified"]:
+        sys.exit(1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

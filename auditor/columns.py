@@ -1,0 +1,75 @@
+"""Column names of auditor's flow table, defined once.
+
+Every pandas DataFrame of flows (from a live capture, an import or packets) uses these names;
+code never spells a column as a bare string.
+"""
+
+from typing import Final
+
+FLOW_ID: Final = "flow_id"
+RECORD_TYPE: Final = "record_type"  # http | tls_failed
+SOURCE: Final = "source"  # mitmproxy | packets | import
+START: Final = "start"  # request start (UTC datetime)
+END: Final = "end"  # response end, or the last timestamp known
+CLIENT_IP: Final = "client_ip"
+CLIENT_PORT: Final = "client_port"
+SERVER_IP: Final = "server_ip"
+SERVER_PORT: Final = "server_port"
+SNI: Final = "sni"
+TLS_VERSION: Final = "tls_version"
+ALPN: Final = "alpn"
+METHOD: Final = "method"
+SCHEME: Final = "scheme"
+HOST: Final = "host"
+PORT: Final = "port"
+PATH: Final = "path"
+URL: Final = "url"
+STATUS: Final = "status"
+REQUEST_CONTENT_TYPE: Final = "request_content_type"
+RESPONSE_CONTENT_TYPE: Final = "response_content_type"
+REQUEST_BODY_SHA256: Final = "request_body_sha256"
+RESPONSE_BODY_SHA256: Final = "response_body_sha256"
+REQUEST_WIRE_SIZE: Final = "request_wire_size"
+RESPONSE_WIRE_SIZE: Final = "response_wire_size"
+REQUEST_DECODED_SIZE: Final = "request_decoded_size"
+RESPONSE_DECODED_SIZE: Final = "response_decoded_size"
+REQUEST_TRUNCATED: Final = "request_truncated"
+RESPONSE_TRUNCATED: Final = "response_truncated"
+BYTES_UP: Final = "bytes_up"  # request line + headers + wire body
+BYTES_DOWN: Final = "bytes_down"  # status line + headers + wire body
+ERROR: Final = "error"
+
+FLOW_COLUMNS: Final[tuple[str, ...]] = (
+    FLOW_ID,
+    RECORD_TYPE,
+    SOURCE,
+    START,
+    END,
+    CLIENT_IP,
+    CLIENT_PORT,
+    SERVER_IP,
+    SERVER_PORT,
+    SNI,
+    TLS_VERSION,
+    ALPN,
+    METHOD,
+    SCHEME,
+    HOST,
+    PORT,
+    PATH,
+    URL,
+    STATUS,
+    REQUEST_CONTENT_TYPE,
+    RESPONSE_CONTENT_TYPE,
+    REQUEST_BODY_SHA256,
+    RESPONSE_BODY_SHA256,
+    REQUEST_WIRE_SIZE,
+    RESPONSE_WIRE_SIZE,
+    REQUEST_DECODED_SIZE,
+    RESPONSE_DECODED_SIZE,
+    REQUEST_TRUNCATED,
+    RESPONSE_TRUNCATED,
+    BYTES_UP,
+    BYTES_DOWN,
+    ERROR,
+)

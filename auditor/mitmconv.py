@@ -1,0 +1,158 @@
+"""mitmproxy objects to auditor records.
+
+Shared by the live recorder addon (``addons/recorder.py``) and by imports of mitmproxy flow
+files, so a flow becomes the same record whichever way it arrived.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from auditor.bodies import BodyStore
+from auditor.records import (
+    BodyRef,
+    DnsAnswer,
+    DnsRecord,
+    Header,
+    HttpRecord,
+    TlsFailedRecord,
+    WebSocketMessageRecord,
+    decode_header_bytes,
+)
+from auditor.timeutil import iso, now_iso
+
+if TYPE_CHECKING:
+    from mitmproxy import connection, dns, http, tls
+    from mitmproxy.websocket import WebSocketMessage
+
+
+def _addr(addr: tuple[str, int] | tuple[str, int, int, int] | None) -> tuple[str | None, int | None]:
+    if not addr:
+        return None, None
+    host, port = addr[0], addr[1]
+    if host.startswith("::ffff:") and "." in host:
+        host = host[7:]
+    return host, int(port)
+
+
+def _headers(h: http.Headers) -> tuple[Header, ...]:
+    return tuple((decode_header_bytes(k), decode_header_bytes(v)) for k, v in h.fields)
+
+
+def _body(msg: http.Message, store: BodyStore) -> BodyRef | None:
+    raw = msg.raw_content
+    if not raw:
+        return None
+    return store.put(raw, msg.headers.get("content-encoding"))
+
+
+def _alpn(conn: connection.Connection) -> str | None:
+    return conn.alpn.decode("ascii", "replace") if conn.alpn else None
+
+
+def http_record(flow: http.HTTPFlow, store: BodyStore) -> HttpRecord:
+    req, resp = flow.request, flow.response
+    client_ip, client_port = _addr(flow.client_conn.peername)
+    server_ip, server_port = _addr(flow.server_conn.peername)
+    return HttpRecord(
+        id=flow.id,
+        method=req.method,
+        scheme=req.scheme,
+        host=req.pretty_host,
+        port=req.port,
+        path=req.path,
+        url=req.pretty_url,
+        http_version=req.http_version,
+        request_start=iso(req.timestamp_start),
+        request_end=iso(req.timestamp_end),
+        response_start=iso(resp.timestamp_start) if resp else None,
+        response_end=iso(resp.timestamp_end) if resp else None,
+        client_ip=client_ip,
+        client_port=client_port,
+        server_ip=server_ip,
+        server_port=server_port,
+        sni=flow.client_conn.sni,
+        tls_version=flow.client_conn.tls_version,
+        alpn=_alpn(flow.client_conn),
+        request_headers=_headers(req.headers),
+        request_content_type=req.headers.get("content-type"),
+        request_body=_body(req, store),
+        status=resp.status_code if resp else None,
+        reason=resp.reason if resp else None,
+        response_headers=_headers(resp.headers) if resp else (),
+        response_content_type=resp.headers.get("content-type") if resp else None,
+        response_body=_body(resp, store) if resp else None,
+        error=flow.error.msg if flow.error else None,
+        proxy_mode=flow.client_conn.proxy_mode.full_spec if flow.client_conn.proxy_mode else None,
+    )
+
+
+def tls_failed_record(data: tls.TlsData, side: str) -> TlsFailedRecord:
+    client = data.context.client
+    server = data.context.server
+    client_ip, client_port = _addr(client.peername)
+    server_ip, server_port = _addr(server.peername or server.address)
+    return TlsFailedRecord(
+        id=data.conn.id,
+        ts=now_iso(),
+        side=side,
+        client_ip=client_ip,
+        client_port=client_port,
+        sni=client.sni or (server.sni if side == "server" else None),
+        error=data.conn.error or "TLS handshake failed",
+        server_ip=server_ip,
+        server_port=server_port,
+        alpn_offers=tuple(a.decode("ascii", "replace") for a in client.alpn_offers or ()),
+    )
+
+
+def websocket_record(
+    flow: http.HTTPFlow, message: WebSocketMessage, index: int, store: BodyStore
+) -> WebSocketMessageRecord:
+    content = message.content
+    return WebSocketMessageRecord(
+        id=f"{flow.id}:{index}",
+        flow_id=flow.id,
+        ts=iso(message.timestamp) or now_iso(),
+        from_client=message.from_client,
+        is_text=message.is_text,
+        host=flow.request.pretty_host,
+        url=flow.request.pretty_url,
+        body=store.put(content) if content else None,
+    )
+
+
+def dns_record(flow: dns.DNSFlow) -> DnsRecord:
+    from mitmproxy.net.dns import response_codes, types
+
+    q = flow.request.questions[0] if flow.request.questions else None
+    resp = flow.response
+    answers: tuple[DnsAnswer, ...] = ()
+    if resp:
+        answers = tuple(
+            DnsAnswer(name=a.name, rtype=types.to_str(a.type), value=_rr_value(a), ttl=a.ttl)
+            for a in resp.answers
+        )
+    client_ip, client_port = _addr(flow.client_conn.peername)
+    server_ip, server_port = _addr(flow.server_conn.peername)
+    return DnsRecord(
+        id=flow.id,
+        ts=iso(flow.request.timestamp) or now_iso(),
+        qname=q.name if q else "",
+        qtype=types.to_str(q.type) if q else "",
+        client_ip=client_ip,
+        client_port=client_port,
+        server_ip=server_ip,
+        server_port=server_port,
+        transport=flow.client_conn.transport_protocol,
+        rcode=response_codes.to_str(resp.response_code) if resp else None,
+        answers=answers,
+        source="mitmproxy",
+    )
+
+
+def _rr_value(rr: dns.ResourceRecord) -> str:
+    try:
+        return str(rr)
+    except Exception:  # noqa: BLE001 - a malformed record must not lose the others
+        return rr.data.hex()

@@ -1,0 +1,1 @@
+"""auditor's offline stand-in for the internet: origin servers and a PKI on loopback."""

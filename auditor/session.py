@@ -1,0 +1,578 @@
+"""Capture sessions: a folder that holds everything one capture produced.
+
+Layout of ``captures/<session-id>/``::
+
+    manifest.json   what, when, where, with which tools; the artifact hashes once closed
+    flows.jsonl     one record per line (auditor.records), appended and flushed as it happens
+    bodies/         content-addressed bodies (auditor.bodies)
+
+Writing and reading are separate: capture code uses :class:`SessionWriter`, analysis only ever
+opens a saved session with :class:`Session`. The writer appends each record with a single
+``write(2)`` on an ``O_APPEND`` descriptor, so several processes (mitmdump's recorder and the
+controlling ``auditor`` process) can share one ``flows.jsonl``, and a ``kill -9`` loses at
+most the flows still in flight.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import secrets
+import socket
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from auditor import __version__, columns
+from auditor.bodies import DEFAULT_BODY_CAP, BodyStore
+from auditor.errors import SessionError
+from auditor.records import (
+    EventRecord,
+    HttpRecord,
+    Record,
+    RecordFormatError,
+    TlsFailedRecord,
+    dumps,
+    loads,
+)
+from auditor.timeutil import iso, now_iso, parse_iso
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+FLOWS = "flows.jsonl"
+BODIES = "bodies"
+MANIFEST_SCHEMA_VERSION = 1
+
+STATUS_OPEN = "open"
+STATUS_COMPLETE = "complete"
+STATUS_INCOMPLETE = "incomplete"
+
+_HASH_CHUNK = 1024 * 1024
+
+
+def tool_versions() -> dict[str, str]:
+    """Versions of auditor and the tools whose behaviour shapes a capture."""
+    out = {"auditor": __version__, "python": platform.python_version()}
+    for dist in ("mitmproxy", "scapy", "adbutils"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+def new_session_id(ts: float | None = None) -> str:
+    """UTC start time plus a short random suffix, e.g. ``20261128T035135Z-3f9a1c``."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(ts if ts is not None else time.time()))
+    return f"{stamp}-{secrets.token_hex(3)}"
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(obj, fh, indent=2, ensure_ascii=False, sort_keys=False)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    mpath = path / MANIFEST
+    try:
+        obj = json.loads(mpath.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SessionError(f"{path}: not a capture session (no {MANIFEST})") from None
+    except (OSError, ValueError) as exc:
+        raise SessionError(f"{mpath}: unreadable manifest: {exc}") from None
+    if not isinstance(obj, dict):
+        raise SessionError(f"{mpath}: manifest is not a JSON object")
+    return obj
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_HASH_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _artifact_paths(root: Path) -> list[str]:
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in filenames:
+            rel = os.path.relpath(os.path.join(dirpath, name), root)
+            if rel == MANIFEST or name.startswith("."):
+                continue
+            out.append(rel.replace(os.sep, "/"))
+    return sorted(out)
+
+
+# --------------------------------------------------------------------------------------- writing
+
+
+class SessionWriter:
+    """Appends records to a session. Create one with :meth:`create` or :meth:`attach`."""
+
+    def __init__(self, path: Path, *, body_cap: int = DEFAULT_BODY_CAP):
+        self.path = path
+        self.bodies = BodyStore(path / BODIES, body_cap)
+        self._fd: int | None = os.open(
+            path / FLOWS, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
+        )
+        self.counts: dict[str, int] = {}
+
+    @classmethod
+    def create(
+        cls,
+        out_dir: Path,
+        *,
+        notes: str = "",
+        device: dict[str, Any] | None = None,
+        scenario: dict[str, Any] | None = None,
+        capture: dict[str, Any] | None = None,
+        body_cap: int = DEFAULT_BODY_CAP,
+        session_id: str | None = None,
+    ) -> SessionWriter:
+        """Make ``out_dir/<new id>/`` (mode 0700) with an open manifest."""
+        started = time.time()
+        sid = session_id or new_session_id(started)
+        path = Path(out_dir) / sid
+        try:
+            Path(out_dir).mkdir(parents=True, exist_ok=True)
+            path.mkdir(mode=0o700)
+        except OSError as exc:
+            raise SessionError(f"cannot create session folder {path}: {exc}") from None
+        os.chmod(path, 0o700)
+        manifest = {
+            "schema_version": MANIFEST_SCHEMA_VERSION,
+            "session_id": sid,
+            "status": STATUS_OPEN,
+            "started_at": iso(started),
+            "ended_at": None,
+            "host": socket.gethostname(),
+            "versions": tool_versions(),
+            "device": device or {},
+            "scenario": scenario or {},
+            "notes": notes,
+            "capture": {**(capture or {}), "body_cap": body_cap},
+            "artifacts": [],
+        }
+        _write_json_atomic(path / MANIFEST, manifest)
+        return cls(path, body_cap=body_cap)
+
+    @classmethod
+    def attach(cls, path: Path, *, body_cap: int | None = None) -> SessionWriter:
+        """Append to an existing session (as mitmdump's recorder does); create it if the folder
+        is empty or missing, so ``mitmdump -s addons/recorder.py`` works on its own."""
+        path = Path(path)
+        if not (path / MANIFEST).exists():
+            if path.exists() and any(path.iterdir()):
+                raise SessionError(f"{path} is not empty and holds no {MANIFEST}")
+            parent, sid = path.parent, path.name
+            return cls.create(parent, session_id=sid, body_cap=body_cap or DEFAULT_BODY_CAP)
+        manifest = read_manifest(path)
+        if manifest.get("status") != STATUS_OPEN:
+            raise SessionError(f"{path} is closed ({manifest.get('status')}); start a new session")
+        cap = body_cap or manifest.get("capture", {}).get("body_cap") or DEFAULT_BODY_CAP
+        return cls(path, body_cap=int(cap))
+
+    def write(self, record: Record) -> None:
+        if self._fd is None:
+            raise SessionError(f"{self.path}: session writer is closed")
+        line = (dumps(record) + "\n").encode("utf-8")
+        os.write(self._fd, line)
+        t = record.TYPE.value
+        self.counts[t] = self.counts.get(t, 0) + 1
+
+    def event(self, kind: str, message: str = "", **data: Any) -> None:
+        self.write(EventRecord(ts=now_iso(), kind=kind, message=message, data=data))
+
+    def flush(self) -> None:
+        if self._fd is not None:
+            os.fsync(self._fd)
+
+    def detach(self) -> None:
+        """Stop writing without closing the session (another process will close it)."""
+        if self._fd is not None:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = None
+
+    def close(self, status: str = STATUS_COMPLETE, **manifest_updates: Any) -> dict[str, Any]:
+        self.detach()
+        return close_session(self.path, status=status, **manifest_updates)
+
+
+def close_session(path: Path, status: str = STATUS_COMPLETE, **updates: Any) -> dict[str, Any]:
+    """Write the end time, the summary and the artifact hashes into the manifest."""
+    manifest = read_manifest(path)
+    if manifest.get("status") not in (STATUS_OPEN, None):
+        raise SessionError(f"{path} is already closed")
+    manifest.update(updates)
+    manifest["status"] = status
+    manifest["ended_at"] = now_iso()
+    sess = Session(path)
+    manifest["summary"] = sess.summary().to_dict()
+    if sess.warnings:
+        manifest["reader_warnings"] = sess.warnings
+    manifest["artifacts"] = [
+        {"path": rel, "sha256": sha256_file(path / rel), "size": (path / rel).stat().st_size}
+        for rel in _artifact_paths(path)
+    ]
+    _write_json_atomic(path / MANIFEST, manifest)
+    return manifest
+
+
+# --------------------------------------------------------------------------------------- reading
+
+
+@dataclass(slots=True)
+class Summary:
+    flows: int = 0
+    tls_failed: int = 0
+    websocket_messages: int = 0
+    dns: int = 0
+    events: int = 0
+    errors: int = 0
+    hosts: int = 0
+    bytes_up: int = 0
+    bytes_down: int = 0
+    first_ts: str | None = None
+    last_ts: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__slots__}  # type: ignore[attr-defined]
+
+
+def _headers_size(headers: Iterable[tuple[str, str]]) -> int:
+    return sum(len(k) + len(v) + 4 for k, v in headers) + 2
+
+
+def http_bytes(rec: HttpRecord) -> tuple[int, int]:
+    """Approximate bytes on the wire up and down: start line, headers and wire body."""
+    up = len(rec.method) + len(rec.path) + 12 + _headers_size(rec.request_headers)
+    up += rec.request_body.wire_size if rec.request_body else 0
+    down = 0
+    if rec.status is not None:
+        down = 17 + len(rec.reason or "") + _headers_size(rec.response_headers)
+        down += rec.response_body.wire_size if rec.response_body else 0
+    return up, down
+
+
+@dataclass
+class Session:
+    """A saved capture session, opened for reading."""
+
+    path: Path
+    manifest: dict[str, Any] = field(init=False)
+    warnings: list[str] = field(init=False, default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+        if not self.path.is_dir():
+            raise SessionError(f"{self.path}: no such session folder")
+        self.manifest = read_manifest(self.path)
+        self.bodies = BodyStore(self.path / BODIES)
+
+    @property
+    def id(self) -> str:
+        return str(self.manifest.get("session_id") or self.path.name)
+
+    def records(self) -> Iterator[Record]:
+        """Every record in file order. Bad lines become warnings (``self.warnings``); a
+        truncated last line (a killed writer) is expected and reported the same way."""
+        fpath = self.path / FLOWS
+        self.warnings.clear()
+        try:
+            fh = open(fpath, "rb")
+        except FileNotFoundError:
+            self.warnings.append(f"{FLOWS}: missing")
+            return
+        with fh:
+            lineno = 0
+            for raw in fh:
+                lineno += 1
+                if not raw.endswith(b"\n"):
+                    self.warnings.append(
+                        f"{FLOWS}: last line {lineno} is truncated ({len(raw)} bytes), ignored"
+                    )
+                    break
+                if not raw.strip():
+                    continue
+                try:
+                    yield loads(raw)
+                except RecordFormatError as exc:
+                    self.warnings.append(f"{FLOWS}: line {lineno}: {exc}")
+
+    def http(self) -> Iterator[HttpRecord]:
+        return (r for r in self.records() if isinstance(r, HttpRecord))
+
+    def summary(self) -> Summary:
+        s = Summary()
+        hosts: set[str] = set()
+        first: str | None = None
+        last: str | None = None
+        for rec in self.records():
+            if isinstance(rec, HttpRecord):
+                s.flows += 1
+                hosts.add(rec.host)
+                up, down = http_bytes(rec)
+                s.bytes_up += up
+                s.bytes_down += down
+                if rec.error:
+                    s.errors += 1
+                ts = rec.request_start
+            elif isinstance(rec, TlsFailedRecord):
+                s.tls_failed += 1
+                if rec.sni:
+                    hosts.add(rec.sni)
+                ts = rec.ts
+            elif isinstance(rec, EventRecord):
+                s.events += 1
+                ts = rec.ts
+            else:
+                if rec.TYPE.value == "dns":
+                    s.dns += 1
+                else:
+                    s.websocket_messages += 1
+                ts = rec.ts
+            if ts:
+                first = ts if first is None or ts < first else first
+                last = ts if last is None or ts > last else last
+        s.hosts = len(hosts)
+        s.first_ts, s.last_ts = first, last
+        return s
+
+    def flows(self) -> pd.DataFrame:
+        """One row per HTTP flow or failed TLS handshake; columns from :mod:`auditor.columns`."""
+        import pandas as pd
+
+        rows: list[tuple[Any, ...]] = []
+        for rec in self.records():
+            if isinstance(rec, HttpRecord):
+                rows.append(_http_row(rec))
+            elif isinstance(rec, TlsFailedRecord):
+                rows.append(_tls_failed_row(rec))
+        df = pd.DataFrame.from_records(rows, columns=list(columns.FLOW_COLUMNS))
+        for col in (columns.START, columns.END):
+            df[col] = pd.to_datetime(df[col], utc=True, format="ISO8601")
+        for col in (
+            columns.CLIENT_PORT,
+            columns.SERVER_PORT,
+            columns.PORT,
+            columns.STATUS,
+            columns.REQUEST_WIRE_SIZE,
+            columns.RESPONSE_WIRE_SIZE,
+            columns.REQUEST_DECODED_SIZE,
+            columns.RESPONSE_DECODED_SIZE,
+        ):
+            df[col] = df[col].astype("Int64")
+        return df
+
+    def duration_seconds(self) -> float | None:
+        start, end = self.manifest.get("started_at"), self.manifest.get("ended_at")
+        if not start or not end:
+            return None
+        return parse_iso(end) - parse_iso(start)
+
+
+def _http_row(r: HttpRecord) -> tuple[Any, ...]:
+    up, down = http_bytes(r)
+    qb, sb = r.request_body, r.response_body
+    return (
+        r.id,
+        "http",
+        "mitmproxy",
+        r.request_start,
+        r.response_end or r.request_end or r.request_start,
+        r.client_ip,
+        r.client_port,
+        r.server_ip,
+        r.server_port,
+        r.sni,
+        r.tls_version,
+        r.alpn,
+        r.method,
+        r.scheme,
+        r.host,
+        r.port,
+        r.path,
+        r.url,
+        r.status,
+        r.request_content_type,
+        r.response_content_type,
+        qb.sha256 if qb else None,
+        sb.sha256 if sb else None,
+        qb.wire_size if qb else 0,
+        sb.wire_size if sb else 0,
+        qb.decoded_size if qb else 0,
+        sb.decoded_size if sb else 0,
+        bool(qb and qb.truncated),
+        bool(sb and sb.truncated),
+        up,
+        down,
+        r.error,
+    )
+
+
+def _tls_failed_row(r: TlsFailedRecord) -> tuple[Any, ...]:
+    row: list[Any] = [None] * len(columns.FLOW_COLUMNS)
+    idx = {c: i for i, c in enumerate(columns.FLOW_COLUMNS)}
+    for col, value in (
+        (columns.FLOW_ID, r.id),
+        (columns.RECORD_TYPE, "tls_failed"),
+        (columns.SOURCE, "mitmproxy"),
+        (columns.START, r.ts),
+        (columns.END, r.ts),
+        (columns.CLIENT_IP, r.client_ip),
+        (columns.CLIENT_PORT, r.client_port),
+        (columns.SERVER_IP, r.server_ip),
+        (columns.SERVER_PORT, r.server_port),
+        (columns.SNI, r.sni),
+        (columns.HOST, r.sni or r.server_ip),
+        (columns.PORT, r.server_port),
+        (columns.BYTES_UP, 0),
+        (columns.BYTES_DOWN, 0),
+        (columns.ERROR, r.error),
+        (columns.REQUEST_TRUNCATED, False),
+        (columns.RESPONSE_TRUNCATED, False),
+    ):
+        row[idx[col]] = value
+    return tuple(row)
+
+
+# -------------------------------------------------------------------------------- verify and list
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyResult:
+    path: Path
+    ok: bool
+    checked: int
+    missing: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()
+    unlisted: tuple[str, ...] = ()
+    problems: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "session": str(self.path),
+            "ok": self.ok,
+            "checked": self.checked,
+            "missing": list(self.missing),
+            "changed": list(self.changed),
+            "unlisted": list(self.unlisted),
+            "problems": list(self.problems),
+        }
+
+
+def verify_session(path: Path) -> VerifyResult:
+    """Recompute every artifact's SHA-256 and size against the manifest."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    problems: list[str] = []
+    if manifest.get("status") == STATUS_OPEN:
+        problems.append("session was never closed: no artifact hashes to check")
+    listed: dict[str, dict[str, Any]] = {}
+    for art in manifest.get("artifacts") or []:
+        if isinstance(art, dict) and isinstance(art.get("path"), str):
+            listed[art["path"]] = art
+        else:
+            problems.append(f"malformed artifact entry: {art!r}")
+    missing, changed = [], []
+    for rel, art in sorted(listed.items()):
+        fpath = path / rel
+        if ".." in Path(rel).parts or Path(rel).is_absolute():
+            problems.append(f"artifact path escapes the session: {rel}")
+            continue
+        if not fpath.is_file():
+            missing.append(rel)
+            continue
+        if fpath.stat().st_size != art.get("size") or sha256_file(fpath) != art.get("sha256"):
+            changed.append(rel)
+    unlisted = [rel for rel in _artifact_paths(path) if rel not in listed]
+    ok = not (missing or changed or unlisted or problems)
+    return VerifyResult(
+        path, ok, len(listed), tuple(missing), tuple(changed), tuple(unlisted), tuple(problems)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    id: str
+    path: str
+    status: str
+    device: str
+    started_at: str | None
+    duration_s: float | None
+    flows: int
+    tls_failed: int
+    bytes_up: int
+    bytes_down: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__slots__}  # type: ignore[attr-defined]
+
+
+def describe_device(device: dict[str, Any]) -> str:
+    if not device:
+        return "-"
+    label = " ".join(str(device[k]) for k in ("manufacturer", "model") if device.get(k))
+    serial = device.get("serial")
+    return f"{label} ({serial})" if label and serial else label or str(serial or "-")
+
+
+def session_info(path: Path) -> SessionInfo:
+    sess = Session(path)
+    m = sess.manifest
+    summary = m.get("summary")
+    if not isinstance(summary, dict) or m.get("status") == STATUS_OPEN:
+        summary = sess.summary().to_dict()
+    duration = sess.duration_seconds()
+    if duration is None and m.get("started_at"):
+        duration = time.time() - parse_iso(m["started_at"])
+    return SessionInfo(
+        id=sess.id,
+        path=str(sess.path),
+        status=str(m.get("status", "?")),
+        device=describe_device(m.get("device") or {}),
+        started_at=m.get("started_at"),
+        duration_s=round(duration, 3) if duration is not None else None,
+        flows=int(summary.get("flows", 0)),
+        tls_failed=int(summary.get("tls_failed", 0)),
+        bytes_up=int(summary.get("bytes_up", 0)),
+        bytes_down=int(summary.get("bytes_down", 0)),
+    )
+
+
+def list_sessions(root: Path) -> tuple[list[SessionInfo], list[str]]:
+    """Sessions under ``root``, oldest first, and one warning per folder that is not one."""
+    root = Path(root)
+    if not root.is_dir():
+        raise SessionError(f"{root}: no such folder")
+    infos, warnings = [], []
+    for child in sorted(root.iterdir()):
+        if not child.is_dir() or child.name.startswith("."):
+            continue
+        if not (child / MANIFEST).exists():
+            continue
+        try:
+            infos.append(session_info(child))
+        except SessionError as exc:
+            warnings.append(str(exc))
+    infos.sort(key=lambda i: (i.started_at or "", i.id))
+    return infos, warnings
