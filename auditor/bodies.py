@@ -81,7 +81,7 @@ class BodyStore:
     def get(self, sha256: str) -> bytes:
         """The stored wire bytes of a body. Raises FileNotFoundError when absent."""
         with open(self.path(sha256), "rb") as fh:
-            return zstd.decompress(fh.read())  # type: ignore[no-any-return]
+            return zstd.decompress(fh.read())
 
     def decoded(self, ref: BodyRef, limit: int = DEFAULT_DECODE_LIMIT) -> Decoded:
         """The body with its content encoding undone, at most ``limit`` bytes."""

@@ -12,20 +12,18 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
 from auditor import __version__
 from auditor.errors import AuditorError
 
-F = TypeVar("F", bound=Callable[..., Any])
-
 DEFAULT_CAPTURES = Path("captures")
 DEFAULT_REPORTS = Path("reports")
 
 
-def json_option(fn: F) -> F:
+def json_option[F: Callable[..., Any]](fn: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(
         fn
     )
@@ -40,7 +38,7 @@ def fail(message: str, code: int = 1) -> None:
     sys.exit(code)
 
 
-def handle_errors(fn: F) -> F:
+def handle_errors[F: Callable[..., Any]](fn: F) -> F:
     """One clear line and a non-zero exit for the errors a user can act on."""
 
     @functools.wraps(fn)
@@ -97,7 +95,9 @@ def main(verbose: int) -> None:
         auditor verify captures/<session-id>
     """
     level = logging.WARNING - 10 * verbose
-    logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s"
+    )
 
 
 # ------------------------------------------------------------------------------------- sessions
@@ -188,7 +188,7 @@ def verify(session: Path, as_json: bool) -> None:
 # ------------------------------------------------------------------------------------- capture
 
 
-def proxy_options(fn: F) -> F:
+def proxy_options[F: Callable[..., Any]](fn: F) -> F:
     for opt in reversed(
         [
             click.option(
@@ -289,7 +289,7 @@ def capture(
         res = run_capture(
             out, opts, duration=duration, notes=notes, on_progress=progress, stop=stop.event
         )
-    progress.close()  # type: ignore[attr-defined]
+    progress.close()
     summary = res.manifest.get("summary", {})
     if as_json:
         emit_json({"session": str(res.session), "stopped_by": res.stopped_by, **summary})

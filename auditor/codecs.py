@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import brotli
 
 try:  # Python 3.14 has it in the standard library; mitmproxy brings the backport before that.
-    from compression import zstd  # type: ignore[import-not-found]
+    from compression import zstd
 except ImportError:  # pragma: no cover - depends on the Python version
-    from backports import zstd  # type: ignore[no-redef]
+    from backports import zstd
 
 DEFAULT_DECODE_LIMIT = 256 * 1024 * 1024
 _CHUNK = 256 * 1024

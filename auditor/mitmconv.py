@@ -26,7 +26,9 @@ if TYPE_CHECKING:
     from mitmproxy.websocket import WebSocketMessage
 
 
-def _addr(addr: tuple[str, int] | tuple[str, int, int, int] | None) -> tuple[str | None, int | None]:
+def _addr(
+    addr: tuple[str, int] | tuple[str, int, int, int] | None,
+) -> tuple[str | None, int | None]:
     if not addr:
         return None, None
     host, port = addr[0], addr[1]

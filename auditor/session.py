@@ -130,9 +130,7 @@ class SessionWriter:
     def __init__(self, path: Path, *, body_cap: int = DEFAULT_BODY_CAP):
         self.path = path
         self.bodies = BodyStore(path / BODIES, body_cap)
-        self._fd: int | None = os.open(
-            path / FLOWS, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
-        )
+        self._fd: int | None = os.open(path / FLOWS, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self.counts: dict[str, int] = {}
 
     @classmethod
@@ -255,7 +253,7 @@ class Summary:
     last_ts: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__slots__}  # type: ignore[attr-defined]
+        return {k: getattr(self, k) for k in self.__slots__}
 
 
 def _headers_size(headers: Iterable[tuple[str, str]]) -> int:
@@ -525,7 +523,7 @@ class SessionInfo:
     bytes_down: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__slots__}  # type: ignore[attr-defined]
+        return {k: getattr(self, k) for k in self.__slots__}
 
 
 def describe_device(device: dict[str, Any]) -> str:

@@ -27,7 +27,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "auditor-offline/1"
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         log.debug("origin: " + format, *args)
 
     def _body(self) -> bytes:
@@ -36,7 +36,9 @@ class _Handler(BaseHTTPRequestHandler):
             raise ValueError("request body too large")
         return self.rfile.read(length) if length else b""
 
-    def _send(self, status: int, body: bytes, ctype: str, extra: dict[str, str] | None = None):
+    def _send(
+        self, status: int, body: bytes, ctype: str, extra: dict[str, str] | None = None
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))

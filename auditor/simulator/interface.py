@@ -91,8 +91,9 @@ class DeviceBackend(Protocol):
         ...
 
     def adb_root(self) -> tuple[bool, str]:
-        """The ``root:`` service: (restart needed, message such as
-        ``"restarting adbd as root\\n"`` or ``"adbd cannot run as root in production builds\\n"``)."""
+        """The ``root:`` service: (restart needed, message). The message is what adbd writes,
+        e.g. ``"restarting adbd as root\\n"`` or
+        ``"adbd cannot run as root in production builds\\n"``."""
         ...
 
     def adb_unroot(self) -> tuple[bool, str]: ...

@@ -1,0 +1,1 @@
+"""Benchmarks. Targets are ratios against a baseline measured in the same run."""

@@ -1,0 +1,17 @@
+"""Run the benchmarks: ``python -m bench [name ...]`` (``make bench`` runs them all)."""
+
+import importlib
+import sys
+
+BENCHES = ["proxy_throughput"]
+
+
+def main(argv: list[str]) -> int:
+    for name in argv or BENCHES:
+        mod = importlib.import_module(f"bench.{name}")
+        mod.main()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

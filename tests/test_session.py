@@ -1,0 +1,185 @@
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+from auditor import columns
+from auditor.errors import SessionError
+from auditor.records import EventRecord, HttpRecord, TlsFailedRecord
+from auditor.session import (
+    FLOWS,
+    MANIFEST,
+    Session,
+    SessionWriter,
+    list_sessions,
+    verify_session,
+)
+
+
+def _http(i: int, body: bytes | None = None, writer: SessionWriter | None = None) -> HttpRecord:
+    ref = writer.bodies.put(body) if (writer and body) else None
+    return HttpRecord(
+        id=f"f{i}",
+        method="GET",
+        scheme="https",
+        host=f"h{i % 2}.example",
+        port=443,
+        path=f"/p?i={i}",
+        url=f"https://h{i % 2}.example/p?i={i}",
+        request_start=f"2026-01-01T00:00:0{i}.000000Z",
+        response_end=f"2026-01-01T00:00:0{i}.500000Z",
+        status=200,
+        request_body=ref,
+        request_headers=(("Host", f"h{i % 2}.example"),),
+    )
+
+
+def _closed_session(out: Path) -> Path:
+    w = SessionWriter.create(out, notes="unit", device={"model": "M2007J3SG", "serial": "abc"})
+    for i in range(3):
+        w.write(_http(i, b"payload-%d" % i, w))
+    w.write(
+        TlsFailedRecord(
+            id="t",
+            ts="2026-01-01T00:00:05.000000Z",
+            side="client",
+            client_ip="127.0.0.1",
+            client_port=1,
+            sni="pinned.example",
+            error="unknown ca",
+        )
+    )
+    w.event("step", "idle", n=1)
+    w.close()
+    return w.path
+
+
+def test_create_layout_and_modes(session_dir: Path) -> None:
+    path = _closed_session(session_dir)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o700
+    for f in (MANIFEST, FLOWS):
+        assert stat.S_IMODE((path / f).stat().st_mode) == 0o600
+    m = json.loads((path / MANIFEST).read_text())
+    assert m["status"] == "complete" and m["notes"] == "unit"
+    assert m["started_at"].endswith("Z") and m["ended_at"] >= m["started_at"]
+    assert set(m["versions"]) >= {"auditor", "mitmproxy", "scapy", "adbutils", "python"}
+    paths = [a["path"] for a in m["artifacts"]]
+    assert FLOWS in paths and sum(p.startswith("bodies/") for p in paths) == 3
+    assert m["summary"]["flows"] == 3 and m["summary"]["tls_failed"] == 1
+    assert m["summary"]["hosts"] == 3
+
+
+def test_reader_records_and_dataframe(session_dir: Path) -> None:
+    sess = Session(_closed_session(session_dir))
+    recs = list(sess.records())
+    assert [type(r).__name__ for r in recs].count("HttpRecord") == 3
+    assert isinstance(recs[-1], EventRecord) and recs[-1].data == {"n": 1}
+    df = sess.flows()
+    assert list(df.columns) == list(columns.FLOW_COLUMNS)
+    assert len(df) == 4
+    assert set(df[columns.RECORD_TYPE]) == {"http", "tls_failed"}
+    assert str(df[columns.START].dt.tz) == "UTC"
+    http = df[df[columns.RECORD_TYPE] == "http"]
+    assert http[columns.REQUEST_WIRE_SIZE].tolist() == [9, 9, 9]
+    assert (http[columns.BYTES_UP] > 9).all()
+    assert sess.bodies.get(http[columns.REQUEST_BODY_SHA256].iloc[0]) == b"payload-0"
+
+
+def test_truncated_last_line_and_corrupt_line_are_warnings(session_dir: Path) -> None:
+    w = SessionWriter.create(session_dir)
+    w.write(_http(1))
+    w.detach()
+    with open(w.path / FLOWS, "ab") as fh:
+        fh.write(b'{"type": "http", "id": "broken"}\n')
+        fh.write(b"\x00garbage\n")
+    w2 = SessionWriter.attach(w.path)
+    w2.write(_http(2))
+    w2.detach()
+    with open(w.path / FLOWS, "ab") as fh:
+        fh.write(b'{"type": "http", "id": "cut-in-the-mid')
+    sess = Session(w.path)
+    ids = [r.id for r in sess.http()]
+    assert ids == ["f1", "f2"]
+    assert len(sess.warnings) == 3
+    assert "truncated" in sess.warnings[-1]
+
+
+def test_verify_detects_changed_missing_unlisted(session_dir: Path) -> None:
+    path = _closed_session(session_dir)
+    assert verify_session(path).ok
+    body = sorted((path / "bodies").iterdir())[0]
+    with open(path / FLOWS, "r+b") as fh:
+        fh.seek(10)
+        fh.write(b"X")
+    body.unlink()
+    (path / "extra.txt").write_text("planted")
+    res = verify_session(path)
+    assert not res.ok
+    assert res.changed == (FLOWS,)
+    assert res.missing == (f"bodies/{body.name}",)
+    assert res.unlisted == ("extra.txt",)
+
+
+def test_verify_open_session_is_not_ok(session_dir: Path) -> None:
+    w = SessionWriter.create(session_dir)
+    res = verify_session(w.path)
+    assert not res.ok and res.problems
+
+
+def test_close_twice_and_attach_closed_fail(session_dir: Path) -> None:
+    path = _closed_session(session_dir)
+    with pytest.raises(SessionError):
+        SessionWriter.attach(path)
+
+
+def test_attach_creates_a_missing_session(tmp_path: Path) -> None:
+    w = SessionWriter.attach(tmp_path / "new-session")
+    w.write(_http(0))
+    m = w.close()
+    assert m["session_id"] == "new-session" and m["summary"]["flows"] == 1
+
+
+def test_not_a_session(tmp_path: Path) -> None:
+    with pytest.raises(SessionError, match="not a capture session"):
+        Session(tmp_path)
+    (tmp_path / MANIFEST).write_text("{broken")
+    with pytest.raises(SessionError, match="unreadable manifest"):
+        Session(tmp_path)
+
+
+def test_list_sessions(session_dir: Path) -> None:
+    a = _closed_session(session_dir)
+    open_one = SessionWriter.create(session_dir)
+    open_one.write(_http(1))
+    (session_dir / "not-a-session").mkdir()
+    infos, warnings = list_sessions(session_dir)
+    assert [i.id for i in infos] == sorted([a.name, open_one.path.name])
+    closed = next(i for i in infos if i.id == a.name)
+    assert closed.flows == 3 and closed.status == "complete" and "M2007J3SG" in closed.device
+    assert next(i for i in infos if i.id != a.name).status == "open"
+    assert warnings == []
+
+
+def test_concurrent_appends_from_two_processes_stay_whole(session_dir: Path) -> None:
+    import subprocess
+    import sys
+
+    w1 = SessionWriter.create(session_dir)
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pathlib import Path; from auditor.session import SessionWriter\n"
+            "w = SessionWriter.attach(Path(sys.argv[1]))\n"
+            "for i in range(500): w.event('child', 'x' * 200, i=i)\n",
+            str(w1.path),
+        ]
+    )
+    for i in range(500):
+        w1.event("parent", "y" * 200, i=i)
+    assert child.wait(60) == 0
+    sess = Session(w1.path)
+    recs = list(sess.records())
+    assert len(recs) == 1000 and not sess.warnings
+    assert {r.kind for r in recs if isinstance(r, EventRecord)} == {"child", "parent"}
