@@ -130,7 +130,7 @@ class SessionWriter:
     def __init__(self, path: Path, *, body_cap: int = DEFAULT_BODY_CAP):
         self.path = path
         self.bodies = BodyStore(path / BODIES, body_cap)
-        self._fd: int | None = os.open(path / FLOWS, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._fd: int | None = os.open(path / FLOWS, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
         self.counts: dict[str, int] = {}
 
     @classmethod
@@ -188,6 +188,15 @@ class SessionWriter:
         cap = body_cap or manifest.get("capture", {}).get("body_cap") or DEFAULT_BODY_CAP
         return cls(path, body_cap=int(cap))
 
+    def _mend_torn_tail(self) -> None:
+        """End a line torn by a writer that died mid-write, so the next record starts on a line
+        of its own (the torn one is then reported by the reader, and nothing else is lost)."""
+        if self._fd is None:
+            return
+        size = os.fstat(self._fd).st_size
+        if size and os.pread(self._fd, 1, size - 1) != b"\n":
+            os.write(self._fd, b"\n")
+
     def write(self, record: Record) -> None:
         if self._fd is None:
             raise SessionError(f"{self.path}: session writer is closed")
@@ -197,6 +206,8 @@ class SessionWriter:
         self.counts[t] = self.counts.get(t, 0) + 1
 
     def event(self, kind: str, message: str = "", **data: Any) -> None:
+        # Events are rare and may follow another process's death: check the tail first.
+        self._mend_torn_tail()
         self.write(EventRecord(ts=now_iso(), kind=kind, message=message, data=data))
 
     def flush(self) -> None:
@@ -309,6 +320,12 @@ class Session:
                         f"{FLOWS}: last line {lineno} is truncated ({len(raw)} bytes), ignored"
                     )
                     break
+                if raw.startswith(b"{") and not raw.rstrip().endswith(b"}"):
+                    self.warnings.append(
+                        f"{FLOWS}: line {lineno} is torn ({len(raw)} bytes; its writer died "
+                        "mid-write), ignored"
+                    )
+                    continue
                 if not raw.strip():
                     continue
                 try:

@@ -154,7 +154,7 @@ def test_list_sessions(session_dir: Path) -> None:
     open_one.write(_http(1))
     (session_dir / "not-a-session").mkdir()
     infos, warnings = list_sessions(session_dir)
-    assert [i.id for i in infos] == sorted([a.name, open_one.path.name])
+    assert [i.id for i in infos] == [a.name, open_one.path.name]  # by start time
     closed = next(i for i in infos if i.id == a.name)
     assert closed.flows == 3 and closed.status == "complete" and "M2007J3SG" in closed.device
     assert next(i for i in infos if i.id != a.name).status == "open"
@@ -183,3 +183,16 @@ def test_concurrent_appends_from_two_processes_stay_whole(session_dir: Path) -> 
     recs = list(sess.records())
     assert len(recs) == 1000 and not sess.warnings
     assert {r.kind for r in recs if isinstance(r, EventRecord)} == {"child", "parent"}
+
+
+def test_a_torn_line_in_the_middle_loses_nothing_written_after_it(session_dir: Path) -> None:
+    w = SessionWriter.create(session_dir)
+    w.write(_http(1))
+    with open(w.path / FLOWS, "ab") as fh:  # a writer killed mid-record
+        fh.write(b'{"type": "http", "id": "torn", "meth')
+    w.event("proxy_died", "mitmdump exited")
+    w.write(_http(2))
+    sess = Session(w.path)
+    recs = list(sess.records())
+    assert [getattr(r, "id", None) or r.kind for r in recs] == ["f1", "proxy_died", "f2"]
+    assert len(sess.warnings) == 1 and "torn" in sess.warnings[0]
