@@ -156,7 +156,7 @@ class RestoreJournal:
 
 def find_pending(captures: Path, serial: str) -> list[Path]:
     """Sessions under ``captures`` whose journal still holds changes to ``serial``."""
-    out = []
+    out: list[Path] = []
     if not captures.is_dir():
         return out
     for child in sorted(captures.iterdir()):

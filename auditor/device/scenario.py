@@ -248,6 +248,7 @@ def parse_scenario(text: str, source: str, overrides: dict[str, Any] | None = No
 
 
 def _parse_step(raw: Any, where: str, line: int, index: int) -> Step:
+    value: Any
     if isinstance(raw, str):
         kind, value = raw, {}
     elif isinstance(raw, dict) and len(raw) == 1:
