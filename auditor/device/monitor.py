@@ -1,0 +1,144 @@
+"""What runs beside the scenario: the logcat stream and the socket-table poller.
+
+Both write into the session: ``logcat.txt`` (``logcat -b all -v epoch,uid``, streamed over one
+ADB stream, not polled) and ``sockets.jsonl`` (one snapshot of ``/proc/net/{tcp,tcp6,udp,udp6}``
+per line, about once a second). With the package UID map from the profile, the snapshots let
+the analyser say which app owned a connection, by local port and time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+from adbutils import AdbError
+
+from auditor.device import parsers
+from auditor.device.handset import Handset
+from auditor.device.models import NetProto
+from auditor.errors import DeviceError
+from auditor.timeutil import now_iso
+
+log = logging.getLogger(__name__)
+
+LOGCAT = "logcat.txt"
+SOCKETS = "sockets.jsonl"
+PROC_NET = ("tcp", "tcp6", "udp", "udp6")
+_SEP = "--auditor-proc-net--"
+
+
+class LogcatStream:
+    def __init__(self, handset: Handset, session: Path):
+        self.handset = handset
+        self.path = Path(session) / LOGCAT
+        self.bytes = 0
+        self.lines = 0
+        self.error: str | None = None
+        self._stop = threading.Event()
+        self._conn: object | None = None
+        self._thread = threading.Thread(target=self._run, name="logcat", daemon=True)
+
+    def start(self) -> LogcatStream:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            while not self._stop.is_set():
+                try:
+                    conn = self.handset.device.open_shell("logcat -b all -v epoch,uid")
+                except (AdbError, OSError) as exc:
+                    self.error = str(exc)
+                    if self._stop.wait(1.0):
+                        break
+                    continue
+                self._conn = conn
+                sock = conn.conn
+                sock.settimeout(0.5)
+                while not self._stop.is_set():
+                    try:
+                        chunk = sock.recv(65536)
+                    except TimeoutError:
+                        continue
+                    except OSError as exc:
+                        self.error = str(exc)
+                        break
+                    if not chunk:
+                        break  # the device went away (reboot); reopen
+                    os.write(fd, chunk)
+                    self.bytes += len(chunk)
+                    self.lines += chunk.count(b"\n")
+                conn.close()
+                self._conn = None
+                if not self._stop.is_set():
+                    self._stop.wait(1.0)
+        finally:
+            os.close(fd)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+class SocketPoller:
+    def __init__(self, handset: Handset, session: Path, interval: float = 1.0):
+        self.handset = handset
+        self.path = Path(session) / SOCKETS
+        self.interval = interval
+        self.snapshots = 0
+        self.errors = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sockets", daemon=True)
+
+    def start(self) -> SocketPoller:
+        self._thread.start()
+        return self
+
+    def snapshot(self) -> dict[str, object]:
+        cmd = "; ".join(f"echo {_SEP}{p}; cat /proc/net/{p}" for p in PROC_NET)
+        out = self.handset.sh(cmd, timeout=10).stdout
+        entries = []
+        for block in out.split(_SEP)[1:]:
+            proto, _, text = block.partition("\n")
+            proto = proto.strip()
+            if proto not in PROC_NET:
+                continue
+            for e in parsers.parse_proc_net(text, NetProto(proto)).items:
+                entries.append(
+                    [
+                        proto,
+                        str(e.local_ip_unmapped),
+                        e.local_port,
+                        str(e.remote_ip_unmapped),
+                        e.remote_port,
+                        e.state.value,
+                        e.uid,
+                        e.inode,
+                    ]
+                )
+        return {"ts": now_iso(), "entries": entries}
+
+    def _run(self) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            while not self._stop.is_set():
+                started = time.monotonic()
+                try:
+                    snap = self.snapshot()
+                    os.write(fd, (json.dumps(snap, separators=(",", ":")) + "\n").encode())
+                    self.snapshots += 1
+                except (DeviceError, AdbError, OSError) as exc:
+                    self.errors += 1
+                    log.debug("socket snapshot failed: %s", exc)
+                self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
+        finally:
+            os.close(fd)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(15)

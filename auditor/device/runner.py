@@ -1,0 +1,221 @@
+"""Runs a scenario's steps on a handset, writing each step into the session as an event."""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from auditor.device import parsers
+from auditor.device.handset import Handset
+from auditor.device.journal import RestoreJournal
+from auditor.device.scenario import Scenario, Step
+from auditor.errors import DeviceError, ScenarioError
+from auditor.session import SessionWriter
+
+log = logging.getLogger(__name__)
+
+SCREENSHOTS = "screenshots"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@dataclass
+class RunReport:
+    completed: int = 0
+    failed: list[tuple[int, str]] = field(default_factory=list)
+    stopped: bool = False
+
+
+class StepRunner:
+    def __init__(
+        self,
+        handset: Handset,
+        writer: SessionWriter,
+        journal: RestoreJournal,
+        *,
+        allow_shell: bool = False,
+        stop: threading.Event | None = None,
+        on_step: Callable[[Step, str], None] | None = None,
+        after_reboot: Callable[[], None] | None = None,
+        system_packages: list[str] | None = None,
+    ):
+        self.h = handset
+        self.writer = writer
+        self.journal = journal
+        self.allow_shell = allow_shell
+        self.stop = stop or threading.Event()
+        self.on_step = on_step
+        self.after_reboot = after_reboot
+        self.system_packages = system_packages or []
+
+    def run(self, scenario: Scenario) -> RunReport:
+        if scenario.needs_shell and not self.allow_shell:
+            step = next(s for s in scenario.steps if s.kind == "shell")
+            raise ScenarioError(
+                f"{scenario.source}:{step.line}: step {step.index + 1} (shell) runs arbitrary "
+                "commands on the device; allow it with --allow-shell"
+            )
+        report = RunReport()
+        self.writer.event("scenario_started", scenario.name, steps=len(scenario.steps))
+        for step in scenario.steps:
+            if self.stop.is_set():
+                report.stopped = True
+                break
+            self.writer.event(
+                "scenario_step",
+                step.describe(),
+                index=step.index,
+                step=step.kind,
+                args=step.args,
+                line=step.line,
+                status="started",
+            )
+            if self.on_step:
+                self.on_step(step, "started")
+            try:
+                getattr(self, f"_{step.kind}")(**step.args)
+            except DeviceError as exc:
+                report.failed.append((step.index, str(exc)))
+                self.writer.event(
+                    "scenario_step", str(exc), index=step.index, step=step.kind, status="failed"
+                )
+                if self.on_step:
+                    self.on_step(step, "failed")
+                if self.h.state() != "device":
+                    self.writer.event("device_lost", f"{self.h.serial} is {self.h.state()}")
+                    raise
+                continue
+            report.completed += 1
+            self.writer.event("scenario_step", "", index=step.index, step=step.kind, status="done")
+            if self.on_step:
+                self.on_step(step, "done")
+        self.writer.event(
+            "scenario_finished",
+            scenario.name,
+            completed=report.completed,
+            failed=len(report.failed),
+            stopped=report.stopped,
+        )
+        return report
+
+    # ------------------------------------------------------------------------------- steps
+    def _sleep(self, seconds: float) -> None:
+        self.stop.wait(seconds)
+
+    def _idle(self, duration: float) -> None:
+        self._sleep(duration)
+
+    def _launch(self, package: str, duration: float | None = None) -> None:
+        r = self.h.sh(f"monkey -p {shlex.quote(package)} -c android.intent.category.LAUNCHER 1")
+        if "No activities found" in r.stdout + r.stderr or not r.ok:
+            raise DeviceError(f"{package} has no launcher activity")
+        if duration:
+            self._sleep(duration)
+
+    def _stop(self, package: str) -> None:
+        self.h.sh(f"am force-stop {shlex.quote(package)}").check()
+
+    def _tap(self, x: int, y: int) -> None:
+        self.h.sh(f"input tap {x} {y}").check()
+
+    def _swipe(self, x1: int, y1: int, x2: int, y2: int, duration: float | None = None) -> None:
+        ms = int((duration or 0.3) * 1000)
+        self.h.sh(f"input swipe {x1} {y1} {x2} {y2} {ms}").check()
+
+    def _text(self, text: str) -> None:
+        # `input text` takes %s for a space; everything else is shell-quoted
+        self.h.sh(f"input text {shlex.quote(text.replace(' ', '%s'))}").check()
+
+    def _keyevent(self, key: str | int) -> None:
+        self.h.sh(f"input keyevent {key}").check()
+
+    def _open_url(self, url: str, package: str | None = None) -> None:
+        cmd = f"am start -a android.intent.action.VIEW -d {shlex.quote(url)}"
+        if package:
+            cmd += f" {shlex.quote(package)}"
+        self.h.sh(cmd).check()
+
+    def _wait_for(
+        self, activity: str | None = None, package: str | None = None, timeout: float | None = None
+    ) -> None:
+        deadline = time.monotonic() + (timeout or 30.0)
+        while time.monotonic() < deadline and not self.stop.is_set():
+            ref = parsers.parse_dumpsys_activity_resumed(
+                self.h.sh("dumpsys activity activities").stdout
+            ) or parsers.parse_dumpsys_window_focus(self.h.sh("dumpsys window").stdout)
+            if ref is not None:
+                if package and ref.package == package and not activity:
+                    return
+                if activity and activity in (ref.component, f"{ref.package}/{ref.class_name}"):
+                    return
+            self._sleep(0.5)
+        raise DeviceError(f"timed out waiting for {activity or package}")
+
+    def _screenshot(self, name: str | None = None) -> None:
+        data = self.h.device.shell("screencap -p", encoding=None, timeout=30)
+        if not isinstance(data, bytes) or not data.startswith(PNG_MAGIC):
+            raise DeviceError("screencap did not return a PNG")
+        folder = self.writer.path / SCREENSHOTS
+        folder.mkdir(mode=0o700, exist_ok=True)
+        stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in (name or "screen"))[:60]
+        path = folder / f"{int(time.time() * 1000)}-{stem}.png"
+        path.write_bytes(data)
+        path.chmod(0o600)
+        self.writer.event("screenshot", str(Path(SCREENSHOTS) / path.name), bytes=len(data))
+
+    def _reboot(self, timeout: float | None = None) -> None:
+        took = self.h.reboot(timeout or 180.0)
+        self.writer.event("device_rebooted", f"boot completed after {took:.1f}s")
+        if self.after_reboot:
+            self.after_reboot()
+
+    def _setting(self, namespace: str, key: str, value: str) -> None:
+        before = self.h.setting_get(namespace, key)
+        cid = self.journal.record(
+            self.h.serial,
+            f"scenario: settings put {namespace} {key} {value}",
+            {"kind": "setting", "namespace": namespace, "key": key, "value": before},
+        )
+        self.h.setting_put(namespace, key, value)
+        self.journal.applied(cid)
+
+    def _airplane_mode(self, on: bool) -> None:
+        self._setting("global", "airplane_mode_on", "1" if on else "0")
+        r = self.h.sh(f"cmd connectivity airplane-mode {'enable' if on else 'disable'}")
+        if not r.ok:  # before Android 11: the setting plus the broadcast
+            self.h.sh(
+                "am broadcast -a android.intent.action.AIRPLANE_MODE --ez state "
+                + ("true" if on else "false")
+            )
+
+    def _shell(self, cmd: str) -> None:
+        r = self.h.sh(cmd, timeout=120)
+        self.writer.event(
+            "shell_output",
+            cmd,
+            returncode=r.returncode,
+            stdout=r.stdout[-4000:],
+            stderr=r.stderr[-4000:],
+        )
+
+    def _launch_system_apps(
+        self, duration: float | None = None, limit: int | None = None, exclude: object = None
+    ) -> None:
+        skip = set(exclude) if isinstance(exclude, list) else set()
+        launched = 0
+        for pkg in self.system_packages:
+            if self.stop.is_set() or (limit is not None and launched >= limit):
+                break
+            if pkg in skip:
+                continue
+            try:
+                self._launch(pkg, duration or 10.0)
+            except DeviceError:
+                continue
+            launched += 1
+            self.writer.event("app_launched", pkg)
+            self.h.sh("input keyevent KEYCODE_HOME")

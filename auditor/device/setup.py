@@ -1,0 +1,286 @@
+"""Setting a handset up for capture, and putting it back exactly as it was.
+
+Every change goes through the restore journal (:mod:`auditor.device.journal`) before it is
+made. :func:`undo_change` is the one place that knows how to reverse each kind of change; it
+is used on a normal end, on an exception, on SIGINT and SIGTERM, and by ``auditor restore``
+after a crash. Each undo is idempotent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shlex
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from auditor.device.handset import Handset
+from auditor.device.journal import RestoreJournal, UndoReport
+from auditor.device.parsers import subject_hash_old
+from auditor.device.profile import APEX_CA_DIR, SYSTEM_CA_DIR, USER_CA_DIR
+from auditor.errors import DeviceError
+
+log = logging.getLogger(__name__)
+
+STAGING = "/data/local/tmp/auditor-ca"
+USER_CA_DOWNLOAD = "/sdcard/Download/auditor-mitmproxy-ca.crt"
+
+
+class Interrupted(BaseException):
+    """SIGTERM, turned into an exception so that ``finally`` blocks (the restore) run."""
+
+
+@contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """Within the block SIGTERM raises :class:`Interrupted` (SIGINT already raises
+    KeyboardInterrupt)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise Interrupted(f"signal {signum}")
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+@contextmanager
+def signals_deferred() -> Iterator[list[int]]:
+    """Hold SIGINT and SIGTERM while the device is being restored: a second Ctrl-C must not
+    leave the phone half-restored. The signals received are returned, for the caller to act on."""
+    got: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield got
+        return
+    old = {s: signal.signal(s, lambda n, f: got.append(n)) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield got
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def undo_change(h: Handset, undo: dict[str, Any]) -> None:
+    kind = undo.get("kind")
+    if kind == "setting":
+        ns, key, value = undo["namespace"], undo["key"], undo.get("value")
+        if key == "http_proxy" and value is None:
+            # Android keeps using a deleted proxy until it is set to ":0" first.
+            h.setting_put(ns, key, ":0")
+        h.setting_put(ns, key, value)
+    elif kind == "reverse":
+        previous = undo.get("previous")
+        if previous:
+            h.reverse(undo["remote"], previous)
+        else:
+            h.reverse_remove(undo["remote"])
+    elif kind == "remove_file":
+        cmd = f"rm -f {shlex.quote(undo['path'])}"
+        (h.su(cmd) if undo.get("root") else h.sh(cmd)).check()
+    elif kind == "unmount":
+        for ns_pid in undo.get("namespaces", []):
+            h.su(
+                f"nsenter --mount=/proc/{int(ns_pid)}/ns/mnt -- umount {shlex.quote(undo['path'])}"
+            )
+        r = h.su(f"umount {shlex.quote(undo['path'])}")
+        if (
+            not r.ok
+            and "not mounted" not in (r.stderr + r.stdout).lower()
+            and _mounted(h, undo["path"])
+        ):
+            r.check()
+    elif kind == "remove_dir":
+        h.su(f"rm -rf {shlex.quote(undo['path'])}").check()
+    elif kind == "noop":
+        return
+    else:
+        raise DeviceError(f"unknown undo action {kind!r} in the restore journal")
+
+
+def _mounted(h: Handset, path: str) -> bool:
+    out = h.sh("cat /proc/mounts").stdout
+    return any(line.split()[1:2] == [path] for line in out.splitlines())
+
+
+@dataclass
+class CaptureSetup:
+    """The changes made for one capture. Use as a context manager: leaving restores."""
+
+    handset: Handset
+    journal: RestoreJournal
+    proxy_host: str = "127.0.0.1"
+    proxy_port: int = 8080
+    route: str = "reverse"  # reverse | lan | emulator
+    ca: str = "user"  # user | system | none
+    ca_pem: bytes | None = None
+    private_dns_off: bool = True
+    notes: list[str] = field(default_factory=list)
+
+    def _change(self, what: str, undo: dict[str, Any]) -> int:
+        return self.journal.record(self.handset.serial, what, undo)
+
+    # ------------------------------------------------------------------------------- apply
+    def apply(self) -> None:
+        h = self.handset
+        if self.route == "reverse":
+            previous = h.reverse_list().get(f"tcp:{self.proxy_port}")
+            cid = self._change(
+                f"adb reverse tcp:{self.proxy_port} tcp:{self.proxy_port}",
+                {"kind": "reverse", "remote": f"tcp:{self.proxy_port}", "previous": previous},
+            )
+            h.reverse(f"tcp:{self.proxy_port}", f"tcp:{self.proxy_port}")
+            self.journal.applied(cid)
+        self._set("global", "http_proxy", f"{self.device_proxy_host()}:{self.proxy_port}")
+        if self.private_dns_off:
+            mode = h.setting_get("global", "private_dns_mode")
+            if mode not in ("off",):
+                self._set("global", "private_dns_mode", "off")
+        if self.ca != "none":
+            if not self.ca_pem:
+                raise DeviceError("no CA certificate to install")
+            self.install_ca()
+
+    def device_proxy_host(self) -> str:
+        return {"reverse": "127.0.0.1", "emulator": "10.0.2.2"}.get(self.route, self.proxy_host)
+
+    def _set(self, ns: str, key: str, value: str) -> None:
+        h = self.handset
+        before = h.setting_get(ns, key)
+        cid = self._change(
+            f"settings put {ns} {key} {value}",
+            {"kind": "setting", "namespace": ns, "key": key, "value": before},
+        )
+        h.setting_put(ns, key, value)
+        self.journal.applied(cid)
+
+    def install_ca(self) -> None:
+        assert self.ca_pem is not None
+        h = self.handset
+        name = f"{subject_hash_old(self.ca_pem)}.0"
+        # Always offer the certificate in Downloads: on an unrooted phone the user installs it
+        # from Settings > Security > Encryption & credentials > Install a certificate.
+        cid = self._change(
+            f"push {USER_CA_DOWNLOAD}", {"kind": "remove_file", "path": USER_CA_DOWNLOAD}
+        )
+        h.push_bytes(self.ca_pem, USER_CA_DOWNLOAD)
+        self.journal.applied(cid)
+        root = h.root_method()
+        if self.ca == "user":
+            if not root:
+                self.notes.append(
+                    f"CA pushed to {USER_CA_DOWNLOAD}: install it on the phone under Settings > "
+                    "Security > Encryption & credentials > Install a certificate > CA certificate"
+                )
+                return
+            target = f"{USER_CA_DIR}/{name}"
+            if self._exists(target):
+                self.notes.append(f"user store already holds {name}; left as it was")
+                return
+            cid = self._change(
+                f"install user CA {target}", {"kind": "remove_file", "path": target, "root": True}
+            )
+            self._root_write(target, self.ca_pem, mkdir=USER_CA_DIR)
+            self.journal.applied(cid)
+            return
+        if not root:
+            raise DeviceError("the system CA store needs root; use --ca user on this device")
+        self._install_system_ca(name)
+
+    def _exists(self, path: str) -> bool:
+        return self.handset.su(f"test -e {shlex.quote(path)}").ok
+
+    def _root_write(self, target: str, data: bytes, mkdir: str | None = None) -> None:
+        h = self.handset
+        tmp = f"/data/local/tmp/.auditor-{hashlib.sha256(data).hexdigest()[:12]}"
+        h.push_bytes(data, tmp)
+        try:
+            if mkdir:
+                h.su(f"mkdir -p {shlex.quote(mkdir)}").check()
+            h.su(f"cp {tmp} {shlex.quote(target)} && chmod 644 {shlex.quote(target)}").check()
+        finally:
+            h.sh(f"rm -f {tmp}")
+
+    def _install_system_ca(self, name: str) -> None:
+        """A tmpfs over the system store holding its certificates plus ours (the store itself is
+        never written); on Android 14+ also bind it over the APEX conscrypt store in the zygote
+        and app mount namespaces, where the certificates are read from since then."""
+        h = self.handset
+        sdk_text = h.getprop("ro.build.version.sdk")
+        sdk = int(sdk_text) if sdk_text.isdigit() else 0
+        if _mounted(h, SYSTEM_CA_DIR):
+            raise DeviceError(f"{SYSTEM_CA_DIR} is already mounted over; restore it first")
+        cid = self._change(
+            f"stage certificates in {STAGING}", {"kind": "remove_dir", "path": STAGING}
+        )
+        h.su(f"mkdir -p {STAGING} && cp {SYSTEM_CA_DIR}/* {STAGING}/").check()
+        self.journal.applied(cid)
+        self._root_write(f"{STAGING}/{name}", self.ca_pem or b"")
+        cid = self._change(
+            f"tmpfs over {SYSTEM_CA_DIR}", {"kind": "unmount", "path": SYSTEM_CA_DIR}
+        )
+        h.su(f"mount -t tmpfs tmpfs {SYSTEM_CA_DIR}").check()
+        self.journal.applied(cid)
+        h.su(
+            f"cp {STAGING}/* {SYSTEM_CA_DIR}/ && chmod 644 {SYSTEM_CA_DIR}/* && "
+            f"chcon u:object_r:system_file:s0 {SYSTEM_CA_DIR}/*"
+        ).check()
+        if sdk >= 34:
+            pids = sorted(
+                {int(x) for x in h.su("pidof zygote zygote64").stdout.split() if x.isdigit()}
+            )
+            cid = self._change(
+                f"bind {SYSTEM_CA_DIR} over {APEX_CA_DIR}",
+                {"kind": "unmount", "path": APEX_CA_DIR, "namespaces": pids},
+            )
+            h.su(f"mount --bind {SYSTEM_CA_DIR} {APEX_CA_DIR}").check()
+            for pid in pids:
+                ns = f"nsenter --mount=/proc/{pid}/ns/mnt --"
+                h.su(f"{ns} mount --bind {SYSTEM_CA_DIR} {APEX_CA_DIR}").check()
+            self.journal.applied(cid)
+            self.notes.append(
+                "Android 14+: CA bound over the APEX conscrypt store; apps started before this "
+                "keep their old view until restarted"
+            )
+
+    # ----------------------------------------------------------------------------- restore
+    def restore(self) -> UndoReport:
+        with signals_deferred():
+            return restore_device(self.handset, self.journal)
+
+    def __enter__(self) -> CaptureSetup:
+        try:
+            self.apply()
+        except BaseException:
+            self.restore()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        report = self.restore()
+        if not report.ok:
+            failed = ", ".join(f"{c.what} ({err})" for c, err in report.failed)
+            log.error(
+                "restore incomplete: %s; run `auditor restore -s %s`", failed, self.handset.serial
+            )
+
+
+def restore_device(h: Handset, journal: RestoreJournal) -> UndoReport:
+    return journal.undo_all(lambda undo: undo_change(h, undo), serial=h.serial)
+
+
+def ca_pem_from(path: Path) -> bytes:
+    data = path.read_bytes()
+    if b"-----BEGIN CERTIFICATE-----" not in data:
+        raise DeviceError(f"{path} is not a PEM certificate")
+    start = data.index(b"-----BEGIN CERTIFICATE-----")
+    end = data.index(b"-----END CERTIFICATE-----", start) + len(b"-----END CERTIFICATE-----")
+    return data[start:end] + b"\n"
