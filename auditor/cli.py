@@ -347,6 +347,309 @@ def _progress_printer(duration: float | None, quiet: bool) -> _Progress:
     return _Progress(duration, quiet)
 
 
+# ------------------------------------------------------------------------------------- devices
+
+
+def serial_option[F: Callable[..., Any]](fn: F) -> F:
+    return click.option(
+        "-s",
+        "--serial",
+        default=None,
+        help="The device's serial (see `auditor devices`); optional when only one is online.",
+    )(fn)
+
+
+@main.command()
+@json_option
+@handle_errors
+def devices(as_json: bool) -> None:
+    """List the devices the adb server sees: serial, state, model and transport.
+
+    The adb server's port is taken from ANDROID_ADB_SERVER_PORT (default 5037).
+
+    \b
+    Example:
+        auditor devices
+        ANDROID_ADB_SERVER_PORT=15037 auditor devices --json
+    """
+    from auditor.device.handset import list_devices
+
+    devs = list_devices()
+    if as_json:
+        emit_json([d.to_dict() for d in devs])
+        return
+    if not devs:
+        click.echo("no devices (plug a phone in, or start one with `auditor simulate`)")
+        return
+    for d in devs:
+        click.echo(f"{d.serial}\t{d.state}\t{d.model or '-'}\t{d.transport}")
+        if d.hint:
+            click.echo(f"  hint: {d.hint}")
+
+
+@main.command()
+@serial_option
+@click.option("--no-packages", is_flag=True, help="Skip the package list (faster).")
+@json_option
+@handle_errors
+def profile(serial: str | None, no_packages: bool, as_json: bool) -> None:
+    """Profile a handset: build, region, root, identifiers, packages, proxy and CA stores.
+
+    Identifiers that cannot be read are listed as unavailable, with the reason.
+
+    \b
+    Example:
+        auditor profile -s emulator-5554
+        auditor profile -s 127.0.0.1:5555 --json > profile.json
+    """
+    from auditor.device.handset import Handset
+    from auditor.device.profile import collect_profile
+
+    p = collect_profile(Handset(serial), with_packages=not no_packages)
+    if as_json:
+        emit_json(p.to_dict())
+        return
+    rows = [
+        ("device", f"{p.manufacturer} {p.model} ({p.device}), brand {p.brand}"),
+        ("android", f"{p.android_release} (SDK {p.sdk}), {p.build_type}, patch {p.security_patch}"),
+        ("fingerprint", p.fingerprint),
+        ("region / locale", f"{p.region or '-'} / {p.locale or '-'}"),
+        ("SIM operator", p.sim_operator or "-"),
+        ("root", p.root_detail),
+        ("global proxy", p.global_proxy or "none"),
+        ("private DNS", f"{p.private_dns_mode or 'default'} {p.private_dns_specifier or ''}"),
+        (
+            "user CAs",
+            ", ".join(p.user_ca_certs) if p.user_ca_certs else (p.user_ca_certs_reason or "none"),
+        ),
+        ("packages", f"{len(p.packages)} ({sum(x.system for x in p.packages)} system)"),
+    ]
+    for ident in p.identifiers:
+        value = ident.value or f"unavailable: {ident.reason}"
+        rows.append((ident.name, f"{value}  [{ident.source}]"))
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        click.echo(f"{k.ljust(width)}  {v}")
+    for w in p.warnings:
+        click.echo(f"warning: {w}", err=True)
+
+
+@main.command()
+@serial_option
+@click.argument("session", required=False, type=click.Path(path_type=Path))
+@click.option(
+    "--captures",
+    default=str(DEFAULT_CAPTURES),
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="Where to look for sessions with pending changes when SESSION is not given.",
+)
+@json_option
+@handle_errors
+def restore(serial: str | None, session: Path | None, captures: Path, as_json: bool) -> None:
+    """Undo what an interrupted audit left on a device, from the session's restore journal.
+
+    Every change auditor makes is journalled before it is made; this undoes what is still
+    pending, newest first, and never undoes a change twice.
+
+    \b
+    Example:
+        auditor restore -s emulator-5554
+        auditor restore -s emulator-5554 captures/20261128T101500Z-3f9a1c
+    """
+    from auditor.device.handset import Handset
+    from auditor.device.journal import RestoreJournal, find_pending
+    from auditor.device.setup import restore_device
+
+    h = Handset(serial)
+    sessions = [session] if session else find_pending(captures, h.serial)
+    results: list[dict[str, Any]] = []
+    ok = True
+    for sess in sessions:
+        journal = RestoreJournal.in_session(sess)
+        report = restore_device(h, journal)
+        ok = ok and report.ok
+        results.append(
+            {
+                "session": str(sess),
+                "undone": [c.what for c in report.undone],
+                "failed": [{"change": c.what, "error": e} for c, e in report.failed],
+            }
+        )
+    if as_json:
+        emit_json({"serial": h.serial, "ok": ok, "sessions": results})
+    else:
+        if not sessions:
+            click.echo(f"nothing to restore on {h.serial}")
+        for r in results:
+            click.echo(f"{r['session']}: undid {len(r['undone'])} change(s)")
+            for what in r["undone"]:
+                click.echo(f"  undone  {what}")
+            for f in r["failed"]:
+                click.echo(f"  FAILED  {f['change']}: {f['error']}")
+    if not ok:
+        sys.exit(1)
+
+
+# --------------------------------------------------------------------------------------- audit
+
+
+@main.command()
+@serial_option
+@click.option(
+    "--scenario",
+    default="idle",
+    show_default=True,
+    help="A preset (idle, open-system-apps, browser-canary, reboot-and-idle) or a YAML file.",
+)
+@click.option(
+    "--duration",
+    default=None,
+    help="Sets the scenario's duration parameter, e.g. 45s, 5m, 1h.",
+)
+@click.option(
+    "--route",
+    type=click.Choice(["reverse", "lan", "emulator"]),
+    default="reverse",
+    show_default=True,
+    help="How the phone reaches the proxy: adb reverse over USB, the LAN "
+    "(needs --listen-host), or the emulator's 10.0.2.2.",
+)
+@click.option(
+    "--ca",
+    type=click.Choice(["system", "user", "none"]),
+    default="system",
+    show_default=True,
+    help="Where to install mitmproxy's CA: the system store needs root; "
+    "system apps trust only that one.",
+)
+@click.option("--allow-shell", is_flag=True, help="Allow the scenario's shell steps.")
+@click.option(
+    "--keep-private-dns", is_flag=True, help="Leave Private DNS on (it bypasses the proxy)."
+)
+@proxy_options
+@json_option
+@handle_errors
+def audit(
+    serial: str | None,
+    scenario: str,
+    duration: str | None,
+    route: str,
+    ca: str,
+    allow_shell: bool,
+    keep_private_dns: bool,
+    listen_host: str,
+    port: int,
+    out: Path,
+    body_cap: str,
+    confdir: Path | None,
+    notes: str,
+    as_json: bool,
+) -> None:
+    """Audit a handset: profile it, record it through mitmproxy while a scenario runs,
+    restore it exactly as it was, and close a hashed session.
+
+    Ctrl-C at any moment still restores the device and closes a verifiable session.
+
+    \b
+    Example:
+        auditor audit -s emulator-5554 --scenario idle --duration 5m
+        auditor audit -s 127.0.0.1:5555 --scenario open-system-apps --ca user
+    """
+    from auditor.audit import AuditOptions, run_audit
+    from auditor.capture import DEFAULT_CONFDIR
+
+    if duration is not None:
+        DURATION.convert(duration, None, None)
+    if route == "lan" and listen_host in ("127.0.0.1", "::1", "localhost"):
+        fail("--route lan needs --listen-host set to an address the phone can reach")
+    _warn_listen(listen_host)
+    opts = AuditOptions(
+        serial=serial,
+        scenario=scenario,
+        duration=duration,
+        route=route,
+        ca=ca,
+        out=out,
+        listen_host=listen_host,
+        port=port,
+        confdir=confdir or DEFAULT_CONFDIR,
+        body_cap=parse_size(body_cap),
+        allow_shell=allow_shell,
+        private_dns_off=not keep_private_dns,
+        notes=notes,
+    )
+    ui = _AuditProgress(quiet=as_json)
+    try:
+        res = run_audit(opts, ui)
+    finally:
+        ui.close()
+    summary = res.manifest.get("summary", {})
+    if as_json:
+        emit_json(
+            {
+                "session": str(res.session),
+                "status": res.status,
+                "stopped_by": res.stopped_by,
+                "restored": res.restored,
+                "canary_seen": res.canary_seen,
+                "notes": res.notes,
+                **summary,
+            }
+        )
+    else:
+        for n in res.notes:
+            click.echo(f"note: {n}", err=True)
+        click.echo(
+            f"{summary.get('flows', 0)} flows, {summary.get('hosts', 0)} hosts, "
+            f"{summary.get('tls_failed', 0)} TLS failures; device "
+            f"{'restored' if res.restored else 'NOT restored: run auditor restore'}",
+            err=True,
+        )
+        click.echo(str(res.session))
+    if not res.restored or res.stopped_by == "device_error":
+        sys.exit(1)
+
+
+class _AuditProgress:
+    def __init__(self, quiet: bool):
+        from rich.console import Console
+
+        self.console = Console(stderr=True, markup=False, highlight=False)
+        self.enabled = not quiet
+        self.live: Any = None
+        self.last_phase = ""
+
+    def __call__(self, p: Any) -> None:
+        if not self.enabled:
+            return
+        if not self.console.is_terminal:
+            if p.phase != self.last_phase:
+                self.console.print(f"audit: {p.phase}")
+                self.last_phase = p.phase
+            return
+        from rich.live import Live
+        from rich.text import Text
+
+        left = ""
+        if p.planned:
+            left = f"  ~{max(0.0, p.planned - p.elapsed):.0f}s left"
+        c = p.counts
+        line = Text(
+            f"{p.phase}: step {p.step_index}/{p.steps} {p.step}{left}  |  flows {c.flows}  "
+            f"hosts {len(c.hosts)}  TLS failures {c.tls_failed}"
+        )
+        if self.live is None:
+            self.live = Live(line, console=self.console, refresh_per_second=4, transient=True)
+            self.live.start()
+        else:
+            self.live.update(line)
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+
+
 # ---------------------------------------------------------------------------------------- demo
 
 

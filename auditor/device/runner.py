@@ -52,13 +52,17 @@ class StepRunner:
         self.after_reboot = after_reboot
         self.system_packages = system_packages or []
 
+    @staticmethod
+    def refuse_shell(scenario: Scenario) -> None:
+        step = next(s for s in scenario.steps if s.kind == "shell")
+        raise ScenarioError(
+            f"{scenario.source}:{step.line}: step {step.index + 1} (shell) runs arbitrary "
+            "commands on the device; allow it with --allow-shell"
+        )
+
     def run(self, scenario: Scenario) -> RunReport:
         if scenario.needs_shell and not self.allow_shell:
-            step = next(s for s in scenario.steps if s.kind == "shell")
-            raise ScenarioError(
-                f"{scenario.source}:{step.line}: step {step.index + 1} (shell) runs arbitrary "
-                "commands on the device; allow it with --allow-shell"
-            )
+            self.refuse_shell(scenario)
         report = RunReport()
         self.writer.event("scenario_started", scenario.name, steps=len(scenario.steps))
         for step in scenario.steps:

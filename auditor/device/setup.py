@@ -251,6 +251,16 @@ class CaptureSetup:
                 "keep their old view until restarted"
             )
 
+    def reapply_after_reboot(self) -> None:
+        """A reboot drops the reverse tunnel (it lives on the ADB connection) and every tmpfs
+        mount; settings survive. Put back what the capture needs."""
+        h = self.handset
+        if self.route == "reverse":
+            h.reverse(f"tcp:{self.proxy_port}", f"tcp:{self.proxy_port}")
+        if self.ca == "system" and h.root_method() and not _mounted(h, SYSTEM_CA_DIR):
+            assert self.ca_pem is not None
+            self._install_system_ca(f"{subject_hash_old(self.ca_pem)}.0")
+
     # ----------------------------------------------------------------------------- restore
     def restore(self) -> UndoReport:
         with signals_deferred():
