@@ -59,6 +59,10 @@ class CertificateAuthority:
                 .not_valid_after(now + dt.timedelta(days=3650))
                 .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
                 .add_extension(
+                    x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()),
+                    critical=False,
+                )
+                .add_extension(
                     x509.KeyUsage(
                         digital_signature=True,
                         key_cert_sign=True,
@@ -106,6 +110,15 @@ class CertificateAuthority:
                 .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
                 .add_extension(
                     x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+                )
+                # Strict verifiers (OpenSSL's X509_STRICT, Python 3.13's default context)
+                # refuse a leaf without an authority key identifier.
+                .add_extension(
+                    x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
+                    critical=False,
+                )
+                .add_extension(
+                    x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
                 )
                 .sign(self.key, hashes.SHA256())
             )

@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -412,6 +413,7 @@ class VirtualDevice:
         self._zygotes: list[int] = []
         self._boot_id = ""
         self._tz = _zone(profile.timezone)
+        self._listeners: list[Callable[[str, dict[str, Any]], None]] = []
         self._build_image()
         self._boot()
 
@@ -526,6 +528,30 @@ class VirtualDevice:
         return ShellResult(
             proc.exit_code if proc.exit_code is not None else 1, out, err, tuple(chunks)
         )
+
+    def add_listener(self, fn: Callable[[str, dict[str, Any]], None]) -> None:
+        """Be told of what the phone's own software reacts to: ``boot_completed``,
+        ``screen_on``, ``launch`` and ``view_url`` (an http(s) URL opened in the browser)."""
+        self._listeners.append(fn)
+
+    def emit(self, kind: str, **data: Any) -> None:
+        for fn in list(self._listeners):
+            try:
+                fn(kind, data)
+            except Exception:
+                logging.getLogger(__name__).exception("device listener failed on %s", kind)
+
+    def set_persistent_props(self, props: Mapping[str, str]) -> None:
+        """Properties that exist from now on and survive reboots."""
+        with self.lock:
+            self._persist_props.update(props)
+            self.props.update(props)
+
+    def wake(self) -> None:
+        with self.lock:
+            was_on, self.screen_on = self.screen_on, True
+        if not was_on:
+            self.emit("screen_on")
 
     def wait_online(self, timeout: float = 30.0) -> bool:
         deadline = time.monotonic() + timeout
@@ -994,6 +1020,7 @@ class VirtualDevice:
             self.props["sys.boot_completed"] = "1"
             self.props["dev.bootcomplete"] = "1"
             self._online = True
+        self.emit("boot_completed", boot_count=self.boot_count)
 
     def _start_processes(self) -> None:
         p = self.profile
@@ -1148,6 +1175,9 @@ class VirtualDevice:
                 f" for {reason} {{{short}}}",
             )
         self.log("ActivityTaskManager", f"Displayed {short}: +412ms", uid=1000)
+        self.emit("launch", package=pkg, uid=state.pkg.uid, action=action, data=data)
+        if action == "android.intent.action.VIEW" and data and re.match(r"(?i)https?://", data):
+            self.emit("view_url", url=data, uid=state.pkg.uid, package=pkg)
         return proc.pid
 
     def force_stop(self, pkg: str, *, caller_pid: int = 0) -> None:
@@ -1915,9 +1945,12 @@ def _input(ctx: Ctx) -> int:
             if code in (3, 4):
                 dev.go_home()
             elif code == 26:
-                dev.screen_on = not dev.screen_on
+                if dev.screen_on:
+                    dev.screen_on = False
+                else:
+                    dev.wake()
             elif code == 224:
-                dev.screen_on = True
+                dev.wake()
             elif code == 223:
                 dev.screen_on = False
     return 0

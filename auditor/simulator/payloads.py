@@ -1,0 +1,222 @@
+"""Bodies of the virtual handset's telemetry, built from templates in the traffic data files.
+
+A template is YAML data (a mapping, a list or a string). Strings may hold ``{{name|filter...}}``
+placeholders, filled from the device's identifiers and facts:
+
+    names    imei, android_id, serial, wifi_mac, advertising_id, model, brand, device,
+             fingerprint, region, locale, packages (the installed package names), now (epoch
+             ms), uuid, random_hex:N
+    filters  url, b64, b64url, b64raw (unpadded, URL-safe), hex, HEX, md5, sha1, sha256,
+             md5_HEX, sha256_b64, upper, lower, json
+
+The body as a whole is then serialised (``json``, ``form``, ``text``, ``protobuf`` with
+fields numbered in order, ``multipart``, or ``encrypted``: AES-GCM over the JSON, a
+high-entropy upload like the "encrypted usage statistics" the Lithuanian NCSC saw) and
+optionally content-encoded (gzip, deflate, br, zstd).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import gzip
+import hashlib
+import json
+import os
+import re
+import time
+import uuid
+import zlib
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import brotli
+
+from auditor.codecs import zstd
+from auditor.simulator.profiles import DeviceProfile
+
+_PLACEHOLDER = re.compile(r"\{\{\s*([a-z_]+(?::\d+)?)((?:\s*\|\s*[A-Za-z0-9_]+)*)\s*\}\}")
+
+
+class TemplateError(ValueError):
+    pass
+
+
+def _b(v: str | bytes) -> bytes:
+    return v if isinstance(v, bytes) else v.encode()
+
+
+FILTERS: dict[str, Callable[[Any], Any]] = {
+    "url": lambda v: quote(str(v), safe=""),
+    "b64": lambda v: base64.b64encode(_b(str(v))).decode(),
+    "b64url": lambda v: base64.urlsafe_b64encode(_b(str(v))).decode(),
+    "b64raw": lambda v: base64.urlsafe_b64encode(_b(str(v))).decode().rstrip("="),
+    "hex": lambda v: _b(str(v)).hex(),
+    "HEX": lambda v: _b(str(v)).hex().upper(),
+    "md5": lambda v: hashlib.md5(_b(str(v)), usedforsecurity=False).hexdigest(),
+    "md5_HEX": lambda v: hashlib.md5(_b(str(v)), usedforsecurity=False).hexdigest().upper(),
+    "sha1": lambda v: hashlib.sha1(_b(str(v)), usedforsecurity=False).hexdigest(),
+    "sha256": lambda v: hashlib.sha256(_b(str(v))).hexdigest(),
+    "sha256_b64": lambda v: base64.b64encode(hashlib.sha256(_b(str(v))).digest()).decode(),
+    "upper": lambda v: str(v).upper(),
+    "lower": lambda v: str(v).lower(),
+    "json": lambda v: json.dumps(v),
+}
+
+
+def facts_from_profile(profile: DeviceProfile) -> dict[str, Any]:
+    """The values templates can use, from a virtual handset profile."""
+    ids = profile.identifiers
+    out: dict[str, Any] = {
+        f.name: getattr(ids, f.name) for f in dataclasses.fields(ids) if getattr(ids, f.name)
+    }
+    props = profile.props
+    out.update(
+        model=props.get("ro.product.model", ""),
+        brand=props.get("ro.product.brand", ""),
+        device=props.get("ro.product.device", ""),
+        fingerprint=props.get("ro.build.fingerprint", ""),
+        region=profile.region,
+        locale=profile.locale,
+        packages=[p.name for p in profile.packages],
+    )
+    return out
+
+
+def _value(name: str, facts: Mapping[str, Any]) -> Any:
+    if name == "now":
+        return int(time.time() * 1000)
+    if name == "uuid":
+        return str(uuid.uuid4())
+    if name.startswith("random_hex:"):
+        return os.urandom(int(name.split(":", 1)[1])).hex()
+    if name not in facts:
+        raise TemplateError(f"unknown template value {name!r}")
+    return facts[name]
+
+
+def render_string(text: str, facts: Mapping[str, Any]) -> Any:
+    """Fill the placeholders of one string. A string that is exactly one placeholder keeps
+    the value's type (a list of packages stays a list)."""
+
+    def one(m: re.Match[str]) -> Any:
+        value = _value(m.group(1), facts)
+        for f in (x.strip() for x in m.group(2).split("|") if x.strip()):
+            if f not in FILTERS:
+                raise TemplateError(f"unknown filter {f!r}")
+            value = FILTERS[f](value)
+        return value
+
+    whole = _PLACEHOLDER.fullmatch(text.strip())
+    if whole:
+        return one(whole)
+    return _PLACEHOLDER.sub(lambda m: str(one(m)), text)
+
+
+def render(template: Any, facts: Mapping[str, Any]) -> Any:
+    if isinstance(template, str):
+        return render_string(template, facts)
+    if isinstance(template, Mapping):
+        return {str(render_string(k, facts)): render(v, facts) for k, v in template.items()}
+    if isinstance(template, list):
+        return [render(v, facts) for v in template]
+    return template
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    n &= (1 << 64) - 1
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def protobuf(value: Any) -> bytes:
+    """A schema-less protobuf encoding: mapping values become fields 1, 2, ... in order;
+    ints are varints, strings and bytes length-delimited, lists repeated, mappings nested."""
+    if not isinstance(value, Mapping):
+        value = {"v": value}
+    out = bytearray()
+    for i, v in enumerate(value.values(), 1):
+        items = v if isinstance(v, list) else [v]
+        for item in items:
+            if isinstance(item, bool) or isinstance(item, int):
+                out += _varint(i << 3 | 0) + _varint(int(item))
+            else:
+                data = (
+                    protobuf(item)
+                    if isinstance(item, Mapping)
+                    else item
+                    if isinstance(item, bytes)
+                    else str(item).encode()
+                )
+                out += _varint(i << 3 | 2) + _varint(len(data)) + data
+    return bytes(out)
+
+
+_STATIC_KEY = hashlib.sha256(b"auditor virtual handset statistics key").digest()
+
+
+def serialise(value: Any, kind: str) -> tuple[bytes, str]:
+    """(body bytes, content type)."""
+    if kind == "json":
+        return json.dumps(value, separators=(",", ":")).encode(), "application/json"
+    if kind == "form":
+        if not isinstance(value, Mapping):
+            raise TemplateError("a form body must be a mapping")
+        flat = {k: v if isinstance(v, str) else json.dumps(v) for k, v in value.items()}
+        return urlencode(flat).encode(), "application/x-www-form-urlencoded"
+    if kind == "text":
+        return str(value).encode(), "text/plain"
+    if kind == "protobuf":
+        return protobuf(value), "application/x-protobuf"
+    if kind == "multipart":
+        if not isinstance(value, Mapping):
+            raise TemplateError("a multipart body must be a mapping")
+        boundary = "auditor" + uuid.uuid4().hex
+        parts = []
+        for k, v in value.items():
+            data = v if isinstance(v, str) else json.dumps(v)
+            parts.append(
+                f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{data}\r\n'
+            )
+        body = "".join(parts) + f"--{boundary}--\r\n"
+        return body.encode(), f"multipart/form-data; boundary={boundary}"
+    if kind == "encrypted":
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        nonce = os.urandom(12)
+        plain = json.dumps(value, separators=(",", ":")).encode()
+        return nonce + AESGCM(_STATIC_KEY).encrypt(nonce, plain, None), "application/octet-stream"
+    raise TemplateError(f"unknown body kind {kind!r}")
+
+
+def content_encode(data: bytes, encoding: str | None) -> bytes:
+    if not encoding:
+        return data
+    if encoding == "gzip":
+        return gzip.compress(data, mtime=0)
+    if encoding == "deflate":
+        return zlib.compress(data)
+    if encoding == "br":
+        return bytes(brotli.compress(data))
+    if encoding == "zstd":
+        return bytes(zstd.compress(data))
+    raise TemplateError(f"unknown content encoding {encoding!r}")
+
+
+def build_body(
+    template: Any, kind: str, encoding: str | None, facts: Mapping[str, Any]
+) -> tuple[bytes, dict[str, str]]:
+    """Render, serialise and encode: the body and the headers that describe it."""
+    data, ctype = serialise(render(template, facts), kind)
+    headers = {"Content-Type": ctype}
+    if encoding:
+        headers["Content-Encoding"] = encoding
+    return content_encode(data, encoding), headers
