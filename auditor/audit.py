@@ -77,7 +77,7 @@ class AuditOptions:
     scenario: str = "idle"
     duration: str | None = None
     route: str = "reverse"
-    ca: str = "system"
+    ca: str = "auto"
     out: Path = Path("captures")
     listen_host: str = "127.0.0.1"
     port: int = 8080
@@ -220,6 +220,7 @@ def _audit_locked(
                 notes += setup.notes
                 ticker.start()
                 prog.phase = "canary"
+                report(prog)
                 canary_seen = _canary(h, writer, tail, opts.canary_timeout)
                 if not canary_seen:
                     notes.append(

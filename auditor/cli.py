@@ -491,6 +491,96 @@ def restore(serial: str | None, session: Path | None, captures: Path, as_json: b
         sys.exit(1)
 
 
+# ------------------------------------------------------------------------------------ simulate
+
+
+@main.command()
+@click.option(
+    "--profile",
+    "profile_name",
+    default="xiaomi-mi10t",
+    show_default=True,
+    help="A shipped profile (xiaomi-mi10t, huawei-p40, oneplus-8t, pixel-android14) or a "
+    "YAML file.",
+)
+@click.option("--port", default=5555, show_default=True, help="ADB port of the virtual handset.")
+@click.option("--listen-host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--no-root", is_flag=True, help="No root, as on an unmodified phone.")
+@click.option(
+    "--unauthorized", is_flag=True, help="Show as unauthorized, as before the USB prompt."
+)
+@click.option("--no-traffic", is_flag=True, help="No background traffic from the system apps.")
+@click.option("--connect/--no-connect", default=True, help="Run `adb connect` to it.")
+@json_option
+@handle_errors
+def simulate(
+    profile_name: str,
+    port: int,
+    listen_host: str,
+    no_root: bool,
+    unauthorized: bool,
+    no_traffic: bool,
+    connect: bool,
+    as_json: bool,
+) -> None:
+    """Run a virtual handset that the real adb server and auditor talk to as to a phone.
+
+    It speaks the device side of the ADB protocol on --port, makes the background
+    traffic of its profile's system apps, and brings its own offline internet (an HTTP
+    proxy that answers like the vendors' services, with its own CA, and a DNS server).
+    On port 5555 the adb server also finds it by itself as emulator-5554.
+
+    \b
+    Example:
+        auditor simulate --profile xiaomi-mi10t
+        auditor simulate --profile pixel-android14 --port 5601 --no-root
+    """
+    import signal
+    import threading
+
+    from auditor.simulator.world import VirtualWorld
+
+    _warn_listen(listen_host)
+    world = VirtualWorld(
+        profile_name,
+        host=listen_host,
+        port=port,
+        root=False if no_root else None,
+        unauthorized=unauthorized,
+        traffic=not no_traffic,
+    )
+    try:
+        world.start()
+    except OSError as exc:
+        fail(f"cannot listen on {listen_host}:{port}: {exc.strerror or exc}")
+    info = world.info()
+    serial = info.adb_address
+    if connect:
+        from auditor.device.handset import client
+
+        try:
+            client().connect(info.adb_address, timeout=10)
+        except Exception as exc:  # noqa: BLE001 - the handset runs anyway; say so
+            click.echo(f"warning: adb connect {info.adb_address} failed: {exc}", err=True)
+    if as_json:
+        emit_json({**info.to_dict(), "adb_serial": serial})
+    else:
+        click.echo(
+            f"virtual {info.profile} on {info.adb_address} (adb serial {serial}); "
+            f"offline internet {info.upstream}, DNS {info.dns}. Ctrl-C to stop.",
+            err=True,
+        )
+    sys.stdout.flush()
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    try:
+        while not done.wait(0.5):
+            pass
+    finally:
+        world.stop()
+
+
 # --------------------------------------------------------------------------------------- audit
 
 
@@ -517,11 +607,11 @@ def restore(serial: str | None, session: Path | None, captures: Path, as_json: b
 )
 @click.option(
     "--ca",
-    type=click.Choice(["system", "user", "none"]),
-    default="system",
+    type=click.Choice(["auto", "system", "user", "none"]),
+    default="auto",
     show_default=True,
-    help="Where to install mitmproxy's CA: the system store needs root; "
-    "system apps trust only that one.",
+    help="Where to install mitmproxy's CA: the system store needs root (system apps trust "
+    "only that one); auto picks system when the device has root, else user.",
 )
 @click.option("--allow-shell", is_flag=True, help="Allow the scenario's shell steps.")
 @click.option(
@@ -657,25 +747,46 @@ class _AuditProgress:
 @click.option(
     "--out", default=str(DEFAULT_CAPTURES), show_default=True, type=click.Path(path_type=Path)
 )
+@click.option(
+    "--profile",
+    "profile_name",
+    default="xiaomi-mi10t",
+    show_default=True,
+    help="Virtual handset profile.",
+)
+@click.option("--duration", default="60s", show_default=True, help="How long to record.")
 @json_option
 @handle_errors
-def demo(out: Path, as_json: bool) -> None:
-    """Record a short session from built-in test traffic through a real mitmdump, and verify it.
+def demo(out: Path, profile_name: str, duration: str, as_json: bool) -> None:
+    """Audit the built-in virtual handset, end to end, on this machine alone.
 
-    Everything stays on this machine (loopback only).
+    Starts the virtual handset and its offline internet, a private adb server, runs
+    `auditor audit` on it, stops everything it started and prints the session's path.
 
     \b
     Example:
         auditor demo
+        auditor demo --profile huawei-p40 --duration 30s --json
     """
     from auditor.demo import run_demo
 
-    result = run_demo(out, echo=None if as_json else lambda m: click.echo(m, err=True))
+    DURATION.convert(duration, None, None)
+    ui = _AuditProgress(quiet=as_json)
+    try:
+        result = run_demo(
+            out,
+            profile=profile_name,
+            duration=duration,
+            echo=None if as_json else lambda m: click.echo(m, err=True),
+            on_progress=ui,
+        )
+    finally:
+        ui.close()
     if as_json:
         emit_json(result)
     else:
         click.echo(result["session"])
-    if not result["verified"]:
+    if not (result["verified"] and result["restored"]):
         sys.exit(1)
 
 

@@ -1,146 +1,107 @@
-"""``auditor demo``: a whole capture on this machine alone.
+"""``auditor demo``: the whole audit loop on this machine alone.
 
-Until the virtual handset drives it, the demo sends built-in test traffic (plain HTTP, HTTPS
-through mitmproxy's CA, a client that pins and so refuses the CA, a gzip upload, a request to
-an address where nothing listens) through a real mitmdump to origin servers on loopback,
-closes the session and verifies it.
+It starts the virtual handset (default: the Xiaomi Mi 10T) with its offline internet, an adb
+server of its own on a free port, connects the two, runs ``auditor audit`` on it for about a
+minute, stops everything it started, and says where to look.
 """
 
 from __future__ import annotations
 
-import gzip
-import http.client
-import json
-import ssl
+import contextlib
+import os
 import tempfile
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from auditor.capture import ProxyOptions, ca_cert_path, run_capture
-from auditor.offline.origin import OriginServer
-from auditor.offline.pki import CertificateAuthority
+from auditor.audit import AuditOptions, Progress, run_audit
+from auditor.errors import DeviceError
+from auditor.netutil import free_port
 from auditor.session import verify_session
 
 
-def free_port() -> int:
+@contextlib.contextmanager
+def private_adb_server() -> Iterator[int]:
+    """An adb server on a free port for the duration, killed afterwards; the user's own adb
+    server (5037), if any, is not touched."""
+    from adbutils import AdbClient
+
+    old = os.environ.get("ANDROID_ADB_SERVER_PORT")
+    port = free_port()
+    os.environ["ANDROID_ADB_SERVER_PORT"] = str(port)
+    client = AdbClient(host="127.0.0.1", port=port)
+    try:
+        client.server_version()  # adbutils starts the server when none answers
+        yield port
+    finally:
+        with contextlib.suppress(Exception):
+            client.server_kill()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and _listening(port):
+            time.sleep(0.1)
+        if old is None:
+            os.environ.pop("ANDROID_ADB_SERVER_PORT", None)
+        else:
+            os.environ["ANDROID_ADB_SERVER_PORT"] = old
+
+
+def _listening(port: int) -> bool:
     import socket
 
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def proxied_request(
-    proxy_port: int,
-    method: str,
-    url: str,
-    body: bytes | None = None,
-    headers: dict[str, str] | None = None,
+def run_demo(
+    out: Path,
     *,
-    context: ssl.SSLContext | None = None,
-    sni: str | None = None,
-    timeout: float = 10.0,
-) -> tuple[int, bytes]:
-    """One request through the HTTP proxy on loopback (CONNECT for https)."""
-    from urllib.parse import urlsplit
+    profile: str = "xiaomi-mi10t",
+    duration: str = "60s",
+    echo: Callable[[str], None] | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> dict[str, Any]:
+    from auditor.device.handset import client
+    from auditor.simulator.world import VirtualWorld
 
-    u = urlsplit(url)
-    host, port = u.hostname or "", u.port or (443 if u.scheme == "https" else 80)
-    path = u.path + (f"?{u.query}" if u.query else "") or "/"
-    if u.scheme == "https":
-        conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-            "127.0.0.1", proxy_port, timeout=timeout, context=context
-        )
-        conn.set_tunnel(host, port)
-        if sni:
-            conn._tunnel_host = sni  # type: ignore[attr-defined]  # SNI differs from the target
-            conn._tunnel_port = port  # type: ignore[attr-defined]
-    else:
-        conn = http.client.HTTPConnection("127.0.0.1", proxy_port, timeout=timeout)
-        path = url
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
-
-
-def demo_traffic(proxy_port: int, confdir: Path, http_port: int, https_port: int) -> list[str]:
-    """The built-in test traffic. Returns one line per request, for the operator."""
-    trusted = ssl.create_default_context(cafile=str(ca_cert_path(confdir)))
-    pinned = ssl.create_default_context()  # trusts only the system store: refuses mitmproxy
-    pinned.load_verify_locations(cadata=_unrelated_ca_pem())
-    lines = []
-    payload = gzip.compress(json.dumps({"event": "app_open", "ts": int(time.time())}).encode())
-    for label, args, kwargs in [
-        ("GET with a query", ("GET", f"http://localhost:{http_port}/api/v1/config?region=eu"), {}),
-        (
-            "POST gzip JSON",
-            ("POST", f"http://localhost:{http_port}/stat/upload", payload),
-            {"headers": {"Content-Encoding": "gzip", "Content-Type": "application/json"}},
-        ),
-        (
-            "HTTPS through the CA",
-            ("GET", f"https://localhost:{https_port}/v2/check?id=demo"),
-            {"context": trusted},
-        ),
-        (
-            "HTTPS from a pinning client",
-            ("GET", f"https://localhost:{https_port}/pinned"),
-            {"context": pinned},
-        ),
-        ("request to a closed port", ("GET", "http://localhost:1/unreachable"), {}),
-    ]:
-        try:
-            status, _ = proxied_request(proxy_port, *args, **kwargs)  # type: ignore[arg-type]
-            lines.append(f"{label}: HTTP {status}")
-        except (OSError, http.client.HTTPException) as exc:
-            lines.append(f"{label}: {type(exc).__name__}")
-    return lines
-
-
-def _unrelated_ca_pem() -> str:
-    with tempfile.TemporaryDirectory() as d:
-        return CertificateAuthority(Path(d), "unrelated pinning CA").cert_pem.decode()
-
-
-def run_demo(out: Path, echo: Callable[[str], None] | None = None) -> dict[str, Any]:
     say = echo or (lambda _m: None)
-    with tempfile.TemporaryDirectory(prefix="auditor-demo-") as tmp:
-        ca = CertificateAuthority(Path(tmp) / "offline-ca")
-        confdir = Path(tmp) / "mitmproxy"
-        with OriginServer() as plain, OriginServer(ca=ca) as tls:
-            port = free_port()
-            opts = ProxyOptions(
-                port=port,
-                confdir=confdir,
-                extra={"ssl_verify_upstream_trusted_ca": str(ca.cert_path)},
+    started = time.monotonic()
+    with private_adb_server() as adb_port, VirtualWorld(profile, port=0) as world:
+        info = world.info()
+        say(f"demo: virtual {info.profile} on {info.adb_address}, adb server on port {adb_port}")
+        client().connect(info.adb_address, timeout=10)
+        deadline = time.monotonic() + 15
+        while not any(
+            d.serial == info.adb_address and d.state == "device" for d in client().list()
+        ):
+            if time.monotonic() > deadline:
+                raise DeviceError(f"the adb server did not bring {info.adb_address} online")
+            time.sleep(0.2)
+        with tempfile.TemporaryDirectory(prefix="auditor-demo-") as tmp:
+            opts = AuditOptions(
+                serial=info.adb_address,
+                scenario="idle",
+                duration=duration,
+                out=out,
+                port=free_port(),
+                confdir=Path(tmp) / "mitmproxy",
+                notes=f"auditor demo on the virtual {info.profile}",
             )
-            stop = threading.Event()
-            lines: list[str] = []
-
-            def drive(elapsed: float, _counts: Any) -> None:
-                if not lines and elapsed >= 0:
-                    lines.extend(demo_traffic(port, confdir, plain.port, tls.port))
-                    for line in lines:
-                        say(f"  {line}")
-                    stop.set()
-
-            say(f"demo: mitmdump on 127.0.0.1:{port}, origins on {plain.port} and {tls.port}")
-            res = run_capture(out, opts, notes="auditor demo", on_progress=drive, stop=stop)
+            res = run_audit(opts, on_progress)
     ver = verify_session(res.session)
     summary = res.manifest.get("summary", {})
     say(
-        f"demo: {summary.get('flows', 0)} flows, {summary.get('tls_failed', 0)} TLS failures; "
-        f"verify {'OK' if ver.ok else 'FAILED'}"
+        f"demo: {summary.get('flows', 0)} flows to {summary.get('hosts', 0)} hosts, "
+        f"{summary.get('tls_failed', 0)} TLS failures; device restored: {res.restored}; "
+        f"verify {'OK' if ver.ok else 'FAILED'}; {time.monotonic() - started:.0f}s"
     )
     return {
         "session": str(res.session),
+        "status": res.status,
+        "restored": res.restored,
+        "canary_seen": res.canary_seen,
         "verified": ver.ok,
         "summary": summary,
-        "requests": lines,
+        "seconds": round(time.monotonic() - started, 1),
     }

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from auditor.capture import Mitmdump, ProxyOptions
-from auditor.demo import free_port
+from auditor.netutil import free_port
 from auditor.offline.origin import OriginServer
 from auditor.session import SessionWriter
 

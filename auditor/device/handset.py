@@ -190,7 +190,7 @@ class Handset:
                 self._root = "adbd"
             else:
                 try:
-                    probe = self.sh("su -c 'id -u'", timeout=10)
+                    probe = self.sh("su 0 id -u", timeout=10)
                 except DeviceError:
                     probe = None
                 if probe is not None and probe.ok and probe.stdout.strip() == "0":
@@ -205,7 +205,8 @@ class Handset:
         if method == "adbd":
             return self.sh(command, timeout)
         if method == "su":
-            return self.sh(f"su -c {shlex.quote(command)}", timeout)
+            # `su 0 sh -c CMD` works with Magisk's su and with AOSP userdebug su alike
+            return self.sh(f"su 0 sh -c {shlex.quote(command)}", timeout)
         raise DeviceError(f"{self.serial}: this needs root, and the device has none")
 
     def getprop(self, name: str) -> str:

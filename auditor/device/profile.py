@@ -141,7 +141,7 @@ def collect_profile(h: Handset, *, with_packages: bool = True) -> DeviceProfile:
         root=root,
         root_detail={
             "adbd": "adbd runs as root (adb root accepted)",
-            "su": "su -c works (adb root refused or not tried)",
+            "su": "su works (adbd itself is not root)",
             None: "no root: adbd is not root and su is absent or refused",
         }[root],
         properties=props,

@@ -120,7 +120,7 @@ class CaptureSetup:
     proxy_host: str = "127.0.0.1"
     proxy_port: int = 8080
     route: str = "reverse"  # reverse | lan | emulator
-    ca: str = "user"  # user | system | none
+    ca: str = "user"  # user | system | none | auto (system with root, else user)
     ca_pem: bytes | None = None
     private_dns_off: bool = True
     notes: list[str] = field(default_factory=list)
@@ -144,6 +144,9 @@ class CaptureSetup:
             mode = h.setting_get("global", "private_dns_mode")
             if mode not in ("off",):
                 self._set("global", "private_dns_mode", "off")
+        if self.ca == "auto":
+            self.ca = "system" if h.root_method() else "user"
+            self.notes.append(f"--ca auto: installing the CA in the {self.ca} store")
         if self.ca != "none":
             if not self.ca_pem:
                 raise DeviceError("no CA certificate to install")

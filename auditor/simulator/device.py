@@ -740,6 +740,8 @@ class VirtualDevice:
             self.log("ConnectivityService", f"setAirplaneMode({str(on).lower()})", uid=1000)
         if (namespace, key) == ("global", "http_proxy"):
             self.log("ConnectivityService", f"global proxy is now {value}", priority="D")
+            # PROXY_CHANGE is broadcast, and apps reconnect through the new route
+            self.emit("proxy_changed", value=value)
 
     # -- the image, built once --
 

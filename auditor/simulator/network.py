@@ -46,6 +46,7 @@ TRUST_NONE = "none"  # cleartext only
 TRUST_SYSTEM = "system"
 TRUST_USER = "user"
 TRUST_PINNED = "pinned"
+KEEPALIVE = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,7 +321,11 @@ class _Conn:
             self.sock.close()
         finally:
             self.raw.close()
-            self.net.device.close_socket(self.handle)
+            # An HTTP client keeps an idle connection in its pool for a while (OkHttp: 5 min);
+            # the socket stays in /proc/net for KEEPALIVE seconds, where the poller sees it.
+            timer = threading.Timer(KEEPALIVE, self.net.device.close_socket, (self.handle,))
+            timer.daemon = True
+            timer.start()
 
 
 class _LoggingTls:

@@ -110,7 +110,7 @@ class VirtualWorld:
         return self
 
     def _on_device_event(self, kind: str, data: dict[str, Any]) -> None:
-        if kind in ("boot_completed", "screen_on") and self.traffic:
+        if kind in ("boot_completed", "screen_on", "proxy_changed") and self.traffic:
             self.traffic.burst(kind)
         elif kind == "view_url" and self.network is not None:
             url = str(data.get("url", ""))

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from auditor.capture import Mitmdump, ProxyOptions, ca_cert_path
-from auditor.demo import proxied_request
+from auditor.netutil import proxied_request
 from auditor.offline.origin import OriginServer
 from auditor.offline.pki import CertificateAuthority
 from auditor.records import HttpRecord, TlsFailedRecord
