@@ -151,7 +151,12 @@ def _audit_locked(
         device=profile.to_dict(),
         scenario=scenario.to_manifest(),
         body_cap=opts.body_cap,
-        capture={"route": opts.route, "ca": opts.ca, "upstream": upstream},
+        capture={
+            "route": opts.route,
+            "ca": opts.ca,
+            "upstream": upstream,
+            "proxy": {"listen_host": opts.listen_host, "port": opts.port},
+        },
     )
     journal = RestoreJournal.in_session(writer.path)
     extra: dict[str, str] = {}

@@ -73,3 +73,20 @@ FLOW_COLUMNS: Final[tuple[str, ...]] = (
     BYTES_DOWN,
     ERROR,
 )
+
+# Added by the analyser (auditor.analysis.flowtable)
+NAME: Final = "name"  # the destination's name, from the best evidence available
+NAME_EVIDENCE: Final = "name_evidence"  # http-host | tls-sni | dns-answer | ip
+APP_UIDS: Final = "app_uids"  # owning UIDs from the socket snapshots ("" when unknown)
+APPS: Final = "apps"  # package names of those UIDs, ";"-joined
+APP_EVIDENCE: Final = "app_evidence"  # local-port | time-window | ambiguous | none
+STEP: Final = "step"  # the scenario step running when the flow started
+IDLE: Final = "idle"  # the flow started during an idle step
+ORGANISATION: Final = "organisation"
+PARENT: Final = "parent"
+COUNTRY: Final = "country"  # headquarters country of the organisation (ISO 3166 alpha-2)
+CATEGORIES: Final = "categories"
+STATE_LINKED: Final = "state_linked"
+SERVER_COUNTRY: Final = "server_country"
+ASN: Final = "asn"
+MATCHED_BY: Final = "matched_by"

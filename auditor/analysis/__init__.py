@@ -1,0 +1,1 @@
+"""The analyser: who received what from the phone, on what evidence."""

@@ -1,0 +1,204 @@
+"""The analyser's flow table: every flow of a session, named, owned and placed in the scenario.
+
+- **Name**: the HTTP Host, else the TLS SNI, else a DNS answer seen in the same capture for
+  the server address, else the address alone; ``name_evidence`` says which.
+- **Owning app**: from the socket snapshots (``sockets.jsonl``) and the package UID map of
+  the device profile. A flow whose client port is the phone's own (emulator or LAN route) is
+  matched by local port and time; through ``adb reverse`` the proxy sees the adb server's
+  port instead, so a flow is matched to the sockets open toward the proxy port around its
+  start (``time-window``), and more than one candidate UID is reported as ``ambiguous``.
+- **Step**: the scenario step that was running when the flow started (from the session's
+  ``scenario_step`` events), and whether it was an idle step.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from auditor import columns as C
+from auditor.records import DnsRecord, EventRecord
+from auditor.session import Session
+from auditor.timeutil import parse_iso
+
+log = logging.getLogger(__name__)
+
+SOCKETS = "sockets.jsonl"
+WINDOW_BEFORE = 1.5  # a snapshot may be up to a poll interval late
+WINDOW_AFTER = 6.0  # and a socket lingers in the keep-alive pool after the request
+
+
+@dataclass
+class SocketIndex:
+    """Socket snapshots, by time, reduced to what attribution needs."""
+
+    times: list[float] = field(default_factory=list)
+    by_local_port: list[dict[int, int]] = field(default_factory=list)  # lport -> uid
+    to_remote: list[dict[tuple[str, int], set[int]]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, path: Path) -> SocketIndex:
+        idx = cls()
+        try:
+            fh = open(path, encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return idx
+        rows: list[tuple[float, dict[int, int], dict[tuple[str, int], set[int]]]] = []
+        with fh:
+            for n, line in enumerate(fh, 1):
+                try:
+                    snap = json.loads(line)
+                    ts = parse_iso(snap["ts"])
+                    local: dict[int, int] = {}
+                    remote: dict[tuple[str, int], set[int]] = {}
+                    for e in snap["entries"]:
+                        _proto, _lip, lport, rip, rport, _state, uid = e[:7]
+                        local[int(lport)] = int(uid)
+                        remote.setdefault((str(rip), int(rport)), set()).add(int(uid))
+                    rows.append((ts, local, remote))
+                except (ValueError, KeyError, TypeError, IndexError):
+                    idx.warnings.append(f"{SOCKETS}: line {n} unreadable, skipped")
+        rows.sort(key=lambda r: r[0])
+        idx.times = [r[0] for r in rows]
+        idx.by_local_port = [r[1] for r in rows]
+        idx.to_remote = [r[2] for r in rows]
+        return idx
+
+    def _window(self, ts: float) -> range:
+        lo = bisect.bisect_left(self.times, ts - WINDOW_BEFORE)
+        hi = bisect.bisect_right(self.times, ts + WINDOW_AFTER)
+        return range(lo, hi)
+
+    def by_port(self, ts: float, port: int) -> int | None:
+        for i in self._window(ts):
+            uid = self.by_local_port[i].get(port)
+            if uid is not None:
+                return uid
+        return None
+
+    def toward(self, ts: float, remote: tuple[str, int]) -> set[int]:
+        uids: set[int] = set()
+        for i in self._window(ts):
+            uids |= self.to_remote[i].get(remote, set())
+        return uids
+
+
+@dataclass(frozen=True, slots=True)
+class StepSpan:
+    start: float
+    kind: str
+    label: str
+
+
+def scenario_steps(records: Iterable[Any]) -> list[StepSpan]:
+    spans = []
+    for r in records:
+        if isinstance(r, EventRecord) and r.kind == "scenario_step":
+            if r.data.get("status") == "started":
+                spans.append(StepSpan(parse_iso(r.ts), str(r.data.get("step", "")), r.message))
+        elif isinstance(r, EventRecord) and r.kind in ("scenario_finished", "capture_stopped"):
+            spans.append(StepSpan(parse_iso(r.ts), "", ""))
+    spans.sort(key=lambda s: s.start)
+    return spans
+
+
+def build_flow_table(session: Session) -> tuple[pd.DataFrame, list[str]]:
+    """The session's flows with names, owning apps and scenario steps. Returns the table and
+    the warnings met on the way."""
+    df = session.flows()
+    warnings = list(session.warnings)
+    records = list(session.records())
+    dns_names = _dns_names(records)
+    steps = scenario_steps(records)
+    device = session.manifest.get("device") or {}
+    uid_map = _uid_map(device)
+    sockets = SocketIndex.load(session.path / SOCKETS)
+    warnings += sockets.warnings
+    proxy = _proxy_endpoint(session.manifest)
+
+    names, evidence = [], []
+    for host, sni, ip, rtype in zip(
+        df[C.HOST], df[C.SNI], df[C.SERVER_IP], df[C.RECORD_TYPE], strict=True
+    ):
+        if rtype == "http" and isinstance(host, str) and host:
+            names.append(host.lower())
+            evidence.append("http-host")
+        elif isinstance(sni, str) and sni:
+            names.append(sni.lower())
+            evidence.append("tls-sni")
+        elif isinstance(ip, str) and ip in dns_names:
+            names.append(dns_names[ip])
+            evidence.append("dns-answer")
+        else:
+            names.append(ip if isinstance(ip, str) else "")
+            evidence.append("ip")
+    df[C.NAME] = names
+    df[C.NAME_EVIDENCE] = evidence
+
+    starts = [ts.timestamp() if not pd.isna(ts) else None for ts in df[C.START]]
+    app_uids, apps, app_ev = [], [], []
+    for ts, cip, cport in zip(starts, df[C.CLIENT_IP], df[C.CLIENT_PORT], strict=True):
+        uids: set[int] = set()
+        how = "none"
+        if ts is not None and sockets.times:
+            if cport is not None and not pd.isna(cport) and cip not in ("127.0.0.1", "::1"):
+                uid = sockets.by_port(ts, int(cport))
+                if uid is not None:
+                    uids, how = {uid}, "local-port"
+            if not uids and proxy is not None:
+                uids = sockets.toward(ts, proxy)
+                how = "time-window" if len(uids) == 1 else ("ambiguous" if uids else "none")
+        app_uids.append(";".join(str(u) for u in sorted(uids)))
+        apps.append(";".join(sorted({p for u in uids for p in uid_map.get(u, [])})))
+        app_ev.append(how)
+    df[C.APP_UIDS] = app_uids
+    df[C.APPS] = apps
+    df[C.APP_EVIDENCE] = app_ev
+
+    step_times = [s.start for s in steps]
+    labels, idle = [], []
+    for ts in starts:
+        i = bisect.bisect_right(step_times, ts) - 1 if ts is not None else -1
+        span = steps[i] if i >= 0 else None
+        labels.append(span.label if span else "")
+        idle.append(bool(span and span.kind == "idle"))
+    df[C.STEP] = labels
+    df[C.IDLE] = idle
+    return df, warnings
+
+
+def _dns_names(records: Iterable[Any]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for r in records:
+        if isinstance(r, DnsRecord):
+            for a in r.answers:
+                if a.rtype in ("A", "AAAA"):
+                    out.setdefault(a.value, r.qname.lower().rstrip("."))
+    return out
+
+
+def _uid_map(device: dict[str, Any]) -> dict[int, list[str]]:
+    out: dict[int, list[str]] = {}
+    for p in device.get("packages") or []:
+        if isinstance(p, dict) and isinstance(p.get("uid"), int):
+            out.setdefault(p["uid"], []).append(str(p.get("name")))
+    return out
+
+
+def _proxy_endpoint(manifest: dict[str, Any]) -> tuple[str, int] | None:
+    cap = manifest.get("capture") or {}
+    proxy = cap.get("proxy") or {}
+    port = proxy.get("port")
+    if not isinstance(port, int):
+        return None
+    route = cap.get("route", "reverse")
+    host = {"reverse": "127.0.0.1", "emulator": "10.0.2.2"}.get(route, proxy.get("listen_host"))
+    return (str(host), port)

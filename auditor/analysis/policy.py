@@ -1,0 +1,123 @@
+"""Policies: which data flows the analyser flags, and how severely (YAML data files).
+
+Shipped: ``default`` (vendor and state-linked endpoints) and ``eu-gdpr`` (adds transfers to
+countries without an EU adequacy decision). ``--policy FILE`` takes a user's own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from auditor.analysis.model import Severity
+from auditor.errors import AuditorError
+
+SEVERITY_KEYS = (
+    "identifier_to_state_linked",
+    "identifier_to_vendor",
+    "identifier_to_other",
+    "cleartext_identifier",
+    "encrypted_upload",
+    "keyword_list",
+    "app_list",
+    "transfer",
+    "state_linked_contact",
+    "beacon",
+    "idle_traffic",
+    "uninspected",
+)
+
+
+class PolicyError(AuditorError):
+    pass
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: str
+    description: str
+    source: str
+    sha256: str
+    vendor: bool = True
+    state_linked: bool = True
+    categories: frozenset[str] = frozenset()
+    countries: frozenset[str] = frozenset()
+    no_eu_adequacy: bool = False
+    severity: dict[str, Severity] = field(default_factory=dict)
+
+    def sev(self, key: str) -> Severity:
+        return self.severity.get(key, Severity.MEDIUM)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "source": self.source,
+            "sha256": self.sha256,
+            "vendor": self.vendor,
+            "state_linked": self.state_linked,
+            "categories": sorted(self.categories),
+            "countries": sorted(self.countries),
+            "no_eu_adequacy": self.no_eu_adequacy,
+            "severity": {k: v.value for k, v in sorted(self.severity.items())},
+        }
+
+
+def parse_policy(text: str, source: str) -> Policy:
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"{source}: not valid YAML: {exc}") from None
+    if not isinstance(doc, dict):
+        raise PolicyError(f"{source}: a policy is a mapping")
+    flag = doc.get("flag") or {}
+    sev_raw = doc.get("severity") or {}
+    if not isinstance(flag, dict) or not isinstance(sev_raw, dict):
+        raise PolicyError(f"{source}: 'flag' and 'severity' must be mappings")
+    unknown = set(sev_raw) - set(SEVERITY_KEYS)
+    if unknown:
+        raise PolicyError(f"{source}: unknown severity keys: {', '.join(sorted(unknown))}")
+    severity = {}
+    for key in SEVERITY_KEYS:
+        value = sev_raw.get(key, "medium")
+        try:
+            severity[key] = Severity(str(value))
+        except ValueError:
+            raise PolicyError(
+                f"{source}: severity {key}: {value!r} is not one of "
+                + ", ".join(s.value for s in Severity)
+            ) from None
+    countries = flag.get("countries") or []
+    if not all(isinstance(c, str) and len(c) == 2 for c in countries):
+        raise PolicyError(f"{source}: flag.countries must be ISO 3166 alpha-2 codes")
+    return Policy(
+        name=str(doc.get("name") or Path(source).stem),
+        description=str(doc.get("description") or ""),
+        source=source,
+        sha256=hashlib.sha256(text.encode()).hexdigest(),
+        vendor=bool(flag.get("vendor", True)),
+        state_linked=bool(flag.get("state_linked", True)),
+        categories=frozenset(str(c) for c in flag.get("categories") or []),
+        countries=frozenset(c.upper() for c in countries),
+        no_eu_adequacy=bool(flag.get("no_eu_adequacy", False)),
+        severity=severity,
+    )
+
+
+def load_policy(name_or_path: str | None = None) -> Policy:
+    """A shipped policy by name (``default``, ``eu-gdpr``) or a YAML file."""
+    name_or_path = name_or_path or "default"
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        try:
+            return parse_policy(path.read_text(encoding="utf-8"), str(path))
+        except OSError as exc:
+            raise PolicyError(f"{path}: {exc.strerror or exc}") from None
+    res = resources.files("auditor") / "analysis" / "policies" / f"{name_or_path}.yaml"
+    if not res.is_file():
+        raise PolicyError(f"no policy {name_or_path!r}: shipped are default and eu-gdpr")
+    return parse_policy(res.read_text(encoding="utf-8"), f"policy:{name_or_path}")

@@ -1,0 +1,466 @@
+"""The analyser's rules: each a small class with an id, a title, a severity key, a description
+and a citation, and a ``check()`` that yields findings. Rules run isolated from each other: a
+rule that fails is reported, and the others still run.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import statistics
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import pandas as pd
+
+from auditor import columns as C
+from auditor.analysis.model import Evidence, Finding, Severity
+from auditor.analysis.policy import Policy
+
+log = logging.getLogger(__name__)
+
+LEITH_2021 = (
+    "H. Liu, P. Patras, D. J. Leith, 'Android Mobile OS Snooping By Samsung, Xiaomi, Huawei "
+    "and Realme Handsets', Trinity College Dublin, 2021"
+)
+NCSC_2021 = (
+    "National Cyber Security Centre of Lithuania, 'Assessment of cybersecurity of mobile "
+    "devices supporting 5G technology sold in Lithuania', 2021"
+)
+VSSE_2022 = "Belgian State Security (VSSE), public warning on Chinese smartphone brands, 2022"
+GDPR_45 = "Regulation (EU) 2016/679 (GDPR), Art. 44-45: transfers and adequacy decisions, 2016"
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """An identifier found in a flow (from the payload scanner)."""
+
+    identifier: str
+    location: str
+    detail: str
+    encoding: str
+    excerpt: str = ""
+
+
+@dataclass
+class Context:
+    flows: pd.DataFrame
+    policy: Policy
+    vendor: str | None  # the device's manufacturer, as the knowledge base names it
+    matches: dict[str, list[Match]] = field(default_factory=dict)
+    personal: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # kind, value
+    characters: dict[str, dict[str, Any]] = field(default_factory=dict)  # request bodies
+    keyword_lists: dict[str, dict[str, Any]] = field(default_factory=dict)
+    app_lists: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def row(self, flow_id: str) -> pd.Series:
+        return self.flows.loc[self.flows[C.FLOW_ID] == flow_id].iloc[0]
+
+    def is_vendor(self, row: pd.Series) -> bool:
+        if not self.vendor:
+            return False
+        v = self.vendor.lower()
+        return any(
+            isinstance(row.get(c), str) and row[c].lower() == v for c in (C.ORGANISATION, C.PARENT)
+        )
+
+    def flagged(self, row: pd.Series) -> bool:
+        """Whether the policy flags the recipient of this flow."""
+        p = self.policy
+        cats = set(str(row.get(C.CATEGORIES) or "").split(";")) - {""}
+        return bool(
+            (p.vendor and self.is_vendor(row))
+            or (p.state_linked and bool(row.get(C.STATE_LINKED)))
+            or (cats & p.categories)
+            or (row.get(C.COUNTRY) in p.countries)
+        )
+
+
+def _org(row: pd.Series) -> tuple[str | None, str | None]:
+    org = row.get(C.ORGANISATION)
+    country = row.get(C.COUNTRY)
+    return (
+        org if isinstance(org, str) and org else None,
+        country if isinstance(country, str) and country else None,
+    )
+
+
+def _who(row: pd.Series) -> str:
+    org, _country = _org(row)
+    name = str(row.get(C.NAME) or row.get(C.HOST) or "?")
+    return f"{org} ({name})" if org else name
+
+
+class Rule:
+    id: ClassVar[str]
+    title: ClassVar[str]
+    severity_key: ClassVar[str]
+    description: ClassVar[str]
+    citation: ClassVar[str]
+
+    def check(self, ctx: Context) -> Iterator[Finding]:
+        raise NotImplementedError
+
+    def finding(self, ctx: Context, row: pd.Series, title: str, **kw: Any) -> Finding:
+        org, country = _org(row)
+        sev = kw.pop("severity", None) or ctx.policy.sev(self.severity_key)
+        return Finding(
+            rule=self.id,
+            severity=sev,
+            title=title,
+            host=str(row.get(C.NAME) or ""),
+            organisation=org,
+            country=country,
+            citations=(self.citation,),
+            description=self.description,
+            **kw,
+        )
+
+
+class IdentifiersSent(Rule):
+    """Device identifiers (IMEI, Android ID, serial, MAC, advertising ID...) leave the phone,
+    in any encoding. Hardware identifiers cannot be reset by the user and link all activity to
+    one handset; the TCD study found vendor system apps sending them while idle."""
+
+    id = "identifier-sent"
+    title = "Device identifiers sent"
+    severity_key = "identifier_to_other"
+    description = (
+        "Device identifiers left the phone in this flow, in the encodings listed. Hardware "
+        "identifiers (IMEI, serial, MAC) cannot be reset and tie all traffic to this handset."
+    )
+    citation = LEITH_2021
+
+    def check(self, ctx: Context) -> Iterator[Finding]:
+        groups: dict[tuple[str, str], list[tuple[str, Match]]] = defaultdict(list)
+        for flow_id, ms in ctx.matches.items():
+            row = ctx.row(flow_id)
+            for m in ms:
+                groups[(str(row.get(C.NAME)), m.identifier)].append((flow_id, m))
+        for (_host, ident), items in sorted(groups.items()):
+            row = ctx.row(items[0][0])
+            if bool(row.get(C.STATE_LINKED)):
+                key = "identifier_to_state_linked"
+            elif ctx.is_vendor(row):
+                key = "identifier_to_vendor"
+            else:
+                key = "identifier_to_other"
+            encodings = tuple(sorted({m.encoding for _, m in items}))
+            yield self.finding(
+                ctx,
+                row,
+                f"{ident} sent to {_who(row)}",
+                severity=ctx.policy.sev(key),
+                identifiers=(ident,),
+                encodings=encodings,
+                flow_ids=tuple(sorted({f for f, _ in items})),
+                evidence=tuple(
+                    Evidence(f, m.location, m.detail, m.encoding, ident, m.excerpt)
+                    for f, m in items[:20]
+                ),
+                data={"flows": len({f for f, _ in items}), "severity_basis": key},
+            )
+
+
+class CleartextIdentifiers(Rule):
+    """Identifiers sent over plain HTTP can be read by anyone on the path."""
+
+    id = "cleartext-identifier"
+    title = "Identifiers over cleartext HTTP"
+    severity_key = "cleartext_identifier"
+    description = (
+        "Device identifiers were sent without TLS: anyone on the network path can read them."
+    )
+    citation = LEITH_2021
+
+    def check(self, ctx: Context) -> Iterator[Finding]:
+        for flow_id, ms in sorted(ctx.matches.items()):
+            row = ctx.row(flow_id)
+            if row.get(C.SCHEME) != "http" or not ms:
+                continue
+            idents = tuple(sorted({m.identifier for m in ms}))
+            yield self.finding(
+                ctx,
+                row,
+                f"{', '.join(idents)} sent over cleartext HTTP to {_who(row)}",
+                identifiers=idents,
+                encodings=tuple(sorted({m.encoding for m in ms})),
+                flow_ids=(flow_id,),
+            )
+
+
+class EncryptedUpload(Rule):
+    """A high-entropy upload to a telemetry endpoint: content the auditor cannot read even
+    after TLS interception, as the encrypted usage statistics the Lithuanian NCSC saw Xiaomi
+    phones send to servers in Singapore."""
+
+    id = "encrypted-upload"
+    title = "Encrypted (opaque) upload to a telemetry endpoint"
+    severity_key = "encrypted_upload"
+    description = (
+        "The request body is encrypted or random (high entropy, incompressible) inside TLS: what "
+        "it carries cannot be verified."
+    )
+    citation = NCSC_2021
+
+    def check(self, ctx: Context) -> Iterator[Finding]:
+        by_host: dict[str, list[str]] = defaultdict(list)
+        for flow_id, ch in sorted(ctx.characters.items()):
+            if ch.get("class") != "encrypted_or_random":
+                continue
+            row = ctx.row(flow_id)
+            if ctx.flagged(row):
+                by_host[str(row.get(C.NAME))].append(flow_id)
+        for _host, flow_ids in sorted(by_host.items()):
+            row = ctx.row(flow_ids[0])
+            ents = [ctx.characters[f].get("entropy", 0.0) for f in flow_ids]
+            yield self.finding(
+                ctx,
+                row,
+                f"Encrypted uploads to {_who(row)}",
+                flow_ids=tuple(flow_ids),
+                data={"uploads": len(flow_ids), "mean_entropy": round(statistics.mean(ents), 3)},
+            )
+
+
+class KeywordList(Rule):
+    """A vendor endpoint delivers a keyword or blocklist: the MiAdBlacklistConfig pattern, a
+    list of 449 censorship keywords downloaded by Xiaomi system apps (NCSC 2021)."""
+
+    id = "keyword-list"
+    title = "Keyword or blocklist downloaded from a vendor endpoint"
+    severity_key = "keyword_list"
+    description = (
+        "A response carried a list of many short strings or a list named like a blacklist, "
+        "keyword or filter: configuration that can censor or filter what the phone shows."
+    )
+    citation = NCSC_2021
+
+    def check(self, ctx: Context) -> Iterator[Finding]:
+        seen: set[tuple[str, str]] = set()
+        for flow_id, kl in sorted(ctx.keyword_lists.items()):
+            row = ctx.row(flow_id)
+            key = (str(row.get(C.NAME)), str(kl.get("path")))
+            if key in seen:
+                continue
+            seen.add(key)
+            yield self.finding(
+                ctx,
+                row,
+                f"List of {kl.get('count')} entries at {kl.get('path')} from {_who(row)}",
+                flow_ids=(flow_id,),
+                data={k: kl[k] for k in ("path", "count", "sample", "artifact") if k in kl},
+            )
+
+
+class AppListSent(Rule):
+    """The list of installed apps leaves the phone: it reveals religion, health, sexuality and
+    politics through the apps a person uses (TCD 2021)."""
+
+    id = "app-list"
+    title = "Installed-app list sent"
+    severity_key = "app_list"
+    description = "A request carried many Android package names: the list of installed apps."
+    citation = LEITH_2021
+
+    def check(self, ctx: Context) -> Iterator[Finding]:
+        for flow_id, al in sorted(ctx.app_lists.items()):
+            row = ctx.row(flow_id)
+            yield self.finding(
+                ctx,
+                row,
+                f"{al.get('count')} package names sent to {_who(row)}",
+                flow_ids=(flow_id,),
+                data={k: al[k] for k in ("count", "sample") if k in al},
+            )
+
+
+class StateLinkedContact(Rule):
+    """Contact with an organisation the knowledge base records as state-linked (state owned,
+    or under a law obliging support of state intelligence work), the concern of the Belgian
+    and Lithuanian assessments."""
+
+    id = "state-linked-contact"
+    title = "Contact with a state-linked organisation"
+    severity_key = "state_linked_contact"
+    description = "The phone exchanged traffic with an organisation recorded as state-linked."
+    citation = VSSE_2022
+
+    def check(self, ctx: Context) -> Iterator[Finding]:
+        df = ctx.flows
+        linked = df[df[C.STATE_LINKED].fillna(False).astype(bool)]
+        for org, grp in sorted(
+            linked.groupby(C.ORGANISATION, dropna=True), key=lambda g: str(g[0])
+        ):
+            row = grp.iloc[0]
+            yield self.finding(
+                ctx,
+                row,
+                f"{len(grp)} connection(s) to {org}",
+                flow_ids=tuple(sorted(grp[C.FLOW_ID])),
+                data={
+                    "hosts": sorted(set(grp[C.NAME])),
+                    "bytes_up": int(grp[C.BYTES_UP].fillna(0).sum()),
+                },
+            )
+
+
+class TransferWithoutAdequacy(Rule):
+    """Under the EU/GDPR view: data sent to an organisation headquartered in a country without
+    an EU adequacy decision."""
+
+    id = "transfer-no-adequacy"
+    title = "Transfer to a country without an EU adequacy decision"
+    severity_key = "transfer"
+    description = (
+        "Data was sent to an organisation headquartered in a country without an EU adequacy "
+        "decision (GDPR Art. 45); such transfers need other safeguards."
+    )
+    citation = GDPR_45
+
+    def __init__(self, adequacy: dict[str, bool] | None = None):
+        self.adequacy = adequacy or {}
+
+    def check(self, ctx: Context) -> Iterator[Finding]:
+        if not ctx.policy.no_eu_adequacy:
+            return
+        df = ctx.flows
+        sent = df[(df[C.RECORD_TYPE] == "http") & (df[C.BYTES_UP].fillna(0) > 0)]
+        for (org, country), grp in sorted(
+            sent.groupby([C.ORGANISATION, C.COUNTRY], dropna=True), key=lambda g: g[0]
+        ):
+            if self.adequacy.get(str(country), True):
+                continue
+            yield self.finding(
+                ctx,
+                grp.iloc[0],
+                f"Data sent to {org} ({country}), no EU adequacy decision",
+                flow_ids=tuple(sorted(grp[C.FLOW_ID])),
+                data={"bytes_up": int(grp[C.BYTES_UP].sum())},
+            )
+
+
+class Beacon(Rule):
+    """Periodic contact (a beacon): the endpoint is called on a schedule, not in answer to the
+    user; the estimated period is given."""
+
+    id = "beacon"
+    title = "Periodic beacon"
+    severity_key = "beacon"
+    description = "Requests to this endpoint recur at a regular interval."
+    citation = LEITH_2021
+
+    def check(self, ctx: Context) -> Iterator[Finding]:
+        df = ctx.flows.dropna(subset=[C.START])
+        for _host, grp in sorted(df.groupby(C.NAME), key=lambda g: str(g[0])):
+            if len(grp) < 3:
+                continue
+            row = grp.iloc[0]
+            if not ctx.flagged(row):
+                continue
+            times = sorted(t.timestamp() for t in grp[C.START])
+            gaps = [b - a for a, b in itertools.pairwise(times) if b - a > 0.5]
+            if len(gaps) < 2:
+                continue
+            med = statistics.median(gaps)
+            spread = statistics.pstdev(gaps) / med if med else 1.0
+            if spread > 0.5:
+                continue
+            yield self.finding(
+                ctx,
+                row,
+                f"{_who(row)} contacted every ~{med:.0f}s",
+                flow_ids=tuple(sorted(grp[C.FLOW_ID])),
+                data={"period_s": round(med, 1), "contacts": len(grp), "cv": round(spread, 2)},
+            )
+
+
+class IdleTraffic(Rule):
+    """Traffic to flagged endpoints while the phone was left alone (idle steps)."""
+
+    id = "idle-traffic"
+    title = "Traffic while idle"
+    severity_key = "idle_traffic"
+    description = "Connections made during idle steps, with nobody using the phone."
+    citation = LEITH_2021
+
+    def check(self, ctx: Context) -> Iterator[Finding]:
+        df = ctx.flows
+        idle = df[df[C.IDLE].fillna(False).astype(bool)]
+        for _host, grp in sorted(idle.groupby(C.NAME), key=lambda g: str(g[0])):
+            row = grp.iloc[0]
+            if not ctx.flagged(row):
+                continue
+            yield self.finding(
+                ctx,
+                row,
+                f"{len(grp)} connection(s) to {_who(row)} while idle",
+                flow_ids=tuple(sorted(grp[C.FLOW_ID])),
+                data={"bytes_up": int(grp[C.BYTES_UP].fillna(0).sum())},
+            )
+
+
+class Uninspected(Rule):
+    """Connections whose TLS the client refused to let the proxy open (certificate pinning or
+    a CA the app does not trust): what they carry is unknown, and claims about them cannot be
+    settled by this capture."""
+
+    id = "uninspected"
+    title = "Traffic that could not be inspected"
+    severity_key = "uninspected"
+    description = (
+        "The client rejected the interception certificate (pinning, or the CA is not in the "
+        "store the app trusts); the content of these connections is unknown."
+    )
+    citation = LEITH_2021
+
+    def check(self, ctx: Context) -> Iterator[Finding]:
+        df = ctx.flows
+        failed = df[df[C.RECORD_TYPE] == "tls_failed"]
+        for _host, grp in sorted(failed.groupby(C.NAME), key=lambda g: str(g[0])):
+            yield self.finding(
+                ctx,
+                grp.iloc[0],
+                f"{len(grp)} connection(s) to {_who(grp.iloc[0])} not decrypted",
+                flow_ids=tuple(sorted(grp[C.FLOW_ID])),
+                data={"errors": sorted(set(grp[C.ERROR].dropna().astype(str)))[:3]},
+            )
+
+
+def default_rules(adequacy: dict[str, bool] | None = None) -> list[Rule]:
+    return [
+        IdentifiersSent(),
+        CleartextIdentifiers(),
+        EncryptedUpload(),
+        KeywordList(),
+        AppListSent(),
+        StateLinkedContact(),
+        TransferWithoutAdequacy(adequacy),
+        Beacon(),
+        IdleTraffic(),
+        Uninspected(),
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class RuleError:
+    rule: str
+    error: str
+
+
+def run_rules(rules: list[Rule], ctx: Context) -> tuple[list[Finding], list[RuleError]]:
+    findings: list[Finding] = []
+    errors: list[RuleError] = []
+    for rule in rules:
+        try:
+            findings.extend(rule.check(ctx))
+        except Exception as exc:
+            log.exception("rule %s failed", rule.id)
+            errors.append(RuleError(rule.id, f"{type(exc).__name__}: {exc}"))
+    findings.sort(key=lambda f: f.sort_key())
+    return findings, errors
+
+
+__all__ = ["Context", "Match", "Rule", "RuleError", "Severity", "default_rules", "run_rules"]
