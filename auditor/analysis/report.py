@@ -49,10 +49,13 @@ def write_csv(path: Path, rows: Iterable[Mapping[Any, Any]], fields: list[str]) 
 def flows_for_export(df: pd.DataFrame) -> pd.DataFrame:
     out = df.copy()
     for col in (C.START, C.END):
+        if col not in out:
+            continue
         out[col] = out[col].map(
             lambda t: t.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if not pd.isna(t) else None
         )
-    return out.sort_values([C.START, C.FLOW_ID], na_position="last").reset_index(drop=True)
+    keys = [c for c in (C.START, C.FLOW_ID) if c in out]
+    return out.sort_values(keys, na_position="last").reset_index(drop=True) if keys else out
 
 
 def write_report(
@@ -166,6 +169,7 @@ body{font:14px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:72rem;color:
 h1{font-size:1.5rem}h2{margin-top:2rem;border-bottom:1px solid #ccc}
 table{border-collapse:collapse;width:100%;margin:.5rem 0}
 td,th{border:1px solid #ddd;padding:.25rem .4rem;text-align:left;vertical-align:top}
+td{overflow-wrap:anywhere}
 th{background:#f3f3f3}code,pre{font-family:ui-monospace,monospace;font-size:12px}
 pre{white-space:pre-wrap;word-break:break-all;background:#f7f7f7;padding:.4rem}
 .sev-critical{background:#7a0010;color:#fff}.sev-high{background:#c0392b;color:#fff}
