@@ -3,7 +3,7 @@
 import importlib
 import sys
 
-BENCHES = ["proxy_throughput"]
+BENCHES = ["proxy_throughput", "classify_flows"]
 
 
 def main(argv: list[str]) -> int:
