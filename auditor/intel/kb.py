@@ -545,8 +545,21 @@ class KnowledgeBase:
         view = _OrgView(
             org=org,
             parent=chain[1] if len(chain) > 1 else None,
-            state_linked=any(o.state_linked for o in chain),
-            state_link=_dedupe_facts(f for o in chain for f in o.state_link),
+            state_linked=any(o.state_linked for o in chain)
+            or any(
+                (c := self.countries.get(o.country)) is not None and c.intelligence_obligation
+                for o in chain
+            ),
+            state_link=_dedupe_facts(
+                [f for o in chain for f in o.state_link]
+                + [
+                    f
+                    for o in chain
+                    if (c := self.countries.get(o.country)) is not None
+                    and c.intelligence_obligation
+                    for f in c.facts
+                ]
+            ),
             jurisdiction=_dedupe_facts(facts),
         )
         self._org_cache[org_id] = view
@@ -892,6 +905,7 @@ def _load_countries(path: Path, sources: Mapping[str, Source]) -> dict[str, Coun
                     "adequacy_source",
                     "adequacy_as_of",
                     "facts",
+                    "intelligence_obligation",
                 ),
                 code,
             )
@@ -925,7 +939,10 @@ def _load_countries(path: Path, sources: Mapping[str, Source]) -> dict[str, Coun
             )
         else:
             fact = Fact(f"{name} has no EU adequacy decision (GDPR art. 45).", src, as_of)
-        out[code] = CountryInfo(code, name, eu_eea, adequacy, scope, fact, facts)
+        obliged = item.get("intelligence_obligation", False) is True
+        if obliged and not facts:
+            raise KnowledgeBaseError(f"{at}: {code}: intelligence_obligation needs sourced facts")
+        out[code] = CountryInfo(code, name, eu_eea, adequacy, scope, fact, facts, obliged)
     return out
 
 

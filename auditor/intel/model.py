@@ -149,6 +149,9 @@ class CountryInfo:
     adequacy_scope: str | None
     adequacy_fact: Fact
     facts: tuple[Fact, ...]  # laws that reach organisations headquartered there
+    # National law obliges organisations to support state intelligence work: a state-link
+    # fact for every organisation headquartered there (the Belgian and Lithuanian argument).
+    intelligence_obligation: bool = False
 
     @property
     def free_flow_from_eu(self) -> bool:

@@ -441,7 +441,12 @@ def test_unknown_host_on_a_chinese_cloud_is_attributed_by_asn(kb: KnowledgeBase)
 
 def test_chinese_vendor_carries_intelligence_law_facts(kb: KnowledgeBase) -> None:
     a = kb.lookup_host("tracking.miui.com")
-    assert a.country == "CN" and a.state_linked is False
+    # Not state-owned, but headquartered where the law obliges support of intelligence work:
+    # a state-link fact in the sense of the Belgian and Lithuanian assessments.
+    assert a.country == "CN" and a.state_linked is True
+    assert any(f.source.id == "prc-nil-2017" for f in a.state_link)
+    google = kb.lookup_host("android.clients.google.com")
+    assert google.country == "US" and google.state_linked is False
     nil = [f for f in a.jurisdiction if f.source.id == "prc-nil-2017"]
     assert {"art. 7" in f.statement or "art. 14" in f.statement for f in nil} == {True}
     assert len(nil) == 2 and all(f.date == "2017-06-27" for f in nil)
@@ -574,7 +579,7 @@ def test_lookup_command_json() -> None:
     ):
         assert key in data, key
     assert data["host"] == "tracking.miui.com" and data["organisation"] == "xiaomi"
-    assert data["state_linked"] is False
+    assert data["state_linked"] is True
     assert data["jurisdiction"] and all(
         f["source"]["url"] and f["source"]["year"] and f["date"] for f in data["jurisdiction"]
     )
@@ -610,7 +615,7 @@ def test_annotate_adds_the_flow_table_columns(kb: KnowledgeBase) -> None:
     assert out[C.ORGANISATION].tolist() == ["xiaomi", "china-telecom", None]
     assert out[C.CATEGORIES].tolist()[0] == "vendor_telemetry"
     assert out[C.COUNTRY].tolist() == ["CN", "CN", None]
-    assert out[C.STATE_LINKED].tolist() == [False, True, False]
+    assert out[C.STATE_LINKED].tolist() == [True, True, False]
     assert out[C.MATCHED_BY].tolist() == ["exact-host", "registrable-domain", "none"]
     assert out[C.SERVER_COUNTRY].tolist()[2] is None
     assert list(out.index) == [5, 6, 7]
