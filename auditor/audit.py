@@ -37,7 +37,13 @@ from auditor.device.monitor import LogcatStream, SocketPoller
 from auditor.device.profile import DeviceProfile, collect_profile
 from auditor.device.runner import StepRunner
 from auditor.device.scenario import Scenario, Step, load_scenario
-from auditor.device.setup import CaptureSetup, Interrupted, ca_pem_from, sigterm_raises
+from auditor.device.setup import (
+    CaptureSetup,
+    Interrupted,
+    ca_pem_from,
+    raise_held,
+    sigterm_raises,
+)
 from auditor.errors import AuditorError, DeviceError
 from auditor.session import STATUS_COMPLETE, STATUS_INCOMPLETE, SessionWriter
 
@@ -264,6 +270,10 @@ def _audit_locked(
                         monitor.stop()
                 if setup is not None:
                     restored = _restore(h, setup, writer)
+                    held, setup.held_signals = setup.held_signals, []
+                    if held:
+                        writer.event("signal_during_restore", "acted on after the restore")
+                        raise_held(held)
     except (KeyboardInterrupt, Interrupted) as exc:
         stopped_by = "signal"
         writer.event("audit_interrupted", str(exc) or type(exc).__name__)
@@ -307,7 +317,7 @@ def _restore(h: Handset, setup: CaptureSetup, writer: SessionWriter, wait: float
     while True:
         try:
             if h.state() == "device":
-                rep = setup.restore()
+                rep = setup.restore(act_on_signals=False)
                 writer.event(
                     "device_restored" if rep.ok else "restore_incomplete",
                     f"undid {len(rep.undone)} change(s)",

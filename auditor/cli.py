@@ -461,6 +461,8 @@ def restore(serial: str | None, session: Path | None, captures: Path, as_json: b
     from auditor.device.journal import RestoreJournal, find_pending
     from auditor.device.setup import restore_device
 
+    if session is not None and not (session / "restore.jsonl").is_file():
+        fail(f"{session}: no restore journal there (is it a session of `auditor audit`?)")
     h = Handset(serial)
     sessions = [session] if session else find_pending(captures, h.serial)
     results: list[dict[str, Any]] = []
@@ -699,6 +701,8 @@ def audit(
         click.echo(str(res.session))
     if not res.restored or res.stopped_by == "device_error":
         sys.exit(1)
+    if res.stopped_by == "signal":
+        sys.exit(130)  # interrupted: the session is closed and the device restored
 
 
 class _AuditProgress:

@@ -73,6 +73,8 @@ class DeviceListing:
 def transport_of(serial: str) -> str:
     if serial.startswith("emulator-"):
         return "emulator"
+    if "._adb-tls-connect._tcp" in serial or "._adb._tcp" in serial:
+        return "tcp"  # wireless debugging, found over mDNS (Android 11+)
     host, _, port = serial.rpartition(":")
     if host and port.isdigit():
         return "tcp"
@@ -168,8 +170,9 @@ class Handset:
             raise DeviceError(
                 f"`{command}` timed out after {timeout:.0f}s on {self.serial}"
             ) from None
-        except (AdbError, OSError) as exc:
-            raise DeviceError(f"{self.serial}: `{command}`: {exc}") from None
+        except (AdbError, OSError, EOFError) as exc:
+            # EOFError: the device went away mid-command (unplugged, adbd restarted)
+            raise DeviceError(f"{self.serial}: `{command}`: {exc or 'connection lost'}") from None
         # Over shell v1 stdout and stderr arrive mixed in `output`.
         stdout = r.stdout if (r.stdout or r.stderr) else r.output
         return ShellResult(command, r.returncode, stdout or "", r.stderr or "")

@@ -52,7 +52,7 @@ class LogcatStream:
             while not self._stop.is_set():
                 try:
                     conn = self.handset.device.open_shell("logcat -b all -v epoch,uid")
-                except (AdbError, OSError) as exc:
+                except (AdbError, OSError, EOFError) as exc:
                     self.error = str(exc)
                     if self._stop.wait(1.0):
                         break
@@ -132,7 +132,7 @@ class SocketPoller:
                     snap = self.snapshot()
                     os.write(fd, (json.dumps(snap, separators=(",", ":")) + "\n").encode())
                     self.snapshots += 1
-                except (DeviceError, AdbError, OSError) as exc:
+                except (DeviceError, AdbError, OSError, EOFError) as exc:
                     self.errors += 1
                     log.debug("socket snapshot failed: %s", exc)
                 self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))

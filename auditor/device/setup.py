@@ -124,13 +124,28 @@ class CaptureSetup:
     ca_pem: bytes | None = None
     private_dns_off: bool = True
     notes: list[str] = field(default_factory=list)
+    held_signals: list[int] = field(default_factory=list)
 
     def _change(self, what: str, undo: dict[str, Any]) -> int:
         return self.journal.record(self.handset.serial, what, undo)
 
     # ------------------------------------------------------------------------------- apply
     def apply(self) -> None:
+        """The CA goes in first and the proxy last, so that no app that reconnects when the
+        proxy changes meets mitmproxy before its CA is trusted (and, undone newest first, the
+        proxy goes before the CA)."""
         h = self.handset
+        if self.ca == "auto":
+            self.ca = "system" if h.root_method() else "user"
+            self.notes.append(f"--ca auto: installing the CA in the {self.ca} store")
+        if self.ca != "none":
+            if not self.ca_pem:
+                raise DeviceError("no CA certificate to install")
+            self.install_ca()
+        if self.private_dns_off:
+            mode = h.setting_get("global", "private_dns_mode")
+            if mode not in ("off",):
+                self._set("global", "private_dns_mode", "off")
         if self.route == "reverse":
             previous = h.reverse_list().get(f"tcp:{self.proxy_port}")
             cid = self._change(
@@ -140,17 +155,6 @@ class CaptureSetup:
             h.reverse(f"tcp:{self.proxy_port}", f"tcp:{self.proxy_port}")
             self.journal.applied(cid)
         self._set("global", "http_proxy", f"{self.device_proxy_host()}:{self.proxy_port}")
-        if self.private_dns_off:
-            mode = h.setting_get("global", "private_dns_mode")
-            if mode not in ("off",):
-                self._set("global", "private_dns_mode", "off")
-        if self.ca == "auto":
-            self.ca = "system" if h.root_method() else "user"
-            self.notes.append(f"--ca auto: installing the CA in the {self.ca} store")
-        if self.ca != "none":
-            if not self.ca_pem:
-                raise DeviceError("no CA certificate to install")
-            self.install_ca()
 
     def device_proxy_host(self) -> str:
         return {"reverse": "127.0.0.1", "emulator": "10.0.2.2"}.get(self.route, self.proxy_host)
@@ -265,9 +269,16 @@ class CaptureSetup:
             self._install_system_ca(f"{subject_hash_old(self.ca_pem)}.0")
 
     # ----------------------------------------------------------------------------- restore
-    def restore(self) -> UndoReport:
-        with signals_deferred():
-            return restore_device(self.handset, self.journal)
+    def restore(self, *, act_on_signals: bool = True) -> UndoReport:
+        """Undo every journalled change. A Ctrl-C or SIGTERM that arrives meanwhile is held
+        until the restore is done, then acted on (or, with ``act_on_signals=False``, left in
+        ``self.held_signals`` for the caller)."""
+        with signals_deferred() as held:
+            report = restore_device(self.handset, self.journal)
+        self.held_signals = list(held)
+        if act_on_signals:
+            raise_held(self.held_signals)
+        return report
 
     def __enter__(self) -> CaptureSetup:
         try:
@@ -284,6 +295,13 @@ class CaptureSetup:
             log.error(
                 "restore incomplete: %s; run `auditor restore -s %s`", failed, self.handset.serial
             )
+
+
+def raise_held(held: list[int]) -> None:
+    if signal.SIGINT in held:
+        raise KeyboardInterrupt
+    if signal.SIGTERM in held:
+        raise Interrupted(f"signal {signal.SIGTERM}")
 
 
 def restore_device(h: Handset, journal: RestoreJournal) -> UndoReport:

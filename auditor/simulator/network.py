@@ -220,6 +220,7 @@ class DeviceNetwork:
                 target = path
             else:
                 target = url if proxied else path
+                sock = conn.plain()  # type: ignore[assignment]
             hc = http.client.HTTPConnection(host, port, timeout=timeout)
             hc.sock = sock
             hdrs = {"Host": host if port in (80, 443) else f"{host}:{port}"}
@@ -309,6 +310,12 @@ class _Conn:
         self._log(buf, out=False)
         return buf
 
+    def plain(self) -> _LoggingPlain:
+        """The raw socket, with what crosses it logged (cleartext HTTP)."""
+        wrapped = _LoggingPlain(self)
+        self.sock = wrapped  # type: ignore[assignment]
+        return wrapped
+
     def wrap_tls(self, ctx: ssl.SSLContext, host: str) -> socket.socket:
         """TLS over the raw socket; the ciphertext both ways goes to the packet log."""
         tls = _LoggingTls(self, ctx, host)
@@ -326,6 +333,52 @@ class _Conn:
             timer = threading.Timer(KEEPALIVE, self.net.device.close_socket, (self.handle,))
             timer.daemon = True
             timer.start()
+
+
+class _LoggingPlain:
+    """A socket-like view of a connection's raw socket that logs every chunk both ways."""
+
+    def __init__(self, conn: _Conn):
+        self.conn = conn
+        self.raw = conn.raw
+
+    def sendall(self, data: bytes) -> None:
+        self.raw.sendall(data)
+        self.conn._log(bytes(data), out=True)
+
+    send = sendall
+
+    def recv(self, n: int) -> bytes:
+        data = self.raw.recv(n)
+        if data:
+            self.conn._log(data, out=False)
+        return data
+
+    def recv_into(self, buf: memoryview | bytearray, n: int = 0) -> int:
+        data = self.recv(n or len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+    def makefile(self, mode: str = "rb", buffering: int = -1) -> object:
+        return socket.SocketIO(self, mode.replace("b", ""))  # type: ignore[arg-type]
+
+    def settimeout(self, t: float | None) -> None:
+        self.raw.settimeout(t)
+
+    def gettimeout(self) -> float | None:
+        return self.raw.gettimeout()
+
+    def setsockopt(self, *args: object) -> None:
+        return None
+
+    def close(self) -> None:
+        return None  # the connection closes the raw socket
+
+    def fileno(self) -> int:
+        return self.raw.fileno()
+
+    def _decref_socketios(self) -> None:
+        return None
 
 
 class _LoggingTls:
