@@ -619,6 +619,14 @@ def simulate(
 @click.option(
     "--keep-private-dns", is_flag=True, help="Leave Private DNS on (it bypasses the proxy)."
 )
+@click.option(
+    "--reports",
+    default=str(DEFAULT_REPORTS),
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="Where the analyser writes the report of the session.",
+)
+@click.option("--no-analyze", is_flag=True, help="Stop at the session; analyse it later.")
 @proxy_options
 @json_option
 @handle_errors
@@ -630,6 +638,8 @@ def audit(
     ca: str,
     allow_shell: bool,
     keep_private_dns: bool,
+    reports: Path,
+    no_analyze: bool,
     listen_host: str,
     port: int,
     out: Path,
@@ -677,10 +687,16 @@ def audit(
     finally:
         ui.close()
     summary = res.manifest.get("summary", {})
+    report = None
+    if not no_analyze:
+        from auditor.analysis.engine import report_session
+
+        report = report_session(res.session, reports)
     if as_json:
         emit_json(
             {
                 "session": str(res.session),
+                "report": str(report / "report.html") if report else None,
                 "status": res.status,
                 "stopped_by": res.stopped_by,
                 "restored": res.restored,
@@ -698,7 +714,8 @@ def audit(
             f"{'restored' if res.restored else 'NOT restored: run auditor restore'}",
             err=True,
         )
-        click.echo(str(res.session))
+        click.echo(f"session {res.session}", err=True)
+        click.echo(str(report / "report.html") if report else str(res.session))
     if not res.restored or res.stopped_by == "device_error":
         sys.exit(1)
     if res.stopped_by == "signal":
@@ -744,6 +761,152 @@ class _AuditProgress:
             self.live.stop()
 
 
+# ------------------------------------------------------------------------------------- analyze
+
+
+def parse_identifiers(values: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for v in values:
+        name, sep, value = v.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise click.BadParameter(f"{v!r}: use NAME=VALUE, e.g. imei=490154203237518")
+        out[name.strip()] = value.strip()
+    return out
+
+
+@main.command()
+@click.argument("sessions", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Report folder [default: reports/<session-id>/].",
+)
+@click.option(
+    "--format",
+    "formats",
+    default="html,json,csv,md",
+    show_default=True,
+    help="Comma-separated: html, json, csv (and Parquet), md.",
+)
+@click.option("--policy", default="default", show_default=True, help="default, eu-gdpr or a file.")
+@click.option(
+    "--intel",
+    multiple=True,
+    help="More knowledge: auditor YAML, a STIX 2.1 bundle, a hosts file or an adblock list "
+    "(LABEL=PATH to name it). Repeatable.",
+)
+@click.option(
+    "--identifier",
+    "identifier",
+    multiple=True,
+    help="NAME=VALUE of a device identifier to search for (for imports without a profile).",
+)
+@click.option("--claims", type=click.Path(path_type=Path), default=None, help="Claims to check.")
+@json_option
+@handle_errors
+def analyze(
+    sessions: tuple[Path, ...],
+    out: Path | None,
+    formats: str,
+    policy: str,
+    intel: tuple[str, ...],
+    identifier: tuple[str, ...],
+    claims: Path | None,
+    as_json: bool,
+) -> None:
+    """Analyse capture sessions: who received what from the phone, on what evidence.
+
+    Writes findings.json, report.html, flows.csv/flows.parquet, endpoints.csv and
+    summary.md. Reads only the saved sessions; works offline.
+
+    \b
+    Example:
+        auditor analyze captures/20261128T101500Z-3f9a1c
+        auditor analyze captures/S1 --policy eu-gdpr --claims claims.yaml --json
+        auditor analyze captures/S1 --identifier imei=490154203237518 --intel amnesty=ioc.stix2
+    """
+    from auditor.analysis.claims import load_claims
+    from auditor.analysis.engine import analyze as run_analysis
+    from auditor.analysis.engine import write
+    from auditor.analysis.policy import load_policy
+
+    fmts = [f.strip() for f in formats.split(",") if f.strip()]
+    bad = set(fmts) - {"html", "json", "csv", "md"}
+    if bad:
+        fail(f"unknown format(s): {', '.join(sorted(bad))}")
+    ids = parse_identifiers(identifier)
+    target = out or DEFAULT_REPORTS / Path(sessions[0]).name
+    result = run_analysis(
+        list(sessions),
+        policy=load_policy(policy),
+        intel=[Path(i) if "=" not in i else i for i in intel],  # type: ignore[misc]
+        identifiers=ids,
+        claims=load_claims(claims) if claims else None,
+        artifacts_dir=target / "artifacts",
+    )
+    paths = write(result, target, fmts)
+    doc = result.doc
+    if as_json:
+        emit_json(
+            {
+                "report": str(target),
+                "files": [str(p) for p in paths],
+                "findings": len(doc["findings"]),
+                "by_severity": _by_severity(doc["findings"]),
+                "claims": [{"claim": c["claim"], "verdict": c["verdict"]} for c in doc["claims"]],
+                "rule_errors": doc["rule_errors"],
+                "warnings": len(doc["warnings"]),
+            }
+        )
+        return
+    for f in doc["findings"][:15]:
+        click.echo(f"{f['severity']:>8}  {f['title']}")
+    if len(doc["findings"]) > 15:
+        click.echo(f"          ... and {len(doc['findings']) - 15} more")
+    for c in doc["claims"]:
+        click.echo(f"claim: {c['claim']}: {c['verdict']} ({c['reason']})")
+    for e in doc["rule_errors"]:
+        click.echo(f"warning: rule {e['rule']} failed: {e['error']}", err=True)
+    if doc["warnings"]:
+        click.echo(f"{len(doc['warnings'])} warning(s), listed in the report", err=True)
+    click.echo(str(target / ("report.html" if "html" in fmts else "")))
+
+
+def _by_severity(findings: list[dict[str, Any]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for f in findings:
+        out[f["severity"]] = out.get(f["severity"], 0) + 1
+    return out
+
+
+@main.group()
+def intel() -> None:
+    """The knowledge base of endpoints: organisations, countries, jurisdictions, sources."""
+
+
+@intel.command("lookup")
+@click.argument("target")
+@click.option("--intel", "extra", multiple=True, help="More knowledge files (see analyze).")
+@json_option
+@handle_errors
+def intel_lookup(target: str, extra: tuple[str, ...], as_json: bool) -> None:
+    """Who is behind a host name or an IP address, with the source of every fact.
+
+    \b
+    Example:
+        auditor intel lookup tracking.miui.com
+        auditor intel lookup 8.8.8.8 --json
+    """
+    from auditor.intel.kb import lookup_command
+
+    data, text = lookup_command(target, list(extra), as_json)
+    if as_json:
+        emit_json(data)
+    else:
+        click.echo(text)
+
+
 # ---------------------------------------------------------------------------------------- demo
 
 
@@ -759,9 +922,12 @@ class _AuditProgress:
     help="Virtual handset profile.",
 )
 @click.option("--duration", default="60s", show_default=True, help="How long to record.")
+@click.option(
+    "--reports", default=str(DEFAULT_REPORTS), show_default=True, type=click.Path(path_type=Path)
+)
 @json_option
 @handle_errors
-def demo(out: Path, profile_name: str, duration: str, as_json: bool) -> None:
+def demo(out: Path, reports: Path, profile_name: str, duration: str, as_json: bool) -> None:
     """Audit the built-in virtual handset, end to end, on this machine alone.
 
     Starts the virtual handset and its offline internet, a private adb server, runs
@@ -779,6 +945,7 @@ def demo(out: Path, profile_name: str, duration: str, as_json: bool) -> None:
     try:
         result = run_demo(
             out,
+            reports=reports,
             profile=profile_name,
             duration=duration,
             echo=None if as_json else lambda m: click.echo(m, err=True),
@@ -789,7 +956,8 @@ def demo(out: Path, profile_name: str, duration: str, as_json: bool) -> None:
     if as_json:
         emit_json(result)
     else:
-        click.echo(result["session"])
+        click.echo(f"session {result['session']}", err=True)
+        click.echo(result["report"])
     if not (result["verified"] and result["restored"]):
         sys.exit(1)
 

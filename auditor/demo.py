@@ -57,6 +57,7 @@ def _listening(port: int) -> bool:
 def run_demo(
     out: Path,
     *,
+    reports: Path = Path("reports"),
     profile: str = "xiaomi-mi10t",
     duration: str = "60s",
     echo: Callable[[str], None] | None = None,
@@ -91,13 +92,18 @@ def run_demo(
             res = run_audit(opts, on_progress)
     ver = verify_session(res.session)
     summary = res.manifest.get("summary", {})
+    from auditor.analysis.engine import report_session
+
+    report = report_session(res.session, reports)
     say(
         f"demo: {summary.get('flows', 0)} flows to {summary.get('hosts', 0)} hosts, "
         f"{summary.get('tls_failed', 0)} TLS failures; device restored: {res.restored}; "
         f"verify {'OK' if ver.ok else 'FAILED'}; {time.monotonic() - started:.0f}s"
     )
+    say(f"demo: report {report / 'report.html'} (findings.json, summary.md beside it)")
     return {
         "session": str(res.session),
+        "report": str(report / "report.html"),
         "status": res.status,
         "restored": res.restored,
         "canary_seen": res.canary_seen,

@@ -3,7 +3,7 @@
 import importlib
 import sys
 
-BENCHES = ["proxy_throughput", "classify_flows"]
+BENCHES = ["proxy_throughput", "classify_flows", "scan_identifiers"]
 
 
 def main(argv: list[str]) -> int:

@@ -104,8 +104,10 @@ def _matches_party(df: pd.DataFrame, claim: Claim) -> pd.Series:
     mask = pd.Series(False, index=df.index)
     if claim.organisation:
         org = claim.organisation.lower()
-        mask |= df[C.ORGANISATION].fillna("").str.lower().eq(org)
-        mask |= df[C.PARENT].fillna("").str.lower().eq(org)
+        for col in (C.ORGANISATION, C.PARENT, C.ORGANISATION_NAME):
+            if col in df:
+                names = df[col].fillna("").astype(str).str.lower()
+                mask |= names.eq(org) | names.str.startswith(org + " ")
     if claim.country:
         mask |= df[C.COUNTRY].fillna("").eq(claim.country)
         mask |= df[C.SERVER_COUNTRY].fillna("").eq(claim.country)

@@ -218,7 +218,8 @@ def _timeline_svg(flows: pd.DataFrame) -> str:
     df = flows.dropna(subset=[C.START])
     if df.empty:
         return "<p class='muted'>no flows</p>"
-    orgs = sorted({str(o) if isinstance(o, str) and o else "(unknown)" for o in df[C.ORGANISATION]})
+    org_col = C.ORGANISATION_NAME if C.ORGANISATION_NAME in df else C.ORGANISATION
+    orgs = sorted({str(o) if isinstance(o, str) and o else "(unknown)" for o in df[org_col]})
     t0 = df[C.START].min().timestamp()
     t1 = max(df[C.START].max().timestamp(), t0 + 1)
     h = 20 * len(orgs) + 30
@@ -229,7 +230,7 @@ def _timeline_svg(flows: pd.DataFrame) -> str:
     row_of = {o: i for i, o in enumerate(orgs)}
     for o, i in row_of.items():
         parts.append(f'<text x="0" y="{20 * i + 14}" font-size="11">{_e(o, 30)}</text>')
-    for org, ts, rtype in zip(df[C.ORGANISATION], df[C.START], df[C.RECORD_TYPE], strict=True):
+    for org, ts, rtype in zip(df[org_col], df[C.START], df[C.RECORD_TYPE], strict=True):
         key = str(org) if isinstance(org, str) and org else "(unknown)"
         x = 200 + int(500 * (ts.timestamp() - t0) / (t1 - t0))
         y = 20 * row_of[key] + 10

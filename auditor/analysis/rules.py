@@ -79,7 +79,7 @@ class Context:
 
 
 def _org(row: pd.Series) -> tuple[str | None, str | None]:
-    org = row.get(C.ORGANISATION)
+    org = row.get(C.ORGANISATION_NAME) or row.get(C.ORGANISATION)
     country = row.get(C.COUNTRY)
     return (
         org if isinstance(org, str) and org else None,
@@ -176,18 +176,21 @@ class CleartextIdentifiers(Rule):
     citation = LEITH_2021
 
     def check(self, ctx: Context) -> Iterator[Finding]:
+        by_host: dict[str, list[tuple[str, Match]]] = defaultdict(list)
         for flow_id, ms in sorted(ctx.matches.items()):
             row = ctx.row(flow_id)
-            if row.get(C.SCHEME) != "http" or not ms:
-                continue
-            idents = tuple(sorted({m.identifier for m in ms}))
+            if row.get(C.SCHEME) == "http":
+                by_host[str(row.get(C.NAME))] += [(flow_id, m) for m in ms]
+        for _host, items in sorted(by_host.items()):
+            row = ctx.row(items[0][0])
+            idents = tuple(sorted({m.identifier for _, m in items}))
             yield self.finding(
                 ctx,
                 row,
                 f"{', '.join(idents)} sent over cleartext HTTP to {_who(row)}",
                 identifiers=idents,
-                encodings=tuple(sorted({m.encoding for m in ms})),
-                flow_ids=(flow_id,),
+                encodings=tuple(sorted({m.encoding for _, m in items})),
+                flow_ids=tuple(sorted({f for f, _ in items})),
             )
 
 
@@ -266,14 +269,18 @@ class AppListSent(Rule):
     citation = LEITH_2021
 
     def check(self, ctx: Context) -> Iterator[Finding]:
-        for flow_id, al in sorted(ctx.app_lists.items()):
-            row = ctx.row(flow_id)
+        by_host: dict[str, list[str]] = defaultdict(list)
+        for flow_id in sorted(ctx.app_lists):
+            by_host[str(ctx.row(flow_id).get(C.NAME))].append(flow_id)
+        for _host, flow_ids in sorted(by_host.items()):
+            row = ctx.row(flow_ids[0])
+            biggest = max((ctx.app_lists[f] for f in flow_ids), key=lambda a: a.get("count", 0))
             yield self.finding(
                 ctx,
                 row,
-                f"{al.get('count')} package names sent to {_who(row)}",
-                flow_ids=(flow_id,),
-                data={k: al[k] for k in ("count", "sample") if k in al},
+                f"{biggest.get('count')} package names sent to {_who(row)}",
+                flow_ids=tuple(flow_ids),
+                data={k: biggest[k] for k in ("count", "sample") if k in biggest},
             )
 
 
@@ -292,7 +299,7 @@ class StateLinkedContact(Rule):
         df = ctx.flows
         linked = df[df[C.STATE_LINKED].fillna(False).astype(bool)]
         for org, grp in sorted(
-            linked.groupby(C.ORGANISATION, dropna=True), key=lambda g: str(g[0])
+            linked.groupby(C.ORGANISATION_NAME, dropna=True), key=lambda g: str(g[0])
         ):
             row = grp.iloc[0]
             yield self.finding(
@@ -329,10 +336,10 @@ class TransferWithoutAdequacy(Rule):
         df = ctx.flows
         sent = df[(df[C.RECORD_TYPE] == "http") & (df[C.BYTES_UP].fillna(0) > 0)]
         for (org, country), grp in sorted(
-            sent.groupby([C.ORGANISATION, C.COUNTRY], dropna=True), key=lambda g: g[0]
+            sent.groupby([C.ORGANISATION_NAME, C.COUNTRY], dropna=True), key=lambda g: str(g[0])
         ):
-            if self.adequacy.get(str(country), True):
-                continue
+            if self.adequacy.get(str(country), False):
+                continue  # EU/EEA or an adequacy decision; a country unknown to the KB is not
             yield self.finding(
                 ctx,
                 grp.iloc[0],

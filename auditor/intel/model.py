@@ -13,6 +13,18 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
 
+from auditor.columns import (
+    ASN,
+    CATEGORIES,  # sorted, ";"-separated Category values
+    HOST,
+    MATCHED_BY,
+    ORGANISATION,
+    ORGANISATION_NAME,
+    PARENT,
+    SERVER_COUNTRY,
+    SERVER_IP,
+    STATE_LINKED,
+)
 from auditor.errors import AuditorError
 
 
@@ -282,20 +294,11 @@ class Attribution:
         }
 
 
-# Columns of the table classify_hosts() returns (index aligned with its input).
-HOST: Final = "host"
-ORGANISATION: Final = "organisation"
-ORGANISATION_NAME: Final = "organisation_name"
-PARENT: Final = "parent"
+# Columns of the table classify_hosts() returns (index aligned with its input); the names it
+# shares with the flow table come from auditor.columns.
 ORG_COUNTRY: Final = "org_country"
-CATEGORIES: Final = "categories"  # sorted, ";"-separated Category values
-STATE_LINKED: Final = "state_linked"
-MATCHED_BY: Final = "matched_by"
 MATCHED: Final = "matched"
 LABELS: Final = "labels"  # sorted, ";"-separated user intel labels
-SERVER_IP: Final = "server_ip"
-SERVER_COUNTRY: Final = "server_country"
-ASN: Final = "asn"
 ASN_ORG: Final = "asn_org"
 
 CLASSIFY_COLUMNS: Final[tuple[str, ...]] = (

@@ -1,0 +1,291 @@
+"""``auditor analyze``: from saved sessions to findings, with their evidence.
+
+Analysis reads only saved sessions (collect, then analyse), so every report can be
+reproduced from its evidence. The same input gives byte-identical ``findings.json`` apart
+from ``generated_at``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from auditor import __version__
+from auditor import columns as C
+from auditor.analysis import scanning
+from auditor.analysis.claims import Claim, evaluate
+from auditor.analysis.flowtable import build_flow_table
+from auditor.analysis.model import FINDINGS_SCHEMA_VERSION, Finding, Severity
+from auditor.analysis.policy import Policy, load_policy
+from auditor.analysis.report import write_report
+from auditor.analysis.rules import Context, RuleError, default_rules, run_rules
+from auditor.errors import AuditorError
+from auditor.intel.kb import KnowledgeBase
+from auditor.session import Session
+from auditor.timeutil import now_iso
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Analysis:
+    doc: dict[str, Any]
+    flows: pd.DataFrame
+    findings: list[Finding]
+    rule_errors: list[RuleError] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def identifiers_of(manifest: dict[str, Any], extra: dict[str, str]) -> dict[str, str]:
+    """Identifier name -> value, from the session's device profile and ``--identifier``."""
+    out: dict[str, str] = {}
+    for ident in (manifest.get("device") or {}).get("identifiers") or []:
+        if isinstance(ident, dict) and ident.get("value"):
+            out[str(ident["name"])] = str(ident["value"])
+    out.update(extra)
+    return out
+
+
+def analyze(
+    sessions: list[Path],
+    *,
+    policy: Policy | None = None,
+    intel: list[Path] | None = None,
+    identifiers: dict[str, str] | None = None,
+    claims: list[Claim] | None = None,
+    artifacts_dir: Path | None = None,
+) -> Analysis:
+    if not sessions:
+        raise AuditorError("no session to analyse")
+    policy = policy or load_policy("default")
+    kb = KnowledgeBase.load(extra=list(intel or []))
+    tables, warnings = [], []
+    opened = [Session(p) for p in sessions]
+    for sess in opened:
+        df, w = build_flow_table(sess)
+        df.insert(0, "session", sess.id)
+        tables.append(df)
+        warnings += [f"{sess.id}: {x}" for x in w]
+    flows = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    flows = kb.annotate(flows)
+    first = opened[0]
+    manifest = first.manifest
+    device = manifest.get("device") or {}
+    ids = identifiers_of(manifest, identifiers or {})
+    scan = scanning.scan_sessions(opened, ids, artifacts_dir=artifacts_dir)
+    warnings += scan.warnings
+    vendor = kb.organisation_of_vendor(str(device.get("manufacturer") or ""))
+    ctx = Context(
+        flows=flows,
+        policy=policy,
+        vendor=vendor,
+        matches=scan.matches,
+        personal=scan.personal,
+        characters=scan.characters,
+        keyword_lists=scan.keyword_lists,
+        app_lists=scan.app_lists,
+    )
+    findings, rule_errors = run_rules(default_rules(kb.adequacy()), ctx)
+    coverage = _coverage(opened, flows)
+    claim_results = []
+    if claims:
+        by_flow: dict[str, set[str]] = defaultdict(set)
+        for fid, ms in scan.matches.items():
+            by_flow[fid] |= {m.identifier for m in ms}
+        personal = set(by_flow) | set(scan.personal)
+        claim_results = evaluate(claims, flows, by_flow, personal, coverage)
+    doc = _document(
+        opened, flows, findings, rule_errors, claim_results, coverage, policy, kb, ids, warnings
+    )
+    return Analysis(doc, flows, findings, rule_errors, warnings)
+
+
+def _coverage(sessions: list[Session], flows: pd.DataFrame) -> dict[str, Any]:
+    total = len(flows)
+    failed = int((flows[C.RECORD_TYPE] == "tls_failed").sum()) if total else 0
+    idle = 0.0
+    scen = []
+    duration = 0.0
+    for s in sessions:
+        d = s.duration_seconds() or 0.0
+        duration += d
+        sc = s.manifest.get("scenario") or {}
+        scen.append(sc.get("name") or "-")
+        for step in sc.get("steps") or []:
+            if step.get("kind") == "idle":
+                idle += float(step.get("duration") or 0)
+    return {
+        "sessions": len(sessions),
+        "duration_seconds": round(duration, 1),
+        "scenarios": scen,
+        "idle_seconds": idle,
+        "connections": total,
+        "not_decrypted": failed,
+        "not_decrypted_share": round(failed / total, 3) if total else 0.0,
+    }
+
+
+def _endpoints(flows: pd.DataFrame, kb: KnowledgeBase) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    if flows.empty:
+        return out
+    for host, g in flows.groupby(C.NAME, dropna=False, sort=True):
+        first = g.iloc[0]
+        starts = g[C.START].dropna()
+        ips = sorted({str(i) for i in g[C.SERVER_IP].dropna()})
+        attribution = kb.lookup(str(host), ips[0] if ips else None).to_json()
+        out.append(
+            {
+                "host": str(host),
+                "ip": ips[0] if ips else None,
+                "organisation": _s(first.get(C.ORGANISATION_NAME)),
+                "organisation_id": _s(first.get(C.ORGANISATION)),
+                "parent": _s(first.get(C.PARENT)),
+                "country": _s(first.get(C.COUNTRY)),
+                "server_country": _s(first.get(C.SERVER_COUNTRY)),
+                "categories": sorted(c for c in str(first.get(C.CATEGORIES) or "").split(";") if c),
+                "state_linked": bool(first.get(C.STATE_LINKED)),
+                "flows": len(g),
+                "bytes_up": int(g[C.BYTES_UP].fillna(0).sum()),
+                "bytes_down": int(g[C.BYTES_DOWN].fillna(0).sum()),
+                "first_seen": _ts(starts.min()) if len(starts) else None,
+                "last_seen": _ts(starts.max()) if len(starts) else None,
+                "apps": sorted({a for v in g[C.APPS] for a in str(v).split(";") if a}),
+                "sources": attribution.get("sources") or [],
+                "jurisdiction": attribution.get("jurisdiction") or [],
+                "state_link": attribution.get("state_link") or [],
+            }
+        )
+    return out
+
+
+def _s(v: Any) -> str | None:
+    return v if isinstance(v, str) and v else None
+
+
+def _ts(t: Any) -> str | None:
+    return None if pd.isna(t) else t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _verdicts(endpoints: list[dict[str, Any]], findings: list[Finding]) -> list[dict[str, Any]]:
+    by_org: dict[tuple[str, str], dict[str, Any]] = {}
+    for e in endpoints:
+        key = (e["organisation"] or "(unattributed)", e["country"] or "")
+        v = by_org.setdefault(
+            key,
+            {
+                "organisation": key[0],
+                "country": key[1] or None,
+                "state_linked": False,
+                "identifiers": set(),
+                "flows": 0,
+                "bytes_up": 0,
+                "worst": "none",
+            },
+        )
+        v["state_linked"] |= e["state_linked"]
+        v["flows"] += e["flows"]
+        v["bytes_up"] += e["bytes_up"]
+    rank = {s.value: s.rank for s in Severity}
+    for f in findings:
+        key = (f.organisation or "(unattributed)", f.country or "")
+        if key not in by_org:
+            continue
+        v = by_org[key]
+        v["identifiers"] |= set(f.identifiers)
+        if v["worst"] == "none" or rank[f.severity.value] < rank[v["worst"]]:
+            v["worst"] = f.severity.value
+    out = []
+    for v in by_org.values():
+        out.append({**v, "identifiers": sorted(v["identifiers"])})
+    out.sort(key=lambda v: (rank.get(v["worst"], 9), -v["bytes_up"], v["organisation"]))
+    return out
+
+
+def _document(
+    sessions: list[Session],
+    flows: pd.DataFrame,
+    findings: list[Finding],
+    rule_errors: list[RuleError],
+    claims: list[Any],
+    coverage: dict[str, Any],
+    policy: Policy,
+    kb: KnowledgeBase,
+    ids: dict[str, str],
+    warnings: list[str],
+) -> dict[str, Any]:
+    first = sessions[0].manifest
+    device = dict(first.get("device") or {})
+    device.pop("properties", None)
+    device.pop("packages", None)
+    endpoints = _endpoints(flows, kb)
+    by_org: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    by_country: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for e in endpoints:
+        for table, key in (
+            (by_org, e["organisation"]),
+            (by_country, e["server_country"] or e["country"]),
+        ):
+            table[key or "(unknown)"][0] += e["bytes_up"]
+            table[key or "(unknown)"][1] += e["bytes_down"]
+    return {
+        "schema_version": FINDINGS_SCHEMA_VERSION,
+        "generated_at": now_iso(),
+        "session": {
+            "id": sessions[0].id,
+            "ids": [s.id for s in sessions],
+            "manifest_sha256": [_manifest_hash(s) for s in sessions],
+        },
+        "device": device,
+        "identifiers_searched": sorted(ids),
+        "endpoints": endpoints,
+        "findings": [f.to_dict() for f in findings],
+        "verdicts": _verdicts(endpoints, findings),
+        "claims": [c.to_dict() for c in claims],
+        "coverage": coverage,
+        "rule_errors": [{"rule": e.rule, "error": e.error} for e in rule_errors],
+        "warnings": sorted(set(warnings)),
+        "method": {
+            "auditor_version": __version__,
+            "versions": first.get("versions") or {},
+            "scenario": first.get("scenario") or {},
+            "policy": policy.to_dict(),
+            "knowledge_base": kb.describe(),
+            "ip_database": kb.ip_database(),
+        },
+        "_bytes_by_org": sorted(
+            ((k, v[0], v[1]) for k, v in by_org.items()), key=lambda x: (-x[1] - x[2], x[0])
+        ),
+        "_bytes_by_country": sorted(
+            ((k, v[0], v[1]) for k, v in by_country.items()), key=lambda x: (-x[1] - x[2], x[0])
+        ),
+        "_highlight": _highlights(ids),
+    }
+
+
+def _manifest_hash(s: Session) -> str:
+    from auditor.session import MANIFEST, sha256_file
+
+    return sha256_file(s.path / MANIFEST)
+
+
+def _highlights(ids: dict[str, str]) -> dict[str, list[str]]:
+    return {k: [v] for k, v in ids.items()}
+
+
+def write(analysis: Analysis, out: Path, formats: list[str]) -> list[Path]:
+    return write_report(out, analysis.doc, analysis.flows, formats)
+
+
+def report_session(session: Path, reports: Path, formats: list[str] | None = None) -> Path:
+    """Analyse one session with the default policy into ``reports/<session-id>/``; returns
+    the report folder (used at the end of ``auditor audit`` and ``auditor demo``)."""
+    target = Path(reports) / Path(session).name
+    result = analyze([Path(session)], artifacts_dir=target / "artifacts")
+    write(result, target, formats or ["html", "json", "csv", "md"])
+    return target
