@@ -239,8 +239,10 @@ def test_system_ca_without_root_fails_and_leaves_nothing_behind(
     with pytest.raises(DeviceError, match="needs root"), setup:
         pytest.fail("the block must not run")
     assert device_state(world) == before
-    # the changes made before the failure were journalled, and the restore undid them
-    assert len(journal.changes()) >= 3 and journal.pending() == []
+    # The CA goes in first, so the failure comes before the proxy is touched; what was done
+    # (the certificate pushed to Downloads) was journalled, and the restore undid it.
+    assert len(journal.changes()) >= 1 and journal.pending() == []
+    assert not any("http_proxy" in c.what for c in journal.changes())
 
 
 def test_android_14_binds_the_ca_over_the_apex_store(
