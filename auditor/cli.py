@@ -310,37 +310,44 @@ def _warn_listen(host: str) -> None:
         click.echo(f"warning: {msg}", err=True)
 
 
-class _Progress:
-    """One live status line on a terminal; silent when not attached to one."""
+class _LiveLine:
+    """One live status line on a terminal (stderr); nothing when not attached to one."""
 
-    def __init__(self, duration: float | None, quiet: bool):
+    def __init__(self, quiet: bool):
         from rich.console import Console
 
         self.console = Console(stderr=True, markup=False, highlight=False)
-        self.duration = duration
-        self.enabled = self.console.is_terminal and not quiet
+        self.quiet = quiet
         self.live: Any = None
 
-    def __call__(self, elapsed: float, counts: Any) -> None:
-        if not self.enabled:
-            return
+    def show(self, text: str) -> None:
         from rich.live import Live
         from rich.text import Text
 
-        left = f" / {self.duration:.0f}s" if self.duration else ""
-        line = Text(
-            f"capturing {elapsed:5.0f}s{left}  flows {counts.flows}  hosts {len(counts.hosts)}"
-            f"  TLS failures {counts.tls_failed}  errors {counts.errors}"
-        )
         if self.live is None:
-            self.live = Live(line, console=self.console, refresh_per_second=4, transient=True)
+            self.live = Live(Text(text), console=self.console, refresh_per_second=4, transient=True)
             self.live.start()
         else:
-            self.live.update(line)
+            self.live.update(Text(text))
 
     def close(self) -> None:
         if self.live is not None:
             self.live.stop()
+
+
+class _Progress(_LiveLine):
+    def __init__(self, duration: float | None, quiet: bool):
+        super().__init__(quiet)
+        self.duration = duration
+
+    def __call__(self, elapsed: float, counts: Any) -> None:
+        if self.quiet or not self.console.is_terminal:
+            return
+        left = f" / {self.duration:.0f}s" if self.duration else ""
+        self.show(
+            f"capturing {elapsed:5.0f}s{left}  flows {counts.flows}  hosts {len(counts.hosts)}"
+            f"  TLS failures {counts.tls_failed}  errors {counts.errors}"
+        )
 
 
 def _progress_printer(duration: float | None, quiet: bool) -> _Progress:
@@ -722,43 +729,27 @@ def audit(
         sys.exit(130)  # interrupted: the session is closed and the device restored
 
 
-class _AuditProgress:
-    def __init__(self, quiet: bool):
-        from rich.console import Console
+class _AuditProgress(_LiveLine):
+    """The audit's phase, scenario step, time left and live counts."""
 
-        self.console = Console(stderr=True, markup=False, highlight=False)
-        self.enabled = not quiet
-        self.live: Any = None
+    def __init__(self, quiet: bool):
+        super().__init__(quiet)
         self.last_phase = ""
 
     def __call__(self, p: Any) -> None:
-        if not self.enabled:
+        if self.quiet:
             return
         if not self.console.is_terminal:
             if p.phase != self.last_phase:
                 self.console.print(f"audit: {p.phase}")
                 self.last_phase = p.phase
             return
-        from rich.live import Live
-        from rich.text import Text
-
-        left = ""
-        if p.planned:
-            left = f"  ~{max(0.0, p.planned - p.elapsed):.0f}s left"
+        left = f"  ~{max(0.0, p.planned - p.elapsed):.0f}s left" if p.planned else ""
         c = p.counts
-        line = Text(
+        self.show(
             f"{p.phase}: step {p.step_index}/{p.steps} {p.step}{left}  |  flows {c.flows}  "
             f"hosts {len(c.hosts)}  TLS failures {c.tls_failed}"
         )
-        if self.live is None:
-            self.live = Live(line, console=self.console, refresh_per_second=4, transient=True)
-            self.live.start()
-        else:
-            self.live.update(line)
-
-    def close(self) -> None:
-        if self.live is not None:
-            self.live.stop()
 
 
 # ------------------------------------------------------------------------------------- analyze
