@@ -498,7 +498,7 @@ def test_demo_runs_the_whole_loop_and_leaves_nothing(tmp_path: Path) -> None:
     before = _processes()
     started = time.monotonic()
     proc = subprocess.Popen(
-        [*argv, "--out", str(out)],
+        [*argv, "--out", str(out), "--reports", str(tmp_path / "reports")],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
@@ -540,3 +540,32 @@ def test_demo_runs_the_whole_loop_and_leaves_nothing(tmp_path: Path) -> None:
     assert https_flows(recs, XIAOMI_HOSTS)
     assert result["summary"]["flows"] == sum(isinstance(r, HttpRecord) for r in recs)
     assert not pid_alive(mitmdump_pid(recs))
+    report = Path(result["report"])
+    assert report == tmp_path / "reports" / session.name / "report.html" and report.exists()
+    findings = json.loads((report.parent / "findings.json").read_text())["findings"]
+    assert any(f["rule"] == "identifier-sent" and f["country"] == "CN" for f in findings)
+
+
+def test_xiaomi_session_analysed_shows_the_xiaomi_findings(
+    xiaomi: XiaomiAudit, tmp_path: Path
+) -> None:
+    from auditor.analysis.engine import report_session
+
+    report = report_session(xiaomi.session, tmp_path / "reports")
+    doc = json.loads((report / "findings.json").read_text())
+    by_rule: dict[str, list[dict[str, Any]]] = {}
+    for f in doc["findings"]:
+        by_rule.setdefault(f["rule"], []).append(f)
+    ident = by_rule["identifier-sent"]
+    imei_to_xiaomi = [
+        f for f in ident if "imei" in f["identifiers"] and f["organisation"] == "Xiaomi Corporation"
+    ]
+    assert imei_to_xiaomi and all(f["severity"] == "critical" for f in imei_to_xiaomi)
+    assert {e for f in imei_to_xiaomi for e in f["encodings"]} >= {"gzip > json > plain"}
+    assert any(f["data"]["count"] == 449 for f in by_rule["keyword-list"])
+    assert any(f["host"] == "data.mistat.intl.xiaomi.com" for f in by_rule["encrypted-upload"])
+    assert any(f["host"] == "play.googleapis.com" for f in by_rule["uninspected"])
+    xiaomi_ep = [e for e in doc["endpoints"] if e["organisation_id"] == "xiaomi"]
+    assert xiaomi_ep and all(e["country"] == "CN" and e["state_linked"] for e in xiaomi_ep)
+    assert all(e["sources"] for e in xiaomi_ep)
+    assert (report / "report.html").stat().st_size > 5000
