@@ -45,12 +45,12 @@ from auditor.device.setup import (
     sigterm_raises,
 )
 from auditor.errors import AuditorError, DeviceError
+from auditor.records import CANARY_HOST
 from auditor.session import STATUS_COMPLETE, STATUS_INCOMPLETE, SessionWriter
 
 log = logging.getLogger(__name__)
 
 LOCK_DIR = Path.home() / ".auditor" / "locks"
-CANARY_HOST = "auditor-canary.invalid"
 UPSTREAM_CA = "upstream-ca.pem"
 
 

@@ -19,6 +19,10 @@ from typing import Any, ClassVar
 
 SCHEMA_VERSION = 1
 
+# The host of the canary request with which `auditor audit` checks interception; the analyser
+# leaves these flows out (they are auditor's own, not the phone's).
+CANARY_HOST = "auditor-canary.invalid"
+
 Header = tuple[str, str]
 
 

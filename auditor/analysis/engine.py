@@ -26,6 +26,7 @@ from auditor.analysis.report import write_report
 from auditor.analysis.rules import Context, RuleError, default_rules, run_rules
 from auditor.errors import AuditorError
 from auditor.intel.kb import KnowledgeBase
+from auditor.records import CANARY_HOST
 from auditor.session import Session
 from auditor.timeutil import now_iso
 
@@ -72,6 +73,10 @@ def analyze(
         tables.append(df)
         warnings += [f"{sess.id}: {x}" for x in w]
     flows = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    # auditor's own interception check (the canary) is not the phone's traffic
+    canary = flows[C.NAME].str.endswith(CANARY_HOST) if len(flows) else pd.Series(dtype=bool)
+    if canary.any():
+        flows = flows[~canary].reset_index(drop=True)
     flows = kb.annotate(flows)
     first = opened[0]
     manifest = first.manifest
@@ -130,7 +135,22 @@ def _coverage(sessions: list[Session], flows: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def _endpoints(flows: pd.DataFrame, kb: KnowledgeBase) -> list[dict[str, Any]]:
+def _boot_times(sessions: list[Session]) -> list[float]:
+    """When each reboot of the scenario completed (``device_rebooted`` events)."""
+    from auditor.records import EventRecord
+    from auditor.timeutil import parse_iso
+
+    return sorted(
+        parse_iso(r.ts)
+        for s in sessions
+        for r in s.records()
+        if isinstance(r, EventRecord) and r.kind == "device_rebooted"
+    )
+
+
+def _endpoints(
+    flows: pd.DataFrame, kb: KnowledgeBase, boots: list[float] | None = None
+) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     if flows.empty:
         return out
@@ -139,6 +159,13 @@ def _endpoints(flows: pd.DataFrame, kb: KnowledgeBase) -> list[dict[str, Any]]:
         starts = g[C.START].dropna()
         ips = sorted({str(i) for i in g[C.SERVER_IP].dropna()})
         attribution = kb.lookup(str(host), ips[0] if ips else None).to_json()
+        times = sorted(t.timestamp() for t in starts)
+        span = (times[-1] - times[0]) if len(times) > 1 else 0.0
+        after_boot = None
+        for boot in boots or []:
+            later = [t for t in times if t >= boot]
+            if later:
+                after_boot = round(later[0] - boot, 1)
         out.append(
             {
                 "host": str(host),
@@ -156,6 +183,9 @@ def _endpoints(flows: pd.DataFrame, kb: KnowledgeBase) -> list[dict[str, Any]]:
                 "first_seen": _ts(starts.min()) if len(starts) else None,
                 "last_seen": _ts(starts.max()) if len(starts) else None,
                 "apps": sorted({a for v in g[C.APPS] for a in str(v).split(";") if a}),
+                "per_minute": round(60 * (len(times) - 1) / span, 2) if span else None,
+                "idle_flows": int(g[C.IDLE].fillna(False).astype(bool).sum()),
+                "first_contact_after_boot_s": after_boot,
                 "sources": attribution.get("sources") or [],
                 "jurisdiction": attribution.get("jurisdiction") or [],
                 "state_link": attribution.get("state_link") or [],
@@ -223,7 +253,7 @@ def _document(
     device = dict(first.get("device") or {})
     device.pop("properties", None)
     device.pop("packages", None)
-    endpoints = _endpoints(flows, kb)
+    endpoints = _endpoints(flows, kb, _boot_times(sessions))
     by_org: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     by_country: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for e in endpoints:
