@@ -284,6 +284,40 @@ class AppListSent(Rule):
             )
 
 
+class PersonalValues(Rule):
+    """Personal values found without knowing them: IMEI-shaped numbers that pass the Luhn
+    check, MAC addresses, GPS coordinates, phone numbers and e-mail addresses."""
+
+    id = "personal-data"
+    title = "Personal values sent"
+    severity_key = "identifier_to_other"
+    description = (
+        "The request carried values shaped like personal data (an IMEI passing the Luhn check, "
+        "a MAC address, coordinates, a phone number or an e-mail address)."
+    )
+    citation = LEITH_2021
+
+    def check(self, ctx: Context) -> Iterator[Finding]:
+        by_host: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+        flows: dict[str, set[str]] = defaultdict(set)
+        for flow_id, values in sorted(ctx.personal.items()):
+            host = str(ctx.row(flow_id).get(C.NAME))
+            for kind, _value in values:
+                by_host[host][kind].add(flow_id)
+            flows[host].add(flow_id)
+        for host, kinds in sorted(by_host.items()):
+            row = ctx.row(sorted(flows[host])[0])
+            if not ctx.flagged(row):
+                continue
+            yield self.finding(
+                ctx,
+                row,
+                f"{', '.join(sorted(kinds))}-shaped values sent to {_who(row)}",
+                flow_ids=tuple(sorted(flows[host])),
+                data={"kinds": {k: len(v) for k, v in sorted(kinds.items())}},
+            )
+
+
 class StateLinkedContact(Rule):
     """Contact with an organisation the knowledge base records as state-linked (state owned,
     or under a law obliging support of state intelligence work), the concern of the Belgian
@@ -443,6 +477,7 @@ def default_rules(adequacy: dict[str, bool] | None = None) -> list[Rule]:
         EncryptedUpload(),
         KeywordList(),
         AppListSent(),
+        PersonalValues(),
         StateLinkedContact(),
         TransferWithoutAdequacy(adequacy),
         Beacon(),
