@@ -1,0 +1,167 @@
+"""mitmproxy flow files (``mitmdump -w``) to auditor records, read with mitmproxy's own reader.
+
+HTTP flows become exactly the records the live recorder writes (:mod:`auditor.mitmconv`, same
+ids, bodies and times), then one record per WebSocket message; DNS flows become ``dns``
+records; TCP and UDP flows, which auditor has no record type for, become ``tcp_flow`` and
+``udp_flow`` events whose payloads (each direction joined) are in the body store.
+
+A flow file cut short (a killed mitmdump, a partial copy) or corrupt part-way keeps the flows
+read before the damage; a warning says at which byte reading stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterator
+from typing import Any, BinaryIO
+
+from mitmproxy import dns, http, tcp, udp
+from mitmproxy import flow as mflow
+from mitmproxy.io import FlowReader
+
+from auditor import mitmconv
+from auditor.bodies import BodyStore
+from auditor.imports import ImportFileError, ImportReport
+from auditor.records import EventRecord, Record
+from auditor.timeutil import iso, now_iso
+
+log = logging.getLogger(__name__)
+
+
+def check_flow_file(fo: BinaryIO, name: str) -> None:
+    """Raise ImportFileError unless the first flow of ``fo`` can be read."""
+    _refuse_json(fo, name)
+    try:
+        next(iter(FlowReader(fo).stream()), None)
+    except Exception as exc:
+        log.debug("%s: first flow unreadable", name, exc_info=True)
+        raise ImportFileError(
+            f"{name}: not a readable mitmproxy flow file: {_reason(exc)}"
+        ) from None
+
+
+def flow_records(
+    fo: BinaryIO, store: BodyStore, report: ImportReport, name: str, size: int | None = None
+) -> Iterator[Record]:
+    """The records of every flow in ``fo``, in file order.
+
+    Reading stops at the first damaged flow; the flows before it are kept and a warning (in
+    ``report``) says where. A file whose very first flow cannot be read is an
+    ImportFileError."""
+    _refuse_json(fo, name)
+    stream = iter(FlowReader(fo).stream())
+    read = 0
+    offset = fo.tell()
+    while True:
+        try:
+            f = next(stream)
+        except StopIteration:
+            break
+        except Exception as exc:
+            # FlowReadException, or whatever mitmproxy's state loading raises on bad data
+            log.debug("%s: reading stopped at byte %d", name, offset, exc_info=True)
+            if read == 0:
+                raise ImportFileError(
+                    f"{name}: not a readable mitmproxy flow file: {_reason(exc)}"
+                ) from None
+            of = f" of {size}" if size is not None else ""
+            report.warn(
+                f"{name}: reading stopped at byte {offset}{of}, after {read} flows: "
+                f"{_reason(exc)}; the flows before it are imported"
+            )
+            report.meta["stopped_at_byte"] = offset
+            break
+        read += 1
+        offset = fo.tell()
+        try:
+            records = list(_flow_records(f, store, report))
+        except Exception as exc:  # one odd flow must not lose the others
+            log.exception("%s: flow %d", name, read - 1)
+            report.skip(f"flow {read - 1} ({f.id})", f"internal error: {type(exc).__name__}: {exc}")
+            continue
+        yield from records
+    report.count("flows", read)
+
+
+def _flow_records(f: mflow.Flow, store: BodyStore, report: ImportReport) -> Iterator[Record]:
+    if isinstance(f, http.HTTPFlow):
+        yield mitmconv.http_record(f, store)
+        report.count("http")
+        if f.response is None and f.error is None:
+            report.note("http_flows_without_response")  # in flight when mitmdump stopped
+        if f.websocket is not None:
+            for n, msg in enumerate(f.websocket.messages, 1):
+                yield mitmconv.websocket_record(f, msg, n, store)
+                report.count("websocket_message")
+    elif isinstance(f, dns.DNSFlow):
+        yield mitmconv.dns_record(f)
+        report.count("dns")
+    elif isinstance(f, tcp.TCPFlow | udp.UDPFlow):
+        yield stream_event(f, store)
+        report.count("event")
+    else:
+        report.skip(f"flow {f.id}", f"{type(f).__name__} flows are not imported")
+
+
+def stream_event(f: tcp.TCPFlow | udp.UDPFlow, store: BodyStore) -> EventRecord:
+    """A TCP or UDP flow as an event; each direction's payload, joined, goes to the store."""
+    proto = "tcp" if isinstance(f, tcp.TCPFlow) else "udp"
+    up = [m for m in f.messages if m.from_client]
+    down = [m for m in f.messages if not m.from_client]
+    up_bytes = b"".join(m.content for m in up)
+    down_bytes = b"".join(m.content for m in down)
+    client_ip, client_port = _peer(f.client_conn.peername)
+    server_ip, server_port = _peer(f.server_conn.peername or f.server_conn.address)
+    data: dict[str, Any] = {
+        "flow_id": f.id,
+        "protocol": proto,
+        "client_ip": client_ip,
+        "client_port": client_port,
+        "server_ip": server_ip,
+        "server_port": server_port,
+        "sni": f.client_conn.sni,
+        "messages_from_client": len(up),
+        "messages_from_server": len(down),
+        "from_client": dataclasses.asdict(store.put(up_bytes)) if up_bytes else None,
+        "from_server": dataclasses.asdict(store.put(down_bytes)) if down_bytes else None,
+        "first_message": iso(f.messages[0].timestamp) if f.messages else None,
+        "last_message": iso(f.messages[-1].timestamp) if f.messages else None,
+        "error": f.error.msg if f.error else None,
+    }
+    return EventRecord(
+        ts=iso(f.timestamp_created) or now_iso(),
+        kind=f"{proto}_flow",
+        message=(
+            f"{proto} {client_ip}:{client_port} -> {server_ip}:{server_port}: "
+            f"{len(up)} messages up ({len(up_bytes)} bytes), "
+            f"{len(down)} down ({len(down_bytes)} bytes)"
+        ),
+        data=data,
+    )
+
+
+def _peer(addr: Any) -> tuple[str | None, int | None]:
+    if not addr:
+        return None, None
+    host = str(addr[0])
+    if host.startswith("::ffff:") and "." in host:
+        host = host[7:]
+    return host, int(addr[1])
+
+
+def _refuse_json(fo: BinaryIO, name: str) -> None:
+    # mitmproxy's reader would read a HAR too, by its own rules; HARs have their importer.
+    pos = fo.tell()
+    head = fo.read(4)
+    fo.seek(pos)
+    if head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{"):
+        raise ImportFileError(f"{name}: a JSON file, not a mitmproxy flow file (import it as HAR)")
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    cause = exc.__cause__
+    if cause is not None and str(cause) and str(cause) not in text:
+        text = f"{text} ({cause})"
+    return text[:300]

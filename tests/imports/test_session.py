@@ -1,0 +1,348 @@
+"""The import driver: format detection, the session it makes, its errors, and the CLI text."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import shutil
+import sys
+import types
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+from click.testing import CliRunner
+from mitmproxy import io as mio
+from mitmproxy.test import tflow
+
+import auditor.cli
+from auditor.imports import ImportFileError, ImportFormat, detect_format
+from auditor.imports.session import ORIGINAL, import_command, import_files, parse_identifiers
+from auditor.records import DnsRecord, EventRecord, HttpRecord
+from auditor.session import Session, read_manifest, verify_session
+
+SAMPLES = Path(__file__).parent / "samples"
+PCAP_HEADER = bytes.fromhex("d4c3b2a102000400000000000000000000000400" + "01000000")
+PCAPNG_HEADER = bytes.fromhex("0a0d0d0a1c0000004d3c2b1a01000000ffffffffffffffff1c000000")
+
+
+def _flow_file(path: Path, *flows: Any) -> Path:
+    with open(path, "wb") as fh:
+        w = mio.FlowWriter(fh)
+        for f in flows:
+            w.add(f)
+    return path
+
+
+@pytest.fixture
+def flows_file(tmp_path: Path) -> Path:
+    ok = tflow.tflow(resp=True)
+    ok.request.content = b"imei=490154203237518"
+    return _flow_file(tmp_path / "phone.mitm", ok, tflow.tdnsflow(resp=True), tflow.ttcpflow())
+
+
+@pytest.fixture
+def out(tmp_path: Path) -> Path:
+    return tmp_path / "captures"
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _sessions(out: Path) -> list[Path]:
+    return sorted(p for p in out.iterdir()) if out.exists() else []
+
+
+# --------------------------------------------------------------------------------- detection
+
+
+def test_detect_format(flows_file: Path) -> None:
+    har = (SAMPLES / "chrome.har").read_bytes()
+    flows = flows_file.read_bytes()
+    assert detect_format(har) is ImportFormat.HAR
+    assert detect_format(b"\xef\xbb\xbf \n" + har) is ImportFormat.HAR
+    assert detect_format(har.decode().encode("utf-16")) is ImportFormat.HAR
+    assert detect_format(flows) is ImportFormat.MITMPROXY
+    assert detect_format(flows[:100]) is ImportFormat.MITMPROXY  # the first flow cut short
+    assert detect_format(PCAP_HEADER) is ImportFormat.PCAP
+    assert detect_format(bytes.fromhex("a1b23c4d") + PCAP_HEADER[4:]) is ImportFormat.PCAP
+    assert detect_format(PCAPNG_HEADER) is ImportFormat.PCAPNG
+    for other in (b"\x89PNG\r\n\x1a\n", b"12345", b"5:hello,", b"GET / HTTP/1.1\r\n", b"[{}]"):
+        assert detect_format(other) is None, other
+
+
+def test_detect_real_packet_captures(shared_captures: Path) -> None:
+    pcaps = sorted(shared_captures.glob("*.pcap"))
+    assert pcaps
+    for p in pcaps:
+        assert detect_format(p.read_bytes()[:65536]) is ImportFormat.PCAP, p.name
+
+
+# -------------------------------------------------------------------------------- the session
+
+
+def test_imported_session_is_verifiable_and_readable(out: Path, flows_file: Path) -> None:
+    files = [SAMPLES / "httptoolkit.har", SAMPLES / "chrome.har", flows_file]
+    res = import_files(files, out, identifiers=["imei=490154203237518", "oaid=7f1c2e3d4b5a6978"])
+    assert res.status == "complete" and res.warnings == []
+    assert verify_session(res.session).ok
+
+    manifest = read_manifest(res.session)
+    assert manifest["status"] == "complete"
+    assert manifest["device"]["identifiers"] == [
+        {"name": "imei", "value": "490154203237518", "source": "--identifier"},
+        {"name": "oaid", "value": "7f1c2e3d4b5a6978", "source": "--identifier"},
+    ]
+    listed = {a["path"]: a["sha256"] for a in manifest["artifacts"]}
+    imported = manifest["capture"]["import"]["files"]
+    assert [f["name"] for f in imported] == ["httptoolkit.har", "chrome.har", "phone.mitm"]
+    for src, f in zip(files, imported, strict=True):
+        copy = res.session / ORIGINAL / src.name
+        assert copy.read_bytes() == src.read_bytes()
+        assert (copy.stat().st_mode & 0o777) == 0o600
+        assert f["sha256"] == _sha(src) == listed[f"{ORIGINAL}/{src.name}"]
+        assert f["size"] == src.stat().st_size and f["original"] == f"{ORIGINAL}/{src.name}"
+    assert [f["format"] for f in imported] == ["har", "har", "mitmproxy"]
+    assert imported[0]["counts"]["http"] == 5 and imported[0]["creator"]["name"] == "HTTP Toolkit"
+    assert imported[2]["counts"] == {"dns": 1, "event": 1, "flows": 3, "http": 1}
+
+    sess = Session(res.session)
+    df = sess.flows()
+    assert len(df) == 5 + 1 + 4 + 1  # HTTP Toolkit http + its TLS error, Chrome, the flow file
+    assert "https://app-measurement.com/a" in set(df["url"])
+    assert sum(isinstance(r, DnsRecord) for r in sess.records()) == 1
+    events = [r for r in sess.records() if isinstance(r, EventRecord)]
+    assert [e.kind for e in events] == ["import_started", "import", "import", "tcp_flow", "import"]
+    assert events[1].data["counts"]["http"] == 5
+    assert events[2].data["connections"] == {
+        "412893": [f"har-{_sha(files[1])[:12]}-0", f"har-{_sha(files[1])[:12]}-1"]
+    }
+
+
+def test_the_analyser_finds_the_identifiers(out: Path) -> None:
+    from auditor.analysis.engine import identifiers_of
+
+    res = import_files(
+        [SAMPLES / "charles.har"], out, identifiers={"android_id": "9774d56d682e549c"}
+    )
+    assert identifiers_of(read_manifest(res.session), {}) == {"android_id": "9774d56d682e549c"}
+
+
+def test_malformed_entries_are_counted_in_the_event_and_manifest(out: Path) -> None:
+    res = import_files([SAMPLES / "malformed_3_of_10.har"], out)
+    assert res.status == "complete" and verify_session(res.session).ok
+    (f,) = read_manifest(res.session)["capture"]["import"]["files"]
+    assert f["skipped"] == 3 and f["counts"]["http"] == 7
+    assert "skipped_detail" not in f  # the details are in the event, not the manifest
+    (event,) = [
+        r
+        for r in Session(res.session).records()
+        if isinstance(r, EventRecord) and r.kind == "import"
+    ]
+    assert [s["where"] for s in event.data["skipped_detail"]] == ["entry 2", "entry 5", "entry 8"]
+    assert res.warnings[0] == "malformed_3_of_10.har: entry 2: request.url is missing"
+
+
+def test_truncated_flow_file_makes_an_incomplete_but_verifiable_session(
+    out: Path, tmp_path: Path
+) -> None:
+    whole = _flow_file(tmp_path / "whole.mitm", *(tflow.tflow(resp=True) for _ in range(3)))
+    cut = tmp_path / "cut.mitm"
+    cut.write_bytes(whole.read_bytes()[:-25])
+    res = import_files([cut], out)
+    assert res.status == "incomplete" and verify_session(res.session).ok
+    assert len(list(Session(res.session).http())) == 2
+    assert "cut.mitm: reading stopped at byte" in res.warnings[0]
+    (f,) = read_manifest(res.session)["capture"]["import"]["files"]
+    assert f["stopped_at_byte"] > 0 and f["sha256"] == _sha(cut)
+
+
+def test_original_names_are_unique_and_never_hidden(out: Path, tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    shutil.copy(SAMPLES / "charles.har", a / "x.har")
+    shutil.copy(SAMPLES / "chrome.har", b / "x.har")
+    shutil.copy(SAMPLES / "httptoolkit.har", tmp_path / ".hidden.har")
+    res = import_files([a / "x.har", b / "x.har", tmp_path / ".hidden.har"], out)
+    assert sorted(p.name for p in (res.session / ORIGINAL).iterdir()) == [
+        "_hidden.har",
+        "x-2.har",
+        "x.har",
+    ]
+    assert verify_session(res.session).ok
+
+
+# ------------------------------------------------------------------------------------ errors
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        (b"", "empty file"),
+        (b"\x89PNG\r\n\x1a\n0000", "unknown format"),
+        ((SAMPLES / "not_json.har").read_bytes(), "not a HAR file: not JSON"),
+        ((SAMPLES / "wrong_structure.har").read_bytes(), 'no "log" object'),
+        (b"12:not a flow}", "unknown format"),
+        (b"30:4:type;4:http;2:id;1:x;8:ver", "not a readable mitmproxy flow file"),
+    ],
+)
+def test_bad_files_fail_before_any_session_is_made(
+    out: Path, tmp_path: Path, content: bytes, message: str
+) -> None:
+    bad = tmp_path / "bad.bin"
+    bad.write_bytes(content)
+    with pytest.raises(ImportFileError, match=message) as exc:
+        import_files([SAMPLES / "charles.har", bad], out)
+    assert str(bad) in str(exc.value)
+    assert _sessions(out) == []
+
+
+def test_missing_folder_and_duplicate_files(out: Path, tmp_path: Path) -> None:
+    with pytest.raises(ImportFileError, match="no such file"):
+        import_files([tmp_path / "nope.har"], out)
+    with pytest.raises(ImportFileError, match="a folder"):
+        import_files([tmp_path], out)
+    shutil.copy(SAMPLES / "chrome.har", tmp_path / "again.har")
+    with pytest.raises(ImportFileError, match="same content as"):
+        import_files([SAMPLES / "chrome.har", tmp_path / "again.har"], out)
+    with pytest.raises(ImportFileError, match="no file"):
+        import_files([], out)
+    assert _sessions(out) == []
+
+
+@pytest.mark.parametrize(
+    "idents,message",
+    [
+        (["imei"], "use NAME=VALUE"),
+        (["imei="], "must not be empty"),
+        (["=1"], "must not be empty"),
+        (["imei=1", "imei=2"], "given twice"),
+    ],
+)
+def test_bad_identifiers(out: Path, idents: list[str], message: str) -> None:
+    with pytest.raises(ImportFileError, match=message):
+        import_files([SAMPLES / "charles.har"], out, identifiers=idents)
+    assert _sessions(out) == []
+
+
+def test_parse_identifiers_keeps_values_with_equals_signs() -> None:
+    assert parse_identifiers(["token=a=b "]) == [
+        {"name": "token", "value": "a=b", "source": "--identifier"}
+    ]
+
+
+def test_failure_half_way_closes_the_session_as_incomplete(
+    out: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from auditor.imports import session as driver
+
+    def broken(*args: Any, **kwargs: Any) -> Iterator[HttpRecord]:
+        yield HttpRecord(
+            id="1", method="GET", scheme="http", host="h", port=80, path="/", url="http://h/"
+        )
+        raise ImportFileError("x.har: disk on fire")
+
+    monkeypatch.setattr(driver, "har_records", broken)
+    with pytest.raises(ImportFileError, match=r"disk on fire.*closed as incomplete"):
+        import_files([SAMPLES / "charles.har"], out)
+    (path,) = _sessions(out)
+    assert read_manifest(path)["status"] == "incomplete" and verify_session(path).ok
+    kinds = [r.kind for r in Session(path).records() if isinstance(r, EventRecord)]
+    assert kinds == ["import_started", "import_failed"]
+
+
+# ---------------------------------------------------------------------------- packet captures
+
+
+@pytest.mark.parametrize("header,fmt", [(PCAP_HEADER, "pcap"), (PCAPNG_HEADER, "pcapng")])
+def test_packet_captures_are_not_yet_supported(
+    out: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, header: bytes, fmt: str
+) -> None:
+    monkeypatch.setitem(sys.modules, "auditor.packets", None)  # as if it did not exist
+    cap = tmp_path / f"c.{fmt}"
+    cap.write_bytes(header)
+    with pytest.raises(ImportFileError, match=f"{fmt} import is not yet supported"):
+        import_files([cap], out)
+    assert _sessions(out) == []
+
+
+def test_packet_captures_go_to_the_packet_parser_when_it_exists(
+    out: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[Path] = []
+
+    def read_capture(path: Path) -> list[object]:
+        calls.append(Path(path))
+        dns = DnsRecord(id="p1", ts="2026-11-28T09:00:00.000000Z", qname="a.example", qtype="A")
+        return [dns, object()]
+
+    fake = types.ModuleType("auditor.packets")
+    fake.read_capture = read_capture  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "auditor.packets", fake)
+    cap = tmp_path / "c.pcap"
+    cap.write_bytes(PCAP_HEADER)
+    res = import_files([cap], out)
+    assert calls == [res.session / ORIGINAL / "c.pcap"]
+    assert [r.id for r in Session(res.session).records() if isinstance(r, DnsRecord)] == ["p1"]
+    (f,) = res.files
+    assert f["format"] == "pcap" and f["skipped"] == 1 and f["counts"] == {"dns": 1}
+    assert verify_session(res.session).ok
+
+
+# ----------------------------------------------------------------------------- the CLI text
+
+
+def _cli_group() -> click.Group:
+    """``auditor import`` as written in import_command's docstring, on a fresh group."""
+    doc = inspect.getdoc(import_command) or ""
+    code = doc[doc.index('@main.command("import")') :]
+    ns = dict(vars(auditor.cli))
+    ns["main"] = group = click.Group("auditor")
+    exec(compile(code, "<import_command docstring>", "exec"), ns)  # noqa: S102 - our own text
+    return group
+
+
+def test_the_cli_command_in_the_docstring_works(out: Path, flows_file: Path) -> None:
+    group = _cli_group()
+    cmd = group.commands["import"]
+    assert cmd.help and "Example" in cmd.help
+    args = ["import", str(SAMPLES / "malformed_3_of_10.har"), str(flows_file), "--out", str(out)]
+    res = CliRunner().invoke(group, [*args, "--identifier", "imei=490154203237518", "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["status"] == "complete" and len(data["files"]) == 2 and "text" not in data
+    assert verify_session(Path(data["session"])).ok
+    text = CliRunner().invoke(group, [args[0], str(SAMPLES / "charles.har"), "--out", str(out)])
+    assert text.exit_code == 0
+    assert "charles.har (har, from Charles Proxy 4.6.6): 2 http" in text.stdout
+    assert "note: 2 bodies rebuilt from params" in text.stdout
+
+
+def test_the_cli_command_fails_in_one_line(out: Path) -> None:
+    res = CliRunner().invoke(
+        _cli_group(), ["import", str(SAMPLES / "not_json.har"), "--out", str(out)]
+    )
+    assert res.exit_code == 1
+    assert res.stderr.count("\n") == 1 and res.stderr.startswith("error: ")
+    assert "not_json.har: not a HAR file" in res.stderr
+
+
+def test_import_command_text_and_warnings(out: Path) -> None:
+    data = import_command([str(SAMPLES / "malformed_3_of_10.har")], str(out), [], as_json=False)
+    assert "malformed_3_of_10.har (har, from mitmproxy 12.3.1): 7 http; 3 skipped" in data["text"]
+    assert len(data["warnings"]) == 3 and data["summary"]["flows"] == 7
+
+
+def test_a_flow_saved_in_two_files_is_imported_once(out: Path, tmp_path: Path) -> None:
+    shared, other = tflow.tflow(resp=True), tflow.tflow(resp=True)
+    first = _flow_file(tmp_path / "first.mitm", shared)
+    second = _flow_file(tmp_path / "second.mitm", shared, other)
+    res = import_files([first, second], out)
+    assert [r.id for r in Session(res.session).http()] == [shared.id, other.id]
+    assert res.files[1]["counts"]["http"] == 1 and res.files[1]["skipped"] == 1
+    assert res.warnings == [f"second.mitm: http {shared.id}: already imported from an earlier file"]
