@@ -411,7 +411,7 @@ def _http_row(r: HttpRecord) -> tuple[Any, ...]:
     return (
         r.id,
         "http",
-        "mitmproxy",
+        "mitmproxy" if r.proxy_mode else "import",  # HAR imports have no proxy mode
         r.request_start,
         r.response_end or r.request_end or r.request_start,
         r.client_ip,
