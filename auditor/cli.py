@@ -678,6 +678,13 @@ def simulate(
     help="Where the analyser writes the report of the session.",
 )
 @click.option("--no-analyze", is_flag=True, help="Stop at the session; analyse it later.")
+@click.option(
+    "--packets",
+    default="auto",
+    show_default=True,
+    help="Packet capture beside the proxy: off, iface:NAME, adb-tcpdump, or auto "
+    "(adb-tcpdump when the device has root and tcpdump).",
+)
 @proxy_options
 @json_option
 @handle_errors
@@ -691,6 +698,7 @@ def audit(
     keep_private_dns: bool,
     reports: Path,
     no_analyze: bool,
+    packets: str,
     listen_host: str,
     port: int,
     out: Path,
@@ -731,7 +739,15 @@ def audit(
         allow_shell=allow_shell,
         private_dns_off=not keep_private_dns,
         notes=notes,
+        packets=packets,
     )
+    if packets != "auto":
+        from auditor.packets.live import PacketsSpec
+
+        try:
+            PacketsSpec.parse(packets)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--packets") from None
     ui = _AuditProgress(quiet=as_json)
     try:
         res = run_audit(opts, ui)

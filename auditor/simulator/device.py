@@ -13,6 +13,7 @@ The generic shell and toybox live in :mod:`auditor.simulator.shell`, the filesys
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import functools
 import hashlib
@@ -31,7 +32,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -66,6 +67,9 @@ from auditor.simulator.vfs import (
     DeviceFS,
     MemoryFS,
 )
+
+if TYPE_CHECKING:
+    from auditor.simulator.network import Packet, PacketLog
 
 log = logging.getLogger(__name__)
 
@@ -397,6 +401,7 @@ class VirtualDevice:
         self._logs: list[tuple[int, LogEntry]] = []
         self._log_seq = itertools.count(1)
         self.sockets: dict[int, Socket] = {}
+        self.packet_log: PacketLog | None = None  # what tcpdump sees; the network stack's log
         self._handles = itertools.count(1)
         self._inodes = itertools.count(43210)
         self.foreground: tuple[str, str] = ("", "")
@@ -2546,6 +2551,162 @@ def _screencap(ctx: Ctx) -> int:
             return ctx.error(f"Error opening file: {rest[0]} ({exc.strerror})")
         return 0
     ctx.out(data)
+    return 0
+
+
+# ---- packet capture --------------------------------------------------------------------------
+
+TCPDUMP_VERSION = "tcpdump version 4.99.4\nlibpcap version 1.10.4 (with TPACKET_V3)\n"
+TCPDUMP_IFACES = (
+    "1.wlan0 [Up, Running, Wireless, Associated]\n"
+    "2.any (Pseudo-device that captures on all interfaces) [Up, Running]\n"
+    "3.lo [Up, Running, Loopback]\n"
+)
+WLAN_IFINDEX = 30  # as `ip addr` numbers wlan0
+STDIO_BUFFER = 4096  # what tcpdump's stdio holds back without -U
+
+
+def _packets_after(log: PacketLog, seq: int) -> tuple[list[Packet], int, int]:
+    """The packets logged after ``seq``, the log's seq now, and how many of them the bounded
+    log had already let go (the capture's "dropped by kernel")."""
+    with log._lock:
+        now = log.seq
+        fresh = now - seq
+        kept = min(fresh, len(log._packets))
+        packets = list(itertools.islice(reversed(log._packets), kept))
+    packets.reverse()
+    return packets, now, fresh - kept
+
+
+def _is_loopback(addr: str) -> bool:
+    return addr.startswith("127.") or addr == "::1"
+
+
+def _tcpdump_line(p: Packet, iface: str, dev: VirtualDevice) -> str:
+    when = dev.local_time(p.ts).strftime("%H:%M:%S.%f")
+    loop = _is_loopback(p.src) and _is_loopback(p.dst)
+    where = ""
+    if iface == "any":
+        out = not loop and p.src == dev.profile.network.wlan_ipv4
+        where = f"{'lo' if loop else 'wlan0':<5} {'Out' if out else 'In':<3} "  # print-sll.c
+    family = "IP6" if ":" in p.src else "IP"
+    head = f"{when} {where}{family} {p.src}.{p.sport} > {p.dst}.{p.dport}:"
+    if p.proto == "udp":
+        return f"{head} UDP, length {len(p.payload)}\n"
+    flags = "S" if "S" in p.flags else "F." if "F" in p.flags else "P."
+    return f"{head} Flags [{flags}], length {len(p.payload)}\n"
+
+
+@ANDROID.command("tcpdump")
+def _tcpdump(ctx: Ctx) -> int:
+    """tcpdump as on a rooted or userdebug image: it captures what the network stack logs
+    (``VirtualDevice.packet_log``), from the moment it starts until it is stopped."""
+    # Imported here: the packets package brings pandas, which the rest of the phone never needs.
+    from auditor.packets.pcapwrite import (
+        DEFAULT_SNAPLEN,
+        LINKTYPE_ETHERNET,
+        LINKTYPE_LINUX_SLL2,
+        LinkIface,
+        PacketSynth,
+        global_header,
+        mac_bytes,
+        record,
+    )
+
+    dev = _device(ctx)
+    opts, rest = ctx.getopt("i:s:w:c:y:Z:B:C:W:G:nNpqUvlSKD", ("version", "help"))
+    if "version" in opts or "help" in opts:
+        ctx.out(TCPDUMP_VERSION)
+        return 0
+    if "D" in opts:
+        ctx.out(TCPDUMP_IFACES)
+        return 0
+    iface = opts.get("i", "wlan0")
+    if iface not in ("any", "wlan0", "lo"):
+        return ctx.error(f"{iface}: No such device exists\n(SIOCGIFHWADDR: No such device)")
+    if not ctx.cred.is_root:
+        return ctx.error(
+            f"{iface}: You don't have permission to capture on that device\n"
+            "(socket: Operation not permitted)"
+        )
+    if rest:
+        return ctx.error("filter expressions are not supported by this build")
+    linktype = LINKTYPE_LINUX_SLL2 if iface == "any" else LINKTYPE_ETHERNET
+    wanted_dlt = {"LINUX_SLL2": LINKTYPE_LINUX_SLL2, "EN10MB": LINKTYPE_ETHERNET}
+    if "y" in opts and wanted_dlt.get(opts["y"].upper()) != linktype:
+        return ctx.error(f"{opts['y']} is not one of the DLTs supported by this device")
+    try:
+        snaplen = int(opts.get("s") or 0) or DEFAULT_SNAPLEN  # -s 0: the default
+        count = int(opts["c"]) if "c" in opts else None
+    except ValueError:
+        return ctx.error("invalid number")
+    packet_log = dev.packet_log
+    if packet_log is None:
+        return ctx.error(f"{iface}: That device is not up")
+    net = dev.profile.network
+    gateway = net.gateway or net.wlan_ipv4
+    synth = PacketSynth(
+        linktype,
+        local=[net.wlan_ipv4, "127.0.0.1"],
+        iface=LinkIface("wlan0", WLAN_IFINDEX, mac_bytes(dev.profile.identifiers.wifi_mac)),
+        gateway_mac=b"\x02" + hashlib.sha256(gateway.encode()).digest()[:5],
+    )
+    target = opts.get("w")
+    binary = target is not None
+    if target in (None, "-"):
+        write: Callable[[bytes], None] = ctx.out
+    else:
+        path = ctx.abspath(target)
+        try:
+            ctx.fs.write(path, b"", ctx.cred, mode=0o644)
+        except OSError as exc:
+            return ctx.error(f"{target}: {exc.strerror}")
+
+        def write(data: bytes) -> None:
+            ctx.fs.write(path, data, ctx.cred, append=True)
+
+    pending = bytearray(global_header(linktype, snaplen=snaplen) if binary else b"")
+    names = {LINKTYPE_LINUX_SLL2: "LINUX_SLL2 (Linux cooked v2)", LINKTYPE_ETHERNET: "EN10MB"}
+    ctx.err(
+        f"tcpdump: listening on {iface}, link-type {names[linktype]}, "
+        f"snapshot length {snaplen} bytes\n"
+    )
+    seq = packet_log.seq
+    captured = dropped = 0
+    try:
+        while not ctx.cancelled() and (count is None or captured < count):
+            if pending and ("U" in opts or len(pending) >= STDIO_BUFFER):
+                write(bytes(pending))
+                pending.clear()
+            if packet_log.wait_beyond(seq, 0.2) == seq:
+                continue
+            packets, seq, lost = _packets_after(packet_log, seq)
+            dropped += lost
+            for p in packets:
+                if count is not None and captured >= count:
+                    break
+                loop = _is_loopback(p.src) and _is_loopback(p.dst)
+                if (iface == "lo" and not loop) or (iface == "wlan0" and loop):
+                    continue
+                if not binary:
+                    pending += _tcpdump_line(p, iface, dev).encode()
+                    captured += 1
+                    continue
+                for ts, frame in synth.frames(p):
+                    if count is not None and captured >= count:
+                        break
+                    pending += record(ts, frame, snaplen=snaplen)
+                    captured += 1
+    finally:
+        # As tcpdump's cleanup() on SIGPIPE/SIGINT/SIGTERM: flush, then the statistics.
+        with contextlib.suppress(Cancelled, BrokenPipeError):
+            if pending:
+                write(bytes(pending))
+        with contextlib.suppress(Cancelled, BrokenPipeError):
+            ctx.err(
+                f"{captured} packets captured\n{captured} packets received by filter\n"
+                f"{dropped} packets dropped by kernel\n"
+            )
     return 0
 
 

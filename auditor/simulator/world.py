@@ -98,6 +98,7 @@ class VirtualWorld:
                 resolve=resolve,
                 pinned_ca=self.internet.ca_cert_path,
             )
+            self.device.packet_log = self.network.packets  # what tcpdump on the phone sees
             self.device.add_listener(self._on_device_event)
             if self._traffic_enabled:
                 self.traffic = TrafficGenerator(self.device, self.network, speed=self._speed)

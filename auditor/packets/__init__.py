@@ -1,0 +1,1 @@
+"""Packet captures: reading, writing and live capture (pcap, pcapng)."""
