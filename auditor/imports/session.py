@@ -152,56 +152,12 @@ def import_command(
     identifiers: Mapping[str, str] | Iterable[str],
     as_json: bool,
 ) -> dict[str, Any]:
-    r'''``auditor import FILE... [--out DIR] [--identifier NAME=VALUE ...] [--json]``.
+    """``auditor import FILE... [--out DIR] [--identifier NAME=VALUE ...] [--json]``.
 
     Returns the JSON form of the result (session, status, files with their counts, warnings,
     summary); without ``as_json`` it also holds ``text``, the lines to print.
-
-    The command for ``auditor/cli.py`` (``tests/imports/test_session.py`` runs this text):
-
-    @main.command("import")
-    @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
-    @click.option(
-        "--out",
-        default=str(DEFAULT_CAPTURES),
-        show_default=True,
-        type=click.Path(path_type=Path),
-        help="Folder that receives the session folder.",
-    )
-    @click.option(
-        "--identifier",
-        "identifiers",
-        multiple=True,
-        help="NAME=VALUE of a device identifier, kept in the manifest for the analyser "
-        "(e.g. imei=490154203237518). Repeatable.",
-    )
-    @json_option
-    @handle_errors
-    def import_(
-        files: tuple[Path, ...], out: Path, identifiers: tuple[str, ...], as_json: bool
-    ) -> None:
-        """Make a capture session from HAR files, mitmproxy flow files or packet captures.
-
-        The format is found from each file's content. Each file is copied into the session
-        (original/) with its SHA-256; entries that cannot be read are skipped and counted,
-        and the session's import events list them.
-
-        \b
-        Example:
-            auditor import phone.har
-            auditor import flows.mitm more.har --identifier imei=490154203237518
-            auditor verify captures/<session-id>
-        """
-        from auditor.imports.session import import_command
-
-        res = import_command(files, out, identifiers, as_json)
-        if as_json:
-            emit_json(res)
-            return
-        for w in res["warnings"]:
-            click.echo(f"warning: {w}", err=True)
-        click.echo(res["text"])
-    '''
+    The ``auditor import`` command in :mod:`auditor.cli` prints ``text`` or the JSON.
+    """
     res = import_files([Path(f) for f in files], Path(out), identifiers=identifiers)
     data = res.to_dict()
     if not as_json:
