@@ -372,12 +372,13 @@ class Session:
         s.first_ts, s.last_ts = first, last
         return s
 
-    def flows(self) -> pd.DataFrame:
-        """One row per HTTP flow or failed TLS handshake; columns from :mod:`auditor.columns`."""
+    def flows(self, records: Iterable[Record] | None = None) -> pd.DataFrame:
+        """One row per HTTP flow or failed TLS handshake; columns from :mod:`auditor.columns`.
+        Pass ``records`` already read to spare a second pass over ``flows.jsonl``."""
         import pandas as pd
 
         rows: list[tuple[Any, ...]] = []
-        for rec in self.records():
+        for rec in records if records is not None else self.records():
             if isinstance(rec, HttpRecord):
                 rows.append(_http_row(rec))
             elif isinstance(rec, TlsFailedRecord):

@@ -67,8 +67,10 @@ def analyze(
     kb = KnowledgeBase.load(extra=list(intel or []))
     tables, warnings = [], []
     opened = [Session(p) for p in sessions]
+    # flows.jsonl is read once per session; every later step works on these records
+    records = {sess.id: list(sess.records()) for sess in opened}
     for sess in opened:
-        df, w = build_flow_table(sess)
+        df, w = build_flow_table(sess, records[sess.id])
         df.insert(0, "session", sess.id)
         tables.append(df)
         warnings += [f"{sess.id}: {x}" for x in w]
@@ -82,7 +84,7 @@ def analyze(
     manifest = first.manifest
     device = manifest.get("device") or {}
     ids = identifiers_of(manifest, identifiers or {})
-    scan = scanning.scan_sessions(opened, ids, artifacts_dir=artifacts_dir)
+    scan = scanning.scan_sessions(opened, ids, artifacts_dir=artifacts_dir, records=records)
     warnings += scan.warnings
     vendor = kb.organisation_of_vendor(str(device.get("manufacturer") or ""))
     ctx = Context(
@@ -105,8 +107,9 @@ def analyze(
         personal = set(by_flow) | set(scan.personal)
         claim_results = evaluate(claims, flows, by_flow, personal, coverage)
     doc = _document(
-        opened, flows, findings, rule_errors, claim_results, coverage, policy, kb, ids, warnings
-    )
+        opened, flows, findings, rule_errors, claim_results, coverage, policy, kb, ids, warnings,
+        _boot_times(records),
+    )  # fmt: skip
     return Analysis(doc, flows, findings, rule_errors, warnings)
 
 
@@ -135,15 +138,15 @@ def _coverage(sessions: list[Session], flows: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def _boot_times(sessions: list[Session]) -> list[float]:
+def _boot_times(records: dict[str, list[Any]]) -> list[float]:
     """When each reboot of the scenario completed (``device_rebooted`` events)."""
     from auditor.records import EventRecord
     from auditor.timeutil import parse_iso
 
     return sorted(
         parse_iso(r.ts)
-        for s in sessions
-        for r in s.records()
+        for recs in records.values()
+        for r in recs
         if isinstance(r, EventRecord) and r.kind == "device_rebooted"
     )
 
@@ -248,12 +251,13 @@ def _document(
     kb: KnowledgeBase,
     ids: dict[str, str],
     warnings: list[str],
+    boots: list[float],
 ) -> dict[str, Any]:
     first = sessions[0].manifest
     device = dict(first.get("device") or {})
     device.pop("properties", None)
     device.pop("packages", None)
-    endpoints = _endpoints(flows, kb, _boot_times(sessions))
+    endpoints = _endpoints(flows, kb, boots)
     by_org: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     by_country: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for e in endpoints:

@@ -110,12 +110,15 @@ def scenario_steps(records: Iterable[Any]) -> list[StepSpan]:
     return spans
 
 
-def build_flow_table(session: Session) -> tuple[pd.DataFrame, list[str]]:
+def build_flow_table(
+    session: Session, records: list[Any] | None = None
+) -> tuple[pd.DataFrame, list[str]]:
     """The session's flows with names, owning apps and scenario steps. Returns the table and
-    the warnings met on the way."""
-    df = session.flows()
+    the warnings met on the way. ``records``: the session's records, if already read."""
+    if records is None:
+        records = list(session.records())
     warnings = list(session.warnings)
-    records = list(session.records())
+    df = session.flows(records)
     dns_names = _dns_names(records)
     steps = scenario_steps(records)
     device = session.manifest.get("device") or {}

@@ -63,13 +63,19 @@ def _decoded(session: Session, rec: HttpRecord, response: bool) -> bytes | None:
 
 
 def scan_sessions(
-    sessions: list[Session], identifiers: dict[str, str], *, artifacts_dir: Path | None = None
+    sessions: list[Session],
+    identifiers: dict[str, str],
+    *,
+    artifacts_dir: Path | None = None,
+    records: dict[str, list[Any]] | None = None,
 ) -> ScanOutcome:
     scanner = Scanner(identifiers) if identifiers else None
     out = ScanOutcome()
     warn: Counter[str] = Counter()
     for sess in sessions:
-        for rec in sess.http():
+        recs = (records or {}).get(sess.id)
+        https = (r for r in recs if isinstance(r, HttpRecord)) if recs is not None else sess.http()
+        for rec in https:
             fid = rec.id
             if scanner is not None:
                 res = scanner.scan_record(rec, sess.bodies)
