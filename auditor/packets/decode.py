@@ -1,0 +1,559 @@
+"""Link layers and IPv4/IPv6/TCP/UDP headers of a batch of records, vectorised with numpy.
+
+:class:`Decoder` turns a :class:`~auditor.packets.pcapfile.RecordBatch` into a
+:class:`PacketBatch`: per-packet columns (IP version, addresses as two uint64 halves, protocol,
+ports, TCP flags, where the transport payload starts and how much of it was captured, the
+PCAPdroid uid and app) computed with numpy gathers over the whole batch. No Python code runs
+per packet.
+
+Link types: NULL (0, host-order family) and LOOP (108, network-order family), Ethernet (1,
+up to two 802.1Q/802.1ad tags), raw IP (101, and 12/14 where they mean raw; 228 IPv4, 229
+IPv6), LINUX_SLL (113) and LINUX_SLL2 (276).
+
+PCAPdroid's trailer (``pcap_dump.h`` / ``pcapd.c`` in emanuele-f/PCAPdroid): when enabled,
+each raw IP packet gets a fake Ethernet header and 32 bytes at the end of the frame, all
+big-endian: magic ``0x01072021``, int32 uid, a 20-byte NUL-padded app name, then a CRC-32 FCS.
+The IP total length does not include it, so it never reaches a payload.
+
+Problems are counted per packet in ``warnings`` (keys: ``unknown-link-type-<n>``,
+``truncated-link-header``, ``truncated-ip-header``, ``bad-ip-version``,
+``bad-ip-header-length``, ``bad-ip-length``, ``ip-length-zero``, ``ip-fragment`` (a first
+fragment still has its ports and joins its flow, as in Wireshark; later fragments do not),
+``truncated-l4-header``, ``bad-tcp-header``, ``cut-by-snaplen``); what is not IP is counted in
+``counts`` (``non-ip``, ``ethertype-0x....``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+import pandas as pd
+
+from auditor.packets.names import address_text
+from auditor.packets.pcapfile import HEAD, RecordBatch, window
+
+LINKTYPE_NULL: Final = 0
+LINKTYPE_ETHERNET: Final = 1
+LINKTYPE_RAW: Final = 101
+LINKTYPE_LOOP: Final = 108
+LINKTYPE_LINUX_SLL: Final = 113
+LINKTYPE_IPV4: Final = 228
+LINKTYPE_IPV6: Final = 229
+LINKTYPE_LINUX_SLL2: Final = 276
+RAW_LINK_TYPES: Final = frozenset({LINKTYPE_RAW, 12, 14})
+SUPPORTED_LINK_TYPES: Final = frozenset(
+    {
+        LINKTYPE_NULL,
+        LINKTYPE_ETHERNET,
+        LINKTYPE_LOOP,
+        LINKTYPE_LINUX_SLL,
+        LINKTYPE_IPV4,
+        LINKTYPE_IPV6,
+        LINKTYPE_LINUX_SLL2,
+    }
+    | RAW_LINK_TYPES
+)
+
+ETH_P_IP: Final = 0x0800
+ETH_P_IPV6: Final = 0x86DD
+VLAN_TPIDS: Final = (0x8100, 0x88A8, 0x9100)
+AF_INET: Final = 2
+AF_INET6: Final = (10, 23, 24, 28, 30)  # Linux, Windows, NetBSD/OpenBSD, FreeBSD, Darwin
+PROTO_TCP: Final = 6
+PROTO_UDP: Final = 17
+IPV6_EXTENSIONS: Final = (0, 43, 44, 51, 60, 135)
+IPV6_FRAGMENT: Final = 44
+IPV6_AH: Final = 51
+PCAPDROID_MAGIC: Final = 0x01072021
+PCAPDROID_TRAILER: Final = 32
+PAYLOAD_HEAD: Final = 16  # payload bytes kept per packet for choosing what to dissect
+
+TCP_FIN: Final = 0x01
+TCP_SYN: Final = 0x02
+TCP_RST: Final = 0x04
+TCP_ACK: Final = 0x10
+
+# Columns of the packets table (CaptureResult.packets)
+PACKET: Final = "packet"  # packet number in the file, from 0
+TS: Final = "ts"
+LINK_TYPE: Final = "link_type"
+IP_VERSION: Final = "ip_version"
+SRC: Final = "src"
+DST: Final = "dst"
+PROTO: Final = "proto"
+SPORT: Final = "sport"
+DPORT: Final = "dport"
+TCP_FLAGS: Final = "tcp_flags"
+PAYLOAD_OFFSET: Final = "payload_offset"  # from the start of the packet data
+PAYLOAD_LENGTH: Final = "payload_length"  # captured payload bytes
+CAPLEN: Final = "caplen"
+WIRELEN: Final = "wirelen"
+IP_BYTES: Final = "ip_bytes"
+UID: Final = "uid"
+APP: Final = "app"
+FLOW_ID: Final = "flow_id"
+
+
+@dataclass(frozen=True, eq=False)
+class PacketBatch:
+    """Decoded headers of one :class:`RecordBatch`, one row per packet.
+
+    Addresses are two uint64 halves: IPv4 in ``*_lo`` (``*_hi`` is 0), IPv6 big-endian.
+    ``proto`` is -1 when the packet is not IP; ports are 0 when it has none. Offsets are from
+    the start of the packet's data (-1: absent). ``flowable`` packets belong to a flow: IP,
+    not a fragment, and with ports when TCP or UDP."""
+
+    records: RecordBatch
+    ip_version: np.ndarray  # uint8
+    src_hi: np.ndarray  # uint64
+    src_lo: np.ndarray
+    dst_hi: np.ndarray
+    dst_lo: np.ndarray
+    proto: np.ndarray  # int16
+    sport: np.ndarray  # int32
+    dport: np.ndarray  # int32
+    tcp_flags: np.ndarray  # int32
+    l4_off: np.ndarray  # int64
+    payload_off: np.ndarray  # int64
+    payload_len: np.ndarray  # int64
+    payload_head: np.ndarray  # (n, PAYLOAD_HEAD) uint8: first payload bytes (see payload_len)
+    ip_bytes: np.ndarray  # int64, the IP datagram's length as sent
+    flowable: np.ndarray  # bool
+    uid: np.ndarray  # int32, -1 when unknown
+    app: np.ndarray  # int32, index into Decoder.apps, -1 when unknown
+    warnings: Counter[str]
+    counts: Counter[str]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def payload(self, i: int) -> bytes:
+        """The captured transport payload of packet ``i``."""
+        start = int(self.records.data[i] + self.payload_off[i])
+        return bytes(self.records.raw[start : start + int(self.payload_len[i])])
+
+    def frame(self, apps: list[str] | None = None) -> pd.DataFrame:
+        """The batch as a DataFrame (addresses as strings), for callers that stream."""
+        rb = self.records
+        n = len(self)
+        return pd.DataFrame(
+            {
+                PACKET: np.arange(rb.first, rb.first + n, dtype=np.int64),
+                TS: pd.to_datetime(rb.ts_ns, unit="ns", utc=True),
+                LINK_TYPE: rb.link_type,
+                IP_VERSION: self.ip_version,
+                SRC: addresses(self.ip_version, self.src_hi, self.src_lo),
+                DST: addresses(self.ip_version, self.dst_hi, self.dst_lo),
+                PROTO: self.proto,
+                SPORT: self.sport,
+                DPORT: self.dport,
+                TCP_FLAGS: self.tcp_flags,
+                PAYLOAD_OFFSET: self.payload_off,
+                PAYLOAD_LENGTH: self.payload_len,
+                CAPLEN: rb.caplen,
+                WIRELEN: rb.wirelen,
+                IP_BYTES: self.ip_bytes,
+                UID: self.uid,
+                APP: app_names(self.app, apps or []),
+            }
+        )
+
+
+def addresses(version: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> pd.Categorical:
+    """Addresses as strings, computed once per distinct address."""
+    n = len(version)
+    if n == 0:
+        return pd.Categorical([], categories=[])
+    order = np.lexsort((lo, hi, version))
+    v, h, low = version[order], hi[order], lo[order]
+    new = np.empty(n, dtype=bool)
+    new[0] = True
+    new[1:] = (v[1:] != v[:-1]) | (h[1:] != h[:-1]) | (low[1:] != low[:-1])
+    starts = np.flatnonzero(new)
+    texts = [
+        address_text(a, b, c)
+        for a, b, c in zip(
+            v[starts].tolist(), h[starts].tolist(), low[starts].tolist(), strict=True
+        )
+    ]
+    codes = np.empty(n, dtype=np.int32)
+    codes[order] = np.cumsum(new) - 1
+    cats, remap = np.unique(np.array(texts, dtype=object), return_inverse=True)
+    return pd.Categorical.from_codes(remap[codes], categories=pd.Index(cats))
+
+
+def app_names(app: np.ndarray, apps: list[str]) -> pd.Categorical:
+    cats = list(dict.fromkeys(apps))
+    index = {name: i for i, name in enumerate(cats)}
+    remap = np.array([index[a] for a in apps] + [-1], dtype=np.int32)
+    return pd.Categorical.from_codes(remap[app], categories=pd.Index(cats, dtype=object))
+
+
+def _non_ip_key(et: int) -> str:
+    if et < 0:
+        return "bad-ip-version"
+    if et > 0xFFFF:
+        return f"address-family-{et - 0x10000}"
+    return f"ethertype-0x{et:04x}"
+
+
+def _be16(m: np.ndarray, i: int) -> np.ndarray:
+    return (m[:, i].astype(np.int64) << 8) | m[:, i + 1]
+
+
+def _be32(m: np.ndarray, i: int) -> np.ndarray:
+    return np.ascontiguousarray(m[:, i : i + 4]).view(">u4")[:, 0].astype(np.int64)
+
+
+def _be64(m: np.ndarray, i: int) -> np.ndarray:
+    return np.ascontiguousarray(m[:, i : i + 8]).view(">u8")[:, 0].astype(np.uint64)
+
+
+def _count(counter: Counter[str], key: str, mask: np.ndarray) -> None:
+    k = int(np.count_nonzero(mask))
+    if k:
+        counter[key] += k
+
+
+def bytes_at(
+    rb: RecordBatch, rows: np.ndarray | None, off: np.ndarray | int, width: int
+) -> np.ndarray:
+    """``width`` bytes at offset ``off`` (from the start of each packet's data) of the packets
+    ``rows`` (None: all), as a (rows, width) uint8 array. Read from ``rb.head`` when in it
+    (rows sharing an offset are sliced together), else from the chunk."""
+    n = len(rb) if rows is None else len(rows)
+    if isinstance(off, int):
+        if off + width <= HEAD:
+            return (
+                rb.head[:, off : off + width] if rows is None else rb.head[rows, off : off + width]
+            )
+        off = np.full(n, off, dtype=np.int64)
+    out = np.empty((n, width), dtype=np.uint8)
+    inside = (off >= 0) & (off + width <= HEAD)
+    if not inside.all():
+        far = np.flatnonzero(~inside)
+        base = rb.data[far] if rows is None else rb.data[rows[far]]
+        out[far] = window(rb.buf, base + np.maximum(off[far], 0), width)
+        inner = np.flatnonzero(inside)
+    else:
+        inner = None
+    off_in = off if inner is None else off[inner]
+    present = np.flatnonzero(np.bincount(off_in, minlength=HEAD))
+    if inner is None and len(present) == 1:
+        v = int(present[0])
+        return rb.head[:, v : v + width] if rows is None else rb.head[rows, v : v + width]
+    src = np.arange(n) if inner is None else inner
+    prow = src if rows is None else rows[src]
+    if len(present) > 12:
+        cols = off_in[:, None] + np.arange(width)
+        out[src] = rb.head[prow[:, None], cols]
+        return out
+    for v in present.tolist():
+        m = np.flatnonzero(off_in == v)
+        out[src[m]] = rb.head[prow[m], v : v + width]
+    return out
+
+
+class Decoder:
+    """Decodes record batches; keeps the table of PCAPdroid app names across batches."""
+
+    def __init__(self) -> None:
+        self.apps: list[str] = []
+        self._app_index: dict[bytes, int] = {}
+
+    def decode(self, rb: RecordBatch) -> PacketBatch:
+        n = len(rb)
+        warnings: Counter[str] = Counter()
+        counts: Counter[str] = Counter({"packets": n})
+        cap = rb.caplen
+        l3 = np.full(n, -1, dtype=np.int64)
+        et = np.zeros(n, dtype=np.int64)
+        links = np.unique(rb.link_type) if n else np.zeros(0, dtype=np.int32)
+        for link in links.tolist():
+            rows = None if len(links) == 1 else np.flatnonzero(rb.link_type == link)
+            if link not in SUPPORTED_LINK_TYPES:
+                warnings[f"unknown-link-type-{link}"] += n if rows is None else len(rows)
+                continue
+            off, etype = _link(link, rb, rows)
+            if rows is None:
+                l3[:] = off
+                et[:] = etype
+            else:
+                l3[rows] = off
+                et[rows] = etype
+        empty = cap == 0  # counted by the reader
+        short = (l3 >= 0) & (cap <= l3) & ~empty
+        _count(warnings, "truncated-link-header", short)
+        l3[short | empty] = -1
+        et[short | empty] = 0
+        is4 = et == ETH_P_IP
+        is6 = et == ETH_P_IPV6
+        other = (l3 >= 0) & ~is4 & ~is6
+        if other.any():
+            for e, k in zip(*np.unique(et[other], return_counts=True), strict=True):
+                key = _non_ip_key(int(e))
+                if key == "bad-ip-version":
+                    warnings[key] += int(k)
+                else:
+                    counts[key] += int(k)
+                    counts["non-ip"] += int(k)
+
+        ip = _IpColumns(n)
+        r4 = np.flatnonzero(is4)
+        if r4.size:
+            _ipv4(rb, l3, r4, warnings, ip)
+        r6 = np.flatnonzero(is6)
+        if r6.size:
+            _ipv6(rb, l3, r6, warnings, ip)
+        version, proto, l4, ip_end = ip.version, ip.proto, ip.l4, ip.end
+        counts["ipv4"] += int(np.count_nonzero(version == 4))
+        counts["ipv6"] += int(np.count_nonzero(version == 6))
+        _count(warnings, "ip-fragment", ip.frag)
+
+        sport = np.zeros(n, dtype=np.int32)
+        dport = np.zeros(n, dtype=np.int32)
+        flags = np.zeros(n, dtype=np.int32)
+        pl_off = np.full(n, -1, dtype=np.int64)
+        pl_len = np.zeros(n, dtype=np.int64)
+        is_ip = version > 0
+        tcp_or_udp = (proto == PROTO_TCP) | (proto == PROTO_UDP)
+        ported = is_ip & ~ip.later & tcp_or_udp & (l4 >= 0)
+        tcp = ported & (proto == PROTO_TCP)
+        need = np.where(tcp, 20, 8)
+        fits = ported & (cap >= l4 + need) & (ip_end >= l4 + need)
+        _count(warnings, "truncated-l4-header", ported & ~fits)
+        rl = np.flatnonzero(fits)
+        if rl.size:
+            m = bytes_at(rb, rl, l4[rl], 14)
+            sport[rl] = _be16(m, 0)
+            dport[rl] = _be16(m, 2)
+            t = tcp[rl]
+            doff = (m[:, 12].astype(np.int64) >> 4) * 4
+            bad_tcp = t & (doff < 20)
+            _count(warnings, "bad-tcp-header", bad_tcp)
+            flags[rl] = np.where(t, ((m[:, 12].astype(np.int32) & 1) << 8) | m[:, 13], 0)
+            start = l4[rl] + np.where(t, doff, 8)
+            start = np.where(bad_tcp, -1, start)
+            pl_off[rl] = start
+            stop = np.minimum(ip_end[rl], cap[rl])
+            pl_len[rl] = np.where(start >= 0, np.maximum(stop - start, 0), 0)
+            n_tcp = int(np.count_nonzero(t))
+            counts["tcp"] += n_tcp
+            counts["udp"] += len(rl) - n_tcp
+        flowable = is_ip & ~ip.later & (fits | ~tcp_or_udp) & (l4 >= 0)
+        counts["other-ip"] += int(np.count_nonzero(flowable & ~fits))
+        _count(warnings, "cut-by-snaplen", is_ip & (ip_end > cap))
+        head = np.zeros((n, PAYLOAD_HEAD), dtype=np.uint8)
+        rp = np.flatnonzero(pl_len > 0)
+        if rp.size:
+            head[rp] = bytes_at(rb, rp, pl_off[rp], PAYLOAD_HEAD)
+        uid = np.full(n, -1, dtype=np.int32)
+        app = np.full(n, -1, dtype=np.int32)
+        # PCAPdroid's trailer makes the frame at least 32 bytes longer than its IP datagram;
+        # Ethernet padding never does (a datagram is at least 20 bytes, a frame 60).
+        spare = (
+            (rb.link_type == LINKTYPE_ETHERNET) & is_ip & (cap - l3 - ip.bytes >= PCAPDROID_TRAILER)
+        )
+        if spare.any():
+            self._trailer(rb, np.flatnonzero(spare), uid, app)
+        return PacketBatch(
+            records=rb,
+            ip_version=version,
+            src_hi=ip.src_hi,
+            src_lo=ip.src_lo,
+            dst_hi=ip.dst_hi,
+            dst_lo=ip.dst_lo,
+            proto=proto,
+            sport=sport,
+            dport=dport,
+            tcp_flags=flags,
+            l4_off=l4,
+            payload_off=pl_off,
+            payload_len=pl_len,
+            payload_head=head,
+            ip_bytes=ip.bytes,
+            flowable=flowable,
+            uid=uid,
+            app=app,
+            warnings=+warnings,
+            counts=+counts,
+        )
+
+    def _trailer(self, rb: RecordBatch, rows: np.ndarray, uid: np.ndarray, app: np.ndarray) -> None:
+        start = rb.data[rows] + rb.caplen[rows] - PCAPDROID_TRAILER
+        tail = window(rb.buf, start, 28)
+        hit = _be32(tail, 0) == PCAPDROID_MAGIC
+        if not hit.any():
+            return
+        sel = rows[hit]
+        uid[sel] = np.ascontiguousarray(tail[hit, 4:8]).view(">i4")[:, 0]
+        names = np.ascontiguousarray(tail[hit, 8:28])
+        uniq, first, inverse = np.unique(
+            names.view("V20")[:, 0], return_index=True, return_inverse=True
+        )
+        codes = np.zeros(len(uniq), dtype=np.int32)
+        for k in np.argsort(first).tolist():  # codes in the order the apps first appear
+            codes[k] = self._app(bytes(uniq[k]))
+        app[sel] = codes[inverse.ravel()]
+
+    def _app(self, raw: bytes) -> int:
+        code = self._app_index.get(raw)
+        if code is None:
+            code = len(self.apps)
+            self.apps.append(raw.split(b"\x00", 1)[0].decode("utf-8", "replace"))
+            self._app_index[raw] = code
+        return code
+
+
+def _link(
+    link: int, rb: RecordBatch, rows: np.ndarray | None
+) -> tuple[np.ndarray | int, np.ndarray]:
+    """Where the network layer starts and its ethertype (-1: claims IP, is not)."""
+    if link == LINKTYPE_ETHERNET:
+        h = bytes_at(rb, rows, 12, 10)
+        et = _be16(h, 0)
+        tag = np.isin(et, VLAN_TPIDS)
+        if not tag.any():
+            return 14, et
+        off = np.where(tag, 18, 14)
+        et = np.where(tag, _be16(h, 4), et)
+        tag2 = tag & np.isin(et, VLAN_TPIDS)
+        et = np.where(tag2, _be16(h, 8), et)
+        return np.where(tag2, 22, off), et
+    if link in RAW_LINK_TYPES or link in (LINKTYPE_IPV4, LINKTYPE_IPV6):
+        nib = bytes_at(rb, rows, 0, 1)[:, 0].astype(np.int64) >> 4
+        if link == LINKTYPE_IPV4:
+            return 0, np.where(nib == 4, ETH_P_IP, -1)
+        if link == LINKTYPE_IPV6:
+            return 0, np.where(nib == 6, ETH_P_IPV6, -1)
+        return 0, np.where(nib == 4, ETH_P_IP, np.where(nib == 6, ETH_P_IPV6, -1))
+    if link in (LINKTYPE_NULL, LINKTYPE_LOOP):
+        h = np.ascontiguousarray(bytes_at(rb, rows, 0, 4))
+        be = _be32(h, 0)
+        if link == LINKTYPE_NULL:
+            le = h.view("<u4")[:, 0].astype(np.int64)
+            fam = np.where(le <= 0xFFFF, le, be)
+        else:
+            fam = be
+        et = np.where(fam == AF_INET, ETH_P_IP, np.where(np.isin(fam, AF_INET6), ETH_P_IPV6, 0))
+        # a family that is neither is reported as a pseudo ethertype above 0xffff
+        return 4, np.where(et == 0, 0x10000 + (fam & 0xFFFF), et)
+    if link == LINKTYPE_LINUX_SLL:
+        return 16, _be16(bytes_at(rb, rows, 14, 2), 0)
+    return 20, _be16(bytes_at(rb, rows, 0, 2), 0)  # LINUX_SLL2
+
+
+class _IpColumns:
+    """Network-layer columns of a batch, filled by :func:`_ipv4` and :func:`_ipv6`."""
+
+    def __init__(self, n: int) -> None:
+        self.version = np.zeros(n, dtype=np.uint8)
+        self.src_hi = np.zeros(n, dtype=np.uint64)
+        self.src_lo = np.zeros(n, dtype=np.uint64)
+        self.dst_hi = np.zeros(n, dtype=np.uint64)
+        self.dst_lo = np.zeros(n, dtype=np.uint64)
+        self.proto = np.full(n, -1, dtype=np.int16)
+        self.l4 = np.full(n, -1, dtype=np.int64)
+        self.end = np.zeros(n, dtype=np.int64)
+        self.bytes = np.zeros(n, dtype=np.int64)
+        self.frag = np.zeros(n, dtype=bool)  # any fragment
+        self.later = np.zeros(n, dtype=bool)  # not the first fragment: no transport header
+
+
+def _ipv4(
+    rb: RecordBatch, l3: np.ndarray, rows: np.ndarray, warnings: Counter[str], ip: _IpColumns
+) -> None:
+    cap = rb.caplen
+    fits = cap[rows] >= l3[rows] + 20
+    if not fits.all():
+        _count(warnings, "truncated-ip-header", ~fits)
+        rows = rows[fits]
+    h = bytes_at(rb, rows, l3[rows], 20)
+    ok = (h[:, 0] >> 4) == 4
+    ihl = (h[:, 0].astype(np.int64) & 15) * 4
+    ok_ihl = ok & (ihl >= 20)
+    if not ok_ihl.all():
+        _count(warnings, "bad-ip-version", ~ok)
+        _count(warnings, "bad-ip-header-length", ok & (ihl < 20))
+        rows, h, ihl = rows[ok_ihl], h[ok_ihl], ihl[ok_ihl]
+    base = l3[rows]
+    total = _be16(h, 2)
+    zero = total == 0
+    if zero.any():
+        _count(warnings, "ip-length-zero", zero)
+        total = np.where(zero, cap[rows] - base, total)
+    bad_len = total < ihl
+    _count(warnings, "bad-ip-length", bad_len)
+    ip.version[rows] = 4
+    ip.src_lo[rows] = _be32(h, 12).astype(np.uint64)
+    ip.dst_lo[rows] = _be32(h, 16).astype(np.uint64)
+    ip.proto[rows] = h[:, 9]
+    fragment_field = _be16(h, 6)
+    ip.frag[rows] = (fragment_field & 0x3FFF) != 0
+    ip.later[rows] = (fragment_field & 0x1FFF) != 0
+    ip.end[rows] = base + total
+    ip.bytes[rows] = total
+    ip.l4[rows] = np.where(bad_len, -1, base + ihl)
+
+
+def _ipv6(
+    rb: RecordBatch, l3: np.ndarray, rows: np.ndarray, warnings: Counter[str], ip: _IpColumns
+) -> None:
+    cap = rb.caplen
+    fits = cap[rows] >= l3[rows] + 40
+    if not fits.all():
+        _count(warnings, "truncated-ip-header", ~fits)
+        rows = rows[fits]
+    h = bytes_at(rb, rows, l3[rows], 40)
+    ok = (h[:, 0] >> 4) == 6
+    if not ok.all():
+        _count(warnings, "bad-ip-version", ~ok)
+        rows, h = rows[ok], h[ok]
+    base = l3[rows]
+    plen = _be16(h, 4)
+    zero = plen == 0
+    if zero.any():
+        _count(warnings, "ip-length-zero", zero)
+        plen = np.where(zero, np.maximum(cap[rows] - base - 40, 0), plen)
+    ip.version[rows] = 6
+    ip.src_hi[rows] = _be64(h, 8)
+    ip.src_lo[rows] = _be64(h, 16)
+    ip.dst_hi[rows] = _be64(h, 24)
+    ip.dst_lo[rows] = _be64(h, 32)
+    end = base + 40 + plen
+    ip.end[rows] = end
+    ip.bytes[rows] = 40 + plen
+    nh = h[:, 6].astype(np.int64)
+    off = base + 40
+    alive = np.ones(len(rows), dtype=bool)
+    fragmented = np.zeros(len(rows), dtype=bool)
+    not_first = np.zeros(len(rows), dtype=bool)
+    for _ in range(8):
+        ext = alive & np.isin(nh, IPV6_EXTENSIONS)
+        if not ext.any():
+            break
+        e = np.flatnonzero(ext)
+        fits = off[e] + 8 <= np.minimum(end[e], cap[rows[e]])
+        _count(warnings, "truncated-ip-header", ~fits)
+        alive[e[~fits]] = False
+        e = e[fits]
+        m = bytes_at(rb, rows[e], off[e], 8)
+        kind = nh[e]
+        is_frag = kind == IPV6_FRAGMENT
+        size = np.where(
+            is_frag,
+            8,
+            np.where(kind == IPV6_AH, (m[:, 1].astype(np.int64) + 2) * 4,
+                     (m[:, 1].astype(np.int64) + 1) * 8),
+        )  # fmt: skip
+        fragmented[e[is_frag]] = True
+        not_first[e[is_frag]] = (_be16(m, 2)[is_frag] >> 3) != 0
+        nh[e] = m[:, 0]
+        off[e] += size
+    ip.proto[rows] = nh
+    ip.frag[rows] = fragmented
+    ip.later[rows] = not_first
+    ip.l4[rows] = np.where(alive & ~np.isin(nh, IPV6_EXTENSIONS), off, -1)

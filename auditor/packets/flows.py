@@ -1,0 +1,1125 @@
+"""The flow table of a capture, its DNS table and the names DNS gave to addresses.
+
+:class:`CaptureAnalyzer` consumes decoded batches one at a time and keeps only per-flow state,
+so a capture of any size is read in bounded memory (the per-packet table is kept only when
+asked for). Per batch, everything per packet is numpy:
+
+- **Flows.** A bidirectional key (IP version, protocol, the lower and the higher address:port)
+  is hashed; packets are grouped by a stable sort of the hash (a collision is detected and
+  falls back to an exact sort). A Python dict maps each distinct key to its current flow,
+  touched once per key and batch. A TCP flow is its 5-tuple; any other protocol's flow ends
+  after ``udp_timeout`` seconds (120 by default) of silence, and the next packet starts a
+  new one. Packets, IP bytes and TCP flags per direction, first and last seen and the
+  PCAPdroid uid/app are reduced per flow with ``reduceat``.
+- **Names.** Only packets that can carry a name reach Python: DNS (UDP 53/5353/5355, TCP 53),
+  TCP payloads starting a TLS handshake record with a ClientHello (and, when the record and
+  handshake lengths say it did not fit, the next segments from the same side), QUIC
+  long-header Initials of v1 and v2 (and long headers on port 443 of other versions, counted)
+  and TCP payloads starting with an HTTP method. They are selected with numpy, packed into a
+  :class:`~auditor.packets.names.NameJob` per batch and parsed by a
+  :class:`~auditor.packets.names.NameCollector`: in this process, or, for a large file on a
+  machine with more than one core, in a worker process while this one reads on. Both see the
+  same jobs, so the results are the same.
+- **Orientation.** The client is the side that sent a SYN (else the one that got the
+  SYN-ACK), else the side that sent a DNS query, ClientHello, QUIC client Initial or HTTP
+  request, else the side with the ephemeral port against a port below 1024, else the side of
+  the first packet. ``client_evidence`` says which.
+- **The name of a flow:** the HTTP Host (``http-host``), else the TLS SNI (``tls-sni``), else
+  the QUIC SNI (``quic-sni``), else the name of the last DNS answer for the server address seen
+  before the flow started (``dns-answer``), else the address (``ip``).
+
+:func:`read_capture` runs the whole pipeline on a file.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import dataclasses
+import gc
+import logging
+import os
+import pickle
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Final
+
+import numpy as np
+import pandas as pd
+
+from auditor import columns as C
+from auditor.packets import decode as D
+from auditor.packets import names as N
+from auditor.packets.decode import Decoder, PacketBatch
+from auditor.packets.pcapfile import (
+    DEFAULT_CHUNK,
+    CaptureReader,
+    Comment,
+    Interface,
+    window,
+)
+
+try:
+    import fcntl
+except ImportError:  # not POSIX
+    fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
+
+# ------------------------------------------------------------------------- flow table columns
+FLOW_ID: Final = C.FLOW_ID
+PROTO: Final = "proto"  # tcp | udp | icmp | icmpv6 | ip-proto-<n> ...
+IP_VERSION: Final = "ip_version"
+CLIENT_IP: Final = C.CLIENT_IP
+CLIENT_PORT: Final = C.CLIENT_PORT
+SERVER_IP: Final = C.SERVER_IP
+SERVER_PORT: Final = C.SERVER_PORT
+FIRST_SEEN: Final = "first_seen"  # UTC datetime
+LAST_SEEN: Final = "last_seen"
+PACKETS_UP: Final = "packets_up"  # client to server
+PACKETS_DOWN: Final = "packets_down"
+IP_BYTES_UP: Final = "ip_bytes_up"  # IP datagram lengths as sent
+IP_BYTES_DOWN: Final = "ip_bytes_down"
+CLIENT_EVIDENCE: Final = "client_evidence"  # tcp-syn | tcp-synack | payload | port | first-packet
+SYN_SEEN: Final = "syn_seen"  # the client sent a SYN
+SYNACK_SEEN: Final = "synack_seen"  # the server answered with SYN-ACK
+FIN_SEEN: Final = "fin_seen"
+RST_SEEN: Final = "rst_seen"
+ESTABLISHED: Final = "established"  # SYN and SYN-ACK both seen
+SNI: Final = C.SNI  # TLS over TCP; several distinct values are joined with ";"
+ALPN: Final = C.ALPN  # protocols offered, joined with ","
+QUIC_SNI: Final = "quic_sni"
+QUIC_ALPN: Final = "quic_alpn"
+HTTP_HOST: Final = "http_host"  # the Host header as sent
+DNS_NAME: Final = "dns_name"  # from the last DNS answer for the server before the flow began
+NAME: Final = C.NAME
+NAME_EVIDENCE: Final = C.NAME_EVIDENCE  # http-host | tls-sni | quic-sni | dns-answer | ip
+UID: Final = "uid"  # PCAPdroid trailer, -1 when absent
+APP: Final = "app"
+LINK_TYPE: Final = "link_type"  # of the flow's first packet
+
+FLOW_COLUMNS: Final[tuple[str, ...]] = (
+    FLOW_ID,
+    PROTO,
+    IP_VERSION,
+    CLIENT_IP,
+    CLIENT_PORT,
+    SERVER_IP,
+    SERVER_PORT,
+    FIRST_SEEN,
+    LAST_SEEN,
+    PACKETS_UP,
+    PACKETS_DOWN,
+    IP_BYTES_UP,
+    IP_BYTES_DOWN,
+    CLIENT_EVIDENCE,
+    SYN_SEEN,
+    SYNACK_SEEN,
+    FIN_SEEN,
+    RST_SEEN,
+    ESTABLISHED,
+    SNI,
+    ALPN,
+    QUIC_SNI,
+    QUIC_ALPN,
+    HTTP_HOST,
+    DNS_NAME,
+    NAME,
+    NAME_EVIDENCE,
+    UID,
+    APP,
+    LINK_TYPE,
+)
+
+EVIDENCE_HTTP_HOST: Final = "http-host"
+EVIDENCE_TLS_SNI: Final = "tls-sni"
+EVIDENCE_QUIC_SNI: Final = "quic-sni"
+EVIDENCE_DNS: Final = "dns-answer"
+EVIDENCE_IP: Final = "ip"
+
+# -------------------------------------------------------------------------- DNS table columns
+DNS_TS: Final = "ts"
+DNS_FLOW_ID: Final = FLOW_ID
+DNS_CLIENT_IP: Final = CLIENT_IP
+DNS_CLIENT_PORT: Final = CLIENT_PORT
+DNS_SERVER_IP: Final = SERVER_IP
+DNS_SERVER_PORT: Final = SERVER_PORT
+TRANSPORT: Final = "transport"  # udp | tcp
+DNS_PROTOCOL: Final = "protocol"  # dns | mdns | llmnr
+DNS_ID: Final = "dns_id"
+RESPONSE: Final = "response"
+RCODE: Final = "rcode"
+QNAME: Final = "qname"
+QTYPE: Final = "qtype"
+ANSWERS: Final = "answers"  # tuple of auditor.packets.names.DnsResource
+DNS_COLUMNS: Final[tuple[str, ...]] = (
+    DNS_TS,
+    DNS_FLOW_ID,
+    DNS_CLIENT_IP,
+    DNS_CLIENT_PORT,
+    DNS_SERVER_IP,
+    DNS_SERVER_PORT,
+    TRANSPORT,
+    DNS_PROTOCOL,
+    DNS_ID,
+    RESPONSE,
+    RCODE,
+    QNAME,
+    QTYPE,
+    ANSWERS,
+)
+
+UDP_TIMEOUT: Final = 120.0
+DNS_PORTS: Final = N.DNS_PORTS
+WORKER_MIN_BYTES: Final = 64 * 1024 * 1024  # files this large get a worker process (auto)
+_PIPE_SIZE: Final = 1024 * 1024
+PROTO_NAMES: Final[dict[int, str]] = {
+    1: "icmp",
+    2: "igmp",
+    6: "tcp",
+    17: "udp",
+    47: "gre",
+    50: "esp",
+    51: "ah",
+    58: "icmpv6",
+    89: "ospf",
+    132: "sctp",
+}
+_HTTP_PREFIXES: Final = np.array(
+    [int.from_bytes((m + b" ")[:4], "big") for m in N.HTTP_METHODS], dtype=np.int64
+)
+_SYN_ONLY: Final = 0x200  # derived flag bits, above the 9 TCP flag bits
+_SYN_ACK: Final = 0x400
+_NAME_COLUMNS: Final = (
+    (N.NAME_SNI, SNI),
+    (N.NAME_ALPN, ALPN),
+    (N.NAME_QUIC_SNI, QUIC_SNI),
+    (N.NAME_QUIC_ALPN, QUIC_ALPN),
+    (N.NAME_HTTP_HOST, HTTP_HOST),
+)
+_NAME_PRECEDENCE: Final = (
+    (N.NAME_AUTHORITY, EVIDENCE_HTTP_HOST),
+    (N.NAME_SNI, EVIDENCE_TLS_SNI),
+    (N.NAME_QUIC_SNI, EVIDENCE_QUIC_SNI),
+)
+_PART_TYPES: Final[dict[str, type]] = {
+    "packet": np.int64,
+    "ts": np.int64,
+    "link": np.int32,
+    "ver": np.uint8,
+    "src_hi": np.uint64,
+    "src_lo": np.uint64,
+    "dst_hi": np.uint64,
+    "dst_lo": np.uint64,
+    "proto": np.int16,
+    "sport": np.int32,
+    "dport": np.int32,
+    "flags": np.int32,
+    "pl_off": np.int64,
+    "pl_len": np.int64,
+    "caplen": np.int64,
+    "wirelen": np.int64,
+    "ip_bytes": np.int64,
+    "uid": np.int32,
+    "app": np.int32,
+    "fid": np.int64,
+}
+_DNS_META_TYPES: Final[dict[str, type]] = {
+    "ts": np.int64,
+    "flow": np.int64,
+    "ver": np.uint8,
+    "src_hi": np.uint64,
+    "src_lo": np.uint64,
+    "dst_hi": np.uint64,
+    "dst_lo": np.uint64,
+    "sport": np.int32,
+    "dport": np.int32,
+    "tcp": np.bool_,
+}
+_PROTO_TEXT: Final = np.array(
+    [PROTO_NAMES.get(p, f"ip-proto-{p}") for p in range(256)], dtype=object
+)
+
+
+@dataclass(frozen=True)
+class CaptureResult:
+    """Everything read from one capture.
+
+    ``packets`` has one row per packet (columns in :mod:`auditor.packets.decode`, plus
+    ``flow_id``; empty when the capture was read with ``keep_packets=False``), ``flows`` one
+    row per flow (:data:`FLOW_COLUMNS`), ``dns`` one row per DNS question
+    (:data:`DNS_COLUMNS`); ``names`` maps each name DNS answered to its addresses. Damage is
+    counted in ``warnings``; what was seen, in ``counts``."""
+
+    source: str
+    format: str
+    packets: pd.DataFrame
+    flows: pd.DataFrame
+    dns: pd.DataFrame
+    names: dict[str, tuple[str, ...]]
+    warnings: Counter[str]
+    counts: Counter[str]
+    link_types: tuple[int, ...]
+    comments: tuple[Comment, ...]
+    interfaces: tuple[Interface, ...]
+    apps: tuple[str, ...] = ()
+
+
+# ------------------------------------------------------------------------------ flow store
+
+_STORE_FIELDS: Final[dict[str, tuple[type, int]]] = {
+    "ver": (np.uint8, 0),
+    "proto": (np.int16, 0),
+    "a_hi": (np.uint64, 0),
+    "a_lo": (np.uint64, 0),
+    "b_hi": (np.uint64, 0),
+    "b_lo": (np.uint64, 0),
+    "pa": (np.int32, 0),
+    "pb": (np.int32, 0),
+    "first_pkt": (np.int64, 0),
+    "first_dir": (np.int8, 0),
+    "link": (np.int32, 0),
+    "first_ns": (np.int64, np.iinfo(np.int64).max),
+    "last_ns": (np.int64, np.iinfo(np.int64).min),
+    "pk_ab": (np.int64, 0),
+    "pk_ba": (np.int64, 0),
+    "by_ab": (np.int64, 0),
+    "by_ba": (np.int64, 0),
+    "fl_ab": (np.int32, 0),
+    "fl_ba": (np.int32, 0),
+    "uid": (np.int32, -1),
+    "app": (np.int32, -1),
+}
+
+
+class _FlowStore:
+    """Per-flow columns, grown by doubling."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self._cap = 0
+        self.cols: dict[str, np.ndarray] = {}
+        self._grow(1024)
+
+    def _grow(self, cap: int) -> None:
+        for name, (dtype, fill) in _STORE_FIELDS.items():
+            new: np.ndarray = np.full(cap, fill, dtype=dtype)
+            old = self.cols.get(name)
+            if old is not None:
+                new[: self.n] = old[: self.n]
+            self.cols[name] = new
+        self._cap = cap
+
+    def add(self, k: int) -> np.ndarray:
+        if self.n + k > self._cap:
+            self._grow(max(self._cap * 2, self.n + k))
+        ids = np.arange(self.n, self.n + k, dtype=np.int64)
+        self.n += k
+        return ids
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.cols[name]
+
+
+_M1 = 0x9E3779B97F4A7C15
+_M2 = np.uint64(0xBF58476D1CE4E5B9)
+_M3 = np.uint64(0x94D049BB133111EB)
+_M4 = np.uint64(0xD6E8FEB86659FD93)
+_SALT = [np.uint64(((i + 1) * _M1) & 0xFFFFFFFFFFFFFFFF) for i in range(16)]
+
+
+def _hash(*cols: np.ndarray) -> np.ndarray:
+    """A 64-bit mix of the key columns (splitmix64 finaliser per column)."""
+    h = np.zeros(len(cols[0]), dtype=np.uint64)
+    for i, c in enumerate(cols):
+        x = c.astype(np.uint64) + _SALT[i]
+        x ^= x >> np.uint64(30)
+        x *= _M2
+        x ^= x >> np.uint64(27)
+        x *= _M3
+        x ^= x >> np.uint64(31)
+        h = (h ^ x) * _M4
+    return h
+
+
+def _starts(*sorted_cols: np.ndarray) -> np.ndarray:
+    m = len(sorted_cols[0])
+    new = np.zeros(m, dtype=bool)
+    new[0] = True
+    for c in sorted_cols:
+        new[1:] |= c[1:] != c[:-1]
+    return new
+
+
+# -------------------------------------------------------------------------------- analyzer
+
+
+class _Worker:
+    """A :class:`~auditor.packets.names.NameCollector` in a child process
+    (``python -m auditor.packets.names``) fed pickled jobs over its stdin. A write blocks
+    while the pipe is full, so a slow worker holds the reader back rather than letting jobs
+    pile up in memory; the pipe is enlarged to hold about a job."""
+
+    def __init__(self) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "auditor.packets.names"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+        )
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._stdin = self._proc.stdin
+        self._stdout = self._proc.stdout
+        set_size = getattr(fcntl, "F_SETPIPE_SZ", None) if fcntl is not None else None
+        if set_size is not None:
+            try:
+                fcntl.fcntl(self._stdin.fileno(), set_size, _PIPE_SIZE)
+            except OSError:
+                pass  # the default size works, with more waiting
+
+    def feed(self, job: N.NameJob) -> None:
+        self._send(pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL))
+
+    def _send(self, frame: bytes) -> None:
+        try:
+            N.write_frame(self._stdin, frame)
+        except (BrokenPipeError, ValueError):
+            raise RuntimeError(f"the name worker stopped (exit code {self._proc.poll()})") from None
+
+    def result(self) -> N.NameResult:
+        self._send(b"")
+        self._stdin.close()
+        frame = N.read_frame(self._stdout)
+        self._proc.wait(timeout=30)
+        if frame is None:
+            raise RuntimeError(f"the name worker died (exit code {self._proc.returncode})")
+        status, value = pickle.loads(frame)  # noqa: S301 - from our own child process
+        if status != "ok":
+            raise RuntimeError(f"the name worker failed: {value}")
+        assert isinstance(value, N.NameResult)
+        return value
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.kill()
+        self._proc.wait(timeout=10)
+        for pipe in (self._stdin, self._stdout):
+            try:
+                pipe.close()
+            except OSError:
+                pass
+
+
+def _worker_wanted(source: object, workers: int | None) -> bool:
+    if workers is not None:
+        return workers > 0
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    if cores < 2:
+        return False
+    try:
+        size = os.fstat(source.fileno()).st_size  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError):
+        return False
+    return bool(size >= WORKER_MIN_BYTES)
+
+
+class CaptureAnalyzer:
+    """Builds the flow table, DNS table and name map from decoded batches.
+
+    With ``worker=True`` the names are parsed in a separate process (call :meth:`close` if
+    :meth:`finish` is not reached)."""
+
+    def __init__(
+        self,
+        *,
+        keep_packets: bool = True,
+        udp_timeout: float = UDP_TIMEOUT,
+        worker: bool = False,
+    ) -> None:
+        self.keep_packets = keep_packets
+        self._timeout_ns = int(udp_timeout * 1e9)
+        self._store = _FlowStore()
+        self._by_key: dict[tuple[int, ...], int] = {}
+        self.warnings: Counter[str] = Counter()
+        self.counts: Counter[str] = Counter()
+        self._parts: list[dict[str, np.ndarray]] = []
+        self._tls_wait: dict[int, list[int]] = {}  # flow -> [direction, bytes still to send]
+        self._worker: _Worker | None = None
+        if worker:
+            try:
+                self._worker = _Worker()
+            except OSError as exc:  # no interpreter to start: parse names here instead
+                log.debug("no name worker (%s); names are parsed in this process", exc)
+        self._collector = None if self._worker is not None else N.NameCollector()
+        self._renumber = np.zeros(0, dtype=np.int64)
+        self._dns_seen = 0  # DNS packets handed to the collector so far
+        self._dns_meta: list[dict[str, np.ndarray]] = []  # their time, flow, addresses, ports
+
+    def close(self) -> None:
+        if self._worker is not None:
+            self._worker.close()
+
+    # ------------------------------------------------------------------------ per batch
+
+    def feed(self, batch: PacketBatch) -> None:
+        self.warnings.update(batch.warnings)
+        self.counts.update(batch.counts)
+        fid, direction = self._assign(batch)
+        job = self._job(batch, fid, direction)
+        if job is not None:
+            if self._worker is not None:
+                self._worker.feed(job)
+            else:
+                assert self._collector is not None
+                self._collector.feed(job)
+        if self.keep_packets:
+            rb = batch.records
+            self._parts.append(
+                {
+                    "packet": np.arange(rb.first, rb.first + len(rb), dtype=np.int64),
+                    "ts": rb.ts_ns,
+                    "link": rb.link_type,
+                    "ver": batch.ip_version,
+                    "src_hi": batch.src_hi,
+                    "src_lo": batch.src_lo,
+                    "dst_hi": batch.dst_hi,
+                    "dst_lo": batch.dst_lo,
+                    "proto": batch.proto,
+                    "sport": batch.sport,
+                    "dport": batch.dport,
+                    "flags": batch.tcp_flags,
+                    "pl_off": batch.payload_off,
+                    "pl_len": batch.payload_len,
+                    "caplen": rb.caplen,
+                    "wirelen": rb.wirelen,
+                    "ip_bytes": batch.ip_bytes,
+                    "uid": batch.uid,
+                    "app": batch.app,
+                    "fid": fid,
+                }
+            )
+
+    def _assign(self, pb: PacketBatch) -> tuple[np.ndarray, np.ndarray]:
+        """The flow of every packet (-1: none) and its direction (0: lower side sent it)."""
+        n = len(pb)
+        fid = np.full(n, -1, dtype=np.int64)
+        direction = np.zeros(n, dtype=np.int8)
+        sel = np.flatnonzero(pb.flowable)
+        m = len(sel)
+        if not m:
+            return fid, direction
+        rb = pb.records
+        ver, proto = pb.ip_version[sel], pb.proto[sel]
+        sh, sl, dh, dl = pb.src_hi[sel], pb.src_lo[sel], pb.dst_hi[sel], pb.dst_lo[sel]
+        sp, dp = pb.sport[sel], pb.dport[sel]
+        swap = (sh > dh) | ((sh == dh) & ((sl > dl) | ((sl == dl) & (sp > dp))))
+        a_hi, a_lo = np.where(swap, dh, sh), np.where(swap, dl, sl)
+        b_hi, b_lo = np.where(swap, sh, dh), np.where(swap, sl, dl)
+        pa, pbp = np.where(swap, dp, sp), np.where(swap, sp, dp)
+        key_cols = (ver, proto, a_hi, a_lo, b_hi, b_lo, pa, pbp)
+        h = _hash(*key_cols)
+        order = np.argsort(h, kind="stable")
+        brk = _starts(h[order])
+        gid = np.cumsum(brk) - 1
+        rep = order[np.flatnonzero(brk)][gid]
+        if not all(np.array_equal(c[order], c[rep]) for c in key_cols):
+            order = np.lexsort(key_cols[::-1])
+            brk = _starts(*(c[order] for c in key_cols))
+        starts = np.flatnonzero(brk)
+        g = order[starts]
+        keys = list(zip(*(c[g].tolist() for c in key_cols), strict=True))
+        get = self._by_key.get
+        cur = np.fromiter((get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
+
+        store = self._store
+        ts_s = rb.ts_ns[sel][order]
+        known = cur >= 0
+        new = np.zeros(m, dtype=bool)
+        new[starts] = ~known
+        idle = proto[order] != D.PROTO_TCP
+        if idle.any():
+            gap = np.zeros(m, dtype=np.int64)
+            gap[1:] = ts_s[1:] - ts_s[:-1]
+            gap[starts] = np.where(known, ts_s[starts] - store["last_ns"][np.maximum(cur, 0)], 0)
+            new |= idle & (gap > self._timeout_ns)
+        new_pos = np.flatnonzero(new)
+        ids = store.add(len(new_pos))
+        vals = np.full(m, -1, dtype=np.int64)
+        vals[new_pos] = ids
+        cont = ~new[starts]
+        vals[starts[cont]] = cur[cont]
+        at = np.where(vals >= 0, np.arange(m), 0)
+        np.maximum.accumulate(at, out=at)
+        fid_s = vals[at]
+
+        d = swap.astype(np.int8)
+        if len(new_pos):
+            p = order[new_pos]
+            for name, col in zip(("ver", "proto", "a_hi", "a_lo", "b_hi", "b_lo", "pa", "pb"),
+                                 key_cols, strict=True):  # fmt: skip
+                store[name][ids] = col[p]
+            store["first_dir"][ids] = d[p]
+            store["link"][ids] = rb.link_type[sel[p]]
+            store["first_pkt"][ids] = rb.first + sel[p]
+        ends = np.empty(len(starts), dtype=np.int64)
+        ends[:-1] = starts[1:] - 1
+        ends[-1] = m - 1
+        last = fid_s[ends]
+        for j in np.flatnonzero(last != cur).tolist():
+            self._by_key[keys[j]] = int(last[j])
+
+        # per-flow sums over this batch
+        seg = np.flatnonzero(_starts(fid_s))
+        f = fid_s[seg]
+        d_s = d[order].astype(np.int64)
+        by = pb.ip_bytes[sel][order]
+        flags = pb.tcp_flags[sel][order]
+        syn = flags & (D.TCP_SYN | D.TCP_ACK)
+        flags = (
+            flags
+            | np.where(syn == D.TCP_SYN, _SYN_ONLY, 0)
+            | np.where(syn == (D.TCP_SYN | D.TCP_ACK), _SYN_ACK, 0)
+        )
+        count = np.diff(np.append(seg, m))
+        pk_ba = np.add.reduceat(d_s, seg)
+        by_all = np.add.reduceat(by, seg)
+        by_ba = np.add.reduceat(by * d_s, seg)
+        store["pk_ab"][f] += count - pk_ba
+        store["pk_ba"][f] += pk_ba
+        store["by_ab"][f] += by_all - by_ba
+        store["by_ba"][f] += by_ba
+        store["fl_ab"][f] |= np.bitwise_or.reduceat(np.where(d_s == 0, flags, 0), seg)
+        store["fl_ba"][f] |= np.bitwise_or.reduceat(np.where(d_s == 1, flags, 0), seg)
+        store["first_ns"][f] = np.minimum(store["first_ns"][f], np.minimum.reduceat(ts_s, seg))
+        store["last_ns"][f] = np.maximum(store["last_ns"][f], np.maximum.reduceat(ts_s, seg))
+        uid = pb.uid[sel][order]
+        if (uid >= 0).any():
+            store["uid"][f] = np.maximum(store["uid"][f], np.maximum.reduceat(uid, seg))
+            app = pb.app[sel][order]
+            store["app"][f] = np.maximum(store["app"][f], np.maximum.reduceat(app, seg))
+        fid[sel[order]] = fid_s
+        direction[sel] = d
+        return fid, direction
+
+    def _job(self, pb: PacketBatch, fid: np.ndarray, direction: np.ndarray) -> N.NameJob | None:
+        """The packets of the batch that may carry a name, chosen with numpy."""
+        idx = np.flatnonzero((fid >= 0) & (pb.payload_len > 0))
+        if not idx.size:
+            return None
+        proto = pb.proto[idx]
+        sp, dp = pb.sport[idx], pb.dport[idx]
+        plen = pb.payload_len[idx]
+        f = fid[idx]
+        d = direction[idx]
+        head = pb.payload_head[idx].astype(np.int64)
+        head[np.arange(head.shape[1]) >= plen[:, None]] = -1  # past the captured payload
+        tcp = proto == D.PROTO_TCP
+        udp = proto == D.PROTO_UDP
+        kind = np.zeros(len(idx), dtype=np.int8)
+        ports = list(DNS_PORTS)
+        dns = (udp & (np.isin(sp, ports) | np.isin(dp, ports)) & (plen >= 12)) | (
+            tcp & ((sp == 53) | (dp == 53))
+        )
+        b0 = head[:, 0]
+        tls = tcp & (b0 == N.HANDSHAKE) & (head[:, 1] == 3) & ((plen < 6) | (head[:, 5] == 1))
+        version = (head[:, 1] << 24) | (head[:, 2] << 16) | (head[:, 3] << 8) | head[:, 4]
+        ptype = (b0 >> 4) & 3
+        long_header = udp & (plen >= 7) & ((b0 & 0xC0) == 0xC0)
+        initial = ((version == N.QUIC_V1) & (ptype == N.INITIAL_TYPE[N.QUIC_V1])) | (
+            (version == N.QUIC_V2) & (ptype == N.INITIAL_TYPE[N.QUIC_V2])
+        )
+        other_quic = ((sp == 443) | (dp == 443)) & ~np.isin(version, (0, N.QUIC_V1, N.QUIC_V2))
+        first4 = (head[:, 0] << 24) | (head[:, 1] << 16) | (head[:, 2] << 8) | head[:, 3]
+        kind[tcp & (plen >= 4) & np.isin(first4, _HTTP_PREFIXES)] = N.KIND_HTTP
+        kind[long_header & (initial | other_quic)] = N.KIND_QUIC
+        kind[tls] = N.KIND_TLS
+        kind[dns] = N.KIND_DNS
+        # A ClientHello fits in its segment when its record does and the handshake message
+        # fits in that record; otherwise the next segments from that side go too, as many
+        # bytes as the lengths say are missing (records of the first one's size).
+        record = np.maximum((head[:, 3] << 8) | head[:, 4], 1)
+        message = 4 + ((head[:, 6] << 16) | (head[:, 7] << 8) | head[:, 8])
+        known = head[:, 8] >= 0
+        whole = known & (plen >= 5 + record) & (record >= message)
+        split = np.flatnonzero((kind == N.KIND_TLS) & ~whole)
+        need = np.where(known, message + 5 * (-(-message // record)), N.STREAM_CAP)
+        missing = np.minimum(need, N.STREAM_CAP) - plen
+        self._mark_more(kind, tcp, f, d, plen, split, missing[split])
+        pick = np.flatnonzero(kind)
+        if not pick.size:
+            return None
+        rows = idx[pick]
+        rb = pb.records
+        start = rb.data[rows] + pb.payload_off[rows]
+        length = pb.payload_len[rows]
+        mv = memoryview(rb.raw)
+        blob = b"".join([mv[a:b] for a, b in zip(start.tolist(), (start + length).tolist(),
+                                                  strict=True)])  # fmt: skip
+        seq = np.zeros(len(rows), dtype=np.int64)
+        t = tcp[pick]
+        if t.any():
+            at = rb.data[rows[t]] + pb.l4_off[rows[t]] + 4
+            seq[t] = np.ascontiguousarray(window(rb.buf, at, 4)).view(">u4")[:, 0]
+        dns_rows = rows[kind[pick] == N.KIND_DNS]
+        job = N.NameJob(
+            kind=kind[pick],
+            flow=f[pick],
+            direction=d[pick],
+            seq=seq,
+            ts=rb.ts_ns[rows],
+            tcp=t,
+            ends=np.cumsum(length),
+            blob=blob,
+            dns_first=self._dns_seen,
+        )
+        if dns_rows.size:
+            self._dns_seen += len(dns_rows)
+            self._dns_meta.append(
+                {
+                    "ts": rb.ts_ns[dns_rows],
+                    "flow": fid[dns_rows],
+                    "ver": pb.ip_version[dns_rows],
+                    "src_hi": pb.src_hi[dns_rows],
+                    "src_lo": pb.src_lo[dns_rows],
+                    "dst_hi": pb.dst_hi[dns_rows],
+                    "dst_lo": pb.dst_lo[dns_rows],
+                    "sport": pb.sport[dns_rows],
+                    "dport": pb.dport[dns_rows],
+                    "tcp": pb.proto[dns_rows] == D.PROTO_TCP,
+                }
+            )
+        return job
+
+    def _mark_more(
+        self,
+        kind: np.ndarray,
+        tcp: np.ndarray,
+        f: np.ndarray,
+        d: np.ndarray,
+        plen: np.ndarray,
+        split: np.ndarray,
+        missing: np.ndarray,
+    ) -> None:
+        """Mark the next segments from the same side of flows whose ClientHello did not fit
+        in one segment (after the start when it is in this batch) until the missing bytes
+        are covered, and one segment more (a retransmission may have been counted)."""
+        for j, more in zip(split.tolist(), missing.tolist(), strict=True):
+            self._tls_wait[int(f[j])] = [int(d[j]), int(more), 1]
+        if not self._tls_wait:
+            return
+        waiting = np.array(sorted(self._tls_wait), dtype=np.int64)
+        side = np.array([self._tls_wait[x][0] for x in waiting.tolist()], dtype=np.int8)
+        since = np.full(len(waiting), -1, dtype=np.int64)
+        if split.size:
+            np.maximum.at(since, np.searchsorted(waiting, f[split]), split)
+        at = np.minimum(np.searchsorted(waiting, f), len(waiting) - 1)
+        member = waiting[at] == f
+        after = np.where(member, since[at], -1)
+        cand = np.flatnonzero(
+            tcp & (kind == 0) & member & (side[at] == d) & (np.arange(len(f)) > after)
+        )
+        if not cand.size:
+            return
+        order = cand[np.argsort(f[cand], kind="stable")]
+        fs = f[order]
+        first = np.flatnonzero(_starts(fs))
+        sizes = np.diff(np.append(first, len(fs)))
+        sent = np.cumsum(plen[order]) - plen[order]  # bytes before each, per flow
+        sent -= np.repeat(sent[first], sizes)
+        state = [self._tls_wait[x] for x in fs[first].tolist()]
+        budget = np.repeat(np.array([w[1] for w in state], dtype=np.int64), sizes)
+        spare = np.repeat(np.array([w[2] for w in state], dtype=bool), sizes)
+        short = sent < budget
+        rank = np.arange(len(fs)) - np.repeat(first, sizes)
+        extra = spare & ~short & (rank == np.repeat(np.add.reduceat(short, first), sizes))
+        chosen = short | extra
+        kind[order[chosen]] = N.KIND_TLS_MORE
+        used = np.add.reduceat(np.where(chosen, plen[order], 0), first)
+        spent = np.add.reduceat(extra, first)
+        for x, w, u, e in zip(fs[first].tolist(), state, used.tolist(), spent.tolist(),
+                              strict=True):  # fmt: skip
+            w[1] -= u
+            w[2] -= e
+            if w[2] <= 0 or (w[1] <= 0 and w[2] <= 0):
+                del self._tls_wait[x]
+
+    # ------------------------------------------------------------------------------ end
+
+    def finish(self) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, tuple[str, ...]]]:
+        """The flow table, the DNS table and the name map."""
+        s = self._store
+        n = s.n
+        col = {k: v[:n] for k, v in s.cols.items()}
+        order = np.argsort(col["first_pkt"], kind="stable")
+        self._renumber = np.empty(n, dtype=np.int64)
+        self._renumber[order] = np.arange(n)
+        col = {k: v[order] for k, v in col.items()}
+        # what needs no names first: a worker may still be busy
+        # both ends' addresses as codes into one table of texts, each converted once
+        codes, texts = _address_codes(
+            np.concatenate([col["ver"], col["ver"]]),
+            np.concatenate([col["a_hi"], col["b_hi"]]),
+            np.concatenate([col["a_lo"], col["b_lo"]]),
+        )
+        a_code, b_code = codes[:n], codes[n:]
+        if self._worker is not None:
+            try:
+                found = self._worker.result()
+            finally:
+                self._worker.close()
+        else:
+            assert self._collector is not None
+            found = self._collector.result()
+        self.warnings.update(found.warnings)
+        self.counts.update(found.counts)
+        hint = np.full(n, -1, dtype=np.int64)
+        if found.hints:
+            hf = np.fromiter(found.hints.keys(), np.int64, len(found.hints))
+            hint[self._renumber[hf]] = np.fromiter(found.hints.values(), np.int64, len(hf))
+        fa, fb = col["fl_ab"], col["fl_ba"]
+        syn_a, syn_b = (fa & _SYN_ONLY) > 0, (fb & _SYN_ONLY) > 0
+        sa_a, sa_b = (fa & _SYN_ACK) > 0, (fb & _SYN_ACK) > 0
+        pa, pbp = col["pa"], col["pb"]
+        conds = [
+            syn_a & ~syn_b,
+            syn_b & ~syn_a,
+            sa_b & ~sa_a,
+            sa_a & ~sa_b,
+            hint >= 0,
+            (pbp < 1024) & (pa >= 1024),
+            (pa < 1024) & (pbp >= 1024),
+        ]
+        client = np.select(conds, [0, 1, 0, 1, hint, 0, 1], default=col["first_dir"])
+        evidence = np.select(
+            conds,
+            ["tcp-syn", "tcp-syn", "tcp-synack", "tcp-synack", "payload", "port", "port"],
+            default="first-packet",
+        )
+        a_is_client = client == 0
+        ver = col["ver"]
+        client_code = np.where(a_is_client, a_code, b_code)
+        server_code = np.where(a_is_client, b_code, a_code)
+        server_ip = texts[server_code]
+        cflags = np.where(a_is_client, fa, fb)
+        sflags = np.where(a_is_client, fb, fa)
+        is_tcp = col["proto"] == D.PROTO_TCP
+        syn_seen = is_tcp & ((cflags & _SYN_ONLY) > 0)
+        synack_seen = is_tcp & ((sflags & _SYN_ACK) > 0)
+        first_ns = col["first_ns"]
+
+        # names, lowest precedence first: the address, a DNS answer, QUIC SNI, SNI, HTTP Host
+        name = server_ip.copy()
+        name_ev = np.full(n, EVIDENCE_IP, dtype=object)
+        dns_name = np.full(n, None, dtype=object)
+        index = {a: sorted(v) for a, v in found.addr_names.items()}
+        for row, ip in enumerate(server_ip.tolist()):
+            seen = index.get(ip)
+            if seen is None:
+                continue
+            at = bisect.bisect_right(seen, (int(first_ns[row]), "\uffff"))
+            if at:
+                dns_name[row] = name[row] = seen[at - 1][1]
+                name_ev[row] = EVIDENCE_DNS
+        names_cols: dict[str, np.ndarray] = {
+            column: np.full(n, None, dtype=object) for _, column in _NAME_COLUMNS
+        }
+        for f, kinds in found.names.items():
+            row = int(self._renumber[f])
+            for kind, column in _NAME_COLUMNS:
+                values = kinds.get(kind)
+                if values:
+                    names_cols[column][row] = ";".join(values)
+            for kind, ev in _NAME_PRECEDENCE:
+                best = kinds.get(kind)
+                if best:
+                    name[row] = best[0]
+                    name_ev[row] = ev
+                    break
+
+        flows = pd.DataFrame(
+            {
+                FLOW_ID: np.arange(n, dtype=np.int64),
+                PROTO: _categories(_PROTO_TEXT[col["proto"].astype(np.int64) & 0xFF]),
+                IP_VERSION: ver.astype(np.int8),
+                CLIENT_IP: pd.Categorical.from_codes(client_code, categories=pd.Index(texts)),
+                CLIENT_PORT: np.where(a_is_client, pa, pbp),
+                SERVER_IP: pd.Categorical.from_codes(server_code, categories=pd.Index(texts)),
+                SERVER_PORT: np.where(a_is_client, pbp, pa),
+                FIRST_SEEN: pd.to_datetime(first_ns, unit="ns", utc=True),
+                LAST_SEEN: pd.to_datetime(col["last_ns"], unit="ns", utc=True),
+                PACKETS_UP: np.where(a_is_client, col["pk_ab"], col["pk_ba"]),
+                PACKETS_DOWN: np.where(a_is_client, col["pk_ba"], col["pk_ab"]),
+                IP_BYTES_UP: np.where(a_is_client, col["by_ab"], col["by_ba"]),
+                IP_BYTES_DOWN: np.where(a_is_client, col["by_ba"], col["by_ab"]),
+                CLIENT_EVIDENCE: _categories(evidence),
+                SYN_SEEN: syn_seen,
+                SYNACK_SEEN: synack_seen,
+                FIN_SEEN: is_tcp & (((fa | fb) & D.TCP_FIN) > 0),
+                RST_SEEN: is_tcp & (((fa | fb) & D.TCP_RST) > 0),
+                ESTABLISHED: syn_seen & synack_seen,
+                SNI: _text(names_cols[SNI]),
+                ALPN: _text(names_cols[ALPN]),
+                QUIC_SNI: _text(names_cols[QUIC_SNI]),
+                QUIC_ALPN: _text(names_cols[QUIC_ALPN]),
+                HTTP_HOST: _text(names_cols[HTTP_HOST]),
+                DNS_NAME: _text(dns_name),
+                NAME: _text(name),
+                NAME_EVIDENCE: _categories(name_ev),
+                UID: col["uid"],
+                APP: col["app"],  # codes; read_capture replaces them with names
+                LINK_TYPE: col["link"],
+            },
+            columns=list(FLOW_COLUMNS),
+        )
+        dns = self._dns_table(found.dns_columns)
+        names = {k: tuple(sorted(v)) for k, v in sorted(found.name_addrs.items())}
+        return flows, dns, names
+
+    def _dns_table(self, columns: list[list[object]]) -> pd.DataFrame:
+        """One row per DNS question: what the collector parsed, with the packet's time,
+        flow, addresses and ports, which this process kept."""
+        parsed = dict(zip(N.DNS_ROW_FIELDS, columns, strict=True)) if columns else {}
+        packet = np.asarray(parsed.get("packet", []), dtype=np.int64)
+        meta: dict[str, np.ndarray] = {}
+        for k, t in _DNS_META_TYPES.items():
+            if self._dns_meta:
+                meta[k] = np.concatenate([m[k] for m in self._dns_meta])[packet]
+            else:
+                meta[k] = np.zeros(0, dtype=t)
+        response = np.asarray(parsed.get("response", []), dtype=bool)
+        n = len(packet)
+        codes, texts = _address_codes(
+            np.concatenate([meta["ver"], meta["ver"]]),
+            np.concatenate([meta["src_hi"], meta["dst_hi"]]),
+            np.concatenate([meta["src_lo"], meta["dst_lo"]]),
+        )
+        src, dst = codes[:n], codes[n:]
+        cats = pd.Index(texts, dtype=object)
+        client_port = np.where(response, meta["dport"], meta["sport"])
+        server_port = np.where(response, meta["sport"], meta["dport"])
+        protocol = np.full(n, "dns", dtype=object)
+        for port, label in DNS_PORTS.items():
+            if label != "dns":
+                protocol[(server_port == port) | ((client_port == port) & (protocol == "dns"))] = (
+                    label
+                )
+        rcodes = np.asarray(parsed.get("rcode", []), dtype=np.int64)
+        qtypes = np.asarray(parsed.get("qtype", []), dtype=np.int64)
+        rcode_text = {c: N.DNS_RCODES.get(c, str(c)) for c in np.unique(rcodes).tolist()}
+        qtype_text = {q: N.dns_type_name(q) if q >= 0 else "" for q in np.unique(qtypes).tolist()}
+        rcode_names = np.array(
+            [
+                rcode_text[c] if r else None
+                for c, r in zip(rcodes.tolist(), response.tolist(), strict=True)
+            ],
+            dtype=object,
+        )
+        answers = np.empty(n, dtype=object)
+        answers[:] = parsed.get("answers", [])
+        frame = pd.DataFrame(
+            {
+                DNS_TS: pd.to_datetime(meta["ts"], unit="ns", utc=True),
+                DNS_FLOW_ID: self._renumber[meta["flow"]] if n else meta["flow"],
+                DNS_CLIENT_IP: pd.Categorical.from_codes(np.where(response, dst, src), cats),
+                DNS_CLIENT_PORT: client_port,
+                DNS_SERVER_IP: pd.Categorical.from_codes(np.where(response, src, dst), cats),
+                DNS_SERVER_PORT: server_port,
+                TRANSPORT: pd.Categorical(np.where(meta["tcp"], "tcp", "udp")),
+                DNS_PROTOCOL: _categories(protocol),
+                DNS_ID: np.asarray(parsed.get("id", []), dtype=np.int64),
+                RESPONSE: response,
+                RCODE: _categories(rcode_names),
+                QNAME: _text(np.asarray(parsed.get("qname", []), dtype=object)),
+                QTYPE: _categories(
+                    np.array([qtype_text[q] for q in qtypes.tolist()], dtype=object)
+                ),
+                ANSWERS: answers,
+            },
+            columns=list(DNS_COLUMNS),
+        )
+        return frame
+
+    def packets_frame(self, apps: list[str]) -> pd.DataFrame:
+        """The per-packet table (after :meth:`finish`, which numbers the flows)."""
+        if not self._parts:
+            return _no_packets(apps)
+        cat = {k: np.concatenate([p[k] for p in self._parts]) for k in self._parts[0]}
+        fid = cat["fid"]
+        if len(self._renumber):
+            fid = np.where(fid >= 0, self._renumber[np.maximum(fid, 0)], -1)
+        return pd.DataFrame(
+            {
+                D.PACKET: cat["packet"],
+                D.TS: pd.to_datetime(cat["ts"], unit="ns", utc=True),
+                D.LINK_TYPE: cat["link"],
+                D.IP_VERSION: cat["ver"],
+                D.SRC: D.addresses(cat["ver"], cat["src_hi"], cat["src_lo"]),
+                D.DST: D.addresses(cat["ver"], cat["dst_hi"], cat["dst_lo"]),
+                D.PROTO: cat["proto"],
+                D.SPORT: cat["sport"],
+                D.DPORT: cat["dport"],
+                D.TCP_FLAGS: cat["flags"],
+                D.PAYLOAD_OFFSET: cat["pl_off"],
+                D.PAYLOAD_LENGTH: cat["pl_len"],
+                D.CAPLEN: cat["caplen"],
+                D.WIRELEN: cat["wirelen"],
+                D.IP_BYTES: cat["ip_bytes"],
+                D.UID: cat["uid"],
+                D.APP: D.app_names(cat["app"], apps),
+                D.FLOW_ID: fid,
+            }
+        )
+
+
+# ---------------------------------------------------------------------------- entry points
+
+
+def _address_codes(
+    version: np.ndarray, hi: np.ndarray, lo: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each address as a code into a table of distinct address texts (sorted by address)."""
+    if not len(version):
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=object)
+    order = np.lexsort((lo, hi, version))
+    new = _starts(version[order], hi[order], lo[order])
+    firsts = order[new]
+    texts = np.array(
+        [
+            N.address_text(v, h, low)
+            for v, h, low in zip(
+                version[firsts].tolist(), hi[firsts].tolist(), lo[firsts].tolist(), strict=True
+            )
+        ],
+        dtype=object,
+    )
+    codes = np.empty(len(version), dtype=np.int64)
+    codes[order] = np.cumsum(new) - 1
+    return codes, texts
+
+
+def _no_packets(apps: list[str]) -> pd.DataFrame:
+    """The packets table without rows (its columns and types all the same)."""
+    empty = CaptureAnalyzer(keep_packets=True)
+    empty._parts.append({k: np.zeros(0, dtype=t) for k, t in _PART_TYPES.items()})
+    return empty.packets_frame(apps)
+
+
+def _text(values: np.ndarray) -> pd.Series:
+    """A text column in pandas' string dtype, missing values included (NaN)."""
+    return pd.Series(values, dtype="str")
+
+
+def _categories(values: np.ndarray) -> pd.Categorical:
+    """A column of few distinct strings (kinds, protocols) as a categorical."""
+    return pd.Categorical(values)
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector: a read makes millions of long-lived objects that
+    hold no cycles (rows, tuples, strings), and each full collection would walk them all
+    again. Reference counting still frees garbage at once; the collector resumes after."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def iter_packets(
+    source: str | Path | BinaryIO, *, chunk_size: int = DEFAULT_CHUNK
+) -> Iterator[PacketBatch]:
+    """Decoded batches of a capture, streamed (each batch is a chunk of ``chunk_size`` bytes;
+    ``batch.frame()`` gives it as a DataFrame)."""
+    if isinstance(source, (str, Path)):
+        with open(source, "rb") as fh:
+            yield from iter_packets(fh, chunk_size=chunk_size)
+        return
+    reader = CaptureReader(source, chunk_size=chunk_size)
+    decoder = Decoder()
+    for rb in reader:
+        yield decoder.decode(rb)
+
+
+def read_capture(
+    source: str | Path | BinaryIO,
+    *,
+    keep_packets: bool = True,
+    chunk_size: int = DEFAULT_CHUNK,
+    udp_timeout: float = UDP_TIMEOUT,
+    workers: int | None = None,
+) -> CaptureResult:
+    """Read a pcap or pcapng capture: its packets, flows, DNS and names.
+
+    Raises :class:`~auditor.packets.pcapfile.PcapError` when the input is not a capture.
+    With ``keep_packets=False`` the per-packet table is not built and memory stays bounded
+    by the chunk size and the number of flows. ``workers``: 1 parses names in a worker
+    process, 0 in this one; None (the default) uses a worker for files of 64 MiB or more when
+    more than one core is available.
+
+    >>> r = read_capture("capture.pcap")            # doctest: +SKIP
+    >>> r.flows[[SERVER_IP, NAME, NAME_EVIDENCE]]    # doctest: +SKIP
+    """
+    if isinstance(source, (str, Path)):
+        with open(source, "rb") as fh:
+            result = read_capture(
+                fh,
+                keep_packets=keep_packets,
+                chunk_size=chunk_size,
+                udp_timeout=udp_timeout,
+                workers=workers,
+            )
+        return dataclasses.replace(result, source=str(source))
+    reader = CaptureReader(source, chunk_size=chunk_size)
+    decoder = Decoder()
+    worker = _worker_wanted(source, workers)
+    analyzer = CaptureAnalyzer(keep_packets=keep_packets, udp_timeout=udp_timeout, worker=worker)
+    try:
+        with _gc_paused():
+            for rb in reader:
+                analyzer.feed(decoder.decode(rb))
+                del rb  # lets the reader reuse its buffer for the next chunk
+            flows, dns, names = analyzer.finish()
+    finally:
+        analyzer.close()
+    flows[APP] = D.app_names(flows[APP].to_numpy(np.int32), decoder.apps)
+    packets = analyzer.packets_frame(decoder.apps) if keep_packets else _no_packets(decoder.apps)
+    warnings = Counter(reader.warnings)
+    warnings.update(analyzer.warnings)
+    log.debug(
+        "%s: %d packets, %d flows, %d DNS rows (name worker: %s); warnings %s",
+        getattr(source, "name", "<stream>"),
+        reader.packets,
+        len(flows),
+        len(dns),
+        worker,
+        dict(warnings),
+    )
+    counts = Counter(analyzer.counts)
+    counts["packets"] = reader.packets
+    counts["flows"] = len(flows)
+    return CaptureResult(
+        source=getattr(source, "name", "<stream>"),
+        format=reader.format,
+        packets=packets,
+        flows=flows,
+        dns=dns,
+        names=names,
+        warnings=+warnings,
+        counts=+counts,
+        link_types=reader.link_types,
+        comments=tuple(reader.comments),
+        interfaces=tuple(reader.interfaces),
+        apps=tuple(decoder.apps),
+    )

@@ -1,0 +1,1271 @@
+"""The names a packet can carry, parsed from payload bytes.
+
+- **DNS** (RFC 1035) messages, over UDP or TCP (without the TCP length prefix): questions and
+  the answer section, with A, AAAA, CNAME, PTR, NS and HTTPS/SVCB (RFC 9460: target name and
+  the ``ipv4hint``/``ipv6hint`` parameters) decoded.
+- **TLS ClientHello** (RFC 8446): SNI and ALPN, from the handshake bytes or from a stream of
+  TLS records (a ClientHello may span several records and several TCP segments).
+- **QUIC Initial** (RFC 9000, RFC 9001, RFC 9369): initial secrets derived from the client's
+  Destination Connection ID with the version's salt, header protection removed (AES-128-ECB),
+  payload decrypted (AES-128-GCM), CRYPTO frames collected; :class:`CryptoStream` puts a
+  ClientHello split over several frames and packets back together by offset.
+- **HTTP/1** request line and ``Host`` header.
+
+Each parser takes bytes and gives a frozen record, or raises :class:`MalformedError`. None of
+them knows where the bytes came from; :mod:`auditor.packets.flows` feeds them.
+"""
+
+from __future__ import annotations
+
+import gc
+import pickle
+import socket
+import struct
+import sys
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import IO, Final
+
+import numpy as np
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes, hmac
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
+
+MAX_HANDSHAKE: Final = 64 * 1024  # reassembly cap for one ClientHello
+
+
+class MalformedError(ValueError):
+    """The bytes are not (or not entirely) what the parser expected."""
+
+
+# --------------------------------------------------------------------------------------- DNS
+
+DNS_TYPES: Final[dict[int, str]] = {
+    1: "A",
+    2: "NS",
+    5: "CNAME",
+    6: "SOA",
+    12: "PTR",
+    13: "HINFO",
+    15: "MX",
+    16: "TXT",
+    28: "AAAA",
+    33: "SRV",
+    35: "NAPTR",
+    41: "OPT",
+    43: "DS",
+    46: "RRSIG",
+    47: "NSEC",
+    48: "DNSKEY",
+    50: "NSEC3",
+    52: "TLSA",
+    64: "SVCB",
+    65: "HTTPS",
+    99: "SPF",
+    255: "ANY",
+    257: "CAA",
+}
+DNS_RCODES: Final[dict[int, str]] = {
+    0: "NOERROR",
+    1: "FORMERR",
+    2: "SERVFAIL",
+    3: "NXDOMAIN",
+    4: "NOTIMP",
+    5: "REFUSED",
+}
+TYPE_A: Final = 1
+TYPE_AAAA: Final = 28
+TYPE_CNAME: Final = 5
+TYPE_SVCB: Final = 64
+TYPE_HTTPS: Final = 65
+_NAME_TARGET_TYPES: Final = frozenset({2, 5, 12})  # NS, CNAME, PTR
+_SVC_IPV4HINT: Final = 4
+_SVC_IPV6HINT: Final = 6
+_MAX_RECORDS: Final = 512
+_H = struct.Struct("!HHHHHH")
+_RR = struct.Struct("!HHIH")
+
+
+def dns_type_name(rtype: int) -> str:
+    name = DNS_TYPES.get(rtype)
+    return name if name is not None else f"TYPE{rtype}"
+
+
+@dataclass(frozen=True, slots=True)
+class DnsResource:
+    """One resource record of an answer section.
+
+    ``value`` is the address (A, AAAA), the target name (CNAME, PTR, NS, HTTPS, SVCB) or
+    ``None`` for types not decoded; ``hints`` are the HTTPS/SVCB ``ipv4hint``/``ipv6hint``
+    addresses."""
+
+    name: str
+    rtype: int
+    ttl: int
+    value: str | None
+    hints: tuple[str, ...] = ()
+
+    def __reduce__(
+        self,
+    ) -> tuple[type[DnsResource], tuple[str, int, int, str | None, tuple[str, ...]]]:
+        # pickled as its fields: several times faster than the default for slotted classes
+        return (DnsResource, (self.name, self.rtype, self.ttl, self.value, self.hints))
+
+
+@dataclass(frozen=True, slots=True)
+class DnsMessage:
+    """A DNS message. ``truncated`` is set when the bytes ended before the sections did (a
+    packet cut by the capture's snap length); what came before the cut is kept."""
+
+    id: int
+    response: bool
+    opcode: int
+    rcode: int
+    questions: tuple[tuple[str, int], ...]
+    answers: tuple[DnsResource, ...]
+    truncated: bool = False
+
+
+# Bytes a label may show as they are; any other byte is written as \\DDD (RFC 4343 style).
+_PLAIN = bytes(b for b in range(0x21, 0x7F) if b not in (0x2E, 0x5C))
+
+
+def _label_text(raw: bytes | bytearray) -> str:
+    return "".join(chr(b) if b in _PLAIN else f"\\{b:03d}" for b in raw)
+
+
+def read_name(
+    msg: bytes | bytearray, pos: int, seen: dict[int, str] | None = None
+) -> tuple[str, int]:
+    """The domain name at ``pos`` (following compression pointers) and the offset after it.
+    ``seen`` maps offsets of names already read in this message to their text."""
+    if seen is not None and pos + 1 < len(msg) and msg[pos] >= 0xC0:
+        known = seen.get(((msg[pos] & 0x3F) << 8) | msg[pos + 1])
+        if known is not None:
+            return known, pos + 2
+    start = pos
+    labels: list[bytes | bytearray] = []
+    end = -1
+    jumps = 0
+    total = 0
+    n = len(msg)
+    while True:
+        if pos >= n:
+            raise MalformedError("name runs past the message")
+        length = msg[pos]
+        if length == 0:
+            pos += 1
+            break
+        if length < 0x40:
+            pos += 1
+            if pos + length > n:
+                raise MalformedError("label runs past the message")
+            total += length + 1
+            if total > 255:
+                raise MalformedError("name longer than 255 bytes")
+            labels.append(msg[pos : pos + length])
+            pos += length
+            continue
+        if length < 0xC0:
+            raise MalformedError(f"unsupported label type 0x{length:02x}")
+        if pos + 1 >= n:
+            raise MalformedError("truncated compression pointer")
+        if end < 0:
+            end = pos + 2
+        jumps += 1
+        if jumps > 64:
+            raise MalformedError("compression pointer loop")
+        pos = ((length & 0x3F) << 8) | msg[pos + 1]
+    if b"".join(labels).translate(None, _PLAIN):
+        text = ".".join(_label_text(x) for x in labels)
+    else:
+        text = b".".join(labels).decode("ascii")
+    if seen is not None:
+        seen[start] = text
+    return text, (end if end >= 0 else pos)
+
+
+def _ntop4(b: bytes | bytearray) -> str:
+    return socket.inet_ntop(socket.AF_INET, bytes(b))
+
+
+def _ntop6(b: bytes | bytearray) -> str:
+    return socket.inet_ntop(socket.AF_INET6, bytes(b))
+
+
+def _svcb(msg: bytes | bytearray, pos: int, end: int) -> tuple[str, tuple[str, ...]]:
+    if end - pos < 3:
+        raise MalformedError("short SVCB record")
+    target, pos = read_name(msg, pos + 2)
+    hints: list[str] = []
+    while pos + 4 <= end:
+        key, length = struct.unpack_from("!HH", msg, pos)
+        pos += 4
+        value = msg[pos : pos + length]
+        if pos + length > end:
+            raise MalformedError("SVCB parameter runs past the record")
+        pos += length
+        if key == _SVC_IPV4HINT:
+            hints.extend(_ntop4(value[i : i + 4]) for i in range(0, length - 3, 4))
+        elif key == _SVC_IPV6HINT:
+            hints.extend(_ntop6(value[i : i + 16]) for i in range(0, length - 15, 16))
+    return target, tuple(hints)
+
+
+def parse_dns(msg: bytes | bytearray) -> DnsMessage:
+    """The header, questions and answer section of one DNS message."""
+    if len(msg) < 12:
+        raise MalformedError("DNS message shorter than its header")
+    ident, flags, qd, an, _ns, _ar = _H.unpack_from(msg, 0)
+    if qd > _MAX_RECORDS or an > _MAX_RECORDS:
+        raise MalformedError("implausible DNS section counts")
+    pos = 12
+    questions: list[tuple[str, int]] = []
+    answers: list[DnsResource] = []
+    truncated = False
+    seen: dict[int, str] = {}
+    try:
+        for _ in range(qd):
+            name, pos = read_name(msg, pos, seen)
+            if pos + 4 > len(msg):
+                raise MalformedError("question runs past the message")
+            questions.append((name, (msg[pos] << 8) | msg[pos + 1]))
+            pos += 4
+        for _ in range(an):
+            name, pos = read_name(msg, pos, seen)
+            if pos + 10 > len(msg):
+                raise MalformedError("record header runs past the message")
+            rtype, _cls, ttl, rdlen = _RR.unpack_from(msg, pos)
+            pos += 10
+            end = pos + rdlen
+            if end > len(msg):
+                raise MalformedError("record data runs past the message")
+            value: str | None = None
+            hints: tuple[str, ...] = ()
+            if rtype == TYPE_A and rdlen == 4:
+                value = _ntop4(msg[pos:end])
+            elif rtype == TYPE_AAAA and rdlen == 16:
+                value = _ntop6(msg[pos:end])
+            elif rtype in _NAME_TARGET_TYPES:
+                value = read_name(msg, pos, seen)[0]
+            elif rtype in (TYPE_HTTPS, TYPE_SVCB):
+                value, hints = _svcb(msg, pos, end)
+            answers.append(DnsResource(name, rtype, ttl, value, hints))
+            pos = end
+    except MalformedError:
+        if not questions and not answers:
+            raise
+        truncated = True
+    return DnsMessage(
+        id=ident,
+        response=bool(flags & 0x8000),
+        opcode=(flags >> 11) & 0xF,
+        rcode=flags & 0xF,
+        questions=tuple(questions),
+        answers=tuple(answers),
+        truncated=truncated,
+    )
+
+
+def split_tcp_dns(stream: bytes | bytearray) -> tuple[list[bytes], int]:
+    """The complete length-prefixed DNS messages at the start of a TCP stream (RFC 7766) and
+    how many bytes they used."""
+    out: list[bytes] = []
+    pos = 0
+    while pos + 2 <= len(stream):
+        length = (stream[pos] << 8) | stream[pos + 1]
+        if pos + 2 + length > len(stream):
+            break
+        out.append(bytes(stream[pos + 2 : pos + 2 + length]))
+        pos += 2 + length
+    return out, pos
+
+
+# --------------------------------------------------------------------------------------- TLS
+
+HANDSHAKE: Final = 0x16
+CLIENT_HELLO: Final = 1
+_EXT_SNI: Final = 0
+_EXT_ALPN: Final = 16
+
+
+@dataclass(frozen=True, slots=True)
+class ClientHello:
+    """What a TLS ClientHello says about where it goes."""
+
+    sni: str | None
+    alpn: tuple[str, ...]
+    legacy_version: int
+
+
+def client_hello_length(handshake: bytes | bytearray) -> int | None:
+    """The full length (header included) of the ClientHello that ``handshake`` starts with, or
+    None when fewer than 4 bytes are there."""
+    if len(handshake) < 4:
+        return None
+    if handshake[0] != CLIENT_HELLO:
+        raise MalformedError(f"handshake type {handshake[0]} is not a ClientHello")
+    return 4 + ((handshake[1] << 16) | (handshake[2] << 8) | handshake[3])
+
+
+def parse_client_hello(handshake: bytes | bytearray) -> ClientHello:
+    """SNI and ALPN of a complete ClientHello handshake message (type, length, body)."""
+    total = client_hello_length(handshake)
+    if total is None or total > len(handshake):
+        raise MalformedError("incomplete ClientHello")
+    b = bytes(handshake[:total])
+    if total < 4 + 2 + 32 + 1:
+        raise MalformedError("ClientHello too short")
+    version = (b[4] << 8) | b[5]
+    pos = 4 + 2 + 32
+    pos += 1 + b[pos]  # legacy_session_id
+    if pos + 2 > total:
+        raise MalformedError("ClientHello ends in the session id")
+    pos += 2 + ((b[pos] << 8) | b[pos + 1])  # cipher_suites
+    if pos + 1 > total:
+        raise MalformedError("ClientHello ends in the cipher suites")
+    pos += 1 + b[pos]  # legacy_compression_methods
+    sni: str | None = None
+    alpn: tuple[str, ...] = ()
+    if pos == total:
+        return ClientHello(None, (), version)  # no extensions at all
+    if pos + 2 > total:
+        raise MalformedError("ClientHello ends in the compression methods")
+    ext_end = pos + 2 + ((b[pos] << 8) | b[pos + 1])
+    if ext_end > total:
+        raise MalformedError("extensions run past the ClientHello")
+    pos += 2
+    while pos + 4 <= ext_end:
+        etype = (b[pos] << 8) | b[pos + 1]
+        elen = (b[pos + 2] << 8) | b[pos + 3]
+        pos += 4
+        if pos + elen > ext_end:
+            raise MalformedError("extension runs past the extensions")
+        if etype == _EXT_SNI and sni is None:
+            sni = _sni(b[pos : pos + elen])
+        elif etype == _EXT_ALPN and not alpn:
+            alpn = _alpn(b[pos : pos + elen])
+        pos += elen
+    return ClientHello(sni, alpn, version)
+
+
+def _sni(ext: bytes) -> str | None:
+    if len(ext) < 2:
+        raise MalformedError("short server_name extension")
+    end = min(len(ext), 2 + ((ext[0] << 8) | ext[1]))
+    pos = 2
+    while pos + 3 <= end:
+        kind = ext[pos]
+        length = (ext[pos + 1] << 8) | ext[pos + 2]
+        pos += 3
+        if pos + length > end:
+            raise MalformedError("server name runs past the extension")
+        if kind == 0:
+            return ext[pos : pos + length].decode("utf-8", "backslashreplace")
+        pos += length
+    return None
+
+
+def _alpn(ext: bytes) -> tuple[str, ...]:
+    if len(ext) < 2:
+        raise MalformedError("short ALPN extension")
+    end = min(len(ext), 2 + ((ext[0] << 8) | ext[1]))
+    pos = 2
+    out: list[str] = []
+    while pos < end:
+        length = ext[pos]
+        pos += 1
+        if pos + length > end:
+            raise MalformedError("ALPN protocol runs past the extension")
+        out.append(ext[pos : pos + length].decode("ascii", "backslashreplace"))
+        pos += length
+    return tuple(out)
+
+
+def looks_like_client_hello_record(payload: bytes | bytearray) -> bool:
+    """The payload starts a TLS handshake record whose first message is a ClientHello."""
+    return (
+        len(payload) >= 6
+        and payload[0] == HANDSHAKE
+        and payload[1] == 3
+        and payload[5] == CLIENT_HELLO
+    )
+
+
+def client_hello_from_records(stream: bytes | bytearray) -> ClientHello | None:
+    """The ClientHello carried by the TLS records at the start of ``stream``; None while more
+    bytes are needed. A ClientHello may span several records (RFC 8446 5.1)."""
+    handshake = bytearray()
+    pos = 0
+    need: int | None = None
+    while pos + 5 <= len(stream):
+        if stream[pos] != HANDSHAKE or stream[pos + 1] != 3:
+            raise MalformedError("not a TLS handshake record")
+        length = (stream[pos + 3] << 8) | stream[pos + 4]
+        if length == 0 or length > 16384 + 2048:
+            raise MalformedError(f"TLS record length {length}")
+        pos += 5
+        handshake += stream[pos : pos + length]
+        pos += length
+        if need is None:
+            need = client_hello_length(handshake)
+        if need is not None:
+            if need > MAX_HANDSHAKE:
+                raise MalformedError("ClientHello larger than the reassembly cap")
+            if len(handshake) >= need:
+                return parse_client_hello(handshake)
+    return None
+
+
+# -------------------------------------------------------------------------------------- QUIC
+
+QUIC_V1: Final = 0x00000001
+QUIC_V2: Final = 0x6B3343CF
+_SALTS: Final[dict[int, bytes]] = {
+    QUIC_V1: bytes.fromhex("38762cf7f55934b34d179ae6a4c80cadccbb7f0a"),  # RFC 9001 5.2
+    QUIC_V2: bytes.fromhex("0dede3def700a6db819381be6e269dcbf9bd2ed9"),  # RFC 9369 3.3.1
+}
+_LABELS: Final[dict[int, tuple[bytes, bytes, bytes]]] = {
+    QUIC_V1: (b"quic key", b"quic iv", b"quic hp"),
+    QUIC_V2: (b"quicv2 key", b"quicv2 iv", b"quicv2 hp"),  # RFC 9369 3.3.2
+}
+# Long-header packet type bits of an Initial: 0b00 in v1, 0b01 in v2 (RFC 9369 3.2).
+INITIAL_TYPE: Final[dict[int, int]] = {QUIC_V1: 0, QUIC_V2: 1}
+SUPPORTED_VERSIONS: Final = frozenset(_SALTS)
+_FRAME_PADDING: Final = 0x00
+_FRAME_PING: Final = 0x01
+_FRAME_ACK: Final = 0x02
+_FRAME_ACK_ECN: Final = 0x03
+_FRAME_CRYPTO: Final = 0x06
+_FRAME_CLOSE: Final = 0x1C
+
+
+def read_varint(b: bytes | bytearray, pos: int) -> tuple[int, int]:
+    """A QUIC variable-length integer (RFC 9000 16) and the offset after it."""
+    if pos >= len(b):
+        raise MalformedError("varint runs past the data")
+    first = b[pos]
+    size = 1 << (first >> 6)
+    if pos + size > len(b):
+        raise MalformedError("varint runs past the data")
+    value = first & 0x3F
+    for i in range(1, size):
+        value = (value << 8) | b[pos + i]
+    return value, pos + size
+
+
+def encode_varint(value: int) -> bytes:
+    if value < 0x40:
+        return bytes([value])
+    if value < 0x4000:
+        return (value | 0x4000).to_bytes(2, "big")
+    if value < 0x40000000:
+        return (value | 0x80000000).to_bytes(4, "big")
+    return (value | 0xC000000000000000).to_bytes(8, "big")
+
+
+def _hkdf_expand_label(secret: bytes, label: bytes, length: int) -> bytes:
+    full = b"tls13 " + label
+    info = length.to_bytes(2, "big") + bytes([len(full)]) + full + b"\x00"
+    return HKDFExpand(algorithm=hashes.SHA256(), length=length, info=info).derive(secret)
+
+
+@dataclass(frozen=True, slots=True)
+class InitialKeys:
+    """The packet protection keys of one direction of a QUIC connection's Initial space."""
+
+    version: int
+    secret: bytes
+    key: bytes
+    iv: bytes
+    hp: bytes
+
+
+def initial_keys(dcid: bytes, version: int, *, server: bool = False) -> InitialKeys:
+    """RFC 9001 5.2 (v1) / RFC 9369 3.3 (v2): initial_secret = HKDF-Extract(salt, DCID), then
+    the client's (or server's) secret, key, iv and header protection key."""
+    salt = _SALTS.get(version)
+    if salt is None:
+        raise MalformedError(f"no initial salt for QUIC version 0x{version:08x}")
+    h = hmac.HMAC(salt, hashes.SHA256())
+    h.update(dcid)
+    initial_secret = h.finalize()
+    secret = _hkdf_expand_label(initial_secret, b"server in" if server else b"client in", 32)
+    key_label, iv_label, hp_label = _LABELS[version]
+    return InitialKeys(
+        version=version,
+        secret=secret,
+        key=_hkdf_expand_label(secret, key_label, 16),
+        iv=_hkdf_expand_label(secret, iv_label, 12),
+        hp=_hkdf_expand_label(secret, hp_label, 16),
+    )
+
+
+class InitialProtection:
+    """The ciphers for one set of :class:`InitialKeys`, made once and reused per packet."""
+
+    __slots__ = ("_aead", "_hp", "keys")
+
+    def __init__(self, keys: InitialKeys) -> None:
+        self.keys = keys
+        self._aead = AESGCM(keys.key)
+        self._hp = Cipher(algorithms.AES(keys.hp), modes.ECB()).encryptor()  # noqa: S305
+
+    def mask(self, sample: bytes) -> bytes:
+        return self._hp.update(sample)
+
+    def nonce(self, packet_number: int) -> bytes:
+        pn = packet_number.to_bytes(12, "big")
+        return bytes(a ^ b for a, b in zip(self.keys.iv, pn, strict=True))
+
+    def open(self, packet_number: int, header: bytes, ciphertext: bytes) -> bytes:
+        return self._aead.decrypt(self.nonce(packet_number), ciphertext, header)
+
+    def seal(self, packet_number: int, header: bytes, plaintext: bytes) -> bytes:
+        return self._aead.encrypt(self.nonce(packet_number), plaintext, header)
+
+
+@lru_cache(maxsize=4096)
+def initial_protection(dcid: bytes, version: int, server: bool = False) -> InitialProtection:
+    return InitialProtection(initial_keys(dcid, version, server=server))
+
+
+@dataclass(frozen=True, slots=True)
+class LongHeader:
+    """The cleartext part of a QUIC long header (RFC 9000 17.2)."""
+
+    start: int  # offset of the first byte in the datagram
+    first: int
+    version: int
+    dcid: bytes
+    scid: bytes
+    packet_type: int
+    token: bytes
+    pn_offset: int  # from the start of the datagram
+    end: int  # first byte after this packet (coalesced packets follow)
+
+
+def parse_long_header(datagram: bytes | bytearray, offset: int = 0) -> LongHeader:
+    """The long header of the packet at ``offset``; Initial, 0-RTT and Handshake packets carry
+    a length, so ``end`` says where a coalesced packet would start."""
+    b = datagram
+    if offset + 7 > len(b):
+        raise MalformedError("short QUIC long header")
+    first = b[offset]
+    if first & 0x80 == 0:
+        raise MalformedError("not a QUIC long header")
+    version = int.from_bytes(b[offset + 1 : offset + 5], "big")
+    pos = offset + 5
+    dcid_len = b[pos]
+    if dcid_len > 20:
+        raise MalformedError("connection id longer than 20 bytes")
+    dcid = bytes(b[pos + 1 : pos + 1 + dcid_len])
+    pos += 1 + dcid_len
+    if pos >= len(b):
+        raise MalformedError("QUIC header ends in the connection ids")
+    scid_len = b[pos]
+    if scid_len > 20:
+        raise MalformedError("connection id longer than 20 bytes")
+    scid = bytes(b[pos + 1 : pos + 1 + scid_len])
+    pos += 1 + scid_len
+    if pos > len(b) or len(dcid) != dcid_len or len(scid) != scid_len:
+        raise MalformedError("QUIC header ends in the connection ids")
+    packet_type = (first >> 4) & 0x3
+    token = b""
+    if version in INITIAL_TYPE and packet_type == INITIAL_TYPE[version]:
+        token_len, pos = read_varint(b, pos)
+        token = bytes(b[pos : pos + token_len])
+        pos += token_len
+    length, pos = read_varint(b, pos)
+    end = pos + length
+    if end > len(b):
+        raise MalformedError("QUIC packet length runs past the datagram")
+    return LongHeader(offset, first, version, dcid, scid, packet_type, token, pos, end)
+
+
+def is_initial(header: LongHeader) -> bool:
+    return INITIAL_TYPE.get(header.version, -1) == header.packet_type
+
+
+@dataclass(frozen=True, slots=True)
+class QuicInitial:
+    """A decrypted Initial packet."""
+
+    header: LongHeader
+    packet_number: int
+    payload: bytes
+
+
+def open_initial(
+    datagram: bytes | bytearray, header: LongHeader, protection: InitialProtection
+) -> QuicInitial:
+    """Remove header protection and decrypt one Initial packet (RFC 9001 5.3, 5.4)."""
+    pn_offset = header.pn_offset
+    if pn_offset + 4 + 16 > header.end:
+        raise MalformedError("Initial packet too short to sample")
+    mask = protection.mask(bytes(datagram[pn_offset + 4 : pn_offset + 20]))
+    first = header.first ^ (mask[0] & 0x0F)
+    pn_len = (first & 0x03) + 1
+    pn_bytes = bytes(
+        x ^ m
+        for x, m in zip(datagram[pn_offset : pn_offset + pn_len], mask[1 : 1 + pn_len], strict=True)
+    )
+    packet_number = int.from_bytes(pn_bytes, "big")
+    clear_header = bytes([first]) + bytes(datagram[header.start + 1 : pn_offset]) + pn_bytes
+    try:
+        payload = protection.open(
+            packet_number, clear_header, bytes(datagram[pn_offset + pn_len : header.end])
+        )
+    except InvalidTag:
+        raise MalformedError("Initial packet does not decrypt with these keys") from None
+    return QuicInitial(header, packet_number, payload)
+
+
+def crypto_frames(payload: bytes) -> list[tuple[int, bytes]]:
+    """The CRYPTO frames of a decrypted Initial payload, as (offset, data); PADDING, PING, ACK
+    and CONNECTION_CLOSE are skipped, any other frame type ends the walk (not allowed in an
+    Initial packet, RFC 9000 12.4)."""
+    out: list[tuple[int, bytes]] = []
+    pos = 0
+    n = len(payload)
+    while pos < n:
+        ftype = payload[pos]
+        if ftype == _FRAME_PADDING:
+            pos = n - len(payload[pos:].lstrip(b"\x00"))
+            continue
+        pos += 1
+        if ftype == _FRAME_PING:
+            continue
+        if ftype in (_FRAME_ACK, _FRAME_ACK_ECN):
+            _, pos = read_varint(payload, pos)  # largest acknowledged
+            _, pos = read_varint(payload, pos)  # delay
+            count, pos = read_varint(payload, pos)
+            _, pos = read_varint(payload, pos)  # first range
+            for _ in range(count):
+                _, pos = read_varint(payload, pos)
+                _, pos = read_varint(payload, pos)
+            if ftype == _FRAME_ACK_ECN:
+                for _ in range(3):
+                    _, pos = read_varint(payload, pos)
+            continue
+        if ftype == _FRAME_CRYPTO:
+            offset, pos = read_varint(payload, pos)
+            length, pos = read_varint(payload, pos)
+            if pos + length > n:
+                raise MalformedError("CRYPTO frame runs past the packet")
+            out.append((offset, payload[pos : pos + length]))
+            pos += length
+            continue
+        if ftype == _FRAME_CLOSE:
+            _, pos = read_varint(payload, pos)
+            _, pos = read_varint(payload, pos)
+            length, pos = read_varint(payload, pos)
+            pos += length
+            continue
+        break
+    return out
+
+
+class CryptoStream:
+    """The Initial CRYPTO stream of one QUIC connection, reassembled by offset."""
+
+    __slots__ = ("_chunks", "_data")
+
+    def __init__(self) -> None:
+        self._data = bytearray()
+        self._chunks: dict[int, bytes] = {}
+
+    def add(self, offset: int, data: bytes) -> None:
+        if offset + len(data) > MAX_HANDSHAKE:
+            raise MalformedError("CRYPTO data beyond the reassembly cap")
+        if offset <= len(self._data):
+            self._extend(offset, data)
+            self._drain()
+        elif len(self._chunks) < 256:
+            old = self._chunks.get(offset, b"")
+            if len(data) > len(old):
+                self._chunks[offset] = data
+
+    def _extend(self, offset: int, data: bytes) -> None:
+        have = len(self._data)
+        if offset + len(data) > have:
+            self._data += data[have - offset :]
+
+    def _drain(self) -> None:
+        progress = True
+        while progress and self._chunks:
+            progress = False
+            for off in sorted(self._chunks):
+                if off <= len(self._data):
+                    self._extend(off, self._chunks.pop(off))
+                    progress = True
+
+    def client_hello(self) -> ClientHello | None:
+        """The ClientHello once all of it has arrived."""
+        need = client_hello_length(self._data)
+        if need is None or len(self._data) < need:
+            return None
+        return parse_client_hello(self._data)
+
+
+def seal_initial(
+    dcid: bytes,
+    scid: bytes,
+    version: int,
+    packet_number: int,
+    frames: bytes,
+    *,
+    token: bytes = b"",
+    pad_to: int = 1200,
+    dcid_for_keys: bytes | None = None,
+    pn_len: int = 4,
+) -> bytes:
+    """A protected client Initial packet (the inverse of :func:`open_initial`): PADDING frames
+    bring the datagram to ``pad_to`` bytes. Keys come from ``dcid_for_keys`` (the DCID of the
+    client's first Initial) or ``dcid``."""
+    protection = initial_protection(dcid_for_keys or dcid, version)
+    first = 0xC0 | (INITIAL_TYPE[version] << 4) | (pn_len - 1)
+    head = (
+        bytes([first])
+        + version.to_bytes(4, "big")
+        + bytes([len(dcid)])
+        + dcid
+        + bytes([len(scid)])
+        + scid
+        + encode_varint(len(token))
+        + token
+    )
+    fixed = len(head) + 2 + pn_len + 16  # 2-byte length varint, tag
+    payload = frames + b"\x00" * max(0, pad_to - fixed - len(frames))
+    length = pn_len + len(payload) + 16
+    if length >= 0x4000:
+        raise ValueError("Initial too long for a 2-byte length")
+    pn_bytes = (packet_number & ((1 << (8 * pn_len)) - 1)).to_bytes(pn_len, "big")
+    header = head + (length | 0x4000).to_bytes(2, "big") + pn_bytes
+    sealed = protection.seal(packet_number, header, payload)
+    pn_offset = len(header) - pn_len
+    sample = sealed[4 - pn_len : 20 - pn_len]
+    mask = protection.mask(sample)
+    protected = bytearray(header)
+    protected[0] ^= mask[0] & 0x0F
+    for i in range(pn_len):
+        protected[pn_offset + i] ^= mask[1 + i]
+    return bytes(protected) + sealed
+
+
+def crypto_frame(offset: int, data: bytes) -> bytes:
+    return b"\x06" + encode_varint(offset) + encode_varint(len(data)) + data
+
+
+# ------------------------------------------------------------------------------------ HTTP/1
+
+HTTP_METHODS: Final = (
+    b"GET",
+    b"POST",
+    b"HEAD",
+    b"PUT",
+    b"DELETE",
+    b"OPTIONS",
+    b"CONNECT",
+    b"PATCH",
+    b"TRACE",
+)
+_MAX_HEAD: Final = 16384
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRequest:
+    """An HTTP/1 request head: ``host`` is the ``Host`` header as sent (port included),
+    ``authority`` the host the request goes to (Host, else the target of CONNECT or of an
+    absolute-form request), lower-cased and without port."""
+
+    method: str
+    target: str
+    version: str
+    host: str | None
+    authority: str | None
+
+
+def parse_http_request(payload: bytes | bytearray) -> HttpRequest:
+    """The request line and Host header of an HTTP/1 request that ``payload`` starts with."""
+    head = bytes(payload[:_MAX_HEAD])
+    line_end = head.find(b"\r\n")
+    line = head if line_end < 0 else head[:line_end]
+    parts = line.split(b" ")
+    if len(parts) != 3 or parts[0] not in HTTP_METHODS or not parts[2].startswith(b"HTTP/1."):
+        raise MalformedError("not an HTTP/1 request line")
+    method, target, version = (p.decode("latin-1") for p in parts)
+    host: str | None = None
+    if line_end >= 0:
+        block_end = head.find(b"\r\n\r\n", line_end)
+        block = head[line_end + 2 : block_end if block_end >= 0 else len(head)]
+        for raw in block.split(b"\r\n"):
+            name, sep, value = raw.partition(b":")
+            if sep and name.strip().lower() == b"host":
+                host = value.strip().decode("latin-1")
+                break
+    return HttpRequest(method, target, version, host, _authority(method, target, host))
+
+
+def _authority(method: str, target: str, host: str | None) -> str | None:
+    raw = host
+    if not raw:
+        if method == "CONNECT":
+            raw = target
+        elif "://" in target:
+            raw = target.split("://", 1)[1].split("/", 1)[0].rsplit("@", 1)[-1]
+    if not raw:
+        return None
+    return strip_port(raw).lower()
+
+
+def strip_port(hostport: str) -> str:
+    """``example.org:8080`` → ``example.org``; ``[2001:db8::1]:443`` → ``2001:db8::1``."""
+    if hostport.startswith("["):
+        end = hostport.find("]")
+        return hostport[1:end] if end > 0 else hostport
+    if hostport.count(":") == 1:
+        return hostport.split(":", 1)[0]
+    return hostport
+
+
+# ------------------------------------------------------------------------------ collection
+#
+# The per-flow side: which packets of a flow make a ClientHello, which side is the client, what
+# DNS taught about addresses. A NameCollector consumes NameJobs (the packets of one batch that
+# may carry a name) and runs in the reading process or in a worker process: it needs no pandas.
+
+KIND_DNS: Final = 1
+KIND_TLS: Final = 2  # a TCP payload that starts a ClientHello record
+KIND_TLS_MORE: Final = 3  # a later segment of a flow whose ClientHello did not fit in one
+KIND_QUIC: Final = 4
+KIND_HTTP: Final = 5
+NAME_SNI: Final = "sni"
+NAME_ALPN: Final = "alpn"
+NAME_QUIC_SNI: Final = "quic_sni"
+NAME_QUIC_ALPN: Final = "quic_alpn"
+NAME_HTTP_HOST: Final = "http_host"
+NAME_AUTHORITY: Final = "authority"  # the HTTP request's host, lower-case, without port
+DNS_PORTS: Final[dict[int, str]] = {53: "dns", 5353: "mdns", 5355: "llmnr"}
+STREAM_CAP: Final = MAX_HANDSHAKE + 4096
+
+
+def address_text(version: int, hi: int, lo: int) -> str:
+    """An address as text: dotted quad, or RFC 5952 (as tshark and ipaddress print it)."""
+    if version == 4:
+        return socket.inet_ntop(socket.AF_INET, lo.to_bytes(4, "big"))
+    if version == 6:
+        return socket.inet_ntop(socket.AF_INET6, ((hi << 64) | lo).to_bytes(16, "big"))
+    return ""
+
+
+@dataclass(frozen=True, eq=False)
+class NameJob:
+    """The packets of one batch that may carry a name, in file order: what each is (``kind``),
+    its flow and direction (0: sent by the flow's lower address:port), TCP sequence number,
+    timestamp and its payload (``blob[ends[i-1]:ends[i]]``). ``dns_first`` is the number of
+    DNS packets in earlier jobs: a DNS row refers to its packet by that count."""
+
+    kind: np.ndarray  # int8
+    flow: np.ndarray  # int64
+    direction: np.ndarray  # int8
+    seq: np.ndarray  # int64
+    ts: np.ndarray  # int64 ns
+    tcp: np.ndarray  # bool
+    ends: np.ndarray  # int64
+    blob: bytes
+    dns_first: int = 0
+
+    def __len__(self) -> int:
+        return int(self.kind.shape[0])
+
+
+# (DNS packet number, id, response, rcode, qname, qtype, answers); the packet's time, flow,
+# addresses and ports are the reading process's to add
+DnsRow = tuple[int, int, bool, int, str, int, "tuple[DnsResource, ...]"]
+DNS_ROW_FIELDS: Final = ("packet", "id", "response", "rcode", "qname", "qtype", "answers")
+
+
+@dataclass(frozen=True)
+class NameResult:
+    """What a :class:`NameCollector` learnt: names per flow (kind → values in order seen),
+    which side of a flow is the client (from payloads), one row per DNS question, and the
+    addresses DNS gave to names (``addr_names``: address → (time, name asked))."""
+
+    names: dict[int, dict[str, list[str]]]
+    hints: dict[int, int]
+    dns_columns: list[list[object]]  # the DnsRow fields, column by column (pickles faster)
+    name_addrs: dict[str, set[str]]
+    addr_names: dict[str, list[tuple[int, str]]]
+    warnings: dict[str, int]
+    counts: dict[str, int]
+
+
+class TcpStream:
+    """One direction of a TCP connection from a given sequence number on, put back in order
+    (retransmissions keep the first copy), up to :data:`STREAM_CAP` bytes."""
+
+    __slots__ = ("_later", "data", "isn", "overflow")
+
+    def __init__(self, isn: int) -> None:
+        self.isn = isn
+        self.data = bytearray()
+        self._later: dict[int, bytes] = {}
+        self.overflow = False
+
+    def add(self, seq: int, payload: bytes) -> None:
+        off = (seq - self.isn) & 0xFFFFFFFF
+        if off >= STREAM_CAP:
+            return  # before the start (wrapped) or beyond the cap
+        if off + len(payload) > STREAM_CAP:
+            self.overflow = True
+            payload = payload[: STREAM_CAP - off]
+        if off > len(self.data):
+            if len(self._later) < 64:
+                self._later[off] = payload
+            return
+        self._put(off, payload)
+        while self._later:
+            ready = [o for o in self._later if o <= len(self.data)]
+            if not ready:
+                break
+            for o in sorted(ready):
+                self._put(o, self._later.pop(o))
+
+    def _put(self, off: int, payload: bytes) -> None:
+        have = len(self.data)
+        if off + len(payload) > have:
+            self.data += payload[have - off :]
+
+
+@dataclass(slots=True)
+class _TlsWait:
+    direction: int
+    stream: TcpStream
+
+
+@dataclass(slots=True)
+class _QuicConn:
+    direction: int
+    protection: InitialProtection
+    crypto: CryptoStream
+    done: bool = False
+
+
+@dataclass(slots=True)
+class _DnsStream:
+    stream: TcpStream
+    used: int = 0
+
+
+class NameCollector:
+    """Runs the parsers of this module over :class:`NameJob` s, keeping per-flow state."""
+
+    def __init__(self) -> None:
+        self.names: dict[int, dict[str, list[str]]] = {}
+        self.hints: dict[int, int] = {}
+        self.dns_rows: list[DnsRow] = []
+        self.name_addrs: dict[str, set[str]] = {}
+        self.addr_names: dict[str, list[tuple[int, str]]] = {}
+        self.warnings: dict[str, int] = {}
+        self.counts: dict[str, int] = {}
+        self._tls: dict[int, _TlsWait] = {}  # ClientHellos being reassembled
+        self._tls_read: dict[int, int] = {}  # flow -> sequence number of the ClientHello read
+        self._quic: dict[int, _QuicConn] = {}
+        self._tcp_dns: dict[tuple[int, int], _DnsStream] = {}
+
+    def _warn(self, key: str) -> None:
+        self.warnings[key] = self.warnings.get(key, 0) + 1
+
+    def feed(self, job: NameJob) -> None:
+        if not len(job):
+            return
+        blob = job.blob
+        ends = job.ends.tolist()
+        starts = [0, *ends[:-1]]
+        flows = job.flow.tolist()
+        dirs = job.direction.tolist()
+        kinds = job.kind.tolist()
+        seqs = job.seq.tolist()
+        if KIND_DNS in kinds:
+            tcp = job.tcp.tolist()
+            times = job.ts.tolist()
+        dns = job.dns_first
+        for i, k in enumerate(kinds):
+            payload = blob[starts[i] : ends[i]]
+            if k == KIND_DNS:
+                if tcp[i]:
+                    self._dns_tcp(flows[i], dirs[i], seqs[i], payload, dns, times[i])
+                else:
+                    self._dns(flows[i], dirs[i], payload, dns, times[i])
+                dns += 1
+            elif k == KIND_TLS or k == KIND_TLS_MORE:
+                self._tls_segment(flows[i], dirs[i], seqs[i], payload, k == KIND_TLS)
+            elif k == KIND_QUIC:
+                self._quic_datagram(flows[i], dirs[i], payload)
+            elif k == KIND_HTTP:
+                self._http(flows[i], dirs[i], payload)
+
+    def result(self) -> NameResult:
+        if self._tls:
+            self.warnings["tls-clienthello-incomplete"] = self.warnings.get(
+                "tls-clienthello-incomplete", 0
+            ) + len(self._tls)
+            self._tls.clear()
+        undone = sum(1 for c in self._quic.values() if not c.done)
+        if undone:
+            self.warnings["quic-clienthello-incomplete"] = undone
+        columns = [list(c) for c in zip(*self.dns_rows, strict=True)] if self.dns_rows else []
+        return NameResult(
+            self.names,
+            self.hints,
+            columns,
+            self.name_addrs,
+            self.addr_names,
+            self.warnings,
+            self.counts,
+        )
+
+    def _add(self, f: int, kind: str, value: str) -> None:
+        values = self.names.setdefault(f, {}).setdefault(kind, [])
+        if value not in values:
+            values.append(value)
+
+    # ---------------------------------------------------------------------------------- TLS
+
+    def _tls_segment(self, f: int, d: int, seq: int, payload: bytes, starts: bool) -> None:
+        wait = self._tls.get(f)
+        if wait is None:
+            if not starts or self._tls_read.get(f) == seq:
+                return  # not a ClientHello, or a retransmission of one already read
+            if len(payload) >= 6 and not looks_like_client_hello_record(payload):
+                return
+            try:
+                hello = client_hello_from_records(payload)
+            except MalformedError:
+                self._warn("tls-clienthello-malformed")
+                return
+            if hello is not None:  # most ClientHellos fit in one segment
+                self._tls_read[f] = seq
+                self._hello(f, d, hello, NAME_SNI, NAME_ALPN)
+                return
+            wait = self._tls[f] = _TlsWait(d, TcpStream(seq))
+        elif d != wait.direction:
+            return
+        wait.stream.add(seq, payload)
+        try:
+            hello = client_hello_from_records(wait.stream.data)
+        except MalformedError:
+            self._warn("tls-clienthello-malformed")
+            self._tls_done(f, wait)
+            return
+        if hello is None:
+            if wait.stream.overflow:
+                self._warn("tls-clienthello-too-large")
+                self._tls_done(f, wait)
+            return
+        self._tls_done(f, wait)
+        self._hello(f, d, hello, NAME_SNI, NAME_ALPN)
+
+    def _tls_done(self, f: int, wait: _TlsWait) -> None:
+        self._tls_read[f] = wait.stream.isn
+        del self._tls[f]
+
+    def _hello(self, f: int, d: int, hello: ClientHello, sni: str, alpn: str) -> None:
+        self.hints.setdefault(f, d)
+        if hello.sni is not None:
+            self._add(f, sni, hello.sni)
+        if hello.alpn:
+            self._add(f, alpn, ",".join(hello.alpn))
+
+    # --------------------------------------------------------------------------------- QUIC
+
+    def _quic_datagram(self, f: int, d: int, datagram: bytes) -> None:
+        conn = self._quic.get(f)
+        if conn is not None and (conn.done or d != conn.direction):
+            return  # the server's Initials, or a ClientHello already read
+        pos = 0
+        while pos + 5 <= len(datagram) and datagram[pos] & 0x80:
+            version = int.from_bytes(datagram[pos + 1 : pos + 5], "big")
+            if version not in SUPPORTED_VERSIONS:
+                if version and pos == 0:  # 0 is version negotiation
+                    self._warn("quic-unsupported-version")
+                return
+            try:
+                header = parse_long_header(datagram, pos)
+            except MalformedError:
+                self._warn("quic-malformed")
+                return
+            if not is_initial(header):
+                return
+            initial = self._open(conn, header, datagram)
+            if initial is None:
+                return
+            if conn is None:
+                protection = initial_protection(header.dcid, header.version)
+                conn = self._quic[f] = _QuicConn(d, protection, CryptoStream())
+                self.hints.setdefault(f, d)
+            try:
+                for offset, data in crypto_frames(initial.payload):
+                    conn.crypto.add(offset, data)
+                hello = conn.crypto.client_hello()
+            except MalformedError:
+                self._warn("quic-clienthello-malformed")
+                conn.done = True
+                return
+            if hello is not None:
+                conn.done = True
+                self._hello(f, d, hello, NAME_QUIC_SNI, NAME_QUIC_ALPN)
+                return
+            pos = header.end
+
+    def _open(
+        self, conn: _QuicConn | None, header: LongHeader, datagram: bytes
+    ) -> QuicInitial | None:
+        """Decrypt with the keys of the client's first DCID, else of this packet's DCID (the
+        client starts over with a new DCID after a Retry)."""
+        candidates = [initial_protection(header.dcid, header.version)]
+        if conn is not None and conn.protection.keys.version == header.version:
+            candidates.insert(0, conn.protection)
+        for protection in candidates:
+            try:
+                initial = open_initial(datagram, header, protection)
+            except MalformedError:
+                continue
+            if conn is not None:
+                conn.protection = protection
+            return initial
+        self._warn("quic-initial-undecryptable")
+        return None
+
+    # --------------------------------------------------------------------------------- HTTP
+
+    def _http(self, f: int, d: int, payload: bytes) -> None:
+        try:
+            req = parse_http_request(payload)
+        except MalformedError:
+            self.counts["http-prefix-not-a-request"] = (
+                self.counts.get("http-prefix-not-a-request", 0) + 1
+            )
+            return
+        self.hints.setdefault(f, d)
+        if req.host is not None:
+            self._add(f, NAME_HTTP_HOST, req.host)
+        if req.authority:
+            self._add(f, NAME_AUTHORITY, req.authority)
+
+    # ---------------------------------------------------------------------------------- DNS
+
+    def _dns_tcp(self, f: int, d: int, seq: int, payload: bytes, packet: int, ts: int) -> None:
+        key = (f, d)
+        st = self._tcp_dns.get(key)
+        if st is None:
+            st = self._tcp_dns[key] = _DnsStream(TcpStream(seq))
+        st.stream.add(seq, payload)
+        messages, used = split_tcp_dns(st.stream.data[st.used :])
+        st.used += used
+        for msg in messages:
+            self._dns(f, d, msg, packet, ts)
+        if st.stream.overflow:
+            self._warn("dns-tcp-stream-too-large")
+            del self._tcp_dns[key]
+
+    def _dns(self, f: int, d: int, msg: bytes, packet: int, ts: int) -> None:
+        try:
+            m = parse_dns(msg)
+        except MalformedError:
+            self._warn("dns-malformed")
+            return
+        if m.truncated:
+            self._warn("dns-truncated")
+        if not m.response:
+            self.hints.setdefault(f, d)
+        questions = m.questions
+        if not questions and m.answers:
+            questions = (("", -1),)  # an announcement (mDNS): the answers still count
+        for qname, qtype in questions:
+            self.dns_rows.append((packet, m.id, m.response, m.rcode, qname, qtype, m.answers))
+        if m.response and m.rcode == 0 and m.answers:
+            self._learn(ts, m)
+
+    def _learn(self, ts: int, m: DnsMessage) -> None:
+        """Addresses in an answer, under the names that lead to them (question, CNAMEs)."""
+        cname = {
+            r.name.lower(): (r.value or "").lower() for r in m.answers if r.rtype == TYPE_CNAME
+        }
+        chains: list[list[str]] = []
+        for qname, _ in m.questions:
+            chain = [qname.lower()]
+            while chain[-1] in cname and len(chain) < 16:
+                chain.append(cname[chain[-1]])
+            chains.append(chain)
+        for r in m.answers:
+            if r.rtype in (TYPE_A, TYPE_AAAA) and r.value:
+                addrs: tuple[str, ...] = (r.value,)
+            elif r.hints:
+                addrs = r.hints
+            else:
+                continue
+            owner = r.name.lower()
+            names = [owner]
+            asked = owner
+            for chain in chains:
+                if owner in chain:
+                    names = chain[: chain.index(owner) + 1]
+                    asked = chain[0]
+                    break
+            for a in addrs:
+                for name in names:
+                    self.name_addrs.setdefault(name, set()).add(a)
+                self.addr_names.setdefault(a, []).append((ts, asked))
+
+
+def read_frame(stream: IO[bytes]) -> bytes | None:
+    head = stream.read(8)
+    if len(head) < 8:
+        return None
+    size = int.from_bytes(head, "big")
+    data = stream.read(size)
+    if len(data) < size:
+        return None
+    return bytes(data)
+
+
+def write_frame(stream: IO[bytes], data: bytes) -> None:
+    stream.write(len(data).to_bytes(8, "big"))
+    stream.write(data)
+    stream.flush()
+
+
+def serve(jobs: IO[bytes], results: IO[bytes]) -> int:
+    """The worker process: pickled NameJobs in length-prefixed frames on ``jobs`` until an
+    empty frame, then one frame with ("ok", NameResult) or ("error", text) on ``results``.
+    The peer is the reading process that started this one, over its own pipes."""
+    gc.disable()  # only long-lived, acyclic objects here (see flows._gc_paused)
+    collector = NameCollector()
+    try:
+        while True:
+            frame = read_frame(jobs)
+            if not frame:
+                break
+            collector.feed(pickle.loads(frame))  # noqa: S301 - from the parent process
+        reply: tuple[str, object] = ("ok", collector.result())
+    except Exception as exc:  # noqa: BLE001 - reported to the reading process
+        reply = ("error", f"{type(exc).__name__}: {exc}")
+    write_frame(results, pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))
+    return 0 if reply[0] == "ok" else 1
+
+
+if __name__ == "__main__":
+    # python -m auditor.packets.names: the name worker of auditor.packets.flows. Frames go to
+    # a copy of stdout; stdout itself now points at stderr, so nothing printed by accident
+    # can corrupt them.
+    import os
+
+    from auditor.packets import names as _names
+
+    frames = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.exit(_names.serve(sys.stdin.buffer, frames))

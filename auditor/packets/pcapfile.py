@@ -1,0 +1,647 @@
+"""Record-level readers of pcap and pcapng captures, streamed in bounded chunks.
+
+:class:`CaptureReader` takes a binary stream and yields :class:`RecordBatch` es. A batch is one
+chunk of the file (``chunk_size`` bytes, 32 MiB by default; a record is never split between
+two chunks) plus numpy columns with one row per packet: where its data starts in the chunk,
+its captured and original length, its timestamp in nanoseconds and its link type. Memory is
+bounded by the chunk size and the largest record, not by the file.
+
+The only Python loop is the walk from one record header to the next (a record's position
+depends on the one before); every other header field is gathered with numpy fancy indexing.
+
+Formats: pcap in both byte orders with microsecond and nanosecond magics; pcapng with sections
+in either byte order, Interface Description Blocks (link type, snap length, ``if_tsresol``,
+``if_tsoffset``, name, description, comments), Enhanced, Simple and obsolete Packet Blocks and
+packet comments. Name Resolution, Interface Statistics, Decryption Secrets and custom blocks
+are skipped.
+
+A stream that is not a capture raises :class:`PcapError`. Damage inside a capture never
+raises; it is counted in ``warnings`` under one of these keys:
+
+- ``truncated-record``: the file ends inside a record or block (its bytes are left out)
+- ``record-too-large``: a record claims more than 256 MiB; reading stops there
+- ``empty-record``: a record with no data
+- ``caplen-exceeds-wirelen``: captured length larger than the original length
+- ``pcapng-bad-block``: a block length that cannot be right; reading stops there
+- ``pcapng-block-length-mismatch``: a packet block's trailing length differs from its header
+- ``pcapng-caplen-exceeds-block``: a packet block's captured length runs past the block
+- ``pcapng-unknown-interface``: a packet names an interface no IDB described
+- ``pcapng-spb-no-timestamp``: Simple Packet Blocks have no timestamp; the previous packet's is
+  used
+- ``pcapng-unknown-block``: a block type this reader does not know (skipped)
+- ``timestamp-out-of-range``: a timestamp that does not fit in int64 nanoseconds (set to 0)
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import sys
+from array import array
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import BinaryIO, Final
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from auditor.errors import AuditorError
+
+log = logging.getLogger(__name__)
+
+MAX_RECORD: Final = 256 * 1024 * 1024
+DEFAULT_CHUNK: Final = 32 * 1024 * 1024
+PAD: Final = 512  # zero bytes after every chunk: vectorised header reads stay in the buffer
+HEAD: Final = 128  # bytes of each packet copied into RecordBatch.head (headers live there)
+
+_PCAP_MAGICS: Final[dict[bytes, tuple[str, int]]] = {
+    b"\xd4\xc3\xb2\xa1": ("<", 1000),
+    b"\xa1\xb2\xc3\xd4": (">", 1000),
+    b"\x4d\x3c\xb2\xa1": ("<", 1),
+    b"\xa1\xb2\x3c\x4d": (">", 1),
+}
+_PCAP_MODIFIED: Final = (b"\x34\xcd\xb2\xa1", b"\xa1\xb2\xcd\x34")
+SHB: Final = 0x0A0D0D0A
+IDB: Final = 0x00000001
+PB: Final = 0x00000002
+SPB: Final = 0x00000003
+NRB: Final = 0x00000004
+ISB: Final = 0x00000005
+EPB: Final = 0x00000006
+_SKIPPED_BLOCKS: Final = frozenset(
+    {NRB, ISB, 0x00000007, 0x00000008, 0x00000009, 0x0000000A, 0x00000BAD, 0x40000BAD}
+)
+_BYTE_ORDER_MAGIC: Final = 0x1A2B3C4D
+_OPT_COMMENT: Final = 1
+_IF_NAME: Final = 2
+_IF_DESCRIPTION: Final = 3
+_IF_TSRESOL: Final = 9
+_IF_TSOFFSET: Final = 14
+_I64_MAX: Final = (1 << 63) - 1
+
+
+class PcapError(AuditorError):
+    """The input is not a pcap or pcapng capture (or not one this reader supports)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Interface:
+    """A capture interface: the pcap file header, or one pcapng IDB."""
+
+    index: int  # across all sections of the file
+    link_type: int
+    snaplen: int
+    section: int = 0
+    name: str = ""
+    description: str = ""
+    ts_units: int = 1_000_000  # ticks per second when ts_base2 is false, else 2**ts_units
+    ts_base2: bool = False
+    ts_offset: int = 0  # seconds (if_tsoffset)
+    comments: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Comment:
+    """An ``opt_comment`` of the file: on a section, an interface or a packet."""
+
+    where: str  # "section" | "interface" | "packet"
+    index: int  # section number, interface index or packet number
+    text: str
+
+
+@dataclass(frozen=True, eq=False)
+class RecordBatch:
+    """A chunk of a capture and the packet records it holds.
+
+    ``buf`` is the chunk as uint8 (zero bytes follow the data) and ``raw`` the same memory as a
+    bytearray, for slicing payloads. ``data`` are offsets into both. ``head`` holds the first
+    :data:`HEAD` bytes at each packet's data, copied in one pass so that header fields are
+    read from cache (bytes past ``caplen`` are not the packet's). Row ``i`` is packet number
+    ``first + i`` of the file; ``offset + data[i]`` is where its data is in the file."""
+
+    raw: bytearray
+    buf: np.ndarray
+    first: int
+    offset: int  # file offset of raw[0]
+    data: np.ndarray  # int64
+    caplen: np.ndarray  # int64
+    wirelen: np.ndarray  # int64
+    ts_ns: np.ndarray  # int64, nanoseconds since the epoch
+    iface: np.ndarray  # int32, index into the reader's interfaces (-1: unknown)
+    link_type: np.ndarray  # int32 (-1: unknown interface)
+    head: np.ndarray  # (n, HEAD) uint8
+
+    def __len__(self) -> int:
+        return int(self.data.shape[0])
+
+
+def gather(buf: np.ndarray, offsets: np.ndarray, width: int) -> np.ndarray:
+    """The ``width`` bytes at each offset, as an (n, width) uint8 array. Offsets past the end
+    of ``buf`` read as its last byte, which is padding (zero)."""
+    idx = offsets[:, None] + np.arange(width, dtype=np.int64)
+    return buf.take(idx, mode="clip")
+
+
+def window(buf: np.ndarray, offsets: np.ndarray, width: int) -> np.ndarray:
+    """Like :func:`gather`, copying each run of bytes at once (faster from 16 bytes on)."""
+    rows = sliding_window_view(buf, width)
+    return rows[np.minimum(offsets, len(rows) - 1)]
+
+
+def u32(buf: np.ndarray, offsets: np.ndarray, order: str) -> np.ndarray:
+    return gather(buf, offsets, 4).view(order + "u4")[:, 0].astype(np.int64)
+
+
+class _Chunks:
+    """Bounded buffers over a stream; the unparsed tail of one starts the next.
+
+    The buffer is reused when no batch still refers to it (a caller that keeps batches gets a
+    fresh buffer each time, so its batches stay intact); reuse spares the page faults of a
+    new allocation per chunk."""
+
+    def __init__(self, stream: BinaryIO, size: int) -> None:
+        self._stream = stream
+        self._size = size
+        self.raw = bytearray(PAD)
+        self.buf = np.frombuffer(self.raw, dtype=np.uint8)
+        self._free = (sys.getrefcount(self.raw), sys.getrefcount(self.buf))
+        self.pos = 0
+        self.end = 0
+        self.base = 0  # file offset of raw[0]
+        self.eof = False
+        self._left: int | None = None  # bytes not yet read, when the stream can tell
+        try:
+            if stream.seekable():
+                here = stream.tell()
+                self._left = stream.seek(0, 2) - here
+                stream.seek(here)
+        except (OSError, ValueError):
+            self._left = None
+
+    def fill(self, need: int = 0) -> None:
+        """Start a buffer with the unparsed tail and read until it holds ``max(chunk, need)``
+        bytes or the stream ends. Zero bytes follow the data (``PAD`` of them at least)."""
+        tail = self.end - self.pos
+        cap = max(self._size, need, tail)
+        if self._left is not None:
+            cap = min(cap, tail + self._left)
+        free = (sys.getrefcount(self.raw), sys.getrefcount(self.buf)) == self._free
+        if free and len(self.raw) >= cap + PAD:
+            raw = self.raw
+            raw[:tail] = raw[self.pos : self.end]
+        else:
+            raw = bytearray(cap + PAD)
+            raw[:tail] = self.raw[self.pos : self.end]
+        n = tail
+        with memoryview(raw) as mv:
+            while n < cap and not self.eof:
+                got = self._stream.readinto(mv[n:cap])  # type: ignore[attr-defined]
+                if not got:
+                    self.eof = True
+                else:
+                    n += got
+                    if self._left is not None:
+                        self._left -= got
+        if self._left is not None and self._left <= 0:
+            self.eof = True
+        if raw is self.raw:
+            stale = min(len(raw), max(self.end, n + PAD))
+            raw[n:stale] = bytes(stale - n)  # what the last chunk left past the new data
+        else:
+            self.raw = raw
+            self.buf = np.frombuffer(raw, dtype=np.uint8)
+        self.base += self.pos
+        self.pos = 0
+        self.end = n
+
+
+_Unpack = Callable[..., tuple[int, ...]]  # struct.Struct.unpack_from of the file's byte order
+
+
+def _scan_pcap(raw: bytearray, pos: int, end: int, out: array[int], read: _Unpack) -> int:
+    append = out.append
+    while pos + 16 <= end:
+        nxt = pos + 16 + read(raw, pos + 8)[0]
+        if nxt > end:
+            break
+        append(pos)
+        pos = nxt
+    return pos
+
+
+def _scan_pcapng(raw: bytearray, pos: int, end: int, out: array[int], read: _Unpack) -> int:
+    """Packet blocks from ``pos`` on, until the chunk ends or a block needs the caller."""
+    append = out.append
+    while pos + 12 <= end:
+        btype, blen = read(raw, pos)
+        nxt = pos + blen
+        if nxt > end or blen < 12 or blen & 3:
+            break
+        if btype == EPB or btype == SPB or btype == PB:
+            append(pos)
+        elif btype == SHB or btype == IDB or btype not in _SKIPPED_BLOCKS:
+            break
+        pos = nxt
+    return pos
+
+
+def _options(raw: bytes | bytearray, pos: int, end: int, order: str) -> list[tuple[int, bytes]]:
+    out: list[tuple[int, bytes]] = []
+    hdr = struct.Struct(order + "HH")
+    while pos + 4 <= end:
+        code, length = hdr.unpack_from(raw, pos)
+        if code == 0:
+            break
+        pos += 4
+        if pos + length > end:
+            break
+        out.append((code, bytes(raw[pos : pos + length])))
+        pos += (length + 3) & ~3
+    return out
+
+
+def _text(value: bytes) -> str:
+    return value.decode("utf-8", "replace").rstrip("\x00")
+
+
+@dataclass
+class _Section:
+    order: str
+    number: int
+    first_iface: int
+    ifaces: int = 0
+
+
+class CaptureReader:
+    """Streams the records of a pcap or pcapng capture.
+
+    Construction reads the file header (raising :class:`PcapError` when the stream is not a
+    capture); iteration yields :class:`RecordBatch` es. ``interfaces``, ``comments`` and
+    ``warnings`` fill in as the file is read.
+    """
+
+    def __init__(self, stream: BinaryIO, *, chunk_size: int = DEFAULT_CHUNK) -> None:
+        self._chunks = _Chunks(stream, max(4096, chunk_size))
+        self.interfaces: list[Interface] = []
+        self.comments: list[Comment] = []
+        self.warnings: Counter[str] = Counter()
+        self.packets = 0
+        self._last_ts = 0
+        ch = self._chunks
+        ch.fill()
+        head = bytes(ch.raw[:4])
+        if ch.end == 0:
+            raise PcapError("empty file: not a pcap or pcapng capture")
+        if head in _PCAP_MAGICS:
+            self.format = "pcap"
+            self._order, self._frac_ns = _PCAP_MAGICS[head]
+            if ch.end < 24:
+                raise PcapError("truncated pcap file header")
+            _vmaj, _vmin, _zone, _sig, snaplen, network = struct.unpack_from(
+                self._order + "HHiIII", ch.raw, 4
+            )
+            self.interfaces.append(Interface(0, network & 0xFFFF, snaplen))
+            self.version = (_vmaj, _vmin)
+            ch.pos = 24
+        elif head == b"\x0a\x0d\x0d\x0a":
+            self.format = "pcapng"
+            self._order = "<"
+            self._frac_ns = 1
+            self.version = (1, 0)
+            if ch.end < 28:
+                raise PcapError("truncated pcapng section header")
+            magic = bytes(ch.raw[8:12])
+            if magic not in (b"\x4d\x3c\x2b\x1a", b"\x1a\x2b\x3c\x4d"):
+                raise PcapError("pcapng section header without a valid byte-order magic")
+        elif head in _PCAP_MODIFIED:
+            raise PcapError("modified (Kuznetsov) pcap format is not supported")
+        else:
+            raise PcapError(f"not a pcap or pcapng capture (magic {head.hex()})")
+        self._sections: list[_Section] = []
+
+    @property
+    def link_types(self) -> tuple[int, ...]:
+        return tuple(sorted({i.link_type for i in self.interfaces}))
+
+    def __iter__(self) -> Iterator[RecordBatch]:
+        if self.format == "pcap":
+            return self._pcap()
+        return self._pcapng()
+
+    # ---------------------------------------------------------------------------- pcap
+
+    def _pcap(self) -> Iterator[RecordBatch]:
+        ch = self._chunks
+        unpack = struct.Struct(self._order + "I").unpack_from
+        link = self.interfaces[0].link_type
+        while True:
+            offs = array("q")
+            pos = _scan_pcap(ch.raw, ch.pos, ch.end, offs, unpack)
+            if offs:
+                yield self._pcap_batch(ch, offs, link)
+            ch.pos = pos
+            if pos + 16 <= ch.end:
+                incl = unpack(ch.raw, pos + 8)[0]
+                if incl > MAX_RECORD:
+                    self.warnings["record-too-large"] += 1
+                    log.debug("record of %d bytes at offset %d: reading stops", incl, ch.base + pos)
+                    return
+                if ch.eof:
+                    self.warnings["truncated-record"] += 1
+                    return
+                ch.fill(16 + incl)
+            elif ch.eof:
+                if pos < ch.end:
+                    self.warnings["truncated-record"] += 1
+                return
+            else:
+                ch.fill()
+
+    def _pcap_batch(self, ch: _Chunks, offs: array[int], link: int) -> RecordBatch:
+        o = np.frombuffer(offs, dtype=np.int64).copy()
+        rows = window(ch.buf, o, 16 + HEAD)
+        hdr = np.ascontiguousarray(rows[:, :16]).view(self._order + "u4").astype(np.int64)
+        caplen = hdr[:, 2]
+        wirelen = hdr[:, 3]
+        ts = hdr[:, 0] * 1_000_000_000 + hdr[:, 1] * self._frac_ns
+        iface = np.zeros(len(o), np.int32)
+        return self._batch(ch, o + 16, caplen, wirelen, ts, iface, link, rows[:, 16:])
+
+    def _batch(
+        self,
+        ch: _Chunks,
+        data: np.ndarray,
+        caplen: np.ndarray,
+        wirelen: np.ndarray,
+        ts: np.ndarray,
+        iface: np.ndarray,
+        link: int | np.ndarray,
+        head: np.ndarray,
+    ) -> RecordBatch:
+        n = len(data)
+        empty = int(np.count_nonzero(caplen == 0))
+        if empty:
+            self.warnings["empty-record"] += empty
+        over = int(np.count_nonzero(caplen > wirelen))
+        if over:
+            self.warnings["caplen-exceeds-wirelen"] += over
+        links = np.full(n, link, dtype=np.int32) if isinstance(link, int) else link.astype(np.int32)
+        batch = RecordBatch(
+            raw=ch.raw,
+            buf=ch.buf,
+            first=self.packets,
+            offset=ch.base,
+            data=data,
+            caplen=caplen,
+            wirelen=wirelen,
+            ts_ns=ts,
+            iface=iface,
+            link_type=links,
+            head=head,
+        )
+        self.packets += n
+        return batch
+
+    # -------------------------------------------------------------------------- pcapng
+
+    def _pcapng(self) -> Iterator[RecordBatch]:
+        ch = self._chunks
+        section: _Section | None = None
+        unpack = struct.Struct("<II").unpack_from
+        offs = array("q")
+        while True:
+            pos = _scan_pcapng(ch.raw, ch.pos, ch.end, offs, unpack)
+            ch.pos = pos
+            if pos + 12 <= ch.end:
+                if section is None:
+                    btype = SHB
+                else:
+                    btype, blen = unpack(ch.raw, pos)
+                if btype == SHB:
+                    if offs and section is not None:
+                        yield self._pcapng_batch(ch, offs, section)
+                        offs = array("q")
+                    new = self._section(ch, pos)
+                    if new is None:
+                        return
+                    section, unpack = new
+                    continue
+                if blen < 12 or blen & 3 or blen > MAX_RECORD:
+                    self.warnings[
+                        "record-too-large" if blen > MAX_RECORD else "pcapng-bad-block"
+                    ] += 1
+                    break
+                if pos + blen <= ch.end:
+                    assert section is not None
+                    if btype == IDB:
+                        self._interface(ch.raw, pos, blen, section)
+                    else:
+                        self.warnings["pcapng-unknown-block"] += 1
+                    ch.pos = pos + blen
+                    continue
+                # the block does not fit in this chunk
+                if offs and section is not None:
+                    yield self._pcapng_batch(ch, offs, section)
+                    offs = array("q")
+                if ch.eof:
+                    self.warnings["truncated-record"] += 1
+                    return
+                ch.fill(blen)
+                continue
+            if offs and section is not None:
+                yield self._pcapng_batch(ch, offs, section)
+                offs = array("q")
+            if ch.eof:
+                if pos < ch.end:
+                    self.warnings["truncated-record"] += 1
+                return
+            ch.fill()
+        if offs and section is not None:
+            yield self._pcapng_batch(ch, offs, section)
+
+    def _section(self, ch: _Chunks, pos: int) -> tuple[_Section, _Unpack] | None:
+        """Read the SHB at ``pos``; the new section's byte order rules what follows."""
+        if pos + 28 > ch.end and not ch.eof:
+            ch.fill(28)
+            pos = ch.pos
+        if pos + 28 > ch.end:
+            self.warnings["truncated-record"] += 1
+            return None
+        magic = bytes(ch.raw[pos + 8 : pos + 12])
+        if magic == b"\x4d\x3c\x2b\x1a":
+            order = "<"
+        elif magic == b"\x1a\x2b\x3c\x4d":
+            order = ">"
+        else:
+            self.warnings["pcapng-bad-block"] += 1
+            return None
+        (blen,) = struct.unpack_from(order + "I", ch.raw, pos + 4)
+        if blen < 28 or blen & 3 or blen > MAX_RECORD:
+            self.warnings["pcapng-bad-block"] += 1
+            return None
+        if pos + blen > ch.end:
+            if ch.eof:
+                self.warnings["truncated-record"] += 1
+                return None
+            ch.fill(blen)
+            pos = ch.pos
+            if pos + blen > ch.end:
+                self.warnings["truncated-record"] += 1
+                return None
+        number = len(self._sections)
+        section = _Section(order, number, len(self.interfaces))
+        self._sections.append(section)
+        for code, value in _options(ch.raw, pos + 24, pos + blen - 4, order):
+            if code == _OPT_COMMENT:
+                self.comments.append(Comment("section", number, _text(value)))
+        ch.pos = pos + blen
+        return section, struct.Struct(order + "II").unpack_from
+
+    def _interface(self, raw: bytearray, pos: int, blen: int, section: _Section) -> None:
+        order = section.order
+        if blen < 20:
+            self.warnings["pcapng-bad-block"] += 1
+            return
+        link, _res, snaplen = struct.unpack_from(order + "HHI", raw, pos + 8)
+        name = description = ""
+        units, base2, offset = 1_000_000, False, 0
+        comments: list[str] = []
+        for code, value in _options(raw, pos + 16, pos + blen - 4, order):
+            if code == _IF_TSRESOL and value:
+                base2 = bool(value[0] & 0x80)
+                units = value[0] & 0x7F if base2 else 10 ** min(value[0], 18)
+            elif code == _IF_TSOFFSET and len(value) == 8:
+                (offset,) = struct.unpack(order + "q", value)
+            elif code == _IF_NAME:
+                name = _text(value)
+            elif code == _IF_DESCRIPTION:
+                description = _text(value)
+            elif code == _OPT_COMMENT:
+                comments.append(_text(value))
+        index = len(self.interfaces)
+        self.interfaces.append(
+            Interface(
+                index,
+                link,
+                snaplen,
+                section.number,
+                name,
+                description,
+                units,
+                base2,
+                offset,
+                tuple(comments),
+            )
+        )
+        section.ifaces += 1
+        self.comments.extend(Comment("interface", index, c) for c in comments)
+
+    def _pcapng_batch(self, ch: _Chunks, offs: array[int], section: _Section) -> RecordBatch:
+        order = section.order
+        o = np.frombuffer(offs, dtype=np.int64).copy()
+        rows = window(ch.buf, o, 28 + HEAD)
+        head = np.ascontiguousarray(rows[:, :28]).view(order + "u4").astype(np.int64)
+        btype, blen = head[:, 0], head[:, 1]
+        trailer = u32(ch.buf, o + blen - 4, order)
+        bad = int(np.count_nonzero(trailer != blen))
+        if bad:
+            self.warnings["pcapng-block-length-mismatch"] += bad
+        spb = btype == SPB
+        pb = btype == PB
+        local = head[:, 2].copy()
+        if pb.any():
+            local[pb] = (local[pb] & 0xFFFF) if order == "<" else (local[pb] >> 16)
+        local[spb] = 0
+        ts_raw = (head[:, 3].astype(np.uint64) << np.uint64(32)) | head[:, 4].astype(np.uint64)
+        caplen = head[:, 5].copy()
+        wirelen = head[:, 6].copy()
+        data = o + 28
+        room = blen - 32
+        if spb.any():
+            data[spb] = o[spb] + 12
+            wirelen[spb] = head[spb, 2]
+            room[spb] = blen[spb] - 16
+            caplen[spb] = wirelen[spb]
+            snap0 = self._snaplen(section, 0)
+            if snap0:
+                caplen[spb] = np.minimum(caplen[spb], snap0)
+            self.warnings["pcapng-spb-no-timestamp"] += int(np.count_nonzero(spb))
+        over = caplen > room
+        if over.any():
+            self.warnings["pcapng-caplen-exceeds-block"] += int(np.count_nonzero(over & ~spb))
+            caplen = np.where(over, np.maximum(room, 0), caplen)
+        unknown = local >= section.ifaces
+        if unknown.any():
+            self.warnings["pcapng-unknown-interface"] += int(np.count_nonzero(unknown & ~spb))
+        iface = np.where(unknown, -1, local + section.first_iface).astype(np.int32)
+        ts = self._timestamps(ts_raw, iface, spb)
+        link_of = np.array([i.link_type for i in self.interfaces] + [-1], dtype=np.int32)
+        links = link_of[iface]
+        # packet comments (options after the data of an EPB or PB)
+        pad = (caplen + 3) & ~3
+        with_opts = np.flatnonzero(~spb & (blen - 32 - pad >= 4))
+        for i in with_opts.tolist():
+            start = int(o[i] + 28 + pad[i])
+            stop = int(o[i] + blen[i] - 4)
+            for code, value in _options(ch.raw, start, stop, order):
+                if code == _OPT_COMMENT:
+                    self.comments.append(Comment("packet", self.packets + i, _text(value)))
+        first = rows[:, 28:]
+        if spb.any():
+            first = first.copy()
+            first[spb] = rows[spb, 12 : 12 + HEAD]
+        return self._batch(ch, data, caplen, wirelen, ts, iface, links, first)
+
+    def _snaplen(self, section: _Section, local: int) -> int:
+        if local < section.ifaces:
+            return self.interfaces[section.first_iface + local].snaplen
+        return 0
+
+    def _timestamps(self, raw: np.ndarray, iface: np.ndarray, spb: np.ndarray) -> np.ndarray:
+        ts = np.zeros(len(raw), dtype=np.int64)
+        bad = np.zeros(len(raw), dtype=bool)
+        for idx in np.unique(iface[~spb]).tolist():
+            rows = np.flatnonzero((iface == idx) & ~spb)
+            if idx < 0:
+                continue
+            info = self.interfaces[idx]
+            v = raw[rows]
+            if info.ts_base2:
+                k = info.ts_units
+                whole = v >> np.uint64(k)
+                frac = v & np.uint64((1 << k) - 1)
+                if k <= 30:
+                    frac_ns = (frac * np.uint64(1_000_000_000)) >> np.uint64(k)
+                else:
+                    frac_ns = (frac.astype(np.float64) * (1e9 / 2.0**k)).astype(np.uint64)
+                limit = np.uint64(_I64_MAX // 1_000_000_000)
+                ok = whole < limit
+                val = whole.astype(np.int64) * 1_000_000_000 + frac_ns.astype(np.int64)
+            else:
+                units = info.ts_units
+                if units <= 1_000_000_000:
+                    mult = 1_000_000_000 // units
+                    ok = v <= np.uint64(_I64_MAX // mult)
+                    val = v.astype(np.int64) * mult
+                else:
+                    div = units // 1_000_000_000
+                    q = v // np.uint64(div)
+                    ok = q <= np.uint64(_I64_MAX)
+                    val = q.astype(np.int64)
+            if info.ts_offset:
+                val = val + info.ts_offset * 1_000_000_000
+            bad[rows] = ~ok
+            ts[rows] = np.where(ok, val, 0)
+        nbad = int(np.count_nonzero(bad))
+        if nbad:
+            self.warnings["timestamp-out-of-range"] += nbad
+        if spb.any():
+            # a Simple Packet Block takes the timestamp of the packet before it
+            pos = np.where(spb, -1, np.arange(len(ts)))
+            pos = np.maximum.accumulate(pos)
+            prev = np.where(pos >= 0, ts[np.maximum(pos, 0)], self._last_ts)
+            ts = np.where(spb, prev, ts)
+        if len(ts):
+            self._last_ts = int(ts[-1])
+        return ts

@@ -1,0 +1,335 @@
+"""Record-level readers: pcap in both byte orders and resolutions, pcapng blocks and options,
+bounded chunks, and what damaged or foreign input does."""
+
+from __future__ import annotations
+
+import io
+import struct
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from auditor.packets.pcapfile import (
+    MAX_RECORD,
+    CaptureReader,
+    PcapError,
+    RecordBatch,
+)
+from tests.packets import (
+    custom,
+    epb,
+    idb,
+    isb,
+    nrb,
+    obsolete_pb,
+    pcap,
+    shb,
+    spb,
+)
+
+T0 = 1_700_000_000_123_456_789  # ns
+
+
+def _records(
+    data: bytes, **kw: int
+) -> tuple[CaptureReader, list[tuple[int, bytes, int, int, int]]]:
+    """(ts_ns, data, wirelen, link type, interface) of every packet, in file order."""
+    reader = CaptureReader(io.BytesIO(data), **kw)
+    out = []
+    for b in reader:
+        for i in range(len(b)):
+            start = int(b.data[i])
+            out.append(
+                (
+                    int(b.ts_ns[i]),
+                    bytes(b.raw[start : start + int(b.caplen[i])]),
+                    int(b.wirelen[i]),
+                    int(b.link_type[i]),
+                    int(b.iface[i]),
+                )
+            )
+    return reader, out
+
+
+PAYLOADS = [bytes([i]) * (20 + 37 * i) for i in range(12)]
+
+
+@pytest.mark.parametrize("big_endian", [False, True])
+@pytest.mark.parametrize("nano", [False, True])
+def test_pcap_byte_orders_and_resolutions(big_endian: bool, nano: bool) -> None:
+    recs = [(T0 + i * 1_000_001_001, p) for i, p in enumerate(PAYLOADS)]
+    data = pcap(recs, link=228, big_endian=big_endian, nano=nano)
+    reader, got = _records(data)
+    assert reader.format == "pcap"
+    assert reader.link_types == (228,)
+    assert [g[1] for g in got] == PAYLOADS
+    expect = [t if nano else t - t % 1000 for t, _ in recs]
+    assert [g[0] for g in got] == expect
+    assert {g[3] for g in got} == {228}
+    assert reader.warnings == {}
+
+
+def test_pcap_original_length_and_snaplen_cut() -> None:
+    data = pcap([(T0, b"abcd", 1500)])
+    _, got = _records(data)
+    assert got[0][1:3] == (b"abcd", 1500)
+
+
+def test_pcap_link_type_masks_fcs_bits() -> None:
+    data = bytearray(pcap([(T0, b"x" * 20)], link=1))
+    struct.pack_into("<I", data, 20, 0x10000000 | 1)  # FCS flag bits above the link type
+    reader, _ = _records(bytes(data))
+    assert reader.link_types == (1,)
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_pcapng_blocks_options_and_comments(order: str) -> None:
+    o = order
+    data = (
+        shb(o, comment="a section")
+        + idb(o, 1, snaplen=96, name="wlan0", comment="wifi")
+        + idb(o, 276, tsresol=9, tsoffset=10)  # nanoseconds, offset by 10 s
+        + idb(o, 101, tsresol=0x80 | 20)  # 2^-20 s
+        + nrb(o)
+        + epb(o, 0, (T0 // 1000), b"first", comment="hello packet")
+        + custom(o)
+        + epb(o, 1, T0, b"second-sll2", orig=400)
+        + isb(o, 0)
+        + obsolete_pb(o, 0, T0 // 1000 + 5, b"third-obsolete")
+        + spb(o, b"fourth-simple")
+        + epb(o, 2, (T0 // 1_000_000_000) << 20 | (1 << 19), b"fifth-raw")
+    )
+    reader, got = _records(data)
+    assert reader.format == "pcapng"
+    assert [g[1] for g in got] == [
+        b"first",
+        b"second-sll2",
+        b"third-obsolete",
+        b"fourth-simple",
+        b"fifth-raw",
+    ]
+    ts = [g[0] for g in got]
+    assert ts[0] == T0 - T0 % 1000
+    assert ts[1] == T0 + 10_000_000_000
+    assert ts[2] == T0 - T0 % 1000 + 5000
+    assert ts[3] == ts[2]  # a Simple Packet Block takes the previous packet's time
+    assert ts[4] == (T0 // 1_000_000_000) * 1_000_000_000 + 500_000_000
+    assert [g[3] for g in got] == [1, 276, 1, 1, 101]
+    assert [g[4] for g in got] == [0, 1, 0, 0, 2]
+    assert got[1][2] == 400
+    assert [i.name for i in reader.interfaces] == ["wlan0", "", ""]
+    assert [(c.where, c.index, c.text) for c in reader.comments] == [
+        ("section", 0, "a section"),
+        ("interface", 0, "wifi"),
+        ("packet", 0, "hello packet"),
+    ]
+    assert reader.warnings == {"pcapng-spb-no-timestamp": 1}
+
+
+def test_pcapng_simple_packet_block_is_cut_to_the_snaplen() -> None:
+    data = shb() + idb("<", 101, snaplen=8) + spb("<", b"0123456789abcdef")
+    _, got = _records(data)
+    assert got[0][1:3] == (b"01234567", 16)
+
+
+def test_pcapng_sections_change_byte_order_and_interfaces() -> None:
+    first = shb("<") + idb("<", 1) + epb("<", 0, 1, b"le-packet")
+    second = shb(">") + idb(">", 113) + idb(">", 0) + epb(">", 1, 2, b"be-packet")
+    reader, got = _records(first + second)
+    assert [(g[1], g[3], g[4]) for g in got] == [(b"le-packet", 1, 0), (b"be-packet", 0, 2)]
+    assert [(i.index, i.section, i.link_type) for i in reader.interfaces] == [
+        (0, 0, 1),
+        (1, 1, 113),
+        (2, 1, 0),
+    ]
+    assert reader.link_types == (0, 1, 113)
+
+
+def test_scapy_written_pcapng_and_pcap_read_back(tmp_path: Path) -> None:
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+    from scapy.utils import PcapNgWriter, wrpcap
+
+    eth = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")  # no ARP lookup
+    pkts = [eth / IP(dst=f"10.0.0.{i}") / UDP(dport=1000 + i) / (b"x" * i) for i in range(5)]
+    for i, p in enumerate(pkts):
+        p.time = 1_700_000_000 + i / 4
+    wrpcap(str(tmp_path / "a.pcap"), pkts)
+    with PcapNgWriter(str(tmp_path / "a.pcapng")) as w:
+        for p in pkts:
+            w.write(p)
+    for name in ("a.pcap", "a.pcapng"):
+        reader, got = _records((tmp_path / name).read_bytes())
+        assert [g[1] for g in got] == [bytes(p) for p in pkts]
+        assert [g[0] for g in got] == [
+            1_700_000_000_000_000_000 + i * 250_000_000 for i in range(5)
+        ]
+        assert reader.link_types == (1,)
+
+
+# ------------------------------------------------------------------------- chunked reading
+
+
+def _big_capture(n: int = 3000) -> tuple[bytes, list[bytes]]:
+    rng = np.random.default_rng(1)
+    payloads = [
+        bytes(rng.integers(0, 256, int(k), dtype=np.uint8)) for k in rng.integers(0, 3000, n)
+    ]
+    return pcap([(T0 + i, p) for i, p in enumerate(payloads)], link=101), payloads
+
+
+@pytest.mark.parametrize("chunk", [4096, 10_000, 1 << 20])
+def test_chunking_gives_the_same_records(chunk: int) -> None:
+    data, payloads = _big_capture()
+    reader, got = _records(data, chunk_size=chunk)
+    assert [g[1] for g in got] == payloads
+    assert [g[0] for g in got] == [(T0 + i) // 1000 * 1000 for i in range(len(payloads))]
+    assert reader.warnings.get("empty-record", 0) == sum(1 for p in payloads if not p)
+
+
+def test_file_offsets_of_packet_data() -> None:
+    data, payloads = _big_capture(500)
+    for b in CaptureReader(io.BytesIO(data), chunk_size=4096):
+        for i in range(len(b)):
+            at = b.offset + int(b.data[i])
+            assert data[at : at + int(b.caplen[i])] == payloads[b.first + i]
+
+
+def test_a_record_larger_than_the_chunk_is_read_whole() -> None:
+    big = bytes(range(256)) * 100  # 25.6 kB
+    data = pcap([(T0, b"a"), (T0, big), (T0, b"b")], link=101)
+    _, got = _records(data, chunk_size=4096)
+    assert [g[1] for g in got] == [b"a", big, b"b"]
+
+
+def test_batches_kept_by_the_caller_stay_intact() -> None:
+    data, payloads = _big_capture(800)
+    batches: list[RecordBatch] = list(CaptureReader(io.BytesIO(data), chunk_size=4096))
+    assert len(batches) > 10
+    got = [
+        bytes(b.raw[int(b.data[i]) : int(b.data[i] + b.caplen[i])])
+        for b in batches
+        for i in range(len(b))
+    ]
+    assert got == payloads
+
+
+def test_memory_stays_bounded_by_the_chunk(tmp_path: Path) -> None:
+    data, _ = _big_capture(20_000)  # about 30 MB
+    path = tmp_path / "big.pcap"
+    path.write_bytes(data)
+    del data
+    tracemalloc.start()
+    try:
+        n = 0
+        with open(path, "rb") as fh:
+            for batch in CaptureReader(fh, chunk_size=1 << 20):
+                n += len(batch)
+                del batch
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert n == 20_000
+    assert peak < 8 << 20, (
+        f"peak {peak / 2**20:.1f} MiB while reading {path.stat().st_size >> 20} MiB"
+    )
+
+
+# ---------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "empty"),
+        (b"not a capture at all, just text", "not a pcap"),
+        (b"\xd4\xc3\xb2\xa1\x02\x00", "truncated pcap file header"),
+        (b"\x34\xcd\xb2\xa1" + bytes(20), "Kuznetsov"),
+        (b"\x0a\x0d\x0d\x0a\x1c\x00\x00\x00", "truncated pcapng"),
+        (b"\x0a\x0d\x0d\x0a" + bytes(24), "byte-order magic"),
+    ],
+)
+def test_not_a_capture_raises_pcap_error(data: bytes, message: str) -> None:
+    with pytest.raises(PcapError, match=message):
+        CaptureReader(io.BytesIO(data))
+
+
+def test_pcap_error_is_an_auditor_error() -> None:
+    from auditor.errors import AuditorError
+
+    assert issubclass(PcapError, AuditorError)
+
+
+def test_truncated_mid_record_keeps_what_came_before() -> None:
+    data = pcap([(T0, b"one"), (T0, b"two"), (T0, b"three-is-long")], link=101)
+    for cut in (len(data) - 5, len(data) - 13 - 8):  # in the data, in the record header
+        reader, got = _records(data[:cut])
+        assert [g[1] for g in got] == [b"one", b"two"]
+        assert reader.warnings == {"truncated-record": 1}
+
+
+def test_huge_record_stops_with_a_warning() -> None:
+    data = bytearray(pcap([(T0, b"ok"), (T0, b"bad"), (T0, b"never")], link=101))
+    struct.pack_into("<I", data, 24 + 16 + 2 + 8, MAX_RECORD + 1)
+    reader, got = _records(bytes(data))
+    assert [g[1] for g in got] == [b"ok"]
+    assert reader.warnings == {"record-too-large": 1}
+
+
+def test_zero_length_records_and_caplen_above_wirelen_are_counted() -> None:
+    data = pcap([(T0, b""), (T0, b"abc", 2), (T0, b"fine")], link=101)
+    reader, got = _records(data)
+    assert [g[1] for g in got] == [b"", b"abc", b"fine"]
+    assert reader.warnings == {"empty-record": 1, "caplen-exceeds-wirelen": 1}
+
+
+def test_pcapng_damage_is_counted() -> None:
+    o = "<"
+    good = shb(o) + idb(o, 101) + epb(o, 0, 1, b"good")
+    mismatch = bytearray(epb(o, 0, 2, b"mismatch"))
+    struct.pack_into("<I", mismatch, len(mismatch) - 4, 999)
+    over = bytearray(epb(o, 0, 3, b"over"))
+    struct.pack_into("<I", over, 20, 64)  # captured length past the block
+    unknown_iface = epb(o, 7, 4, b"where")
+    odd = struct.pack("<II", 0x00000042, 16) + b"????" + struct.pack("<I", 16)
+    bad_length = struct.pack("<II", 6, 13) + bytes(16)  # a length no block can have
+    data = (
+        good + bytes(mismatch) + bytes(over) + unknown_iface + odd + epb(o, 0, 5, b"x") + bad_length
+    )
+    reader, got = _records(data)
+    assert [g[1] for g in got][:2] == [b"good", b"mismatch"]
+    assert got[2][1].startswith(b"over")
+    assert got[3][3] == -1  # no such interface
+    assert [g[1] for g in got][4] == b"x"
+    assert reader.warnings == {
+        "pcapng-block-length-mismatch": 1,
+        "pcapng-caplen-exceeds-block": 1,
+        "pcapng-unknown-interface": 1,
+        "pcapng-unknown-block": 1,
+        "pcapng-bad-block": 1,
+    }
+
+
+def test_pcapng_truncated_block() -> None:
+    data = shb() + idb("<", 101) + epb("<", 0, 1, b"whole") + epb("<", 0, 2, b"cut off here")
+    reader, got = _records(data[:-10])
+    assert [g[1] for g in got] == [b"whole"]
+    assert reader.warnings == {"truncated-record": 1}
+
+
+def test_pcapng_timestamp_out_of_range() -> None:
+    data = shb() + idb("<", 101, tsresol=3) + epb("<", 0, (1 << 63) + 5, b"far")
+    reader, got = _records(data)
+    assert got[0][0] == 0
+    assert reader.warnings == {"timestamp-out-of-range": 1}
+
+
+def test_real_captures_read_without_warnings_but_the_invalid_one(shared_captures: Path) -> None:
+    for path in sorted(shared_captures.glob("*.pcap")):
+        with open(path, "rb") as fh:
+            reader = CaptureReader(fh)
+            n = sum(len(b) for b in reader)
+        assert n > 0, path.name
+        assert reader.warnings == {}, path.name  # damage there is in the packets, not records
