@@ -3,7 +3,7 @@
 import importlib
 import sys
 
-BENCHES = ["proxy_throughput", "classify_flows", "scan_identifiers"]
+BENCHES = ["proxy_throughput", "classify_flows", "scan_identifiers", "packets"]
 
 
 def main(argv: list[str]) -> int:

@@ -10,10 +10,13 @@ Link types: NULL (0, host-order family) and LOOP (108, network-order family), Et
 up to two 802.1Q/802.1ad tags), raw IP (101, and 12/14 where they mean raw; 228 IPv4, 229
 IPv6), LINUX_SLL (113) and LINUX_SLL2 (276).
 
-PCAPdroid's trailer (``pcap_dump.h`` / ``pcapd.c`` in emanuele-f/PCAPdroid): when enabled,
-each raw IP packet gets a fake Ethernet header and 32 bytes at the end of the frame, all
-big-endian: magic ``0x01072021``, int32 uid, a 20-byte NUL-padded app name, then a CRC-32 FCS.
-The IP total length does not include it, so it never reaches a payload.
+PCAPdroid's trailer (``struct pcapdroid_trailer`` in emanuele-f/PCAPdroid,
+``app/src/main/jni/core/pcap_dump.h``): when enabled, each raw IP packet gets a fake Ethernet
+header and 32 bytes at the end of the frame, in network byte order: magic ``0x01072021``,
+int32 uid, a 20-byte NUL-padded app name, then a CRC-32 FCS (PCAPdroid's own reader looks for
+it in the last 32 bytes of Ethernet frames). The IP total length does not include it, so it
+never reaches a payload; and Ethernet padding can never be 32 bytes, so only frames at least
+32 bytes longer than their IP datagram are checked.
 
 Problems are counted per packet in ``warnings`` (keys: ``unknown-link-type-<n>``,
 ``truncated-link-header``, ``truncated-ip-header``, ``bad-ip-version``,

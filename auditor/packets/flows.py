@@ -194,6 +194,7 @@ _HTTP_PREFIXES: Final = np.array(
 )
 _SYN_ONLY: Final = 0x200  # derived flag bits, above the 9 TCP flag bits
 _SYN_ACK: Final = 0x400
+_KINDS_HERE: Final = (N.KIND_TLS, N.KIND_TLS_MORE, N.KIND_HTTP)  # parsed here with a worker
 _NAME_COLUMNS: Final = (
     (N.NAME_SNI, SNI),
     (N.NAME_ALPN, ALPN),
@@ -459,9 +460,10 @@ class CaptureAnalyzer:
                 self._worker = _Worker()
             except OSError as exc:  # no interpreter to start: parse names here instead
                 log.debug("no name worker (%s); names are parsed in this process", exc)
-        self._collector = None if self._worker is not None else N.NameCollector()
+        self._collector = N.NameCollector()
         self._renumber = np.zeros(0, dtype=np.int64)
         self._dns_seen = 0  # DNS packets handed to the collector so far
+        self._rows_seen = 0  # packets handed to the collectors so far
         self._dns_meta: list[dict[str, np.ndarray]] = []  # their time, flow, addresses, ports
 
     def close(self) -> None:
@@ -476,11 +478,14 @@ class CaptureAnalyzer:
         fid, direction = self._assign(batch)
         job = self._job(batch, fid, direction)
         if job is not None:
-            if self._worker is not None:
-                self._worker.feed(job)
-            else:
-                assert self._collector is not None
+            if self._worker is None:
                 self._collector.feed(job)
+            else:  # the costly kinds to the worker, the cheap ones here: both stay busy
+                here = np.isin(job.kind, _KINDS_HERE)
+                if here.any():
+                    self._collector.feed(job.subset(here))
+                if not here.all():
+                    self._worker.feed(job.subset(~here))
         if self.keep_packets:
             rb = batch.records
             self._parts.append(
@@ -677,10 +682,12 @@ class CaptureAnalyzer:
             seq=seq,
             ts=rb.ts_ns[rows],
             tcp=t,
+            order=np.arange(self._rows_seen, self._rows_seen + len(rows), dtype=np.int64),
             ends=np.cumsum(length),
             blob=blob,
             dns_first=self._dns_seen,
         )
+        self._rows_seen += len(rows)
         if dns_rows.size:
             self._dns_seen += len(dns_rows)
             self._dns_meta.append(
@@ -771,20 +778,19 @@ class CaptureAnalyzer:
             np.concatenate([col["a_lo"], col["b_lo"]]),
         )
         a_code, b_code = codes[:n], codes[n:]
+        found = self._collector.result()
         if self._worker is not None:
             try:
-                found = self._worker.result()
+                found = N.merge_results(self._worker.result(), found)
             finally:
                 self._worker.close()
-        else:
-            assert self._collector is not None
-            found = self._collector.result()
         self.warnings.update(found.warnings)
         self.counts.update(found.counts)
         hint = np.full(n, -1, dtype=np.int64)
         if found.hints:
             hf = np.fromiter(found.hints.keys(), np.int64, len(found.hints))
-            hint[self._renumber[hf]] = np.fromiter(found.hints.values(), np.int64, len(hf))
+            sides = np.fromiter((h[1] for h in found.hints.values()), np.int64, len(hf))
+            hint[self._renumber[hf]] = sides
         fa, fb = col["fl_ab"], col["fl_ba"]
         syn_a, syn_b = (fa & _SYN_ONLY) > 0, (fb & _SYN_ONLY) > 0
         sa_a, sa_b = (fa & _SYN_ACK) > 0, (fb & _SYN_ACK) > 0

@@ -874,12 +874,33 @@ class NameJob:
     seq: np.ndarray  # int64
     ts: np.ndarray  # int64 ns
     tcp: np.ndarray  # bool
+    order: np.ndarray  # int64: the packet's place among all packets of all jobs
     ends: np.ndarray  # int64
     blob: bytes
     dns_first: int = 0
 
     def __len__(self) -> int:
         return int(self.kind.shape[0])
+
+    def subset(self, mask: np.ndarray) -> NameJob:
+        """The rows where ``mask`` is true (their payloads copied into a new blob)."""
+        ends = self.ends.tolist()
+        starts = [0, *ends[:-1]]
+        blob = self.blob
+        keep = mask.tolist()
+        parts = [blob[a:b] for a, b, k in zip(starts, ends, keep, strict=True) if k]
+        return NameJob(
+            kind=self.kind[mask],
+            flow=self.flow[mask],
+            direction=self.direction[mask],
+            seq=self.seq[mask],
+            ts=self.ts[mask],
+            tcp=self.tcp[mask],
+            order=self.order[mask],
+            ends=np.cumsum(np.array([len(p) for p in parts], dtype=np.int64)),
+            blob=b"".join(parts),
+            dns_first=self.dns_first,
+        )
 
 
 # (DNS packet number, id, response, rcode, qname, qtype, answers); the packet's time, flow,
@@ -895,7 +916,7 @@ class NameResult:
     addresses DNS gave to names (``addr_names``: address → (time, name asked))."""
 
     names: dict[int, dict[str, list[str]]]
-    hints: dict[int, int]
+    hints: dict[int, tuple[int, int]]  # flow -> (order of the packet that told, client side)
     dns_columns: list[list[object]]  # the DnsRow fields, column by column (pickles faster)
     name_addrs: dict[str, set[str]]
     addr_names: dict[str, list[tuple[int, str]]]
@@ -965,7 +986,8 @@ class NameCollector:
 
     def __init__(self) -> None:
         self.names: dict[int, dict[str, list[str]]] = {}
-        self.hints: dict[int, int] = {}
+        self.hints: dict[int, tuple[int, int]] = {}
+        self._order = 0  # of the packet being parsed
         self.dns_rows: list[DnsRow] = []
         self.name_addrs: dict[str, set[str]] = {}
         self.addr_names: dict[str, list[tuple[int, str]]] = {}
@@ -993,8 +1015,10 @@ class NameCollector:
             tcp = job.tcp.tolist()
             times = job.ts.tolist()
         dns = job.dns_first
+        order = job.order.tolist()
         for i, k in enumerate(kinds):
             payload = blob[starts[i] : ends[i]]
+            self._order = order[i]
             if k == KIND_DNS:
                 if tcp[i]:
                     self._dns_tcp(flows[i], dirs[i], seqs[i], payload, dns, times[i])
@@ -1027,6 +1051,10 @@ class NameCollector:
             self.warnings,
             self.counts,
         )
+
+    def _hint(self, f: int, d: int) -> None:
+        if f not in self.hints:
+            self.hints[f] = (self._order, d)
 
     def _add(self, f: int, kind: str, value: str) -> None:
         values = self.names.setdefault(f, {}).setdefault(kind, [])
@@ -1074,7 +1102,7 @@ class NameCollector:
         del self._tls[f]
 
     def _hello(self, f: int, d: int, hello: ClientHello, sni: str, alpn: str) -> None:
-        self.hints.setdefault(f, d)
+        self._hint(f, d)
         if hello.sni is not None:
             self._add(f, sni, hello.sni)
         if hello.alpn:
@@ -1106,7 +1134,7 @@ class NameCollector:
             if conn is None:
                 protection = initial_protection(header.dcid, header.version)
                 conn = self._quic[f] = _QuicConn(d, protection, CryptoStream())
-                self.hints.setdefault(f, d)
+                self._hint(f, d)
             try:
                 for offset, data in crypto_frames(initial.payload):
                     conn.crypto.add(offset, data)
@@ -1150,7 +1178,7 @@ class NameCollector:
                 self.counts.get("http-prefix-not-a-request", 0) + 1
             )
             return
-        self.hints.setdefault(f, d)
+        self._hint(f, d)
         if req.host is not None:
             self._add(f, NAME_HTTP_HOST, req.host)
         if req.authority:
@@ -1181,7 +1209,7 @@ class NameCollector:
         if m.truncated:
             self._warn("dns-truncated")
         if not m.response:
-            self.hints.setdefault(f, d)
+            self._hint(f, d)
         questions = m.questions
         if not questions and m.answers:
             questions = (("", -1),)  # an announcement (mDNS): the answers still count
@@ -1220,6 +1248,36 @@ class NameCollector:
                 for name in names:
                     self.name_addrs.setdefault(name, set()).add(a)
                 self.addr_names.setdefault(a, []).append((ts, asked))
+
+
+def merge_results(*results: NameResult) -> NameResult:
+    """One result from collectors that saw disjoint kinds of packets (each flow's names
+    and DNS rows come from one of them; a flow's client side from the earliest packet)."""
+    names: dict[int, dict[str, list[str]]] = {}
+    hints: dict[int, tuple[int, int]] = {}
+    warnings: dict[str, int] = {}
+    counts: dict[str, int] = {}
+    dns_columns: list[list[object]] = []
+    name_addrs: dict[str, set[str]] = {}
+    addr_names: dict[str, list[tuple[int, str]]] = {}
+    for r in results:
+        for f, kinds in r.names.items():
+            names.setdefault(f, {}).update(kinds)
+        for f, hint in r.hints.items():
+            if f not in hints or hint < hints[f]:
+                hints[f] = hint
+        for src, dst in ((r.warnings, warnings), (r.counts, counts)):
+            for k, v in src.items():
+                dst[k] = dst.get(k, 0) + v
+        if r.dns_columns:
+            if dns_columns:
+                raise ValueError("DNS rows from more than one collector")
+            dns_columns = r.dns_columns
+        for name, addrs in r.name_addrs.items():
+            name_addrs.setdefault(name, set()).update(addrs)
+        for addr, seen in r.addr_names.items():
+            addr_names.setdefault(addr, []).extend(seen)
+    return NameResult(names, hints, dns_columns, name_addrs, addr_names, warnings, counts)
 
 
 def read_frame(stream: IO[bytes]) -> bytes | None:
