@@ -7,7 +7,7 @@ code never spells a column as a bare string.
 from typing import Final
 
 FLOW_ID: Final = "flow_id"
-RECORD_TYPE: Final = "record_type"  # http | tls_failed
+RECORD_TYPE: Final = "record_type"  # http | tls_failed | packet_flow
 SOURCE: Final = "source"  # mitmproxy | packets | import
 START: Final = "start"  # request start (UTC datetime)
 END: Final = "end"  # response end, or the last timestamp known
@@ -76,10 +76,10 @@ FLOW_COLUMNS: Final[tuple[str, ...]] = (
 
 # Added by the analyser (auditor.analysis.flowtable)
 NAME: Final = "name"  # the destination's name, from the best evidence available
-NAME_EVIDENCE: Final = "name_evidence"  # http-host | tls-sni | dns-answer | ip
+NAME_EVIDENCE: Final = "name_evidence"  # http-host | tls-sni | quic-sni | dns-answer | ip
 APP_UIDS: Final = "app_uids"  # owning UIDs from the socket snapshots ("" when unknown)
 APPS: Final = "apps"  # package names of those UIDs, ";"-joined
-APP_EVIDENCE: Final = "app_evidence"  # local-port | time-window | ambiguous | none
+APP_EVIDENCE: Final = "app_evidence"  # pcapdroid | local-port | time-window | ambiguous | none
 STEP: Final = "step"  # the scenario step running when the flow started
 IDLE: Final = "idle"  # the flow started during an idle step
 ORGANISATION: Final = "organisation"  # the knowledge base's id, e.g. "xiaomi"
@@ -91,3 +91,15 @@ STATE_LINKED: Final = "state_linked"
 SERVER_COUNTRY: Final = "server_country"
 ASN: Final = "asn"
 MATCHED_BY: Final = "matched_by"
+
+# Packet flows (auditor.analysis.packetflows); proxy rows carry them too
+TRANSPORT: Final = "transport"  # tcp | udp | quic | icmp ...
+SEEN_BY: Final = "seen_by"  # proxy | packets
+BYPASS: Final = "bypass"  # left the phone outside the proxy while a proxy was set
+PACKETS_UP: Final = "packets_up"
+PACKETS_DOWN: Final = "packets_down"
+CAPTURE_FILE: Final = "capture_file"  # the session's capture file the flow was read from
+TCP_STATE: Final = "tcp_state"  # established | syn-only | closed | reset | mid-stream
+PCAP_UID: Final = "pcap_uid"  # the uid PCAPdroid's trailer gave (-1: none)
+PCAP_APP: Final = "pcap_app"  # the app name PCAPdroid's trailer gave
+DNS_QUERIES: Final = "dns_queries"  # names the flow asked a DNS server for, ";"-joined

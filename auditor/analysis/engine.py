@@ -21,6 +21,7 @@ from auditor.analysis import scanning
 from auditor.analysis.claims import Claim, evaluate
 from auditor.analysis.flowtable import build_flow_table
 from auditor.analysis.model import FINDINGS_SCHEMA_VERSION, Finding, Severity
+from auditor.analysis.packetflows import PacketData, read_packet_flows
 from auditor.analysis.policy import Policy, load_policy
 from auditor.analysis.report import write_report
 from auditor.analysis.rules import Context, RuleError, default_rules, run_rules
@@ -31,6 +32,8 @@ from auditor.session import Session
 from auditor.timeutil import now_iso
 
 log = logging.getLogger(__name__)
+
+MAX_LOOKUPS = 5000  # DNS answers listed per session in findings.json (all are in the captures)
 
 
 @dataclass
@@ -69,8 +72,10 @@ def analyze(
     opened = [Session(p) for p in sessions]
     # flows.jsonl is read once per session; every later step works on these records
     records = {sess.id: list(sess.records()) for sess in opened}
+    packets: dict[str, PacketData] = {}
     for sess in opened:
-        df, w = build_flow_table(sess, records[sess.id])
+        packets[sess.id] = read_packet_flows(sess.path, sess.manifest)
+        df, w = build_flow_table(sess, records[sess.id], packets[sess.id])
         df.insert(0, "session", sess.id)
         tables.append(df)
         warnings += [f"{sess.id}: {x}" for x in w]
@@ -98,7 +103,7 @@ def analyze(
         app_lists=scan.app_lists,
     )
     findings, rule_errors = run_rules(default_rules(kb.adequacy()), ctx)
-    coverage = _coverage(opened, flows)
+    coverage = _coverage(opened, flows, packets)
     claim_results = []
     if claims:
         by_flow: dict[str, set[str]] = defaultdict(set)
@@ -108,14 +113,19 @@ def analyze(
         claim_results = evaluate(claims, flows, by_flow, personal, coverage)
     doc = _document(
         opened, flows, findings, rule_errors, claim_results, coverage, policy, kb, ids, warnings,
-        _boot_times(records),
+        _boot_times(records), packets,
     )  # fmt: skip
     return Analysis(doc, flows, findings, rule_errors, warnings)
 
 
-def _coverage(sessions: list[Session], flows: pd.DataFrame) -> dict[str, Any]:
+def _coverage(
+    sessions: list[Session], flows: pd.DataFrame, packets: dict[str, PacketData] | None = None
+) -> dict[str, Any]:
     total = len(flows)
     failed = int((flows[C.RECORD_TYPE] == "tls_failed").sum()) if total else 0
+    seen_by_packets = int((flows[C.SEEN_BY] == "packets").sum()) if total else 0
+    bypass = int(flows[C.BYPASS].fillna(False).astype(bool).sum()) if total else 0
+    captures = [f for p in (packets or {}).values() for f in p.files]
     idle = 0.0
     scen = []
     duration = 0.0
@@ -135,6 +145,20 @@ def _coverage(sessions: list[Session], flows: pd.DataFrame) -> dict[str, Any]:
         "connections": total,
         "not_decrypted": failed,
         "not_decrypted_share": round(failed / total, 3) if total else 0.0,
+        "packet_capture": bool(captures),
+        "packet_files": len(captures),
+        "packets": sum(f.packets for f in captures),
+        "seen_only_in_packets": seen_by_packets,
+        "bypassed_proxy": bypass,
+        "sessions_incomplete": [
+            {
+                "session": s.id,
+                "status": s.manifest.get("status"),
+                "stopped_by": s.manifest.get("stopped_by"),
+            }
+            for s in sessions
+            if s.manifest.get("status") != "complete"
+        ],
     }
 
 
@@ -252,6 +276,7 @@ def _document(
     ids: dict[str, str],
     warnings: list[str],
     boots: list[float],
+    packets: dict[str, PacketData] | None = None,
 ) -> dict[str, Any]:
     first = sessions[0].manifest
     device = dict(first.get("device") or {})
@@ -282,6 +307,11 @@ def _document(
         "verdicts": _verdicts(endpoints, findings),
         "claims": [c.to_dict() for c in claims],
         "coverage": coverage,
+        "packets": {
+            sid: {**p.describe(), "dns_lookups": p.lookups[:MAX_LOOKUPS]}
+            for sid, p in sorted((packets or {}).items())
+            if p.files
+        },
         "rule_errors": [{"rule": e.rule, "error": e.error} for e in rule_errors],
         "warnings": sorted(set(warnings)),
         "method": {

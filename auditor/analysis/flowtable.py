@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 
 from auditor import columns as C
+from auditor.analysis.packetflows import PacketData
 from auditor.records import DnsRecord, EventRecord
 from auditor.session import Session
 from auditor.timeutil import parse_iso
@@ -111,15 +112,24 @@ def scenario_steps(records: Iterable[Any]) -> list[StepSpan]:
 
 
 def build_flow_table(
-    session: Session, records: list[Any] | None = None
+    session: Session, records: list[Any] | None = None, packets: PacketData | None = None
 ) -> tuple[pd.DataFrame, list[str]]:
     """The session's flows with names, owning apps and scenario steps. Returns the table and
-    the warnings met on the way. ``records``: the session's records, if already read."""
+    the warnings met on the way. ``records``: the session's records, if already read;
+    ``packets``: its packet flows (:func:`auditor.analysis.packetflows.read_packet_flows`),
+    added as rows of their own (the flows the proxy did not see)."""
     if records is None:
         records = list(session.records())
     warnings = list(session.warnings)
     df = session.flows(records)
+    df[C.TRANSPORT] = "tcp"
+    df[C.SEEN_BY] = "proxy"
+    df[C.BYPASS] = False
     dns_names = _dns_names(records)
+    if packets is not None:
+        warnings += packets.warnings
+        for ip, name in packets.addr_names.items():
+            dns_names.setdefault(ip, name)
     steps = scenario_steps(records)
     device = session.manifest.get("device") or {}
     uid_map = _uid_map(device)
@@ -145,18 +155,44 @@ def build_flow_table(
             evidence.append("ip")
     df[C.NAME] = names
     df[C.NAME_EVIDENCE] = evidence
+    df[C.PCAP_UID] = -1
+    df[C.PCAP_APP] = ""
+    if packets is not None and not packets.flows.empty:
+        pf = packets.flows.copy()
+        # an address the packets left unnamed may be named by DNS seen elsewhere in the session
+        unnamed = (pf[C.NAME_EVIDENCE] == "ip") & pf[C.SERVER_IP].isin(dns_names.keys())
+        pf.loc[unnamed, C.NAME] = pf.loc[unnamed, C.SERVER_IP].map(dns_names)
+        pf.loc[unnamed, C.NAME_EVIDENCE] = "dns-answer"
+        df = pd.concat([df, pf], ignore_index=True) if len(df) else pf.reset_index(drop=True)
+        df[C.BYPASS] = df[C.BYPASS].fillna(False).astype(bool)
 
     starts = [ts.timestamp() if not pd.isna(ts) else None for ts in df[C.START]]
     app_uids, apps, app_ev = [], [], []
-    for ts, cip, cport in zip(starts, df[C.CLIENT_IP], df[C.CLIENT_PORT], strict=True):
+    for ts, cip, cport, seen_by, pcap_uid, pcap_app in zip(
+        starts,
+        df[C.CLIENT_IP],
+        df[C.CLIENT_PORT],
+        df[C.SEEN_BY],
+        df[C.PCAP_UID],
+        df[C.PCAP_APP],
+        strict=True,
+    ):
         uids: set[int] = set()
         how = "none"
+        if isinstance(pcap_uid, (int, float)) and not pd.isna(pcap_uid) and pcap_uid >= 0:
+            # PCAPdroid named the app of each packet: the best evidence there is
+            droid_uid = int(pcap_uid)
+            app_uids.append(str(droid_uid))
+            known = uid_map.get(droid_uid, [])
+            apps.append(";".join(sorted(known)) if known else str(pcap_app or ""))
+            app_ev.append("pcapdroid")
+            continue
         if ts is not None and sockets.times:
             if cport is not None and not pd.isna(cport) and cip not in ("127.0.0.1", "::1"):
                 uid = sockets.by_port(ts, int(cport))
                 if uid is not None:
                     uids, how = {uid}, "local-port"
-            if not uids and proxy is not None:
+            if not uids and proxy is not None and seen_by == "proxy":
                 uids = sockets.toward(ts, proxy)
                 how = "time-window" if len(uids) == 1 else ("ambiguous" if uids else "none")
         app_uids.append(";".join(str(u) for u in sorted(uids)))

@@ -30,6 +30,7 @@ SEVERITY_KEYS = (
     "beacon",
     "idle_traffic",
     "uninspected",
+    "proxy_bypass",
 )
 
 

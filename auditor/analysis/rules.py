@@ -470,6 +470,57 @@ class Uninspected(Rule):
             )
 
 
+class ProxyBypass(Rule):
+    """Traffic that left the phone outside the interception proxy while it was set: DNS,
+    QUIC, push channels, apps that ignore the proxy setting. Seen only in the packet capture,
+    so its content is unknown; reported per app, with where it went and what DNS names it
+    asked for."""
+
+    id = "proxy-bypass"
+    title = "Traffic that bypassed the proxy"
+    severity_key = "proxy_bypass"
+    description = (
+        "These connections did not go through the interception proxy; the packet capture "
+        "shows where they went, not what they carried. Claims about them cannot be settled by "
+        "the proxy's records."
+    )
+    citation = LEITH_2021
+
+    def check(self, ctx: Context) -> Iterator[Finding]:
+        df = ctx.flows
+        if C.BYPASS not in df.columns:
+            return
+        bypass = df[df[C.BYPASS].fillna(False).astype(bool)]
+        if bypass.empty:
+            return
+        app = bypass[C.APPS].fillna("").astype(str).replace("", "(app unknown)")
+        for name, grp in sorted(bypass.groupby(app), key=lambda g: str(g[0])):
+            flagged = [ctx.flagged(r) for _, r in grp.iterrows()]
+            pick = grp[flagged] if any(flagged) else grp
+            row = pick.sort_values(C.BYTES_UP, ascending=False, kind="stable").iloc[0]
+            queries = sorted(
+                {q for v in grp[C.DNS_QUERIES].dropna() for q in str(v).split(";") if q}
+            )
+            hosts = sorted({str(h) for h in grp[C.NAME]})
+            shown = ", ".join(hosts[:4]) + (f" and {len(hosts) - 4} more" if len(hosts) > 4 else "")
+            yield self.finding(
+                ctx,
+                row,
+                f"{len(grp)} connection(s) from {name} bypassed the proxy ({shown})",
+                flow_ids=tuple(sorted(grp[C.FLOW_ID])),
+                data={
+                    "app": name,
+                    "hosts": hosts,
+                    "transports": sorted({str(t) for t in grp[C.TRANSPORT]}),
+                    "ports": sorted({int(p) for p in grp[C.SERVER_PORT].dropna()}),
+                    "dns_queries": queries[:200],
+                    "bytes_up": int(grp[C.BYTES_UP].fillna(0).sum()),
+                    "bytes_down": int(grp[C.BYTES_DOWN].fillna(0).sum()),
+                    "flagged_recipients": int(sum(flagged)),
+                },
+            )
+
+
 def default_rules(adequacy: dict[str, bool] | None = None) -> list[Rule]:
     return [
         IdentifiersSent(),
@@ -483,6 +534,7 @@ def default_rules(adequacy: dict[str, bool] | None = None) -> list[Rule]:
         Beacon(),
         IdleTraffic(),
         Uninspected(),
+        ProxyBypass(),
     ]
 
 

@@ -14,10 +14,9 @@ looks for them. The session is closed with its artifact hashes, so ``auditor ver
 from __future__ import annotations
 
 import hashlib
-import importlib
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +50,7 @@ class _Source:
     sha256: str
     har: HarLog | None = None
     data: bytes | None = None  # a HAR's bytes, exactly as parsed
+    capture: Any = None  # a packet capture, as auditor.packets.read_capture read it
 
 
 @dataclass
@@ -176,10 +176,11 @@ def format_result(res: ImportResult) -> str:
         for key, n in f.get("notes", {}).items():
             lines.append(f"  note: {n} {key.replace('_', ' ')}")
     s = res.manifest.get("summary", {})
-    lines.append(
-        f"session {res.session} ({res.status}): {s.get('flows', 0)} flows, "
-        f"{s.get('hosts', 0)} hosts"
-    )
+    pflows = sum(int((f.get("counts") or {}).get("packet_flows", 0)) for f in res.files)
+    seen = f"{s.get('flows', 0)} HTTP flows, {s.get('hosts', 0)} hosts"
+    if pflows:
+        seen += f", {pflows} packet flows"
+    lines.append(f"session {res.session} ({res.status}): {seen}")
     return "\n".join(lines)
 
 
@@ -247,7 +248,8 @@ def _check(path: Path) -> _Source:
         with open(path, "rb") as fh:
             check_flow_file(fh, str(path))
     else:
-        _packet_reader(path, fmt)
+        capture = _read_packets(path)
+        return _Source(path, fmt, size, _sha256(path), capture=capture)
     return _Source(path, fmt, size, _sha256(path))
 
 
@@ -301,8 +303,7 @@ def _import_one(src: _Source, name: str, writer: SessionWriter, seen: set[str]) 
             records = flow_records(fh, writer.bodies, report, name, src.size)
             _write_all(writer, records, report, seen)
     else:
-        output = _packet_reader(src.path, src.format)(target)
-        _write_all(writer, _packet_records(output, report), report, seen)
+        _packet_report(src.capture, report)
     return report
 
 
@@ -356,7 +357,8 @@ def _describe(name: str, report: ImportReport) -> str:
 
 def _counts_text(summary: Mapping[str, Any]) -> str:
     counts = summary.get("counts", {})
-    parts = [f"{counts[k]} {k}" for k in RECORD_CLASSES if counts.get(k)]
+    keys = [*RECORD_CLASSES, "packets", "packet_flows", "dns_messages"]
+    parts = [f"{counts[k]} {k.replace('_', ' ')}" for k in keys if counts.get(k)]
     text = ", ".join(parts) or "no records"
     if summary.get("skipped"):
         text += f"; {summary['skipped']} skipped"
@@ -367,40 +369,57 @@ def _counts_text(summary: Mapping[str, Any]) -> str:
 
 # ---------------------------------------------------------------------------- packet captures
 
+MAX_COMMENTS = 50  # pcapng comments listed in the manifest (all are counted)
 
-def _packet_reader(path: Path, fmt: ImportFormat) -> Callable[[Path], Any]:
-    """``auditor.packets.read_capture``, or a clear error while it does not exist yet."""
+
+def _read_packets(path: Path) -> Any:
+    """The capture read with the fast packet path (flows, DNS and names; no per-packet table),
+    or an ImportFileError naming the file when it is no capture at all."""
+    from auditor.packets import PcapError, read_capture
+
     try:
-        module = importlib.import_module("auditor.packets")
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("auditor.packets", None):
-            raise ImportFileError(f"{path}: the packet parser cannot be loaded: {exc}") from None
-        module = None
-    except ImportError as exc:
-        raise ImportFileError(f"{path}: the packet parser cannot be loaded: {exc}") from None
-    reader = getattr(module, "read_capture", None)
-    if not callable(reader):
-        raise ImportFileError(
-            f"{path}: {fmt.value} import is not yet supported (the packet parser, "
-            "auditor.packets.read_capture, is not available)"
+        return read_capture(path, keep_packets=False)
+    except PcapError as exc:
+        raise ImportFileError(f"{path}: {exc}") from None
+    except OSError as exc:
+        raise ImportFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def _packet_report(capture: Any, report: ImportReport) -> None:
+    """What the capture holds, for the manifest and the import event.
+
+    The capture stays the evidence: the analyser reads ``original/<name>`` itself (see
+    :mod:`auditor.analysis.packetflows`), so no per-packet or per-flow record is copied into
+    ``flows.jsonl``. Damage met while reading (a truncated last record, an unknown link type,
+    a snaplen-cut packet) is counted here and becomes a warning."""
+    counts = capture.counts
+    report.count("packets", int(counts.get("packets", 0)))
+    report.count("packet_flows", len(capture.flows))
+    report.count("dns_messages", len(capture.dns))
+    names = capture.flows["name_evidence"].astype(str).value_counts().to_dict()
+    report.meta["capture"] = {
+        "format": capture.format,
+        "link_types": list(capture.link_types),
+        "interfaces": [
+            {"index": i.index, "link_type": i.link_type, "name": i.name, "snaplen": i.snaplen}
+            for i in capture.interfaces[:MAX_COMMENTS]
+        ],
+        "flows_named_by": dict(sorted(names.items())),
+        "apps": list(capture.apps),
+        "warnings": {str(k): int(v) for k, v in sorted(capture.warnings.items())},
+    }
+    if capture.comments:
+        report.details["comments"] = [
+            {"where": c.where, "index": c.index, "text": c.text}
+            for c in capture.comments[:MAX_COMMENTS]
+        ]
+        report.meta["capture"]["comments"] = len(capture.comments)
+    for kind, n in sorted(capture.warnings.items()):
+        report.note(f"packet_{kind}", int(n))
+    damaged = {k: v for k, v in capture.warnings.items() if "truncated" in str(k)}
+    if damaged:
+        report.warn(
+            "the capture is damaged: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(damaged.items()))
+            + "; everything before the damage was read"
         )
-    return reader
-
-
-def _packet_records(output: Any, report: ImportReport) -> Iterator[Record]:
-    """What ``read_capture`` gives, as records.
-
-    Pending: mapping the packet parser's own types to records is left to the lead. Records it
-    already gives are written as they are; anything else is counted as skipped."""
-    record_types = tuple(RECORD_CLASSES.values())
-    try:
-        items = iter(output)
-    except TypeError:
-        report.warn(f"the packet parser gave {type(output).__name__}, not records; none imported")
-        return
-    for n, item in enumerate(items):
-        if isinstance(item, record_types):
-            report.count(item.TYPE.value)
-            yield item
-        else:
-            report.skip(f"packet item {n}", f"{type(item).__name__} is not mapped to records yet")

@@ -569,3 +569,28 @@ def test_xiaomi_session_analysed_shows_the_xiaomi_findings(
     assert xiaomi_ep and all(e["country"] == "CN" and e["state_linked"] for e in xiaomi_ep)
     assert all(e["sources"] for e in xiaomi_ep)
     assert (report / "report.html").stat().st_size > 5000
+
+
+def test_xiaomi_dns_and_push_bypass_the_proxy(xiaomi: XiaomiAudit) -> None:
+    """With --packets auto (adb-tcpdump on the rooted Xiaomi), the analyser sees the DNS
+    lookups and the push channel that never reached the proxy, as flows bypassing it."""
+    from auditor.analysis.engine import analyze
+
+    assert any(p.name.startswith("adb-tcpdump-") for p in (xiaomi.session / "packets").iterdir())
+    res = analyze([xiaomi.session])
+    flows = res.flows
+    bypass = flows[flows["bypass"].astype(bool)]
+    dns = bypass[bypass["server_port"] == 53]
+    assert len(dns) and set(dns["transport"]) == {"udp"}
+    asked = {q for v in dns["dns_queries"] for q in str(v).split(";") if q}
+    assert "tracking.miui.com" in asked
+    push = bypass[bypass["server_port"] == 5222]
+    named = push[push["name_evidence"] == "tls-sni"]  # a channel open before tcpdump has no SNI
+    assert len(named) and all(n.endswith("xmpush.global.xiaomi.com") for n in named["name"])
+    assert set(push["apps"]) == {"com.xiaomi.xmsf"}
+    # what went through the proxy is not counted again from the packets
+    assert not (flows.loc[flows["seen_by"] == "packets", "server_ip"] == "127.0.0.1").any()
+    assert not flows.loc[flows["seen_by"] == "proxy", "bypass"].any()
+    per_app = {f.data["app"]: f for f in res.findings if f.rule == "proxy-bypass"}
+    assert "com.xiaomi.xmsf" in per_app
+    assert per_app["com.xiaomi.xmsf"].organisation == "Xiaomi Corporation"

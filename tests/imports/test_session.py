@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import sys
-import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ from mitmproxy import io as mio
 from mitmproxy.test import tflow
 
 import auditor.cli
+import tests.packets as P
 from auditor.imports import ImportFileError, ImportFormat, detect_format
 from auditor.imports.session import ORIGINAL, import_command, import_files, parse_identifiers
 from auditor.records import DnsRecord, EventRecord, HttpRecord
@@ -257,40 +256,135 @@ def test_failure_half_way_closes_the_session_as_incomplete(
 
 # ---------------------------------------------------------------------------- packet captures
 
+PHONE, SERVER = "10.1.2.3", "198.51.100.7"
+T0 = 1_796_000_000_000_000_000  # ns
 
-@pytest.mark.parametrize("header,fmt", [(PCAP_HEADER, "pcap"), (PCAPNG_HEADER, "pcapng")])
-def test_packet_captures_are_not_yet_supported(
-    out: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, header: bytes, fmt: str
+
+def _l3_packets() -> list[bytes]:
+    """DNS for a name, then a TLS ClientHello to the address it answered, as IPv4 packets."""
+    q = P.dns_query(7, "tracker.example")
+    a = P.dns_response(7, "tracker.example", 1, [P.rr(b"\xc0\x0c", 1, P.ip4(SERVER))])
+    hello = P.tls_records(P.client_hello_body("tracker.example", ["h2"]))
+    return [
+        P.ipv4(PHONE, "10.1.2.1", 17, P.udp(40000, 53, q)),
+        P.ipv4("10.1.2.1", PHONE, 17, P.udp(53, 40000, a)),
+        P.ipv4(PHONE, SERVER, 6, P.tcp(40001, 443, b"", flags=0x02)),
+        P.ipv4(SERVER, PHONE, 6, P.tcp(443, 40001, b"", flags=0x12)),
+        P.ipv4(PHONE, SERVER, 6, P.tcp(40001, 443, hello, flags=0x18)),
+    ]
+
+
+LINKS = {
+    "ethernet": (1, P.ether),
+    "raw": (101, lambda l3: l3),
+    "sll": (113, P.sll),
+    "sll2": (276, P.sll2),
+    "null": (0, lambda l3: P.null(l3, 2)),
+}
+
+
+@pytest.mark.parametrize("link", sorted(LINKS))
+def test_pcap_in_every_link_type_becomes_a_verifiable_session(
+    out: Path, tmp_path: Path, link: str
 ) -> None:
-    monkeypatch.setitem(sys.modules, "auditor.packets", None)  # as if it did not exist
-    cap = tmp_path / f"c.{fmt}"
-    cap.write_bytes(header)
-    with pytest.raises(ImportFileError, match=f"{fmt} import is not yet supported"):
+    linktype, frame = LINKS[link]
+    cap = tmp_path / f"{link}.pcap"
+    cap.write_bytes(
+        P.pcap(
+            [(T0 + i, frame(p)) for i, p in enumerate(_l3_packets())],
+            linktype,
+        )
+    )
+    res = import_files([cap], out, identifiers=["imei=490154203237518"])
+    assert res.status == "complete" and verify_session(res.session).ok
+    (f,) = res.files
+    assert f["format"] == "pcap" and f["sha256"] == _sha(cap)
+    assert _sha(res.session / ORIGINAL / cap.name) == _sha(cap)  # the original, kept
+    assert f["counts"] == {"packets": 5, "packet_flows": 2, "dns_messages": 2}
+    assert f["capture"]["link_types"] == [linktype]
+    assert f["capture"]["flows_named_by"] == {"ip": 1, "tls-sni": 1}  # the resolver, the server
+    # the analyser reads it like a live session: the flow is named and attributed
+    from auditor.analysis.engine import analyze
+
+    flows = analyze([res.session]).flows
+    tls = flows[flows["server_port"] == 443].iloc[0]
+    assert (tls["name"], tls["seen_by"], bool(tls["bypass"])) == (
+        "tracker.example",
+        "packets",
+        False,
+    )
+    assert tls["flow_id"] == f"{ORIGINAL}/{cap.name}#1"
+
+
+def test_pcapng_comments_interfaces_and_pcapdroid_trailer(out: Path, tmp_path: Path) -> None:
+    o = "<"
+    frames = [P.ether(p) + P.pcapdroid_trailer(10123, "com.tracker.app") for p in _l3_packets()]
+    data = P.shb(o, comment="captured on the test phone") + P.idb(o, 1)
+    data += b"".join(P.epb(o, 0, 1_796_000_000_000_000 + i, fr) for i, fr in enumerate(frames))
+    cap = tmp_path / "droid.pcapng"
+    cap.write_bytes(data)
+    res = import_files([cap], out)
+    (f,) = res.files
+    assert f["format"] == "pcapng" and f["capture"]["comments"] == 1
+    assert f["capture"]["apps"] == ["com.tracker.app"]
+    events = [r for r in Session(res.session).records() if isinstance(r, EventRecord)]
+    (imp,) = [e for e in events if e.kind == "import"]
+    assert imp.data["comments"] == [
+        {"where": "section", "index": 0, "text": "captured on the test phone"}
+    ]
+    from auditor.analysis.engine import analyze
+
+    flows = analyze([res.session]).flows
+    assert set(flows["apps"]) == {"com.tracker.app"}
+    assert set(flows["app_evidence"]) == {"pcapdroid"}
+
+
+def test_a_truncated_capture_is_imported_up_to_the_damage(out: Path, tmp_path: Path) -> None:
+    full = P.pcap(
+        [(1_796_000_000_000_000_000 + i, P.ether(p)) for i, p in enumerate(_l3_packets())]
+    )
+    cap = tmp_path / "cut.pcap"
+    cap.write_bytes(full[:-30])
+    res = import_files([cap], out)
+    (f,) = res.files
+    assert f["counts"]["packets"] == 4
+    assert any("damaged" in w for w in res.warnings), res.warnings
+    assert verify_session(res.session).ok
+
+
+def test_a_capture_that_is_not_one_leaves_nothing(out: Path, tmp_path: Path) -> None:
+    cap = tmp_path / "bad.pcap"
+    cap.write_bytes(PCAP_HEADER[:4] + b"\xff" * 10)  # the magic, then garbage
+    with pytest.raises(ImportFileError, match=r"bad\.pcap"):
         import_files([cap], out)
     assert _sessions(out) == []
 
 
-def test_packet_captures_go_to_the_packet_parser_when_it_exists(
-    out: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_every_shared_capture_is_imported_and_analysed(
+    out: Path, tmp_path: Path, shared_captures: Path
 ) -> None:
-    calls: list[Path] = []
+    from auditor.analysis.engine import analyze, write
+    from auditor.packets import read_capture
 
-    def read_capture(path: Path) -> list[object]:
-        calls.append(Path(path))
-        dns = DnsRecord(id="p1", ts="2026-11-28T09:00:00.000000Z", qname="a.example", qtype="A")
-        return [dns, object()]
-
-    fake = types.ModuleType("auditor.packets")
-    fake.read_capture = read_capture  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "auditor.packets", fake)
-    cap = tmp_path / "c.pcap"
-    cap.write_bytes(PCAP_HEADER)
-    res = import_files([cap], out)
-    assert calls == [res.session / ORIGINAL / "c.pcap"]
-    assert [r.id for r in Session(res.session).records() if isinstance(r, DnsRecord)] == ["p1"]
-    (f,) = res.files
-    assert f["format"] == "pcap" and f["skipped"] == 1 and f["counts"] == {"dns": 1}
-    assert verify_session(res.session).ok
+    pcaps = sorted(shared_captures.glob("*.pcap*"))
+    assert pcaps
+    for cap in pcaps:
+        res = import_files([cap], out)
+        assert verify_session(res.session).ok, cap.name
+        (f,) = res.files
+        direct = read_capture(cap, keep_packets=False)
+        assert f["counts"].get("packets", 0) == direct.counts.get("packets", 0), cap.name
+        analysis = analyze([res.session])
+        seen = analysis.flows[analysis.flows["seen_by"] == "packets"]
+        # every flow of the capture is in the table but the phone's own loopback
+        assert len(seen) + analysis.doc["packets"][res.session.name]["paths"].get(
+            "local", 0
+        ) == len(direct.flows), cap.name
+        names = {n for n in direct.flows["sni"].dropna() for n in n.split(";")}
+        assert names <= set(seen["sni"].dropna().str.split(";").explode()), cap.name
+        report = tmp_path / "reports" / res.session.name
+        write(analysis, report, ["json", "html", "csv", "md"])
+        assert json.loads((report / "findings.json").read_text())["coverage"]["packet_capture"]
 
 
 # ----------------------------------------------------------------------------- the CLI text
