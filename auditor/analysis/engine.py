@@ -74,6 +74,7 @@ def analyze(
     records = {sess.id: list(sess.records()) for sess in opened}
     packets: dict[str, PacketData] = {}
     for sess in opened:
+        warnings += _incomplete(sess)
         packets[sess.id] = read_packet_flows(sess.path, sess.manifest)
         df, w = build_flow_table(sess, records[sess.id], packets[sess.id])
         df.insert(0, "session", sess.id)
@@ -116,6 +117,25 @@ def analyze(
         _boot_times(records), packets,
     )  # fmt: skip
     return Analysis(doc, flows, findings, rule_errors, warnings)
+
+
+def _incomplete(sess: Session) -> list[str]:
+    """What the report must say when a session did not end as planned."""
+    m = sess.manifest
+    status = m.get("status")
+    if status == "complete":
+        return []
+    if status == "open":
+        return [
+            f"{sess.id}: the session was never closed (its writer died); the report covers what "
+            "was flushed to disk, and no file hashes can be checked"
+        ]
+    why = m.get("stopped_by") or "unknown"
+    ended = m.get("ended_at") or "?"
+    return [
+        f"{sess.id}: the session is incomplete (stopped by {why} at {ended}); traffic after "
+        "that point, and anything not flushed before it, is missing from this report"
+    ]
 
 
 def _coverage(
