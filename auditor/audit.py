@@ -4,9 +4,13 @@ The loop: profile the device, open a session, start mitmdump with the recorder, 
 up through the restore journal, check interception with a canary, run the scenario while
 logcat and the socket table are recorded, restore the device, close the session.
 
-The device is restored on every way out: normal end, exception, Ctrl-C and SIGTERM. If the
-device disappears, the session is kept with an event saying so, and the restore is retried
-when it comes back (or left to ``auditor restore``).
+The device is restored on every way out: normal end, exception, Ctrl-C and SIGTERM (the first
+signal stops the audit where it is; later ones are held until the session is closed). The
+capture stops early, and says why in the manifest's ``stopped_by`` and ``stop_detail``, when
+mitmdump dies (``proxy_died``), when the session cannot be written (``disk_full``,
+``write_failed``) and when the device goes away (``device_lost``): the session is then kept
+with an event saying so, and the restore is retried when the device comes back (or left to
+``auditor restore``).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from auditor.capture import (
     FlowTail,
     LiveCounts,
     Mitmdump,
+    ProxyExit,
     ProxyOptions,
     ca_cert_path,
 )
@@ -40,24 +45,48 @@ from auditor.device.scenario import Scenario, Step, load_scenario
 from auditor.device.setup import (
     CaptureSetup,
     Interrupted,
+    SignalGuard,
     ca_pem_from,
-    raise_held,
-    sigterm_raises,
+    undo_change,
 )
 from auditor.errors import AuditorError, DeviceError
+from auditor.fsutil import private_mkdirs
 from auditor.records import CANARY_HOST
-from auditor.session import STATUS_COMPLETE, STATUS_INCOMPLETE, SessionWriter
+from auditor.session import (
+    MANIFEST,
+    STATUS_COMPLETE,
+    STATUS_INCOMPLETE,
+    SessionWriteError,
+    SessionWriter,
+    write_error,
+)
 
 log = logging.getLogger(__name__)
 
 LOCK_DIR = Path.home() / ".auditor" / "locks"
 UPSTREAM_CA = "upstream-ca.pem"
 
+TEST_PAUSE_ENV = "AUDITOR_TEST_PAUSE_AT"
+"""Test hook, for auditor's fault tests only (tests/e2e/test_faults.py): with
+``AUDITOR_TEST_PAUSE_AT=POINT`` the audit writes a ``test_pause`` event at POINT and waits
+there, up to TEST_PAUSE_SECONDS or until a signal arrives, so that a test can interrupt it at
+a known step. Unset in real use. The points:
+
+    proxy         mitmdump listens; nothing else started
+    packets       the packet capture runs; the device not set up yet
+    setup-ca      half way through installing the CA (the system store: an empty tmpfs)
+    setup-proxy   the CA installed, private DNS off, the reverse tunnel up; no proxy yet
+    canary        the canary request sent
+    restore       the restore begun (signals held from here); nothing stopped or undone yet
+"""
+TEST_PAUSE_POINTS = ("proxy", "packets", "setup-ca", "setup-proxy", "canary", "restore")
+TEST_PAUSE_SECONDS = 30.0
+
 
 @contextmanager
 def device_lock(serial: str) -> Iterator[None]:
     """One audit per device at a time, across processes."""
-    LOCK_DIR.mkdir(parents=True, exist_ok=True)
+    private_mkdirs(LOCK_DIR)
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in serial)
     fd = os.open(LOCK_DIR / f"{safe}.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
@@ -70,9 +99,16 @@ def device_lock(serial: str) -> Iterator[None]:
                 + (f" (pid {holder})" if holder else "")
                 + "; wait for it to finish"
             ) from None
+        stale = os.pread(fd, 64, 0).decode(errors="replace").strip()
+        if stale and stale != str(os.getpid()):
+            # the kernel released the flock of a holder that died without cleaning up
+            log.warning("stale lock on %s of pid %s (no longer running) taken over", serial, stale)
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)  # released cleanly: no pid left behind to look stale
     finally:
         os.close(fd)
 
@@ -94,6 +130,7 @@ class AuditOptions:
     canary_timeout: float = 15.0
     notes: str = ""
     packets: str = "auto"  # auto | off | iface:NAME | adb-tcpdump | pcapdroid
+    restore_wait: float = 30.0  # how long to wait for a device that went away, to restore it
 
 
 @dataclass
@@ -121,6 +158,15 @@ class AuditResult:
     canary_seen: bool
     notes: list[str]
     manifest: dict[str, Any]
+    detail: str = ""  # why the capture stopped early, in one line (the manifest's stop_detail)
+
+
+class CaptureStopped(AuditorError):
+    """The capture cannot go on: mitmdump ended by itself (see :class:`ProxyExit`)."""
+
+    def __init__(self, ended: ProxyExit):
+        super().__init__(ended.message)
+        self.ended = ended
 
 
 def planned_seconds(scenario: Scenario) -> float:
@@ -142,161 +188,409 @@ def run_audit(opts: AuditOptions, on_progress: ProgressFn | None = None) -> Audi
         StepRunner.refuse_shell(scenario)
     handset = Handset(opts.serial)
     with device_lock(handset.serial):
-        return _audit_locked(handset, scenario, opts, on_progress or (lambda p: None))
+        return _Audit(handset, scenario, opts, on_progress or (lambda p: None)).run()
 
 
-def _audit_locked(
-    h: Handset, scenario: Scenario, opts: AuditOptions, report: ProgressFn
-) -> AuditResult:
-    prog = Progress(phase="profiling", steps=len(scenario.steps), planned=planned_seconds(scenario))
-    report(prog)
-    profile = collect_profile(h)
-    upstream = upstream_of(profile)
-    writer = SessionWriter.create(
-        opts.out,
-        notes=opts.notes,
-        device=profile.to_dict(),
-        scenario=scenario.to_manifest(),
-        body_cap=opts.body_cap,
-        capture={
-            "route": opts.route,
-            "ca": opts.ca,
-            "upstream": upstream,
-            "proxy": {"listen_host": opts.listen_host, "port": opts.port},
-        },
-    )
-    journal = RestoreJournal.in_session(writer.path)
-    extra: dict[str, str] = {}
-    mode = "regular"
-    if upstream:
-        mode = f"upstream:{upstream}"
-        ca_device_path = profile.properties.get("ro.auditor.upstream_ca", "")
-        if ca_device_path:
-            (writer.path / UPSTREAM_CA).write_bytes(h.pull_bytes(ca_device_path))
-            (writer.path / UPSTREAM_CA).chmod(0o600)
-            extra["ssl_verify_upstream_trusted_ca"] = str(writer.path / UPSTREAM_CA)
-        writer.event(
-            "upstream_mode",
-            f"virtual handset: mitmdump forwards to its offline internet at {upstream}",
-        )
-    proxy = ProxyOptions(
-        listen_host=opts.listen_host,
-        port=opts.port,
-        confdir=opts.confdir,
-        body_cap=opts.body_cap,
-        mode=mode,
-        extra=extra,
-    )
-    mitm = Mitmdump(writer.path, proxy)
-    tail = FlowTail(writer.path)
-    status, stopped_by = STATUS_INCOMPLETE, "error"
-    restored = False
-    canary_seen = False
-    notes: list[str] = []
-    setup: CaptureSetup | None = None
-    logcat: LogcatStream | None = None
-    sockets: SocketPoller | None = None
-    packets: Any = None
-    stop = threading.Event()
-    started = time.monotonic()
-    ticker_stop = threading.Event()
+class _Audit:
+    """One audit, from the profile to the closed session; :meth:`run` is the whole of it."""
 
-    def tick() -> None:
-        while not ticker_stop.wait(0.5):
-            prog.elapsed = time.monotonic() - started
-            prog.counts = tail.poll()
-            report(prog)
+    def __init__(self, h: Handset, scenario: Scenario, opts: AuditOptions, report: ProgressFn):
+        self.h = h
+        self.scenario = scenario
+        self.opts = opts
+        self.report = report
+        self.prog = Progress(steps=len(scenario.steps), planned=planned_seconds(scenario))
+        self.guard = SignalGuard()
+        self.stop = threading.Event()  # set when mitmdump ends: the scenario stops at once
+        self.profile: DeviceProfile | None = None
+        self.writer: SessionWriter | None = None
+        self.journal: RestoreJournal | None = None
+        self.mitm: Mitmdump | None = None
+        self.tail: FlowTail | None = None
+        self.setup: CaptureSetup | None = None
+        self.logcat: LogcatStream | None = None
+        self.sockets: SocketPoller | None = None
+        self.packets: Any = None
+        self.status, self.stopped_by, self.detail = STATUS_INCOMPLETE, "error", ""
+        self.restored = False
+        self.canary_seen = False
+        self.notes: list[str] = []
+        self.proxy_exit: ProxyExit | None = None
+        self.manifest: dict[str, Any] = {}
+        self.ticking = False
+        self.started = time.monotonic()
+        self._quit = threading.Event()
+        self._watcher = threading.Thread(target=self._watch, name="audit-watch", daemon=True)
+        self._paused: set[str] = set()
 
-    ticker = threading.Thread(target=tick, daemon=True)
-    try:
-        with sigterm_raises():
+    # ---------------------------------------------------------------------------------- run
+    def run(self) -> AuditResult:
+        error: BaseException | None = None
+        with self.guard:
             try:
-                prog.phase = "starting proxy"
-                report(prog)
-                mitm.start()
-                writer.event("proxy_listening", f"mitmdump pid {mitm.pid}", pid=mitm.pid, mode=mode)
-                packets = _start_packets(h, writer, journal, opts.packets, notes)
-                setup = CaptureSetup(
-                    h,
-                    journal,
-                    proxy_host=opts.listen_host,
-                    proxy_port=opts.port,
-                    route=opts.route,
-                    ca=opts.ca,
-                    ca_pem=ca_pem_from(ca_cert_path(opts.confdir)) if opts.ca != "none" else None,
-                    private_dns_off=opts.private_dns_off,
-                )
-                prog.phase = "setting up the device"
-                report(prog)
-                setup.apply()
-                for n in setup.notes:
-                    writer.event("setup_note", n)
-                notes += setup.notes
-                ticker.start()
-                prog.phase = "canary"
-                report(prog)
-                canary_seen = _canary(h, writer, tail, opts.canary_timeout)
-                if not canary_seen:
-                    notes.append(
-                        "interception not confirmed: the canary request never reached the proxy"
+                try:
+                    self._open()
+                    self._capture()
+                finally:
+                    self.guard.hold()  # from here on nothing interrupts the way out
+            except (KeyboardInterrupt, Interrupted) as exc:
+                if self.writer is None:
+                    raise KeyboardInterrupt from None  # no session yet, nothing changed
+                self.stopped_by = "signal"
+                self._event("audit_interrupted", str(exc) or type(exc).__name__)
+            except CaptureStopped as exc:
+                self._proxy_ended(exc.ended)
+                self.stopped_by, self.detail = exc.ended.stopped_by, exc.ended.message
+            except DeviceError as exc:
+                if self.writer is None:
+                    raise
+                self._device_failed(exc)
+            except SessionWriteError as exc:
+                if self.writer is None:
+                    raise
+                self.stopped_by = "disk_full" if exc.disk_full else "write_failed"
+                self.detail = f"auditor could not write to the session: {exc}"
+                self.notes.append(self.detail)
+                self._event("session_write_failed", str(exc), disk_full=exc.disk_full)
+            except BaseException as exc:
+                if self.writer is None:
+                    raise
+                error = exc
+                self.stopped_by, self.detail = "error", f"{type(exc).__name__}: {exc}"
+                self._event("audit_failed", self.detail)
+            self._shutdown()
+        if error is not None:
+            raise error
+        assert self.writer is not None and self.profile is not None
+        return AuditResult(
+            self.writer.path,
+            self.status,
+            self.stopped_by,
+            self.profile,
+            self.restored,
+            self.canary_seen,
+            self.notes,
+            self.manifest,
+            self.detail,
+        )
+
+    def _open(self) -> None:
+        self._enter("profiling")
+        self.profile = profile = collect_profile(self.h)
+        upstream = upstream_of(profile)
+        opts = self.opts
+        with self.guard.deferred():  # a session is created whole, or not at all
+            self.writer = SessionWriter.create(
+                opts.out,
+                notes=opts.notes,
+                device=profile.to_dict(),
+                scenario=self.scenario.to_manifest(),
+                body_cap=opts.body_cap,
+                capture={
+                    "route": opts.route,
+                    "ca": opts.ca,
+                    "upstream": upstream,
+                    "proxy": {"listen_host": opts.listen_host, "port": opts.port},
+                },
+            )
+        self.journal = RestoreJournal.in_session(self.writer.path)
+        self.tail = FlowTail(self.writer.path)
+
+    def _capture(self) -> None:
+        h, opts, writer = self.h, self.opts, self.writer
+        assert writer is not None and self.journal is not None and self.profile is not None
+        self._enter("starting proxy")
+        self.mitm = self._proxy()
+        self.mitm.start()
+        writer.event(
+            "proxy_listening",
+            f"mitmdump pid {self.mitm.pid}",
+            pid=self.mitm.pid,
+            mode=self.mitm.opts.mode,
+        )
+        self._watcher.start()
+        self._pause("proxy")
+
+        self._enter("starting packet capture")
+        with self.guard.deferred():  # a capture that started is one that gets stopped
+            self.packets = _start_packets(h, writer, self.journal, opts.packets, self.notes)
+        self._pause("packets")
+        self._check_proxy()
+
+        self.setup = CaptureSetup(
+            h,
+            self.journal,
+            proxy_host=opts.listen_host,
+            proxy_port=opts.port,
+            route=opts.route,
+            ca=opts.ca,
+            ca_pem=ca_pem_from(ca_cert_path(opts.confdir)) if opts.ca != "none" else None,
+            private_dns_off=opts.private_dns_off,
+            checkpoint=lambda name: self._pause(f"setup-{name}"),
+        )
+        self._enter("setting up the device")
+        self.setup.apply()
+        for n in self.setup.notes:
+            writer.event("setup_note", n)
+        self.notes += self.setup.notes
+        self._check_proxy()
+
+        self.ticking = True
+        self._enter("canary")
+        self.canary_seen = self._canary()
+        if not self.canary_seen:
+            self.notes.append(
+                "interception not confirmed: the canary request never reached the proxy"
+            )
+        self._check_proxy()
+
+        with self.guard.deferred():
+            self.logcat = LogcatStream(h, writer.path).start()
+            self.sockets = SocketPoller(h, writer.path).start()
+        self._enter("scenario")
+
+        def on_step(step: Step, state: str) -> None:
+            self.prog.step, self.prog.step_index = step.describe(), step.index + 1
+            self.report(self.prog)
+
+        def after_reboot() -> None:
+            assert self.setup is not None
+            self.setup.reapply_after_reboot()
+
+        runner = StepRunner(
+            h,
+            writer,
+            self.journal,
+            allow_shell=opts.allow_shell,
+            stop=self.stop,
+            on_step=on_step,
+            after_reboot=after_reboot,
+            system_packages=[p.name for p in self.profile.packages if p.system],
+        )
+        run = runner.run(self.scenario)
+        self._check_proxy()
+        self.status = STATUS_COMPLETE
+        self.stopped_by = "stopped" if run.stopped else "scenario_done"
+
+    def _proxy(self) -> Mitmdump:
+        """mitmdump's options: upstream mode toward a virtual handset's offline internet."""
+        assert self.writer is not None and self.profile is not None
+        writer, opts = self.writer, self.opts
+        upstream = upstream_of(self.profile)
+        extra: dict[str, str] = {}
+        mode = "regular"
+        if upstream:
+            mode = f"upstream:{upstream}"
+            ca_device_path = self.profile.properties.get("ro.auditor.upstream_ca", "")
+            if ca_device_path:
+                (writer.path / UPSTREAM_CA).write_bytes(self.h.pull_bytes(ca_device_path))
+                (writer.path / UPSTREAM_CA).chmod(0o600)
+                extra["ssl_verify_upstream_trusted_ca"] = str(writer.path / UPSTREAM_CA)
+            writer.event(
+                "upstream_mode",
+                f"virtual handset: mitmdump forwards to its offline internet at {upstream}",
+            )
+        proxy = ProxyOptions(
+            listen_host=opts.listen_host,
+            port=opts.port,
+            confdir=opts.confdir,
+            body_cap=opts.body_cap,
+            mode=mode,
+            extra=extra,
+        )
+        return Mitmdump(writer.path, proxy)
+
+    def _canary(self) -> bool:
+        assert self.writer is not None
+        h, writer, timeout = self.h, self.writer, self.opts.canary_timeout
+        token = secrets.token_hex(8)
+        url = f"http://{CANARY_HOST}/auditor-canary/{token}"
+        writer.event("canary_sent", url)
+        h.sh(f"am start -a android.intent.action.VIEW -d {url}")
+        self._pause("canary")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self.stop.is_set():
+            # scan the new lines only: FlowTail keeps hosts, so look at the file's tail directly
+            with open(writer.path / "flows.jsonl", "rb") as fh:
+                fh.seek(max(0, os.fstat(fh.fileno()).st_size - 200_000))
+                text = fh.read()
+            if token.encode() in text:
+                writer.event("canary_seen", url)
+                h.sh("input keyevent KEYCODE_HOME")
+                return True
+            time.sleep(0.3)
+        if not self.stop.is_set():
+            writer.event("canary_missing", f"no request for {url} within {timeout:.0f}s")
+        h.sh("input keyevent KEYCODE_HOME")
+        return False
+
+    # ----------------------------------------------------------------------------- way out
+    def _shutdown(self) -> None:
+        """Stop what runs beside the capture, restore the device, stop mitmdump, close the
+        session. Runs with signals held, whatever happened before."""
+        assert self.writer is not None
+        self._enter("restoring the device")
+        self._pause("restore")
+        for monitor in (self.logcat, self.sockets):
+            if monitor is not None:
+                try:
+                    monitor.stop()
+                except Exception as exc:  # noqa: BLE001 - the restore comes first
+                    log.warning("stopping %s: %s", type(monitor).__name__, exc)
+        if self.packets is not None:
+            try:
+                stats = self.packets.stop()
+                self._event("packets_stopped", type(self.packets).__name__, **stats.to_dict())
+            except Exception as exc:  # noqa: BLE001 - the restore comes first
+                self._event("packets_stop_failed", f"{type(self.packets).__name__}: {exc}")
+        try:
+            self.restored = self._restore()
+        except Exception as exc:  # the session must still be closed
+            log.exception("restoring the device")
+            self._event("restore_error", f"{type(exc).__name__}: {exc}")
+        if not self.restored:
+            self.notes.append(
+                f"device {self.h.serial} NOT restored: reconnect it and run "
+                f"`auditor restore -s {self.h.serial} {self.writer.path}`"
+            )
+        self._quit.set()
+        if self._watcher.is_alive():
+            self._watcher.join(5)
+        rc: int | None = None
+        if self.mitm is not None:
+            listened = self._watcher.ident is not None  # (not one that failed to start)
+            ended = self.mitm.exited() if listened else None
+            if ended is not None and self.proxy_exit is None:
+                self._proxy_ended(ended)
+            rc = self.mitm.stop()
+        if self.proxy_exit is not None:
+            self.status = STATUS_INCOMPLETE
+            if self.stopped_by in ("scenario_done", "stopped"):
+                self.stopped_by, self.detail = self.proxy_exit.stopped_by, self.proxy_exit.message
+        if rc not in (0, None):
+            self.status = STATUS_INCOMPLETE
+        if self.guard.held and self.stopped_by != "signal":
+            self._event(
+                "signal_during_restore",
+                "acted on after the restore",
+                signals=sorted(set(self.guard.held)),
+            )
+            self.stopped_by = "signal"
+        self._event("capture_stopped", self.stopped_by, exit_status=rc, restored=self.restored)
+        updates: dict[str, Any] = {"stopped_by": self.stopped_by, "restored": self.restored}
+        if self.detail:
+            updates["stop_detail"] = self.detail
+        try:
+            self.manifest = self.writer.close(status=self.status, **updates)
+        except OSError as exc:
+            raise write_error(self.writer.path / MANIFEST, exc) from None
+
+    def _restore(self) -> bool:
+        """Undo every journalled change; wait up to ``restore_wait`` for a device that went
+        away to come back."""
+        assert self.journal is not None
+        h, journal = self.h, self.journal
+        if not [c for c in journal.pending() if c.serial == h.serial]:
+            return True  # nothing was changed, or all of it is undone already
+
+        wait = self.opts.restore_wait
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                if h.state() == "device":
+                    rep = journal.undo_all(lambda undo: undo_change(h, undo), serial=h.serial)
+                    self._event(
+                        "device_restored" if rep.ok else "restore_incomplete",
+                        f"undid {len(rep.undone)} change(s)",
+                        failed=[f"{c.what}: {e}" for c, e in rep.failed],
+                        unrecorded=[c.what for c in rep.unrecorded],
                     )
-                logcat = LogcatStream(h, writer.path).start()
-                sockets = SocketPoller(h, writer.path).start()
-                prog.phase = "scenario"
-
-                def on_step(step: Step, state: str) -> None:
-                    prog.step, prog.step_index = step.describe(), step.index + 1
-                    report(prog)
-
-                def after_reboot() -> None:
-                    assert setup is not None
-                    setup.reapply_after_reboot()
-
-                runner = StepRunner(
-                    h,
-                    writer,
-                    journal,
-                    allow_shell=opts.allow_shell,
-                    stop=stop,
-                    on_step=on_step,
-                    after_reboot=after_reboot,
-                    system_packages=[p.name for p in profile.packages if p.system],
+                    if rep.ok:
+                        return True
+            except DeviceError as exc:
+                self._event("restore_error", str(exc))
+            if time.monotonic() >= deadline:
+                pending = [c.what for c in journal.pending() if c.serial == h.serial]
+                assert self.writer is not None
+                self._event(
+                    "restore_pending",
+                    f"device {h.serial} not back in {wait:.0f}s; once it is, run "
+                    f"`auditor restore -s {h.serial} {self.writer.path}`",
+                    pending=pending,
                 )
-                run = runner.run(scenario)
-                status = STATUS_COMPLETE
-                stopped_by = "stopped" if run.stopped else "scenario_done"
-            finally:
-                prog.phase = "restoring the device"
-                report(prog)
-                for monitor in (logcat, sockets):
-                    if monitor is not None:
-                        monitor.stop()
-                if packets is not None:
-                    stats = packets.stop()
-                    writer.event("packets_stopped", type(packets).__name__, **stats.to_dict())
-                if setup is not None:
-                    restored = _restore(h, setup, writer)
-                    held, setup.held_signals = setup.held_signals, []
-                    if held:
-                        writer.event("signal_during_restore", "acted on after the restore")
-                        raise_held(held)
-    except (KeyboardInterrupt, Interrupted) as exc:
-        stopped_by = "signal"
-        writer.event("audit_interrupted", str(exc) or type(exc).__name__)
-    except DeviceError as exc:
-        stopped_by = "device_error"
-        writer.event("audit_failed", str(exc))
-        notes.append(str(exc))
-    finally:
-        ticker_stop.set()
-        rc = mitm.stop()
-        if rc not in (0, None) and status == STATUS_COMPLETE:
-            status = STATUS_INCOMPLETE
-        writer.event("capture_stopped", stopped_by, exit_status=rc, restored=restored)
-        manifest = writer.close(status=status, stopped_by=stopped_by, restored=restored)
-    return AuditResult(
-        writer.path, status, stopped_by, profile, restored, canary_seen, notes, manifest
-    )
+                return False
+            time.sleep(1.0)
+
+    # ------------------------------------------------------------------------------ faults
+    def _device_failed(self, exc: DeviceError) -> None:
+        try:
+            state = self.h.state()
+        except DeviceError:
+            state = "unknown (the adb server cannot be reached)"
+        if state == "device":
+            self.stopped_by, self.detail = "device_error", str(exc)
+        else:
+            self.stopped_by = "device_lost"
+            self.detail = (
+                f"device {self.h.serial} went away during the {self.prog.phase} "
+                f"(it is {state}): {exc}"
+            )
+        self.notes.append(self.detail)
+        self._event("audit_failed", self.detail, state=state)
+
+    def _proxy_ended(self, ended: ProxyExit) -> None:
+        """mitmdump ended by itself: say so once, and stop the scenario."""
+        if self.proxy_exit is not None:
+            return
+        self.proxy_exit = ended
+        self.stop.set()
+        log.error("%s", ended.message)
+        self.notes.append(ended.message)
+        self._event(ended.event, ended.message, **ended.data())
+
+    def _check_proxy(self) -> None:
+        if self.proxy_exit is not None:
+            raise CaptureStopped(self.proxy_exit)
+
+    def _watch(self) -> None:
+        """Beside the main thread: notice at once when mitmdump ends, and show progress."""
+        assert self.mitm is not None and self.tail is not None
+        next_tick = time.monotonic()
+        while not self._quit.wait(0.2):
+            if self.proxy_exit is None:
+                ended = self.mitm.exited()
+                if ended is not None:
+                    self._proxy_ended(ended)
+            if self.ticking and time.monotonic() >= next_tick:
+                next_tick = time.monotonic() + 0.5
+                self.prog.elapsed = time.monotonic() - self.started
+                self.prog.counts = self.tail.poll()
+                self.report(self.prog)
+
+    # ----------------------------------------------------------------------------- helpers
+    def _enter(self, phase: str) -> None:
+        self.prog.phase = phase
+        self.report(self.prog)
+
+    def _event(self, kind: str, message: str = "", **data: Any) -> None:
+        """An event on the way out: one that cannot be written (the disk is full) is kept
+        for the manifest (``unwritten_events``) instead, and the way out goes on."""
+        if self.writer is None:
+            return
+        try:
+            self.writer.event(kind, message, **data)
+        except SessionWriteError as exc:
+            log.error("%s (event %s kept in the manifest)", exc, kind)
+
+    def _pause(self, point: str) -> None:
+        """The test hook (see TEST_PAUSE_ENV); once per point."""
+        if os.environ.get(TEST_PAUSE_ENV) != point or point in self._paused:
+            return
+        self._paused.add(point)
+        self._event("test_pause", f"{TEST_PAUSE_ENV}={point}: waiting for a signal", at=point)
+        deadline = time.monotonic() + TEST_PAUSE_SECONDS
+        while time.monotonic() < deadline and not self.guard.held:
+            time.sleep(0.05)  # a signal raises here, or is held (then the loop ends)
 
 
 def _start_packets(
@@ -341,52 +635,10 @@ def _start_packets(
         bpf = f"host {addr}" if addr else ""
         source = IfaceSniffer(parsed.iface or "", bpf, writer.path).start()
     else:
-        raise AuditorError(
-            "--packets pcapdroid: start PCAPdroid's TCP exporter toward auditor yourself for "
-            "now (see auditor/packets/live.py); the audit loop does not drive it yet"
-        )
+        from auditor.packets.live import start_pcapdroid
+
+        # PCAPdroid's TCP exporter through adb reverse; its start and the reverse are
+        # journalled, and undone on the way out if it fails half-way
+        source = start_pcapdroid(h, writer.path, journal)
     writer.event("packets_started", spec)
     return source
-
-
-def _canary(h: Handset, writer: SessionWriter, tail: FlowTail, timeout: float) -> bool:
-    token = secrets.token_hex(8)
-    url = f"http://{CANARY_HOST}/auditor-canary/{token}"
-    writer.event("canary_sent", url)
-    h.sh(f"am start -a android.intent.action.VIEW -d {url}")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        # scan the new lines only: FlowTail keeps hosts, so look at the file's tail directly
-        text = (writer.path / "flows.jsonl").read_bytes()[-200_000:]
-        if token.encode() in text:
-            writer.event("canary_seen", url)
-            h.sh("input keyevent KEYCODE_HOME")
-            return True
-        time.sleep(0.3)
-    writer.event("canary_missing", f"no request for {url} within {timeout:.0f}s")
-    h.sh("input keyevent KEYCODE_HOME")
-    return False
-
-
-def _restore(h: Handset, setup: CaptureSetup, writer: SessionWriter, wait: float = 30.0) -> bool:
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            if h.state() == "device":
-                rep = setup.restore(act_on_signals=False)
-                writer.event(
-                    "device_restored" if rep.ok else "restore_incomplete",
-                    f"undid {len(rep.undone)} change(s)",
-                    failed=[f"{c.what}: {e}" for c, e in rep.failed],
-                )
-                if rep.ok:
-                    return True
-        except DeviceError as exc:
-            writer.event("restore_error", str(exc))
-        if time.monotonic() >= deadline:
-            writer.event(
-                "restore_pending",
-                f"device {h.serial} not back in {wait:.0f}s; run `auditor restore -s {h.serial}`",
-            )
-            return False
-        time.sleep(1.0)

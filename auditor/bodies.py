@@ -7,6 +7,7 @@ is cut at the cap and flagged; the hash of the whole body is kept beside it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from pathlib import Path
@@ -17,6 +18,16 @@ from auditor.records import BodyRef
 DEFAULT_BODY_CAP = 64 * 1024 * 1024
 SUFFIX = ".zst"
 _ZSTD_LEVEL = 3
+
+
+class BodyUnreadable(OSError):
+    """A stored body that is there but cannot be read back as it was stored."""
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 class BodyStore:
@@ -64,6 +75,8 @@ class BodyStore:
         )
 
     def _write(self, sha: str, data: bytes) -> None:
+        """Write a body whole under its name, or not at all: a body cut short by a full disk
+        (ENOSPC, EFBIG) never takes its name. Raises the OSError."""
         if sha in self._known:
             return
         target = self.path(sha)
@@ -72,16 +85,34 @@ class BodyStore:
             tmp = target.with_name(f".{sha}.{os.getpid()}.tmp")
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
-                os.write(fd, zstd.compress(data, _ZSTD_LEVEL))
-            finally:
-                os.close(fd)
-            os.replace(tmp, target)
+                try:
+                    _write_all(fd, zstd.compress(data, _ZSTD_LEVEL))
+                finally:
+                    os.close(fd)
+                os.replace(tmp, target)
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise OSError(exc.errno, exc.strerror, str(target)) from None
         self._known.add(sha)
 
     def get(self, sha256: str) -> bytes:
-        """The stored wire bytes of a body. Raises FileNotFoundError when absent."""
-        with open(self.path(sha256), "rb") as fh:
-            return zstd.decompress(fh.read())
+        """The stored wire bytes of a body, checked against their name. Raises
+        FileNotFoundError when absent, BodyUnreadable (an OSError too) when damaged."""
+        path = self.path(sha256)
+        name = f"{self.root.name}/{path.name}"  # short: it goes into reports' warnings
+        try:
+            with open(path, "rb") as fh:
+                packed = fh.read()
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{name}: missing") from None
+        try:
+            data = zstd.decompress(packed)
+        except zstd.ZstdError as exc:
+            raise BodyUnreadable(f"{name}: damaged (zstd: {exc})") from None
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise BodyUnreadable(f"{name}: content does not match its SHA-256 (edited?)")
+        return data
 
     def decoded(self, ref: BodyRef, limit: int = DEFAULT_DECODE_LIMIT) -> Decoded:
         """The body with its content encoding undone, at most ``limit`` bytes."""

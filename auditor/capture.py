@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -22,13 +23,16 @@ from pathlib import Path
 from typing import Any
 
 import addons.recorder
+from addons.recorder import EXIT_DISK_FULL, EXIT_WRITE_FAILED, RECORDER_SAYS
 from auditor.bodies import DEFAULT_BODY_CAP
 from auditor.errors import CaptureError
+from auditor.fsutil import private_mkdirs
 from auditor.records import RecordFormatError, loads
 from auditor.session import (
     FLOWS,
     STATUS_COMPLETE,
     STATUS_INCOMPLETE,
+    SessionWriteError,
     SessionWriter,
 )
 
@@ -52,15 +56,20 @@ def mitmdump_path() -> str:
 
 def prepare_confdir(confdir: Path) -> Path:
     """mitmproxy's CA lives here; keep it readable by its owner only."""
-    confdir.mkdir(parents=True, exist_ok=True)
+    private_mkdirs(confdir)  # its parents too: ~/.auditor also holds the device locks
     os.chmod(confdir, 0o700)
     return confdir
 
 
 def restrict_ca_files(confdir: Path) -> None:
-    for f in confdir.glob("mitmproxy-ca*"):
-        if f.is_file() and not f.name.endswith("-cert.pem") and not f.name.endswith(".cer"):
-            os.chmod(f, 0o600)
+    """The CA's private key owner-only; its public files (certificate, .cer, .p12 without
+    key, dhparam) never writable by others."""
+    for f in confdir.glob("mitmproxy-*"):
+        if not f.is_file() or f.is_symlink():
+            continue
+        public = f.name.endswith(("-cert.pem", ".cer", "-dhparam.pem"))
+        mode = stat.S_IMODE(f.stat().st_mode)
+        os.chmod(f, (mode & 0o755) if public else 0o600)
 
 
 def ca_cert_path(confdir: Path) -> Path:
@@ -168,6 +177,24 @@ class Mitmdump:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def exited(self) -> ProxyExit | None:
+        """Why mitmdump ended, if it has ended (by itself: call before :meth:`stop`)."""
+        if self.proc is None or self.proc.poll() is None:
+            return None
+        rc = self.proc.returncode
+        said = self._log_tail(3)
+        if rc in (EXIT_DISK_FULL, EXIT_WRITE_FAILED):  # the recorder's own line says why
+            said = self._log_line(RECORDER_SAYS) or said
+        return describe_exit(rc, said, self.proc.pid)
+
+    def _log_line(self, marker: str) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        found = [line for line in lines if marker in line]
+        return found[-1].split(marker, 1)[1].strip() if found else ""
+
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
@@ -185,6 +212,55 @@ class Mitmdump:
                 self.proc.kill()
                 self.proc.wait(5)
         return self.proc.returncode
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyExit:
+    """mitmdump ended by itself: the ``stopped_by`` it gives the session, and why."""
+
+    stopped_by: str  # proxy_died | disk_full | write_failed
+    exit_status: int
+    signal: str | None
+    pid: int | None
+    message: str
+
+    @property
+    def event(self) -> str:
+        """The session event that records it."""
+        return "proxy_died" if self.stopped_by == "proxy_died" else "recorder_failed"
+
+    def data(self) -> dict[str, Any]:
+        return {"exit_status": self.exit_status, "signal": self.signal, "pid": self.pid}
+
+
+def describe_exit(rc: int, log_tail: str = "", pid: int | None = None) -> ProxyExit:
+    """Turn mitmdump's exit status into a reason (the recorder's own statuses first)."""
+    if rc == EXIT_DISK_FULL:
+        return ProxyExit(
+            "disk_full",
+            rc,
+            None,
+            pid,
+            "the recorder could not write to the session (disk full or file size limit "
+            f"reached) and stopped mitmdump: {log_tail}",
+        )
+    if rc == EXIT_WRITE_FAILED:
+        return ProxyExit(
+            "write_failed",
+            rc,
+            None,
+            pid,
+            f"the recorder could not write to the session and stopped mitmdump: {log_tail}",
+        )
+    if rc < 0:
+        try:
+            name = signal.Signals(-rc).name
+        except ValueError:
+            name = f"signal {-rc}"
+        return ProxyExit("proxy_died", rc, name, pid, f"mitmdump was killed by {name}")
+    return ProxyExit(
+        "proxy_died", rc, None, pid, f"mitmdump exited by itself with status {rc}: {log_tail}"
+    )
 
 
 @dataclass
@@ -300,9 +376,17 @@ def run_capture(
     mitm = Mitmdump(writer.path, opts)
     stopped_by = "error"
     status = STATUS_INCOMPLETE
+    detail = ""
+
+    def event(kind: str, message: str, **data: Any) -> None:
+        try:
+            writer.event(kind, message, **data)
+        except SessionWriteError:
+            pass  # kept for the manifest (unwritten_events)
+
     try:
         mitm.start()
-        writer.event("proxy_listening", f"mitmdump pid {mitm.pid}", pid=mitm.pid)
+        event("proxy_listening", f"mitmdump pid {mitm.pid}", pid=mitm.pid)
         tail = FlowTail(writer.path)
         started = time.monotonic()
         stop = stop or threading.Event()
@@ -317,22 +401,26 @@ def run_capture(
             if duration is not None and elapsed >= duration:
                 stopped_by = "duration"
                 break
-            if not mitm.alive():
-                stopped_by = "proxy_died"
+            ended = mitm.exited()
+            if ended is not None:
+                stopped_by, detail = ended.stopped_by, ended.message
+                log.error("%s", ended.message)
+                event(ended.event, ended.message, **ended.data())
                 break
             stop.wait(poll_interval if duration is None else min(poll_interval, duration - elapsed))
         rc = mitm.stop()
-        if stopped_by == "proxy_died":
-            writer.event("proxy_died", f"mitmdump exited unexpectedly with status {rc}")
-        else:
+        if stopped_by in ("signal", "duration"):
             status = STATUS_COMPLETE
-        writer.event("capture_stopped", stopped_by, exit_status=rc)
+        event("capture_stopped", stopped_by, exit_status=rc)
         if on_progress:
             on_progress(time.monotonic() - started, tail.poll())
-    except BaseException:
+    except BaseException as exc:
         mitm.stop()
-        writer.event("capture_failed", "capture aborted by an error")
-        writer.close(status=STATUS_INCOMPLETE, stopped_by="error")
+        event("capture_failed", f"capture aborted by an error: {exc}")
+        writer.close(status=STATUS_INCOMPLETE, stopped_by="error", stop_detail=str(exc))
         raise
-    manifest = writer.close(status=status, stopped_by=stopped_by)
+    updates: dict[str, Any] = {"stopped_by": stopped_by}
+    if detail:
+        updates["stop_detail"] = detail
+    manifest = writer.close(status=status, **updates)
     return CaptureResult(writer.path, manifest, stopped_by)

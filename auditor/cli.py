@@ -54,6 +54,106 @@ def handle_errors[F: Callable[..., Any]](fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+# ------------------------------------------------------------------------------ custody log
+
+_ARGV = "auditor.argv"
+_CUSTODY_SESSIONS = "auditor.custody.sessions"
+_CUSTODY_DETAILS = "auditor.custody.details"
+
+
+class _AuditorGroup(click.Group):
+    """Keeps the command line as it was given, for the custody log."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta.setdefault(_ARGV, list(args))
+        return super().parse_args(ctx, args)
+
+
+def _argv() -> list[str]:
+    ctx = click.get_current_context(silent=True)
+    args = ctx.meta.get(_ARGV) if ctx is not None else None
+    return ["auditor", *(args if args is not None else sys.argv[1:])]
+
+
+def custody_touch(*sessions: Path | str) -> None:
+    """Name sessions the running command made or used, for its custody line."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.meta.setdefault(_CUSTODY_SESSIONS, []).extend(Path(s) for s in sessions)
+
+
+def custody_note(**details: Any) -> None:
+    """Add details (a bundle's hash, say) to the running command's custody line."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.meta.setdefault(_CUSTODY_DETAILS, {}).update(details)
+
+
+def _exit_code(exc: BaseException) -> int:
+    if isinstance(exc, SystemExit):
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    if isinstance(exc, click.exceptions.Exit):
+        return exc.exit_code
+    if isinstance(exc, click.ClickException):
+        return exc.exit_code
+    if isinstance(exc, KeyboardInterrupt):
+        return 130
+    return 1
+
+
+def _write_custody(params: tuple[str, ...], kwargs: dict[str, Any], code: int) -> None:
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return
+    paths: list[Path] = []
+    for name in params:
+        value = kwargs.get(name)
+        if isinstance(value, tuple | list):
+            paths += [Path(v) for v in value]
+        elif value is not None:
+            paths.append(Path(value))
+    paths += ctx.meta.get(_CUSTODY_SESSIONS, [])
+    if not paths:
+        return
+    names = []
+    c: click.Context | None = ctx
+    while c is not None and c.parent is not None:
+        names.append(c.info_name or "")
+        c = c.parent
+    try:
+        from auditor.evidence import custody
+
+        warnings = custody.record(
+            paths, " ".join(reversed(names)), _argv(), code, ctx.meta.get(_CUSTODY_DETAILS)
+        )
+    except Exception as exc:  # noqa: BLE001 - the log never fails the command
+        warnings = [f"custody log not written: {exc}"]
+    for w in warnings:
+        click.echo(f"warning: {w}", err=True)
+
+
+def custody_logged[F: Callable[..., Any]](*params: str) -> Callable[[F], F]:
+    """Once the command ends, append one line (argv, user, host, exit code) to the custody log
+    of each session it touched: those its ``params`` name and those given to
+    :func:`custody_touch`. Place it above :func:`handle_errors` so it sees the exit code."""
+
+    def deco(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            code = 0
+            try:
+                return fn(*args, **kwargs)
+            except BaseException as exc:
+                code = _exit_code(exc)
+                raise
+            finally:
+                _write_custody(params, kwargs, code)
+
+        return wrapper  # type: ignore[return-value]
+
+    return deco
+
+
 class DurationType(click.ParamType):
     name = "duration"
 
@@ -80,7 +180,7 @@ def human_bytes(n: int) -> str:
     return f"{n} B"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_AuditorGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="auditor")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 def main(verbose: int) -> None:
@@ -152,19 +252,35 @@ def sessions(directory: Path, as_json: bool) -> None:
 
 
 @main.command()
-@click.argument("session", type=click.Path(path_type=Path))
+@click.argument("session", metavar="SESSION|BUNDLE", type=click.Path(path_type=Path))
+@click.option(
+    "--pubkey",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="A bundle's signature must verify with this public key (KEYFILE.pub of keygen).",
+)
 @json_option
+@custody_logged("session")
 @handle_errors
-def verify(session: Path, as_json: bool) -> None:
-    """Check every file of SESSION against the SHA-256 hashes in its manifest.
+def verify(session: Path, pubkey: Path | None, as_json: bool) -> None:
+    """Check every file of SESSION against the SHA-256 hashes in its manifest, or every
+    member of an evidence BUNDLE against its bundle.json, its session against the session
+    manifest, and its signature.
 
     Exits 0 when all files match; otherwise names each missing, changed or unlisted
-    file and exits 1.
+    file and exits 1. Without --pubkey a bundle's signature is checked with the key it
+    names and reported as self-asserted.
 
     \b
     Example:
         auditor verify captures/20261128T101500Z-3f9a1c
+        auditor verify 20261128T101500Z-3f9a1c.tar.gz --pubkey ~/.auditor/signing.key.pub
     """
+    if session.is_file():
+        _verify_bundle(session, pubkey, as_json)
+        return
+    if pubkey is not None:
+        fail(f"--pubkey checks a bundle's signature; {session} is not a bundle file")
     from auditor.session import verify_session
 
     res = verify_session(session)
@@ -179,9 +295,173 @@ def verify(session: Path, as_json: bool) -> None:
             click.echo(f"UNLISTED  {rel}")
         for p in res.problems:
             click.echo(f"PROBLEM   {p}")
+        for w in res.warnings:
+            click.echo(f"WARNING   {w}")
         verdict = "OK" if res.ok else "FAILED"
         click.echo(f"{verdict}: {res.checked} artifacts checked in {session}")
     if not res.ok:
+        sys.exit(1)
+
+
+def _verify_bundle(path: Path, pubkey: Path | None, as_json: bool) -> None:
+    from auditor.evidence.bundle import format_check, verify_bundle
+    from auditor.evidence.signing import load_public_key
+
+    res = verify_bundle(path, load_public_key(pubkey) if pubkey else None)
+    if as_json:
+        emit_json(res.to_dict())
+    else:
+        for line in format_check(res):
+            click.echo(line)
+    if not res.ok:
+        sys.exit(1)
+
+
+# ------------------------------------------------------------------------------------ evidence
+
+
+@main.command()
+@click.option(
+    "--out",
+    "keyfile",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Private key file to create (mode 0600); the public key goes to KEYFILE.pub.",
+)
+@json_option
+@handle_errors
+def keygen(keyfile: Path, as_json: bool) -> None:
+    """Make an Ed25519 key pair for signing evidence bundles; print its fingerprint.
+
+    The private key (PEM, PKCS#8, unencrypted) is created with mode 0600 and never
+    overwrites a file; keep it off shared disks. Give KEYFILE.pub to whoever verifies.
+
+    \b
+    Example:
+        auditor keygen --out ~/.auditor/signing.key
+        auditor bundle captures/S1 --sign ~/.auditor/signing.key
+    """
+    from auditor.evidence.signing import generate_keypair
+
+    pair = generate_keypair(keyfile)
+    if as_json:
+        emit_json(pair.to_dict())
+    else:
+        click.echo(f"private key {pair.private} (keep it secret)", err=True)
+        click.echo(f"public key  {pair.public}", err=True)
+        click.echo(pair.fingerprint)
+
+
+@main.command()
+@click.argument("session", type=click.Path(path_type=Path))
+@click.option(
+    "--report",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also pack this report folder of the session (e.g. reports/<session-id>/).",
+)
+@click.option(
+    "--sign",
+    "keyfile",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Sign bundle.json with this Ed25519 private key (see auditor keygen).",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Bundle file, .tar.gz, .tgz or .tar [default: reports/<session-id>.bundle.tar.gz].",
+)
+@click.option("--operator", default=None, help="Who makes the bundle [default: the login user].")
+@json_option
+@custody_logged("session")
+@handle_errors
+def bundle(
+    session: Path,
+    report: Path | None,
+    keyfile: Path | None,
+    out: Path | None,
+    operator: str | None,
+    as_json: bool,
+) -> None:
+    """Pack a closed session, optionally its report, into one evidence bundle.
+
+    bundle.json in the archive lists the SHA-256 and size of every file, the versions of
+    auditor and its dependencies, the knowledge base, the scenario, the device profile, the
+    operator and the session's custody log; --sign adds an Ed25519 signature (bundle.sig).
+    The session must verify. Check a bundle with `auditor verify BUNDLE`.
+
+    \b
+    Example:
+        auditor bundle captures/S1 --report reports/S1 --sign ~/.auditor/signing.key
+        auditor bundle captures/S1 --out /media/usb/S1.tar.gz --operator "J. Doe" --json
+    """
+    from auditor.evidence.bundle import build_bundle
+    from auditor.evidence.signing import load_private_key
+
+    key = load_private_key(keyfile) if keyfile else None
+    target = out or DEFAULT_REPORTS / f"{Path(session).name}.bundle.tar.gz"
+    res = build_bundle(session, target, report=report, key=key, operator=operator, argv=_argv())
+    custody_note(bundle=str(res.path), bundle_sha256=res.sha256, signed_by=res.signed_by)
+    if as_json:
+        emit_json(res.to_dict())
+        return
+    signed = f", signed by {res.signed_by}" if res.signed_by else ", not signed"
+    click.echo(f"{res.files} files, {human_bytes(res.size)}{signed}", err=True)
+    click.echo(f"sha256 {res.sha256}", err=True)
+    click.echo(str(res.path))
+
+
+@main.command()
+@click.argument("bundle_file", metavar="BUNDLE", type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="New (or empty) folder that receives captures/<id>/ and reports/<id>/.",
+)
+@click.option(
+    "--pubkey",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The bundle's signature must verify with this public key.",
+)
+@click.option(
+    "--force", is_flag=True, help="Unpack even if the bundle does not verify (to inspect it)."
+)
+@json_option
+@custody_logged()
+@handle_errors
+def unbundle(bundle_file: Path, out: Path, pubkey: Path | None, force: bool, as_json: bool) -> None:
+    """Unpack an evidence bundle safely, so its session can be analysed again.
+
+    The bundle is checked as it is unpacked (as `auditor verify` does); nothing is kept
+    unless it verifies. Links, absolute paths and '..' in the archive are refused.
+
+    \b
+    Example:
+        auditor unbundle S1.tar.gz --out /tmp/case1 --pubkey signing.key.pub
+        auditor analyze /tmp/case1/captures/S1 --out /tmp/case1/reanalysis
+    """
+    from auditor.evidence.bundle import format_check, unpack_bundle
+    from auditor.evidence.signing import load_public_key
+
+    key = load_public_key(pubkey) if pubkey else None
+    res = unpack_bundle(bundle_file, out, trusted=key, force=force)
+    if res.session is not None and res.unpacked:
+        custody_touch(res.session)
+        custody_note(bundle=str(bundle_file), verified=res.check.ok)
+    if as_json:
+        emit_json(res.to_dict())
+    else:
+        for line in format_check(res.check):
+            click.echo(line, err=True)
+        if not res.unpacked:
+            click.echo(f"nothing unpacked to {out}", err=True)
+        else:
+            click.echo(str(res.session or res.out))
+    if not res.check.ok:
         sys.exit(1)
 
 
@@ -202,6 +482,7 @@ def verify(session: Path, as_json: bool) -> None:
     "(e.g. imei=490154203237518). Repeatable.",
 )
 @json_option
+@custody_logged()
 @handle_errors
 def import_(
     files: tuple[Path, ...], out: Path, identifiers: tuple[str, ...], as_json: bool
@@ -221,6 +502,7 @@ def import_(
     from auditor.imports.session import import_command
 
     res = import_command(files, out, identifiers, as_json)
+    custody_touch(res["session"])
     if as_json:
         emit_json(res)
         return
@@ -293,6 +575,7 @@ def parse_size(text: str) -> int:
 @proxy_options
 @click.option("--duration", type=DURATION, default=None, help="Stop after e.g. 90s, 5m, 1h.")
 @json_option
+@custody_logged()
 @handle_errors
 def capture(
     no_device: bool,
@@ -334,6 +617,7 @@ def capture(
             out, opts, duration=duration, notes=notes, on_progress=progress, stop=stop.event
         )
     progress.close()
+    custody_touch(res.session)
     summary = res.manifest.get("summary", {})
     if as_json:
         emit_json({"session": str(res.session), "stopped_by": res.stopped_by, **summary})
@@ -496,6 +780,7 @@ def profile(serial: str | None, no_packages: bool, as_json: bool) -> None:
     help="Where to look for sessions with pending changes when SESSION is not given.",
 )
 @json_option
+@custody_logged("session")
 @handle_errors
 def restore(serial: str | None, session: Path | None, captures: Path, as_json: bool) -> None:
     """Undo what an interrupted audit left on a device, from the session's restore journal.
@@ -516,6 +801,7 @@ def restore(serial: str | None, session: Path | None, captures: Path, as_json: b
         fail(f"{session}: no restore journal there (is it a session of `auditor audit`?)")
     h = Handset(serial)
     sessions = [session] if session else find_pending(captures, h.serial)
+    custody_touch(*sessions)
     results: list[dict[str, Any]] = []
     ok = True
     for sess in sessions:
@@ -687,6 +973,7 @@ def simulate(
 )
 @proxy_options
 @json_option
+@custody_logged()
 @handle_errors
 def audit(
     serial: str | None,
@@ -753,6 +1040,7 @@ def audit(
         res = run_audit(opts, ui)
     finally:
         ui.close()
+    custody_touch(res.session)
     summary = res.manifest.get("summary", {})
     report = None
     if not no_analyze:
@@ -783,10 +1071,18 @@ def audit(
         )
         click.echo(f"session {res.session}", err=True)
         click.echo(str(report / "report.html") if report else str(res.session))
-    if not res.restored or res.stopped_by == "device_error":
-        sys.exit(1)
     if res.stopped_by == "signal":
         sys.exit(130)  # interrupted: the session is closed and the device restored
+    if not res.restored or res.stopped_by in AUDIT_FAILURES:
+        why = getattr(res, "detail", None) or res.stopped_by
+        click.echo(f"error: the audit stopped early ({why}); session {res.session}", err=True)
+        sys.exit(1)
+
+
+# how an audit can end that must not look like success (the session is kept and closed)
+AUDIT_FAILURES = frozenset(
+    {"device_error", "device_lost", "proxy_died", "disk_full", "write_failed", "error"}
+)
 
 
 class _AuditProgress(_LiveLine):
@@ -854,7 +1150,20 @@ def parse_identifiers(values: tuple[str, ...]) -> dict[str, str]:
     help="NAME=VALUE of a device identifier to search for (for imports without a profile).",
 )
 @click.option("--claims", type=click.Path(path_type=Path), default=None, help="Claims to check.")
+@click.option(
+    "--redact",
+    is_flag=True,
+    help="Write a shareable report: identifiers, phone number, accounts and personal values "
+    "replaced by stable placeholders such as ‹IMEI-1›, in every encoding.",
+)
+@click.option(
+    "--redact-value",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="With --redact: another value to hide (repeatable), e.g. name=Alice.",
+)
 @json_option
+@custody_logged("sessions")
 @handle_errors
 def analyze(
     sessions: tuple[Path, ...],
@@ -864,6 +1173,8 @@ def analyze(
     intel: tuple[str, ...],
     identifier: tuple[str, ...],
     claims: Path | None,
+    redact: bool,
+    redact_value: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Analyse capture sessions: who received what from the phone, on what evidence.
@@ -876,7 +1187,10 @@ def analyze(
         auditor analyze captures/20261128T101500Z-3f9a1c
         auditor analyze captures/S1 --policy eu-gdpr --claims claims.yaml --json
         auditor analyze captures/S1 --identifier imei=490154203237518 --intel amnesty=ioc.stix2
+        auditor analyze captures/S1 --redact --out reports/S1-public
     """
+    import tempfile
+
     from auditor.analysis.claims import load_claims
     from auditor.analysis.engine import analyze as run_analysis
     from auditor.analysis.engine import write
@@ -887,16 +1201,29 @@ def analyze(
     if bad:
         fail(f"unknown format(s): {', '.join(sorted(bad))}")
     ids = parse_identifiers(identifier)
-    target = out or DEFAULT_REPORTS / Path(sessions[0]).name
-    result = run_analysis(
-        list(sessions),
-        policy=load_policy(policy),
-        intel=[Path(i) if "=" not in i else i for i in intel],  # type: ignore[misc]
-        identifiers=ids,
-        claims=load_claims(claims) if claims else None,
-        artifacts_dir=target / "artifacts",
-    )
-    paths = write(result, target, fmts)
+    if redact_value and not redact:
+        fail("--redact-value needs --redact")
+    extra = parse_identifiers(redact_value)
+    default_name = Path(sessions[0]).name + ("-redacted" if redact else "")
+    target = out or DEFAULT_REPORTS / default_name
+    with tempfile.TemporaryDirectory(prefix="auditor-analyze-") as tmp:
+        # redacted: the extracted artifacts (originals) stay out of the report folder
+        art = Path(tmp) / "artifacts" if redact else target / "artifacts"
+        result = run_analysis(
+            list(sessions),
+            policy=load_policy(policy),
+            intel=[Path(i) if "=" not in i else i for i in intel],  # type: ignore[misc]
+            identifiers=ids,
+            claims=load_claims(claims) if claims else None,
+            artifacts_dir=art,
+        )
+        if redact:
+            from auditor.analysis.redact import redact_analysis, write_redacted
+
+            paths, _ = write_redacted(result, target, fmts, artifacts_src=art, extra=extra)
+            result = redact_analysis(result, extra)[0]  # what is printed is redacted too
+        else:
+            paths = write(result, target, fmts)
     doc = result.doc
     if as_json:
         emit_json(
@@ -977,6 +1304,7 @@ def intel_lookup(target: str, extra: tuple[str, ...], as_json: bool) -> None:
     "--reports", default=str(DEFAULT_REPORTS), show_default=True, type=click.Path(path_type=Path)
 )
 @json_option
+@custody_logged()
 @handle_errors
 def demo(out: Path, reports: Path, profile_name: str, duration: str, as_json: bool) -> None:
     """Audit the built-in virtual handset, end to end, on this machine alone.
@@ -1004,6 +1332,7 @@ def demo(out: Path, reports: Path, profile_name: str, duration: str, as_json: bo
         )
     finally:
         ui.close()
+    custody_touch(result["session"])
     if as_json:
         emit_json(result)
     else:

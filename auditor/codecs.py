@@ -1,7 +1,10 @@
 """Bounded decoding of HTTP content encodings (gzip, deflate, br, zstd).
 
 Captured bodies are hostile: a few kilobytes of gzip can expand to gigabytes. Every decoder
-here stops at ``limit`` output bytes and says so, instead of exhausting memory.
+here stops at ``limit`` output bytes and says so, instead of exhausting memory; output comes in
+pieces of at most a chunk, so counting (``keep=False``) holds none of it; and a body of many
+concatenated gzip members or zstd frames stops at :data:`MAX_MEMBERS`, so empty ones (which
+produce no output) cannot cost unbounded time either.
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ except ImportError:  # pragma: no cover - depends on the Python version
     from backports import zstd
 
 DEFAULT_DECODE_LIMIT = 256 * 1024 * 1024
+# Concatenated gzip members or zstd frames decoded per body. Real bodies have one or a few;
+# thousands of empty ones cost time but produce no output, so the output limit cannot stop them.
+MAX_MEMBERS = 4096
 _CHUNK = 256 * 1024
 
 
@@ -29,49 +35,67 @@ class Decoded:
 
 
 def _zlib_like(raw: bytes, wbits: int, limit: int, keep: bool) -> Decoded:
-    d = zlib.decompressobj(wbits)
     out: list[bytes] = []
     size = 0
-    pos = 0
+    view = memoryview(raw)
+    start = 0  # where the current gzip member starts
+    members = 0
     try:
-        while pos < len(raw) or d.unconsumed_tail:
-            src = d.unconsumed_tail or raw[pos : pos + _CHUNK]
-            if not d.unconsumed_tail:
-                pos += _CHUNK
-            piece = d.decompress(src, min(_CHUNK, limit - size + 1))
-            size += len(piece)
-            if keep:
-                out.append(piece)
-            if size > limit:
-                return _cut(out, limit, keep, exceeded=True)
-            if d.eof:
-                if d.unused_data and wbits >= 16:
-                    # concatenated gzip members are legal; decode them too
-                    rest = _zlib_like(d.unused_data, wbits, limit - size, keep)
-                    return _join(out, size, rest, keep)
+        while True:
+            members += 1
+            if members > MAX_MEMBERS:
+                return Decoded(b"".join(out), size, False, f"more than {MAX_MEMBERS} members")
+            d = zlib.decompressobj(wbits)
+            pos = start
+            while pos < len(raw) or d.unconsumed_tail:
+                src = d.unconsumed_tail or view[pos : pos + _CHUNK]
+                if not d.unconsumed_tail:
+                    pos += len(src)
+                piece = d.decompress(src, _room(size, limit))
+                size += len(piece)
+                if keep:
+                    out.append(piece)
+                if size > limit:
+                    return _cut(out, limit, keep, exceeded=True)
+                if d.eof:
+                    break
+            if not d.eof:
+                piece = d.flush()
+                size += len(piece)
+                if keep:
+                    out.append(piece)
+                if size > limit:
+                    return _cut(out, limit, keep, exceeded=True)
+                if not d.eof:
+                    return Decoded(b"".join(out), size, False, "truncated stream")
+            # Concatenated gzip members are legal: decode them too, in a loop (not by
+            # recursion) and from offsets into ``raw`` (not from copies of the rest).
+            start = pos - len(d.unused_data)
+            if wbits < 16 or start >= len(raw):
                 break
-        piece = d.flush()
-        size += len(piece)
-        if keep:
-            out.append(piece)
-        if size > limit:
-            return _cut(out, limit, keep, exceeded=True)
-        if not d.eof:
-            return Decoded(b"".join(out), size, False, "truncated stream")
     except zlib.error as exc:
         return Decoded(b"".join(out), size, False, str(exc))
     return Decoded(b"".join(out), size, False)
 
 
-def _join(out: list[bytes], size: int, rest: Decoded, keep: bool) -> Decoded:
-    return Decoded(
-        b"".join(out) + rest.data if keep else b"", size + rest.size, rest.exceeded, rest.error
-    )
+def _room(size: int, limit: int) -> int:
+    """Output to ask of a decoder: one byte past the limit shows it is exceeded, and pieces of
+    at most a chunk keep memory to the output kept (none when only counting)."""
+    return min(_CHUNK, limit - size + 1)
 
 
 def _cut(out: list[bytes], limit: int, keep: bool, exceeded: bool) -> Decoded:
-    data = b"".join(out)[:limit] if keep else b""
-    return Decoded(data, limit, exceeded)
+    if not keep:
+        return Decoded(b"", limit, exceeded)
+    # Trim the pieces, then join once: joining first and slicing after would hold three
+    # copies of ``limit`` bytes at the peak instead of two.
+    excess = sum(len(p) for p in out) - limit
+    while excess > 0 and out:
+        last = out.pop()
+        if len(last) > excess:
+            out.append(last[: len(last) - excess])
+        excess -= len(last)
+    return Decoded(b"".join(out), limit, exceeded)
 
 
 def _deflate(raw: bytes, limit: int, keep: bool) -> Decoded:
@@ -88,14 +112,14 @@ def _brotli(raw: bytes, limit: int, keep: bool) -> Decoded:
     size = 0
     try:
         for pos in range(0, max(len(raw), 1), _CHUNK):
-            piece = d.process(raw[pos : pos + _CHUNK], output_buffer_limit=limit - size + 1)
+            piece = d.process(raw[pos : pos + _CHUNK], output_buffer_limit=_room(size, limit))
             size += len(piece)
             if keep:
                 out.append(piece)
             if size > limit:
                 return _cut(out, limit, keep, exceeded=True)
             while not d.can_accept_more_data():
-                piece = d.process(b"", output_buffer_limit=limit - size + 1)
+                piece = d.process(b"", output_buffer_limit=_room(size, limit))
                 size += len(piece)
                 if keep:
                     out.append(piece)
@@ -111,12 +135,25 @@ def _brotli(raw: bytes, limit: int, keep: bool) -> Decoded:
 def _zstd(raw: bytes, limit: int, keep: bool) -> Decoded:
     out: list[bytes] = []
     size = 0
-    data = raw
+    view = memoryview(raw)
+    start = 0  # where the current frame starts
+    members = 0
     try:
-        while data:  # a body may hold several concatenated frames
+        while start < len(raw):  # a body may hold several concatenated frames
+            members += 1
+            if members > MAX_MEMBERS:
+                return Decoded(b"".join(out), size, False, f"more than {MAX_MEMBERS} members")
             d = zstd.ZstdDecompressor()
-            piece = d.decompress(data, limit - size + 1)
+            pos = start
             while True:
+                if d.needs_input:
+                    if pos >= len(raw):
+                        return Decoded(b"".join(out), size, False, "truncated stream")
+                    src = view[pos : pos + _CHUNK]
+                    pos += len(src)
+                else:
+                    src = view[0:0]
+                piece = d.decompress(src, _room(size, limit))
                 size += len(piece)
                 if keep:
                     out.append(piece)
@@ -124,10 +161,7 @@ def _zstd(raw: bytes, limit: int, keep: bool) -> Decoded:
                     return _cut(out, limit, keep, exceeded=True)
                 if d.eof:
                     break
-                if d.needs_input:
-                    return Decoded(b"".join(out), size, False, "truncated stream")
-                piece = d.decompress(b"", limit - size + 1)
-            data = d.unused_data
+            start = pos - len(d.unused_data)
     except zstd.ZstdError as exc:
         return Decoded(b"".join(out), size, False, f"zstd: {exc}")
     return Decoded(b"".join(out), size, False)

@@ -15,6 +15,7 @@ most the flows still in flight.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from auditor import __version__, columns
 from auditor.bodies import DEFAULT_BODY_CAP, BodyStore
 from auditor.errors import SessionError
+from auditor.fsutil import private_mkdirs
 from auditor.records import (
     EventRecord,
     HttpRecord,
@@ -101,6 +103,39 @@ def read_manifest(path: Path) -> dict[str, Any]:
     return obj
 
 
+# The manifest's sections and their JSON types, as readers rely on them.
+_MANIFEST_TYPES: dict[str, type] = {
+    "device": dict,
+    "scenario": dict,
+    "capture": dict,
+    "summary": dict,
+    "artifacts": list,
+    "versions": dict,
+}
+
+
+def read_manifest_lenient(path: Path) -> tuple[dict[str, Any], list[str]]:
+    """The manifest for analysis, whatever state it is in, and what could not be read of it.
+
+    A missing manifest still raises SessionError (the folder is no session); an unreadable one
+    gives a stand-in (``status: unknown``), and a section of the wrong type is left out."""
+    problems: list[str] = []
+    try:
+        manifest = read_manifest(path)
+    except SessionError as exc:
+        if not (path / MANIFEST).exists():
+            raise
+        problems.append(f"{exc}; device, scenario and status are unknown")
+        manifest = {"session_id": path.name, "status": "unknown"}
+    for key, kind in _MANIFEST_TYPES.items():
+        value = manifest.get(key)
+        if value is not None and not isinstance(value, kind):
+            found, wanted = type(value).__name__, kind.__name__
+            problems.append(f"{MANIFEST}: {key!r} is a {found}, not a {wanted}; left out")
+            del manifest[key]
+    return manifest, problems
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -109,19 +144,89 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+CUSTODY = "custody.jsonl"
+"""The chain-of-custody log (auditor.evidence.custody). It is appended to after the session
+closes, so it is no artifact: the manifest never lists it and verify does not expect it."""
+
+
+def is_artifact(rel: str) -> bool:
+    """Whether a file at ``rel`` (relative, ``/``-separated) in a session folder is one of the
+    artifacts the manifest hashes: not the manifest, not the custody log, not a dot-file."""
+    return rel not in (MANIFEST, CUSTODY) and not rel.rsplit("/", 1)[-1].startswith(".")
+
+
 def _artifact_paths(root: Path) -> list[str]:
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         for name in filenames:
-            rel = os.path.relpath(os.path.join(dirpath, name), root)
-            if rel == MANIFEST or name.startswith("."):
-                continue
-            out.append(rel.replace(os.sep, "/"))
+            rel = os.path.relpath(os.path.join(dirpath, name), root).replace(os.sep, "/")
+            if is_artifact(rel):
+                out.append(rel)
     return sorted(out)
 
 
 # --------------------------------------------------------------------------------------- writing
+
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
+
+
+class SessionWriteError(SessionError):
+    """A session file could not be written: the disk is full, a file reached its size limit
+    (``ulimit -f``), or the I/O failed. What was written before is intact."""
+
+    def __init__(self, message: str, errno_: int | None = None):
+        super().__init__(message)
+        self.errno = errno_
+
+    @property
+    def disk_full(self) -> bool:
+        return self.errno in DISK_FULL_ERRNOS
+
+
+def write_error(path: Path, exc: OSError) -> SessionWriteError:
+    """The one message for a failed write to a session file."""
+    reason = exc.strerror or str(exc)
+    if exc.errno in DISK_FULL_ERRNOS:
+        reason += " (the disk is full or the file reached its size limit)"
+    return SessionWriteError(f"cannot write to {path}: {reason}", exc.errno)
+
+
+def append_line(fd: int, data: bytes, path: Path) -> None:
+    """Append one whole line to an ``O_APPEND`` file with one ``write(2)``, so that writers in
+    several processes never interleave within a line.
+
+    A short write (the disk filled up mid-line) is taken back off the file, so the file still
+    ends on a whole line and nothing already written is touched; then SessionWriteError."""
+    try:
+        n = os.write(fd, data)
+        if n == len(data):
+            return
+        try:
+            # Whatever stopped the first write gives the real errno here; should the rest go
+            # through after all, the line is whole and nothing needs taking back.
+            if os.write(fd, data[n:]) == len(data) - n:
+                return
+        except OSError as exc:
+            _take_back(fd, data[:n])
+            raise write_error(path, exc) from None
+        _take_back(fd, data[:n])
+        raise SessionWriteError(f"cannot write to {path}: short write", errno.ENOSPC)
+    except OSError as exc:
+        raise write_error(path, exc) from None
+
+
+def _take_back(fd: int, partial: bytes) -> None:
+    """Cut ``partial`` off the end of the file, if the file still ends with it (another
+    process may have appended since; then the torn line stays, and the reader reports it)."""
+    if not partial:
+        return
+    try:
+        size = os.fstat(fd).st_size
+        if size >= len(partial) and os.pread(fd, len(partial), size - len(partial)) == partial:
+            os.ftruncate(fd, size - len(partial))
+    except OSError as exc:
+        log.warning("could not take a partial line back off the session file: %s", exc)
 
 
 class SessionWriter:
@@ -132,6 +237,9 @@ class SessionWriter:
         self.bodies = BodyStore(path / BODIES, body_cap)
         self._fd: int | None = os.open(path / FLOWS, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
         self.counts: dict[str, int] = {}
+        # events that could not be written (the disk was full): close() keeps them in the
+        # manifest, so that the reason a capture stopped is not lost with them
+        self.unwritten: list[EventRecord] = []
 
     @classmethod
     def create(
@@ -150,7 +258,7 @@ class SessionWriter:
         sid = session_id or new_session_id(started)
         path = Path(out_dir) / sid
         try:
-            Path(out_dir).mkdir(parents=True, exist_ok=True)
+            private_mkdirs(Path(out_dir))
             path.mkdir(mode=0o700)
         except OSError as exc:
             raise SessionError(f"cannot create session folder {path}: {exc}") from None
@@ -169,7 +277,10 @@ class SessionWriter:
             "capture": {**(capture or {}), "body_cap": body_cap},
             "artifacts": [],
         }
-        _write_json_atomic(path / MANIFEST, manifest)
+        try:
+            _write_json_atomic(path / MANIFEST, manifest)
+        except OSError as exc:
+            raise write_error(path / MANIFEST, exc) from None
         return cls(path, body_cap=body_cap)
 
     @classmethod
@@ -193,36 +304,59 @@ class SessionWriter:
         of its own (the torn one is then reported by the reader, and nothing else is lost)."""
         if self._fd is None:
             return
-        size = os.fstat(self._fd).st_size
-        if size and os.pread(self._fd, 1, size - 1) != b"\n":
-            os.write(self._fd, b"\n")
+        try:
+            size = os.fstat(self._fd).st_size
+            if size and os.pread(self._fd, 1, size - 1) != b"\n":
+                append_line(self._fd, b"\n", self.path / FLOWS)
+        except OSError as exc:
+            raise write_error(self.path / FLOWS, exc) from None
 
     def write(self, record: Record) -> None:
+        """Append one record. Raises SessionWriteError when it cannot be written whole (the
+        file then still ends on the previous record)."""
         if self._fd is None:
             raise SessionError(f"{self.path}: session writer is closed")
-        line = (dumps(record) + "\n").encode("utf-8")
-        os.write(self._fd, line)
+        append_line(self._fd, (dumps(record) + "\n").encode("utf-8"), self.path / FLOWS)
         t = record.TYPE.value
         self.counts[t] = self.counts.get(t, 0) + 1
 
     def event(self, kind: str, message: str = "", **data: Any) -> None:
-        # Events are rare and may follow another process's death: check the tail first.
-        self._mend_torn_tail()
-        self.write(EventRecord(ts=now_iso(), kind=kind, message=message, data=data))
+        """Append an event. One that cannot be written is kept for the manifest
+        (``unwritten_events``) and SessionWriteError raised."""
+        rec = EventRecord(ts=now_iso(), kind=kind, message=message, data=data)
+        try:
+            # Events are rare and may follow another process's death: check the tail first.
+            self._mend_torn_tail()
+            self.write(rec)
+        except SessionWriteError:
+            self.unwritten.append(rec)
+            raise
 
     def flush(self) -> None:
         if self._fd is not None:
-            os.fsync(self._fd)
+            try:
+                os.fsync(self._fd)
+            except OSError as exc:
+                raise write_error(self.path / FLOWS, exc) from None
 
     def detach(self) -> None:
         """Stop writing without closing the session (another process will close it)."""
-        if self._fd is not None:
-            os.fsync(self._fd)
-            os.close(self._fd)
-            self._fd = None
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            log.error("%s: %s", self.path / FLOWS, write_error(self.path / FLOWS, exc))
+        finally:
+            os.close(fd)
 
     def close(self, status: str = STATUS_COMPLETE, **manifest_updates: Any) -> dict[str, Any]:
         self.detach()
+        if self.unwritten:
+            manifest_updates["unwritten_events"] = [
+                json.loads(dumps(rec)) for rec in self.unwritten
+            ]
         return close_session(self.path, status=status, **manifest_updates)
 
 
@@ -242,8 +376,39 @@ def close_session(path: Path, status: str = STATUS_COMPLETE, **updates: Any) -> 
         {"path": rel, "sha256": sha256_file(path / rel), "size": (path / rel).stat().st_size}
         for rel in _artifact_paths(path)
     ]
+    manifest.pop(SEAL, None)
+    manifest[SEAL] = {"sha256": manifest_digest(manifest), "over": SEAL_OVER}
     _write_json_atomic(path / MANIFEST, manifest)
     return manifest
+
+
+SEAL = "seal"
+SEAL_OVER = "this manifest without its seal, as JSON with sorted keys and no spaces (UTF-8)"
+# files that may grow after the session is closed, and only at their end: `auditor restore`
+# appends to the restore journal when it finishes a restore the audit could not
+APPEND_ONLY = frozenset({"restore.jsonl"})
+
+
+def manifest_digest(manifest: dict[str, Any]) -> str:
+    """The SHA-256 the seal holds: it catches a manifest edited or damaged after the session
+    closed. (It is no signature: whoever edits the manifest can recompute it; a signed bundle,
+    ``auditor bundle --sign``, is what resists that.)"""
+    body = {k: v for k, v in manifest.items() if k != SEAL}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _prefix_sha256(path: Path, size: int) -> str:
+    h = hashlib.sha256()
+    left = size
+    with open(path, "rb") as fh:
+        while left > 0:
+            chunk = fh.read(min(left, 1 << 20))
+            if not chunk:
+                break
+            h.update(chunk)
+            left -= len(chunk)
+    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------------------- reading
@@ -287,14 +452,21 @@ class Session:
     """A saved capture session, opened for reading."""
 
     path: Path
+    # lenient: open a damaged session for analysis: an unreadable manifest becomes a warning
+    # (see read_manifest_lenient) instead of an error
+    lenient: bool = field(default=False, kw_only=True)
     manifest: dict[str, Any] = field(init=False)
     warnings: list[str] = field(init=False, default_factory=list)
+    manifest_warnings: list[str] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
         if not self.path.is_dir():
             raise SessionError(f"{self.path}: no such session folder")
-        self.manifest = read_manifest(self.path)
+        if self.lenient:
+            self.manifest, self.manifest_warnings = read_manifest_lenient(self.path)
+        else:
+            self.manifest = read_manifest(self.path)
         self.bodies = BodyStore(self.path / BODIES)
 
     @property
@@ -305,33 +477,50 @@ class Session:
         """Every record in file order. Bad lines become warnings (``self.warnings``); a
         truncated last line (a killed writer) is expected and reported the same way."""
         fpath = self.path / FLOWS
-        self.warnings.clear()
+        self.warnings[:] = self.manifest_warnings
         try:
             fh = open(fpath, "rb")
         except FileNotFoundError:
             self.warnings.append(f"{FLOWS}: missing")
             return
+        except OSError as exc:
+            self.warnings.append(f"{FLOWS}: unreadable: {exc.strerror or exc}")
+            return
         with fh:
             lineno = 0
-            for raw in fh:
-                lineno += 1
-                if not raw.endswith(b"\n"):
-                    self.warnings.append(
-                        f"{FLOWS}: last line {lineno} is truncated ({len(raw)} bytes), ignored"
-                    )
-                    break
-                if raw.startswith(b"{") and not raw.rstrip().endswith(b"}"):
-                    self.warnings.append(
-                        f"{FLOWS}: line {lineno} is torn ({len(raw)} bytes; its writer died "
-                        "mid-write), ignored"
-                    )
-                    continue
-                if not raw.strip():
-                    continue
-                try:
-                    yield loads(raw)
-                except RecordFormatError as exc:
-                    self.warnings.append(f"{FLOWS}: line {lineno}: {exc}")
+            try:
+                for raw in fh:
+                    lineno += 1
+                    if not raw.endswith(b"\n"):
+                        self.warnings.append(
+                            f"{FLOWS}: last line {lineno} is truncated ({len(raw)} bytes), ignored"
+                        )
+                        break
+                    if raw.startswith(b"{") and not raw.rstrip().endswith(b"}"):
+                        self.warnings.append(
+                            f"{FLOWS}: line {lineno} is torn ({len(raw)} bytes; its writer died "
+                            "mid-write), ignored"
+                        )
+                        continue
+                    if not raw.strip():
+                        continue
+                    try:
+                        rec = loads(raw)
+                    except RecordFormatError as exc:
+                        self.warnings.append(f"{FLOWS}: line {lineno}: {exc}")
+                        continue
+                    except Exception as exc:  # noqa: BLE001 - an edited line must not stop the rest
+                        self.warnings.append(
+                            f"{FLOWS}: line {lineno}: not a valid record "
+                            f"({type(exc).__name__}: {exc})"
+                        )
+                        continue
+                    yield rec
+            except OSError as exc:
+                self.warnings.append(
+                    f"{FLOWS}: read failed after line {lineno}: {exc.strerror or exc}; "
+                    "the rest is not read"
+                )
 
     def http(self) -> Iterator[HttpRecord]:
         return (r for r in self.records() if isinstance(r, HttpRecord))
@@ -483,6 +672,7 @@ class VerifyResult:
     changed: tuple[str, ...] = ()
     unlisted: tuple[str, ...] = ()
     problems: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()  # they do not fail the check (e.g. the custody log's)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -493,11 +683,14 @@ class VerifyResult:
             "changed": list(self.changed),
             "unlisted": list(self.unlisted),
             "problems": list(self.problems),
+            "warnings": list(self.warnings),
         }
 
 
 def verify_session(path: Path) -> VerifyResult:
-    """Recompute every artifact's SHA-256 and size against the manifest."""
+    """Recompute every artifact's SHA-256 and size against the manifest.
+
+    The custody log is not an artifact; a break in its hash chain is a warning."""
     path = Path(path)
     manifest = read_manifest(path)
     problems: list[str] = []
@@ -510,6 +703,13 @@ def verify_session(path: Path) -> VerifyResult:
         else:
             problems.append(f"malformed artifact entry: {art!r}")
     missing, changed = [], []
+    warnings: list[str] = []
+    seal = manifest.get(SEAL)
+    if isinstance(seal, dict):
+        if seal.get("sha256") != manifest_digest(manifest):
+            changed.append(MANIFEST)  # edited or damaged after the session was closed
+    elif manifest.get("status") != STATUS_OPEN:
+        warnings.append(f"{MANIFEST}: no seal (closed by an older auditor); edits go unnoticed")
     for rel, art in sorted(listed.items()):
         fpath = path / rel
         if ".." in Path(rel).parts or Path(rel).is_absolute():
@@ -518,13 +718,40 @@ def verify_session(path: Path) -> VerifyResult:
         if not fpath.is_file():
             missing.append(rel)
             continue
-        if fpath.stat().st_size != art.get("size") or sha256_file(fpath) != art.get("sha256"):
-            changed.append(rel)
+        size = fpath.stat().st_size
+        if size == art.get("size") and sha256_file(fpath) == art.get("sha256"):
+            continue
+        recorded = art.get("size")
+        if (
+            rel in APPEND_ONLY
+            and isinstance(recorded, int)
+            and size > recorded
+            and _prefix_sha256(fpath, recorded) == art.get("sha256")
+        ):
+            warnings.append(
+                f"{rel}: {size - recorded} bytes appended after the session was closed "
+                "(auditor restore); what was sealed is unchanged"
+            )
+            continue
+        changed.append(rel)
     unlisted = [rel for rel in _artifact_paths(path) if rel not in listed]
     ok = not (missing or changed or unlisted or problems)
     return VerifyResult(
-        path, ok, len(listed), tuple(missing), tuple(changed), tuple(unlisted), tuple(problems)
+        path,
+        ok,
+        len(listed),
+        tuple(missing),
+        tuple(changed),
+        tuple(unlisted),
+        tuple(problems),
+        tuple(warnings + _custody_warnings(path)),
     )
+
+
+def _custody_warnings(path: Path) -> list[str]:
+    from auditor.evidence.custody import check_log
+
+    return [f"{CUSTODY}: {w}" for w in check_log(path / CUSTODY)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,10 +1,13 @@
 import gzip
+import os
+import time
+import tracemalloc
 import zlib
 
 import brotli
 import pytest
 
-from auditor.codecs import decode, supported, zstd
+from auditor.codecs import MAX_MEMBERS, decode, supported, zstd
 
 DATA = b'{"imei": "490154203237518"}' * 200
 
@@ -57,7 +60,7 @@ def test_bombs_stop_at_the_limit(enc: str) -> None:
     bomb = {
         "gzip": gzip.compress,
         "deflate": zlib.compress,
-        "br": brotli.compress,
+        "br": lambda b: brotli.compress(b, quality=1),
         "zstd": zstd.compress,
     }[enc](big)
     assert len(bomb) < 1024 * 1024
@@ -65,3 +68,36 @@ def test_bombs_stop_at_the_limit(enc: str) -> None:
     assert res.exceeded and res.size == 1024 * 1024 and len(res.data) == 1024 * 1024
     counted = decode(bomb, enc, limit=1024 * 1024, keep=False)
     assert counted.exceeded and counted.data == b""
+    # Counting holds no output: memory stays small even for a limit of tens of MiB (br and
+    # zstd once produced the whole limit in one piece, only to drop it).
+    tracemalloc.start()
+    try:
+        counted = decode(bomb, enc, limit=32 * 1024 * 1024, keep=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert counted.exceeded and counted.size == 32 * 1024 * 1024
+    assert peak < 4 * 1024 * 1024
+
+
+def test_members_past_the_first_chunk_are_all_decoded() -> None:
+    # Two members larger than the decoder's input chunk, then a third: the third starts
+    # far past the chunk in which the first one ended.
+    big = [os.urandom(300_000), os.urandom(300_000), b"tail"]
+    res = decode(b"".join(gzip.compress(b) for b in big), "gzip")
+    assert res.error is None and res.data == b"".join(big)
+    frames = b"".join(zstd.compress(b) for b in big)
+    assert decode(frames, "zstd").data == b"".join(big)
+
+
+@pytest.mark.parametrize("enc", ["gzip", "zstd"])
+def test_many_members_are_bounded(enc: str) -> None:
+    # Thousands of tiny members used to recurse once per gzip member (RecursionError), and
+    # empty zstd frames cost time quadratic in their number (each copied the rest).
+    one = {"gzip": gzip.compress, "zstd": zstd.compress}[enc]
+    res = decode(one(b"x") * 5000, enc)
+    assert res.error and "members" in res.error and res.data == b"x" * MAX_MEMBERS
+    started = time.monotonic()
+    res = decode(one(b"") * 200_000, enc, keep=False)
+    assert res.error and "members" in res.error
+    assert time.monotonic() - started < 2

@@ -43,6 +43,9 @@ class Analysis:
     findings: list[Finding]
     rule_errors: list[RuleError] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # personal values the scanner found without being told (flow id -> (kind, value)); kept
+    # so that a redacted report can remove them in every encoding (auditor.analysis.redact)
+    personal: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
 
 
 def identifiers_of(manifest: dict[str, Any], extra: dict[str, str]) -> dict[str, str]:
@@ -69,7 +72,8 @@ def analyze(
     policy = policy or load_policy("default")
     kb = KnowledgeBase.load(extra=list(intel or []))
     tables, warnings = [], []
-    opened = [Session(p) for p in sessions]
+    # lenient: a damaged manifest is a warning, and what can be read is still reported
+    opened = [Session(p, lenient=True) for p in sessions]
     # flows.jsonl is read once per session; every later step works on these records
     records = {sess.id: list(sess.records()) for sess in opened}
     packets: dict[str, PacketData] = {}
@@ -116,7 +120,7 @@ def analyze(
         opened, flows, findings, rule_errors, claim_results, coverage, policy, kb, ids, warnings,
         _boot_times(records), packets,
     )  # fmt: skip
-    return Analysis(doc, flows, findings, rule_errors, warnings)
+    return Analysis(doc, flows, findings, rule_errors, warnings, dict(scan.personal))
 
 
 def _incomplete(sess: Session) -> list[str]:
@@ -339,8 +343,8 @@ def _document(
             "versions": first.get("versions") or {},
             "scenario": first.get("scenario") or {},
             "policy": policy.to_dict(),
-            "knowledge_base": kb.describe(),
-            "ip_database": kb.ip_database(),
+            "knowledge_base": _portable(kb.describe()),
+            "ip_database": _portable(kb.ip_database()),
         },
         "_bytes_by_org": sorted(
             ((k, v[0], v[1]) for k, v in by_org.items()), key=lambda x: (-x[1] - x[2], x[0])
@@ -350,6 +354,20 @@ def _document(
         ),
         "_highlight": _highlights(ids),
     }
+
+
+def _portable(obj: Any) -> Any:
+    """Data files named by their file name, not where this machine keeps them: re-analysis on
+    another machine must give the same findings.json (the files carry their dates and, for
+    intel files, their SHA-256)."""
+    if isinstance(obj, dict):
+        return {
+            k: (Path(v).name if k == "path" and isinstance(v, str) else _portable(v))
+            for k, v in obj.items()
+        }
+    if isinstance(obj, list):
+        return [_portable(v) for v in obj]
+    return obj
 
 
 def _manifest_hash(s: Session) -> str:
@@ -366,10 +384,25 @@ def write(analysis: Analysis, out: Path, formats: list[str]) -> list[Path]:
     return write_report(out, analysis.doc, analysis.flows, formats)
 
 
-def report_session(session: Path, reports: Path, formats: list[str] | None = None) -> Path:
+def report_session(
+    session: Path, reports: Path, formats: list[str] | None = None, *, redact: bool = False
+) -> Path:
     """Analyse one session with the default policy into ``reports/<session-id>/``; returns
-    the report folder (used at the end of ``auditor audit`` and ``auditor demo``)."""
+    the report folder (used at the end of ``auditor audit`` and ``auditor demo``). With
+    ``redact``, the report is the shareable one (``auditor.analysis.redact``), and the
+    originals stay only in the sealed session."""
     target = Path(reports) / Path(session).name
-    result = analyze([Path(session)], artifacts_dir=target / "artifacts")
-    write(result, target, formats or ["html", "json", "csv", "md"])
+    fmts = formats or ["html", "json", "csv", "md"]
+    if not redact:
+        result = analyze([Path(session)], artifacts_dir=target / "artifacts")
+        write(result, target, fmts)
+        return target
+    import tempfile
+
+    from auditor.analysis.redact import write_redacted
+
+    with tempfile.TemporaryDirectory(prefix="auditor-redact-") as tmp:
+        art = Path(tmp) / "artifacts"  # the originals never touch the report folder
+        result = analyze([Path(session)], artifacts_dir=art)
+        write_redacted(result, target, fmts, artifacts_src=art)
     return target

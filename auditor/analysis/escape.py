@@ -14,7 +14,10 @@ from typing import Any
 # C0/C1 controls except tab and newline, DEL, and the Unicode bidi controls and isolates.
 _UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~])")
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~:@])")
+# GFM's extended autolinks make a live link of a bare "www." domain, a URL or an e-mail
+# address; an escaped ':', '@' or '.' breaks them (the escape renders as the plain character).
+_MD_WWW = re.compile(r"(?i)\b(www)\.")
 
 
 def visible(text: Any, limit: int | None = None) -> str:
@@ -50,7 +53,8 @@ def csv_cell(value: Any) -> Any:
 
 
 def md_text(text: Any, limit: int | None = None) -> str:
-    """Markdown-inert text: no emphasis, links, HTML or table breaks; one line."""
+    """Markdown-inert text: no emphasis, links (autolinks included), HTML or table breaks;
+    one line."""
     s = visible(text, limit).replace("\n", " ").replace("\r", " ")
     s = s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return _MD_SPECIAL.sub(r"\\\1", s)
+    return _MD_WWW.sub(r"\1\\.", _MD_SPECIAL.sub(r"\\\1", s))

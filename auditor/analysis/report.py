@@ -23,10 +23,31 @@ from auditor.analysis.escape import csv_cell, html_text, md_text
 FORMATS = ("json", "csv", "md", "html")
 
 
+def private_dir(path: Path) -> Path:
+    """``path`` made owner-only (0700), with every folder this creates on the way: whatever
+    the umask, reports of a phone's traffic are for their owner alone."""
+    missing = []
+    p = Path(path)
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        d.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(d, 0o700)  # mkdir's mode is cut by the umask; chmod's is not
+    os.chmod(path, 0o700)
+    return path
+
+
+def _private_file(path: Path) -> int:
+    """A descriptor on a fresh ``path`` (a temporary name), 0600 even if it existed."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    return fd
+
+
 def _write(path: Path, data: str | bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
+    with os.fdopen(_private_file(tmp), "wb") as fh:
         fh.write(data.encode("utf-8") if isinstance(data, str) else data)
     os.replace(tmp, path)
 
@@ -37,8 +58,7 @@ def dumps_findings(doc: dict[str, Any]) -> str:
 
 def write_csv(path: Path, rows: Iterable[Mapping[Any, Any]], fields: list[str]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
+    with os.fdopen(_private_file(tmp), "w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
         w.writeheader()
         for row in rows:
@@ -61,8 +81,7 @@ def flows_for_export(df: pd.DataFrame) -> pd.DataFrame:
 def write_report(
     out: Path, doc: dict[str, Any], flows: pd.DataFrame, formats: Iterable[str] = FORMATS
 ) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    os.chmod(out, 0o700)
+    private_dir(out)
     formats = set(formats)
     written = []
     if "json" in formats:
@@ -74,8 +93,10 @@ def write_report(
         write_csv(out / "flows.csv", exp.to_dict("records"), list(exp.columns))
         try:
             safe = exp.astype({c: "string" for c in exp.columns if exp[c].dtype == object})
-            safe.to_parquet(out / "flows.parquet", index=False)
-            os.chmod(out / "flows.parquet", 0o600)
+            tmp = out / ".flows.parquet.tmp"
+            with os.fdopen(_private_file(tmp), "wb") as fh:
+                safe.to_parquet(fh, index=False)
+            os.replace(tmp, out / "flows.parquet")
             written.append(out / "flows.parquet")
         except (ImportError, ValueError) as exc:  # pragma: no cover - pyarrow is a dependency
             doc.setdefault("warnings", []).append(f"flows.parquet not written: {exc}")
@@ -143,6 +164,28 @@ def markdown(doc: dict[str, Any]) -> str:
             f"{md_text(e['country'])} | {'yes' if e['state_linked'] else 'no'} | {e['flows']} "
             f"| {e['bytes_up']} | {e['bytes_down']} |"
         )
+    cov = doc.get("coverage") or {}
+    if doc.get("packets"):
+        lines += [
+            "",
+            "## Packets and the proxy",
+            "",
+            f"{int(cov.get('packets') or 0)} packets in {int(cov.get('packet_files') or 0)} "
+            f"capture file(s); {int(cov.get('bypassed_proxy') or 0)} flow(s) bypassed the proxy.",
+            "",
+            "| file | packets | flows | paths |",
+            "|---|---|---|---|",
+        ]
+        for p in doc["packets"].values():
+            for f in p.get("files") or []:
+                paths = ", ".join(f"{k} {v}" for k, v in sorted((f.get("paths") or {}).items()))
+                lines.append(
+                    f"| {md_text(f.get('file'))} | {int(f.get('packets') or 0)} "
+                    f"| {int(f.get('flows') or 0)} | {md_text(paths)} |"
+                )
+    if doc.get("warnings"):
+        lines += ["", "## Warnings", ""]
+        lines += [f"- {md_text(w, 400)}" for w in doc["warnings"]]
     m = doc.get("method") or {}
     lines += [
         "",
@@ -250,6 +293,64 @@ def _excerpt(ev: dict[str, Any], needle_values: dict[str, list[str]]) -> str:
         if v and v in text:
             text = text.replace(v, f"<mark>{v}</mark>")
     return f"<pre>{text}</pre>" if text else ""
+
+
+MAX_LOOKUPS_SHOWN = 200
+
+
+def _packets_html(doc: dict[str, Any]) -> list[str]:
+    """The packet captures: what each held, how its flows went (through the proxy, around
+    it), and the DNS answers seen; the lookup list is cut at MAX_LOOKUPS_SHOWN (all are in
+    findings.json)."""
+    packets = doc.get("packets") or {}
+    if not packets:
+        return []
+    cov = doc.get("coverage") or {}
+    out = [
+        "<h2 id='packets'>Packets and the proxy</h2>",
+        f"<p>{int(cov.get('packets') or 0)} packets in {int(cov.get('packet_files') or 0)} "
+        f"capture file(s); {int(cov.get('bypassed_proxy') or 0)} flow(s) left the phone "
+        "outside the proxy, and are in the tables above as seen by the packets only.</p>",
+    ]
+    files: list[list[str]] = []
+    lookups: list[dict[str, Any]] = []
+    for sid, p in sorted(packets.items()):
+        for f in p.get("files") or []:
+            paths = f.get("paths") or {}
+            files.append(
+                [
+                    _e(sid),
+                    _e(f.get("file")),
+                    str(int(f.get("packets") or 0)),
+                    str(int(f.get("flows") or 0)),
+                    ", ".join(f"{_e(k)} {int(v)}" for k, v in sorted(paths.items())),
+                    _e(f.get("error") or ""),
+                ]
+            )
+        lookups += p.get("dns_lookups") or []
+    out.append(_table(["session", "file", "packets", "flows", "paths", "error"], files))
+    if lookups:
+        out.append("<h3>DNS answers seen</h3>")
+        shown = lookups[:MAX_LOOKUPS_SHOWN]
+        out.append(
+            _table(
+                ["time", "name", "type", "server", "answers", "flow"],
+                [
+                    [
+                        _e(x.get("ts")),
+                        _e(x.get("qname")),
+                        _e(x.get("qtype")),
+                        _e(x.get("server")),
+                        _e(", ".join(x.get("answers") or [])),
+                        _e(x.get("flow_id")),
+                    ]
+                    for x in shown
+                ],
+            )
+        )
+        if len(lookups) > len(shown):
+            out.append(f"<p class='muted'>… and {len(lookups) - len(shown)} more.</p>")
+    return out
 
 
 def html_report(doc: dict[str, Any], flows: pd.DataFrame) -> str:
@@ -370,6 +471,7 @@ def html_report(doc: dict[str, Any], flows: pd.DataFrame) -> str:
             ],
         )
     )
+    out += _packets_html(doc)
     out.append("<h2 id='device'>Device profile</h2>")
     out.append(
         _table(

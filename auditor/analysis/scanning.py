@@ -5,6 +5,10 @@ For each request: the device identifiers it carries and in what encodings
 installed-app list, and the character of its body (plain, compressed, or encrypted). For each
 response: keyword or configuration lists (the ``MiAdBlacklistConfig`` pattern), extracted as
 artifacts next to the report.
+
+Bodies are decoded within bounds (:func:`auditor.codecs.decode`): a body that decodes past a
+bound is searched in its first part only, and the warnings of the outcome name its flows, so
+a report says which bodies were capped (a decompression bomb among them).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections import Counter
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +29,7 @@ from auditor.analysis.patterns import (
     find_patterns,
 )
 from auditor.analysis.payload import Part, Scanner
+from auditor.analysis.report import private_dir
 from auditor.analysis.rules import Match
 from auditor.codecs import decode
 from auditor.records import HttpRecord
@@ -32,7 +37,11 @@ from auditor.session import Session
 
 log = logging.getLogger(__name__)
 
-DECODE_LIMIT = 32 * 1024 * 1024
+# Decoded bytes of one body that the shape, app-list and keyword-list searches read. These are
+# regex and JSON passes (~150 ns a byte), so a few kilobytes of gzip must not buy seconds of
+# them; the identifier search (payload.Limits.decode_limit) reads further.
+DECODE_LIMIT = 4 * 1024 * 1024
+MAX_NAMED_FLOWS = 10  # flows named per warning
 MIN_CHARACTERISED = 64  # bytes: shorter bodies say nothing about entropy
 EXCERPT = 160
 
@@ -48,18 +57,36 @@ class ScanOutcome:
     bytes_scanned: int = 0
 
 
-def _decoded(session: Session, rec: HttpRecord, response: bool) -> bytes | None:
+def _decoded(session: Session, rec: HttpRecord, response: bool) -> tuple[bytes | None, str]:
+    """The body with its content encoding undone (at most :data:`DECODE_LIMIT` bytes), and a
+    warning when it decodes past that."""
     ref = rec.response_body if response else rec.request_body
     if ref is None:
-        return None
+        return None, ""
     try:
         raw = session.bodies.get(ref.sha256)
     except OSError:
-        return None
+        return None, ""
     if not ref.encoding:
-        return raw
+        return raw, ""
     res = decode(raw, ref.encoding, DECODE_LIMIT)
-    return res.data if not res.error else raw
+    if res.exceeded:
+        part = "response" if response else "request"
+        return res.data, (
+            f"decode-limit: {part} body: {ref.encoding} data expands past {DECODE_LIMIT} bytes; "
+            f"personal data, app and keyword lists were searched in the first {DECODE_LIMIT}"
+        )
+    return (res.data if not res.error else raw), ""
+
+
+def _named(notes: dict[str, set[str]]) -> list[str]:
+    """One warning per message, naming the flows it concerns."""
+    out = []
+    for msg, fids in sorted(notes.items()):
+        ids = sorted(fids)
+        more = f" and {len(ids) - MAX_NAMED_FLOWS} more" if len(ids) > MAX_NAMED_FLOWS else ""
+        out.append(f"{msg} ({len(ids)} flow(s): {', '.join(ids[:MAX_NAMED_FLOWS])}{more})")
+    return out
 
 
 def scan_sessions(
@@ -71,7 +98,7 @@ def scan_sessions(
 ) -> ScanOutcome:
     scanner = Scanner(identifiers) if identifiers else None
     out = ScanOutcome()
-    warn: Counter[str] = Counter()
+    notes: dict[str, set[str]] = defaultdict(set)
     for sess in sessions:
         recs = (records or {}).get(sess.id)
         https = (r for r in recs if isinstance(r, HttpRecord)) if recs is not None else sess.http()
@@ -81,7 +108,8 @@ def scan_sessions(
                 res = scanner.scan_record(rec, sess.bodies)
                 out.bytes_scanned += res.bytes_scanned
                 for w in res.warnings:
-                    warn[f"{w.kind.value}: {w.message}"[:160]] += 1
+                    msg = f"{w.kind.value}: {w.part.value} {w.location.value}: {w.message}"
+                    notes[msg[:200]].add(fid)
                 sent = [m for m in res.matches if m.part is Part.REQUEST]
                 if sent:
                     out.matches[fid] = [
@@ -94,7 +122,9 @@ def scan_sessions(
                         )
                         for m in sent
                     ]
-            req = _decoded(sess, rec, response=False)
+            req, note = _decoded(sess, rec, response=False)
+            if note:
+                notes[note].add(fid)
             if req and "x-www-form-urlencoded" in (rec.request_content_type or ""):
                 req = unquote_to_bytes(req.replace(b"+", b" "))
             text = unquote_to_bytes(rec.url) + b"\n" + (req or b"")
@@ -107,7 +137,9 @@ def scan_sessions(
                     out.app_lists[fid] = {"count": apps.count, "sample": list(apps.sample)}
                 if len(req) >= MIN_CHARACTERISED:
                     out.characters[fid] = characterise(req).to_dict()
-            resp = _decoded(sess, rec, response=True)
+            resp, note = _decoded(sess, rec, response=True)
+            if note:
+                notes[note].add(fid)
             if resp and resp[:1] in (b"{", b"["):
                 for n, kl in enumerate(find_keyword_lists(resp)):
                     entry: dict[str, Any] = {
@@ -119,12 +151,12 @@ def scan_sessions(
                     if artifacts_dir is not None:
                         entry["artifact"] = _extract(artifacts_dir, fid, n, rec, kl.entries)
                     out.keyword_lists.setdefault(fid, entry)
-    out.warnings = [f"{n} x {w}" for w, n in sorted(warn.items())]
+    out.warnings = _named(notes)
     return out
 
 
 def _extract(folder: Path, flow_id: str, n: int, rec: HttpRecord, entries: tuple[str, ...]) -> str:
-    folder.mkdir(parents=True, exist_ok=True)
+    private_dir(folder)
     safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in flow_id)[:64]
     name = f"keyword-list-{safe}-{n}.json"
     data = json.dumps(
@@ -133,6 +165,7 @@ def _extract(folder: Path, flow_id: str, n: int, rec: HttpRecord, entries: tuple
         indent=1,
     )
     fd = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(data)
     return f"{folder.name}/{name}"

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from auditor.session import SessionWriteError, append_line, write_error
 from auditor.timeutil import now_iso
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,9 @@ class Change:
 class UndoReport:
     undone: list[Change] = field(default_factory=list)
     failed: list[tuple[Change, str]] = field(default_factory=list)
+    # undone on the device, but the journal could not say so (its disk is full): undoing is
+    # idempotent, so `auditor restore` would only undo them again
+    unrecorded: list[Change] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -62,14 +66,21 @@ class RestoreJournal:
         return cls(Path(session) / JOURNAL)
 
     def _append(self, obj: dict[str, Any]) -> None:
+        """Append one line and fsync it. Raises SessionWriteError (the disk is full...), the
+        journal then still ending on its last whole line."""
         line = (json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        except OSError as exc:
+            raise write_error(self.path, exc) from None
         try:
             size = os.fstat(fd).st_size
             if size and os.pread(fd, 1, size - 1) != b"\n":
                 line = b"\n" + line  # a torn last line (a crash mid-write) must not swallow this
-            os.write(fd, line)
+            append_line(fd, line, self.path)
             os.fsync(fd)
+        except OSError as exc:
+            raise write_error(self.path, exc) from None
         finally:
             os.close(fd)
 
@@ -149,8 +160,12 @@ class RestoreJournal:
                 log.error("could not undo %s: %s", change.what, exc)
                 report.failed.append((change, str(exc) or type(exc).__name__))
                 continue
-            self._append({"op": "undone", "id": change.id, "ts": now_iso(), "result": "ok"})
             report.undone.append(change)
+            try:
+                self._append({"op": "undone", "id": change.id, "ts": now_iso(), "result": "ok"})
+            except SessionWriteError as exc:  # the device comes first: go on undoing
+                log.error("undid %s, but cannot record it: %s", change.what, exc)
+                report.unrecorded.append(change)
         return report
 
 

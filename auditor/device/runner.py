@@ -20,6 +20,7 @@ from auditor.session import SessionWriter
 log = logging.getLogger(__name__)
 
 SCREENSHOTS = "screenshots"
+PRESENCE_INTERVAL = 1.0  # seconds between checks that the device is still there, while waiting
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -97,6 +98,8 @@ class StepRunner:
             self.writer.event("scenario_step", "", index=step.index, step=step.kind, status="done")
             if self.on_step:
                 self.on_step(step, "done")
+        # stopped during the last step (its wait cut short) is stopped too
+        report.stopped = report.stopped or self.stop.is_set()
         self.writer.event(
             "scenario_finished",
             scenario.name,
@@ -108,7 +111,16 @@ class StepRunner:
 
     # ------------------------------------------------------------------------------- steps
     def _sleep(self, seconds: float) -> None:
-        self.stop.wait(seconds)
+        """Wait, unless stopped; and check that the device is still there every
+        PRESENCE_INTERVAL, so that one gone mid-wait ends the step at once, not at its end."""
+        deadline = time.monotonic() + seconds
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or self.stop.wait(min(left, PRESENCE_INTERVAL)):
+                return
+            state = self.h.state()
+            if state != "device":
+                raise DeviceError(f"{self.h.serial} went away during the step (it is {state})")
 
     def _idle(self, duration: float) -> None:
         self._sleep(duration)

@@ -13,7 +13,7 @@ import logging
 import shlex
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +69,63 @@ def signals_deferred() -> Iterator[list[int]]:
             signal.signal(s, h)
 
 
+class SignalGuard:
+    """SIGINT and SIGTERM over a whole audit, in the main thread.
+
+    The first signal raises (KeyboardInterrupt, or :class:`Interrupted` for SIGTERM) wherever
+    the audit is, so that it stops there. From then on, and from :meth:`hold` on, signals are
+    held in :attr:`held` instead: nothing may interrupt the restore of the device or the
+    closing of the session, and a second Ctrl-C must not leave either half done."""
+
+    def __init__(self) -> None:
+        self.held: list[int] = []
+        self.holding = False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> SignalGuard:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old.clear()
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        if self.holding:
+            self.held.append(signum)
+            return
+        self.holding = True
+        raise _signal_exception(signum)
+
+    def hold(self) -> None:
+        """Hold every signal from now on."""
+        self.holding = True
+
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Hold signals within the block (one that starts what must be stopped again, so that
+        it is not left half started) and act on the first one after it."""
+        if self.holding:
+            yield
+            return
+        self.holding = True
+        try:
+            yield
+        finally:
+            if self.held:
+                raise _signal_exception(self.held.pop(0))  # holding stays on, as after _handle
+            self.holding = False
+
+
+def _signal_exception(signum: int) -> BaseException:
+    if signum == signal.SIGINT:
+        return KeyboardInterrupt()
+    return Interrupted(f"signal {signum} ({signal.Signals(signum).name})")
+
+
 def undo_change(h: Handset, undo: dict[str, Any]) -> None:
     kind = undo.get("kind")
     if kind == "setting":
@@ -100,6 +157,13 @@ def undo_change(h: Handset, undo: dict[str, Any]) -> None:
             r.check()
     elif kind == "remove_dir":
         h.su(f"rm -rf {shlex.quote(undo['path'])}").check()
+    elif kind == "am_start":
+        # kept as data, not as a shell line: nothing read from a session file runs as raw shell
+        extras = " ".join(
+            f"-e {shlex.quote(str(k))} {shlex.quote(str(v))}"
+            for k, v in (undo.get("extras") or {}).items()
+        )
+        h.sh(f"am start {extras} -n {shlex.quote(str(undo['component']))}").check()
     elif kind == "noop":
         return
     else:
@@ -125,9 +189,16 @@ class CaptureSetup:
     private_dns_off: bool = True
     notes: list[str] = field(default_factory=list)
     held_signals: list[int] = field(default_factory=list)
+    # called with "ca" (mid-way through installing the CA) and "proxy" (before the proxy is
+    # set): the fault tests stop the audit there (auditor.audit's test hook)
+    checkpoint: Callable[[str], None] | None = None
 
     def _change(self, what: str, undo: dict[str, Any]) -> int:
         return self.journal.record(self.handset.serial, what, undo)
+
+    def _checkpoint(self, name: str) -> None:
+        if self.checkpoint is not None:
+            self.checkpoint(name)
 
     # ------------------------------------------------------------------------------- apply
     def apply(self) -> None:
@@ -154,6 +225,7 @@ class CaptureSetup:
             )
             h.reverse(f"tcp:{self.proxy_port}", f"tcp:{self.proxy_port}")
             self.journal.applied(cid)
+        self._checkpoint("proxy")
         self._set("global", "http_proxy", f"{self.device_proxy_host()}:{self.proxy_port}")
 
     def device_proxy_host(self) -> str:
@@ -182,6 +254,7 @@ class CaptureSetup:
         self.journal.applied(cid)
         root = h.root_method()
         if self.ca == "user":
+            self._checkpoint("ca")
             if not root:
                 self.notes.append(
                     f"CA pushed to {USER_CA_DOWNLOAD}: install it on the phone under Settings > "
@@ -236,6 +309,7 @@ class CaptureSetup:
         )
         h.su(f"mount -t tmpfs tmpfs {SYSTEM_CA_DIR}").check()
         self.journal.applied(cid)
+        self._checkpoint("ca")  # the store is an empty tmpfs now: the device trusts no one
         h.su(
             f"cp {STAGING}/* {SYSTEM_CA_DIR}/ && chmod 644 {SYSTEM_CA_DIR}/* && "
             f"chcon u:object_r:system_file:s0 {SYSTEM_CA_DIR}/*"

@@ -5,7 +5,8 @@
 - :class:`IfaceSniffer`: a host interface the phone's traffic crosses (a hotspot, a bridge, a
   mirror port), through scapy, with a BPF filter, into ``packets/iface-NAME-NNN.pcapng``;
 - :class:`PcapdroidCollector`: the stream PCAPdroid exports from the phone itself (no root
-  needed), into ``packets/pcapdroid-NNN.pcap``.
+  needed), into ``packets/pcapdroid-NNN.pcap``; :func:`start_pcapdroid` sets the whole path up
+  over USB (collector, ``adb reverse``, PCAPdroid's start), journalled.
 
 Each has ``start()``, ``stop()`` (bounded: it returns within its timeout whatever the far end
 does) and ``stats``, a :class:`CaptureStats` snapshot that is safe to read from any thread.
@@ -36,6 +37,8 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from auditor.device.handset import Handset
+from auditor.device.journal import RestoreJournal
+from auditor.device.parsers import parse_dumpsys_package
 from auditor.errors import CaptureError, DeviceError
 from auditor.packets.pcapwrite import (
     DEFAULT_SNAPLEN,
@@ -59,6 +62,13 @@ PCAPDROID_PACKAGE = "com.emanuelef.remote_capture"
 PCAPDROID_ACTIVITY = f"{PCAPDROID_PACKAGE}/.activities.CaptureCtrl"
 PCAPDROID_TRAILER_MAGIC = 0x01072021
 PCAPDROID_TRAILER_SIZE = 32  # magic, uid, appname[20], fcs
+PCAPDROID_TCP_EXPORTER = (1, 8, 6)  # the first release with tcp_exporter (its release notes)
+PCAPDROID_CONNECT_TIMEOUT = 30.0  # start: time to connect (a person may have to tap Allow)
+PCAPDROID_FLUSH = 3.0  # stop: how long it has to send what it holds (it exports every second)
+PCAPDROID_INSTALL = (
+    "install PCAPdroid 1.8.6 or later (F-Droid, Google Play, or `adb install` of the APK from "
+    "https://github.com/emanuele-f/PCAPdroid/releases), open it once and accept its VPN prompt"
+)
 
 _MAGICS = {
     b"\xd4\xc3\xb2\xa1": "<",
@@ -796,6 +806,29 @@ class PcapdroidCollector(_Capture):
         self._client: socket.socket | None = None
         self._rec = struct.Struct("<IIII")
         self._linktype = LINKTYPE_ETHERNET if trailer else LINKTYPE_RAW
+        self._connections = 0
+        self._heard = threading.Event()  # a connection (TCP) or a datagram (UDP) arrived
+        self._idle = threading.Event()  # no exporter connected now
+        self._idle.set()
+        self._ending = threading.Event()  # the exporter was asked to stop: its end is expected
+
+    @property
+    def connections(self) -> int:
+        """Exporter connections accepted so far (TCP)."""
+        with self._lock:
+            return self._connections
+
+    def wait_heard(self, timeout: float) -> bool:
+        """Wait until the exporter has connected (TCP) or sent something (UDP)."""
+        return self._heard.wait(timeout)
+
+    def expect_end(self) -> None:
+        """The exporter was told to stop: its stream ending from now on is no interruption."""
+        self._ending.set()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no exporter connection is open (what it sent has been taken)."""
+        return self._idle.wait(timeout)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -837,6 +870,7 @@ class PcapdroidCollector(_Capture):
                     if not self._stop.is_set():
                         self._error(f"receive failed: {exc}")
                     break
+                self._heard.set()
                 self._datagram(data)
         finally:
             self.files.close()
@@ -885,12 +919,19 @@ class PcapdroidCollector(_Capture):
                         self._error(f"accept failed: {exc}")
                     break
                 self._client = client
-                with client:
-                    stream = pump.run(client, self._stop)
-                self._client = None
+                self._idle.clear()
+                with self._lock:
+                    self._connections += 1
+                self._heard.set()
+                try:
+                    with client:
+                        stream = pump.run(client, self._stop)
+                finally:
+                    self._client = None
+                    self._idle.set()
                 if stream.header is not None:
                     _, _, self._linktype = header_info(stream.header)
-                if not self._stop.is_set():
+                if not self._stop.is_set() and not self._ending.is_set():
                     self._add(interruptions=1)
         finally:
             self.files.close()
@@ -930,6 +971,224 @@ def _udp_socket_drops(host: str, port: int) -> int:
     return 0
 
 
+class PcapdroidSource:
+    """PCAPdroid on the phone (no root needed) exporting over USB into
+    ``packets/pcapdroid-NNN.pcap``: a TCP collector on 127.0.0.1:P of the host,
+    ``adb reverse tcp:P tcp:P`` so that the phone's 127.0.0.1:P reaches it, and PCAPdroid
+    started with ``tcp_exporter`` to 127.0.0.1:P and its per-packet trailer (UID and app).
+
+    Both changes to the phone go through the restore journal before they are made: the reverse
+    (kind ``reverse``) and the capture (kind ``am_start``, undone by PCAPdroid's stop request).
+    :meth:`start` undoes what it did if it fails; :meth:`stop` undoes both. PCAPdroid does not
+    see loopback traffic, so nothing apps send to a proxy behind ``adb reverse``; it sees what
+    bypasses the proxy (DNS, push channels, QUIC, apps that ignore the proxy).
+
+    On a real phone PCAPdroid asks the user to allow each request from ``adb shell`` (and to
+    accept its VPN the first time): if it does not connect within ``connect_timeout`` seconds,
+    :meth:`start` fails and says so."""
+
+    source = "pcapdroid"
+
+    def __init__(
+        self,
+        handset: Handset,
+        session_dir: Path | str,
+        journal: RestoreJournal,
+        *,
+        app_filter: str | None = None,
+        trailer: bool = True,
+        connect_timeout: float = PCAPDROID_CONNECT_TIMEOUT,
+        rotate_bytes: int = ROTATE_BYTES,
+    ) -> None:
+        self.handset = handset
+        self.session_dir = Path(session_dir)
+        self.journal = journal
+        self.app_filter = app_filter
+        self.trailer = trailer
+        self.connect_timeout = connect_timeout
+        self.rotate_bytes = rotate_bytes
+        self.collector: PcapdroidCollector | None = None
+        self._remote: str | None = None  # the device side of our reverse, while it is set
+        self._previous: str | None = None
+        self._capturing = False
+
+    @property
+    def port(self) -> int | None:
+        return self.collector.port if self.collector is not None else None
+
+    @property
+    def stats(self) -> CaptureStats:
+        if self.collector is None:
+            return CaptureStats(self.source, False, 0, 0, 0, 0, 0, (), ())
+        return self.collector.stats
+
+    def start(self) -> PcapdroidSource:
+        self._check_apps()
+        collector = self._listen()
+        self.collector = collector
+        try:
+            self._add_reverse(collector.port)
+            self._start_capture(collector.port)
+            if not collector.wait_heard(self.connect_timeout):
+                raise CaptureError(
+                    f"{self.handset.serial}: PCAPdroid did not connect to the collector within "
+                    f"{self.connect_timeout:.0f}s: on the phone, allow PCAPdroid's request (and "
+                    "its VPN prompt the first time), and check that it is 1.8.6 or later"
+                )
+        except BaseException:
+            self._undo(collector)
+            collector.stop()
+            raise
+        return self
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> CaptureStats:
+        """Stop PCAPdroid (it sends what it still holds and closes), then the collector, then
+        remove the reverse. Bounded by ``timeout`` (plus the device's command timeouts)."""
+        collector = self.collector
+        if collector is None:
+            return self.stats
+        deadline = time.monotonic() + timeout
+        collector.expect_end()
+        if self._capturing:
+            self._stop_capture(collector)
+            collector.wait_idle(max(0.0, min(PCAPDROID_FLUSH, deadline - time.monotonic())))
+        collector.stop(max(0.5, deadline - time.monotonic()))
+        self._undo(collector)
+        return collector.stats
+
+    # -- steps -------------------------------------------------------------------------------
+    def _check_apps(self) -> None:
+        h = self.handset
+        if not _installed(h, PCAPDROID_PACKAGE):
+            raise DeviceError(
+                f"{h.serial}: --packets pcapdroid needs PCAPdroid ({PCAPDROID_PACKAGE}), which "
+                f"is not installed: {PCAPDROID_INSTALL}"
+            )
+        version = _version_of(h, PCAPDROID_PACKAGE)
+        if version is not None and parse_version(version) < PCAPDROID_TCP_EXPORTER:
+            raise DeviceError(
+                f"{h.serial}: PCAPdroid {version} has no TCP exporter, which a capture over USB "
+                f"needs: {PCAPDROID_INSTALL}"
+            )
+        if self.app_filter and not _installed(h, self.app_filter):
+            # PCAPdroid would silently capture every app instead
+            raise DeviceError(f"{h.serial}: {self.app_filter} is not installed")
+
+    def _listen(self) -> PcapdroidCollector:
+        """A collector on a free host port whose number is not reversed on the phone yet."""
+        taken = set(self.handset.reverse_list())
+        for _ in range(8):
+            collector = PcapdroidCollector(
+                0,
+                self.session_dir,
+                transport="tcp",
+                trailer=self.trailer,
+                rotate_bytes=self.rotate_bytes,
+            ).start()
+            if f"tcp:{collector.port}" not in taken:
+                return collector
+            collector.stop()
+        raise CaptureError(f"{self.handset.serial}: no free port for PCAPdroid's collector")
+
+    def _add_reverse(self, port: int) -> None:
+        h = self.handset
+        remote = f"tcp:{port}"
+        self._previous = h.reverse_list().get(remote)
+        cid = self.journal.record(
+            h.serial,
+            f"adb reverse {remote} {remote} (PCAPdroid's exporter)",
+            {"kind": "reverse", "remote": remote, "previous": self._previous},
+        )
+        self._remote = remote
+        h.reverse(remote, remote)
+        self.journal.applied(cid)
+
+    def _start_capture(self, port: int) -> None:
+        h = self.handset
+        command = pcapdroid_start_command(
+            port, mode="tcp_exporter", app_filter=self.app_filter, trailer=self.trailer
+        )
+        cid = self.journal.record(
+            h.serial, f"PCAPdroid capture, tcp_exporter to 127.0.0.1:{port}", pcapdroid_undo()
+        )
+        self._capturing = True
+        result = h.sh(command, timeout=15)
+        text = (result.stdout + result.stderr).strip()
+        if not result.ok or "Error" in text:
+            last = text.splitlines()[-1] if text else f"exit status {result.returncode}"
+            raise DeviceError(f"{h.serial}: PCAPdroid did not start: {last}")
+        self.journal.applied(cid)
+
+    def _stop_capture(self, collector: PcapdroidCollector) -> None:
+        try:
+            self.handset.sh(pcapdroid_stop_command(), timeout=15)
+            self._capturing = False
+        except DeviceError as exc:
+            collector._error(f"stopping PCAPdroid: {exc}")
+
+    def _undo(self, collector: PcapdroidCollector) -> None:
+        """Undo what is still done (idempotent; errors are kept in the stats)."""
+        if self._capturing:
+            self._stop_capture(collector)
+        remote = self._remote
+        if remote is not None:
+            try:
+                if self._previous:
+                    self.handset.reverse(remote, self._previous)
+                else:
+                    self.handset.reverse_remove(remote)
+                self._remote = None
+            except DeviceError as exc:
+                collector._error(f"removing adb reverse {remote}: {exc}")
+
+
+def start_pcapdroid(
+    handset: Handset,
+    session_dir: Path | str,
+    journal: RestoreJournal,
+    *,
+    app_filter: str | None = None,
+) -> PcapdroidSource:
+    """``--packets pcapdroid``: PCAPdroid on the phone exporting to this host over ``adb
+    reverse``, journalled, started. See :class:`PcapdroidSource`."""
+    return PcapdroidSource(handset, session_dir, journal, app_filter=app_filter).start()
+
+
+def pcapdroid_undo() -> dict[str, Any]:
+    """The restore journal's undo of a PCAPdroid capture: PCAPdroid's stop request, as the
+    ``am start`` of an activity with string extras (idempotent: a stopped capture stays so)."""
+    return {"kind": "am_start", "component": PCAPDROID_ACTIVITY, "extras": {"action": "stop"}}
+
+
+def _installed(h: Handset, package: str) -> bool:
+    out = h.sh(f"pm path {shlex.quote(package)}", timeout=15).stdout
+    return any(line.startswith("package:") for line in out.splitlines())
+
+
+def _version_of(h: Handset, package: str) -> str | None:
+    out = h.sh(f"dumpsys package {shlex.quote(package)}", timeout=15).stdout
+    found = [p for p in parse_dumpsys_package(out).items if p.name == package]
+    current = [p for p in found if not p.hidden_system] or found
+    return current[0].version_name if current else None
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    """``1.8.6`` -> (1, 8, 6); what follows the leading numbers (``-beta``) is ignored."""
+    parts: list[int] = []
+    for piece in text.split("."):
+        digits = ""
+        for ch in piece:
+            if not ch.isdigit():
+                break
+            digits += ch
+        if not digits:
+            break
+        parts.append(int(digits))
+        if len(digits) < len(piece):
+            break
+    return tuple(parts)
+
+
 # ---- choosing a source -------------------------------------------------------------------------
 
 
@@ -962,13 +1221,17 @@ __all__ = [
     "PcapStream",
     "PcapStreamError",
     "PcapdroidCollector",
+    "PcapdroidSource",
     "PcapdroidTrailer",
     "RotatingPcap",
     "TcpdumpSummary",
     "header_info",
     "parse_pcapdroid_trailer",
     "parse_tcpdump_summary",
+    "parse_version",
     "pcapdroid_start_command",
     "pcapdroid_stop_command",
+    "pcapdroid_undo",
+    "start_pcapdroid",
     "tcpdump_command",
 ]

@@ -13,6 +13,7 @@ so the same packets give the same file byte for byte.
 
 Formats: https://www.tcpdump.org/linktypes/LINKTYPE_LINUX_SLL2.html and pcap(5)
 (``pcap-savefile``): a 24-byte global header, then per packet a 16-byte record header.
+:func:`pcapdroid_frame` lays a raw IP packet out as PCAPdroid does with its trailer on.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ IPPROTO_TCP, IPPROTO_UDP = 6, 17
 TTL_OUT, TTL_IN = 64, 52  # the phone's own, and what is left of a remote sender's 64
 TCP_WINDOW = 65535
 MAX_FLOWS = 65536  # TCP flows remembered (closed ones too, so late bytes keep their numbers)
+PCAPDROID_TRAILER_MAGIC = 0x01072021
+PCAPDROID_APPNAME = 20  # bytes of the trailer's app name, NUL included
 
 _SLL2 = struct.Struct("!HHIHBB8s")
 _IPV4 = struct.Struct("!BBHHHBBH4s4s")
@@ -381,6 +384,20 @@ def _tcp_segment(
     return _TCP.pack(*fields, csum, 0) + options + data
 
 
+def pcapdroid_frame(packet: bytes, uid: int, app: str) -> bytes:
+    """A raw IP packet as PCAPdroid dumps it with its trailer (``pcap_dump_packet`` in
+    ``app/src/main/jni/core/pcap_dump.c``): an Ethernet header with both MACs zero, the
+    packet, zero padding to a multiple of 4 bytes, then the 32-byte trailer: magic and UID
+    (big-endian), the app name (at most 19 bytes, NUL-padded) and a CRC-32 of all that comes
+    before it, in the phone's (little-endian) byte order."""
+    ethertype = ETH_P_IPV6 if packet[:1] and packet[0] >> 4 == 6 else ETH_P_IP
+    frame = bytearray(12) + ethertype.to_bytes(2, "big") + packet
+    frame += bytes(-len(frame) & 3)
+    name = app.encode("utf-8")[: PCAPDROID_APPNAME - 1].ljust(PCAPDROID_APPNAME, b"\0")
+    frame += struct.pack(">Ii", PCAPDROID_TRAILER_MAGIC, uid) + name
+    return bytes(frame) + struct.pack("<I", zlib.crc32(frame))
+
+
 # ---- whole files -------------------------------------------------------------------------------
 
 
@@ -415,6 +432,7 @@ __all__ = [
     "global_header",
     "internet_checksum",
     "mac_bytes",
+    "pcapdroid_frame",
     "record",
     "write_pcap",
 ]

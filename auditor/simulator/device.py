@@ -8,7 +8,8 @@ change it (``pm``, ``am``, ``settings``, ``getprop``, ``dumpsys``, ``service cal
 that host-side parsers and adbutils work on this device and on a real one alike.
 
 The generic shell and toybox live in :mod:`auditor.simulator.shell`, the filesystem in
-:mod:`auditor.simulator.vfs`.
+:mod:`auditor.simulator.vfs`, and PCAPdroid (started by ``am start`` of its ``CaptureCtrl``) in
+:mod:`auditor.simulator.pcapdroid`.
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from auditor.simulator.interface import STDERR, STDOUT, DeviceBackend, ReverseOpener
+from auditor.simulator.pcapdroid import CTRL_ACTIVITY as PCAPDROID_CTRL
+from auditor.simulator.pcapdroid import PACKAGE as PCAPDROID
+from auditor.simulator.pcapdroid import SERVICE as PCAPDROID_SERVICE
+from auditor.simulator.pcapdroid import PcapdroidApp
 from auditor.simulator.png import raw_rgba, solid_png
 from auditor.simulator.profiles import (
     CaSpec,
@@ -419,6 +424,7 @@ class VirtualDevice:
         self._boot_id = ""
         self._tz = _zone(profile.timezone)
         self._listeners: list[Callable[[str, dict[str, Any]], None]] = []
+        self.pcapdroid = PcapdroidApp(self)  # its capture, when the profile installs it
         self._build_image()
         self._boot()
 
@@ -487,6 +493,8 @@ class VirtualDevice:
             return True, "restarting adbd as non root\n"
 
     def reboot(self, target: str = "") -> None:
+        if self._online:
+            self.pcapdroid.stop("reboot")  # a VPN service does not outlive the boot
         with self.lock:
             if not self._online:
                 return
@@ -1157,13 +1165,8 @@ class VirtualDevice:
         """Bring ``pkg/cls`` to the foreground, starting its process; returns the pid."""
         with self.lock:
             state = self.packages[pkg]
-            state.stopped = False
-            proc = self._process_of(pkg)
-            started = proc is None
-            if proc is None:
-                pid = next(self._pids)
-                proc = ProcInfo(pid, self._zygote64, state.pkg.uid, pkg, 14_000_000, 90_000)
-                self.processes[pid] = proc
+            started = self._process_of(pkg) is None
+            proc = self.processes[self.ensure_process(pkg)]
             self.foreground = (pkg, cls)
             self._task_id = next(self._task_ids)
             short = self._short(pkg, cls)
@@ -1187,7 +1190,21 @@ class VirtualDevice:
             self.emit("view_url", url=data, uid=state.pkg.uid, package=pkg)
         return proc.pid
 
+    def ensure_process(self, pkg: str) -> int:
+        """The pid of ``pkg``'s process, forked from the zygote if it is not running."""
+        with self.lock:
+            state = self.packages[pkg]
+            state.stopped = False
+            proc = self._process_of(pkg)
+            if proc is None:
+                pid = next(self._pids)
+                proc = ProcInfo(pid, self._zygote64, state.pkg.uid, pkg, 14_000_000, 90_000)
+                self.processes[pid] = proc
+            return proc.pid
+
     def force_stop(self, pkg: str, *, caller_pid: int = 0) -> None:
+        if pkg == PCAPDROID:
+            self.pcapdroid.stop("force-stop")
         with self.lock:
             state = self.packages.get(pkg)
             if state is None:
@@ -1755,6 +1772,23 @@ def _parse_intent(args: list[str]) -> tuple[dict[str, str], list[str]]:
     return intent, rest
 
 
+def _intent_extras(args: list[str]) -> dict[str, str]:
+    """The extras of an ``am`` intent (``-e``/``--es``, ``--ez``, ``--ei``, ...), as strings."""
+    extras: dict[str, str] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg in ("-e", "--es", "--ez", "--ei", "--el", "--ef", "--eu") and i + 2 < len(args):
+            extras[args[i + 1]] = args[i + 2]
+            i += 3
+        elif arg == "--esn" and i + 1 < len(args):
+            extras[args[i + 1]] = ""
+            i += 2
+        else:
+            i += 1
+    return extras
+
+
 def _intent_string(intent: Mapping[str, str]) -> str:
     parts = []
     if "act" in intent:
@@ -1788,6 +1822,12 @@ def _am_start(ctx: Ctx, args: list[str]) -> int:
         state = dev.packages.get(pkg)
         if state is None or not state.installed or state.enabled in (2, 3, 4) or not cls:
             ctx.err(f"Error type 3\nError: Activity class {{{pkg}/{full}}} does not exist.\n")
+            return 0
+        if (pkg, full) == (PCAPDROID, PCAPDROID_CTRL):
+            # a dialog-themed activity: it carries the request out and finishes, and the
+            # activity below stays in front
+            shown = _intent_string({**intent, "flg": "0x10000000"})[len("Intent { ") : -2]
+            dev.pcapdroid.request(_intent_extras(args), caller_uid=ctx.cred.uid, intent=shown)
             return 0
         dev.launch(
             pkg,
@@ -1980,6 +2020,8 @@ def _dumpsys_activity(dev: VirtualDevice, args: list[str]) -> str:
         pid = proc.pid if proc else 0
         token = _stable_hex(short, task)
         return f"TASK {pkg} id={task} userId=0\n  ACTIVITY {short} {token} pid={pid}\n"
+    if args and args[0] in ("services", "s"):
+        return _dumpsys_services(dev, args[1:])
     if args and args[0] in ("processes", "p"):
         with dev.lock:
             procs = sorted(dev.processes.values(), key=lambda p: p.pid)
@@ -2009,6 +2051,32 @@ def _dumpsys_activity(dev: VirtualDevice, args: list[str]) -> str:
         f"          launchedFromUid=2000 launchedFromPackage=null userId=0\n\n"
         f"    mResumedActivity: {record}\n\n"
         f"  ResumedActivity: {record}\n"
+    )
+
+
+def _dumpsys_services(dev: VirtualDevice, args: list[str]) -> str:
+    """``dumpsys activity services [PACKAGE]``: the running services the phone models (a
+    capture's VPN service)."""
+    head = "ACTIVITY MANAGER SERVICES (dumpsys activity services)\n"
+    wanted = [a for a in args if not a.startswith("-")]
+    if not dev.pcapdroid.running or (wanted and wanted[0] not in (PCAPDROID, PCAPDROID_SERVICE)):
+        return head + "  (nothing)\n"
+    with dev.lock:
+        proc = dev._process_of(PCAPDROID)
+        uid = dev.packages[PCAPDROID].pkg.uid
+    pid = proc.pid if proc else 0
+    record = f"ServiceRecord{{{_stable_hex('svc', PCAPDROID_SERVICE)} u0 {PCAPDROID_SERVICE}}}"
+    return (
+        head
+        + "  User 0 active services:\n"
+        + f"  * {record}\n"
+        + f"    intent={{cmp={PCAPDROID_SERVICE}}}\n"
+        + f"    packageName={PCAPDROID}\n"
+        + f"    processName={PCAPDROID}\n"
+        + "    permission=android.permission.BIND_VPN_SERVICE\n"
+        + f"    app=ProcessRecord{{{_stable_hex(pid)} {pid}:{PCAPDROID}/"
+        + f"{user_name(uid).replace('_', '')}}}\n"
+        + "    isForeground=true foregroundId=1 types=0x00000000\n"
     )
 
 
@@ -2566,18 +2634,6 @@ WLAN_IFINDEX = 30  # as `ip addr` numbers wlan0
 STDIO_BUFFER = 4096  # what tcpdump's stdio holds back without -U
 
 
-def _packets_after(log: PacketLog, seq: int) -> tuple[list[Packet], int, int]:
-    """The packets logged after ``seq``, the log's seq now, and how many of them the bounded
-    log had already let go (the capture's "dropped by kernel")."""
-    with log._lock:
-        now = log.seq
-        fresh = now - seq
-        kept = min(fresh, len(log._packets))
-        packets = list(itertools.islice(reversed(log._packets), kept))
-    packets.reverse()
-    return packets, now, fresh - kept
-
-
 def _is_loopback(addr: str) -> bool:
     return addr.startswith("127.") or addr == "::1"
 
@@ -2680,7 +2736,7 @@ def _tcpdump(ctx: Ctx) -> int:
                 pending.clear()
             if packet_log.wait_beyond(seq, 0.2) == seq:
                 continue
-            packets, seq, lost = _packets_after(packet_log, seq)
+            packets, seq, lost = packet_log.since(seq)
             dropped += lost
             for p in packets:
                 if count is not None and captured >= count:

@@ -15,7 +15,8 @@ that moment: system apps trust the system store (the conscrypt APEX store from A
 ordinary apps the user store too, and a pinning app only the one CA it was built with.
 
 While a connection is open its socket is listed in ``/proc/net/tcp*`` with the app's UID, and
-what crosses it is kept in a bounded packet log (the source of ``tcpdump`` on the device).
+what crosses it is kept in a bounded packet log (the source of ``tcpdump`` and of PCAPdroid on
+the device), each transfer with the UID of the app whose socket it crossed.
 """
 
 from __future__ import annotations
@@ -51,7 +52,10 @@ KEEPALIVE = 5.0
 
 @dataclass(frozen=True, slots=True)
 class Packet:
-    """One logged transfer: a TCP payload chunk or a UDP datagram, as the device saw it."""
+    """One logged transfer: a TCP payload chunk or a UDP datagram, as the device saw it.
+
+    ``uid``: the app whose socket it crossed, as the kernel knows it (``/proc/net`` and
+    ``getConnectionOwnerUid``); -1 when not known."""
 
     ts: float
     proto: str  # tcp | udp
@@ -61,9 +65,12 @@ class Packet:
     dport: int
     payload: bytes
     flags: str = ""  # S (open), F (close), or "" for data
+    uid: int = -1
 
 
 class PacketLog:
+    """The device's recent transfers, bounded; readers follow it by sequence number."""
+
     def __init__(self, limit: int = 200_000):
         self._packets: deque[Packet] = deque(maxlen=limit)
         self._lock = threading.Lock()
@@ -87,6 +94,17 @@ class PacketLog:
         with self._cond:
             self._cond.wait_for(lambda: self.seq > seq, timeout)
             return self.seq
+
+    def since(self, seq: int) -> tuple[list[Packet], int, int]:
+        """The packets logged after ``seq``, the log's seq now, and how many of them the bound
+        had already let go (a capture's "dropped by kernel")."""
+        with self._lock:
+            now = self.seq
+            fresh = max(0, now - seq)
+            kept = min(fresh, len(self._packets))
+            packets = list(itertools.islice(reversed(self._packets), kept))
+        packets.reverse()
+        return packets, now, fresh - kept
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,12 +263,18 @@ class DeviceNetwork:
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
                 s.settimeout(3)
                 s.sendto(query, self.dns)
-                self.packets.add(Packet(time.time(), "udp", self.local_ip, lport, *resolver, query))
+                # Android 10+: the DnsResolver hands the socket to the asking app (fchown), so
+                # the query is the app's own, as /proc/net and a VPN's owner lookup show it.
+                self.packets.add(
+                    Packet(time.time(), "udp", self.local_ip, lport, *resolver, query, uid=uid)
+                )
                 try:
                     reply, _ = s.recvfrom(4096)
                 except TimeoutError:
                     return None
-                self.packets.add(Packet(time.time(), "udp", *resolver, self.local_ip, lport, reply))
+                self.packets.add(
+                    Packet(time.time(), "udp", *resolver, self.local_ip, lport, reply, uid=uid)
+                )
                 return reply
         finally:
             self.device.close_socket(handle)
@@ -285,6 +309,7 @@ class _Conn:
         self.sock: socket.socket = sock
         self.local = local
         self.remote = remote
+        self.uid = uid
         self.handle = net.device.open_socket(
             uid, "tcp6" if ":" in local[0] else "tcp", local, remote, "ESTABLISHED"
         )
@@ -293,7 +318,7 @@ class _Conn:
     def _log(self, data: bytes, *, out: bool, flags: str = "") -> None:
         src, dst = (self.local, self.remote) if out else (self.remote, self.local)
         self.net.packets.add(
-            Packet(time.time(), "tcp", src[0], src[1], dst[0], dst[1], data, flags)
+            Packet(time.time(), "tcp", src[0], src[1], dst[0], dst[1], data, flags, self.uid)
         )
 
     def send(self, data: bytes) -> None:

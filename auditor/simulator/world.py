@@ -149,7 +149,8 @@ class VirtualWorld:
         )
 
     def stop(self) -> None:
-        for part in (self.adbd, self.traffic, self.dns, self.internet):
+        # a PCAPdroid capture left running would keep its exporter thread alive
+        for part in (self.device.pcapdroid, self.adbd, self.traffic, self.dns, self.internet):
             if part is None:
                 continue
             try:

@@ -1,7 +1,13 @@
 """The recorder addon, driven through mitmproxy's own test harness (taddons, tflow)."""
 
+import asyncio
+import contextlib
 import gzip
 import json
+import logging
+import os
+import resource
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -9,9 +15,15 @@ from mitmproxy import connection, exceptions, tls
 from mitmproxy.proxy import context
 from mitmproxy.test import taddons, tflow
 
-from addons.recorder import Recorder
-from auditor.records import DnsRecord, HttpRecord, TlsFailedRecord, WebSocketMessageRecord
-from auditor.session import Session
+from addons.recorder import EXIT_DISK_FULL, RECORDER_SAYS, Recorder
+from auditor.records import (
+    DnsRecord,
+    EventRecord,
+    HttpRecord,
+    TlsFailedRecord,
+    WebSocketMessageRecord,
+)
+from auditor.session import FLOWS, Session
 
 
 def _records(path: Path) -> list:
@@ -72,6 +84,7 @@ def test_body_cap_option(tmp_path: Path) -> None:
     with taddons.context(rec) as tctx:
         tctx.configure(rec, auditor_session=str(tmp_path / "s"), auditor_body_cap=10)
         f = tflow.tflow(resp=True)
+        assert f.response is not None
         f.response.content = b"y" * 100
         rec.response(f)
     (r,) = _records(tmp_path / "s")
@@ -115,3 +128,67 @@ def test_without_session_option_nothing_is_written(tmp_path: Path) -> None:
     with taddons.context(rec):
         rec.response(tflow.tflow(resp=True))
     assert rec.writer is None
+
+
+@contextlib.contextmanager
+def file_size_limit(limit: int) -> Iterator[None]:
+    """Within the block a write beyond ``limit`` bytes of a file fails with EFBIG, as on a full
+    disk (Python ignores SIGXFSZ, which would otherwise end the process)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+def _shutdown_requested(tctx: taddons.context) -> bool:
+    tctx.master.event_loop.run_until_complete(asyncio.sleep(0))
+    return tctx.master.should_exit.is_set()
+
+
+def test_a_body_the_disk_cannot_hold_stops_the_recording(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rec = Recorder()
+    with caplog.at_level(logging.ERROR), taddons.context(rec) as tctx:
+        tctx.configure(rec, auditor_session=str(tmp_path / "s"))
+        kept = tflow.tflow(resp=True)
+        rec.response(kept)
+        big = tflow.tflow(resp=True)
+        assert big.response is not None
+        big.response.content = os.urandom(200_000)  # incompressible: 200 kB on disk too
+        with file_size_limit(100_000):
+            rec.response(big)
+        assert _shutdown_requested(tctx)
+        rec.response(tflow.tflow(resp=True))  # nothing more is recorded
+        assert rec.exit_status == EXIT_DISK_FULL
+        rec.done()  # outside mitmdump: no exit status to set
+    session = tmp_path / "s"
+    recs = list(Session(session).records())
+    assert [r.id for r in recs if isinstance(r, HttpRecord)] == [kept.id]
+    (failed,) = [r for r in recs if isinstance(r, EventRecord) and r.kind == "recorder_failed"]
+    assert failed.data == {"disk_full": True} and "File too large" in failed.message
+    assert not list((session / "bodies").glob(".*")), "a partial body was left behind"
+    said = [r.getMessage() for r in caplog.records if RECORDER_SAYS in r.getMessage()]
+    assert said and "File too large" in said[0]
+
+
+def test_a_record_the_disk_cannot_hold_is_not_left_half_written(tmp_path: Path) -> None:
+    rec = Recorder()
+    with taddons.context(rec) as tctx:
+        tctx.configure(rec, auditor_session=str(tmp_path / "s"))
+        rec.response(tflow.tflow(resp=True))
+        flows = tmp_path / "s" / FLOWS
+        before = flows.read_bytes()
+        big = tflow.tflow(resp=True)
+        big.request.path = "/" + "x" * 8000
+        with file_size_limit(len(before) + 4000):
+            rec.response(big)
+        assert _shutdown_requested(tctx)
+        assert rec.exit_status == EXIT_DISK_FULL
+    after = flows.read_bytes()
+    assert after.startswith(before) and after.endswith(b"\n")
+    recs = list(Session(tmp_path / "s").records())
+    assert big.id not in {getattr(r, "id", None) for r in recs}
+    assert [r.kind for r in recs if isinstance(r, EventRecord)][-1] == "recorder_failed"

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from auditor.analysis.escape import csv_cell, html_text, md_text, safe_url_href, visible
@@ -47,3 +49,24 @@ def test_visible_and_limits() -> None:
     assert csv_cell(5) == 5 and csv_cell(None) is None
     assert safe_url_href("javascript:alert(1)") is None
     assert safe_url_href("https://a.example/?q=<x>") == "https://a.example/?q=&lt;x&gt;"
+
+
+@pytest.mark.parametrize(
+    "s",
+    [
+        "see http://evil.example/x",
+        "HTTPS://evil.example",
+        "ftp://evil.example/x",
+        "www.evil.example/path",
+        "WWW.evil.example",
+        "mail me@evil.example",
+        "mailto:me@evil.example",
+        "xmpp:me@evil.example",
+    ],
+)
+def test_markdown_breaks_gfm_autolinks(s: str) -> None:
+    # GFM links bare URLs, www. domains and e-mail addresses; a backslash before ':', '@' and
+    # the dot of www. breaks each (and renders as the plain character).
+    out = md_text(s)
+    assert not re.search(r"[^\\][:@]", out) and not re.search(r"(?i)www\.", out)
+    assert re.sub(r"\\(.)", r"\1", out) == s

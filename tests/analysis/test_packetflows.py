@@ -222,3 +222,14 @@ def test_a_truncated_capture_is_read_up_to_the_damage(tmp_path: Path, cut: float
     res = analyze([s])
     assert any("packet warning" in w for w in res.warnings)
     assert 0 < res.doc["coverage"]["packets"]
+
+
+def test_the_report_shows_the_packets_section(tmp_path: Path) -> None:
+    s = make_session(tmp_path)
+    res = analyze([s])
+    write(res, tmp_path / "r", ["html", "md"])
+    html = (tmp_path / "r" / "report.html").read_text()
+    assert "id='packets'" in html and "push.vendor.example" in html
+    assert "packets/adb-tcpdump-001.pcap" in html and "bypass 4" in html
+    md = (tmp_path / "r" / "summary.md").read_text()
+    assert "## Packets and the proxy" in md and "4 flow(s) bypassed the proxy" in md

@@ -4,8 +4,10 @@ fetches nothing, even from a session full of hostile strings."""
 from __future__ import annotations
 
 import http.server
+import os
 import re
 import shutil
+import stat
 import subprocess
 import threading
 from pathlib import Path
@@ -164,6 +166,7 @@ def test_report_in_headless_chromium(tmp_path: Path) -> None:
         write_report(out, doc, flows, ["html"])
         page = out / "report.html"
         shot = tmp_path / "shot.png"
+        assert CHROMIUM is not None
         flags = [
             CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
             "--no-first-run", "--disable-background-networking", "--disable-component-update",
@@ -187,3 +190,28 @@ def test_report_in_headless_chromium(tmp_path: Path) -> None:
     assert _Recorder.hits == []
     assert shot.exists() and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert shot.stat().st_size > 10_000
+
+
+def test_report_is_owner_only_under_any_umask(tmp_path: Path) -> None:
+    doc, flows = _hostile_doc("http://127.0.0.1:9")
+    out = tmp_path / "reports" / "new" / "r"
+    old = os.umask(0)
+    try:
+        write_report(out, doc, flows, ["json", "csv", "md", "html"])
+    finally:
+        os.umask(old)
+    for p in [tmp_path / "reports", out.parent, out, *out.iterdir()]:
+        want = 0o700 if p.is_dir() else 0o600
+        assert stat.S_IMODE(p.stat().st_mode) == want, p
+    assert {p.name for p in out.iterdir()} == {
+        "findings.json", "flows.csv", "flows.parquet", "endpoints.csv", "summary.md",
+        "report.html",
+    }  # fmt: skip
+
+
+def test_markdown_lists_the_warnings_inertly() -> None:
+    doc, _ = _hostile_doc("http://127.0.0.1:9")
+    md = markdown(doc)
+    section = md.split("## Warnings", 1)[1].split("## Method", 1)[0]
+    assert section.strip().startswith("- ")
+    assert "&lt;img" in section and "<img" not in section and "http\\://" in section

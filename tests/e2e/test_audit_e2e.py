@@ -594,3 +594,27 @@ def test_xiaomi_dns_and_push_bypass_the_proxy(xiaomi: XiaomiAudit) -> None:
     per_app = {f.data["app"]: f for f in res.findings if f.rule == "proxy-bypass"}
     assert "com.xiaomi.xmsf" in per_app
     assert per_app["com.xiaomi.xmsf"].organisation == "Xiaomi Corporation"
+
+
+def test_pcapdroid_audit_of_an_unrooted_phone_names_the_bypassing_apps(
+    make_world: WorldFactory, captures: Path, tmp_path: Path
+) -> None:
+    """--packets pcapdroid on the unrooted OnePlus: PCAPdroid's export reaches the session
+    through adb reverse, its trailer names each packet's app, and the analyser reports what
+    bypassed the proxy per app; the device is left as it was."""
+    from auditor.analysis.engine import analyze
+
+    world, serial = make_world("oneplus-8t", speed=4.0)
+    before = device_state(world)
+    res = audit(serial, captures, tmp_path, duration="8s", packets="pcapdroid")
+    after = device_state(world)
+    assert (res.status, res.stopped_by) == ("complete", "scenario_done"), res.notes
+    assert_closed_and_restored(res, before, after)
+    assert not world.device.pcapdroid.status().running
+    assert [p.name for p in (res.session / "packets").iterdir()] == ["pcapdroid-001.pcap"]
+    flows = analyze([res.session]).flows
+    droid = flows[flows["seen_by"] == "packets"]
+    assert len(droid) and set(droid["app_evidence"]) == {"pcapdroid"}
+    assert droid["bypass"].all()
+    dns = droid[droid["server_port"] == 53]
+    assert len(dns) and all(a for a in dns["apps"])  # each lookup names the asking app

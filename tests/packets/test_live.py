@@ -32,14 +32,17 @@ from auditor.packets.live import (
     TcpdumpSummary,
     parse_pcapdroid_trailer,
     parse_tcpdump_summary,
+    parse_version,
     pcapdroid_start_command,
     pcapdroid_stop_command,
+    pcapdroid_undo,
 )
 from auditor.packets.pcapwrite import (
     LINKTYPE_ETHERNET,
     LINKTYPE_LINUX_SLL2,
     LINKTYPE_RAW,
     global_header,
+    pcapdroid_frame,
     record,
 )
 from auditor.simulator.device import VirtualDevice
@@ -147,6 +150,28 @@ def test_pcapdroid_trailer_parser():
     assert parse_pcapdroid_trailer(bytes(12) + b"\x08\x00" + ipv4_udp(b"x" * 40)) is None
 
 
+def test_pcapdroid_frame_is_what_the_trailer_parser_reads():
+    ip = ipv4_udp(b"hello")
+    frame = pcapdroid_frame(ip, 10123, "com.miui.analytics.long.name")
+    assert frame[:14] == bytes(12) + b"\x08\x00" and frame[14 : 14 + len(ip)] == ip
+    assert len(frame) % 4 == 0 and len(frame) == 14 + len(ip) + 1 + 32  # 14 + 33 + 1 = 48
+    t = parse_pcapdroid_trailer(frame)
+    # strncpy(buf, name, 19): 19 bytes of the name and a NUL
+    assert t is not None and (t.uid, t.app, t.fcs_ok) == (10123, "com.miui.analytics.", True)
+    assert frame == trailer_frame(b"hello", 10123, "com.miui.analytics.")
+    unknown = parse_pcapdroid_trailer(pcapdroid_frame(ip, -1, ""))
+    assert unknown is not None and (unknown.uid, unknown.app) == (-1, "")
+    v6 = pcapdroid_frame(b"\x60" + bytes(39), 0, "Root")
+    assert v6[12:14] == b"\x86\xdd"
+
+
+def test_pcapdroid_version_order():
+    assert parse_version("1.8.6") == (1, 8, 6) >= (1, 8, 6)
+    assert parse_version("1.8.10-beta") == (1, 8, 10) > (1, 8, 6)
+    assert parse_version("1.7.2") < (1, 8, 6)
+    assert parse_version("nightly") == ()
+
+
 def test_pcapdroid_commands():
     assert pcapdroid_start_command(5123) == (
         "am start -e action start -e pcap_dump_mode udp_exporter -e collector_ip_address "
@@ -161,6 +186,12 @@ def test_pcapdroid_commands():
     )
     with pytest.raises(ValueError):
         pcapdroid_start_command(1, mode="http_server")
+    # the journal's undo of a capture: the stop request, as data (no shell text)
+    assert pcapdroid_undo() == {
+        "kind": "am_start",
+        "component": "com.emanuelef.remote_capture/.activities.CaptureCtrl",
+        "extras": {"action": "stop"},
+    }
 
 
 def test_packets_spec():
@@ -220,6 +251,23 @@ def test_pcapdroid_tcp_collector_counts_a_cut_record_as_lost(tmp_path: Path):
         stats = collector.stop()
     assert (stats.packets, stats.lost) == (4, 1)
     assert len(rdpcap(str(tmp_path / stats.files[0]))) == 4
+
+
+def test_pcapdroid_tcp_collector_an_expected_end_is_no_interruption(tmp_path: Path):
+    collector = PcapdroidCollector(0, tmp_path, transport="tcp").start()
+    try:
+        assert not collector.wait_heard(0.2) and collector.wait_idle(0)
+        with socket.create_connection(collector.address, timeout=5) as tx:
+            assert collector.wait_heard(5)
+            assert wait_until(lambda: not collector.wait_idle(0), 5)
+            tx.sendall(global_header(LINKTYPE_RAW) + b"".join(records(2)))
+            assert wait_until(lambda: collector.stats.packets == 2, 5)
+            collector.expect_end()  # PCAPdroid was asked to stop: it flushes and closes
+        assert collector.wait_idle(5)
+    finally:
+        stats = collector.stop()
+    assert (stats.packets, stats.interruptions, stats.lost) == (2, 0, 0)
+    assert collector.connections == 1
 
 
 def test_collector_on_a_busy_port_is_a_clear_error(tmp_path: Path):

@@ -1,0 +1,214 @@
+"""Reading a tar archive that may be hostile, member by member, without extracting it.
+
+A member is refused, and the whole archive with it, when its name is absolute, holds ``..``,
+``.`` or an empty part, a backslash or a NUL, or repeats an earlier member's name; when it is
+anything but a regular file or a directory (links, devices, FIFOs, sparse files); and when it
+is larger than the limits allow. The decompressed stream is bounded as a whole, and no single
+read of tarfile's (a PAX or GNU long-name header) may exceed a small cap, so neither a gzip bomb
+nor a forged header size can exhaust memory or disk. Plain tar and gzip are read.
+"""
+
+from __future__ import annotations
+
+import gzip
+import tarfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from auditor.evidence import EvidenceError
+
+GiB = 1024**3
+MiB = 1024**2
+CHUNK = 1024 * 1024
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+class UnsafeArchiveError(EvidenceError):
+    """The archive holds a member that cannot be read safely; nothing of it is used."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_member_size: int = 16 * GiB
+    max_total_size: int = 64 * GiB
+    max_members: int = 1_000_000
+    max_header: int = 4 * MiB  # one PAX or GNU long-name header
+    max_in_memory: int = 64 * MiB  # a member that is parsed (bundle.json, manifest.json)
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def check_name(name: str) -> str:
+    """``name`` if it is a safe relative member name, else :class:`UnsafeArchiveError`."""
+    if not name:
+        raise UnsafeArchiveError("archive member with an empty name; refusing the archive")
+    if "\x00" in name or "\\" in name:
+        raise UnsafeArchiveError(f"archive member {name!r}: NUL or backslash in its name")
+    if name.startswith("/"):
+        raise UnsafeArchiveError(f"archive member {name!r}: absolute path; refusing the archive")
+    parts = name.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise UnsafeArchiveError(
+            f"archive member {name!r}: path with '..', '.' or an empty part could escape the "
+            "destination; refusing the archive"
+        )
+    return name
+
+
+def _kind(ti: tarfile.TarInfo) -> str:
+    if ti.issym():
+        return f"symbolic link (to {ti.linkname!r})"
+    if ti.islnk():
+        return f"hard link (to {ti.linkname!r})"
+    if ti.ischr() or ti.isblk():
+        return "device"
+    if ti.isfifo():
+        return "FIFO"
+    if ti.issparse():
+        return "sparse file"
+    return f"type {ti.type!r}"
+
+
+class _Bounded:
+    """A read-only view of the decompressed stream that counts what is read and refuses to go
+    past ``limit`` bytes or to serve one read larger than ``max_read``."""
+
+    def __init__(self, raw: IO[bytes], limit: int, max_read: int):
+        self.raw = raw
+        self.limit = limit
+        self.max_read = max_read
+        self.name = None
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0 or n > self.max_read:
+            raise UnsafeArchiveError(
+                f"archive header or read of {n} bytes exceeds {self.max_read}; refusing the archive"
+            )
+        if self.raw.tell() + n > self.limit:
+            n = max(0, self.limit - self.raw.tell())
+            data = self.raw.read(n + 1)
+            if len(data) > n:
+                raise UnsafeArchiveError(
+                    f"archive expands to more than {self.limit} bytes; refusing it"
+                )
+            return data
+        return self.raw.read(n)
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        if whence != 0:
+            raise OSError("only absolute seeks")
+        if pos > self.limit:
+            raise UnsafeArchiveError(
+                f"archive expands to more than {self.limit} bytes; refusing it"
+            )
+        return self.raw.seek(pos)
+
+    def tell(self) -> int:
+        return self.raw.tell()
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+
+_READ_ERRORS = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, OSError)
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    name: str
+    size: int
+    stream: IO[bytes]
+
+    def chunks(self) -> Iterator[bytes]:
+        left = self.size
+        while left > 0:
+            try:
+                data = self.stream.read(min(CHUNK, left))
+            except _READ_ERRORS as exc:
+                raise EvidenceError(f"archive member {self.name}: unreadable: {exc}") from None
+            if not data:
+                raise EvidenceError(f"archive member {self.name}: truncated")
+            left -= len(data)
+            yield data
+
+    def read_all(self, limit: int) -> bytes:
+        if self.size > limit:
+            raise UnsafeArchiveError(
+                f"archive member {self.name}: {self.size} bytes, more than the {limit} read "
+                "into memory"
+            )
+        return b"".join(self.chunks())
+
+
+def iter_members(path: Path, limits: Limits = DEFAULT_LIMITS) -> Iterator[Member]:
+    """Every regular-file member of the archive at ``path``, in archive order, as a stream to
+    read before asking for the next one. Directory members are checked, then skipped.
+
+    Raises :class:`UnsafeArchiveError` at the first unsafe member and :class:`EvidenceError`
+    when the file is not a readable (gzip) tar archive."""
+    path = Path(path)
+    try:
+        fh = open(path, "rb")
+    except OSError as exc:
+        raise EvidenceError(f"{path}: cannot open: {exc.strerror or exc}") from None
+    with fh:
+        magic = fh.read(2)
+        fh.seek(0)
+        stream: Any = gzip.GzipFile(fileobj=fh, mode="rb") if magic == _GZIP_MAGIC else fh
+        bounded = _Bounded(
+            stream, limits.max_total_size + limits.max_members * 3 * 512, limits.max_header
+        )
+        try:
+            tf = tarfile.open(fileobj=bounded, mode="r:")  # type: ignore[call-overload]
+        except UnsafeArchiveError:
+            raise
+        except _READ_ERRORS as exc:
+            raise EvidenceError(f"{path}: not a readable tar archive: {exc}") from None
+        with tf:
+            yield from _members(path, tf, limits)
+
+
+def _members(path: Path, tf: tarfile.TarFile, limits: Limits) -> Iterator[Member]:
+    seen: set[str] = set()
+    count = 0
+    total = 0
+    while True:
+        try:
+            ti = tf.next()
+        except UnsafeArchiveError:
+            raise
+        except _READ_ERRORS as exc:
+            raise EvidenceError(f"{path}: damaged archive after {count} members: {exc}") from None
+        if ti is None:
+            return
+        count += 1
+        if count > limits.max_members:
+            raise UnsafeArchiveError(f"{path}: more than {limits.max_members} members")
+        name = check_name(ti.name)
+        if name in seen:
+            raise UnsafeArchiveError(f"archive member {name!r} appears twice; refusing the archive")
+        seen.add(name)
+        if ti.isdir():
+            continue
+        if not ti.isreg() or ti.issparse():
+            raise UnsafeArchiveError(
+                f"archive member {name!r} is a {_kind(ti)}; only regular files are accepted"
+            )
+        if ti.size > limits.max_member_size:
+            raise UnsafeArchiveError(
+                f"archive member {name!r}: {ti.size} bytes, over the {limits.max_member_size} limit"
+            )
+        total += ti.size
+        if total > limits.max_total_size:
+            raise UnsafeArchiveError(f"{path}: members add up to more than {limits.max_total_size}")
+        fobj = tf.extractfile(ti)
+        if fobj is None:  # pragma: no cover - regular files always have a stream
+            raise EvidenceError(f"archive member {name!r}: no data")
+        yield Member(name, ti.size, fobj)
