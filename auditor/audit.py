@@ -143,6 +143,9 @@ class Progress:
     planned: float | None = None
     counts: LiveCounts = field(default_factory=LiveCounts)
     message: str = ""
+    # the packet capture, when there is one: packets, and those dropped or lost (never hidden)
+    packets: int | None = None
+    packets_dropped: int = 0
 
 
 ProgressFn = Callable[[Progress], None]
@@ -565,9 +568,21 @@ class _Audit:
                 next_tick = time.monotonic() + 0.5
                 self.prog.elapsed = time.monotonic() - self.started
                 self.prog.counts = self.tail.poll()
+                self._packet_counts()
                 self.report(self.prog)
 
     # ----------------------------------------------------------------------------- helpers
+    def _packet_counts(self) -> None:
+        source = self.packets
+        if source is None:
+            return
+        try:
+            st = source.stats()
+        except Exception:  # noqa: BLE001 - progress must never stop the audit
+            return
+        self.prog.packets = int(st.packets)
+        self.prog.packets_dropped = int(st.dropped + st.lost)
+
     def _enter(self, phase: str) -> None:
         self.prog.phase = phase
         self.report(self.prog)

@@ -1102,9 +1102,15 @@ class _AuditProgress(_LiveLine):
             return
         left = f"  ~{max(0.0, p.planned - p.elapsed):.0f}s left" if p.planned else ""
         c = p.counts
+        pk = getattr(p, "packets", None)
+        packets = ""
+        if pk is not None:
+            packets = f"  packets {pk}"
+            if p.packets_dropped:
+                packets += f" ({p.packets_dropped} dropped or lost)"
         self.show(
             f"{p.phase}: step {p.step_index}/{p.steps} {p.step}{left}  |  flows {c.flows}  "
-            f"hosts {len(c.hosts)}  TLS failures {c.tls_failed}"
+            f"hosts {len(c.hosts)}  TLS failures {c.tls_failed}{packets}"
         )
 
 

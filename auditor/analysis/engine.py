@@ -109,6 +109,9 @@ def analyze(
     )
     findings, rule_errors = run_rules(default_rules(kb.adequacy()), ctx)
     coverage = _coverage(opened, flows, packets)
+    stats = _capture_stats(records)
+    coverage["packets_dropped"] = sum(int(x.get("dropped") or 0) for v in stats.values() for x in v)
+    coverage["packets_lost"] = sum(int(x.get("lost") or 0) for v in stats.values() for x in v)
     claim_results = []
     if claims:
         by_flow: dict[str, set[str]] = defaultdict(set)
@@ -118,7 +121,7 @@ def analyze(
         claim_results = evaluate(claims, flows, by_flow, personal, coverage)
     doc = _document(
         opened, flows, findings, rule_errors, claim_results, coverage, policy, kb, ids, warnings,
-        _boot_times(records), packets,
+        _boot_times(records), packets, stats,
     )  # fmt: skip
     return Analysis(doc, flows, findings, rule_errors, warnings, dict(scan.personal))
 
@@ -184,6 +187,20 @@ def _coverage(
             if s.manifest.get("status") != "complete"
         ],
     }
+
+
+def _capture_stats(records: dict[str, list[Any]]) -> dict[str, list[dict[str, Any]]]:
+    """What each live packet capture said of itself when it stopped (``packets_stopped``):
+    packets, and those the capture engine dropped or received broken, never hidden."""
+    from auditor.records import EventRecord
+
+    keys = ("source", "packets", "bytes", "dropped", "lost", "interruptions", "files", "errors")
+    out: dict[str, list[dict[str, Any]]] = {}
+    for sid, recs in records.items():
+        for r in recs:
+            if isinstance(r, EventRecord) and r.kind == "packets_stopped":
+                out.setdefault(sid, []).append({k: r.data.get(k) for k in keys})
+    return out
 
 
 def _boot_times(records: dict[str, list[Any]]) -> list[float]:
@@ -301,7 +318,9 @@ def _document(
     warnings: list[str],
     boots: list[float],
     packets: dict[str, PacketData] | None = None,
+    capture_stats: dict[str, list[dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
+    capture_stats = capture_stats or {}
     first = sessions[0].manifest
     device = dict(first.get("device") or {})
     device.pop("properties", None)
@@ -332,7 +351,11 @@ def _document(
         "claims": [c.to_dict() for c in claims],
         "coverage": coverage,
         "packets": {
-            sid: {**p.describe(), "dns_lookups": p.lookups[:MAX_LOOKUPS]}
+            sid: {
+                **p.describe(),
+                "capture": capture_stats.get(sid, []),
+                "dns_lookups": p.lookups[:MAX_LOOKUPS],
+            }
             for sid, p in sorted((packets or {}).items())
             if p.files
         },

@@ -310,7 +310,9 @@ def _packets_html(doc: dict[str, Any]) -> list[str]:
         "<h2 id='packets'>Packets and the proxy</h2>",
         f"<p>{int(cov.get('packets') or 0)} packets in {int(cov.get('packet_files') or 0)} "
         f"capture file(s); {int(cov.get('bypassed_proxy') or 0)} flow(s) left the phone "
-        "outside the proxy, and are in the tables above as seen by the packets only.</p>",
+        "outside the proxy, and are in the tables above as seen by the packets only. "
+        f"The capture itself reported {int(cov.get('packets_dropped') or 0)} packet(s) "
+        f"dropped and {int(cov.get('packets_lost') or 0)} received broken.</p>",
     ]
     files: list[list[str]] = []
     lookups: list[dict[str, Any]] = []

@@ -593,6 +593,9 @@ def test_xiaomi_dns_and_push_bypass_the_proxy(xiaomi: XiaomiAudit) -> None:
     assert not flows.loc[flows["seen_by"] == "proxy", "bypass"].any()
     per_app = {f.data["app"]: f for f in res.findings if f.rule == "proxy-bypass"}
     assert "com.xiaomi.xmsf" in per_app
+    (stats,) = res.doc["packets"][xiaomi.session.name]["capture"]
+    assert stats["source"] == "adb-tcpdump" and stats["packets"] > 0
+    assert res.doc["coverage"]["packets_dropped"] == stats["dropped"] == 0
     assert per_app["com.xiaomi.xmsf"].organisation == "Xiaomi Corporation"
 
 
