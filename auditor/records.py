@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
+import types
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar
@@ -202,14 +206,111 @@ class RecordFormatError(ValueError):
     """A JSON object that is not a valid record."""
 
 
+# Field checks, made once from the annotations: a record read from a file has the types its
+# class declares (the JSON schema's), or it is not a record. Whatever reads records downstream
+# (summaries, flow tables, rules) can then trust them.
+_Check = Callable[[Any], bool]
+
+
+def _is_int(v: Any) -> bool:
+    # 64 bits: what every reader of the JSON (and pandas' Int64 columns) can hold
+    return isinstance(v, int) and not isinstance(v, bool) and -(2**63) <= v < 2**63
+
+
+def _is_header(v: Any) -> bool:
+    return isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], str) and isinstance(v[1], str)
+
+
+def _check_for(hint: Any) -> _Check:
+    if hint is str:
+        return lambda v: isinstance(v, str)
+    if hint is int:
+        return _is_int
+    if hint is bool:
+        return lambda v: isinstance(v, bool)
+    args = typing.get_args(hint)
+    origin = typing.get_origin(hint)
+    if origin in (types.UnionType, typing.Union) and type(None) in args:
+        (inner,) = (a for a in args if a is not type(None))
+        check = _check_for(inner)
+        return lambda v: v is None or check(v)
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        item = _is_header if args[0] == Header else _check_for(args[0])
+        return lambda v: isinstance(v, tuple) and all(item(x) for x in v)
+    if origin is dict:
+        return lambda v: isinstance(v, dict)
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return lambda v: isinstance(v, hint)
+    raise TypeError(f"no check for {hint!r}")  # a new field type: add its check here
+
+
+def _type_name(hint: Any) -> str:
+    name = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+    return re.sub(r"\bint\b", "int64", name)
+
+
+_CHECKS: dict[type, tuple[tuple[str, _Check, str], ...]] = {
+    cls: tuple(
+        (name, _check_for(hint), _type_name(hint))
+        for name, hint in typing.get_type_hints(cls).items()
+        if name in _FIELDS[cls]
+    )
+    for cls in _FIELDS
+}
+
+
+def _checked(cls: type, kwargs: dict[str, Any]) -> Any:
+    for name, check, expected in _CHECKS[cls]:
+        if name in kwargs and not check(kwargs[name]):
+            raise RecordFormatError(
+                f"{cls.__name__}.{name} is {_short(kwargs[name])}, not {expected}"
+            )
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # a required field is missing
+        raise RecordFormatError(f"{cls.__name__}: {exc}") from None
+
+
+def validate(record: Record) -> Record:
+    """``record`` itself when each of its fields (and of its bodies and DNS answers) has the
+    type its class declares; else a :class:`RecordFormatError` naming the field. For records
+    built from objects of another tool (a mitmproxy flow file), which may hold anything."""
+    _validate(record)
+    return record
+
+
+def _validate(obj: Any) -> None:
+    for name, check, expected in _CHECKS[type(obj)]:
+        value = getattr(obj, name)
+        if not check(value):
+            raise RecordFormatError(
+                f"{type(obj).__name__}.{name} is {_short(value)}, not {expected}"
+            )
+        if isinstance(value, BodyRef):
+            _validate(value)
+        elif name == "answers":
+            for answer in value:
+                _validate(answer)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:60] + "…"
+
+
+def _pair(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
 def record_from_dict(obj: dict[str, Any]) -> Record:
-    """Build a record from its JSON form. Unknown keys are ignored (newer writers)."""
+    """Build a record from its JSON form. Unknown keys are ignored (newer writers); a missing
+    required field or a value not of the field's type is a :class:`RecordFormatError`."""
     if not isinstance(obj, dict):
         raise RecordFormatError("record is not a JSON object")
     rtype = obj.get("type")
     cls = RECORD_CLASSES.get(rtype) if isinstance(rtype, str) else None
     if cls is None:
-        raise RecordFormatError(f"unknown record type {rtype!r}")
+        raise RecordFormatError(f"unknown record type {_short(rtype)}")
     kwargs: dict[str, Any] = {}
     for name in _FIELDS[cls]:
         if name not in obj:
@@ -218,31 +319,59 @@ def record_from_dict(obj: dict[str, Any]) -> Record:
         if name in _NESTED and isinstance(value, dict):
             value = _build(_NESTED[name], value)
         elif name in ("request_headers", "response_headers") and isinstance(value, list):
-            value = tuple((str(p[0]), str(p[1])) for p in value if isinstance(p, list | tuple))
+            value = tuple(_pair(p) for p in value)
         elif name == "answers" and isinstance(value, list):
-            value = tuple(_build(DnsAnswer, a) for a in value if isinstance(a, dict))
+            value = tuple(_build(DnsAnswer, a) if isinstance(a, dict) else a for a in value)
         elif name == "alpn_offers" and isinstance(value, list):
-            value = tuple(str(v) for v in value)
+            value = tuple(value)
         kwargs[name] = value
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:  # a required field is missing
-        raise RecordFormatError(f"{rtype} record: {exc}") from None
+    return _checked(cls, kwargs)
 
 
 def _build(cls: type, obj: dict[str, Any]) -> Any:
-    try:
-        return cls(**{k: v for k, v in obj.items() if k in _FIELDS[cls]})
-    except TypeError as exc:
-        raise RecordFormatError(f"{cls.__name__}: {exc}") from None
+    return _checked(cls, {k: v for k, v in obj.items() if k in _FIELDS[cls]})
 
 
 def loads(line: str | bytes) -> Record:
+    """A record from one line of ``flows.jsonl``; raises only :class:`RecordFormatError`.
+
+    A lone surrogate (``"\\ud800"`` in the JSON, which no UTF-8 writer produces) becomes
+    U+FFFD, so that every record read can be written again."""
     try:
         obj = json.loads(line)
-    except ValueError as exc:
+    except ValueError as exc:  # also UnicodeDecodeError, and an int of over 4300 digits
         raise RecordFormatError(f"not JSON: {exc}") from None
+    except RecursionError:
+        raise RecordFormatError("not JSON: nested too deeply") from None
+    if _may_hold_surrogate(line):
+        try:
+            obj = _no_surrogates(obj)
+        except RecursionError:
+            raise RecordFormatError("not a record: nested too deeply") from None
     return record_from_dict(obj)
+
+
+_ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_OR_ESCAPE = re.compile(r"[\ud800-\udfff]|\\u[dD][89a-fA-F]")
+
+
+def _may_hold_surrogate(line: str | bytes) -> bool:
+    if isinstance(line, bytes):
+        if b"\x00" in line[:4] or line[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            return True  # UTF-16 or UTF-32, which json also reads
+        return _ESCAPED_SURROGATE.search(line) is not None  # UTF-8 holds none but escaped
+    return _SURROGATE_OR_ESCAPE.search(line) is not None
+
+
+def _no_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_no_surrogates(v) for v in value]
+    if isinstance(value, dict):
+        return {_no_surrogates(k): _no_surrogates(v) for k, v in value.items()}
+    return value
 
 
 def decode_header_bytes(raw: bytes) -> str:

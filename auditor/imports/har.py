@@ -675,7 +675,8 @@ def _opt_number(obj: dict[str, Any], key: str, prefix: str) -> float | None:
         return None
     if not isinstance(value, int | float) or isinstance(value, bool):
         raise _Bad(f"{prefix}{key} is {_jtype(value)}, not a number")
-    if not math.isfinite(value) or abs(value) > 1e15:
+    # abs() first: math.isfinite() overflows on an integer of more than 308 digits
+    if abs(value) > 1e15 or not math.isfinite(value):
         raise _Bad(f"{prefix}{key} is not a finite number of a sane size")
     return float(value)
 

@@ -12,7 +12,10 @@ read before the damage; a warning says at which byte reading stopped.
 from __future__ import annotations
 
 import dataclasses
+import errno
+import json
 import logging
+import re
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
@@ -23,7 +26,7 @@ from mitmproxy.io import FlowReader
 from auditor import mitmconv
 from auditor.bodies import BodyStore
 from auditor.imports import ImportFileError, ImportReport
-from auditor.records import EventRecord, Record
+from auditor.records import EventRecord, Record, dumps, record_from_dict, validate
 from auditor.timeutil import iso, now_iso
 
 log = logging.getLogger(__name__)
@@ -74,14 +77,74 @@ def flow_records(
             break
         read += 1
         offset = fo.tell()
+        where = f"flow {read - 1} ({_clean(str(f.id))[:64]})"
+        scratch = ImportReport(report.format)  # counts only for flows imported
         try:
-            records = list(_flow_records(f, store, report))
+            records = [validate(_utf8(r)) for r in _flow_records(f, store, scratch)]
         except Exception as exc:  # one odd flow must not lose the others
-            log.exception("%s: flow %d", name, read - 1)
-            report.skip(f"flow {read - 1} ({f.id})", f"internal error: {type(exc).__name__}: {exc}")
+            if _malformed(exc):
+                log.debug("%s: %s is malformed", name, where, exc_info=True)
+                report.skip(where, f"malformed flow: {_reason(exc)}")
+            else:
+                log.exception("%s: %s", name, where)
+                report.skip(where, f"internal error: {_reason(exc)}")
             continue
+        for key, n in scratch.counts.items():
+            report.count(key, n)
+        for key, n in scratch.notes.items():
+            report.note(key, n)
+        for skipped in scratch.skipped:
+            report.skip(skipped.where, skipped.reason)
         yield from records
     report.count("flows", read)
+
+
+# mitmproxy loads a flow's state without checking its types: a hostile or damaged file gives
+# flows whose fields hold anything, and converting them fails in these ways. That is the
+# flow's fault, not auditor's: the flow is skipped as malformed.
+_MALFORMED = (
+    TypeError,
+    ValueError,  # also RecordFormatError, UnicodeError
+    AttributeError,
+    LookupError,
+    OverflowError,
+)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _utf8(rec: Record) -> Record:
+    """``rec`` with text that UTF-8 can hold. mitmproxy decodes bytes that are not UTF-8 (a
+    request path) with surrogateescape; such a byte becomes ``%XX``, which in a URL is what it
+    means; any other lone surrogate becomes U+FFFD."""
+    line = dumps(rec)
+    if not _SURROGATE.search(line):
+        return rec
+    return record_from_dict(_escape_bytes(json.loads(line)))
+
+
+def _escape_bytes(value: Any) -> Any:
+    if isinstance(value, str):
+        return _SURROGATE.sub(_escaped, value)
+    if isinstance(value, list):
+        return [_escape_bytes(v) for v in value]
+    if isinstance(value, dict):
+        return {_escape_bytes(k): _escape_bytes(v) for k, v in value.items()}
+    return value
+
+
+def _escaped(m: re.Match[str]) -> str:
+    code = ord(m.group())
+    return f"%{code - 0xDC00:02X}" if 0xDC80 <= code <= 0xDCFF else "\ufffd"
+
+
+def _malformed(exc: Exception) -> bool:
+    # datetime.fromtimestamp() of a timestamp past the platform's range is an OSError too;
+    # other OSErrors (the body store could not write) are not the flow's fault.
+    return isinstance(exc, _MALFORMED) or (
+        isinstance(exc, OSError) and exc.errno == errno.EOVERFLOW
+    )
 
 
 def _flow_records(f: mflow.Flow, store: BodyStore, report: ImportReport) -> Iterator[Record]:
@@ -164,4 +227,9 @@ def _reason(exc: BaseException) -> str:
     cause = exc.__cause__
     if cause is not None and str(cause) and str(cause) not in text:
         text = f"{text} ({cause})"
-    return text[:300]
+    return _clean(text[:300])
+
+
+def _clean(text: str) -> str:
+    """Text for the manifest, which is UTF-8: lone surrogates (from a hostile file) go."""
+    return text.encode("utf-8", "replace").decode("utf-8")

@@ -261,14 +261,43 @@ _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _con
 
 
 def load_yaml(text: str, where: str, error: type[Exception] = IntelImportError) -> Any:
-    """YAML text parsed safely; mappings are :class:`LineDict` with their line numbers."""
+    """YAML text parsed safely; mappings are :class:`LineDict` with their line numbers.
+
+    A document whose aliases expand it far beyond its size (a "billion laughs") is refused:
+    every later ``str()`` or walk of it would take exponential time."""
     try:
-        return yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
+        doc = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f"{where}:{mark.line + 1}" if mark is not None else where
         problem = getattr(exc, "problem", None) or str(exc)
         raise error(f"{at}: not valid YAML: {problem}") from exc
+    except RecursionError:
+        raise error(f"{where}: not valid YAML: nested too deeply") from None
+    except UnicodeEncodeError:  # the C loader reads UTF-8: a lone surrogate in the text
+        raise error(f"{where}: not valid YAML: holds a lone surrogate") from None
+    if "*" in text and "&" in text:  # no anchor and alias, no expansion
+        limit = _MIN_YAML_NODES + len(text)
+        if _expanded_size(doc, limit) > limit:
+            raise error(f"{where}: YAML aliases expand it to over {limit} values")
+    return doc
+
+
+_MIN_YAML_NODES = 100_000
+
+
+def _expanded_size(doc: Any, limit: int) -> int:
+    """How many values ``doc`` has with every alias expanded, counting up to ``limit + 1``."""
+    count = 0
+    stack = [doc]
+    while stack and count <= limit:
+        value = stack.pop()
+        count += 1
+        if isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return count
 
 
 def line_of(value: Any, default: int = 0) -> int:
@@ -511,6 +540,8 @@ def load_intel(
         data = path.read_bytes()
     except OSError as exc:
         raise IntelImportError(f"{path}: cannot read intel file: {exc.strerror or exc}") from exc
+    except ValueError as exc:  # a NUL in the path
+        raise IntelImportError(f"{safe_text(str(path))}: cannot read intel file: {exc}") from None
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -678,6 +709,31 @@ def _stix_value_entry(
     return IntelEntry(IndicatorKind.IP, str(addr), label, source, where=where, **meta)
 
 
+_MAY_HOLD_SURROGATE = re.compile(r"[\ud800-\udfff]|\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _scrub(value: Any) -> Any:
+    """Lone surrogates (``"\\ud800"`` in the JSON) to U+FFFD: entries are written as UTF-8."""
+    root = [value]
+    stack: list[tuple[Any, Any]] = [(root, 0)]  # (container, key) of each value to visit
+    while stack:
+        holder, key = stack.pop()
+        v = holder[key]
+        if isinstance(v, str):
+            holder[key] = _SURROGATE.sub("\ufffd", v)
+        elif isinstance(v, list):
+            stack.extend((v, i) for i in range(len(v)))
+        elif isinstance(v, dict):
+            items = [
+                (_SURROGATE.sub("\ufffd", k) if isinstance(k, str) else k, x) for k, x in v.items()
+            ]
+            v.clear()
+            v.update(items)
+            stack.extend((v, k) for k in v)
+    return root[0]
+
+
 def _pattern_values(pattern: str) -> tuple[list[tuple[str, str]], int]:
     """(object type, value) pairs an indicator pattern compares for equality, and the number of
     comparisons it has that cannot be turned into a host or address (hashes, LIKE, MATCHES...).
@@ -732,6 +788,10 @@ def parse_stix(text: str, *, path: Path, label: str, source: Source, **_: Any) -
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise IntelImportError(f"{path}:{exc.lineno}:{exc.colno}: not JSON: {exc.msg}") from exc
+    except RecursionError:
+        raise IntelImportError(f"{path}: not JSON: nested too deeply") from None
+    if _MAY_HOLD_SURROGATE.search(text):
+        data = _scrub(data)
     if not isinstance(data, dict) or data.get("type") != "bundle":
         kind = data.get("type") if isinstance(data, dict) else type(data).__name__
         raise IntelImportError(f"{path}: not a STIX 2.1 bundle (type {safe_text(kind)!r})")
@@ -742,7 +802,19 @@ def parse_stix(text: str, *, path: Path, label: str, source: Source, **_: Any) -
     warnings = _Warnings()
     ignored = 0
     parsed: list[Any] = []
-    stix_errors = (STIXError, ValueError, TypeError, KeyError, AttributeError)
+    # What stix2 (and stix2-patterns, antlr) raise on hostile objects goes beyond its own
+    # STIXError: an empty pattern gives UnboundLocalError, for one. One bad object must not
+    # lose the bundle, so each becomes a warning whatever the library raises.
+    stix_errors = (
+        STIXError,
+        ValueError,
+        TypeError,
+        LookupError,
+        AttributeError,
+        NameError,
+        ArithmeticError,
+        RecursionError,
+    )
     for i, raw in enumerate(objects):
         oid = safe_text(raw.get("id", f"#{i + 1}")) if isinstance(raw, dict) else f"#{i + 1}"
         try:
@@ -879,14 +951,20 @@ def parse_intel_yaml(
                 accessed=default.accessed,
                 note="; ".join(x for x in (default.note, source.note) if x),
             )
-        for sid, sraw in (raw.get("sources") or {}).items():
+        extra_sources = raw.get("sources") or {}
+        if not isinstance(extra_sources, Mapping):
+            raise ValueError("`sources:` must be a mapping of source ids")
+        for sid, sraw in extra_sources.items():
             if sid in known:
                 raise ValueError(f"source id {sid!r} is already defined by the knowledge base")
             known[str(sid)] = parse_source(str(sid), sraw)
     except ValueError as exc:
         raise IntelImportError(f"{where}: {exc}") from None
     orgs: list[Organisation] = []
-    for item in raw.get("organisations") or []:
+    org_items = raw.get("organisations") or []
+    if not isinstance(org_items, list):
+        raise IntelImportError(f"{where}: `organisations:` must be a list")
+    for item in org_items:
         try:
             orgs.append(parse_organisation(item, known, default))
         except ValueError as exc:

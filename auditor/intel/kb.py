@@ -742,7 +742,10 @@ def _load_data(data_dir: Path) -> dict[str, Any]:
             check_keys(doc, _ORG_FILE_KEYS, path.name)
         except ValueError as exc:
             raise KnowledgeBaseError(f"{path}: {exc}") from None
-        for item in doc.get("organisations") or []:
+        org_items = doc.get("organisations") or []
+        if not isinstance(org_items, list):
+            raise KnowledgeBaseError(f"{path}: `organisations:` must be a list")
+        for item in org_items:
             try:
                 org = parse_organisation(item, sources)
             except ValueError as exc:

@@ -608,9 +608,12 @@ class CaptureReader:
             info = self.interfaces[idx]
             v = raw[rows]
             if info.ts_base2:
-                k = info.ts_units
-                whole = v >> np.uint64(k)
-                frac = v & np.uint64((1 << k) - 1)
+                k = info.ts_units  # up to 127: ticks of 2**-k s
+                if k >= 64:  # a 64-bit counter of such ticks never reaches a whole second
+                    whole, frac = np.zeros_like(v), v
+                else:
+                    whole = v >> np.uint64(k)
+                    frac = v & np.uint64((1 << k) - 1)
                 if k <= 30:
                     frac_ns = (frac * np.uint64(1_000_000_000)) >> np.uint64(k)
                 else:
@@ -629,8 +632,13 @@ class CaptureReader:
                     q = v // np.uint64(div)
                     ok = q <= np.uint64(_I64_MAX)
                     val = q.astype(np.int64)
-            if info.ts_offset:
-                val = val + info.ts_offset * 1_000_000_000
+            if info.ts_offset:  # seconds, signed 64-bit: may push past the int64 of ns
+                shift = info.ts_offset * 1_000_000_000
+                if abs(shift) > _I64_MAX:
+                    ok, shift = np.zeros(len(v), dtype=bool), 0
+                elif shift > 0:
+                    ok = ok & (val <= _I64_MAX - shift)
+                val = np.where(ok, val, 0) + shift
             bad[rows] = ~ok
             ts[rows] = np.where(ok, val, 0)
         nbad = int(np.count_nonzero(bad))

@@ -89,7 +89,8 @@ DONE_V2 = DENT_V2.pack(b"DONE", 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 
 
 def pack_status(ident: bytes, message: str = "") -> bytes:
-    raw = message.encode("utf-8")
+    # a message may quote a path the host sent, which was not UTF-8: give its bytes back
+    raw = message.encode("utf-8", "surrogateescape")
     return REQUEST.pack(ident, len(raw)) + raw
 
 
@@ -211,7 +212,8 @@ def handle_request(fs: VirtualFS, channel: SyncChannel, ident: bytes, argument: 
 
 
 def serve_sync(fs: VirtualFS, channel: SyncChannel) -> None:
-    """Answer requests until QUIT, the end of the stream, or a refusal."""
+    """Answer requests until QUIT, the end of the stream (even inside a request: the host
+    went away mid-push), or a refusal."""
     while True:
         try:
             ident, length = REQUEST.unpack(channel.read_exact(REQUEST.size))
@@ -224,9 +226,16 @@ def serve_sync(fs: VirtualFS, channel: SyncChannel) -> None:
                 raise SyncFailure("path too long")
             argument = channel.read_exact(length).decode("utf-8", "surrogateescape")
             handle_request(fs, channel, ident, argument)
+        except EOFError:
+            logger.info("sync %s: the stream ended inside the request", _name(ident))
+            return
         except SyncFailure as failure:
-            logger.info("sync %s refused: %s", ident.decode("ascii", "replace"), failure)
+            logger.info("sync %s refused: %s", _name(ident), failure)
             channel.write(pack_status(b"FAIL", str(failure)))
             channel.flush()
             return
         channel.flush()
+
+
+def _name(ident: bytes) -> str:
+    return ident.decode("ascii", "replace")
