@@ -574,7 +574,13 @@ class Session:
                 rows.append(_tls_failed_row(rec))
         df = pd.DataFrame.from_records(rows, columns=list(columns.FLOW_COLUMNS))
         for col in (columns.START, columns.END):
-            df[col] = pd.to_datetime(df[col], utc=True, format="ISO8601")
+            parsed = pd.to_datetime(df[col], utc=True, format="ISO8601", errors="coerce")
+            bad = parsed.isna() & df[col].notna()
+            if bad.any():  # a hand-edited or damaged line: its time is unknown, not a crash
+                self.warnings.append(
+                    f"{FLOWS}: {int(bad.sum())} flow(s) with an unreadable {col} time"
+                )
+            df[col] = parsed
         for col in (
             columns.CLIENT_PORT,
             columns.SERVER_PORT,

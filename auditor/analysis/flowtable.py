@@ -120,8 +120,8 @@ def build_flow_table(
     added as rows of their own (the flows the proxy did not see)."""
     if records is None:
         records = list(session.records())
-    warnings = list(session.warnings)
     df = session.flows(records)
+    warnings = list(session.warnings)
     df[C.TRANSPORT] = "tcp"
     df[C.SEEN_BY] = "proxy"
     df[C.BYPASS] = False

@@ -39,6 +39,14 @@ from auditor.simulator.vfs import Cred, MemoryFS, normpath
 
 log = logging.getLogger(__name__)
 
+_ASCII_DIGITS = frozenset("0123456789")
+
+
+def _is_number(text: str) -> bool:
+    """ASCII digits only, as sh reads them ("³".isdigit() is true, but no shell number)."""
+    return text.isascii() and text.isdigit()
+
+
 SH = "/system/bin/sh"
 ELF_MAGIC = b"\x7fELF\x02\x01\x01\x00"
 APPLET_TAG = b"#applet:"
@@ -255,7 +263,7 @@ class Lexer:
     def _redir(self) -> bool:
         src = self.src
         j = self.i
-        while j < len(src) and src[j].isdigit():
+        while j < len(src) and src[j] in _ASCII_DIGITS:
             j += 1
         fd = int(src[self.i : j]) if j > self.i else None
         if j == len(src) or src[j] not in "<>&":
@@ -1341,7 +1349,7 @@ class Shell:
             if r.op in (">&", "<&"):
                 if target == "-":
                     table[fd] = NullWriter() if r.op == ">&" else Reader(None)
-                elif target.isdigit() and int(target) in table:
+                elif _is_number(target) and int(target) in table:
                     table[fd] = table[int(target)]
                 else:
                     fds.stderr.write(enc(f"{self.argv0}: {target}: bad file descriptor\n"))
@@ -1415,7 +1423,7 @@ class Shell:
             return ""
         if name == "-":
             return ""
-        if name.isdigit():
+        if _is_number(name):
             idx = int(name)
             if idx == 0:
                 return self.argv0
@@ -1865,7 +1873,7 @@ def _exit(ctx: Ctx) -> int:
 
 @builtin("break", "continue")
 def _loopctl(ctx: Ctx) -> int:
-    levels = int(ctx.args[0]) if ctx.args and ctx.args[0].isdigit() else 1
+    levels = int(ctx.args[0]) if ctx.args and _is_number(ctx.args[0]) else 1
     raise LoopControl(ctx.argv[0], levels)
 
 
@@ -2042,7 +2050,8 @@ def _test_expr(ctx: Ctx, args: list[str]) -> bool:
             try:
                 return bool(ints[op](int(a), int(b)))
             except ValueError:
-                raise ValueError(f"{a if not a.lstrip('-').isdigit() else b}: bad number") from None
+                bad = a if not _is_number(a.lstrip("-")) else b
+                raise ValueError(f"{bad}: bad number") from None
     raise ValueError("syntax error")
 
 
@@ -2473,7 +2482,7 @@ def _chmod(ctx: Ctx) -> int:
 
 
 def _lookup_id(ctx: Ctx, name: str, what: str) -> int:
-    if name.isdigit():
+    if _is_number(name):
         return int(name)
     uid = ctx.system.uid_of(name)
     if uid is None:

@@ -326,6 +326,5 @@ def _unicode_digit(text: str) -> bool:
     return any(ch.isdigit() and not ch.isascii() for ch in text)
 
 
-@pytest.mark.xfail(strict=False, reason="auditor/simulator/shell.py: reported to the lead")
 def test_a_unicode_digit_before_a_redirection() -> None:
     _session(_handset(), True, [_message(Command.OPEN, 1, 0, "shell:³>x\0".encode())], True)

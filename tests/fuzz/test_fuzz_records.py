@@ -7,13 +7,11 @@ it writes back the same). ``Session.records`` raises nothing: bad lines become w
 from __future__ import annotations
 
 import json
-import re
 import tempfile
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-import pytest
 from hypothesis import example
 from hypothesis import strategies as st
 
@@ -21,7 +19,6 @@ from auditor.imports import ImportFormat, ImportReport
 from auditor.imports.har import har_records, load_har
 from auditor.records import (
     HttpRecord,
-    Record,
     RecordFormatError,
     TlsFailedRecord,
     dumps,
@@ -114,7 +111,7 @@ _HTTP = {
 
 
 @example(_HTTP | {"port": "80"})  # a str port was a record
-@example(_HTTP | {"client_port": 2**63 + 1})  # past int64: Session.flows() raised OverflowError
+@example(_HTTP | {"client_port": 2**63 + 1})  # past int64 (see the session test)
 @fuzz(st.deferred(lambda: mutated_json(_dicts(), keys=RECORD_KEYS)), share=0.35)
 def test_hostile_fields(obj: Any) -> None:
     _load(json.dumps(obj))
@@ -140,21 +137,8 @@ def _read_session(data: bytes) -> None:
     assert_writable(records)
     summary = session.summary()
     assert summary.flows == sum(1 for r in records if r.TYPE.value == "http")
-    if all(map(_iso_or_none, (t for r in records for t in _times(r)))):
-        session.flows(records)  # see test_flow_table_with_a_malformed_timestamp
-
-
-def _times(rec: Record) -> list[str | None]:
-    if isinstance(rec, HttpRecord):
-        return [rec.request_start, rec.request_end, rec.response_start, rec.response_end]
-    return [rec.ts] if isinstance(rec, TlsFailedRecord) else []
-
-
-def _iso_or_none(text: str | None) -> bool:
-    return text is None or _ISO.fullmatch(text) is not None
-
-
-_ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z")
+    flows = session.flows(records)
+    assert len(flows) == sum(1 for r in records if isinstance(r, HttpRecord | TlsFailedRecord))
 
 
 _files = st.one_of(
@@ -173,17 +157,20 @@ _files = st.one_of(
     b'{"type":"http","id":"x","method":"GET","scheme":"http","host":"h","port":1,"path":"/",'
     b'"url":"u","response_headers":[["\\udfff","x"]]}\n'
 )
+@example((json.dumps(_HTTP | {"client_port": 2**63 + 1}) + "\n").encode())  # Int64: OverflowError
 @fuzz(_files, share=0.35)
 def test_session_over_arbitrary_flows_jsonl(data: bytes) -> None:
     _read_session(data)
 
 
-@pytest.mark.xfail(raises=ValueError, strict=False, reason="Session.flows: reported to the lead")
 def test_flow_table_with_a_malformed_timestamp() -> None:
-    """A record whose timestamp is not ISO 8601 (a hand-edited line) stops Session.flows:
-    pandas.to_datetime raises ValueError. The fix belongs in auditor/session.py."""
+    """A record whose timestamp is not ISO 8601 (a hand-edited line) used to stop
+    Session.flows (pandas.to_datetime raised ValueError); now the time is unknown, and said."""
     rec = HttpRecord(
         id="x", method="GET", scheme="http", host="h", port=1, path="/", url="u", request_start=" "
     )
     (_session_dir() / FLOWS).write_text(dumps(rec) + "\n")
-    Session(_session_dir()).flows()
+    sess = Session(_session_dir())
+    df = sess.flows()
+    assert len(df) == 1 and df["start"].isna().all()
+    assert any("unreadable start time" in w for w in sess.warnings)
