@@ -739,7 +739,7 @@ def subject_hash_old(cert: bytes | str) -> str:
         # TBSCertificate: [0] version?, serialNumber, signature, issuer, validity, subject, ...
         first = 1 if fields[0][0] == 0xA0 else 0
         _, s_start, _, s_end = fields[first + 4]
-    except (ValueError, IndexError) as exc:
+    except (ValueError, IndexError, x509.InvalidVersion) as exc:  # version 2: InvalidVersion
         raise ValueError(f"not an X.509 certificate: {exc}") from None
     digest = hashlib.md5(tbs[s_start:s_end], usedforsecurity=False).digest()
     return f"{int.from_bytes(digest[:4], 'little'):08x}"

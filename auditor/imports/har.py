@@ -605,6 +605,10 @@ def _connection(value: Any) -> str | None:
     return None
 
 
+def _is_port(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 65535
+
+
 def _ws_message(m: Any) -> tuple[str, bool, bool, bytes]:
     """One of Chrome's, HTTP Toolkit's or mitmproxy's ``_webSocketMessages``."""
     if not isinstance(m, dict):
@@ -642,7 +646,7 @@ def _tls_error(raw: Any, rec_id: str, report: ImportReport) -> TlsFailedRecord:
         ts=iso(ts) or "",
         side="client",
         client_ip=_ip(raw.get("clientIPAddress")),
-        client_port=port if isinstance(port, int) and 0 <= port <= 65535 else None,
+        client_port=port if _is_port(port) else None,
         sni=_text(host, "hostname") if isinstance(host, str) and host else None,
         error=f"TLS handshake failed: {_clean(cause)[:200] if isinstance(cause, str) else '?'}",
     )

@@ -590,6 +590,7 @@ def _finish(
 
 def parse_hosts(text: str, *, path: Path, label: str, source: Source, **_: Any) -> IntelFile:
     """``ADDRESS HOST [HOST...]`` lines (``0.0.0.0 tracker.example``); ``#`` starts a comment."""
+    text = _utf8_text(text)
     entries: list[IntelEntry] = []
     warnings = _Warnings()
     ignored = 0
@@ -628,6 +629,7 @@ def parse_adblock(text: str, *, path: Path, label: str, source: Source, **_: Any
     Exception rules (``@@``), cosmetic rules (``##``) and path or regex rules are valid but say
     nothing about a whole host: they are counted as ignored.
     """
+    text = _utf8_text(text)
     entries: list[IntelEntry] = []
     warnings = _Warnings()
     ignored = 0
@@ -732,6 +734,12 @@ def _scrub(value: Any) -> Any:
             v.update(items)
             stack.extend((v, k) for k in v)
     return root[0]
+
+
+def _utf8_text(text: str) -> str:
+    """Text that UTF-8 can hold: a lone surrogate (in a str from anywhere but a strictly
+    decoded file) would reach the entries, which are written as UTF-8."""
+    return _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text
 
 
 def _pattern_values(pattern: str) -> tuple[list[tuple[str, str]], int]:

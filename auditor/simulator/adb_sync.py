@@ -99,7 +99,8 @@ def parse_send_target(argument: str) -> tuple[str, int]:
     path, comma, mode_text = argument.rpartition(",")
     if not comma or not path:
         raise SyncFailure("missing , in ID_SEND")
-    if not mode_text.isdigit():
+    # ASCII digits only ("³".isdigit() is true), and what fits the 32-bit st_mode
+    if not (mode_text.isascii() and mode_text.isdigit()) or int(mode_text) > _U32:
         raise SyncFailure(f"bad mode in ID_SEND: {mode_text}")
     mode = int(mode_text)
     if stat.S_ISLNK(mode):

@@ -269,6 +269,7 @@ def _serve(fs: VirtualFS, data: bytes, slice_size: int) -> bytes:
 
 
 # The stream ending inside a request (a host gone mid-push) raised EOFError out of serve_sync.
+@example(struct.pack("<4sI", b"SEND", 14) + b"/x,99999999999" + b"DONE\0\0\0\0", 1, False)
 @example(struct.pack("<4sI", b"SEND", 8) + b"/x,33188" + struct.pack("<4sI", b"DATA", 10), 7, False)
 @example(struct.pack("<4sI", b"STAT", 10) + b"/x", 7, False)
 @fuzz(
@@ -308,7 +309,17 @@ def test_mutated_sync_session(data: bytes, handset: bool) -> None:
     _serve(_handset_fs() if handset else MemoryFS(), data, 13)
 
 
-@fuzz(st.text(max_size=MAX_PATH_LENGTH // 8), share=0.05)
+# st_mode past 32 bits: OverflowError in stat.S_ISLNK; a Unicode digit: ValueError in int()
+@example("/x,99999999999")
+@example("/x,³")
+@fuzz(
+    st.one_of(
+        st.text(max_size=MAX_PATH_LENGTH // 8),
+        st.builds("/x,{}".format, st.integers(min_value=0)),
+        st.builds("/x,{}".format, st.text("0123456789²³¹٣۳߃", max_size=12)),
+    ),
+    share=0.05,
+)
 def test_send_targets(argument: str) -> None:
     try:
         path, mode = parse_send_target(argument)

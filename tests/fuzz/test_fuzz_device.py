@@ -14,6 +14,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from hypothesis import example
 from hypothesis import strategies as st
 
 from auditor.device import parsers as p
@@ -158,6 +159,22 @@ def _certs() -> list[bytes]:
     return [cert.public_bytes(serialization.Encoding.DER), pem, pem + b"Certificate:\n Data:\n"]
 
 
+# X.509 version 2 (v1 in the version field): cryptography's InvalidVersion escaped
+_VERSION_2 = (
+    b"-----BEGIN CERTIFICATE-----\n"
+    b"MIIBUDCB9qADAgEBAhRfoQVSjmyNMPd0xnQ8iz3u2kzoSDAKBggqhkjOPQQDAjAo\n"
+    b"MRIwEAYDVQQDDAltaXRtcHJveHkxEjAQBgNVBAoMCW1pdG1wcm94eTAeFw0yNDAx\n"
+    b"MDEwMDAwMDBaFw0yNDAxMzEwMDAwMDBaMCgxEjAQBgNVBAMMCW1pdG1wcm94eTES\n"
+    b"MBAGA1UECgwJbWl0bXByb3h5MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEmFKr\n"
+    b"iwfCoIMOreZQ42P5SegDN7vWhARdUMhfJgXui4PMguy8OyYRomW7/49pXDcYEHF6\n"
+    b"JIqiWR3wtEg/avWfWzAKBggqhkjOPQQDAgNJADBGAiEAkaYLonV/RpJLTe/3iYK9\n"
+    b"5va5ZAUT547ynx9WKLisNy8CIQCEnvwyJB3GtzhDemAlgP6WwwfEOyoxWfnl2COP\n"
+    b"ul9jsQ==\n"
+    b"-----END CERTIFICATE-----\n"
+)
+
+
+@example(_VERSION_2, False)
 @fuzz(st.deferred(lambda: mutated(_certs())), st.booleans(), share=0.1)
 def test_subject_hash_old_of_damaged_certificates(cert: bytes, as_text: bool) -> None:
     try:

@@ -299,6 +299,16 @@ _har = st.fixed_dictionaries(
 )
 
 
+# JSON false is a Python int: the TLS record got client_port False, which is not a port
+@example(
+    {
+        "log": {
+            "entries": [],
+            "_tlsErrors": [{"startedDateTime": "2026-11-28T10:15:00Z", "clientPort": False}],
+        }
+    },
+    False,
+)
 @fuzz(_har, st.booleans(), share=0.35)
 def test_generated_hars_with_hostile_fields(doc: Any, ascii_only: bool) -> None:
     _import(json_bytes(doc, ascii_only=ascii_only))
