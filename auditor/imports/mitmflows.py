@@ -124,6 +124,9 @@ def _utf8(rec: Record) -> Record:
     return record_from_dict(_escape_bytes(json.loads(line)))
 
 
+utf8_safe = _utf8  # the live recorder needs the same (addons/recorder.py)
+
+
 def _escape_bytes(value: Any) -> Any:
     if isinstance(value, str):
         return _SURROGATE.sub(_escaped, value)

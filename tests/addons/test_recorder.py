@@ -192,3 +192,17 @@ def test_a_record_the_disk_cannot_hold_is_not_left_half_written(tmp_path: Path) 
     recs = list(Session(tmp_path / "s").records())
     assert big.id not in {getattr(r, "id", None) for r in recs}
     assert [r.kind for r in recs if isinstance(r, EventRecord)][-1] == "recorder_failed"
+
+
+def test_a_path_that_is_not_utf8_is_recorded_percent_encoded(tmp_path: Path) -> None:
+    """mitmproxy keeps such a path with surrogateescape; the line must still be written (found
+    by fuzzing the flow-file importer, which shares the conversion)."""
+    rec = Recorder()
+    with taddons.context(rec) as tctx:
+        tctx.configure(rec, auditor_session=str(tmp_path / "s"))
+        f = tflow.tflow(resp=True)
+        f.request.data.path = b"/\x80path?q=\xff"
+        rec.response(f)
+        rec.done()
+    (r,) = _records(tmp_path / "s")
+    assert isinstance(r, HttpRecord) and r.path == "/%80path?q=%FF"
