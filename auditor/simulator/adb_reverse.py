@@ -14,6 +14,7 @@ from auditor.simulator.adb_wire import fail_reply, protocol_string
 # tcp:0 resolves to a port of the device's own: a virtual one, since nothing listens on it.
 _FIRST_DYNAMIC_PORT = 38000
 _LAST_PORT = 65535
+_MAX_LISTING = 0xFFFF  # list-forward's reply is one protocol string
 
 
 def _tcp_port(spec: str) -> int | None:
@@ -66,6 +67,10 @@ class ReverseTable:
             return fail_reply(f"cannot bind listener: invalid spec '{requested}'"), False
         if norebind and requested in self.forwards:
             return fail_reply("cannot rebind existing socket"), False
+        if len(self.listing().encode("utf-8")) + len(body) + len(self.label) + 64 > _MAX_LISTING:
+            # the listing is one protocol string (4 hex digits of length): past that the phone
+            # could not even say what it forwards; refuse the new listener instead
+            return fail_reply("cannot bind listener: too many reverse forwards"), False
         if port == 0:
             resolved = self._free_port()
             self.forwards[f"tcp:{resolved}"] = host_spec

@@ -213,6 +213,19 @@ def test_reverse_table_refuses_malformed_requests(request_: str) -> None:
     assert table.forwards == {}
 
 
+def test_reverse_table_refuses_forwards_past_what_its_listing_can_say() -> None:
+    """list-forward answers with one protocol string (at most 65535 bytes): a table that
+    could not list itself used to raise in the service thread (found reading the code)."""
+    table = ReverseTable(label="host-1")
+    refused = 0
+    for port in range(1, 5001):
+        reply, _ = table.handle(f"forward:tcp:{port};tcp:{port}")
+        refused += reply.startswith(b"FAIL")
+    assert refused and b"too many reverse forwards" in table.handle("forward:tcp:6000;tcp:1")[0]
+    listing = table.handle("list-forward")[0]
+    assert int(listing[:4], 16) == len(listing) - 4 <= 0xFFFF
+
+
 # --- sync records and the sync service ---------------------------------------------------------
 
 REG = FileStat(mode=0o100644, size=5, mtime=1_700_000_000)
