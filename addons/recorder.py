@@ -26,7 +26,6 @@ from mitmproxy import ctx, dns, exceptions, http, tls
 from auditor import mitmconv
 from auditor.bodies import DEFAULT_BODY_CAP
 from auditor.errors import SessionError
-from auditor.imports.mitmflows import utf8_safe
 from auditor.records import Record
 from auditor.session import SessionWriteError, SessionWriter, write_error
 
@@ -127,9 +126,7 @@ class Recorder:
         if writer is None or self.failure is not None:
             return
         try:
-            # a request path that is not UTF-8 (mitmproxy keeps it with surrogateescape) is
-            # written as %XX, as the importer does, else the line could not be encoded
-            writer.write(utf8_safe(make(writer)))
+            writer.write(make(writer))
         except SessionWriteError as exc:
             self._fail(writer, exc)
         except OSError as exc:  # a body could not be stored

@@ -6,6 +6,7 @@ files, so a flow becomes the same record whichever way it arrived.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from auditor.bodies import BodyStore
@@ -52,6 +53,21 @@ def _alpn(conn: connection.Connection) -> str | None:
     return conn.alpn.decode("ascii", "replace") if conn.alpn else None
 
 
+SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def utf8_text(text: str) -> str:
+    """Text UTF-8 can hold. mitmproxy decodes bytes that are not UTF-8 (a request path) with
+    surrogateescape; such a byte becomes ``%XX``, which in a URL is what it means; any other
+    lone surrogate becomes U+FFFD."""
+    return SURROGATE.sub(_escaped, text) if SURROGATE.search(text) else text
+
+
+def _escaped(m: re.Match[str]) -> str:
+    code = ord(m.group())
+    return f"%{code - 0xDC00:02X}" if 0xDC80 <= code <= 0xDCFF else "\ufffd"
+
+
 def http_record(flow: http.HTTPFlow, store: BodyStore) -> HttpRecord:
     req, resp = flow.request, flow.response
     client_ip, client_port = _addr(flow.client_conn.peername)
@@ -62,8 +78,8 @@ def http_record(flow: http.HTTPFlow, store: BodyStore) -> HttpRecord:
         scheme=req.scheme,
         host=req.pretty_host,
         port=req.port,
-        path=req.path,
-        url=req.pretty_url,
+        path=utf8_text(req.path),
+        url=utf8_text(req.pretty_url),
         http_version=req.http_version,
         request_start=iso(req.timestamp_start),
         request_end=iso(req.timestamp_end),

@@ -15,7 +15,6 @@ import dataclasses
 import errno
 import json
 import logging
-import re
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
@@ -111,35 +110,24 @@ _MALFORMED = (
 )
 
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
 def _utf8(rec: Record) -> Record:
     """``rec`` with text that UTF-8 can hold. mitmproxy decodes bytes that are not UTF-8 (a
     request path) with surrogateescape; such a byte becomes ``%XX``, which in a URL is what it
     means; any other lone surrogate becomes U+FFFD."""
     line = dumps(rec)
-    if not _SURROGATE.search(line):
+    if not mitmconv.SURROGATE.search(line):
         return rec
     return record_from_dict(_escape_bytes(json.loads(line)))
 
 
-utf8_safe = _utf8  # the live recorder needs the same (addons/recorder.py)
-
-
 def _escape_bytes(value: Any) -> Any:
     if isinstance(value, str):
-        return _SURROGATE.sub(_escaped, value)
+        return mitmconv.utf8_text(value)
     if isinstance(value, list):
         return [_escape_bytes(v) for v in value]
     if isinstance(value, dict):
         return {_escape_bytes(k): _escape_bytes(v) for k, v in value.items()}
     return value
-
-
-def _escaped(m: re.Match[str]) -> str:
-    code = ord(m.group())
-    return f"%{code - 0xDC00:02X}" if 0xDC80 <= code <= 0xDCFF else "\ufffd"
 
 
 def _malformed(exc: Exception) -> bool:
