@@ -6,8 +6,11 @@ two chunks) plus numpy columns with one row per packet: where its data starts in
 its captured and original length, its timestamp in nanoseconds and its link type. Memory is
 bounded by the chunk size and the largest record, not by the file.
 
-The only Python loop is the walk from one record header to the next (a record's position
-depends on the one before); every other header field is gathered with numpy fancy indexing.
+The only loop is the walk from one record header to the next (a record's position depends on
+the one before); every other header field is gathered with numpy fancy indexing. The walk is
+compiled (``auditor/packets/_scan.c``, built at install when a C compiler is there) and falls
+back to the Python loops below, which give the same results; ``AUDITOR_PURE_PYTHON_SCAN=1``
+forces those. ``SCANNER`` says which one is in use.
 
 Formats: pcap in both byte orders with microsecond and nanosecond magics; pcapng with sections
 in either byte order, Interface Description Blocks (link type, snap length, ``if_tsresol``,
@@ -35,12 +38,14 @@ raises; it is counted in ``warnings`` under one of these keys:
 from __future__ import annotations
 
 import logging
+import os
 import struct
 import sys
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from types import ModuleType
 from typing import BinaryIO, Final
 
 import numpy as np
@@ -50,10 +55,20 @@ from auditor.errors import AuditorError
 
 log = logging.getLogger(__name__)
 
+_compiled: ModuleType | None
+try:
+    from auditor.packets import _scan as _compiled
+except ImportError:  # not built (no compiler at install): the Python walk
+    _compiled = None
+if os.environ.get("AUDITOR_PURE_PYTHON_SCAN"):
+    _compiled = None
+SCANNER: Final = "python" if _compiled is None else "compiled"
+
 MAX_RECORD: Final = 256 * 1024 * 1024
 DEFAULT_CHUNK: Final = 32 * 1024 * 1024
 PAD: Final = 512  # zero bytes after every chunk: vectorised header reads stay in the buffer
 HEAD: Final = 128  # bytes of each packet copied into RecordBatch.head (headers live there)
+PIECE: Final = 256 * 1024  # read size when the records are walked as they arrive (fits in L2)
 
 _PCAP_MAGICS: Final[dict[bytes, tuple[str, int]]] = {
     b"\xd4\xc3\xb2\xa1": ("<", 1000),
@@ -179,9 +194,14 @@ class _Chunks:
         except (OSError, ValueError):
             self._left = None
 
-    def fill(self, need: int = 0) -> None:
+    def fill(self, need: int = 0, progress: Callable[[bytearray, int], None] | None = None) -> None:
         """Start a buffer with the unparsed tail and read until it holds ``max(chunk, need)``
-        bytes or the stream ends. Zero bytes follow the data (``PAD`` of them at least)."""
+        bytes or the stream ends. Zero bytes follow the data (``PAD`` of them at least).
+
+        With ``progress``, the chunk is read in pieces of :data:`PIECE` bytes and
+        ``progress(raw, n)`` is called after each with the bytes read so far (``raw[:n]``;
+        past ``n`` the buffer holds stale bytes until the read ends), so that a caller can
+        walk the records while they are still in the CPU's cache."""
         tail = self.end - self.pos
         cap = max(self._size, need, tail)
         if self._left is not None:
@@ -194,15 +214,18 @@ class _Chunks:
             raw = bytearray(cap + PAD)
             raw[:tail] = self.raw[self.pos : self.end]
         n = tail
+        step = cap if progress is None else PIECE
         with memoryview(raw) as mv:
             while n < cap and not self.eof:
-                got = self._stream.readinto(mv[n:cap])  # type: ignore[attr-defined]
+                got = self._stream.readinto(mv[n : min(cap, n + step)])  # type: ignore[attr-defined]
                 if not got:
                     self.eof = True
                 else:
                     n += got
                     if self._left is not None:
                         self._left -= got
+                    if progress is not None:
+                        progress(raw, n)
         if self._left is not None and self._left <= 0:
             self.eof = True
         if raw is self.raw:
@@ -244,6 +267,39 @@ def _scan_pcapng(raw: bytearray, pos: int, end: int, out: array[int], read: _Unp
             break
         pos = nxt
     return pos
+
+
+class _PcapWalk:
+    """The compiled walk of pcap records (``_scan.pcap_records``), resumed as a chunk is read
+    (see :meth:`_Chunks.fill`): each call walks the records complete in ``raw[pos:n]`` and
+    keeps their columns until :meth:`take`."""
+
+    def __init__(self, big: bool, frac_ns: int) -> None:
+        assert _compiled is not None
+        self._records = _compiled.pcap_records
+        self._big = big
+        self._frac_ns = frac_ns
+        self.pos = 0
+        self._parts: list[list[bytearray]] = []
+
+    def start(self, pos: int) -> None:
+        self.pos = pos
+        self._parts = []
+
+    def __call__(self, raw: bytearray, n: int) -> None:
+        if n - self.pos < 16:
+            return
+        self.pos, *cols = self._records(raw, self.pos, n, self._big, self._frac_ns, HEAD)
+        if cols[0]:
+            self._parts.append(cols)
+
+    def take(self) -> list[bytearray] | None:
+        parts, self._parts = self._parts, []
+        if not parts:
+            return None
+        if len(parts) == 1:
+            return parts[0]
+        return [bytearray().join(col) for col in zip(*parts, strict=True)]
 
 
 def _options(raw: bytes | bytearray, pos: int, end: int, order: str) -> list[tuple[int, bytes]]:
@@ -335,11 +391,20 @@ class CaptureReader:
         ch = self._chunks
         unpack = struct.Struct(self._order + "I").unpack_from
         link = self.interfaces[0].link_type
+        walk = _PcapWalk(self._order == ">", self._frac_ns) if _compiled is not None else None
+        if walk is not None:
+            walk.start(ch.pos)
+            walk(ch.raw, ch.end)  # the first chunk, read before the format was known
         while True:
-            offs = array("q")
-            pos = _scan_pcap(ch.raw, ch.pos, ch.end, offs, unpack)
-            if offs:
-                yield self._pcap_batch(ch, offs, link)
+            if walk is not None:
+                pos, cols = walk.pos, walk.take()
+                if cols is not None:
+                    yield self._compiled_batch(ch, cols, link)
+            else:
+                walked: array[int] = array("q")
+                pos = _scan_pcap(ch.raw, ch.pos, ch.end, walked, unpack)
+                if walked:
+                    yield self._pcap_batch(ch, np.frombuffer(walked, dtype=np.int64), link)
             ch.pos = pos
             if pos + 16 <= ch.end:
                 incl = unpack(ch.raw, pos + 8)[0]
@@ -350,23 +415,37 @@ class CaptureReader:
                 if ch.eof:
                     self.warnings["truncated-record"] += 1
                     return
-                ch.fill(16 + incl)
+                need = 16 + incl
             elif ch.eof:
                 if pos < ch.end:
                     self.warnings["truncated-record"] += 1
                 return
             else:
-                ch.fill()
+                need = 0
+            if walk is None:
+                ch.fill(need)
+            else:  # the chunk starts with the unparsed tail: walk it and each piece read
+                walk.start(0)
+                ch.fill(need, progress=walk)
+                walk(ch.raw, ch.end)
 
-    def _pcap_batch(self, ch: _Chunks, offs: array[int], link: int) -> RecordBatch:
-        o = np.frombuffer(offs, dtype=np.int64).copy()
+    def _compiled_batch(self, ch: _Chunks, cols: list[bytearray], link: int) -> RecordBatch:
+        """A batch from the columns of :func:`_scan.pcap_records` (zeros past each caplen in
+        ``head``, as :meth:`_pcap_batch` gives)."""
+        data, caplen, wirelen, ts = (np.frombuffer(c, dtype=np.int64) for c in cols[:4])
+        head = np.frombuffer(cols[4], dtype=np.uint8).reshape(len(data), HEAD)
+        iface = np.zeros(len(data), np.int32)
+        return self._batch(ch, data, caplen, wirelen, ts, iface, link, head)
+
+    def _pcap_batch(self, ch: _Chunks, o: np.ndarray, link: int) -> RecordBatch:
         rows = window(ch.buf, o, 16 + HEAD)
         hdr = np.ascontiguousarray(rows[:, :16]).view(self._order + "u4").astype(np.int64)
         caplen = hdr[:, 2]
         wirelen = hdr[:, 3]
         ts = hdr[:, 0] * 1_000_000_000 + hdr[:, 1] * self._frac_ns
         iface = np.zeros(len(o), np.int32)
-        return self._batch(ch, o + 16, caplen, wirelen, ts, iface, link, rows[:, 16:])
+        head = np.where(np.arange(HEAD) < caplen[:, None], rows[:, 16:], 0).astype(np.uint8)
+        return self._batch(ch, o + 16, caplen, wirelen, ts, iface, link, head)
 
     def _batch(
         self,
@@ -409,9 +488,15 @@ class CaptureReader:
         ch = self._chunks
         section: _Section | None = None
         unpack = struct.Struct("<II").unpack_from
+        fast = _compiled.scan_pcapng if _compiled is not None else None
         offs = array("q")
         while True:
-            pos = _scan_pcapng(ch.raw, ch.pos, ch.end, offs, unpack)
+            if fast is not None:
+                big = section is not None and section.order == ">"
+                packed, pos = fast(ch.raw, ch.pos, ch.end, big)
+                offs.frombytes(packed)
+            else:
+                pos = _scan_pcapng(ch.raw, ch.pos, ch.end, offs, unpack)
             ch.pos = pos
             if pos + 12 <= ch.end:
                 if section is None:

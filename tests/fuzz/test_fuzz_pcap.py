@@ -2,6 +2,8 @@
 decoder and the name dissectors): random bytes, random records and blocks behind valid
 headers, payloads shaped for the dissectors, and mutated real captures read in chunks of
 random sizes. Only PcapError (not a capture) may escape; damage is counted in warnings.
+The compiled record walk (``_scan.c``) and the Python walk must give the same records and
+warnings for every input, cut into any chunk and read-piece sizes.
 
 The builders and shaped payloads are those of ``tests/packets`` (its ``test_fuzz`` runs a
 fixed small number of the same kinds of input); this module adds the real captures of
@@ -23,6 +25,12 @@ from auditor.packets.flows import CaptureResult
 from tests.fuzz import fuzz, mutated, shared_captures
 from tests.packets import block, ether, idb, ipv4, pcap, shb, tcp, udp
 from tests.packets.test_fuzz import LINKS, _payloads
+from tests.packets.test_scan import records
+
+try:
+    from auditor.packets import _scan as compiled_walk
+except ImportError:
+    compiled_walk = None
 
 _chunks = st.sampled_from([64, 100, 4096, 65536])
 
@@ -131,7 +139,7 @@ def _real() -> list[bytes]:
     return [p.read_bytes()[: 48 * 1024] for p in shared_captures()]
 
 
-@fuzz(st.data(), _chunks, st.booleans(), share=0.4)
+@fuzz(st.data(), _chunks, st.booleans(), share=0.25)
 def test_mutated_real_captures(data: st.DataObject, chunk_size: int, keep: bool) -> None:
     seeds = _real()
     if not seeds:
@@ -154,3 +162,26 @@ def test_name_parsers(data: bytes) -> None:
             parse(data)
         except N.MalformedError:
             pass
+
+
+@fuzz(
+    st.data(),
+    st.sampled_from([4096, 5000, 65536]),
+    st.one_of(st.none(), st.integers(1, 70_000)),
+    share=0.15,
+)
+def test_compiled_walk_agrees_with_the_python_walk(
+    data: st.DataObject, chunk_size: int, piece: int | None
+) -> None:
+    if compiled_walk is None:
+        pytest.skip("the compiled walk is not built")
+    seeds = [*_real(), pcap(_frames_for_walk(), 1), pcap(_frames_for_walk(), 1, big_endian=True)]
+    raw = data.draw(st.one_of(mutated(seeds, keep=24), st.binary(max_size=3000)), label="input")
+    assert records(raw, chunk_size, True, piece) == records(raw, chunk_size, False, piece)
+
+
+@cache
+def _frames_for_walk() -> list[tuple[int, bytes]]:
+    return [
+        (i * 1000, ether(ipv4("10.0.0.2", "10.0.0.1", 17, udp(i, 53, b"q" * i)))) for i in range(60)
+    ]
