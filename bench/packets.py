@@ -13,7 +13,9 @@ peak RSS: ``read_capture(keep_packets=False)`` (flows, DNS, names: the streaming
 ``read_capture()`` (with the per-packet table); scapy's ``PcapReader`` on a 20,000-packet
 prefix, extrapolated; ``tshark -T fields`` with address, port, DNS, SNI and Host fields on the
 whole file. The 2,000,000-packet file repeats the first with other client addresses, to show
-peak memory does not grow with the file.
+peak memory does not grow with the file. ``record_walk`` says whether the compiled record walk
+(``auditor/packets/_scan.c``) was used; ``ethernet_pps_python_walk`` is the same read with
+the Python walk (``AUDITOR_PURE_PYTHON_SCAN=1``), for comparison.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from auditor.packets import names as N
+from auditor.packets import pcapfile
 
 FOUND = ("flows", "dns_rows", "tls_sni", "quic_sni", "http_host")
 PACKETS = 1_000_000
@@ -309,14 +312,20 @@ def _measure_stream(path: str) -> dict[str, Any]:
     }
 
 
-def _child(path: Path, keep: bool | None, sample: bool = False) -> dict[str, Any]:
+def _child(
+    path: Path, keep: bool | None, sample: bool = False, python_walk: bool = False
+) -> dict[str, Any]:
     mode = "stream" if keep is None else ("1" if keep else "0") + ("s" if sample else "")
+    env = dict(os.environ)
+    if python_walk:
+        env["AUDITOR_PURE_PYTHON_SCAN"] = "1"
     out = subprocess.run(
         [sys.executable, "-m", "bench.packets", "--measure", str(path), mode],
         capture_output=True,
         text=True,
         check=True,
         cwd=Path(__file__).resolve().parents[1],
+        env=env,
     )
     return dict(json.loads(out.stdout))
 
@@ -384,6 +393,10 @@ def main() -> dict[str, Any]:
         table = _best(eth, keep=True)
         sll = _best(sll2, keep=False)
         two = _best(eth2, keep=False)
+        python_walk = min(
+            (_child(eth, False, python_walk=True) for _ in range(ROUNDS)),
+            key=lambda r: float(r["seconds"]),
+        )
         reader_1m = _child(eth, None)
         reader_2m = _child(eth2, None)
         worker_1m = _child(eth, False, sample=True)["worker_peak_rss_mib"]
@@ -396,6 +409,8 @@ def main() -> dict[str, Any]:
             "ethernet_pps": round(auditor_pps),
             "ethernet_with_packet_table_pps": round(n / table["seconds"]),
             "sll2_pps": round(sll["packets"] / sll["seconds"]),
+            "record_walk": pcapfile.SCANNER,
+            "ethernet_pps_python_walk": round(python_walk["packets"] / python_walk["seconds"]),
             "seconds": round(stream["seconds"], 3),
             "found": {k: stream[k] for k in FOUND},
             "warnings": stream["warnings"],

@@ -42,6 +42,7 @@ import os
 import pickle
 import subprocess
 import sys
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -361,15 +362,17 @@ def _starts(*sorted_cols: np.ndarray) -> np.ndarray:
 
 class _Worker:
     """A :class:`~auditor.packets.names.NameCollector` in a child process
-    (``python -m auditor.packets.names``) fed pickled jobs over its stdin. A write blocks
+    (``python -m auditor.packets._worker``) fed pickled jobs over its stdin. A write blocks
     while the pipe is full, so a slow worker holds the reader back rather than letting jobs
-    pile up in memory; the pipe is enlarged to hold about a job."""
+    pile up in memory; the pipe is enlarged to hold about a job. The worker sends its DNS
+    rows back as it goes; a thread reads them (it must, or the worker would block on a full
+    pipe while this process blocks on the other)."""
 
     def __init__(self) -> None:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "auditor.packets.names"],
+            [sys.executable, "-m", "auditor.packets._worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
@@ -383,6 +386,27 @@ class _Worker:
                 fcntl.fcntl(self._stdin.fileno(), set_size, _PIPE_SIZE)
             except OSError:
                 pass  # the default size works, with more waiting
+        self._rows: list[N.DnsRow] = []
+        self._reply: tuple[str, object] | None = None
+        self._failure: str | None = None
+        self._reader = threading.Thread(target=self._read, name="name-worker-reader", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        """The worker's frames: rows as they come, then its reply (on this thread)."""
+        try:
+            while True:
+                frame = N.read_frame(self._stdout)
+                if frame is None:
+                    return
+                kind, value = pickle.loads(frame)  # noqa: S301 - from our own child process
+                if kind == "rows":
+                    self._rows.extend(value)
+                else:
+                    self._reply = (kind, value)
+                    return
+        except Exception as exc:  # noqa: BLE001 - reported by result()
+            self._failure = f"{type(exc).__name__}: {exc}"
 
     def feed(self, job: N.NameJob) -> None:
         self._send(pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL))
@@ -396,15 +420,23 @@ class _Worker:
     def result(self) -> N.NameResult:
         self._send(b"")
         self._stdin.close()
-        frame = N.read_frame(self._stdout)
+        self._reader.join(timeout=60)
         self._proc.wait(timeout=30)
-        if frame is None:
+        if self._failure is not None:
+            raise RuntimeError(f"the name worker's answer could not be read: {self._failure}")
+        if self._reply is None:
             raise RuntimeError(f"the name worker died (exit code {self._proc.returncode})")
-        status, value = pickle.loads(frame)  # noqa: S301 - from our own child process
+        status, value = self._reply
         if status != "ok":
             raise RuntimeError(f"the name worker failed: {value}")
         assert isinstance(value, N.NameResult)
-        return value
+        if not self._rows:
+            return value
+        rows = self._rows
+        if value.dns_columns:  # rows it had not sent yet come last
+            rows = rows + list(zip(*value.dns_columns, strict=True))
+        columns = [list(c) for c in zip(*rows, strict=True)]
+        return dataclasses.replace(value, dns_columns=columns)
 
     def close(self) -> None:
         if self._proc.poll() is None:
@@ -415,6 +447,7 @@ class _Worker:
                 pipe.close()
             except OSError:
                 pass
+        self._reader.join(timeout=10)
 
 
 def _worker_wanted(source: object, workers: int | None) -> bool:

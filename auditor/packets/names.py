@@ -21,7 +21,6 @@ import gc
 import pickle
 import socket
 import struct
-import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import IO, Final
@@ -1299,8 +1298,11 @@ def write_frame(stream: IO[bytes], data: bytes) -> None:
 
 def serve(jobs: IO[bytes], results: IO[bytes]) -> int:
     """The worker process: pickled NameJobs in length-prefixed frames on ``jobs`` until an
-    empty frame, then one frame with ("ok", NameResult) or ("error", text) on ``results``.
-    The peer is the reading process that started this one, over its own pipes."""
+    empty frame. After each job the DNS rows it gave go back at once as ("rows", rows), so
+    that pickling them overlaps the reading process's work instead of following it; at the
+    end one frame with ("ok", NameResult) (its DNS rows are those not sent yet) or
+    ("error", text). The peer is the reading process that started this one, over its own
+    pipes, and reads ``results`` while it writes ``jobs``."""
     gc.disable()  # only long-lived, acyclic objects here (see flows._gc_paused)
     collector = NameCollector()
     try:
@@ -1309,21 +1311,11 @@ def serve(jobs: IO[bytes], results: IO[bytes]) -> int:
             if not frame:
                 break
             collector.feed(pickle.loads(frame))  # noqa: S301 - from the parent process
+            if collector.dns_rows:
+                rows, collector.dns_rows = collector.dns_rows, []
+                write_frame(results, pickle.dumps(("rows", rows), pickle.HIGHEST_PROTOCOL))
         reply: tuple[str, object] = ("ok", collector.result())
     except Exception as exc:  # noqa: BLE001 - reported to the reading process
         reply = ("error", f"{type(exc).__name__}: {exc}")
     write_frame(results, pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))
     return 0 if reply[0] == "ok" else 1
-
-
-if __name__ == "__main__":
-    # python -m auditor.packets.names: the name worker of auditor.packets.flows. Frames go to
-    # a copy of stdout; stdout itself now points at stderr, so nothing printed by accident
-    # can corrupt them.
-    import os
-
-    from auditor.packets import names as _names
-
-    frames = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)
-    sys.exit(_names.serve(sys.stdin.buffer, frames))

@@ -369,3 +369,29 @@ def test_real_captures_read(shared_captures: Path) -> None:
         )
         if path.name != "pcapdroid_invalid_or_unsupported.pcap":
             assert set(r.warnings) <= {"quic-unsupported-version"}, (path.name, r.warnings)
+
+
+def test_a_name_worker_that_dies_is_an_error_not_a_hang(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed mid-read (the OOM killer, say): the read fails saying so, and the reader thread
+    and the process are gone."""
+    import threading
+
+    path = tmp_path / "s.pcap"
+    path.write_bytes(write(scenario()))
+    feed = F.CaptureAnalyzer.feed
+    procs = []
+
+    def feed_then_kill(self: F.CaptureAnalyzer, batch: object) -> None:
+        feed(self, batch)  # type: ignore[arg-type]
+        assert self._worker is not None
+        procs.append(self._worker._proc)
+        self._worker._proc.kill()
+        self._worker._proc.wait()
+
+    monkeypatch.setattr(F.CaptureAnalyzer, "feed", feed_then_kill)
+    with pytest.raises(RuntimeError, match="name worker"):
+        read_capture(path, workers=1, chunk_size=4096)
+    assert procs and all(p.poll() is not None for p in procs)
+    assert not [t for t in threading.enumerate() if t.name == "name-worker-reader"]

@@ -1,0 +1,18 @@
+"""``python -m auditor.packets._worker``: the name worker of :mod:`auditor.packets.flows`.
+
+A module of its own, so that the interpreter compiles only these lines as ``__main__``;
+:mod:`auditor.packets.names`, which does the work, is imported from its cached bytecode.
+Frames go to a copy of stdout; stdout itself then points at stderr, so nothing printed by
+accident can corrupt them."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from auditor.packets.names import serve
+
+if __name__ == "__main__":
+    frames = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.exit(serve(sys.stdin.buffer, frames))
