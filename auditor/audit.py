@@ -444,6 +444,7 @@ class _Audit:
             try:
                 stats = self.packets.stop()
                 self._event("packets_stopped", type(self.packets).__name__, **stats.to_dict())
+                self._packet_counts()  # a full disk found at the very end still counts
             except Exception as exc:  # noqa: BLE001 - the restore comes first
                 self._event("packets_stop_failed", f"{type(self.packets).__name__}: {exc}")
         try:
@@ -577,11 +578,24 @@ class _Audit:
         if source is None:
             return
         try:
-            st = source.stats()
+            st = source.stats
         except Exception:  # noqa: BLE001 - progress must never stop the audit
             return
         self.prog.packets = int(st.packets)
         self.prog.packets_dropped = int(st.dropped + st.lost)
+        full = getattr(st, "disk_full", "")
+        if full and self.proxy_exit is None:
+            # the packet capture could not grow its files: the session's disk is as full
+            # for the proxy's records, so the capture stops as it would for them
+            self._proxy_ended(
+                ProxyExit(
+                    stopped_by="disk_full",
+                    exit_status=0,
+                    signal=None,
+                    pid=None,
+                    message=f"the packet capture stopped: {full}",
+                )
+            )
 
     def _enter(self, phase: str) -> None:
         self.prog.phase = phase
@@ -606,6 +620,21 @@ class _Audit:
         deadline = time.monotonic() + TEST_PAUSE_SECONDS
         while time.monotonic() < deadline and not self.guard.held:
             time.sleep(0.05)  # a signal raises here, or is held (then the loop ends)
+
+
+def _pcapdroid_hint(h: Handset) -> str:
+    """What to say when ``auto`` finds no root: PCAPdroid, if the phone has it, is the way to
+    packets without root. ``auto`` does not start it by itself: on a real phone it asks the
+    user to accept a VPN, which an unattended audit should not spring on anyone."""
+    from auditor.packets.live import PCAPDROID_PACKAGE, PCAPDROID_TCP_EXPORTER, _installed
+
+    try:
+        if not _installed(h, PCAPDROID_PACKAGE):
+            return ""
+    except Exception:  # noqa: BLE001 - only a hint
+        return ""
+    need = ".".join(map(str, PCAPDROID_TCP_EXPORTER))
+    return f"PCAPdroid is installed: --packets pcapdroid captures without root (needs {need}+)"
 
 
 def _start_packets(
@@ -633,6 +662,9 @@ def _start_packets(
             source: Any = tcpdump()
         except DeviceError as exc:
             note = f"no packet capture: {exc}"
+            hint = _pcapdroid_hint(h)
+            if hint:
+                note += f"; {hint}"
             notes.append(note)
             writer.event("packets_off", note)
             return None

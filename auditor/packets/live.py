@@ -23,6 +23,7 @@ else use ``tcp_exporter`` (recent PCAPdroid) over ``adb reverse tcp:PORT tcp:POR
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import shlex
@@ -34,7 +35,7 @@ import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, Final, Protocol
 
 from auditor.device.handset import Handset
 from auditor.device.journal import RestoreJournal
@@ -54,6 +55,7 @@ ROTATE_BYTES = 256 * 1024 * 1024
 STOP_TIMEOUT = 5.0
 POLL = 0.5  # how often blocked reads look at the stop flag
 DRAIN = 0.3  # at stop, how long a stream's bytes already in flight are still taken
+DISK_FULL_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
 MAX_ERRORS = 50  # errors kept in stats (the first ones and then the latest)
 MAX_RECORD = 16 * 1024 * 1024  # a record this long means the stream lost its framing
 
@@ -107,6 +109,9 @@ class CaptureStats:
     files: tuple[str, ...]
     errors: tuple[str, ...]
     apps: tuple[AppPackets, ...] = ()
+    # the capture stopped because its files could not grow (disk full, file size limit,
+    # quota): the error, for the audit to stop as ``disk_full``
+    disk_full: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -223,7 +228,12 @@ def parse_pcapdroid_trailer(frame: bytes) -> PcapdroidTrailer | None:
 
 class RotatingPcap:
     """Records into ``PREFIX-NNN.EXT`` files of at most about ``limit`` bytes, each beginning
-    with the stream's global header. Existing files are never overwritten."""
+    with the stream's global header. Existing files are never overwritten.
+
+    Written without a buffer, each call's records in one go: what :meth:`write` returned for
+    is on disk (in the page cache), and a write that fails (a full disk, a file size limit)
+    is cut back to the last whole record, so a file never ends inside a record and nothing
+    is left in a buffer to be written later. ``records`` counts the records written."""
 
     def __init__(self, directory: Path, prefix: str, *, limit: int = ROTATE_BYTES) -> None:
         self.directory = directory
@@ -231,29 +241,51 @@ class RotatingPcap:
         self.limit = limit
         self.paths: list[Path] = []
         self.header: bytes | None = None
-        self._fh: BinaryIO | None = None
+        self.records = 0
+        self._fd: int | None = None
         self._size = 0
-        self._records = 0
+        self._in_file = 0
         self._next = 1
 
     def begin(self, header: bytes, *, new_file: bool = True) -> None:
         """A stream (re)starts with this header; a new file unless it may go on in this one."""
-        if new_file or header != self.header or self._fh is None:
+        if new_file or header != self.header or self._fd is None:
             self.header = header
             self._open()
 
     def write(self, records: Iterable[bytes]) -> None:
         if self.header is None:
             raise ValueError("records before a header")
+        group: list[bytes] = []
+        size = self._size
         for rec in records:
-            if self._fh is None or (self._records and self._size + len(rec) > self.limit):
+            if self._fd is None or ((self._in_file or group) and size + len(rec) > self.limit):
+                self._flush(group)
+                group = []
                 self._open()
-            assert self._fh is not None
-            self._fh.write(rec)
-            self._size += len(rec)
-            self._records += 1
-        if self._fh is not None:
-            self._fh.flush()
+                size = self._size
+            group.append(rec)
+            size += len(rec)
+        self._flush(group)
+
+    def _flush(self, group: list[bytes]) -> None:
+        if not group:
+            return
+        assert self._fd is not None
+        data = b"".join(group)
+        done = 0
+        try:
+            with memoryview(data) as view:
+                while done < len(data):
+                    done += os.write(self._fd, view[done:])
+        except OSError:
+            if done:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, self._size)  # back to the last whole record
+            raise
+        self._size += len(data)
+        self._in_file += len(group)
+        self.records += len(group)
 
     def _open(self) -> None:
         self.close()
@@ -265,16 +297,23 @@ class RotatingPcap:
                 break
         assert self.header is not None
         # owner-only, as every session file; kept open across writes, closed in close()
-        self._fh = os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb")
-        self._fh.write(self.header)
-        self._fh.flush()
-        self._size, self._records = len(self.header), 0
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         self.paths.append(path)
+        self._fd, self._size, self._in_file = fd, 0, 0
+        try:
+            written = os.write(fd, self.header)
+        except OSError:
+            self.close()
+            raise
+        if written != len(self.header):
+            self.close()
+            raise OSError(errno.EIO, f"short write of the pcap header of {path.name}")
+        self._size = written
 
     def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
 
 
 # ---- the common part ---------------------------------------------------------------------------
@@ -294,6 +333,7 @@ class _Capture:
         self._files: list[Path] = []
         self._apps: dict[int, tuple[str, int]] = {}
         self._running = False
+        self._disk_full = ""
 
     # -- counters ----------------------------------------------------------------------------
     def _count(self, packets: int, nbytes: int) -> None:
@@ -313,6 +353,16 @@ class _Capture:
             if len(self._errors) >= MAX_ERRORS:
                 del self._errors[MAX_ERRORS // 2]
             self._errors.append(message)
+
+    def _write_failed(self, exc: OSError) -> None:
+        """A capture file could not be written: an error; when the disk is full (or a file
+        size limit or quota is reached) also the reason the audit stops."""
+        message = f"cannot write to {PACKETS_DIR}/: {exc}"
+        self._error(message)
+        if exc.errno in DISK_FULL_ERRNOS:
+            with self._lock:
+                self._disk_full = self._disk_full or message
+            self._stop.set()
 
     def _file(self, path: Path) -> None:
         with self._lock:
@@ -335,6 +385,7 @@ class _Capture:
                 apps=tuple(
                     AppPackets(uid, name, n) for uid, (name, n) in sorted(self._apps.items())
                 ),
+                disk_full=self._disk_full,
             )
 
     # -- life --------------------------------------------------------------------------------
@@ -421,19 +472,29 @@ class _StreamPump:
 
     def _take(self, stream: PcapStream, chunk: bytes) -> bool:
         had_header = stream.header is not None
+        before = self.files.records
         try:
             records = stream.feed(chunk)
         except PcapStreamError as exc:
             self.capture._error(f"stream is not pcap: {exc}")
             self.capture._add(lost=1)
             return False
-        if not had_header and stream.header is not None:
-            self.files.begin(stream.header)
-            self.capture._file(self.files.paths[-1])
-            if stream.preamble.strip():
-                self.capture._error(stream.preamble.decode("utf-8", "replace").strip())
+        try:
+            if not had_header and stream.header is not None:
+                self.files.begin(stream.header)
+                self.capture._file(self.files.paths[-1])
+                if stream.preamble.strip():
+                    self.capture._error(stream.preamble.decode("utf-8", "replace").strip())
+            if records:
+                self.files.write(records)
+        except OSError as exc:  # what was written before stays; the capture ends here
+            self.capture._write_failed(exc)
+            done = self.files.records - before
+            self.capture._add(lost=len(records) - done)
+            if done:
+                self.capture._count(done, sum(len(r) - 16 for r in records[:done]))
+            return False
         if records:
-            self.files.write(records)
             self.capture._file(self.files.paths[-1])
             self.capture._count(len(records), sum(len(r) - 16 for r in records))
             if self.on_record is not None:
@@ -688,6 +749,13 @@ class IfaceSniffer(_Capture):
             self._writer.write(pkt)
             self._writer.flush()
             self._count(1, len(pkt))
+        except OSError as exc:
+            self._add(lost=1)
+            if exc.errno in DISK_FULL_ERRNOS:
+                if not self._disk_full:
+                    self._write_failed(exc)
+            else:
+                self._error(f"writing a packet: {exc}")
         except Exception as exc:  # noqa: BLE001 - one bad packet must not end the capture
             self._error(f"writing a packet: {exc}")
 
@@ -871,7 +939,13 @@ class PcapdroidCollector(_Capture):
                         self._error(f"receive failed: {exc}")
                     break
                 self._heard.set()
-                self._datagram(data)
+                try:
+                    self._datagram(data)
+                except OSError as exc:  # the file cannot grow: what is written stays
+                    self._add(lost=1)
+                    self._write_failed(exc)
+                    if self._stop.is_set():
+                        break
         finally:
             self.files.close()
 

@@ -74,10 +74,10 @@ def device_state(world: VirtualWorld) -> dict[str, Any]:
     }
 
 
-def audit(serial: str, out: Path, tmp: Path, **kw: Any) -> AuditResult:
+def audit(serial: str, out: Path, tmp: Path, on_progress: Any = None, **kw: Any) -> AuditResult:
     kw.setdefault("port", free_port())
     opts = AuditOptions(serial=serial, scenario="idle", out=out, confdir=tmp / "mitm", **kw)
-    return run_audit(opts)
+    return run_audit(opts, on_progress)
 
 
 def records(session: Path) -> list[Record]:
@@ -170,6 +170,7 @@ class XiaomiAudit:
     after: dict[str, Any]
     records: list[Record]
     port: int
+    progress: list[tuple[str, int | None, int]]  # (phase, packets, dropped) as reported
 
     @property
     def session(self) -> Path:
@@ -195,12 +196,29 @@ def xiaomi(
         assert adb_server.wait_state(serial, "device", 15), adb_server.states()
         before = device_state(world)
         port = free_port()
-        res = audit(serial, tmp / "captures", tmp, duration=XIAOMI_DURATION, port=port)
+        progress: list[tuple[str, int | None, int]] = []
+        res = audit(
+            serial,
+            tmp / "captures",
+            tmp,
+            lambda p: progress.append((p.phase, p.packets, p.packets_dropped)),
+            duration=XIAOMI_DURATION,
+            port=port,
+        )
         after = device_state(world)
     finally:
         adb_server.text("disconnect", serial)
         world.stop()
-    yield XiaomiAudit(world, res, before, after, records(res.session), port)
+    yield XiaomiAudit(world, res, before, after, records(res.session), port, progress)
+
+
+def test_xiaomi_audit_shows_live_packet_counts(xiaomi: XiaomiAudit) -> None:
+    """The progress the CLI shows carries the packet capture's counts, growing, none lost."""
+    seen = [(packets, dropped) for _, packets, dropped in xiaomi.progress if packets is not None]
+    assert seen, "no progress report carried packet counts"
+    counts = [p for p, _ in seen]
+    assert counts == sorted(counts) and counts[-1] > 0
+    assert all(d == 0 for _, d in seen)
 
 
 def test_xiaomi_audit_completes_restores_and_verifies(xiaomi: XiaomiAudit) -> None:

@@ -270,6 +270,51 @@ def test_pcapdroid_tcp_collector_an_expected_end_is_no_interruption(tmp_path: Pa
     assert collector.connections == 1
 
 
+def test_a_full_disk_stops_the_collector_and_keeps_what_was_written(tmp_path: Path):
+    """A file size limit (as a full disk): the write that does not fit fails with EFBIG, the
+    capture stops and says why in ``disk_full`` (what the audit stops on), and the packets
+    written before it are in the file, readable."""
+    import errno
+    import resource
+
+    collector = PcapdroidCollector(0, tmp_path, transport="tcp").start()
+    head, recs = global_header(LINKTYPE_RAW), records(40)
+    fits = len(head) + sum(len(r) for r in recs[:5])
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    try:
+        with socket.create_connection(collector.address, timeout=5) as tx:
+            tx.sendall(head + b"".join(recs[:5]))
+            assert wait_until(lambda: collector.stats.packets == 5, 5)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (fits + 10, hard))
+            try:
+                tx.sendall(b"".join(recs[5:]))
+                assert wait_until(lambda: bool(collector.stats.disk_full), 5), collector.stats
+            finally:
+                resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        assert wait_until(lambda: not collector.stats.running, 5)
+    finally:
+        stats = collector.stop()
+    assert os.strerror(errno.EFBIG) in stats.disk_full and "packets/" in stats.disk_full
+    assert stats.packets == 5 and stats.lost >= 1
+    assert any("File too large" in e for e in stats.errors)
+    assert len(rdpcap(str(tmp_path / stats.files[0]))) == 5
+    # the audit's watcher sees it and stops the capture as for a full session disk
+    from auditor.audit import AuditOptions, _Audit
+    from auditor.device.scenario import load_scenario
+
+    audit = _Audit(
+        None,  # type: ignore[arg-type]  # the watcher's check needs no phone
+        load_scenario("idle", {"duration": 1}),
+        AuditOptions(serial="emulator-5554", scenario="idle", out=tmp_path),
+        lambda p: None,
+    )
+    audit.packets = collector
+    audit._packet_counts()
+    assert audit.proxy_exit is not None and audit.stop.is_set()
+    assert audit.proxy_exit.stopped_by == "disk_full"
+    assert stats.disk_full in audit.proxy_exit.message and audit.prog.packets == 5
+
+
 def test_collector_on_a_busy_port_is_a_clear_error(tmp_path: Path):
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         taken.bind(("127.0.0.1", 0))

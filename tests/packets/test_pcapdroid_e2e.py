@@ -181,3 +181,29 @@ def test_an_app_filter_that_is_not_installed_is_refused(
     with pytest.raises(DeviceError, match=r"org\.example\.absent is not installed"):
         start_pcapdroid(Handset(serial), tmp_path, journal, app_filter="org.example.absent")
     assert journal.changes() == []
+
+
+def test_auto_without_root_names_pcapdroid_and_does_not_start_it(
+    make_world,  # noqa: F811
+    tmp_path: Path,
+):
+    """``--packets auto`` on an unrooted phone that has PCAPdroid: no capture, and the note
+    says how to get one; PCAPdroid is not started behind the user's back (on a real phone it
+    asks for a VPN). A phone without PCAPdroid gets no such hint."""
+    from auditor.audit import _pcapdroid_hint, _start_packets
+    from auditor.session import SessionWriter
+
+    _, xiaomi = make_world("xiaomi-mi10t", traffic=False)
+    assert _pcapdroid_hint(Handset(xiaomi)) == ""
+    for profile in ("oneplus-8t", "huawei-p40"):
+        _, serial = make_world(profile, traffic=False)
+        h = Handset(serial)
+        assert h.root_method() is None
+        writer = SessionWriter.create(tmp_path / profile)
+        journal = RestoreJournal.in_session(writer.path)
+        notes: list[str] = []
+        assert _start_packets(h, writer, journal, "auto", notes) is None
+        assert len(notes) == 1 and "no packet capture" in notes[0]
+        assert "PCAPdroid is installed: --packets pcapdroid" in notes[0]
+        assert journal.changes() == [] and not capturing(h)
+        writer.close()
