@@ -440,6 +440,7 @@ class _Audit:
                     monitor.stop()
                 except Exception as exc:  # noqa: BLE001 - the restore comes first
                     log.warning("stopping %s: %s", type(monitor).__name__, exc)
+        self._monitors_full()  # one found full at the very end still counts
         if self.packets is not None:
             try:
                 stats = self.packets.stop()
@@ -570,6 +571,7 @@ class _Audit:
                 self.prog.elapsed = time.monotonic() - self.started
                 self.prog.counts = self.tail.poll()
                 self._packet_counts()
+                self._monitors_full()
                 self.report(self.prog)
 
     # ----------------------------------------------------------------------------- helpers
@@ -583,19 +585,28 @@ class _Audit:
             return
         self.prog.packets = int(st.packets)
         self.prog.packets_dropped = int(st.dropped + st.lost)
-        full = getattr(st, "disk_full", "")
-        if full and self.proxy_exit is None:
-            # the packet capture could not grow its files: the session's disk is as full
-            # for the proxy's records, so the capture stops as it would for them
-            self._proxy_ended(
-                ProxyExit(
-                    stopped_by="disk_full",
-                    exit_status=0,
-                    signal=None,
-                    pid=None,
-                    message=f"the packet capture stopped: {full}",
-                )
+        self._disk_full("the packet capture", getattr(st, "disk_full", ""))
+
+    def _monitors_full(self) -> None:
+        for name, monitor in (("logcat", self.logcat), ("the socket poller", self.sockets)):
+            if monitor is not None:
+                self._disk_full(name, monitor.disk_full)
+
+    def _disk_full(self, what: str, error: str) -> None:
+        """Something beside mitmdump (the packet capture, logcat, the socket poller) could
+        not grow its file in the session: the disk is as full for the proxy's records, so
+        the capture stops as it would for them (``disk_full``), keeping what is written."""
+        if not error or self.proxy_exit is not None:
+            return
+        self._proxy_ended(
+            ProxyExit(
+                stopped_by="disk_full",
+                exit_status=0,
+                signal=None,
+                pid=None,
+                message=f"{what} stopped: {error}",
             )
+        )
 
     def _enter(self, phase: str) -> None:
         self.prog.phase = phase

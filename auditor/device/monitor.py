@@ -8,6 +8,7 @@ the analyser say which app owned a connection, by local port and time.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -29,6 +30,30 @@ LOGCAT = "logcat.txt"
 SOCKETS = "sockets.jsonl"
 PROC_NET = ("tcp", "tcp6", "udp", "udp6")
 _SEP = "--auditor-proc-net--"
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
+
+
+def append_whole(fd: int, data: bytes, size: int) -> int:
+    """Append ``data`` to the file open on ``fd`` (``size`` bytes long) whole or not at all:
+    a write that fails part-way (a full disk, a file size limit) is cut back off and the
+    OSError raised. Returns the new size."""
+    done = 0
+    try:
+        with memoryview(data) as view:
+            while done < len(data):
+                done += os.write(fd, view[done:])
+    except OSError:
+        if done:
+            try:
+                os.ftruncate(fd, size)
+            except OSError:
+                pass
+        raise
+    return size + len(data)
+
+
+def _size(fd: int) -> int:
+    return os.fstat(fd).st_size
 
 
 class LogcatStream:
@@ -38,6 +63,7 @@ class LogcatStream:
         self.bytes = 0
         self.lines = 0
         self.error: str | None = None
+        self.disk_full = ""  # why logcat.txt stopped growing, when the disk is full
         self._stop = threading.Event()
         self._conn: object | None = None
         self._thread = threading.Thread(target=self._run, name="logcat", daemon=True)
@@ -47,7 +73,12 @@ class LogcatStream:
         return self
 
     def _run(self) -> None:
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        except OSError as exc:
+            self._write_failed(exc)
+            return
+        size = _size(fd)
         try:
             while not self._stop.is_set():
                 try:
@@ -70,7 +101,11 @@ class LogcatStream:
                         break
                     if not chunk:
                         break  # the device went away (reboot); reopen
-                    os.write(fd, chunk)
+                    try:
+                        size = append_whole(fd, chunk, size)
+                    except OSError as exc:  # what is written stays; logcat ends here
+                        self._write_failed(exc)
+                        break
                     self.bytes += len(chunk)
                     self.lines += chunk.count(b"\n")
                 conn.close()
@@ -79,6 +114,13 @@ class LogcatStream:
                     self._stop.wait(1.0)
         finally:
             os.close(fd)
+
+    def _write_failed(self, exc: OSError) -> None:
+        self.error = f"cannot write {LOGCAT}: {exc}"
+        log.error("%s", self.error)
+        if exc.errno in DISK_FULL_ERRNOS:
+            self.disk_full = self.error
+        self._stop.set()
 
     def stop(self) -> None:
         self._stop.set()
@@ -92,6 +134,7 @@ class SocketPoller:
         self.interval = interval
         self.snapshots = 0
         self.errors = 0
+        self.disk_full = ""  # why sockets.jsonl stopped growing, when the disk is full
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sockets", daemon=True)
 
@@ -124,20 +167,39 @@ class SocketPoller:
         return {"ts": now_iso(), "entries": entries}
 
     def _run(self) -> None:
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        except OSError as exc:
+            self._write_failed(exc)
+            return
+        size = _size(fd)
         try:
             while not self._stop.is_set():
                 started = time.monotonic()
                 try:
                     snap = self.snapshot()
-                    os.write(fd, (json.dumps(snap, separators=(",", ":")) + "\n").encode())
-                    self.snapshots += 1
                 except (DeviceError, AdbError, OSError, EOFError) as exc:
                     self.errors += 1
                     log.debug("socket snapshot failed: %s", exc)
+                else:
+                    line = (json.dumps(snap, separators=(",", ":")) + "\n").encode()
+                    try:
+                        size = append_whole(fd, line, size)
+                    except OSError as exc:  # whole lines only; the poller ends here
+                        self.errors += 1
+                        self._write_failed(exc)
+                        break
+                    self.snapshots += 1
                 self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
         finally:
             os.close(fd)
+
+    def _write_failed(self, exc: OSError) -> None:
+        message = f"cannot write {SOCKETS}: {exc}"
+        log.error("%s", message)
+        if exc.errno in DISK_FULL_ERRNOS:
+            self.disk_full = message
+        self._stop.set()
 
     def stop(self) -> None:
         self._stop.set()

@@ -136,3 +136,59 @@ def test_socket_snapshots_list_the_profiles_sockets_by_app_uid(
         assert owner is not None
         key = (sock.proto, *endpoint(sock.local), *endpoint(sock.remote), owner.uid)
         assert key in first, (key, first)
+
+
+def test_monitors_stop_cleanly_when_the_disk_is_full(
+    make_world: WorldFactory, tmp_path: Path
+) -> None:
+    """A file size limit (as a full disk) on logcat.txt and sockets.jsonl: each monitor stops,
+    says why in ``disk_full`` (the audit stops as ``disk_full`` on it), and leaves a file
+    that ends where its last whole write ended: no half snapshot line, no bytes uncounted."""
+    import resource
+
+    world, serial = make_world("xiaomi-mi10t", traffic=False)
+    dev, h = world.device, Handset(serial)
+    log_path, sock_path = tmp_path / LOGCAT, tmp_path / SOCKETS
+    stream = LogcatStream(h, tmp_path).start()
+    poller = SocketPoller(h, tmp_path, interval=0.1).start()
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    try:
+        dev.log("AuditorProbe", "before the disk fills")
+        assert wait_for(lambda: "before the disk fills" in text_of(log_path))
+        assert wait_for(lambda: text_of(sock_path).count("\n") >= 2)
+        limit = max(log_path.stat().st_size, sock_path.stat().st_size) + 40
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+        try:
+            dev.log("AuditorProbe", "x" * 400)  # a logcat chunk that does not fit
+            assert wait_for(lambda: bool(stream.disk_full and poller.disk_full), 10), (
+                stream.error,
+                poller.disk_full,
+            )
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        dev.log("AuditorProbe", "after the limit is lifted")
+        time.sleep(0.3)
+    finally:
+        stream.stop()
+        poller.stop()
+    assert "File too large" in stream.disk_full and LOGCAT in stream.disk_full
+    assert "File too large" in poller.disk_full and SOCKETS in poller.disk_full
+    text = log_path.read_bytes()
+    assert stream.bytes == len(text) and b"after the limit is lifted" not in text
+    lines = sock_path.read_text().splitlines()
+    assert sock_path.read_text().endswith("\n") and len(lines) == poller.snapshots
+    assert all(json.loads(line)["entries"] for line in lines)
+    # the audit's watcher turns it into the session's stop reason
+    from auditor.audit import AuditOptions, _Audit
+    from auditor.device.scenario import load_scenario
+
+    audit = _Audit(
+        None,  # type: ignore[arg-type]  # the watcher's check needs no phone
+        load_scenario("idle", {"duration": 1}),
+        AuditOptions(serial=serial, scenario="idle", out=tmp_path),
+        lambda p: None,
+    )
+    audit.sockets = poller
+    audit._monitors_full()
+    assert audit.proxy_exit is not None and audit.proxy_exit.stopped_by == "disk_full"
+    assert poller.disk_full in audit.proxy_exit.message and audit.stop.is_set()
