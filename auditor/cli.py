@@ -259,26 +259,62 @@ def sessions(directory: Path, as_json: bool) -> None:
     default=None,
     help="A bundle's signature must verify with this public key (KEYFILE.pub of keygen).",
 )
+@click.option(
+    "--reanalyze",
+    is_flag=True,
+    help="Also analyse the bundle's session again and compare with its findings.json "
+    "(byte for byte but for generated_at).",
+)
+@click.option("--policy", default=None, help="With --reanalyze: the policy, if not built in.")
+@click.option("--intel", multiple=True, help="With --reanalyze: intel files the report used.")
+@click.option(
+    "--identifier", multiple=True, help="With --reanalyze: NAME=VALUE identifiers it was given."
+)
+@click.option(
+    "--claims",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="With --reanalyze: the claims file it checked.",
+)
 @json_option
 @custody_logged("session")
 @handle_errors
-def verify(session: Path, pubkey: Path | None, as_json: bool) -> None:
+def verify(
+    session: Path,
+    pubkey: Path | None,
+    reanalyze: bool,
+    policy: str | None,
+    intel: tuple[str, ...],
+    identifier: tuple[str, ...],
+    claims: Path | None,
+    as_json: bool,
+) -> None:
     """Check every file of SESSION against the SHA-256 hashes in its manifest, or every
     member of an evidence BUNDLE against its bundle.json, its session against the session
     manifest, and its signature.
 
     Exits 0 when all files match; otherwise names each missing, changed or unlisted
     file and exits 1. Without --pubkey a bundle's signature is checked with the key it
-    names and reported as self-asserted.
+    names and reported as self-asserted. With --reanalyze the bundle's session is analysed
+    again with the inputs its report records, and the result must be its findings.json
+    (exit 1 when it differs or cannot be checked, saying why).
 
     \b
     Example:
         auditor verify captures/20261128T101500Z-3f9a1c
         auditor verify 20261128T101500Z-3f9a1c.tar.gz --pubkey ~/.auditor/signing.key.pub
+        auditor verify 20261128T101500Z-3f9a1c.tar.gz --reanalyze
     """
+    if (policy or intel or identifier or claims) and not reanalyze:
+        fail("--policy, --intel, --identifier and --claims go with --reanalyze")
     if session.is_file():
-        _verify_bundle(session, pubkey, as_json)
+        _verify_bundle(
+            session, pubkey, as_json, reanalyze, policy, intel, parse_identifiers(identifier),
+            claims,
+        )  # fmt: skip
         return
+    if reanalyze:
+        fail(f"--reanalyze checks a bundle's findings; {session} is not a bundle file")
     if pubkey is not None:
         fail(f"--pubkey checks a bundle's signature; {session} is not a bundle file")
     from auditor.session import verify_session
@@ -303,17 +339,42 @@ def verify(session: Path, pubkey: Path | None, as_json: bool) -> None:
         sys.exit(1)
 
 
-def _verify_bundle(path: Path, pubkey: Path | None, as_json: bool) -> None:
+def _verify_bundle(
+    path: Path,
+    pubkey: Path | None,
+    as_json: bool,
+    reanalyze: bool = False,
+    policy: str | None = None,
+    intel: tuple[str, ...] = (),
+    identifiers: dict[str, str] | None = None,
+    claims: Path | None = None,
+) -> None:
     from auditor.evidence.bundle import format_check, verify_bundle
     from auditor.evidence.signing import load_public_key
 
-    res = verify_bundle(path, load_public_key(pubkey) if pubkey else None)
+    key = load_public_key(pubkey) if pubkey else None
+    res = verify_bundle(path, key)
+    again = None
+    if reanalyze and res.ok:
+        from auditor.evidence.reanalyze import reanalyze_bundle
+
+        again = reanalyze_bundle(
+            path, key, policy=policy, intel=intel, identifiers=identifiers, claims=claims
+        )
     if as_json:
-        emit_json(res.to_dict())
+        doc = res.to_dict()
+        if reanalyze:
+            doc["reanalysis"] = again.to_dict() if again is not None else None
+        emit_json(doc)
     else:
         for line in format_check(res):
             click.echo(line)
-    if not res.ok:
+        if again is not None:
+            from auditor.evidence.reanalyze import format_reanalysis
+
+            for line in format_reanalysis(again):
+                click.echo(line)
+    if not res.ok or (again is not None and not again.ok):
         sys.exit(1)
 
 

@@ -548,3 +548,65 @@ def test_second_session_smuggled_in(signed: Path, session: Path, tmp_path: Path)
     assert not check.ok and check.unlisted == ("captures/other/manifest.json",)
     assert any("more than one session" in p for p in check.problems)
     assert check.session == _root(session)  # bundle.json names the real one
+
+
+# --------------------------------------------------------------------------------- reanalysis
+
+
+def _analysed_bundle(tmp_path: Path, *analyze_args: str, edit: Any = None) -> Path:
+    session = make_session(tmp_path / "captures")
+    report = tmp_path / "reports" / session.name
+    res = run("analyze", session, "--out", report, "--format", "json,md", *analyze_args)
+    assert res.exit_code == 0, res.output
+    if edit is not None:
+        doc = json.loads((report / "findings.json").read_text())
+        edit(doc)
+        (report / "findings.json").write_text(json.dumps(doc, indent=2))
+    bundle = tmp_path / "b.tar.gz"
+    assert run("bundle", session, "--report", report, "--out", bundle).exit_code == 0
+    return bundle
+
+
+def test_verify_reanalyze_reproduces_the_bundled_findings(tmp_path: Path) -> None:
+    bundle = _analysed_bundle(tmp_path)
+    res = run("verify", bundle, "--reanalyze")
+    assert res.exit_code == 0, res.output
+    assert "REPRODUCED" in res.output and "only generated_at differs" in res.output
+    res = run("verify", bundle, "--reanalyze", "--json")
+    doc = json.loads(res.stdout)
+    assert doc["ok"] and doc["reanalysis"]["status"] == "reproduced"
+    assert doc["reanalysis"]["findings"]["bundled"] == doc["reanalysis"]["findings"]["reanalysed"]
+    assert doc["reanalysis"]["findings"]["bundled"] > 0
+
+
+def test_verify_reanalyze_catches_findings_edited_before_bundling(tmp_path: Path) -> None:
+    """The hashes are all right (the report was edited before it was bundled), but the
+    session does not give that report: the difference is named."""
+
+    def drop_last(doc: dict[str, Any]) -> None:
+        doc["findings"].pop()
+
+    bundle = _analysed_bundle(tmp_path, edit=drop_last)
+    assert run("verify", bundle).exit_code == 0  # every hash matches
+    res = run("verify", bundle, "--reanalyze")
+    assert res.exit_code == 1
+    assert "DIFFERS" in res.output and "$.findings (" in res.output
+
+
+def test_verify_reanalyze_says_what_it_needs(tmp_path: Path) -> None:
+    """A report made with inputs that are not in the bundle is not checked, and says which;
+    given them, it is reproduced."""
+    policy = tmp_path / "strict.yaml"
+    policy.write_text(
+        (Path(__file__).resolve().parents[2] / "auditor/analysis/policies/eu-gdpr.yaml").read_text()
+    )
+    bundle = _analysed_bundle(tmp_path, "--policy", str(policy))
+    res = run("verify", bundle, "--reanalyze")
+    assert res.exit_code == 1
+    assert "NOT CHECKED" in res.output and "give it with --policy" in res.output
+    res = run("verify", bundle, "--reanalyze", "--policy", str(policy))
+    assert res.exit_code == 0, res.output
+    assert "REPRODUCED" in res.output
+    # options that only make sense with --reanalyze are refused without it
+    res = run("verify", bundle, "--policy", str(policy))
+    assert res.exit_code != 0 and "go with --reanalyze" in res.output
