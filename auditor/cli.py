@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -381,6 +382,26 @@ def _verify_bundle(
 # ------------------------------------------------------------------------------------ evidence
 
 
+def _passphrase(keyfile: Path, *, new: bool) -> bytes:
+    """A key's passphrase: AUDITOR_KEY_PASSPHRASE, else asked on the terminal (twice for a
+    new key); never an argument, which other users could read in the process list."""
+    from auditor.evidence.signing import PASSPHRASE_ENV
+
+    given = os.environ.get(PASSPHRASE_ENV)
+    if given is not None:
+        if not given:
+            fail(f"{PASSPHRASE_ENV} is set but empty")
+        return given.encode()
+    if not sys.stdin.isatty():
+        fail(f"{keyfile}: a passphrase is needed: set {PASSPHRASE_ENV} (no terminal to ask on)")
+    text = click.prompt(
+        f"passphrase for {keyfile}", hide_input=True, confirmation_prompt=new, err=True
+    )
+    if not text:
+        fail("an empty passphrase encrypts nothing")
+    return str(text).encode()
+
+
 @main.command()
 @click.option(
     "--out",
@@ -389,22 +410,30 @@ def _verify_bundle(
     type=click.Path(path_type=Path),
     help="Private key file to create (mode 0600); the public key goes to KEYFILE.pub.",
 )
+@click.option(
+    "--encrypt",
+    is_flag=True,
+    help="Encrypt the private key with a passphrase (from AUDITOR_KEY_PASSPHRASE, else asked).",
+)
 @json_option
 @handle_errors
-def keygen(keyfile: Path, as_json: bool) -> None:
+def keygen(keyfile: Path, encrypt: bool, as_json: bool) -> None:
     """Make an Ed25519 key pair for signing evidence bundles; print its fingerprint.
 
-    The private key (PEM, PKCS#8, unencrypted) is created with mode 0600 and never
-    overwrites a file; keep it off shared disks. Give KEYFILE.pub to whoever verifies.
+    The private key (PEM, PKCS#8; encrypted with --encrypt) is created with mode 0600 and
+    never overwrites a file; keep it off shared disks. Give KEYFILE.pub to whoever verifies.
+    `auditor bundle --sign` asks for the passphrase of an encrypted key on a terminal, or
+    reads it from AUDITOR_KEY_PASSPHRASE.
 
     \b
     Example:
-        auditor keygen --out ~/.auditor/signing.key
+        auditor keygen --out ~/.auditor/signing.key --encrypt
         auditor bundle captures/S1 --sign ~/.auditor/signing.key
     """
     from auditor.evidence.signing import generate_keypair
 
-    pair = generate_keypair(keyfile)
+    passphrase = _passphrase(keyfile, new=True) if encrypt else None
+    pair = generate_keypair(keyfile, passphrase)
     if as_json:
         emit_json(pair.to_dict())
     else:
@@ -459,9 +488,12 @@ def bundle(
         auditor bundle captures/S1 --out /media/usb/S1.tar.gz --operator "J. Doe" --json
     """
     from auditor.evidence.bundle import build_bundle
-    from auditor.evidence.signing import load_private_key
+    from auditor.evidence.signing import is_encrypted_key, load_private_key
 
-    key = load_private_key(keyfile) if keyfile else None
+    key = None
+    if keyfile:
+        secret = _passphrase(keyfile, new=False) if is_encrypted_key(keyfile) else None
+        key = load_private_key(keyfile, secret)
     target = out or DEFAULT_REPORTS / f"{Path(session).name}.bundle.tar.gz"
     res = build_bundle(session, target, report=report, key=key, operator=operator, argv=_argv())
     custody_note(bundle=str(res.path), bundle_sha256=res.sha256, signed_by=res.signed_by)

@@ -104,19 +104,33 @@ class KeyPair:
         }
 
 
-def generate_keypair(keyfile: Path) -> KeyPair:
-    """Write a new Ed25519 key to ``keyfile`` (PEM PKCS#8, mode 0600) and its public key to
-    ``keyfile.pub``. Refuses to overwrite either."""
+PASSPHRASE_ENV = "AUDITOR_KEY_PASSPHRASE"  # noqa: S105 - the name of a variable
+
+
+def is_encrypted_key(path: Path) -> bool:
+    """Whether the PEM private key at ``path`` needs a passphrase."""
+    return b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in _read_key_file(Path(path))
+
+
+def generate_keypair(keyfile: Path, passphrase: bytes | None = None) -> KeyPair:
+    """Write a new Ed25519 key to ``keyfile`` (PEM PKCS#8, mode 0600; encrypted with
+    ``passphrase`` when one is given, by the best scheme ``cryptography`` has) and its public
+    key to ``keyfile.pub``. Refuses to overwrite either."""
     keyfile = Path(keyfile)
     pub = public_path(keyfile)
     for p in (keyfile, pub):
         if p.exists() or p.is_symlink():
             raise EvidenceError(f"{p} already exists; refusing to overwrite a key")
+    if passphrase is not None and not passphrase:
+        raise EvidenceError("an empty passphrase encrypts nothing; give one, or none")
     key = Ed25519PrivateKey.generate()
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(passphrase)
+        if passphrase
+        else serialization.NoEncryption()
+    )
     pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
     )
     pub_pem = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -144,17 +158,26 @@ def _read_key_file(path: Path) -> bytes:
     return data
 
 
-def load_private_key(path: Path) -> Ed25519PrivateKey:
+def load_private_key(path: Path, passphrase: bytes | None = None) -> Ed25519PrivateKey:
+    """The Ed25519 key at ``path``; ``passphrase`` opens an encrypted one."""
     path = Path(path)
     data = _read_key_file(path)
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
         log.warning("%s: private key is readable by others (mode %o); chmod 600 it", path, mode)
-    try:
-        key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError) as exc:
+    encrypted = b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in data
+    if encrypted and not passphrase:
         raise EvidenceError(
-            f"{path}: not an unencrypted PEM private key ({exc}); make one with auditor keygen"
+            f"{path}: the key is encrypted: give its passphrase ({PASSPHRASE_ENV}, or at the "
+            "prompt on a terminal)"
+        )
+    try:
+        key = serialization.load_pem_private_key(data, password=passphrase if encrypted else None)
+    except (ValueError, TypeError) as exc:
+        if encrypted:
+            raise EvidenceError(f"{path}: wrong passphrase, or a damaged key") from None
+        raise EvidenceError(
+            f"{path}: not a PEM private key ({exc}); make one with auditor keygen"
         ) from None
     if not isinstance(key, Ed25519PrivateKey):
         raise EvidenceError(f"{path}: not an Ed25519 key; make one with auditor keygen")

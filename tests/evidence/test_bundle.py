@@ -521,6 +521,43 @@ def test_keygen(tmp_path: Path) -> None:
     assert key.read_bytes() == before
 
 
+def test_an_encrypted_key_signs_with_its_passphrase_only(
+    session: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """keygen --encrypt: the PEM is encrypted (the key is not in it), the passphrase comes
+    from AUDITOR_KEY_PASSPHRASE (never an argument), and bundle --sign needs the right one."""
+    from auditor.evidence.signing import PASSPHRASE_ENV, fingerprint, is_encrypted_key
+
+    key = tmp_path / "enc.key"
+    monkeypatch.setenv(PASSPHRASE_ENV, "correct horse battery staple")
+    res = run("keygen", "--out", key, "--encrypt")
+    assert res.exit_code == 0, res.output
+    fp = res.stdout.strip()
+    assert is_encrypted_key(key) and b"BEGIN ENCRYPTED PRIVATE KEY" in key.read_bytes()
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    with pytest.raises(EvidenceError, match="the key is encrypted"):
+        load_private_key(key)
+    with pytest.raises(EvidenceError, match="wrong passphrase"):
+        load_private_key(key, b"wrong")
+    assert fingerprint(load_private_key(key, b"correct horse battery staple")) == fp
+
+    out = tmp_path / "b.tar.gz"
+    res = run("bundle", session, "--sign", key, "--out", out)
+    assert res.exit_code == 0, res.output
+    res = run("verify", out, "--pubkey", f"{key}.pub")
+    assert res.exit_code == 0 and "SIGNATURE valid" in res.output
+    monkeypatch.setenv(PASSPHRASE_ENV, "wrong")
+    res = run("bundle", session, "--sign", key, "--out", tmp_path / "c.tar.gz")
+    assert res.exit_code == 1 and "wrong passphrase" in res.stderr
+    assert not (tmp_path / "c.tar.gz").exists()
+    monkeypatch.delenv(PASSPHRASE_ENV)  # no terminal here to ask on
+    res = run("bundle", session, "--sign", key, "--out", tmp_path / "c.tar.gz")
+    assert res.exit_code == 1 and PASSPHRASE_ENV in res.stderr
+    monkeypatch.setenv(PASSPHRASE_ENV, "")
+    res = run("keygen", "--out", tmp_path / "empty.key", "--encrypt")
+    assert res.exit_code == 1 and not (tmp_path / "empty.key").exists()
+
+
 def test_import_of_har_bundles_and_verifies(tmp_path: Path, keypair: KeyPair) -> None:
     res = import_files([SAMPLES / "firefox.har"], tmp_path / "captures")
     b = _bundle(res.session, None, keypair, tmp_path / "f.tgz")

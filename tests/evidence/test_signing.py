@@ -79,7 +79,7 @@ def test_key_files(tmp_path: Path) -> None:
     with pytest.raises(EvidenceError, match=r"x\.pub already exists"):
         generate_keypair(tmp_path / "x")
     assert not (tmp_path / "x").exists()
-    with pytest.raises(EvidenceError, match="not an unencrypted PEM private key"):
+    with pytest.raises(EvidenceError, match="not a PEM private key"):
         load_private_key(pair.public)
     with pytest.raises(EvidenceError, match="not a PEM public key"):
         load_public_key(pair.private)
