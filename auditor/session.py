@@ -194,7 +194,8 @@ def write_error(path: Path, exc: OSError) -> SessionWriteError:
 
 def append_line(fd: int, data: bytes, path: Path) -> None:
     """Append one whole line to an ``O_APPEND`` file with one ``write(2)``, so that writers in
-    several processes never interleave within a line.
+    several processes never interleave within a line. ``fd`` must be open for reading too
+    (``O_RDWR``): a partial line is recognised by reading it back.
 
     A short write (the disk filled up mid-line) is taken back off the file, so the file still
     ends on a whole line and nothing already written is touched; then SessionWriteError."""

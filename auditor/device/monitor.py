@@ -8,12 +8,12 @@ the analyser say which app owned a connection, by local port and time.
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from adbutils import AdbError
@@ -22,6 +22,7 @@ from auditor.device import parsers
 from auditor.device.handset import Handset
 from auditor.device.models import NetProto
 from auditor.errors import DeviceError
+from auditor.session import SessionWriteError, append_line, write_error
 from auditor.timeutil import now_iso
 
 log = logging.getLogger(__name__)
@@ -30,30 +31,15 @@ LOGCAT = "logcat.txt"
 SOCKETS = "sockets.jsonl"
 PROC_NET = ("tcp", "tcp6", "udp", "udp6")
 _SEP = "--auditor-proc-net--"
-DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
 
 
-def append_whole(fd: int, data: bytes, size: int) -> int:
-    """Append ``data`` to the file open on ``fd`` (``size`` bytes long) whole or not at all:
-    a write that fails part-way (a full disk, a file size limit) is cut back off and the
-    OSError raised. Returns the new size."""
-    done = 0
+def _open_append(path: Path, failed: Callable[[SessionWriteError], None]) -> int | None:
+    """A session file opened for whole appends (0600), or None after telling ``failed``."""
     try:
-        with memoryview(data) as view:
-            while done < len(data):
-                done += os.write(fd, view[done:])
-    except OSError:
-        if done:
-            try:
-                os.ftruncate(fd, size)
-            except OSError:
-                pass
-        raise
-    return size + len(data)
-
-
-def _size(fd: int) -> int:
-    return os.fstat(fd).st_size
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+    except OSError as exc:
+        failed(write_error(path, exc))
+        return None
 
 
 class LogcatStream:
@@ -73,12 +59,9 @@ class LogcatStream:
         return self
 
     def _run(self) -> None:
-        try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        except OSError as exc:
-            self._write_failed(exc)
+        fd = _open_append(self.path, self._write_failed)
+        if fd is None:
             return
-        size = _size(fd)
         try:
             while not self._stop.is_set():
                 try:
@@ -102,8 +85,8 @@ class LogcatStream:
                     if not chunk:
                         break  # the device went away (reboot); reopen
                     try:
-                        size = append_whole(fd, chunk, size)
-                    except OSError as exc:  # what is written stays; logcat ends here
+                        append_line(fd, chunk, self.path)  # whole or not at all
+                    except SessionWriteError as exc:  # what is written stays; logcat ends
                         self._write_failed(exc)
                         break
                     self.bytes += len(chunk)
@@ -115,10 +98,10 @@ class LogcatStream:
         finally:
             os.close(fd)
 
-    def _write_failed(self, exc: OSError) -> None:
-        self.error = f"cannot write {LOGCAT}: {exc}"
+    def _write_failed(self, exc: SessionWriteError) -> None:
+        self.error = str(exc)
         log.error("%s", self.error)
-        if exc.errno in DISK_FULL_ERRNOS:
+        if exc.disk_full:
             self.disk_full = self.error
         self._stop.set()
 
@@ -167,12 +150,9 @@ class SocketPoller:
         return {"ts": now_iso(), "entries": entries}
 
     def _run(self) -> None:
-        try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        except OSError as exc:
-            self._write_failed(exc)
+        fd = _open_append(self.path, self._write_failed)
+        if fd is None:
             return
-        size = _size(fd)
         try:
             while not self._stop.is_set():
                 started = time.monotonic()
@@ -184,8 +164,8 @@ class SocketPoller:
                 else:
                     line = (json.dumps(snap, separators=(",", ":")) + "\n").encode()
                     try:
-                        size = append_whole(fd, line, size)
-                    except OSError as exc:  # whole lines only; the poller ends here
+                        append_line(fd, line, self.path)
+                    except SessionWriteError as exc:  # whole lines only; the poller ends
                         self.errors += 1
                         self._write_failed(exc)
                         break
@@ -194,11 +174,10 @@ class SocketPoller:
         finally:
             os.close(fd)
 
-    def _write_failed(self, exc: OSError) -> None:
-        message = f"cannot write {SOCKETS}: {exc}"
-        log.error("%s", message)
-        if exc.errno in DISK_FULL_ERRNOS:
-            self.disk_full = message
+    def _write_failed(self, exc: SessionWriteError) -> None:
+        log.error("%s", exc)
+        if exc.disk_full:
+            self.disk_full = str(exc)
         self._stop.set()
 
     def stop(self) -> None:

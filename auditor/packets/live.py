@@ -23,7 +23,6 @@ else use ``tcp_exporter`` (recent PCAPdroid) over ``adb reverse tcp:PORT tcp:POR
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import shlex
@@ -35,7 +34,7 @@ import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Protocol
 
 from auditor.device.handset import Handset
 from auditor.device.journal import RestoreJournal
@@ -47,6 +46,7 @@ from auditor.packets.pcapwrite import (
     LINKTYPE_RAW,
     global_header,
 )
+from auditor.session import SessionWriteError, append_line, write_error
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,6 @@ ROTATE_BYTES = 256 * 1024 * 1024
 STOP_TIMEOUT = 5.0
 POLL = 0.5  # how often blocked reads look at the stop flag
 DRAIN = 0.3  # at stop, how long a stream's bytes already in flight are still taken
-DISK_FULL_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
 MAX_ERRORS = 50  # errors kept in stats (the first ones and then the latest)
 MAX_RECORD = 16 * 1024 * 1024  # a record this long means the stream lost its framing
 
@@ -230,10 +229,11 @@ class RotatingPcap:
     """Records into ``PREFIX-NNN.EXT`` files of at most about ``limit`` bytes, each beginning
     with the stream's global header. Existing files are never overwritten.
 
-    Written without a buffer, each call's records in one go: what :meth:`write` returned for
-    is on disk (in the page cache), and a write that fails (a full disk, a file size limit)
-    is cut back to the last whole record, so a file never ends inside a record and nothing
-    is left in a buffer to be written later. ``records`` counts the records written."""
+    Written without a buffer, each call's records in one go (:func:`auditor.session.append_line`):
+    what :meth:`write` returned for is on disk (in the page cache), and a write that fails (a
+    full disk, a file size limit) is taken back to the last whole record and raised as
+    :class:`~auditor.session.SessionWriteError`, so a file never ends inside a record and
+    nothing is left in a buffer to be written later. ``records`` counts the records written."""
 
     def __init__(self, directory: Path, prefix: str, *, limit: int = ROTATE_BYTES) -> None:
         self.directory = directory
@@ -273,16 +273,7 @@ class RotatingPcap:
             return
         assert self._fd is not None
         data = b"".join(group)
-        done = 0
-        try:
-            with memoryview(data) as view:
-                while done < len(data):
-                    done += os.write(self._fd, view[done:])
-        except OSError:
-            if done:
-                with contextlib.suppress(OSError):
-                    os.ftruncate(self._fd, self._size)  # back to the last whole record
-            raise
+        append_line(self._fd, data, self.paths[-1])  # whole or not at all
         self._size += len(data)
         self._in_file += len(group)
         self.records += len(group)
@@ -297,18 +288,18 @@ class RotatingPcap:
                 break
         assert self.header is not None
         # owner-only, as every session file; kept open across writes, closed in close()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        except OSError as exc:
+            raise write_error(path, exc) from None
         self.paths.append(path)
         self._fd, self._size, self._in_file = fd, 0, 0
         try:
-            written = os.write(fd, self.header)
-        except OSError:
+            append_line(fd, self.header, path)
+        except SessionWriteError:
             self.close()
             raise
-        if written != len(self.header):
-            self.close()
-            raise OSError(errno.EIO, f"short write of the pcap header of {path.name}")
-        self._size = written
+        self._size = len(self.header)
 
     def close(self) -> None:
         if self._fd is not None:
@@ -354,12 +345,12 @@ class _Capture:
                 del self._errors[MAX_ERRORS // 2]
             self._errors.append(message)
 
-    def _write_failed(self, exc: OSError) -> None:
+    def _write_failed(self, exc: SessionWriteError) -> None:
         """A capture file could not be written: an error; when the disk is full (or a file
         size limit or quota is reached) also the reason the audit stops."""
-        message = f"cannot write to {PACKETS_DIR}/: {exc}"
+        message = str(exc)
         self._error(message)
-        if exc.errno in DISK_FULL_ERRNOS:
+        if exc.disk_full:
             with self._lock:
                 self._disk_full = self._disk_full or message
             self._stop.set()
@@ -487,7 +478,7 @@ class _StreamPump:
                     self.capture._error(stream.preamble.decode("utf-8", "replace").strip())
             if records:
                 self.files.write(records)
-        except OSError as exc:  # what was written before stays; the capture ends here
+        except SessionWriteError as exc:  # what was written before stays; the capture ends
             self.capture._write_failed(exc)
             done = self.files.records - before
             self.capture._add(lost=len(records) - done)
@@ -751,9 +742,10 @@ class IfaceSniffer(_Capture):
             self._count(1, len(pkt))
         except OSError as exc:
             self._add(lost=1)
-            if exc.errno in DISK_FULL_ERRNOS:
+            failure = write_error(Path(self._writer.filename), exc)
+            if failure.disk_full:
                 if not self._disk_full:
-                    self._write_failed(exc)
+                    self._write_failed(failure)
             else:
                 self._error(f"writing a packet: {exc}")
         except Exception as exc:  # noqa: BLE001 - one bad packet must not end the capture
@@ -941,7 +933,7 @@ class PcapdroidCollector(_Capture):
                 self._heard.set()
                 try:
                     self._datagram(data)
-                except OSError as exc:  # the file cannot grow: what is written stays
+                except SessionWriteError as exc:  # the file cannot grow: what is written stays
                     self._add(lost=1)
                     self._write_failed(exc)
                     if self._stop.is_set():

@@ -298,6 +298,7 @@ def test_a_full_disk_stops_the_collector_and_keeps_what_was_written(tmp_path: Pa
     assert stats.packets == 5 and stats.lost >= 1
     assert any("File too large" in e for e in stats.errors)
     assert len(rdpcap(str(tmp_path / stats.files[0]))) == 5
+    assert (tmp_path / stats.files[0]).stat().st_size == fits  # no part of a 6th record
     # the audit's watcher sees it and stops the capture as for a full session disk
     from auditor.audit import AuditOptions, _Audit
     from auditor.device.scenario import load_scenario
