@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from auditor.errors import AuditorError
 
 MAX_DIFFERENCES = 20
+MAX_DEPTH = 32  # findings.json is a few levels deep; a bundle's may be anything
 _GENERATED_AT = re.compile(rb'"generated_at": "[^"]*"')
 
 
@@ -58,29 +59,54 @@ def neutral(data: bytes) -> bytes:
     return _GENERATED_AT.sub(b'"generated_at": ""', data, count=1)
 
 
-def differences(a: Any, b: Any, at: str = "$", out: list[str] | None = None) -> list[str]:
-    """JSON paths where ``a`` and ``b`` differ (at most :data:`MAX_DIFFERENCES`)."""
+def differences(
+    a: Any, b: Any, at: str = "$", out: list[str] | None = None, depth: int = 0
+) -> list[str]:
+    """JSON paths where ``a`` and ``b`` differ (at most :data:`MAX_DIFFERENCES`; below
+    :data:`MAX_DEPTH` levels a difference is named by the deepest path reached)."""
     out = [] if out is None else out
     if len(out) >= MAX_DIFFERENCES:
+        return out
+    if depth >= MAX_DEPTH:
+        try:
+            differ = a != b
+        except RecursionError:
+            differ = True
+        if differ:
+            out.append(f"{at} (and below)")
         return out
     if isinstance(a, dict) and isinstance(b, dict):
         for k in sorted(set(a) | set(b), key=str):
             if k not in a or k not in b:
                 out.append(f"{at}.{k} ({'only re-analysed' if k not in a else 'only bundled'})")
             else:
-                differences(a[k], b[k], f"{at}.{k}", out)
+                differences(a[k], b[k], f"{at}.{k}", out, depth + 1)
             if len(out) >= MAX_DIFFERENCES:
                 break
     elif isinstance(a, list) and isinstance(b, list):
         if len(a) != len(b):
             out.append(f"{at} ({len(a)} items bundled, {len(b)} re-analysed)")
         for i, (x, y) in enumerate(zip(a, b, strict=False)):
-            differences(x, y, f"{at}[{i}]", out)
+            differences(x, y, f"{at}[{i}]", out, depth + 1)
             if len(out) >= MAX_DIFFERENCES:
                 break
-    elif a != b or type(a) is not type(b):
-        out.append(at)
+    else:
+        try:
+            differ = a != b or type(a) is not type(b)
+        except RecursionError:
+            differ = True
+        if differ:
+            out.append(at)
     return out
+
+
+def _obj(value: Any) -> dict[str, Any]:
+    """A JSON object from a findings.json that may be anyone's: a dict, else empty."""
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _inputs(
@@ -93,9 +119,8 @@ def _inputs(
     """The policy to re-analyse with (name or path); problems go to ``reasons``."""
     from auditor.evidence.bundle import knowledge_base_info
 
-    method = doc.get("method") if isinstance(doc.get("method"), dict) else {}
-    assert isinstance(method, dict)
-    recorded = method.get("policy") or {}
+    method = _obj(doc.get("method"))
+    recorded = _obj(method.get("policy"))
     source = str(recorded.get("source") or "")
     chosen = policy
     if chosen is None:
@@ -106,7 +131,7 @@ def _inputs(
                 f"the report was made with the policy file {source or '(unnamed)'}, which is "
                 "not in the bundle: give it with --policy"
             )
-    kb = method.get("knowledge_base") or {}
+    kb = _obj(method.get("knowledge_base"))
     here = knowledge_base_info()["knowledge_base"]
     if kb.get("kb_version") != here.get("kb_version"):
         reasons.append(
@@ -114,12 +139,13 @@ def _inputs(
             f"has {here.get('kb_version')!r}: re-analyse with the auditor version it names "
             f"({method.get('auditor_version')})"
         )
-    then = [d.get("name") for d in kb.get("ip_databases") or [] if isinstance(d, dict)]
-    now = [d.get("name") for d in here.get("ip_databases") or [] if isinstance(d, dict)]
+    then = [_obj(d).get("name") for d in _list(kb.get("ip_databases"))]
+    now = [_obj(d).get("name") for d in _list(here.get("ip_databases"))]
     if then != now:
         reasons.append(f"the report was made with the IP databases {then}; this auditor has {now}")
-    if kb.get("intel_files") and not intel:
-        names = ", ".join(str(f.get("label") or f.get("path")) for f in kb["intel_files"])
+    files = [_obj(f) for f in _list(kb.get("intel_files"))]
+    if files and not intel:
+        names = ", ".join(str(f.get("label") or f.get("path")) for f in files)
         reasons.append(f"the report used intel files not in the bundle ({names}): give --intel")
     if doc.get("claims") and claims is None:
         reasons.append("the report checked claims from a file not in the bundle: give --claims")
@@ -153,8 +179,9 @@ def reanalyze_bundle(
         bundled = bundled_path.read_bytes()
         try:
             doc = json.loads(bundled)
-        except ValueError as exc:
-            return Reanalysis("not_checked", report_name, [f"findings.json is not JSON: {exc}"])
+        except (ValueError, RecursionError) as exc:
+            reason = f"findings.json is not JSON that can be read: {type(exc).__name__}: {exc}"
+            return Reanalysis("not_checked", report_name, [reason[:300]])
         if not isinstance(doc, dict):
             return Reanalysis("not_checked", report_name, ["findings.json is not an object"])
         reasons: list[str] = []
@@ -174,11 +201,11 @@ def reanalyze_bundle(
         except AuditorError as exc:
             return Reanalysis("not_checked", report_name, [f"the re-analysis failed: {exc}"])
         again = (Path(tmp) / "again" / "findings.json").read_bytes()
-        counts = (len(doc.get("findings") or []), len(result.doc.get("findings") or []))
+        counts = (len(_list(doc.get("findings"))), len(result.doc.get("findings") or []))
         if neutral(bundled) == neutral(again):
             return Reanalysis("reproduced", report_name, findings=counts)
         diff = differences(json.loads(neutral(bundled)), json.loads(neutral(again)))
-        searched = set(doc.get("identifiers_searched") or [])
+        searched = {str(x) for x in _list(doc.get("identifiers_searched"))}
         missing = searched - set(result.doc.get("identifiers_searched") or [])
         notes = []
         if missing:

@@ -647,3 +647,46 @@ def test_verify_reanalyze_says_what_it_needs(tmp_path: Path) -> None:
     # options that only make sense with --reanalyze are refused without it
     res = run("verify", bundle, "--policy", str(policy))
     assert res.exit_code != 0 and "go with --reanalyze" in res.output
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        b"[" * 100_000 + b"]" * 100_000,  # nesting past json's recursion limit
+        json.dumps({"method": [], "findings": {}, "identifiers_searched": [[1]]}).encode(),
+        json.dumps(
+            {"method": {"policy": "x", "knowledge_base": {"intel_files": [1, None]}}}
+        ).encode(),
+        b'{"findings": [{"a": ' + b"[" * 200 + b"1" + b"]" * 200 + b"}]}",  # deep, not too deep
+        b"\xff\xfe not UTF-8",
+    ],
+)
+def test_verify_reanalyze_reads_a_hostile_findings_json(tmp_path: Path, hostile: bytes) -> None:
+    """A bundle is anyone's: its findings.json (hashes made to match) is read without a
+    traceback, and the verdict is that the findings were not reproduced."""
+    import hashlib as _h
+
+    bundle = _analysed_bundle(tmp_path)
+
+    def swap(members: list[tuple[tarfile.TarInfo, bytes]]) -> list[tuple[tarfile.TarInfo, bytes]]:
+        name = next(ti.name for ti, _ in members if ti.name.endswith("/findings.json"))
+        out = []
+        for ti, data in members:
+            if ti.name == name:
+                data = hostile
+            elif ti.name == "bundle.json":
+                doc = json.loads(data)
+                for f in doc["files"]:
+                    if f["path"] == name:
+                        f["sha256"], f["size"] = _h.sha256(hostile).hexdigest(), len(hostile)
+                data = json.dumps(doc, indent=2).encode()
+            out.append((ti, data))
+        return out
+
+    bad = rewrite_bundle(bundle, tmp_path / "hostile.tar.gz", swap)
+    res = run("verify", bad, "--reanalyze", "--json")
+    assert res.exit_code == 1, res.output
+    assert "Traceback" not in res.output
+    doc = json.loads(res.stdout)
+    assert doc["ok"], "the hashes match: only the re-analysis may fail"
+    assert doc["reanalysis"]["status"] in ("differs", "not_checked")
