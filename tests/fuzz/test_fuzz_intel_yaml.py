@@ -112,7 +112,7 @@ def test_mutated_real_files_as_text(text: str) -> None:
     _parse(text)
 
 
-@fuzz(st.deferred(lambda: mutated_json(_docs(), keys=YAML_KEYS)), share=0.4)
+@fuzz(st.deferred(lambda: mutated_json(_docs(), keys=YAML_KEYS)), share=0.57)
 def test_hostile_values_in_real_files(doc: Any) -> None:
     _parse(_dump(doc))
 
@@ -161,8 +161,10 @@ _WHERE = (
 )
 
 
-# str() of the categories took exponential time (InputTooSlow) before aliases were bounded
+# str() of the categories took exponential time (InputTooSlow) before aliases were bounded.
+# The space is finite (13 x 12 x 12 x 2 = 3,744 inputs): its share asks for no more than that,
+# or hypothesis stops early and the parser's total falls short of the examples asked for.
 @example(9, 9, "categories", False)
-@fuzz(st.integers(0, 12), st.integers(1, 12), st.sampled_from(_WHERE), st.booleans(), share=0.2)
+@fuzz(st.integers(0, 12), st.integers(1, 12), st.sampled_from(_WHERE), st.booleans(), share=0.03)
 def test_alias_bombs(depth: int, width: int, where: str, recursive: bool) -> None:
     _parse(_bomb(depth, width, where, recursive))
