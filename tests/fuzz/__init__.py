@@ -103,6 +103,9 @@ def parser_of(module: str) -> str:
     return module.rpartition(".")[2].removeprefix("test_fuzz_")
 
 
+SHARES: dict[str, dict[str, float]] = {}  # parser -> test -> share, as the tests declare them
+
+
 def examples(share: float) -> int:
     """This test's examples: ``share`` of its parser's budget in the active profile."""
     total = LONG_EXAMPLES or CI_EXAMPLES
@@ -117,6 +120,7 @@ def fuzz(*strategies: Any, share: float = 1.0, **named: Any) -> Callable[[F], F]
 
     def decorate(fn: F) -> F:
         parser = parser_of(fn.__module__)
+        SHARES.setdefault(parser, {})[fn.__name__] = share
 
         @functools.wraps(fn)
         def run(*args: Any, **kwargs: Any) -> Any:

@@ -178,7 +178,7 @@ def test_whole_flows(
         _wrapped(),
         json_values.map(lambda v: json.dumps(v).encode("utf-8", "surrogatepass")),
     ),
-    share=0.05,
+    share=0.1,
 )
 def test_parse_protobuf(data: bytes) -> None:
     try:
