@@ -302,6 +302,41 @@ class _PcapWalk:
         return [bytearray().join(col) for col in zip(*parts, strict=True)]
 
 
+class _PcapngWalk:
+    """The compiled walk of pcapng packet blocks (``_scan.scan_pcapng``), resumed as a chunk
+    is read (see :meth:`_Chunks.fill`), from the chunk's start. It stops for good at a block
+    the reader must look at itself (a section or interface block, an unknown one, a bad
+    length); a block not yet read whole is walked when more of it arrives."""
+
+    def __init__(self) -> None:
+        assert _compiled is not None
+        self._scan = _compiled.scan_pcapng
+        self._big = False
+        self._held = False
+        self.pos = 0
+        self._parts: list[bytes] = []
+
+    def start(self, big: bool) -> None:
+        self._big, self._held, self.pos, self._parts = big, False, 0, []
+
+    def __call__(self, raw: bytearray, n: int) -> None:
+        if self._held or n - self.pos < 12:
+            return
+        packed, self.pos = self._scan(raw, self.pos, n, self._big)
+        if packed:
+            self._parts.append(packed)
+        if self.pos + 12 <= n:
+            length = int.from_bytes(
+                raw[self.pos + 4 : self.pos + 8], "big" if self._big else "little"
+            )
+            if length < 12 or length & 3 or self.pos + length <= n:
+                self._held = True  # not a block that is only waiting for its bytes
+
+    def take(self) -> bytes:
+        parts, self._parts = self._parts, []
+        return b"".join(parts)
+
+
 def _options(raw: bytes | bytearray, pos: int, end: int, order: str) -> list[tuple[int, bytes]]:
     out: list[tuple[int, bytes]] = []
     hdr = struct.Struct(order + "HH")
@@ -489,9 +524,16 @@ class CaptureReader:
         section: _Section | None = None
         unpack = struct.Struct("<II").unpack_from
         fast = _compiled.scan_pcapng if _compiled is not None else None
+        walk = _PcapngWalk() if _compiled is not None else None
+        walked = False  # the chunk was walked as it was read (by ``walk``)
         offs = array("q")
         while True:
-            if fast is not None:
+            if walked:
+                assert walk is not None
+                pos = walk.pos
+                offs.frombytes(walk.take())
+                walked = False
+            elif fast is not None:
                 big = section is not None and section.order == ">"
                 packed, pos = fast(ch.raw, ch.pos, ch.end, big)
                 offs.frombytes(packed)
@@ -532,7 +574,7 @@ class CaptureReader:
                 if ch.eof:
                     self.warnings["truncated-record"] += 1
                     return
-                ch.fill(blen)
+                walked = self._fill(ch, blen, walk, section)
                 continue
             if offs and section is not None:
                 yield self._pcapng_batch(ch, offs, section)
@@ -541,9 +583,21 @@ class CaptureReader:
                 if pos < ch.end:
                     self.warnings["truncated-record"] += 1
                 return
-            ch.fill()
+            walked = self._fill(ch, 0, walk, section)
         if offs and section is not None:
             yield self._pcapng_batch(ch, offs, section)
+
+    @staticmethod
+    def _fill(ch: _Chunks, need: int, walk: _PcapngWalk | None, section: _Section | None) -> bool:
+        """The next chunk; with the compiled walk, its packet blocks found as it is read.
+        True when ``walk`` holds them (from the chunk's start)."""
+        if walk is None or section is None:
+            ch.fill(need)
+            return False
+        walk.start(section.order == ">")
+        ch.fill(need, progress=walk)
+        walk(ch.raw, ch.end)
+        return True
 
     def _section(self, ch: _Chunks, pos: int) -> tuple[_Section, _Unpack] | None:
         """Read the SHB at ``pos``; the new section's byte order rules what follows."""
