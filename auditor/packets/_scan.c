@@ -237,6 +237,66 @@ scan_pcapng(PyObject *self, PyObject *args)
     return scan(args, walk_pcapng);
 }
 
+/* The packet blocks in buffer[pos:end] (as scan_pcapng finds them), and for each its first
+ * `width` bytes (zeros past the buffer) and its trailing length field, read while the block
+ * is still in cache. */
+static PyObject *
+pcapng_records(PyObject *self, PyObject *args)
+{
+    (void)self;
+    Py_buffer view;
+    long long pos, end;
+    Py_ssize_t width;
+    int big;
+    if (!PyArg_ParseTuple(args, "y*LLpn", &view, &pos, &end, &big, &width))
+        return NULL;
+    if (pos < 0 || end < pos || end > (long long)view.len || width < 0 || width > 65536) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "bad arguments to pcapng_records");
+        return NULL;
+    }
+    const unsigned char *b = (const unsigned char *)view.buf;
+    const int64_t buflen = (int64_t)view.len;
+    int64_t stop = pos;
+    Py_ssize_t count;
+    Py_BEGIN_ALLOW_THREADS
+    count = walk_pcapng(b, pos, end, big, NULL, &stop);
+    Py_END_ALLOW_THREADS
+    PyObject *offsets = PyBytes_FromStringAndSize(NULL, count * (Py_ssize_t)sizeof(int64_t));
+    PyObject *rows = PyBytes_FromStringAndSize(NULL, count * width);
+    PyObject *trailers = PyBytes_FromStringAndSize(NULL, count * (Py_ssize_t)sizeof(int64_t));
+    if (offsets == NULL || rows == NULL || trailers == NULL) {
+        Py_XDECREF(offsets);
+        Py_XDECREF(rows);
+        Py_XDECREF(trailers);
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    int64_t *out = (int64_t *)PyBytes_AS_STRING(offsets);
+    unsigned char *row = (unsigned char *)PyBytes_AS_STRING(rows);
+    int64_t *trail = (int64_t *)PyBytes_AS_STRING(trailers);
+    Py_BEGIN_ALLOW_THREADS
+    if (count) {
+        walk_pcapng(b, pos, end, big, out, &stop);
+        for (Py_ssize_t i = 0; i < count; i++) {
+            const int64_t at = out[i];
+            int64_t have = buflen - at;
+            Py_ssize_t copy = have < (int64_t)width ? (Py_ssize_t)(have > 0 ? have : 0) : width;
+            unsigned char *r = row + i * width;
+            if (copy)
+                memcpy(r, b + at, (size_t)copy);
+            if (copy < width)
+                memset(r + copy, 0, (size_t)(width - copy));
+            /* the walk checked that the block lies whole before end: its last 4 bytes too */
+            const uint32_t length = read_u32(b + at + 4, big);
+            trail[i] = (int64_t)read_u32(b + at + length - 4, big);
+        }
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    return Py_BuildValue("(NLNN)", offsets, (long long)stop, rows, trailers);
+}
+
 static PyMethodDef methods[] = {
     {"scan_pcap", scan_pcap, METH_VARARGS,
      "scan_pcap(buffer, pos, end, big_endian) -> (offsets, pos)\n\n"
@@ -249,6 +309,10 @@ static PyMethodDef methods[] = {
      "where each one's data starts, its captured and original length, its timestamp in ns\n"
      "(seconds * 1e9 + fraction * frac_ns), and the first `head` bytes of its data, one row\n"
      "per record, zeros past its captured length; then where the walk stopped."},
+    {"pcapng_records", pcapng_records, METH_VARARGS,
+     "pcapng_records(buffer, pos, end, big_endian, width) -> (offsets, pos, rows, trailers)\n\n"
+     "As scan_pcapng, and for each packet block its first `width` bytes (one row each,\n"
+     "zeros past the buffer) and its trailing length field (native int64)."},
     {"scan_pcapng", scan_pcapng, METH_VARARGS,
      "scan_pcapng(buffer, pos, end, big_endian) -> (offsets, pos)\n\n"
      "The offsets (native int64 bytes) of the packet blocks (EPB, SPB, PB) in\n"

@@ -6,3 +6,6 @@ def scan_pcapng(buffer: Buffer, pos: int, end: int, big_endian: bool, /) -> tupl
 def pcap_records(
     buffer: Buffer, pos: int, end: int, big_endian: bool, frac_ns: int, head: int, /
 ) -> tuple[int, bytearray, bytearray, bytearray, bytearray, bytearray]: ...
+def pcapng_records(
+    buffer: Buffer, pos: int, end: int, big_endian: bool, width: int, /
+) -> tuple[bytes, int, bytes, bytes]: ...

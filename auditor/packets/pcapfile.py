@@ -310,11 +310,11 @@ class _PcapngWalk:
 
     def __init__(self) -> None:
         assert _compiled is not None
-        self._scan = _compiled.scan_pcapng
+        self._scan = _compiled.pcapng_records
         self._big = False
         self._held = False
         self.pos = 0
-        self._parts: list[bytes] = []
+        self._parts: list[tuple[bytes, bytes, bytes]] = []
 
     def start(self, big: bool) -> None:
         self._big, self._held, self.pos, self._parts = big, False, 0, []
@@ -322,9 +322,9 @@ class _PcapngWalk:
     def __call__(self, raw: bytearray, n: int) -> None:
         if self._held or n - self.pos < 12:
             return
-        packed, self.pos = self._scan(raw, self.pos, n, self._big)
+        packed, self.pos, rows, trailers = self._scan(raw, self.pos, n, self._big, 28 + HEAD)
         if packed:
-            self._parts.append(packed)
+            self._parts.append((packed, rows, trailers))
         if self.pos + 12 <= n:
             length = int.from_bytes(
                 raw[self.pos + 4 : self.pos + 8], "big" if self._big else "little"
@@ -332,9 +332,14 @@ class _PcapngWalk:
             if length < 12 or length & 3 or self.pos + length <= n:
                 self._held = True  # not a block that is only waiting for its bytes
 
-    def take(self) -> bytes:
+    def take(self) -> tuple[bytes, bytes, bytes]:
+        """The offsets, rows (``28 + HEAD`` bytes of each block) and trailing lengths."""
         parts, self._parts = self._parts, []
-        return b"".join(parts)
+        return (
+            b"".join(p[0] for p in parts),
+            b"".join(p[1] for p in parts),
+            b"".join(p[2] for p in parts),
+        )
 
 
 def _options(raw: bytes | bytearray, pos: int, end: int, order: str) -> list[tuple[int, bytes]]:
@@ -527,16 +532,24 @@ class CaptureReader:
         walk = _PcapngWalk() if _compiled is not None else None
         walked = False  # the chunk was walked as it was read (by ``walk``)
         offs = array("q")
+        # the rows and trailing lengths the walk copied, while every block of the batch
+        # came from it (else None: the batch gathers them itself)
+        pre: list[tuple[bytes, bytes]] | None = []
         while True:
             if walked:
                 assert walk is not None
                 pos = walk.pos
-                offs.frombytes(walk.take())
+                packed, rows, trailers = walk.take()
+                offs.frombytes(packed)
+                if pre is not None and packed:
+                    pre.append((rows, trailers))
                 walked = False
             elif fast is not None:
                 big = section is not None and section.order == ">"
                 packed, pos = fast(ch.raw, ch.pos, ch.end, big)
                 offs.frombytes(packed)
+                if packed:
+                    pre = None
             else:
                 pos = _scan_pcapng(ch.raw, ch.pos, ch.end, offs, unpack)
             ch.pos = pos
@@ -547,8 +560,8 @@ class CaptureReader:
                     btype, blen = unpack(ch.raw, pos)
                 if btype == SHB:
                     if offs and section is not None:
-                        yield self._pcapng_batch(ch, offs, section)
-                        offs = array("q")
+                        yield self._pcapng_batch(ch, offs, section, pre)
+                        offs, pre = array("q"), []
                     new = self._section(ch, pos)
                     if new is None:
                         return
@@ -569,23 +582,23 @@ class CaptureReader:
                     continue
                 # the block does not fit in this chunk
                 if offs and section is not None:
-                    yield self._pcapng_batch(ch, offs, section)
-                    offs = array("q")
+                    yield self._pcapng_batch(ch, offs, section, pre)
+                    offs, pre = array("q"), []
                 if ch.eof:
                     self.warnings["truncated-record"] += 1
                     return
                 walked = self._fill(ch, blen, walk, section)
                 continue
             if offs and section is not None:
-                yield self._pcapng_batch(ch, offs, section)
-                offs = array("q")
+                yield self._pcapng_batch(ch, offs, section, pre)
+                offs, pre = array("q"), []
             if ch.eof:
                 if pos < ch.end:
                     self.warnings["truncated-record"] += 1
                 return
             walked = self._fill(ch, 0, walk, section)
         if offs and section is not None:
-            yield self._pcapng_batch(ch, offs, section)
+            yield self._pcapng_batch(ch, offs, section, pre)
 
     @staticmethod
     def _fill(ch: _Chunks, need: int, walk: _PcapngWalk | None, section: _Section | None) -> bool:
@@ -676,13 +689,30 @@ class CaptureReader:
         section.ifaces += 1
         self.comments.extend(Comment("interface", index, c) for c in comments)
 
-    def _pcapng_batch(self, ch: _Chunks, offs: array[int], section: _Section) -> RecordBatch:
+    def _pcapng_batch(
+        self,
+        ch: _Chunks,
+        offs: array[int],
+        section: _Section,
+        pre: list[tuple[bytes, bytes]] | None = None,
+    ) -> RecordBatch:
+        """A batch of the packet blocks at ``offs``; ``pre``: their rows (``28 + HEAD`` bytes
+        from each block's start) and trailing lengths as the compiled walk copied them, else
+        None (gathered here)."""
         order = section.order
         o = np.frombuffer(offs, dtype=np.int64).copy()
-        rows = window(ch.buf, o, 28 + HEAD)
+        if pre:
+            width = 28 + HEAD
+            joined = bytearray().join(p[0] for p in pre)  # writable, as a gather's result is
+            rows = np.frombuffer(joined, np.uint8).reshape(len(o), width)
+        else:
+            rows = window(ch.buf, o, 28 + HEAD)
         head = np.ascontiguousarray(rows[:, :28]).view(order + "u4").astype(np.int64)
         btype, blen = head[:, 0], head[:, 1]
-        trailer = u32(ch.buf, o + blen - 4, order)
+        if pre:
+            trailer = np.frombuffer(b"".join(p[1] for p in pre), np.int64)
+        else:
+            trailer = u32(ch.buf, o + blen - 4, order)
         bad = int(np.count_nonzero(trailer != blen))
         if bad:
             self.warnings["pcapng-block-length-mismatch"] += bad

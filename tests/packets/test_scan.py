@@ -181,6 +181,31 @@ def test_direct_calls_match_the_python_walk() -> None:
 
 
 @built
+def test_pcapng_records_copy_what_a_gather_reads() -> None:
+    """The rows and trailing lengths copied during the walk are the bytes a gather reads."""
+    body = shb("<") + idb("<", 1)
+    for i, (_, frame) in enumerate(_frames(30)):
+        content = struct.pack("<IIIII", 0, 0, i, len(frame), len(frame))
+        body += block("<", 6, content + frame + b"\0" * (-len(frame) % 4))
+    data = bytearray(body) + bytearray(pcapfile.PAD)
+    start = len(shb("<") + idb("<", 1))
+    packed, stop, rows, trailers = scan.pcapng_records(data, start, len(body), False, 28 + HEAD)
+    assert (packed, stop) == scan.scan_pcapng(data, start, len(body), False)
+    offs = np.frombuffer(packed, np.int64)
+    assert len(offs) == 30 and stop == len(body)
+    buf = np.frombuffer(data, np.uint8)
+    want = pcapfile.window(buf, offs, 28 + HEAD)
+    assert np.frombuffer(rows, np.uint8).reshape(30, -1).tolist() == want.tolist()
+    lengths = [struct.unpack_from("<I", data, o + 4)[0] for o in offs.tolist()]
+    got = np.frombuffer(trailers, np.int64).tolist()
+    assert got == [
+        struct.unpack_from("<I", data, o + n - 4)[0]
+        for o, n in zip(offs.tolist(), lengths, strict=True)
+    ]
+    assert got == lengths
+
+
+@built
 @pytest.mark.parametrize(
     "args",
     [
@@ -197,6 +222,8 @@ def test_ranges_outside_the_buffer_are_refused(args: tuple[int, int]) -> None:
         scan.scan_pcapng(buf, *args, False)
     with pytest.raises(ValueError):
         scan.pcap_records(buf, *args, False, 1000, HEAD)
+    with pytest.raises(ValueError):
+        scan.pcapng_records(buf, *args, False, 28 + HEAD)
 
 
 @built
