@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 from auditor.bodies import BodyStore
 from auditor.imports import ImportReport
 from auditor.intel.imports import IndicatorKind, IntelFile, IntelIndex, file_source
-from auditor.intel.model import Source
+from auditor.intel.model import IntelImportError, Source
 from auditor.records import Record, dumps, loads
 
 TESTS = Path(__file__).resolve().parents[1]
@@ -500,6 +500,26 @@ def assert_report_writable(report: ImportReport) -> None:
 
 
 # ------------------------------------------------------------------------------------ intel
+
+
+def plain_data(value: Any) -> Any:
+    """A YAML document as JSON-like data: mapping keys as strings (YAML allows others)."""
+    if isinstance(value, dict):
+        return {str(k): plain_data(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain_data(v) for v in value]
+    return value
+
+
+def parse_intel_checked(parse: Callable[..., IntelFile], text: str, path: Path) -> None:
+    """Run an intel list parser as the importer does: only an IntelImportError naming the file
+    may escape it, and what it returns must be usable (:func:`assert_intel_usable`)."""
+    try:
+        result = parse(text, path=path, label="fuzz", source=intel_source())
+    except IntelImportError as exc:
+        assert str(exc).startswith(str(path))
+        return
+    assert_intel_usable(result)
 
 
 def intel_source(label: str = "fuzz") -> Source:

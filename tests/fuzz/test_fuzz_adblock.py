@@ -10,8 +10,7 @@ from hypothesis import example
 from hypothesis import strategies as st
 
 from auditor.intel.imports import parse_adblock
-from auditor.intel.model import IntelImportError
-from tests.fuzz import assert_intel_usable, fuzz, intel_source, mutated_text, sample_paths
+from tests.fuzz import fuzz, mutated_text, parse_intel_checked, sample_paths
 
 PATH = Path("/fuzz/filters.txt")
 
@@ -22,12 +21,7 @@ def _seeds() -> list[str]:
 
 
 def _parse(text: str) -> None:
-    try:
-        result = parse_adblock(text, path=PATH, label="fuzz", source=intel_source())
-    except IntelImportError as exc:
-        assert str(exc).startswith(str(PATH))
-        return
-    assert_intel_usable(result)
+    parse_intel_checked(parse_adblock, text, PATH)
 
 
 @fuzz(st.text(max_size=1000), share=0.3)

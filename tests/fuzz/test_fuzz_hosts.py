@@ -9,8 +9,7 @@ from pathlib import Path
 from hypothesis import strategies as st
 
 from auditor.intel.imports import IntelFormat, detect_format, parse_hosts
-from auditor.intel.model import IntelImportError
-from tests.fuzz import assert_intel_usable, fuzz, intel_source, mutated_text, sample_paths
+from tests.fuzz import fuzz, mutated_text, parse_intel_checked, sample_paths
 
 PATH = Path("/fuzz/blocklist.hosts")
 
@@ -27,12 +26,7 @@ def _parse(text: str) -> None:
     fmt = detect_format(PATH, text)
     assert isinstance(fmt, IntelFormat)
     detect_format(Path("/fuzz/x"), text)
-    try:
-        result = parse_hosts(text, path=PATH, label="fuzz", source=intel_source())
-    except IntelImportError as exc:
-        assert str(exc).startswith(str(PATH))
-        return
-    assert_intel_usable(result)
+    parse_intel_checked(parse_hosts, text, PATH)
 
 
 @fuzz(st.text(max_size=1000), share=0.3)

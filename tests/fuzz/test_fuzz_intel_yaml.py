@@ -21,6 +21,7 @@ from tests.fuzz import (
     intel_source,
     mutated_json,
     mutated_text,
+    plain_data,
     sample_paths,
 )
 
@@ -65,15 +66,7 @@ def _texts() -> list[str]:
 
 @cache
 def _docs() -> list[Any]:
-    return [_plain(yaml.safe_load(t)) for t in _texts()]
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
+    return [plain_data(yaml.safe_load(t)) for t in _texts()]
 
 
 @cache

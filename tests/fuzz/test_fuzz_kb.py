@@ -22,7 +22,7 @@ from auditor.intel import kb as kb_module
 from auditor.intel.imports import IndicatorKind
 from auditor.intel.kb import DATA_DIR, JURISDICTIONS_FILE, SOURCES_FILE, KnowledgeBase
 from auditor.intel.model import IntelError
-from tests.fuzz import fuzz, mutated, mutated_json, mutated_text, sample_paths
+from tests.fuzz import fuzz, mutated, mutated_json, mutated_text, plain_data, sample_paths
 
 ORG_FILES = ("huawei.yaml", "alibaba.yaml", "zte.yaml", "xiaomi.yaml")
 KB_KEYS = (
@@ -63,14 +63,6 @@ def _workdir() -> Path:
     return Path(tempfile.mkdtemp(prefix="auditor-fuzz-kb-"))
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
-
-
 def _strings(value: Any) -> Iterator[str]:
     if isinstance(value, str):
         yield value
@@ -86,12 +78,12 @@ def _strings(value: Any) -> Iterator[str]:
 def _mini_data() -> dict[str, Any]:
     """A small but valid data folder: a few organisation files, the countries and sources
     they need. Loads in milliseconds, where the whole KB takes ~0.1 s."""
-    orgs = {n: _plain(yaml.safe_load((DATA_DIR / n).read_text())) for n in ORG_FILES}
-    jur = _plain(yaml.safe_load((DATA_DIR / JURISDICTIONS_FILE).read_text()))
+    orgs = {n: plain_data(yaml.safe_load((DATA_DIR / n).read_text())) for n in ORG_FILES}
+    jur = plain_data(yaml.safe_load((DATA_DIR / JURISDICTIONS_FILE).read_text()))
     wanted = {o["country"] for d in orgs.values() for o in d.get("organisations", [])}
     wanted |= {"FR", "DE", "US", "CN", "GB"}
     jur["countries"] = {c: v for c, v in jur["countries"].items() if c in wanted}
-    src = _plain(yaml.safe_load((DATA_DIR / SOURCES_FILE).read_text()))
+    src = plain_data(yaml.safe_load((DATA_DIR / SOURCES_FILE).read_text()))
     cited = set(_strings([jur, *orgs.values()]))
     src["sources"] = {k: v for k, v in src["sources"].items() if k in cited}
     return {SOURCES_FILE: src, JURISDICTIONS_FILE: jur, **orgs}
