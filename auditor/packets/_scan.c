@@ -3,11 +3,12 @@
  *
  * The walk from one record header to the next is the one step of reading a capture that
  * cannot be vectorised (a record's position depends on the length of the one before), and in
- * Python it is most of the reader's time. These two functions do exactly what
- * _scan_pcap and _scan_pcapng in pcapfile.py do, and the tests check that the two agree on
- * hostile input. When this module is not built (no compiler), pcapfile.py uses its own.
+ * Python it is most of the reader's time. pcap_records and scan_pcapng walk exactly as
+ * _scan_pcap and _scan_pcapng in pcapfile.py do (pcapng_records as scan_pcapng), and the tests
+ * check that the two agree on hostile input. When this module is not built (no compiler),
+ * pcapfile.py uses its own.
  *
- * Both read only the bytes [pos, end) of the buffer, after checking that
+ * All read only the bytes [pos, end) of the buffer, after checking that
  * 0 <= pos <= end <= len(buffer); every read of a header is preceded by a check that the
  * header lies before `end`. Lengths are 32-bit and positions 64-bit, so no sum overflows.
  */
@@ -49,24 +50,8 @@ skipped_block(uint32_t type)
     }
 }
 
-/* One walk; with out == NULL it only counts. Returns the number of records and sets *stop. */
-static Py_ssize_t
-walk_pcap(const unsigned char *b, int64_t pos, int64_t end, int big, int64_t *out, int64_t *stop)
-{
-    Py_ssize_t n = 0;
-    while (pos + 16 <= end) {
-        int64_t next = pos + 16 + (int64_t)read_u32(b + pos + 8, big);
-        if (next > end)
-            break;
-        if (out != NULL)
-            out[n] = pos;
-        n++;
-        pos = next;
-    }
-    *stop = pos;
-    return n;
-}
-
+/* One walk over pcapng blocks; with out == NULL it only counts. Returns the number of packet
+ * blocks and sets *stop. */
 static Py_ssize_t
 walk_pcapng(const unsigned char *b, int64_t pos, int64_t end, int big, int64_t *out,
             int64_t *stop)
@@ -129,12 +114,6 @@ scan(PyObject *args, walker walk)
     return result;
 }
 
-static PyObject *
-scan_pcap(PyObject *self, PyObject *args)
-{
-    (void)self;
-    return scan(args, walk_pcap);
-}
 
 /* Walk the pcap records once, keeping their offsets in a growing array, then read each
  * record's header and first `head` data bytes by offset (no longer a chain of dependent
@@ -298,10 +277,6 @@ pcapng_records(PyObject *self, PyObject *args)
 }
 
 static PyMethodDef methods[] = {
-    {"scan_pcap", scan_pcap, METH_VARARGS,
-     "scan_pcap(buffer, pos, end, big_endian) -> (offsets, pos)\n\n"
-     "The offsets (native int64 bytes) of the whole pcap records in buffer[pos:end], and\n"
-     "where the walk stopped: the first record that does not fit before end."},
     {"pcap_records", pcap_records, METH_VARARGS,
      "pcap_records(buffer, pos, end, big_endian, frac_ns, head)\n"
      "    -> (pos, data, caplen, wirelen, ts_ns, heads)\n\n"

@@ -1,7 +1,6 @@
 # The compiled record walk (_scan.c); see pcapfile.py.
 from collections.abc import Buffer
 
-def scan_pcap(buffer: Buffer, pos: int, end: int, big_endian: bool, /) -> tuple[bytes, int]: ...
 def scan_pcapng(buffer: Buffer, pos: int, end: int, big_endian: bool, /) -> tuple[bytes, int]: ...
 def pcap_records(
     buffer: Buffer, pos: int, end: int, big_endian: bool, frac_ns: int, head: int, /

@@ -173,8 +173,6 @@ def test_direct_calls_match_the_python_walk() -> None:
         for cut in (end, end - 1, end - 500, pos):
             want: array[int] = array("q")
             stop = pcapfile._scan_pcap(data, pos, cut, want, struct.Struct("<I").unpack_from)
-            packed, got_stop = scan.scan_pcap(data, pos, cut, False)
-            assert (bytes(packed), got_stop) == (want.tobytes(), stop)
             pos2, data_col, *_ = scan.pcap_records(data, pos, cut, False, 1000, HEAD)
             assert pos2 == stop
             assert np.frombuffer(data_col, np.int64).tolist() == [o + 16 for o in want]
@@ -217,8 +215,6 @@ def test_pcapng_records_copy_what_a_gather_reads() -> None:
 def test_ranges_outside_the_buffer_are_refused(args: tuple[int, int]) -> None:
     buf = bytearray(100)
     with pytest.raises(ValueError):
-        scan.scan_pcap(buf, *args, False)
-    with pytest.raises(ValueError):
         scan.scan_pcapng(buf, *args, False)
     with pytest.raises(ValueError):
         scan.pcap_records(buf, *args, False, 1000, HEAD)
@@ -229,7 +225,7 @@ def test_ranges_outside_the_buffer_are_refused(args: tuple[int, int]) -> None:
 @built
 def test_lengths_that_point_past_the_end_stop_the_walk() -> None:
     buf = bytearray(struct.pack("<IIII", 0, 0, 0xFFFFFFFF, 0) + b"\0" * 64)
-    packed, stop = scan.scan_pcap(buf, 0, len(buf), False)
-    assert (packed, stop) == (b"", 0)
+    stop, data_col, *_ = scan.pcap_records(buf, 0, len(buf), False, 1000, HEAD)
+    assert (bytes(data_col), stop) == (b"", 0)
     block_buf = bytearray(struct.pack("<II", 6, 0xFFFFFFFC) + b"\0" * 64)
     assert scan.scan_pcapng(block_buf, 0, len(block_buf), False) == (b"", 0)
