@@ -585,14 +585,17 @@ class _Audit:
             return
         self.prog.packets = int(st.packets)
         self.prog.packets_dropped = int(st.dropped + st.lost)
-        self._disk_full("the packet capture", getattr(st, "disk_full", ""))
+        self._disk_full("packets", "the packet capture", getattr(st, "disk_full", ""))
 
     def _monitors_full(self) -> None:
-        for name, monitor in (("logcat", self.logcat), ("the socket poller", self.sockets)):
+        for source, name, monitor in (
+            ("logcat", "logcat", self.logcat),
+            ("sockets", "the socket poller", self.sockets),
+        ):
             if monitor is not None:
-                self._disk_full(name, monitor.disk_full)
+                self._disk_full(source, name, monitor.disk_full)
 
-    def _disk_full(self, what: str, error: str) -> None:
+    def _disk_full(self, source: str, what: str, error: str) -> None:
         """Something beside mitmdump (the packet capture, logcat, the socket poller) could
         not grow its file in the session: the disk is as full for the proxy's records, so
         the capture stops as it would for them (``disk_full``), keeping what is written."""
@@ -605,6 +608,7 @@ class _Audit:
                 signal=None,
                 pid=None,
                 message=f"{what} stopped: {error}",
+                source=source,
             )
         )
 

@@ -216,20 +216,27 @@ class Mitmdump:
 
 @dataclass(frozen=True, slots=True)
 class ProxyExit:
-    """mitmdump ended by itself: the ``stopped_by`` it gives the session, and why."""
+    """The capture cannot go on: mitmdump ended by itself, or (``source`` other than
+    ``mitmdump``) something writing beside it into the session (the packet capture, logcat,
+    the socket poller) found the disk full. The ``stopped_by`` it gives the session, and why."""
 
     stopped_by: str  # proxy_died | disk_full | write_failed
     exit_status: int
     signal: str | None
     pid: int | None
     message: str
+    source: str = "mitmdump"
 
     @property
     def event(self) -> str:
         """The session event that records it."""
+        if self.source != "mitmdump":
+            return "session_write_failed"  # as for auditor's own writes to the session
         return "proxy_died" if self.stopped_by == "proxy_died" else "recorder_failed"
 
     def data(self) -> dict[str, Any]:
+        if self.source != "mitmdump":
+            return {"source": self.source, "disk_full": self.stopped_by == "disk_full"}
         return {"exit_status": self.exit_status, "signal": self.signal, "pid": self.pid}
 
 

@@ -192,3 +192,4 @@ def test_monitors_stop_cleanly_when_the_disk_is_full(
     audit._monitors_full()
     assert audit.proxy_exit is not None and audit.proxy_exit.stopped_by == "disk_full"
     assert poller.disk_full in audit.proxy_exit.message and audit.stop.is_set()
+    assert audit.proxy_exit.data() == {"source": "sockets", "disk_full": True}

@@ -313,6 +313,8 @@ def test_a_full_disk_stops_the_collector_and_keeps_what_was_written(tmp_path: Pa
     audit._packet_counts()
     assert audit.proxy_exit is not None and audit.stop.is_set()
     assert audit.proxy_exit.stopped_by == "disk_full"
+    assert audit.proxy_exit.event == "session_write_failed"  # not mitmdump's recorder_failed
+    assert audit.proxy_exit.data() == {"source": "packets", "disk_full": True}
     assert stats.disk_full in audit.proxy_exit.message and audit.prog.packets == 5
 
 
