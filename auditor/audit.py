@@ -446,6 +446,7 @@ class _Audit:
                 stats = self.packets.stop()
                 self._event("packets_stopped", type(self.packets).__name__, **stats.to_dict())
                 self._packet_counts()  # a full disk found at the very end still counts
+                self.report(self.prog)  # and the final counts (a last record cut) are shown
             except Exception as exc:  # noqa: BLE001 - the restore comes first
                 self._event("packets_stop_failed", f"{type(self.packets).__name__}: {exc}")
         try:
