@@ -1,18 +1,23 @@
-"""Build of the one compiled part: ``auditor.packets._scan``, the capture record walk.
+"""Build of the compiled parts of the capture reader, all in ``auditor/packets``:
 
-Everything else is in pyproject.toml. The extension is optional: without a C compiler the
-install goes on and the capture reader uses its pure-Python walk (slower, same results).
+- ``_scan``: the record walk of pcap and pcapng files;
+- ``_decode``: link, IP and TCP/UDP headers of a batch of records;
+- ``_flowtab``: the flow table's per-packet assignment and sums.
+
+Everything else is in pyproject.toml. Each extension is optional: without a C compiler the
+install goes on and the reader uses its numpy and Python code instead (slower, same results).
 """
 
 from setuptools import Extension, setup
 
-setup(
-    ext_modules=[
-        Extension(
-            "auditor.packets._scan",
-            sources=["auditor/packets/_scan.c"],
-            optional=True,
-            extra_compile_args=["-O2"],
-        )
-    ]
-)
+
+def _ext(name: str) -> Extension:
+    return Extension(
+        f"auditor.packets.{name}",
+        sources=[f"auditor/packets/{name}.c"],
+        optional=True,
+        extra_compile_args=["-O2"],
+    )
+
+
+setup(ext_modules=[_ext("_scan"), _ext("_decode"), _ext("_flowtab")])

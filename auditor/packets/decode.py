@@ -3,8 +3,12 @@
 :class:`Decoder` turns a :class:`~auditor.packets.pcapfile.RecordBatch` into a
 :class:`PacketBatch`: per-packet columns (IP version, addresses as two uint64 halves, protocol,
 ports, TCP flags, where the transport payload starts and how much of it was captured, the
-PCAPdroid uid and app) computed with numpy gathers over the whole batch. No Python code runs
-per packet.
+PCAPdroid uid and app), computed over the whole batch without Python code per packet: by the
+compiled decoder (``auditor/packets/_decode.c``, built at install when a C compiler is there),
+else with numpy gathers (:meth:`Decoder._decode_numpy`, the reference: the two give the same
+results, but for the bytes of ``payload_head`` past ``payload_len``, which mean nothing).
+``AUDITOR_PURE_PYTHON_SCAN=1`` forces the numpy code, as it forces the reader's Python walk;
+``DECODER`` says which one is in use.
 
 Link types: NULL (0, host-order family) and LOOP (108, network-order family), Ethernet (1,
 up to two 802.1Q/802.1ad tags), raw IP (101, and 12/14 where they mean raw; 228 IPv4, 229
@@ -28,8 +32,10 @@ fragment still has its ports and joins its flow, as in Wireshark; later fragment
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Final
 
 import numpy as np
@@ -37,6 +43,15 @@ import pandas as pd
 
 from auditor.packets.names import address_text
 from auditor.packets.pcapfile import HEAD, RecordBatch, window
+
+_compiled: ModuleType | None
+try:
+    from auditor.packets import _decode as _compiled
+except ImportError:  # not built (no compiler at install): the numpy code
+    _compiled = None
+if os.environ.get("AUDITOR_PURE_PYTHON_SCAN"):
+    _compiled = None
+DECODER: Final = "numpy" if _compiled is None else "compiled"
 
 LINKTYPE_NULL: Final = 0
 LINKTYPE_ETHERNET: Final = 1
@@ -122,7 +137,8 @@ class PacketBatch:
     l4_off: np.ndarray  # int64
     payload_off: np.ndarray  # int64
     payload_len: np.ndarray  # int64
-    payload_head: np.ndarray  # (n, PAYLOAD_HEAD) uint8: first payload bytes (see payload_len)
+    payload_head: np.ndarray  # (n, PAYLOAD_HEAD) uint8: first payload bytes; past payload_len
+    # they are not the payload's (zeros from the compiled decoder, anything from numpy)
     ip_bytes: np.ndarray  # int64, the IP datagram's length as sent
     flowable: np.ndarray  # bool
     uid: np.ndarray  # int32, -1 when unknown
@@ -203,6 +219,22 @@ def _non_ip_key(et: int) -> str:
     return f"ethertype-0x{et:04x}"
 
 
+def _tally_non_ip(et: np.ndarray, warnings: Counter[str], counts: Counter[str]) -> None:
+    """Count the packets that are not IP by ``et``, their ethertypes (see :func:`_link`)."""
+    for e, k in zip(*np.unique(et, return_counts=True), strict=True):
+        key = _non_ip_key(int(e))
+        if key == "bad-ip-version":
+            warnings[key] += int(k)
+        else:
+            counts[key] += int(k)
+            counts["non-ip"] += int(k)
+
+
+def _add(counter: Counter[str], key: str, k: int) -> None:
+    if k:
+        counter[key] += k
+
+
 def _be16(m: np.ndarray, i: int) -> np.ndarray:
     return (m[:, i].astype(np.int64) << 8) | m[:, i + 1]
 
@@ -268,6 +300,110 @@ class Decoder:
         self._app_index: dict[bytes, int] = {}
 
     def decode(self, rb: RecordBatch) -> PacketBatch:
+        """The batch's headers, by the compiled decoder when it is in use (see DECODER)."""
+        if _compiled is None:
+            return self._decode_numpy(rb)
+        return self._decode_compiled(rb)
+
+    def _decode_compiled(self, rb: RecordBatch) -> PacketBatch:
+        """:meth:`_decode_numpy`, in one pass of ``_decode.decode`` over the batch; the
+        warnings and counts are built from its tallies in the order the numpy code adds them
+        (a Counter keeps that order)."""
+        assert _compiled is not None
+        n = len(rb)
+        cols: dict[str, np.ndarray] = {
+            "ip_version": np.empty(n, dtype=np.uint8),
+            "src_hi": np.empty(n, dtype=np.uint64),
+            "src_lo": np.empty(n, dtype=np.uint64),
+            "dst_hi": np.empty(n, dtype=np.uint64),
+            "dst_lo": np.empty(n, dtype=np.uint64),
+            "proto": np.empty(n, dtype=np.int16),
+            "sport": np.empty(n, dtype=np.int32),
+            "dport": np.empty(n, dtype=np.int32),
+            "tcp_flags": np.empty(n, dtype=np.int32),
+            "l4_off": np.empty(n, dtype=np.int64),
+            "payload_off": np.empty(n, dtype=np.int64),
+            "payload_len": np.empty(n, dtype=np.int64),
+            "payload_head": np.empty((n, PAYLOAD_HEAD), dtype=np.uint8),
+            "ip_bytes": np.empty(n, dtype=np.int64),
+            "flowable": np.empty(n, dtype=bool),
+            "uid": np.empty(n, dtype=np.int32),
+            "app": np.empty(n, dtype=np.int32),
+            "non_ip": np.empty(n, dtype=np.int32),
+        }
+        head = rb.head
+        if head.ndim != 2 or head.dtype != np.uint8 or (n and head.strides[1] != 1):
+            head = np.ascontiguousarray(head, dtype=np.uint8)
+        values, names = _compiled.decode(
+            rb.buf,
+            np.ascontiguousarray(rb.data, dtype=np.int64),
+            np.ascontiguousarray(rb.caplen, dtype=np.int64),
+            np.ascontiguousarray(rb.link_type, dtype=np.int32),
+            head,
+            tuple(cols[name] for name in _compiled.OUTPUTS),
+        )
+        t = dict(zip(_compiled.TALLIES, values, strict=True))
+        warnings: Counter[str] = Counter()
+        counts: Counter[str] = Counter({"packets": n})
+        if t["unknown-link"]:
+            links = rb.link_type[~np.isin(rb.link_type, list(SUPPORTED_LINK_TYPES))]
+            for link, k in zip(*np.unique(links, return_counts=True), strict=True):
+                warnings[f"unknown-link-type-{int(link)}"] += int(k)
+        _add(warnings, "truncated-link-header", t["truncated-link"])
+        if t["non-ip"]:
+            _tally_non_ip(cols["non_ip"][: t["non-ip"]], warnings, counts)
+        for key, name in (
+            ("truncated-ip-header", "v4-truncated"),
+            ("bad-ip-version", "v4-bad-version"),
+            ("bad-ip-header-length", "v4-bad-ihl"),
+            ("ip-length-zero", "v4-length-zero"),
+            ("bad-ip-length", "v4-bad-length"),
+            ("truncated-ip-header", "v6-truncated"),
+            ("bad-ip-version", "v6-bad-version"),
+            ("ip-length-zero", "v6-length-zero"),
+            ("truncated-ip-header", "v6-ext-truncated"),
+        ):
+            _add(warnings, key, t[name])
+        counts["ipv4"] += t["ipv4"]
+        counts["ipv6"] += t["ipv6"]
+        _add(warnings, "ip-fragment", t["fragment"])
+        _add(warnings, "truncated-l4-header", t["l4-truncated"])
+        _add(warnings, "bad-tcp-header", t["bad-tcp"])
+        if t["tcp"] or t["udp"]:
+            counts["tcp"] += t["tcp"]
+            counts["udp"] += t["udp"]
+        counts["other-ip"] += t["other-ip"]
+        _add(warnings, "cut-by-snaplen", t["cut-by-snaplen"])
+        app = cols["app"]
+        if names:  # the batch's app names, in the order they appear: codes of the decoder
+            codes = np.array([self._app(raw) for raw in names] + [-1], dtype=np.int32)
+            if not np.array_equal(codes[:-1], np.arange(len(names))):
+                app = codes[app]
+        return PacketBatch(
+            records=rb,
+            ip_version=cols["ip_version"],
+            src_hi=cols["src_hi"],
+            src_lo=cols["src_lo"],
+            dst_hi=cols["dst_hi"],
+            dst_lo=cols["dst_lo"],
+            proto=cols["proto"],
+            sport=cols["sport"],
+            dport=cols["dport"],
+            tcp_flags=cols["tcp_flags"],
+            l4_off=cols["l4_off"],
+            payload_off=cols["payload_off"],
+            payload_len=cols["payload_len"],
+            payload_head=cols["payload_head"],
+            ip_bytes=cols["ip_bytes"],
+            flowable=cols["flowable"],
+            uid=cols["uid"],
+            app=app,
+            warnings=+warnings,
+            counts=+counts,
+        )
+
+    def _decode_numpy(self, rb: RecordBatch) -> PacketBatch:
+        """The reference decoder, vectorised with numpy."""
         n = len(rb)
         warnings: Counter[str] = Counter()
         counts: Counter[str] = Counter({"packets": n})
@@ -296,13 +432,7 @@ class Decoder:
         is6 = et == ETH_P_IPV6
         other = (l3 >= 0) & ~is4 & ~is6
         if other.any():
-            for e, k in zip(*np.unique(et[other], return_counts=True), strict=True):
-                key = _non_ip_key(int(e))
-                if key == "bad-ip-version":
-                    warnings[key] += int(k)
-                else:
-                    counts[key] += int(k)
-                    counts["non-ip"] += int(k)
+            _tally_non_ip(et[other], warnings, counts)
 
         ip = _IpColumns(n)
         r4 = np.flatnonzero(is4)

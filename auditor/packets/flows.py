@@ -33,7 +33,6 @@ asked for). Per batch, everything per packet is numpy:
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import dataclasses
 import gc
@@ -44,9 +43,10 @@ import subprocess
 import sys
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import BinaryIO, Final
 
 import numpy as np
@@ -68,6 +68,15 @@ try:
     import fcntl
 except ImportError:  # not POSIX
     fcntl = None  # type: ignore[assignment]
+
+_flowtab: ModuleType | None
+try:
+    from auditor.packets import _flowtab
+except ImportError:  # not built (no compiler at install): numpy does the same
+    _flowtab = None
+if os.environ.get("AUDITOR_PURE_PYTHON_SCAN"):
+    _flowtab = None
+FLOW_TABLE: Final = "numpy" if _flowtab is None else "compiled"
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +150,14 @@ EVIDENCE_TLS_SNI: Final = "tls-sni"
 EVIDENCE_QUIC_SNI: Final = "quic-sni"
 EVIDENCE_DNS: Final = "dns-answer"
 EVIDENCE_IP: Final = "ip"
+_EVIDENCE: Final = (  # codes of name_evidence, lowest precedence first
+    EVIDENCE_IP,
+    EVIDENCE_DNS,
+    EVIDENCE_QUIC_SNI,
+    EVIDENCE_TLS_SNI,
+    EVIDENCE_HTTP_HOST,
+)
+_CLIENT_EVIDENCE: Final = ("tcp-syn", "tcp-synack", "payload", "port", "first-packet")
 
 # -------------------------------------------------------------------------- DNS table columns
 DNS_TS: Final = "ts"
@@ -196,6 +213,7 @@ _HTTP_PREFIXES: Final = np.array(
 _SYN_ONLY: Final = 0x200  # derived flag bits, above the 9 TCP flag bits
 _SYN_ACK: Final = 0x400
 _KINDS_HERE: Final = (N.KIND_TLS, N.KIND_TLS_MORE, N.KIND_HTTP)  # parsed here with a worker
+_BEHIND: Final = 2  # jobs the worker may lag before this process parses a job's UDP DNS
 _NAME_COLUMNS: Final = (
     (N.NAME_SNI, SNI),
     (N.NAME_ALPN, ALPN),
@@ -387,6 +405,8 @@ class _Worker:
             except OSError:
                 pass  # the default size works, with more waiting
         self._rows: list[N.DnsRow] = []
+        self.sent = 0  # jobs fed
+        self.done = 0  # jobs the worker has answered
         self._reply: tuple[str, object] | None = None
         self._failure: str | None = None
         self._reader = threading.Thread(target=self._read, name="name-worker-reader", daemon=True)
@@ -402,6 +422,7 @@ class _Worker:
                 kind, value = pickle.loads(frame)  # noqa: S301 - from our own child process
                 if kind == "rows":
                     self._rows.extend(value)
+                    self.done += 1
                 else:
                     self._reply = (kind, value)
                     return
@@ -410,6 +431,12 @@ class _Worker:
 
     def feed(self, job: N.NameJob) -> None:
         self._send(pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL))
+        self.sent += 1
+
+    @property
+    def behind(self) -> int:
+        """Jobs fed that the worker has not finished."""
+        return self.sent - self.done
 
     def _send(self, frame: bytes) -> None:
         try:
@@ -478,11 +505,16 @@ class CaptureAnalyzer:
         keep_packets: bool = True,
         udp_timeout: float = UDP_TIMEOUT,
         worker: bool = False,
+        compiled: bool | None = None,
     ) -> None:
         self.keep_packets = keep_packets
         self._timeout_ns = int(udp_timeout * 1e9)
         self._store = _FlowStore()
         self._by_key: dict[tuple[int, ...], int] = {}
+        if compiled and _flowtab is None:
+            raise RuntimeError("the compiled flow table is not built")
+        use = _flowtab is not None if compiled is None else compiled
+        self._table = _flowtab.FlowTable(self._timeout_ns) if use and _flowtab else None
         self.warnings: Counter[str] = Counter()
         self.counts: Counter[str] = Counter()
         self._parts: list[dict[str, np.ndarray]] = []
@@ -515,6 +547,8 @@ class CaptureAnalyzer:
                 self._collector.feed(job)
             else:  # the costly kinds to the worker, the cheap ones here: both stay busy
                 here = np.isin(job.kind, _KINDS_HERE)
+                if self._worker.behind >= _BEHIND:  # and its UDP DNS when it lags
+                    here |= (job.kind == N.KIND_DNS) & ~job.tcp
                 if here.any():
                     self._collector.feed(job.subset(here))
                 if not here.all():
@@ -548,6 +582,8 @@ class CaptureAnalyzer:
 
     def _assign(self, pb: PacketBatch) -> tuple[np.ndarray, np.ndarray]:
         """The flow of every packet (-1: none) and its direction (0: lower side sent it)."""
+        if self._table is not None:
+            return self._assign_compiled(pb)
         n = len(pb)
         fid = np.full(n, -1, dtype=np.int64)
         direction = np.zeros(n, dtype=np.int8)
@@ -648,6 +684,43 @@ class CaptureAnalyzer:
         direction[sel] = d
         return fid, direction
 
+    def _assign_compiled(self, pb: PacketBatch) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_assign` by ``_flowtab.c``, packet by packet in file order."""
+        assert self._table is not None
+        n = len(pb)
+        fid = np.empty(n, dtype=np.int64)
+        direction = np.empty(n, dtype=np.int8)
+        rb = pb.records
+        c = np.ascontiguousarray
+        self._table.assign(
+            rb.first,
+            c(pb.flowable, dtype=np.bool_),
+            c(pb.ip_version, dtype=np.uint8),
+            c(pb.src_hi, dtype=np.uint64),
+            c(pb.src_lo, dtype=np.uint64),
+            c(pb.dst_hi, dtype=np.uint64),
+            c(pb.dst_lo, dtype=np.uint64),
+            c(pb.proto, dtype=np.int16),
+            c(pb.sport, dtype=np.int32),
+            c(pb.dport, dtype=np.int32),
+            c(rb.ts_ns, dtype=np.int64),
+            c(pb.ip_bytes, dtype=np.int64),
+            c(pb.tcp_flags, dtype=np.int32),
+            c(pb.uid, dtype=np.int32),
+            c(pb.app, dtype=np.int32),
+            c(rb.link_type, dtype=np.int32),
+            fid,
+            direction,
+        )
+        return fid, direction
+
+    def _flow_columns(self) -> dict[str, np.ndarray]:
+        """The per-flow columns (:data:`_STORE_FIELDS`), indexed by internal flow id."""
+        if self._table is None:
+            return {k: v[: self._store.n] for k, v in self._store.cols.items()}
+        raw = self._table.columns()
+        return {k: np.frombuffer(raw[k], dtype=t) for k, (t, _) in _STORE_FIELDS.items()}
+
     def _job(self, pb: PacketBatch, fid: np.ndarray, direction: np.ndarray) -> N.NameJob | None:
         """The packets of the batch that may carry a name, chosen with numpy."""
         idx = np.flatnonzero((fid >= 0) & (pb.payload_len > 0))
@@ -707,7 +780,10 @@ class CaptureAnalyzer:
         if t.any():
             at = rb.data[rows[t]] + pb.l4_off[rows[t]] + 4
             seq[t] = np.ascontiguousarray(window(rb.buf, at, 4)).view(">u4")[:, 0]
-        dns_rows = rows[kind[pick] == N.KIND_DNS]
+        is_dns = kind[pick] == N.KIND_DNS
+        dns_rows = rows[is_dns]
+        dns_no = np.full(len(rows), -1, dtype=np.int64)
+        dns_no[is_dns] = np.arange(self._dns_seen, self._dns_seen + len(dns_rows))
         job = N.NameJob(
             kind=kind[pick],
             flow=f[pick],
@@ -718,7 +794,7 @@ class CaptureAnalyzer:
             order=np.arange(self._rows_seen, self._rows_seen + len(rows), dtype=np.int64),
             ends=np.cumsum(length),
             blob=blob,
-            dns_first=self._dns_seen,
+            dns=dns_no,
         )
         self._rows_seen += len(rows)
         if dns_rows.size:
@@ -796,9 +872,8 @@ class CaptureAnalyzer:
 
     def finish(self) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, tuple[str, ...]]]:
         """The flow table, the DNS table and the name map."""
-        s = self._store
-        n = s.n
-        col = {k: v[:n] for k, v in s.cols.items()}
+        col = self._flow_columns()
+        n = len(col["ver"])
         order = np.argsort(col["first_pkt"], kind="stable")
         self._renumber = np.empty(n, dtype=np.int64)
         self._renumber[order] = np.arange(n)
@@ -838,11 +913,7 @@ class CaptureAnalyzer:
             (pa < 1024) & (pbp >= 1024),
         ]
         client = np.select(conds, [0, 1, 0, 1, hint, 0, 1], default=col["first_dir"])
-        evidence = np.select(
-            conds,
-            ["tcp-syn", "tcp-syn", "tcp-synack", "tcp-synack", "payload", "port", "port"],
-            default="first-packet",
-        )
+        evidence = np.select(conds, [0, 0, 1, 1, 2, 3, 3], default=4)
         a_is_client = client == 0
         ver = col["ver"]
         client_code = np.where(a_is_client, a_code, b_code)
@@ -857,37 +928,35 @@ class CaptureAnalyzer:
 
         # names, lowest precedence first: the address, a DNS answer, QUIC SNI, SNI, HTTP Host
         name = server_ip.copy()
-        name_ev = np.full(n, EVIDENCE_IP, dtype=object)
+        name_ev = np.full(n, _EVIDENCE.index(EVIDENCE_IP), dtype=np.int64)
         dns_name = np.full(n, None, dtype=object)
-        index = {a: sorted(v) for a, v in found.addr_names.items()}
-        for row, ip in enumerate(server_ip.tolist()):
-            seen = index.get(ip)
-            if seen is None:
-                continue
-            at = bisect.bisect_right(seen, (int(first_ns[row]), "\uffff"))
-            if at:
-                dns_name[row] = name[row] = seen[at - 1][1]
-                name_ev[row] = EVIDENCE_DNS
+        rows, answered = _dns_names(found.answered, texts, server_code, first_ns)
+        dns_name[rows] = name[rows] = answered
+        name_ev[rows] = _EVIDENCE.index(EVIDENCE_DNS)
         names_cols: dict[str, np.ndarray] = {
             column: np.full(n, None, dtype=object) for _, column in _NAME_COLUMNS
         }
-        for f, kinds in found.names.items():
-            row = int(self._renumber[f])
-            for kind, column in _NAME_COLUMNS:
-                values = kinds.get(kind)
-                if values:
-                    names_cols[column][row] = ";".join(values)
-            for kind, ev in _NAME_PRECEDENCE:
-                best = kinds.get(kind)
-                if best:
-                    name[row] = best[0]
-                    name_ev[row] = ev
-                    break
+        rows_kinds = list(
+            zip(
+                self._renumber[np.fromiter(found.names, np.int64, len(found.names))].tolist(),
+                found.names.values(),
+                strict=True,
+            )
+        )
+        for kind, column in _NAME_COLUMNS:
+            got = [(r, ";".join(v)) for r, k in rows_kinds if (v := k.get(kind))]
+            if got:
+                _put(names_cols[column], got)
+        for kind, ev in reversed(_NAME_PRECEDENCE):
+            got = [(r, v[0]) for r, k in rows_kinds if (v := k.get(kind))]
+            if got:
+                _put(name, got)
+                name_ev[[r for r, _ in got]] = _EVIDENCE.index(ev)
 
         flows = pd.DataFrame(
             {
                 FLOW_ID: np.arange(n, dtype=np.int64),
-                PROTO: _categories(_PROTO_TEXT[col["proto"].astype(np.int64) & 0xFF]),
+                PROTO: _coded(col["proto"].astype(np.int64) & 0xFF, _PROTO_TEXT),
                 IP_VERSION: ver.astype(np.int8),
                 CLIENT_IP: pd.Categorical.from_codes(client_code, categories=pd.Index(texts)),
                 CLIENT_PORT: np.where(a_is_client, pa, pbp),
@@ -899,7 +968,7 @@ class CaptureAnalyzer:
                 PACKETS_DOWN: np.where(a_is_client, col["pk_ba"], col["pk_ab"]),
                 IP_BYTES_UP: np.where(a_is_client, col["by_ab"], col["by_ba"]),
                 IP_BYTES_DOWN: np.where(a_is_client, col["by_ba"], col["by_ab"]),
-                CLIENT_EVIDENCE: _categories(evidence),
+                CLIENT_EVIDENCE: _coded(evidence, _CLIENT_EVIDENCE),
                 SYN_SEEN: syn_seen,
                 SYNACK_SEEN: synack_seen,
                 FIN_SEEN: is_tcp & (((fa | fb) & D.TCP_FIN) > 0),
@@ -912,7 +981,7 @@ class CaptureAnalyzer:
                 HTTP_HOST: _text(names_cols[HTTP_HOST]),
                 DNS_NAME: _text(dns_name),
                 NAME: _text(name),
-                NAME_EVIDENCE: _categories(name_ev),
+                NAME_EVIDENCE: _coded(name_ev, _EVIDENCE),
                 UID: col["uid"],
                 APP: col["app"],  # codes; read_capture replaces them with names
                 LINK_TYPE: col["link"],
@@ -945,23 +1014,16 @@ class CaptureAnalyzer:
         cats = pd.Index(texts, dtype=object)
         client_port = np.where(response, meta["dport"], meta["sport"])
         server_port = np.where(response, meta["sport"], meta["dport"])
-        protocol = np.full(n, "dns", dtype=object)
+        labels = list(dict.fromkeys(DNS_PORTS.values()))
+        protocol = np.full(n, labels.index("dns"), dtype=np.int64)
+        unset = labels.index("dns")
         for port, label in DNS_PORTS.items():
             if label != "dns":
-                protocol[(server_port == port) | ((client_port == port) & (protocol == "dns"))] = (
-                    label
+                protocol[(server_port == port) | ((client_port == port) & (protocol == unset))] = (
+                    labels.index(label)
                 )
         rcodes = np.asarray(parsed.get("rcode", []), dtype=np.int64)
         qtypes = np.asarray(parsed.get("qtype", []), dtype=np.int64)
-        rcode_text = {c: N.DNS_RCODES.get(c, str(c)) for c in np.unique(rcodes).tolist()}
-        qtype_text = {q: N.dns_type_name(q) if q >= 0 else "" for q in np.unique(qtypes).tolist()}
-        rcode_names = np.array(
-            [
-                rcode_text[c] if r else None
-                for c, r in zip(rcodes.tolist(), response.tolist(), strict=True)
-            ],
-            dtype=object,
-        )
         answers = np.empty(n, dtype=object)
         answers[:] = parsed.get("answers", [])
         frame = pd.DataFrame(
@@ -972,15 +1034,16 @@ class CaptureAnalyzer:
                 DNS_CLIENT_PORT: client_port,
                 DNS_SERVER_IP: pd.Categorical.from_codes(np.where(response, src, dst), cats),
                 DNS_SERVER_PORT: server_port,
-                TRANSPORT: pd.Categorical(np.where(meta["tcp"], "tcp", "udp")),
-                DNS_PROTOCOL: _categories(protocol),
+                TRANSPORT: _coded(meta["tcp"].astype(np.int64), ("udp", "tcp"), str),
+                DNS_PROTOCOL: _coded(protocol, labels),
                 DNS_ID: np.asarray(parsed.get("id", []), dtype=np.int64),
                 RESPONSE: response,
-                RCODE: _categories(rcode_names),
-                QNAME: _text(np.asarray(parsed.get("qname", []), dtype=object)),
-                QTYPE: _categories(
-                    np.array([qtype_text[q] for q in qtypes.tolist()], dtype=object)
+                RCODE: _coded(  # a question has none
+                    np.where(response, rcodes, -1),
+                    lambda c: N.DNS_RCODES.get(c, str(c)) if c >= 0 else None,
                 ),
+                QNAME: _text(np.asarray(parsed.get("qname", []), dtype=object)),
+                QTYPE: _coded(qtypes, lambda q: N.dns_type_name(q) if q >= 0 else ""),
                 ANSWERS: answers,
             },
             columns=list(DNS_COLUMNS),
@@ -1031,18 +1094,77 @@ def _address_codes(
     order = np.lexsort((lo, hi, version))
     new = _starts(version[order], hi[order], lo[order])
     firsts = order[new]
-    texts = np.array(
-        [
-            N.address_text(v, h, low)
-            for v, h, low in zip(
-                version[firsts].tolist(), hi[firsts].tolist(), lo[firsts].tolist(), strict=True
-            )
-        ],
-        dtype=object,
-    )
+    texts = np.array(address_texts(version[firsts], hi[firsts], lo[firsts]), dtype=object)
     codes = np.empty(len(version), dtype=np.int64)
     codes[order] = np.cumsum(new) - 1
     return codes, texts
+
+
+def _put(column: np.ndarray, rows_values: list[tuple[int, str]]) -> None:
+    """Write each (row, text) into an object column."""
+    values = np.empty(len(rows_values), dtype=object)
+    values[:] = [v for _, v in rows_values]
+    column[[r for r, _ in rows_values]] = values
+
+
+def _dns_names(
+    answered: tuple[list[str], list[int], list[str]],
+    texts: np.ndarray,
+    server: np.ndarray,
+    first_ns: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each flow (its server's code into ``texts`` and its first time), the name asked
+    of the last DNS answer that gave the server's address at or before that time (of several
+    at the same time, the greatest name): the rows that have one, and the names."""
+    addrs, times, asked = answered
+    code_of = {t: i for i, t in enumerate(texts.tolist())}
+    e_code = np.array([code_of.get(a, -1) for a in addrs], dtype=np.int64)
+    keep = np.flatnonzero(e_code >= 0)  # others gave an address no flow has as its server
+    if not keep.size:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=object)
+    e_code = e_code[keep]
+    e_ts = np.asarray(times, dtype=np.int64)[keep]
+    e_name = np.empty(len(asked), dtype=object)
+    e_name[:] = asked
+    e_name = e_name[keep]
+    # one answer per (address, time): the greatest name of those at the same time
+    order = np.lexsort((e_ts, e_code))
+    e_code, e_ts, e_name = e_code[order], e_ts[order], e_name[order]
+    first = _starts(e_code, e_ts)
+    if not first.all():
+        starts = np.flatnonzero(first)
+        ends = np.append(starts[1:], len(first))
+        for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+            if b - a > 1:
+                e_name[a] = max(e_name[a:b].tolist())
+        e_code, e_ts, e_name = e_code[starts], e_ts[starts], e_name[starts]
+    # answers and flows in one order (address, time, answers before flows at the same time):
+    # a flow's answer is the last answer before it, when that is for the same address
+    m = len(e_code)
+    code = np.concatenate([e_code, server.astype(np.int64)])
+    ts = np.concatenate([e_ts, first_ns.astype(np.int64)])
+    is_flow = np.arange(len(code)) >= m
+    order = np.lexsort((is_flow, ts, code))
+    last = np.maximum.accumulate(np.where(is_flow[order], -1, np.arange(len(code))))
+    at = np.flatnonzero(is_flow[order])
+    answer = last[at]
+    flow = order[at] - m
+    ok = answer >= 0
+    ok[ok] = code[order[answer[ok]]] == code[order[at[ok]]]
+    return flow[ok], e_name[order[answer[ok]]]
+
+
+def address_texts(version: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> list[str]:
+    """:func:`~auditor.packets.names.address_text` of each address (compiled when built)."""
+    if _flowtab is not None:
+        c = np.ascontiguousarray
+        return _flowtab.address_texts(
+            c(version, dtype=np.uint8), c(hi, dtype=np.uint64), c(lo, dtype=np.uint64)
+        )
+    return [
+        N.address_text(v, h, low)
+        for v, h, low in zip(version.tolist(), hi.tolist(), lo.tolist(), strict=True)
+    ]
 
 
 def _no_packets(apps: list[str]) -> pd.DataFrame:
@@ -1057,9 +1179,24 @@ def _text(values: np.ndarray) -> pd.Series:
     return pd.Series(values, dtype="str")
 
 
-def _categories(values: np.ndarray) -> pd.Categorical:
-    """A column of few distinct strings (kinds, protocols) as a categorical."""
-    return pd.Categorical(values)
+def _coded(
+    keys: np.ndarray,
+    label: Callable[[int], str | None] | Sequence[str] | np.ndarray,
+    empty: type = object,
+) -> pd.Categorical:
+    """A column of few distinct strings (kinds, protocols) as a categorical: what
+    ``pd.Categorical`` makes of each key's label (None: missing), each label made once per
+    distinct key. ``label`` is a function of the key or a sequence indexed by it; ``empty``
+    is the type of the categories when there are none (``str`` where pandas would have made
+    the labels from a text array)."""
+    uniq, inverse = np.unique(keys, return_inverse=True)
+    text = label if callable(label) else label.__getitem__
+    labels = [text(k) for k in uniq.tolist()]
+    cats = sorted({x for x in labels if x is not None})
+    at = {c: i for i, c in enumerate(cats)}
+    remap = np.array([-1 if x is None else at[x] for x in labels], dtype=np.int64)
+    index: pd.Index = pd.Index(cats) if cats else pd.Index([], dtype=empty)
+    return pd.Categorical.from_codes(remap[inverse.ravel()], categories=index)
 
 
 @contextlib.contextmanager

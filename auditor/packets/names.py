@@ -864,8 +864,8 @@ def address_text(version: int, hi: int, lo: int) -> str:
 class NameJob:
     """The packets of one batch that may carry a name, in file order: what each is (``kind``),
     its flow and direction (0: sent by the flow's lower address:port), TCP sequence number,
-    timestamp and its payload (``blob[ends[i-1]:ends[i]]``). ``dns_first`` is the number of
-    DNS packets in earlier jobs: a DNS row refers to its packet by that count."""
+    timestamp and its payload (``blob[ends[i-1]:ends[i]]``). ``dns`` numbers the DNS packets
+    among those of all jobs (-1: not DNS): a DNS row refers to its packet by that number."""
 
     kind: np.ndarray  # int8
     flow: np.ndarray  # int64
@@ -876,7 +876,7 @@ class NameJob:
     order: np.ndarray  # int64: the packet's place among all packets of all jobs
     ends: np.ndarray  # int64
     blob: bytes
-    dns_first: int = 0
+    dns: np.ndarray  # int64
 
     def __len__(self) -> int:
         return int(self.kind.shape[0])
@@ -898,7 +898,7 @@ class NameJob:
             order=self.order[mask],
             ends=np.cumsum(np.array([len(p) for p in parts], dtype=np.int64)),
             blob=b"".join(parts),
-            dns_first=self.dns_first,
+            dns=self.dns[mask],
         )
 
 
@@ -912,13 +912,14 @@ DNS_ROW_FIELDS: Final = ("packet", "id", "response", "rcode", "qname", "qtype", 
 class NameResult:
     """What a :class:`NameCollector` learnt: names per flow (kind → values in order seen),
     which side of a flow is the client (from payloads), one row per DNS question, and the
-    addresses DNS gave to names (``addr_names``: address → (time, name asked))."""
+    addresses DNS gave to names (``answered``: the address, the time and the name asked of
+    each answer, as three lists)."""
 
     names: dict[int, dict[str, list[str]]]
     hints: dict[int, tuple[int, int]]  # flow -> (order of the packet that told, client side)
     dns_columns: list[list[object]]  # the DnsRow fields, column by column (pickles faster)
     name_addrs: dict[str, set[str]]
-    addr_names: dict[str, list[tuple[int, str]]]
+    answered: tuple[list[str], list[int], list[str]]
     warnings: dict[str, int]
     counts: dict[str, int]
 
@@ -989,7 +990,7 @@ class NameCollector:
         self._order = 0  # of the packet being parsed
         self.dns_rows: list[DnsRow] = []
         self.name_addrs: dict[str, set[str]] = {}
-        self.addr_names: dict[str, list[tuple[int, str]]] = {}
+        self.answered: tuple[list[str], list[int], list[str]] = ([], [], [])
         self.warnings: dict[str, int] = {}
         self.counts: dict[str, int] = {}
         self._tls: dict[int, _TlsWait] = {}  # ClientHellos being reassembled
@@ -1013,17 +1014,16 @@ class NameCollector:
         if KIND_DNS in kinds:
             tcp = job.tcp.tolist()
             times = job.ts.tolist()
-        dns = job.dns_first
+            dns = job.dns.tolist()
         order = job.order.tolist()
         for i, k in enumerate(kinds):
             payload = blob[starts[i] : ends[i]]
             self._order = order[i]
             if k == KIND_DNS:
                 if tcp[i]:
-                    self._dns_tcp(flows[i], dirs[i], seqs[i], payload, dns, times[i])
+                    self._dns_tcp(flows[i], dirs[i], seqs[i], payload, dns[i], times[i])
                 else:
-                    self._dns(flows[i], dirs[i], payload, dns, times[i])
-                dns += 1
+                    self._dns(flows[i], dirs[i], payload, dns[i], times[i])
             elif k == KIND_TLS or k == KIND_TLS_MORE:
                 self._tls_segment(flows[i], dirs[i], seqs[i], payload, k == KIND_TLS)
             elif k == KIND_QUIC:
@@ -1046,7 +1046,7 @@ class NameCollector:
             self.hints,
             columns,
             self.name_addrs,
-            self.addr_names,
+            self.answered,
             self.warnings,
             self.counts,
         )
@@ -1228,6 +1228,7 @@ class NameCollector:
             while chain[-1] in cname and len(chain) < 16:
                 chain.append(cname[chain[-1]])
             chains.append(chain)
+        seen_addr, seen_ts, seen_name = self.answered
         for r in m.answers:
             if r.rtype in (TYPE_A, TYPE_AAAA) and r.value:
                 addrs: tuple[str, ...] = (r.value,)
@@ -1246,19 +1247,22 @@ class NameCollector:
             for a in addrs:
                 for name in names:
                     self.name_addrs.setdefault(name, set()).add(a)
-                self.addr_names.setdefault(a, []).append((ts, asked))
+                seen_addr.append(a)
+                seen_ts.append(ts)
+                seen_name.append(asked)
 
 
 def merge_results(*results: NameResult) -> NameResult:
-    """One result from collectors that saw disjoint kinds of packets (each flow's names
-    and DNS rows come from one of them; a flow's client side from the earliest packet)."""
+    """One result from collectors that saw disjoint sets of packets, each flow's names
+    from one of them (DNS rows in packet order; a flow's client side from the earliest
+    packet; the UDP DNS of a job may be parsed by either collector, as it keeps no state)."""
     names: dict[int, dict[str, list[str]]] = {}
     hints: dict[int, tuple[int, int]] = {}
     warnings: dict[str, int] = {}
     counts: dict[str, int] = {}
     dns_columns: list[list[object]] = []
     name_addrs: dict[str, set[str]] = {}
-    addr_names: dict[str, list[tuple[int, str]]] = {}
+    answered: tuple[list[str], list[int], list[str]] = ([], [], [])
     for r in results:
         for f, kinds in r.names.items():
             names.setdefault(f, {}).update(kinds)
@@ -1269,14 +1273,26 @@ def merge_results(*results: NameResult) -> NameResult:
             for k, v in src.items():
                 dst[k] = dst.get(k, 0) + v
         if r.dns_columns:
-            if dns_columns:
-                raise ValueError("DNS rows from more than one collector")
-            dns_columns = r.dns_columns
+            dns_columns = _merge_rows(dns_columns, r.dns_columns)
         for name, addrs in r.name_addrs.items():
             name_addrs.setdefault(name, set()).update(addrs)
-        for addr, seen in r.addr_names.items():
-            addr_names.setdefault(addr, []).extend(seen)
-    return NameResult(names, hints, dns_columns, name_addrs, addr_names, warnings, counts)
+        for mine, theirs in zip(answered, r.answered, strict=True):
+            mine.extend(theirs)  # type: ignore[attr-defined]
+    return NameResult(names, hints, dns_columns, name_addrs, answered, warnings, counts)
+
+
+def _merge_rows(a: list[list[object]], b: list[list[object]]) -> list[list[object]]:
+    """Two collectors' DNS rows (each in packet order) as one list of columns in packet
+    order (a packet's rows all come from one collector, in their order)."""
+    if not a:
+        return b
+    packet = np.array(a[0] + b[0], dtype=np.int64)
+    order = np.argsort(packet, kind="stable").tolist()
+    out = []
+    for x, y in zip(a, b, strict=True):
+        both = x + y
+        out.append([both[i] for i in order])
+    return out
 
 
 def read_frame(stream: IO[bytes]) -> bytes | None:
@@ -1299,7 +1315,8 @@ def write_frame(stream: IO[bytes], data: bytes) -> None:
 def serve(jobs: IO[bytes], results: IO[bytes]) -> int:
     """The worker process: pickled NameJobs in length-prefixed frames on ``jobs`` until an
     empty frame. After each job the DNS rows it gave go back at once as ("rows", rows), so
-    that pickling them overlaps the reading process's work instead of following it; at the
+    that pickling them overlaps the reading process's work instead of following it (the
+    frame is sent even when empty: it tells the reading process the job is done); at the
     end one frame with ("ok", NameResult) (its DNS rows are those not sent yet) or
     ("error", text). The peer is the reading process that started this one, over its own
     pipes, and reads ``results`` while it writes ``jobs``."""
@@ -1311,9 +1328,8 @@ def serve(jobs: IO[bytes], results: IO[bytes]) -> int:
             if not frame:
                 break
             collector.feed(pickle.loads(frame))  # noqa: S301 - from the parent process
-            if collector.dns_rows:
-                rows, collector.dns_rows = collector.dns_rows, []
-                write_frame(results, pickle.dumps(("rows", rows), pickle.HIGHEST_PROTOCOL))
+            rows, collector.dns_rows = collector.dns_rows, []  # sent even when empty: the
+            write_frame(results, pickle.dumps(("rows", rows), pickle.HIGHEST_PROTOCOL))  # ack
         reply: tuple[str, object] = ("ok", collector.result())
     except Exception as exc:  # noqa: BLE001 - reported to the reading process
         reply = ("error", f"{type(exc).__name__}: {exc}")

@@ -1,0 +1,454 @@
+/* The flow table's per-packet work, compiled: see flows.py (CaptureAnalyzer).
+ *
+ * FlowTable.assign() takes one decoded batch as columns and, packet by packet in file order,
+ * finds the packet's flow by its bidirectional key (IP version, protocol, the lower and the
+ * higher address:port), starts a new flow when the key is new or, for any protocol but TCP,
+ * when the key was silent for longer than the timeout, and adds the packet to the flow's sums
+ * (packets, IP bytes and TCP flags per direction, first and last seen, PCAPdroid uid and app).
+ * It gives each packet its flow (-1: none) and direction (0: the lower side sent it).
+ *
+ * It does what the numpy code of CaptureAnalyzer._assign does, with the same results
+ * (flows.py numbers flows by their first packet at the end, so the order in which ids are
+ * handed out here does not show), including two of its rules:
+ * - the silence before a packet is measured from the key's previous packet when that was in
+ *   the same batch, else from the flow's last seen (the latest time of any of its packets);
+ * - uid and app are taken (the highest value seen) only in batches where some flowable packet
+ *   has a uid of 0 or more.
+ *
+ * Keys live in the flows; the hash table holds (hash, current flow of the key) pairs with
+ * linear probing, kept at most half full.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <arpa/inet.h>
+#include <stdint.h>
+#include <string.h>
+
+#define TCP 6
+#define TCP_SYN 0x02
+#define TCP_ACK 0x10
+#define SYN_ONLY 0x200
+#define SYN_ACK 0x400
+
+typedef struct {
+    uint64_t a_hi, a_lo, b_hi, b_lo;
+    int64_t first_pkt, first_ns, last_ns, prev_ts, prev_batch;
+    int64_t pk_ab, pk_ba, by_ab, by_ba;
+    int32_t pa, pb, link, fl_ab, fl_ba, uid, app;
+    int16_t proto;
+    uint8_t ver;
+    int8_t first_dir;
+} Flow;
+
+typedef struct {
+    uint64_t hash;
+    int64_t flow; /* -1: empty */
+} Slot;
+
+typedef struct {
+    PyObject_HEAD
+    Flow *flows;
+    Py_ssize_t n, cap;
+    Slot *slots;
+    size_t mask; /* slots - 1, a power of two minus one */
+    size_t used;
+    int64_t timeout;
+    int64_t batch;
+} FlowTable;
+
+static inline uint64_t mix(uint64_t x) {
+    x ^= x >> 30;
+    x *= 0xBF58476D1CE4E5B9ULL;
+    x ^= x >> 27;
+    x *= 0x94D049BB133111EBULL;
+    x ^= x >> 31;
+    return x;
+}
+
+static inline uint64_t key_hash(uint8_t ver, int16_t proto, uint64_t a_hi, uint64_t a_lo,
+                                uint64_t b_hi, uint64_t b_lo, int32_t pa, int32_t pb) {
+    uint64_t h = mix(a_lo ^ 0x9E3779B97F4A7C15ULL);
+    h = mix(h ^ b_lo);
+    h = mix(h ^ a_hi ^ (b_hi * 0xD6E8FEB86659FD93ULL));
+    h = mix(h ^ ((uint64_t)(uint32_t)pa << 32 | (uint32_t)pb) ^
+            ((uint64_t)ver << 56) ^ ((uint64_t)(uint16_t)proto << 40));
+    return h;
+}
+
+static int grow_slots(FlowTable *t) {
+    size_t size = (t->mask + 1) * 2;
+    Slot *slots = PyMem_Malloc(size * sizeof(Slot));
+    if (slots == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (size_t i = 0; i < size; i++) {
+        slots[i].flow = -1;
+        slots[i].hash = 0;
+    }
+    for (size_t i = 0; i <= t->mask; i++) {
+        if (t->slots[i].flow < 0)
+            continue;
+        size_t j = (size_t)t->slots[i].hash & (size - 1);
+        while (slots[j].flow >= 0)
+            j = (j + 1) & (size - 1);
+        slots[j] = t->slots[i];
+    }
+    PyMem_Free(t->slots);
+    t->slots = slots;
+    t->mask = size - 1;
+    return 0;
+}
+
+static int64_t new_flow(FlowTable *t) {
+    if (t->n == t->cap) {
+        Py_ssize_t cap = t->cap * 2;
+        Flow *flows = PyMem_Realloc(t->flows, (size_t)cap * sizeof(Flow));
+        if (flows == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        t->flows = flows;
+        t->cap = cap;
+    }
+    Flow *f = &t->flows[t->n];
+    memset(f, 0, sizeof(Flow));
+    f->first_ns = INT64_MAX;
+    f->last_ns = INT64_MIN;
+    f->uid = -1;
+    f->app = -1;
+    return t->n++;
+}
+
+static int FlowTable_init(FlowTable *t, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"timeout_ns", NULL};
+    long long timeout;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "L", kwlist, &timeout))
+        return -1;
+    PyMem_Free(t->flows);
+    PyMem_Free(t->slots);
+    t->flows = NULL;
+    t->slots = NULL;
+    t->cap = 1024;
+    t->n = 0;
+    t->flows = PyMem_Malloc((size_t)t->cap * sizeof(Flow));
+    t->mask = 2047;
+    t->slots = PyMem_Malloc((t->mask + 1) * sizeof(Slot));
+    if (t->flows == NULL || t->slots == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (size_t i = 0; i <= t->mask; i++) {
+        t->slots[i].flow = -1;
+        t->slots[i].hash = 0;
+    }
+    t->used = 0;
+    t->timeout = timeout;
+    t->batch = 0;
+    return 0;
+}
+
+static void FlowTable_dealloc(FlowTable *t) {
+    PyMem_Free(t->flows);
+    PyMem_Free(t->slots);
+    Py_TYPE(t)->tp_free((PyObject *)t);
+}
+
+/* The columns of one batch, each a contiguous buffer of n items of its width. */
+enum {
+    C_FLOWABLE, C_VER, C_SRC_HI, C_SRC_LO, C_DST_HI, C_DST_LO, C_PROTO, C_SPORT, C_DPORT,
+    C_TS, C_BYTES, C_FLAGS, C_UID, C_APP, C_LINK, C_FID, C_DIR, C_COUNT
+};
+static const Py_ssize_t WIDTH[C_COUNT] = {1, 1, 8, 8, 8, 8, 2, 4, 4, 8, 8, 4, 4, 4, 4, 8, 1};
+static const char *NAMES[C_COUNT] = {
+    "flowable", "ip_version", "src_hi", "src_lo", "dst_hi", "dst_lo", "proto", "sport",
+    "dport", "ts_ns", "ip_bytes", "tcp_flags", "uid", "app", "link_type", "fid", "direction"};
+
+static PyObject *FlowTable_assign(FlowTable *t, PyObject *args) {
+    long long first;
+    Py_buffer b[C_COUNT];
+    memset(b, 0, sizeof(b));
+    if (!PyArg_ParseTuple(args, "Ly*y*y*y*y*y*y*y*y*y*y*y*y*y*y*w*w*:assign", &first,
+                          &b[0], &b[1], &b[2], &b[3], &b[4], &b[5], &b[6], &b[7], &b[8],
+                          &b[9], &b[10], &b[11], &b[12], &b[13], &b[14], &b[15], &b[16]))
+        return NULL;
+    PyObject *result = NULL;
+    Py_ssize_t n = b[C_FLOWABLE].len;
+    if (t->flows == NULL || t->slots == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "FlowTable.__init__ was not called");
+        goto done;
+    }
+    for (int c = 0; c < C_COUNT; c++) {
+        if (b[c].len != n * WIDTH[c]) {
+            PyErr_Format(PyExc_ValueError, "%s: %zd bytes, expected %zd", NAMES[c], b[c].len,
+                         n * WIDTH[c]);
+            goto done;
+        }
+    }
+    const uint8_t *flowable = b[C_FLOWABLE].buf, *ver = b[C_VER].buf;
+    const uint64_t *src_hi = b[C_SRC_HI].buf, *src_lo = b[C_SRC_LO].buf;
+    const uint64_t *dst_hi = b[C_DST_HI].buf, *dst_lo = b[C_DST_LO].buf;
+    const int16_t *proto = b[C_PROTO].buf;
+    const int32_t *sport = b[C_SPORT].buf, *dport = b[C_DPORT].buf;
+    const int64_t *ts = b[C_TS].buf, *bytes = b[C_BYTES].buf;
+    const int32_t *flags = b[C_FLAGS].buf, *uid = b[C_UID].buf, *app = b[C_APP].buf;
+    const int32_t *link = b[C_LINK].buf;
+    int64_t *fid = b[C_FID].buf;
+    int8_t *dir = b[C_DIR].buf;
+    int with_uid = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (flowable[i] && uid[i] >= 0) {
+            with_uid = 1;
+            break;
+        }
+    }
+    int64_t batch = ++t->batch;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!flowable[i]) {
+            fid[i] = -1;
+            dir[i] = 0;
+            continue;
+        }
+        uint64_t sh = src_hi[i], sl = src_lo[i], dh = dst_hi[i], dl = dst_lo[i];
+        int32_t sp = sport[i], dp = dport[i];
+        int swap = sh > dh || (sh == dh && (sl > dl || (sl == dl && sp > dp)));
+        uint64_t a_hi = swap ? dh : sh, a_lo = swap ? dl : sl;
+        uint64_t b_hi = swap ? sh : dh, b_lo = swap ? sl : dl;
+        int32_t pa = swap ? dp : sp, pb = swap ? sp : dp;
+        uint8_t v = ver[i];
+        int16_t p = proto[i];
+        uint64_t h = key_hash(v, p, a_hi, a_lo, b_hi, b_lo, pa, pb);
+        size_t j = (size_t)h & t->mask;
+        int64_t cur = -1;
+        while (t->slots[j].flow >= 0) {
+            if (t->slots[j].hash == h) {
+                Flow *f = &t->flows[t->slots[j].flow];
+                if (f->a_lo == a_lo && f->b_lo == b_lo && f->a_hi == a_hi && f->b_hi == b_hi &&
+                    f->pa == pa && f->pb == pb && f->ver == v && f->proto == p) {
+                    cur = t->slots[j].flow;
+                    break;
+                }
+            }
+            j = (j + 1) & t->mask;
+        }
+        int64_t id = cur;
+        if (cur >= 0 && p != TCP) {
+            Flow *f = &t->flows[cur];
+            int64_t since = f->prev_batch == batch ? f->prev_ts : f->last_ns;
+            /* as numpy's int64 subtraction: wraps, never traps */
+            int64_t gap = (int64_t)((uint64_t)ts[i] - (uint64_t)since);
+            if (gap > t->timeout)
+                id = -1;
+        }
+        if (id < 0) {
+            id = new_flow(t);
+            if (id < 0)
+                goto done;
+            Flow *f = &t->flows[id];
+            f->a_hi = a_hi;
+            f->a_lo = a_lo;
+            f->b_hi = b_hi;
+            f->b_lo = b_lo;
+            f->pa = pa;
+            f->pb = pb;
+            f->ver = v;
+            f->proto = p;
+            f->first_dir = (int8_t)swap;
+            f->link = link[i];
+            f->first_pkt = first + i;
+            if (cur >= 0) {
+                t->slots[j].flow = id;
+            } else {
+                t->slots[j].hash = h;
+                t->slots[j].flow = id;
+                if (++t->used * 2 > t->mask + 1 && grow_slots(t) < 0)
+                    goto done;
+            }
+        }
+        Flow *f = &t->flows[id];
+        f->prev_ts = ts[i];
+        f->prev_batch = batch;
+        int32_t fl = flags[i];
+        int32_t syn = fl & (TCP_SYN | TCP_ACK);
+        if (syn == TCP_SYN)
+            fl |= SYN_ONLY;
+        else if (syn == (TCP_SYN | TCP_ACK))
+            fl |= SYN_ACK;
+        if (swap) {
+            f->pk_ba += 1;
+            f->by_ba += bytes[i];
+            f->fl_ba |= fl;
+        } else {
+            f->pk_ab += 1;
+            f->by_ab += bytes[i];
+            f->fl_ab |= fl;
+        }
+        if (ts[i] < f->first_ns)
+            f->first_ns = ts[i];
+        if (ts[i] > f->last_ns)
+            f->last_ns = ts[i];
+        if (with_uid) {
+            if (uid[i] > f->uid)
+                f->uid = uid[i];
+            if (app[i] > f->app)
+                f->app = app[i];
+        }
+        fid[i] = id;
+        dir[i] = (int8_t)swap;
+    }
+    result = PyLong_FromSsize_t(t->n);
+done:
+    for (int c = 0; c < C_COUNT; c++)
+        if (b[c].obj != NULL)
+            PyBuffer_Release(&b[c]);
+    return result;
+}
+
+#define COLUMN(name, type, field)                                                        \
+    do {                                                                                 \
+        PyObject *col = PyBytes_FromStringAndSize(NULL, t->n * (Py_ssize_t)sizeof(type)); \
+        if (col == NULL)                                                                 \
+            goto fail;                                                                   \
+        type *out = (type *)PyBytes_AS_STRING(col);                                      \
+        for (Py_ssize_t i = 0; i < t->n; i++)                                            \
+            out[i] = t->flows[i].field;                                                  \
+        int bad = PyDict_SetItemString(dict, name, col);                                 \
+        Py_DECREF(col);                                                                  \
+        if (bad)                                                                         \
+            goto fail;                                                                   \
+    } while (0)
+
+static PyObject *FlowTable_columns(FlowTable *t, PyObject *Py_UNUSED(ignored)) {
+    if (t->flows == NULL && t->n) {
+        PyErr_SetString(PyExc_RuntimeError, "FlowTable.__init__ was not called");
+        return NULL;
+    }
+    PyObject *dict = PyDict_New();
+    if (dict == NULL)
+        return NULL;
+    COLUMN("ver", uint8_t, ver);
+    COLUMN("proto", int16_t, proto);
+    COLUMN("a_hi", uint64_t, a_hi);
+    COLUMN("a_lo", uint64_t, a_lo);
+    COLUMN("b_hi", uint64_t, b_hi);
+    COLUMN("b_lo", uint64_t, b_lo);
+    COLUMN("pa", int32_t, pa);
+    COLUMN("pb", int32_t, pb);
+    COLUMN("first_pkt", int64_t, first_pkt);
+    COLUMN("first_dir", int8_t, first_dir);
+    COLUMN("link", int32_t, link);
+    COLUMN("first_ns", int64_t, first_ns);
+    COLUMN("last_ns", int64_t, last_ns);
+    COLUMN("pk_ab", int64_t, pk_ab);
+    COLUMN("pk_ba", int64_t, pk_ba);
+    COLUMN("by_ab", int64_t, by_ab);
+    COLUMN("by_ba", int64_t, by_ba);
+    COLUMN("fl_ab", int32_t, fl_ab);
+    COLUMN("fl_ba", int32_t, fl_ba);
+    COLUMN("uid", int32_t, uid);
+    COLUMN("app", int32_t, app);
+    return dict;
+fail:
+    Py_DECREF(dict);
+    return NULL;
+}
+
+static PyObject *FlowTable_len(FlowTable *t, void *Py_UNUSED(closure)) {
+    return PyLong_FromSsize_t(t->n);
+}
+
+static PyMethodDef FlowTable_methods[] = {
+    {"assign", (PyCFunction)FlowTable_assign, METH_VARARGS,
+     "assign(first, flowable, ip_version, src_hi, src_lo, dst_hi, dst_lo, proto, sport, dport,"
+     " ts_ns, ip_bytes, tcp_flags, uid, app, link_type, fid_out, direction_out) -> flows"},
+    {"columns", (PyCFunction)FlowTable_columns, METH_NOARGS,
+     "columns() -> {name: bytes}: the per-flow columns, in the order flows were made"},
+    {NULL, NULL, 0, NULL}};
+
+static PyGetSetDef FlowTable_getset[] = {
+    {"n", (getter)FlowTable_len, NULL, "the number of flows", NULL}, {NULL}};
+
+static PyTypeObject FlowTableType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "auditor.packets._flowtab.FlowTable",
+    .tp_basicsize = sizeof(FlowTable),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "FlowTable(timeout_ns): flows by bidirectional key, filled batch by batch",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)FlowTable_init,
+    .tp_dealloc = (destructor)FlowTable_dealloc,
+    .tp_methods = FlowTable_methods,
+    .tp_getset = FlowTable_getset,
+};
+
+/* address_texts(version, hi, lo): each address as text, as socket.inet_ntop writes it ("" when
+ * the version is neither 4 nor 6). IPv4 is in lo; IPv6 is hi then lo, big-endian. */
+static PyObject *address_texts(PyObject *Py_UNUSED(self), PyObject *args) {
+    Py_buffer v, hi, lo;
+    if (!PyArg_ParseTuple(args, "y*y*y*:address_texts", &v, &hi, &lo))
+        return NULL;
+    PyObject *out = NULL;
+    Py_ssize_t n = v.len;
+    if (hi.len != n * 8 || lo.len != n * 8) {
+        PyErr_SetString(PyExc_ValueError, "hi and lo must hold 8 bytes per version byte");
+        goto done;
+    }
+    out = PyList_New(n);
+    if (out == NULL)
+        goto done;
+    const uint8_t *ver = v.buf;
+    const uint64_t *h = hi.buf, *l = lo.buf;
+    char text[INET6_ADDRSTRLEN];
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const char *s = "";
+        if (ver[i] == 4) {
+            uint32_t a = htonl((uint32_t)l[i]);
+            s = inet_ntop(AF_INET, &a, text, sizeof(text));
+        } else if (ver[i] == 6) {
+            unsigned char a[16];
+            for (int k = 0; k < 8; k++) {
+                a[k] = (unsigned char)(h[i] >> (56 - 8 * k));
+                a[8 + k] = (unsigned char)(l[i] >> (56 - 8 * k));
+            }
+            s = inet_ntop(AF_INET6, a, text, sizeof(text));
+        }
+        PyObject *str = PyUnicode_FromString(s == NULL ? "" : s);
+        if (str == NULL) {
+            Py_CLEAR(out);
+            goto done;
+        }
+        PyList_SET_ITEM(out, i, str);
+    }
+done:
+    PyBuffer_Release(&v);
+    PyBuffer_Release(&hi);
+    PyBuffer_Release(&lo);
+    return out;
+}
+
+static PyMethodDef module_methods[] = {
+    {"address_texts", address_texts, METH_VARARGS,
+     "address_texts(version, hi, lo) -> list[str]: addresses as text, as inet_ntop writes them"},
+    {NULL, NULL, 0, NULL}};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "_flowtab",
+    .m_doc = "The flow table's per-packet work (see flows.py).",
+    .m_size = -1,
+    .m_methods = module_methods,
+};
+
+PyMODINIT_FUNC PyInit__flowtab(void) {
+    if (PyType_Ready(&FlowTableType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    Py_INCREF(&FlowTableType);
+    if (PyModule_AddObject(m, "FlowTable", (PyObject *)&FlowTableType) < 0) {
+        Py_DECREF(&FlowTableType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

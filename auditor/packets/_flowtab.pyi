@@ -1,0 +1,31 @@
+# The compiled flow assignment (_flowtab.c); see flows.py.
+from collections.abc import Buffer
+
+class FlowTable:
+    n: int
+    def __init__(self, timeout_ns: int) -> None: ...
+    def assign(
+        self,
+        first: int,
+        flowable: Buffer,
+        ip_version: Buffer,
+        src_hi: Buffer,
+        src_lo: Buffer,
+        dst_hi: Buffer,
+        dst_lo: Buffer,
+        proto: Buffer,
+        sport: Buffer,
+        dport: Buffer,
+        ts_ns: Buffer,
+        ip_bytes: Buffer,
+        tcp_flags: Buffer,
+        uid: Buffer,
+        app: Buffer,
+        link_type: Buffer,
+        fid_out: Buffer,
+        direction_out: Buffer,
+        /,
+    ) -> int: ...
+    def columns(self) -> dict[str, bytes]: ...
+
+def address_texts(version: Buffer, hi: Buffer, lo: Buffer, /) -> list[str]: ...
