@@ -425,7 +425,46 @@ done:
     return out;
 }
 
+/* gather(buffer, starts, ends): the bytes buffer[starts[i]:ends[i]] of every i, joined. */
+static PyObject *gather(PyObject *Py_UNUSED(self), PyObject *args) {
+    Py_buffer buf, st, en;
+    if (!PyArg_ParseTuple(args, "y*y*y*:gather", &buf, &st, &en))
+        return NULL;
+    PyObject *out = NULL;
+    Py_ssize_t n = st.len / 8;
+    if (st.len % 8 || en.len != st.len) {
+        PyErr_SetString(PyExc_ValueError, "starts and ends must be int64 of one length");
+        goto done;
+    }
+    const int64_t *a = st.buf, *b = en.buf;
+    Py_ssize_t total = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (a[i] < 0 || b[i] < a[i] || b[i] > buf.len) {
+            PyErr_Format(PyExc_ValueError, "range %zd (%lld, %lld) is outside the buffer", i,
+                         (long long)a[i], (long long)b[i]);
+            goto done;
+        }
+        total += (Py_ssize_t)(b[i] - a[i]);
+    }
+    out = PyBytes_FromStringAndSize(NULL, total);
+    if (out == NULL)
+        goto done;
+    char *w = PyBytes_AS_STRING(out);
+    const char *r = buf.buf;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        memcpy(w, r + a[i], (size_t)(b[i] - a[i]));
+        w += b[i] - a[i];
+    }
+done:
+    PyBuffer_Release(&buf);
+    PyBuffer_Release(&st);
+    PyBuffer_Release(&en);
+    return out;
+}
+
 static PyMethodDef module_methods[] = {
+    {"gather", gather, METH_VARARGS,
+     "gather(buffer, starts, ends) -> bytes: buffer[starts[i]:ends[i]] for each i, joined"},
     {"address_texts", address_texts, METH_VARARGS,
      "address_texts(version, hi, lo) -> list[str]: addresses as text, as inet_ntop writes them"},
     {NULL, NULL, 0, NULL}};

@@ -210,6 +210,8 @@ PROTO_NAMES: Final[dict[int, str]] = {
 _HTTP_PREFIXES: Final = np.array(
     [int.from_bytes((m + b" ")[:4], "big") for m in N.HTTP_METHODS], dtype=np.int64
 )
+_HTTP_FIRST: Final = np.zeros(256, dtype=bool)  # first bytes of the HTTP methods
+_HTTP_FIRST[[m[0] for m in N.HTTP_METHODS]] = True
 _SYN_ONLY: Final = 0x200  # derived flag bits, above the 9 TCP flag bits
 _SYN_ACK: Final = 0x400
 _KINDS_HERE: Final = (N.KIND_TLS, N.KIND_TLS_MORE, N.KIND_HTTP)  # parsed here with a worker
@@ -364,6 +366,14 @@ def _hash(*cols: np.ndarray) -> np.ndarray:
         x ^= x >> np.uint64(31)
         h = (h ^ x) * _M4
     return h
+
+
+def _any_of(values: np.ndarray, wanted: object) -> np.ndarray:
+    """``np.isin`` for a few wanted values (faster than it for so few)."""
+    out = np.zeros(len(values), dtype=bool)
+    for w in wanted:  # type: ignore[attr-defined]
+        out |= values == w
+    return out
 
 
 def _starts(*sorted_cols: np.ndarray) -> np.ndarray:
@@ -731,40 +741,52 @@ class CaptureAnalyzer:
         plen = pb.payload_len[idx]
         f = fid[idx]
         d = direction[idx]
-        head = pb.payload_head[idx].astype(np.int64)
-        head[np.arange(head.shape[1]) >= plen[:, None]] = -1  # past the captured payload
         tcp = proto == D.PROTO_TCP
         udp = proto == D.PROTO_UDP
         kind = np.zeros(len(idx), dtype=np.int8)
-        ports = list(DNS_PORTS)
-        dns = (udp & (np.isin(sp, ports) | np.isin(dp, ports)) & (plen >= 12)) | (
-            tcp & ((sp == 53) | (dp == 53))
+        # Only UDP and TCP to or from port 53 or starting like a TLS record or an HTTP method
+        # can be any of the kinds below: the rest (most TCP data) is left out at once.
+        b0 = pb.payload_head[idx, 0]
+        maybe = np.flatnonzero(
+            udp | (tcp & ((b0 == N.HANDSHAKE) | _HTTP_FIRST[b0] | (sp == 53) | (dp == 53)))
+        )
+        proto, sp, dp, ln = proto[maybe], sp[maybe], dp[maybe], plen[maybe]
+        tcp_m, udp_m = tcp[maybe], udp[maybe]
+        head = pb.payload_head[idx[maybe]].astype(np.int64)
+        head[np.arange(head.shape[1]) >= ln[:, None]] = -1  # past the captured payload
+        found = np.zeros(len(maybe), dtype=np.int8)
+        dns = (udp_m & (_any_of(sp, DNS_PORTS) | _any_of(dp, DNS_PORTS)) & (ln >= 12)) | (
+            tcp_m & ((sp == 53) | (dp == 53))
         )
         b0 = head[:, 0]
-        tls = tcp & (b0 == N.HANDSHAKE) & (head[:, 1] == 3) & ((plen < 6) | (head[:, 5] == 1))
+        tls = tcp_m & (b0 == N.HANDSHAKE) & (head[:, 1] == 3) & ((ln < 6) | (head[:, 5] == 1))
         version = (head[:, 1] << 24) | (head[:, 2] << 16) | (head[:, 3] << 8) | head[:, 4]
         ptype = (b0 >> 4) & 3
-        long_header = udp & (plen >= 7) & ((b0 & 0xC0) == 0xC0)
+        long_header = udp_m & (ln >= 7) & ((b0 & 0xC0) == 0xC0)
         initial = ((version == N.QUIC_V1) & (ptype == N.INITIAL_TYPE[N.QUIC_V1])) | (
             (version == N.QUIC_V2) & (ptype == N.INITIAL_TYPE[N.QUIC_V2])
         )
-        other_quic = ((sp == 443) | (dp == 443)) & ~np.isin(version, (0, N.QUIC_V1, N.QUIC_V2))
+        other_quic = ((sp == 443) | (dp == 443)) & ~_any_of(version, (0, N.QUIC_V1, N.QUIC_V2))
         first4 = (head[:, 0] << 24) | (head[:, 1] << 16) | (head[:, 2] << 8) | head[:, 3]
-        kind[tcp & (plen >= 4) & np.isin(first4, _HTTP_PREFIXES)] = N.KIND_HTTP
-        kind[long_header & (initial | other_quic)] = N.KIND_QUIC
-        kind[tls] = N.KIND_TLS
-        kind[dns] = N.KIND_DNS
+        found[tcp_m & (ln >= 4) & np.isin(first4, _HTTP_PREFIXES)] = N.KIND_HTTP
+        found[long_header & (initial | other_quic)] = N.KIND_QUIC
+        found[tls] = N.KIND_TLS
+        found[dns] = N.KIND_DNS
+        kind[maybe] = found
         # A ClientHello fits in its segment when its record does and the handshake message
         # fits in that record; otherwise the next segments from that side go too, as many
         # bytes as the lengths say are missing (records of the first one's size).
         record = np.maximum((head[:, 3] << 8) | head[:, 4], 1)
         message = 4 + ((head[:, 6] << 16) | (head[:, 7] << 8) | head[:, 8])
         known = head[:, 8] >= 0
-        whole = known & (plen >= 5 + record) & (record >= message)
-        split = np.flatnonzero((kind == N.KIND_TLS) & ~whole)
-        need = np.where(known, message + 5 * (-(-message // record)), N.STREAM_CAP)
-        missing = np.minimum(need, N.STREAM_CAP) - plen
-        self._mark_more(kind, tcp, f, d, plen, split, missing[split])
+        whole = known & (ln >= 5 + record) & (record >= message)
+        cut = np.flatnonzero((found == N.KIND_TLS) & ~whole)
+        need = np.where(
+            known[cut], message[cut] + 5 * (-(-message[cut] // record[cut])), N.STREAM_CAP
+        )
+        split = maybe[cut]
+        missing = np.minimum(need, N.STREAM_CAP) - ln[cut]
+        self._mark_more(kind, tcp, f, d, plen, split, missing)
         pick = np.flatnonzero(kind)
         if not pick.size:
             return None
@@ -772,9 +794,7 @@ class CaptureAnalyzer:
         rb = pb.records
         start = rb.data[rows] + pb.payload_off[rows]
         length = pb.payload_len[rows]
-        mv = memoryview(rb.raw)
-        blob = b"".join([mv[a:b] for a, b in zip(start.tolist(), (start + length).tolist(),
-                                                  strict=True)])  # fmt: skip
+        blob = N.gather(rb.raw, start, start + length)
         seq = np.zeros(len(rows), dtype=np.int64)
         t = tcp[pick]
         if t.any():

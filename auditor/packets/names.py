@@ -18,6 +18,7 @@ them knows where the bytes came from; :mod:`auditor.packets.flows` feeds them.
 from __future__ import annotations
 
 import gc
+import os
 import pickle
 import socket
 import struct
@@ -31,6 +32,11 @@ from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
+
+try:
+    from auditor.packets._flowtab import gather as _gather
+except ImportError:  # not built: joined in Python
+    _gather = None  # type: ignore[assignment]
 
 MAX_HANDSHAKE: Final = 64 * 1024  # reassembly cap for one ClientHello
 
@@ -883,11 +889,8 @@ class NameJob:
 
     def subset(self, mask: np.ndarray) -> NameJob:
         """The rows where ``mask`` is true (their payloads copied into a new blob)."""
-        ends = self.ends.tolist()
-        starts = [0, *ends[:-1]]
-        blob = self.blob
-        keep = mask.tolist()
-        parts = [blob[a:b] for a, b, k in zip(starts, ends, keep, strict=True) if k]
+        ends = self.ends[mask]
+        starts = (self.ends - np.diff(self.ends, prepend=0))[mask]
         return NameJob(
             kind=self.kind[mask],
             flow=self.flow[mask],
@@ -896,10 +899,19 @@ class NameJob:
             ts=self.ts[mask],
             tcp=self.tcp[mask],
             order=self.order[mask],
-            ends=np.cumsum(np.array([len(p) for p in parts], dtype=np.int64)),
-            blob=b"".join(parts),
+            ends=np.cumsum(ends - starts),
+            blob=gather(self.blob, starts, ends),
             dns=self.dns[mask],
         )
+
+
+def gather(buffer: bytes | bytearray, starts: np.ndarray, ends: np.ndarray) -> bytes:
+    """``buffer[starts[i]:ends[i]]`` for each ``i``, joined (compiled when it is built)."""
+    if _gather is not None and not os.environ.get("AUDITOR_PURE_PYTHON_SCAN"):
+        c = np.ascontiguousarray
+        return _gather(buffer, c(starts, dtype=np.int64), c(ends, dtype=np.int64))
+    mv = memoryview(buffer)
+    return b"".join([mv[a:b] for a, b in zip(starts.tolist(), ends.tolist(), strict=True)])
 
 
 # (DNS packet number, id, response, rcode, qname, qtype, answers); the packet's time, flow,

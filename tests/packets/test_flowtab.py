@@ -259,3 +259,20 @@ def test_merged_dns_rows_are_in_packet_order() -> None:
     merged = N.merge_results(result(a), result(b), result([])).dns_columns
     assert merged[0] == [0, 1, 2, 3, 3, 7]
     assert merged[4] == ["a", "d", "e", "b", "c", "f"]  # a packet's rows keep their order
+
+
+@built
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=64), st.lists(st.tuples(st.integers(-3, 70), st.integers(-3, 70))))
+def test_gather_is_the_joined_slices_or_an_error(
+    data: bytes, ranges: list[tuple[int, int]]
+) -> None:
+    starts = np.array([a for a, _ in ranges], dtype=np.int64)
+    ends = np.array([b for _, b in ranges], dtype=np.int64)
+    if all(0 <= a <= b <= len(data) for a, b in ranges):
+        assert _flowtab.gather(data, starts, ends) == b"".join(data[a:b] for a, b in ranges)
+    else:  # the Python slices would clip or be empty; the compiled one refuses
+        with pytest.raises(ValueError):
+            _flowtab.gather(data, starts, ends)
+    with pytest.raises(ValueError):
+        _flowtab.gather(data, starts, ends[:-1] if len(ends) else np.zeros(1, np.int64))
