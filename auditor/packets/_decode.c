@@ -452,8 +452,15 @@ run(Job *j)
                 else {
                     size = ((int64_t)m[1] + 1) * 8;
                 }
+                if (off + size > ip_end) { /* a header longer than the datagram */
+                    t[T_V6_EXT_TRUNCATED]++;
+                    alive = 0;
+                    break;
+                }
                 nh = m[0];
                 off += size;
+                if (later) /* what follows a later fragment's header is data, not headers */
+                    break;
             }
             proto = nh;
             l4 = alive && !ipv6_extension(nh) ? off : -1;

@@ -665,7 +665,8 @@ def _ipv6(
     fragmented = np.zeros(len(rows), dtype=bool)
     not_first = np.zeros(len(rows), dtype=bool)
     for _ in range(8):
-        ext = alive & np.isin(nh, IPV6_EXTENSIONS)
+        # what follows a later fragment's header is data, not headers
+        ext = alive & ~not_first & np.isin(nh, IPV6_EXTENSIONS)
         if not ext.any():
             break
         e = np.flatnonzero(ext)
@@ -684,6 +685,10 @@ def _ipv6(
         )  # fmt: skip
         fragmented[e[is_frag]] = True
         not_first[e[is_frag]] = (_be16(m, 2)[is_frag] >> 3) != 0
+        over = off[e] + size > end[e]  # a header longer than the datagram
+        _count(warnings, "truncated-ip-header", over)
+        alive[e[over]] = False
+        e, m, size = e[~over], m[~over], size[~over]
         nh[e] = m[:, 0]
         off[e] += size
     ip.proto[rows] = nh

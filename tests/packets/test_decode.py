@@ -161,6 +161,37 @@ def test_fragments_first_keeps_ports_later_ones_are_counted() -> None:
     assert warnings == {"ip-fragment": 4}
 
 
+@pytest.mark.parametrize("numpy_only", [False, True])
+def test_a_later_ipv6_fragment_is_data_after_its_fragment_header(
+    numpy_only: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by the compiled decoder's differential tests: the fragment's data, here 4 bytes,
+    was read as the destination-options header its fragment header names, and counted as a
+    truncated header."""
+    if numpy_only:
+        monkeypatch.setattr(D, "_compiled", None)
+    frag = bytes([60, 0]) + struct.pack("!HI", (2 << 3) | 0, 7)  # offset 16, next: dest. opts
+    later = ipv6("2001:db8::1", "2001:db8::2", 44, b"\x11\x22\x33\x44", ext=frag)
+    rows, warnings, _ = _decode([ether(later, 0x86DD)], 1)
+    assert (rows[0]["proto"], rows[0]["flowable"]) == (60, False)
+    assert warnings == {"ip-fragment": 1}
+
+
+@pytest.mark.parametrize("numpy_only", [False, True])
+def test_an_ipv6_extension_header_longer_than_its_datagram_is_counted(
+    numpy_only: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only its first 8 bytes used to be checked: a hop-by-hop header claiming 2,048 bytes in
+    a 24-byte payload made a flow out of bytes past the datagram."""
+    if numpy_only:
+        monkeypatch.setattr(D, "_compiled", None)
+    hop = bytes([58, 255]) + bytes(6)  # 256 units of 8 bytes; next: ICMPv6
+    p = ipv6("2001:db8::1", "2001:db8::2", 0, b"\x80\x00" + bytes(14), ext=hop)
+    rows, warnings, _ = _decode([ether(p, 0x86DD)], 1)
+    assert (rows[0]["proto"], rows[0]["flowable"]) == (0, False)
+    assert warnings == {"truncated-ip-header": 1}
+
+
 def test_snaplen_cut_packets_keep_their_captured_payload() -> None:
     p = ether(ipv4("10.0.0.1", "10.0.0.2", 17, udp(9, 53, b"x" * 100)))
     data = pcap([(T0, p[:60], len(p))], link=1)
