@@ -3,7 +3,9 @@ decoder and the name dissectors): random bytes, random records and blocks behind
 headers, payloads shaped for the dissectors, and mutated real captures read in chunks of
 random sizes. Only PcapError (not a capture) may escape; damage is counted in warnings.
 The compiled record walk (``_scan.c``) and the Python walk must give the same records and
-warnings for every input, cut into any chunk and read-piece sizes.
+warnings for every input, cut into any chunk and read-piece sizes; the compiled decoder and
+flow table (``_decode.c``, ``_flowtab.c``) the same flow, DNS and packet tables as the numpy
+code they replace.
 
 The builders and shaped payloads are those of ``tests/packets`` (its ``test_fuzz`` runs a
 fixed small number of the same kinds of input); this module adds the real captures of
@@ -19,7 +21,9 @@ import pytest
 from hypothesis import example
 from hypothesis import strategies as st
 
-from auditor.packets import PcapError, read_capture
+from auditor.packets import PcapError, pcapfile, read_capture
+from auditor.packets import decode as D
+from auditor.packets import flows as F
 from auditor.packets import names as N
 from auditor.packets.flows import CaptureResult
 from tests.fuzz import fuzz, mutated, shared_captures
@@ -31,6 +35,7 @@ try:
     from auditor.packets import _scan as compiled_walk
 except ImportError:
     compiled_walk = None
+COMPILED_TABLES = D._compiled is not None and F._flowtab is not None
 
 _chunks = st.sampled_from([64, 100, 4096, 65536])
 
@@ -178,6 +183,40 @@ def test_compiled_walk_agrees_with_the_python_walk(
     seeds = [*_real(), pcap(_frames_for_walk(), 1), pcap(_frames_for_walk(), 1, big_endian=True)]
     raw = data.draw(st.one_of(mutated(seeds, keep=24), st.binary(max_size=3000)), label="input")
     assert records(raw, chunk_size, True, piece) == records(raw, chunk_size, False, piece)
+
+
+def _tables(data: bytes, chunk_size: int, compiled: bool) -> object:
+    """Every table and count of a read, by the compiled decoder and flow table or by numpy."""
+    saved = D._compiled
+    if not compiled:
+        D._compiled = None
+    try:
+        try:
+            reader = pcapfile.CaptureReader(io.BytesIO(data), chunk_size=chunk_size)
+        except PcapError as exc:
+            return str(exc)
+        decoder = D.Decoder()
+        analyzer = F.CaptureAnalyzer(compiled=compiled)
+        for rb in reader:
+            analyzer.feed(decoder.decode(rb))
+        flows, dns, names = analyzer.finish()
+        packets = analyzer.packets_frame(decoder.apps)
+    finally:
+        D._compiled = saved
+    frames = tuple(f.to_dict("list") for f in (flows, dns, packets))
+    dtypes = tuple(f.dtypes.astype(str).tolist() for f in (flows, dns, packets))
+    return frames, dtypes, names, dict(analyzer.warnings), dict(analyzer.counts), decoder.apps
+
+
+@fuzz(st.data(), _chunks, share=0.15)
+def test_compiled_decoder_and_flow_table_agree_with_numpy(
+    data: st.DataObject, chunk_size: int
+) -> None:
+    if not COMPILED_TABLES:
+        pytest.skip("the compiled decoder and flow table are not built")
+    seeds = [*_real(), pcap(_frames_for_walk(), 1)]
+    raw = data.draw(st.one_of(mutated(seeds, keep=24), st.binary(max_size=3000)), label="input")
+    assert _tables(raw, chunk_size, True) == _tables(raw, chunk_size, False)
 
 
 @cache
