@@ -458,10 +458,10 @@ class _Worker:
         self._send(b"")
         self._stdin.close()
         self._reader.join(timeout=60)
-        self._proc.wait(timeout=30)
         if self._failure is not None:
             raise RuntimeError(f"the name worker's answer could not be read: {self._failure}")
         if self._reply is None:
+            self._proc.wait(timeout=30)
             raise RuntimeError(f"the name worker died (exit code {self._proc.returncode})")
         status, value = self._reply
         if status != "ok":
