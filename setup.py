@@ -2,7 +2,8 @@
 
 - ``_scan``: the record walk of pcap and pcapng files;
 - ``_decode``: link, IP and TCP/UDP headers of a batch of records;
-- ``_flowtab``: the flow table's per-packet assignment and sums.
+- ``_flowtab``: the flow table's per-packet assignment and sums, address texts, payload joins;
+- ``_dns``: the DNS message parser.
 
 Everything else is in pyproject.toml. Each extension is optional: without a C compiler the
 install goes on and the reader uses its numpy and Python code instead (slower, same results).
@@ -20,4 +21,4 @@ def _ext(name: str) -> Extension:
     )
 
 
-setup(ext_modules=[_ext("_scan"), _ext("_decode"), _ext("_flowtab")])
+setup(ext_modules=[_ext("_scan"), _ext("_decode"), _ext("_flowtab"), _ext("_dns")])

@@ -2,7 +2,7 @@
 
 - **DNS** (RFC 1035) messages, over UDP or TCP (without the TCP length prefix): questions and
   the answer section, with A, AAAA, CNAME, PTR, NS and HTTPS/SVCB (RFC 9460: target name and
-  the ``ipv4hint``/``ipv6hint`` parameters) decoded.
+  the ``ipv4hint``/``ipv6hint`` parameters) decoded; compiled (``_dns.c``) where it is built.
 - **TLS ClientHello** (RFC 8446): SNI and ALPN, from the handshake bytes or from a stream of
   TLS records (a ClientHello may span several records and several TCP segments).
 - **QUIC Initial** (RFC 9000, RFC 9001, RFC 9369): initial secrets derived from the client's
@@ -24,6 +24,7 @@ import socket
 import struct
 from dataclasses import dataclass
 from functools import lru_cache
+from types import ModuleType
 from typing import IO, Final
 
 import numpy as np
@@ -219,8 +220,8 @@ def _svcb(msg: bytes | bytearray, pos: int, end: int) -> tuple[str, tuple[str, .
     return target, tuple(hints)
 
 
-def parse_dns(msg: bytes | bytearray) -> DnsMessage:
-    """The header, questions and answer section of one DNS message."""
+def _parse_dns_python(msg: bytes | bytearray) -> DnsMessage:
+    """:func:`parse_dns` in Python: the reference the compiled parser is checked against."""
     if len(msg) < 12:
         raise MalformedError("DNS message shorter than its header")
     ident, flags, qd, an, _ns, _ar = _H.unpack_from(msg, 0)
@@ -272,6 +273,30 @@ def parse_dns(msg: bytes | bytearray) -> DnsMessage:
         answers=tuple(answers),
         truncated=truncated,
     )
+
+
+_dns_compiled: ModuleType | None
+try:
+    from auditor.packets import _dns as _dns_compiled
+except ImportError:  # not built (no compiler at install): the Python parser
+    _dns_compiled = None
+if os.environ.get("AUDITOR_PURE_PYTHON_SCAN"):
+    _dns_compiled = None
+if _dns_compiled is not None:
+    _dns_compiled.setup(DnsResource, DnsMessage, MalformedError)
+DNS_PARSER: Final = "python" if _dns_compiled is None else "compiled"
+
+
+def parse_dns(msg: bytes | bytearray) -> DnsMessage:
+    """The header, questions and answer section of one DNS message.
+
+    Parsed by the compiled parser (``auditor/packets/_dns.c``, built at install when a C
+    compiler is there), else by :func:`_parse_dns_python`: the same results (the compiled one
+    is several times faster). ``AUDITOR_PURE_PYTHON_SCAN=1`` forces the Python parser;
+    ``DNS_PARSER`` says which one is in use."""
+    if _dns_compiled is not None:
+        return _dns_compiled.parse(msg)
+    return _parse_dns_python(msg)
 
 
 def split_tcp_dns(stream: bytes | bytearray) -> tuple[list[bytes], int]:

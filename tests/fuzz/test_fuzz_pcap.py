@@ -27,7 +27,20 @@ from auditor.packets import flows as F
 from auditor.packets import names as N
 from auditor.packets.flows import CaptureResult
 from tests.fuzz import fuzz, mutated, shared_captures
-from tests.packets import block, ether, idb, ipv4, pcap, shb, tcp, udp
+from tests.packets import (
+    block,
+    dns_query,
+    dns_response,
+    ether,
+    idb,
+    ipv4,
+    pcap,
+    rr,
+    shb,
+    svcb_rdata,
+    tcp,
+    udp,
+)
 from tests.packets.test_fuzz import LINKS, _payloads
 from tests.packets.test_scan import records
 
@@ -217,6 +230,41 @@ def test_compiled_decoder_and_flow_table_agree_with_numpy(
     seeds = [*_real(), pcap(_frames_for_walk(), 1)]
     raw = data.draw(st.one_of(mutated(seeds, keep=24), st.binary(max_size=3000)), label="input")
     assert _tables(raw, chunk_size, True) == _tables(raw, chunk_size, False)
+
+
+@fuzz(st.data(), share=0.05)
+def test_compiled_dns_parser_agrees_with_python(data: st.DataObject) -> None:
+    if N.DNS_PARSER != "compiled":
+        pytest.skip("the compiled DNS parser is not built")
+    seeds = _dns_messages()
+    msg = data.draw(st.one_of(mutated(seeds, keep=12), st.binary(max_size=600)), label="message")
+    results = []
+    for parse in (N.parse_dns, N._parse_dns_python):
+        try:
+            results.append(repr(parse(msg)))
+        except N.MalformedError:
+            results.append("MalformedError")
+    assert results[0] == results[1]
+
+
+@cache
+def _dns_messages() -> list[bytes]:
+    """The DNS payloads of the real captures, and a few built ones."""
+    from auditor.packets import iter_packets
+
+    out = [
+        dns_response(7, "a.example", 1, [rr(b"\xc0\x0c", 5, b"\x01b\xc0\x0e"),
+                                          rr(b"\xc0\x1b", 1, bytes(4))]),
+        dns_response(8, "h.example", 65, [rr(b"\xc0\x0c", 65, svcb_rdata(
+            1, "", [(4, bytes(8)), (6, bytes(16))]))]),
+        dns_query(9, "q.example", 28),
+    ]  # fmt: skip
+    for path in shared_captures():
+        for batch in iter_packets(path):
+            for i in range(len(batch)):
+                if batch.payload_len[i] and 53 in (batch.sport[i], batch.dport[i]):
+                    out.append(batch.payload(i))
+    return out
 
 
 @cache

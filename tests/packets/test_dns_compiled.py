@@ -1,0 +1,716 @@
+"""The compiled DNS parser (``auditor/packets/_dns.c``) against the Python reference
+(``names._parse_dns_python``): the same ``DnsMessage`` (fields, their types and repr), or
+``MalformedError`` from both, on every DNS message of the real captures, on hand-built corner
+cases (compression pointers and their limits, the ``seen`` cache, name lengths, escaping, record
+counts, rdata lengths, HTTPS/SVCB parameters, mDNS announcements), cut at every length, and on
+mutated and random bytes."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pickle
+import shutil
+import struct
+import subprocess
+import sys
+from collections.abc import Callable, Iterable
+from functools import cache
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from auditor.packets import names as N
+from tests.fuzz import mutated
+from tests.packets import SHARED_CAPTURES, dns_name, dns_query, dns_response, ip6, rr, svcb_rdata
+
+try:
+    from auditor.packets import _dns as compiled
+except ImportError:  # not built: the tests that need it skip
+    compiled = None  # type: ignore[assignment]
+else:  # names.py does this only when it uses the compiled parser (not under PURE_PYTHON)
+    compiled.setup(N.DnsResource, N.DnsMessage, N.MalformedError)
+built = pytest.mark.skipif(compiled is None, reason="the compiled DNS parser is not built")
+
+FAST = settings(
+    max_examples=300,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
+DNS_PORTS = (53, 5353, 5355)
+
+
+def test_the_compiled_parser_is_built_where_there_is_a_compiler() -> None:
+    """Without it DNS parsing is many times slower; a silent fallback would hide that."""
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler here")
+    if os.environ.get("AUDITOR_PURE_PYTHON_SCAN"):
+        assert N.DNS_PARSER == "python"
+        assert N._dns_compiled is None
+    else:
+        assert N.DNS_PARSER == "compiled"
+        assert compiled is not None and N._dns_compiled is compiled
+
+
+# -------------------------------------------------------------------------------- compare
+
+
+def outcome(parse: Callable[[Any], N.DnsMessage], msg: Any) -> N.DnsMessage | str:
+    try:
+        return parse(msg)
+    except N.MalformedError as exc:
+        assert type(exc) is N.MalformedError and str(exc)
+        return "malformed"
+
+
+def assert_same(msg: bytes) -> N.DnsMessage | str:
+    """The compiled parser gives what the Python one gives for ``msg`` (returned)."""
+    want = outcome(N._parse_dns_python, msg)
+    got = outcome(compiled.parse, msg)
+    assert got == want, msg.hex()
+    assert repr(got) == repr(want), msg.hex()  # types too: bool, int, str, None, tuple
+    if isinstance(got, N.DnsMessage):
+        assert isinstance(want, N.DnsMessage)
+        assert type(got.questions) is tuple and type(got.answers) is tuple
+        for r in got.answers:
+            assert type(r) is N.DnsResource and type(r.hints) is tuple
+            assert all(type(h) is str for h in r.hints)
+        assert hash(got) == hash(want)
+    return want
+
+
+def assert_same_cut(msg: bytes) -> None:
+    """The same at every length of ``msg`` (a message cut by the snap length)."""
+    for n in range(len(msg) + 1):
+        assert_same(msg[:n])
+
+
+# ------------------------------------------------------------------------------- messages
+
+
+def header(qd: int, an: int, *, ident: int = 0x1234, flags: int = 0x8180) -> bytes:
+    return struct.pack("!HHHHHH", ident, flags, qd, an, 0, 0)
+
+
+def ptr(offset: int) -> bytes:
+    return struct.pack("!H", 0xC000 | offset)
+
+
+def question(name: bytes, qtype: int = 1) -> bytes:
+    return name + struct.pack("!HH", qtype, 1)
+
+
+def record(owner: bytes, rtype: int, rdata: bytes, *, rdlen: int | None = None) -> bytes:
+    """A resource record whose length field may lie (``rdlen``)."""
+    size = len(rdata) if rdlen is None else rdlen
+    return owner + struct.pack("!HHIH", rtype, 1, 300, size) + rdata
+
+
+def links(at: int, count: int, target: int) -> bytes:
+    """``count`` compression pointers from ``at`` on, each to the next, the last to ``target``."""
+    if not count:
+        return b""
+    return b"".join(ptr(at + 2 * (k + 1)) for k in range(count - 1)) + ptr(target)
+
+
+def chain(jumps: int) -> bytes:
+    """One question whose name is reached through ``jumps`` compression pointers."""
+    tail = 18  # after the question: its name is a pointer, then type and class
+    return (
+        header(1, 0)
+        + question(ptr(tail))
+        + links(tail, jumps - 1, tail + 2 * (jumps - 1))
+        + dns_name("chain.example")
+    )
+
+
+def labels(*sizes: int, fill: int = 0x61) -> bytes:
+    return b"".join(bytes([n]) + bytes([fill]) * n for n in sizes) + b"\x00"
+
+
+def mdns_announcement() -> bytes:
+    service = dns_name("_googlecast._tcp.local")
+    instance = b"\x0dChromecast-1a" + ptr(12)
+    host = dns_name("cc1a.local")
+    body = (
+        record(service, 12, instance)
+        + record(instance, 33, b"\x00\x00\x00\x00\x1f\x49" + host)
+        + record(instance, 16, b"\x09id=1a2b3c")
+        + record(host, 1, bytes([192, 168, 1, 40]))
+        + record(host, 28, ip6("fe80::1a2b:3cff:fe4d:5e6f"))
+    )
+    return header(0, 5, ident=0, flags=0x8400) + body
+
+
+def hand_built() -> list[bytes]:
+    """Messages of each kind the parser decodes, for cuts and mutations."""
+    q = "www.example.com"
+    return [
+        dns_query(0x1234, "connectivitycheck.gstatic.com", 28),
+        dns_query(7, "", 1),
+        dns_response(
+            7,
+            q,
+            1,
+            [
+                rr(b"\xc0\x0c", 5, b"\x04edge\x03cdn" + b"\xc0\x10"),
+                rr(b"\xc0\x2d", 1, bytes([93, 184, 216, 34])),
+                rr(b"\xc0\x2d", 28, ip6("2606:2800:220:1::248")),
+                rr(b"\xc0\x2d", 16, b"\x05hello"),
+                rr(b"\xc0\x0c", 2, dns_name("ns1.example.com")),
+                rr(b"\xc0\x0c", 12, b"\x03ptr\xc0\x0c"),
+            ],
+        ),
+        dns_response(
+            1,
+            "example.net",
+            65,
+            [
+                rr(
+                    b"\xc0\x0c",
+                    65,
+                    svcb_rdata(
+                        1,
+                        "svc.example.net",
+                        [(1, b"\x02h3"), (4, bytes(range(1, 9))), (6, ip6("2001:db8::5"))],
+                    ),
+                ),
+                rr(b"\xc0\x0c", 64, svcb_rdata(0, "", [])),
+            ],
+        ),
+        mdns_announcement(),
+        chain(64),
+    ]
+
+
+# ---------------------------------------------------------------------------- real captures
+
+
+@cache
+def real_messages() -> tuple[bytes, ...]:
+    """The UDP payloads to or from a DNS, mDNS or LLMNR port in the real captures."""
+    from auditor.packets import iter_packets
+
+    out: list[bytes] = []
+    for path in sorted(SHARED_CAPTURES.glob("*.pcap*")):
+        for batch in iter_packets(path):
+            dns = (batch.proto == 17) & (
+                np.isin(batch.sport, DNS_PORTS) | np.isin(batch.dport, DNS_PORTS)
+            )
+            out.extend(batch.payload(int(i)) for i in np.flatnonzero(dns))
+    return tuple(out)
+
+
+def real_or_skip() -> tuple[bytes, ...]:
+    if not SHARED_CAPTURES.is_dir():
+        pytest.skip("real captures not present at /work/shared/captures")
+    msgs = real_messages()
+    if not msgs:
+        pytest.skip("no DNS in the real captures")
+    return msgs
+
+
+@built
+def test_every_dns_message_of_the_real_captures() -> None:
+    msgs = real_or_skip()
+    results = [assert_same(m) for m in msgs]
+    assert sum(isinstance(r, N.DnsMessage) and bool(r.answers) for r in results) > 10
+
+
+@built
+def test_real_messages_cut_at_every_length() -> None:
+    for m in sorted(set(real_or_skip()), key=len)[-40:]:  # the longest, most answers
+        assert_same_cut(m)
+
+
+@built
+def test_real_messages_as_bytearray_and_memoryview() -> None:
+    for m in real_or_skip()[:50]:
+        want = outcome(N._parse_dns_python, m)
+        assert outcome(compiled.parse, bytearray(m)) == want
+        assert outcome(compiled.parse, memoryview(m)) == want
+        assert outcome(compiled.parse, memoryview(b"xx" + m)[2:]) == want
+
+
+# ------------------------------------------------------------------------------ hand-built
+
+
+@built
+def test_hand_built_messages_and_every_cut() -> None:
+    for m in hand_built():
+        assert isinstance(assert_same(m), N.DnsMessage)
+        assert_same_cut(m)
+
+
+@built
+def test_compression_pointer_chains_up_to_the_limit() -> None:
+    for jumps in (1, 2, 63, 64):
+        m = assert_same(chain(jumps))
+        assert isinstance(m, N.DnsMessage) and m.questions == (("chain.example", 1),)
+    assert assert_same(chain(65)) == "malformed"
+    assert assert_same(chain(200)) == "malformed"
+
+
+@built
+def test_pointer_loops_into_the_header_to_itself_and_past_the_end() -> None:
+    body = b"\x00\x01\x00\x01"
+    cases = [
+        header(1, 0) + ptr(12) + body,  # to itself
+        header(1, 0) + ptr(18) + body + ptr(12),  # a loop of two
+        header(1, 0) + ptr(18) + body + ptr(20) + ptr(18),  # a loop of two, entered late
+        header(1, 0) + ptr(0x3FFF) + body,  # past the end
+        header(1, 0) + b"\xc0",  # cut in the pointer
+        header(1, 0) + b"\x01a\xc0",
+        header(1, 0) + ptr(18) + body + dns_name("forward.example"),  # forward
+        header(2, 0) + question(dns_name("b.example")) + question(b"\x01a" + ptr(12)),  # back
+        header(2, 0) + question(b"\x01a" + ptr(12 + 15)) + question(b"\x01b" + ptr(12)),
+    ]
+    # into the header: its bytes read as labels and pointers, for header bytes of each kind
+    for at in range(12):
+        for ident, flags in ((0x0000, 0x0000), (0x0101, 0x0161), (0xC00C, 0xC000), (0x3F40, 0)):
+            cases.append(header(1, 0, ident=ident, flags=flags) + question(ptr(at)))
+    for m in cases:
+        assert_same(m)
+        assert_same_cut(m)
+    assert assert_same(cases[0]) == assert_same(cases[1]) == assert_same(cases[3]) == "malformed"
+
+
+@built
+def test_the_seen_cache_lets_a_pointer_to_a_64_jump_name_through() -> None:
+    """A name already read is not read again: a pointer to the question whose name took 64
+    jumps is that name, where following it would make 65 jumps (an error)."""
+    tail = 12 + 6 + 16  # question (pointer, type, class), then one A record
+    msg = (
+        header(1, 1)
+        + question(ptr(tail))
+        + record(ptr(12), 1, bytes([10, 0, 0, 1]))
+        + links(tail, 63, tail + 126)
+        + dns_name("seen.example")
+    )
+    with pytest.raises(N.MalformedError):
+        N.read_name(msg, 18)  # the owner name, read without the cache
+    m = assert_same(msg)
+    assert isinstance(m, N.DnsMessage) and not m.truncated
+    assert m.answers == (N.DnsResource("seen.example", 1, 300, "10.0.0.1"),)
+
+
+@built
+@pytest.mark.parametrize("rtype", [5, 2, 12, 64, 65])
+def test_names_read_into_the_cache_or_not(rtype: int) -> None:
+    """NS/CNAME/PTR targets are kept in the cache, HTTPS/SVCB targets are not (``_svcb``
+    reads without it): a pointer to a 64-jump target goes through for the first, makes 65
+    jumps and cuts the message for the second."""
+    qname = dns_name("svc.example")
+    pre = b"\x00\x01" if rtype in (64, 65) else b""
+    rdata_at = 12 + len(qname) + 4 + 2 + 10
+    target_at = rdata_at + len(pre)
+    tail = target_at + 2 + 2 + 10 + 4  # after the second record
+    msg = (
+        header(1, 2)
+        + question(qname)
+        + record(ptr(12), rtype, pre + ptr(tail))
+        + record(ptr(target_at), 1, bytes([10, 0, 0, 2]))
+        + links(tail, 63, tail + 126)
+        + dns_name("target.example")
+    )
+    m = assert_same(msg)
+    assert isinstance(m, N.DnsMessage) and m.answers[0].value == "target.example"
+    assert (len(m.answers), m.truncated) == ((1, True) if pre else (2, False))
+
+
+@built
+def test_an_empty_rdata_name_and_the_next_owner_read_at_one_offset() -> None:
+    """A CNAME of rdata length 0 is read from the next record's owner name: two names read at
+    one offset (the cache keeps the text of the later one)."""
+    for owner in (dns_name("next.example"), ptr(12), b"\x04next" + ptr(12)):
+        msg = (
+            header(1, 3)
+            + question(dns_name("a.example"))
+            + record(ptr(12), 5, b"")
+            + record(owner, 12, b"")
+            + record(owner, 1, b"\x01\x02\x03\x04")
+        )
+        m = assert_same(msg)
+        assert isinstance(m, N.DnsMessage) and len(m.answers) == 3 and not m.truncated
+        assert_same_cut(msg)
+
+
+@built
+def test_names_of_255_and_256_bytes() -> None:
+    for sizes, ok in (((63, 63, 63, 62), True), ((63, 63, 63, 63), False), ((1,) * 127, True)):
+        for rest in (b"", b"\x00\x01\x00\x01"):
+            msg = header(1, 0) + labels(*sizes) + rest
+            assert isinstance(assert_same(msg), N.DnsMessage) is (ok and bool(rest))
+    # the labels before a pointer count too
+    far = 12 + 3 + 2 + 4  # after the question (a label, a pointer, type, class)
+    for first, ok in ((59, True), (60, False)):
+        msg = header(1, 0) + b"\x02ab" + ptr(far) + b"\x00\x01\x00\x01" + labels(first, 63, 63, 63)
+        m = assert_same(msg)
+        assert isinstance(m, N.DnsMessage) is ok
+    # a name too long in an answer: what came before is kept
+    msg = header(1, 1) + question(dns_name("a")) + record(labels(63, 63, 63, 63), 1, bytes(4))
+    m = assert_same(msg)
+    assert isinstance(m, N.DnsMessage) and m.truncated and not m.answers
+
+
+@built
+def test_labels_with_every_byte_value_are_escaped_alike() -> None:
+    raw = bytes(range(256))
+    chunks = [raw[i : i + 63] for i in range(0, 256, 63)]
+    msg = header(len(chunks), 0) + b"".join(
+        question(bytes([len(c)]) + c + b"\x01.\x01\\\x00") for c in chunks
+    )
+    m = assert_same(msg)
+    assert isinstance(m, N.DnsMessage)
+    assert m.questions[0][0].startswith("\\000\\001")
+    assert m.questions[0][0].endswith(".\\046.\\092")
+    for b in range(256):  # each byte alone, as a whole name
+        assert_same(header(1, 0) + question(bytes([1, b, 0])))
+
+
+@built
+def test_reserved_label_types() -> None:
+    for kind in (0x40, 0x41, 0x7F, 0x80, 0xBF):
+        assert assert_same(header(1, 0) + question(bytes([kind, 0]))) == "malformed"
+        m = assert_same(header(1, 1) + question(b"\x00") + record(bytes([kind, 0]), 1, bytes(4)))
+        assert isinstance(m, N.DnsMessage) and m.truncated
+        m = assert_same(header(1, 0) + question(b"\x01a" + bytes([kind]) + b"\x00"))
+        assert m == "malformed"
+
+
+@built
+def test_record_counts_at_and_past_the_limit() -> None:
+    first = question(dns_name("q.example"))
+    for qd in (511, 512, 513, 0xFFFF):
+        msg = header(qd, 0) + first + question(ptr(12)) * (qd - 1)
+        m = assert_same(msg)
+        assert isinstance(m, N.DnsMessage) is (qd <= 512)
+        assert_same(msg[: len(msg) // 2])  # fewer questions than counted
+    for an in (511, 512, 513, 0xFFFF):
+        msg = header(1, an) + first + record(ptr(12), 1, bytes([1, 2, 3, 4])) * an
+        m = assert_same(msg)
+        assert isinstance(m, N.DnsMessage) is (an <= 512)
+        assert_same(msg[: len(msg) // 2])
+    for qd, an in ((512, 512), (513, 0), (0, 513)):
+        assert_same(header(qd, an))
+
+
+@built
+def test_addresses_of_the_wrong_length_are_not_decoded() -> None:
+    for rtype in (1, 28):
+        for size in range(0, 21):
+            rdata = bytes(range(1, size + 1))
+            msg = header(1, 2) + question(dns_name("a.example"))
+            msg += record(ptr(12), rtype, rdata) + record(ptr(12), rtype, rdata)
+            m = assert_same(msg)
+            assert isinstance(m, N.DnsMessage)
+            assert (m.answers[0].value is not None) is (size == (4 if rtype == 1 else 16))
+            assert_same(msg[:-1])
+
+
+@built
+def test_every_address_text() -> None:
+    """IPv4 with 1-, 2- and 3-digit bytes; IPv6 with every pattern of zero groups (where ``::``
+    goes, and the IPv4-mapped and IPv4-compatible forms)."""
+    v4 = [bytes([v, 255 - v, v // 3, 9]) for v in range(256)]
+    msg = (
+        header(1, len(v4)) + question(dns_name("v4")) + b"".join(record(ptr(12), 1, a) for a in v4)
+    )
+    assert_same(msg)
+    for fill in (0x0001, 0xFFFF, 0x0A0B, 0xFFFE, 0x0100):
+        v6 = [
+            struct.pack("!8H", *(0 if mask >> i & 1 else fill for i in range(8)))
+            for mask in range(256)
+        ]
+        v6 += [struct.pack("!8H", 0, 0, 0, 0, 0, 0xFFFF, fill, fill)]
+        v6 += [struct.pack("!8H", 0, 0, 0, 0, 0, 0, 0, fill), struct.pack("!8H", *[0] * 8)]
+        body = b"".join(record(ptr(12), 28, a) for a in v6)
+        m = assert_same(header(1, len(v6)) + question(dns_name("v6")) + body)
+        assert isinstance(m, N.DnsMessage) and len(m.answers) == len(v6)
+
+
+@built
+def test_name_targets_read_past_their_rdata() -> None:
+    for rtype in (2, 5, 12):
+        base = header(1, 2) + question(dns_name("a.example"))
+        cases = [
+            base + record(ptr(12), rtype, b"") + record(ptr(12), 1, bytes(4)),
+            base + record(ptr(12), rtype, b"\x04long", rdlen=2) + b"\x07example\x00",
+            base + record(ptr(12), rtype, ptr(12), rdlen=1) + record(ptr(12), 1, bytes(4)),
+            base + record(ptr(12), rtype, b"\x05ab", rdlen=3),  # past the message
+            base + record(ptr(12), rtype, b"\x05ab", rdlen=9),
+            base + record(ptr(12), rtype, ptr(0x3000)),
+            base + record(ptr(12), rtype, b"\x80"),
+        ]
+        for msg in cases:
+            assert_same(msg)
+            assert_same_cut(msg)
+
+
+@built
+def test_https_and_svcb_parameters() -> None:
+    base = header(1, 2) + question(dns_name("svc.example"))
+    after = record(ptr(12), 1, bytes([10, 0, 0, 9]))
+    rdatas: list[bytes] = [b"", b"\x00", b"\x00\x01", b"\x00\x01\x00"]
+    for key in (4, 6, 1, 0, 0xFFFF):
+        for size in (0, 1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 48):
+            rdatas.append(svcb_rdata(1, "t.example", [(key, bytes(range(10, 10 + size)))]))
+    rdatas += [
+        svcb_rdata(1, "", [(4, bytes(8)), (6, bytes(16)), (4, bytes([1, 1, 1, 1]))]),
+        svcb_rdata(1, "t", [(4, bytes(4))]) + b"\x00",  # leftovers shorter than a parameter
+        svcb_rdata(1, "t", [(4, bytes(4))]) + b"\x00\x04\x00",
+        svcb_rdata(1, "t", []) + b"\x00\x04\x00\x08\x01\x02\x03\x04",  # runs past the record
+        svcb_rdata(1, "t", []) + b"\x00\x06\xff\xff",
+        b"\x00\x01" + ptr(12) + struct.pack("!HH", 4, 4) + bytes([8, 8, 4, 4]),
+        b"\x00\x01" + b"\x01",  # the target runs past the rdata
+    ]
+    for rtype in (64, 65):
+        for rdata in rdatas:
+            for size in (len(rdata), len(rdata) - 1, len(rdata) + 1, 3):
+                if size < 0:
+                    continue
+                msg = base + record(ptr(12), rtype, rdata, rdlen=size) + after
+                assert_same(msg)
+                assert_same(msg[: len(msg) - len(after)])
+    m = assert_same(base + record(ptr(12), 65, rdatas[-7]) + after)
+    assert isinstance(m, N.DnsMessage)
+    assert m.answers[0].hints == ("0.0.0.0", "0.0.0.0", "::", "1.1.1.1")
+
+
+@built
+def test_mdns_announcements_without_questions() -> None:
+    msg = mdns_announcement()
+    m = assert_same(msg)
+    assert isinstance(m, N.DnsMessage) and not m.questions and len(m.answers) == 5
+    assert_same_cut(msg)
+    bad_first = header(0, 2, flags=0x8400) + record(b"\x40", 1, bytes(4)) * 2
+    assert assert_same(bad_first) == "malformed"
+    bad_second = header(0, 2, flags=0x8400) + record(b"\x00", 1, bytes(4)) + b"\x40"
+    m = assert_same(bad_second)
+    assert isinstance(m, N.DnsMessage) and m.truncated and len(m.answers) == 1
+
+
+@built
+def test_header_fields_at_their_extremes() -> None:
+    for ident, flags in ((0, 0), (0xFFFF, 0xFFFF), (0x8000, 0x7FFF), (1, 0x8000)):
+        for ttl in (0, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF):
+            answer = b"\x00" + struct.pack("!HHIH", 0xFFFF, 0xFFFF, ttl, 2) + b"\xff\xff"
+            msg = header(1, 1, ident=ident, flags=flags) + question(b"\x00", 0xFFFF) + answer
+            m = assert_same(msg)
+            assert isinstance(m, N.DnsMessage) and m.answers[0].ttl == ttl
+    for n in range(13):
+        assert_same(bytes(n))
+        assert_same(b"\xff" * n)
+
+
+@built
+def test_long_messages_with_names_out_of_pointer_reach() -> None:
+    """Past offset 0x3FFF no pointer reaches a name: the compiled cache leaves those out."""
+    pad = record(ptr(12), 16, bytes(20000)) + record(ptr(12), 16, bytes(65535))
+    msg = (
+        header(1, 6)
+        + question(dns_name("a.example"))
+        + pad
+        + record(dns_name("far.example"), 5, dns_name("cname.far"))
+        + record(ptr(12), 12, ptr(0x3FFF))
+        + record(ptr(0x3FFF), 1, bytes(4))
+        + record(ptr(12), 1, bytes(4))
+    )
+    m = assert_same(msg)
+    assert isinstance(m, N.DnsMessage) and len(m.answers) >= 3
+    assert_same(msg[:20050])
+
+
+def far_names() -> tuple[bytes, list[str]]:
+    """Names at offsets whose pointers use each bit of the 14-bit offset (0x010C shares its
+    low byte with 12, 0x210C its low 13 bits with 0x010C, 0x3FF0 is near the end of reach),
+    each reached by a pointer from the cache and by one followed after a label; and what the
+    owner names of the answers should be."""
+    msg = bytearray(question(dns_name("a.example")))
+    count = 0
+    owners: list[str] = []
+
+    def add(owner: bytes, rtype: int, rdata: bytes, text: str) -> None:
+        nonlocal count
+        msg.extend(record(owner, rtype, rdata))
+        owners.append(text)
+        count += 1
+
+    for at, name in ((0x010C, "b.example"), (0x210C, "c.example"), (0x3FF0, "d.example")):
+        add(ptr(12), 16, bytes(at - 12 - len(msg) - 12), "a.example")  # up to `at`
+        add(dns_name(name), 1, bytes([10, 0, 0, count]), name)
+        add(ptr(at), 1, bytes([10, 0, 1, count]), name)
+        add(b"\x03www" + ptr(at), 5, ptr(at), "www." + name)
+    return header(1, count) + bytes(msg), owners
+
+
+@built
+def test_pointers_to_far_offsets() -> None:
+    msg, owners = far_names()
+    m = assert_same(msg)
+    assert isinstance(m, N.DnsMessage) and not m.truncated
+    assert [r.name for r in m.answers] == owners
+
+
+# ----------------------------------------------------------------------------- hypothesis
+
+
+@st.composite
+def dns_like(draw: st.DrawFn) -> bytes:
+    """A header with small counts, then pieces of names (labels, pointers to the first bytes,
+    the end) and records (types the parser decodes, lengths near the truth)."""
+    head = header(
+        draw(st.integers(0, 3)),
+        draw(st.integers(0, 5)),
+        ident=draw(st.integers(0, 0xFFFF)),
+        flags=draw(st.sampled_from([0x0100, 0x8180, 0x8400, 0xFFFF])),
+    )
+    pieces: list[bytes] = []
+    for _ in range(draw(st.integers(0, 24))):
+        kind = draw(st.integers(0, 5))
+        if kind == 0:
+            pieces.append(dns_name(draw(st.sampled_from(["a", "example.com", "x.local", ""]))))
+        elif kind == 1:
+            pieces.append(ptr(draw(st.integers(0, 120))))
+        elif kind == 2:
+            label = draw(st.binary(max_size=12))
+            pieces.append(bytes([len(label)]) + label)
+        elif kind == 3:
+            rtype = draw(st.sampled_from([1, 2, 5, 12, 16, 28, 64, 65]))
+            rdlen = draw(st.sampled_from([0, 1, 2, 3, 4, 6, 8, 16, 20]))
+            pieces.append(struct.pack("!HHIH", rtype, 1, 60, rdlen))
+        elif kind == 4:
+            pieces.append(
+                struct.pack("!HH", draw(st.sampled_from([4, 6, 1])), draw(st.integers(0, 20)))
+            )
+        else:
+            pieces.append(draw(st.binary(max_size=8)))
+    return head + b"".join(pieces)
+
+
+def seeds() -> list[bytes]:
+    out = hand_built()
+    if SHARED_CAPTURES.is_dir():
+        out += list(real_messages())
+    return out
+
+
+@built
+@FAST
+@given(st.data())
+def test_mutated_messages(data: st.DataObject) -> None:
+    assert_same(data.draw(mutated(seeds())))
+
+
+@built
+@FAST
+@given(dns_like())
+def test_generated_messages(msg: bytes) -> None:
+    assert_same(msg)
+
+
+@built
+@FAST
+@given(st.binary(max_size=300))
+def test_random_bytes(msg: bytes) -> None:
+    assert_same(msg)
+    assert_same(header(1, 2) + msg)
+
+
+# ------------------------------------------------------------------- objects and arguments
+
+
+@built
+def test_the_records_built_in_c_are_ordinary_instances() -> None:
+    m = compiled.parse(hand_built()[3])
+    assert type(m) is N.DnsMessage and m == N._parse_dns_python(hand_built()[3])
+    assert pickle.loads(pickle.dumps(m)) == m  # noqa: S301 - our own bytes
+    r = m.answers[0]
+    assert dataclasses.replace(r, ttl=1).ttl == 1 and r.ttl == 300
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        r.ttl = 1  # type: ignore[misc]
+    assert {m: 1}[N._parse_dns_python(hand_built()[3])] == 1
+
+
+@built
+def test_parse_dns_is_the_compiled_parser_unless_told_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    msg = hand_built()[2]
+    monkeypatch.setattr(N, "_dns_compiled", compiled)
+    assert N.parse_dns(msg) == N._parse_dns_python(msg)
+    calls: list[bytes] = []
+    monkeypatch.setattr(N, "_parse_dns_python", lambda m: calls.append(m))
+    N.parse_dns(msg)
+    assert not calls
+    monkeypatch.setattr(N, "_dns_compiled", None)
+    N.parse_dns(msg)
+    assert calls == [msg]
+
+
+@built
+@pytest.mark.parametrize("bad", [None, "www.example.com", 12, 1.5, [1, 2], object()])
+def test_arguments_that_are_not_bytes(bad: object) -> None:
+    with pytest.raises(TypeError):
+        compiled.parse(bad)  # type: ignore[arg-type]
+
+
+@built
+def test_arguments_in_the_wrong_number_or_layout() -> None:
+    with pytest.raises(TypeError):
+        compiled.parse()  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        compiled.parse(b"", b"")  # type: ignore[call-arg]
+    with pytest.raises(BufferError):  # as the Python parser
+        compiled.parse(memoryview(bytes(64))[::2])
+    with pytest.raises(BufferError):
+        N._parse_dns_python(memoryview(bytes(64))[::2])  # type: ignore[arg-type]
+
+
+@built
+def test_setup_checks_its_classes_and_keeps_the_old_ones_when_they_are_wrong() -> None:
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Other:
+        name: str
+
+    R, M, E = N.DnsResource, N.DnsMessage, N.MalformedError
+    bad: Iterable[tuple[Any, ...]] = [
+        (),
+        (R, M),
+        (1, M, E),
+        (R, M, 3),
+        (R, M, int),
+        (int, M, E),
+        (Other, M, E),
+        (R, Other, E),
+        (M, R, E),
+        (R, R, E),
+    ]
+    for args in bad:
+        with pytest.raises(TypeError):
+            compiled.setup(*args)
+    assert_same(hand_built()[2])
+    compiled.setup(R, M, E)
+    assert_same(hand_built()[2])
+
+
+def test_parse_before_setup_and_the_pure_python_switch() -> None:
+    if compiled is None:
+        pytest.skip("the compiled DNS parser is not built")
+    code = (
+        "from auditor.packets import _dns\n"
+        "try:\n    _dns.parse(bytes(12))\nexcept RuntimeError as e:\n    print('refused', e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("refused")
+    env = dict(os.environ, AUDITOR_PURE_PYTHON_SCAN="1")
+    code = "from auditor.packets import names\nprint(names.DNS_PARSER, names._dns_compiled)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
+    assert out.stdout.split() == ["python", "None"]
