@@ -14,10 +14,10 @@ same run, each in a fresh process for its peak RSS: ``read_capture(keep_packets=
 scapy's ``PcapReader`` on a 20,000-packet
 prefix, extrapolated; ``tshark -T fields`` with address, port, DNS, SNI and Host fields on the
 whole file. The 2,000,000-packet file repeats the first with other client addresses, to show
-peak memory does not grow with the file. ``record_walk`` says whether the compiled record walk
-and the other compiled parts (``auditor/packets/_decode.c``, ``_flowtab.c``) were used;
+peak memory does not grow with the file. ``compiled`` says which compiled parts were used
+(``auditor/packets/_scan.c``, ``_decode.c``, ``_flowtab.c``, ``_dns.c``);
 ``ethernet_pps_uncompiled`` is the same read without any of them (``AUDITOR_PURE_PYTHON_SCAN=1``:
-the Python walk, the numpy decoder and flow table), for comparison.
+the Python walk and DNS parser, the numpy decoder and flow table), for comparison.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ from typing import Any
 
 import numpy as np
 
+from auditor.packets import decode, flows, pcapfile
 from auditor.packets import names as N
-from auditor.packets import pcapfile
 
 FOUND = ("flows", "dns_rows", "tls_sni", "quic_sni", "http_host")
 PACKETS = 1_000_000
@@ -448,7 +448,12 @@ def main() -> dict[str, Any]:
             "ethernet_with_packet_table_pps": round(n / table["seconds"]),
             "sll2_pps": round(sll["packets"] / sll["seconds"]),
             "pcapng_pps": round(pcapng["packets"] / pcapng["seconds"]),
-            "record_walk": pcapfile.SCANNER,
+            "compiled": {  # which parts ran compiled ("python"/"numpy": not built)
+                "record_walk": pcapfile.SCANNER,
+                "decoder": decode.DECODER,
+                "flow_table": flows.FLOW_TABLE,
+                "dns_parser": N.DNS_PARSER,
+            },
             "ethernet_pps_uncompiled": round(uncompiled["packets"] / uncompiled["seconds"]),
             "seconds": round(stream["seconds"], 3),
             "found": {k: stream[k] for k in FOUND},
