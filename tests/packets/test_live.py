@@ -477,7 +477,9 @@ def _has_push_and_dns(cap: AdbTcpdump, session: Path) -> bool:
     if not stats.files or stats.packets == 0:
         return False
     pkts = read_all(stats.files, session)
-    ports = {p[TCP].dport for p in pkts if p.haslayer(TCP)} | {
+    # a push connection already open when the capture began shows without its SYN: wait for
+    # one the burst opened after (found under load, when the phone's boot-time one overlapped)
+    ports = {p[TCP].dport for p in pkts if p.haslayer(TCP) and str(p[TCP].flags) == "S"} | {
         p[UDP].dport for p in pkts if p.haslayer(UDP)
     }
     return {53, 5222} <= ports
