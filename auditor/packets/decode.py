@@ -32,7 +32,6 @@ fragment still has its ports and joins its flow, as in Wireshark; later fragment
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from dataclasses import dataclass
 from types import ModuleType
@@ -41,16 +40,11 @@ from typing import Final
 import numpy as np
 import pandas as pd
 
+from auditor.packets._compiled import load
 from auditor.packets.names import address_text
 from auditor.packets.pcapfile import HEAD, RecordBatch, window
 
-_compiled: ModuleType | None
-try:
-    from auditor.packets import _decode as _compiled
-except ImportError:  # not built (no compiler at install): the numpy code
-    _compiled = None
-if os.environ.get("AUDITOR_PURE_PYTHON_SCAN"):
-    _compiled = None
+_compiled: ModuleType | None = load("_decode")  # else the numpy code
 DECODER: Final = "numpy" if _compiled is None else "compiled"
 
 LINKTYPE_NULL: Final = 0

@@ -55,6 +55,7 @@ import pandas as pd
 from auditor import columns as C
 from auditor.packets import decode as D
 from auditor.packets import names as N
+from auditor.packets._compiled import load
 from auditor.packets.decode import Decoder, PacketBatch
 from auditor.packets.pcapfile import (
     DEFAULT_CHUNK,
@@ -69,13 +70,7 @@ try:
 except ImportError:  # not POSIX
     fcntl = None  # type: ignore[assignment]
 
-_flowtab: ModuleType | None
-try:
-    from auditor.packets import _flowtab
-except ImportError:  # not built (no compiler at install): numpy does the same
-    _flowtab = None
-if os.environ.get("AUDITOR_PURE_PYTHON_SCAN"):
-    _flowtab = None
+_flowtab: ModuleType | None = load("_flowtab")  # else numpy does the same
 FLOW_TABLE: Final = "numpy" if _flowtab is None else "compiled"
 
 log = logging.getLogger(__name__)

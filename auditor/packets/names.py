@@ -18,7 +18,6 @@ them knows where the bytes came from; :mod:`auditor.packets.flows` feeds them.
 from __future__ import annotations
 
 import gc
-import os
 import pickle
 import socket
 import struct
@@ -34,10 +33,9 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
-try:
-    from auditor.packets._flowtab import gather as _gather
-except ImportError:  # not built: joined in Python
-    _gather = None  # type: ignore[assignment]
+from auditor.packets._compiled import load
+
+_flowtab: ModuleType | None = load("_flowtab")  # else payloads are joined in Python
 
 MAX_HANDSHAKE: Final = 64 * 1024  # reassembly cap for one ClientHello
 
@@ -275,13 +273,7 @@ def _parse_dns_python(msg: bytes | bytearray) -> DnsMessage:
     )
 
 
-_dns_compiled: ModuleType | None
-try:
-    from auditor.packets import _dns as _dns_compiled
-except ImportError:  # not built (no compiler at install): the Python parser
-    _dns_compiled = None
-if os.environ.get("AUDITOR_PURE_PYTHON_SCAN"):
-    _dns_compiled = None
+_dns_compiled: ModuleType | None = load("_dns")  # else the Python parser
 if _dns_compiled is not None:
     _dns_compiled.setup(DnsResource, DnsMessage, MalformedError)
 DNS_PARSER: Final = "python" if _dns_compiled is None else "compiled"
@@ -932,9 +924,9 @@ class NameJob:
 
 def gather(buffer: bytes | bytearray, starts: np.ndarray, ends: np.ndarray) -> bytes:
     """``buffer[starts[i]:ends[i]]`` for each ``i``, joined (compiled when it is built)."""
-    if _gather is not None and not os.environ.get("AUDITOR_PURE_PYTHON_SCAN"):
+    if _flowtab is not None:
         c = np.ascontiguousarray
-        return _gather(buffer, c(starts, dtype=np.int64), c(ends, dtype=np.int64))
+        return bytes(_flowtab.gather(buffer, c(starts, dtype=np.int64), c(ends, dtype=np.int64)))
     mv = memoryview(buffer)
     return b"".join([mv[a:b] for a, b in zip(starts.tolist(), ends.tolist(), strict=True)])
 

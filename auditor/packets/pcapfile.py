@@ -38,7 +38,6 @@ raises; it is counted in ``warnings`` under one of these keys:
 from __future__ import annotations
 
 import logging
-import os
 import struct
 import sys
 from array import array
@@ -52,16 +51,11 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from auditor.errors import AuditorError
+from auditor.packets._compiled import load
 
 log = logging.getLogger(__name__)
 
-_compiled: ModuleType | None
-try:
-    from auditor.packets import _scan as _compiled
-except ImportError:  # not built (no compiler at install): the Python walk
-    _compiled = None
-if os.environ.get("AUDITOR_PURE_PYTHON_SCAN"):
-    _compiled = None
+_compiled: ModuleType | None = load("_scan")  # else the Python walk
 SCANNER: Final = "python" if _compiled is None else "compiled"
 
 MAX_RECORD: Final = 256 * 1024 * 1024

@@ -30,6 +30,9 @@ try:
 except ImportError:  # not built: the tests that need it skip
     _flowtab = None  # type: ignore[assignment]
 built = pytest.mark.skipif(_flowtab is None, reason="the compiled flow table is not built")
+in_use = pytest.mark.skipif(
+    F._flowtab is None, reason="the compiled flow table is not built or is switched off"
+)
 
 T0 = 1_700_000_000_000_000_000
 S = 1_000_000_000
@@ -69,14 +72,14 @@ def assert_same(data: bytes, chunk: int = 4096, timeout: float = 120.0) -> None:
             assert x == y
 
 
-@built
+@in_use
 @pytest.mark.parametrize("chunk", [4096, 65536])
 @pytest.mark.parametrize("timeout", [0.005, 120.0])
 def test_the_scenario(chunk: int, timeout: float) -> None:
     assert_same(write(scenario()), chunk, timeout)
 
 
-@built
+@in_use
 def test_real_captures(shared_captures: Path) -> None:
     files = sorted(shared_captures.glob("*.pcap*"))
     assert files
@@ -117,14 +120,14 @@ def _messy(seed: int, n: int = 600) -> bytes:
     return pcap(frames, 1, nano=True)
 
 
-@built
+@in_use
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("chunk", [1000, 4096, 1 << 20])
 def test_generated_traffic(seed: int, chunk: int) -> None:
     assert_same(_messy(seed), chunk, 2.5)
 
 
-@built
+@in_use
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(0, 10_000), st.sampled_from([600, 2048, 8192]), st.floats(0.000001, 300))
 def test_generated_traffic_property(seed: int, chunk: int, timeout: float) -> None:
