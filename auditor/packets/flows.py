@@ -502,7 +502,9 @@ class CaptureAnalyzer:
     """Builds the flow table, DNS table and name map from decoded batches.
 
     With ``worker=True`` the names are parsed in a separate process (call :meth:`close` if
-    :meth:`finish` is not reached)."""
+    :meth:`finish` is not reached). ``compiled``: None uses the compiled flow table
+    (``_flowtab.c``) when it is in use, False the numpy one (the same results), True requires
+    the compiled one (RuntimeError when it is not built or is switched off)."""
 
     def __init__(
         self,

@@ -23,6 +23,7 @@ else use ``tcp_exporter`` (recent PCAPdroid) over ``adb reverse tcp:PORT tcp:POR
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import shlex
@@ -664,7 +665,8 @@ def parse_tcpdump_summary(text: str) -> TcpdumpSummary | None:
 
 
 class IfaceSniffer(_Capture):
-    """A host interface sniffed with scapy into rotating pcapng files.
+    """A host interface sniffed with scapy into rotating pcapng files, each packet appended
+    whole or not at all (a full disk leaves no torn record; it stops the capture).
 
     Needs the capability to open packet sockets (root or CAP_NET_RAW). On a loopback
     interface each packet is kept once, as tcpdump does (the outgoing copy is dropped)."""
@@ -687,6 +689,10 @@ class IfaceSniffer(_Capture):
         self._sock: Any = None
         self._sniffer: Any = None
         self._writer: Any = None
+        self._buffer = io.BytesIO()
+        self._fd: int | None = None
+        self._path = Path()
+        self._size = 0
         self._next = 1
 
     def start(self) -> IfaceSniffer:
@@ -713,43 +719,67 @@ class IfaceSniffer(_Capture):
         return self
 
     def _rotate(self) -> None:
-        from scapy.utils import PcapNgWriter
-
         self._close_file()
         while True:
             path = self.directory / f"{self.prefix}-{self._next:03d}.pcapng"
             self._next += 1
             if not path.exists():
                 break
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))  # owner-only
-        self._writer = PcapNgWriter(str(path))
+        # owner-only; appended to without a buffer, as RotatingPcap does
+        try:
+            self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        except OSError as exc:
+            raise write_error(path, exc) from None
+        self._path, self._size = path, 0
+        self._new_writer()
         self._file(path)
 
+    def _new_writer(self) -> None:
+        """scapy's pcapng writer, writing into memory: each packet's blocks (with the section
+        and interface blocks before the first) are then appended to the file in one go."""
+        from scapy.utils import PcapNgWriter
+
+        self._buffer = io.BytesIO()
+        self._writer = PcapNgWriter(os.devnull)  # it takes only a file name: then its file
+        self._writer.f.close()
+        self._writer.f = self._buffer  # is replaced
+
     def _close_file(self) -> None:
-        if self._writer is not None:
-            try:
-                self._writer.close()
-            except (OSError, ValueError):
-                pass
-            self._writer = None
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+        self._writer = None
 
     def _on_packet(self, pkt: Any) -> None:
         try:
-            if self._writer.f.tell() > self.rotate_bytes:
+            if self._size > self.rotate_bytes:
                 self._rotate()
             self._writer.write(pkt)
-            self._writer.flush()
-            self._count(1, len(pkt))
-        except OSError as exc:
+            data = self._buffer.getvalue()
+            self._buffer.seek(0)
+            self._buffer.truncate()
+        except SessionWriteError as exc:  # a new file could not be made
             self._add(lost=1)
-            failure = write_error(Path(self._writer.filename), exc)
-            if failure.disk_full:
-                if not self._disk_full:
-                    self._write_failed(failure)
-            else:
-                self._error(f"writing a packet: {exc}")
+            self._write_failed(exc)
+            return
         except Exception as exc:  # noqa: BLE001 - one bad packet must not end the capture
             self._error(f"writing a packet: {exc}")
+            return
+        assert self._fd is not None
+        try:
+            append_line(self._fd, data, self._path)  # whole or not at all
+        except SessionWriteError as exc:
+            self._add(lost=1)
+            if not self._size:  # the file's header blocks went back with the packet
+                self._new_writer()
+            if exc.disk_full:
+                if not self._disk_full:
+                    self._write_failed(exc)
+            else:
+                self._error(f"writing a packet: {exc}")
+            return
+        self._size += len(data)
+        self._count(1, len(pkt))
 
     def _kernel_drops(self) -> int:
         ins = getattr(self._sock, "ins", None)

@@ -350,6 +350,41 @@ def test_iface_sniffer_on_loopback(tmp_path: Path):
     assert [bytes(p[UDP].payload) for p in pkts] == [f"datagram {i}".encode() for i in range(5)]
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="packet sockets need root")
+def test_iface_sniffer_on_a_full_disk_keeps_whole_packets(tmp_path: Path):
+    """A file size limit (as a full disk) mid-capture: the packet that does not fit is taken
+    back whole, the capture stops with ``disk_full``, and the file reads to the end."""
+    import errno
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx:
+        rx.bind(("127.0.0.1", 0))
+        port = rx.getsockname()[1]
+        sniffer = IfaceSniffer("lo", f"udp and port {port}", tmp_path).start()
+        try:
+            time.sleep(0.2)
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+                for i in range(5):
+                    tx.sendto(f"datagram {i}".encode(), ("127.0.0.1", port))
+                assert wait_until(lambda: sniffer.stats.packets >= 5, 5), sniffer.stats
+                path = tmp_path / sniffer.stats.files[0]
+                fits = path.stat().st_size
+                resource.setrlimit(resource.RLIMIT_FSIZE, (fits + 20, hard))  # not a packet
+                try:
+                    tx.sendto(b"x" * 200, ("127.0.0.1", port))
+                    assert wait_until(lambda: bool(sniffer.stats.disk_full), 5), sniffer.stats
+                finally:
+                    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        finally:
+            stats = sniffer.stop()
+    assert os.strerror(errno.EFBIG) in stats.disk_full
+    assert stats.packets == 5 and stats.lost >= 1
+    assert path.stat().st_size == fits  # no part of the packet that did not fit
+    pkts = rdpcap(str(path))
+    assert [bytes(p[UDP].payload) for p in pkts] == [f"datagram {i}".encode() for i in range(5)]
+
+
 def test_iface_sniffer_bad_filter_is_a_clear_error(tmp_path: Path):
     with pytest.raises(Exception, match="lo"):
         IfaceSniffer("lo", "this is not bpf ((", tmp_path).start()
