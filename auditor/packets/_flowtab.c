@@ -9,11 +9,9 @@
  *
  * It does what the numpy code of CaptureAnalyzer._assign does, with the same results
  * (flows.py numbers flows by their first packet at the end, so the order in which ids are
- * handed out here does not show), including two of its rules:
- * - the silence before a packet is measured from the key's previous packet when that was in
- *   the same batch, else from the flow's last seen (the latest time of any of its packets);
- * - uid and app are taken (the highest value seen) only in batches where some flowable packet
- *   has a uid of 0 or more.
+ * handed out here does not show). The silence before a packet is measured from the key's
+ * previous packet in the file (not its latest time: time may go backwards), however the file
+ * is cut into batches.
  *
  * Keys live in the flows; the hash table holds (hash, current flow of the key) pairs with
  * linear probing, kept at most half full.
@@ -32,7 +30,7 @@
 
 typedef struct {
     uint64_t a_hi, a_lo, b_hi, b_lo;
-    int64_t first_pkt, first_ns, last_ns, prev_ts, prev_batch;
+    int64_t first_pkt, first_ns, last_ns, prev_ts;
     int64_t pk_ab, pk_ba, by_ab, by_ba;
     int32_t pa, pb, link, fl_ab, fl_ba, uid, app;
     int16_t proto;
@@ -53,7 +51,6 @@ typedef struct {
     size_t mask; /* slots - 1, a power of two minus one */
     size_t used;
     int64_t timeout;
-    int64_t batch;
 } FlowTable;
 
 static inline uint64_t mix(uint64_t x) {
@@ -144,7 +141,6 @@ static int FlowTable_init(FlowTable *t, PyObject *args, PyObject *kwds) {
     }
     t->used = 0;
     t->timeout = timeout;
-    t->batch = 0;
     return 0;
 }
 
@@ -179,9 +175,9 @@ static PyObject *FlowTable_assign(FlowTable *t, PyObject *args) {
         goto done;
     }
     for (int c = 0; c < C_COUNT; c++) {
-        if (b[c].len != n * WIDTH[c]) {
-            PyErr_Format(PyExc_ValueError, "%s: %zd bytes, expected %zd", NAMES[c], b[c].len,
-                         n * WIDTH[c]);
+        if (b[c].len % WIDTH[c] || b[c].len / WIDTH[c] != n) { /* no n * width: no overflow */
+            PyErr_Format(PyExc_ValueError, "%s: %zd bytes, expected %zd items of %zd bytes",
+                         NAMES[c], b[c].len, n, WIDTH[c]);
             goto done;
         }
     }
@@ -195,14 +191,6 @@ static PyObject *FlowTable_assign(FlowTable *t, PyObject *args) {
     const int32_t *link = b[C_LINK].buf;
     int64_t *fid = b[C_FID].buf;
     int8_t *dir = b[C_DIR].buf;
-    int with_uid = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (flowable[i] && uid[i] >= 0) {
-            with_uid = 1;
-            break;
-        }
-    }
-    int64_t batch = ++t->batch;
     for (Py_ssize_t i = 0; i < n; i++) {
         if (!flowable[i]) {
             fid[i] = -1;
@@ -234,9 +222,8 @@ static PyObject *FlowTable_assign(FlowTable *t, PyObject *args) {
         int64_t id = cur;
         if (cur >= 0 && p != TCP) {
             Flow *f = &t->flows[cur];
-            int64_t since = f->prev_batch == batch ? f->prev_ts : f->last_ns;
             /* as numpy's int64 subtraction: wraps, never traps */
-            int64_t gap = (int64_t)((uint64_t)ts[i] - (uint64_t)since);
+            int64_t gap = (int64_t)((uint64_t)ts[i] - (uint64_t)f->prev_ts);
             if (gap > t->timeout)
                 id = -1;
         }
@@ -267,7 +254,6 @@ static PyObject *FlowTable_assign(FlowTable *t, PyObject *args) {
         }
         Flow *f = &t->flows[id];
         f->prev_ts = ts[i];
-        f->prev_batch = batch;
         int32_t fl = flags[i];
         int32_t syn = fl & (TCP_SYN | TCP_ACK);
         if (syn == TCP_SYN)
@@ -287,12 +273,10 @@ static PyObject *FlowTable_assign(FlowTable *t, PyObject *args) {
             f->first_ns = ts[i];
         if (ts[i] > f->last_ns)
             f->last_ns = ts[i];
-        if (with_uid) {
-            if (uid[i] > f->uid)
-                f->uid = uid[i];
-            if (app[i] > f->app)
-                f->app = app[i];
-        }
+        if (uid[i] > f->uid)
+            f->uid = uid[i];
+        if (app[i] > f->app)
+            f->app = app[i];
         fid[i] = id;
         dir[i] = (int8_t)swap;
     }
@@ -339,6 +323,7 @@ static PyObject *FlowTable_columns(FlowTable *t, PyObject *Py_UNUSED(ignored)) {
     COLUMN("link", int32_t, link);
     COLUMN("first_ns", int64_t, first_ns);
     COLUMN("last_ns", int64_t, last_ns);
+    COLUMN("prev_ns", int64_t, prev_ts);
     COLUMN("pk_ab", int64_t, pk_ab);
     COLUMN("pk_ba", int64_t, pk_ba);
     COLUMN("by_ab", int64_t, by_ab);
@@ -353,10 +338,6 @@ fail:
     return NULL;
 }
 
-static PyObject *FlowTable_len(FlowTable *t, void *Py_UNUSED(closure)) {
-    return PyLong_FromSsize_t(t->n);
-}
-
 static PyMethodDef FlowTable_methods[] = {
     {"assign", (PyCFunction)FlowTable_assign, METH_VARARGS,
      "assign(first, flowable, ip_version, src_hi, src_lo, dst_hi, dst_lo, proto, sport, dport,"
@@ -364,9 +345,6 @@ static PyMethodDef FlowTable_methods[] = {
     {"columns", (PyCFunction)FlowTable_columns, METH_NOARGS,
      "columns() -> {name: bytes}: the per-flow columns, in the order flows were made"},
     {NULL, NULL, 0, NULL}};
-
-static PyGetSetDef FlowTable_getset[] = {
-    {"n", (getter)FlowTable_len, NULL, "the number of flows", NULL}, {NULL}};
 
 static PyTypeObject FlowTableType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "auditor.packets._flowtab.FlowTable",
@@ -377,7 +355,6 @@ static PyTypeObject FlowTableType = {
     .tp_init = (initproc)FlowTable_init,
     .tp_dealloc = (destructor)FlowTable_dealloc,
     .tp_methods = FlowTable_methods,
-    .tp_getset = FlowTable_getset,
 };
 
 /* address_texts(version, hi, lo): each address as text, as socket.inet_ntop writes it ("" when
@@ -388,7 +365,7 @@ static PyObject *address_texts(PyObject *Py_UNUSED(self), PyObject *args) {
         return NULL;
     PyObject *out = NULL;
     Py_ssize_t n = v.len;
-    if (hi.len != n * 8 || lo.len != n * 8) {
+    if (hi.len % 8 || lo.len != hi.len || hi.len / 8 != n) {
         PyErr_SetString(PyExc_ValueError, "hi and lo must hold 8 bytes per version byte");
         goto done;
     }
@@ -442,6 +419,10 @@ static PyObject *gather(PyObject *Py_UNUSED(self), PyObject *args) {
         if (a[i] < 0 || b[i] < a[i] || b[i] > buf.len) {
             PyErr_Format(PyExc_ValueError, "range %zd (%lld, %lld) is outside the buffer", i,
                          (long long)a[i], (long long)b[i]);
+            goto done;
+        }
+        if (b[i] - a[i] > PY_SSIZE_T_MAX - total) {
+            PyErr_SetString(PyExc_OverflowError, "the joined ranges are too long");
             goto done;
         }
         total += (Py_ssize_t)(b[i] - a[i]);

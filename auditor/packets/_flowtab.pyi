@@ -2,7 +2,6 @@
 from collections.abc import Buffer
 
 class FlowTable:
-    n: int
     def __init__(self, timeout_ns: int) -> None: ...
     def assign(
         self,

@@ -8,7 +8,8 @@ asked for). Per batch, everything per packet is numpy:
   is hashed; packets are grouped by a stable sort of the hash (a collision is detected and
   falls back to an exact sort). A Python dict maps each distinct key to its current flow,
   touched once per key and batch. A TCP flow is its 5-tuple; any other protocol's flow ends
-  after ``udp_timeout`` seconds (120 by default) of silence, and the next packet starts a
+  after ``udp_timeout`` seconds (120 by default) of silence (from the key's previous packet in
+  the file, whatever the batches), and the next packet starts a
   new one. Packets, IP bytes and TCP flags per direction, first and last seen and the
   PCAPdroid uid/app are reduced per flow with ``reduceat``.
 - **Names.** Only packets that can carry a name reach Python: DNS (UDP 53/5353/5355, TCP 53),
@@ -302,6 +303,7 @@ _STORE_FIELDS: Final[dict[str, tuple[type, int]]] = {
     "link": (np.int32, 0),
     "first_ns": (np.int64, np.iinfo(np.int64).max),
     "last_ns": (np.int64, np.iinfo(np.int64).min),
+    "prev_ns": (np.int64, np.iinfo(np.int64).min),  # of its latest packet in file order
     "pk_ab": (np.int64, 0),
     "pk_ba": (np.int64, 0),
     "by_ab": (np.int64, 0),
@@ -630,7 +632,7 @@ class CaptureAnalyzer:
         if idle.any():
             gap = np.zeros(m, dtype=np.int64)
             gap[1:] = ts_s[1:] - ts_s[:-1]
-            gap[starts] = np.where(known, ts_s[starts] - store["last_ns"][np.maximum(cur, 0)], 0)
+            gap[starts] = np.where(known, ts_s[starts] - store["prev_ns"][np.maximum(cur, 0)], 0)
             new |= idle & (gap > self._timeout_ns)
         new_pos = np.flatnonzero(new)
         ids = store.add(len(new_pos))
@@ -682,10 +684,10 @@ class CaptureAnalyzer:
         store["fl_ba"][f] |= np.bitwise_or.reduceat(np.where(d_s == 1, flags, 0), seg)
         store["first_ns"][f] = np.minimum(store["first_ns"][f], np.minimum.reduceat(ts_s, seg))
         store["last_ns"][f] = np.maximum(store["last_ns"][f], np.maximum.reduceat(ts_s, seg))
-        uid = pb.uid[sel][order]
-        if (uid >= 0).any():
+        store["prev_ns"][f] = ts_s[np.append(seg[1:], m) - 1]  # each segment is in file order
+        uid, app = pb.uid[sel][order], pb.app[sel][order]
+        if (uid >= 0).any() or (app >= 0).any():  # a PCAPdroid trailer (its uid may be -1)
             store["uid"][f] = np.maximum(store["uid"][f], np.maximum.reduceat(uid, seg))
-            app = pb.app[sel][order]
             store["app"][f] = np.maximum(store["app"][f], np.maximum.reduceat(app, seg))
         fid[sel[order]] = fid_s
         direction[sel] = d
