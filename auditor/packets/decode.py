@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from auditor.packets._compiled import load
-from auditor.packets.names import address_text
+from auditor.packets.names import address_texts
 from auditor.packets.pcapfile import HEAD, RecordBatch, window
 
 _compiled: ModuleType | None = load("_decode")  # else the numpy code
@@ -175,26 +175,31 @@ class PacketBatch:
         )
 
 
-def addresses(version: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> pd.Categorical:
-    """Addresses as strings, computed once per distinct address."""
-    n = len(version)
-    if n == 0:
-        return pd.Categorical([], categories=[])
+def address_codes(
+    version: np.ndarray, hi: np.ndarray, lo: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each address as a code into a table of distinct address texts (sorted by address),
+    each text made once."""
+    if not len(version):
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=object)
     order = np.lexsort((lo, hi, version))
     v, h, low = version[order], hi[order], lo[order]
-    new = np.empty(n, dtype=bool)
+    new = np.empty(len(order), dtype=bool)
     new[0] = True
     new[1:] = (v[1:] != v[:-1]) | (h[1:] != h[:-1]) | (low[1:] != low[:-1])
-    starts = np.flatnonzero(new)
-    texts = [
-        address_text(a, b, c)
-        for a, b, c in zip(
-            v[starts].tolist(), h[starts].tolist(), low[starts].tolist(), strict=True
-        )
-    ]
-    codes = np.empty(n, dtype=np.int32)
+    firsts = order[new]
+    texts = np.array(address_texts(version[firsts], hi[firsts], lo[firsts]), dtype=object)
+    codes = np.empty(len(version), dtype=np.int64)
     codes[order] = np.cumsum(new) - 1
-    cats, remap = np.unique(np.array(texts, dtype=object), return_inverse=True)
+    return codes, texts
+
+
+def addresses(version: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> pd.Categorical:
+    """Addresses as strings, computed once per distinct address."""
+    if not len(version):
+        return pd.Categorical([], categories=[])
+    codes, texts = address_codes(version, hi, lo)
+    cats, remap = np.unique(texts, return_inverse=True)
     return pd.Categorical.from_codes(remap[codes], categories=pd.Index(cats))
 
 
@@ -242,9 +247,7 @@ def _be64(m: np.ndarray, i: int) -> np.ndarray:
 
 
 def _count(counter: Counter[str], key: str, mask: np.ndarray) -> None:
-    k = int(np.count_nonzero(mask))
-    if k:
-        counter[key] += k
+    _add(counter, key, int(np.count_nonzero(mask)))
 
 
 def bytes_at(

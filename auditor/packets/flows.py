@@ -749,7 +749,7 @@ class CaptureAnalyzer:
         maybe = np.flatnonzero(
             udp | (tcp & ((b0 == N.HANDSHAKE) | _HTTP_FIRST[b0] | (sp == 53) | (dp == 53)))
         )
-        proto, sp, dp, ln = proto[maybe], sp[maybe], dp[maybe], plen[maybe]
+        sp, dp, ln = sp[maybe], dp[maybe], plen[maybe]
         tcp_m, udp_m = tcp[maybe], udp[maybe]
         head = pb.payload_head[idx[maybe]].astype(np.int64)
         head[np.arange(head.shape[1]) >= ln[:, None]] = -1  # past the captured payload
@@ -899,7 +899,7 @@ class CaptureAnalyzer:
         col = {k: v[order] for k, v in col.items()}
         # what needs no names first: a worker may still be busy
         # both ends' addresses as codes into one table of texts, each converted once
-        codes, texts = _address_codes(
+        codes, texts = D.address_codes(
             np.concatenate([col["ver"], col["ver"]]),
             np.concatenate([col["a_hi"], col["b_hi"]]),
             np.concatenate([col["a_lo"], col["b_lo"]]),
@@ -1024,7 +1024,7 @@ class CaptureAnalyzer:
                 meta[k] = np.zeros(0, dtype=t)
         response = np.asarray(parsed.get("response", []), dtype=bool)
         n = len(packet)
-        codes, texts = _address_codes(
+        codes, texts = D.address_codes(
             np.concatenate([meta["ver"], meta["ver"]]),
             np.concatenate([meta["src_hi"], meta["dst_hi"]]),
             np.concatenate([meta["src_lo"], meta["dst_lo"]]),
@@ -1034,8 +1034,8 @@ class CaptureAnalyzer:
         client_port = np.where(response, meta["dport"], meta["sport"])
         server_port = np.where(response, meta["sport"], meta["dport"])
         labels = list(dict.fromkeys(DNS_PORTS.values()))
-        protocol = np.full(n, labels.index("dns"), dtype=np.int64)
         unset = labels.index("dns")
+        protocol = np.full(n, unset, dtype=np.int64)
         for port, label in DNS_PORTS.items():
             if label != "dns":
                 protocol[(server_port == port) | ((client_port == port) & (protocol == unset))] = (
@@ -1104,21 +1104,6 @@ class CaptureAnalyzer:
 # ---------------------------------------------------------------------------- entry points
 
 
-def _address_codes(
-    version: np.ndarray, hi: np.ndarray, lo: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Each address as a code into a table of distinct address texts (sorted by address)."""
-    if not len(version):
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=object)
-    order = np.lexsort((lo, hi, version))
-    new = _starts(version[order], hi[order], lo[order])
-    firsts = order[new]
-    texts = np.array(address_texts(version[firsts], hi[firsts], lo[firsts]), dtype=object)
-    codes = np.empty(len(version), dtype=np.int64)
-    codes[order] = np.cumsum(new) - 1
-    return codes, texts
-
-
 def _put(column: np.ndarray, rows_values: list[tuple[int, str]]) -> None:
     """Write each (row, text) into an object column."""
     values = np.empty(len(rows_values), dtype=object)
@@ -1171,19 +1156,6 @@ def _dns_names(
     ok = answer >= 0
     ok[ok] = code[order[answer[ok]]] == code[order[at[ok]]]
     return flow[ok], e_name[order[answer[ok]]]
-
-
-def address_texts(version: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> list[str]:
-    """:func:`~auditor.packets.names.address_text` of each address (compiled when built)."""
-    if _flowtab is not None:
-        c = np.ascontiguousarray
-        return _flowtab.address_texts(
-            c(version, dtype=np.uint8), c(hi, dtype=np.uint64), c(lo, dtype=np.uint64)
-        )
-    return [
-        N.address_text(v, h, low)
-        for v, h, low in zip(version.tolist(), hi.tolist(), lo.tolist(), strict=True)
-    ]
 
 
 def _no_packets(apps: list[str]) -> pd.DataFrame:

@@ -883,6 +883,21 @@ def address_text(version: int, hi: int, lo: int) -> str:
     return ""
 
 
+def address_texts(version: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> list[str]:
+    """:func:`address_text` of each address (compiled when it is built)."""
+    if _flowtab is not None:
+        c = np.ascontiguousarray
+        return list(
+            _flowtab.address_texts(
+                c(version, dtype=np.uint8), c(hi, dtype=np.uint64), c(lo, dtype=np.uint64)
+            )
+        )
+    return [
+        address_text(v, h, low)
+        for v, h, low in zip(version.tolist(), hi.tolist(), lo.tolist(), strict=True)
+    ]
+
+
 @dataclass(frozen=True, eq=False)
 class NameJob:
     """The packets of one batch that may carry a name, in file order: what each is (``kind``),
