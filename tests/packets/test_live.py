@@ -9,7 +9,8 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -328,36 +329,10 @@ def test_collector_on_a_busy_port_is_a_clear_error(tmp_path: Path):
 # ---- a host interface --------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="packet sockets need root")
-def test_iface_sniffer_on_loopback(tmp_path: Path):
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx:
-        rx.bind(("127.0.0.1", 0))
-        port = rx.getsockname()[1]
-        sniffer = IfaceSniffer("lo", f"udp and port {port}", tmp_path).start()
-        try:
-            time.sleep(0.2)
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
-                for i in range(5):
-                    tx.sendto(f"datagram {i}".encode(), ("127.0.0.1", port))
-            assert wait_until(lambda: sniffer.stats.packets >= 5, 5), sniffer.stats
-            time.sleep(0.2)
-        finally:
-            stats = sniffer.stop()
-    assert stats.packets == 5, "each loopback packet once, as tcpdump shows it"
-    assert stats.files == ("packets/iface-lo-001.pcapng",) and not stats.running
-    assert stats.dropped == 0 and stats.errors == ()
-    pkts = rdpcap(str(tmp_path / stats.files[0]))
-    assert [bytes(p[UDP].payload) for p in pkts] == [f"datagram {i}".encode() for i in range(5)]
-
-
-@pytest.mark.skipif(os.geteuid() != 0, reason="packet sockets need root")
-def test_iface_sniffer_on_a_full_disk_keeps_whole_packets(tmp_path: Path):
-    """A file size limit (as a full disk) mid-capture: the packet that does not fit is taken
-    back whole, the capture stops with ``disk_full``, and the file reads to the end."""
-    import errno
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+@contextmanager
+def _five_datagrams_sniffed(tmp_path: Path) -> Iterator[tuple[IfaceSniffer, socket.socket, int]]:
+    """A loopback sniffer that has seen five datagrams; the sending socket and port stay open
+    for more. The sniffer is stopped on the way out (its stats say what it kept)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx:
         rx.bind(("127.0.0.1", 0))
         port = rx.getsockname()[1]
@@ -368,21 +343,49 @@ def test_iface_sniffer_on_a_full_disk_keeps_whole_packets(tmp_path: Path):
                 for i in range(5):
                     tx.sendto(f"datagram {i}".encode(), ("127.0.0.1", port))
                 assert wait_until(lambda: sniffer.stats.packets >= 5, 5), sniffer.stats
-                path = tmp_path / sniffer.stats.files[0]
-                fits = path.stat().st_size
-                resource.setrlimit(resource.RLIMIT_FSIZE, (fits + 20, hard))  # not a packet
-                try:
-                    tx.sendto(b"x" * 200, ("127.0.0.1", port))
-                    assert wait_until(lambda: bool(sniffer.stats.disk_full), 5), sniffer.stats
-                finally:
-                    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+                yield sniffer, tx, port
         finally:
-            stats = sniffer.stop()
+            sniffer.stop()
+
+
+def _the_five(path: Path) -> None:
+    pkts = rdpcap(str(path))
+    assert [bytes(p[UDP].payload) for p in pkts] == [f"datagram {i}".encode() for i in range(5)]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="packet sockets need root")
+def test_iface_sniffer_on_loopback(tmp_path: Path):
+    with _five_datagrams_sniffed(tmp_path) as (sniffer, _, _):
+        time.sleep(0.2)
+    stats = sniffer.stats
+    assert stats.packets == 5, "each loopback packet once, as tcpdump shows it"
+    assert stats.files == ("packets/iface-lo-001.pcapng",) and not stats.running
+    assert stats.dropped == 0 and stats.errors == ()
+    _the_five(tmp_path / stats.files[0])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="packet sockets need root")
+def test_iface_sniffer_on_a_full_disk_keeps_whole_packets(tmp_path: Path):
+    """A file size limit (as a full disk) mid-capture: the packet that does not fit is taken
+    back whole, the capture stops with ``disk_full``, and the file reads to the end."""
+    import errno
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    with _five_datagrams_sniffed(tmp_path) as (sniffer, tx, port):
+        path = tmp_path / sniffer.stats.files[0]
+        fits = path.stat().st_size
+        resource.setrlimit(resource.RLIMIT_FSIZE, (fits + 20, hard))  # not a packet
+        try:
+            tx.sendto(b"x" * 200, ("127.0.0.1", port))
+            assert wait_until(lambda: bool(sniffer.stats.disk_full), 5), sniffer.stats
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    stats = sniffer.stats
     assert os.strerror(errno.EFBIG) in stats.disk_full
     assert stats.packets == 5 and stats.lost >= 1
     assert path.stat().st_size == fits  # no part of the packet that did not fit
-    pkts = rdpcap(str(path))
-    assert [bytes(p[UDP].payload) for p in pkts] == [f"datagram {i}".encode() for i in range(5)]
+    _the_five(path)
 
 
 def test_iface_sniffer_bad_filter_is_a_clear_error(tmp_path: Path):
