@@ -31,25 +31,7 @@ import pandas as pd
 
 from auditor import columns as C
 from auditor.intel import model as m
-from auditor.intel.imports import (
-    IntelEntry,
-    IntelFile,
-    IntelIndex,
-    check_keys,
-    line_of,
-    load_intel,
-    load_yaml,
-    normalise_host,
-    normalise_pattern,
-    parse_categories,
-    parse_date,
-    parse_facts,
-    parse_organisation,
-    parse_source,
-    resolve_source,
-    safe_text,
-    text_field,
-)
+from auditor.intel.index import IntelIndex, load_intel
 from auditor.intel.ipdb import NOT_AN_IP, IpDatabase, default_ipdb, parse_ip
 from auditor.intel.model import (
     Attribution,
@@ -65,6 +47,23 @@ from auditor.intel.model import (
 )
 from auditor.intel.model import (
     Mapping as KbMapping,
+)
+from auditor.intel.schema import (
+    IntelEntry,
+    IntelFile,
+    check_keys,
+    line_of,
+    load_yaml,
+    normalise_host,
+    normalise_pattern,
+    parse_categories,
+    parse_date,
+    parse_facts,
+    parse_organisation,
+    parse_source,
+    resolve_source,
+    safe_text,
+    text_field,
 )
 
 log = logging.getLogger(__name__)

@@ -31,8 +31,9 @@ from hypothesis import strategies as st
 
 from auditor.bodies import BodyStore
 from auditor.imports import ImportReport
-from auditor.intel.imports import IndicatorKind, IntelFile, IntelIndex, file_source
+from auditor.intel.index import IntelIndex, file_source
 from auditor.intel.model import IntelImportError, Source
+from auditor.intel.schema import IndicatorKind, IntelFile
 from auditor.records import Record, dumps, loads
 
 TESTS = Path(__file__).resolve().parents[1]

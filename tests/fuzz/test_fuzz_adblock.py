@@ -9,7 +9,7 @@ from pathlib import Path
 from hypothesis import example
 from hypothesis import strategies as st
 
-from auditor.intel.imports import parse_adblock
+from auditor.intel.formats.adblock import parse_adblock
 from tests.fuzz import fuzz, mutated_text, parse_intel_checked, sample_paths
 
 PATH = Path("/fuzz/filters.txt")

@@ -8,7 +8,9 @@ from pathlib import Path
 
 from hypothesis import strategies as st
 
-from auditor.intel.imports import IntelFormat, detect_format, parse_hosts
+from auditor.intel.formats.hosts import parse_hosts
+from auditor.intel.index import detect_format
+from auditor.intel.schema import IntelFormat
 from tests.fuzz import fuzz, mutated_text, parse_intel_checked, sample_paths
 
 PATH = Path("/fuzz/blocklist.hosts")

@@ -12,7 +12,7 @@ import yaml
 from hypothesis import example
 from hypothesis import strategies as st
 
-from auditor.intel.imports import parse_intel_yaml
+from auditor.intel.formats.yaml import parse_intel_yaml
 from auditor.intel.kb import KnowledgeBase
 from auditor.intel.model import IntelImportError, Source
 from tests.fuzz import (

@@ -12,7 +12,7 @@ from typing import Any
 from hypothesis import example
 from hypothesis import strategies as st
 
-from auditor.intel.imports import parse_stix
+from auditor.intel.formats.stix import parse_stix
 from auditor.intel.model import IntelImportError
 from tests.fuzz import (
     assert_intel_usable,

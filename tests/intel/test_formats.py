@@ -11,15 +11,10 @@ import stix2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from auditor.intel.imports import (
-    IndicatorKind,
-    IntelFormat,
-    load_intel,
-    normalise_host,
-    parse_intel_spec,
-)
+from auditor.intel.index import load_intel, parse_intel_spec
 from auditor.intel.kb import KnowledgeBase
 from auditor.intel.model import IntelImportError, KnowledgeBaseError, MatchedBy
+from auditor.intel.schema import IndicatorKind, IntelFormat, normalise_host
 
 SAMPLES = Path(__file__).with_name("samples")
 STIX = SAMPLES / "indicators.stix.json"

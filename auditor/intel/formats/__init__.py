@@ -1,0 +1,1 @@
+"""One module per intel file format; each parser takes text and gives an IntelFile."""
