@@ -91,6 +91,27 @@ STATE_LINKED: Final = "state_linked"
 SERVER_COUNTRY: Final = "server_country"
 ASN: Final = "asn"
 MATCHED_BY: Final = "matched_by"
+# Attribution on evidence (auditor.intel): the recipient comes only from evidence about the
+# name; the hosting (AS, its organisation, the server's country) says where, never whose
+BASIS: Final = "basis"  # the evidence rung that named the recipient (auditor.intel.model.Basis)
+CONFIDENCE: Final = "confidence"  # high | medium | low | none
+CONFLICT: Final = "conflict"  # another rung named another organisation (True/False)
+HOSTING_ORG: Final = "hosting_org"  # knowledge-base id of the network's organisation, if known
+HOSTING_NAME: Final = "hosting_name"  # that organisation's name, else the AS organisation
+ASN_ORG: Final = "asn_org"  # the AS organisation name as the IP database gives it
+STATE_CONTROL: Final = "state_control"  # the recipient is owned or controlled by a state
+LEGAL_EXPOSURE: Final = "legal_exposure"  # ";"-joined countries whose laws can compel access
+
+# Name evidence beside the flow (auditor.analysis.flowtable, from the recorder's upstream
+# certificates, TLS <= 1.2 handshakes in the packets, and DNS answers)
+CERT_ORG: Final = "cert_org"  # subject O= of the server's leaf certificate
+CERT_COUNTRY: Final = "cert_country"  # subject C= of that certificate
+CERT_CN: Final = "cert_cn"  # subject CN=
+CERT_NAMES: Final = "cert_names"  # the SAN DNS names, ";"-joined
+CERT_ISSUER: Final = "cert_issuer"  # issuer O= (else CN=)
+CERT_SHA256: Final = "cert_sha256"  # SHA-256 of the leaf certificate (DER), hex
+CERT_SOURCE: Final = "cert_source"  # proxy | packets
+CNAMES: Final = "cnames"  # the DNS CNAME chain from the flow's name, ";"-joined, in order
 
 # Packet flows (auditor.analysis.packetflows); proxy rows carry them too
 TRANSPORT: Final = "transport"  # tcp | udp | quic | icmp ...
