@@ -26,13 +26,14 @@ from auditor.analysis.policy import Policy, load_policy
 from auditor.analysis.report import write_report
 from auditor.analysis.rules import Context, RuleError, default_rules, run_rules
 from auditor.errors import AuditorError
-from auditor.intel.kb import KnowledgeBase
+from auditor.intel.kb import KnowledgeBase, cert_from_columns
 from auditor.records import CANARY_HOST
 from auditor.session import Session
 from auditor.timeutil import now_iso
 
 log = logging.getLogger(__name__)
 
+UNKNOWN_RECIPIENT = "(unknown operator)"
 MAX_LOOKUPS = 5000  # DNS answers listed per session in findings.json (all are in the captures)
 
 
@@ -106,6 +107,9 @@ def analyze(
         characters=scan.characters,
         keyword_lists=scan.keyword_lists,
         app_lists=scan.app_lists,
+        concerns={str(o): kb.concerns(str(o)) for o in flows[C.ORGANISATION].dropna().unique()}
+        if len(flows)
+        else {},
     )
     findings, rule_errors = run_rules(default_rules(kb.adequacy()), ctx)
     coverage = _coverage(opened, flows, packets)
@@ -219,14 +223,24 @@ def _boot_times(records: dict[str, list[Any]]) -> list[float]:
 def _endpoints(
     flows: pd.DataFrame, kb: KnowledgeBase, boots: list[float] | None = None
 ) -> list[dict[str, Any]]:
+    """One row per host and recipient: every flow is attributed on its own evidence, and a
+    row groups the flows of one host that went to one recipient (a host whose flows met
+    different evidence, e.g. another certificate, gives several rows). The hosting of each
+    row is listed per network and country, with its flows."""
     out: list[dict[str, Any]] = []
     if flows.empty:
         return out
-    for host, g in flows.groupby(C.NAME, dropna=False, sort=True):
+    key = flows[C.ORGANISATION].astype(object).where(flows[C.ORGANISATION].notna(), "")
+    for (host, _org), g in flows.groupby([flows[C.NAME], key], dropna=False, sort=True):
         first = g.iloc[0]
         starts = g[C.START].dropna()
         ips = sorted({str(i) for i in g[C.SERVER_IP].dropna()})
-        attribution = kb.lookup(str(host), ips[0] if ips else None).to_json()
+        attribution = kb.lookup(
+            str(host),
+            _s(first.get(C.SERVER_IP)),
+            cert=cert_from_columns({str(k): v for k, v in first.items()}),
+            cnames=[x for x in str(first.get(C.CNAMES) or "").split(";") if x],
+        ).to_json()
         times = sorted(t.timestamp() for t in starts)
         span = (times[-1] - times[0]) if len(times) > 1 else 0.0
         after_boot = None
@@ -234,18 +248,30 @@ def _endpoints(
             later = [t for t in times if t >= boot]
             if later:
                 after_boot = round(later[0] - boot, 1)
+        hosting = _hosting_rows(g)
         out.append(
             {
                 "host": str(host),
                 "ip": ips[0] if ips else None,
+                "ips": ips[:50],
                 "organisation": _s(first.get(C.ORGANISATION_NAME)),
                 "organisation_id": _s(first.get(C.ORGANISATION)),
                 "parent": _s(first.get(C.PARENT)),
                 "country": _s(first.get(C.COUNTRY)),
-                "server_country": _s(first.get(C.SERVER_COUNTRY)),
                 "categories": sorted(c for c in str(first.get(C.CATEGORIES) or "").split(";") if c),
-                "state_linked": bool(first.get(C.STATE_LINKED)),
+                "basis": attribution["basis"],
+                "confidence": attribution["confidence"],
+                "evidence": attribution["evidence"],
+                "conflicts": attribution["conflicts"],
+                "recipient": _recipient_text(attribution, hosting),
+                "hosting": hosting,
+                "hosted_by": "; ".join(h["label"] for h in hosting) or None,
+                "server_country": hosting[0]["country"] if hosting else None,
+                "state_control": attribution["state_control"],
+                "legal_exposure": attribution["legal_exposure"],
+                "state_linked": bool(g[C.STATE_LINKED].fillna(False).astype(bool).any()),
                 "flows": len(g),
+                "flow_ids": sorted(str(f) for f in g[C.FLOW_ID])[:200],
                 "bytes_up": int(g[C.BYTES_UP].fillna(0).sum()),
                 "bytes_down": int(g[C.BYTES_DOWN].fillna(0).sum()),
                 "first_seen": _ts(starts.min()) if len(starts) else None,
@@ -262,6 +288,49 @@ def _endpoints(
     return out
 
 
+def _hosting_rows(g: pd.DataFrame) -> list[dict[str, Any]]:
+    """The networks a group's flows went to: AS, its organisation, the server's country."""
+    cols = [C.ASN, C.HOSTING_NAME, C.HOSTING_ORG, C.ASN_ORG, C.SERVER_COUNTRY]
+    sub = g[[c for c in cols if c in g.columns]].astype(object)
+    sub = sub.where(sub.notna(), None)
+    counts: dict[tuple[Any, ...], int] = defaultdict(int)
+    for row in sub.itertuples(index=False, name=None):
+        counts[tuple(row)] += 1
+    out = []
+    for row, n in counts.items():
+        v = dict(zip(sub.columns, row, strict=True))
+        asn = int(v[C.ASN]) if v.get(C.ASN) is not None else None
+        name = v.get(C.HOSTING_NAME) or v.get(C.ASN_ORG)
+        country = v.get(C.SERVER_COUNTRY)
+        if asn is None and name is None and country is None:
+            continue
+        inner = ", ".join(x for x in (f"AS{asn}" if asn else None, country) if x)
+        label = f"{name or 'unknown network'} ({inner})" if inner else str(name)
+        out.append(
+            {
+                "asn": asn,
+                "asn_org": v.get(C.ASN_ORG),
+                "organisation_id": v.get(C.HOSTING_ORG),
+                "name": name,
+                "country": country,
+                "label": label,
+                "flows": n,
+            }
+        )
+    out.sort(key=lambda h: (-int(str(h["flows"])), str(h["label"])))
+    return out
+
+
+def _recipient_text(attribution: dict[str, Any], hosting: list[dict[str, Any]]) -> str:
+    """The recipient in words, never the hosting network in its place."""
+    name = attribution.get("organisation_name")
+    if name:
+        return f"{name} ({attribution.get('basis')}, {attribution.get('confidence')} confidence)"
+    if hosting:
+        return "unknown operator, hosted by " + "; ".join(h["label"] for h in hosting)
+    return "unknown operator"
+
+
 def _s(v: Any) -> str | None:
     return v if isinstance(v, str) and v else None
 
@@ -273,13 +342,15 @@ def _ts(t: Any) -> str | None:
 def _verdicts(endpoints: list[dict[str, Any]], findings: list[Finding]) -> list[dict[str, Any]]:
     by_org: dict[tuple[str, str], dict[str, Any]] = {}
     for e in endpoints:
-        key = (e["organisation"] or "(unattributed)", e["country"] or "")
+        key = (e["organisation"] or UNKNOWN_RECIPIENT, e["country"] or "")
         v = by_org.setdefault(
             key,
             {
                 "organisation": key[0],
                 "country": key[1] or None,
                 "state_linked": False,
+                "state_control": {},
+                "legal_exposure": {},
                 "identifiers": set(),
                 "flows": 0,
                 "bytes_up": 0,
@@ -287,11 +358,15 @@ def _verdicts(endpoints: list[dict[str, Any]], findings: list[Finding]) -> list[
             },
         )
         v["state_linked"] |= e["state_linked"]
+        for f in e.get("state_control") or []:
+            v["state_control"].setdefault(f["statement"], f)
+        for x in e.get("legal_exposure") or []:
+            v["legal_exposure"].setdefault(x["basis"], x)
         v["flows"] += e["flows"]
         v["bytes_up"] += e["bytes_up"]
     rank = {s.value: s.rank for s in Severity}
     for f in findings:
-        key = (f.organisation or "(unattributed)", f.country or "")
+        key = (f.organisation or UNKNOWN_RECIPIENT, f.country or "")
         if key not in by_org:
             continue
         v = by_org[key]
@@ -300,7 +375,14 @@ def _verdicts(endpoints: list[dict[str, Any]], findings: list[Finding]) -> list[
             v["worst"] = f.severity.value
     out = []
     for v in by_org.values():
-        out.append({**v, "identifiers": sorted(v["identifiers"])})
+        out.append(
+            {
+                **v,
+                "identifiers": sorted(v["identifiers"]),
+                "state_control": list(v["state_control"].values()),
+                "legal_exposure": list(v["legal_exposure"].values()),
+            }
+        )
     out.sort(key=lambda v: (rank.get(v["worst"], 9), -v["bytes_up"], v["organisation"]))
     return out
 

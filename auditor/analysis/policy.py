@@ -45,11 +45,19 @@ class Policy:
     source: str
     sha256: str
     vendor: bool = True
-    state_linked: bool = True
+    state_control: bool = True  # recipients owned or controlled by a state
+    # headquarters countries whose laws (legal exposure) raise a finding, and why
+    legal_exposure: frozenset[str] = frozenset()
+    legal_exposure_reason: str = ""
     categories: frozenset[str] = frozenset()
     countries: frozenset[str] = frozenset()
     no_eu_adequacy: bool = False
     severity: dict[str, Severity] = field(default_factory=dict)
+
+    @property
+    def state_linked(self) -> bool:
+        """Deprecated: the policy flags state control or some legal exposure."""
+        return self.state_control or bool(self.legal_exposure)
 
     def sev(self, key: str) -> Severity:
         return self.severity.get(key, Severity.MEDIUM)
@@ -60,6 +68,9 @@ class Policy:
             "source": self.source,
             "sha256": self.sha256,
             "vendor": self.vendor,
+            "state_control": self.state_control,
+            "legal_exposure": sorted(self.legal_exposure),
+            "legal_exposure_reason": self.legal_exposure_reason,
             "state_linked": self.state_linked,
             "categories": sorted(self.categories),
             "countries": sorted(self.countries),
@@ -93,15 +104,29 @@ def parse_policy(text: str, source: str) -> Policy:
                 + ", ".join(s.value for s in Severity)
             ) from None
     countries = flag.get("countries") or []
-    if not all(isinstance(c, str) and len(c) == 2 for c in countries):
+    if not isinstance(countries, list) or not all(
+        isinstance(c, str) and len(c) == 2 for c in countries
+    ):
         raise PolicyError(f"{source}: flag.countries must be ISO 3166 alpha-2 codes")
+    # ``state_linked`` (before findings schema 2) meant state control, or the law of a
+    # country obliging support of intelligence work, which the shipped data gives for CN only
+    legacy = flag.get("state_linked")
+    state_control = flag.get("state_control", True if legacy is None else bool(legacy))
+    exposure = flag.get("legal_exposure", ["CN"] if legacy else [])
+    if not isinstance(exposure, list) or not all(
+        isinstance(c, str) and len(c) == 2 for c in exposure
+    ):
+        raise PolicyError(f"{source}: flag.legal_exposure must be ISO 3166 alpha-2 codes")
+    reason = flag.get("legal_exposure_reason") or ""
     return Policy(
         name=str(doc.get("name") or Path(source).stem),
         description=str(doc.get("description") or ""),
         source=source,
         sha256=hashlib.sha256(text.encode()).hexdigest(),
         vendor=bool(flag.get("vendor", True)),
-        state_linked=bool(flag.get("state_linked", True)),
+        state_control=bool(state_control),
+        legal_exposure=frozenset(c.upper() for c in exposure),
+        legal_exposure_reason=str(reason),
         categories=frozenset(str(c) for c in flag.get("categories") or []),
         countries=frozenset(c.upper() for c in countries),
         no_eu_adequacy=bool(flag.get("no_eu_adequacy", False)),

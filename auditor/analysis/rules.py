@@ -54,6 +54,9 @@ class Context:
     characters: dict[str, dict[str, Any]] = field(default_factory=dict)  # request bodies
     keyword_lists: dict[str, dict[str, Any]] = field(default_factory=dict)
     app_lists: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # organisation id -> the basis in words of its state control and legal exposure
+    # (auditor.intel.kb.KnowledgeBase.concerns)
+    concerns: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def row(self, flow_id: str) -> pd.Series:
         return self.flows.loc[self.flows[C.FLOW_ID] == flow_id].iloc[0]
@@ -66,13 +69,29 @@ class Context:
             isinstance(row.get(c), str) and row[c].lower() == v for c in (C.ORGANISATION, C.PARENT)
         )
 
+    def state_basis(self, row: pd.Series) -> list[str]:
+        """Why the policy treats this flow's recipient as state-linked, in words: its state
+        control, or the law of a headquarters country the policy lists. Empty: it does not."""
+        p = self.policy
+        org = row.get(C.ORGANISATION)
+        words = self.concerns.get(org, {}) if isinstance(org, str) else {}
+        out: list[str] = []
+        if p.state_control and bool(row.get(C.STATE_CONTROL)):
+            out += words.get("state_control") or ["owned or controlled by a state"]
+        exposed = [c for c in str(row.get(C.LEGAL_EXPOSURE) or "").split(";") if c and ":" not in c]
+        for country in exposed:
+            if country in p.legal_exposure:
+                text = (words.get("legal_exposure") or {}).get(country)
+                out.append(text or f"the law of {country}, where it is headquartered")
+        return out
+
     def flagged(self, row: pd.Series) -> bool:
         """Whether the policy flags the recipient of this flow."""
         p = self.policy
         cats = set(str(row.get(C.CATEGORIES) or "").split(";")) - {""}
         return bool(
             (p.vendor and self.is_vendor(row))
-            or (p.state_linked and bool(row.get(C.STATE_LINKED)))
+            or self.state_basis(row)
             or (cats & p.categories)
             or (row.get(C.COUNTRY) in p.countries)
         )
@@ -141,7 +160,8 @@ class IdentifiersSent(Rule):
                 groups[(str(row.get(C.NAME)), m.identifier)].append((flow_id, m))
         for (_host, ident), items in sorted(groups.items()):
             row = ctx.row(items[0][0])
-            if bool(row.get(C.STATE_LINKED)):
+            basis = ctx.state_basis(row)
+            if basis:
                 key = "identifier_to_state_linked"
             elif ctx.is_vendor(row):
                 key = "identifier_to_vendor"
@@ -160,7 +180,11 @@ class IdentifiersSent(Rule):
                     Evidence(f, m.location, m.detail, m.encoding, ident, m.excerpt)
                     for f, m in items[:20]
                 ),
-                data={"flows": len({f for f, _ in items}), "severity_basis": key},
+                data={
+                    "flows": len({f for f, _ in items}),
+                    "severity_basis": key,
+                    **({"state_basis": basis} if basis else {}),
+                },
             )
 
 
@@ -319,31 +343,42 @@ class PersonalValues(Rule):
 
 
 class StateLinkedContact(Rule):
-    """Contact with an organisation the knowledge base records as state-linked (state owned,
-    or under a law obliging support of state intelligence work), the concern of the Belgian
-    and Lithuanian assessments."""
+    """Contact with an organisation that is owned or controlled by a state (a state-owned
+    carrier), or that the law of its headquarters country can compel to support state
+    intelligence work where the policy lists that country (the PRC National Intelligence Law,
+    the basis of the Belgian and Lithuanian assessments). The finding says which, in words."""
 
     id = "state-linked-contact"
-    title = "Contact with a state-linked organisation"
+    title = "Contact with a state-controlled or legally exposed organisation"
     severity_key = "state_linked_contact"
-    description = "The phone exchanged traffic with an organisation recorded as state-linked."
+    description = (
+        "The phone exchanged traffic with an organisation that a state owns or controls, or "
+        "that the law of its headquarters country can compel to give access; the basis is given."
+    )
     citation = VSSE_2022
 
     def check(self, ctx: Context) -> Iterator[Finding]:
         df = ctx.flows
-        linked = df[df[C.STATE_LINKED].fillna(False).astype(bool)]
+        if df.empty:
+            return
+        cols = [c for c in (C.ORGANISATION, C.STATE_CONTROL, C.LEGAL_EXPOSURE) if c in df]
+        keys = df[cols].astype(object).where(df[cols].notna(), None).apply(tuple, axis=1)
+        bases = {k: ctx.state_basis(pd.Series(dict(zip(cols, k, strict=True)))) for k in set(keys)}
+        linked = df[[bool(bases[k]) for k in keys]]
         for org, grp in sorted(
             linked.groupby(C.ORGANISATION_NAME, dropna=True), key=lambda g: str(g[0])
         ):
             row = grp.iloc[0]
+            basis = list(dict.fromkeys(b for k in keys[grp.index] for b in bases[k]))
             yield self.finding(
                 ctx,
                 row,
-                f"{len(grp)} connection(s) to {org}",
+                f"{len(grp)} connection(s) to {org}: {basis[0]}",
                 flow_ids=tuple(sorted(grp[C.FLOW_ID])),
                 data={
                     "hosts": sorted(set(grp[C.NAME])),
                     "bytes_up": int(grp[C.BYTES_UP].fillna(0).sum()),
+                    "basis": basis,
                 },
             )
 

@@ -24,7 +24,7 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -35,13 +35,18 @@ from auditor.intel.index import IntelIndex, load_intel
 from auditor.intel.ipdb import NOT_AN_IP, IpDatabase, default_ipdb, parse_ip
 from auditor.intel.model import (
     Attribution,
+    Basis,
     Category,
+    CertSubject,
+    Confidence,
     CountryInfo,
+    Exposure,
     Fact,
+    Hosting,
     IpFacts,
     KnowledgeBaseError,
     MappingKind,
-    MatchedBy,
+    NameEvidence,
     Organisation,
     Source,
 )
@@ -66,6 +71,9 @@ from auditor.intel.schema import (
     text_field,
 )
 
+if TYPE_CHECKING:
+    from auditor.intel.datasets import DatasetIndex
+
 log = logging.getLogger(__name__)
 
 DATA_DIR = Path(__file__).with_name("data")
@@ -75,7 +83,7 @@ JURISDICTIONS_FILE = "jurisdictions.yaml"
 HOST_CACHE_LIMIT = 1_000_000
 """Distinct hosts remembered by lookup_host(); beyond this the cache is cleared."""
 
-_ORG_FILE_KEYS = ("organisations", "domains", "hosts", "asns")
+_ORG_FILE_KEYS = ("organisations", "domains", "hosts", "asns", "datasets")
 
 
 # --- the public suffix list, offline ------------------------------------------------------------
@@ -107,7 +115,27 @@ def registrable_domain(host: str) -> str | None:
     return f"{ext.domain}.{ext.suffix}"
 
 
-# --- internal match records ---------------------------------------------------------------------
+@functools.cache
+def _private_extractor() -> Any:
+    import tldextract
+
+    return tldextract.TLDExtract(
+        suffix_list_urls=(), cache_dir=None, include_psl_private_domains=True
+    )
+
+
+def private_suffix(host: str) -> str | None:
+    """The suffix of the public suffix list's *private* section a host is under
+    (``d1.cloudfront.net`` -> ``cloudfront.net``, ``x.s3.amazonaws.com`` ->
+    ``s3.amazonaws.com``), else None. Names under such a suffix are run by the provider's
+    customers: the provider is where they are hosted, not who runs them."""
+    ext = _private_extractor()(host)
+    if not ext.suffix or not getattr(ext, "is_private", False):
+        return None
+    return str(ext.suffix)
+
+
+# --- internal records -------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,19 +148,28 @@ class _Pattern:
 
 
 @dataclass(frozen=True, slots=True)
-class _Match:
-    """What a host or address matched, before the organisation's details are filled in."""
+class _Rung:
+    """One rung's evidence, with what attribution needs beside it."""
 
-    organisation: str | None
+    ev: NameEvidence
     categories: tuple[Category, ...]
-    matched_by: MatchedBy
-    matched: str | None
-    sources: tuple[Source, ...]
-    labels: tuple[str, ...] = ()
-    note: str | None = None
+    note: str | None
+    family: str  # root KB organisation id, or the data set's / certificate's own name
+    hosting: bool  # the evidence names where the server stands, not who runs the service
+    entity_id: str | None = None  # a data set's entity that no KB organisation stands for
 
 
-_NO_MATCH = _Match(None, (), MatchedBy.NONE, None, ())
+@dataclass(frozen=True, slots=True)
+class _NameRungs:
+    """What the rungs say about one name, strongest first; cached per host."""
+
+    recipient: tuple[_Rung, ...]
+    hosting: tuple[_Rung, ...]
+    labels: tuple[str, ...]
+    intel_sources: tuple[Source, ...]
+
+
+_NO_NAME = _NameRungs((), (), (), ())
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,8 +178,9 @@ class _OrgView:
 
     org: Organisation
     parent: Organisation | None
-    state_linked: bool
-    state_link: tuple[Fact, ...]
+    root: str  # the id at the top of the parent chain: the organisation family
+    state_control: tuple[Fact, ...]
+    exposure: tuple[Exposure, ...]
     jurisdiction: tuple[Fact, ...]
 
 
@@ -158,6 +196,104 @@ def _dedupe_facts(items: Iterable[Fact]) -> tuple[Fact, ...]:
     for f in items:
         seen.setdefault((f.statement, f.source.id), f)
     return tuple(seen.values())
+
+
+# The flow table's name evidence that classify_hosts() reads, when present
+_EVIDENCE_COLUMNS: tuple[str, ...] = (
+    C.CERT_ORG,
+    C.CERT_COUNTRY,
+    C.CERT_NAMES,
+    C.CERT_CN,
+    C.CERT_ISSUER,
+    C.CERT_SHA256,
+    C.CERT_SOURCE,
+    C.CNAMES,
+)
+
+_LEGAL_FORMS = frozenset(
+    "inc incorporated ltd limited llc llp plc co company corp corporation gmbh ag sa sas sarl "
+    "bv nv ab asa oy as spa srl kk pte pty the group holding holdings".split()
+)
+
+
+def _norm_name(name: str) -> str:
+    """An organisation name for comparison: lower case, no punctuation, no legal forms."""
+    words = re.sub(r"[^\w]+", " ", name.casefold()).split()
+    return " ".join(w for w in words if w not in _LEGAL_FORMS)
+
+
+def _under(domain: str, suffix: str) -> bool:
+    """``domain`` is ``suffix`` or a parent of it: a rule at or above a private suffix."""
+    return suffix == domain or suffix.endswith("." + domain)
+
+
+def _foreign_id(r: _Rung) -> str:
+    """The id of a recipient the knowledge base does not know: its rung and its own name."""
+    if r.entity_id is not None:
+        return f"dataset:{r.ev.matched.split(':', 1)[0]}:{r.entity_id}"
+    return f"{r.ev.basis}:{_norm_name(r.ev.name).replace(' ', '-')}"
+
+
+def cert_covers(cert: CertSubject, host: str) -> bool:
+    """The certificate names ``host`` (a SAN or the CN, ``*.`` covering one label)."""
+    for name in (*cert.names, cert.cn or ""):
+        n = name.strip().lower().rstrip(".")
+        if not n:
+            continue
+        if n == host:
+            return True
+        if n.startswith("*.") and host.endswith(n[1:]) and "." not in host[: -len(n) + 1]:
+            return True
+    return False
+
+
+def cert_source(cert: CertSubject) -> Source:
+    digest = cert.sha256 or "unknown"
+    return Source(
+        id=f"cert:{digest[:16]}",
+        title=f"TLS server certificate issued to {cert.org} ({cert.cn or '-'})",
+        publisher=cert.issuer or "unknown issuer",
+        year=None,
+        url=f"urn:sha256:{digest}",
+        note=f"seen in this capture ({cert.seen_by or 'proxy'}); subject C={cert.country or '-'}",
+    )
+
+
+def cert_from_columns(values: Mapping[str, Any]) -> CertSubject | None:
+    org = values.get(C.CERT_ORG)
+    if not isinstance(org, str) or not org.strip():
+        return None
+
+    def text(key: str) -> str | None:
+        v = values.get(key)
+        return v if isinstance(v, str) and v else None
+
+    names = text(C.CERT_NAMES)
+    return CertSubject(
+        org=org,
+        country=text(C.CERT_COUNTRY),
+        cn=text(C.CERT_CN),
+        names=tuple(x for x in (names or "").split(";") if x),
+        issuer=text(C.CERT_ISSUER),
+        sha256=text(C.CERT_SHA256),
+        seen_by=text(C.CERT_SOURCE),
+    )
+
+
+def dataset_source(info: Any) -> Source:
+    """A data set as the source of an attribution: name, version, date, licence, SHA-256."""
+    year = int(info.date[:4]) if isinstance(info.date, str) and info.date[:4].isdigit() else None
+    version = f" {info.version}" if info.version else ""
+    return Source(
+        id=f"dataset:{info.id}",
+        title=f"{info.name}{version}",
+        publisher=info.name,
+        year=year,
+        url=info.url,
+        accessed=info.date,
+        note=f"data set, licence {info.licence}, sha256 {info.sha256}"
+        + (" (bundled snapshot)" if info.bundled else " (imported by the user)"),
+    )
 
 
 # --- the knowledge base -------------------------------------------------------------------------
@@ -182,6 +318,8 @@ class KnowledgeBase:
         mappings: Sequence[KbMapping],
         intel: Sequence[IntelFile] = (),
         ipdb: IpDatabase | None = None,
+        datasets: DatasetIndex | None = None,
+        aliases: Mapping[tuple[str, str], str] | None = None,
     ) -> None:
         self.version = version
         self.updated = updated
@@ -191,6 +329,8 @@ class KnowledgeBase:
         self.mappings = tuple(mappings)
         self.intel_files = tuple(intel)
         self._ipdb = ipdb
+        self._datasets = datasets
+        self._aliases = dict(aliases or {})
         self._intel = IntelIndex(self.intel_files)
         self._exact: dict[str, KbMapping] = {}
         self._domains: dict[str, KbMapping] = {}
@@ -224,7 +364,13 @@ class KnowledgeBase:
                     raise KnowledgeBaseError(
                         f"manufacturer {maker!r} is claimed by both {other!r} and {org.id!r}"
                     )
-        self._host_cache: dict[str, _Match] = {}
+        self._org_names: dict[str, str] = {}
+        for org in self.organisations.values():
+            for name in (org.name, *org.legal_names):
+                key = _norm_name(name)
+                if key:
+                    self._org_names.setdefault(key, org.id)
+        self._host_cache: dict[str, _NameRungs] = {}
         self._org_cache: dict[str, _OrgView] = {}
         self._lock = threading.Lock()
 
@@ -238,12 +384,15 @@ class KnowledgeBase:
         data_dir: str | Path | None = None,
         mmdb: Sequence[str | Path] = (),
         ipdb: IpDatabase | None = None,
+        datasets: DatasetIndex | bool | None = True,
     ) -> KnowledgeBase:
         """Load and validate the built-in data, then add user intel files.
 
         ``extra`` are intel files as ``label=path`` or paths (auditor YAML, STIX 2.1 JSON,
         hosts files, adblock lists); ``mmdb`` are MaxMind databases that take precedence over
-        the bundled IP data. Raises :class:`KnowledgeBaseError` or ``IntelImportError`` naming
+        the bundled IP data; ``datasets``: the data sets to use (True: the bundled
+        snapshots and the user's imports; False: none). Raises :class:`KnowledgeBaseError`
+        or ``IntelImportError`` naming
         the file and line at fault.
         """
         base = _load_data(Path(data_dir) if data_dir is not None else DATA_DIR)
@@ -262,6 +411,13 @@ class KnowledgeBase:
         _check_parents(orgs, "user intel")
         if ipdb is None:
             ipdb = IpDatabase(mmdb) if mmdb else None
+        if datasets is True:
+            try:  # TEMPORARY-DATASETS-GUARD
+                from auditor.intel.datasets import load_datasets
+
+                datasets = load_datasets()
+            except ImportError:
+                datasets = None
         return cls(
             version=base["version"],
             updated=base["updated"],
@@ -271,6 +427,8 @@ class KnowledgeBase:
             mappings=base["mappings"],
             intel=intel,
             ipdb=ipdb,
+            datasets=datasets or None,
+            aliases=base["aliases"],
         )
 
     @classmethod
@@ -346,8 +504,11 @@ class KnowledgeBase:
         ip_column: str = C.SERVER_IP,
     ) -> pd.DataFrame:
         """A copy of a flow table with the attribution columns of :mod:`auditor.columns`
-        (organisation id, parent id, headquarters country, ";"-joined categories,
-        state_linked, server_country, asn, matched_by) plus ``organisation_name``.
+        (the recipient: organisation id, parent id, headquarters country, ";"-joined
+        categories, basis, confidence, conflict, state control, legal exposure; the hosting:
+        server_country, asn, asn_org, hosting_org, hosting_name; the deprecated state_linked
+        and matched_by) plus ``organisation_name``. Name evidence columns of the flow table
+        (CERT_*, CNAMES), when present, are rungs of the ladder too.
 
         The host is taken from ``host_column``, else the first of ``name``, ``host`` and
         ``sni`` present; the address from ``ip_column`` when present.
@@ -362,8 +523,10 @@ class KnowledgeBase:
             else pd.Series([None] * n, dtype=object)
         )
         ips = out[ip_column].reset_index(drop=True) if ip_column in out.columns else None
+        present = [c for c in _EVIDENCE_COLUMNS if c in out.columns]
+        evidence = out[present].reset_index(drop=True) if present else None
         table = self.classify_hosts(
-            hosts.astype(object), None if ips is None else ips.astype(object)
+            hosts.astype(object), None if ips is None else ips.astype(object), evidence=evidence
         )
         mapping = {
             C.ORGANISATION: m.ORGANISATION,
@@ -375,6 +538,14 @@ class KnowledgeBase:
             C.SERVER_COUNTRY: m.SERVER_COUNTRY,
             C.ASN: m.ASN,
             C.MATCHED_BY: m.MATCHED_BY,
+            C.BASIS: m.BASIS,
+            C.CONFIDENCE: m.CONFIDENCE,
+            C.CONFLICT: m.CONFLICT,
+            C.HOSTING_ORG: m.HOSTING_ORG,
+            C.HOSTING_NAME: m.HOSTING_NAME,
+            C.ASN_ORG: m.ASN_ORG,
+            C.STATE_CONTROL: m.STATE_CONTROL,
+            C.LEGAL_EXPOSURE: m.LEGAL_EXPOSURE,
         }
         for target, col in mapping.items():
             values = table[col]
@@ -397,99 +568,230 @@ class KnowledgeBase:
         norm = normalise_host(host)
         if norm is None:
             return self._attribution(
-                safe_text(host), None, _NO_MATCH, None, note="not a valid host name"
+                safe_text(host), None, _NO_NAME, None, note="not a valid host name"
             )
-        match = self._host_match(norm) if cache else self._match_host(norm)
-        return self._attribution(norm, None, match, None)
+        rungs = self._host_rungs(norm) if cache else self._name_rungs(norm)
+        return self._attribution(norm, None, rungs, None)
 
     def lookup_ip(self, ip: str) -> Attribution:
-        """Attribute a server address by its AS; country and AS from the IP databases."""
+        """An address alone names no recipient (only the user's own intel may); the IP
+        databases give the hosting: the AS, its organisation and the server's country."""
         facts = self.ipdb.lookup(ip)
-        match = self._match_ip(facts)
-        return self._attribution(None, facts.ip, match, facts)
+        return self._attribution(None, facts.ip, self._ip_rungs(facts), facts)
 
-    def lookup(self, host: str | None = None, ip: str | None = None) -> Attribution:
-        """Attribute a flow's endpoint: the host decides the organisation, the address adds
-        the server's country and AS (and the organisation when the host says nothing)."""
+    def lookup(
+        self,
+        host: str | None = None,
+        ip: str | None = None,
+        *,
+        cert: CertSubject | None = None,
+        cnames: Sequence[str] = (),
+    ) -> Attribution:
+        """Attribute a flow's endpoint: the name (with the server's certificate and the DNS
+        CNAME chain, when known) decides the recipient; the address gives the hosting."""
+        facts = self.ipdb.lookup(ip) if ip else None
         if host is None or host == "":
-            return self.lookup_ip(ip) if ip else self._attribution(None, None, _NO_MATCH, None)
-        if ip is None or ip == "":
-            return self.lookup_host(host)
-        facts = self.ipdb.lookup(ip)
+            if facts is None:
+                return self._attribution(None, None, _NO_NAME, None)
+            return self._attribution(None, facts.ip, self._ip_rungs(facts), facts)
         norm = normalise_host(host)
-        hmatch = self._host_match(norm) if norm is not None else _NO_MATCH
-        match = self._combine(hmatch, facts)
-        shown = norm if norm is not None else safe_text(host)
-        note = None if norm is not None else "not a valid host name"
-        return self._attribution(shown, facts.ip, match, facts, note=note)
-
-    def _combine(self, hmatch: _Match, facts: IpFacts) -> _Match:
-        if hmatch.matched_by is not MatchedBy.NONE:
-            extra = self._intel_ip(facts.ip) if self._intel and facts.reason != NOT_AN_IP else []
-            if not extra:
-                return hmatch
-            return _Match(
-                hmatch.organisation,
-                hmatch.categories,
-                hmatch.matched_by,
-                hmatch.matched,
-                _dedupe_sources((*hmatch.sources, *(e.source for e in extra))),
-                tuple(sorted({*hmatch.labels, *(e.label for e in extra)})),
-                hmatch.note,
+        if norm is None:
+            rungs = self._ip_rungs(facts) if facts is not None else _NO_NAME
+            return self._attribution(safe_text(host), facts.ip if facts else None, rungs, facts,
+                                     note="not a valid host name")  # fmt: skip
+        rungs = self._host_rungs(norm)
+        extra: list[_Rung] = []
+        hosting: list[_Rung] = []
+        if cert is not None:
+            r = self._cert_rung(norm, cert)
+            if r is not None:
+                (hosting if r.hosting else extra).append(r)
+        if cnames:
+            for r in self._cname_rungs(norm, cnames):
+                (hosting if r.hosting else extra).append(r)
+        if facts is not None and self._intel and facts.reason != NOT_AN_IP:
+            ip_intel = self._intel_ip(facts.ip)
+        else:
+            ip_intel = []
+        if extra or hosting or ip_intel:
+            rungs = _NameRungs(
+                rungs.recipient + tuple(extra),
+                rungs.hosting + tuple(hosting),
+                tuple(sorted({*rungs.labels, *(e.label for e in ip_intel)})),
+                _dedupe_sources((*rungs.intel_sources, *(e.source for e in ip_intel))),
             )
-        return self._match_ip(facts)
+        return self._attribution(norm, facts.ip if facts else None, rungs, facts)
 
-    def _host_match(self, host: str) -> _Match:
+    # --- the rungs of the ladder ------------------------------------------------------------
+
+    def _host_rungs(self, host: str) -> _NameRungs:
         hit = self._host_cache.get(host)
         if hit is None:
-            hit = self._match_host(host)
+            hit = self._name_rungs(host)
             with self._lock:
                 if len(self._host_cache) >= HOST_CACHE_LIMIT:
                     self._host_cache.clear()
                 self._host_cache[host] = hit
         return hit
 
-    def _match_host(self, host: str) -> _Match:
-        intel = self._intel.match_host(host) if self._intel else []
-        labels = tuple(sorted({e.label for e in intel}))
-        intel_sources = tuple(e.source for e in intel)
+    def _name_rungs(self, host: str) -> _NameRungs:
+        """What the knowledge base, the user's intel and the data sets say about a name."""
+        recipient: list[_Rung] = []
+        hosting: list[_Rung] = []
+        private = private_suffix(host)
         mp = self._exact.get(host)
-        by = MatchedBy.EXACT_HOST
-        if mp is None:
-            rd = registrable_domain(host)
-            if rd is not None:
-                for p in self._patterns.get(rd, ()):
-                    if p.regex.fullmatch(host):
-                        mp, by = p.mapping, MatchedBy.PATTERN
-                        break
-                if mp is None:
-                    mp = self._domains.get(rd)
-                    by = MatchedBy.REGISTRABLE_DOMAIN
+        basis = Basis.KB_HOST
+        rd = registrable_domain(host)
+        if mp is None and rd is not None:
+            for p in self._patterns.get(rd, ()):
+                if p.regex.fullmatch(host):
+                    mp = p.mapping
+                    break
         if mp is not None:
-            return _Match(
-                mp.organisation,
-                mp.categories,
-                by,
-                mp.key,
-                _dedupe_sources((mp.source, *intel_sources)),
-                labels,
-                mp.note,
-            )
-        if intel:
-            return self._intel_match(intel, labels)
-        return _NO_MATCH
-
-    def _intel_match(self, entries: Sequence[IntelEntry], labels: tuple[str, ...]) -> _Match:
-        best = next((e for e in entries if e.organisation), entries[0])
-        return _Match(
-            best.organisation,
-            best.categories,
-            MatchedBy.INTEL_IMPORT,
-            f"{best.kind}:{best.value}",
-            _dedupe_sources(e.source for e in entries),
-            labels,
-            "; ".join(x for x in (best.name, ", ".join(best.tags), best.note) if x) or None,
+            r = self._kb_rung(mp, basis, host, exact=True)
+            (hosting if r.hosting else recipient).append(r)
+        dmp = self._domains.get(rd) if rd is not None else None
+        if dmp is not None:
+            r = self._kb_rung(dmp, Basis.KB_DOMAIN, host, exact=False, private=private)
+            (hosting if r.hosting else recipient).append(r)
+        intel = self._intel.match_host(host) if self._intel else []
+        for e in intel:
+            if e.organisation and e.organisation in self.organisations:
+                recipient.append(self._intel_rung(e))
+        if self._datasets is not None:
+            for dm in self._datasets.match_host(host):
+                dr = self._dataset_rung(dm, host, private)
+                if dr is not None:
+                    (hosting if dr.hosting else recipient).append(dr)
+        return _NameRungs(
+            tuple(recipient),
+            tuple(hosting),
+            tuple(sorted({e.label for e in intel})),
+            _dedupe_sources(e.source for e in intel),
         )
+
+    def _ip_rungs(self, facts: IpFacts) -> _NameRungs:
+        if not self._intel or facts.reason == NOT_AN_IP:
+            return _NO_NAME
+        intel = self._intel_ip(facts.ip)
+        return _NameRungs(
+            tuple(
+                self._intel_rung(e)
+                for e in intel
+                if e.organisation and e.organisation in self.organisations
+            ),
+            (),
+            tuple(sorted({e.label for e in intel})),
+            _dedupe_sources(e.source for e in intel),
+        )
+
+    def _kb_rung(
+        self,
+        mp: KbMapping,
+        basis: Basis,
+        host: str,
+        *,
+        exact: bool,
+        private: str | None = None,
+    ) -> _Rung:
+        org = self.organisations[mp.organisation]
+        cats = mp.categories or org.categories
+        # A cloud's or CDN's own domain names where the server stands, not who runs the
+        # service, unless the name is the exact host of a documented service
+        hosting = (not exact and private is not None and _under(mp.key, private)) or (
+            set(cats) == {Category.CDN_CLOUD} and not (exact and basis is Basis.KB_HOST
+                                                       and mp.categories != ())
+        )  # fmt: skip
+        ev = NameEvidence(
+            basis=basis,
+            organisation=org.id,
+            name=org.name,
+            country=org.country,
+            matched=mp.key,
+            source=mp.source,
+            confidence=Confidence.HIGH,
+        )
+        return _Rung(ev, cats, mp.note, self._family(org.id), hosting)
+
+    def _intel_rung(self, e: IntelEntry) -> _Rung:
+        org = self.organisations[e.organisation or ""]
+        ev = NameEvidence(
+            basis=Basis.INTEL,
+            organisation=org.id,
+            name=org.name,
+            country=org.country,
+            matched=f"{e.kind}:{e.value}",
+            source=e.source,
+            confidence=Confidence.MEDIUM,
+            detail=f"user intel {e.label}",
+        )
+        note = "; ".join(x for x in (e.name, ", ".join(e.tags), e.note) if x) or None
+        return _Rung(ev, e.categories or org.categories, note, self._family(org.id), False)
+
+    def _dataset_rung(self, dm: Any, host: str, private: str | None) -> _Rung | None:
+        info, entity = dm.dataset, dm.entity
+        org_id = self._aliases.get((info.id, entity.id)) or self.org_by_name(entity.name)
+        org = self.organisations.get(org_id) if org_id else None
+        domain = dm.rule.partition(":")[2] or dm.rule
+        cats = tuple(dm.categories) or (org.categories if org else ())
+        hosting = (not dm.exact and private is not None and _under(domain, private)) or (
+            org is not None and set(org.categories) == {Category.CDN_CLOUD}
+        )
+        ev = NameEvidence(
+            basis=Basis.DATASET,
+            organisation=org.id if org else None,
+            name=org.name if org else entity.name,
+            country=org.country if org else entity.country,
+            matched=f"{info.id}: {dm.rule}",
+            source=dataset_source(info),
+            confidence=Confidence.MEDIUM if org else Confidence.LOW,
+            detail=f"{info.name} entity {entity.name!r}",
+        )
+        family = self._family(org.id) if org else f"{info.id}:{entity.id}"
+        return _Rung(ev, cats, None, family, hosting, entity_id=None if org else entity.id)
+
+    def _cert_rung(self, host: str, cert: CertSubject) -> _Rung | None:
+        name = " ".join((cert.org or "").split())
+        if not name or not cert_covers(cert, host):
+            return None
+        org_id = self.org_by_name(name)
+        org = self.organisations.get(org_id) if org_id else None
+        issuer = f", by {cert.issuer}" if cert.issuer else ""
+        ev = NameEvidence(
+            basis=Basis.CERTIFICATE,
+            organisation=org.id if org else None,
+            name=org.name if org else name,
+            country=org.country if org else cert.country,
+            matched=f"certificate sha256:{cert.sha256 or '?'}",
+            source=cert_source(cert),
+            confidence=Confidence.MEDIUM if org else Confidence.LOW,
+            detail=f"certificate issued to {name}{issuer}",
+        )
+        hosting = org is not None and set(org.categories) == {Category.CDN_CLOUD}
+        family = self._family(org.id) if org else f"cert:{_norm_name(name)}"
+        return _Rung(ev, org.categories if org else (), None, family, hosting)
+
+    def _cname_rungs(self, host: str, cnames: Sequence[str]) -> list[_Rung]:
+        out: list[_Rung] = []
+        chain = [c for c in (normalise_host(x) for x in cnames) if c and c != host]
+        for target in chain[:16]:
+            found = self._host_rungs(target)
+            for r in (*found.recipient[:1], *found.hosting[:1]):
+                ev = NameEvidence(
+                    basis=Basis.CNAME,
+                    organisation=r.ev.organisation,
+                    name=r.ev.name,
+                    country=r.ev.country,
+                    matched=f"{host} CNAME {target}",
+                    source=r.ev.source,
+                    confidence=Confidence.MEDIUM
+                    if r.ev.confidence is Confidence.HIGH
+                    else r.ev.confidence,
+                    detail=f"the DNS answer for {host} points to {target} ({r.ev.basis}: "
+                    f"{r.ev.matched})",
+                )
+                out.append(_Rung(ev, r.categories, r.note, r.family, r.hosting, r.entity_id))
+        return out
 
     def _intel_ip(self, ip: str) -> list[IntelEntry]:
         try:
@@ -497,27 +799,35 @@ class KnowledgeBase:
         except ValueError:
             return []
 
-    def _match_ip(self, facts: IpFacts) -> _Match:
-        intel = self._intel_ip(facts.ip) if self._intel and facts.reason != NOT_AN_IP else []
-        labels = tuple(sorted({e.label for e in intel}))
-        mp = None
-        if facts.asn is not None:
-            mp = self._asn_numbers.get(facts.asn)
+    def _family(self, org_id: str) -> str:
+        view = self._org_view(org_id)
+        return view.root if view else org_id
+
+    def org_by_name(self, name: str | None) -> str | None:
+        """The KB organisation whose name or one of whose legal names is ``name`` (compared
+        without case, punctuation or legal-form words such as Inc., Ltd., Co.)."""
+        key = _norm_name(name or "")
+        return self._org_names.get(key) if key else None
+
+    def concerns(self, org_id: str) -> dict[str, Any]:
+        """The basis in words of an organisation's state control (each fact with its source
+        and date) and of its legal exposure, per headquarters country."""
+        view = self._org_view(org_id)
+        if view is None:
+            return {}
+        return {
+            "state_control": [
+                f"{' '.join(f.statement.split())} ({f.source.publisher}, {f.date})"
+                for f in view.state_control
+            ],
+            "legal_exposure": {e.country: e.basis for e in view.exposure},
+        }
+
+    def hosting_of(self, facts: IpFacts) -> KbMapping | None:
+        mp = self._asn_numbers.get(facts.asn) if facts.asn is not None else None
         if mp is None and facts.asn_org:
             mp = self._asn_names.get(facts.asn_org.casefold())
-        if mp is not None:
-            return _Match(
-                mp.organisation,
-                mp.categories,
-                MatchedBy.ASN,
-                mp.key,
-                _dedupe_sources((mp.source, *(e.source for e in intel))),
-                labels,
-                mp.note,
-            )
-        if intel:
-            return self._intel_match(intel, labels)
-        return _NO_MATCH
+        return mp
 
     # --- building attributions --------------------------------------------------------------
 
@@ -541,65 +851,142 @@ class KnowledgeBase:
                 facts.extend(c.facts)
         for o in chain:
             facts.extend(o.jurisdiction)
+        exposures: list[Exposure] = []
+        seen: set[str] = set()
+        for i, o in enumerate(chain):
+            c = self.countries.get(o.country)
+            if c is None or not c.facts or c.code in seen:
+                continue
+            seen.add(c.code)
+            exposures.append(
+                Exposure(
+                    country=c.code,
+                    country_name=c.name,
+                    via="headquarters" if i == 0 else "parent headquarters",
+                    organisation=o.name,
+                    facts=c.facts,
+                    intelligence_obligation=c.intelligence_obligation,
+                )
+            )
         view = _OrgView(
             org=org,
             parent=chain[1] if len(chain) > 1 else None,
-            state_linked=any(o.state_linked for o in chain)
-            or any(
-                (c := self.countries.get(o.country)) is not None and c.intelligence_obligation
-                for o in chain
-            ),
-            state_link=_dedupe_facts(
-                [f for o in chain for f in o.state_link]
-                + [
-                    f
-                    for o in chain
-                    if (c := self.countries.get(o.country)) is not None
-                    and c.intelligence_obligation
-                    for f in c.facts
-                ]
-            ),
+            root=chain[-1].id,
+            state_control=_dedupe_facts(f for o in chain for f in o.state_control),
+            exposure=tuple(exposures),
             jurisdiction=_dedupe_facts(facts),
         )
         self._org_cache[org_id] = view
         return view
 
+    def _exposure_of(self, country: str | None, via: str, who: str | None) -> Exposure | None:
+        c = self.countries.get(country) if country else None
+        if c is None or not c.facts:
+            return None
+        return Exposure(c.code, c.name, via, who, c.facts, c.intelligence_obligation)
+
     def _attribution(
         self,
         host: str | None,
         ip: str | None,
-        match: _Match,
+        rungs: _NameRungs,
         facts: IpFacts | None,
         *,
         note: str | None = None,
     ) -> Attribution:
-        view = self._org_view(match.organisation) if match.organisation else None
+        win = rungs.recipient[0] if rungs.recipient else None
+        view = self._org_view(win.ev.organisation) if win and win.ev.organisation else None
+        org = view.org if view else None
         server_country = facts.country if facts else None
         cinfo = self.countries.get(server_country) if server_country else None
-        org = view.org if view else None
+        exposures = list(view.exposure) if view else []
+        if win is not None and view is None:
+            e = self._exposure_of(win.ev.country, "headquarters", win.ev.name)
+            if e is not None:
+                exposures.append(e)
+        if server_country and server_country not in {e.country for e in exposures}:
+            e = self._exposure_of(server_country, "server location", None)
+            if e is not None:
+                exposures.append(e)
+        conflicts: list[NameEvidence] = []
+        if win is not None:
+            seen = {win.family}
+            for r in rungs.recipient[1:]:
+                if r.family not in seen:
+                    seen.add(r.family)
+                    conflicts.append(r.ev)
+        hosting = self._hosting(ip, facts, rungs, view.root if view else None)
+        if win is not None and org is None:
+            org_id: str | None = _foreign_id(win)
+        else:
+            org_id = org.id if org else None
+        evidence = tuple(dict.fromkeys(r.ev for r in rungs.recipient))
+        sources = [win.ev.source] if win else []
+        sources += [e.source for e in conflicts]
+        sources += list(org.sources if org else ())
+        sources += list(rungs.intel_sources)
+        if hosting is not None and hosting.source is not None:
+            sources.append(hosting.source)
+        notes = [note, win.note if win else None]
+        if win is None and hosting is not None and (hosting.organisation or hosting.asn_org):
+            notes.append(f"unknown operator, hosted by {hosting.label}")
         return Attribution(
             host=host,
             ip=ip,
-            organisation=org.id if org else None,
-            organisation_name=org.name if org else None,
+            organisation=org_id,
+            organisation_name=org.name if org else (win.ev.name if win else None),
             parent=view.parent.id if view and view.parent else None,
             parent_name=view.parent.name if view and view.parent else None,
-            country=org.country if org else None,
-            categories=match.categories or (org.categories if org else ()),
-            state_linked=view.state_linked if view else False,
+            country=org.country if org else (win.ev.country if win else None),
+            categories=(win.categories if win else ()) or (org.categories if org else ()),
+            state_control=view.state_control if view else (),
+            legal_exposure=tuple(exposures),
             jurisdiction=view.jurisdiction if view else (),
-            state_link=view.state_link if view else (),
             assessments=org.assessments if org else (),
             server_country=server_country,
             server_country_reason=facts.reason if facts else None,
             server_country_adequacy=cinfo.adequacy_fact if cinfo else None,
             asn=facts.asn if facts else None,
             asn_org=facts.asn_org if facts else None,
-            matched_by=match.matched_by,
-            matched=match.matched,
-            labels=match.labels,
-            sources=_dedupe_sources((*match.sources, *(org.sources if org else ()))),
-            note="; ".join(x for x in (note, match.note) if x) or None,
+            basis=win.ev.basis if win else Basis.NONE,
+            confidence=win.ev.confidence if win else Confidence.NONE,
+            evidence=evidence,
+            conflicts=tuple(conflicts),
+            hosting=hosting,
+            matched=win.ev.matched if win else None,
+            labels=rungs.labels,
+            sources=_dedupe_sources(sources),
+            note="; ".join(x for x in notes if x) or None,
+        )
+
+    def _hosting(
+        self, ip: str | None, facts: IpFacts | None, rungs: _NameRungs, root: str | None
+    ) -> Hosting | None:
+        mp = self.hosting_of(facts) if facts is not None else None
+        by_name = rungs.hosting[0] if rungs.hosting else None
+        if facts is None and by_name is None:
+            return None
+        org_id = mp.organisation if mp else (by_name.ev.organisation if by_name else None)
+        org = self.organisations.get(org_id) if org_id else None
+        if mp is not None:
+            basis: str | None = (
+                "asn" if mp.key.startswith("AS") and mp.key[2:].isdigit() else "asn-name"
+            )
+            source: Source | None = mp.source
+        elif by_name is not None:
+            basis, source = "cdn-domain", by_name.ev.source
+        else:
+            basis, source = None, None
+        return Hosting(
+            ip=ip,
+            asn=facts.asn if facts else None,
+            asn_org=facts.asn_org if facts else None,
+            organisation=org.id if org else None,
+            organisation_name=org.name if org else (by_name.ev.name if by_name else None),
+            country=facts.country if facts else None,
+            basis=basis,
+            source=source,
+            same_family=bool(org and root and self._family(org.id) == root),
         )
 
     # --- bulk ---------------------------------------------------------------------------------
@@ -608,44 +995,55 @@ class KnowledgeBase:
         self,
         hosts: pd.Series | Sequence[str | None],
         ips: pd.Series | Sequence[str | None] | None = None,
+        *,
+        evidence: pd.DataFrame | None = None,
     ) -> pd.DataFrame:
-        """Attribute a whole column of hosts (and, optionally, the matching server addresses).
+        """Attribute a whole column of hosts (and, optionally, the matching server addresses
+        and the name evidence of each flow: the CERT_* and CNAMES columns of ``evidence``).
 
-        Each distinct (host, address) pair is looked up once and mapped back to the rows with
-        integer codes, so the cost follows the number of distinct values, not of rows. The
-        result has the columns of :data:`auditor.intel.model.CLASSIFY_COLUMNS` and the index
-        of ``hosts``; text columns are categorical, ``asn`` is a nullable integer.
+        Each distinct combination is looked up once and mapped back to the rows with integer
+        codes, so the cost follows the number of distinct values, not of rows. The result has
+        the columns of :data:`auditor.intel.model.CLASSIFY_COLUMNS` and the index of
+        ``hosts``; text columns are categorical, ``asn`` is a nullable integer.
         """
         hs = hosts if isinstance(hosts, pd.Series) else pd.Series(list(hosts), dtype=object)
         n = len(hs)
-        hcodes, huniq = pd.factorize(hs, use_na_sentinel=True)
-        if ips is None:
-            pcodes = hcodes.astype(np.int64, copy=False)
-            pairs: list[tuple[Any, Any]] = [(h, None) for h in huniq]
-        else:
+        columns: list[np.ndarray] = [hs.to_numpy(dtype=object)]
+        if ips is not None:
             ip_s = ips if isinstance(ips, pd.Series) else pd.Series(list(ips), dtype=object)
             if len(ip_s) != n:
                 raise ValueError("hosts and ips must have the same length")
-            icodes, iuniq = pd.factorize(ip_s.to_numpy(dtype=object), use_na_sentinel=True)
-            combined = (hcodes.astype(np.int64) + 1) * (len(iuniq) + 1) + (icodes + 1)
-            pcodes, puniq = pd.factorize(combined)
-            width = len(iuniq) + 1
-            pairs = [
-                (
-                    huniq[c // width - 1] if c // width else None,
-                    iuniq[c % width - 1] if c % width else None,
-                )
-                for c in puniq.tolist()
-            ]
-        rows = [self._row(h, ip) for h, ip in pairs]
-        rows.append(self._row(None, None))  # rows whose host was missing
-        codes = np.where(pcodes < 0, len(rows) - 1, pcodes)
+            columns.append(ip_s.to_numpy(dtype=object))
+        else:
+            columns.append(np.full(n, None, dtype=object))
+        ev_cols = [c for c in _EVIDENCE_COLUMNS if evidence is not None and c in evidence.columns]
+        if evidence is not None and ev_cols and len(evidence) != n:
+            raise ValueError("evidence must have one row per host")
+        for name in ev_cols:
+            assert evidence is not None
+            columns.append(evidence[name].to_numpy(dtype=object))
+        codes = np.zeros(n, dtype=np.int64)
+        for col in columns:
+            vcodes, uniq = pd.factorize(col, use_na_sentinel=True)
+            codes = codes * (len(uniq) + 1) + (vcodes.astype(np.int64) + 1)
+            codes = pd.factorize(codes)[0].astype(np.int64)
+        # codes are dense (0..k-1) after the last factorize: one lookup per distinct code
+        _, first = np.unique(codes, return_index=True)
+        rows = [self._row([col[i] for col in columns], ev_cols) for i in first.tolist()]
         return _rows_to_frame(rows, codes, hs.index)
 
-    def _row(self, host: Any, ip: Any) -> tuple[Any, ...]:
-        h = host if isinstance(host, str) else None
-        i = ip if isinstance(ip, str) else None
-        a = self.lookup(h, i) if (h or i) else self._attribution(None, None, _NO_MATCH, None)
+    def _row(self, key: list[Any], ev_cols: list[str]) -> tuple[Any, ...]:
+        host = key[0] if isinstance(key[0], str) and key[0] else None
+        ip = key[1] if isinstance(key[1], str) and key[1] else None
+        extra = dict(zip(ev_cols, key[2:], strict=True))
+        cert = cert_from_columns(extra)
+        cn = extra.get(C.CNAMES)
+        cnames = [x for x in cn.split(";") if x] if isinstance(cn, str) and cn else []
+        if host or ip:
+            a = self.lookup(host, ip, cert=cert, cnames=cnames)
+        else:
+            a = self._attribution(None, None, _NO_NAME, None)
+        h = a.hosting
         return (
             a.host,
             a.organisation,
@@ -661,6 +1059,17 @@ class KnowledgeBase:
             a.server_country,
             a.asn,
             a.asn_org,
+            str(a.basis),
+            str(a.confidence),
+            bool(a.conflicts),
+            h.organisation if h else None,
+            (h.organisation_name or h.asn_org) if h else None,
+            bool(a.state_control),
+            ";".join(
+                e.country if e.via != "server location" else f"server:{e.country}"
+                for e in a.legal_exposure
+            )
+            or None,
         )
 
 
@@ -668,7 +1077,7 @@ def _rows_to_frame(rows: list[tuple[Any, ...]], codes: np.ndarray, index: pd.Ind
     data: dict[str, Any] = {}
     for j, col in enumerate(m.CLASSIFY_COLUMNS):
         values = [r[j] for r in rows]
-        if col == m.STATE_LINKED:
+        if col in (m.STATE_LINKED, m.CONFLICT, m.STATE_CONTROL):
             data[col] = np.asarray(values, dtype=bool)[codes]
         elif col == m.ASN:
             arr = pd.array(values, dtype="Int64")
@@ -785,7 +1194,29 @@ def _load_data(data_dir: Path) -> dict[str, Any]:
                         )
                     claimed[slot] = where
                     mappings.append(mp)
+    aliases: dict[tuple[str, str], str] = {}
+    for path, doc in pending:
+        items = doc.get("datasets") or []
+        if not isinstance(items, list):
+            raise KnowledgeBaseError(f"{path}: `datasets:` must be a list")
+        for item in items:
+            at = f"{path}:{line_of(item)}"
+            if not isinstance(item, Mapping):
+                raise KnowledgeBaseError(f"{at}: each of `datasets` is a mapping")
+            try:
+                check_keys(item, ("dataset", "entity", "organisation", "note"), "datasets")
+            except ValueError as exc:
+                raise KnowledgeBaseError(f"{at}: {exc}") from None
+            ds, entity, target = (item.get(k) for k in ("dataset", "entity", "organisation"))
+            if not isinstance(ds, str) or not isinstance(entity, str) or not entity:
+                raise KnowledgeBaseError(f"{at}: `dataset` and `entity` must be text")
+            if not isinstance(target, str) or target not in organisations:
+                raise KnowledgeBaseError(f"{at}: unknown organisation {target!r}")
+            if (ds, entity) in aliases:
+                raise KnowledgeBaseError(f"{at}: {ds} entity {entity!r} is already aliased")
+            aliases[(ds, entity)] = target
     return {
+        "aliases": aliases,
         "version": version,
         "updated": updated,
         "sources": sources,

@@ -388,26 +388,34 @@ def parse_facts(
 ORGANISATION_FIELDS = (
     "id",
     "name",
+    "legal_names",
     "parent",
     "country",
     "categories",
-    "state_linked",
+    "state_control",
     "sources",
     "jurisdiction",
-    "state_link",
     "assessments",
     "manufacturers",
     "note",
 )
+# Before schema 2 of the knowledge base, one flag mixed state control with the law of the
+# headquarters country; user intel files may still carry it (``state_linked: false``, or
+# ``true`` with ``state_link`` facts, read as state control).
+LEGACY_ORGANISATION_FIELDS = ("state_linked", "state_link")
 
 
 def parse_organisation(
-    raw: Any, sources: Mapping[str, Source], default: Source | None = None
+    raw: Any,
+    sources: Mapping[str, Source],
+    default: Source | None = None,
+    *,
+    allow_legacy: bool = False,
 ) -> Organisation:
     """An organisation record; every one cites at least one source (``default`` for user files)."""
     if not isinstance(raw, Mapping):
         raise ValueError("an organisation is a mapping")
-    check_keys(raw, ORGANISATION_FIELDS, "organisation")
+    check_keys(raw, ORGANISATION_FIELDS + LEGACY_ORGANISATION_FIELDS, "organisation")
     oid = raw.get("id")
     if not isinstance(oid, str) or not ID_RE.match(oid):
         raise ValueError(f"`id` must be a lower-case slug, got {oid!r}")
@@ -417,9 +425,15 @@ def parse_organisation(
     country = raw.get("country")
     if not isinstance(country, str) or not COUNTRY_RE.match(country):
         raise ValueError(f"{oid}: `country` must be an ISO 3166-1 alpha-2 code, got {country!r}")
-    state_linked = raw.get("state_linked")
-    if not isinstance(state_linked, bool):
-        raise ValueError(f"{oid}: `state_linked` must be true or false")
+    legacy = [k for k in LEGACY_ORGANISATION_FIELDS if k in raw]
+    if legacy and not allow_legacy:
+        raise ValueError(
+            f"{oid}: `state_linked`/`state_link` are replaced by `state_control` (facts of state "
+            "ownership or control); the law of the headquarters country comes from its country"
+        )
+    names = raw.get("legal_names") or []
+    if not isinstance(names, list) or not all(isinstance(x, str) and x.strip() for x in names):
+        raise ValueError(f"{oid}: `legal_names` must be a list of names")
     src_ids = raw.get("sources")
     if src_ids is None and default is not None:
         org_sources: tuple[Source, ...] = (default,)
@@ -429,13 +443,17 @@ def parse_organisation(
         org_sources = tuple(resolve_source(s, sources, None) for s in src_ids)
     try:
         categories = parse_categories(raw.get("categories"), required=True)
-        state_link = parse_facts(raw.get("state_link"), "state_link", sources, default)
+        state_control = parse_facts(raw.get("state_control"), "state_control", sources, default)
+        if raw.get("state_linked") is True:
+            state_control += parse_facts(raw.get("state_link"), "state_link", sources, default)
         jurisdiction = parse_facts(raw.get("jurisdiction"), "jurisdiction", sources, default)
         assessments = parse_facts(raw.get("assessments"), "assessments", sources, default)
     except ValueError as exc:
         raise ValueError(f"{oid}: {exc}") from None
-    if state_linked and not state_link:
+    if raw.get("state_linked") is True and not state_control:
         raise ValueError(f"{oid}: `state_linked: true` needs `state_link` facts with sources")
+    if "state_linked" in raw and not isinstance(raw.get("state_linked"), bool):
+        raise ValueError(f"{oid}: `state_linked` must be true or false")
     makers = raw.get("manufacturers") or []
     if not isinstance(makers, list) or not all(isinstance(x, str) and x.strip() for x in makers):
         raise ValueError(f"{oid}: `manufacturers` must be a list of names")
@@ -445,9 +463,9 @@ def parse_organisation(
         parent=parent,
         country=country,
         categories=categories,
-        state_linked=state_linked,
+        state_control=state_control,
         jurisdiction=jurisdiction,
-        state_link=state_link,
+        legal_names=tuple(" ".join(x.split()) for x in names),
         sources=org_sources,
         assessments=assessments,
         manufacturers=tuple(" ".join(x.split()) for x in makers),

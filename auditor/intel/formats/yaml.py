@@ -113,7 +113,7 @@ def parse_intel_yaml(
         raise IntelImportError(f"{where}: `organisations:` must be a list")
     for item in org_items:
         try:
-            orgs.append(parse_organisation(item, known, default))
+            orgs.append(parse_organisation(item, known, default, allow_legacy=True))
         except ValueError as exc:
             raise IntelImportError(f"{where}:{line_of(item)}: {exc}") from None
     items = raw.get("entries")
