@@ -102,14 +102,24 @@ def write_report(
             doc.setdefault("warnings", []).append(f"flows.parquet not written: {exc}")
         endpoints = doc.get("endpoints") or []
         fields = [
-            "host", "ip", "organisation", "parent", "country", "server_country", "categories",
-            "state_linked", "flows", "bytes_up", "bytes_down", "first_seen", "last_seen",
-            "apps",
+            "host", "ip", "organisation", "organisation_id", "parent", "country", "basis",
+            "confidence", "conflicts", "hosted_by", "server_country", "categories",
+            "state_control", "legal_exposure", "state_linked", "flows", "bytes_up",
+            "bytes_down", "first_seen", "last_seen", "apps",
         ]  # fmt: skip
         write_csv(
             out / "endpoints.csv",
             (
-                {**e, "categories": ";".join(e["categories"]), "apps": ";".join(e["apps"])}
+                {
+                    **e,
+                    "categories": ";".join(e["categories"]),
+                    "apps": ";".join(e["apps"]),
+                    "conflicts": "; ".join(_evidence_text(x) for x in e.get("conflicts") or []),
+                    "state_control": "; ".join(
+                        f["statement"] for f in e.get("state_control") or []
+                    ),
+                    "legal_exposure": "; ".join(x["basis"] for x in e.get("legal_exposure") or []),
+                }
                 for e in endpoints
             ),
             fields,
@@ -125,6 +135,30 @@ def write_report(
 
 
 # -------------------------------------------------------------------------------------- markdown
+
+
+def _evidence_text(ev: dict[str, Any]) -> str:
+    """``dataset (v2fly: domain:umeng.com) -> Umeng``: one rung of the evidence, in words."""
+    detail = ev.get("detail") or ev.get("matched") or ""
+    return f"{ev.get('basis')} ({detail}) -> {ev.get('name')}"
+
+
+def _basis_text(e: dict[str, Any]) -> str:
+    """The rung that named the recipient, its confidence, and any conflicting rung."""
+    evidence = e.get("evidence") or []
+    if not evidence:
+        return "no evidence about the name"
+    text = f"{_evidence_text(evidence[0])}, {e.get('confidence')} confidence"
+    for c in e.get("conflicts") or []:
+        text += f"; CONFLICT: {_evidence_text(c)}"
+    return text
+
+
+def _concern_text(e: dict[str, Any]) -> str:
+    """State control and legal exposure in words (never a bare yes), each with its basis."""
+    parts = [f"state control: {f['statement']}" for f in e.get("state_control") or []]
+    parts += [f"legal exposure: {x['basis']}" for x in e.get("legal_exposure") or []]
+    return " | ".join(" ".join(p.split()) for p in parts)
 
 
 def markdown(doc: dict[str, Any]) -> str:
@@ -155,13 +189,19 @@ def markdown(doc: dict[str, Any]) -> str:
         "",
         "## Endpoints",
         "",
-        "| host | organisation | country | state-linked | flows | up | down |",
-        "|---|---|---|---|---|---|---|",
+        "The recipient comes from evidence about the name (basis, confidence); the hosting is "
+        "the network and country the server stood in, never the recipient by itself.",
+        "",
+        "| host | recipient | HQ | basis | hosted by | state control / legal exposure "
+        "| flows | up | down |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for e in doc.get("endpoints", []):
         lines.append(
-            f"| {md_text(e['host'], 120)} | {md_text(e['organisation'])} | "
-            f"{md_text(e['country'])} | {'yes' if e['state_linked'] else 'no'} | {e['flows']} "
+            f"| {md_text(e['host'], 120)} | {md_text(e['organisation'] or 'unknown operator')} "
+            f"| {md_text(e['country'])} | {md_text(_basis_text(e))} "
+            f"| {md_text(e.get('hosted_by') or '-', 160)} "
+            f"| {md_text(_concern_text(e) or '-', 300)} | {e['flows']} "
             f"| {e['bytes_up']} | {e['bytes_down']} |"
         )
     cov = doc.get("coverage") or {}
@@ -376,7 +416,7 @@ def html_report(doc: dict[str, Any], flows: pd.DataFrame) -> str:
             [
                 _e(v["organisation"]),
                 _e(v["country"]),
-                "yes" if v["state_linked"] else "no",
+                _e(_concern_text(v) or "none recorded", 600),
                 _e(", ".join(v["identifiers"]) or "none"),
                 str(v["flows"]),
                 f"{v['bytes_up']:,}",
@@ -386,9 +426,9 @@ def html_report(doc: dict[str, Any], flows: pd.DataFrame) -> str:
     out.append(
         _table(
             [
-                "organisation",
+                "recipient",
                 "HQ country",
-                "state-linked",
+                "state control / legal exposure (basis)",
                 "identifiers",
                 "flows",
                 "bytes up",
@@ -444,10 +484,11 @@ def html_report(doc: dict[str, Any], flows: pd.DataFrame) -> str:
         _table(
             [
                 "host",
-                "organisation",
+                "recipient",
                 "parent",
                 "HQ",
-                "server",
+                "basis",
+                "hosted by",
                 "categories",
                 "flows",
                 "up",
@@ -458,10 +499,11 @@ def html_report(doc: dict[str, Any], flows: pd.DataFrame) -> str:
             [
                 [
                     _e(e["host"]),
-                    _e(e["organisation"]),
+                    _e(e["organisation"] or "unknown operator"),
                     _e(e["parent"]),
                     _e(e["country"]),
-                    _e(e["server_country"]),
+                    _e(_basis_text(e), 600),
+                    _e(e.get("hosted_by") or "-", 300),
                     _e(", ".join(e["categories"])),
                     str(e["flows"]),
                     str(e["bytes_up"]),

@@ -456,6 +456,7 @@ class KnowledgeBase:
             "kb_updated": self.updated,
             "public_suffix_list": psl_version(),
             "ip_databases": [d.to_json() for d in self.ipdb.databases()],
+            "datasets": [d.to_json() for d in self.datasets()],
             "intel_files": [
                 {
                     "label": f.label,
@@ -469,6 +470,11 @@ class KnowledgeBase:
                 for f in self.intel_files
             ],
         }
+
+    def datasets(self) -> tuple[Any, ...]:
+        """The data sets in use (bundled snapshots and the user's imports), each with its
+        name, version or date, licence and SHA-256."""
+        return tuple(self._datasets.datasets) if self._datasets is not None else ()
 
     def describe(self) -> dict[str, Any]:
         """Alias of :meth:`info` for a report's method section."""

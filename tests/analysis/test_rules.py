@@ -23,15 +23,20 @@ def _flows(rows: list[dict]) -> pd.DataFrame:
     base = {
         C.FLOW_ID: "", C.RECORD_TYPE: "http", C.NAME: "", C.SCHEME: "https", C.START: T0,
         C.ORGANISATION: None, C.ORGANISATION_NAME: None, C.PARENT: None, C.COUNTRY: None,
-        C.STATE_LINKED: False, C.CATEGORIES: "", C.BYTES_UP: 100, C.IDLE: False,
+        C.STATE_LINKED: False, C.STATE_CONTROL: False, C.LEGAL_EXPOSURE: None,
+        C.CATEGORIES: "", C.BYTES_UP: 100, C.IDLE: False,
         C.ERROR: None, C.APPS: "",
     }  # fmt: skip
     return pd.DataFrame([{**base, **r} for r in rows])
 
 
 XIAOMI = {C.ORGANISATION: "xiaomi", C.ORGANISATION_NAME: "Xiaomi Corporation",
-          C.COUNTRY: "CN", C.STATE_LINKED: True, C.CATEGORIES: "vendor_telemetry"}  # fmt: skip
-GOOGLE = {C.ORGANISATION: "google", C.ORGANISATION_NAME: "Google LLC", C.COUNTRY: "US"}
+          C.COUNTRY: "CN", C.STATE_LINKED: True, C.LEGAL_EXPOSURE: "CN",
+          C.CATEGORIES: "vendor_telemetry"}  # fmt: skip
+GOOGLE = {C.ORGANISATION: "google", C.ORGANISATION_NAME: "Google LLC", C.COUNTRY: "US",
+          C.LEGAL_EXPOSURE: "US"}  # fmt: skip
+CMCC = {C.ORGANISATION: "china-mobile", C.ORGANISATION_NAME: "China Mobile", C.COUNTRY: "CN",
+        C.STATE_CONTROL: True, C.LEGAL_EXPOSURE: "CN;server:SG", C.CATEGORIES: "carrier"}  # fmt: skip
 
 
 def _ctx(flows: pd.DataFrame, policy: str = "default", **kw) -> Context:
@@ -52,6 +57,48 @@ def test_identifier_severity_follows_the_recipient() -> None:
     assert found["android.clients.google.com"].severity is Severity.MEDIUM
     assert found["tracking.miui.com"].flow_ids == ("a",)
     assert found["tracking.miui.com"].evidence[0].encoding == "gzip > json > plain"
+
+
+def test_state_basis_is_in_words_and_follows_the_policy(tmp_path) -> None:
+    """State control and the listed headquarters laws flag a recipient, each with its basis
+    in words; US law is recorded but the default policy does not list it, a policy may."""
+    from auditor.analysis.rules import StateLinkedContact
+
+    flows = _flows(
+        [
+            {C.FLOW_ID: "a", C.NAME: "tracking.miui.com", **XIAOMI},
+            {C.FLOW_ID: "b", C.NAME: "android.clients.google.com", **GOOGLE},
+            {C.FLOW_ID: "c", C.NAME: "cmpassport.com", **CMCC},
+        ]
+    )
+    concerns = {
+        "xiaomi": {"legal_exposure": {"CN": "National Intelligence Law art. 7: applies ..."}},
+        "china-mobile": {"state_control": ["a central SOE supervised by SASAC (SASAC, 2024)"]},
+    }
+    ctx = _ctx(flows, concerns=concerns)
+    found = {f.organisation: f for f in StateLinkedContact().check(ctx)}
+    assert set(found) == {"Xiaomi Corporation", "China Mobile"}
+    assert found["China Mobile"].data["basis"] == [
+        "a central SOE supervised by SASAC (SASAC, 2024)",
+        "the law of CN, where it is headquartered",  # no words given for it: said plainly
+    ]
+    assert "National Intelligence Law art. 7" in found["Xiaomi Corporation"].title
+    us = tmp_path / "us.yaml"
+    us.write_text("name: us\nflag: {state_control: false, legal_exposure: [US]}\n")
+    ctx = Context(flows=flows, policy=load_policy(str(us)), vendor=None, concerns=concerns)
+    found = {f.organisation: f for f in StateLinkedContact().check(ctx)}
+    assert set(found) == {"Google LLC"}
+    assert "the law of US" in found["Google LLC"].data["basis"][0]
+
+
+def test_legacy_state_linked_policy_means_control_and_the_prc_law(tmp_path) -> None:
+    p = tmp_path / "old.yaml"
+    p.write_text("name: old\nflag: {state_linked: true}\n")
+    pol = load_policy(str(p))
+    assert pol.state_control and pol.legal_exposure == frozenset({"CN"})
+    p.write_text("name: old\nflag: {state_linked: false}\n")
+    pol = load_policy(str(p))
+    assert not pol.state_control and not pol.legal_exposure
 
 
 def test_a_broken_rule_is_reported_and_the_others_still_run() -> None:
