@@ -34,6 +34,14 @@ def emit_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False))
 
 
+def terminal_text(text: str) -> str:
+    """Text bound for a terminal with every control character (escape sequences, bidi
+    overrides) shown as a visible escape; newlines and tabs kept."""
+    from auditor.analysis.escape import visible
+
+    return visible(text)
+
+
 def fail(message: str, code: int = 1) -> None:
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
@@ -1363,25 +1371,118 @@ def intel() -> None:
 
 
 @intel.command("lookup")
-@click.argument("target")
+@click.argument("targets", nargs=-1, required=True)
 @click.option("--intel", "extra", multiple=True, help="More knowledge files (see analyze).")
-@json_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per target, one per line.")
 @handle_errors
-def intel_lookup(target: str, extra: tuple[str, ...], as_json: bool) -> None:
-    """Who is behind a host name or an IP address, with the source of every fact.
+def intel_lookup(targets: tuple[str, ...], extra: tuple[str, ...], as_json: bool) -> None:
+    """Who received what is sent to each HOST or IP, with the evidence and source of every
+    fact: the recipient (from evidence about the name), the hosting (network and country),
+    state control and legal exposure. `-` reads one target per line from standard input.
 
     \b
     Example:
         auditor intel lookup tracking.miui.com
-        auditor intel lookup 8.8.8.8 --json
+        auditor intel lookup sdk.umeng.com app-measurement.com 8.8.8.8 --json
+        cut -d, -f1 hosts.csv | auditor intel lookup - --json > attributions.jsonl
     """
     from auditor.intel.kb import lookup_command
 
-    data, text = lookup_command(target, list(extra), as_json)
+    wanted: list[str] = []
+    for t in targets:
+        if t == "-":
+            wanted += [line.strip() for line in sys.stdin if line.strip()]
+        else:
+            wanted.append(t)
+    for n, (_data, text) in enumerate(lookup_command(wanted, list(extra), as_json)):
+        if n and not as_json:
+            click.echo("")
+        click.echo(terminal_text(text) if not as_json else text)
+
+
+@intel.command("import")
+@click.argument("fmt", metavar="FORMAT")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--name", default=None, help="Id to keep it under (default: the format's).")
+@json_option
+@handle_errors
+def intel_import(fmt: str, path: Path, name: str | None, as_json: bool) -> None:
+    """Import a copy of a tracker or ownership data set you downloaded; every later analysis
+    and lookup uses it, and every report names it with its licence and SHA-256.
+
+    FORMAT is one of the readers listed by `auditor intel datasets --formats`
+    (v2fly, nextdns, adguard, ghostery, trackerradar, exodus, xray...).
+
+    \b
+    Example:
+        auditor intel import ghostery trackerdb.json
+        auditor intel import trackerradar tracker-radar-main.zip --name tracker-radar
+    """
+    from auditor.intel.datasets import import_dataset
+
+    info = import_dataset(fmt, path, name=name)
     if as_json:
-        emit_json(data)
+        emit_json(info.to_json())
     else:
-        click.echo(text)
+        click.echo(
+            terminal_text(
+                f"imported {info.id}: {info.entities} entities, {info.rules} rules, "
+                f"{info.skipped} skipped, {info.warnings} warnings ({info.licence}, "
+                f"sha256 {info.sha256})"
+            )
+        )
+
+
+@intel.command("datasets")
+@click.option("--formats", "show_formats", is_flag=True, help="List the import formats.")
+@json_option
+@handle_errors
+def intel_datasets(show_formats: bool, as_json: bool) -> None:
+    """The data sets every analysis uses: the bundled snapshots and your imports.
+
+    \b
+    Example:
+        auditor intel datasets
+        auditor intel datasets --formats
+    """
+    from auditor.intel.datasets import FORMATS, load_datasets
+
+    if show_formats:
+        names = sorted(FORMATS)
+        if as_json:
+            emit_json(names)
+        else:
+            click.echo("\n".join(names))
+        return
+    infos = [d.to_json() for d in load_datasets().datasets]
+    if as_json:
+        emit_json(infos)
+        return
+    for d in infos:
+        where = "bundled" if d.get("bundled") else "imported"
+        click.echo(
+            terminal_text(
+                f"{d['id']:<22} {where:<8} {d.get('version') or d.get('date') or '-':<22} "
+                f"{d['entities']:>6} entities {d['rules']:>7} rules  {d['licence']}"
+            )
+        )
+
+
+@intel.command("remove")
+@click.argument("dataset_id")
+@handle_errors
+def intel_remove(dataset_id: str) -> None:
+    """Remove an imported data set (bundled snapshots stay).
+
+    \b
+    Example:
+        auditor intel remove ghostery-trackerdb
+    """
+    from auditor.intel.datasets import remove_dataset
+
+    if not remove_dataset(dataset_id):
+        fail(f"no imported data set {dataset_id!r} (see: auditor intel datasets)")
+    click.echo(f"removed {terminal_text(dataset_id)}")
 
 
 # ---------------------------------------------------------------------------------------- demo

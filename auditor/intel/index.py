@@ -27,10 +27,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from auditor.intel.formats.adblock import parse_adblock
-from auditor.intel.formats.hosts import parse_hosts
-from auditor.intel.formats.stix import parse_stix
-from auditor.intel.formats.yaml import parse_intel_yaml
 from auditor.intel.model import (
     IntelImportError,
     Source,
@@ -121,6 +117,11 @@ def load_intel(
         line = data[: exc.start].count(b"\n") + 1
         raise IntelImportError(f"{path}:{line}: not UTF-8 text (byte {exc.start})") from exc
     kind = fmt or detect_format(path, text)
+    from auditor.intel.formats.adblock import parse_adblock
+    from auditor.intel.formats.hosts import parse_hosts
+    from auditor.intel.formats.stix import parse_stix
+    from auditor.intel.formats.yaml import parse_intel_yaml
+
     parsers: dict[IntelFormat, Callable[..., IntelFile]] = {
         IntelFormat.YAML: parse_intel_yaml,
         IntelFormat.STIX: parse_stix,

@@ -21,16 +21,14 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
-
 from auditor import columns as C
 from auditor.intel import model as m
+from auditor.intel import psl
 from auditor.intel.index import IntelIndex, load_intel
 from auditor.intel.ipdb import NOT_AN_IP, IpDatabase, default_ipdb, parse_ip
 from auditor.intel.model import (
@@ -72,6 +70,9 @@ from auditor.intel.schema import (
 )
 
 if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
     from auditor.intel.datasets import DatasetIndex
 
 log = logging.getLogger(__name__)
@@ -89,39 +90,18 @@ _ORG_FILE_KEYS = ("organisations", "domains", "hosts", "asns", "datasets")
 # --- the public suffix list, offline ------------------------------------------------------------
 
 
-@functools.cache
-def _tld_extractor() -> Any:
-    import tldextract
-
-    # No URLs and no cache dir: tldextract uses the PSL snapshot bundled in its wheel and
-    # never touches the network or the disk.
-    return tldextract.TLDExtract(
-        suffix_list_urls=(), cache_dir=None, include_psl_private_domains=False
-    )
-
-
 def psl_version() -> str:
     """Which public suffix list is in use (tldextract's bundled snapshot)."""
-    import tldextract
+    from importlib.metadata import version
 
-    return f"tldextract {tldextract.__version__} bundled snapshot"
+    return f"tldextract {version('tldextract')} bundled snapshot"
 
 
 def registrable_domain(host: str) -> str | None:
-    """The registrable domain of a normalised host (``a.b.example.co.uk`` -> ``example.co.uk``)."""
-    ext = _tld_extractor()(host)
-    if not ext.domain or not ext.suffix:
-        return None
-    return f"{ext.domain}.{ext.suffix}"
-
-
-@functools.cache
-def _private_extractor() -> Any:
-    import tldextract
-
-    return tldextract.TLDExtract(
-        suffix_list_urls=(), cache_dir=None, include_psl_private_domains=True
-    )
+    """The registrable domain of a normalised host (``a.b.example.co.uk`` -> ``example.co.uk``),
+    from the ICANN section of the public suffix list (``d123.cloudfront.net`` ->
+    ``cloudfront.net``)."""
+    return psl.current().registrable_domain(host)
 
 
 def private_suffix(host: str) -> str | None:
@@ -129,10 +109,7 @@ def private_suffix(host: str) -> str | None:
     (``d1.cloudfront.net`` -> ``cloudfront.net``, ``x.s3.amazonaws.com`` ->
     ``s3.amazonaws.com``), else None. Names under such a suffix are run by the provider's
     customers: the provider is where they are hosted, not who runs them."""
-    ext = _private_extractor()(host)
-    if not ext.suffix or not getattr(ext, "is_private", False):
-        return None
-    return str(ext.suffix)
+    return psl.current().private_suffix(host)
 
 
 # --- internal records -------------------------------------------------------------------------
@@ -374,6 +351,18 @@ class KnowledgeBase:
         self._org_cache: dict[str, _OrgView] = {}
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> dict[str, Any]:
+        """For the compiled lookup index (auditor.intel.cache): no lock, caches or IP data."""
+        state = dict(self.__dict__)
+        state.pop("_lock", None)
+        state["_host_cache"] = {}
+        state["_ipdb"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     # --- loading -----------------------------------------------------------------------------
 
     @classmethod
@@ -449,13 +438,14 @@ class KnowledgeBase:
     def country(self, code: str | None) -> CountryInfo | None:
         return self.countries.get(code.upper()) if code else None
 
-    def info(self) -> dict[str, Any]:
-        """Version and provenance of everything a report's attributions rest on."""
+    def info(self, *, ip: bool = True) -> dict[str, Any]:
+        """Version and provenance of everything a report's attributions rest on (``ip``:
+        with the IP databases, which loads them)."""
         return {
             "kb_version": self.version,
             "kb_updated": self.updated,
             "public_suffix_list": psl_version(),
-            "ip_databases": [d.to_json() for d in self.ipdb.databases()],
+            "ip_databases": [d.to_json() for d in self.ipdb.databases()] if ip else [],
             "datasets": [d.to_json() for d in self.datasets()],
             "intel_files": [
                 {
@@ -519,6 +509,8 @@ class KnowledgeBase:
         The host is taken from ``host_column``, else the first of ``name``, ``host`` and
         ``sni`` present; the address from ``ip_column`` when present.
         """
+        import pandas as pd
+
         out = flows.copy()
         if host_column is None:
             host_column = next((c for c in (C.NAME, C.HOST, C.SNI) if c in out.columns), "")
@@ -1012,6 +1004,9 @@ class KnowledgeBase:
         the columns of :data:`auditor.intel.model.CLASSIFY_COLUMNS` and the index of
         ``hosts``; text columns are categorical, ``asn`` is a nullable integer.
         """
+        import numpy as np
+        import pandas as pd
+
         hs = hosts if isinstance(hosts, pd.Series) else pd.Series(list(hosts), dtype=object)
         n = len(hs)
         columns: list[np.ndarray] = [hs.to_numpy(dtype=object)]
@@ -1080,6 +1075,9 @@ class KnowledgeBase:
 
 
 def _rows_to_frame(rows: list[tuple[Any, ...]], codes: np.ndarray, index: pd.Index) -> pd.DataFrame:
+    import numpy as np
+    import pandas as pd
+
     data: dict[str, Any] = {}
     for j, col in enumerate(m.CLASSIFY_COLUMNS):
         values = [r[j] for r in rows]
@@ -1389,20 +1387,29 @@ def _load_countries(path: Path, sources: Mapping[str, Source]) -> dict[str, Coun
 
 
 def lookup_command(
-    target: str, intel: Sequence[Path | str], as_json: bool
-) -> tuple[dict[str, Any], str]:
-    """``auditor intel lookup HOST|IP [--intel LABEL=FILE ...] [--json]``.
+    targets: Sequence[str], intel: Sequence[Path | str], as_json: bool
+) -> Iterator[tuple[dict[str, Any], str]]:
+    """``auditor intel lookup HOST|IP... [--intel LABEL=FILE ...] [--json]``.
 
-    Returns the JSON form of the attribution (with the knowledge base's provenance under
-    ``kb``) and the text to print: the JSON itself with ``as_json``, else a human summary.
+    Yields, per target, the JSON form of its attribution (with the provenance of the
+    knowledge base and data sets under ``kb``) and the text to print: one line of JSON with
+    ``as_json``, else a human summary. Without user intel the compiled lookup index is used
+    (:mod:`auditor.intel.cache`), which answers from a cold start in a fraction of a second.
     """
-    kb = KnowledgeBase.load(extra=list(intel)) if intel else KnowledgeBase.default()
-    attribution = kb.lookup_host(target)
-    data = attribution.to_json()
-    data["kb"] = kb.info()
-    if as_json:
-        return data, json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False)
-    return data, format_attribution(attribution, kb)
+    if intel:
+        kb = KnowledgeBase.load(extra=list(intel))
+    else:
+        from auditor.intel.cache import load_index
+
+        kb = load_index()
+    for target in targets:
+        attribution = kb.lookup_host(target)
+        data = attribution.to_json()
+        data["kb"] = kb.info(ip=attribution.ip is not None)
+        if as_json:
+            yield data, json.dumps(data, sort_keys=True, ensure_ascii=True)
+        else:
+            yield data, format_attribution(attribution, kb)
 
 
 def _fact_line(f: Fact) -> str:
@@ -1412,35 +1419,47 @@ def _fact_line(f: Fact) -> str:
 
 
 def format_attribution(a: Attribution, kb: KnowledgeBase | None = None) -> str:
-    """A human-readable account of one attribution, every fact with its source and date."""
+    """A human-readable account of one attribution: the recipient and the evidence about the
+    name, then the hosting, then state control and legal exposure, every fact with its
+    source and date."""
     lines = [f"target:        {a.host or a.ip}"]
     if a.organisation:
-        lines.append(f"organisation:  {a.organisation_name} [{a.organisation}], HQ {a.country}")
+        hq = f", HQ {a.country}" if a.country else ""
+        lines.append(f"recipient:     {a.organisation_name} [{a.organisation}]{hq}")
         if a.parent:
             lines.append(f"parent:        {a.parent_name} [{a.parent}]")
         lines.append(f"categories:    {', '.join(str(c) for c in a.categories) or '-'}")
-        lines.append(f"state-linked:  {'yes' if a.state_linked else 'no'}")
     else:
-        lines.append("organisation:  unknown")
-    matched = f" ({a.matched})" if a.matched else ""
-    lines.append(f"matched by:    {a.matched_by}{matched}")
+        lines.append("recipient:     unknown operator")
+    lines.append(f"basis:         {a.basis} ({a.confidence} confidence)")
+    for ev in a.evidence:
+        detail = f"; {ev.detail}" if ev.detail else ""
+        lines.append(f"  - {ev.basis}: {ev.matched} -> {ev.name}{detail} [{ev.source.title}]")
+    for ev in a.conflicts:
+        lines.append(f"CONFLICT:      {ev.basis}: {ev.matched} -> {ev.name} [{ev.source.title}]")
     if a.labels:
         lines.append(f"intel labels:  {', '.join(a.labels)}")
-    if a.ip:
-        where = a.server_country or f"- ({a.server_country_reason})"
-        lines.append(
-            f"server:        {a.ip} in {where}, AS {a.asn or '-'} {a.asn_org or ''}".rstrip()
-        )
+    if a.hosting is not None:
+        h = a.hosting
+        where = a.server_country or (f"- ({a.server_country_reason})" if a.ip else "-")
+        lines.append(f"hosted by:     {h.label}{' (same family)' if h.same_family else ''}")
+        if a.ip:
+            lines.append(f"server:        {a.ip} in {where}")
+    elif a.ip:
+        lines.append(f"server:        {a.ip}, {a.server_country_reason or 'not located'}")
     if a.note:
         lines.append(f"note:          {a.note}")
-    for title, facts in (
-        ("state link", a.state_link),
-        ("jurisdiction", a.jurisdiction),
-        ("assessments", a.assessments),
-    ):
-        if facts:
-            lines.append(f"{title}:")
-            lines.extend(_fact_line(f) for f in facts)
+    if a.state_control:
+        lines.append("state control:")
+        lines.extend(_fact_line(f) for f in a.state_control)
+    else:
+        lines.append("state control: none recorded")
+    for e in a.legal_exposure:
+        lines.append(f"legal exposure ({e.via}): {e.basis}")
+        lines.extend(_fact_line(f) for f in e.facts)
+    if a.assessments:
+        lines.append("assessments:")
+        lines.extend(_fact_line(f) for f in a.assessments)
     if a.server_country_adequacy is not None:
         lines.append("server country (EU view):")
         lines.append(_fact_line(a.server_country_adequacy))
@@ -1451,6 +1470,8 @@ def format_attribution(a: Attribution, kb: KnowledgeBase | None = None) -> str:
             lines.append(f"  - {s.title} ({s.publisher}{year}) <{s.url}>")
     if kb is not None:
         lines.append(f"knowledge base {kb.version} (updated {kb.updated})")
+        for d in kb.datasets():
+            lines.append(f"data set {d.name} {d.version or d.date or ''} ({d.licence})")
         for f in kb.intel_files:
             lines.append(f"intel {f.summary()}")
     return "\n".join(lines)
