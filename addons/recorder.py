@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from mitmproxy import ctx, dns, exceptions, http, tls
+from mitmproxy import connection, ctx, dns, exceptions, http, tls
 
 from auditor import mitmconv
 from auditor.bodies import DEFAULT_BODY_CAP
@@ -88,6 +88,11 @@ class Recorder:
     def error(self, flow: http.HTTPFlow) -> None:
         # mitmproxy sends each flow either `response` or `error`, never both.
         self._record(lambda w: mitmconv.http_record(flow, w.bodies))
+
+    def tls_established_server(self, data: tls.TlsData) -> None:
+        server = data.conn
+        if isinstance(server, connection.Server):
+            self._record(lambda w: mitmconv.tls_server_record(server))
 
     def tls_failed_client(self, data: tls.TlsData) -> None:
         self._record(lambda w: mitmconv.tls_failed_record(data, "client"))

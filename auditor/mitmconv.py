@@ -10,6 +10,7 @@ import re
 from typing import TYPE_CHECKING
 
 from auditor.bodies import BodyStore
+from auditor.packets.tlscert import chain_info, clean_text
 from auditor.records import (
     BodyRef,
     DnsAnswer,
@@ -17,6 +18,7 @@ from auditor.records import (
     Header,
     HttpRecord,
     TlsFailedRecord,
+    TlsServerRecord,
     WebSocketMessageRecord,
     decode_header_bytes,
 )
@@ -102,6 +104,7 @@ def http_record(flow: http.HTTPFlow, store: BodyStore) -> HttpRecord:
         response_body=_body(resp, store) if resp else None,
         error=flow.error.msg if flow.error else None,
         proxy_mode=flow.client_conn.proxy_mode.full_spec if flow.client_conn.proxy_mode else None,
+        server_conn_id=flow.server_conn.id,
     )
 
 
@@ -121,6 +124,31 @@ def tls_failed_record(data: tls.TlsData, side: str) -> TlsFailedRecord:
         server_ip=server_ip,
         server_port=server_port,
         alpn_offers=tuple(a.decode("ascii", "replace") for a in client.alpn_offers or ()),
+        server_conn_id=server.id,
+    )
+
+
+def tls_server_record(server: connection.Server) -> TlsServerRecord:
+    """The proxy's TLS connection to a server and the chain the server sent (leaf first, as
+    :func:`auditor.packets.tlscert.certificate_info` reads each certificate from its DER)."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    host, port = _addr(server.address)
+    server_ip, server_port = _addr(server.peername)
+    chain = list(server.certificate_list)
+    return TlsServerRecord(
+        id=server.id,
+        ts=iso(server.timestamp_tls_setup) or now_iso(),
+        host=clean_text(host)[0] if host is not None else None,
+        port=port,
+        server_ip=server_ip,
+        server_port=server_port,
+        sni=clean_text(server.sni)[0] if server.sni else None,
+        tls_version=server.tls_version,
+        alpn=_alpn(server),
+        cipher=server.cipher,
+        certificates=chain_info(c.to_cryptography().public_bytes(Encoding.DER) for c in chain),
+        chain_length=len(chain),
     )
 
 

@@ -36,6 +36,7 @@ class RecordType(StrEnum):
     WEBSOCKET_MESSAGE = "websocket_message"
     DNS = "dns"
     EVENT = "event"
+    TLS_SERVER = "tls_server"
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +93,7 @@ class HttpRecord:
     response_body: BodyRef | None = None
     error: str | None = None
     proxy_mode: str | None = None
+    server_conn_id: str | None = None  # the TlsServerRecord of the upstream connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +112,7 @@ class TlsFailedRecord:
     server_ip: str | None = None
     server_port: int | None = None
     alpn_offers: tuple[str, ...] = ()
+    server_conn_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,11 +166,70 @@ class EventRecord:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-Record = HttpRecord | TlsFailedRecord | WebSocketMessageRecord | DnsRecord | EventRecord
+@dataclass(frozen=True, slots=True)
+class CertificateInfo:
+    """What a certificate says about whose it is (subject, SAN DNS names, issuer, validity).
+
+    Text is as the certificate has it, but with control characters written ``\\xNN`` and
+    each value cut to 256 characters (``truncated`` is then set, as it is when more than
+    1000 SAN names were left out). ``sha256`` is the hash of the DER, always there; when
+    ``cryptography`` could not read a part, ``error`` says which and why."""
+
+    sha256: str
+    subject_o: str | None = None
+    subject_cn: str | None = None
+    subject_c: str | None = None
+    dns_names: tuple[str, ...] = ()
+    issuer_o: str | None = None
+    issuer_cn: str | None = None
+    not_before: str | None = None
+    not_after: str | None = None
+    truncated: bool = False
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TlsServerRecord:
+    """A TLS connection the proxy made to a server, and the certificates the server sent.
+
+    Written once per connection when its handshake completes; the HTTP flows (and failed
+    client handshakes) that used it name it in ``server_conn_id``. ``certificates`` is the
+    chain as the server sent it, leaf first, at most 10; ``chain_length`` counts them all."""
+
+    TYPE: ClassVar[RecordType] = RecordType.TLS_SERVER
+    id: str
+    ts: str
+    host: str | None = None
+    port: int | None = None
+    server_ip: str | None = None
+    server_port: int | None = None
+    sni: str | None = None
+    tls_version: str | None = None
+    alpn: str | None = None
+    cipher: str | None = None
+    certificates: tuple[CertificateInfo, ...] = ()
+    chain_length: int = 0
+
+
+Record = (
+    HttpRecord
+    | TlsFailedRecord
+    | WebSocketMessageRecord
+    | DnsRecord
+    | EventRecord
+    | TlsServerRecord
+)
 
 RECORD_CLASSES: dict[str, type[Record]] = {
     cls.TYPE.value: cls
-    for cls in (HttpRecord, TlsFailedRecord, WebSocketMessageRecord, DnsRecord, EventRecord)
+    for cls in (
+        HttpRecord,
+        TlsFailedRecord,
+        WebSocketMessageRecord,
+        DnsRecord,
+        EventRecord,
+        TlsServerRecord,
+    )
 }
 
 _NESTED: dict[str, type] = {
@@ -175,9 +237,13 @@ _NESTED: dict[str, type] = {
     "response_body": BodyRef,
     "body": BodyRef,
 }
+_NESTED_LISTS: dict[str, type] = {  # lists of objects
+    "answers": DnsAnswer,
+    "certificates": CertificateInfo,
+}
 _FIELDS: dict[type, tuple[str, ...]] = {
     cls: tuple(f.name for f in dataclasses.fields(cls))
-    for cls in (*RECORD_CLASSES.values(), BodyRef, DnsAnswer)
+    for cls in (*RECORD_CLASSES.values(), BodyRef, DnsAnswer, CertificateInfo)
 }
 
 
@@ -288,9 +354,9 @@ def _validate(obj: Any) -> None:
             )
         if isinstance(value, BodyRef):
             _validate(value)
-        elif name == "answers":
-            for answer in value:
-                _validate(answer)
+        elif name in _NESTED_LISTS:
+            for item in value:
+                _validate(item)
 
 
 def _short(value: Any) -> str:
@@ -320,8 +386,9 @@ def record_from_dict(obj: dict[str, Any]) -> Record:
             value = _build(_NESTED[name], value)
         elif name in ("request_headers", "response_headers") and isinstance(value, list):
             value = tuple(_pair(p) for p in value)
-        elif name == "answers" and isinstance(value, list):
-            value = tuple(_build(DnsAnswer, a) if isinstance(a, dict) else a for a in value)
+        elif name in _NESTED_LISTS and isinstance(value, list):
+            item_cls = _NESTED_LISTS[name]
+            value = tuple(_build(item_cls, a) if isinstance(a, dict) else a for a in value)
         elif name == "alpn_offers" and isinstance(value, list):
             value = tuple(value)
         kwargs[name] = value
@@ -329,7 +396,14 @@ def record_from_dict(obj: dict[str, Any]) -> Record:
 
 
 def _build(cls: type, obj: dict[str, Any]) -> Any:
-    return _checked(cls, {k: v for k, v in obj.items() if k in _FIELDS[cls]})
+    return _checked(
+        cls,
+        {
+            k: tuple(v) if k == "dns_names" and isinstance(v, list) else v
+            for k, v in obj.items()
+            if k in _FIELDS[cls]
+        },
+    )
 
 
 def loads(line: str | bytes) -> Record:

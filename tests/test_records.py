@@ -54,7 +54,34 @@ def _samples() -> list[r.Record]:
             answers=(r.DnsAnswer("tracking.miui.com", "A", "203.0.113.5", 60),),
         ),
         r.EventRecord(ts="2026-01-01T00:00:00.000000Z", kind="step", data={"n": 1}),
+        r.TlsServerRecord(
+            id="s1",
+            ts="2026-01-01T00:00:00.000000Z",
+            host="api.ad.xiaomi.com",
+            port=443,
+            server_ip="203.0.113.5",
+            server_port=443,
+            sni="api.ad.xiaomi.com",
+            tls_version="TLSv1.3",
+            alpn="h2",
+            cipher="TLS_AES_128_GCM_SHA256",
+            certificates=(LEAF, r.CertificateInfo(sha256="cd" * 32, subject_cn="Root", error="x")),
+            chain_length=3,
+        ),
     ]
+
+
+LEAF = r.CertificateInfo(
+    sha256="ab" * 32,
+    subject_o="Xiaomi Inc.",
+    subject_cn="*.ad.xiaomi.com",
+    subject_c="CN",
+    dns_names=("*.ad.xiaomi.com", "ad.xiaomi.com"),
+    issuer_o="DigiCert Inc",
+    issuer_cn="DigiCert Global G2 TLS RSA SHA256 2020 CA1",
+    not_before="2025-01-01T00:00:00.000000Z",
+    not_after="2026-01-31T23:59:59.000000Z",
+)
 
 
 @pytest.mark.parametrize("rec", _samples(), ids=lambda x: x.TYPE.value)
@@ -93,6 +120,39 @@ def test_schema_documents_every_field() -> None:
         actual = {f.name for f in dataclasses.fields(cls)}
         assert documented == actual, type_name
     assert set(defs["body"]["properties"]) == set(r.BodyRef.__dataclass_fields__)
+    assert set(defs["dns_answer"]["properties"]) == set(r.DnsAnswer.__dataclass_fields__)
+    assert set(defs["certificate"]["properties"]) == set(r.CertificateInfo.__dataclass_fields__)
+    assert {x["$ref"].rsplit("/", 1)[1] for x in schema["oneOf"]} == set(r.RECORD_CLASSES)
+
+
+def test_a_line_written_before_server_certificates_still_reads() -> None:
+    """Sessions recorded before ``tls_server`` and ``server_conn_id`` existed (this line is
+    one, as the recorder of that time wrote it)."""
+    old = (
+        '{"type":"http","id":"f","method":"GET","scheme":"https","host":"h","port":443,'
+        '"path":"/","url":"https://h/","sni":"h","proxy_mode":"regular"}'
+    )
+    rec = r.loads(old)
+    assert isinstance(rec, r.HttpRecord) and rec.server_conn_id is None
+    failed = r.loads(
+        '{"type":"tls_failed","id":"t","ts":"2026-01-01T00:00:00.000000Z","side":"client",'
+        '"client_ip":null,"client_port":null,"sni":"p","error":"e"}'
+    )
+    assert isinstance(failed, r.TlsFailedRecord) and failed.server_conn_id is None
+
+
+def test_certificates_are_checked_like_the_record_itself() -> None:
+    line = json.loads(r.dumps(_samples()[-1]))
+    assert r.record_from_dict(line).certificates[0] == LEAF  # type: ignore[union-attr]
+    line["certificates"][0]["dns_names"] = ["ok", 5]
+    with pytest.raises(r.RecordFormatError, match="dns_names"):
+        r.record_from_dict(line)
+    line["certificates"][0] = {"subject_o": "no hash"}
+    with pytest.raises(r.RecordFormatError, match="sha256"):
+        r.record_from_dict(line)
+    bad = dataclasses.replace(LEAF, subject_o=7)  # type: ignore[arg-type]
+    with pytest.raises(r.RecordFormatError, match="subject_o"):
+        r.validate(dataclasses.replace(_samples()[-1], certificates=(bad,)))  # type: ignore[arg-type]
 
 
 def test_samples_validate_against_schema() -> None:

@@ -15,8 +15,11 @@ asked for). Per batch, everything per packet is numpy:
 - **Names.** Only packets that can carry a name reach Python: DNS (UDP 53/5353/5355, TCP 53),
   TCP payloads starting a TLS handshake record with a ClientHello (and, when the record and
   handshake lengths say it did not fit, the next segments from the same side), QUIC
-  long-header Initials of v1 and v2 (and long headers on port 443 of other versions, counted)
-  and TCP payloads starting with an HTTP method. They are selected with numpy, packed into a
+  long-header Initials of v1 and v2 (and long headers on port 443 of other versions, counted),
+  TCP payloads starting with an HTTP method, and a server's first TLS flight when its first
+  segment shows a Certificate message after the ServerHello (TLS up to 1.2; TLS 1.3 and
+  resumed sessions are left out on these bytes), with the next segments from that side as far
+  as the leaf certificate's length says. They are selected with numpy, packed into a
   :class:`~auditor.packets.names.NameJob` per batch and parsed by a
   :class:`~auditor.packets.names.NameCollector`: in this process, or, for a large file on a
   machine with more than one core, in a worker process while this one reads on. Both see the
@@ -25,6 +28,8 @@ asked for). Per batch, everything per packet is numpy:
   SYN-ACK), else the side that sent a DNS query, ClientHello, QUIC client Initial or HTTP
   request, else the side with the ephemeral port against a port below 1024, else the side of
   the first packet. ``client_evidence`` says which.
+- **The server's certificate:** the leaf of a TLS <= 1.2 handshake, in the ``cert_*``
+  columns (:data:`CERT_COLUMNS`).
 - **The name of a flow:** the HTTP Host (``http-host``), else the TLS SNI (``tls-sni``), else
   the QUIC SNI (``quic-sni``), else the name of the last DNS answer for the server address seen
   before the flow started (``dns-answer``), else the address (``ip``).
@@ -56,6 +61,7 @@ import pandas as pd
 from auditor import columns as C
 from auditor.packets import decode as D
 from auditor.packets import names as N
+from auditor.packets import tlscert
 from auditor.packets._compiled import load
 from auditor.packets.decode import Decoder, PacketBatch
 from auditor.packets.pcapfile import (
@@ -107,6 +113,14 @@ NAME_EVIDENCE: Final = C.NAME_EVIDENCE  # http-host | tls-sni | quic-sni | dns-a
 UID: Final = "uid"  # PCAPdroid trailer, -1 when absent
 APP: Final = "app"
 LINK_TYPE: Final = "link_type"  # of the flow's first packet
+# the server's leaf certificate, from a TLS <= 1.2 handshake (auditor.packets.tlscert)
+CERT_ORG: Final = C.CERT_ORG
+CERT_COUNTRY: Final = C.CERT_COUNTRY
+CERT_CN: Final = C.CERT_CN
+CERT_NAMES: Final = C.CERT_NAMES  # SAN DNS names, ";"-joined
+CERT_ISSUER: Final = C.CERT_ISSUER
+CERT_SHA256: Final = C.CERT_SHA256
+CERT_COLUMNS: Final = (CERT_ORG, CERT_COUNTRY, CERT_CN, CERT_NAMES, CERT_ISSUER, CERT_SHA256)
 
 FLOW_COLUMNS: Final[tuple[str, ...]] = (
     FLOW_ID,
@@ -139,6 +153,7 @@ FLOW_COLUMNS: Final[tuple[str, ...]] = (
     UID,
     APP,
     LINK_TYPE,
+    *CERT_COLUMNS,
 )
 
 EVIDENCE_HTTP_HOST: Final = "http-host"
@@ -528,6 +543,7 @@ class CaptureAnalyzer:
         self.counts: Counter[str] = Counter()
         self._parts: list[dict[str, np.ndarray]] = []
         self._tls_wait: dict[int, list[int]] = {}  # flow -> [direction, bytes still to send]
+        self._flight_wait: dict[int, list[int]] = {}  # the same for server flights
         self._worker: _Worker | None = None
         if worker:
             try:
@@ -770,6 +786,9 @@ class CaptureAnalyzer:
         found[tcp_m & (ln >= 4) & np.isin(first4, _HTTP_PREFIXES)] = N.KIND_HTTP
         found[long_header & (initial | other_quic)] = N.KIND_QUIC
         found[tls] = N.KIND_TLS
+        flight = tcp_m & (b0 == N.HANDSHAKE) & (head[:, 1] == 3) & (head[:, 2] <= 4)
+        flight &= head[:, 5] == tlscert.SERVER_HELLO
+        found[flight] = N.KIND_TLS_SERVER
         found[dns] = N.KIND_DNS
         kind[maybe] = found
         # A ClientHello fits in its segment when its record does and the handshake message
@@ -785,7 +804,15 @@ class CaptureAnalyzer:
         )
         split = maybe[cut]
         missing = np.minimum(need, N.STREAM_CAP) - ln[cut]
-        self._mark_more(kind, tcp, f, d, plen, split, missing)
+        self._mark_more(self._tls_wait, N.KIND_TLS_MORE, kind, tcp, f, d, plen, split, missing)
+        hello = np.flatnonzero(found == N.KIND_TLS_SERVER)
+        if hello.size or self._flight_wait:
+            need = _flight_need(pb, idx[maybe[hello]], ln[hello], head[hello])
+            kind[maybe[hello[need == 0]]] = 0  # no certificate can follow: left out at once
+            more = need > ln[hello]
+            flight, missing = maybe[hello[more]], need[more] - ln[hello[more]]
+            wait = self._flight_wait
+            self._mark_more(wait, N.KIND_TLS_SERVER_MORE, kind, tcp, f, d, plen, flight, missing)
         pick = np.flatnonzero(kind)
         if not pick.size:
             return None
@@ -836,6 +863,8 @@ class CaptureAnalyzer:
 
     def _mark_more(
         self,
+        wait: dict[int, list[int]],
+        more_kind: int,
         kind: np.ndarray,
         tcp: np.ndarray,
         f: np.ndarray,
@@ -844,15 +873,17 @@ class CaptureAnalyzer:
         split: np.ndarray,
         missing: np.ndarray,
     ) -> None:
-        """Mark the next segments from the same side of flows whose ClientHello did not fit
-        in one segment (after the start when it is in this batch) until the missing bytes
-        are covered, and one segment more (a retransmission may have been counted)."""
+        """Mark (``more_kind``) the next segments from the same side of flows whose
+        ClientHello (or server flight, up to its leaf certificate) did not fit in one segment
+        (after the start when it is in this batch) until the missing bytes are covered, and
+        one segment more (a retransmission may have been counted). ``wait`` keeps, per flow
+        still waiting, [side, bytes still missing, spare segments]."""
         for j, more in zip(split.tolist(), missing.tolist(), strict=True):
-            self._tls_wait[int(f[j])] = [int(d[j]), int(more), 1]
-        if not self._tls_wait:
+            wait[int(f[j])] = [int(d[j]), int(more), 1]
+        if not wait:
             return
-        waiting = np.array(sorted(self._tls_wait), dtype=np.int64)
-        side = np.array([self._tls_wait[x][0] for x in waiting.tolist()], dtype=np.int8)
+        waiting = np.array(sorted(wait), dtype=np.int64)
+        side = np.array([wait[x][0] for x in waiting.tolist()], dtype=np.int8)
         since = np.full(len(waiting), -1, dtype=np.int64)
         if split.size:
             np.maximum.at(since, np.searchsorted(waiting, f[split]), split)
@@ -870,14 +901,14 @@ class CaptureAnalyzer:
         sizes = np.diff(np.append(first, len(fs)))
         sent = np.cumsum(plen[order]) - plen[order]  # bytes before each, per flow
         sent -= np.repeat(sent[first], sizes)
-        state = [self._tls_wait[x] for x in fs[first].tolist()]
+        state = [wait[x] for x in fs[first].tolist()]
         budget = np.repeat(np.array([w[1] for w in state], dtype=np.int64), sizes)
         spare = np.repeat(np.array([w[2] for w in state], dtype=bool), sizes)
         short = sent < budget
         rank = np.arange(len(fs)) - np.repeat(first, sizes)
         extra = spare & ~short & (rank == np.repeat(np.add.reduceat(short, first), sizes))
         chosen = short | extra
-        kind[order[chosen]] = N.KIND_TLS_MORE
+        kind[order[chosen]] = more_kind
         used = np.add.reduceat(np.where(chosen, plen[order], 0), first)
         spent = np.add.reduceat(extra, first)
         for x, w, u, e in zip(fs[first].tolist(), state, used.tolist(), spent.tolist(),
@@ -885,7 +916,7 @@ class CaptureAnalyzer:
             w[1] -= u
             w[2] -= e
             if w[2] <= 0 or (w[1] <= 0 and w[2] <= 0):
-                del self._tls_wait[x]
+                del wait[x]
 
     # ------------------------------------------------------------------------------ end
 
@@ -966,6 +997,12 @@ class CaptureAnalyzer:
             got = [(r, ";".join(v)) for r, k in rows_kinds if (v := k.get(kind))]
             if got:
                 _put(names_cols[column], got)
+        cert_cols = {c: np.full(n, None, dtype=object) for c in CERT_COLUMNS}
+        if found.certs:
+            cert_rows = self._renumber[np.fromiter(found.certs, np.int64, len(found.certs))]
+            for r, info in zip(cert_rows.tolist(), found.certs.values(), strict=True):
+                for c, text in zip(CERT_COLUMNS, tlscert.flow_fields(info), strict=True):
+                    cert_cols[c][r] = text
         for kind, ev in reversed(_NAME_PRECEDENCE):
             got = [(r, v[0]) for r, k in rows_kinds if (v := k.get(kind))]
             if got:
@@ -1004,6 +1041,7 @@ class CaptureAnalyzer:
                 UID: col["uid"],
                 APP: col["app"],  # codes; read_capture replaces them with names
                 LINK_TYPE: col["link"],
+                **{c: _text(v) for c, v in cert_cols.items()},
             },
             columns=list(FLOW_COLUMNS),
         )
@@ -1109,6 +1147,41 @@ def _put(column: np.ndarray, rows_values: list[tuple[int, str]]) -> None:
     values = np.empty(len(rows_values), dtype=object)
     values[:] = [v for _, v in rows_values]
     column[[r for r, _ in rows_values]] = values
+
+
+def _flight_need(pb: PacketBatch, rows: np.ndarray, ln: np.ndarray, head: np.ndarray) -> np.ndarray:
+    """For packets (``rows`` of the batch) that start a server's flight with a ServerHello
+    record: how many bytes of the server's stream hold the leaf certificate, as far as this
+    first segment tells (0: none can follow; the reassembly cap: it does not tell).
+
+    What comes after the ServerHello decides: in TLS 1.3, and when a session is resumed, a
+    ChangeCipherSpec or encrypted record, so nothing is to be read (most TLS today is left
+    out here, in numpy); up to TLS 1.2 a Certificate message, in the same record or the next,
+    whose first entry's length gives the bytes to wait for. A ServerHello always fits in its
+    record; a first segment that says otherwise is not one, and is left out too."""
+    cap = tlscert.MAX_FLIGHT
+    record = (head[:, 3] << 8) | head[:, 4]
+    hello = (head[:, 6] << 16) | (head[:, 7] << 8) | head[:, 8]
+    same = (head[:, 8] >= 0) & (4 + hello < record)  # another message in the same record
+    at = np.where(same, 9 + hello, 5 + record)  # that message, or the next record
+    at = np.minimum(at, cap)
+    rb = pb.records
+    w = window(rb.buf, rb.data[rows] + pb.payload_off[rows] + at, 16).astype(np.int64)
+    w[at[:, None] + np.arange(16) >= ln[:, None]] = -1  # past the captured payload
+    mtype = np.where(same, w[:, 0], w[:, 5])
+    leaf_at = np.where(same, 7, 12)
+    pick = np.arange(len(rows))
+    leaf = (w[pick, leaf_at] << 16) | (w[pick, leaf_at + 1] << 8) | w[pick, leaf_at + 2]
+    handshake_next = same | (w[:, 0] == tlscert.HANDSHAKE)
+    told = (w[:, 0] >= 0) & (~handshake_next | (mtype >= 0))
+    certificate = handshake_next & (mtype == tlscert.CERTIFICATE)
+    need = np.full(len(rows), cap, dtype=np.int64)
+    need[told & ~certificate] = 0
+    need[(head[:, 8] >= 0) & ((hello < 38) | (4 + hello > record))] = 0  # not a ServerHello
+    known = certificate & (leaf >= 0)
+    end = at + leaf_at + 3 + leaf
+    need[known] = np.minimum(end + 5 * (end // 16384 + 1), cap)[known]  # record headers
+    return need
 
 
 def _dns_names(

@@ -10,6 +10,8 @@
   payload decrypted (AES-128-GCM), CRYPTO frames collected; :class:`CryptoStream` puts a
   ClientHello split over several frames and packets back together by offset.
 - **HTTP/1** request line and ``Host`` header.
+- **The server's first flight** up to TLS 1.2: its leaf certificate, read by
+  :mod:`auditor.packets.tlscert` from the server's segments put back in order.
 
 Each parser takes bytes and gives a frozen record, or raises :class:`MalformedError`. None of
 them knows where the bytes came from; :mod:`auditor.packets.flows` feeds them.
@@ -21,7 +23,7 @@ import gc
 import pickle
 import socket
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from types import ModuleType
 from typing import IO, Final
@@ -33,7 +35,9 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
+from auditor.packets import tlscert
 from auditor.packets._compiled import load
+from auditor.records import CertificateInfo
 
 _flowtab: ModuleType | None = load("_flowtab")  # else payloads are joined in Python
 
@@ -864,6 +868,8 @@ KIND_TLS: Final = 2  # a TCP payload that starts a ClientHello record
 KIND_TLS_MORE: Final = 3  # a later segment of a flow whose ClientHello did not fit in one
 KIND_QUIC: Final = 4
 KIND_HTTP: Final = 5
+KIND_TLS_SERVER: Final = 6  # a TCP payload that starts a server's flight (ServerHello record)
+KIND_TLS_SERVER_MORE: Final = 7  # a later segment of that flight, up to the leaf certificate
 NAME_SNI: Final = "sni"
 NAME_ALPN: Final = "alpn"
 NAME_QUIC_SNI: Final = "quic_sni"
@@ -966,6 +972,7 @@ class NameResult:
     answered: tuple[list[str], list[int], list[str]]
     warnings: dict[str, int]
     counts: dict[str, int]
+    certs: dict[int, CertificateInfo] = field(default_factory=dict)  # the leaf, per flow
 
 
 class TcpStream:
@@ -1039,6 +1046,9 @@ class NameCollector:
         self.counts: dict[str, int] = {}
         self._tls: dict[int, _TlsWait] = {}  # ClientHellos being reassembled
         self._tls_read: dict[int, int] = {}  # flow -> sequence number of the ClientHello read
+        self.certs: dict[int, CertificateInfo] = {}  # flow -> the server's leaf certificate
+        self._flight: dict[int, _TlsWait] = {}  # server flights being reassembled
+        self._flight_read: set[int] = set()  # flows whose server flight was read
         self._quic: dict[int, _QuicConn] = {}
         self._tcp_dns: dict[tuple[int, int], _DnsStream] = {}
 
@@ -1070,6 +1080,8 @@ class NameCollector:
                     self._dns(flows[i], dirs[i], payload, dns[i], times[i])
             elif k == KIND_TLS or k == KIND_TLS_MORE:
                 self._tls_segment(flows[i], dirs[i], seqs[i], payload, k == KIND_TLS)
+            elif k == KIND_TLS_SERVER or k == KIND_TLS_SERVER_MORE:
+                self._server_segment(flows[i], dirs[i], seqs[i], payload, k == KIND_TLS_SERVER)
             elif k == KIND_QUIC:
                 self._quic_datagram(flows[i], dirs[i], payload)
             elif k == KIND_HTTP:
@@ -1081,6 +1093,11 @@ class NameCollector:
                 "tls-clienthello-incomplete", 0
             ) + len(self._tls)
             self._tls.clear()
+        if self._flight:  # the capture or the connection ended first: counted, not damage
+            self.counts["tls-certificate-incomplete"] = self.counts.get(
+                "tls-certificate-incomplete", 0
+            ) + len(self._flight)
+            self._flight.clear()
         undone = sum(1 for c in self._quic.values() if not c.done)
         if undone:
             self.warnings["quic-clienthello-incomplete"] = undone
@@ -1093,6 +1110,7 @@ class NameCollector:
             self.answered,
             self.warnings,
             self.counts,
+            self.certs,
         )
 
     def _hint(self, f: int, d: int) -> None:
@@ -1150,6 +1168,45 @@ class NameCollector:
             self._add(f, sni, hello.sni)
         if hello.alpn:
             self._add(f, alpn, ",".join(hello.alpn))
+
+    def _server_segment(self, f: int, d: int, seq: int, payload: bytes, starts: bool) -> None:
+        """The server's first flight, put in order until its leaf certificate is read (TLS up
+        to 1.2) or it shows there is none to read (:mod:`auditor.packets.tlscert`)."""
+        wait = self._flight.get(f)
+        if wait is None:
+            if not starts or f in self._flight_read:
+                return  # a flight already read (or a retransmission of its start)
+            if not tlscert.looks_like_server_flight(payload):
+                return
+            wait = self._flight[f] = _TlsWait(d, TcpStream(seq))
+        elif d != wait.direction:
+            return
+        wait.stream.add(seq, payload)
+        try:
+            flight = tlscert.read_server_flight(wait.stream.data)
+        except tlscert.TooLargeError:
+            self._warn("tls-certificate-too-large")
+            self._flight_done(f)
+            return
+        except tlscert.MalformedError:
+            self._warn("tls-certificate-malformed")
+            self._flight_done(f)
+            return
+        if not flight.done:
+            if wait.stream.overflow:
+                self._warn("tls-certificate-too-large")
+                self._flight_done(f)
+            return
+        self._flight_done(f)
+        if flight.leaf is not None:
+            info = tlscert.certificate_info(flight.leaf)
+            if info.error is not None:
+                self._warn("tls-certificate-unreadable")
+            self.certs[f] = info
+
+    def _flight_done(self, f: int) -> None:
+        self._flight_read.add(f)
+        del self._flight[f]
 
     # --------------------------------------------------------------------------------- QUIC
 
@@ -1304,12 +1361,14 @@ def merge_results(*results: NameResult) -> NameResult:
     hints: dict[int, tuple[int, int]] = {}
     warnings: dict[str, int] = {}
     counts: dict[str, int] = {}
+    certs: dict[int, CertificateInfo] = {}
     dns_columns: list[list[object]] = []
     name_addrs: dict[str, set[str]] = {}
     answered: tuple[list[str], list[int], list[str]] = ([], [], [])
     for r in results:
         for f, kinds in r.names.items():
             names.setdefault(f, {}).update(kinds)
+        certs.update(r.certs)
         for f, hint in r.hints.items():
             if f not in hints or hint < hints[f]:
                 hints[f] = hint
@@ -1322,7 +1381,7 @@ def merge_results(*results: NameResult) -> NameResult:
             name_addrs.setdefault(name, set()).update(addrs)
         for mine, theirs in zip(answered, r.answered, strict=True):
             mine.extend(theirs)  # type: ignore[attr-defined]
-    return NameResult(names, hints, dns_columns, name_addrs, answered, warnings, counts)
+    return NameResult(names, hints, dns_columns, name_addrs, answered, warnings, counts, certs)
 
 
 def _merge_rows(a: list[list[object]], b: list[list[object]]) -> list[list[object]]:

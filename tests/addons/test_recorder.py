@@ -3,27 +3,39 @@
 import asyncio
 import contextlib
 import gzip
+import hashlib
 import json
 import logging
 import os
 import resource
+import ssl
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mitmproxy import connection, exceptions, tls
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import Encoding
+from mitmproxy import certs, connection, exceptions, tls
 from mitmproxy.proxy import context
 from mitmproxy.test import taddons, tflow
 
 from addons.recorder import EXIT_DISK_FULL, RECORDER_SAYS, Recorder
+from auditor.capture import Mitmdump, ProxyOptions, ca_cert_path
+from auditor.netutil import proxied_request
+from auditor.offline.internet import OfflineInternet
+from auditor.offline.pki import CertificateAuthority
 from auditor.records import (
     DnsRecord,
     EventRecord,
     HttpRecord,
     TlsFailedRecord,
+    TlsServerRecord,
     WebSocketMessageRecord,
 )
-from auditor.session import FLOWS, Session
+from auditor.session import FLOWS, Session, SessionWriter
+from tests.conftest import free_port
 
 
 def _records(path: Path) -> list:
@@ -206,3 +218,120 @@ def test_a_path_that_is_not_utf8_is_recorded_percent_encoded(tmp_path: Path) -> 
         rec.done()
     (r,) = _records(tmp_path / "s")
     assert isinstance(r, HttpRecord) and r.path == "/%80path?q=%FF"
+
+
+# --------------------------------------------------------------- the server's certificates
+
+
+def _chain(tmp_path: Path, host: str) -> tuple[list[certs.Cert], bytes]:
+    """The offline CA's chain for ``host`` (leaf, CA) as mitmproxy holds a server's chain,
+    and the leaf's DER."""
+    pem, _key = CertificateAuthority(tmp_path / "ca").leaf(host)
+    chain = [certs.Cert(c) for c in x509.load_pem_x509_certificates(pem.read_bytes())]
+    return chain, chain[0].to_cryptography().public_bytes(Encoding.DER)
+
+
+def test_the_upstream_chain_is_recorded_once_and_flows_name_it(tmp_path: Path) -> None:
+    chain, leaf_der = _chain(tmp_path, "api.example.com")
+    rec = Recorder()
+    with taddons.context(rec) as tctx:
+        tctx.configure(rec, auditor_session=str(tmp_path / "s"))
+        f = tflow.tflow(resp=True)
+        server = f.server_conn
+        server.certificate_list = chain
+        server.sni = "api.example.com"
+        server.tls_version = "TLSv1.2"
+        server.timestamp_tls_setup = 1_767_225_600.25
+        server.cipher = "ECDHE-ECDSA-AES128-GCM-SHA256"
+        rec.tls_established_server(
+            tls.TlsData(server, context.Context(f.client_conn, tctx.options))
+        )
+        rec.response(f)
+        again = tflow.tflow(resp=True)
+        again.server_conn = server  # a second request on the same connection
+        rec.response(again)
+    tls_rec, first, second = _records(tmp_path / "s")
+    assert isinstance(tls_rec, TlsServerRecord) and tls_rec.id == server.id
+    assert first.server_conn_id == second.server_conn_id == server.id
+    assert tls_rec.ts == "2026-01-01T00:00:00.250000Z" and tls_rec.chain_length == 2
+    assert (tls_rec.sni, tls_rec.tls_version) == ("api.example.com", "TLSv1.2")
+    leaf, ca = tls_rec.certificates
+    assert leaf.sha256 == hashlib.sha256(leaf_der).hexdigest() == chain[0].fingerprint().hex()
+    assert (leaf.subject_cn, leaf.subject_o, leaf.dns_names) == (
+        "api.example.com",
+        None,
+        ("api.example.com",),
+    )
+    assert leaf.issuer_cn == ca.subject_cn == "auditor offline internet root CA"
+    assert leaf.not_before == chain[0].notbefore.strftime("%Y-%m-%dT%H:%M:%S.000000Z")
+    assert leaf.not_after == chain[0].notafter.strftime("%Y-%m-%dT%H:%M:%S.000000Z")
+
+
+def test_a_hostile_chain_is_capped(tmp_path: Path) -> None:
+    chain, _ = _chain(tmp_path, "x.example")
+    rec = Recorder()
+    with taddons.context(rec) as tctx:
+        tctx.configure(rec, auditor_session=str(tmp_path / "s"))
+        server = tflow.tserver_conn()
+        server.certificate_list = chain * 30
+        rec.tls_established_server(
+            tls.TlsData(server, context.Context(tflow.tclient_conn(), tctx.options))
+        )
+    (r,) = _records(tmp_path / "s")
+    assert r.chain_length == 60 and len(r.certificates) == 10
+
+
+@pytest.mark.e2e
+def test_a_real_mitmdump_records_what_the_offline_internet_presents(tmp_path: Path) -> None:
+    """mitmdump in upstream mode in front of the offline internet, as the virtual handset uses
+    it: the chain it records is the offline CA's, whose names carry no organisation."""
+    with OfflineInternet(ca_dir=tmp_path / "offline-ca") as net:
+        w = SessionWriter.create(tmp_path / "captures")
+        w.detach()
+        opts = ProxyOptions(
+            port=free_port(),
+            confdir=tmp_path / "confdir",
+            mode=f"upstream:{net.url}",
+            extra={"ssl_verify_upstream_trusted_ca": str(net.ca_cert_path)},
+        )
+        m = Mitmdump(w.path, opts)
+        m.start()
+        try:
+            trusted = ssl.create_default_context(cafile=str(ca_cert_path(opts.confdir)))
+            url = "https://globalapi.ad.xiaomi.com/api/v4/config?from=recorder-test"
+            assert proxied_request(opts.port, "GET", url, context=trusted)[0] == 200
+            pinned = ssl.create_default_context(cafile=str(net.ca_cert_path))
+            with pytest.raises(ssl.SSLError):
+                proxied_request(opts.port, "GET", "https://pinned.example.com/", context=pinned)
+            recs: list = []
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                recs = list(Session(w.path).records())
+                if any(isinstance(r, HttpRecord) for r in recs) and any(
+                    isinstance(r, TlsFailedRecord) for r in recs
+                ):
+                    break
+                time.sleep(0.1)
+        finally:
+            m.stop()
+        leaf_pem = net.ca.leaf("globalapi.ad.xiaomi.com")[0].read_bytes()
+    servers = {r.id: r for r in recs if isinstance(r, TlsServerRecord)}
+    (flow,) = [r for r in recs if isinstance(r, HttpRecord)]
+    conn = servers[flow.server_conn_id]
+    assert conn.sni == "globalapi.ad.xiaomi.com" and conn.tls_version and conn.chain_length == 2
+    leaf, root = conn.certificates
+    expected = x509.load_pem_x509_certificate(leaf_pem)
+    assert leaf.sha256 == expected.fingerprint(hashes.SHA256()).hex()
+    assert (leaf.subject_o, leaf.subject_cn, leaf.subject_c) == (
+        None,
+        "globalapi.ad.xiaomi.com",
+        None,
+    )
+    assert leaf.dns_names == ("globalapi.ad.xiaomi.com",)
+    assert (leaf.issuer_o, leaf.issuer_cn) == (None, "auditor offline internet root CA")
+    assert (root.subject_o, root.subject_cn) == (None, "auditor offline internet root CA")
+    # the pinned client gave up after mitmproxy had connected upstream: the certificate is kept
+    (failed,) = [r for r in recs if isinstance(r, TlsFailedRecord)]
+    assert failed.sni == "pinned.example.com"
+    pinned_conn = servers[failed.server_conn_id]  # type: ignore[index]
+    assert pinned_conn.certificates[0].subject_cn == "pinned.example.com"
