@@ -6,8 +6,8 @@ public suffix list's trie: about 0.3 s, more with data sets. The index is that f
 :class:`~auditor.intel.kb.KnowledgeBase` (with the suffix list) pickled into the user's cache
 folder, under a name derived from the SHA-256 of everything it was built from: auditor's
 version, Python's, the public suffix list's file, and the path, size and modification time of
-every file of the knowledge base, of the bundled data sets and of the user's imported data
-sets (as make decides what to rebuild). Any change to them gives another name, so a stale
+every module of ``auditor.intel``, every file of the knowledge base, of the bundled data
+sets and of the user's imported data sets (as make decides what to rebuild). Any change to them gives another name, so a stale
 index is never read; it is rebuilt on first use and older ones are removed.
 
 The index is read only when its folder and file belong to the user and nobody else may
@@ -64,7 +64,9 @@ def inputs_digest() -> str:
     h.update(f"format {FORMAT}\0auditor {__version__}\0python {sys.version}\0".encode())
     snap = snapshot_path().stat()
     h.update(f"psl {snap.st_size} {snap.st_mtime_ns}\0".encode())
-    for path in [*sorted(p for p in DATA_DIR.rglob("*") if p.is_file()), *_user_dataset_files()]:
+    code = sorted(Path(__file__).parent.glob("*.py"))  # the pickled classes' own code
+    data = sorted(p for p in DATA_DIR.rglob("*") if p.is_file())
+    for path in [*code, *data, *_user_dataset_files()]:
         st = path.stat()
         h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
     return h.hexdigest()

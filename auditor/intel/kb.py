@@ -144,9 +144,20 @@ class _NameRungs:
     hosting: tuple[_Rung, ...]
     labels: tuple[str, ...]
     intel_sources: tuple[Source, ...]
+    # the user's intel that flags the name without naming an organisation (a blocklist)
+    flagged: str | None = None  # the indicator, "domain:tracker.example"
+    flag_note: str | None = None
 
 
 _NO_NAME = _NameRungs((), (), (), ())
+
+
+def _flag(entries: Sequence[IntelEntry]) -> dict[str, Any]:
+    if not entries:
+        return {}
+    e = entries[0]
+    note = "; ".join(x for x in (e.name, ", ".join(e.tags), e.note) if x) or None
+    return {"flagged": f"{e.kind}:{e.value}", "flag_note": note}
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +208,11 @@ def _norm_name(name: str) -> str:
     """An organisation name for comparison: lower case, no punctuation, no legal forms."""
     words = re.sub(r"[^\w]+", " ", name.casefold()).split()
     return " ".join(w for w in words if w not in _LEGAL_FORMS)
+
+
+def _hosting_only(org: Organisation) -> bool:
+    """A hosting provider: an organisation whose only category is cdn_cloud."""
+    return set(org.categories) == {Category.CDN_CLOUD}
 
 
 def _under(domain: str, suffix: str) -> bool:
@@ -617,6 +633,8 @@ class KnowledgeBase:
                 rungs.hosting + tuple(hosting),
                 tuple(sorted({*rungs.labels, *(e.label for e in ip_intel)})),
                 _dedupe_sources((*rungs.intel_sources, *(e.source for e in ip_intel))),
+                rungs.flagged or _flag(ip_intel).get("flagged"),
+                rungs.flag_note or _flag(ip_intel).get("flag_note"),
             )
         return self._attribution(norm, facts.ip if facts else None, rungs, facts)
 
@@ -666,6 +684,7 @@ class KnowledgeBase:
             tuple(hosting),
             tuple(sorted({e.label for e in intel})),
             _dedupe_sources(e.source for e in intel),
+            **_flag(intel),
         )
 
     def _ip_rungs(self, facts: IpFacts) -> _NameRungs:
@@ -681,6 +700,7 @@ class KnowledgeBase:
             (),
             tuple(sorted({e.label for e in intel})),
             _dedupe_sources(e.source for e in intel),
+            **_flag(intel),
         )
 
     def _kb_rung(
@@ -694,12 +714,13 @@ class KnowledgeBase:
     ) -> _Rung:
         org = self.organisations[mp.organisation]
         cats = mp.categories or org.categories
-        # A cloud's or CDN's own domain names where the server stands, not who runs the
-        # service, unless the name is the exact host of a documented service
-        hosting = (not exact and private is not None and _under(mp.key, private)) or (
-            set(cats) == {Category.CDN_CLOUD} and not (exact and basis is Basis.KB_HOST
-                                                       and mp.categories != ())
-        )  # fmt: skip
+        # A hosting provider's domain (an organisation that is only cdn_cloud: AWS, Akamai,
+        # Cloudflare...) and a public suffix list private suffix (d1.cloudfront.net) name
+        # where the server stands, not who runs the service on it; an exact host of the
+        # provider's own service (its API, its site) still names the provider.
+        hosting = mp.hosting or (
+            not exact and ((private is not None and _under(mp.key, private)) or _hosting_only(org))
+        )
         ev = NameEvidence(
             basis=basis,
             organisation=org.id,
@@ -732,8 +753,9 @@ class KnowledgeBase:
         org = self.organisations.get(org_id) if org_id else None
         domain = dm.rule.partition(":")[2] or dm.rule
         cats = tuple(dm.categories) or (org.categories if org else ())
-        hosting = (not dm.exact and private is not None and _under(domain, private)) or (
-            org is not None and set(org.categories) == {Category.CDN_CLOUD}
+        hosting = not dm.exact and (
+            (private is not None and _under(domain, private))
+            or (org is not None and _hosting_only(org))
         )
         ev = NameEvidence(
             basis=Basis.DATASET,
@@ -765,7 +787,7 @@ class KnowledgeBase:
             confidence=Confidence.MEDIUM if org else Confidence.LOW,
             detail=f"certificate issued to {name}{issuer}",
         )
-        hosting = org is not None and set(org.categories) == {Category.CDN_CLOUD}
+        hosting = org is not None and _hosting_only(org)
         family = self._family(org.id) if org else f"cert:{_norm_name(name)}"
         return _Rung(ev, org.categories if org else (), None, family, hosting)
 
@@ -925,7 +947,7 @@ class KnowledgeBase:
         sources += list(rungs.intel_sources)
         if hosting is not None and hosting.source is not None:
             sources.append(hosting.source)
-        notes = [note, win.note if win else None]
+        notes = [note, win.note if win else rungs.flag_note]
         if win is None and hosting is not None and (hosting.organisation or hosting.asn_org):
             notes.append(f"unknown operator, hosted by {hosting.label}")
         return Attribution(
@@ -951,7 +973,7 @@ class KnowledgeBase:
             evidence=evidence,
             conflicts=tuple(conflicts),
             hosting=hosting,
-            matched=win.ev.matched if win else None,
+            matched=win.ev.matched if win else rungs.flagged,
             labels=rungs.labels,
             sources=_dedupe_sources(sources),
             note="; ".join(x for x in notes if x) or None,
@@ -1255,7 +1277,14 @@ def _mappings(
         raise ValueError(f"each of `{kind_key}` is a mapping")
     key_field = {"domains": "domain", "hosts": "host", "asns": "asn"}[kind_key]
     extra = ("names",) if kind_key == "asns" else ()
-    check_keys(item, (key_field, "organisation", "categories", "source", "note", *extra), kind_key)
+    check_keys(
+        item,
+        (key_field, "organisation", "categories", "source", "note", "hosting", *extra),
+        kind_key,
+    )
+    hosting = item.get("hosting", False)
+    if not isinstance(hosting, bool):
+        raise ValueError("`hosting` must be true or false")
     org = item.get("organisation")
     if not isinstance(org, str) or org not in orgs:
         raise ValueError(f"unknown organisation {org!r}")
@@ -1271,7 +1300,7 @@ def _mappings(
         if rd != dom:
             hint = f" (its registrable domain is {rd}; list the host under `hosts:`)" if rd else ""
             raise ValueError(f"{dom!r} is not a registrable domain{hint}")
-        return [KbMapping(MappingKind.DOMAIN, dom, org, categories, source, note, where)]
+        return [KbMapping(MappingKind.DOMAIN, dom, org, categories, source, note, where, hosting)]
     if kind_key == "hosts":
         if isinstance(value, str) and "*" in value:
             pat = normalise_pattern(value)
@@ -1279,11 +1308,13 @@ def _mappings(
                 raise ValueError(
                     f"bad host pattern {value!r}: '*' may not reach into the registrable domain"
                 )
-            return [KbMapping(MappingKind.PATTERN, pat, org, categories, source, note, where)]
+            return [
+                KbMapping(MappingKind.PATTERN, pat, org, categories, source, note, where, hosting)
+            ]
         host = normalise_host(value)
         if host is None or registrable_domain(host) is None:
             raise ValueError(f"not a host name: {value!r}")
-        return [KbMapping(MappingKind.HOST, host, org, categories, source, note, where)]
+        return [KbMapping(MappingKind.HOST, host, org, categories, source, note, where, hosting)]
     # asns: a number (or null) and the AS-organisation names it is published under
     names = item.get("names") or []
     if not isinstance(names, list) or not all(isinstance(x, str) and x.strip() for x in names):

@@ -222,6 +222,9 @@ class Mapping:
     source: Source
     note: str | None
     where: str  # file:line it was declared at
+    # customers' services live under this name (a cloud's storage or CDN domain): it says
+    # where the server stands, never who runs the service
+    hosting: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -243,7 +243,9 @@ def kb_with_intel() -> KnowledgeBase:
 
 def test_intel_attributes_what_the_kb_does_not_know(kb_with_intel: KnowledgeBase) -> None:
     a = kb_with_intel.lookup_host("deep.sub.tracker.example")
-    assert a.matched_by is MatchedBy.INTEL_IMPORT and a.organisation is None
+    # a blocklist flags the name (labels, the indicator, the file as a source) but names no
+    # recipient
+    assert a.matched_by is MatchedBy.NONE and a.organisation is None
     assert a.labels == ("easy",) and a.matched == "domain:tracker.example"
     assert a.sources[0].id == "intel:easy" and a.sources[0].url.startswith("file://")
     b = kb_with_intel.lookup_host("sdk.example-ads.example")
@@ -269,7 +271,7 @@ def test_knowledge_base_wins_over_intel_but_keeps_its_labels(kb_with_intel: Know
 
 def test_intel_addresses(kb_with_intel: KnowledgeBase) -> None:
     a = kb_with_intel.lookup_ip("203.0.113.77")
-    assert a.matched_by is MatchedBy.INTEL_IMPORT and a.labels == ("lab",)
+    assert a.matched_by is MatchedBy.NONE and a.labels == ("lab",)
     assert a.server_country is None and "RFC 5737" in (a.server_country_reason or "")
     b = kb_with_intel.lookup_ip("198.51.100.23")
     assert b.organisation == "example-ads" and set(b.labels) == {"cert", "lab"}
@@ -279,7 +281,8 @@ def test_intel_addresses(kb_with_intel: KnowledgeBase) -> None:
 
 def test_intel_in_bulk(kb_with_intel: KnowledgeBase) -> None:
     out = kb_with_intel.classify_hosts(["ads.tracker.example", "tracking.miui.com", "x.example"])
-    assert out["matched_by"].tolist() == ["intel-import", "exact-host", "none"]
+    assert out["matched_by"].tolist() == ["none", "exact-host", "none"]
+    assert out["matched"].tolist()[0] == "host:ads.tracker.example"
     assert out["labels"].tolist()[:2] == ["blocklist;easy", "easy"]
 
 

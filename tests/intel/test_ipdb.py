@@ -147,15 +147,12 @@ def test_mmdb_never_locates_special_ranges(mmdb: Path) -> None:
     assert facts.country is None and "RFC 1918" in (facts.reason or "")
 
 
-def test_mmdb_as_number_maps_to_organisation(mmdb: Path) -> None:
-    kb = KnowledgeBase.load(mmdb=[mmdb])
+def test_mmdb_as_number_maps_to_the_hosting_organisation(mmdb: Path) -> None:
+    kb = KnowledgeBase.load(mmdb=[mmdb], datasets=False)
     a = kb.lookup_ip("8.8.8.8")
-    assert (a.organisation, a.matched_by, a.matched, a.asn) == (
-        "google",
-        MatchedBy.ASN,
-        "AS15169",
-        15169,
-    )
+    assert (a.organisation, a.matched_by, a.asn) == (None, MatchedBy.NONE, 15169)
+    assert a.hosting is not None
+    assert (a.hosting.organisation, a.hosting.basis) == ("google", "asn")
     assert a.server_country == "DE"
     assert any(d["kind"] == "mmdb" for d in kb.info()["ip_databases"])
 

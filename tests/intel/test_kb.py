@@ -18,14 +18,24 @@ from auditor.intel.kb import (
     lookup_command,
     registrable_domain,
 )
-from auditor.intel.model import Category, Fact, KnowledgeBaseError, MatchedBy, Source
+from auditor.intel.model import (
+    Basis,
+    Category,
+    CertSubject,
+    Confidence,
+    Fact,
+    KnowledgeBaseError,
+    MatchedBy,
+    Source,
+)
 
 URL_RE = re.compile(r"^https?://\S+$")
 
 
 @pytest.fixture(scope="module")
 def kb() -> KnowledgeBase:
-    return KnowledgeBase.load()
+    """The knowledge base alone: what its own cited mappings say (no data sets)."""
+    return KnowledgeBase.load(datasets=False)
 
 
 @pytest.fixture
@@ -83,8 +93,6 @@ def test_loads_with_version_and_date(kb: KnowledgeBase) -> None:
         "gvt1.com": "google",
         "touchtype-fluency.com": "swiftkey",
         "fbcdn.net": "meta",
-        "amazonaws.com": "aws",
-        "aliyuncs.com": "alibaba-cloud",
         "alipay.com": "ant-group",
         "myqcloud.com": "tencent",
         "bcebos.com": "baidu",
@@ -96,12 +104,30 @@ def test_loads_with_version_and_date(kb: KnowledgeBase) -> None:
         "ctyun.cn": "china-telecom",
         "10010.com": "china-unicom",
         "10086.cn": "china-mobile",
-        "edgekey.net": "akamai",
-        "azureedge.net": "microsoft",
         "leboncoin.fr": "leboncoin",
     }.items():
         a = kb.lookup_host(f"x.{domain}")
         assert (a.organisation, a.matched_by) == (org, MatchedBy.REGISTRABLE_DOMAIN), domain
+
+
+@pytest.mark.parametrize(
+    ("host", "network"),
+    [
+        ("d111111abcdef8.cloudfront.net", "aws"),  # a customer's CloudFront distribution
+        ("mybucket.s3.amazonaws.com", "aws"),  # a customer's bucket (PSL private suffix)
+        ("x.amazonaws.com", "aws"),
+        ("x.aliyuncs.com", "alibaba-cloud"),
+        ("a1.edgekey.net", "akamai"),
+        ("ecs.myhuaweicloud.com", "huawei-cloud"),
+    ],
+)
+def test_a_cloud_or_cdn_name_gives_the_hosting_never_the_recipient(
+    kb: KnowledgeBase, host: str, network: str
+) -> None:
+    a = kb.lookup_host(host)
+    assert a.organisation is None and a.basis is Basis.NONE, host
+    assert a.hosting is not None and a.hosting.organisation == network
+    assert a.note and "unknown operator, hosted by" in a.note
 
 
 def test_every_organisation_mapping_and_fact_is_sourced(kb: KnowledgeBase) -> None:
@@ -109,10 +135,8 @@ def test_every_organisation_mapping_and_fact_is_sourced(kb: KnowledgeBase) -> No
         assert org.sources, org.id
         for s in org.sources:
             _assert_source(s)
-        for f in (*org.jurisdiction, *org.state_link, *org.assessments):
+        for f in (*org.jurisdiction, *org.state_control, *org.assessments):
             _assert_fact(f)
-        if org.state_linked:
-            assert org.state_link, org.id
         assert org.country in kb.countries, org.id
         assert org.categories, org.id
     for mp in kb.mappings:
@@ -129,7 +153,7 @@ def test_every_declared_source_is_used(kb: KnowledgeBase) -> None:
     used = {mp.source.id for mp in kb.mappings}
     for org in kb.organisations.values():
         used |= {s.id for s in org.sources}
-        used |= {f.source.id for f in (*org.jurisdiction, *org.state_link, *org.assessments)}
+        used |= {f.source.id for f in (*org.jurisdiction, *org.state_control, *org.assessments)}
     for c in kb.countries.values():
         used |= {c.adequacy_fact.source.id, *(f.source.id for f in c.facts)}
     assert sorted(set(kb.sources) - used) == []
@@ -241,10 +265,33 @@ def test_malformed_mappings_are_rejected(data_copy: Path, snippet: str, message:
         KnowledgeBase.load(data_dir=data_copy)
 
 
-def test_state_linked_needs_evidence(data_copy: Path) -> None:
-    _edit(data_copy / "hiya.yaml", "state_linked: false", "state_linked: true")
-    with pytest.raises(KnowledgeBaseError, match="needs `state_link` facts"):
-        KnowledgeBase.load(data_dir=data_copy)
+def test_the_old_state_linked_flag_is_refused_with_its_replacement(data_copy: Path) -> None:
+    _edit(
+        data_copy / "hiya.yaml",
+        "    sources: [site-hiya]",
+        "    state_linked: true\n    sources: [site-hiya]",
+    )
+    with pytest.raises(KnowledgeBaseError, match="replaced by `state_control`"):
+        KnowledgeBase.load(data_dir=data_copy, datasets=False)
+
+
+def test_state_control_needs_sourced_facts(data_copy: Path) -> None:
+    _edit(
+        data_copy / "hiya.yaml",
+        "    sources: [site-hiya]",
+        "    sources: [site-hiya]\n    state_control: [{statement: owned by a state}]",
+    )
+    with pytest.raises(KnowledgeBaseError, match="source"):
+        KnowledgeBase.load(data_dir=data_copy, datasets=False)
+
+
+def test_dataset_aliases_are_checked(data_copy: Path) -> None:
+    _append(
+        data_copy / "hiya.yaml",
+        "datasets:\n  - {dataset: v2fly, entity: hiya, organisation: no-such-org}\n",
+    )
+    with pytest.raises(KnowledgeBaseError, match="unknown organisation 'no-such-org'"):
+        KnowledgeBase.load(data_dir=data_copy, datasets=False)
 
 
 def test_country_must_be_known(data_copy: Path) -> None:
@@ -298,7 +345,6 @@ def test_yaml_errors_name_file_and_line(data_copy: Path) -> None:
         ("foo.bar.xiaomi.net", "xiaomi", MatchedBy.REGISTRABLE_DOMAIN, "xiaomi.net", None),
         ("android.clients.google.com", "google", MatchedBy.EXACT_HOST, None, ["os_platform"]),
         ("www.vivo.com.cn", "vivo", MatchedBy.REGISTRABLE_DOMAIN, "vivo.com.cn", None),
-        ("d111111abcdef8.cloudfront.net", "aws", MatchedBy.REGISTRABLE_DOMAIN, None, ["cdn_cloud"]),
     ],
 )
 def test_precedence(
@@ -402,14 +448,17 @@ def test_non_string_hosts_do_not_crash(kb: KnowledgeBase) -> None:
 # --- IP lookups and combined lookups -----------------------------------------------------------
 
 
-def test_lookup_ip_maps_asn_name_to_organisation(kb: KnowledgeBase) -> None:
+def test_an_address_gives_the_hosting_never_the_recipient(kb: KnowledgeBase) -> None:
     facts = kb.ipdb.lookup("8.8.8.8")
     if facts.asn_org != "GOOGLE":
         pytest.skip(f"bundled data names 8.8.8.8's AS {facts.asn_org!r}")
     a = kb.lookup_ip("8.8.8.8")
-    assert (a.organisation, a.matched_by, a.matched) == ("google", MatchedBy.ASN, "GOOGLE")
+    assert a.organisation is None and a.matched_by is MatchedBy.NONE
+    assert a.hosting is not None and a.hosting.organisation == "google"
+    assert (a.hosting.basis, a.hosting.asn_org) == ("asn-name", "GOOGLE")
     assert a.server_country == facts.country
-    assert a.sources[0].publisher == "ARIN"
+    assert a.hosting.source is not None and a.hosting.source.publisher == "ARIN"
+    assert a.note == f"unknown operator, hosted by {a.hosting.label}"
 
 
 def test_private_address_has_no_country_and_a_reason(kb: KnowledgeBase) -> None:
@@ -427,13 +476,20 @@ def test_host_decides_and_address_adds_server_facts(kb: KnowledgeBase) -> None:
     _assert_fact(a.server_country_adequacy)
 
 
-def test_unknown_host_on_a_chinese_cloud_is_attributed_by_asn(kb: KnowledgeBase) -> None:
+def test_unknown_host_on_a_chinese_cloud_is_hosted_there_not_sent_there(
+    kb: KnowledgeBase,
+) -> None:
     facts = kb.ipdb.lookup("47.88.1.1")
     if facts.asn_org != "Alibaba US Technology Co., Ltd.":
         pytest.skip(f"bundled data names 47.88.1.1's AS {facts.asn_org!r}")
     a = kb.lookup("api.unknown-app.example", "47.88.1.1")
-    assert (a.organisation, a.parent, a.matched_by) == ("alibaba-cloud", "alibaba", MatchedBy.ASN)
-    assert a.categories == (Category.CDN_CLOUD,)
+    assert a.organisation is None and a.basis is Basis.NONE and a.categories == ()
+    assert a.hosting is not None
+    assert (a.hosting.organisation, a.hosting.same_family) == ("alibaba-cloud", False)
+    assert a.note is not None and "unknown operator, hosted by Alibaba Cloud" in a.note
+    # the same network under a name Alibaba runs: named by the name, hosting in the family
+    b = kb.lookup("www.alibaba.com", "47.88.1.1")
+    assert b.organisation == "alibaba" and b.hosting is not None and b.hosting.same_family
 
 
 # --- organisation details ---------------------------------------------------------------------
@@ -443,10 +499,17 @@ def test_chinese_vendor_carries_intelligence_law_facts(kb: KnowledgeBase) -> Non
     a = kb.lookup_host("tracking.miui.com")
     # Not state-owned, but headquartered where the law obliges support of intelligence work:
     # a state-link fact in the sense of the Belgian and Lithuanian assessments.
-    assert a.country == "CN" and a.state_linked is True
+    assert a.country == "CN" and a.state_linked is True and a.state_control == ()
+    (exp,) = [e for e in a.legal_exposure if e.country == "CN"]
+    assert exp.via == "headquarters" and exp.intelligence_obligation
+    assert exp.basis.startswith("National Intelligence Law art. 7")
+    assert "headquartered in China (CN), as Xiaomi Corporation is" in exp.basis
     assert any(f.source.id == "prc-nil-2017" for f in a.state_link)
     google = kb.lookup_host("android.clients.google.com")
     assert google.country == "US" and google.state_linked is False
+    # symmetric: US law reaches Google as the PRC's reaches Xiaomi, shown in words
+    (us,) = google.legal_exposure
+    assert us.country == "US" and not us.intelligence_obligation and "FISA" in us.basis
     nil = [f for f in a.jurisdiction if f.source.id == "prc-nil-2017"]
     assert {"art. 7" in f.statement or "art. 14" in f.statement for f in nil} == {True}
     assert len(nil) == 2 and all(f.date == "2017-06-27" for f in nil)
@@ -456,18 +519,34 @@ def test_chinese_vendor_carries_intelligence_law_facts(kb: KnowledgeBase) -> Non
     )
 
 
-def test_state_link_is_inherited_from_the_parent(kb: KnowledgeBase) -> None:
-    a = kb.lookup_host("ecs.myhuaweicloud.com")
-    assert (a.organisation, a.parent) == ("huawei-cloud", "huawei")
-    assert a.state_linked is True and a.state_link
+def test_legal_exposure_is_inherited_from_the_parent(kb: KnowledgeBase) -> None:
+    a = kb.lookup_host("api.tiktokv.com")
+    assert (a.organisation, a.parent, a.country) == ("tiktok", "bytedance", "SG")
+    vias = {(e.country, e.via) for e in a.legal_exposure}
+    assert ("CN", "parent headquarters") in vias
+    assert a.state_linked is True and a.state_control == ()
     for f in a.state_link:
         _assert_fact(f)
+
+
+def test_a_server_country_adds_its_own_exposure(kb: KnowledgeBase) -> None:
+    facts = kb.ipdb.lookup("8.8.8.8")
+    if facts.country != "US":
+        pytest.skip(f"bundled data places 8.8.8.8 in {facts.country!r}")
+    a = kb.lookup("tracking.miui.com", "8.8.8.8")
+    assert [(e.country, e.via) for e in a.legal_exposure] == [
+        ("CN", "headquarters"),
+        ("US", "server location"),
+    ]
+    assert a.legal_exposure[1].basis.endswith("the server stands in United States (US)")
+    assert a.state_linked  # by the headquarters law, not by the server's
 
 
 def test_state_owned_carriers(kb: KnowledgeBase) -> None:
     for host, org in (("www.ctyun.cn", "china-telecom"), ("www.10086.cn", "china-mobile")):
         a = kb.lookup_host(host)
         assert a.organisation == org and a.state_linked is True
+        assert any(f.source.id == "sasac" for f in a.state_control)
         assert any(f.source.id == "sasac" for f in a.state_link)
 
 
@@ -531,7 +610,11 @@ def test_classify_hosts_matches_per_row_lookups(kb: KnowledgeBase) -> None:
         assert (None if pd.isna(row[m.ORGANISATION]) else row[m.ORGANISATION]) == a.organisation
         assert row[m.MATCHED_BY] == str(a.matched_by)
         assert bool(row[m.STATE_LINKED]) is a.state_linked
-    assert out.loc[18, m.STATE_LINKED]
+        assert row[m.BASIS] == str(a.basis) and row[m.CONFIDENCE] == str(a.confidence)
+    assert out.loc[16, m.ORGANISATION] == "spotify" and not out.loc[16, m.STATE_LINKED]
+    assert pd.isna(out.loc[18, m.ORGANISATION])  # a cloud's name: hosting only
+    assert out.loc[18, m.HOSTING_ORG] == "huawei-cloud"
+    assert out.loc[10, m.LEGAL_EXPOSURE] == "CN"
     assert isinstance(out[m.ORGANISATION].dtype, pd.CategoricalDtype)
 
 
@@ -543,16 +626,18 @@ def test_classify_hosts_with_addresses(kb: KnowledgeBase) -> None:
     assert out[m.ORGANISATION].tolist()[0] == "xiaomi"
     assert out[m.SERVER_COUNTRY].tolist()[2] is None or pd.isna(out[m.SERVER_COUNTRY].tolist()[2])
     google = kb.ipdb.lookup("8.8.8.8").asn_org == "GOOGLE"
-    if google:
-        assert out[m.ORGANISATION].tolist()[1] == "google"
-        assert out[m.MATCHED_BY].tolist()[1] == "asn"
-        assert out[m.ORGANISATION].tolist()[3] == "google"
+    if google:  # the AS is the hosting, never the recipient
+        assert pd.isna(out[m.ORGANISATION].tolist()[1])
+        assert out[m.MATCHED_BY].tolist()[1] == "none"
+        assert out[m.HOSTING_ORG].tolist()[1] == "google"
+        assert out[m.HOSTING_ORG].tolist()[3] == "google"
+        assert out[m.HOSTING_ORG].tolist()[0] == "google"  # xiaomi's host on Google's network
     with pytest.raises(ValueError, match="same length"):
         kb.classify_hosts(["a.com"], ["1.1.1.1", "2.2.2.2"])
 
 
 def test_output_is_deterministic(kb: KnowledgeBase) -> None:
-    fresh = KnowledgeBase.load()
+    fresh = KnowledgeBase.load(datasets=False)
     for host in ("tracking.miui.com", "www.booking.com", "ecs.myhuaweicloud.com"):
         assert kb.lookup_host(host).to_json() == fresh.lookup_host(host).to_json()
     hosts = ["b.xiaomi.com", "a.qq.com", "b.xiaomi.com"]
@@ -563,7 +648,7 @@ def test_output_is_deterministic(kb: KnowledgeBase) -> None:
 
 
 def test_lookup_command_json() -> None:
-    data, text = lookup_command("TRACKING.MIUI.COM.", [], as_json=True)
+    ((data, text),) = list(lookup_command(["TRACKING.MIUI.COM."], [], as_json=True))
     for key in (
         "host",
         "ip",
@@ -572,6 +657,13 @@ def test_lookup_command_json() -> None:
         "country",
         "categories",
         "state_linked",
+        "state_control",
+        "legal_exposure",
+        "basis",
+        "confidence",
+        "evidence",
+        "conflicts",
+        "hosting",
         "jurisdiction",
         "server_country",
         "asn",
@@ -583,15 +675,22 @@ def test_lookup_command_json() -> None:
     assert data["jurisdiction"] and all(
         f["source"]["url"] and f["source"]["year"] and f["date"] for f in data["jurisdiction"]
     )
-    assert json.loads(text) == data
-    assert data["kb"]["kb_version"]
+    assert json.loads(text) == data and "\n" not in text  # one object per line
+    assert data["kb"]["kb_version"] and data["basis"] == "kb-host"
+    assert data["legal_exposure"][0]["basis"].startswith("National Intelligence Law")
+
+
+def test_lookup_command_takes_many_targets() -> None:
+    out = list(lookup_command(["tracking.miui.com", "8.8.8.8", "<b>x"], [], as_json=True))
+    assert [d["organisation"] for d, _ in out] == ["xiaomi", None, None]
+    assert out[1][0]["ip"] == "8.8.8.8" and out[2][0]["note"] == "not a valid host name"
 
 
 def test_lookup_command_text_and_ip() -> None:
-    data, text = lookup_command("www.ctyun.cn", [], as_json=False)
-    assert "China Telecom Corporation Limited" in text and "state-linked:  yes" in text
-    assert "SASAC" in text
-    data, text = lookup_command("192.0.2.1", [], as_json=False)
+    ((data, text),) = lookup_command(["www.ctyun.cn"], [], as_json=False)
+    assert "recipient:     China Telecom Corporation Limited" in text
+    assert "state control:" in text and "SASAC" in text and "state-linked" not in text
+    ((data, text),) = lookup_command(["192.0.2.1"], [], as_json=False)
     assert data["ip"] == "192.0.2.1" and data["server_country"] is None
     assert "RFC 5737" in text
 
@@ -616,7 +715,9 @@ def test_annotate_adds_the_flow_table_columns(kb: KnowledgeBase) -> None:
     assert out[C.CATEGORIES].tolist()[0] == "vendor_telemetry"
     assert out[C.COUNTRY].tolist() == ["CN", "CN", None]
     assert out[C.STATE_LINKED].tolist() == [True, True, False]
+    assert out[C.STATE_CONTROL].tolist() == [False, True, False]
     assert out[C.MATCHED_BY].tolist() == ["exact-host", "registrable-domain", "none"]
+    assert out[C.BASIS].tolist() == ["kb-host", "kb-domain", "none"]
     assert out[C.SERVER_COUNTRY].tolist()[2] is None
     assert list(out.index) == [5, 6, 7]
 
