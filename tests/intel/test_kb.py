@@ -20,7 +20,6 @@ from auditor.intel.kb import (
 )
 from auditor.intel.model import (
     Basis,
-    Category,
     CertSubject,
     Confidence,
     Fact,
@@ -734,3 +733,91 @@ def test_vendor_adequacy_and_provenance(kb: KnowledgeBase) -> None:
     assert (adequacy["CN"], adequacy["JP"], adequacy["FR"]) == (False, True, True)
     assert kb.describe()["kb_version"] == kb.version
     assert kb.ip_database()[0]["kind"] == "bundled"
+
+
+# --- the evidence ladder: certificate, CNAME, conflicts ----------------------------------------
+
+
+def _cert(org: str, *names: str, country: str | None = None) -> CertSubject:
+    return CertSubject(
+        org=org,
+        country=country,
+        cn=names[0] if names else None,
+        names=tuple(names),
+        issuer="DigiCert Inc",
+        sha256="ab" * 32,
+        seen_by="proxy",
+    )
+
+
+def test_a_certificate_names_the_recipient_when_the_name_says_nothing(kb: KnowledgeBase) -> None:
+    a = kb.lookup(
+        "api.unknown-app.example",
+        cert=_cert("Example Analytics GmbH", "*.unknown-app.example", country="DE"),
+    )
+    # an organisation the KB does not know: named as the certificate names it, low confidence
+    assert a.organisation == "certificate:example-analytics"
+    assert a.organisation_name == "Example Analytics GmbH" and a.basis is Basis.CERTIFICATE
+    assert (a.country, a.confidence) == ("DE", Confidence.LOW)
+    assert a.evidence[0].detail == "certificate issued to Example Analytics GmbH, by DigiCert Inc"
+    b = kb.lookup(
+        "api.unknown-app.example", cert=_cert("Xiaomi Corporation", "*.unknown-app.example")
+    )
+    assert (b.organisation, b.confidence) == ("xiaomi", Confidence.MEDIUM)  # a KB name
+    assert b.sources[0].url == "urn:sha256:" + "ab" * 32
+
+
+def test_a_certificate_that_does_not_cover_the_host_is_no_evidence(kb: KnowledgeBase) -> None:
+    a = kb.lookup("api.unknown-app.example", cert=_cert("Xiaomi Corporation", "other.example"))
+    assert a.organisation is None and a.basis is Basis.NONE
+    deep = kb.lookup(
+        "a.b.unknown-app.example", cert=_cert("Xiaomi Corporation", "*.unknown-app.example")
+    )
+    assert deep.basis is Basis.NONE  # a wildcard covers one label only
+
+
+def test_a_cdn_certificate_is_hosting(kb: KnowledgeBase) -> None:
+    a = kb.lookup("shop.unknown.example", cert=_cert("Cloudflare, Inc.", "shop.unknown.example"))
+    assert a.organisation is None and a.hosting is not None
+    assert a.hosting.organisation == "cloudflare"
+
+
+def test_a_cname_chain_that_ends_under_a_known_name(kb: KnowledgeBase) -> None:
+    a = kb.lookup("stats.someapp.example", cnames=["stats.someapp.example", "x.tracking.miui.com"])
+    assert a.organisation == "xiaomi" and a.basis is Basis.CNAME
+    assert a.confidence is Confidence.MEDIUM
+    assert a.evidence[0].matched == "stats.someapp.example CNAME x.tracking.miui.com"
+    cdn = kb.lookup("img.someapp.example", cnames=["e1234.a.akamaiedge.net"])
+    assert cdn.organisation is None and cdn.hosting is not None
+    assert cdn.hosting.organisation == "akamai"
+
+
+def test_conflicting_rungs_are_kept_and_shown(kb: KnowledgeBase) -> None:
+    """The name says Xiaomi; a certificate issued to Google says otherwise: the stronger rung
+    names the recipient, the other is kept as a conflict, never dropped."""
+    a = kb.lookup("tracking.miui.com", cert=_cert("Google LLC", "tracking.miui.com"))
+    assert a.organisation == "xiaomi" and a.basis is Basis.KB_HOST
+    assert [(c.basis, c.organisation) for c in a.conflicts] == [(Basis.CERTIFICATE, "google")]
+    assert "google-site" not in {s.id for s in a.sources} or a.conflicts
+    same = kb.lookup("tracking.miui.com", cert=_cert("Xiaomi Corporation", "tracking.miui.com"))
+    assert same.conflicts == ()
+    assert Basis.CERTIFICATE in {e.basis for e in same.evidence}
+
+
+def test_annotate_reads_the_flow_tables_name_evidence(kb: KnowledgeBase) -> None:
+    from auditor import columns as C
+
+    flows = pd.DataFrame(
+        {
+            C.FLOW_ID: ["f1", "f2", "f3"],
+            C.NAME: ["api.unknown-app.example"] * 2 + ["stats.someapp.example"],
+            C.SERVER_IP: [None, None, None],
+            C.CERT_ORG: ["Xiaomi Corporation", None, None],
+            C.CERT_NAMES: ["*.unknown-app.example", None, None],
+            C.CNAMES: [None, None, "stats.someapp.example;x.tracking.miui.com"],
+        }
+    )
+    out = kb.annotate(flows)
+    # per flow: the same host is attributed where a certificate says so, not where none did
+    assert out[C.ORGANISATION].tolist() == ["xiaomi", None, "xiaomi"]
+    assert out[C.BASIS].tolist() == ["certificate", "none", "cname"]
