@@ -928,11 +928,14 @@ class KnowledgeBase:
             e = self._exposure_of(server_country, "server location", None)
             if e is not None:
                 exposures.append(e)
+        # A conflict is a rung that names a knowledge-base organisation of another family:
+        # two data-set entities the KB does not know (a list "aliyun" beside Alibaba) may be
+        # the same company under two names, and are shown as evidence, not as a conflict.
         conflicts: list[NameEvidence] = []
         if win is not None:
             seen = {win.family}
             for r in rungs.recipient[1:]:
-                if r.family not in seen:
+                if r.ev.organisation is not None and r.family not in seen:
                     seen.add(r.family)
                     conflicts.append(r.ev)
         hosting = self._hosting(ip, facts, rungs, view.root if view else None)
