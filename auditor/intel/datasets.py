@@ -385,7 +385,8 @@ class RuleBuilder:
             self.skipped += 1  # an address is looked up as an address, not as a name
             return False
         key = (exact, host)
-        cats = tuple(categories)
+        given = set(categories)
+        cats = tuple(c for c in Category if c in given)  # one order, whatever the input's
         old = self._rules.get(key)
         if old is None:
             if len(self._rules) >= MAX_RULES:
@@ -393,7 +394,8 @@ class RuleBuilder:
             self._rules[key] = (entity, cats)
         elif old[0] == entity:
             if cats and not set(cats) <= set(old[1]):
-                self._rules[key] = (entity, tuple(dict.fromkeys(old[1] + cats)))
+                both = set(old[1]) | set(cats)
+                self._rules[key] = (entity, tuple(c for c in Category if c in both))
         else:
             self.warnings.add(
                 f"{where}: {host} is claimed by {safe_text(old[0])!r} and "

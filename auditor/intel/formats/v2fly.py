@@ -319,8 +319,8 @@ def _claims(
                     found = claims.setdefault((r.exact, r.host), [])
                     if not any(c[3] for c in found):
                         found.append((name, r.ads, inc.where, False))
-    for inc_list in lists.values():
-        for inc in inc_list.includes:
+    for name in owners:
+        for inc in lists[name].includes:
             if inc.name not in lists:
                 warnings.add(f"{inc.where}: includes {inc.name!r}, which does not exist")
     return claims
