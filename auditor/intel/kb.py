@@ -90,6 +90,7 @@ _ORG_FILE_KEYS = ("organisations", "domains", "hosts", "asns", "datasets")
 # --- the public suffix list, offline ------------------------------------------------------------
 
 
+@functools.cache
 def psl_version() -> str:
     """Which public suffix list is in use (tldextract's bundled snapshot)."""
     from importlib.metadata import version
