@@ -418,12 +418,9 @@ class KnowledgeBase:
         if ipdb is None:
             ipdb = IpDatabase(mmdb) if mmdb else None
         if datasets is True:
-            try:  # TEMPORARY-DATASETS-GUARD
-                from auditor.intel.datasets import load_datasets
+            from auditor.intel.datasets import load_datasets
 
-                datasets = load_datasets()
-            except ImportError:
-                datasets = None
+            datasets = load_datasets()
         return cls(
             version=base["version"],
             updated=base["updated"],

@@ -65,8 +65,7 @@ def parse_intel_yaml(
     version: 1
     source: {title: ..., publisher: ..., year: 2024, url: https://...}   # optional
     sources: {my-id: {title: ..., publisher: ..., year: ..., url: ...}}   # optional
-    organisations: [{id: acme-ads, name: ..., country: FR, categories: [...],
-                     state_linked: false}]
+    organisations: [{id: acme-ads, name: ..., country: FR, categories: [...]}]
     entries:
       - {host: t.acme.example, organisation: acme-ads, categories: [advertising]}
       - {domain: acme.example, organisation: acme-ads}
