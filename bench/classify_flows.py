@@ -4,7 +4,9 @@ Target (intel brief): at least 500,000 rows/s for 1,000,000 rows over about 5,00
 hosts. The same run measures a naive per-row ``lookup_host`` (no cache) on a 20,000-row sample
 of the same column, so the ratio compares like with like on this machine. Also reported: the
 run with server addresses (each host seen on one or two addresses, as flows are), the peak
-Python-heap memory of one bulk classification (tracemalloc) and the process's peak RSS.
+Python-heap memory of one bulk classification (tracemalloc) and the process's peak RSS, and
+the run analysis makes: addresses plus the flow table's name evidence (server certificates,
+CNAME chains), each distinct combination a rung lookup. The target holds for all three.
 """
 
 from __future__ import annotations
@@ -102,11 +104,37 @@ def make_ips(rng: np.random.Generator, idx: np.ndarray, n_hosts: int) -> pd.Seri
     return pd.Series(text[inv], dtype=object)
 
 
-def timed_bulk(column: pd.Series, ips: pd.Series | None = None) -> tuple[float, pd.DataFrame]:
+def make_evidence(rng: np.random.Generator, hosts: list[str], idx: np.ndarray) -> pd.DataFrame:
+    """The flow table's name evidence as analysis passes it: a server certificate for a
+    third of the hosts (one per host; the rest TLS 1.3 or unseen) and a CNAME chain for a
+    tenth, the other columns empty, as in real sessions."""
+    from auditor import columns as C
+
+    n_hosts = len(hosts)
+    has_cert = rng.random(n_hosts) < 0.33
+    has_cname = rng.random(n_hosts) < 0.10
+    org = np.asarray([f"Org {i % 900} Inc." if has_cert[i] else None for i in range(n_hosts)])
+    names = np.asarray([f"*.{h.split('.', 1)[-1]}" if has_cert[i] else None
+                        for i, h in enumerate(hosts)], dtype=object)  # fmt: skip
+    chain = np.asarray([f"{h};e{i}.a.akamaiedge.net" if has_cname[i] else None
+                        for i, h in enumerate(hosts)], dtype=object)  # fmt: skip
+    return pd.DataFrame(
+        {
+            C.CERT_ORG: pd.Series(org[idx], dtype=object),
+            C.CERT_NAMES: pd.Series(names[idx], dtype=object),
+            C.CERT_SHA256: pd.Series([None] * len(idx), dtype=object),
+            C.CNAMES: pd.Series(chain[idx], dtype=object),
+        }
+    )
+
+
+def timed_bulk(
+    column: pd.Series, ips: pd.Series | None = None, evidence: pd.DataFrame | None = None
+) -> tuple[float, pd.DataFrame]:
     kb = KnowledgeBase.load()  # fresh: every distinct host is looked up inside the timing
     kb.ipdb.lookup("8.8.8.8")  # the bundled IP data loads once per process, not per run
     t0 = time.perf_counter()
-    out = kb.classify_hosts(column, ips)
+    out = kb.classify_hosts(column, ips, evidence=evidence)
     return time.perf_counter() - t0, out
 
 
@@ -118,6 +146,8 @@ def main() -> dict[str, Any]:
 
     bulk = [timed_bulk(column)[0] for _ in range(ROUNDS)]
     with_ips = [timed_bulk(column, ips)[0] for _ in range(ROUNDS)]
+    evidence = make_evidence(rng, hosts, idx)
+    with_evidence = [timed_bulk(column, ips, evidence)[0] for _ in range(ROUNDS)]
     _, frame = timed_bulk(column)
 
     kb = KnowledgeBase.load()
@@ -135,6 +165,7 @@ def main() -> dict[str, Any]:
 
     bulk_s = statistics.median(bulk)
     ips_s = statistics.median(with_ips)
+    ev_s = statistics.median(with_evidence)
     naive_rps = SAMPLE / naive_s
     out = {
         "rows": ROWS,
@@ -144,11 +175,13 @@ def main() -> dict[str, Any]:
         "bulk_rows_per_s": round(ROWS / bulk_s),
         "bulk_with_ips_seconds": round(ips_s, 3),
         "bulk_with_ips_rows_per_s": round(ROWS / ips_s),
+        "bulk_with_ips_and_evidence_seconds": round(ev_s, 3),
+        "bulk_with_ips_and_evidence_rows_per_s": round(ROWS / ev_s),
         "naive_sample_rows": SAMPLE,
         "naive_rows_per_s": round(naive_rps),
         "speedup_vs_naive": round((ROWS / bulk_s) / naive_rps, 1),
         "target_rows_per_s": 500_000,
-        "meets_target": ROWS / bulk_s >= 500_000,
+        "meets_target": min(ROWS / bulk_s, ROWS / ips_s, ROWS / ev_s) >= 500_000,
         "classify_peak_heap_mib": round(peak / 2**20, 1),
         "process_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "attributed_rows": int(frame["organisation"].notna().sum()),

@@ -1046,11 +1046,27 @@ class KnowledgeBase:
         for name in ev_cols:
             assert evidence is not None
             columns.append(evidence[name].to_numpy(dtype=object))
+        # one mixed-radix code per row over all columns, refactorized only when the radix
+        # would overflow; an evidence column with no value at all is left out
         codes = np.zeros(n, dtype=np.int64)
-        for col in columns:
+        radix = 1
+        kept: list[np.ndarray] = []
+        kept_ev: list[str] = []
+        for j, col in enumerate(columns):
             vcodes, uniq = pd.factorize(col, use_na_sentinel=True)
-            codes = codes * (len(uniq) + 1) + (vcodes.astype(np.int64) + 1)
-            codes = pd.factorize(codes)[0].astype(np.int64)
+            if j >= 2 and len(uniq) == 0:
+                continue
+            kept.append(col)
+            if j >= 2:
+                kept_ev.append(ev_cols[j - 2])
+            width = len(uniq) + 1
+            if radix * width >= 2**62:
+                dense, seen = pd.factorize(codes)
+                codes, radix = dense.astype(np.int64), len(seen)
+            codes = codes * width + (vcodes.astype(np.int64) + 1)
+            radix *= width
+        codes = pd.factorize(codes)[0].astype(np.int64)
+        columns, ev_cols = kept, kept_ev
         # codes are dense (0..k-1) after the last factorize: one lookup per distinct code
         _, first = np.unique(codes, return_index=True)
         rows = [self._row([col[i] for col in columns], ev_cols) for i in first.tolist()]

@@ -95,7 +95,7 @@ def test_loads_with_version_and_date(kb: KnowledgeBase) -> None:
         "alipay.com": "ant-group",
         "myqcloud.com": "tencent",
         "bcebos.com": "baidu",
-        "pangle.io": "bytedance",
+        "pangle.io": "pangle",  # ByteDance's ad network (parent bytedance)
         "qhimg.com": "qihoo360",
         "adsunflower.com": "adups",
         "avcdn.net": "avast",
