@@ -23,6 +23,7 @@ import io
 import ipaddress
 import json
 import logging
+import lzma
 import os
 import re
 import shutil
@@ -351,6 +352,9 @@ def web_url(value: object, warnings: Warnings, what: str) -> str | None:
 
 
 def is_ip_literal(host: str) -> bool:
+    """An IPv4 literal (normalised host names hold no IPv6 ones)."""
+    if not host.replace(".", "").isdigit():
+        return False
     try:
         ipaddress.ip_address(host)
     except ValueError:
@@ -863,6 +867,10 @@ def _gunzip(data: bytes, where: str, limit: int) -> bytes:
     return bytes(out)
 
 
+_STREAM_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError)
+"""What a damaged compressed stream raises (bz2 raises OSError)."""
+
+
 class _Budget:
     """Bytes and files read from one source, capped: an archive bomb stops here."""
 
@@ -946,7 +954,7 @@ def _zip_tree(fileobj: io.BufferedReader, where: str, budget: _Budget) -> _Tree:
     try:
         zf = zipfile.ZipFile(fileobj)
         infos = [i for i in zf.infolist() if not i.is_dir()]
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+    except (zipfile.BadZipFile, ValueError, NotImplementedError, *_STREAM_ERRORS) as exc:
         raise IntelImportError(f"{where}: damaged zip archive: {exc}") from None
     if len(infos) > MAX_TREE_FILES:
         raise IntelImportError(f"{where}: over {MAX_TREE_FILES} files")
@@ -962,7 +970,7 @@ def _zip_tree(fileobj: io.BufferedReader, where: str, budget: _Budget) -> _Tree:
         try:
             with zf.open(info) as f:
                 out = f.read(MAX_MEMBER_BYTES + 1)
-        except (zipfile.BadZipFile, NotImplementedError, ValueError, OSError, EOFError) as exc:
+        except (zipfile.BadZipFile, NotImplementedError, ValueError, *_STREAM_ERRORS) as exc:
             raise IntelImportError(f"{where}/{name}: damaged zip member: {exc}") from None
         except RuntimeError as exc:  # an encrypted member
             raise IntelImportError(f"{where}/{name}: {exc}") from None
@@ -991,7 +999,7 @@ def _tar_tree(fileobj: io.BufferedReader, where: str, budget: _Budget) -> _Tree:
             name = _clean_member(m.name)
             if name is not None:
                 members.setdefault(name, m)
-    except (tarfile.TarError, EOFError, OSError, zlib.error, ValueError) as exc:
+    except (tarfile.TarError, ValueError, *_STREAM_ERRORS) as exc:
         raise IntelImportError(f"{where}: damaged tar archive: {exc}") from None
     shown = _strip_top(list(members))
 
@@ -1000,7 +1008,7 @@ def _tar_tree(fileobj: io.BufferedReader, where: str, budget: _Budget) -> _Tree:
         try:
             f = tf.extractfile(m)
             out = f.read(MAX_MEMBER_BYTES + 1) if f is not None else b""
-        except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+        except (tarfile.TarError, ValueError, *_STREAM_ERRORS) as exc:
             raise IntelImportError(f"{where}/{name}: damaged tar member: {exc}") from None
         budget.take(len(out), name)
         return out
