@@ -120,7 +120,10 @@ def read_server_flight(stream: bytes | bytearray) -> ServerFlight:
             if msg == 0 and mtype != SERVER_HELLO:
                 raise MalformedError(f"handshake type {mtype} is not a ServerHello")
             if mtype == CERTIFICATE:
-                return _certificate(handshake, body, mlen, version)
+                got = _certificate(handshake, body, mlen, version)
+                if got.done:
+                    return got
+                break  # the leaf is in records still to come
             if mlen > MAX_FLIGHT:
                 raise MalformedError(f"handshake message of {mlen} bytes")
             if body + mlen > len(handshake):
