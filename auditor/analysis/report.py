@@ -138,9 +138,9 @@ def write_report(
 
 
 def _evidence_text(ev: dict[str, Any]) -> str:
-    """``dataset (v2fly: domain:umeng.com) -> Umeng``: one rung of the evidence, in words."""
+    """``dataset (v2fly: domain:umeng.com): Umeng``: one rung of the evidence, in words."""
     detail = ev.get("detail") or ev.get("matched") or ""
-    return f"{ev.get('basis')} ({detail}) -> {ev.get('name')}"
+    return f"{ev.get('basis')} ({detail}): {ev.get('name')}"
 
 
 def _basis_text(e: dict[str, Any]) -> str:

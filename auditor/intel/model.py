@@ -347,6 +347,21 @@ class Hosting:
         }
 
 
+def _law_name(f: Fact) -> str | None:
+    """A short name for the law a fact states: the statement's own head ("National
+    Intelligence Law art. 7: ..."), else the source title's closing parenthesis ("... (FISA
+    section 702)"); None for a fact that names no law that way (a warning citing the law)."""
+    head, sep, _ = f.statement.partition(":")
+    if sep and len(head) <= 80:
+        return " ".join(head.split())
+    title = f.source.title.strip()
+    if title.endswith(")") and "(" in title:
+        inner = title[title.rindex("(") + 1 : -1].strip()
+        if 0 < len(inner) <= 40:
+            return inner
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Exposure:
     """The laws of one country that can compel access to what the recipient holds, and why
@@ -362,10 +377,8 @@ class Exposure:
     @property
     def basis(self) -> str:
         """The basis in words, never a bare yes: which law, and why it applies."""
-        heads = [f.statement.split(":", 1)[0] for f in self.facts if ":" in f.statement[:80]]
-        laws = "; ".join(dict.fromkeys(" ".join(h.split()) for h in heads)) or "; ".join(
-            dict.fromkeys(f.source.title for f in self.facts)
-        )
+        named = [n for n in (_law_name(f) for f in self.facts) if n]
+        laws = "; ".join(dict.fromkeys(named or [f.source.title for f in self.facts]))
         where = f"{self.country_name} ({self.country})"
         if self.via == "server location":
             why = f"the server stands in {where}"
