@@ -313,7 +313,7 @@ class KnowledgeBase:
         intel: Sequence[IntelFile] = (),
         ipdb: IpDatabase | None = None,
         datasets: DatasetIndex | None = None,
-        aliases: Mapping[tuple[str, str], str] | None = None,
+        aliases: Mapping[tuple[str, str], str | None] | None = None,
     ) -> None:
         self.version = version
         self.updated = updated
@@ -747,7 +747,12 @@ class KnowledgeBase:
 
     def _dataset_rung(self, dm: Any, host: str, private: str | None) -> _Rung | None:
         info, entity = dm.dataset, dm.entity
-        org_id = self._aliases.get((info.id, entity.id)) or self.org_by_name(entity.name)
+        # Only a reviewed alias makes a data-set entity a KB organisation (never its name: a
+        # list called "alibaba" may hold an affiliate's domains); a veto (null) drops it.
+        key = (info.id, entity.id)
+        if key in self._aliases and self._aliases[key] is None:
+            return None
+        org_id = self._aliases.get(key)
         org = self.organisations.get(org_id) if org_id else None
         domain = dm.rule.partition(":")[2] or dm.rule
         cats = tuple(dm.categories) or (org.categories if org else ())
@@ -1237,7 +1242,7 @@ def _load_data(data_dir: Path) -> dict[str, Any]:
                         )
                     claimed[slot] = where
                     mappings.append(mp)
-    aliases: dict[tuple[str, str], str] = {}
+    aliases: dict[tuple[str, str], str | None] = {}
     for path, doc in pending:
         items = doc.get("datasets") or []
         if not isinstance(items, list):
@@ -1253,7 +1258,10 @@ def _load_data(data_dir: Path) -> dict[str, Any]:
             ds, entity, target = (item.get(k) for k in ("dataset", "entity", "organisation"))
             if not isinstance(ds, str) or not isinstance(entity, str) or not entity:
                 raise KnowledgeBaseError(f"{at}: `dataset` and `entity` must be text")
-            if not isinstance(target, str) or target not in organisations:
+            if target is None:  # a veto: this entity names no recipient (it mixes owners)
+                if not text_field(item, "note"):
+                    raise KnowledgeBaseError(f"{at}: `organisation: null` needs a `note` (why)")
+            elif not isinstance(target, str) or target not in organisations:
                 raise KnowledgeBaseError(f"{at}: unknown organisation {target!r}")
             if (ds, entity) in aliases:
                 raise KnowledgeBaseError(f"{at}: {ds} entity {entity!r} is already aliased")

@@ -284,6 +284,27 @@ def test_state_control_needs_sourced_facts(data_copy: Path) -> None:
         KnowledgeBase.load(data_dir=data_copy, datasets=False)
 
 
+def test_a_vetoed_data_set_entity_names_no_recipient(data_copy: Path) -> None:
+    """v2fly's steam list, bundled, names a recipient; vetoed (organisation: null with a
+    reason), the same name is unknown, and a veto without a reason is refused."""
+    before = KnowledgeBase.load(data_dir=data_copy).lookup_host("store.steampowered.com")
+    assert before.basis is Basis.DATASET and before.confidence is Confidence.LOW
+    veto = "datasets:\n  - {dataset: v2fly, entity: steam, organisation: null%s}\n"
+    _append(data_copy / "hiya.yaml", veto % ", note: mixes owners")
+    after = KnowledgeBase.load(data_dir=data_copy).lookup_host("store.steampowered.com")
+    assert after.organisation is None and after.basis is Basis.NONE
+    _edit(data_copy / "hiya.yaml", ", note: mixes owners", "")
+    with pytest.raises(KnowledgeBaseError, match="needs a `note`"):
+        KnowledgeBase.load(data_dir=data_copy)
+
+
+def test_data_set_entities_are_never_matched_by_name() -> None:
+    kb = KnowledgeBase.load()
+    # v2fly's "meituan" list holds maoyan.com (Maoyan Entertainment): vetoed, and the name
+    # "meituan" alone never makes it Meituan
+    assert kb.lookup_host("x.maoyan.com").organisation is None
+
+
 def test_dataset_aliases_are_checked(data_copy: Path) -> None:
     _append(
         data_copy / "hiya.yaml",
