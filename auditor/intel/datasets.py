@@ -554,16 +554,49 @@ def compiled_bytes(doc: Mapping[str, Any]) -> bytes:
     return gzip.compress(raw.encode("utf-8"), compresslevel=9, mtime=0)
 
 
-@dataclass(frozen=True, slots=True)
 class _Loaded:
-    """A data set ready for matching."""
+    """A data set ready for matching. Its entities are built when first asked for: a
+    report touches a few hundred of a data set's thousands."""
 
-    info: DatasetInfo
-    entities: tuple[DatasetEntity, ...]
-    by_id: dict[str, DatasetEntity]
-    exact: dict[str, int]
-    domain: dict[str, int]
-    category_order: tuple[Category | None, ...]
+    __slots__ = ("_built", "_cols", "category_order", "domain", "exact", "index_of", "info")
+
+    def __init__(
+        self,
+        info: DatasetInfo,
+        cols: Mapping[str, list[Any]],
+        exact: dict[str, int],
+        domain: dict[str, int],
+        category_order: tuple[Category | None, ...],
+    ) -> None:
+        self.info = info
+        self._cols = cols
+        self._built: list[DatasetEntity | None] = [None] * len(cols["id"])
+        self.index_of = dict(zip(cols["id"], range(len(cols["id"])), strict=True))
+        self.exact = exact
+        self.domain = domain
+        self.category_order = category_order
+
+    def entity_at(self, i: int) -> DatasetEntity:
+        e = self._built[i]
+        if e is None:
+            c = self._cols
+            e = DatasetEntity(
+                id=c["id"][i],
+                name=c["name"][i],
+                country=c["country"][i],
+                parent=c["parent"][i],
+                categories=_unmask(c["categories"][i], self.category_order),
+                url=c["url"][i],
+            )
+            self._built[i] = e
+        return e
+
+    def by_id(self, entity_id: str) -> DatasetEntity | None:
+        i = self.index_of.get(entity_id)
+        return self.entity_at(i) if i is not None else None
+
+    def entities(self) -> tuple[DatasetEntity, ...]:
+        return tuple(self.entity_at(i) for i in range(len(self._built)))
 
 
 def _load_compiled(data: bytes, where: str, *, bundled: bool, path: str | None) -> _Loaded:
@@ -575,22 +608,16 @@ def _load_compiled(data: bytes, where: str, *, bundled: bool, path: str | None) 
             raise ValueError(f"not an {COMPILED_SCHEMA} document")
         meta = doc["info"]
         cats = tuple(_category_or_none(c) for c in doc["categories"])
-        cols = doc["entities"]
-        ids, names = cols["id"], cols["name"]
-        n = len(ids)
-        if not all(len(cols[k]) == n for k in ("name", "country", "parent", "categories", "url")):
+        cols = {k: doc["entities"][k] for k in _ENTITY_COLUMNS}
+        n = len(cols["id"])
+        if not all(isinstance(col, list) and len(col) == n for col in cols.values()):
             raise ValueError("entity columns differ in length")
-        entities = tuple(
-            DatasetEntity(
-                id=str(ids[i]),
-                name=str(names[i]),
-                country=cols["country"][i],
-                parent=cols["parent"][i],
-                categories=_unmask(int(cols["categories"][i]), cats),
-                url=cols["url"][i],
-            )
-            for i in range(n)
-        )
+        if not all(set(map(type, cols[k])) <= {str} for k in ("id", "name")):
+            raise ValueError("an entity id or name is not text")
+        if not all(set(map(type, cols[k])) <= {str, type(None)} for k in _OPTIONAL):
+            raise ValueError("an entity country, parent or url is not text")
+        if not set(map(type, cols["categories"])) <= {int}:
+            raise ValueError("an entity's categories are not a number")
         tables = []
         for kind in ("domain", "exact"):
             hosts_text = doc[kind]["hosts"]
@@ -617,11 +644,15 @@ def _load_compiled(data: bytes, where: str, *, bundled: bool, path: str | None) 
             skipped=int(meta["skipped"]),
             warnings=int(meta["warnings"]),
         )
+        return _Loaded(info, cols, tables[1], tables[0], cats)
     except IntelImportError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
         raise IntelImportError(f"{where}: not a compiled data set: {safe_text(str(exc))}") from None
-    return _Loaded(info, entities, {e.id: e for e in entities}, tables[1], tables[0], cats)
+
+
+_ENTITY_COLUMNS = ("id", "name", "country", "parent", "categories", "url")
+_OPTIONAL = ("country", "parent", "url")
 
 
 def _category_or_none(value: object) -> Category | None:
@@ -704,15 +735,15 @@ class DatasetIndex:
 
     def entity(self, dataset_id: str, entity_id: str) -> DatasetEntity | None:
         ds = self._by_id.get(dataset_id)
-        return ds.by_id.get(entity_id) if ds is not None else None
+        return ds.by_id(entity_id) if ds is not None else None
 
     def entities(self, dataset_id: str) -> tuple[DatasetEntity, ...]:
         ds = self._by_id.get(dataset_id)
-        return ds.entities if ds is not None else ()
+        return ds.entities() if ds is not None else ()
 
 
 def _match(ds: _Loaded, name: str, packed: int, *, exact: bool) -> DatasetMatch:
-    entity = ds.entities[packed // _CATEGORY_BITS]
+    entity = ds.entity_at(packed // _CATEGORY_BITS)
     cats = _unmask(packed % _CATEGORY_BITS, ds.category_order) or entity.categories
     rule = f"full:{name}" if exact else f"domain:{name}"
     return DatasetMatch(ds.info, entity, rule, exact, cats)
