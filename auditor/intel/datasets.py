@@ -69,6 +69,7 @@ MAX_RULES: Final = 20_000_000
 
 _CATEGORY_BITS: Final = 1 << 16  # room for 16 categories in a rule's packed value
 assert len(Category) <= 16
+_CATEGORY_ORDER: Final[tuple[Category, ...]] = tuple(Category)
 
 
 # --- records ------------------------------------------------------------------------------------
@@ -390,7 +391,7 @@ class RuleBuilder:
             return False
         key = (exact, host)
         given = set(categories)
-        cats = tuple(c for c in Category if c in given)  # one order, whatever the input's
+        cats = tuple(c for c in _CATEGORY_ORDER if c in given) if given else ()  # one order
         old = self._rules.get(key)
         if old is None:
             if len(self._rules) >= MAX_RULES:
@@ -399,7 +400,7 @@ class RuleBuilder:
         elif old[0] == entity:
             if cats and not set(cats) <= set(old[1]):
                 both = set(old[1]) | set(cats)
-                self._rules[key] = (entity, tuple(c for c in Category if c in both))
+                self._rules[key] = (entity, tuple(c for c in _CATEGORY_ORDER if c in both))
         else:
             self.warnings.add(
                 f"{where}: {host} is claimed by {safe_text(old[0])!r} and "
@@ -475,8 +476,6 @@ def iso_date(value: object) -> str | None:
 
 
 # --- the compiled form --------------------------------------------------------------------------
-
-_CATEGORY_ORDER: Final[tuple[Category, ...]] = tuple(Category)
 
 
 def _mask(categories: Iterable[Category]) -> int:
