@@ -672,9 +672,17 @@ class KnowledgeBase:
         for e in intel:
             if e.organisation and e.organisation in self.organisations:
                 recipient.append(self._intel_rung(e))
+        # a KB domain marked as hosting shelters the name as a private suffix does: a data
+        # set's rule at or above it (a company list holding its cloud's storage domain)
+        # names the hosting too
+        shelter = private
+        for r in hosting:
+            key = r.ev.matched
+            if "*" not in key and (shelter is None or len(key) > len(shelter)):
+                shelter = key
         if self._datasets is not None:
             for dm in self._datasets.match_host(host):
-                dr = self._dataset_rung(dm, host, private)
+                dr = self._dataset_rung(dm, host, shelter)
                 if dr is not None:
                     (hosting if dr.hosting else recipient).append(dr)
         return _NameRungs(
@@ -825,6 +833,15 @@ class KnowledgeBase:
     def _family(self, org_id: str) -> str:
         view = self._org_view(org_id)
         return view.root if view else org_id
+
+    def family(self, attribution: Attribution) -> str | None:
+        """The recipient's organisation family: the KB id at the top of its parent chain
+        (``google`` -> ``alphabet``), a foreign recipient's own id (a data-set entity, a
+        certificate's subject), or None for an unknown operator."""
+        org = attribution.organisation
+        if org is None:
+            return None
+        return self._family(org) if org in self.organisations else org
 
     def org_by_name(self, name: str | None) -> str | None:
         """The KB organisation whose name or one of whose legal names is ``name`` (compared
