@@ -7,8 +7,9 @@ public suffix list's trie: about 0.3 s, more with data sets. The index is that f
 folder, under a name derived from the SHA-256 of everything it was built from: auditor's
 version, Python's, the public suffix list's file, and the path, size and modification time of
 every module of ``auditor.intel``, every file of the knowledge base, of the bundled data
-sets and of the user's imported data sets (as make decides what to rebuild). Any change to them gives another name, so a stale
-index is never read; it is rebuilt on first use and older ones are removed.
+sets and of the user's imported data sets (as make decides what to rebuild). Any change to
+them gives another name, so a stale index is never read; it is rebuilt on first use and
+older ones are removed.
 
 The index is read only when its folder and file belong to the user and nobody else may
 write them (mode 0700 / 0600); otherwise it is rebuilt in memory and a warning is logged.

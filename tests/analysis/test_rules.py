@@ -35,8 +35,9 @@ XIAOMI = {C.ORGANISATION: "xiaomi", C.ORGANISATION_NAME: "Xiaomi Corporation",
           C.CATEGORIES: "vendor_telemetry"}  # fmt: skip
 GOOGLE = {C.ORGANISATION: "google", C.ORGANISATION_NAME: "Google LLC", C.COUNTRY: "US",
           C.LEGAL_EXPOSURE: "US"}  # fmt: skip
-CMCC = {C.ORGANISATION: "china-mobile", C.ORGANISATION_NAME: "China Mobile", C.COUNTRY: "CN",
-        C.STATE_CONTROL: True, C.LEGAL_EXPOSURE: "CN;server:SG", C.CATEGORIES: "carrier"}  # fmt: skip
+CMCC = {C.ORGANISATION: "china-mobile", C.ORGANISATION_NAME: "China Mobile",
+        C.COUNTRY: "CN", C.STATE_CONTROL: True, C.LEGAL_EXPOSURE: "CN;server:SG",
+        C.CATEGORIES: "carrier"}  # fmt: skip
 
 
 def _ctx(flows: pd.DataFrame, policy: str = "default", **kw) -> Context:
