@@ -3,7 +3,14 @@
 import importlib
 import sys
 
-BENCHES = ["proxy_throughput", "classify_flows", "intel_lookup", "scan_identifiers", "packets"]
+BENCHES = [
+    "proxy_throughput",
+    "classify_flows",
+    "intel_lookup",
+    "attribution",
+    "scan_identifiers",
+    "packets",
+]
 
 
 def main(argv: list[str]) -> int:
