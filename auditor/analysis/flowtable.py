@@ -9,6 +9,10 @@
   start (``time-window``), and more than one candidate UID is reported as ``ambiguous``.
 - **Step**: the scenario step that was running when the flow started (from the session's
   ``scenario_step`` events), and whether it was an idle step.
+- **Name evidence beside the name**: the leaf certificate of the server connection the flow
+  used (``cert_*``; from the recorder's ``tls_server`` records for proxy rows, from a TLS
+  <= 1.2 handshake for packet rows; ``cert_source`` says which) and the CNAME chain from the
+  flow's name through every DNS answer of the session (``cnames``).
 """
 
 from __future__ import annotations
@@ -24,8 +28,15 @@ from typing import Any
 import pandas as pd
 
 from auditor import columns as C
-from auditor.analysis.packetflows import PacketData
-from auditor.records import DnsRecord, EventRecord
+from auditor.analysis.packetflows import CERT_COLUMNS, PacketData, cname_chain, cname_map
+from auditor.records import (
+    CertificateInfo,
+    DnsRecord,
+    EventRecord,
+    HttpRecord,
+    TlsFailedRecord,
+    TlsServerRecord,
+)
 from auditor.session import Session
 from auditor.timeutil import parse_iso
 
@@ -157,6 +168,7 @@ def build_flow_table(
     df[C.NAME_EVIDENCE] = evidence
     df[C.PCAP_UID] = -1
     df[C.PCAP_APP] = ""
+    _add_certificates(df, records)
     if packets is not None and not packets.flows.empty:
         pf = packets.flows.copy()
         # an address the packets left unnamed may be named by DNS seen elsewhere in the session
@@ -165,6 +177,11 @@ def build_flow_table(
         pf.loc[unnamed, C.NAME_EVIDENCE] = "dns-answer"
         df = pd.concat([df, pf], ignore_index=True) if len(df) else pf.reset_index(drop=True)
         df[C.BYPASS] = df[C.BYPASS].fillna(False).astype(bool)
+    cnames = cname_map(_cname_pairs(records))
+    if packets is not None:
+        for owner, target in packets.cnames.items():
+            cnames.setdefault(owner, target)
+    df[C.CNAMES] = [cname_chain(n, cnames) for n in df[C.NAME]]
 
     starts = [ts.timestamp() if not pd.isna(ts) else None for ts in df[C.START]]
     app_uids, apps, app_ev = [], [], []
@@ -212,6 +229,42 @@ def build_flow_table(
     df[C.STEP] = labels
     df[C.IDLE] = idle
     return df, warnings
+
+
+def _add_certificates(df: pd.DataFrame, records: Iterable[Any]) -> None:
+    """The ``cert_*`` columns of the proxy's rows: the leaf of the ``tls_server`` record the
+    flow's ``server_conn_id`` names (a plain HTTP connection, or a session recorded before
+    the recorder kept certificates, has none)."""
+    leaves: dict[str, CertificateInfo] = {}
+    conn: dict[tuple[str, str], str] = {}
+    for r in records:
+        if isinstance(r, TlsServerRecord) and r.certificates:
+            leaves.setdefault(r.id, r.certificates[0])
+        elif isinstance(r, HttpRecord | TlsFailedRecord) and r.server_conn_id:
+            conn[(r.TYPE.value, r.id)] = r.server_conn_id
+    rows: list[tuple[Any, ...]] = []
+    for rtype, fid in zip(df[C.RECORD_TYPE], df[C.FLOW_ID], strict=True):
+        leaf = leaves.get(conn.get((rtype, fid), ""))
+        rows.append(_leaf_fields(leaf) if leaf else (None,) * len(CERT_COLUMNS))
+    for i, col in enumerate(CERT_COLUMNS):
+        df[col] = pd.Series([r[i] for r in rows], index=df.index, dtype=object)
+    df[C.CERT_SOURCE] = pd.Series(
+        ["proxy" if r[-1] is not None else None for r in rows], index=df.index, dtype=object
+    )
+
+
+def _leaf_fields(leaf: CertificateInfo) -> tuple[str | None, ...]:
+    from auditor.packets.tlscert import flow_fields  # not at import: it loads cryptography
+
+    return flow_fields(leaf)
+
+
+def _cname_pairs(records: Iterable[Any]) -> Iterable[tuple[str, str]]:
+    for r in records:
+        if isinstance(r, DnsRecord):
+            for a in r.answers:
+                if a.rtype == "CNAME":
+                    yield a.name, a.value
 
 
 def _dns_names(records: Iterable[Any]) -> dict[str, str]:

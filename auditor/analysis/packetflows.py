@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,16 @@ from typing import Any
 import pandas as pd
 
 from auditor import columns as C
+
+# the server's leaf certificate (from the packets' TLS <= 1.2 handshakes, or the proxy's)
+CERT_COLUMNS: tuple[str, ...] = (
+    C.CERT_ORG,
+    C.CERT_COUNTRY,
+    C.CERT_CN,
+    C.CERT_NAMES,
+    C.CERT_ISSUER,
+    C.CERT_SHA256,
+)
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +90,7 @@ class PacketData:
 
     flows: pd.DataFrame
     addr_names: dict[str, str] = field(default_factory=dict)
+    cnames: dict[str, str] = field(default_factory=dict)  # owner -> target, first answer seen
     lookups: list[dict[str, Any]] = field(default_factory=list)
     files: list[CaptureFile] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -174,6 +186,9 @@ def read_packet_flows(path: Path, manifest: dict[str, Any]) -> PacketData:
             for a in addrs:
                 data.addr_names.setdefault(a, name.lower().rstrip("."))
         data.lookups += _lookups(rel, res.dns, F)
+        file_cnames = cname_map(_cname_pairs(res.dns, F))
+        for owner, target in file_cnames.items():
+            data.cnames.setdefault(owner, target)
         fl = res.flows
         if fl.empty:
             continue
@@ -193,7 +208,7 @@ def read_packet_flows(path: Path, manifest: dict[str, Any]) -> PacketData:
         sel = fl[keep]
         if sel.empty:
             continue
-        frames.append(_rows(rel, sel, res.dns, had_proxy, F))
+        frames.append(_rows(rel, sel, res.dns, had_proxy, F, file_cnames))
     if frames:
         data.flows = pd.concat(frames, ignore_index=True)
     return data
@@ -217,10 +232,20 @@ PACKET_ROW_COLUMNS: tuple[str, ...] = (
     C.PCAP_UID,
     C.PCAP_APP,
     C.DNS_QUERIES,
+    *CERT_COLUMNS,
+    C.CERT_SOURCE,
+    C.CNAMES,
 )
 
 
-def _rows(rel: str, fl: pd.DataFrame, dns: pd.DataFrame, had_proxy: bool, F: Any) -> pd.DataFrame:
+def _rows(
+    rel: str,
+    fl: pd.DataFrame,
+    dns: pd.DataFrame,
+    had_proxy: bool,
+    F: Any,
+    cnames: dict[str, str],
+) -> pd.DataFrame:
     """Packet flows in the analyser's columns."""
     n = len(fl)
     queries: dict[int, str] = {}
@@ -279,12 +304,71 @@ def _rows(rel: str, fl: pd.DataFrame, dns: pd.DataFrame, had_proxy: bool, F: Any
             C.PCAP_UID: fl[F.UID].astype("int64").to_numpy(),
             C.PCAP_APP: app,
             C.DNS_QUERIES: [queries.get(int(i), "") for i in fl[F.FLOW_ID]],
+            **{c: _objects(fl[c]) for c in CERT_COLUMNS},
+            C.CERT_SOURCE: [SOURCE if isinstance(v, str) else None for v in fl[C.CERT_SHA256]],
         }
     )
+    out[C.CNAMES] = [cname_chain(name, cnames) for name in out[C.NAME]]
     for col in C.FLOW_COLUMNS:
         if col not in out.columns:
             out[col] = None
     return out[list(PACKET_ROW_COLUMNS)]
+
+
+def _objects(column: pd.Series) -> list[str | None]:
+    """A text column with None (not NaN) where it has no value."""
+    return [v if isinstance(v, str) else None for v in column]
+
+
+# ---------------------------------------------------------------------------- CNAME chains
+
+MAX_CHAIN = 16  # names in a CNAME chain, the flow's own included
+
+
+def _norm(name: str) -> str:
+    return name.lower().rstrip(".")
+
+
+def cname_map(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """CNAME answers (owner, target) as a map; when one owner was given several targets, the
+    first answer seen is kept (deterministic: records in file order, packets in order)."""
+    out: dict[str, str] = {}
+    for owner, target in pairs:
+        o, t = _norm(owner), _norm(target)
+        if o and t and o != t:
+            out.setdefault(o, t)
+    return out
+
+
+def cname_chain(name: object, cnames: dict[str, str]) -> str:
+    """``name;cname1;cname2`` following ``cnames`` from the flow's name (a loop or more than
+    :data:`MAX_CHAIN` names ends it); empty when the name has no CNAME. A ``;`` inside a
+    name is written ``\\059``."""
+    from auditor.packets.tlscert import joined  # not at import: it loads cryptography
+
+    if not isinstance(name, str) or not cnames:
+        return ""
+    chain = [_norm(name)]
+    while len(chain) < MAX_CHAIN:
+        nxt = cnames.get(chain[-1])
+        if nxt is None or nxt in chain:
+            break
+        chain.append(nxt)
+    return joined(chain) if len(chain) > 1 else ""
+
+
+def _cname_pairs(dns: pd.DataFrame, F: Any) -> Iterator[tuple[str, str]]:
+    """(owner, target) of each CNAME in the DNS answers of a capture, in packet order."""
+    from auditor.packets.names import TYPE_CNAME, DnsResource
+
+    if dns.empty:
+        return
+    for answers, response in zip(dns[F.ANSWERS], dns[F.RESPONSE], strict=True):
+        if not response or not answers:
+            continue
+        for a in answers:
+            if isinstance(a, DnsResource) and a.rtype == TYPE_CNAME and a.value:
+                yield a.name, a.value
 
 
 def _tcp_state(proto: str, syn: bool, synack: bool, fin: bool, rst: bool) -> str:
