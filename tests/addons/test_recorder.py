@@ -1,4 +1,5 @@
-"""The recorder addon, driven through mitmproxy's own test harness (taddons, tflow)."""
+"""The recorder addon, driven through mitmproxy's own test harness (taddons, tflow), and for the
+server certificates by a real mitmdump in front of the offline internet."""
 
 import asyncio
 import contextlib
@@ -22,6 +23,8 @@ from mitmproxy.proxy import context
 from mitmproxy.test import taddons, tflow
 
 from addons.recorder import EXIT_DISK_FULL, RECORDER_SAYS, Recorder
+from auditor import columns as C
+from auditor.analysis.flowtable import build_flow_table
 from auditor.capture import Mitmdump, ProxyOptions, ca_cert_path
 from auditor.netutil import proxied_request
 from auditor.offline.internet import OfflineInternet
@@ -335,3 +338,11 @@ def test_a_real_mitmdump_records_what_the_offline_internet_presents(tmp_path: Pa
     assert failed.sni == "pinned.example.com"
     pinned_conn = servers[failed.server_conn_id]  # type: ignore[index]
     assert pinned_conn.certificates[0].subject_cn == "pinned.example.com"
+    # and the analyser's flow table reads them back for each flow
+    df, _ = build_flow_table(Session(w.path))
+    rows = df.set_index(C.FLOW_ID)
+    assert rows.loc[flow.id, C.CERT_CN] == "globalapi.ad.xiaomi.com"
+    assert rows.loc[failed.id, C.CERT_CN] == "pinned.example.com"
+    for fid in (flow.id, failed.id):
+        assert rows.loc[fid, C.CERT_ORG] is None and rows.loc[fid, C.CERT_SOURCE] == "proxy"
+        assert rows.loc[fid, C.CERT_ISSUER] == "auditor offline internet root CA"
