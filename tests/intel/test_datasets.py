@@ -516,23 +516,6 @@ def test_imports_from_archives(data_dir: Path, tmp_path: Path) -> None:
         import_dataset("exodus", two)
 
 
-def test_compression_bombs_are_refused(tmp_path: Path) -> None:
-    big = bytes(ds.MAX_MEMBER_BYTES + 1)  # 64 MiB of NULs: about 64 KB compressed
-    bomb = tmp_path / "trackers.json.gz"
-    bomb.write_bytes(gzip.compress(big, compresslevel=1))
-    with pytest.raises(IntelImportError, match="expands to over"):
-        ds.parse_source("exodus", bomb)
-    zpath = tmp_path / "bomb.zip"
-    with zipfile.ZipFile(zpath, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
-        zf.writestr("trackers.json", big)
-    with pytest.raises(IntelImportError, match="over 67108864 bytes"):
-        ds.parse_source("exodus", zpath)
-    damaged = tmp_path / "damaged.tar.gz"
-    damaged.write_bytes(_tar_gz({"a.json": b"{}" * 1000}, "top")[:200])
-    with pytest.raises(IntelImportError, match="damaged"):
-        ds.parse_source("exodus", damaged)
-
-
 def test_user_data_dir_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("AUDITOR_DATA_DIR", str(tmp_path / "a"))
     assert user_data_dir() == tmp_path / "a"
