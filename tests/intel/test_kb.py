@@ -93,8 +93,6 @@ def test_loads_with_version_and_date(kb: KnowledgeBase) -> None:
         "touchtype-fluency.com": "swiftkey",
         "fbcdn.net": "meta",
         "alipay.com": "ant-group",
-        "myqcloud.com": "tencent",
-        "bcebos.com": "baidu",
         "pangle.io": "pangle",  # ByteDance's ad network (parent bytedance)
         "qhimg.com": "qihoo360",
         "adsunflower.com": "adups",
@@ -118,6 +116,8 @@ def test_loads_with_version_and_date(kb: KnowledgeBase) -> None:
         ("x.aliyuncs.com", "alibaba-cloud"),
         ("a1.edgekey.net", "akamai"),
         ("ecs.myhuaweicloud.com", "huawei-cloud"),
+        ("bucket.cos.ap-guangzhou.myqcloud.com", "tencent"),  # marked hosting: true
+        ("bucket.bj.bcebos.com", "baidu"),  # marked hosting: true
     ],
 )
 def test_a_cloud_or_cdn_name_gives_the_hosting_never_the_recipient(
