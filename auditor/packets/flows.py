@@ -225,7 +225,13 @@ _HTTP_FIRST: Final = np.zeros(256, dtype=bool)  # first bytes of the HTTP method
 _HTTP_FIRST[[m[0] for m in N.HTTP_METHODS]] = True
 _SYN_ONLY: Final = 0x200  # derived flag bits, above the 9 TCP flag bits
 _SYN_ACK: Final = 0x400
-_KINDS_HERE: Final = (N.KIND_TLS, N.KIND_TLS_MORE, N.KIND_HTTP)  # parsed here with a worker
+_KINDS_HERE: Final = (  # parsed here with a worker
+    N.KIND_TLS,
+    N.KIND_TLS_MORE,
+    N.KIND_HTTP,
+    N.KIND_TLS_SERVER,  # here also because _job asks which flights are read
+    N.KIND_TLS_SERVER_MORE,
+)
 _BEHIND: Final = 2  # jobs the worker may lag before this process parses a job's UDP DNS
 _NAME_COLUMNS: Final = (
     (N.NAME_SNI, SNI),
@@ -578,6 +584,10 @@ class CaptureAnalyzer:
                     self._collector.feed(job.subset(here))
                 if not here.all():
                     self._worker.feed(job.subset(~here))
+        if self._flight_wait:  # a flight read (or given up) needs no more segments
+            read = self._collector.flights_read
+            for f in [f for f in self._flight_wait if f in read]:
+                del self._flight_wait[f]
         if self.keep_packets:
             rb = batch.records
             self._parts.append(

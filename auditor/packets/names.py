@@ -1048,7 +1048,7 @@ class NameCollector:
         self._tls_read: dict[int, int] = {}  # flow -> sequence number of the ClientHello read
         self.certs: dict[int, CertificateInfo] = {}  # flow -> the server's leaf certificate
         self._flight: dict[int, _TlsWait] = {}  # server flights being reassembled
-        self._flight_read: set[int] = set()  # flows whose server flight was read
+        self.flights_read: set[int] = set()  # flows whose server flight was read (or given up)
         self._quic: dict[int, _QuicConn] = {}
         self._tcp_dns: dict[tuple[int, int], _DnsStream] = {}
 
@@ -1174,7 +1174,7 @@ class NameCollector:
         to 1.2) or it shows there is none to read (:mod:`auditor.packets.tlscert`)."""
         wait = self._flight.get(f)
         if wait is None:
-            if not starts or f in self._flight_read:
+            if not starts or f in self.flights_read:
                 return  # a flight already read (or a retransmission of its start)
             if not tlscert.looks_like_server_flight(payload):
                 return
@@ -1205,7 +1205,7 @@ class NameCollector:
             self.certs[f] = info
 
     def _flight_done(self, f: int) -> None:
-        self._flight_read.add(f)
+        self.flights_read.add(f)
         del self._flight[f]
 
     # --------------------------------------------------------------------------------- QUIC

@@ -447,6 +447,13 @@ def test_only_the_segments_up_to_the_leaf_reach_the_parser(monkeypatch: pytest.M
     _read(_capture([(0, hello13), *[(len(hello13) + 1400 * i, bytes(1400)) for i in range(50)]]))
     real13 = read_capture(SAMPLES / "pcpp_tls1_3.pcap")
     assert seen == [] and real13.flows[F.CERT_SHA256].isna().all() and not real13.warnings
+    # a ServerHello alone in its segment does not tell what follows: the next segments go to
+    # Python until the parser has seen the ChangeCipherSpec, and no further batch sends more
+    alone = _records(_server_hello(tls13=True), 16384)
+    rest = [(len(alone), b"\x14\x03\x03\x00\x01\x01")]
+    rest += [(len(alone) + 6 + 1400 * i, bytes(1400)) for i in range(200)]
+    r = _read(_capture([(0, alone), *rest]), chunk_size=8192)
+    assert len(seen) <= 8 and not r.warnings and not r.counts.get("tls-certificate-incomplete")
 
 
 # ------------------------------------------------------------------------------- hostile
