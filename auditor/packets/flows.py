@@ -16,10 +16,11 @@ asked for). Per batch, everything per packet is numpy:
   TCP payloads starting a TLS handshake record with a ClientHello (and, when the record and
   handshake lengths say it did not fit, the next segments from the same side), QUIC
   long-header Initials of v1 and v2 (and long headers on port 443 of other versions, counted),
-  TCP payloads starting with an HTTP method, and a server's first TLS flight when its first
-  segment shows a Certificate message after the ServerHello (TLS up to 1.2; TLS 1.3 and
-  resumed sessions are left out on these bytes), with the next segments from that side as far
-  as the leaf certificate's length says. They are selected with numpy, packed into a
+  TCP payloads starting with an HTTP method, and a server's first TLS flight unless its first
+  segment shows no Certificate message can follow the ServerHello (TLS 1.3 and resumed
+  sessions are left out on these bytes), with the next segments from that side as far as the
+  leaf certificate's length says (until the parser has read the leaf, when the first segment
+  did not tell). They are selected with numpy, packed into a
   :class:`~auditor.packets.names.NameJob` per batch and parsed by a
   :class:`~auditor.packets.names.NameCollector`: in this process, or, for a large file on a
   machine with more than one core, in a worker process while this one reads on. Both see the
