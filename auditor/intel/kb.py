@@ -135,6 +135,8 @@ class _Rung:
     family: str  # root KB organisation id, or the data set's / certificate's own name
     hosting: bool  # the evidence names where the server stands, not who runs the service
     entity_id: str | None = None  # a data set's entity that no KB organisation stands for
+    dataset_id: str | None = None
+    witness: bool = False  # shown as evidence, names no recipient
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +150,9 @@ class _NameRungs:
     # the user's intel that flags the name without naming an organisation (a blocklist)
     flagged: str | None = None  # the indicator, "domain:tracker.example"
     flag_note: str | None = None
+    # evidence shown but naming no recipient: a routing list's unreviewed entity, a
+    # certificate read from packets (its chain unverified) or issued to an unknown name
+    witness: tuple[_Rung, ...] = ()
 
 
 _NO_NAME = _NameRungs((), (), (), ())
@@ -222,14 +227,27 @@ def _under(domain: str, suffix: str) -> bool:
 
 
 def _foreign_id(r: _Rung) -> str:
-    """The id of a recipient the knowledge base does not know: its rung and its own name."""
-    if r.entity_id is not None:
-        return f"dataset:{r.ev.matched.split(':', 1)[0]}:{r.entity_id}"
+    """The id of a recipient the knowledge base does not know: its data set and entity."""
+    if r.entity_id is not None and r.dataset_id is not None:
+        return f"dataset:{r.dataset_id}:{r.entity_id}"
     return f"{r.ev.basis}:{_norm_name(r.ev.name).replace(' ', '-')}"
 
 
+def _exact_name(name: str) -> str:
+    """A legal name for comparison: case and punctuation ignored, every word kept ("Apple
+    Pty Ltd" is not "Apple Inc.")."""
+    return " ".join(re.sub(r"[^\w]+", " ", name.casefold()).split())
+
+
+# Data-set formats whose entities are organisations by design (ownership databases): an
+# entity no alias names may still name a recipient, with low confidence. The others are
+# lists of a service's domains (routing lists, tracker signatures): evidence only.
+OWNERSHIP_FORMATS: frozenset[str] = frozenset({"ghostery", "trackerradar", "adguard", "xray"})
+
+
 def cert_covers(cert: CertSubject, host: str) -> bool:
-    """The certificate names ``host`` (a SAN or the CN, ``*.`` covering one label)."""
+    """The certificate names ``host`` (a SAN or the CN, ``*.`` covering one label and never
+    standing at a public suffix)."""
     for name in (*cert.names, cert.cn or ""):
         n = name.strip().lower().rstrip(".")
         if not n:
@@ -237,7 +255,8 @@ def cert_covers(cert: CertSubject, host: str) -> bool:
         if n == host:
             return True
         if n.startswith("*.") and host.endswith(n[1:]) and "." not in host[: -len(n) + 1]:
-            return True
+            if registrable_domain(n[2:]) is not None:  # never "*.com", "*.co.uk"
+                return True
     return False
 
 
@@ -314,6 +333,7 @@ class KnowledgeBase:
         ipdb: IpDatabase | None = None,
         datasets: DatasetIndex | None = None,
         aliases: Mapping[tuple[str, str], str | None] | None = None,
+        hosting_aliases: Iterable[tuple[str, str]] = (),
     ) -> None:
         self.version = version
         self.updated = updated
@@ -325,6 +345,7 @@ class KnowledgeBase:
         self._ipdb = ipdb
         self._datasets = datasets
         self._aliases = dict(aliases or {})
+        self._hosting_aliases = frozenset(hosting_aliases)
         self._intel = IntelIndex(self.intel_files)
         self._exact: dict[str, KbMapping] = {}
         self._domains: dict[str, KbMapping] = {}
@@ -361,7 +382,7 @@ class KnowledgeBase:
         self._org_names: dict[str, str] = {}
         for org in self.organisations.values():
             for name in (org.name, *org.legal_names):
-                key = _norm_name(name)
+                key = _exact_name(name)
                 if key:
                     self._org_names.setdefault(key, org.id)
         self._host_cache: dict[str, _NameRungs] = {}
@@ -432,6 +453,7 @@ class KnowledgeBase:
             ipdb=ipdb,
             datasets=datasets or None,
             aliases=base["aliases"],
+            hosting_aliases=base["hosting_aliases"],
         )
 
     @classmethod
@@ -606,6 +628,10 @@ class KnowledgeBase:
             if facts is None:
                 return self._attribution(None, None, _NO_NAME, None)
             return self._attribution(None, facts.ip, self._ip_rungs(facts), facts)
+        if ":" in host or host[:1].isdigit():
+            addr = parse_ip(host)
+            if addr is not None:  # a flow named by its address: look the address up
+                return self.lookup(None, ip or str(addr))
         norm = normalise_host(host)
         if norm is None:
             rungs = self._ip_rungs(facts) if facts is not None else _NO_NAME
@@ -614,10 +640,11 @@ class KnowledgeBase:
         rungs = self._host_rungs(norm)
         extra: list[_Rung] = []
         hosting: list[_Rung] = []
+        witness: list[_Rung] = []
         if cert is not None:
             r = self._cert_rung(norm, cert)
             if r is not None:
-                (hosting if r.hosting else extra).append(r)
+                (hosting if r.hosting else witness if r.witness else extra).append(r)
         if cnames:
             for r in self._cname_rungs(norm, cnames):
                 (hosting if r.hosting else extra).append(r)
@@ -625,7 +652,7 @@ class KnowledgeBase:
             ip_intel = self._intel_ip(facts.ip)
         else:
             ip_intel = []
-        if extra or hosting or ip_intel:
+        if extra or hosting or witness or ip_intel:
             rungs = _NameRungs(
                 rungs.recipient + tuple(extra),
                 rungs.hosting + tuple(hosting),
@@ -633,6 +660,7 @@ class KnowledgeBase:
                 _dedupe_sources((*rungs.intel_sources, *(e.source for e in ip_intel))),
                 rungs.flagged or _flag(ip_intel).get("flagged"),
                 rungs.flag_note or _flag(ip_intel).get("flag_note"),
+                rungs.witness + tuple(witness),
             )
         return self._attribution(norm, facts.ip if facts else None, rungs, facts)
 
@@ -680,17 +708,19 @@ class KnowledgeBase:
             key = r.ev.matched
             if "*" not in key and (shelter is None or len(key) > len(shelter)):
                 shelter = key
+        witness: list[_Rung] = []
         if self._datasets is not None:
             for dm in self._datasets.match_host(host):
                 dr = self._dataset_rung(dm, host, shelter)
                 if dr is not None:
-                    (hosting if dr.hosting else recipient).append(dr)
+                    (hosting if dr.hosting else witness if dr.witness else recipient).append(dr)
         return _NameRungs(
             tuple(recipient),
             tuple(hosting),
             tuple(sorted({e.label for e in intel})),
             _dedupe_sources(e.source for e in intel),
             **_flag(intel),
+            witness=tuple(witness),
         )
 
     def _ip_rungs(self, facts: IpFacts) -> _NameRungs:
@@ -755,6 +785,9 @@ class KnowledgeBase:
 
     def _dataset_rung(self, dm: Any, host: str, private: str | None) -> _Rung | None:
         info, entity = dm.dataset, dm.entity
+        domain = dm.rule.partition(":")[2] or dm.rule
+        if not dm.exact and registrable_domain(domain) is None:
+            return None  # a rule at a public suffix ("in.th") would claim a whole namespace
         # Only a reviewed alias makes a data-set entity a KB organisation (never its name: a
         # list called "alibaba" may hold an affiliate's domains); a veto (null) drops it.
         key = (info.id, entity.id)
@@ -762,12 +795,15 @@ class KnowledgeBase:
             return None
         org_id = self._aliases.get(key)
         org = self.organisations.get(org_id) if org_id else None
-        domain = dm.rule.partition(":")[2] or dm.rule
         cats = tuple(dm.categories) or (org.categories if org else ())
-        hosting = not dm.exact and (
-            (private is not None and _under(domain, private))
-            or (org is not None and _hosting_only(org))
+        hosting = key in self._hosting_aliases or (
+            not dm.exact
+            and (
+                (private is not None and _under(domain, private))
+                or (org is not None and _hosting_only(org))
+            )
         )
+        witness = org is None and info.format not in OWNERSHIP_FORMATS
         ev = NameEvidence(
             basis=Basis.DATASET,
             organisation=org.id if org else None,
@@ -776,18 +812,30 @@ class KnowledgeBase:
             matched=f"{info.id}: {dm.rule}",
             source=dataset_source(info),
             confidence=Confidence.MEDIUM if org else Confidence.LOW,
-            detail=f"{info.name} entity {entity.name!r}",
+            detail=f"{info.name} entity {entity.name!r}"
+            + (" (a list of a service's domains, no alias: names no recipient)" if witness else ""),
         )
         family = self._family(org.id) if org else f"{info.id}:{entity.id}"
-        return _Rung(ev, cats, None, family, hosting, entity_id=None if org else entity.id)
+        entity_id = None if org else entity.id
+        return _Rung(ev, cats, None, family, hosting, entity_id, info.id, witness)
 
     def _cert_rung(self, host: str, cert: CertSubject) -> _Rung | None:
+        """A certificate names the recipient only when it covers the host (a wildcard never
+        at a public suffix), its subject O= is the name or a legal name of a KB organisation,
+        and the proxy verified it (one read from packets is unverified: evidence only). On a
+        name under a private suffix it is the platform's certificate: hosting."""
         name = " ".join((cert.org or "").split())
         if not name or not cert_covers(cert, host):
             return None
         org_id = self.org_by_name(name)
         org = self.organisations.get(org_id) if org_id else None
         issuer = f", by {cert.issuer}" if cert.issuer else ""
+        unverified = cert.seen_by != "proxy"
+        why = ""
+        if org is None:
+            why = " (not a name the knowledge base knows: names no recipient)"
+        elif unverified:
+            why = " (read from packets, its chain not verified: names no recipient)"
         ev = NameEvidence(
             basis=Basis.CERTIFICATE,
             organisation=org.id if org else None,
@@ -795,19 +843,31 @@ class KnowledgeBase:
             country=org.country if org else cert.country,
             matched=f"certificate sha256:{cert.sha256 or '?'}",
             source=cert_source(cert),
-            confidence=Confidence.MEDIUM if org else Confidence.LOW,
-            detail=f"certificate issued to {name}{issuer}",
+            confidence=Confidence.MEDIUM if org and not unverified else Confidence.LOW,
+            detail=f"certificate issued to {name}{issuer}{why}",
         )
-        hosting = org is not None and _hosting_only(org)
+        hosting = (org is not None and _hosting_only(org)) or private_suffix(host) is not None
         family = self._family(org.id) if org else f"cert:{_norm_name(name)}"
-        return _Rung(ev, org.categories if org else (), None, family, hosting)
+        witness = org is None or unverified
+        return _Rung(ev, org.categories if org else (), None, family, hosting, witness=witness)
 
     def _cname_rungs(self, host: str, cnames: Sequence[str]) -> list[_Rung]:
+        """A CNAME chain passes on only what the knowledge base (or a reviewed alias) says of
+        a target: the first recipient that is not a cloud's, and the first hosting."""
         out: list[_Rung] = []
         chain = [c for c in (normalise_host(x) for x in cnames) if c and c != host]
-        for target in chain[:16]:
+        named = hosted = False
+        for target in list(dict.fromkeys(chain))[:16]:
             found = self._host_rungs(target)
-            for r in (*found.recipient[:1], *found.hosting[:1]):
+            picks = []
+            if not named:
+                known = [r for r in found.recipient if r.ev.organisation is not None]
+                picks += known[:1]
+                named = bool(known)
+            if not hosted and found.hosting:
+                picks.append(found.hosting[0])
+                hosted = True
+            for r in picks:
                 ev = NameEvidence(
                     basis=Basis.CNAME,
                     organisation=r.ev.organisation,
@@ -815,13 +875,13 @@ class KnowledgeBase:
                     country=r.ev.country,
                     matched=f"{host} CNAME {target}",
                     source=r.ev.source,
-                    confidence=Confidence.MEDIUM
-                    if r.ev.confidence is Confidence.HIGH
-                    else r.ev.confidence,
+                    confidence=Confidence.MEDIUM,
                     detail=f"the DNS answer for {host} points to {target} ({r.ev.basis}: "
                     f"{r.ev.matched})",
                 )
-                out.append(_Rung(ev, r.categories, r.note, r.family, r.hosting, r.entity_id))
+                out.append(_Rung(ev, r.categories, r.note, r.family, r.hosting))
+            if named and hosted:
+                break
         return out
 
     def _intel_ip(self, ip: str) -> list[IntelEntry]:
@@ -844,9 +904,9 @@ class KnowledgeBase:
         return self._family(org) if org in self.organisations else org
 
     def org_by_name(self, name: str | None) -> str | None:
-        """The KB organisation whose name or one of whose legal names is ``name`` (compared
-        without case, punctuation or legal-form words such as Inc., Ltd., Co.)."""
-        key = _norm_name(name or "")
+        """The KB organisation whose name or one of whose legal names is ``name``, compared
+        without case or punctuation (every word counts: "Apple Pty Ltd" is not Apple Inc.)."""
+        key = _exact_name(name or "")
         return self._org_names.get(key) if key else None
 
     def concerns(self, org_id: str) -> dict[str, Any]:
@@ -939,11 +999,9 @@ class KnowledgeBase:
         org = view.org if view else None
         server_country = facts.country if facts else None
         cinfo = self.countries.get(server_country) if server_country else None
+        # legal exposure through a headquarters comes only from the knowledge base: a data
+        # set's country or a certificate's C= is not evidence of where a company is based
         exposures = list(view.exposure) if view else []
-        if win is not None and view is None:
-            e = self._exposure_of(win.ev.country, "headquarters", win.ev.name)
-            if e is not None:
-                exposures.append(e)
         if server_country and server_country not in {e.country for e in exposures}:
             e = self._exposure_of(server_country, "server location", None)
             if e is not None:
@@ -963,7 +1021,7 @@ class KnowledgeBase:
             org_id: str | None = _foreign_id(win)
         else:
             org_id = org.id if org else None
-        evidence = tuple(dict.fromkeys(r.ev for r in rungs.recipient))
+        evidence = tuple(dict.fromkeys(r.ev for r in (*rungs.recipient, *rungs.witness)))
         sources = [win.ev.source] if win else []
         sources += [e.source for e in conflicts]
         sources += list(org.sources if org else ())
@@ -980,7 +1038,7 @@ class KnowledgeBase:
             organisation_name=org.name if org else (win.ev.name if win else None),
             parent=view.parent.id if view and view.parent else None,
             parent_name=view.parent.name if view and view.parent else None,
-            country=org.country if org else (win.ev.country if win else None),
+            country=org.country if org else None,
             categories=(win.categories if win else ()) or (org.categories if org else ()),
             state_control=view.state_control if view else (),
             legal_exposure=tuple(exposures),
@@ -1260,6 +1318,7 @@ def _load_data(data_dir: Path) -> dict[str, Any]:
                     claimed[slot] = where
                     mappings.append(mp)
     aliases: dict[tuple[str, str], str | None] = {}
+    hosting_aliases: set[tuple[str, str]] = set()
     for path, doc in pending:
         items = doc.get("datasets") or []
         if not isinstance(items, list):
@@ -1269,7 +1328,9 @@ def _load_data(data_dir: Path) -> dict[str, Any]:
             if not isinstance(item, Mapping):
                 raise KnowledgeBaseError(f"{at}: each of `datasets` is a mapping")
             try:
-                check_keys(item, ("dataset", "entity", "organisation", "note"), "datasets")
+                check_keys(
+                    item, ("dataset", "entity", "organisation", "hosting", "note"), "datasets"
+                )
             except ValueError as exc:
                 raise KnowledgeBaseError(f"{at}: {exc}") from None
             ds, entity, target = (item.get(k) for k in ("dataset", "entity", "organisation"))
@@ -1282,9 +1343,14 @@ def _load_data(data_dir: Path) -> dict[str, Any]:
                 raise KnowledgeBaseError(f"{at}: unknown organisation {target!r}")
             if (ds, entity) in aliases:
                 raise KnowledgeBaseError(f"{at}: {ds} entity {entity!r} is already aliased")
+            if not isinstance(item.get("hosting", False), bool):
+                raise KnowledgeBaseError(f"{at}: `hosting` must be true or false")
             aliases[(ds, entity)] = target
+            if item.get("hosting") is True:
+                hosting_aliases.add((ds, entity))
     return {
         "aliases": aliases,
+        "hosting_aliases": hosting_aliases,
         "version": version,
         "updated": updated,
         "sources": sources,
@@ -1333,6 +1399,17 @@ def _mappings(
     source = resolve_source(item.get("source"), sources, None)
     categories = parse_categories(item.get("categories"), required=False)
     note = text_field(item, "note")
+    if (
+        kind_key != "asns"
+        and "hosting" not in item
+        and set(categories) == {Category.CDN_CLOUD}
+        and not _hosting_only(orgs[org])
+    ):
+        raise ValueError(
+            f"{item.get(key_field)!r} is a cdn_cloud name of {org!r}, which does more than "
+            "hosting: say `hosting: true` (customers' services live under it) or `hosting: "
+            "false` (only the organisation's own content)"
+        )
     value = item.get(key_field)
     if kind_key == "domains":
         dom = normalise_host(value)

@@ -47,7 +47,9 @@ def test_many_hosts_on_stdin_give_one_json_line_each(env: dict[str, str], tmp_pa
     rows = [json.loads(line) for line in res.stdout.splitlines()]
     assert len(rows) == len(hosts)
     assert rows[0]["organisation"] == "xiaomi" and rows[0]["basis"] == "kb-host"
-    assert rows[1]["basis"] == "dataset"  # v2fly's steam list, bundled
+    # v2fly's steam list, bundled and not aliased: shown as evidence, names no recipient
+    assert rows[1]["basis"] == "none" and rows[1]["organisation"] is None
+    assert rows[1]["evidence"][0]["basis"] == "dataset"
     assert rows[1]["evidence"][0]["source"]["note"].startswith("data set, licence MIT")
     assert rows[2]["organisation"] is None and rows[2]["hosting"]["organisation"] == "aws"
     assert rows[3]["ip"] == "8.8.8.8" and rows[3]["organisation"] is None

@@ -98,7 +98,7 @@ def test_loads_with_version_and_date(kb: KnowledgeBase) -> None:
         "adsunflower.com": "adups",
         "avcdn.net": "avast",
         "hiya.com": "hiya",
-        "ctyun.cn": "china-telecom",
+        "chinatelecom.com.cn": "china-telecom",
         "10010.com": "china-unicom",
         "10086.cn": "china-mobile",
         "leboncoin.fr": "leboncoin",
@@ -118,6 +118,8 @@ def test_loads_with_version_and_date(kb: KnowledgeBase) -> None:
         ("ecs.myhuaweicloud.com", "huawei-cloud"),
         ("bucket.cos.ap-guangzhou.myqcloud.com", "tencent"),  # marked hosting: true
         ("bucket.bj.bcebos.com", "baidu"),  # marked hosting: true
+        ("mybucket.zos.ctyun.cn", "china-telecom"),  # Tianyi Cloud: customers' storage
+        ("my-fitness-app.firebaseio.com", "google"),  # an app's own Firebase database
     ],
 )
 def test_a_cloud_or_cdn_name_gives_the_hosting_never_the_recipient(
@@ -285,14 +287,15 @@ def test_state_control_needs_sourced_facts(data_copy: Path) -> None:
 
 
 def test_a_vetoed_data_set_entity_names_no_recipient(data_copy: Path) -> None:
-    """v2fly's steam list, bundled, names a recipient; vetoed (organisation: null with a
-    reason), the same name is unknown, and a veto without a reason is refused."""
+    """v2fly's steam list, bundled and not aliased, is shown as evidence; vetoed
+    (organisation: null with a reason) it is not even that, and a veto without a reason is
+    refused."""
     before = KnowledgeBase.load(data_dir=data_copy).lookup_host("store.steampowered.com")
-    assert before.basis is Basis.DATASET and before.confidence is Confidence.LOW
+    assert before.basis is Basis.NONE and before.evidence[0].basis is Basis.DATASET
     veto = "datasets:\n  - {dataset: v2fly, entity: steam, organisation: null%s}\n"
     _append(data_copy / "hiya.yaml", veto % ", note: mixes owners")
     after = KnowledgeBase.load(data_dir=data_copy).lookup_host("store.steampowered.com")
-    assert after.organisation is None and after.basis is Basis.NONE
+    assert after.organisation is None and after.evidence == ()
     _edit(data_copy / "hiya.yaml", ", note: mixes owners", "")
     with pytest.raises(KnowledgeBaseError, match="needs a `note`"):
         KnowledgeBase.load(data_dir=data_copy)
@@ -502,7 +505,7 @@ def test_unknown_host_on_a_chinese_cloud_is_hosted_there_not_sent_there(
     facts = kb.ipdb.lookup("47.88.1.1")
     if facts.asn_org != "Alibaba US Technology Co., Ltd.":
         pytest.skip(f"bundled data names 47.88.1.1's AS {facts.asn_org!r}")
-    a = kb.lookup("api.unknown-app.example", "47.88.1.1")
+    a = kb.lookup("api.unknown-app.example.com", "47.88.1.1")
     assert a.organisation is None and a.basis is Basis.NONE and a.categories == ()
     assert a.hosting is not None
     assert (a.hosting.organisation, a.hosting.same_family) == ("alibaba-cloud", False)
@@ -563,7 +566,10 @@ def test_a_server_country_adds_its_own_exposure(kb: KnowledgeBase) -> None:
 
 
 def test_state_owned_carriers(kb: KnowledgeBase) -> None:
-    for host, org in (("www.ctyun.cn", "china-telecom"), ("www.10086.cn", "china-mobile")):
+    for host, org in (
+        ("www.chinatelecom.com.cn", "china-telecom"),
+        ("www.10086.cn", "china-mobile"),
+    ):
         a = kb.lookup_host(host)
         assert a.organisation == org and a.state_linked is True
         assert any(f.source.id == "sasac" for f in a.state_control)
@@ -707,7 +713,7 @@ def test_lookup_command_takes_many_targets() -> None:
 
 
 def test_lookup_command_text_and_ip() -> None:
-    ((data, text),) = lookup_command(["www.ctyun.cn"], [], as_json=False)
+    ((data, text),) = lookup_command(["www.chinatelecom.com.cn"], [], as_json=False)
     assert "recipient:     China Telecom Corporation Limited" in text
     assert "state control:" in text and "SASAC" in text and "state-linked" not in text
     ((data, text),) = lookup_command(["192.0.2.1"], [], as_json=False)
@@ -724,7 +730,7 @@ def test_annotate_adds_the_flow_table_columns(kb: KnowledgeBase) -> None:
     flows = pd.DataFrame(
         {
             C.FLOW_ID: ["f1", "f2", "f3"],
-            C.NAME: ["tracking.miui.com", "www.ctyun.cn", None],
+            C.NAME: ["tracking.miui.com", "www.chinatelecom.com.cn", None],
             C.SERVER_IP: ["8.8.8.8", None, "10.0.0.1"],
         },
         index=[5, 6, 7],
@@ -772,27 +778,55 @@ def _cert(org: str, *names: str, country: str | None = None) -> CertSubject:
 
 
 def test_a_certificate_names_the_recipient_when_the_name_says_nothing(kb: KnowledgeBase) -> None:
-    a = kb.lookup(
-        "api.unknown-app.example",
-        cert=_cert("Example Analytics GmbH", "*.unknown-app.example", country="DE"),
-    )
-    # an organisation the KB does not know: named as the certificate names it, low confidence
-    assert a.organisation == "certificate:example-analytics"
-    assert a.organisation_name == "Example Analytics GmbH" and a.basis is Basis.CERTIFICATE
-    assert (a.country, a.confidence) == ("DE", Confidence.LOW)
-    assert a.evidence[0].detail == "certificate issued to Example Analytics GmbH, by DigiCert Inc"
+    # a name the KB knows, on a certificate the proxy verified: the recipient
     b = kb.lookup(
-        "api.unknown-app.example", cert=_cert("Xiaomi Corporation", "*.unknown-app.example")
+        "api.unknown-app.example.com", cert=_cert("Xiaomi Inc.", "*.unknown-app.example.com")
     )
-    assert (b.organisation, b.confidence) == ("xiaomi", Confidence.MEDIUM)  # a KB name
+    assert (b.organisation, b.basis, b.confidence) == (
+        "xiaomi",
+        Basis.CERTIFICATE,
+        Confidence.MEDIUM,
+    )
+    assert b.evidence[0].detail == "certificate issued to Xiaomi Inc., by DigiCert Inc"
     assert b.sources[0].url == "urn:sha256:" + "ab" * 32
 
 
+@pytest.mark.parametrize(
+    ("org", "seen_by", "why"),
+    [
+        ("Example Analytics GmbH", "proxy", "not a name the knowledge base knows"),
+        ("Apple Pty Ltd", "proxy", "not a name the knowledge base knows"),  # not Apple Inc.
+        ("Xiaomi Inc.", "packets", "its chain not verified"),  # anyone can make one
+    ],
+)
+def test_a_certificate_that_proves_nothing_names_no_recipient(
+    kb: KnowledgeBase, org: str, seen_by: str, why: str
+) -> None:
+    cert = CertSubject(org, "CN", "api.unknown-app.example.com", ("api.unknown-app.example.com",),
+                       "Self", "cd" * 32, seen_by)  # fmt: skip
+    a = kb.lookup("api.unknown-app.example.com", cert=cert)
+    assert a.organisation is None and a.basis is Basis.NONE and a.legal_exposure == ()
+    (ev,) = a.evidence
+    assert ev.basis is Basis.CERTIFICATE and why in (ev.detail or "")
+
+
+def test_a_wildcard_at_a_public_suffix_covers_nothing(kb: KnowledgeBase) -> None:
+    for wildcard in ("*.com", "*.co.uk"):
+        host = "api.example.com" if wildcard == "*.com" else "example.co.uk"
+        a = kb.lookup(host, cert=_cert("Xiaomi Inc.", wildcard))
+        assert a.evidence == (), wildcard
+
+
+def test_a_platform_certificate_on_a_customer_name_is_hosting(kb: KnowledgeBase) -> None:
+    a = kb.lookup("my-app.appspot.com", cert=_cert("Google LLC", "*.appspot.com"))
+    assert a.organisation is None and a.hosting is not None
+
+
 def test_a_certificate_that_does_not_cover_the_host_is_no_evidence(kb: KnowledgeBase) -> None:
-    a = kb.lookup("api.unknown-app.example", cert=_cert("Xiaomi Corporation", "other.example"))
+    a = kb.lookup("api.unknown-app.example.com", cert=_cert("Xiaomi Corporation", "other.example"))
     assert a.organisation is None and a.basis is Basis.NONE
     deep = kb.lookup(
-        "a.b.unknown-app.example", cert=_cert("Xiaomi Corporation", "*.unknown-app.example")
+        "a.b.unknown-app.example.com", cert=_cert("Xiaomi Corporation", "*.unknown-app.example.com")
     )
     assert deep.basis is Basis.NONE  # a wildcard covers one label only
 
@@ -831,10 +865,11 @@ def test_annotate_reads_the_flow_tables_name_evidence(kb: KnowledgeBase) -> None
     flows = pd.DataFrame(
         {
             C.FLOW_ID: ["f1", "f2", "f3"],
-            C.NAME: ["api.unknown-app.example"] * 2 + ["stats.someapp.example"],
+            C.NAME: ["api.unknown-app.example.com"] * 2 + ["stats.someapp.example"],
             C.SERVER_IP: [None, None, None],
             C.CERT_ORG: ["Xiaomi Corporation", None, None],
-            C.CERT_NAMES: ["*.unknown-app.example", None, None],
+            C.CERT_NAMES: ["*.unknown-app.example.com", None, None],
+            C.CERT_SOURCE: ["proxy", None, None],
             C.CNAMES: [None, None, "stats.someapp.example;x.tracking.miui.com"],
         }
     )
