@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from auditor import __version__
@@ -226,82 +227,131 @@ def _endpoints(
     """One row per host and recipient: every flow is attributed on its own evidence, and a
     row groups the flows of one host that went to one recipient (a host whose flows met
     different evidence, e.g. another certificate, gives several rows). The hosting of each
-    row is listed per network and country, with its flows."""
+    row is listed per network and country, with its flows, and its legal exposure covers
+    every country its servers stood in.
+
+    One pass over the table: rows are sorted by group once and each group is read from
+    plain arrays (pandas per group costs about 5 ms, 40 s on 7,000 groups)."""
     out: list[dict[str, Any]] = []
-    if flows.empty:
+    n = len(flows)
+    if n == 0:
         return out
-    key = flows[C.ORGANISATION].astype(object).where(flows[C.ORGANISATION].notna(), "")
-    for (host, _org), g in flows.groupby([flows[C.NAME], key], dropna=False, sort=True):
-        first = g.iloc[0]
-        starts = g[C.START].dropna()
-        ips = sorted({str(i) for i in g[C.SERVER_IP].dropna()})
+
+    def col(name: str) -> np.ndarray:
+        if name not in flows.columns:
+            return np.full(n, None, dtype=object)
+        v = flows[name].astype(object).to_numpy(copy=True)
+        v[pd.isna(v)] = None
+        return v
+
+    names = np.asarray([_NO_NAME if v is None else str(v) for v in col(C.NAME)], dtype=object)
+    orgs = np.asarray(["" if v is None else str(v) for v in col(C.ORGANISATION)], dtype=object)
+    gcodes, _ = pd.factorize(pd.Series(names + "\0" + orgs, dtype=object))
+    order = np.argsort(gcodes, kind="stable")
+    bounds = np.flatnonzero(np.diff(gcodes[order])) + 1
+    groups = np.split(order, bounds)
+    starts = pd.to_datetime(flows[C.START], utc=True, errors="coerce")
+    secs = np.where(starts.isna(), np.nan, starts.astype("int64") / 1e9)
+    up = flows[C.BYTES_UP].fillna(0).to_numpy(dtype="float64")
+    down = flows[C.BYTES_DOWN].fillna(0).to_numpy(dtype="float64")
+    idle = flows[C.IDLE].fillna(False).astype(bool).to_numpy()
+    linked = flows[C.STATE_LINKED].fillna(False).astype(bool).to_numpy()
+    ips, fids, apps = col(C.SERVER_IP), col(C.FLOW_ID), col(C.APPS)
+    org_name, parent, country, cats = (
+        col(C.ORGANISATION_NAME), col(C.PARENT), col(C.COUNTRY), col(C.CATEGORIES)
+    )  # fmt: skip
+    hosting_cols = [col(c) for c in (C.ASN, C.HOSTING_NAME, C.HOSTING_ORG, C.ASN_ORG)]
+    server_country = col(C.SERVER_COUNTRY)
+    evidence_cols = {c: col(c) for c in (*CERT_COLUMNS, C.CNAMES)}
+    rows: list[tuple[str, str, dict[str, Any]]] = []
+    for idx in groups:
+        i0 = int(idx[0])
+        host = str(names[i0])
         attribution = kb.lookup(
-            str(host),
-            _s(first.get(C.SERVER_IP)),
-            cert=cert_from_columns({str(k): v for k, v in first.items()}),
-            cnames=[x for x in str(first.get(C.CNAMES) or "").split(";") if x],
+            None if host == _NO_NAME else host,
+            _s(ips[i0]),
+            cert=cert_from_columns({c: v[i0] for c, v in evidence_cols.items()}),
+            cnames=[x for x in str(evidence_cols[C.CNAMES][i0] or "").split(";") if x],
         ).to_json()
-        times = sorted(t.timestamp() for t in starts)
-        span = (times[-1] - times[0]) if len(times) > 1 else 0.0
+        hosting = _hosting_rows(hosting_cols, server_country, idx)
+        exposure = list(attribution["legal_exposure"])
+        have = {e["country"] for e in exposure}
+        for h in hosting:  # every server country of the group, not only the first flow's
+            c = h["country"]
+            if c and c not in have:
+                have.add(c)
+                e = kb.exposure_of(c, "server location")
+                if e is not None:
+                    exposure.append(e.to_json())
+        times = np.sort(secs[idx][~np.isnan(secs[idx])])
+        span = float(times[-1] - times[0]) if len(times) > 1 else 0.0
         after_boot = None
         for boot in boots or []:
-            later = [t for t in times if t >= boot]
-            if later:
-                after_boot = round(later[0] - boot, 1)
-        hosting = _hosting_rows(g)
-        out.append(
-            {
-                "host": str(host),
-                "ip": ips[0] if ips else None,
-                "ips": ips[:50],
-                "organisation": _s(first.get(C.ORGANISATION_NAME)),
-                "organisation_id": _s(first.get(C.ORGANISATION)),
-                "parent": _s(first.get(C.PARENT)),
-                "country": _s(first.get(C.COUNTRY)),
-                "categories": sorted(c for c in str(first.get(C.CATEGORIES) or "").split(";") if c),
-                "basis": attribution["basis"],
-                "confidence": attribution["confidence"],
-                "evidence": attribution["evidence"],
-                "conflicts": attribution["conflicts"],
-                "recipient": _recipient_text(attribution, hosting),
-                "hosting": hosting,
-                "hosted_by": "; ".join(h["label"] for h in hosting) or None,
-                "server_country": hosting[0]["country"] if hosting else None,
-                "state_control": attribution["state_control"],
-                "legal_exposure": attribution["legal_exposure"],
-                "state_linked": bool(g[C.STATE_LINKED].fillna(False).astype(bool).any()),
-                "flows": len(g),
-                "flow_ids": sorted(str(f) for f in g[C.FLOW_ID])[:200],
-                "bytes_up": int(g[C.BYTES_UP].fillna(0).sum()),
-                "bytes_down": int(g[C.BYTES_DOWN].fillna(0).sum()),
-                "first_seen": _ts(starts.min()) if len(starts) else None,
-                "last_seen": _ts(starts.max()) if len(starts) else None,
-                "apps": sorted({a for v in g[C.APPS] for a in str(v).split(";") if a}),
-                "per_minute": round(60 * (len(times) - 1) / span, 2) if span else None,
-                "idle_flows": int(g[C.IDLE].fillna(False).astype(bool).sum()),
-                "first_contact_after_boot_s": after_boot,
-                "sources": attribution.get("sources") or [],
-                "jurisdiction": attribution.get("jurisdiction") or [],
-                "state_link": attribution.get("state_link") or [],
-            }
-        )
-    return out
+            later = times[times >= boot]
+            if len(later):
+                after_boot = round(float(later[0]) - boot, 1)
+        group_ips = sorted({str(x) for x in ips[idx] if x is not None})
+        record = {
+            "host": host,
+            "ip": group_ips[0] if group_ips else None,
+            "ips": group_ips[:50],
+            "organisation": _s(org_name[i0]),
+            "organisation_id": _s(orgs[i0]) or None,
+            "parent": _s(parent[i0]),
+            "country": _s(country[i0]),
+            "categories": sorted(c for c in str(cats[i0] or "").split(";") if c),
+            "basis": attribution["basis"],
+            "confidence": attribution["confidence"],
+            "evidence": attribution["evidence"],
+            "conflicts": attribution["conflicts"],
+            "recipient": _recipient_text(attribution, hosting),
+            "hosting": hosting,
+            "hosted_by": "; ".join(h["label"] for h in hosting) or None,
+            "server_country": hosting[0]["country"] if hosting else None,
+            "state_control": attribution["state_control"],
+            "legal_exposure": exposure,
+            "state_linked": bool(linked[idx].any()),
+            "flows": len(idx),
+            "flow_ids": sorted(str(f) for f in fids[idx])[:200],
+            "bytes_up": int(up[idx].sum()),
+            "bytes_down": int(down[idx].sum()),
+            "first_seen": _ts_s(times[0]) if len(times) else None,
+            "last_seen": _ts_s(times[-1]) if len(times) else None,
+            "apps": sorted({a for v in apps[idx] if v for a in str(v).split(";") if a}),
+            "per_minute": round(60 * (len(times) - 1) / span, 2) if span else None,
+            "idle_flows": int(idle[idx].sum()),
+            "first_contact_after_boot_s": after_boot,
+            "sources": attribution.get("sources") or [],
+            "jurisdiction": attribution.get("jurisdiction") or [],
+            "state_link": attribution.get("state_link") or [],
+        }
+        rows.append((host, str(orgs[i0]), record))
+    rows.sort(key=lambda r: (r[0], r[1]))
+    return [r[2] for r in rows]
 
 
-def _hosting_rows(g: pd.DataFrame) -> list[dict[str, Any]]:
+_NO_NAME = "(no name)"
+CERT_COLUMNS = (
+    C.CERT_ORG, C.CERT_COUNTRY, C.CERT_CN, C.CERT_NAMES, C.CERT_ISSUER, C.CERT_SHA256,
+    C.CERT_SOURCE,
+)  # fmt: skip
+
+
+def _ts_s(t: float) -> str:
+    return pd.Timestamp(t, unit="s", tz="UTC").strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _hosting_rows(
+    cols: list[np.ndarray], server_country: np.ndarray, idx: np.ndarray
+) -> list[dict[str, Any]]:
     """The networks a group's flows went to: AS, its organisation, the server's country."""
-    cols = [C.ASN, C.HOSTING_NAME, C.HOSTING_ORG, C.ASN_ORG, C.SERVER_COUNTRY]
-    sub = g[[c for c in cols if c in g.columns]].astype(object)
-    sub = sub.where(sub.notna(), None)
     counts: dict[tuple[Any, ...], int] = defaultdict(int)
-    for row in sub.itertuples(index=False, name=None):
-        counts[tuple(row)] += 1
+    for key in zip(*(c[idx] for c in cols), server_country[idx], strict=True):
+        counts[key] += 1
     out = []
-    for row, n in counts.items():
-        v = dict(zip(sub.columns, row, strict=True))
-        asn = int(v[C.ASN]) if v.get(C.ASN) is not None else None
-        name = v.get(C.HOSTING_NAME) or v.get(C.ASN_ORG)
-        country = v.get(C.SERVER_COUNTRY)
+    for (asn_v, hosting_name, hosting_org, asn_org, country), n in counts.items():
+        asn = int(asn_v) if asn_v is not None else None
+        name = hosting_name or asn_org
         if asn is None and name is None and country is None:
             continue
         inner = ", ".join(x for x in (f"AS{asn}" if asn else None, country) if x)
@@ -309,8 +359,8 @@ def _hosting_rows(g: pd.DataFrame) -> list[dict[str, Any]]:
         out.append(
             {
                 "asn": asn,
-                "asn_org": v.get(C.ASN_ORG),
-                "organisation_id": v.get(C.HOSTING_ORG),
+                "asn_org": asn_org,
+                "organisation_id": hosting_org,
                 "name": name,
                 "country": country,
                 "label": label,

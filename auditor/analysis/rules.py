@@ -58,8 +58,27 @@ class Context:
     # (auditor.intel.kb.KnowledgeBase.concerns)
     concerns: dict[str, dict[str, Any]] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self._pos: dict[str, Any] | None = None
+        self._basis_cache: dict[tuple[Any, ...], list[str]] = {}
+        self._flag_cache: dict[tuple[Any, ...], bool] = {}
+
     def row(self, flow_id: str) -> pd.Series:
-        return self.flows.loc[self.flows[C.FLOW_ID] == flow_id].iloc[0]
+        """The flow's row, by an index built once (not a scan of the table per call)."""
+        if self._pos is None:
+            pos: dict[str, Any] = {}
+            for fid, label in zip(self.flows[C.FLOW_ID], self.flows.index, strict=True):
+                pos.setdefault(fid, label)
+            self._pos = pos
+        return self.flows.loc[self._pos[flow_id]]
+
+    def recipient_key(self, frame: pd.DataFrame) -> pd.Series:
+        """Per row: the recipient's id ("" for an unknown operator). A finding names one
+        recipient, so rules group flows by name *and* recipient."""
+        if C.ORGANISATION not in frame.columns:
+            return pd.Series("", index=frame.index, dtype=object)
+        org = frame[C.ORGANISATION].astype(object)
+        return org.where(org.notna(), "")
 
     def is_vendor(self, row: pd.Series) -> bool:
         if not self.vendor:
@@ -72,6 +91,13 @@ class Context:
     def state_basis(self, row: pd.Series) -> list[str]:
         """Why the policy treats this flow's recipient as state-linked, in words: its state
         control, or the law of a headquarters country the policy lists. Empty: it does not."""
+        key = tuple(_plain(row.get(c)) for c in (C.ORGANISATION, C.STATE_CONTROL, C.LEGAL_EXPOSURE))
+        hit = self._basis_cache.get(key)
+        if hit is None:
+            hit = self._basis_cache[key] = self._state_basis(row)
+        return hit
+
+    def _state_basis(self, row: pd.Series) -> list[str]:
         p = self.policy
         org = row.get(C.ORGANISATION)
         words = self.concerns.get(org, {}) if isinstance(org, str) else {}
@@ -87,6 +113,17 @@ class Context:
 
     def flagged(self, row: pd.Series) -> bool:
         """Whether the policy flags the recipient of this flow."""
+        key = tuple(
+            _plain(row.get(c))
+            for c in (C.ORGANISATION, C.PARENT, C.CATEGORIES, C.COUNTRY, C.STATE_CONTROL,
+                      C.LEGAL_EXPOSURE)
+        )  # fmt: skip
+        hit = self._flag_cache.get(key)
+        if hit is None:
+            hit = self._flag_cache[key] = self._flagged(row)
+        return hit
+
+    def _flagged(self, row: pd.Series) -> bool:
         p = self.policy
         cats = set(str(row.get(C.CATEGORIES) or "").split(";")) - {""}
         return bool(
@@ -95,6 +132,14 @@ class Context:
             or (cats & p.categories)
             or (row.get(C.COUNTRY) in p.countries)
         )
+
+
+def _plain(v: Any) -> Any:
+    """A cell as a hashable plain value (NaN and NA as None)."""
+    try:
+        return None if pd.isna(v) else v
+    except (TypeError, ValueError):
+        return str(v)
 
 
 def _org(row: pd.Series) -> tuple[str | None, str | None]:
@@ -106,9 +151,21 @@ def _org(row: pd.Series) -> tuple[str | None, str | None]:
     )
 
 
+def _recipient(row: pd.Series) -> str:
+    org = row.get(C.ORGANISATION)
+    return org if isinstance(org, str) else ""
+
+
+def _rows(frame: pd.DataFrame) -> Iterator[pd.Series]:
+    """Rows as Series for the policy checks, without iterrows' per-row dtype inference."""
+    cols = list(frame.columns)
+    for values in frame.itertuples(index=False, name=None):
+        yield pd.Series(values, index=cols, dtype=object)
+
+
 def _who(row: pd.Series) -> str:
     org, _country = _org(row)
-    name = str(row.get(C.NAME) or row.get(C.HOST) or "?")
+    name = next((str(v) for v in (_plain(row.get(C.NAME)), _plain(row.get(C.HOST))) if v), "?")
     return f"{org} ({name})" if org else name
 
 
@@ -153,12 +210,13 @@ class IdentifiersSent(Rule):
     citation = LEITH_2021
 
     def check(self, ctx: Context) -> Iterator[Finding]:
-        groups: dict[tuple[str, str], list[tuple[str, Match]]] = defaultdict(list)
+        groups: dict[tuple[str, str, str], list[tuple[str, Match]]] = defaultdict(list)
         for flow_id, ms in ctx.matches.items():
             row = ctx.row(flow_id)
             for m in ms:
-                groups[(str(row.get(C.NAME)), m.identifier)].append((flow_id, m))
-        for (_host, ident), items in sorted(groups.items()):
+                gkey = (str(row.get(C.NAME)), _recipient(row), m.identifier)
+                groups[gkey].append((flow_id, m))
+        for (_host, _to, ident), items in sorted(groups.items()):
             row = ctx.row(items[0][0])
             basis = ctx.state_basis(row)
             if basis:
@@ -200,11 +258,11 @@ class CleartextIdentifiers(Rule):
     citation = LEITH_2021
 
     def check(self, ctx: Context) -> Iterator[Finding]:
-        by_host: dict[str, list[tuple[str, Match]]] = defaultdict(list)
+        by_host: dict[tuple[str, str], list[tuple[str, Match]]] = defaultdict(list)
         for flow_id, ms in sorted(ctx.matches.items()):
             row = ctx.row(flow_id)
             if row.get(C.SCHEME) == "http":
-                by_host[str(row.get(C.NAME))] += [(flow_id, m) for m in ms]
+                by_host[(str(row.get(C.NAME)), _recipient(row))] += [(flow_id, m) for m in ms]
         for _host, items in sorted(by_host.items()):
             row = ctx.row(items[0][0])
             idents = tuple(sorted({m.identifier for _, m in items}))
@@ -233,13 +291,13 @@ class EncryptedUpload(Rule):
     citation = NCSC_2021
 
     def check(self, ctx: Context) -> Iterator[Finding]:
-        by_host: dict[str, list[str]] = defaultdict(list)
+        by_host: dict[tuple[str, str], list[str]] = defaultdict(list)
         for flow_id, ch in sorted(ctx.characters.items()):
             if ch.get("class") != "encrypted_or_random":
                 continue
             row = ctx.row(flow_id)
             if ctx.flagged(row):
-                by_host[str(row.get(C.NAME))].append(flow_id)
+                by_host[(str(row.get(C.NAME)), _recipient(row))].append(flow_id)
         for _host, flow_ids in sorted(by_host.items()):
             row = ctx.row(flow_ids[0])
             ents = [ctx.characters[f].get("entropy", 0.0) for f in flow_ids]
@@ -266,10 +324,10 @@ class KeywordList(Rule):
     citation = NCSC_2021
 
     def check(self, ctx: Context) -> Iterator[Finding]:
-        seen: set[tuple[str, str]] = set()
+        seen: set[tuple[str, str, str]] = set()
         for flow_id, kl in sorted(ctx.keyword_lists.items()):
             row = ctx.row(flow_id)
-            key = (str(row.get(C.NAME)), str(kl.get("path")))
+            key = (str(row.get(C.NAME)), _recipient(row), str(kl.get("path")))
             if key in seen:
                 continue
             seen.add(key)
@@ -293,9 +351,10 @@ class AppListSent(Rule):
     citation = LEITH_2021
 
     def check(self, ctx: Context) -> Iterator[Finding]:
-        by_host: dict[str, list[str]] = defaultdict(list)
+        by_host: dict[tuple[str, str], list[str]] = defaultdict(list)
         for flow_id in sorted(ctx.app_lists):
-            by_host[str(ctx.row(flow_id).get(C.NAME))].append(flow_id)
+            row = ctx.row(flow_id)
+            by_host[(str(row.get(C.NAME)), _recipient(row))].append(flow_id)
         for _host, flow_ids in sorted(by_host.items()):
             row = ctx.row(flow_ids[0])
             biggest = max((ctx.app_lists[f] for f in flow_ids), key=lambda a: a.get("count", 0))
@@ -322,10 +381,11 @@ class PersonalValues(Rule):
     citation = LEITH_2021
 
     def check(self, ctx: Context) -> Iterator[Finding]:
-        by_host: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
-        flows: dict[str, set[str]] = defaultdict(set)
+        by_host: dict[tuple[str, str], dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+        flows: dict[tuple[str, str], set[str]] = defaultdict(set)
         for flow_id, values in sorted(ctx.personal.items()):
-            host = str(ctx.row(flow_id).get(C.NAME))
+            row = ctx.row(flow_id)
+            host = (str(row.get(C.NAME)), _recipient(row))
             for kind, _value in values:
                 by_host[host][kind].add(flow_id)
             flows[host].add(flow_id)
@@ -430,7 +490,8 @@ class Beacon(Rule):
 
     def check(self, ctx: Context) -> Iterator[Finding]:
         df = ctx.flows.dropna(subset=[C.START])
-        for _host, grp in sorted(df.groupby(C.NAME), key=lambda g: str(g[0])):
+        keys = [df[C.NAME], ctx.recipient_key(df)]
+        for _host, grp in sorted(df.groupby(keys), key=lambda g: str(g[0])):
             if len(grp) < 3:
                 continue
             row = grp.iloc[0]
@@ -465,7 +526,8 @@ class IdleTraffic(Rule):
     def check(self, ctx: Context) -> Iterator[Finding]:
         df = ctx.flows
         idle = df[df[C.IDLE].fillna(False).astype(bool)]
-        for _host, grp in sorted(idle.groupby(C.NAME), key=lambda g: str(g[0])):
+        keys = [idle[C.NAME], ctx.recipient_key(idle)]
+        for _host, grp in sorted(idle.groupby(keys), key=lambda g: str(g[0])):
             row = grp.iloc[0]
             if not ctx.flagged(row):
                 continue
@@ -495,7 +557,8 @@ class Uninspected(Rule):
     def check(self, ctx: Context) -> Iterator[Finding]:
         df = ctx.flows
         failed = df[df[C.RECORD_TYPE] == "tls_failed"]
-        for _host, grp in sorted(failed.groupby(C.NAME), key=lambda g: str(g[0])):
+        keys = [failed[C.NAME].astype(object).fillna("(no name)"), ctx.recipient_key(failed)]
+        for _host, grp in sorted(failed.groupby(keys), key=lambda g: str(g[0])):
             yield self.finding(
                 ctx,
                 grp.iloc[0],
@@ -530,9 +593,18 @@ class ProxyBypass(Rule):
             return
         app = bypass[C.APPS].fillna("").astype(str).replace("", "(app unknown)")
         for name, grp in sorted(bypass.groupby(app), key=lambda g: str(g[0])):
-            flagged = [ctx.flagged(r) for _, r in grp.iterrows()]
-            pick = grp[flagged] if any(flagged) else grp
-            row = pick.sort_values(C.BYTES_UP, ascending=False, kind="stable").iloc[0]
+            flagged = [ctx.flagged(r) for r in _rows(grp)]
+            recipients = sorted(
+                {str(o) for o in grp[C.ORGANISATION_NAME].dropna()}
+                if C.ORGANISATION_NAME in grp
+                else set()
+            )
+            # one finding per app over flows to several recipients: it names none of them
+            # (they are listed in data), so it never says a flow went where it did not
+            row = grp.iloc[0].copy()
+            for col in (C.ORGANISATION, C.ORGANISATION_NAME, C.COUNTRY, C.NAME):
+                if col in row.index:
+                    row[col] = None
             queries = sorted(
                 {q for v in grp[C.DNS_QUERIES].dropna() for q in str(v).split(";") if q}
             )
@@ -552,6 +624,7 @@ class ProxyBypass(Rule):
                     "bytes_up": int(grp[C.BYTES_UP].fillna(0).sum()),
                     "bytes_down": int(grp[C.BYTES_DOWN].fillna(0).sum()),
                     "flagged_recipients": int(sum(flagged)),
+                    "recipients": recipients,
                 },
             )
 

@@ -979,6 +979,11 @@ class KnowledgeBase:
         self._org_cache[org_id] = view
         return view
 
+    def exposure_of(self, country: str | None, via: str, who: str | None = None) -> Exposure | None:
+        """The legal exposure through ``country`` (its laws that can compel access), if the
+        knowledge base records any."""
+        return self._exposure_of(country, via, who)
+
     def _exposure_of(self, country: str | None, via: str, who: str | None) -> Exposure | None:
         c = self.countries.get(country) if country else None
         if c is None or not c.facts:
