@@ -30,8 +30,10 @@ def json_option[F: Callable[..., Any]](fn: F) -> F:
     )
 
 
-def emit_json(obj: Any) -> None:
-    click.echo(json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False))
+def emit_json(obj: Any, *, ascii_only: bool = False) -> None:
+    """JSON on standard output; ``ascii_only`` for data that came from outside (a data set,
+    a capture): every non-ASCII character escaped, so none can steer a terminal."""
+    click.echo(json.dumps(obj, indent=2, ensure_ascii=ascii_only, sort_keys=False))
 
 
 def terminal_text(text: str) -> str:
@@ -43,7 +45,8 @@ def terminal_text(text: str) -> str:
 
 
 def fail(message: str, code: int = 1) -> None:
-    click.echo(f"error: {message}", err=True)
+    # an error may quote a file's content or name (an archive member, a host): escaped
+    click.echo(f"error: {terminal_text(message)}", err=True)
     sys.exit(code)
 
 
@@ -1422,7 +1425,7 @@ def intel_import(fmt: str, path: Path, name: str | None, as_json: bool) -> None:
 
     info = import_dataset(fmt, path, name=name)
     if as_json:
-        emit_json(info.to_json())
+        emit_json(info.to_json(), ascii_only=True)
     else:
         click.echo(
             terminal_text(
@@ -1456,7 +1459,7 @@ def intel_datasets(show_formats: bool, as_json: bool) -> None:
         return
     infos = [d.to_json() for d in load_datasets().datasets]
     if as_json:
-        emit_json(infos)
+        emit_json(infos, ascii_only=True)
         return
     for d in infos:
         where = "bundled" if d.get("bundled") else "imported"

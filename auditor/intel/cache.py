@@ -17,12 +17,14 @@ write them (mode 0700 / 0600); otherwise it is rebuilt in memory and a warning i
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import pickle
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -89,8 +91,10 @@ def _read(path: Path) -> KnowledgeBase | None:
     try:
         with path.open("rb") as fh:
             data: Any = pickle.load(fh)  # noqa: S301 - owner-only file written by auditor
-    except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError) as exc:
-        log.warning("%s: unreadable lookup index (%s); rebuilding", path, exc)
+    except (Exception, MemoryError) as exc:  # noqa: BLE001 - a damaged pickle raises anything
+        log.warning("%s: unreadable lookup index (%s); rebuilding", path, type(exc).__name__)
+        with contextlib.suppress(OSError):
+            path.unlink()
         return None
     if not (isinstance(data, dict) and data.get("format") == FORMAT):
         return None
@@ -123,6 +127,10 @@ def _write(path: Path, kb: KnowledgeBase) -> None:
         for old in folder.glob(f"{INDEX_PREFIX}*.pickle"):
             if old != path:
                 old.unlink(missing_ok=True)
+        for tmp_left in folder.glob(".intel-*"):  # a writer killed before its rename
+            with contextlib.suppress(OSError):
+                if time.time() - tmp_left.stat().st_mtime > 3600:
+                    tmp_left.unlink()
     except OSError as exc:  # a read-only home, a full disk: lookups still work, only slower
         log.warning("%s: lookup index not written: %s", folder, exc.strerror or exc)
 

@@ -497,6 +497,24 @@ class KnowledgeBase:
             ],
         }
 
+    def provenance(self, *, ip: bool = False) -> dict[str, Any]:
+        """What a single answer rests on, in brief (``info`` has it all): the knowledge
+        base's version and date, each data set's id, version and SHA-256, and the IP
+        databases when an address was looked up."""
+        out: dict[str, Any] = {
+            "kb_version": self.version,
+            "kb_updated": self.updated,
+            "datasets": [
+                {"id": d.id, "version": d.version, "date": d.date, "sha256": d.sha256}
+                for d in self.datasets()
+            ],
+        }
+        if ip:
+            out["ip_databases"] = [d.name for d in self.ipdb.databases()]
+        if self.intel_files:
+            out["intel_files"] = [{"label": f.label, "sha256": f.sha256} for f in self.intel_files]
+        return out
+
     def datasets(self) -> tuple[Any, ...]:
         """The data sets in use (bundled snapshots and the user's imports), each with its
         name, version or date, licence and SHA-256."""
@@ -1560,7 +1578,7 @@ def lookup_command(
     for target in targets:
         attribution = kb.lookup_host(target)
         data = attribution.to_json()
-        data["kb"] = kb.info(ip=attribution.ip is not None)
+        data["kb"] = kb.provenance(ip=attribution.ip is not None)
         if as_json:
             yield data, json.dumps(data, sort_keys=True, ensure_ascii=True)
         else:

@@ -94,3 +94,16 @@ def test_an_imported_data_set_is_used_by_later_lookups_and_named(
     assert removed.returncode == 0
     gone = _run(["intel", "remove", info["id"]], env)
     assert gone.returncode != 0 and gone.stderr.startswith("error:")
+
+
+@pytest.mark.parametrize("garbage", [b"\x80\x05X\x01\x00\x00\x00\xff.", b"\x80\x34.", b""])
+def test_a_damaged_owner_only_index_is_rebuilt(
+    env: dict[str, str], tmp_path: Path, garbage: bytes
+) -> None:
+    assert _run(["intel", "lookup", "tracking.miui.com"], env).returncode == 0
+    (index,) = (tmp_path / "cache").glob("intel-index-*.pickle")
+    index.write_bytes(garbage)  # still owner-only: read, found damaged, rebuilt
+    res = _run(["intel", "lookup", "tracking.miui.com", "--json"], env)
+    assert res.returncode == 0 and "Traceback" not in res.stderr
+    assert json.loads(res.stdout)["organisation"] == "xiaomi"
+    assert index.read_bytes() != garbage
