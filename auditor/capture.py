@@ -27,7 +27,7 @@ from addons.recorder import EXIT_DISK_FULL, EXIT_WRITE_FAILED, RECORDER_SAYS
 from auditor.bodies import DEFAULT_BODY_CAP
 from auditor.errors import CaptureError
 from auditor.fsutil import private_mkdirs
-from auditor.records import RecordFormatError, loads
+from auditor.records import HttpRecord, RecordFormatError, loads
 from auditor.session import (
     FLOWS,
     STATUS_COMPLETE,
@@ -308,10 +308,10 @@ class FlowTail:
             except RecordFormatError:
                 continue
             t = rec.TYPE.value
-            if t == "http":
+            if isinstance(rec, HttpRecord):
                 c.flows += 1
-                c.hosts.add(rec.host)  # type: ignore[union-attr]
-                c.errors += bool(rec.error)  # type: ignore[union-attr]
+                c.hosts.add(rec.host)
+                c.errors += bool(rec.error)
             elif t == "tls_failed":
                 c.tls_failed += 1
                 if rec.sni:  # type: ignore[union-attr]

@@ -88,7 +88,11 @@ def analyze(
         warnings += [f"{sess.id}: {x}" for x in w]
     flows = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     # auditor's own interception check (the canary) is not the phone's traffic
-    canary = flows[C.NAME].str.endswith(CANARY_HOST) if len(flows) else pd.Series(dtype=bool)
+    if len(flows):
+        names = flows[C.NAME].astype(object).where(flows[C.NAME].notna(), "").astype(str)
+        canary = (names == CANARY_HOST) | names.str.endswith("." + CANARY_HOST)
+    else:
+        canary = pd.Series(dtype=bool)
     if canary.any():
         flows = flows[~canary].reset_index(drop=True)
     flows = kb.annotate(flows)
