@@ -599,12 +599,17 @@ class ProxyBypass(Rule):
                 if C.ORGANISATION_NAME in grp
                 else set()
             )
-            # one finding per app over flows to several recipients: it names none of them
-            # (they are listed in data), so it never says a flow went where it did not
+            # one finding per app: it names the recipient when every flow went to the same
+            # one, and none when they went to several or to unknown operators (those are
+            # listed in data), so it never says a flow went where it did not
             row = grp.iloc[0].copy()
-            for col in (C.ORGANISATION, C.ORGANISATION_NAME, C.COUNTRY, C.NAME):
-                if col in row.index:
-                    row[col] = None
+            orgs = set(ctx.recipient_key(grp))
+            if len(orgs) != 1 or orgs == {""}:
+                for col in (C.ORGANISATION, C.ORGANISATION_NAME, C.COUNTRY):
+                    if col in row.index:
+                        row[col] = None
+            if len({str(h) for h in grp[C.NAME]}) != 1 and C.NAME in row.index:
+                row[C.NAME] = None
             queries = sorted(
                 {q for v in grp[C.DNS_QUERIES].dropna() for q in str(v).split(";") if q}
             )

@@ -186,7 +186,7 @@ def _base() -> dict[str, Any]:
 
 @cache
 def _intel_seeds() -> list[bytes]:
-    return [p.read_bytes() for p in sample_paths("intel/samples/*")]
+    return [p.read_bytes() for p in sample_paths("intel/samples/*") if p.is_file()]
 
 
 _suffixes = st.sampled_from([".yaml", ".yml", ".json", ".stix", ".hosts", ".txt", ""])
