@@ -571,8 +571,8 @@ class Uninspected(Rule):
 class ProxyBypass(Rule):
     """Traffic that left the phone outside the interception proxy while it was set: DNS,
     QUIC, push channels, apps that ignore the proxy setting. Seen only in the packet capture,
-    so its content is unknown; reported per app, with where it went and what DNS names it
-    asked for."""
+    so its content is unknown; reported per app and recipient, with where it went and what
+    DNS names it asked for."""
 
     id = "proxy-bypass"
     title = "Traffic that bypassed the proxy"
@@ -592,22 +592,17 @@ class ProxyBypass(Rule):
         if bypass.empty:
             return
         app = bypass[C.APPS].fillna("").astype(str).replace("", "(app unknown)")
-        for name, grp in sorted(bypass.groupby(app), key=lambda g: str(g[0])):
+        keys = [app, ctx.recipient_key(bypass)]
+        for (name, _to), grp in sorted(bypass.groupby(keys), key=lambda g: str(g[0])):
             flagged = [ctx.flagged(r) for r in _rows(grp)]
             recipients = sorted(
                 {str(o) for o in grp[C.ORGANISATION_NAME].dropna()}
                 if C.ORGANISATION_NAME in grp
                 else set()
             )
-            # one finding per app: it names the recipient when every flow went to the same
-            # one, and none when they went to several or to unknown operators (those are
-            # listed in data), so it never says a flow went where it did not
+            # per app and recipient: a finding cites only flows that went to the recipient it
+            # names (none for the unknown operators' flows)
             row = grp.iloc[0].copy()
-            orgs = set(ctx.recipient_key(grp))
-            if len(orgs) != 1 or orgs == {""}:
-                for col in (C.ORGANISATION, C.ORGANISATION_NAME, C.COUNTRY):
-                    if col in row.index:
-                        row[col] = None
             if len({str(h) for h in grp[C.NAME]}) != 1 and C.NAME in row.index:
                 row[C.NAME] = None
             queries = sorted(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 from pathlib import Path
 
 import pytest
@@ -31,8 +32,13 @@ HOSTS = [
 ]
 
 
+@functools.cache
+def _extractor() -> tldextract.TLDExtract:
+    return tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
+
+
 def _reference(host: str) -> tuple[str | None, str | None]:
-    ext = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
+    ext = _extractor()
     icann = ext(host, include_psl_private_domains=False)
     full = ext(host, include_psl_private_domains=True)
     rd = f"{icann.domain}.{icann.suffix}" if icann.domain and icann.suffix else None
