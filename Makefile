@@ -21,10 +21,16 @@ typecheck:
 	$(BIN)/mypy
 
 # The suite runs on both cores, one test file per worker (module fixtures stay whole):
-# about 5 minutes instead of 10. JOBS=0 runs it in one process.
+# about 5 minutes instead of 10; the tests marked serial (they sniff loopback) run alone
+# afterwards. JOBS=0 runs everything in one process.
 JOBS ?= 2
 pytest:
-	$(BIN)/pytest $(if $(filter 0,$(JOBS)),,-n $(JOBS) --dist loadfile) $(PYTEST_ARGS)
+ifeq ($(JOBS),0)
+	$(BIN)/pytest $(PYTEST_ARGS)
+else
+	$(BIN)/pytest -n $(JOBS) --dist loadfile -m "not serial" $(PYTEST_ARGS)
+	$(BIN)/pytest -m serial $(PYTEST_ARGS)
+endif
 
 bench: bootstrap
 	$(BIN)/python -m bench

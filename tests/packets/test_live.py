@@ -52,6 +52,10 @@ from auditor.simulator.network import Packet, PacketLog
 from tests.e2e.conftest import adb_server, make_world  # noqa: F401 - fixtures
 from tests.simulator.adb_fixtures import wait_until
 
+# Sniffing loopback counts what the kernel dropped for the packet socket, and another test
+# process's loopback traffic can fill it before its filter is attached: run alone
+pytestmark = pytest.mark.serial
+
 PHONE = "192.168.1.23"
 
 
