@@ -351,9 +351,9 @@ def _law_name(f: Fact) -> str | None:
     """A short name for the law a fact states: the statement's own head ("National
     Intelligence Law art. 7: ..."), else the source title's closing parenthesis ("... (FISA
     section 702)"); None for a fact that names no law that way (a warning citing the law)."""
-    head, sep, _ = f.statement.partition(":")
+    head, sep, _ = " ".join(f.statement.split()).partition(": ")  # "(2008:717)" is no head
     if sep and len(head) <= 80:
-        return " ".join(head.split())
+        return head
     title = f.source.title.strip()
     if title.endswith(")") and "(" in title:
         inner = title[title.rindex("(") + 1 : -1].strip()
