@@ -877,3 +877,14 @@ def test_annotate_reads_the_flow_tables_name_evidence(kb: KnowledgeBase) -> None
     # per flow: the same host is attributed where a certificate says so, not where none did
     assert out[C.ORGANISATION].tolist() == ["xiaomi", None, "xiaomi"]
     assert out[C.BASIS].tolist() == ["certificate", "none", "cname"]
+
+
+def test_each_law_is_named_whole_in_the_basis(kb: KnowledgeBase) -> None:
+    """A statement's head ends at ': ' (Sweden's act is numbered 2008:717); a fact that only
+    cites a law (the VSSE warning) names none; a title's closing parenthesis names it."""
+    (se,) = kb.lookup_host("spclient.wg.spotify.com").legal_exposure
+    assert se.basis.startswith("Signals Intelligence Act (2008:717): applies to")
+    (cn,) = kb.lookup_host("tracking.miui.com").legal_exposure
+    assert "Belgian" not in cn.basis and "art. 14" in cn.basis
+    (us,) = kb.lookup_host("android.clients.google.com").legal_exposure
+    assert us.basis.startswith("FISA section 702; CLOUD Act: applies")
