@@ -112,6 +112,10 @@ CERT_ISSUER: Final = "cert_issuer"  # issuer O= (else CN=)
 CERT_SHA256: Final = "cert_sha256"  # SHA-256 of the leaf certificate (DER), hex
 CERT_SOURCE: Final = "cert_source"  # proxy | packets
 CNAMES: Final = "cnames"  # the DNS CNAME chain from the flow's name, ";"-joined, in order
+# The leaf certificate's fields as the packet reader and the flow table give them, and every
+# name-evidence column the attribution reads (auditor.intel.kb.classify_hosts)
+CERT_COLUMNS: Final = (CERT_ORG, CERT_COUNTRY, CERT_CN, CERT_NAMES, CERT_ISSUER, CERT_SHA256)
+NAME_EVIDENCE_COLUMNS: Final = (*CERT_COLUMNS, CERT_SOURCE, CNAMES)
 
 # Packet flows (auditor.analysis.packetflows); proxy rows carry them too
 TRANSPORT: Final = "transport"  # tcp | udp | quic | icmp ...

@@ -266,7 +266,7 @@ def _endpoints(
     )  # fmt: skip
     hosting_cols = [col(c) for c in (C.ASN, C.HOSTING_NAME, C.HOSTING_ORG, C.ASN_ORG)]
     server_country = col(C.SERVER_COUNTRY)
-    evidence_cols = {c: col(c) for c in (*CERT_COLUMNS, C.CNAMES)}
+    evidence_cols = {c: col(c) for c in C.NAME_EVIDENCE_COLUMNS}
     rows: list[tuple[str, str, dict[str, Any]]] = []
     for idx in groups:
         i0 = int(idx[0])
@@ -335,10 +335,6 @@ def _endpoints(
 
 
 _NO_NAME = "(no name)"
-CERT_COLUMNS = (
-    C.CERT_ORG, C.CERT_COUNTRY, C.CERT_CN, C.CERT_NAMES, C.CERT_ISSUER, C.CERT_SHA256,
-    C.CERT_SOURCE,
-)  # fmt: skip
 
 
 def _ts_s(t: float) -> str:

@@ -28,7 +28,7 @@ from typing import Any
 import pandas as pd
 
 from auditor import columns as C
-from auditor.analysis.packetflows import CERT_COLUMNS, PacketData, cname_chain, cname_map
+from auditor.analysis.packetflows import PacketData, cname_chain, cname_map
 from auditor.records import (
     CertificateInfo,
     DnsRecord,
@@ -245,8 +245,8 @@ def _add_certificates(df: pd.DataFrame, records: Iterable[Any]) -> None:
     rows: list[tuple[Any, ...]] = []
     for rtype, fid in zip(df[C.RECORD_TYPE], df[C.FLOW_ID], strict=True):
         leaf = leaves.get(conn.get((rtype, fid), ""))
-        rows.append(_leaf_fields(leaf) if leaf else (None,) * len(CERT_COLUMNS))
-    for i, col in enumerate(CERT_COLUMNS):
+        rows.append(_leaf_fields(leaf) if leaf else (None,) * len(C.CERT_COLUMNS))
+    for i, col in enumerate(C.CERT_COLUMNS):
         df[col] = pd.Series([r[i] for r in rows], index=df.index, dtype=object)
     df[C.CERT_SOURCE] = pd.Series(
         ["proxy" if r[-1] is not None else None for r in rows], index=df.index, dtype=object

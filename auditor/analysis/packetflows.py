@@ -35,14 +35,6 @@ import pandas as pd
 from auditor import columns as C
 
 # the server's leaf certificate (from the packets' TLS <= 1.2 handshakes, or the proxy's)
-CERT_COLUMNS: tuple[str, ...] = (
-    C.CERT_ORG,
-    C.CERT_COUNTRY,
-    C.CERT_CN,
-    C.CERT_NAMES,
-    C.CERT_ISSUER,
-    C.CERT_SHA256,
-)
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +224,7 @@ PACKET_ROW_COLUMNS: tuple[str, ...] = (
     C.PCAP_UID,
     C.PCAP_APP,
     C.DNS_QUERIES,
-    *CERT_COLUMNS,
+    *C.CERT_COLUMNS,
     C.CERT_SOURCE,
     C.CNAMES,
 )
@@ -304,7 +296,7 @@ def _rows(
             C.PCAP_UID: fl[F.UID].astype("int64").to_numpy(),
             C.PCAP_APP: app,
             C.DNS_QUERIES: [queries.get(int(i), "") for i in fl[F.FLOW_ID]],
-            **{c: _objects(fl[c]) for c in CERT_COLUMNS},
+            **{c: _objects(fl[c]) for c in C.CERT_COLUMNS},
             C.CERT_SOURCE: [SOURCE if isinstance(v, str) else None for v in fl[C.CERT_SHA256]],
         }
     )

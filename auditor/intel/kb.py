@@ -192,18 +192,6 @@ def _dedupe_facts(items: Iterable[Fact]) -> tuple[Fact, ...]:
     return tuple(seen.values())
 
 
-# The flow table's name evidence that classify_hosts() reads, when present
-_EVIDENCE_COLUMNS: tuple[str, ...] = (
-    C.CERT_ORG,
-    C.CERT_COUNTRY,
-    C.CERT_NAMES,
-    C.CERT_CN,
-    C.CERT_ISSUER,
-    C.CERT_SHA256,
-    C.CERT_SOURCE,
-    C.CNAMES,
-)
-
 _LEGAL_FORMS = frozenset(
     "inc incorporated ltd limited llc llp plc co company corp corporation gmbh ag sa sas sarl "
     "bv nv ab asa oy as spa srl kk pte pty the group holding holdings".split()
@@ -575,7 +563,7 @@ class KnowledgeBase:
             else pd.Series([None] * n, dtype=object)
         )
         ips = out[ip_column].reset_index(drop=True) if ip_column in out.columns else None
-        present = [c for c in _EVIDENCE_COLUMNS if c in out.columns]
+        present = [c for c in C.NAME_EVIDENCE_COLUMNS if c in out.columns]
         evidence = out[present].reset_index(drop=True) if present else None
         table = self.classify_hosts(
             hosts.astype(object), None if ips is None else ips.astype(object), evidence=evidence
@@ -1143,7 +1131,9 @@ class KnowledgeBase:
             columns.append(ip_s.to_numpy(dtype=object))
         else:
             columns.append(np.full(n, None, dtype=object))
-        ev_cols = [c for c in _EVIDENCE_COLUMNS if evidence is not None and c in evidence.columns]
+        ev_cols = [
+            c for c in C.NAME_EVIDENCE_COLUMNS if evidence is not None and c in evidence.columns
+        ]
         if evidence is not None and ev_cols and len(evidence) != n:
             raise ValueError("evidence must have one row per host")
         for name in ev_cols:
