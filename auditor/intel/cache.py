@@ -48,10 +48,8 @@ def cache_dir() -> Path:
 
 
 def _user_dataset_files() -> list[Path]:
-    try:
-        from auditor.intel.datasets import user_data_dir
-    except ImportError:  # pragma: no cover - the data-set layer ships with auditor
-        return []
+    from auditor.intel.dataset_store import user_data_dir
+
     root = user_data_dir() / "intel"
     if not root.is_dir():
         return []

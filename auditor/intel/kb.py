@@ -192,18 +192,6 @@ def _dedupe_facts(items: Iterable[Fact]) -> tuple[Fact, ...]:
     return tuple(seen.values())
 
 
-_LEGAL_FORMS = frozenset(
-    "inc incorporated ltd limited llc llp plc co company corp corporation gmbh ag sa sas sarl "
-    "bv nv ab asa oy as spa srl kk pte pty the group holding holdings".split()
-)
-
-
-def _norm_name(name: str) -> str:
-    """An organisation name for comparison: lower case, no punctuation, no legal forms."""
-    words = re.sub(r"[^\w]+", " ", name.casefold()).split()
-    return " ".join(w for w in words if w not in _LEGAL_FORMS)
-
-
 def _hosting_only(org: Organisation) -> bool:
     """A hosting provider: an organisation whose only category is cdn_cloud."""
     return set(org.categories) == {Category.CDN_CLOUD}
@@ -215,10 +203,9 @@ def _under(domain: str, suffix: str) -> bool:
 
 
 def _foreign_id(r: _Rung) -> str:
-    """The id of a recipient the knowledge base does not know: its data set and entity."""
-    if r.entity_id is not None and r.dataset_id is not None:
-        return f"dataset:{r.dataset_id}:{r.entity_id}"
-    return f"{r.ev.basis}:{_norm_name(r.ev.name).replace(' ', '-')}"
+    """The id of a recipient the knowledge base does not know: only an ownership database's
+    entity names one (certificates and CNAMEs name KB organisations or none)."""
+    return f"dataset:{r.dataset_id}:{r.entity_id}"
 
 
 def _exact_name(name: str) -> str:
@@ -600,24 +587,14 @@ class KnowledgeBase:
     # --- lookups ----------------------------------------------------------------------------
 
     def lookup_host(self, host: str, *, cache: bool = True) -> Attribution:
-        """Attribute a host name (an IP literal is looked up as an address). Never raises."""
-        if isinstance(host, str) and (":" in host or host[:1].isdigit()):
-            addr = parse_ip(host)
-            if addr is not None:
-                return self.lookup_ip(str(addr))
-        norm = normalise_host(host)
-        if norm is None:
-            return self._attribution(
-                safe_text(host), None, _NO_NAME, None, note="not a valid host name"
-            )
-        rungs = self._host_rungs(norm) if cache else self._name_rungs(norm)
-        return self._attribution(norm, None, rungs, None)
+        """Attribute a host name (an IP literal is looked up as an address). Never raises.
+        ``cache=False`` looks the name up afresh (the naive baseline of the benchmark)."""
+        return self.lookup(host, cache=cache)
 
     def lookup_ip(self, ip: str) -> Attribution:
         """An address alone names no recipient (only the user's own intel may); the IP
         databases give the hosting: the AS, its organisation and the server's country."""
-        facts = self.ipdb.lookup(ip)
-        return self._attribution(None, facts.ip, self._ip_rungs(facts), facts)
+        return self.lookup(None, ip)
 
     def lookup(
         self,
@@ -626,15 +603,16 @@ class KnowledgeBase:
         *,
         cert: CertSubject | None = None,
         cnames: Sequence[str] = (),
+        cache: bool = True,
     ) -> Attribution:
         """Attribute a flow's endpoint: the name (with the server's certificate and the DNS
         CNAME chain, when known) decides the recipient; the address gives the hosting."""
         facts = self.ipdb.lookup(ip) if ip else None
-        if host is None or host == "":
+        if host is None:
             if facts is None:
                 return self._attribution(None, None, _NO_NAME, None)
             return self._attribution(None, facts.ip, self._ip_rungs(facts), facts)
-        if ":" in host or host[:1].isdigit():
+        if isinstance(host, str) and (":" in host or host[:1].isdigit()):
             addr = parse_ip(host)
             if addr is not None:  # a flow named by its address: look the address up
                 return self.lookup(None, ip or str(addr))
@@ -643,7 +621,7 @@ class KnowledgeBase:
             rungs = self._ip_rungs(facts) if facts is not None else _NO_NAME
             return self._attribution(safe_text(host), facts.ip if facts else None, rungs, facts,
                                      note="not a valid host name")  # fmt: skip
-        rungs = self._host_rungs(norm)
+        rungs = self._host_rungs(norm) if cache else self._name_rungs(norm)
         extra: list[_Rung] = []
         hosting: list[_Rung] = []
         witness: list[_Rung] = []
@@ -853,7 +831,7 @@ class KnowledgeBase:
             detail=f"certificate issued to {name}{issuer}{why}",
         )
         hosting = (org is not None and _hosting_only(org)) or private_suffix(host) is not None
-        family = self._family(org.id) if org else f"cert:{_norm_name(name)}"
+        family = self._family(org.id) if org else f"cert:{_exact_name(name)}"
         witness = org is None or unverified
         return _Rung(ev, org.categories if org else (), None, family, hosting, witness=witness)
 
