@@ -185,21 +185,15 @@ def load_compiled(data: bytes, where: str, *, bundled: bool, path: str | None) -
             if values and not (0 <= min(values) and max(values) < n * _CATEGORY_BITS):
                 raise ValueError(f"{kind} values out of range")
             tables.append(dict(zip(hosts, values, strict=True)))
-        info = DatasetInfo(
-            id=str(meta["id"]),
-            name=str(meta["name"]),
-            format=str(meta["format"]),
-            version=meta.get("version"),
-            date=meta.get("date"),
-            licence=str(meta["licence"]),
-            url=str(meta["url"]),
-            sha256=hashlib.sha256(data).hexdigest() if bundled else str(meta["source_sha256"]),
-            bundled=bundled,
-            path=path if bundled else meta.get("source"),
-            entities=n,
-            rules=len(tables[0]) + len(tables[1]),
-            skipped=int(meta["skipped"]),
-            warnings=int(meta["warnings"]),
+        info = DatasetInfo.from_json(
+            {
+                **meta,
+                "sha256": hashlib.sha256(data).hexdigest() if bundled else meta["source_sha256"],
+                "bundled": bundled,
+                "path": path if bundled else meta.get("source"),
+                "entities": n,
+                "rules": len(tables[0]) + len(tables[1]),
+            }
         )
         return LoadedDataset(info, cols, tables[1], tables[0], cats)
     except IntelImportError:

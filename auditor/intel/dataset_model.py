@@ -6,7 +6,7 @@ reader gives (:class:`DatasetRule`, :class:`ParsedDataset`) and what a lookup re
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -34,6 +34,27 @@ class DatasetInfo:
     rules: int
     skipped: int  # rules that cannot be matched by host suffix (keyword, regexp, TLD...)
     warnings: int
+
+    @classmethod
+    def from_json(cls, meta: Mapping[str, Any]) -> DatasetInfo:
+        """The inverse of :meth:`to_json` (a stored import's ``info.json``, a compiled
+        snapshot's header completed with what loading it found)."""
+        return cls(
+            id=str(meta["id"]),
+            name=str(meta["name"]),
+            format=str(meta["format"]),
+            version=meta.get("version"),
+            date=meta.get("date"),
+            licence=str(meta["licence"]),
+            url=str(meta["url"]),
+            sha256=str(meta["sha256"]),
+            bundled=bool(meta["bundled"]),
+            path=meta.get("path"),
+            entities=int(meta["entities"]),
+            rules=int(meta["rules"]),
+            skipped=int(meta["skipped"]),
+            warnings=int(meta["warnings"]),
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {

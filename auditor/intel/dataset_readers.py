@@ -22,6 +22,18 @@ from auditor.intel.schema import MAX_FILE_BYTES, Warnings, normalise_host, safe_
 
 MAX_NAME_CHARS: Final = 1024
 """Entity names and URLs are cut to this length (with a counted warning)."""
+# The WhoTracks.me category names Ghostery's TrackerDB uses and AdGuard's companiesdb took
+# from it, and what each says of what a tracker does
+WHOTRACKSME_CATEGORIES: Final[dict[str, tuple[Category, ...]]] = {
+    "advertising": (Category.ADVERTISING,),
+    "pornvertising": (Category.ADVERTISING,),
+    "site_analytics": (Category.ANALYTICS_TRACKER,),
+    "mobile_analytics": (Category.ANALYTICS_TRACKER,),
+    "telemetry": (Category.ANALYTICS_TRACKER,),
+    "cdn": (Category.CDN_CLOUD,),
+    "hosting": (Category.CDN_CLOUD,),
+}
+
 MAX_RULES: Final = 20_000_000
 """More rules than this (after include expansion, for instance) spoil the whole file."""
 

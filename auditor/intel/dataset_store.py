@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path, PurePosixPath
-from typing import Any, Final
+from typing import Final
 
 from auditor.intel.archives import FileTree, read_source
 from auditor.intel.dataset_compiled import (
@@ -139,29 +139,10 @@ def list_datasets(*, data_dir: Path | None = None) -> list[DatasetInfo]:
         info_path = path.with_name("info.json")
         try:
             meta = json.loads(info_path.read_text(encoding="utf-8"))
-            out.append(_info_from_json(meta))
+            out.append(DatasetInfo.from_json(meta))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("data set %s: unreadable info.json: %s", path.parent.name, exc)
     return out
-
-
-def _info_from_json(meta: Mapping[str, Any]) -> DatasetInfo:
-    return DatasetInfo(
-        id=str(meta["id"]),
-        name=str(meta["name"]),
-        format=str(meta["format"]),
-        version=meta.get("version"),
-        date=meta.get("date"),
-        licence=str(meta["licence"]),
-        url=str(meta["url"]),
-        sha256=str(meta["sha256"]),
-        bundled=bool(meta["bundled"]),
-        path=meta.get("path"),
-        entities=int(meta["entities"]),
-        rules=int(meta["rules"]),
-        skipped=int(meta["skipped"]),
-        warnings=int(meta["warnings"]),
-    )
 
 
 # --- reading what the user downloaded -----------------------------------------------------------

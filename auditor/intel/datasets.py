@@ -46,6 +46,7 @@ from auditor.intel.dataset_model import (
 from auditor.intel.dataset_readers import (
     MAX_NAME_CHARS,
     MAX_RULES,
+    WHOTRACKSME_CATEGORIES,
     RuleBuilder,
     clean_text,
     country_code,
@@ -77,6 +78,7 @@ __all__ = [
     "MAX_RULES",
     "MAX_TREE_BYTES",
     "MAX_TREE_FILES",
+    "WHOTRACKSME_CATEGORIES",
     "DatasetEntity",
     "DatasetFormat",
     "DatasetIndex",

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from auditor.intel.datasets import (
+    WHOTRACKSME_CATEGORIES,
     DatasetEntity,
     ParsedDataset,
     RuleBuilder,
@@ -32,15 +33,7 @@ from auditor.intel.schema import Warnings, safe_text
 
 log = logging.getLogger(__name__)
 
-CATEGORIES: dict[str, tuple[Category, ...]] = {
-    "advertising": (Category.ADVERTISING,),
-    "pornvertising": (Category.ADVERTISING,),
-    "site_analytics": (Category.ANALYTICS_TRACKER,),
-    "mobile_analytics": (Category.ANALYTICS_TRACKER,),
-    "telemetry": (Category.ANALYTICS_TRACKER,),
-    "cdn": (Category.CDN_CLOUD,),
-    "hosting": (Category.CDN_CLOUD,),
-}
+CATEGORIES = WHOTRACKSME_CATEGORIES
 # AdGuard's documented category ids, for a trackers.json without its "categories" table.
 _CATEGORY_IDS = {
     "3": "pornvertising",

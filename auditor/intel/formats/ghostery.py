@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from auditor.intel.datasets import (
+    WHOTRACKSME_CATEGORIES,
     DatasetEntity,
     ParsedDataset,
     RuleBuilder,
@@ -39,12 +40,7 @@ from auditor.intel.schema import Warnings, safe_text
 
 log = logging.getLogger(__name__)
 
-CATEGORIES: dict[str, tuple[Category, ...]] = {
-    "advertising": (Category.ADVERTISING,),
-    "pornvertising": (Category.ADVERTISING,),
-    "site_analytics": (Category.ANALYTICS_TRACKER,),
-    "hosting": (Category.CDN_CLOUD,),
-}
+CATEGORIES = WHOTRACKSME_CATEGORIES
 
 _KEY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_. -]{0,127}$")
 _BLOCK_RE = re.compile(r"^(-{2,})\s*(\S.*?)\s*$")
