@@ -462,11 +462,11 @@ def _document(
     by_country: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for e in endpoints:
         for table, key in (
-            (by_org, e["organisation"]),
-            (by_country, e["server_country"] or e["country"]),
+            (by_org, e["organisation"] or UNKNOWN_RECIPIENT),
+            (by_country, e["server_country"] or "(unknown)"),  # where it went, not the HQ
         ):
-            table[key or "(unknown)"][0] += e["bytes_up"]
-            table[key or "(unknown)"][1] += e["bytes_down"]
+            table[key][0] += e["bytes_up"]
+            table[key][1] += e["bytes_down"]
     return {
         "schema_version": FINDINGS_SCHEMA_VERSION,
         "generated_at": now_iso(),

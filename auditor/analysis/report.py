@@ -454,9 +454,9 @@ def html_report(doc: dict[str, Any], flows: pd.DataFrame) -> str:
             )
         )
     out.append("<h2 id='timeline'>Flows over time</h2>" + _timeline_svg(flows))
-    out.append("<h2 id='bytes'>Bytes by organisation and by country</h2>")
-    out.append(_bar_svg("bytes by organisation", doc.get("_bytes_by_org", [])))
-    out.append(_bar_svg("bytes by country", doc.get("_bytes_by_country", [])))
+    out.append("<h2 id='bytes'>Bytes by recipient and by server country</h2>")
+    out.append(_bar_svg("bytes by recipient", doc.get("_bytes_by_org", [])))
+    out.append(_bar_svg("bytes by server country", doc.get("_bytes_by_country", [])))
     out.append("<h2 id='findings'>Findings</h2>")
     flows_by_id = {str(r[C.FLOW_ID]): r for r in flows.to_dict("records")}
     for f in doc.get("findings", []):

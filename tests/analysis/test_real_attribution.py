@@ -21,6 +21,7 @@ from auditor.imports.session import import_files
 
 from ..conftest import SHARED_CAPTURES
 
+NAME_RUNGS = ("kb-host", "kb-domain", "intel-import", "dataset", "certificate", "cname")
 HARS = Path(__file__).resolve().parents[1] / "imports" / "samples"
 PCAPS = sorted(SHARED_CAPTURES.glob("*.pcap*")) if SHARED_CAPTURES.is_dir() else []
 REAL = [
@@ -72,10 +73,10 @@ def test_totals_agree_and_every_recipient_rests_on_the_name(path: Path, tmp_path
                 assert org_of[fid] == f["organisation"], (f["rule"], fid)
     for e in endpoints:
         if e["organisation"]:
-            assert e["evidence"] and e["basis"] != "none", e["host"]
-            hosting_names = {h["name"] for h in e["hosting"]}
-            if e["organisation"] in hosting_names:  # the network may be named only in family
-                assert e["basis"] in ("kb-host", "kb-domain", "dataset", "certificate", "cname")
+            # named by the first rung of its evidence, a rung about the name, never the AS
+            top = e["evidence"][0]
+            assert (top["basis"], top["name"]) == (e["basis"], e["organisation"]), e["host"]
+            assert e["basis"] in NAME_RUNGS, e["host"]
         else:
             assert e["basis"] == "none" and e["recipient"].startswith("unknown operator")
         assert all(isinstance(x["basis"], str) and x["basis"] for x in e["legal_exposure"])

@@ -107,3 +107,10 @@ def test_a_damaged_owner_only_index_is_rebuilt(
     assert res.returncode == 0 and "Traceback" not in res.stderr
     assert json.loads(res.stdout)["organisation"] == "xiaomi"
     assert index.read_bytes() != garbage
+
+
+def test_error_lines_escape_what_they_quote(env: dict[str, str], tmp_path: Path) -> None:
+    """The error quotes the path as given; a bidi control in it is shown escaped."""
+    res = _run(["intel", "import", "ghostery", str(tmp_path / "no\u202esuch.json")], env)
+    assert res.returncode != 0 and res.stderr.startswith("error:")
+    assert "\u202e" not in res.stderr and "no\\u202esuch.json" in res.stderr

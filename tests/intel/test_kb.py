@@ -888,3 +888,39 @@ def test_each_law_is_named_whole_in_the_basis(kb: KnowledgeBase) -> None:
     assert "Belgian" not in cn.basis and "art. 14" in cn.basis
     (us,) = kb.lookup_host("android.clients.google.com").legal_exposure
     assert us.basis.startswith("FISA section 702; CLOUD Act: applies")
+
+
+def test_a_cloud_reached_through_a_cname_or_an_alias_is_hosting() -> None:
+    """v2fly's qcloud list is Tencent's cloud (alias marked hosting): a customer's site
+    behind Tencent's CDN is hosted by Tencent, not sent to it."""
+    kb = KnowledgeBase.load()
+    a = kb.lookup(
+        "static.example-shop.fr",
+        cnames=["static.example-shop.fr", "static.example-shop.fr.cdn.dnsv1.com"],
+    )
+    assert a.organisation is None and a.legal_exposure == ()
+    assert a.hosting is not None and a.hosting.organisation == "tencent"
+
+
+def test_a_data_set_rule_at_a_public_suffix_claims_nothing() -> None:
+    # bundled v2fly tencent-games holds "domain:in.th": every .in.th host would be Tencent's
+    kb = KnowledgeBase.load()
+    assert kb.lookup_host("www.kasikornbank.in.th").evidence == ()
+
+
+def test_user_intel_naming_an_address_holds_for_ipv4_and_ipv6(tmp_path: Path) -> None:
+    from auditor import columns as C
+
+    intel = tmp_path / "lab.yaml"
+    intel.write_text(
+        "version: 1\nsource: {title: Lab, publisher: Lab, year: 2026, url: https://lab.example/}\n"
+        "entries:\n  - {ip: 203.0.113.77, organisation: xiaomi}\n"
+        "  - {ip: '2001:db8::77', organisation: xiaomi}\n",
+        encoding="utf-8",
+    )
+    kb = KnowledgeBase.load(extra=[intel], datasets=False)
+    ips = ["203.0.113.77", "2001:db8::77"]
+    flows = pd.DataFrame({C.NAME: ips, C.SERVER_IP: ips})  # flows named by their address
+    out = kb.annotate(flows)
+    assert out[C.ORGANISATION].tolist() == ["xiaomi", "xiaomi"]
+    assert out[C.BASIS].tolist() == ["intel-import", "intel-import"]
