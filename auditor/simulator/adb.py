@@ -814,6 +814,8 @@ class AdbDaemon:
                 logger.warning("accept failed: %s", exc)
                 time.sleep(POLL_INTERVAL)
                 continue
+            if not online:  # sampled before accept() waited: the device may be back now
+                online = self._watch_backend()
             if not online or self._stopping.is_set():
                 logger.info("refusing %s while the device is offline", peer)
                 conn.close()
