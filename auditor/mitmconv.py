@@ -153,19 +153,39 @@ def tls_server_record(server: connection.Server) -> TlsServerRecord:
 
 
 def websocket_record(
-    flow: http.HTTPFlow, message: WebSocketMessage, index: int, store: BodyStore
+    flow: http.HTTPFlow,
+    message: WebSocketMessage,
+    index: int,
+    store: BodyStore,
+    *,
+    host: str | None = None,
+    url: str | None = None,
 ) -> WebSocketMessageRecord:
-    content = message.content
+    """One WebSocket message. ``host`` and ``url`` default to the flow's request (the
+    handshake); an import passes the server's when mitmproxy made the handshake up."""
+    content = message_bytes(message.content)
     return WebSocketMessageRecord(
         id=f"{flow.id}:{index}",
         flow_id=flow.id,
         ts=iso(message.timestamp) or now_iso(),
-        from_client=message.from_client,
+        from_client=bool(message.from_client),
         is_text=message.is_text,
-        host=flow.request.pretty_host,
-        url=flow.request.pretty_url,
+        host=host if host is not None else flow.request.pretty_host,
+        url=utf8_text(url if url is not None else flow.request.pretty_url),
         body=store.put(content) if content else None,
     )
+
+
+def message_bytes(content: bytes | str) -> bytes:
+    """A message's bytes. Flow files of mitmproxy 6 and older keep a text message as a string
+    (mitmproxy 12's reader migrates the flow but leaves the string); that string was decoded
+    from UTF-8, so encoding it again gives the bytes that were sent."""
+    if isinstance(content, str):
+        try:
+            return content.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # a lone surrogate no UTF-8 byte gave: a forged file
+            return content.encode("utf-8", "replace")
+    return bytes(content)
 
 
 def dns_record(flow: dns.DNSFlow) -> DnsRecord:

@@ -9,15 +9,26 @@ records there. What a parser leaves out is never dropped silently: it is counted
 
 from __future__ import annotations
 
+import gzip
+import io
 import re
+import zlib
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from pathlib import Path
+from typing import IO, Any, cast
+
+import zstandard
 
 from auditor.errors import AuditorError
 
 #: At most this many skipped items are listed one by one; all of them are counted.
 MAX_LISTED = 100
+#: Skipped items are also grouped by kind and reason, each group with this many examples;
+#: past MAX_GROUPS groups, the rest of a kind share one group ("other reasons").
+MAX_EXAMPLES = 5
+MAX_GROUPS = 50
+OTHER_REASONS = "other reasons"
 
 
 class ImportFileError(AuditorError):
@@ -33,15 +44,56 @@ class ImportFormat(StrEnum):
     PCAPNG = "pcapng"
 
 
+class Compression(StrEnum):
+    """How a file is compressed, found from its magic number."""
+
+    GZIP = "gzip"  # .gz: a HAR, a pcap, a pcapng
+    ZSTD = "zstd"  # .zst
+    ZLIB = "zlib"  # mitmproxy's compressed HAR (.zhar, written by its savehar command)
+
+
+class SkipKind(StrEnum):
+    """What was skipped: the unit each format's reader skips."""
+
+    FLOW = "flow"  # a mitmproxy flow
+    HAR_ENTRY = "har-entry"
+    WEBSOCKET_MESSAGE = "websocket-message"  # of a HAR entry that was imported
+    TLS_ERROR = "tls-error"  # HTTP Toolkit's log._tlsErrors
+    PACKETS = "packets"  # frames of a packet capture the decoder could not read
+    DUPLICATE = "duplicate"  # a record an earlier file of the same import already gave
+
+
 @dataclass(frozen=True, slots=True)
 class Skipped:
     """Something of the file that was not imported, and why."""
 
     where: str
     reason: str
+    kind: SkipKind = SkipKind.FLOW
+    count: int = 1
 
-    def to_dict(self) -> dict[str, str]:
-        return {"where": self.where, "reason": self.reason}
+    def to_dict(self) -> dict[str, Any]:
+        return {"where": self.where, "reason": self.reason, "kind": self.kind.value} | (
+            {"count": self.count} if self.count != 1 else {}
+        )
+
+
+@dataclass
+class SkipGroup:
+    """Skipped items of one kind for one reason: all counted, the first few named."""
+
+    kind: SkipKind
+    reason: str
+    count: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind.value,
+            "reason": self.reason,
+            "count": self.count,
+            "examples": list(self.examples),
+        }
 
 
 @dataclass
@@ -60,6 +112,7 @@ class ImportReport:
     notes: dict[str, int] = field(default_factory=dict)
     skipped: list[Skipped] = field(default_factory=list)
     skipped_total: int = 0
+    groups: dict[tuple[SkipKind, str], SkipGroup] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
@@ -70,10 +123,33 @@ class ImportReport:
     def note(self, key: str, n: int = 1) -> None:
         self.notes[key] = self.notes.get(key, 0) + n
 
-    def skip(self, where: str, reason: str) -> None:
-        self.skipped_total += 1
+    def skip(self, where: str, reason: str, kind: SkipKind = SkipKind.FLOW) -> None:
+        self.skip_many(kind, 1, reason, where)
+
+    def skip_many(self, kind: SkipKind, n: int, reason: str, where: str | None = None) -> None:
+        """``n`` items of ``kind`` skipped for ``reason`` (``where`` names them, if one place
+        does)."""
+        if n <= 0:
+            return
+        self.skipped_total += n
         if len(self.skipped) < MAX_LISTED:
-            self.skipped.append(Skipped(where, reason))
+            self.skipped.append(Skipped(where or kind.value, reason, kind, n))
+        key = (kind, reason)
+        group = self.groups.get(key)
+        if group is None:
+            if sum(1 for k in self.groups if k[0] is kind) >= MAX_GROUPS:
+                key = (kind, OTHER_REASONS)
+                group = self.groups.get(key)
+            if group is None:
+                group = self.groups[key] = SkipGroup(kind, key[1])
+        group.count += n
+        if where is not None and len(group.examples) < MAX_EXAMPLES:
+            group.examples.append(where)
+
+    def take(self, other: ImportReport) -> None:
+        """Add what ``other`` (a scratch report for one item) skipped to this report."""
+        for item in other.skipped:
+            self.skip_many(item.kind, item.count, item.reason, item.where)
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)
@@ -84,6 +160,9 @@ class ImportReport:
             "counts": dict(sorted(self.counts.items())),
             "notes": dict(sorted(self.notes.items())),
             "skipped": self.skipped_total,
+            "skipped_by_reason": [
+                g.to_dict() for g in sorted(self.groups.values(), key=lambda g: (g.kind, g.reason))
+            ],
             "skipped_detail": [s.to_dict() for s in self.skipped],
             "warnings": list(self.warnings),
             **self.meta,
@@ -113,8 +192,168 @@ _TNETSTRING = re.compile(rb"([0-9]{1,12}):")
 _TNET_KEY = re.compile(rb"[0-9]{1,6}:[A-Za-z_]")
 
 
+_GZIP_MAGIC = b"\x1f\x8b"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+#: The first byte of a zlib stream with a 32 KiB window (RFC 1950: CM 8, CINFO 7) and the
+#: second bytes zlib writes for its four compression levels.
+_ZLIB_HEADERS = frozenset({b"\x78\x01", b"\x78\x5e", b"\x78\x9c", b"\x78\xda"})
+#: At most this many bytes are decompressed to tell what a compressed file holds.
+_PEEK = 64 * 1024
+_PIECE = 256 * 1024
+
+
+def compression(head: bytes) -> Compression | None:
+    """How a file is compressed, from its first bytes; ``None`` when it is not (or not in a
+    way an import reads)."""
+    if head[:2] == _GZIP_MAGIC:
+        return Compression.GZIP
+    if head[:4] == _ZSTD_MAGIC:
+        return Compression.ZSTD
+    if head[:2] in _ZLIB_HEADERS:
+        return Compression.ZLIB
+    return None
+
+
+def decompressed_head(head: bytes, n: int = _PEEK) -> bytes:
+    """Up to ``n`` bytes of what the compressed ``head`` holds (all it gives when it is
+    shorter or damaged further on); ``head`` itself when it is not compressed."""
+    kind = compression(head)
+    if kind is None:
+        return head
+    out = io.BytesIO()
+    try:
+        with _decompressing(io.BytesIO(head), kind) as fh:
+            while out.tell() < n and (chunk := fh.read(min(n - out.tell(), 16 * 1024))):
+                out.write(chunk)
+    except (OSError, EOFError, zlib.error, zstandard.ZstdError):
+        pass  # the head ends mid-stream, or the stream is damaged past what was read
+    return out.getvalue()[:n]
+
+
+def open_decompressed(path: Path) -> DecompressedFile:
+    """``path`` opened for reading, decompressed as its magic number says.
+
+    Compressed data that ends early or is damaged reads as if the file ended there; the
+    stream's ``damage`` says what happened, and after how many bytes."""
+    fh = open(path, "rb")
+    kind = compression(fh.read(4))
+    fh.seek(0)
+    return DecompressedFile(fh if kind is None else _decompressing(fh, kind), kind)
+
+
+class DecompressedFile(io.RawIOBase):
+    """A (possibly decompressing) stream that ends where its data is damaged."""
+
+    def __init__(self, fh: IO[bytes], kind: Compression | None) -> None:
+        self._fh = fh
+        self.compression = kind
+        self.damage: str | None = None
+        self.read_bytes = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        if self.damage is not None:
+            return 0
+        want = min(len(memoryview(b)), _PIECE)
+        try:
+            # in pieces: a read of many pieces that meets the damage loses all of them
+            read1 = getattr(self._fh, "read1", None)
+            data = read1(want) if read1 is not None else self._fh.read(want)
+        except (OSError, EOFError, zlib.error, zstandard.ZstdError) as exc:
+            if self.compression is None:
+                raise
+            self.damage = (
+                f"the {self.compression.value} data is damaged or cut after "
+                f"{self.read_bytes} decompressed bytes ({exc or type(exc).__name__})"
+            )
+            return 0
+        n = len(data)
+        memoryview(b).cast("B")[:n] = data
+        self.read_bytes += n
+        return n
+
+    def close(self) -> None:
+        self._fh.close()
+        super().close()
+
+
+def decompress_bounded(data: bytes, limit: int, name: str) -> bytes:
+    """``data`` decompressed, never more than ``limit`` bytes: a file that would give more
+    (a decompression bomb) or a damaged stream is an ImportFileError naming ``name``."""
+    kind = compression(data)
+    if kind is None:
+        return data
+    out = bytearray()
+    try:
+        with _decompressing(io.BytesIO(data), kind) as fh:
+            while chunk := fh.read(1024 * 1024):
+                out += chunk
+                if len(out) > limit:
+                    raise ImportFileError(
+                        f"{name}: decompresses to more than {limit} bytes (the limit); not imported"
+                    )
+    except (OSError, EOFError, zlib.error, zstandard.ZstdError) as exc:
+        raise ImportFileError(
+            f"{name}: {kind.value} data is damaged after {len(out)} decompressed bytes "
+            f"({exc or type(exc).__name__})"
+        ) from None
+    return bytes(out)
+
+
+def _decompressing(fh: IO[bytes], kind: Compression) -> IO[bytes]:
+    reader: Any
+    if kind is Compression.GZIP:
+        reader = gzip.GzipFile(fileobj=fh, mode="rb")
+    elif kind is Compression.ZSTD:
+        reader = zstandard.ZstdDecompressor().stream_reader(
+            fh, closefd=True, read_across_frames=True
+        )
+    else:
+        reader = _ZlibReader(fh)
+    return cast(IO[bytes], reader)
+
+
+class _ZlibReader(io.RawIOBase):
+    """A zlib stream (RFC 1950) read as a file; the standard library has no such reader."""
+
+    def __init__(self, fh: IO[bytes]) -> None:
+        self._fh = fh
+        self._z = zlib.decompressobj()
+        self._buf = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        view = memoryview(b).cast("B")
+        while not self._buf and not self._z.eof:
+            raw = self._z.unconsumed_tail or self._fh.read(64 * 1024)
+            if not raw:
+                raise EOFError("the zlib stream ends before its end marker")
+            self._buf = self._z.decompress(raw, len(view))
+        n = min(len(view), len(self._buf))
+        view[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+    def close(self) -> None:
+        self._fh.close()
+        super().close()
+
+
 def detect_format(head: bytes) -> ImportFormat | None:
-    """The format of a file from its first bytes (64 KiB is plenty); ``None`` if unknown."""
+    """The format of a file from its first bytes (64 KiB is plenty); ``None`` if unknown.
+
+    A compressed file (gzip, zstd, zlib) is told by what its decompressed start holds."""
+    if compression(head) is not None:
+        inner = decompressed_head(head)
+        return _detect_plain(inner) if inner and compression(inner) is None else None
+    return _detect_plain(head)
+
+
+def _detect_plain(head: bytes) -> ImportFormat | None:
     if head[:4] in _PCAP_MAGICS:
         return ImportFormat.PCAP
     if head[:4] == _PCAPNG_MAGIC:

@@ -31,7 +31,7 @@ from urllib.parse import quote_plus, urlsplit
 
 from auditor.bodies import BodyStore
 from auditor.codecs import decode, supported
-from auditor.imports import ImportFileError, ImportReport
+from auditor.imports import ImportFileError, ImportReport, SkipKind
 from auditor.records import (
     BodyRef,
     Header,
@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 
 #: json needs several times a file's size in memory; larger HARs are refused.
 MAX_HAR_BYTES = 2 * 1024**3
+#: A compressed HAR (mitmproxy's ``.zhar``, a gzipped HAR) is refused when it decompresses to
+#: more: a small file that would fill the memory is a decompression bomb.
+MAX_DECOMPRESSED_HAR = 512 * 1024**2
 #: Longest URL, header or other text field kept; an entry with a longer one is skipped.
 MAX_TEXT = 8 * 1024 * 1024
 #: How much of a body is decoded to tell whether the HAR kept it encoded.
@@ -145,11 +148,15 @@ def har_records(
         try:
             entry = _entry(raw, scratch)
         except _Bad as exc:
-            report.skip(f"entry {i}", str(exc))
+            report.skip(f"entry {i}", str(exc), SkipKind.HAR_ENTRY)
             continue
         except Exception as exc:  # one odd entry must not lose the others
             log.exception("%s: entry %d", har.name, i)
-            report.skip(f"entry {i}", f"internal error: {type(exc).__name__}: {_short(str(exc))}")
+            report.skip(
+                f"entry {i}",
+                f"internal error: {type(exc).__name__}: {_short(str(exc))}",
+                SkipKind.HAR_ENTRY,
+            )
             continue
         for key, n in scratch.notes.items():
             report.note(key, n)
@@ -159,7 +166,9 @@ def har_records(
             try:
                 ts, from_client, is_text, data = _ws_message(raw_msg)
             except _Bad as exc:
-                report.skip(f"entry {i} _webSocketMessages[{n - 1}]", str(exc))
+                report.skip(
+                    f"entry {i} _webSocketMessages[{n - 1}]", str(exc), SkipKind.WEBSOCKET_MESSAGE
+                )
                 continue
             yield WebSocketMessageRecord(
                 id=f"{rec_id}:{n}",
@@ -179,7 +188,7 @@ def har_records(
         try:
             rec = _tls_error(raw, f"{id_prefix}-tls-{j}", report)
         except _Bad as exc:
-            report.skip(f"log._tlsErrors[{j}]", str(exc))
+            report.skip(f"log._tlsErrors[{j}]", str(exc), SkipKind.TLS_ERROR)
             continue
         yield rec
         report.count("tls_failed")

@@ -25,7 +25,14 @@ from mitmproxy.io import FlowReader
 from auditor import mitmconv
 from auditor.bodies import BodyStore
 from auditor.imports import ImportFileError, ImportReport
-from auditor.records import EventRecord, Record, dumps, record_from_dict, validate
+from auditor.records import (
+    EventRecord,
+    HttpRecord,
+    Record,
+    dumps,
+    record_from_dict,
+    validate,
+)
 from auditor.timeutil import iso, now_iso
 
 log = logging.getLogger(__name__)
@@ -53,6 +60,7 @@ def flow_records(
     ImportFileError."""
     _refuse_json(fo, name)
     stream = iter(FlowReader(fo).stream())
+    http_ids: set[str] = set()  # HTTP flows written, to join a migrated WebSocket to them
     read = 0
     offset = fo.tell()
     while True:
@@ -79,7 +87,7 @@ def flow_records(
         where = f"flow {read - 1} ({_clean(str(f.id))[:64]})"
         scratch = ImportReport(report.format)  # counts only for flows imported
         try:
-            records = [validate(_utf8(r)) for r in _flow_records(f, store, scratch)]
+            records = [validate(_utf8(r)) for r in _flow_records(f, store, scratch, http_ids)]
         except Exception as exc:  # one odd flow must not lose the others
             if _malformed(exc):
                 log.debug("%s: %s is malformed", name, where, exc_info=True)
@@ -88,12 +96,12 @@ def flow_records(
                 log.exception("%s: %s", name, where)
                 report.skip(where, f"internal error: {_reason(exc)}")
             continue
+        http_ids.update(r.id for r in records if isinstance(r, HttpRecord))
         for key, n in scratch.counts.items():
             report.count(key, n)
         for key, n in scratch.notes.items():
             report.note(key, n)
-        for skipped in scratch.skipped:
-            report.skip(skipped.where, skipped.reason)
+        report.take(scratch)
         yield from records
     report.count("flows", read)
 
@@ -138,16 +146,17 @@ def _malformed(exc: Exception) -> bool:
     )
 
 
-def _flow_records(f: mflow.Flow, store: BodyStore, report: ImportReport) -> Iterator[Record]:
+#: What mitmproxy's reader puts in the metadata of a WebSocket it migrated from a flow file of
+#: mitmproxy 6 or older (io/compat.py, convert_11_12), where the handshake and the messages
+#: were two flows.
+MIGRATED_WEBSOCKET = "duplicated"
+
+
+def _flow_records(
+    f: mflow.Flow, store: BodyStore, report: ImportReport, http_ids: set[str]
+) -> Iterator[Record]:
     if isinstance(f, http.HTTPFlow):
-        yield mitmconv.http_record(f, store)
-        report.count("http")
-        if f.response is None and f.error is None:
-            report.note("http_flows_without_response")  # in flight when mitmdump stopped
-        if f.websocket is not None:
-            for n, msg in enumerate(f.websocket.messages, 1):
-                yield mitmconv.websocket_record(f, msg, n, store)
-                report.count("websocket_message")
+        yield from _http_flow_records(f, store, report, http_ids)
     elif isinstance(f, dns.DNSFlow):
         yield mitmconv.dns_record(f)
         report.count("dns")
@@ -156,6 +165,54 @@ def _flow_records(f: mflow.Flow, store: BodyStore, report: ImportReport) -> Iter
         report.count("event")
     else:
         report.skip(f"flow {f.id}", f"{type(f).__name__} flows are not imported")
+
+
+def _http_flow_records(
+    f: http.HTTPFlow, store: BodyStore, report: ImportReport, http_ids: set[str]
+) -> Iterator[Record]:
+    """An HTTP flow and its WebSocket messages.
+
+    A flow file of mitmproxy 6 or older holds a WebSocket as two flows: the handshake, and a
+    WebSocket flow with the messages. mitmproxy 12's reader turns the second into a copy of
+    the handshake (same id) carrying the messages, or, when the handshake is not in the file,
+    into a made-up ``GET http://unknown/`` at time 0. The copy adds only its messages; the
+    made-up request is no traffic and is not written (its messages are, named by the server
+    the WebSocket was connected to)."""
+    host: str | None = None
+    url: str | None = None
+    migrated = MIGRATED_WEBSOCKET in f.metadata and f.websocket is not None
+    if migrated and f.id in http_ids:
+        report.note("websocket_flows_joined_to_their_handshake")
+    elif migrated and _made_up_handshake(f):
+        report.note("websocket_flows_without_their_handshake")
+        host, url = _server_url(f)
+    else:
+        yield mitmconv.http_record(f, store)
+        report.count("http")
+        if f.response is None and f.error is None and f.websocket is None:
+            report.note("http_flows_without_response")  # in flight when mitmdump stopped
+    if f.websocket is not None:
+        for n, msg in enumerate(f.websocket.messages, 1):
+            yield mitmconv.websocket_record(f, msg, n, store, host=host, url=url)
+            report.count("websocket_message")
+
+
+def _made_up_handshake(f: http.HTTPFlow) -> bool:
+    req = f.request
+    return req.host == "unknown" and not req.timestamp_start and f.response is None
+
+
+def _server_url(f: http.HTTPFlow) -> tuple[str, str]:
+    """The server a WebSocket was connected to, as a host and a ``ws(s)://`` URL."""
+    host, port = _peer(f.server_conn.address or f.server_conn.peername)
+    if host is None:
+        return "unknown", "ws://unknown/"
+    scheme = "wss" if f.server_conn.tls_established or f.server_conn.sni else "ws"
+    default = 443 if scheme == "wss" else 80
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None and port != default:
+        netloc += f":{port}"
+    return host, f"{scheme}://{netloc}/"
 
 
 def stream_event(f: tcp.TCPFlow | udp.UDPFlow, store: BodyStore) -> EventRecord:

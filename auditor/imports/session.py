@@ -14,6 +14,7 @@ looks for them. The session is closed with its artifact hashes, so ``auditor ver
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -23,8 +24,18 @@ from typing import Any
 
 from auditor.bodies import DEFAULT_BODY_CAP
 from auditor.errors import AuditorError
-from auditor.imports import ImportFileError, ImportFormat, ImportReport, detect_format
-from auditor.imports.har import HarLog, har_records, load_har
+from auditor.imports import (
+    Compression,
+    ImportFileError,
+    ImportFormat,
+    ImportReport,
+    SkipKind,
+    compression,
+    decompress_bounded,
+    detect_format,
+    open_decompressed,
+)
+from auditor.imports.har import MAX_DECOMPRESSED_HAR, HarLog, har_records, load_har
 from auditor.imports.mitmflows import check_flow_file, flow_records
 from auditor.records import RECORD_CLASSES, Record
 from auditor.session import (
@@ -49,7 +60,9 @@ class _Source:
     size: int
     sha256: str
     har: HarLog | None = None
-    data: bytes | None = None  # a HAR's bytes, exactly as parsed
+    data: bytes | None = None  # a HAR's bytes, exactly as read (compressed or not)
+    compression: Compression | None = None
+    damage: str | None = None  # where a compressed capture's data ends early
     capture: Any = None  # a packet capture, as auditor.packets.read_capture read it
 
 
@@ -98,6 +111,7 @@ def import_files(
             "size": s.size,
             "sha256": s.sha256,
             "format": s.format.value,
+            **({"compression": s.compression.value} if s.compression else {}),
         }
         for s, n in zip(sources, names, strict=True)
     ]
@@ -120,8 +134,9 @@ def import_files(
             summary = plan | report.summary()
             summaries.append(summary)
             warnings += [f"{name}: {s.where}: {s.reason}" for s in report.skipped]
-            if report.skipped_total > len(report.skipped):
-                more = report.skipped_total - len(report.skipped)
+            listed = sum(s.count for s in report.skipped)
+            if report.skipped_total > listed:
+                more = report.skipped_total - listed
                 warnings.append(f"{name}: {more} more skipped (see the session's import event)")
             warnings += [
                 w if w.startswith(f"{name}: ") else f"{name}: {w}" for w in report.warnings
@@ -236,21 +251,32 @@ def _check(path: Path) -> _Source:
     if not head:
         raise ImportFileError(f"{path}: empty file")
     fmt = detect_format(head)
+    packed = compression(head)
     if fmt is None:
+        inside = f"{packed.value}-compressed data of " if packed else ""
         raise ImportFileError(
-            f"{path}: unknown format (expected a HAR file, a mitmproxy flow file, pcap or pcapng)"
+            f"{path}: unknown format ({inside}no HAR file, mitmproxy flow file, pcap or pcapng)"
         )
     if fmt is ImportFormat.HAR:
         data = _read_all(path)
-        har = load_har(data, str(path))
-        return _Source(path, fmt, len(data), hashlib.sha256(data).hexdigest(), har, data)
+        text = decompress_bounded(data, MAX_DECOMPRESSED_HAR, str(path)) if packed else data
+        har = load_har(text, str(path))
+        sha = hashlib.sha256(data).hexdigest()
+        return _Source(path, fmt, len(data), sha, har, data, packed)
     if fmt is ImportFormat.MITMPROXY:
+        if packed:
+            raise ImportFileError(
+                f"{path}: a {packed.value}-compressed mitmproxy flow file; decompress it first "
+                "(mitmproxy does not read it compressed either)"
+            )
         with open(path, "rb") as fh:
             check_flow_file(fh, str(path))
-    else:
-        capture = _read_packets(path)
-        return _Source(path, fmt, size, _sha256(path), capture=capture)
-    return _Source(path, fmt, size, _sha256(path))
+        return _Source(path, fmt, size, _sha256(path))
+    capture, damage = _read_packets(path)
+    _check_packets_readable(path, capture, damage)
+    return _Source(
+        path, fmt, size, _sha256(path), capture=capture, compression=packed, damage=damage
+    )
 
 
 def _read_all(path: Path) -> bytes:
@@ -304,6 +330,8 @@ def _import_one(src: _Source, name: str, writer: SessionWriter, seen: set[str]) 
             _write_all(writer, records, report, seen)
     else:
         _packet_report(src.capture, report)
+        if src.damage:
+            report.warn(f"{src.damage}; the packets before it are imported")
     return report
 
 
@@ -317,7 +345,11 @@ def _write_all(
         if rec_id is not None:
             if rec_id in seen:
                 report.count(rec.TYPE.value, -1)
-                report.skip(f"{rec.TYPE.value} {rec_id}", "already imported from an earlier file")
+                report.skip(
+                    f"{rec.TYPE.value} {rec_id}",
+                    "already imported from an earlier file",
+                    SkipKind.DUPLICATE,
+                )
                 continue
             seen.add(rec_id)
         writer.write(rec)
@@ -372,17 +404,56 @@ def _counts_text(summary: Mapping[str, Any]) -> str:
 MAX_COMMENTS = 50  # pcapng comments listed in the manifest (all are counted)
 
 
-def _read_packets(path: Path) -> Any:
+def _read_packets(path: Path) -> tuple[Any, str | None]:
     """The capture read with the fast packet path (flows, DNS and names; no per-packet table),
-    or an ImportFileError naming the file when it is no capture at all."""
+    or an ImportFileError naming the file when it is no capture at all; and, for a compressed
+    capture whose compressed data ends early, where it does."""
     from auditor.packets import PcapError, read_capture
 
     try:
-        return read_capture(path, keep_packets=False)
+        with open_decompressed(path) as raw, io.BufferedReader(raw, _CHUNK) as fh:
+            capture = read_capture(fh, keep_packets=False)
+            damage = raw.damage
     except PcapError as exc:
         raise ImportFileError(f"{path}: {exc}") from None
     except OSError as exc:
         raise ImportFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    return capture, damage
+
+
+#: The packet counts (``CaptureResult.counts``) of frames the decoder understood at the link
+#: layer: IP of either version, and other protocols it recognised (ARP...). A frame it did not
+#: (an unknown link type, a cut link or IP header) is counted in none of them.
+_READ_KINDS = ("ipv4", "ipv6", "non-ip")
+
+
+def unreadable_packets(capture: Any) -> tuple[int, int]:
+    """(frames in the capture, frames the decoder could not read)."""
+    total = int(capture.counts.get("packets", 0))
+    read = sum(int(capture.counts.get(k, 0)) for k in _READ_KINDS)
+    return total, max(total - read, 0)
+
+
+def _check_packets_readable(path: Path, capture: Any, damage: str | None) -> None:
+    """A capture with frames of which none can be read gives no session."""
+    total, bad = unreadable_packets(capture)
+    if total == 0:
+        why = f" ({damage})" if damage else ""
+        raise ImportFileError(f"{path}: the capture holds no packets{why}; nothing to import")
+    if bad == total:
+        raise ImportFileError(
+            f"{path}: none of its {total} packets can be read ({_why_unreadable(capture)}); "
+            "nothing to import"
+        )
+
+
+#: The decoder's warnings about a frame it could not read at the link or IP layer.
+_UNREAD_WARNINGS = ("unknown-link-type-", "truncated-link", "truncated-ip", "bad-ip", "ip-length")
+
+
+def _why_unreadable(capture: Any) -> str:
+    why = {k: v for k, v in capture.warnings.items() if str(k).startswith(_UNREAD_WARNINGS)}
+    return ", ".join(f"{k}: {v}" for k, v in sorted(why.items())) or "no known cause"
 
 
 def _packet_report(capture: Any, report: ImportReport) -> None:
@@ -416,6 +487,13 @@ def _packet_report(capture: Any, report: ImportReport) -> None:
         report.meta["capture"]["comments"] = len(capture.comments)
     for kind, n in sorted(capture.warnings.items()):
         report.note(f"packet_{kind}", int(n))
+    total, bad = unreadable_packets(capture)
+    if bad:
+        report.skip_many(
+            SkipKind.PACKETS,
+            bad,
+            f"{bad} of {total} packets could not be read ({_why_unreadable(capture)})",
+        )
     damaged = {k: v for k, v in capture.warnings.items() if "truncated" in str(k)}
     if damaged:
         report.warn(
