@@ -23,7 +23,7 @@ from auditor.analysis.claims import Claim, evaluate
 from auditor.analysis.coverage import build_coverage, capture_stats, incomplete
 from auditor.analysis.flowtable import build_flow_table
 from auditor.analysis.model import FINDINGS_SCHEMA_VERSION, Finding, Severity
-from auditor.analysis.packetflows import PacketData, read_packet_flows
+from auditor.analysis.packetflows import LOOKUPS_KEPT, PacketData, read_packet_flows
 from auditor.analysis.policy import Policy, load_policy
 from auditor.analysis.report import write_report
 from auditor.analysis.rules import Context, RuleError, default_rules, run_rules
@@ -36,7 +36,7 @@ from auditor.timeutil import now_iso
 log = logging.getLogger(__name__)
 
 UNKNOWN_RECIPIENT = "(unknown operator)"
-MAX_LOOKUPS = 5000  # DNS answers listed per session in findings.json (all are in the captures)
+MAX_LOOKUPS = LOOKUPS_KEPT  # DNS answers listed per session in findings.json (all are in the captures)
 
 
 @dataclass

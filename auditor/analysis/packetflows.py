@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from auditor import columns as C
@@ -145,6 +146,35 @@ def _loopback(ip: str) -> bool:
         return False
 
 
+def per_value(values: pd.Series | np.ndarray, func: Callable[[Any], Any]) -> np.ndarray:
+    """``func`` of every value (an object array), computed once per distinct value: a
+    capture has hundreds of thousands of flows but far fewer distinct addresses and names.
+    Missing values are passed to ``func`` as they come (None or NaN)."""
+    arr = values.to_numpy(dtype=object) if isinstance(values, pd.Series) else values
+    codes, uniques = pd.factorize(arr, use_na_sentinel=False)
+    mapped = np.empty(len(uniques), dtype=object)
+    mapped[:] = [func(u) for u in uniques]
+    return mapped[codes] if len(arr) else np.empty(0, dtype=object)
+
+
+def classify_paths(
+    fl: pd.DataFrame, proxies: set[tuple[str, int]], had_proxy: bool, F: Any
+) -> np.ndarray:
+    """The path of each flow (``proxy``, ``local``, ``bypass`` or ``direct``), as an object
+    array; addresses are tested once per distinct value."""
+    sip = fl[F.SERVER_IP].astype(str).to_numpy(dtype=object)
+    cip = fl[F.CLIENT_IP].astype(str).to_numpy(dtype=object)
+    sport = fl[F.SERVER_PORT].astype(int).to_numpy()
+    to_proxy = np.zeros(len(fl), dtype=bool)
+    for host, port in proxies:
+        to_proxy |= (sip == host) & (sport == port)
+    local = per_value(sip, _loopback).astype(bool) & per_value(cip, _loopback).astype(bool)
+    out = np.full(len(fl), PATH_BYPASS if had_proxy else PATH_DIRECT, dtype=object)
+    out[local] = PATH_LOCAL
+    out[to_proxy] = PATH_PROXY
+    return out
+
+
 def read_packet_flows(path: Path, manifest: dict[str, Any]) -> PacketData:
     """Read every packet capture of the session at ``path``. A capture that cannot be read
     becomes a warning naming it; the others are still read."""
@@ -184,20 +214,10 @@ def read_packet_flows(path: Path, manifest: dict[str, Any]) -> PacketData:
         fl = res.flows
         if fl.empty:
             continue
-        server = list(zip(fl[F.SERVER_IP].astype(str), fl[F.SERVER_PORT].astype(int), strict=True))
-        client_ips = fl[F.CLIENT_IP].astype(str).tolist()
-        paths = []
-        for (sip, sport), cip in zip(server, client_ips, strict=True):
-            if (sip, sport) in proxies:
-                paths.append(PATH_PROXY)
-            elif _loopback(sip) and _loopback(cip):
-                paths.append(PATH_LOCAL)
-            else:
-                paths.append(PATH_BYPASS if had_proxy else PATH_DIRECT)
-        for p in paths:
-            acct.paths[p] = acct.paths.get(p, 0) + 1
-        keep = [p in (PATH_BYPASS, PATH_DIRECT) for p in paths]
-        sel = fl[keep]
+        paths = classify_paths(fl, proxies, had_proxy, F)
+        for p, n in zip(*np.unique(paths, return_counts=True), strict=True):
+            acct.paths[str(p)] = acct.paths.get(str(p), 0) + int(n)
+        sel = fl[(paths == PATH_BYPASS) | (paths == PATH_DIRECT)]
         if sel.empty:
             continue
         frames.append(_rows(rel, sel, res.dns, had_proxy, F, file_cnames))
@@ -240,12 +260,7 @@ def _rows(
 ) -> pd.DataFrame:
     """Packet flows in the analyser's columns."""
     n = len(fl)
-    queries: dict[int, str] = {}
-    if not dns.empty:
-        asked = dns[~dns[F.RESPONSE]]
-        for fid, grp in asked.groupby(F.DNS_FLOW_ID, sort=False):
-            qn = sorted({str(q).lower().rstrip(".") for q in grp[F.QNAME].dropna()})
-            queries[int(fid)] = ";".join(q for q in qn if q)
+    fids = fl[F.FLOW_ID].to_numpy(dtype=np.int64)
     sni = fl[F.SNI].where(fl[F.SNI].notna(), fl[F.QUIC_SNI])
     alpn = fl[F.ALPN].where(fl[F.ALPN].notna(), fl[F.QUIC_ALPN])
     proto = fl[F.PROTO].astype(str)
@@ -253,16 +268,14 @@ def _rows(
     scheme = pd.Series([None] * n, index=fl.index, dtype=object)
     scheme[fl[F.HTTP_HOST].notna()] = "http"
     scheme[sni.notna()] = "https"
-    state = [
-        _tcp_state(p, syn, synack, fin, rst)
-        for p, syn, synack, fin, rst in zip(
-            proto, fl[F.SYN_SEEN], fl[F.SYNACK_SEEN], fl[F.FIN_SEEN], fl[F.RST_SEEN], strict=True
-        )
-    ]
-    app = [a if isinstance(a, str) else "" for a in fl[F.APP]]
+    state = _tcp_states(
+        proto.to_numpy(dtype=object),
+        *(fl[c].to_numpy(dtype=bool) for c in (F.SYN_SEEN, F.SYNACK_SEEN, F.FIN_SEEN, F.RST_SEEN)),
+    )
+    app = per_value(fl[F.APP], lambda a: a if isinstance(a, str) else "")
     out = pd.DataFrame(
         {
-            C.FLOW_ID: [f"{rel}#{int(i)}" for i in fl[F.FLOW_ID]],
+            C.FLOW_ID: flow_ids(rel, fids),
             C.RECORD_TYPE: RECORD_TYPE,
             C.SOURCE: SOURCE,
             C.START: fl[F.FIRST_SEEN].to_numpy(),
@@ -295,21 +308,62 @@ def _rows(
             C.NAME_EVIDENCE: fl[F.NAME_EVIDENCE].astype(str).to_numpy(),
             C.PCAP_UID: fl[F.UID].astype("int64").to_numpy(),
             C.PCAP_APP: app,
-            C.DNS_QUERIES: [queries.get(int(i), "") for i in fl[F.FLOW_ID]],
+            C.DNS_QUERIES: _queries(dns, fids, F),
             **{c: _objects(fl[c]) for c in C.CERT_COLUMNS},
-            C.CERT_SOURCE: [SOURCE if isinstance(v, str) else None for v in fl[C.CERT_SHA256]],
+            C.CERT_SOURCE: per_value(
+                fl[C.CERT_SHA256], lambda v: SOURCE if isinstance(v, str) else None
+            ),
         }
     )
-    out[C.CNAMES] = [cname_chain(name, cnames) for name in out[C.NAME]]
+    out[C.CNAMES] = cname_chains(out[C.NAME], cnames)
     for col in C.FLOW_COLUMNS:
         if col not in out.columns:
             out[col] = None
     return out[list(PACKET_ROW_COLUMNS)]
 
 
-def _objects(column: pd.Series) -> list[str | None]:
+def _objects(column: pd.Series) -> np.ndarray:
     """A text column with None (not NaN) where it has no value."""
-    return [v if isinstance(v, str) else None for v in column]
+    return per_value(column, lambda v: v if isinstance(v, str) else None)
+
+
+def flow_ids(rel: str, numbers: np.ndarray) -> np.ndarray:
+    """``<capture file>#<flow number>`` of each flow, as an object array."""
+    return (rel + "#" + pd.Series(numbers, dtype=np.int64).astype(str)).to_numpy(dtype=object)
+
+
+def _queries(dns: pd.DataFrame, fids: np.ndarray, F: Any) -> np.ndarray:
+    """The names each flow asked a DNS server for (questions, not answers): distinct,
+    lower-case without the final dot, sorted and ";"-joined; "" for a flow that asked none."""
+    out = np.full(len(fids), "", dtype=object)
+    if dns.empty or not len(fids):
+        return out
+    asked = dns[~dns[F.RESPONSE].to_numpy(dtype=bool)]
+    qnames = asked[F.QNAME].to_numpy(dtype=object)
+    has = ~pd.isna(qnames)
+    norm = per_value(qnames[has], lambda q: str(q).lower().rstrip("."))
+    pairs = pd.DataFrame({"fid": asked[F.DNS_FLOW_ID].to_numpy(dtype=np.int64)[has], "q": norm})
+    pairs = pairs[pairs["q"] != ""].drop_duplicates()
+    if pairs.empty:
+        return out
+    # sorted as Python sorts str (code points), then grouped by flow
+    uniq = sorted(set(pairs["q"]))
+    rank = pd.Series(np.arange(len(uniq)), index=pd.Index(uniq, dtype=object))
+    qrank = rank.reindex(pairs["q"].to_numpy(dtype=object)).to_numpy()
+    fid = pairs["fid"].to_numpy()
+    order = np.lexsort((qrank, fid))
+    fid, qs = fid[order], pairs["q"].to_numpy(dtype=object)[order]
+    starts = np.flatnonzero(np.r_[True, fid[1:] != fid[:-1]])
+    ends = np.r_[starts[1:], len(fid)]
+    joined = np.empty(len(starts), dtype=object)
+    single = ends - starts == 1
+    joined[single] = qs[starts[single]]
+    for k in np.flatnonzero(~single):
+        joined[k] = ";".join(qs[starts[k] : ends[k]])
+    pos = pd.Series(np.arange(len(starts)), index=fid[starts]).reindex(fids).to_numpy()
+    found = ~np.isnan(pos)
+    out[found] = joined[pos[found].astype(np.int64)]
+    return out
 
 
 # ---------------------------------------------------------------------------- CNAME chains
@@ -349,6 +403,13 @@ def cname_chain(name: object, cnames: dict[str, str]) -> str:
     return joined(chain) if len(chain) > 1 else ""
 
 
+def cname_chains(names: pd.Series | np.ndarray, cnames: dict[str, str]) -> np.ndarray:
+    """:func:`cname_chain` of every name, followed once per distinct name."""
+    if not cnames:
+        return np.full(len(names), "", dtype=object)
+    return per_value(names, lambda name: cname_chain(name, cnames))
+
+
 def _cname_pairs(dns: pd.DataFrame, F: Any) -> Iterator[tuple[str, str]]:
     """(owner, target) of each CNAME in the DNS answers of a capture, in packet order."""
     from auditor.packets.names import TYPE_CNAME, DnsResource
@@ -361,6 +422,19 @@ def _cname_pairs(dns: pd.DataFrame, F: Any) -> Iterator[tuple[str, str]]:
         for a in answers:
             if isinstance(a, DnsResource) and a.rtype == TYPE_CNAME and a.value:
                 yield a.name, a.value
+
+
+def _tcp_states(
+    proto: np.ndarray, syn: np.ndarray, synack: np.ndarray, fin: np.ndarray, rst: np.ndarray
+) -> np.ndarray:
+    """:func:`_tcp_state` of every flow at once."""
+    tcp = proto == "tcp"
+    state = np.select(
+        [~tcp, rst, fin, syn & synack, syn],
+        ["", "reset", "closed", "established", "syn-only"],
+        "mid-stream",
+    )
+    return state.astype(object)
 
 
 def _tcp_state(proto: str, syn: bool, synack: bool, fin: bool, rst: bool) -> str:
@@ -377,30 +451,47 @@ def _tcp_state(proto: str, syn: bool, synack: bool, fin: bool, rst: bool) -> str
     return "mid-stream"  # the capture began after the handshake
 
 
-def _lookups(rel: str, dns: pd.DataFrame, F: Any) -> list[dict[str, Any]]:
-    """One entry per DNS answer seen (responses only): what was asked, of whom, and what came
-    back, with the capture and flow it came from."""
+LOOKUPS_KEPT = 5000  # DNS answers kept per capture (findings.json lists the first 5,000)
+
+
+def _lookups(
+    rel: str, dns: pd.DataFrame, F: Any, limit: int = LOOKUPS_KEPT
+) -> list[dict[str, Any]]:
+    """One entry per DNS answer seen (responses only, the first ``limit`` of the capture;
+    ``dns_rows`` counts them all): what was asked, of whom, and what came back, with the
+    capture and flow it came from."""
     if dns.empty:
         return []
-    resp = dns[dns[F.RESPONSE]]
-    out = []
-    for row in resp.itertuples(index=False):
-        r = row._asdict()
-        answers = r.get(F.ANSWERS) or ()
-        out.append(
-            {
-                "ts": r[F.DNS_TS].strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-                "qname": str(r[F.QNAME] or "").lower().rstrip("."),
-                "qtype": str(r[F.QTYPE] or ""),
-                "rcode": str(r[F.RCODE] or ""),
-                "server": f"{r[F.DNS_SERVER_IP]}:{int(r[F.DNS_SERVER_PORT])}",
-                "protocol": str(r[F.DNS_PROTOCOL]),
-                "transport": str(r[F.TRANSPORT]),
-                "answers": [_answer(a) for a in answers][:32],
-                "flow_id": f"{rel}#{int(r[F.DNS_FLOW_ID])}",
-            }
-        )
-    return out
+    resp = dns[dns[F.RESPONSE].to_numpy(dtype=bool)].iloc[:limit]
+    if resp.empty:
+        return []
+    ts = resp[F.DNS_TS].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ").to_numpy(dtype=object)
+    qname = per_value(resp[F.QNAME], lambda q: str(q or "").lower().rstrip("."))
+    qtype = per_value(resp[F.QTYPE], lambda v: str(v or ""))
+    rcode = per_value(resp[F.RCODE], lambda v: str(v or ""))
+    sport = resp[F.DNS_SERVER_PORT].to_numpy(dtype=np.int64)
+    server = [
+        f"{ip}:{int(port)}"
+        for ip, port in zip(resp[F.DNS_SERVER_IP].to_numpy(dtype=object), sport, strict=True)
+    ]
+    protocol = per_value(resp[F.DNS_PROTOCOL], str)
+    transport = per_value(resp[F.TRANSPORT], str)
+    fids = flow_ids(rel, resp[F.DNS_FLOW_ID].to_numpy(dtype=np.int64))
+    answers = resp[F.ANSWERS].to_numpy(dtype=object)
+    return [
+        {
+            "ts": ts[i],
+            "qname": qname[i],
+            "qtype": qtype[i],
+            "rcode": rcode[i],
+            "server": server[i],
+            "protocol": protocol[i],
+            "transport": transport[i],
+            "answers": [_answer(a) for a in (answers[i] or ())][:32],
+            "flow_id": fids[i],
+        }
+        for i in range(len(resp))
+    ]
 
 
 def _answer(a: Any) -> str:
