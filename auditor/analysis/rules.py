@@ -5,15 +5,19 @@ rule that fails is reported, and the others still run.
 
 from __future__ import annotations
 
-import itertools
+import hashlib
 import logging
 import statistics
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
+from importlib import resources
+from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import pandas as pd
+import yaml
 
 from auditor import columns as C
 from auditor.analysis.model import Evidence, Finding, Severity
@@ -44,6 +48,110 @@ class Match:
     excerpt: str = ""
 
 
+class Shape(tuple[str, str]):
+    """A value shaped like personal data, found without being told (the pattern scanner).
+
+    It is the pair ``(kind, value)`` that redaction and the claims read, and carries where it
+    was found and its ``context``: what, beside its shape, says it is what it looks like
+    (``name:imei`` a field or parameter named so, ``tac:...`` an allocated IMEI type code,
+    ``device:imei`` the device profile's own value). Without context a shape is only a shape:
+    a 15-digit ad correlator passes the Luhn check one time in ten.
+    """
+
+    location: str
+    detail: str
+    encoding: str
+    context: tuple[str, ...]
+    excerpt: str
+
+    def __new__(
+        cls,
+        kind: str,
+        value: str,
+        location: str = "body",
+        detail: str = "",
+        encoding: str = "",
+        context: tuple[str, ...] = (),
+        excerpt: str = "",
+    ) -> Shape:
+        self = super().__new__(cls, (kind, value))
+        self.location, self.detail, self.encoding = location, detail, encoding
+        self.context, self.excerpt = tuple(context), excerpt
+        return self
+
+    @property
+    def kind(self) -> str:
+        return self[0]
+
+    @property
+    def value(self) -> str:
+        return self[1]
+
+    def __reduce__(self) -> Any:
+        args = (*self, self.location, self.detail, self.encoding, self.context, self.excerpt)
+        return (Shape, args)
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """When timing makes a finding: a policy may tune these (``thresholds:`` in its YAML).
+
+    A beacon needs ``beacon_min_contacts`` contacts (connections more than
+    ``beacon_merge_s`` apart; a burst of parallel connections is one contact) spanning at
+    least ``beacon_min_periods`` periods and ``beacon_min_span_s`` seconds, a period of at
+    least ``beacon_min_period_s``, and intervals whose coefficient of variation is at most
+    ``beacon_max_cv``. DNS lookups are never contacts: they are counted apart.
+    """
+
+    beacon_min_contacts: int = 6
+    beacon_min_periods: float = 5.0
+    beacon_min_span_s: float = 60.0
+    beacon_min_period_s: float = 5.0
+    beacon_max_cv: float = 0.35
+    beacon_merge_s: float = 1.0
+
+    @classmethod
+    def from_mapping(cls, raw: Any, source: str) -> Thresholds:
+        """From a policy's ``thresholds:`` mapping (``{beacon: {min_contacts: 6, ...}}``)."""
+        if raw is None:
+            return cls()
+        if not isinstance(raw, dict):
+            raise ValueError(f"{source}: 'thresholds' must be a mapping")
+        known = {f.name: f for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for group, inner in raw.items():
+            if not isinstance(inner, dict):
+                raise ValueError(f"{source}: thresholds.{group} must be a mapping")
+            for key, value in inner.items():
+                name = f"{group}_{key}"
+                if name not in known:
+                    raise ValueError(f"{source}: unknown threshold {group}.{key}")
+                kind = int if known[name].type in ("int", int) else float
+                if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                    raise ValueError(f"{source}: threshold {group}.{key} must be a number >= 0")
+                values[name] = kind(value)
+        return replace(cls(), **values)
+
+
+def thresholds_of(policy: Policy) -> Thresholds:
+    """The policy's thresholds, read from the text it was loaded from (checked against its
+    SHA-256); the defaults when that text is not at hand or names none."""
+    text: str | None = None
+    try:
+        if policy.source.startswith("policy:"):
+            res = resources.files("auditor") / "analysis" / "policies"
+            text = (res / f"{policy.source[7:]}.yaml").read_text(encoding="utf-8")
+        else:
+            text = Path(policy.source).read_text(encoding="utf-8")
+    except (OSError, ValueError):
+        text = None
+    if text is None or hashlib.sha256(text.encode()).hexdigest() != policy.sha256:
+        return Thresholds()
+    doc = yaml.safe_load(text)
+    raw = doc.get("thresholds") if isinstance(doc, dict) else None
+    return Thresholds.from_mapping(raw, policy.source)
+
+
 @dataclass
 class Context:
     flows: pd.DataFrame
@@ -57,8 +165,12 @@ class Context:
     # organisation id -> the basis in words of its state control and legal exposure
     # (auditor.intel.kb.KnowledgeBase.concerns)
     concerns: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # None: the policy's own (``thresholds_of``)
+    thresholds: Thresholds | None = None
 
     def __post_init__(self) -> None:
+        if self.thresholds is None:
+            self.thresholds = thresholds_of(self.policy)
         self._pos: dict[str, Any] | None = None
         self._basis_cache: dict[tuple[Any, ...], list[str]] = {}
         self._flag_cache: dict[tuple[Any, ...], bool] = {}
@@ -123,6 +235,17 @@ class Context:
             hit = self._flag_cache[key] = self._flagged(row)
         return hit
 
+    def flagged_mask(self, frame: pd.DataFrame) -> np.ndarray:
+        """:meth:`flagged` for every row of ``frame``, judged once per distinct recipient."""
+        cols = [c for c in _FLAG_COLUMNS if c in frame.columns]
+        if frame.empty or not cols:
+            return np.zeros(len(frame), dtype=bool)
+        codes = frame.groupby(cols, dropna=False, sort=False).ngroup().to_numpy()
+        firsts = pd.Series(np.arange(len(frame))).groupby(codes, sort=True).first().to_numpy()
+        sub = frame[cols].iloc[firsts]
+        flags = np.fromiter((self.flagged(r) for r in _rows(sub)), dtype=bool, count=len(sub))
+        return flags[codes]
+
     def _flagged(self, row: pd.Series) -> bool:
         p = self.policy
         cats = set(str(row.get(C.CATEGORIES) or "").split(";")) - {""}
@@ -132,6 +255,11 @@ class Context:
             or (cats & p.categories)
             or (row.get(C.COUNTRY) in p.countries)
         )
+
+
+_FLAG_COLUMNS = (
+    C.ORGANISATION, C.PARENT, C.CATEGORIES, C.COUNTRY, C.STATE_CONTROL, C.LEGAL_EXPOSURE
+)  # fmt: skip
 
 
 def _plain(v: Any) -> Any:
@@ -167,6 +295,49 @@ def _who(row: pd.Series) -> str:
     org, _country = _org(row)
     name = next((str(v) for v in (_plain(row.get(C.NAME)), _plain(row.get(C.HOST))) if v), "?")
     return f"{org} ({name})" if org else name
+
+
+MAX_EVIDENCE = 20  # evidence items kept per finding (flow_ids lists them all)
+
+
+def _text(v: Any) -> str:
+    v = _plain(v)
+    return "" if v is None else str(v)
+
+
+def _connection_evidence(grp: pd.DataFrame, note: str = "") -> tuple[Evidence, ...]:
+    """The first flows of a group (by id) as evidence about the connections themselves: when,
+    where to and how much went up. ``note`` is added to each (why the flow is cited)."""
+    head = grp.sort_values(C.FLOW_ID).head(MAX_EVIDENCE)
+    out = []
+    for rec in head.to_dict("records"):
+        start = _plain(rec.get(C.START))
+        when = start.isoformat() if isinstance(start, pd.Timestamp) else ""
+        how = _text(rec.get(C.TRANSPORT)) or _text(rec.get(C.SCHEME)) or "?"
+        port = _plain(rec.get(C.SERVER_PORT))
+        to = _text(rec.get(C.SERVER_IP)) + (f":{int(port)}" if port is not None else "")
+        up = _plain(rec.get(C.BYTES_UP))
+        words = f"{when} {how} to {to or '?'}, {int(up) if up is not None else '?'} bytes up"
+        out.append(
+            Evidence(
+                str(rec[C.FLOW_ID]),
+                "connection",
+                _text(rec.get(C.NAME)),
+                "",
+                None,
+                f"{words}; {note}" if note else words,
+            )
+        )
+    return tuple(out)
+
+
+def _match_evidence(
+    items: list[tuple[str, Match]], ident: str | None = None
+) -> tuple[Evidence, ...]:
+    return tuple(
+        Evidence(f, m.location, m.detail, m.encoding, ident or m.identifier, m.excerpt)
+        for f, m in items[:MAX_EVIDENCE]
+    )
 
 
 class Rule:
@@ -234,10 +405,7 @@ class IdentifiersSent(Rule):
                 identifiers=(ident,),
                 encodings=encodings,
                 flow_ids=tuple(sorted({f for f, _ in items})),
-                evidence=tuple(
-                    Evidence(f, m.location, m.detail, m.encoding, ident, m.excerpt)
-                    for f, m in items[:20]
-                ),
+                evidence=_match_evidence(items, ident),
                 data={
                     "flows": len({f for f, _ in items}),
                     "severity_basis": key,
@@ -273,6 +441,7 @@ class CleartextIdentifiers(Rule):
                 identifiers=idents,
                 encodings=tuple(sorted({m.encoding for _, m in items})),
                 flow_ids=tuple(sorted({f for f, _ in items})),
+                evidence=_match_evidence(items),
             )
 
 
@@ -285,8 +454,10 @@ class EncryptedUpload(Rule):
     title = "Encrypted (opaque) upload to a telemetry endpoint"
     severity_key = "encrypted_upload"
     description = (
-        "The request body is encrypted or random (high entropy, incompressible) inside TLS: what "
-        "it carries cannot be verified."
+        "The request body is encrypted or random (high entropy, incompressible) inside TLS, "
+        "after every layer auditor can undo was undone (content encodings, multipart parts, "
+        "gzip/deflate/zstd parts, base64 values, protobuf strings): what it carries cannot be "
+        "verified. The evidence names the opaque parts."
     )
     citation = NCSC_2021
 
@@ -301,12 +472,42 @@ class EncryptedUpload(Rule):
         for _host, flow_ids in sorted(by_host.items()):
             row = ctx.row(flow_ids[0])
             ents = [ctx.characters[f].get("entropy", 0.0) for f in flow_ids]
+            evidence: list[Evidence] = []
+            for f in flow_ids:
+                ch = ctx.characters[f]
+                parts = ch.get("opaque") or [
+                    {
+                        "path": "",
+                        "encoding": "",
+                        "size": ch.get("size"),
+                        "entropy": ch.get("entropy"),
+                    }
+                ]
+                for part in parts[:3]:
+                    evidence.append(
+                        Evidence(
+                            f,
+                            "body",
+                            str(part.get("path") or ""),
+                            str(part.get("encoding") or ""),
+                            None,
+                            f"{part.get('size')} opaque bytes, entropy {part.get('entropy')} "
+                            "bits/byte",
+                        )
+                    )
             yield self.finding(
                 ctx,
                 row,
                 f"Encrypted uploads to {_who(row)}",
                 flow_ids=tuple(flow_ids),
-                data={"uploads": len(flow_ids), "mean_entropy": round(statistics.mean(ents), 3)},
+                evidence=tuple(evidence[:MAX_EVIDENCE]),
+                data={
+                    "uploads": len(flow_ids),
+                    "mean_entropy": round(statistics.mean(ents), 3),
+                    "opaque_bytes": sum(
+                        int(ctx.characters[f].get("opaque_bytes") or 0) for f in flow_ids
+                    ),
+                },
             )
 
 
@@ -336,6 +537,16 @@ class KeywordList(Rule):
                 row,
                 f"List of {kl.get('count')} entries at {kl.get('path')} from {_who(row)}",
                 flow_ids=(flow_id,),
+                evidence=(
+                    Evidence(
+                        flow_id,
+                        "response",
+                        str(kl.get("path") or ""),
+                        "json",
+                        None,
+                        ", ".join(str(x) for x in (kl.get("sample") or [])[:10])[:300],
+                    ),
+                ),
                 data={k: kl[k] for k in ("path", "count", "sample", "artifact") if k in kl},
             )
 
@@ -363,43 +574,97 @@ class AppListSent(Rule):
                 row,
                 f"{biggest.get('count')} package names sent to {_who(row)}",
                 flow_ids=tuple(flow_ids),
+                evidence=tuple(
+                    Evidence(
+                        f,
+                        "body",
+                        str(ctx.app_lists[f].get("path") or ""),
+                        str(ctx.app_lists[f].get("encoding") or ""),
+                        None,
+                        f"{ctx.app_lists[f].get('count')} package names: "
+                        + ", ".join(str(x) for x in (ctx.app_lists[f].get("sample") or [])[:10]),
+                    )
+                    for f in flow_ids[:MAX_EVIDENCE]
+                ),
                 data={k: biggest[k] for k in ("count", "sample") if k in biggest},
             )
 
 
 class PersonalValues(Rule):
     """Personal values found without knowing them: IMEI-shaped numbers that pass the Luhn
-    check, MAC addresses, GPS coordinates, phone numbers and e-mail addresses."""
+    check, MAC addresses, Android-ID-shaped hex, GPS coordinates, phone numbers and e-mail
+    addresses. A shape alone proves little (one 15-digit number in ten passes the Luhn check:
+    ad correlators, timestamps with a counter), so only a value with context (a field or
+    parameter that names it, an allocated IMEI type code, the device profile's own value)
+    takes the policy's severity; a shape alone is reported as ``info``."""
 
     id = "personal-data"
     title = "Personal values sent"
     severity_key = "identifier_to_other"
     description = (
         "The request carried values shaped like personal data (an IMEI passing the Luhn check, "
-        "a MAC address, coordinates, a phone number or an e-mail address)."
+        "a MAC address, coordinates, a phone number or an e-mail address). The context that "
+        "names each (a field name, an IMEI type code, the device profile) is given; a value "
+        "with no context is only shaped like one and is reported as info."
     )
     citation = LEITH_2021
 
     def check(self, ctx: Context) -> Iterator[Finding]:
-        by_host: dict[tuple[str, str], dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
-        flows: dict[tuple[str, str], set[str]] = defaultdict(set)
+        groups: dict[tuple[str, str, bool], list[tuple[str, Shape]]] = defaultdict(list)
         for flow_id, values in sorted(ctx.personal.items()):
             row = ctx.row(flow_id)
-            host = (str(row.get(C.NAME)), _recipient(row))
-            for kind, _value in values:
-                by_host[host][kind].add(flow_id)
-            flows[host].add(flow_id)
-        for host, kinds in sorted(by_host.items()):
-            row = ctx.row(sorted(flows[host])[0])
+            for v in values:
+                shape = v if isinstance(v, Shape) else Shape(str(v[0]), str(v[1]))
+                key = (str(row.get(C.NAME)), _recipient(row), bool(shape.context))
+                groups[key].append((flow_id, shape))
+        for (_host, _to, named), items in sorted(groups.items()):
+            row = ctx.row(items[0][0])
             if not ctx.flagged(row):
                 continue
+            kinds: dict[str, set[str]] = defaultdict(set)
+            contexts: dict[str, set[str]] = defaultdict(set)
+            for f, sh in items:
+                kinds[sh.kind].add(f)
+                contexts[sh.kind].update(sh.context)
+            names = ", ".join(sorted(kinds))
+            if named:
+                said = "; ".join(sorted({c for cs in contexts.values() for c in cs}))
+                title = f"{names} values sent to {_who(row)} ({said})"
+                severity = ctx.policy.sev(_identifier_key(ctx, row))
+            else:
+                title = f"{names}-shaped values sent to {_who(row)} (shape only, no context)"
+                severity = Severity.INFO
             yield self.finding(
                 ctx,
                 row,
-                f"{', '.join(sorted(kinds))}-shaped values sent to {_who(row)}",
-                flow_ids=tuple(sorted(flows[host])),
-                data={"kinds": {k: len(v) for k, v in sorted(kinds.items())}},
+                title,
+                severity=severity,
+                flow_ids=tuple(sorted({f for f, _ in items})),
+                evidence=tuple(
+                    Evidence(
+                        f,
+                        sh.location,
+                        sh.detail,
+                        sh.encoding,
+                        sh.kind,
+                        sh.excerpt or sh.value,
+                    )
+                    for f, sh in items[:MAX_EVIDENCE]
+                ),
+                data={
+                    "kinds": {k: len(v) for k, v in sorted(kinds.items())},
+                    "context": {k: sorted(v) for k, v in sorted(contexts.items())},
+                    "shape_only": not named,
+                },
             )
+
+
+def _identifier_key(ctx: Context, row: pd.Series) -> str:
+    if ctx.state_basis(row):
+        return "identifier_to_state_linked"
+    if ctx.is_vendor(row):
+        return "identifier_to_vendor"
+    return "identifier_to_other"
 
 
 class StateLinkedContact(Rule):
@@ -435,6 +700,7 @@ class StateLinkedContact(Rule):
                 row,
                 f"{len(grp)} connection(s) to {org}: {basis[0]}",
                 flow_ids=tuple(sorted(grp[C.FLOW_ID])),
+                evidence=_connection_evidence(grp, f"recipient {org}"),
                 data={
                     "hosts": sorted(set(grp[C.NAME])),
                     "bytes_up": int(grp[C.BYTES_UP].fillna(0).sum()),
@@ -474,44 +740,152 @@ class TransferWithoutAdequacy(Rule):
                 grp.iloc[0],
                 f"Data sent to {org} ({country}), no EU adequacy decision",
                 flow_ids=tuple(sorted(grp[C.FLOW_ID])),
+                evidence=_connection_evidence(grp, f"recipient {org} ({country})"),
                 data={"bytes_up": int(grp[C.BYTES_UP].sum())},
             )
 
 
+def _dns_mask(df: pd.DataFrame) -> np.ndarray:
+    """DNS lookups (a query named, or port 53, 853 or 5353): not contacts with a recipient."""
+    mask = np.zeros(len(df), dtype=bool)
+    if C.DNS_QUERIES in df.columns:
+        q = df[C.DNS_QUERIES]
+        mask |= (q.notna() & (q.astype(object).where(q.notna(), "") != "")).to_numpy()
+    if C.SERVER_PORT in df.columns:
+        port = pd.to_numeric(df[C.SERVER_PORT], errors="coerce")
+        mask |= port.isin((53, 853, 5353)).to_numpy()
+    return mask
+
+
+def _group_codes(ctx: Context, frame: pd.DataFrame) -> np.ndarray:
+    """Per row: a code for its (name, recipient) group."""
+    names = frame[C.NAME].astype(object).where(frame[C.NAME].notna(), "")
+    keys = pd.DataFrame({"n": names.astype(str), "r": ctx.recipient_key(frame).astype(str)})
+    return keys.groupby(["n", "r"], sort=False).ngroup().to_numpy()
+
+
 class Beacon(Rule):
     """Periodic contact (a beacon): the endpoint is called on a schedule, not in answer to the
-    user; the estimated period is given."""
+    user. Only a schedule seen long enough counts (``Thresholds``: by default 6 contacts over
+    at least 5 periods and 60 s, a period of at least 5 s, intervals varying by at most 35%);
+    the finding gives the contacts, the span and the period it rests on. DNS lookups are not
+    contacts: those naming the host are counted apart."""
 
     id = "beacon"
     title = "Periodic beacon"
     severity_key = "beacon"
-    description = "Requests to this endpoint recur at a regular interval."
+    description = (
+        "Contacts with this endpoint recur at a regular interval over the span given (a burst "
+        "of connections within a second is one contact; DNS lookups are not counted)."
+    )
     citation = LEITH_2021
 
     def check(self, ctx: Context) -> Iterator[Finding]:
-        df = ctx.flows.dropna(subset=[C.START])
-        keys = [df[C.NAME], ctx.recipient_key(df)]
-        for _host, grp in sorted(df.groupby(keys), key=lambda g: str(g[0])):
-            if len(grp) < 3:
-                continue
-            row = grp.iloc[0]
+        th = ctx.thresholds or Thresholds()
+        df = ctx.flows
+        if df.empty or C.START not in df.columns:
+            return
+        start = pd.to_datetime(df[C.START], utc=True, errors="coerce")
+        keep = (start.notna().to_numpy()) & ~_dns_mask(df)
+        if keep.sum() < th.beacon_min_contacts:
+            return
+        data = df[keep]
+        t = start[keep].to_numpy(dtype="datetime64[ns]").astype(np.int64) / 1e9
+        codes = _group_codes(ctx, data)
+        order = np.lexsort((t, codes))
+        code_s, t_s = codes[order], t[order]
+        first_of_group = np.r_[True, code_s[1:] != code_s[:-1]]
+        gap = np.r_[np.inf, np.diff(t_s)]
+        is_contact = first_of_group | (gap > th.beacon_merge_s)
+        ccode, ct = code_s[is_contact], t_s[is_contact]
+        n_groups = int(codes.max()) + 1
+        contacts = np.bincount(ccode, minlength=n_groups)
+        same = ccode[1:] == ccode[:-1]
+        iv = pd.Series(np.diff(ct)[same])
+        ivcode = ccode[1:][same]
+        if iv.empty:
+            return
+        stats = iv.groupby(ivcode).agg(["median", "mean", "min", "max"])
+        stats["std"] = iv.groupby(ivcode).std(ddof=0)
+        firsts = pd.Series(ct).groupby(ccode).min()
+        lasts = pd.Series(ct).groupby(ccode).max()
+        stats["span"] = (lasts - firsts).reindex(stats.index)
+        stats["contacts"] = contacts[stats.index.to_numpy()]
+        med = stats["median"]
+        cv = stats["std"] / med.where(med > 0)
+        ok = (
+            (stats["contacts"] >= th.beacon_min_contacts)
+            & (stats["span"] >= th.beacon_min_span_s)
+            & (med >= th.beacon_min_period_s)
+            & ((stats["span"] / med.where(med > 0)).round() >= th.beacon_min_periods)
+            & (cv <= th.beacon_max_cv)
+        )
+        candidates = stats[ok]
+        if candidates.empty:
+            return
+        bounds = np.searchsorted(code_s, candidates.index.to_numpy())
+        ends = np.searchsorted(code_s, candidates.index.to_numpy(), side="right")
+        lookups = _dns_lookups(df)
+        for (_code, st), lo, hi in zip(candidates.iterrows(), bounds, ends, strict=True):
+            rows = data.iloc[order[lo:hi]]
+            row = rows.iloc[0]
             if not ctx.flagged(row):
                 continue
-            times = sorted(t.timestamp() for t in grp[C.START])
-            gaps = [b - a for a, b in itertools.pairwise(times) if b - a > 0.5]
-            if len(gaps) < 2:
-                continue
-            med = statistics.median(gaps)
-            spread = statistics.pstdev(gaps) / med if med else 1.0
-            if spread > 0.5:
-                continue
+            contact_rows = rows[is_contact[lo:hi]]
+            span, period = float(st["span"]), float(st["median"])
+            n = int(st["contacts"])
+            name = _text(row.get(C.NAME))
+            dns_n = int(lookups.get(name, 0))
+            times = t_s[lo:hi][is_contact[lo:hi]]
+            evidence = tuple(
+                Evidence(
+                    str(fid),
+                    "timing",
+                    name,
+                    "",
+                    None,
+                    f"contact {i + 1} of {n} at "
+                    f"{pd.Timestamp(ts, unit='s', tz='UTC').isoformat()}"
+                    + (f", {ts - times[i - 1]:.1f} s after the previous" if i else ""),
+                )
+                for i, (fid, ts) in enumerate(zip(contact_rows[C.FLOW_ID], times, strict=True))
+                if i < MAX_EVIDENCE
+            )
             yield self.finding(
                 ctx,
                 row,
-                f"{_who(row)} contacted every ~{med:.0f}s",
-                flow_ids=tuple(sorted(grp[C.FLOW_ID])),
-                data={"period_s": round(med, 1), "contacts": len(grp), "cv": round(spread, 2)},
+                f"{_who(row)} contacted every ~{period:.0f}s ({n} contacts over {span:.0f}s)",
+                flow_ids=tuple(sorted(str(f) for f in rows[C.FLOW_ID])),
+                evidence=evidence,
+                data={
+                    "period_s": round(period, 1),
+                    "contacts": n,
+                    "flows": len(rows),
+                    "span_s": round(span, 1),
+                    "cv": round(float(st["std"]) / period, 2) if period else None,
+                    "dns_lookups": dns_n,
+                    "thresholds": {
+                        "min_contacts": th.beacon_min_contacts,
+                        "min_periods": th.beacon_min_periods,
+                        "min_span_s": th.beacon_min_span_s,
+                        "min_period_s": th.beacon_min_period_s,
+                        "max_cv": th.beacon_max_cv,
+                        "merge_s": th.beacon_merge_s,
+                    },
+                },
             )
+
+
+def _dns_lookups(df: pd.DataFrame) -> dict[str, int]:
+    """DNS lookups per name asked for (from the DNS flows' queries)."""
+    if C.DNS_QUERIES not in df.columns:
+        return {}
+    q = df[C.DNS_QUERIES].dropna().astype(str)
+    q = q[q != ""]
+    if q.empty:
+        return {}
+    names = q.str.split(";").explode()
+    return {str(k): int(v) for k, v in names[names != ""].value_counts().items()}
 
 
 class IdleTraffic(Rule):
@@ -525,18 +899,30 @@ class IdleTraffic(Rule):
 
     def check(self, ctx: Context) -> Iterator[Finding]:
         df = ctx.flows
-        idle = df[df[C.IDLE].fillna(False).astype(bool)]
-        keys = [idle[C.NAME], ctx.recipient_key(idle)]
-        for _host, grp in sorted(idle.groupby(keys), key=lambda g: str(g[0])):
+        if df.empty or C.IDLE not in df.columns:
+            return
+        idle = df[df[C.IDLE].astype(object).where(df[C.IDLE].notna(), False).astype(bool)]
+        if idle.empty:
+            return
+        idle = idle[ctx.flagged_mask(idle)]
+        if idle.empty:
+            return
+        codes = _group_codes(ctx, idle)
+        order = np.argsort(codes, kind="stable")
+        code_s = codes[order]
+        starts = np.flatnonzero(np.r_[True, code_s[1:] != code_s[:-1]])
+        ends = np.r_[starts[1:], len(code_s)]
+        up = pd.to_numeric(idle[C.BYTES_UP], errors="coerce").fillna(0).to_numpy()[order]
+        for lo, hi in zip(starts, ends, strict=True):
+            grp = idle.iloc[order[lo:hi]]
             row = grp.iloc[0]
-            if not ctx.flagged(row):
-                continue
             yield self.finding(
                 ctx,
                 row,
                 f"{len(grp)} connection(s) to {_who(row)} while idle",
-                flow_ids=tuple(sorted(grp[C.FLOW_ID])),
-                data={"bytes_up": int(grp[C.BYTES_UP].fillna(0).sum())},
+                flow_ids=tuple(sorted(str(f) for f in grp[C.FLOW_ID])),
+                evidence=_connection_evidence(grp, "during an idle step"),
+                data={"bytes_up": int(up[lo:hi].sum())},
             )
 
 
@@ -564,6 +950,14 @@ class Uninspected(Rule):
                 grp.iloc[0],
                 f"{len(grp)} connection(s) to {_who(grp.iloc[0])} not decrypted",
                 flow_ids=tuple(sorted(grp[C.FLOW_ID])),
+                evidence=tuple(
+                    replace(e, excerpt=f"{e.excerpt}; {err}" if err else e.excerpt)
+                    for e, err in zip(
+                        _connection_evidence(grp, "TLS refused by the client"),
+                        grp.sort_values(C.FLOW_ID)[C.ERROR].head(MAX_EVIDENCE).map(_text),
+                        strict=True,
+                    )
+                ),
                 data={"errors": sorted(set(grp[C.ERROR].dropna().astype(str)))[:3]},
             )
 
@@ -615,6 +1009,7 @@ class ProxyBypass(Rule):
                 row,
                 f"{len(grp)} connection(s) from {name} bypassed the proxy ({shown})",
                 flow_ids=tuple(sorted(grp[C.FLOW_ID])),
+                evidence=_connection_evidence(grp, f"outside the proxy, app {name}"),
                 data={
                     "app": name,
                     "hosts": hosts,
@@ -653,16 +1048,43 @@ class RuleError:
 
 
 def run_rules(rules: list[Rule], ctx: Context) -> tuple[list[Finding], list[RuleError]]:
+    """Every rule, each isolated from the others. A finding must point at its evidence: one
+    without any evidence item, or citing a flow it does not list, is not emitted, and the rule
+    is reported among the errors with how many it lost."""
     findings: list[Finding] = []
     errors: list[RuleError] = []
     for rule in rules:
         try:
-            findings.extend(rule.check(ctx))
+            produced = list(rule.check(ctx))
         except Exception as exc:
             log.exception("rule %s failed", rule.id)
             errors.append(RuleError(rule.id, f"{type(exc).__name__}: {exc}"))
+            continue
+        kept = [f for f in produced if _has_evidence(f)]
+        if len(kept) < len(produced):
+            lost = len(produced) - len(kept)
+            log.warning("rule %s: %d finding(s) without evidence dropped", rule.id, lost)
+            errors.append(
+                RuleError(rule.id, f"{lost} finding(s) without evidence were not reported")
+            )
+        findings.extend(kept)
     findings.sort(key=lambda f: f.sort_key())
     return findings, errors
 
 
-__all__ = ["Context", "Match", "Rule", "RuleError", "Severity", "default_rules", "run_rules"]
+def _has_evidence(f: Finding) -> bool:
+    cited = set(f.flow_ids)
+    return bool(f.evidence) and bool(cited) and all(e.flow_id in cited for e in f.evidence)
+
+
+__all__ = [
+    "Context",
+    "Match",
+    "Rule",
+    "RuleError",
+    "Severity",
+    "Shape",
+    "Thresholds",
+    "default_rules",
+    "run_rules",
+]
