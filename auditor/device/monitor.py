@@ -3,7 +3,9 @@
 Both write into the session: ``logcat.txt`` (``logcat -b all -v epoch,uid``, streamed over one
 ADB stream, not polled) and ``sockets.jsonl`` (one snapshot of ``/proc/net/{tcp,tcp6,udp,udp6}``
 per line, about once a second). With the package UID map from the profile, the snapshots let
-the analyser say which app owned a connection, by local port and time.
+the analyser say which app owned a connection, by local port and time. Sockets the kernel no
+longer ties to an app (``TIME_WAIT``) go into a snapshot's ``ownerless`` rows, not its
+``entries``, so they never give a flow to uid 0.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from adbutils import AdbError
 
 from auditor.device import parsers
 from auditor.device.handset import Handset
-from auditor.device.models import NetProto
+from auditor.device.models import NetProto, SocketEntry, SocketState
 from auditor.errors import DeviceError
 from auditor.session import SessionWriteError, append_line, write_error
 from auditor.timeutil import now_iso
@@ -110,6 +112,46 @@ class LogcatStream:
         self._thread.join(5)
 
 
+def has_owner(e: SocketEntry) -> bool:
+    """Whether the kernel still ties the socket to a process's uid.
+
+    A ``TIME_WAIT`` socket is the kernel's alone: it prints uid 0 and inode 0 for it
+    (``get_timewait4_sock``), whoever opened the connection. Any other socket with inode 0
+    and uid 0 has lost its file too (an orphan on a kernel without ``sk_uid``). Such a row
+    names root, not the app, and must never own a flow. An orphan that kept its uid
+    (kernel 4.10 on) and a half-open ``NEW_SYN_RECV`` (the listener's uid) keep their owner.
+    """
+    if e.state is SocketState.TIME_WAIT:
+        return False
+    return not (e.inode == 0 and e.uid == 0)
+
+
+def snapshot_rows(out: str) -> tuple[list[list[object]], list[list[object]]]:
+    """The rows of one poll (``/proc/net`` files, each after ``--auditor-proc-net--<name>``):
+    the sockets that have an owner, and apart from them the ones that have none
+    (:func:`has_owner`), kept so that nothing read is lost but never attributed."""
+    owned: list[list[object]] = []
+    ownerless: list[list[object]] = []
+    for block in out.split(_SEP)[1:]:
+        proto, _, text = block.partition("\n")
+        proto = proto.strip()
+        if proto not in PROC_NET:
+            continue
+        for e in parsers.parse_proc_net(text, NetProto(proto)).items:
+            row: list[object] = [
+                proto,
+                str(e.local_ip_unmapped),
+                e.local_port,
+                str(e.remote_ip_unmapped),
+                e.remote_port,
+                e.state.value,
+                e.uid,
+                e.inode,
+            ]
+            (owned if has_owner(e) else ownerless).append(row)
+    return owned, ownerless
+
+
 class SocketPoller:
     def __init__(self, handset: Handset, session: Path, interval: float = 1.0):
         self.handset = handset
@@ -128,26 +170,8 @@ class SocketPoller:
     def snapshot(self) -> dict[str, object]:
         cmd = "; ".join(f"echo {_SEP}{p}; cat /proc/net/{p}" for p in PROC_NET)
         out = self.handset.sh(cmd, timeout=10).stdout
-        entries = []
-        for block in out.split(_SEP)[1:]:
-            proto, _, text = block.partition("\n")
-            proto = proto.strip()
-            if proto not in PROC_NET:
-                continue
-            for e in parsers.parse_proc_net(text, NetProto(proto)).items:
-                entries.append(
-                    [
-                        proto,
-                        str(e.local_ip_unmapped),
-                        e.local_port,
-                        str(e.remote_ip_unmapped),
-                        e.remote_port,
-                        e.state.value,
-                        e.uid,
-                        e.inode,
-                    ]
-                )
-        return {"ts": now_iso(), "entries": entries}
+        entries, ownerless = snapshot_rows(out)
+        return {"ts": now_iso(), "entries": entries, "ownerless": ownerless}
 
     def _run(self) -> None:
         fd = _open_append(self.path, self._write_failed)

@@ -364,9 +364,11 @@ def parse_dumpsys_package(text: Text) -> ParseResult[list[PackageDetails]]:
     """The ``Packages:`` and ``Hidden system packages:`` sections of ``dumpsys package`` (or of
     ``dumpsys package <name>``, or of the package service in a bugreport).
 
-    Every other section is passed over; a line at column 0 ends a section. A package that is
-    both installed as an update and kept as a factory copy appears twice, once with
-    ``hidden_system=True``.
+    Every other section is passed over; a line at column 0 ends a section, and so does a
+    header indented by less than a package's fields (Android 10 prints ``  APEX session
+    state:`` right after the last package). A system app that has been updated appears
+    twice: the installed update in ``Packages:`` and its factory copy in ``Hidden system
+    packages:``, with ``hidden_system=True``; the order of the two is the dump's.
     """
     packages: list[PackageDetails] = []
     skips = _Skips("dumpsys package")
@@ -383,9 +385,17 @@ def parse_dumpsys_package(text: Text) -> ParseResult[list[PackageDetails]]:
                 builder = None
             section = content
             continue
+        m = _PKG_HEADER.fullmatch(line) if indent == 2 else None
+        if m is None and indent < 4 and content.endswith(":") and "=" not in content:
+            # A sub-section at the package level ("  APEX session state:" on Android 10,
+            # "  Hidden system packages:" where a release indents it) ends the package list.
+            if builder is not None:
+                packages.append(builder.build())
+                builder = None
+            section = content
+            continue
         if section is not None and section not in _PACKAGE_SECTIONS:
             continue
-        m = _PKG_HEADER.fullmatch(line)
         if m is not None:
             if builder is not None:
                 packages.append(builder.build())

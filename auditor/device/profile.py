@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 import re
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any
 
 from auditor.device import parsers
 from auditor.device.handset import Handset
+from auditor.device.models import PackageDetails
 from auditor.errors import DeviceError
 from auditor.timeutil import now_iso
 
@@ -38,6 +39,9 @@ class Identifier:
 
 @dataclass(frozen=True, slots=True)
 class Package:
+    """An installed package. For a system app updated since the factory image, ``version_*``
+    is the installed update's and ``factory_version_*`` the copy on the system image."""
+
     name: str
     uid: int | None
     version_name: str | None
@@ -45,6 +49,9 @@ class Package:
     installer: str | None
     system: bool
     apk_path: str | None
+    updated_system_app: bool = False
+    factory_version_name: str | None = None
+    factory_version_code: int | None = None
 
 
 @dataclass
@@ -60,9 +67,8 @@ class DeviceProfile:
     fingerprint: str
     security_patch: str
     build_type: str
-    region: str
+    region: str | None  # one upper-case ISO 3166 code, or None when unknown or ambiguous
     locale: str
-    sim_operator: str
     virtual: bool
     root: str | None
     root_detail: str
@@ -75,6 +81,17 @@ class DeviceProfile:
     user_ca_certs_reason: str | None = None
     properties: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    region_source: str | None = None  # the property the region was read from
+    # One entry per SIM slot that holds a value (empty slots dropped), slot order.
+    sim_operators: list[str] = field(default_factory=list)
+    sim_countries: list[str] = field(default_factory=list)
+    network_operators: list[str] = field(default_factory=list)
+    network_countries: list[str] = field(default_factory=list)
+
+    @property
+    def sim_operator(self) -> str:
+        """The SIM operators (or, without them, the networks) joined for display."""
+        return ", ".join(self.sim_operators or self.network_operators)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -129,14 +146,8 @@ def collect_profile(h: Handset, *, with_packages: bool = True) -> DeviceProfile:
         fingerprint=props.get("ro.build.fingerprint", ""),
         security_patch=props.get("ro.build.version.security_patch", ""),
         build_type=props.get("ro.build.type", ""),
-        region=(
-            props.get("ro.miui.region")
-            or props.get("ro.product.locale.region")
-            or props.get("persist.sys.country")
-            or props.get("gsm.operator.iso-country", "")
-        ),
-        locale=props.get("persist.sys.locale") or props.get("ro.product.locale", ""),
-        sim_operator=props.get("gsm.sim.operator.alpha") or props.get("gsm.operator.alpha", ""),
+        region=None,
+        locale=device_locale(props),
         virtual=props.get("ro.auditor.virtual") == "1",
         root=root,
         root_detail={
@@ -146,6 +157,7 @@ def collect_profile(h: Handset, *, with_packages: bool = True) -> DeviceProfile:
         }[root],
         properties=props,
     )
+    apply_telephony(p, props)
     p.identifiers = _identifiers(h, p, props)
     if with_packages:
         p.packages = _try(p, "packages", lambda: _packages(h)) or []
@@ -227,26 +239,157 @@ def _identifiers(h: Handset, p: DeviceProfile, props: dict[str, str]) -> list[Id
 
 
 def _packages(h: Handset) -> list[Package]:
-    listing = parsers.parse_pm_list_packages(h.sh("pm list packages -U -f -i").check().stdout).items
-    system = {
-        e.name for e in parsers.parse_pm_list_packages(h.sh("pm list packages -s").stdout).items
-    }
-    details = {
-        d.name: d
-        for d in parsers.parse_dumpsys_package(h.sh("dumpsys package", timeout=120).stdout).items
-    }
+    return build_packages(
+        h.sh("pm list packages -U -f -i").check().stdout,
+        h.sh("pm list packages -s").stdout,
+        h.sh("dumpsys package", timeout=120).stdout,
+    )
+
+
+def installed_and_factory(
+    details: Iterable[PackageDetails],
+) -> dict[str, tuple[PackageDetails | None, PackageDetails | None]]:
+    """name -> (the installed copy, the factory copy of an updated system app).
+
+    ``dumpsys package`` lists an updated system app twice, the update in ``Packages:`` and
+    the system image's copy in ``Hidden system packages:``; which comes last depends on the
+    dump, so the two are told apart by their section, never by their order. The first block
+    of each kind counts.
+    """
+    out: dict[str, tuple[PackageDetails | None, PackageDetails | None]] = {}
+    for d in details:
+        installed, factory = out.get(d.name, (None, None))
+        if d.hidden_system:
+            factory = factory or d
+        else:
+            installed = installed or d
+        out[d.name] = (installed, factory)
+    return out
+
+
+def build_packages(listing_text: str, system_text: str, dumpsys_text: str) -> list[Package]:
+    """The package list from ``pm list packages -U -f -i``, ``pm list packages -s`` and
+    ``dumpsys package``, sorted by name."""
+    listing = parsers.parse_pm_list_packages(listing_text).items
+    system = {e.name for e in parsers.parse_pm_list_packages(system_text).items}
+    pairs = installed_and_factory(parsers.parse_dumpsys_package(dumpsys_text).items)
     out = []
     for e in listing:
-        d = details.get(e.name)
+        d, factory = pairs.get(e.name, (None, None))
+        either = d or factory
         out.append(
             Package(
                 name=e.name,
-                uid=e.uid if e.uid is not None else (d.app_id if d else None),
+                uid=e.uid if e.uid is not None else (either.app_id if either else None),
                 version_name=d.version_name if d else None,
                 version_code=d.version_code if d else e.version_code,
                 installer=e.installer or (d.installer if d else None),
-                system=e.name in system or bool(d and "SYSTEM" in d.pkg_flags),
+                system=e.name in system or bool(d and d.is_system) or factory is not None,
                 apk_path=e.apk_path,
+                updated_system_app=factory is not None or bool(d and d.is_updated_system_app),
+                factory_version_name=factory.version_name if factory else None,
+                factory_version_code=factory.version_code if factory else None,
             )
         )
     return sorted(out, key=lambda pkg: pkg.name)
+
+
+# --- Region, locale and SIMs ------------------------------------------------------------------
+
+_COUNTRY = re.compile(r"[A-Za-z]{2}", re.ASCII)
+_SLOT_KEY = re.compile(r"\.([2-9])")
+# Where the region is read from, most specific first: a vendor's region setting, the build's
+# default locale region, the user's locale country up to Android 5.1. The SIM and network
+# countries come after these, and only when every slot agrees.
+REGION_PROPERTIES = ("ro.miui.region", "ro.product.locale.region", "persist.sys.country")
+REGION_SLOT_PROPERTIES = ("gsm.operator.iso-country", "gsm.sim.operator.iso-country")
+
+
+def country_code(value: str) -> str | None:
+    """An ISO 3166-1 alpha-2 code as Android stores it (``in``, ``US``), upper-cased;
+    ``None`` for anything that is not two ASCII letters."""
+    value = value.strip()
+    return value.upper() if _COUNTRY.fullmatch(value) else None
+
+
+def slot_values(props: Mapping[str, str], key: str) -> list[str]:
+    """The per-SIM values of a telephony property, in slot order, empty slots dropped.
+
+    Android keeps one value per SIM slot in one property, joined by commas
+    (``TelephonyManager.setTelephonyProperty``): ``in,in``, ``ca,`` with an empty second
+    slot, ``,SK Telecom`` with an empty first. Older MediaTek dual-SIM builds keep the second
+    slot in a property of its own, ``<key>.2``.
+    """
+    values = props.get(key, "").split(",")
+    extra = sorted(
+        (int(m.group(1)), v)
+        for k, v in props.items()
+        if k.startswith(key) and (m := _SLOT_KEY.fullmatch(k, len(key))) is not None
+    )
+    values += [v for _, v in extra]
+    return [v.strip() for v in values if v.strip()]
+
+
+def slot_countries(props: Mapping[str, str], key: str, warnings: list[str]) -> list[str]:
+    """The well-formed country codes of :func:`slot_values`; a malformed one is dropped and
+    noted in ``warnings``."""
+    codes = []
+    for value in slot_values(props, key):
+        code = country_code(value)
+        if code is None:
+            warnings.append(f"getprop {key}: {value!r} is not a country code, ignored")
+        else:
+            codes.append(code)
+    return codes
+
+
+def device_region(
+    props: Mapping[str, str], warnings: list[str] | None = None
+) -> tuple[str | None, str | None]:
+    """(region, the property it came from): the first well-formed of
+    :data:`REGION_PROPERTIES`, else the country every SIM slot's network (then every SIM)
+    agrees on; ``(None, None)`` when there is none or the slots disagree."""
+    notes: list[str] = [] if warnings is None else warnings
+    for key in REGION_PROPERTIES:
+        value = props.get(key, "").strip()
+        code = country_code(value)
+        if code is not None:
+            return code, key
+        if value:
+            notes.append(f"getprop {key}: {value!r} is not a country code, ignored")
+    for key in REGION_SLOT_PROPERTIES:
+        codes = set(slot_countries(props, key, []))  # noted by apply_telephony
+        if len(codes) == 1:
+            return codes.pop(), key
+    return None, None
+
+
+def device_locale(props: Mapping[str, str]) -> str:
+    """The system locale as a BCP 47 tag, read in the order ``AndroidRuntime::readLocale``
+    reads it: ``persist.sys.locale`` (Android 6 on), ``persist.sys.language`` with
+    ``persist.sys.country`` and ``persist.sys.localevar`` (up to Android 5.1),
+    ``ro.product.locale``, then ``ro.product.locale.language`` with
+    ``ro.product.locale.region``. ``""`` when none is set (Android would assume en-US; the
+    profile does not guess)."""
+
+    def get(key: str) -> str:
+        return props.get(key, "").strip()
+
+    if get("persist.sys.locale"):
+        return get("persist.sys.locale")
+    if get("persist.sys.language"):
+        parts = [get("persist.sys.language"), get("persist.sys.country")]
+        return "-".join(x for x in [*parts, get("persist.sys.localevar")] if x)
+    if get("ro.product.locale"):
+        return get("ro.product.locale")
+    parts = [get("ro.product.locale.language"), get("ro.product.locale.region")]
+    return "-".join(x for x in parts if x) if parts[0] else ""
+
+
+def apply_telephony(p: DeviceProfile, props: Mapping[str, str]) -> None:
+    """Sets the profile's region and its per-SIM operators and countries from ``getprop``."""
+    p.region, p.region_source = device_region(props, p.warnings)
+    p.sim_operators = slot_values(props, "gsm.sim.operator.alpha")
+    p.network_operators = slot_values(props, "gsm.operator.alpha")
+    p.sim_countries = slot_countries(props, "gsm.sim.operator.iso-country", p.warnings)
+    p.network_countries = slot_countries(props, "gsm.operator.iso-country", p.warnings)
