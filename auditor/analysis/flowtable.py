@@ -25,10 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from auditor import columns as C
-from auditor.analysis.packetflows import PacketData, cname_chain, cname_map
+from auditor.analysis.packetflows import PacketData, cname_chains, cname_map, per_value
 from auditor.records import (
     CertificateInfo,
     DnsRecord,
@@ -148,24 +149,7 @@ def build_flow_table(
     warnings += sockets.warnings
     proxy = _proxy_endpoint(session.manifest)
 
-    names, evidence = [], []
-    for host, sni, ip, rtype in zip(
-        df[C.HOST], df[C.SNI], df[C.SERVER_IP], df[C.RECORD_TYPE], strict=True
-    ):
-        if rtype == "http" and isinstance(host, str) and host:
-            names.append(host.lower())
-            evidence.append("http-host")
-        elif isinstance(sni, str) and sni:
-            names.append(sni.lower())
-            evidence.append("tls-sni")
-        elif isinstance(ip, str) and ip in dns_names:
-            names.append(dns_names[ip])
-            evidence.append("dns-answer")
-        else:
-            names.append(ip if isinstance(ip, str) else "")
-            evidence.append("ip")
-    df[C.NAME] = names
-    df[C.NAME_EVIDENCE] = evidence
+    df[C.NAME], df[C.NAME_EVIDENCE] = _proxy_names(df, dns_names)
     df[C.PCAP_UID] = -1
     df[C.PCAP_APP] = ""
     _add_certificates(df, records)
@@ -181,54 +165,116 @@ def build_flow_table(
     if packets is not None:
         for owner, target in packets.cnames.items():
             cnames.setdefault(owner, target)
-    df[C.CNAMES] = [cname_chain(n, cnames) for n in df[C.NAME]]
+    df[C.CNAMES] = cname_chains(df[C.NAME], cnames)
 
-    starts = [ts.timestamp() if not pd.isna(ts) else None for ts in df[C.START]]
-    app_uids, apps, app_ev = [], [], []
-    for ts, cip, cport, seen_by, pcap_uid, pcap_app in zip(
-        starts,
-        df[C.CLIENT_IP],
-        df[C.CLIENT_PORT],
-        df[C.SEEN_BY],
-        df[C.PCAP_UID],
-        df[C.PCAP_APP],
-        strict=True,
-    ):
-        uids: set[int] = set()
-        how = "none"
-        if isinstance(pcap_uid, (int, float)) and not pd.isna(pcap_uid) and pcap_uid >= 0:
-            # PCAPdroid named the app of each packet: the best evidence there is
-            droid_uid = int(pcap_uid)
-            app_uids.append(str(droid_uid))
-            known = uid_map.get(droid_uid, [])
-            apps.append(";".join(sorted(known)) if known else str(pcap_app or ""))
-            app_ev.append("pcapdroid")
-            continue
-        if ts is not None and sockets.times:
+    # seconds since the epoch, only when sockets or steps need them (Timestamp.timestamp()
+    # per row, as the socket snapshots and step events are compared with)
+    starts: list[float | None] = (
+        [ts.timestamp() if not pd.isna(ts) else None for ts in df[C.START]]
+        if sockets.times or steps
+        else []
+    )
+    df[C.APP_UIDS], df[C.APPS], df[C.APP_EVIDENCE] = _apps(df, starts, uid_map, sockets, proxy)
+    df[C.STEP], df[C.IDLE] = _steps(starts, steps, len(df))
+    return df, warnings
+
+
+def _proxy_names(df: pd.DataFrame, dns_names: dict[str, str]) -> tuple[np.ndarray, np.ndarray]:
+    """The name of each row and its evidence: the HTTP Host of an HTTP flow, else the SNI,
+    else a DNS answer for the server address, else the address alone. Each distinct value is
+    looked at once."""
+    n = len(df)
+    if n == 0:
+        return np.empty(0, dtype=object), np.empty(0, dtype=object)
+
+    def nonempty(col: str) -> np.ndarray:
+        return per_value(df[col], lambda v: isinstance(v, str) and bool(v)).astype(bool)
+
+    lower = lambda v: v.lower() if isinstance(v, str) else v  # noqa: E731
+    ip = df[C.SERVER_IP].to_numpy(dtype=object)
+    by_host = (df[C.RECORD_TYPE].to_numpy(dtype=object) == "http") & nonempty(C.HOST)
+    by_sni = ~by_host & nonempty(C.SNI)
+    answered = per_value(ip, lambda v: dns_names.get(v) if isinstance(v, str) else None)
+    by_dns = ~by_host & ~by_sni & np.asarray([a is not None for a in answered], dtype=bool)
+    rest = ~(by_host | by_sni | by_dns)
+    names = np.empty(n, dtype=object)
+    names[by_host] = per_value(df[C.HOST].to_numpy(dtype=object)[by_host], lower)
+    names[by_sni] = per_value(df[C.SNI].to_numpy(dtype=object)[by_sni], lower)
+    names[by_dns] = answered[by_dns]
+    names[rest] = per_value(ip[rest], lambda v: v if isinstance(v, str) else "")
+    evidence = np.select(
+        [by_host, by_sni, by_dns], ["http-host", "tls-sni", "dns-answer"], "ip"
+    ).astype(object)
+    return names, evidence
+
+
+def _apps(
+    df: pd.DataFrame,
+    starts: list[float | None],
+    uid_map: dict[int, list[str]],
+    sockets: SocketIndex,
+    proxy: tuple[str, int] | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The owning app of each flow: PCAPdroid's uid when the packets carry one (the best
+    evidence there is), else the socket snapshots by local port or, for the proxy's rows,
+    by the sockets open toward the proxy around the flow's start."""
+    n = len(df)
+    uids = np.full(n, "", dtype=object)
+    apps = np.full(n, "", dtype=object)
+    how = np.full(n, "none", dtype=object)
+    pcap_uid = pd.to_numeric(df[C.PCAP_UID], errors="coerce").to_numpy(dtype="float64")
+    droid = ~np.isnan(pcap_uid) & (pcap_uid >= 0)
+    if droid.any():
+        uid_int = pcap_uid[droid].astype(np.int64)
+        uids[droid] = per_value(uid_int.astype(object), lambda u: str(u))
+        pcap_app = df[C.PCAP_APP].to_numpy(dtype=object)[droid]
+        keys = np.asarray([f"{u}\0" for u in uid_int.tolist()], dtype=object) + per_value(
+            pcap_app, lambda a: str(a or "")
+        )
+        apps[droid] = per_value(keys, lambda k: _droid_app(k, uid_map))
+        how[droid] = "pcapdroid"
+    if not sockets.times:
+        return uids, apps, how
+    cips = df[C.CLIENT_IP].to_numpy(dtype=object)
+    cports = df[C.CLIENT_PORT].to_numpy(dtype=object)
+    seen = df[C.SEEN_BY].to_numpy(dtype=object)
+    for i in np.flatnonzero(~droid).tolist():
+        ts, cip, cport = starts[i], cips[i], cports[i]
+        found: set[int] = set()
+        h = "none"
+        if ts is not None:
             if cport is not None and not pd.isna(cport) and cip not in ("127.0.0.1", "::1"):
                 uid = sockets.by_port(ts, int(cport))
                 if uid is not None:
-                    uids, how = {uid}, "local-port"
-            if not uids and proxy is not None and seen_by == "proxy":
-                uids = sockets.toward(ts, proxy)
-                how = "time-window" if len(uids) == 1 else ("ambiguous" if uids else "none")
-        app_uids.append(";".join(str(u) for u in sorted(uids)))
-        apps.append(";".join(sorted({p for u in uids for p in uid_map.get(u, [])})))
-        app_ev.append(how)
-    df[C.APP_UIDS] = app_uids
-    df[C.APPS] = apps
-    df[C.APP_EVIDENCE] = app_ev
+                    found, h = {uid}, "local-port"
+            if not found and proxy is not None and seen[i] == "proxy":
+                found = sockets.toward(ts, proxy)
+                h = "time-window" if len(found) == 1 else ("ambiguous" if found else "none")
+        uids[i] = ";".join(str(u) for u in sorted(found))
+        apps[i] = ";".join(sorted({p for u in found for p in uid_map.get(u, [])}))
+        how[i] = h
+    return uids, apps, how
 
-    step_times = [s.start for s in steps]
-    labels, idle = [], []
-    for ts in starts:
-        i = bisect.bisect_right(step_times, ts) - 1 if ts is not None else -1
-        span = steps[i] if i >= 0 else None
-        labels.append(span.label if span else "")
-        idle.append(bool(span and span.kind == "idle"))
-    df[C.STEP] = labels
-    df[C.IDLE] = idle
-    return df, warnings
+
+def _droid_app(key: str, uid_map: dict[int, list[str]]) -> str:
+    uid, app = key.split("\0", 1)
+    known = uid_map.get(int(uid), [])
+    return ";".join(sorted(known)) if known else app
+
+
+def _steps(
+    starts: list[float | None], steps: list[StepSpan], n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The scenario step running when each flow started, and whether it was an idle step."""
+    if not steps:
+        return np.full(n, "", dtype=object), np.zeros(n, dtype=bool)
+    step_times = np.asarray([s.start for s in steps], dtype="float64")
+    ts = np.asarray([np.nan if t is None else t for t in starts], dtype="float64")
+    i = np.searchsorted(step_times, ts, side="right") - 1
+    i[np.isnan(ts)] = -1
+    label_of = np.asarray([s.label for s in steps] + [""], dtype=object)
+    idle_of = np.asarray([s.kind == "idle" for s in steps] + [False], dtype=bool)
+    return label_of[i], idle_of[i]
 
 
 def _add_certificates(df: pd.DataFrame, records: Iterable[Any]) -> None:

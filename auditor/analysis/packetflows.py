@@ -149,12 +149,31 @@ def _loopback(ip: str) -> bool:
 def per_value(values: pd.Series | np.ndarray, func: Callable[[Any], Any]) -> np.ndarray:
     """``func`` of every value (an object array), computed once per distinct value: a
     capture has hundreds of thousands of flows but far fewer distinct addresses and names.
-    Missing values are passed to ``func`` as they come (None or NaN)."""
+    Missing values are passed to ``func`` as they come, once per kind (None, NaN, pd.NA
+    and NaT may give different answers)."""
     arr = values.to_numpy(dtype=object) if isinstance(values, pd.Series) else values
-    codes, uniques = pd.factorize(arr, use_na_sentinel=False)
-    mapped = np.empty(len(uniques), dtype=object)
-    mapped[:] = [func(u) for u in uniques]
-    return mapped[codes] if len(arr) else np.empty(0, dtype=object)
+    out = np.empty(len(arr), dtype=object)
+    if not len(arr):
+        return out
+    codes, uniques = pd.factorize(arr, use_na_sentinel=True)
+    mapped = np.empty(len(uniques) + 1, dtype=object)  # the last one: missing, set below
+    mapped[:-1] = [func(u) for u in uniques]
+    out[:] = mapped[codes]
+    missing = codes < 0
+    if missing.any():
+        na = arr[missing]
+        kinds, first = np.unique(_TYPE_OF(na).astype(str), return_index=True)
+        if len(kinds) == 1:
+            out[missing] = func(na[first[0]])
+        else:
+            kind_codes = np.searchsorted(kinds, _TYPE_OF(na).astype(str))
+            answers = np.empty(len(kinds), dtype=object)
+            answers[:] = [func(na[i]) for i in first.tolist()]
+            out[missing] = answers[kind_codes]
+    return out
+
+
+_TYPE_OF = np.frompyfunc(lambda v: type(v).__qualname__, 1, 1)
 
 
 def classify_paths(
