@@ -370,7 +370,11 @@ def close_session(path: Path, status: str = STATUS_COMPLETE, **updates: Any) -> 
     manifest["status"] = status
     manifest["ended_at"] = now_iso()
     sess = Session(path)
-    manifest["summary"] = sess.summary().to_dict()
+    summary = sess.summary()
+    span = imported_span(manifest)
+    if span is not None:  # an import: the capture's own times, packet captures included
+        summary.first_ts, summary.last_ts = span
+    manifest["summary"] = summary.to_dict()
     if sess.warnings:
         manifest["reader_warnings"] = sess.warnings
     manifest["artifacts"] = [
@@ -548,7 +552,8 @@ class Session:
                 ts = rec.ts
             elif isinstance(rec, EventRecord):
                 s.events += 1
-                ts = rec.ts
+                # an import's own events are dated when it ran, not when the traffic was
+                ts = None if rec.kind in IMPORT_EVENTS else rec.ts
             else:
                 if rec.TYPE.value == "dns":
                     s.dns += 1
@@ -596,10 +601,36 @@ class Session:
         return df
 
     def duration_seconds(self) -> float | None:
+        """How long the session's traffic spans: for an import, from the first to the last
+        time in the imported files (``started_at``/``ended_at`` are when the import ran)."""
+        span = imported_span(self.manifest)
+        if span is not None:
+            return parse_iso(span[1]) - parse_iso(span[0])
         start, end = self.manifest.get("started_at"), self.manifest.get("ended_at")
         if not start or not end:
             return None
         return parse_iso(end) - parse_iso(start)
+
+
+#: The events ``auditor import`` writes about itself (auditor.imports.session).
+IMPORT_EVENTS = frozenset({"import_started", "import", "import_failed"})
+
+
+def imported_span(manifest: dict[str, Any]) -> tuple[str, str] | None:
+    """The first and last time of an imported session's traffic (``capture.import``), or
+    None for a live session or an import whose files held no time."""
+    capture = manifest.get("capture")
+    imp = capture.get("import") if isinstance(capture, dict) else None
+    if not isinstance(imp, dict):
+        return None
+    first, last = imp.get("first_ts"), imp.get("last_ts")
+    if not (isinstance(first, str) and isinstance(last, str)):
+        return None
+    try:
+        parse_iso(first), parse_iso(last)
+    except ValueError:
+        return None
+    return first, last
 
 
 def _http_row(r: HttpRecord) -> tuple[Any, ...]:

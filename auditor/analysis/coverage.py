@@ -25,6 +25,8 @@ def build_coverage(
 ) -> dict[str, Any]:
     """The ``coverage`` block of ``findings.json``."""
     out = _base(sessions, flows, packets)
+    out["skipped"] = skipped(sessions)
+    out["skipped_total"] = sum(int(x["count"]) for x in out["skipped"])
     out["packets_dropped"] = sum(int(x.get("dropped") or 0) for v in stats.values() for x in v)
     out["packets_lost"] = sum(int(x.get("lost") or 0) for v in stats.values() for x in v)
     return out
@@ -41,12 +43,91 @@ def incomplete(sess: Session) -> list[str]:
             f"{sess.id}: the session was never closed (its writer died); the report covers what "
             "was flushed to disk, and no file hashes can be checked"
         ]
+    imported = _imported_files(m)
+    if imported or m.get("import_failed"):
+        return _import_incomplete(sess.id, m, imported)
     why = m.get("stopped_by") or "unknown"
     ended = m.get("ended_at") or "?"
     return [
         f"{sess.id}: the session is incomplete (stopped by {why} at {ended}); traffic after "
         "that point, and anything not flushed before it, is missing from this report"
     ]
+
+
+def _imported_files(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    capture = manifest.get("capture")
+    imp = capture.get("import") if isinstance(capture, dict) else None
+    files = imp.get("files") if isinstance(imp, dict) else None
+    return [f for f in files if isinstance(f, dict)] if isinstance(files, list) else []
+
+
+def _import_incomplete(sid: str, m: dict[str, Any], files: list[dict[str, Any]]) -> list[str]:
+    """An imported session is incomplete because a file was cut or damaged, or because the
+    import itself failed: say which, never a stop that did not happen."""
+    out: list[str] = []
+    for f in files:
+        stop = f.get("stopped")
+        at = f.get("stopped_at_byte")
+        if not isinstance(stop, dict) and at is None:
+            continue
+        stop = stop if isinstance(stop, dict) else {}
+        name = f.get("name") or "?"
+        size = stop.get("size", f.get("size"))
+        where = f"byte {stop.get('at_byte', at)}" + (f" of {size}" if size is not None else "")
+        n = stop.get("after_flows", (f.get("counts") or {}).get("flows", "?"))
+        if stop.get("why") == "ends-mid-record":
+            what = f"ends mid-record at {where}, after {n} flows (the file was cut short)"
+        else:
+            what = f"cannot be read past {where}, after {n} flows ({stop.get('reason', '?')})"
+        out.append(
+            f"{sid}: the imported flow file {name} {what}; the flows before that point are in "
+            "this report, anything the file held after it is not"
+        )
+    if m.get("import_failed"):
+        out.append(
+            f"{sid}: the import failed part-way ({m['import_failed']}); the report covers "
+            "what was imported before the failure"
+        )
+    if not out:
+        out.append(
+            f"{sid}: the imported session is marked {m.get('status')} without a recorded "
+            "cause; check its import events"
+        )
+    return out
+
+
+def skipped(sessions: list[Session]) -> list[dict[str, Any]]:
+    """What imports skipped (``coverage.skipped``): per session, file, kind and reason, how
+    many and where the first few were. Sorted, so the same sessions give the same list."""
+    out: list[dict[str, Any]] = []
+    for s in sessions:
+        for f in _imported_files(s.manifest):
+            groups = f.get("skipped_by_reason")
+            if not isinstance(groups, list):  # a session imported before groups were kept
+                n = f.get("skipped")
+                groups = (
+                    [{"kind": "unknown", "reason": "not recorded", "count": n, "examples": []}]
+                    if isinstance(n, int) and n > 0
+                    else []
+                )
+            for g in groups:
+                if not isinstance(g, dict) or not isinstance(g.get("count"), int):
+                    continue
+                examples = g.get("examples")
+                out.append(
+                    {
+                        "session": s.id,
+                        "file": str(f.get("name") or "?"),
+                        "kind": str(g.get("kind") or "unknown"),
+                        "reason": str(g.get("reason") or ""),
+                        "count": g["count"],
+                        "examples": [str(e) for e in examples[:5]]
+                        if isinstance(examples, list)
+                        else [],
+                    }
+                )
+    out.sort(key=lambda x: (x["session"], x["file"], x["kind"], -x["count"], x["reason"]))
+    return out
 
 
 def _base(

@@ -238,14 +238,15 @@ def open_decompressed(path: Path) -> DecompressedFile:
     fh = open(path, "rb")
     kind = compression(fh.read(4))
     fh.seek(0)
-    return DecompressedFile(fh if kind is None else _decompressing(fh, kind), kind)
+    return DecompressedFile(fh if kind is None else _decompressing(fh, kind), kind, fh)
 
 
 class DecompressedFile(io.RawIOBase):
     """A (possibly decompressing) stream that ends where its data is damaged."""
 
-    def __init__(self, fh: IO[bytes], kind: Compression | None) -> None:
+    def __init__(self, fh: IO[bytes], kind: Compression | None, file: IO[bytes]) -> None:
         self._fh = fh
+        self._file = file  # closed too: a GzipFile leaves the file it reads open
         self.compression = kind
         self.damage: str | None = None
         self.read_bytes = 0
@@ -276,6 +277,7 @@ class DecompressedFile(io.RawIOBase):
 
     def close(self) -> None:
         self._fh.close()
+        self._file.close()
         super().close()
 
 

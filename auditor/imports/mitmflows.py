@@ -76,11 +76,26 @@ def flow_records(
                     f"{name}: not a readable mitmproxy flow file: {_reason(exc)}"
                 ) from None
             of = f" of {size}" if size is not None else ""
-            report.warn(
-                f"{name}: reading stopped at byte {offset}{of}, after {read} flows: "
-                f"{_reason(exc)}; the flows before it are imported"
-            )
+            cut = _ends_mid_record(fo, offset, size)
+            if cut:
+                report.warn(
+                    f"{name}: the flow file ends mid-record at byte {offset}{of}, after "
+                    f"{read} flows (cut short: a copy or a mitmdump that did not finish "
+                    "writing); the flows before it are imported"
+                )
+            else:
+                report.warn(
+                    f"{name}: reading stopped at byte {offset}{of}, after {read} flows: "
+                    f"{_reason(exc)}; the flows before it are imported"
+                )
             report.meta["stopped_at_byte"] = offset
+            report.meta["stopped"] = {
+                "at_byte": offset,
+                "size": size,
+                "after_flows": read,
+                "why": "ends-mid-record" if cut else "unreadable-record",
+                "reason": _reason(exc),
+            }
             break
         read += 1
         offset = fo.tell()
@@ -259,6 +274,24 @@ def _peer(addr: Any) -> tuple[str | None, int | None]:
     if host.startswith("::ffff:") and "." in host:
         host = host[7:]
     return host, int(addr[1])
+
+
+def _ends_mid_record(fo: BinaryIO, offset: int, size: int | None) -> bool:
+    """Whether the record at ``offset`` (a tnetstring, ``<length>:<payload><type>``) runs past
+    the end of the file: the file was cut, not damaged."""
+    if size is None:
+        return False
+    try:
+        fo.seek(offset)
+        head = fo.read(13)
+    except (OSError, ValueError):
+        return False
+    digits, colon, _ = head.partition(b":")
+    if not colon:
+        return (len(head) < 13 and head.isdigit()) or not head
+    if not digits.isdigit():
+        return False
+    return offset + len(digits) + 1 + int(digits) + 1 > size
 
 
 def _refuse_json(fo: BinaryIO, name: str) -> None:

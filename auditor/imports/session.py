@@ -17,6 +17,7 @@ import hashlib
 import io
 import logging
 import os
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,15 +38,18 @@ from auditor.imports import (
 )
 from auditor.imports.har import MAX_DECOMPRESSED_HAR, HarLog, har_records, load_har
 from auditor.imports.mitmflows import check_flow_file, flow_records
-from auditor.records import RECORD_CLASSES, Record
+from auditor.records import RECORD_CLASSES, EventRecord, HttpRecord, Record
 from auditor.session import (
     STATUS_COMPLETE,
     STATUS_INCOMPLETE,
     SessionWriter,
     read_manifest,
 )
+from auditor.timeutil import iso, parse_iso
 
 log = logging.getLogger(__name__)
+
+_MAX_TS = 253402300799.0  # the end of year 9999, the last time an ISO timestamp can hold
 
 ORIGINAL = "original"
 IDENTIFIER_SOURCE = "--identifier"
@@ -125,13 +129,17 @@ def import_files(
     summaries: list[dict[str, Any]] = []
     warnings: list[str] = []
     status = STATUS_COMPLETE
+    span = Span()
     try:
         writer.event("import_started", f"importing {len(sources)} file(s)", files=planned)
         (writer.path / ORIGINAL).mkdir(mode=0o700)
         seen: set[str] = set()
         for src, name, plan in zip(sources, names, planned, strict=True):
-            report = _import_one(src, name, writer, seen)
-            summary = plan | report.summary()
+            file_span = Span()
+            report = _import_one(src, name, writer, seen, file_span)
+            _refuse_if_nothing_read(name, report)
+            span.add_span(file_span)
+            summary = plan | report.summary() | file_span.to_dict()
             summaries.append(summary)
             warnings += [f"{name}: {s.where}: {s.reason}" for s in report.skipped]
             listed = sum(s.count for s in report.skipped)
@@ -156,7 +164,12 @@ def import_files(
             raise type(exc)(f"{exc} (session {writer.path} kept, closed as incomplete)") from exc
         raise
     capture = read_manifest(writer.path).get("capture") or {}
-    capture["import"] = {"files": summaries}
+    started = read_manifest(writer.path).get("started_at")
+    capture["import"] = {
+        "files": summaries,
+        **span.to_dict(),
+        "import_seconds": round(time.time() - parse_iso(started), 3) if started else None,
+    }
     manifest = writer.close(status=status, capture=capture)
     return ImportResult(writer.path, status, manifest, summaries, warnings)
 
@@ -316,27 +329,34 @@ def _original_names(sources: list[_Source]) -> list[str]:
 # ------------------------------------------------------------------------------ importing one
 
 
-def _import_one(src: _Source, name: str, writer: SessionWriter, seen: set[str]) -> ImportReport:
+def _import_one(
+    src: _Source, name: str, writer: SessionWriter, seen: set[str], span: Span
+) -> ImportReport:
     target = writer.path / ORIGINAL / name
     _copy(src, target)
     report = ImportReport(src.format)
     if src.format is ImportFormat.HAR:
         assert src.har is not None
         records = har_records(src.har, writer.bodies, report, f"har-{src.sha256[:12]}")
-        _write_all(writer, records, report, seen)
+        _write_all(writer, records, report, seen, span)
     elif src.format is ImportFormat.MITMPROXY:
         with open(target, "rb") as fh:
             records = flow_records(fh, writer.bodies, report, name, src.size)
-            _write_all(writer, records, report, seen)
+            _write_all(writer, records, report, seen, span)
     else:
         _packet_report(src.capture, report)
+        span.add_packets(src.capture)
         if src.damage:
             report.warn(f"{src.damage}; the packets before it are imported")
     return report
 
 
 def _write_all(
-    writer: SessionWriter, records: Iterable[Record], report: ImportReport, seen: set[str]
+    writer: SessionWriter,
+    records: Iterable[Record],
+    report: ImportReport,
+    seen: set[str],
+    span: Span,
 ) -> None:
     """Write the records; one whose id an earlier file already gave (the same flow saved in
     two flow files) is skipped, so ids stay unique in the session."""
@@ -353,6 +373,83 @@ def _write_all(
                 continue
             seen.add(rec_id)
         writer.write(rec)
+        span.add_record(rec)
+
+
+def _refuse_if_nothing_read(name: str, report: ImportReport) -> None:
+    """A file of which every item was skipped gives an error, not an empty session."""
+    written = sum(report.counts.get(k, 0) for k in RECORD_CLASSES)
+    if written or not report.skipped_total or report.format in _PACKET_FORMATS:
+        return
+    first = report.skipped[0]
+    kinds = ", ".join(sorted({g.kind.value for g in report.groups.values()}))
+    raise ImportFileError(
+        f"{name}: nothing could be imported: all {report.skipped_total} items ({kinds}) were "
+        f"skipped; the first, {first.where}: {first.reason}"
+    )
+
+
+_PACKET_FORMATS = frozenset({ImportFormat.PCAP, ImportFormat.PCAPNG})
+
+
+class Span:
+    """The first and last moment of the traffic a file holds: what an imported session
+    covers (its ``started_at``/``ended_at`` say when the import ran)."""
+
+    def __init__(self) -> None:
+        self.first: float | None = None
+        self.last: float | None = None
+
+    def add(self, ts: float | None) -> None:
+        # a time of 0 is a time mitmproxy made up for a flow of an old file, not traffic
+        if ts is None or not 0 < ts < _MAX_TS:
+            return
+        self.first = ts if self.first is None else min(self.first, ts)
+        self.last = ts if self.last is None else max(self.last, ts)
+
+    def add_iso(self, text: Any) -> None:
+        if isinstance(text, str) and text:
+            try:
+                self.add(parse_iso(text))
+            except ValueError:
+                pass
+
+    def add_record(self, rec: Record) -> None:
+        if isinstance(rec, HttpRecord):
+            for t in (rec.request_start, rec.request_end, rec.response_start, rec.response_end):
+                self.add_iso(t)
+            return
+        self.add_iso(getattr(rec, "ts", None))
+        if isinstance(rec, EventRecord):
+            self.add_iso(rec.data.get("first_message"))
+            self.add_iso(rec.data.get("last_message"))
+
+    def add_packets(self, capture: Any) -> None:
+        """The first and last packet of any flow, and of any DNS message."""
+        import pandas as pd
+
+        for frame, cols in ((capture.flows, ("first_seen", "last_seen")), (capture.dns, ("ts",))):
+            for col in cols:
+                if col in frame and len(frame):
+                    values = pd.to_datetime(frame[col], utc=True, errors="coerce").dropna()
+                    if len(values):
+                        self.add(values.min().timestamp())
+                        self.add(values.max().timestamp())
+
+    def add_span(self, other: Span) -> None:
+        self.add(other.first)
+        self.add(other.last)
+
+    def to_dict(self) -> dict[str, Any]:
+        """``first_ts``, ``last_ts`` (ISO 8601 UTC) and ``duration_seconds``; empty when the
+        file held no time."""
+        if self.first is None or self.last is None:
+            return {}
+        return {
+            "first_ts": iso(self.first),
+            "last_ts": iso(self.last),
+            "duration_seconds": round(self.last - self.first, 3),
+        }
 
 
 def _copy(src: _Source, target: Path) -> None:
@@ -377,8 +474,9 @@ def _copy(src: _Source, target: Path) -> None:
 def _abandon(writer: SessionWriter, exc: BaseException) -> None:
     """Close a session whose import failed half-way as incomplete, saying why."""
     try:
-        writer.event("import_failed", f"{type(exc).__name__}: {exc}"[:500])
-        writer.close(status=STATUS_INCOMPLETE)
+        why = f"{type(exc).__name__}: {exc}"[:500]
+        writer.event("import_failed", why)
+        writer.close(status=STATUS_INCOMPLETE, import_failed=why)
     except Exception:
         log.exception("could not close %s after a failed import", writer.path)
 

@@ -205,8 +205,12 @@ def test_truncated_flow_file_keeps_what_was_read(live: LiveCapture, store: BodyS
     (warning,) = report.warnings
     whole, _ = _read(data, store)
     stop = len(data) - len(_last_flow_bytes(data))
-    assert f"cut.mitm: reading stopped at byte {stop} of {len(cut)}, after 2 flows" in warning
+    assert (
+        f"cut.mitm: the flow file ends mid-record at byte {stop} of {len(cut)}, after 2 flows"
+        in (warning)
+    )
     assert report.meta["stopped_at_byte"] == stop
+    assert report.meta["stopped"]["why"] == "ends-mid-record"
     assert records == whole[:2]
 
 
@@ -217,6 +221,8 @@ def test_corrupt_middle_flow_keeps_the_flows_before_it(live: LiveCapture, store:
     records, report = _read(bytes(data), store)
     assert len(records) == 1 and report.meta["stopped_at_byte"] == second_start
     assert "after 1 flows" in report.warnings[0]
+    assert "reading stopped at byte" in report.warnings[0]  # damaged, not cut short
+    assert report.meta["stopped"]["why"] == "unreadable-record"
 
 
 def _flow_ends(data: bytes) -> list[int]:

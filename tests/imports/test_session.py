@@ -154,9 +154,18 @@ def test_truncated_flow_file_makes_an_incomplete_but_verifiable_session(
     res = import_files([cut], out)
     assert res.status == "incomplete" and verify_session(res.session).ok
     assert len(list(Session(res.session).http())) == 2
-    assert "cut.mitm: reading stopped at byte" in res.warnings[0]
+    assert "cut.mitm: the flow file ends mid-record at byte" in res.warnings[0]
     (f,) = read_manifest(res.session)["capture"]["import"]["files"]
     assert f["stopped_at_byte"] > 0 and f["sha256"] == _sha(cut)
+    # what the report says: the file was cut, after 2 flows; no stop that did not happen
+    from auditor.analysis.coverage import incomplete
+
+    (said,) = incomplete(Session(res.session))
+    assert (
+        f"cut.mitm ends mid-record at byte {f['stopped_at_byte']} of {len(cut.read_bytes())}"
+        in said
+    )
+    assert "after 2 flows" in said and "stopped by" not in said
 
 
 def test_original_names_are_unique_and_never_hidden(out: Path, tmp_path: Path) -> None:
