@@ -1,0 +1,66 @@
+"""Writing the analysis: ``findings.json``, ``flows.csv``/``flows.parquet``, ``endpoints.csv``,
+``summary.md``, a self-contained ``report.html`` and, on request, ``report.pdf``.
+
+The HTML loads nothing from the network and runs no script (its Content-Security-Policy
+forbids both). Both the page and ``summary.md`` tell the same story
+(:mod:`auditor.analysis.report.story`): a summary in sentences, then the findings by
+recipient. Every captured string goes through :mod:`auditor.analysis.escape`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from auditor.analysis.report.files import (
+    dumps_findings,
+    flows_for_export,
+    private_dir,
+    write_csv,
+    write_private,
+    write_tables,
+)
+from auditor.analysis.report.markdown import markdown
+from auditor.analysis.report.page import html_report
+from auditor.analysis.report.pdf import find_chromium, print_pdf
+
+FORMATS = ("json", "csv", "md", "html")
+ALL_FORMATS = (*FORMATS, "pdf")
+
+__all__ = [
+    "ALL_FORMATS", "FORMATS", "dumps_findings", "find_chromium", "flows_for_export",
+    "html_report", "markdown", "print_pdf", "private_dir", "write_csv", "write_report",
+]  # fmt: skip
+
+
+def write_report(
+    out: Path, doc: dict[str, Any], flows: pd.DataFrame, formats: Iterable[str] = FORMATS
+) -> list[Path]:
+    private_dir(out)
+    formats = set(formats)
+    written = []
+    if "json" in formats:
+        public = {k: v for k, v in doc.items() if not k.startswith("_")}
+        write_private(out / "findings.json", dumps_findings(public))
+        written.append(out / "findings.json")
+    if "csv" in formats:
+        written += write_tables(out, doc, flows)
+    if "md" in formats:
+        write_private(out / "summary.md", markdown(doc))
+        written.append(out / "summary.md")
+    if "html" in formats or "pdf" in formats:
+        page = html_report(doc, flows)
+        html = out / ("report.html" if "html" in formats else ".report.print.html")
+        write_private(html, page)
+        if "html" in formats:
+            written.append(html)
+        if "pdf" in formats:
+            try:
+                written.append(print_pdf(html, out / "report.pdf"))
+            finally:
+                if "html" not in formats:
+                    html.unlink(missing_ok=True)
+    return written

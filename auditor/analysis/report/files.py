@@ -1,0 +1,117 @@
+"""Writing report files: owner-only folders and files, written whole (a temporary name, then
+a rename), and the CSV exports with every cell made safe for a spreadsheet."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from auditor import columns as C
+from auditor.analysis.escape import csv_cell
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` made owner-only (0700), with every folder this creates on the way: whatever
+    the umask, reports of a phone's traffic are for their owner alone."""
+    missing = []
+    p = Path(path)
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        d.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(d, 0o700)  # mkdir's mode is cut by the umask; chmod's is not
+    os.chmod(path, 0o700)
+    return path
+
+
+def private_file(path: Path) -> int:
+    """A descriptor on a fresh ``path`` (a temporary name), 0600 even if it existed."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    return fd
+
+
+def write_private(path: Path, data: str | bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with os.fdopen(private_file(tmp), "wb") as fh:
+        fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+    os.replace(tmp, path)
+
+
+def dumps_findings(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, indent=2, ensure_ascii=False, sort_keys=False, default=str) + "\n"
+
+
+def write_csv(path: Path, rows: Iterable[Mapping[Any, Any]], fields: list[str]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with os.fdopen(private_file(tmp), "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+        w.writeheader()
+        for row in rows:
+            w.writerow({k: csv_cell(row.get(k)) for k in fields})
+    os.replace(tmp, path)
+
+
+def flows_for_export(df: pd.DataFrame) -> pd.DataFrame:
+    out = df.copy()
+    for col in (C.START, C.END):
+        if col not in out:
+            continue
+        out[col] = out[col].map(
+            lambda t: t.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if not pd.isna(t) else None
+        )
+    keys = [c for c in (C.START, C.FLOW_ID) if c in out]
+    return out.sort_values(keys, na_position="last").reset_index(drop=True) if keys else out
+
+
+def evidence_text(ev: dict[str, Any]) -> str:
+    """``dataset (v2fly: domain:umeng.com): Umeng``: one rung of the evidence, in words."""
+    detail = ev.get("detail") or ev.get("matched") or ""
+    return f"{ev.get('basis')} ({detail}): {ev.get('name')}"
+
+
+ENDPOINT_FIELDS = [
+    "host", "ip", "organisation", "organisation_id", "parent", "country", "basis",
+    "confidence", "conflicts", "hosted_by", "server_country", "categories",
+    "state_control", "legal_exposure", "state_linked", "flows", "bytes_up",
+    "bytes_down", "first_seen", "last_seen", "apps",
+]  # fmt: skip
+
+
+def write_tables(out: Path, doc: dict[str, Any], flows: pd.DataFrame) -> list[Path]:
+    """``flows.csv``, ``flows.parquet`` and ``endpoints.csv``."""
+    written = []
+    exp = flows_for_export(flows)
+    write_csv(out / "flows.csv", exp.to_dict("records"), list(exp.columns))
+    try:
+        safe = exp.astype({c: "string" for c in exp.columns if exp[c].dtype == object})
+        tmp = out / ".flows.parquet.tmp"
+        with os.fdopen(private_file(tmp), "wb") as fh:
+            safe.to_parquet(fh, index=False)
+        os.replace(tmp, out / "flows.parquet")
+        written.append(out / "flows.parquet")
+    except (ImportError, ValueError) as exc:  # pragma: no cover - pyarrow is a dependency
+        doc.setdefault("warnings", []).append(f"flows.parquet not written: {exc}")
+    write_csv(
+        out / "endpoints.csv",
+        (
+            {
+                **e,
+                "categories": ";".join(e["categories"]),
+                "apps": ";".join(e["apps"]),
+                "conflicts": "; ".join(evidence_text(x) for x in e.get("conflicts") or []),
+                "state_control": "; ".join(f["statement"] for f in e.get("state_control") or []),
+                "legal_exposure": "; ".join(x["basis"] for x in e.get("legal_exposure") or []),
+            }
+            for e in doc.get("endpoints") or []
+        ),
+        ENDPOINT_FIELDS,
+    )
+    return [*written, out / "flows.csv", out / "endpoints.csv"]
