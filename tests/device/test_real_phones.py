@@ -293,3 +293,36 @@ def test_region_is_validated_and_falls_back_to_the_sims() -> None:
 )
 def test_locale_in_android_runtime_order(props: dict[str, str], locale: str) -> None:
     assert device_locale(props) == locale
+
+
+def test_the_profile_of_the_pixel8_holds_lists_and_one_region() -> None:
+    from auditor.device.profile import DeviceProfile, apply_telephony
+
+    props = p.parse_getprop(sample("getprop_pixel8_dualsim.txt")).items
+    profile = DeviceProfile(
+        serial="x",
+        collected_at="2026-01-01T00:00:00Z",
+        manufacturer=props["ro.product.manufacturer"],
+        brand=props["ro.product.brand"],
+        model=props["ro.product.model"],
+        device=props["ro.product.device"],
+        android_release=props["ro.build.version.release"],
+        sdk=36,
+        fingerprint=props["ro.build.fingerprint"],
+        security_patch=props["ro.build.version.security_patch"],
+        build_type=props["ro.build.type"],
+        region=None,
+        locale=device_locale(props),
+        virtual=False,
+        root=None,
+        root_detail="",
+    )
+    apply_telephony(profile, props)
+    d = profile.to_dict()
+    assert (d["region"], d["region_source"]) == ("CN", "gsm.operator.iso-country")
+    assert d["sim_operators"] == ["中国电信", "GLOBE"] and d["sim_countries"] == ["CN", "PH"]
+    assert d["network_operators"] == ["China Telecom", "China Unicom"]
+    assert d["network_countries"] == ["CN", "CN"]
+    assert profile.sim_operator == "中国电信, GLOBE"
+    assert profile.warnings == []
+    json.dumps(d, ensure_ascii=False)  # the manifest's form
