@@ -15,9 +15,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from mitmproxy import http as mhttp
 from mitmproxy import io as mio
+from mitmproxy.exceptions import FlowReadException
 from mitmproxy.test import tflow
 
 from auditor import mitmconv
@@ -32,6 +35,7 @@ from auditor.records import (
     WebSocketMessageRecord,
 )
 from auditor.session import Session, SessionWriter
+from auditor.timeutil import parse_iso
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -310,3 +314,121 @@ def test_unreadable_from_the_start_is_an_error(store: BodyStore, data: bytes, me
 
 def test_check_flow_file_accepts_a_sound_file() -> None:
     check_flow_file(io.BytesIO(_flow_file(tflow.tflow(resp=True))), "f.mitm")
+
+
+# ------------------------------------------------ real flow files of every format version
+
+MITM_DATA = ROOT / "tests" / "data" / "mitm"
+FLOW_FILES = sorted(p.name for p in MITM_DATA.glob("*.mitm"))
+
+
+def _is_made_up(f: mhttp.HTTPFlow) -> bool:
+    # mitmproxy's compat (convert_11_12) stands in "GET http://unknown/" at time 0 for a
+    # WebSocket whose handshake the old file does not hold
+    return (
+        "duplicated" in f.metadata and f.request.host == "unknown" and not f.request.timestamp_start
+    )
+
+
+def _reference(path: Path) -> tuple[dict[str, str], list[tuple[Any, ...]]]:
+    """What mitmproxy's own reader yields: HTTP flows (id -> host) and WebSocket messages."""
+    with open(path, "rb") as fh:
+        flows = list(mio.FlowReader(fh).stream())
+    hosts: dict[str, str] = {}
+    messages: list[tuple[Any, ...]] = []
+    for f in flows:
+        assert isinstance(f, mhttp.HTTPFlow)
+        made_up = _is_made_up(f)
+        if not made_up:
+            hosts.setdefault(f.id, f.request.pretty_host)
+        for m in f.websocket.messages if f.websocket else ():
+            host = f.server_conn.address[0] if made_up else f.request.pretty_host
+            content = m.content.encode() if isinstance(m.content, str) else m.content
+            messages.append((f.id, host, m.from_client, int(m.type) == 1, content, m.timestamp))
+    return hosts, messages
+
+
+@pytest.mark.parametrize("name", FLOW_FILES)
+def test_every_flow_file_version_imports_what_mitmproxy_reads(name: str, tmp_path: Path) -> None:
+    from auditor.imports.session import import_files
+
+    path = MITM_DATA / name
+    try:
+        hosts, messages = _reference(path)
+    except FlowReadException:
+        with pytest.raises(ImportFileError, match="cannot read files with flow format version"):
+            import_files([path], tmp_path)
+        return
+    res = import_files([path], tmp_path)
+    assert res.status == "complete" and res.warnings == []
+    sess = Session(res.session)
+    records = list(sess.records())
+    got_hosts = {r.id: r.host for r in records if isinstance(r, HttpRecord)}
+    assert got_hosts == hosts
+    got = [
+        (
+            r.flow_id,
+            r.host,
+            r.from_client,
+            r.is_text,
+            sess.bodies.get(r.body.sha256) if r.body else b"",
+            parse_iso(r.ts),
+        )
+        for r in records
+        if isinstance(r, WebSocketMessageRecord)
+    ]
+    assert [g[:5] for g in got] == [m[:5] for m in messages]
+    assert [g[5] for g in got] == pytest.approx([m[5] for m in messages], abs=1e-6)
+    (f,) = res.files
+    assert f["counts"].get("websocket_message", 0) == len(messages)
+    assert f["skipped"] == 0
+
+
+def test_old_websocket_messages_text_and_binary_both_ways(tmp_path: Path) -> None:
+    """mitmproxy 6's WebSocket flows: text stored as a string, binary as bytes."""
+    from auditor.imports.session import import_files
+
+    res = import_files([MITM_DATA / "dumpfile-7-websocket-binary.mitm"], tmp_path)
+    sess = Session(res.session)
+    ws = [r for r in sess.records() if isinstance(r, WebSocketMessageRecord)]
+    kinds = {(r.is_text, r.from_client) for r in ws}
+    assert kinds == {(False, True), (True, False), (True, True)}
+    binary = next(r for r in ws if not r.is_text)
+    assert binary.body is not None
+    assert sess.bodies.get(binary.body.sha256) == b"\x89PNG\r\n\x1a\n\x00\xff\xfe\x80\xc0\xaf" * 2
+    # the WebSocket whose handshake the file lacks is named by the server it was connected to
+    assert {r.url for r in ws} >= {"ws://echo.websocket.org/"}
+    assert all(not r.url.startswith("http://unknown") for r in ws)
+    notes = res.files[0]["notes"]
+    assert notes == {
+        "websocket_flows_joined_to_their_handshake": 2,
+        "websocket_flows_without_their_handshake": 1,
+    }
+
+
+def test_websocket_messages_with_markup_and_escapes_are_kept_byte_for_byte(
+    store: BodyStore,
+) -> None:
+    from mitmproxy.websocket import WebSocketMessage
+
+    hostile = [
+        (1, True, "<script>alert('x')</script>\x1b[2J&amp;\u202e{{7*7}}".encode()),
+        (2, False, b"\x00<img src=x onerror=alert(1)>\xff"),
+        (1, False, b"\\u0000 \\\" ']]> -->"),
+    ]
+    f = tflow.twebsocketflow()
+    f.websocket.messages = [  # type: ignore[union-attr]
+        WebSocketMessage(op, fc, content, timestamp=1_700_000_000 + i)
+        for i, (op, fc, content) in enumerate(hostile)
+    ]
+    records, report = _read(_flow_file(f), store)
+    ws = [r for r in records if isinstance(r, WebSocketMessageRecord)]
+    assert [(r.is_text, r.from_client) for r in ws] == [(op == 1, fc) for op, fc, _ in hostile]
+    assert [store.get(r.body.sha256) for r in ws if r.body] == [c for _, _, c in hostile]
+    assert report.skipped_total == 0
+
+
+def test_a_string_message_that_utf8_never_gave_is_kept_not_skipped() -> None:
+    # a forged file: a lone surrogate in a text message (surrogateescape gives the byte back)
+    assert mitmconv.message_bytes("a\udcffb") == b"a\xffb"
+    assert mitmconv.message_bytes("\ud800") == b"?"
