@@ -1117,19 +1117,38 @@ class KnowledgeBase:
         for name in ev_cols:
             assert evidence is not None
             columns.append(evidence[name].to_numpy(dtype=object))
-        # one mixed-radix code per row over all columns, refactorized only when the radix
+        # The address only matters through what the IP databases (and the user's intel) say
+        # about it, and a host written as an address is looked up as that address: rows are
+        # keyed on the host and those facts, so 100,000 flows to 100,000 addresses of one
+        # network cost one attribution, not 100,000. Each row keeps its own address.
+        host_col, ip_col = columns[0], columns[1]
+        literal = _per_value(host_col, _ip_literal)
+        is_literal = np.asarray([x is not None for x in literal], dtype=bool)
+        own_ip = _per_value(ip_col, lambda v: v if isinstance(v, str) and v else None)
+        eff_ip = np.where(pd.isna(own_ip) & is_literal, literal, own_ip)
+        ip_codes, ip_uniques = pd.factorize(eff_ip, use_na_sentinel=True)
+        facts = [self.ipdb.lookup(str(ip)) for ip in ip_uniques]
+        shown = np.asarray([f.ip for f in facts] + [None], dtype=object)
+        sig_codes, _ = pd.factorize(
+            pd.Series([self._facts_key(f) for f in facts] + [None], dtype=object),
+            use_na_sentinel=True,
+        )
+        row_sig = sig_codes[ip_codes]  # missing address: the last entry, None
+        key_host = np.where(is_literal, None, host_col).astype(object)
+        key_columns = [key_host, row_sig, *columns[2:]]
+        # one mixed-radix code per row over all key columns, refactorized only when the radix
         # would overflow; an evidence column with no value at all is left out
         codes = np.zeros(n, dtype=np.int64)
         radix = 1
-        kept: list[np.ndarray] = []
         kept_ev: list[str] = []
-        for j, col in enumerate(columns):
+        kept: list[int] = []
+        for j, col in enumerate(key_columns):
             vcodes, uniq = pd.factorize(col, use_na_sentinel=True)
             if j >= 2 and len(uniq) == 0:
                 continue
-            kept.append(col)
             if j >= 2:
                 kept_ev.append(ev_cols[j - 2])
+                kept.append(j)
             width = len(uniq) + 1
             if radix * width >= 2**62:
                 dense, seen = pd.factorize(codes)
@@ -1137,11 +1156,24 @@ class KnowledgeBase:
             codes = codes * width + (vcodes.astype(np.int64) + 1)
             radix *= width
         codes = pd.factorize(codes)[0].astype(np.int64)
-        columns, ev_cols = kept, kept_ev
         # codes are dense (0..k-1) after the last factorize: one lookup per distinct code
         _, first = np.unique(codes, return_index=True)
-        rows = [self._row([col[i] for col in columns], ev_cols) for i in first.tolist()]
-        return _rows_to_frame(rows, codes, hs.index)
+        rows = [
+            self._row([key_host[i], eff_ip[i], *(key_columns[j][i] for j in kept)], kept_ev)
+            for i in first.tolist()
+        ]
+        frame = _rows_to_frame(rows, codes, hs.index)
+        ips_shown = shown[ip_codes]
+        vcodes, cats = pd.factorize(ips_shown, use_na_sentinel=True)
+        frame[m.SERVER_IP] = pd.Categorical.from_codes(vcodes, categories=cats)
+        return frame
+
+    def _facts_key(self, f: IpFacts) -> tuple[Any, ...]:
+        """What an attribution reads of an address's facts (not the address itself)."""
+        intel: tuple[int, ...] = ()
+        if self._intel and f.reason != NOT_AN_IP:
+            intel = tuple(id(e) for e in self._intel_ip(f.ip))
+        return (f.country, f.asn, f.asn_org, f.reason, intel)
 
     def _row(self, key: list[Any], ev_cols: list[str]) -> tuple[Any, ...]:
         host = key[0] if isinstance(key[0], str) and key[0] else None
@@ -1182,6 +1214,29 @@ class KnowledgeBase:
             )
             or None,
         )
+
+
+def _ip_literal(host: Any) -> str | None:
+    """The address a host written as an address stands for (as :meth:`KnowledgeBase.lookup`
+    reads it), else None."""
+    if isinstance(host, str) and (":" in host or host[:1].isdigit()):
+        addr = parse_ip(host)
+        if addr is not None:
+            return str(addr)
+    return None
+
+
+def _per_value(values: np.ndarray, func: Any) -> np.ndarray:
+    """``func`` of each value of an object array, once per distinct value (missing values
+    give None)."""
+    import numpy as np
+    import pandas as pd
+
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    mapped = np.empty(len(uniques) + 1, dtype=object)
+    mapped[:-1] = [func(u) for u in uniques]
+    mapped[-1] = None
+    return mapped[codes]
 
 
 def _rows_to_frame(rows: list[tuple[Any, ...]], codes: np.ndarray, index: pd.Index) -> pd.DataFrame:
