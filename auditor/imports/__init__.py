@@ -223,7 +223,7 @@ def decompressed_head(head: bytes, n: int = _PEEK) -> bytes:
     out = io.BytesIO()
     try:
         with _decompressing(io.BytesIO(head), kind) as fh:
-            while out.tell() < n and (chunk := fh.read(min(n - out.tell(), 16 * 1024))):
+            while out.tell() < n and (chunk := _read_piece(fh, n - out.tell())):
                 out.write(chunk)
     except (OSError, EOFError, zlib.error, zstandard.ZstdError):
         pass  # the head ends mid-stream, or the stream is damaged past what was read
@@ -257,11 +257,8 @@ class DecompressedFile(io.RawIOBase):
     def readinto(self, b: Any) -> int:
         if self.damage is not None:
             return 0
-        want = min(len(memoryview(b)), _PIECE)
         try:
-            # in pieces: a read of many pieces that meets the damage loses all of them
-            read1 = getattr(self._fh, "read1", None)
-            data = read1(want) if read1 is not None else self._fh.read(want)
+            data = _read_piece(self._fh, len(memoryview(b)))
         except (OSError, EOFError, zlib.error, zstandard.ZstdError) as exc:
             if self.compression is None:
                 raise
@@ -290,7 +287,7 @@ def decompress_bounded(data: bytes, limit: int, name: str) -> bytes:
     out = bytearray()
     try:
         with _decompressing(io.BytesIO(data), kind) as fh:
-            while chunk := fh.read(1024 * 1024):
+            while chunk := _read_piece(fh, _PIECE):
                 out += chunk
                 if len(out) > limit:
                     raise ImportFileError(
@@ -302,6 +299,14 @@ def decompress_bounded(data: bytes, limit: int, name: str) -> bytes:
             f"({exc or type(exc).__name__})"
         ) from None
     return bytes(out)
+
+
+def _read_piece(fh: IO[bytes], n: int) -> bytes:
+    """At most ``n`` bytes, in one piece: a read of many pieces that meets damaged data
+    raises and loses the pieces it had (GzipFile.read does)."""
+    n = min(n, _PIECE)
+    read1 = getattr(fh, "read1", None)
+    return read1(n) if read1 is not None else fh.read(n)
 
 
 def _decompressing(fh: IO[bytes], kind: Compression) -> IO[bytes]:
@@ -348,7 +353,8 @@ class _ZlibReader(io.RawIOBase):
 def detect_format(head: bytes) -> ImportFormat | None:
     """The format of a file from its first bytes (64 KiB is plenty); ``None`` if unknown.
 
-    A compressed file (gzip, zstd, zlib) is told by what its decompressed start holds."""
+    A compressed file (gzip, zstd, zlib) is told by what its decompressed start holds; give
+    it 256 KiB at least, as a zstd block (up to 128 KiB) decompresses only whole."""
     if compression(head) is not None:
         inner = decompressed_head(head)
         return _detect_plain(inner) if inner and compression(inner) is None else None

@@ -54,6 +54,7 @@ _MAX_TS = 253402300799.0  # the end of year 9999, the last time an ISO timestamp
 ORIGINAL = "original"
 IDENTIFIER_SOURCE = "--identifier"
 _HEAD = 64 * 1024
+_COMPRESSED_HEAD = 1024 * 1024
 _CHUNK = 1024 * 1024
 
 
@@ -259,6 +260,9 @@ def _check(path: Path) -> _Source:
         size = path.stat().st_size
         with open(path, "rb") as fh:
             head = fh.read(_HEAD)
+            if compression(head) is not None:
+                # a zstd block (up to 128 KiB) decompresses only whole
+                head += fh.read(_COMPRESSED_HEAD - len(head))
     except OSError as exc:
         raise ImportFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
     if not head:
