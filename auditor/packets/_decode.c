@@ -4,7 +4,8 @@
  * decode() does per packet what Decoder._decode_numpy in decode.py does with numpy over the
  * whole batch, with the same results (the tests compare the two on real, generated and
  * hostile captures): the link header (NULL, LOOP, Ethernet with up to two VLAN tags, raw IP,
- * LINUX_SLL, LINUX_SLL2), IPv4 or IPv6 with up to 8 extension headers, TCP or UDP ports and
+ * LINUX_SLL, LINUX_SLL2; radiotap and 802.11, NFLOG, PKTAP: see link_layer), IPv4 or IPv6
+ * with up to 8 extension headers, TCP or UDP ports and
  * flags, where the payload starts and how much of it was captured, and PCAPdroid's trailer.
  * The caller allocates the output columns and passes them in as writable buffers; decode()
  * returns the tallies the warnings and counts are made of, and the distinct PCAPdroid app
@@ -32,6 +33,41 @@
 #define MIN_HEAD 64 /* the fixed headers: link (22 bytes at most) and IPv6 (40) */
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
+#define ETHERNET_MAX_LENGTH 1500
+#define NFULA_PAYLOAD 9
+#define NFLOG_MAX_TLVS 64
+#define PKTAP_HEADER 108
+#define RADIOTAP_MAX_WORDS 16
+
+/* Kinds of frames that hold no IP this decoder reads: the pseudo ethertype LINK_KIND + kind
+ * (decode.LINK_KINDS names them, in this order; LINK_KINDS below is checked against it). */
+#define LINK_KIND 0x20000
+#define PKTAP_INNER 0x30000
+enum {
+    K_NULL_UNKNOWN,
+    K_WLAN_MANAGEMENT,
+    K_WLAN_CONTROL,
+    K_WLAN_EXTENSION,
+    K_WLAN_NO_DATA,
+    K_WLAN_ENCRYPTED,
+    K_WLAN_AMSDU,
+    K_WLAN_NOT_SNAP,
+    K_WLAN_BAD,
+    K_RADIOTAP_BAD,
+    K_NFLOG_FAMILY,
+    K_NFLOG_BAD_TLV,
+    K_NFLOG_NO_PAYLOAD,
+    K_PKTAP_BAD,
+    K_PKTAP_NO_PACKET,
+    N_KINDS
+};
+
+static const char *const KIND_NAMES[N_KINDS] = {
+    "null-header-unknown", "wlan-management-frame", "wlan-control-frame",
+    "wlan-extension-frame", "wlan-no-data-frame", "wlan-encrypted-frame", "wlan-amsdu-frame",
+    "wlan-not-llc-snap", "wlan-bad-frame", "radiotap-bad-header", "nflog-unknown-family",
+    "nflog-bad-tlv", "nflog-no-payload", "pktap-bad-header", "pktap-no-packet",
+};
 
 /* The tallies decode() returns, in this order (TALLIES names them for Python). */
 enum {
@@ -127,6 +163,12 @@ static inline uint32_t
 be32(const unsigned char *p)
 {
     return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+
+static inline uint32_t
+le16(const unsigned char *p)
+{
+    return ((uint32_t)p[1] << 8) | p[0];
 }
 
 static inline uint32_t
@@ -269,6 +311,327 @@ span(const Job *j, const unsigned char *row, const unsigned char *pkt, int64_t o
     return off + w <= j->head_width ? row + off : pkt + off;
 }
 
+/* ------------------------------------------------------------------------- link layers */
+
+/* Where a frame's network layer starts (l3), its ethertype (et: -1 for a raw link type whose
+ * packet is not IP, LINK_KIND + kind or PKTAP_INNER + link type for a frame holding no IP
+ * that is read here, above 0xffff otherwise an address family), and the bytes after the
+ * packet (trail: a radiotap FCS). A link header cut by the snaplen gives l3 >= cap, counted
+ * as a truncated link header. As Decoder._link in decode.py. */
+typedef struct {
+    int64_t l3, et, trail;
+} Link;
+
+static inline void
+kind(Link *o, int k)
+{
+    o->l3 = 0;
+    o->et = LINK_KIND + k;
+}
+
+static inline void
+truncated(Link *o, int64_t cap)
+{
+    o->l3 = cap;
+    o->et = 0;
+}
+
+/* NULL (host byte order) or LOOP (network byte order): a BSD address family, or as some tools
+ * write an ethertype, in either byte order, read as Wireshark reads it (packet-null.c): above
+ * 1500 an ethertype (its low 16 bits), else an address family. */
+static int64_t
+null_ethertype(const unsigned char *p, int loop)
+{
+    uint32_t v;
+    if (loop) {
+        v = be32(p);
+    }
+    else {
+        const uint32_t le = le32(p);
+        if (le >> 16)
+            v = (p[3] == 0 && p[2] < 6) ? p[2] : be32(p);
+        else
+            v = (p[0] == 0 && p[1] < 6) ? p[1] : le;
+    }
+    if (v > ETHERNET_MAX_LENGTH) { /* its low 16 bits (the high ones may be anything) */
+        v &= 0xFFFF;
+        return v == ETH_P_IP ? ETH_P_IP : v == ETH_P_IPV6 ? ETH_P_IPV6 : LINK_KIND + K_NULL_UNKNOWN;
+    }
+    return v == 2 ? ETH_P_IP : af_inet6(v) ? ETH_P_IPV6 : LINK_KIND + K_NULL_UNKNOWN;
+}
+
+/* A link header of fixed layout at p, `avail` bytes of which may be read, `base` bytes into
+ * the frame; 0 when `link` is not one of them. An outer header is read from the packet's
+ * head row (avail: its width, more than any of them needs; the caller discards what caplen
+ * does not cover), one inside PKTAP from the captured bytes. */
+static int
+fixed_link(int64_t link, const unsigned char *p, int64_t avail, int64_t base, Link *o)
+{
+#define NEED(k)                                                                               \
+    if ((k) > avail) {                                                                        \
+        truncated(o, base + (k));                                                             \
+        return 1;                                                                             \
+    }
+    int64_t et, l3;
+    switch (link) {
+    case 1: /* Ethernet */
+        NEED(14);
+        et = be16(p + 12);
+        l3 = 14;
+        if (vlan_tpid((uint32_t)et)) {
+            NEED(18);
+            l3 = 18;
+            et = be16(p + 16);
+            if (vlan_tpid((uint32_t)et)) {
+                NEED(22);
+                l3 = 22;
+                et = be16(p + 20);
+            }
+        }
+        break;
+    case 101:
+    case 12:
+    case 14: { /* raw IP */
+        NEED(1);
+        int nib = p[0] >> 4;
+        et = nib == 4 ? ETH_P_IP : nib == 6 ? ETH_P_IPV6 : -1;
+        l3 = 0;
+        break;
+    }
+    case 228:
+        NEED(1);
+        et = (p[0] >> 4) == 4 ? ETH_P_IP : -1;
+        l3 = 0;
+        break;
+    case 229:
+        NEED(1);
+        et = (p[0] >> 4) == 6 ? ETH_P_IPV6 : -1;
+        l3 = 0;
+        break;
+    case 0:
+    case 108:
+        NEED(4);
+        et = null_ethertype(p, link == 108);
+        l3 = 4;
+        break;
+    case 113: /* LINUX_SLL */
+        NEED(16);
+        et = be16(p + 14);
+        l3 = 16;
+        break;
+    case 276: /* LINUX_SLL2 */
+        NEED(20);
+        et = be16(p);
+        l3 = 20;
+        break;
+    default:
+        return 0;
+    }
+#undef NEED
+    o->l3 = base + l3;
+    o->et = et;
+    return 1;
+}
+
+/* An 802.11 frame at w: a data frame carrying LLC/SNAP gives its ethertype (QoS, four
+ * addresses, HT control and radiotap's padding taken into account), another one a kind. */
+static void
+wlan(const Job *j, const unsigned char *row, const unsigned char *pkt, int64_t cap, int64_t w,
+     int fcs, int pad, Link *o)
+{
+    o->trail = fcs ? 4 : 0;
+    const int64_t capx = cap - o->trail;
+    if (capx < w + 2) {
+        truncated(o, cap);
+        return;
+    }
+    const unsigned char *fc = span(j, row, pkt, w, 2);
+    if (fc[0] & 3) {
+        kind(o, K_WLAN_BAD);
+        return;
+    }
+    const int type = (fc[0] >> 2) & 3, sub = fc[0] >> 4;
+    if (type != 2) {
+        kind(o, type == 0 ? K_WLAN_MANAGEMENT : type == 1 ? K_WLAN_CONTROL : K_WLAN_EXTENSION);
+        return;
+    }
+    if (sub & 4) {
+        kind(o, K_WLAN_NO_DATA);
+        return;
+    }
+    const int qos = (sub & 8) != 0, four = (fc[1] & 3) == 3;
+    int64_t size = 24 + 6 * four + 2 * qos + ((qos && (fc[1] & 0x80)) ? 4 : 0);
+    if (pad)
+        size = (size + 3) & ~(int64_t)3;
+    if (capx < w + size) {
+        truncated(o, cap);
+        return;
+    }
+    if (fc[1] & 0x40) {
+        kind(o, K_WLAN_ENCRYPTED);
+        return;
+    }
+    if (qos && (span(j, row, pkt, w + 24 + 6 * four, 1)[0] & 0x80)) {
+        kind(o, K_WLAN_AMSDU);
+        return;
+    }
+    if (capx < w + size + 8) {
+        truncated(o, cap);
+        return;
+    }
+    const unsigned char *llc = span(j, row, pkt, w + size, 8);
+    if (llc[0] != 0xAA || llc[1] != 0xAA || llc[2] != 3 || llc[3] != 0 || llc[4] != 0
+        || (llc[5] != 0 && llc[5] != 0xF8)) {
+        kind(o, K_WLAN_NOT_SNAP);
+        return;
+    }
+    o->l3 = w + size + 8;
+    o->et = be16(llc + 6);
+}
+
+/* A radiotap header (its length, and the Flags field for FCS and padding), then 802.11. */
+static void
+radiotap(const Job *j, const unsigned char *row, const unsigned char *pkt, int64_t cap, Link *o)
+{
+    if (cap < 8) {
+        truncated(o, cap);
+        return;
+    }
+    const unsigned char *h = span(j, row, pkt, 0, 8);
+    const int64_t length = le16(h + 2);
+    const uint32_t present = le32(h + 4);
+    if (h[0] != 0 || length < 8) {
+        kind(o, K_RADIOTAP_BAD);
+        return;
+    }
+    if (length > cap) {
+        truncated(o, cap);
+        return;
+    }
+    int64_t words = 1;
+    for (uint32_t word = present; word >> 31; words++) {
+        if (words == RADIOTAP_MAX_WORDS || 4 + 4 * words + 4 > length) {
+            kind(o, K_RADIOTAP_BAD);
+            return;
+        }
+        word = le32(span(j, row, pkt, 4 + 4 * words, 4));
+    }
+    int64_t at = 4 + 4 * words;
+    if (present & 1) /* TSFT: 8 bytes, 8-aligned */
+        at = ((at + 7) & ~(int64_t)7) + 8;
+    int flags = 0;
+    if (present & 2) {
+        if (at + 1 > length) {
+            kind(o, K_RADIOTAP_BAD);
+            return;
+        }
+        flags = span(j, row, pkt, at, 1)[0];
+    }
+    wlan(j, row, pkt, cap, length, (flags & 0x10) != 0, (flags & 0x20) != 0, o);
+}
+
+/* Linux NFLOG: a 4-byte header (address family first), then TLVs in the byte order of the
+ * host that logged (told by the first TLV's length); the packet is NFULA_PAYLOAD's value. */
+static void
+nflog(const Job *j, const unsigned char *row, const unsigned char *pkt, int64_t cap, Link *o)
+{
+    if (cap < 4) {
+        truncated(o, cap);
+        return;
+    }
+    const int family = span(j, row, pkt, 0, 1)[0];
+    if (family != 2 && family != 10) {
+        kind(o, K_NFLOG_FAMILY);
+        return;
+    }
+    int big = 0;
+    if (cap >= 8) {
+        const unsigned char *t = span(j, row, pkt, 4, 4);
+        const int64_t le = le16(t), be = be16(t);
+        big = !(le >= 4 && le <= cap - 4) && be >= 4 && be <= cap - 4;
+    }
+    int64_t pos = 4;
+    for (int k = 0;; k++) {
+        if (pos + 4 > cap) {
+            if (pos == cap)
+                kind(o, K_NFLOG_NO_PAYLOAD);
+            else
+                truncated(o, cap);
+            return;
+        }
+        if (k == NFLOG_MAX_TLVS) {
+            kind(o, K_NFLOG_BAD_TLV);
+            return;
+        }
+        const unsigned char *t = span(j, row, pkt, pos, 4);
+        const int64_t length = big ? be16(t) : le16(t);
+        const uint32_t type = (big ? be16(t + 2) : le16(t + 2)) & 0x7FFF;
+        if (length < 4) {
+            kind(o, K_NFLOG_BAD_TLV);
+            return;
+        }
+        if (type == NFULA_PAYLOAD) {
+            o->l3 = pos + 4;
+            o->et = family == 2 ? ETH_P_IP : ETH_P_IPV6;
+            return;
+        }
+        pos += (length + 3) & ~(int64_t)3;
+    }
+}
+
+/* Apple's PKTAP: a header of its own length (little-endian) naming the link type of the
+ * frame that follows it. */
+static void
+pktap(const Job *j, const unsigned char *row, const unsigned char *pkt, int64_t cap, Link *o)
+{
+    if (cap < 12) {
+        truncated(o, cap);
+        return;
+    }
+    const unsigned char *h = span(j, row, pkt, 0, 12);
+    const int64_t length = le32(h), record = le32(h + 4), inner = le32(h + 8);
+    if (length < PKTAP_HEADER || record > 1) {
+        kind(o, K_PKTAP_BAD);
+        return;
+    }
+    if (length > cap) {
+        truncated(o, cap);
+        return;
+    }
+    if (record == 0) {
+        kind(o, K_PKTAP_NO_PACKET);
+        return;
+    }
+    if (!fixed_link(inner, pkt + length, cap - length, length, o)) {
+        o->l3 = 0;
+        o->et = PKTAP_INNER + (inner < 0xFFFF ? inner : 0xFFFF);
+    }
+}
+
+/* 0 when the decoder does not read `link`. */
+static int
+link_layer(const Job *j, int32_t link, const unsigned char *row, const unsigned char *pkt,
+           int64_t cap, Link *o)
+{
+    switch (link) {
+    case 127:
+        radiotap(j, row, pkt, cap, o);
+        return 1;
+    case 105:
+        wlan(j, row, pkt, cap, 0, 0, 0, o);
+        return 1;
+    case 239:
+        nflog(j, row, pkt, cap, o);
+        return 1;
+    case 149:
+    case 258:
+        pktap(j, row, pkt, cap, o);
+        return 1;
+    default:
+        return fixed_link(link, row, j->head_width, 0, o);
+    }
+}
+
 static void
 run(Job *j)
 {
@@ -287,8 +650,8 @@ run(Job *j)
 
     for (Py_ssize_t i = 0; i < j->n; i++) {
         const int64_t d = j->data[i];
-        const int64_t cap = j->caplen[i];
-        if (d < 0 || cap < 0 || d > j->buflen - cap) {
+        const int64_t rawcap = j->caplen[i];
+        if (d < 0 || rawcap < 0 || d > j->buflen - rawcap) {
             j->bad_row = i;
             return;
         }
@@ -302,69 +665,15 @@ run(Job *j)
         int32_t sport = 0, dport = 0, flags = 0, uid = -1, app = -1;
         int64_t l4 = -1, pl_off = -1, pl_len = 0, ip_bytes = 0, ip_end = 0;
 
-        /* the link header: where the network layer starts, and its ethertype (-1: a raw
-         * link type whose packet is not IP; above 0xffff: an address family that is neither
-         * IPv4 nor IPv6) */
-        int64_t l3, et;
-        switch (link) {
-        case 1: { /* Ethernet */
-            const unsigned char *h = row + 12;
-            et = be16(h);
-            l3 = 14;
-            if (vlan_tpid((uint32_t)et)) {
-                l3 = 18;
-                et = be16(h + 4);
-                if (vlan_tpid((uint32_t)et)) {
-                    l3 = 22;
-                    et = be16(h + 8);
-                }
-            }
-            break;
-        }
-        case 101:
-        case 12:
-        case 14: { /* raw IP */
-            int nib = row[0] >> 4;
-            et = nib == 4 ? ETH_P_IP : nib == 6 ? ETH_P_IPV6 : -1;
-            l3 = 0;
-            break;
-        }
-        case 228:
-            et = (row[0] >> 4) == 4 ? ETH_P_IP : -1;
-            l3 = 0;
-            break;
-        case 229:
-            et = (row[0] >> 4) == 6 ? ETH_P_IPV6 : -1;
-            l3 = 0;
-            break;
-        case 0:
-        case 108: { /* NULL (host byte order), LOOP (network byte order) */
-            uint32_t fam = be32(row);
-            if (link == 0) {
-                uint32_t le = le32(row);
-                if (le <= 0xFFFF)
-                    fam = le;
-            }
-            et = fam == 2 ? ETH_P_IP
-                 : af_inet6(fam) ? ETH_P_IPV6
-                                 : 0x10000 + (int64_t)(fam & 0xFFFF);
-            l3 = 4;
-            break;
-        }
-        case 113: /* LINUX_SLL */
-            et = be16(row + 14);
-            l3 = 16;
-            break;
-        case 276: /* LINUX_SLL2 */
-            et = be16(row);
-            l3 = 20;
-            break;
-        default:
+        Link lk = {-1, 0, 0};
+        if (!link_layer(j, link, row, pkt, rawcap, &lk)) {
             t[T_UNKNOWN_LINK]++;
             goto store;
         }
-        if (cap == 0) /* an empty record: counted by the reader */
+        if (rawcap == 0) /* an empty record: counted by the reader */
             goto store;
+        const int64_t l3 = lk.l3, et = lk.et;
+        const int64_t cap = rawcap - lk.trail; /* what precedes a radiotap FCS */
         if (cap <= l3) {
             t[T_TRUNCATED_LINK]++;
             goto store;
@@ -376,7 +685,7 @@ run(Job *j)
                 t[T_V4_TRUNCATED]++;
                 goto store;
             }
-            const unsigned char *h = row + base; /* base + 20 <= MIN_HEAD */
+            const unsigned char *h = span(j, row, pkt, base, 20);
             if ((h[0] >> 4) != 4) {
                 t[T_V4_BAD_VERSION]++;
                 goto store;
@@ -410,7 +719,7 @@ run(Job *j)
                 t[T_V6_TRUNCATED]++;
                 goto store;
             }
-            const unsigned char *h = row + base; /* base + 40 <= MIN_HEAD */
+            const unsigned char *h = span(j, row, pkt, base, 40);
             if ((h[0] >> 4) != 6) {
                 t[T_V6_BAD_VERSION]++;
                 goto store;
@@ -799,11 +1108,14 @@ PyInit__decode(void)
         outputs[c] = OUT_SPEC[c].name;
     PyObject *t_out = names_tuple(outputs, N_OUT);
     PyObject *t_tally = names_tuple(TALLY_NAMES, N_TALLIES);
-    int failed = t_out == NULL || t_tally == NULL
+    PyObject *t_kinds = names_tuple(KIND_NAMES, N_KINDS);
+    int failed = t_out == NULL || t_tally == NULL || t_kinds == NULL
                  || PyModule_AddObjectRef(m, "OUTPUTS", t_out) < 0
-                 || PyModule_AddObjectRef(m, "TALLIES", t_tally) < 0;
+                 || PyModule_AddObjectRef(m, "TALLIES", t_tally) < 0
+                 || PyModule_AddObjectRef(m, "LINK_KINDS", t_kinds) < 0;
     Py_XDECREF(t_out);
     Py_XDECREF(t_tally);
+    Py_XDECREF(t_kinds);
     if (failed) {
         Py_DECREF(m);
         return NULL;

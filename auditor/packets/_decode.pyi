@@ -5,6 +5,8 @@ from collections.abc import Buffer
 OUTPUTS: tuple[str, ...]
 #: Names of the tallies, in the order decode() returns them.
 TALLIES: tuple[str, ...]
+#: Names of the kinds of frames without readable IP, in the order of decode.LINK_KINDS.
+LINK_KINDS: tuple[str, ...]
 #: Payload bytes per row of the ``payload_head`` output.
 PAYLOAD_HEAD: int
 #: The narrowest ``head`` decode() accepts (bytes per row).

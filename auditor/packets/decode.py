@@ -55,8 +55,14 @@ LINKTYPE_LINUX_SLL: Final = 113
 LINKTYPE_IPV4: Final = 228
 LINKTYPE_IPV6: Final = 229
 LINKTYPE_LINUX_SLL2: Final = 276
+LINKTYPE_IEEE802_11: Final = 105
+LINKTYPE_RADIOTAP: Final = 127
+LINKTYPE_NFLOG: Final = 239
+LINKTYPE_PKTAP: Final = 258
+DLT_PKTAP: Final = 149  # Apple writes PKTAP files with its DLT value as the link type
 RAW_LINK_TYPES: Final = frozenset({LINKTYPE_RAW, 12, 14})
-SUPPORTED_LINK_TYPES: Final = frozenset(
+#: Link types whose header has a fixed layout (also the types PKTAP may wrap).
+FIXED_LINK_TYPES: Final = frozenset(
     {
         LINKTYPE_NULL,
         LINKTYPE_ETHERNET,
@@ -68,12 +74,48 @@ SUPPORTED_LINK_TYPES: Final = frozenset(
     }
     | RAW_LINK_TYPES
 )
+SUPPORTED_LINK_TYPES: Final = FIXED_LINK_TYPES | {
+    LINKTYPE_IEEE802_11,
+    LINKTYPE_RADIOTAP,
+    LINKTYPE_NFLOG,
+    LINKTYPE_PKTAP,
+    DLT_PKTAP,
+}
+
+#: Frames whose link layer says they carry no IP packet, or one this decoder cannot read.
+#: The decoders mark them with the pseudo ethertype ``LINK_KIND + index``; a key that is a
+#: warning (True) means the frame may hold IP that was not read, else it is only not IP and
+#: is counted with ``non-ip`` (as an ARP frame is). The order is the compiled decoder's too.
+LINK_KINDS: Final[tuple[tuple[str, bool], ...]] = (
+    ("null-header-unknown", True),  # NULL/LOOP: neither an IP address family nor ethertype
+    ("wlan-management-frame", False),
+    ("wlan-control-frame", False),
+    ("wlan-extension-frame", False),
+    ("wlan-no-data-frame", False),  # null function, CF-Ack/Poll without data
+    ("wlan-encrypted-frame", True),  # protected: WEP/TKIP/CCMP, not readable here
+    ("wlan-amsdu-frame", True),  # aggregated MSDUs, not read
+    ("wlan-not-llc-snap", False),  # data that is not LLC/SNAP (e.g. spanning tree)
+    ("wlan-bad-frame", True),  # protocol version not 0
+    ("radiotap-bad-header", True),
+    ("nflog-unknown-family", True),
+    ("nflog-bad-tlv", True),
+    ("nflog-no-payload", True),
+    ("pktap-bad-header", True),
+    ("pktap-no-packet", False),  # a record of another kind than a packet
+)
+LINK_KIND: Final = 0x20000
+PKTAP_INNER: Final = 0x30000  # + the link type PKTAP wraps, when this decoder cannot read it
 
 ETH_P_IP: Final = 0x0800
 ETH_P_IPV6: Final = 0x86DD
 VLAN_TPIDS: Final = (0x8100, 0x88A8, 0x9100)
 AF_INET: Final = 2
 AF_INET6: Final = (10, 23, 24, 28, 30)  # Linux, Windows, NetBSD/OpenBSD, FreeBSD, Darwin
+ETHERNET_MAX_LENGTH: Final = 1500  # a NULL/LOOP header above this is an ethertype
+NFULA_PAYLOAD: Final = 9
+NFLOG_MAX_TLVS: Final = 64
+PKTAP_HEADER: Final = 108  # sizeof(struct pktap_header)
+RADIOTAP_MAX_WORDS: Final = 16  # presence bitmaps read before the header is called bad
 PROTO_TCP: Final = 6
 PROTO_UDP: Final = 17
 IPV6_EXTENSIONS: Final = (0, 43, 44, 51, 60, 135)
@@ -210,19 +252,25 @@ def app_names(app: np.ndarray, apps: list[str]) -> pd.Categorical:
     return pd.Categorical.from_codes(remap[app], categories=pd.Index(cats, dtype=object))
 
 
-def _non_ip_key(et: int) -> str:
+def _non_ip_key(et: int) -> tuple[str, bool]:
+    """The key a pseudo ethertype (see :func:`_link`) is counted under, and whether it is a
+    warning."""
     if et < 0:
-        return "bad-ip-version"
+        return "bad-ip-version", True
+    if et >= PKTAP_INNER:
+        return f"pktap-unknown-link-type-{et - PKTAP_INNER}", True
+    if et >= LINK_KIND:
+        return LINK_KINDS[et - LINK_KIND]
     if et > 0xFFFF:
-        return f"address-family-{et - 0x10000}"
-    return f"ethertype-0x{et:04x}"
+        return f"address-family-{et - 0x10000}", False
+    return f"ethertype-0x{et:04x}", False
 
 
 def _tally_non_ip(et: np.ndarray, warnings: Counter[str], counts: Counter[str]) -> None:
     """Count the packets that are not IP by ``et``, their ethertypes (see :func:`_link`)."""
     for e, k in zip(*np.unique(et, return_counts=True), strict=True):
-        key = _non_ip_key(int(e))
-        if key == "bad-ip-version":
+        key, warn = _non_ip_key(int(e))
+        if warn:
             warnings[key] += int(k)
         else:
             counts[key] += int(k)
@@ -404,23 +452,26 @@ class Decoder:
         n = len(rb)
         warnings: Counter[str] = Counter()
         counts: Counter[str] = Counter({"packets": n})
-        cap = rb.caplen
         l3 = np.full(n, -1, dtype=np.int64)
         et = np.zeros(n, dtype=np.int64)
+        trail = np.zeros(n, dtype=np.int64)
         links = np.unique(rb.link_type) if n else np.zeros(0, dtype=np.int32)
         for link in links.tolist():
             rows = None if len(links) == 1 else np.flatnonzero(rb.link_type == link)
             if link not in SUPPORTED_LINK_TYPES:
                 warnings[f"unknown-link-type-{link}"] += n if rows is None else len(rows)
                 continue
-            off, etype = _link(link, rb, rows)
+            off, etype, tail = _link(link, rb, rows, rb.caplen if rows is None else rb.caplen[rows])
             if rows is None:
                 l3[:] = off
                 et[:] = etype
+                trail[:] = tail
             else:
                 l3[rows] = off
                 et[rows] = etype
-        empty = cap == 0  # counted by the reader
+                trail[rows] = tail
+        empty = rb.caplen == 0  # counted by the reader
+        cap = rb.caplen - trail  # what precedes a radiotap FCS
         short = (l3 >= 0) & (cap <= l3) & ~empty
         _count(warnings, "truncated-link-header", short)
         l3[short | empty] = -1
@@ -434,10 +485,10 @@ class Decoder:
         ip = _IpColumns(n)
         r4 = np.flatnonzero(is4)
         if r4.size:
-            _ipv4(rb, l3, r4, warnings, ip)
+            _ipv4(rb, cap, l3, r4, warnings, ip)
         r6 = np.flatnonzero(is6)
         if r6.size:
-            _ipv6(rb, l3, r6, warnings, ip)
+            _ipv6(rb, cap, l3, r6, warnings, ip)
         version, proto, l4, ip_end = ip.version, ip.proto, ip.l4, ip.end
         counts["ipv4"] += int(np.count_nonzero(version == 4))
         counts["ipv6"] += int(np.count_nonzero(version == 6))
@@ -538,42 +589,294 @@ class Decoder:
         return code
 
 
+_Offsets = np.ndarray | int
+
+
+def _kind(name: str) -> int:
+    """The pseudo ethertype of a kind of frame in :data:`LINK_KINDS`."""
+    return LINK_KIND + [k for k, _ in LINK_KINDS].index(name)
+
+
+def _le16(m: np.ndarray, i: int) -> np.ndarray:
+    return m[:, i].astype(np.int64) | (m[:, i + 1].astype(np.int64) << 8)
+
+
+def _le32(m: np.ndarray, i: int) -> np.ndarray:
+    return np.ascontiguousarray(m[:, i : i + 4]).view("<u4")[:, 0].astype(np.int64)
+
+
+def _sub(rows: np.ndarray | None, r: np.ndarray) -> np.ndarray:
+    return r if rows is None else rows[r]
+
+
 def _link(
-    link: int, rb: RecordBatch, rows: np.ndarray | None
-) -> tuple[np.ndarray | int, np.ndarray]:
-    """Where the network layer starts and its ethertype (-1: claims IP, is not)."""
+    link: int, rb: RecordBatch, rows: np.ndarray | None, cap: np.ndarray
+) -> tuple[_Offsets, np.ndarray, _Offsets]:
+    """Where the network layer starts, its ethertype and how many bytes of the frame follow
+    the packet (a radiotap FCS). The ethertype is a pseudo one when the frame holds no IP the
+    decoder can read: -1 (a raw link type whose packet is not IP), above 0xffff (see
+    :func:`_non_ip_key`). A link header cut by the snaplen starts its network layer at
+    ``cap`` (counted as ``truncated-link-header``). ``cap``: the rows' captured lengths."""
+    if link in FIXED_LINK_TYPES:
+        off, et = _fixed_link(link, rb, rows, 0)
+        return off, et, 0
+    if link == LINKTYPE_RADIOTAP:
+        return _radiotap(rb, rows, cap)
+    if link == LINKTYPE_IEEE802_11:
+        n = len(cap)
+        no = np.zeros(n, dtype=bool)
+        return _wlan(rb, rows, cap, np.zeros(n, dtype=np.int64), no, no)
+    if link == LINKTYPE_NFLOG:
+        off, et = _nflog(rb, rows, cap)
+        return off, et, 0
+    off, et = _pktap(rb, rows, cap)  # LINKTYPE_PKTAP, DLT_PKTAP
+    return off, et, 0
+
+
+def _fixed_link(
+    link: int, rb: RecordBatch, rows: np.ndarray | None, base: _Offsets
+) -> tuple[_Offsets, np.ndarray]:
+    """:func:`_link` of a link header of fixed layout at ``base``."""
     if link == LINKTYPE_ETHERNET:
-        h = bytes_at(rb, rows, 12, 10)
+        h = bytes_at(rb, rows, base + 12, 10)
         et = _be16(h, 0)
         tag = np.isin(et, VLAN_TPIDS)
         if not tag.any():
-            return 14, et
+            return base + 14, et
         off = np.where(tag, 18, 14)
         et = np.where(tag, _be16(h, 4), et)
         tag2 = tag & np.isin(et, VLAN_TPIDS)
         et = np.where(tag2, _be16(h, 8), et)
-        return np.where(tag2, 22, off), et
+        return base + np.where(tag2, 22, off), et
     if link in RAW_LINK_TYPES or link in (LINKTYPE_IPV4, LINKTYPE_IPV6):
-        nib = bytes_at(rb, rows, 0, 1)[:, 0].astype(np.int64) >> 4
+        nib = bytes_at(rb, rows, base, 1)[:, 0].astype(np.int64) >> 4
         if link == LINKTYPE_IPV4:
-            return 0, np.where(nib == 4, ETH_P_IP, -1)
+            return base, np.where(nib == 4, ETH_P_IP, -1)
         if link == LINKTYPE_IPV6:
-            return 0, np.where(nib == 6, ETH_P_IPV6, -1)
-        return 0, np.where(nib == 4, ETH_P_IP, np.where(nib == 6, ETH_P_IPV6, -1))
+            return base, np.where(nib == 6, ETH_P_IPV6, -1)
+        return base, np.where(nib == 4, ETH_P_IP, np.where(nib == 6, ETH_P_IPV6, -1))
     if link in (LINKTYPE_NULL, LINKTYPE_LOOP):
-        h = np.ascontiguousarray(bytes_at(rb, rows, 0, 4))
-        be = _be32(h, 0)
-        if link == LINKTYPE_NULL:
-            le = h.view("<u4")[:, 0].astype(np.int64)
-            fam = np.where(le <= 0xFFFF, le, be)
-        else:
-            fam = be
-        et = np.where(fam == AF_INET, ETH_P_IP, np.where(np.isin(fam, AF_INET6), ETH_P_IPV6, 0))
-        # a family that is neither is reported as a pseudo ethertype above 0xffff
-        return 4, np.where(et == 0, 0x10000 + (fam & 0xFFFF), et)
+        return base + 4, _null(bytes_at(rb, rows, base, 4), link)
     if link == LINKTYPE_LINUX_SLL:
-        return 16, _be16(bytes_at(rb, rows, 14, 2), 0)
-    return 20, _be16(bytes_at(rb, rows, 0, 2), 0)  # LINUX_SLL2
+        return base + 16, _be16(bytes_at(rb, rows, base + 14, 2), 0)
+    return base + 20, _be16(bytes_at(rb, rows, base, 2), 0)  # LINUX_SLL2
+
+
+def _null(h: np.ndarray, link: int) -> np.ndarray:
+    """The ethertype of NULL (host byte order) or LOOP (network byte order) headers.
+
+    The 4 bytes hold a BSD address family, or as some tools write an ethertype, in either
+    byte order; they are read as Wireshark reads them (``packet-null.c``): a value above
+    1500 is an ethertype (its low 16 bits), else an address family."""
+    h = np.ascontiguousarray(h)
+    if link == LINKTYPE_LOOP:
+        v = _be32(h, 0)
+    else:
+        le = h.view("<u4")[:, 0].astype(np.int64)
+        high = (le >> 16) != 0
+        upper16 = high & (h[:, 3] == 0) & (h[:, 2] < 6)  # a 16-bit value in bytes 2-3
+        swapped = high & ~upper16  # written big-endian
+        low16 = ~high & (h[:, 0] == 0) & (h[:, 1] < 6)  # a big-endian 16-bit value
+        v = np.where(
+            upper16, h[:, 2], np.where(swapped, _be32(h, 0), np.where(low16, h[:, 1], le))
+        ).astype(np.int64)
+    eth = v > ETHERNET_MAX_LENGTH  # its low 16 bits (the high ones may be anything)
+    v4 = np.where(eth, (v & 0xFFFF) == ETH_P_IP, v == AF_INET)
+    v6 = np.where(eth, (v & 0xFFFF) == ETH_P_IPV6, np.isin(v, AF_INET6))
+    return np.where(v4, ETH_P_IP, np.where(v6, ETH_P_IPV6, _kind("null-header-unknown")))
+
+
+def _radiotap(
+    rb: RecordBatch, rows: np.ndarray | None, cap: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A radiotap header (its length, and the Flags field for FCS and padding), then 802.11."""
+    n = len(cap)
+    off = np.zeros(n, dtype=np.int64)
+    et = np.zeros(n, dtype=np.int64)
+    h = bytes_at(rb, rows, 0, 8)
+    length = _le16(h, 2)
+    present = _le32(h, 4)
+    short = cap < 8
+    bad = ~short & ((h[:, 0] != 0) | (length < 8))
+    cut = ~short & ~bad & (length > cap)
+    ok = ~short & ~bad & ~cut
+    words = np.ones(n, dtype=np.int64)
+    more = ok & ((present >> 31) != 0)
+    for i in range(1, RADIOTAP_MAX_WORDS):
+        e = np.flatnonzero(more)
+        if not e.size:
+            break
+        over = 4 + 4 * i + 4 > length[e]
+        bad[e[over]] = True
+        more[e[over]] = False
+        e = e[~over]
+        word = _le32(bytes_at(rb, _sub(rows, e), 4 + 4 * i, 4), 0)
+        more[e] = (word >> 31) != 0
+        words[e] = i + 1
+    bad |= more  # still more bitmaps after the last one read
+    ok &= ~bad
+    at = 4 + 4 * words
+    at = np.where(present & 1, ((at + 7) & ~7) + 8, at)  # TSFT: 8 bytes, 8-aligned
+    has_flags = ok & ((present & 2) != 0)
+    flags_bad = has_flags & (at + 1 > length)
+    bad |= flags_bad
+    ok &= ~flags_bad
+    flags = np.where(has_flags & ok, bytes_at(rb, rows, np.minimum(at, length), 1)[:, 0], 0)
+    fcs = ok & ((flags & 0x10) != 0)
+    pad = ok & ((flags & 0x20) != 0)
+    trail = np.zeros(n, dtype=np.int64)
+    r = np.flatnonzero(ok)
+    if r.size:
+        o, e, t = _wlan(rb, _sub(rows, r), cap[r], length[r], fcs[r], pad[r])
+        off[r], et[r], trail[r] = o, e, t
+    off[short | cut] = cap[short | cut]
+    et[bad] = _kind("radiotap-bad-header")
+    return off, et, trail
+
+
+def _wlan(
+    rb: RecordBatch,
+    rows: np.ndarray | None,
+    cap: np.ndarray,
+    w: np.ndarray,
+    fcs: np.ndarray,
+    pad: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """An 802.11 frame at ``w``: data frames carrying LLC/SNAP give their ethertype (QoS,
+    four addresses, HT control and radiotap's padding taken into account); other frames,
+    a kind of :data:`LINK_KINDS`. ``fcs``: the frame ends with a 4-byte FCS."""
+    n = len(cap)
+    off = np.zeros(n, dtype=np.int64)
+    et = np.zeros(n, dtype=np.int64)
+    trail = np.where(fcs, 4, 0).astype(np.int64)
+    capx = cap - trail
+    fc = bytes_at(rb, rows, w, 2).astype(np.int64)
+    short = capx < w + 2
+    live = ~short
+    version_bad = live & ((fc[:, 0] & 3) != 0)
+    live &= ~version_bad
+    ftype = (fc[:, 0] >> 2) & 3
+    sub = fc[:, 0] >> 4
+    data = live & (ftype == 2)
+    no_data = data & ((sub & 4) != 0)
+    data &= ~no_data
+    qos = (sub & 8) != 0
+    four = (fc[:, 1] & 3) == 3
+    size = 24 + 6 * four + 2 * qos + 4 * (qos & ((fc[:, 1] & 0x80) != 0))
+    size = np.where(pad, (size + 3) & ~3, size)
+    cut = data & (capx < w + size)
+    data &= ~cut
+    protected = data & ((fc[:, 1] & 0x40) != 0)
+    data &= ~protected
+    qos_control = bytes_at(rb, rows, w + 24 + 6 * four, 1)[:, 0]
+    amsdu = data & qos & ((qos_control & 0x80) != 0)
+    data &= ~amsdu
+    cut2 = data & (capx < w + size + 8)
+    data &= ~cut2
+    llc = bytes_at(rb, rows, w + size, 8)
+    snap = (
+        (llc[:, 0] == 0xAA)
+        & (llc[:, 1] == 0xAA)
+        & (llc[:, 2] == 3)
+        & (llc[:, 3] == 0)
+        & (llc[:, 4] == 0)
+        & ((llc[:, 5] == 0) | (llc[:, 5] == 0xF8))
+    )
+    et[:] = np.where(data & snap, _be16(llc, 6), et)
+    off[:] = np.where(data & snap, w + size + 8, off)
+    for mask, name in (
+        (version_bad, "wlan-bad-frame"),
+        (live & (ftype == 0), "wlan-management-frame"),
+        (live & (ftype == 1), "wlan-control-frame"),
+        (live & (ftype == 3), "wlan-extension-frame"),
+        (no_data, "wlan-no-data-frame"),
+        (protected, "wlan-encrypted-frame"),
+        (amsdu, "wlan-amsdu-frame"),
+        (data & ~snap, "wlan-not-llc-snap"),
+    ):
+        et[mask] = _kind(name)
+    truncated = short | cut | cut2
+    off[truncated] = cap[truncated]
+    return off, et, trail
+
+
+def _nflog(
+    rb: RecordBatch, rows: np.ndarray | None, cap: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Linux NFLOG: a 4-byte header (address family first), then TLVs with lengths and
+    types in the byte order of the host that logged (told by the first TLV's length); the
+    packet is the value of the NFULA_PAYLOAD attribute."""
+    n = len(cap)
+    off = np.zeros(n, dtype=np.int64)
+    et = np.zeros(n, dtype=np.int64)
+    h = bytes_at(rb, rows, 0, 8)
+    family = h[:, 0]
+    short = cap < 4
+    unknown = ~short & (family != 2) & (family != 10)
+    ip_et = np.where(family == 2, ETH_P_IP, ETH_P_IPV6)
+    le, be = _le16(h, 4), _be16(h, 4)
+    big = ~((le >= 4) & (le <= cap - 4)) & (be >= 4) & (be <= cap - 4)
+    pos = np.full(n, 4, dtype=np.int64)
+    alive = ~short & ~unknown
+    truncated = short.copy()
+    for k in range(NFLOG_MAX_TLVS + 1):
+        a = np.flatnonzero(alive)
+        if not a.size:
+            break
+        end = pos[a] + 4 > cap[a]
+        ended = a[end]
+        alive[ended] = False
+        at_end = pos[ended] == cap[ended]
+        et[ended[at_end]] = _kind("nflog-no-payload")
+        truncated[ended[~at_end]] = True
+        a = a[~end]
+        if k == NFLOG_MAX_TLVS:
+            et[a] = _kind("nflog-bad-tlv")
+            break
+        t = bytes_at(rb, _sub(rows, a), pos[a], 4)
+        length = np.where(big[a], _be16(t, 0), _le16(t, 0))
+        kind = np.where(big[a], _be16(t, 2), _le16(t, 2)) & 0x7FFF
+        bad = length < 4
+        et[a[bad]] = _kind("nflog-bad-tlv")
+        alive[a[bad]] = False
+        hit = ~bad & (kind == NFULA_PAYLOAD)
+        found = a[hit]
+        off[found] = pos[found] + 4
+        et[found] = ip_et[found]
+        alive[found] = False
+        go = a[~bad & ~hit]
+        pos[go] += (length[~bad & ~hit] + 3) & ~3
+    et[unknown] = _kind("nflog-unknown-family")
+    off[truncated] = cap[truncated]
+    return off, et
+
+
+def _pktap(
+    rb: RecordBatch, rows: np.ndarray | None, cap: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Apple's PKTAP: a header of its own length (little-endian, as Apple's hosts write it)
+    naming the link type of the frame that follows it, read as that link type."""
+    n = len(cap)
+    off = np.zeros(n, dtype=np.int64)
+    et = np.zeros(n, dtype=np.int64)
+    h = bytes_at(rb, rows, 0, 12)
+    length, record, inner = _le32(h, 0), _le32(h, 4), _le32(h, 8)
+    short = cap < 12
+    bad = ~short & ((length < PKTAP_HEADER) | (record > 1))
+    cut = ~short & ~bad & (length > cap)
+    ok = ~short & ~bad & ~cut
+    et[ok & (record == 0)] = _kind("pktap-no-packet")
+    packet = ok & (record == 1)
+    readable = packet & np.isin(inner, list(FIXED_LINK_TYPES))
+    for link in np.unique(inner[readable]).tolist():
+        r = np.flatnonzero(readable & (inner == link))
+        o, e = _fixed_link(link, rb, _sub(rows, r), length[r])
+        off[r], et[r] = o, e
+    other = packet & ~readable
+    et[other] = PKTAP_INNER + np.minimum(inner[other], 0xFFFF)
+    et[bad] = _kind("pktap-bad-header")
+    off[short | cut] = cap[short | cut]
+    return off, et
 
 
 class _IpColumns:
@@ -594,9 +897,13 @@ class _IpColumns:
 
 
 def _ipv4(
-    rb: RecordBatch, l3: np.ndarray, rows: np.ndarray, warnings: Counter[str], ip: _IpColumns
+    rb: RecordBatch,
+    cap: np.ndarray,
+    l3: np.ndarray,
+    rows: np.ndarray,
+    warnings: Counter[str],
+    ip: _IpColumns,
 ) -> None:
-    cap = rb.caplen
     fits = cap[rows] >= l3[rows] + 20
     if not fits.all():
         _count(warnings, "truncated-ip-header", ~fits)
@@ -630,9 +937,13 @@ def _ipv4(
 
 
 def _ipv6(
-    rb: RecordBatch, l3: np.ndarray, rows: np.ndarray, warnings: Counter[str], ip: _IpColumns
+    rb: RecordBatch,
+    cap: np.ndarray,
+    l3: np.ndarray,
+    rows: np.ndarray,
+    warnings: Counter[str],
+    ip: _IpColumns,
 ) -> None:
-    cap = rb.caplen
     fits = cap[rows] >= l3[rows] + 40
     if not fits.all():
         _count(warnings, "truncated-ip-header", ~fits)

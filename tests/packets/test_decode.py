@@ -128,8 +128,8 @@ def test_non_ip_and_unknown_link_types_are_counted() -> None:
     assert counts["non-ip"] == 1 and counts["ethertype-0x0806"] == 1
     _, warnings, _ = _decode([b"\x00" * 40, b"\x01" * 40], 147)
     assert warnings == {"unknown-link-type-147": 2}
-    _, _, counts = _decode([null(V4, 7)], 0)
-    assert counts["address-family-7"] == 1
+    _, warnings, _ = _decode([null(V4, 7)], 0)
+    assert warnings == {"null-header-unknown": 1}  # neither IP nor an ethertype
 
 
 def test_ipv4_options_and_tcp_options() -> None:

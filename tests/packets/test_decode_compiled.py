@@ -43,6 +43,7 @@ from tests.packets import (
     tcp,
     udp,
 )
+from tests.packets import test_linktypes as linktypes
 from tests.packets.test_scan import walk
 
 try:
@@ -69,7 +70,8 @@ COLUMNS = (
     "uid",
     "app",
 )
-LINKS = (0, 1, 12, 14, 101, 108, 113, 228, 229, 276)
+LINKS = (0, 1, 12, 14, 101, 108, 113, 228, 229, 276, 105, 127, 239, 149, 258)
+VARIABLE_LINKS = (105, 127, 239, 149, 258)  # framed by tests/packets/test_linktypes.py
 FAST = settings(
     max_examples=150,
     deadline=None,
@@ -271,6 +273,8 @@ def _ethertype(l3: bytes) -> int:
 
 def framed(link: int, l3: bytes, variant: int = 0) -> bytes:
     """``l3`` behind the link header of ``link``; ``variant`` picks among its forms."""
+    if link in VARIABLE_LINKS:
+        return linktypes.framed(link, l3, variant)
     et = _ethertype(l3)
     fam6 = (10, 23, 24, 28, 30)[variant % 5]
     if link == 1:
@@ -289,6 +293,8 @@ def framed(link: int, l3: bytes, variant: int = 0) -> bytes:
 
 def non_ip(link: int) -> list[bytes]:
     """Frames of ``link`` that are not IP."""
+    if link in VARIABLE_LINKS:
+        return linktypes.non_ip(link)
     arp = bytes(28)
     if link == 1:
         return [
@@ -380,8 +386,11 @@ def test_the_generated_captures_reach_every_warning() -> None:
         "truncated-l4-header",
         "bad-tcp-header",
         "cut-by-snaplen",
+        "pktap-unknown-link-type-147",
+        *(k for k, warn in D.LINK_KINDS if warn),
     }
-    assert {"non-ip", "ethertype-0x0806", "address-family-7", "other-ip", "udp"} <= set(counts)
+    assert {"non-ip", "ethertype-0x0806", "other-ip", "udp"} <= set(counts)
+    assert {k for k, warn in D.LINK_KINDS if not warn} <= set(counts)
 
 
 def damaged_frames() -> list[tuple[int, bytes]]:
@@ -405,7 +414,7 @@ def damaged_frames() -> list[tuple[int, bytes]]:
         (1, ether(ipv4("10.0.0.1", "10.0.0.2", 6, t[:12] + b"\x20" + t[13:]))),  # bad-tcp
         (1, b"\x00" * 10),  # truncated-link-header
         (1, ether(bytes(28), 0x0806)),  # non-ip
-        (0, null(v4, 7)),  # non-ip (address family)
+        (0, null(v4, 7)),  # null-header-unknown
         (147, v4),  # unknown-link-type-147
         (1, ether(ipv4("10.0.0.1", "10.0.0.2", 1, b""))),  # other-ip
         (1, ether(ipv4("10.0.0.1", "10.0.0.2", 17, udp(1, 2, b"")))),  # udp
