@@ -326,3 +326,32 @@ def test_the_profile_of_the_pixel8_holds_lists_and_one_region() -> None:
     assert profile.sim_operator == "中国电信, GLOBE"
     assert profile.warnings == []
     json.dumps(d, ensure_ascii=False)  # the manifest's form
+
+
+def test_the_poller_writes_the_ownerless_rows_apart(tmp_path: Path) -> None:
+    """SocketPoller.snapshot on the same real tables, through a handset double that answers
+    the poller's one shell command."""
+    from types import SimpleNamespace
+    from typing import Any, cast
+
+    from auditor.device.monitor import PROC_NET, SocketPoller
+
+    tables = {
+        "tcp": sample("proc_net_tcp_xcrash65.txt"),
+        "tcp6": sample("proc_net_tcp6_xcrash65.txt"),
+        "udp": sample("proc_net_udp_xcrash65.txt"),
+        "udp6": "",
+    }
+    commands: list[str] = []
+
+    def sh(cmd: str, timeout: float = 0) -> SimpleNamespace:
+        commands.append(cmd)
+        return SimpleNamespace(stdout=_poll(**{name: tables[name] for name in PROC_NET}))
+
+    poller = SocketPoller(cast(Any, SimpleNamespace(sh=sh)), tmp_path)
+    snap = poller.snapshot()
+    assert len(commands) == 1 and all(f"/proc/net/{name}" in commands[0] for name in PROC_NET)
+    assert isinstance(snap["entries"], list) and len(snap["entries"]) == 17
+    assert snap["ownerless"] == [
+        ["tcp6", "192.168.0.100", 52930, "116.136.135.138", 443, "TIME_WAIT", 0, 0]
+    ]
