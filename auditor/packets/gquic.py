@@ -158,7 +158,7 @@ def parse_gquic(payload: bytes | bytearray) -> GquicHello | None:
 # ------------------------------------------------------------------------ null encryption
 
 
-def fnv1a_128(data: bytes) -> int:
+def _fnv1a_128(data: bytes) -> int:
     h = _FNV_OFFSET
     for octet in data:
         h = ((h ^ octet) * _FNV_PRIME) & _MASK128
@@ -166,10 +166,11 @@ def fnv1a_128(data: bytes) -> int:
 
 
 def _null_hash_ok(associated: bytes, stored: bytes, plaintext: bytes) -> bool:
-    """QUICHE null_decrypter.cc: the low 96 bits of FNV-1a-128 over header, plaintext and
-    (since Q037) the sender's perspective, stored little-endian."""
+    """QUICHE null_decrypter.cc: the low 96 bits of FNV-1a-128 over header, plaintext and,
+    in the later versions, the sender's perspective ("Client"), stored little-endian. Pure
+    Python, about 0.7 ms for a 1,350-byte hello: only hellos get here."""
     want = int.from_bytes(stored, "little")
-    base = fnv1a_128(associated + plaintext)
+    base = _fnv1a_128(associated + plaintext)
     if base & _MASK96 == want:
         return True
     h = base
@@ -193,24 +194,24 @@ def _parse_public(b: bytes) -> GquicHello | None:
     cid = b[1:9]
     pos = 9
     label: bytes | None = None
+    # Without a version in the header, try the three encodings: network byte order (Q039
+    # on), little-endian (Q034-Q038), little-endian with a private flags byte (before Q034).
+    numbers = [43, 35, 33]
     if flags & 0x01:
         label = b[9:13]
         pos = 13
         number = _version_number(label)
         if number is None or label[:1] != b"Q" or number > 43:
             return None
+        numbers = [number]
     pn_len = _PN_LENGTHS[(flags >> 4) & 0x03]
     pos += pn_len
     if pos + _HASH_LEN > len(b):
         return None
-    if label is None and b"CHLO" not in b[pos : pos + 64]:
+    if label is None and b"CHLO" not in b[pos : pos + 256]:
         return None  # later packets of the connection: encrypted, no hello to find
-    # Without a version in the header, try the three encodings: network byte order (Q039
-    # on), little-endian (Q034-Q038), little-endian with a private flags byte (before Q034).
-    numbers = [_version_number(label)] if label else [43, 35, 33]
     best: _Message | None = None
     for number in numbers:
-        assert number is not None
         body = pos + _HASH_LEN
         if number < 34:
             body += 1  # private flags byte (entropy), removed in Q034
