@@ -485,11 +485,11 @@ def _quic_crypto_hello(chunks: list[tuple[int, bytes]]) -> _Message | None:
     REJ further on), joined with what follows it."""
     for offset, chunk in sorted(chunks, key=lambda c: c[0]):
         if chunk[:4] == b"CHLO":
-            return read_message(_contiguous(chunks, offset))
+            return _read_message(_contiguous(chunks, offset))
     return None
 
 
-def read_message(data: bytes) -> _Message:
+def _read_message(data: bytes) -> _Message:
     """A QUIC-crypto handshake message (QUICHE CryptoFramer::Process): tag, entry count,
     two bytes of padding, (tag, end offset) pairs, then the values; integers little-endian.
     Only the tags of interest are kept; a message cut short keeps the values read so far."""
@@ -564,7 +564,7 @@ def _tls_hello(label: bytes, dcid: bytes, chunks: list[tuple[int, bytes]]) -> Gq
     except MalformedError as exc:
         return GquicHello(version, dcid, tls=True, complete=False, problem=str(exc))
     tags = (
-        read_message(params[_TP_GOOGLE_QUIC_PARAMS]).tags
+        _read_message(params[_TP_GOOGLE_QUIC_PARAMS]).tags
         if _TP_GOOGLE_QUIC_PARAMS in params
         else {}
     )
