@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from auditor.imports import ImportFileError, ImportFormat, detect_format
 from auditor.imports.session import ORIGINAL, import_command, import_files, parse_identifiers
 from auditor.records import DnsRecord, EventRecord, HttpRecord
 from auditor.session import Session, read_manifest, verify_session
+from auditor.timeutil import parse_iso
 
 SAMPLES = Path(__file__).parent / "samples"
 PCAP_HEADER = bytes.fromhex("d4c3b2a102000400000000000000000000000400" + "01000000")
@@ -442,3 +444,125 @@ def test_a_flow_saved_in_two_files_is_imported_once(out: Path, tmp_path: Path) -
     assert [r.id for r in Session(res.session).http()] == [shared.id, other.id]
     assert res.files[1]["counts"]["http"] == 1 and res.files[1]["skipped"] == 1
     assert res.warnings == [f"second.mitm: http {shared.id}: already imported from an earlier file"]
+
+
+# ------------------------------------------------------------- what a session says of itself
+
+
+def _frame_times(path: Path) -> list[float]:
+    """Every frame's time as tshark reads it (the independent reader)."""
+    out = subprocess.run(
+        ["tshark", "-r", str(path), "-T", "fields", "-e", "frame.time_epoch"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    return [float(x) for x in out.split()]
+
+
+@pytest.mark.parametrize("name", ["pcapdroid_metadata.pcap", "apksherlock_capture.pcap"])
+def test_an_imported_capture_spans_its_first_to_its_last_packet(
+    out: Path, shared_captures: Path, name: str
+) -> None:
+    if shutil.which("tshark") is None:
+        pytest.skip("tshark is not installed")
+    cap = shared_captures / name
+    times = _frame_times(cap)
+    res = import_files([cap], out)
+    imp = res.manifest["capture"]["import"]
+    assert parse_iso(imp["first_ts"]) == pytest.approx(min(times), abs=1e-6)
+    assert parse_iso(imp["last_ts"]) == pytest.approx(max(times), abs=1e-6)
+    assert res.manifest["summary"]["first_ts"] == imp["first_ts"]
+    assert res.manifest["summary"]["last_ts"] == imp["last_ts"]
+    sess = Session(res.session)
+    assert sess.duration_seconds() == pytest.approx(max(times) - min(times), abs=1e-5)
+    # the import's own run is kept apart: when it ran, and how long it took
+    assert parse_iso(res.manifest["started_at"]) > max(times)
+    assert 0 <= imp["import_seconds"] < 600
+    from auditor.analysis.engine import analyze
+
+    cov = analyze([res.session]).doc["coverage"]
+    assert cov["duration_seconds"] == round(max(times) - min(times), 1)
+
+
+def test_an_imported_flow_file_spans_its_flows_and_messages(out: Path) -> None:
+    path = Path(__file__).resolve().parents[1] / "data" / "mitm" / "websocket.mitm"
+    with open(path, "rb") as fh:
+        flows = list(mio.FlowReader(fh).stream())
+    times = [f.request.timestamp_start for f in flows]  # type: ignore[attr-defined]
+    times += [f.response.timestamp_end for f in flows]  # type: ignore[attr-defined]
+    times += [m.timestamp for f in flows for m in f.websocket.messages]  # type: ignore[attr-defined]
+    res = import_files([path], out)
+    (f,) = res.files
+    assert parse_iso(f["first_ts"]) == pytest.approx(min(times), abs=1e-6)
+    assert parse_iso(f["last_ts"]) == pytest.approx(max(times), abs=1e-6)
+    assert Session(res.session).duration_seconds() == pytest.approx(
+        max(times) - min(times), abs=1e-5
+    )
+    summary = read_manifest(res.session)["summary"]
+    assert parse_iso(summary["last_ts"]) == pytest.approx(max(times), abs=1e-6)
+
+
+def test_skipped_items_reach_the_findings_coverage(
+    out: Path, tmp_path: Path, shared_captures: Path
+) -> None:
+    from auditor.analysis.engine import analyze
+
+    bad_packets = shared_captures / "pcapdroid_invalid_or_unsupported.pcap"
+    res = import_files([SAMPLES / "malformed_3_of_10.har", bad_packets], out)
+    assert any("2 of 15 packets could not be read" in w for w in res.warnings), res.warnings
+    cov = analyze([res.session]).doc["coverage"]
+    har = [s for s in cov["skipped"] if s["file"] == "malformed_3_of_10.har"]
+    assert {s["kind"] for s in har} == {"har-entry"}
+    assert sum(s["count"] for s in har) == 3
+    assert sorted(e for s in har for e in s["examples"]) == ["entry 2", "entry 5", "entry 8"]
+    assert {s["session"] for s in cov["skipped"]} == {res.session.name}
+    (pk,) = [s for s in cov["skipped"] if s["kind"] == "packets"]
+    # frames counted by the decoder in no protocol at all (a cut IP header, a bad version)
+    from auditor.packets import read_capture
+
+    counts = read_capture(bad_packets, keep_packets=False).counts
+    assert pk["count"] == counts["packets"] - counts["ipv4"] - counts["ipv6"] == 2
+    assert cov["skipped_total"] == 5
+    # the entry's own text is kept as data, never as markup (the report escapes it)
+    assert all(
+        set(s) == {"session", "file", "kind", "reason", "count", "examples"} for s in cov["skipped"]
+    )
+
+
+def test_a_capture_of_which_nothing_can_be_read_gives_no_session(
+    out: Path, tmp_path: Path, shared_captures: Path
+) -> None:
+    data = (shared_captures / "pcapdroid_two_flows.pcap").read_bytes()
+    assert data[20:24] == b"\x01\x00\x00\x00"  # Ethernet, little-endian
+    user0 = tmp_path / "user0.pcap"
+    user0.write_bytes(data[:20] + (147).to_bytes(4, "little") + data[24:])  # DLT_USER0
+    with pytest.raises(
+        ImportFileError,
+        match=r"user0\.pcap: none of its 49 packets can be read "
+        r"\(unknown-link-type-147: 49\); nothing to import",
+    ):
+        import_files([user0], out)
+    empty = tmp_path / "empty.pcap"
+    empty.write_bytes(PCAP_HEADER)
+    with pytest.raises(ImportFileError, match=r"empty\.pcap: the capture holds no packets"):
+        import_files([empty], out)
+    assert _sessions(out) == []
+    res = CliRunner().invoke(_cli_group(), ["import", str(user0), "--out", str(out)])
+    assert res.exit_code != 0 and "none of its 49 packets can be read" in res.stderr
+
+
+def test_a_har_of_which_every_entry_is_skipped_fails(out: Path, tmp_path: Path) -> None:
+    har = json.loads((SAMPLES / "chrome.har").read_text())
+    for e in har["log"]["entries"]:
+        del e["request"]["url"]
+    bad = tmp_path / "no_urls.har"
+    bad.write_text(json.dumps(har))
+    n = len(har["log"]["entries"])
+    with pytest.raises(
+        ImportFileError,
+        match=rf"no_urls\.har: nothing could be imported: all {n} items \(har-entry\) were "
+        r"skipped; the first, entry 0: request.url is missing",
+    ):
+        import_files([bad], out)
