@@ -196,3 +196,29 @@ def test_a_torn_line_in_the_middle_loses_nothing_written_after_it(session_dir: P
     recs = list(sess.records())
     assert [getattr(r, "id", None) or r.kind for r in recs] == ["f1", "proxy_died", "f2"]
     assert len(sess.warnings) == 1 and "torn" in sess.warnings[0]
+
+
+def test_an_import_is_dated_by_its_traffic_not_by_when_it_ran(session_dir: Path) -> None:
+    w = SessionWriter.create(session_dir, capture={"import": {"files": []}})
+    w.event("import_started", "importing 1 file(s)")
+    for i in range(3):
+        w.write(_http(i))
+    w.event("import", "imported x.har")
+    span = {"first_ts": "2026-01-01T00:00:00.000000Z", "last_ts": "2026-01-01T00:02:20.000000Z"}
+    manifest = w.close(capture={"import": {"files": [], **span}})
+    # the import's own events (dated when it ran) are not traffic; the span is the capture's
+    assert manifest["summary"]["first_ts"] == span["first_ts"]
+    assert manifest["summary"]["last_ts"] == span["last_ts"]
+    sess = Session(session_dir / manifest["session_id"])
+    assert sess.duration_seconds() == 140.0
+    assert sess.summary().first_ts == "2026-01-01T00:00:00.000000Z"  # the first record
+    assert sess.summary().last_ts == "2026-01-01T00:00:02.000000Z"  # no import event
+
+
+def test_a_live_session_lasts_from_its_start_to_its_end(session_dir: Path) -> None:
+    path = _closed_session(session_dir)
+    m = json.loads((path / MANIFEST).read_text())
+    from auditor.timeutil import parse_iso
+
+    expected = parse_iso(m["ended_at"]) - parse_iso(m["started_at"])
+    assert Session(path).duration_seconds() == pytest.approx(expected)
