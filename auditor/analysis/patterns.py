@@ -38,6 +38,7 @@ class PatternKind(StrEnum):
     GPS = "gps"
     PHONE = "phone"
     EMAIL = "email"
+    ANDROID_ID = "android_id"  # 16 hex digits: only ever reported under a name that says so
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +158,76 @@ def _emails(data: bytes) -> Iterator[PatternMatch]:
             continue
         addr = (name + b"@" + domain.group()).decode("ascii")
         yield PatternMatch(PatternKind.EMAIL, addr, s - len(name))
+
+
+# ------------------------------------------------------------------------------- context
+#
+# A shape is not an identifier. One 15-digit number in ten passes the Luhn check (ad request
+# correlators, timestamps with counters do), random 16-hex ids are everywhere, and e-mail-shaped
+# text includes the user part of URLs. What turns a shape into a finding is context: a field or
+# parameter whose name says what it holds, or the device profile's own value.
+
+_NAMES: dict[PatternKind, re.Pattern[str]] = {
+    PatternKind.IMEI: re.compile(
+        r"imei|meid|device_?id|deviceid|dev_?id|^did$|hardware_?id|hw_?id|^uid$", re.I
+    ),
+    PatternKind.MAC: re.compile(r"mac|bssid|wifi|wlan|ether|bt_?addr|bluetooth|hw_?addr", re.I),
+    PatternKind.PHONE: re.compile(r"phone|msisdn|mobile|^tel|line1|cell|^number$", re.I),
+    PatternKind.EMAIL: re.compile(r"e?mail|account|^user(name)?$|login", re.I),
+    PatternKind.ANDROID_ID: re.compile(r"android_?id|ssaid|^aid$", re.I),
+}
+_LOCAL_KEY = re.compile(rb"""([A-Za-z_][A-Za-z0-9_.-]{0,40})["']?\s*[:=]\s*["']?$""")
+_ANDROID_ID = re.compile(r"[0-9a-f]{16}", re.I)
+
+
+def field_name_before(data: bytes, offset: int) -> str:
+    """The key written just before ``offset`` in flat text (``imei=``, ``"imei": "``), if any."""
+    m = _LOCAL_KEY.search(data, max(0, offset - 48), offset)
+    return m.group(1).decode("ascii").rsplit(".", 1)[-1] if m else ""
+
+
+def names_kind(kind: PatternKind, name: str) -> bool:
+    """Whether a field called ``name`` says it holds a value of this kind."""
+    pattern = _NAMES.get(kind)
+    return bool(name and pattern and pattern.search(name))
+
+
+def _normal(kind: PatternKind, value: str) -> str:
+    if kind is PatternKind.MAC or kind is PatternKind.ANDROID_ID:
+        return re.sub(r"[^0-9a-f]", "", value.lower())
+    if kind in (PatternKind.IMEI, PatternKind.PHONE):
+        return re.sub(r"[^0-9]", "", value)
+    return value.strip().lower()
+
+
+def shape_context(
+    match: PatternMatch, name: str, device: dict[str, str] | None = None
+) -> tuple[str, ...]:
+    """What says a shaped value is what it looks like: ``name:<field>`` when the field or
+    parameter holding it is named for its kind (coordinates are always read under a name:
+    ``lat``/``lon`` or a ``geo:`` URI), ``device:<identifier>`` when it is the device
+    profile's own value. Empty: a shape only."""
+    out: list[str] = []
+    if match.kind is PatternKind.GPS:
+        out.append(f"name:{match.detail or 'coordinates'}")
+    elif names_kind(match.kind, name):
+        out.append(f"name:{name}")
+    mine = _normal(match.kind, match.value)
+    for ident, value in sorted((device or {}).items()):
+        if mine and _normal(match.kind, str(value)) == mine:
+            out.append(f"device:{ident}")
+    return tuple(out)
+
+
+def named_shapes(name: str, data: bytes) -> tuple[PatternMatch, ...]:
+    """Shapes too common to report unnamed, found only as a whole value under a field whose
+    name says what it is: an Android ID (16 hex digits) under ``android_id``."""
+    if not names_kind(PatternKind.ANDROID_ID, name):
+        return ()
+    text = data.strip().decode("ascii", "replace")
+    if _ANDROID_ID.fullmatch(text) and len(set(text.lower())) > 2:
+        return (PatternMatch(PatternKind.ANDROID_ID, text.lower(), 0, "named"),)
+    return ()
 
 
 # ------------------------------------------------------------------------------- app lists

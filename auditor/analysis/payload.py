@@ -495,6 +495,36 @@ def _excerpt(data: bytes, start: int, end: int, context: int = 24) -> str:
     return data[max(0, start - context) : end + context].decode("utf-8", "backslashreplace")
 
 
+def _multipart_parts(
+    data: bytes, boundary: bytes
+) -> Iterator[tuple[str, dict[str, str], bytes, bytes]]:
+    """``(name, headers, raw head, body)`` of each part of a multipart body (a part without a
+    name is ``part<n>``)."""
+    pieces = data.split(b"--" + boundary)
+    for i, piece in enumerate(pieces[1:]):
+        if piece.startswith(b"--"):
+            break
+        piece = piece[2:] if piece.startswith(b"\r\n") else piece.lstrip(b"\n")
+        head, sep, body = piece.partition(b"\r\n\r\n")
+        if not sep:
+            head, sep, body = piece.partition(b"\n\n")
+            if not sep:
+                continue
+        if body.endswith(b"\r\n"):
+            body = body[:-2]
+        elif body.endswith(b"\n"):
+            body = body[:-1]
+        headers: dict[str, str] = {}
+        for line in head.decode("utf-8", "replace").splitlines():
+            hname, _, hval = line.partition(":")
+            headers[hname.strip().lower()] = hval.strip()
+        disp = {
+            m.group(1).lower(): m.group(2) if m.group(2) is not None else m.group(3)
+            for m in _DISPOSITION.finditer(headers.get("content-disposition", ""))
+        }
+        yield disp.get("name") or f"part{i + 1}", headers, head, body
+
+
 @dataclass(slots=True)
 class _Field:
     number: int
@@ -968,31 +998,9 @@ class _Walk:
         self, data: bytes, boundary: bytes, chain: tuple[Encoding, ...], detail: str, depth: int
     ) -> bool:
         mchain = (*chain, Encoding.MULTIPART)
-        pieces = data.split(b"--" + boundary)
         parsed = 0
-        for i, piece in enumerate(pieces[1:]):
-            if piece.startswith(b"--"):
-                break
+        for name, headers, head, body in _multipart_parts(data, boundary):
             self.count_node()
-            piece = piece[2:] if piece.startswith(b"\r\n") else piece.lstrip(b"\n")
-            head, sep, body = piece.partition(b"\r\n\r\n")
-            if not sep:
-                head, sep, body = piece.partition(b"\n\n")
-                if not sep:
-                    continue
-            if body.endswith(b"\r\n"):
-                body = body[:-2]
-            elif body.endswith(b"\n"):
-                body = body[:-1]
-            headers: dict[str, str] = {}
-            for line in head.decode("utf-8", "replace").splitlines():
-                hname, _, hval = line.partition(":")
-                headers[hname.strip().lower()] = hval.strip()
-            disp = {
-                m.group(1).lower(): m.group(2) if m.group(2) is not None else m.group(3)
-                for m in _DISPOSITION.finditer(headers.get("content-disposition", ""))
-            }
-            name = disp.get("name") or f"part{i + 1}"
             pchain = mchain
             if headers.get("content-transfer-encoding", "").lower() == "base64":
                 try:
@@ -1234,3 +1242,275 @@ def _ndjson(data: bytes) -> list[tuple[str, Any]] | None:
         except (ValueError, RecursionError):
             return None
     return docs if len(docs) > 1 else None
+
+
+# ------------------------------------------------------------------------------- decoded view
+#
+# The identifier search above decodes only where a needle or a marker points. The judgements
+# that need the whole content (is it encrypted? which field holds this IMEI-shaped number?)
+# read the decoded view: every layer the search knows undone everywhere, with the same
+# helpers (content and magic-number codecs, JSON and NDJSON, forms, multipart parts, base64,
+# protobuf), within the same kind of bounds.
+
+
+class LeafKind(StrEnum):
+    TEXT = "text"  # printable text: a JSON string or number, a form, query or text value
+    BINARY = "binary"  # bytes no known layer explains (ciphertext, images, unknown formats)
+    COMPRESSED = "compressed"  # a compressed stream that did not decode (kept as is)
+
+
+@dataclass(frozen=True, slots=True)
+class Leaf:
+    """One innermost piece of a payload after every layer was undone."""
+
+    path: str  # as IdentifierMatch.detail: "$.a.b", "file|pb:1.2", "query:imei"
+    name: str  # the innermost field name that names it ("" when none)
+    chain: tuple[Encoding, ...]
+    data: bytes
+    kind: LeafKind
+
+    @property
+    def encoding(self) -> str:
+        return " > ".join(self.chain)
+
+
+@dataclass
+class DecodedView:
+    leaves: list[Leaf] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    decoded: int = 0  # bytes produced by decompression
+
+    @property
+    def size(self) -> int:
+        return sum(len(leaf.data) for leaf in self.leaves)
+
+
+_B64_TEXT = re.compile(rb"[A-Za-z0-9+/]+={0,2}|[A-Za-z0-9_-]+={0,2}")
+_HEX_TEXT = re.compile(rb"(?:[0-9a-fA-F]{2})+")
+MIN_ENCODED_VALUE = 64  # characters: shorter base64/hex text (hashes, ids, nonces) stays text
+
+
+class _Decoder:
+    def __init__(self, limits: Limits) -> None:
+        self.lim = limits
+        self.view = DecodedView()
+        self.nodes = 0
+        self.exhausted = False
+
+    def warn(self, message: str) -> None:
+        if message not in self.view.warnings:
+            self.view.warnings.append(message)
+
+    def leaf(self, path: str, name: str, chain: tuple[Encoding, ...], data: bytes) -> None:
+        kind = LeafKind.TEXT if _looks_text(data) else LeafKind.BINARY
+        self.view.leaves.append(Leaf(path, name, chain, data, kind))
+
+    def count(self) -> bool:
+        self.nodes += 1
+        if self.nodes > self.lim.max_nodes:
+            if not self.exhausted:
+                self.warn(f"more than {self.lim.max_nodes} fields; the rest kept as they are")
+            self.exhausted = True
+        return not self.exhausted
+
+    def decode(self, data: bytes, codec: str) -> bytes | None:
+        remaining = self.lim.decode_budget - self.view.decoded
+        if remaining <= 0:
+            self.warn(f"decoded {self.view.decoded} bytes; {codec} data left undecoded")
+            return None
+        limit = min(self.lim.decode_limit, remaining)
+        dec = codecs.decode(data, codec, limit)
+        self.view.decoded += len(dec.data)
+        if dec.exceeded:
+            self.warn(f"{codec} data expands past {limit} bytes; only the first {limit} read")
+        elif dec.error:
+            return None
+        return dec.data
+
+    def walk(
+        self,
+        data: bytes,
+        chain: tuple[Encoding, ...],
+        path: str,
+        name: str,
+        depth: int,
+        ctype: str | None = None,
+    ) -> None:
+        if not data:
+            return
+        if depth > self.lim.max_depth or not self.count():
+            if depth > self.lim.max_depth:
+                self.warn(f"more than {self.lim.max_depth} nested layers; the innermost kept")
+            self.leaf(path, name, chain, data)
+            return
+        codec = _magic_codec(data)
+        if codec is not None:
+            dec = self.decode(data, codec)
+            if dec:
+                self.walk(dec, (*chain, _CODEC_ENCODINGS[codec]), path, name, depth + 1)
+                return
+            if codec != "deflate":  # two bytes of zlib header are often a coincidence
+                self.view.leaves.append(Leaf(path, name, chain, data, LeafKind.COMPRESSED))
+                return
+        kind, boundary = _sniff(data, ctype)
+        if kind is _Kind.JSON and self.walk_json(data, chain, path, name, depth):
+            return
+        if kind is _Kind.FORM:
+            fchain = (*chain, Encoding.FORM)
+            for key, raw, val in _fields(data.strip()):
+                k = key.decode("utf-8", "replace")
+                vchain = (*fchain, Encoding.URL) if val != raw else fchain
+                self.walk(val, vchain, _sub(path, k), k, depth + 1)
+            return
+        if kind is _Kind.MULTIPART and boundary:
+            parts = list(_multipart_parts(data, boundary))
+            if parts:
+                mchain = (*chain, Encoding.MULTIPART)
+                for pname, headers, _head, body in parts:
+                    pchain = mchain
+                    if headers.get("content-transfer-encoding", "").lower() == "base64":
+                        try:
+                            body = binascii.a2b_base64(body)
+                            pchain = (*mchain, Encoding.BASE64)
+                        except binascii.Error:
+                            pass
+                    ptype = headers.get("content-type")
+                    self.walk(body, pchain, _sub(path, pname), pname, depth + 1, ptype)
+                return
+        if _looks_text(data):
+            if not self.walk_encoded_text(data, chain, path, name, depth):
+                self.leaf(path, name, chain, data)
+            return
+        if not self.walk_protobuf(data, chain, path, depth, trusted=kind is _Kind.PROTOBUF):
+            self.leaf(path, name, chain, data)
+
+    def walk_encoded_text(
+        self, data: bytes, chain: tuple[Encoding, ...], path: str, name: str, depth: int
+    ) -> bool:
+        """A long value that is wholly base64 or hex: read as what it encodes."""
+        text = data.strip()
+        if len(text) < MIN_ENCODED_VALUE:
+            return False
+        if _HEX_TEXT.fullmatch(text):
+            self.walk(bytes.fromhex(text.decode("ascii")), (*chain, Encoding.HEX), path, name,
+                      depth + 1)  # fmt: skip
+            return True
+        if not _B64_TEXT.fullmatch(text):
+            return False
+        url = b"-" in text or b"_" in text
+        core = text.rstrip(b"=")
+        if url:
+            core = core.replace(b"-", b"+").replace(b"_", b"/")
+        if len(core) % 4 == 1:
+            return False
+        try:
+            raw = binascii.a2b_base64(core + b"=" * (-len(core) % 4), strict_mode=True)
+        except binascii.Error:
+            return False
+        if _looks_text(raw) and not _JSON_START.match(raw):
+            return False  # base64 of text is rare in values; words that happen to decode are not
+        enc = Encoding.BASE64URL if url else Encoding.BASE64
+        self.walk(raw, (*chain, enc), path, name, depth + 1)
+        return True
+
+    def walk_json(
+        self, data: bytes, chain: tuple[Encoding, ...], path: str, name: str, depth: int
+    ) -> bool:
+        try:
+            docs: list[tuple[str, Any]] = [("$", json.loads(data))]
+        except RecursionError:
+            self.warn("JSON nested too deeply to parse")
+            return False
+        except ValueError:
+            parsed = _ndjson(data)
+            if parsed is None:
+                return False
+            docs = parsed
+        jchain = (*chain, Encoding.JSON)
+        for root, doc in docs:
+            stack: list[tuple[Any, str, str]] = [(doc, root, name)]
+            while stack:
+                node, jpath, key = stack.pop()
+                if not self.count():
+                    return True
+                if isinstance(node, dict):
+                    stack.extend(
+                        (v, _json_key(jpath, str(k)), str(k)) for k, v in reversed(node.items())
+                    )
+                elif isinstance(node, list):
+                    stack.extend(
+                        (v, f"{jpath}[{i}]", key) for i, v in reversed(list(enumerate(node)))
+                    )
+                elif isinstance(node, str):
+                    raw = node.encode("utf-8", "surrogatepass")
+                    self.walk(raw, jchain, _sub(path, jpath), key, depth + 1)
+                elif isinstance(node, int | float) and not isinstance(node, bool):
+                    self.view.leaves.append(
+                        Leaf(_sub(path, jpath), key, jchain, str(node).encode(), LeafKind.TEXT)
+                    )
+        return True
+
+    def walk_protobuf(
+        self, data: bytes, chain: tuple[Encoding, ...], path: str, depth: int, *, trusted: bool
+    ) -> bool:
+        budget = [max(0, self.lim.max_nodes - self.nodes)]
+        try:
+            fields = parse_protobuf(data, max_depth=self.lim.protobuf_depth, budget=budget)
+        except BudgetExhausted:
+            self.warn("protobuf message past the field budget; kept as it is")
+            return False
+        self.nodes = self.lim.max_nodes - budget[0]
+        if not fields or (
+            not trusted and len(data) > 16 and len(fields) == 1 and fields[0].wire != 2
+        ):
+            return False
+        pchain = (*chain, Encoding.PROTOBUF)
+        stack: list[tuple[_Field, str]] = [(f, f"pb:{f.number}") for f in reversed(fields)]
+        while stack:
+            f, fpath = stack.pop()
+            if f.children:
+                stack.extend((c, f"{fpath}.{c.number}") for c in reversed(f.children))
+            elif f.wire == 2:
+                self.walk(data[f.start : f.end], pchain, _sub(path, fpath), fpath, depth + 1)
+        return True
+
+
+def decoded_view(
+    data: bytes,
+    *,
+    content_type: str | None = None,
+    content_encoding: str | None = None,
+    limits: Limits | None = None,
+    path: str = "",
+) -> DecodedView:
+    """Every innermost piece of a payload (a body as on the wire), each with where it was and
+    the layers undone to reach it. A layer that would not decode leaves its bytes as they are
+    (``compressed`` when a magic number said so)."""
+    dec = _Decoder(limits or Limits())
+    chain: tuple[Encoding, ...] = ()
+    for enc in reversed(codecs.split_encodings(content_encoding)):
+        if enc == "identity":
+            continue
+        if enc not in _CODEC_ENCODINGS:
+            dec.warn(f"unsupported content encoding {enc!r}; read as is")
+            break
+        out = dec.decode(data, enc)
+        if out is None:
+            dec.warn(f"{enc}: could not be decoded; read as is")
+            break
+        data, chain = out, (*chain, _CODEC_ENCODINGS[enc])
+    dec.walk(data, chain, path, "", 0, content_type)
+    return dec.view
+
+
+def query_view(url: str, *, limits: Limits | None = None) -> DecodedView:
+    """The decoded view of a URL's query: each parameter's value, named by the parameter."""
+    dec = _Decoder(limits or Limits())
+    try:
+        query = urlsplit(url).query.encode("utf-8", "surrogatepass")
+    except ValueError:
+        return dec.view
+    for key, raw, val in _fields(query):
+        name = key.decode("utf-8", "replace")
+        dec.walk(val, (Encoding.URL,) if val != raw else (), f"query:{name}", name, 0)
+    return dec.view

@@ -20,17 +20,29 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote_to_bytes
+from urllib.parse import unquote_to_bytes, urlsplit
 
 from auditor.analysis.patterns import (
+    PayloadClass,
     characterise,
+    field_name_before,
     find_app_list,
     find_keyword_lists,
     find_patterns,
+    named_shapes,
+    shape_context,
 )
-from auditor.analysis.payload import Part, Scanner
+from auditor.analysis.payload import (
+    DecodedView,
+    LeafKind,
+    Limits,
+    Part,
+    Scanner,
+    decoded_view,
+    query_view,
+)
 from auditor.analysis.report import private_dir
-from auditor.analysis.rules import Match
+from auditor.analysis.rules import Match, Shape
 from auditor.codecs import decode
 from auditor.records import HttpRecord
 from auditor.session import Session
@@ -44,6 +56,15 @@ DECODE_LIMIT = 4 * 1024 * 1024
 MAX_NAMED_FLOWS = 10  # flows named per warning
 MIN_CHARACTERISED = 64  # bytes: shorter bodies say nothing about entropy
 EXCERPT = 160
+# A body is judged encrypted when, with every layer undone, opaque (high-entropy,
+# incompressible) pieces of at least MIN_OPAQUE_PART bytes make up at least MIN_OPAQUE bytes
+# and OPAQUE_SHARE of what the body holds: a signature or a nonce in a readable body is not.
+MIN_OPAQUE_PART = 64
+MIN_OPAQUE = 256
+OPAQUE_SHARE = 0.5
+VIEW_LIMITS = Limits(
+    decode_limit=DECODE_LIMIT, decode_budget=4 * DECODE_LIMIT, max_depth=8, max_nodes=50_000
+)
 
 
 @dataclass
@@ -77,6 +98,102 @@ def _decoded(session: Session, rec: HttpRecord, response: bool) -> tuple[bytes |
             f"personal data, app and keyword lists were searched in the first {DECODE_LIMIT}"
         )
     return (res.data if not res.error else raw), ""
+
+
+def _request_view(session: Session, rec: HttpRecord) -> DecodedView:
+    ref = rec.request_body
+    if ref is None:
+        return DecodedView()
+    try:
+        raw = session.bodies.get(ref.sha256)
+    except OSError:
+        return DecodedView()
+    return decoded_view(
+        raw,
+        content_type=rec.request_content_type,
+        content_encoding=ref.encoding,
+        limits=VIEW_LIMITS,
+    )
+
+
+def character_of(body: bytes, view: DecodedView) -> dict[str, Any]:
+    """The character of a request body judged on its decoded view: ``encrypted_or_random``
+    only when opaque pieces remain after every known layer was undone (a multipart upload of
+    a gzip part is not), with those pieces named (``opaque``: path, encoding, size, entropy)."""
+    outer = characterise(body).to_dict()
+    opaque: list[dict[str, Any]] = []
+    compressed = 0
+    for leaf in view.leaves:
+        if leaf.kind is LeafKind.COMPRESSED:
+            compressed += len(leaf.data)
+            continue
+        if leaf.kind is not LeafKind.BINARY or len(leaf.data) < MIN_OPAQUE_PART:
+            continue
+        ch = characterise(leaf.data)
+        if ch.klass is PayloadClass.ENCRYPTED_OR_RANDOM:
+            opaque.append(
+                {
+                    "path": leaf.path,
+                    "encoding": leaf.encoding,
+                    "size": len(leaf.data),
+                    "entropy": ch.entropy,
+                }
+            )
+        elif ch.klass is PayloadClass.COMPRESSED:
+            compressed += len(leaf.data)
+    total = view.size or len(body)
+    opaque_bytes = sum(int(o["size"]) for o in opaque)
+    if opaque_bytes >= MIN_OPAQUE and opaque_bytes >= OPAQUE_SHARE * total:
+        klass = PayloadClass.ENCRYPTED_OR_RANDOM
+    elif compressed >= OPAQUE_SHARE * total:
+        klass = PayloadClass.COMPRESSED
+    else:
+        klass = PayloadClass.PLAINTEXT
+    opaque.sort(key=lambda o: (-int(o["size"]), str(o["path"])))
+    return {
+        **outer,
+        "class": klass.value,
+        "outer_class": outer["class"],
+        "entropy": opaque[0]["entropy"] if opaque else outer["entropy"],
+        "decoded_bytes": total,
+        "opaque_bytes": opaque_bytes,
+        "opaque": opaque[:10],
+    }
+
+
+def _shapes(url: str, body: DecodedView, device: dict[str, str]) -> list[tuple[str, str]]:
+    """Personal-data shapes in the URL's query and path and in the request body's decoded
+    leaves (text, and the readable runs of binary ones), each with where it was found and
+    its context (:func:`shape_context`)."""
+    pieces: list[tuple[str, str, str, str, bytes]] = [
+        ("url", "path", "", "", unquote_to_bytes(urlsplit_path(url)))
+    ]
+    for location, view in (("url", query_view(url, limits=VIEW_LIMITS)), ("body", body)):
+        pieces += [
+            (location, lf.path, lf.name, lf.encoding, lf.data[:DECODE_LIMIT])
+            for lf in view.leaves
+            if lf.kind is not LeafKind.COMPRESSED
+        ]
+    seen: dict[tuple[str, str, str, str], Shape] = {}
+    for location, detail, name, encoding, data in pieces:
+        for pm in (*find_patterns(data), *named_shapes(name, data)):
+            key = (pm.kind.value, pm.value, location, detail)
+            if key in seen:
+                continue
+            context = shape_context(pm, name or field_name_before(data, pm.offset), device)
+            lo = max(0, pm.offset - 24)
+            excerpt = data[lo : pm.offset + len(pm.value) + 24].decode("utf-8", "replace")
+            seen[key] = Shape(
+                pm.kind.value, pm.value, location, detail, encoding, context, excerpt[:EXCERPT]
+            )
+    return [seen[k] for k in sorted(seen)]
+
+
+def urlsplit_path(url: str) -> bytes:
+    try:
+        return urlsplit(url).path.encode("utf-8", "surrogatepass")
+    except ValueError:
+        return b""
 
 
 def _named(notes: dict[str, set[str]]) -> list[str]:
@@ -125,18 +242,21 @@ def scan_sessions(
             req, note = _decoded(sess, rec, response=False)
             if note:
                 notes[note].add(fid)
-            if req and "x-www-form-urlencoded" in (rec.request_content_type or ""):
-                req = unquote_to_bytes(req.replace(b"+", b" "))
-            text = unquote_to_bytes(rec.url) + b"\n" + (req or b"")
-            found = find_patterns(text)
-            if found:
-                out.personal[fid] = sorted({(p.kind.value, p.value) for p in found})
+            view = _request_view(sess, rec)
+            for text in view.warnings:
+                notes[f"decoded view: request body: {text}"[:200]].add(fid)
+            shapes = _shapes(rec.url, view, identifiers)
+            if shapes:
+                out.personal[fid] = shapes
             if req:
-                apps = find_app_list(req)
+                texts = b"\n".join(leaf.data for leaf in view.leaves if leaf.kind is LeafKind.TEXT)[
+                    :DECODE_LIMIT
+                ]
+                apps = find_app_list(texts or req)
                 if apps:
                     out.app_lists[fid] = {"count": apps.count, "sample": list(apps.sample)}
                 if len(req) >= MIN_CHARACTERISED:
-                    out.characters[fid] = characterise(req).to_dict()
+                    out.characters[fid] = character_of(req, view)
             resp, note = _decoded(sess, rec, response=True)
             if note:
                 notes[note].add(fid)
