@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from auditor import columns as C
 from auditor.intel import model as m
 from auditor.intel import psl
+from auditor.intel.bulkip import Row, lookup_rows
 from auditor.intel.index import IntelIndex, load_intel
 from auditor.intel.ipdb import NOT_AN_IP, IpDatabase, default_ipdb, parse_ip
 from auditor.intel.model import (
@@ -1127,8 +1128,8 @@ class KnowledgeBase:
         own_ip = _per_value(ip_col, lambda v: v if isinstance(v, str) and v else None)
         eff_ip = np.where(pd.isna(own_ip) & is_literal, literal, own_ip)
         ip_codes, ip_uniques = pd.factorize(eff_ip, use_na_sentinel=True)
-        facts = [self.ipdb.lookup(str(ip)) for ip in ip_uniques]
-        shown = np.asarray([f.ip for f in facts] + [None], dtype=object)
+        facts = lookup_rows(self.ipdb, [str(ip) for ip in ip_uniques])
+        shown = np.asarray([f[0] for f in facts] + [None], dtype=object)
         sig_codes, _ = pd.factorize(
             pd.Series([self._facts_key(f) for f in facts] + [None], dtype=object),
             use_na_sentinel=True,
@@ -1168,12 +1169,15 @@ class KnowledgeBase:
         frame[m.SERVER_IP] = pd.Categorical.from_codes(vcodes, categories=cats)
         return frame
 
-    def _facts_key(self, f: IpFacts) -> tuple[Any, ...]:
-        """What an attribution reads of an address's facts (not the address itself)."""
+    def _facts_key(self, f: Row) -> tuple[Any, ...]:
+        """What an attribution reads of an address's facts (an :class:`IpFacts` as a tuple):
+        its country, AS, AS organisation, reason, and the user's intel on it; not the
+        address itself."""
+        ip, country, asn, asn_org, _network, reason, _database = f
         intel: tuple[int, ...] = ()
-        if self._intel and f.reason != NOT_AN_IP:
-            intel = tuple(id(e) for e in self._intel_ip(f.ip))
-        return (f.country, f.asn, f.asn_org, f.reason, intel)
+        if self._intel and reason != NOT_AN_IP:
+            intel = tuple(id(e) for e in self._intel_ip(ip))
+        return (country, asn, asn_org, reason, intel)
 
     def _row(self, key: list[Any], ev_cols: list[str]) -> tuple[Any, ...]:
         host = key[0] if isinstance(key[0], str) and key[0] else None
