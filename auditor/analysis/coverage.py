@@ -130,6 +130,19 @@ def skipped(sessions: list[Session]) -> list[dict[str, Any]]:
     return out
 
 
+def skipped_warnings(sess: Session) -> list[str]:
+    """One warning per group of items an import of ``sess`` skipped (for the report's
+    warnings, beside :func:`incomplete`): the file, how many of what, why, and where."""
+    out = []
+    for g in skipped([sess]):
+        where = f" (first: {', '.join(g['examples'])})" if g["examples"] else ""
+        out.append(
+            f"{g['session']}: {g['file']}: {g['count']} {g['kind']} item(s) not imported: "
+            f"{g['reason']}{where}"
+        )
+    return out
+
+
 def _base(
     sessions: list[Session], flows: pd.DataFrame, packets: dict[str, PacketData] | None = None
 ) -> dict[str, Any]:
@@ -167,6 +180,7 @@ def _base(
                 "session": s.id,
                 "status": s.manifest.get("status"),
                 "stopped_by": s.manifest.get("stopped_by"),
+                "why": incomplete(s),
             }
             for s in sessions
             if s.manifest.get("status") != "complete"

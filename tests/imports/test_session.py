@@ -566,3 +566,13 @@ def test_a_har_of_which_every_entry_is_skipped_fails(out: Path, tmp_path: Path) 
         r"skipped; the first, entry 0: request.url is missing",
     ):
         import_files([bad], out)
+
+
+def test_skipped_items_have_a_warning_line_each(out: Path) -> None:
+    from auditor.analysis.coverage import skipped_warnings
+
+    res = import_files([SAMPLES / "malformed_3_of_10.har"], out)
+    lines = skipped_warnings(Session(res.session))
+    assert sum(int(line.split(": ")[2].split()[0]) for line in lines) == 3
+    assert all("har-entry item(s) not imported" in line for line in lines)
+    assert any("request.url is missing (first: entry 2" in line for line in lines), lines
