@@ -7,6 +7,7 @@ from ``generated_at``.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -36,7 +37,9 @@ from auditor.timeutil import now_iso
 log = logging.getLogger(__name__)
 
 UNKNOWN_RECIPIENT = "(unknown operator)"
-MAX_LOOKUPS = LOOKUPS_KEPT  # DNS answers listed per session in findings.json (all are in the captures)
+MAX_LOOKUPS = (
+    LOOKUPS_KEPT  # DNS answers listed per session in findings.json (all are in the captures)
+)
 
 
 @dataclass
@@ -190,15 +193,15 @@ def _endpoints(
     server_country = col(C.SERVER_COUNTRY)
     evidence_cols = {c: col(c) for c in C.NAME_EVIDENCE_COLUMNS}
     rows: list[tuple[str, str, dict[str, Any]]] = []
-    for idx in groups:
+    firsts = np.asarray([int(idx[0]) for idx in groups], dtype=np.int64)
+    attributions = _group_attributions(kb, names, ips, evidence_cols, firsts)
+    spans = [np.sort(secs[idx][~np.isnan(secs[idx])]) for idx in groups]
+    first_seen = _ts_many([t[0] if len(t) else np.nan for t in spans])
+    last_seen = _ts_many([t[-1] if len(t) else np.nan for t in spans])
+    for g, idx in enumerate(groups):
         i0 = int(idx[0])
         host = str(names[i0])
-        attribution = kb.lookup(
-            None if host == _NO_NAME else host,
-            _s(ips[i0]),
-            cert=cert_from_columns({c: v[i0] for c, v in evidence_cols.items()}),
-            cnames=[x for x in str(evidence_cols[C.CNAMES][i0] or "").split(";") if x],
-        ).to_json()
+        attribution = attributions[g]
         hosting = _hosting_rows(hosting_cols, server_country, idx)
         exposure = list(attribution["legal_exposure"])
         have = {e["country"] for e in exposure}
@@ -209,7 +212,7 @@ def _endpoints(
                 e = kb.exposure_of(c, "server location")
                 if e is not None:
                     exposure.append(e.to_json())
-        times = np.sort(secs[idx][~np.isnan(secs[idx])])
+        times = spans[g]
         span = float(times[-1] - times[0]) if len(times) > 1 else 0.0
         after_boot = None
         for boot in boots or []:
@@ -241,8 +244,8 @@ def _endpoints(
             "flow_ids": sorted(str(f) for f in fids[idx])[:200],
             "bytes_up": int(up[idx].sum()),
             "bytes_down": int(down[idx].sum()),
-            "first_seen": _ts_s(times[0]) if len(times) else None,
-            "last_seen": _ts_s(times[-1]) if len(times) else None,
+            "first_seen": first_seen[g],
+            "last_seen": last_seen[g],
             "apps": sorted({a for v in apps[idx] if v for a in str(v).split(";") if a}),
             "per_minute": round(60 * (len(times) - 1) / span, 2) if span else None,
             "idle_flows": int(idle[idx].sum()),
@@ -261,6 +264,55 @@ _NO_NAME = "(no name)"
 
 def _ts_s(t: float) -> str:
     return pd.Timestamp(t, unit="s", tz="UTC").strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _ts_many(seconds: list[float]) -> list[str | None]:
+    """:func:`_ts_s` of each value (None for NaN), formatted in one pass."""
+    arr = np.asarray(seconds, dtype="float64")
+    text = pd.to_datetime(arr, unit="s", utc=True).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return [None if np.isnan(t) else x for t, x in zip(arr.tolist(), text.tolist(), strict=True)]
+
+
+def _group_attributions(
+    kb: KnowledgeBase,
+    names: np.ndarray,
+    ips: np.ndarray,
+    evidence_cols: dict[str, np.ndarray],
+    firsts: np.ndarray,
+) -> list[dict[str, Any]]:
+    """The attribution (JSON form) of each group's first flow. Groups whose host and name
+    evidence agree and whose addresses have the same facts share one lookup: the fields an
+    endpoint row reads of it do not name the address (``host`` and ``ip`` differ, unread)."""
+    from auditor.intel.bulkip import lookup_rows
+    from auditor.intel.kb import _ip_literal
+
+    out: list[dict[str, Any]] = []
+    hosts = [str(names[i]) for i in firsts.tolist()]
+    own = [_s(ips[i]) for i in firsts.tolist()]
+    literal = [None if h == _NO_NAME else _ip_literal(h) for h in hosts]
+    eff = [o if literal[k] is None else (o or literal[k]) for k, o in enumerate(own)]
+    distinct = sorted({e for e in eff if e is not None})
+    facts = dict(zip(distinct, lookup_rows(kb.ipdb, distinct), strict=True))
+    cache: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for k, i0 in enumerate(firsts.tolist()):
+        host, ip = hosts[k], eff[k]
+        ev = tuple(v[i0] for v in evidence_cols.values())
+        sig = kb._facts_key(facts[ip]) if ip is not None else None
+        named = host != _NO_NAME and literal[k] is None
+        key = (host if named else None, sig, ev if named else None)
+        hit = cache.get(key)
+        if hit is None:
+            hit = kb.lookup(
+                None if host == _NO_NAME else host,
+                own[k],
+                cert=cert_from_columns({c: v[i0] for c, v in evidence_cols.items()}),
+                cnames=[x for x in str(evidence_cols[C.CNAMES][i0] or "").split(";") if x],
+            ).to_json()
+            cache[key] = hit
+        else:
+            hit = copy.deepcopy(hit)  # each endpoint row owns its lists
+        out.append(hit)
+    return out
 
 
 def _hosting_rows(
