@@ -601,10 +601,14 @@ class Session:
         return df
 
     def duration_seconds(self) -> float | None:
-        """How long the session's traffic spans: for an import, from the first to the last
-        time in the imported files (``started_at``/``ended_at`` are when the import ran)."""
+        """How long the session's traffic spans: for an import, the time its files cover, from
+        their first to their last time, without the gaps between files (``started_at`` and
+        ``ended_at`` are when the import ran)."""
         span = imported_span(self.manifest)
         if span is not None:
+            covered = self.manifest["capture"]["import"].get("duration_seconds")
+            if isinstance(covered, int | float) and not isinstance(covered, bool):
+                return float(covered)  # several files: the time they cover, gaps left out
             return parse_iso(span[1]) - parse_iso(span[0])
         start, end = self.manifest.get("started_at"), self.manifest.get("ended_at")
         if not start or not end:

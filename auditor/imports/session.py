@@ -131,6 +131,7 @@ def import_files(
     warnings: list[str] = []
     status = STATUS_COMPLETE
     span = Span()
+    spans: list[Span] = []
     try:
         writer.event("import_started", f"importing {len(sources)} file(s)", files=planned)
         (writer.path / ORIGINAL).mkdir(mode=0o700)
@@ -140,6 +141,7 @@ def import_files(
             report = _import_one(src, name, writer, seen, file_span)
             _refuse_if_nothing_read(name, report)
             span.add_span(file_span)
+            spans.append(file_span)
             summary = plan | report.summary() | file_span.to_dict()
             summaries.append(summary)
             warnings += [f"{name}: {s.where}: {s.reason}" for s in report.skipped]
@@ -169,6 +171,8 @@ def import_files(
     capture["import"] = {
         "files": summaries,
         **span.to_dict(),
+        # files of different days: the time covered is theirs, not the gap between them
+        **({"duration_seconds": covered_seconds(spans)} if span.first is not None else {}),
         "import_seconds": round(time.time() - parse_iso(started), 3) if started else None,
     }
     manifest = writer.close(status=status, capture=capture)
@@ -396,6 +400,24 @@ def _refuse_if_nothing_read(name: str, report: ImportReport) -> None:
 _PACKET_FORMATS = frozenset({ImportFormat.PCAP, ImportFormat.PCAPNG})
 
 
+def covered_seconds(spans: Iterable[Span]) -> float:
+    """How long the union of the spans lasts: overlapping files count once, and the time
+    between files (captured on different days) not at all."""
+    pairs = sorted((s.first, s.last) for s in spans if s.first is not None and s.last is not None)
+    total = 0.0
+    start = end = None
+    for a, b in pairs:
+        if end is None or a > end:
+            if end is not None and start is not None:
+                total += end - start
+            start, end = a, b
+        else:
+            end = max(end, b)
+    if end is not None and start is not None:
+        total += end - start
+    return round(total, 6)
+
+
 class Span:
     """The first and last moment of the traffic a file holds: what an imported session
     covers (its ``started_at``/``ended_at`` say when the import ran)."""
@@ -452,7 +474,7 @@ class Span:
         return {
             "first_ts": iso(self.first),
             "last_ts": iso(self.last),
-            "duration_seconds": round(self.last - self.first, 3),
+            "duration_seconds": round(self.last - self.first, 6),
         }
 
 

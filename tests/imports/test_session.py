@@ -576,3 +576,15 @@ def test_skipped_items_have_a_warning_line_each(out: Path) -> None:
     assert sum(int(line.split(": ")[2].split()[0]) for line in lines) == 3
     assert all("har-entry item(s) not imported" in line for line in lines)
     assert any("request.url is missing (first: entry 2" in line for line in lines), lines
+
+
+def test_files_of_different_days_cover_their_own_time_not_the_gap(out: Path) -> None:
+    data = Path(__file__).resolve().parents[1] / "data"
+    old, new = data / "mitm" / "dumpfile-7-websocket.mitm", data / "mitm" / "websocket.mitm"
+    res = import_files([old, new], out)
+    a, b = res.files
+    imp = res.manifest["capture"]["import"]
+    assert (imp["first_ts"], imp["last_ts"]) == (a["first_ts"], b["last_ts"])
+    assert b["first_ts"] > a["last_ts"]  # 2021 and 2023
+    covered = a["duration_seconds"] + b["duration_seconds"]
+    assert Session(res.session).duration_seconds() == pytest.approx(covered, abs=0.01)
