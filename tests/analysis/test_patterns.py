@@ -23,9 +23,12 @@ from auditor.analysis.patterns import (
     analyse,
     characterise,
     entropy,
+    field_name_before,
     find_app_list,
     find_keyword_lists,
     find_patterns,
+    named_shapes,
+    shape_context,
     sniff,
 )
 
@@ -237,3 +240,43 @@ def test_analyse_puts_it_together() -> None:
 def test_hostile_bytes_never_crash(data: bytes) -> None:
     analyse(data)
     find_keyword_lists(data)
+
+
+# ------------------------------------------------------------------------------- context
+
+
+def test_a_luhn_valid_correlator_has_no_context() -> None:
+    """Issue 14: DoubleClick's correlator (a random number per ad request) passed the Luhn
+    check and was reported as an IMEI. The shape is checked on the worked example of the
+    Luhn check digit in Wikipedia's "International Mobile Equipment Identity" article
+    (49015420323751, check digit 8) and on the correlator of the control HAR."""
+    url = b"/gampad/ads?iu=/21775744923/external/single_ad_samples&env=vp&correlator="
+    (m,) = find_patterns(url + b"419772853168473")
+    assert m.kind is PatternKind.IMEI
+    assert field_name_before(url + b"419772853168473", m.offset) == "correlator"
+    assert shape_context(m, "correlator") == ()
+    assert shape_context(m, "imei") == ("name:imei",)
+    assert shape_context(m, "deviceId") == ("name:deviceId",)
+    assert shape_context(m, "x", {"imei": "41977285316847-3"}) == ("device:imei",)
+    (known,) = find_patterns(b"490154203237518")
+    assert known.kind is PatternKind.IMEI
+
+
+def test_field_names_before_a_value_in_flat_text() -> None:
+    text = b'{"deviceInfo": {"mac_addr": "3c:5a:b4:01:02:03"}}'
+    (m,) = find_patterns(text)
+    assert field_name_before(text, m.offset) == "mac_addr"
+    assert shape_context(m, field_name_before(text, m.offset)) == ("name:mac_addr",)
+    assert field_name_before(b"seen 3c:5a:b4:01:02:03", 5) == ""
+
+
+def test_coordinates_are_read_under_their_names() -> None:
+    (m,) = find_patterns(b"lat=52.5200&lng=13.4050")
+    assert shape_context(m, "") == ("name:lat/lng",)
+
+
+def test_an_android_id_is_only_reported_under_its_name() -> None:
+    assert named_shapes("android_id", b"9774d56d682e549c")[0].kind is PatternKind.ANDROID_ID
+    assert named_shapes("trace_id", b"9774d56d682e549c") == ()
+    assert named_shapes("androidId", b"9774d56d682e549c-x") == ()
+    assert named_shapes("android_id", b"0000000000000000") == ()
