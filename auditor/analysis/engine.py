@@ -285,13 +285,14 @@ def _group_attributions(
     endpoint row reads of it do not name the address (``host`` and ``ip`` differ, unread)."""
     from auditor.intel.bulkip import lookup_rows
     from auditor.intel.kb import _ip_literal
+    from auditor.intel.model import IpFacts
 
     out: list[dict[str, Any]] = []
     hosts = [str(names[i]) for i in firsts.tolist()]
     own = [_s(ips[i]) for i in firsts.tolist()]
     literal = [None if h == _NO_NAME else _ip_literal(h) for h in hosts]
     eff = [o if literal[k] is None else (o or literal[k]) for k, o in enumerate(own)]
-    distinct = sorted({e for e in eff if e is not None})
+    distinct = sorted({e for e in eff if e is not None} | {o for o in own if o is not None})
     facts = dict(zip(distinct, lookup_rows(kb.ipdb, distinct), strict=True))
     cache: dict[tuple[Any, ...], dict[str, Any]] = {}
     for k, i0 in enumerate(firsts.tolist()):
@@ -307,6 +308,7 @@ def _group_attributions(
                 own[k],
                 cert=cert_from_columns({c: v[i0] for c, v in evidence_cols.items()}),
                 cnames=[x for x in str(evidence_cols[C.CNAMES][i0] or "").split(";") if x],
+                known=IpFacts(*facts[own[k]]) if own[k] is not None else None,
             ).to_json()
             cache[key] = hit
         else:

@@ -605,10 +605,12 @@ class KnowledgeBase:
         cert: CertSubject | None = None,
         cnames: Sequence[str] = (),
         cache: bool = True,
+        known: IpFacts | None = None,
     ) -> Attribution:
         """Attribute a flow's endpoint: the name (with the server's certificate and the DNS
-        CNAME chain, when known) decides the recipient; the address gives the hosting."""
-        facts = self.ipdb.lookup(ip) if ip else None
+        CNAME chain, when known) decides the recipient; the address gives the hosting.
+        ``known``: the facts of ``ip`` when the caller already looked them up in bulk."""
+        facts = (known if known is not None else self.ipdb.lookup(ip)) if ip else None
         if host is None:
             if facts is None:
                 return self._attribution(None, None, _NO_NAME, None)
@@ -616,7 +618,7 @@ class KnowledgeBase:
         if isinstance(host, str) and (":" in host or host[:1].isdigit()):
             addr = parse_ip(host)
             if addr is not None:  # a flow named by its address: look the address up
-                return self.lookup(None, ip or str(addr))
+                return self.lookup(None, ip or str(addr), known=known if ip else None)
         norm = normalise_host(host)
         if norm is None:
             rungs = self._ip_rungs(facts) if facts is not None else _NO_NAME
@@ -1160,7 +1162,11 @@ class KnowledgeBase:
         # codes are dense (0..k-1) after the last factorize: one lookup per distinct code
         _, first = np.unique(codes, return_index=True)
         rows = [
-            self._row([key_host[i], eff_ip[i], *(key_columns[j][i] for j in kept)], kept_ev)
+            self._row(
+                [key_host[i], eff_ip[i], *(key_columns[j][i] for j in kept)],
+                kept_ev,
+                IpFacts(*facts[ip_codes[i]]) if ip_codes[i] >= 0 else None,
+            )
             for i in first.tolist()
         ]
         frame = _rows_to_frame(rows, codes, hs.index)
@@ -1179,7 +1185,9 @@ class KnowledgeBase:
             intel = tuple(id(e) for e in self._intel_ip(ip))
         return (country, asn, asn_org, reason, intel)
 
-    def _row(self, key: list[Any], ev_cols: list[str]) -> tuple[Any, ...]:
+    def _row(
+        self, key: list[Any], ev_cols: list[str], known: IpFacts | None = None
+    ) -> tuple[Any, ...]:
         host = key[0] if isinstance(key[0], str) and key[0] else None
         ip = key[1] if isinstance(key[1], str) and key[1] else None
         extra = dict(zip(ev_cols, key[2:], strict=True))
@@ -1187,7 +1195,7 @@ class KnowledgeBase:
         cn = extra.get(C.CNAMES)
         cnames = [x for x in cn.split(";") if x] if isinstance(cn, str) and cn else []
         if host or ip:
-            a = self.lookup(host, ip, cert=cert, cnames=cnames)
+            a = self.lookup(host, ip, cert=cert, cnames=cnames, known=known if ip else None)
         else:
             a = self._attribution(None, None, _NO_NAME, None)
         h = a.hosting
