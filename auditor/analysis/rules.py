@@ -21,7 +21,7 @@ import yaml
 
 from auditor import columns as C
 from auditor.analysis.model import Evidence, Finding, Severity
-from auditor.analysis.policy import Policy
+from auditor.analysis.policy import Policy, PolicyError
 
 log = logging.getLogger(__name__)
 
@@ -112,23 +112,24 @@ class Thresholds:
 
     @classmethod
     def from_mapping(cls, raw: Any, source: str) -> Thresholds:
-        """From a policy's ``thresholds:`` mapping (``{beacon: {min_contacts: 6, ...}}``)."""
+        """From a policy's ``thresholds:`` mapping (``{beacon: {min_contacts: 6, ...}}``);
+        :class:`PolicyError` names what is wrong."""
         if raw is None:
             return cls()
         if not isinstance(raw, dict):
-            raise ValueError(f"{source}: 'thresholds' must be a mapping")
+            raise PolicyError(f"{source}: 'thresholds' must be a mapping")
         known = {f.name: f for f in fields(cls)}
         values: dict[str, Any] = {}
         for group, inner in raw.items():
             if not isinstance(inner, dict):
-                raise ValueError(f"{source}: thresholds.{group} must be a mapping")
+                raise PolicyError(f"{source}: thresholds.{group} must be a mapping")
             for key, value in inner.items():
                 name = f"{group}_{key}"
                 if name not in known:
-                    raise ValueError(f"{source}: unknown threshold {group}.{key}")
+                    raise PolicyError(f"{source}: unknown threshold {group}.{key}")
                 kind = int if known[name].type in ("int", int) else float
                 if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-                    raise ValueError(f"{source}: threshold {group}.{key} must be a number >= 0")
+                    raise PolicyError(f"{source}: threshold {group}.{key} must be a number >= 0")
                 values[name] = kind(value)
         return replace(cls(), **values)
 

@@ -6,7 +6,7 @@ import pytest
 
 from auditor import columns as C
 from auditor.analysis.model import Evidence, Finding, Severity
-from auditor.analysis.policy import load_policy
+from auditor.analysis.policy import PolicyError, load_policy
 from auditor.analysis.rules import (
     Beacon,
     Context,
@@ -311,7 +311,7 @@ def test_beacon_thresholds_come_from_the_policy(tmp_path) -> None:
     assert f.data["thresholds"]["min_contacts"] == 3
     assert Thresholds.from_mapping({"beacon": {"min_contacts": 9}}, "x").beacon_min_contacts == 9
     for bad in ({"beacon": {"min_contact": 9}}, {"beacon": {"min_contacts": "9"}}, ["x"]):
-        with pytest.raises(ValueError):
+        with pytest.raises(PolicyError, match="x: "):
             Thresholds.from_mapping(bad, "x")
 
 
