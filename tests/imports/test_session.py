@@ -480,9 +480,9 @@ def test_an_imported_capture_spans_its_first_to_its_last_packet(
     # the import's own run is kept apart: when it ran, and how long it took
     assert parse_iso(res.manifest["started_at"]) > max(times)
     assert 0 <= imp["import_seconds"] < 600
-    from auditor.analysis.engine import analyze
+    from auditor.analysis.coverage import build_coverage
 
-    cov = analyze([res.session]).doc["coverage"]
+    cov = build_coverage([sess], sess.flows(), None, {}, {})
     assert cov["duration_seconds"] == round(max(times) - min(times), 1)
 
 
