@@ -1,0 +1,118 @@
+"""The vectorised analysis gives what the per-row analysis gave (issue 14).
+
+The reference is the per-row code as it stood before it was vectorised (commit 14bbed2),
+kept in :mod:`tests.analysis.slow_reference`: the packet rows, the flow table, the bulk
+attribution (``KnowledgeBase.classify_hosts``) and the endpoint rows. Each real input is
+imported as ``auditor import`` does and analysed twice, once as shipped and once with the
+reference swapped in; the flow tables and findings.json (without ``generated_at``) must be
+equal. Inputs are real captures made by other people's tools: the pcaps in
+/work/shared/captures (read from there; skipped when absent, see its PROVENANCE.md) and the
+browser and proxy HAR exports in tests/imports/samples (their PROVENANCE.md).
+
+The bulk IP lookup (:mod:`auditor.intel.bulkip`) is compared with
+:meth:`IpDatabase.lookup` on every server address of those captures and on a spread of
+IPv4 addresses, edges of the special ranges and values that are not addresses.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from auditor.analysis import engine
+from auditor.imports.session import import_files
+from auditor.intel.bulkip import lookup_many
+from auditor.intel.ipdb import IpDatabase
+from auditor.intel.kb import KnowledgeBase
+from tests.analysis import slow_reference as ref
+
+ROOT = Path(__file__).resolve().parents[2]
+SHARED = ROOT.parent / "shared" / "captures"
+HARS = ROOT / "tests" / "imports" / "samples"
+CAPTURES = sorted(SHARED.glob("*.pcap")) if SHARED.is_dir() else []
+INPUTS = CAPTURES + [
+    HARS / n for n in ("chrome.har", "firefox.har", "charles.har", "httptoolkit.har")
+]
+
+
+def _doc(analysis: engine.Analysis) -> dict[str, Any]:
+    doc = dict(analysis.doc)
+    doc.pop("generated_at")
+    return json.loads(json.dumps(doc, sort_keys=True, default=str))
+
+
+def _reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine, "read_packet_flows", ref.read_packet_flows)
+    monkeypatch.setattr(engine, "build_flow_table", ref.build_flow_table)
+    monkeypatch.setattr(engine, "_endpoints", ref._endpoints)
+    monkeypatch.setattr(KnowledgeBase, "classify_hosts", ref.classify_hosts)
+
+
+@pytest.fixture(scope="module")
+def sessions(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    tmp = tmp_path_factory.mktemp("scale")
+    return {p.name: import_files([p], tmp / p.stem).session for p in INPUTS if p.is_file()}
+
+
+@pytest.mark.parametrize("name", [p.name for p in INPUTS])
+def test_fast_path_gives_the_reference_analysis(
+    name: str, sessions: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if name not in sessions:
+        pytest.skip(f"{name} absent")
+    fast = engine.analyze([sessions[name]])
+    with monkeypatch.context() as m:
+        _reference(m)
+        slow = engine.analyze([sessions[name]])
+    assert len(fast.flows) > 0
+    pd.testing.assert_frame_equal(fast.flows, slow.flows)
+    assert _doc(fast) == _doc(slow)
+
+
+def test_the_reference_is_swapped_in(
+    sessions: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The comparison compares something: with the reference in place, the fast functions
+    are not called."""
+    name = next(iter(sessions))
+    _reference(monkeypatch)
+
+    def boom(*_a: Any, **_k: Any) -> Any:
+        raise AssertionError("fast path called")
+
+    monkeypatch.setattr("auditor.analysis.packetflows.classify_paths", boom)
+    monkeypatch.setattr("auditor.analysis.engine._group_attributions", boom)
+    engine.analyze([sessions[name]])
+
+
+def _capture_addresses() -> list[str]:
+    from auditor.packets import read_capture
+
+    out: set[str] = set()
+    for p in CAPTURES:
+        res = read_capture(p, keep_packets=False)
+        for col in ("server_ip", "client_ip"):
+            out |= {str(v) for v in res.flows[col].dropna().unique()}
+    return sorted(out)
+
+
+def test_bulk_ip_facts_equal_the_per_address_lookup() -> None:
+    rng = random.Random(14)
+    ips = _capture_addresses()
+    ips += [".".join(str(rng.randrange(256)) for _ in range(4)) for _ in range(5_000)]
+    # the edges of every special IPv4 range, and values that are not canonical addresses
+    ips += ["0.0.0.0", "9.255.255.255", "10.0.0.0", "10.255.255.255", "11.0.0.0", "100.63.255.255"]
+    ips += ["100.64.0.0", "127.255.255.255", "172.15.255.255", "172.31.255.255", "192.0.2.255"]
+    ips += ["198.17.255.255", "198.19.255.255", "223.255.255.255", "224.0.0.0", "255.255.255.255"]
+    ips += ["01.2.3.4", " 8.8.8.8", "8.8.8", "8.8.8.8.8", "256.1.1.1", "::ffff:8.8.8.8", "[::1]"]
+    ips += ["2a00:1450:4001::1", "fe80::1%eth0", "", "not an address", "1.2.3.4\n"]
+    fast = lookup_many(IpDatabase(), ips)
+    slow_db = IpDatabase()
+    slow = [slow_db.lookup(ip) for ip in ips]
+    assert sum(f.country is not None for f in slow) > 2_500  # the database answered
+    assert [f for f, s in zip(fast, slow, strict=True) if f != s] == []
