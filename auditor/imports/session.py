@@ -572,7 +572,19 @@ def _check_packets_readable(path: Path, capture: Any, damage: str | None) -> Non
 
 
 #: The decoder's warnings about a frame it could not read at the link or IP layer.
-_UNREAD_WARNINGS = ("unknown-link-type-", "truncated-link", "truncated-ip", "bad-ip", "ip-length")
+_UNREAD_WARNINGS = (
+    "unknown-link-type-",
+    "truncated-link",
+    "truncated-ip",
+    "bad-ip",
+    "ip-length",
+    # auditor.packets.decode.LINK_KINDS that may hide IP: encrypted Wi-Fi, a bad header...
+    "null-header",
+    "wlan-",
+    "radiotap-",
+    "nflog-",
+    "pktap-",
+)
 
 
 def _why_unreadable(capture: Any) -> str:

@@ -588,3 +588,24 @@ def test_files_of_different_days_cover_their_own_time_not_the_gap(out: Path) -> 
     assert b["first_ts"] > a["last_ts"]  # 2021 and 2023
     covered = a["duration_seconds"] + b["duration_seconds"]
     assert Session(res.session).duration_seconds() == pytest.approx(covered, abs=0.01)
+
+
+def test_a_capture_of_encrypted_wifi_frames_only_is_refused(out: Path) -> None:
+    cap = Path(__file__).resolve().parents[1] / "data" / "pcap" / "ieee802.11_rx-stbc.pcap"
+    if not cap.is_file():
+        pytest.skip(f"{cap} not present")
+    if shutil.which("tshark") is not None:  # the independent reader: protected frames only
+        out_ = subprocess.run(
+            ["tshark", "-r", str(cap), "-T", "fields", "-e", "wlan.fc.protected"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout.split()
+        assert out_ and set(out_) <= {"1", "True"}, out_
+    with pytest.raises(
+        ImportFileError,
+        match=rf"none of its {len(_frame_times(cap)) if shutil.which('tshark') else 3} packets "
+        r"can be read \(wlan-encrypted-frame: \d+\)",
+    ):
+        import_files([cap], out)
+    assert _sessions(out) == []
