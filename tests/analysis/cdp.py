@@ -9,6 +9,7 @@ through ``evaluate`` runs, in DevTools' own world.
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import select
@@ -19,10 +20,18 @@ from pathlib import Path
 from typing import Any
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+BASH = shutil.which("bash") or "/bin/bash"  # dash refuses descriptors above 9
 
 
 class CDPError(RuntimeError):
     pass
+
+
+def _high(fd: int) -> int:
+    """``fd`` moved to a descriptor number of 10 or more."""
+    high = fcntl.fcntl(fd, fcntl.F_DUPFD, 10)
+    os.close(fd)
+    return high
 
 
 class Browser:
@@ -34,16 +43,18 @@ class Browser:
         self.timeout = timeout
         to_chrome_r, self._to_chrome = os.pipe()
         self._from_chrome, from_chrome_w = os.pipe()
+        # the child's ends move above 4 first: "3<&r 4>&w" would clobber an end on 3 or 4
+        to_chrome_r, from_chrome_w = (_high(to_chrome_r), _high(from_chrome_w))
         flags = [
             "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync",
             "--disable-extensions", "--hide-scrollbars", "--font-render-hinting=none",
             f"--user-data-dir={profile}", "--remote-debugging-pipe", "about:blank",
         ]  # fmt: skip
-        # the shell puts the pipe ends on descriptors 3 and 4, where Chromium expects them
+        # bash puts the pipe ends on descriptors 3 and 4, where Chromium expects them
         script = f'exec "$0" "$@" 3<&{to_chrome_r} 4>&{from_chrome_w}'
         self.proc = subprocess.Popen(
-            ["/bin/sh", "-c", script, CHROMIUM, *flags],
+            [BASH, "-c", script, CHROMIUM, *flags],
             pass_fds=(to_chrome_r, from_chrome_w),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -154,8 +165,9 @@ class Browser:
             raise CDPError(f"evaluate: {res['exceptionDetails']}")
         return res["result"].get("value")
 
-    def screenshot(self, path: Path) -> None:
-        data = self.call("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
+    def screenshot(self, path: Path, *, full: bool = False) -> None:
+        """The viewport (``full``: the whole page, slower) as a PNG."""
+        data = self.call("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": full})
         path.write_bytes(base64.b64decode(data["data"]))
 
     def requests(self) -> list[str]:

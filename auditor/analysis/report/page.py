@@ -7,6 +7,7 @@ fold open. Every captured string goes through :func:`auditor.analysis.escape.htm
 from __future__ import annotations
 
 import json
+import re
 from functools import cache
 from importlib.resources import files
 from typing import Any
@@ -76,7 +77,21 @@ def _sev(sev: Any) -> str:
 
 
 def _link(link: Link) -> str:
-    return f"<a href='#{_e(link.anchor)}'>{_e(link.label, 200)}</a>"
+    cls = " class='fl'" if link.anchor.startswith("f-") else ""  # F1, F2: kept whole
+    return f"<a{cls} href='#{_e(link.anchor)}'>{_e(link.label, 200)}</a>"
+
+
+# a number in running text, with its unit, kept on one line; entities are skipped whole
+_NUMBER = re.compile(r"&#?\w+;|(?<![\w.&#-])(~?\d[\d,.:-]{0,24}(?:\s(?:s|UTC))?)(?![\w-])")
+
+
+def _prose(text: str) -> str:
+    """Escaped running text whose numbers, dates and times do not wrap."""
+
+    def keep(m: re.Match[str]) -> str:
+        return f"<span class='num'>{m.group(1)}</span>" if m.group(1) else m.group(0)
+
+    return _NUMBER.sub(keep, _e(text, 2000))
 
 
 def _sentence(s: Sentence) -> str:
@@ -84,7 +99,7 @@ def _sentence(s: Sentence) -> str:
     if s.links:
         refs = " <span class='refs'>(" + ", ".join(_link(x) for x in s.links) + ")</span>"
     cls = " class='hedged'" if s.hedged else ""
-    return f"<li{cls}>{_e(s.text, 2000)}{refs}</li>"
+    return f"<li{cls}>{_prose(s.text)}{refs}</li>"
 
 
 # ------------------------------------------------------------------------------------ sections
@@ -216,7 +231,7 @@ def _group(
         f"<section class='recipient worst-{_e(g.worst)}' id='{g.anchor}'>",
         f"<h3>{_e(g.name)}{hq} {_sev(g.worst)}</h3>",
         "<ul class='facts'>",
-        *(f"<li{' class=hedged' if s.hedged else ''}>{_e(s.text, 2000)}</li>" for s in g.sentences),
+        *(f"<li{' class=hedged' if s.hedged else ''}>{_prose(s.text)}</li>" for s in g.sentences),
         "</ul>",
         f"<p class='figures'>{_num(v.get('flows'))} flows, {_num(v.get('bytes_up'))} bytes up; "
         f"{plural(len(g.items), 'finding')}.</p>",

@@ -1,7 +1,7 @@
 """``report.pdf``: ``report.html`` printed by headless Chromium (``--print-to-pdf``) with the
 page's own print stylesheet (every fold open, tables whole, one recipient per page).
 
-The page runs no script and loads nothing; Chromium is started with scripts off as well, a
+The page runs no script and loads nothing (its CSP); Chromium is started with a
 throw-away profile, and no network of its own (background services disabled). Chromium is
 found on the PATH (``chromium``, ``chromium-browser``, ``google-chrome``) or named by
 ``AUDITOR_CHROMIUM``; without it, asking for a PDF is a clear error.
@@ -51,7 +51,7 @@ def print_pdf(page: Path, target: Path, *, chromium: str | None = None) -> Path:
         args = [
             exe, "--headless", "--disable-gpu", "--no-first-run", "--no-default-browser-check",
             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--disable-extensions", "--blink-settings=scriptEnabled=false",
+            "--disable-extensions",
             f"--user-data-dir={Path(tmp) / 'profile'}", "--no-pdf-header-footer",
             f"--print-to-pdf={out}", Path(page).resolve().as_uri(),
         ]  # fmt: skip

@@ -16,7 +16,11 @@ import hashlib
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from functools import cache
+from importlib.resources import files
 from typing import Any
+
+import yaml
 
 SEVERITIES = ("critical", "high", "medium", "low", "info")
 UNKNOWN = "(unknown operator)"
@@ -232,7 +236,7 @@ def build_story(doc: dict[str, Any]) -> Story:
             g.items.append(item)
             items[str(f.get("id"))] = item
             flow_ids.update((str(x), None) for x in f.get("flow_ids") or [])
-        g.sentences = _group_sentences(g, names, bool(doc.get("identifiers_searched")))
+        g.sentences = _group_sentences(g, names, _searched(doc))
         groups.append(g)
 
     sessions = [str(s) for s in (doc.get("session") or {}).get("ids") or []]
@@ -259,9 +263,38 @@ def build_story(doc: dict[str, Any]) -> Story:
     return story
 
 
+@cache
+def _known_countries() -> dict[str, str]:
+    """Country names from the knowledge base's jurisdictions (codes stay codes without it)."""
+    try:
+        text = files("auditor.intel").joinpath("data/jurisdictions.yaml").read_text("utf-8")
+        countries = (yaml.safe_load(text) or {}).get("countries") or {}
+    except (OSError, ValueError, yaml.YAMLError):  # pragma: no cover - the file ships
+        return {}
+    return {
+        str(k): str(v["name"])
+        for k, v in countries.items()
+        if isinstance(v, dict) and v.get("name")
+    }
+
+
+def _searched(doc: dict[str, Any]) -> str:
+    """How a recipient without an identifier finding is described: what auditor could look
+    for, and in what."""
+    cov = doc.get("coverage") or {}
+    total = int(cov.get("connections") or 0)
+    unread = int(cov.get("seen_only_in_packets") or 0) + int(cov.get("not_decrypted") or 0)
+    if total and unread >= total:
+        return "none of their content could be read (seen only as packets or not decrypted)"
+    if not doc.get("identifiers_searched"):
+        return "no device identifier was known to search for in them"
+    return "auditor found no device identifier in what it could read of them"
+
+
 def _country_names(doc: dict[str, Any]) -> dict[str, str]:
-    """Country names as the document's legal facts give them (the report needs no other)."""
-    names: dict[str, str] = {}
+    """Country names as the document's legal facts give them, else as the knowledge base
+    does."""
+    names: dict[str, str] = dict(_known_countries())
     for rows in (doc.get("verdicts") or [], doc.get("endpoints") or []):
         for r in rows:
             for x in r.get("legal_exposure") or []:
@@ -302,7 +335,7 @@ def _who(g: Group) -> tuple[str, bool]:
     return f"An unknown operator, hosted by {join_words(labels, limit=3)}", False
 
 
-def _group_sentences(g: Group, names: dict[str, str], searched: bool) -> list[Sentence]:
+def _group_sentences(g: Group, names: dict[str, str], searched: str) -> list[Sentence]:
     out: list[Sentence] = []
     who, hedged = _who(g)
     anchor = (Link(g.anchor, g.name),)
@@ -338,14 +371,9 @@ def _group_sentences(g: Group, names: dict[str, str], searched: bool) -> list[Se
     if sent:
         out.append(Sentence(f"{who} received {join_words(sent)}.", _links(g, sent_items), hedged))
     else:
-        found = (
-            "auditor found no device identifier in what it could read of them"
-            if searched
-            else "no device identifier was known to search for"
-        )
         out.append(
             Sentence(
-                f"{who} exchanged {plural(flows, 'connection')} with the phone; {found}.",
+                f"{who} exchanged {plural(flows, 'connection')} with the phone; {searched}.",
                 _links(g, g.items),
                 hedged,
             )
