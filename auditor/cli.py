@@ -1244,7 +1244,7 @@ def parse_identifiers(values: tuple[str, ...]) -> dict[str, str]:
     "formats",
     default="html,json,csv,md",
     show_default=True,
-    help="Comma-separated: html, json, csv (and Parquet), md.",
+    help="Comma-separated: html, json, csv (and Parquet), md, pdf (printed by Chromium).",
 )
 @click.option("--policy", default="default", show_default=True, help="default, eu-gdpr or a file.")
 @click.option(
@@ -1307,7 +1307,7 @@ def analyze(
     from auditor.analysis.policy import load_policy
 
     fmts = [f.strip() for f in formats.split(",") if f.strip()]
-    bad = set(fmts) - {"html", "json", "csv", "md"}
+    bad = set(fmts) - {"html", "json", "csv", "md", "pdf"}
     if bad:
         fail(f"unknown format(s): {', '.join(sorted(bad))}")
     ids = parse_identifiers(identifier)
