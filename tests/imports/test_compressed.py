@@ -148,3 +148,22 @@ def test_a_cut_compressed_capture_keeps_the_packets_before_the_cut(
     res = import_files([cut], tmp_path / "out")
     assert 0 < res.files[0]["counts"]["packets"] < 193
     assert any("gzip data is damaged or cut after" in w for w in res.warnings), res.warnings
+
+
+def test_the_analyser_reads_a_compressed_capture_from_the_session(
+    shared_captures: Path, tmp_path: Path
+) -> None:
+    from auditor.analysis.engine import analyze
+    from auditor.packets import PcapError, read_capture
+
+    plain = shared_captures / "pcapdroid_metadata.pcap"
+    packed = tmp_path / "metadata.pcap.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    try:
+        read_capture(packed, keep_packets=False)
+    except PcapError:
+        pytest.skip("auditor.packets does not read gzip captures yet (helper A's change)")
+    a = analyze([import_files([plain], tmp_path / "a").session])
+    b = analyze([import_files([packed], tmp_path / "b").session])
+    assert len(b.flows) == len(a.flows) > 0
+    assert sorted(b.flows["server_ip"]) == sorted(a.flows["server_ip"])
