@@ -296,7 +296,7 @@ def _group_attributions(
     facts = dict(zip(distinct, lookup_rows(kb.ipdb, distinct), strict=True))
     cache: dict[tuple[Any, ...], dict[str, Any]] = {}
     for k, i0 in enumerate(firsts.tolist()):
-        host, ip = hosts[k], eff[k]
+        host, ip, own_ip = hosts[k], eff[k], own[k]
         ev = tuple(v[i0] for v in evidence_cols.values())
         sig = kb._facts_key(facts[ip]) if ip is not None else None
         named = host != _NO_NAME and literal[k] is None
@@ -305,10 +305,10 @@ def _group_attributions(
         if hit is None:
             hit = kb.lookup(
                 None if host == _NO_NAME else host,
-                own[k],
+                own_ip,
                 cert=cert_from_columns({c: v[i0] for c, v in evidence_cols.items()}),
                 cnames=[x for x in str(evidence_cols[C.CNAMES][i0] or "").split(";") if x],
-                known=IpFacts(*facts[own[k]]) if own[k] is not None else None,
+                known=IpFacts(*facts[own_ip]) if own_ip is not None else None,
             ).to_json()
             cache[key] = hit
         else:

@@ -184,12 +184,10 @@ def _v4_rows(t: _Tables, ips: list[str]) -> list[Row | None]:
     net = np.where(country != None, kk, -1)  # noqa: E711 - elementwise
     used = (country != None) | (asn_org != None)  # noqa: E711
     reason_l, k_l, a_l = reason.tolist(), k.tolist(), a.tolist()
-    country_l, asn_l, net_l, used_l = (
-        country.tolist(),
-        asn_org.tolist(),
-        net.tolist(),
-        used.tolist(),
-    )
+    country_l: list[Any] = np.asarray(country).tolist()
+    asn_l: list[Any] = np.asarray(asn_org).tolist()
+    net_l: list[int] = np.asarray(net).tolist()
+    used_l: list[bool] = np.asarray(used).tolist()
     db = t.database
     networks: dict[int, str] = {}
     out: list[Row | None] = []

@@ -1137,7 +1137,8 @@ class KnowledgeBase:
             use_na_sentinel=True,
         )
         row_sig = sig_codes[ip_codes]  # missing address: the last entry, None
-        key_host = np.where(is_literal, None, host_col).astype(object)
+        key_host = host_col.copy()
+        key_host[is_literal] = None
         key_columns = [key_host, row_sig, *columns[2:]]
         # one mixed-radix code per row over all key columns, refactorized only when the radix
         # would overflow; an evidence column with no value at all is left out
@@ -1172,7 +1173,7 @@ class KnowledgeBase:
         frame = _rows_to_frame(rows, codes, hs.index)
         ips_shown = shown[ip_codes]
         vcodes, cats = pd.factorize(ips_shown, use_na_sentinel=True)
-        frame[m.SERVER_IP] = pd.Categorical.from_codes(vcodes, categories=cats)
+        frame[m.SERVER_IP] = pd.Categorical.from_codes(vcodes, categories=pd.Index(cats))
         return frame
 
     def _facts_key(self, f: Row) -> tuple[Any, ...]:

@@ -445,7 +445,6 @@ def _endpoints(
     return [r[2] for r in rows]
 
 
-
 def classify_hosts(
     self,
     hosts: pd.Series | Sequence[str | None],
@@ -474,9 +473,7 @@ def classify_hosts(
         columns.append(ip_s.to_numpy(dtype=object))
     else:
         columns.append(np.full(n, None, dtype=object))
-    ev_cols = [
-        c for c in C.NAME_EVIDENCE_COLUMNS if evidence is not None and c in evidence.columns
-    ]
+    ev_cols = [c for c in C.NAME_EVIDENCE_COLUMNS if evidence is not None and c in evidence.columns]
     if evidence is not None and ev_cols and len(evidence) != n:
         raise ValueError("evidence must have one row per host")
     for name in ev_cols:
@@ -507,4 +504,3 @@ def classify_hosts(
     _, first = np.unique(codes, return_index=True)
     rows = [self._row([col[i] for col in columns], ev_cols) for i in first.tolist()]
     return _rows_to_frame(rows, codes, hs.index)
-
