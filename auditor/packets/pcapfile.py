@@ -18,8 +18,19 @@ in either byte order, Interface Description Blocks (link type, snap length, ``if
 packet comments. Name Resolution, Interface Statistics, Decryption Secrets and custom blocks
 are skipped.
 
+Compressed captures (gzip, as ``.pcap.gz``/``.pcapng.gz``; zstd, as ``.zst``) are read
+through a streaming decompressor, told by their magic bytes, never by the file's name; memory
+stays bounded as for a plain file (no temporary file, no whole-file decompression). zstd
+frames whose window exceeds :data:`ZSTD_MAX_WINDOW` are refused (a counted warning), so a
+stream cannot make the decompressor allocate more. :func:`decompressed_head` gives the first
+bytes of a possibly compressed file, for callers that sniff the format.
+
 A stream that is not a capture raises :class:`PcapError`. Damage inside a capture never
 raises; it is counted in ``warnings`` under one of these keys:
+
+- ``compressed-stream-truncated``: the gzip or zstd stream ends inside a member or frame (the
+  packets decompressed before it are read)
+- ``compressed-stream-corrupt``: the gzip or zstd stream is damaged (likewise)
 
 - ``truncated-record``: the file ends inside a record or block (its bytes are left out)
 - ``record-too-large``: a record claims more than 256 MiB; reading stops there
@@ -37,17 +48,23 @@ raises; it is counted in ``warnings`` under one of these keys:
 
 from __future__ import annotations
 
+import gzip
+import io
+import itertools
 import logging
 import struct
 import sys
+import zlib
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 from typing import BinaryIO, Final
 
 import numpy as np
+import zstandard
 from numpy.lib.stride_tricks import sliding_window_view
 
 from auditor.errors import AuditorError
@@ -355,6 +372,261 @@ def _text(value: bytes) -> str:
     return value.decode("utf-8", "replace").rstrip("\x00")
 
 
+# --------------------------------------------------------------------------- compression
+
+GZIP_MAGIC: Final = b"\x1f\x8b"
+ZSTD_MAGIC: Final = b"\x28\xb5\x2f\xfd"
+ZSTD_MAX_WINDOW: Final = 1 << 27  # 128 MiB, the zstd tool's own default limit
+_ZSTD_SKIPPABLE: Final = range(0x184D2A50, 0x184D2A60)
+
+
+def compression_of(head: bytes) -> str | None:
+    """``"gzip"`` or ``"zstd"`` when ``head`` (a file's first bytes) starts a compressed
+    stream of that kind, else None."""
+    if head.startswith(GZIP_MAGIC):
+        return "gzip"
+    if head.startswith(ZSTD_MAGIC):
+        return "zstd"
+    if len(head) >= 4 and int.from_bytes(head[:4], "little") in _ZSTD_SKIPPABLE:
+        return "zstd"
+    return None
+
+
+def decompressed_head(path: str | Path, n: int) -> bytes:
+    """The first ``n`` bytes of the file, decompressed when it is gzip or zstd (as
+    :class:`CaptureReader` would read it); fewer when the file or its stream is shorter or
+    damaged. Reads a bounded amount, whatever the file holds."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+        kind = compression_of(head)
+        fh.seek(0)
+        if kind is None:
+            return fh.read(n)
+        stream = _Decompressed(fh, kind, Counter())
+        out = bytearray()
+        while len(out) < n:
+            piece = stream.read(n - len(out))
+            if not piece:
+                break
+            out += piece
+        return bytes(out)
+
+
+class _ZstdFrames:
+    """Walks the frame and block headers of a zstd stream as its bytes go by, to tell whether
+    it ended between frames: the decompressor returns what it could and says nothing when
+    the stream stops inside a frame (RFC 8878, section 3.1)."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._need = 4
+        self._state = "magic"
+        self._skip = 0
+        self._checksum = False
+        self.bad = False
+
+    @property
+    def complete(self) -> bool:
+        return self._state == "magic" and not self._buf and not self._skip and not self.bad
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data)
+        i, end = 0, len(view)
+        while i < end and not self.bad:
+            if self._skip:
+                k = min(self._skip, end - i)
+                self._skip -= k
+                i += k
+                continue
+            k = min(self._need - len(self._buf), end - i)
+            self._buf += view[i : i + k]
+            i += k
+            if len(self._buf) == self._need:
+                self._step(bytes(self._buf))
+                self._buf.clear()
+
+    def _step(self, b: bytes) -> None:
+        if self._state == "magic":
+            magic = int.from_bytes(b, "little")
+            if b == ZSTD_MAGIC:
+                self._state, self._need = "descriptor", 1
+            elif magic in _ZSTD_SKIPPABLE:
+                self._state, self._need = "skippable", 4
+            else:
+                self.bad = True
+        elif self._state == "skippable":
+            self._skip = int.from_bytes(b, "little")
+            self._state, self._need = "magic", 4
+        elif self._state == "descriptor":
+            d = b[0]
+            single = bool(d & 0x20)
+            content_size = (1 if single else 0, 2, 4, 8)[d >> 6]
+            self._checksum = bool(d & 0x04)
+            self._skip = (0 if single else 1) + (0, 1, 2, 4)[d & 3] + content_size
+            self._state, self._need = "block", 3
+        else:  # a block header
+            h = int.from_bytes(b, "little")
+            kind = (h >> 1) & 3
+            if kind == 3:
+                self.bad = True
+                return
+            self._skip = 1 if kind == 1 else h >> 3
+            if h & 1:  # the last block of the frame
+                self._skip += 4 if self._checksum else 0
+                self._state, self._need = "magic", 4
+
+
+class _Watched(io.RawIOBase):
+    """The compressed stream, with its bytes shown to a :class:`_ZstdFrames` as they are
+    read."""
+
+    def __init__(self, stream: BinaryIO, frames: _ZstdFrames) -> None:
+        self._stream = stream
+        self._frames = frames
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+        got = self._stream.readinto(b)  # type: ignore[attr-defined]
+        if got:
+            self._frames.feed(memoryview(b)[:got])
+        return int(got or 0)
+
+
+class _Decompressed(io.RawIOBase):
+    """The decompressed bytes of a gzip or zstd stream, read as they are asked for. Damage
+    ends the stream (what came before it is kept) and is counted in ``warnings``."""
+
+    def __init__(self, stream: BinaryIO, kind: str, warnings: Counter[str]) -> None:
+        self.kind = kind
+        self._warnings = warnings
+        self._done = False
+        self._frames: _ZstdFrames | None = None
+        self._inner: io.BufferedIOBase | zstandard.ZstdDecompressionReader
+        if kind == "gzip":
+            self._inner = gzip.GzipFile(fileobj=stream, mode="rb")
+        else:
+            self._frames = _ZstdFrames()
+            decompressor = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW)
+            watched: BinaryIO = _Watched(stream, self._frames)  # type: ignore[assignment]
+            self._inner = decompressor.stream_reader(
+                watched, read_across_frames=True, closefd=False
+            )
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+        if self._done:
+            return 0
+        try:
+            # one read of the compressed stream at a time: what a call decompresses is lost
+            # when a later read in the same call finds damage
+            got = int(self._inner.readinto1(b) or 0)
+        except EOFError:  # gzip: the stream ends inside a member
+            return self._end("compressed-stream-truncated")
+        except (gzip.BadGzipFile, zlib.error, zstandard.ZstdError) as exc:
+            log.debug("%s stream damaged: %s", self.kind, exc)
+            return self._end("compressed-stream-corrupt")
+        if not got:
+            if self._frames is not None and not self._frames.complete:
+                key = "corrupt" if self._frames.bad else "truncated"
+                return self._end(f"compressed-stream-{key}")
+            self._done = True
+        return got
+
+    def _end(self, key: str) -> int:
+        self._warnings[key] += 1
+        self._done = True
+        return 0
+
+
+def _open_stream(stream: BinaryIO, warnings: Counter[str]) -> tuple[BinaryIO, str | None]:
+    """The stream to read records from: ``stream`` itself, or its decompressed bytes when
+    its first bytes are a gzip or zstd magic. A stream that cannot seek back is peeked (a
+    buffered reader) or has its first bytes put back in front of it."""
+    head: bytes
+    try:
+        seekable = stream.seekable()
+    except (AttributeError, ValueError):
+        seekable = False
+    if seekable:
+        here = stream.tell()
+        head = stream.read(4)
+        stream.seek(here)
+    elif hasattr(stream, "peek"):
+        head = stream.peek(4)[:4]
+    else:
+        head = stream.read(4)
+        stream = _Prefixed(head, stream)  # type: ignore[assignment]
+    kind = compression_of(head)
+    if kind is None:
+        return stream, None
+    return _Decompressed(stream, kind, warnings), kind  # type: ignore[return-value]
+
+
+class _Prefixed(io.RawIOBase):
+    """``prefix``, then the rest of ``stream``."""
+
+    def __init__(self, prefix: bytes, stream: BinaryIO) -> None:
+        self._prefix = prefix
+        self._stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+        if self._prefix:
+            k = min(len(self._prefix), len(b))
+            b[:k] = self._prefix[:k]
+            self._prefix = self._prefix[k:]
+            return k
+        return int(self._stream.readinto(b) or 0)  # type: ignore[attr-defined]
+
+
+def _shb_order(ch: _Chunks, pos: int) -> str | None:
+    """The byte order of the section header block at ``pos`` when all of it is in the chunk
+    (None when it is not, or is bad: reading it may need a refill)."""
+    if pos + 28 > ch.end:
+        return None
+    magic = bytes(ch.raw[pos + 8 : pos + 12])
+    order = {b"\x4d\x3c\x2b\x1a": "<", b"\x1a\x2b\x3c\x4d": ">"}.get(magic)
+    if order is None:
+        return None
+    (blen,) = struct.unpack_from(order + "I", ch.raw, pos + 4)
+    return order if 28 <= blen <= ch.end - pos else None
+
+
+class _Interfaces:
+    """The columns of the reader's interfaces that batches look up by index (link type,
+    snap length, timestamp units), grown in place: built once, not once per batch."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self._cols: dict[str, np.ndarray] = {
+            name: np.zeros(16, dtype=np.int64)
+            for name in ("link", "snaplen", "units", "base2", "offset")
+        }
+
+    def add(self, info: Interface) -> None:
+        if self.n == len(self._cols["link"]):
+            for name, col in self._cols.items():
+                self._cols[name] = np.concatenate([col, np.zeros(len(col), dtype=np.int64)])
+        for name, value in (
+            ("link", info.link_type),
+            ("snaplen", info.snaplen),
+            ("units", info.ts_units),
+            ("base2", int(info.ts_base2)),
+            ("offset", info.ts_offset),
+        ):
+            self._cols[name][self.n] = value
+        self.n += 1
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._cols[name][: self.n]
+
+
 @dataclass
 class _Section:
     order: str
@@ -372,16 +644,19 @@ class CaptureReader:
     """
 
     def __init__(self, stream: BinaryIO, *, chunk_size: int = DEFAULT_CHUNK) -> None:
+        self.warnings: Counter[str] = Counter()
+        stream, self.compression = _open_stream(stream, self.warnings)
         self._chunks = _Chunks(stream, max(4096, chunk_size))
         self.interfaces: list[Interface] = []
         self.comments: list[Comment] = []
-        self.warnings: Counter[str] = Counter()
         self.packets = 0
         self._last_ts = 0
         ch = self._chunks
         ch.fill()
         head = bytes(ch.raw[:4])
         if ch.end == 0:
+            if self.compression:
+                raise PcapError(f"{self.compression}-compressed, but holds nothing readable")
             raise PcapError("empty file: not a pcap or pcapng capture")
         if head in _PCAP_MAGICS:
             self.format = "pcap"
@@ -407,8 +682,10 @@ class CaptureReader:
         elif head in _PCAP_MODIFIED:
             raise PcapError("modified (Kuznetsov) pcap format is not supported")
         else:
-            raise PcapError(f"not a pcap or pcapng capture (magic {head.hex()})")
+            what = f"{self.compression}-compressed, but " if self.compression else ""
+            raise PcapError(f"{what}not a pcap or pcapng capture (magic {head.hex()})")
         self._sections: list[_Section] = []
+        self._table = _Interfaces()
 
     @property
     def link_types(self) -> tuple[int, ...]:
@@ -519,6 +796,9 @@ class CaptureReader:
     # -------------------------------------------------------------------------- pcapng
 
     def _pcapng(self) -> Iterator[RecordBatch]:
+        """The packet blocks, in batches that may span sections: each section starts a new
+        interface table, and a file may hold many thousands of them (a batch per section
+        would cost per section what a batch costs)."""
         ch = self._chunks
         section: _Section | None = None
         unpack = struct.Struct("<II").unpack_from
@@ -526,6 +806,7 @@ class CaptureReader:
         walk = _PcapngWalk() if _compiled is not None else None
         walked = False  # the chunk was walked as it was read (by ``walk``)
         offs = array("q")
+        segs: list[tuple[int, _Section]] = []  # (first row, section) of the batch's sections
         # the rows and trailing lengths the walk copied, while every block of the batch
         # came from it (else None: the batch gathers them itself)
         pre: list[tuple[bytes, bytes]] | None = []
@@ -553,13 +834,18 @@ class CaptureReader:
                 else:
                     btype, blen = unpack(ch.raw, pos)
                 if btype == SHB:
-                    if offs and section is not None:
-                        yield self._pcapng_batch(ch, offs, section, pre)
+                    # the batch goes on into the new section when its header is in this
+                    # chunk (read without a refill) and keeps the byte order
+                    if offs and section is not None and _shb_order(ch, pos) != section.order:
+                        yield self._pcapng_batch(ch, offs, segs, pre)
                         offs, pre = array("q"), []
                     new = self._section(ch, pos)
                     if new is None:
-                        return
+                        break
                     section, unpack = new
+                    if not offs:
+                        segs = []
+                    segs.append((len(offs), section))
                     continue
                 if blen < 12 or blen & 3 or blen > MAX_RECORD:
                     self.warnings[
@@ -576,23 +862,23 @@ class CaptureReader:
                     continue
                 # the block does not fit in this chunk
                 if offs and section is not None:
-                    yield self._pcapng_batch(ch, offs, section, pre)
-                    offs, pre = array("q"), []
+                    yield self._pcapng_batch(ch, offs, segs, pre)
+                    offs, pre, segs = array("q"), [], [(0, section)]
                 if ch.eof:
                     self.warnings["truncated-record"] += 1
                     return
                 walked = self._fill(ch, blen, walk, section)
                 continue
             if offs and section is not None:
-                yield self._pcapng_batch(ch, offs, section, pre)
-                offs, pre = array("q"), []
+                yield self._pcapng_batch(ch, offs, segs, pre)
+                offs, pre, segs = array("q"), [], [(0, section)]
             if ch.eof:
                 if pos < ch.end:
                     self.warnings["truncated-record"] += 1
                 return
             walked = self._fill(ch, 0, walk, section)
         if offs and section is not None:
-            yield self._pcapng_batch(ch, offs, section, pre)
+            yield self._pcapng_batch(ch, offs, segs, pre)
 
     @staticmethod
     def _fill(ch: _Chunks, need: int, walk: _PcapngWalk | None, section: _Section | None) -> bool:
@@ -680,6 +966,7 @@ class CaptureReader:
                 tuple(comments),
             )
         )
+        self._table.add(self.interfaces[-1])
         section.ifaces += 1
         self.comments.extend(Comment("interface", index, c) for c in comments)
 
@@ -687,18 +974,28 @@ class CaptureReader:
         self,
         ch: _Chunks,
         offs: array[int],
-        section: _Section,
+        segs: list[tuple[int, _Section]],
         pre: list[tuple[bytes, bytes]] | None = None,
     ) -> RecordBatch:
-        """A batch of the packet blocks at ``offs``; ``pre``: their rows (``28 + HEAD`` bytes
-        from each block's start) and trailing lengths as the compiled walk copied them, else
-        None (gathered here)."""
-        order = section.order
+        """A batch of the packet blocks at ``offs``; ``segs``: the row where each of the
+        batch's sections starts (all of one byte order); ``pre``: the blocks' rows
+        (``28 + HEAD`` bytes from each block's start) and trailing lengths as the compiled
+        walk copied them, else None (gathered here)."""
+        order = segs[0][1].order
         o = np.frombuffer(offs, dtype=np.int64).copy()
+        n = len(o)
+        if len(segs) == 1:
+            first_iface: np.ndarray | int = segs[0][1].first_iface
+            ifaces: np.ndarray | int = segs[0][1].ifaces
+        else:
+            starts = np.array([row for row, _ in segs] + [n], dtype=np.int64)
+            sizes = np.diff(starts)
+            first_iface = np.repeat([sec.first_iface for _, sec in segs], sizes)
+            ifaces = np.repeat([sec.ifaces for _, sec in segs], sizes)
         if pre:
             width = 28 + HEAD
             joined = bytearray().join(p[0] for p in pre)  # writable, as a gather's result is
-            rows = np.frombuffer(joined, np.uint8).reshape(len(o), width)
+            rows = np.frombuffer(joined, np.uint8).reshape(n, width)
         else:
             rows = window(ch.buf, o, 28 + HEAD)
         head = np.ascontiguousarray(rows[:, :28]).view(order + "u4").astype(np.int64)
@@ -726,21 +1023,22 @@ class CaptureReader:
             wirelen[spb] = head[spb, 2]
             room[spb] = blen[spb] - 16
             caplen[spb] = wirelen[spb]
-            snap0 = self._snaplen(section, 0)
-            if snap0:
-                caplen[spb] = np.minimum(caplen[spb], snap0)
+            # the snap length of the section's first interface, when it has one
+            described = np.broadcast_to(ifaces, (n,))[spb] > 0
+            where = np.broadcast_to(first_iface, (n,))[spb]
+            snap = np.where(described, self._table["snaplen"][np.where(described, where, 0)], 0)
+            caplen[spb] = np.where(snap > 0, np.minimum(caplen[spb], snap), caplen[spb])
             self.warnings["pcapng-spb-no-timestamp"] += int(np.count_nonzero(spb))
         over = caplen > room
         if over.any():
             self.warnings["pcapng-caplen-exceeds-block"] += int(np.count_nonzero(over & ~spb))
             caplen = np.where(over, np.maximum(room, 0), caplen)
-        unknown = local >= section.ifaces
+        unknown = local >= ifaces
         if unknown.any():
             self.warnings["pcapng-unknown-interface"] += int(np.count_nonzero(unknown & ~spb))
-        iface = np.where(unknown, -1, local + section.first_iface).astype(np.int32)
+        iface = np.where(unknown, -1, local + first_iface).astype(np.int32)
         ts = self._timestamps(ts_raw, iface, spb)
-        link_of = np.array([i.link_type for i in self.interfaces] + [-1], dtype=np.int32)
-        links = link_of[iface]
+        links = np.where(iface >= 0, self._table["link"][np.maximum(iface, 0)], -1)
         # packet comments (options after the data of an EPB or PB)
         pad = (caplen + 3) & ~3
         with_opts = np.flatnonzero(~spb & (blen - 32 - pad >= 4))
@@ -756,54 +1054,30 @@ class CaptureReader:
             first[spb] = rows[spb, 12 : 12 + HEAD]
         return self._batch(ch, data, caplen, wirelen, ts, iface, links, first)
 
-    def _snaplen(self, section: _Section, local: int) -> int:
-        if local < section.ifaces:
-            return self.interfaces[section.first_iface + local].snaplen
-        return 0
-
     def _timestamps(self, raw: np.ndarray, iface: np.ndarray, spb: np.ndarray) -> np.ndarray:
+        """Nanoseconds since the epoch, converted once per kind of interface clock (units,
+        base, offset) in the batch, not once per interface."""
         ts = np.zeros(len(raw), dtype=np.int64)
         bad = np.zeros(len(raw), dtype=bool)
-        for idx in np.unique(iface[~spb]).tolist():
-            rows = np.flatnonzero((iface == idx) & ~spb)
-            if idx < 0:
-                continue
-            info = self.interfaces[idx]
-            v = raw[rows]
-            if info.ts_base2:
-                k = info.ts_units  # up to 127: ticks of 2**-k s
-                if k >= 64:  # a 64-bit counter of such ticks never reaches a whole second
-                    whole, frac = np.zeros_like(v), v
-                else:
-                    whole = v >> np.uint64(k)
-                    frac = v & np.uint64((1 << k) - 1)
-                if k <= 30:
-                    frac_ns = (frac * np.uint64(1_000_000_000)) >> np.uint64(k)
-                else:
-                    frac_ns = (frac.astype(np.float64) * (1e9 / 2.0**k)).astype(np.uint64)
-                limit = np.uint64(_I64_MAX // 1_000_000_000)
-                ok = whole < limit
-                val = whole.astype(np.int64) * 1_000_000_000 + frac_ns.astype(np.int64)
-            else:
-                units = info.ts_units
-                if units <= 1_000_000_000:
-                    mult = 1_000_000_000 // units
-                    ok = v <= np.uint64(_I64_MAX // mult)
-                    val = v.astype(np.int64) * mult
-                else:
-                    div = units // 1_000_000_000
-                    q = v // np.uint64(div)
-                    ok = q <= np.uint64(_I64_MAX)
-                    val = q.astype(np.int64)
-            if info.ts_offset:  # seconds, signed 64-bit: may push past the int64 of ns
-                shift = info.ts_offset * 1_000_000_000
-                if abs(shift) > _I64_MAX:
-                    ok, shift = np.zeros(len(v), dtype=bool), 0
-                elif shift > 0:
-                    ok = ok & (val <= _I64_MAX - shift)
-                val = np.where(ok, val, 0) + shift
-            bad[rows] = ~ok
-            ts[rows] = np.where(ok, val, 0)
+        known = np.flatnonzero((iface >= 0) & ~spb)
+        if known.size:
+            idx = iface[known]
+            units = self._table["units"][idx]
+            base2 = self._table["base2"][idx]
+            offset = self._table["offset"][idx]
+            order = np.lexsort((offset, base2, units))
+            cuts = np.flatnonzero(
+                (np.diff(units[order]) != 0)
+                | (np.diff(base2[order]) != 0)
+                | (np.diff(offset[order]) != 0)
+            )
+            bounds = [0, *(cuts + 1).tolist(), len(order)]
+            for a, b in itertools.pairwise(bounds):
+                rows = known[order[a:b]]
+                k = order[a]
+                ok, val = _clock(raw[rows], int(units[k]), bool(base2[k]), int(offset[k]))
+                bad[rows] = ~ok
+                ts[rows] = np.where(ok, val, 0)
         nbad = int(np.count_nonzero(bad))
         if nbad:
             self.warnings["timestamp-out-of-range"] += nbad
@@ -816,3 +1090,40 @@ class CaptureReader:
         if len(ts):
             self._last_ts = int(ts[-1])
         return ts
+
+
+def _clock(v: np.ndarray, units: int, base2: bool, offset: int) -> tuple[np.ndarray, np.ndarray]:
+    """Timestamps ``v`` of an interface whose clock ticks ``units`` times a second (``2**units``
+    when ``base2``), shifted by ``offset`` seconds: whether each fits int64 nanoseconds, and
+    its value."""
+    if base2:
+        k = units  # up to 127: ticks of 2**-k s
+        if k >= 64:  # a 64-bit counter of such ticks never reaches a whole second
+            whole, frac = np.zeros_like(v), v
+        else:
+            whole = v >> np.uint64(k)
+            frac = v & np.uint64((1 << k) - 1)
+        if k <= 30:
+            frac_ns = (frac * np.uint64(1_000_000_000)) >> np.uint64(k)
+        else:
+            frac_ns = (frac.astype(np.float64) * (1e9 / 2.0**k)).astype(np.uint64)
+        limit = np.uint64(_I64_MAX // 1_000_000_000)
+        ok = whole < limit
+        val = whole.astype(np.int64) * 1_000_000_000 + frac_ns.astype(np.int64)
+    elif units <= 1_000_000_000:
+        mult = 1_000_000_000 // units
+        ok = v <= np.uint64(_I64_MAX // mult)
+        val = v.astype(np.int64) * mult
+    else:
+        div = units // 1_000_000_000
+        q = v // np.uint64(div)
+        ok = q <= np.uint64(_I64_MAX)
+        val = q.astype(np.int64)
+    if offset:  # seconds, signed 64-bit: may push past the int64 of ns
+        shift = offset * 1_000_000_000
+        if abs(shift) > _I64_MAX:
+            ok, shift = np.zeros(len(v), dtype=bool), 0
+        elif shift > 0:
+            ok = ok & (val <= _I64_MAX - shift)
+        val = np.where(ok, val, 0) + shift
+    return ok, val

@@ -267,8 +267,6 @@ def test_real_capture_frames_are_all_accounted_for(name: str) -> None:
     """Each frame is read as IP, counted as not IP, or counted as unreadable."""
     r = read_capture(DATA / name, keep_packets=True)
     p = r.packets
-    link_warnings = sum(
-        v for k, v in r.warnings.items() if k in dict(D.LINK_KINDS) or "link" in k
-    )
+    link_warnings = sum(v for k, v in r.warnings.items() if k in dict(D.LINK_KINDS) or "link" in k)
     assert r.counts["packets"] == len(p) > 0
     assert int((p["ip_version"] == 0).sum()) == r.counts["non-ip"] + link_warnings

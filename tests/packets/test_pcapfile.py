@@ -333,3 +333,67 @@ def test_real_captures_read_without_warnings_but_the_invalid_one(shared_captures
             n = sum(len(b) for b in reader)
         assert n > 0, path.name
         assert reader.warnings == {}, path.name  # damage there is in the packets, not records
+
+
+# -------------------------------------------------------------------- many sections
+
+
+def _sections_capture() -> tuple[bytes, list[tuple[int, int]]]:
+    """Sections in one byte order, then the other, each with its own interfaces (link types,
+    clocks); packets in each. Returns the file and (interface, link type) per packet."""
+    out = b""
+    want: list[tuple[int, int]] = []
+    first = 0
+    for s in range(40):
+        o = ">" if 20 <= s < 25 else "<"
+        links = [(1, 101, 0)[s % 3]] + ([113] if s % 4 == 0 else [])
+        out += shb(o)
+        for k, link in enumerate(links):
+            out += idb(o, link, tsresol=(6, 9, 0x80 | 20)[(s + k) % 3], tsoffset=s % 5 or None)
+        for k in range(len(links)):
+            out += epb(o, k, 1_700_000_000 * (s + 1) + k, b"\x45" + bytes(27))
+            want.append((first + k, links[k]))
+        first += len(links)
+    return out, want
+
+
+def test_many_sections_in_one_batch_keep_their_interfaces() -> None:
+    data, want = _sections_capture()
+    reader, got = _records(data)
+    assert [(g[4], g[3]) for g in got] == want
+    assert len(reader.interfaces) == want[-1][0] + 1
+    assert reader.warnings == {}
+    # batches span sections of one byte order (a batch per section cost what a batch costs)
+    assert len(list(CaptureReader(io.BytesIO(data)))) <= 3
+
+
+def test_many_sections_match_tshark(tmp_path: Path) -> None:
+    """Interface and timestamp of every packet, as tshark reads them."""
+    import shutil
+    import subprocess
+
+    tshark = shutil.which("tshark")
+    if tshark is None:
+        pytest.skip("tshark is not installed")
+    data, _ = _sections_capture()
+    path = tmp_path / "sections.pcapng"
+    path.write_bytes(data)
+    out = subprocess.run(
+        [tshark, "-r", str(path), "-T", "fields", "-e", "frame.interface_id",
+         "-e", "frame.time_epoch"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    theirs = []
+    for line in out.splitlines():
+        iface, epoch = line.split("\t")
+        whole, _, frac = epoch.partition(".")
+        theirs.append((int(iface), int(whole) * 10**9 + int(frac.ljust(9, "0")[:9])))
+    reader, got = _records(data)
+    firsts: dict[int, int] = {}
+    for i in reader.interfaces:
+        firsts.setdefault(i.section, i.index)
+    # tshark 4.0 numbers interfaces within their section
+    ours = [(g[4] - firsts[reader.interfaces[g[4]].section], g[0]) for g in got]
+    assert [o[0] for o in ours] == [t[0] for t in theirs]
+    # tshark prints 9 digits; binary fractions (2**-20 s) round differently by a few ns
+    assert all(abs(o[1] - t[1]) <= 1000 for o, t in zip(ours, theirs, strict=True))
