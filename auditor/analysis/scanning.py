@@ -1,8 +1,12 @@
 """What is sent, flow by flow: the payload scanner run over every saved HTTP flow.
 
 For each request: the device identifiers it carries and in what encodings
-(:mod:`auditor.analysis.payload`), personal values found without knowing them, an
-installed-app list, and the character of its body (plain, compressed, or encrypted). For each
+(:mod:`auditor.analysis.payload`), personal values found without knowing them (each with
+where it was found and its context: a field named for it, the device profile's own value;
+:class:`auditor.analysis.rules.Shape`), an installed-app list, and the character of its body
+(plain, compressed, or encrypted), judged on its decoded view
+(:func:`auditor.analysis.payload.decoded_view`: multipart parts, gzip parts, base64 values
+and protobuf strings undone first, so only what no known layer explains is opaque). For each
 response: keyword or configuration lists (the ``MiAdBlacklistConfig`` pattern), extracted as
 artifacts next to the report.
 
