@@ -28,9 +28,13 @@ REAL = {
 }
 
 
+def import_session(path: Path, root: Path) -> Path:
+    """``path`` imported as a session under ``root/captures``; the session's folder."""
+    return Path(import_files([path], root / "captures").session)
+
+
 def analyse(path: Path, root: Path) -> Analysis:
-    res = import_files([path], root / "captures")
-    return analyze([res.session])
+    return analyze([import_session(path, root)])
 
 
 def hostile(leak: str = "http://127.0.0.1:9") -> tuple[dict[str, Any], pd.DataFrame]:

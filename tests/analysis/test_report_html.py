@@ -1,8 +1,12 @@
-"""The HTML report in a real headless Chromium: it renders, runs no captured script and
-fetches nothing, even from a session full of hostile strings."""
+"""report.html and summary.md: the HTML in a real headless Chromium renders, runs no captured
+script and fetches nothing, even from a session full of hostile strings; both tell the story
+of real captures (a summary whose every sentence links to what it rests on, findings grouped
+by recipient in severity order, what could not be inspected) and never leave a blank where
+the device is unknown."""
 
 from __future__ import annotations
 
+import copy
 import http.server
 import os
 import re
@@ -10,6 +14,7 @@ import shutil
 import stat
 import subprocess
 import threading
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import ClassVar
 
@@ -17,8 +22,12 @@ import pandas as pd
 import pytest
 
 from auditor import columns as C
+from auditor.analysis.escape import md_text
 from auditor.analysis.report import html_report, markdown, write_report
+from auditor.analysis.report.story import UNKNOWN, build_story, device_text, severity_rank
 from tests.conftest import free_port
+
+from .report_material import REAL, analyse, hostile
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -182,7 +191,11 @@ def test_report_in_headless_chromium(tmp_path: Path) -> None:
     finally:
         server.shutdown()
         server.server_close()
-    for section in ("verdicts", "timeline", "bytes", "findings", "endpoints", "device", "method"):
+    sections = (
+        "summary", "verdicts", "findings", "claims", "coverage", "timeline", "bytes",
+        "endpoints", "device", "method", "warnings",
+    )  # fmt: skip
+    for section in sections:
         assert f'id="{section}"' in dom, section
     title = re.search(r"<title>(.*?)</title>", dom, re.S)
     assert title and "PWNED" not in title.group(1)
@@ -215,3 +228,217 @@ def test_markdown_lists_the_warnings_inertly() -> None:
     section = md.split("## Warnings", 1)[1].split("## Method", 1)[0]
     assert section.strip().startswith("- ")
     assert "&lt;img" in section and "<img" not in section and "http\\://" in section
+
+
+# ------------------------------------------------------------------ the story of real captures
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[dict, pd.DataFrame]]:
+    root = tmp_path_factory.mktemp("real")
+    out = {}
+    for name, path in REAL.items():
+        if path.exists():
+            a = analyse(path, root / name)
+            out[name] = (a.doc, a.flows)
+    if not out:
+        pytest.skip("no real capture present")
+    return out
+
+
+def _need(real: dict[str, tuple[dict, pd.DataFrame]], name: str) -> tuple[dict, pd.DataFrame]:
+    if name not in real:
+        pytest.skip(f"{name} is absent")
+    doc, flows = real[name]
+    return copy.deepcopy(doc), flows
+
+
+class _Page(HTMLParser):
+    """ids, fragment links, and the text of the summary's sentences with their links."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids: list[str] = []
+        self.hrefs: list[str] = []
+        self.sentences: list[tuple[str, list[str]]] = []
+        self._section: list[str] = []
+        self._li: list[tuple[list[str], list[str]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if a.get("id"):
+            self.ids.append(str(a["id"]))
+        if tag == "section":
+            self._section.append(str(a.get("id") or ""))
+        if tag == "a" and a.get("href"):
+            self.hrefs.append(str(a["href"]))
+            if self._li:
+                self._li[-1][1].append(str(a["href"]))
+        if tag == "li" and "summary" in self._section:
+            self._li.append(([], []))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "section" and self._section:
+            self._section.pop()
+        if tag == "li" and self._li:
+            text, links = self._li.pop()
+            self.sentences.append((" ".join("".join(text).split()), links))
+
+    def handle_data(self, data: str) -> None:
+        if self._li:
+            self._li[-1][0].append(data)
+
+
+def test_every_summary_sentence_links_to_what_it_rests_on(real: dict) -> None:
+    for name, (doc, flows) in real.items():
+        page = html_report(doc, flows)
+        parsed = _Page()
+        parsed.feed(page)
+        assert len(parsed.ids) == len(set(parsed.ids)), name  # anchors are unique
+        assert all(h.startswith("#") for h in parsed.hrefs), name  # links stay in the page
+        missing = {h for h in parsed.hrefs if h[1:] not in parsed.ids}
+        assert missing == set(), (name, missing)
+        assert parsed.sentences, name
+        for text, links in parsed.sentences:
+            assert links, (name, text)  # no claim without its source
+        story = build_story(doc)
+        # every finding is linked from the summary or its recipient's line links to it
+        linked = {h[1:] for _, links in parsed.sentences for h in links}
+        for g in story.groups:
+            assert g.anchor in linked
+            assert {i.anchor for i in g.items[:8]} & linked, (name, g.name)
+
+
+def test_findings_are_grouped_by_recipient_most_severe_first(real: dict) -> None:
+    doc, flows = _need(real, "quicmitm_capture")
+    story = build_story(doc)
+    assert sum(len(g.items) for g in story.groups) == len(doc["findings"])
+    ranks = [severity_rank(g.worst) for g in story.groups]
+    assert ranks == sorted(ranks)
+    for g in story.groups:
+        sev = [severity_rank(i.finding["severity"]) for i in g.items]
+        assert sev == sorted(sev) and g.worst == g.items[0].finding["severity"]
+        for i in g.items:
+            assert (i.finding["organisation"] or UNKNOWN) == g.key
+    page = html_report(doc, flows)
+    labels = re.findall(r"<span class='label'>(F\d+)</span>", page)
+    assert labels == [f"F{n}" for n in range(1, len(doc["findings"]) + 1)]
+    # the evidence is folded: each finding is a <details> whose <summary> holds its title
+    assert page.count("<details class='finding'") == len(doc["findings"])
+    md = markdown(doc)
+    assert md.index("## Summary") < md.index("## Findings by recipient") < md.index("## Endpoints")
+    assert re.findall(r"\*\*(F\d+)\*\*", md) == labels  # the same labels, in the same order
+    for n, g in enumerate(story.groups, 1):
+        assert f"### {n}. {md_text(g.name)}" in md
+
+
+def test_the_summary_says_who_where_and_how_often(real: dict) -> None:
+    doc, _ = _need(real, "quicmitm_capture")
+    story = build_story(doc)
+    cn = [g for g in story.groups if g.country == "CN"]
+    assert cn, "the capture's Alibaba hosts"
+    text = " ".join(s.text for s in cn[0].sentences)
+    assert f"{cn[0].name} is headquartered in China (CN)" in text
+    assert "National Intelligence Law" in text and "can compel it to give access" in text
+    assert f"{cn[0].verdict['flows']} connections" in text
+    # hosting networks are never named as recipients: only as "hosted by" or not at all
+    summary = " ".join(s.text for s in [*story.overview, *story.others])
+    for e in doc["endpoints"]:
+        if not e["organisation"]:
+            for h in e["hosting"]:
+                if h.get("name"):
+                    assert h["name"] not in summary, h["name"]
+    # packet-only flows: the gap is said, and no sentence claims their content was read
+    gaps = " ".join(s.text for s in story.gaps)
+    assert f"{doc['coverage']['seen_only_in_packets']} connections were seen only" in gaps
+    assert "auditor found no device identifier" not in text
+
+
+def test_weak_attributions_are_hedged(real: dict) -> None:
+    doc, _ = _need(real, "chrome")
+    weak = {e["organisation"] for e in doc["endpoints"] if e["confidence"] == "medium"}
+    assert weak, "chrome.har has hosts named by a data set only"
+    others = " ".join(s.text for s in build_story(doc).others)
+    for org in weak:
+        assert f"{org}, partly attributed with medium confidence" in others or (
+            f"{org}, attributed with medium confidence" in others
+        )
+    # a group named on low-confidence evidence that another rung contradicts
+    hdoc, _ = hostile()
+    g = build_story(hdoc).groups[0]
+    text = " ".join(s.text for s in g.sentences)
+    assert text.startswith(f"Servers attributed to {g.key} received the IMEI")
+    assert "low confidence): possible, not established" in text
+    assert "other evidence names" in text
+    assert any(s.hedged for s in g.sentences)
+    unknown = build_story(hdoc).groups[1]
+    assert unknown.sentences[0].text.startswith("An unknown operator, hosted by ")
+
+
+def test_no_device_profile_is_an_unknown_device_not_empty_commas(real: dict) -> None:
+    doc, flows = _need(real, "httptoolkit")
+    assert doc["device"] == {}  # an imported session has no profile
+    page = html_report(doc, flows)
+    head = page.split("<p class='meta'>", 1)[1].split("</p>", 1)[0]
+    assert "unknown device" in head and ", ," not in head and "; ;" not in head
+    assert not re.search(r",\s*,|\(\s*\)|Android\s*\)", head)
+    md = markdown(doc)
+    meta = md.splitlines()[2]
+    assert meta.startswith("Device: unknown device") and "Android" not in meta
+    assert "  " not in meta and "scenario ." not in meta
+    assert "a device whose profile is unknown" in md
+    # a profile, when there is one, is shown whole
+    doc["device"] = {"manufacturer": "Xiaomi", "model": "M2007J3SG", "android_release": "10"}
+    assert "Xiaomi M2007J3SG (Android 10)" in html_report(doc, flows)
+    assert "Device: Xiaomi M2007J3SG \\(Android 10\\)" in markdown(doc)
+    assert device_text({"manufacturer": "Google", "model": ""}) == "Google"
+
+
+def test_what_could_not_be_inspected_lists_skipped_items(real: dict) -> None:
+    doc, flows = _need(real, "httptoolkit")
+    # as the importer records the real malformed HAR in tests/imports/samples
+    doc["coverage"]["skipped"] = [
+        {
+            "session": doc["session"]["id"],
+            "file": "original/malformed_3_of_10.har",
+            "kind": "har-entry",
+            "reason": "entry without a request",
+            "count": 3,
+            "examples": ["entries[2]", "<b>entries[5]</b>"],
+        }
+    ]
+    doc["coverage"]["skipped_total"] = 3
+    doc["coverage"]["sessions_incomplete"] = [
+        {"session": doc["session"]["id"], "status": "open", "stopped_by": None}
+    ]
+    story = build_story(doc)
+    gaps = " ".join(s.text for s in story.gaps)
+    assert "3 items were skipped while reading the sessions (har-entry 3)" in gaps
+    assert "did not end as planned (status open)" in gaps
+    assert "could not be decrypted" in gaps  # httptoolkit's pinned host
+    assert "No packet capture was made" in gaps
+    page = html_report(doc, flows)
+    section = page.split("id='coverage'", 1)[1].split("<h2", 1)[0]
+    assert "id='skipped'" in section and "malformed_3_of_10.har" in section
+    assert "&lt;b&gt;entries[5]&lt;/b&gt;" in section and "<b>" not in section
+    assert "href='#skipped'" in page.split("id='summary'", 1)[1].split("</section>", 1)[0]
+    md = markdown(doc)
+    cov = md.split("## What could not be inspected", 1)[1].split("## Endpoints", 1)[0]
+    assert "skipped: 3 har-entry in original/malformed\\_3\\_of\\_10.har" in cov
+    assert "<b>" not in md
+
+
+def test_claims_are_said_in_words(real: dict) -> None:
+    doc, _ = _need(real, "quicmitm_capture")
+    doc["claims"] = [
+        {
+            "claim": "Alibaba receives no device identifiers",
+            "verdict": "undetermined",
+            "reason": "the flows were seen only as packets",
+            "flow_ids": [],
+            "coverage": {},
+        }
+    ]
+    (s,) = build_story(doc).claims
+    assert s.text.startswith("The claim “Alibaba receives no device identifiers” could not be")
+    assert s.hedged and s.links[0].anchor == "claims"

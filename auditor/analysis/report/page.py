@@ -563,8 +563,10 @@ def html_report(doc: dict[str, Any], flows: pd.DataFrame) -> str:
     dev = doc.get("device") or {}
     method = doc.get("method") or {}
     highlights: dict[str, list[str]] = doc.get("_highlight", {})
-    flows_by_id = (
-        {str(r[C.FLOW_ID]): r for r in flows.to_dict("records")} if C.FLOW_ID in flows else {}
+    flows_by_id: dict[str, dict[str, Any]] = (
+        {str(r[C.FLOW_ID]): {str(k): v for k, v in r.items()} for r in flows.to_dict("records")}
+        if C.FLOW_ID in flows
+        else {}
     )
     flow_section, shown_flows = _flow_index(story, flows_by_id)
     body: list[str] = []

@@ -500,7 +500,7 @@ def _hedge_sentence(g: Group) -> Sentence | None:
         parts.append(
             f"{join_words(hosts, limit=3, more='more hosts')} {'is' if len(hosts) == 1 else 'are'} "
             f"attributed to {g.key} only by {join_words(how)} ({' or '.join(levels)} confidence): "
-            "likely, not certain"
+            + ("possible, not established" if "low" in levels else "likely, not certain")
         )
     if conflicts:
         other = sorted({str(c.get("name")) for c in conflicts})
@@ -511,7 +511,21 @@ def _hedge_sentence(g: Group) -> Sentence | None:
     return Sentence(text[0].upper() + text[1:] + ".", (Link(g.anchor, g.name),), True)
 
 
+def _weak_name(name: str, endpoints: list[dict[str, Any]]) -> str:
+    """A recipient's name, hedged when some of its hosts were named on weaker evidence."""
+    levels = [str(e.get("confidence") or "none") for e in endpoints]
+    weak = [c for c in levels if c != "high"]
+    if not weak:
+        return name
+    worst = max(weak, key=lambda c: CONFIDENCE_RANK.get(c, 3))
+    partly = "partly " if len(weak) < len(levels) else ""
+    return f"{name}, {partly}attributed with {worst} confidence"
+
+
 def _others(doc: dict[str, Any], with_findings: set[str]) -> list[Sentence]:
+    endpoints: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for e in doc.get("endpoints") or []:
+        endpoints[str(e.get("organisation") or UNKNOWN)].append(e)
     quiet = [
         v
         for v in doc.get("verdicts") or []
@@ -522,15 +536,17 @@ def _others(doc: dict[str, Any], with_findings: set[str]) -> list[Sentence]:
     names = [
         "an unknown operator"
         if (v.get("organisation") or UNKNOWN) == UNKNOWN
-        else str(v["organisation"])
+        else _weak_name(str(v["organisation"]), endpoints[str(v["organisation"])])
         for v in quiet
     ]
     flows = sum(int(v.get("flows") or 0) for v in quiet)
     return [
         Sentence(
-            f"{plural(len(quiet), 'other recipient')} ({join_words(names, limit=6)}) exchanged "
+            f"{plural(len(quiet), 'other recipient')} ({'; '.join(names[:6])}"
+            f"{f'; {len(names) - 6} more' if len(names) > 6 else ''}) exchanged "
             f"{plural(flows, 'connection')} with the phone, with no finding about them.",
             (Link("verdicts", "who received what"),),
+            any(n != "an unknown operator" and "attributed with" in n for n in names),
         )
     ]
 
