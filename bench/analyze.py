@@ -5,11 +5,12 @@ Target (issue 14): analysing the session takes at most twice the time of reading
 peak memory under 1 GB.
 
 The capture is written with ``struct`` (raw IP link type, no scapy): units of one DNS lookup
-(query and answer, about 40% of the packets) followed by a short flow to the address the
-answer gave: a UDP exchange, a TCP SYN answered by a reset, or a TLS connection with an SNI
-from a pool of real and random names. Most addresses are random public IPv4 addresses, a
-tenth IPv6, so the session has hundreds of thousands of distinct servers (issue 14: 370,000
-packet flows from a million packets).
+(query and answer, about 35% of the packets) followed by a short flow to the address the
+answer gave: a UDP exchange, a TCP SYN answered by a reset, or a TLS connection with an SNI.
+Names come from a pool of 5,000 (real names with an owner in the knowledge base, and random
+ones); every answer is a new random public address (a tenth IPv6), and a tenth of the flows
+go to an address no lookup gave, so the session has hundreds of thousands of distinct
+servers (issue 14: 370,000 packet flows from a million packets).
 
 Each step runs in a fresh process and reports its time and peak RSS (``ru_maxrss``): the
 capture read, and ``auditor.analysis.engine.analyze`` on the imported session (the knowledge
@@ -32,6 +33,7 @@ from typing import Any
 
 PACKETS = 1_000_000
 SEED = 14
+NAMES = 5000  # distinct names asked for; every lookup's answer is a new random address
 TARGET_RATIO = 2.0
 TARGET_PEAK_MIB = 1024
 
@@ -117,36 +119,39 @@ class _Conn:
         return self._ip(d, _UDP.pack(sp, dp, 8 + len(payload), 0) + payload)
 
 
-def _unit(rng: random.Random, n: int) -> Iterator[bytes]:
+def _unit(rng: random.Random, n: int) -> Iterator[tuple[bool, bytes]]:
+    """The packets of one unit, each with whether it is DNS."""
     v6 = n % 10 == 0
     client = (b"\xfd\x00" + bytes(13) + b"\x02") if v6 else b"\x0a\x00\x00\x02"
     resolver = (b"\xfd\x00" + bytes(13) + b"\x01") if v6 else b"\x0a\x00\x00\x01"
     server = _public_v6(rng) if v6 else _public_v4(rng)
     r = rng.random()
-    name = KNOWN[n % len(KNOWN)] if r < 0.3 else f"r{rng.randrange(10**6)}.example{n % 97}.com"
-    q, ans = _dns(n & 0xFFFF, name, server)
-    dns = _Conn(client, resolver, 10000 + n % 50000, 53, 17)
-    yield dns.udp(0, q)
-    yield dns.udp(1, ans)
+    j = rng.randrange(NAMES)
+    name = KNOWN[j % len(KNOWN)] if r < 0.3 else f"r{j}.example{j % 97}.com"
+    if r < 0.9:  # a tenth go to an address no lookup gave (named by the address alone)
+        q, ans = _dns(n & 0xFFFF, name, server)
+        dns = _Conn(client, resolver, 10000 + n % 50000, 53, 17)
+        yield True, dns.udp(0, q)
+        yield True, dns.udp(1, ans)
     cport = 20000 + (n * 7) % 40000
     kind = rng.random()
     if kind < 0.45:
         c = _Conn(client, server, cport, 3478 + n % 5, 17)
-        yield c.udp(0, b"\x00\x01" + bytes(60))
-        yield c.udp(1, b"\x01\x01" + bytes(80))
+        yield False, c.udp(0, b"\x00\x01" + bytes(60))
+        yield False, c.udp(1, b"\x01\x01" + bytes(80))
     elif kind < 0.75:
         c = _Conn(client, server, cport, 443, 6)
-        yield c.tcp(0, SYN)
-        yield c.tcp(1, RST | ACK)
+        yield False, c.tcp(0, SYN)
+        yield False, c.tcp(1, RST | ACK)
     else:
         c = _Conn(client, server, cport, 443, 6)
-        yield c.tcp(0, SYN)
-        yield c.tcp(1, SYN | ACK)
-        yield c.tcp(0, ACK)
-        yield c.tcp(0, ACK | PSH, _client_hello(name))
-        yield c.tcp(1, ACK | PSH, b"\x16\x03\x03\x00\x40\x02" + bytes(63))
-        yield c.tcp(0, FIN | ACK)
-        yield c.tcp(1, FIN | ACK)
+        yield False, c.tcp(0, SYN)
+        yield False, c.tcp(1, SYN | ACK)
+        yield False, c.tcp(0, ACK)
+        yield False, c.tcp(0, ACK | PSH, _client_hello(name))
+        yield False, c.tcp(1, ACK | PSH, b"\x16\x03\x03\x00\x40\x02" + bytes(63))
+        yield False, c.tcp(0, FIN | ACK)
+        yield False, c.tcp(1, FIN | ACK)
 
 
 def write_capture(path: Path, packets: int = PACKETS, seed: int = SEED) -> dict[str, int]:
@@ -159,14 +164,14 @@ def write_capture(path: Path, packets: int = PACKETS, seed: int = SEED) -> dict[
         fh.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, LINKTYPE_RAW))
         while written < packets:
             t += rng.expovariate(400.0)
-            for i, pkt in enumerate(_unit(rng, units)):
+            for i, (is_dns, pkt) in enumerate(_unit(rng, units)):
                 ts = t + i * 0.002
                 sec = int(ts)
                 out.append(
                     struct.pack("<IIII", sec, int((ts - sec) * 1e6), len(pkt), len(pkt)) + pkt
                 )
                 written += 1
-                dns += i < 2
+                dns += is_dns
             units += 1
             if len(out) >= 65536:
                 fh.write(b"".join(out))

@@ -156,7 +156,12 @@ def build_flow_table(
     if packets is not None and not packets.flows.empty:
         pf = packets.flows.copy()
         # an address the packets left unnamed may be named by DNS seen elsewhere in the session
-        unnamed = (pf[C.NAME_EVIDENCE] == "ip") & pf[C.SERVER_IP].isin(dns_names.keys())
+        by_ip = (pf[C.NAME_EVIDENCE] == "ip").to_numpy(dtype=bool)
+        known = np.zeros(len(pf), dtype=bool)
+        known[by_ip] = per_value(
+            pf[C.SERVER_IP].to_numpy(dtype=object)[by_ip], lambda v: v in dns_names
+        ).astype(bool)
+        unnamed = pd.Series(known, index=pf.index)
         pf.loc[unnamed, C.NAME] = pf.loc[unnamed, C.SERVER_IP].map(dns_names)
         pf.loc[unnamed, C.NAME_EVIDENCE] = "dns-answer"
         df = pd.concat([df, pf], ignore_index=True) if len(df) else pf.reset_index(drop=True)

@@ -140,6 +140,8 @@ def proxy_addresses(manifest: dict[str, Any]) -> set[tuple[str, int]]:
 
 
 def _loopback(ip: str) -> bool:
+    if not isinstance(ip, str) or not (ip.startswith("127.") or ":" in ip):
+        return False  # ipaddress takes only "127." IPv4 text, and IPv6 has colons
     try:
         return ipaddress.ip_address(ip).is_loopback
     except ValueError:
