@@ -626,6 +626,12 @@ class _Interfaces:
     def __getitem__(self, name: str) -> np.ndarray:
         return self._cols[name][: self.n]
 
+    def lookup(self, name: str, index: np.ndarray, missing: int) -> np.ndarray:
+        """Column ``name`` of each interface in ``index``; ``missing`` where it is -1."""
+        if not self.n:
+            return np.full(len(index), missing, dtype=np.int64)
+        return np.where(index >= 0, self[name][np.clip(index, 0, self.n - 1)], missing)
+
 
 @dataclass
 class _Section:
@@ -1026,7 +1032,7 @@ class CaptureReader:
             # the snap length of the section's first interface, when it has one
             described = np.broadcast_to(ifaces, (n,))[spb] > 0
             where = np.broadcast_to(first_iface, (n,))[spb]
-            snap = np.where(described, self._table["snaplen"][np.where(described, where, 0)], 0)
+            snap = self._table.lookup("snaplen", np.where(described, where, -1), 0)
             caplen[spb] = np.where(snap > 0, np.minimum(caplen[spb], snap), caplen[spb])
             self.warnings["pcapng-spb-no-timestamp"] += int(np.count_nonzero(spb))
         over = caplen > room
@@ -1038,7 +1044,7 @@ class CaptureReader:
             self.warnings["pcapng-unknown-interface"] += int(np.count_nonzero(unknown & ~spb))
         iface = np.where(unknown, -1, local + first_iface).astype(np.int32)
         ts = self._timestamps(ts_raw, iface, spb)
-        links = np.where(iface >= 0, self._table["link"][np.maximum(iface, 0)], -1)
+        links = self._table.lookup("link", iface, -1)
         # packet comments (options after the data of an EPB or PB)
         pad = (caplen + 3) & ~3
         with_opts = np.flatnonzero(~spb & (blen - 32 - pad >= 4))

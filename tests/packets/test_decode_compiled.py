@@ -566,7 +566,7 @@ def _seeds() -> list[bytes]:
         for p in sorted(SHARED_CAPTURES.iterdir()):
             if p.suffix in (".pcap", ".pcapng"):
                 seeds.append(p.read_bytes()[: 48 * 1024])
-    for link in (1, 101, 276, 0):
+    for link in (1, 101, 276, 0, 127, 239, 149):
         frames = [framed(link, p, i) for i, p in enumerate(l3_packets())]
         seeds.append(pcap([(i, f) for i, f in enumerate(frames + non_ip(link))], link))
     seeds.append(as_pcapng([(i, f) for i, f in enumerate(trailer_frames())], 1))

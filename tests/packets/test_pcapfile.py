@@ -397,3 +397,11 @@ def test_many_sections_match_tshark(tmp_path: Path) -> None:
     assert [o[0] for o in ours] == [t[0] for t in theirs]
     # tshark prints 9 digits; binary fractions (2**-20 s) round differently by a few ns
     assert all(abs(o[1] - t[1]) <= 1000 for o, t in zip(ours, theirs, strict=True))
+
+
+def test_packets_of_a_file_without_interfaces_are_counted() -> None:
+    """No IDB at all: the interface table is empty, not indexed (a fuzzed file found it)."""
+    data = shb("<") + epb("<", 0, 1, b"\x45" + bytes(27)) + spb("<", b"\x45" + bytes(27))
+    reader, got = _records(data)
+    assert [(g[3], g[4]) for g in got] == [(-1, -1), (-1, -1)]
+    assert reader.warnings["pcapng-unknown-interface"] == 1
