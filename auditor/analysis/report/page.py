@@ -54,16 +54,18 @@ def _num(n: Any) -> str:
         return ""
 
 
-def _table(headers: list[str], rows: list[list[str]], numeric: set[int] | None = None) -> str:
-    """A table in its own scrolling box; ``numeric`` columns are right-aligned, never wrapped."""
-    numeric = numeric or set()
-    head = "".join(
-        f"<th{' class=num' if i in numeric else ''}>{_e(h)}</th>" for i, h in enumerate(headers)
-    )
+def _table(
+    headers: list[str],
+    rows: list[list[str]],
+    numeric: set[int] | None = None,
+    names: set[int] | None = None,
+) -> str:
+    """A table in its own scrolling box; ``numeric`` columns are right-aligned, never wrapped;
+    ``names`` columns (hosts, files) keep room for a short name before they wrap."""
+    cls = {i: " class=num" for i in numeric or set()} | {i: " class=name" for i in names or set()}
+    head = "".join(f"<th{cls.get(i, '')}>{_e(h)}</th>" for i, h in enumerate(headers))
     body = "".join(
-        "<tr>"
-        + "".join(f"<td{' class=num' if i in numeric else ''}>{c}</td>" for i, c in enumerate(r))
-        + "</tr>"
+        "<tr>" + "".join(f"<td{cls.get(i, '')}>{c}</td>" for i, c in enumerate(r)) + "</tr>"
         for r in rows
     )
     return (
@@ -251,7 +253,7 @@ def _group(
         out.append(
             f"<details class='servers'><summary>Servers and the evidence of who runs them "
             f"({len(g.endpoints)})</summary><div class='body'>"
-            + _table(["host", "named by", "hosted by", "flows", "up", "down"], rows, {3, 4, 5})
+            + _table(["host", "named by", "hosted by", "flows", "up", "down"], rows, {3, 4, 5}, {0})
             + "</div></details>"
         )
     out += [_finding(i, flows_by_id, shown_flows, highlights) for i in g.items]
@@ -416,7 +418,7 @@ def _endpoints(doc: dict[str, Any]) -> list[str]:
         ]
         for e in doc.get("endpoints") or []
     ]
-    return ["<h2 id='endpoints'>Endpoints</h2>", _table(headers, rows, {7, 8, 9})]
+    return ["<h2 id='endpoints'>Endpoints</h2>", _table(headers, rows, {7, 8, 9}, {0})]
 
 
 def _flow_index(story: Story, flows_by_id: dict[str, dict[str, Any]]) -> tuple[list[str], set[str]]:
@@ -437,7 +439,7 @@ def _flow_index(story: Story, flows_by_id: dict[str, dict[str, Any]]) -> tuple[l
         what = r.get(C.URL) or r.get(C.NAME) or r.get(C.HOST)
         method = r.get(C.METHOD) or r.get(C.TRANSPORT) or ""
         rows.append(
-            f"<tr id='{flow_anchor(fid)}'><td>{_e(fid, 200)}</td>"
+            f"<tr id='{flow_anchor(fid)}'><td class=name>{_e(fid, 200)}</td>"
             f"<td class=num>{_e(when(fid))}</td><td>{_e(r.get(C.APPS) or '')}</td>"
             f"<td><code>{_e(method)} {_e(what, 300)}</code></td>"
             f"<td>{_e(r.get(C.ORGANISATION_NAME) or 'unknown operator')}</td>"
@@ -491,7 +493,7 @@ def _packets(doc: dict[str, Any]) -> list[str]:
             )
         lookups += p.get("dns_lookups") or []
     out.append(
-        _table(["session", "file", "packets", "flows", "paths", "error"], files_rows, {2, 3})
+        _table(["session", "file", "packets", "flows", "paths", "error"], files_rows, {2, 3}, {1})
     )
     if lookups:
         out.append("<h3>DNS answers seen</h3>")

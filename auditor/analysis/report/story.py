@@ -338,7 +338,7 @@ def _who(g: Group) -> tuple[str, bool]:
 def _group_sentences(g: Group, names: dict[str, str], searched: str) -> list[Sentence]:
     out: list[Sentence] = []
     who, hedged = _who(g)
-    anchor = (Link(g.anchor, g.name),)
+    anchor = (Link(g.anchor, "details"),)
     # what left the phone
     sent: list[str] = []
     sent_items = _of(g, *_SENT_RULES)
@@ -508,7 +508,7 @@ def _hedge_sentence(g: Group) -> Sentence | None:
     if not parts:
         return None
     text = "; ".join(parts)
-    return Sentence(text[0].upper() + text[1:] + ".", (Link(g.anchor, g.name),), True)
+    return Sentence(text[0].upper() + text[1:] + ".", (Link(g.anchor, "details"),), True)
 
 
 def _weak_name(name: str, endpoints: list[dict[str, Any]]) -> str:
