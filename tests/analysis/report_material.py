@@ -19,12 +19,14 @@ from ..conftest import SHARED_CAPTURES
 HARS = Path(__file__).resolve().parents[1] / "imports" / "samples"
 # chosen for what they hold: a CN recipient, unknown operators hosted by named networks and
 # packet-only flows (quicmitm); many hosts and medium-confidence data-set names
-# (apksherlock, chrome); findings with evidence and an undecrypted flow (httptoolkit)
+# (apksherlock, chrome); findings with evidence and an undecrypted flow (httptoolkit); three
+# entries the importer skips, each for its own reason (malformed_3_of_10)
 REAL = {
     "quicmitm_capture": SHARED_CAPTURES / "quicmitm_capture.pcap",
     "apksherlock_dynamic_capture": SHARED_CAPTURES / "apksherlock_dynamic_capture.pcap",
     "httptoolkit": HARS / "httptoolkit.har",
     "chrome": HARS / "chrome.har",
+    "malformed_3_of_10": HARS / "malformed_3_of_10.har",
 }
 
 

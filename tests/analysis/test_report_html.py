@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 
 from auditor import columns as C
-from auditor.analysis.escape import md_text
+from auditor.analysis.escape import html_text, md_text
 from auditor.analysis.report import html_report, markdown, write_report
 from auditor.analysis.report.story import UNKNOWN, build_story, device_text, severity_rank
 from tests.conftest import free_port
@@ -395,37 +395,41 @@ def test_no_device_profile_is_an_unknown_device_not_empty_commas(real: dict) -> 
 
 
 def test_what_could_not_be_inspected_lists_skipped_items(real: dict) -> None:
-    doc, flows = _need(real, "httptoolkit")
-    # as the importer records the real malformed HAR in tests/imports/samples
-    doc["coverage"]["skipped"] = [
-        {
-            "session": doc["session"]["id"],
-            "file": "original/malformed_3_of_10.har",
-            "kind": "har-entry",
-            "reason": "entry without a request",
-            "count": 3,
-            "examples": ["entries[2]", "<b>entries[5]</b>"],
-        }
-    ]
-    doc["coverage"]["skipped_total"] = 3
-    doc["coverage"]["sessions_incomplete"] = [
-        {"session": doc["session"]["id"], "status": "open", "stopped_by": None}
-    ]
+    doc, flows = _need(real, "malformed_3_of_10")
+    skipped = doc["coverage"]["skipped"]
+    assert doc["coverage"]["skipped_total"] == 3 and len(skipped) == 3  # the file's 3 bad entries
     story = build_story(doc)
     gaps = " ".join(s.text for s in story.gaps)
     assert "3 items were skipped while reading the sessions (har-entry 3)" in gaps
-    assert "did not end as planned (status open)" in gaps
-    assert "could not be decrypted" in gaps  # httptoolkit's pinned host
     assert "No packet capture was made" in gaps
     page = html_report(doc, flows)
     section = page.split("id='coverage'", 1)[1].split("<h2", 1)[0]
     assert "id='skipped'" in section and "malformed_3_of_10.har" in section
-    assert "&lt;b&gt;entries[5]&lt;/b&gt;" in section and "<b>" not in section
+    for x in skipped:
+        assert html_text(x["reason"]) in section and html_text(x["examples"][0]) in section
     assert "href='#skipped'" in page.split("id='summary'", 1)[1].split("</section>", 1)[0]
     md = markdown(doc)
     cov = md.split("## What could not be inspected", 1)[1].split("## Endpoints", 1)[0]
-    assert "skipped: 3 har-entry in original/malformed\\_3\\_of\\_10.har" in cov
-    assert "<b>" not in md
+    lines = [x for x in cov.splitlines() if x.startswith("- skipped: 1 har-entry in ")]
+    assert len(lines) == 3 and all("malformed\\_3\\_of\\_10.har" in x for x in lines)
+    for x in skipped:
+        assert md_text(x["reason"], 300) in cov
+    # captured text in a skipped item's reason or examples is shown inertly
+    doc["coverage"]["skipped"][0]["examples"] = ["<b>entry 2</b>"]
+    assert "&lt;b&gt;entry 2&lt;/b&gt;" in html_report(doc, flows)
+    assert "<b>" not in markdown(doc)
+
+
+def test_a_session_that_did_not_end_is_said(real: dict) -> None:
+    doc, flows = _need(real, "httptoolkit")
+    doc["coverage"]["sessions_incomplete"] = [
+        {"session": doc["session"]["id"], "status": "open", "stopped_by": None}
+    ]
+    gaps = " ".join(s.text for s in build_story(doc).gaps)
+    assert "did not end as planned (status open)" in gaps
+    assert "could not be decrypted" in gaps  # httptoolkit's pinned host
+    page = html_report(doc, flows)
+    assert "Sessions that did not end as planned" in page
 
 
 def test_claims_are_said_in_words(real: dict) -> None:
