@@ -688,14 +688,19 @@ class StateLinkedContact(Rule):
         if df.empty:
             return
         cols = [c for c in (C.ORGANISATION, C.STATE_CONTROL, C.LEGAL_EXPOSURE) if c in df]
-        keys = df[cols].astype(object).where(df[cols].notna(), None).apply(tuple, axis=1)
-        bases = {k: ctx.state_basis(pd.Series(dict(zip(cols, k, strict=True)))) for k in set(keys)}
-        linked = df[[bool(bases[k]) for k in keys]]
-        for org, grp in sorted(
-            linked.groupby(C.ORGANISATION_NAME, dropna=True), key=lambda g: str(g[0])
+        # the basis is judged once per distinct (organisation, control, exposure)
+        codes = df.groupby(cols, dropna=False, sort=False).ngroup().to_numpy()
+        firsts = pd.Series(np.arange(len(df))).groupby(codes, sort=True).first().to_numpy()
+        bases = [ctx.state_basis(r) for r in _rows(df[cols].iloc[firsts])]
+        mask = np.array([bool(b) for b in bases], dtype=bool)[codes]
+        linked, lcodes = df[mask], codes[mask]
+        for org, pos in sorted(
+            linked.groupby(C.ORGANISATION_NAME, dropna=True).indices.items(),
+            key=lambda g: str(g[0]),
         ):
+            grp = linked.iloc[pos]
             row = grp.iloc[0]
-            basis = list(dict.fromkeys(b for k in keys[grp.index] for b in bases[k]))
+            basis = list(dict.fromkeys(b for c in sorted(set(lcodes[pos])) for b in bases[c]))
             yield self.finding(
                 ctx,
                 row,
@@ -790,7 +795,8 @@ class Beacon(Rule):
         keep = (start.notna().to_numpy()) & ~_dns_mask(df)
         if keep.sum() < th.beacon_min_contacts:
             return
-        data = df[keep]
+        data = df.loc[keep, [c for c in (C.NAME, C.ORGANISATION) if c in df.columns]]
+        at = np.flatnonzero(keep)
         t = start[keep].to_numpy(dtype="datetime64[ns]").astype(np.int64) / 1e9
         codes = _group_codes(ctx, data)
         order = np.lexsort((t, codes))
@@ -828,7 +834,7 @@ class Beacon(Rule):
         ends = np.searchsorted(code_s, candidates.index.to_numpy(), side="right")
         lookups = _dns_lookups(df)
         for (_code, st), lo, hi in zip(candidates.iterrows(), bounds, ends, strict=True):
-            rows = data.iloc[order[lo:hi]]
+            rows = df.iloc[at[order[lo:hi]]]
             row = rows.iloc[0]
             if not ctx.flagged(row):
                 continue
