@@ -118,8 +118,8 @@ def test_pdf_without_chromium_is_a_clear_error(
     monkeypatch.delenv("AUDITOR_CHROMIUM", raising=False)
     doc, flows = hostile()
     with pytest.raises(AuditorError, match=r"--format pdf needs Chromium"):
-        write_report(tmp_path / "r", doc, flows, ["md", "pdf"])
-    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["summary.md"]
+        write_report(tmp_path / "r", doc, flows, ["md", "html", "pdf"])
+    assert not (tmp_path / "r").exists()  # refused before anything was written
 
 
 def test_cli_format_pdf_without_chromium(

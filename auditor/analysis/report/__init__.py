@@ -25,7 +25,7 @@ from auditor.analysis.report.files import (
 )
 from auditor.analysis.report.markdown import markdown
 from auditor.analysis.report.page import html_report
-from auditor.analysis.report.pdf import find_chromium, print_pdf
+from auditor.analysis.report.pdf import find_chromium, print_pdf, require_chromium
 
 FORMATS = ("json", "csv", "md", "html")
 ALL_FORMATS = (*FORMATS, "pdf")
@@ -39,8 +39,9 @@ __all__ = [
 def write_report(
     out: Path, doc: dict[str, Any], flows: pd.DataFrame, formats: Iterable[str] = FORMATS
 ) -> list[Path]:
-    private_dir(out)
     formats = set(formats)
+    chromium = require_chromium() if "pdf" in formats else None  # before anything is written
+    private_dir(out)
     written = []
     if "json" in formats:
         public = {k: v for k, v in doc.items() if not k.startswith("_")}
@@ -59,7 +60,7 @@ def write_report(
             written.append(html)
         if "pdf" in formats:
             try:
-                written.append(print_pdf(html, out / "report.pdf"))
+                written.append(print_pdf(html, out / "report.pdf", chromium=chromium))
             finally:
                 if "html" not in formats:
                     html.unlink(missing_ok=True)

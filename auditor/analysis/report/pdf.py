@@ -36,15 +36,21 @@ def find_chromium() -> str | None:
     return None
 
 
-def print_pdf(page: Path, target: Path, *, chromium: str | None = None) -> Path:
-    """Print ``page`` (an HTML file) to ``target`` (owner-only, written whole)."""
-    exe = chromium or find_chromium()
+def require_chromium() -> str:
+    """The Chromium to print with, or a clear error saying how to get one."""
+    exe = find_chromium()
     if exe is None:
         raise AuditorError(
             "--format pdf needs Chromium to print the report, and none was found (looked for "
             f"{', '.join(CANDIDATES)} on PATH and AUDITOR_CHROMIUM); install it (Debian: "
             "apt-get install chromium) or leave pdf out of --format"
         )
+    return exe
+
+
+def print_pdf(page: Path, target: Path, *, chromium: str | None = None) -> Path:
+    """Print ``page`` (an HTML file) to ``target`` (owner-only, written whole)."""
+    exe = chromium or require_chromium()
     target = Path(target)
     with tempfile.TemporaryDirectory(prefix="auditor-pdf-") as tmp:
         out = Path(tmp) / "report.pdf"
