@@ -35,8 +35,8 @@ def import_session(path: Path, root: Path) -> Path:
     return Path(import_files([path], root / "captures").session)
 
 
-def analyse(path: Path, root: Path) -> Analysis:
-    return analyze([import_session(path, root)])
+def analyse(path: Path, root: Path, identifiers: dict[str, str] | None = None) -> Analysis:
+    return analyze([import_session(path, root)], identifiers=identifiers)
 
 
 def hostile(leak: str = "http://127.0.0.1:9") -> tuple[dict[str, Any], pd.DataFrame]:

@@ -446,3 +446,24 @@ def test_claims_are_said_in_words(real: dict) -> None:
     (s,) = build_story(doc).claims
     assert s.text.startswith("The claim “Alibaba receives no device identifiers” could not be")
     assert s.hedged and s.links[0].anchor == "claims"
+
+
+def test_identifiers_are_named_in_words_with_their_form(tmp_path: Path) -> None:
+    """httptoolkit.har carries an IMEI in a JSON body; told the value (--identifier), the
+    summary says who received it, and says so when only a hash of it was seen."""
+    path = REAL["httptoolkit"]
+    a = analyse(path, tmp_path, identifiers={"imei": "490154203237518"})
+    sent = [f for f in a.doc["findings"] if f["rule"] == "identifier-sent"]
+    assert sent and all(f["identifiers"] == ["imei"] for f in sent)
+    story = build_story(a.doc)
+    (g,) = [g for g in story.groups if g.key == sent[0]["organisation"]]
+    first = g.sentences[0]
+    assert first.text.startswith(f"{g.key} received the IMEI")
+    assert "hashed" not in first.text  # it went as plain JSON
+    assert {x.label for x in first.links} >= {story.items[f["id"]].label for f in sent}
+    for f in sent:
+        for ev in f["evidence"]:
+            ev["encoding"] = "form > md5-hex"
+    assert "received the IMEI (hashed)" in build_story(a.doc).groups[0].sentences[0].text
+    sent[0]["evidence"].append({**sent[0]["evidence"][0], "encoding": "gzip > json > plain"})
+    assert "IMEI (in clear and hashed)" in build_story(a.doc).groups[0].sentences[0].text

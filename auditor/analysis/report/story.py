@@ -345,7 +345,7 @@ def _group_sentences(g: Group, names: dict[str, str], searched: str) -> list[Sen
     id_items = _of(g, "identifier-sent", "cleartext-identifier")
     idents = sorted({x for i in id_items for x in i.finding.get("identifiers") or []})
     if idents:
-        sent.append("the " + join_words([IDENTIFIER_WORDS.get(x, x) for x in idents]))
+        sent.append("the " + join_words([_identifier_form(x, id_items) for x in idents]))
     for i in _of(g, "app-list"):
         count = (i.finding.get("data") or {}).get("count")
         sent.append(
@@ -431,6 +431,26 @@ def _group_sentences(g: Group, names: dict[str, str], searched: str) -> list[Sen
     if hedge:
         out.append(hedge)
     return out
+
+
+_HASHES = ("md5", "sha1", "sha256", "sha512", "sha224", "sha384", "crc32", "murmur")
+
+
+def _identifier_form(name: str, items: list[Item]) -> str:
+    """``IMEI``, ``IMEI (hashed)`` or ``IMEI (in clear and hashed)``, from how the evidence
+    found it: a hash of an identifier still identifies the phone, but the reader should know."""
+    words = IDENTIFIER_WORDS.get(name, name)
+    hashed = set()
+    for i in items:
+        for ev in i.finding.get("evidence") or []:
+            if ev.get("identifier") == name:
+                last = str(ev.get("encoding") or "").split(">")[-1].strip().lower()
+                hashed.add(any(last.startswith(h) for h in _HASHES))
+    if hashed == {True}:
+        return f"{words} (hashed)"
+    if hashed == {True, False}:
+        return f"{words} (in clear and hashed)"
+    return words
 
 
 def _legal_sentence(g: Group, names: dict[str, str]) -> str:
