@@ -155,6 +155,11 @@ def test_static_html_has_no_live_markup(tmp_path: Path) -> None:
     assert "\u202e" not in page
     assert "Content-Security-Policy" in page
     assert "<mark>864132058957347</mark>" in page
+    for hostile_page in (page, html_report(*hostile())):
+        # the only links are to ids in the page, and never made from captured text
+        hrefs = re.findall(r"<[a-z]+\b[^<>]*\bhref=['\"]?([^'\" >]*)", hostile_page)
+        assert hrefs and all(re.fullmatch(r"#[a-z0-9-]+", h) for h in hrefs), hrefs[:5]
+        assert not re.search(r"<(script|img|iframe|link)\b", hostile_page, re.I)
     md = markdown(doc)
     assert "<script" not in md and "\u202e" not in md
     written = write_report(tmp_path / "r", doc, flows, ["json", "csv", "md", "html"])
