@@ -81,6 +81,27 @@ def _dns_answer(query: bytes, addr: bytes) -> bytes:
     return head + query[12:] + answer
 
 
+def _dns_query_type(ident: int, name: str, qtype: int) -> bytes:
+    q = _dns_query(ident, name)
+    return q[:-4] + struct.pack("!HH", qtype, 1)
+
+
+def _dns_cname_answer(query: bytes, target: str, addrs: list[bytes]) -> bytes:
+    """A response as resolvers give it for a CDN name: a CNAME, then A or AAAA records of the
+    target (compressed against it)."""
+    qtype = struct.unpack_from("!H", query, len(query) - 4)[0]
+    head = struct.pack(
+        "!HHHHHH", struct.unpack_from("!H", query)[0], 0x8180, 1, 1 + len(addrs), 0, 0
+    )
+    tname = b"".join(bytes([len(p)]) + p.encode() for p in target.split(".")) + b"\x00"
+    cname = b"\xc0\x0c\x00\x05\x00\x01\x00\x00\x00\x3c" + struct.pack("!H", len(tname))
+    at = len(query) + len(cname)  # where the target name starts, for the pointers below
+    out = head + query[12:] + cname + tname
+    for a in addrs:
+        out += struct.pack("!HHHIH", 0xC000 | at, qtype, 1, 60, len(a)) + a
+    return out
+
+
 def _client_hello(sni: str, big: bool) -> bytes:
     name = sni.encode()
     ext_sni = struct.pack("!HHHBH", 0, len(name) + 5, len(name) + 3, 0, len(name)) + name
@@ -182,8 +203,51 @@ def _session(
     yield c.tcp(0, ACK)
 
 
-def write_capture(path: Path, packets: int, link: int, seed: int = SEED) -> dict[str, Any]:
+def _dns_session(
+    rng: random.Random, n: int, hosts: list[str], kinds: Counter[str]
+) -> Iterator[tuple[int, bytes]]:
+    """The DNS-heavy mix: an A and an AAAA lookup (CNAME chains, as CDNs answer), then a
+    short TLS connection or none (a lookup whose answer is not used, or an NXDOMAIN)."""
+    client = bytes([10, 1 + (n >> 16) % 200, (n >> 8) & 255, 2 + n % 250])
+    server = bytes([23, (n * 7) & 255, (n * 13) & 255, 1 + n % 250])
+    resolver = b"\x08\x08\x08\x08"
+    host = hosts[n % len(hosts)]
+    dns = _Conn(client, resolver, 20000 + n % 40000, 53, 17)
+    target = f"e{n % 977}.cdn{n % 7}.example.net"
+    v6 = b"\x20\x01\x0d\xb8" + server * 3
+    r = rng.random()
+    for qtype, addr in ((1, server), (28, v6)):
+        q = _dns_query_type((n * 2 + qtype) & 0xFFFF, host, qtype)
+        yield dns.udp(0, q)
+        if r < 0.1:  # NXDOMAIN
+            yield dns.udp(1, q[:2] + b"\x81\x83" + q[4:])
+        else:
+            yield dns.udp(1, _dns_cname_answer(q, target, [addr, addr[::-1]]))
+    if r < 0.4:
+        kinds["dns-only"] += 1
+        return
+    kinds["tls"] += 1
+    c = _Conn(client, server, 32768 + n % 28000, 443, 6)
+    yield c.tcp(0, SYN)
+    yield c.tcp(1, SYN | ACK)
+    yield c.tcp(0, ACK)
+    yield c.tcp(0, ACK | PSH, _client_hello(host, big=False))
+    yield c.tcp(1, ACK | PSH, b"\x16\x03\x03\x00\x7a\x02" + DATA[:1300])
+    for i in range(rng.randrange(0, 3)):
+        yield c.tcp(1 if i % 2 else 0, ACK | PSH, DATA[i : i + 200])
+    yield c.tcp(0, FIN | ACK)
+    yield c.tcp(1, FIN | ACK)
+    yield c.tcp(0, ACK)
+
+
+MIXES = {"default": _session, "dns": _dns_session}
+
+
+def write_capture(
+    path: Path, packets: int, link: int, seed: int = SEED, mix: str = "default"
+) -> dict[str, Any]:
     """A pcap of about ``packets`` packets, sessions interleaved; returns what it holds."""
+    session = MIXES[mix]
     rng = random.Random(seed)
     hosts = _hosts(rng)
     kinds: Counter[str] = Counter()
@@ -197,7 +261,7 @@ def write_capture(path: Path, packets: int, link: int, seed: int = SEED) -> dict
         fh.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, link))
         while written < packets:
             while len(active) < ACTIVE:
-                active.append(_session(rng, n_sessions, hosts, kinds))
+                active.append(session(rng, n_sessions, hosts, kinds))
                 n_sessions += 1
             i = rng.randrange(len(active))
             item = next(active[i], None)

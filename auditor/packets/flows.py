@@ -25,10 +25,17 @@ asked for). Per batch, everything per packet is numpy:
   :class:`~auditor.packets.names.NameCollector`: in this process, or, for a large file on a
   machine with more than one core, in a worker process while this one reads on. Both see the
   same jobs, so the results are the same.
-- **Orientation.** The client is the side that sent a SYN (else the one that got the
-  SYN-ACK), else the side that sent a DNS query, ClientHello, QUIC client Initial or HTTP
-  request, else the side with the ephemeral port against a port below 1024, else the side of
-  the first packet. ``client_evidence`` says which.
+- **Orientation.** Which side is the client is decided per flow once the file is read, never
+  by which packet came first when anything better is known (a capture that starts mid-way, or
+  a server's late FIN, RST or push, would otherwise make the phone the server). In order:
+  the side that sent a SYN without ACK (``tcp-syn``); else the side that got a SYN-ACK
+  (``tcp-synack``); else the side that sent a DNS query, ClientHello, QUIC client Initial or
+  HTTP request (``payload``); else by ports (``port``): a port below 1024 is the server's
+  against one of 1024 or more; else a known service port (:data:`SERVICE_PORTS`: push, MQTT,
+  XMPP, STUN/TURN, SIP, HTTP alternates) against any other; else a port below 32768 against
+  an ephemeral one (32768 and up: Linux and Android hand out 32768-60999, IANA 49152-65535);
+  only when none of these tells, the side of the flow's first packet (``first-packet``).
+  ``client_evidence`` says which rule decided.
 - **The server's certificate:** the leaf of a TLS <= 1.2 handshake, in the ``cert_*``
   columns (:data:`CERT_COLUMNS`).
 - **The name of a flow:** the HTTP Host (``http-host``), else the TLS SNI (``tls-sni``), else
@@ -204,6 +211,15 @@ DNS_COLUMNS: Final[tuple[str, ...]] = (
 )
 
 UDP_TIMEOUT: Final = 120.0
+# Server ports of 1024 and up that phones connect to (IANA Service Name and Transport Protocol
+# Port Number Registry; 5228-5230: Firebase Cloud Messaging, firebase.google.com/docs/
+# cloud-messaging/concept-options "FCM ports and your firewall"; 19302-19309: Google's STUN)
+SERVICE_PORTS: Final = frozenset(
+    {1080, 1194, 1883, 3128, 3478, 3479, 5060, 5061, 5222, 5223, 5228, 5229, 5230, 5349}
+    | {8000, 8008, 8080, 8081, 8088, 8443, 8883, 8888}
+    | set(range(19302, 19310))
+)
+EPHEMERAL_MIN: Final = 32768  # the lowest port Linux (and Android) gives a client socket
 DNS_PORTS: Final = N.DNS_PORTS
 WORKER_MIN_BYTES: Final = 64 * 1024 * 1024  # files this large get a worker process (auto)
 _PIPE_SIZE: Final = 1024 * 1024
@@ -230,6 +246,7 @@ _KINDS_HERE: Final = (  # parsed here with a worker
     N.KIND_TLS,
     N.KIND_TLS_MORE,
     N.KIND_HTTP,
+    N.KIND_HTTP_MORE,  # here also because _job asks which heads are read
     N.KIND_TLS_SERVER,  # here also because _job asks which flights are read
     N.KIND_TLS_SERVER_MORE,
 )
@@ -551,6 +568,7 @@ class CaptureAnalyzer:
         self._parts: list[dict[str, np.ndarray]] = []
         self._tls_wait: dict[int, list[int]] = {}  # flow -> [direction, bytes still to send]
         self._flight_wait: dict[int, list[int]] = {}  # the same for server flights
+        self._head_wait: dict[int, list[int]] = {}  # ... for HTTP heads, + their first seq
         self._worker: _Worker | None = None
         if worker:
             try:
@@ -589,6 +607,13 @@ class CaptureAnalyzer:
             read = self._collector.flights_read
             for f in [f for f in self._flight_wait if f in read]:
                 del self._flight_wait[f]
+        done = self._collector.heads_done
+        if done:  # so does an HTTP head (a later request of the flow has a wait of its own)
+            for f, isn in done.items():
+                w = self._head_wait.get(f)
+                if w is not None and w[2] == isn:
+                    del self._head_wait[f]
+            done.clear()
         if self.keep_packets:
             rb = batch.records
             self._parts.append(
@@ -824,6 +849,9 @@ class CaptureAnalyzer:
             flight, missing = maybe[hello[more]], need[more] - ln[hello[more]]
             wait = self._flight_wait
             self._mark_more(wait, N.KIND_TLS_SERVER_MORE, kind, tcp, f, d, plen, flight, missing)
+        heads = maybe[found == N.KIND_HTTP]
+        if heads.size or self._head_wait:
+            self._mark_heads(pb, idx, kind, tcp, f, d, plen, heads)
         pick = np.flatnonzero(kind)
         if not pick.size:
             return None
@@ -871,6 +899,53 @@ class CaptureAnalyzer:
                 }
             )
         return job
+
+    def _mark_heads(
+        self,
+        pb: PacketBatch,
+        idx: np.ndarray,
+        kind: np.ndarray,
+        tcp: np.ndarray,
+        f: np.ndarray,
+        d: np.ndarray,
+        plen: np.ndarray,
+        heads: np.ndarray,
+    ) -> None:
+        """Mark the next segments from the same side of HTTP request heads (``heads``:
+        positions in ``idx``) that do not end in their first segment, up to
+        :data:`~auditor.packets.names.HTTP_HEAD_CAP` bytes, until the next request of the
+        flow, or until the collector has read the head. ``_head_wait`` keeps, per flow whose
+        head is open, [side, bytes left, sequence number of its first segment]."""
+        rb = pb.records
+        raw = rb.raw
+        wait = self._head_wait
+        rows = idx[heads]
+        start = rb.data[rows] + pb.payload_off[rows]
+        starts: dict[int, bool] = {  # position -> the head ends in this segment
+            j: raw.find(b"\r\n\r\n", a, a + n) >= 0
+            for j, a, n in zip(
+                heads.tolist(), start.tolist(), pb.payload_len[rows].tolist(), strict=True
+            )
+        }
+        open_flows = np.array(sorted(set(f[heads].tolist()) | set(wait)), dtype=np.int64)
+        for j in np.flatnonzero(tcp & np.isin(f, open_flows)).tolist():
+            fj = int(f[j])
+            whole = starts.get(j)
+            if whole is not None:
+                if whole:
+                    wait.pop(fj, None)
+                else:
+                    at = int(rb.data[idx[j]] + pb.l4_off[idx[j]]) + 4
+                    isn = int.from_bytes(raw[at : at + 4], "big")
+                    wait[fj] = [int(d[j]), N.HTTP_HEAD_CAP - int(plen[j]), isn]
+                continue
+            w = wait.get(fj)
+            if w is None or kind[j] != 0 or d[j] != w[0]:
+                continue
+            kind[j] = N.KIND_HTTP_MORE
+            w[1] -= int(plen[j])
+            if w[1] <= 0:
+                del wait[fj]
 
     def _mark_more(
         self,
@@ -964,17 +1039,7 @@ class CaptureAnalyzer:
         syn_a, syn_b = (fa & _SYN_ONLY) > 0, (fb & _SYN_ONLY) > 0
         sa_a, sa_b = (fa & _SYN_ACK) > 0, (fb & _SYN_ACK) > 0
         pa, pbp = col["pa"], col["pb"]
-        conds = [
-            syn_a & ~syn_b,
-            syn_b & ~syn_a,
-            sa_b & ~sa_a,
-            sa_a & ~sa_b,
-            hint >= 0,
-            (pbp < 1024) & (pa >= 1024),
-            (pa < 1024) & (pbp >= 1024),
-        ]
-        client = np.select(conds, [0, 1, 0, 1, hint, 0, 1], default=col["first_dir"])
-        evidence = np.select(conds, [0, 0, 1, 1, 2, 3, 3], default=4)
+        client, evidence = _orientation(syn_a, syn_b, sa_a, sa_b, hint, pa, pbp, col["first_dir"])
         a_is_client = client == 0
         ver = col["ver"]
         client_code = np.where(a_is_client, a_code, b_code)
@@ -1193,6 +1258,40 @@ def _flight_need(pb: PacketBatch, rows: np.ndarray, ln: np.ndarray, head: np.nda
     end = at + leaf_at + 3 + leaf
     need[known] = np.minimum(end + 5 * (end // 16384 + 1), cap)[known]  # record headers
     return need
+
+
+def _orientation(
+    syn_a: np.ndarray,
+    syn_b: np.ndarray,
+    synack_a: np.ndarray,
+    synack_b: np.ndarray,
+    hint: np.ndarray,
+    port_a: np.ndarray,
+    port_b: np.ndarray,
+    first_dir: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per flow, the client side (0: the lower address:port, ``a``) and the code of the rule
+    that decided it in ``_CLIENT_EVIDENCE`` (the rules: the module docstring, Orientation).
+    ``syn_*``/``synack_*``: that side sent a SYN without ACK / a SYN-ACK; ``hint``: the side a
+    payload showed to be the client, -1 when none did."""
+    service = np.array(sorted(SERVICE_PORTS), dtype=np.int64)
+    known_a, known_b = np.isin(port_a, service), np.isin(port_b, service)
+    conds = [
+        syn_a & ~syn_b,
+        syn_b & ~syn_a,
+        synack_b & ~synack_a,
+        synack_a & ~synack_b,
+        hint >= 0,
+        (port_b < 1024) & (port_a >= 1024),
+        (port_a < 1024) & (port_b >= 1024),
+        known_b & ~known_a & (port_a >= 1024),
+        known_a & ~known_b & (port_b >= 1024),
+        (port_b < EPHEMERAL_MIN) & (port_a >= EPHEMERAL_MIN),
+        (port_a < EPHEMERAL_MIN) & (port_b >= EPHEMERAL_MIN),
+    ]
+    client = np.select(conds, [0, 1, 0, 1, hint, 0, 1, 0, 1, 0, 1], default=first_dir)
+    evidence = np.select(conds, [0, 0, 1, 1, 2, 3, 3, 3, 3, 3, 3], default=4)
+    return client, evidence
 
 
 def _dns_names(

@@ -9,7 +9,9 @@
   Destination Connection ID with the version's salt, header protection removed (AES-128-ECB),
   payload decrypted (AES-128-GCM), CRYPTO frames collected; :class:`CryptoStream` puts a
   ClientHello split over several frames and packets back together by offset.
-- **HTTP/1** request line and ``Host`` header.
+- **HTTP/1** request line and ``Host`` header; a request head split over several TCP
+  segments is put back in order first (up to :data:`HTTP_HEAD_CAP` bytes and
+  :data:`HTTP_HEAD_SEGMENTS` segments).
 - **The server's first flight** up to TLS 1.2: its leaf certificate, read by
   :mod:`auditor.packets.tlscert` from the server's segments put back in order.
 
@@ -797,8 +799,20 @@ HTTP_METHODS: Final = (
     b"CONNECT",
     b"PATCH",
     b"TRACE",
+    # WebDAV (RFC 4918 9)
+    b"PROPFIND",
+    b"PROPPATCH",
+    b"MKCOL",
+    b"COPY",
+    b"MOVE",
+    b"LOCK",
+    b"UNLOCK",
 )
-_MAX_HEAD: Final = 16384
+# A request head is read up to this many bytes (nginx's default for a whole head is 4 x 8 KiB,
+# Apache's 100 fields of 8 KiB; tracking URLs run to several KiB) and this many segments.
+HTTP_HEAD_CAP: Final = 32 * 1024
+HTTP_HEAD_SEGMENTS: Final = 64
+_MAX_HEAD: Final = HTTP_HEAD_CAP
 
 
 @dataclass(frozen=True, slots=True)
@@ -870,6 +884,7 @@ KIND_QUIC: Final = 4
 KIND_HTTP: Final = 5
 KIND_TLS_SERVER: Final = 6  # a TCP payload that starts a server's flight (ServerHello record)
 KIND_TLS_SERVER_MORE: Final = 7  # a later segment of that flight, up to the leaf certificate
+KIND_HTTP_MORE: Final = 8  # a later segment of a flow whose HTTP request head did not fit
 NAME_SNI: Final = "sni"
 NAME_ALPN: Final = "alpn"
 NAME_QUIC_SNI: Final = "quic_sni"
@@ -977,23 +992,25 @@ class NameResult:
 
 class TcpStream:
     """One direction of a TCP connection from a given sequence number on, put back in order
-    (retransmissions keep the first copy), up to :data:`STREAM_CAP` bytes."""
+    (retransmissions keep the first copy), up to ``cap`` bytes (:data:`STREAM_CAP`)."""
 
-    __slots__ = ("_later", "data", "isn", "overflow")
+    __slots__ = ("_later", "cap", "data", "isn", "overflow")
 
-    def __init__(self, isn: int) -> None:
+    def __init__(self, isn: int, cap: int = STREAM_CAP) -> None:
         self.isn = isn
+        self.cap = cap
         self.data = bytearray()
         self._later: dict[int, bytes] = {}
         self.overflow = False
 
     def add(self, seq: int, payload: bytes) -> None:
         off = (seq - self.isn) & 0xFFFFFFFF
-        if off >= STREAM_CAP:
+        cap = self.cap
+        if off >= cap:
             return  # before the start (wrapped) or beyond the cap
-        if off + len(payload) > STREAM_CAP:
+        if off + len(payload) > cap:
             self.overflow = True
-            payload = payload[: STREAM_CAP - off]
+            payload = payload[: cap - off]
         if off > len(self.data):
             if len(self._later) < 64:
                 self._later[off] = payload
@@ -1016,6 +1033,13 @@ class TcpStream:
 class _TlsWait:
     direction: int
     stream: TcpStream
+
+
+@dataclass(slots=True)
+class _HttpWait:
+    direction: int
+    stream: TcpStream
+    segments: int = 0
 
 
 @dataclass(slots=True)
@@ -1051,6 +1075,10 @@ class NameCollector:
         self.flights_read: set[int] = set()  # flows whose server flight was read (or given up)
         self._quic: dict[int, _QuicConn] = {}
         self._tcp_dns: dict[tuple[int, int], _DnsStream] = {}
+        self._heads: dict[int, _HttpWait] = {}  # HTTP request heads being reassembled
+        # flow -> sequence number of the first segment of a head read (or given up) since the
+        # reading process last looked: it stops sending that head's segments
+        self.heads_done: dict[int, int] = {}
 
     def _warn(self, key: str) -> None:
         self.warnings[key] = self.warnings.get(key, 0) + 1
@@ -1084,10 +1112,13 @@ class NameCollector:
                 self._server_segment(flows[i], dirs[i], seqs[i], payload, k == KIND_TLS_SERVER)
             elif k == KIND_QUIC:
                 self._quic_datagram(flows[i], dirs[i], payload)
-            elif k == KIND_HTTP:
-                self._http(flows[i], dirs[i], payload)
+            elif k == KIND_HTTP or k == KIND_HTTP_MORE:
+                self._http_segment(flows[i], dirs[i], seqs[i], payload, k == KIND_HTTP)
 
     def result(self) -> NameResult:
+        for f in list(self._heads):  # the capture ended inside a head: its complete lines count
+            self._warn("http-head-incomplete")
+            self._head_done(f, complete=False)
         if self._tls:
             self.warnings["tls-clienthello-incomplete"] = self.warnings.get(
                 "tls-clienthello-incomplete", 0
@@ -1269,6 +1300,46 @@ class NameCollector:
         return None
 
     # --------------------------------------------------------------------------------- HTTP
+
+    def _http_segment(self, f: int, d: int, seq: int, payload: bytes, starts: bool) -> None:
+        """A segment of an HTTP request head: the head is parsed once its blank line is there,
+        its segments put in sequence order first (a gap holds it until the capture ends)."""
+        wait = self._heads.get(f)
+        if wait is not None and (
+            d != wait.direction
+            or (starts and (seq - wait.stream.isn) & 0xFFFFFFFF >= wait.stream.cap)
+        ):
+            if d != wait.direction and not starts:
+                return
+            self._warn("http-head-incomplete")  # a new request while a head was missing bytes
+            self._head_done(f, complete=False)
+            wait = None
+        if wait is None:
+            if not starts:
+                return  # the rest of a head already read (or given up)
+            if payload.find(b"\r\n\r\n") >= 0:
+                self._http(f, d, payload)  # most heads fit in one segment
+                return
+            wait = self._heads[f] = _HttpWait(d, TcpStream(seq, HTTP_HEAD_CAP))
+        wait.stream.add(seq, payload)
+        wait.segments += 1
+        if wait.stream.data.find(b"\r\n\r\n") >= 0:
+            self._head_done(f, complete=True)
+        elif wait.stream.overflow or wait.segments >= HTTP_HEAD_SEGMENTS:
+            self._warn("http-head-too-large")
+            self._head_done(f, complete=False)
+
+    def _head_done(self, f: int, *, complete: bool) -> None:
+        """Parse a reassembled head (one cut short: up to its last complete line)."""
+        wait = self._heads.pop(f)
+        self.heads_done[f] = wait.stream.isn
+        data = bytes(wait.stream.data)
+        if not complete:
+            end = data.rfind(b"\r\n")
+            if end < 0:
+                return  # not even the request line
+            data = data[: end + 2]
+        self._http(f, wait.direction, data)
 
     def _http(self, f: int, d: int, payload: bytes) -> None:
         try:
