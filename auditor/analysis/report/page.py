@@ -208,8 +208,10 @@ def _finding(
     for ev in evidence[:MAX_EVIDENCE_SHOWN]:
         out.append(_evidence(ev, flows_by_id.get(str(ev.get("flow_id")), {}), highlights))
     if len(evidence) > MAX_EVIDENCE_SHOWN:
-        out.append(f"<p class='muted'>… and {len(evidence) - MAX_EVIDENCE_SHOWN} more places "
-                   "(findings.json)</p>")  # fmt: skip
+        out.append(
+            f"<p class='muted'>… and {plural(len(evidence) - MAX_EVIDENCE_SHOWN, 'more place')} "
+            "(findings.json)</p>"
+        )
     ids = [str(x) for x in f.get("flow_ids") or []]
     refs = [
         f"<a href='#{flow_anchor(x)}'>{_e(x, 200)}</a>" if x in shown_flows else _e(x, 200)
