@@ -487,7 +487,7 @@ def test_custody_failure_warns_and_never_aborts(session: Path) -> None:
 
 
 def test_failed_command_is_logged_with_its_exit_code(session: Path) -> None:
-    res = run("analyze", session, "--format", "pdf")
+    res = run("analyze", session, "--format", "docx")
     assert res.exit_code == 1
     (entry,) = parse_log((session / CUSTODY).read_bytes())[0]
     assert entry["command"] == "analyze" and entry["exit_code"] == 1
