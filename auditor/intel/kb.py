@@ -911,9 +911,12 @@ class KnowledgeBase:
         }
 
     def hosting_of(self, facts: IpFacts) -> KbMapping | None:
-        mp = self._asn_numbers.get(facts.asn) if facts.asn is not None else None
-        if mp is None and facts.asn_org:
-            mp = self._asn_names.get(facts.asn_org.casefold())
+        return self._network_of(facts.asn, facts.asn_org)
+
+    def _network_of(self, asn: int | None, asn_org: str | None) -> KbMapping | None:
+        mp = self._asn_numbers.get(asn) if asn is not None else None
+        if mp is None and asn_org:
+            mp = self._asn_names.get(asn_org.casefold())
         return mp
 
     # --- building attributions --------------------------------------------------------------
@@ -1131,7 +1134,6 @@ class KnowledgeBase:
         eff_ip = np.where(pd.isna(own_ip) & is_literal, literal, own_ip)
         ip_codes, ip_uniques = pd.factorize(eff_ip, use_na_sentinel=True)
         facts = lookup_rows(self.ipdb, [str(ip) for ip in ip_uniques])
-        shown = np.asarray([f[0] for f in facts] + [None], dtype=object)
         sig_codes, _ = pd.factorize(
             pd.Series([self._facts_key(f) for f in facts] + [None], dtype=object),
             use_na_sentinel=True,
@@ -1171,9 +1173,20 @@ class KnowledgeBase:
             for i in first.tolist()
         ]
         frame = _rows_to_frame(rows, codes, hs.index)
-        ips_shown = shown[ip_codes]
-        vcodes, cats = pd.factorize(ips_shown, use_na_sentinel=True)
-        frame[m.SERVER_IP] = pd.Categorical.from_codes(vcodes, categories=pd.Index(cats))
+        # each row's own address, AS and AS organisation (and the hosting named by it)
+        per_ip = np.asarray(
+            [(f[0], f[2], f[3]) for f in facts] + [(None, None, None)], dtype=object
+        )
+        own = per_ip[ip_codes]
+        frame[m.SERVER_IP] = _categorical(own[:, 0])
+        frame[m.ASN] = pd.array(own[:, 1].tolist(), dtype="Int64")
+        frame[m.ASN_ORG] = _categorical(own[:, 2])
+        by_as = np.asarray([r[-1] for r in rows], dtype=bool)[codes]
+        if by_as.any():
+            names = frame[m.HOSTING_NAME].to_numpy(dtype=object)
+            names[by_as] = own[by_as, 2]
+            names[pd.isna(names)] = None
+            frame[m.HOSTING_NAME] = _categorical(names)
         return frame
 
     def _facts_key(self, f: Row) -> tuple[Any, ...]:
@@ -1184,7 +1197,10 @@ class KnowledgeBase:
         intel: tuple[int, ...] = ()
         if self._intel and reason != NOT_AN_IP:
             intel = tuple(id(e) for e in self._intel_ip(ip))
-        return (country, asn, asn_org, reason, intel)
+        # the AS and its organisation matter through the network the KB maps them to; their
+        # own values are copied to each row (classify_hosts)
+        network = self._network_of(asn, asn_org)
+        return (country, id(network) if network is not None else None, reason, intel)
 
     def _row(
         self, key: list[Any], ev_cols: list[str], known: IpFacts | None = None
@@ -1226,6 +1242,8 @@ class KnowledgeBase:
                 for e in a.legal_exposure
             )
             or None,
+            # not a column: the hosting is named by the AS organisation of the address
+            h is not None and not h.organisation_name,
         )
 
 
@@ -1250,6 +1268,13 @@ def _per_value(values: np.ndarray, func: Any) -> np.ndarray:
     mapped[:-1] = [func(u) for u in uniques]
     mapped[-1] = None
     return mapped[codes]
+
+
+def _categorical(values: np.ndarray) -> pd.Categorical:
+    import pandas as pd
+
+    vcodes, cats = pd.factorize(values, use_na_sentinel=True)
+    return pd.Categorical.from_codes(vcodes, categories=pd.Index(cats, dtype=object))
 
 
 def _rows_to_frame(rows: list[tuple[Any, ...]], codes: np.ndarray, index: pd.Index) -> pd.DataFrame:
