@@ -7,7 +7,7 @@ from ``generated_at``.
 
 from __future__ import annotations
 
-import copy
+import json
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -294,26 +294,24 @@ def _group_attributions(
     eff = [o if literal[k] is None else (o or literal[k]) for k, o in enumerate(own)]
     distinct = sorted({e for e in eff if e is not None} | {o for o in own if o is not None})
     facts = dict(zip(distinct, lookup_rows(kb.ipdb, distinct), strict=True))
-    cache: dict[tuple[Any, ...], dict[str, Any]] = {}
+    cache: dict[tuple[Any, ...], str] = {}
     for k, i0 in enumerate(firsts.tolist()):
         host, ip, own_ip = hosts[k], eff[k], own[k]
         ev = tuple(v[i0] for v in evidence_cols.values())
         sig = kb._facts_key(facts[ip]) if ip is not None else None
         named = host != _NO_NAME and literal[k] is None
         key = (host if named else None, sig, ev if named else None)
-        hit = cache.get(key)
-        if hit is None:
-            hit = kb.lookup(
+        text = cache.get(key)
+        if text is None:
+            attribution = kb.lookup(
                 None if host == _NO_NAME else host,
                 own_ip,
                 cert=cert_from_columns({c: v[i0] for c, v in evidence_cols.items()}),
                 cnames=[x for x in str(evidence_cols[C.CNAMES][i0] or "").split(";") if x],
                 known=IpFacts(*facts[own_ip]) if own_ip is not None else None,
-            ).to_json()
-            cache[key] = hit
-        else:
-            hit = copy.deepcopy(hit)  # each endpoint row owns its lists
-        out.append(hit)
+            )
+            text = cache[key] = json.dumps(attribution.to_json())
+        out.append(json.loads(text))  # each endpoint row owns its lists (copied from text)
     return out
 
 

@@ -161,7 +161,7 @@ def build_flow_table(
         known[by_ip] = per_value(
             pf[C.SERVER_IP].to_numpy(dtype=object)[by_ip], lambda v: v in dns_names
         ).astype(bool)
-        unnamed = pd.Series(known, index=pf.index)
+        unnamed = pd.Series(known, index=pf.index, dtype=bool)
         pf.loc[unnamed, C.NAME] = pf.loc[unnamed, C.SERVER_IP].map(dns_names)
         pf.loc[unnamed, C.NAME_EVIDENCE] = "dns-answer"
         df = pd.concat([df, pf], ignore_index=True) if len(df) else pf.reset_index(drop=True)

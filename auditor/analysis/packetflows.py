@@ -331,9 +331,7 @@ def _rows(
             C.PCAP_APP: app,
             C.DNS_QUERIES: _queries(dns, fids, F),
             **{c: _objects(fl[c]) for c in C.CERT_COLUMNS},
-            C.CERT_SOURCE: per_value(
-                fl[C.CERT_SHA256], lambda v: SOURCE if isinstance(v, str) else None
-            ),
+            C.CERT_SOURCE: _cert_source(fl[C.CERT_SHA256]),
         }
     )
     out[C.CNAMES] = cname_chains(out[C.NAME], cnames)
@@ -345,7 +343,16 @@ def _rows(
 
 def _objects(column: pd.Series) -> np.ndarray:
     """A text column with None (not NaN) where it has no value."""
+    if column.isna().all():  # most flows carry no certificate: skip the conversion
+        return np.full(len(column), None, dtype=object)
     return per_value(column, lambda v: v if isinstance(v, str) else None)
+
+
+def _cert_source(sha256: pd.Series) -> np.ndarray:
+    """``packets`` where the flow carries a certificate (from its handshake), else None."""
+    out = np.full(len(sha256), None, dtype=object)
+    out[_objects(sha256) != None] = SOURCE  # noqa: E711 - elementwise
+    return out
 
 
 def flow_ids(rel: str, numbers: np.ndarray) -> np.ndarray:
