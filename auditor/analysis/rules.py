@@ -995,7 +995,7 @@ class ProxyBypass(Rule):
         app = bypass[C.APPS].fillna("").astype(str).replace("", "(app unknown)")
         keys = [app, ctx.recipient_key(bypass)]
         for (name, _to), grp in sorted(bypass.groupby(keys), key=lambda g: str(g[0])):
-            flagged = [ctx.flagged(r) for r in _rows(grp)]
+            flagged = ctx.flagged_mask(grp)
             recipients = sorted(
                 {str(o) for o in grp[C.ORGANISATION_NAME].dropna()}
                 if C.ORGANISATION_NAME in grp
@@ -1025,7 +1025,7 @@ class ProxyBypass(Rule):
                     "dns_queries": queries[:200],
                     "bytes_up": int(grp[C.BYTES_UP].fillna(0).sum()),
                     "bytes_down": int(grp[C.BYTES_DOWN].fillna(0).sum()),
-                    "flagged_recipients": int(sum(flagged)),
+                    "flagged_recipients": int(flagged.sum()),
                     "recipients": recipients,
                 },
             )
