@@ -325,3 +325,19 @@ def test_idle_traffic_cites_only_flagged_recipients_flows() -> None:
     (f,) = list(IdleTraffic().check(_ctx(_flows(rows))))
     assert f.flow_ids == ("a", "b") and f.data["bytes_up"] == 15
     assert [e.flow_id for e in f.evidence] == ["a", "b"]
+
+
+def test_proxy_bypass_counts_flagged_flows_and_cites_them() -> None:
+    from auditor.analysis.rules import ProxyBypass
+
+    base = {C.BYPASS: True, C.APPS: "com.miui.analytics", C.TRANSPORT: "udp",
+            C.SERVER_PORT: 443, C.BYTES_DOWN: 0, C.DNS_QUERIES: ""}  # fmt: skip
+    rows = [
+        {C.FLOW_ID: "a", C.NAME: "tracking.miui.com", **base, **XIAOMI},
+        {C.FLOW_ID: "b", C.NAME: "data.mistat.xiaomi.com", **base, **XIAOMI},
+        {C.FLOW_ID: "c", C.NAME: "203.0.113.9", **base},
+    ]
+    found = {f.organisation: f for f in ProxyBypass().check(_ctx(_flows(rows)))}
+    assert found["Xiaomi Corporation"].data["flagged_recipients"] == 2
+    assert found[None].data["flagged_recipients"] == 0
+    assert [e.flow_id for e in found["Xiaomi Corporation"].evidence] == ["a", "b"]
