@@ -206,7 +206,8 @@ def shape_context(
     """What says a shaped value is what it looks like: ``name:<field>`` when the field or
     parameter holding it is named for its kind (coordinates are always read under a name:
     ``lat``/``lon`` or a ``geo:`` URI), ``device:<identifier>`` when it is the device
-    profile's own value. Empty: a shape only."""
+    profile's own value, ``tac:<code> (<identifier>)`` when an IMEI-shaped value has the type
+    allocation code of the device's IMEI. Empty: a shape only."""
     out: list[str] = []
     if match.kind is PatternKind.GPS:
         out.append(f"name:{match.detail or 'coordinates'}")
@@ -214,9 +215,19 @@ def shape_context(
         out.append(f"name:{name}")
     mine = _normal(match.kind, match.value)
     for ident, value in sorted((device or {}).items()):
-        if mine and _normal(match.kind, str(value)) == mine:
+        theirs = _normal(match.kind, str(value))
+        if mine and theirs == mine:
             out.append(f"device:{ident}")
-    return tuple(out)
+        elif (
+            match.kind is PatternKind.IMEI
+            and ident.startswith(("imei", "meid"))
+            and len(theirs) >= 14
+            and theirs[:8] == mine[:8]
+        ):
+            # the device's own type allocation code: another IMEI of this model (a second
+            # SIM slot), not a coincidence (one random number in 10^8)
+            out.append(f"tac:{mine[:8]} ({ident})")
+    return tuple(dict.fromkeys(out))
 
 
 def named_shapes(name: str, data: bytes) -> tuple[PatternMatch, ...]:

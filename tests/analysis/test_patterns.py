@@ -258,6 +258,9 @@ def test_a_luhn_valid_correlator_has_no_context() -> None:
     assert shape_context(m, "imei") == ("name:imei",)
     assert shape_context(m, "deviceId") == ("name:deviceId",)
     assert shape_context(m, "x", {"imei": "41977285316847-3"}) == ("device:imei",)
+    # a second IMEI of the same model (same type allocation code, 8 digits) is context too
+    assert shape_context(m, "x", {"imei2": "419772859999990"}) == ("tac:41977285 (imei2)",)
+    assert shape_context(m, "x", {"serial": "419772859999990"}) == ()
     (known,) = find_patterns(b"490154203237518")
     assert known.kind is PatternKind.IMEI
 
