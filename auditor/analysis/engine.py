@@ -298,7 +298,8 @@ def _group_attributions(
     for k, i0 in enumerate(firsts.tolist()):
         host, ip, own_ip = hosts[k], eff[k], own[k]
         ev = tuple(v[i0] for v in evidence_cols.values())
-        sig = kb._facts_key(facts[ip]) if ip is not None else None
+        # the facts key leaves out the country, which the legal exposure reads
+        sig = (kb._facts_key(facts[ip]), facts[ip][1]) if ip is not None else None
         named = host != _NO_NAME and literal[k] is None
         key = (host if named else None, sig, ev if named else None)
         text = cache.get(key)

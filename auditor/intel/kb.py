@@ -1175,13 +1175,27 @@ class KnowledgeBase:
         frame = _rows_to_frame(rows, codes, hs.index)
         # each row's own address, AS and AS organisation (and the hosting named by it)
         per_ip = np.asarray(
-            [(f[0], f[2], f[3]) for f in facts] + [(None, None, None)], dtype=object
+            [(f[0], f[2], f[3], f[1]) for f in facts] + [(None, None, None, None)], dtype=object
         )
         own = per_ip[ip_codes]
         frame[m.SERVER_IP] = _categorical(own[:, 0])
         frame[m.ASN] = pd.array(own[:, 1].tolist(), dtype="Int64")
         frame[m.ASN_ORG] = _categorical(own[:, 2])
-        by_as = np.asarray([r[-1] for r in rows], dtype=bool)[codes]
+        frame[m.SERVER_COUNTRY] = _categorical(own[:, 3])
+        # legal exposure: the organisation's (per lookup), then the server's country's when
+        # it is another country with laws on record (per row), as _attribution orders them
+        ccodes, cuniq = pd.factorize(own[:, 3], use_na_sentinel=True)
+        pair, pairs = pd.factorize(codes * (len(cuniq) + 1) + (ccodes + 1))
+        exposure = np.empty(len(pairs), dtype=object)
+        for k, v in enumerate(pairs.tolist()):
+            code, c = divmod(int(v), len(cuniq) + 1)
+            parts = list(rows[code][-1])
+            country = cuniq[c - 1] if c else None
+            if country and country not in parts and self._exposure_of(country, "", None):
+                parts.append(f"server:{country}")
+            exposure[k] = ";".join(parts) or None
+        frame[m.LEGAL_EXPOSURE] = _categorical(exposure[pair])
+        by_as = np.asarray([r[-2] for r in rows], dtype=bool)[codes]
         if by_as.any():
             names = frame[m.HOSTING_NAME].to_numpy(dtype=object)
             names[by_as] = own[by_as, 2]
@@ -1193,14 +1207,15 @@ class KnowledgeBase:
         """What an attribution reads of an address's facts (an :class:`IpFacts` as a tuple):
         its country, AS, AS organisation, reason, and the user's intel on it; not the
         address itself."""
-        ip, country, asn, asn_org, _network, reason, _database = f
+        ip, _country, asn, asn_org, _network, reason, _database = f
         intel: tuple[int, ...] = ()
         if self._intel and reason != NOT_AN_IP:
             intel = tuple(id(e) for e in self._intel_ip(ip))
         # the AS and its organisation matter through the network the KB maps them to; their
         # own values are copied to each row (classify_hosts)
         network = self._network_of(asn, asn_org)
-        return (country, id(network) if network is not None else None, reason, intel)
+        # the server's country matters through the row's legal exposure, made per row too
+        return (id(network) if network is not None else None, reason, intel)
 
     def _row(
         self, key: list[Any], ev_cols: list[str], known: IpFacts | None = None
@@ -1242,8 +1257,10 @@ class KnowledgeBase:
                 for e in a.legal_exposure
             )
             or None,
-            # not a column: the hosting is named by the AS organisation of the address
+            # not columns: the hosting is named by the AS organisation of the address; the
+            # legal exposure through the organisation (headquarters), without the server's
             h is not None and not h.organisation_name,
+            tuple(e.country for e in a.legal_exposure if e.via != "server location"),
         )
 
 
