@@ -7,7 +7,7 @@ countries without an EU adequacy decision). ``--policy FILE`` takes a user's own
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,48 @@ class PolicyError(AuditorError):
     pass
 
 
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """When timing makes a finding: a policy may tune these (``thresholds:`` in its YAML).
+
+    A beacon needs ``beacon_min_contacts`` contacts (connections more than
+    ``beacon_merge_s`` apart; a burst of parallel connections is one contact) spanning at
+    least ``beacon_min_periods`` periods and ``beacon_min_span_s`` seconds, a period of at
+    least ``beacon_min_period_s``, and intervals whose coefficient of variation is at most
+    ``beacon_max_cv``. DNS lookups are never contacts: they are counted apart.
+    """
+
+    beacon_min_contacts: int = 6
+    beacon_min_periods: float = 5.0
+    beacon_min_span_s: float = 60.0
+    beacon_min_period_s: float = 5.0
+    beacon_max_cv: float = 0.35
+    beacon_merge_s: float = 1.0
+
+    @classmethod
+    def from_mapping(cls, raw: Any, source: str) -> Thresholds:
+        """From a policy's ``thresholds:`` mapping (``{beacon: {min_contacts: 6, ...}}``);
+        :class:`PolicyError` names what is wrong."""
+        if raw is None:
+            return cls()
+        if not isinstance(raw, dict):
+            raise PolicyError(f"{source}: 'thresholds' must be a mapping")
+        known = {f.name: f for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for group, inner in raw.items():
+            if not isinstance(inner, dict):
+                raise PolicyError(f"{source}: thresholds.{group} must be a mapping")
+            for key, value in inner.items():
+                name = f"{group}_{key}"
+                if name not in known:
+                    raise PolicyError(f"{source}: unknown threshold {group}.{key}")
+                kind = int if known[name].type in ("int", int) else float
+                if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                    raise PolicyError(f"{source}: threshold {group}.{key} must be a number >= 0")
+                values[name] = kind(value)
+        return replace(cls(), **values)
+
+
 @dataclass(frozen=True)
 class Policy:
     name: str
@@ -53,6 +95,7 @@ class Policy:
     countries: frozenset[str] = frozenset()
     no_eu_adequacy: bool = False
     severity: dict[str, Severity] = field(default_factory=dict)
+    thresholds: Thresholds = field(default_factory=lambda: Thresholds())
 
     @property
     def state_linked(self) -> bool:
@@ -76,6 +119,7 @@ class Policy:
             "countries": sorted(self.countries),
             "no_eu_adequacy": self.no_eu_adequacy,
             "severity": {k: v.value for k, v in sorted(self.severity.items())},
+            "thresholds": {f.name: getattr(self.thresholds, f.name) for f in fields(Thresholds)},
         }
 
 
@@ -131,6 +175,7 @@ def parse_policy(text: str, source: str) -> Policy:
         countries=frozenset(c.upper() for c in countries),
         no_eu_adequacy=bool(flag.get("no_eu_adequacy", False)),
         severity=severity,
+        thresholds=Thresholds.from_mapping(doc.get("thresholds"), source),
     )
 
 

@@ -5,23 +5,19 @@ rule that fails is reported, and the others still run.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import statistics
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, field, fields, replace
-from importlib import resources
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from auditor import columns as C
 from auditor.analysis.model import Evidence, Finding, Severity
-from auditor.analysis.policy import Policy, PolicyError
+from auditor.analysis.policy import Policy, Thresholds
 
 log = logging.getLogger(__name__)
 
@@ -92,65 +88,9 @@ class Shape(tuple[str, str]):
         return (Shape, args)
 
 
-@dataclass(frozen=True, slots=True)
-class Thresholds:
-    """When timing makes a finding: a policy may tune these (``thresholds:`` in its YAML).
-
-    A beacon needs ``beacon_min_contacts`` contacts (connections more than
-    ``beacon_merge_s`` apart; a burst of parallel connections is one contact) spanning at
-    least ``beacon_min_periods`` periods and ``beacon_min_span_s`` seconds, a period of at
-    least ``beacon_min_period_s``, and intervals whose coefficient of variation is at most
-    ``beacon_max_cv``. DNS lookups are never contacts: they are counted apart.
-    """
-
-    beacon_min_contacts: int = 6
-    beacon_min_periods: float = 5.0
-    beacon_min_span_s: float = 60.0
-    beacon_min_period_s: float = 5.0
-    beacon_max_cv: float = 0.35
-    beacon_merge_s: float = 1.0
-
-    @classmethod
-    def from_mapping(cls, raw: Any, source: str) -> Thresholds:
-        """From a policy's ``thresholds:`` mapping (``{beacon: {min_contacts: 6, ...}}``);
-        :class:`PolicyError` names what is wrong."""
-        if raw is None:
-            return cls()
-        if not isinstance(raw, dict):
-            raise PolicyError(f"{source}: 'thresholds' must be a mapping")
-        known = {f.name: f for f in fields(cls)}
-        values: dict[str, Any] = {}
-        for group, inner in raw.items():
-            if not isinstance(inner, dict):
-                raise PolicyError(f"{source}: thresholds.{group} must be a mapping")
-            for key, value in inner.items():
-                name = f"{group}_{key}"
-                if name not in known:
-                    raise PolicyError(f"{source}: unknown threshold {group}.{key}")
-                kind = int if known[name].type in ("int", int) else float
-                if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-                    raise PolicyError(f"{source}: threshold {group}.{key} must be a number >= 0")
-                values[name] = kind(value)
-        return replace(cls(), **values)
-
-
 def thresholds_of(policy: Policy) -> Thresholds:
-    """The policy's thresholds, read from the text it was loaded from (checked against its
-    SHA-256); the defaults when that text is not at hand or names none."""
-    text: str | None = None
-    try:
-        if policy.source.startswith("policy:"):
-            res = resources.files("auditor") / "analysis" / "policies"
-            text = (res / f"{policy.source[7:]}.yaml").read_text(encoding="utf-8")
-        else:
-            text = Path(policy.source).read_text(encoding="utf-8")
-    except (OSError, ValueError):
-        text = None
-    if text is None or hashlib.sha256(text.encode()).hexdigest() != policy.sha256:
-        return Thresholds()
-    doc = yaml.safe_load(text)
-    raw = doc.get("thresholds") if isinstance(doc, dict) else None
-    return Thresholds.from_mapping(raw, policy.source)
+    """The policy's thresholds (parsed and checked when the policy was loaded)."""
+    return policy.thresholds
 
 
 @dataclass
