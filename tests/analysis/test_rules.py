@@ -313,6 +313,10 @@ def test_beacon_thresholds_come_from_the_policy(tmp_path) -> None:
     for bad in ({"beacon": {"min_contact": 9}}, {"beacon": {"min_contacts": "9"}}, ["x"]):
         with pytest.raises(PolicyError, match="x: "):
             Thresholds.from_mapping(bad, "x")
+    # a bad threshold stops the policy from loading, naming the file
+    p.write_text("name: bad\nthresholds:\n  beacon: {min_contacts: -1}\n")
+    with pytest.raises(PolicyError, match="quick.yaml: threshold beacon.min_contacts"):
+        load_policy(str(p))
 
 
 def test_idle_traffic_cites_only_flagged_recipients_flows() -> None:
