@@ -10,6 +10,7 @@ BENCHES = [
     "attribution",
     "scan_identifiers",
     "packets",
+    "analyze",
 ]
 
 
