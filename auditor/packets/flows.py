@@ -247,6 +247,7 @@ _KINDS_HERE: Final = (  # parsed here with a worker
     N.KIND_TLS_MORE,
     N.KIND_HTTP,
     N.KIND_HTTP_MORE,  # here also because _job asks which heads are read
+    N.KIND_HTTP_EARLY,
     N.KIND_TLS_SERVER,  # here also because _job asks which flights are read
     N.KIND_TLS_SERVER_MORE,
 )
@@ -928,6 +929,7 @@ class CaptureAnalyzer:
             )
         }
         open_flows = np.array(sorted(set(f[heads].tolist()) | set(wait)), dtype=np.int64)
+        recent: dict[int, list[int]] = {}  # per flow, its last segments marked as nothing
         for j in np.flatnonzero(tcp & np.isin(f, open_flows)).tolist():
             fj = int(f[j])
             whole = starts.get(j)
@@ -938,9 +940,18 @@ class CaptureAnalyzer:
                     at = int(rb.data[idx[j]] + pb.l4_off[idx[j]]) + 4
                     isn = int.from_bytes(raw[at : at + 4], "big")
                     wait[fj] = [int(d[j]), N.HTTP_HEAD_CAP - int(plen[j]), isn]
+                    for e in recent.get(fj, ()):  # reordered before the head's start?
+                        if d[e] == d[j]:
+                            kind[e] = N.KIND_HTTP_EARLY
+                recent.pop(fj, None)
                 continue
             w = wait.get(fj)
             if w is None or kind[j] != 0 or d[j] != w[0]:
+                if kind[j] == 0:
+                    seen = recent.setdefault(fj, [])
+                    seen.append(j)
+                    if len(seen) > N.EARLY_SEGMENTS:
+                        del seen[0]
                 continue
             kind[j] = N.KIND_HTTP_MORE
             w[1] -= int(plen[j])

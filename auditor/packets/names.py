@@ -885,6 +885,8 @@ KIND_HTTP: Final = 5
 KIND_TLS_SERVER: Final = 6  # a TCP payload that starts a server's flight (ServerHello record)
 KIND_TLS_SERVER_MORE: Final = 7  # a later segment of that flight, up to the leaf certificate
 KIND_HTTP_MORE: Final = 8  # a later segment of a flow whose HTTP request head did not fit
+KIND_HTTP_EARLY: Final = 9  # a segment from that side just before such a head's first one
+EARLY_SEGMENTS: Final = 8  # segments of a flow kept while its head's first segment has not come
 NAME_SNI: Final = "sni"
 NAME_ALPN: Final = "alpn"
 NAME_QUIC_SNI: Final = "quic_sni"
@@ -1079,6 +1081,7 @@ class NameCollector:
         # flow -> sequence number of the first segment of a head read (or given up) since the
         # reading process last looked: it stops sending that head's segments
         self.heads_done: dict[int, int] = {}
+        self._early: dict[int, list[tuple[int, bytes]]] = {}  # reordered before a head's start
 
     def _warn(self, key: str) -> None:
         self.warnings[key] = self.warnings.get(key, 0) + 1
@@ -1114,8 +1117,13 @@ class NameCollector:
                 self._quic_datagram(flows[i], dirs[i], payload)
             elif k == KIND_HTTP or k == KIND_HTTP_MORE:
                 self._http_segment(flows[i], dirs[i], seqs[i], payload, k == KIND_HTTP)
+            elif k == KIND_HTTP_EARLY:
+                early = self._early.setdefault(flows[i], [])
+                if len(early) < EARLY_SEGMENTS:
+                    early.append((seqs[i], payload))
 
     def result(self) -> NameResult:
+        self._early.clear()
         for f in list(self._heads):  # the capture ended inside a head: its complete lines count
             self._warn("http-head-incomplete")
             self._head_done(f, complete=False)
@@ -1317,10 +1325,13 @@ class NameCollector:
         if wait is None:
             if not starts:
                 return  # the rest of a head already read (or given up)
+            early = self._early.pop(f, ())
             if payload.find(b"\r\n\r\n") >= 0:
                 self._http(f, d, payload)  # most heads fit in one segment
                 return
             wait = self._heads[f] = _HttpWait(d, TcpStream(seq, HTTP_HEAD_CAP))
+            for s, p in early:  # segments that came before this one (those of the head count)
+                wait.stream.add(s, p)
         wait.stream.add(seq, payload)
         wait.segments += 1
         if wait.stream.data.find(b"\r\n\r\n") >= 0:
