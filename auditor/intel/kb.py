@@ -541,7 +541,7 @@ class KnowledgeBase:
         """
         import pandas as pd
 
-        out = flows.copy()
+        out = flows.copy(deep=False)  # copy-on-write: new columns never reach ``flows``
         if host_column is None:
             host_column = next((c for c in (C.NAME, C.HOST, C.SNI) if c in out.columns), "")
         n = len(out)
