@@ -510,6 +510,278 @@ parse(PyObject *Py_UNUSED(module), PyObject *arg)
     return result;
 }
 
+/* --------------------------------------------------------------------- many messages */
+
+/* Field k of a DnsMessage or DnsResource (new reference), through its slot descriptor. */
+static PyObject *
+field_of(PyObject *slot, PyObject *obj)
+{
+    return Py_TYPE(slot)->tp_descr_get(slot, obj, NULL);
+}
+
+/* `s` lower-cased (new reference): itself when it has no ASCII capital and is ASCII. */
+static PyObject *
+lower_of(PyObject *s)
+{
+    if (PyUnicode_IS_ASCII(s)) {
+        const char *c = (const char *)PyUnicode_DATA(s);
+        Py_ssize_t n = PyUnicode_GET_LENGTH(s);
+        Py_ssize_t k = 0;
+        while (k < n && !(c[k] >= 'A' && c[k] <= 'Z'))
+            k++;
+        if (k == n)
+            return Py_NewRef(s);
+    }
+    return PyObject_CallMethod(s, "lower", NULL);
+}
+
+/* names.NameCollector._learn of one answered message, in C: each address under the names
+ * that lead to it (question, CNAME chain) in `name_addrs`, and (address, ts, name asked) on
+ * the three `answered` lists. */
+static int
+learn(PyObject *questions, PyObject *answers, PyObject *ts, PyObject *name_addrs,
+      PyObject *seen_addr, PyObject *seen_ts, PyObject *seen_name)
+{
+    int rc = -1;
+    Py_ssize_t na = PyTuple_GET_SIZE(answers), nq = PyTuple_GET_SIZE(questions);
+    PyObject *cname = PyDict_New(), *chains = PyList_New(0);
+    if (cname == NULL || chains == NULL)
+        goto done;
+    for (Py_ssize_t k = 0; k < na; k++) {
+        PyObject *r = PyTuple_GET_ITEM(answers, k);
+        PyObject *rtype = field_of(resource_slots[1], r);
+        if (rtype == NULL)
+            goto done;
+        long t = PyLong_AsLong(rtype);
+        Py_DECREF(rtype);
+        if (t != TYPE_CNAME)
+            continue;
+        PyObject *name = field_of(resource_slots[0], r), *value = field_of(resource_slots[3], r);
+        PyObject *lname = name ? lower_of(name) : NULL;
+        PyObject *lvalue = NULL;
+        if (value != NULL)
+            lvalue = value == Py_None ? PyUnicode_FromString("") : lower_of(value);
+        int bad = lname == NULL || lvalue == NULL || PyDict_SetItem(cname, lname, lvalue) < 0;
+        Py_XDECREF(name);
+        Py_XDECREF(value);
+        Py_XDECREF(lname);
+        Py_XDECREF(lvalue);
+        if (bad)
+            goto done;
+    }
+    for (Py_ssize_t k = 0; k < nq; k++) {
+        PyObject *q = PyTuple_GET_ITEM(questions, k);
+        PyObject *first = lower_of(PyTuple_GET_ITEM(q, 0));
+        PyObject *chain = first ? PyList_New(1) : NULL;
+        if (chain == NULL) {
+            Py_XDECREF(first);
+            goto done;
+        }
+        PyList_SET_ITEM(chain, 0, first);
+        while (PyList_GET_SIZE(chain) < 16) {
+            PyObject *next = PyDict_GetItemWithError(
+                cname, PyList_GET_ITEM(chain, PyList_GET_SIZE(chain) - 1));
+            if (next == NULL)
+                break;
+            if (PyList_Append(chain, next) < 0)
+                break;
+        }
+        int bad = PyErr_Occurred() != NULL || PyList_Append(chains, chain) < 0;
+        Py_DECREF(chain);
+        if (bad)
+            goto done;
+    }
+    for (Py_ssize_t k = 0; k < na; k++) {
+        PyObject *r = PyTuple_GET_ITEM(answers, k);
+        PyObject *rtype = field_of(resource_slots[1], r);
+        PyObject *value = field_of(resource_slots[3], r);
+        PyObject *hints = field_of(resource_slots[4], r);
+        PyObject *addrs = NULL, *owner = NULL, *names = NULL, *asked = NULL, *name = NULL;
+        int bad = rtype == NULL || value == NULL || hints == NULL;
+        if (!bad) {
+            long t = PyLong_AsLong(rtype);
+            if ((t == TYPE_A || t == TYPE_AAAA) && value != Py_None
+                && PyObject_IsTrue(value) == 1)
+                addrs = PyTuple_Pack(1, value);
+            else if (PyTuple_GET_SIZE(hints) > 0)
+                addrs = Py_NewRef(hints);
+        }
+        if (!bad && addrs != NULL) {
+            name = field_of(resource_slots[0], r);
+            owner = name ? lower_of(name) : NULL;
+            bad = owner == NULL;
+            for (Py_ssize_t c = 0; !bad && c < PyList_GET_SIZE(chains); c++) {
+                PyObject *chain = PyList_GET_ITEM(chains, c);
+                Py_ssize_t at = PySequence_Index(chain, owner);
+                if (at < 0) {
+                    PyErr_Clear();
+                    continue;
+                }
+                names = PyList_GetSlice(chain, 0, at + 1);
+                asked = Py_NewRef(PyList_GET_ITEM(chain, 0));
+                bad = names == NULL;
+                break;
+            }
+            if (!bad && names == NULL) {
+                names = PyList_New(1);
+                bad = names == NULL;
+                if (!bad) {
+                    PyList_SET_ITEM(names, 0, Py_NewRef(owner));
+                    asked = Py_NewRef(owner);
+                }
+            }
+            for (Py_ssize_t i = 0; !bad && i < PyTuple_GET_SIZE(addrs); i++) {
+                PyObject *a = PyTuple_GET_ITEM(addrs, i);
+                for (Py_ssize_t j = 0; !bad && j < PyList_GET_SIZE(names); j++) {
+                    PyObject *nm = PyList_GET_ITEM(names, j);
+                    PyObject *set = PyDict_GetItemWithError(name_addrs, nm);
+                    if (set == NULL) {
+                        if (PyErr_Occurred()) {
+                            bad = 1;
+                            break;
+                        }
+                        set = PySet_New(NULL);
+                        bad = set == NULL || PyDict_SetItem(name_addrs, nm, set) < 0;
+                        Py_XDECREF(set); /* the dict holds it */
+                        if (bad)
+                            break;
+                    }
+                    bad = PySet_Add(set, a) < 0;
+                }
+                bad = bad || PyList_Append(seen_addr, a) < 0 || PyList_Append(seen_ts, ts) < 0
+                      || PyList_Append(seen_name, asked) < 0;
+            }
+        }
+        Py_XDECREF(rtype);
+        Py_XDECREF(value);
+        Py_XDECREF(hints);
+        Py_XDECREF(addrs);
+        Py_XDECREF(name);
+        Py_XDECREF(owner);
+        Py_XDECREF(names);
+        Py_XDECREF(asked);
+        if (bad)
+            goto done;
+    }
+    rc = 0;
+done:
+    Py_XDECREF(cname);
+    Py_XDECREF(chains);
+    return rc;
+}
+
+/* collect(blob, ends, rows, packet, ts, dns_rows, name_addrs, answered) -> (status, truncated)
+ * The UDP DNS messages blob[ends[i-1]:ends[i]] for the positions i in `rows` (int64), as
+ * NameCollector._dns parses them one by one: a row (packet, id, response, rcode, qname,
+ * qtype, answers) per question appended to `dns_rows` (packet: `packet[i]`), the answers of
+ * NOERROR responses learnt (names._learn) with the time `ts[i]`. `status` has a byte per row:
+ * 0 malformed, 1 a query, 2 a response; `truncated` counts messages cut short. */
+static PyObject *
+collect(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    Py_buffer blob, ends, rows, packet, ts;
+    PyObject *dns_rows, *name_addrs, *answered;
+    if (resource_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_dns.setup() was not called");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*O!O!O!:collect", &blob, &ends, &rows, &packet, &ts,
+                          &PyList_Type, &dns_rows, &PyDict_Type, &name_addrs, &PyTuple_Type,
+                          &answered))
+        return NULL;
+    PyObject *status = NULL, *result = NULL;
+    Py_ssize_t n_ends = ends.len / 8, n = rows.len / 8, truncated = 0;
+    if (PyTuple_GET_SIZE(answered) != 3 || packet.len != ends.len || ts.len != ends.len) {
+        PyErr_SetString(PyExc_ValueError, "collect: arrays or lists of different sizes");
+        goto out;
+    }
+    PyObject *seen_addr = PyTuple_GET_ITEM(answered, 0), *seen_ts = PyTuple_GET_ITEM(answered, 1),
+             *seen_name = PyTuple_GET_ITEM(answered, 2);
+    if (!PyList_Check(seen_addr) || !PyList_Check(seen_ts) || !PyList_Check(seen_name)) {
+        PyErr_SetString(PyExc_TypeError, "collect: answered must hold three lists");
+        goto out;
+    }
+    status = PyBytes_FromStringAndSize(NULL, n);
+    if (status == NULL)
+        goto out;
+    unsigned char *st = (unsigned char *)PyBytes_AS_STRING(status);
+    const int64_t *e = ends.buf, *r = rows.buf, *pk = packet.buf, *tm = ts.buf;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        int64_t i = r[k];
+        int64_t a = i > 0 && i <= n_ends ? e[i - 1] : 0, b = i >= 0 && i < n_ends ? e[i] : -1;
+        if (i < 0 || i >= n_ends || a < 0 || b < a || b > blob.len) {
+            PyErr_SetString(PyExc_ValueError, "collect: a row outside the blob");
+            goto fail;
+        }
+        Parser p;
+        p.why = NULL;
+        p.why_byte = 0;
+        p.n_seen = 0;
+        p.b = (const unsigned char *)blob.buf + a;
+        p.n = b - a;
+        PyObject *m = parse_message(&p);
+        for (Py_ssize_t j = 0; j < p.n_seen; j++)
+            Py_DECREF(p.seen_text[j]);
+        if (m == NULL) {
+            if (!PyErr_ExceptionMatches(malformed_error))
+                goto fail;
+            PyErr_Clear();
+            st[k] = 0;
+            continue;
+        }
+        PyObject *f[N_MESSAGE];
+        for (int j = 0; j < N_MESSAGE; j++)
+            f[j] = field_of(message_slots[j], m);
+        Py_DECREF(m);
+        int bad = 0;
+        for (int j = 0; j < N_MESSAGE; j++)
+            bad |= f[j] == NULL;
+        PyObject *pko = bad ? NULL : PyLong_FromLongLong(pk[i]);
+        PyObject *tso = bad ? NULL : PyLong_FromLongLong(tm[i]);
+        bad |= pko == NULL || tso == NULL;
+        if (!bad) {
+            int response = f[1] == Py_True;
+            st[k] = response ? 2 : 1;
+            truncated += f[6] == Py_True;
+            PyObject *questions = f[4], *answers = f[5];
+            Py_ssize_t nq = PyTuple_GET_SIZE(questions);
+            PyObject *none_q = NULL;
+            if (nq == 0 && PyTuple_GET_SIZE(answers) > 0) {
+                none_q = Py_BuildValue("((si))", "", -1);
+                bad = none_q == NULL;
+                questions = none_q;
+                nq = 1;
+            }
+            for (Py_ssize_t q = 0; !bad && q < nq; q++) {
+                PyObject *qt = PyTuple_GET_ITEM(questions, q);
+                PyObject *row = PyTuple_Pack(7, pko, f[0], f[1], f[3], PyTuple_GET_ITEM(qt, 0),
+                                             PyTuple_GET_ITEM(qt, 1), answers);
+                bad = row == NULL || PyList_Append(dns_rows, row) < 0;
+                Py_XDECREF(row);
+            }
+            Py_XDECREF(none_q);
+            if (!bad && response && PyLong_AsLong(f[3]) == 0 && PyTuple_GET_SIZE(answers) > 0)
+                bad = learn(f[4], answers, tso, name_addrs, seen_addr, seen_ts, seen_name) < 0;
+        }
+        Py_XDECREF(pko);
+        Py_XDECREF(tso);
+        for (int j = 0; j < N_MESSAGE; j++)
+            Py_XDECREF(f[j]);
+        if (bad)
+            goto fail;
+    }
+    result = Py_BuildValue("(On)", status, truncated);
+fail:
+    Py_XDECREF(status);
+out:
+    PyBuffer_Release(&blob);
+    PyBuffer_Release(&ends);
+    PyBuffer_Release(&rows);
+    PyBuffer_Release(&packet);
+    PyBuffer_Release(&ts);
+    return result;
+}
+
 /* The slot descriptors of `type` for `fields` (new references in out[], NULL before), after
  * checking its __slots__ are those. */
 static int
@@ -587,6 +859,10 @@ static PyMethodDef methods[] = {
      "parse(msg) -> DnsMessage\n\n"
      "The header, questions and answer section of one DNS message (any bytes-like object),\n"
      "as names.parse_dns gives them; raises the error given to setup() when malformed."},
+    {"collect", collect, METH_VARARGS,
+     "collect(blob, ends, rows, packet, ts, dns_rows, name_addrs, answered)\n"
+     "    -> (status, truncated)\n\n"
+     "Many UDP DNS messages of a NameJob parsed and learnt as NameCollector._dns does."},
     {"setup", setup, METH_VARARGS,
      "setup(DnsResource, DnsMessage, MalformedError) -> None\n\n"
      "The classes parse() builds and raises (once, before parse() is used)."},

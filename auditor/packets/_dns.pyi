@@ -7,3 +7,14 @@ def setup(
     resource: type[DnsResource], message: type[DnsMessage], error: type[MalformedError], /
 ) -> None: ...
 def parse(msg: Buffer, /) -> DnsMessage: ...
+def collect(
+    blob: Buffer,
+    ends: Buffer,
+    rows: Buffer,
+    packet: Buffer,
+    ts: Buffer,
+    dns_rows: list[object],
+    name_addrs: dict[str, set[str]],
+    answered: tuple[list[str], list[int], list[str]],
+    /,
+) -> tuple[bytes, int]: ...

@@ -242,9 +242,7 @@ _HTTP_FIRST: Final = np.zeros(256, dtype=bool)  # first bytes of the HTTP method
 _HTTP_FIRST[[m[0] for m in N.HTTP_METHODS]] = True
 _SYN_ONLY: Final = 0x200  # derived flag bits, above the 9 TCP flag bits
 _SYN_ACK: Final = 0x400
-_KINDS_HERE: Final = (  # parsed here with a worker
-    N.KIND_TLS,
-    N.KIND_TLS_MORE,
+_KINDS_HERE: Final = (  # parsed here with a worker (and UDP DNS, when compiled)
     N.KIND_HTTP,
     N.KIND_HTTP_MORE,  # here also because _job asks which heads are read
     N.KIND_HTTP_EARLY,
@@ -598,7 +596,8 @@ class CaptureAnalyzer:
                 self._collector.feed(job)
             else:  # the costly kinds to the worker, the cheap ones here: both stay busy
                 here = np.isin(job.kind, _KINDS_HERE)
-                if self._worker.behind >= _BEHIND:  # and its UDP DNS when it lags
+                if N.DNS_PARSER == "compiled" or self._worker.behind >= _BEHIND:
+                    # UDP DNS: one compiled call here costs less than sending its rows back
                     here |= (job.kind == N.KIND_DNS) & ~job.tcp
                 if here.any():
                     self._collector.feed(job.subset(here))

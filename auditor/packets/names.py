@@ -1089,6 +1089,12 @@ class NameCollector:
     def feed(self, job: NameJob) -> None:
         if not len(job):
             return
+        dns = job.kind == KIND_DNS
+        if _dns_compiled is not None and dns.any() and not (dns & job.tcp).any():
+            self._udp_dns(job, dns)  # all at once: no DNS over TCP to keep in order with
+            if dns.all():
+                return
+            job = job.subset(~dns)
         blob = job.blob
         ends = job.ends.tolist()
         starts = [0, *ends[:-1]]
@@ -1121,6 +1127,40 @@ class NameCollector:
                 early = self._early.setdefault(flows[i], [])
                 if len(early) < EARLY_SEGMENTS:
                     early.append((seqs[i], payload))
+
+    def _udp_dns(self, job: NameJob, dns: np.ndarray) -> None:
+        """The UDP DNS messages of a job, parsed and learnt by the compiled parser in one
+        call (what :meth:`_dns` does for each), the flows' client sides from the queries."""
+        assert _dns_compiled is not None
+        rows = np.flatnonzero(dns)
+        c = np.ascontiguousarray
+        status_bytes, truncated = _dns_compiled.collect(
+            job.blob,
+            c(job.ends, dtype=np.int64),
+            c(rows, dtype=np.int64),
+            c(job.dns, dtype=np.int64),
+            c(job.ts, dtype=np.int64),
+            self.dns_rows,
+            self.name_addrs,
+            self.answered,
+        )
+        status = np.frombuffer(status_bytes, dtype=np.uint8)
+        bad = int((status == 0).sum())
+        if bad:
+            self.warnings["dns-malformed"] = self.warnings.get("dns-malformed", 0) + bad
+        if truncated:
+            self.warnings["dns-truncated"] = self.warnings.get("dns-truncated", 0) + truncated
+        queries = rows[status == 1]
+        if queries.size:  # the first query of each flow tells its client side
+            flows, first = np.unique(job.flow[queries], return_index=True)
+            at = queries[first]
+            hints = self.hints
+            for f, o, d in zip(
+                flows.tolist(), job.order[at].tolist(), job.direction[at].tolist(), strict=True
+            ):
+                known = hints.get(f)
+                if known is None or known[0] > o:
+                    hints[f] = (o, d)
 
     def result(self) -> NameResult:
         self._early.clear()
@@ -1398,10 +1438,18 @@ class NameCollector:
         for qname, qtype in questions:
             self.dns_rows.append((packet, m.id, m.response, m.rcode, qname, qtype, m.answers))
         if m.response and m.rcode == 0 and m.answers:
-            self._learn(ts, m)
+            addrs, asked = self._learn(m)
+            seen_addr, seen_ts, seen_name = self.answered
+            seen_addr.extend(addrs)
+            seen_ts.extend([ts] * len(addrs))
+            seen_name.extend(asked)
 
-    def _learn(self, ts: int, m: DnsMessage) -> None:
-        """Addresses in an answer, under the names that lead to them (question, CNAMEs)."""
+    def _learn(self, m: DnsMessage) -> tuple[list[str], list[str]]:
+        """Addresses in an answer, under the names that lead to them (question, CNAMEs),
+        put into ``name_addrs``; returns each address with the name asked for it (the
+        compiled ``_dns.collect`` does the same)."""
+        out_addr: list[str] = []
+        out_name: list[str] = []
         cname = {
             r.name.lower(): (r.value or "").lower() for r in m.answers if r.rtype == TYPE_CNAME
         }
@@ -1411,7 +1459,6 @@ class NameCollector:
             while chain[-1] in cname and len(chain) < 16:
                 chain.append(cname[chain[-1]])
             chains.append(chain)
-        seen_addr, seen_ts, seen_name = self.answered
         for r in m.answers:
             if r.rtype in (TYPE_A, TYPE_AAAA) and r.value:
                 addrs: tuple[str, ...] = (r.value,)
@@ -1430,9 +1477,9 @@ class NameCollector:
             for a in addrs:
                 for name in names:
                     self.name_addrs.setdefault(name, set()).add(a)
-                seen_addr.append(a)
-                seen_ts.append(ts)
-                seen_name.append(asked)
+                out_addr.append(a)
+                out_name.append(asked)
+        return out_addr, out_name
 
 
 def merge_results(*results: NameResult) -> NameResult:
