@@ -714,3 +714,75 @@ def test_parse_before_setup_and_the_pure_python_switch() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
     )
     assert out.stdout.split() == ["python", "None"]
+
+
+# ------------------------------------------------------------- many messages: collect()
+
+
+def _dns_job(msgs: list[bytes]) -> N.NameJob:
+    """The messages as the UDP DNS packets of one job (flows of 3 packets each, the first
+    packet of each flow sent by its lower side)."""
+    n = len(msgs)
+    return N.NameJob(
+        kind=np.full(n, N.KIND_DNS, dtype=np.int8),
+        flow=np.arange(n, dtype=np.int64) // 3,
+        direction=(np.arange(n) % 2).astype(np.int8),
+        seq=np.zeros(n, dtype=np.int64),
+        ts=1_700_000_000_000_000_000 + np.arange(n, dtype=np.int64) * 1000,
+        tcp=np.zeros(n, dtype=bool),
+        order=np.arange(n, dtype=np.int64),
+        ends=np.cumsum([len(m) for m in msgs]).astype(np.int64),
+        blob=b"".join(msgs),
+        dns=np.arange(n, dtype=np.int64),
+    )
+
+
+def collected(msgs: list[bytes], compiled_path: bool) -> tuple[object, ...]:
+    """What a NameCollector learns from the messages: by _dns.collect or message by message
+    with the Python parser."""
+    was = N._dns_compiled
+    if not compiled_path:
+        N._dns_compiled = None
+    try:
+        c = N.NameCollector()
+        c.feed(_dns_job(msgs))
+        r = c.result()
+    finally:
+        N._dns_compiled = was
+    rows = list(zip(*r.dns_columns, strict=True)) if r.dns_columns else []
+    return rows, r.hints, r.name_addrs, r.answered, r.warnings
+
+
+@built
+def test_collect_is_the_message_by_message_path_on_the_real_captures() -> None:
+    msgs = list(real_or_skip())
+    fast = collected(msgs, True)
+    assert fast[0] and fast[2]  # rows and names: not an empty comparison
+    assert fast == collected(msgs, False)
+
+
+@built
+def test_collect_on_hand_built_cut_and_mutated_messages() -> None:
+    import random
+
+    rng = random.Random(5)
+    base = hand_built() + list(real_messages())[:200]
+    msgs = list(base)
+    for m in base:
+        msgs.append(m[: rng.randrange(len(m) + 1)])
+        b = bytearray(m)
+        for _ in range(3):
+            if b:
+                b[rng.randrange(len(b))] = rng.randrange(256)
+        msgs.append(bytes(b))
+    fast = collected(msgs, True)
+    assert fast[4].get("dns-malformed")  # some of them are damaged
+    assert fast == collected(msgs, False)
+
+
+@built
+def test_collect_refuses_rows_outside_the_blob() -> None:
+    with pytest.raises(ValueError):
+        compiled.collect(b"abc", np.array([3], dtype=np.int64), np.array([1], dtype=np.int64),
+                         np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64), [], {},
+                         ([], [], []))  # fmt: skip
