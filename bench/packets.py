@@ -1,5 +1,11 @@
 """Capture reading throughput: auditor.packets against scapy and tshark on the same file.
 
+Sections (``python -m bench.packets [default] [dns] [memory]``; all by default): ``default``
+is the mix below; ``dns`` the DNS-heavy mix of issue 14 (about 40% of packets DNS, an A and
+an AAAA lookup with CNAME chains per session, then a short TLS connection or none), read
+against tshark in the same run with the same targets; ``memory`` the peak RSS (ru_maxrss,
+a fresh process per read) of 1M and 2M packets of each mix.
+
 Target (packets issue): the full read (flow table, DNS table, TLS SNI, QUIC SNI) at least 12
 times tshark's packets per second, and 500,000 packets/s or more on this 2-core machine; peak
 memory flat in the file size.
@@ -377,6 +383,8 @@ class _ChildPeak:
 
 
 def _measure(path: str, keep: bool, sample: bool = False) -> dict[str, Any]:
+    import resource
+
     from auditor.packets import read_capture
 
     children = _ChildPeak() if sample else None
@@ -393,6 +401,7 @@ def _measure(path: str, keep: bool, sample: bool = False) -> dict[str, Any]:
         "quic_sni": int(r.flows["quic_sni"].notna().sum()),
         "http_host": int(r.flows["http_host"].notna().sum()),
         "peak_rss_mib": _hwm_mib(),
+        "maxrss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "worker_peak_rss_mib": worker_peak,
         "warnings": dict(r.warnings),
     }
@@ -412,7 +421,10 @@ def _measure_stream(path: str) -> dict[str, Any]:
 
 
 def _child(
-    path: Path, keep: bool | None, sample: bool = False, uncompiled: bool = False
+    path: Path,
+    keep: bool | None,
+    sample: bool = False,
+    uncompiled: bool = False,
 ) -> dict[str, Any]:
     mode = "stream" if keep is None else ("1" if keep else "0") + ("s" if sample else "")
     env = dict(os.environ)
@@ -474,7 +486,82 @@ def _tshark(path: Path) -> float | None:
     return time.perf_counter() - t
 
 
-def main() -> dict[str, Any]:
+def _pps_vs_tshark(path: Path) -> dict[str, Any]:
+    """The streaming read (best of ROUNDS, each in a fresh process) against tshark on one
+    file, in the same run."""
+    _warm(path)
+    best = _best(path, keep=False)
+    n = best["packets"]
+    pps = n / best["seconds"]
+    out: dict[str, Any] = {
+        "packets": n,
+        "auditor_pps": round(pps),
+        "found": {k: best[k] for k in FOUND},
+        "warnings": best["warnings"],
+        "peak_rss_mib": best["peak_rss_mib"],
+    }
+    tshark_s = _tshark(path)
+    if tshark_s is not None:
+        out["tshark_pps"] = round(n / tshark_s)
+        out["ratio_vs_tshark"] = round(pps / (n / tshark_s), 1)
+    out["targets"] = {
+        "pps_500k": pps >= 500_000,
+        "vs_tshark_12x": None if tshark_s is None else pps / (n / tshark_s) >= 12,
+    }
+    return out
+
+
+def dns_heavy() -> dict[str, Any]:
+    """The DNS-heavy mix (packets issue 14): about 40% of packets DNS (an A and an AAAA
+    lookup per session, CNAME chains), short TLS connections or none, 1,000,000 packets."""
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "dns.pcap"
+        made = write_capture(path, PACKETS, 1, mix="dns")
+        os.sync()
+        out = {"generated": made, **_pps_vs_tshark(path)}
+        out["dns_share"] = round(out["found"]["dns_rows"] / out["packets"], 2)
+    return out
+
+
+def memory() -> dict[str, Any]:
+    """Peak RSS (ru_maxrss of a fresh process per read, ``keep_packets=False``) for 1M and 2M
+    packets of each mix; the 2M file is the 1M one twice (other client addresses, a day
+    later), so it has twice the flows and DNS rows too: what grows with them is per flow or
+    per DNS row (the output tables), not per packet."""
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as d:
+        for mix in ("default", "dns"):
+            one, two = Path(d) / f"{mix}1.pcap", Path(d) / f"{mix}2.pcap"
+            write_capture(one, PACKETS, 1, mix=mix)
+            double(one, two)
+            os.sync()
+            r1, r2 = _child(one, False), _child(two, False)
+            out[mix] = {
+                "1M": {k: r1[k] for k in ("maxrss_mib", "flows", "dns_rows")},
+                "2M": {k: r2[k] for k in ("maxrss_mib", "flows", "dns_rows")},
+                "growth": round(r2["maxrss_mib"] / r1["maxrss_mib"] - 1, 3),
+            }
+            one.unlink()
+            two.unlink()
+    return out
+
+
+def main(sections: list[str] | None = None) -> dict[str, Any]:
+    """All sections (``python -m bench.packets``), or those named: ``default``, ``dns``,
+    ``memory``."""
+    wanted = set(sections or ("default", "dns", "memory"))
+    out: dict[str, Any] = {}
+    if "dns" in wanted:
+        out["dns_heavy"] = dns_heavy()
+    if "memory" in wanted:
+        out["memory"] = memory()
+    if "default" in wanted:
+        out.update(_default_mix())
+    print(json.dumps(out, indent=2))
+    return out
+
+
+def _default_mix() -> dict[str, Any]:
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
@@ -550,7 +637,6 @@ def main() -> dict[str, Any]:
             "pps_500k_pcapng": pcapng["packets"] / pcapng["seconds"] >= 500_000,
             "vs_tshark_12x": None if tshark_s is None else auditor_pps / (n / tshark_s) >= 12,
         }
-    print(json.dumps(out, indent=2))
     return out
 
 
@@ -562,4 +648,4 @@ if __name__ == "__main__":
             mode = sys.argv[3]
             print(json.dumps(_measure(sys.argv[2], mode.startswith("1"), mode.endswith("s"))))
     else:
-        main()
+        main(sys.argv[1:])

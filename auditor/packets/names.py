@@ -1075,7 +1075,8 @@ class NameCollector:
         self.certs: dict[int, CertificateInfo] = {}  # flow -> the server's leaf certificate
         self._flight: dict[int, _TlsWait] = {}  # server flights being reassembled
         self.flights_read: set[int] = set()  # flows whose server flight was read (or given up)
-        self._quic: dict[int, _QuicConn] = {}
+        self._quic: dict[int, _QuicConn] = {}  # connections whose ClientHello is awaited
+        self._quic_done: set[int] = set()  # ... read or given up (their keys and bytes let go)
         self._tcp_dns: dict[tuple[int, int], _DnsStream] = {}
         self._heads: dict[int, _HttpWait] = {}  # HTTP request heads being reassembled
         # flow -> sequence number of the first segment of a head read (or given up) since the
@@ -1177,7 +1178,7 @@ class NameCollector:
                 "tls-certificate-incomplete", 0
             ) + len(self._flight)
             self._flight.clear()
-        undone = sum(1 for c in self._quic.values() if not c.done)
+        undone = len(self._quic)
         if undone:
             self.warnings["quic-clienthello-incomplete"] = undone
         columns = [list(c) for c in zip(*self.dns_rows, strict=True)] if self.dns_rows else []
@@ -1290,9 +1291,11 @@ class NameCollector:
     # --------------------------------------------------------------------------------- QUIC
 
     def _quic_datagram(self, f: int, d: int, datagram: bytes) -> None:
+        if f in self._quic_done:
+            return  # a ClientHello already read (or given up)
         conn = self._quic.get(f)
-        if conn is not None and (conn.done or d != conn.direction):
-            return  # the server's Initials, or a ClientHello already read
+        if conn is not None and d != conn.direction:
+            return  # the server's Initials
         pos = 0
         while pos + 5 <= len(datagram) and datagram[pos] & 0x80:
             version = int.from_bytes(datagram[pos + 1 : pos + 5], "big")
@@ -1320,13 +1323,19 @@ class NameCollector:
                 hello = conn.crypto.client_hello()
             except MalformedError:
                 self._warn("quic-clienthello-malformed")
-                conn.done = True
+                self._quic_finished(f)
                 return
             if hello is not None:
-                conn.done = True
+                self._quic_finished(f)
                 self._hello(f, d, hello, NAME_QUIC_SNI, NAME_QUIC_ALPN)
                 return
             pos = header.end
+
+    def _quic_finished(self, f: int) -> None:
+        """Only that it is done is kept of a connection (its ciphers and CRYPTO bytes, some
+        kilobytes, would otherwise stay for every QUIC flow of the capture)."""
+        del self._quic[f]
+        self._quic_done.add(f)
 
     def _open(
         self, conn: _QuicConn | None, header: LongHeader, datagram: bytes
