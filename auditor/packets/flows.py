@@ -1314,8 +1314,12 @@ def _dns_names(
     of the last DNS answer that gave the server's address at or before that time (of several
     at the same time, the greatest name): the rows that have one, and the names."""
     addrs, times, asked = answered
-    code_of = {t: i for i, t in enumerate(texts.tolist())}
-    e_code = np.array([code_of.get(a, -1) for a in addrs], dtype=np.int64)
+    table = pd.Index(texts, dtype=object)
+    if table.is_unique:  # as address_codes makes it: a hash lookup per answer, in C
+        e_code = table.get_indexer(pd.Index(addrs, dtype=object)).astype(np.int64)
+    else:
+        code_of = {t: i for i, t in enumerate(texts.tolist())}
+        e_code = np.array([code_of.get(a, -1) for a in addrs], dtype=np.int64)
     keep = np.flatnonzero(e_code >= 0)  # others gave an address no flow has as its server
     if not keep.size:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=object)
