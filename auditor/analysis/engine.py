@@ -75,7 +75,6 @@ def analyze(
     if not sessions:
         raise AuditorError("no session to analyse")
     policy = policy or load_policy("default")
-    kb = KnowledgeBase.load(extra=list(intel or []))
     tables, warnings = [], []
     # lenient: a damaged manifest is a warning, and what can be read is still reported
     opened = [Session(p, lenient=True) for p in sessions]
@@ -90,6 +89,9 @@ def analyze(
         tables.append(df)
         warnings += [f"{sess.id}: {x}" for x in w]
     flows = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    # loaded after the captures were read: the reader's peak memory and the knowledge
+    # base's are not held at once
+    kb = KnowledgeBase.load(extra=list(intel or []))
     # auditor's own interception check (the canary) is not the phone's traffic
     if len(flows):
         names = flows[C.NAME].astype(object).where(flows[C.NAME].notna(), "").astype(str)

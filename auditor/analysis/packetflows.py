@@ -238,7 +238,8 @@ def read_packet_flows(path: Path, manifest: dict[str, Any]) -> PacketData:
         paths = classify_paths(fl, proxies, had_proxy, F)
         for p, n in zip(*np.unique(paths, return_counts=True), strict=True):
             acct.paths[str(p)] = acct.paths.get(str(p), 0) + int(n)
-        sel = fl[(paths == PATH_BYPASS) | (paths == PATH_DIRECT)]
+        keep = (paths == PATH_BYPASS) | (paths == PATH_DIRECT)
+        sel = fl if keep.all() else fl[keep]  # no copy of a table kept whole
         if sel.empty:
             continue
         frames.append(_rows(rel, sel, res.dns, had_proxy, F, file_cnames))
@@ -301,9 +302,9 @@ def _rows(
             C.SOURCE: SOURCE,
             C.START: fl[F.FIRST_SEEN].to_numpy(),
             C.END: fl[F.LAST_SEEN].to_numpy(),
-            C.CLIENT_IP: fl[F.CLIENT_IP].astype(str).to_numpy(),
+            C.CLIENT_IP: fl[F.CLIENT_IP].astype(str).array,
             C.CLIENT_PORT: fl[F.CLIENT_PORT].astype("Int64").to_numpy(),
-            C.SERVER_IP: fl[F.SERVER_IP].astype(str).to_numpy(),
+            C.SERVER_IP: fl[F.SERVER_IP].astype(str).array,
             C.SERVER_PORT: fl[F.SERVER_PORT].astype("Int64").to_numpy(),
             C.SNI: sni.to_numpy(),
             C.TLS_VERSION: None,
@@ -325,8 +326,8 @@ def _rows(
             C.PACKETS_DOWN: fl[F.PACKETS_DOWN].astype("int64").to_numpy(),
             C.CAPTURE_FILE: rel,
             C.TCP_STATE: state,
-            C.NAME: fl[F.NAME].astype(str).str.lower().to_numpy(),
-            C.NAME_EVIDENCE: fl[F.NAME_EVIDENCE].astype(str).to_numpy(),
+            C.NAME: fl[F.NAME].astype(str).str.lower().array,
+            C.NAME_EVIDENCE: fl[F.NAME_EVIDENCE].astype(str).array,
             C.PCAP_UID: fl[F.UID].astype("int64").to_numpy(),
             C.PCAP_APP: app,
             C.DNS_QUERIES: _queries(dns, fids, F),
