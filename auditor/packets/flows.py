@@ -927,7 +927,10 @@ class CaptureAnalyzer:
                 heads.tolist(), start.tolist(), pb.payload_len[rows].tolist(), strict=True
             )
         }
-        open_flows = np.array(sorted(set(f[heads].tolist()) | set(wait)), dtype=np.int64)
+        cut = {int(f[j]) for j, whole in starts.items() if not whole}
+        if not cut and not wait:
+            return  # every head ends in its first segment (most do)
+        open_flows = np.array(sorted(cut | set(wait)), dtype=np.int64)
         recent: dict[int, list[int]] = {}  # per flow, its last segments marked as nothing
         for j in np.flatnonzero(tcp & np.isin(f, open_flows)).tolist():
             fj = int(f[j])
