@@ -16,15 +16,19 @@ asked for). Per batch, everything per packet is numpy:
   TCP payloads starting a TLS handshake record with a ClientHello (and, when the record and
   handshake lengths say it did not fit, the next segments from the same side), QUIC
   long-header Initials of v1 and v2 (and long headers on port 443 of other versions, counted),
-  TCP payloads starting with an HTTP method, and a server's first TLS flight unless its first
+  TCP payloads starting with an HTTP method (and, when the request head does not end in that
+  segment, the next segments from the same side, and up to 8 just before it, which may be
+  its reordered tail, up to :data:`~auditor.packets.names.HTTP_HEAD_CAP` bytes), and a server's first TLS flight unless its first
   segment shows no Certificate message can follow the ServerHello (TLS 1.3 and resumed
   sessions are left out on these bytes), with the next segments from that side as far as the
   leaf certificate's length says (until the parser has read the leaf, when the first segment
   did not tell). They are selected with numpy, packed into a
   :class:`~auditor.packets.names.NameJob` per batch and parsed by a
   :class:`~auditor.packets.names.NameCollector`: in this process, or, for a large file on a
-  machine with more than one core, in a worker process while this one reads on. Both see the
-  same jobs, so the results are the same.
+  machine with more than one core, partly in a worker process while this one reads on (the
+  worker takes ClientHellos, QUIC Initials and DNS over TCP; UDP DNS stays here, parsed with
+  one compiled call per batch, as sending its rows back would cost more than parsing them).
+  Both see the same jobs, so the results are the same.
 - **Orientation.** Which side is the client is decided per flow once the file is read, never
   by which packet came first when anything better is known (a capture that starts mid-way, or
   a server's late FIN, RST or push, would otherwise make the phone the server). In order:
