@@ -18,7 +18,8 @@ asked for). Per batch, everything per packet is numpy:
   long-header Initials of v1 and v2 (and long headers on port 443 of other versions, counted),
   TCP payloads starting with an HTTP method (and, when the request head does not end in that
   segment, the next segments from the same side, and up to 8 just before it, which may be
-  its reordered tail, up to :data:`~auditor.packets.names.HTTP_HEAD_CAP` bytes), and a server's first TLS flight unless its first
+  its reordered tail, up to :data:`~auditor.packets.names.HTTP_HEAD_CAP` bytes), and a
+  server's first TLS flight unless its first
   segment shows no Certificate message can follow the ServerHello (TLS 1.3 and resumed
   sessions are left out on these bytes), with the next segments from that side as far as the
   leaf certificate's length says (until the parser has read the leaf, when the first segment
