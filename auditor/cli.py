@@ -852,8 +852,14 @@ def profile(serial: str | None, no_packages: bool, as_json: bool) -> None:
         ("device", f"{p.manufacturer} {p.model} ({p.device}), brand {p.brand}"),
         ("android", f"{p.android_release} (SDK {p.sdk}), {p.build_type}, patch {p.security_patch}"),
         ("fingerprint", p.fingerprint),
-        ("region / locale", f"{p.region or '-'} / {p.locale or '-'}"),
-        ("SIM operator", p.sim_operator or "-"),
+        (
+            "region / locale",
+            f"{p.region or 'unknown'}"
+            + (f" (from {p.region_source})" if p.region_source else "")
+            + f" / {p.locale or 'unknown'}",
+        ),
+        ("SIMs", _per_slot(p.sim_operators, p.sim_countries)),
+        ("networks", _per_slot(p.network_operators, p.network_countries)),
         ("root", p.root_detail),
         ("global proxy", p.global_proxy or "none"),
         ("private DNS", f"{p.private_dns_mode or 'default'} {p.private_dns_specifier or ''}"),
@@ -871,6 +877,14 @@ def profile(serial: str | None, no_packages: bool, as_json: bool) -> None:
         click.echo(f"{k.ljust(width)}  {v}")
     for w in p.warnings:
         click.echo(f"warning: {w}", err=True)
+
+
+def _per_slot(names: list[str], countries: list[str]) -> str:
+    """The operators and countries the phone reported for its SIM slots (empty slots left
+    out, so the two lists are not paired by position)."""
+    if not names and not countries:
+        return "none"
+    return f"{', '.join(names) or '-'} (countries: {', '.join(countries) or '-'})"
 
 
 @main.command()
