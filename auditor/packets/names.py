@@ -1049,7 +1049,6 @@ class _QuicConn:
     direction: int
     protection: InitialProtection
     crypto: CryptoStream
-    done: bool = False
 
 
 @dataclass(slots=True)
