@@ -197,8 +197,9 @@ def _endpoints(
     org_name, parent, country, cats = (
         col(C.ORGANISATION_NAME), col(C.PARENT), col(C.COUNTRY), col(C.CATEGORIES)
     )  # fmt: skip
-    hosting_cols = [col(c) for c in (C.ASN, C.HOSTING_NAME, C.HOSTING_ORG, C.ASN_ORG)]
-    server_country = col(C.SERVER_COUNTRY)
+    hosting_codes, hosting_keys = _hosting_codes(
+        [col(c) for c in (C.ASN, C.HOSTING_NAME, C.HOSTING_ORG, C.ASN_ORG, C.SERVER_COUNTRY)]
+    )
     evidence_cols = {c: col(c) for c in C.NAME_EVIDENCE_COLUMNS}
     rows: list[tuple[str, str, dict[str, Any]]] = []
     firsts = np.asarray([int(idx[0]) for idx in groups], dtype=np.int64)
@@ -210,7 +211,7 @@ def _endpoints(
         i0 = int(idx[0])
         host = str(names[i0])
         attribution = attributions[g]
-        hosting = _hosting_rows(hosting_cols, server_country, idx)
+        hosting = _hosting_rows_coded(hosting_codes, hosting_keys, idx)
         exposure = list(attribution["legal_exposure"])
         have = {e["country"] for e in exposure}
         for h in hosting:  # every server country of the group, not only the first flow's
@@ -333,8 +334,41 @@ def _hosting_rows(
     counts: dict[tuple[Any, ...], int] = defaultdict(int)
     for key in zip(*(c[idx] for c in cols), server_country[idx], strict=True):
         counts[key] += 1
+    return _hosting_entries(counts.items())
+
+
+def _hosting_codes(cols: list[np.ndarray]) -> tuple[np.ndarray, list[tuple[Any, ...]]]:
+    """One integer per row for its (AS, hosting name, hosting organisation, AS organisation,
+    server country), and the tuple each integer stands for."""
+    codes = np.zeros(len(cols[0]), dtype=np.int64)
+    for c in cols:
+        vcodes, uniq = pd.factorize(c, use_na_sentinel=True)
+        codes = pd.factorize(codes * (len(uniq) + 1) + (vcodes + 1))[0].astype(np.int64)
+    _, first = np.unique(codes, return_index=True)
+    keys = [tuple(c[i] for c in cols) for i in first.tolist()]
+    return codes, keys
+
+
+def _hosting_rows_coded(
+    codes: np.ndarray, keys: list[tuple[Any, ...]], idx: np.ndarray
+) -> list[dict[str, Any]]:
+    """:func:`_hosting_rows` from :func:`_hosting_codes` (no tuple per flow): the networks in
+    the order the group's flows first reach them, as the per-flow count gives them."""
+    if len(idx) <= 32:  # numpy's per-call cost is more than a small group's count
+        counts: dict[int, int] = {}
+        for k in codes[idx].tolist():
+            counts[k] = counts.get(k, 0) + 1
+        return _hosting_entries((keys[k], c) for k, c in counts.items())
+    uniq, first, n = np.unique(codes[idx], return_index=True, return_counts=True)
+    order = np.argsort(first, kind="stable")
+    return _hosting_entries(
+        (keys[k], int(c)) for k, c in zip(uniq[order].tolist(), n[order].tolist(), strict=True)
+    )
+
+
+def _hosting_entries(counts: Any) -> list[dict[str, Any]]:
     out = []
-    for (asn_v, hosting_name, hosting_org, asn_org, country), n in counts.items():
+    for (asn_v, hosting_name, hosting_org, asn_org, country), n in counts:
         asn = int(asn_v) if asn_v is not None else None
         name = hosting_name or asn_org
         if asn is None and name is None and country is None:
