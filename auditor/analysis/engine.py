@@ -20,7 +20,7 @@ from auditor import __version__
 from auditor import columns as C
 from auditor.analysis import scanning
 from auditor.analysis.claims import Claim, evaluate
-from auditor.analysis.coverage import build_coverage, capture_stats, incomplete
+from auditor.analysis.coverage import build_coverage, capture_stats, incomplete, skipped_warnings
 from auditor.analysis.flowtable import build_flow_table
 from auditor.analysis.model import FINDINGS_SCHEMA_VERSION, Finding, Severity
 from auditor.analysis.packetflows import LOOKUPS_KEPT, PacketData, read_packet_flows
@@ -83,6 +83,7 @@ def analyze(
     packets: dict[str, PacketData] = {}
     for sess in opened:
         warnings += incomplete(sess)
+        warnings += skipped_warnings(sess)
         packets[sess.id] = read_packet_flows(sess.path, sess.manifest)
         df, w = build_flow_table(sess, records[sess.id], packets[sess.id])
         df.insert(0, "session", sess.id)
@@ -129,7 +130,11 @@ def analyze(
         by_flow: dict[str, set[str]] = defaultdict(set)
         for fid, ms in scan.matches.items():
             by_flow[fid] |= {m.identifier for m in ms}
-        personal = set(by_flow) | set(scan.personal)
+        # a value seen only by its shape (a Luhn-valid number, an e-mail-like string) with no
+        # context is not evidence that personal data was sent (findings give it as info)
+        personal = set(by_flow) | {
+            f for f, vs in scan.personal.items() if any(getattr(v, "context", ()) for v in vs)
+        }
         claim_results = evaluate(claims, flows, by_flow, personal, coverage)
     doc = _document(
         opened, flows, findings, rule_errors, claim_results, coverage, policy, kb, ids, warnings,

@@ -73,7 +73,13 @@ class SocketIndex:
                     local: dict[int, int] = {}
                     remote: dict[tuple[str, int], set[int]] = {}
                     for e in snap["entries"]:
-                        _proto, _lip, lport, rip, rport, _state, uid = e[:7]
+                        _proto, _lip, lport, rip, rport, state, uid = e[:7]
+                        # a socket the kernel no longer ties to a process (TIME_WAIT, or
+                        # inode 0 with uid 0; sessions recorded before the poller kept these
+                        # apart) names root, not the app: it never owns a flow
+                        inode = e[7] if len(e) > 7 else None
+                        if state == "TIME_WAIT" or (int(uid) == 0 and inode == 0):
+                            continue
                         local[int(lport)] = int(uid)
                         remote.setdefault((str(rip), int(rport)), set()).add(int(uid))
                     rows.append((ts, local, remote))

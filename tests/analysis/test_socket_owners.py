@@ -1,0 +1,66 @@
+"""Which socket may own a flow: never one the kernel no longer ties to a process.
+
+Also: what an import skipped reaches the report's warnings.
+
+Read on a real phone's tables (``tests/device/samples/proc_net_tcp{,6}_xcrash65.txt``, quoted in
+bug report iqiyi/xCrash#65; see that folder's README): its TIME_WAIT row prints uid 0 and
+inode 0 whatever app opened the connection. Sessions recorded before the socket poller kept
+such rows apart (``ownerless``) hold them among the ``entries``; the analysis must skip them
+there too.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from auditor.analysis.flowtable import SocketIndex
+from auditor.device import parsers
+from auditor.device.models import SocketState
+
+SAMPLES = Path(__file__).resolve().parents[1] / "device" / "samples"
+
+
+def _rows() -> list[list[object]]:
+    out: list[list[object]] = []
+    for proto in ("tcp", "tcp6"):
+        text = (SAMPLES / f"proc_net_{proto}_xcrash65.txt").read_text(encoding="utf-8")
+        out += [
+            [proto, str(e.local_ip_unmapped), e.local_port, str(e.remote_ip_unmapped),
+             e.remote_port, e.state.value, e.uid, e.inode]
+            for e in parsers.parse_proc_net(text, proto).items  # type: ignore[arg-type]
+        ]  # fmt: skip
+    return out
+
+
+def test_a_time_wait_row_among_old_entries_owns_no_flow(tmp_path: Path) -> None:
+    rows = _rows()
+    waiting = [r for r in rows if r[5] == SocketState.TIME_WAIT.value]
+    assert waiting and all(r[6] == 0 and r[7] == 0 for r in waiting)  # as the kernel prints it
+    owned = [r for r in rows if r[5] != SocketState.TIME_WAIT.value and r[6] != 0]
+    assert owned
+    path = tmp_path / "sockets.jsonl"
+    # the layout of a session recorded before the poller split ownerless rows out
+    path.write_text(json.dumps({"ts": "2026-01-01T00:00:00Z", "entries": rows}) + "\n")
+    idx = SocketIndex.load(path)
+    ts = idx.times[0]
+    for r in waiting:
+        assert idx.by_port(ts, int(r[2])) is None  # type: ignore[call-overload]
+        assert 0 not in idx.toward(ts, (str(r[3]), int(r[4])))  # type: ignore[call-overload]
+    for r in owned:
+        assert idx.by_port(ts, int(r[2])) == r[6]  # type: ignore[call-overload]
+
+
+def test_items_an_import_skipped_are_warnings_of_the_report(tmp_path: Path) -> None:
+    """A real HAR export of which 3 of 10 entries are malformed: the report's warnings name
+    the skipped entries (before, they were only in the import's output: ``warnings: 0``)."""
+    from auditor.analysis.engine import analyze
+    from auditor.imports.session import import_files
+
+    har = Path(__file__).resolve().parents[1] / "imports" / "samples" / "malformed_3_of_10.har"
+    res = import_files([har], tmp_path)
+    doc = analyze([res.session]).doc
+    lines = [w for w in doc["warnings"] if "not imported" in w]
+    assert lines and all("malformed_3_of_10.har" in w for w in lines)
+    assert sum(int(w.split(": ")[2].split()[0]) for w in lines) == 3
+    assert doc["coverage"]["skipped_total"] == 3
