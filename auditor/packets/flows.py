@@ -27,8 +27,8 @@ asked for). Per batch, everything per packet is numpy:
   :class:`~auditor.packets.names.NameJob` per batch and parsed by a
   :class:`~auditor.packets.names.NameCollector`: in this process, or, for a large file on a
   machine with more than one core, partly in a worker process while this one reads on (the
-  worker takes ClientHellos, QUIC Initials and DNS over TCP; UDP DNS stays here, parsed with
-  one compiled call per batch, as sending its rows back would cost more than parsing them).
+  worker takes QUIC Initials and DNS over TCP; UDP DNS stays here, parsed with one compiled
+  call per batch, as sending its rows back would cost more than parsing them).
   Both see the same jobs, so the results are the same.
 - **Orientation.** Which side is the client is decided per flow once the file is read, never
   by which packet came first when anything better is known (a capture that starts mid-way, or
@@ -248,6 +248,8 @@ _HTTP_FIRST[[m[0] for m in N.HTTP_METHODS]] = True
 _SYN_ONLY: Final = 0x200  # derived flag bits, above the 9 TCP flag bits
 _SYN_ACK: Final = 0x400
 _KINDS_HERE: Final = (  # parsed here with a worker (and UDP DNS, when compiled)
+    N.KIND_TLS,
+    N.KIND_TLS_MORE,
     N.KIND_HTTP,
     N.KIND_HTTP_MORE,  # here also because _job asks which heads are read
     N.KIND_HTTP_EARLY,
