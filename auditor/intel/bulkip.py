@@ -6,10 +6,12 @@ A capture of a million packets can reach 200,000 distinct servers; one lookup th
 addresses (``a.b.c.d``, no leading zeros) are parsed together, placed in the special
 ranges by integer comparison, and found in geoip2fast's sorted network tables with
 ``numpy.searchsorted`` (its two-level index, flattened: each chunk starts with its index
-entry, which :func:`_tables` checks). Every other value (IPv6, odd spellings, garbage), and
-every lookup when a user ``.mmdb`` is in use, goes through :meth:`IpDatabase.lookup`, so the
-answers are the same by construction; ``tests/analysis/test_scale_equivalence.py`` compares
-the two.
+entry, which :func:`_tables` checks). Canonical IPv6 addresses outside ``::/64`` are found
+the same way in the IPv6 part of the tables, each address as two uint64 halves. Every other
+value (odd spellings, garbage) goes through :meth:`IpDatabase.lookup`, so the answers are
+the same by construction; :meth:`IpDatabase.lookup_rows` is the entry point (a user
+``.mmdb`` takes the per-address path), and ``tests/intel/test_bulkip.py`` and
+``tests/analysis/test_scale_equivalence.py`` compare the two.
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ import re
 import socket
 import struct
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from auditor.intel.ipdb import SPECIAL_RANGES, IpDatabase, _Geoip2fast
+from auditor.intel.ipdb import SPECIAL_RANGES, FactsRow, IpDatabase, _Geoip2fast
 from auditor.intel.model import IpFacts
 
 _V4 = re.compile(r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)")
@@ -44,6 +47,15 @@ class _Tables:
     asn_org: np.ndarray  # object: the AS organisation an ASN id gives (None: ignored names)
     not_found_country: str | None  # what an address outside every network gets
     database: str
+    # the IPv6 part of the same tables, each address as two uint64 halves (high, low)
+    first6_hi: np.ndarray
+    first6_lo: np.ndarray
+    netlen6: np.ndarray
+    country_id6: np.ndarray
+    asn6_hi: np.ndarray
+    asn6_lo: np.ndarray
+    asn_len6: np.ndarray
+    asn_id6: np.ndarray
 
 
 _lock = threading.Lock()
@@ -99,6 +111,18 @@ def _build(geo: Any) -> _Tables | None:
     def flat(lists: list[list[int]], count: int) -> np.ndarray:
         return np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int64)[:count]
 
+    def tail(lists: list[list[int]], count: int) -> np.ndarray:
+        return np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int64)[count:]
+
+    def halves(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ints = values.tolist()
+        hi = np.fromiter((v >> 64 for v in ints), dtype=np.uint64, count=len(ints))
+        lo = np.fromiter((v & _LOW for v in ints), dtype=np.uint64, count=len(ints))
+        return hi, lo
+
+    first6_hi, first6_lo = halves(first[n4:])
+    asn6_hi, asn6_lo = halves(asn_first[a4:])
+
     return _Tables(
         first=first[:n4].astype(np.uint64),
         netlen=flat(g.mainListNetlength, n4),
@@ -117,6 +141,14 @@ def _build(geo: Any) -> _Tables | None:
         ),
         not_found_country=_code(str(geo.error_code_network_not_found)),
         database=_Geoip2fast.info().name,
+        first6_hi=first6_hi,
+        first6_lo=first6_lo,
+        netlen6=tail(g.mainListNetlength, n4),
+        country_id6=tail(g.mainListIDCountryCodes, n4),
+        asn6_hi=asn6_hi,
+        asn6_lo=asn6_lo,
+        asn_len6=tail(g.mainListNetlengthASN, a4),
+        asn_id6=tail(g.mainListIDASN, a4),
     )
 
 
@@ -139,33 +171,60 @@ def _special_v4() -> list[tuple[int, int, str]]:
 
 
 _SPECIAL_V4 = _special_v4()
+_LOW = 2**64 - 1
+_ZERO8 = bytes(8)
 
 
-Row = tuple[str, str | None, int | None, str | None, str | None, str | None, str | None]
+def _special_v6() -> list[tuple[int, int, str]]:
+    """The special IPv6 ranges on the high 64 bits of an address; the ranges longer than
+    /64 (``::``, ``::1``) lie in ``::/64``, which :func:`_v6_rows` never answers."""
+    out = []
+    for net, reason in SPECIAL_RANGES:
+        if isinstance(net, ipaddress.IPv6Network):
+            lo, hi = int(net.network_address) >> 64, int(net.broadcast_address) >> 64
+            if net.prefixlen > 64:
+                assert lo == 0, net
+            out.append((lo, hi, reason))
+    return out
+
+
+_SPECIAL_V6 = _special_v6()
+
+
+Row = FactsRow
 """The fields of :class:`IpFacts`, in order (a tuple: cheap to make by the hundred thousand)."""
 
 
 def lookup_many(ipdb: IpDatabase, ips: list[str]) -> list[IpFacts]:
-    """``[ipdb.lookup(ip) for ip in ips]``, with canonical IPv4 addresses found together."""
-    return [IpFacts(*r) for r in lookup_rows(ipdb, ips)]
+    """``[ipdb.lookup(ip) for ip in ips]``, with canonical addresses found together."""
+    return [IpFacts(*r) for r in ipdb.lookup_rows(ips)]
 
 
 def lookup_rows(ipdb: IpDatabase, ips: list[str]) -> list[Row]:
-    """The facts of each address as :data:`Row` tuples (see :func:`lookup_many`)."""
-    tables = None if ipdb._mmdb or not ipdb._bundled else _tables()
-    fast = [i for i, ip in enumerate(ips) if isinstance(ip, str) and _V4.fullmatch(ip)]
+    """The facts of each address as :data:`Row` tuples (:meth:`IpDatabase.lookup_rows`)."""
+    return ipdb.lookup_rows(ips)
+
+
+def bundled_rows(ips: Sequence[str], one: Callable[[str], Row]) -> list[Row]:
+    """The bundled database's facts of each address: canonical IPv4 and IPv6 addresses found
+    together, every other value through ``one`` (the per-address lookup)."""
+    tables = _tables()
     out: list[Row | None] = [None] * len(ips)
-    if tables is not None and fast:
-        for i, row in zip(fast, _v4_rows(tables, [ips[i] for i in fast]), strict=True):
-            out[i] = row
-    for i, ip in enumerate(ips):
-        if out[i] is None:
-            f = ipdb.lookup(ip)
-            out[i] = (f.ip, f.country, f.asn, f.asn_org, f.network, f.reason, f.database)
-    return [r for r in out if r is not None]
+    if tables is not None:
+        v4 = [i for i, ip in enumerate(ips) if isinstance(ip, str) and _V4.fullmatch(ip)]
+        v6 = [i for i, ip in enumerate(ips) if isinstance(ip, str) and ":" in ip]
+        for group, rows in (
+            (v4, _v4_rows(tables, [ips[i] for i in v4])),
+            (v6, _v6_rows(tables, [ips[i] for i in v6])),
+        ):
+            for i, row in zip(group, rows, strict=True):
+                out[i] = row
+    return [r if r is not None else one(ip) for r, ip in zip(out, ips, strict=True)]
 
 
 def _v4_rows(t: _Tables, ips: list[str]) -> list[Row | None]:
+    if not ips:
+        return []
     packed = b"".join(socket.inet_aton(ip) for ip in ips)
     x = np.frombuffer(packed, dtype=">u4").astype(np.uint64)
     reason = np.full(len(ips), None, dtype=object)
@@ -179,11 +238,104 @@ def _v4_rows(t: _Tables, ips: list[str]) -> list[Row | None]:
     a = np.searchsorted(t.asn_first, x, side="right") - 1
     aa = np.maximum(a, 0)
     asn_in = found & (a >= 0) & (x <= t.asn_last[aa])
-    country = np.where(found, t.country[t.country_id[kk]], t.not_found_country)
-    asn_org = np.where(asn_in, t.asn_org[t.asn_id[aa]], None)
-    net = np.where(country != None, kk, -1)  # noqa: E711 - elementwise
+    country = np.asarray(np.where(found, t.country[t.country_id[kk]], t.not_found_country))
+    asn_org = np.asarray(np.where(asn_in, t.asn_org[t.asn_id[aa]], None))
+
+    def network(n: int) -> str:
+        return f"{socket.inet_ntoa(struct.pack('>L', int(t.first[n])))}/{int(t.netlen[n])}"
+
+    return _assemble(t, ips, reason, (k >= 0) & (a >= 0), k, country, asn_org, network)
+
+
+def _v6_rows(t: _Tables, ips: list[str]) -> list[Row | None]:
+    """Canonical IPv6 text (as ``str(IPv6Address)`` writes it) outside ``::/64``; None for
+    every other value and for an address before the first IPv6 network of either table
+    (geoip2fast would then read an IPv4 entry: the per-address path decides)."""
+    out: list[Row | None] = [None] * len(ips)
+    keep: list[int] = []
+    packed: list[bytes] = []
+    for i, ip in enumerate(ips):
+        try:
+            b = socket.inet_pton(socket.AF_INET6, ip)
+        except (OSError, ValueError):
+            continue
+        if b[:8] != _ZERO8 and socket.inet_ntop(socket.AF_INET6, b) == ip:
+            keep.append(i)
+            packed.append(b)
+    if not keep:
+        return out
+    x = np.frombuffer(b"".join(packed), dtype=">u8").reshape(-1, 2).astype(np.uint64)
+    hi, lo = np.ascontiguousarray(x[:, 0]), np.ascontiguousarray(x[:, 1])
+    reason = np.full(len(keep), None, dtype=object)
+    for first, last, why in reversed(_SPECIAL_V6):
+        reason[(hi >= np.uint64(first)) & (hi <= np.uint64(last))] = why
+    k = _last_at_or_before(t.first6_hi, t.first6_lo, hi, lo)
+    found = _covers(t.first6_hi, t.first6_lo, t.netlen6, k, hi, lo)
+    a = _last_at_or_before(t.asn6_hi, t.asn6_lo, hi, lo)
+    asn_in = found & _covers(t.asn6_hi, t.asn6_lo, t.asn_len6, a, hi, lo)
+    kk, aa = np.maximum(k, 0), np.maximum(a, 0)
+    country = np.asarray(np.where(found, t.country[t.country_id6[kk]], t.not_found_country))
+    asn_org = np.asarray(np.where(asn_in, t.asn_org[t.asn_id6[aa]], None))
+
+    def network(n: int) -> str:
+        first = struct.pack(">QQ", int(t.first6_hi[n]), int(t.first6_lo[n]))
+        return f"{socket.inet_ntop(socket.AF_INET6, first)}/{int(t.netlen6[n])}"
+
+    rows = _assemble(
+        t, [ips[i] for i in keep], reason, (k >= 0) & (a >= 0), k, country, asn_org, network
+    )
+    for i, row in zip(keep, rows, strict=True):
+        out[i] = row
+    return out
+
+
+def _last_at_or_before(
+    t_hi: np.ndarray, t_lo: np.ndarray, hi: np.ndarray, lo: np.ndarray
+) -> np.ndarray:
+    """The index of the last table entry at or before each address (-1: none), the table and
+    the addresses as sorted (high, low) halves."""
+    r = np.searchsorted(t_hi, hi, side="right") - 1
+    rr = np.maximum(r, 0)
+    # entries sharing the address's high half (networks longer than /64) are ordered by
+    # their low half: few, looked at one by one
+    for j in np.flatnonzero((r >= 0) & (t_hi[rr] == hi) & (t_lo[rr] > lo)).tolist():
+        left = int(np.searchsorted(t_hi, hi[j], side="left"))
+        r[j] = left + int(np.searchsorted(t_lo[left : r[j] + 1], lo[j], side="right")) - 1
+    return r
+
+
+def _covers(
+    t_hi: np.ndarray, t_lo: np.ndarray, length: np.ndarray, k: np.ndarray, hi: np.ndarray,
+    lo: np.ndarray,
+) -> np.ndarray:  # fmt: skip
+    """Whether entry ``k`` (a network starting at or before the address, of prefix
+    ``length``) holds the address: address - first < 2**(128 - length)."""
+    kk = np.maximum(k, 0)
+    n = length[kk]
+    borrow = (lo < t_lo[kk]).astype(np.uint64)
+    d_hi = hi - t_hi[kk] - borrow
+    d_lo = lo - t_lo[kk]  # modulo 2**64: the low half of the difference
+    wide = np.left_shift(np.uint64(1), np.clip(64 - n, 0, 63).astype(np.uint64))
+    narrow = np.left_shift(np.uint64(1), np.clip(128 - n, 0, 63).astype(np.uint64))
+    inside = np.where(n <= 64, (n == 0) | (d_hi < wide), (d_hi == 0) & (d_lo < narrow))
+    return (k >= 0) & inside
+
+
+def _assemble(
+    t: _Tables,
+    ips: list[str],
+    reason: np.ndarray,
+    ok: np.ndarray,
+    k: np.ndarray,
+    country: np.ndarray,
+    asn_org: np.ndarray,
+    network_of: Callable[[int], str],
+) -> list[Row | None]:
+    """The rows from the columns a table search gave (None where ``ok`` is false and the
+    address is in no special range: the per-address path decides)."""
+    net = np.where(country != None, k, -1)  # noqa: E711 - elementwise
     used = (country != None) | (asn_org != None)  # noqa: E711
-    reason_l, k_l, a_l = reason.tolist(), k.tolist(), a.tolist()
+    reason_l, ok_l = reason.tolist(), np.asarray(ok).tolist()
     country_l: list[Any] = np.asarray(country).tolist()
     asn_l: list[Any] = np.asarray(asn_org).tolist()
     net_l: list[int] = np.asarray(net).tolist()
@@ -194,7 +346,7 @@ def _v4_rows(t: _Tables, ips: list[str]) -> list[Row | None]:
     for i, ip in enumerate(ips):
         if reason_l[i] is not None:
             out.append((ip, None, None, None, None, reason_l[i], None))
-        elif k_l[i] < 0 or a_l[i] < 0:
+        elif not ok_l[i]:
             out.append(None)  # before the first entry: the per-address path decides
         else:
             c = country_l[i]
@@ -203,9 +355,7 @@ def _v4_rows(t: _Tables, ips: list[str]) -> list[Row | None]:
                 n = net_l[i]
                 network = networks.get(n)
                 if network is None:
-                    first = int(t.first[n])
-                    network = f"{socket.inet_ntoa(struct.pack('>L', first))}/{int(t.netlen[n])}"
-                    networks[n] = network
+                    network = networks[n] = network_of(n)
             out.append(
                 (ip, c, None, asn_l[i], network, None if c else "not in the IP databases",
                  db if used_l[i] else None)
