@@ -1146,17 +1146,20 @@ class CaptureAnalyzer:
         return flows, dns, names
 
     def _dns_table(self, columns: list[list[object]]) -> pd.DataFrame:
-        """One row per DNS question: what the collector parsed, with the packet's time,
-        flow, addresses and ports, which this process kept."""
+        """One row per DNS question: what the collector parsed (``columns``, emptied as it
+        is converted), with the packet's time, flow, addresses and ports, which this process
+        kept."""
         parsed = dict(zip(N.DNS_ROW_FIELDS, columns, strict=True)) if columns else {}
-        packet = np.asarray(parsed.get("packet", []), dtype=np.int64)
+        columns.clear()  # each list goes once converted (a Python int per row and column)
+        packet = np.asarray(parsed.pop("packet", []), dtype=np.int64)
         meta: dict[str, np.ndarray] = {}
         for k, t in _DNS_META_TYPES.items():
             if self._dns_meta:
                 meta[k] = np.concatenate([m[k] for m in self._dns_meta])[packet]
             else:
                 meta[k] = np.zeros(0, dtype=t)
-        response = np.asarray(parsed.get("response", []), dtype=bool)
+        response = np.asarray(parsed.pop("response", []), dtype=bool)
+        ids = np.asarray(parsed.pop("id", []), dtype=np.int64)
         n = len(packet)
         codes, texts = D.address_codes(
             np.concatenate([meta["ver"], meta["ver"]]),
@@ -1175,10 +1178,11 @@ class CaptureAnalyzer:
                 protocol[(server_port == port) | ((client_port == port) & (protocol == unset))] = (
                     labels.index(label)
                 )
-        rcodes = np.asarray(parsed.get("rcode", []), dtype=np.int64)
-        qtypes = np.asarray(parsed.get("qtype", []), dtype=np.int64)
+        rcodes = np.asarray(parsed.pop("rcode", []), dtype=np.int64)
+        qtypes = np.asarray(parsed.pop("qtype", []), dtype=np.int64)
         answers = np.empty(n, dtype=object)
-        answers[:] = parsed.get("answers", [])
+        answers[:] = parsed.pop("answers", [])
+        qname = _text(np.asarray(parsed.pop("qname", []), dtype=object))
         frame = pd.DataFrame(
             {
                 DNS_TS: pd.to_datetime(meta["ts"], unit="ns", utc=True),
@@ -1189,13 +1193,13 @@ class CaptureAnalyzer:
                 DNS_SERVER_PORT: server_port,
                 TRANSPORT: _coded(meta["tcp"].astype(np.int64), ("udp", "tcp"), str),
                 DNS_PROTOCOL: _coded(protocol, labels),
-                DNS_ID: np.asarray(parsed.get("id", []), dtype=np.int64),
+                DNS_ID: ids,
                 RESPONSE: response,
                 RCODE: _coded(  # a question has none
                     np.where(response, rcodes, -1),
                     lambda c: N.DNS_RCODES.get(c, str(c)) if c >= 0 else None,
                 ),
-                QNAME: _text(np.asarray(parsed.get("qname", []), dtype=object)),
+                QNAME: qname,
                 QTYPE: _coded(qtypes, lambda q: N.dns_type_name(q) if q >= 0 else ""),
                 ANSWERS: answers,
             },

@@ -1180,7 +1180,9 @@ class NameCollector:
         undone = len(self._quic)
         if undone:
             self.warnings["quic-clienthello-incomplete"] = undone
-        columns = [list(c) for c in zip(*self.dns_rows, strict=True)] if self.dns_rows else []
+        rows, self.dns_rows = self.dns_rows, []  # the row tuples go once they are columns
+        columns = [list(c) for c in zip(*rows, strict=True)] if rows else []
+        del rows
         return NameResult(
             self.names,
             self.hints,
