@@ -16,6 +16,7 @@ the same by construction; :meth:`IpDatabase.lookup_rows` is the entry point (a u
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 import itertools
 import re
@@ -89,13 +90,16 @@ def _build(geo: Any) -> _Tables | None:
     )
     if not heads_ok or any(n.count(":") != 1 for n in g.mainListNamesCountry):
         return None
-    first = np.fromiter(itertools.chain.from_iterable(g.mainListFirstIP), dtype=object)
-    n4 = int(np.count_nonzero(first <= max_v4))
-    asn_first = np.fromiter(itertools.chain.from_iterable(g.mainListFirstIPASN), dtype=object)
-    a4 = int(np.count_nonzero(asn_first <= max_v4))
-    asn_first4 = asn_first[:a4].astype(np.uint64)
-    asn_len = np.fromiter(itertools.chain.from_iterable(g.mainListNetlengthASN), dtype=np.int64)
-    asn_len = asn_len[:a4]
+    chain = itertools.chain.from_iterable
+    # the lists are sorted, IPv4 first: numpy converts the IPv4 part in C, the IPv6 part (past
+    # 64 bits) is split into halves
+    first_all = list(chain(g.mainListFirstIP))
+    n4 = bisect.bisect_right(first_all, max_v4)
+    asn_all = list(chain(g.mainListFirstIPASN))
+    a4 = bisect.bisect_right(asn_all, max_v4)
+    asn_first4 = np.array(asn_all[:a4], dtype=np.uint64)
+    asn_len_all = np.array(list(chain(g.mainListNetlengthASN)), dtype=np.int64)
+    asn_len = asn_len_all[:a4]
     # geoip2fast with IPv6 data measures an ASN entry with the IPv6 sizes, for every
     # address: 2**(128 - length) addresses, past 2**64 for any length up to 64
     if any(g.numIPsv6[n] != 2 ** (128 - n) for n in range(129)):
@@ -108,28 +112,27 @@ def _build(geo: Any) -> _Tables | None:
         asn_first4 + np.left_shift(np.uint64(1), shift) - np.uint64(1),
     )
 
-    def flat(lists: list[list[int]], count: int) -> np.ndarray:
-        return np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int64)[:count]
+    def ints(lists: list[list[int]]) -> np.ndarray:
+        return np.array(list(chain(lists)), dtype=np.int64)
 
-    def tail(lists: list[list[int]], count: int) -> np.ndarray:
-        return np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int64)[count:]
-
-    def halves(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        ints = values.tolist()
-        hi = np.fromiter((v >> 64 for v in ints), dtype=np.uint64, count=len(ints))
-        lo = np.fromiter((v & _LOW for v in ints), dtype=np.uint64, count=len(ints))
+    def halves(values: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        hi = np.fromiter((v >> 64 for v in values), dtype=np.uint64, count=len(values))
+        lo = np.fromiter((v & _LOW for v in values), dtype=np.uint64, count=len(values))
         return hi, lo
 
-    first6_hi, first6_lo = halves(first[n4:])
-    asn6_hi, asn6_lo = halves(asn_first[a4:])
+    first6_hi, first6_lo = halves(first_all[n4:])
+    asn6_hi, asn6_lo = halves(asn_all[a4:])
+    netlen, country_id, asn_id = (
+        ints(g.mainListNetlength), ints(g.mainListIDCountryCodes), ints(g.mainListIDASN)
+    )  # fmt: skip
 
     return _Tables(
-        first=first[:n4].astype(np.uint64),
-        netlen=flat(g.mainListNetlength, n4),
-        country_id=flat(g.mainListIDCountryCodes, n4),
+        first=np.array(first_all[:n4], dtype=np.uint64),
+        netlen=netlen[:n4],
+        country_id=country_id[:n4],
         asn_first=asn_first4,
         asn_last=asn_last.astype(np.uint64),
-        asn_id=flat(g.mainListIDASN, a4),
+        asn_id=asn_id[:a4],
         country=np.asarray(
             [_country(i, n.split(":")[0], geo) for i, n in enumerate(g.mainListNamesCountry)]
             + [None],
@@ -143,12 +146,12 @@ def _build(geo: Any) -> _Tables | None:
         database=_Geoip2fast.info().name,
         first6_hi=first6_hi,
         first6_lo=first6_lo,
-        netlen6=tail(g.mainListNetlength, n4),
-        country_id6=tail(g.mainListIDCountryCodes, n4),
+        netlen6=netlen[n4:],
+        country_id6=country_id[n4:],
         asn6_hi=asn6_hi,
         asn6_lo=asn6_lo,
-        asn_len6=tail(g.mainListNetlengthASN, a4),
-        asn_id6=tail(g.mainListIDASN, a4),
+        asn_len6=asn_len_all[a4:],
+        asn_id6=asn_id[a4:],
     )
 
 
