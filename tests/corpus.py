@@ -5,7 +5,7 @@ PROVENANCE.md, and the shared captures in ``../shared/captures`` when present) i
 auditor and by a reader auditor does not share code with:
 
 - captures (pcap, pcapng, gzip, zstd): tshark. Compared per file: frames, TLS SNI over TCP,
-  QUIC SNI (IETF Initials, which tshark decrypts), gQUIC SNI (``gquic.tag.sni``), DNS query
+  QUIC SNI (IETF Initials, which tshark decrypts, and gQUIC's ``gquic.tag.sni``), DNS query
   names and HTTP Host headers, as sets;
 - mitmproxy flow files: mitmproxy's own ``FlowReader`` (the hosts of the HTTP flows it yields,
   without the placeholder ``unknown`` handshakes it invents for old WebSocket flows);
@@ -51,7 +51,7 @@ def _tshark_names(path: Path) -> dict[str, Any]:
     fields = {
         "tls": ("tls.handshake.type == 1 && tcp", "tls.handshake.extensions_server_name"),
         "quic": ("quic", "tls.handshake.extensions_server_name"),
-        "gquic": ("gquic", "gquic.tag.sni"),
+        "gquic": ("gquic.tag.sni", "gquic.tag.sni"),
         "dns": ("dns.flags.response == 0", "dns.qry.name"),
         "http": ("http.request", "http.host"),
     }
@@ -81,11 +81,9 @@ def _auditor_names(path: Path) -> dict[str, Any]:
             return set()
         return {v for x in fl[col].dropna() for v in str(x).split(";") if v}
 
-    gquic = split(F.GQUIC_SNI) if hasattr(F, "GQUIC_SNI") else set()
     return {
         "tls": split(F.SNI),
-        "quic": split(F.QUIC_SNI) - gquic,
-        "gquic": gquic,
+        "quic": split(F.QUIC_SNI),  # IETF QUIC and gQUIC alike
         "dns": {q or "<Root>" for q in r.dns.loc[~r.dns[F.RESPONSE].astype(bool), F.QNAME]}
         if len(r.dns)
         else set(),
@@ -97,7 +95,8 @@ def _auditor_names(path: Path) -> dict[str, Any]:
 def capture_row(path: Path) -> dict[str, Any]:
     theirs, ours = _tshark_names(path), _auditor_names(path)
     theirs["http"] = {h.rsplit(":", 1)[0] if h.count(":") == 1 else h for h in theirs["http"]}
-    keys = ("tls", "quic", "gquic", "dns", "http")
+    theirs["quic"] |= theirs.pop("gquic")  # auditor gives both in one column
+    keys = ("tls", "quic", "dns", "http")
     row: dict[str, Any] = {"file": _rel(path), "reader": "tshark", "frames": ours["frames"],
                            "frames_theirs": theirs["frames"]}  # fmt: skip
     names_ours = set().union(*(ours[k] for k in keys))

@@ -821,13 +821,20 @@ class CaptureAnalyzer:
         version = (head[:, 1] << 24) | (head[:, 2] << 16) | (head[:, 3] << 8) | head[:, 4]
         ptype = (b0 >> 4) & 3
         long_header = udp_m & (ln >= 7) & ((b0 & 0xC0) == 0xC0)
-        initial = ((version == N.QUIC_V1) & (ptype == N.INITIAL_TYPE[N.QUIC_V1])) | (
+        v1_like = (version == N.QUIC_V1) | (
+            (version >= N.QUIC_DRAFTS.start) & (version < N.QUIC_DRAFTS.stop)
+        )
+        initial = (v1_like & (ptype == 0)) | (
             (version == N.QUIC_V2) & (ptype == N.INITIAL_TYPE[N.QUIC_V2])
         )
-        other_quic = ((sp == 443) | (dp == 443)) & ~_any_of(version, (0, N.QUIC_V1, N.QUIC_V2))
+        on_443 = (sp == 443) | (dp == 443)
+        other_quic = on_443 & ~_any_of(version, (0, N.QUIC_V1, N.QUIC_V2))
+        # Google QUIC's public header (Q0xx): no long-header bit, no IETF fixed bit, the
+        # connection id flag set, the reset flag clear (auditor.packets.gquic)
+        gquic_old = udp_m & on_443 & (ln >= 14) & ((b0 & 0xCA) == 0x08)
         first4 = (head[:, 0] << 24) | (head[:, 1] << 16) | (head[:, 2] << 8) | head[:, 3]
         found[tcp_m & (ln >= 4) & np.isin(first4, _HTTP_PREFIXES)] = N.KIND_HTTP
-        found[long_header & (initial | other_quic)] = N.KIND_QUIC
+        found[(long_header & (initial | other_quic)) | gquic_old] = N.KIND_QUIC
         found[tls] = N.KIND_TLS
         flight = tcp_m & (b0 == N.HANDSHAKE) & (head[:, 1] == 3) & (head[:, 2] <= 4)
         flight &= head[:, 5] == tlscert.SERVER_HELLO

@@ -28,7 +28,7 @@ import struct
 from dataclasses import dataclass, field
 from functools import lru_cache
 from types import ModuleType
-from typing import IO, Final
+from typing import IO, TYPE_CHECKING, Final
 
 import numpy as np
 from cryptography.exceptions import InvalidTag
@@ -40,6 +40,9 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 from auditor.packets import tlscert
 from auditor.packets._compiled import load
 from auditor.records import CertificateInfo
+
+if TYPE_CHECKING:
+    from auditor.packets.gquic import GquicHello
 
 _flowtab: ModuleType | None = load("_flowtab")  # else payloads are joined in Python
 
@@ -459,8 +462,21 @@ _LABELS: Final[dict[int, tuple[bytes, bytes, bytes]]] = {
     QUIC_V1: (b"quic key", b"quic iv", b"quic hp"),
     QUIC_V2: (b"quicv2 key", b"quicv2 iv", b"quicv2 hp"),  # RFC 9369 3.3.2
 }
-# Long-header packet type bits of an Initial: 0b00 in v1, 0b01 in v2 (RFC 9369 3.2).
-INITIAL_TYPE: Final[dict[int, int]] = {QUIC_V1: 0, QUIC_V2: 1}
+# The IETF drafts that shipped in clients (Chrome and Android's Cronet spoke draft 29 in
+# 2020-21; Facebook's mvfst drafts 27-29): version 0xff0000NN for draft NN, v1's labels, and
+# the initial salt of draft-ietf-quic-tls-23 section 5.2 (drafts 23-28) or of
+# draft-ietf-quic-tls-29 section 5.2 (drafts 29-32).
+QUIC_DRAFTS: Final = range(0xFF000017, 0xFF000021)
+for _draft in QUIC_DRAFTS:
+    _SALTS[_draft] = bytes.fromhex(
+        "c3eef712c72ebb5a11a7d2432bb46365bef9f502"
+        if _draft < 0xFF00001D
+        else "afbfec289993d24c9e9786f19c6111e04390a899"
+    )
+    _LABELS[_draft] = _LABELS[QUIC_V1]
+# Long-header packet type bits of an Initial: 0b00 in v1 and the drafts, 0b01 in v2
+# (RFC 9369 3.2).
+INITIAL_TYPE: Final[dict[int, int]] = {v: 1 if v == QUIC_V2 else 0 for v in _SALTS}
 SUPPORTED_VERSIONS: Final = frozenset(_SALTS)
 _FRAME_PADDING: Final = 0x00
 _FRAME_PING: Final = 0x01
@@ -1297,6 +1313,11 @@ class NameCollector:
         conn = self._quic.get(f)
         if conn is not None and d != conn.direction:
             return  # the server's Initials
+        from auditor.packets import gquic  # it builds on this module
+
+        if gquic.looks_like_gquic(datagram):
+            self._gquic_datagram(f, d, gquic.parse_gquic(datagram))
+            return
         pos = 0
         while pos + 5 <= len(datagram) and datagram[pos] & 0x80:
             version = int.from_bytes(datagram[pos + 1 : pos + 5], "big")
@@ -1331,6 +1352,24 @@ class NameCollector:
                 self._hello(f, d, hello, NAME_QUIC_SNI, NAME_QUIC_ALPN)
                 return
             pos = header.end
+
+    def _gquic_datagram(self, f: int, d: int, hello: GquicHello | None) -> None:
+        """Google QUIC (Q0xx, T05x): the client hello's SNI, read from one datagram
+        (:mod:`auditor.packets.gquic`); data packets of either side give None."""
+        if hello is None:
+            return
+        if hello.problem:
+            self._warn("gquic-hello-malformed")
+        if hello.sni is None:
+            if not hello.complete:
+                self._warn("gquic-hello-incomplete")
+            return  # a hello without a name (a later one may carry it)
+        self._hint(f, d)
+        self._add(f, NAME_QUIC_SNI, hello.sni)
+        if hello.alpn:
+            self._add(f, NAME_QUIC_ALPN, ",".join(hello.alpn))
+        self._quic_done.add(f)
+        self._quic.pop(f, None)
 
     def _quic_finished(self, f: int) -> None:
         """Only that it is done is kept of a connection (its ciphers and CRYPTO bytes, some

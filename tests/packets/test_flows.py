@@ -327,7 +327,7 @@ def test_incomplete_and_broken_names_are_counted() -> None:
         (0, ipv4(PHONE, API, 6, tcp(40000, 443, hello[:1200], flags=PSHACK, seq=1))),
         (1, ipv4(PHONE, QUIC1, 17, udp(50000, 443, bytes(bad_quic)))),
         (2, ipv4(PHONE, RESOLVER, 17, udp(5000, 53, b"\x00\x01" + b"\xff" * 12))),
-        (3, ipv4(PHONE, QUIC2, 17, udp(50001, 443, b"\xc3Q046" + bytes(40)))),
+        (3, ipv4(PHONE, QUIC2, 17, udp(50001, 443, b"\xc3\x1a\x2a\x3a\x4a" + bytes(40)))),
         (4, ipv4(PHONE, LATE, 6, tcp(1, 443, b"\x16\x03\x01\x00\x05\x02abcd"))),
     ]
     r = read(write(packets))

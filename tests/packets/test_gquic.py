@@ -401,3 +401,31 @@ def test_decrypted_hello_with_bytes_changed(
     else:
         hello = gquic._tls_hello(label, b"\x00" * 8, chunks)
         assert hello is None or hello.tls
+
+
+# ------------------------------------------------------------ in the capture reader
+
+
+def _reader_sni(name: str) -> set[str]:
+    from auditor.packets import flows as F
+    from auditor.packets import read_capture
+
+    fl = read_capture(DATA / name).flows
+    return {v for x in fl[F.QUIC_SNI].dropna() for v in str(x).split(";") if v}
+
+
+@pytest.mark.parametrize("name", GQUIC_FILES + IETF_FILES)
+def test_the_capture_reader_names_every_quic_connection_tshark_names(
+    name: str, tshark_rows: dict[str, dict[int, dict[str, str]]]
+) -> None:
+    """``read_capture`` gives gQUIC hellos' SNI (and that of IETF drafts, such as the
+    draft-28 Initial of ndpi_ietf_quic_0rtt) in the flow's QUIC name column, as tshark
+    shows them (``gquic.tag.sni``, or the TLS SNI of a T05x or IETF ClientHello)."""
+    theirs = {
+        v
+        for r in tshark_rows[name].values()
+        for v in (r["gquic.tag.sni"], r["tls.handshake.extensions_server_name"])
+        if v
+    }
+    assert theirs
+    assert _reader_sni(name) == theirs

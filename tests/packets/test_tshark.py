@@ -8,7 +8,8 @@ Known, narrow differences (asserted as such, not tolerated in general):
 - auditor ends a UDP flow after 120 s of silence and starts another; tshark keeps one
   conversation. Flows are compared per 5-tuple, summing auditor's.
 - tshark's ``tls.handshake.type == 1`` also matches ClientHellos inside QUIC; TLS is compared
-  with ``&& tcp`` and QUIC with the brief's ``-Y quic`` command.
+  with ``&& tcp`` and QUIC with the brief's ``-Y quic`` command, joined with the SNI of
+  Google QUIC hellos (``gquic.tag.sni``), which auditor gives in the same column.
 
 tshark runs with ``tcp.reassemble_out_of_order`` on (its default is off): auditor puts a
 ClientHello's segments in order by sequence number, and so does tshark when asked.
@@ -77,6 +78,7 @@ def tshark_view(path: Path) -> dict[str, object]:
         "tls": ("-Y", "tls.handshake.type == 1 && tcp", "-T", "fields",
                 "-e", "tls.handshake.extensions_server_name"),
         "quic": ("-Y", "quic", "-T", "fields", "-e", "tls.handshake.extensions_server_name"),
+        "gquic": ("-Y", "gquic.tag.sni", "-T", "fields", "-e", "gquic.tag.sni"),
         "dns": ("-Y", "dns.flags.response == 0", "-T", "fields", "-e", "dns.qry.name"),
         "frames": ("-T", "fields", "-e", "http.request", "-e", "http.host"),
         "conv": ("-q", "-z", "conv,tcp", "-z", "conv,udp"),
@@ -86,7 +88,7 @@ def tshark_view(path: Path) -> dict[str, object]:
     frames = outs["frames"].splitlines()
     return {
         "tls": _values(outs["tls"]),
-        "quic": _values(outs["quic"]),
+        "quic": _values(outs["quic"]) | _values(outs["gquic"]),  # auditor: one column
         "dns": _values(outs["dns"]),
         "http": {line.split("\t")[1] for line in frames if line.startswith("1\t") and "\t" in line}
         - {""},
@@ -152,6 +154,11 @@ def test_real_captures_carry_names(shared_captures: Path) -> None:
     """The comparison above is only worth something if there were names to find."""
     found = {p.name: auditor_view(p) for p in REAL}
     assert found["quicmitm_capture.pcap"]["quic"] == {"acs.m.alibaba.com"}
+    # the YouTube app's Google QUIC (gQUIC) hellos
+    assert found["apksherlock_dynamic_capture.pcap"]["quic"] == {
+        "www.youtube.com",
+        "youtubei.googleapis.com",
+    }
     assert "www.google.com" in found["apksherlock_capture.pcap"]["tls"]  # type: ignore[operator]
     assert found["pcapdroid_http_proxy.pcap"]["http"] == {"weberblog.net:443"}
 
