@@ -11,6 +11,7 @@ BENCHES = [
     "scan_identifiers",
     "packets",
     "analyze",
+    "pcap_scale",
 ]
 
 
