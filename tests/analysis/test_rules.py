@@ -315,7 +315,7 @@ def test_beacon_thresholds_come_from_the_policy(tmp_path) -> None:
             Thresholds.from_mapping(bad, "x")
     # a bad threshold stops the policy from loading, naming the file
     p.write_text("name: bad\nthresholds:\n  beacon: {min_contacts: -1}\n")
-    with pytest.raises(PolicyError, match="quick.yaml: threshold beacon.min_contacts"):
+    with pytest.raises(PolicyError, match=r"quick\.yaml: threshold beacon\.min_contacts"):
         load_policy(str(p))
 
 
