@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from auditor.intel.ipdb import SPECIAL_RANGES, FactsRow, IpDatabase, _Geoip2fast
+from auditor.intel.ipdb import SPECIAL_RANGES, FactsColumns, FactsRow, IpDatabase, _Geoip2fast
 from auditor.intel.model import IpFacts
 
 _V4 = re.compile(r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)")
@@ -200,7 +200,7 @@ Row = FactsRow
 
 def lookup_many(ipdb: IpDatabase, ips: list[str]) -> list[IpFacts]:
     """``[ipdb.lookup(ip) for ip in ips]``, with canonical addresses found together."""
-    return [IpFacts(*r) for r in ipdb.lookup_rows(ips)]
+    return ipdb.lookup_many(ips)
 
 
 def lookup_rows(ipdb: IpDatabase, ips: list[str]) -> list[Row]:
@@ -208,26 +208,40 @@ def lookup_rows(ipdb: IpDatabase, ips: list[str]) -> list[Row]:
     return ipdb.lookup_rows(ips)
 
 
-def bundled_rows(ips: Sequence[str], one: Callable[[str], Row]) -> list[Row]:
-    """The bundled database's facts of each address: canonical IPv4 and IPv6 addresses found
-    together, every other value through ``one`` (the per-address lookup)."""
+def bundled_columns(ips: Sequence[str], one: Callable[[str], Row]) -> FactsColumns:
+    """The bundled database's facts of each address, as columns: canonical IPv4 and IPv6
+    addresses found together, every other value through ``one`` (the per-address lookup)."""
+    n = len(ips)
+    cols = FactsColumns(*(np.full(n, None, dtype=object) for _ in range(7)))
+    done = np.zeros(n, dtype=bool)
     tables = _tables()
-    out: list[Row | None] = [None] * len(ips)
     if tables is not None:
         v4 = [i for i, ip in enumerate(ips) if isinstance(ip, str) and _V4.fullmatch(ip)]
         v6 = [i for i, ip in enumerate(ips) if isinstance(ip, str) and ":" in ip]
-        for group, rows in (
+        for group, found in (
             (v4, _v4_rows(tables, [ips[i] for i in v4])),
             (v6, _v6_rows(tables, [ips[i] for i in v6])),
         ):
-            for i, row in zip(group, rows, strict=True):
-                out[i] = row
-    return [r if r is not None else one(ip) for r, ip in zip(out, ips, strict=True)]
+            if found is None:
+                continue
+            answered, values = found
+            at = np.asarray(group, dtype=np.int64)[answered]
+            for col, v in zip(cols, values, strict=True):
+                col[at] = v[answered]
+            done[at] = True
+    for i in np.flatnonzero(~done).tolist():
+        for column, value in zip(cols, one(ips[i]), strict=True):
+            column[i] = value
+    return cols
 
 
-def _v4_rows(t: _Tables, ips: list[str]) -> list[Row | None]:
+_Found = tuple[np.ndarray, tuple[np.ndarray, ...]] | None
+"""What a table search gives: which addresses it answered, and the seven columns."""
+
+
+def _v4_rows(t: _Tables, ips: list[str]) -> _Found:
     if not ips:
-        return []
+        return None
     packed = b"".join(socket.inet_aton(ip) for ip in ips)
     x = np.frombuffer(packed, dtype=">u4").astype(np.uint64)
     reason = np.full(len(ips), None, dtype=object)
@@ -250,11 +264,10 @@ def _v4_rows(t: _Tables, ips: list[str]) -> list[Row | None]:
     return _assemble(t, ips, reason, (k >= 0) & (a >= 0), k, country, asn_org, network)
 
 
-def _v6_rows(t: _Tables, ips: list[str]) -> list[Row | None]:
+def _v6_rows(t: _Tables, ips: list[str]) -> _Found:
     """Canonical IPv6 text (as ``str(IPv6Address)`` writes it) outside ``::/64``; None for
     every other value and for an address before the first IPv6 network of either table
     (geoip2fast would then read an IPv4 entry: the per-address path decides)."""
-    out: list[Row | None] = [None] * len(ips)
     keep: list[int] = []
     packed: list[bytes] = []
     for i, ip in enumerate(ips):
@@ -266,7 +279,7 @@ def _v6_rows(t: _Tables, ips: list[str]) -> list[Row | None]:
             keep.append(i)
             packed.append(b)
     if not keep:
-        return out
+        return None
     x = np.frombuffer(b"".join(packed), dtype=">u8").reshape(-1, 2).astype(np.uint64)
     hi, lo = np.ascontiguousarray(x[:, 0]), np.ascontiguousarray(x[:, 1])
     reason = np.full(len(keep), None, dtype=object)
@@ -284,12 +297,18 @@ def _v6_rows(t: _Tables, ips: list[str]) -> list[Row | None]:
         first = struct.pack(">QQ", int(t.first6_hi[n]), int(t.first6_lo[n]))
         return f"{socket.inet_ntop(socket.AF_INET6, first)}/{int(t.netlen6[n])}"
 
-    rows = _assemble(
+    answered, values = _assemble(
         t, [ips[i] for i in keep], reason, (k >= 0) & (a >= 0), k, country, asn_org, network
     )
-    for i, row in zip(keep, rows, strict=True):
-        out[i] = row
-    return out
+    at = np.asarray(keep, dtype=np.int64)
+    mask = np.zeros(len(ips), dtype=bool)
+    mask[at] = answered
+    full = []
+    for v in values:
+        col = np.full(len(ips), None, dtype=object)
+        col[at] = v
+        full.append(col)
+    return mask, tuple(full)
 
 
 def _last_at_or_before(
@@ -333,34 +352,28 @@ def _assemble(
     country: np.ndarray,
     asn_org: np.ndarray,
     network_of: Callable[[int], str],
-) -> list[Row | None]:
-    """The rows from the columns a table search gave (None where ``ok`` is false and the
-    address is in no special range: the per-address path decides)."""
-    net = np.where(country != None, k, -1)  # noqa: E711 - elementwise
-    used = (country != None) | (asn_org != None)  # noqa: E711
-    reason_l, ok_l = reason.tolist(), np.asarray(ok).tolist()
-    country_l: list[Any] = np.asarray(country).tolist()
-    asn_l: list[Any] = np.asarray(asn_org).tolist()
-    net_l: list[int] = np.asarray(net).tolist()
-    used_l: list[bool] = np.asarray(used).tolist()
-    db = t.database
-    networks: dict[int, str] = {}
-    out: list[Row | None] = []
-    for i, ip in enumerate(ips):
-        if reason_l[i] is not None:
-            out.append((ip, None, None, None, None, reason_l[i], None))
-        elif not ok_l[i]:
-            out.append(None)  # before the first entry: the per-address path decides
-        else:
-            c = country_l[i]
-            network = None
-            if c is not None:
-                n = net_l[i]
-                network = networks.get(n)
-                if network is None:
-                    network = networks[n] = network_of(n)
-            out.append(
-                (ip, c, None, asn_l[i], network, None if c else "not in the IP databases",
-                 db if used_l[i] else None)
-            )  # fmt: skip
-    return out
+) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    """The seven columns from those a table search gave, and which addresses they answer
+    (not where ``ok`` is false outside the special ranges: the per-address path decides)."""
+    special = reason != None  # noqa: E711 - elementwise
+    answered = special | np.asarray(ok, dtype=bool)
+    located = ~special & (country != None)  # noqa: E711
+    net = np.where(located, k, -1)
+    nets, net_codes = np.unique(net, return_inverse=True)
+    names = np.asarray([network_of(int(x)) if x >= 0 else None for x in nets.tolist()], object)
+    used = ~special & (located | (asn_org != None))  # noqa: E711
+    none = np.full(len(ips), None, dtype=object)
+    return answered, (
+        np.asarray(ips, dtype=object),
+        _choose(located, country, None),
+        none,
+        _choose(special, None, asn_org),
+        names[net_codes.reshape(-1)],
+        _choose(special, reason, _choose(located, None, "not in the IP databases")),
+        _choose(used, t.database, None),
+    )
+
+
+def _choose(cond: np.ndarray, yes: Any, no: Any) -> np.ndarray:
+    """``np.where`` over object values (a column or one value each side)."""
+    return np.where(cond, np.asarray(yes, dtype=object), np.asarray(no, dtype=object))

@@ -17,7 +17,9 @@ import threading
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+
+import numpy as np
 
 from auditor.intel.model import DatabaseInfo, IntelError, IpFacts
 
@@ -68,6 +70,26 @@ NOT_AN_IP = "not an IP address"
 
 FactsRow = tuple[str, str | None, int | None, str | None, str | None, str | None, str | None]
 """The fields of :class:`IpFacts` in order, as :meth:`IpDatabase.lookup_rows` gives them."""
+
+
+class FactsColumns(NamedTuple):
+    """The fields of :class:`IpFacts` as object arrays, one row per address
+    (:meth:`IpDatabase.lookup_columns`)."""
+
+    ip: np.ndarray
+    country: np.ndarray
+    asn: np.ndarray
+    asn_org: np.ndarray
+    network: np.ndarray
+    reason: np.ndarray
+    database: np.ndarray
+
+
+def _objects(values: list[Any]) -> np.ndarray:
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
 
 _GEOIP2FAST_DATE = re.compile(r"(\d{8})$")
 
@@ -224,19 +246,25 @@ class IpDatabase:
         return facts
 
     def lookup_many(self, ips: Iterable[str]) -> list[IpFacts]:
-        """``[self.lookup(ip) for ip in ips]``, found together (see :meth:`lookup_rows`)."""
+        """``[self.lookup(ip) for ip in ips]``, found together (see :meth:`lookup_columns`)."""
         return [IpFacts(*row) for row in self.lookup_rows(list(ips))]
 
     def lookup_rows(self, ips: Sequence[str]) -> list[FactsRow]:
-        """The facts of many addresses, each as a tuple of the :class:`IpFacts` fields in
-        order: the answers of :meth:`lookup`. With the bundled database alone, canonical IPv4
-        and IPv6 addresses are found together in its tables (:mod:`auditor.intel.bulkip`,
-        numpy); a user ``.mmdb`` and every other value take the per-address path."""
-        if self._bundled and not self._mmdb:
-            from auditor.intel.bulkip import bundled_rows
+        """The facts of many addresses, each as a tuple of the :class:`IpFacts` fields."""
+        return list(zip(*(c.tolist() for c in self.lookup_columns(ips)), strict=True))
 
-            return bundled_rows(ips, self._lookup_row)
-        return [self._lookup_row(ip) for ip in ips]
+    def lookup_columns(self, ips: Sequence[str]) -> FactsColumns:
+        """The facts of many addresses as columns (object arrays, one per :class:`IpFacts`
+        field): the answers of :meth:`lookup`. With the bundled database alone, canonical
+        IPv4 and IPv6 addresses are found together in its tables
+        (:mod:`auditor.intel.bulkip`, numpy); a user ``.mmdb`` and every other value take
+        the per-address path."""
+        if self._bundled and not self._mmdb:
+            from auditor.intel.bulkip import bundled_columns
+
+            return bundled_columns(ips, self._lookup_row)
+        rows = [self._lookup_row(ip) for ip in ips]
+        return FactsColumns(*(_objects([r[j] for r in rows]) for j in range(7)))
 
     def _lookup_row(self, ip: str) -> FactsRow:
         f = self.lookup(ip)

@@ -29,9 +29,9 @@ from typing import TYPE_CHECKING, Any
 from auditor import columns as C
 from auditor.intel import model as m
 from auditor.intel import psl
-from auditor.intel.bulkip import Row, lookup_rows
+from auditor.intel.bulkip import Row
 from auditor.intel.index import IntelIndex, load_intel
-from auditor.intel.ipdb import NOT_AN_IP, IpDatabase, default_ipdb, parse_ip
+from auditor.intel.ipdb import NOT_AN_IP, FactsColumns, IpDatabase, default_ipdb, parse_ip
 from auditor.intel.model import (
     Attribution,
     Basis,
@@ -1133,12 +1133,8 @@ class KnowledgeBase:
         own_ip = _per_value(ip_col, lambda v: v if isinstance(v, str) and v else None)
         eff_ip = np.where(pd.isna(own_ip) & is_literal, literal, own_ip)
         ip_codes, ip_uniques = pd.factorize(eff_ip, use_na_sentinel=True)
-        facts = lookup_rows(self.ipdb, [str(ip) for ip in ip_uniques])
-        sig_codes, _ = pd.factorize(
-            pd.Series([self._facts_key(f) for f in facts] + [None], dtype=object),
-            use_na_sentinel=True,
-        )
-        row_sig = sig_codes[ip_codes]  # missing address: the last entry, None
+        facts = self.ipdb.lookup_columns([str(ip) for ip in ip_uniques])
+        row_sig = np.append(self._facts_codes(facts), -1)[ip_codes]  # no address: -1
         key_host = host_col.copy()
         key_host[is_literal] = None
         key_columns = [key_host, row_sig, *columns[2:]]
@@ -1168,23 +1164,23 @@ class KnowledgeBase:
             self._row(
                 [key_host[i], eff_ip[i], *(key_columns[j][i] for j in kept)],
                 kept_ev,
-                IpFacts(*facts[ip_codes[i]]) if ip_codes[i] >= 0 else None,
+                IpFacts(*(c[ip_codes[i]] for c in facts)) if ip_codes[i] >= 0 else None,
             )
             for i in first.tolist()
         ]
         frame = _rows_to_frame(rows, codes, hs.index)
         # each row's own address, AS and AS organisation (and the hosting named by it)
-        per_ip = np.asarray(
-            [(f[0], f[2], f[3], f[1]) for f in facts] + [(None, None, None, None)], dtype=object
+        own_ip, own_asn, own_org, own_country = (
+            np.append(c, np.full(1, None, dtype=object))[ip_codes]
+            for c in (facts.ip, facts.asn, facts.asn_org, facts.country)
         )
-        own = per_ip[ip_codes]
-        frame[m.SERVER_IP] = _categorical(own[:, 0])
-        frame[m.ASN] = pd.array(own[:, 1].tolist(), dtype="Int64")
-        frame[m.ASN_ORG] = _categorical(own[:, 2])
-        frame[m.SERVER_COUNTRY] = _categorical(own[:, 3])
+        frame[m.SERVER_IP] = _categorical(own_ip)
+        frame[m.ASN] = pd.array(own_asn.tolist(), dtype="Int64")
+        frame[m.ASN_ORG] = _categorical(own_org)
+        frame[m.SERVER_COUNTRY] = _categorical(own_country)
         # legal exposure: the organisation's (per lookup), then the server's country's when
         # it is another country with laws on record (per row), as _attribution orders them
-        ccodes, cuniq = pd.factorize(own[:, 3], use_na_sentinel=True)
+        ccodes, cuniq = pd.factorize(own_country, use_na_sentinel=True)
         pair, pairs = pd.factorize(codes * (len(cuniq) + 1) + (ccodes + 1))
         exposure = np.empty(len(pairs), dtype=object)
         for k, v in enumerate(pairs.tolist()):
@@ -1198,10 +1194,32 @@ class KnowledgeBase:
         by_as = np.asarray([r[-2] for r in rows], dtype=bool)[codes]
         if by_as.any():
             names = frame[m.HOSTING_NAME].to_numpy(dtype=object)
-            names[by_as] = own[by_as, 2]
+            names[by_as] = own_org[by_as]
             names[pd.isna(names)] = None
             frame[m.HOSTING_NAME] = _categorical(names)
         return frame
+
+    def _facts_codes(self, facts: FactsColumns) -> np.ndarray:
+        """One integer per address, equal where :meth:`_facts_key` is: computed once per
+        distinct (AS, AS organisation, reason) when there is no user intel on addresses."""
+        import numpy as np
+        import pandas as pd
+
+        n = len(facts.ip)
+        if self._intel:
+            keys = [self._facts_key(r) for r in zip(*(c.tolist() for c in facts), strict=True)]
+            return np.asarray(pd.factorize(pd.Series(keys, dtype=object))[0], dtype=np.int64)
+        combined = np.zeros(n, dtype=np.int64)
+        for col in (facts.asn, facts.asn_org, facts.reason):
+            vcodes, uniq = pd.factorize(col, use_na_sentinel=True)
+            combined = combined * (len(uniq) + 1) + (vcodes + 1)
+        dense, firsts = pd.factorize(combined)
+        first_at = np.zeros(len(firsts), dtype=np.int64)
+        first_at[dense[::-1]] = np.arange(n - 1, -1, -1)  # each code's first address
+        rows = zip(*(c[first_at].tolist() for c in facts), strict=True)
+        keys = [self._facts_key(r) for r in rows]
+        kcodes = np.asarray(pd.factorize(pd.Series(keys, dtype=object))[0], dtype=np.int64)
+        return kcodes[dense]
 
     def _facts_key(self, f: Row) -> tuple[Any, ...]:
         """What an attribution reads of an address's facts (an :class:`IpFacts` as a tuple):
