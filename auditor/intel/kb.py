@@ -1137,7 +1137,11 @@ class KnowledgeBase:
         row_sig = np.append(self._facts_codes(facts), -1)[ip_codes]  # no address: -1
         key_host = host_col.copy()
         key_host[is_literal] = None
-        key_columns = [key_host, row_sig, *columns[2:]]
+        # Without user intel on addresses, an attribution reads an address only for the
+        # hosting (the KB's network of its AS): names are looked up without it, once per
+        # name and evidence, and the hosting is joined on per row (_join_hosting)
+        split = not self._intel
+        key_columns = [key_host, np.zeros(n, dtype=np.int64) if split else row_sig, *columns[2:]]
         # one mixed-radix code per row over all key columns, refactorized only when the radix
         # would overflow; an evidence column with no value at all is left out
         codes = np.zeros(n, dtype=np.int64)
@@ -1162,9 +1166,9 @@ class KnowledgeBase:
         _, first = np.unique(codes, return_index=True)
         rows = [
             self._row(
-                [key_host[i], eff_ip[i], *(key_columns[j][i] for j in kept)],
+                [key_host[i], None if split else eff_ip[i], *(key_columns[j][i] for j in kept)],
                 kept_ev,
-                IpFacts(*(c[ip_codes[i]] for c in facts)) if ip_codes[i] >= 0 else None,
+                None if split or ip_codes[i] < 0 else IpFacts(*(c[ip_codes[i]] for c in facts)),
             )
             for i in first.tolist()
         ]
@@ -1191,13 +1195,71 @@ class KnowledgeBase:
                 parts.append(f"server:{country}")
             exposure[k] = ";".join(parts) or None
         frame[m.LEGAL_EXPOSURE] = _categorical(exposure[pair])
-        by_as = np.asarray([r[-2] for r in rows], dtype=bool)[codes]
+        if split:
+            by_as = self._join_hosting(frame, rows, codes, row_sig, facts, ip_codes)
+        else:
+            by_as = np.asarray([r[-2] for r in rows], dtype=bool)[codes]
         if by_as.any():
             names = frame[m.HOSTING_NAME].to_numpy(dtype=object)
             names[by_as] = own_org[by_as]
             names[pd.isna(names)] = None
             frame[m.HOSTING_NAME] = _categorical(names)
         return frame
+
+    def _join_hosting(
+        self,
+        frame: pd.DataFrame,
+        rows: list[tuple[Any, ...]],
+        codes: np.ndarray,
+        row_sig: np.ndarray,
+        facts: FactsColumns,
+        ip_codes: np.ndarray,
+    ) -> np.ndarray:
+        """The hosting columns of rows looked up by name alone (:meth:`classify_hosts`), as
+        :meth:`_hosting` makes them: the KB's network of the address's AS, else the hosting
+        the name names (a cloud's domain); a row with an address and neither is hosted by its
+        AS organisation. Returns which rows are (``by_as``)."""
+        import numpy as np
+
+        def objects(values: list[Any]) -> np.ndarray:
+            out = np.empty(len(values), dtype=object)
+            out[:] = values
+            return out
+
+        # by name: the hosting of each lookup without an address (None: the name names none)
+        by_org = objects([r[17] for r in rows])[codes]
+        by_name = objects([r[18] for r in rows])[codes]
+        named = np.asarray([r[18] is not None or r[-2] for r in rows], dtype=bool)[codes]
+        # by network: per distinct facts key, the KB mapping of its AS (kind 1: a known
+        # organisation, 2: an organisation the KB does not hold)
+        n_sig = int(row_sig.max()) + 1 if len(row_sig) else 0
+        kind = np.zeros(n_sig + 1, dtype=np.int64)  # the last entry: no address
+        net_org = np.full(n_sig + 1, None, dtype=object)
+        net_name = np.full(n_sig + 1, None, dtype=object)
+        has_ip = ip_codes >= 0
+        sig_ip = np.full(n_sig, -1, dtype=np.int64)
+        sig_ip[row_sig[has_ip][::-1]] = ip_codes[has_ip][::-1]
+        for k, j in enumerate(sig_ip.tolist()):
+            mp = self._network_of(facts.asn[j], facts.asn_org[j]) if j >= 0 else None
+            if mp is None:
+                continue
+            org = self.organisations.get(mp.organisation)
+            if org is None:
+                kind[k] = 2
+            else:
+                kind[k], net_org[k], net_name[k] = 1, org.id, org.name
+        sig = np.where(row_sig >= 0, row_sig, n_sig)
+        mk = kind[sig]
+        exists = has_ip | named
+        none = np.asarray(None, dtype=object)
+        org_col = np.where(mk == 1, net_org[sig], np.where(mk == 2, none, by_org))
+        name_col = np.where(mk == 1, net_name[sig], by_name)
+        org_col = np.where(exists, org_col, none)
+        name_col = np.where(exists, name_col, none)
+        frame[m.HOSTING_ORG] = _categorical(org_col)
+        frame[m.HOSTING_NAME] = _categorical(name_col)
+        empty = np.asarray([not v for v in name_col.tolist()], dtype=bool)
+        return np.asarray(exists & empty, dtype=bool)
 
     def _facts_codes(self, facts: FactsColumns) -> np.ndarray:
         """One integer per address, equal where :meth:`_facts_key` is: computed once per
