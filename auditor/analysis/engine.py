@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -200,7 +201,7 @@ def _endpoints(
     down = flows[C.BYTES_DOWN].fillna(0).to_numpy(dtype="float64")
     idle = flows[C.IDLE].fillna(False).astype(bool).to_numpy()
     linked = flows[C.STATE_LINKED].fillna(False).astype(bool).to_numpy()
-    ips, fids, apps = col(C.SERVER_IP), col(C.FLOW_ID), col(C.APPS)
+    ips, apps = col(C.SERVER_IP), col(C.APPS)
     org_name, parent, country, cats = (
         col(C.ORGANISATION_NAME), col(C.PARENT), col(C.COUNTRY), col(C.CATEGORIES)
     )  # fmt: skip
@@ -226,8 +227,10 @@ def _endpoints(
     first_seen, last_seen = _ts_many(t_first.tolist()), _ts_many(t_last.tolist())
     spans = np.where(timed > 1, t_last - t_first, 0.0).tolist()
     after_boot = _after_boot(times, starts, timed, boots or [])
-    group_ips = _texts_per_group(gs, ips[order], n_groups, distinct=True)
-    flow_ids = _texts_per_group(gs, fids[order], n_groups, distinct=False, missing="None")
+    ip_ranks, ip_texts = _text_ranks(flows, C.SERVER_IP, lambda: ips, None)
+    group_ips = _texts_per_group(gs, (ip_ranks[order], ip_texts), n_groups, distinct=True)
+    fid_ranks, fid_texts = _text_ranks(flows, C.FLOW_ID, lambda: col(C.FLOW_ID), "None")
+    flow_ids = _texts_per_group(gs, (fid_ranks[order], fid_texts), n_groups, distinct=False)
     group_apps = _apps_per_group(gs, apps[order], n_groups)
     server_exposure: dict[str, dict[str, Any] | None] = {}
     timed_l, sizes_l = timed.tolist(), sizes.tolist()
@@ -248,6 +251,7 @@ def _endpoints(
                 if e_json is not None:
                     exposure.append(e_json)
         span = float(spans[g])
+        hosted_by = "; ".join([h["label"] for h in hosting])
         ips_g = group_ips[g]
         record = {
             "host": host,
@@ -262,9 +266,9 @@ def _endpoints(
             "confidence": attribution["confidence"],
             "evidence": attribution["evidence"],
             "conflicts": attribution["conflicts"],
-            "recipient": _recipient_text(attribution, hosting),
+            "recipient": _recipient_text(attribution, hosting, hosted_by),
             "hosting": hosting,
-            "hosted_by": "; ".join(h["label"] for h in hosting) or None,
+            "hosted_by": hosted_by or None,
             "server_country": hosting[0]["country"] if hosting else None,
             "state_control": attribution["state_control"],
             "legal_exposure": exposure,
@@ -292,36 +296,63 @@ _NO_NAME = "(no name)"
 
 
 def _texts_per_group(
-    gs: np.ndarray, values: np.ndarray, n_groups: int, *, distinct: bool, missing: str | None = None
+    gs: np.ndarray, ranked: tuple[np.ndarray, np.ndarray], n_groups: int, *, distinct: bool
 ) -> list[list[str]]:
-    """Each group's values as text, sorted (``sorted({str(v) ...})`` when ``distinct``, else
-    ``sorted(str(v) ...)``), from the flows sorted by group; a missing value is left out, or
-    is the text ``missing``. Sorted once for all groups, each distinct text made once."""
-    codes, uniq = pd.factorize(values, use_na_sentinel=True)
-    texts = [str(u) for u in np.asarray(uniq, dtype=object)]
-    if missing is not None:
-        texts.append(missing)
-        codes = np.where(codes < 0, len(texts) - 1, codes)
-    if not texts:
-        return [[] for _ in range(n_groups)]
-    # Python's sort of str is several times numpy's of an object array; equal texts (two
-    # values that print alike) share a rank
-    by_text = sorted(range(len(texts)), key=texts.__getitem__)
-    sorted_all = np.asarray([texts[i] for i in by_text], dtype=object)
-    new_text = np.r_[True, sorted_all[1:] != sorted_all[:-1]]
-    rank_of = np.empty(len(texts), dtype=np.int64)
-    rank_of[by_text] = np.cumsum(new_text) - 1
-    sorted_texts = sorted_all[new_text]
-    keep = codes >= 0
-    g, r = gs[keep], rank_of[codes[keep]].astype(np.int64)
+    """Each group's texts, sorted (distinct when ``distinct``), from the flows sorted by
+    group and each flow's rank among the sorted texts (:func:`_text_ranks`; -1: left out)."""
+    ranks, texts = ranked
+    keep = ranks >= 0
+    g, r = gs[keep], ranks[keep]
     if distinct:
-        g, r = np.divmod(np.unique(g * len(sorted_texts) + r), len(sorted_texts))
+        g, r = np.divmod(np.unique(g * max(len(texts), 1) + r), max(len(texts), 1))
     else:
         o = np.lexsort((r, g))
         g, r = g[o], r[o]
     bounds = np.searchsorted(g, np.arange(n_groups + 1)).tolist()
-    flat = sorted_texts[r].tolist()
+    flat = texts[r].tolist()
     return [flat[bounds[k] : bounds[k + 1]] for k in range(n_groups)]
+
+
+def _text_ranks(
+    flows: pd.DataFrame, name: str, values: Callable[[], np.ndarray], missing: str | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's rank among the distinct texts (``str(v)``) of a column, and those texts
+    sorted; a missing value ranks -1, or is the text ``missing``. ``values`` gives the
+    column as :func:`_endpoints` reads it (object), made only when needed. A column of
+    Arrow strings is sorted by Arrow (its byte order is the code point order Python sorts
+    by), any other once per distinct value by Python."""
+    series = flows[name] if name in flows.columns else None
+    dtype = series.dtype if series is not None else None
+    if isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow":
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        arr = pa.chunked_array([pa.array(series)]) if series is not None else None
+        assert arr is not None
+        if missing is not None:
+            arr = pc.fill_null(arr, missing)
+        valid = len(arr) - arr.null_count
+        order = pc.sort_indices(arr).to_numpy()[:valid]  # nulls last
+        st = arr.take(pa.array(order)).combine_chunks()
+        new = np.ones(valid, dtype=bool)
+        if valid > 1:
+            new[1:] = np.asarray(pc.not_equal(st.slice(1), st.slice(0, valid - 1)))
+        ranks = np.full(len(arr), -1, dtype=np.int64)
+        ranks[order] = np.cumsum(new) - 1
+        texts = np.asarray(st.filter(pa.array(new)).to_pylist(), dtype=object)
+        return ranks, texts
+    codes, uniq = pd.factorize(values(), use_na_sentinel=True)
+    text = [str(u) for u in np.asarray(uniq, dtype=object)]
+    if missing is not None:
+        text.append(missing)
+        codes = np.where(codes < 0, len(text) - 1, codes)
+    by_text = sorted(range(len(text)), key=text.__getitem__)
+    sorted_all = np.asarray([text[i] for i in by_text], dtype=object)
+    new_text = np.r_[True, sorted_all[1:] != sorted_all[:-1]] if len(text) else np.zeros(0, bool)
+    rank_of = np.empty(len(text) + 1, dtype=np.int64)
+    rank_of[by_text] = np.cumsum(new_text) - 1
+    rank_of[-1] = -1  # a missing value (code -1)
+    return rank_of[codes], sorted_all[new_text]
 
 
 def _apps_per_group(gs: np.ndarray, apps: np.ndarray, n_groups: int) -> list[list[str]]:
@@ -490,13 +521,18 @@ def _hosting_entries(counts: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _recipient_text(attribution: dict[str, Any], hosting: list[dict[str, Any]]) -> str:
-    """The recipient in words, never the hosting network in its place."""
+def _recipient_text(
+    attribution: dict[str, Any], hosting: list[dict[str, Any]], hosted_by: str | None = None
+) -> str:
+    """The recipient in words, never the hosting network in its place (``hosted_by``: the
+    hosting's labels joined, when the caller has them)."""
     name = attribution.get("organisation_name")
     if name:
         return f"{name} ({attribution.get('basis')}, {attribution.get('confidence')} confidence)"
     if hosting:
-        return "unknown operator, hosted by " + "; ".join(h["label"] for h in hosting)
+        if hosted_by is None:
+            hosted_by = "; ".join(h["label"] for h in hosting)
+        return "unknown operator, hosted by " + hosted_by
     return "unknown operator"
 
 
