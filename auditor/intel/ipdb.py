@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
+import socket
 import threading
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -94,6 +95,12 @@ def _objects(values: list[Any]) -> np.ndarray:
 _GEOIP2FAST_DATE = re.compile(r"(\d{8})$")
 
 
+_CANONICAL_V4 = re.compile(
+    r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+)
+_ZERO8 = bytes(8)
+
+
 def special_reason(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
     """Why ``addr`` cannot be located (a private, loopback, documentation... range), or None."""
     for net, reason in SPECIAL_RANGES:
@@ -110,6 +117,17 @@ def parse_ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None
     text = text.split("%", 1)[0]
     if not text or len(text) > 45:
         return None
+    # canonical text (as ``str()`` writes an address) made from its packed bytes: ipaddress
+    # parses text in Python, ~10 us an address, and a capture names 100,000 servers by address
+    if _CANONICAL_V4.fullmatch(text):
+        return ipaddress.IPv4Address(socket.inet_aton(text))
+    if ":" in text and "." not in text:
+        try:
+            packed = socket.inet_pton(socket.AF_INET6, text)
+        except OSError:
+            packed = b""
+        if packed[:8] not in (b"", _ZERO8) and socket.inet_ntop(socket.AF_INET6, packed) == text:
+            return ipaddress.IPv6Address(packed)
     try:
         addr = ipaddress.ip_address(text)
     except ValueError:
