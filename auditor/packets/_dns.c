@@ -670,24 +670,52 @@ done:
     return rc;
 }
 
-/* collect(blob, ends, rows, packet, ts, dns_rows, name_addrs, answered) -> (status, truncated)
+/* collect(blob, ends, rows, packet, ts, numbers, qnames, answers, name_addrs, answered)
+ *   -> (status, truncated)
  * The UDP DNS messages blob[ends[i-1]:ends[i]] for the positions i in `rows` (int64), as
- * NameCollector._dns parses them one by one: a row (packet, id, response, rcode, qname,
- * qtype, answers) per question appended to `dns_rows` (packet: `packet[i]`), the answers of
- * NOERROR responses learnt (names._learn) with the time `ts[i]`. `status` has a byte per row:
- * 0 malformed, 1 a query, 2 a response; `truncated` counts messages cut short. */
+ * NameCollector._dns parses them one by one: a row per question, its numbers appended to the
+ * bytearray `numbers` as one ROW_BYTES record (names.DNS_ROW_NUMBERS: packet `packet[i]` int64,
+ * qtype int32, id uint16, rcode uint8, response uint8, little-endian, packed), its name to
+ * `qnames` and the message's answers to `answers`; the answers of NOERROR responses learnt
+ * (names._learn) with the time `ts[i]`. `status` has a byte per row: 0 malformed, 1 a query,
+ * 2 a response; `truncated` counts messages cut short. */
+#define ROW_BYTES 16
+
+static void
+put_le(unsigned char *at, uint64_t v, int bytes)
+{
+    for (int k = 0; k < bytes; k++)
+        at[k] = (unsigned char)(v >> (8 * k));
+}
+
+/* One row's numbers at the end of `numbers` (-1 on error). */
+static int
+put_row(PyObject *numbers, int64_t packet, long qtype, long id, long rcode, int response)
+{
+    Py_ssize_t at = PyByteArray_GET_SIZE(numbers);
+    if (PyByteArray_Resize(numbers, at + ROW_BYTES) < 0)
+        return -1;
+    unsigned char *b = (unsigned char *)PyByteArray_AS_STRING(numbers) + at;
+    put_le(b, (uint64_t)packet, 8);
+    put_le(b + 8, (uint64_t)(uint32_t)(int32_t)qtype, 4);
+    put_le(b + 12, (uint64_t)id, 2);
+    b[14] = (unsigned char)rcode;
+    b[15] = (unsigned char)response;
+    return 0;
+}
+
 static PyObject *
 collect(PyObject *Py_UNUSED(module), PyObject *args)
 {
     Py_buffer blob, ends, rows, packet, ts;
-    PyObject *dns_rows, *name_addrs, *answered;
+    PyObject *numbers, *qnames, *answer_rows, *name_addrs, *answered;
     if (resource_type == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "_dns.setup() was not called");
         return NULL;
     }
-    if (!PyArg_ParseTuple(args, "y*y*y*y*y*O!O!O!:collect", &blob, &ends, &rows, &packet, &ts,
-                          &PyList_Type, &dns_rows, &PyDict_Type, &name_addrs, &PyTuple_Type,
-                          &answered))
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*O!O!O!O!O!:collect", &blob, &ends, &rows, &packet,
+                          &ts, &PyByteArray_Type, &numbers, &PyList_Type, &qnames, &PyList_Type,
+                          &answer_rows, &PyDict_Type, &name_addrs, &PyTuple_Type, &answered))
         return NULL;
     PyObject *status = NULL, *result = NULL;
     Py_ssize_t n_ends = ends.len / 8, n = rows.len / 8, truncated = 0;
@@ -736,9 +764,8 @@ collect(PyObject *Py_UNUSED(module), PyObject *args)
         int bad = 0;
         for (int j = 0; j < N_MESSAGE; j++)
             bad |= f[j] == NULL;
-        PyObject *pko = bad ? NULL : PyLong_FromLongLong(pk[i]);
         PyObject *tso = bad ? NULL : PyLong_FromLongLong(tm[i]);
-        bad |= pko == NULL || tso == NULL;
+        bad |= tso == NULL;
         if (!bad) {
             int response = f[1] == Py_True;
             st[k] = response ? 2 : 1;
@@ -752,18 +779,19 @@ collect(PyObject *Py_UNUSED(module), PyObject *args)
                 questions = none_q;
                 nq = 1;
             }
+            long id = bad ? 0 : PyLong_AsLong(f[0]), rcode = bad ? 0 : PyLong_AsLong(f[3]);
             for (Py_ssize_t q = 0; !bad && q < nq; q++) {
                 PyObject *qt = PyTuple_GET_ITEM(questions, q);
-                PyObject *row = PyTuple_Pack(7, pko, f[0], f[1], f[3], PyTuple_GET_ITEM(qt, 0),
-                                             PyTuple_GET_ITEM(qt, 1), answers);
-                bad = row == NULL || PyList_Append(dns_rows, row) < 0;
-                Py_XDECREF(row);
+                long qtype = PyLong_AsLong(PyTuple_GET_ITEM(qt, 1));
+                bad = PyErr_Occurred() != NULL
+                      || put_row(numbers, pk[i], qtype, id, rcode, response) < 0
+                      || PyList_Append(qnames, PyTuple_GET_ITEM(qt, 0)) < 0
+                      || PyList_Append(answer_rows, answers) < 0;
             }
             Py_XDECREF(none_q);
             if (!bad && response && PyLong_AsLong(f[3]) == 0 && PyTuple_GET_SIZE(answers) > 0)
                 bad = learn(f[4], answers, tso, name_addrs, seen_addr, seen_ts, seen_name) < 0;
         }
-        Py_XDECREF(pko);
         Py_XDECREF(tso);
         for (int j = 0; j < N_MESSAGE; j++)
             Py_XDECREF(f[j]);
@@ -860,7 +888,7 @@ static PyMethodDef methods[] = {
      "The header, questions and answer section of one DNS message (any bytes-like object),\n"
      "as names.parse_dns gives them; raises the error given to setup() when malformed."},
     {"collect", collect, METH_VARARGS,
-     "collect(blob, ends, rows, packet, ts, dns_rows, name_addrs, answered)\n"
+     "collect(blob, ends, rows, packet, ts, numbers, qnames, answers, name_addrs, answered)\n"
      "    -> (status, truncated)\n\n"
      "Many UDP DNS messages of a NameJob parsed and learnt as NameCollector._dns does."},
     {"setup", setup, METH_VARARGS,

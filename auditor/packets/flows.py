@@ -456,7 +456,7 @@ class _Worker:
                 fcntl.fcntl(self._stdin.fileno(), set_size, _PIPE_SIZE)
             except OSError:
                 pass  # the default size works, with more waiting
-        self._rows: list[N.DnsRow] = []
+        self._rows: list[N.DnsColumns] = []  # the DNS rows of each job, as columns
         self.sent = 0  # jobs fed
         self.done = 0  # jobs the worker has answered
         self._reply: tuple[str, object] | None = None
@@ -473,7 +473,8 @@ class _Worker:
                     return
                 kind, value = pickle.loads(frame)  # noqa: S301 - from our own child process
                 if kind == "rows":
-                    self._rows.extend(value)
+                    if value:
+                        self._rows.append(value)
                     self.done += 1
                 else:
                     self._reply = (kind, value)
@@ -511,11 +512,9 @@ class _Worker:
         assert isinstance(value, N.NameResult)
         if not self._rows:
             return value
-        rows = self._rows
-        if value.dns_columns:  # rows it had not sent yet come last
-            rows = rows + list(zip(*value.dns_columns, strict=True))
-        columns = [list(c) for c in zip(*rows, strict=True)]
-        return dataclasses.replace(value, dns_columns=columns)
+        parts, self._rows = self._rows, []
+        parts.append(value.dns_columns)  # rows it had not sent yet come last
+        return dataclasses.replace(value, dns_columns=N.concat_columns(parts))
 
     def close(self) -> None:
         if self._proc.poll() is None:
@@ -1152,7 +1151,7 @@ class CaptureAnalyzer:
         names = {k: tuple(sorted(v)) for k, v in sorted(found.name_addrs.items())}
         return flows, dns, names
 
-    def _dns_table(self, columns: list[list[object]]) -> pd.DataFrame:
+    def _dns_table(self, columns: N.DnsColumns) -> pd.DataFrame:
         """One row per DNS question: what the collector parsed (``columns``, emptied as it
         is converted), with the packet's time, flow, addresses and ports, which this process
         kept."""

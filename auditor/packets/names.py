@@ -28,7 +28,7 @@ import struct
 from dataclasses import dataclass, field
 from functools import lru_cache
 from types import ModuleType
-from typing import IO, TYPE_CHECKING, Final
+from typing import IO, TYPE_CHECKING, Any, Final
 
 import numpy as np
 from cryptography.exceptions import InvalidTag
@@ -989,6 +989,45 @@ def gather(buffer: bytes | bytearray, starts: np.ndarray, ends: np.ndarray) -> b
 # addresses and ports are the reading process's to add
 DnsRow = tuple[int, int, bool, int, str, int, "tuple[DnsResource, ...]"]
 DNS_ROW_FIELDS: Final = ("packet", "id", "response", "rcode", "qname", "qtype", "answers")
+# A row's numbers as a collector keeps them, one packed record per row (16 bytes, not a tuple
+# and four ints: the compiled ``_dns.collect`` appends them so); qname and answers in lists
+DNS_ROW_NUMBERS: Final = np.dtype(
+    [("packet", "<i8"), ("qtype", "<i4"), ("id", "<u2"), ("rcode", "u1"), ("response", "u1")]
+)
+_ROW_NUMBERS = struct.Struct("<qiHBB")
+# DNS rows column by column, in DNS_ROW_FIELDS order: numpy arrays for the numbers (int64,
+# response bool), lists for qname and answers
+DnsColumns = list[Any]
+
+
+def dns_columns(numbers: bytes | bytearray, qnames: list[str], answers: list[Any]) -> DnsColumns:
+    """The columns of rows kept as packed numbers (:data:`DNS_ROW_NUMBERS`) and two lists."""
+    if not qnames:
+        return []
+    rec = np.frombuffer(numbers, dtype=DNS_ROW_NUMBERS)
+    return [
+        rec["packet"].copy(),
+        rec["id"].astype(np.int64),
+        rec["response"].astype(bool),
+        rec["rcode"].astype(np.int64),
+        qnames,
+        rec["qtype"].astype(np.int64),
+        answers,
+    ]
+
+
+def concat_columns(parts: list[DnsColumns]) -> DnsColumns:
+    """Several parts' DNS columns, one after the other."""
+    parts = [p for p in parts if p]
+    if len(parts) <= 1:
+        return parts[0] if parts else []
+    out: DnsColumns = []
+    for cols in zip(*parts, strict=True):
+        if isinstance(cols[0], np.ndarray):
+            out.append(np.concatenate(cols))
+        else:
+            out.append([x for c in cols for x in c])
+    return out
 
 
 @dataclass(frozen=True)
@@ -1000,7 +1039,7 @@ class NameResult:
 
     names: dict[int, dict[str, list[str]]]
     hints: dict[int, tuple[int, int]]  # flow -> (order of the packet that told, client side)
-    dns_columns: list[list[object]]  # the DnsRow fields, column by column (pickles faster)
+    dns_columns: DnsColumns  # the DnsRow fields, column by column (pickles faster)
     name_addrs: dict[str, set[str]]
     answered: tuple[list[str], list[int], list[str]]
     warnings: dict[str, int]
@@ -1080,7 +1119,9 @@ class NameCollector:
         self.names: dict[int, dict[str, list[str]]] = {}
         self.hints: dict[int, tuple[int, int]] = {}
         self._order = 0  # of the packet being parsed
-        self.dns_rows: list[DnsRow] = []
+        self._dns_numbers = bytearray()  # the DNS rows (see take_dns_rows)
+        self._dns_qnames: list[str] = []
+        self._dns_answers: list[tuple[DnsResource, ...]] = []
         self.name_addrs: dict[str, set[str]] = {}
         self.answered: tuple[list[str], list[int], list[str]] = ([], [], [])
         self.warnings: dict[str, int] = {}
@@ -1156,7 +1197,9 @@ class NameCollector:
             c(rows, dtype=np.int64),
             c(job.dns, dtype=np.int64),
             c(job.ts, dtype=np.int64),
-            self.dns_rows,
+            self._dns_numbers,
+            self._dns_qnames,
+            self._dns_answers,
             self.name_addrs,
             self.answered,
         )
@@ -1196,19 +1239,24 @@ class NameCollector:
         undone = len(self._quic)
         if undone:
             self.warnings["quic-clienthello-incomplete"] = undone
-        rows, self.dns_rows = self.dns_rows, []  # the row tuples go once they are columns
-        columns = [list(c) for c in zip(*rows, strict=True)] if rows else []
-        del rows
         return NameResult(
             self.names,
             self.hints,
-            columns,
+            self.take_dns_rows(),
             self.name_addrs,
             self.answered,
             self.warnings,
             self.counts,
             self.certs,
         )
+
+    def take_dns_rows(self) -> DnsColumns:
+        """The DNS rows parsed since the last call, as columns (the collector lets them go)."""
+        out = dns_columns(self._dns_numbers, self._dns_qnames, self._dns_answers)
+        self._dns_numbers = bytearray()
+        self._dns_qnames = []
+        self._dns_answers = []
+        return out
 
     def _hint(self, f: int, d: int) -> None:
         if f not in self.hints:
@@ -1485,7 +1533,9 @@ class NameCollector:
         if not questions and m.answers:
             questions = (("", -1),)  # an announcement (mDNS): the answers still count
         for qname, qtype in questions:
-            self.dns_rows.append((packet, m.id, m.response, m.rcode, qname, qtype, m.answers))
+            self._dns_numbers += _ROW_NUMBERS.pack(packet, qtype, m.id, m.rcode, m.response)
+            self._dns_qnames.append(qname)
+            self._dns_answers.append(m.answers)
         if m.response and m.rcode == 0 and m.answers:
             addrs, asked = self._learn(m)
             seen_addr, seen_ts, seen_name = self.answered
@@ -1540,7 +1590,7 @@ def merge_results(*results: NameResult) -> NameResult:
     warnings: dict[str, int] = {}
     counts: dict[str, int] = {}
     certs: dict[int, CertificateInfo] = {}
-    dns_columns: list[list[object]] = []
+    dns_columns: DnsColumns = []
     name_addrs: dict[str, set[str]] = {}
     answered: tuple[list[str], list[int], list[str]] = ([], [], [])
     for r in results:
@@ -1562,17 +1612,21 @@ def merge_results(*results: NameResult) -> NameResult:
     return NameResult(names, hints, dns_columns, name_addrs, answered, warnings, counts, certs)
 
 
-def _merge_rows(a: list[list[object]], b: list[list[object]]) -> list[list[object]]:
+def _merge_rows(a: DnsColumns, b: DnsColumns) -> DnsColumns:
     """Two collectors' DNS rows (each in packet order) as one list of columns in packet
     order (a packet's rows all come from one collector, in their order)."""
     if not a:
         return b
-    packet = np.array(a[0] + b[0], dtype=np.int64)
-    order = np.argsort(packet, kind="stable").tolist()
-    out = []
+    packet = np.concatenate([np.asarray(a[0], dtype=np.int64), np.asarray(b[0], dtype=np.int64)])
+    order = np.argsort(packet, kind="stable")
+    picks = order.tolist()
+    out: DnsColumns = []
     for x, y in zip(a, b, strict=True):
-        both = x + y
-        out.append([both[i] for i in order])
+        if isinstance(x, np.ndarray) and isinstance(y, np.ndarray):
+            out.append(np.concatenate([x, y])[order])
+        else:
+            both = list(x) + list(y)
+            out.append([both[i] for i in picks])
     return out
 
 
@@ -1609,8 +1663,8 @@ def serve(jobs: IO[bytes], results: IO[bytes]) -> int:
             if not frame:
                 break
             collector.feed(pickle.loads(frame))  # noqa: S301 - from the parent process
-            rows, collector.dns_rows = collector.dns_rows, []  # sent even when empty: the
-            write_frame(results, pickle.dumps(("rows", rows), pickle.HIGHEST_PROTOCOL))  # ack
+            rows = collector.take_dns_rows()  # sent even when empty: the ack
+            write_frame(results, pickle.dumps(("rows", rows), pickle.HIGHEST_PROTOCOL))
         reply: tuple[str, object] = ("ok", collector.result())
     except Exception as exc:  # noqa: BLE001 - reported to the reading process
         reply = ("error", f"{type(exc).__name__}: {exc}")

@@ -784,5 +784,5 @@ def test_collect_on_hand_built_cut_and_mutated_messages() -> None:
 def test_collect_refuses_rows_outside_the_blob() -> None:
     with pytest.raises(ValueError):
         compiled.collect(b"abc", np.array([3], dtype=np.int64), np.array([1], dtype=np.int64),
-                         np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64), [], {},
-                         ([], [], []))  # fmt: skip
+                         np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64), bytearray(),
+                         [], [], {}, ([], [], []))  # fmt: skip
