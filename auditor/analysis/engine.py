@@ -173,46 +173,71 @@ def _endpoints(
     if n == 0:
         return out
 
-    def col(name: str, missing: Any = None, text: bool = False) -> np.ndarray:
-        """A column as an object array (``missing`` where it has no value). Each distinct
-        value is made a Python object once: 400,000 rows of a text column made one by one
-        cost hundreds of MB."""
+    def coded(name: str, missing: Any = None, text: bool = False) -> tuple[np.ndarray, Any]:
+        """A column as integer codes and the value of each code (code -1, the last value:
+        ``missing``). Each distinct value is made a Python object once, and no column is
+        made an object array of 400,000 rows (22 of them held 70 MB at the peak)."""
         if name not in flows.columns:
-            return np.full(n, missing, dtype=object)
+            return np.full(n, -1, dtype=np.intp), np.full(1, missing, dtype=object)
         codes, uniques = pd.factorize(flows[name], use_na_sentinel=True)
         values = np.empty(len(uniques) + 1, dtype=object)
         values[:-1] = [str(u) if text else u for u in np.asarray(uniques, dtype=object)]
         values[-1] = missing
-        return values[codes]
+        return codes, values
 
-    names = col(C.NAME, _NO_NAME, text=True)
-    orgs = col(C.ORGANISATION, "", text=True)
-    name_codes, _ = pd.factorize(names)  # a hash each: no sort of 400,000 strings
-    org_codes, _ = pd.factorize(orgs)
+    def col(name: str, missing: Any = None, text: bool = False) -> np.ndarray:
+        """A column as an object array (``missing`` where it has no value)."""
+        codes, values = coded(name, missing, text)
+        return np.asarray(values[codes], dtype=object)
+
+    def merged(name: str, missing: Any, text: bool) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`coded` with one code per distinct value (``missing`` may equal a value)."""
+        codes, values = coded(name, missing, text)
+        same, _ = pd.factorize(values)
+        return same[codes], values[codes]
+
+    name_codes, names_of = merged(C.NAME, _NO_NAME, True)
+    org_codes, orgs_of = merged(C.ORGANISATION, "", True)
     gcodes, _ = pd.factorize(name_codes.astype(np.int64) * (int(org_codes.max()) + 1) + org_codes)
+    del name_codes, org_codes
     order = np.argsort(gcodes, kind="stable")
     gs = gcodes[order].astype(np.int64)  # each flow's group, flows sorted by group
     n_groups = int(gs[-1]) + 1
     starts = np.flatnonzero(np.r_[True, np.diff(gs) != 0])
     sizes = np.diff(np.r_[starts, n])
+    firsts = order[starts]
+    names, orgs = names_of[firsts], orgs_of[firsts]  # per group, from its first flow
+    del names_of, orgs_of
+
+    def at_firsts(name: str) -> np.ndarray:
+        if name not in flows.columns:
+            return np.full(n_groups, None, dtype=object)
+        codes, uniques = pd.factorize(flows[name].iloc[firsts], use_na_sentinel=True)
+        values = np.empty(len(uniques) + 1, dtype=object)
+        values[:-1] = list(np.asarray(uniques, dtype=object))
+        values[-1] = None
+        return np.asarray(values[codes], dtype=object)
+
     start_ts = pd.to_datetime(flows[C.START], utc=True, errors="coerce")
     secs = np.where(start_ts.isna(), np.nan, start_ts.astype("int64") / 1e9)
+    del start_ts
     up = flows[C.BYTES_UP].fillna(0).to_numpy(dtype="float64")
     down = flows[C.BYTES_DOWN].fillna(0).to_numpy(dtype="float64")
     idle = flows[C.IDLE].fillna(False).astype(bool).to_numpy()
     linked = flows[C.STATE_LINKED].fillna(False).astype(bool).to_numpy()
-    ips, apps = col(C.SERVER_IP), col(C.APPS)
+    ips = at_firsts(C.SERVER_IP)
     org_name, parent, country, cats = (
-        col(C.ORGANISATION_NAME), col(C.PARENT), col(C.COUNTRY), col(C.CATEGORIES)
+        at_firsts(C.ORGANISATION_NAME), at_firsts(C.PARENT), at_firsts(C.COUNTRY),
+        at_firsts(C.CATEGORIES),
     )  # fmt: skip
     hosting_codes, hosting_keys = _hosting_codes(
-        [col(c) for c in (C.ASN, C.HOSTING_NAME, C.HOSTING_ORG, C.ASN_ORG, C.SERVER_COUNTRY)]
+        [coded(c) for c in (C.ASN, C.HOSTING_NAME, C.HOSTING_ORG, C.ASN_ORG, C.SERVER_COUNTRY)]
     )
     hostings = _group_hostings(gs, hosting_codes[order], hosting_keys, n_groups)
-    evidence_cols = {c: col(c) for c in C.NAME_EVIDENCE_COLUMNS}
+    del hosting_codes
+    evidence_cols = {c: at_firsts(c) for c in C.NAME_EVIDENCE_COLUMNS}
     rows: list[tuple[str, str, dict[str, Any]]] = []
-    firsts = order[starts]
-    attributions = _group_attributions(kb, names, ips, evidence_cols, firsts)
+    attributions = _group_attributions(kb, names, ips, evidence_cols, np.arange(n_groups))
     # per group sums and counts over the flows sorted by group (all in C)
     bytes_up = np.add.reduceat(up[order], starts).tolist()
     bytes_down = np.add.reduceat(down[order], starts).tolist()
@@ -227,14 +252,17 @@ def _endpoints(
     first_seen, last_seen = _ts_many(t_first.tolist()), _ts_many(t_last.tolist())
     spans = np.where(timed > 1, t_last - t_first, 0.0).tolist()
     after_boot = _after_boot(times, starts, timed, boots or [])
-    ip_ranks, ip_texts = _text_ranks(flows, C.SERVER_IP, lambda: ips, None)
+    ip_ranks, ip_texts = _text_ranks(flows, C.SERVER_IP, lambda: col(C.SERVER_IP), None)
     group_ips = _texts_per_group(gs, (ip_ranks[order], ip_texts), n_groups, distinct=True)
     fid_ranks, fid_texts = _text_ranks(flows, C.FLOW_ID, lambda: col(C.FLOW_ID), "None")
     flow_ids = _texts_per_group(gs, (fid_ranks[order], fid_texts), n_groups, distinct=False)
-    group_apps = _apps_per_group(gs, apps[order], n_groups)
+    del ip_ranks, fid_ranks
+    app_codes, app_values = coded(C.APPS)
+    group_apps = _apps_per_group(gs, app_values[app_codes[order]], n_groups)
     server_exposure: dict[str, dict[str, Any] | None] = {}
     timed_l, sizes_l = timed.tolist(), sizes.tolist()
-    for g, i0 in enumerate(firsts.tolist()):
+    for g in range(n_groups):
+        i0 = g  # the group's first flow, in the per-group arrays
         host = str(names[i0])
         attribution = attributions[g]
         hosting = hostings[g]
@@ -451,15 +479,19 @@ def _hosting_rows(
     return _hosting_entries(counts.items())
 
 
-def _hosting_codes(cols: list[np.ndarray]) -> tuple[np.ndarray, list[tuple[Any, ...]]]:
+def _hosting_codes(
+    cols: list[tuple[np.ndarray, np.ndarray]],
+) -> tuple[np.ndarray, list[tuple[Any, ...]]]:
     """One integer per row for its (AS, hosting name, hosting organisation, AS organisation,
-    server country), and the tuple each integer stands for."""
-    codes = np.zeros(len(cols[0]), dtype=np.int64)
-    for c in cols:
-        vcodes, uniq = pd.factorize(c, use_na_sentinel=True)
+    server country), and the tuple each integer stands for; each column given as codes and
+    the value of each code (code -1: the last value)."""
+    codes = np.zeros(len(cols[0][0]), dtype=np.int64)
+    for c, values in cols:
+        same, uniq = pd.factorize(values, use_na_sentinel=True)  # values equal as values
+        vcodes = same[c]
         codes = pd.factorize(codes * (len(uniq) + 1) + (vcodes + 1))[0].astype(np.int64)
     _, first = np.unique(codes, return_index=True)
-    keys = [tuple(c[i] for c in cols) for i in first.tolist()]
+    keys = [tuple(values[c[i]] for c, values in cols) for i in first.tolist()]
     return codes, keys
 
 
