@@ -76,6 +76,9 @@ typedef struct {
     Py_ssize_t n_seen;
     uint16_t seen_at[SEEN_ROOM];
     PyObject *seen_text[SEEN_ROOM];
+    /* collect(): each name's text once per call (a dict text -> itself), so that the rows of
+     * the many messages asking for the same names share one string; NULL: not shared */
+    PyObject *texts;
 } Parser;
 
 static inline uint32_t
@@ -227,6 +230,14 @@ read_name(Parser *p, Py_ssize_t pos, int use_seen, Py_ssize_t *next)
     PyObject *s = ascii_text(text, len);
     if (s == NULL)
         return NULL;
+    if (p->texts != NULL) {
+        PyObject *known = PyDict_SetDefault(p->texts, s, s);
+        Py_XINCREF(known);
+        Py_DECREF(s);
+        if (known == NULL)
+            return NULL;
+        s = known;
+    }
     if (use_seen && seen_put(p, start, s) < 0) {
         Py_DECREF(s);
         return NULL;
@@ -491,6 +502,7 @@ parse(PyObject *Py_UNUSED(module), PyObject *arg)
     p.why = NULL;
     p.why_byte = 0;
     p.n_seen = 0;
+    p.texts = NULL;
     int buffered = !PyBytes_CheckExact(arg);
     if (buffered) {
         if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
@@ -717,7 +729,7 @@ collect(PyObject *Py_UNUSED(module), PyObject *args)
                           &ts, &PyByteArray_Type, &numbers, &PyList_Type, &qnames, &PyList_Type,
                           &answer_rows, &PyDict_Type, &name_addrs, &PyTuple_Type, &answered))
         return NULL;
-    PyObject *status = NULL, *result = NULL;
+    PyObject *status = NULL, *result = NULL, *texts = NULL;
     Py_ssize_t n_ends = ends.len / 8, n = rows.len / 8, truncated = 0;
     if (PyTuple_GET_SIZE(answered) != 3 || packet.len != ends.len || ts.len != ends.len) {
         PyErr_SetString(PyExc_ValueError, "collect: arrays or lists of different sizes");
@@ -730,8 +742,9 @@ collect(PyObject *Py_UNUSED(module), PyObject *args)
         goto out;
     }
     status = PyBytes_FromStringAndSize(NULL, n);
-    if (status == NULL)
-        goto out;
+    texts = PyDict_New();
+    if (status == NULL || texts == NULL)
+        goto fail;
     unsigned char *st = (unsigned char *)PyBytes_AS_STRING(status);
     const int64_t *e = ends.buf, *r = rows.buf, *pk = packet.buf, *tm = ts.buf;
     for (Py_ssize_t k = 0; k < n; k++) {
@@ -745,6 +758,7 @@ collect(PyObject *Py_UNUSED(module), PyObject *args)
         p.why = NULL;
         p.why_byte = 0;
         p.n_seen = 0;
+        p.texts = texts;
         p.b = (const unsigned char *)blob.buf + a;
         p.n = b - a;
         PyObject *m = parse_message(&p);
@@ -801,6 +815,7 @@ collect(PyObject *Py_UNUSED(module), PyObject *args)
     result = Py_BuildValue("(On)", status, truncated);
 fail:
     Py_XDECREF(status);
+    Py_XDECREF(texts);
 out:
     PyBuffer_Release(&blob);
     PyBuffer_Release(&ends);
