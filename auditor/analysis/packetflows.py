@@ -311,7 +311,7 @@ def _rows(
     app = per_value(fl[F.APP], lambda a: a if isinstance(a, str) else "")
     out = pd.DataFrame(
         {
-            C.FLOW_ID: flow_ids(rel, fids),
+            C.FLOW_ID: _flow_id_text(rel, fids),
             C.RECORD_TYPE: RECORD_TYPE,
             C.SOURCE: SOURCE,
             C.START: fl[F.FIRST_SEEN].array,
@@ -370,6 +370,11 @@ def _cert_source(sha256: pd.Series) -> np.ndarray:
     return out
 
 
+def _flow_id_text(rel: str, numbers: np.ndarray) -> Any:
+    """:func:`flow_ids` as the table's text column (made in Arrow: no Python string each)."""
+    return (rel + "#" + pd.Series(numbers, dtype=np.int64).astype(str)).array
+
+
 def flow_ids(rel: str, numbers: np.ndarray) -> np.ndarray:
     """``<capture file>#<flow number>`` of each flow, as an object array."""
     return (rel + "#" + pd.Series(numbers, dtype=np.int64).astype(str)).to_numpy(dtype=object)
@@ -384,18 +389,20 @@ def _queries(dns: pd.DataFrame, fids: np.ndarray, F: Any) -> np.ndarray:
     asked = dns[~dns[F.RESPONSE].to_numpy(dtype=bool)]
     qnames = asked[F.QNAME].to_numpy(dtype=object)
     has = ~pd.isna(qnames)
-    norm = per_value(qnames[has], lambda q: str(q).lower().rstrip("."))
-    pairs = pd.DataFrame({"fid": asked[F.DNS_FLOW_ID].to_numpy(dtype=np.int64)[has], "q": norm})
-    pairs = pairs[pairs["q"] != ""].drop_duplicates()
-    if pairs.empty:
+    # each distinct name normalised once, ranked as Python sorts str (code points); the
+    # distinct (flow, name) pairs then sorted by flow and name in one np.unique
+    qcodes, quniq = pd.factorize(qnames[has])
+    norm = [str(q).lower().rstrip(".") for q in quniq]
+    names = sorted(set(norm) - {""})
+    if not names:
         return out
-    # sorted as Python sorts str (code points), then grouped by flow
-    uniq = sorted(set(pairs["q"]))
-    rank = pd.Series(np.arange(len(uniq)), index=pd.Index(uniq, dtype=object))
-    qrank = rank.reindex(pairs["q"].to_numpy(dtype=object)).to_numpy()
-    fid = pairs["fid"].to_numpy()
-    order = np.lexsort((qrank, fid))
-    fid, qs = fid[order], pairs["q"].to_numpy(dtype=object)[order]
+    rank_of = {q: i for i, q in enumerate(names)}
+    qrank = np.asarray([rank_of.get(q, -1) for q in norm], dtype=np.int64)[qcodes]
+    fid_all = asked[F.DNS_FLOW_ID].to_numpy(dtype=np.int64)[has]
+    keep = qrank >= 0
+    width = len(names)
+    fid, r = np.divmod(np.unique(fid_all[keep] * width + qrank[keep]), width)
+    qs = np.asarray(names, dtype=object)[r]
     starts = np.flatnonzero(np.r_[True, fid[1:] != fid[:-1]])
     ends = np.r_[starts[1:], len(fid)]
     joined = np.empty(len(starts), dtype=object)
