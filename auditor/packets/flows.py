@@ -1083,6 +1083,8 @@ class CaptureAnalyzer:
         name_ev = np.full(n, _EVIDENCE.index(EVIDENCE_IP), dtype=np.int64)
         dns_name = np.full(n, None, dtype=object)
         rows, answered = _dns_names(found.answered, texts, server_code, first_ns)
+        for done_list in found.answered:  # its entries go before the tables are made
+            done_list.clear()
         dns_name[rows] = name[rows] = answered
         name_ev[rows] = _EVIDENCE.index(EVIDENCE_DNS)
         names_cols: dict[str, np.ndarray] = {
@@ -1110,6 +1112,8 @@ class CaptureAnalyzer:
             if got:
                 _put(name, got)
                 name_ev[[r for r, _ in got]] = _EVIDENCE.index(ev)
+        del rows_kinds
+        found.names.clear()  # each flow's names are in the columns now
 
         flows = pd.DataFrame(
             {
@@ -1159,11 +1163,13 @@ class CaptureAnalyzer:
         columns.clear()  # each list goes once converted (a Python int per row and column)
         packet = np.asarray(parsed.pop("packet", []), dtype=np.int64)
         meta: dict[str, np.ndarray] = {}
+        parts, self._dns_meta = self._dns_meta, []
         for k, t in _DNS_META_TYPES.items():
-            if self._dns_meta:
-                meta[k] = np.concatenate([m[k] for m in self._dns_meta])[packet]
+            if parts:
+                meta[k] = np.concatenate([m.pop(k) for m in parts])[packet]
             else:
                 meta[k] = np.zeros(0, dtype=t)
+        del parts
         response = np.asarray(parsed.pop("response", []), dtype=bool)
         ids = np.asarray(parsed.pop("id", []), dtype=np.int64)
         n = len(packet)
