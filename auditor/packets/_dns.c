@@ -76,8 +76,9 @@ typedef struct {
     Py_ssize_t n_seen;
     uint16_t seen_at[SEEN_ROOM];
     PyObject *seen_text[SEEN_ROOM];
-    /* collect(): each name's text once per call (a dict text -> itself), so that the rows of
-     * the many messages asking for the same names share one string; NULL: not shared */
+    /* collect(): each name's text (and TTL) once per call (a dict value -> itself), so that
+     * the rows of the many messages asking for the same names share one object; NULL: not
+     * shared */
     PyObject *texts;
 } Parser;
 
@@ -381,6 +382,11 @@ answer(Parser *p, Py_ssize_t *pos)
         hints = Py_NewRef(empty_tuple);
     PyObject *fields[N_RESOURCE] = {name, PyLong_FromUnsignedLong(rtype),
                                     PyLong_FromUnsignedLong(ttl), value, hints};
+    if (p->texts != NULL && fields[2] != NULL) { /* a TTL too: one int per value and call */
+        PyObject *known = PyDict_SetDefault(p->texts, fields[2], fields[2]);
+        Py_XINCREF(known);
+        Py_SETREF(fields[2], known);
+    }
     if (fields[1] == NULL || fields[2] == NULL) {
         for (int k = 0; k < N_RESOURCE; k++)
             Py_XDECREF(fields[k]);
