@@ -192,18 +192,30 @@ def per_value(values: pd.Series | np.ndarray, func: Callable[[Any], Any]) -> np.
 _TYPE_OF = np.frompyfunc(lambda v: type(v).__qualname__, 1, 1)
 
 
+def _loopbacks(text: pd.Series, values: np.ndarray) -> np.ndarray:
+    """:func:`_loopback` of each value (``values``: ``text`` as objects), asked only of the
+    values it may answer yes for (text starting "127." or holding a colon: found by the
+    string column's own vectorised methods), once per distinct value."""
+    maybe = text.str.startswith("127.") | text.str.contains(":", regex=False)
+    which = maybe.fillna(False).to_numpy(dtype=bool)
+    out = np.zeros(len(values), dtype=bool)
+    if which.any():
+        out[which] = per_value(values[which], _loopback).astype(bool)
+    return out
+
+
 def classify_paths(
     fl: pd.DataFrame, proxies: set[tuple[str, int]], had_proxy: bool, F: Any
 ) -> np.ndarray:
     """The path of each flow (``proxy``, ``local``, ``bypass`` or ``direct``), as an object
     array; addresses are tested once per distinct value."""
-    sip = fl[F.SERVER_IP].astype(str).to_numpy(dtype=object)
-    cip = fl[F.CLIENT_IP].astype(str).to_numpy(dtype=object)
+    sip_text, cip_text = fl[F.SERVER_IP].astype(str), fl[F.CLIENT_IP].astype(str)
+    sip, cip = sip_text.to_numpy(dtype=object), cip_text.to_numpy(dtype=object)
     sport = fl[F.SERVER_PORT].astype(int).to_numpy()
     to_proxy = np.zeros(len(fl), dtype=bool)
     for host, port in proxies:
         to_proxy |= (sip == host) & (sport == port)
-    local = per_value(sip, _loopback).astype(bool) & per_value(cip, _loopback).astype(bool)
+    local = _loopbacks(sip_text, sip) & _loopbacks(cip_text, cip)
     out = np.full(len(fl), PATH_BYPASS if had_proxy else PATH_DIRECT, dtype=object)
     out[local] = PATH_LOCAL
     out[to_proxy] = PATH_PROXY
