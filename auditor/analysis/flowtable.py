@@ -160,7 +160,7 @@ def build_flow_table(
     df[C.PCAP_APP] = ""
     _add_certificates(df, records)
     if packets is not None and not packets.flows.empty:
-        pf = packets.flows.copy()
+        pf = packets.flows.copy(deep=False)  # copy-on-write: a column is copied when set
         # an address the packets left unnamed may be named by DNS seen elsewhere in the session
         by_ip = (pf[C.NAME_EVIDENCE] == "ip").to_numpy(dtype=bool)
         known = np.zeros(len(pf), dtype=bool)

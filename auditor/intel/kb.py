@@ -1187,11 +1187,12 @@ class KnowledgeBase:
         ccodes, cuniq = pd.factorize(own_country, use_na_sentinel=True)
         pair, pairs = pd.factorize(codes * (len(cuniq) + 1) + (ccodes + 1))
         exposure = np.empty(len(pairs), dtype=object)
+        laws = [bool(c and self._exposure_of(c, "", None)) for c in cuniq.tolist()]
         for k, v in enumerate(pairs.tolist()):
             code, c = divmod(int(v), len(cuniq) + 1)
             parts = list(rows[code][-1])
             country = cuniq[c - 1] if c else None
-            if country and country not in parts and self._exposure_of(country, "", None):
+            if country and country not in parts and laws[c - 1]:
                 parts.append(f"server:{country}")
             exposure[k] = ";".join(parts) or None
         frame[m.LEGAL_EXPOSURE] = _categorical(exposure[pair])
