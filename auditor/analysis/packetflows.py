@@ -332,12 +332,12 @@ def _rows(
             C.CLIENT_PORT: fl[F.CLIENT_PORT].astype("Int64").to_numpy(),
             C.SERVER_IP: fl[F.SERVER_IP].astype(str).array,
             C.SERVER_PORT: fl[F.SERVER_PORT].astype("Int64").to_numpy(),
-            C.SNI: sni.to_numpy(),
+            C.SNI: _text(sni),
             C.TLS_VERSION: None,
-            C.ALPN: alpn.to_numpy(),
+            C.ALPN: _text(alpn),
             C.METHOD: None,
             C.SCHEME: scheme.to_numpy(),
-            C.HOST: fl[F.HTTP_HOST].to_numpy(),
+            C.HOST: _text(fl[F.HTTP_HOST]),
             C.PORT: fl[F.SERVER_PORT].astype("Int64").to_numpy(),
             C.PATH: None,
             C.URL: None,
@@ -345,7 +345,7 @@ def _rows(
             C.BYTES_UP: fl[F.IP_BYTES_UP].astype("int64").to_numpy(),
             C.BYTES_DOWN: fl[F.IP_BYTES_DOWN].astype("int64").to_numpy(),
             C.ERROR: None,
-            C.TRANSPORT: transport.to_numpy(),
+            C.TRANSPORT: _text(transport),
             C.SEEN_BY: SOURCE,
             C.BYPASS: had_proxy,
             C.PACKETS_UP: fl[F.PACKETS_UP].astype("int64").to_numpy(),
@@ -366,6 +366,16 @@ def _rows(
         if col not in out.columns:
             out[col] = None
     return out[list(PACKET_ROW_COLUMNS)]
+
+
+def _text(column: pd.Series) -> Any:
+    """A text column for the table: kept as its Arrow strings when it is a column of them
+    with a value (the table would convert an object array back, string by string), else
+    as the objects the table infers its type from."""
+    dtype = column.dtype
+    if isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow" and column.notna().any():
+        return column.array
+    return column.to_numpy()
 
 
 def _objects(column: pd.Series) -> np.ndarray:
