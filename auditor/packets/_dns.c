@@ -831,6 +831,152 @@ out:
     return result;
 }
 
+/* ------------------------------------------------------------------ TLS ClientHello */
+
+/* hello_error: MalformedError(why) (NULL). */
+static PyObject *
+hello_error(const char *why)
+{
+    PyErr_SetString(malformed_error, why);
+    return NULL;
+}
+
+/* client_hello(handshake) -> (sni, alpn, legacy_version): names.parse_client_hello in C,
+ * with the same results and MalformedError in the same cases (checked by the tests against
+ * the Python parser on real and mutated hellos). Here, not in a module of its own, because
+ * this extension is the one built beside the name parsers; it shares their error. */
+static PyObject *
+client_hello(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    Py_buffer view;
+    if (malformed_error == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_dns.setup() was not called");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "y*:client_hello", &view))
+        return NULL;
+    const unsigned char *b = view.buf;
+    const Py_ssize_t len = view.len;
+    PyObject *sni = NULL, *alpn = NULL, *result = NULL;
+    if (len < 4) {
+        hello_error("incomplete ClientHello");
+        goto out;
+    }
+    if (b[0] != 1) {
+        hello_error("handshake is not a ClientHello");
+        goto out;
+    }
+    const Py_ssize_t total = 4 + (((Py_ssize_t)b[1] << 16) | ((Py_ssize_t)b[2] << 8) | b[3]);
+    if (total > len) {
+        hello_error("incomplete ClientHello");
+        goto out;
+    }
+    if (total < 4 + 2 + 32 + 1) {
+        hello_error("ClientHello too short");
+        goto out;
+    }
+    const long version = (long)be16(b + 4);
+    Py_ssize_t pos = 4 + 2 + 32;
+    pos += 1 + b[pos];
+    if (pos + 2 > total) {
+        hello_error("ClientHello ends in the session id");
+        goto out;
+    }
+    pos += 2 + be16(b + pos);
+    if (pos + 1 > total) {
+        hello_error("ClientHello ends in the cipher suites");
+        goto out;
+    }
+    pos += 1 + b[pos];
+    if (pos == total) {
+        result = Py_BuildValue("(OOl)", Py_None, empty_tuple, version);
+        goto out;
+    }
+    if (pos + 2 > total) {
+        hello_error("ClientHello ends in the compression methods");
+        goto out;
+    }
+    const Py_ssize_t ext_end = pos + 2 + be16(b + pos);
+    if (ext_end > total) {
+        hello_error("extensions run past the ClientHello");
+        goto out;
+    }
+    pos += 2;
+    while (pos + 4 <= ext_end) {
+        const uint32_t etype = be16(b + pos), elen = be16(b + pos + 2);
+        pos += 4;
+        if (pos + (Py_ssize_t)elen > ext_end) {
+            hello_error("extension runs past the extensions");
+            goto out;
+        }
+        const unsigned char *e = b + pos;
+        if (etype == 0 && sni == NULL) { /* server_name: the first host_name entry */
+            if (elen < 2) {
+                hello_error("short server_name extension");
+                goto out;
+            }
+            Py_ssize_t end = 2 + be16(e), at = 2;
+            if (end > elen)
+                end = elen;
+            while (at + 3 <= end) {
+                const unsigned kind = e[at];
+                const Py_ssize_t n = be16(e + at + 1);
+                at += 3;
+                if (at + n > end) {
+                    hello_error("server name runs past the extension");
+                    goto out;
+                }
+                if (kind == 0) {
+                    sni = PyUnicode_DecodeUTF8((const char *)e + at, n, "backslashreplace");
+                    if (sni == NULL)
+                        goto out;
+                    break;
+                }
+                at += n;
+            }
+        }
+        else if (etype == 16 && (alpn == NULL || PyList_GET_SIZE(alpn) == 0)) {
+            if (elen < 2) {
+                hello_error("short ALPN extension");
+                goto out;
+            }
+            Py_ssize_t end = 2 + be16(e), at = 2;
+            if (end > elen)
+                end = elen;
+            if (alpn == NULL && (alpn = PyList_New(0)) == NULL)
+                goto out;
+            while (at < end) {
+                const Py_ssize_t n = e[at++];
+                if (at + n > end) {
+                    hello_error("ALPN protocol runs past the extension");
+                    goto out;
+                }
+                PyObject *proto =
+                    PyUnicode_DecodeASCII((const char *)e + at, n, "backslashreplace");
+                if (proto == NULL || PyList_Append(alpn, proto) < 0) {
+                    Py_XDECREF(proto);
+                    goto out;
+                }
+                Py_DECREF(proto);
+                at += n;
+            }
+        }
+        pos += elen;
+    }
+    {
+        PyObject *protocols = alpn != NULL ? PyList_AsTuple(alpn) : Py_NewRef(empty_tuple);
+        if (protocols != NULL) {
+            result = Py_BuildValue("(OOl)", sni != NULL ? sni : Py_None, protocols, version);
+            Py_DECREF(protocols);
+        }
+    }
+out:
+    Py_XDECREF(sni);
+    Py_XDECREF(alpn);
+    PyBuffer_Release(&view);
+    return result;
+}
+
 /* The slot descriptors of `type` for `fields` (new references in out[], NULL before), after
  * checking its __slots__ are those. */
 static int
@@ -912,6 +1058,9 @@ static PyMethodDef methods[] = {
      "collect(blob, ends, rows, packet, ts, numbers, qnames, answers, name_addrs, answered)\n"
      "    -> (status, truncated)\n\n"
      "Many UDP DNS messages of a NameJob parsed and learnt as NameCollector._dns does."},
+    {"client_hello", client_hello, METH_VARARGS,
+     "client_hello(handshake) -> (sni, alpn, legacy_version)\n\n"
+     "names.parse_client_hello of a complete ClientHello handshake message, compiled."},
     {"setup", setup, METH_VARARGS,
      "setup(DnsResource, DnsMessage, MalformedError) -> None\n\n"
      "The classes parse() builds and raises (once, before parse() is used)."},

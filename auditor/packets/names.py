@@ -342,7 +342,18 @@ def client_hello_length(handshake: bytes | bytearray) -> int | None:
 
 
 def parse_client_hello(handshake: bytes | bytearray) -> ClientHello:
-    """SNI and ALPN of a complete ClientHello handshake message (type, length, body)."""
+    """SNI and ALPN of a complete ClientHello handshake message (type, length, body).
+
+    Compiled (``_dns.c``, built with the DNS parser) where it is built, else
+    :func:`_parse_client_hello_python`: the same results and errors."""
+    if _dns_compiled is not None:
+        return ClientHello(*_dns_compiled.client_hello(handshake))
+    return _parse_client_hello_python(handshake)
+
+
+def _parse_client_hello_python(handshake: bytes | bytearray) -> ClientHello:
+    """:func:`parse_client_hello` in Python: the reference the compiled one is checked
+    against."""
     total = client_hello_length(handshake)
     if total is None or total > len(handshake):
         raise MalformedError("incomplete ClientHello")

@@ -786,3 +786,81 @@ def test_collect_refuses_rows_outside_the_blob() -> None:
         compiled.collect(b"abc", np.array([3], dtype=np.int64), np.array([1], dtype=np.int64),
                          np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64), bytearray(),
                          [], [], {}, ([], [], []))  # fmt: skip
+
+
+# ------------------------------------------------------------------- TLS ClientHello
+def hello_outcome(parse: Callable[[bytes], Any], data: bytes) -> object:
+    try:
+        h = parse(data)
+    except N.MalformedError:
+        return "malformed"
+    return (h.sni, h.alpn, h.legacy_version)
+
+
+@cache
+def real_hellos() -> tuple[bytes, ...]:
+    """The ClientHello handshake messages that start a TCP payload in the real captures."""
+    from auditor.packets import iter_packets
+
+    out: list[bytes] = []
+    for path in sorted(SHARED_CAPTURES.glob("*.pcap*")):
+        for batch in iter_packets(path):
+            for i in np.flatnonzero((batch.proto == 6) & (batch.payload_len > 9)):
+                payload = batch.payload(int(i))
+                if N.looks_like_client_hello_record(payload):
+                    out.append(payload[5:])
+    return tuple(out)
+
+
+def scapy_hellos() -> list[bytes]:
+    from scapy.layers.tls.extensions import (
+        ProtocolName,
+        ServerName,
+        TLS_Ext_ALPN,
+        TLS_Ext_ServerName,
+    )
+    from scapy.layers.tls.handshake import TLSClientHello
+
+    out = []
+    for names, protos in ((["a.example"], ["h2", "http/1.1"]), ([], []), (["é.example"], [""])):
+        ext = []
+        if names:
+            ext.append(
+                TLS_Ext_ServerName(servernames=[ServerName(servername=n.encode()) for n in names])
+            )
+        if protos:
+            ext.append(TLS_Ext_ALPN(protocols=[ProtocolName(protocol=p.encode()) for p in protos]))
+        out.append(bytes(TLSClientHello(ciphers=[0x1301], ext=ext or None)))
+    return out
+
+
+@built
+def test_client_hello_compiled_is_the_python_parser() -> None:
+    import random
+
+    rng = random.Random(7)
+    base = list(scapy_hellos())
+    if SHARED_CAPTURES.is_dir():
+        base += list(real_hellos())[:300]
+    assert any(hello_outcome(N._parse_client_hello_python, h) != "malformed" for h in base)
+    cases = list(base)
+    for h in base:
+        cases += [h[:k] for k in sorted(rng.sample(range(len(h) + 1), min(len(h) + 1, 12)))]
+        for _ in range(4):
+            b = bytearray(h)
+            for _ in range(rng.randrange(1, 4)):
+                b[rng.randrange(len(b))] = rng.randrange(256)
+            cases.append(bytes(b))
+    outcomes = [hello_outcome(N._parse_client_hello_python, c) for c in cases]
+    assert "malformed" in outcomes
+    assert outcomes == [hello_outcome(N.parse_client_hello, c) for c in cases]
+
+
+@built
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=120))
+def test_client_hello_compiled_on_random_bytes(data: bytes) -> None:
+    data = b"\x01" + len(data).to_bytes(3, "big") + data
+    assert hello_outcome(N.parse_client_hello, data) == hello_outcome(
+        N._parse_client_hello_python, data
+    )
