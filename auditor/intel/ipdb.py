@@ -18,7 +18,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import numpy as np
 
@@ -71,6 +71,9 @@ NOT_AN_IP = "not an IP address"
 
 FactsRow = tuple[str, str | None, int | None, str | None, str | None, str | None, str | None]
 """The fields of :class:`IpFacts` in order, as :meth:`IpDatabase.lookup_rows` gives them."""
+BULK_MIN_ADDRESSES: Final = 2000
+"""Fewer distinct addresses than this are looked up one by one (see
+:meth:`IpDatabase.lookup_columns`)."""
 
 
 class FactsColumns(NamedTuple):
@@ -276,8 +279,9 @@ class IpDatabase:
         field): the answers of :meth:`lookup`. With the bundled database alone, canonical
         IPv4 and IPv6 addresses are found together in its tables
         (:mod:`auditor.intel.bulkip`, numpy); a user ``.mmdb`` and every other value take
-        the per-address path."""
-        if self._bundled and not self._mmdb:
+        the per-address path, and so do fewer than :data:`BULK_MIN_ADDRESSES` (the tables
+        cost about 170 MB and half a second to build, which a small capture never repays)."""
+        if self._bundled and not self._mmdb and len(ips) >= BULK_MIN_ADDRESSES:
             from auditor.intel.bulkip import bundled_columns
 
             return bundled_columns(ips, self._lookup_row)

@@ -58,3 +58,22 @@ def test_a_user_mmdb_or_no_bundled_data_takes_the_per_address_path() -> None:
     rows = db.lookup_rows(["2a00:1450:4001::1", "8.8.8.8"])
     assert [r[5] for r in rows] == ["not in the IP databases"] * 2
     assert [r[1] for r in rows] == [None, None]
+
+
+def test_a_few_addresses_never_build_the_tables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tables cost about 170 MB: a small capture's addresses are looked up one by one
+    (the analysis of a handful of flows stays small; tests/e2e/test_safety.py bounds it)."""
+    from auditor.intel import bulkip
+    from auditor.intel.ipdb import BULK_MIN_ADDRESSES
+
+    def tables_asked() -> None:
+        raise AssertionError("the bulk tables were asked for")
+
+    db = IpDatabase()
+    few = ["8.8.8.8", "2a00:1450:4001::1", "1.1.1.1"]
+    expected = [db.lookup(ip) for ip in few]
+    monkeypatch.setattr(bulkip, "_tables", tables_asked)
+    assert len(few) < BULK_MIN_ADDRESSES
+    assert db.lookup_many(few) == expected
+    with pytest.raises(AssertionError, match="bulk tables"):
+        db.lookup_many(few * BULK_MIN_ADDRESSES)
