@@ -1,9 +1,10 @@
-"""Which socket may own a flow: never one the kernel no longer ties to a process.
+"""The analysis at its edges, on real inputs: which socket may own a flow (never one the
+kernel no longer ties to a process), what an import skipped reaches the report's warnings,
+and a value seen only by its shape does not contradict a claim.
 
-Also: what an import skipped reaches the report's warnings.
-
-Read on a real phone's tables (``tests/device/samples/proc_net_tcp{,6}_xcrash65.txt``, quoted in
-bug report iqiyi/xCrash#65; see that folder's README): its TIME_WAIT row prints uid 0 and
+Sockets are read on a real phone's tables
+(``tests/device/samples/proc_net_tcp{,6}_xcrash65.txt``, quoted in bug report
+iqiyi/xCrash#65; see that folder's README): its TIME_WAIT row prints uid 0 and
 inode 0 whatever app opened the connection. Sessions recorded before the socket poller kept
 such rows apart (``ownerless``) hold them among the ``entries``; the analysis must skip them
 there too.
@@ -64,3 +65,29 @@ def test_items_an_import_skipped_are_warnings_of_the_report(tmp_path: Path) -> N
     assert lines and all("malformed_3_of_10.har" in w for w in lines)
     assert sum(int(w.split(": ")[2].split()[0]) for w in lines) == 3
     assert doc["coverage"]["skipped_total"] == 3
+
+
+def test_a_shape_without_context_does_not_contradict_a_personal_data_claim(
+    tmp_path: Path,
+) -> None:
+    """The IMA SDK ad request of tests/data/controls (a Luhn-valid ``correlator``, sent to
+    Google in the US): its number alone is no evidence that personal data left the EU; the
+    same request contradicts the claim once that number is the device's IMEI."""
+    from auditor.analysis.claims import load_claims
+    from auditor.analysis.engine import analyze
+    from auditor.imports.session import import_files
+
+    har = Path(__file__).resolve().parents[1] / "data" / "controls" / "doubleclick_correlator.har"
+    claims_file = tmp_path / "claims.yaml"
+    claims_file.write_text(
+        "claims:\n  - claim: No personal data leaves the EU\n"
+        "    kind: no_personal_data_outside\n    region: EU\n"
+    )
+    claims = load_claims(claims_file)
+    verdicts = {}
+    for label, ids in (("shape", {}), ("device", {"imei": "419772853168473"})):
+        res = import_files([har], tmp_path / label, identifiers=ids)
+        (verdict,) = analyze([res.session], claims=claims).doc["claims"]
+        verdicts[label] = verdict["verdict"]
+    assert verdicts["device"] == "contradicted"
+    assert verdicts["shape"] != "contradicted"
