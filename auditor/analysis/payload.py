@@ -495,6 +495,19 @@ def _excerpt(data: bytes, start: int, end: int, context: int = 24) -> str:
     return data[max(0, start - context) : end + context].decode("utf-8", "backslashreplace")
 
 
+def _transfer_decoded(
+    headers: dict[str, str], body: bytes, chain: tuple[Encoding, ...]
+) -> tuple[bytes, tuple[Encoding, ...]]:
+    """A multipart part's body with its base64 transfer encoding undone (when it has one and
+    it decodes), and the chain of encodings that leads to it."""
+    if headers.get("content-transfer-encoding", "").lower() == "base64":
+        try:
+            return binascii.a2b_base64(body), (*chain, Encoding.BASE64)
+        except binascii.Error:
+            pass
+    return body, chain
+
+
 def _multipart_parts(
     data: bytes, boundary: bytes
 ) -> Iterator[tuple[str, dict[str, str], bytes, bytes]]:
@@ -1001,13 +1014,7 @@ class _Walk:
         parsed = 0
         for name, headers, head, body in _multipart_parts(data, boundary):
             self.count_node()
-            pchain = mchain
-            if headers.get("content-transfer-encoding", "").lower() == "base64":
-                try:
-                    body = binascii.a2b_base64(body)
-                    pchain = (*mchain, Encoding.BASE64)
-                except binascii.Error:
-                    pass
+            body, pchain = _transfer_decoded(headers, body, mchain)
             parsed += 1
             self.view(body, pchain, _sub(detail, name), depth + 1, headers.get("content-type"))
             self.view(head, mchain, _sub(detail, f"{name} (headers)"), depth + 1)
@@ -1367,13 +1374,7 @@ class _Decoder:
             if parts:
                 mchain = (*chain, Encoding.MULTIPART)
                 for pname, headers, _head, body in parts:
-                    pchain = mchain
-                    if headers.get("content-transfer-encoding", "").lower() == "base64":
-                        try:
-                            body = binascii.a2b_base64(body)
-                            pchain = (*mchain, Encoding.BASE64)
-                        except binascii.Error:
-                            pass
+                    body, pchain = _transfer_decoded(headers, body, mchain)
                     ptype = headers.get("content-type")
                     self.walk(body, pchain, _sub(path, pname), pname, depth + 1, ptype)
                 return
