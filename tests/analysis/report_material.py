@@ -39,11 +39,10 @@ def analyse(path: Path, root: Path, identifiers: dict[str, str] | None = None) -
     return analyze([import_session(path, root)], identifiers=identifiers)
 
 
-def hostile(leak: str = "http://127.0.0.1:9") -> tuple[dict[str, Any], pd.DataFrame]:
-    """A findings document whose every captured string is hostile or too long to fit."""
-    long_host = "a" * 180 + ".telemetry-" + "b" * 150 + ".example.com"
-    long_url = f"https://{long_host}/upload?" + "&".join(f"k{i}=" + "9" * 40 for i in range(12))
-    evil = [
+def evil_strings(leak: str) -> list[str]:
+    """Markup, script, a CSV formula and a bidi override: what a capture may hold, each
+    asking for ``leak`` if it ever runs or loads."""
+    return [
         f"<script>fetch('{leak}/script')</script>",
         f'"><img src="{leak}/img" onerror="document.title=\'PWNED\'">',
         f"<iframe src='{leak}/iframe'></iframe>",
@@ -52,6 +51,13 @@ def hostile(leak: str = "http://127.0.0.1:9") -> tuple[dict[str, Any], pd.DataFr
         '=HYPERLINK("http://x")',
         "evil\u202egnp.exe",
     ]
+
+
+def hostile(leak: str = "http://127.0.0.1:9") -> tuple[dict[str, Any], pd.DataFrame]:
+    """A findings document whose every captured string is hostile or too long to fit."""
+    long_host = "a" * 180 + ".telemetry-" + "b" * 150 + ".example.com"
+    long_url = f"https://{long_host}/upload?" + "&".join(f"k{i}=" + "9" * 40 for i in range(12))
+    evil = evil_strings(leak)
     org = evil[2] + " Holdings " + "Z" * 120
     flows = pd.DataFrame(
         [

@@ -27,21 +27,13 @@ from auditor.analysis.report import html_report, markdown, write_report
 from auditor.analysis.report.story import UNKNOWN, build_story, device_text, severity_rank
 from tests.conftest import free_port
 
-from .report_material import REAL, analyse, hostile
+from .report_material import REAL, analyse, evil_strings, hostile
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def _hostile_doc(leak: str) -> tuple[dict, pd.DataFrame]:
-    evil = [
-        f"<script>fetch('{leak}/script')</script>",
-        f'"><img src="{leak}/img" onerror="document.title=\'PWNED\'">',
-        f"<iframe src='{leak}/iframe'></iframe>",
-        f"<link rel=stylesheet href='{leak}/css'>",
-        "javascript:alert(1)",
-        '=HYPERLINK("http://x")',
-        "evil\u202egnp.exe",
-    ]
+    evil = evil_strings(leak)
     host = evil[1]
     flows = pd.DataFrame(
         [
