@@ -948,15 +948,12 @@ class _Walk:
     ) -> bool:
         """Every leaf of the document, for needles that escapes hid from the raw pass."""
         try:
-            docs: list[tuple[str, Any]] = [("$", json.loads(data))]
+            docs = _json_documents(data)
         except RecursionError:
             self.warn(WarningKind.DEPTH_LIMIT, detail, "JSON nested too deeply to parse")
             return False
-        except ValueError:
-            parsed = _ndjson(data)
-            if parsed is None:
-                return False
-            docs = parsed
+        if docs is None:
+            return False
         min_int = 10 ** (self.min_len - 1)
         leaves: list[tuple[str, bytes]] = []
         for root, doc in docs:
@@ -1237,6 +1234,15 @@ def _locate_json(
     return out, budget - loc.budget
 
 
+def _json_documents(data: bytes) -> list[tuple[str, Any]] | None:
+    """The JSON document of ``data`` as ``[("$", doc)]``, else its newline-delimited
+    documents (:func:`_ndjson`), else None. Raises RecursionError when nested too deeply."""
+    try:
+        return [("$", json.loads(data))]
+    except ValueError:
+        return _ndjson(data)
+
+
 def _ndjson(data: bytes) -> list[tuple[str, Any]] | None:
     if b"\n" not in data:
         return None
@@ -1418,15 +1424,12 @@ class _Decoder:
         self, data: bytes, chain: tuple[Encoding, ...], path: str, name: str, depth: int
     ) -> bool:
         try:
-            docs: list[tuple[str, Any]] = [("$", json.loads(data))]
+            docs = _json_documents(data)
         except RecursionError:
             self.warn("JSON nested too deeply to parse")
             return False
-        except ValueError:
-            parsed = _ndjson(data)
-            if parsed is None:
-                return False
-            docs = parsed
+        if docs is None:
+            return False
         jchain = (*chain, Encoding.JSON)
         for root, doc in docs:
             stack: list[tuple[Any, str, str]] = [(doc, root, name)]
