@@ -48,7 +48,7 @@ from auditor.analysis.payload import (
 from auditor.analysis.report import private_dir
 from auditor.analysis.rules import Match, Shape
 from auditor.codecs import decode
-from auditor.records import HttpRecord
+from auditor.records import BodyRef, HttpRecord
 from auditor.session import Session
 
 log = logging.getLogger(__name__)
@@ -82,15 +82,20 @@ class ScanOutcome:
     bytes_scanned: int = 0
 
 
-def _decoded(session: Session, rec: HttpRecord, response: bool) -> tuple[bytes | None, str]:
+def _body(session: Session, ref: BodyRef | None) -> bytes | None:
+    """A body as stored (as on the wire), read once for every pass over it."""
+    if ref is None:
+        return None
+    try:
+        return session.bodies.get(ref.sha256)
+    except OSError:
+        return None
+
+
+def _decoded(raw: bytes | None, ref: BodyRef | None, response: bool) -> tuple[bytes | None, str]:
     """The body with its content encoding undone (at most :data:`DECODE_LIMIT` bytes), and a
     warning when it decodes past that."""
-    ref = rec.response_body if response else rec.request_body
-    if ref is None:
-        return None, ""
-    try:
-        raw = session.bodies.get(ref.sha256)
-    except OSError:
+    if raw is None or ref is None:
         return None, ""
     if not ref.encoding:
         return raw, ""
@@ -104,18 +109,13 @@ def _decoded(session: Session, rec: HttpRecord, response: bool) -> tuple[bytes |
     return (res.data if not res.error else raw), ""
 
 
-def _request_view(session: Session, rec: HttpRecord) -> DecodedView:
-    ref = rec.request_body
-    if ref is None:
-        return DecodedView()
-    try:
-        raw = session.bodies.get(ref.sha256)
-    except OSError:
+def _request_view(raw: bytes | None, rec: HttpRecord) -> DecodedView:
+    if raw is None or rec.request_body is None:
         return DecodedView()
     return decoded_view(
         raw,
         content_type=rec.request_content_type,
-        content_encoding=ref.encoding,
+        content_encoding=rec.request_body.encoding,
         limits=VIEW_LIMITS,
     )
 
@@ -243,10 +243,11 @@ def scan_sessions(
                         )
                         for m in sent
                     ]
-            req, note = _decoded(sess, rec, response=False)
+            raw = _body(sess, rec.request_body)
+            req, note = _decoded(raw, rec.request_body, response=False)
             if note:
                 notes[note].add(fid)
-            view = _request_view(sess, rec)
+            view = _request_view(raw, rec)
             for text in view.warnings:
                 notes[f"decoded view: request body: {text}"[:200]].add(fid)
             shapes = _shapes(rec.url, view, identifiers)
@@ -261,7 +262,7 @@ def scan_sessions(
                     out.app_lists[fid] = {"count": apps.count, "sample": list(apps.sample)}
                 if len(req) >= MIN_CHARACTERISED:
                     out.characters[fid] = character_of(req, view)
-            resp, note = _decoded(sess, rec, response=True)
+            resp, note = _decoded(_body(sess, rec.response_body), rec.response_body, response=True)
             if note:
                 notes[note].add(fid)
             if resp and resp[:1] in (b"{", b"["):
