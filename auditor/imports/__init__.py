@@ -15,7 +15,6 @@ import re
 import zlib
 from dataclasses import dataclass, field
 from enum import StrEnum
-from pathlib import Path
 from typing import IO, Any, cast
 
 import zstandard
@@ -228,54 +227,6 @@ def decompressed_head(head: bytes, n: int = _PEEK) -> bytes:
     except (OSError, EOFError, zlib.error, zstandard.ZstdError):
         pass  # the head ends mid-stream, or the stream is damaged past what was read
     return out.getvalue()[:n]
-
-
-def open_decompressed(path: Path) -> DecompressedFile:
-    """``path`` opened for reading, decompressed as its magic number says.
-
-    Compressed data that ends early or is damaged reads as if the file ended there; the
-    stream's ``damage`` says what happened, and after how many bytes."""
-    fh = open(path, "rb")
-    kind = compression(fh.read(4))
-    fh.seek(0)
-    return DecompressedFile(fh if kind is None else _decompressing(fh, kind), kind, fh)
-
-
-class DecompressedFile(io.RawIOBase):
-    """A (possibly decompressing) stream that ends where its data is damaged."""
-
-    def __init__(self, fh: IO[bytes], kind: Compression | None, file: IO[bytes]) -> None:
-        self._fh = fh
-        self._file = file  # closed too: a GzipFile leaves the file it reads open
-        self.compression = kind
-        self.damage: str | None = None
-        self.read_bytes = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Any) -> int:
-        if self.damage is not None:
-            return 0
-        try:
-            data = _read_piece(self._fh, len(memoryview(b)))
-        except (OSError, EOFError, zlib.error, zstandard.ZstdError) as exc:
-            if self.compression is None:
-                raise
-            self.damage = (
-                f"the {self.compression.value} data is damaged or cut after "
-                f"{self.read_bytes} decompressed bytes ({exc or type(exc).__name__})"
-            )
-            return 0
-        n = len(data)
-        memoryview(b).cast("B")[:n] = data
-        self.read_bytes += n
-        return n
-
-    def close(self) -> None:
-        self._fh.close()
-        self._file.close()
-        super().close()
 
 
 def decompress_bounded(data: bytes, limit: int, name: str) -> bytes:

@@ -14,7 +14,6 @@ looks for them. The session is closed with its artifact hashes, so ``auditor ver
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import os
 import time
@@ -34,7 +33,6 @@ from auditor.imports import (
     compression,
     decompress_bounded,
     detect_format,
-    open_decompressed,
 )
 from auditor.imports.har import MAX_DECOMPRESSED_HAR, HarLog, har_records, load_har
 from auditor.imports.mitmflows import check_flow_file, flow_records
@@ -67,7 +65,6 @@ class _Source:
     har: HarLog | None = None
     data: bytes | None = None  # a HAR's bytes, exactly as read (compressed or not)
     compression: Compression | None = None
-    damage: str | None = None  # where a compressed capture's data ends early
     capture: Any = None  # a packet capture, as auditor.packets.read_capture read it
 
 
@@ -295,9 +292,7 @@ def _check(path: Path) -> _Source:
         return _Source(path, fmt, size, _sha256(path))
     capture, damage = _read_packets(path)
     _check_packets_readable(path, capture, damage)
-    return _Source(
-        path, fmt, size, _sha256(path), capture=capture, compression=packed, damage=damage
-    )
+    return _Source(path, fmt, size, _sha256(path), capture=capture, compression=packed)
 
 
 def _read_all(path: Path) -> bytes:
@@ -353,9 +348,7 @@ def _import_one(
             _write_all(writer, records, report, seen, span)
     else:
         _packet_report(src.capture, report)
-        span.add_packets(src.capture)
-        if src.damage:
-            report.warn(f"{src.damage}; the packets before it are imported")
+        span.add_packets(src.capture)  # damaged compressed data: _packet_report warns
     return report
 
 
@@ -535,13 +528,21 @@ def _read_packets(path: Path) -> tuple[Any, str | None]:
     from auditor.packets import PcapError, read_capture
 
     try:
-        with open_decompressed(path) as raw, io.BufferedReader(raw, _CHUNK) as fh:
-            capture = read_capture(fh, keep_packets=False)
-            damage = raw.damage
+        # the reader undoes gzip and zstd itself, and counts a stream that ends early or is
+        # damaged (compressed-stream-truncated / -corrupt; zstd says nothing of a cut frame)
+        capture = read_capture(path, keep_packets=False)
     except PcapError as exc:
         raise ImportFileError(f"{path}: {exc}") from None
     except OSError as exc:
         raise ImportFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    damaged = {k: n for k, n in capture.warnings.items() if str(k).startswith("compressed-stream-")}
+    damage = (
+        "the compressed data is damaged or cut ("
+        + ", ".join(f"{k}: {n}" for k, n in sorted(damaged.items()))
+        + ")"
+        if damaged
+        else None
+    )
     return capture, damage
 
 
@@ -630,7 +631,11 @@ def _packet_report(capture: Any, report: ImportReport) -> None:
             bad,
             f"{bad} of {total} packets could not be read ({_why_unreadable(capture)})",
         )
-    damaged = {k: v for k, v in capture.warnings.items() if "truncated" in str(k)}
+    damaged = {
+        k: v
+        for k, v in capture.warnings.items()
+        if "truncated" in str(k) or str(k).startswith("compressed-stream-")
+    }
     if damaged:
         report.warn(
             "the capture is damaged: "
