@@ -873,10 +873,11 @@ def profile(serial: str | None, no_packages: bool, as_json: bool) -> None:
         value = ident.value or f"unavailable: {ident.reason}"
         rows.append((ident.name, f"{value}  [{ident.source}]"))
     width = max(len(k) for k, _ in rows)
+    # operator names come from the cell network, the rest from the phone: escaped
     for k, v in rows:
-        click.echo(f"{k.ljust(width)}  {v}")
+        click.echo(terminal_text(f"{k.ljust(width)}  {v}"))
     for w in p.warnings:
-        click.echo(f"warning: {w}", err=True)
+        click.echo(terminal_text(f"warning: {w}"), err=True)
 
 
 def _per_slot(names: list[str], countries: list[str]) -> str:

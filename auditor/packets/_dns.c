@@ -863,7 +863,7 @@ client_hello(PyObject *Py_UNUSED(module), PyObject *args)
         goto out;
     }
     if (b[0] != 1) {
-        hello_error("handshake is not a ClientHello");
+        PyErr_Format(malformed_error, "handshake type %d is not a ClientHello", (int)b[0]);
         goto out;
     }
     const Py_ssize_t total = 4 + (((Py_ssize_t)b[1] << 16) | ((Py_ssize_t)b[2] << 8) | b[3]);

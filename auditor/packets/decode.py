@@ -592,9 +592,12 @@ class Decoder:
 _Offsets = np.ndarray | int
 
 
+_KIND_CODES: Final[dict[str, int]] = {k: LINK_KIND + i for i, (k, _) in enumerate(LINK_KINDS)}
+
+
 def _kind(name: str) -> int:
     """The pseudo ethertype of a kind of frame in :data:`LINK_KINDS`."""
-    return LINK_KIND + [k for k, _ in LINK_KINDS].index(name)
+    return _KIND_CODES[name]
 
 
 def _le16(m: np.ndarray, i: int) -> np.ndarray:

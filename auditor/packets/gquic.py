@@ -34,7 +34,6 @@ from functools import lru_cache
 from typing import Final
 
 from cryptography.hazmat.primitives import hashes, hmac
-from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
 from auditor.packets.names import (
     MAX_HANDSHAKE,
@@ -43,6 +42,7 @@ from auditor.packets.names import (
     LongHeader,
     MalformedError,
     client_hello_length,
+    hkdf_expand_label,
     open_initial,
     parse_client_hello,
     read_varint,
@@ -255,25 +255,19 @@ def _parse_q046(b: bytes) -> GquicHello | None:
 # -------------------------------------------------------------------------- Q050, T05x
 
 
-def _hkdf_expand_label(secret: bytes, label: bytes, length: int) -> bytes:
-    full = b"tls13 " + label
-    info = length.to_bytes(2, "big") + bytes([len(full)]) + full + b"\x00"
-    return HKDFExpand(algorithm=hashes.SHA256(), length=length, info=info).derive(secret)
-
-
 @lru_cache(maxsize=1024)
 def _protection(dcid: bytes, label: bytes) -> InitialProtection:
     """QUICHE CryptoUtils::CreateInitialObfuscators: the RFC 9001 derivation with the
     version's own salt and the v1 labels."""
     h = hmac.HMAC(_SALTS[label], hashes.SHA256())
     h.update(dcid)
-    secret = _hkdf_expand_label(h.finalize(), b"client in", 32)
+    secret = hkdf_expand_label(h.finalize(), b"client in", 32)
     keys = InitialKeys(
         version=int.from_bytes(label, "big"),
         secret=secret,
-        key=_hkdf_expand_label(secret, b"quic key", 16),
-        iv=_hkdf_expand_label(secret, b"quic iv", 12),
-        hp=_hkdf_expand_label(secret, b"quic hp", 16),
+        key=hkdf_expand_label(secret, b"quic key", 16),
+        iv=hkdf_expand_label(secret, b"quic iv", 12),
+        hp=hkdf_expand_label(secret, b"quic hp", 16),
     )
     return InitialProtection(keys)
 

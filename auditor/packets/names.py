@@ -521,7 +521,7 @@ def encode_varint(value: int) -> bytes:
     return (value | 0xC000000000000000).to_bytes(8, "big")
 
 
-def _hkdf_expand_label(secret: bytes, label: bytes, length: int) -> bytes:
+def hkdf_expand_label(secret: bytes, label: bytes, length: int) -> bytes:
     full = b"tls13 " + label
     info = length.to_bytes(2, "big") + bytes([len(full)]) + full + b"\x00"
     return HKDFExpand(algorithm=hashes.SHA256(), length=length, info=info).derive(secret)
@@ -547,14 +547,14 @@ def initial_keys(dcid: bytes, version: int, *, server: bool = False) -> InitialK
     h = hmac.HMAC(salt, hashes.SHA256())
     h.update(dcid)
     initial_secret = h.finalize()
-    secret = _hkdf_expand_label(initial_secret, b"server in" if server else b"client in", 32)
+    secret = hkdf_expand_label(initial_secret, b"server in" if server else b"client in", 32)
     key_label, iv_label, hp_label = _LABELS[version]
     return InitialKeys(
         version=version,
         secret=secret,
-        key=_hkdf_expand_label(secret, key_label, 16),
-        iv=_hkdf_expand_label(secret, iv_label, 12),
-        hp=_hkdf_expand_label(secret, hp_label, 16),
+        key=hkdf_expand_label(secret, key_label, 16),
+        iv=hkdf_expand_label(secret, iv_label, 12),
+        hp=hkdf_expand_label(secret, hp_label, 16),
     )
 
 
