@@ -21,7 +21,6 @@ def build_coverage(
     flows: pd.DataFrame,
     packets: dict[str, PacketData] | None,
     stats: dict[str, list[dict[str, Any]]],
-    records: dict[str, list[Any]],
 ) -> dict[str, Any]:
     """The ``coverage`` block of ``findings.json``."""
     out = _base(sessions, flows, packets)

@@ -125,7 +125,7 @@ def analyze(
     )
     findings, rule_errors = run_rules(default_rules(kb.adequacy()), ctx)
     stats = capture_stats(records)
-    coverage = build_coverage(opened, flows, packets, stats, records)
+    coverage = build_coverage(opened, flows, packets, stats)
     claim_results = []
     if claims:
         by_flow: dict[str, set[str]] = defaultdict(set)
@@ -436,7 +436,6 @@ def _group_attributions(
     form: the fields an endpoint row reads of it do not name the address (``host`` and ``ip``
     differ, unread). Shared, not copied (a copy per row held 130 MB per 100,000 flows): the
     document is read, never changed in place (redaction builds a new one)."""
-    from auditor.intel.bulkip import lookup_rows
     from auditor.intel.kb import _ip_literal
     from auditor.intel.model import IpFacts
 
@@ -446,7 +445,7 @@ def _group_attributions(
     literal = [None if h == _NO_NAME else _ip_literal(h) for h in hosts]
     eff = [o if literal[k] is None else (o or literal[k]) for k, o in enumerate(own)]
     distinct = sorted({e for e in eff if e is not None} | {o for o in own if o is not None})
-    facts = dict(zip(distinct, lookup_rows(kb.ipdb, distinct), strict=True))
+    facts = dict(zip(distinct, kb.ipdb.lookup_rows(distinct), strict=True))
     cache: dict[tuple[Any, ...], dict[str, Any]] = {}
     for k, i0 in enumerate(firsts.tolist()):
         host, ip, own_ip = hosts[k], eff[k], own[k]

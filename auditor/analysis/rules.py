@@ -88,11 +88,6 @@ class Shape(tuple[str, str]):
         return (Shape, args)
 
 
-def thresholds_of(policy: Policy) -> Thresholds:
-    """The policy's thresholds (parsed and checked when the policy was loaded)."""
-    return policy.thresholds
-
-
 @dataclass
 class Context:
     flows: pd.DataFrame
@@ -106,12 +101,8 @@ class Context:
     # organisation id -> the basis in words of its state control and legal exposure
     # (auditor.intel.kb.KnowledgeBase.concerns)
     concerns: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # None: the policy's own (``thresholds_of``)
-    thresholds: Thresholds | None = None
 
     def __post_init__(self) -> None:
-        if self.thresholds is None:
-            self.thresholds = thresholds_of(self.policy)
         self._pos: dict[str, Any] | None = None
         self._basis_cache: dict[tuple[Any, ...], list[str]] = {}
         self._flag_cache: dict[tuple[Any, ...], bool] = {}
@@ -330,13 +321,8 @@ class IdentifiersSent(Rule):
                 groups[gkey].append((flow_id, m))
         for (_host, _to, ident), items in sorted(groups.items()):
             row = ctx.row(items[0][0])
+            key = _identifier_key(ctx, row)
             basis = ctx.state_basis(row)
-            if basis:
-                key = "identifier_to_state_linked"
-            elif ctx.is_vendor(row):
-                key = "identifier_to_vendor"
-            else:
-                key = "identifier_to_other"
             encodings = tuple(sorted({m.encoding for _, m in items}))
             yield self.finding(
                 ctx,
@@ -727,7 +713,7 @@ class Beacon(Rule):
     citation = LEITH_2021
 
     def check(self, ctx: Context) -> Iterator[Finding]:
-        th = ctx.thresholds or Thresholds()
+        th = ctx.policy.thresholds
         df = ctx.flows
         if df.empty or C.START not in df.columns:
             return

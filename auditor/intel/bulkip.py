@@ -29,8 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from auditor.intel.ipdb import SPECIAL_RANGES, FactsColumns, FactsRow, IpDatabase, _Geoip2fast
-from auditor.intel.model import IpFacts
+from auditor.intel.ipdb import SPECIAL_RANGES, FactsColumns, FactsRow, _Geoip2fast
 
 _V4 = re.compile(r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)")
 _IGNORED_ASN = ("<unknown>", "IANA.ORG")
@@ -194,21 +193,7 @@ def _special_v6() -> list[tuple[int, int, str]]:
 _SPECIAL_V6 = _special_v6()
 
 
-Row = FactsRow
-"""The fields of :class:`IpFacts`, in order (a tuple: cheap to make by the hundred thousand)."""
-
-
-def lookup_many(ipdb: IpDatabase, ips: list[str]) -> list[IpFacts]:
-    """``[ipdb.lookup(ip) for ip in ips]``, with canonical addresses found together."""
-    return ipdb.lookup_many(ips)
-
-
-def lookup_rows(ipdb: IpDatabase, ips: list[str]) -> list[Row]:
-    """The facts of each address as :data:`Row` tuples (:meth:`IpDatabase.lookup_rows`)."""
-    return ipdb.lookup_rows(ips)
-
-
-def bundled_columns(ips: Sequence[str], one: Callable[[str], Row]) -> FactsColumns:
+def bundled_columns(ips: Sequence[str], one: Callable[[str], FactsRow]) -> FactsColumns:
     """The bundled database's facts of each address, as columns: canonical IPv4 and IPv6
     addresses found together, every other value through ``one`` (the per-address lookup)."""
     n = len(ips)

@@ -29,9 +29,15 @@ from typing import TYPE_CHECKING, Any
 from auditor import columns as C
 from auditor.intel import model as m
 from auditor.intel import psl
-from auditor.intel.bulkip import Row
 from auditor.intel.index import IntelIndex, load_intel
-from auditor.intel.ipdb import NOT_AN_IP, FactsColumns, IpDatabase, default_ipdb, parse_ip
+from auditor.intel.ipdb import (
+    NOT_AN_IP,
+    FactsColumns,
+    FactsRow,
+    IpDatabase,
+    default_ipdb,
+    parse_ip,
+)
 from auditor.intel.model import (
     Attribution,
     Basis,
@@ -1284,7 +1290,7 @@ class KnowledgeBase:
         kcodes = np.asarray(pd.factorize(pd.Series(keys, dtype=object))[0], dtype=np.int64)
         return kcodes[dense]
 
-    def _facts_key(self, f: Row) -> tuple[Any, ...]:
+    def _facts_key(self, f: FactsRow) -> tuple[Any, ...]:
         """What an attribution reads of an address's facts (an :class:`IpFacts` as a tuple):
         its country, AS, AS organisation, reason, and the user's intel on it; not the
         address itself."""

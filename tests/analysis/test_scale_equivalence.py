@@ -26,7 +26,6 @@ import pytest
 
 from auditor.analysis import engine
 from auditor.imports.session import import_files
-from auditor.intel.bulkip import lookup_many
 from auditor.intel.ipdb import IpDatabase
 from auditor.intel.kb import KnowledgeBase
 from tests.analysis import slow_reference as ref
@@ -111,7 +110,7 @@ def test_bulk_ip_facts_equal_the_per_address_lookup() -> None:
     ips += ["198.17.255.255", "198.19.255.255", "223.255.255.255", "224.0.0.0", "255.255.255.255"]
     ips += ["01.2.3.4", " 8.8.8.8", "8.8.8", "8.8.8.8.8", "256.1.1.1", "::ffff:8.8.8.8", "[::1]"]
     ips += ["2a00:1450:4001::1", "fe80::1%eth0", "", "not an address", "1.2.3.4\n"]
-    fast = lookup_many(IpDatabase(), ips)
+    fast = IpDatabase().lookup_many(ips)
     slow_db = IpDatabase()
     slow = [slow_db.lookup(ip) for ip in ips]
     assert sum(f.country is not None for f in slow) > 2_500  # the database answered

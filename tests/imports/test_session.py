@@ -482,7 +482,7 @@ def test_an_imported_capture_spans_its_first_to_its_last_packet(
     assert 0 <= imp["import_seconds"] < 600
     from auditor.analysis.coverage import build_coverage
 
-    cov = build_coverage([sess], sess.flows(), None, {}, {})
+    cov = build_coverage([sess], sess.flows(), None, {})
     assert cov["duration_seconds"] == round(max(times) - min(times), 1)
 
 
