@@ -30,6 +30,7 @@ import pandas as pd
 
 from auditor import columns as C
 from auditor.analysis.packetflows import PacketData, cname_chains, cname_map, per_value
+from auditor.device.models import socket_has_owner
 from auditor.records import (
     CertificateInfo,
     DnsRecord,
@@ -74,11 +75,9 @@ class SocketIndex:
                     remote: dict[tuple[str, int], set[int]] = {}
                     for e in snap["entries"]:
                         _proto, _lip, lport, rip, rport, state, uid = e[:7]
-                        # a socket the kernel no longer ties to a process (TIME_WAIT, or
-                        # inode 0 with uid 0; sessions recorded before the poller kept these
-                        # apart) names root, not the app: it never owns a flow
-                        inode = e[7] if len(e) > 7 else None
-                        if state == "TIME_WAIT" or (int(uid) == 0 and inode == 0):
+                        # sessions recorded before the poller kept ownerless rows apart
+                        # hold them here: root, not the app, never owns a flow
+                        if not socket_has_owner(state, int(uid), e[7] if len(e) > 7 else None):
                             continue
                         local[int(lport)] = int(uid)
                         remote.setdefault((str(rip), int(rport)), set()).add(int(uid))

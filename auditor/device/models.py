@@ -189,6 +189,20 @@ SOCKET_STATE_BY_CODE: dict[int, SocketState] = {
 }
 
 
+def socket_has_owner(state: str, uid: int, inode: int | None) -> bool:
+    """Whether the kernel still ties a socket (one ``/proc/net`` row) to a process's uid.
+
+    A ``TIME_WAIT`` socket is the kernel's alone: it prints uid 0 and inode 0 for it
+    (``get_timewait4_sock``), whoever opened the connection. Any other socket with inode 0
+    and uid 0 has lost its file too (an orphan on a kernel without ``sk_uid``). Such a row
+    names root, not the app, and must never own a flow. An orphan that kept its uid
+    (kernel 4.10 on) and a half-open ``NEW_SYN_RECV`` (the listener's uid) keep their owner.
+    """
+    if state == SocketState.TIME_WAIT.value:
+        return False
+    return not (inode == 0 and uid == 0)
+
+
 @dataclass(frozen=True, slots=True)
 class SocketEntry:
     """One row of ``/proc/net/{tcp,tcp6,udp,udp6}``.

@@ -22,7 +22,7 @@ from adbutils import AdbError
 
 from auditor.device import parsers
 from auditor.device.handset import Handset
-from auditor.device.models import NetProto, SocketEntry, SocketState
+from auditor.device.models import NetProto, SocketEntry, socket_has_owner
 from auditor.errors import DeviceError
 from auditor.session import SessionWriteError, append_line, write_error
 from auditor.timeutil import now_iso
@@ -113,17 +113,9 @@ class LogcatStream:
 
 
 def has_owner(e: SocketEntry) -> bool:
-    """Whether the kernel still ties the socket to a process's uid.
-
-    A ``TIME_WAIT`` socket is the kernel's alone: it prints uid 0 and inode 0 for it
-    (``get_timewait4_sock``), whoever opened the connection. Any other socket with inode 0
-    and uid 0 has lost its file too (an orphan on a kernel without ``sk_uid``). Such a row
-    names root, not the app, and must never own a flow. An orphan that kept its uid
-    (kernel 4.10 on) and a half-open ``NEW_SYN_RECV`` (the listener's uid) keep their owner.
-    """
-    if e.state is SocketState.TIME_WAIT:
-        return False
-    return not (e.inode == 0 and e.uid == 0)
+    """Whether the kernel still ties the socket to a process's uid
+    (:func:`auditor.device.models.socket_has_owner`)."""
+    return socket_has_owner(e.state.value, e.uid, e.inode)
 
 
 def snapshot_rows(out: str) -> tuple[list[list[object]], list[list[object]]]:
