@@ -110,6 +110,9 @@ def test_bulk_ip_facts_equal_the_per_address_lookup() -> None:
     ips += ["198.17.255.255", "198.19.255.255", "223.255.255.255", "224.0.0.0", "255.255.255.255"]
     ips += ["01.2.3.4", " 8.8.8.8", "8.8.8", "8.8.8.8.8", "256.1.1.1", "::ffff:8.8.8.8", "[::1]"]
     ips += ["2a00:1450:4001::1", "fe80::1%eth0", "", "not an address", "1.2.3.4\n"]
+    from auditor.intel import bulkip
+
+    assert bulkip._tables() is not None  # the bulk path runs, not its per-address fallback
     fast = IpDatabase().lookup_many(ips)
     slow_db = IpDatabase()
     slow = [slow_db.lookup(ip) for ip in ips]
