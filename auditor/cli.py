@@ -1322,7 +1322,9 @@ def analyze(
     from auditor.analysis.policy import load_policy
 
     fmts = [f.strip() for f in formats.split(",") if f.strip()]
-    bad = set(fmts) - {"html", "json", "csv", "md", "pdf"}
+    from auditor.analysis.report import ALL_FORMATS
+
+    bad = set(fmts) - set(ALL_FORMATS)
     if bad:
         fail(f"unknown format(s): {', '.join(sorted(bad))}")
     ids = parse_identifiers(identifier)

@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from auditor.analysis.report.files import private_file
+from auditor.analysis.report.files import write_private
 from auditor.errors import AuditorError
 
 log = logging.getLogger(__name__)
@@ -76,9 +76,6 @@ def print_pdf(page: Path, target: Path, *, chromium: str | None = None) -> Path:
             raise AuditorError(
                 f"Chromium did not print the report (exit status {done.returncode}): {tail}"
             )
-        tmp_target = target.with_name(f".{target.name}.tmp")
-        with os.fdopen(private_file(tmp_target), "wb") as fh:
-            fh.write(out.read_bytes())
-        os.replace(tmp_target, target)
+        write_private(target, out.read_bytes())
     log.info("report printed to %s", target)
     return target
