@@ -254,8 +254,8 @@ def read_packet_flows(path: Path, manifest: dict[str, Any]) -> PacketData:
         for name, addrs in res.names.items():
             for a in addrs:
                 data.addr_names.setdefault(a, name.lower().rstrip("."))
-        data.lookups += _lookups(rel, res.dns, F)
-        file_cnames = cname_map(_cname_pairs(res.dns, F))
+        data.lookups += _lookups(rel, res, F)
+        file_cnames = cname_map(_cname_pairs(res, F))
         for owner, target in file_cnames.items():
             data.cnames.setdefault(owner, target)
         fl = res.flows
@@ -482,18 +482,21 @@ def cname_chains(names: pd.Series | np.ndarray, cnames: dict[str, str]) -> np.nd
     return per_value(names, lambda name: cname_chain(name, cnames))
 
 
-def _cname_pairs(dns: pd.DataFrame, F: Any) -> Iterator[tuple[str, str]]:
-    """(owner, target) of each CNAME in the DNS answers of a capture, in packet order."""
-    from auditor.packets.names import TYPE_CNAME, DnsResource
-
-    if dns.empty:
+def _cname_pairs(res: Any, F: Any) -> Iterator[tuple[str, str]]:
+    """(owner, target) of each CNAME in the DNS answers of a capture (a ``CaptureResult``),
+    in packet order."""
+    a = res.dns_answers
+    if a.empty:
         return
-    for answers, response in zip(dns[F.ANSWERS], dns[F.RESPONSE], strict=True):
-        if not response or not answers:
-            continue
-        for a in answers:
-            if isinstance(a, DnsResource) and a.rtype == TYPE_CNAME and a.value:
-                yield a.name, a.value
+    response = res.dns[F.RESPONSE].to_numpy(dtype=bool)[a[F.ANSWER_ROW].to_numpy(np.int64)]
+    value = a[F.ANSWER_VALUE]
+    sel = (
+        (a[F.ANSWER_TYPE].astype(object) == "CNAME").to_numpy(dtype=bool)
+        & response
+        & value.notna().to_numpy(dtype=bool)
+        & (value.fillna("") != "").to_numpy(dtype=bool)
+    )
+    yield from zip(a[F.ANSWER_NAME][sel].tolist(), value[sel].tolist(), strict=True)
 
 
 def _tcp_states(
@@ -526,15 +529,15 @@ def _tcp_state(proto: str, syn: bool, synack: bool, fin: bool, rst: bool) -> str
 LOOKUPS_KEPT = 5000  # DNS answers kept per capture (findings.json lists the first 5,000)
 
 
-def _lookups(
-    rel: str, dns: pd.DataFrame, F: Any, limit: int = LOOKUPS_KEPT
-) -> list[dict[str, Any]]:
+def _lookups(rel: str, res: Any, F: Any, limit: int = LOOKUPS_KEPT) -> list[dict[str, Any]]:
     """One entry per DNS answer seen (responses only, the first ``limit`` of the capture;
     ``dns_rows`` counts them all): what was asked, of whom, and what came back, with the
-    capture and flow it came from."""
+    capture and flow it came from (``res``: its ``CaptureResult``)."""
+    dns = res.dns
     if dns.empty:
         return []
-    resp = dns[dns[F.RESPONSE].to_numpy(dtype=bool)].iloc[:limit]
+    rows = np.flatnonzero(dns[F.RESPONSE].to_numpy(dtype=bool))[:limit]
+    resp = dns.iloc[rows]
     if resp.empty:
         return []
     ts = resp[F.DNS_TS].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ").to_numpy(dtype=object)
@@ -549,7 +552,7 @@ def _lookups(
     protocol = per_value(resp[F.DNS_PROTOCOL], str)
     transport = per_value(resp[F.TRANSPORT], str)
     fids = flow_ids(rel, resp[F.DNS_FLOW_ID].to_numpy(dtype=np.int64))
-    answers = resp[F.ANSWERS].to_numpy(dtype=object)
+    answers = _answer_lists(res.dns_answers, rows, F)
     return [
         {
             "ts": ts[i],
@@ -559,18 +562,35 @@ def _lookups(
             "server": server[i],
             "protocol": protocol[i],
             "transport": transport[i],
-            "answers": [_answer(a) for a in (answers[i] or ())][:32],
+            "answers": answers.get(int(rows[i]), [])[:32],
             "flow_id": fids[i],
         }
         for i in range(len(resp))
     ]
 
 
-def _answer(a: Any) -> str:
-    from auditor.packets.names import DnsResource, dns_type_name
+def _answer_lists(answers: pd.DataFrame, rows: np.ndarray, F: Any) -> dict[int, list[str]]:
+    """The answers of each of the DNS rows ``rows`` (sorted positions), as texts."""
+    if answers.empty or not len(rows):
+        return {}
+    arow = answers[F.ANSWER_ROW].to_numpy(np.int64)
+    lo, hi = np.searchsorted(arow, [rows[0], rows[-1] + 1])
+    sub = answers.iloc[lo:hi]
+    sub = sub[np.isin(sub[F.ANSWER_ROW].to_numpy(np.int64), rows)]
+    out: dict[int, list[str]] = {}
+    for r, t, v, h in zip(
+        sub[F.ANSWER_ROW].tolist(),
+        sub[F.ANSWER_TYPE].astype(object).tolist(),
+        sub[F.ANSWER_VALUE].tolist(),
+        sub[F.ANSWER_HINTS].tolist(),
+        strict=True,
+    ):
+        out.setdefault(r, []).append(_answer((None, t, 0, v, h)))
+    return out
 
-    if isinstance(a, DnsResource):
-        value = a.value if a.value is not None else "(not decoded)"
-        hints = f" hints {','.join(a.hints)}" if a.hints else ""
-        return f"{dns_type_name(a.rtype)} {value}{hints}"
-    return str(a)
+
+def _answer(a: tuple[Any, ...]) -> str:
+    """An answer record (name, type, ttl, value, hints) as the lookups list shows it."""
+    _name, rtype, _ttl, value, hints = a
+    shown = value if isinstance(value, str) else "(not decoded)"
+    return f"{rtype} {shown}" + (f" hints {hints}" if isinstance(hints, str) else "")

@@ -342,63 +342,89 @@ fail_target:
     return -1;
 }
 
-/* The answer record at *pos, as a DnsResource; *pos moves past it. */
-static PyObject *
-answer(Parser *p, Py_ssize_t *pos)
+/* A record of the answer section as read: new references (value: None for types not
+ * decoded; hints: a tuple, empty for all but HTTPS/SVCB). */
+typedef struct {
+    PyObject *name, *value, *hints;
+    uint32_t rtype, ttl;
+} Record;
+
+static void
+record_clear(Record *r)
+{
+    Py_CLEAR(r->name);
+    Py_CLEAR(r->value);
+    Py_CLEAR(r->hints);
+}
+
+/* The answer record at *pos into *r; *pos moves past it. 0, or -1 (malformed: p->why set;
+ * or a Python exception), with nothing held in *r. */
+static int
+read_record(Parser *p, Py_ssize_t *pos, Record *r)
 {
     const unsigned char *b = p->b;
     Py_ssize_t at;
-    PyObject *name = read_name(p, *pos, 1, &at);
-    if (name == NULL)
-        return NULL;
+    r->name = r->value = r->hints = NULL;
+    r->name = read_name(p, *pos, 1, &at);
+    if (r->name == NULL)
+        return -1;
     if (at + 10 > p->n) {
-        Py_DECREF(name);
-        return malformed(p, "record header runs past the message");
+        record_clear(r);
+        malformed(p, "record header runs past the message");
+        return -1;
     }
     const uint32_t rtype = be16(b + at), ttl = be32(b + at + 4), rdlen = be16(b + at + 8);
     at += 10;
     const Py_ssize_t end = at + (Py_ssize_t)rdlen;
     if (end > p->n) {
-        Py_DECREF(name);
-        return malformed(p, "record data runs past the message");
+        record_clear(r);
+        malformed(p, "record data runs past the message");
+        return -1;
     }
-    PyObject *value = NULL, *hints = NULL;
     Py_ssize_t ignored;
     if (rtype == TYPE_A && rdlen == 4)
-        value = ntop4(b + at);
+        r->value = ntop4(b + at);
     else if (rtype == TYPE_AAAA && rdlen == 16)
-        value = ntop6(b + at);
+        r->value = ntop6(b + at);
     else if (rtype == TYPE_NS || rtype == TYPE_CNAME || rtype == TYPE_PTR)
-        value = read_name(p, at, 1, &ignored);
+        r->value = read_name(p, at, 1, &ignored);
     else if (rtype == TYPE_HTTPS || rtype == TYPE_SVCB)
-        svcb(p, at, end, &value, &hints);
+        svcb(p, at, end, &r->value, &r->hints);
     else
-        value = Py_NewRef(Py_None);
-    if (value == NULL) {
-        Py_DECREF(name);
+        r->value = Py_NewRef(Py_None);
+    if (r->value == NULL) {
+        record_clear(r);
+        return -1;
+    }
+    if (r->hints == NULL)
+        r->hints = Py_NewRef(empty_tuple);
+    r->rtype = rtype;
+    r->ttl = ttl;
+    *pos = end;
+    return 0;
+}
+
+/* The answer record at *pos, as a DnsResource; *pos moves past it. */
+static PyObject *
+answer(Parser *p, Py_ssize_t *pos)
+{
+    Record r;
+    if (read_record(p, pos, &r) < 0)
         return NULL;
-    }
-    if (hints == NULL)
-        hints = Py_NewRef(empty_tuple);
-    PyObject *fields[N_RESOURCE] = {name, PyLong_FromUnsignedLong(rtype),
-                                    PyLong_FromUnsignedLong(ttl), value, hints};
-    if (p->texts != NULL && fields[2] != NULL) { /* a TTL too: one int per value and call */
-        PyObject *known = PyDict_SetDefault(p->texts, fields[2], fields[2]);
-        Py_XINCREF(known);
-        Py_SETREF(fields[2], known);
-    }
+    PyObject *fields[N_RESOURCE] = {r.name, PyLong_FromUnsignedLong(r.rtype),
+                                    PyLong_FromUnsignedLong(r.ttl), r.value, r.hints};
     if (fields[1] == NULL || fields[2] == NULL) {
         for (int k = 0; k < N_RESOURCE; k++)
             Py_XDECREF(fields[k]);
         return NULL;
     }
-    *pos = end;
     return instance(resource_type, resource_slots, fields, N_RESOURCE);
 }
 
-/* The question at *pos, as (name, type); *pos moves past it. */
+/* The question at *pos: its name (a new reference) and *qtype; *pos moves past it. NULL
+ * when malformed (p->why set) or on a Python exception. */
 static PyObject *
-question(Parser *p, Py_ssize_t *pos)
+read_question(Parser *p, Py_ssize_t *pos, uint32_t *qtype)
 {
     Py_ssize_t at;
     PyObject *name = read_name(p, *pos, 1, &at);
@@ -408,17 +434,29 @@ question(Parser *p, Py_ssize_t *pos)
         Py_DECREF(name);
         return malformed(p, "question runs past the message");
     }
+    *qtype = be16(p->b + at);
+    *pos = at + 4;
+    return name;
+}
+
+/* The question at *pos, as (name, type); *pos moves past it. */
+static PyObject *
+question(Parser *p, Py_ssize_t *pos)
+{
+    uint32_t qtype;
+    PyObject *name = read_question(p, pos, &qtype);
+    if (name == NULL)
+        return NULL;
     PyObject *q = PyTuple_New(2);
-    PyObject *qtype = PyLong_FromUnsignedLong(be16(p->b + at));
-    if (q == NULL || qtype == NULL) {
+    PyObject *qt = PyLong_FromUnsignedLong(qtype);
+    if (q == NULL || qt == NULL) {
         Py_XDECREF(q);
-        Py_XDECREF(qtype);
+        Py_XDECREF(qt);
         Py_DECREF(name);
         return NULL;
     }
     PyTuple_SET_ITEM(q, 0, name);
-    PyTuple_SET_ITEM(q, 1, qtype);
-    *pos = at + 4;
+    PyTuple_SET_ITEM(q, 1, qt);
     return q;
 }
 
@@ -434,6 +472,65 @@ tuple_of(PyObject **items, Py_ssize_t count)
             Py_DECREF(items[k]);
     }
     return t;
+}
+
+/* A message as collect() reads it, without building Python objects for it: the same reads
+ * as parse_message, in the same order, so with the same outcome. */
+typedef struct {
+    uint32_t id, flags;
+    Py_ssize_t nq, na;
+    int truncated;
+    PyObject *qname[MAX_RECORDS]; /* new references */
+    uint32_t qtype[MAX_RECORDS];
+    Record rec[MAX_RECORDS];
+} Message;
+
+static void
+message_clear(Message *m)
+{
+    while (m->nq > 0)
+        Py_CLEAR(m->qname[--m->nq]);
+    while (m->na > 0)
+        record_clear(&m->rec[--m->na]);
+}
+
+/* 1: read (perhaps truncated); 0: malformed (MalformedError set); -1: another error. */
+static int
+read_message(Parser *p, Message *m)
+{
+    const unsigned char *b = p->b;
+    m->nq = m->na = 0;
+    if (p->n < 12) {
+        PyErr_SetString(malformed_error, "DNS message shorter than its header");
+        return 0;
+    }
+    const uint32_t qd = be16(b + 4), an = be16(b + 6);
+    m->id = be16(b);
+    m->flags = be16(b + 2);
+    if (qd > MAX_RECORDS || an > MAX_RECORDS) {
+        PyErr_SetString(malformed_error, "implausible DNS section counts");
+        return 0;
+    }
+    Py_ssize_t pos = 12;
+    while (m->nq < (Py_ssize_t)qd
+           && (m->qname[m->nq] = read_question(p, &pos, &m->qtype[m->nq])) != NULL)
+        m->nq++;
+    while (m->nq == (Py_ssize_t)qd && m->na < (Py_ssize_t)an
+           && read_record(p, &pos, &m->rec[m->na]) == 0)
+        m->na++;
+    if (PyErr_Occurred()) {
+        message_clear(m);
+        return -1;
+    }
+    if (p->why != NULL && m->nq == 0 && m->na == 0) {
+        if (p->why_byte)
+            PyErr_Format(malformed_error, "unsupported label type 0x%02x", p->why_byte);
+        else
+            PyErr_SetString(malformed_error, p->why);
+        return 0;
+    }
+    m->truncated = p->why != NULL;
+    return 1;
 }
 
 static PyObject *
@@ -530,13 +627,6 @@ parse(PyObject *Py_UNUSED(module), PyObject *arg)
 
 /* --------------------------------------------------------------------- many messages */
 
-/* Field k of a DnsMessage or DnsResource (new reference), through its slot descriptor. */
-static PyObject *
-field_of(PyObject *slot, PyObject *obj)
-{
-    return Py_TYPE(slot)->tp_descr_get(slot, obj, NULL);
-}
-
 /* `s` lower-cased (new reference): itself when it has no ASCII capital and is ASCII. */
 static PyObject *
 lower_of(PyObject *s)
@@ -553,151 +643,42 @@ lower_of(PyObject *s)
     return PyObject_CallMethod(s, "lower", NULL);
 }
 
-/* names.NameCollector._learn of one answered message, in C: each address under the names
- * that lead to it (question, CNAME chain) in `name_addrs`, and (address, ts, name asked) on
- * the three `answered` lists. */
-static int
-learn(PyObject *questions, PyObject *answers, PyObject *ts, PyObject *name_addrs,
-      PyObject *seen_addr, PyObject *seen_ts, PyObject *seen_name)
+/* ---------------------------------------------------------------- the DNS store */
+
+/* What collect() appends to: a names.DnsStore's attributes (borrowed references). */
+typedef struct {
+    PyObject *ids;   /* dict text -> its number */
+    PyObject *texts; /* list of the texts, by number */
+    PyObject *rows, *answers, *answered, *pairs; /* bytearrays of packed records */
+} Store;
+
+/* The number of text `s` in the store, added when new (-1 on error). */
+static long
+text_id(Store *st, PyObject *s)
 {
-    int rc = -1;
-    Py_ssize_t na = PyTuple_GET_SIZE(answers), nq = PyTuple_GET_SIZE(questions);
-    PyObject *cname = PyDict_New(), *chains = PyList_New(0);
-    if (cname == NULL || chains == NULL)
-        goto done;
-    for (Py_ssize_t k = 0; k < na; k++) {
-        PyObject *r = PyTuple_GET_ITEM(answers, k);
-        PyObject *rtype = field_of(resource_slots[1], r);
-        if (rtype == NULL)
-            goto done;
-        long t = PyLong_AsLong(rtype);
-        Py_DECREF(rtype);
-        if (t != TYPE_CNAME)
-            continue;
-        PyObject *name = field_of(resource_slots[0], r), *value = field_of(resource_slots[3], r);
-        PyObject *lname = name ? lower_of(name) : NULL;
-        PyObject *lvalue = NULL;
-        if (value != NULL)
-            lvalue = value == Py_None ? PyUnicode_FromString("") : lower_of(value);
-        int bad = lname == NULL || lvalue == NULL || PyDict_SetItem(cname, lname, lvalue) < 0;
-        Py_XDECREF(name);
-        Py_XDECREF(value);
-        Py_XDECREF(lname);
-        Py_XDECREF(lvalue);
-        if (bad)
-            goto done;
-    }
-    for (Py_ssize_t k = 0; k < nq; k++) {
-        PyObject *q = PyTuple_GET_ITEM(questions, k);
-        PyObject *first = lower_of(PyTuple_GET_ITEM(q, 0));
-        PyObject *chain = first ? PyList_New(1) : NULL;
-        if (chain == NULL) {
-            Py_XDECREF(first);
-            goto done;
-        }
-        PyList_SET_ITEM(chain, 0, first);
-        while (PyList_GET_SIZE(chain) < 16) {
-            PyObject *next = PyDict_GetItemWithError(
-                cname, PyList_GET_ITEM(chain, PyList_GET_SIZE(chain) - 1));
-            if (next == NULL)
-                break;
-            if (PyList_Append(chain, next) < 0)
-                break;
-        }
-        int bad = PyErr_Occurred() != NULL || PyList_Append(chains, chain) < 0;
-        Py_DECREF(chain);
-        if (bad)
-            goto done;
-    }
-    for (Py_ssize_t k = 0; k < na; k++) {
-        PyObject *r = PyTuple_GET_ITEM(answers, k);
-        PyObject *rtype = field_of(resource_slots[1], r);
-        PyObject *value = field_of(resource_slots[3], r);
-        PyObject *hints = field_of(resource_slots[4], r);
-        PyObject *addrs = NULL, *owner = NULL, *names = NULL, *asked = NULL, *name = NULL;
-        int bad = rtype == NULL || value == NULL || hints == NULL;
-        if (!bad) {
-            long t = PyLong_AsLong(rtype);
-            if ((t == TYPE_A || t == TYPE_AAAA) && value != Py_None
-                && PyObject_IsTrue(value) == 1)
-                addrs = PyTuple_Pack(1, value);
-            else if (PyTuple_GET_SIZE(hints) > 0)
-                addrs = Py_NewRef(hints);
-        }
-        if (!bad && addrs != NULL) {
-            name = field_of(resource_slots[0], r);
-            owner = name ? lower_of(name) : NULL;
-            bad = owner == NULL;
-            for (Py_ssize_t c = 0; !bad && c < PyList_GET_SIZE(chains); c++) {
-                PyObject *chain = PyList_GET_ITEM(chains, c);
-                Py_ssize_t at = PySequence_Index(chain, owner);
-                if (at < 0) {
-                    PyErr_Clear();
-                    continue;
-                }
-                names = PyList_GetSlice(chain, 0, at + 1);
-                asked = Py_NewRef(PyList_GET_ITEM(chain, 0));
-                bad = names == NULL;
-                break;
-            }
-            if (!bad && names == NULL) {
-                names = PyList_New(1);
-                bad = names == NULL;
-                if (!bad) {
-                    PyList_SET_ITEM(names, 0, Py_NewRef(owner));
-                    asked = Py_NewRef(owner);
-                }
-            }
-            for (Py_ssize_t i = 0; !bad && i < PyTuple_GET_SIZE(addrs); i++) {
-                PyObject *a = PyTuple_GET_ITEM(addrs, i);
-                for (Py_ssize_t j = 0; !bad && j < PyList_GET_SIZE(names); j++) {
-                    PyObject *nm = PyList_GET_ITEM(names, j);
-                    PyObject *set = PyDict_GetItemWithError(name_addrs, nm);
-                    if (set == NULL) {
-                        if (PyErr_Occurred()) {
-                            bad = 1;
-                            break;
-                        }
-                        set = PySet_New(NULL);
-                        bad = set == NULL || PyDict_SetItem(name_addrs, nm, set) < 0;
-                        Py_XDECREF(set); /* the dict holds it */
-                        if (bad)
-                            break;
-                    }
-                    bad = PySet_Add(set, a) < 0;
-                }
-                bad = bad || PyList_Append(seen_addr, a) < 0 || PyList_Append(seen_ts, ts) < 0
-                      || PyList_Append(seen_name, asked) < 0;
-            }
-        }
-        Py_XDECREF(rtype);
-        Py_XDECREF(value);
-        Py_XDECREF(hints);
-        Py_XDECREF(addrs);
-        Py_XDECREF(name);
-        Py_XDECREF(owner);
-        Py_XDECREF(names);
-        Py_XDECREF(asked);
-        if (bad)
-            goto done;
-    }
-    rc = 0;
-done:
-    Py_XDECREF(cname);
-    Py_XDECREF(chains);
-    return rc;
+    PyObject *known = PyDict_GetItemWithError(st->ids, s);
+    if (known != NULL)
+        return PyLong_AsLong(known);
+    if (PyErr_Occurred())
+        return -1;
+    Py_ssize_t n = PyList_GET_SIZE(st->texts);
+    PyObject *num = PyLong_FromSsize_t(n);
+    int bad = num == NULL || PyDict_SetItem(st->ids, s, num) < 0 || PyList_Append(st->texts, s) < 0;
+    Py_XDECREF(num);
+    return bad ? -1 : (long)n;
 }
 
-/* collect(blob, ends, rows, packet, ts, numbers, qnames, answers, name_addrs, answered)
- *   -> (status, truncated)
- * The UDP DNS messages blob[ends[i-1]:ends[i]] for the positions i in `rows` (int64), as
- * NameCollector._dns parses them one by one: a row per question, its numbers appended to the
- * bytearray `numbers` as one ROW_BYTES record (names.DNS_ROW_NUMBERS: packet `packet[i]` int64,
- * qtype int32, id uint16, rcode uint8, response uint8, little-endian, packed), its name to
- * `qnames` and the message's answers to `answers`; the answers of NOERROR responses learnt
- * (names._learn) with the time `ts[i]`. `status` has a byte per row: 0 malformed, 1 a query,
- * 2 a response; `truncated` counts messages cut short. */
-#define ROW_BYTES 16
+/* The number of `s` lower-cased (-1 on error). */
+static long
+lower_id(Store *st, PyObject *s)
+{
+    PyObject *low = lower_of(s);
+    if (low == NULL)
+        return -1;
+    long id = text_id(st, low);
+    Py_DECREF(low);
+    return id;
+}
 
 static void
 put_le(unsigned char *at, uint64_t v, int bytes)
@@ -706,52 +687,272 @@ put_le(unsigned char *at, uint64_t v, int bytes)
         at[k] = (unsigned char)(v >> (8 * k));
 }
 
-/* One row's numbers at the end of `numbers` (-1 on error). */
-static int
-put_row(PyObject *numbers, int64_t packet, long qtype, long id, long rcode, int response)
+/* Room for `size` more bytes at the end of bytearray `b` (NULL on error). */
+static unsigned char *
+grow(PyObject *b, Py_ssize_t size)
 {
-    Py_ssize_t at = PyByteArray_GET_SIZE(numbers);
-    if (PyByteArray_Resize(numbers, at + ROW_BYTES) < 0)
+    Py_ssize_t at = PyByteArray_GET_SIZE(b);
+    if (PyByteArray_Resize(b, at + size) < 0)
+        return NULL;
+    return (unsigned char *)PyByteArray_AS_STRING(b) + at;
+}
+
+/* names.DNS_ROW, DNS_ANSWER, DNS_ANSWERED and DNS_PAIR records (little-endian, packed) */
+#define ROW_BYTES 20
+#define ANSWER_BYTES 32
+#define ANSWERED_BYTES 16
+#define PAIR_BYTES 8
+
+static int
+put_row(Store *st, int64_t packet, long qtype, long qname, long id, long rcode, int response)
+{
+    unsigned char *b = grow(st->rows, ROW_BYTES);
+    if (b == NULL)
         return -1;
-    unsigned char *b = (unsigned char *)PyByteArray_AS_STRING(numbers) + at;
     put_le(b, (uint64_t)packet, 8);
     put_le(b + 8, (uint64_t)(uint32_t)(int32_t)qtype, 4);
-    put_le(b + 12, (uint64_t)id, 2);
-    b[14] = (unsigned char)rcode;
-    b[15] = (unsigned char)response;
+    put_le(b + 12, (uint64_t)(uint32_t)(int32_t)qname, 4);
+    put_le(b + 16, (uint64_t)id, 2);
+    b[18] = (unsigned char)rcode;
+    b[19] = (unsigned char)response;
     return 0;
 }
 
+static int
+put_answer(Store *st, int64_t row, long long ttl, long name, long rtype, long value, long hints)
+{
+    unsigned char *b = grow(st->answers, ANSWER_BYTES);
+    if (b == NULL)
+        return -1;
+    put_le(b, (uint64_t)row, 8);
+    put_le(b + 8, (uint64_t)ttl, 8);
+    put_le(b + 16, (uint64_t)(uint32_t)(int32_t)name, 4);
+    put_le(b + 20, (uint64_t)(uint32_t)(int32_t)rtype, 4);
+    put_le(b + 24, (uint64_t)(uint32_t)(int32_t)value, 4);
+    put_le(b + 28, (uint64_t)(uint32_t)(int32_t)hints, 4);
+    return 0;
+}
+
+static int
+put_answered(Store *st, int64_t ts, long addr, long asked)
+{
+    unsigned char *b = grow(st->answered, ANSWERED_BYTES);
+    if (b == NULL)
+        return -1;
+    put_le(b, (uint64_t)ts, 8);
+    put_le(b + 8, (uint64_t)(uint32_t)(int32_t)addr, 4);
+    put_le(b + 12, (uint64_t)(uint32_t)(int32_t)asked, 4);
+    return 0;
+}
+
+static int
+put_pair(Store *st, long name, long addr)
+{
+    unsigned char *b = grow(st->pairs, PAIR_BYTES);
+    if (b == NULL)
+        return -1;
+    put_le(b, (uint64_t)(uint32_t)(int32_t)name, 4);
+    put_le(b + 4, (uint64_t)(uint32_t)(int32_t)addr, 4);
+    return 0;
+}
+
+#define MAX_CHAIN 16
+
+/* names.DnsStore._learn of one answered message, in C: each address under the names that
+ * lead to it (question, CNAME chain) as (name, address) pairs, and (time, address, name
+ * asked) of each. Names are compared lower-cased, by their numbers in the store. */
+static int
+learn(Store *st, const Message *m, int64_t ts)
+{
+    int rc = -1;
+    const Py_ssize_t na = m->na, nq = m->nq;
+    /* the CNAMEs (owner, target), lower-cased; a later one for the same owner wins, as in
+     * the Python dict */
+    long c_owner[MAX_RECORDS], c_target[MAX_RECORDS], chains[MAX_RECORDS][MAX_CHAIN];
+    int chain_len[MAX_RECORDS];
+    Py_ssize_t nc = 0;
+    PyObject *empty = NULL;
+    for (Py_ssize_t k = 0; k < na; k++) {
+        const Record *r = &m->rec[k];
+        if (r->rtype != TYPE_CNAME)
+            continue;
+        long o = lower_id(st, r->name), v = -1;
+        if (o >= 0) {
+            if (r->value == Py_None) {
+                if (empty == NULL)
+                    empty = PyUnicode_FromString("");
+                v = empty ? text_id(st, empty) : -1;
+            }
+            else
+                v = lower_id(st, r->value);
+        }
+        if (o < 0 || v < 0)
+            goto done;
+        c_owner[nc] = o;
+        c_target[nc] = v;
+        nc++;
+    }
+    for (Py_ssize_t q = 0; q < nq; q++) {
+        long *chain = chains[q];
+        long first = lower_id(st, m->qname[q]);
+        if (first < 0)
+            goto done;
+        chain[0] = first;
+        int len = 1;
+        while (len < MAX_CHAIN) {
+            long next = -1;
+            for (Py_ssize_t c = nc - 1; c >= 0; c--) { /* the last CNAME of that owner */
+                if (c_owner[c] == chain[len - 1]) {
+                    next = c_target[c];
+                    break;
+                }
+            }
+            if (next < 0)
+                break;
+            chain[len++] = next;
+        }
+        chain_len[q] = len;
+    }
+    for (Py_ssize_t k = 0; k < na; k++) {
+        const Record *r = &m->rec[k];
+        PyObject *one[1];
+        PyObject *const *addrs = NULL;
+        Py_ssize_t n_addrs = 0;
+        if ((r->rtype == TYPE_A || r->rtype == TYPE_AAAA) && r->value != Py_None
+            && PyUnicode_Check(r->value) && PyUnicode_GET_LENGTH(r->value) > 0) {
+            one[0] = r->value;
+            addrs = one;
+            n_addrs = 1;
+        }
+        else if (PyTuple_GET_SIZE(r->hints) > 0) {
+            addrs = &PyTuple_GET_ITEM(r->hints, 0);
+            n_addrs = PyTuple_GET_SIZE(r->hints);
+        }
+        if (addrs == NULL)
+            continue;
+        long owner = lower_id(st, r->name);
+        if (owner < 0)
+            goto done;
+        const long *names = &owner;
+        int n_names = 1;
+        long asked = owner;
+        for (Py_ssize_t q = 0; q < nq; q++) {
+            int at = -1;
+            for (int j = 0; j < chain_len[q]; j++) {
+                if (chains[q][j] == owner) {
+                    at = j;
+                    break;
+                }
+            }
+            if (at >= 0) {
+                names = chains[q];
+                n_names = at + 1;
+                asked = chains[q][0];
+                break;
+            }
+        }
+        for (Py_ssize_t i = 0; i < n_addrs; i++) {
+            long a = text_id(st, addrs[i]);
+            if (a < 0)
+                goto done;
+            for (int j = 0; j < n_names; j++)
+                if (put_pair(st, names[j], a) < 0)
+                    goto done;
+            if (put_answered(st, ts, a, asked) < 0)
+                goto done;
+        }
+    }
+    rc = 0;
+done:
+    Py_XDECREF(empty);
+    return rc;
+}
+
+/* The answers of a message under row `row` (-1 on error). */
+static int
+put_answers(Store *st, int64_t row, const Message *m)
+{
+    for (Py_ssize_t k = 0; k < m->na; k++) {
+        const Record *r = &m->rec[k];
+        long name = text_id(st, r->name), value = -1, hints = -1;
+        if (name < 0)
+            return -1;
+        if (r->value != Py_None && (value = text_id(st, r->value)) < 0)
+            return -1;
+        if (PyTuple_GET_SIZE(r->hints) > 0) {
+            PyObject *sep = PyUnicode_FromString(",");
+            PyObject *joined = sep ? PyUnicode_Join(sep, r->hints) : NULL;
+            hints = joined ? text_id(st, joined) : -1;
+            Py_XDECREF(sep);
+            Py_XDECREF(joined);
+            if (hints < 0)
+                return -1;
+        }
+        if (put_answer(st, row, (long long)r->ttl, name, (long)r->rtype, value, hints) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* collect(blob, ends, rows, packet, ts, store) -> (status, truncated)
+ * The UDP DNS messages blob[ends[i-1]:ends[i]] for the positions i in `rows` (int64), as
+ * NameCollector._dns parses them one by one, added to the names.DnsStore `store` as
+ * DnsStore.add does: a DNS_ROW record per question (packet `packet[i]`), its answers, and
+ * for NOERROR responses what the answers teach, with the time `ts[i]`. `status` has a byte
+ * per row: 0 malformed, 1 a query, 2 a response; `truncated` counts messages cut short. */
 static PyObject *
 collect(PyObject *Py_UNUSED(module), PyObject *args)
 {
     Py_buffer blob, ends, rows, packet, ts;
-    PyObject *numbers, *qnames, *answer_rows, *name_addrs, *answered;
+    PyObject *store;
     if (resource_type == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "_dns.setup() was not called");
         return NULL;
     }
-    if (!PyArg_ParseTuple(args, "y*y*y*y*y*O!O!O!O!O!:collect", &blob, &ends, &rows, &packet,
-                          &ts, &PyByteArray_Type, &numbers, &PyList_Type, &qnames, &PyList_Type,
-                          &answer_rows, &PyDict_Type, &name_addrs, &PyTuple_Type, &answered))
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*O:collect", &blob, &ends, &rows, &packet, &ts,
+                          &store))
         return NULL;
-    PyObject *status = NULL, *result = NULL, *texts = NULL;
+    PyObject *status = NULL, *result = NULL, *texts = NULL, *empty_name = NULL;
+    PyObject *held[6] = {NULL, NULL, NULL, NULL, NULL, NULL};
+    static const char *const attrs[6] = {"ids", "texts", "rows", "answers", "answered", "pairs"};
     Py_ssize_t n_ends = ends.len / 8, n = rows.len / 8, truncated = 0;
-    if (PyTuple_GET_SIZE(answered) != 3 || packet.len != ends.len || ts.len != ends.len) {
-        PyErr_SetString(PyExc_ValueError, "collect: arrays or lists of different sizes");
+    Store st;
+    Message *m = PyMem_Malloc(sizeof(Message));
+    if (m == NULL) {
+        PyErr_NoMemory();
         goto out;
     }
-    PyObject *seen_addr = PyTuple_GET_ITEM(answered, 0), *seen_ts = PyTuple_GET_ITEM(answered, 1),
-             *seen_name = PyTuple_GET_ITEM(answered, 2);
-    if (!PyList_Check(seen_addr) || !PyList_Check(seen_ts) || !PyList_Check(seen_name)) {
-        PyErr_SetString(PyExc_TypeError, "collect: answered must hold three lists");
+    m->nq = m->na = 0;
+    if (packet.len != ends.len || ts.len != ends.len) {
+        PyErr_SetString(PyExc_ValueError, "collect: arrays of different sizes");
         goto out;
     }
+    for (int k = 0; k < 6; k++) {
+        held[k] = PyObject_GetAttrString(store, attrs[k]);
+        if (held[k] == NULL) {
+            PyErr_SetString(PyExc_TypeError, "collect: the store is not a names.DnsStore");
+            goto out;
+        }
+    }
+    if (!PyDict_Check(held[0]) || !PyList_Check(held[1]) || !PyByteArray_Check(held[2])
+        || !PyByteArray_Check(held[3]) || !PyByteArray_Check(held[4])
+        || !PyByteArray_Check(held[5])) {
+        PyErr_SetString(PyExc_TypeError, "collect: the store is not a names.DnsStore");
+        goto out;
+    }
+    st.ids = held[0];
+    st.texts = held[1];
+    st.rows = held[2];
+    st.answers = held[3];
+    st.answered = held[4];
+    st.pairs = held[5];
     status = PyBytes_FromStringAndSize(NULL, n);
     texts = PyDict_New();
-    if (status == NULL || texts == NULL)
+    empty_name = PyUnicode_FromString("");
+    if (status == NULL || texts == NULL || empty_name == NULL)
         goto fail;
-    unsigned char *st = (unsigned char *)PyBytes_AS_STRING(status);
+    long empty_id = -2; /* the number of "", once needed */
+    unsigned char *sb = (unsigned char *)PyBytes_AS_STRING(status);
     const int64_t *e = ends.buf, *r = rows.buf, *pk = packet.buf, *tm = ts.buf;
     for (Py_ssize_t k = 0; k < n; k++) {
         int64_t i = r[k];
@@ -767,54 +968,39 @@ collect(PyObject *Py_UNUSED(module), PyObject *args)
         p.texts = texts;
         p.b = (const unsigned char *)blob.buf + a;
         p.n = b - a;
-        PyObject *m = parse_message(&p);
+        int got = read_message(&p, m);
         for (Py_ssize_t j = 0; j < p.n_seen; j++)
             Py_DECREF(p.seen_text[j]);
-        if (m == NULL) {
-            if (!PyErr_ExceptionMatches(malformed_error))
+        if (got <= 0) {
+            if (got < 0 || !PyErr_ExceptionMatches(malformed_error))
                 goto fail;
             PyErr_Clear();
-            st[k] = 0;
+            sb[k] = 0;
             continue;
         }
-        PyObject *f[N_MESSAGE];
-        for (int j = 0; j < N_MESSAGE; j++)
-            f[j] = field_of(message_slots[j], m);
-        Py_DECREF(m);
+        const int response = (m->flags & 0x8000) != 0;
+        const long id = (long)m->id, rcode = (long)(m->flags & 0xF);
+        sb[k] = response ? 2 : 1;
+        truncated += m->truncated;
         int bad = 0;
-        for (int j = 0; j < N_MESSAGE; j++)
-            bad |= f[j] == NULL;
-        PyObject *tso = bad ? NULL : PyLong_FromLongLong(tm[i]);
-        bad |= tso == NULL;
-        if (!bad) {
-            int response = f[1] == Py_True;
-            st[k] = response ? 2 : 1;
-            truncated += f[6] == Py_True;
-            PyObject *questions = f[4], *answers = f[5];
-            Py_ssize_t nq = PyTuple_GET_SIZE(questions);
-            PyObject *none_q = NULL;
-            if (nq == 0 && PyTuple_GET_SIZE(answers) > 0) {
-                none_q = Py_BuildValue("((si))", "", -1);
-                bad = none_q == NULL;
-                questions = none_q;
-                nq = 1;
-            }
-            long id = bad ? 0 : PyLong_AsLong(f[0]), rcode = bad ? 0 : PyLong_AsLong(f[3]);
-            for (Py_ssize_t q = 0; !bad && q < nq; q++) {
-                PyObject *qt = PyTuple_GET_ITEM(questions, q);
-                long qtype = PyLong_AsLong(PyTuple_GET_ITEM(qt, 1));
-                bad = PyErr_Occurred() != NULL
-                      || put_row(numbers, pk[i], qtype, id, rcode, response) < 0
-                      || PyList_Append(qnames, PyTuple_GET_ITEM(qt, 0)) < 0
-                      || PyList_Append(answer_rows, answers) < 0;
-            }
-            Py_XDECREF(none_q);
-            if (!bad && response && PyLong_AsLong(f[3]) == 0 && PyTuple_GET_SIZE(answers) > 0)
-                bad = learn(f[4], answers, tso, name_addrs, seen_addr, seen_ts, seen_name) < 0;
+        const int64_t first = PyByteArray_GET_SIZE(st.rows) / ROW_BYTES;
+        Py_ssize_t n_rows = m->nq;
+        if (m->nq == 0 && m->na > 0) { /* an announcement (mDNS): one row, no name, type -1 */
+            if (empty_id == -2)
+                empty_id = text_id(&st, empty_name);
+            bad = empty_id < 0 || put_row(&st, pk[i], -1, empty_id, id, rcode, response) < 0;
+            n_rows = 1;
         }
-        Py_XDECREF(tso);
-        for (int j = 0; j < N_MESSAGE; j++)
-            Py_XDECREF(f[j]);
+        for (Py_ssize_t q = 0; !bad && q < m->nq; q++) {
+            long qname = text_id(&st, m->qname[q]);
+            bad = qname < 0
+                  || put_row(&st, pk[i], (long)m->qtype[q], qname, id, rcode, response) < 0;
+        }
+        for (Py_ssize_t q = 0; !bad && q < n_rows; q++)
+            bad = put_answers(&st, first + q, m) < 0;
+        if (!bad && response && rcode == 0 && m->na > 0)
+            bad = learn(&st, m, tm[i]) < 0;
+        message_clear(m);
         if (bad)
             goto fail;
     }
@@ -822,7 +1008,13 @@ collect(PyObject *Py_UNUSED(module), PyObject *args)
 fail:
     Py_XDECREF(status);
     Py_XDECREF(texts);
+    Py_XDECREF(empty_name);
 out:
+    if (m != NULL)
+        message_clear(m);
+    PyMem_Free(m);
+    for (int k = 0; k < 6; k++)
+        Py_XDECREF(held[k]);
     PyBuffer_Release(&blob);
     PyBuffer_Release(&ends);
     PyBuffer_Release(&rows);
@@ -1055,9 +1247,9 @@ static PyMethodDef methods[] = {
      "The header, questions and answer section of one DNS message (any bytes-like object),\n"
      "as names.parse_dns gives them; raises the error given to setup() when malformed."},
     {"collect", collect, METH_VARARGS,
-     "collect(blob, ends, rows, packet, ts, numbers, qnames, answers, name_addrs, answered)\n"
-     "    -> (status, truncated)\n\n"
-     "Many UDP DNS messages of a NameJob parsed and learnt as NameCollector._dns does."},
+     "collect(blob, ends, rows, packet, ts, store) -> (status, truncated)\n\n"
+     "Many UDP DNS messages of a NameJob parsed into a names.DnsStore, as\n"
+     "NameCollector._dns does one by one."},
     {"client_hello", client_hello, METH_VARARGS,
      "client_hello(handshake) -> (sni, alpn, legacy_version)\n\n"
      "names.parse_client_hello of a complete ClientHello handshake message, compiled."},

@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import gc
 import logging
 import os
@@ -70,6 +71,7 @@ from typing import BinaryIO, Final
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from auditor import columns as C
 from auditor.packets import decode as D
@@ -197,7 +199,6 @@ RESPONSE: Final = "response"
 RCODE: Final = "rcode"
 QNAME: Final = "qname"
 QTYPE: Final = "qtype"
-ANSWERS: Final = "answers"  # tuple of auditor.packets.names.DnsResource
 DNS_COLUMNS: Final[tuple[str, ...]] = (
     DNS_TS,
     DNS_FLOW_ID,
@@ -212,7 +213,23 @@ DNS_COLUMNS: Final[tuple[str, ...]] = (
     RCODE,
     QNAME,
     QTYPE,
-    ANSWERS,
+)
+
+# ------------------------------------------------------------------ DNS answers table columns
+# One row per resource record of an answer section, for each DNS table row of its message
+ANSWER_ROW: Final = "dns_row"  # the position of the row in the DNS table
+ANSWER_NAME: Final = "name"  # the record's owner name
+ANSWER_TYPE: Final = "type"  # A, AAAA, CNAME, ... (TYPEnnn when not known)
+ANSWER_TTL: Final = "ttl"
+ANSWER_VALUE: Final = "value"  # address or target name; missing for types not decoded
+ANSWER_HINTS: Final = "hints"  # HTTPS/SVCB ipv4hint/ipv6hint addresses, joined with ","
+DNS_ANSWER_COLUMNS: Final[tuple[str, ...]] = (
+    ANSWER_ROW,
+    ANSWER_NAME,
+    ANSWER_TYPE,
+    ANSWER_TTL,
+    ANSWER_VALUE,
+    ANSWER_HINTS,
 )
 
 UDP_TIMEOUT: Final = 120.0
@@ -247,7 +264,7 @@ _HTTP_FIRST: Final = np.zeros(256, dtype=bool)  # first bytes of the HTTP method
 _HTTP_FIRST[[m[0] for m in N.HTTP_METHODS]] = True
 _SYN_ONLY: Final = 0x200  # derived flag bits, above the 9 TCP flag bits
 _SYN_ACK: Final = 0x400
-_KINDS_HERE: Final = (  # parsed here with a worker (and UDP DNS, when compiled)
+_KINDS_HERE: Final = (  # parsed here with a worker (and UDP DNS when the worker lags)
     N.KIND_TLS,
     N.KIND_TLS_MORE,
     N.KIND_HTTP,
@@ -315,21 +332,56 @@ class CaptureResult:
     ``packets`` has one row per packet (columns in :mod:`auditor.packets.decode`, plus
     ``flow_id``; empty when the capture was read with ``keep_packets=False``), ``flows`` one
     row per flow (:data:`FLOW_COLUMNS`), ``dns`` one row per DNS question
-    (:data:`DNS_COLUMNS`); ``names`` maps each name DNS answered to its addresses. Damage is
-    counted in ``warnings``; what was seen, in ``counts``."""
+    (:data:`DNS_COLUMNS`) and ``dns_answers`` one row per answer record of each
+    (:data:`DNS_ANSWER_COLUMNS`, in DNS row order); ``names`` maps each name DNS answered to
+    its addresses. Damage is counted in ``warnings``; what was seen, in ``counts``."""
 
     source: str
     format: str
     packets: pd.DataFrame
     flows: pd.DataFrame
     dns: pd.DataFrame
-    names: dict[str, tuple[str, ...]]
+    dns_tables: N.DnsTables  # what DNS said, compactly: ``names`` and ``dns_answers`` come from it
     warnings: Counter[str]
     counts: Counter[str]
     link_types: tuple[int, ...]
     comments: tuple[Comment, ...]
     interfaces: tuple[Interface, ...]
     apps: tuple[str, ...] = ()
+
+    @functools.cached_property
+    def names(self) -> dict[str, tuple[str, ...]]:
+        """Each name DNS answers gave addresses for (the question or a CNAME on the way to
+        it), with those addresses, sorted (made when first asked for)."""
+        return self.dns_tables.name_addrs()
+
+    @functools.cached_property
+    def dns_answers(self) -> pd.DataFrame:
+        """One row per answer record of each DNS row (:data:`DNS_ANSWER_COLUMNS`), in DNS
+        row order (made when first asked for)."""
+        return _answers_table(self.dns_tables)
+
+    def answers_of(self, row: int) -> list[tuple[str, str, int, str | None, str | None]]:
+        """(name, type, ttl, value, hints) of each answer record of DNS row ``row``."""
+        a = self.dns_answers
+        sel = a[a[ANSWER_ROW].to_numpy() == row]
+        return [
+            (
+                n,
+                str(t),
+                int(ttl),
+                v if isinstance(v, str) else None,
+                h if isinstance(h, str) else None,
+            )
+            for n, t, ttl, v, h in zip(
+                sel[ANSWER_NAME],
+                sel[ANSWER_TYPE],
+                sel[ANSWER_TTL],
+                sel[ANSWER_VALUE],
+                sel[ANSWER_HINTS],
+                strict=True,
+            )
+        ]
 
 
 # ------------------------------------------------------------------------------ flow store
@@ -434,9 +486,10 @@ class _Worker:
     """A :class:`~auditor.packets.names.NameCollector` in a child process
     (``python -m auditor.packets._worker``) fed pickled jobs over its stdin. A write blocks
     while the pipe is full, so a slow worker holds the reader back rather than letting jobs
-    pile up in memory; the pipe is enlarged to hold about a job. The worker sends its DNS
-    rows back as it goes; a thread reads them (it must, or the worker would block on a full
-    pipe while this process blocks on the other)."""
+    pile up in memory; the pipe is enlarged to hold about a job. The worker tells when each
+    job is done, and sends everything it learnt at the end; a thread reads its frames (it
+    must, or the worker would block on a full pipe while this process blocks on the
+    other)."""
 
     def __init__(self) -> None:
         env = dict(os.environ)
@@ -456,7 +509,6 @@ class _Worker:
                 fcntl.fcntl(self._stdin.fileno(), set_size, _PIPE_SIZE)
             except OSError:
                 pass  # the default size works, with more waiting
-        self._rows: list[N.DnsColumns] = []  # the DNS rows of each job, as columns
         self.sent = 0  # jobs fed
         self.done = 0  # jobs the worker has answered
         self._reply: tuple[str, object] | None = None
@@ -472,9 +524,7 @@ class _Worker:
                 if frame is None:
                     return
                 kind, value = pickle.loads(frame)  # noqa: S301 - from our own child process
-                if kind == "rows":
-                    if value:
-                        self._rows.append(value)
+                if kind == "done":
                     self.done += 1
                 else:
                     self._reply = (kind, value)
@@ -510,11 +560,7 @@ class _Worker:
         if status != "ok":
             raise RuntimeError(f"the name worker failed: {value}")
         assert isinstance(value, N.NameResult)
-        if not self._rows:
-            return value
-        parts, self._rows = self._rows, []
-        parts.append(value.dns_columns)  # rows it had not sent yet come last
-        return dataclasses.replace(value, dns_columns=N.concat_columns(parts))
+        return value
 
     def close(self) -> None:
         if self._proc.poll() is None:
@@ -602,8 +648,11 @@ class CaptureAnalyzer:
                 self._collector.feed(job)
             else:  # the costly kinds to the worker, the cheap ones here: both stay busy
                 here = np.isin(job.kind, _KINDS_HERE)
-                if N.DNS_PARSER == "compiled" or self._worker.behind >= _BEHIND:
-                    # UDP DNS: one compiled call here costs less than sending its rows back
+                # the ClientHellos of half the flows go too (by flow, as a hello may span
+                # segments and one collector must see them all)
+                hello = (job.kind == N.KIND_TLS) | (job.kind == N.KIND_TLS_MORE)
+                here &= ~(hello & (job.flow % 2 == 1))
+                if self._worker.behind >= _BEHIND:  # UDP DNS here while the worker lags
                     here |= (job.kind == N.KIND_DNS) & ~job.tcp
                 if here.any():
                     self._collector.feed(job.subset(here))
@@ -1032,8 +1081,9 @@ class CaptureAnalyzer:
 
     # ------------------------------------------------------------------------------ end
 
-    def finish(self) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, tuple[str, ...]]]:
-        """The flow table, the DNS table and the name map."""
+    def finish(self) -> tuple[pd.DataFrame, pd.DataFrame, N.DnsTables]:
+        """The flow table, the DNS table and what DNS said (its answers, the names of the
+        addresses), compactly."""
         col = self._flow_columns()
         n = len(col["ver"])
         order = np.argsort(col["first_pkt"], kind="stable")
@@ -1082,25 +1132,27 @@ class CaptureAnalyzer:
         name = server_ip.copy()
         name_ev = np.full(n, _EVIDENCE.index(EVIDENCE_IP), dtype=np.int64)
         dns_name = np.full(n, None, dtype=object)
-        rows, answered = _dns_names(found.answered, texts, server_code, first_ns)
-        for done_list in found.answered:  # its entries go before the tables are made
-            done_list.clear()
+        rows, answered = _dns_names(found.dns, texts, server_code, first_ns)
         dns_name[rows] = name[rows] = answered
         name_ev[rows] = _EVIDENCE.index(EVIDENCE_DNS)
         names_cols: dict[str, np.ndarray] = {
             column: np.full(n, None, dtype=object) for _, column in _NAME_COLUMNS
         }
-        rows_kinds = list(
-            zip(
-                self._renumber[np.fromiter(found.names, np.int64, len(found.names))].tolist(),
-                found.names.values(),
-                strict=True,
-            )
-        )
+        # each kind's flows and values, in one pass over the flows that have names
+        by_kind: dict[str, tuple[list[int], list[list[str]]]] = {}
+        name_rows = self._renumber[np.fromiter(found.names, np.int64, len(found.names))]
+        for r, kinds in zip(name_rows.tolist(), found.names.values(), strict=True):
+            for kind, v in kinds.items():
+                if v:
+                    got = by_kind.get(kind)
+                    if got is None:
+                        got = by_kind[kind] = ([], [])
+                    got[0].append(r)
+                    got[1].append(v)
         for kind, column in _NAME_COLUMNS:
-            got = [(r, ";".join(v)) for r, k in rows_kinds if (v := k.get(kind))]
-            if got:
-                _put(names_cols[column], got)
+            if kind in by_kind:
+                rows_of, values = by_kind[kind]
+                _put(names_cols[column], rows_of, [";".join(v) for v in values])
         cert_cols = {c: np.full(n, None, dtype=object) for c in CERT_COLUMNS}
         if found.certs:
             cert_rows = self._renumber[np.fromiter(found.certs, np.int64, len(found.certs))]
@@ -1108,21 +1160,22 @@ class CaptureAnalyzer:
                 for c, text in zip(CERT_COLUMNS, tlscert.flow_fields(info), strict=True):
                     cert_cols[c][r] = text
         for kind, ev in reversed(_NAME_PRECEDENCE):
-            got = [(r, v[0]) for r, k in rows_kinds if (v := k.get(kind))]
-            if got:
-                _put(name, got)
-                name_ev[[r for r, _ in got]] = _EVIDENCE.index(ev)
-        del rows_kinds
+            if kind in by_kind:
+                rows_of, values = by_kind[kind]
+                _put(name, rows_of, [v[0] for v in values])
+                name_ev[rows_of] = _EVIDENCE.index(ev)
+        del by_kind
         found.names.clear()  # each flow's names are in the columns now
 
+        addr_dtype = pd.CategoricalDtype(pd.Index(texts))  # checked unique once, for both
         flows = pd.DataFrame(
             {
                 FLOW_ID: np.arange(n, dtype=np.int64),
                 PROTO: _coded(col["proto"].astype(np.int64) & 0xFF, _PROTO_TEXT),
                 IP_VERSION: ver.astype(np.int8),
-                CLIENT_IP: pd.Categorical.from_codes(client_code, categories=pd.Index(texts)),
+                CLIENT_IP: pd.Categorical.from_codes(client_code, dtype=addr_dtype, validate=False),
                 CLIENT_PORT: np.where(a_is_client, pa, pbp),
-                SERVER_IP: pd.Categorical.from_codes(server_code, categories=pd.Index(texts)),
+                SERVER_IP: pd.Categorical.from_codes(server_code, dtype=addr_dtype, validate=False),
                 SERVER_PORT: np.where(a_is_client, pbp, pa),
                 FIRST_SEEN: pd.to_datetime(first_ns, unit="ns", utc=True),
                 LAST_SEEN: pd.to_datetime(col["last_ns"], unit="ns", utc=True),
@@ -1151,17 +1204,13 @@ class CaptureAnalyzer:
             },
             columns=list(FLOW_COLUMNS),
         )
-        dns = self._dns_table(found.dns_columns)
-        names = {k: tuple(sorted(v)) for k, v in sorted(found.name_addrs.items())}
-        return flows, dns, names
+        return flows, self._dns_table(found.dns), found.dns
 
-    def _dns_table(self, columns: N.DnsColumns) -> pd.DataFrame:
-        """One row per DNS question: what the collector parsed (``columns``, emptied as it
-        is converted), with the packet's time, flow, addresses and ports, which this process
-        kept."""
-        parsed = dict(zip(N.DNS_ROW_FIELDS, columns, strict=True)) if columns else {}
-        columns.clear()  # each list goes once converted (a Python int per row and column)
-        packet = np.asarray(parsed.pop("packet", []), dtype=np.int64)
+    def _dns_table(self, found: N.DnsTables) -> pd.DataFrame:
+        """One row per DNS question: what the collectors parsed, with the packet's time,
+        flow, addresses and ports, which this process kept."""
+        rec = found.rows
+        packet = rec["packet"].astype(np.int64)
         meta: dict[str, np.ndarray] = {}
         parts, self._dns_meta = self._dns_meta, []
         for k, t in _DNS_META_TYPES.items():
@@ -1170,8 +1219,8 @@ class CaptureAnalyzer:
             else:
                 meta[k] = np.zeros(0, dtype=t)
         del parts
-        response = np.asarray(parsed.pop("response", []), dtype=bool)
-        ids = np.asarray(parsed.pop("id", []), dtype=np.int64)
+        response = rec["response"].astype(bool)
+        ids = rec["id"].astype(np.int64)
         n = len(packet)
         codes, texts = D.address_codes(
             np.concatenate([meta["ver"], meta["ver"]]),
@@ -1179,7 +1228,7 @@ class CaptureAnalyzer:
             np.concatenate([meta["src_lo"], meta["dst_lo"]]),
         )
         src, dst = codes[:n], codes[n:]
-        cats = pd.Index(texts, dtype=object)
+        cats = pd.CategoricalDtype(pd.Index(texts, dtype=object))
         client_port = np.where(response, meta["dport"], meta["sport"])
         server_port = np.where(response, meta["sport"], meta["dport"])
         labels = list(dict.fromkeys(DNS_PORTS.values()))
@@ -1190,18 +1239,20 @@ class CaptureAnalyzer:
                 protocol[(server_port == port) | ((client_port == port) & (protocol == unset))] = (
                     labels.index(label)
                 )
-        rcodes = np.asarray(parsed.pop("rcode", []), dtype=np.int64)
-        qtypes = np.asarray(parsed.pop("qtype", []), dtype=np.int64)
-        answers = np.empty(n, dtype=object)
-        answers[:] = parsed.pop("answers", [])
-        qname = _text(np.asarray(parsed.pop("qname", []), dtype=object))
+        rcodes = rec["rcode"].astype(np.int64)
+        qtypes = rec["qtype"].astype(np.int64)
+        qname = _texts_of(found, rec["qname"])
         frame = pd.DataFrame(
             {
                 DNS_TS: pd.to_datetime(meta["ts"], unit="ns", utc=True),
                 DNS_FLOW_ID: self._renumber[meta["flow"]] if n else meta["flow"],
-                DNS_CLIENT_IP: pd.Categorical.from_codes(np.where(response, dst, src), cats),
+                DNS_CLIENT_IP: pd.Categorical.from_codes(
+                    np.where(response, dst, src), dtype=cats, validate=False
+                ),
                 DNS_CLIENT_PORT: client_port,
-                DNS_SERVER_IP: pd.Categorical.from_codes(np.where(response, src, dst), cats),
+                DNS_SERVER_IP: pd.Categorical.from_codes(
+                    np.where(response, src, dst), dtype=cats, validate=False
+                ),
                 DNS_SERVER_PORT: server_port,
                 TRANSPORT: _coded(meta["tcp"].astype(np.int64), ("udp", "tcp"), str),
                 DNS_PROTOCOL: _coded(protocol, labels),
@@ -1213,7 +1264,6 @@ class CaptureAnalyzer:
                 ),
                 QNAME: qname,
                 QTYPE: _coded(qtypes, lambda q: N.dns_type_name(q) if q >= 0 else ""),
-                ANSWERS: answers,
             },
             columns=list(DNS_COLUMNS),
         )
@@ -1254,11 +1304,11 @@ class CaptureAnalyzer:
 # ---------------------------------------------------------------------------- entry points
 
 
-def _put(column: np.ndarray, rows_values: list[tuple[int, str]]) -> None:
-    """Write each (row, text) into an object column."""
-    values = np.empty(len(rows_values), dtype=object)
-    values[:] = [v for _, v in rows_values]
-    column[[r for r, _ in rows_values]] = values
+def _put(column: np.ndarray, rows: list[int], texts: list[str]) -> None:
+    """Write each text into its row of an object column."""
+    values = np.empty(len(texts), dtype=object)
+    values[:] = texts
+    column[rows] = values
 
 
 def _flight_need(pb: PacketBatch, rows: np.ndarray, ln: np.ndarray, head: np.ndarray) -> np.ndarray:
@@ -1331,7 +1381,7 @@ def _orientation(
 
 
 def _dns_names(
-    answered: tuple[list[str], list[int], list[str]],
+    found: N.DnsTables,
     texts: np.ndarray,
     server: np.ndarray,
     first_ns: np.ndarray,
@@ -1339,32 +1389,33 @@ def _dns_names(
     """For each flow (its server's code into ``texts`` and its first time), the name asked
     of the last DNS answer that gave the server's address at or before that time (of several
     at the same time, the greatest name): the rows that have one, and the names."""
-    addrs, times, asked = answered
+    answered = found.answered
+    if not len(answered) or not len(server):
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=object)
     table = pd.Index(texts, dtype=object)
-    if table.is_unique:  # as address_codes makes it: a hash lookup per answer, in C
-        e_code = table.get_indexer(pd.Index(addrs, dtype=object)).astype(np.int64)
+    if table.is_unique:  # as address_codes makes it: a hash lookup per distinct text, in C
+        code_of_text = table.get_indexer(pd.Index(found.texts, dtype=object)).astype(np.int64)
     else:
-        code_of = {t: i for i, t in enumerate(texts.tolist())}
-        e_code = np.array([code_of.get(a, -1) for a in addrs], dtype=np.int64)
+        first: dict[str, int] = {}
+        for i, t in enumerate(texts.tolist()):
+            first.setdefault(t, i)
+        code_of_text = np.array([first.get(t, -1) for t in found.texts.tolist()], np.int64)
+    e_code = code_of_text[answered["addr"]]
     keep = np.flatnonzero(e_code >= 0)  # others gave an address no flow has as its server
     if not keep.size:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=object)
     e_code = e_code[keep]
-    e_ts = np.asarray(times, dtype=np.int64)[keep]
-    e_name = np.empty(len(asked), dtype=object)
-    e_name[:] = asked
-    e_name = e_name[keep]
-    # one answer per (address, time): the greatest name of those at the same time
-    order = np.lexsort((e_ts, e_code))
+    e_ts = answered["ts"][keep].astype(np.int64)
+    e_name = answered["asked"][keep].astype(np.int64)
+    # the rank of each name among the texts: of several answers at the same time, the
+    # greatest name (text order) wins
+    e_rank = found.text_rank()[e_name]
+    # one answer per (address, time): the last of the order by (address, time, name rank)
+    order = np.lexsort((e_rank, e_ts, e_code))
     e_code, e_ts, e_name = e_code[order], e_ts[order], e_name[order]
-    first = _starts(e_code, e_ts)
-    if not first.all():
-        starts = np.flatnonzero(first)
-        ends = np.append(starts[1:], len(first))
-        for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
-            if b - a > 1:
-                e_name[a] = max(e_name[a:b].tolist())
-        e_code, e_ts, e_name = e_code[starts], e_ts[starts], e_name[starts]
+    last = np.ones(len(e_code), dtype=bool)
+    last[:-1] = (e_code[1:] != e_code[:-1]) | (e_ts[1:] != e_ts[:-1])
+    e_code, e_ts, e_name = e_code[last], e_ts[last], e_name[last]
     # answers and flows in one order (address, time, answers before flows at the same time):
     # a flow's answer is the last answer before it, when that is for the same address
     m = len(e_code)
@@ -1372,13 +1423,39 @@ def _dns_names(
     ts = np.concatenate([e_ts, first_ns.astype(np.int64)])
     is_flow = np.arange(len(code)) >= m
     order = np.lexsort((is_flow, ts, code))
-    last = np.maximum.accumulate(np.where(is_flow[order], -1, np.arange(len(code))))
+    last_answer = np.maximum.accumulate(np.where(is_flow[order], -1, np.arange(len(code))))
     at = np.flatnonzero(is_flow[order])
-    answer = last[at]
+    answer = last_answer[at]
     flow = order[at] - m
     ok = answer >= 0
     ok[ok] = code[order[answer[ok]]] == code[order[at[ok]]]
-    return flow[ok], e_name[order[answer[ok]]]
+    return flow[ok], found.texts[e_name[order[answer[ok]]]]
+
+
+def _texts_of(found: N.DnsTables, ids: np.ndarray) -> pd.Series:
+    """A text column of the texts numbered ``ids`` (-1: missing), taken from the texts as
+    one Arrow array (each distinct text converted once)."""
+    if not len(ids):
+        return _text(np.zeros(0, dtype=object))
+    ids = ids.astype(np.int64)
+    table = found.arrow_texts()
+    taken = table.take(pa.array(np.where(ids >= 0, ids, len(table) - 1)))
+    return pd.Series(pd.arrays.ArrowStringArray(taken, dtype=_STR))  # type: ignore[call-arg]
+
+
+def _answers_table(found: N.DnsTables) -> pd.DataFrame:
+    a = found.answers
+    return pd.DataFrame(
+        {
+            ANSWER_ROW: a["row"].astype(np.int64),
+            ANSWER_NAME: _texts_of(found, a["name"]),
+            ANSWER_TYPE: _coded(a["rtype"].astype(np.int64), N.dns_type_name, str),
+            ANSWER_TTL: a["ttl"].astype(np.int64),
+            ANSWER_VALUE: _texts_of(found, a["value"]),
+            ANSWER_HINTS: _texts_of(found, a["hints"]),
+        },
+        columns=list(DNS_ANSWER_COLUMNS),
+    )
 
 
 def _no_packets(apps: list[str]) -> pd.DataFrame:
@@ -1388,9 +1465,18 @@ def _no_packets(apps: list[str]) -> pd.DataFrame:
     return empty.packets_frame(apps)
 
 
+_STR: Final = pd.StringDtype("pyarrow", na_value=np.nan)  # what dtype="str" gives
+
+
 def _text(values: np.ndarray) -> pd.Series:
-    """A text column in pandas' string dtype, missing values included (NaN)."""
-    return pd.Series(values, dtype="str")
+    """A text column in pandas' string dtype, missing values included (NaN): converted by
+    Arrow in one pass (pandas checks each value in Python first), or by pandas when a value
+    is not text."""
+    try:
+        arr = pa.array(values, type=pa.large_string(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pd.Series(values, dtype="str")
+    return pd.Series(pd.arrays.ArrowStringArray(arr, dtype=_STR))  # type: ignore[call-arg]
 
 
 def _coded(
@@ -1480,7 +1566,7 @@ def read_capture(
             for rb in reader:
                 analyzer.feed(decoder.decode(rb))
                 del rb  # lets the reader reuse its buffer for the next chunk
-            flows, dns, names = analyzer.finish()
+            flows, dns, dns_tables = analyzer.finish()
     finally:
         analyzer.close()
     flows[APP] = D.app_names(flows[APP].to_numpy(np.int32), decoder.apps)
@@ -1505,7 +1591,7 @@ def read_capture(
         packets=packets,
         flows=flows,
         dns=dns,
-        names=names,
+        dns_tables=dns_tables,
         warnings=+warnings,
         counts=+counts,
         link_types=reader.link_types,

@@ -996,63 +996,288 @@ def gather(buffer: bytes | bytearray, starts: np.ndarray, ends: np.ndarray) -> b
     return b"".join([mv[a:b] for a, b in zip(starts.tolist(), ends.tolist(), strict=True)])
 
 
-# (DNS packet number, id, response, rcode, qname, qtype, answers); the packet's time, flow,
-# addresses and ports are the reading process's to add
-DnsRow = tuple[int, int, bool, int, str, int, "tuple[DnsResource, ...]"]
-DNS_ROW_FIELDS: Final = ("packet", "id", "response", "rcode", "qname", "qtype", "answers")
-# A row's numbers as a collector keeps them, one packed record per row (16 bytes, not a tuple
-# and four ints: the compiled ``_dns.collect`` appends them so); qname and answers in lists
-DNS_ROW_NUMBERS: Final = np.dtype(
-    [("packet", "<i8"), ("qtype", "<i4"), ("id", "<u2"), ("rcode", "u1"), ("response", "u1")]
-)
-_ROW_NUMBERS = struct.Struct("<qiHBB")
-# DNS rows column by column, in DNS_ROW_FIELDS order: numpy arrays for the numbers (int64,
-# response bool), lists for qname and answers
-DnsColumns = list[Any]
-
-
-def dns_columns(numbers: bytes | bytearray, qnames: list[str], answers: list[Any]) -> DnsColumns:
-    """The columns of rows kept as packed numbers (:data:`DNS_ROW_NUMBERS`) and two lists."""
-    if not qnames:
-        return []
-    rec = np.frombuffer(numbers, dtype=DNS_ROW_NUMBERS)
-    return [
-        rec["packet"].copy(),
-        rec["id"].astype(np.int64),
-        rec["response"].astype(bool),
-        rec["rcode"].astype(np.int64),
-        qnames,
-        rec["qtype"].astype(np.int64),
-        answers,
+# DNS as a collector keeps it: packed records of the dtypes below, and the texts (names,
+# addresses) they refer to by number, each distinct text kept once: a capture asks for the
+# same names over and over, and a Python object per row and answer would be most of the
+# memory of a DNS-heavy read. The compiled ``_dns.collect`` appends the same records.
+# One row per question (the packet's time, flow, addresses and ports are the reading
+# process's to add); ``qname`` is a text number.
+DNS_ROW: Final = np.dtype(
+    [
+        ("packet", "<i8"),
+        ("qtype", "<i4"),
+        ("qname", "<i4"),
+        ("id", "<u2"),
+        ("rcode", "u1"),
+        ("response", "u1"),
     ]
+)
+# One per resource record of the answer section, for each row of its message: the row's
+# number (in the collector's order), the owner name, type, TTL, value and HTTPS/SVCB hints
+# (text numbers; -1: none; the hints joined with ",")
+DNS_ANSWER: Final = np.dtype(
+    [
+        ("row", "<i8"),
+        ("ttl", "<i8"),
+        ("name", "<i4"),
+        ("rtype", "<i4"),
+        ("value", "<i4"),
+        ("hints", "<i4"),
+    ]
+)
+# What answers taught: each address given (with the time and the name asked for it), and
+# each (name, address) pair, the name being the question or a CNAME on the way to it
+DNS_ANSWERED: Final = np.dtype([("ts", "<i8"), ("addr", "<i4"), ("asked", "<i4")])
+DNS_PAIR: Final = np.dtype([("name", "<i4"), ("addr", "<i4")])
+_ROW = struct.Struct("<qiiHBB")
+_ANSWER = struct.Struct("<qqiiii")
+_ANSWERED = struct.Struct("<qii")
+_PAIR = struct.Struct("<ii")
+assert _ROW.size == DNS_ROW.itemsize and _ANSWER.size == DNS_ANSWER.itemsize
+assert _ANSWERED.size == DNS_ANSWERED.itemsize and _PAIR.size == DNS_PAIR.itemsize
 
 
-def concat_columns(parts: list[DnsColumns]) -> DnsColumns:
-    """Several parts' DNS columns, one after the other."""
-    parts = [p for p in parts if p]
-    if len(parts) <= 1:
-        return parts[0] if parts else []
-    out: DnsColumns = []
-    for cols in zip(*parts, strict=True):
-        if isinstance(cols[0], np.ndarray):
-            out.append(np.concatenate(cols))
-        else:
-            out.append([x for c in cols for x in c])
-    return out
+class DnsStore:
+    """DNS rows, answers and what they taught, as packed records (see :data:`DNS_ROW`),
+    growing as messages are added; :meth:`tables` gives them as arrays."""
+
+    __slots__ = ("answered", "answers", "ids", "pairs", "rows", "texts")
+
+    def __init__(self) -> None:
+        self.ids: dict[str, int] = {}
+        self.texts: list[str] = []
+        self.rows = bytearray()
+        self.answers = bytearray()
+        self.answered = bytearray()
+        self.pairs = bytearray()
+
+    def text_id(self, text: str) -> int:
+        i = self.ids.get(text)
+        if i is None:
+            i = self.ids[text] = len(self.texts)
+            self.texts.append(text)
+        return i
+
+    def add(self, m: DnsMessage, packet: int, ts: int) -> None:
+        """A parsed message: a row per question (one with no name and type -1 for an answer
+        without questions, as mDNS announces), its answers under each, and, for a NOERROR
+        response, what its addresses answer."""
+        tid = self.text_id
+        questions = m.questions
+        if not questions and m.answers:
+            questions = (("", -1),)
+        first = len(self.rows) // _ROW.size
+        for qname, qtype in questions:
+            self.rows += _ROW.pack(packet, qtype, tid(qname), m.id, m.rcode, m.response)
+        for row in range(first, first + len(questions)):
+            for a in m.answers:  # texts numbered in the order _dns.collect numbers them
+                name = tid(a.name)
+                value = -1 if a.value is None else tid(a.value)
+                hints = tid(",".join(a.hints)) if a.hints else -1
+                self.answers += _ANSWER.pack(row, a.ttl, name, a.rtype, value, hints)
+        if m.response and m.rcode == 0 and m.answers:
+            self._learn(m, ts)
+
+    def _learn(self, m: DnsMessage, ts: int) -> None:
+        """Each address of an answer under the names that lead to it (the question, CNAMEs)
+        and with the name asked for it (the compiled ``_dns.collect`` does the same)."""
+        tid = self.text_id
+        cname = {
+            r.name.lower(): (r.value or "").lower() for r in m.answers if r.rtype == TYPE_CNAME
+        }
+        chains: list[list[str]] = []
+        for qname, _ in m.questions:
+            chain = [qname.lower()]
+            while chain[-1] in cname and len(chain) < 16:
+                chain.append(cname[chain[-1]])
+            chains.append(chain)
+        for r in m.answers:
+            if r.rtype in (TYPE_A, TYPE_AAAA) and r.value:
+                addrs: tuple[str, ...] = (r.value,)
+            elif r.hints:
+                addrs = r.hints
+            else:
+                continue
+            owner = r.name.lower()
+            names = [owner]
+            asked = owner
+            for chain in chains:
+                if owner in chain:
+                    names = chain[: chain.index(owner) + 1]
+                    asked = chain[0]
+                    break
+            for a in addrs:
+                aid = tid(a)
+                for name in names:
+                    self.pairs += _PAIR.pack(tid(name), aid)
+                self.answered += _ANSWERED.pack(ts, aid, tid(asked))
+
+    def tables(self) -> DnsTables:
+        """What was added, as arrays (copies: the store may go on growing)."""
+        texts = np.empty(len(self.texts), dtype=object)
+        texts[:] = self.texts
+        return DnsTables(
+            texts,
+            np.frombuffer(bytes(self.rows), dtype=DNS_ROW),
+            np.frombuffer(bytes(self.answers), dtype=DNS_ANSWER),
+            np.frombuffer(bytes(self.answered), dtype=DNS_ANSWERED),
+            np.frombuffer(bytes(self.pairs), dtype=DNS_PAIR),
+        )
+
+
+@dataclass(frozen=True)
+class DnsTables:
+    """A collector's DNS (see :data:`DNS_ROW`): ``texts`` (object array) and the records that
+    refer to them by number. Pickled as a few buffers, whatever the number of rows."""
+
+    texts: np.ndarray
+    rows: np.ndarray
+    answers: np.ndarray
+    answered: np.ndarray
+    pairs: np.ndarray
+    _cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @staticmethod
+    def empty() -> DnsTables:
+        return DnsStore().tables()
+
+    def merge(self, other: DnsTables) -> DnsTables:
+        """Both collectors' DNS, rows in packet order (a packet's rows all come from one
+        collector, in their order), texts numbered again."""
+        if not len(other.rows) and not len(other.answered):
+            return self
+        if not len(self.rows) and not len(self.answered):
+            return other
+        both = np.concatenate([self.texts, other.texts])
+        codes, uniq = _factorize(both)
+        mine, theirs = codes[: len(self.texts)], codes[len(self.texts) :]
+
+        def renumber(a: np.ndarray, table: np.ndarray, fields: tuple[str, ...]) -> np.ndarray:
+            a = a.copy()
+            for f in fields:
+                v = a[f]
+                a[f] = np.where(v >= 0, table[np.maximum(v, 0)], -1) if len(table) else v
+            return a
+
+        rows = np.concatenate(
+            [renumber(self.rows, mine, ("qname",)), renumber(other.rows, theirs, ("qname",))]
+        )
+        order = np.argsort(rows["packet"], kind="stable")
+        position = np.empty(len(order), dtype=np.int64)
+        position[order] = np.arange(len(order))
+        a = renumber(self.answers, mine, ("name", "value", "hints"))
+        b = renumber(other.answers, theirs, ("name", "value", "hints"))
+        b["row"] += len(self.rows)
+        answers = np.concatenate([a, b])
+        answers["row"] = position[answers["row"]]
+        answers = answers[np.argsort(answers["row"], kind="stable")]
+        return DnsTables(
+            uniq,
+            rows[order],
+            answers,
+            np.concatenate(
+                [
+                    renumber(self.answered, mine, ("addr", "asked")),
+                    renumber(other.answered, theirs, ("addr", "asked")),
+                ]
+            ),
+            np.concatenate(
+                [
+                    renumber(self.pairs, mine, ("name", "addr")),
+                    renumber(other.pairs, theirs, ("name", "addr")),
+                ]
+            ),
+        )
+
+    def name_addrs(self) -> dict[str, tuple[str, ...]]:
+        """Each name answers gave addresses for (the question or a CNAME on the way), with
+        those addresses: sorted, each once."""
+        if not len(self.pairs):
+            return {}
+        key = (self.pairs["name"].astype(np.int64) << 32) | self.pairs["addr"].astype(np.int64)
+        key.sort()
+        key = key[np.concatenate([[True], key[1:] != key[:-1]])]
+        name, addr = key >> 32, key & 0xFFFFFFFF
+        rank = self.text_rank()
+        order = np.lexsort((rank[addr], rank[name]))
+        name, addr = name[order], addr[order]
+        cut = np.flatnonzero(name[1:] != name[:-1]) + 1
+        starts = np.concatenate([[0], cut]).tolist()
+        ends = np.concatenate([cut, [len(name)]]).tolist()
+        addrs = self.texts[addr].tolist()
+        names = self.texts[name[starts]].tolist() if starts else []
+        return {n: tuple(addrs[a:b]) for n, a, b in zip(names, starts, ends, strict=True)}
+
+    def text_rank(self) -> np.ndarray:
+        """The place of each text in the sorted texts (code point order, as Python sorts)."""
+        rank = self._cache.get("rank")
+        if rank is None:
+            import pyarrow.compute as pc
+
+            texts = self.arrow_texts()[: len(self.texts)]
+            order = pc.array_sort_indices(texts).to_numpy()
+            rank = self._cache["rank"] = np.empty(len(self.texts), dtype=np.int64)
+            rank[order] = np.arange(len(self.texts))
+        return rank
+
+    def arrow_texts(self) -> Any:
+        """The texts as one Arrow large_string array, with a null after the last."""
+        table = self._cache.get("arrow")
+        if table is None:
+            import pyarrow as pa
+
+            table = self._cache["arrow"] = pa.array(
+                [*self.texts.tolist(), None], type=pa.large_string()
+            )
+        return table
+
+    def python_rows(self) -> list[tuple[Any, ...]]:
+        """Each row as (packet, id, response, rcode, qname, qtype, answers as DnsResource
+        tuples): for tests and small captures."""
+        t = self.texts.tolist()
+        per_row: dict[int, list[DnsResource]] = {}
+        for r in self.answers.tolist():
+            row, ttl, name, rtype, value, hints = r
+            per_row.setdefault(row, []).append(
+                DnsResource(
+                    t[name],
+                    rtype,
+                    ttl,
+                    None if value < 0 else t[value],
+                    tuple(t[hints].split(",")) if hints >= 0 else (),
+                )
+            )
+        return [
+            (p, i, bool(resp), rc, t[q], qt, tuple(per_row.get(k, ())))
+            for k, (p, qt, q, i, rc, resp) in enumerate(self.rows.tolist())
+        ]
+
+    def python_answered(self) -> list[tuple[str, int, str]]:
+        """(address, time, name asked) of each address answers gave, in order."""
+        t = self.texts.tolist()
+        return [(t[a], ts, t[q]) for ts, a, q in self.answered.tolist()]
+
+
+def _factorize(texts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Codes into the distinct texts (in first-seen order) and those texts."""
+    first: dict[str, int] = {}
+    codes = np.fromiter(
+        (first.setdefault(x, len(first)) for x in texts.tolist()), np.int64, len(texts)
+    )
+    uniq = np.empty(len(first), dtype=object)
+    uniq[:] = list(first)
+    return codes, uniq
 
 
 @dataclass(frozen=True)
 class NameResult:
     """What a :class:`NameCollector` learnt: names per flow (kind → values in order seen),
-    which side of a flow is the client (from payloads), one row per DNS question, and the
-    addresses DNS gave to names (``answered``: the address, the time and the name asked of
-    each answer, as three lists)."""
+    which side of a flow is the client (from payloads), and the DNS: one row per question,
+    its answers, and the addresses answers gave to names (:class:`DnsTables`)."""
 
     names: dict[int, dict[str, list[str]]]
     hints: dict[int, tuple[int, int]]  # flow -> (order of the packet that told, client side)
-    dns_columns: DnsColumns  # the DnsRow fields, column by column (pickles faster)
-    name_addrs: dict[str, set[str]]
-    answered: tuple[list[str], list[int], list[str]]
+    dns: DnsTables
     warnings: dict[str, int]
     counts: dict[str, int]
     certs: dict[int, CertificateInfo] = field(default_factory=dict)  # the leaf, per flow
@@ -1130,11 +1355,7 @@ class NameCollector:
         self.names: dict[int, dict[str, list[str]]] = {}
         self.hints: dict[int, tuple[int, int]] = {}
         self._order = 0  # of the packet being parsed
-        self._dns_numbers = bytearray()  # the DNS rows (see take_dns_rows)
-        self._dns_qnames: list[str] = []
-        self._dns_answers: list[tuple[DnsResource, ...]] = []
-        self.name_addrs: dict[str, set[str]] = {}
-        self.answered: tuple[list[str], list[int], list[str]] = ([], [], [])
+        self.dns = DnsStore()
         self.warnings: dict[str, int] = {}
         self.counts: dict[str, int] = {}
         self._tls: dict[int, _TlsWait] = {}  # ClientHellos being reassembled
@@ -1208,11 +1429,7 @@ class NameCollector:
             c(rows, dtype=np.int64),
             c(job.dns, dtype=np.int64),
             c(job.ts, dtype=np.int64),
-            self._dns_numbers,
-            self._dns_qnames,
-            self._dns_answers,
-            self.name_addrs,
-            self.answered,
+            self.dns,
         )
         status = np.frombuffer(status_bytes, dtype=np.uint8)
         bad = int((status == 0).sum())
@@ -1250,24 +1467,8 @@ class NameCollector:
         undone = len(self._quic)
         if undone:
             self.warnings["quic-clienthello-incomplete"] = undone
-        return NameResult(
-            self.names,
-            self.hints,
-            self.take_dns_rows(),
-            self.name_addrs,
-            self.answered,
-            self.warnings,
-            self.counts,
-            self.certs,
-        )
-
-    def take_dns_rows(self) -> DnsColumns:
-        """The DNS rows parsed since the last call, as columns (the collector lets them go)."""
-        out = dns_columns(self._dns_numbers, self._dns_qnames, self._dns_answers)
-        self._dns_numbers = bytearray()
-        self._dns_qnames = []
-        self._dns_answers = []
-        return out
+        dns, self.dns = self.dns.tables(), DnsStore()
+        return NameResult(self.names, self.hints, dns, self.warnings, self.counts, self.certs)
 
     def _hint(self, f: int, d: int) -> None:
         if f not in self.hints:
@@ -1540,56 +1741,7 @@ class NameCollector:
             self._warn("dns-truncated")
         if not m.response:
             self._hint(f, d)
-        questions = m.questions
-        if not questions and m.answers:
-            questions = (("", -1),)  # an announcement (mDNS): the answers still count
-        for qname, qtype in questions:
-            self._dns_numbers += _ROW_NUMBERS.pack(packet, qtype, m.id, m.rcode, m.response)
-            self._dns_qnames.append(qname)
-            self._dns_answers.append(m.answers)
-        if m.response and m.rcode == 0 and m.answers:
-            addrs, asked = self._learn(m)
-            seen_addr, seen_ts, seen_name = self.answered
-            seen_addr.extend(addrs)
-            seen_ts.extend([ts] * len(addrs))
-            seen_name.extend(asked)
-
-    def _learn(self, m: DnsMessage) -> tuple[list[str], list[str]]:
-        """Addresses in an answer, under the names that lead to them (question, CNAMEs),
-        put into ``name_addrs``; returns each address with the name asked for it (the
-        compiled ``_dns.collect`` does the same)."""
-        out_addr: list[str] = []
-        out_name: list[str] = []
-        cname = {
-            r.name.lower(): (r.value or "").lower() for r in m.answers if r.rtype == TYPE_CNAME
-        }
-        chains: list[list[str]] = []
-        for qname, _ in m.questions:
-            chain = [qname.lower()]
-            while chain[-1] in cname and len(chain) < 16:
-                chain.append(cname[chain[-1]])
-            chains.append(chain)
-        for r in m.answers:
-            if r.rtype in (TYPE_A, TYPE_AAAA) and r.value:
-                addrs: tuple[str, ...] = (r.value,)
-            elif r.hints:
-                addrs = r.hints
-            else:
-                continue
-            owner = r.name.lower()
-            names = [owner]
-            asked = owner
-            for chain in chains:
-                if owner in chain:
-                    names = chain[: chain.index(owner) + 1]
-                    asked = chain[0]
-                    break
-            for a in addrs:
-                for name in names:
-                    self.name_addrs.setdefault(name, set()).add(a)
-                out_addr.append(a)
-                out_name.append(asked)
-        return out_addr, out_name
+        self.dns.add(m, packet, ts)
 
 
 def merge_results(*results: NameResult) -> NameResult:
@@ -1601,9 +1753,7 @@ def merge_results(*results: NameResult) -> NameResult:
     warnings: dict[str, int] = {}
     counts: dict[str, int] = {}
     certs: dict[int, CertificateInfo] = {}
-    dns_columns: DnsColumns = []
-    name_addrs: dict[str, set[str]] = {}
-    answered: tuple[list[str], list[int], list[str]] = ([], [], [])
+    dns = DnsTables.empty()
     for r in results:
         for f, kinds in r.names.items():
             names.setdefault(f, {}).update(kinds)
@@ -1614,31 +1764,8 @@ def merge_results(*results: NameResult) -> NameResult:
         for src, dst in ((r.warnings, warnings), (r.counts, counts)):
             for k, v in src.items():
                 dst[k] = dst.get(k, 0) + v
-        if r.dns_columns:
-            dns_columns = _merge_rows(dns_columns, r.dns_columns)
-        for name, addrs in r.name_addrs.items():
-            name_addrs.setdefault(name, set()).update(addrs)
-        for mine, theirs in zip(answered, r.answered, strict=True):
-            mine.extend(theirs)  # type: ignore[attr-defined]
-    return NameResult(names, hints, dns_columns, name_addrs, answered, warnings, counts, certs)
-
-
-def _merge_rows(a: DnsColumns, b: DnsColumns) -> DnsColumns:
-    """Two collectors' DNS rows (each in packet order) as one list of columns in packet
-    order (a packet's rows all come from one collector, in their order)."""
-    if not a:
-        return b
-    packet = np.concatenate([np.asarray(a[0], dtype=np.int64), np.asarray(b[0], dtype=np.int64)])
-    order = np.argsort(packet, kind="stable")
-    picks = order.tolist()
-    out: DnsColumns = []
-    for x, y in zip(a, b, strict=True):
-        if isinstance(x, np.ndarray) and isinstance(y, np.ndarray):
-            out.append(np.concatenate([x, y])[order])
-        else:
-            both = list(x) + list(y)
-            out.append([both[i] for i in picks])
-    return out
+        dns = dns.merge(r.dns)
+    return NameResult(names, hints, dns, warnings, counts, certs)
 
 
 def read_frame(stream: IO[bytes]) -> bytes | None:
@@ -1660,22 +1787,20 @@ def write_frame(stream: IO[bytes], data: bytes) -> None:
 
 def serve(jobs: IO[bytes], results: IO[bytes]) -> int:
     """The worker process: pickled NameJobs in length-prefixed frames on ``jobs`` until an
-    empty frame. After each job the DNS rows it gave go back at once as ("rows", rows), so
-    that pickling them overlaps the reading process's work instead of following it (the
-    frame is sent even when empty: it tells the reading process the job is done); at the
-    end one frame with ("ok", NameResult) (its DNS rows are those not sent yet) or
-    ("error", text). The peer is the reading process that started this one, over its own
-    pipes, and reads ``results`` while it writes ``jobs``."""
+    empty frame. After each job an ("done", None) frame tells the reading process the job is
+    done; at the end one frame with ("ok", NameResult) or ("error", text). The peer is the
+    reading process that started this one, over its own pipes, and reads ``results`` while
+    it writes ``jobs``."""
     gc.disable()  # only long-lived, acyclic objects here (see flows._gc_paused)
     collector = NameCollector()
+    done = pickle.dumps(("done", None), pickle.HIGHEST_PROTOCOL)
     try:
         while True:
             frame = read_frame(jobs)
             if not frame:
                 break
             collector.feed(pickle.loads(frame))  # noqa: S301 - from the parent process
-            rows = collector.take_dns_rows()  # sent even when empty: the ack
-            write_frame(results, pickle.dumps(("rows", rows), pickle.HIGHEST_PROTOCOL))
+            write_frame(results, done)
         reply: tuple[str, object] = ("ok", collector.result())
     except Exception as exc:  # noqa: BLE001 - reported to the reading process
         reply = ("error", f"{type(exc).__name__}: {exc}")

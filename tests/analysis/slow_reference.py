@@ -90,8 +90,8 @@ def read_packet_flows(path: Path, manifest: dict[str, Any]) -> PacketData:
         for name, addrs in res.names.items():
             for a in addrs:
                 data.addr_names.setdefault(a, name.lower().rstrip("."))
-        data.lookups += _lookups(rel, res.dns, F)
-        file_cnames = cname_map(_cname_pairs(res.dns, F))
+        data.lookups += _lookups(rel, res, F)
+        file_cnames = cname_map(_cname_pairs(res, F))
         for owner, target in file_cnames.items():
             data.cnames.setdefault(owner, target)
         fl = res.flows
@@ -201,16 +201,18 @@ def _objects(column: pd.Series) -> list[str | None]:
     return [v if isinstance(v, str) else None for v in column]
 
 
-def _lookups(rel: str, dns: pd.DataFrame, F: Any) -> list[dict[str, Any]]:
+def _lookups(rel: str, res: Any, F: Any) -> list[dict[str, Any]]:
     """One entry per DNS answer seen (responses only): what was asked, of whom, and what came
     back, with the capture and flow it came from."""
+    dns = res.dns
     if dns.empty:
         return []
-    resp = dns[dns[F.RESPONSE]]
     out = []
-    for row in resp.itertuples(index=False):
+    for i, row in enumerate(dns.itertuples(index=False)):
         r = row._asdict()
-        answers = r.get(F.ANSWERS) or ()
+        if not r[F.RESPONSE]:
+            continue
+        answers = res.answers_of(i)
         out.append(
             {
                 "ts": r[F.DNS_TS].strftime("%Y-%m-%dT%H:%M:%S.%fZ"),

@@ -212,12 +212,13 @@ def _tables(data: bytes, chunk_size: int, compiled: bool) -> object:
         analyzer = F.CaptureAnalyzer(compiled=compiled)
         for rb in reader:
             analyzer.feed(decoder.decode(rb))
-        flows, dns, names = analyzer.finish()
+        flows, dns, found = analyzer.finish()
+        answers, names = F._answers_table(found), found.name_addrs()
         packets = analyzer.packets_frame(decoder.apps)
     finally:
         D._compiled = saved
-    frames = tuple(f.to_dict("list") for f in (flows, dns, packets))
-    dtypes = tuple(f.dtypes.astype(str).tolist() for f in (flows, dns, packets))
+    frames = tuple(f.to_dict("list") for f in (flows, dns, answers, packets))
+    dtypes = tuple(f.dtypes.astype(str).tolist() for f in (flows, dns, answers, packets))
     return frames, dtypes, names, dict(analyzer.warnings), dict(analyzer.counts), decoder.apps
 
 

@@ -749,8 +749,8 @@ def collected(msgs: list[bytes], compiled_path: bool) -> tuple[object, ...]:
         r = c.result()
     finally:
         N._dns_compiled = was
-    rows = list(zip(*r.dns_columns, strict=True)) if r.dns_columns else []
-    return rows, r.hints, r.name_addrs, r.answered, r.warnings
+    d = r.dns
+    return d.python_rows(), r.hints, d.name_addrs(), d.python_answered(), r.warnings
 
 
 @built
@@ -784,8 +784,11 @@ def test_collect_on_hand_built_cut_and_mutated_messages() -> None:
 def test_collect_refuses_rows_outside_the_blob() -> None:
     with pytest.raises(ValueError):
         compiled.collect(b"abc", np.array([3], dtype=np.int64), np.array([1], dtype=np.int64),
-                         np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64), bytearray(),
-                         [], [], {}, ([], [], []))  # fmt: skip
+                         np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64),
+                         N.DnsStore())  # fmt: skip
+    zero = np.zeros(1, dtype=np.int64)
+    with pytest.raises(TypeError):  # not a store
+        compiled.collect(b"abc", np.array([3], dtype=np.int64), zero, zero, zero, object())
 
 
 # ------------------------------------------------------------------- TLS ClientHello

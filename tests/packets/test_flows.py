@@ -224,10 +224,12 @@ def test_dns_table(result: F.CaptureResult) -> None:
     first = dns.iloc[1]
     assert (first[F.CLIENT_IP], first[F.SERVER_IP], first[F.SERVER_PORT]) == (PHONE, RESOLVER, 53)
     assert (first[F.RCODE], first[F.DNS_ID], first[F.DNS_PROTOCOL]) == ("NOERROR", 0x11, "dns")
-    assert [(a.name, N.dns_type_name(a.rtype), a.value) for a in first[F.ANSWERS]] == [
+    assert [(n, t, v) for n, t, _ttl, v, _h in result.answers_of(1)] == [
         ("api.example.com", "CNAME", "edge.cdn.example.com"),
         ("edge.cdn.example.com", "A", API),
     ]
+    assert result.answers_of(0) == []  # the question has none
+    assert list(result.dns_answers.columns) == list(F.DNS_ANSWER_COLUMNS)
     assert str(dns[F.DNS_TS].iloc[0].tz) == "UTC"
 
 

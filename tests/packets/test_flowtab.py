@@ -10,6 +10,7 @@ import io
 import os
 import random
 import shutil
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -55,8 +56,9 @@ def tables(data: bytes, compiled: bool, chunk: int = 4096, timeout: float = 120.
     analyzer = F.CaptureAnalyzer(compiled=compiled, udp_timeout=timeout)
     for rb in reader:
         analyzer.feed(decoder.decode(rb))
-    flows, dns, names = analyzer.finish()
-    return flows, dns, names, analyzer.packets_frame(decoder.apps), analyzer.warnings
+    flows, dns, found = analyzer.finish()
+    answers, names = F._answers_table(found), found.name_addrs()
+    return flows, dns, answers, names, analyzer.packets_frame(decoder.apps), analyzer.warnings
 
 
 def assert_same(data: bytes, chunk: int = 4096, timeout: float = 120.0) -> None:
@@ -228,8 +230,10 @@ def test_dns_names_of_flows(
     server = np.array([code[ip] for ip, _ in flows], dtype=np.int64)
     first = np.array([t for _, t in flows], dtype=np.int64)
     flat = [(a, ts, name) for a, seen in addr_names.items() for ts, name in seen]
-    answered = tuple(list(c) for c in zip(*flat, strict=True)) if flat else ([], [], [])
-    rows, found = F._dns_names(answered, texts, server, first)  # type: ignore[arg-type]
+    store = N.DnsStore()
+    for a, ts, name in flat:
+        store.answered += struct.pack("<qii", ts, store.text_id(a), store.text_id(name))
+    rows, found = F._dns_names(store.tables(), texts, server, first)
     got = dict(zip(rows.tolist(), found.tolist(), strict=True))
     assert got == _dns_names_by_loop(addr_names, [ip for ip, _ in flows], first.tolist())
 
@@ -265,21 +269,38 @@ def test_udp_dns_parsed_here_or_in_the_worker_gives_the_same_tables(
     shared = F.read_capture(path, workers=1, chunk_size=4096)
     pd.testing.assert_frame_equal(shared.flows, alone.flows)
     pd.testing.assert_frame_equal(shared.dns, alone.dns)
+    pd.testing.assert_frame_equal(shared.dns_answers, alone.dns_answers)
+    assert len(alone.dns_answers) > 300
     assert shared.names == alone.names
     assert shared.warnings == alone.warnings
     assert len(alone.dns) > 800
 
 
 def test_merged_dns_rows_are_in_packet_order() -> None:
-    def result(rows: list[N.DnsRow]) -> N.NameResult:
-        cols = [list(c) for c in zip(*rows, strict=True)] if rows else []
-        return N.NameResult({}, {}, cols, {}, ([], [], []), {}, {})
+    def result(rows: list[tuple[int, int, bool, int, str, int, str]]) -> N.NameResult:
+        store = N.DnsStore()
+        for k, (packet, ident, response, rcode, qname, qtype, answer) in enumerate(rows):
+            store.rows += struct.pack(
+                "<qiiHBB", packet, qtype, store.text_id(qname), ident, rcode, response
+            )
+            if answer:  # one A record under the row, to see it follow its row
+                name, value = store.text_id(qname), store.text_id(answer)
+                store.answers += struct.pack("<qqiiii", k, 60, name, 1, value, -1)
+        return N.NameResult({}, {}, store.tables(), {}, {})
 
-    a = [(0, 1, False, 0, "a", 1, ()), (3, 2, False, 0, "b", 1, ()), (3, 2, False, 0, "c", 28, ())]
-    b = [(1, 5, True, 0, "d", 1, ()), (2, 6, True, 3, "e", 1, ()), (7, 7, True, 0, "f", 1, ())]
-    merged = N.merge_results(result(a), result(b), result([])).dns_columns
-    assert merged[0] == [0, 1, 2, 3, 3, 7]
-    assert merged[4] == ["a", "d", "e", "b", "c", "f"]  # a packet's rows keep their order
+    a = [(0, 1, False, 0, "a", 1, ""), (3, 2, False, 0, "b", 1, ""), (3, 2, False, 0, "c", 28, "")]
+    b = [
+        (1, 5, True, 0, "d", 1, "192.0.2.1"),
+        (2, 6, True, 3, "e", 1, ""),
+        (7, 7, True, 0, "f", 1, "192.0.2.7"),
+    ]
+    rows = N.merge_results(result(a), result(b), result([])).dns.python_rows()
+    assert [r[0] for r in rows] == [0, 1, 2, 3, 3, 7]
+    assert [r[4] for r in rows] == ["a", "d", "e", "b", "c", "f"]  # a packet's rows in order
+    assert [(r[4], [x.value for x in r[6]]) for r in rows if r[6]] == [
+        ("d", ["192.0.2.1"]),
+        ("f", ["192.0.2.7"]),
+    ]
 
 
 @built
