@@ -1084,6 +1084,13 @@ class CaptureAnalyzer:
     def finish(self) -> tuple[pd.DataFrame, pd.DataFrame, N.DnsTables]:
         """The flow table, the DNS table and what DNS said (its answers, the names of the
         addresses), compactly."""
+        flows, found = self._flow_table()  # its working arrays go before the DNS table
+        found.hints.clear()
+        found.certs.clear()
+        return flows, self._dns_table(found.dns), found.dns
+
+    def _flow_table(self) -> tuple[pd.DataFrame, N.NameResult]:
+        """The flow table, and what the name collectors found."""
         col = self._flow_columns()
         n = len(col["ver"])
         order = np.argsort(col["first_pkt"], kind="stable")
@@ -1204,7 +1211,7 @@ class CaptureAnalyzer:
             },
             columns=list(FLOW_COLUMNS),
         )
-        return flows, self._dns_table(found.dns), found.dns
+        return flows, found
 
     def _dns_table(self, found: N.DnsTables) -> pd.DataFrame:
         """One row per DNS question: what the collectors parsed, with the packet's time,
@@ -1215,7 +1222,9 @@ class CaptureAnalyzer:
         parts, self._dns_meta = self._dns_meta, []
         for k, t in _DNS_META_TYPES.items():
             if parts:
-                meta[k] = np.concatenate([m.pop(k) for m in parts])[packet]
+                whole = np.concatenate([m.pop(k) for m in parts])
+                meta[k] = whole[packet]
+                del whole
             else:
                 meta[k] = np.zeros(0, dtype=t)
         del parts
