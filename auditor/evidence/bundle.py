@@ -20,6 +20,8 @@ into a fresh folder it created, and only keeps it when the bundle verifies.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import gzip
 import hashlib
 import io
@@ -40,7 +42,7 @@ from typing import IO, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from auditor import __version__
+from auditor import __version__, jsonio
 from auditor.evidence import EvidenceError, custody
 from auditor.evidence.archive import (
     CHUNK,
@@ -49,10 +51,12 @@ from auditor.evidence.archive import (
     UnsafeArchiveError,
     check_name,
     iter_members,
+    shown,
 )
 from auditor.evidence.signing import (
     SignatureCheck,
     SignatureStatus,
+    canonical_json,
     check_signature,
     fingerprint,
     sign,
@@ -68,6 +72,7 @@ BUNDLE_SCHEMA_VERSION = 1
 CAPTURES_DIR = "captures"
 REPORTS_DIR = "reports"
 SUFFIXES = (".tar.gz", ".tgz", ".tar")
+MAX_FINDINGS = 1024**3  # a findings.json read back to check which session it names
 
 # Versions recorded besides auditor's declared dependencies (which are read from its metadata).
 CORE_DISTRIBUTIONS = (
@@ -122,6 +127,15 @@ def knowledge_base_info() -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - recorded in the bundle; bundling goes on
         return {"knowledge_base": {"error": str(exc)}, "ip_database": []}
     return {"knowledge_base": kb.describe(), "ip_database": kb.ip_database()}
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    """A JSON object from a document that may be anyone's: a dict, else empty."""
+    return value if isinstance(value, dict) else {}
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _safe_name(name: str) -> bool:
@@ -192,17 +206,22 @@ def _session_sources(session: Path, root: str) -> tuple[list[_Source], dict[str,
         )
     _regular(session / MANIFEST)
     manifest_bytes = (session / MANIFEST).read_bytes()
-    try:
-        manifest = json.loads(manifest_bytes)
-    except ValueError as exc:
-        raise EvidenceError(f"{session / MANIFEST}: unreadable: {exc}") from None
+    manifest = jsonio.loads(manifest_bytes, str(session / MANIFEST), expect=dict)
     sources = [_from_bytes(f"{root}/{MANIFEST}", manifest_bytes)]
-    for art in manifest.get("artifacts") or []:
-        rel = str(art["path"])
+    arts = manifest.get("artifacts") or []
+    if not isinstance(arts, list):
+        raise EvidenceError(f"{session / MANIFEST}: its artifacts are not a list")
+    for art in arts:
+        try:
+            rel = str(art["path"])
+            sha, size = str(art["sha256"]), int(art["size"])
+            check_name(f"{root}/{rel}")
+        except (KeyError, TypeError, ValueError, UnsafeArchiveError) as exc:
+            raise EvidenceError(
+                f"{session / MANIFEST}: an artifact entry that cannot be bundled ({str(exc)[:200]})"
+            ) from None
         _regular(session / rel)
-        sources.append(
-            _Source(f"{root}/{rel}", str(art["sha256"]), int(art["size"]), file=session / rel)
-        )
+        sources.append(_Source(f"{root}/{rel}", sha, size, file=session / rel))
     log_bytes, _, _ = custody.read_log(session / CUSTODY)
     if (session / CUSTODY).exists():
         sources.append(_from_bytes(f"{root}/{CUSTODY}", log_bytes))
@@ -232,11 +251,13 @@ def _report_sources(report: Path, root: str, manifest_sha256: str) -> list[_Sour
 
 def _check_report_is_of(report: Path, manifest_sha256: str) -> None:
     """A report's findings.json names the manifests it was made from; it must name this one."""
-    try:
-        doc = json.loads((report / "findings.json").read_text(encoding="utf-8"))
-        named = doc["session"]["manifest_sha256"]
-    except (OSError, ValueError, KeyError, TypeError):
+    if not (report / "findings.json").exists():
         return  # no findings.json (another format), nothing to compare
+    try:
+        doc = jsonio.load(report / "findings.json", expect=dict, max_bytes=MAX_FINDINGS)
+    except OSError as exc:
+        raise EvidenceError(f"{report / 'findings.json'}: {exc.strerror or exc}") from None
+    named = _as_dict(doc.get("session")).get("manifest_sha256")
     if isinstance(named, list) and manifest_sha256 not in named:
         raise EvidenceError(
             f"{report} was not made from this session: its findings.json names other session "
@@ -382,6 +403,10 @@ def build_bundle(
         environment=environment,
     )
     doc = json.loads(json.dumps(doc))  # signed as a verifier will read it back
+    try:
+        strict_json(canonical_json(doc), BUNDLE_JSON)
+    except ValueError as exc:  # a manifest's scenario or device nested near the limit
+        raise EvidenceError(f"cannot write a bundle.json a verifier would read: {exc}") from None
     head = [_from_bytes(BUNDLE_JSON, json.dumps(doc, indent=2, sort_keys=True).encode() + b"\n")]
     if key is not None:
         sig = sign(doc, key, BUNDLE_JSON)
@@ -498,23 +523,38 @@ class _Scan:
 
 def _open_new(dest: Path, name: str) -> IO[bytes]:
     """A new file for member ``name`` under ``dest`` (a folder this process created), making
-    its parent folders 0700; the name is already checked (relative, no ``..``)."""
+    its parent folders 0700; the name is already checked (relative, no ``..``). Each folder
+    is opened relative to the one before, never following a link, so the length of ``dest``
+    does not count against the path limit and nothing can lead outside it."""
     parts = name.split("/")
-    d = dest
-    for part in parts[:-1]:
-        d = d / part
-        try:
-            d.mkdir(mode=0o700)
-        except FileExistsError:
-            if d.is_symlink() or not d.is_dir():
-                raise UnsafeArchiveError(
-                    f"archive member {name!r} conflicts with another"
-                ) from None
+    fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
-        fd = os.open(d / parts[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    except FileExistsError:
-        raise UnsafeArchiveError(f"archive member {name!r} conflicts with another") from None
-    return os.fdopen(fd, "wb")
+        for part in parts[:-1]:
+            try:
+                os.mkdir(part, 0o700, dir_fd=fd)
+            except FileExistsError:
+                pass
+            try:
+                sub = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ENOTDIR, errno.ELOOP):
+                    raise UnsafeArchiveError(
+                        f"archive member {shown(name)} conflicts with another"
+                    ) from None
+                raise
+            os.close(fd)
+            fd = sub
+        try:
+            out = os.open(
+                parts[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=fd
+            )
+        except FileExistsError:
+            raise UnsafeArchiveError(
+                f"archive member {shown(name)} conflicts with another"
+            ) from None
+    finally:
+        os.close(fd)
+    return os.fdopen(out, "wb")
 
 
 def _scan(path: Path, limits: Limits, dest: Path | None = None) -> _Scan:
@@ -526,7 +566,12 @@ def _scan(path: Path, limits: Limits, dest: Path | None = None) -> _Scan:
             raise UnsafeArchiveError(f"{m.name}: {m.size} bytes, too large for what it is")
         h = hashlib.sha256()
         parts: list[bytes] = []
-        fh = _open_new(dest, m.name) if dest is not None else None
+        try:
+            fh = _open_new(dest, m.name) if dest is not None else None
+        except OSError as exc:
+            raise EvidenceError(
+                f"cannot unpack archive member {shown(m.name)}: {exc.strerror or exc}"
+            ) from None
         try:
             for chunk in m.chunks():
                 h.update(chunk)
@@ -534,9 +579,16 @@ def _scan(path: Path, limits: Limits, dest: Path | None = None) -> _Scan:
                     parts.append(chunk)
                 if fh is not None:
                     fh.write(chunk)
-        finally:
             if fh is not None:
-                fh.close()
+                fh.close()  # a write the buffer held fails here, not silently
+        except OSError as exc:  # a full disk, a file size limit
+            raise EvidenceError(
+                f"cannot unpack archive member {shown(m.name)}: {exc.strerror or exc}"
+            ) from None
+        finally:
+            if fh is not None and not fh.closed:
+                with contextlib.suppress(OSError):
+                    fh.close()
         scan.hashes[m.name] = (h.hexdigest(), m.size)
         if keep:
             scan.kept[m.name] = b"".join(parts)
@@ -636,12 +688,12 @@ def _check_session(
         problems.append(f"{name}: the session manifest is not in the bundle")
         return 0, [], [], []
     try:
-        manifest = json.loads(raw)
+        manifest = jsonio.loads(raw, name, expect=dict)
         arts = manifest["artifacts"]
         if not isinstance(arts, list):
             raise TypeError("artifacts is not a list")
-    except (ValueError, KeyError, TypeError) as exc:
-        problems.append(f"{name}: unreadable session manifest: {exc}")
+    except (ValueError, KeyError, TypeError) as exc:  # JsonError is a ValueError
+        problems.append(f"{name}: unreadable session manifest: {str(exc)[:300]}")
         return 0, [], [], []
     if manifest.get("status") == "open":
         problems.append(f"{name}: the session was never closed: no artifact hashes to check")
@@ -675,14 +727,16 @@ def _judge(path: Path, scan: _Scan, trusted: Ed25519PublicKey | None) -> BundleC
         )
     else:
         try:
-            parsed = strict_json(raw)
+            parsed = strict_json(raw, BUNDLE_JSON)
             if not isinstance(parsed, dict) or parsed.get("kind") != BUNDLE_KIND:
                 raise ValueError(f"not a {BUNDLE_KIND} document")
             if parsed.get("schema_version") != BUNDLE_SCHEMA_VERSION:
-                raise ValueError(f"schema_version {parsed.get('schema_version')!r} unknown")
+                raise ValueError(f"schema_version {parsed.get('schema_version')!r:.40} unknown")
             doc = parsed
+        except jsonio.JsonError as exc:
+            problems.append(str(exc)[:300])
         except ValueError as exc:  # UnicodeDecodeError is one
-            problems.append(f"{BUNDLE_JSON}: unreadable: {exc}")
+            problems.append(f"{BUNDLE_JSON}: unreadable: {str(exc)[:300]}")
     members = {n: v for n, v in scan.hashes.items() if n not in (BUNDLE_JSON, BUNDLE_SIG)}
     listed = _listed_files(doc, problems) if doc is not None else {}
     missing = sorted(p for p in listed if p not in members)
@@ -702,14 +756,14 @@ def _judge(path: Path, scan: _Scan, trusted: Ed25519PublicKey | None) -> BundleC
         )
     else:
         sig = check_signature(sig_raw, doc, trusted)
-        for p in (doc.get("custody") or {}).get("problems") or []:
-            warnings.append(f"custody log when bundled: {p}")
+        for p in _as_list(_as_dict(doc.get("custody")).get("problems")):
+            warnings.append(f"custody log when bundled: {str(p)[:300]}")
     info = {
         k: doc.get(k) for k in ("created_at", "operator")
     } if doc else {}  # fmt: skip
     if doc:
-        info["session_id"] = (doc.get("session") or {}).get("id")
-        report = (doc.get("report") or {}).get("path")
+        info["session_id"] = _as_dict(doc.get("session")).get("id")
+        report = _as_dict(doc.get("report")).get("path")
         info["report"] = report if isinstance(report, str) and _safe_name(report) else None
     ok = (
         not (missing or changed or unlisted or s_missing or s_changed or s_unlisted or problems)

@@ -24,13 +24,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from auditor import __version__
+from auditor import __version__, jsonio
 from auditor.session import CUSTODY, MANIFEST
 from auditor.timeutil import now_iso
 
 CUSTODY_SCHEMA_VERSION = 1
 MAX_LOG_SIZE = 64 * 1024 * 1024
 """A custody log larger than this is not read back (checked or bundled) in full."""
+
+# a line is 3 levels deep; deeper ones are refused, so that a bundle.json that copies the
+# entries stays within what a verifier reads (jsonio.MAX_DEPTH)
+MAX_LINE_DEPTH = 32
 
 _TAIL_WINDOW = 64 * 1024
 
@@ -166,9 +170,9 @@ def parse_log(data: bytes) -> tuple[list[dict[str, Any]], list[str]]:
         problems.append(f"line {len(lines)} is truncated (no newline)")
     for n, raw in enumerate(lines, 1):
         try:
-            obj = json.loads(raw)
-        except ValueError:
-            problems.append(f"line {n} is not JSON")
+            obj = jsonio.loads(raw, f"line {n}", max_depth=MAX_LINE_DEPTH)
+        except jsonio.JsonError as exc:
+            problems.append(str(exc) if "nested" in str(exc) else f"line {n} is not JSON")
             prev_line = raw
             continue
         if not isinstance(obj, dict):

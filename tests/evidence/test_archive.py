@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import os
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -80,3 +83,112 @@ def test_damaged_archives(tmp_path: Path) -> None:
         list(iter_members(tmp_path / "empty"))
     with pytest.raises(EvidenceError, match="cannot open"):
         list(iter_members(tmp_path / "missing.tar"))
+
+
+# A subprocess runs verify, verify --reanalyze and unbundle on a bundle whose members each sit
+# behind a PAX header of nearly 4 MiB (the most one header may be), and reports its peak memory.
+_MEASURE = """
+import json, sys
+from auditor.cli import main
+
+def status(field):
+    with open("/proc/self/status") as fh:
+        return next(int(x.split()[1]) * 1024 for x in fh if x.startswith(field))
+
+base = status("VmRSS:")
+codes = []
+for args in (["verify", sys.argv[1]], ["verify", sys.argv[1], "--reanalyze"],
+             ["unbundle", sys.argv[1], "--out", sys.argv[2]]):
+    try:
+        main(args)
+    except SystemExit as exc:
+        codes.append(exc.code)
+print(json.dumps({"base": base, "peak": status("VmHWM:"), "codes": codes}))
+"""
+
+
+def test_headers_are_bounded_in_total(tmp_path: Path) -> None:
+    """Each header is under the 4 MiB a single header may take, but together they are far
+    more than any bundle needs: refused with one clear line, without holding them."""
+    members, header = 32, 4 * 1024 * 1024 - 1024
+    bomb = tmp_path / "headers.tar.gz"
+    with gzip.GzipFile(bomb, "wb", compresslevel=1, mtime=0) as gz:
+        with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tf:
+            for i in range(members):
+                ti = tarfile.TarInfo(f"captures/S/m{i}")
+                ti.pax_headers = {"comment": "x" * header}
+                tf.addfile(ti, io.BytesIO(b""))
+    assert bomb.stat().st_size < 2 * 1024 * 1024
+    proc = subprocess.run(
+        [sys.executable, "-c", _MEASURE, str(bomb), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parents[2],
+    )
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["codes"] == [1, 1, 1]
+    errors = proc.stderr.strip().splitlines()
+    assert len(errors) == 3, proc.stderr
+    for line in errors:
+        assert line.startswith("error: ") and "headers of its first" in line, line
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))
+    # the headers add up to 128 MiB; read one at a time, and let go, they take ~30 MiB at
+    # most (a 4 MiB header is copied a few times while tarfile parses it)
+    grown = got["peak"] - got["base"]
+    assert grown < members * header / 2.5, f"grew {grown >> 20} MiB"
+
+
+def test_a_global_header_is_refused(tmp_path: Path) -> None:
+    raw = io.BytesIO()
+    with tarfile.open(
+        fileobj=raw, mode="w", format=tarfile.PAX_FORMAT, pax_headers={"comment": "all"}
+    ) as tf:
+        ti = tarfile.TarInfo("a")
+        tf.addfile(ti, io.BytesIO(b""))
+    path = tmp_path / "g.tar"
+    path.write_bytes(raw.getvalue())
+    with pytest.raises(UnsafeArchiveError, match="global PAX header"):
+        list(iter_members(path))
+
+
+def test_a_pax_length_of_thousands_of_digits(tmp_path: Path) -> None:
+    """int() refuses over 4300 digits with ValueError, which tarfile lets through."""
+    record = b"9" * 5000 + b" comment=x\n"
+    head = tarfile.TarInfo("././@PaxHeader")
+    head.type = tarfile.XHDTYPE
+    head.size = len(record)
+    body = tarfile.TarInfo("a")
+    data = (
+        head.tobuf(tarfile.USTAR_FORMAT)
+        + record
+        + bytes(-len(record) % 512)
+        + body.tobuf(tarfile.USTAR_FORMAT)
+        + bytes(1024)
+    )
+    path = tmp_path / "digits.tar"
+    path.write_bytes(data)
+    with pytest.raises(EvidenceError, match="not a readable tar archive|damaged archive"):
+        list(iter_members(path))
+
+
+@pytest.mark.parametrize(
+    "name,why",
+    [
+        ("a/" + "n" * 256, "longer than a file name may be"),
+        ("a/" + "é" * 128, "longer than a file name may be"),  # 256 bytes in UTF-8
+        ("/".join(["d" * 200] * 21), "longer than a path may be"),
+        ("a/\x1b[2Jb", "control character"),
+        ("a/\udc80", "not UTF-8"),
+    ],
+)
+def test_names_a_file_system_cannot_take(name: str, why: str) -> None:
+    with pytest.raises(UnsafeArchiveError, match=why) as err:
+        check_name(name)
+    assert len(str(err.value)) < 400 and "\x1b" not in str(err.value)
+
+
+def test_names_at_the_limits_are_taken() -> None:
+    assert check_name("a/" + "n" * 255)
+    assert check_name("/".join(["d" * 200] * 20))  # 4019 bytes
