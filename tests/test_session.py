@@ -1,4 +1,5 @@
 import json
+import os
 import stat
 from pathlib import Path
 
@@ -6,6 +7,7 @@ import pytest
 
 from auditor import columns
 from auditor.errors import SessionError
+from auditor.evidence import custody
 from auditor.records import EventRecord, HttpRecord, TlsFailedRecord
 from auditor.session import (
     FLOWS,
@@ -13,6 +15,10 @@ from auditor.session import (
     Session,
     SessionWriter,
     list_sessions,
+    read_manifest,
+    read_manifest_lenient,
+    seal_late,
+    session_info,
     verify_session,
 )
 
@@ -222,3 +228,155 @@ def test_a_live_session_lasts_from_its_start_to_its_end(session_dir: Path) -> No
 
     expected = parse_iso(m["ended_at"]) - parse_iso(m["started_at"])
     assert Session(path).duration_seconds() == pytest.approx(expected)
+
+
+# ------------------------------------------------------------- hostile manifests (issue 15.3)
+
+DEEP = "[" * 50_000 + "]" * 50_000  # json.loads: RecursionError
+
+
+def _plant_deep(path: Path) -> None:
+    text = (path / MANIFEST).read_text()
+    (path / MANIFEST).write_text(text.rstrip()[:-1] + f', "x": {DEEP}}}')
+
+
+def test_a_deeply_nested_manifest_is_a_clear_error_not_a_recursion(session_dir: Path) -> None:
+    path = _closed_session(session_dir)
+    _plant_deep(path)
+    with pytest.raises(SessionError, match=r"manifest\.json: unreadable manifest: .*nested"):
+        read_manifest(path)
+    with pytest.raises(SessionError, match="nested"):
+        verify_session(path)
+    # analysis opens it leniently: a warning, and the records are still read
+    manifest, problems = read_manifest_lenient(path)
+    assert manifest["status"] == "unknown" and "nested" in problems[0]
+    sess = Session(path, lenient=True)
+    assert len(list(sess.http())) == 3 and "nested" in sess.warnings[0]
+
+
+def test_one_bad_manifest_does_not_hide_the_other_sessions(session_dir: Path) -> None:
+    good = _closed_session(session_dir)
+    deep = _closed_session(session_dir)
+    _plant_deep(deep)
+    odd = _closed_session(session_dir)  # sections of the wrong type: read as absent
+    m = json.loads((odd / MANIFEST).read_text())
+    m.update(device=["x"], summary={"flows": "many"}, started_at=7)
+    (odd / MANIFEST).write_text(json.dumps(m))
+    infos, warnings = list_sessions(session_dir)
+    by_path = {Path(i.path): i for i in infos}
+    assert by_path[good].status == "complete" and by_path[good].flows == 3
+    bad = by_path[deep]
+    assert bad.status == "unreadable" and bad.problem and "nested" in bad.problem
+    assert bad.to_dict()["problem"] == bad.problem and bad.flows == 0
+    assert by_path[odd].status == "complete" and by_path[odd].device == "-"
+    assert by_path[odd].flows == 0 and by_path[odd].started_at is None
+    assert len(warnings) == 1 and "nested" in warnings[0] and str(deep) in warnings[0]
+    assert session_info(good).problem is None
+
+
+# ------------------------------------------------- what is not hashed is not read (issue 15.4)
+
+
+def test_a_dot_file_added_under_packets_is_named_by_verify(session_dir: Path) -> None:
+    path = _closed_session(session_dir)
+    (path / "packets").mkdir()
+    (path / "packets" / ".late.pcap").write_bytes(b"\xd4\xc3\xb2\xa1" + bytes(20))
+    (path / ".hidden").write_text("x")
+    res = verify_session(path)
+    assert not res.ok and res.unlisted == (".hidden", "packets/.late.pcap")
+    # and a reader that takes its files from a closed session gets only what was hashed
+    assert Session(path).files("packets") == []
+    assert Session(path).files("bodies") == sorted(
+        f"bodies/{p.name}" for p in (path / "bodies").iterdir()
+    )
+
+
+def test_a_dot_file_present_at_close_is_hashed_like_any_other(session_dir: Path) -> None:
+    w = SessionWriter.create(session_dir)
+    (w.path / "packets").mkdir()
+    (w.path / "packets" / ".a.pcap").write_bytes(b"abc")
+    assert Session(w.path).files("packets") == []  # open: temporary names are not read
+    m = w.close()
+    assert "packets/.a.pcap" in [a["path"] for a in m["artifacts"]]
+    assert verify_session(w.path).ok
+    (w.path / "packets" / ".a.pcap").write_bytes(b"abd")
+    assert verify_session(w.path).changed == ("packets/.a.pcap",)
+
+
+def test_links_and_fifos_are_named_and_never_sealed(session_dir: Path, tmp_path: Path) -> None:
+    path = _closed_session(session_dir)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "more.pcap").write_bytes(b"x")
+    (path / "packets").symlink_to(elsewhere)  # a walk does not enter it; a reader would
+    os.mkfifo(path / "pipe")  # hashing it would hang
+    res = verify_session(path)
+    assert not res.ok
+    assert any("packets: a symbolic link" in p for p in res.problems)
+    assert any("pipe: not a regular file" in p for p in res.problems)
+    w = SessionWriter.create(session_dir)
+    os.mkfifo(w.path / "pipe")
+    with pytest.raises(SessionError, match="cannot seal: pipe: not a regular file"):
+        w.close()
+
+
+# ----------------------------------------------------------- sealing late (issue 15.9)
+
+
+def _left_open(out: Path, *, clean: bool) -> Path:
+    w = SessionWriter.create(out)
+    w.event("recorder_started", "mitmproxy recorder attached")
+    w.write(_http(1))
+    w.write(_http(4))
+    if clean:
+        w.event("recorder_stopped", "mitmproxy shutting down")
+    w.detach()  # as a killed process: the session stays open
+    return w.path
+
+
+def test_seal_late_closes_hashes_and_logs_who_and_when(session_dir: Path) -> None:
+    path = _left_open(session_dir, clean=False)
+    assert not verify_session(path).ok
+    res = seal_late(path, by="J. Doe", reason="mitmdump killed", argv=["auditor", "close", "S"])
+    m = read_manifest(path)
+    assert res.manifest == m and res.warnings == () and not res.stopped_cleanly
+    assert m["status"] == "incomplete" and m["stopped_by"] == "left_open"
+    assert "no clean stop" in m["stop_detail"]
+    last = max(r.ts for r in Session(path).records() if isinstance(r, EventRecord))
+    assert m["ended_at"] == last  # the last record's time, not the time it was sealed
+    late = m["sealed_late"]
+    assert late["by"] == "J. Doe" and late["reason"] == "mitmdump killed"
+    assert late["user"] == custody.login_user() and late["at"] > m["started_at"]
+    assert verify_session(path).ok
+    _, entries, problems = custody.read_log(path / "custody.jsonl")
+    (entry,) = entries
+    assert problems == [] and entry["command"] == "close" and entry["ts"] == late["at"]
+    assert entry["argv"] == ["auditor", "close", "S"] and entry["exit_code"] == 0
+    assert entry["details"]["sealed_late"] is True and entry["details"]["by"] == "J. Doe"
+    assert (
+        entry["details"]["manifest_sha256"]
+        == custody.hashlib.sha256((path / MANIFEST).read_bytes()).hexdigest()
+    )
+    assert res.to_dict()["status"] == "incomplete"
+
+
+def test_seal_late_says_when_the_recorder_had_stopped_cleanly(session_dir: Path) -> None:
+    res = seal_late(_left_open(session_dir, clean=True), by="lab")
+    assert res.stopped_cleanly and "stopped cleanly" in res.manifest["stop_detail"]
+
+
+def test_seal_late_refuses_what_it_must_not_seal(session_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(SessionError, match="not a capture session"):
+        seal_late(tmp_path, by="x")
+    with pytest.raises(SessionError, match="already closed"):
+        seal_late(_closed_session(session_dir), by="x")
+    path = _left_open(session_dir, clean=False)
+    with pytest.raises(SessionError, match="who seals"):
+        seal_late(path, by="  ")
+    live = SessionWriter.attach(path)  # a recorder still writing into it
+    with pytest.raises(SessionError, match="still being recorded"):
+        seal_late(path, by="x")
+    assert read_manifest(path)["status"] == "open"
+    live.detach()
+    assert seal_late(path, by="x").manifest["status"] == "incomplete"
+    assert not list(path.glob(".*")), "a temporary file was left"
