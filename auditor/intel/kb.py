@@ -30,7 +30,6 @@ from auditor import columns as C
 from auditor.intel import model as m
 from auditor.intel import psl
 from auditor.intel.index import IntelIndex, load_intel
-from auditor.intel.lookalike import inspect_host, key_of_shown, shown_names
 from auditor.intel.ipdb import (
     NOT_AN_IP,
     FactsColumns,
@@ -39,6 +38,7 @@ from auditor.intel.ipdb import (
     default_ipdb,
     parse_ip,
 )
+from auditor.intel.lookalike import inspect_host, key_of_shown, shown_names
 from auditor.intel.model import (
     Attribution,
     Basis,
@@ -633,7 +633,7 @@ class KnowledgeBase:
                 return self._attribution(None, None, _NO_NAME, None)
             return self._attribution(None, facts.ip, self._ip_rungs(facts), facts)
         if isinstance(host, str) and (":" in host or host[:1].isdigit()):
-            addr = parse_ip(host)
+            addr = _address(host)
             if addr is not None:  # a flow named by its address: look the address up
                 return self.lookup(None, ip or str(addr), known=known if ip else None)
         # a lookalike's shown form (annotate() puts it in the flow table) stands for its key
@@ -1369,10 +1369,18 @@ def _ip_literal(host: Any) -> str | None:
     """The address a host written as an address stands for (as :meth:`KnowledgeBase.lookup`
     reads it), else None."""
     if isinstance(host, str) and (":" in host or host[:1].isdigit()):
-        addr = parse_ip(host)
+        addr = _address(host)
         if addr is not None:
             return str(addr)
     return None
+
+
+def _address(text: str) -> Any:
+    """parse_ip(), None where it raises (socket.inet_pton refuses text with a NUL)."""
+    try:
+        return parse_ip(text)
+    except ValueError:
+        return None
 
 
 def _per_value(values: np.ndarray, func: Any) -> np.ndarray:

@@ -1,17 +1,19 @@
 """Host names written to pass for others, and how they are shown and matched.
 
 A capture may hold a name that looks like a known one but is not: an invisible character
-inside it (``tracking.miui`` + U+200B + ``.com``), a variant form of a letter or a dot
-(fullwidth, ligatures, mathematical letters, the ideographic full stop), letters of two
-scripts in one label (``хiaomi.com``, its first letter Cyrillic), or a label all in Cyrillic
-or Greek whose every letter has a Latin double (``аррӏе.com``). IDNA's UTS #46 mapping
-quietly removes the invisible characters and folds the variants, so the lookalike would be
-taken for the plain name and attributed as such.
+inside it (``tracking.miui`` + U+200B + ``.com``), a compatibility variant of a letter
+(ligatures, mathematical or circled letters, superscripts), letters of two scripts in one
+label (``хiaomi.com``, its first letter Cyrillic), or a label all in Cyrillic or Greek whose
+every letter has a Latin double (``аррӏе.com``). IDNA's UTS #46 mapping quietly removes the
+invisible characters and folds the variants, so the lookalike would be taken for the plain
+name and attributed as such.
 
 :func:`inspect_host` gives each name one key, the form the knowledge base and intel files
 are matched on: lower case, IDNA A-labels, and for a label holding invisible or variant
 characters the Punycode (RFC 3492) of the label as written, never of the label with those
-characters removed or folded. A lookalike therefore matches only an entry written for itself.
+characters removed or folded. Only RFC 5895's mapping is applied: case, fullwidth and
+halfwidth forms (``ｔｒａｃｋｉｎｇ．miui．com`` is ``tracking.miui.com``), NFC, and the
+ideographic full stop as a dot. A lookalike therefore matches only an entry written for itself.
 Its :attr:`HostName.shown` form is the key behind a marker and the reasons, e.g.
 ``⚠ xn--iaomi-pze.com (mixed scripts: Latin+Cyrillic)``; an A-label that decodes to a
 lookalike (what DNS and TLS actually carry) is recognised the same way, so the key of a
@@ -23,11 +25,11 @@ Han and Hangul. Python's ``unicodedata`` has no Script property, so the script o
 or a non-spacing mark is read from its Unicode name (``CYRILLIC SMALL LETTER HA``, ``ORIYA
 VOWEL SIGN U``): exact for the letters IDNA 2008 allows in Latin, Cyrillic and Greek, whose
 names all begin with their script; ``COMBINING ...`` marks take the script of their letter.
-The Latin doubles of Cyrillic and Greek letters are the entries of Unicode's confusables.txt (UTS #39 data, version 14.0.0, © Unicode,
-Inc., Unicode License; read from github.com/woodgern/confusables,
-confusables/assets/confusables.txt at commit f1d9302486f0ad724444c44732039853edc07424) whose
-source is a lower-case Cyrillic or Greek letter valid in IDNA 2008 and whose target is one
-ASCII letter or digit.
+The Latin doubles of Cyrillic and Greek letters are the entries of Unicode's confusables.txt
+(UTS #39 data, version 14.0.0, © Unicode, Inc., Unicode License; read from
+github.com/woodgern/confusables, confusables/assets/confusables.txt at commit
+f1d9302486f0ad724444c44732039853edc07424) whose source is a lower-case Cyrillic or Greek
+letter valid in IDNA 2008 and whose target is one ASCII letter or digit.
 """
 
 from __future__ import annotations
@@ -60,8 +62,10 @@ _IGNORABLE = re.compile(
 )
 # spaces, controls, surrogates, private use, unassigned: no name holds them
 _NOT_IN_NAMES = frozenset({"Zs", "Zl", "Zp", "Cc", "Cs", "Co", "Cn"})
-# the dots UTS #46 reads as label separators (IDNA 2003, RFC 3490 section 3.1)
-_DOTS = frozenset("\u3002\uff0e\uff61")
+# RFC 5895 (the mapping IDNA 2008 suggests), section 2: the ideographic full stop is a dot
+# (as in IDNA 2003, RFC 3490 section 3.1); fullwidth and halfwidth forms are the characters
+# they are wide or narrow forms of (_width). Anything else UTS #46 would fold or drop is kept.
+_WIDTH = {"\u3002": ".", "\uff61": "."}
 
 # Cyrillic or Greek is expected under these country codes: a whole-script name there is
 # the script's own, not a lookalike of a Latin one
@@ -139,6 +143,8 @@ def _inspect(raw: str) -> HostName | None:
         h, _, port = h.partition(":")
         if not (port.isascii() and port.isdigit()):
             return None
+    if not h.isascii():
+        h = "".join(_WIDTH.get(c) or _width(c) for c in h)
     if h.endswith("."):
         h = h[:-1]  # the root: "a.example." is "a.example", "a.example.." has an empty label
     if not h:
@@ -166,6 +172,15 @@ def _inspect(raw: str) -> HostName | None:
     return _judge(h, labels, unicode_labels)
 
 
+def _width(c: str) -> str:
+    """RFC 5895's mapping of a fullwidth or halfwidth form: its <wide> or <narrow>
+    decomposition (``ｔ`` -> ``t``, ``．`` -> ``.``)."""
+    dec = unicodedata.decomposition(c)
+    if dec.startswith(("<wide> ", "<narrow> ")):
+        return "".join(chr(int(x, 16)) for x in dec.split(" ")[1:])
+    return c
+
+
 def _odd_chars(text: str) -> tuple[list[str], list[str]]:
     """The invisible and the variant characters of a label."""
     invisible, variant = [], []
@@ -174,7 +189,7 @@ def _odd_chars(text: str) -> tuple[list[str], list[str]]:
             continue
         if unicodedata.category(c) == "Cf" or _IGNORABLE.match(c):
             invisible.append(c)
-        elif c in _DOTS or unicodedata.normalize("NFKC", c) != c:
+        elif unicodedata.normalize("NFKC", c) != c:
             variant.append(c)
     return invisible, variant
 
@@ -196,10 +211,9 @@ def _to_alabel(label: str) -> tuple[str | None, str]:
             return None, text
         if rest.isascii() and rest and not re.fullmatch(r"[a-z0-9_-]+", rest):
             return None, text
-        key = "xn--" + text.encode("punycode").decode("ascii")
-        return (key if HOSTLABEL_RE.match(key) else None), text
-    key = _uts46(label)
-    return key, text
+        raw_key = "xn--" + text.encode("punycode").decode("ascii")
+        return (raw_key if HOSTLABEL_RE.match(raw_key) else None), text
+    return _uts46(label), text
 
 
 def _uts46(label: str) -> str | None:
@@ -246,9 +260,7 @@ def _codes(chars: Iterable[str], limit: int = 3) -> str:
     return ", ".join(words)
 
 
-def _judge(
-    key: str, labels: list[str], unicode_labels: list[tuple[str, str | None]]
-) -> HostName:
+def _judge(key: str, labels: list[str], unicode_labels: list[tuple[str, str | None]]) -> HostName:
     tricks: dict[Trick, str] = {}
     invisible_all: list[str] = []
     variant_all: list[str] = []
@@ -265,7 +277,7 @@ def _judge(
         invisible, variant = _odd_chars(text)
         invisible_all += invisible
         variant_all += variant
-        scripts = _scripts(text)
+        scripts = _scripts(c for c in text if c not in invisible and c not in variant)
         mix = _mix(scripts)
         if mix:
             mixes.append(mix)
@@ -282,7 +294,7 @@ def _judge(
                 wholes.append(only)
         # what the label reads as: the invisible characters gone, the variants folded, the
         # doubles made Latin
-        seen = "".join("." if c in _DOTS else c for c in text if c not in invisible)
+        seen = "".join(c for c in text if c not in invisible)
         seen = "".join(LATIN_DOUBLES.get(c, c) for c in unicodedata.normalize("NFKC", seen))
         like.append(seen.lower())
         plain_like = plain_like and seen.isascii()
@@ -326,7 +338,7 @@ def script_of(c: str) -> str | None:
     return first.title()
 
 
-def _scripts(text: str) -> set[str]:
+def _scripts(text: Iterable[str]) -> set[str]:
     return {s for s in (script_of(c) for c in text) if s is not None}
 
 
@@ -377,3 +389,21 @@ def name_warnings(values: Iterable[object]) -> list[str]:
         if name is not None and name.suspicious:
             seen.setdefault(name.key, name)
     return [seen[k].warning() for k in sorted(seen)]
+
+
+def shown_url(url: object) -> object:
+    """A URL with a lookalike host replaced by its shown form (scheme, port, path and query
+    kept); any other value as it is."""
+    if not isinstance(url, str) or "://" not in url or (url.isascii() and "xn--" not in url):
+        return url
+    scheme, _, rest = url.partition("://")
+    cut = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    netloc, tail = rest[:cut], rest[cut:]
+    userinfo, at, hostport = netloc.rpartition("@")
+    host, colon, port = hostport, "", ""
+    if not hostport.startswith("[") and ":" in hostport:
+        host, colon, port = hostport.partition(":")
+    name = inspect_host(host)
+    if name is None or not name.suspicious:
+        return url
+    return f"{scheme}://{userinfo}{at}{name.shown}{colon}{port}{tail}"
