@@ -312,8 +312,10 @@ def main(verbose: int) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(TerminalFormatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=max(level, logging.DEBUG), handlers=[handler])
-    sys.excepthook = _escaped_excepthook
-    threading.excepthook = _escaped_thread_hook
+    if sys.excepthook is sys.__excepthook__:  # not when a test runner holds it
+        sys.excepthook = _escaped_excepthook
+    if threading.excepthook is threading.__excepthook__:
+        threading.excepthook = _escaped_thread_hook
 
 
 # ------------------------------------------------------------------------------------- sessions
