@@ -570,7 +570,7 @@ def _abandon(
 
 def _remove(writer: SessionWriter, why: BaseException) -> str:
     """Remove the session of an import that cannot be closed; say what became of it."""
-    log.warning("could not close %s after a failed import: %s", writer.path, why)
+    log.debug("could not close %s after a failed import: %s", writer.path, why)
     writer.detach()
     shutil.rmtree(writer.path, ignore_errors=True)
     if writer.path.exists():
