@@ -652,3 +652,133 @@ def test_the_cli_writes_the_redacted_report_and_keeps_originals_out(tmp_path: Pa
     assert text.exit_code == 0 and IMEI not in text.output
     bad = CliRunner().invoke(auditor.cli.main, ["analyze", str(session), "--redact-value", "a=bcd"])
     assert bad.exit_code == 1 and "--redact-value needs --redact" in bad.output
+
+
+# ------------------------------------------------------ the forms people and SDKs write (#15)
+
+IMEI_B = "352099001761481"  # 35-209900-176148-1, as GSMA writes it
+MAC_B = "00:12:34:56:78:9a"  # 0012.3456.789a in Cisco's dotted form, 78187493530 in decimal
+MIXED_EMAIL = "Jane.Reporter@Example.ORG"  # the searched e-mail, as a user typed it
+
+
+def _pct(text: str) -> str:
+    return "".join(f"%{b:02X}" for b in text.encode())
+
+
+# name -> (the form as planted, what may not remain of it in any output)
+FORMS: dict[str, tuple[str, str]] = {
+    "email-url-url": (quote(quote(EMAIL, safe=""), safe=""), "reporter%2540example"),
+    "imei-url-url": (quote(_pct(IMEI_B), safe=""), "%2533%2535%2532%2530"),
+    "imei-14": (IMEI_B[:14], IMEI_B[:14]),
+    "imei-dashes": ("35-209900-176148-1", "209900-176148"),
+    "imei-spaces": (quote("35 209900 176148 1"), "209900%20176148"),
+    "imei-plus": ("35+209900+176148+1", "209900+176148"),
+    "mac-cisco": ("0012.3456.789a", "3456.789a"),
+    "mac-bare": ("00123456789A", "123456789a"),
+    "mac-decimal": ("78187493530", "78187493530"),
+    "phone-national": (quote("06 12 34 56 78"), "12%2034%2056"),
+    "phone-parens": (quote("(06) 12-34-56-78"), "12-34-56-78"),
+    "phone-spaces": (quote("+33 6 12 34 56 78"), "12%2034%2056"),
+    "phone-trunk": ("+33+(0)6+12+34+56+78", "12+34+56+78"),
+    "email-base64-mixed": (
+        base64.b64encode(MIXED_EMAIL.encode()).decode(),
+        base64.b64encode(MIXED_EMAIL.encode()).decode()[4:20],
+    ),
+    "email-base64url-mixed": (
+        base64.urlsafe_b64encode(b"~~" + MIXED_EMAIL.encode()).decode().rstrip("="),
+        base64.urlsafe_b64encode(b"~~" + MIXED_EMAIL.encode()).decode()[4:20],
+    ),
+    "email-hex-mixed": (MIXED_EMAIL.encode().hex(), MIXED_EMAIL.encode().hex()[6:30]),
+    "email-json-escaped": (r"jane.reporter\u0040example.org", r"reporter\u0040example"),
+}
+
+
+def _make_forms_session(root: Path) -> Path:
+    device = {
+        "manufacturer": "Xiaomi",
+        "model": "M2007J3SG",
+        "android_release": "10",
+        "serial": SERIAL,
+        "identifiers": [
+            {"name": "imei", "value": IMEI_B, "source": "service call", "reason": None},
+            {"name": "wifi_mac", "value": MAC_B, "source": "cat", "reason": None},
+            {"name": "serial", "value": SERIAL, "source": "getprop", "reason": None},
+        ],
+    }
+    w = SessionWriter.create(root, device=device, notes="forms")
+    for n, (name, (form, _)) in enumerate(sorted(FORMS.items())):
+        host = HOSTS[n % len(HOSTS)]
+        path = f"/t/{n}?v=2&sn={SERIAL}&{name.split('-')[0]}={form}&ts=1767225600"
+        body = f'{{"imei":"{IMEI_B}","k":"{form}","sn":"{SERIAL}"}}'.encode()
+        w.write(
+            _record(
+                id=f"flow-{n:02d}",
+                method="POST",
+                scheme="https",
+                host=host,
+                port=443,
+                path=path,
+                url=f"https://{host}{path}",
+                request_start=f"2026-01-01T00:00:{n:02d}.000000Z",
+                request_end=f"2026-01-01T00:00:{n:02d}.100000Z",
+                response_end=f"2026-01-01T00:00:{n:02d}.200000Z",
+                server_ip="203.0.113.7",
+                server_port=443,
+                request_headers=(("Host", host), ("X-Id", form)),
+                request_content_type="application/json",
+                request_body=w.bodies.put(body),
+                status=204,
+                response_headers=(),
+            )
+        )
+    w.close()
+    return w.path
+
+
+def _all_text(path: Path) -> list[str]:
+    """A file as a reader sees it: bytes, text with the report's escapes undone, and every
+    cell of a Parquet file read with pyarrow (not through auditor or pandas)."""
+    import pyarrow.parquet as pq
+
+    if path.suffix == ".parquet":
+        table = pq.read_table(path)
+        cells = [str(v) for col in table.columns for v in col.to_pylist() if v is not None]
+        return [path.read_bytes().decode("latin-1"), "\n".join(table.column_names), *cells]
+    return _views(path)
+
+
+@pytest.fixture(scope="module")
+def forms_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    from click.testing import CliRunner
+
+    import auditor.cli
+
+    root = tmp_path_factory.mktemp("forms")
+    session = _make_forms_session(root / "captures")
+    out = root / "pub"
+    args = ["analyze", str(session), "--out", str(out), "--redact", "--json"]
+    args += ["--identifier", f"account={EMAIL}", "--identifier", f"phone_number={PHONE}"]
+    return out, CliRunner().invoke(auditor.cli.main, args)
+
+
+def test_a_double_url_encoded_email_does_not_block_publication(forms_report) -> None:  # type: ignore[no-untyped-def]
+    out, res = forms_report
+    assert res.exit_code == 0, res.output
+    assert {p.name for p in out.iterdir()} >= {
+        "findings.json", "flows.csv", "flows.parquet", "report.html", "summary.md",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(FORMS))
+def test_realistic_forms_are_gone_from_every_output(forms_report, name: str) -> None:  # type: ignore[no-untyped-def]
+    out, res = forms_report
+    assert res.exit_code == 0, res.output
+    _, rest = FORMS[name]
+    sensitive = "base64" in name
+    for path in sorted(p for p in out.rglob("*") if p.is_file()):
+        for view in _all_text(path):
+            hay, needle = (view, rest) if sensitive else (view.lower(), rest.lower())
+            assert needle not in hay, (name, path.name)
+    # the flow tables still show the request, with a placeholder where the form was
+    rows = pd.read_parquet(out / "flows.parquet")
+    assert rows[C.URL].str.contains(f"{name.split('-')[0]}=‹", regex=False).any(), name
