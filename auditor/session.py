@@ -120,6 +120,9 @@ def read_manifest(path: Path) -> dict[str, Any]:
     """The session's manifest. SessionError, with the reason, when there is none or it cannot
     be used (not JSON, nested deeper than any manifest auditor writes, not an object)."""
     mpath = path / MANIFEST
+    if (mpath.exists() or mpath.is_symlink()) and not mpath.is_file():
+        # a FIFO or a device would hang or flood whoever reads it
+        raise SessionError(f"{mpath}: unreadable manifest: not a regular file")
     try:
         obj = jsonio.load(mpath, str(mpath), expect=dict, max_bytes=MAX_MANIFEST_BYTES)
     except FileNotFoundError:
@@ -541,6 +544,20 @@ def http_bytes(rec: HttpRecord) -> tuple[int, int]:
     return up, down
 
 
+def _open_regular(path: Path) -> Any:
+    """``path`` opened for reading in binary, if it is a regular file (through a link or not);
+    a FIFO or a device, which would block or never end, raises OSError without blocking."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 @dataclass
 class Session:
     """A saved capture session, opened for reading."""
@@ -597,7 +614,7 @@ class Session:
         fpath = self.path / FLOWS
         self.warnings[:] = self.manifest_warnings
         try:
-            fh = open(fpath, "rb")
+            fh = _open_regular(fpath)
         except FileNotFoundError:
             self.warnings.append(f"{FLOWS}: missing")
             return

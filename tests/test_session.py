@@ -1,6 +1,7 @@
 import json
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -380,3 +381,32 @@ def test_seal_late_refuses_what_it_must_not_seal(session_dir: Path, tmp_path: Pa
     live.detach()
     assert seal_late(path, by="x").manifest["status"] == "incomplete"
     assert not list(path.glob(".*")), "a temporary file was left"
+
+
+def _finishes[T](fn: Callable[[], T], seconds: float = 20) -> T:
+    """``fn()``'s result, or a failure if it blocks (a FIFO read would, for ever)."""
+    import threading
+
+    out: list[T] = []
+    t = threading.Thread(target=lambda: out.append(fn()), daemon=True)
+    t.start()
+    t.join(seconds)
+    assert out, "blocked"
+    return out[0]
+
+
+def test_a_fifo_for_a_manifest_or_flows_file_hangs_nothing(session_dir: Path) -> None:
+    w = SessionWriter.create(session_dir)
+    w.detach()
+    (w.path / FLOWS).unlink()
+    os.mkfifo(w.path / FLOWS)  # an open session: its records are read for the summary
+    bad = _closed_session(session_dir)
+    (bad / MANIFEST).unlink()
+    os.mkfifo(bad / MANIFEST)
+    infos, _ = _finishes(lambda: list_sessions(session_dir))
+    by_path = {Path(i.path): i for i in infos}
+    assert by_path[bad].status == "unreadable" and "not a regular file" in by_path[bad].problem
+    assert by_path[w.path].status == "open" and by_path[w.path].flows == 0
+    sess = Session(w.path)
+    assert _finishes(lambda: list(sess.records())) == []
+    assert sess.warnings == [f"{FLOWS}: unreadable: not a regular file"]
