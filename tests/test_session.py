@@ -1,3 +1,4 @@
+import hashlib
 import json
 import os
 import stat
@@ -410,3 +411,24 @@ def test_a_fifo_for_a_manifest_or_flows_file_hangs_nothing(session_dir: Path) ->
     sess = Session(w.path)
     assert _finishes(lambda: list(sess.records())) == []
     assert sess.warnings == [f"{FLOWS}: unreadable: not a regular file"]
+
+
+def test_seal_late_of_an_import_killed_mid_copy_names_no_original(session_dir: Path) -> None:
+    data = b"0123456789" * 100
+    plan = {
+        "name": "x.pcap",
+        "original": "original/x.pcap",
+        "size": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "format": "pcap",
+    }
+    w = SessionWriter.create(session_dir, capture={"import": {"files": [plan]}})
+    (w.path / "original").mkdir()
+    (w.path / "original" / "x.pcap").write_bytes(data[:300])  # killed mid-copy
+    w.detach()
+    res = seal_late(w.path, by="x")
+    (entry,) = res.manifest["capture"]["import"]["files"]
+    assert entry["original"] is None and "300 bytes of the 1000" in entry["not_copied"]
+    assert "original/x.pcap" in [a["path"] for a in res.manifest["artifacts"]]  # kept
+    assert res.warnings and "x.pcap: the import was cut short" in res.warnings[0]
+    assert verify_session(w.path).ok
