@@ -126,6 +126,11 @@ class _Bounded:
         self.limit = limit
         self.max_read = max_read
         self.name = None
+        self.last = b""  # the last 512 bytes read
+
+    def _keep(self, data: bytes) -> bytes:
+        self.last = data[-512:] if len(data) >= 512 else (self.last + data)[-512:]
+        return data
 
     def read(self, n: int = -1) -> bytes:
         if n is None or n < 0 or n > self.max_read:
@@ -139,8 +144,8 @@ class _Bounded:
                 raise UnsafeArchiveError(
                     f"archive expands to more than {self.limit} bytes; refusing it"
                 )
-            return data
-        return self.raw.read(n)
+            return self._keep(data)
+        return self._keep(self.raw.read(n))
 
     def seek(self, pos: int, whence: int = 0) -> int:
         if whence != 0:
@@ -221,6 +226,41 @@ def iter_members(path: Path, limits: Limits = DEFAULT_LIMITS) -> Iterator[Member
             raise EvidenceError(f"{path}: not a readable tar archive: {exc}") from None
         with tf:
             yield from _members(path, tf, limits)
+            _check_end(path, tf, bounded)
+
+
+MAX_TRAILER = 1024 * 1024
+
+
+def _check_end(path: Path, tf: tarfile.TarFile, bounded: _Bounded) -> None:
+    """After the end-of-archive block only zeros may follow (a tar record is padded to
+    10 KiB): members hidden past it would be extracted by ``tar --ignore-zeros`` but never
+    checked here."""
+    left = MAX_TRAILER
+    try:
+        pos = bounded.tell()
+        if pos == tf.offset + 512:  # the block tarfile took for the end (seeking back rewinds)
+            if bounded.last.count(0) != 512:
+                raise UnsafeArchiveError(
+                    f"{path}: a damaged header after the last member (hidden members?); "
+                    "refusing the archive"
+                )
+        elif pos != tf.offset:
+            bounded.seek(tf.offset)
+        while left > 0:
+            data = bounded.read(min(CHUNK, left))
+            if not data:
+                return
+            if data.count(0) != len(data):
+                raise UnsafeArchiveError(
+                    f"{path}: data after the end of the archive (hidden members?); refusing it"
+                )
+            left -= len(data)
+    except UnsafeArchiveError:
+        raise
+    except (*_READ_ERRORS, ValueError) as exc:
+        raise EvidenceError(f"{path}: damaged archive after its last member: {exc}") from None
+    raise UnsafeArchiveError(f"{path}: more than {MAX_TRAILER} bytes after the end of the archive")
 
 
 def _next(path: Path, tf: tarfile.TarFile, count: int) -> tarfile.TarInfo | None:
@@ -275,7 +315,7 @@ def _members(path: Path, tf: tarfile.TarFile, limits: Limits) -> Iterator[Member
             raise UnsafeArchiveError(
                 f"archive member {shown(name)} is a {_kind(ti)}; only regular files are accepted"
             )
-        if ti.size > limits.max_member_size:
+        if ti.size < 0 or ti.size > limits.max_member_size:
             raise UnsafeArchiveError(
                 f"archive member {shown(name)}: {ti.size} bytes, over the "
                 f"{limits.max_member_size} limit"

@@ -716,6 +716,48 @@ def _check_session(
     return len(listed), missing, changed, unlisted
 
 
+def _report_path(value: Any) -> bool:
+    return (
+        isinstance(value, str)
+        and bool(re.fullmatch(rf"{REPORTS_DIR}/[^/]+", value))
+        and (_safe_name(value))
+    )
+
+
+def _check_description(
+    doc: dict[str, Any], root: str, members: dict[str, tuple[str, int]], problems: list[str]
+) -> None:
+    """What bundle.json says of the session and the report must be what the bundle holds."""
+    said = _as_dict(doc.get("session")).get("manifest_sha256")
+    held = members.get(f"{root}/{MANIFEST}")
+    if held is not None and said != held[0]:
+        problems.append(
+            f"{BUNDLE_JSON} names session manifest {str(said)[:80]}; the bundle's has SHA-256 "
+            f"{held[0]}"
+        )
+    report = doc.get("report")
+    if report is not None:
+        path = _as_dict(report).get("path")
+        if not _report_path(path):
+            problems.append(
+                f"{BUNDLE_JSON}: the report path {str(path)[:120]!r} is not reports/<id>"
+            )
+        elif not any(n.startswith(f"{path}/") for n in members):
+            problems.append(
+                f"{BUNDLE_JSON} names the report {path}, which the bundle does not hold"
+            )
+    known = [f"{root}/"]
+    if _report_path(_as_dict(report).get("path")):
+        known.append(f"{_as_dict(report)['path']}/")
+    stray = sorted(n for n in members if not n.startswith(tuple(known)))
+    if stray:
+        more = f" and {len(stray) - 3} more" if len(stray) > 3 else ""
+        problems.append(
+            f"files outside the session and the report: "
+            f"{', '.join(shown(n) for n in stray[:3])}{more}"
+        )
+
+
 def _judge(path: Path, scan: _Scan, trusted: Ed25519PublicKey | None) -> BundleCheck:
     problems: list[str] = []
     warnings: list[str] = []
@@ -746,6 +788,8 @@ def _judge(path: Path, scan: _Scan, trusted: Ed25519PublicKey | None) -> BundleC
     s_checked, s_missing, s_changed, s_unlisted = (
         _check_session(root, scan, members, problems) if root else (0, [], [], [])
     )
+    if doc is not None and root is not None:
+        _check_description(doc, root, members, problems)
     sig_raw = scan.kept.get(BUNDLE_SIG)
     if doc is None:
         sig = SignatureCheck(
@@ -764,7 +808,7 @@ def _judge(path: Path, scan: _Scan, trusted: Ed25519PublicKey | None) -> BundleC
     if doc:
         info["session_id"] = _as_dict(doc.get("session")).get("id")
         report = _as_dict(doc.get("report")).get("path")
-        info["report"] = report if isinstance(report, str) and _safe_name(report) else None
+        info["report"] = report if _report_path(report) else None
     ok = (
         not (missing or changed or unlisted or s_missing or s_changed or s_unlisted or problems)
         and sig.ok
