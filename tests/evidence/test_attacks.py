@@ -39,7 +39,7 @@ from auditor.evidence.signing import (
     load_public_key,
     sign,
 )
-from auditor.session import CUSTODY, MANIFEST, verify_session
+from auditor.session import CUSTODY, FLOWS, MANIFEST, verify_session
 from tests.evidence.conftest import analyse_to, make_session
 
 ENV: dict[str, Any] = {
@@ -329,3 +329,136 @@ def test_names_too_long_for_a_file_system(case: Case, name: str) -> None:
     assert res.exit_code == 1 and "longer than" in res.stderr
     assert len(res.stderr) < 1000  # the name is quoted in part
     nothing_written(case, out)
+
+
+# ---------------------------------------------------------------- the promises of evidence.md
+
+
+def test_signed_again_by_another_key(case: Case) -> None:
+    forged = forge(case, replace(f"{case.reports}/summary.md", NOTHING_SENT), key=case.other)
+    check = verify_bundle(forged, bundler_key(case))
+    assert not check.ok and check.signature.status is SignatureStatus.WRONG_KEY
+    # without --pubkey it is only what it claims to be: whoever holds that key signed it
+    check = verify_bundle(forged)
+    assert check.signature.status is SignatureStatus.SELF_ASSERTED
+    assert check.signature.fingerprint == case.other.fingerprint
+
+
+def test_signature_removed(case: Case) -> None:
+    ms = [(ti, d) for ti, d in members_of(case.bundle) if ti.name != BUNDLE_SIG]
+    stripped = write_tar(case.base / "stripped.tar.gz", ms)
+    check = verify_bundle(stripped, bundler_key(case))
+    assert check.signature.status is SignatureStatus.ABSENT and not check.ok
+    assert verify_bundle(stripped).signature.status is SignatureStatus.ABSENT
+
+
+def test_members_reordered(case: Case) -> None:
+    """Order carries no meaning: the same members in any order give the same verdict."""
+    ms = members_of(case.bundle)
+    reordered = write_tar(case.base / "reordered.tar.gz", list(reversed(ms)))
+    genuine, check = verify_bundle(case.bundle, bundler_key(case)), verify_bundle(reordered)
+    assert verify_bundle(reordered, bundler_key(case)).ok
+    assert check.checked == genuine.checked and check.session_checked == genuine.session_checked
+
+
+def test_a_folder_and_a_file_of_one_name(case: Case) -> None:
+    folder = tarfile.TarInfo(f"{case.root}/{FLOWS}")
+    folder.type = tarfile.DIRTYPE
+    with pytest.raises(UnsafeArchiveError, match="appears twice"):
+        verify_bundle(forge(case, add((folder, b""))))
+
+
+def test_a_file_where_a_folder_must_be(case: Case) -> None:
+    """flows.jsonl is a file; a member under it cannot be written; nothing is left behind."""
+    forged = forge(case, add(member(f"{case.root}/{FLOWS}/x", b"x")))
+    assert not verify_bundle(forged).ok  # not in the session manifest
+    out = case.base / "conflict"
+    with pytest.raises(UnsafeArchiveError, match="conflicts with another"):
+        unpack_bundle(forged, out, force=True)
+    nothing_written(case, out)
+
+
+@pytest.mark.parametrize("how", ["old GNU", "PAX 1.0"])
+def test_sparse_members(case: Case, how: str) -> None:
+    ti = tarfile.TarInfo(f"{case.root}/sparse")
+    if how == "old GNU":
+        ti.type = tarfile.GNUTYPE_SPARSE
+        data = b""
+        raw = ti.tobuf(tarfile.GNU_FORMAT)
+        ms = members_of(case.bundle)
+        path = write_tar(case.base / "sparse.tar", ms)
+        # put the hand-made header before the end-of-archive blocks
+        body = path.read_bytes().rstrip(b"\0")
+        body += bytes(-len(body) % 512)
+        path.write_bytes(body + raw + bytes(10240))
+    else:
+        ti.pax_headers = {"GNU.sparse.major": "1", "GNU.sparse.minor": "0",
+                          "GNU.sparse.name": ti.name, "GNU.sparse.realsize": "10"}  # fmt: skip
+        data = b"1\n0\n10\n".ljust(512, b"\0")
+        path = forge(case, add((ti, data)))
+    with pytest.raises(UnsafeArchiveError, match="sparse file"):
+        verify_bundle(path)
+
+
+@pytest.mark.parametrize("size", ["-1", str(17 * 1024**3)])
+def test_sizes_no_member_may_have(case: Case, size: str) -> None:
+    ti = tarfile.TarInfo(f"{case.root}/big")
+    ti.pax_headers = {"size": size}
+    with pytest.raises(UnsafeArchiveError, match="bytes, over the"):
+        verify_bundle(forge(case, add((ti, b""))))
+
+
+def test_session_file_changed_and_listed_again(case: Case) -> None:
+    """The bundler changes flows.jsonl and lists it again in a bundle.json they sign: the
+    session manifest still names the original."""
+    name = f"{case.root}/{FLOWS}"
+    check = verify_bundle(forge(case, replace(name, b"{}\n")), bundler_key(case))
+    assert check.signature.ok and not check.ok and check.session_changed == (name,)
+
+
+def test_session_manifest_changed_with_it(case: Case) -> None:
+    """... and the manifest too: bundle.json names the manifest it was made from."""
+    name = f"{case.root}/{FLOWS}"
+    manifest = json.loads((case.session / MANIFEST).read_bytes())
+    for art in manifest["artifacts"]:
+        if art["path"] == FLOWS:
+            art["sha256"], art["size"] = hashlib.sha256(b"{}\n").hexdigest(), 3
+    edit = replace(f"{case.root}/{MANIFEST}", json.dumps(manifest).encode())
+    check = verify_bundle(forge(case, lambda ms: edit(replace(name, b"{}\n")(ms))))
+    assert not check.ok and not check.session_changed
+    assert any("names session manifest" in p for p in check.problems), check.problems
+
+
+def test_a_manifest_that_lists_a_path_out_of_the_session(case: Case) -> None:
+    manifest = json.loads((case.session / MANIFEST).read_bytes())
+    manifest["artifacts"].append({"path": "../../etc/passwd", "sha256": "0" * 64, "size": 1})
+    forged = forge(case, replace(f"{case.root}/{MANIFEST}", json.dumps(manifest).encode()))
+    check = verify_bundle(forged)
+    assert not check.ok and any("bad artifact entry" in p for p in check.problems)
+
+
+def test_a_file_outside_the_session_and_the_report(case: Case) -> None:
+    forged = forge(case, add(member("READ-ME-FIRST.txt", NOTHING_SENT)))
+    check = verify_bundle(forged, bundler_key(case))
+    assert check.signature.ok and not check.ok
+    assert any("outside the session and the report" in p for p in check.problems)
+
+
+def test_a_report_path_outside_reports(case: Case) -> None:
+    def elsewhere(doc: dict[str, Any]) -> None:
+        doc["report"] = {"path": case.root}
+
+    check = verify_bundle(forge(case, describe=elsewhere), bundler_key(case))
+    assert not check.ok and any("is not reports/<id>" in p for p in check.problems)
+
+
+def test_members_hidden_after_the_end_of_the_archive(case: Case) -> None:
+    """`tar --ignore-zeros` would extract what follows the end-of-archive blocks."""
+    extra = io.BytesIO()
+    with tarfile.open(fileobj=extra, mode="w") as tf:
+        ti, data = member(f"{case.reports}/summary.md", NOTHING_SENT)
+        tf.addfile(ti, io.BytesIO(data))
+    hidden = case.base / "hidden.tar.gz"
+    hidden.write_bytes(case.bundle.read_bytes() + __import__("gzip").compress(extra.getvalue()))
+    with pytest.raises(UnsafeArchiveError, match="after the end of the archive"):
+        verify_bundle(hidden)
