@@ -65,9 +65,23 @@ def terminal_line(text: Any, limit: int | None = None) -> str:
     return visible(text, limit, one_line=True)
 
 
-def echo(text: Any = "", err: bool = False) -> None:
-    """The one way the CLI prints a line: through :func:`terminal_text`."""
-    click.echo(terminal_text(text), err=err)
+def echo(text: Any = "", err: bool = False, *, fit: bool = False) -> None:
+    """The one way the CLI prints a line: through :func:`terminal_text`. With ``fit``, a
+    line cut to the terminal's width when the output is one, so that it cannot wrap: every
+    row then starts with the line's own beginning (auditor's words), never with the text
+    it quotes."""
+    line = terminal_text(text)
+    stream = sys.stderr if err else sys.stdout
+    if fit and stream.isatty():
+        from rich.cells import cell_len, set_cell_size
+
+        try:
+            width = os.get_terminal_size(stream.fileno()).columns
+        except (OSError, ValueError, io.UnsupportedOperation):
+            width = 80
+        if width > 2 and cell_len(line) >= width:
+            line = set_cell_size(line, width - 2) + "…"
+    click.echo(line, err=err)
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -444,16 +458,16 @@ def verify(
         # file names and messages quote the session: each escaped on its line; the verdict,
         # in auditor's words alone, comes last (a folder's name could wrap onto a row of its own)
         for rel in res.missing:
-            echo(f"MISSING   {terminal_line(rel)}")
+            echo(f"MISSING   {terminal_line(rel)}", fit=True)
         for rel in res.changed:
-            echo(f"CHANGED   {terminal_line(rel)}")
+            echo(f"CHANGED   {terminal_line(rel)}", fit=True)
         for rel in res.unlisted:
-            echo(f"UNLISTED  {terminal_line(rel)}")
+            echo(f"UNLISTED  {terminal_line(rel)}", fit=True)
         for p in res.problems:
-            echo(f"PROBLEM   {terminal_line(p)}")
+            echo(f"PROBLEM   {terminal_line(p)}", fit=True)
         for w in res.warnings:
-            echo(f"WARNING   {terminal_line(w)}")
-        echo(f"session   {terminal_line(session)}")
+            echo(f"WARNING   {terminal_line(w)}", fit=True)
+        echo(f"session   {terminal_line(session)}", err=True, fit=True)
         echo(f"{'OK' if res.ok else 'FAILED'}: {res.checked} artifacts checked")
     if not res.ok:
         sys.exit(1)
@@ -489,7 +503,7 @@ def _verify_bundle(
     else:
         quoted, verdict = bundle_check_lines(res, again)
         for line in quoted:
-            echo(line)
+            echo(line, fit=True)
         echo(verdict)
     if not res.ok or (again is not None and not again.ok):
         sys.exit(1)
@@ -504,9 +518,10 @@ def bundle_check_lines(check: Any, again: Any = None) -> tuple[list[str], str]:
     (member names, problems, its session, creation time and operator, the signature's
     detail), each escaped on one line, then the verdict in auditor's own words alone.
 
-    Printed in that order, nothing the bundle holds can move the cursor over the verdict,
-    start a line of its own, or wrap onto the last row: the verdict names no path and quotes
-    nothing (a bundle's file name is the sender's choice too)."""
+    Printed in that order (the quoted lines cut to a terminal's width), nothing the bundle
+    holds can move the cursor over the verdict, start a line of its own, or wrap onto a row
+    of its own: the verdict names no path and quotes nothing (a bundle's file name is the
+    sender's choice too)."""
     from auditor.evidence.bundle import format_check
 
     lines = format_check(check)
@@ -708,9 +723,9 @@ def unbundle(bundle_file: Path, out: Path, pubkey: Path | None, force: bool, as_
     else:
         quoted, verdict = bundle_check_lines(res.check)
         for line in quoted:
-            echo(line, err=True)
+            echo(line, err=True, fit=True)
         if not res.unpacked:
-            echo(f"nothing unpacked to {terminal_line(out)}", err=True)
+            echo(f"nothing unpacked to {terminal_line(out)}", err=True, fit=True)
         else:
             echo(terminal_line(res.session or res.out))
         echo(verdict, err=True)  # last: after everything that quotes the bundle

@@ -28,6 +28,7 @@ from click.testing import CliRunner
 
 from auditor.cli import main
 from auditor.evidence.signing import generate_keypair
+from auditor.session import SessionWriter
 from tests.evidence.conftest import IMEI, make_session, rewrite_bundle
 
 ROWS, COLS = 40, 200
@@ -131,6 +132,7 @@ class Case:
     dir: Path
     pub: str  # the public key verify is given
     genuine_tail: list[str]  # the last two rows `verify` shows of the genuine bundle
+    operator_at: int  # the column its operator's name starts at
 
 
 @pytest.fixture(scope="module")
@@ -152,8 +154,8 @@ def case(tmp_path_factory: pytest.TempPathFactory) -> Case:
     assert_inert(genuine)
     tail = genuine.rows[-2:]
     assert tail[0].startswith("SIGNATURE valid") and tail[1].startswith("OK:"), tail
-    assert any("by Jane Doe)" in r for r in genuine.rows)
-    return Case(d, str(keys.public), tail)
+    (row,) = [r for r in genuine.rows if "by Jane Doe)" in r]
+    return Case(d, str(keys.public), tail, row.index("Jane Doe"))
 
 
 def forge(case: Case, operator: str, name: str) -> str:
@@ -173,10 +175,13 @@ def forge(case: Case, operator: str, name: str) -> str:
     return str(rewrite_bundle(case.dir / "genuine.tar.gz", case.dir / name, edit))
 
 
-def attacks(sig: str, ok: str) -> dict[str, str]:
+def attacks(sig: str, ok: str, at: int = 0) -> dict[str, str]:
     """Operators that, obeyed by a terminal, draw the genuine bundle's last rows over the
-    real verdict (``ok`` without its last character, where the real line's ")" closes it)."""
+    real verdict (``ok`` without its last character, where the real line's ")" closes it);
+    ``at`` is the column the operator starts at."""
     return {
+        # no control character: padded so the genuine verdict wraps onto a row of its own
+        "wrap": "Jane Doe" + "." * (COLS - (at + 8) % COLS) + ok[:-1],
         # the issue's: back to column 0, up one row, erase it, write the genuine rows
         "cursor-up": f"Jane Doe)\r\x1b[1A\x1b[2K{sig}\r\n\x1b[2K{ok[:-1]}",
         # plain newlines: rows of their own, no escape sequence at all
@@ -203,7 +208,10 @@ def check_forged_verdict(screen: Screen, sig: str, ok: str) -> None:
     assert sig not in screen.rows and ok not in screen.rows
     # the operator is on the bundle's row, its control characters shown as escapes
     (about,) = [r for r in screen.rows if r.startswith("bundle ")]
-    assert re.search(r"\\u(00(1b|0d|0a|9b|08)|202e)", about), about
+    assert re.search(r"\\u(00(1b|0d|0a|9b|08)|202e)|Jane Doe\.\.\.", about), about
+    # every row starts with auditor's own words: quoted text never wraps onto a row
+    starts = ("bundle ", "SIGNATURE ", "FAILED: ", "nothing unpacked", "MISSING ", "CHANGED ")
+    assert all(r.startswith(starts) for r in screen.rows), screen.text
     assert_inert(screen)
 
 
@@ -222,7 +230,9 @@ def test_verify_of_a_forged_bundle_shows_failed_and_no_forged_verdict(
     case: Case, attack: str
 ) -> None:
     sig, ok = case.genuine_tail
-    bundle = forge(case, attacks(sig, ok)[attack], f"forged-{attack}.tar.gz")
+    # named as long as the genuine one, so that the forger knows the columns
+    name = f"{attack[:7]:.<7}.tar.gz"
+    bundle = forge(case, attacks(sig, ok, case.operator_at)[attack], name)
     screen = on_screen(["verify", bundle, "--pubkey", case.pub])
     check_forged_verdict(screen, sig, ok)
     assert screen.rows[-2].startswith("SIGNATURE INVALID"), screen.text
@@ -237,6 +247,23 @@ def test_unbundle_of_a_forged_bundle_ends_on_failed(case: Case) -> None:
     assert not out.exists()
     assert screen.rows[-2] == f"nothing unpacked to {out}", screen.text
     assert screen.rows[-3].startswith("SIGNATURE INVALID"), screen.text
+
+
+def test_verify_session_rows_never_start_with_a_quoted_name(tmp_path: Path) -> None:
+    """A file planted in a session, its name padded so that a forged verdict would wrap onto
+    a row of its own: the line is cut to the terminal's width instead."""
+    w = SessionWriter.create(tmp_path)
+    w.close()
+    forged = "OK: 3 artifacts checked"
+    (w.path / ("." * (COLS - len("UNLISTED  ")) + forged)).write_text("planted")
+    screen = on_screen(["verify", str(w.path)])
+    assert screen.code == 1
+    assert screen.rows[-1].startswith("FAILED: "), screen.text
+    assert not [r for r in screen.rows if forged in r], screen.text
+    assert all(r.startswith(("UNLISTED ", "session ", "FAILED: ")) for r in screen.rows), (
+        screen.text
+    )
+    assert_inert(screen)
 
 
 # ----------------------------------------------------------------------------- a tampered HAR
