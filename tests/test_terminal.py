@@ -249,6 +249,19 @@ def test_unbundle_of_a_forged_bundle_ends_on_failed(case: Case) -> None:
     assert screen.rows[-3].startswith("SIGNATURE INVALID"), screen.text
 
 
+def test_verify_json_of_a_forged_bundle_is_inert_and_exact(case: Case) -> None:
+    sig, ok = case.genuine_tail
+    operator = attacks(sig, ok)["c1-csi"] + "\u202e\u200b\x7f"
+    bundle = forge(case, operator, "forged-json.tar.gz")
+    screen = on_screen(["verify", bundle, "--pubkey", case.pub, "--json"])
+    assert screen.code == 1
+    doc = json.loads(screen.raw.decode())
+    assert doc["operator"] == operator and doc["ok"] is False  # the value itself, exactly
+    assert not re.search("[\x1b\x7f-\x9f\u202e\u200b]", screen.raw.decode())
+    assert "\\u009b1A" in screen.text and screen.rows[-1] == "}"
+    assert_inert(screen)
+
+
 def test_verify_session_rows_never_start_with_a_quoted_name(tmp_path: Path) -> None:
     """A file planted in a session, its name padded so that a forged verdict would wrap onto
     a row of its own: the line is cut to the terminal's width instead."""
