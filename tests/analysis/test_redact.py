@@ -782,3 +782,58 @@ def test_realistic_forms_are_gone_from_every_output(forms_report, name: str) -> 
     # the flow tables still show the request, with a placeholder where the form was
     rows = pd.read_parquet(out / "flows.parquet")
     assert rows[C.URL].str.contains(f"{name.split('-')[0]}=‹", regex=False).any(), name
+
+
+def _forms_redactor() -> Redactor:
+    return Redactor(
+        [
+            Original("imei", IMEI_B, "device"),
+            Original("wifi_mac", MAC_B, "device"),
+            Original("account", EMAIL, "searched"),
+            Original("phone_number", PHONE, "searched"),
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ts=1767225600&seq=35209900",  # a timestamp; the IMEI's first 8 digits alone
+        "id=35209900176149",  # 14 digits, one off
+        "n=612345670&m=0612345679",  # one digit off the national number
+        "id=9612345678&t=06123456789",  # the national number inside longer numbers
+        "sum=78187493531&mac=0012.3456.789b",  # one off the MAC and its decimal
+        "v=1.2.3.4&ip=192.168.1.10&size=(1024) 768-99",
+        "e=" + base64.b64encode(b"Jane.Doe@Example.ORG").decode(),  # someone else
+        "p=%2B33%206%2012%2034%2056%2079",  # another phone number
+    ],
+)
+def test_ordinary_numbers_and_other_values_are_left_alone(text: str) -> None:
+    red = _forms_redactor()
+    assert red.redact_text(text) == text
+    assert red.find(text) == []
+
+
+def test_the_redactor_and_the_check_undo_the_same_layers(tmp_path: Path) -> None:
+    """An original wrapped in as many escape layers as the decoder undoes (and then in one of
+    the scanner's encodings: URL here) is redacted; one wrapped in more is neither redacted
+    nor seen by the check, which therefore never refuses a report for what the redactor could
+    not see (the double-encoded e-mail of issue #15)."""
+    from auditor.codecs import MAX_TEXT_LAYERS
+
+    def wrap(n: int) -> str:
+        text = EMAIL
+        for i in range(n):
+            text = quote(text, safe="") if i % 2 == 0 else text.replace("%", "&#37;")
+        return text
+
+    red = _forms_redactor()
+    at_bound, past = wrap(MAX_TEXT_LAYERS + 1), wrap(MAX_TEXT_LAYERS + 2)
+    assert red.find(at_bound) and red.find(red.redact_text(at_bound)) == []
+    assert red.redact_text(at_bound).startswith("‹EMAIL-1:")
+    assert red.redact_text(past) == past and red.find(past) == []
+    analysis = _small_analysis()
+    analysis.flows.loc[2, C.URL] = f"http://t.example/?a={at_bound}&b={past}"
+    write_redacted(analysis, tmp_path / "pub", ALL_FORMATS)  # not refused
+    shown = (tmp_path / "pub" / "flows.csv").read_text(encoding="utf-8")
+    assert at_bound not in shown and "?a=‹EMAIL-1:" in shown
