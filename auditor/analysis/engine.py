@@ -413,12 +413,9 @@ def _after_boot(
     return out
 
 
-def _ts_s(t: float) -> str:
-    return pd.Timestamp(t, unit="s", tz="UTC").strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def _ts_many(seconds: list[float]) -> list[str | None]:
-    """:func:`_ts_s` of each value (None for NaN), formatted in one pass."""
+    """Each time (seconds since the epoch) as ISO-8601 UTC text with microseconds (None for
+    NaN), formatted in one pass."""
     arr = np.asarray(seconds, dtype="float64")
     text = pd.to_datetime(arr, unit="s", utc=True).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return [None if np.isnan(t) else x for t, x in zip(arr.tolist(), text.tolist(), strict=True)]
@@ -468,16 +465,6 @@ def _group_attributions(
     return out
 
 
-def _hosting_rows(
-    cols: list[np.ndarray], server_country: np.ndarray, idx: np.ndarray
-) -> list[dict[str, Any]]:
-    """The networks a group's flows went to: AS, its organisation, the server's country."""
-    counts: dict[tuple[Any, ...], int] = defaultdict(int)
-    for key in zip(*(c[idx] for c in cols), server_country[idx], strict=True):
-        counts[key] += 1
-    return _hosting_entries(counts.items())
-
-
 def _hosting_codes(
     cols: list[tuple[np.ndarray, np.ndarray]],
 ) -> tuple[np.ndarray, list[tuple[Any, ...]]]:
@@ -497,9 +484,11 @@ def _hosting_codes(
 def _group_hostings(
     group: np.ndarray, codes: np.ndarray, keys: list[tuple[Any, ...]], n_groups: int
 ) -> list[list[dict[str, Any]]]:
-    """:func:`_hosting_rows` of every group at once, from the flows sorted by group (in
-    flow order within a group): the (group, network) pairs counted on one integer each, and
-    ordered by group, flows (most first), label, then the order the flows first reach them.
+    """The networks each group's flows went to (AS, its organisation, the server's country,
+    with their flows: :func:`_hosting_entries` of its flows' counts), every group at once,
+    from the flows sorted by group (in flow order within a group): the (group, network)
+    pairs counted on one integer each, and ordered by group, flows (most first), label,
+    then the order the flows first reach them.
     An entry is a dict shared by the entries of one network and count (read, never changed
     in place, as the attributions: 266,000 entries of 20,000 endpoints are a few thousand
     distinct dicts)."""
