@@ -544,6 +544,39 @@ def http_bytes(rec: HttpRecord) -> tuple[int, int]:
     return up, down
 
 
+def readable_files(path: Path, manifest: dict[str, Any], folder: str) -> list[str]:
+    """The files under ``folder`` (relative, e.g. ``packets``; recursively) that a reader of
+    the session at ``path`` may read, as relative ``/``-separated paths, sorted.
+
+    For a closed session, only those its manifest hashed: a file added after the close is
+    never read (and ``auditor verify`` names it): what is not hashed is not read. For an open
+    session (nothing hashed yet), the regular files on disk, without dot-files (temporary
+    names) and without following links. A session whose status is unknown (an unreadable
+    manifest, read leniently) gives none."""
+    prefix = folder.strip("/") + "/"
+    status = manifest.get("status")
+    if status not in (STATUS_OPEN, None):
+        arts = manifest.get("artifacts")
+        listed = {
+            a["path"]
+            for a in (arts if isinstance(arts, list) else [])
+            if isinstance(a, dict) and isinstance(a.get("path"), str)
+        }
+        return sorted(
+            rel
+            for rel in listed
+            if rel.startswith(prefix) and ".." not in rel.split("/") and "\0" not in rel
+        )
+    root = Path(path) / folder
+    if root.is_symlink() or not root.is_dir():
+        return []
+    return [
+        f"{prefix}{rel}"
+        for rel in _walk(root)[0]
+        if not any(part.startswith(".") for part in rel.split("/"))
+    ]
+
+
 def _open_regular(path: Path) -> Any:
     """``path`` opened for reading in binary, if it is a regular file (through a link or not);
     a FIFO or a device, which would block or never end, raises OSError without blocking."""
@@ -585,28 +618,8 @@ class Session:
         return str(self.manifest.get("session_id") or self.path.name)
 
     def files(self, folder: str) -> list[str]:
-        """The files under ``folder`` (relative, e.g. ``packets``) that a reader may read, as
-        relative paths, sorted. For a closed session, only those its manifest hashed: a file
-        added since is never read (``auditor verify`` names it). For an open session (nothing
-        hashed yet), the regular files on disk but dot-files (temporary names)."""
-        prefix = folder.strip("/") + "/"
-        if self.manifest.get("status") not in (STATUS_OPEN, None):
-            listed = {
-                a["path"]
-                for a in self.manifest.get("artifacts") or []
-                if isinstance(a, dict) and isinstance(a.get("path"), str)
-            }
-            return sorted(
-                rel
-                for rel in listed
-                if rel.startswith(prefix) and ".." not in rel.split("/") and not rel.startswith("/")
-            )
-        root = self.path / folder
-        if root.is_symlink() or not root.is_dir():
-            return []
-        return [
-            f"{prefix}{rel}" for rel in _walk(root)[0] if not rel.rsplit("/", 1)[-1].startswith(".")
-        ]
+        """The files under ``folder`` a reader may read (see :func:`readable_files`)."""
+        return readable_files(self.path, self.manifest, folder)
 
     def records(self) -> Iterator[Record]:
         """Every record in file order. Bad lines become warnings (``self.warnings``); a
