@@ -174,6 +174,23 @@ def test_log_records_and_tracebacks_are_escaped(capsys: pytest.CaptureFixture[st
     assert "ValueError: Jane\\u001b[1A" in err and "\x1b" not in err
 
 
+def test_a_real_run_escapes_its_log_and_its_traceback(tmp_path: Path) -> None:
+    """In a process of its own, as a user runs it: after the command line is read, a log
+    record and an uncaught exception that quote hostile text reach stderr escaped."""
+    script = (
+        "import logging, sys\n"
+        "from auditor.cli import main\n"
+        f"main(['-v', 'sessions', {str(tmp_path)!r}], standalone_mode=False)\n"
+        f"logging.getLogger('auditor.x').warning('host %s', {HOSTILE!r})\n"
+        f"raise ValueError({HOSTILE!r})\n"
+    )
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1
+    assert "WARNING auditor.x: host Jane\\u001b[1A\\u001b[2K\\u000dOK" in res.stderr, res.stderr
+    assert "ValueError: Jane\\u001b[1A" in res.stderr, res.stderr
+    assert all(c not in res.stderr for c in "\x1b\x9b\u202e\u200b\b\r"), res.stderr
+
+
 # ----------------------------------------------------------------------------------- disk full
 
 
