@@ -284,7 +284,7 @@ def test_safe_text_names_each_code_point() -> None:
     assert safe_text(f"a{ZWSP}b\x07") == "a\\u200bb\\x07"
 
 
-# --- the knowledge base ----------------------------------------------------------------------------
+# --- the knowledge base ----------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -327,7 +327,7 @@ def test_intel_on_the_lookalike_itself_matches(tmp_path: Path) -> None:
     assert kb.lookup_host("tracking.miui.com").labels == ()
 
 
-# --- a whole run: auditor import + analyze on real HAR and flow files -------------------------
+# --- a whole run: auditor import + analyze on real HAR and flow files ---------------------
 
 
 def _har(path: Path) -> None:
