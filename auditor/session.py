@@ -970,6 +970,8 @@ def import_copy_problems(manifest: dict[str, Any], listed: dict[str, dict[str, A
 
 STOPPED_LEFT_OPEN = "left_open"
 """``stopped_by`` of a session that its recorder never closed, sealed afterwards."""
+MAX_SEALER_CHARS = 200
+MAX_REASON_CHARS = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -1001,9 +1003,10 @@ def seal_late(path: Path | str, *, by: str, reason: str = "", argv: Sequence[str
     login user and host, the reason) in the manifest; then one line in the custody log
     (``command: close``, ``details.sealed_late``), with ``argv`` as the command line.
 
-    ``by``: who seals it (a name; required). ``ended_at`` becomes the time of the last record,
-    not the time of sealing. An imported file whose copy is not whole (the import was killed
-    mid-copy) is kept and hashed, but no longer named as the import's original.
+    ``by``: who seals it (a name, required, at most 200 characters; ``reason`` at most
+    2,000). ``ended_at`` becomes the time of the last record, not the time of sealing. An
+    imported file whose copy is not whole (the import was killed mid-copy) is kept and hashed,
+    but no longer named as the import's original.
 
     Raises SessionError: not a session, an unreadable manifest, no ``by``, not open (already
     closed), still being recorded (a writer holds it), or a link or special file in it;
@@ -1013,6 +1016,11 @@ def seal_late(path: Path | str, *, by: str, reason: str = "", argv: Sequence[str
     who = by.strip()
     if not who:
         raise SessionError(f"{path}: say who seals the session (by)")
+    if len(who) > MAX_SEALER_CHARS or len(reason) > MAX_REASON_CHARS:
+        raise SessionError(
+            f"{path}: 'by' is limited to {MAX_SEALER_CHARS} characters and the reason to "
+            f"{MAX_REASON_CHARS}"
+        )
     manifest = read_manifest(path)
     if manifest.get("status") != STATUS_OPEN:
         raise SessionError(f"{path} is already closed ({manifest.get('status')}); nothing to seal")

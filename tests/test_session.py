@@ -375,6 +375,8 @@ def test_seal_late_refuses_what_it_must_not_seal(session_dir: Path, tmp_path: Pa
     path = _left_open(session_dir, clean=False)
     with pytest.raises(SessionError, match="who seals"):
         seal_late(path, by="  ")
+    with pytest.raises(SessionError, match="limited to 200"):
+        seal_late(path, by="x" * 201)
     live = SessionWriter.attach(path)  # a recorder still writing into it
     with pytest.raises(SessionError, match="still being recorded"):
         seal_late(path, by="x")
