@@ -175,8 +175,10 @@ def drop_mistyped(manifest: dict[str, Any]) -> list[str]:
 
 
 def sha256_file(path: Path) -> str:
+    """The file's SHA-256. OSError for a file that is not regular (a FIFO or a device, even
+    through a link), which would block or never end."""
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with _open_regular(path) as fh:
         while chunk := fh.read(_HASH_CHUNK):
             h.update(chunk)
     return h.hexdigest()

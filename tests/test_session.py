@@ -387,13 +387,24 @@ def test_seal_late_refuses_what_it_must_not_seal(session_dir: Path, tmp_path: Pa
 
 
 def _finishes[T](fn: Callable[[], T], seconds: float = 20) -> T:
-    """``fn()``'s result, or a failure if it blocks (a FIFO read would, for ever)."""
+    """``fn()``'s result (or its exception), or a failure if it blocks (as a FIFO read would,
+    for ever)."""
     import threading
 
     out: list[T] = []
-    t = threading.Thread(target=lambda: out.append(fn()), daemon=True)
+    err: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            out.append(fn())
+        except BaseException as exc:
+            err.append(exc)
+
+    t = threading.Thread(target=run, daemon=True)
     t.start()
     t.join(seconds)
+    if err:
+        raise err[0]
     assert out, "blocked"
     return out[0]
 
@@ -434,3 +445,13 @@ def test_seal_late_of_an_import_killed_mid_copy_names_no_original(session_dir: P
     assert "original/x.pcap" in [a["path"] for a in res.manifest["artifacts"]]  # kept
     assert res.warnings and "x.pcap: the import was cut short" in res.warnings[0]
     assert verify_session(w.path).ok
+
+
+def test_hashing_a_fifo_or_a_device_is_an_error_not_a_hang(tmp_path: Path) -> None:
+    from auditor.session import sha256_file
+
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "zero").symlink_to("/dev/zero")  # would never end
+    for name in ("pipe", "zero"):
+        with pytest.raises(OSError, match="not a regular file"):
+            _finishes(lambda name=name: sha256_file(tmp_path / name))
