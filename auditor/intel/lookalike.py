@@ -45,6 +45,8 @@ MARKER = "⚠"
 """Put before the shown form of every lookalike name."""
 
 HOSTLABEL_RE = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
+_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+_NAME_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 
 # confusables.txt 14.0.0: lower-case Cyrillic and Greek letters -> the ASCII they pass for
 _DOUBLES = (
@@ -129,13 +131,30 @@ def inspect_host(raw: object) -> HostName | None:
     if not isinstance(raw, str) or not raw or len(raw) > 1024:
         return None
     try:
-        return _inspect(raw)
+        h = _bare(raw)
+        if h is None:
+            return None
+        if h.isascii():
+            if "xn--" not in h:
+                return HostName(h) if len(h) <= 253 and _NAME_RE.fullmatch(h) else None
+            return _inspect_ascii(h)
+        return _inspect_unicode(h)
     except (ValueError, UnicodeError, IndexError):  # pragma: no cover - the codecs' own
         return None
 
 
-@lru_cache(maxsize=65536)
-def _inspect(raw: str) -> HostName | None:
+def ascii_key(raw: str) -> str | None:
+    """:func:`inspect_host`'s key of a plain ASCII name (no ``xn--``), cheaply; None for
+    every other name (which needs :func:`inspect_host`)."""
+    h = _bare(raw) if raw.isascii() and len(raw) <= 1024 else None
+    if h is None or "xn--" in h or len(h) > 253 or not _NAME_RE.fullmatch(h):
+        return None
+    return h
+
+
+def _bare(raw: str) -> str | None:
+    """The name without blanks, port and root dot, width forms and other dots mapped, ASCII
+    in lower case; None for an address literal or a bad port."""
     h = raw.strip()
     if h.startswith("[") or h.count(":") > 1:
         return None  # an IPv6 literal is an address, not a name
@@ -144,34 +163,53 @@ def _inspect(raw: str) -> HostName | None:
         if not (port.isascii() and port.isdigit()):
             return None
     if not h.isascii():
-        h = "".join(_WIDTH.get(c) or _width(c) for c in h)
+        h = "".join(c if c.isascii() else _WIDTH.get(c) or _width(c) for c in h)
     if h.endswith("."):
         h = h[:-1]  # the root: "a.example." is "a.example", "a.example.." has an empty label
-    if not h:
+    return h.lower() if h.isascii() else h
+
+
+def _inspect_ascii(h: str) -> HostName | None:
+    labels = h.split(".")
+    if len(h) > 253 or not all(HOSTLABEL_RE.match(x) for x in labels):
         return None
-    if h.isascii():
-        h = h.lower()
-        labels = h.split(".")
-        if len(h) > 253 or not all(HOSTLABEL_RE.match(x) for x in labels):
-            return None
-        if "xn--" not in h:
-            return HostName(h)
-        unicode_labels = [_from_alabel(x) for x in labels]
-    else:
-        labels = h.split(".")
-        unicode_labels = []
-        for i, label in enumerate(labels):
-            key, text = _to_alabel(label)
-            if key is None:
-                return None
-            labels[i] = key
-            unicode_labels.append((text, None))
-        h = ".".join(labels)
-        if len(h) > 253:
-            return None
-    return _judge(h, labels, unicode_labels)
+    return _judge(h, labels, [_from_alabel(x) for x in labels])
 
 
+def _inspect_unicode(h: str) -> HostName | None:
+    text = unicodedata.normalize("NFC", h.lower())
+    odd = False
+    for c in text:
+        if c.isascii():
+            continue
+        cat = unicodedata.category(c)
+        if cat in _NOT_IN_NAMES:
+            return None
+        if cat == "Cf" or _IGNORABLE.match(c):
+            odd = True
+    odd = odd or not unicodedata.is_normalized("NFKC", text)
+    texts = text.split(".")
+    if not odd:  # the usual IDN: one UTS #46 pass over the whole name
+        key = _uts46(h, whole=True)
+        if key is None:
+            return None
+        labels = key.split(".")
+        if len(labels) != len(texts):
+            return None
+        return _judge(key, labels, [(t, None) for t in texts])
+    labels = []
+    for label in h.split("."):
+        key, _ = _to_alabel(label)
+        if key is None:
+            return None
+        labels.append(key)
+    name = ".".join(labels)
+    if len(name) > 253:
+        return None
+    return _judge(name, labels, [(t, None) for t in texts])
+
+
+@lru_cache(maxsize=4096)
 def _width(c: str) -> str:
     """RFC 5895's mapping of a fullwidth or halfwidth form: its <wide> or <narrow>
     decomposition (``ｔ`` -> ``t``, ``．`` -> ``.``)."""
@@ -216,15 +254,18 @@ def _to_alabel(label: str) -> tuple[str | None, str]:
     return _uts46(label), text
 
 
-def _uts46(label: str) -> str | None:
-    if len(label) > 253:
+def _uts46(text: str, *, whole: bool = False) -> str | None:
+    """IDNA 2008 A-labels of a label (or, ``whole``, of a name) by UTS #46."""
+    if len(text) > 253:
         return None
     try:
         import idna
 
-        out = str(idna.encode(label, uts46=True).decode("ascii"))
+        out = str(idna.encode(text, uts46=True).decode("ascii"))
     except (ValueError, UnicodeError, IndexError):
         return None
+    if whole:
+        return out if len(out) <= 253 and _NAME_RE.fullmatch(out) else None
     return out if "." not in out and HOSTLABEL_RE.match(out) else None
 
 
@@ -270,6 +311,9 @@ def _judge(key: str, labels: list[str], unicode_labels: list[tuple[str, str | No
     like: list[str] = []
     plain_like = True
     for text, bad in unicode_labels:
+        if text.isascii() and not bad:
+            like.append(text)
+            continue
         if bad:
             tricks.setdefault(Trick.BAD_A_LABEL, bad)
             like.append(text)
@@ -314,6 +358,7 @@ def _judge(key: str, labels: list[str], unicode_labels: list[tuple[str, str | No
     return HostName(key, ordered, looks)
 
 
+@lru_cache(maxsize=4096)
 def script_of(c: str) -> str | None:
     """The script of a letter or mark, from its Unicode name; None for a character of no
     script (digits, hyphen) or of the script of the letter it is on (combining marks)."""

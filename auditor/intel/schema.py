@@ -14,7 +14,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from auditor.intel.lookalike import inspect_host
+from auditor.intel.lookalike import ascii_key, inspect_host
 from auditor.intel.model import (
     Category,
     Fact,
@@ -160,6 +160,10 @@ def normalise_host(raw: object) -> str | None:
     its key is the Punycode of the label as written, never the plain name UTS #46 would fold
     it into (:mod:`auditor.intel.lookalike`). Never raises.
     """
+    if isinstance(raw, str):
+        key = ascii_key(raw)  # most names: plain ASCII, no A-label to look into
+        if key is not None:
+            return key
     name = inspect_host(raw)
     return None if name is None else name.key
 
