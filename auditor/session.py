@@ -178,7 +178,7 @@ def sha256_file(path: Path) -> str:
     """The file's SHA-256. OSError for a file that is not regular (a FIFO or a device, even
     through a link), which would block or never end."""
     h = hashlib.sha256()
-    with _open_regular(path) as fh:
+    with open_regular(path) as fh:
         while chunk := fh.read(_HASH_CHUNK):
             h.update(chunk)
     return h.hexdigest()
@@ -579,7 +579,7 @@ def readable_files(path: Path, manifest: dict[str, Any], folder: str) -> list[st
     ]
 
 
-def _open_regular(path: Path) -> Any:
+def open_regular(path: Path) -> Any:
     """``path`` opened for reading in binary, if it is a regular file (through a link or not);
     a FIFO or a device, which would block or never end, raises OSError without blocking."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
@@ -629,7 +629,7 @@ class Session:
         fpath = self.path / FLOWS
         self.warnings[:] = self.manifest_warnings
         try:
-            fh = _open_regular(fpath)
+            fh = open_regular(fpath)
         except FileNotFoundError:
             self.warnings.append(f"{FLOWS}: missing")
             return
