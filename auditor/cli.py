@@ -17,13 +17,17 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from auditor import __version__
 from auditor.analysis.escape import json_visible, visible
 from auditor.errors import AuditorError
+
+if TYPE_CHECKING:
+    from auditor.evidence.bundle import BundleCheck
+    from auditor.evidence.reanalyze import Reanalysis
 
 DEFAULT_CAPTURES = Path("captures")
 DEFAULT_REPORTS = Path("reports")
@@ -513,7 +517,9 @@ def _verify_bundle(
 OPERATOR_SHOWN = 64
 
 
-def bundle_check_lines(check: Any, again: Any = None) -> tuple[list[str], str]:
+def bundle_check_lines(
+    check: BundleCheck, again: Reanalysis | None = None
+) -> tuple[list[str], str]:
     """What `verify` and `unbundle` print of a bundle check: the lines that quote the bundle
     (member names, problems, its session, creation time and operator, the signature's
     detail), each escaped on one line, then the verdict in auditor's own words alone.
