@@ -19,6 +19,7 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import io
 import json
 import logging
 import os
@@ -579,7 +580,7 @@ def readable_files(path: Path, manifest: dict[str, Any], folder: str) -> list[st
     ]
 
 
-def open_regular(path: Path) -> Any:
+def open_regular(path: Path) -> io.BufferedReader:
     """``path`` opened for reading in binary, if it is a regular file (through a link or not);
     a FIFO or a device, which would block or never end, raises OSError without blocking."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
