@@ -57,6 +57,7 @@ from auditor.evidence.signing import (
     SignatureCheck,
     SignatureStatus,
     canonical_json,
+    check_shape,
     check_signature,
     fingerprint,
     sign,
@@ -72,7 +73,12 @@ BUNDLE_SCHEMA_VERSION = 1
 CAPTURES_DIR = "captures"
 REPORTS_DIR = "reports"
 SUFFIXES = (".tar.gz", ".tgz", ".tar")
-MAX_FINDINGS = 1024**3  # a findings.json read back to check which session it names
+MAX_FINDINGS = 1024**3
+VALUES_BASE = 1_000_000
+VALUES_PER_MEMBER = 8
+MAX_PROBLEMS = (
+    20  # of one kind, named one by one  # a findings.json read back to check which session it names
+)
 
 # Versions recorded besides auditor's declared dependencies (which are read from its metadata).
 CORE_DISTRIBUTIONS = (
@@ -643,6 +649,7 @@ def _listed_files(doc: dict[str, Any], problems: list[str]) -> dict[str, tuple[s
     if not isinstance(files, list):
         problems.append(f"{BUNDLE_JSON}: no list of files")
         return listed
+    bad: list[str] = []
     for f in files:
         ok = (
             isinstance(f, dict)
@@ -651,18 +658,29 @@ def _listed_files(doc: dict[str, Any], problems: list[str]) -> dict[str, tuple[s
             and isinstance(f.get("size"), int)
         )
         if not ok:
-            problems.append(f"{BUNDLE_JSON}: malformed file entry {f!r:.200}")
+            bad.append(f"{BUNDLE_JSON}: malformed file entry {_short(f)}")
             continue
         try:
             check_name(f["path"])
         except UnsafeArchiveError:
-            problems.append(f"{BUNDLE_JSON}: unsafe path {f['path']!r:.200}")
+            bad.append(f"{BUNDLE_JSON}: unsafe path {shown(f['path'])}")
             continue
         if f["path"] in (BUNDLE_JSON, BUNDLE_SIG) or f["path"] in listed:
-            problems.append(f"{BUNDLE_JSON}: {f['path']} is listed twice or lists itself")
+            bad.append(f"{BUNDLE_JSON}: {shown(f['path'])} is listed twice or lists itself")
             continue
         listed[f["path"]] = (f["sha256"], f["size"])
+    problems += bad[:MAX_PROBLEMS]
+    if len(bad) > MAX_PROBLEMS:
+        problems.append(f"{BUNDLE_JSON}: {len(bad) - MAX_PROBLEMS} more bad file entries")
     return listed
+
+
+def _short(value: Any) -> str:
+    """A JSON value from a bundle, quoted in a problem: its repr, cut (containers are not
+    walked past what is shown)."""
+    if isinstance(value, dict | list):
+        return f"({type(value).__name__} of {len(value)})"
+    return shown(str(value)) if isinstance(value, str) else repr(value)[:80]
 
 
 def _session_root(doc: dict[str, Any] | None, scan: _Scan, problems: list[str]) -> str | None:
@@ -678,6 +696,13 @@ def _session_root(doc: dict[str, Any] | None, scan: _Scan, problems: list[str]) 
     return manifests[0].rsplit("/", 1)[0] if manifests else None
 
 
+def _values_allowed(scan: _Scan) -> int:
+    """How many JSON values bundle.json or the session manifest may hold: a few per member
+    (a file entry has 4), and a generous allowance for the custody log, device and scenario;
+    more would make a small hostile document take gigabytes to parse."""
+    return VALUES_BASE + VALUES_PER_MEMBER * len(scan.hashes)
+
+
 def _check_session(
     root: str, scan: _Scan, members: dict[str, tuple[str, int]], problems: list[str]
 ) -> tuple[int, list[str], list[str], list[str]]:
@@ -688,6 +713,7 @@ def _check_session(
         problems.append(f"{name}: the session manifest is not in the bundle")
         return 0, [], [], []
     try:
+        check_shape(raw, name, max_values=_values_allowed(scan))
         manifest = jsonio.loads(raw, name, expect=dict)
         arts = manifest["artifacts"]
         if not isinstance(arts, list):
@@ -698,14 +724,21 @@ def _check_session(
     if manifest.get("status") == "open":
         problems.append(f"{name}: the session was never closed: no artifact hashes to check")
     listed: dict[str, tuple[Any, Any]] = {}
+    bad = []
     for art in arts:
         rel = art.get("path") if isinstance(art, dict) else None
         try:
-            check_name(str(rel))
+            if not isinstance(rel, str):
+                raise UnsafeArchiveError("no path")
+            check_name(rel)
         except UnsafeArchiveError:
-            problems.append(f"{name}: bad artifact entry {art!r:.200}")
+            what = f"path {shown(rel)}" if isinstance(rel, str) else _short(art)
+            bad.append(f"{name}: bad artifact entry ({what})")
             continue
         listed[f"{root}/{rel}"] = (art.get("sha256"), art.get("size"))
+    problems += bad[:MAX_PROBLEMS]
+    if len(bad) > MAX_PROBLEMS:
+        problems.append(f"{name}: {len(bad) - MAX_PROBLEMS} more bad artifact entries")
     missing = sorted(p for p in listed if p not in members)
     changed = sorted(p for p in listed if p in members and members[p] != listed[p])
     unlisted = sorted(
@@ -769,7 +802,7 @@ def _judge(path: Path, scan: _Scan, trusted: Ed25519PublicKey | None) -> BundleC
         )
     else:
         try:
-            parsed = strict_json(raw, BUNDLE_JSON)
+            parsed = strict_json(raw, BUNDLE_JSON, max_values=_values_allowed(scan))
             if not isinstance(parsed, dict) or parsed.get("kind") != BUNDLE_KIND:
                 raise ValueError(f"not a {BUNDLE_KIND} document")
             if parsed.get("schema_version") != BUNDLE_SCHEMA_VERSION:

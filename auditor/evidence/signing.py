@@ -37,6 +37,7 @@ ALGORITHM = "ed25519"
 CANONICALISATION = "json-sorted-compact-utf8"
 SIGNATURE_SCHEMA_VERSION = 1
 MAX_KEY_FILE = 64 * 1024
+SIGNATURE_VALUES = 1000  # a signature document has 8
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -63,12 +64,16 @@ _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 
-def _nesting(data: bytes) -> int:
-    """The deepest nesting of ``[`` and ``{`` outside strings, as :func:`auditor.jsonio.nesting`
-    finds it, but walking only the brackets (a bundle.json of 100,000 files is 20 MB)."""
-    if data.count(b"[") + data.count(b"{") <= jsonio.MAX_DEPTH:
-        return 0
-    brackets = _STRING.sub(b"", data).translate(None, _NOT_BRACKETS)
+def json_shape(data: bytes) -> tuple[int, int]:
+    """How deep ``[`` and ``{`` nest outside strings (as :func:`auditor.jsonio.nesting` finds
+    it, walking only the brackets: a bundle.json of 100,000 files is 20 MB), and at most how
+    many values the document holds (containers and commas: each value costs a Python object,
+    so 5 MB of ``{},`` would take 150 MB to parse)."""
+    containers = data.count(b"[") + data.count(b"{")
+    if containers + data.count(b",") <= jsonio.MAX_DEPTH:
+        return min(containers, jsonio.MAX_DEPTH), containers + data.count(b",") + 1
+    bare = _STRING.sub(b"", data)
+    brackets = bare.translate(None, _NOT_BRACKETS)
     depth = deepest = 0
     for b in brackets:
         if b in (0x5B, 0x7B):
@@ -76,18 +81,34 @@ def _nesting(data: bytes) -> int:
             deepest = max(deepest, depth)
         else:
             depth -= 1
-    return deepest
+    return deepest, bare.count(b",") + bare.count(b"[") + bare.count(b"{") + 1
 
 
-def strict_json(data: bytes, what: str = "document") -> Any:
-    """Parse JSON that is to be verified: duplicate keys and NaN/Infinity are refused, so
-    that what was signed can only be read one way. Nesting deeper than
-    :data:`auditor.jsonio.MAX_DEPTH` is refused before parsing. Raises ValueError
-    (:class:`auditor.jsonio.JsonError`, ``UnicodeDecodeError``)."""
-    if _nesting(data) > jsonio.MAX_DEPTH:
+def _nesting(data: bytes) -> int:
+    return json_shape(data)[0]
+
+
+def check_shape(data: bytes, what: str, max_values: int | None = None) -> None:
+    """:class:`auditor.jsonio.JsonError` when ``data`` nests deeper than
+    :data:`auditor.jsonio.MAX_DEPTH` or holds more than ``max_values`` values."""
+    depth, values = json_shape(data)
+    if depth > jsonio.MAX_DEPTH:
         raise jsonio.JsonError(
             f"{what}: not usable JSON: nested more than {jsonio.MAX_DEPTH} levels deep"
         )
+    if max_values is not None and values > max_values:
+        raise jsonio.JsonError(
+            f"{what}: not usable JSON: some {values} values, more than the {max_values} "
+            "expected of it"
+        )
+
+
+def strict_json(data: bytes, what: str = "document", max_values: int | None = None) -> Any:
+    """Parse JSON that is to be verified: duplicate keys and NaN/Infinity are refused, so
+    that what was signed can only be read one way. Nesting deeper than
+    :data:`auditor.jsonio.MAX_DEPTH`, or more than ``max_values`` values, is refused before
+    parsing. Raises ValueError (:class:`auditor.jsonio.JsonError`, ``UnicodeDecodeError``)."""
+    check_shape(data, what, max_values)
     try:
         return json.loads(
             data.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constant
@@ -287,7 +308,7 @@ def check_signature(
         detail = "the bundle is not signed"
         return SignatureCheck(SignatureStatus.ABSENT, detail, None, want)
     try:
-        meta = strict_json(sig, "bundle.sig")
+        meta = strict_json(sig, "bundle.sig", max_values=SIGNATURE_VALUES)
         if not isinstance(meta, dict):
             raise ValueError("not a JSON object")
         if meta.get("algorithm") != ALGORITHM:

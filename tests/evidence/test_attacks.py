@@ -462,3 +462,19 @@ def test_members_hidden_after_the_end_of_the_archive(case: Case) -> None:
     hidden.write_bytes(case.bundle.read_bytes() + __import__("gzip").compress(extra.getvalue()))
     with pytest.raises(UnsafeArchiveError, match="after the end of the archive"):
         verify_bundle(hidden)
+
+
+def test_a_small_bundle_json_of_many_values(case: Case) -> None:
+    """6 MB of '{},' parse into 2 million dicts (~150 MB); more values than a bundle of this
+    many members can need are refused before parsing, and bad entries are named 20 at most."""
+    many = b'{"kind": "auditor-evidence-bundle", "files": [' + b"{}," * 2_000_000 + b"{}]}"
+    check = verify_bundle(forge(case, raw_json=many))
+    assert not check.ok and any("values, more than" in p for p in check.problems)
+    assert len(check.problems) < 10
+
+    def junk(doc: dict[str, Any]) -> None:
+        doc["files"] += [{"path": f"x{i}"} for i in range(1000)]
+
+    check = verify_bundle(forge(case, describe=junk))
+    assert sum("malformed file entry" in p for p in check.problems) == 20
+    assert any("980 more bad file entries" in p for p in check.problems)
