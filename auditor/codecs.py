@@ -242,6 +242,9 @@ _BASE64_RUN = re.compile(rf"[A-Za-z0-9+/_-]{{{MIN_BINARY_RUN},}}")
 _HEX_RUN = re.compile(rf"[0-9A-Fa-f]{{{MIN_BINARY_RUN + 4},}}")
 _TO_STANDARD = bytes.maketrans(b"-_", b"+/")
 _NONE: array[int] = array("q")
+# decoded runs are kept when they hold text: 6 printable ASCII bytes in a row (random bytes
+# seldom do; what the encodings needles do not cover in a blob is text in another case)
+_TEXTLIKE = re.compile(rb"[\x20-\x7e]{6}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,7 +341,8 @@ def _unescape_once(view: TextView) -> TextView | None:
 
 def _binary_views(view: TextView) -> Iterator[TextView]:
     """``view``'s runs of base64 (either alphabet, at each of the 4 places a run can start a
-    group) and of hex (at both alignments), decoded into Latin-1 text (a character a byte)."""
+    group) and of hex (at both alignments), decoded into Latin-1 text (a character a byte),
+    where they hold text."""
     text = view.text
     for m in _BASE64_RUN.finditer(text):
         run = m.group().encode("ascii").translate(_TO_STANDARD)
@@ -349,6 +353,8 @@ def _binary_views(view: TextView) -> Iterator[TextView]:
             if len(chars) < MIN_BINARY_RUN:
                 continue
             data = binascii.a2b_base64(chars + b"=" * (-len(chars) % 4))
+            if not _TEXTLIKE.search(data):
+                continue
             yield TextView(
                 data.decode("latin-1"), _NONE, _NONE, (*view.layers, "base64"),
                 (view, m.start() + a, 4),
@@ -357,6 +363,8 @@ def _binary_views(view: TextView) -> Iterator[TextView]:
         for a in range(2):
             digits = m.group()[a:]
             data = bytes.fromhex(digits[: len(digits) - len(digits) % 2])
+            if not _TEXTLIKE.search(data):
+                continue
             yield TextView(
                 data.decode("latin-1"), _NONE, _NONE, (*view.layers, "hex"),
                 (view, m.start() + a, 6),

@@ -33,6 +33,7 @@ import logging
 import os
 import re
 import shutil
+import string
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -93,6 +94,7 @@ _DIGEST = re.compile(r"[0-9a-fA-F]{32}|[0-9a-fA-F]{40}|[0-9a-fA-F]{64}")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[A-Za-z]{2,24}")
 _PHONE = re.compile(r"\+[0-9]{7,15}")
 _VISIBLE_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _MD_ESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")  # CommonMark: any ASCII punctuation
 # a word at the edge of an excerpt: what may be the rest of a value cut by the excerpt
 _WORD = r"[^\s‹›…\"'<>{}\[\](),;&|]+"
@@ -358,8 +360,9 @@ class Redactor:
         skeletons: dict[str, dict[str, list[int]]] = {"digits": {}, "hex": {}}
         for fi, f in enumerate(self._forms):
             if f.skeleton:
+                # split by separators: matched on the run's digits; written without any,
+                # by the automaton like every other form
                 skeletons[f.skeleton].setdefault(f.text, []).append(fi)
-                continue
             key = _fold(f.text)
             patterns.setdefault(key, []).append(fi)
             for n in range(MIN_PARTIAL, len(key)):
@@ -367,8 +370,8 @@ class Redactor:
                 suffixes.setdefault(key[-n:], fi)
         self._pattern_forms = list(patterns.values())
         self._prefixes, self._suffixes = prefixes, suffixes
-        self._min = min((len(f.text) for f in self._forms if not f.skeleton), default=0)
-        self._max_partial = max((len(f.text) for f in self._forms if not f.skeleton), default=0)
+        self._min = min((len(f.text) for f in self._forms), default=0)
+        self._max_partial = max((len(f.text) for f in self._forms), default=0)
         self._skeletons = {
             kind: (
                 ahocorasick_rs.AhoCorasick(list(targets)),
@@ -408,18 +411,20 @@ class Redactor:
         i = self.secret_of(value)
         return None if i is None else self._secrets[i].token
 
-    def _candidates(self, text: str) -> list[tuple[int, int, int]]:
-        """Matches in ``text`` as it is: every form, and every skeleton."""
+    def _candidates(self, text: str, skeletons: bool = True) -> list[tuple[int, int, int]]:
+        """Matches in ``text`` as it is: every form, and (``skeletons``) every skeleton."""
         out = []
         if self._ac is not None and len(text) >= self._min:
             folded = _fold(text)
             for pid, start, end in self._ac.find_matches_as_indexes(folded, overlapping=True):
                 for fi in self._pattern_forms[pid]:
                     f = self._forms[fi]
+                    if f.bounded and not _bounded(text, start, end, f.skeleton):
+                        continue
                     if f.folded or text[start:end] == f.text:
                         out.append((start, end, fi))
                         break
-        for kind, (ac, targets, shortest) in self._skeletons.items():
+        for kind, (ac, targets, shortest) in self._skeletons.items() if skeletons else ():
             out += _skeleton_matches(text, kind, ac, targets, shortest, self._forms)
         return out
 
@@ -435,7 +440,7 @@ class Redactor:
             binary = view.layers[-1] in ("base64", "hex")
             via = ":".join(view.layers)
             inner = ":".join((*view.layers[:-1], Encoding.BASE64_INNER.value))
-            for s, e, fi in self._candidates(view.text):
+            for s, e, fi in self._candidates(view.text, skeletons=not binary):
                 if binary and e - s < MIN_NEEDLE_LENGTH:
                     continue  # as the scanner: a short form in decoded bytes is chance
                 start, end = view.origin(s, e)
@@ -680,7 +685,9 @@ def _fold(text: str) -> str:
     ``str.translate`` is, but runs a hundred times slower on text that is not ASCII."""
     if text.isascii():
         return text.lower()
-    return text.encode("utf-8", "surrogatepass").lower().decode("utf-8", "surrogatepass")
+    # a lone surrogate (a JSON escape of one) cannot be matched: U+FFFD, one character too
+    text = _SURROGATE.sub("\ufffd", text)
+    return text.encode("utf-8").lower().decode("utf-8")
 
 
 def _trim_edges(text: str) -> str:
@@ -755,6 +762,15 @@ def _skeleton_forms(secret: int, kind: str, value: str) -> list[_Form]:
     ]
 
 
+def _bounded(text: str, start: int, end: int, kind: str) -> bool:
+    """Whether ``text[start:end]`` is a whole group: no digit (hex digit) just before or
+    after it."""
+    group = string.hexdigits if kind == "hex" else string.digits
+    return (start == 0 or text[start - 1] not in group) and (
+        end == len(text) or text[end] not in group
+    )
+
+
 def _skeleton_matches(
     text: str,
     kind: str,
@@ -766,8 +782,8 @@ def _skeleton_matches(
     out: list[tuple[int, int, int]] = []
     for m in _SKELETON_RUNS[kind].finditer(text):
         run = m.group()
-        if len(run) < shortest:
-            continue
+        if len(run) < shortest or run.isalnum():
+            continue  # too short, or no separator: the automaton has it
         idx = [m.start() + i for i, c in enumerate(run) if c.isalnum()]
         skeleton = "".join(text[i] for i in idx).lower()
         if len(skeleton) < shortest:

@@ -837,3 +837,34 @@ def test_the_redactor_and_the_check_undo_the_same_layers(tmp_path: Path) -> None
     write_redacted(analysis, tmp_path / "pub", ALL_FORMATS)  # not refused
     shown = (tmp_path / "pub" / "flows.csv").read_text(encoding="utf-8")
     assert at_bound not in shown and "?a=‹EMAIL-1:" in shown
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        "jane.reporter%2540example.org",  # URL-encoded twice
+        "jane.reporter&#64;example.org",  # an HTML entity
+        "jane.reporter\\u0040example.org",  # a JSON escape
+        "jane.reporter\\@example.org",  # a backslash before punctuation
+        "jane.reporter%26%2364%3Bexample.org",  # an entity, URL-encoded
+    ],
+)
+def test_an_escaped_original_is_redacted_and_does_not_block_the_check(
+    tmp_path: Path, form: str
+) -> None:
+    """Each of these made the check (which undid these escapes) refuse what the redactor
+    (which did not) had written."""
+    red = _forms_redactor()
+    out = red.redact_text(f"https://t.example/?c={form}&n=1")
+    assert out.startswith("https://t.example/?c=‹EMAIL-1") and out.endswith("›&n=1"), out
+    (tmp_path / "flows.csv").write_text(f"url\n{csv_cell(out)}\n", encoding="utf-8")
+    (tmp_path / "summary.md").write_text(md_text(out), encoding="utf-8")
+    (tmp_path / "report.html").write_text(html_text(out), encoding="utf-8")
+    assert check_output(tmp_path, red) == []
+
+
+def test_a_lone_surrogate_does_not_stop_redaction() -> None:
+    """A JSON artifact may hold ``\\ud800``: the automaton raised UnicodeEncodeError."""
+    red = _forms_redactor()
+    doc = json.loads(f'{{"k": "\\ud800 {IMEI_B}"}}')
+    assert red.redact(doc) == {"k": "\ud800 ‹IMEI-1›"}

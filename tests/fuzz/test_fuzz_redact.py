@@ -140,6 +140,7 @@ def test_views_never_raise_and_point_inside(text: str) -> None:
     assert escapes <= MAX_TEXT_LAYERS
 
 
+@example(["352099001761481", "\ud800"])  # a lone surrogate: the automaton raised
 @example(["x", "jane.reporter%2540example.org"])
 @example(["\\u0025", "40", "%2540"])
 @fuzz(st.lists(st.one_of(_planted(), _filler), max_size=6), share=0.68)
