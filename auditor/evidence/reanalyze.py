@@ -23,12 +23,15 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from auditor import jsonio
 from auditor.errors import AuditorError
+
+if TYPE_CHECKING:
+    from auditor.evidence.bundle import BundleCheck, UnpackResult
 
 MAX_DIFFERENCES = 20
 MAX_DEPTH = 32  # findings.json is a few levels deep; a bundle's may be anything
@@ -73,6 +76,9 @@ class Reanalysis:
     same: list[str] = field(default_factory=list)
     differ: list[str] = field(default_factory=list)
     not_checked: dict[str, str] = field(default_factory=dict)  # file -> why not
+    # the check of the bundle as it was read for the re-analysis (the file a verifier named
+    # may have been replaced since an earlier check): print this one with the verdict
+    check: BundleCheck | None = None
 
     @property
     def ok(self) -> bool:
@@ -247,67 +253,81 @@ def reanalyze_bundle(
     claims: Path | None = None,
 ) -> Reanalysis:
     """Unpack, analyse again, render again, compare (see the module's doc)."""
-    from auditor.analysis.claims import load_claims
-    from auditor.analysis.engine import analyze, write
-    from auditor.analysis.policy import load_policy
     from auditor.evidence.bundle import unpack_bundle
 
     with tempfile.TemporaryDirectory(prefix="auditor-reanalyze-") as tmp:
         res = unpack_bundle(path, Path(tmp) / "case", trusted=trusted)
-        if not res.check.ok or not res.unpacked or res.session is None:
-            return Reanalysis("not_checked", reasons=["the bundle does not verify"])
-        if res.report is None:
-            return Reanalysis("not_checked", reasons=["the bundle holds no report"])
-        root = res.report.relative_to(res.out).as_posix()
-        files = _report_files(res.report)
-        report_name = f"{root}/{FINDINGS}"
-        if FINDINGS not in files:
-            why = "the bundle holds no findings.json to re-analyse from"
-            return Reanalysis("not_checked", "", [why], not_checked=_unchecked(files, why, root))
-        bundled = (res.report / FINDINGS).read_bytes()
-        try:
-            doc = jsonio.loads(bundled, FINDINGS, expect=dict)
-        except jsonio.JsonError as exc:
-            why = f"{str(exc)[:300]}"
-            return Reanalysis(
-                "not_checked", report_name, [why], not_checked=_unchecked(files, why, root)
-            )
-        reasons: list[str] = []
-        chosen = _inputs(doc, policy, list(intel), claims, reasons)
-        if doc.get("redaction") is not None:
-            reasons.append(
-                "the report is redacted: re-analysis makes the report with the original "
-                "values, which cannot be compared with it byte for byte"
-            )
-        if reasons or chosen is None:
-            why = "the findings could not be made again (above)"
-            return Reanalysis(
-                "not_checked", report_name, reasons, not_checked=_unchecked(files, why, root)
-            )
-        again = Path(tmp) / "again"
-        try:
-            result = analyze(
-                [res.session],
-                policy=load_policy(chosen),
-                intel=[Path(i) if "=" not in i else i for i in intel],  # type: ignore[misc]
-                identifiers=identifiers or {},
-                claims=load_claims(claims) if claims else None,
-                artifacts_dir=again / ARTIFACTS,
-            )
-            stamp = doc.get("generated_at")
-            if isinstance(stamp, str) and _UTC_TIME.fullmatch(stamp):
-                # the one thing two renderings of the same findings differ in
-                result.doc["generated_at"] = stamp
-            write(result, again, _formats(files))
-        except AuditorError as exc:
-            why = "the re-analysis failed (above)"
-            return Reanalysis(
-                "not_checked",
-                report_name,
-                [f"the re-analysis failed: {exc}"],
-                not_checked=_unchecked(files, why, root),
-            )
-        return _compare(res.report, again, files, root, doc, result.doc, identifiers)
+        out = _reanalyze(res, Path(tmp), policy, intel, identifiers, claims)
+        out.check = res.check
+        return out
+
+
+def _reanalyze(
+    res: UnpackResult,
+    tmp: Path,
+    policy: str | None,
+    intel: tuple[str, ...],
+    identifiers: dict[str, str] | None,
+    claims: Path | None,
+) -> Reanalysis:
+    from auditor.analysis.claims import load_claims
+    from auditor.analysis.engine import analyze, write
+    from auditor.analysis.policy import load_policy
+
+    if not res.check.ok or not res.unpacked or res.session is None:
+        return Reanalysis("not_checked", reasons=["the bundle does not verify"])
+    if res.report is None:
+        return Reanalysis("not_checked", reasons=["the bundle holds no report"])
+    root = res.report.relative_to(res.out).as_posix()
+    files = _report_files(res.report)
+    report_name = f"{root}/{FINDINGS}"
+    if FINDINGS not in files:
+        why = "the bundle holds no findings.json to re-analyse from"
+        return Reanalysis("not_checked", "", [why], not_checked=_unchecked(files, why, root))
+    bundled = (res.report / FINDINGS).read_bytes()
+    try:
+        doc = jsonio.loads(bundled, FINDINGS, expect=dict)
+    except jsonio.JsonError as exc:
+        why = f"{str(exc)[:300]}"
+        return Reanalysis(
+            "not_checked", report_name, [why], not_checked=_unchecked(files, why, root)
+        )
+    reasons: list[str] = []
+    chosen = _inputs(doc, policy, list(intel), claims, reasons)
+    if doc.get("redaction") is not None:
+        reasons.append(
+            "the report is redacted: re-analysis makes the report with the original "
+            "values, which cannot be compared with it byte for byte"
+        )
+    if reasons or chosen is None:
+        why = "the findings could not be made again (above)"
+        return Reanalysis(
+            "not_checked", report_name, reasons, not_checked=_unchecked(files, why, root)
+        )
+    again = tmp / "again"
+    try:
+        result = analyze(
+            [res.session],
+            policy=load_policy(chosen),
+            intel=[Path(i) if "=" not in i else i for i in intel],  # type: ignore[misc]
+            identifiers=identifiers or {},
+            claims=load_claims(claims) if claims else None,
+            artifacts_dir=again / ARTIFACTS,
+        )
+        stamp = doc.get("generated_at")
+        if isinstance(stamp, str) and _UTC_TIME.fullmatch(stamp):
+            # the one thing two renderings of the same findings differ in
+            result.doc["generated_at"] = stamp
+        write(result, again, _formats(files))
+    except AuditorError as exc:
+        why = "the re-analysis failed (above)"
+        return Reanalysis(
+            "not_checked",
+            report_name,
+            [f"the re-analysis failed: {exc}"],
+            not_checked=_unchecked(files, why, root),
+        )
+    return _compare(res.report, again, files, root, doc, result.doc)
 
 
 def _compare(
@@ -317,7 +337,6 @@ def _compare(
     root: str,
     doc: dict[str, Any],
     new_doc: dict[str, Any],
-    identifiers: dict[str, str] | None,
 ) -> Reanalysis:
     out = Reanalysis("reproduced", f"{root}/{FINDINGS}")
     out.findings = (len(_list(doc.get("findings"))), len(_list(new_doc.get("findings"))))

@@ -169,7 +169,7 @@ def test_a_pax_length_of_thousands_of_digits(tmp_path: Path) -> None:
     )
     path = tmp_path / "digits.tar"
     path.write_bytes(data)
-    with pytest.raises(EvidenceError, match="not a readable tar archive|damaged archive"):
+    with pytest.raises(EvidenceError, match=r"not a readable tar archive|damaged archive"):
         list(iter_members(path))
 
 

@@ -206,6 +206,9 @@ def test_reports_rewritten_over_genuine_findings_are_not_reproduced(case: Case) 
     assert check.ok and check.signature.status is SignatureStatus.VALID
     again = reanalyze_bundle(forged, bundler_key(case))
     assert again.status == "differs" and not again.ok
+    # the check of the very bytes that were re-analysed
+    assert again.check is not None and again.check.ok
+    assert again.check.signature.status is SignatureStatus.VALID
     assert set(again.differ) == {f"{case.reports}/summary.md", f"{case.reports}/report.html"}
     assert f"{case.reports}/findings.json" in again.same
     assert set(again.not_checked) == {f"{case.reports}/report.pdf", f"{case.reports}/notes.txt"}
