@@ -88,6 +88,26 @@ def echo(text: Any = "", err: bool = False, *, fit: bool = False) -> None:
     click.echo(line, err=err)
 
 
+def quoted_on_one_line(text: str, values: list[Any]) -> str:
+    """``text`` (lines made elsewhere) with each of ``values`` it quotes escaped on one line:
+    a newline in a quoted value must not start a line of its own."""
+    multi = {str(v) for v in values if v is not None and any(c in str(v) for c in "\n\t")}
+    for v in sorted(multi, key=len, reverse=True):
+        text = text.replace(v, terminal_line(v))
+    return text
+
+
+def _strings(obj: Any) -> list[str]:
+    """Every string in a JSON-like value."""
+    if isinstance(obj, str):
+        return [obj]
+    if isinstance(obj, dict):
+        return [s for k, v in obj.items() for s in (*_strings(k), *_strings(v))]
+    if isinstance(obj, list | tuple):
+        return [s for v in obj for s in _strings(v)]
+    return []
+
+
 def fail(message: str, code: int = 1) -> None:
     # an error may quote a file's content or name (an archive member, a host): escaped
     echo(f"error: {terminal_line(message)}", err=True)
@@ -782,7 +802,12 @@ def import_(
         return
     for w in res["warnings"]:
         echo(f"warning: {terminal_line(w)}", err=True)
-    echo(res["text"])
+    # the text quotes each file's name and creator (a HAR's log.creator): on their lines
+    quoted = [f.get("name") for f in res["files"]]
+    for f in res["files"]:
+        creator = f.get("creator") or {}
+        quoted += [creator.get("name"), creator.get("version")] if isinstance(creator, dict) else []
+    echo(quoted_on_one_line(res["text"], quoted))
 
 
 # ------------------------------------------------------------------------------------- capture
@@ -1590,13 +1615,13 @@ def intel_lookup(targets: tuple[str, ...], extra: tuple[str, ...], as_json: bool
             wanted += [line.strip() for line in sys.stdin if line.strip()]
         else:
             wanted.append(t)
-    for n, (_data, text) in enumerate(lookup_command(wanted, list(extra), as_json)):
+    for n, (data, text) in enumerate(lookup_command(wanted, list(extra), as_json)):
         if n and not as_json:
             echo("")
         if as_json:
             emit_json_text(text)
-        else:
-            echo(text)
+        else:  # the text quotes the target and the knowledge (an imported data set's words)
+            echo(quoted_on_one_line(text, [wanted[n], *_strings(data)]))
 
 
 @intel.command("import")

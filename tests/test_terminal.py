@@ -284,7 +284,8 @@ def test_verify_session_rows_never_start_with_a_quoted_name(tmp_path: Path) -> N
 ATTACKER = "attacker.example"
 # backspaces back over the attacker's name, then a vendor's: "imei sent to api.xiaomi.com"
 HOST = ATTACKER + "\b" * len(ATTACKER) + "api.xiaomi.com"
-CREATOR = "mitmproxy\x1b[2J\x1b[3J\x1b[H\x1b]0;owned\x07"  # clear the screen, set the title
+# clear the screen, set the title, and start a line of its own
+CREATOR = "mitmproxy\x1b[2J\x1b[3J\x1b[H\x1b]0;owned\x07\nsession FORGED (complete): 0 HTTP flows"
 
 
 @pytest.fixture(scope="module")
@@ -311,7 +312,10 @@ def test_har_import_and_analysis_show_the_escapes(har_dir: Path) -> None:
     assert screen.code == 0, screen.text
     # the screen was not cleared, the title not set: the creator name is shown as text
     assert screen.rows[0] == before.strip(), screen.text
-    assert "mitmproxy\\u001b[2J\\u001b[3J\\u001b[H\\u001b]0;owned\\u0007" in screen.text
+    assert (
+        "mitmproxy\\u001b[2J\\u001b[3J\\u001b[H\\u001b]0;owned\\u0007\\u000asession" in screen.text
+    )
+    assert not [r for r in screen.rows if r.startswith("session FORGED")], screen.text
     assert_inert(screen)
 
     (session,) = caps.iterdir()
