@@ -237,6 +237,10 @@ _TEXT_ESCAPE = re.compile(
     r"|\\x(?P<x>[0-9A-Fa-f]{2})"
     r"|\\(?P<p>[!-/:-@\[-`{-~])"
     r"|(?P<ent>&(?:#[0-9]{1,7}|#[xX][0-9A-Fa-f]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});)"
+    # characters a reader does not see (soft hyphen, zero widths, joiners, marks, BOM)
+    "|(?P<inv>[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff])"
+    # fullwidth ASCII (\uff10 reads as 0)
+    "|(?P<wide>[\uff01-\uff5e])"
 )
 _BASE64_RUN = re.compile(rf"[A-Za-z0-9+/_-]{{{MIN_BINARY_RUN},}}")
 _HEX_RUN = re.compile(rf"[0-9A-Fa-f]{{{MIN_BINARY_RUN + 4},}}")
@@ -319,6 +323,12 @@ def _unescape_once(view: TextView) -> TextView | None:
         elif m.group("ent") is not None:
             kinds.add("html")
             pieces = [(ch, s, e) for ch in html.unescape(m.group("ent"))]
+        elif m.group("inv") is not None:
+            kinds.add("invisible")
+            pieces = []
+        elif m.group("wide") is not None:
+            kinds.add("fullwidth")
+            pieces = [(chr(ord(m.group("wide")) - 0xFEE0), s, e)]
         elif m.group("p") is not None:
             kinds.add("unescape")
             pieces = [(m.group("p"), s, e)]
@@ -373,7 +383,8 @@ def _binary_views(view: TextView) -> Iterator[TextView]:
 
 def text_views(text: str, *, binary: bool = True) -> Iterator[TextView]:
     """``text`` itself, then each layer of text escapes undone (percent-encoding, ``\\uXXXX``
-    and ``\\xXX``, a backslash before punctuation, HTML entities), up to
+    and ``\\xXX``, a backslash before punctuation, HTML entities; and characters a reader
+    does not see dropped, fullwidth ones read as ASCII), up to
     :data:`MAX_TEXT_LAYERS` layers one inside the other; then (``binary``) every run of base64
     and of hex in each of these, decoded. Never raises. The views together hold a few tens of
     times ``text``'s length at most; they are made one at a time."""

@@ -369,6 +369,12 @@ class Redactor:
                 prefixes.setdefault(key[:n], fi)
                 suffixes.setdefault(key[-n:], fi)
         self._pattern_forms = list(patterns.values())
+        self._skeleton_prefixes: dict[str, int] = {}
+        self._skeleton_suffixes: dict[str, int] = {}
+        for digits, fis in skeletons["digits"].items():
+            for n in range(MIN_PARTIAL, len(digits)):
+                self._skeleton_prefixes.setdefault(digits[:n], fis[0])
+                self._skeleton_suffixes.setdefault(digits[-n:], fis[0])
         self._prefixes, self._suffixes = prefixes, suffixes
         self._min = min((len(f.text) for f in self._forms), default=0)
         self._max_partial = max((len(f.text) for f in self._forms), default=0)
@@ -478,7 +484,7 @@ class Redactor:
         one (an excerpt cut through a value), with the forms they belong to."""
         head = tail = 0
         head_form = tail_form = None
-        if not self._prefixes or len(text) < MIN_PARTIAL:
+        if not self._forms or len(text) < MIN_PARTIAL:
             return head, tail, head_form, tail_form
         folded = _fold(text)
         for n in range(min(len(text), self._max_partial), MIN_PARTIAL - 1, -1):
@@ -495,6 +501,17 @@ class Redactor:
             ):
                 tail, tail_form = n, fi
                 break
+        # a number split by separators, cut (``… 35 209900 17``): its digits as a skeleton's
+        if head_form is None and (m := _HEAD_DIGITS.match(text)):
+            digits = _NOT_DIGIT.sub("", m.group())
+            fi = self._skeleton_suffixes.get(digits) if len(digits) >= MIN_PARTIAL else None
+            if fi is not None:
+                head, head_form = m.end(), fi
+        if tail_form is None and (m := _TAIL_DIGITS.search(text)):
+            digits = _NOT_DIGIT.sub("", m.group())
+            fi = self._skeleton_prefixes.get(digits) if len(digits) >= MIN_PARTIAL else None
+            if fi is not None:
+                tail, tail_form = len(text) - m.start(), fi
         return head, tail, head_form, tail_form
 
     def _replace(
@@ -726,6 +743,8 @@ _SKELETON_RUNS = {
     "digits": re.compile(r"[0-9](?:[ \t\-./+()]{1,3}[0-9]|[0-9])*"),
     "hex": re.compile(r"[0-9A-Fa-f](?:[ \t:.\-]{1,2}[0-9A-Fa-f]|[0-9A-Fa-f])*"),
 }
+_HEAD_DIGITS = re.compile(r"[0-9](?:[ \t\-./+()]{1,3}[0-9]|[0-9])*")
+_TAIL_DIGITS = re.compile(r"[0-9](?:[ \t\-./+()]{1,3}[0-9]|[0-9])*\Z")
 _NOT_DIGIT = re.compile(r"[\s\-./+()]")
 _MIN_SKELETON = 7  # digits: shorter targets are not searched for without separators
 _UNBOUNDED = 12  # digits from which a skeleton may match inside a longer run

@@ -690,6 +690,9 @@ FORMS: dict[str, tuple[str, str]] = {
     ),
     "email-hex-mixed": (MIXED_EMAIL.encode().hex(), MIXED_EMAIL.encode().hex()[6:30]),
     "email-json-escaped": (r"jane.reporter\u0040example.org", r"reporter\u0040example"),
+    "email-html-entity": ("jane.reporter&#64;example.org", "reporter&#64;example"),
+    "email-zero-width": ("jane.reporter@exa\u200bmple.org", "reporter@exa\u200bmple"),
+    "imei-fullwidth": ("３５２０９９００１７６１４８１", "２０９９００１７６１"),
 }
 
 
@@ -861,6 +864,16 @@ def test_an_escaped_original_is_redacted_and_does_not_block_the_check(
     (tmp_path / "summary.md").write_text(md_text(out), encoding="utf-8")
     (tmp_path / "report.html").write_text(html_text(out), encoding="utf-8")
     assert check_output(tmp_path, red) == []
+
+
+def test_an_excerpt_cut_through_a_spaced_number_keeps_none_of_its_digits() -> None:
+    red = _forms_redactor()
+    # the scanner's window ends (or starts) inside the IMEI; the word cut at the other end
+    # goes too, as for any excerpt
+    assert red.redact({"excerpt": "imei 35 209900 17"})["excerpt"] == "… ‹IMEI-1:cut›"
+    assert red.redact({"excerpt": "9900 176148 1, ok"})["excerpt"] == "‹IMEI-1:cut›, …"
+    assert red.redact({"excerpt": "tel. 06 12 34 5"})["excerpt"] == "… ‹PHONE-1:national:cut›"
+    assert red.redact({"excerpt": "at 2026 01 01 12 00"})["excerpt"] == "… 2026 01 01 12 …"
 
 
 def test_a_lone_surrogate_does_not_stop_redaction() -> None:
