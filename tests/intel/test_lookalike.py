@@ -1,14 +1,14 @@
 """Lookalike host names (auditor.intel.lookalike): what is one, its key and how it is shown,
 checked against independent tables (the UTS #46 table of the ``idna`` package, Python's
 Unicode database, the ``idna`` encoder), then through the knowledge base and a whole
-``auditor import`` + ``auditor analyze`` run on real HAR and mitmproxy flow files."""
+``auditor import`` + ``auditor analyze`` run on real HAR and mitmproxy flow files and on
+packets written by scapy (TLS SNI, DNS)."""
 
 from __future__ import annotations
 
 import copy
 import json
 import subprocess
-import sys
 import unicodedata
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,6 @@ from auditor.intel.lookalike import (
 from auditor.intel.schema import normalise_host, safe_text
 
 DATA = Path(__file__).resolve().parents[1] / "data"
-AUDITOR = str(Path(sys.executable).with_name("auditor"))
 IMEI = "490154203237518"
 ZWSP = "\u200b"
 
@@ -367,21 +366,90 @@ def _flows(path: Path) -> None:
             w.add(flow)
 
 
+PCAP_SNIS = ("sdk.xn--iaomi-pze.com", "data.miui\u200d.com")
+
+
+def _pcap(path: Path) -> None:
+    """Packets written by scapy (not auditor's own writer): a DNS answer for an A-label that
+    decodes to a lookalike, and TLS ClientHellos whose SNI is that A-label or a name with a
+    zero-width joiner (UTF-8, as a hostile client may send it)."""
+    from scapy.layers.dns import DNS, DNSQR, DNSRR
+    from scapy.layers.inet import IP, TCP, UDP
+    from scapy.layers.l2 import Ether
+    from scapy.layers.tls.extensions import ServerName, TLS_Ext_ServerName
+    from scapy.layers.tls.handshake import TLSClientHello
+    from scapy.layers.tls.record import TLS
+    from scapy.packet import Raw
+    from scapy.utils import wrpcap
+
+    phone, resolver, server = "10.0.0.2", "10.0.0.1", "203.0.113.7"
+    qd = DNSQR(qname="sdk.xn--iaomi-pze.com")
+    packets = [
+        Ether() / IP(src=phone, dst=resolver) / UDP(sport=5353, dport=53) / DNS(id=1, qd=qd),
+        Ether()
+        / IP(src=resolver, dst=phone)
+        / UDP(sport=53, dport=5353)
+        / DNS(id=1, qr=1, qd=qd, an=DNSRR(rrname="sdk.xn--iaomi-pze.com", rdata=server)),
+    ]
+    for port, sni in enumerate(PCAP_SNIS, start=40001):
+        hello = TLSClientHello(
+            ext=[TLS_Ext_ServerName(servernames=[ServerName(servername=sni.encode())])]
+        )
+        out = Ether() / IP(src=phone, dst=server)
+        back = Ether() / IP(src=server, dst=phone)
+        packets += [
+            out / TCP(sport=port, dport=443, flags="S", seq=100),
+            back / TCP(sport=443, dport=port, flags="SA", seq=500, ack=101),
+            out / TCP(sport=port, dport=443, flags="A", seq=101, ack=501),
+            out
+            / TCP(sport=port, dport=443, flags="PA", seq=101, ack=501)
+            / Raw(bytes(TLS(msg=[hello]))),
+        ]
+    for i, p in enumerate(packets):
+        p.time = 1_700_000_000 + i / 100
+    wrpcap(str(path), packets)
+
+
+def test_the_packets_hold_the_names_as_written(report: Path) -> None:
+    """tshark, an independent reader, finds the SNIs as they were written (it shows the bytes
+    of the zero-width joiner as U+FFFD, and gives the SNI's length in bytes)."""
+    import shutil
+
+    if not shutil.which("tshark"):
+        pytest.skip("tshark is not installed")
+    out = subprocess.run(
+        ["tshark", "-r", str(report.parent / "phone.pcap"), "-Y", "tls.handshake", "-T",
+         "fields", "-e", "tls.handshake.extensions_server_name_len", "-e",
+         "tls.handshake.extensions_server_name"],
+        capture_output=True, timeout=60, check=True, text=True,
+    ).stdout  # fmt: skip
+    rows = [line.split("\t") for line in out.splitlines()]
+    assert rows[0] == [str(len(PCAP_SNIS[0])), PCAP_SNIS[0]]
+    assert rows[1][0] == str(len(PCAP_SNIS[1].encode()))
+    assert rows[1][1].replace("\ufffd", "") == "data.miui.com"
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``auditor import`` then ``auditor analyze``, through the CLI (in this process: two
+    more interpreters would double the time)."""
+    from click.testing import CliRunner
+
+    from auditor.cli import main
+
     tmp = tmp_path_factory.mktemp("lookalike")
     _har(tmp / "phone.har")
     _flows(tmp / "phone.mitm")
-    subprocess.run(
-        [AUDITOR, "import", "phone.har", "phone.mitm", "--out", "caps", "--identifier",
-         f"imei={IMEI}"],
-        cwd=tmp, check=True, capture_output=True, timeout=120,
-    )  # fmt: skip
-    (session,) = (tmp / "caps").iterdir()
-    subprocess.run(
-        [AUDITOR, "analyze", str(session), "--out", "rep"],
-        cwd=tmp, check=True, capture_output=True, timeout=300,
-    )  # fmt: skip
+    _pcap(tmp / "phone.pcap")
+    files = [str(tmp / f"phone.{x}") for x in ("har", "mitm", "pcap")]
+    caps = tmp / "caps"
+    res = CliRunner().invoke(
+        main, ["import", *files, "--out", str(caps), "--identifier", f"imei={IMEI}"]
+    )
+    assert res.exit_code == 0, res.output
+    (session,) = caps.iterdir()
+    res = CliRunner().invoke(main, ["analyze", str(session), "--out", str(tmp / "rep")])
+    assert res.exit_code == 0, res.output
     return tmp / "rep"
 
 
@@ -394,6 +462,8 @@ LOOKALIKES = {
     f"⚠ {idna.encode('хiaomi.com').decode()} (mixed scripts: Latin+Cyrillic)",
     "⚠ api.xn--iaomi-pze.com (mixed scripts: Latin+Cyrillic)",
     f"⚠ api.{_puny('miui' + chr(0x2060))}.com (invisible U+2060)",
+    "⚠ sdk.xn--iaomi-pze.com (mixed scripts: Latin+Cyrillic)",
+    f"⚠ data.{_puny('miui' + chr(0x200D))}.com (invisible U+200D)",
 }
 
 
@@ -407,7 +477,7 @@ def test_no_lookalike_is_attributed_to_xiaomi(report: Path) -> None:
     xiaomi = [f for f in doc["findings"] if f.get("organisation") and "Xiaomi" in f["organisation"]]
     assert xiaomi and all(f["host"] == "tracking.miui.com" for f in xiaomi)
     sent = {f["host"] for f in doc["findings"] if f["rule"] == "identifier-sent"}
-    assert LOOKALIKES <= sent
+    assert {h for h in LOOKALIKES if "sdk." not in h and "data." not in h} <= sent
 
 
 def test_every_report_shows_the_marker_and_never_the_lookalike(report: Path) -> None:
@@ -416,9 +486,10 @@ def test_every_report_shows_the_marker_and_never_the_lookalike(report: Path) -> 
     raw_json = (report / "findings.json").read_text()
     for text in (html, md, raw_json):
         assert "хiaomi" not in text and "miui\u200b" not in text and "miui\u2060" not in text
+        assert "miui\u200d" not in text
         assert "\\u0445iaomi" not in text  # nor the Cyrillic letter as a JSON escape
-    assert "4 host names were written to pass for another" in md
-    assert "4</span> host names were written to pass for another" in html
+    assert "6 host names were written to pass for another" in md
+    assert "6</span> host names were written to pass for another" in html
     for host in LOOKALIKES:
         assert html_text(host) in html, host
         assert md_text(host) in md, host
@@ -437,4 +508,4 @@ def test_every_report_shows_the_marker_and_never_the_lookalike(report: Path) -> 
 def test_the_lookalikes_are_counted_warnings_of_findings_json(report: Path) -> None:
     doc = json.loads((report / "findings.json").read_text())
     lines = [w for w in doc["warnings"] if "look-alike host name" in w]
-    assert len(lines) == 4
+    assert len(lines) == len(LOOKALIKES)
