@@ -99,6 +99,7 @@ CORE_DISTRIBUTIONS = (
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _SESSION_MANIFEST = re.compile(rf"{CAPTURES_DIR}/[^/]+/{re.escape(MANIFEST)}")
+_SESSION_CUSTODY = re.compile(rf"{CAPTURES_DIR}/[^/]+/{re.escape(CUSTODY)}")
 _REQ_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -515,15 +516,20 @@ class _Scan:
     hashes: dict[str, tuple[str, int]] = field(default_factory=dict)
     kept: dict[str, bytes] = field(default_factory=dict)
     manifests: list[str] = field(default_factory=list)  # captures/*/manifest.json members
+    logs: int = 0  # captures/*/custody.jsonl members
 
     def keep(self, name: str) -> bool:
         """Whether to hold the member in memory: bundle.json, bundle.sig, and the first
-        session manifest or two (more than one is a problem of its own)."""
+        session manifest and custody log or two (more than one session is a problem of its
+        own)."""
         if name in (BUNDLE_JSON, BUNDLE_SIG):
             return True
         if _SESSION_MANIFEST.fullmatch(name):
             self.manifests.append(name)
             return len(self.manifests) <= 2
+        if _SESSION_CUSTODY.fullmatch(name):
+            self.logs += 1
+            return self.logs <= 2
         return False
 
 
@@ -791,6 +797,21 @@ def _check_description(
         )
 
 
+def _check_custody(
+    doc: dict[str, Any], log: bytes | None, problems: list[str], warnings: list[str]
+) -> None:
+    """The bundled custody log, read again: its chain breaks are warnings (as for a session
+    folder), and bundle.json must copy its entries and problems as they are."""
+    entries, breaks = custody.parse_log(log) if log is not None else ([], [])
+    warnings += [f"custody log: {p}" for p in breaks]
+    said = _as_dict(doc.get("custody"))
+    if said.get("entries") != entries or said.get("problems") != breaks:
+        problems.append(
+            f"{BUNDLE_JSON}: its custody entries or problems are not those of the bundled "
+            "custody log"
+        )
+
+
 def _judge(path: Path, scan: _Scan, trusted: Ed25519PublicKey | None) -> BundleCheck:
     problems: list[str] = []
     warnings: list[str] = []
@@ -833,8 +854,8 @@ def _judge(path: Path, scan: _Scan, trusted: Ed25519PublicKey | None) -> BundleC
         )
     else:
         sig = check_signature(sig_raw, doc, trusted)
-        for p in _as_list(_as_dict(doc.get("custody")).get("problems")):
-            warnings.append(f"custody log when bundled: {str(p)[:300]}")
+        if root is not None:
+            _check_custody(doc, scan.kept.get(f"{root}/{CUSTODY}"), problems, warnings)
     info = {
         k: doc.get(k) for k in ("created_at", "operator")
     } if doc else {}  # fmt: skip
@@ -944,9 +965,14 @@ def unpack_bundle(
         if not check.ok and not force:
             shutil.rmtree(staging)
             return UnpackResult(out, False, check, None, None)
-        if out.exists():
-            out.rmdir()
-        os.rename(staging, out)
+        try:
+            if out.exists():
+                out.rmdir()  # still empty: another process may have filled it since
+            os.rename(staging, out)
+        except OSError as exc:
+            raise EvidenceError(
+                f"cannot move the unpacked bundle to {out}: {exc.strerror or exc}"
+            ) from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -22,6 +22,7 @@ from click.testing import CliRunner, Result
 
 from auditor.cli import main
 from auditor.errors import AuditorError
+from auditor.evidence import custody
 from auditor.evidence.archive import UnsafeArchiveError
 from auditor.evidence.bundle import (
     BUNDLE_JSON,
@@ -76,6 +77,8 @@ def case(tmp_path_factory: pytest.TempPathFactory) -> Case:
     base = tmp_path_factory.mktemp("attacks")
     session = make_session(base / "captures")
     report = analyse_to(session, base / "reports" / session.name)  # json, csv, md, html
+    for command in ("import", "analyze"):
+        custody.record([session], command, ["auditor", command, str(session)], 0)
     (base / "keys").mkdir(mode=0o700)
     bundler = generate_keypair(base / "keys" / "bundler.key")
     other = generate_keypair(base / "keys" / "other.key")
@@ -481,3 +484,22 @@ def test_a_small_bundle_json_of_many_values(case: Case) -> None:
     check = verify_bundle(forge(case, describe=junk))
     assert sum("malformed file entry" in p for p in check.problems) == 20
     assert any("980 more bad file entries" in p for p in check.problems)
+
+
+def test_custody_log_rewritten(case: Case) -> None:
+    """bundle.json copies the custody log's entries: a bundler who edits the log (the chain
+    breaks) and keeps bundle.json's clean copy, or rewrites the copy, is caught."""
+    name = f"{case.root}/{CUSTODY}"
+    log = dict((ti.name, d) for ti, d in members_of(case.bundle))[name]
+    lines = log.splitlines(keepends=True)
+    edited = lines[0].replace(b'"exit_code":', b'"note":"clean","exit_code":') + b"".join(lines[1:])
+    check = verify_bundle(forge(case, replace(name, edited)), bundler_key(case))
+    assert check.signature.ok and not check.ok
+    assert any("custody entries or problems" in p for p in check.problems)
+    assert any(w.startswith("custody log: line 2 does not follow") for w in check.warnings)
+
+    def fabricate(doc: dict[str, Any]) -> None:
+        doc["custody"]["entries"] = doc["custody"]["entries"][:1]
+
+    check = verify_bundle(forge(case, describe=fabricate), bundler_key(case))
+    assert not check.ok and any("custody entries or problems" in p for p in check.problems)
