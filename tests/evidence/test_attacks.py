@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import subprocess
+import sys
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -503,3 +505,27 @@ def test_custody_log_rewritten(case: Case) -> None:
 
     check = verify_bundle(forge(case, describe=fabricate), bundler_key(case))
     assert not check.ok and any("custody entries or problems" in p for p in check.problems)
+
+
+def test_unbundle_on_a_full_disk(case: Case) -> None:
+    """A write that fails (here the file size limit, as `ulimit -f` sets it) is one error
+    line naming the member, and nothing is left behind."""
+    out = case.base / "full"
+    script = (
+        "import resource, signal, sys\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000))\n"
+        "from auditor.cli import main\n"
+        "main(['unbundle', sys.argv[1], '--out', sys.argv[2]])\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(case.bundle), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parents[2],
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.startswith("error: cannot unpack archive member"), proc.stderr
+    assert "File too large" in proc.stderr and "Traceback" not in proc.stderr
+    nothing_written(case, out)
