@@ -233,10 +233,10 @@ MIN_BINARY_RUN = 8  # base64 characters (6 bytes) before a run is decoded; hex n
 
 _TEXT_ESCAPE = re.compile(
     r"(?P<pct>(?:%[0-9A-Fa-f]{2})+)"
-    r"|\\u(?P<u>[0-9A-Fa-f]{4})"
+    r"|(?:\\|%)u(?P<u>[0-9A-Fa-f]{4})"
     r"|\\x(?P<x>[0-9A-Fa-f]{2})"
     r"|\\(?P<p>[!-/:-@\[-`{-~])"
-    r"|(?P<ent>&(?:#[0-9]{1,7}|#[xX][0-9A-Fa-f]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});)"
+    r"|(?P<ent>&(?:#[0-9]{1,7};?|#[xX][0-9A-Fa-f]{1,6};?|[A-Za-z][A-Za-z0-9]{1,31};))"
     # characters a reader does not see (soft hyphen, zero widths, joiners, marks, BOM)
     "|(?P<inv>[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff])"
     # fullwidth ASCII (\uff10 reads as 0)

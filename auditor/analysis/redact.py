@@ -64,6 +64,7 @@ EXCERPT_KEYS = frozenset({"excerpt"})  # the text the scanner cut out of a paylo
 CUT = "cut"  # label suffix of a placeholder that replaced part of a value cut by an excerpt
 
 _ROUNDS = 3  # replacement passes over one string after the first
+_PIECE = 1 << 16  # characters of a long text searched at once (whole lines)
 T = TypeVar("T")
 # a match: its span in the string, the form, and the layers it was found under ("" for none)
 _Match = tuple[int, int, int, str]
@@ -437,7 +438,17 @@ class Redactor:
     def _all_candidates(self, text: str) -> list[_Match]:
         """Matches in every view of ``text`` (:func:`auditor.codecs.text_views`: the text
         itself, its escape layers undone, its base64 and hex runs decoded), as spans of
-        ``text`` with the layers they were found under."""
+        ``text`` with the layers they were found under. A long text is read in pieces of
+        whole lines (no value holds a line break), so the views' offsets take memory for one
+        piece at a time."""
+        if len(text) <= _PIECE:
+            return self._piece_candidates(text)
+        out: list[_Match] = []
+        for at, piece in _pieces(text):
+            out += [(s + at, e + at, fi, via) for s, e, fi, via in self._piece_candidates(piece)]
+        return out
+
+    def _piece_candidates(self, text: str) -> list[_Match]:
         out: list[_Match] = []
         for view in text_views(text):
             if not view.layers:
@@ -779,6 +790,21 @@ def _skeleton_forms(secret: int, kind: str, value: str) -> list[_Form]:
         for skel, text, label in dict.fromkeys(out)
         if len(text) >= _MIN_SKELETON
     ]
+
+
+def _pieces(text: str) -> Iterator[tuple[int, str]]:
+    """``text`` in pieces of whole lines, about :data:`_PIECE` characters each (a longer line
+    is a piece of its own), with where each starts."""
+    at = 0
+    while at < len(text):
+        cut = text.find("\n", at + _PIECE)
+        end = len(text) if cut < 0 else cut + 1
+        if end - at > _PIECE:  # a long line: cut before it if something precedes it
+            before = text.rfind("\n", at, at + _PIECE)
+            if before >= at:
+                end = before + 1
+        yield at, text[at:end]
+        at = end
 
 
 def _bounded(text: str, start: int, end: int, kind: str) -> bool:

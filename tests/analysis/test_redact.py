@@ -850,6 +850,8 @@ def test_the_redactor_and_the_check_undo_the_same_layers(tmp_path: Path) -> None
         "jane.reporter\\u0040example.org",  # a JSON escape
         "jane.reporter\\@example.org",  # a backslash before punctuation
         "jane.reporter%26%2364%3Bexample.org",  # an entity, URL-encoded
+        "jane.reporter&#64example.org",  # a numeric entity without its ';' (browsers read it)
+        "jane.reporter%u0040example.org",  # JavaScript's escape()
     ],
 )
 def test_an_escaped_original_is_redacted_and_does_not_block_the_check(
@@ -874,6 +876,18 @@ def test_an_excerpt_cut_through_a_spaced_number_keeps_none_of_its_digits() -> No
     assert red.redact({"excerpt": "9900 176148 1, ok"})["excerpt"] == "‹IMEI-1:cut›, …"
     assert red.redact({"excerpt": "tel. 06 12 34 5"})["excerpt"] == "… ‹PHONE-1:national:cut›"
     assert red.redact({"excerpt": "at 2026 01 01 12 00"})["excerpt"] == "… 2026 01 01 12 …"
+
+
+def test_a_long_text_is_read_in_pieces_of_whole_lines() -> None:
+    """The views' offsets cost memory per character: a long text (an artifact, a whole
+    report for the check) is searched a piece of lines at a time, with the same result."""
+    red = _forms_redactor()
+    line = f"k={quote(quote(EMAIL, safe=''), safe='')}&i=35-209900-176148-1 " + "x" * 300
+    text = "\n".join([line] * 200 + ["y" * 70_000, line])  # ~150 KB, one line past a piece
+    out = red.redact_text(text)
+    assert out.count("‹EMAIL-1:url:url›") == 201 and out.count("‹IMEI-1›") == 201
+    assert red.find(out) == [] and red.find(text) == ["‹EMAIL-1:url:url›", "‹IMEI-1›"]
+    assert out.split("\n")[200] == "y" * 70_000
 
 
 def test_a_lone_surrogate_does_not_stop_redaction() -> None:
