@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import platform
+import re
 import secrets
 import socket
 import stat
@@ -119,13 +120,15 @@ MAX_MANIFEST_BYTES = 256 * 1024 * 1024
 
 def read_manifest(path: Path) -> dict[str, Any]:
     """The session's manifest. SessionError, with the reason, when there is none or it cannot
-    be used (not JSON, nested deeper than any manifest auditor writes, not an object)."""
+    be used (not JSON, nested deeper than any manifest auditor writes, not an object, text
+    that is not Unicode)."""
     mpath = path / MANIFEST
-    if (mpath.exists() or mpath.is_symlink()) and not mpath.is_file():
-        # a FIFO or a device would hang or flood whoever reads it
-        raise SessionError(f"{mpath}: unreadable manifest: not a regular file")
     try:
-        obj = jsonio.load(mpath, str(mpath), expect=dict, max_bytes=MAX_MANIFEST_BYTES)
+        with open_regular(mpath) as fh:  # a FIFO or a device would hang or flood the reader
+            data = fh.read(MAX_MANIFEST_BYTES + 1)
+        if len(data) > MAX_MANIFEST_BYTES:
+            raise jsonio.JsonError(f"larger than {MAX_MANIFEST_BYTES} bytes")
+        obj = jsonio.loads(data, str(mpath), expect=dict)
     except FileNotFoundError:
         raise SessionError(f"{path}: not a capture session (no {MANIFEST})") from None
     except jsonio.JsonError as exc:
@@ -133,7 +136,23 @@ def read_manifest(path: Path) -> dict[str, Any]:
         raise SessionError(f"{mpath}: unreadable manifest: {why}") from None
     except OSError as exc:
         raise SessionError(f"{mpath}: unreadable manifest: {exc.strerror or exc}") from None
+    if _SURROGATE.search(data) and not _is_unicode(obj):
+        # json reads a lone surrogate (escaped, or as bytes); no manifest auditor writes holds
+        # one, and it could be neither hashed for the seal nor written back
+        raise SessionError(f"{mpath}: unreadable manifest: text with a lone surrogate")
     return cast(dict[str, Any], obj)
+
+
+# a surrogate escaped (\\uD800-\\uDFFF) or in bytes json.loads lets through (ED A0-BF)
+_SURROGATE = re.compile(rb"\\[uU][dD][89a-fA-F]|\xed[\xa0-\xbf]")
+
+
+def _is_unicode(obj: Any) -> bool:
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 # The manifest's sections and their JSON types, as readers rely on them.

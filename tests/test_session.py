@@ -6,6 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from auditor import columns
 from auditor.errors import SessionError
@@ -455,3 +457,80 @@ def test_hashing_a_fifo_or_a_device_is_an_error_not_a_hang(tmp_path: Path) -> No
     for name in ("pipe", "zero"):
         with pytest.raises(OSError, match="not a regular file"):
             _finishes(lambda name=name: sha256_file(tmp_path / name))
+
+
+# ------------------------------------------------------------------ hostile manifests, fuzzed
+
+
+@pytest.fixture(scope="module")
+def sealed_manifest(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes]:
+    path = _closed_session(tmp_path_factory.mktemp("fuzz"))
+    return path, (path / MANIFEST).read_bytes()
+
+
+def _hostile_manifest() -> st.SearchStrategy[bytes]:
+    from tests.fuzz import json_bytes, mutated, mutated_json
+
+    @st.composite
+    def draw(draw: st.DrawFn) -> bytes:
+        seed = json.loads(_closed_manifest_text())
+        kind = draw(st.sampled_from(["data", "bytes", "deep"]))
+        if kind == "data":
+            keys = ["status", "artifacts", "seal", "capture", "summary", "started_at"]
+            return json_bytes(draw(mutated_json([seed], keys=keys)))
+        if kind == "bytes":
+            return draw(mutated([json.dumps(seed).encode()]))
+        depth = draw(st.integers(60, 100_000))
+        opener = draw(st.sampled_from(["[", '{"a":']))
+        return (opener * depth).encode()
+
+    return draw()
+
+
+_SEED: list[str] = []
+
+
+def _closed_manifest_text() -> str:
+    if not _SEED:
+        import tempfile
+
+        _SEED.append((_closed_session(Path(tempfile.mkdtemp())) / MANIFEST).read_text())
+    return _SEED[0]
+
+
+@settings(max_examples=80, deadline=None, derandomize=True, database=None)
+@given(doc=_hostile_manifest())
+def test_no_manifest_breaks_sessions_verify_analysis_or_sealing(
+    sealed_manifest: tuple[Path, bytes], doc: bytes
+) -> None:
+    path, original = sealed_manifest
+    (path / MANIFEST).write_bytes(doc)
+    try:
+        infos, _ = list_sessions(path.parent)  # never raises: unreadable ones are listed
+        (info,) = infos
+        assert (info.status == "unreadable") == (info.problem is not None)
+        for check in (verify_session, lambda p: seal_late(p, by="fuzz")):
+            try:
+                check(path)
+            except SessionError:
+                pass
+        Session(path, lenient=True)  # analysis opens any manifest
+        assert sorted(p.name for p in path.iterdir() if p.name.startswith(".")) == []
+    finally:
+        (path / MANIFEST).write_bytes(original)
+        (path / "custody.jsonl").unlink(missing_ok=True)
+
+
+def test_a_manifest_with_a_lone_surrogate_is_unreadable_not_a_crash(session_dir: Path) -> None:
+    """Found by the fuzz above: json reads "\\ud800" (and its bytes), which cannot be hashed
+    for the seal nor written back as UTF-8."""
+    path = _closed_session(session_dir)
+    text = (path / MANIFEST).read_text()
+    for planted in ('"\\ud800"', '"\\udfff x"'):
+        (path / MANIFEST).write_text(text.replace('"unit"', planted))
+        with pytest.raises(SessionError, match="lone surrogate"):
+            verify_session(path)
+        (info,), _ = list_sessions(session_dir)
+        assert info.status == "unreadable"
+    (path / MANIFEST).write_text(text.replace('"unit"', '"\\ud83d\\ude00"'))  # a pair: fine
+    assert read_manifest(path)["notes"] == "\U0001f600" and not verify_session(path).ok
