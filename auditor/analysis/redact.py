@@ -379,6 +379,22 @@ class Redactor:
         self._prefixes, self._suffixes = prefixes, suffixes
         self._min = min((len(f.text) for f in self._forms), default=0)
         self._max_partial = max((len(f.text) for f in self._forms), default=0)
+        tagged = [
+            (fi, f.text.split("@")) for fi, f in enumerate(self._forms)
+            if not f.label and not f.skeleton and _EMAIL.fullmatch(f.text)
+        ]  # fmt: skip
+        self._tagged_forms = [fi for fi, _ in tagged]
+        self._tagged = (
+            re.compile(
+                "|".join(
+                    f"(?P<t{n}>{re.escape(local)}\\+[\\w.-]{{1,64}}@{re.escape(domain)})"
+                    for n, (_, (local, domain)) in enumerate(tagged)
+                ),
+                re.IGNORECASE | re.ASCII,
+            )
+            if tagged
+            else None
+        )
         self._skeletons = {
             kind: (
                 ahocorasick_rs.AhoCorasick(list(targets)),
@@ -431,6 +447,11 @@ class Redactor:
                     if f.folded or text[start:end] == f.text:
                         out.append((start, end, fi))
                         break
+        if self._tagged is not None and skeletons and "+" in text:
+            # an address with a tag (``jane+news@example.org``) reaches the same mailbox
+            for m in self._tagged.finditer(text):
+                n = int((m.lastgroup or "t0")[1:])
+                out.append((m.start(), m.end(), self._tagged_forms[n]))
         for kind, (ac, targets, shortest) in self._skeletons.items() if skeletons else ():
             out += _skeleton_matches(text, kind, ac, targets, shortest, self._forms)
         return out

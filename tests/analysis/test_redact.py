@@ -693,6 +693,7 @@ FORMS: dict[str, tuple[str, str]] = {
     "email-html-entity": ("jane.reporter&#64;example.org", "reporter&#64;example"),
     "email-zero-width": ("jane.reporter@exa\u200bmple.org", "reporter@exa\u200bmple"),
     "imei-fullwidth": ("３５２０９９００１７６１４８１", "２０９９００１７６１"),
+    "email-tagged": (quote("Jane.Reporter+app@example.org"), "reporter%2Bapp%40"),
 }
 
 

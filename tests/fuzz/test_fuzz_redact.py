@@ -38,7 +38,7 @@ PHONE = "+33612345678"
 SPELLINGS = [
     IMEI, "35-209900-176148-1", "35 209900 176148 1", "35+209900+176148+1", IMEI[:14],
     MAC, "0012.3456.789a", "00123456789A", "00-12-34-56-78-9A", "78187493530",
-    EMAIL, "Jane.Reporter@Example.ORG", "JANE.REPORTER@EXAMPLE.ORG",
+    EMAIL, "Jane.Reporter@Example.ORG", "JANE.REPORTER@EXAMPLE.ORG", "jane.reporter+a@example.org",
     PHONE, "+33 6 12 34 56 78", "06 12 34 56 78", "(06) 12-34-56-78", "0033612345678",
     "+33 (0)6 12 34 56 78",
 ]  # fmt: skip
