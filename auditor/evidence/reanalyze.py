@@ -171,6 +171,17 @@ def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
+_POLICY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+def _shipped_policy(name: str) -> bool:
+    from importlib import resources
+
+    if not _POLICY_NAME.fullmatch(name):
+        return False
+    return (resources.files("auditor") / "analysis" / "policies" / f"{name}.yaml").is_file()
+
+
 def _inputs(
     doc: dict[str, Any],
     policy: str | None,
@@ -186,12 +197,15 @@ def _inputs(
     source = str(recorded.get("source") or "")
     chosen = policy
     if chosen is None:
-        if source.startswith("policy:"):
-            chosen = source.removeprefix("policy:")
+        name = source.removeprefix("policy:") if source.startswith("policy:") else None
+        if name is not None and _shipped_policy(name):
+            chosen = name
         else:
+            # a report names its policy; only a policy shipped with auditor is taken from it
+            # (a path there would make the verifier read any file: /dev/zero, a key)
             reasons.append(
-                f"the report was made with the policy file {source or '(unnamed)'}, which is "
-                "not in the bundle: give it with --policy"
+                f"the report was made with the policy {source[:120]!r}, which is not a policy "
+                "shipped with auditor and not in the bundle: give it with --policy"
             )
     kb = _obj(method.get("knowledge_base"))
     here = knowledge_base_info()["knowledge_base"]

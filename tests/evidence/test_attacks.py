@@ -529,3 +529,17 @@ def test_unbundle_on_a_full_disk(case: Case) -> None:
     assert proc.stderr.startswith("error: cannot unpack archive member"), proc.stderr
     assert "File too large" in proc.stderr and "Traceback" not in proc.stderr
     nothing_written(case, out)
+
+
+@pytest.mark.parametrize("source", ["policy:/dev/zero", "policy:../../x", "policy:"])
+def test_a_report_that_names_a_file_as_its_policy(case: Case, source: str) -> None:
+    """The policy a report names is taken only if auditor ships it: a path there would make
+    the verifier's auditor read any file (/dev/zero never ends)."""
+    doc = json.loads((case.report / "findings.json").read_bytes())
+    doc["method"]["policy"]["source"] = source
+    forged = forge(
+        case, replace(f"{case.reports}/findings.json", json.dumps(doc, indent=2).encode())
+    )
+    again = reanalyze_bundle(forged, bundler_key(case))
+    assert again.status == "not_checked"
+    assert any("not a policy shipped with auditor" in r for r in again.reasons)
