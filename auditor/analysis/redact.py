@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 
 OPEN, CLOSE = "‹", "›"
 REDACTED = f"{OPEN}REDACTED{CLOSE}"
+_MARKS = str.maketrans({OPEN: "\\u2039", CLOSE: "\\u203a"})
 MIN_VALUE = 3  # characters: a shorter value cannot be told from ordinary text
 MIN_PARTIAL = 5  # characters of a value cut at the edge of an excerpt that are still replaced
 EXCERPT_KEYS = frozenset({"excerpt"})  # the text the scanner cut out of a payload
@@ -596,7 +597,10 @@ class Redactor:
         key = ("\0e" if edges else "\0") + text
         done = self._cache.get(key)
         if done is None:
-            done = self._replace(text, edges=edges)
+            # the marks are the redactor's: in captured text they are shown escaped, so that
+            # a capture cannot forge a placeholder (``imei=‹IMEI-1›`` sent to some host)
+            marked = text.translate(_MARKS) if OPEN in text or CLOSE in text else text
+            done = self._replace(marked, edges=edges)
             if edges:
                 done = (_trim_edges(done[0]), done[1])
             for _ in range(_ROUNDS):

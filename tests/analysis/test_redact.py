@@ -192,12 +192,23 @@ def test_longest_match_wins_and_leaves_no_fragment() -> None:
         assert "‹SERIAL-1:base64-inner" in out and serial.find(out) == []
 
 
-def test_redaction_is_one_pass_and_idempotent() -> None:
+def test_redaction_leaves_nothing_to_redact_again() -> None:
     red = _redactor()
     text = f"imei={IMEI}&h={hashlib.sha1(IMEI.encode()).hexdigest()}&m={MAC}"
     once = red.redact_text(text)
-    assert red.redact_text(once) == once
     assert once == "imei=‹IMEI-1›&h=‹IMEI-1:sha1-hex›&m=‹MAC-1›"
+    assert red.find(once) == []
+    # redacted again, its marks are taken for captured ones (below): nothing else changes
+    assert red.redact_text(once) == once.replace("‹", "\\u2039").replace("›", "\\u203a")
+
+
+def test_a_capture_cannot_forge_a_placeholder() -> None:
+    """A request that sends ``imei=‹IMEI-1›`` to some host would read, in the redacted report,
+    as the phone's IMEI sent there: captured marks are shown escaped."""
+    red = _redactor()
+    out = red.redact_text(f"https://evil.example/?imei=‹IMEI-1›&real={IMEI}")
+    assert out == "https://evil.example/?imei=\\u2039IMEI-1\\u203a&real=‹IMEI-1›"
+    assert out.count("‹") == 1
 
 
 def test_values_cut_at_the_edge_of_an_excerpt_go_too() -> None:
