@@ -810,6 +810,10 @@ def _skeleton_forms(secret: int, kind: str, value: str) -> list[_Form]:
     bare = re.sub(r"[\s:.\-]", "", value).lower()
     if kind == "MAC" and re.fullmatch(r"[0-9a-f]{12}", bare):
         out += [("hex", bare, ""), ("digits", str(int(bare, 16)), "decimal")]
+    if kind == "ANDROID-ID" and re.fullmatch(r"[0-9a-f]{16}", bare):
+        # a 64-bit number: some SDKs send it as a Java long, signed
+        n = int(bare, 16)
+        out += [("digits", str(n), "decimal"), ("digits", str(abs(n - (1 << 64))), "decimal")]
     return [
         _Form(secret, text, label, True, skel, len(text) < _UNBOUNDED)
         for skel, text, label in dict.fromkeys(out)

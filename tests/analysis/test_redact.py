@@ -202,6 +202,15 @@ def test_redaction_leaves_nothing_to_redact_again() -> None:
     assert red.redact_text(once) == once.replace("‹", "\\u2039").replace("›", "\\u203a")
 
 
+def test_an_android_id_sent_as_a_java_long_is_redacted() -> None:
+    red = Redactor([Original("android_id", AID, "device")])
+    n = int(AID, 16)
+    signed = n - (1 << 64) if n >= 1 << 63 else n
+    out = red.redact_text(f"a={n}&b={signed}&c={AID.upper()}")
+    assert out.startswith("a=‹ANDROID-ID-1:decimal›&b=") and out.endswith("&c=‹ANDROID-ID-1›")
+    assert str(abs(signed)) not in out
+
+
 def test_a_capture_cannot_forge_a_placeholder() -> None:
     """A request that sends ``imei=‹IMEI-1›`` to some host would read, in the redacted report,
     as the phone's IMEI sent there: captured marks are shown escaped."""
