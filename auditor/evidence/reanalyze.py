@@ -37,7 +37,8 @@ MAX_DIFFERENCES = 20
 MAX_DEPTH = 32  # findings.json is a few levels deep; a bundle's may be anything
 _GENERATED_AT = re.compile(rb'"generated_at": "[^"]*"')
 _UTC_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z")
-MAX_FINDINGS = 1024**3
+MAX_FINDINGS = 256 * 1024**2  # a findings.json read back into memory
+PIECE = 1024**2
 
 FINDINGS = "findings.json"
 # what `auditor analyze` writes in a report folder, by the --format that writes it
@@ -237,19 +238,38 @@ def _formats(files: Iterable[str]) -> list[str]:
     return sorted({RENDERED[f] for f in files if f in RENDERED})
 
 
-def _first_difference(a: bytes, b: bytes) -> str:
-    """Where two files first differ, without quoting either (both may be anyone's)."""
-    n = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
-    line = a.count(b"\n", 0, n) + 1
-    return f"from byte {n} (line {line}); {len(a)} bytes bundled, {len(b)} rendered again"
+def _first_difference(a: Path, b: Path) -> str | None:
+    """Where two files first differ (None when they do not), read in pieces and quoted
+    from neither (both may be anyone's, and either may be large)."""
+    sa, sb = a.stat().st_size, b.stat().st_size
+    if sa != sb:
+        return f"{sa} bytes bundled, {sb} rendered again"
+    offset = lines = 0
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            x, y = fa.read(PIECE), fb.read(PIECE)
+            if x != y:
+                n = next(i for i, (p, q) in enumerate(zip(x, y, strict=False)) if p != q)
+                line = lines + x.count(b"\n", 0, n) + 1
+                return f"from byte {offset + n} (line {line}); {sa} bytes each"
+            if not x:
+                return None
+            offset += len(x)
+            lines += x.count(b"\n")
+
+
+def _tail(path: Path, n: int = 65536) -> bytes:
+    with open(path, "rb") as fh:
+        fh.seek(max(0, path.stat().st_size - n))
+        return fh.read(n)
 
 
 _WRITER = re.compile(rb"parquet-cpp-arrow version [0-9A-Za-z.+-]{1,40}")
 
 
-def _parquet_writer(data: bytes) -> str | None:
+def _parquet_writer(path: Path) -> str | None:
     """The library version a Parquet file names in its footer (looked for, not parsed)."""
-    found = _WRITER.findall(data[-65536:])
+    found = _WRITER.findall(_tail(path))
     return found[-1].decode("ascii") if found else None
 
 
@@ -370,27 +390,29 @@ def _compare(
             out.differ.append(name)
             out.differences.append(f"{name}: the re-analysis does not make this file")
             continue
-        a, b = (bundled_dir / rel).read_bytes(), mine.read_bytes()
-        if a == b and not (rel == FINDINGS and out.differences):
+        theirs = bundled_dir / rel
+        where = _first_difference(theirs, mine)
+        if where is None and not (rel == FINDINGS and out.differences):
             out.same.append(name)
             continue
-        if rel.endswith(".parquet") and _parquet_writer(a) != _parquet_writer(b):
+        if rel.endswith(".parquet") and _parquet_writer(theirs) != _parquet_writer(mine):
             out.not_checked[name] = (
-                f"written by {_parquet_writer(a) or 'an unknown writer'}; this auditor writes "
-                f"{_parquet_writer(b)}, whose bytes differ: compare flows.csv instead"
+                f"written by {_parquet_writer(theirs) or 'an unknown writer'}; this auditor "
+                f"writes {_parquet_writer(mine)}, whose bytes differ: compare flows.csv instead"
             )
             continue
         out.differ.append(name)
-        if rel == FINDINGS:
+        if rel == FINDINGS and max(theirs.stat().st_size, mine.stat().st_size) <= MAX_FINDINGS:
             try:
                 diff = differences(
-                    jsonio.loads(neutral(a), FINDINGS), jsonio.loads(neutral(b), FINDINGS)
+                    jsonio.loads(neutral(theirs.read_bytes()), FINDINGS),
+                    jsonio.loads(neutral(mine.read_bytes()), FINDINGS),
                 )
             except jsonio.JsonError as exc:  # pragma: no cover - read once already
                 diff = [str(exc)[:200]]
             out.differences += diff or ["(byte order only)"]
         else:
-            out.differences.append(f"{name}: differs {_first_difference(a, b)}")
+            out.differences.append(f"{name}: differs {where or 'in generated_at'}")
     made = (
         sorted(
             p.relative_to(again_dir).as_posix()

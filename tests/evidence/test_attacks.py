@@ -543,3 +543,12 @@ def test_a_report_that_names_a_file_as_its_policy(case: Case, source: str) -> No
     again = reanalyze_bundle(forged, bundler_key(case))
     assert again.status == "not_checked"
     assert any("not a policy shipped with auditor" in r for r in again.reasons)
+
+
+def test_a_large_report_file_is_compared_in_pieces(case: Case) -> None:
+    """A bundled report file may be as large as a member may be (16 GiB of zeros compress
+    to 16 MB): it is compared by size, then in pieces, never read whole."""
+    big = bytes(8 * 1024 * 1024)
+    again = reanalyze_bundle(forge(case, replace(f"{case.reports}/summary.md", big)))
+    assert again.differ == [f"{case.reports}/summary.md"]
+    assert any(f"{len(big)} bytes bundled" in d for d in again.differences)
