@@ -118,6 +118,7 @@ _filler = st.one_of(
 )
 
 
+@example("\uff01")  # a fullwidth character is as long as what it reads as
 @example("%" * 20 + "2540")
 @example("\\u00" + "&#37;" * 30)
 @fuzz(st.one_of(st.text(max_size=400), _filler), share=0.3)
@@ -128,7 +129,7 @@ def test_views_never_raise_and_point_inside(text: str) -> None:
         binary = view.layers[-1:] in (("base64",), ("hex",))
         if not binary and view.layers:
             escapes += 1
-            assert len(view.text) < previous  # every escape is longer than what it stands for
+            assert len(view.text) <= previous  # no escape is shorter than what it stands for
             previous = len(view.text)
         last = 0
         for i in range(len(view.text)):
