@@ -357,27 +357,15 @@ class Redactor:
 
     def _compile(self) -> None:
         patterns: dict[str, list[int]] = {}
-        prefixes: dict[str, int] = {}
-        suffixes: dict[str, int] = {}
         skeletons: dict[str, dict[str, list[int]]] = {"digits": {}, "hex": {}}
         for fi, f in enumerate(self._forms):
             if f.skeleton:
                 # split by separators: matched on the run's digits; written without any,
                 # by the automaton like every other form
                 skeletons[f.skeleton].setdefault(f.text, []).append(fi)
-            key = _fold(f.text)
-            patterns.setdefault(key, []).append(fi)
-            for n in range(MIN_PARTIAL, len(key)):
-                prefixes.setdefault(key[:n], fi)
-                suffixes.setdefault(key[-n:], fi)
+            patterns.setdefault(_fold(f.text), []).append(fi)
         self._pattern_forms = list(patterns.values())
-        self._skeleton_prefixes: dict[str, int] = {}
-        self._skeleton_suffixes: dict[str, int] = {}
-        for digits, fis in skeletons["digits"].items():
-            for n in range(MIN_PARTIAL, len(digits)):
-                self._skeleton_prefixes.setdefault(digits[:n], fis[0])
-                self._skeleton_suffixes.setdefault(digits[-n:], fis[0])
-        self._prefixes, self._suffixes = prefixes, suffixes
+        self._partials: tuple[dict[str, int], ...] | None = None  # see _partial_maps
         self._min = min((len(f.text) for f in self._forms), default=0)
         self._max_partial = max((len(f.text) for f in self._forms), default=0)
         tagged = [
@@ -512,6 +500,26 @@ class Redactor:
         label = ":".join(x for x in (via, f.label, CUT if cut else "") if x)
         return f"{OPEN}{base}:{label}{CLOSE}" if label else f"{OPEN}{base}{CLOSE}"
 
+    def _partial_maps(self) -> tuple[dict[str, int], ...]:
+        """Beginnings and ends (5 characters or more) of every form and of every number's
+        digits -> the form: built on the first excerpt, since they take a while."""
+        if self._partials is None:
+            prefixes: dict[str, int] = {}
+            suffixes: dict[str, int] = {}
+            digit_prefixes: dict[str, int] = {}
+            digit_suffixes: dict[str, int] = {}
+            for fi, f in enumerate(self._forms):
+                key = _fold(f.text)
+                for n in range(MIN_PARTIAL, len(key)):
+                    prefixes.setdefault(key[:n], fi)
+                    suffixes.setdefault(key[-n:], fi)
+                if f.skeleton == "digits":
+                    for n in range(MIN_PARTIAL, len(key)):
+                        digit_prefixes.setdefault(key[:n], fi)
+                        digit_suffixes.setdefault(key[-n:], fi)
+            self._partials = (prefixes, suffixes, digit_prefixes, digit_suffixes)
+        return self._partials
+
     def _edges(self, text: str) -> tuple[int, int, int | None, int | None]:
         """How much of ``text``'s start is the end of a value, and of its end the start of
         one (an excerpt cut through a value), with the forms they belong to."""
@@ -519,16 +527,17 @@ class Redactor:
         head_form = tail_form = None
         if not self._forms or len(text) < MIN_PARTIAL:
             return head, tail, head_form, tail_form
+        prefixes, suffixes, digit_prefixes, digit_suffixes = self._partial_maps()
         folded = _fold(text)
         for n in range(min(len(text), self._max_partial), MIN_PARTIAL - 1, -1):
-            fi = self._suffixes.get(folded[:n])
+            fi = suffixes.get(folded[:n])
             if fi is not None and (
                 self._forms[fi].folded or self._forms[fi].text.endswith(text[:n])
             ):
                 head, head_form = n, fi
                 break
         for n in range(min(len(text), self._max_partial), MIN_PARTIAL - 1, -1):
-            fi = self._prefixes.get(folded[-n:])
+            fi = prefixes.get(folded[-n:])
             if fi is not None and (
                 self._forms[fi].folded or self._forms[fi].text.startswith(text[-n:])
             ):
@@ -537,12 +546,12 @@ class Redactor:
         # a number split by separators, cut (``… 35 209900 17``): its digits as a skeleton's
         if head_form is None and (m := _HEAD_DIGITS.match(text)):
             digits = _NOT_DIGIT.sub("", m.group())
-            fi = self._skeleton_suffixes.get(digits) if len(digits) >= MIN_PARTIAL else None
+            fi = digit_suffixes.get(digits) if len(digits) >= MIN_PARTIAL else None
             if fi is not None:
                 head, head_form = m.end(), fi
         if tail_form is None and (m := _TAIL_DIGITS.search(text)):
             digits = _NOT_DIGIT.sub("", m.group())
-            fi = self._skeleton_prefixes.get(digits) if len(digits) >= MIN_PARTIAL else None
+            fi = digit_prefixes.get(digits) if len(digits) >= MIN_PARTIAL else None
             if fi is not None:
                 tail, tail_form = len(text) - m.start(), fi
         return head, tail, head_form, tail_form
