@@ -119,7 +119,8 @@ def _kind(ti: tarfile.TarInfo) -> str:
 
 class _Bounded:
     """A read-only view of the decompressed stream that counts what is read and refuses to go
-    past ``limit`` bytes or to serve one read larger than ``max_read``."""
+    past ``limit`` bytes or to serve one read larger than ``max_read``. Bytes handed back with
+    :meth:`unread` are served again first (a header looked at before tarfile parses it)."""
 
     def __init__(self, raw: IO[bytes], limit: int, max_read: int):
         self.raw = raw
@@ -127,16 +128,26 @@ class _Bounded:
         self.max_read = max_read
         self.name = None
         self.last = b""  # the last 512 bytes read
+        self.pending = b""
 
     def _keep(self, data: bytes) -> bytes:
         self.last = data[-512:] if len(data) >= 512 else (self.last + data)[-512:]
         return data
+
+    def unread(self, data: bytes) -> None:
+        self.pending = data + self.pending
 
     def read(self, n: int = -1) -> bytes:
         if n is None or n < 0 or n > self.max_read:
             raise UnsafeArchiveError(
                 f"archive header or read of {n} bytes exceeds {self.max_read}; refusing the archive"
             )
+        head = b""
+        if self.pending:
+            head, self.pending = self.pending[:n], self.pending[n:]
+            if len(head) == n:
+                return self._keep(head)
+            n -= len(head)
         if self.raw.tell() + n > self.limit:
             n = max(0, self.limit - self.raw.tell())
             data = self.raw.read(n + 1)
@@ -144,8 +155,8 @@ class _Bounded:
                 raise UnsafeArchiveError(
                     f"archive expands to more than {self.limit} bytes; refusing it"
                 )
-            return self._keep(data)
-        return self._keep(self.raw.read(n))
+            return self._keep(head + data)
+        return self._keep(head + self.raw.read(n))
 
     def seek(self, pos: int, whence: int = 0) -> int:
         if whence != 0:
@@ -154,16 +165,55 @@ class _Bounded:
             raise UnsafeArchiveError(
                 f"archive expands to more than {self.limit} bytes; refusing it"
             )
+        self.pending = b""
         return self.raw.seek(pos)
 
     def tell(self) -> int:
-        return self.raw.tell()
+        return self.raw.tell() - len(self.pending)
 
     def seekable(self) -> bool:
         return True
 
     def readable(self) -> bool:
         return True
+
+
+MAX_PAX = 8 * 1024  # a PAX header: a path of PATH_MAX bytes and a few numbers fit
+MAX_DIGITS = 200  # in a run, in a PAX header
+_LONG_DIGITS = re.compile(rb"[0-9]{%d}" % (MAX_DIGITS + 1))
+
+
+class _CheckedTarInfo(tarfile.TarInfo):
+    """tarfile's header, but a PAX or GNU long-name header is looked at before tarfile parses
+    it. Python's tarfile (before 3.12.6, CVE-2024-6232) searches a PAX header with regular
+    expressions that take quadratic time on a run of digits: 64 KB of digits took 35 s, the
+    4 MiB a header may be would take days. Nothing auditor writes needs a PAX header over
+    :data:`MAX_PAX` bytes, a run of over :data:`MAX_DIGITS` digits in one, or a long name
+    over :data:`PATH_MAX` bytes."""
+
+    def _proc_pax(self, tarfile: tarfile.TarFile) -> tarfile.TarInfo:
+        fileobj = tarfile.fileobj
+        if self.size > MAX_PAX or not isinstance(fileobj, _Bounded):
+            raise UnsafeArchiveError(
+                f"a PAX header of {self.size} bytes (more than {MAX_PAX}) at byte "
+                f"{self.offset}; refusing the archive"
+            )
+        data = fileobj.read(self._block(self.size))  # type: ignore[attr-defined]
+        if _LONG_DIGITS.search(data):
+            raise UnsafeArchiveError(
+                f"a PAX header at byte {self.offset} with a run of more than {MAX_DIGITS} "
+                "digits; refusing the archive"
+            )
+        fileobj.unread(data)
+        return super()._proc_pax(tarfile)  # type: ignore[misc]
+
+    def _proc_gnulong(self, tarfile: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.size > PATH_MAX + 1:
+            raise UnsafeArchiveError(
+                f"a GNU long name of {self.size} bytes (more than {PATH_MAX}) at byte "
+                f"{self.offset}; refusing the archive"
+            )
+        return super()._proc_gnulong(tarfile)  # type: ignore[misc]
 
 
 _READ_ERRORS = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, OSError)
@@ -219,7 +269,9 @@ def iter_members(path: Path, limits: Limits = DEFAULT_LIMITS) -> Iterator[Member
         )
         bounded = _Bounded(stream, bound, limits.max_header)
         try:
-            tf = tarfile.open(fileobj=bounded, mode="r:")  # type: ignore[call-overload]
+            tf = tarfile.open(  # type: ignore[call-overload]
+                fileobj=bounded, mode="r:", tarinfo=_CheckedTarInfo
+            )
         except UnsafeArchiveError:
             raise
         except (*_READ_ERRORS, ValueError) as exc:
