@@ -1151,6 +1151,17 @@ def _unvisible(text: str) -> str:
     return _VISIBLE_ESCAPE.sub(back, text)
 
 
+def _csv_cells(text: str) -> list[str]:
+    """Every cell of a CSV text, however long (a captured URL may pass the csv module's
+    default limit of 128 KiB a field; the limit is the module's, so it is put back)."""
+    limit = csv.field_size_limit()
+    csv.field_size_limit(max(limit, len(text) + 1))
+    try:
+        return [c for row in csv.reader(io.StringIO(text)) for c in row]
+    finally:
+        csv.field_size_limit(limit)
+
+
 def _views(path: Path) -> Iterator[str]:
     """What a reader of ``path`` sees, each undone exactly as far as the report's writer
     escaped it: one more layer undone here than the redactor undid would find a value the
@@ -1178,5 +1189,5 @@ def _views(path: Path) -> Iterator[str]:
         except (ValueError, RecursionError):
             pass
     elif path.suffix == ".csv":
-        cells = [c for row in csv.reader(io.StringIO(text)) for c in row]
+        cells = _csv_cells(text)
         yield "\n".join(_unvisible(c[1:] if c.startswith("'") else c) for c in cells)  # csv_cell

@@ -916,3 +916,15 @@ def test_a_lone_surrogate_does_not_stop_redaction() -> None:
     red = _forms_redactor()
     doc = json.loads(f'{{"k": "\\ud800 {IMEI_B}"}}')
     assert red.redact(doc) == {"k": "\ud800 ‹IMEI-1›"}
+
+
+def test_a_url_past_the_csv_modules_field_limit_is_checked(tmp_path: Path) -> None:
+    """The check read flows.csv with the csv module's default limit of 128 KiB a field: one
+    long captured URL made ``analyze --redact`` fail with "field larger than field limit"."""
+    analysis = _small_analysis()
+    analysis.flows.loc[2, C.URL] = "http://t.example/?blob=" + "A" * 200_000 + f"&i={IMEI}"
+    limit = csv.field_size_limit()
+    write_redacted(analysis, tmp_path / "pub", ["csv"])
+    assert csv.field_size_limit() == limit
+    shown = (tmp_path / "pub" / "flows.csv").read_text(encoding="utf-8")
+    assert IMEI not in shown and "&i=‹IMEI-1›" in shown
