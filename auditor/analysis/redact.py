@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import ahocorasick_rs
 import pandas as pd
 
+from auditor import jsonio
 from auditor.analysis.escape import visible
 from auditor.analysis.identifiers import MIN_NEEDLE_LENGTH, Encoding, build_needles
 from auditor.analysis.patterns import PatternKind, find_patterns
@@ -1024,8 +1025,9 @@ def _redact_artifacts(
             continue
         if path.suffix == ".json":
             try:
-                doc = json.loads(text)
-            except (ValueError, RecursionError):
+                # nesting bounded: the redactor walks a document by recursion
+                doc = jsonio.loads(text, shown)
+            except jsonio.JsonError:
                 new = red.redact_text(text)
             else:
                 new = json.dumps(red.redact(doc), ensure_ascii=False, indent=1)

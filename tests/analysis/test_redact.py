@@ -928,3 +928,14 @@ def test_a_url_past_the_csv_modules_field_limit_is_checked(tmp_path: Path) -> No
     assert csv.field_size_limit() == limit
     shown = (tmp_path / "pub" / "flows.csv").read_text(encoding="utf-8")
     assert IMEI not in shown and "&i=‹IMEI-1›" in shown
+
+
+def test_a_deeply_nested_json_artifact_is_redacted_as_text(tmp_path: Path) -> None:
+    """Parsed, a JSON document 1,000 levels deep passed the json module but not the
+    redactor's walk: RecursionError out of ``write_redacted``."""
+    art = tmp_path / "artifacts"
+    art.mkdir()
+    (art / "deep.json").write_text("[" * 1000 + json.dumps(f"imei {IMEI}") + "]" * 1000)
+    write_redacted(_small_analysis(), tmp_path / "pub", ["json"], artifacts_src=art)
+    kept = (tmp_path / "pub" / "artifacts" / "deep.json").read_text(encoding="utf-8")
+    assert IMEI not in kept and "imei ‹IMEI-1›" in kept
