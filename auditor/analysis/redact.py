@@ -803,7 +803,13 @@ def _skeleton_forms(secret: int, kind: str, value: str) -> list[_Form]:
     (Cisco's ``0012.3456.789a``) and its value as a decimal integer."""
     out: list[tuple[str, str, str]] = []  # (skeleton, text, label)
     digits = _NOT_DIGIT.sub("", value)
-    if digits.isascii() and digits.isdigit() and len(digits) >= _MIN_SKELETON:
+    # an emulator's IMEI of zeros: its spellings would be every run of zeros
+    if (
+        digits.isascii()
+        and digits.isdigit()
+        and len(digits) >= _MIN_SKELETON
+        and len(set(digits)) > 2
+    ):
         out.append(("digits", digits, ""))
         if kind == "IMEI" and len(digits) == 15:
             out.append(("digits", digits[:14], "no-check-digit"))

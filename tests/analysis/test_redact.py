@@ -838,6 +838,15 @@ def test_ordinary_numbers_and_other_values_are_left_alone(text: str) -> None:
     assert red.find(text) == []
 
 
+def test_a_placeholder_value_of_one_digit_has_no_spellings() -> None:
+    """An emulator's IMEI of zeros is redacted as itself, not as every run of 14 zeros."""
+    red = Redactor([Original("imei", "000000000000000", "device")])
+    assert red.redact_text("imei=000000000000000") == "imei=‹IMEI-1›"
+    assert red.redact_text("t=1700000000000000&x=0 0 0 0 0 0 0 0 0 0 0 0 0 0") == (
+        "t=1700000000000000&x=0 0 0 0 0 0 0 0 0 0 0 0 0 0"
+    )
+
+
 def test_the_redactor_and_the_check_undo_the_same_layers(tmp_path: Path) -> None:
     """An original wrapped in as many escape layers as the decoder undoes (and then in one of
     the scanner's encodings: URL here) is redacted; one wrapped in more is neither redacted
