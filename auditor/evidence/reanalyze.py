@@ -412,7 +412,7 @@ def _compare(
                 diff = [str(exc)[:200]]
             out.differences += diff or ["(byte order only)"]
         else:
-            out.differences.append(f"{name}: differs {where or 'in generated_at'}")
+            out.differences.append(f"{name}: differs ({where or 'in generated_at'})")
     made = (
         sorted(
             p.relative_to(again_dir).as_posix()
