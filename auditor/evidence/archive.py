@@ -14,7 +14,9 @@ memory or disk. Plain tar and gzip are read.
 from __future__ import annotations
 
 import gzip
+import os
 import re
+import stat
 import tarfile
 import zlib
 from collections.abc import Iterator
@@ -254,9 +256,15 @@ def iter_members(path: Path, limits: Limits = DEFAULT_LIMITS) -> Iterator[Member
     when the file is not a readable (gzip) tar archive."""
     path = Path(path)
     try:
-        fh = open(path, "rb")
+        # not blocking: a FIFO given as the bundle would wait for a writer forever
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as exc:
         raise EvidenceError(f"{path}: cannot open: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise EvidenceError(f"{path}: not a regular file; a bundle is a file")
+    os.set_blocking(fd, True)
+    fh = os.fdopen(fd, "rb")
     with fh:
         magic = fh.read(2)
         fh.seek(0)

@@ -83,6 +83,11 @@ def test_damaged_archives(tmp_path: Path) -> None:
         list(iter_members(tmp_path / "empty"))
     with pytest.raises(EvidenceError, match="cannot open"):
         list(iter_members(tmp_path / "missing.tar"))
+    os.mkfifo(tmp_path / "fifo")  # would wait for a writer forever
+    with pytest.raises(EvidenceError, match="not a regular file"):
+        list(iter_members(tmp_path / "fifo"))
+    with pytest.raises(EvidenceError, match="not a regular file"):
+        list(iter_members(tmp_path))
 
 
 # A subprocess reads a bundle of one member behind a PAX header of nearly 4 MiB, then runs
