@@ -424,8 +424,8 @@ class Redactor:
         i = self.secret_of(value)
         return None if i is None else self._secrets[i].token
 
-    def _candidates(self, text: str, skeletons: bool = True) -> list[tuple[int, int, int]]:
-        """Matches in ``text`` as it is: every form, and (``skeletons``) every skeleton."""
+    def _candidates(self, text: str) -> list[tuple[int, int, int]]:
+        """Matches in ``text`` as it is: every form, and every skeleton."""
         out = []
         if self._ac is not None and len(text) >= self._min:
             folded = _fold(text)
@@ -437,12 +437,12 @@ class Redactor:
                     if f.folded or text[start:end] == f.text:
                         out.append((start, end, fi))
                         break
-        if self._tagged is not None and skeletons and "+" in text:
+        if self._tagged is not None and "+" in text:
             # an address with a tag (``jane+news@example.org``) reaches the same mailbox
             for m in self._tagged.finditer(text):
                 n = int((m.lastgroup or "t0")[1:])
                 out.append((m.start(), m.end(), self._tagged_forms[n]))
-        for kind, (ac, targets, shortest) in self._skeletons.items() if skeletons else ():
+        for kind, (ac, targets, shortest) in self._skeletons.items():
             out += _skeleton_matches(text, kind, ac, targets, shortest, self._forms)
         return out
 
@@ -468,7 +468,7 @@ class Redactor:
             binary = view.layers[-1] in ("base64", "hex")
             via = ":".join(view.layers)
             inner = ":".join((*view.layers[:-1], Encoding.BASE64_INNER.value))
-            for s, e, fi in self._candidates(view.text, skeletons=not binary):
+            for s, e, fi in self._candidates(view.text):
                 if binary and e - s < MIN_NEEDLE_LENGTH:
                     continue  # as the scanner: a short form in decoded bytes is chance
                 start, end = view.origin(s, e)

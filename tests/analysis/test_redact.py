@@ -202,6 +202,15 @@ def test_redaction_leaves_nothing_to_redact_again() -> None:
     assert red.redact_text(once) == once.replace("‹", "\\u2039").replace("›", "\\u203a")
 
 
+def test_spellings_inside_base64_and_hex_are_found() -> None:
+    red = _forms_redactor()
+    hexed = b"35-209900-176148-1".hex()
+    assert red.redact_text(f"h={hexed}") == "h=‹IMEI-1:hex›"
+    blob = base64.b64encode(b'{"tel":"06 12 34 56 78"}').decode()
+    out = red.redact_text(f"b={blob}")
+    assert "‹PHONE-1:base64-inner:national›" in out and red.find(out) == []
+
+
 def test_an_android_id_sent_as_a_java_long_is_redacted() -> None:
     red = Redactor([Original("android_id", AID, "device")])
     n = int(AID, 16)
