@@ -152,8 +152,7 @@ def build_flow_table(
     dns_names = _dns_names(records)
     if packets is not None:
         warnings += packets.warnings
-        for ip, name in packets.addr_names.items():
-            dns_names.setdefault(ip, name)
+        dns_names = {**packets.addr_names, **dns_names}  # the proxy's own DNS first
     steps = scenario_steps(records)
     device = session.manifest.get("device") or {}
     uid_map = _uid_map(device)
