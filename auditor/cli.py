@@ -601,6 +601,51 @@ def _passphrase(keyfile: Path, *, new: bool) -> bytes:
     return str(text).encode()
 
 
+# --------------------------------------------------------------------------------------- close
+
+
+@main.command("close")
+@click.argument("session", type=click.Path(path_type=Path))
+@click.option(
+    "--by",
+    default=None,
+    help="Who seals it (a name for the custody log; default: the login user).",
+)
+@click.option("--reason", default="", help="Why it is sealed late (kept in the manifest).")
+@json_option
+@custody_logged()  # seal_late writes the session's own custody line
+@handle_errors
+def close(session: Path, by: str | None, reason: str, as_json: bool) -> None:
+    """Seal a session its recorder left open (a crash, or mitmdump run with
+    auditor_close_on_done=false): hash its files and close it as incomplete.
+
+    The manifest and the custody log record that it was sealed late, when and by whom;
+    `verify` then checks it as any other session. A session still being recorded, or
+    already closed, is refused.
+
+    \b
+    Example:
+        auditor close captures/20261128T101500Z-3f9a1c --reason "laptop lost power"
+        auditor close captures/20261128T101500Z-3f9a1c --by "J. Doe" --json
+    """
+    from auditor.evidence.custody import login_user
+    from auditor.session import seal_late
+
+    sealed = seal_late(session, by=by or login_user(), reason=reason, argv=_argv())
+    if as_json:
+        emit_json(sealed.to_dict(), ascii_only=True)
+        return
+    d = sealed.to_dict()
+    late = d.get("sealed_late") or {}
+    for w in sealed.warnings:
+        echo(f"warning: {terminal_line(w)}", err=True)
+    echo(
+        f"sealed {terminal_line(session)}: {d['artifacts']} file(s) hashed, status "
+        f"{terminal_line(d['status'])} (left open; {terminal_line(d.get('stop_detail') or '')})"
+    )
+    echo(f"sealed late at {terminal_line(late.get('at'))} by {terminal_line(late.get('by'))}")
+
+
 @main.command()
 @click.option(
     "--out",
