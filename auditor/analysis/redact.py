@@ -627,9 +627,12 @@ class Redactor:
             self._secrets[i].seen[label] += times
         return done[0]
 
-    def find(self, text: str) -> list[str]:
+    def find(self, text: str, *, decode: bool = True) -> list[str]:
         """The placeholders (with their encoding) of every original that ``text`` holds, in
-        any view of it (the same views :meth:`redact_text` replaces in)."""
+        any view of it (the same views :meth:`redact_text` replaces in); with ``decode``
+        false, in the text as it is only."""
+        if not decode:
+            return sorted({self._tok(fi) for _, _, fi in self._candidates(text)})
         return sorted({self._tok(fi, via=via) for _, _, fi, via in self._spans(text)})
 
     # -- structures
@@ -1143,8 +1146,8 @@ def check_output(folder: Path, red: Redactor) -> list[Leak]:
     leaks: list[Leak] = []
     for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
         found: set[str] = set(red.find(path.relative_to(folder).as_posix()))
-        for view in _views(path):
-            found.update(red.find(view))
+        for view, decode in _views(path):
+            found.update(red.find(view, decode=decode))
         leaks += [Leak(path, token) for token in sorted(found)]
     return leaks
 
@@ -1170,32 +1173,41 @@ def _csv_cells(text: str) -> list[str]:
         csv.field_size_limit(limit)
 
 
-def _views(path: Path) -> Iterator[str]:
-    """What a reader of ``path`` sees, each undone exactly as far as the report's writer
-    escaped it: one more layer undone here than the redactor undid would find a value the
-    redactor could not see, and refuse a report for it."""
+def _views(path: Path) -> Iterator[tuple[str, bool]]:
+    """What a reader of ``path`` sees, and whether to read it through the decoder. The
+    report's files are decoded once their writer's escaping is undone, exactly as far as it
+    went: one more layer undone than the redactor undid would find a value the redactor could
+    not see, and refuse a report for it. As written, they are searched as they are (raw
+    digests show in the bytes; a layer the decoder undoes there is the writer's own)."""
     data = path.read_bytes()
-    yield data.decode("latin-1")
+    yield data.decode("latin-1"), False
     if path.suffix == ".parquet":
         df = pd.read_parquet(path)
-        yield "\n".join(str(c) for c in df.columns)
+        yield "\n".join(str(c) for c in df.columns), True
         for col in df.columns:
-            yield "\n".join(str(v) for v in df[col].dropna().astype(str))
+            yield "\n".join(str(v) for v in df[col].dropna().astype(str)), True
         return
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         return
-    yield text
     if path.suffix == ".html":
-        yield _unvisible(html.unescape(text))  # escape.html_text
+        yield text, False
+        yield _unvisible(html.unescape(text)), True  # escape.html_text
     elif path.suffix == ".md":
-        yield _unvisible(html.unescape(_MD_ESCAPE.sub(r"\1", text)))  # escape.md_text
+        yield text, False
+        yield _unvisible(html.unescape(_MD_ESCAPE.sub(r"\1", text))), True  # escape.md_text
+    elif path.suffix == ".csv":
+        yield text, False
+        cells = _csv_cells(text)
+        yield "\n".join(_unvisible(c[1:] if c.startswith("'") else c) for c in cells), True
     elif path.suffix == ".json":
         try:
-            yield "\n".join(_strings(json.loads(text)))
+            strings = "\n".join(_strings(json.loads(text)))
         except (ValueError, RecursionError):
-            pass
-    elif path.suffix == ".csv":
-        cells = _csv_cells(text)
-        yield "\n".join(_unvisible(c[1:] if c.startswith("'") else c) for c in cells)  # csv_cell
+            yield text, True
+        else:
+            yield text, False
+            yield strings, True
+    else:  # an artifact's text, as it was redacted
+        yield text, True
