@@ -19,7 +19,6 @@ import contextlib
 import errno
 import fcntl
 import hashlib
-import io
 import json
 import logging
 import os
@@ -38,7 +37,7 @@ from typing import TYPE_CHECKING, Any, cast
 from auditor import __version__, columns, jsonio
 from auditor.bodies import DEFAULT_BODY_CAP, BodyStore
 from auditor.errors import SessionError
-from auditor.fsutil import private_mkdirs
+from auditor.fsutil import open_regular, private_mkdirs
 from auditor.records import (
     EventRecord,
     HttpRecord,
@@ -597,20 +596,6 @@ def readable_files(path: Path, manifest: dict[str, Any], folder: str) -> list[st
         for rel in _walk(root)[0]
         if not any(part.startswith(".") for part in rel.split("/"))
     ]
-
-
-def open_regular(path: Path) -> io.BufferedReader:
-    """``path`` opened for reading in binary, if it is a regular file (through a link or not);
-    a FIFO or a device, which would block or never end, raises OSError without blocking."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file", str(path))
-        os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
 
 
 @dataclass
