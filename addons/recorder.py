@@ -2,6 +2,12 @@
 
     mitmdump -s addons/recorder.py --set auditor_session=captures/my-session
 
+When mitmdump exits cleanly (Ctrl-C, SIGTERM, ``q``), the recorder closes the session: its end
+time and artifact hashes go into the manifest, so ``auditor verify`` and ``auditor bundle`` work
+at once. ``auditor capture`` and ``auditor audit`` set ``auditor_close_on_done=false``: they
+close their sessions themselves. A session left open (``kill -9``, a crash) is sealed
+afterwards with ``auditor close`` (:func:`auditor.session.seal_late`).
+
 Thin by design: each hook turns mitmproxy's objects into auditor records
 (:mod:`auditor.mitmconv`) and hands them to the session writer (:mod:`auditor.session`).
 
@@ -27,7 +33,13 @@ from auditor import mitmconv
 from auditor.bodies import DEFAULT_BODY_CAP
 from auditor.errors import SessionError
 from auditor.records import Record
-from auditor.session import SessionWriteError, SessionWriter, write_error
+from auditor.session import (
+    STATUS_COMPLETE,
+    STATUS_INCOMPLETE,
+    SessionWriteError,
+    SessionWriter,
+    write_error,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +72,10 @@ class Recorder:
         loader.add_option(
             "auditor_close_on_done",
             bool,
-            False,
-            "Close the session (end time, artifact hashes) when mitmproxy shuts down. "
-            "Leave off when a controlling 'auditor' process closes it.",
+            True,
+            "Close the session (end time, artifact hashes) when mitmproxy shuts down; "
+            "'incomplete' if the recorder stopped on a write failure. Set to false when a "
+            "controlling 'auditor' process closes it (auditor capture and audit do).",
         )
 
     def configure(self, updated: set[str]) -> None:
@@ -115,7 +128,7 @@ class Recorder:
                 self.writer.event("recorder_stopped", "mitmproxy shutting down")
             if ctx.options.auditor_close_on_done:
                 try:
-                    self.writer.close()
+                    self.writer.close(**close_status(self.failure))
                 except (SessionError, OSError) as exc:
                     log.error("%s cannot close the session: %s", RECORDER_SAYS, exc)
             else:
@@ -146,6 +159,17 @@ class Recorder:
         with contextlib.suppress(SessionWriteError):
             writer.event("recorder_failed", str(exc), disk_full=exc.disk_full)
         ctx.master.shutdown()
+
+
+def close_status(failure: SessionWriteError | None) -> dict[str, str]:
+    """How a session the recorder closes itself ends: complete, or incomplete and why."""
+    if failure is None:
+        return {"status": STATUS_COMPLETE, "stopped_by": "stopped"}
+    return {
+        "status": STATUS_INCOMPLETE,
+        "stopped_by": "disk_full" if failure.disk_full else "write_failed",
+        "stop_detail": str(failure),
+    }
 
 
 def _in_mitmdump() -> bool:

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from auditor.codecs import DEFAULT_DECODE_LIMIT, Decoded, decode, zstd
+from auditor.fsutil import open_regular
 from auditor.records import BodyRef
 
 DEFAULT_BODY_CAP = 64 * 1024 * 1024
@@ -102,10 +103,12 @@ class BodyStore:
         path = self.path(sha256)
         name = f"{self.root.name}/{path.name}"  # short: it goes into reports' warnings
         try:
-            with open(path, "rb") as fh:
+            with open_regular(path) as fh:  # a FIFO would make analyze wait forever
                 packed = fh.read()
         except FileNotFoundError:
             raise FileNotFoundError(f"{name}: missing") from None
+        except OSError as exc:
+            raise BodyUnreadable(f"{name}: not readable ({exc.strerror or exc})") from None
         try:
             data = zstd.decompress(packed)
         except zstd.ZstdError as exc:

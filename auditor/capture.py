@@ -123,6 +123,10 @@ class Mitmdump:
             f"auditor_session={self.session}",
             "--set",
             f"auditor_body_cap={o.body_cap}",
+            # auditor closes the session itself, once the device is restored and the
+            # capture's own summary is in (the recorder would close it on its own)
+            "--set",
+            "auditor_close_on_done=false",
         ]
         for name, value in sorted(o.extra.items()):
             args += ["--set", f"{name}={value}"]

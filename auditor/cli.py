@@ -6,22 +6,38 @@ Built on click: nested command groups (``auditor intel lookup``), reusable optio
 
 from __future__ import annotations
 
+import errno
 import functools
+import io
 import json
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from auditor import __version__
+from auditor.analysis.escape import json_visible, visible
 from auditor.errors import AuditorError
+
+if TYPE_CHECKING:
+    from auditor.evidence.bundle import BundleCheck
+    from auditor.evidence.reanalyze import Reanalysis
 
 DEFAULT_CAPTURES = Path("captures")
 DEFAULT_REPORTS = Path("reports")
+
+# Everything the CLI prints goes through echo() or emit_json(): whatever came from a capture,
+# a bundle, a session or a device reaches the terminal with its control characters (escape
+# sequences, backspace, carriage return) and invisible characters shown as escapes, whether
+# or not the output is a terminal (tests/test_cli.py holds every command to it).
+# A value quoted in a line of output goes through terminal_line(), so that it cannot start
+# a line of its own either.
 
 
 def json_option[F: Callable[..., Any]](fn: F) -> F:
@@ -31,23 +47,111 @@ def json_option[F: Callable[..., Any]](fn: F) -> F:
 
 
 def emit_json(obj: Any, *, ascii_only: bool = False) -> None:
-    """JSON on standard output; ``ascii_only`` for data that came from outside (a data set,
-    a capture): every non-ASCII character escaped, so none can steer a terminal."""
-    click.echo(json.dumps(obj, indent=2, ensure_ascii=ascii_only, sort_keys=False))
+    """JSON on standard output, every character that could steer a terminal written as a
+    JSON escape (the document parses the same); ``ascii_only`` escapes all non-ASCII too."""
+    emit_json_text(json.dumps(obj, indent=2, ensure_ascii=ascii_only, sort_keys=False))
 
 
-def terminal_text(text: str) -> str:
+def emit_json_text(doc: str) -> None:
+    """A JSON document made elsewhere, on standard output as :func:`emit_json` writes one."""
+    click.echo(json_visible(doc))
+
+
+def terminal_text(text: Any) -> str:
     """Text bound for a terminal with every control character (escape sequences, bidi
-    overrides) shown as a visible escape; newlines and tabs kept."""
-    from auditor.analysis.escape import visible
-
+    overrides) and invisible character shown as a visible escape; newlines and tabs kept."""
     return visible(text)
+
+
+def terminal_line(text: Any, limit: int | None = None) -> str:
+    """A value quoted in one line of output: as :func:`terminal_text`, newlines and tabs
+    escaped too, cut at ``limit`` characters."""
+    return visible(text, limit, one_line=True)
+
+
+def echo(text: Any = "", err: bool = False, *, fit: bool = False) -> None:
+    """The one way the CLI prints a line: through :func:`terminal_text`. With ``fit``, a
+    line cut to the terminal's width when the output is one, so that it cannot wrap: every
+    row then starts with the line's own beginning (auditor's words), never with the text
+    it quotes."""
+    line = terminal_text(text)
+    stream = sys.stderr if err else sys.stdout
+    if fit and stream.isatty():
+        from rich.cells import cell_len, set_cell_size
+
+        try:
+            width = os.get_terminal_size(stream.fileno()).columns
+        except (OSError, ValueError, io.UnsupportedOperation):
+            width = 80
+        if width > 2 and cell_len(line) >= width:
+            line = set_cell_size(line, width - 2) + "…"
+    click.echo(line, err=err)
+
+
+def quoted_on_one_line(text: str, values: list[Any]) -> str:
+    """``text`` (lines made elsewhere) with each of ``values`` it quotes escaped on one line:
+    a newline in a quoted value must not start a line of its own."""
+    multi = {str(v) for v in values if v is not None and any(c in str(v) for c in "\n\t")}
+    for v in sorted(multi, key=len, reverse=True):
+        text = text.replace(v, terminal_line(v))
+    return text
+
+
+def _strings(obj: Any) -> list[str]:
+    """Every string in a JSON-like value."""
+    if isinstance(obj, str):
+        return [obj]
+    if isinstance(obj, dict):
+        return [s for k, v in obj.items() for s in (*_strings(k), *_strings(v))]
+    if isinstance(obj, list | tuple):
+        return [s for v in obj for s in _strings(v)]
+    return []
 
 
 def fail(message: str, code: int = 1) -> None:
     # an error may quote a file's content or name (an archive member, a host): escaped
-    click.echo(f"error: {terminal_text(message)}", err=True)
+    echo(f"error: {terminal_line(message)}", err=True)
     sys.exit(code)
+
+
+_DISK_FULL = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EFBIG: "file too large (a file size limit such as `ulimit -f`, or the file system's)",
+    errno.EDQUOT: "disk quota exceeded",
+}
+
+
+def _file_written(exc: OSError) -> str | None:
+    """The file a failed write was for: the exception's, else the innermost open-for-writing
+    file object among the failing frames' variables (``f.write()`` names no file)."""
+    if exc.filename is not None:
+        return os.fsdecode(exc.filename)
+    tb: TracebackType | None = exc.__traceback__
+    frames = []
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    for frame in reversed(frames):
+        for value in frame.f_locals.values():
+            if not isinstance(value, io.IOBase):
+                continue
+            name, mode = getattr(value, "name", None), getattr(value, "mode", "")
+            if isinstance(name, str | bytes | os.PathLike) and (
+                not isinstance(mode, str) or any(c in mode for c in "wax+")
+            ):
+                return os.fsdecode(name)
+    return None
+
+
+def disk_full_message(exc: OSError) -> str | None:
+    """One line for a write that failed for want of space, else None."""
+    why = _DISK_FULL.get(exc.errno or 0)
+    if why is None:
+        return None
+    name = _file_written(exc)
+    code = errno.errorcode.get(exc.errno or 0, "")
+    where = f"cannot write {name}" if name else "cannot write"
+    return f"{where}: {why} ({code}); free some space and run the command again"
 
 
 def handle_errors[F: Callable[..., Any]](fn: F) -> F:
@@ -61,9 +165,43 @@ def handle_errors[F: Callable[..., Any]](fn: F) -> F:
             fail(str(exc))
         except KeyboardInterrupt:
             fail("interrupted", 130)
+        except OSError as exc:
+            message = disk_full_message(exc)
+            if message is None:
+                raise
+            fail(message)
         return None
 
     return wrapper  # type: ignore[return-value]
+
+
+class TerminalFormatter(logging.Formatter):
+    """Log lines with the message on one line and every control character escaped: a log
+    record may quote a capture (a host, a header)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return terminal_line(super().formatMessage(record))
+
+    def formatException(self, ei: Any) -> str:
+        return terminal_text(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:
+        return terminal_text(super().formatStack(stack_info))
+
+
+def _escaped_excepthook(
+    kind: type[BaseException], exc: BaseException, tb: TracebackType | None
+) -> None:
+    """A traceback (of a bug) quotes the exception's message, which may quote a capture."""
+    sys.stderr.write(terminal_text("".join(traceback.format_exception(kind, exc, tb))))
+
+
+def _escaped_thread_hook(args: Any) -> None:
+    if args.exc_type is SystemExit:
+        return
+    where = getattr(args.thread, "name", "?")
+    text = "".join(traceback.format_exception(args.exc_type, args.exc_value, args.exc_traceback))
+    sys.stderr.write(terminal_text(f"Exception in thread {where}:\n{text}"))
 
 
 # ------------------------------------------------------------------------------ custody log
@@ -141,7 +279,7 @@ def _write_custody(params: tuple[str, ...], kwargs: dict[str, Any], code: int) -
     except Exception as exc:  # noqa: BLE001 - the log never fails the command
         warnings = [f"custody log not written: {exc}"]
     for w in warnings:
-        click.echo(f"warning: {w}", err=True)
+        echo(f"warning: {terminal_line(w)}", err=True)
 
 
 def custody_logged[F: Callable[..., Any]](*params: str) -> Callable[[F], F]:
@@ -206,10 +344,16 @@ def main(verbose: int) -> None:
         auditor sessions
         auditor verify captures/<session-id>
     """
+    import threading
+
     level = logging.WARNING - 10 * verbose
-    logging.basicConfig(
-        level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s"
-    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(TerminalFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=max(level, logging.DEBUG), handlers=[handler])
+    if sys.excepthook is sys.__excepthook__:  # not when a test runner holds it
+        sys.excepthook = _escaped_excepthook
+    if threading.excepthook is threading.__excepthook__:
+        threading.excepthook = _escaped_thread_hook
 
 
 # ------------------------------------------------------------------------------------- sessions
@@ -233,12 +377,12 @@ def sessions(directory: Path, as_json: bool) -> None:
 
     infos, warnings = list_sessions(directory)
     for w in warnings:
-        click.echo(f"warning: {w}", err=True)
+        echo(f"warning: {terminal_line(w)}", err=True)
     if as_json:
         emit_json([i.to_dict() for i in infos])
         return
     if not infos:
-        click.echo(f"no sessions in {directory}")
+        echo(f"no sessions in {terminal_line(directory)}")
         return
     from rich.console import Console
     from rich.table import Table
@@ -247,13 +391,13 @@ def sessions(directory: Path, as_json: bool) -> None:
     for col in ("id", "status", "device", "start (UTC)", "duration", "flows", "up", "down"):
         table.add_column(col, justify="right" if col in ("flows", "up", "down") else "left")
     for i in infos:
-        table.add_row(
-            i.id,
-            i.status,
-            i.device,
-            (i.started_at or "-").replace("T", " ")[:19],
+        table.add_row(  # a manifest is the session's word: escaped
+            terminal_line(i.id),
+            terminal_line(i.status),
+            terminal_line(i.device),
+            terminal_line((i.started_at or "-").replace("T", " ")[:19]),
             f"{i.duration_s:.0f}s" if i.duration_s is not None else "-",
-            str(i.flows),
+            terminal_line(i.flows),
             human_bytes(i.bytes_up),
             human_bytes(i.bytes_down),
         )
@@ -335,18 +479,20 @@ def verify(
     if as_json:
         emit_json(res.to_dict())
     else:
+        # file names and messages quote the session: each escaped on its line; the verdict,
+        # in auditor's words alone, comes last (a folder's name could wrap onto a row of its own)
         for rel in res.missing:
-            click.echo(f"MISSING   {rel}")
+            echo(f"MISSING   {terminal_line(rel)}", fit=True)
         for rel in res.changed:
-            click.echo(f"CHANGED   {rel}")
+            echo(f"CHANGED   {terminal_line(rel)}", fit=True)
         for rel in res.unlisted:
-            click.echo(f"UNLISTED  {rel}")
+            echo(f"UNLISTED  {terminal_line(rel)}", fit=True)
         for p in res.problems:
-            click.echo(f"PROBLEM   {p}")
+            echo(f"PROBLEM   {terminal_line(p)}", fit=True)
         for w in res.warnings:
-            click.echo(f"WARNING   {w}")
-        verdict = "OK" if res.ok else "FAILED"
-        click.echo(f"{verdict}: {res.checked} artifacts checked in {session}")
+            echo(f"WARNING   {terminal_line(w)}", fit=True)
+        echo(f"session   {terminal_line(session)}", err=True, fit=True)
+        echo(f"{'OK' if res.ok else 'FAILED'}: {res.checked} artifacts checked")
     if not res.ok:
         sys.exit(1)
 
@@ -361,7 +507,7 @@ def _verify_bundle(
     identifiers: dict[str, str] | None = None,
     claims: Path | None = None,
 ) -> None:
-    from auditor.evidence.bundle import format_check, verify_bundle
+    from auditor.evidence.bundle import verify_bundle
     from auditor.evidence.signing import load_public_key
 
     key = load_public_key(pubkey) if pubkey else None
@@ -379,15 +525,57 @@ def _verify_bundle(
             doc["reanalysis"] = again.to_dict() if again is not None else None
         emit_json(doc)
     else:
-        for line in format_check(res):
-            click.echo(line)
-        if again is not None:
-            from auditor.evidence.reanalyze import format_reanalysis
-
-            for line in format_reanalysis(again):
-                click.echo(line)
+        quoted, verdict = bundle_check_lines(res, again)
+        for line in quoted:
+            echo(line, fit=True)
+        echo(verdict)
     if not res.ok or (again is not None and not again.ok):
         sys.exit(1)
+
+
+# what of a bundle's own word is shown in the line that names it (the rest is in --json)
+OPERATOR_SHOWN = 64
+
+
+def bundle_check_lines(
+    check: BundleCheck, again: Reanalysis | None = None
+) -> tuple[list[str], str]:
+    """What `verify` and `unbundle` print of a bundle check: the lines that quote the bundle
+    (member names, problems, its session, creation time and operator, the signature's
+    detail), each escaped on one line, then the verdict in auditor's own words alone.
+
+    Printed in that order (the quoted lines cut to a terminal's width), nothing the bundle
+    holds can move the cursor over the verdict, start a line of its own, or wrap onto a row
+    of its own: the verdict names no path and quotes nothing (a bundle's file name is the
+    sender's choice too)."""
+    from auditor.evidence.bundle import format_check
+
+    lines = format_check(check)
+    own = ("SIGNATURE ", "OK:", "FAILED:")
+    quoted = [terminal_line(line) for line in lines if not line.startswith(own)]
+    if again is not None:
+        from auditor.evidence.reanalyze import format_reanalysis
+
+        quoted += [terminal_line(line) for line in format_reanalysis(again)]
+    info = check.info or {}
+    about = f"bundle    {terminal_line(check.path)}"
+    if info.get("session_id") or info.get("operator"):
+        about += (
+            f" (session {terminal_line(info.get('session_id'), OPERATOR_SHOWN)}, bundled "
+            f"{terminal_line(info.get('created_at'), 40)} by "
+            f"{terminal_line(info.get('operator'), OPERATOR_SHOWN)})"
+        )
+    quoted.append(about)
+    quoted += [terminal_line(line) for line in lines if line.startswith("SIGNATURE ")]
+    ok = check.ok and (again is None or again.ok)
+    sig = check.signature
+    label = sig.status.value if sig.ok else sig.status.value.upper()
+    verdict = f"{'OK' if ok else 'FAILED'}: {check.checked} files checked, signature {label}"
+    if again is not None:
+        verdict += {"reproduced": ", findings reproduced", "differs": ", findings DIFFER"}.get(
+            again.status, ", findings NOT CHECKED"
+        )
+    return quoted, verdict
 
 
 # ------------------------------------------------------------------------------------ evidence
@@ -411,6 +599,51 @@ def _passphrase(keyfile: Path, *, new: bool) -> bytes:
     if not text:
         fail("an empty passphrase encrypts nothing")
     return str(text).encode()
+
+
+# --------------------------------------------------------------------------------------- close
+
+
+@main.command("close")
+@click.argument("session", type=click.Path(path_type=Path))
+@click.option(
+    "--by",
+    default=None,
+    help="Who seals it (a name for the custody log; default: the login user).",
+)
+@click.option("--reason", default="", help="Why it is sealed late (kept in the manifest).")
+@json_option
+@custody_logged()  # seal_late writes the session's own custody line
+@handle_errors
+def close(session: Path, by: str | None, reason: str, as_json: bool) -> None:
+    """Seal a session its recorder left open (a crash, or mitmdump run with
+    auditor_close_on_done=false): hash its files and close it as incomplete.
+
+    The manifest and the custody log record that it was sealed late, when and by whom;
+    `verify` then checks it as any other session. A session still being recorded, or
+    already closed, is refused.
+
+    \b
+    Example:
+        auditor close captures/20261128T101500Z-3f9a1c --reason "laptop lost power"
+        auditor close captures/20261128T101500Z-3f9a1c --by "J. Doe" --json
+    """
+    from auditor.evidence.custody import login_user
+    from auditor.session import seal_late
+
+    sealed = seal_late(session, by=by or login_user(), reason=reason, argv=_argv())
+    if as_json:
+        emit_json(sealed.to_dict(), ascii_only=True)
+        return
+    d = sealed.to_dict()
+    late = d.get("sealed_late") or {}
+    for w in sealed.warnings:
+        echo(f"warning: {terminal_line(w)}", err=True)
+    echo(
+        f"sealed {terminal_line(session)}: {d['artifacts']} file(s) hashed, status "
+        f"{terminal_line(d['status'])} (left open; {terminal_line(d.get('stop_detail') or '')})"
+    )
+    echo(f"sealed late at {terminal_line(late.get('at'))} by {terminal_line(late.get('by'))}")
 
 
 @main.command()
@@ -448,9 +681,9 @@ def keygen(keyfile: Path, encrypt: bool, as_json: bool) -> None:
     if as_json:
         emit_json(pair.to_dict())
     else:
-        click.echo(f"private key {pair.private} (keep it secret)", err=True)
-        click.echo(f"public key  {pair.public}", err=True)
-        click.echo(pair.fingerprint)
+        echo(f"private key {pair.private} (keep it secret)", err=True)
+        echo(f"public key  {pair.public}", err=True)
+        echo(pair.fingerprint)
 
 
 @main.command()
@@ -512,9 +745,9 @@ def bundle(
         emit_json(res.to_dict())
         return
     signed = f", signed by {res.signed_by}" if res.signed_by else ", not signed"
-    click.echo(f"{res.files} files, {human_bytes(res.size)}{signed}", err=True)
-    click.echo(f"sha256 {res.sha256}", err=True)
-    click.echo(str(res.path))
+    echo(f"{res.files} files, {human_bytes(res.size)}{signed}", err=True)
+    echo(f"sha256 {res.sha256}", err=True)
+    echo(str(res.path))
 
 
 @main.command()
@@ -548,7 +781,7 @@ def unbundle(bundle_file: Path, out: Path, pubkey: Path | None, force: bool, as_
         auditor unbundle S1.tar.gz --out /tmp/case1 --pubkey signing.key.pub
         auditor analyze /tmp/case1/captures/S1 --out /tmp/case1/reanalysis
     """
-    from auditor.evidence.bundle import format_check, unpack_bundle
+    from auditor.evidence.bundle import unpack_bundle
     from auditor.evidence.signing import load_public_key
 
     key = load_public_key(pubkey) if pubkey else None
@@ -559,12 +792,14 @@ def unbundle(bundle_file: Path, out: Path, pubkey: Path | None, force: bool, as_
     if as_json:
         emit_json(res.to_dict())
     else:
-        for line in format_check(res.check):
-            click.echo(line, err=True)
+        quoted, verdict = bundle_check_lines(res.check)
+        for line in quoted:
+            echo(line, err=True, fit=True)
         if not res.unpacked:
-            click.echo(f"nothing unpacked to {out}", err=True)
+            echo(f"nothing unpacked to {terminal_line(out)}", err=True, fit=True)
         else:
-            click.echo(str(res.session or res.out))
+            echo(terminal_line(res.session or res.out))
+        echo(verdict, err=True)  # last: after everything that quotes the bundle
     if not res.check.ok:
         sys.exit(1)
 
@@ -611,8 +846,13 @@ def import_(
         emit_json(res)
         return
     for w in res["warnings"]:
-        click.echo(f"warning: {w}", err=True)
-    click.echo(res["text"])
+        echo(f"warning: {terminal_line(w)}", err=True)
+    # the text quotes each file's name and creator (a HAR's log.creator): on their lines
+    quoted = [f.get("name") for f in res["files"]]
+    for f in res["files"]:
+        creator = f.get("creator") or {}
+        quoted += [creator.get("name"), creator.get("version")] if isinstance(creator, dict) else []
+    echo(quoted_on_one_line(res["text"], quoted))
 
 
 # ------------------------------------------------------------------------------------- capture
@@ -716,7 +956,7 @@ def capture(
     _warn_listen(listen_host)
     progress = _progress_printer(duration, quiet=as_json)
     with StopSignal() as stop:
-        click.echo(f"proxy on {listen_host}:{port}; Ctrl-C to stop", err=True)
+        echo(f"proxy on {listen_host}:{port}; Ctrl-C to stop", err=True)
         res = run_capture(
             out, opts, duration=duration, notes=notes, on_progress=progress, stop=stop.event
         )
@@ -726,7 +966,7 @@ def capture(
     if as_json:
         emit_json({"session": str(res.session), "stopped_by": res.stopped_by, **summary})
     else:
-        click.echo(
+        echo(
             f"session {res.session} ({res.manifest['status']}, stopped by {res.stopped_by}): "
             f"{summary.get('flows', 0)} flows, {summary.get('tls_failed', 0)} TLS failures"
         )
@@ -739,7 +979,7 @@ def _warn_listen(host: str) -> None:
 
     msg = warn_if_exposed(host)
     if msg:
-        click.echo(f"warning: {msg}", err=True)
+        echo(f"warning: {terminal_line(msg)}", err=True)
 
 
 class _LiveLine:
@@ -756,11 +996,12 @@ class _LiveLine:
         from rich.live import Live
         from rich.text import Text
 
+        shown = Text(terminal_line(text))  # a step's name, a phase: never a control character
         if self.live is None:
-            self.live = Live(Text(text), console=self.console, refresh_per_second=4, transient=True)
+            self.live = Live(shown, console=self.console, refresh_per_second=4, transient=True)
             self.live.start()
         else:
-            self.live.update(Text(text))
+            self.live.update(shown)
 
     def close(self) -> None:
         if self.live is not None:
@@ -818,12 +1059,14 @@ def devices(as_json: bool) -> None:
         emit_json([d.to_dict() for d in devs])
         return
     if not devs:
-        click.echo("no devices (plug a phone in, or start one with `auditor simulate`)")
+        echo("no devices (plug a phone in, or start one with `auditor simulate`)")
         return
     for d in devs:
-        click.echo(f"{d.serial}\t{d.state}\t{d.model or '-'}\t{d.transport}")
+        # serial, state and model are the device's word: a hostile phone's
+        cells = (d.serial, d.state, d.model or "-", d.transport)
+        echo("\t".join(terminal_line(c) for c in cells))
         if d.hint:
-            click.echo(f"  hint: {d.hint}")
+            echo(f"  hint: {terminal_line(d.hint)}")
 
 
 @main.command()
@@ -875,9 +1118,9 @@ def profile(serial: str | None, no_packages: bool, as_json: bool) -> None:
     width = max(len(k) for k, _ in rows)
     # operator names come from the cell network, the rest from the phone: escaped
     for k, v in rows:
-        click.echo(terminal_text(f"{k.ljust(width)}  {v}"))
+        echo(f"{k.ljust(width)}  {terminal_line(v)}")
     for w in p.warnings:
-        click.echo(terminal_text(f"warning: {w}"), err=True)
+        echo(f"warning: {terminal_line(w)}", err=True)
 
 
 def _per_slot(names: list[str], countries: list[str]) -> str:
@@ -938,13 +1181,13 @@ def restore(serial: str | None, session: Path | None, captures: Path, as_json: b
         emit_json({"serial": h.serial, "ok": ok, "sessions": results})
     else:
         if not sessions:
-            click.echo(f"nothing to restore on {h.serial}")
-        for r in results:
-            click.echo(f"{r['session']}: undid {len(r['undone'])} change(s)")
+            echo(f"nothing to restore on {terminal_line(h.serial)}")
+        for r in results:  # a journal and the device's answers are quoted: escaped
+            echo(f"{terminal_line(r['session'])}: undid {len(r['undone'])} change(s)")
             for what in r["undone"]:
-                click.echo(f"  undone  {what}")
+                echo(f"  undone  {terminal_line(what)}")
             for f in r["failed"]:
-                click.echo(f"  FAILED  {f['change']}: {f['error']}")
+                echo(f"  FAILED  {terminal_line(f['change'])}: {terminal_line(f['error'])}")
     if not ok:
         sys.exit(1)
 
@@ -1019,11 +1262,11 @@ def simulate(
         try:
             client().connect(info.adb_address, timeout=10)
         except Exception as exc:  # noqa: BLE001 - the handset runs anyway; say so
-            click.echo(f"warning: adb connect {info.adb_address} failed: {exc}", err=True)
+            echo(f"warning: adb connect {info.adb_address} failed: {terminal_line(exc)}", err=True)
     if as_json:
         emit_json({**info.to_dict(), "adb_serial": serial})
     else:
-        click.echo(
+        echo(
             f"virtual {info.profile} on {info.adb_address} (adb serial {serial}); "
             f"offline internet {info.upstream}, DNS {info.dns}. Ctrl-C to stop.",
             err=True,
@@ -1181,20 +1424,21 @@ def audit(
         )
     else:
         for n in res.notes:
-            click.echo(f"note: {n}", err=True)
-        click.echo(
+            echo(f"note: {terminal_line(n)}", err=True)
+        echo(
             f"{summary.get('flows', 0)} flows, {summary.get('hosts', 0)} hosts, "
             f"{summary.get('tls_failed', 0)} TLS failures; device "
             f"{'restored' if res.restored else 'NOT restored: run auditor restore'}",
             err=True,
         )
-        click.echo(f"session {res.session}", err=True)
-        click.echo(str(report / "report.html") if report else str(res.session))
+        echo(f"session {res.session}", err=True)
+        echo(str(report / "report.html") if report else str(res.session))
     if res.stopped_by == "signal":
         sys.exit(130)  # interrupted: the session is closed and the device restored
     if not res.restored or res.stopped_by in AUDIT_FAILURES:
         why = getattr(res, "detail", None) or res.stopped_by
-        click.echo(f"error: the audit stopped early ({why}); session {res.session}", err=True)
+        why, where = terminal_line(why), terminal_line(res.session)
+        echo(f"error: the audit stopped early ({why}); session {where}", err=True)
         sys.exit(1)
 
 
@@ -1216,7 +1460,7 @@ class _AuditProgress(_LiveLine):
             return
         if not self.console.is_terminal:
             if p.phase != self.last_phase:
-                self.console.print(f"audit: {p.phase}")
+                self.console.print(terminal_line(f"audit: {p.phase}"))
                 self.last_phase = p.phase
             return
         left = f"  ~{max(0.0, p.planned - p.elapsed):.0f}s left" if p.planned else ""
@@ -1366,16 +1610,18 @@ def analyze(
         )
         return
     for f in doc["findings"][:15]:
-        click.echo(f"{f['severity']:>8}  {f['title']}")
+        echo(f"{terminal_line(f['severity']):>8}  {terminal_line(f['title'])}")
     if len(doc["findings"]) > 15:
-        click.echo(f"          ... and {len(doc['findings']) - 15} more")
+        echo(f"          ... and {len(doc['findings']) - 15} more")
     for c in doc["claims"]:
-        click.echo(f"claim: {c['claim']}: {c['verdict']} ({c['reason']})")
+        claim, verdict, reason = (terminal_line(c[k]) for k in ("claim", "verdict", "reason"))
+        echo(f"claim: {claim}: {verdict} ({reason})")
     for e in doc["rule_errors"]:
-        click.echo(f"warning: rule {e['rule']} failed: {e['error']}", err=True)
+        rule, error = terminal_line(e["rule"]), terminal_line(e["error"])
+        echo(f"warning: rule {rule} failed: {error}", err=True)
     if doc["warnings"]:
-        click.echo(f"{len(doc['warnings'])} warning(s), listed in the report", err=True)
-    click.echo(str(target / ("report.html" if "html" in fmts else "")))
+        echo(f"{len(doc['warnings'])} warning(s), listed in the report", err=True)
+    echo(str(target / ("report.html" if "html" in fmts else "")))
 
 
 def _by_severity(findings: list[dict[str, Any]]) -> dict[str, int]:
@@ -1414,10 +1660,13 @@ def intel_lookup(targets: tuple[str, ...], extra: tuple[str, ...], as_json: bool
             wanted += [line.strip() for line in sys.stdin if line.strip()]
         else:
             wanted.append(t)
-    for n, (_data, text) in enumerate(lookup_command(wanted, list(extra), as_json)):
+    for n, (data, text) in enumerate(lookup_command(wanted, list(extra), as_json)):
         if n and not as_json:
-            click.echo("")
-        click.echo(terminal_text(text) if not as_json else text)
+            echo("")
+        if as_json:
+            emit_json_text(text)
+        else:  # the text quotes the target and the knowledge (an imported data set's words)
+            echo(quoted_on_one_line(text, [wanted[n], *_strings(data)]))
 
 
 @intel.command("import")
@@ -1444,8 +1693,8 @@ def intel_import(fmt: str, path: Path, name: str | None, as_json: bool) -> None:
     if as_json:
         emit_json(info.to_json(), ascii_only=True)
     else:
-        click.echo(
-            terminal_text(
+        echo(
+            terminal_line(
                 f"imported {info.id}: {info.entities} entities, {info.rules} rules, "
                 f"{info.skipped} skipped, {info.warnings} warnings ({info.licence}, "
                 f"sha256 {info.sha256})"
@@ -1472,7 +1721,7 @@ def intel_datasets(show_formats: bool, as_json: bool) -> None:
         if as_json:
             emit_json(names)
         else:
-            click.echo("\n".join(names))
+            echo("\n".join(names))
         return
     infos = [d.to_json() for d in load_datasets().datasets]
     if as_json:
@@ -1480,8 +1729,8 @@ def intel_datasets(show_formats: bool, as_json: bool) -> None:
         return
     for d in infos:
         where = "bundled" if d.get("bundled") else "imported"
-        click.echo(
-            terminal_text(
+        echo(
+            terminal_line(
                 f"{d['id']:<22} {where:<8} {d.get('version') or d.get('date') or '-':<22} "
                 f"{d['entities']:>6} entities {d['rules']:>7} rules  {d['licence']}"
             )
@@ -1502,7 +1751,7 @@ def intel_remove(dataset_id: str) -> None:
 
     if not remove_dataset(dataset_id):
         fail(f"no imported data set {dataset_id!r} (see: auditor intel datasets)")
-    click.echo(f"removed {terminal_text(dataset_id)}")
+    echo(f"removed {terminal_line(dataset_id)}")
 
 
 # ---------------------------------------------------------------------------------------- demo
@@ -1547,7 +1796,7 @@ def demo(out: Path, reports: Path, profile_name: str, duration: str, as_json: bo
             reports=reports,
             profile=profile_name,
             duration=duration,
-            echo=None if as_json else lambda m: click.echo(m, err=True),
+            echo=None if as_json else lambda m: echo(terminal_line(m), err=True),
             on_progress=ui,
         )
     finally:
@@ -1556,8 +1805,8 @@ def demo(out: Path, reports: Path, profile_name: str, duration: str, as_json: bo
     if as_json:
         emit_json(result)
     else:
-        click.echo(f"session {result['session']}", err=True)
-        click.echo(result["report"])
+        echo(f"session {result['session']}", err=True)
+        echo(result["report"])
     if not (result["verified"] and result["restored"]):
         sys.exit(1)
 

@@ -3,7 +3,10 @@ the device locks) is readable by its owner only, whatever the umask."""
 
 from __future__ import annotations
 
+import errno
+import io
 import os
+import stat
 from pathlib import Path
 
 
@@ -25,3 +28,17 @@ def private_mkdirs(path: Path | str) -> Path:
             continue  # made by someone else meanwhile: not ours to change
         os.chmod(d, 0o700)  # mkdir's mode is filtered by the umask
     return path
+
+
+def open_regular(path: Path) -> io.BufferedReader:
+    """``path`` opened for reading in binary, if it is a regular file (through a link or not);
+    a FIFO or a device, which would block or never end, raises OSError without blocking."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise

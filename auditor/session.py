@@ -15,25 +15,29 @@ most the flows still in flight.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import platform
+import re
 import secrets
 import socket
+import stat
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from auditor import __version__, columns
+from auditor import __version__, columns, jsonio
 from auditor.bodies import DEFAULT_BODY_CAP, BodyStore
 from auditor.errors import SessionError
-from auditor.fsutil import private_mkdirs
+from auditor.fsutil import open_regular, private_mkdirs
 from auditor.records import (
     EventRecord,
     HttpRecord,
@@ -80,27 +84,74 @@ def new_session_id(ts: float | None = None) -> str:
 
 
 def _write_json_atomic(path: Path, obj: Any) -> None:
+    """Write ``obj`` under a temporary name, then rename it: the file is whole or untouched.
+    A write that fails (a full disk) leaves no temporary file behind. Raises OSError."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    data = (json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n").encode()
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, indent=2, ensure_ascii=False, sort_keys=False)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        try:
+            write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data``; a short write is continued, and the call that cannot go on
+    raises the OSError (ENOSPC, EFBIG) instead of reporting a short count."""
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        if n <= 0:  # pragma: no cover - write(2) returns an error rather than 0
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view = view[n:]
+
+
+MAX_MANIFEST_BYTES = 256 * 1024 * 1024
+"""A manifest larger than this is not read (one of a million artifacts is about 150 MB)."""
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
+    """The session's manifest. SessionError, with the reason, when there is none or it cannot
+    be used (not JSON, nested deeper than any manifest auditor writes, not an object, text
+    that is not Unicode)."""
     mpath = path / MANIFEST
     try:
-        obj = json.loads(mpath.read_text(encoding="utf-8"))
+        with open_regular(mpath) as fh:  # a FIFO or a device would hang or flood the reader
+            data = fh.read(MAX_MANIFEST_BYTES + 1)
+        if len(data) > MAX_MANIFEST_BYTES:
+            raise jsonio.JsonError(f"larger than {MAX_MANIFEST_BYTES} bytes")
+        obj = jsonio.loads(data, str(mpath), expect=dict)
     except FileNotFoundError:
         raise SessionError(f"{path}: not a capture session (no {MANIFEST})") from None
-    except (OSError, ValueError) as exc:
-        raise SessionError(f"{mpath}: unreadable manifest: {exc}") from None
-    if not isinstance(obj, dict):
-        raise SessionError(f"{mpath}: manifest is not a JSON object")
-    return obj
+    except jsonio.JsonError as exc:
+        why = str(exc).removeprefix(f"{mpath}: ")
+        raise SessionError(f"{mpath}: unreadable manifest: {why}") from None
+    except OSError as exc:
+        raise SessionError(f"{mpath}: unreadable manifest: {exc.strerror or exc}") from None
+    if _SURROGATE.search(data) and not _is_unicode(obj):
+        # json reads a lone surrogate (escaped, or as bytes); no manifest auditor writes holds
+        # one, and it could be neither hashed for the seal nor written back
+        raise SessionError(f"{mpath}: unreadable manifest: text with a lone surrogate")
+    return cast(dict[str, Any], obj)
+
+
+# a surrogate escaped (\\uD800-\\uDFFF) or in bytes json.loads lets through (ED A0-BF)
+_SURROGATE = re.compile(rb"\\[uU][dD][89a-fA-F]|\xed[\xa0-\xbf]")
+
+
+def _is_unicode(obj: Any) -> bool:
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 # The manifest's sections and their JSON types, as readers rely on them.
@@ -127,18 +178,26 @@ def read_manifest_lenient(path: Path) -> tuple[dict[str, Any], list[str]]:
             raise
         problems.append(f"{exc}; device, scenario and status are unknown")
         manifest = {"session_id": path.name, "status": "unknown"}
+    return manifest, problems + drop_mistyped(manifest)
+
+
+def drop_mistyped(manifest: dict[str, Any]) -> list[str]:
+    """Take the sections of the wrong JSON type out of ``manifest``; say which."""
+    problems = []
     for key, kind in _MANIFEST_TYPES.items():
         value = manifest.get(key)
         if value is not None and not isinstance(value, kind):
             found, wanted = type(value).__name__, kind.__name__
             problems.append(f"{MANIFEST}: {key!r} is a {found}, not a {wanted}; left out")
             del manifest[key]
-    return manifest, problems
+    return problems
 
 
 def sha256_file(path: Path) -> str:
+    """The file's SHA-256. OSError for a file that is not regular (a FIFO or a device, even
+    through a link), which would block or never end."""
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         while chunk := fh.read(_HASH_CHUNK):
             h.update(chunk)
     return h.hexdigest()
@@ -151,19 +210,39 @@ closes, so it is no artifact: the manifest never lists it and verify does not ex
 
 def is_artifact(rel: str) -> bool:
     """Whether a file at ``rel`` (relative, ``/``-separated) in a session folder is one of the
-    artifacts the manifest hashes: not the manifest, not the custody log, not a dot-file."""
-    return rel not in (MANIFEST, CUSTODY) and not rel.rsplit("/", 1)[-1].startswith(".")
+    artifacts the manifest hashes: every file but the manifest and the custody log. Dot-files
+    too: a reader that lists a folder (``packets/``) would read them, so what is not hashed
+    must be named by verify (one rule: nothing unhashed is read unnoticed)."""
+    return rel not in (MANIFEST, CUSTODY)
 
 
 def _artifact_paths(root: Path) -> list[str]:
-    out = []
+    return _walk(root)[0]
+
+
+def _walk(root: Path) -> tuple[list[str], list[str]]:
+    """The artifacts under ``root`` (relative paths, sorted), and what a session must not
+    hold: links (a linked folder is not walked, yet a reader listing it would follow it) and
+    files that are not regular (a FIFO would hang whoever hashes or reads it)."""
+    out: list[str] = []
+    odd: list[str] = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
-        for name in filenames:
-            rel = os.path.relpath(os.path.join(dirpath, name), root).replace(os.sep, "/")
-            if is_artifact(rel):
-                out.append(rel)
-    return sorted(out)
+        for name in [*dirnames, *filenames]:
+            full = os.path.join(dirpath, name)
+            rel = os.path.relpath(full, root).replace(os.sep, "/")
+            try:
+                st = os.lstat(full)
+            except OSError:
+                continue  # gone meanwhile
+            if stat.S_ISLNK(st.st_mode):
+                odd.append(f"{rel}: a symbolic link (a session holds files only)")
+            elif stat.S_ISREG(st.st_mode):
+                if is_artifact(rel):
+                    out.append(rel)
+            elif not stat.S_ISDIR(st.st_mode):
+                odd.append(f"{rel}: not a regular file")
+    return sorted(out), sorted(odd)
 
 
 # --------------------------------------------------------------------------------------- writing
@@ -236,7 +315,15 @@ class SessionWriter:
     def __init__(self, path: Path, *, body_cap: int = DEFAULT_BODY_CAP):
         self.path = path
         self.bodies = BodyStore(path / BODIES, body_cap)
-        self._fd: int | None = os.open(path / FLOWS, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        fd = os.open(path / FLOWS, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            # every writer holds a shared lock while it may write: seal_late, which takes it
+            # exclusively, never seals a session that is still being recorded
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise SessionError(f"{path} is being sealed by another process") from None
+        self._fd: int | None = fd
         self.counts: dict[str, int] = {}
         # events that could not be written (the disk was full): close() keeps them in the
         # manifest, so that the reason a capture stopped is not lost with them
@@ -281,6 +368,8 @@ class SessionWriter:
         try:
             _write_json_atomic(path / MANIFEST, manifest)
         except OSError as exc:
+            with contextlib.suppress(OSError):
+                path.rmdir()  # the folder this made, still empty: nothing half-made is left
             raise write_error(path / MANIFEST, exc) from None
         return cls(path, body_cap=body_cap)
 
@@ -362,13 +451,20 @@ class SessionWriter:
 
 
 def close_session(path: Path, status: str = STATUS_COMPLETE, **updates: Any) -> dict[str, Any]:
-    """Write the end time, the summary and the artifact hashes into the manifest."""
+    """Write the end time (now, unless ``updates`` gives ``ended_at``), the summary and the
+    artifact hashes into the manifest, and seal it. SessionError when the session is closed
+    already or holds a link or a file that is not regular; SessionWriteError when the manifest
+    cannot be written (the session is then still open, and no temporary file is left)."""
+    path = Path(path)
     manifest = read_manifest(path)
     if manifest.get("status") not in (STATUS_OPEN, None):
         raise SessionError(f"{path} is already closed")
+    artifacts, odd = _walk(path)
+    if odd:
+        raise SessionError(f"{path}: cannot seal: {'; '.join(odd[:5])}")
     manifest.update(updates)
     manifest["status"] = status
-    manifest["ended_at"] = now_iso()
+    manifest["ended_at"] = updates.get("ended_at") or now_iso()
     sess = Session(path)
     summary = sess.summary()
     span = imported_span(manifest)
@@ -377,14 +473,31 @@ def close_session(path: Path, status: str = STATUS_COMPLETE, **updates: Any) -> 
     manifest["summary"] = summary.to_dict()
     if sess.warnings:
         manifest["reader_warnings"] = sess.warnings
-    manifest["artifacts"] = [
-        {"path": rel, "sha256": sha256_file(path / rel), "size": (path / rel).stat().st_size}
-        for rel in _artifact_paths(path)
-    ]
+    manifest["artifacts"] = [_hash_artifact(path, rel) for rel in artifacts]
     manifest.pop(SEAL, None)
     manifest[SEAL] = {"sha256": manifest_digest(manifest), "over": SEAL_OVER}
-    _write_json_atomic(path / MANIFEST, manifest)
+    try:
+        _write_json_atomic(path / MANIFEST, manifest)
+    except OSError as exc:
+        raise write_error(path / MANIFEST, exc) from None
     return manifest
+
+
+def _hash_artifact(root: Path, rel: str) -> dict[str, Any]:
+    """``{path, sha256, size}`` of one artifact, hashed and sized through one descriptor (the
+    size is of the bytes hashed, even should the file grow meanwhile)."""
+    h = hashlib.sha256()
+    size = 0
+    fd = os.open(root / rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise SessionError(f"{root}: cannot seal: {rel}: not a regular file")
+        while chunk := os.read(fd, _HASH_CHUNK):
+            h.update(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    return {"path": rel, "sha256": h.hexdigest(), "size": size}
 
 
 SEAL = "seal"
@@ -452,6 +565,39 @@ def http_bytes(rec: HttpRecord) -> tuple[int, int]:
     return up, down
 
 
+def readable_files(path: Path, manifest: dict[str, Any], folder: str) -> list[str]:
+    """The files under ``folder`` (relative, e.g. ``packets``; recursively) that a reader of
+    the session at ``path`` may read, as relative ``/``-separated paths, sorted.
+
+    For a closed session, only those its manifest hashed: a file added after the close is
+    never read (and ``auditor verify`` names it): what is not hashed is not read. For an open
+    session (nothing hashed yet), the regular files on disk, without dot-files (temporary
+    names) and without following links. A session whose status is unknown (an unreadable
+    manifest, read leniently) gives none."""
+    prefix = folder.strip("/") + "/"
+    status = manifest.get("status")
+    if status not in (STATUS_OPEN, None):
+        arts = manifest.get("artifacts")
+        listed = {
+            a["path"]
+            for a in (arts if isinstance(arts, list) else [])
+            if isinstance(a, dict) and isinstance(a.get("path"), str)
+        }
+        return sorted(
+            rel
+            for rel in listed
+            if rel.startswith(prefix) and ".." not in rel.split("/") and "\0" not in rel
+        )
+    root = Path(path) / folder
+    if root.is_symlink() or not root.is_dir():
+        return []
+    return [
+        f"{prefix}{rel}"
+        for rel in _walk(root)[0]
+        if not any(part.startswith(".") for part in rel.split("/"))
+    ]
+
+
 @dataclass
 class Session:
     """A saved capture session, opened for reading."""
@@ -478,13 +624,17 @@ class Session:
     def id(self) -> str:
         return str(self.manifest.get("session_id") or self.path.name)
 
+    def files(self, folder: str) -> list[str]:
+        """The files under ``folder`` a reader may read (see :func:`readable_files`)."""
+        return readable_files(self.path, self.manifest, folder)
+
     def records(self) -> Iterator[Record]:
         """Every record in file order. Bad lines become warnings (``self.warnings``); a
         truncated last line (a killed writer) is expected and reported the same way."""
         fpath = self.path / FLOWS
         self.warnings[:] = self.manifest_warnings
         try:
-            fh = open(fpath, "rb")
+            fh = open_regular(fpath)
         except FileNotFoundError:
             self.warnings.append(f"{FLOWS}: missing")
             return
@@ -776,7 +926,10 @@ def verify_session(path: Path) -> VerifyResult:
             )
             continue
         changed.append(rel)
-    unlisted = [rel for rel in _artifact_paths(path) if rel not in listed]
+    on_disk, odd = _walk(path)
+    unlisted = [rel for rel in on_disk if rel not in listed]
+    problems += odd
+    problems += import_copy_problems(manifest, listed)
     ok = not (missing or changed or unlisted or problems)
     return VerifyResult(
         path,
@@ -790,10 +943,244 @@ def verify_session(path: Path) -> VerifyResult:
     )
 
 
+def imported_files(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The entries of ``capture.import.files`` (an imported session), or none."""
+    capture = manifest.get("capture")
+    imp = capture.get("import") if isinstance(capture, dict) else None
+    files = imp.get("files") if isinstance(imp, dict) else None
+    return [f for f in files if isinstance(f, dict)] if isinstance(files, list) else []
+
+
+def import_copy_problems(manifest: dict[str, Any], listed: dict[str, dict[str, Any]]) -> list[str]:
+    """Imported files whose sealed copy is not the file the import read: the import recorded
+    the source's size and SHA-256 before copying, and the copy under ``original/`` must be
+    those bytes (a copy cut short by a full disk hashes to itself, never to the source)."""
+    out = []
+    for f in imported_files(manifest):
+        rel = f.get("original")
+        if not isinstance(rel, str):
+            continue  # not copied (the import failed first): the manifest claims no copy
+        art = listed.get(rel)
+        want_size, want_sha = f.get("size"), f.get("sha256")
+        if art is None:
+            out.append(f"{rel}: the import recorded this copy, but it is not among the artifacts")
+        elif art.get("size") != want_size or art.get("sha256") != want_sha:
+            out.append(
+                f"{rel}: not the file the import read ({want_size} bytes, SHA-256 "
+                f"{str(want_sha)[:16]}...): the sealed copy has {art.get('size')} bytes; the "
+                "import was cut short, or the copy was replaced"
+            )
+    return out
+
+
+# ------------------------------------------------------------------------------- sealing late
+
+STOPPED_LEFT_OPEN = "left_open"
+"""``stopped_by`` of a session that its recorder never closed, sealed afterwards."""
+MAX_SEALER_CHARS = 200
+MAX_REASON_CHARS = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class LateSeal:
+    """What :func:`seal_late` did: the session, its sealed manifest, whether the recorder's
+    last word was a clean stop, and warnings (the custody log not written, a copy not whole)."""
+
+    path: Path
+    manifest: dict[str, Any]
+    stopped_cleanly: bool
+    warnings: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "session": str(self.path),
+            "status": self.manifest.get("status"),
+            "sealed_late": self.manifest.get("sealed_late"),
+            "stop_detail": self.manifest.get("stop_detail"),
+            "artifacts": len(self.manifest.get("artifacts") or []),
+            "stopped_cleanly": self.stopped_cleanly,
+            "warnings": list(self.warnings),
+        }
+
+
+def seal_late(path: Path | str, *, by: str, reason: str = "", argv: Sequence[str] = ()) -> LateSeal:
+    """Seal a session its recorder left open (a crash, ``kill -9``, mitmdump run with
+    ``auditor_close_on_done=false``): hash its artifacts and close it as ``incomplete``, with
+    ``stopped_by: left_open``, why in ``stop_detail``, and ``sealed_late`` (when, by whom, the
+    login user and host, the reason) in the manifest; then one line in the custody log
+    (``command: close``, ``details.sealed_late``), with ``argv`` as the command line.
+
+    ``by``: who seals it (a name, required, at most 200 characters; ``reason`` at most
+    2,000). ``ended_at`` becomes the time of the last record, not the time of sealing. An
+    imported file whose copy is not whole (the import was killed mid-copy) is kept and hashed,
+    but no longer named as the import's original.
+
+    Raises SessionError: not a session, an unreadable manifest, no ``by``, not open (already
+    closed), still being recorded (a writer holds it), or a link or special file in it;
+    SessionWriteError (a SessionError) when the manifest cannot be written: the session is
+    then still open. A custody log that cannot be written is a warning, as in the CLI."""
+    path = Path(path)
+    who = by.strip()
+    if not who:
+        raise SessionError(f"{path}: say who seals the session (by)")
+    if len(who) > MAX_SEALER_CHARS or len(reason) > MAX_REASON_CHARS:
+        raise SessionError(
+            f"{path}: 'by' is limited to {MAX_SEALER_CHARS} characters and the reason to "
+            f"{MAX_REASON_CHARS}"
+        )
+    manifest = read_manifest(path)
+    if manifest.get("status") != STATUS_OPEN:
+        raise SessionError(f"{path} is already closed ({manifest.get('status')}); nothing to seal")
+    with _sole_access(path):
+        stop = _last_stop(Session(path))
+        updates: dict[str, Any] = {}
+        capture = manifest.get("capture")
+        if isinstance(capture, dict) and _mark_partial_copies(path, capture):
+            updates["capture"] = capture
+        from auditor.evidence.custody import login_user
+
+        sealed = {
+            "at": now_iso(),
+            "by": who,
+            "user": login_user(),
+            "host": socket.gethostname(),
+            "reason": reason,
+        }
+        closed = close_session(
+            path,
+            STATUS_INCOMPLETE,
+            stopped_by=STOPPED_LEFT_OPEN,
+            stop_detail=stop.detail,
+            sealed_late=sealed,
+            ended_at=stop.last_ts or manifest.get("started_at") or sealed["at"],
+            **updates,
+        )
+    warnings = [
+        f"{f['name']}: {f['not_copied']}"
+        for f in imported_files(closed)
+        if isinstance(f.get("not_copied"), str) and "name" in f
+    ]
+    warnings += _log_late_seal(path, closed, sealed, argv)
+    return LateSeal(path, closed, stop.clean, tuple(warnings))
+
+
+@contextlib.contextmanager
+def _sole_access(path: Path) -> Iterator[None]:
+    """Hold ``flows.jsonl`` exclusively: no writer (which holds it shared) has it open."""
+    try:
+        fd = os.open(path / FLOWS, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        yield  # nothing was ever recorded: no writer to wait for
+        return
+    except OSError as exc:
+        raise SessionError(f"{path / FLOWS}: {exc.strerror or exc}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise SessionError(
+                f"{path} is still being recorded: a process (mitmdump's recorder, or the "
+                "auditor command that runs it) has it open; stop that process first"
+            ) from None
+        yield
+    finally:
+        os.close(fd)  # also releases the lock
+
+
+@dataclass(frozen=True, slots=True)
+class _Stop:
+    clean: bool
+    detail: str
+    last_ts: str | None
+
+
+def _last_stop(sess: Session) -> _Stop:
+    """How the recorder last stopped (its own events), and the time of the last record."""
+    last_kind: str | None = None
+    failure = ""
+    last_ts: str | None = None
+    for rec in sess.records():
+        stamps: tuple[Any, ...]
+        if isinstance(rec, HttpRecord):
+            stamps = (rec.request_start, rec.request_end, rec.response_start, rec.response_end)
+        else:
+            stamps = (getattr(rec, "ts", None),)
+        for ts in stamps:
+            if isinstance(ts, str) and ts and (last_ts is None or ts > last_ts):
+                last_ts = ts
+        if isinstance(rec, EventRecord) and rec.kind.startswith("recorder_"):
+            last_kind = rec.kind
+            if rec.kind == "recorder_failed":
+                failure = rec.message
+    if last_kind == "recorder_stopped" and not failure:
+        detail = (
+            "left open: its recorder stopped cleanly but did not close it (mitmdump ran "
+            "with auditor_close_on_done=false, or the auditor command running it died)"
+        )
+        return _Stop(True, detail, last_ts)
+    if failure:
+        detail = f"left open: its recorder stopped on a write failure ({failure[:300]})"
+    else:
+        detail = (
+            "left open: no clean stop was recorded (the recorder or the auditor command "
+            "running it was killed or crashed); flows in flight then are missing"
+        )
+    return _Stop(False, detail, last_ts)
+
+
+def _mark_partial_copies(path: Path, capture: dict[str, Any]) -> bool:
+    """An imported file whose copy under ``original/`` is not the file the import read (it
+    was killed mid-copy) stays, hashed, but is no longer named as the import's original."""
+    changed = False
+    for f in imported_files({"capture": capture}):
+        rel = f.get("original")
+        if not isinstance(rel, str) or ".." in Path(rel).parts or Path(rel).is_absolute():
+            continue
+        target = path / rel
+        try:
+            size = target.stat().st_size if target.is_file() else None
+            whole = size == f.get("size") and sha256_file(target) == f.get("sha256")
+        except OSError:
+            size, whole = None, False
+        if not whole:
+            f["original"] = None
+            held = "no copy" if size is None else f"a copy of {size} bytes"
+            f["not_copied"] = (
+                f"the import was cut short: {held} of the {f.get('size')} it read "
+                f"({rel}, kept but not read as the original)"
+            )
+            changed = True
+    return changed
+
+
+def _log_late_seal(
+    path: Path, manifest: dict[str, Any], sealed: dict[str, Any], argv: Sequence[str]
+) -> list[str]:
+    from auditor.evidence.custody import CustodyEntry, append
+
+    try:
+        details = {
+            "sealed_late": True,
+            "by": sealed["by"],
+            "reason": sealed["reason"],
+            "status": manifest.get("status"),
+            "stop_detail": manifest.get("stop_detail"),
+            "manifest_sha256": sha256_file(path / MANIFEST),
+        }
+        append(path, CustodyEntry("close", tuple(argv), 0, details, ts=sealed["at"]))
+    except OSError as exc:
+        return [f"custody log of {path} not written: {exc.strerror or exc}"]
+    return []
+
+
 def _custody_warnings(path: Path) -> list[str]:
     from auditor.evidence.custody import check_log
 
     return [f"{CUSTODY}: {w}" for w in check_log(path / CUSTODY)]
+
+
+STATUS_UNREADABLE = "unreadable"
+"""How ``auditor sessions`` lists a folder whose manifest cannot be read (SessionInfo.problem)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -808,9 +1195,14 @@ class SessionInfo:
     tls_failed: int
     bytes_up: int
     bytes_down: int
+    problem: str | None = None  # why the session could not be read (status "unreadable")
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__slots__}
+
+    @classmethod
+    def unreadable(cls, path: Path, problem: str) -> SessionInfo:
+        return cls(path.name, str(path), STATUS_UNREADABLE, "-", None, None, 0, 0, 0, 0, problem)
 
 
 def describe_device(device: dict[str, Any]) -> str:
@@ -821,31 +1213,45 @@ def describe_device(device: dict[str, Any]) -> str:
     return f"{label} ({serial})" if label and serial else label or str(serial or "-")
 
 
+def _count(summary: dict[str, Any], key: str) -> int:
+    value = summary.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
 def session_info(path: Path) -> SessionInfo:
+    """One line of ``auditor sessions``. SessionError when the manifest cannot be read; a
+    section of the wrong type is read as absent (as analysis reads it)."""
     sess = Session(path)
-    m = sess.manifest
+    m = dict(sess.manifest)
+    drop_mistyped(m)  # a section of the wrong type is read as absent
     summary = m.get("summary")
     if not isinstance(summary, dict) or m.get("status") == STATUS_OPEN:
         summary = sess.summary().to_dict()
-    duration = sess.duration_seconds()
-    if duration is None and m.get("started_at"):
-        duration = time.time() - parse_iso(m["started_at"])
+    started = m.get("started_at") if isinstance(m.get("started_at"), str) else None
+    try:
+        duration = sess.duration_seconds()
+        if duration is None and started:
+            duration = time.time() - parse_iso(started)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        duration = None  # a time that cannot be read: the duration is unknown, not an error
     return SessionInfo(
-        id=sess.id,
+        id=str(m.get("session_id") or sess.path.name),
         path=str(sess.path),
         status=str(m.get("status", "?")),
         device=describe_device(m.get("device") or {}),
-        started_at=m.get("started_at"),
+        started_at=started,
         duration_s=round(duration, 3) if duration is not None else None,
-        flows=int(summary.get("flows", 0)),
-        tls_failed=int(summary.get("tls_failed", 0)),
-        bytes_up=int(summary.get("bytes_up", 0)),
-        bytes_down=int(summary.get("bytes_down", 0)),
+        flows=_count(summary, "flows"),
+        tls_failed=_count(summary, "tls_failed"),
+        bytes_up=_count(summary, "bytes_up"),
+        bytes_down=_count(summary, "bytes_down"),
     )
 
 
 def list_sessions(root: Path) -> tuple[list[SessionInfo], list[str]]:
-    """Sessions under ``root``, oldest first, and one warning per folder that is not one."""
+    """Sessions under ``root``, oldest first, and one warning per session that cannot be read.
+    Such a session is listed too, as ``unreadable`` with the reason (``problem``); one bad
+    manifest never hides the others."""
     root = Path(root)
     if not root.is_dir():
         raise SessionError(f"{root}: no such folder")
@@ -857,7 +1263,9 @@ def list_sessions(root: Path) -> tuple[list[SessionInfo], list[str]]:
             continue
         try:
             infos.append(session_info(child))
-        except SessionError as exc:
-            warnings.append(str(exc))
+        except Exception as exc:  # noqa: BLE001 - one session's damage must not hide the rest
+            why = str(exc) if isinstance(exc, SessionError) else f"{type(exc).__name__}: {exc}"
+            infos.append(SessionInfo.unreadable(child, why))
+            warnings.append(why if isinstance(exc, SessionError) else f"{child}: {why}")
     infos.sort(key=lambda i: (i.started_at or "", i.id))
     return infos, warnings

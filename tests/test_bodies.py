@@ -37,3 +37,19 @@ def test_over_cap_is_truncated_and_flagged(tmp_path) -> None:
 def test_invalid_encoding_is_recorded(tmp_path) -> None:
     ref = BodyStore(tmp_path).put(b"not gzip at all", "gzip")
     assert ref.decode_error and ref.decoded_size is not None
+
+
+def test_a_fifo_in_place_of_a_body_is_unreadable_not_a_hang(tmp_path) -> None:
+    import os
+
+    import pytest
+
+    from auditor.bodies import BodyUnreadable
+
+    store = BodyStore(tmp_path, cap=1000)
+    ref = store.put(b"hello")
+    path = store.path(ref.sha256)
+    path.unlink()
+    os.mkfifo(path)  # nobody writes: reading it would block forever
+    with pytest.raises(BodyUnreadable, match="not readable"):
+        store.get(ref.sha256)

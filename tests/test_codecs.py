@@ -1,13 +1,26 @@
+import base64
 import gzip
+import html
+import itertools
+import json
 import os
 import time
 import tracemalloc
 import zlib
+from urllib.parse import quote, unquote
 
 import brotli
 import pytest
 
-from auditor.codecs import MAX_MEMBERS, decode, supported, zstd
+from auditor.codecs import (
+    MAX_MEMBERS,
+    MAX_TEXT_LAYERS,
+    TextView,
+    decode,
+    supported,
+    text_views,
+    zstd,
+)
 
 DATA = b'{"imei": "490154203237518"}' * 200
 
@@ -101,3 +114,75 @@ def test_many_members_are_bounded(enc: str) -> None:
     res = decode(one(b"") * 200_000, enc, keep=False)
     assert res.error and "members" in res.error
     assert time.monotonic() - started < 2
+
+
+# ------------------------------------------------------------------ text escapes (text_views)
+
+
+def _layers(text: str) -> list[TextView]:
+    return [v for v in text_views(text) if v.layers[-1:] not in (("base64",), ("hex",))]
+
+
+def test_each_escape_layer_is_what_the_standard_decoders_give() -> None:
+    email = "jane.reporter@example.org"
+    twice = quote(quote(email, safe=""), safe="")
+    views = _layers(f"c={twice}")
+    assert [v.text for v in views] == [f"c={twice}", f"c={unquote(twice)}", f"c={email}"]
+    assert [v.layers for v in views] == [(), ("url",), ("url", "url")]
+    escaped = r"jane.reporter\u0040example.org \/ \u00e9"
+    assert _layers(escaped)[1].text == json.loads(f'"{escaped}"')
+    entities = "jane.reporter&#64;example.org &amp;&#x41;&eacute;"
+    assert _layers(entities)[1].text == html.unescape(entities)
+    assert _layers("%C3%A9%FF%41")[1].text == "\u00e9\ufffdA"  # bad UTF-8: U+FFFD, not lost
+
+
+def test_every_decoded_character_points_back_to_what_encoded_it() -> None:
+    text = "a%2540b&#64;c\\u0040d%C3%A9e"
+    for view in _layers(text):
+        last = 0
+        for i, ch in enumerate(view.text):
+            start, end = view.origin(i, i + 1)
+            assert last <= start < end <= len(text)
+            last = start
+            # undoing the same layers on the span gives the character back
+            piece = text[start:end]
+            for _ in view.layers:
+                piece = html.unescape(
+                    unquote(json.loads(f'"{piece}"') if "\\u" in piece else piece)
+                )
+            assert piece == ch, (view.layers, i, text[start:end])
+
+
+def test_layers_stop_at_the_bound_and_never_grow() -> None:
+    text = "x@y.example"
+    for _ in range(MAX_TEXT_LAYERS + 1):
+        text = quote(text, safe="")
+    views = _layers(text)
+    assert len(views) == MAX_TEXT_LAYERS + 1
+    assert views[-1].text == quote("x@y.example", safe="")  # one layer left
+    assert all(len(b.text) < len(a.text) for a, b in itertools.pairwise(views))
+    assert _layers("nothing to undo, 100% plain") == _layers("nothing to undo, 100% plain")[:1]
+
+
+def test_base64_and_hex_runs_are_decoded_at_every_alignment() -> None:
+    value = b"Jane.Reporter@Example.ORG"
+    for pad in (b"", b"x", b"xy"):
+        for enc in (base64.b64encode, base64.urlsafe_b64encode):
+            blob = enc(pad + b'{"e":"' + value + b'"}').decode().rstrip("=")
+            text = f"d={blob}&t=1"
+            views = [v for v in text_views(text) if v.layers == ("base64",)]
+            hit = [v for v in views if value.decode("latin-1") in v.text]
+            assert hit, (pad, enc)
+            i = hit[0].text.index(value.decode())
+            start, end = hit[0].origin(i, i + len(value))
+            # the span holds the value's bits and no more than a character either side
+            assert 2 <= start < end <= 2 + len(blob)
+            assert abs((end - start) - len(value) * 4 / 3) <= 2
+    hexed = f"h={value.hex().upper()}"
+    views = [v for v in text_views(hexed) if v.layers == ("hex",)]
+    assert any(v.text == value.decode() for v in views)
+    assert next(v for v in views if v.text == value.decode()).origin(0, len(value)) == (
+        2,
+        len(hexed),
+    )
+    assert not [v for v in text_views(hexed, binary=False) if v.layers]

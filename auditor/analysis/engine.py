@@ -253,43 +253,54 @@ def _endpoints(
     spans = np.where(timed > 1, t_last - t_first, 0.0).tolist()
     after_boot = _after_boot(times, starts, timed, boots or [])
     ip_ranks, ip_texts = _text_ranks(flows, C.SERVER_IP, lambda: col(C.SERVER_IP), None)
-    group_ips = _texts_per_group(gs, (ip_ranks[order], ip_texts), n_groups, distinct=True)
+    group_ips = _texts_per_group(gs, (ip_ranks[order], ip_texts), n_groups, limit=MAX_IPS)
     fid_ranks, fid_texts = _text_ranks(flows, C.FLOW_ID, lambda: col(C.FLOW_ID), "None")
-    flow_ids = _texts_per_group(gs, (fid_ranks[order], fid_texts), n_groups, distinct=False)
+    flow_ids = _texts_per_group(
+        gs, (fid_ranks[order], fid_texts), n_groups, limit=MAX_FLOW_IDS, distinct=False
+    )
     del ip_ranks, fid_ranks
     app_codes, app_values = coded(C.APPS)
     group_apps = _apps_per_group(gs, app_values[app_codes[order]], n_groups)
     server_exposure: dict[str, dict[str, Any] | None] = {}
-    timed_l, sizes_l = timed.tolist(), sizes.tolist()
+    timed_l, sizes_l, spans_l, linked_l = timed.tolist(), sizes.tolist(), spans, any_linked
+    host_l = [str(x) for x in names.tolist()]
+    org_l = [str(x) for x in orgs.tolist()]
+    org_name_l, parent_l, country_l = (
+        [_s(x) for x in c.tolist()] for c in (org_name, parent, country)
+    )
+    cat_codes, cat_values = pd.factorize(cats, use_na_sentinel=True)
+    cat_lists = [sorted(c for c in str(v or "").split(";") if c) for v in cat_values.tolist()]
+    cat_lists.append(sorted(c for c in str(None or "").split(";") if c))
+    cat_l = cat_codes.tolist()
     for g in range(n_groups):
-        i0 = g  # the group's first flow, in the per-group arrays
-        host = str(names[i0])
+        host = host_l[g]
         attribution = attributions[g]
         hosting = hostings[g]
         exposure = list(attribution["legal_exposure"])
-        have = {e["country"] for e in exposure}
-        for h in hosting:  # every server country of the group, not only the first flow's
-            c = h["country"]
-            if c and c not in have:
-                have.add(c)
-                if c not in server_exposure:  # one JSON form per country, shared (read)
-                    e = kb.exposure_of(c, "server location")
-                    server_exposure[c] = e.to_json() if e is not None else None
-                e_json = server_exposure[c]
-                if e_json is not None:
-                    exposure.append(e_json)
-        span = float(spans[g])
+        if hosting:
+            have = {e["country"] for e in exposure}
+            for h in hosting:  # every server country of the group, not only the first flow's
+                c = h["country"]
+                if c and c not in have:
+                    have.add(c)
+                    if c not in server_exposure:  # one JSON form per country, shared (read)
+                        e = kb.exposure_of(c, "server location")
+                        server_exposure[c] = e.to_json() if e is not None else None
+                    e_json = server_exposure[c]
+                    if e_json is not None:
+                        exposure.append(e_json)
+        span = spans_l[g]
         hosted_by = "; ".join([h["label"] for h in hosting])
         ips_g = group_ips[g]
         record = {
             "host": host,
             "ip": ips_g[0] if ips_g else None,
-            "ips": ips_g[:50],
-            "organisation": _s(org_name[i0]),
-            "organisation_id": _s(orgs[i0]) or None,
-            "parent": _s(parent[i0]),
-            "country": _s(country[i0]),
-            "categories": sorted(c for c in str(cats[i0] or "").split(";") if c),
+            "ips": ips_g,
+            "organisation": org_name_l[g],
+            "organisation_id": _s(org_l[g]) or None,
+            "parent": parent_l[g],
+            "country": country_l[g],
+            "categories": list(cat_lists[cat_l[g]]),
             "basis": attribution["basis"],
             "confidence": attribution["confidence"],
             "evidence": attribution["evidence"],
@@ -300,9 +311,9 @@ def _endpoints(
             "server_country": hosting[0]["country"] if hosting else None,
             "state_control": attribution["state_control"],
             "legal_exposure": exposure,
-            "state_linked": bool(any_linked[g]),
+            "state_linked": bool(linked_l[g]),
             "flows": sizes_l[g],
-            "flow_ids": flow_ids[g][:200],
+            "flow_ids": flow_ids[g],
             "bytes_up": int(bytes_up[g]),
             "bytes_down": int(bytes_down[g]),
             "first_seen": first_seen[g],
@@ -315,7 +326,7 @@ def _endpoints(
             "jurisdiction": attribution.get("jurisdiction") or [],
             "state_link": attribution.get("state_link") or [],
         }
-        rows.append((host, str(orgs[i0]), record))
+        rows.append((host, org_l[g], record))
     rows.sort(key=lambda r: (r[0], r[1]))
     return [r[2] for r in rows]
 
@@ -323,22 +334,37 @@ def _endpoints(
 _NO_NAME = "(no name)"
 
 
+MAX_IPS = 50  # addresses listed per endpoint row
+MAX_FLOW_IDS = 200  # flow ids listed per endpoint row (``flows`` counts them all)
+
+
 def _texts_per_group(
-    gs: np.ndarray, ranked: tuple[np.ndarray, np.ndarray], n_groups: int, *, distinct: bool
+    gs: np.ndarray,
+    ranked: tuple[np.ndarray, np.ndarray],
+    n_groups: int,
+    *,
+    limit: int,
+    distinct: bool = True,
 ) -> list[list[str]]:
-    """Each group's texts, sorted (distinct when ``distinct``), from the flows sorted by
-    group and each flow's rank among the sorted texts (:func:`_text_ranks`; -1: left out)."""
+    """Each group's first ``limit`` texts, sorted (distinct when ``distinct``), from the
+    flows sorted by group and each flow's rank among the sorted texts (:func:`_text_ranks`;
+    -1: left out). The (group, rank) pairs are sorted as one integer each, and only the
+    texts kept are made Python strings."""
     ranks, texts = ranked
     keep = ranks >= 0
-    g, r = gs[keep], ranks[keep]
-    if distinct:
-        g, r = np.divmod(np.unique(g * max(len(texts), 1) + r), max(len(texts), 1))
-    else:
-        o = np.lexsort((r, g))
-        g, r = g[o], r[o]
-    bounds = np.searchsorted(g, np.arange(n_groups + 1)).tolist()
+    width = max(len(texts), 1)
+    key = np.sort(gs[keep].astype(np.int64) * width + ranks[keep])
+    if distinct and len(key):
+        key = key[np.r_[True, key[1:] != key[:-1]]]
+    g, r = np.divmod(key, width)
+    bounds = np.searchsorted(g, np.arange(n_groups + 1))
+    within = np.arange(len(g)) - bounds[:-1].repeat(np.diff(bounds))
+    if len(within) and within.max() >= limit:
+        g, r = g[within < limit], r[within < limit]
+        bounds = np.searchsorted(g, np.arange(n_groups + 1))
+    b = bounds.tolist()
     flat = texts[r].tolist()
-    return [flat[bounds[k] : bounds[k + 1]] for k in range(n_groups)]
+    return [flat[b[k] : b[k + 1]] for k in range(n_groups)]
 
 
 def _text_ranks(
@@ -400,28 +426,48 @@ def _after_boot(
     times: np.ndarray, starts: np.ndarray, timed: np.ndarray, boots: list[float]
 ) -> list[float | None]:
     """Seconds from the last boot before a group's flows to its first flow after that boot
-    (``times``: each group's start times sorted, NaN last)."""
-    out: list[float | None] = [None] * len(starts)
-    if not boots:
-        return out
-    for g, (a, k) in enumerate(zip(starts.tolist(), timed.tolist(), strict=True)):
-        t = times[a : a + k]
-        for boot in boots:
-            j = int(np.searchsorted(t, boot, side="left"))
-            if j < k:
-                out[g] = round(float(t[j]) - boot, 1)
-    return out
-
-
-def _ts_s(t: float) -> str:
-    return pd.Timestamp(t, unit="s", tz="UTC").strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    (``times``: each group's start times sorted, NaN last), for every group at once."""
+    n_groups = len(starts)
+    if not boots or not n_groups:
+        return [None] * n_groups
+    found = np.zeros(n_groups, dtype=bool)
+    seconds = np.zeros(n_groups, dtype="float64")
+    for boot in boots:  # the last boot with a flow after it decides
+        after = np.flatnonzero(times >= boot)  # NaN is never
+        pos = np.searchsorted(after, starts)
+        first = after[np.minimum(pos, max(len(after) - 1, 0))] if len(after) else starts
+        hit = (pos < len(after)) & (first < starts + timed)
+        seconds[hit] = times[first[hit]] - boot
+        found |= hit
+    return [
+        round(s, 1) if f else None for s, f in zip(seconds.tolist(), found.tolist(), strict=True)
+    ]
 
 
 def _ts_many(seconds: list[float]) -> list[str | None]:
-    """:func:`_ts_s` of each value (None for NaN), formatted in one pass."""
+    """Each time (seconds since the epoch) as ISO-8601 UTC text with microseconds (None for
+    NaN), as ``strftime("%Y-%m-%dT%H:%M:%S.%fZ")`` writes it: the date formatted once per
+    distinct day, the time of day from integers."""
     arr = np.asarray(seconds, dtype="float64")
-    text = pd.to_datetime(arr, unit="s", utc=True).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return [None if np.isnan(t) else x for t, x in zip(arr.tolist(), text.tolist(), strict=True)]
+    ok = ~np.isnan(arr)
+    us = pd.to_datetime(arr[ok], unit="s", utc=True).asi8 // 1000
+    day, rem = np.divmod(us, 86_400_000_000)
+    days, day_codes = np.unique(day, return_inverse=True)
+    dates = pd.to_datetime(days, unit="D").strftime("%Y-%m-%d").tolist()
+    hour, rem = np.divmod(rem, 3_600_000_000)
+    minute, rem = np.divmod(rem, 60_000_000)
+    sec, micro = np.divmod(rem, 1_000_000)
+    text = [
+        f"{dates[d]}T{h:02d}:{m:02d}:{s:02d}.{f:06d}Z"
+        for d, h, m, s, f in zip(
+            day_codes.tolist(), hour.tolist(), minute.tolist(), sec.tolist(), micro.tolist(),
+            strict=True,
+        )
+    ]  # fmt: skip
+    out: list[str | None] = [None] * len(arr)
+    for i, t in zip(np.flatnonzero(ok).tolist(), text, strict=True):
+        out[i] = t
+    return out
 
 
 def _group_attributions(
@@ -468,16 +514,6 @@ def _group_attributions(
     return out
 
 
-def _hosting_rows(
-    cols: list[np.ndarray], server_country: np.ndarray, idx: np.ndarray
-) -> list[dict[str, Any]]:
-    """The networks a group's flows went to: AS, its organisation, the server's country."""
-    counts: dict[tuple[Any, ...], int] = defaultdict(int)
-    for key in zip(*(c[idx] for c in cols), server_country[idx], strict=True):
-        counts[key] += 1
-    return _hosting_entries(counts.items())
-
-
 def _hosting_codes(
     cols: list[tuple[np.ndarray, np.ndarray]],
 ) -> tuple[np.ndarray, list[tuple[Any, ...]]]:
@@ -497,15 +533,16 @@ def _hosting_codes(
 def _group_hostings(
     group: np.ndarray, codes: np.ndarray, keys: list[tuple[Any, ...]], n_groups: int
 ) -> list[list[dict[str, Any]]]:
-    """:func:`_hosting_rows` of every group at once, from the flows sorted by group (in
-    flow order within a group): the (group, network) pairs counted on one integer each, and
-    ordered by group, flows (most first), label, then the order the flows first reach them.
+    """The networks each group's flows went to (AS, its organisation, the server's country,
+    with their flows: :func:`_hosting_entries` of its flows' counts), every group at once,
+    from the flows sorted by group (in flow order within a group): the (group, network)
+    pairs counted on one integer each, and ordered by group, flows (most first), label,
+    then the order the flows first reach them.
     An entry is a dict shared by the entries of one network and count (read, never changed
     in place, as the attributions: 266,000 entries of 20,000 endpoints are a few thousand
     distinct dicts)."""
-    out: list[list[dict[str, Any]]] = [[] for _ in range(n_groups)]
     if len(group) == 0:
-        return out
+        return [[] for _ in range(n_groups)]
     width = len(keys)
     pair, uniq = pd.factorize(group.astype(np.int64) * width + codes)
     counts = np.bincount(pair)
@@ -518,14 +555,17 @@ def _group_hostings(
     # factorize numbers pairs in the order they first appear: group, then first reach
     rank = np.lexsort((keep, label_rank[p_key[keep]], -counts[keep], p_group[keep]))
     sel = keep[rank]
-    made: dict[tuple[int, int], dict[str, Any]] = {}
-    triples = zip(p_group[sel].tolist(), p_key[sel].tolist(), counts[sel].tolist(), strict=True)
-    for g, k, c in triples:
-        entry = made.get((k, c))
-        if entry is None:
-            entry = made[(k, c)] = {**entries[k][0], "flows": c}
-        out[g].append(entry)
-    return out
+    # one dict per distinct (network, count), gathered into the pairs' order by numpy
+    kc, kc_first = np.unique(p_key[sel] * (int(counts.max()) + 1) + counts[sel], return_index=True)
+    made = np.empty(len(kc), dtype=object)
+    for j, (k, c) in enumerate(
+        zip(p_key[sel][kc_first].tolist(), counts[sel][kc_first].tolist(), strict=True)
+    ):
+        made[j] = {**entries[k][0], "flows": c}
+    which = np.searchsorted(kc, p_key[sel] * (int(counts.max()) + 1) + counts[sel])
+    flat = made[which].tolist()
+    bounds = np.searchsorted(p_group[sel], np.arange(n_groups + 1)).tolist()
+    return [flat[bounds[g] : bounds[g + 1]] for g in range(n_groups)]
 
 
 def _hosting_entries(counts: Any) -> list[dict[str, Any]]:

@@ -29,7 +29,14 @@ import numpy as np
 import pandas as pd
 
 from auditor import columns as C
-from auditor.analysis.packetflows import PacketData, cname_chains, cname_map, per_value
+from auditor.analysis.packetflows import (
+    PacketData,
+    cname_chains,
+    cname_map,
+    codes_of,
+    per_value,
+    text_array,
+)
 from auditor.device.models import socket_has_owner
 from auditor.records import (
     CertificateInfo,
@@ -145,8 +152,7 @@ def build_flow_table(
     dns_names = _dns_names(records)
     if packets is not None:
         warnings += packets.warnings
-        for ip, name in packets.addr_names.items():
-            dns_names.setdefault(ip, name)
+        dns_names = {**packets.addr_names, **dns_names}  # the proxy's own DNS first
     steps = scenario_steps(records)
     device = session.manifest.get("device") or {}
     uid_map = _uid_map(device)
@@ -160,15 +166,7 @@ def build_flow_table(
     _add_certificates(df, records)
     if packets is not None and not packets.flows.empty:
         pf = packets.flows.copy(deep=False)  # copy-on-write: a column is copied when set
-        # an address the packets left unnamed may be named by DNS seen elsewhere in the session
-        by_ip = (pf[C.NAME_EVIDENCE] == "ip").to_numpy(dtype=bool)
-        known = np.zeros(len(pf), dtype=bool)
-        known[by_ip] = per_value(
-            pf[C.SERVER_IP].to_numpy(dtype=object)[by_ip], lambda v: v in dns_names
-        ).astype(bool)
-        unnamed = pd.Series(known, index=pf.index, dtype=bool)
-        pf.loc[unnamed, C.NAME] = pf.loc[unnamed, C.SERVER_IP].map(dns_names)
-        pf.loc[unnamed, C.NAME_EVIDENCE] = "dns-answer"
+        _name_by_session_dns(pf, dns_names)
         df = pd.concat([df, pf], ignore_index=True) if len(df) else pf.reset_index(drop=True)
         df[C.BYPASS] = df[C.BYPASS].fillna(False).astype(bool)
     cnames = cname_map(_cname_pairs(records))
@@ -187,6 +185,31 @@ def build_flow_table(
     df[C.APP_UIDS], df[C.APPS], df[C.APP_EVIDENCE] = _apps(df, starts, uid_map, sockets, proxy)
     df[C.STEP], df[C.IDLE] = _steps(starts, steps, len(df))
     return df, warnings
+
+
+def _name_by_session_dns(pf: pd.DataFrame, dns_names: dict[str, str]) -> None:
+    """Name the packet rows the packets left unnamed (``name_evidence`` "ip") by a DNS
+    answer seen elsewhere in the session, in place: each distinct address looked up once,
+    the columns rebuilt by Arrow (:func:`text_array`)."""
+    if not dns_names:
+        return
+    by_ip = (pf[C.NAME_EVIDENCE] == "ip").to_numpy(dtype=bool)
+    if not by_ip.any():
+        return
+    codes, ips = codes_of(pf[C.SERVER_IP])
+    answer = [dns_names.get(v) for v in np.asarray(ips, dtype=object).tolist()]
+    known = np.append(np.asarray([a is not None for a in answer], dtype=bool), False)[codes]
+    unnamed = by_ip & known
+    if not unnamed.any():
+        return
+    name_codes, names = codes_of(pf[C.NAME])
+    # the new names follow the column's own: code len(names) + k is the k-th address's answer
+    values = [*np.asarray(names, dtype=object).tolist(), *answer]
+    name_codes = np.where(unnamed, len(names) + codes, name_codes)
+    pf[C.NAME] = text_array(name_codes, values)
+    ev_codes, evidence = codes_of(pf[C.NAME_EVIDENCE])
+    ev_values = [*np.asarray(evidence, dtype=object).tolist(), "dns-answer"]
+    pf[C.NAME_EVIDENCE] = text_array(np.where(unnamed, len(evidence), ev_codes), ev_values)
 
 
 def _proxy_names(df: pd.DataFrame, dns_names: dict[str, str]) -> tuple[np.ndarray, np.ndarray]:
@@ -224,16 +247,19 @@ def _apps(
     uid_map: dict[int, list[str]],
     sockets: SocketIndex,
     proxy: tuple[str, int] | None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[Any, Any, Any]:
     """The owning app of each flow: PCAPdroid's uid when the packets carry one (the best
     evidence there is), else the socket snapshots by local port or, for the proxy's rows,
     by the sockets open toward the proxy around the flow's start."""
     n = len(df)
+    pcap_uid = pd.to_numeric(df[C.PCAP_UID], errors="coerce").to_numpy(dtype="float64")
+    droid = ~np.isnan(pcap_uid) & (pcap_uid >= 0)
+    if not droid.any() and not sockets.times:  # no evidence of an owner (an imported capture)
+        none = np.zeros(n, dtype=np.intp)
+        return text_array(none, [""]), text_array(none, [""]), text_array(none, ["none"])
     uids = np.full(n, "", dtype=object)
     apps = np.full(n, "", dtype=object)
     how = np.full(n, "none", dtype=object)
-    pcap_uid = pd.to_numeric(df[C.PCAP_UID], errors="coerce").to_numpy(dtype="float64")
-    droid = ~np.isnan(pcap_uid) & (pcap_uid >= 0)
     if droid.any():
         uid_int = pcap_uid[droid].astype(np.int64)
         uids[droid] = per_value(uid_int.astype(object), lambda u: str(u))
@@ -272,12 +298,10 @@ def _droid_app(key: str, uid_map: dict[int, list[str]]) -> str:
     return ";".join(sorted(known)) if known else app
 
 
-def _steps(
-    starts: list[float | None], steps: list[StepSpan], n: int
-) -> tuple[np.ndarray, np.ndarray]:
+def _steps(starts: list[float | None], steps: list[StepSpan], n: int) -> tuple[Any, np.ndarray]:
     """The scenario step running when each flow started, and whether it was an idle step."""
     if not steps:
-        return np.full(n, "", dtype=object), np.zeros(n, dtype=bool)
+        return text_array(np.zeros(n, dtype=np.intp), [""]), np.zeros(n, dtype=bool)
     step_times = np.asarray([s.start for s in steps], dtype="float64")
     ts = np.asarray([np.nan if t is None else t for t in starts], dtype="float64")
     i = np.searchsorted(step_times, ts, side="right") - 1

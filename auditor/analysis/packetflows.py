@@ -26,7 +26,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -162,11 +162,59 @@ def _loopback(ip: str) -> bool:
         return False
 
 
+def codes_of(column: pd.Series | np.ndarray) -> tuple[np.ndarray, Any]:
+    """A column as integer codes (-1: no value) and the value of each code, in the column's
+    own type (a pandas Index or array): a categorical's own codes and categories, else
+    pandas' factorize (Arrow strings are encoded by Arrow). No Python object is made per
+    row."""
+    if isinstance(column, pd.Series) and isinstance(column.dtype, pd.CategoricalDtype):
+        return column.cat.codes.to_numpy().astype(np.intp), column.cat.categories
+    codes, uniques = pd.factorize(column, use_na_sentinel=True)
+    return np.asarray(codes, dtype=np.intp), uniques
+
+
+def _is_arrow_text(values: Any) -> bool:
+    dtype = getattr(values, "dtype", None)
+    return isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow"
+
+
+def text_array(codes: np.ndarray, values: Any) -> Any:
+    """``values[codes]`` as a column of the table's text type (Arrow strings; missing where
+    the code is -1 or the value None), gathered by Arrow: a table of 400,000 rows would
+    otherwise turn 400,000 Python strings into Arrow strings one by one. ``values``: text
+    (Arrow strings are taken as they are), None or NaN. No rows: an empty object array, the
+    type a table gives an empty column of text."""
+    import pyarrow as pa
+
+    if len(codes) == 0:
+        return np.empty(0, dtype=object)
+
+    if _is_arrow_text(values):
+        dictionary = pa.array(pd.Series(values, copy=False).array)
+        if isinstance(dictionary, pa.ChunkedArray):
+            dictionary = dictionary.combine_chunks()
+    else:
+        items = values.tolist() if hasattr(values, "tolist") else list(values)
+        dictionary = pa.array(items, type=pa.large_string(), from_pandas=True)
+    index = pa.array(np.asarray(codes, dtype=np.int64), mask=np.asarray(codes) < 0)
+    return pd.array(dictionary.take(index), dtype="str")
+
+
 def per_value(values: pd.Series | np.ndarray, func: Callable[[Any], Any]) -> np.ndarray:
     """``func`` of every value (an object array), computed once per distinct value: a
     capture has hundreds of thousands of flows but far fewer distinct addresses and names.
     Missing values are passed to ``func`` as they come, once per kind (None, NaN, pd.NA
     and NaT may give different answers)."""
+    if isinstance(values, pd.Series) and values.dtype != object:
+        # one kind of missing value (the dtype's): the column's codes, no object array
+        codes, uniques = codes_of(values)
+        mapped = np.empty(len(uniques) + 1, dtype=object)
+        mapped[:-1] = [func(u) for u in np.asarray(uniques, dtype=object).tolist()]
+        absent = np.flatnonzero(codes < 0)
+        if len(absent):
+            at = int(absent[0])
+            mapped[-1] = func(values.iloc[at : at + 1].to_numpy(dtype=object)[0])
+        return mapped[codes]
     arr = values.to_numpy(dtype=object) if isinstance(values, pd.Series) else values
     out = np.empty(len(arr), dtype=object)
     if not len(arr):
@@ -192,34 +240,60 @@ def per_value(values: pd.Series | np.ndarray, func: Callable[[Any], Any]) -> np.
 _TYPE_OF = np.frompyfunc(lambda v: type(v).__qualname__, 1, 1)
 
 
-def _loopbacks(text: pd.Series, values: np.ndarray) -> np.ndarray:
-    """:func:`_loopback` of each value (``values``: ``text`` as objects), asked only of the
-    values it may answer yes for (text starting "127." or holding a colon: found by the
-    string column's own vectorised methods), once per distinct value."""
-    maybe = text.str.startswith("127.") | text.str.contains(":", regex=False)
-    which = maybe.fillna(False).to_numpy(dtype=bool)
+def _loopbacks(values: Any) -> np.ndarray:
+    """:func:`_loopback` of each distinct value (text), asked only of those it may answer
+    yes for (found by Arrow)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    # an IPv6 loopback or IPv4-mapped address has its first groups zero: written from "0"
+    # or ":" (any other first digit is a non-zero group)
+    text = pa.array(pd.Series(values, dtype="str", copy=False).array)
+    v6 = pc.and_(
+        pc.match_substring(text, ":"),
+        pc.or_(pc.starts_with(text, "0"), pc.starts_with(text, ":")),
+    )
+    maybe = pc.or_(pc.starts_with(text, "127."), v6)
+    which = np.flatnonzero(np.asarray(pc.fill_null(maybe, False)))
     out = np.zeros(len(values), dtype=bool)
-    if which.any():
-        out[which] = per_value(values[which], _loopback).astype(bool)
+    if len(which):
+        out[which] = [_loopback(v) for v in pd.Series(values).iloc[which].tolist()]
     return out
 
 
-def classify_paths(
+def _address_codes(column: pd.Series) -> tuple[np.ndarray, Any]:
+    """A text column (addresses, names) as codes and the text of each code: ``str`` of the
+    value, as ``astype(str)`` shows it (a column of text is kept as it is)."""
+    codes, values = codes_of(column)
+    if _is_arrow_text(values):
+        return codes, values
+    return codes, np.asarray([str(v) for v in np.asarray(values, dtype=object).tolist()], object)
+
+
+def path_codes(
     fl: pd.DataFrame, proxies: set[tuple[str, int]], had_proxy: bool, F: Any
 ) -> np.ndarray:
-    """The path of each flow (``proxy``, ``local``, ``bypass`` or ``direct``), as an object
-    array; addresses are tested once per distinct value."""
-    sip_text, cip_text = fl[F.SERVER_IP].astype(str), fl[F.CLIENT_IP].astype(str)
-    sip, cip = sip_text.to_numpy(dtype=object), cip_text.to_numpy(dtype=object)
+    """The path of each flow as an index into :data:`PATHS`; each distinct address is
+    tested once, and the flows are compared on integer codes."""
+    scodes, stext = _address_codes(fl[F.SERVER_IP])
+    ccodes, ctext = _address_codes(fl[F.CLIENT_IP])
     sport = fl[F.SERVER_PORT].astype(int).to_numpy()
     to_proxy = np.zeros(len(fl), dtype=bool)
     for host, port in proxies:
-        to_proxy |= (sip == host) & (sport == port)
-    local = _loopbacks(sip_text, sip) & _loopbacks(cip_text, cip)
-    out = np.full(len(fl), PATH_BYPASS if had_proxy else PATH_DIRECT, dtype=object)
-    out[local] = PATH_LOCAL
-    out[to_proxy] = PATH_PROXY
+        hit = np.flatnonzero(np.asarray(stext == host, dtype=bool))
+        if len(hit):
+            to_proxy |= np.isin(scodes, hit) & (sport == port)
+    # code -1 (no address) reads the last entry: never loopback
+    s_loop = np.append(_loopbacks(stext), False)[scodes]
+    c_loop = np.append(_loopbacks(ctext), False)[ccodes]
+    out = np.full(len(fl), _PATH_CODE[PATH_BYPASS if had_proxy else PATH_DIRECT], dtype=np.int8)
+    out[s_loop & c_loop] = _PATH_CODE[PATH_LOCAL]
+    out[to_proxy] = _PATH_CODE[PATH_PROXY]
     return out
+
+
+PATHS = (PATH_PROXY, PATH_LOCAL, PATH_BYPASS, PATH_DIRECT)
+_PATH_CODE = {p: i for i, p in enumerate(PATHS)}
 
 
 def read_packet_flows(path: Path, manifest: dict[str, Any]) -> PacketData:
@@ -251,9 +325,7 @@ def read_packet_flows(path: Path, manifest: dict[str, Any]) -> PacketData:
                 f"{rel}: {total} packet warning(s): "
                 + ", ".join(f"{k} {v}" for k, v in sorted(res.warnings.items()))
             )
-        for name, addrs in res.names.items():
-            for a in addrs:
-                data.addr_names.setdefault(a, name.lower().rstrip("."))
+        data.addr_names = _with_names(data.addr_names, res.names)
         data.lookups += _lookups(rel, res, F)
         file_cnames = cname_map(_cname_pairs(res, F))
         for owner, target in file_cnames.items():
@@ -261,10 +333,11 @@ def read_packet_flows(path: Path, manifest: dict[str, Any]) -> PacketData:
         fl = res.flows
         if fl.empty:
             continue
-        paths = classify_paths(fl, proxies, had_proxy, F)
-        for p, n in zip(*np.unique(paths, return_counts=True), strict=True):
-            acct.paths[str(p)] = acct.paths.get(str(p), 0) + int(n)
-        keep = (paths == PATH_BYPASS) | (paths == PATH_DIRECT)
+        paths = path_codes(fl, proxies, had_proxy, F)
+        for p, n in enumerate(np.bincount(paths, minlength=len(PATHS)).tolist()):
+            if n:
+                acct.paths[PATHS[p]] = acct.paths.get(PATHS[p], 0) + n
+        keep = (paths == _PATH_CODE[PATH_BYPASS]) | (paths == _PATH_CODE[PATH_DIRECT])
         sel = fl if keep.all() else fl[keep]  # no copy of a table kept whole
         if sel.empty:
             continue
@@ -272,6 +345,18 @@ def read_packet_flows(path: Path, manifest: dict[str, Any]) -> PacketData:
     if frames:
         data.flows = pd.concat(frames, ignore_index=True)
     return data
+
+
+def _with_names(known: dict[str, str], names: dict[str, Any]) -> dict[str, str]:
+    """``known`` with the addresses DNS gave each name (``{name: [address, ...]}``) that it
+    does not hold yet; an address given several names keeps the first. Each name is
+    normalised once, and the addresses are added by dict operations, not one by one."""
+    found: dict[str, str] = {}
+    for name, addrs in reversed(list(names.items())):  # the first name seen written last
+        found.update(dict.fromkeys(addrs, name.lower().rstrip(".")))
+    if not known:
+        return found
+    return {**found, **known}
 
 
 def empty_frame() -> pd.DataFrame:
@@ -306,66 +391,86 @@ def _rows(
     F: Any,
     cnames: dict[str, str],
 ) -> pd.DataFrame:
-    """Packet flows in the analyser's columns."""
+    """Packet flows in the analyser's columns. Text columns are gathered by Arrow from
+    each column's distinct values (:func:`text_array`), never made string by string."""
     n = len(fl)
     fids = fl[F.FLOW_ID].to_numpy(dtype=np.int64)
     sni = fl[F.SNI].where(fl[F.SNI].notna(), fl[F.QUIC_SNI])
     alpn = fl[F.ALPN].where(fl[F.ALPN].notna(), fl[F.QUIC_ALPN])
-    proto = fl[F.PROTO].astype(str)
-    transport = proto.where(~(fl[F.QUIC_SNI].notna() & (proto == "udp")), "quic")
-    scheme = pd.Series([None] * n, index=fl.index, dtype=object)
-    scheme[fl[F.HTTP_HOST].notna()] = "http"
-    scheme[sni.notna()] = "https"
-    state = _tcp_states(
-        proto.to_numpy(dtype=object),
+    proto_codes, protos = _address_codes(fl[F.PROTO])
+    is_tcp = _code_is(proto_codes, protos, "tcp")
+    quic = fl[F.QUIC_SNI].notna().to_numpy(dtype=bool) & _code_is(proto_codes, protos, "udp")
+    transport = np.where(quic, len(protos), proto_codes)
+    scheme = np.where(sni.notna().to_numpy(dtype=bool), 2, -1)
+    scheme[(scheme < 0) & fl[F.HTTP_HOST].notna().to_numpy(dtype=bool)] = 1
+    state = _tcp_state_codes(
+        is_tcp,
         *(fl[c].to_numpy(dtype=bool) for c in (F.SYN_SEEN, F.SYNACK_SEEN, F.FIN_SEEN, F.RST_SEEN)),
     )
-    app = per_value(fl[F.APP], lambda a: a if isinstance(a, str) else "")
-    out = pd.DataFrame(
-        {
-            C.FLOW_ID: _flow_id_text(rel, fids),
-            C.RECORD_TYPE: RECORD_TYPE,
-            C.SOURCE: SOURCE,
-            C.START: fl[F.FIRST_SEEN].array,
-            C.END: fl[F.LAST_SEEN].array,
-            C.CLIENT_IP: fl[F.CLIENT_IP].astype(str).array,
-            C.CLIENT_PORT: fl[F.CLIENT_PORT].astype("Int64").to_numpy(),
-            C.SERVER_IP: fl[F.SERVER_IP].astype(str).array,
-            C.SERVER_PORT: fl[F.SERVER_PORT].astype("Int64").to_numpy(),
-            C.SNI: _text(sni),
-            C.TLS_VERSION: None,
-            C.ALPN: _text(alpn),
-            C.METHOD: None,
-            C.SCHEME: scheme.to_numpy(),
-            C.HOST: _text(fl[F.HTTP_HOST]),
-            C.PORT: fl[F.SERVER_PORT].astype("Int64").to_numpy(),
-            C.PATH: None,
-            C.URL: None,
-            C.STATUS: pd.array([pd.NA] * n, dtype="Int64"),
-            C.BYTES_UP: fl[F.IP_BYTES_UP].astype("int64").to_numpy(),
-            C.BYTES_DOWN: fl[F.IP_BYTES_DOWN].astype("int64").to_numpy(),
-            C.ERROR: None,
-            C.TRANSPORT: _text(transport),
-            C.SEEN_BY: SOURCE,
-            C.BYPASS: had_proxy,
-            C.PACKETS_UP: fl[F.PACKETS_UP].astype("int64").to_numpy(),
-            C.PACKETS_DOWN: fl[F.PACKETS_DOWN].astype("int64").to_numpy(),
-            C.CAPTURE_FILE: rel,
-            C.TCP_STATE: state,
-            C.NAME: fl[F.NAME].astype(str).str.lower().array,
-            C.NAME_EVIDENCE: fl[F.NAME_EVIDENCE].astype(str).array,
-            C.PCAP_UID: fl[F.UID].astype("int64").to_numpy(),
-            C.PCAP_APP: app,
-            C.DNS_QUERIES: _queries(dns, fids, F),
-            **{c: _objects(fl[c]) for c in C.CERT_COLUMNS},
-            C.CERT_SOURCE: _cert_source(fl[C.CERT_SHA256]),
-        }
-    )
-    out[C.CNAMES] = cname_chains(out[C.NAME], cnames)
+    app_codes, apps = codes_of(fl[F.APP])
+    name = fl[F.NAME].astype(str).str.lower()
+    one = np.zeros(n, dtype=np.intp)
+    columns: dict[str, Any] = {
+        C.FLOW_ID: _flow_id_text(rel, fids),
+        C.RECORD_TYPE: text_array(one, [RECORD_TYPE]),
+        C.SOURCE: text_array(one, [SOURCE]),
+        C.START: fl[F.FIRST_SEEN].array,
+        C.END: fl[F.LAST_SEEN].array,
+        C.CLIENT_IP: text_array(*_address_codes(fl[F.CLIENT_IP])),
+        C.CLIENT_PORT: fl[F.CLIENT_PORT].astype("Int64").to_numpy(),
+        C.SERVER_IP: text_array(*_address_codes(fl[F.SERVER_IP])),
+        C.SERVER_PORT: fl[F.SERVER_PORT].astype("Int64").to_numpy(),
+        C.SNI: _text(sni),
+        C.TLS_VERSION: None,
+        C.ALPN: _text(alpn),
+        C.METHOD: None,
+        C.SCHEME: _inferred_text(scheme, [None, "http", "https"]),
+        C.HOST: _text(fl[F.HTTP_HOST]),
+        C.PORT: fl[F.SERVER_PORT].astype("Int64").to_numpy(),
+        C.PATH: None,
+        C.URL: None,
+        C.STATUS: pd.arrays.IntegerArray(np.zeros(n, dtype=np.int64), np.ones(n, dtype=bool)),
+        C.BYTES_UP: fl[F.IP_BYTES_UP].astype("int64").to_numpy(),
+        C.BYTES_DOWN: fl[F.IP_BYTES_DOWN].astype("int64").to_numpy(),
+        C.ERROR: None,
+        C.TRANSPORT: text_array(transport, [*protos.tolist(), "quic"]),
+        C.SEEN_BY: text_array(one, [SOURCE]),
+        C.BYPASS: had_proxy,
+        C.PACKETS_UP: fl[F.PACKETS_UP].astype("int64").to_numpy(),
+        C.PACKETS_DOWN: fl[F.PACKETS_DOWN].astype("int64").to_numpy(),
+        C.CAPTURE_FILE: text_array(one, [rel]),
+        C.TCP_STATE: text_array(state, TCP_STATES),
+        C.NAME: name.array,
+        C.NAME_EVIDENCE: text_array(*_address_codes(fl[F.NAME_EVIDENCE])),
+        C.PCAP_UID: fl[F.UID].astype("int64").to_numpy(),
+        C.PCAP_APP: text_array(
+            np.where(app_codes < 0, len(apps), app_codes),
+            [a if isinstance(a, str) else "" for a in apps.tolist()] + [""],
+        ),
+        C.DNS_QUERIES: text_array(*_queries(dns, fids, F)),
+        **{c: _objects(fl[c]) for c in C.CERT_COLUMNS},
+        C.CERT_SOURCE: _cert_source(fl[C.CERT_SHA256]),
+        C.CNAMES: cname_chains(name, cnames),
+    }
     for col in C.FLOW_COLUMNS:
-        if col not in out.columns:
-            out[col] = None
+        columns.setdefault(col, None)
+    # copy=False: each column stays its own block (consolidating 40 columns of 400,000 rows
+    # copies them all into fresh memory)
+    out = pd.DataFrame(columns, copy=False)
     return out[list(PACKET_ROW_COLUMNS)]
+
+
+def _code_is(codes: np.ndarray, values: np.ndarray, value: str) -> np.ndarray:
+    return np.isin(codes, np.flatnonzero(values == value))
+
+
+def _inferred_text(codes: np.ndarray, values: list[str | None]) -> Any:
+    """``values[codes]`` as the table would infer it from an object array: Arrow strings when
+    there is a string, else the objects (None)."""
+    v = np.asarray(values, dtype=object)
+    if (v[codes[codes >= 0]] != None).any():  # noqa: E711 - elementwise
+        return text_array(codes, values)
+    return np.full(len(codes), None, dtype=object)
 
 
 def _text(column: pd.Series) -> Any:
@@ -402,28 +507,28 @@ def flow_ids(rel: str, numbers: np.ndarray) -> np.ndarray:
     return (rel + "#" + pd.Series(numbers, dtype=np.int64).astype(str)).to_numpy(dtype=object)
 
 
-def _queries(dns: pd.DataFrame, fids: np.ndarray, F: Any) -> np.ndarray:
+def _queries(dns: pd.DataFrame, fids: np.ndarray, F: Any) -> tuple[np.ndarray, list[str]]:
     """The names each flow asked a DNS server for (questions, not answers): distinct,
-    lower-case without the final dot, sorted and ";"-joined; "" for a flow that asked none."""
-    out = np.full(len(fids), "", dtype=object)
+    lower-case without the final dot, sorted and ";"-joined; "" for a flow that asked none.
+    Given as codes and the text of each code (:func:`text_array`)."""
+    none = (np.zeros(len(fids), dtype=np.intp), [""])
     if dns.empty or not len(fids):
-        return out
+        return none
     asked = dns[~dns[F.RESPONSE].to_numpy(dtype=bool)]
-    qnames = asked[F.QNAME].to_numpy(dtype=object)
-    has = ~pd.isna(qnames)
+    qcodes, quniq = codes_of(asked[F.QNAME])
+    has = qcodes >= 0
     # each distinct name normalised once, ranked as Python sorts str (code points); the
     # distinct (flow, name) pairs then sorted by flow and name in one np.unique
-    qcodes, quniq = pd.factorize(qnames[has])
-    norm = [str(q).lower().rstrip(".") for q in quniq]
+    norm = [str(q).lower().rstrip(".") for q in quniq.tolist()]
     names = sorted(set(norm) - {""})
     if not names:
-        return out
+        return none
     rank_of = {q: i for i, q in enumerate(names)}
-    qrank = np.asarray([rank_of.get(q, -1) for q in norm], dtype=np.int64)[qcodes]
+    qrank = np.asarray([rank_of.get(q, -1) for q in norm], dtype=np.int64)[qcodes[has]]
     fid_all = asked[F.DNS_FLOW_ID].to_numpy(dtype=np.int64)[has]
     keep = qrank >= 0
     width = len(names)
-    fid, r = np.divmod(np.unique(fid_all[keep] * width + qrank[keep]), width)
+    fid, r = np.divmod(_distinct_sorted(fid_all[keep] * width + qrank[keep]), width)
     qs = np.asarray(names, dtype=object)[r]
     starts = np.flatnonzero(np.r_[True, fid[1:] != fid[:-1]])
     ends = np.r_[starts[1:], len(fid)]
@@ -432,10 +537,18 @@ def _queries(dns: pd.DataFrame, fids: np.ndarray, F: Any) -> np.ndarray:
     joined[single] = qs[starts[single]]
     for k in np.flatnonzero(~single):
         joined[k] = ";".join(qs[starts[k] : ends[k]])
-    pos = pd.Series(np.arange(len(starts)), index=fid[starts]).reindex(fids).to_numpy()
-    found = ~np.isnan(pos)
-    out[found] = joined[pos[found].astype(np.int64)]
-    return out
+    # each flow's position among the flows that asked (the last code: asked none)
+    at = np.searchsorted(fid[starts], fids)
+    at_c = np.minimum(at, len(starts) - 1)
+    found = (at < len(starts)) & (fid[starts][at_c] == fids)
+    return np.where(found, at_c, len(starts)), [*joined.tolist(), ""]
+
+
+def _distinct_sorted(values: np.ndarray) -> np.ndarray:
+    """``np.unique`` of integers by sorting (numpy's hash-based unique is several times
+    slower on a few hundred thousand values)."""
+    x = np.sort(values)
+    return x[np.r_[True, x[1:] != x[:-1]]] if len(x) else x
 
 
 # ---------------------------------------------------------------------------- CNAME chains
@@ -475,55 +588,48 @@ def cname_chain(name: object, cnames: dict[str, str]) -> str:
     return joined(chain) if len(chain) > 1 else ""
 
 
-def cname_chains(names: pd.Series | np.ndarray, cnames: dict[str, str]) -> np.ndarray:
-    """:func:`cname_chain` of every name, followed once per distinct name."""
+def cname_chains(names: pd.Series, cnames: dict[str, str]) -> Any:
+    """:func:`cname_chain` of every name, followed once per distinct name, as a text column
+    (:func:`text_array`)."""
     if not cnames:
-        return np.full(len(names), "", dtype=object)
-    return per_value(names, lambda name: cname_chain(name, cnames))
+        return text_array(np.zeros(len(names), dtype=np.intp), [""])
+    codes, values = codes_of(names)
+    missing = cname_chain(None, cnames)
+    return text_array(
+        np.where(codes < 0, len(values), codes),
+        [cname_chain(v, cnames) for v in values.tolist()] + [missing],
+    )
 
 
-def _cname_pairs(res: Any, F: Any) -> Iterator[tuple[str, str]]:
+def _cname_pairs(res: Any, F: Any) -> list[tuple[str, str]]:
     """(owner, target) of each CNAME in the DNS answers of a capture (a ``CaptureResult``),
-    in packet order."""
-    a = res.dns_answers
-    if a.empty:
-        return
-    response = res.dns[F.RESPONSE].to_numpy(dtype=bool)[a[F.ANSWER_ROW].to_numpy(np.int64)]
-    value = a[F.ANSWER_VALUE]
-    sel = (
-        (a[F.ANSWER_TYPE].astype(object) == "CNAME").to_numpy(dtype=bool)
-        & response
-        & value.notna().to_numpy(dtype=bool)
-        & (value.fillna("") != "").to_numpy(dtype=bool)
-    )
-    yield from zip(a[F.ANSWER_NAME][sel].tolist(), value[sel].tolist(), strict=True)
+    in packet order: read from its compact DNS tables, only the CNAME records made text."""
+    from auditor.packets.names import TYPE_CNAME
+
+    t = res.dns_tables
+    a = t.answers
+    if not len(a):
+        return []
+    a = a[(a["rtype"] == TYPE_CNAME) & (a["value"] >= 0)]
+    a = a[t.rows["response"][a["row"]].astype(bool)]
+    texts = t.texts
+    return [
+        (o, v)
+        for o, v in zip(texts[a["name"]].tolist(), texts[a["value"]].tolist(), strict=True)
+        if v
+    ]
 
 
-def _tcp_states(
-    proto: np.ndarray, syn: np.ndarray, synack: np.ndarray, fin: np.ndarray, rst: np.ndarray
+TCP_STATES = ("", "reset", "closed", "established", "syn-only", "mid-stream")
+"""A packet flow's ``tcp_state``: "" for a flow that is not TCP, "mid-stream" when the capture
+began after the handshake."""
+
+
+def _tcp_state_codes(
+    tcp: np.ndarray, syn: np.ndarray, synack: np.ndarray, fin: np.ndarray, rst: np.ndarray
 ) -> np.ndarray:
-    """:func:`_tcp_state` of every flow at once."""
-    tcp = proto == "tcp"
-    state = np.select(
-        [~tcp, rst, fin, syn & synack, syn],
-        ["", "reset", "closed", "established", "syn-only"],
-        "mid-stream",
-    )
-    return state.astype(object)
-
-
-def _tcp_state(proto: str, syn: bool, synack: bool, fin: bool, rst: bool) -> str:
-    if proto != "tcp":
-        return ""
-    if rst:
-        return "reset"
-    if fin:
-        return "closed"
-    if syn and synack:
-        return "established"
-    if syn:
-        return "syn-only"
-    return "mid-stream"  # the capture began after the handshake
+    """Each flow's index in :data:`TCP_STATES`: the first of these that holds."""
+    return np.select([~tcp, rst, fin, syn & synack, syn], [0, 1, 2, 3, 4], 5)
 
 
 LOOKUPS_KEPT = 5000  # DNS answers kept per capture (findings.json lists the first 5,000)
@@ -552,7 +658,7 @@ def _lookups(rel: str, res: Any, F: Any, limit: int = LOOKUPS_KEPT) -> list[dict
     protocol = per_value(resp[F.DNS_PROTOCOL], str)
     transport = per_value(resp[F.TRANSPORT], str)
     fids = flow_ids(rel, resp[F.DNS_FLOW_ID].to_numpy(dtype=np.int64))
-    answers = _answer_lists(res.dns_answers, rows, F)
+    answers = _answer_lists(res, rows)
     return [
         {
             "ts": ts[i],
@@ -569,23 +675,30 @@ def _lookups(rel: str, res: Any, F: Any, limit: int = LOOKUPS_KEPT) -> list[dict
     ]
 
 
-def _answer_lists(answers: pd.DataFrame, rows: np.ndarray, F: Any) -> dict[int, list[str]]:
-    """The answers of each of the DNS rows ``rows`` (sorted positions), as texts."""
-    if answers.empty or not len(rows):
+def _answer_lists(res: Any, rows: np.ndarray) -> dict[int, list[str]]:
+    """The answers of each of the DNS rows ``rows`` (sorted positions), as texts: read from
+    the capture's compact DNS tables, only those rows' records made text."""
+    from auditor.packets.names import dns_type_name
+
+    t = res.dns_tables
+    a = t.answers
+    if not len(a) or not len(rows):
         return {}
-    arow = answers[F.ANSWER_ROW].to_numpy(np.int64)
-    lo, hi = np.searchsorted(arow, [rows[0], rows[-1] + 1])
-    sub = answers.iloc[lo:hi]
-    sub = sub[np.isin(sub[F.ANSWER_ROW].to_numpy(np.int64), rows)]
+    lo, hi = np.searchsorted(a["row"], [rows[0], rows[-1] + 1])
+    sub = a[lo:hi]
+    sub = sub[np.isin(sub["row"], rows)]
+    texts = t.texts.tolist()
     out: dict[int, list[str]] = {}
-    for r, t, v, h in zip(
-        sub[F.ANSWER_ROW].tolist(),
-        sub[F.ANSWER_TYPE].astype(object).tolist(),
-        sub[F.ANSWER_VALUE].tolist(),
-        sub[F.ANSWER_HINTS].tolist(),
+    for r, rtype, v, h in zip(
+        sub["row"].tolist(),
+        sub["rtype"].tolist(),
+        sub["value"].tolist(),
+        sub["hints"].tolist(),
         strict=True,
     ):
-        out.setdefault(r, []).append(_answer((None, t, 0, v, h)))
+        value = texts[v] if v >= 0 else None
+        hints = texts[h] if h >= 0 else None
+        out.setdefault(r, []).append(_answer((None, dns_type_name(rtype), 0, value, hints)))
     return out
 
 

@@ -33,20 +33,23 @@ import logging
 import os
 import re
 import shutil
+import string
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import unquote, unquote_to_bytes
 
 import ahocorasick_rs
 import pandas as pd
 
+from auditor import jsonio
+from auditor.analysis.escape import visible
 from auditor.analysis.identifiers import MIN_NEEDLE_LENGTH, Encoding, build_needles
 from auditor.analysis.patterns import PatternKind, find_patterns
 from auditor.analysis.report import write_report
+from auditor.codecs import text_views
 from auditor.errors import AuditorError
 
 if TYPE_CHECKING:
@@ -56,12 +59,17 @@ log = logging.getLogger(__name__)
 
 OPEN, CLOSE = "‹", "›"
 REDACTED = f"{OPEN}REDACTED{CLOSE}"
+_MARKS = str.maketrans({OPEN: "\\u2039", CLOSE: "\\u203a"})
 MIN_VALUE = 3  # characters: a shorter value cannot be told from ordinary text
 MIN_PARTIAL = 5  # characters of a value cut at the edge of an excerpt that are still replaced
 EXCERPT_KEYS = frozenset({"excerpt"})  # the text the scanner cut out of a payload
 CUT = "cut"  # label suffix of a placeholder that replaced part of a value cut by an excerpt
 
+_ROUNDS = 3  # replacement passes over one string after the first
+_PIECE = 1 << 16  # characters of a long text searched at once (whole lines)
 T = TypeVar("T")
+# a match: its span in the string, the form, and the layers it was found under ("" for none)
+_Match = tuple[int, int, int, str]
 
 # Encodings that change with the case of the value's letters: matched exactly. The others
 # (plain text, URL escapes, hex and hex digests) are matched ignoring ASCII case.
@@ -88,8 +96,9 @@ _CASE_SENSITIVE = frozenset(
 _DIGEST = re.compile(r"[0-9a-fA-F]{32}|[0-9a-fA-F]{40}|[0-9a-fA-F]{64}")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[A-Za-z]{2,24}")
 _PHONE = re.compile(r"\+[0-9]{7,15}")
-_MD_ESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")  # CommonMark: any ASCII punctuation
 _VISIBLE_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_MD_ESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")  # CommonMark: any ASCII punctuation
 # a word at the edge of an excerpt: what may be the rest of a value cut by the excerpt
 _WORD = r"[^\s‹›…\"'<>{}\[\](),;&|]+"
 _EDGE_HEAD = re.compile(rf"\A{_WORD}(?=[\s\S])")
@@ -216,6 +225,10 @@ class _Form:
     text: str
     label: str  # "" for a spelling of the value itself
     folded: bool  # matched ignoring ASCII case
+    # "digits" or "hex": ``text`` is matched against the digits (hex digits) of a run of them
+    # split by separators (``35-209900-176148-1``, ``0012.3456.789a``, ``06 12 34 56 78``)
+    skeleton: str = ""
+    bounded: bool = False  # a skeleton match must start and end where a group does
 
 
 # ------------------------------------------------------------------------------------ redactor
@@ -335,22 +348,52 @@ class Redactor:
                     continue
                 seen.add((secret, text))
                 forms.append(_Form(secret, text, label, folded))
+        for i, s in enumerate(self._secrets):
+            for spelling in s.spellings:
+                for f in _skeleton_forms(i, s.kind, spelling):
+                    if (i, f.skeleton + f.text) not in seen:
+                        seen.add((i, f.skeleton + f.text))
+                        forms.append(f)
         return forms
 
     def _compile(self) -> None:
         patterns: dict[str, list[int]] = {}
-        prefixes: dict[str, int] = {}
-        suffixes: dict[str, int] = {}
+        skeletons: dict[str, dict[str, list[int]]] = {"digits": {}, "hex": {}}
         for fi, f in enumerate(self._forms):
-            key = _fold(f.text)
-            patterns.setdefault(key, []).append(fi)
-            for n in range(MIN_PARTIAL, len(key)):
-                prefixes.setdefault(key[:n], fi)
-                suffixes.setdefault(key[-n:], fi)
+            if f.skeleton:
+                # split by separators: matched on the run's digits; written without any,
+                # by the automaton like every other form
+                skeletons[f.skeleton].setdefault(f.text, []).append(fi)
+            patterns.setdefault(_fold(f.text), []).append(fi)
         self._pattern_forms = list(patterns.values())
-        self._prefixes, self._suffixes = prefixes, suffixes
+        self._partials: tuple[dict[str, int], ...] | None = None  # see _partial_maps
         self._min = min((len(f.text) for f in self._forms), default=0)
         self._max_partial = max((len(f.text) for f in self._forms), default=0)
+        tagged = [
+            (fi, f.text.split("@")) for fi, f in enumerate(self._forms)
+            if not f.label and not f.skeleton and _EMAIL.fullmatch(f.text)
+        ]  # fmt: skip
+        self._tagged_forms = [fi for fi, _ in tagged]
+        self._tagged = (
+            re.compile(
+                "|".join(
+                    f"(?P<t{n}>{re.escape(local)}\\+[\\w.-]{{1,64}}@{re.escape(domain)})"
+                    for n, (_, (local, domain)) in enumerate(tagged)
+                ),
+                re.IGNORECASE | re.ASCII,
+            )
+            if tagged
+            else None
+        )
+        self._skeletons = {
+            kind: (
+                ahocorasick_rs.AhoCorasick(list(targets)),
+                list(targets.values()),
+                min(len(t) for t in targets),
+            )
+            for kind, targets in skeletons.items()
+            if targets
+        }
         self._ac = (
             ahocorasick_rs.AhoCorasick(
                 list(patterns), implementation=ahocorasick_rs.Implementation.DFA
@@ -371,7 +414,7 @@ class Redactor:
         if i is not None:
             return i
         spans = self._spans(value.strip())
-        if len(spans) == 1 and spans[0][:2] == (0, len(value.strip())):
+        if len(spans) == 1 and spans[0][:2] == (0, len(value.strip())) and not spans[0][3]:
             f = self._forms[spans[0][2]]
             return f.secret if not f.label else None
         return None
@@ -382,26 +425,66 @@ class Redactor:
         return None if i is None else self._secrets[i].token
 
     def _candidates(self, text: str) -> list[tuple[int, int, int]]:
-        if self._ac is None or len(text) < self._min:
-            return []
-        folded = _fold(text)
+        """Matches in ``text`` as it is: every form, and every skeleton."""
         out = []
-        for pid, start, end in self._ac.find_matches_as_indexes(folded, overlapping=True):
-            for fi in self._pattern_forms[pid]:
-                f = self._forms[fi]
-                if f.folded or text[start:end] == f.text:
-                    out.append((start, end, fi))
-                    break
+        if self._ac is not None and len(text) >= self._min:
+            folded = _fold(text)
+            for pid, start, end in self._ac.find_matches_as_indexes(folded, overlapping=True):
+                for fi in self._pattern_forms[pid]:
+                    f = self._forms[fi]
+                    if f.bounded and not _bounded(text, start, end, f.skeleton):
+                        continue
+                    if f.folded or text[start:end] == f.text:
+                        out.append((start, end, fi))
+                        break
+        if self._tagged is not None and "+" in text:
+            # an address with a tag (``jane+news@example.org``) reaches the same mailbox
+            for m in self._tagged.finditer(text):
+                n = int((m.lastgroup or "t0")[1:])
+                out.append((m.start(), m.end(), self._tagged_forms[n]))
+        for kind, (ac, targets, shortest) in self._skeletons.items():
+            out += _skeleton_matches(text, kind, ac, targets, shortest, self._forms)
         return out
 
-    def _spans(self, text: str) -> list[tuple[int, int, int]]:
-        """Non-overlapping matches, chosen longest first (then leftmost), sorted by start."""
-        cands = self._candidates(text)
+    def _all_candidates(self, text: str) -> list[_Match]:
+        """Matches in every view of ``text`` (:func:`auditor.codecs.text_views`: the text
+        itself, its escape layers undone, its base64 and hex runs decoded), as spans of
+        ``text`` with the layers they were found under. A long text is read in pieces of
+        whole lines (no value holds a line break), so the views' offsets take memory for one
+        piece at a time."""
+        if len(text) <= _PIECE:
+            return self._piece_candidates(text)
+        out: list[_Match] = []
+        for at, piece in _pieces(text):
+            out += [(s + at, e + at, fi, via) for s, e, fi, via in self._piece_candidates(piece)]
+        return out
+
+    def _piece_candidates(self, text: str) -> list[_Match]:
+        out: list[_Match] = []
+        for view in text_views(text):
+            if not view.layers:
+                out += [(s, e, fi, "") for s, e, fi in self._candidates(text)]
+                continue
+            binary = view.layers[-1] in ("base64", "hex")
+            via = ":".join(view.layers)
+            inner = ":".join((*view.layers[:-1], Encoding.BASE64_INNER.value))
+            for s, e, fi in self._candidates(view.text):
+                if binary and e - s < MIN_NEEDLE_LENGTH:
+                    continue  # as the scanner: a short form in decoded bytes is chance
+                start, end = view.origin(s, e)
+                whole = s == 0 and e == len(view.text)
+                out.append((start, end, fi, via if whole or via[-6:] != "base64" else inner))
+        return out
+
+    def _spans(self, text: str) -> list[_Match]:
+        """Non-overlapping matches, chosen longest first (then leftmost, then found under
+        the fewest layers), sorted by start."""
+        cands = self._all_candidates(text)
         if len(cands) <= 1:
             return cands
-        cands.sort(key=lambda c: (c[0] - c[1], c[0], c[2]))
+        cands.sort(key=lambda c: (c[0] - c[1], c[0], c[3].count(":"), len(c[3]), c[2]))
         starts: list[int] = []
-        chosen: list[tuple[int, int, int]] = []
+        chosen: list[_Match] = []
         for c in cands:
             k = bisect.bisect_right(starts, c[0])
             if k and chosen[k - 1][1] > c[0]:
@@ -412,34 +495,66 @@ class Redactor:
             chosen.insert(k, c)
         return chosen
 
-    def _tok(self, fi: int, cut: bool = False) -> str:
+    def _tok(self, fi: int, cut: bool = False, via: str = "") -> str:
         f = self._forms[fi]
         base = self._secrets[f.secret].token[1:-1]
-        label = ":".join(x for x in (f.label, CUT if cut else "") if x)
+        label = ":".join(x for x in (via, f.label, CUT if cut else "") if x)
         return f"{OPEN}{base}:{label}{CLOSE}" if label else f"{OPEN}{base}{CLOSE}"
+
+    def _partial_maps(self) -> tuple[dict[str, int], ...]:
+        """Beginnings and ends (5 characters or more) of every form and of every number's
+        digits -> the form: built on the first excerpt, since they take a while."""
+        if self._partials is None:
+            prefixes: dict[str, int] = {}
+            suffixes: dict[str, int] = {}
+            digit_prefixes: dict[str, int] = {}
+            digit_suffixes: dict[str, int] = {}
+            for fi, f in enumerate(self._forms):
+                key = _fold(f.text)
+                for n in range(MIN_PARTIAL, len(key)):
+                    prefixes.setdefault(key[:n], fi)
+                    suffixes.setdefault(key[-n:], fi)
+                if f.skeleton == "digits":
+                    for n in range(MIN_PARTIAL, len(key)):
+                        digit_prefixes.setdefault(key[:n], fi)
+                        digit_suffixes.setdefault(key[-n:], fi)
+            self._partials = (prefixes, suffixes, digit_prefixes, digit_suffixes)
+        return self._partials
 
     def _edges(self, text: str) -> tuple[int, int, int | None, int | None]:
         """How much of ``text``'s start is the end of a value, and of its end the start of
         one (an excerpt cut through a value), with the forms they belong to."""
         head = tail = 0
         head_form = tail_form = None
-        if not self._prefixes or len(text) < MIN_PARTIAL:
+        if not self._forms or len(text) < MIN_PARTIAL:
             return head, tail, head_form, tail_form
+        prefixes, suffixes, digit_prefixes, digit_suffixes = self._partial_maps()
         folded = _fold(text)
         for n in range(min(len(text), self._max_partial), MIN_PARTIAL - 1, -1):
-            fi = self._suffixes.get(folded[:n])
+            fi = suffixes.get(folded[:n])
             if fi is not None and (
                 self._forms[fi].folded or self._forms[fi].text.endswith(text[:n])
             ):
                 head, head_form = n, fi
                 break
         for n in range(min(len(text), self._max_partial), MIN_PARTIAL - 1, -1):
-            fi = self._prefixes.get(folded[-n:])
+            fi = prefixes.get(folded[-n:])
             if fi is not None and (
                 self._forms[fi].folded or self._forms[fi].text.startswith(text[-n:])
             ):
                 tail, tail_form = n, fi
                 break
+        # a number split by separators, cut (``… 35 209900 17``): its digits as a skeleton's
+        if head_form is None and (m := _HEAD_DIGITS.match(text)):
+            digits = _NOT_DIGIT.sub("", m.group())
+            fi = digit_suffixes.get(digits) if len(digits) >= MIN_PARTIAL else None
+            if fi is not None:
+                head, head_form = m.end(), fi
+        if tail_form is None and (m := _TAIL_DIGITS.search(text)):
+            digits = _NOT_DIGIT.sub("", m.group())
+            fi = digit_prefixes.get(digits) if len(digits) >= MIN_PARTIAL else None
+            if fi is not None:
+                tail, tail_form = len(text) - m.start(), fi
         return head, tail, head_form, tail_form
 
     def _replace(
@@ -465,10 +580,10 @@ class Redactor:
             parts.append(self._tok(head_form, cut=True))
             hits.append((self._forms[head_form].secret, self._label(head_form, True)))
             pos = head
-        for start, end, fi in spans:
+        for start, end, fi, via in spans:
             parts.append(text[pos:start])
-            parts.append(self._tok(fi))
-            hits.append((self._forms[fi].secret, self._label(fi)))
+            parts.append(self._tok(fi, via=via))
+            hits.append((self._forms[fi].secret, self._label(fi, via=via)))
             pos = end
         end_at = len(text) - tail if tail_form is not None else len(text)
         parts.append(text[pos:end_at])
@@ -477,8 +592,8 @@ class Redactor:
             hits.append((self._forms[tail_form].secret, self._label(tail_form, True)))
         return "".join(parts), tuple(hits)
 
-    def _label(self, fi: int, cut: bool = False) -> str:
-        label = self._forms[fi].label or "plain"
+    def _label(self, fi: int, cut: bool = False, via: str = "") -> str:
+        label = ":".join(x for x in (via, self._forms[fi].label) if x) or "plain"
         return f"{label}:{CUT}" if cut else label
 
     def redact_text(self, text: str, *, times: int = 1, edges: bool = False) -> str:
@@ -492,17 +607,33 @@ class Redactor:
         key = ("\0e" if edges else "\0") + text
         done = self._cache.get(key)
         if done is None:
-            done = self._replace(text, edges=edges)
+            # the marks are the redactor's: in captured text they are shown escaped, so that
+            # a capture cannot forge a placeholder (``imei=‹IMEI-1›`` sent to some host)
+            marked = text.translate(_MARKS) if OPEN in text or CLOSE in text else text
+            done = self._replace(marked, edges=edges)
             if edges:
                 done = (_trim_edges(done[0]), done[1])
+            for _ in range(_ROUNDS):
+                # a match dropped for a longer one that overlapped it may still show once
+                # that one is replaced (in another view): until no view holds an original
+                if not done[1]:
+                    break
+                more = self._replace(done[0])
+                if not more[1]:
+                    break
+                done = (more[0], done[1] + more[1])
             self._cache[key] = done
         for i, label in done[1]:
             self._secrets[i].seen[label] += times
         return done[0]
 
-    def find(self, text: str) -> list[str]:
-        """The placeholders (with their encoding) of every original that ``text`` holds."""
-        return sorted({self._tok(fi) for _, _, fi in self._candidates(text)})
+    def find(self, text: str, *, decode: bool = True) -> list[str]:
+        """The placeholders (with their encoding) of every original that ``text`` holds, in
+        any view of it (the same views :meth:`redact_text` replaces in); with ``decode``
+        false, in the text as it is only."""
+        if not decode:
+            return sorted({self._tok(fi) for _, _, fi in self._candidates(text)})
+        return sorted({self._tok(fi, via=via) for _, _, fi, via in self._spans(text)})
 
     # -- structures
 
@@ -620,7 +751,9 @@ def _fold(text: str) -> str:
     ``str.translate`` is, but runs a hundred times slower on text that is not ASCII."""
     if text.isascii():
         return text.lower()
-    return text.encode("utf-8", "surrogatepass").lower().decode("utf-8", "surrogatepass")
+    # a lone surrogate (a JSON escape of one) cannot be matched: U+FFFD, one character too
+    text = _SURROGATE.sub("\ufffd", text)
+    return text.encode("utf-8").lower().decode("utf-8")
 
 
 def _trim_edges(text: str) -> str:
@@ -650,6 +783,113 @@ def _texts(pattern: bytes) -> list[str]:
         return list(
             dict.fromkeys([pattern.decode("utf-8", "backslashreplace"), pattern.decode("latin-1")])
         )
+
+
+# ------------------------------------------------------------------------------ skeletons
+
+# digits, or hex digits, split into groups by separators as people and SDKs write them
+_SKELETON_RUNS = {
+    "digits": re.compile(r"[0-9](?:[ \t\-./+()]{1,3}[0-9]|[0-9])*"),
+    "hex": re.compile(r"[0-9A-Fa-f](?:[ \t:.\-]{1,2}[0-9A-Fa-f]|[0-9A-Fa-f])*"),
+}
+_HEAD_DIGITS = re.compile(r"[0-9](?:[ \t\-./+()]{1,3}[0-9]|[0-9])*")
+_TAIL_DIGITS = re.compile(r"[0-9](?:[ \t\-./+()]{1,3}[0-9]|[0-9])*\Z")
+_NOT_DIGIT = re.compile(r"[\s\-./+()]")
+_MIN_SKELETON = 7  # digits: shorter targets are not searched for without separators
+_UNBOUNDED = 12  # digits from which a skeleton may match inside a longer run
+
+
+def _skeleton_forms(secret: int, kind: str, value: str) -> list[_Form]:
+    """The forms of a value that are matched against the digits of a run, whatever splits
+    them: a number's digits (an IMEI with dashes or spaces, and without its check digit), a
+    phone number's national spellings (trunk ``0``, ``(0)``, ``00``), a MAC's hex digits
+    (Cisco's ``0012.3456.789a``) and its value as a decimal integer."""
+    out: list[tuple[str, str, str]] = []  # (skeleton, text, label)
+    digits = _NOT_DIGIT.sub("", value)
+    # an emulator's IMEI of zeros: its spellings would be every run of zeros
+    if (
+        digits.isascii()
+        and digits.isdigit()
+        and len(digits) >= _MIN_SKELETON
+        and len(set(digits)) > 2
+    ):
+        out.append(("digits", digits, ""))
+        if kind == "IMEI" and len(digits) == 15:
+            out.append(("digits", digits[:14], "no-check-digit"))
+        if kind == "PHONE":
+            out.append(("digits", "00" + digits, ""))
+            for cc in range(1, 4):  # the country code's length is not known: every one
+                national = digits[cc:]
+                if len(national) >= _MIN_SKELETON:
+                    out += [
+                        ("digits", "0" + national, "national"),
+                        ("digits", national, "national"),
+                        ("digits", digits[:cc] + "0" + national, ""),
+                    ]
+    bare = re.sub(r"[\s:.\-]", "", value).lower()
+    if kind == "MAC" and re.fullmatch(r"[0-9a-f]{12}", bare):
+        out += [("hex", bare, ""), ("digits", str(int(bare, 16)), "decimal")]
+    if kind == "ANDROID-ID" and re.fullmatch(r"[0-9a-f]{16}", bare):
+        # a 64-bit number: some SDKs send it as a Java long, signed
+        n = int(bare, 16)
+        out += [("digits", str(n), "decimal"), ("digits", str(abs(n - (1 << 64))), "decimal")]
+    return [
+        _Form(secret, text, label, True, skel, len(text) < _UNBOUNDED)
+        for skel, text, label in dict.fromkeys(out)
+        if len(text) >= _MIN_SKELETON
+    ]
+
+
+def _pieces(text: str) -> Iterator[tuple[int, str]]:
+    """``text`` in pieces of whole lines, about :data:`_PIECE` characters each (a longer line
+    is a piece of its own), with where each starts."""
+    at = 0
+    while at < len(text):
+        cut = text.find("\n", at + _PIECE)
+        end = len(text) if cut < 0 else cut + 1
+        if end - at > _PIECE:  # a long line: cut before it if something precedes it
+            before = text.rfind("\n", at, at + _PIECE)
+            if before >= at:
+                end = before + 1
+        yield at, text[at:end]
+        at = end
+
+
+def _bounded(text: str, start: int, end: int, kind: str) -> bool:
+    """Whether ``text[start:end]`` is a whole group: no digit (hex digit) just before or
+    after it."""
+    group = string.hexdigits if kind == "hex" else string.digits
+    return (start == 0 or text[start - 1] not in group) and (
+        end == len(text) or text[end] not in group
+    )
+
+
+def _skeleton_matches(
+    text: str,
+    kind: str,
+    ac: ahocorasick_rs.AhoCorasick,
+    targets: list[list[int]],
+    shortest: int,
+    forms: list[_Form],
+) -> list[tuple[int, int, int]]:
+    out: list[tuple[int, int, int]] = []
+    for m in _SKELETON_RUNS[kind].finditer(text):
+        run = m.group()
+        if len(run) < shortest or run.isalnum():
+            continue  # too short, or no separator: the automaton has it
+        idx = [m.start() + i for i, c in enumerate(run) if c.isalnum()]
+        skeleton = "".join(text[i] for i in idx).lower()
+        if len(skeleton) < shortest:
+            continue
+        for pid, s, e in ac.find_matches_as_indexes(skeleton, overlapping=True):
+            for fi in targets[pid]:
+                if forms[fi].bounded and not (
+                    (s == 0 or idx[s] - idx[s - 1] > 1)
+                    and (e == len(idx) or idx[e] - idx[e - 1] > 1)
+                ):
+                    continue  # a short target inside a longer group: another number
+                out.append((idx[s], idx[e - 1] + 1, fi))
+    return out
 
 
 def _personal_values(kind: str, value: str) -> list[str]:
@@ -699,14 +939,14 @@ def _strings(obj: Any) -> Iterator[str]:
 
 def detect_personal(strings: Iterable[str]) -> set[tuple[str, str]]:
     """Personal values (kind, value) that :func:`find_patterns` sees in ``strings``, read as
-    they are and URL-decoded; digests (32, 40 or 64 hex digits) are skipped."""
+    they are and with each layer of escapes undone (:func:`auditor.codecs.text_views`, as the
+    redactor reads them); digests (32, 40 or 64 hex digits) are skipped."""
     out: set[tuple[str, str]] = set()
     for s in set(strings):
         if len(s) < 6 or _DIGEST.fullmatch(s):
             continue
-        data = s.encode("utf-8", "replace")
-        bufs = [data, unquote_to_bytes(data)] if b"%" in data else [data]
-        for buf in bufs:
+        for view in text_views(s, binary=False):
+            buf = view.text.encode("utf-8", "replace")
             out |= {(p.kind.value, p.value) for p in find_patterns(buf)}
     return out
 
@@ -794,8 +1034,9 @@ def _redact_artifacts(
             continue
         if path.suffix == ".json":
             try:
-                doc = json.loads(text)
-            except (ValueError, RecursionError):
+                # nesting bounded: the redactor walks a document by recursion
+                doc = jsonio.loads(text, shown)
+            except jsonio.JsonError:
                 new = red.redact_text(text)
             else:
                 new = json.dumps(red.redact(doc), ensure_ascii=False, indent=1)
@@ -898,46 +1139,75 @@ def _remove(written: list[Path], out: Path, before: set[Path], existed: bool) ->
 
 def check_output(folder: Path, red: Redactor) -> list[Leak]:
     """Every original that a file under ``folder`` still holds, in its name or its content,
-    in any encoding. Each file is read as bytes (Latin-1, so raw digests show), as UTF-8
-    text, with the report's escapes undone (HTML entities, Markdown backslashes,
-    ``\\uXXXX``), URL-decoded, and, for JSON, CSV and Parquet, value by value."""
+    in any encoding. Each file is read as bytes (Latin-1, so raw digests show), as UTF-8 text,
+    with the writer's own escaping undone (HTML for ``.html``, Markdown for ``.md``), and,
+    for JSON, CSV and Parquet, value by value; each of these is searched through the same
+    decoder the redactor used (:func:`auditor.codecs.text_views`), no deeper."""
     leaks: list[Leak] = []
     for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
         found: set[str] = set(red.find(path.relative_to(folder).as_posix()))
-        for view in _views(path):
-            found.update(red.find(view))
+        for view, decode in _views(path):
+            found.update(red.find(view, decode=decode))
         leaks += [Leak(path, token) for token in sorted(found)]
     return leaks
 
 
-def _unescape(text: str) -> str:
-    text = _MD_ESCAPE.sub(r"\1", text)
-    text = html.unescape(text)
-    return _VISIBLE_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text)
+def _unvisible(text: str) -> str:
+    """:func:`auditor.analysis.escape.visible` undone: only the characters it escapes."""
+
+    def back(m: re.Match[str]) -> str:
+        ch = chr(int(m.group(1), 16))
+        return ch if visible(ch) != ch else m.group()
+
+    return _VISIBLE_ESCAPE.sub(back, text)
 
 
-def _views(path: Path) -> Iterator[str]:
+def _csv_cells(text: str) -> list[str]:
+    """Every cell of a CSV text, however long (a captured URL may pass the csv module's
+    default limit of 128 KiB a field; the limit is the module's, so it is put back)."""
+    limit = csv.field_size_limit()
+    csv.field_size_limit(max(limit, len(text) + 1))
+    try:
+        return [c for row in csv.reader(io.StringIO(text)) for c in row]
+    finally:
+        csv.field_size_limit(limit)
+
+
+def _views(path: Path) -> Iterator[tuple[str, bool]]:
+    """What a reader of ``path`` sees, and whether to read it through the decoder. The
+    report's files are decoded once their writer's escaping is undone, exactly as far as it
+    went: one more layer undone than the redactor undid would find a value the redactor could
+    not see, and refuse a report for it. As written, they are searched as they are (raw
+    digests show in the bytes; a layer the decoder undoes there is the writer's own)."""
     data = path.read_bytes()
-    yield data.decode("latin-1")
+    yield data.decode("latin-1"), False
     if path.suffix == ".parquet":
         df = pd.read_parquet(path)
-        yield "\n".join(str(c) for c in df.columns)
+        yield "\n".join(str(c) for c in df.columns), True
         for col in df.columns:
-            yield "\n".join(str(v) for v in df[col].dropna().astype(str))
+            yield "\n".join(str(v) for v in df[col].dropna().astype(str)), True
         return
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         return
-    plain = _unescape(text)
-    yield from (text, plain)
-    if "%" in plain:
-        yield unquote(plain)
-    if path.suffix == ".json":
-        try:
-            yield "\n".join(_strings(json.loads(text)))
-        except (ValueError, RecursionError):
-            pass
+    if path.suffix == ".html":
+        yield text, False
+        yield _unvisible(html.unescape(text)), True  # escape.html_text
+    elif path.suffix == ".md":
+        yield text, False
+        yield _unvisible(html.unescape(_MD_ESCAPE.sub(r"\1", text))), True  # escape.md_text
     elif path.suffix == ".csv":
-        cells = [c for row in csv.reader(io.StringIO(text)) for c in row]
-        yield "\n".join(_unescape(c[1:] if c.startswith("'") else c) for c in cells)
+        yield text, False
+        cells = _csv_cells(text)
+        yield "\n".join(_unvisible(c[1:] if c.startswith("'") else c) for c in cells), True
+    elif path.suffix == ".json":
+        try:
+            strings = "\n".join(_strings(json.loads(text)))
+        except (ValueError, RecursionError):
+            yield text, True
+        else:
+            yield text, False
+            yield strings, True
+    else:  # an artifact's text, as it was redacted
+        yield text, True

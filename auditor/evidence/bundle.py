@@ -20,6 +20,8 @@ into a fresh folder it created, and only keeps it when the bundle verifies.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import gzip
 import hashlib
 import io
@@ -40,7 +42,7 @@ from typing import IO, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from auditor import __version__
+from auditor import __version__, jsonio
 from auditor.evidence import EvidenceError, custody
 from auditor.evidence.archive import (
     CHUNK,
@@ -49,10 +51,13 @@ from auditor.evidence.archive import (
     UnsafeArchiveError,
     check_name,
     iter_members,
+    shown,
 )
 from auditor.evidence.signing import (
     SignatureCheck,
     SignatureStatus,
+    canonical_json,
+    check_shape,
     check_signature,
     fingerprint,
     sign,
@@ -68,6 +73,12 @@ BUNDLE_SCHEMA_VERSION = 1
 CAPTURES_DIR = "captures"
 REPORTS_DIR = "reports"
 SUFFIXES = (".tar.gz", ".tgz", ".tar")
+MAX_FINDINGS = 1024**3
+VALUES_BASE = 1_000_000
+VALUES_PER_MEMBER = 8
+MAX_PROBLEMS = (
+    20  # of one kind, named one by one  # a findings.json read back to check which session it names
+)
 
 # Versions recorded besides auditor's declared dependencies (which are read from its metadata).
 CORE_DISTRIBUTIONS = (
@@ -88,6 +99,7 @@ CORE_DISTRIBUTIONS = (
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _SESSION_MANIFEST = re.compile(rf"{CAPTURES_DIR}/[^/]+/{re.escape(MANIFEST)}")
+_SESSION_CUSTODY = re.compile(rf"{CAPTURES_DIR}/[^/]+/{re.escape(CUSTODY)}")
 _REQ_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -122,6 +134,15 @@ def knowledge_base_info() -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - recorded in the bundle; bundling goes on
         return {"knowledge_base": {"error": str(exc)}, "ip_database": []}
     return {"knowledge_base": kb.describe(), "ip_database": kb.ip_database()}
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    """A JSON object from a document that may be anyone's: a dict, else empty."""
+    return value if isinstance(value, dict) else {}
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _safe_name(name: str) -> bool:
@@ -192,17 +213,22 @@ def _session_sources(session: Path, root: str) -> tuple[list[_Source], dict[str,
         )
     _regular(session / MANIFEST)
     manifest_bytes = (session / MANIFEST).read_bytes()
-    try:
-        manifest = json.loads(manifest_bytes)
-    except ValueError as exc:
-        raise EvidenceError(f"{session / MANIFEST}: unreadable: {exc}") from None
+    manifest = jsonio.loads(manifest_bytes, str(session / MANIFEST), expect=dict)
     sources = [_from_bytes(f"{root}/{MANIFEST}", manifest_bytes)]
-    for art in manifest.get("artifacts") or []:
-        rel = str(art["path"])
+    arts = manifest.get("artifacts") or []
+    if not isinstance(arts, list):
+        raise EvidenceError(f"{session / MANIFEST}: its artifacts are not a list")
+    for art in arts:
+        try:
+            rel = str(art["path"])
+            sha, size = str(art["sha256"]), int(art["size"])
+            check_name(f"{root}/{rel}")
+        except (KeyError, TypeError, ValueError, UnsafeArchiveError) as exc:
+            raise EvidenceError(
+                f"{session / MANIFEST}: an artifact entry that cannot be bundled ({str(exc)[:200]})"
+            ) from None
         _regular(session / rel)
-        sources.append(
-            _Source(f"{root}/{rel}", str(art["sha256"]), int(art["size"]), file=session / rel)
-        )
+        sources.append(_Source(f"{root}/{rel}", sha, size, file=session / rel))
     log_bytes, _, _ = custody.read_log(session / CUSTODY)
     if (session / CUSTODY).exists():
         sources.append(_from_bytes(f"{root}/{CUSTODY}", log_bytes))
@@ -232,11 +258,13 @@ def _report_sources(report: Path, root: str, manifest_sha256: str) -> list[_Sour
 
 def _check_report_is_of(report: Path, manifest_sha256: str) -> None:
     """A report's findings.json names the manifests it was made from; it must name this one."""
-    try:
-        doc = json.loads((report / "findings.json").read_text(encoding="utf-8"))
-        named = doc["session"]["manifest_sha256"]
-    except (OSError, ValueError, KeyError, TypeError):
+    if not (report / "findings.json").exists():
         return  # no findings.json (another format), nothing to compare
+    try:
+        doc = jsonio.load(report / "findings.json", expect=dict, max_bytes=MAX_FINDINGS)
+    except OSError as exc:
+        raise EvidenceError(f"{report / 'findings.json'}: {exc.strerror or exc}") from None
+    named = _as_dict(doc.get("session")).get("manifest_sha256")
     if isinstance(named, list) and manifest_sha256 not in named:
         raise EvidenceError(
             f"{report} was not made from this session: its findings.json names other session "
@@ -382,6 +410,10 @@ def build_bundle(
         environment=environment,
     )
     doc = json.loads(json.dumps(doc))  # signed as a verifier will read it back
+    try:
+        strict_json(canonical_json(doc), BUNDLE_JSON)
+    except ValueError as exc:  # a manifest's scenario or device nested near the limit
+        raise EvidenceError(f"cannot write a bundle.json a verifier would read: {exc}") from None
     head = [_from_bytes(BUNDLE_JSON, json.dumps(doc, indent=2, sort_keys=True).encode() + b"\n")]
     if key is not None:
         sig = sign(doc, key, BUNDLE_JSON)
@@ -484,37 +516,57 @@ class _Scan:
     hashes: dict[str, tuple[str, int]] = field(default_factory=dict)
     kept: dict[str, bytes] = field(default_factory=dict)
     manifests: list[str] = field(default_factory=list)  # captures/*/manifest.json members
+    logs: int = 0  # captures/*/custody.jsonl members
 
     def keep(self, name: str) -> bool:
         """Whether to hold the member in memory: bundle.json, bundle.sig, and the first
-        session manifest or two (more than one is a problem of its own)."""
+        session manifest and custody log or two (more than one session is a problem of its
+        own)."""
         if name in (BUNDLE_JSON, BUNDLE_SIG):
             return True
         if _SESSION_MANIFEST.fullmatch(name):
             self.manifests.append(name)
             return len(self.manifests) <= 2
+        if _SESSION_CUSTODY.fullmatch(name):
+            self.logs += 1
+            return self.logs <= 2
         return False
 
 
 def _open_new(dest: Path, name: str) -> IO[bytes]:
     """A new file for member ``name`` under ``dest`` (a folder this process created), making
-    its parent folders 0700; the name is already checked (relative, no ``..``)."""
+    its parent folders 0700; the name is already checked (relative, no ``..``). Each folder
+    is opened relative to the one before, never following a link, so the length of ``dest``
+    does not count against the path limit and nothing can lead outside it."""
     parts = name.split("/")
-    d = dest
-    for part in parts[:-1]:
-        d = d / part
-        try:
-            d.mkdir(mode=0o700)
-        except FileExistsError:
-            if d.is_symlink() or not d.is_dir():
-                raise UnsafeArchiveError(
-                    f"archive member {name!r} conflicts with another"
-                ) from None
+    fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
-        fd = os.open(d / parts[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    except FileExistsError:
-        raise UnsafeArchiveError(f"archive member {name!r} conflicts with another") from None
-    return os.fdopen(fd, "wb")
+        for part in parts[:-1]:
+            try:
+                os.mkdir(part, 0o700, dir_fd=fd)
+            except FileExistsError:
+                pass
+            try:
+                sub = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ENOTDIR, errno.ELOOP):
+                    raise UnsafeArchiveError(
+                        f"archive member {shown(name)} conflicts with another"
+                    ) from None
+                raise
+            os.close(fd)
+            fd = sub
+        try:
+            out = os.open(
+                parts[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=fd
+            )
+        except FileExistsError:
+            raise UnsafeArchiveError(
+                f"archive member {shown(name)} conflicts with another"
+            ) from None
+    finally:
+        os.close(fd)
+    return os.fdopen(out, "wb")
 
 
 def _scan(path: Path, limits: Limits, dest: Path | None = None) -> _Scan:
@@ -526,7 +578,12 @@ def _scan(path: Path, limits: Limits, dest: Path | None = None) -> _Scan:
             raise UnsafeArchiveError(f"{m.name}: {m.size} bytes, too large for what it is")
         h = hashlib.sha256()
         parts: list[bytes] = []
-        fh = _open_new(dest, m.name) if dest is not None else None
+        try:
+            fh = _open_new(dest, m.name) if dest is not None else None
+        except OSError as exc:
+            raise EvidenceError(
+                f"cannot unpack archive member {shown(m.name)}: {exc.strerror or exc}"
+            ) from None
         try:
             for chunk in m.chunks():
                 h.update(chunk)
@@ -534,9 +591,16 @@ def _scan(path: Path, limits: Limits, dest: Path | None = None) -> _Scan:
                     parts.append(chunk)
                 if fh is not None:
                     fh.write(chunk)
-        finally:
             if fh is not None:
-                fh.close()
+                fh.close()  # a write the buffer held fails here, not silently
+        except OSError as exc:  # a full disk, a file size limit
+            raise EvidenceError(
+                f"cannot unpack archive member {shown(m.name)}: {exc.strerror or exc}"
+            ) from None
+        finally:
+            if fh is not None and not fh.closed:
+                with contextlib.suppress(OSError):
+                    fh.close()
         scan.hashes[m.name] = (h.hexdigest(), m.size)
         if keep:
             scan.kept[m.name] = b"".join(parts)
@@ -591,6 +655,7 @@ def _listed_files(doc: dict[str, Any], problems: list[str]) -> dict[str, tuple[s
     if not isinstance(files, list):
         problems.append(f"{BUNDLE_JSON}: no list of files")
         return listed
+    bad: list[str] = []
     for f in files:
         ok = (
             isinstance(f, dict)
@@ -599,18 +664,29 @@ def _listed_files(doc: dict[str, Any], problems: list[str]) -> dict[str, tuple[s
             and isinstance(f.get("size"), int)
         )
         if not ok:
-            problems.append(f"{BUNDLE_JSON}: malformed file entry {f!r:.200}")
+            bad.append(f"{BUNDLE_JSON}: malformed file entry {_short(f)}")
             continue
         try:
             check_name(f["path"])
         except UnsafeArchiveError:
-            problems.append(f"{BUNDLE_JSON}: unsafe path {f['path']!r:.200}")
+            bad.append(f"{BUNDLE_JSON}: unsafe path {shown(f['path'])}")
             continue
         if f["path"] in (BUNDLE_JSON, BUNDLE_SIG) or f["path"] in listed:
-            problems.append(f"{BUNDLE_JSON}: {f['path']} is listed twice or lists itself")
+            bad.append(f"{BUNDLE_JSON}: {shown(f['path'])} is listed twice or lists itself")
             continue
         listed[f["path"]] = (f["sha256"], f["size"])
+    problems += bad[:MAX_PROBLEMS]
+    if len(bad) > MAX_PROBLEMS:
+        problems.append(f"{BUNDLE_JSON}: {len(bad) - MAX_PROBLEMS} more bad file entries")
     return listed
+
+
+def _short(value: Any) -> str:
+    """A JSON value from a bundle, quoted in a problem: its repr, cut (containers are not
+    walked past what is shown)."""
+    if isinstance(value, dict | list):
+        return f"({type(value).__name__} of {len(value)})"
+    return shown(str(value)) if isinstance(value, str) else repr(value)[:80]
 
 
 def _session_root(doc: dict[str, Any] | None, scan: _Scan, problems: list[str]) -> str | None:
@@ -626,6 +702,13 @@ def _session_root(doc: dict[str, Any] | None, scan: _Scan, problems: list[str]) 
     return manifests[0].rsplit("/", 1)[0] if manifests else None
 
 
+def _values_allowed(scan: _Scan) -> int:
+    """How many JSON values bundle.json or the session manifest may hold: a few per member
+    (a file entry has 4), and a generous allowance for the custody log, device and scenario;
+    more would make a small hostile document take gigabytes to parse."""
+    return VALUES_BASE + VALUES_PER_MEMBER * len(scan.hashes)
+
+
 def _check_session(
     root: str, scan: _Scan, members: dict[str, tuple[str, int]], problems: list[str]
 ) -> tuple[int, list[str], list[str], list[str]]:
@@ -636,24 +719,32 @@ def _check_session(
         problems.append(f"{name}: the session manifest is not in the bundle")
         return 0, [], [], []
     try:
-        manifest = json.loads(raw)
+        check_shape(raw, name, max_values=_values_allowed(scan))
+        manifest = jsonio.loads(raw, name, expect=dict)
         arts = manifest["artifacts"]
         if not isinstance(arts, list):
             raise TypeError("artifacts is not a list")
-    except (ValueError, KeyError, TypeError) as exc:
-        problems.append(f"{name}: unreadable session manifest: {exc}")
+    except (ValueError, KeyError, TypeError) as exc:  # JsonError is a ValueError
+        problems.append(f"{name}: unreadable session manifest: {str(exc)[:300]}")
         return 0, [], [], []
     if manifest.get("status") == "open":
         problems.append(f"{name}: the session was never closed: no artifact hashes to check")
     listed: dict[str, tuple[Any, Any]] = {}
+    bad = []
     for art in arts:
         rel = art.get("path") if isinstance(art, dict) else None
         try:
-            check_name(str(rel))
+            if not isinstance(rel, str):
+                raise UnsafeArchiveError("no path")
+            check_name(rel)
         except UnsafeArchiveError:
-            problems.append(f"{name}: bad artifact entry {art!r:.200}")
+            what = f"path {shown(rel)}" if isinstance(rel, str) else _short(art)
+            bad.append(f"{name}: bad artifact entry ({what})")
             continue
         listed[f"{root}/{rel}"] = (art.get("sha256"), art.get("size"))
+    problems += bad[:MAX_PROBLEMS]
+    if len(bad) > MAX_PROBLEMS:
+        problems.append(f"{name}: {len(bad) - MAX_PROBLEMS} more bad artifact entries")
     missing = sorted(p for p in listed if p not in members)
     changed = sorted(p for p in listed if p in members and members[p] != listed[p])
     unlisted = sorted(
@@ -662,6 +753,63 @@ def _check_session(
         if n.startswith(root + "/") and n not in listed and is_artifact(n[len(root) + 1 :])
     )
     return len(listed), missing, changed, unlisted
+
+
+def _report_path(value: Any) -> bool:
+    return (
+        isinstance(value, str)
+        and bool(re.fullmatch(rf"{REPORTS_DIR}/[^/]+", value))
+        and (_safe_name(value))
+    )
+
+
+def _check_description(
+    doc: dict[str, Any], root: str, members: dict[str, tuple[str, int]], problems: list[str]
+) -> None:
+    """What bundle.json says of the session and the report must be what the bundle holds."""
+    said = _as_dict(doc.get("session")).get("manifest_sha256")
+    held = members.get(f"{root}/{MANIFEST}")
+    if held is not None and said != held[0]:
+        problems.append(
+            f"{BUNDLE_JSON} names session manifest {str(said)[:80]}; the bundle's has SHA-256 "
+            f"{held[0]}"
+        )
+    report = doc.get("report")
+    if report is not None:
+        path = _as_dict(report).get("path")
+        if not _report_path(path):
+            problems.append(
+                f"{BUNDLE_JSON}: the report path {str(path)[:120]!r} is not reports/<id>"
+            )
+        elif not any(n.startswith(f"{path}/") for n in members):
+            problems.append(
+                f"{BUNDLE_JSON} names the report {path}, which the bundle does not hold"
+            )
+    known = [f"{root}/"]
+    if _report_path(_as_dict(report).get("path")):
+        known.append(f"{_as_dict(report)['path']}/")
+    stray = sorted(n for n in members if not n.startswith(tuple(known)))
+    if stray:
+        more = f" and {len(stray) - 3} more" if len(stray) > 3 else ""
+        problems.append(
+            f"files outside the session and the report: "
+            f"{', '.join(shown(n) for n in stray[:3])}{more}"
+        )
+
+
+def _check_custody(
+    doc: dict[str, Any], log: bytes | None, problems: list[str], warnings: list[str]
+) -> None:
+    """The bundled custody log, read again: its chain breaks are warnings (as for a session
+    folder), and bundle.json must copy its entries and problems as they are."""
+    entries, breaks = custody.parse_log(log) if log is not None else ([], [])
+    warnings += [f"custody log: {p}" for p in breaks]
+    said = _as_dict(doc.get("custody"))
+    if said.get("entries") != entries or said.get("problems") != breaks:
+        problems.append(
+            f"{BUNDLE_JSON}: its custody entries or problems are not those of the bundled "
+            "custody log"
+        )
 
 
 def _judge(path: Path, scan: _Scan, trusted: Ed25519PublicKey | None) -> BundleCheck:
@@ -675,14 +823,16 @@ def _judge(path: Path, scan: _Scan, trusted: Ed25519PublicKey | None) -> BundleC
         )
     else:
         try:
-            parsed = strict_json(raw)
+            parsed = strict_json(raw, BUNDLE_JSON, max_values=_values_allowed(scan))
             if not isinstance(parsed, dict) or parsed.get("kind") != BUNDLE_KIND:
                 raise ValueError(f"not a {BUNDLE_KIND} document")
             if parsed.get("schema_version") != BUNDLE_SCHEMA_VERSION:
-                raise ValueError(f"schema_version {parsed.get('schema_version')!r} unknown")
+                raise ValueError(f"schema_version {parsed.get('schema_version')!r:.40} unknown")
             doc = parsed
+        except jsonio.JsonError as exc:
+            problems.append(str(exc)[:300])
         except ValueError as exc:  # UnicodeDecodeError is one
-            problems.append(f"{BUNDLE_JSON}: unreadable: {exc}")
+            problems.append(f"{BUNDLE_JSON}: unreadable: {str(exc)[:300]}")
     members = {n: v for n, v in scan.hashes.items() if n not in (BUNDLE_JSON, BUNDLE_SIG)}
     listed = _listed_files(doc, problems) if doc is not None else {}
     missing = sorted(p for p in listed if p not in members)
@@ -692,6 +842,8 @@ def _judge(path: Path, scan: _Scan, trusted: Ed25519PublicKey | None) -> BundleC
     s_checked, s_missing, s_changed, s_unlisted = (
         _check_session(root, scan, members, problems) if root else (0, [], [], [])
     )
+    if doc is not None and root is not None:
+        _check_description(doc, root, members, problems)
     sig_raw = scan.kept.get(BUNDLE_SIG)
     if doc is None:
         sig = SignatureCheck(
@@ -702,15 +854,15 @@ def _judge(path: Path, scan: _Scan, trusted: Ed25519PublicKey | None) -> BundleC
         )
     else:
         sig = check_signature(sig_raw, doc, trusted)
-        for p in (doc.get("custody") or {}).get("problems") or []:
-            warnings.append(f"custody log when bundled: {p}")
+        if root is not None:
+            _check_custody(doc, scan.kept.get(f"{root}/{CUSTODY}"), problems, warnings)
     info = {
         k: doc.get(k) for k in ("created_at", "operator")
     } if doc else {}  # fmt: skip
     if doc:
-        info["session_id"] = (doc.get("session") or {}).get("id")
-        report = (doc.get("report") or {}).get("path")
-        info["report"] = report if isinstance(report, str) and _safe_name(report) else None
+        info["session_id"] = _as_dict(doc.get("session")).get("id")
+        report = _as_dict(doc.get("report")).get("path")
+        info["report"] = report if _report_path(report) else None
     ok = (
         not (missing or changed or unlisted or s_missing or s_changed or s_unlisted or problems)
         and sig.ok
@@ -813,9 +965,14 @@ def unpack_bundle(
         if not check.ok and not force:
             shutil.rmtree(staging)
             return UnpackResult(out, False, check, None, None)
-        if out.exists():
-            out.rmdir()
-        os.rename(staging, out)
+        try:
+            if out.exists():
+                out.rmdir()  # still empty: another process may have filled it since
+            os.rename(staging, out)
+        except OSError as exc:
+            raise EvidenceError(
+                f"cannot move the unpacked bundle to {out}: {exc.strerror or exc}"
+            ) from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -24,13 +24,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from auditor import __version__
+from auditor import __version__, jsonio
+from auditor.evidence.signing import json_shape
 from auditor.session import CUSTODY, MANIFEST
 from auditor.timeutil import now_iso
 
 CUSTODY_SCHEMA_VERSION = 1
 MAX_LOG_SIZE = 64 * 1024 * 1024
 """A custody log larger than this is not read back (checked or bundled) in full."""
+
+# a line is 3 levels deep; deeper ones are refused, so that a bundle.json that copies the
+# entries stays within what a verifier reads (jsonio.MAX_DEPTH)
+MAX_LINE_DEPTH = 32
+MAX_LINE = 1024 * 1024  # a line auditor writes is under 10 KB
+MAX_LINE_VALUES = 10_000  # ... and some 30 JSON values
+MAX_LOG_VALUES = 2_000_000  # 60,000 commands' lines
+MAX_PROBLEMS = 100
 
 _TAIL_WINDOW = 64 * 1024
 
@@ -155,7 +164,12 @@ def record(
 
 
 def parse_log(data: bytes) -> tuple[list[dict[str, Any]], list[str]]:
-    """The entries of a custody log and its problems: unreadable lines and chain breaks."""
+    """The entries of a custody log and its problems: unreadable lines and chain breaks.
+
+    A line is read only when it is at most :data:`MAX_LINE` bytes and
+    :data:`MAX_LINE_VALUES` JSON values, and the log only up to :data:`MAX_LOG_VALUES`
+    values, so that a log of small hostile lines cannot take gigabytes to hold; the
+    problems are named :data:`MAX_PROBLEMS` at most."""
     entries: list[dict[str, Any]] = []
     problems: list[str] = []
     prev_line: bytes | None = None
@@ -164,11 +178,27 @@ def parse_log(data: bytes) -> tuple[list[dict[str, Any]], list[str]]:
         lines.pop()
     elif lines:
         problems.append(f"line {len(lines)} is truncated (no newline)")
+    values = 0
     for n, raw in enumerate(lines, 1):
+        why = None
+        if len(raw) > MAX_LINE:
+            why = f"line {n} is longer than {MAX_LINE} bytes; not read"
+        else:
+            depth, count = json_shape(raw)
+            values += count
+            if depth > MAX_LINE_DEPTH:
+                why = f"line {n}: not usable JSON: nested more than {MAX_LINE_DEPTH} levels deep"
+            elif count > MAX_LINE_VALUES:
+                why = f"line {n} holds more than {MAX_LINE_VALUES} values; not read"
+            elif values > MAX_LOG_VALUES:
+                problems.append(f"lines {n} to {len(lines)} not read: the log is too large")
+                break
         try:
-            obj = json.loads(raw)
-        except ValueError:
-            problems.append(f"line {n} is not JSON")
+            if why is not None:
+                raise jsonio.JsonError(why)
+            obj = jsonio.loads(raw, f"line {n}", max_depth=MAX_LINE_DEPTH)
+        except jsonio.JsonError as exc:
+            problems.append(why or (str(exc) if "nested" in str(exc) else f"line {n} is not JSON"))
             prev_line = raw
             continue
         if not isinstance(obj, dict):
@@ -185,6 +215,8 @@ def parse_log(data: bytes) -> tuple[list[dict[str, Any]], list[str]]:
             )
         entries.append(obj)
         prev_line = raw
+    if len(problems) > MAX_PROBLEMS:
+        problems[MAX_PROBLEMS:] = [f"and {len(problems) - MAX_PROBLEMS} more problems"]
     return entries, problems
 
 

@@ -13,14 +13,16 @@ looks for them. The session is closed with its artifact hashes, so ``auditor ver
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
+import shutil
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from auditor.bodies import DEFAULT_BODY_CAP
 from auditor.errors import AuditorError
@@ -40,8 +42,12 @@ from auditor.records import RECORD_CLASSES, EventRecord, HttpRecord, Record
 from auditor.session import (
     STATUS_COMPLETE,
     STATUS_INCOMPLETE,
+    SessionWriteError,
     SessionWriter,
     read_manifest,
+    sha256_file,
+    write_all,
+    write_error,
 )
 from auditor.timeutil import iso, parse_iso
 
@@ -129,12 +135,15 @@ def import_files(
     status = STATUS_COMPLETE
     span = Span()
     spans: list[Span] = []
+    copied: set[str] = set()
     try:
         writer.event("import_started", f"importing {len(sources)} file(s)", files=planned)
         (writer.path / ORIGINAL).mkdir(mode=0o700)
         seen: set[str] = set()
         for src, name, plan in zip(sources, names, planned, strict=True):
             file_span = Span()
+            _copy(src, writer.path / ORIGINAL / name)
+            copied.add(name)
             report = _import_one(src, name, writer, seen, file_span)
             _refuse_if_nothing_read(name, report)
             span.add_span(file_span)
@@ -159,12 +168,14 @@ def import_files(
                 **report.details,
             )
     except BaseException as exc:
-        _abandon(writer, exc)
-        if isinstance(exc, AuditorError):
-            raise type(exc)(f"{exc} (session {writer.path} kept, closed as incomplete)") from exc
+        fate = _abandon(writer, exc, planned, copied)
+        mapped = _failed(exc, writer, fate)
+        if mapped is not None:
+            raise mapped from exc
         raise
-    capture = read_manifest(writer.path).get("capture") or {}
-    started = read_manifest(writer.path).get("started_at")
+    opened = read_manifest(writer.path)
+    capture = opened.get("capture") or {}
+    started = opened.get("started_at")
     capture["import"] = {
         "files": summaries,
         **span.to_dict(),
@@ -172,7 +183,10 @@ def import_files(
         **({"duration_seconds": covered_seconds(spans)} if span.first is not None else {}),
         "import_seconds": round(time.time() - parse_iso(started), 3) if started else None,
     }
-    manifest = writer.close(status=status, capture=capture)
+    try:
+        manifest = writer.close(status=status, capture=capture)
+    except SessionWriteError as exc:  # the manifest could not be written: nothing is sealed
+        raise SessionWriteError(f"{exc} ({_remove(writer, exc)})", exc.errno) from exc
     return ImportResult(writer.path, status, manifest, summaries, warnings)
 
 
@@ -335,8 +349,7 @@ def _original_names(sources: list[_Source]) -> list[str]:
 def _import_one(
     src: _Source, name: str, writer: SessionWriter, seen: set[str], span: Span
 ) -> ImportReport:
-    target = writer.path / ORIGINAL / name
-    _copy(src, target)
+    target = writer.path / ORIGINAL / name  # copied whole already (_copy)
     report = ImportReport(src.format)
     if src.format is ImportFormat.HAR:
         assert src.har is not None
@@ -472,32 +485,109 @@ class Span:
 
 
 def _copy(src: _Source, target: Path) -> None:
-    """Copy the source to ``target`` (0600); the copy must hash to what was checked."""
+    """Copy the source to ``target`` (0600). The source's size and SHA-256 were recorded when
+    it was checked, before this; the bytes copied, and the copy read back from the disk, must
+    match both. Otherwise, or when a write fails (a full disk, a file size limit), the partial
+    copy is removed and the error raised: no copy that is not the source stays under its name.
+    """
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     h = hashlib.sha256()
-    with os.fdopen(fd, "wb") as out:
-        if src.data is not None:
-            out.write(src.data)
-            h.update(src.data)
-        else:
-            with open(src.path, "rb") as fh:
-                while chunk := fh.read(_CHUNK):
-                    out.write(chunk)
-                    h.update(chunk)
-        out.flush()
-        os.fsync(out.fileno())
-    if h.hexdigest() != src.sha256:
-        raise ImportFileError(f"{src.path}: changed while it was being imported")
-
-
-def _abandon(writer: SessionWriter, exc: BaseException) -> None:
-    """Close a session whose import failed half-way as incomplete, saying why."""
+    copied = 0
     try:
-        why = f"{type(exc).__name__}: {exc}"[:500]
-        writer.event("import_failed", why)
-        writer.close(status=STATUS_INCOMPLETE, import_failed=why)
-    except Exception:
-        log.exception("could not close %s after a failed import", writer.path)
+        try:
+            try:
+                if src.data is not None:
+                    write_all(fd, src.data)
+                    h.update(src.data)
+                    copied = len(src.data)
+                else:
+                    with _open_source(src.path) as fh:
+                        while chunk := _read_source(fh, src.path):
+                            write_all(fd, chunk)
+                            h.update(chunk)
+                            copied += len(chunk)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise write_error(target, exc) from None
+        if copied != src.size or h.hexdigest() != src.sha256:
+            raise ImportFileError(
+                f"{src.path}: changed while it was being imported ({src.size} bytes, "
+                f"SHA-256 {src.sha256[:16]}... when checked; {copied} bytes when copied)"
+            )
+        if target.stat().st_size != src.size or sha256_file(target) != src.sha256:
+            raise ImportFileError(
+                f"{target}: the copy on disk is not the {src.size} bytes read from "
+                f"{src.path} (the file system lost or changed part of it)"
+            )
+    except BaseException:
+        with contextlib.suppress(OSError):
+            target.unlink()
+        raise
+
+
+def _open_source(path: Path) -> BinaryIO:
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise ImportFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def _read_source(fh: BinaryIO, path: Path) -> bytes:
+    try:
+        return fh.read(_CHUNK)
+    except OSError as exc:
+        raise ImportFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+NOT_COPIED = "the import failed before this file was copied whole"
+
+
+def _abandon(
+    writer: SessionWriter, exc: BaseException, planned: list[dict[str, Any]], copied: set[str]
+) -> str:
+    """Close a session whose import failed half-way as incomplete, saying why, with the files
+    not copied whole no longer named as originals (``original: null``, ``not_copied``). When
+    even that cannot be written (the disk is full), the session is removed: an import leaves
+    a session that says what it holds, or none. Returns what became of it, for the error."""
+    why = f"{type(exc).__name__}: {exc}"[:500]
+    try:
+        capture = read_manifest(writer.path).get("capture") or {}
+        capture["import"] = {
+            "files": [
+                p if p["name"] in copied else {**p, "original": None, "not_copied": NOT_COPIED}
+                for p in planned
+            ]
+        }
+        with contextlib.suppress(SessionWriteError):  # kept for the manifest (unwritten)
+            writer.event("import_failed", why)
+        writer.close(status=STATUS_INCOMPLETE, import_failed=why, capture=capture)
+        return f"session {writer.path} kept, closed as incomplete"
+    except Exception as close_exc:  # noqa: BLE001 - whatever it was, leave no half session
+        return _remove(writer, close_exc)
+
+
+def _remove(writer: SessionWriter, why: BaseException) -> str:
+    """Remove the session of an import that cannot be closed; say what became of it."""
+    log.debug("could not close %s after a failed import: %s", writer.path, why)
+    writer.detach()
+    shutil.rmtree(writer.path, ignore_errors=True)
+    if writer.path.exists():
+        return f"session {writer.path} could not be closed nor removed: remove it"
+    return f"session {writer.path} removed: it could not be closed"
+
+
+def _failed(exc: BaseException, writer: SessionWriter, fate: str) -> BaseException | None:
+    """The error to raise for a failed import: one that names the session's fate. A failed
+    write to the session (an OSError from the body store) becomes a SessionWriteError."""
+    if isinstance(exc, OSError) and exc.filename and str(exc.filename).startswith(str(writer.path)):
+        exc = write_error(Path(exc.filename), exc)
+    if isinstance(exc, SessionWriteError):
+        return SessionWriteError(f"{exc} ({fate})", exc.errno)
+    if isinstance(exc, AuditorError):
+        return type(exc)(f"{exc} ({fate})")
+    return None
 
 
 def _describe(name: str, report: ImportReport) -> str:

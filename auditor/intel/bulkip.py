@@ -112,12 +112,11 @@ def _build(geo: Any) -> _Tables | None:
     )
 
     def ints(lists: list[list[int]]) -> np.ndarray:
-        return np.array(list(chain(lists)), dtype=np.int64)
+        return np.fromiter(chain(lists), dtype=np.int64, count=sum(map(len, lists)))
 
     def halves(values: list[int]) -> tuple[np.ndarray, np.ndarray]:
-        hi = np.fromiter((v >> 64 for v in values), dtype=np.uint64, count=len(values))
-        lo = np.fromiter((v & _LOW for v in values), dtype=np.uint64, count=len(values))
-        return hi, lo
+        big = np.array(values, dtype=object)  # Python ints past 64 bits: shifted by numpy's loop
+        return (big >> 64).astype(np.uint64), (big & _LOW).astype(np.uint64)
 
     first6_hi, first6_lo = halves(first_all[n4:])
     asn6_hi, asn6_lo = halves(asn_all[a4:])
@@ -201,16 +200,17 @@ def bundled_columns(ips: Sequence[str], one: Callable[[str], FactsRow]) -> Facts
     done = np.zeros(n, dtype=bool)
     tables = _tables()
     if tables is not None:
-        v4 = [i for i, ip in enumerate(ips) if isinstance(ip, str) and _V4.fullmatch(ip)]
-        v6 = [i for i, ip in enumerate(ips) if isinstance(ip, str) and ":" in ip]
+        v4_mask, v6_mask = _kinds(ips)
+        v4 = np.flatnonzero(v4_mask)
+        v6 = np.flatnonzero(v6_mask)
         for group, found in (
-            (v4, _v4_rows(tables, [ips[i] for i in v4])),
-            (v6, _v6_rows(tables, [ips[i] for i in v6])),
+            (v4, _v4_rows(tables, [ips[i] for i in v4.tolist()])),
+            (v6, _v6_rows(tables, [ips[i] for i in v6.tolist()])),
         ):
             if found is None:
                 continue
             answered, values = found
-            at = np.asarray(group, dtype=np.int64)[answered]
+            at = group[answered]
             for col, v in zip(cols, values, strict=True):
                 col[at] = v[answered]
             done[at] = True
@@ -220,6 +220,21 @@ def bundled_columns(ips: Sequence[str], one: Callable[[str], FactsRow]) -> Facts
     return cols
 
 
+def _kinds(ips: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Which values are canonical IPv4 text, and which hold a colon (IPv6 candidates), found
+    by Arrow over the whole column (a value that is not text is neither)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    text = pa.array([ip if isinstance(ip, str) else None for ip in ips], type=pa.large_string())
+    v4 = pc.match_substring_regex(text, f"^{_V4.pattern}$")
+    v6 = pc.match_substring(text, ":")
+    return (
+        np.asarray(pc.fill_null(v4, False), dtype=bool),
+        np.asarray(pc.fill_null(v6, False), dtype=bool),
+    )
+
+
 _Found = tuple[np.ndarray, tuple[np.ndarray, ...]] | None
 """What a table search gives: which addresses it answered, and the seven columns."""
 
@@ -227,8 +242,7 @@ _Found = tuple[np.ndarray, tuple[np.ndarray, ...]] | None
 def _v4_rows(t: _Tables, ips: list[str]) -> _Found:
     if not ips:
         return None
-    packed = b"".join(socket.inet_aton(ip) for ip in ips)
-    x = np.frombuffer(packed, dtype=">u4").astype(np.uint64)
+    x = _v4_integers(ips)
     reason = np.full(len(ips), None, dtype=object)
     for lo, hi, why in reversed(_SPECIAL_V4):  # the first range that holds it names it
         reason[(x >= lo) & (x <= hi)] = why
@@ -247,6 +261,18 @@ def _v4_rows(t: _Tables, ips: list[str]) -> _Found:
         return f"{socket.inet_ntoa(struct.pack('>L', int(t.first[n])))}/{int(t.netlen[n])}"
 
     return _assemble(t, ips, reason, (k >= 0) & (a >= 0), k, country, asn_org, network)
+
+
+def _v4_integers(ips: list[str]) -> np.ndarray:
+    """Canonical IPv4 text as integers (uint64), parsed by Arrow: split at the dots, each
+    part cast to a byte."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    parts = pc.list_flatten(pc.split_pattern(pa.array(ips, type=pa.large_string()), "."))
+    octets = np.asarray(parts.cast(pa.uint8()), dtype=np.uint64).reshape(-1, 4)
+    shifts = np.array([24, 16, 8, 0], dtype=np.uint64)
+    return np.bitwise_or.reduce(octets << shifts, axis=1)
 
 
 def _v6_rows(t: _Tables, ips: list[str]) -> _Found:

@@ -38,6 +38,7 @@ from auditor.intel.ipdb import (
     default_ipdb,
     parse_ip,
 )
+from auditor.intel.lookalike import inspect_host, key_of_shown, shown_names
 from auditor.intel.model import (
     Attribution,
     Basis,
@@ -543,7 +544,10 @@ class KnowledgeBase:
         (CERT_*, CNAMES), when present, are rungs of the ladder too.
 
         The host is taken from ``host_column``, else the first of ``name``, ``host`` and
-        ``sni`` present; the address from ``ip_column`` when present.
+        ``sni`` present; the address from ``ip_column`` when present. In that column a
+        lookalike name (:mod:`auditor.intel.lookalike`: invisible characters, variant forms,
+        mixed scripts) is replaced by its shown form, ``⚠ A-LABEL (reasons)``, which
+        :meth:`lookup` reads back as the A-label.
         """
         import pandas as pd
 
@@ -589,6 +593,13 @@ class KnowledgeBase:
                 out[target] = pd.Series(arr, index=out.index, dtype=object)
             else:
                 out[target] = values.to_numpy()
+        if host_column in out.columns:
+            # a lookalike is shown as its A-label behind a marker, everywhere the name goes
+            # (findings, endpoints, tables); lookup() reads the shown form back as its key
+            uniques = out[host_column].dropna().unique()
+            shown = shown_names(uniques.tolist())
+            if shown:
+                out[host_column] = out[host_column].map(lambda v: shown.get(v, v))
         return out
 
     # --- lookups ----------------------------------------------------------------------------
@@ -622,14 +633,16 @@ class KnowledgeBase:
                 return self._attribution(None, None, _NO_NAME, None)
             return self._attribution(None, facts.ip, self._ip_rungs(facts), facts)
         if isinstance(host, str) and (":" in host or host[:1].isdigit()):
-            addr = parse_ip(host)
+            addr = _address(host)
             if addr is not None:  # a flow named by its address: look the address up
                 return self.lookup(None, ip or str(addr), known=known if ip else None)
-        norm = normalise_host(host)
-        if norm is None:
+        # a lookalike's shown form (annotate() puts it in the flow table) stands for its key
+        name = inspect_host(host) or inspect_host(key_of_shown(host))
+        if name is None:
             rungs = self._ip_rungs(facts) if facts is not None else _NO_NAME
             return self._attribution(safe_text(host), facts.ip if facts else None, rungs, facts,
                                      note="not a valid host name")  # fmt: skip
+        norm = name.key
         rungs = self._host_rungs(norm) if cache else self._name_rungs(norm)
         extra: list[_Rung] = []
         hosting: list[_Rung] = []
@@ -655,7 +668,8 @@ class KnowledgeBase:
                 rungs.flag_note or _flag(ip_intel).get("flag_note"),
                 rungs.witness + tuple(witness),
             )
-        return self._attribution(norm, facts.ip if facts else None, rungs, facts)
+        note = name.warning() if name.suspicious else None
+        return self._attribution(norm, facts.ip if facts else None, rungs, facts, note=note)
 
     # --- the rungs of the ladder ------------------------------------------------------------
 
@@ -1355,10 +1369,18 @@ def _ip_literal(host: Any) -> str | None:
     """The address a host written as an address stands for (as :meth:`KnowledgeBase.lookup`
     reads it), else None."""
     if isinstance(host, str) and (":" in host or host[:1].isdigit()):
-        addr = parse_ip(host)
+        addr = _address(host)
         if addr is not None:
             return str(addr)
     return None
+
+
+def _address(text: str) -> Any:
+    """parse_ip(), None where it raises (socket.inet_pton refuses text with a NUL)."""
+    try:
+        return parse_ip(text)
+    except ValueError:
+        return None
 
 
 def _per_value(values: np.ndarray, func: Any) -> np.ndarray:

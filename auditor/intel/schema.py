@@ -14,6 +14,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from auditor.intel.lookalike import ascii_key, inspect_host
 from auditor.intel.model import (
     Category,
     Fact,
@@ -31,7 +32,6 @@ MAX_WARNINGS_KEPT = 200
 """Warnings beyond this are counted but their text is dropped."""
 
 LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_HOSTLABEL_RE = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
 _PATTERNLABEL_RE = re.compile(r"^[a-z0-9_*-]{1,63}$")
 ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 COUNTRY_RE = re.compile(r"^[A-Z]{2}$")
@@ -138,60 +138,34 @@ class Warnings:
 # --- host names ------------------------------------------------------------------------------
 
 
+def _escaped(c: str) -> str:
+    n = ord(c)
+    return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}"
+
+
 def safe_text(value: object, limit: int = 96) -> str:
     """A printable, bounded rendering of untrusted text for reports and messages."""
     text = value if isinstance(value, str) else repr(value)
     cut = text[:limit]
-    shown = "".join(c if c.isprintable() else f"\\x{ord(c) & 0xFF:02x}" for c in cut)
+    shown = "".join(c if c.isprintable() else _escaped(c) for c in cut)
     return shown + (f"...({len(text)} chars)" if len(text) > limit else "")
 
 
 def normalise_host(raw: object) -> str | None:
-    """A DNS name in canonical form (IDNA A-labels, lower case, no port, no trailing dot).
+    """A DNS name in canonical form (IDNA A-labels, lower case, no port, no root dot).
 
-    None for anything that is not a host name: markup, control characters, empty labels,
-    oversize names. Never raises.
+    None for anything that is not a host name: markup, control characters, spaces, empty
+    labels, oversize names. A label holding invisible characters (U+200B, U+00AD, variation
+    selectors...) or variant forms (fullwidth letters, the ideographic full stop) keeps them:
+    its key is the Punycode of the label as written, never the plain name UTS #46 would fold
+    it into (:mod:`auditor.intel.lookalike`). Never raises.
     """
-    if not isinstance(raw, str) or not raw or len(raw) > 1024:
-        return None
-    h = raw.strip()
-    if h.startswith("[") or h.count(":") > 1:
-        return None  # an IPv6 literal is an address, not a name
-    if ":" in h:
-        h, _, port = h.partition(":")
-        if not port.isdigit():
-            return None
-    h = h.rstrip(".")
-    if not h:
-        return None
-    if not h.isascii():
-        encoded = _idna(h)
-        if encoded is None:
-            return None
-        h = encoded
-    h = h.lower()
-    if len(h) > 253:
-        return None
-    if all(_HOSTLABEL_RE.match(label) for label in h.split(".")):
-        return h
-    return None
-
-
-def _idna(text: str) -> str | None:
-    if len(text) > 253:
-        return None
-    try:
-        import idna
-
-        return str(idna.encode(text, uts46=True).decode("ascii"))
-    except ImportError:  # pragma: no cover - idna ships with tldextract's dependencies
-        pass
-    except (ValueError, UnicodeError):
-        return None
-    try:
-        return text.encode("idna").decode("ascii")
-    except UnicodeError:
-        return None
+    if isinstance(raw, str):
+        key = ascii_key(raw)  # most names: plain ASCII, no A-label to look into
+        if key is not None:
+            return key
+    name = inspect_host(raw)
+    return None if name is None else name.key
 
 
 def normalise_pattern(raw: object) -> str | None:

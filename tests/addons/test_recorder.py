@@ -1,15 +1,21 @@
-"""The recorder addon, driven through mitmproxy's own test harness (taddons, tflow), and for the
-server certificates by a real mitmdump in front of the offline internet."""
+"""The recorder addon, driven through mitmproxy's own test harness (taddons, tflow); for the
+server certificates by a real mitmdump in front of the offline internet, and for closing on a
+clean exit (and sealing late after a kill) by plain real mitmdump processes on loopback."""
 
 import asyncio
 import contextlib
 import gzip
 import hashlib
+import http.server
 import json
 import logging
 import os
 import resource
+import signal
+import socket
 import ssl
+import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +31,7 @@ from mitmproxy.test import taddons, tflow
 from addons.recorder import EXIT_DISK_FULL, RECORDER_SAYS, Recorder
 from auditor import columns as C
 from auditor.analysis.flowtable import build_flow_table
-from auditor.capture import Mitmdump, ProxyOptions, ca_cert_path
+from auditor.capture import RECORDER_SCRIPT, Mitmdump, ProxyOptions, ca_cert_path, mitmdump_path
 from auditor.netutil import proxied_request
 from auditor.offline.internet import OfflineInternet
 from auditor.offline.pki import CertificateAuthority
@@ -37,7 +43,15 @@ from auditor.records import (
     TlsServerRecord,
     WebSocketMessageRecord,
 )
-from auditor.session import FLOWS, Session, SessionWriter
+from auditor.session import (
+    FLOWS,
+    MANIFEST,
+    Session,
+    SessionWriter,
+    read_manifest,
+    seal_late,
+    verify_session,
+)
 from tests.conftest import free_port
 
 
@@ -346,3 +360,141 @@ def test_a_real_mitmdump_records_what_the_offline_internet_presents(tmp_path: Pa
     for fid in (flow.id, failed.id):
         assert rows.loc[fid, C.CERT_ORG] is None and rows.loc[fid, C.CERT_SOURCE] == "proxy"
         assert rows.loc[fid, C.CERT_ISSUER] == "auditor offline internet root CA"
+
+
+# ------------------------------------------------- closing the session (issue 15.9)
+
+
+def test_the_recorder_closes_its_session_by_default(tmp_path: Path) -> None:
+    rec = Recorder()
+    with taddons.context(rec) as tctx:
+        tctx.configure(rec, auditor_session=str(tmp_path / "s"))
+        rec.response(tflow.tflow(resp=True))
+        rec.done()
+    m = read_manifest(tmp_path / "s")
+    assert m["status"] == "complete" and m["summary"]["flows"] == 1
+    assert verify_session(tmp_path / "s").ok
+
+
+def test_a_recorder_stopped_by_a_full_disk_closes_its_session_incomplete(tmp_path: Path) -> None:
+    rec = Recorder()
+    with taddons.context(rec) as tctx:
+        tctx.configure(rec, auditor_session=str(tmp_path / "s"))
+        rec.response(tflow.tflow(resp=True))
+        big = tflow.tflow(resp=True)
+        big.request.path = "/" + "x" * 8000
+        with file_size_limit((tmp_path / "s" / FLOWS).stat().st_size + 4000):
+            rec.response(big)
+        rec.done()
+    m = read_manifest(tmp_path / "s")
+    assert (m["status"], m["stopped_by"]) == ("incomplete", "disk_full")
+    assert "File too large" in m["stop_detail"] and verify_session(tmp_path / "s").ok
+
+
+def test_auditor_capture_and_audit_close_their_sessions_themselves(tmp_path: Path) -> None:
+    argv = Mitmdump(tmp_path, ProxyOptions(confdir=tmp_path / "c")).argv()
+    i = argv.index("auditor_close_on_done=false")
+    assert argv[i - 1] == "--set" and argv.index(str(RECORDER_SCRIPT)) < i
+
+
+# ------------------------------------------------------------------------- real mitmdump
+
+
+class _Quiet(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = b"hello"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def web() -> Iterator[int]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _start(session: Path, confdir: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """Plain ``mitmdump -s addons/recorder.py``: no option about closing."""
+    port = free_port()
+    argv = [
+        mitmdump_path(),
+        "--quiet",
+        "--listen-host",
+        "127.0.0.1",
+        "--listen-port",
+        str(port),
+        "--set",
+        f"confdir={confdir}",
+        "-s",
+        str(RECORDER_SCRIPT),
+        "--set",
+        f"auditor_session={session}",
+    ]
+    session.parent.mkdir(parents=True, exist_ok=True)
+    log = open(session.parent / f"{session.name}.log", "wb")
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    log.close()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "mitmdump exited at start"
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return proc, port
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise AssertionError("mitmdump did not listen")
+
+
+def _record_one(proc: subprocess.Popen[bytes], port: int, web: int, session: Path) -> str:
+    try:
+        url = f"http://127.0.0.1:{web}/ping?n=1"
+        assert proxied_request(port, "GET", url) == (200, b"hello")
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            flows = [r for r in Session(session).records() if isinstance(r, HttpRecord)]
+            if flows:
+                return flows[0].id
+            time.sleep(0.05)
+        raise AssertionError("the flow was not recorded")
+    except BaseException:
+        proc.kill()
+        raise
+
+
+@pytest.mark.e2e
+def test_plain_mitmdump_closes_on_a_clean_exit_and_seal_late_closes_a_killed_one(
+    tmp_path: Path, web: int
+) -> None:
+    clean = tmp_path / "captures" / "clean"
+    proc, port = _start(clean, tmp_path / "confdir")
+    _record_one(proc, port, web, clean)
+    proc.send_signal(signal.SIGTERM)  # a clean exit, as Ctrl-C
+    assert proc.wait(30) == 0
+    m = read_manifest(clean)
+    assert m["status"] == "complete" and m["summary"]["flows"] == 1
+    assert FLOWS in [a["path"] for a in m["artifacts"]]
+    assert verify_session(clean).ok
+
+    killed = tmp_path / "captures" / "killed"
+    proc, port = _start(killed, tmp_path / "confdir")
+    flow_id = _record_one(proc, port, web, killed)
+    proc.send_signal(signal.SIGKILL)  # a crash: nothing closes it
+    proc.wait(30)
+    assert read_manifest(killed)["status"] == "open" and not verify_session(killed).ok
+    res = seal_late(killed, by="test operator", reason="mitmdump was killed")
+    assert res.manifest["status"] == "incomplete" and not res.stopped_cleanly
+    assert verify_session(killed).ok
+    assert json.loads((killed / MANIFEST).read_text())["sealed_late"]["by"] == "test operator"
+    assert [r.id for r in Session(killed).http()] == [flow_id]
+    assert res.manifest["summary"]["flows"] == 1

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from auditor import columns as C
-from auditor.analysis.engine import _NO_NAME, _hosting_rows, _recipient_text, _s, _ts_s
+from auditor.analysis.engine import _NO_NAME, _hosting_entries, _recipient_text, _s
 from auditor.analysis.flowtable import (
     SOCKETS,
     SocketIndex,
@@ -40,7 +40,6 @@ from auditor.analysis.packetflows import (
     PacketData,
     _answer,
     _cname_pairs,
-    _tcp_state,
     cname_chain,
     cname_map,
     empty_frame,
@@ -49,6 +48,34 @@ from auditor.analysis.packetflows import (
 )
 from auditor.intel.kb import KnowledgeBase, _rows_to_frame, cert_from_columns
 from auditor.session import Session
+
+
+def _tcp_state(proto: str, syn: bool, synack: bool, fin: bool, rst: bool) -> str:
+    if proto != "tcp":
+        return ""
+    if rst:
+        return "reset"
+    if fin:
+        return "closed"
+    if syn and synack:
+        return "established"
+    if syn:
+        return "syn-only"
+    return "mid-stream"  # the capture began after the handshake
+
+
+def _ts_s(t: float) -> str:
+    return pd.Timestamp(t, unit="s", tz="UTC").strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _hosting_rows(cols, server_country, idx):
+    """The networks a group's flows went to: AS, its organisation, the server's country."""
+    from collections import defaultdict
+
+    counts = defaultdict(int)
+    for key in zip(*(c[idx] for c in cols), server_country[idx], strict=True):
+        counts[key] += 1
+    return _hosting_entries(counts.items())
 
 
 def _loopback(ip: str) -> bool:

@@ -192,12 +192,41 @@ def test_longest_match_wins_and_leaves_no_fragment() -> None:
         assert "‹SERIAL-1:base64-inner" in out and serial.find(out) == []
 
 
-def test_redaction_is_one_pass_and_idempotent() -> None:
+def test_redaction_leaves_nothing_to_redact_again() -> None:
     red = _redactor()
     text = f"imei={IMEI}&h={hashlib.sha1(IMEI.encode()).hexdigest()}&m={MAC}"
     once = red.redact_text(text)
-    assert red.redact_text(once) == once
     assert once == "imei=‹IMEI-1›&h=‹IMEI-1:sha1-hex›&m=‹MAC-1›"
+    assert red.find(once) == []
+    # redacted again, its marks are taken for captured ones (below): nothing else changes
+    assert red.redact_text(once) == once.replace("‹", "\\u2039").replace("›", "\\u203a")
+
+
+def test_spellings_inside_base64_and_hex_are_found() -> None:
+    red = _forms_redactor()
+    hexed = b"35-209900-176148-1".hex()
+    assert red.redact_text(f"h={hexed}") == "h=‹IMEI-1:hex›"
+    blob = base64.b64encode(b'{"tel":"06 12 34 56 78"}').decode()
+    out = red.redact_text(f"b={blob}")
+    assert "‹PHONE-1:base64-inner:national›" in out and red.find(out) == []
+
+
+def test_an_android_id_sent_as_a_java_long_is_redacted() -> None:
+    red = Redactor([Original("android_id", AID, "device")])
+    n = int(AID, 16)
+    signed = n - (1 << 64) if n >= 1 << 63 else n
+    out = red.redact_text(f"a={n}&b={signed}&c={AID.upper()}")
+    assert out.startswith("a=‹ANDROID-ID-1:decimal›&b=") and out.endswith("&c=‹ANDROID-ID-1›")
+    assert str(abs(signed)) not in out
+
+
+def test_a_capture_cannot_forge_a_placeholder() -> None:
+    """A request that sends ``imei=‹IMEI-1›`` to some host would read, in the redacted report,
+    as the phone's IMEI sent there: captured marks are shown escaped."""
+    red = _redactor()
+    out = red.redact_text(f"https://evil.example/?imei=‹IMEI-1›&real={IMEI}")
+    assert out == "https://evil.example/?imei=\\u2039IMEI-1\\u203a&real=‹IMEI-1›"
+    assert out.count("‹") == 1
 
 
 def test_values_cut_at_the_edge_of_an_excerpt_go_too() -> None:
@@ -652,3 +681,279 @@ def test_the_cli_writes_the_redacted_report_and_keeps_originals_out(tmp_path: Pa
     assert text.exit_code == 0 and IMEI not in text.output
     bad = CliRunner().invoke(auditor.cli.main, ["analyze", str(session), "--redact-value", "a=bcd"])
     assert bad.exit_code == 1 and "--redact-value needs --redact" in bad.output
+
+
+# ------------------------------------------------------ the forms people and SDKs write (#15)
+
+IMEI_B = "352099001761481"  # 35-209900-176148-1, as GSMA writes it
+MAC_B = "00:12:34:56:78:9a"  # 0012.3456.789a in Cisco's dotted form, 78187493530 in decimal
+MIXED_EMAIL = "Jane.Reporter@Example.ORG"  # the searched e-mail, as a user typed it
+
+
+def _pct(text: str) -> str:
+    return "".join(f"%{b:02X}" for b in text.encode())
+
+
+# name -> (the form as planted, what may not remain of it in any output)
+FORMS: dict[str, tuple[str, str]] = {
+    "email-url-url": (quote(quote(EMAIL, safe=""), safe=""), "reporter%2540example"),
+    "imei-url-url": (quote(_pct(IMEI_B), safe=""), "%2533%2535%2532%2530"),
+    "imei-14": (IMEI_B[:14], IMEI_B[:14]),
+    "imei-dashes": ("35-209900-176148-1", "209900-176148"),
+    "imei-spaces": (quote("35 209900 176148 1"), "209900%20176148"),
+    "imei-plus": ("35+209900+176148+1", "209900+176148"),
+    "mac-cisco": ("0012.3456.789a", "3456.789a"),
+    "mac-bare": ("00123456789A", "123456789a"),
+    "mac-decimal": ("78187493530", "78187493530"),
+    "phone-national": (quote("06 12 34 56 78"), "12%2034%2056"),
+    "phone-parens": (quote("(06) 12-34-56-78"), "12-34-56-78"),
+    "phone-spaces": (quote("+33 6 12 34 56 78"), "12%2034%2056"),
+    "phone-trunk": ("+33+(0)6+12+34+56+78", "12+34+56+78"),
+    "email-base64-mixed": (
+        base64.b64encode(MIXED_EMAIL.encode()).decode(),
+        base64.b64encode(MIXED_EMAIL.encode()).decode()[4:20],
+    ),
+    "email-base64url-mixed": (
+        base64.urlsafe_b64encode(b"~~" + MIXED_EMAIL.encode()).decode().rstrip("="),
+        base64.urlsafe_b64encode(b"~~" + MIXED_EMAIL.encode()).decode()[4:20],
+    ),
+    "email-hex-mixed": (MIXED_EMAIL.encode().hex(), MIXED_EMAIL.encode().hex()[6:30]),
+    "email-json-escaped": (r"jane.reporter\u0040example.org", r"reporter\u0040example"),
+    "email-html-entity": ("jane.reporter&#64;example.org", "reporter&#64;example"),
+    "email-zero-width": ("jane.reporter@exa\u200bmple.org", "reporter@exa\u200bmple"),
+    "imei-fullwidth": ("３５２０９９００１７６１４８１", "２０９９００１７６１"),
+    "email-tagged": (quote("Jane.Reporter+app@example.org"), "reporter%2Bapp%40"),
+}
+
+
+def _make_forms_session(root: Path) -> Path:
+    device = {
+        "manufacturer": "Xiaomi",
+        "model": "M2007J3SG",
+        "android_release": "10",
+        "serial": SERIAL,
+        "identifiers": [
+            {"name": "imei", "value": IMEI_B, "source": "service call", "reason": None},
+            {"name": "wifi_mac", "value": MAC_B, "source": "cat", "reason": None},
+            {"name": "serial", "value": SERIAL, "source": "getprop", "reason": None},
+        ],
+    }
+    w = SessionWriter.create(root, device=device, notes="forms")
+    for n, (name, (form, _)) in enumerate(sorted(FORMS.items())):
+        host = HOSTS[n % len(HOSTS)]
+        path = f"/t/{n}?v=2&sn={SERIAL}&{name.split('-')[0]}={form}&ts=1767225600"
+        body = f'{{"imei":"{IMEI_B}","k":"{form}","sn":"{SERIAL}"}}'.encode()
+        w.write(
+            _record(
+                id=f"flow-{n:02d}",
+                method="POST",
+                scheme="https",
+                host=host,
+                port=443,
+                path=path,
+                url=f"https://{host}{path}",
+                request_start=f"2026-01-01T00:00:{n:02d}.000000Z",
+                request_end=f"2026-01-01T00:00:{n:02d}.100000Z",
+                response_end=f"2026-01-01T00:00:{n:02d}.200000Z",
+                server_ip="203.0.113.7",
+                server_port=443,
+                request_headers=(("Host", host), ("X-Id", form)),
+                request_content_type="application/json",
+                request_body=w.bodies.put(body),
+                status=204,
+                response_headers=(),
+            )
+        )
+    w.close()
+    return w.path
+
+
+def _all_text(path: Path) -> list[str]:
+    """A file as a reader sees it: bytes, text with the report's escapes undone, and every
+    cell of a Parquet file read with pyarrow (not through auditor or pandas)."""
+    import pyarrow.parquet as pq
+
+    if path.suffix == ".parquet":
+        table = pq.read_table(path)
+        cells = [str(v) for col in table.columns for v in col.to_pylist() if v is not None]
+        return [path.read_bytes().decode("latin-1"), "\n".join(table.column_names), *cells]
+    return _views(path)
+
+
+@pytest.fixture(scope="module")
+def forms_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    from click.testing import CliRunner
+
+    import auditor.cli
+
+    root = tmp_path_factory.mktemp("forms")
+    session = _make_forms_session(root / "captures")
+    out = root / "pub"
+    args = ["analyze", str(session), "--out", str(out), "--redact", "--json"]
+    args += ["--identifier", f"account={EMAIL}", "--identifier", f"phone_number={PHONE}"]
+    return out, CliRunner().invoke(auditor.cli.main, args)
+
+
+def test_a_double_url_encoded_email_does_not_block_publication(forms_report) -> None:  # type: ignore[no-untyped-def]
+    out, res = forms_report
+    assert res.exit_code == 0, res.output
+    assert {p.name for p in out.iterdir()} >= {
+        "findings.json", "flows.csv", "flows.parquet", "report.html", "summary.md",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(FORMS))
+def test_realistic_forms_are_gone_from_every_output(forms_report, name: str) -> None:  # type: ignore[no-untyped-def]
+    out, res = forms_report
+    assert res.exit_code == 0, res.output
+    _, rest = FORMS[name]
+    sensitive = "base64" in name
+    for path in sorted(p for p in out.rglob("*") if p.is_file()):
+        for view in _all_text(path):
+            hay, needle = (view, rest) if sensitive else (view.lower(), rest.lower())
+            assert needle not in hay, (name, path.name)
+    # the flow tables still show the request, with a placeholder where the form was
+    rows = pd.read_parquet(out / "flows.parquet")
+    assert rows[C.URL].str.contains(f"{name.split('-')[0]}=‹", regex=False).any(), name
+
+
+def _forms_redactor() -> Redactor:
+    return Redactor(
+        [
+            Original("imei", IMEI_B, "device"),
+            Original("wifi_mac", MAC_B, "device"),
+            Original("account", EMAIL, "searched"),
+            Original("phone_number", PHONE, "searched"),
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ts=1767225600&seq=35209900",  # a timestamp; the IMEI's first 8 digits alone
+        "id=35209900176149",  # 14 digits, one off
+        "n=612345670&m=0612345679",  # one digit off the national number
+        "id=9612345678&t=06123456789",  # the national number inside longer numbers
+        "sum=78187493531&mac=0012.3456.789b",  # one off the MAC and its decimal
+        "v=1.2.3.4&ip=192.168.1.10&size=(1024) 768-99",
+        "e=" + base64.b64encode(b"Jane.Doe@Example.ORG").decode(),  # someone else
+        "p=%2B33%206%2012%2034%2056%2079",  # another phone number
+    ],
+)
+def test_ordinary_numbers_and_other_values_are_left_alone(text: str) -> None:
+    red = _forms_redactor()
+    assert red.redact_text(text) == text
+    assert red.find(text) == []
+
+
+def test_a_placeholder_value_of_one_digit_has_no_spellings() -> None:
+    """An emulator's IMEI of zeros is redacted as itself, not as every run of 14 zeros."""
+    red = Redactor([Original("imei", "000000000000000", "device")])
+    assert red.redact_text("imei=000000000000000") == "imei=‹IMEI-1›"
+    assert red.redact_text("t=1700000000000000&x=0 0 0 0 0 0 0 0 0 0 0 0 0 0") == (
+        "t=1700000000000000&x=0 0 0 0 0 0 0 0 0 0 0 0 0 0"
+    )
+
+
+def test_the_redactor_and_the_check_undo_the_same_layers(tmp_path: Path) -> None:
+    """An original wrapped in as many escape layers as the decoder undoes (and then in one of
+    the scanner's encodings: URL here) is redacted; one wrapped in more is neither redacted
+    nor seen by the check, which therefore never refuses a report for what the redactor could
+    not see (the double-encoded e-mail of issue #15)."""
+    from auditor.codecs import MAX_TEXT_LAYERS
+
+    def wrap(n: int) -> str:
+        text = EMAIL
+        for i in range(n):
+            text = quote(text, safe="") if i % 2 == 0 else text.replace("%", "&#37;")
+        return text
+
+    red = _forms_redactor()
+    at_bound, past = wrap(MAX_TEXT_LAYERS + 1), wrap(MAX_TEXT_LAYERS + 2)
+    assert red.find(at_bound) and red.find(red.redact_text(at_bound)) == []
+    assert red.redact_text(at_bound).startswith("‹EMAIL-1:")
+    assert red.redact_text(past) == past and red.find(past) == []
+    analysis = _small_analysis()
+    analysis.flows.loc[2, C.URL] = f"http://t.example/?a={at_bound}&b={past}"
+    write_redacted(analysis, tmp_path / "pub", ALL_FORMATS)  # not refused
+    shown = (tmp_path / "pub" / "flows.csv").read_text(encoding="utf-8")
+    assert at_bound not in shown and "?a=‹EMAIL-1:" in shown
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        "jane.reporter%2540example.org",  # URL-encoded twice
+        "jane.reporter&#64;example.org",  # an HTML entity
+        "jane.reporter\\u0040example.org",  # a JSON escape
+        "jane.reporter\\@example.org",  # a backslash before punctuation
+        "jane.reporter%26%2364%3Bexample.org",  # an entity, URL-encoded
+        "jane.reporter&#64example.org",  # a numeric entity without its ';' (browsers read it)
+        "jane.reporter%u0040example.org",  # JavaScript's escape()
+    ],
+)
+def test_an_escaped_original_is_redacted_and_does_not_block_the_check(
+    tmp_path: Path, form: str
+) -> None:
+    """Each of these made the check (which undid these escapes) refuse what the redactor
+    (which did not) had written."""
+    red = _forms_redactor()
+    out = red.redact_text(f"https://t.example/?c={form}&n=1")
+    assert out.startswith("https://t.example/?c=‹EMAIL-1") and out.endswith("›&n=1"), out
+    (tmp_path / "flows.csv").write_text(f"url\n{csv_cell(out)}\n", encoding="utf-8")
+    (tmp_path / "summary.md").write_text(md_text(out), encoding="utf-8")
+    (tmp_path / "report.html").write_text(html_text(out), encoding="utf-8")
+    assert check_output(tmp_path, red) == []
+
+
+def test_an_excerpt_cut_through_a_spaced_number_keeps_none_of_its_digits() -> None:
+    red = _forms_redactor()
+    # the scanner's window ends (or starts) inside the IMEI; the word cut at the other end
+    # goes too, as for any excerpt
+    assert red.redact({"excerpt": "imei 35 209900 17"})["excerpt"] == "… ‹IMEI-1:cut›"
+    assert red.redact({"excerpt": "9900 176148 1, ok"})["excerpt"] == "‹IMEI-1:cut›, …"
+    assert red.redact({"excerpt": "tel. 06 12 34 5"})["excerpt"] == "… ‹PHONE-1:national:cut›"
+    assert red.redact({"excerpt": "at 2026 01 01 12 00"})["excerpt"] == "… 2026 01 01 12 …"
+
+
+def test_a_long_text_is_read_in_pieces_of_whole_lines() -> None:
+    """The views' offsets cost memory per character: a long text (an artifact, a whole
+    report for the check) is searched a piece of lines at a time, with the same result."""
+    red = _forms_redactor()
+    line = f"k={quote(quote(EMAIL, safe=''), safe='')}&i=35-209900-176148-1 " + "x" * 300
+    text = "\n".join([line] * 200 + ["y" * 70_000, line])  # ~150 KB, one line past a piece
+    out = red.redact_text(text)
+    assert out.count("‹EMAIL-1:url:url›") == 201 and out.count("‹IMEI-1›") == 201
+    assert red.find(out) == [] and red.find(text) == ["‹EMAIL-1:url:url›", "‹IMEI-1›"]
+    assert out.split("\n")[200] == "y" * 70_000
+
+
+def test_a_lone_surrogate_does_not_stop_redaction() -> None:
+    """A JSON artifact may hold ``\\ud800``: the automaton raised UnicodeEncodeError."""
+    red = _forms_redactor()
+    doc = json.loads(f'{{"k": "\\ud800 {IMEI_B}"}}')
+    assert red.redact(doc) == {"k": "\ud800 ‹IMEI-1›"}
+
+
+def test_a_url_past_the_csv_modules_field_limit_is_checked(tmp_path: Path) -> None:
+    """The check read flows.csv with the csv module's default limit of 128 KiB a field: one
+    long captured URL made ``analyze --redact`` fail with "field larger than field limit"."""
+    analysis = _small_analysis()
+    analysis.flows.loc[2, C.URL] = "http://t.example/?blob=" + "A" * 200_000 + f"&i={IMEI}"
+    limit = csv.field_size_limit()
+    write_redacted(analysis, tmp_path / "pub", ["csv"])
+    assert csv.field_size_limit() == limit
+    shown = (tmp_path / "pub" / "flows.csv").read_text(encoding="utf-8")
+    assert IMEI not in shown and "&i=‹IMEI-1›" in shown
+
+
+def test_a_deeply_nested_json_artifact_is_redacted_as_text(tmp_path: Path) -> None:
+    """Parsed, a JSON document 1,000 levels deep passed the json module but not the
+    redactor's walk: RecursionError out of ``write_redacted``."""
+    art = tmp_path / "artifacts"
+    art.mkdir()
+    (art / "deep.json").write_text("[" * 1000 + json.dumps(f"imei {IMEI}") + "]" * 1000)
+    write_redacted(_small_analysis(), tmp_path / "pub", ["json"], artifacts_src=art)
+    kept = (tmp_path / "pub" / "artifacts" / "deep.json").read_text(encoding="utf-8")
+    assert IMEI not in kept and "imei ‹IMEI-1›" in kept

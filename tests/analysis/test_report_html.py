@@ -464,3 +464,32 @@ def test_identifiers_are_named_in_words_with_their_form(tmp_path: Path) -> None:
     assert "received the IMEI (hashed)" in build_story(a.doc).groups[0].sentences[0].text
     sent[0]["evidence"].append({**sent[0]["evidence"][0], "encoding": "gzip > json > plain"})
     assert "IMEI (in clear and hashed)" in build_story(a.doc).groups[0].sentences[0].text
+
+
+def test_a_report_cut_short_leaves_the_previous_one_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write failing part-way (here the summary, after findings.json and the tables were
+    written) keeps the previous report's files as they were: no new findings.json beside
+    an old summary.md, and no staging folder left."""
+    import errno
+
+    import auditor.analysis.report as R
+
+    doc, flows = _hostile_doc("http://127.0.0.1:9")
+    out = tmp_path / "r"
+    write_report(out, doc, flows, ["json", "csv", "md", "html"])
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    doc2 = dict(doc, generated_at="2030-01-01T00:00:00Z")
+
+    def full(_doc: object) -> str:
+        raise OSError(errno.ENOSPC, "No space left on device", str(out / "summary.md"))
+
+    monkeypatch.setattr(R, "markdown", full)
+    with pytest.raises(OSError):
+        write_report(out, doc2, flows, ["json", "csv", "md", "html"])
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    monkeypatch.undo()
+    write_report(out, doc2, flows, ["json", "md"])
+    assert b"2030-01-01" in (out / "findings.json").read_bytes()
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]

@@ -84,7 +84,7 @@ def test_the_reference_is_swapped_in(
     def boom(*_a: Any, **_k: Any) -> Any:
         raise AssertionError("fast path called")
 
-    monkeypatch.setattr("auditor.analysis.packetflows.classify_paths", boom)
+    monkeypatch.setattr("auditor.analysis.packetflows.path_codes", boom)
     monkeypatch.setattr("auditor.analysis.engine._group_attributions", boom)
     engine.analyze([sessions[name]])
 

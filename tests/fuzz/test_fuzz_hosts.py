@@ -1,8 +1,15 @@
 """Hosts files (``parse_hosts``) and the intel format sniffer: random text, and mutated real
-blocklists. Only IntelImportError may escape; what is imported can be indexed and written."""
+blocklists. Only IntelImportError may escape; what is imported can be indexed and written.
+
+Host names themselves (``normalise_host``, ``inspect_host``, the knowledge base's lookup):
+random Unicode and names built from the characters lookalikes are made of. Nothing raises; a
+key is a canonical ASCII name that is its own key; invisible characters never fold into the
+plain name; a label mixing Latin and Cyrillic or Greek letters is always marked; a marked
+name's shown form reads back as its key."""
 
 from __future__ import annotations
 
+import unicodedata
 from functools import cache
 from pathlib import Path
 
@@ -10,7 +17,9 @@ from hypothesis import strategies as st
 
 from auditor.intel.formats.hosts import parse_hosts
 from auditor.intel.index import detect_format
-from auditor.intel.schema import IntelFormat
+from auditor.intel.kb import KnowledgeBase, _ip_literal
+from auditor.intel.lookalike import HOSTLABEL_RE, MARKER, inspect_host, key_of_shown
+from auditor.intel.schema import IntelFormat, normalise_host
 from tests.fuzz import fuzz, mutated_text, parse_intel_checked, sample_paths
 
 PATH = Path("/fuzz/blocklist.hosts")
@@ -31,7 +40,7 @@ def _parse(text: str) -> None:
     parse_intel_checked(parse_hosts, text, PATH)
 
 
-@fuzz(st.text(max_size=1000), share=0.3)
+@fuzz(st.text(max_size=1000), share=0.2)
 def test_random_text(text: str) -> None:
     _parse(text)
 
@@ -86,11 +95,87 @@ _lines = st.lists(
 ).map("\n".join)
 
 
-@fuzz(_lines, share=0.35)
+@fuzz(_lines, share=0.2)
 def test_generated_lines(text: str) -> None:
     _parse(text)
 
 
-@fuzz(st.deferred(lambda: mutated_text(_seeds())), share=0.35)
+@fuzz(st.deferred(lambda: mutated_text(_seeds())), share=0.2)
 def test_mutated_real_blocklists(text: str) -> None:
     _parse(text)
+
+
+# --- host names ------------------------------------------------------------------------------
+
+# what lookalikes are made of: format and default-ignorable characters, Cyrillic and Greek
+# doubles, width forms and other dots, compatibility letters, combining marks, CJK
+_TRICKY = (
+    "\u200b\u200c\u200d\u2060\ufeff\u061c\u00ad\u034f\ufe0f\U000e0100\u180b\u115f\u202e"
+    "\u0430\u0435\u043e\u0440\u0441\u0445\u0443\u0456\u04cf\u03b1\u03bf\u03c1\u03bd"
+    "\u3002\uff0e\uff61\uff41\uff38\ufb01\U0001d431\u24e7\u00b9\u0301\u0b43"
+    "\u4e2d\u3042\u30a2\ud55c\u00e9\u00df\u0645"
+)
+_label = st.text(
+    st.one_of(
+        st.sampled_from("abcdefghijklmnopqrstuvwxyzXIAOM0123456789-_"),
+        st.sampled_from(_TRICKY),
+        st.characters(),
+    ),
+    min_size=0,
+    max_size=12,
+)
+_names = st.one_of(
+    st.lists(_label, min_size=1, max_size=5).map(".".join),
+    st.lists(_label, min_size=1, max_size=4).map(lambda ls: ".".join([*ls, "com"])),
+    st.text(max_size=80),
+    st.sampled_from(
+        ["xn--iaomi-pze.com", "xn--zz.com", "xn--.com", "xn--tracking-miui.com", "a..b", "."]
+    ).map(lambda x: x + "."),
+)
+
+
+def _invisible(c: str) -> bool:
+    return unicodedata.category(c) == "Cf" or c in "\u034f\ufe0f\U000e0100\u180b\u115f"
+
+
+@cache
+def _kb() -> KnowledgeBase:
+    return KnowledgeBase.load(datasets=False)
+
+
+@fuzz(_names, share=0.4)
+def test_host_names(raw: str) -> None:
+    key = normalise_host(raw)
+    name = inspect_host(raw)
+    assert (key is None) == (name is None)
+    if name is None:
+        return
+    assert key == name.key
+    # a key is a canonical ASCII name, and its own key
+    assert key.isascii() and key == key.lower() and len(key) <= 253
+    assert all(HOSTLABEL_RE.match(x) for x in key.split("."))
+    assert normalise_host(key) == key
+    # invisible characters never fold into the plain name
+    plain = "".join(c for c in raw if not _invisible(c))
+    if plain != raw:
+        assert key != normalise_host(plain), (raw, plain)
+    # a label with both Latin and Cyrillic or Greek letters is marked
+    for label in raw.lower().split("."):
+        scripts = {unicodedata.name(c, "").split(" ")[0] for c in label if c.isalpha()}
+        if "LATIN" in scripts and scripts & {"CYRILLIC", "GREEK"}:
+            assert name.suspicious, raw
+    if name.suspicious:
+        assert name.shown.startswith(f"{MARKER} {key} (")
+        assert key_of_shown(name.shown) == key
+        again = inspect_host(key)
+        assert again is not None and again.shown == name.shown
+    else:
+        assert name.shown == key
+    # the knowledge base answers the name and its shown form alike (an address is looked up
+    # as an address)
+    if _ip_literal(raw) is not None:
+        return
+    kb = _kb()
+    a = kb.lookup_host(raw)
+    b = kb.lookup_host(name.shown)
+    assert (a.host, a.organisation) == (b.host, b.organisation) == (key, a.organisation)

@@ -9,6 +9,8 @@ recipient. Every captured string goes through :mod:`auditor.analysis.escape`.
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -39,9 +41,30 @@ __all__ = [
 def write_report(
     out: Path, doc: dict[str, Any], flows: pd.DataFrame, formats: Iterable[str] = FORMATS
 ) -> list[Path]:
+    """Write the report's files into ``out`` and return their paths. They are written into a
+    staging folder inside ``out`` first and moved into place only when all are written, so a
+    failure part-way (a full disk) leaves the previous report as it was, never new files
+    beside old ones; the staging folder goes on every way out."""
     formats = set(formats)
     chromium = require_chromium() if "pdf" in formats else None  # before anything is written
     private_dir(out)
+    stage = out / f".partial-{os.getpid()}"
+    shutil.rmtree(stage, ignore_errors=True)
+    private_dir(stage)
+    try:
+        staged = _write_all(stage, doc, flows, formats, chromium)
+        written = []
+        for f in staged:  # renames in one folder: they do not fail for want of space
+            os.replace(f, out / f.name)
+            written.append(out / f.name)
+        return written
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _write_all(
+    out: Path, doc: dict[str, Any], flows: pd.DataFrame, formats: set[str], chromium: Any
+) -> list[Path]:
     written = []
     if "json" in formats:
         public = {k: v for k, v in doc.items() if not k.startswith("_")}

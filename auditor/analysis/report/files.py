@@ -3,12 +3,13 @@ a rename), and the CSV exports with every cell made safe for a spreadsheet."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pandas as pd
 
@@ -38,11 +39,28 @@ def private_file(path: Path) -> int:
     return fd
 
 
-def write_private(path: Path, data: str | bytes) -> None:
+@contextlib.contextmanager
+def replacing(path: Path, mode: str = "wb", **kwargs: Any) -> Iterator[IO[Any]]:
+    """A fresh owner-only file under a temporary name in ``path``'s folder, renamed to ``path``
+    once the block ends. On any way out before (an error, a full disk, Ctrl-C) the temporary
+    file is removed and ``path`` is left as it was. A failed write is raised as an OSError
+    that names ``path``."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with os.fdopen(private_file(tmp), "wb") as fh:
+    try:
+        with os.fdopen(private_file(tmp), mode, **kwargs) as fh:
+            yield fh
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(exc, OSError) and not exc.filename and exc.errno is not None:
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+        raise
+
+
+def write_private(path: Path, data: str | bytes) -> None:
+    with replacing(path) as fh:
         fh.write(data.encode("utf-8") if isinstance(data, str) else data)
-    os.replace(tmp, path)
 
 
 def dumps_findings(doc: dict[str, Any]) -> str:
@@ -50,13 +68,11 @@ def dumps_findings(doc: dict[str, Any]) -> str:
 
 
 def write_csv(path: Path, rows: Iterable[Mapping[Any, Any]], fields: list[str]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with os.fdopen(private_file(tmp), "w", newline="", encoding="utf-8") as fh:
+    with replacing(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
         w.writeheader()
         for row in rows:
             w.writerow({k: csv_cell(row.get(k)) for k in fields})
-    os.replace(tmp, path)
 
 
 def flows_for_export(df: pd.DataFrame) -> pd.DataFrame:
@@ -92,10 +108,8 @@ def write_tables(out: Path, doc: dict[str, Any], flows: pd.DataFrame) -> list[Pa
     write_csv(out / "flows.csv", exp.to_dict("records"), list(exp.columns))
     try:
         safe = exp.astype({c: "string" for c in exp.columns if exp[c].dtype == object})
-        tmp = out / ".flows.parquet.tmp"
-        with os.fdopen(private_file(tmp), "wb") as fh:
+        with replacing(out / "flows.parquet") as fh:
             safe.to_parquet(fh, index=False)
-        os.replace(tmp, out / "flows.parquet")
         written.append(out / "flows.parquet")
     except (ImportError, ValueError) as exc:  # pragma: no cover - pyarrow is a dependency
         doc.setdefault("warnings", []).append(f"flows.parquet not written: {exc}")

@@ -27,6 +27,7 @@ from auditor.analysis.report.story import (
     flow_anchor,
     plural,
 )
+from auditor.intel.lookalike import shown_url
 
 CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
@@ -156,8 +157,9 @@ def _verdicts(doc: dict[str, Any], story: Story) -> list[str]:
 
 def _evidence(ev: dict[str, Any], row: dict[str, Any], highlights: dict[str, list[str]]) -> str:
     where = f"{ev.get('location') or ''} {ev.get('detail') or ''}".strip()
+    what = shown_url(row.get(C.URL) or row.get(C.NAME))
     head = (
-        f"<p><code>{_e(row.get(C.METHOD))} {_e(row.get(C.URL) or row.get(C.NAME), 300)}</code> "
+        f"<p><code>{_e(row.get(C.METHOD))} {_e(what, 300)}</code> "
         f"({_e(where)}, {_e(ev.get('encoding'))})</p>"
     )
     text = _e(ev.get("excerpt") or "", 600)
@@ -438,7 +440,8 @@ def _flow_index(story: Story, flows_by_id: dict[str, dict[str, Any]]) -> tuple[l
     rows = []
     for fid in shown:
         r = flows_by_id[fid]
-        what = r.get(C.URL) or r.get(C.NAME) or r.get(C.HOST)
+        # a lookalike host in a URL reads as the name it imitates: show it as the name is
+        what = shown_url(r.get(C.URL)) or r.get(C.NAME) or r.get(C.HOST)
         method = r.get(C.METHOD) or r.get(C.TRANSPORT) or ""
         rows.append(
             f"<tr id='{flow_anchor(fid)}'><td class=name>{_e(fid, 200)}</td>"

@@ -22,6 +22,8 @@ from typing import Any
 
 import yaml
 
+from auditor.intel.lookalike import key_of_shown
+
 SEVERITIES = ("critical", "high", "medium", "low", "info")
 UNKNOWN = "(unknown operator)"
 SEVERAL = "(several recipients)"
@@ -699,6 +701,20 @@ def _gaps(
                 f"{plural(len(errors), 'rule')} failed ({join_words(failed_rules)}): what they "
                 "check is not in this report.",
                 here,
+            )
+        )
+    lookalikes = sorted(
+        {str(e.get("host")) for e in doc.get("endpoints") or [] if key_of_shown(e.get("host"))}
+    )
+    if lookalikes:
+        n = len(lookalikes)
+        out.append(
+            Sentence(
+                f"{plural(n, 'host name')} {_was(n)} written to pass for another "
+                f"({join_words(lookalikes, limit=3, more='more')}): invisible characters, "
+                "variant forms or mixed scripts. Each is shown by its A-label behind ⚠ and "
+                "matched to the knowledge base only as itself, never as the name it imitates.",
+                (Link("endpoints", "endpoints"),),
             )
         )
     warnings = doc.get("warnings") or []
