@@ -264,6 +264,9 @@ class Redactor:
         self._forms = self._build_forms()
         self._compile()
         self._cache: dict[str, tuple[str, tuple[tuple[int, str], ...]]] = {}
+        # what redact_text returned and found nothing in, through the same views as find: the
+        # check need not search it again where a file holds it as a value
+        self._clean: set[str] = set()
 
     # -- construction
 
@@ -611,6 +614,7 @@ class Redactor:
             # a capture cannot forge a placeholder (``imei=‹IMEI-1›`` sent to some host)
             marked = text.translate(_MARKS) if OPEN in text or CLOSE in text else text
             done = self._replace(marked, edges=edges)
+            clean = not done[1] and not edges  # searched as it is returned, nothing found
             if edges:
                 done = (_trim_edges(done[0]), done[1])
             for _ in range(_ROUNDS):
@@ -620,12 +624,23 @@ class Redactor:
                     break
                 more = self._replace(done[0])
                 if not more[1]:
+                    clean = True
                     break
                 done = (more[0], done[1] + more[1])
             self._cache[key] = done
+            if clean:
+                self._clean.add(done[0])
         for i, label in done[1]:
             self._secrets[i].seen[label] += times
         return done[0]
+
+    def find_values(self, values: Iterable[str]) -> list[str]:
+        """:meth:`find` over the distinct ``values`` (cells, JSON strings) that are not what
+        :meth:`redact_text` returned after finding nothing in it."""
+        found: set[str] = set()
+        for v in set(values) - self._clean:
+            found.update(self.find(v))
+        return sorted(found)
 
     def find(self, text: str, *, decode: bool = True) -> list[str]:
         """The placeholders (with their encoding) of every original that ``text`` holds, in
@@ -1147,7 +1162,10 @@ def check_output(folder: Path, red: Redactor) -> list[Leak]:
     for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
         found: set[str] = set(red.find(path.relative_to(folder).as_posix()))
         for view, decode in _views(path):
-            found.update(red.find(view, decode=decode))
+            if isinstance(view, list):
+                found.update(red.find_values(view))
+            else:
+                found.update(red.find(view, decode=decode))
         leaks += [Leak(path, token) for token in sorted(found)]
     return leaks
 
@@ -1173,7 +1191,7 @@ def _csv_cells(text: str) -> list[str]:
         csv.field_size_limit(limit)
 
 
-def _views(path: Path) -> Iterator[tuple[str, bool]]:
+def _views(path: Path) -> Iterator[tuple[str | list[str], bool]]:
     """What a reader of ``path`` sees, and whether to read it through the decoder. The
     report's files are decoded once their writer's escaping is undone, exactly as far as it
     went: one more layer undone than the redactor undid would find a value the redactor could
@@ -1183,9 +1201,9 @@ def _views(path: Path) -> Iterator[tuple[str, bool]]:
     yield data.decode("latin-1"), False
     if path.suffix == ".parquet":
         df = pd.read_parquet(path)
-        yield "\n".join(str(c) for c in df.columns), True
+        yield [str(c) for c in df.columns], True
         for col in df.columns:
-            yield "\n".join(str(v) for v in df[col].dropna().astype(str)), True
+            yield list(df[col].dropna().astype(str)), True
         return
     try:
         text = data.decode("utf-8")
@@ -1199,11 +1217,10 @@ def _views(path: Path) -> Iterator[tuple[str, bool]]:
         yield _unvisible(html.unescape(_MD_ESCAPE.sub(r"\1", text))), True  # escape.md_text
     elif path.suffix == ".csv":
         yield text, False
-        cells = _csv_cells(text)
-        yield "\n".join(_unvisible(c[1:] if c.startswith("'") else c) for c in cells), True
+        yield [_unvisible(c[1:] if c.startswith("'") else c) for c in _csv_cells(text)], True
     elif path.suffix == ".json":
         try:
-            strings = "\n".join(_strings(json.loads(text)))
+            strings = list(_strings(json.loads(text)))
         except (ValueError, RecursionError):
             yield text, True
         else:
