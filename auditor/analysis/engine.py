@@ -24,7 +24,12 @@ from auditor.analysis.claims import Claim, evaluate
 from auditor.analysis.coverage import build_coverage, capture_stats, incomplete, skipped_warnings
 from auditor.analysis.flowtable import build_flow_table
 from auditor.analysis.model import FINDINGS_SCHEMA_VERSION, Finding, Severity
-from auditor.analysis.packetflows import LOOKUPS_KEPT, PacketData, read_packet_flows
+from auditor.analysis.packetflows import (
+    LOOKUPS_KEPT,
+    PacketData,
+    distinct_sorted,
+    read_packet_flows,
+)
 from auditor.analysis.policy import Policy, load_policy
 from auditor.analysis.report import write_report
 from auditor.analysis.rules import Context, RuleError, default_rules, run_rules
@@ -260,7 +265,7 @@ def _endpoints(
     )
     del ip_ranks, fid_ranks
     app_codes, app_values = coded(C.APPS)
-    group_apps = _apps_per_group(gs, app_values[app_codes[order]], n_groups)
+    group_apps = _apps_per_group(gs, app_codes[order], app_values, n_groups)
     server_exposure: dict[str, dict[str, Any] | None] = {}
     timed_l, sizes_l, spans_l, linked_l = timed.tolist(), sizes.tolist(), spans, any_linked
     host_l = [str(x) for x in names.tolist()]
@@ -409,17 +414,25 @@ def _text_ranks(
     return rank_of[codes], sorted_all[new_text]
 
 
-def _apps_per_group(gs: np.ndarray, apps: np.ndarray, n_groups: int) -> list[list[str]]:
-    """Each group's apps: the ";"-joined app lists of its flows, split, distinct, sorted."""
-    out: list[set[str]] = [set() for _ in range(n_groups)]
-    codes, uniq = pd.factorize(apps, use_na_sentinel=True)
-    parts = [[a for a in str(v).split(";") if a] if v else [] for v in np.asarray(uniq, object)]
-    keep = codes >= 0
-    if len(parts) and keep.any():
-        pairs = np.unique(gs[keep] * len(parts) + codes[keep])
-        for g, c in zip(*(x.tolist() for x in np.divmod(pairs, len(parts))), strict=True):
-            out[g].update(parts[c])
-    return [sorted(x) for x in out]
+def _apps_per_group(
+    gs: np.ndarray, codes: np.ndarray, values: np.ndarray, n_groups: int
+) -> list[list[str]]:
+    """Each group's apps: the ";"-joined app lists of its flows (``codes`` into ``values``,
+    -1: none), split, distinct, sorted; each distinct list split once."""
+    out: list[list[str]] = [[] for _ in range(n_groups)]
+    parts = [[a for a in str(v).split(";") if a] if v else [] for v in values[:-1].tolist()]
+    some = np.asarray([bool(p) for p in parts] + [False], dtype=bool)
+    keep = some[codes]  # code -1 reads the last entry: no app
+    if not keep.any():
+        return out
+    width = len(parts)
+    pairs = distinct_sorted(gs[keep].astype(np.int64) * width + codes[keep])
+    found: dict[int, set[str]] = {}
+    for g, c in zip(*(x.tolist() for x in np.divmod(pairs, width)), strict=True):
+        found.setdefault(g, set()).update(parts[c])
+    for g, apps in found.items():
+        out[g] = sorted(apps)
+    return out
 
 
 def _after_boot(

@@ -528,7 +528,7 @@ def _queries(dns: pd.DataFrame, fids: np.ndarray, F: Any) -> tuple[np.ndarray, l
     fid_all = asked[F.DNS_FLOW_ID].to_numpy(dtype=np.int64)[has]
     keep = qrank >= 0
     width = len(names)
-    fid, r = np.divmod(_distinct_sorted(fid_all[keep] * width + qrank[keep]), width)
+    fid, r = np.divmod(distinct_sorted(fid_all[keep] * width + qrank[keep]), width)
     qs = np.asarray(names, dtype=object)[r]
     starts = np.flatnonzero(np.r_[True, fid[1:] != fid[:-1]])
     ends = np.r_[starts[1:], len(fid)]
@@ -544,7 +544,7 @@ def _queries(dns: pd.DataFrame, fids: np.ndarray, F: Any) -> tuple[np.ndarray, l
     return np.where(found, at_c, len(starts)), [*joined.tolist(), ""]
 
 
-def _distinct_sorted(values: np.ndarray) -> np.ndarray:
+def distinct_sorted(values: np.ndarray) -> np.ndarray:
     """``np.unique`` of integers by sorting (numpy's hash-based unique is several times
     slower on a few hundred thousand values)."""
     x = np.sort(values)
