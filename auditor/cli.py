@@ -519,6 +519,8 @@ def _verify_bundle(
         again = reanalyze_bundle(
             path, key, policy=policy, intel=intel, identifiers=identifiers, claims=claims
         )
+        if again.check is not None:  # the bytes re-analysed: the file may have been swapped
+            res = again.check
     if as_json:
         doc = res.to_dict()
         if reanalyze:
@@ -572,9 +574,7 @@ def bundle_check_lines(
     label = sig.status.value if sig.ok else sig.status.value.upper()
     verdict = f"{'OK' if ok else 'FAILED'}: {check.checked} files checked, signature {label}"
     if again is not None:
-        verdict += {"reproduced": ", findings reproduced", "differs": ", findings DIFFER"}.get(
-            again.status, ", findings NOT CHECKED"
-        )
+        verdict += f", {again.verdict}"
     return quoted, verdict
 
 
