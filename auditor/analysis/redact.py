@@ -98,6 +98,9 @@ _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[A-Za-z]{2,24}")
 _PHONE = re.compile(r"\+[0-9]{7,15}")
 _VISIBLE_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_HTML_TAG = re.compile(r"(<[^<>]*>)")
+_HTML_ATTRIBUTE = re.compile(r""""([^"]*)"|'([^']*)'""")
+_MD_CELL = re.compile(r"(?<!\\)\|")  # a table's cell separator (md_text escapes a captured |)
 _MD_ESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")  # CommonMark: any ASCII punctuation
 # a word at the edge of an excerpt: what may be the rest of a value cut by the excerpt
 _WORD = r"[^\s‹›…\"'<>{}\[\](),;&|]+"
@@ -1180,6 +1183,17 @@ def _unvisible(text: str) -> str:
     return _VISIBLE_ESCAPE.sub(back, text)
 
 
+def _html_values(text: str) -> Iterator[str]:
+    """The text between an HTML page's tags, and its attributes' values (``html_text``
+    escapes quotes, so a value holds none), as written."""
+    for part in _HTML_TAG.split(text):
+        if part.startswith("<"):
+            for double, single in _HTML_ATTRIBUTE.findall(part):
+                yield double or single
+        elif part.strip():
+            yield part
+
+
 def _csv_cells(text: str) -> list[str]:
     """Every cell of a CSV text, however long (a captured URL may pass the csv module's
     default limit of 128 KiB a field; the limit is the module's, so it is put back)."""
@@ -1211,10 +1225,11 @@ def _views(path: Path) -> Iterator[tuple[str | list[str], bool]]:
         return
     if path.suffix == ".html":
         yield text, False
-        yield _unvisible(html.unescape(text)), True  # escape.html_text
+        yield [_unvisible(html.unescape(v)) for v in _html_values(text)], True  # html_text
     elif path.suffix == ".md":
         yield text, False
-        yield _unvisible(html.unescape(_MD_ESCAPE.sub(r"\1", text))), True  # escape.md_text
+        cells = (c for line in text.splitlines() for c in _MD_CELL.split(line))
+        yield [_unvisible(html.unescape(_MD_ESCAPE.sub(r"\1", c))).strip() for c in cells], True
     elif path.suffix == ".csv":
         yield text, False
         yield [_unvisible(c[1:] if c.startswith("'") else c) for c in _csv_cells(text)], True

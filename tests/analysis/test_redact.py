@@ -957,3 +957,14 @@ def test_a_deeply_nested_json_artifact_is_redacted_as_text(tmp_path: Path) -> No
     write_redacted(_small_analysis(), tmp_path / "pub", ["json"], artifacts_src=art)
     kept = (tmp_path / "pub" / "artifacts" / "deep.json").read_text(encoding="utf-8")
     assert IMEI not in kept and "imei ‹IMEI-1›" in kept
+
+
+def test_the_check_decodes_values_in_html_attributes_and_markdown_cells(tmp_path: Path) -> None:
+    red = _forms_redactor()
+    twice = quote(quote(EMAIL, safe=""), safe="")
+    (tmp_path / "report.html").write_text(
+        f'<table><tr><td title="{html_text(twice)}">x</td></tr></table>', encoding="utf-8"
+    )
+    (tmp_path / "summary.md").write_text(f"| host | url |\n|---|---|\n| a | {md_text(twice)} |\n")
+    leaks = {(x.path.name, x.placeholder) for x in check_output(tmp_path, red)}
+    assert leaks == {("report.html", "‹EMAIL-1:url:url›"), ("summary.md", "‹EMAIL-1:url:url›")}
