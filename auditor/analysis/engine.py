@@ -107,7 +107,7 @@ def analyze(
         canary = pd.Series(dtype=bool)
     if canary.any():
         flows = flows[~canary].reset_index(drop=True)
-    flows = kb.annotate(flows)
+    flows = annotate_distinct(kb, flows)
     first = opened[0]
     manifest = first.manifest
     device = manifest.get("device") or {}
@@ -147,6 +147,39 @@ def analyze(
         _boot_times(records), packets, stats,
     )  # fmt: skip
     return Analysis(doc, flows, findings, rule_errors, warnings, dict(scan.personal))
+
+
+def annotate_distinct(kb: KnowledgeBase, flows: pd.DataFrame) -> pd.DataFrame:
+    """:meth:`KnowledgeBase.annotate` of the flow table, each distinct (name, server address,
+    name evidence) attributed once and its columns spread to every flow that has it: the
+    attribution of a row reads only those columns, and a capture's DNS flows to one
+    resolver, or its flows to one server, are thousands of rows with one answer."""
+    keys = [c for c in (C.NAME, C.SERVER_IP, *C.NAME_EVIDENCE_COLUMNS) if c in flows.columns]
+    if len(flows) < DISTINCT_MIN_ROWS or C.NAME not in keys or C.SERVER_IP not in keys:
+        return kb.annotate(flows)
+    codes = np.zeros(len(flows), dtype=np.int64)
+    for c in keys:
+        vcodes, uniq = pd.factorize(flows[c], use_na_sentinel=True)
+        if len(uniq) == 0:
+            continue  # no value at all: one code for every row
+        codes = codes * (len(uniq) + 1) + (vcodes.astype(np.int64) + 1)
+        codes = pd.factorize(codes)[0].astype(np.int64)  # dense again: never overflows
+    n_keys = int(codes.max()) + 1
+    if n_keys > 0.8 * len(flows):  # hardly fewer rows: not worth the gathering
+        return kb.annotate(flows)
+    first = np.zeros(n_keys, dtype=np.int64)
+    first[codes[::-1]] = np.arange(len(flows) - 1, -1, -1)  # each key's first row
+    done = kb.annotate(flows[keys].iloc[first].reset_index(drop=True))
+    out = flows.copy(deep=False)  # copy-on-write: the new columns never reach ``flows``
+    for c in done.columns:
+        if c not in keys:
+            column = done[c].take(codes)
+            column.index = out.index
+            out[c] = column
+    return out
+
+
+DISTINCT_MIN_ROWS = 2000  # below this the table is annotated as it is
 
 
 def _boot_times(records: dict[str, list[Any]]) -> list[float]:
