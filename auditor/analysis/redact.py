@@ -30,7 +30,6 @@ import html
 import io
 import json
 import logging
-import os
 import re
 import shutil
 import string
@@ -1065,12 +1064,13 @@ def _redact_artifacts(
 
 
 def _write_private(path: Path, data: bytes) -> None:
+    """``data`` into an owner-only ``path``, through a temporary file that goes on every way
+    out (a full disk leaves no ``.tmp`` behind)."""
+    from auditor.analysis.report.files import replacing
+
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
+    with replacing(path) as fh:
         fh.write(data)
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------------------- write
