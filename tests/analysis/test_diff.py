@@ -492,3 +492,66 @@ def test_captured_text_is_escaped_in_markdown_and_html(tmp_path: Path) -> None:
     assert "<script>" not in page and "\x1b" not in page and "&lt;script&gt;" in page
     assert "<script>" not in md and "\x1b" not in md and "|**x**" not in md
     assert page == render_html(build_diff(a, b, generated_at=FIXED))
+
+
+def _schema() -> dict[str, Any]:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "diff.md").read_text()
+    block = text.split("```json\n", 1)[1].split("\n```", 1)[0]
+    return json.loads(block)
+
+
+def test_every_diff_made_here_follows_the_documented_schema(
+    firmware: dict[str, Any], har_pair: dict[str, Any], pcap_pair: dict[str, Any]
+) -> None:
+    import jsonschema
+
+    schema = _schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    for doc in (firmware["doc"], har_pair, pcap_pair):
+        jsonschema.validate(json.loads(json.dumps(doc)), schema)
+    bad = json.loads(json.dumps(firmware["doc"]))
+    bad["identifiers"][0]["status"] = "sent"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema)
+
+
+def _endpoint(host: str, org: str | None, country: str, flows: int, **kw: Any) -> dict[str, Any]:
+    return {
+        "host": host,
+        "organisation": org,
+        "country": "CN" if org else None,
+        "flows": flows,
+        "flow_ids": [f"{host}#{i}" for i in range(flows)],
+        "bytes_up": 100 * flows,
+        "hosting": [{"country": country, "label": f"net ({country})"}],
+        "hosted_by": f"net ({country})",
+        **kw,
+    }
+
+
+def test_a_host_that_moved_country_and_a_recipient_whose_exposure_changed() -> None:
+    from auditor.analysis.diff import Side, build_diff
+
+    law = [{"country": "CN", "via": "headquarters"}]
+    a = Side("a", "report", {
+        "endpoints": [_endpoint("api.example.cn", "Example Co.", "SG", 5, legal_exposure=law),
+                      _endpoint("cdn.example.net", None, "US", 2)],
+        "findings": [], "coverage": {"duration_seconds": 600},
+    })  # fmt: skip
+    b = Side("b", "report", {
+        "endpoints": [_endpoint("api.example.cn", "Example Co.", "DE", 4, legal_exposure=law),
+                      _endpoint("cdn.example.net", None, "US", 2)],
+        "findings": [], "coverage": {"duration_seconds": 600},
+    })  # fmt: skip
+    doc = build_diff(a, b, generated_at=FIXED)
+    moved = _one(doc["hosts_moved"], host="api.example.cn")
+    assert moved["countries"] == {"a": ["SG"], "b": ["DE"]} and not moved["few_flows"]
+    assert (
+        moved["flow_ids"]["a"][0].startswith("api.example.cn#") and len(moved["flow_ids"]["b"]) == 4
+    )
+    assert [h["host"] for h in doc["hosts_moved"]] == ["api.example.cn"]  # the CDN stayed
+    row = _one(doc["recipients"], recipient="Example Co.")
+    assert row["status"] == "present" and row["changed"] == ["server_countries"]
+    unknown = _one(doc["recipients"], recipient="(unknown operator)")
+    assert unknown["few_flows"] is True  # two flows on each side
+    assert doc["changes"]["hosts_moved"] == 1
