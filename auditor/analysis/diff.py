@@ -282,14 +282,19 @@ def _per_hour(count: float, seconds: float) -> float | None:
     return round(count * 3600.0 / seconds, 3) if seconds > 0 else None
 
 
+def seconds_text(x: float) -> str:
+    """Seconds as plain digits (no exponent), to a tenth."""
+    return f"{x:.1f}".removesuffix(".0") + " s"
+
+
 def absence(seen_flows: int, seen_s: float, absent_s: float) -> dict[str, Any]:
     """How far the side where something is absent can show that it is absent."""
     why = []
     expected = round(seen_flows * absent_s / seen_s, 2) if seen_s > 0 else None
     if absent_s < MIN_ABSENCE_S:
-        why.append(f"that side recorded {absent_s:g} s, under {MIN_ABSENCE_S:g} s")
+        why.append(f"that side recorded {seconds_text(absent_s)}, under {MIN_ABSENCE_S:g} s")
     if absent_s < DURATION_SHARE * seen_s:
-        why.append(f"that side recorded {absent_s:g} s, the other {seen_s:g} s")
+        why.append(f"that side recorded {seconds_text(absent_s)}, the other {seconds_text(seen_s)}")
     if expected is not None and expected < FEW_FLOWS:
         why.append(f"at the rate seen, {expected:g} flow(s) were to be expected there")
     return {"weak": bool(why), "expected_flows": expected, "why": why}
@@ -735,7 +740,7 @@ def evaluate_claim(diff: Mapping[str, Any], claim: DiffClaim) -> dict[str, Any]:
     def short() -> str | None:
         d = _side_dur(diff, s)
         return (
-            f"the {word[s]} side recorded {d:g} s, under {MIN_ABSENCE_S:g} s"
+            f"the {word[s]} side recorded {seconds_text(d)}, under {MIN_ABSENCE_S:g} s"
             if d < MIN_ABSENCE_S
             else None
         )

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from auditor.analysis.diff import seconds_text
 from auditor.analysis.escape import html_text, md_text
 
 SIDE_WORD = {"a": "A (before)", "b": "B (after)"}
@@ -46,7 +47,7 @@ def sentences(doc: Row) -> list[str]:
         )
         out.append(
             f"{SIDE_WORD[s]}: {side['name']} ({side['input']}), "
-            f"recorded {side['duration_seconds']:g} s, "
+            f"recorded {seconds_text(side['duration_seconds'])}, "
             f"{side['flows']} flow(s), {side['findings']} finding(s)" + (f", {dev}" if dev else "")
         )
     for r in doc["recipients"]:
@@ -256,7 +257,7 @@ def _side_rows(doc: Row) -> list[list[Any]]:
                 SIDE_WORD[s],
                 d["name"],
                 d["input"],
-                f"{d['duration_seconds']:g}",
+                seconds_text(d["duration_seconds"]),
                 d["flows"],
                 d["findings"],
                 d["not_decrypted"],
@@ -271,7 +272,7 @@ SIDE_HEAD = [
     "side",
     "name",
     "input",
-    "recorded (s)",
+    "recorded",
     "flows",
     "findings",
     "not decrypted",

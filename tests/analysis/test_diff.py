@@ -33,6 +33,7 @@ from auditor.analysis.diff import (
     evaluate_claim,
     load_diff_claims,
     parse_claim,
+    seconds_text,
 )
 from auditor.imports.session import import_files
 from auditor.simulator.payloads import build_body, facts_from_profile, render
@@ -171,11 +172,9 @@ def test_recipients_that_appear_only_after_the_update(firmware: dict[str, Any]) 
         assert r["flow_ids"]["b"]
         # absent before, and before recorded half as long: a weak absence, said so
         assert r["absence"]["weak"]
+        before = seconds_text(doc["sides"]["a"]["duration_seconds"])
         assert any(
-            w.startswith(
-                f"that side recorded {doc['sides']['a']['duration_seconds']:g} s, the other"
-            )
-            for w in r["absence"]["why"]
+            w.startswith(f"that side recorded {before}, the other") for w in r["absence"]["why"]
         )
     assert not [r for r in doc["recipients"] if r["status"] == "disappeared"]
 
