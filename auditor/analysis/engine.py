@@ -528,13 +528,19 @@ def _group_attributions(
     form: the fields an endpoint row reads of it do not name the address (``host`` and ``ip``
     differ, unread). Shared, not copied (a copy per row held 130 MB per 100,000 flows): the
     document is read, never changed in place (redaction builds a new one)."""
+    from auditor.intel.bulkip import address_kinds
     from auditor.intel.kb import _ip_literal
     from auditor.intel.model import IpFacts
 
     out: list[dict[str, Any]] = []
     hosts = [str(names[i]) for i in firsts.tolist()]
     own = [_s(ips[i]) for i in firsts.tolist()]
-    literal = [None if h == _NO_NAME else _ip_literal(h) for h in hosts]
+    # canonical IPv4 text is its own literal (found by Arrow); anything else is parsed
+    v4, _ = address_kinds(hosts)
+    literal = [
+        h if is_v4 else (None if h == _NO_NAME else _ip_literal(h))
+        for h, is_v4 in zip(hosts, v4.tolist(), strict=True)
+    ]
     eff = [o if literal[k] is None else (o or literal[k]) for k, o in enumerate(own)]
     distinct = sorted({e for e in eff if e is not None} | {o for o in own if o is not None})
     facts = dict(zip(distinct, kb.ipdb.lookup_rows(distinct), strict=True))

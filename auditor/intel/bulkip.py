@@ -200,7 +200,7 @@ def bundled_columns(ips: Sequence[str], one: Callable[[str], FactsRow]) -> Facts
     done = np.zeros(n, dtype=bool)
     tables = _tables()
     if tables is not None:
-        v4_mask, v6_mask = _kinds(ips)
+        v4_mask, v6_mask = address_kinds(ips)
         v4 = np.flatnonzero(v4_mask)
         v6 = np.flatnonzero(v6_mask)
         for group, found in (
@@ -220,7 +220,7 @@ def bundled_columns(ips: Sequence[str], one: Callable[[str], FactsRow]) -> Facts
     return cols
 
 
-def _kinds(ips: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+def address_kinds(ips: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
     """Which values are canonical IPv4 text, and which hold a colon (IPv6 candidates), found
     by Arrow over the whole column (a value that is not text is neither)."""
     import pyarrow as pa
