@@ -765,13 +765,11 @@ def evaluate_claim(diff: Mapping[str, Any], claim: DiffClaim) -> dict[str, Any]:
         else:
             weak = [w for r in seen_other for w in _weak(r)]
             collect(seen_other)
-            if weak or short():
+            why = sorted(set(weak)) or [w for w in [short()] if w]
+            if why:
                 verdict = Verdict.UNDETERMINED
                 reason = (
-                    f"no {what} to {who} {word[s]}, but an absence there is weak: "
-                    + "; ".join(
-                        sorted(set(weak + ([short()] if short() else [])))  # type: ignore[list-item]
-                    )
+                    f"no {what} to {who} {word[s]}, but an absence there is weak: " + "; ".join(why)
                 )
             elif seen_other:
                 n = len(flows[other])

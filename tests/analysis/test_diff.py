@@ -554,3 +554,15 @@ def test_a_host_that_moved_country_and_a_recipient_whose_exposure_changed() -> N
     unknown = _one(doc["recipients"], recipient="(unknown operator)")
     assert unknown["few_flows"] is True  # two flows on each side
     assert doc["changes"]["hosts_moved"] == 1
+
+
+def test_a_claim_on_a_short_real_capture_is_undetermined(pcap_pair: dict[str, Any]) -> None:
+    # Google got data in the Android capture (102 s); the WhatsApp capture (54 s) has none,
+    # which does not show that the phone stopped sending to Google
+    c = evaluate_claim(pcap_pair, parse_claim("after: no data to Google"))
+    assert c["verdict"] == "undetermined" and "under 300 s" in c["reason"], c
+    assert c["flow_ids"]["a"] and not c["flow_ids"]["b"]
+    c = evaluate_claim(pcap_pair, parse_claim("before: no data to WhatsApp"))
+    assert c["verdict"] == "undetermined", c
+    c = evaluate_claim(pcap_pair, parse_claim("after: no data to WhatsApp"))
+    assert c["verdict"] == "contradicted" and c["flow_ids"]["b"], c
