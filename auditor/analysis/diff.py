@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -925,9 +924,3 @@ def diff_command(
             write_private(target / name, render(doc))
             files.append(target / name)
     return DiffOutcome(doc, target, files, [] if as_json else summary_lines(doc))
-
-
-def diff_in_temp(a: Path, b: Path, **kw: Any) -> dict[str, Any]:
-    """The diff document alone, its side reports in a temporary folder (for tests, scripts)."""
-    with tempfile.TemporaryDirectory(prefix="auditor-diff-") as tmp:
-        return diff_command(a, b, Path(tmp) / "diff", ["json"], True, **kw).doc
