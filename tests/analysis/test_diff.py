@@ -566,3 +566,34 @@ def test_a_claim_on_a_short_real_capture_is_undetermined(pcap_pair: dict[str, An
     assert c["verdict"] == "undetermined", c
     c = evaluate_claim(pcap_pair, parse_claim("after: no data to WhatsApp"))
     assert c["verdict"] == "contradicted" and c["flow_ids"]["b"], c
+
+
+def test_the_cli_command_on_the_real_har_pair(tmp_path: Path) -> None:
+    """``auditor diff A B`` through the CLI: the same document on stdout with --json as in
+    diff.json, the changes listed on the terminal, a hostile path escaped."""
+    from click.testing import CliRunner
+
+    from auditor.cli import main
+
+    ids = {"imei": CORRELATOR, "account": ACCOUNT}
+    root = tmp_path / "c"
+    a = import_files(
+        [CONTROLS / "mitmproxy_diff_data.har", CONTROLS / "doubleclick_correlator.har"],
+        root,
+        identifiers=ids,
+    )
+    b = import_files([CONTROLS / "mitmproxy_diff_data.har"], root, identifiers=ids)
+    out = tmp_path / "d\x1b[2J"  # a hostile folder name, quoted on the terminal
+    args = ["diff", str(a.session), str(b.session), "--out", str(out)]
+    args += ["--identifier", f"imei={CORRELATOR}"]
+    runner = CliRunner()
+    got = runner.invoke(main, [*args, "--json"])
+    assert got.exit_code == 0, got.output
+    doc = json.loads(got.stdout)
+    assert doc == json.loads((out / "diff.json").read_text())
+    text = runner.invoke(main, args)
+    assert text.exit_code == 0, text.output
+    assert "\x1b" not in text.output and "\\u001b" in text.output
+    assert {"diff.json", "diff.md", "diff.html"} <= {p.name for p in out.iterdir()}
+    bad = runner.invoke(main, ["diff", str(tmp_path), str(b.session)])
+    assert bad.exit_code == 1 and bad.output.startswith("error: ")
