@@ -56,6 +56,7 @@ from auditor.session import (
     MANIFEST,
     STATUS_COMPLETE,
     STATUS_INCOMPLETE,
+    TLS_KEYLOG,
     SessionWriteError,
     SessionWriter,
     write_error,
@@ -310,6 +311,7 @@ class _Audit:
             f"mitmdump pid {self.mitm.pid}",
             pid=self.mitm.pid,
             mode=self.mitm.opts.mode,
+            tls_keylog=TLS_KEYLOG,
         )
         self._watcher.start()
         self._pause("proxy")

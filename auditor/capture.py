@@ -32,6 +32,7 @@ from auditor.session import (
     FLOWS,
     STATUS_COMPLETE,
     STATUS_INCOMPLETE,
+    TLS_KEYLOG,
     SessionWriteError,
     SessionWriter,
 )
@@ -41,6 +42,9 @@ log = logging.getLogger(__name__)
 RECORDER_SCRIPT = Path(addons.recorder.__file__).resolve()
 DEFAULT_CONFDIR = Path.home() / ".auditor" / "mitmproxy"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+# mitmproxy (net/tls.py) reads the first of these that is set, once, when it starts; both are
+# given, so that neither one inherited from the user's shell sends the secrets elsewhere
+KEYLOG_ENV = ("MITMPROXY_SSLKEYLOGFILE", "SSLKEYLOGFILE")
 
 
 def mitmdump_path() -> str:
@@ -76,6 +80,26 @@ def ca_cert_path(confdir: Path) -> Path:
     return confdir / "mitmproxy-ca-cert.pem"
 
 
+def create_keylog(session: Path) -> Path:
+    """The session's empty TLS key log, owner-only, made before mitmdump starts: mitmproxy
+    opens it for appending at the first handshake, and would create it with the umask's mode."""
+    path = session / TLS_KEYLOG
+    try:
+        private_mkdirs(path.parent)
+        # no link followed; a FIFO without a reader fails at once (ENXIO) instead of blocking
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK
+        fd = os.open(path, flags, 0o600)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(f"{path}: not a regular file")
+            os.fchmod(fd, 0o600)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise CaptureError(f"cannot create the TLS key log: {exc}") from None
+    return path
+
+
 @dataclass
 class ProxyOptions:
     listen_host: str = "127.0.0.1"
@@ -103,6 +127,7 @@ class Mitmdump:
         self.opts = opts
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = session / "mitmdump.log"
+        self.keylog_path = session / TLS_KEYLOG
 
     def argv(self) -> list[str]:
         o = self.opts
@@ -132,14 +157,21 @@ class Mitmdump:
             args += ["--set", f"{name}={value}"]
         return args
 
+    def env(self) -> dict[str, str]:
+        """auditor's environment, with mitmproxy's TLS secrets sent to the session's key log."""
+        keylog = os.path.abspath(self.keylog_path)  # whatever the child's working folder
+        return {**os.environ, **dict.fromkeys(KEYLOG_ENV, keylog)}
+
     def start(self, timeout: float = 30.0) -> None:
         prepare_confdir(self.opts.confdir)
+        create_keylog(self.session)
         logf = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             # A session of its own: the terminal's Ctrl-C reaches auditor, which stops
             # mitmdump in order (SIGTERM, so its recorder flushes) and then closes the session.
             self.proc = subprocess.Popen(
                 self.argv(),
+                env=self.env(),
                 stdin=subprocess.DEVNULL,
                 stdout=logf,
                 stderr=logf,
@@ -397,7 +429,7 @@ def run_capture(
 
     try:
         mitm.start()
-        event("proxy_listening", f"mitmdump pid {mitm.pid}", pid=mitm.pid)
+        event("proxy_listening", f"mitmdump pid {mitm.pid}", pid=mitm.pid, tls_keylog=TLS_KEYLOG)
         tail = FlowTail(writer.path)
         started = time.monotonic()
         stop = stop or threading.Event()

@@ -57,6 +57,9 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 FLOWS = "flows.jsonl"
 BODIES = "bodies"
+TLS_KEYLOG = "tls/keylog.txt"
+"""mitmdump's TLS secrets (NSS key log), both sides of every connection it decrypted: they
+decrypt the session's packet captures, so the file is as personal as the traffic."""
 MANIFEST_SCHEMA_VERSION = 1
 
 STATUS_OPEN = "open"

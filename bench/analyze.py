@@ -14,12 +14,23 @@ servers (issue 14: 370,000 packet flows from a million packets).
 
 Each step runs in a fresh process and reports its time and peak RSS (``ru_maxrss``): the
 capture read, and ``auditor.analysis.engine.analyze`` on the imported session (the knowledge
-base load included). ``--profile`` prints the top cProfile entries of the analysis.
+base load included; it reads the capture again, so the target leaves the analysis proper
+about as long as the read). ``--profile`` prints the top cProfile entries of the analysis.
+
+Each step also reports its CPU seconds (``cpu_s``: its own threads, and the worker processes
+it waited for). The reader works in parallel and the analysis mostly in one thread, so on a
+machine shared with other work the wall-clock ratio moves with the load (a busy machine
+slows the parallel read most); ``analyze_cpu_s`` minus ``read_cpu_s`` is the analysis
+proper, a steadier figure there. ``load_average`` says how busy the machine was.
+
+    .venv/bin/python -m bench.analyze                  # 1M packets, about a minute
+    .venv/bin/python -m bench.analyze --packets=200000 --profile
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import resource
 import struct
@@ -53,6 +64,8 @@ STEPS = {
     ("rules", "run_rules"),
     ("coverage", "build_coverage"),
     ("engine", "_endpoints"),
+    ("engine", "annotate_distinct"),
+    ("engine", "_group_attributions"),
     ("engine", "_document"),
     ("kb", "load"),
 }
@@ -200,13 +213,20 @@ def _peak_mib() -> int:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
+def _cpu() -> float:
+    """CPU seconds of this process's threads and of the child processes it waited for."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def _child_read(path: str) -> dict[str, Any]:
     from auditor.packets import read_capture
 
-    t0 = time.perf_counter()
+    c0, t0 = _cpu(), time.perf_counter()
     res = read_capture(Path(path), keep_packets=False)
-    secs = time.perf_counter() - t0
-    return {"seconds": secs, "peak_mib": _peak_mib(), "flows": len(res.flows)}
+    secs, cpu = time.perf_counter() - t0, _cpu() - c0
+    return {"seconds": secs, "cpu_s": cpu, "peak_mib": _peak_mib(), "flows": len(res.flows)}
 
 
 def _child_analyze(session: str, profile: bool) -> dict[str, Any]:
@@ -218,11 +238,12 @@ def _child_analyze(session: str, profile: bool) -> dict[str, Any]:
 
         prof = cProfile.Profile()
         prof.enable()
-    t0 = time.perf_counter()
+    c0, t0 = _cpu(), time.perf_counter()
     a = analyze([Path(session)])
-    secs = time.perf_counter() - t0
+    secs, cpu = time.perf_counter() - t0, _cpu() - c0
     out: dict[str, Any] = {
         "seconds": secs,
+        "cpu_s": cpu,
         "peak_mib": _peak_mib(),
         "flows": len(a.flows),
         "endpoints": len(a.doc["endpoints"]),
@@ -285,11 +306,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "capture": made,
         "dns_share": round(made["dns_packets"] / made["packets"], 3),
         "read_s": round(read["seconds"], 2),
+        "read_cpu_s": round(read["cpu_s"], 2),
         "read_peak_mib": read["peak_mib"],
         "packet_flows": read["flows"],
         "analyze_s": round(ana["seconds"], 2),
+        "analyze_cpu_s": round(ana["cpu_s"], 2),
         "analyze_peak_mib": ana["peak_mib"],
         "ratio": round(ratio, 2),
+        "cpu_ratio": round(ana["cpu_s"] / read["cpu_s"], 2),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         "target_ratio": TARGET_RATIO,
         "ratio_ok": ratio <= TARGET_RATIO,
         "peak_ok": ana["peak_mib"] < TARGET_PEAK_MIB,

@@ -24,7 +24,12 @@ from auditor.analysis.claims import Claim, evaluate
 from auditor.analysis.coverage import build_coverage, capture_stats, incomplete, skipped_warnings
 from auditor.analysis.flowtable import build_flow_table
 from auditor.analysis.model import FINDINGS_SCHEMA_VERSION, Finding, Severity
-from auditor.analysis.packetflows import LOOKUPS_KEPT, PacketData, read_packet_flows
+from auditor.analysis.packetflows import (
+    LOOKUPS_KEPT,
+    PacketData,
+    distinct_sorted,
+    read_packet_flows,
+)
 from auditor.analysis.policy import Policy, load_policy
 from auditor.analysis.report import write_report
 from auditor.analysis.rules import Context, RuleError, default_rules, run_rules
@@ -102,7 +107,7 @@ def analyze(
         canary = pd.Series(dtype=bool)
     if canary.any():
         flows = flows[~canary].reset_index(drop=True)
-    flows = kb.annotate(flows)
+    flows = annotate_distinct(kb, flows)
     first = opened[0]
     manifest = first.manifest
     device = manifest.get("device") or {}
@@ -142,6 +147,39 @@ def analyze(
         _boot_times(records), packets, stats,
     )  # fmt: skip
     return Analysis(doc, flows, findings, rule_errors, warnings, dict(scan.personal))
+
+
+def annotate_distinct(kb: KnowledgeBase, flows: pd.DataFrame) -> pd.DataFrame:
+    """:meth:`KnowledgeBase.annotate` of the flow table, each distinct (name, server address,
+    name evidence) attributed once and its columns spread to every flow that has it: the
+    attribution of a row reads only those columns, and a capture's DNS flows to one
+    resolver, or its flows to one server, are thousands of rows with one answer."""
+    keys = [c for c in (C.NAME, C.SERVER_IP, *C.NAME_EVIDENCE_COLUMNS) if c in flows.columns]
+    if len(flows) < DISTINCT_MIN_ROWS or C.NAME not in keys or C.SERVER_IP not in keys:
+        return kb.annotate(flows)
+    codes = np.zeros(len(flows), dtype=np.int64)
+    for c in keys:
+        vcodes, uniq = pd.factorize(flows[c], use_na_sentinel=True)
+        if len(uniq) == 0:
+            continue  # no value at all: one code for every row
+        codes = codes * (len(uniq) + 1) + (vcodes.astype(np.int64) + 1)
+        codes = pd.factorize(codes)[0].astype(np.int64)  # dense again: never overflows
+    n_keys = int(codes.max()) + 1
+    if n_keys > 0.8 * len(flows):  # hardly fewer rows: not worth the gathering
+        return kb.annotate(flows)
+    first = np.zeros(n_keys, dtype=np.int64)
+    first[codes[::-1]] = np.arange(len(flows) - 1, -1, -1)  # each key's first row
+    done = kb.annotate(flows[keys].iloc[first].reset_index(drop=True))
+    out = flows.copy(deep=False)  # copy-on-write: the new columns never reach ``flows``
+    for c in done.columns:
+        if c not in keys:
+            column = done[c].take(codes)
+            column.index = out.index
+            out[c] = column
+    return out
+
+
+DISTINCT_MIN_ROWS = 2000  # below this the table is annotated as it is
 
 
 def _boot_times(records: dict[str, list[Any]]) -> list[float]:
@@ -260,7 +298,7 @@ def _endpoints(
     )
     del ip_ranks, fid_ranks
     app_codes, app_values = coded(C.APPS)
-    group_apps = _apps_per_group(gs, app_values[app_codes[order]], n_groups)
+    group_apps = _apps_per_group(gs, app_codes[order], app_values, n_groups)
     server_exposure: dict[str, dict[str, Any] | None] = {}
     timed_l, sizes_l, spans_l, linked_l = timed.tolist(), sizes.tolist(), spans, any_linked
     host_l = [str(x) for x in names.tolist()]
@@ -409,17 +447,25 @@ def _text_ranks(
     return rank_of[codes], sorted_all[new_text]
 
 
-def _apps_per_group(gs: np.ndarray, apps: np.ndarray, n_groups: int) -> list[list[str]]:
-    """Each group's apps: the ";"-joined app lists of its flows, split, distinct, sorted."""
-    out: list[set[str]] = [set() for _ in range(n_groups)]
-    codes, uniq = pd.factorize(apps, use_na_sentinel=True)
-    parts = [[a for a in str(v).split(";") if a] if v else [] for v in np.asarray(uniq, object)]
-    keep = codes >= 0
-    if len(parts) and keep.any():
-        pairs = np.unique(gs[keep] * len(parts) + codes[keep])
-        for g, c in zip(*(x.tolist() for x in np.divmod(pairs, len(parts))), strict=True):
-            out[g].update(parts[c])
-    return [sorted(x) for x in out]
+def _apps_per_group(
+    gs: np.ndarray, codes: np.ndarray, values: np.ndarray, n_groups: int
+) -> list[list[str]]:
+    """Each group's apps: the ";"-joined app lists of its flows (``codes`` into ``values``,
+    -1: none), split, distinct, sorted; each distinct list split once."""
+    out: list[list[str]] = [[] for _ in range(n_groups)]
+    parts = [[a for a in str(v).split(";") if a] if v else [] for v in values[:-1].tolist()]
+    some = np.asarray([bool(p) for p in parts] + [False], dtype=bool)
+    keep = some[codes]  # code -1 reads the last entry: no app
+    if not keep.any():
+        return out
+    width = len(parts)
+    pairs = distinct_sorted(gs[keep].astype(np.int64) * width + codes[keep])
+    found: dict[int, set[str]] = {}
+    for g, c in zip(*(x.tolist() for x in np.divmod(pairs, width)), strict=True):
+        found.setdefault(g, set()).update(parts[c])
+    for g, apps in found.items():
+        out[g] = sorted(apps)
+    return out
 
 
 def _after_boot(
@@ -482,13 +528,19 @@ def _group_attributions(
     form: the fields an endpoint row reads of it do not name the address (``host`` and ``ip``
     differ, unread). Shared, not copied (a copy per row held 130 MB per 100,000 flows): the
     document is read, never changed in place (redaction builds a new one)."""
+    from auditor.intel.bulkip import address_kinds
     from auditor.intel.kb import _ip_literal
     from auditor.intel.model import IpFacts
 
     out: list[dict[str, Any]] = []
     hosts = [str(names[i]) for i in firsts.tolist()]
     own = [_s(ips[i]) for i in firsts.tolist()]
-    literal = [None if h == _NO_NAME else _ip_literal(h) for h in hosts]
+    # canonical IPv4 text is its own literal (found by Arrow); anything else is parsed
+    v4, _ = address_kinds(hosts)
+    literal = [
+        h if is_v4 else (None if h == _NO_NAME else _ip_literal(h))
+        for h, is_v4 in zip(hosts, v4.tolist(), strict=True)
+    ]
     eff = [o if literal[k] is None else (o or literal[k]) for k, o in enumerate(own)]
     distinct = sorted({e for e in eff if e is not None} | {o for o in own if o is not None})
     facts = dict(zip(distinct, kb.ipdb.lookup_rows(distinct), strict=True))

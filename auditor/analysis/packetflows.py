@@ -395,8 +395,8 @@ def _rows(
     each column's distinct values (:func:`text_array`), never made string by string."""
     n = len(fl)
     fids = fl[F.FLOW_ID].to_numpy(dtype=np.int64)
-    sni = fl[F.SNI].where(fl[F.SNI].notna(), fl[F.QUIC_SNI])
-    alpn = fl[F.ALPN].where(fl[F.ALPN].notna(), fl[F.QUIC_ALPN])
+    sni = _coalesce(fl[F.SNI], fl[F.QUIC_SNI])
+    alpn = _coalesce(fl[F.ALPN], fl[F.QUIC_ALPN])
     proto_codes, protos = _address_codes(fl[F.PROTO])
     is_tcp = _code_is(proto_codes, protos, "tcp")
     quic = fl[F.QUIC_SNI].notna().to_numpy(dtype=bool) & _code_is(proto_codes, protos, "udp")
@@ -458,6 +458,17 @@ def _rows(
     # copies them all into fresh memory)
     out = pd.DataFrame(columns, copy=False)
     return out[list(PACKET_ROW_COLUMNS)]
+
+
+def _coalesce(first: pd.Series, then: pd.Series) -> pd.Series:
+    """``first`` where it has a value, else ``then`` (by Arrow when both are Arrow text)."""
+    if _is_arrow_text(first) and _is_arrow_text(then):
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        both = pc.coalesce(pa.array(first.array), pa.array(then.array))
+        return pd.Series(pd.array(both, dtype="str"), index=first.index)
+    return first.where(first.notna(), then)
 
 
 def _code_is(codes: np.ndarray, values: np.ndarray, value: str) -> np.ndarray:
@@ -528,7 +539,7 @@ def _queries(dns: pd.DataFrame, fids: np.ndarray, F: Any) -> tuple[np.ndarray, l
     fid_all = asked[F.DNS_FLOW_ID].to_numpy(dtype=np.int64)[has]
     keep = qrank >= 0
     width = len(names)
-    fid, r = np.divmod(_distinct_sorted(fid_all[keep] * width + qrank[keep]), width)
+    fid, r = np.divmod(distinct_sorted(fid_all[keep] * width + qrank[keep]), width)
     qs = np.asarray(names, dtype=object)[r]
     starts = np.flatnonzero(np.r_[True, fid[1:] != fid[:-1]])
     ends = np.r_[starts[1:], len(fid)]
@@ -544,7 +555,7 @@ def _queries(dns: pd.DataFrame, fids: np.ndarray, F: Any) -> tuple[np.ndarray, l
     return np.where(found, at_c, len(starts)), [*joined.tolist(), ""]
 
 
-def _distinct_sorted(values: np.ndarray) -> np.ndarray:
+def distinct_sorted(values: np.ndarray) -> np.ndarray:
     """``np.unique`` of integers by sorting (numpy's hash-based unique is several times
     slower on a few hundred thousand values)."""
     x = np.sort(values)

@@ -30,7 +30,6 @@ import html
 import io
 import json
 import logging
-import os
 import re
 import shutil
 import string
@@ -98,6 +97,9 @@ _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[A-Za-z]{2,24}")
 _PHONE = re.compile(r"\+[0-9]{7,15}")
 _VISIBLE_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_HTML_TAG = re.compile(r"(<[^<>]*>)")
+_HTML_ATTRIBUTE = re.compile(r""""([^"]*)"|'([^']*)'""")
+_MD_CELL = re.compile(r"(?<!\\)\|")  # a table's cell separator (md_text escapes a captured |)
 _MD_ESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")  # CommonMark: any ASCII punctuation
 # a word at the edge of an excerpt: what may be the rest of a value cut by the excerpt
 _WORD = r"[^\s‹›…\"'<>{}\[\](),;&|]+"
@@ -264,6 +266,9 @@ class Redactor:
         self._forms = self._build_forms()
         self._compile()
         self._cache: dict[str, tuple[str, tuple[tuple[int, str], ...]]] = {}
+        # what redact_text returned and found nothing in, through the same views as find: the
+        # check need not search it again where a file holds it as a value
+        self._clean: set[str] = set()
 
     # -- construction
 
@@ -611,6 +616,7 @@ class Redactor:
             # a capture cannot forge a placeholder (``imei=‹IMEI-1›`` sent to some host)
             marked = text.translate(_MARKS) if OPEN in text or CLOSE in text else text
             done = self._replace(marked, edges=edges)
+            clean = not done[1] and not edges  # searched as it is returned, nothing found
             if edges:
                 done = (_trim_edges(done[0]), done[1])
             for _ in range(_ROUNDS):
@@ -620,12 +626,23 @@ class Redactor:
                     break
                 more = self._replace(done[0])
                 if not more[1]:
+                    clean = True
                     break
                 done = (more[0], done[1] + more[1])
             self._cache[key] = done
+            if clean:
+                self._clean.add(done[0])
         for i, label in done[1]:
             self._secrets[i].seen[label] += times
         return done[0]
+
+    def find_values(self, values: Iterable[str]) -> list[str]:
+        """:meth:`find` over the distinct ``values`` (cells, JSON strings) that are not what
+        :meth:`redact_text` returned after finding nothing in it."""
+        found: set[str] = set()
+        for v in set(values) - self._clean:
+            found.update(self.find(v))
+        return sorted(found)
 
     def find(self, text: str, *, decode: bool = True) -> list[str]:
         """The placeholders (with their encoding) of every original that ``text`` holds, in
@@ -1047,12 +1064,13 @@ def _redact_artifacts(
 
 
 def _write_private(path: Path, data: bytes) -> None:
+    """``data`` into an owner-only ``path``, through a temporary file that goes on every way
+    out (a full disk leaves no ``.tmp`` behind)."""
+    from auditor.analysis.report.files import replacing
+
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
+    with replacing(path) as fh:
         fh.write(data)
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------------------- write
@@ -1147,7 +1165,10 @@ def check_output(folder: Path, red: Redactor) -> list[Leak]:
     for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
         found: set[str] = set(red.find(path.relative_to(folder).as_posix()))
         for view, decode in _views(path):
-            found.update(red.find(view, decode=decode))
+            if isinstance(view, list):
+                found.update(red.find_values(view))
+            else:
+                found.update(red.find(view, decode=decode))
         leaks += [Leak(path, token) for token in sorted(found)]
     return leaks
 
@@ -1162,6 +1183,17 @@ def _unvisible(text: str) -> str:
     return _VISIBLE_ESCAPE.sub(back, text)
 
 
+def _html_values(text: str) -> Iterator[str]:
+    """The text between an HTML page's tags, and its attributes' values (``html_text``
+    escapes quotes, so a value holds none), as written."""
+    for part in _HTML_TAG.split(text):
+        if part.startswith("<"):
+            for double, single in _HTML_ATTRIBUTE.findall(part):
+                yield double or single
+        elif part.strip():
+            yield part
+
+
 def _csv_cells(text: str) -> list[str]:
     """Every cell of a CSV text, however long (a captured URL may pass the csv module's
     default limit of 128 KiB a field; the limit is the module's, so it is put back)."""
@@ -1173,7 +1205,7 @@ def _csv_cells(text: str) -> list[str]:
         csv.field_size_limit(limit)
 
 
-def _views(path: Path) -> Iterator[tuple[str, bool]]:
+def _views(path: Path) -> Iterator[tuple[str | list[str], bool]]:
     """What a reader of ``path`` sees, and whether to read it through the decoder. The
     report's files are decoded once their writer's escaping is undone, exactly as far as it
     went: one more layer undone than the redactor undid would find a value the redactor could
@@ -1183,9 +1215,9 @@ def _views(path: Path) -> Iterator[tuple[str, bool]]:
     yield data.decode("latin-1"), False
     if path.suffix == ".parquet":
         df = pd.read_parquet(path)
-        yield "\n".join(str(c) for c in df.columns), True
+        yield [str(c) for c in df.columns], True
         for col in df.columns:
-            yield "\n".join(str(v) for v in df[col].dropna().astype(str)), True
+            yield list(df[col].dropna().astype(str)), True
         return
     try:
         text = data.decode("utf-8")
@@ -1193,17 +1225,17 @@ def _views(path: Path) -> Iterator[tuple[str, bool]]:
         return
     if path.suffix == ".html":
         yield text, False
-        yield _unvisible(html.unescape(text)), True  # escape.html_text
+        yield [_unvisible(html.unescape(v)) for v in _html_values(text)], True  # html_text
     elif path.suffix == ".md":
         yield text, False
-        yield _unvisible(html.unescape(_MD_ESCAPE.sub(r"\1", text))), True  # escape.md_text
+        cells = (c for line in text.splitlines() for c in _MD_CELL.split(line))
+        yield [_unvisible(html.unescape(_MD_ESCAPE.sub(r"\1", c))).strip() for c in cells], True
     elif path.suffix == ".csv":
         yield text, False
-        cells = _csv_cells(text)
-        yield "\n".join(_unvisible(c[1:] if c.startswith("'") else c) for c in cells), True
+        yield [_unvisible(c[1:] if c.startswith("'") else c) for c in _csv_cells(text)], True
     elif path.suffix == ".json":
         try:
-            strings = "\n".join(_strings(json.loads(text)))
+            strings = list(_strings(json.loads(text)))
         except (ValueError, RecursionError):
             yield text, True
         else:

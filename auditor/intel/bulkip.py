@@ -200,7 +200,7 @@ def bundled_columns(ips: Sequence[str], one: Callable[[str], FactsRow]) -> Facts
     done = np.zeros(n, dtype=bool)
     tables = _tables()
     if tables is not None:
-        v4_mask, v6_mask = _kinds(ips)
+        v4_mask, v6_mask = address_kinds(ips)
         v4 = np.flatnonzero(v4_mask)
         v6 = np.flatnonzero(v6_mask)
         for group, found in (
@@ -220,7 +220,7 @@ def bundled_columns(ips: Sequence[str], one: Callable[[str], FactsRow]) -> Facts
     return cols
 
 
-def _kinds(ips: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+def address_kinds(ips: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
     """Which values are canonical IPv4 text, and which hold a colon (IPv6 candidates), found
     by Arrow over the whole column (a value that is not text is neither)."""
     import pyarrow as pa
@@ -257,10 +257,21 @@ def _v4_rows(t: _Tables, ips: list[str]) -> _Found:
     country = np.asarray(np.where(found, t.country[t.country_id[kk]], t.not_found_country))
     asn_org = np.asarray(np.where(asn_in, t.asn_org[t.asn_id[aa]], None))
 
-    def network(n: int) -> str:
-        return f"{socket.inet_ntoa(struct.pack('>L', int(t.first[n])))}/{int(t.netlen[n])}"
+    def networks(ns: np.ndarray) -> list[str]:
+        """``a.b.c.d/len`` of table entries, written by Arrow."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
 
-    return _assemble(t, ips, reason, (k >= 0) & (a >= 0), k, country, asn_org, network)
+        first = t.first[ns]
+        parts = [
+            pa.array((first >> np.uint64(s)) & np.uint64(255)).cast(pa.string())
+            for s in (24, 16, 8, 0)
+        ]
+        text = pc.binary_join_element_wise(*parts, ".")
+        length = pa.array(t.netlen[ns]).cast(pa.string())
+        return list(pc.binary_join_element_wise(text, length, "/").to_pylist())
+
+    return _assemble(t, ips, reason, (k >= 0) & (a >= 0), k, country, asn_org, networks)
 
 
 def _v4_integers(ips: list[str]) -> np.ndarray:
@@ -304,12 +315,15 @@ def _v6_rows(t: _Tables, ips: list[str]) -> _Found:
     country = np.asarray(np.where(found, t.country[t.country_id6[kk]], t.not_found_country))
     asn_org = np.asarray(np.where(asn_in, t.asn_org[t.asn_id6[aa]], None))
 
-    def network(n: int) -> str:
-        first = struct.pack(">QQ", int(t.first6_hi[n]), int(t.first6_lo[n]))
-        return f"{socket.inet_ntop(socket.AF_INET6, first)}/{int(t.netlen6[n])}"
+    def networks(ns: np.ndarray) -> list[str]:
+        out = []
+        for n in ns.tolist():
+            first = struct.pack(">QQ", int(t.first6_hi[n]), int(t.first6_lo[n]))
+            out.append(f"{socket.inet_ntop(socket.AF_INET6, first)}/{int(t.netlen6[n])}")
+        return out
 
     answered, values = _assemble(
-        t, [ips[i] for i in keep], reason, (k >= 0) & (a >= 0), k, country, asn_org, network
+        t, [ips[i] for i in keep], reason, (k >= 0) & (a >= 0), k, country, asn_org, networks
     )
     at = np.asarray(keep, dtype=np.int64)
     mask = np.zeros(len(ips), dtype=bool)
@@ -362,7 +376,7 @@ def _assemble(
     k: np.ndarray,
     country: np.ndarray,
     asn_org: np.ndarray,
-    network_of: Callable[[int], str],
+    networks_of: Callable[[np.ndarray], list[str]],
 ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """The seven columns from those a table search gave, and which addresses they answer
     (not where ``ok`` is false outside the special ranges: the per-address path decides)."""
@@ -371,7 +385,8 @@ def _assemble(
     located = ~special & (country != None)  # noqa: E711
     net = np.where(located, k, -1)
     nets, net_codes = np.unique(net, return_inverse=True)
-    names = np.asarray([network_of(int(x)) if x >= 0 else None for x in nets.tolist()], object)
+    names = np.full(len(nets), None, dtype=object)
+    names[nets >= 0] = networks_of(nets[nets >= 0])
     used = ~special & (located | (asn_org != None))  # noqa: E711
     none = np.full(len(ips), None, dtype=object)
     return answered, (

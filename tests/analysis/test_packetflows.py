@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from auditor import columns as C
@@ -18,8 +20,14 @@ from auditor.analysis.packetflows import (
     PATH_DIRECT,
     PATH_LOCAL,
     PATH_PROXY,
+    _loopback,
+    _loopbacks,
+    _with_names,
+    codes_of,
+    per_value,
     read_packet_flows,
     session_captures,
+    text_array,
 )
 from auditor.packets.pcapwrite import LINKTYPE_LINUX_SLL2, write_pcap
 from auditor.records import HttpRecord
@@ -233,3 +241,57 @@ def test_the_report_shows_the_packets_section(tmp_path: Path) -> None:
     assert "packets/adb-tcpdump-001.pcap" in html and "bypass 4" in html
     md = (tmp_path / "r" / "summary.md").read_text()
     assert "## Packets and the proxy" in md and "4 flow(s) bypassed the proxy" in md
+
+
+# --------------------------------------------------------------- the columnar helpers (issue 14)
+
+NAMES_WITH_GAPS = ["b.example", None, "a.example", "b.example", None, "Ünïcode.example", ""]
+
+
+@pytest.mark.parametrize("dtype", ["category", "str", "object"])
+def test_per_value_on_codes_gives_the_object_path(dtype: str) -> None:
+    """The codes path (categorical and Arrow text) calls ``func`` as the object-array path
+    does, missing values included."""
+    col = pd.Series(NAMES_WITH_GAPS, dtype=dtype)
+
+    def func(v: Any) -> str:
+        return f"{type(v).__name__}:{v}"
+
+    got = per_value(col, func).tolist()
+    assert got == per_value(col.to_numpy(dtype=object), func).tolist()
+    assert got[0] == "str:b.example" and got[1] in ("float:nan", "NoneType:None")
+
+
+@pytest.mark.parametrize("dtype", ["category", "str", "object"])
+def test_text_array_is_the_column_pandas_infers(dtype: str) -> None:
+    col = pd.Series(NAMES_WITH_GAPS, dtype=dtype)
+    codes, values = codes_of(col)
+    built = pd.Series(text_array(codes, values))
+    inferred = pd.Series(col.to_numpy(dtype=object).tolist())  # pandas' own inference
+    pd.testing.assert_series_equal(built, inferred)
+    # no rows: the object column an empty table of text gets (as the per-row path made it)
+    assert text_array(np.zeros(0, dtype=np.intp), ["x"]).dtype == object
+
+
+def test_the_loopback_prefilter_asks_every_value_that_may_be_one() -> None:
+    values = ["127.0.0.1", "127.9.9.9", "128.0.0.1", "::1", "0::1", "0:0:0:0:0:0:0:1", "::1%lo"]
+    values += ["::ffff:127.0.0.1", "0:0:0:0:0:ffff:7f00:1", "::", "1::1", "fe80::1", "[::1]"]
+    values += ["::ffff:8.8.8.8", "2001:db8::1", "garbage:", ":", "0", "", "1.2.3.4", "12.7.0.0"]
+    assert _loopbacks(np.asarray(values, dtype=object)).tolist() == [_loopback(v) for v in values]
+    assert sum(_loopback(v) for v in values) >= 5  # the list holds loopbacks
+
+
+def test_dns_names_keep_the_first_name_of_an_address() -> None:
+    names = {"a.example.": ["192.0.2.1", "192.0.2.2"], "B.example": ["192.0.2.2", "192.0.2.3"]}
+    known = {"192.0.2.3": "earlier.example"}
+
+    def reference(known: dict[str, str], names: dict[str, Any]) -> dict[str, str]:
+        out = dict(known)
+        for name, addrs in names.items():
+            for a in addrs:
+                out.setdefault(a, name.lower().rstrip("."))
+        return out
+
+    assert _with_names(known, names) == reference(known, names)
+    assert _with_names({}, names) == reference({}, names)
+    assert _with_names({}, names)["192.0.2.2"] == "a.example"

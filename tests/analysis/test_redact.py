@@ -957,3 +957,39 @@ def test_a_deeply_nested_json_artifact_is_redacted_as_text(tmp_path: Path) -> No
     write_redacted(_small_analysis(), tmp_path / "pub", ["json"], artifacts_src=art)
     kept = (tmp_path / "pub" / "artifacts" / "deep.json").read_text(encoding="utf-8")
     assert IMEI not in kept and "imei ‹IMEI-1›" in kept
+
+
+def test_the_check_decodes_values_in_html_attributes_and_markdown_cells(tmp_path: Path) -> None:
+    red = _forms_redactor()
+    twice = quote(quote(EMAIL, safe=""), safe="")
+    (tmp_path / "report.html").write_text(
+        f'<table><tr><td title="{html_text(twice)}">x</td></tr></table>', encoding="utf-8"
+    )
+    (tmp_path / "summary.md").write_text(f"| host | url |\n|---|---|\n| a | {md_text(twice)} |\n")
+    leaks = {(x.path.name, x.placeholder) for x in check_output(tmp_path, red)}
+    assert leaks == {("report.html", "‹EMAIL-1:url:url›"), ("summary.md", "‹EMAIL-1:url:url›")}
+
+
+def test_a_redacted_file_cut_short_leaves_no_temporary_file(tmp_path: Path) -> None:
+    """A write failing part-way (a file size limit, as a full disk) raises, keeps the file
+    that was there and leaves no ``.tmp`` beside it."""
+    import subprocess
+    import sys
+
+    target = tmp_path / "out" / "flows.csv"
+    target.parent.mkdir()
+    target.write_text("old\n")
+    code = (
+        "import resource, sys; from pathlib import Path\n"
+        "from auditor.analysis.redact import _write_private\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))\n"
+        "try:\n"
+        f"    _write_private(Path({str(target)!r}), b'x' * 1_000_000)\n"
+        "except OSError as exc:\n"
+        "    print('OSError', exc.errno); sys.exit(0)\n"
+        "sys.exit(3)\n"
+    )
+    got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert got.returncode == 0 and got.stdout.startswith("OSError"), got.stdout + got.stderr
+    assert target.read_text() == "old\n"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["flows.csv"]

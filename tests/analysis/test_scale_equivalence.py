@@ -145,3 +145,35 @@ def test_many_addresses_give_the_reference_analysis(
         texts[col] = texts[col].astype(object)
     kb = KnowledgeBase.load()
     assert engine._endpoints(texts, kb) == engine._endpoints(fast.flows, kb)
+
+
+def test_distinct_rows_annotated_once_give_the_whole_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """engine.annotate_distinct (each distinct name, address and name evidence attributed
+    once) gives KnowledgeBase.annotate of every row, on the bench's capture where thousands
+    of DNS flows go to one resolver."""
+    from auditor.analysis.flowtable import build_flow_table
+    from auditor.analysis.packetflows import read_packet_flows
+    from auditor.session import Session
+    from bench.analyze import write_capture
+
+    cap = tmp_path / "many.pcap"
+    write_capture(cap, 12_000)
+    sess = Session(import_files([cap], tmp_path / "s").session, lenient=True)
+    table, _ = build_flow_table(sess, packets=read_packet_flows(sess.path, sess.manifest))
+    assert len(table) >= engine.DISTINCT_MIN_ROWS
+    kb = KnowledgeBase.load()
+    whole = kb.annotate(table)
+    seen: list[int] = []
+    annotate = KnowledgeBase.annotate
+
+    def counted(self: KnowledgeBase, flows: pd.DataFrame, **kw: Any) -> pd.DataFrame:
+        seen.append(len(flows))
+        return annotate(self, flows, **kw)
+
+    monkeypatch.setattr(KnowledgeBase, "annotate", counted)
+    distinct = engine.annotate_distinct(kb, table)
+    assert seen and seen[0] < 0.8 * len(table)  # the distinct rows were annotated
+    pd.testing.assert_frame_equal(distinct, whole)
+    assert whole["server_country"].nunique() > 10

@@ -27,7 +27,7 @@ import pytest
 import auditor.audit
 from auditor.audit import AuditOptions, AuditResult, run_audit
 from auditor.records import EventRecord, HttpRecord, Record, TlsFailedRecord
-from auditor.session import Session, verify_session
+from auditor.session import TLS_KEYLOG, Session, verify_session
 from auditor.simulator.traffic import load_plan
 from auditor.simulator.world import VirtualWorld
 from tests.conftest import free_port
@@ -154,7 +154,9 @@ def assert_closed_and_restored(
     assert manifest["status"] == res.status and manifest["ended_at"]
     assert manifest["restored"] is True
     paths = {a["path"] for a in manifest["artifacts"]}
-    assert {"flows.jsonl", "restore.jsonl", "logcat.txt", "sockets.jsonl"} <= paths
+    assert {"flows.jsonl", "restore.jsonl", "logcat.txt", "sockets.jsonl", TLS_KEYLOG} <= paths
+    keylog = Path(res.session) / TLS_KEYLOG  # mitmdump's TLS secrets: owner only
+    assert keylog.stat().st_mode & 0o077 == 0 and keylog.stat().st_size > 0
     ver = verify_session(res.session)
     assert ver.ok, ver.to_dict()
 

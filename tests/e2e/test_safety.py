@@ -45,6 +45,7 @@ from markdown_it import MarkdownIt
 from auditor.analysis.engine import analyze, write
 from auditor.analysis.escape import visible
 from auditor.codecs import zstd
+from auditor.intel.lookalike import shown_names
 from auditor.packets.live import PcapdroidCollector
 from auditor.records import (
     DnsAnswer,
@@ -524,7 +525,12 @@ def test_findings_json_round_trips_the_hostile_data(hostile: Hostile) -> None:
     for key in ("serial", "manufacturer", "model", "android_release", "fingerprint"):
         assert doc["device"][key] == hostile.device[key]
     hosts = {e["host"] for e in doc["endpoints"]}
-    assert {h.lower() for h in hostile.hosts} <= hosts
+    # a name holding invisible or bidi characters is shown by its A-label with a marker
+    # (issue 15: it must never read as the plain name); every other name as it was sent
+    shown = shown_names(h.lower() for h in hostile.hosts)
+    assert shown, "the hostile hosts include bidi names"
+    assert {shown.get(h.lower(), h.lower()) for h in hostile.hosts} <= hosts
+    assert all(v.startswith("\u26a0 xn--") for v in shown.values())
     excerpts = [ev["excerpt"] for f in doc["findings"] for ev in f.get("evidence", [])]
     assert any("\ufffd" not in e and "\\xff\\xfe\\xfd<script>" in e for e in excerpts)
     assert doc["method"]["scenario"]["name"].startswith("[scenario](")

@@ -609,6 +609,8 @@ def test_verify_reanalyze_reproduces_the_bundled_findings(tmp_path: Path) -> Non
     res = run("verify", bundle, "--reanalyze")
     assert res.exit_code == 0, res.output
     assert "REPRODUCED" in res.output and "only generated_at differs" in res.output
+    last = res.stdout.strip().splitlines()[-1]  # the verdict: the report, not only findings
+    assert last.startswith("OK: ") and ", report reproduced (" in last, last
     res = run("verify", bundle, "--reanalyze", "--json")
     doc = json.loads(res.stdout)
     assert doc["ok"] and doc["reanalysis"]["status"] == "reproduced"
@@ -628,6 +630,8 @@ def test_verify_reanalyze_catches_findings_edited_before_bundling(tmp_path: Path
     res = run("verify", bundle, "--reanalyze")
     assert res.exit_code == 1
     assert "DIFFERS" in res.output and "$.findings (" in res.output
+    last = res.stdout.strip().splitlines()[-1]
+    assert last.startswith("FAILED: ") and ", report DIFFERS (" in last, last
 
 
 def test_verify_reanalyze_says_what_it_needs(tmp_path: Path) -> None:
