@@ -35,6 +35,7 @@ from auditor.analysis.report import write_report
 from auditor.analysis.rules import Context, RuleError, default_rules, run_rules
 from auditor.errors import AuditorError
 from auditor.intel.kb import KnowledgeBase, cert_from_columns
+from auditor.intel.lookalike import name_warnings
 from auditor.records import CANARY_HOST
 from auditor.session import Session
 from auditor.timeutil import now_iso
@@ -108,6 +109,11 @@ def analyze(
     if canary.any():
         flows = flows[~canary].reset_index(drop=True)
     flows = annotate_distinct(kb, flows)
+    if len(flows):  # a lookalike host name is a counted warning (only non-ASCII or A-labels)
+        distinct = flows[C.NAME].dropna().unique().tolist()
+        warnings += name_warnings(
+            v for v in distinct if isinstance(v, str) and (not v.isascii() or "xn--" in v)
+        )
     first = opened[0]
     manifest = first.manifest
     device = manifest.get("device") or {}

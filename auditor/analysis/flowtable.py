@@ -18,7 +18,7 @@
 from __future__ import annotations
 
 import bisect
-import json
+import io
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from auditor import columns as C
+from auditor import jsonio
 from auditor.analysis.packetflows import (
     PacketData,
     cname_chains,
@@ -38,6 +39,7 @@ from auditor.analysis.packetflows import (
     text_array,
 )
 from auditor.device.models import socket_has_owner
+from auditor.fsutil import open_regular
 from auditor.records import (
     CertificateInfo,
     DnsRecord,
@@ -69,14 +71,18 @@ class SocketIndex:
     def load(cls, path: Path) -> SocketIndex:
         idx = cls()
         try:
-            fh = open(path, encoding="utf-8", errors="replace")
+            raw = open_regular(path)  # a FIFO in its place would make analyze wait forever
         except FileNotFoundError:
             return idx
+        except OSError as exc:
+            idx.warnings.append(f"{SOCKETS}: not read ({exc.strerror or exc})")
+            return idx
+        fh = io.TextIOWrapper(raw, encoding="utf-8", errors="replace")
         rows: list[tuple[float, dict[int, int], dict[tuple[str, int], set[int]]]] = []
         with fh:
             for n, line in enumerate(fh, 1):
                 try:
-                    snap = json.loads(line)
+                    snap = jsonio.loads(line, f"{SOCKETS} line {n}")
                     ts = parse_iso(snap["ts"])
                     local: dict[int, int] = {}
                     remote: dict[tuple[str, int], set[int]] = {}

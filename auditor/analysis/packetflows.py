@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from auditor import columns as C
+from auditor.session import readable_files
 
 # the server's leaf certificate (from the packets' TLS <= 1.2 handshakes, or the proxy's)
 
@@ -105,12 +106,13 @@ class PacketData:
 def session_captures(path: Path, manifest: dict[str, Any]) -> list[str]:
     """The packet captures of a session, relative to it: ``packets/*.pcap[ng]`` and the
     imported originals whose format was pcap or pcapng. Sorted, so analysis is deterministic."""
-    out: list[str] = []
-    pdir = path / PACKETS_DIR
-    if pdir.is_dir():
-        for p in sorted(pdir.iterdir()):
-            if p.is_file() and p.suffix.lower() in CAPTURE_SUFFIXES:
-                out.append(f"{PACKETS_DIR}/{p.name}")
+    # only what the manifest hashed, once the session is closed: what is not hashed is not
+    # read (a capture added later is named by `auditor verify`, never analysed)
+    out = [
+        rel
+        for rel in readable_files(path, manifest, PACKETS_DIR)
+        if rel.count("/") == 1 and Path(rel).suffix.lower() in CAPTURE_SUFFIXES
+    ]
     imported = ((manifest.get("capture") or {}).get("import") or {}).get("files") or []
     for f in imported:
         if not isinstance(f, dict) or f.get("format") not in PACKET_FORMATS:

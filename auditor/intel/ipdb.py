@@ -127,7 +127,7 @@ def parse_ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None
     if ":" in text and "." not in text:
         try:
             packed = socket.inet_pton(socket.AF_INET6, text)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a NUL in the text
             packed = b""
         if packed[:8] not in (b"", _ZERO8) and socket.inet_ntop(socket.AF_INET6, packed) == text:
             return ipaddress.IPv6Address(packed)

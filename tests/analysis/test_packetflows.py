@@ -295,3 +295,40 @@ def test_dns_names_keep_the_first_name_of_an_address() -> None:
     assert _with_names(known, names) == reference(known, names)
     assert _with_names({}, names) == reference({}, names)
     assert _with_names({}, names)["192.0.2.2"] == "a.example"
+
+
+def test_a_capture_added_after_the_close_is_not_read(tmp_path: Path) -> None:
+    """What is not hashed is not read: a capture slipped under packets/ of a closed session
+    (a dot-file or a plain name) changes nothing the analysis reads; verify names it."""
+    from auditor.session import verify_session
+
+    s = make_session(tmp_path)
+    manifest = json.loads((s / "manifest.json").read_text())
+    before = read_packet_flows(s, manifest)
+    original = s / "packets" / "adb-tcpdump-001.pcap"
+    for name in (".late.pcap", "later.pcap"):
+        (s / "packets" / name).write_bytes(original.read_bytes())
+    assert session_captures(s, manifest) == ["packets/adb-tcpdump-001.pcap"]
+    after = read_packet_flows(s, manifest)
+    assert [f.rel for f in after.files] == [f.rel for f in before.files]
+    assert len(after.flows) == len(before.flows)
+    problems = str(verify_session(s).to_dict())
+    assert ".late.pcap" in problems and "later.pcap" in problems
+
+
+def test_a_hostile_sockets_log_is_a_warning(tmp_path: Path) -> None:
+    """A line nested 100,000 deep, or a FIFO in place of sockets.jsonl, is a warning: no
+    RecursionError, no hang."""
+    import os
+
+    from auditor.analysis.flowtable import SocketIndex
+
+    path = tmp_path / "sockets.jsonl"
+    good = json.dumps({"ts": iso(T0), "entries": [["tcp", PHONE, 40004, *PUSH, "ESTABLISHED", 7]]})
+    path.write_text(good + "\n" + "[" * 100_000 + "\n")
+    idx = SocketIndex.load(path)
+    assert idx.warnings == ["sockets.jsonl: line 2 unreadable, skipped"]
+    path.unlink()
+    os.mkfifo(path)
+    idx = SocketIndex.load(path)
+    assert idx.warnings and "not read" in idx.warnings[0]

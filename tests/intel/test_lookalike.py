@@ -500,11 +500,6 @@ def test_every_report_shows_the_marker_and_never_the_lookalike(report: Path) -> 
     assert "https://⚠ xn--iaomi-pze.com (mixed scripts: Latin+Cyrillic)/v3/" in html
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs auditor/analysis/engine.py to add lookalike.name_warnings(flows[C.NAME]) "
-    "to the warnings after kb.annotate (not this helper's file)",
-)
 def test_the_lookalikes_are_counted_warnings_of_findings_json(report: Path) -> None:
     doc = json.loads((report / "findings.json").read_text())
     lines = [w for w in doc["warnings"] if "look-alike host name" in w]
