@@ -57,9 +57,9 @@ def _session(root: Path, records: list[Record], *, capture: Path | None = None) 
     w = SessionWriter.create(root, capture={"route": "reverse"} if capture else None)
     for r in records:
         w.write(r)
-    if capture is not None:  # read where it lies: the session's packets/ links to it
+    if capture is not None:  # a copy in the temporary session (a link is never read)
         (w.path / "packets").mkdir(mode=0o700)
-        (w.path / "packets" / "adb-tcpdump-001.pcap").symlink_to(capture)
+        shutil.copyfile(capture, w.path / "packets" / "adb-tcpdump-001.pcap")
     w.detach()
     return Session(w.path)
 

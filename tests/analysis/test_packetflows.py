@@ -97,8 +97,14 @@ def phone_traffic() -> list[Seg]:
 
 
 def make_session(
-    root: Path, *, proxy: bool = True, sockets: list[tuple[float, int, int]] | None = None
+    root: Path,
+    *,
+    proxy: bool = True,
+    sockets: list[tuple[float, int, int]] | None = None,
+    extra: dict[str, bytes] | None = None,
 ) -> Path:
+    """A closed session with the phone's traffic in packets/, and ``extra`` files (name ->
+    bytes) there too, written before the close so that they are hashed and read."""
     capture: dict[str, Any] = {"route": "reverse"}
     if proxy:
         capture["proxy"] = {"listen_host": "127.0.0.1", "port": PROXY_PORT}
@@ -137,6 +143,8 @@ def make_session(
             for ts, lport, uid in sockets:
                 entry = ["tcp", PHONE, lport, PUSH[0], PUSH[1], "ESTABLISHED", uid]
                 fh.write(json.dumps({"ts": iso(ts), "entries": [entry]}) + "\n")
+    for name, data in (extra or {}).items():
+        (w.path / "packets" / name).write_bytes(data)
     w.close()
     return w.path
 
@@ -214,8 +222,7 @@ def test_without_a_proxy_nothing_bypasses(tmp_path: Path) -> None:
 
 
 def test_a_broken_capture_is_a_warning_and_the_rest_is_read(tmp_path: Path) -> None:
-    s = make_session(tmp_path)
-    (s / "packets" / "adb-tcpdump-002.pcap").write_bytes(b"not a capture at all" * 4)
+    s = make_session(tmp_path, extra={"adb-tcpdump-002.pcap": b"not a capture at all" * 4})
     res = analyze([s])
     assert any("adb-tcpdump-002.pcap: not read" in w for w in res.warnings)
     assert res.doc["coverage"]["bypassed_proxy"] == 4
