@@ -648,10 +648,6 @@ class CaptureAnalyzer:
                 self._collector.feed(job)
             else:  # the costly kinds to the worker, the cheap ones here: both stay busy
                 here = np.isin(job.kind, _KINDS_HERE)
-                # the ClientHellos of half the flows go too (by flow, as a hello may span
-                # segments and one collector must see them all)
-                hello = (job.kind == N.KIND_TLS) | (job.kind == N.KIND_TLS_MORE)
-                here &= ~(hello & (job.flow % 2 == 1))
                 if self._worker.behind >= _BEHIND:  # UDP DNS here while the worker lags
                     here |= (job.kind == N.KIND_DNS) & ~job.tcp
                 if here.any():
