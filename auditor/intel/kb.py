@@ -549,6 +549,7 @@ class KnowledgeBase:
         mixed scripts) is replaced by its shown form, ``⚠ A-LABEL (reasons)``, which
         :meth:`lookup` reads back as the A-label.
         """
+        import numpy as np
         import pandas as pd
 
         out = flows.copy(deep=False)  # copy-on-write: new columns never reach ``flows``
@@ -588,8 +589,10 @@ class KnowledgeBase:
         for target, col in mapping.items():
             values = table[col]
             if isinstance(values.dtype, pd.CategoricalDtype):
-                arr = values.to_numpy(dtype=object)
-                arr[pd.isna(arr)] = None
+                # each category made an object once, missing (code -1) as None: no scan of
+                # every row's object for NaN
+                cats = np.append(np.asarray(values.cat.categories, dtype=object), None)
+                arr = cats[values.cat.codes.to_numpy()]
                 out[target] = pd.Series(arr, index=out.index, dtype=object)
             else:
                 out[target] = values.to_numpy()
