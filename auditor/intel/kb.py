@@ -1143,6 +1143,8 @@ class KnowledgeBase:
         ]
         if evidence is not None and ev_cols and len(evidence) != n:
             raise ValueError("evidence must have one row per host")
+        # a column with no value at all keys nothing (left out below anyway): not converted
+        ev_cols = [c for c in ev_cols if evidence is not None and evidence[c].notna().any()]
         for name in ev_cols:
             assert evidence is not None
             columns.append(evidence[name].to_numpy(dtype=object))
