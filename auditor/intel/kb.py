@@ -591,7 +591,9 @@ class KnowledgeBase:
             if isinstance(values.dtype, pd.CategoricalDtype):
                 # each category made an object once, missing (code -1) as None: no scan of
                 # every row's object for NaN
-                cats = np.append(np.asarray(values.cat.categories, dtype=object), None)
+                cats = np.empty(len(values.cat.categories) + 1, dtype=object)
+                cats[:-1] = np.asarray(values.cat.categories, dtype=object)
+                cats[-1] = None
                 arr = cats[values.cat.codes.to_numpy()]
                 out[target] = pd.Series(arr, index=out.index, dtype=object)
             else:
