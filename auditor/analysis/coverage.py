@@ -13,7 +13,7 @@ import pandas as pd
 
 from auditor import columns as C
 from auditor.analysis.packetflows import PacketData
-from auditor.session import Session
+from auditor.session import TLS_KEYLOG, Session
 
 
 def build_coverage(
@@ -184,7 +184,27 @@ def _base(
             for s in sessions
             if s.manifest.get("status") != "complete"
         ],
+        "tls_keylogs": tls_keylogs(sessions),
     }
+
+
+def tls_keylogs(sessions: list[Session]) -> list[dict[str, Any]]:
+    """The TLS key log each session holds (mitmdump's secrets: Wireshark decrypts the
+    session's packet captures with it), as its manifest hashed it: path, size and SHA-256,
+    never the file itself (which holds the keys). Sorted by session."""
+    out = []
+    for s in sessions:
+        for a in s.manifest.get("artifacts") or []:
+            if isinstance(a, dict) and a.get("path") == TLS_KEYLOG:
+                out.append(
+                    {
+                        "session": s.id,
+                        "path": TLS_KEYLOG,
+                        "size": a.get("size"),
+                        "sha256": a.get("sha256"),
+                    }
+                )
+    return sorted(out, key=lambda k: str(k["session"]))
 
 
 def capture_stats(records: dict[str, list[Any]]) -> dict[str, list[dict[str, Any]]]:

@@ -339,3 +339,25 @@ def test_a_hostile_sockets_log_is_a_warning(tmp_path: Path) -> None:
     os.mkfifo(path)
     idx = SocketIndex.load(path)
     assert idx.warnings and "not read" in idx.warnings[0]
+
+
+def test_coverage_names_the_tls_key_log_without_reading_it(tmp_path: Path) -> None:
+    """A session holding mitmdump's TLS key log: coverage gives its path, size and hash from
+    the manifest (the report says Wireshark can decrypt the captures), never its content."""
+    import hashlib
+
+    from auditor.session import TLS_KEYLOG
+
+    secret = b"CLIENT_TRAFFIC_SECRET_0 " + b"ab" * 32 + b" " + b"cd" * 48 + b"\n"
+    s = make_session(tmp_path / "a")
+    plain = analyze([s]).doc["coverage"]
+    assert plain["tls_keylogs"] == []
+    w = SessionWriter.create(tmp_path / "b")
+    (w.path / "tls").mkdir(mode=0o700)
+    (w.path / TLS_KEYLOG).write_bytes(secret)
+    w.close()
+    res = analyze([w.path])
+    (entry,) = res.doc["coverage"]["tls_keylogs"]
+    assert entry["path"] == TLS_KEYLOG and entry["size"] == len(secret)
+    assert entry["sha256"] == hashlib.sha256(secret).hexdigest()
+    assert "ab" * 32 not in json.dumps(res.doc)
