@@ -404,15 +404,13 @@ read_record(Parser *p, Py_ssize_t *pos, Record *r)
     return 0;
 }
 
-/* The answer record at *pos, as a DnsResource; *pos moves past it. */
+/* The DnsResource of a record read (its references stolen, the record left empty). */
 static PyObject *
-answer(Parser *p, Py_ssize_t *pos)
+resource_of(Record *r)
 {
-    Record r;
-    if (read_record(p, pos, &r) < 0)
-        return NULL;
-    PyObject *fields[N_RESOURCE] = {r.name, PyLong_FromUnsignedLong(r.rtype),
-                                    PyLong_FromUnsignedLong(r.ttl), r.value, r.hints};
+    PyObject *fields[N_RESOURCE] = {r->name, PyLong_FromUnsignedLong(r->rtype),
+                                    PyLong_FromUnsignedLong(r->ttl), r->value, r->hints};
+    r->name = r->value = r->hints = NULL;
     if (fields[1] == NULL || fields[2] == NULL) {
         for (int k = 0; k < N_RESOURCE; k++)
             Py_XDECREF(fields[k]);
@@ -437,41 +435,6 @@ read_question(Parser *p, Py_ssize_t *pos, uint32_t *qtype)
     *qtype = be16(p->b + at);
     *pos = at + 4;
     return name;
-}
-
-/* The question at *pos, as (name, type); *pos moves past it. */
-static PyObject *
-question(Parser *p, Py_ssize_t *pos)
-{
-    uint32_t qtype;
-    PyObject *name = read_question(p, pos, &qtype);
-    if (name == NULL)
-        return NULL;
-    PyObject *q = PyTuple_New(2);
-    PyObject *qt = PyLong_FromUnsignedLong(qtype);
-    if (q == NULL || qt == NULL) {
-        Py_XDECREF(q);
-        Py_XDECREF(qt);
-        Py_DECREF(name);
-        return NULL;
-    }
-    PyTuple_SET_ITEM(q, 0, name);
-    PyTuple_SET_ITEM(q, 1, qt);
-    return q;
-}
-
-/* A tuple of the `count` items (new references, stolen). */
-static PyObject *
-tuple_of(PyObject **items, Py_ssize_t count)
-{
-    PyObject *t = PyTuple_New(count);
-    for (Py_ssize_t k = 0; k < count; k++) {
-        if (t != NULL)
-            PyTuple_SET_ITEM(t, k, items[k]);
-        else
-            Py_DECREF(items[k]);
-    }
-    return t;
 }
 
 /* A message as collect() reads it, without building Python objects for it: the same reads
@@ -533,64 +496,58 @@ read_message(Parser *p, Message *m)
     return 1;
 }
 
+/* The message as a DnsMessage: read_message's outcome made objects (NULL with
+ * MalformedError or another exception set). */
 static PyObject *
 parse_message(Parser *p)
 {
-    const unsigned char *b = p->b;
-    if (p->n < 12) {
-        PyErr_SetString(malformed_error, "DNS message shorter than its header");
-        return NULL;
-    }
-    const uint32_t ident = be16(b), flags = be16(b + 2), qd = be16(b + 4), an = be16(b + 6);
-    if (qd > MAX_RECORDS || an > MAX_RECORDS) {
-        PyErr_SetString(malformed_error, "implausible DNS section counts");
-        return NULL;
-    }
-    PyObject *qs[MAX_RECORDS], *as[MAX_RECORDS];
-    Py_ssize_t pos = 12, nq = 0, na = 0;
-    while (nq < qd && (qs[nq] = question(p, &pos)) != NULL)
-        nq++;
-    while (nq == qd && na < an && (as[na] = answer(p, &pos)) != NULL)
-        na++;
-    PyObject *questions = NULL, *answers = NULL;
-    if (PyErr_Occurred()) {
-        while (nq > 0)
-            Py_DECREF(qs[--nq]);
-        while (na > 0)
-            Py_DECREF(as[--na]);
-        return NULL;
-    }
-    questions = tuple_of(qs, nq);
-    answers = tuple_of(as, na);
+    Message *m = PyMem_Malloc(sizeof(Message));
+    if (m == NULL)
+        return PyErr_NoMemory();
+    m->nq = m->na = 0;
+    PyObject *result = NULL, *questions = NULL, *answers = NULL;
+    if (read_message(p, m) <= 0)
+        goto out;
+    questions = PyTuple_New(m->nq);
+    answers = PyTuple_New(m->na);
     if (questions == NULL || answers == NULL)
-        goto fail;
-    if (p->why != NULL && nq == 0 && na == 0) {
-        if (p->why_byte)
-            PyErr_Format(malformed_error, "unsupported label type 0x%02x", p->why_byte);
-        else
-            PyErr_SetString(malformed_error, p->why);
-        goto fail;
+        goto out;
+    for (Py_ssize_t k = 0; k < m->nq; k++) {
+        PyObject *qt = PyLong_FromUnsignedLong(m->qtype[k]);
+        PyObject *q = qt ? PyTuple_Pack(2, m->qname[k], qt) : NULL;
+        Py_XDECREF(qt);
+        if (q == NULL)
+            goto out;
+        PyTuple_SET_ITEM(questions, k, q);
     }
-    /* an error after a question or an answer: what came before it, truncated */
+    for (Py_ssize_t k = 0; k < m->na; k++) {
+        PyObject *r = resource_of(&m->rec[k]);
+        if (r == NULL)
+            goto out;
+        PyTuple_SET_ITEM(answers, k, r);
+    }
     PyObject *fields[N_MESSAGE] = {
-        PyLong_FromUnsignedLong(ident),
-        PyBool_FromLong(flags & 0x8000),
-        PyLong_FromUnsignedLong((flags >> 11) & 0xF),
-        PyLong_FromUnsignedLong(flags & 0xF),
+        PyLong_FromUnsignedLong(m->id),
+        PyBool_FromLong(m->flags & 0x8000),
+        PyLong_FromUnsignedLong((m->flags >> 11) & 0xF),
+        PyLong_FromUnsignedLong(m->flags & 0xF),
         questions,
         answers,
-        PyBool_FromLong(p->why != NULL),
+        PyBool_FromLong(m->truncated),
     };
+    questions = answers = NULL; /* stolen by fields */
     if (fields[0] == NULL || fields[2] == NULL || fields[3] == NULL) {
         for (int k = 0; k < N_MESSAGE; k++)
             Py_XDECREF(fields[k]);
-        return NULL;
+        goto out;
     }
-    return instance(message_type, message_slots, fields, N_MESSAGE);
-fail:
+    result = instance(message_type, message_slots, fields, N_MESSAGE);
+out:
     Py_XDECREF(questions);
     Py_XDECREF(answers);
-    return NULL;
+    message_clear(m);
+    PyMem_Free(m);
+    return result;
 }
 
 static PyObject *

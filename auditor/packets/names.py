@@ -1259,14 +1259,14 @@ class DnsTables:
 
 
 def _factorize(texts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Codes into the distinct texts (in first-seen order) and those texts."""
-    first: dict[str, int] = {}
-    codes = np.fromiter(
-        (first.setdefault(x, len(first)) for x in texts.tolist()), np.int64, len(texts)
-    )
-    uniq = np.empty(len(first), dtype=object)
-    uniq[:] = list(first)
-    return codes, uniq
+    """Codes into the distinct texts (in first-seen order) and those texts: pandas' hash
+    table in C (imported here: a worker process that only parses names never merges)."""
+    import pandas as pd
+
+    codes, uniq = pd.factorize(texts)
+    out = np.empty(len(uniq), dtype=object)
+    out[:] = uniq
+    return codes.astype(np.int64), out
 
 
 @dataclass(frozen=True)
