@@ -11,6 +11,7 @@ clear line, or, where the caller chooses, counts a warning and goes on.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -25,38 +26,53 @@ class JsonError(AuditorError, ValueError):
     """A JSON document that cannot be used: not JSON, nested too deeply, or of the wrong type."""
 
 
-def nesting(text: str | bytes) -> int:
-    """The deepest nesting of ``[`` and ``{`` outside strings (a linear scan, no recursion)."""
-    data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def shape(text: str | bytes) -> tuple[int, int]:
+    """How deep ``[`` and ``{`` nest outside strings, and at most how many values the
+    document holds (containers and commas: each value costs a Python object, so 5 MB of
+    ``{},`` would take 150 MB to parse). Strings are cut out by a regular expression and only
+    the brackets are walked, so a 20 MB document costs a fraction of its parse."""
+    data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else bytes(text)
+    containers = data.count(b"[") + data.count(b"{")
+    if containers + data.count(b",") <= MAX_DEPTH:  # bounds that cannot reach a limit
+        return min(containers, MAX_DEPTH), containers + data.count(b",") + 1
+    return _walk(data)
+
+
+def _walk(data: bytes) -> tuple[int, int]:
+    bare = _STRING.sub(b"", data)
     depth = deepest = 0
-    in_string = escaped = False
-    for b in data:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif b == 0x5C:  # backslash
-                escaped = True
-            elif b == 0x22:
-                in_string = False
-        elif b == 0x22:
-            in_string = True
-        elif b in (0x5B, 0x7B):
+    for b in bare.translate(None, _NOT_BRACKETS):
+        if b in (0x5B, 0x7B):
             depth += 1
-            if depth > deepest:
-                deepest = depth
-        elif b in (0x5D, 0x7D):
+            deepest = max(deepest, depth)
+        else:
             depth -= 1
-    return deepest
+    return deepest, bare.count(b",") + bare.count(b"[") + bare.count(b"{") + 1
 
 
-def _too_deep(text: str | bytes, limit: int) -> bool:
-    # fast path: a document with fewer brackets than the limit cannot be nested deeper
-    opening = (
-        text.count("[") + text.count("{")
-        if isinstance(text, str)
-        else (text.count(b"[") + text.count(b"{"))
-    )
-    return opening > limit and nesting(text) > limit
+def nesting(text: str | bytes) -> int:
+    """The deepest nesting of ``[`` and ``{`` outside strings (exactly; :func:`shape` may
+    give an upper bound for a document too small to reach a limit)."""
+    return _walk(text.encode("utf-8", "surrogatepass") if isinstance(text, str) else bytes(text))[0]
+
+
+def check_shape(
+    text: str | bytes, what: str, max_values: int | None = None, max_depth: int = MAX_DEPTH
+) -> None:
+    """:class:`JsonError` when ``text`` nests deeper than ``max_depth`` or holds more than
+    ``max_values`` values (both found before parsing, by :func:`shape`)."""
+    depth, values = shape(text)
+    if depth > max_depth:
+        raise JsonError(f"{what}: not usable JSON: nested more than {max_depth} levels deep")
+    if max_values is not None and values > max_values:
+        raise JsonError(
+            f"{what}: not usable JSON: some {values} values, more than the {max_values} "
+            "expected of it"
+        )
 
 
 def loads(
@@ -65,12 +81,13 @@ def loads(
     *,
     expect: type | tuple[type, ...] | None = None,
     max_depth: int = MAX_DEPTH,
+    max_values: int | None = None,
 ) -> Any:
     """``text`` parsed as JSON, or :class:`JsonError` saying why ``what`` cannot be read.
 
-    ``expect``: the type the top level must have (``dict``, ``list``, ...)."""
-    if _too_deep(text, max_depth):
-        raise JsonError(f"{what}: not usable JSON: nested more than {max_depth} levels deep")
+    ``expect``: the type the top level must have (``dict``, ``list``, ...); ``max_values``:
+    at most that many values (see :func:`shape`)."""
+    check_shape(text, what, max_values, max_depth)
     try:
         obj = json.loads(text)
     except RecursionError:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import binascii
 import codecs
-import json
 import logging
 import math
 import re
@@ -29,6 +28,7 @@ from ipaddress import ip_address
 from typing import Any
 from urllib.parse import quote_plus, urlsplit
 
+from auditor import jsonio
 from auditor.bodies import BodyStore
 from auditor.codecs import decode, supported
 from auditor.imports import ImportFileError, ImportReport, SkipKind
@@ -100,11 +100,10 @@ def load_har(data: bytes, name: str) -> HarLog:
             f"{name}: {len(data)} bytes is too large to load as HAR (limit {MAX_HAR_BYTES})"
         )
     try:
-        doc = json.loads(data)
-    except RecursionError:
-        raise ImportFileError(f"{name}: not a HAR file: JSON nested too deeply") from None
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, the int digits limit
-        raise ImportFileError(f"{name}: not a HAR file: not JSON ({_short(str(exc))})") from None
+        doc = jsonio.loads(data, "HAR")  # nesting bounded before parsing
+    except jsonio.JsonError as exc:  # "HAR: not JSON (...)" / "HAR: ... nested ..."
+        why = _short(str(exc).removeprefix("HAR: "))
+        raise ImportFileError(f"{name}: not a HAR file: {why}") from None
     if not isinstance(doc, dict):
         raise ImportFileError(f"{name}: not a HAR file: the top level is {_jtype(doc)}")
     har_log = doc.get("log")

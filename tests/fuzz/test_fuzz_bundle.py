@@ -29,7 +29,6 @@ from auditor.evidence.archive import Limits, check_name, iter_members
 from auditor.evidence.bundle import BUNDLE_JSON, BUNDLE_SIG, build_bundle, verify_bundle
 from auditor.evidence.custody import parse_log
 from auditor.evidence.signing import (
-    _nesting,
     check_signature,
     generate_keypair,
     load_private_key,
@@ -163,7 +162,7 @@ def test_strict_json_and_signature(data: bytes) -> None:
     else:
         # never less deep than the reference scan, where that matters
         if jsonio.nesting(data) > jsonio.MAX_DEPTH:
-            assert _nesting(data) > jsonio.MAX_DEPTH
+            assert jsonio.nesting(data) > jsonio.MAX_DEPTH
     res = check_signature(data, doc)
     json.dumps(res.to_dict(), ensure_ascii=False).encode("utf-8")
 
