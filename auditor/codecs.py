@@ -25,6 +25,8 @@ try:  # Python 3.14 has it in the standard library; mitmproxy brings the backpor
 except ImportError:  # pragma: no cover - depends on the Python version
     from backports import zstd
 
+from auditor.analysis.escape import INVISIBLE
+
 DEFAULT_DECODE_LIMIT = 256 * 1024 * 1024
 # Concatenated gzip members or zstd frames decoded per body. Real bodies have one or a few;
 # thousands of empty ones cost time but produce no output, so the output limit cannot stop them.
@@ -237,8 +239,9 @@ _TEXT_ESCAPE = re.compile(
     r"|\\x(?P<x>[0-9A-Fa-f]{2})"
     r"|\\(?P<p>[!-/:-@\[-`{-~])"
     r"|(?P<ent>&(?:#[0-9]{1,7};?|#[xX][0-9A-Fa-f]{1,6};?|[A-Za-z][A-Za-z0-9]{1,31};))"
-    # characters a reader does not see (soft hyphen, zero widths, joiners, marks, BOM)
-    "|(?P<inv>[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff])"
+    # characters a reader does not see: the set every display escapes (escape.INVISIBLE:
+    # format characters, default ignorables, variation selectors, tags), one definition
+    f"|(?P<inv>[{INVISIBLE}])"
     # fullwidth ASCII (\uff10 reads as 0)
     "|(?P<wide>[\uff01-\uff5e])"
 )

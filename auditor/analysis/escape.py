@@ -22,15 +22,15 @@ from typing import Any
 # - Cs: lone surrogates, as file names decoded with surrogateescape hold them.
 # - the rest of Default_Ignorable_Code_Point, invisible though not Cf: combining grapheme
 #   joiner, Hangul fillers, Khmer inherent vowels, Mongolian and other variation selectors.
-_INVISIBLE = (
+INVISIBLE = (  # a regex character class body; the redaction decoder drops these too
     "\xad\u034f\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u115f\u1160\u17b4\u17b5"
     "\u180b-\u180f\u200b-\u200f\u2028-\u202e\u2060-\u206f\u3164\ud800-\udfff\ufe00-\ufe0f"
     "\ufeff\uffa0\ufff0-\ufffb\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3"
     "\U0001d173-\U0001d17a\U000e0000-\U000e0fff"
 )
-_UNSAFE = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f{_INVISIBLE}]")
+_UNSAFE = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f{INVISIBLE}]")
 # the same and newline and tab, for a value that must stay on one line
-_UNSAFE_LINE = re.compile(f"[\x00-\x1f\x7f-\x9f{_INVISIBLE}]")
+_UNSAFE_LINE = re.compile(f"[\x00-\x1f\x7f-\x9f{INVISIBLE}]")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~:@])")
 # GFM's extended autolinks make a live link of a bare "www." domain, a URL or an e-mail

@@ -721,6 +721,11 @@ FORMS: dict[str, tuple[str, str]] = {
     "email-json-escaped": (r"jane.reporter\u0040example.org", r"reporter\u0040example"),
     "email-html-entity": ("jane.reporter&#64;example.org", "reporter&#64;example"),
     "email-zero-width": ("jane.reporter@exa\u200bmple.org", "reporter@exa\u200bmple"),
+    # the other invisibles every display escapes: combining grapheme joiner, variation
+    # selector, tag character (the decoder and escape.visible share one set)
+    "email-cgj": ("jane.repor\u034fter@example.org", "repor\u034fter@example"),
+    "email-vs16": ("jane.reporter\ufe0f@example.org", "reporter\ufe0f@example"),
+    "email-tag": ("jane.report\U000e0041er@example.org", "report\U000e0041er@example"),
     "imei-fullwidth": ("３５２０９９００１７６１４８１", "２０９９００１７６１"),
     "email-tagged": (quote("Jane.Reporter+app@example.org"), "reporter%2Bapp%40"),
 }
