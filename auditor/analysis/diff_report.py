@@ -9,6 +9,7 @@ from typing import Any
 
 from auditor.analysis.diff import seconds_text
 from auditor.analysis.escape import html_text, md_text
+from auditor.analysis.report.page import CSP
 
 SIDE_WORD = {"a": "A (before)", "b": "B (after)"}
 MAX_IDS_SHOWN = 5
@@ -349,8 +350,7 @@ def _html_table(
 def render_html(doc: Row) -> str:
     parts = [
         "<!doctype html><html lang=en><head><meta charset=utf-8>",
-        "<meta http-equiv=Content-Security-Policy "
-        "content=\"default-src 'none'; style-src 'unsafe-inline'\">",
+        f"<meta http-equiv='Content-Security-Policy' content=\"{CSP}\">",  # the report's
         '<meta name=viewport content="width=device-width,initial-scale=1">',
         f"<title>auditor diff: {html_text(doc['sides']['a']['name'])} / "
         f"{html_text(doc['sides']['b']['name'])}</title>",

@@ -109,11 +109,8 @@ def analyze(
     if canary.any():
         flows = flows[~canary].reset_index(drop=True)
     flows = annotate_distinct(kb, flows)
-    if len(flows):  # a lookalike host name is a counted warning (only non-ASCII or A-labels)
-        distinct = flows[C.NAME].dropna().unique().tolist()
-        warnings += name_warnings(
-            v for v in distinct if isinstance(v, str) and (not v.isascii() or "xn--" in v)
-        )
+    if len(flows):  # a lookalike host name is a counted warning
+        warnings += name_warnings(flows[C.NAME].dropna().unique().tolist())
     first = opened[0]
     manifest = first.manifest
     device = manifest.get("device") or {}

@@ -427,8 +427,8 @@ def name_warnings(values: Iterable[object]) -> list[str]:
     sorted."""
     seen: dict[str, HostName] = {}
     for v in dict.fromkeys(values):
-        if not isinstance(v, str) or not v:
-            continue
+        if not isinstance(v, str) or not v or (v.isascii() and "xn--" not in v):
+            continue  # plain ASCII without an A-label can trick no one (and costs nothing)
         key = key_of_shown(v)
         name = inspect_host(key if key is not None else v)
         if name is not None and name.suspicious:
