@@ -219,10 +219,6 @@ def is_artifact(rel: str) -> bool:
     return rel not in (MANIFEST, CUSTODY)
 
 
-def _artifact_paths(root: Path) -> list[str]:
-    return _walk(root)[0]
-
-
 def _walk(root: Path) -> tuple[list[str], list[str]]:
     """The artifacts under ``root`` (relative paths, sorted), and what a session must not
     hold: links (a linked folder is not walked, yet a reader listing it would follow it) and

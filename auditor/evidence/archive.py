@@ -13,10 +13,9 @@ memory or disk. Plain tar and gzip are read.
 
 from __future__ import annotations
 
+import errno
 import gzip
-import os
 import re
-import stat
 import tarfile
 import zlib
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from auditor.evidence import EvidenceError
+from auditor.fsutil import open_regular
 
 GiB = 1024**3
 MiB = 1024**2
@@ -255,16 +255,12 @@ def iter_members(path: Path, limits: Limits = DEFAULT_LIMITS) -> Iterator[Member
     Raises :class:`UnsafeArchiveError` at the first unsafe member and :class:`EvidenceError`
     when the file is not a readable (gzip) tar archive."""
     path = Path(path)
-    try:
-        # not blocking: a FIFO given as the bundle would wait for a writer forever
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:  # a FIFO given as the bundle would wait for a writer forever
+        fh = open_regular(path)
     except OSError as exc:
+        if exc.errno == errno.EINVAL:
+            raise EvidenceError(f"{path}: not a regular file; a bundle is a file") from None
         raise EvidenceError(f"{path}: cannot open: {exc.strerror or exc}") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise EvidenceError(f"{path}: not a regular file; a bundle is a file")
-    os.set_blocking(fd, True)
-    fh = os.fdopen(fd, "rb")
     with fh:
         magic = fh.read(2)
         fh.seek(0)

@@ -395,10 +395,12 @@ def _compare(
         if where is None and not (rel == FINDINGS and out.differences):
             out.same.append(name)
             continue
-        if rel.endswith(".parquet") and _parquet_writer(theirs) != _parquet_writer(mine):
+        if rel.endswith(".parquet") and (
+            (by_them := _parquet_writer(theirs)) != (by_us := _parquet_writer(mine))
+        ):
             out.not_checked[name] = (
-                f"written by {_parquet_writer(theirs) or 'an unknown writer'}; this auditor "
-                f"writes {_parquet_writer(mine)}, whose bytes differ: compare flows.csv instead"
+                f"written by {by_them or 'an unknown writer'}; this auditor "
+                f"writes {by_us}, whose bytes differ: compare flows.csv instead"
             )
             continue
         out.differ.append(name)

@@ -638,7 +638,7 @@ class KnowledgeBase:
                 return self._attribution(None, None, _NO_NAME, None)
             return self._attribution(None, facts.ip, self._ip_rungs(facts), facts)
         if isinstance(host, str) and (":" in host or host[:1].isdigit()):
-            addr = _address(host)
+            addr = parse_ip(host)
             if addr is not None:  # a flow named by its address: look the address up
                 return self.lookup(None, ip or str(addr), known=known if ip else None)
         # a lookalike's shown form (annotate() puts it in the flow table) stands for its key
@@ -1376,18 +1376,10 @@ def _ip_literal(host: Any) -> str | None:
     """The address a host written as an address stands for (as :meth:`KnowledgeBase.lookup`
     reads it), else None."""
     if isinstance(host, str) and (":" in host or host[:1].isdigit()):
-        addr = _address(host)
+        addr = parse_ip(host)
         if addr is not None:
             return str(addr)
     return None
-
-
-def _address(text: str) -> Any:
-    """parse_ip(), None where it raises (socket.inet_pton refuses text with a NUL)."""
-    try:
-        return parse_ip(text)
-    except ValueError:
-        return None
 
 
 def _per_value(values: np.ndarray, func: Any) -> np.ndarray:
