@@ -34,7 +34,7 @@ from auditor.analysis.policy import Policy, load_policy
 from auditor.analysis.report import write_report
 from auditor.analysis.rules import Context, RuleError, default_rules, run_rules
 from auditor.errors import AuditorError
-from auditor.intel.kb import KnowledgeBase, cert_from_columns
+from auditor.intel.kb import KnowledgeBase, cert_from_columns, show_lookalikes
 from auditor.intel.lookalike import name_warnings
 from auditor.records import CANARY_HOST
 from auditor.session import Session
@@ -179,7 +179,7 @@ def annotate_distinct(kb: KnowledgeBase, flows: pd.DataFrame) -> pd.DataFrame:
             column = done[c].take(codes)
             column.index = out.index
             out[c] = column
-    return out
+    return show_lookalikes(out)  # the key columns too (annotate rewrote them for its rows)
 
 
 DISTINCT_MIN_ROWS = 2000  # below this the table is annotated as it is

@@ -598,14 +598,7 @@ class KnowledgeBase:
                 out[target] = pd.Series(arr, index=out.index, dtype=object)
             else:
                 out[target] = values.to_numpy()
-        if host_column in out.columns:
-            # a lookalike is shown as its A-label behind a marker, everywhere the name goes
-            # (findings, endpoints, tables); lookup() reads the shown form back as its key
-            uniques = out[host_column].dropna().unique()
-            shown = shown_names(uniques.tolist())
-            if shown:
-                out[host_column] = out[host_column].map(lambda v: shown.get(v, v))
-        return out
+        return show_lookalikes(out)
 
     # --- lookups ----------------------------------------------------------------------------
 
@@ -1380,6 +1373,31 @@ def _ip_literal(host: Any) -> str | None:
         if addr is not None:
             return str(addr)
     return None
+
+
+def show_lookalikes(flows: pd.DataFrame) -> pd.DataFrame:
+    """The table with every lookalike host name shown as its A-label behind a marker, in
+    each column that holds a host (name, host, SNI) or a URL, so that findings, endpoints and
+    the flow tables never show the lookalike itself (:meth:`KnowledgeBase.lookup` reads a
+    shown form back as its key). Each distinct value is looked at once; a table without
+    lookalikes is returned as it is."""
+    from auditor.intel.lookalike import shown_url
+
+    out = flows
+    for col in (C.NAME, C.HOST, C.SNI, C.URL):
+        if col not in flows.columns:
+            continue
+        values = flows[col].dropna().unique().tolist()
+        shown: dict[object, object] = (
+            {v: s for v in values if (s := shown_url(v)) != v}
+            if col == C.URL
+            else dict(shown_names(values))
+        )
+        if shown:
+            if out is flows:
+                out = flows.copy(deep=False)
+            out[col] = out[col].map(lambda v, m=shown: m.get(v, v))
+    return out
 
 
 def _per_value(values: np.ndarray, func: Any) -> np.ndarray:

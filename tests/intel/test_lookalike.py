@@ -504,3 +504,42 @@ def test_the_lookalikes_are_counted_warnings_of_findings_json(report: Path) -> N
     doc = json.loads((report / "findings.json").read_text())
     lines = [w for w in doc["warnings"] if "look-alike host name" in w]
     assert len(lines) == len(LOOKALIKES)
+
+
+def test_the_flow_tables_show_the_marker_too(report: Path) -> None:
+    """flows.csv and flows.parquet: the name, host, SNI and URL columns carry the shown form
+    (the lookalike itself was in their host and url columns)."""
+    import pyarrow.parquet as pq
+
+    csv_text = (report / "flows.csv").read_text()
+    table = pq.read_table(report / "flows.parquet").to_pydict()
+    cells = " ".join(str(v) for col in table.values() for v in col)
+    for text in (csv_text, cells):
+        assert "хiaomi" not in text and "miui\u200b" not in text and "miui\u2060" not in text
+    assert "xn--iaomi-pze.com" in csv_text
+
+
+def test_a_large_table_shows_the_marker_in_every_row() -> None:
+    """From 2,000 rows the engine attributes each distinct (name, address) once and spreads
+    the result: the shown form must reach every row there as well."""
+    import pandas as pd
+
+    from auditor import columns as C
+    from auditor.analysis.engine import DISTINCT_MIN_ROWS, annotate_distinct
+    from auditor.intel.kb import KnowledgeBase
+
+    n = DISTINCT_MIN_ROWS + 500
+    names = ["хiaomi.com" if i % 2 else "tracking.miui.com" for i in range(n)]
+    flows = pd.DataFrame(
+        {
+            C.NAME: names,
+            C.SERVER_IP: ["203.0.113.9"] * n,
+            C.URL: [f"https://{h}/v3/x" for h in names],
+        }
+    )
+    out = annotate_distinct(KnowledgeBase.load(), flows)
+    odd = out.iloc[1::2]
+    assert odd[C.NAME].str.startswith("\u26a0 xn--iaomi-pze.com").all()
+    assert odd[C.URL].str.startswith("https://\u26a0 xn--iaomi-pze.com").all()
+    assert (out.iloc[::2][C.NAME] == "tracking.miui.com").all()
+    assert not out[C.NAME].str.contains("хiaomi").any()
