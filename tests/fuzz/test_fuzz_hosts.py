@@ -178,4 +178,5 @@ def test_host_names(raw: str) -> None:
     kb = _kb()
     a = kb.lookup_host(raw)
     b = kb.lookup_host(name.shown)
-    assert (a.host, a.organisation) == (b.host, b.organisation) == (key, a.organisation)
+    assert a.host == b.host == key
+    assert a.organisation == b.organisation
