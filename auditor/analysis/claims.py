@@ -66,14 +66,27 @@ class Claim:
     hosts: tuple[str, ...] = ()
 
 
-def load_claims(path: Path) -> list[Claim]:
+def claim_items(path: Path, error: type[Exception] = ClaimsError) -> list[Any]:
+    """The items of a claims file (a YAML list, or one under ``claims:``): the one reader of
+    both claim languages (these and a diff's), raising ``error`` with the file's name."""
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        doc = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
-        raise ClaimsError(f"{path}: {exc}") from None
+        raise error(f"{path}: {exc}") from None
     items = doc.get("claims") if isinstance(doc, dict) else doc
     if not isinstance(items, list) or not items:
-        raise ClaimsError(f"{path}: expected a list of claims under 'claims:'")
+        raise error(f"{path}: expected a list of claims under 'claims:'")
+    return items
+
+
+def names_organisation(name: str, organisation: str) -> bool:
+    """Whether an organisation's name (lower case) is the claim's organisation (lower case),
+    or that name followed by more words ("xiaomi" names "xiaomi corporation")."""
+    return bool(name) and (name == organisation or name.startswith(organisation + " "))
+
+
+def load_claims(path: Path) -> list[Claim]:
+    items = claim_items(path)
     out = []
     for i, raw in enumerate(items, 1):
         where = f"{path}: claim {i}"

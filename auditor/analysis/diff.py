@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from auditor import jsonio
+from auditor.analysis.claims import claim_items, names_organisation
 from auditor.analysis.model import Verdict
 from auditor.errors import AuditorError
 from auditor.timeutil import now_iso
@@ -675,13 +674,7 @@ def parse_claim(raw: Any, where: str = "claim") -> DiffClaim:
 
 def load_diff_claims(path: Path) -> list[DiffClaim]:
     """A claims file for a diff: ``claims:`` holding mappings or text forms (docs/diff.md)."""
-    try:
-        doc = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise DiffError(f"{path}: {exc}") from None
-    items = doc.get("claims") if isinstance(doc, dict) else doc
-    if not isinstance(items, list) or not items:
-        raise DiffError(f"{path}: expected a list of claims under 'claims:'")
+    items = claim_items(path, DiffError)
     return [parse_claim(raw, f"{path}: claim {i}") for i, raw in enumerate(items, 1)]
 
 
@@ -689,8 +682,7 @@ def _party(row: Mapping[str, Any], claim: DiffClaim, side: str | None = None) ->
     if claim.organisation:
         org = claim.organisation.lower()
         for v in (row.get("recipient"), row.get("organisation_id"), row.get("parent")):
-            name = str(v or "").lower()
-            if name and (name == org or name.startswith(org + " ")):
+            if names_organisation(str(v or "").lower(), org):
                 return True
     if claim.country:
         if row.get("country") == claim.country:
