@@ -13,6 +13,12 @@ within it (``detail``: ``query:imei``, ``x-device``, ``$.deviceInfo.imei``, ``pb
 places are joined with ``|``) and the encoding chain from the outside in, e.g.
 ``gzip > json > base64 > plain``. Hostile input does not crash the scan: every decoder, parser
 and walk is bounded by :class:`Limits`, and a bound that was hit becomes a :class:`ScanWarning`.
+
+The request bodies of the Google endpoints :mod:`auditor.analysis.gproto` knows (Clearcut log
+batches, the Firebase Analytics upload, the check-in) are read by their message definitions:
+their places are field names (``log_event[0].source_extension|pb:3``, ``checkin.build.model``),
+each reading is listed in :attr:`ScanResult.decoded`, and a body its definition does not read
+is walked without a schema, with a ``schema-decode`` warning.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes, urlsplit
 
 from auditor import codecs
+from auditor.analysis import gproto
 from auditor.analysis.identifiers import (
     MIN_NEEDLE_LENGTH,
     Encoding,
@@ -91,6 +98,7 @@ class WarningKind(StrEnum):
     BLOB_LIMIT = "blob-limit"  # more base64/hex blobs in one buffer than Limits.max_blobs
     BODY_TRUNCATED = "body-truncated"  # the capture kept only the first part of the body
     BODY_MISSING = "body-missing"  # the session has no stored bytes for the body
+    SCHEMA_DECODE = "schema-decode"  # a body its endpoint's message definition does not read
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,10 +181,37 @@ class ScanWarning:
 
 
 @dataclass(frozen=True, slots=True)
+class SchemaReading:
+    """A body read by a published message definition (:mod:`auditor.analysis.gproto`)."""
+
+    part: Part
+    endpoint: str  # "clearcut", "checkin", "firebase-analytics"
+    message: str  # full name in schemas.desc
+    fields: int
+    unknown_fields: int  # fields the definition does not name (shown as pb:N)
+    log_sources: tuple[str, ...]  # Clearcut log source names, in order
+    citation: str
+    sample: tuple[dict[str, Any], ...] = field(default=(), compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "part": self.part.value,
+            "endpoint": self.endpoint,
+            "message": self.message,
+            "fields": self.fields,
+            "unknown_fields": self.unknown_fields,
+            "log_sources": list(self.log_sources),
+            "citation": self.citation,
+            "sample": list(self.sample),
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class ScanResult:
     matches: tuple[IdentifierMatch, ...] = ()
     warnings: tuple[ScanWarning, ...] = ()
     bytes_scanned: int = 0  # all buffers searched, decoded layers included
+    decoded: tuple[SchemaReading, ...] = ()  # bodies read by their message definitions
 
     @property
     def identifiers(self) -> frozenset[str]:
@@ -190,6 +225,7 @@ class ScanResult:
             "matches": [m.to_dict() for m in self.matches],
             "warnings": [w.to_dict() for w in self.warnings],
             "bytes_scanned": self.bytes_scanned,
+            "decoded": [d.to_dict() for d in self.decoded],
         }
 
 
@@ -224,10 +260,14 @@ class Scanner:
         part: Part = Part.REQUEST,
         location: Location = Location.BODY,
         detail: str = "",
+        url: str | None = None,
     ) -> ScanResult:
-        """Identifiers in one payload (a body as on the wire, or any buffer)."""
+        """Identifiers in one payload (a body as on the wire, or any buffer). With ``url``, a
+        request body sent there is read by its message definition when gproto knows one."""
         walk = _Walk(self)
         walk.part, walk.location = part, location
+        if part is Part.REQUEST and location is Location.BODY and not detail:
+            walk.endpoint = gproto.endpoint_for(url)
         walk.body(data, content_encoding, content_type, detail)
         return self._done(walk)
 
@@ -251,8 +291,10 @@ class Scanner:
             walk.part = part
             for name, value in pairs:
                 walk.header(name, value)
+        endpoint = gproto.endpoint_for(url)
         for b in bodies:
             walk.part, walk.location = b.part, Location.BODY
+            walk.endpoint = endpoint if b.part is Part.REQUEST else None
             walk.body(b.data, b.content_encoding, b.content_type, "")
         return self._done(walk)
 
@@ -293,7 +335,7 @@ class Scanner:
         if not extra:
             return res
         self.warning_counts.update(w.kind for w in extra)
-        return ScanResult(res.matches, tuple(extra) + res.warnings, res.bytes_scanned)
+        return ScanResult(res.matches, tuple(extra) + res.warnings, res.bytes_scanned, res.decoded)
 
     def _done(self, walk: _Walk) -> ScanResult:
         self.payloads += 1
@@ -302,6 +344,7 @@ class Scanner:
             tuple(sorted(walk.order, key=IdentifierMatch.sort_key)),
             tuple(walk.warnings),
             walk.scanned,
+            tuple(walk.readings),
         )
 
 
@@ -352,6 +395,7 @@ _ESCAPE_CHAR = re.compile(rb"[\\%]")
 _WS = str.maketrans("", "", "\t\n\r")
 _SIMPLE_ESCAPES = {b"n": b"\n", b"t": b"\t", b"r": b"\r", b"b": b"\b", b"f": b"\f"}
 _FORM_SNIFF_MAX = 1024 * 1024
+SCHEMA_SAMPLE = 40  # decoded fields of a schema reading kept in ScanResult.decoded
 
 
 def _sub(outer: str, inner: str) -> str:
@@ -657,6 +701,8 @@ class _Walk:
         self.decoded = 0
         self.last_decode_error = False
         self.scanned = 0
+        self.endpoint: gproto.Endpoint | None = None  # the request body's message definition
+        self.readings: list[SchemaReading] = []
 
     # -- bookkeeping
 
@@ -827,6 +873,10 @@ class _Walk:
             if decoded is not None and clean:
                 return  # else the magic number may have been a coincidence: read it as is too
         found = self.find(data, detail)
+        if self.endpoint is not None and not detail and not _looks_text(data):
+            endpoint, self.endpoint = self.endpoint, None  # the body's outermost message only
+            if self.walk_schema(endpoint, data, found, chain, depth):
+                return
         if not found and not self._hidden(data):
             return
         kind, boundary = _sniff(data, ctype)
@@ -872,6 +922,53 @@ class _Walk:
             alt = unquote_to_bytes(data)
             if alt != data:
                 yield Encoding.URL, alt
+
+    def walk_schema(
+        self,
+        endpoint: gproto.Endpoint,
+        data: bytes,
+        found: Found,
+        chain: tuple[Encoding, ...],
+        depth: int,
+    ) -> bool:
+        """A request body read by its endpoint's message definition: every leaf named by its
+        path of field names (fields the definition lacks by number, ``pb:N``), and those that
+        hold a needle viewed further (a bytes field as a schema-less protobuf, and so on).
+        64-bit integers are also read as hex, the spelling of an Android ID."""
+        try:
+            got = gproto.decode(data, endpoint.messages, max_fields=self.lim.max_nodes - self.nodes)
+        except gproto.SchemaError as exc:
+            self.warn(
+                WarningKind.SCHEMA_DECODE,
+                "",
+                f"{endpoint.name}: {exc}; read without its definition",
+            )
+            return False
+        self.nodes += len(got.fields)
+        self.readings.append(
+            SchemaReading(
+                self.part,
+                endpoint.name,
+                got.message,
+                len(got.fields),
+                got.unknown,
+                tuple(got.values("log_source_name")),
+                endpoint.citation,
+                tuple(f.to_dict() for f in got.fields[:SCHEMA_SAMPLE]),
+            )
+        )
+        if not found and not self._hidden(data):
+            return True
+        leaves: list[tuple[str, bytes]] = []
+        for f in got.fields:
+            leaves.append((f.path, f.value))
+            if f.integer is not None and f.integer > 0xFFFFFFFF:
+                leaves.append((f"{f.path} (hex)", b"%x" % (f.integer & 0xFFFFFFFFFFFFFFFF)))
+        pchain = (*chain, Encoding.PROTOBUF)
+        mark = len(self.order)
+        self.view_leaves(leaves, pchain, "", depth + 1)
+        self.rescue(found, mark, pchain, "pb", data)
+        return True
 
     def walk_text(
         self, data: bytes, found: Found, chain: tuple[Encoding, ...], detail: str, depth: int
@@ -1301,14 +1398,18 @@ class DecodedView:
 _B64_TEXT = re.compile(rb"[A-Za-z0-9+/]+={0,2}|[A-Za-z0-9_-]+={0,2}")
 _HEX_TEXT = re.compile(rb"(?:[0-9a-fA-F]{2})+")
 MIN_ENCODED_VALUE = 64  # characters: shorter base64/hex text (hashes, ids, nonces) stays text
+_WALKED_KINDS = frozenset(
+    {gproto.FieldKind.STRING, gproto.FieldKind.BYTES, gproto.FieldKind.UNKNOWN_BYTES}
+)
 
 
 class _Decoder:
-    def __init__(self, limits: Limits) -> None:
+    def __init__(self, limits: Limits, endpoint: gproto.Endpoint | None = None) -> None:
         self.lim = limits
         self.view = DecodedView()
         self.nodes = 0
         self.exhausted = False
+        self.endpoint = endpoint  # the body's message definition, for its outermost message
 
     def warn(self, message: str) -> None:
         if message not in self.view.warnings:
@@ -1365,6 +1466,10 @@ class _Decoder:
             if codec != "deflate":  # two bytes of zlib header are often a coincidence
                 self.view.leaves.append(Leaf(path, name, chain, data, LeafKind.COMPRESSED))
                 return
+        if self.endpoint is not None and not path and not _looks_text(data):
+            endpoint, self.endpoint = self.endpoint, None
+            if self.walk_schema(endpoint, data, chain, depth):
+                return
         kind, boundary = _sniff(data, ctype)
         if kind is _Kind.JSON and self.walk_json(data, chain, path, name, depth):
             return
@@ -1390,6 +1495,23 @@ class _Decoder:
             return
         if not self.walk_protobuf(data, chain, path, depth, trusted=kind is _Kind.PROTOBUF):
             self.leaf(path, name, chain, data)
+
+    def walk_schema(
+        self, endpoint: gproto.Endpoint, data: bytes, chain: tuple[Encoding, ...], depth: int
+    ) -> bool:
+        try:
+            got = gproto.decode(data, endpoint.messages, max_fields=self.lim.max_nodes - self.nodes)
+        except gproto.SchemaError as exc:
+            self.warn(f"{endpoint.name}: {exc}; read without its definition")
+            return False
+        self.nodes += len(got.fields)
+        pchain = (*chain, Encoding.PROTOBUF)
+        for f in got.fields:
+            if f.kind in _WALKED_KINDS:
+                self.walk(f.value, pchain, f.path, f.name, depth + 1)
+            else:
+                self.view.leaves.append(Leaf(f.path, f.name, pchain, f.value, LeafKind.TEXT))
+        return True
 
     def walk_encoded_text(
         self, data: bytes, chain: tuple[Encoding, ...], path: str, name: str, depth: int
@@ -1486,11 +1608,13 @@ def decoded_view(
     content_encoding: str | None = None,
     limits: Limits | None = None,
     path: str = "",
+    url: str | None = None,
 ) -> DecodedView:
     """Every innermost piece of a payload (a body as on the wire), each with where it was and
     the layers undone to reach it. A layer that would not decode leaves its bytes as they are
-    (``compressed`` when a magic number said so)."""
-    dec = _Decoder(limits or Limits())
+    (``compressed`` when a magic number said so). With ``url``, a request body sent to an
+    endpoint :mod:`auditor.analysis.gproto` knows is read by its message definition."""
+    dec = _Decoder(limits or Limits(), None if path else gproto.endpoint_for(url))
     chain: tuple[Encoding, ...] = ()
     for enc in reversed(codecs.split_encodings(content_encoding)):
         if enc == "identity":
