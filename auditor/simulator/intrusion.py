@@ -63,8 +63,8 @@ def intrusion_events(
 ) -> list[dict[str, Any]]:
     """The handset's DNS and connect events, in time order, as the JSON objects of the log."""
     packages: dict[int, str] = {}
-    for name in sorted(device.packages):  # a shared UID: its first package, always the same
-        packages.setdefault(device.packages[name].pkg.uid, name)
+    for pkg in sorted(device.packages):  # a shared UID: its first package, always the same
+        packages.setdefault(device.packages[pkg].pkg.uid, pkg)
     out: list[tuple[float, dict[str, Any]]] = []
     queries: dict[tuple[str, int], tuple[float, int, str]] = {}
     for p in packets:
