@@ -16,6 +16,7 @@ with an event saying so, and the restore is retried when the device comes back (
 from __future__ import annotations
 
 import fcntl
+import inspect
 import logging
 import os
 import secrets
@@ -132,6 +133,9 @@ class AuditOptions:
     notes: str = ""
     packets: str = "auto"  # auto | off | iface:NAME | adb-tcpdump | pcapdroid
     restore_wait: float = 30.0  # how long to wait for a device that went away, to restore it
+    # QUIC forced to TCP (UDP 443 dropped): None = on when the phone has root (iptables) or
+    # PCAPdroid captures (its own blocking); True = required; False = --no-block-quic
+    block_quic: bool | None = None
 
 
 @dataclass
@@ -191,6 +195,12 @@ def run_audit(opts: AuditOptions, on_progress: ProgressFn | None = None) -> Audi
     if scenario.needs_shell and not opts.allow_shell:
         StepRunner.refuse_shell(scenario)
     handset = Handset(opts.serial)
+    if opts.block_quic and opts.packets != "pcapdroid" and handset.root_method() is None:
+        raise DeviceError(
+            f"{handset.serial}: --block-quic drops UDP 443 with iptables, which needs root; "
+            "on a phone without root use --packets pcapdroid (its VPN blocks QUIC) or "
+            "--no-block-quic"
+        )
     with device_lock(handset.serial):
         return _Audit(handset, scenario, opts, on_progress or (lambda p: None)).run()
 
@@ -221,6 +231,7 @@ class _Audit:
         self.notes: list[str] = []
         self.proxy_exit: ProxyExit | None = None
         self.manifest: dict[str, Any] = {}
+        self.quic: dict[str, Any] = {"blocked": False, "method": None}
         self.ticking = False
         self.started = time.monotonic()
         self._quit = threading.Event()
@@ -317,10 +328,15 @@ class _Audit:
         self._pause("proxy")
 
         self._enter("starting packet capture")
+        want_quic_blocked = opts.block_quic is not False
         with self.guard.deferred():  # a capture that started is one that gets stopped
-            self.packets = _start_packets(h, writer, self.journal, opts.packets, self.notes)
+            self.packets = _start_packets(
+                h, writer, self.journal, opts.packets, self.notes, block_quic=want_quic_blocked
+            )
         self._pause("packets")
         self._check_proxy()
+        by_pcapdroid = bool(getattr(self.packets, "auditor_blocks_quic", False))
+        by_iptables = want_quic_blocked and not by_pcapdroid and h.root_method() is not None
 
         self.setup = CaptureSetup(
             h,
@@ -331,10 +347,14 @@ class _Audit:
             ca=opts.ca,
             ca_pem=ca_pem_from(ca_cert_path(opts.confdir)) if opts.ca != "none" else None,
             private_dns_off=opts.private_dns_off,
+            block_quic=by_iptables,
             checkpoint=lambda name: self._pause(f"setup-{name}"),
         )
         self._enter("setting up the device")
-        self.setup.apply()
+        try:
+            self.setup.apply()
+        finally:
+            self._quic_decided(by_pcapdroid)
         for n in self.setup.notes:
             writer.event("setup_note", n)
         self.notes += self.setup.notes
@@ -376,6 +396,32 @@ class _Audit:
         self._check_proxy()
         self.status = STATUS_COMPLETE
         self.stopped_by = "stopped" if run.stopped else "scenario_done"
+
+    def _quic_decided(self, by_pcapdroid: bool) -> None:
+        """What the manifest says of QUIC (``quic``), and an event for the timeline."""
+        assert self.writer is not None and self.setup is not None
+        requested = {None: "auto", True: "on", False: "off"}[self.opts.block_quic]
+        if by_pcapdroid:
+            quic: dict[str, Any] = {"blocked": True, "method": "pcapdroid"}
+        elif self.setup.quic.get("blocked"):
+            quic = dict(self.setup.quic)
+        elif not self.setup.block_quic and requested != "off":
+            quic = {"blocked": False, "method": None, "why": "no root for iptables"}
+        else:
+            quic = {"blocked": False, "method": None, "why": "--no-block-quic"}
+        if self.setup.block_quic and not quic["blocked"]:
+            quic["why"] = "the device setup stopped before the iptables rules were in"
+        self.quic = {**quic, "requested": requested}
+        if quic["blocked"]:
+            self._event("quic_blocked", f"UDP 443 dropped by {quic['method']}", **self.quic)
+        else:
+            why = quic.get("why", "")
+            self._event("quic_not_blocked", f"QUIC may bypass the proxy: {why}", **self.quic)
+            if requested == "auto" and why != "--no-block-quic":
+                self.notes.append(
+                    f"QUIC not blocked ({why}): apps that speak it bypass the proxy; the "
+                    "packet capture, if any, shows how much"
+                )
 
     def _proxy(self) -> Mitmdump:
         """mitmdump's options: upstream mode toward a virtual handset's offline internet."""
@@ -485,7 +531,11 @@ class _Audit:
             )
             self.stopped_by = "signal"
         self._event("capture_stopped", self.stopped_by, exit_status=rc, restored=self.restored)
-        updates: dict[str, Any] = {"stopped_by": self.stopped_by, "restored": self.restored}
+        updates: dict[str, Any] = {
+            "stopped_by": self.stopped_by,
+            "restored": self.restored,
+            "quic": self.quic,
+        }
         if self.detail:
             updates["stop_detail"] = self.detail
         try:
@@ -656,10 +706,17 @@ def _pcapdroid_hint(h: Handset) -> str:
 
 
 def _start_packets(
-    h: Handset, writer: SessionWriter, journal: RestoreJournal, spec: str, notes: list[str]
+    h: Handset,
+    writer: SessionWriter,
+    journal: RestoreJournal,
+    spec: str,
+    notes: list[str],
+    *,
+    block_quic: bool = False,
 ) -> Any:
     """Start the packet capture ``--packets`` asks for (``auto``: adb-tcpdump when the device
-    has root and tcpdump, else none, and say so)."""
+    has root and tcpdump, else none, and say so). With ``block_quic`` and no root, PCAPdroid
+    is asked to block QUIC itself; its source then has ``auditor_blocks_quic`` set."""
     from auditor.packets.live import TCPDUMP_ERR, AdbTcpdump, IfaceSniffer, PacketsSpec
 
     def tcpdump() -> Any:
@@ -703,7 +760,20 @@ def _start_packets(
         from auditor.packets.live import start_pcapdroid
 
         # PCAPdroid's TCP exporter through adb reverse; its start and the reverse are
-        # journalled, and undone on the way out if it fails half-way
-        source = start_pcapdroid(h, writer.path, journal)
+        # journalled, and undone on the way out if it fails half-way. Its own QUIC blocking
+        # (the block_quic extra of its API, from version code 51; docs/app_api.md) when there
+        # is no root to drop it with iptables.
+        # Asked for only where auditor.packets.live passes it on (newer than this file).
+        blocks = (
+            block_quic
+            and h.root_method() is None
+            and "block_quic" in inspect.signature(start_pcapdroid).parameters
+        )
+        if blocks:
+            kw: dict[str, Any] = {"block_quic": True}
+            source = start_pcapdroid(h, writer.path, journal, **kw)
+            source.auditor_blocks_quic = True
+        else:
+            source = start_pcapdroid(h, writer.path, journal)
     writer.event("packets_started", spec)
     return source

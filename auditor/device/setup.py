@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import shlex
 import signal
 import threading
@@ -29,6 +30,13 @@ log = logging.getLogger(__name__)
 
 STAGING = "/data/local/tmp/auditor-ca"
 USER_CA_DOWNLOAD = "/sdcard/Download/auditor-mitmproxy-ca.crt"
+
+# QUIC forced to TCP: UDP 443 dropped as the phone sends it, both families, so that apps fall
+# back to TCP through the proxy (the method of Leith 2021 and Liu, Patras and Leith 2021).
+# Inserted first in OUTPUT, ahead of the chains Android's netd puts there.
+QUIC_RULE = ("OUTPUT", "-p", "udp", "--dport", "443", "-j", "DROP")
+IPTABLES = ("iptables", "ip6tables")
+_RULE_WORD = re.compile(r"[A-Za-z0-9_.:/-]+")
 
 
 class Interrupted(BaseException):
@@ -164,10 +172,42 @@ def undo_change(h: Handset, undo: dict[str, Any]) -> None:
             for k, v in (undo.get("extras") or {}).items()
         )
         h.sh(f"am start {extras} -n {shlex.quote(str(undo['component']))}").check()
+    elif kind == "iptables":
+        binary, rule = _checked_rule(undo)
+        for _ in range(16):  # the same rule added again after a reboot: delete every copy
+            if not _rule_present(h, binary, rule):
+                return
+            h.su(iptables_command(binary, "-D", rule)).check()
+        raise DeviceError(f"{binary}: the rule {' '.join(rule)} keeps coming back")
     elif kind == "noop":
         return
     else:
         raise DeviceError(f"unknown undo action {kind!r} in the restore journal")
+
+
+def iptables_command(binary: str, op: str, rule: tuple[str, ...] | list[str]) -> str:
+    """``iptables -w OP RULE...`` (``-w``: wait for the xtables lock netd may hold)."""
+    return " ".join([binary, "-w", op, *(shlex.quote(w) for w in rule)])
+
+
+def _checked_rule(undo: dict[str, Any]) -> tuple[str, list[str]]:
+    """The binary and rule of an ``iptables`` undo, refused unless they are plain words: a
+    journal is read back from a session file, and nothing in it runs as raw shell."""
+    binary, rule = undo.get("binary"), undo.get("rule")
+    if binary not in IPTABLES or not isinstance(rule, list) or not rule:
+        raise DeviceError(f"bad iptables undo in the restore journal: {binary!r} {rule!r}")
+    if not all(isinstance(w, str) and _RULE_WORD.fullmatch(w) for w in rule):
+        raise DeviceError(f"bad iptables rule in the restore journal: {rule!r}")
+    return str(binary), [str(w) for w in rule]
+
+
+def _rule_present(h: Handset, binary: str, rule: tuple[str, ...] | list[str]) -> bool:
+    """``-C``: 0 the rule is there, 1 it is not; a phone without the binary (127) has none."""
+    r = h.su(iptables_command(binary, "-C", rule))
+    if r.returncode in (1, 127):
+        return False
+    r.check()
+    return True
 
 
 def _mounted(h: Handset, path: str) -> bool:
@@ -187,7 +227,10 @@ class CaptureSetup:
     ca: str = "user"  # user | system | none | auto (system with root, else user)
     ca_pem: bytes | None = None
     private_dns_off: bool = True
+    block_quic: bool = False  # drop UDP 443 with iptables and ip6tables (needs root)
     notes: list[str] = field(default_factory=list)
+    # how QUIC was blocked, for the session manifest: {"blocked", "method", "rules"}
+    quic: dict[str, Any] = field(default_factory=lambda: {"blocked": False, "method": None})
     held_signals: list[int] = field(default_factory=list)
     # called with "ca" (mid-way through installing the CA) and "proxy" (before the proxy is
     # set): the fault tests stop the audit there (auditor.audit's test hook)
@@ -213,6 +256,8 @@ class CaptureSetup:
             if not self.ca_pem:
                 raise DeviceError("no CA certificate to install")
             self.install_ca()
+        if self.block_quic:
+            self.drop_quic()
         if self.private_dns_off:
             mode = h.setting_get("global", "private_dns_mode")
             if mode not in ("off",):
@@ -227,6 +272,26 @@ class CaptureSetup:
             self.journal.applied(cid)
         self._checkpoint("proxy")
         self._set("global", "http_proxy", f"{self.device_proxy_host()}:{self.proxy_port}")
+
+    def drop_quic(self) -> None:
+        """UDP 443 dropped in OUTPUT, IPv4 and IPv6, each rule journalled before it is added."""
+        h = self.handset
+        if not h.root_method():
+            raise DeviceError(
+                f"{h.serial}: --block-quic drops UDP 443 with iptables, which needs root "
+                "(or --packets pcapdroid, whose VPN blocks QUIC by itself); "
+                "--no-block-quic to capture without"
+            )
+        rules = []
+        for binary in IPTABLES:
+            cid = self._change(
+                f"{binary} -I {' '.join(QUIC_RULE)} (QUIC forced to TCP)",
+                {"kind": "iptables", "binary": binary, "rule": list(QUIC_RULE)},
+            )
+            h.su(iptables_command(binary, "-I", QUIC_RULE)).check()
+            self.journal.applied(cid)
+            rules.append(f"{binary} -I {' '.join(QUIC_RULE)}")
+        self.quic = {"blocked": True, "method": "iptables", "rules": rules}
 
     def device_proxy_host(self) -> str:
         return {"reverse": "127.0.0.1", "emulator": "10.0.2.2"}.get(self.route, self.proxy_host)
@@ -341,6 +406,10 @@ class CaptureSetup:
         if self.ca == "system" and h.root_method() and not _mounted(h, SYSTEM_CA_DIR):
             assert self.ca_pem is not None
             self._install_system_ca(f"{subject_hash_old(self.ca_pem)}.0")
+        if self.quic.get("method") == "iptables":  # journalled already: undone as one
+            for binary in IPTABLES:
+                if not _rule_present(h, binary, QUIC_RULE):
+                    h.su(iptables_command(binary, "-I", QUIC_RULE)).check()
 
     # ----------------------------------------------------------------------------- restore
     def restore(self, *, act_on_signals: bool = True) -> UndoReport:

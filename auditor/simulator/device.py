@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from auditor.simulator.interface import STDERR, STDOUT, DeviceBackend, ReverseOpener
+from auditor.simulator.netfilter import Netfilter
 from auditor.simulator.pcapdroid import CTRL_ACTIVITY as PCAPDROID_CTRL
 from auditor.simulator.pcapdroid import PACKAGE as PCAPDROID
 from auditor.simulator.pcapdroid import SERVICE as PCAPDROID_SERVICE
@@ -407,6 +408,7 @@ class VirtualDevice:
         self._log_seq = itertools.count(1)
         self.sockets: dict[int, Socket] = {}
         self.packet_log: PacketLog | None = None  # what tcpdump sees; the network stack's log
+        self.netfilter = Netfilter()  # iptables/ip6tables: what the network stack may send
         self._handles = itertools.count(1)
         self._inodes = itertools.count(43210)
         self.foreground: tuple[str, str] = ("", "")
@@ -1000,6 +1002,7 @@ class VirtualDevice:
             self.boot_time = time.time() - KERNEL_BOOT_SECONDS
             self._boot_id = _uuid_from(p.id, self.boot_count)
             self.vfs.reset_mounts()
+            self.netfilter.flush_all()
             self.adbd_root = False
             self.props = {**p.props, **self._persist_props}
             self.props.update(
@@ -2999,6 +3002,14 @@ def _ip(ctx: Ctx) -> int:
         return 0
     ctx.err("Usage: ip [ OPTIONS ] OBJECT { COMMAND | help }\n")
     return 255
+
+
+@ANDROID.command("iptables", "ip6tables")
+def _iptables(ctx: Ctx) -> int:
+    status, out, err = _device(ctx).netfilter.command(ctx.name, list(ctx.args), ctx.cred.is_root)
+    ctx.out(out)
+    ctx.err(err)
+    return status
 
 
 # ---- root, mounts and namespaces -------------------------------------------------------------

@@ -8,7 +8,12 @@ Android's rules, applied to the device's own state:
 - ``10.0.2.2:PORT`` is the emulator's alias of the host's loopback: a direct connection;
 - with no proxy, apps connect straight to the internet (the offline internet's port, standing
   for the address DNS gave);
-- DNS over UDP and push channels on their own ports never use the proxy.
+- DNS over UDP and push channels on their own ports never use the proxy;
+- Google's apps (:data:`QUIC_APPS`) try QUIC first for an https URL: a client Initial on UDP
+  443 straight to the server, proxy or not. The offline internet speaks no QUIC, so no answer
+  comes and the request goes on over TCP at once, as Chrome's network stack races the two;
+  when the phone's OUTPUT chain drops UDP 443 (``iptables``, :mod:`.netfilter`) the Initial
+  never leaves (``sendto`` fails with EPERM) and only the TCP request is seen.
 
 HTTPS is real TLS. Apps verify certificates against the device's trust stores as they are at
 that moment: system apps trust the system store (the conscrypt APEX store from Android 14),
@@ -37,6 +42,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from auditor.device.parsers import parse_global_proxy
+from auditor.simulator.quic import client_initial
 
 if TYPE_CHECKING:
     from auditor.simulator.device import VirtualDevice
@@ -48,6 +54,14 @@ TRUST_SYSTEM = "system"
 TRUST_USER = "user"
 TRUST_PINNED = "pinned"
 KEEPALIVE = 5.0
+# The double's QUIC speakers: Google's apps, whose network stack (Cronet, Chrome's) prefers QUIC
+# to Google's servers; the studies dropped UDP 443 to make them fall back to TCP (Leith 2021).
+QUIC_APPS = (
+    "com.google.android.gms",
+    "com.android.vending",
+    "com.android.chrome",
+    "com.google.android.youtube",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +232,8 @@ class DeviceNetwork:
             raise ValueError("https needs a trust store")
         port = u.port or (443 if tls else 80)
         path = (u.path or "/") + (f"?{u.query}" if u.query else "")
+        if tls and port == 443 and self.speaks_quic(uid):
+            self.quic_attempt(uid, host)
         conn, via = self._connect(uid, host, port, use_proxy=True)
         try:
             sock: socket.socket = conn.sock
@@ -251,6 +267,39 @@ class DeviceNetwork:
             conn.close()
 
     # ---------------------------------------------------------------------- bypassing paths
+    def speaks_quic(self, uid: int) -> bool:
+        return any(self.device.package_uid(p) == uid for p in QUIC_APPS)
+
+    def quic_attempt(self, uid: int, host: str) -> bool:
+        """A QUIC client Initial to ``host``:443 over UDP, never through the proxy. Returns
+        whether it left the phone (the packet filter may drop it)."""
+        dst = self.resolve(host)
+        family = "ipv6" if ":" in dst else "ipv4"
+        tag = "cr_QuicStreamFactory"
+        verdict = self.device.netfilter.verdict(family, "udp", 443)
+        if verdict != "ACCEPT":
+            why = "ERR_CONNECTION_REFUSED" if verdict == "REJECT" else "EPERM"
+            self.device.log(
+                tag, f"QUIC to {host}:443 failed ({why}); using TCP", priority="D", uid=uid
+            )
+            return False
+        datagram = client_initial(host)
+        lport = next(self._ports)
+        handle = self.device.open_socket(uid, "udp", (self.local_ip, lport), (dst, 443), 7)
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                try:  # into the offline internet, where nothing listens for it
+                    s.sendto(datagram, self.internet)
+                except OSError:
+                    pass
+            self.packets.add(
+                Packet(time.time(), "udp", self.local_ip, lport, dst, 443, datagram, uid=uid)
+            )
+        finally:
+            self.device.close_socket(handle)
+        self.device.log(tag, f"no QUIC answer from {host}:443; using TCP", priority="D", uid=uid)
+        return True
+
     def dns_query(self, uid: int, name: str) -> bytes | None:
         """A DNS query over UDP straight to the resolver (never through the proxy)."""
         if self.dns is None:
