@@ -50,7 +50,8 @@ class Audit:
 class ExportResult:
     dataset: Path
     exported: list[dict[str, Any]] = field(default_factory=list)
-    skipped: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)  # already in the dataset
+    failed: list[dict[str, Any]] = field(default_factory=list)  # could not be read
     files: list[Path] = field(default_factory=list)
     removed: list[Path] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -60,6 +61,7 @@ class ExportResult:
             "dataset": str(self.dataset),
             "exported": self.exported,
             "skipped": self.skipped,
+            "failed": self.failed,
             "files_written": len(self.files),
             "uncommitted_files_removed": len(self.removed),
             "warnings": self.warnings,
@@ -333,8 +335,8 @@ def export(
     on_progress: Callable[[int, int, str], None] | None = None,
 ) -> ExportResult:
     """Append ``inputs`` to the dataset at ``dataset`` (made when missing). An input already
-    there (same key) is skipped; so is an input that cannot be read, with its reason, and
-    the others go on."""
+    there (same key) is skipped; an input that cannot be read is listed under ``failed``
+    with its reason, and the others go on."""
     if not inputs:
         raise FleetError("nothing to export")
     ds = Dataset.open(Path(dataset), create=True)
@@ -358,7 +360,7 @@ def export(
                     audit = read_audit(Path(path), Path(tmp) / str(i))
                     key = session_key(audit.doc)
                 except AuditorError as exc:
-                    res.skipped.append({"input": str(path), "reason": str(exc)})
+                    res.failed.append({"input": str(path), "reason": str(exc)})
                     continue
                 if key in known:
                     res.skipped.append(
