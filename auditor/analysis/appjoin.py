@@ -193,7 +193,8 @@ def join(
     # DNS: the lookups that answered the server's address, or asked for the flow's name
     dns_keys, dns_t, dns_p, dns_r = [], [], [], []
     for e in lookups:
-        for key in {*(("ip", a) for a in e.addresses), ("name", (e.hostname or "").lower().rstrip("."))}:
+        name = ("name", (e.hostname or "").lower().rstrip("."))
+        for key in dict.fromkeys([*(("ip", a) for a in e.addresses), name]):
             dns_keys.append(key)
             dns_t.append(e.ts - shift)
             dns_p.append(e.package)

@@ -62,9 +62,15 @@ def intrusion_events(
     device: VirtualDevice, packets: Iterable[Packet], names: Mapping[str, str] = {}
 ) -> list[dict[str, Any]]:
     """The handset's DNS and connect events, in time order, as the JSON objects of the log."""
+    # Android names a UID by PackageManager.getNameForUid: the package, or for a shared UID
+    # "<sharedUserId>:<uid>" (android.uid.system:1000)
     packages: dict[int, str] = {}
-    for pkg in sorted(device.packages):  # a shared UID: its first package, always the same
-        packages.setdefault(device.packages[pkg].pkg.uid, pkg)
+    for name in sorted(device.packages):
+        pkg = device.packages[name].pkg
+        if pkg.shared_user:
+            packages[pkg.uid] = f"{pkg.shared_user}:{pkg.uid}"
+        else:
+            packages.setdefault(pkg.uid, name)
     out: list[tuple[float, dict[str, Any]]] = []
     queries: dict[tuple[str, int], tuple[float, int, str]] = {}
     for p in packets:

@@ -1,0 +1,312 @@
+"""The OS log joined to a session's flows (auditor.analysis.appjoin): the rules on small
+tables, then a session the virtual handset made, whose apps are known to the test."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from auditor import columns as C
+from auditor.analysis import appjoin
+from auditor.analysis.appjoin import AMBIGUOUS, CONNECT, DNS, NONE, Window
+from auditor.analysis.flowtable import build_flow_table
+from auditor.analysis.packetflows import read_packet_flows
+from auditor.imports import ImportFormat, ImportReport
+from auditor.imports.intrusion import OsNetworkEvent, intrusion_records, read_events
+from auditor.imports.session import import_files
+from auditor.session import Session
+
+T = 1_778_572_800.0
+
+
+def flows(*rows: dict) -> pd.DataFrame:
+    base = {
+        C.FLOW_ID: "f",
+        C.RECORD_TYPE: "packet_flow",
+        C.SEEN_BY: "packets",
+        C.CLIENT_IP: "10.0.0.2",
+        C.CLIENT_PORT: None,
+        C.SERVER_PORT: 443,
+        C.NAME: "",
+        C.APPS: "",
+        C.APP_EVIDENCE: NONE,
+    }
+    out = []
+    for i, r in enumerate(rows):
+        row = base | {C.FLOW_ID: f"f{i}"} | r
+        row[C.START] = pd.Timestamp(row.pop("t"), unit="s", tz="UTC")
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def connect(t: float, pkg: str, ip: str, port: int = 443, line: int = 1) -> OsNetworkEvent:
+    return OsNetworkEvent("connect", t, pkg, line, ip=ip, port=port)
+
+
+def lookup(t: float, pkg: str, host: str, *addrs: str, line: int = 1) -> OsNetworkEvent:
+    return OsNetworkEvent("dns", t, pkg, line, hostname=host, addresses=addrs)
+
+
+def test_a_connection_is_the_app_that_opened_it_within_the_window() -> None:
+    df = flows(
+        {"t": T, C.SERVER_IP: "192.0.2.1"},
+        {"t": T + 100, C.SERVER_IP: "192.0.2.1"},  # 6 s after the only event: too late
+        {"t": T + 200, C.SERVER_IP: "192.0.2.1", C.SERVER_PORT: 80},  # another port
+        {"t": T + 300, C.SERVER_IP: "192.0.2.1"},  # the event is 3 s later (a slow clock)
+    )
+    events = [
+        connect(T - 0.01, "com.a", "192.0.2.1", line=1),
+        connect(T + 94, "com.b", "192.0.2.1", line=2),
+        connect(T + 200, "com.c", "192.0.2.1", line=3),
+        connect(T + 303, "com.d", "192.0.2.1", line=4),
+    ]
+    j = appjoin.join(df, events)
+    assert j.apps.tolist() == ["com.a", "", "", ""]
+    assert j.evidence.tolist() == [CONNECT, NONE, NONE, NONE]
+    assert j.events.tolist()[0] == "1"
+    # the phone's clock 3 s ahead, said so (and a tight window): the last one fits, the
+    # first no longer does
+    j = appjoin.join(df, events, window=Window(before=1.0, clock_offset=3.0))
+    assert j.evidence.tolist() == [NONE, NONE, NONE, CONNECT]
+    assert j.apps[3] == "com.d"
+    # a connection no flow fits is a row of its own
+    assert appjoin.join(df, events).os_only[C.APPS].tolist() == ["com.b", "com.c", "com.d"]
+
+
+def test_two_apps_at_one_address_and_time_are_ambiguous_never_one_of_them() -> None:
+    df = flows({"t": T, C.SERVER_IP: "192.0.2.1"}, {"t": T + 0.5, C.SERVER_IP: "192.0.2.1"})
+    events = [
+        connect(T - 0.2, "com.b", "192.0.2.1", line=1),
+        connect(T + 0.4, "com.a", "192.0.2.1", line=2),
+        connect(T + 0.45, "com.b", "192.0.2.1", line=3),
+    ]
+    j = appjoin.join(df, events)
+    assert j.evidence.tolist() == [AMBIGUOUS, AMBIGUOUS]
+    assert j.apps.tolist() == ["com.a;com.b", "com.a;com.b"]
+    assert j.stats["rows_ambiguous"] == 2 and j.os_only.empty
+
+
+def test_the_proxys_rows_fit_the_phones_connection_to_the_proxy() -> None:
+    proxy = ("127.0.0.1", 8080)
+    common = {C.SEEN_BY: "proxy", C.RECORD_TYPE: "http", C.CLIENT_IP: "127.0.0.1"}
+    df = flows(
+        common | {"t": T + 0.3, C.SERVER_IP: "198.51.100.1", C.CLIENT_PORT: 40001},
+        # the same kept-alive connection, a minute later: its connection started at T + 0.3
+        common | {"t": T + 60, C.SERVER_IP: "198.51.100.1", C.CLIENT_PORT: 40001},
+        common | {"t": T + 120, C.SERVER_IP: "198.51.100.2", C.CLIENT_PORT: 40002},
+    )
+    events = [
+        connect(T, "com.a", "127.0.0.1", 8080, line=1),
+        connect(T + 119.5, "com.b", "127.0.0.1", 8080, line=2),
+        connect(T + 119.8, "com.c", "127.0.0.1", 8080, line=3),
+    ]
+    j = appjoin.join(df, events, proxy=proxy)
+    assert j.apps.tolist() == ["com.a", "com.a", "com.b;com.c"]
+    assert j.evidence.tolist() == [CONNECT, CONNECT, AMBIGUOUS]
+    # without the proxy's address the phone's connections fit nothing, and are no rows
+    j = appjoin.join(df, events)
+    assert j.evidence.tolist() == [NONE, NONE, NONE]
+    assert j.os_only.empty and j.stats["os_only_loopback_skipped"] == 3
+
+
+def test_a_lookup_names_the_app_when_no_connection_does() -> None:
+    df = flows(
+        {"t": T, C.SERVER_IP: "198.51.100.7", C.NAME: "198.51.100.7"},
+        {"t": T, C.SERVER_IP: "203.0.113.5", C.NAME: "api.weather.example"},
+        {"t": T, C.SERVER_IP: "203.0.113.6", C.NAME: "cdn.example"},
+        {"t": T, C.SERVER_IP: "203.0.113.7", C.NAME: "old.example"},
+    )
+    events = [
+        lookup(T - 60, "com.w", "x.example", "198.51.100.7", line=1),
+        lookup(T - 1, "com.w", "API.Weather.example.", line=2),
+        lookup(T - 2, "com.p", "cdn.example", "203.0.113.6", line=3),
+        lookup(T - 3, "com.q", "cdn.example", line=4),
+        lookup(T - 301, "com.o", "old.example", "203.0.113.7", line=5),
+    ]
+    j = appjoin.join(df, events)
+    assert j.apps.tolist() == ["com.w", "com.w", "com.p;com.q", ""]
+    assert j.evidence.tolist() == [DNS, DNS, AMBIGUOUS, NONE]
+    assert j.events[2] == "3;4"
+    # a connection that fits wins over lookups
+    j = appjoin.join(df, [*events, connect(T, "com.z", "198.51.100.7", line=6)])
+    assert (j.apps[0], j.evidence[0]) == ("com.z", CONNECT)
+
+
+def test_connections_no_flow_saw_become_rows_named_by_their_apps_lookup() -> None:
+    df = flows({"t": T, C.SERVER_IP: "192.0.2.1"})
+    events = [
+        lookup(T + 9, "com.s", "spclient.example", "203.0.113.20", line=1),
+        connect(T + 10, "com.s", "203.0.113.20", 443, line=2),
+        lookup(T + 9, "com.t", "two.example", "203.0.113.21", line=3),
+        lookup(T + 9.5, "com.t", "three.example", "203.0.113.21", line=4),
+        connect(T + 10, "com.t", "203.0.113.21", 443, line=5),
+        connect(T + 11, "android.uid.system:1000", "::1", 53, line=6),
+        connect(T + 12, "com.u", "127.0.0.1", 8080, line=7),
+        connect(T + 13, "com.v", "192.0.2.99", 8080, line=8),
+    ]
+    j = appjoin.join(df, events, proxy=("192.0.2.99", 8080))
+    rows = j.os_only
+    assert rows[C.FLOW_ID].tolist() == ["os-2", "os-5"]
+    assert rows[C.NAME].tolist() == ["spclient.example", "203.0.113.21"]  # two names: no guess
+    assert rows[C.NAME_EVIDENCE].tolist() == ["os-dns", "ip"]
+    assert rows[C.SEEN_BY].tolist() == ["os-log", "os-log"]
+    assert rows[C.APPS].tolist() == ["com.s", "com.t"]
+    assert rows[C.START].iloc[0] == pd.Timestamp(T + 10, unit="s", tz="UTC")
+    out = appjoin.apply(df, j)
+    assert len(out) == 3 and out[C.SEEN_BY].tolist() == ["packets", "os-log", "os-log"]
+
+
+def test_the_captures_own_evidence_is_kept_and_compared() -> None:
+    df = flows(
+        {"t": T, C.SERVER_IP: "192.0.2.1", C.APPS: "com.x", C.APP_EVIDENCE: "pcapdroid"},
+        {"t": T, C.SERVER_IP: "192.0.2.2", C.APPS: "com.y", C.APP_EVIDENCE: "local-port"},
+        {"t": T, C.SERVER_IP: "192.0.2.3"},
+    )
+    events = [
+        connect(T, "com.x", "192.0.2.1", line=1),
+        connect(T, "com.other", "192.0.2.2", line=2),
+        connect(T, "com.z", "192.0.2.3", line=3),
+    ]
+    j = appjoin.join(df, events)
+    out = appjoin.apply(df, j)
+    assert out[C.APPS].tolist() == ["com.x", "com.y", "com.z"]
+    assert out[C.APP_EVIDENCE].tolist() == ["pcapdroid", "local-port", CONNECT]
+    assert out[appjoin.OS_APPS].tolist() == ["com.x", "com.other", "com.z"]
+    assert (j.stats["os_agrees"], j.stats["os_disagrees"]) == (1, 1)
+
+
+def test_a_session_without_an_os_log_is_left_as_it_is() -> None:
+    df = flows({"t": T, C.SERVER_IP: "192.0.2.1"})
+    out, warnings, stats = appjoin.attribute_session(df, [])
+    assert out is df and warnings == [] and stats == {}
+
+
+def test_rows_without_a_time_or_an_empty_table_fit_nothing() -> None:
+    df = flows({"t": T, C.SERVER_IP: "192.0.2.1"})
+    df[C.START] = pd.NaT
+    j = appjoin.join(df, [connect(T, "com.a", "192.0.2.1")])
+    assert j.evidence.tolist() == [NONE] and len(j.os_only) == 1
+    empty = flows()
+    j = appjoin.join(empty, [connect(T, "com.a", "192.0.2.1")])
+    assert len(j.apps) == 0 and len(appjoin.apply(empty, j)) == 1
+
+
+# ------------------------------------------------------------- a session the handset made
+
+
+@dataclass
+class HandsetRun:
+    session: Path
+    log: bytes
+    truth: dict[tuple[str, int], str]  # (server address, port) -> the app the test drove
+    unseen: tuple[str, str]  # (app, host) of the request made after the capture stopped
+
+
+@pytest.fixture(scope="module")
+def handset(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HandsetRun]:
+    """The virtual Xiaomi's apps make requests with no proxy; its tcpdump's packets become a
+    pcap, imported as a session; one more request comes after the capture stopped. The
+    handset then writes its intrusion log of all of it."""
+    from auditor.offline.dns import OfflineDns, resolve
+    from auditor.offline.internet import OfflineInternet
+    from auditor.packets.pcapwrite import (
+        LINKTYPE_ETHERNET,
+        LinkIface,
+        PacketSynth,
+        global_header,
+        mac_bytes,
+        record,
+    )
+    from auditor.simulator import intrusion as handset_log
+    from auditor.simulator.device import VirtualDevice
+    from auditor.simulator.network import TRUST_NONE, TRUST_USER, DeviceNetwork
+    from auditor.simulator.world import install_public_ca
+
+    tmp = tmp_path_factory.mktemp("handset")
+    with OfflineInternet() as inet, OfflineDns() as dns:
+        dev = VirtualDevice("xiaomi-mi10t")
+        install_public_ca(dev, inet.ca.cert_pem)
+        net = DeviceNetwork(
+            dev, (inet.host, inet.port), dns=dns.address, resolve=resolve,
+            pinned_ca=inet.ca_cert_path,
+        )  # fmt: skip
+        dev.packet_log = net.packets
+        uid = dev.package_uid
+        truth = {}
+        # (the app that sends, what Android calls its UID: a shared UID by its shared user)
+        for app, named, url, trust in (
+            ("com.miui.analytics", None, "https://tracking.miui.com/track/v4", "system"),
+            ("com.miui.weather2", None, "http://weatherapi.market.xiaomi.com/w", TRUST_NONE),
+            ("com.miui.securitycenter", "android.uid.system:1000", "https://api.sec.miui.com/a",
+             "system"),
+        ):  # fmt: skip
+            assert net.fetch(uid(app) or -1, "GET", url, trust=trust).status == 200
+            host = url.split("/")[2]
+            truth[(resolve(host)[0], 443 if url.startswith("https") else 80)] = named or app
+        net.dns_query(uid("com.xiaomi.discover") or -1, "sdkconfig.ad.intl.xiaomi.com")
+        captured = net.packets.snapshot()
+        unseen = ("com.spotify.music", "spclient.wg.spotify.com")
+        net.fetch(uid(unseen[0]) or -1, "GET", f"https://{unseen[1]}/x", trust=TRUST_USER)
+        everything = net.packets.snapshot()
+    synth = PacketSynth(
+        LINKTYPE_ETHERNET,
+        local=[dev.profile.network.wlan_ipv4, "127.0.0.1"],
+        iface=LinkIface("wlan0", 3, mac_bytes(dev.profile.identifiers.wifi_mac)),
+        gateway_mac=b"\x02\x00\x00\x00\x00\x01",
+    )
+    pcap = bytearray(global_header(LINKTYPE_ETHERNET))
+    for p in captured:
+        for ts, frame in synth.frames(p):
+            pcap += record(ts, frame)
+    (tmp / "phone.pcap").write_bytes(bytes(pcap))
+    res = import_files([tmp / "phone.pcap"], tmp / "captures")
+    log = handset_log.encode(
+        handset_log.intrusion_events(dev, everything, handset_log.plan_names(dev.profile.id))
+    )
+    yield HandsetRun(res.session, log, truth, unseen)
+
+
+def test_the_handsets_log_attributes_every_flow_its_capture_saw(handset: HandsetRun) -> None:
+    sess = Session(handset.session)
+    records = list(sess.records())
+    df, _ = build_flow_table(sess, records, read_packet_flows(sess.path, sess.manifest))
+    assert set(df[C.APP_EVIDENCE]) == {"none"}  # an imported capture names no app by itself
+    rep = ImportReport(ImportFormat.HAR)
+    log_records = list(intrusion_records(io.BytesIO(handset.log), rep, "log.txt", "il-x"))
+    assert rep.skipped_total == 0 and rep.counts["connect_event"] == 4
+    out, warnings, stats = appjoin.attribute_session(df, [*records, *log_records])
+    assert warnings == []
+    seen = out[out[C.SEEN_BY] == "packets"]
+    tcp = seen[seen[C.TRANSPORT] == "tcp"]
+    got = {
+        (ip, int(port)): (app, how)
+        for ip, port, app, how in zip(
+            tcp[C.SERVER_IP], tcp[C.SERVER_PORT], tcp[C.APPS], tcp[C.APP_EVIDENCE], strict=True
+        )
+    }
+    assert got == {key: (app, CONNECT) for key, app in handset.truth.items()}
+    # the DNS query over UDP went to the resolver: the OS logs the lookup, not a connection
+    udp = seen[seen[C.TRANSPORT] == "udp"]
+    assert len(udp) == 1 and udp[C.APP_EVIDENCE].tolist() == [NONE]
+    # the request after the capture stopped: only the OS saw it, with its app and name
+    only = out[out[C.SEEN_BY] == "os-log"]
+    assert only[[C.APPS, C.NAME]].values.tolist() == [list(handset.unseen)]
+    assert stats["os_only_connections"] == 1 and stats["rows_by_os_connect"] == 3
+    assert np.all(out[appjoin.OS_EVENTS].notna())
+
+
+def test_the_handsets_log_reads_like_the_hand_written_one(handset: HandsetRun) -> None:
+    rep = ImportReport(ImportFormat.HAR)
+    events = list(read_events(io.BytesIO(handset.log), rep))
+    assert rep.skipped_total == 0 and not rep.notes
+    assert [e.event_id for e in events] == list(range(len(events)))
+    assert [e.ts for e in events] == sorted(e.ts for e in events)
+    dns = {(e.package, e.hostname) for e in events if e.kind == "dns"}
+    assert ("com.xiaomi.discover", "sdkconfig.ad.intl.xiaomi.com") in dns
+    assert handset.unseen in dns
