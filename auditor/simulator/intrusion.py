@@ -76,9 +76,9 @@ def intrusion_events(
     for p in packets:
         package = packages.get(p.uid, "")
         if p.proto == "tcp" and p.flags == "S":
-            name = names.get(p.dst)
-            if name:
-                out.append((p.ts - 0.002, _dns(p.ts - 0.002, package, name, [p.dst], 1)))
+            host = names.get(p.dst)
+            if host:
+                out.append((p.ts - 0.002, _dns(p.ts - 0.002, package, host, [p.dst], 1)))
             out.append((p.ts, _connect(p.ts, package, p.dst, p.dport)))
         elif p.proto == "udp" and p.dport == 53:
             queries[(p.src, p.sport)] = (p.ts, p.uid, package)
