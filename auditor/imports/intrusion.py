@@ -369,10 +369,18 @@ def intrusion_records(
     id_prefix: str,
     *,
     seen: set[bytes] | None = None,
+    span: tuple[float, float] | None = None,
 ) -> Iterator[EventRecord]:
     """The ``os_dns`` and ``os_connect`` records of an intrusion log (see :func:`read_events`);
     each record's ``data.id`` is ``<id_prefix>-<line>``, so it leads back to its line of
-    ``file`` (its name under the session's ``original/``)."""
+    ``file`` (its name under the session's ``original/``).
+
+    ``span``: (first, last) epoch seconds; events outside it are left out and counted in the
+    note ``events_outside_the_span`` (a day's log added to a ten-minute capture need not put
+    a day of events into the session; the file itself is kept whole)."""
     for event in read_events(fh, report, seen=seen):
+        if span is not None and not span[0] <= event.ts <= span[1]:
+            report.note("events_outside_the_span")
+            continue
         report.count("event")
         yield event.to_record(file, id_prefix)

@@ -7,6 +7,7 @@ import io
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -93,7 +94,7 @@ def test_events_encoded_by_the_standard_library_read_back_field_for_field() -> N
     """Events written by json.dumps (any key order, with and without spaces) are read as
     written: the encoder is Python's, the expected values are the table's."""
     rng = random.Random(7)
-    table = []
+    table: list[tuple[Any, ...]] = []
     for i in range(200):
         ms = 1_778_572_800_000 + i * 137
         pkg = rng.choice(["com.a", "com.b.c", "android.uid.system:1000"])
@@ -155,6 +156,14 @@ def test_records_lead_back_to_their_line_and_survive_the_session_format() -> Non
         assert OsNetworkEvent.from_record(back) == OsNetworkEvent.from_record(rec)
     events, _ = read(SAMPLE.read_bytes())
     assert [OsNetworkEvent.from_record(r) for r in recs] == events
+
+
+def test_a_span_keeps_the_events_inside_it_and_counts_the_others() -> None:
+    rep = report()
+    span = (1778572801.18, 1778572805.0)  # line 3's time to line 8's
+    recs = list(intrusion_records(io.BytesIO(SAMPLE.read_bytes()), rep, "x", "il", span=span))
+    assert [r.data["line"] for r in recs] == [3, 4, 5, 7, 8]
+    assert rep.notes["events_outside_the_span"] == 2 and rep.counts["event"] == 5
 
 
 def test_a_record_edited_into_the_wrong_shape_is_not_an_event() -> None:
