@@ -310,3 +310,31 @@ def test_the_handsets_log_reads_like_the_hand_written_one(handset: HandsetRun) -
     dns = {(e.package, e.hostname) for e in events if e.kind == "dns"}
     assert ("com.xiaomi.discover", "sdkconfig.ad.intl.xiaomi.com") in dns
     assert handset.unseen in dns
+
+
+def test_the_handset_writes_its_log_where_the_phone_does() -> None:
+    """``write_intrusion_log`` puts the log in the phone's storage, at the folder AndroidQF
+    pulls (``/sdcard/Download/Intrusion Logging/``), holding what its apps did."""
+    from auditor.simulator.intrusion import DEVICE_DIR, write_intrusion_log
+    from auditor.simulator.world import VirtualWorld
+
+    with VirtualWorld("pixel-android14", port=0, traffic=False) as world:
+        assert world.network is not None
+        gms = world.device.package_uid("com.google.android.gms") or -1
+        world.network.dns_query(gms, "www.googleapis.com")
+        path, data = write_intrusion_log(world)
+        stored = world.device.vfs.read(path)
+    assert path.startswith(DEVICE_DIR + "/") and path.endswith(".txt")
+    assert stored == data
+    events, rep = read_events_of(data)
+    # Play services runs in the shared UID com.google.uid.shared, which Android names
+    # "<sharedUserId>:<uid>" (PackageManager.getNameForUid), not by one of its packages
+    assert [(e.kind, e.package, e.hostname) for e in events] == [
+        ("dns", f"com.google.uid.shared:{gms}", "www.googleapis.com")
+    ]
+    assert events[0].addresses and rep.skipped_total == 0
+
+
+def read_events_of(data: bytes) -> tuple[list[OsNetworkEvent], ImportReport]:
+    rep = ImportReport(ImportFormat.HAR)
+    return list(read_events(io.BytesIO(data), rep)), rep
