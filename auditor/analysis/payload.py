@@ -962,7 +962,7 @@ class _Walk:
         leaves: list[tuple[str, bytes]] = []
         for f in got.fields:
             leaves.append((f.path, f.value))
-            if f.integer is not None and f.integer > 0xFFFFFFFF:
+            if f.integer is not None and abs(f.integer) > 0xFFFFFFFF:
                 leaves.append((f"{f.path} (hex)", b"%x" % (f.integer & 0xFFFFFFFFFFFFFFFF)))
         pchain = (*chain, Encoding.PROTOBUF)
         mark = len(self.order)

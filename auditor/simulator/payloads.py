@@ -7,18 +7,26 @@ placeholders, filled from the device's identifiers and facts:
              fingerprint, region, locale, packages (the installed package names), now (epoch
              ms), uuid, random_hex:N
     filters  url, b64, b64url, b64raw (unpadded, URL-safe), hex, HEX, md5, sha1, sha256,
-             md5_HEX, sha256_b64, upper, lower, json
+             md5_HEX, sha256_b64, upper, lower, json, hexint (hex text as a number: an
+             Android ID as GMS sends it), bare (a MAC without separators, lower case)
 
 The body as a whole is then serialised (``json``, ``form``, ``text``, ``protobuf`` with
-fields numbered in order, ``multipart``, or ``encrypted``: AES-GCM over the JSON, a
-high-entropy upload like the "encrypted usage statistics" the Lithuanian NCSC saw) and
-optionally content-encoded (gzip, deflate, br, zstd).
+fields numbered in order, ``protobuf:<message>`` by a published message definition,
+``multipart``, ``encrypted``: AES-GCM over the JSON, a high-entropy upload like the
+"encrypted usage statistics" the Lithuanian NCSC saw, or ``aes-cbc:<key hex>``: AES-CBC with
+the IV in front, the vendor scheme a ``--decrypt`` rules file names) and optionally
+content-encoded (gzip, deflate, br, zstd).
+
+``protobuf:<message>`` bodies are encoded by the protobuf library from the descriptor set
+shipped with auditor (``auditor/analysis/gproto/schemas.desc``, read as data): the handset
+sends what a real-schema encoder writes, and never imports the decoder that reads it.
 """
 
 from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import gzip
 import hashlib
 import json
@@ -28,10 +36,12 @@ import time
 import uuid
 import zlib
 from collections.abc import Callable, Mapping
+from importlib import resources
 from typing import Any
 from urllib.parse import quote, urlencode
 
 import brotli
+from google.protobuf import descriptor, descriptor_pb2, descriptor_pool, message, message_factory
 
 from auditor.codecs import zstd
 from auditor.simulator.profiles import DeviceProfile
@@ -62,6 +72,8 @@ FILTERS: dict[str, Callable[[Any], Any]] = {
     "upper": lambda v: str(v).upper(),
     "lower": lambda v: str(v).lower(),
     "json": lambda v: json.dumps(v),
+    "hexint": lambda v: int(str(v), 16),
+    "bare": lambda v: str(v).replace(":", "").replace("-", "").lower(),
 }
 
 
@@ -160,6 +172,80 @@ def protobuf(value: Any) -> bytes:
     return bytes(out)
 
 
+@functools.cache
+def _schemas() -> descriptor_pool.DescriptorPool:
+    res = resources.files("auditor") / "analysis" / "gproto" / "schemas.desc"
+    pool = descriptor_pool.DescriptorPool()
+    for f in descriptor_pb2.FileDescriptorSet.FromString(res.read_bytes()).file:
+        pool.Add(f)
+    return pool
+
+
+def _typed(fd: descriptor.FieldDescriptor, value: Any) -> Any:
+    T = descriptor.FieldDescriptor
+    if fd.type == T.TYPE_BYTES:
+        if isinstance(value, Mapping):
+            return protobuf(value)  # an app's own message, whose schema is its own
+        return value if isinstance(value, bytes) else str(value).encode()
+    if fd.type == T.TYPE_STRING:
+        return str(value)
+    if fd.type == T.TYPE_BOOL:
+        return bool(value)
+    if fd.type in (T.TYPE_FLOAT, T.TYPE_DOUBLE):
+        return float(value)
+    if fd.type == T.TYPE_ENUM and isinstance(value, str) and not value.lstrip("-").isdigit():
+        ev = fd.enum_type.values_by_name.get(value)
+        if ev is None:
+            raise TemplateError(f"{fd.full_name}: no enum value {value!r}")
+        return ev.number
+    n = int(value)
+    if fd.type in (T.TYPE_INT64, T.TYPE_SINT64, T.TYPE_SFIXED64) and n >= 1 << 63:
+        n -= 1 << 64  # a 64-bit hex ID past 2^63, as Java's long holds it
+    return n
+
+
+def _fill(msg: message.Message, value: Any) -> None:
+    if not isinstance(value, Mapping):
+        raise TemplateError(f"a {msg.DESCRIPTOR.full_name} must be a mapping")
+    for key, v in value.items():
+        fd = msg.DESCRIPTOR.fields_by_name.get(str(key))
+        if fd is None:
+            raise TemplateError(f"{msg.DESCRIPTOR.full_name} has no field {key!r}")
+        repeated = bool(getattr(fd, "is_repeated", False)) or getattr(fd, "label", 0) == 3
+        items = v if isinstance(v, list) else [v]
+        if fd.message_type is not None:
+            for item in items:
+                _fill(getattr(msg, fd.name).add() if repeated else getattr(msg, fd.name), item)
+        elif repeated:
+            getattr(msg, fd.name).extend(_typed(fd, item) for item in items)
+        else:
+            setattr(msg, fd.name, _typed(fd, v))
+
+
+def schema_protobuf(value: Any, message_name: str) -> bytes:
+    """``value`` (a mapping of field names) encoded by the protobuf library as
+    ``message_name`` of the shipped descriptor set. A mapping given for a bytes field is
+    encoded schema-less first (:func:`protobuf`): a Clearcut event's ``source_extension``."""
+    try:
+        desc = _schemas().FindMessageTypeByName(message_name)
+    except KeyError as exc:
+        raise TemplateError(f"unknown message {message_name!r}") from exc
+    msg = message_factory.GetMessageClass(desc)()
+    _fill(msg, value)
+    return msg.SerializeToString()
+
+
+def aes_cbc(plain: bytes, key: bytes) -> bytes:
+    """AES-CBC with PKCS#7 padding and a random IV sent in front of the ciphertext."""
+    from cryptography.hazmat.primitives import padding
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    iv = os.urandom(16)
+    padder = padding.PKCS7(128).padder()
+    enc = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
+    return iv + enc.update(padder.update(plain) + padder.finalize()) + enc.finalize()
+
+
 _STATIC_KEY = hashlib.sha256(b"auditor virtual handset statistics key").digest()
 
 
@@ -176,6 +262,17 @@ def serialise(value: Any, kind: str) -> tuple[bytes, str]:
         return str(value).encode(), "text/plain"
     if kind == "protobuf":
         return protobuf(value), "application/x-protobuf"
+    if kind.startswith("protobuf:"):
+        return schema_protobuf(value, kind.split(":", 1)[1]), "application/x-protobuf"
+    if kind.startswith("aes-cbc:"):
+        try:
+            key = bytes.fromhex(kind.split(":", 1)[1])
+        except ValueError as exc:
+            raise TemplateError(f"aes-cbc: the key must be hex: {exc}") from exc
+        if len(key) not in (16, 24, 32):
+            raise TemplateError("aes-cbc: the key must be 16, 24 or 32 bytes")
+        plain = json.dumps(value, separators=(",", ":")).encode()
+        return base64.b64encode(aes_cbc(plain, key)), "text/plain"
     if kind == "multipart":
         if not isinstance(value, Mapping):
             raise TemplateError("a multipart body must be a mapping")
