@@ -76,11 +76,216 @@ typedef struct {
     Py_ssize_t n_seen;
     uint16_t seen_at[SEEN_ROOM];
     PyObject *seen_text[SEEN_ROOM];
-    /* collect(): each name's text (and TTL) once per call (a dict value -> itself), so that
-     * the rows of the many messages asking for the same names share one object; NULL: not
-     * shared */
-    PyObject *texts;
+    int32_t seen_ix[SEEN_ROOM]; /* each one's entry in the index (-1: none) */
+    int32_t last_ix;            /* the entry of the text read_name/address_text last gave */
+    /* collect(): the store's index of texts (see Index), so that a name or address read
+     * again is that text, without making a new object; NULL for parse() */
+    struct Index *ix;
 } Parser;
+
+/* ---------------------------------------------------------------------------- index */
+
+/* The texts collect() has made for a store, kept with the store (a capsule in its `_index`)
+ * across calls: by key (a name's text; an address's type byte, 1 or 2, then its 4 or 16
+ * bytes: no name text starts with those bytes, as read_name writes them as \DDD) and by
+ * the object itself, with the text's number in the store and its lower-case's, once asked.
+ * It only saves work: the store's `ids` dict stays what numbers the texts, so a text the
+ * index has not seen (or that Python added) is looked up there as before. */
+typedef struct {
+    PyObject *text; /* a strong reference */
+    long id, lower; /* numbers in the store (-1: not asked yet) */
+    uint64_t hash;
+    size_t key_at;
+    uint32_t key_len;
+} Entry;
+
+typedef struct Index {
+    Entry *e;
+    Py_ssize_t n, cap;
+    unsigned char *keys;
+    size_t keys_len, keys_cap;
+    int32_t *by_key, *by_ptr; /* open addressing: entry numbers, -1 free */
+    size_t mask;              /* both tables have mask + 1 slots */
+} Index;
+
+#define INDEX_CAPSULE "auditor.packets._dns.Index"
+#define INDEX_MAX ((Py_ssize_t)1 << 30)
+
+static uint64_t
+key_hash(const unsigned char *k, size_t len)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ k[i]) * 1099511628211ULL;
+    return h ^ (h >> 29);
+}
+
+static inline size_t
+ptr_hash(const void *ptr)
+{
+    uint64_t v = (uint64_t)(uintptr_t)ptr;
+    v ^= v >> 33;
+    v *= 0xff51afd7ed558ccdULL;
+    return (size_t)(v ^ (v >> 33));
+}
+
+static void
+index_free(PyObject *capsule)
+{
+    Index *ix = PyCapsule_GetPointer(capsule, INDEX_CAPSULE);
+    if (ix == NULL)
+        return;
+    for (Py_ssize_t k = 0; k < ix->n; k++)
+        Py_DECREF(ix->e[k].text);
+    PyMem_Free(ix->e);
+    PyMem_Free(ix->keys);
+    PyMem_Free(ix->by_key);
+    PyMem_Free(ix->by_ptr);
+    PyMem_Free(ix);
+}
+
+/* Both tables at `slots` slots (a power of two), filled from the entries (-1 on error). */
+static int
+index_rehash(Index *ix, size_t slots)
+{
+    int32_t *bk = PyMem_Malloc(slots * sizeof(int32_t)), *bp = PyMem_Malloc(slots * sizeof(int32_t));
+    if (bk == NULL || bp == NULL) {
+        PyMem_Free(bk);
+        PyMem_Free(bp);
+        PyErr_NoMemory();
+        return -1;
+    }
+    memset(bk, 0xFF, slots * sizeof(int32_t));
+    memset(bp, 0xFF, slots * sizeof(int32_t));
+    const size_t mask = slots - 1;
+    for (Py_ssize_t k = 0; k < ix->n; k++) {
+        size_t i = (size_t)ix->e[k].hash & mask;
+        while (bk[i] >= 0)
+            i = (i + 1) & mask;
+        bk[i] = (int32_t)k;
+        i = ptr_hash(ix->e[k].text) & mask;
+        while (bp[i] >= 0)
+            i = (i + 1) & mask;
+        bp[i] = (int32_t)k;
+    }
+    PyMem_Free(ix->by_key);
+    PyMem_Free(ix->by_ptr);
+    ix->by_key = bk;
+    ix->by_ptr = bp;
+    ix->mask = mask;
+    return 0;
+}
+
+/* The entry of key `k`, or -1. */
+static Py_ssize_t
+index_find(const Index *ix, const unsigned char *k, size_t len, uint64_t h)
+{
+    for (size_t i = (size_t)h & ix->mask;; i = (i + 1) & ix->mask) {
+        const int32_t at = ix->by_key[i];
+        if (at < 0)
+            return -1;
+        const Entry *e = &ix->e[at];
+        if (e->hash == h && e->key_len == len && memcmp(ix->keys + e->key_at, k, len) == 0)
+            return at;
+    }
+}
+
+/* The entry of the object `s` itself, or -1. */
+static Py_ssize_t
+index_of(const Index *ix, PyObject *s)
+{
+    for (size_t i = ptr_hash(s) & ix->mask;; i = (i + 1) & ix->mask) {
+        const int32_t at = ix->by_ptr[i];
+        if (at < 0)
+            return -1;
+        if (ix->e[at].text == s)
+            return at;
+    }
+}
+
+/* Adds text `s` (borrowed; the index takes a reference) under key `k` (-1 on error). */
+static int
+index_add(Index *ix, const unsigned char *k, size_t len, uint64_t h, PyObject *s)
+{
+    if (ix->n >= INDEX_MAX) /* left out: the store's dict still numbers it */
+        return 0;
+    if ((size_t)(ix->n + 1) * 2 > ix->mask + 1 && index_rehash(ix, (ix->mask + 1) * 2) < 0)
+        return -1;
+    if (ix->n == ix->cap) {
+        Py_ssize_t cap = ix->cap ? ix->cap * 2 : 1024;
+        Entry *e = PyMem_Realloc(ix->e, (size_t)cap * sizeof(Entry));
+        if (e == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        ix->e = e;
+        ix->cap = cap;
+    }
+    if (ix->keys_len + len > ix->keys_cap) {
+        size_t cap = ix->keys_cap ? ix->keys_cap * 2 : 65536;
+        while (cap < ix->keys_len + len)
+            cap *= 2;
+        unsigned char *keys = PyMem_Realloc(ix->keys, cap);
+        if (keys == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        ix->keys = keys;
+        ix->keys_cap = cap;
+    }
+    memcpy(ix->keys + ix->keys_len, k, len);
+    Entry *e = &ix->e[ix->n];
+    e->text = Py_NewRef(s);
+    e->id = e->lower = -1;
+    e->hash = h;
+    e->key_at = ix->keys_len;
+    e->key_len = (uint32_t)len;
+    ix->keys_len += len;
+    size_t i = (size_t)h & ix->mask;
+    while (ix->by_key[i] >= 0)
+        i = (i + 1) & ix->mask;
+    ix->by_key[i] = (int32_t)ix->n;
+    i = ptr_hash(s) & ix->mask;
+    while (ix->by_ptr[i] >= 0)
+        i = (i + 1) & ix->mask;
+    ix->by_ptr[i] = (int32_t)ix->n;
+    ix->n++;
+    return 0;
+}
+
+/* The store's index (borrowed from its `_index` capsule, made when missing), or NULL. */
+static Index *
+index_of_store(PyObject *store)
+{
+    PyObject *cap = PyObject_GetAttrString(store, "_index");
+    if (cap == NULL)
+        return NULL;
+    if (PyCapsule_IsValid(cap, INDEX_CAPSULE)) {
+        Index *ix = PyCapsule_GetPointer(cap, INDEX_CAPSULE);
+        Py_DECREF(cap); /* the store holds it */
+        return ix;
+    }
+    if (cap != Py_None) {
+        Py_DECREF(cap);
+        PyErr_SetString(PyExc_TypeError, "collect: the store's _index is not an index");
+        return NULL;
+    }
+    Py_DECREF(cap);
+    Index *ix = PyMem_Calloc(1, sizeof(Index));
+    if (ix == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    PyObject *made = PyCapsule_New(ix, INDEX_CAPSULE, index_free);
+    if (made == NULL) {
+        PyMem_Free(ix);
+        return NULL;
+    }
+    int bad = index_rehash(ix, 4096) < 0 || PyObject_SetAttrString(store, "_index", made) < 0;
+    Py_DECREF(made); /* the store holds it (or it is freed, with ix) */
+    return bad ? NULL : ix;
+}
+
 
 static inline uint32_t
 be16(const unsigned char *p)
@@ -120,10 +325,14 @@ seen_find(const Parser *p, uint32_t at)
 
 /* The text of the name read at `at`, borrowed, or NULL. */
 static PyObject *
-seen_get(const Parser *p, uint32_t at)
+seen_get(Parser *p, uint32_t at)
 {
     Py_ssize_t k = seen_find(p, at);
-    return (k < p->n_seen && p->seen_at[k] == at) ? p->seen_text[k] : NULL;
+    if (k < p->n_seen && p->seen_at[k] == at) {
+        p->last_ix = p->seen_ix[k];
+        return p->seen_text[k];
+    }
+    return NULL;
 }
 
 /* seen[at] = text. Names are read at ascending offsets, so this appends but for a name read
@@ -137,6 +346,7 @@ seen_put(Parser *p, Py_ssize_t at, PyObject *text)
     if (k < p->n_seen && p->seen_at[k] == at) {
         Py_INCREF(text);
         Py_SETREF(p->seen_text[k], text);
+        p->seen_ix[k] = p->last_ix;
         return 0;
     }
     if (p->n_seen >= SEEN_ROOM) { /* cannot happen: at most SEEN_ROOM names are read */
@@ -146,6 +356,8 @@ seen_put(Parser *p, Py_ssize_t at, PyObject *text)
     memmove(p->seen_at + k + 1, p->seen_at + k, (size_t)(p->n_seen - k) * sizeof(uint16_t));
     memmove(p->seen_text + k + 1, p->seen_text + k,
             (size_t)(p->n_seen - k) * sizeof(PyObject *));
+    memmove(p->seen_ix + k + 1, p->seen_ix + k, (size_t)(p->n_seen - k) * sizeof(int32_t));
+    p->seen_ix[k] = p->last_ix;
     p->seen_at[k] = (uint16_t)at;
     Py_INCREF(text);
     p->seen_text[k] = text;
@@ -228,17 +440,23 @@ read_name(Parser *p, Py_ssize_t pos, int use_seen, Py_ssize_t *next)
             return malformed(p, "compression pointer loop");
         pos = (Py_ssize_t)(((length & 0x3Fu) << 8) | b[pos + 1]);
     }
-    PyObject *s = ascii_text(text, len);
+    PyObject *s;
+    if (p->ix != NULL) {
+        const uint64_t h = key_hash((const unsigned char *)text, (size_t)len);
+        const Py_ssize_t at = index_find(p->ix, (const unsigned char *)text, (size_t)len, h);
+        if (at >= 0)
+            s = Py_NewRef(p->ix->e[at].text);
+        else if ((s = ascii_text(text, len)) != NULL
+                 && index_add(p->ix, (const unsigned char *)text, (size_t)len, h, s) < 0)
+            Py_CLEAR(s);
+        p->last_ix = (int32_t)(at >= 0 ? at : p->ix->n - 1);
+    }
+    else {
+        s = ascii_text(text, len);
+        p->last_ix = -1;
+    }
     if (s == NULL)
         return NULL;
-    if (p->texts != NULL) {
-        PyObject *known = PyDict_SetDefault(p->texts, s, s);
-        Py_XINCREF(known);
-        Py_DECREF(s);
-        if (known == NULL)
-            return NULL;
-        s = known;
-    }
     if (use_seen && seen_put(p, start, s) < 0) {
         Py_DECREF(s);
         return NULL;
@@ -278,6 +496,29 @@ ntop6(const unsigned char *a)
         return NULL;
     }
     return ascii_text(text, (Py_ssize_t)strlen(text));
+}
+
+/* The text of the address at `a` (4 or 16 bytes), through the index when collecting. */
+static PyObject *
+address_text(Parser *p, const unsigned char *a, int size)
+{
+    p->last_ix = -1;
+    if (p->ix == NULL)
+        return size == 4 ? ntop4(a) : ntop6(a);
+    unsigned char key[17];
+    key[0] = size == 4 ? 1 : 2;
+    memcpy(key + 1, a, (size_t)size);
+    const uint64_t h = key_hash(key, (size_t)size + 1);
+    const Py_ssize_t at = index_find(p->ix, key, (size_t)size + 1, h);
+    if (at >= 0) {
+        p->last_ix = (int32_t)at;
+        return Py_NewRef(p->ix->e[at].text);
+    }
+    PyObject *s = size == 4 ? ntop4(a) : ntop6(a);
+    if (s != NULL && index_add(p->ix, key, (size_t)size + 1, h, s) < 0)
+        Py_CLEAR(s);
+    p->last_ix = (int32_t)(p->ix->n - 1);
+    return s;
 }
 
 /* ------------------------------------------------------------------------- records */
@@ -321,7 +562,7 @@ svcb(Parser *p, Py_ssize_t pos, Py_ssize_t end, PyObject **target, PyObject **hi
         for (uint32_t i = 0; size && i + size <= length; i += size) {
             if (list == NULL && (list = PyList_New(0)) == NULL)
                 goto fail;
-            PyObject *h = size == 4 ? ntop4(b + pos + i) : ntop6(b + pos + i);
+            PyObject *h = address_text(p, b + pos + i, (int)size);
             if (h == NULL || PyList_Append(list, h) < 0) {
                 Py_XDECREF(h);
                 goto fail;
@@ -347,6 +588,7 @@ fail_target:
 typedef struct {
     PyObject *name, *value, *hints;
     uint32_t rtype, ttl;
+    int32_t name_ix, value_ix; /* their entries in the index (-1: none) */
 } Record;
 
 static void
@@ -368,6 +610,8 @@ read_record(Parser *p, Py_ssize_t *pos, Record *r)
     r->name = read_name(p, *pos, 1, &at);
     if (r->name == NULL)
         return -1;
+    r->name_ix = p->last_ix;
+    p->last_ix = -1;
     if (at + 10 > p->n) {
         record_clear(r);
         malformed(p, "record header runs past the message");
@@ -383,15 +627,16 @@ read_record(Parser *p, Py_ssize_t *pos, Record *r)
     }
     Py_ssize_t ignored;
     if (rtype == TYPE_A && rdlen == 4)
-        r->value = ntop4(b + at);
+        r->value = address_text(p, b + at, 4);
     else if (rtype == TYPE_AAAA && rdlen == 16)
-        r->value = ntop6(b + at);
+        r->value = address_text(p, b + at, 16);
     else if (rtype == TYPE_NS || rtype == TYPE_CNAME || rtype == TYPE_PTR)
         r->value = read_name(p, at, 1, &ignored);
     else if (rtype == TYPE_HTTPS || rtype == TYPE_SVCB)
         svcb(p, at, end, &r->value, &r->hints);
     else
         r->value = Py_NewRef(Py_None);
+    r->value_ix = rtype == TYPE_HTTPS || rtype == TYPE_SVCB ? -1 : p->last_ix;
     if (r->value == NULL) {
         record_clear(r);
         return -1;
@@ -444,6 +689,7 @@ typedef struct {
     Py_ssize_t nq, na;
     int truncated;
     PyObject *qname[MAX_RECORDS]; /* new references */
+    int32_t qname_ix[MAX_RECORDS];
     uint32_t qtype[MAX_RECORDS];
     Record rec[MAX_RECORDS];
 } Message;
@@ -476,8 +722,10 @@ read_message(Parser *p, Message *m)
     }
     Py_ssize_t pos = 12;
     while (m->nq < (Py_ssize_t)qd
-           && (m->qname[m->nq] = read_question(p, &pos, &m->qtype[m->nq])) != NULL)
+           && (m->qname[m->nq] = read_question(p, &pos, &m->qtype[m->nq])) != NULL) {
+        m->qname_ix[m->nq] = p->last_ix;
         m->nq++;
+    }
     while (m->nq == (Py_ssize_t)qd && m->na < (Py_ssize_t)an
            && read_record(p, &pos, &m->rec[m->na]) == 0)
         m->na++;
@@ -562,7 +810,8 @@ parse(PyObject *Py_UNUSED(module), PyObject *arg)
     p.why = NULL;
     p.why_byte = 0;
     p.n_seen = 0;
-    p.texts = NULL;
+    p.last_ix = -1;
+    p.ix = NULL;
     int buffered = !PyBytes_CheckExact(arg);
     if (buffered) {
         if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
@@ -607,11 +856,28 @@ typedef struct {
     PyObject *ids;   /* dict text -> its number */
     PyObject *texts; /* list of the texts, by number */
     PyObject *rows, *answers, *answered, *pairs; /* bytearrays of packed records */
+    Index *ix;                                   /* the texts collect() made, or NULL */
 } Store;
 
 /* The number of text `s` in the store, added when new (-1 on error). */
+static long text_number(Store *st, PyObject *s);
+
+/* The number of text `s` in the store, added when new (-1 on error): from the index when it
+ * made `s` (its entry `at`, or looked up when -2) and was told its number before. */
 static long
-text_id(Store *st, PyObject *s)
+text_id_at(Store *st, PyObject *s, Py_ssize_t at)
+{
+    if (at == -2)
+        at = st->ix != NULL ? index_of(st->ix, s) : -1;
+    if (at < 0)
+        return text_number(st, s);
+    if (st->ix->e[at].id < 0)
+        st->ix->e[at].id = text_number(st, s);
+    return st->ix->e[at].id;
+}
+
+static long
+text_number(Store *st, PyObject *s)
 {
     PyObject *known = PyDict_GetItemWithError(st->ids, s);
     if (known != NULL)
@@ -627,13 +893,26 @@ text_id(Store *st, PyObject *s)
 
 /* The number of `s` lower-cased (-1 on error). */
 static long
-lower_id(Store *st, PyObject *s)
+text_id(Store *st, PyObject *s)
 {
+    return text_id_at(st, s, -2);
+}
+
+/* The number of `s` lower-cased (-1 on error); `at` as for text_id_at. */
+static long
+lower_id_at(Store *st, PyObject *s, Py_ssize_t at)
+{
+    if (at == -2)
+        at = st->ix != NULL ? index_of(st->ix, s) : -1;
+    if (at >= 0 && st->ix->e[at].lower >= 0)
+        return st->ix->e[at].lower;
     PyObject *low = lower_of(s);
     if (low == NULL)
         return -1;
-    long id = text_id(st, low);
+    long id = text_id_at(st, low, low == s ? at : -2);
     Py_DECREF(low);
+    if (at >= 0) /* `at` is still its entry: entries only move when the index grows, by number */
+        st->ix->e[at].lower = id;
     return id;
 }
 
@@ -733,7 +1012,7 @@ learn(Store *st, const Message *m, int64_t ts)
         const Record *r = &m->rec[k];
         if (r->rtype != TYPE_CNAME)
             continue;
-        long o = lower_id(st, r->name), v = -1;
+        long o = lower_id_at(st, r->name, r->name_ix), v = -1;
         if (o >= 0) {
             if (r->value == Py_None) {
                 if (empty == NULL)
@@ -741,7 +1020,7 @@ learn(Store *st, const Message *m, int64_t ts)
                 v = empty ? text_id(st, empty) : -1;
             }
             else
-                v = lower_id(st, r->value);
+                v = lower_id_at(st, r->value, r->value_ix);
         }
         if (o < 0 || v < 0)
             goto done;
@@ -751,7 +1030,7 @@ learn(Store *st, const Message *m, int64_t ts)
     }
     for (Py_ssize_t q = 0; q < nq; q++) {
         long *chain = chains[q];
-        long first = lower_id(st, m->qname[q]);
+        long first = lower_id_at(st, m->qname[q], m->qname_ix[q]);
         if (first < 0)
             goto done;
         chain[0] = first;
@@ -774,10 +1053,11 @@ learn(Store *st, const Message *m, int64_t ts)
         const Record *r = &m->rec[k];
         PyObject *one[1];
         PyObject *const *addrs = NULL;
-        Py_ssize_t n_addrs = 0;
+        Py_ssize_t n_addrs = 0, one_ix = -2;
         if ((r->rtype == TYPE_A || r->rtype == TYPE_AAAA) && r->value != Py_None
             && PyUnicode_Check(r->value) && PyUnicode_GET_LENGTH(r->value) > 0) {
             one[0] = r->value;
+            one_ix = r->value_ix;
             addrs = one;
             n_addrs = 1;
         }
@@ -787,7 +1067,7 @@ learn(Store *st, const Message *m, int64_t ts)
         }
         if (addrs == NULL)
             continue;
-        long owner = lower_id(st, r->name);
+        long owner = lower_id_at(st, r->name, r->name_ix);
         if (owner < 0)
             goto done;
         const long *names = &owner;
@@ -809,7 +1089,7 @@ learn(Store *st, const Message *m, int64_t ts)
             }
         }
         for (Py_ssize_t i = 0; i < n_addrs; i++) {
-            long a = text_id(st, addrs[i]);
+            long a = text_id_at(st, addrs[i], addrs == one ? one_ix : -2);
             if (a < 0)
                 goto done;
             for (int j = 0; j < n_names; j++)
@@ -831,10 +1111,10 @@ put_answers(Store *st, int64_t row, const Message *m)
 {
     for (Py_ssize_t k = 0; k < m->na; k++) {
         const Record *r = &m->rec[k];
-        long name = text_id(st, r->name), value = -1, hints = -1;
+        long name = text_id_at(st, r->name, r->name_ix), value = -1, hints = -1;
         if (name < 0)
             return -1;
-        if (r->value != Py_None && (value = text_id(st, r->value)) < 0)
+        if (r->value != Py_None && (value = text_id_at(st, r->value, r->value_ix)) < 0)
             return -1;
         if (PyTuple_GET_SIZE(r->hints) > 0) {
             PyObject *sep = PyUnicode_FromString(",");
@@ -869,7 +1149,7 @@ collect(PyObject *Py_UNUSED(module), PyObject *args)
     if (!PyArg_ParseTuple(args, "y*y*y*y*y*O:collect", &blob, &ends, &rows, &packet, &ts,
                           &store))
         return NULL;
-    PyObject *status = NULL, *result = NULL, *texts = NULL, *empty_name = NULL;
+    PyObject *status = NULL, *result = NULL, *empty_name = NULL;
     PyObject *held[6] = {NULL, NULL, NULL, NULL, NULL, NULL};
     static const char *const attrs[6] = {"ids", "texts", "rows", "answers", "answered", "pairs"};
     Py_ssize_t n_ends = ends.len / 8, n = rows.len / 8, truncated = 0;
@@ -903,10 +1183,12 @@ collect(PyObject *Py_UNUSED(module), PyObject *args)
     st.answers = held[3];
     st.answered = held[4];
     st.pairs = held[5];
+    st.ix = index_of_store(store);
+    if (st.ix == NULL)
+        goto out;
     status = PyBytes_FromStringAndSize(NULL, n);
-    texts = PyDict_New();
     empty_name = PyUnicode_FromString("");
-    if (status == NULL || texts == NULL || empty_name == NULL)
+    if (status == NULL || empty_name == NULL)
         goto fail;
     long empty_id = -2; /* the number of "", once needed */
     unsigned char *sb = (unsigned char *)PyBytes_AS_STRING(status);
@@ -922,7 +1204,8 @@ collect(PyObject *Py_UNUSED(module), PyObject *args)
         p.why = NULL;
         p.why_byte = 0;
         p.n_seen = 0;
-        p.texts = texts;
+        p.last_ix = -1;
+        p.ix = st.ix;
         p.b = (const unsigned char *)blob.buf + a;
         p.n = b - a;
         int got = read_message(&p, m);
@@ -949,7 +1232,7 @@ collect(PyObject *Py_UNUSED(module), PyObject *args)
             n_rows = 1;
         }
         for (Py_ssize_t q = 0; !bad && q < m->nq; q++) {
-            long qname = text_id(&st, m->qname[q]);
+            long qname = text_id_at(&st, m->qname[q], m->qname_ix[q]);
             bad = qname < 0
                   || put_row(&st, pk[i], (long)m->qtype[q], qname, id, rcode, response) < 0;
         }
@@ -964,7 +1247,6 @@ collect(PyObject *Py_UNUSED(module), PyObject *args)
     result = Py_BuildValue("(On)", status, truncated);
 fail:
     Py_XDECREF(status);
-    Py_XDECREF(texts);
     Py_XDECREF(empty_name);
 out:
     if (m != NULL)

@@ -1041,9 +1041,10 @@ class DnsStore:
     """DNS rows, answers and what they taught, as packed records (see :data:`DNS_ROW`),
     growing as messages are added; :meth:`tables` gives them as arrays."""
 
-    __slots__ = ("answered", "answers", "ids", "pairs", "rows", "texts")
+    __slots__ = ("_index", "answered", "answers", "ids", "pairs", "rows", "texts")
 
     def __init__(self) -> None:
+        self._index: object = None  # what _dns.collect keeps to find the texts it made again
         self.ids: dict[str, int] = {}
         self.texts: list[str] = []
         self.rows = bytearray()
@@ -1070,7 +1071,7 @@ class DnsStore:
         for qname, qtype in questions:
             self.rows += _ROW.pack(packet, qtype, tid(qname), m.id, m.rcode, m.response)
         for row in range(first, first + len(questions)):
-            for a in m.answers:  # texts numbered in the order _dns.collect numbers them
+            for a in m.answers:  # the texts _dns.collect numbers, in the same order
                 name = tid(a.name)
                 value = -1 if a.value is None else tid(a.value)
                 hints = tid(",".join(a.hints)) if a.hints else -1

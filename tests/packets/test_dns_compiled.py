@@ -780,6 +780,52 @@ def test_collect_on_hand_built_cut_and_mutated_messages() -> None:
     assert fast == collected(msgs, False)
 
 
+def _case_swapped(m: bytes) -> bytes:
+    """The message with its letters after the header in the other case (a name asked in
+    capitals, as DNS 0x20 randomisation sends it; lengths and data may change too)."""
+    return m[:12] + bytes(b ^ 0x20 if b < 0x80 and chr(b).isalpha() else b for b in m[12:])
+
+
+@built
+def test_collect_keeps_its_index_of_texts_across_jobs_and_python_additions() -> None:
+    """_dns.collect keeps the texts it made in the store, for the next job: the numbers must
+    stay those the store's dict gives, also when a job in between went the Python way (a
+    TCP DNS message in it) and numbered texts the index has not seen, and for names seen
+    first in one case and then in the other (their lower-case's number is kept too)."""
+    base = hand_built() + list(real_messages())[:300]
+    msgs = [m for pair in zip(base, map(_case_swapped, base), strict=True) for m in pair]
+    chunks = [msgs[k : k + 37] for k in range(0, len(msgs), 37)]
+
+    def learnt(compiled_path: bool) -> tuple[object, ...]:
+        was = N._dns_compiled
+        if not compiled_path:
+            N._dns_compiled = None
+        try:
+            c = N.NameCollector()
+            for k, chunk in enumerate(chunks):
+                job = _dns_job(chunk)
+                if k % 3 == 1:  # its first message by TCP: the whole job goes message by message
+                    job.tcp[0] = True
+                    framed = len(chunk[0]).to_bytes(2, "big") + chunk[0]
+                    job = _dns_job([framed, *chunk[1:]])
+                    job.tcp[0] = True
+                    job.flow[0] = 10_000 + k
+                c.feed(job)
+            r = c.result()
+        finally:
+            N._dns_compiled = was
+        d = r.dns
+        return d.python_rows(), d.name_addrs(), d.python_answered(), r.warnings, set(d.texts)
+
+    fast, slow = learnt(True), learnt(False)
+    assert fast[0] and fast[1]  # not an empty comparison
+    assert any(t != t.lower() for t in fast[4])  # names in capitals were read
+    assert fast[:4] == slow[:4]
+    # the texts are the same but for lower-cased CNAME names, which collect numbers all of
+    # (to follow chains by number) and Python only when a chain leads to an address
+    assert slow[4] <= fast[4] and all(t == t.lower() for t in fast[4] - slow[4])
+
+
 @built
 def test_collect_refuses_rows_outside_the_blob() -> None:
     with pytest.raises(ValueError):
