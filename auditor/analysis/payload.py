@@ -19,6 +19,11 @@ batches, the Firebase Analytics upload, the check-in) are read by their message 
 their places are field names (``log_event[0].source_extension|pb:3``, ``checkin.build.model``),
 each reading is listed in :attr:`ScanResult.decoded`, and a body its definition does not read
 is walked without a schema, with a ``schema-decode`` warning.
+
+With a ``--decrypt`` rules file (:mod:`auditor.analysis.decrypt`, ``Scanner(..., decrypt=)``),
+a body a rule matches is decrypted and its plaintext scanned too: its places start with the
+rule's name (``decrypted:<rule>|$.imei``), each decryption is listed in
+:attr:`ScanResult.decrypted`, and a body that will not decrypt is a ``decrypt-error`` warning.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes, urlsplit
 
 from auditor import codecs
+from auditor.analysis import decrypt as decryption
 from auditor.analysis import gproto
 from auditor.analysis.identifiers import (
     MIN_NEEDLE_LENGTH,
@@ -99,6 +105,7 @@ class WarningKind(StrEnum):
     BODY_TRUNCATED = "body-truncated"  # the capture kept only the first part of the body
     BODY_MISSING = "body-missing"  # the session has no stored bytes for the body
     SCHEMA_DECODE = "schema-decode"  # a body its endpoint's message definition does not read
+    DECRYPT_ERROR = "decrypt-error"  # a --decrypt rule matched but the body would not decrypt
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +129,7 @@ class Body:
     content_encoding: str | None = None
     content_type: str | None = None
     part: Part = Part.REQUEST
+    detail: str = ""  # where the body came from, when not the wire ("decrypted:<rule>")
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,11 +215,32 @@ class SchemaReading:
 
 
 @dataclass(frozen=True, slots=True)
+class Decryption:
+    """A body decrypted by a ``--decrypt`` rule before it was scanned."""
+
+    part: Part
+    rule: str
+    cipher: str
+    citation: str
+    plaintext_bytes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "part": self.part.value,
+            "rule": self.rule,
+            "cipher": self.cipher,
+            "citation": self.citation,
+            "plaintext_bytes": self.plaintext_bytes,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class ScanResult:
     matches: tuple[IdentifierMatch, ...] = ()
     warnings: tuple[ScanWarning, ...] = ()
     bytes_scanned: int = 0  # all buffers searched, decoded layers included
     decoded: tuple[SchemaReading, ...] = ()  # bodies read by their message definitions
+    decrypted: tuple[Decryption, ...] = ()  # bodies decrypted by a --decrypt rule
 
     @property
     def identifiers(self) -> frozenset[str]:
@@ -226,6 +255,7 @@ class ScanResult:
             "warnings": [w.to_dict() for w in self.warnings],
             "bytes_scanned": self.bytes_scanned,
             "decoded": [d.to_dict() for d in self.decoded],
+            "decrypted": [d.to_dict() for d in self.decrypted],
         }
 
 
@@ -242,8 +272,10 @@ class Scanner:
         limits: Limits | None = None,
         min_length: int = MIN_NEEDLE_LENGTH,
         backend: str = "auto",
+        decrypt: decryption.Rules | None = None,
     ) -> None:
         self.limits = limits or Limits()
+        self.decrypt = decrypt
         self.needles: NeedleSet = build_needles(identifiers, min_length=min_length)
         self.matcher = Matcher(
             self.needles, markers=MARKERS, backend=backend, max_hits=self.limits.max_hits
@@ -278,11 +310,16 @@ class Scanner:
         bodies: Iterable[Body] = (),
         *,
         response_headers: Iterable[Sequence[str]] = (),
+        method: str | None = None,
     ) -> ScanResult:
         """Identifiers in one flow: its URL, request (and response) headers and its bodies.
 
         ``headers`` are ``[name, value]`` pairs as in :class:`auditor.records.HttpRecord`.
+        With ``decrypt`` rules, a body a rule matches is scanned decrypted as well.
         """
+        headers, response_headers = list(headers), list(response_headers)
+        if self.decrypt is not None and url:
+            bodies = self._decrypted(url, method, headers, response_headers, bodies)
         walk = _Walk(self)
         if url:
             walk.part = Part.REQUEST
@@ -294,9 +331,50 @@ class Scanner:
         endpoint = gproto.endpoint_for(url)
         for b in bodies:
             walk.part, walk.location = b.part, Location.BODY
-            walk.endpoint = endpoint if b.part is Part.REQUEST else None
-            walk.body(b.data, b.content_encoding, b.content_type, "")
+            if isinstance(b, _Undecrypted):
+                walk.warn(WarningKind.DECRYPT_ERROR, b.detail, b.error)
+                continue
+            if isinstance(b, _Plaintext) and b.note is not None:
+                walk.decrypted.append(b.note)
+            walk.endpoint = endpoint if b.part is Part.REQUEST and not b.detail else None
+            walk.body(b.data, b.content_encoding, b.content_type, b.detail)
         return self._done(walk)
+
+    def _decrypted(
+        self,
+        url: str,
+        method: str | None,
+        headers: list[Sequence[str]],
+        response_headers: list[Sequence[str]],
+        bodies: Iterable[Body],
+    ) -> list[Body]:
+        """The bodies, each followed by its plaintext when a rule decrypts it (or by a marker
+        of the failure, which the walk turns into a warning)."""
+        assert self.decrypt is not None
+        out: list[Body] = []
+        for b in bodies:
+            out.append(b)
+            res = decryption.apply(
+                self.decrypt,
+                b.data,
+                url=url,
+                method=method,
+                headers=headers if b.part is Part.REQUEST else response_headers,
+                content_encoding=b.content_encoding,
+                part=b.part.value,
+            )
+            if res is None:
+                continue
+            detail = f"decrypted:{res.rule.name}"
+            if res.plaintext is None:
+                error = f"rule {res.rule.name}: {res.error}; the body was scanned as captured"
+                out.append(_Undecrypted(b"", part=b.part, detail=detail, error=error))
+                continue
+            note = Decryption(
+                b.part, res.rule.name, res.rule.cipher.value, res.rule.citation, len(res.plaintext)
+            )
+            out.append(_Plaintext(res.plaintext, None, res.content_type, b.part, detail, note=note))
+        return out
 
     def scan_record(self, record: HttpRecord, store: BodyStore) -> ScanResult:
         """A saved flow of a session (``Session(path).http()``, ``Session.bodies``)."""
@@ -331,11 +409,14 @@ class Scanner:
             record.request_headers,
             bodies,
             response_headers=record.response_headers,
+            method=record.method,
         )
         if not extra:
             return res
         self.warning_counts.update(w.kind for w in extra)
-        return ScanResult(res.matches, tuple(extra) + res.warnings, res.bytes_scanned, res.decoded)
+        return ScanResult(
+            res.matches, tuple(extra) + res.warnings, res.bytes_scanned, res.decoded, res.decrypted
+        )
 
     def _done(self, walk: _Walk) -> ScanResult:
         self.payloads += 1
@@ -345,7 +426,18 @@ class Scanner:
             tuple(walk.warnings),
             walk.scanned,
             tuple(walk.readings),
+            tuple(walk.decrypted),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _Plaintext(Body):
+    note: Decryption | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Undecrypted(Body):
+    error: str = ""
 
 
 def scan_payload(scanner: Scanner, data: bytes, **kwargs: Any) -> ScanResult:
@@ -703,6 +795,7 @@ class _Walk:
         self.scanned = 0
         self.endpoint: gproto.Endpoint | None = None  # the request body's message definition
         self.readings: list[SchemaReading] = []
+        self.decrypted: list[Decryption] = []
 
     # -- bookkeeping
 
