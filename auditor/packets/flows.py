@@ -264,8 +264,10 @@ _HTTP_FIRST: Final = np.zeros(256, dtype=bool)  # first bytes of the HTTP method
 _HTTP_FIRST[[m[0] for m in N.HTTP_METHODS]] = True
 _SYN_ONLY: Final = 0x200  # derived flag bits, above the 9 TCP flag bits
 _SYN_ACK: Final = 0x400
-_KINDS_HERE: Final = (  # parsed here with a worker (and UDP DNS when the worker lags)
-    N.KIND_TLS,
+# With a worker, these kinds are parsed here; UDP DNS and the ClientHellos that fit in their
+# segment keep no state between packets, and go to the worker unless it lags (_BEHIND jobs)
+_KINDS_HERE: Final = (
+    N.KIND_TLS,  # but for the whole ClientHellos (see _job's `floating`)
     N.KIND_TLS_MORE,
     N.KIND_HTTP,
     N.KIND_HTTP_MORE,  # here also because _job asks which heads are read
@@ -273,7 +275,7 @@ _KINDS_HERE: Final = (  # parsed here with a worker (and UDP DNS when the worker
     N.KIND_TLS_SERVER,  # here also because _job asks which flights are read
     N.KIND_TLS_SERVER_MORE,
 )
-_BEHIND: Final = 2  # jobs the worker may lag before this process parses a job's UDP DNS
+_BEHIND: Final = 2  # jobs the worker may lag before this process parses the floating kinds
 _NAME_COLUMNS: Final = (
     (N.NAME_SNI, SNI),
     (N.NAME_ALPN, ALPN),
@@ -642,14 +644,16 @@ class CaptureAnalyzer:
         self.warnings.update(batch.warnings)
         self.counts.update(batch.counts)
         fid, direction = self._assign(batch)
-        job = self._job(batch, fid, direction)
-        if job is not None:
+        got = self._job(batch, fid, direction)
+        if got is not None:
+            job, floating = got
             if self._worker is None:
                 self._collector.feed(job)
             else:  # the costly kinds to the worker, the cheap ones here: both stay busy
-                here = np.isin(job.kind, _KINDS_HERE)
-                if self._worker.behind >= _BEHIND:  # UDP DNS here while the worker lags
-                    here |= (job.kind == N.KIND_DNS) & ~job.tcp
+                if self._worker.behind >= _BEHIND:  # the floating kinds here while it lags
+                    here = np.isin(job.kind, _KINDS_HERE) | floating
+                else:
+                    here = np.isin(job.kind, _KINDS_HERE) & ~floating
                 if here.any():
                     self._collector.feed(job.subset(here))
                 if not here.all():
@@ -833,8 +837,12 @@ class CaptureAnalyzer:
         raw = self._table.columns()
         return {k: np.frombuffer(raw[k], dtype=t) for k, (t, _) in _STORE_FIELDS.items()}
 
-    def _job(self, pb: PacketBatch, fid: np.ndarray, direction: np.ndarray) -> N.NameJob | None:
-        """The packets of the batch that may carry a name, chosen with numpy."""
+    def _job(
+        self, pb: PacketBatch, fid: np.ndarray, direction: np.ndarray
+    ) -> tuple[N.NameJob, np.ndarray] | None:
+        """The packets of the batch that may carry a name, chosen with numpy, and which of
+        them either process may parse (``floating``): UDP DNS, and ClientHellos that fit in
+        their segment on flows not waiting for the rest of an earlier one."""
         idx = np.flatnonzero((fid >= 0) & (pb.payload_len > 0))
         if not idx.size:
             return None
@@ -913,6 +921,13 @@ class CaptureAnalyzer:
         pick = np.flatnonzero(kind)
         if not pick.size:
             return None
+        floating = np.zeros(len(idx), dtype=bool)
+        floating[maybe] = ((found == N.KIND_TLS) & whole) | (dns & udp_m)
+        floating = floating[pick] & (kind[pick] != N.KIND_TLS_MORE)
+        if self._tls_wait:  # a flow with the rest of a ClientHello to come keeps it all here
+            hello = np.flatnonzero(floating & (kind[pick] == N.KIND_TLS))
+            waiting = np.fromiter(self._tls_wait, np.int64, len(self._tls_wait))
+            floating[hello[np.isin(f[pick[hello]], waiting)]] = False
         rows = idx[pick]
         rb = pb.records
         start = rb.data[rows] + pb.payload_off[rows]
@@ -956,7 +971,7 @@ class CaptureAnalyzer:
                     "tcp": pb.proto[dns_rows] == D.PROTO_TCP,
                 }
             )
-        return job
+        return job, floating
 
     def _mark_heads(
         self,

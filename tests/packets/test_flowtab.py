@@ -261,7 +261,8 @@ def _dns_heavy() -> bytes:
 def test_udp_dns_parsed_here_or_in_the_worker_gives_the_same_tables(
     behind: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``_BEHIND`` 0: this process parses every job's UDP DNS; 1000: the worker does."""
+    """``_BEHIND`` 0: this process parses every job's UDP DNS and whole ClientHellos; 1000:
+    the worker does."""
     path = tmp_path / "dns.pcap"
     path.write_bytes(_dns_heavy() + write(scenario())[24:])
     alone = F.read_capture(path, workers=0, chunk_size=4096)
