@@ -376,7 +376,14 @@ class _Audit:
 
         def on_step(step: Step, state: str) -> None:
             self.prog.step, self.prog.step_index = step.describe(), step.index + 1
+            self.prog.phase, self.prog.message = "scenario", ""
             self.report(self.prog)
+
+        def operator(text: str) -> None:
+            """A step needs the operator's hands (``sim_insert``): say so where progress shows."""
+            log.warning("operator: %s", text)
+            self.prog.message = text
+            self._enter(f"OPERATOR: {text}")
 
         def after_reboot() -> None:
             assert self.setup is not None
@@ -391,6 +398,7 @@ class _Audit:
             on_step=on_step,
             after_reboot=after_reboot,
             system_packages=[p.name for p in self.profile.packages if p.system],
+            prompt=operator,
         )
         run = runner.run(self.scenario)
         self._check_proxy()

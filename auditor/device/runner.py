@@ -1,4 +1,10 @@
-"""Runs a scenario's steps on a handset, writing each step into the session as an event."""
+"""Runs a scenario's steps on a handset, writing each step into the session as an event.
+
+Besides the ``scenario_step`` events, some steps write marks for the report's timeline:
+``scenario_mark`` (a ``mark`` step, and the moments of ``sim_insert``: the prompt and the SIM
+state change) and ``scenario_setting`` (a ``setting`` step: the value found and the value
+set, with where the setting's name comes from).
+"""
 
 from __future__ import annotations
 
@@ -22,6 +28,11 @@ log = logging.getLogger(__name__)
 SCREENSHOTS = "screenshots"
 PRESENCE_INTERVAL = 1.0  # seconds between checks that the device is still there, while waiting
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+SIM_TIMEOUT = 120.0
+SIM_POLL = 0.5
+# gsm.sim.state (TelephonyProperties; one entry per slot, comma-separated): the states in which
+# a card is in the slot and read, or being read
+SIM_PRESENT = frozenset({"READY", "LOADED", "PIN_REQUIRED", "PUK_REQUIRED", "NETWORK_LOCKED"})
 
 
 @dataclass
@@ -43,6 +54,7 @@ class StepRunner:
         on_step: Callable[[Step, str], None] | None = None,
         after_reboot: Callable[[], None] | None = None,
         system_packages: list[str] | None = None,
+        prompt: Callable[[str], None] | None = None,
     ):
         self.h = handset
         self.writer = writer
@@ -52,6 +64,8 @@ class StepRunner:
         self.on_step = on_step
         self.after_reboot = after_reboot
         self.system_packages = system_packages or []
+        # asks the operator to do something by hand (the terminal, in an audit)
+        self.prompt = prompt or (lambda text: log.warning("%s", text))
 
     @staticmethod
     def refuse_shell(scenario: Scenario) -> None:
@@ -189,15 +203,77 @@ class StepRunner:
         if self.after_reboot:
             self.after_reboot()
 
-    def _setting(self, namespace: str, key: str, value: str) -> None:
+    def _setting(
+        self,
+        namespace: str,
+        key: str,
+        value: str | None = None,
+        clear_bits: int | None = None,
+        default: int | None = None,
+        source: str | None = None,
+    ) -> None:
         before = self.h.setting_get(namespace, key)
-        cid = self.journal.record(
-            self.h.serial,
-            f"scenario: settings put {namespace} {key} {value}",
-            {"kind": "setting", "namespace": namespace, "key": key, "value": before},
+        if clear_bits is not None:
+            value = str(_cleared(before, clear_bits, default))
+        assert value is not None  # the scenario gives one or the other
+        if value != before:
+            cid = self.journal.record(
+                self.h.serial,
+                f"scenario: settings put {namespace} {key} {value}",
+                {"kind": "setting", "namespace": namespace, "key": key, "value": before},
+            )
+            self.h.setting_put(namespace, key, value)
+            self.journal.applied(cid)
+        self.writer.event(
+            "scenario_setting",
+            f"{namespace} {key}: {before if before is not None else '(unset)'} -> {value}",
+            namespace=namespace,
+            key=key,
+            found=before,
+            set=value,
+            changed=value != before,
+            source=source,
         )
-        self.h.setting_put(namespace, key, value)
-        self.journal.applied(cid)
+
+    def _mark(self, label: str, note: str | None = None) -> None:
+        self.writer.event("scenario_mark", note or label, mark=label, note=note)
+
+    def _sim_state(self) -> list[str]:
+        return [s.strip().upper() for s in self.h.getprop("gsm.sim.state").split(",")]
+
+    def _sim_insert(self, timeout: float | None = None) -> None:
+        """Ask the operator to insert a SIM card, and mark when the phone reads it: the moment
+        ``gsm.sim.state`` shows a card in a slot that had none."""
+        wait = timeout or SIM_TIMEOUT
+        before = self._sim_state()
+        if any(s in SIM_PRESENT for s in before):
+            raise DeviceError(
+                f"a SIM card is in already (gsm.sim.state={','.join(before)}): take it out "
+                "before the audit, then start it again"
+            )
+        text = f"insert the SIM card into {self.h.serial} now (waiting up to {wait:.0f}s)"
+        self.writer.event("scenario_mark", text, mark="sim_insert_prompt", sim_state=before)
+        self.prompt(text)
+        started = time.monotonic()
+        deadline = started + wait
+        while time.monotonic() < deadline:
+            now = self._sim_state()
+            if now != before and any(s in SIM_PRESENT for s in now):
+                took = time.monotonic() - started
+                self.writer.event(
+                    "scenario_mark",
+                    f"SIM read after {took:.1f}s: gsm.sim.state {','.join(now)}",
+                    mark="sim_inserted",
+                    sim_state=now,
+                    before=before,
+                    seconds=round(took, 3),
+                )
+                return
+            if self.stop.is_set():
+                return
+            self._sleep(SIM_POLL)
+        self.writer.event("scenario_mark", "no SIM read in time", mark="sim_insert_timeout")
+        raise DeviceError(f"no SIM card was read within {wait:.0f}s")
 
     def _airplane_mode(self, on: bool) -> None:
         self._setting("global", "airplane_mode_on", "1" if on else "0")
@@ -235,3 +311,15 @@ class StepRunner:
             launched += 1
             self.writer.event("app_launched", pkg)
             self.h.sh("input keyevent KEYCODE_HOME")
+
+
+def _cleared(found: str | None, bits: int, default: int | None) -> int:
+    """``found`` (an integer setting) with ``bits`` cleared; ``default`` when it is unset or
+    not a number (as the platform reads it), else 0."""
+    try:
+        base = int(found) if found is not None else None
+    except ValueError:
+        base = None
+    if base is None:
+        base = default if default is not None else 0
+    return base & ~bits

@@ -6,6 +6,8 @@ A scenario file::
     description: No interaction, as in Leith's idle-handset measurements.
     parameters:
       duration: 5m          # default; `auditor audit --duration` overrides it
+    citations:              # optional: the studies whose method it follows
+      - "D. J. Leith, Mobile Handset Privacy ... (SecureComm 2021)"
     steps:
       - idle: ${duration}
 
@@ -49,6 +51,7 @@ class Scenario:
     source: str
     sha256: str
     parameters: dict[str, Any] = field(default_factory=dict)
+    citations: tuple[str, ...] = ()
 
     @property
     def needs_shell(self) -> bool:
@@ -61,6 +64,7 @@ class Scenario:
             "source": self.source,
             "sha256": self.sha256,
             "parameters": self.parameters,
+            "citations": list(self.citations),
             "steps": [{"kind": s.kind, **s.args} for s in self.steps],
         }
 
@@ -129,6 +133,20 @@ def _setting_ns(v: Any) -> str:
     return s
 
 
+def _mark(v: Any) -> str:
+    s = _str(v)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,79}", s):
+        raise ValueError(f"a mark is a short name (letters, digits, - _ . :), not {s!r}")
+    return s
+
+
+def _bits(v: Any) -> int:
+    n = _int(v)
+    if n <= 0:
+        raise ValueError("expected a positive bit mask")
+    return n
+
+
 def _setting_key(v: Any) -> str:
     s = _str(v)
     if not re.fullmatch(r"[A-Za-z0-9_.:-]+", s):
@@ -163,8 +181,18 @@ STEPS: dict[str, tuple[str | None, dict[str, tuple[_Check, bool]]]] = {
     "airplane_mode": ("on", {"on": (_onoff, True)}),
     "setting": (
         None,
-        {"namespace": (_setting_ns, True), "key": (_setting_key, True), "value": (_text, True)},
+        {
+            "namespace": (_setting_ns, True),
+            "key": (_setting_key, True),
+            "value": (_text, False),
+            # or: clear these bits of the value found (``default`` when there is none)
+            "clear_bits": (_bits, False),
+            "default": (_int, False),
+            "source": (_text, False),  # where the setting's name and meaning come from
+        },
     ),
+    "mark": ("label", {"label": (_mark, True), "note": (_text, False)}),
+    "sim_insert": (None, {"timeout": (_dur, False)}),
     "shell": ("cmd", {"cmd": (_str, True)}),
     "launch_system_apps": (
         None,
@@ -219,7 +247,7 @@ def parse_scenario(text: str, source: str, overrides: dict[str, Any] | None = No
         raise ScenarioError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
     if not isinstance(doc, dict):
         raise ScenarioError(f"{source}:1: a scenario is a mapping with 'name' and 'steps'")
-    unknown = set(doc) - {"name", "description", "parameters", "steps"}
+    unknown = set(doc) - {"name", "description", "parameters", "citations", "steps"}
     if unknown:
         raise ScenarioError(f"{source}: unknown top-level keys: {', '.join(sorted(unknown))}")
     params = dict(doc.get("parameters") or {})
@@ -228,6 +256,9 @@ def parse_scenario(text: str, source: str, overrides: dict[str, Any] | None = No
     for k, v in (overrides or {}).items():
         if v is not None:
             params[k] = v
+    citations = doc.get("citations") or []
+    if not isinstance(citations, list) or not all(isinstance(c, str) and c for c in citations):
+        raise ScenarioError(f"{source}: 'citations' must be a list of texts")
     steps_raw = doc.get("steps")
     if not isinstance(steps_raw, list) or not steps_raw:
         raise ScenarioError(f"{source}: 'steps' must be a non-empty list")
@@ -244,6 +275,7 @@ def parse_scenario(text: str, source: str, overrides: dict[str, Any] | None = No
         source=source,
         sha256=hashlib.sha256(text.encode()).hexdigest(),
         parameters={k: str(v) for k, v in params.items()},
+        citations=tuple(citations),
     )
 
 
@@ -279,6 +311,10 @@ def _parse_step(raw: Any, where: str, line: int, index: int) -> Step:
             raise ScenarioError(f"{where} ({kind}): {name}: {exc}") from None
     if kind == "wait_for" and not ({"activity", "package"} & set(args)):
         raise ScenarioError(f"{where} (wait_for): give an activity or a package")
+    if kind == "setting" and ("value" in args) == ("clear_bits" in args):
+        raise ScenarioError(f"{where} (setting): give a value or clear_bits, not both")
+    if kind == "setting" and "default" in args and "clear_bits" not in args:
+        raise ScenarioError(f"{where} (setting): default goes with clear_bits")
     return Step(kind, args, line, index)
 
 

@@ -409,6 +409,7 @@ class VirtualDevice:
         self.sockets: dict[int, Socket] = {}
         self.packet_log: PacketLog | None = None  # what tcpdump sees; the network stack's log
         self.netfilter = Netfilter()  # iptables/ip6tables: what the network stack may send
+        self.sim_present = True  # the SIM tray: a card in it (the profile's), or none
         self._handles = itertools.count(1)
         self._inodes = itertools.count(43210)
         self.foreground: tuple[str, str] = ("", "")
@@ -749,6 +750,52 @@ class VirtualDevice:
     def _finish_reboot(self) -> None:
         self._boot()
 
+    # -- the SIM tray, for whoever plays the operator (a test, a demo) --
+
+    SIM_OPERATOR_PROPS = (
+        "gsm.sim.operator.alpha",
+        "gsm.sim.operator.numeric",
+        "gsm.sim.operator.iso-country",
+    )
+
+    def _sim_props_absent(self) -> None:
+        self.props["gsm.sim.state"] = "ABSENT"
+        for key in self.SIM_OPERATOR_PROPS:
+            self.props[key] = ""
+
+    def remove_sim(self) -> None:
+        """The card is taken out: telephony says ABSENT (and the tray stays empty across
+        reboots until :meth:`insert_sim`)."""
+        with self.lock:
+            self.sim_present = False
+            self._sim_props_absent()
+        self._sim_broadcast("ABSENT")
+
+    def insert_sim(self, *, step: float = 0.2) -> None:
+        """A card goes in: telephony reads it, NOT_READY, then READY, then LOADED (its
+        records read), each state broadcast as ACTION_SIM_STATE_CHANGED, as on a phone that
+        takes a card while it runs."""
+        with self.lock:
+            self.sim_present = True
+        for state in ("NOT_READY", "READY", "LOADED"):
+            with self.lock:
+                self.props["gsm.sim.state"] = state
+                if state == "LOADED":
+                    for key in self.SIM_OPERATOR_PROPS:
+                        self.props[key] = self.profile.props.get(key, "")
+            self._sim_broadcast(state)
+            time.sleep(step)
+
+    def _sim_broadcast(self, state: str) -> None:
+        self.log(
+            "IccCardProxy",
+            f"broadcastIccStateChangedIntent intent ACTION_SIM_STATE_CHANGED value={state} "
+            "reason=null",
+            priority="D",
+            uid=1001,  # radio: the phone process
+        )
+        self.emit("sim_state", state=state)
+
     def _setting_changed(self, namespace: str, key: str, value: str) -> None:
         if (namespace, key) == ("global", "airplane_mode_on"):
             on = value == "1"
@@ -1018,6 +1065,8 @@ class VirtualDevice:
                     "net.dns1": p.network.gateway or "",
                 }
             )
+            if not self.sim_present:
+                self._sim_props_absent()
             self.sockets = {}
             self._start_processes()
             for spec in p.sockets:
