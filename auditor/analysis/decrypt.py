@@ -27,6 +27,7 @@ import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from dataclasses import field as dc_field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -104,7 +105,7 @@ class Locator:
 class Rule:
     name: str
     cipher: CipherName
-    key: bytes
+    key: bytes = dc_field(repr=False)
     host: str | None = None  # a host name or a glob ("*.example.com"), lower case
     url: re.Pattern[str] | None = None  # searched in the whole URL
     method: str | None = None
