@@ -124,6 +124,14 @@ def duckdb_connection(ds: Dataset, *, sandbox: bool = True) -> Any:
     return con
 
 
+def _connect(ds: Dataset) -> Any:
+    """:func:`duckdb_connection`, a file it cannot read (a damaged part) a FleetError."""
+    try:
+        return duckdb_connection(ds)
+    except _duck_errors() as exc:
+        raise FleetError(f"{ds.root}: {_first_line(exc)}") from None
+
+
 def _duck_errors() -> tuple[type[BaseException], ...]:
     import duckdb
 
@@ -132,7 +140,7 @@ def _duck_errors() -> tuple[type[BaseException], ...]:
 
 class DuckDBEngine:
     def aggregates(self, ds: Dataset) -> Aggregates:
-        con = duckdb_connection(ds)
+        con = _connect(ds)
         try:
             return _duck_aggregates(con)
         except _duck_errors() as exc:
@@ -347,7 +355,7 @@ def query(ds: Dataset, sql: str) -> pd.DataFrame:
     SHOW, EXPLAIN) statements, and the last one's rows are returned."""
     import duckdb
 
-    con = duckdb_connection(ds)
+    con = _connect(ds)
     try:
         try:
             statements = con.extract_statements(sql)

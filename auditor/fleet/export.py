@@ -161,15 +161,16 @@ def _text_col(df: pd.DataFrame, name: str) -> list[str | None]:
 
 
 def _partition(audit: Audit, flows_start: pd.Series) -> tuple[Partition, pd.Timestamp | None]:
+    """The audit's partition values, and when it started: its first flow (else its
+    endpoints' first contact, else when its device profile was read)."""
     device = audit.doc.get("device") or {}
     device = device if isinstance(device, dict) else {}
-    starts = [flows_start.min()] if len(flows_start) else []
-    starts += [
-        t
-        for t in _ts([e.get("first_seen") for e in _endpoints(audit.doc)] or [None])
-        if not pd.isna(t)
-    ]
-    started = min((t for t in starts if not pd.isna(t)), default=None)
+    started = flows_start.min() if len(flows_start) else None
+    if started is None or pd.isna(started):
+        seen = _ts([e.get("first_seen") for e in _endpoints(audit.doc)] or [None]).min()
+        started = seen if not pd.isna(seen) else _ts([device.get("collected_at")]).min()
+    if pd.isna(started):
+        started = None
     month = started.strftime("%Y-%m") if started is not None else S.UNKNOWN
     values = (
         _text(device.get("manufacturer")) or S.UNKNOWN,
