@@ -17,6 +17,17 @@ import click
 DEFAULT_CAMPAIGNS = Path("campaigns")
 
 
+def _duration(value: str | None) -> str | None:
+    from auditor.timeutil import parse_duration
+
+    if value is not None:
+        try:
+            parse_duration(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return value
+
+
 @click.command("campaign")
 @click.option(
     "-s",
@@ -32,7 +43,12 @@ DEFAULT_CAMPAIGNS = Path("campaigns")
     help="A preset (idle, open-system-apps, browser-canary, reboot-and-idle) or a YAML file; "
     "the same one runs on every handset.",
 )
-@click.option("--duration", default=None, help="The scenario's duration parameter, e.g. 45s, 5m.")
+@click.option(
+    "--duration",
+    default=None,
+    callback=lambda ctx, param, value: _duration(value),
+    help="The scenario's duration parameter, e.g. 45s, 5m.",
+)
 @click.option(
     "--out",
     default=str(DEFAULT_CAMPAIGNS),
@@ -111,11 +127,9 @@ def _campaign(
     from auditor import cli as base
     from auditor.campaign.run import CampaignOptions, Event, run_campaign
 
-    if duration is not None:
-        base.DURATION.convert(duration, None, None)
     if packets not in ("auto", "off", "adb-tcpdump"):
         # one interface or one PCAPdroid exporter cannot be shared by several handsets
-        raise click.BadParameter("use auto, off or adb-tcpdump", param_hint="--packets")
+        raise click.BadParameter("use auto, off or adb-tcpdump", param_hint="'--packets'")
     opts = CampaignOptions(
         serials=list(serials),
         all_devices=all_devices,

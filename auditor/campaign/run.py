@@ -546,6 +546,8 @@ def run_campaign(opts: CampaignOptions, on_event: EventFn | None = None) -> Camp
             r = _salvage(w, _session_of(folder / SESSIONS, w.serial, since), notes)
         if opts.analyze and r.get("session") and not r.get("report"):
             r = _analyse_late(r, folder, notes)
+        if w.returncode is not None and w.returncode < 0 and "outcome_error" not in r:
+            notes.append(f"the audit process ended by signal {-w.returncode} after its result")
         rec = _handset_record(w, r, folder)
         rec["notes"] += notes
         records.append(rec)

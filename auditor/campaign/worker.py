@@ -14,8 +14,11 @@ analyses the session as ``auditor audit`` does at its end.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import faulthandler
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -87,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--notes", default="")
     ap.add_argument("--no-analyze", action="store_true")
     args = ap.parse_args(argv)
+    faulthandler.enable()  # a crash leaves its stack in the handset's audit.log
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     from auditor.audit import AuditOptions, run_audit
@@ -145,5 +149,16 @@ def main(argv: list[str] | None = None) -> int:
     return 130 if res.stopped_by == "signal" else 0
 
 
+def _exit(code: int) -> None:  # pragma: no cover - ends the process
+    """Leave at once once the result is on disk: the interpreter's own teardown (its last
+    garbage collection over the analysis's extension modules) has been seen to crash
+    (SIGSEGV) after a whole audit and analysis, which would only blur the exit status."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    logging.shutdown()
+    os._exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover - run by the campaign as a process
-    sys.exit(main())
+    _exit(main())

@@ -44,10 +44,10 @@ class Phone:
 
 
 def start_phone(server: AdbServer, profile: str, workdir: Path) -> Phone:
-    err = open(workdir / f"simulate-{profile}.log", "wb")  # noqa: SIM115 - closed on stop
+    err = open(workdir / f"simulate-{profile}.log", "wb")
+    argv = ["simulate", "--profile", profile, "--port", "0", "--no-connect", "--json"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "auditor.cli", "simulate", "--profile", profile, "--port", "0"]
-        + ["--no-connect", "--json"],
+        [sys.executable, "-m", "auditor.cli", *argv],
         cwd=REPO,
         env={**os.environ, "ANDROID_ADB_SERVER_PORT": str(server.port)},
         stdin=subprocess.DEVNULL,

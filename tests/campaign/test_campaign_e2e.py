@@ -7,7 +7,7 @@ analysis of each session.
    private DNS and the reverse tunnels, read through adb itself); each audit's proxy port its
    own; the audits overlapping in time; and the matrix's cells equal to what each session's
    own findings.json says (read here with plain json, not with auditor's readers).
-2. The same handsets again, one of them killed by its PID as soon as its scenario runs: the
+2. The same handsets again (not analysed), one of them killed by its PID as soon as its scenario runs: the
    other two complete and are restored, the lost one's session is closed and recorded as
    ``device_lost``, and no audit process or mitmdump is left running.
 """
@@ -58,13 +58,20 @@ class Run:
     matrix: dict[str, Any]
 
 
-def run_campaign(out: Path, confdir: Path, serials: list[str], *extra: str) -> Run:
-    args = ["--scenario", "idle", "--out", str(out), "--confdir", str(confdir), "--json"]
+def run_campaign(
+    out: Path, confdir: Path, serials: list[str], *extra: str, as_json: bool = True
+) -> Run:
+    args = ["--scenario", "idle", "--out", str(out), "--confdir", str(confdir)]
+    args += ["--json"] if as_json else []
     for s in serials:
         args += ["--serial", s]
     result = CliRunner().invoke(campaign, [*args, *extra], catch_exceptions=False)
-    doc = json.loads(result.stdout)
-    folder = Path(doc["campaign"])
+    if as_json:
+        doc = json.loads(result.stdout)
+        folder = Path(doc["campaign"])
+    else:  # the report's path alone on standard output
+        doc = {}
+        folder = Path(result.stdout.strip()).parent
     manifest = json.loads((folder / "campaign.json").read_text())
     matrix = json.loads((folder / "matrix.json").read_text())
     return Run(result, doc, folder, manifest, matrix)
@@ -103,7 +110,11 @@ def three(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Run:
     return run_campaign(
-        tmp_path_factory.mktemp("campaigns"), confdir, [p.serial for p in phones], "--duration", "6s"
+        tmp_path_factory.mktemp("campaigns"),
+        confdir,
+        [p.serial for p in phones],
+        "--duration",
+        "6s",
     )
 
 
@@ -234,7 +245,8 @@ def lost(
     adb_server: AdbServer,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[Run, Phone]:
-    """A second campaign on the same handsets; the Pixel is killed once its scenario runs."""
+    """A second campaign on the same handsets, not analysed; the Pixel is killed once its
+    scenario runs."""
     out = tmp_path_factory.mktemp("campaigns-lost")
     victim = next(p for p in phones if p.profile == "pixel-android14")
     killed = threading.Event()
@@ -263,6 +275,8 @@ def lost(
         "8s",
         "--restore-wait",
         "1",
+        "--no-analyze",  # the analysis is the first campaign's to test; here, the faults
+        as_json=False,
     )
     thread.join(5)
     assert killed.is_set(), "the scenario never ran on the victim"
@@ -277,7 +291,14 @@ def test_a_lost_handset_ends_its_own_audit_only(
 ) -> None:
     run, victim = lost
     assert run.result.exit_code == 1
-    assert "device_lost" in run.result.stderr
+    # progress and the end, one line per handset, on standard error
+    for p in phones:
+        lines = [x for x in run.result.stderr.splitlines() if x.startswith(f"[{p.serial}] ")]
+        assert any("audit pid" in x for x in lines), run.result.stderr
+        assert any("scenario" in x for x in lines), run.result.stderr
+        end = "device_lost" if p is victim else "complete"
+        assert lines[-1].startswith(f"[{p.serial}] {end}"), lines
+    assert run.result.stderr.splitlines()[-1].startswith("error: not every audit completed")
     handsets = {h["serial"]: h for h in run.manifest["handsets"]}
     v = handsets.pop(victim.serial)
     assert (v["outcome"], v["stopped_by"], v["restored"]) == ("device_lost", "device_lost", False)
@@ -294,7 +315,8 @@ def test_a_lost_handset_ends_its_own_audit_only(
         assert device_state(adb_server, serial) == baseline[serial]
     # the matrix has the lost handset's row, marked so
     row = next(x for x in run.matrix["handsets"] if x["serial"] == victim.serial)
-    assert row["outcome"] == "device_lost"
+    assert (row["outcome"], row["model"]) == ("device_lost", "Pixel 7")
+    assert row["report"] is None and run.matrix["cells"] == []  # --no-analyze
     assert run.manifest["outcomes"] == {"complete": len(phones) - 1, "device_lost": 1}
 
 
