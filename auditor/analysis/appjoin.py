@@ -45,7 +45,8 @@ log = logging.getLogger(__name__)
 #: Columns the join adds to the flow table (candidates for auditor.columns).
 OS_APPS = "os_apps"  # the packages the OS log names for the flow, ";"-joined
 OS_APP_EVIDENCE = "os_app_evidence"  # os-connect | os-dns | ambiguous | none
-OS_EVENTS = "os_events"  # the events that fit, as "<file>:<line>", ";"-joined (first 5)
+OS_EVENT = "os_event"  # the line (in its file) of the latest OS event that fits
+OS_EVENT_COUNT = "os_event_count"  # how many OS events fit
 
 CONNECT = "os-connect"
 DNS = "os-dns"
@@ -54,7 +55,6 @@ NONE = "none"
 SEEN_BY_OS = "os-log"  # seen_by of the rows only the OS log saw
 RECORD_TYPE = "os_connect"
 SOURCE = "intrusion-log"
-MAX_LISTED_EVENTS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +80,8 @@ class AppJoin:
 
     apps: np.ndarray
     evidence: np.ndarray
-    events: np.ndarray
+    events: np.ndarray  # the line of the latest event that fits
+    counts: np.ndarray  # how many events fit
     os_only: pd.DataFrame
     stats: dict[str, int] = field(default_factory=dict)
 
@@ -96,35 +97,61 @@ def os_events(records: Iterable[Any]) -> list[OsNetworkEvent]:
 
 
 class _Index:
-    """Events grouped by a key (an address and port, an address, a name), each group sorted by
-    time, with the package of each event as a code, so that a time window is two binary
-    searches and "one package or more" one comparison."""
+    """Events sorted by key (an address and port, an address, a name) and then time, in one
+    int64 array of ``key rank * width + milliseconds``: a row's time window in its key's
+    events is two binary searches, for all rows at once. ``changes[i]`` counts the package
+    changes up to event i, so the events of a window name one package when it is the same at
+    both ends."""
 
-    def __init__(self, keys: list[Any], times: list[float], pkgs: list[str], refs: list[int]):
-        self.groups: dict[Any, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
-        self.packages: list[str] = sorted(set(pkgs))
-        code = {p: i for i, p in enumerate(self.packages)}
-        by_key: dict[Any, list[int]] = {}
-        for i, k in enumerate(keys):
-            by_key.setdefault(k, []).append(i)
-        for k, idx in by_key.items():
-            t = np.asarray([times[i] for i in idx], dtype="float64")
-            order = np.argsort(t, kind="stable")
-            c = np.asarray([code[pkgs[idx[j]]] for j in order], dtype=np.int64)
-            # changes[i]: how many times the package changes up to i (the window's packages are
-            # one when the count is the same at both ends)
-            changes = np.concatenate([[0], np.cumsum(c[1:] != c[:-1])])
-            r = np.asarray([refs[idx[j]] for j in order], dtype=np.int64)
-            self.groups[k] = (t[order], c, changes, r)
+    def __init__(self, keys: np.ndarray, ms: np.ndarray, pkgs: np.ndarray, refs: np.ndarray):
+        kc, uniq = pd.factorize(keys, sort=False)
+        self.keys = pd.Index(uniq)
+        order = np.lexsort((ms, kc))
+        self.kc, self.t = kc[order].astype(np.int64), ms[order].astype(np.int64)
+        pc, pk = pd.factorize(pkgs[order], sort=True)
+        self.pkg = pc.astype(np.int64)
+        self.packages = np.asarray(pk, dtype=object)
+        self.ref = refs[order]
+        self.changes = np.concatenate([[0], np.cumsum(self.pkg[1:] != self.pkg[:-1])])
+        self.base = int(self.t.min()) if len(self.t) else 0
+        self.width = (int(self.t.max()) - self.base + 1) if len(self.t) else 1
+        # keys * width must stay inside int64: a log of centuries and millions of keys would
+        # not, and is read at a coarser grain (never seen; kept so that it cannot overflow)
+        self.grain = 1
+        while max(len(self.keys), 1) * (self.width // self.grain + 1) > 2**62:
+            self.grain *= 10
+        self.span = self.width // self.grain + 1
+        self.sorted = self.kc * self.span + (self.t - self.base) // self.grain
 
-    def window(self, key: Any, lo_t: np.ndarray, hi_t: np.ndarray) -> tuple[Any, ...] | None:
-        g = self.groups.get(key)
-        if g is None:
-            return None
-        t, c, changes, r = g
-        lo = np.searchsorted(t, lo_t, side="left")
-        hi = np.searchsorted(t, hi_t, side="right")
-        return lo, hi, c, changes, r
+    def window(
+        self, row_keys: np.ndarray, lo_ms: np.ndarray, hi_ms: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """For each row, the events [lo, hi) of its key from ``lo_ms`` to ``hi_ms``."""
+        n = len(row_keys)
+        lo = np.zeros(n, dtype=np.int64)
+        hi = np.zeros(n, dtype=np.int64)
+        if not n or not len(self.t):
+            return lo, hi
+        rc = self.keys.get_indexer(row_keys).astype(np.int64)
+        last = self.base + self.width - 1
+        live = (rc >= 0) & (hi_ms >= self.base) & (lo_ms <= last)
+        if not live.any():
+            return lo, hi
+        a = np.clip(np.floor(lo_ms[live]), self.base, last).astype(np.int64) - self.base
+        b = np.clip(np.ceil(hi_ms[live]), self.base, last).astype(np.int64) - self.base
+        lo[live] = np.searchsorted(self.sorted, rc[live] * self.span + a // self.grain, "left")
+        hi[live] = np.searchsorted(self.sorted, rc[live] * self.span + b // self.grain, "right")
+        return lo, hi
+
+    def one_package(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """Whether each non-empty window's events name a single package."""
+        hit = hi > lo
+        out = np.zeros(len(lo), dtype=bool)
+        out[hit] = self.changes[hi[hit] - 1] == self.changes[lo[hit]]
+        return out
+
+    def packages_in(self, lo: int, hi: int) -> list[str]:
+        return sorted({str(self.packages[c]) for c in self.pkg[lo:hi].tolist()})
 
 
 def join(
@@ -140,69 +167,57 @@ def join(
     n = len(flows)
     apps = np.full(n, "", dtype=object)
     how = np.full(n, NONE, dtype=object)
-    refs_out = np.full(n, "", dtype=object)
+    last = np.full(n, "", dtype=object)
+    count = np.zeros(n, dtype=np.int64)
     connects = [e for e in events if e.kind == "connect"]
     lookups = [e for e in events if e.kind == "dns"]
-    refs = [f"{e.line}" for e in events]
-    ref_of = {id(e): i for i, e in enumerate(events)}
-    shift = window.clock_offset
-    stats = {
-        "os_connect_events": len(connects),
-        "os_dns_events": len(lookups),
-    }
-    conn_idx = _Index(
-        [(e.ip, e.port) for e in connects],
-        [e.ts - shift for e in connects],
-        [e.package for e in connects],
-        [ref_of[id(e)] for e in connects],
-    )
-    start = _starts(flows)
-    ok = ~np.isnan(start)
-    used = np.zeros(len(events), dtype=bool)
+    shift_ms = window.clock_offset * 1000.0
+    stats = {"os_connect_events": len(connects), "os_dns_events": len(lookups)}
 
-    def fit(rows: np.ndarray, key: Any, index: _Index, before: float, label: str) -> None:
+    conn = _Index(
+        np.asarray([f"{e.ip}|{e.port}" for e in connects], dtype=object),
+        np.asarray([round(e.ts * 1000 - shift_ms) for e in connects], dtype=np.int64),
+        np.asarray([e.package for e in connects], dtype=object),
+        np.arange(len(connects), dtype=np.int64),
+    )
+    start = _starts(flows) * 1000.0
+    ok = ~np.isnan(start)
+    used: list[tuple[np.ndarray, np.ndarray]] = []  # the events each fit covered
+    lines = np.asarray([str(e.line) for e in connects], dtype=object)
+
+    def fit(rows: np.ndarray, keys: np.ndarray) -> None:
         if not rows.size:
             return
-        found = index.window(key, start[rows] - before, start[rows] + window.after)
-        if found is None:
-            return
-        lo, hi, codes, changes, r = found
+        t = start[rows]
+        lo, hi = conn.window(keys, t - window.before * 1000, t + window.after * 1000)
         hit = hi > lo
-        for row, a, b in zip(rows[hit].tolist(), lo[hit].tolist(), hi[hit].tolist(), strict=True):
-            used[r[a:b]] = True
-            if changes[b - 1] == changes[a]:
-                apps[row] = index.packages[codes[a]]
-                how[row] = label
-            else:
-                apps[row] = ";".join(sorted({index.packages[x] for x in codes[a:b].tolist()}))
-                how[row] = AMBIGUOUS
-            refs_out[row] = ";".join(refs[x] for x in r[a:b][:MAX_LISTED_EVENTS].tolist())
+        if not hit.any():
+            return
+        used.append((lo[hit], hi[hit]))
+        one = conn.one_package(lo, hi)
+        apps[rows[one]] = conn.packages[conn.pkg[lo[one]]]
+        how[rows[one]] = CONNECT
+        for row, a, b in zip(rows[hit & ~one].tolist(), lo[hit & ~one].tolist(),
+                             hi[hit & ~one].tolist(), strict=True):  # fmt: skip
+            apps[row] = ";".join(conn.packages_in(a, b))
+            how[row] = AMBIGUOUS
+        last[rows[hit]] = lines[conn.ref[hi[hit] - 1]]
+        count[rows[hit]] = hi[hit] - lo[hit]
 
-    ips = flows[C.SERVER_IP].to_numpy(dtype=object) if n else np.empty(0, dtype=object)
-    ports = _ints(flows, C.SERVER_PORT)
+    ips = _text(flows, C.SERVER_IP)
     if n:
-        keys = pd.Series(list(zip(ips.tolist(), ports.tolist(), strict=True)), dtype=object)
-        for key, pos in keys.groupby(keys, sort=False).indices.items():
-            sel = np.asarray(pos, dtype=np.intp)
-            fit(sel[ok[sel]], key, conn_idx, window.before, CONNECT)
+        ports = _ints(flows, C.SERVER_PORT)
+        keys = _joined(ips, ports)
+        fit(np.flatnonzero(ok), keys[ok])
         if proxy is not None and C.SEEN_BY in flows:
             seen = flows[C.SEEN_BY].to_numpy(dtype=object)
             rows = np.flatnonzero(ok & (how == NONE) & (seen == "proxy"))
-            fit(rows, proxy, conn_idx, window.before, CONNECT)
+            fit(rows, np.full(len(rows), f"{proxy[0]}|{proxy[1]}", dtype=object))
+    fitted = _covered(len(connects), used)
 
-    # DNS: the lookups that answered the server's address, or asked for the flow's name
-    dns_keys, dns_t, dns_p, dns_r = [], [], [], []
-    for e in lookups:
-        name = ("name", (e.hostname or "").lower().rstrip("."))
-        for key in dict.fromkeys([*(("ip", a) for a in e.addresses), name]):
-            dns_keys.append(key)
-            dns_t.append(e.ts - shift)
-            dns_p.append(e.package)
-            dns_r.append(ref_of[id(e)])
-    dns_idx = _Index(dns_keys, dns_t, dns_p, dns_r)
     if n and lookups:
-        rest = ok & (how == NONE)
-        _fit_dns(rest, ips, _names(flows), start, dns_idx, window, apps, how, refs_out, refs)
+        _fit_dns(np.flatnonzero(ok & (how == NONE)), ips, _names(flows), start, lookups,
+                 window, apps, how, last, count)  # fmt: skip
 
     stats |= {
         "rows_by_os_connect": int((how == CONNECT).sum()),
@@ -210,111 +225,164 @@ def join(
         "rows_ambiguous": int((how == AMBIGUOUS).sum()),
         "rows_without_os_evidence": int((how == NONE).sum()),
     }
-    os_only = _os_only(connects, [ref_of[id(e)] for e in connects], used, lookups, window, proxy)
+    os_only = _os_only(connects, fitted, lookups, window, proxy)
     stats["os_only_connections"] = len(os_only)
     stats["os_only_loopback_skipped"] = sum(
-        1 for e in connects if not used[ref_of[id(e)]] and _loopback(e.ip or "")
+        1 for e, f in zip(connects, fitted.tolist(), strict=True) if not f and _loopback(e.ip or "")
     )
-    return AppJoin(apps, how, refs_out, os_only, stats)
+    return AppJoin(apps, how, last, count, os_only, stats)
+
+
+def _covered(n: int, ranges: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Which of ``n`` events fall in any of the [lo, hi) ranges (a difference array)."""
+    d = np.zeros(n + 1, dtype=np.int64)
+    for lo, hi in ranges:
+        np.add.at(d, lo, 1)
+        np.add.at(d, hi, -1)
+    return np.cumsum(d[:n]) > 0
 
 
 def _fit_dns(
-    rest: np.ndarray,
+    rows: np.ndarray,
     ips: np.ndarray,
     names: np.ndarray,
     start: np.ndarray,
-    index: _Index,
+    lookups: list[OsNetworkEvent],
     window: Window,
     apps: np.ndarray,
     how: np.ndarray,
-    refs_out: np.ndarray,
-    refs: list[str],
+    last: np.ndarray,
+    count: np.ndarray,
 ) -> None:
     """Rows with no connection that fits: the packages of the lookups, in the window before
-    the row, that answered its address or asked for its name (both sets together)."""
-    rows = np.flatnonzero(rest)
+    the row, that answered its address or asked for its name (both together)."""
     if not rows.size:
         return
-    found: dict[int, tuple[set[str], list[int]]] = {}
-    for kind, values in (("ip", ips), ("name", names)):
-        keys = pd.Series([(kind, v) for v in values[rows].tolist()], dtype=object)
-        for key, pos in keys.groupby(keys, sort=False).indices.items():
-            sub = rows[pos]
-            hit = index.window(key, start[sub] - window.dns_before, start[sub] + window.after)
-            if hit is None:
-                continue
-            lo, hi, codes, _, r = hit
-            for row, a, b in zip(sub.tolist(), lo.tolist(), hi.tolist(), strict=True):
-                if b > a:
-                    pk, rf = found.setdefault(row, (set(), []))
-                    pk.update(index.packages[x] for x in codes[a:b].tolist())
-                    rf.extend(r[a:b].tolist())
-    for row, (pk, rf) in found.items():
-        apps[row] = ";".join(sorted(pk))
-        how[row] = DNS if len(pk) == 1 else AMBIGUOUS
-        uniq = sorted(set(rf))
-        refs_out[row] = ";".join(refs[x] for x in uniq[:MAX_LISTED_EVENTS])
+    keys, ms, pkgs, refs = [], [], [], []
+    shift_ms = window.clock_offset * 1000.0
+    for i, e in enumerate(lookups):
+        host = (e.hostname or "").lower().rstrip(".")
+        t = round(e.ts * 1000 - shift_ms)
+        addrs = ["a|" + a for a in e.addresses]
+        named = ["n|" + host] if host else []
+        # "b|" keys: the lookups that fit a row both ways, to count each lookup once
+        both = [f"b|{host}|{a}" for a in e.addresses] if host else []
+        for key in dict.fromkeys([*addrs, *named, *both]):
+            keys.append(key)
+            ms.append(t)
+            pkgs.append(e.package)
+            refs.append(i)
+    index = _Index(
+        np.asarray(keys, dtype=object),
+        np.asarray(ms, dtype=np.int64),
+        np.asarray(pkgs, dtype=object),
+        np.asarray(refs, dtype=np.int64),
+    )
+    lines = np.asarray([str(e.line) for e in lookups], dtype=object)
+    t = start[rows]
+    lo_t, hi_t = t - window.dns_before * 1000, t + window.after * 1000
+    by_ip = index.window(_prefixed(ips[rows], "a|"), lo_t, hi_t)
+    by_name = index.window(_prefixed(names[rows], "n|"), lo_t, hi_t)
+    by_both = index.window(_prefixed(_joined(names[rows], ips[rows]), "b|"), lo_t, hi_t)
+    hit_a, hit_n = by_ip[1] > by_ip[0], by_name[1] > by_name[0]
+    hit = hit_a | hit_n
+    if not hit.any():
+        return
+    one_a, one_n = index.one_package(*by_ip), index.one_package(*by_name)
+    pkg_a = np.where(hit_a, index.pkg[np.minimum(by_ip[0], len(index.pkg) - 1)], -1)
+    pkg_n = np.where(hit_n, index.pkg[np.minimum(by_name[0], len(index.pkg) - 1)], -1)
+    one = hit & (one_a | ~hit_a) & (one_n | ~hit_n) & (~(hit_a & hit_n) | (pkg_a == pkg_n))
+    r = rows[one]
+    apps[r] = index.packages[np.where(hit_a[one], pkg_a[one], pkg_n[one])]
+    how[r] = DNS
+    both = hit & ~one
+    for row, a0, a1, n0, n1 in zip(rows[both].tolist(), by_ip[0][both].tolist(),
+                                   by_ip[1][both].tolist(), by_name[0][both].tolist(),
+                                   by_name[1][both].tolist(), strict=True):  # fmt: skip
+        apps[row] = ";".join(sorted({*index.packages_in(a0, a1), *index.packages_in(n0, n1)}))
+        how[row] = AMBIGUOUS
+    # the latest lookup that fits, and how many fit (one that fits both ways counted once)
+    end_a = np.where(hit_a, index.t[np.maximum(by_ip[1] - 1, 0)], np.iinfo(np.int64).min)
+    end_n = np.where(hit_n, index.t[np.maximum(by_name[1] - 1, 0)], np.iinfo(np.int64).min)
+    pick = np.where(end_a >= end_n, np.maximum(by_ip[1] - 1, 0), np.maximum(by_name[1] - 1, 0))
+    last[rows[hit]] = lines[index.ref[pick[hit]]]
+    fits = by_ip[1] - by_ip[0] + by_name[1] - by_name[0] - (by_both[1] - by_both[0])
+    count[rows[hit]] = fits[hit]
 
 
 def _os_only(
     connects: list[OsNetworkEvent],
-    refs: list[int],
-    used: np.ndarray,
+    fitted: np.ndarray,
     lookups: list[OsNetworkEvent],
     window: Window,
     proxy: tuple[str, int] | None,
 ) -> pd.DataFrame:
     """The OS's connections no flow fits, as flow rows (loopback ones and the phone's own
     connections to the proxy are left out: they are no destination)."""
-    answers: dict[tuple[str, str], list[tuple[float, str]]] = {}
-    for e in lookups:
-        for a in e.addresses:
-            answers.setdefault((e.package, a), []).append((e.ts, e.hostname or ""))
-    rows: list[dict[str, Any]] = []
-    for e, ref in zip(connects, refs, strict=True):
-        ip = e.ip or ""
-        if used[ref] or _loopback(ip) or (proxy is not None and (ip, e.port) == proxy):
-            continue
-        ts = e.ts - window.clock_offset
+    keep = [
+        e
+        for e, f in zip(connects, fitted.tolist(), strict=True)
+        if not f and not _loopback(e.ip or "") and (proxy is None or (e.ip, e.port) != proxy)
+    ]
+    if not keep:
+        return pd.DataFrame()
+    wanted = {(e.package, e.ip) for e in keep}
+    answers: dict[tuple[str, str | None], list[tuple[float, str]]] = {}
+    for d in lookups:
+        for a in d.addresses:
+            if (d.package, a) in wanted:
+                answers.setdefault((d.package, a), []).append((d.ts, d.hostname or ""))
+    names, evidence = [], []
+    for e in keep:
         named = {
             h
-            for t, h in answers.get((e.package, ip), [])
+            for t, h in answers.get((e.package, e.ip), [])
             if e.ts - window.dns_before <= t <= e.ts + window.after
         }
-        name, evidence = (named.pop(), "os-dns") if len(named) == 1 else (ip, "ip")
-        rows.append(
-            {
-                C.FLOW_ID: f"os-{e.line}",
-                C.RECORD_TYPE: RECORD_TYPE,
-                C.SOURCE: SOURCE,
-                C.START: pd.Timestamp(ts, unit="s", tz="UTC"),
-                C.END: pd.Timestamp(ts, unit="s", tz="UTC"),
-                C.SERVER_IP: ip,
-                C.SERVER_PORT: e.port,
-                C.NAME: name,
-                C.NAME_EVIDENCE: evidence,
-                C.APPS: e.package,
-                C.APP_EVIDENCE: CONNECT,
-                C.SEEN_BY: SEEN_BY_OS,
-                C.BYPASS: False,
-                OS_APPS: e.package,
-                OS_APP_EVIDENCE: CONNECT,
-                OS_EVENTS: str(e.line),
-            }
-        )
-    return pd.DataFrame(rows)
+        if len(named) == 1:  # one name: the app's own lookup; two or more: no guess
+            names.append(named.pop())
+            evidence.append("os-dns")
+        else:
+            names.append(e.ip or "")
+            evidence.append("ip")
+    ts = pd.to_datetime(
+        np.asarray([e.ts - window.clock_offset for e in keep], dtype="float64"), unit="s", utc=True
+    )
+    pkgs = [e.package for e in keep]
+    return pd.DataFrame(
+        {
+            C.FLOW_ID: [f"os-{e.line}" for e in keep],
+            C.RECORD_TYPE: RECORD_TYPE,
+            C.SOURCE: SOURCE,
+            C.START: ts,
+            C.END: ts,
+            C.SERVER_IP: [e.ip or "" for e in keep],
+            C.SERVER_PORT: [e.port for e in keep],
+            C.NAME: names,
+            C.NAME_EVIDENCE: evidence,
+            C.APPS: pkgs,
+            C.APP_EVIDENCE: CONNECT,
+            C.SEEN_BY: SEEN_BY_OS,
+            C.BYPASS: False,
+            OS_APPS: pkgs,
+            OS_APP_EVIDENCE: CONNECT,
+            OS_EVENT: [str(e.line) for e in keep],
+            OS_EVENT_COUNT: 1,
+        }
+    )
 
 
 def apply(flows: pd.DataFrame, joined: AppJoin, *, add_os_only: bool = True) -> pd.DataFrame:
-    """The flow table with the join's columns (``os_apps``, ``os_app_evidence``,
-    ``os_events``); where the table had no owner for a row (``app_evidence`` none), ``apps``
-    and ``app_evidence`` take the OS log's. Rows that had an owner keep it; whether the OS log
-    agrees is counted in ``joined.stats`` (``os_agrees``, ``os_disagrees``). With
+    """The flow table with the join's columns (``os_apps``, ``os_app_evidence``, ``os_event``,
+    ``os_event_count``); where the table had no owner for a row (``app_evidence`` none),
+    ``apps`` and ``app_evidence`` take the OS log's. Rows that had an owner keep it; whether
+    the OS log agrees is counted in ``joined.stats`` (``os_agrees``, ``os_disagrees``). With
     ``add_os_only``, the OS's connections no flow fits are added as rows."""
     df = flows.copy(deep=False)
     df[OS_APPS] = joined.apps
     df[OS_APP_EVIDENCE] = joined.evidence
-    df[OS_EVENTS] = joined.events
+    df[OS_EVENT] = joined.events
+    df[OS_EVENT_COUNT] = joined.counts
     if len(df):
         prior = (
             df[C.APP_EVIDENCE].astype(object).fillna(NONE).to_numpy(dtype=object)
@@ -413,17 +481,43 @@ def _ints(flows: pd.DataFrame, col: str) -> np.ndarray:
 
 def _names(flows: pd.DataFrame) -> np.ndarray:
     """The name each row goes by (the table's ``name``, else the HTTP host, else the SNI),
-    lower case, without a final dot."""
-    n = len(flows)
-    out = np.full(n, "", dtype=object)
+    lower case, without a final dot; each distinct value worked on once."""
+    out = np.full(len(flows), "", dtype=object)
     for col in (C.NAME, C.HOST, C.SNI):
         if col not in flows:
             continue
-        v = flows[col].to_numpy(dtype=object)
+        codes, uniq = pd.factorize(flows[col].to_numpy(dtype=object))
+        tidy = np.asarray(
+            [v.lower().rstrip(".") if isinstance(v, str) else "" for v in uniq] + [""],
+            dtype=object,
+        )
+        values = tidy[codes]  # code -1 (missing) takes the last: ""
         empty = out == ""
-        good = np.asarray([isinstance(x, str) and bool(x) for x in v], dtype=bool) & empty
-        out[good] = [x.lower().rstrip(".") for x in v[good].tolist()]
+        out[empty] = values[empty]
     return out
+
+
+def _text(flows: pd.DataFrame, col: str) -> np.ndarray:
+    if col not in flows:
+        return np.full(len(flows), "", dtype=object)
+    codes, uniq = pd.factorize(flows[col].to_numpy(dtype=object))
+    tidy = np.asarray([v if isinstance(v, str) else "" for v in uniq] + [""], dtype=object)
+    return tidy[codes]
+
+
+def _joined(ips: np.ndarray, ports: np.ndarray) -> np.ndarray:
+    """``<ip>|<port>`` per row, built once per distinct pair."""
+    frame = pd.DataFrame({"i": ips, "p": ports})
+    codes, uniq = pd.factorize(pd.MultiIndex.from_frame(frame))
+    texts = np.asarray([f"{i}|{p}" for i, p in uniq.tolist()], dtype=object)
+    return texts[codes]
+
+
+def _prefixed(values: np.ndarray, prefix: str) -> np.ndarray:
+    """``prefix + value`` per row; an empty value stays empty (no key matches it)."""
+    codes, uniq = pd.factorize(values)
+    texts = np.asarray([prefix + str(v) if v else "" for v in uniq] + [""], dtype=object)
+    return texts[codes]
 
 
 def _loopback(ip: str) -> bool:
