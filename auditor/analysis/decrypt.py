@@ -334,8 +334,7 @@ def _carried(data: bytes, rule: Rule) -> bytes:
     try:
         if rule.carrier is Carrier.HEX:
             return bytes.fromhex(text.decode("ascii"))
-        if rule.carrier is Carrier.BASE64URL:
-            text = text.replace(b"-", b"+").replace(b"_", b"/")
+        text = text.replace(b"-", b"+").replace(b"_", b"/")  # either alphabet
         return base64.b64decode(text + b"=" * (-len(text) % 4), validate=True)
     except (ValueError, binascii.Error) as exc:
         raise DecryptError(f"the body is not {rule.carrier.value}: {exc}") from None
