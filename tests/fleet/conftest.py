@@ -1,6 +1,6 @@
-"""A small fleet, built once per test session (each test module would pay ~10 s): three audits of the virtual handset, recorded as
-the recorder records them (mitmproxy flows, auditor's session writer with the profile's
-device facts) and analysed as `auditor analyze` does.
+"""A small fleet, built once per test session (each module would pay ~10 s): three audits
+of the virtual handset, recorded as the recorder records them (mitmproxy flows, auditor's
+session writer with the profile's device facts) and analysed as `auditor analyze` does.
 
 - Xiaomi Mi 10T, firmware A (the profile's build), June 2025: the profile's traffic plan;
 - the same handset, firmware B (a later MIUI build), July 2025: the "opt-out" update of
@@ -132,8 +132,10 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Audit]:
             "oneplus",
             "oneplus-8t",
             op_dev,
-            [*_plan_flows([(j, j.period) for j in _jobs("oneplus-8t")], "oneplus-8t", T0, "o")]
-            + [_hostile(T0)],
+            [
+                *_plan_flows([(j, j.period) for j in _jobs("oneplus-8t")], "oneplus-8t", T0, "o"),
+                _hostile(T0),
+            ],
             T0,
         ),
     ]

@@ -54,7 +54,7 @@ def test_dask_needs_a_reachable_scheduler(dataset: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # nothing listens there once closed
-    with pytest.raises(FleetError, match="dask scheduler tcp://127.0.0.1"):
+    with pytest.raises(FleetError, match=r"dask scheduler tcp://127\.0\.0\.1"):
         DaskEngine(f"tcp://127.0.0.1:{port}", timeout=1.0).aggregates(Dataset.open(dataset))
 
 
