@@ -233,3 +233,8 @@ def test_descriptor_set_matches_the_proto_files() -> None:
     fresh = descriptor_pb2.FileDescriptorSet.FromString(out)
     shipped = descriptor_pb2.FileDescriptorSet.FromString((pkg / "schemas.desc").read_bytes())
     assert {f.name: f for f in fresh.file} == {f.name: f for f in shipped.file}
+
+
+def test_a_missing_definition_is_a_schema_error_not_a_crash() -> None:
+    with pytest.raises(gproto.SchemaError, match="not available"):
+        gproto.decode(_body("checkin.bin"), ["auditor.gproto.checkin.Missing"])

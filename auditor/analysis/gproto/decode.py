@@ -192,7 +192,11 @@ def decode(data: bytes, messages: Sequence[str], *, max_fields: int = MAX_FIELDS
     for name in messages:
         short = name.rsplit(".", 1)[-1]
         try:
-            parsed = message_class(name).FromString(data)
+            cls = message_class(name)
+        except (OSError, KeyError, TypeError) as exc:  # schemas.desc missing or stale
+            raise SchemaError(f"the definition of {short} is not available: {exc}") from exc
+        try:
+            parsed = cls.FromString(data)
         except (message.DecodeError, RecursionError, ValueError) as exc:
             errors.append(f"not a {short} ({str(exc).rsplit(': ', 1)[-1] or 'invalid'})")
             continue
