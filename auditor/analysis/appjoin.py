@@ -354,6 +354,7 @@ def _os_only(
             C.FLOW_ID: [f"os-{e.line}" for e in keep],
             C.RECORD_TYPE: RECORD_TYPE,
             C.SOURCE: SOURCE,
+            C.TRANSPORT: "tcp",  # a ConnectEvent is a TCP connect (its Javadoc)
             C.START: ts,
             C.END: ts,
             C.SERVER_IP: [e.ip or "" for e in keep],
@@ -410,9 +411,13 @@ def apply(flows: pd.DataFrame, joined: AppJoin, *, add_os_only: bool = True) -> 
             joined.stats["os_agrees"] = int(same.sum())
             joined.stats["os_disagrees"] = int((~same).sum())
     if add_os_only and len(joined.os_only):
-        df = pd.concat([df, joined.os_only], ignore_index=True) if len(df) else joined.os_only
+        # every column of the table on both sides (an empty table's too): the analysis reads
+        # them all; what the OS log does not say (bytes, TLS) is left missing
+        cols = list(dict.fromkeys([*df.columns, *joined.os_only.columns]))
+        parts = [df.reindex(columns=cols), joined.os_only.reindex(columns=cols)]
+        df = pd.concat([p for p in parts if len(p)], ignore_index=True).reindex(columns=cols)
         if C.BYPASS in df:
-            df[C.BYPASS] = df[C.BYPASS].fillna(False).astype(bool)
+            df[C.BYPASS] = df[C.BYPASS].astype(object).fillna(False).astype(bool)
     return df
 
 

@@ -417,3 +417,11 @@ def test_the_join_gives_what_its_rules_written_plainly_give(seed: int) -> None:
         assert got == _plain_join(df, events, w)
         if w == Window():  # the data holds every case
             assert set(j.evidence.tolist()) == {CONNECT, DNS, AMBIGUOUS, NONE}
+
+
+def test_os_only_rows_carry_every_column_of_the_table_even_an_empty_one() -> None:
+    empty = flows().reindex(columns=[*C.FLOW_COLUMNS, C.APPS, C.APP_EVIDENCE, C.SEEN_BY])
+    j = appjoin.join(empty, [connect(T, "com.a", "192.0.2.1")])
+    out = appjoin.apply(empty, j)
+    assert set(C.FLOW_COLUMNS) <= set(out.columns)
+    assert out[C.TRANSPORT].tolist() == ["tcp"] and out[C.BYTES_UP].isna().all()
