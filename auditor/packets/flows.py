@@ -310,16 +310,11 @@ _PART_TYPES: Final[dict[str, type]] = {
     "app": np.int32,
     "fid": np.int64,
 }
+# what is kept of each DNS packet: its addresses and ports are its flow's, by direction
 _DNS_META_TYPES: Final[dict[str, type]] = {
     "ts": np.int64,
     "flow": np.int64,
-    "ver": np.uint8,
-    "src_hi": np.uint64,
-    "src_lo": np.uint64,
-    "dst_hi": np.uint64,
-    "dst_lo": np.uint64,
-    "sport": np.int32,
-    "dport": np.int32,
+    "dir": np.int8,  # 0: sent by the flow's lower side (see CaptureAnalyzer._assign)
     "tcp": np.bool_,
 }
 _PROTO_TEXT: Final = np.array(
@@ -632,7 +627,10 @@ class CaptureAnalyzer:
         self._renumber = np.zeros(0, dtype=np.int64)
         self._dns_seen = 0  # DNS packets handed to the collector so far
         self._rows_seen = 0  # packets handed to the collectors so far
-        self._dns_meta: list[dict[str, np.ndarray]] = []  # their time, flow, addresses, ports
+        self._dns_meta: list[dict[str, np.ndarray]] = []  # their time, flow, direction
+        # each flow's address codes, ports and the address texts (by _flow_table)
+        none = np.zeros(0, dtype=np.int64)
+        self._sides: tuple[np.ndarray, ...] = (none, none, none, none, np.zeros(0, dtype=object))
 
     def close(self) -> None:
         if self._worker is not None:
@@ -961,13 +959,7 @@ class CaptureAnalyzer:
                 {
                     "ts": rb.ts_ns[dns_rows],
                     "flow": fid[dns_rows],
-                    "ver": pb.ip_version[dns_rows],
-                    "src_hi": pb.src_hi[dns_rows],
-                    "src_lo": pb.src_lo[dns_rows],
-                    "dst_hi": pb.dst_hi[dns_rows],
-                    "dst_lo": pb.dst_lo[dns_rows],
-                    "sport": pb.sport[dns_rows],
-                    "dport": pb.dport[dns_rows],
+                    "dir": direction[dns_rows],
                     "tcp": pb.proto[dns_rows] == D.PROTO_TCP,
                 }
             )
@@ -1116,6 +1108,8 @@ class CaptureAnalyzer:
             np.concatenate([col["a_lo"], col["b_lo"]]),
         )
         a_code, b_code = codes[:n], codes[n:]
+        # each flow's sides, for the DNS table (its rows' addresses and ports are these)
+        self._sides = (a_code, b_code, col["pa"], col["pb"], texts)
         found = self._collector.result()
         if self._worker is not None:
             try:
@@ -1242,15 +1236,20 @@ class CaptureAnalyzer:
         response = rec["response"].astype(bool)
         ids = rec["id"].astype(np.int64)
         n = len(packet)
-        codes, texts = D.address_codes(
-            np.concatenate([meta["ver"], meta["ver"]]),
-            np.concatenate([meta["src_hi"], meta["dst_hi"]]),
-            np.concatenate([meta["src_lo"], meta["dst_lo"]]),
+        flow = self._renumber[meta["flow"]] if n else meta["flow"]
+        a_code, b_code, a_port, b_port, texts = self._sides
+        from_a = meta["dir"] == 0
+        # the addresses of these rows: the flows' (sorted by address), those in use only
+        used, codes = np.unique(
+            np.concatenate([a_code[flow], b_code[flow]]), return_inverse=True
         )
-        src, dst = codes[:n], codes[n:]
-        cats = pd.CategoricalDtype(pd.Index(texts, dtype=object))
-        client_port = np.where(response, meta["dport"], meta["sport"])
-        server_port = np.where(response, meta["sport"], meta["dport"])
+        a_row, b_row = codes[:n], codes[n:]
+        src, dst = np.where(from_a, a_row, b_row), np.where(from_a, b_row, a_row)
+        sport = np.where(from_a, a_port[flow], b_port[flow])
+        dport = np.where(from_a, b_port[flow], a_port[flow])
+        cats = pd.CategoricalDtype(pd.Index(texts[used], dtype=object))
+        client_port = np.where(response, dport, sport)
+        server_port = np.where(response, sport, dport)
         labels = list(dict.fromkeys(DNS_PORTS.values()))
         unset = labels.index("dns")
         protocol = np.full(n, unset, dtype=np.int64)
@@ -1265,7 +1264,7 @@ class CaptureAnalyzer:
         frame = pd.DataFrame(
             {
                 DNS_TS: pd.to_datetime(meta["ts"], unit="ns", utc=True),
-                DNS_FLOW_ID: self._renumber[meta["flow"]] if n else meta["flow"],
+                DNS_FLOW_ID: flow,
                 DNS_CLIENT_IP: pd.Categorical.from_codes(
                     np.where(response, dst, src), dtype=cats, validate=False
                 ),
