@@ -1240,9 +1240,7 @@ class CaptureAnalyzer:
         a_code, b_code, a_port, b_port, texts = self._sides
         from_a = meta["dir"] == 0
         # the addresses of these rows: the flows' (sorted by address), those in use only
-        used, codes = np.unique(
-            np.concatenate([a_code[flow], b_code[flow]]), return_inverse=True
-        )
+        used, codes = np.unique(np.concatenate([a_code[flow], b_code[flow]]), return_inverse=True)
         a_row, b_row = codes[:n], codes[n:]
         src, dst = np.where(from_a, a_row, b_row), np.where(from_a, b_row, a_row)
         sport = np.where(from_a, a_port[flow], b_port[flow])
