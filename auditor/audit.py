@@ -36,6 +36,7 @@ from auditor.capture import (
     ProxyExit,
     ProxyOptions,
     ca_cert_path,
+    write_keyed_captures,
 )
 from auditor.device.handset import Handset
 from auditor.device.journal import RestoreJournal
@@ -136,6 +137,8 @@ class AuditOptions:
     # QUIC forced to TCP (UDP 443 dropped): None = on when the phone has root (iptables) or
     # PCAPdroid captures (its own blocking); True = required; False = --no-block-quic
     block_quic: bool | None = None
+    # each packet capture copied into tls/NAME.pcapng with the TLS key log embedded (Wireshark)
+    keyed_pcapng: bool = True
 
 
 @dataclass
@@ -232,6 +235,7 @@ class _Audit:
         self.proxy_exit: ProxyExit | None = None
         self.manifest: dict[str, Any] = {}
         self.quic: dict[str, Any] = {"blocked": False, "method": None}
+        self.keyed: list[dict[str, Any]] = []
         self.ticking = False
         self.started = time.monotonic()
         self._quit = threading.Event()
@@ -525,6 +529,7 @@ class _Audit:
             if ended is not None and self.proxy_exit is None:
                 self._proxy_ended(ended)
             rc = self.mitm.stop()
+        self._keyed_captures()  # the key log is whole once mitmdump has stopped
         if self.proxy_exit is not None:
             self.status = STATUS_INCOMPLETE
             if self.stopped_by in ("scenario_done", "stopped"):
@@ -546,10 +551,31 @@ class _Audit:
         }
         if self.detail:
             updates["stop_detail"] = self.detail
+        if self.keyed:
+            updates["tls_keyed_captures"] = self.keyed
         try:
             self.manifest = self.writer.close(status=self.status, **updates)
         except OSError as exc:
             raise write_error(self.writer.path / MANIFEST, exc) from None
+
+    def _keyed_captures(self) -> None:
+        """The packet captures with the TLS secrets embedded, for Wireshark (see
+        :func:`auditor.capture.write_keyed_captures`); a failure is an event, never the end
+        of the way out."""
+        if not self.opts.keyed_pcapng or self.packets is None or self.writer is None:
+            return
+        try:
+            done = write_keyed_captures(self.writer.path)
+        except (AuditorError, OSError) as exc:
+            self._event("keyed_capture_failed", f"{type(exc).__name__}: {exc}")
+            return
+        for k in done:
+            self._event(
+                "keyed_capture",
+                f"{k.capture} with the TLS key log: {k.keyed} ({k.packets} packets)",
+                **k.to_dict(),
+            )
+        self.keyed = [k.to_dict() for k in done]
 
     def _restore(self) -> bool:
         """Undo every journalled change; wait up to ``restore_wait`` for a device that went

@@ -3,6 +3,12 @@
 The controlling ``auditor`` process owns the session: it creates it, starts mitmdump pointed
 at it, shows live counts by tailing ``flows.jsonl``, stops mitmdump on duration, Ctrl-C or
 SIGTERM, and closes the session (end time, summary, artifact hashes).
+
+Once mitmdump has stopped, :func:`write_keyed_captures` copies each packet capture of the
+session into ``tls/<name>.pcapng`` with mitmdump's TLS key log embedded in a Decryption
+Secrets Block, as ``editcap --inject-secrets tls,tls/keylog.txt`` writes it: Wireshark opens
+that one file and shows the decrypted traffic. It lives beside the key log, not under
+``packets/``, so that analysis never reads the same packets twice.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import shutil
 import signal
 import socket
 import stat
+import struct
 import subprocess
 import sys
 import threading
@@ -24,9 +31,10 @@ from typing import Any
 
 import addons.recorder
 from addons.recorder import EXIT_DISK_FULL, EXIT_WRITE_FAILED, RECORDER_SAYS
+from auditor import __version__
 from auditor.bodies import DEFAULT_BODY_CAP
 from auditor.errors import CaptureError
-from auditor.fsutil import private_mkdirs
+from auditor.fsutil import open_regular, private_mkdirs
 from auditor.records import HttpRecord, RecordFormatError, loads
 from auditor.session import (
     FLOWS,
@@ -467,3 +475,188 @@ def run_capture(
         updates["stop_detail"] = detail
     manifest = writer.close(status=status, **updates)
     return CaptureResult(writer.path, manifest, stopped_by)
+
+
+# ---- captures with their TLS secrets (pcapng, Decryption Secrets Block) ------------------------
+
+PACKETS = "packets"
+KEYED_DIR = "tls"
+# pcapng block types and the TLS key log secrets type (draft-ietf-opsawg-pcapng, section 4.7;
+# Wireshark wiretap/secrets-types.h SECRETS_TYPE_TLS)
+SHB, IDB, EPB, DSB = 0x0A0D0D0A, 0x00000001, 0x00000006, 0x0000000A
+SECRETS_TLS = 0x544C534B
+BYTE_ORDER_MAGIC = 0x1A2B3C4D
+_PCAP_MAGICS = {
+    b"\xd4\xc3\xb2\xa1": ("<", False),
+    b"\xa1\xb2\xc3\xd4": (">", False),
+    b"\x4d\x3c\xb2\xa1": ("<", True),  # nanosecond timestamps
+    b"\xa1\xb2\x3c\x4d": (">", True),
+}
+_CHUNK = 1024 * 1024
+
+
+@dataclass
+class KeyedCapture:
+    """One packet capture copied with the secrets: what went in and what came out."""
+
+    capture: str  # the session's capture, relative (packets/...)
+    keyed: str  # the copy with the secrets, relative (tls/....pcapng)
+    packets: int
+    secrets_bytes: int
+    warning: str = ""  # a last record cut short (a capture killed mid-write): not copied
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {
+            "capture": self.capture,
+            "keyed": self.keyed,
+            "packets": self.packets,
+            "secrets_bytes": self.secrets_bytes,
+        }
+        if self.warning:
+            out["warning"] = self.warning
+        return out
+
+
+def _pad4(data: bytes) -> bytes:
+    return data + b"\x00" * (-len(data) % 4)
+
+
+def _block(order: str, kind: int, body: bytes) -> bytes:
+    body = _pad4(body)
+    size = len(body) + 12
+    return struct.pack(order + "II", kind, size) + body + struct.pack(order + "I", size)
+
+
+def secrets_block(secrets: bytes, order: str = "<") -> bytes:
+    """A Decryption Secrets Block holding a TLS key log (NSS format), no options."""
+    return _block(order, DSB, struct.pack(order + "II", SECRETS_TLS, len(secrets)) + secrets)
+
+
+def _section_header(order: str) -> bytes:
+    app = f"auditor {__version__}".encode()
+    options = struct.pack(order + "HH", 4, len(app)) + _pad4(app) + b"\x00" * 4  # shb_userappl
+    body = struct.pack(order + "IHHq", BYTE_ORDER_MAGIC, 1, 0, -1) + options
+    return _block(order, SHB, body)
+
+
+def _interface(linktype: int, snaplen: int, nanos: bool) -> bytes:
+    options = b""
+    if nanos:  # if_tsresol: 10^-9 (microseconds are the default and need no option)
+        options = struct.pack("<HHB", 9, 1, 9) + b"\x00" * 3 + b"\x00" * 4
+    return _block("<", IDB, struct.pack("<HHI", linktype & 0xFFFF, 0, snaplen) + options)
+
+
+def _pcap_to_pcapng(src: Any, dst: Any, secrets: bytes) -> tuple[int, str]:
+    """Copy a classic pcap stream to pcapng with the secrets: SHB, DSB, IDB, then one EPB per
+    record, in the order editcap writes them. Returns (packets, warning)."""
+    head = src.read(24)
+    order, nanos = _PCAP_MAGICS[head[:4]]
+    _, _, _, _, snaplen, network = struct.unpack(order + "HHiIII", head[4:24])
+    dst.write(_section_header("<"))
+    dst.write(secrets_block(secrets))
+    dst.write(_interface(network & 0x0FFFFFFF, snaplen, nanos))
+    rec = struct.Struct(order + "IIII")
+    scale = 1_000_000_000 if nanos else 1_000_000
+    packets = 0
+    while True:
+        hdr = src.read(16)
+        if not hdr:
+            return packets, ""
+        if len(hdr) < 16:
+            return packets, "the last record's header is cut short; not copied"
+        sec, frac, incl, orig = rec.unpack(hdr)
+        data = src.read(incl)
+        if len(data) < incl:
+            return packets, "the last record is cut short; not copied"
+        ts = sec * scale + frac
+        body = struct.pack("<IIIII", 0, ts >> 32, ts & 0xFFFFFFFF, incl, orig) + data
+        dst.write(_block("<", EPB, body))
+        packets += 1
+
+
+def _pcapng_with_secrets(src: Any, dst: Any, secrets: bytes) -> tuple[int, str]:
+    """Copy a pcapng stream block by block, a Decryption Secrets Block after each section
+    header (in that section's byte order). Returns (packets, warning)."""
+    order = "<"
+    packets = 0
+    while True:
+        head = src.read(8)
+        if not head:
+            return packets, ""
+        if len(head) < 8:
+            return packets, "the last block is cut short; not copied"
+        if head[:4] == b"\x0a\x0d\x0d\x0a":
+            magic = src.read(4)
+            order = "<" if magic == b"\x4d\x3c\x2b\x1a" else ">"
+            head += magic
+        kind, size = struct.unpack(order + "II", head[:8])
+        if size < 12 or size % 4:
+            return packets, f"a block of {size} bytes is not pcapng; the rest not copied"
+        body = src.read(size - len(head))
+        if len(body) < size - len(head):
+            return packets, "the last block is cut short; not copied"
+        dst.write(head + body)
+        if kind == SHB:
+            dst.write(secrets_block(secrets, order))
+        elif kind in (EPB, 3, 2):  # enhanced, simple and obsolete packet blocks
+            packets += 1
+
+
+def write_keyed_pcapng(capture: Path, secrets: bytes, out: Path) -> tuple[int, str]:
+    """Write ``capture`` (pcap or pcapng) to ``out`` as pcapng with ``secrets`` (a TLS key
+    log) in a Decryption Secrets Block: owner-only, through a temporary name, so that a
+    failure leaves no half file. Returns (packets copied, warning). CaptureError when the
+    capture is neither pcap nor pcapng."""
+    tmp = out.with_name(f".{out.name}.tmp")
+    with open_regular(capture) as src:
+        magic = src.read(4)
+        src.seek(0)
+        if magic not in _PCAP_MAGICS and magic != b"\x0a\x0d\x0d\x0a":
+            raise CaptureError(f"{capture.name}: not a pcap or pcapng file")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        try:
+            with os.fdopen(fd, "wb", buffering=_CHUNK) as dst:
+                if magic in _PCAP_MAGICS:
+                    result = _pcap_to_pcapng(src, dst, secrets)
+                else:
+                    result = _pcapng_with_secrets(src, dst, secrets)
+            os.replace(tmp, out)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    return result
+
+
+def keyed_name(capture_rel: str) -> str:
+    """Where the copy of ``packets/NAME.pcap`` with the secrets goes: ``tls/NAME.pcapng``
+    (a capture in a subfolder keeps its path, ``/`` turned into ``-``)."""
+    inner = capture_rel.split("/", 1)[1] if capture_rel.startswith(PACKETS + "/") else capture_rel
+    stem = inner.rsplit(".", 1)[0] if "." in inner.rsplit("/", 1)[-1] else inner
+    return f"{KEYED_DIR}/{stem.replace('/', '-')}.pcapng"
+
+
+def write_keyed_captures(session: Path) -> list[KeyedCapture]:
+    """Every packet capture of ``session`` copied into ``tls/`` with the session's TLS key
+    log embedded (see the module's docstring). Nothing when there is no key log, an empty
+    one (no TLS was decrypted) or no capture. Run once mitmdump has stopped (its key log is
+    then whole) and before the session is closed (so that the copies are hashed).
+    CaptureError or OSError (a full disk) for a capture that cannot be copied: the ones
+    before it are kept."""
+    try:
+        with open_regular(session / TLS_KEYLOG) as fh:
+            secrets = fh.read()
+    except FileNotFoundError:
+        return []
+    root = session / PACKETS
+    if not secrets or root.is_symlink() or not root.is_dir():
+        return []
+    done = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink()):
+        rel = path.relative_to(session).as_posix()
+        if path.name.startswith(".") or not path.name.endswith((".pcap", ".pcapng")):
+            continue
+        keyed = keyed_name(rel)
+        private_mkdirs(session / KEYED_DIR)
+        packets, warning = write_keyed_pcapng(path, secrets, session / keyed)
+        done.append(KeyedCapture(rel, keyed, packets, len(secrets), warning))
+    return done
