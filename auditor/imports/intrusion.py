@@ -221,6 +221,15 @@ def read_events(
                 report.warn(f"the file ends in the middle of the event on line {number}")
             report.skip(f"line {number}", why, SKIP_KIND)
             continue
+        # an event already read (from this file or an overlapping one) is counted once, and
+        # so are its notes
+        print_ = hashlib.blake2b(
+            json.dumps(obj, sort_keys=True).encode("utf-8", "surrogatepass"), digest_size=16
+        ).digest()
+        if print_ in seen:
+            report.skip(f"line {number}", "the same event as an earlier line", SkipKind.DUPLICATE)
+            continue
+        seen.add(print_)
         try:
             event = _event(obj, number, report, tags)
         except _Bad as exc:
@@ -229,13 +238,6 @@ def read_events(
         report.count("lines")
         if event is None:
             continue
-        print_ = hashlib.blake2b(
-            json.dumps(obj, sort_keys=True).encode("utf-8", "surrogatepass"), digest_size=16
-        ).digest()
-        if print_ in seen:
-            report.skip(f"line {number}", "the same event as an earlier line", SkipKind.DUPLICATE)
-            continue
-        seen.add(print_)
         report.count(DNS_EVENT if event.kind == "dns" else CONNECT_EVENT)
         yield event
 
