@@ -130,6 +130,8 @@ def test_an_intrusion_log_is_told_from_a_har_by_its_first_line() -> None:
     assert looks_like_intrusion_log(head)
     assert looks_like_intrusion_log(b"\xef\xbb\xbf\n\n  " + head)
     assert looks_like_intrusion_log(b'{"dns_event": {"event_time": 1}}')
+    # a damaged first event is still this format's (its lines are then skipped one by one)
+    assert looks_like_intrusion_log(b'{"connect_event": nonsense\n')
     assert not looks_like_intrusion_log(b'{"log": {"entries": []}}')
     assert not looks_like_intrusion_log(b"")
     assert not looks_like_intrusion_log(b'["dns_event"]')
