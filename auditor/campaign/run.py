@@ -239,8 +239,10 @@ def _relay(w: Worker, on_event: EventFn) -> None:
         kind = str(msg.pop("kind", "progress"))
         if kind == "progress":
             w.phase = str(msg.get("phase") or "")
-            text = w.phase + (f" {msg['step']}" if msg.get("step") else "")
-            text += f" ({msg.get('flows', 0)} flows)" if msg.get("flows") else ""
+            text = w.phase
+            if w.phase == "scenario" and msg.get("step"):
+                text += f" step {msg.get('step_index')}/{msg.get('steps')} {msg['step']}"
+            text += f" ({msg['flows']} flows)" if msg.get("flows") else ""
         elif kind == "closed":
             text = f"session closed: {msg.get('status')} ({msg.get('stopped_by')})"
         else:
@@ -591,7 +593,7 @@ def _analyse_late(r: dict[str, Any], folder: Path, notes: list[str]) -> dict[str
 
 def _finished_text(rec: dict[str, Any]) -> str:
     text = f"{rec['outcome']}"
-    if rec.get("stopped_by"):
+    if rec.get("stopped_by") and rec["outcome"] != OUTCOME_COMPLETE:
         text += f" ({rec['stopped_by']})"
     if rec.get("flows") is not None:
         text += f", {rec['flows']} flows"

@@ -7,9 +7,9 @@ analysis of each session.
    private DNS and the reverse tunnels, read through adb itself); each audit's proxy port its
    own; the audits overlapping in time; and the matrix's cells equal to what each session's
    own findings.json says (read here with plain json, not with auditor's readers).
-2. The same handsets again (not analysed), one of them killed by its PID as soon as its scenario runs: the
-   other two complete and are restored, the lost one's session is closed and recorded as
-   ``device_lost``, and no audit process or mitmdump is left running.
+2. The same handsets again (not analysed), one of them killed by its PID as soon as its
+   scenario runs: the other two complete and are restored, the lost one's session is closed
+   and recorded as ``device_lost``, and no audit process or mitmdump is left running.
 """
 
 from __future__ import annotations
