@@ -218,6 +218,9 @@ def join(
     if n and lookups:
         _fit_dns(np.flatnonzero(ok & (how == NONE)), ips, _names(flows), start, lookups,
                  window, apps, how, last, count)  # fmt: skip
+        if C.DNS_QUERIES in flows:
+            _fit_queries(np.flatnonzero(ok & (how == NONE)), _text(flows, C.DNS_QUERIES), start,
+                         lookups, window, apps, how, last, count)  # fmt: skip
 
     stats |= {
         "rows_by_os_connect": int((how == CONNECT).sum()),
@@ -308,6 +311,56 @@ def _fit_dns(
     last[rows[hit]] = lines[index.ref[pick[hit]]]
     fits = by_ip[1] - by_ip[0] + by_name[1] - by_name[0] - (by_both[1] - by_both[0])
     count[rows[hit]] = fits[hit]
+
+
+def _fit_queries(
+    rows: np.ndarray,
+    queries: np.ndarray,
+    start: np.ndarray,
+    lookups: list[OsNetworkEvent],
+    window: Window,
+    apps: np.ndarray,
+    how: np.ndarray,
+    last: np.ndarray,
+    count: np.ndarray,
+) -> None:
+    """A capture's DNS flows (to the resolver, ``dns_queries`` the names they asked): the
+    packages of the lookups of those names, timed as connections are (the OS logs a lookup
+    when the app asks, which is when the query leaves)."""
+    has = rows[queries[rows] != ""]
+    if not has.size:
+        return
+    shift_ms = window.clock_offset * 1000.0
+    index = _Index(
+        np.asarray(["n|" + (e.hostname or "").lower().rstrip(".") for e in lookups], dtype=object),
+        np.asarray([round(e.ts * 1000 - shift_ms) for e in lookups], dtype=np.int64),
+        np.asarray([e.package for e in lookups], dtype=object),
+        np.arange(len(lookups), dtype=np.int64),
+    )
+    lines = np.asarray([str(e.line) for e in lookups], dtype=object)
+    # one entry per (row, name asked)
+    pairs = []
+    for r, text in zip(has.tolist(), queries[has].tolist(), strict=True):
+        for q in dict.fromkeys(n.lower().rstrip(".") for n in text.split(";") if n):
+            pairs.append((r, q))
+    if not pairs:
+        return
+    prow = np.asarray([r for r, _ in pairs], dtype=np.int64)
+    keys = np.asarray(["n|" + q for _, q in pairs], dtype=object)
+    t = start[prow]
+    lo, hi = index.window(keys, t - window.before * 1000, t + window.after * 1000)
+    found: dict[int, tuple[set[str], int, int]] = {}
+    for r, a, b in zip(prow.tolist(), lo.tolist(), hi.tolist(), strict=True):
+        if b > a:
+            pk, n, latest = found.get(r, (set(), 0, -1))
+            pk.update(index.packages_in(a, b))
+            latest = max(latest, int(index.ref[b - 1]))  # the last in the file
+            found[r] = (pk, n + b - a, latest)
+    for r, (pk, n, latest) in found.items():
+        apps[r] = ";".join(sorted(pk))
+        how[r] = DNS if len(pk) == 1 else AMBIGUOUS
+        last[r] = lines[latest]
+        count[r] = n
 
 
 def _os_only(

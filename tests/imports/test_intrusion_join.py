@@ -139,6 +139,26 @@ def test_a_lookup_names_the_app_when_no_connection_does() -> None:
     assert (j.apps[0], j.evidence[0]) == ("com.z", CONNECT)
 
 
+def test_a_captures_dns_query_is_the_app_that_looked_the_name_up() -> None:
+    resolver = {C.SERVER_IP: "10.0.0.53", C.SERVER_PORT: 53, C.NAME: "10.0.0.53"}
+    df = flows(
+        resolver | {"t": T, C.DNS_QUERIES: "a.example"},
+        resolver | {"t": T + 50, C.DNS_QUERIES: "b.example;A.example."},
+        resolver | {"t": T + 100, C.DNS_QUERIES: "c.example"},  # its lookup is 10 s earlier
+        resolver | {"t": T + 200},
+    )
+    events = [
+        lookup(T + 0.01, "com.a", "a.example", "192.0.2.1", line=1),
+        lookup(T + 50.01, "com.b", "b.example", line=2),
+        lookup(T + 50.02, "com.a", "a.example", line=3),
+        lookup(T + 90, "com.c", "c.example", line=4),
+    ]
+    j = appjoin.join(df, events)
+    assert j.apps.tolist() == ["com.a", "com.a;com.b", "", ""]
+    assert j.evidence.tolist() == [DNS, AMBIGUOUS, NONE, NONE]
+    assert j.counts.tolist() == [1, 2, 0, 0]
+
+
 def test_connections_no_flow_saw_become_rows_named_by_their_apps_lookup() -> None:
     df = flows({"t": T, C.SERVER_IP: "192.0.2.1"})
     events = [
@@ -292,13 +312,17 @@ def test_the_handsets_log_attributes_every_flow_its_capture_saw(handset: Handset
         )
     }
     assert got == {key: (app, CONNECT) for key, app in handset.truth.items()}
-    # the DNS query over UDP went to the resolver: the OS logs the lookup, not a connection
+    # the DNS query over UDP went to the resolver: no connection, but the OS logged the lookup
+    # of the name the query asked, by the app the test drove
     udp = seen[seen[C.TRANSPORT] == "udp"]
-    assert len(udp) == 1 and udp[C.APP_EVIDENCE].tolist() == [NONE]
+    assert udp[[C.DNS_QUERIES, C.APPS, C.APP_EVIDENCE]].values.tolist() == [
+        ["sdkconfig.ad.intl.xiaomi.com", "com.xiaomi.discover", DNS]
+    ]
     # the request after the capture stopped: only the OS saw it, with its app and name
     only = out[out[C.SEEN_BY] == "os-log"]
     assert only[[C.APPS, C.NAME]].values.tolist() == [list(handset.unseen)]
     assert stats["os_only_connections"] == 1 and stats["rows_by_os_connect"] == 3
+    assert stats["rows_by_os_dns"] == 1 and stats["rows_without_os_evidence"] == 0
     assert np.all(out[appjoin.OS_EVENT].notna())
 
 
