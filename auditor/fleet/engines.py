@@ -210,63 +210,55 @@ def _read(files: Sequence[Path], columns: list[str], schema_table: str) -> pd.Da
 def _frame_aggregates(
     flows: Any, sessions: Any, idents: Any, *, dask: bool = False
 ) -> dict[str, Any]:
-    """The aggregations written once for pandas and dask.dataframe (the same API)."""
-    fine = (
-        flows.groupby(FINE_KEYS, observed=True, sort=False)
-        .agg(
-            flows=(S.BYTES_UP, "count"),
-            bytes_up=(S.BYTES_UP, "sum"),
-            bytes_down=(S.BYTES_DOWN, "sum"),
-        )
-        .reset_index()
+    """The aggregations written once for pandas and dask.dataframe (the same API). Only
+    one-function-per-column sums, minima and maxima: dask's named aggregations give
+    frames its optimiser cannot shuffle again (a KeyError in dask 2026.8)."""
+    ones = {"n": 1}
+
+    def sums(frame: Any, keys: list[str], how: dict[str, str]) -> Any:
+        return frame.groupby(keys, observed=True, sort=False).agg(how).reset_index()
+
+    fine = sums(
+        flows[FLOW_COLUMNS].assign(**ones),
+        FINE_KEYS,
+        {"n": "sum", S.BYTES_UP: "sum", S.BYTES_DOWN: "sum"},
     )
     if dask:
         fine = fine.persist()
-    per_session = (
-        fine.groupby([*RECIPIENT_KEYS, S.SESSION_KEY], observed=True, sort=False)
-        .agg(flows=(S.FLOWS, "sum"), bytes_up=(S.BYTES_UP, "sum"), bytes_down=(S.BYTES_DOWN, "sum"))
-        .reset_index()
+    per_session = sums(
+        fine.drop(columns=[S.HOST]),
+        [*RECIPIENT_KEYS, S.SESSION_KEY],
+        {"n": "sum", S.BYTES_UP: "sum", S.BYTES_DOWN: "sum"},
     )
-    recipients = (
-        per_session.groupby(RECIPIENT_KEYS, observed=True, sort=False)
-        .agg(
-            sessions=(S.SESSION_KEY, "count"),
-            flows=(S.FLOWS, "sum"),
-            bytes_up=(S.BYTES_UP, "sum"),
-            bytes_down=(S.BYTES_DOWN, "sum"),
-        )
-        .reset_index()
+    recipients = sums(
+        per_session.drop(columns=[S.SESSION_KEY]).rename(columns={"n": S.FLOWS}).assign(**ones),
+        RECIPIENT_KEYS,
+        {"n": "sum", S.FLOWS: "sum", S.BYTES_UP: "sum", S.BYTES_DOWN: "sum"},
     )
-    hosts = (
-        fine.groupby(HOST_KEYS, observed=True, sort=False)
-        .agg(sessions=(S.SESSION_KEY, "count"), flows=(S.FLOWS, "sum"))
-        .reset_index()
+    hosts = sums(
+        fine[[*HOST_KEYS, "n"]].rename(columns={"n": S.FLOWS}).assign(**ones),
+        HOST_KEYS,
+        {"n": "sum", S.FLOWS: "sum"},
     )
-    sessions = sessions.assign(
-        ms=sessions[S.DURATION].fillna(0.0).mul(1000.0).map_partitions(np.floor)
-        if dask
-        else np.floor(sessions[S.DURATION].fillna(0.0) * 1000.0)
+    dur = sessions[S.DURATION].fillna(0.0) * 1000.0
+    builds = sums(
+        sessions[[*BUILD_KEYS, S.STARTED]].assign(
+            last_started=sessions[S.STARTED],
+            ms=dur.map_partitions(np.floor) if dask else np.floor(dur),
+            **ones,
+        ),
+        BUILD_KEYS,
+        {"n": "sum", S.STARTED: "min", "last_started": "max", "ms": "sum"},
     )
-    builds = (
-        sessions.groupby(BUILD_KEYS, observed=True, sort=False)
-        .agg(
-            sessions=(S.SESSION_KEY, "count"),
-            first_started=(S.STARTED, "min"),
-            last_started=(S.STARTED, "max"),
-            milliseconds=("ms", "sum"),
-        )
-        .reset_index()
-    )
-    identifiers = (
-        idents.groupby(IDENT_KEYS, observed=True, sort=False)
-        .agg(sessions=(S.SESSION_KEY, "count"), flows=(S.FLOWS, "sum"))
-        .reset_index()
+    identifiers = sums(
+        idents[[*IDENT_KEYS, S.FLOWS]].assign(**ones),
+        IDENT_KEYS,
+        {"n": "sum", S.FLOWS: "sum"},
     )
     encodings = (
         idents[[*IDENT_KEYS, S.ENCODINGS]]
         .explode(S.ENCODINGS)
-        .rename(columns={S.ENCODINGS: "encoding"})
-        .dropna(subset=["encoding"])
+        .dropna(subset=[S.ENCODINGS])
         .drop_duplicates()
     )
     return {
@@ -278,13 +270,26 @@ def _frame_aggregates(
     }
 
 
+_NAMES = {
+    "n": "sessions",
+    S.STARTED: "first_started",
+    "ms": "milliseconds",
+    S.ENCODINGS: "encoding",
+}
+
+
+def _named(name: str, df: pd.DataFrame) -> pd.DataFrame:
+    """A computed frame of :func:`_frame_aggregates` named as :class:`Aggregates` names it."""
+    return normalised(name, df.rename(columns=_NAMES))
+
+
 class PandasEngine:
     def aggregates(self, ds: Dataset) -> Aggregates:
         flows = _read(ds.files("flows"), FLOW_COLUMNS, "flows")
         sessions = _read(ds.files("sessions"), SESSION_COLUMNS, "sessions")
         idents = _read(ds.files("identifiers"), IDENT_COLUMNS, "identifiers")
         got = _frame_aggregates(flows, sessions, idents)
-        return Aggregates(**{k: normalised(k, v) for k, v in got.items()})
+        return Aggregates(**{k: _named(k, v) for k, v in got.items()})
 
 
 # ---------------------------------------------------------------- dask.distributed
@@ -329,7 +334,7 @@ class DaskEngine:
             raise FleetError(f"dask: {_first_line(exc)}") from None
         finally:
             client.close()
-        return Aggregates(**{n: normalised(n, d) for n, d in zip(names, done, strict=True)})
+        return Aggregates(**{n: _named(n, d) for n, d in zip(names, done, strict=True)})
 
 
 def aggregates(ds: Dataset, name: str = "duckdb", scheduler: str | None = None) -> Aggregates:
