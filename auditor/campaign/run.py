@@ -332,11 +332,9 @@ def _salvage(w: Worker, session: Path | None, notes: list[str]) -> dict[str, Any
         out["outcome_error"] = why
         return out
     pid = _mitmdump_pid(session)
-    if pid is not None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            if _is_mitmdump(pid):
-                os.kill(pid, signal.SIGTERM)
-                notes.append(f"its mitmdump (pid {pid}) stopped")
+    if pid is not None and _is_mitmdump(pid):
+        _end_process(pid)
+        notes.append(f"its mitmdump (pid {pid}) stopped")
     out["restored"] = _restore_from_journal(w.serial, session, notes)
     m, _ = read_manifest_lenient(session)
     if m.get("status") == STATUS_OPEN:
@@ -361,6 +359,26 @@ def _mitmdump_pid(session: Path) -> int | None:
                     pid = jsonio.loads(line.decode(), "an event", expect=dict)["data"]["pid"]
                     return int(pid)
     return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def _end_process(pid: int, grace: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after ``grace`` seconds; returns once it is gone."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not _alive(pid):
+                return
+            time.sleep(0.1)
 
 
 def _is_mitmdump(pid: int) -> bool:

@@ -7,14 +7,18 @@ analysis of each session.
    private DNS and the reverse tunnels, read through adb itself); each audit's proxy port its
    own; the audits overlapping in time; and the matrix's cells equal to what each session's
    own findings.json says (read here with plain json, not with auditor's readers).
-2. The same handsets again (not analysed), one of them killed by its PID as soon as its
-   scenario runs: the other two complete and are restored, the lost one's session is closed
-   and recorded as ``device_lost``, and no audit process or mitmdump is left running.
+2. The same handsets again (not analysed): once the scenario runs, the Pixel's process is
+   killed by its PID (unplugged) and so is the OnePlus's audit process (crashed). The Xiaomi
+   completes and is restored; the Pixel's session is closed and recorded as ``device_lost``;
+   the campaign stops the OnePlus audit's mitmdump, restores the OnePlus from the session's
+   journal and seals its session; no audit process or mitmdump is left running.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 from collections import defaultdict
 from collections.abc import Iterator
@@ -237,36 +241,65 @@ def test_reports_link_into_each_session_report(three: Run) -> None:
 # -------------------------------------------------------------------- 2. one handset is lost
 
 
+def audit_process(serial: str) -> int | None:
+    """The PID of the campaign's audit process for ``serial``, from /proc."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"auditor.campaign.worker" in argv and serial.encode() in argv:
+            return int(pid)
+    return None
+
+
+def scenario_running(out: Path, serial: str) -> bool:
+    for flows in out.glob("*/sessions/*/flows.jsonl"):
+        manifest = (flows.parent / "manifest.json").read_text(errors="replace")
+        if serial in manifest and '"kind":"scenario_step"' in flows.read_text(errors="replace"):
+            return True
+    return False
+
+
+@dataclass
+class Faults:
+    run: Run
+    lost: Phone  # its handset process killed: unplugged
+    crashed: Phone  # its audit process killed: the campaign cleans up after it
+    survivor: Phone
+
+
 @pytest.fixture(scope="module")
-def lost(
+def faults(
     three: Run,
     phones: list[Phone],
     confdir: Path,
     adb_server: AdbServer,
     tmp_path_factory: pytest.TempPathFactory,
-) -> tuple[Run, Phone]:
-    """A second campaign on the same handsets, not analysed; the Pixel is killed once its
-    scenario runs."""
+) -> Faults:
+    """A second campaign on the same handsets, not analysed. Once its scenario runs, the
+    Pixel's process is killed (the handset is gone), and so is the audit process of the
+    OnePlus (the handset stays)."""
     out = tmp_path_factory.mktemp("campaigns-lost")
-    victim = next(p for p in phones if p.profile == "pixel-android14")
-    killed = threading.Event()
+    by = {p.profile: p for p in phones}
+    lost, crashed = by["pixel-android14"], by["oneplus-8t"]
+    done: dict[str, bool] = {}
 
-    def scenario_running() -> bool:
-        for flows in out.glob("*/sessions/*/flows.jsonl"):
-            text = flows.read_text(errors="replace")
-            if '"kind":"scenario_step"' in text and victim.serial in (
-                flows.parent / "manifest.json"
-            ).read_text(errors="replace"):
-                return True
-        return False
+    def unplug() -> None:
+        if wait_until(lambda: scenario_running(out, lost.serial), 60, 0.1):
+            lost.kill()
+            done["lost"] = True
 
-    def kill_when_running() -> None:
-        if wait_until(scenario_running, 60, 0.1):
-            victim.kill()
-            killed.set()
+    def crash() -> None:
+        if wait_until(lambda: scenario_running(out, crashed.serial), 60, 0.1):
+            pid = audit_process(crashed.serial)
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
+            done["crashed"] = True
 
-    thread = threading.Thread(target=kill_when_running, daemon=True)
-    thread.start()
+    threads = [threading.Thread(target=f, daemon=True) for f in (unplug, crash)]
+    for t in threads:
+        t.start()
     run = run_campaign(
         out,
         confdir,
@@ -278,50 +311,62 @@ def lost(
         "--no-analyze",  # the analysis is the first campaign's to test; here, the faults
         as_json=False,
     )
-    thread.join(5)
-    assert killed.is_set(), "the scenario never ran on the victim"
-    return run, victim
+    for t in threads:
+        t.join(5)
+    assert done == {"lost": True, "crashed": True}, "a scenario never ran"
+    return Faults(run, lost, crashed, by["xiaomi-mi10t"])
 
 
 def test_a_lost_handset_ends_its_own_audit_only(
-    lost: tuple[Run, Phone],
-    phones: list[Phone],
-    adb_server: AdbServer,
-    baseline: dict[str, dict[str, str]],
+    faults: Faults, phones: list[Phone], adb_server: AdbServer, baseline: dict[str, dict[str, str]]
 ) -> None:
-    run, victim = lost
+    run, lost = faults.run, faults.lost
     assert run.result.exit_code == 1
     # progress and the end, one line per handset, on standard error
-    for p in phones:
-        lines = [x for x in run.result.stderr.splitlines() if x.startswith(f"[{p.serial}] ")]
+    ends = [(lost, "device_lost"), (faults.crashed, "failed"), (faults.survivor, "complete")]
+    for serial, end in ((p.serial, end) for p, end in ends):
+        lines = [x for x in run.result.stderr.splitlines() if x.startswith(f"[{serial}] ")]
         assert any("audit pid" in x for x in lines), run.result.stderr
-        assert any("scenario" in x for x in lines), run.result.stderr
-        end = "device_lost" if p is victim else "complete"
-        assert lines[-1].startswith(f"[{p.serial}] {end}"), lines
+        assert any(x.startswith(f"[{serial}] scenario step 1/1") for x in lines), lines
+        assert lines[-1].startswith(f"[{serial}] {end}"), lines
     assert run.result.stderr.splitlines()[-1].startswith("error: not every audit completed")
     handsets = {h["serial"]: h for h in run.manifest["handsets"]}
-    v = handsets.pop(victim.serial)
+    v = handsets[lost.serial]
     assert (v["outcome"], v["stopped_by"], v["restored"]) == ("device_lost", "device_lost", False)
-    assert f"auditor restore -s {victim.serial}" in " ".join(v["notes"])
+    assert f"auditor restore -s {lost.serial}" in " ".join(v["notes"])
     session = run.folder / v["session"]
     sm = json.loads((session / "manifest.json").read_text())
     assert (sm["status"], sm["stopped_by"]) == ("incomplete", "device_lost")
     assert verify_session(session).ok
-    # the others were not touched by it
-    assert len(handsets) == len(phones) - 1
-    for serial, h in handsets.items():
-        assert (h["outcome"], h["restored"]) == ("complete", True), h
-        assert verify_session(run.folder / h["session"]).ok
-        assert device_state(adb_server, serial) == baseline[serial]
+    # the untouched handset completed, as if nothing had happened beside it
+    s = handsets[faults.survivor.serial]
+    assert (s["outcome"], s["stopped_by"], s["restored"]) == ("complete", "scenario_done", True)
+    assert verify_session(run.folder / s["session"]).ok
+    assert device_state(adb_server, faults.survivor.serial) == baseline[faults.survivor.serial]
     # the matrix has the lost handset's row, marked so
-    row = next(x for x in run.matrix["handsets"] if x["serial"] == victim.serial)
+    row = next(x for x in run.matrix["handsets"] if x["serial"] == lost.serial)
     assert (row["outcome"], row["model"]) == ("device_lost", "Pixel 7")
     assert row["report"] is None and run.matrix["cells"] == []  # --no-analyze
-    assert run.manifest["outcomes"] == {"complete": len(phones) - 1, "device_lost": 1}
+    assert run.manifest["outcomes"] == {"complete": 1, "device_lost": 1, "failed": 1}
 
 
-def test_no_audit_process_or_proxy_is_left(lost: tuple[Run, Phone]) -> None:
-    run, _ = lost
+def test_a_dead_audit_process_is_cleaned_up_after(
+    faults: Faults, adb_server: AdbServer, baseline: dict[str, dict[str, str]]
+) -> None:
+    """Its handset restored from the session's journal, its session sealed as left open."""
+    c = next(h for h in faults.run.manifest["handsets"] if h["serial"] == faults.crashed.serial)
+    assert (c["outcome"], c["exit_status"], c["restored"]) == ("failed", -9, True)
+    assert "ended without a result" in c["detail"]
+    assert device_state(adb_server, faults.crashed.serial) == baseline[faults.crashed.serial]
+    session = faults.run.folder / c["session"]
+    sm = json.loads((session / "manifest.json").read_text())
+    assert (sm["status"], sm["stopped_by"]) == ("incomplete", "left_open")
+    assert sm["sealed_late"]["by"] == "auditor campaign"
+    assert verify_session(session).ok
+
+
+def test_no_audit_process_or_proxy_is_left(faults: Faults) -> None:
+    run = faults.run
     pids = []
     for h in run.manifest["handsets"]:
         pids.append(h["pid"])
