@@ -12,6 +12,7 @@ BENCHES = [
     "packets",
     "analyze",
     "pcap_scale",
+    "fleet",
 ]
 
 
