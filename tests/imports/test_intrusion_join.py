@@ -4,6 +4,7 @@ tables, then a session the virtual handset made, whose apps are known to the tes
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -449,3 +450,84 @@ def test_os_only_rows_carry_every_column_of_the_table_even_an_empty_one() -> Non
     out = appjoin.apply(empty, j)
     assert set(C.FLOW_COLUMNS) <= set(out.columns)
     assert out[C.TRANSPORT].tolist() == ["tcp"] and out[C.BYTES_UP].isna().all()
+
+
+@pytest.fixture(scope="module")
+def proxied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, bytes, int]]:
+    """Two apps of the virtual Xiaomi, 2 s apart, through a real mitmdump that the phone
+    reaches at 10.0.2.2 (the emulator's alias of the host); the handset's intrusion log of it.
+    Returns (mitmdump's session, the log, the proxy's port)."""
+    from auditor.capture import Mitmdump, ProxyOptions, ca_cert_path
+    from auditor.offline.dns import OfflineDns, resolve
+    from auditor.offline.internet import OfflineInternet
+    from auditor.records import HttpRecord
+    from auditor.session import SessionWriter
+    from auditor.simulator import intrusion as handset_log
+    from auditor.simulator.device import VirtualDevice
+    from auditor.simulator.network import TRUST_NONE, DeviceNetwork
+    from auditor.simulator.world import install_public_ca
+    from tests.conftest import free_port
+
+    tmp = tmp_path_factory.mktemp("proxied")
+    with OfflineInternet() as inet, OfflineDns() as dns:
+        writer = SessionWriter.create(tmp / "captures")
+        writer.detach()
+        opts = ProxyOptions(
+            port=free_port(), confdir=tmp / "confdir", mode=f"upstream:{inet.url}",
+            extra={"ssl_verify_upstream_trusted_ca": str(inet.ca_cert_path)},
+        )  # fmt: skip
+        proc = Mitmdump(writer.path, opts)
+        proc.start()
+        try:
+            dev = VirtualDevice("xiaomi-mi10t")
+            install_public_ca(dev, ca_cert_path(opts.confdir).read_bytes())
+            net = DeviceNetwork(dev, (inet.host, inet.port), dns=dns.address, resolve=resolve)
+            dev.packet_log = net.packets
+            dev.put_setting("global", "http_proxy", f"10.0.2.2:{opts.port}")
+            uid = dev.package_uid
+            net.fetch(uid("com.miui.analytics") or -1, "GET", "https://tracking.miui.com/t")
+            time.sleep(2.0)
+            net.fetch(uid("com.miui.weather2") or -1, "GET", "http://weatherapi.market.xiaomi.com/w",
+                      trust=TRUST_NONE)  # fmt: skip
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                recs = list(Session(writer.path).records())
+                if sum(isinstance(r, HttpRecord) for r in recs) >= 2:
+                    break
+                time.sleep(0.1)
+        finally:
+            proc.stop()
+    log = handset_log.encode(handset_log.intrusion_events(dev, net.packets.snapshot()))
+    yield writer.path, log, opts.port
+
+
+@pytest.mark.e2e
+def test_the_proxys_flows_are_the_apps_that_connected_to_it(
+    proxied: tuple[Path, bytes, int],
+) -> None:
+    path, log, port = proxied
+    sess = Session(path)
+    records = list(sess.records())
+    df, _ = build_flow_table(sess, records)
+    events, rep = read_events_of(log)
+    assert rep.skipped_total == 0
+    # the phone connected to the proxy, never to the servers: no lookup, no server address
+    assert {(e.kind, e.ip, e.port) for e in events} == {("connect", "10.0.2.2", port)}
+    j = appjoin.join(df, events, proxy=("10.0.2.2", port), window=Window(before=1.5, after=0.3))
+    got = dict(zip(df[C.HOST].tolist(), zip(j.apps.tolist(), j.evidence.tolist(), strict=True),
+                   strict=True))  # fmt: skip
+    assert got == {
+        "tracking.miui.com": ("com.miui.analytics", CONNECT),
+        "weatherapi.market.xiaomi.com": ("com.miui.weather2", CONNECT),
+    }
+    # with the default window (5 s before, 2 s after) the second request's window holds both
+    # connections, 2 s apart: ambiguous, both named; the first's holds only its own
+    j = appjoin.join(df, events, proxy=("10.0.2.2", port))
+    got = dict(zip(df[C.HOST].tolist(), zip(j.apps.tolist(), j.evidence.tolist(), strict=True),
+                   strict=True))  # fmt: skip
+    assert got == {
+        "tracking.miui.com": ("com.miui.analytics", CONNECT),
+        "weatherapi.market.xiaomi.com": ("com.miui.analytics;com.miui.weather2", AMBIGUOUS),
+    }
+    # without the proxy's address nothing fits, and nothing is invented
+    assert set(appjoin.join(df, events).evidence.tolist()) == {NONE}
