@@ -564,7 +564,7 @@ def run_campaign(opts: CampaignOptions, on_event: EventFn | None = None) -> Camp
             r = jsonio.load(w.result_path, "an audit's result", expect=dict)
         except (OSError, ValueError):
             r = _salvage(w, _session_of(folder / SESSIONS, w.serial, since), notes)
-        if opts.analyze and r.get("session") and not r.get("report"):
+        if opts.analyze and not interrupted and r.get("session") and not r.get("report"):
             r = _analyse_late(r, folder, notes)
         if w.returncode is not None and w.returncode < 0 and "outcome_error" not in r:
             notes.append(f"the audit process ended by signal {-w.returncode} after its result")
