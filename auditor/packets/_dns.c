@@ -1272,22 +1272,13 @@ hello_error(const char *why)
     return NULL;
 }
 
-/* client_hello(handshake) -> (sni, alpn, legacy_version): names.parse_client_hello in C,
- * with the same results and MalformedError in the same cases (checked by the tests against
- * the Python parser on real and mutated hellos). Here, not in a module of its own, because
- * this extension is the one built beside the name parsers; it shares their error. */
+/* The SNI, ALPN and legacy version of the ClientHello handshake message at b[:len], as a
+ * new (sni, alpn, legacy_version) tuple: names.parse_client_hello in C, with the same results
+ * and MalformedError in the same cases (checked by the tests against the Python parser on
+ * real and mutated hellos). NULL with the error set. */
 static PyObject *
-client_hello(PyObject *Py_UNUSED(module), PyObject *args)
+hello_tuple(const unsigned char *b, Py_ssize_t len)
 {
-    Py_buffer view;
-    if (malformed_error == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "_dns.setup() was not called");
-        return NULL;
-    }
-    if (!PyArg_ParseTuple(args, "y*:client_hello", &view))
-        return NULL;
-    const unsigned char *b = view.buf;
-    const Py_ssize_t len = view.len;
     PyObject *sni = NULL, *alpn = NULL, *result = NULL;
     if (len < 4) {
         hello_error("incomplete ClientHello");
@@ -1404,7 +1395,118 @@ client_hello(PyObject *Py_UNUSED(module), PyObject *args)
 out:
     Py_XDECREF(sni);
     Py_XDECREF(alpn);
+    return result;
+}
+
+/* client_hello(handshake) -> (sni, alpn, legacy_version): hello_tuple of a buffer. Here, not
+ * in a module of its own, because this extension is the one built beside the name parsers;
+ * it shares their error. */
+static PyObject *
+client_hello(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    Py_buffer view;
+    if (malformed_error == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_dns.setup() was not called");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "y*:client_hello", &view))
+        return NULL;
+    PyObject *result = hello_tuple(view.buf, view.len);
     PyBuffer_Release(&view);
+    return result;
+}
+
+#define HELLO_OTHER 0 /* not a ClientHello record: names.looks_like_client_hello_record is false */
+#define HELLO_READ 1  /* a ClientHello whole in its first record, read */
+#define HELLO_SLOW 2  /* anything else (short, several records, malformed): the Python path */
+
+/* client_hellos(blob, ends, rows, texts) -> (status, sni, alpn)
+ * For the payloads blob[ends[i-1]:ends[i]] at the positions i in `rows`: whether each is a
+ * ClientHello whole in its first TLS record (status HELLO_READ: its SNI, or None, and its
+ * ALPN protocols joined with ",", or None), not a ClientHello record (HELLO_OTHER) or one for
+ * NameCollector._tls_segment to read (HELLO_SLOW: it gives the same result for the first
+ * kind, and its warnings for the damaged ones). Texts are shared through the dict `texts`. */
+static PyObject *
+client_hellos(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    Py_buffer blob, ends, rows;
+    PyObject *texts;
+    if (malformed_error == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_dns.setup() was not called");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "y*y*y*O!:client_hellos", &blob, &ends, &rows, &PyDict_Type,
+                          &texts))
+        return NULL;
+    const Py_ssize_t n_ends = ends.len / 8, n = rows.len / 8;
+    const int64_t *e = ends.buf, *r = rows.buf;
+    PyObject *status = PyBytes_FromStringAndSize(NULL, n), *snis = PyList_New(n),
+             *alpns = PyList_New(n), *result = NULL;
+    if (status == NULL || snis == NULL || alpns == NULL)
+        goto out;
+    unsigned char *sb = (unsigned char *)PyBytes_AS_STRING(status);
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyList_SET_ITEM(snis, k, Py_NewRef(Py_None));
+        PyList_SET_ITEM(alpns, k, Py_NewRef(Py_None));
+        const int64_t i = r[k];
+        const int64_t a = i > 0 && i <= n_ends ? e[i - 1] : 0, z = i >= 0 && i < n_ends ? e[i] : -1;
+        if (i < 0 || i >= n_ends || a < 0 || z < a || z > blob.len) {
+            PyErr_SetString(PyExc_ValueError, "client_hellos: a row outside the blob");
+            goto out;
+        }
+        const unsigned char *b = (const unsigned char *)blob.buf + a;
+        const Py_ssize_t len = (Py_ssize_t)(z - a);
+        sb[k] = HELLO_SLOW;
+        if (len < 6)
+            continue;
+        if (!(b[0] == 22 && b[1] == 3 && b[5] == 1)) {
+            sb[k] = HELLO_OTHER;
+            continue;
+        }
+        const Py_ssize_t record = be16(b + 3);
+        if (record < 4 || record > 16384 + 2048 || 5 + record > len)
+            continue;
+        const Py_ssize_t total = 4 + (((Py_ssize_t)b[6] << 16) | ((Py_ssize_t)b[7] << 8) | b[8]);
+        if (total > record)
+            continue;
+        PyObject *hello = hello_tuple(b + 5, record);
+        if (hello == NULL) {
+            if (!PyErr_ExceptionMatches(malformed_error))
+                goto out;
+            PyErr_Clear(); /* read again by the Python path, which counts it */
+            continue;
+        }
+        PyObject *sni = PyTuple_GET_ITEM(hello, 0), *protocols = PyTuple_GET_ITEM(hello, 1);
+        int bad = 0;
+        if (sni != Py_None) {
+            PyObject *shared = PyDict_SetDefault(texts, sni, sni);
+            bad = shared == NULL;
+            if (!bad)
+                PyList_SetItem(snis, k, Py_NewRef(shared));
+        }
+        if (!bad && PyTuple_GET_SIZE(protocols) > 0) {
+            PyObject *sep = PyUnicode_FromString(",");
+            PyObject *joined = sep ? PyUnicode_Join(sep, protocols) : NULL;
+            PyObject *shared = joined ? PyDict_SetDefault(texts, joined, joined) : NULL;
+            bad = shared == NULL;
+            if (!bad)
+                PyList_SetItem(alpns, k, Py_NewRef(shared));
+            Py_XDECREF(sep);
+            Py_XDECREF(joined);
+        }
+        Py_DECREF(hello);
+        if (bad)
+            goto out;
+        sb[k] = HELLO_READ;
+    }
+    result = PyTuple_Pack(3, status, snis, alpns);
+out:
+    Py_XDECREF(status);
+    Py_XDECREF(snis);
+    Py_XDECREF(alpns);
+    PyBuffer_Release(&blob);
+    PyBuffer_Release(&ends);
+    PyBuffer_Release(&rows);
     return result;
 }
 
@@ -1492,6 +1594,9 @@ static PyMethodDef methods[] = {
     {"client_hello", client_hello, METH_VARARGS,
      "client_hello(handshake) -> (sni, alpn, legacy_version)\n\n"
      "names.parse_client_hello of a complete ClientHello handshake message, compiled."},
+    {"client_hellos", client_hellos, METH_VARARGS,
+     "client_hellos(blob, ends, rows, texts) -> (status, sni, alpn)\n\n"
+     "The ClientHellos whole in their first record among payloads of a NameJob."},
     {"setup", setup, METH_VARARGS,
      "setup(DnsResource, DnsMessage, MalformedError) -> None\n\n"
      "The classes parse() builds and raises (once, before parse() is used)."},

@@ -904,6 +904,9 @@ def strip_port(hostport: str) -> str:
 # DNS taught about addresses. A NameCollector consumes NameJobs (the packets of one batch that
 # may carry a name) and runs in the reading process or in a worker process: it needs no pandas.
 
+# what _dns.client_hellos says of a payload (see _dns.c)
+_HELLO_OTHER: Final = 0
+_HELLO_READ: Final = 1
 KIND_DNS: Final = 1
 KIND_TLS: Final = 2  # a TCP payload that starts a ClientHello record
 KIND_TLS_MORE: Final = 3  # a later segment of a flow whose ClientHello did not fit in one
@@ -1372,6 +1375,7 @@ class NameCollector:
         # reading process last looked: it stops sending that head's segments
         self.heads_done: dict[int, int] = {}
         self._early: dict[int, list[tuple[int, bytes]]] = {}  # reordered before a head's start
+        self._texts: dict[str, str] = {}  # SNI and ALPN texts, one object each
 
     def _warn(self, key: str) -> None:
         self.warnings[key] = self.warnings.get(key, 0) + 1
@@ -1397,9 +1401,33 @@ class NameCollector:
             times = job.ts.tolist()
             dns = job.dns.tolist()
         order = job.order.tolist()
+        hello = {}  # a ClientHello whole in its first record, read in C for each row at once
+        if _dns_compiled is not None and KIND_TLS in kinds:
+            rows = np.flatnonzero(job.kind == KIND_TLS)
+            status, snis, alpns = _dns_compiled.client_hellos(
+                blob, np.ascontiguousarray(job.ends, dtype=np.int64), rows, self._texts
+            )
+            hello = dict(zip(rows.tolist(), zip(status, snis, alpns, strict=True), strict=True))
+        tls = self._tls
         for i, k in enumerate(kinds):
-            payload = blob[starts[i] : ends[i]]
             self._order = order[i]
+            if k == KIND_TLS and i in hello and flows[i] not in tls:
+                # what _tls_segment does with a segment that starts a ClientHello record
+                # while no earlier one of the flow waits for its rest
+                status, sni, alpn = hello[i]
+                if status == _HELLO_OTHER:
+                    continue
+                f = flows[i]
+                if status == _HELLO_READ:
+                    if self._tls_read.get(f) != seqs[i]:  # not a retransmission of it
+                        self._tls_read[f] = seqs[i]
+                        self._hint(f, dirs[i])
+                        if sni is not None:
+                            self._add(f, NAME_SNI, sni)
+                        if alpn is not None:
+                            self._add(f, NAME_ALPN, alpn)
+                    continue
+            payload = blob[starts[i] : ends[i]]
             if k == KIND_DNS:
                 if tcp[i]:
                     self._dns_tcp(flows[i], dirs[i], seqs[i], payload, dns[i], times[i])

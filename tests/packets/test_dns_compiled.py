@@ -913,3 +913,82 @@ def test_client_hello_compiled_on_random_bytes(data: bytes) -> None:
     assert hello_outcome(N.parse_client_hello, data) == hello_outcome(
         N._parse_client_hello_python, data
     )
+
+
+def _record(handshake: bytes, version: int = 1) -> bytes:
+    return bytes([22, 3, version]) + len(handshake).to_bytes(2, "big") + handshake
+
+
+def _tls_job(payloads: list[tuple[int, int, bytes]]) -> N.NameJob:
+    """TCP payloads (flow, sequence number, bytes) that start like a ClientHello record."""
+    n = len(payloads)
+    return N.NameJob(
+        kind=np.full(n, N.KIND_TLS, dtype=np.int8),
+        flow=np.array([p[0] for p in payloads], dtype=np.int64),
+        direction=np.zeros(n, dtype=np.int8),
+        seq=np.array([p[1] for p in payloads], dtype=np.int64),
+        ts=np.arange(n, dtype=np.int64),
+        tcp=np.ones(n, dtype=bool),
+        order=np.arange(n, dtype=np.int64),
+        ends=np.cumsum([len(p[2]) for p in payloads]).astype(np.int64),
+        blob=b"".join(p[2] for p in payloads),
+        dns=np.full(n, -1, dtype=np.int64),
+    )
+
+
+@built
+def test_whole_client_hellos_read_at_once_are_what_the_segment_path_reads() -> None:
+    """NameCollector reads the ClientHellos whole in their first record with one call to
+    _dns.client_hellos per job; what it learns (names, client sides, warnings, which flows
+    wait for more) must be what _tls_segment alone learns, for hellos whole, cut, mutated,
+    split over two records, retransmitted, other records, and flows that wait."""
+    import random
+
+    rng = random.Random(11)
+    base = list(scapy_hellos())
+    if SHARED_CAPTURES.is_dir():
+        base += list(real_hellos())[:200]
+    payloads: list[tuple[int, int, bytes]] = []
+    flow = 0
+    for h in base:
+        flow += 1
+        whole = _record(h)
+        payloads.append((flow, 100, whole))
+        payloads.append((flow, 100, whole))  # a retransmission
+        flow += 1
+        payloads.append((flow, 7, whole[: rng.randrange(1, len(whole))]))  # cut: it waits
+        payloads.append((flow, 9, _record(h)))  # a whole one on a flow that waits
+        flow += 1
+        b = bytearray(whole)
+        for _ in range(rng.randrange(1, 4)):
+            b[rng.randrange(5, len(b))] = rng.randrange(256)
+        payloads.append((flow, 1, bytes(b)))
+        flow += 1
+        cut = len(h) // 2
+        payloads.append((flow, 1, _record(h[:cut]) + _record(h[cut:])))  # two records
+        flow += 1
+        payloads.append((flow, 1, b"\x17\x03\x03\x00\x05hello"))  # not a handshake record
+        flow += 1
+        payloads.append((flow, 1, b"\x16\x03\x01\x00"))  # shorter than a record header
+    rng.shuffle(payloads)  # flows interleaved; each flow's payloads keep their order below
+    payloads.sort(key=lambda p: p[0] % 7)
+    jobs = [payloads[k : k + 50] for k in range(0, len(payloads), 50)]
+
+    def learnt(compiled_path: bool) -> tuple[object, ...]:
+        was = N._dns_compiled
+        if not compiled_path:
+            N._dns_compiled = None
+        try:
+            c = N.NameCollector()
+            for chunk in jobs:
+                c.feed(_tls_job(chunk))
+            waiting = sorted(c._tls)
+            r = c.result()
+        finally:
+            N._dns_compiled = was
+        return r.names, r.hints, r.warnings, waiting
+
+    fast = learnt(True)
+    assert sum(bool(k.get(N.NAME_SNI)) for k in fast[0].values()) > 3  # names were read
+    assert fast[2] and fast[3]  # damaged hellos were counted, cut ones wait
+    assert fast == learnt(False)
