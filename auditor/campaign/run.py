@@ -138,6 +138,12 @@ def resolve_serials(serials: list[str], all_devices: bool) -> list[str]:
     return list(serials)
 
 
+def _not_online() -> list[str]:
+    from auditor.device.handset import list_devices
+
+    return [f"{d.serial} ({d.state})" for d in list_devices() if d.state != "device"]
+
+
 def ensure_ca(confdir: Path) -> None:
     """Create mitmproxy's CA once, before the proxies start: several mitmdump processes
     creating it at the same time could each write a different one."""
@@ -327,6 +333,8 @@ def _salvage(w: Worker, session: Path | None, notes: list[str]) -> dict[str, Any
 
     out: dict[str, Any] = {"serial": w.serial, "session": str(session) if session else None}
     why = f"the audit process of {w.serial} ended without a result (exit status {w.returncode})"
+    if w.proc is None:
+        why = f"the audit process of {w.serial} did not start"
     notes.append(why)
     if session is None:
         out["outcome_error"] = why
@@ -513,6 +521,9 @@ def run_campaign(opts: CampaignOptions, on_event: EventFn | None = None) -> Camp
 
         StepRunner.refuse_shell(scenario)
     serials = resolve_serials(opts.serials, opts.all_devices)
+    if opts.all_devices:
+        for d in _not_online():
+            say(Event(None, "note", f"{d} left out: not online"))
     confdir = opts.confdir or DEFAULT_CONFDIR
     ensure_ca(confdir)
 
@@ -546,8 +557,11 @@ def run_campaign(opts: CampaignOptions, on_event: EventFn | None = None) -> Camp
     with _sigterm_as_interrupt():
         try:
             for w in workers:
-                _start(w, _argv(w, opts, folder, confdir), say)
-            _wait(workers, say)
+                try:
+                    _start(w, _argv(w, opts, folder, confdir), say)
+                except OSError as exc:  # this handset's audit only: the others go on
+                    say(Event(w.serial, "error", f"its audit process did not start: {exc}"))
+            _wait(workers)
         except KeyboardInterrupt:
             interrupted = True
             say(Event(None, "note", "interrupted: stopping every audit (each restores its device)"))
@@ -584,8 +598,8 @@ def run_campaign(opts: CampaignOptions, on_event: EventFn | None = None) -> Camp
     return CampaignResult(folder, manifest, mat, files, round(time.monotonic() - started, 1))
 
 
-def _wait(workers: list[Worker], say: EventFn) -> None:
-    pending = list(workers)
+def _wait(workers: list[Worker]) -> None:
+    pending = [w for w in workers if w.proc is not None]
     while pending:
         for w in list(pending):
             assert w.proc is not None
