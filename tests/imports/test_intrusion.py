@@ -311,3 +311,16 @@ def test_a_large_file_is_read_line_by_line(n: int) -> None:
     rep = report()
     count = sum(1 for _ in read_events(io.BytesIO(data), rep))
     assert count == n and rep.counts["connect_event"] == n
+
+
+def test_record_times_are_written_as_auditor_writes_times() -> None:
+    from datetime import UTC, datetime
+
+    from auditor.imports.intrusion import _iso_ms
+
+    rng = random.Random(3)
+    for ms in [0, 1, 999, 1000, 1778572801180, 253402300799999] + [
+        rng.randrange(0, 253402300799999) for _ in range(2000)
+    ]:
+        want = datetime.fromtimestamp(ms // 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        assert _iso_ms(ms / 1000) == f"{want}.{ms % 1000:03d}000Z"
