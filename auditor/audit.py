@@ -352,6 +352,7 @@ class _Audit:
             ca_pem=ca_pem_from(ca_cert_path(opts.confdir)) if opts.ca != "none" else None,
             private_dns_off=opts.private_dns_off,
             block_quic=by_iptables,
+            quic_required=opts.block_quic is True,
             checkpoint=lambda name: self._pause(f"setup-{name}"),
         )
         self._enter("setting up the device")
@@ -413,16 +414,18 @@ class _Audit:
         """What the manifest says of QUIC (``quic``), and an event for the timeline."""
         assert self.writer is not None and self.setup is not None
         requested = {None: "auto", True: "on", False: "off"}[self.opts.block_quic]
+        quic: dict[str, Any]
         if by_pcapdroid:
-            quic: dict[str, Any] = {"blocked": True, "method": "pcapdroid"}
+            quic = {"blocked": True, "method": "pcapdroid"}
         elif self.setup.quic.get("blocked"):
             quic = dict(self.setup.quic)
-        elif not self.setup.block_quic and requested != "off":
-            quic = {"blocked": False, "method": None, "why": "no root for iptables"}
-        else:
+        elif requested == "off":
             quic = {"blocked": False, "method": None, "why": "--no-block-quic"}
-        if self.setup.block_quic and not quic["blocked"]:
-            quic["why"] = "the device setup stopped before the iptables rules were in"
+        elif self.setup.block_quic:
+            why = "; ".join(self.setup.quic.get("failed") or []) or "the setup stopped first"
+            quic = {"blocked": False, "method": None, "why": f"iptables rules not in: {why}"}
+        else:
+            quic = {"blocked": False, "method": None, "why": "no root for iptables"}
         self.quic = {**quic, "requested": requested}
         if quic["blocked"]:
             self._event("quic_blocked", f"UDP 443 dropped by {quic['method']}", **self.quic)

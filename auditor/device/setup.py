@@ -228,6 +228,7 @@ class CaptureSetup:
     ca_pem: bytes | None = None
     private_dns_off: bool = True
     block_quic: bool = False  # drop UDP 443 with iptables and ip6tables (needs root)
+    quic_required: bool = False  # a rule iptables refuses stops the setup (else: a note)
     notes: list[str] = field(default_factory=list)
     # how QUIC was blocked, for the session manifest: {"blocked", "method", "rules"}
     quic: dict[str, Any] = field(default_factory=lambda: {"blocked": False, "method": None})
@@ -274,7 +275,10 @@ class CaptureSetup:
         self._set("global", "http_proxy", f"{self.device_proxy_host()}:{self.proxy_port}")
 
     def drop_quic(self) -> None:
-        """UDP 443 dropped in OUTPUT, IPv4 and IPv6, each rule journalled before it is added."""
+        """UDP 443 dropped in OUTPUT, IPv4 and IPv6, each rule journalled before it is added.
+        A family whose iptables does not work (``-S`` fails: no ip6tables on the phone) is a
+        DeviceError when ``quic_required``; else a note, and the manifest says which rules
+        went in."""
         h = self.handset
         if not h.root_method():
             raise DeviceError(
@@ -282,8 +286,16 @@ class CaptureSetup:
                 "(or --packets pcapdroid, whose VPN blocks QUIC by itself); "
                 "--no-block-quic to capture without"
             )
-        rules = []
+        rules, failed = [], []
         for binary in IPTABLES:
+            # a phone whose iptables cannot even list OUTPUT gets no rule (nor a journal line
+            # that no undo could ever clear)
+            probe = h.su(f"{binary} -w -S OUTPUT")
+            if not probe.ok:
+                if self.quic_required:
+                    probe.check()
+                failed.append(f"{binary}: {(probe.stderr or probe.stdout).strip()[-200:]}")
+                continue
             cid = self._change(
                 f"{binary} -I {' '.join(QUIC_RULE)} (QUIC forced to TCP)",
                 {"kind": "iptables", "binary": binary, "rule": list(QUIC_RULE)},
@@ -291,7 +303,11 @@ class CaptureSetup:
             h.su(iptables_command(binary, "-I", QUIC_RULE)).check()
             self.journal.applied(cid)
             rules.append(f"{binary} -I {' '.join(QUIC_RULE)}")
-        self.quic = {"blocked": True, "method": "iptables", "rules": rules}
+        self.quic = {"blocked": bool(rules), "method": "iptables" if rules else None}
+        self.quic["rules"] = rules
+        if failed:
+            self.quic["failed"] = failed
+            self.notes.append(f"QUIC only partly blocked: {'; '.join(failed)}")
 
     def device_proxy_host(self) -> str:
         return {"reverse": "127.0.0.1", "emulator": "10.0.2.2"}.get(self.route, self.proxy_host)

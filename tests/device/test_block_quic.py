@@ -26,7 +26,10 @@ import pytest
 
 import auditor.audit
 from auditor.audit import AuditOptions, AuditResult, run_audit
+from auditor.device.handset import Handset
 from auditor.device.journal import RestoreJournal
+from auditor.device.setup import QUIC_RULE, CaptureSetup
+from auditor.errors import DeviceError
 from auditor.records import EventRecord, HttpRecord
 from auditor.session import FLOWS, Session, verify_session
 from auditor.simulator.world import VirtualWorld
@@ -294,3 +297,46 @@ def test_a_killed_audit_leaves_rules_that_auditor_restore_removes(rig: Rig, tmp_
     assert sum("(QUIC forced to TCP)" in what for what in undone) == 2
     assert rig.rules() == NO_RULES
     assert rig.world.device.get_setting("global", "http_proxy") in (None, "", ":0")
+
+
+# ------------------------------------------------------------------- a phone without ip6tables
+
+
+@pytest.mark.parametrize("required", [False, True])
+def test_without_ip6tables_ipv4_is_blocked_alone_or_the_setup_refuses(
+    rig: Rig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, required: bool
+) -> None:
+    nf = rig.world.device.netfilter
+    real = nf.command
+
+    def no_ip6tables(name: str, args: list[str], is_root: bool) -> tuple[int, str, str]:
+        if name == "ip6tables":
+            return 127, "", "/system/bin/sh: ip6tables: inaccessible or not found\n"
+        return real(name, args, is_root)
+
+    monkeypatch.setattr(nf, "command", no_ip6tables)
+    journal = RestoreJournal(tmp_path / "restore.jsonl")
+    setup = CaptureSetup(
+        Handset(rig.serial),
+        journal,
+        proxy_port=free_port(),
+        ca="none",
+        block_quic=True,
+        quic_required=required,
+    )
+    if required:
+        with pytest.raises(DeviceError, match="ip6tables"):
+            with setup:
+                pass
+    else:
+        with setup:
+            assert rig.rules() == {"ipv4": [DROP], "ipv6": []}
+            assert setup.quic["blocked"] is True and len(setup.quic["rules"]) == 1
+            assert "ip6tables" in setup.quic["failed"][0]
+            assert any("QUIC only partly blocked" in n for n in setup.notes)
+        whats = [c.what for c in journal.changes()]
+        assert [w for w in whats if "QUIC" in w] == [
+            f"iptables -I {' '.join(QUIC_RULE)} (QUIC forced to TCP)"
+        ]
+    assert rig.rules() == NO_RULES
+    assert journal.pending() == []
