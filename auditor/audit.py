@@ -567,6 +567,9 @@ class _Audit:
         of the way out."""
         if not self.opts.keyed_pcapng or self.packets is None or self.writer is None:
             return
+        if "disk_full" in (self.stopped_by, getattr(self.proxy_exit, "stopped_by", "")):
+            self._event("keyed_capture_skipped", "the disk is full: no copy with the secrets")
+            return
         try:
             done = write_keyed_captures(self.writer.path)
         except (AuditorError, OSError) as exc:
