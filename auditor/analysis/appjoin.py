@@ -185,34 +185,49 @@ def join(
     used: list[tuple[np.ndarray, np.ndarray]] = []  # the events each fit covered
     lines = np.asarray([str(e.line) for e in connects], dtype=object)
 
-    def fit(rows: np.ndarray, keys: np.ndarray) -> None:
+    def fit(rows: np.ndarray, *keys: np.ndarray) -> None:
+        """Fit ``rows`` to the connections of any of their ``keys`` (one array per kind of
+        key): one package among all of them, or ambiguous."""
         if not rows.size:
             return
         t = start[rows]
-        lo, hi = conn.window(keys, t - window.before * 1000, t + window.after * 1000)
-        hit = hi > lo
+        found = [conn.window(k, t - window.before * 1000, t + window.after * 1000) for k in keys]
+        hits = [hi > lo for lo, hi in found]
+        hit = np.logical_or.reduce(hits)
         if not hit.any():
             return
-        used.append((lo[hit], hi[hit]))
-        one = conn.one_package(lo, hi)
-        apps[rows[one]] = conn.packages[conn.pkg[lo[one]]]
+        one = hit.copy()
+        pkg = np.full(len(rows), -1, dtype=np.int64)
+        latest = np.full(len(rows), -1, dtype=np.int64)
+        for (lo, hi), h in zip(found, hits, strict=True):
+            used.append((lo[h], hi[h]))
+            mine = np.where(h, conn.pkg[np.minimum(lo, max(len(conn.pkg) - 1, 0))], -1)
+            one &= ~h | conn.one_package(lo, hi)
+            one &= (pkg < 0) | ~h | (mine == pkg)
+            pkg = np.where(pkg < 0, mine, pkg)
+            latest = np.where(h, np.maximum(latest, conn.ref[np.maximum(hi - 1, 0)]), latest)
+            count[rows[h]] += (hi - lo)[h]
+        apps[rows[one]] = conn.packages[pkg[one]]
         how[rows[one]] = CONNECT
-        for row, a, b in zip(rows[hit & ~one].tolist(), lo[hit & ~one].tolist(),
-                             hi[hit & ~one].tolist(), strict=True):  # fmt: skip
-            apps[row] = ";".join(conn.packages_in(a, b))
-            how[row] = AMBIGUOUS
-        last[rows[hit]] = lines[conn.ref[hi[hit] - 1]]
-        count[rows[hit]] = hi[hit] - lo[hit]
+        for i in np.flatnonzero(hit & ~one).tolist():
+            names = {p for lo, hi in found for p in conn.packages_in(int(lo[i]), int(hi[i]))}
+            apps[rows[i]] = ";".join(sorted(names))
+            how[rows[i]] = AMBIGUOUS
+        last[rows[hit]] = lines[latest[hit]]
 
     ips = _text(flows, C.SERVER_IP)
     if n:
-        ports = _ints(flows, C.SERVER_PORT)
-        keys = _joined(ips, ports)
-        fit(np.flatnonzero(ok), keys[ok])
+        keys = _joined(ips, _ints(flows, C.SERVER_PORT))
+        via_proxy = np.zeros(n, dtype=bool)
         if proxy is not None and C.SEEN_BY in flows:
-            seen = flows[C.SEEN_BY].to_numpy(dtype=object)
-            rows = np.flatnonzero(ok & (how == NONE) & (seen == "proxy"))
-            fit(rows, np.full(len(rows), f"{proxy[0]}|{proxy[1]}", dtype=object))
+            via_proxy = flows[C.SEEN_BY].to_numpy(dtype=object) == "proxy"
+        fit(np.flatnonzero(ok & ~via_proxy), keys[ok & ~via_proxy])
+        # the proxy's rows: the phone connected to the proxy (or, with a transparent proxy,
+        # to the server itself); an app that reached the server directly at that moment
+        # makes the row ambiguous, never another app's
+        rows = np.flatnonzero(ok & via_proxy)
+        to_proxy = np.full(len(rows), f"{proxy[0]}|{proxy[1]}" if proxy else "", dtype=object)
+        fit(rows, keys[rows], to_proxy)
     fitted = _covered(len(connects), used)
 
     if n and lookups:

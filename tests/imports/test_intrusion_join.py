@@ -111,6 +111,15 @@ def test_the_proxys_rows_fit_the_phones_connection_to_the_proxy() -> None:
     j = appjoin.join(df, events, proxy=proxy)
     assert j.apps.tolist() == ["com.a", "com.a", "com.b;com.c"]
     assert j.evidence.tolist() == [CONNECT, CONNECT, AMBIGUOUS]
+    # an app that reached the server itself, bypassing the proxy, at that moment: the proxy's
+    # row is ambiguous, not that app's
+    bypass = connect(T + 0.1, "com.d", "198.51.100.1", 443, line=4)
+    j = appjoin.join(df, [*events, bypass], proxy=proxy)
+    assert j.apps.tolist()[0] == "com.a;com.d" and j.evidence.tolist()[0] == AMBIGUOUS
+    assert j.counts.tolist()[0] == 2 and j.events.tolist()[0] == "4"
+    # the same app both ways (a transparent proxy) is that app's
+    j = appjoin.join(df, [*events, connect(T + 0.1, "com.a", "198.51.100.1", line=5)], proxy=proxy)
+    assert (j.apps[0], j.evidence[0]) == ("com.a", CONNECT)
     # without the proxy's address the phone's connections fit nothing, and are no rows
     j = appjoin.join(df, events)
     assert j.evidence.tolist() == [NONE, NONE, NONE]
@@ -366,12 +375,15 @@ def read_events_of(data: bytes) -> tuple[list[OsNetworkEvent], ImportReport]:
     return list(read_events(io.BytesIO(data), rep)), rep
 
 
+PROXY = ("127.0.0.1", 8080)
+
+
 def _plain_join(df: pd.DataFrame, events: list[OsNetworkEvent], w: Window) -> list[tuple]:
     """The rules of appjoin written plainly, row by row, for comparison."""
     out = []
     st = [t.timestamp() for t in df[C.START]]
     cport, sip, sport = (df[c].tolist() for c in (C.CLIENT_PORT, C.SERVER_IP, C.SERVER_PORT))
-    name = df[C.NAME].tolist()
+    name, seen = df[C.NAME].tolist(), df[C.SEEN_BY].tolist()
     for i in range(len(df)):
         # the connection's start: the earliest row with the same client port and server
         same = [
@@ -384,7 +396,10 @@ def _plain_join(df: pd.DataFrame, events: list[OsNetworkEvent], w: Window) -> li
             e.package
             for e in events
             if e.kind == "connect"
-            and (e.ip, e.port) == (sip[i], sport[i])
+            and (
+                (e.ip, e.port) == (sip[i], sport[i])
+                or (seen[i] == "proxy" and (e.ip, e.port) == PROXY)
+            )
             and s - w.before <= e.ts - w.clock_offset <= s + w.after
         }
         how = CONNECT
@@ -421,6 +436,7 @@ def test_the_join_gives_what_its_rules_written_plainly_give(seed: int) -> None:
             "t": T + float(rng.uniform(0, 3600)), C.SERVER_IP: ips[k],
             C.SERVER_PORT: pick([443, 80]), C.NAME: names[k % 3],
             C.CLIENT_PORT: int(rng.integers(40000, 40040)) if rng.random() < 0.7 else None,
+            C.SEEN_BY: pick(["packets", "proxy"]),
         })  # fmt: skip
     df = flows(*rows)
     events: list[OsNetworkEvent] = []
@@ -429,6 +445,8 @@ def test_the_join_gives_what_its_rules_written_plainly_give(seed: int) -> None:
         ip = row[C.SERVER_IP] if rng.random() < 0.8 else pick(ips)
         if rng.random() < 0.5:
             port = row[C.SERVER_PORT] if rng.random() < 0.8 else pick([443, 80])
+            if row[C.SEEN_BY] == "proxy" and rng.random() < 0.6:
+                ip, port = PROXY
             t = row["t"] + float(rng.uniform(-8, 4))
             events.append(connect(t, pick(pkgs), ip, port, line=line))
         else:
@@ -437,7 +455,7 @@ def test_the_join_gives_what_its_rules_written_plainly_give(seed: int) -> None:
             t = row["t"] - float(rng.uniform(-3, 400))
             events.append(lookup(t, pick(pkgs), host, *addrs, line=line))
     for w in (Window(), Window(before=0.5, after=0.2, dns_before=30, clock_offset=1.5)):
-        j = appjoin.join(df, events, window=w)
+        j = appjoin.join(df, events, window=w, proxy=PROXY)
         got = list(zip(j.apps.tolist(), j.evidence.tolist(), strict=True))
         assert got == _plain_join(df, events, w)
         if w == Window():  # the data holds every case
