@@ -12,7 +12,7 @@ app of the OS's events that fit it:
    of the rows that share its client and server address and port (the requests a proxy saw on
    one kept-alive connection). For the proxy's rows the phone connected to the proxy, not to
    the server: a connection to the proxy's address (as the phone reaches it) in the same window
-   fits too.
+   fits too, taken together with those to the server.
 2. **dns** (``os-dns``), only when no connection fits: a lookup, at most ``Window.dns_before``
    seconds before the connection started, that answered the flow's server address or asked for
    the flow's name.
