@@ -146,6 +146,7 @@ class _Geoip2fast:
     _lock = threading.Lock()
     _instance: Any = None
     _info: DatabaseInfo | None = None
+    _name: str | None = None  # the name geoip2fast recorded, when known without loading it
 
     @classmethod
     def path(cls) -> Path:
@@ -173,7 +174,7 @@ class _Geoip2fast:
     def info(cls) -> DatabaseInfo:
         if cls._info is None:
             path = cls.path()
-            name = _read_geoip2fast_name(path)
+            name = cls.source_name()
             match = _GEOIP2FAST_DATE.search(name)
             date = None
             if match:
@@ -187,6 +188,21 @@ class _Geoip2fast:
                 licence=GEOLITE_LICENCE,
             )
         return cls._info
+
+    @classmethod
+    def source_name(cls) -> str:
+        """The database name geoip2fast recorded (e.g.
+        MAXMIND:GeoLite2-CountryASN-...-20240618)."""
+        if cls._name is None:
+            cls._name = _read_geoip2fast_name(cls.path())
+        return cls._name
+
+    @classmethod
+    def remember_name(cls, name: str) -> None:
+        """The recorded name, read from a cache of this data file
+        (:mod:`auditor.intel.bulkip`): geoip2fast need not be loaded to name it."""
+        if cls._name is None:
+            cls._name = name
 
 
 def _read_geoip2fast_name(path: Path) -> str:
