@@ -105,7 +105,8 @@ class _Index:
 
     def __init__(self, keys: np.ndarray, ms: np.ndarray, pkgs: np.ndarray, refs: np.ndarray):
         kc, uniq = pd.factorize(keys, sort=False)
-        self.keys = pd.Index(uniq)
+        # an object index: an Arrow-backed one converts itself at every lookup
+        self.keys = pd.Index(np.asarray(uniq, dtype=object), dtype=object)
         order = np.lexsort((ms, kc))
         self.kc, self.t = kc[order].astype(np.int64), ms[order].astype(np.int64)
         pc, pk = pd.factorize(pkgs[order], sort=True)
