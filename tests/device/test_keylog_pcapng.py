@@ -8,9 +8,11 @@ capture and key log."""
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import struct
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,6 +34,7 @@ __all__ = ["adb_server"]  # a fixture, used by name
 
 pytestmark = pytest.mark.e2e
 
+REPO = Path(__file__).resolve().parents[2]
 TSHARK = shutil.which("tshark")
 EDITCAP = shutil.which("editcap")
 GMS = "com.google.android.gms"
@@ -192,3 +195,23 @@ def test_a_capture_cut_mid_record_is_copied_up_to_the_cut(tmp_path: Path) -> Non
     with pytest.raises(CaptureError, match="not a pcap or pcapng"):
         write_keyed_pcapng(bad, b"", tmp_path / "bad.pcapng")
     assert not (tmp_path / "bad.pcapng").exists()
+
+
+def test_analysis_reads_the_capture_once_and_names_no_secret(
+    audited: Audited, tmp_path: Path
+) -> None:
+    """The copy beside the key log is not read as a second capture (the same packets twice),
+    and findings.json holds neither the secrets nor the copy's content."""
+    out = tmp_path / "report"
+    done = subprocess.run(
+        [sys.executable, "-m", "auditor.cli", "analyze", str(audited.session), "--out", str(out),
+         "--json"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    text = (out / "findings.json").read_text()
+    doc = json.loads(text)
+    (packets,) = doc["packets"].values()
+    assert [f["file"] for f in packets["files"]] == [k["capture"] for k in audited.keyed]
+    secrets = (audited.session / TLS_KEYLOG).read_text().split()
+    assert not [s for s in secrets if len(s) >= 32 and s in text]  # no client random, no secret
