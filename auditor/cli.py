@@ -1899,5 +1899,11 @@ def demo(out: Path, reports: Path, profile_name: str, duration: str, as_json: bo
         sys.exit(1)
 
 
+# commands defined beside what they drive (each module imports auditor.cli's helpers only
+# when run)
+from auditor.campaign.cli import campaign  # noqa: E402
+
+main.add_command(campaign)
+
 if __name__ == "__main__":  # pragma: no cover
     main()

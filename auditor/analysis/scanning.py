@@ -10,6 +10,11 @@ and protobuf strings undone first, so only what no known layer explains is opaqu
 response: keyword or configuration lists (the ``MiAdBlacklistConfig`` pattern), extracted as
 artifacts next to the report.
 
+Request bodies to the Google endpoints :mod:`auditor.analysis.gproto` knows are read by their
+message definitions; with a ``--decrypt`` rules file (:mod:`auditor.analysis.decrypt`), a body
+a rule matches is decrypted first, and what was read or decrypted is listed per flow
+(``decoded``, ``decrypted``), the view judged on the plaintext (so it is no longer "encrypted").
+
 Bodies are decoded within bounds (:func:`auditor.codecs.decode`): a body that decodes past a
 bound is searched in its first part only, and the warnings of the outcome name its flows, so
 a report says which bodies were capped (a decompression bomb among them).
@@ -26,6 +31,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_to_bytes, urlsplit
 
+from auditor.analysis import decrypt as D
 from auditor.analysis.patterns import (
     PayloadClass,
     characterise,
@@ -80,6 +86,8 @@ class ScanOutcome:
     app_lists: dict[str, dict[str, Any]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     bytes_scanned: int = 0
+    decoded: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # by schema
+    decrypted: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # by a rule
 
 
 def _body(session: Session, ref: BodyRef | None) -> bytes | None:
@@ -109,14 +117,30 @@ def _decoded(raw: bytes | None, ref: BodyRef | None, response: bool) -> tuple[by
     return (res.data if not res.error else raw), ""
 
 
-def _request_view(raw: bytes | None, rec: HttpRecord) -> DecodedView:
+def _request_view(raw: bytes | None, rec: HttpRecord, rules: D.Rules | None = None) -> DecodedView:
+    """The request body's decoded view: of its plaintext when a decrypt rule matches and
+    decrypts it, else of the body as sent."""
     if raw is None or rec.request_body is None:
         return DecodedView()
+    if rules is not None:
+        got = D.apply(
+            rules,
+            raw,
+            url=rec.url,
+            method=rec.method,
+            headers=rec.request_headers,
+            content_encoding=rec.request_body.encoding,
+        )
+        if got is not None and got.plaintext is not None:
+            return decoded_view(
+                got.plaintext, content_type=got.content_type, limits=VIEW_LIMITS, url=rec.url
+            )
     return decoded_view(
         raw,
         content_type=rec.request_content_type,
         content_encoding=rec.request_body.encoding,
         limits=VIEW_LIMITS,
+        url=rec.url,
     )
 
 
@@ -216,8 +240,11 @@ def scan_sessions(
     *,
     artifacts_dir: Path | None = None,
     records: dict[str, list[Any]] | None = None,
+    decrypt: D.Rules | None = None,
 ) -> ScanOutcome:
-    scanner = Scanner(identifiers) if identifiers else None
+    """The scan of every HTTP flow of the sessions (see the module's text); ``decrypt``: the
+    rules of a ``--decrypt`` file."""
+    scanner = Scanner(identifiers, decrypt=decrypt) if identifiers else None
     out = ScanOutcome()
     notes: dict[str, set[str]] = defaultdict(set)
     for sess in sessions:
@@ -228,6 +255,10 @@ def scan_sessions(
             if scanner is not None:
                 res = scanner.scan_record(rec, sess.bodies)
                 out.bytes_scanned += res.bytes_scanned
+                if res.decoded:
+                    out.decoded[fid] = [d.to_dict() for d in res.decoded]
+                if res.decrypted:
+                    out.decrypted[fid] = [d.to_dict() for d in res.decrypted]
                 for w in res.warnings:
                     msg = f"{w.kind.value}: {w.part.value} {w.location.value}: {w.message}"
                     notes[msg[:200]].add(fid)
@@ -247,7 +278,7 @@ def scan_sessions(
             req, note = _decoded(raw, rec.request_body, response=False)
             if note:
                 notes[note].add(fid)
-            view = _request_view(raw, rec)
+            view = _request_view(raw, rec, decrypt)
             for text in view.warnings:
                 notes[f"decoded view: request body: {text}"[:200]].add(fid)
             shapes = _shapes(rec.url, view, identifiers)
