@@ -133,7 +133,7 @@ class _Index:
         hi = np.zeros(n, dtype=np.int64)
         if not n or not len(self.t):
             return lo, hi
-        rc = self.keys.get_indexer(row_keys).astype(np.int64)
+        rc = self.keys.get_indexer(pd.Index(row_keys, dtype=object)).astype(np.int64)
         last = self.base + self.width - 1
         live = (rc >= 0) & (hi_ms >= self.base) & (lo_ms <= last)
         if not live.any():
