@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import hashlib
 import logging
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
@@ -73,6 +74,7 @@ def part_name(keys: list[str]) -> str:
 class Dataset:
     root: Path
     version: int
+    _commits: set[Path] | None = field(default=None, repr=False)
 
     @classmethod
     def open(cls, path: Path, *, create: bool = False) -> Dataset:
@@ -119,16 +121,22 @@ class Dataset:
         return self.root / table
 
     def _all(self, table: str) -> list[Path]:
-        d = self.table_dir(table)
-        if not d.is_dir():
-            return []
-        return sorted(p for p in d.rglob("part-*.parquet") if p.is_file())
+        # the layout's depth is fixed (one folder per partition key): a glob of that depth
+        # lists 5,000 parts in milliseconds, where rglob walked for a second
+        pattern = glob.escape(str(self.table_dir(table))) + "/*" * len(PARTITION_KEYS)
+        return sorted(Path(p) for p in glob.glob(pattern + "/part-*.parquet"))
+
+    def _committed(self) -> set[Path]:
+        if self._commits is None:
+            top = self.table_dir(COMMIT_TABLE)
+            self._commits = {p.relative_to(top) for p in self._all(COMMIT_TABLE)}
+        return self._commits
 
     def files(self, table: str) -> list[Path]:
-        """The committed files of ``table``, sorted."""
+        """The committed files of ``table``, sorted (listed once per Dataset object)."""
         if table not in TABLES:
             raise FleetError(f"no table {table!r} (tables: {', '.join(sorted(TABLES))})")
-        committed = {p.relative_to(self.table_dir(COMMIT_TABLE)) for p in self._all(COMMIT_TABLE)}
+        committed = self._committed()
         if table == COMMIT_TABLE:
             return [self.table_dir(table) / p for p in sorted(committed)]
         return [p for p in self._all(table) if p.relative_to(self.table_dir(table)) in committed]

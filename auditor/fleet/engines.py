@@ -99,7 +99,9 @@ def _sql_text(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
-def duckdb_connection(ds: Dataset, *, sandbox: bool = True) -> Any:
+def duckdb_connection(
+    ds: Dataset, *, sandbox: bool = True, tables: Sequence[str] = tuple(S.TABLES)
+) -> Any:
     """An in-memory DuckDB with one view per table (``flows``, ``endpoints``, ``findings``,
     ``identifiers``, ``sessions``) over the dataset's committed files. With ``sandbox``,
     DuckDB may then read only the dataset's folder, and its settings are locked."""
@@ -107,7 +109,9 @@ def duckdb_connection(ds: Dataset, *, sandbox: bool = True) -> Any:
 
     con = duckdb.connect(":memory:")
     con.execute("SET TimeZone='UTC'")
-    for table, schema in S.TABLES.items():
+    con.execute("SET parquet_metadata_cache = true")
+    for table in tables:
+        schema = S.TABLES[table]
         files = ds.files(table)
         if files:
             listed = ", ".join(_sql_text(str(f.resolve())) for f in files)
@@ -124,10 +128,10 @@ def duckdb_connection(ds: Dataset, *, sandbox: bool = True) -> Any:
     return con
 
 
-def _connect(ds: Dataset) -> Any:
+def _connect(ds: Dataset, tables: Sequence[str] = tuple(S.TABLES)) -> Any:
     """:func:`duckdb_connection`, a file it cannot read (a damaged part) a FleetError."""
     try:
-        return duckdb_connection(ds)
+        return duckdb_connection(ds, tables=tables)
     except _duck_errors() as exc:
         raise FleetError(f"{ds.root}: {_first_line(exc)}") from None
 
@@ -140,7 +144,7 @@ def _duck_errors() -> tuple[type[BaseException], ...]:
 
 class DuckDBEngine:
     def aggregates(self, ds: Dataset) -> Aggregates:
-        con = _connect(ds)
+        con = _connect(ds, ("flows", "sessions", "identifiers"))
         try:
             return _duck_aggregates(con)
         except _duck_errors() as exc:
@@ -208,7 +212,7 @@ def _read(files: Sequence[Path], columns: list[str], schema_table: str) -> pd.Da
 
 
 def _frame_aggregates(
-    flows: Any, sessions: Any, idents: Any, *, dask: bool = False
+    flows: Any, sessions: Any, idents: Any, encoded: Any, *, dask: bool = False
 ) -> dict[str, Any]:
     """The aggregations written once for pandas and dask.dataframe (the same API). Only
     one-function-per-column sums, minima and maxima: dask's named aggregations give
@@ -255,12 +259,9 @@ def _frame_aggregates(
         IDENT_KEYS,
         {"n": "sum", S.FLOWS: "sum"},
     )
-    encodings = (
-        idents[[*IDENT_KEYS, S.ENCODINGS]]
-        .explode(S.ENCODINGS)
-        .dropna(subset=[S.ENCODINGS])
-        .drop_duplicates()
-    )
+    # ``encoded``: the identifiers table with one row per encoding (exploded where it is
+    # read: dask turns a column of lists into text when it moves it)
+    encodings = encoded.dropna(subset=[S.ENCODINGS]).drop_duplicates()
     return {
         "builds": builds,
         "recipients": recipients,
@@ -288,11 +289,40 @@ class PandasEngine:
         flows = _read(ds.files("flows"), FLOW_COLUMNS, "flows")
         sessions = _read(ds.files("sessions"), SESSION_COLUMNS, "sessions")
         idents = _read(ds.files("identifiers"), IDENT_COLUMNS, "identifiers")
-        got = _frame_aggregates(flows, sessions, idents)
+        encoded = idents[[*IDENT_KEYS, S.ENCODINGS]].explode(S.ENCODINGS)
+        got = _frame_aggregates(flows, sessions, idents, encoded)
         return Aggregates(**{k: _named(k, v) for k, v in got.items()})
 
 
 # ---------------------------------------------------------------- dask.distributed
+
+BATCH_BYTES = 64 * 1024 * 1024  # Parquet bytes read by one dask task
+
+
+def batched(files: Sequence[Path], limit: int = BATCH_BYTES) -> list[list[str]]:
+    """The files in runs of about ``limit`` bytes: one dask partition each. A part per
+    partition and export makes many small files; a task per file cost dask ~0.15 s each."""
+    out: list[list[str]] = []
+    size = limit
+    for f in files:
+        n = f.stat().st_size
+        if size + n > limit:
+            out.append([])
+            size = 0
+        out[-1].append(str(f.resolve()))
+        size += n
+    return out
+
+
+def read_files(paths: list[str], columns: list[str], explode: str | None = None) -> pd.DataFrame:
+    """One dask partition: ``paths`` read by pyarrow (on a worker: the paths must be there),
+    the list column ``explode`` made one row per item."""
+    import pyarrow.parquet as pq
+
+    df = pq.read_table(paths, columns=columns, partitioning=None).to_pandas()
+    if explode:
+        df = df.explode(explode).astype({explode: df[columns[0]].dtype})
+    return df
 
 
 class DaskEngine:
@@ -310,11 +340,14 @@ class DaskEngine:
                 "--engine dask needs dask.distributed: pip install 'auditor[fleet]'"
             ) from None
 
-        def frame(table: str, columns: list[str]) -> Any:
-            files = [str(f.resolve()) for f in ds.files(table)]
-            if not files:
-                return dd.from_pandas(_read([], columns, table), npartitions=1)
-            return dd.read_parquet(files, columns=columns)
+        def frame(table: str, columns: list[str], explode: str | None = None) -> Any:
+            meta = _read([], columns, table)
+            if explode:
+                meta = meta.explode(explode).astype({explode: meta[columns[0]].dtype})
+            batches = batched(ds.files(table))
+            if not batches:
+                return dd.from_pandas(meta, npartitions=1)
+            return dd.from_map(read_files, batches, columns=columns, explode=explode, meta=meta)
 
         try:
             client = Client(self.scheduler, timeout=self.timeout, set_as_default=False)
@@ -325,7 +358,8 @@ class DaskEngine:
                 lazy = _frame_aggregates(
                     frame("flows", FLOW_COLUMNS),
                     frame("sessions", SESSION_COLUMNS),
-                    frame("identifiers", IDENT_COLUMNS),
+                    frame("identifiers", [*IDENT_KEYS, S.SESSION_KEY, S.FLOWS]),
+                    frame("identifiers", [*IDENT_KEYS, S.ENCODINGS], explode=S.ENCODINGS),
                     dask=True,
                 )
                 names = list(lazy)
