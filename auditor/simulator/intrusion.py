@@ -144,3 +144,25 @@ def write_intrusion_log(world: VirtualWorld) -> tuple[str, bytes]:
     device.vfs.mkdir(DEVICE_DIR, parents=True)
     device.vfs.write(path, data, mode=0o660)
     return path, data
+
+
+#: The page AndroidQF opens so that the owner downloads the logs (AndroidQF ``adb/adb.go``).
+RETRIEVAL_ACTIVITY = (
+    "com.google.android.gms",
+    "com.google.android.gms.intrusiondetection.ui.retrieval.IntrusionDetectionRetrievalActivity",
+)
+
+
+def enable_intrusion_logging(world: VirtualWorld) -> None:
+    """Make the handset behave as an Android 16 phone with Advanced Protection's Intrusion
+    Logging on: ``settings get secure advanced_protection_mode`` answers 1 (AndroidQF's
+    check), and opening the retrieval page (``am start -n <RETRIEVAL_ACTIVITY>``, as AndroidQF
+    does) writes the log where the phone would, as if the owner had pressed "Download and
+    Decrypt". The page is told by the device's ``launch`` event carrying ``activity``."""
+    world.device.put_setting("secure", "advanced_protection_mode", "1", uid=1000)
+
+    def on_event(kind: str, data: dict[str, Any]) -> None:
+        if kind == "launch" and (data.get("package"), data.get("activity")) == RETRIEVAL_ACTIVITY:
+            write_intrusion_log(world)
+
+    world.device.add_listener(on_event)

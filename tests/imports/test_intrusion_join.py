@@ -370,6 +370,34 @@ def test_the_handset_writes_its_log_where_the_phone_does() -> None:
     assert events[0].addresses and rep.skipped_total == 0
 
 
+def test_androidqfs_steps_on_the_handset_give_the_log() -> None:
+    """With Intrusion Logging enabled, the handset answers AndroidQF's check (``settings get
+    secure advanced_protection_mode``: 1) and writes its log when the retrieval page opens."""
+    from auditor.simulator.intrusion import (
+        DEVICE_DIR,
+        RETRIEVAL_ACTIVITY,
+        enable_intrusion_logging,
+    )
+    from auditor.simulator.world import VirtualWorld
+
+    def sh(world: VirtualWorld, cmd: str) -> bytes:
+        return b"".join(d for _, d in world.device.shell(cmd).chunks())
+
+    with VirtualWorld("pixel-android14", port=0, traffic=False) as world:
+        assert sh(world, "settings get secure advanced_protection_mode").strip() == b"null"
+        enable_intrusion_logging(world)
+        assert sh(world, "settings get secure advanced_protection_mode").strip() == b"1"
+        assert world.network is not None
+        world.network.dns_query(world.device.package_uid("com.android.vending") or -1, "x.example")
+        assert not world.device.vfs.exists(DEVICE_DIR)
+        pkg, activity = RETRIEVAL_ACTIVITY
+        world.device.emit("launch", package=pkg, activity=activity, uid=0, action="", data="")
+        (name,) = world.device.vfs.listdir(DEVICE_DIR)
+        data = world.device.vfs.read(f"{DEVICE_DIR}/{name}")
+    events, _ = read_events_of(data)
+    assert [(e.package, e.hostname) for e in events] == [("com.android.vending", "x.example")]
+
+
 def read_events_of(data: bytes) -> tuple[list[OsNetworkEvent], ImportReport]:
     rep = ImportReport(ImportFormat.HAR)
     return list(read_events(io.BytesIO(data), rep)), rep
