@@ -827,6 +827,40 @@ def test_collect_keeps_its_index_of_texts_across_jobs_and_python_additions() -> 
 
 
 @built
+def test_collect_index_grows_past_its_first_tables() -> None:
+    """More distinct names and addresses than the index's first tables hold (4,096 slots,
+    grown at half full), in several jobs, some asked twice in capitals: the same as Python."""
+    msgs = []
+    for k in range(3000):
+        name = f"h{k}.n{k % 13}.example"
+        cname = f"edge{k}.cdn.example"
+        answers = [
+            rr(b"\xc0\x0c", 5, dns_name(cname)),
+            rr(dns_name(cname), 1, bytes([10, k >> 8 & 255, k & 255, 7])),
+            rr(dns_name(cname), 28, bytes(14) + k.to_bytes(2, "big")),
+        ]
+        msgs.append(dns_query(k, name))
+        msgs.append(dns_response(k, name if k % 3 else name.upper(), 1, answers))
+    was = N._dns_compiled
+    results = []
+    for compiled_path in (True, False):
+        if not compiled_path:
+            N._dns_compiled = None
+        try:
+            c = N.NameCollector()
+            for at in range(0, len(msgs), 1000):
+                c.feed(_dns_job(msgs[at : at + 1000]))
+            r = c.result()
+        finally:
+            N._dns_compiled = was
+        d = r.dns
+        results.append((d.python_rows(), d.name_addrs(), d.python_answered(), set(d.texts)))
+    fast, slow = results
+    assert len(fast[3]) > 12_000  # names, CNAMEs and addresses: past several growths
+    assert fast == slow
+
+
+@built
 def test_collect_refuses_rows_outside_the_blob() -> None:
     with pytest.raises(ValueError):
         compiled.collect(b"abc", np.array([3], dtype=np.int64), np.array([1], dtype=np.int64),
