@@ -1148,9 +1148,10 @@ class KnowledgeBase:
         # keyed on the host and those facts, so 100,000 flows to 100,000 addresses of one
         # network cost one attribution, not 100,000. Each row keeps its own address.
         host_col, ip_col = columns[0], columns[1]
-        literal = _per_value(host_col, _ip_literal)
-        is_literal = np.asarray([x is not None for x in literal], dtype=bool)
-        own_ip = _per_value(ip_col, lambda v: v if isinstance(v, str) and v else None)
+        literal = _per_value(host_col, _ip_literal, canonical_v4=True)
+        is_literal = np.asarray([x is not None for x in literal.tolist()], dtype=bool)
+        own_ip = np.empty(n, dtype=object)
+        own_ip[:] = [v if isinstance(v, str) and v else None for v in ip_col.tolist()]
         eff_ip = np.where(pd.isna(own_ip) & is_literal, literal, own_ip)
         ip_codes, ip_uniques = pd.factorize(eff_ip, use_na_sentinel=True)
         facts = self.ipdb.lookup_columns([str(ip) for ip in ip_uniques])
@@ -1194,17 +1195,18 @@ class KnowledgeBase:
         ]
         frame = _rows_to_frame(rows, codes, hs.index)
         # each row's own address, AS and AS organisation (and the hosting named by it)
-        own_ip, own_asn, own_org, own_country = (
-            np.append(c, np.full(1, None, dtype=object))[ip_codes]
-            for c in (facts.ip, facts.asn, facts.asn_org, facts.country)
-        )
-        frame[m.SERVER_IP] = _categorical(own_ip)
-        frame[m.ASN] = pd.array(own_asn.tolist(), dtype="Int64")
-        frame[m.ASN_ORG] = _categorical(own_org)
-        frame[m.SERVER_COUNTRY] = _categorical(own_country)
+        # (categories from the distinct addresses' facts, in the order the rows first reach
+        # them: ip_codes number the addresses in that order)
+        own_org = np.append(facts.asn_org, np.full(1, None, dtype=object))[ip_codes]
+        frame[m.SERVER_IP] = _categorical_of(facts.ip, ip_codes)
+        asn = pd.array([*facts.asn.tolist(), None], dtype="Int64")
+        frame[m.ASN] = asn.take(np.where(ip_codes < 0, len(facts.asn), ip_codes))
+        frame[m.ASN_ORG] = _categorical_of(facts.asn_org, ip_codes)
+        frame[m.SERVER_COUNTRY] = _categorical_of(facts.country, ip_codes)
         # legal exposure: the organisation's (per lookup), then the server's country's when
         # it is another country with laws on record (per row), as _attribution orders them
-        ccodes, cuniq = pd.factorize(own_country, use_na_sentinel=True)
+        ccodes, cuniq = pd.factorize(facts.country, use_na_sentinel=True)
+        ccodes = np.append(ccodes, -1)[ip_codes]
         pair, pairs = pd.factorize(codes * (len(cuniq) + 1) + (ccodes + 1))
         exposure = np.empty(len(pairs), dtype=object)
         laws = [bool(c and self._exposure_of(c, "", None)) for c in cuniq.tolist()]
@@ -1400,17 +1402,37 @@ def show_lookalikes(flows: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _per_value(values: np.ndarray, func: Any) -> np.ndarray:
+def _per_value(values: np.ndarray, func: Any, *, canonical_v4: bool = False) -> np.ndarray:
     """``func`` of each value of an object array, once per distinct value (missing values
-    give None)."""
+    give None). ``canonical_v4``: ``func`` gives canonical IPv4 text back as it is (found by
+    Arrow, not asked)."""
     import numpy as np
     import pandas as pd
 
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
     mapped = np.empty(len(uniques) + 1, dtype=object)
-    mapped[:-1] = [func(u) for u in uniques]
+    if canonical_v4:
+        from auditor.intel.bulkip import address_kinds
+
+        items = list(uniques)
+        v4, _ = address_kinds(items)
+        mapped[:-1] = [u if is_v4 else func(u) for u, is_v4 in zip(items, v4.tolist(), strict=True)]
+    else:
+        mapped[:-1] = [func(u) for u in uniques]
     mapped[-1] = None
     return mapped[codes]
+
+
+def _categorical_of(values: np.ndarray, codes: np.ndarray) -> pd.Categorical:
+    """:func:`_categorical` of ``values[codes]`` (code -1: missing), made from ``values``
+    alone when every value is reached and ``codes`` number them in the order the rows first
+    reach them (as ``pd.factorize`` numbers them): the categories come in the same order."""
+    import numpy as np
+    import pandas as pd
+
+    vcodes, cats = pd.factorize(values, use_na_sentinel=True)
+    row_codes = np.append(vcodes, -1)[codes]
+    return pd.Categorical.from_codes(row_codes, categories=pd.Index(cats, dtype=object))
 
 
 def _categorical(values: np.ndarray) -> pd.Categorical:
