@@ -17,6 +17,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,7 +53,7 @@ class Audited:
         return self.result.session
 
     @property
-    def keyed(self) -> list[dict[str, object]]:
+    def keyed(self) -> list[dict[str, Any]]:
         return list(Session(self.session).manifest["tls_keyed_captures"])
 
 

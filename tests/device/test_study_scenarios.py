@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -136,27 +137,46 @@ def test_analytics_off_records_what_it_found_and_set_and_is_undone(
 # --------------------------------------------------------------------------------- sim-insert
 
 
-def test_sim_insert_prompts_and_marks_when_the_handset_reads_the_card(
+def test_sim_insert_in_an_audit_prompts_and_marks_when_the_handset_reads_the_card(
     rig: Rig, tmp_path: Path
 ) -> None:
+    """The preset's steps (its waits shortened) in a whole audit: the prompt reaches the
+    audit's progress, where the terminal shows it, and the operator (here, this test) puts
+    the card in."""
     dev = rig.world.device
     dev.remove_sim()
+    preset = (resources.files("auditor") / "scenarios" / "sim-insert.yaml").read_text()
+    short = preset.replace("before: 1m", "before: 0s").replace(
+        "sim_timeout: 2m", "sim_timeout: 20s"
+    )
+    assert short != preset
+    scenario = tmp_path / "sim-insert.yaml"
+    scenario.write_text(short)
     prompts: list[str] = []
 
-    def operator(text: str) -> None:  # the operator, here: inserts the card at the prompt
-        prompts.append(text)
-        threading.Timer(0.5, dev.insert_sim).start()
+    def progress(p: Any) -> None:  # the operator reads the prompt, and inserts the card
+        if p.phase.startswith("OPERATOR:") and not prompts:
+            prompts.append(p.message)
+            threading.Timer(0.5, dev.insert_sim).start()
 
     try:
-        run = run_preset(
-            rig, tmp_path, "sim-insert", operator, before="0s", duration="0s", sim_timeout="20s"
-        )
+        res = run_audit(audit_options(rig, tmp_path, str(scenario), "0s"), progress)
     finally:
         dev.insert_sim(step=0)
-    assert run.report.failed == []
+    assert (res.status, res.restored) == ("complete", True)
     assert len(prompts) == 1 and "insert the SIM card" in prompts[0]
-    assert run.marks() == ["no-sim", "sim_insert_prompt", "sim_inserted", "sim-idle-done"]
-    prompt, inserted = run.events("scenario_mark")[1:3]
+    marks = [
+        r
+        for r in Session(res.session).records()
+        if isinstance(r, EventRecord) and r.kind == "scenario_mark"
+    ]
+    assert [m.data["mark"] for m in marks] == [
+        "no-sim",
+        "sim_insert_prompt",
+        "sim_inserted",
+        "sim-idle-done",
+    ]
+    prompt, inserted = marks[1:3]
     assert prompt.data["sim_state"] == ["ABSENT"]
     assert inserted.data["before"] == ["ABSENT"]
     assert inserted.data["sim_state"][0] in ("READY", "LOADED")
@@ -189,6 +209,18 @@ def private_locks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         yield
 
 
+def audit_options(rig: Rig, tmp_path: Path, scenario: str, duration: str) -> AuditOptions:
+    return AuditOptions(
+        serial=rig.serial,
+        scenario=scenario,
+        duration=duration,
+        out=tmp_path / "captures",
+        confdir=tmp_path / "mitm",
+        port=free_port(),
+        canary_timeout=10.0,
+    )
+
+
 def test_idle_after_boot_in_an_audit_reboots_marks_and_keeps_quic_blocked(
     rig: Rig, tmp_path: Path
 ) -> None:
@@ -211,15 +243,7 @@ def test_idle_after_boot_in_an_audit_reboots_marks_and_keeps_quic_blocked(
 
     watcher = threading.Thread(target=after_boot, daemon=True)
     watcher.start()
-    opts = AuditOptions(
-        serial=rig.serial,
-        scenario="idle-after-boot",
-        duration="2s",
-        out=tmp_path / "captures",
-        confdir=tmp_path / "mitm",
-        port=free_port(),
-        canary_timeout=10.0,
-    )
+    opts = audit_options(rig, tmp_path, "idle-after-boot", "2s")
     res = run_audit(opts)
     watcher.join(5)
     assert (res.status, res.restored) == ("complete", True)
