@@ -41,6 +41,7 @@ class ImportFormat(StrEnum):
     MITMPROXY = "mitmproxy"
     PCAP = "pcap"
     PCAPNG = "pcapng"
+    INTRUSION = "intrusion-log"  # Android 16's intrusion logs (auditor.imports.intrusion)
 
 
 class Compression(StrEnum):
@@ -60,6 +61,7 @@ class SkipKind(StrEnum):
     TLS_ERROR = "tls-error"  # HTTP Toolkit's log._tlsErrors
     PACKETS = "packets"  # frames of a packet capture the decoder could not read
     DUPLICATE = "duplicate"  # a record an earlier file of the same import already gave
+    OS_EVENT = "os-event"  # a line (one event) of an intrusion log
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,6 +319,10 @@ def _detect_plain(head: bytes) -> ImportFormat | None:
         return ImportFormat.PCAP
     if head[:4] == _PCAPNG_MAGIC:
         return ImportFormat.PCAPNG
+    from auditor.imports.intrusion import looks_like_intrusion_log  # it imports this module
+
+    if looks_like_intrusion_log(head):
+        return ImportFormat.INTRUSION
     if _looks_like_json_object(head):
         return ImportFormat.HAR
     m = _TNETSTRING.match(head)

@@ -37,6 +37,7 @@ from auditor.imports import (
     detect_format,
 )
 from auditor.imports.har import MAX_DECOMPRESSED_HAR, HarLog, har_records, load_har
+from auditor.imports.intrusion import intrusion_records
 from auditor.imports.mitmflows import check_flow_file, flow_records
 from auditor.records import RECORD_CLASSES, EventRecord, HttpRecord, Record
 from auditor.session import (
@@ -140,11 +141,12 @@ def import_files(
         writer.event("import_started", f"importing {len(sources)} file(s)", files=planned)
         (writer.path / ORIGINAL).mkdir(mode=0o700)
         seen: set[str] = set()
+        os_seen: set[bytes] = set()  # events of overlapping intrusion logs, imported once
         for src, name, plan in zip(sources, names, planned, strict=True):
             file_span = Span()
             _copy(src, writer.path / ORIGINAL / name)
             copied.add(name)
-            report = _import_one(src, name, writer, seen, file_span)
+            report = _import_one(src, name, writer, seen, file_span, os_seen)
             _refuse_if_nothing_read(name, report)
             span.add_span(file_span)
             spans.append(file_span)
@@ -287,8 +289,15 @@ def _check(path: Path) -> _Source:
     if fmt is None:
         inside = f"{packed.value}-compressed data of " if packed else ""
         raise ImportFileError(
-            f"{path}: unknown format ({inside}no HAR file, mitmproxy flow file, pcap or pcapng)"
+            f"{path}: unknown format ({inside}no HAR file, mitmproxy flow file, pcap, pcapng "
+            "or Android intrusion log)"
         )
+    if fmt is ImportFormat.INTRUSION:
+        if packed:
+            raise ImportFileError(
+                f"{path}: a {packed.value}-compressed intrusion log; decompress it first"
+            )
+        return _Source(path, fmt, size, _sha256(path))
     if fmt is ImportFormat.HAR:
         data = _read_all(path)
         text = decompress_bounded(data, MAX_DECOMPRESSED_HAR, str(path)) if packed else data
@@ -347,7 +356,12 @@ def _original_names(sources: list[_Source]) -> list[str]:
 
 
 def _import_one(
-    src: _Source, name: str, writer: SessionWriter, seen: set[str], span: Span
+    src: _Source,
+    name: str,
+    writer: SessionWriter,
+    seen: set[str],
+    span: Span,
+    os_seen: set[bytes] | None = None,
 ) -> ImportReport:
     target = writer.path / ORIGINAL / name  # copied whole already (_copy)
     report = ImportReport(src.format)
@@ -359,6 +373,10 @@ def _import_one(
         with open(target, "rb") as fh:
             records = flow_records(fh, writer.bodies, report, name, src.size)
             _write_all(writer, records, report, seen, span)
+    elif src.format is ImportFormat.INTRUSION:
+        with open(target, "rb") as fh:
+            events = intrusion_records(fh, report, name, f"il-{src.sha256[:12]}", seen=os_seen)
+            _write_all(writer, events, report, seen, span)
     else:
         _packet_report(src.capture, report)
         span.add_packets(src.capture)  # damaged compressed data: _packet_report warns
@@ -597,6 +615,7 @@ def _describe(name: str, report: ImportReport) -> str:
 def _counts_text(summary: Mapping[str, Any]) -> str:
     counts = summary.get("counts", {})
     keys = [*RECORD_CLASSES, "packets", "packet_flows", "dns_messages"]
+    keys += ["dns_event", "connect_event", "security_event"]  # an intrusion log's
     parts = [f"{counts[k]} {k.replace('_', ' ')}" for k in keys if counts.get(k)]
     text = ", ".join(parts) or "no records"
     if summary.get("skipped"):
