@@ -41,6 +41,8 @@ steps:
   - setting: {namespace: global, key: auto_time, value: 0}
   - shell: echo hi
   - launch_system_apps: {duration: 2s, limit: 3}
+  - mark: here
+  - sim_insert: {timeout: 5s}
 """
     s = parse_scenario(text, "all.yaml")
     assert [st.kind for st in s.steps] == [
@@ -59,6 +61,8 @@ steps:
         "setting",
         "shell",
         "launch_system_apps",
+        "mark",
+        "sim_insert",
     ]
     assert set(STEPS) == {st.kind for st in s.steps}
     assert s.steps[11].args == {"on": True}
