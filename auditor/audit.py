@@ -16,7 +16,6 @@ with an event saying so, and the restore is retried when the device comes back (
 from __future__ import annotations
 
 import fcntl
-import inspect
 import logging
 import os
 import secrets
@@ -339,7 +338,7 @@ class _Audit:
             )
         self._pause("packets")
         self._check_proxy()
-        by_pcapdroid = bool(getattr(self.packets, "auditor_blocks_quic", False))
+        by_pcapdroid = bool(getattr(self.packets, "blocks_quic", False))
         by_iptables = want_quic_blocked and not by_pcapdroid and h.root_method() is not None
 
         self.setup = CaptureSetup(
@@ -756,7 +755,7 @@ def _start_packets(
 ) -> Any:
     """Start the packet capture ``--packets`` asks for (``auto``: adb-tcpdump when the device
     has root and tcpdump, else none, and say so). With ``block_quic`` and no root, PCAPdroid
-    is asked to block QUIC itself; its source then has ``auditor_blocks_quic`` set."""
+    is asked to block QUIC itself; its source then has ``blocks_quic`` set."""
     from auditor.packets.live import TCPDUMP_ERR, AdbTcpdump, IfaceSniffer, PacketsSpec
 
     def tcpdump() -> Any:
@@ -803,17 +802,7 @@ def _start_packets(
         # journalled, and undone on the way out if it fails half-way. Its own QUIC blocking
         # (the block_quic extra of its API, from version code 51; docs/app_api.md) when there
         # is no root to drop it with iptables.
-        # Asked for only where auditor.packets.live passes it on (newer than this file).
-        blocks = (
-            block_quic
-            and h.root_method() is None
-            and "block_quic" in inspect.signature(start_pcapdroid).parameters
-        )
-        if blocks:
-            kw: dict[str, Any] = {"block_quic": True}
-            source = start_pcapdroid(h, writer.path, journal, **kw)
-            source.auditor_blocks_quic = True
-        else:
-            source = start_pcapdroid(h, writer.path, journal)
+        blocks = block_quic and h.root_method() is None
+        source = start_pcapdroid(h, writer.path, journal, block_quic=blocks)
     writer.event("packets_started", spec)
     return source

@@ -838,11 +838,14 @@ def pcapdroid_start_command(
     mode: str = "udp_exporter",
     app_filter: str | None = None,
     trailer: bool = True,
+    block_quic: bool = False,
 ) -> str:
     """``am start`` of PCAPdroid's CaptureCtrl with the export settings (docs/app_api.md).
 
     ``trailer`` asks for the per-packet UID and app name: ``dump_extensions`` since 1.8,
-    ``pcapdroid_trailer`` before (both are sent; each version ignores the other)."""
+    ``pcapdroid_trailer`` before (both are sent; each version ignores the other).
+    ``block_quic`` asks PCAPdroid to drop QUIC itself (``block_quic``, API version code 51:
+    apps then fall back to TCP, which the proxy sees)."""
     if mode not in ("udp_exporter", "tcp_exporter"):
         raise ValueError(f"unknown PCAPdroid export mode {mode!r}")
     extras = [
@@ -855,6 +858,8 @@ def pcapdroid_start_command(
         extras.append(("app_filter", app_filter))
     if trailer:
         extras += [("pcapdroid_trailer", "true"), ("dump_extensions", "true")]
+    if block_quic:
+        extras.append(("block_quic", "true"))
     args = " ".join(f"-e {k} {shlex.quote(v)}" for k, v in extras)
     return f"am start {args} -n {PCAPDROID_ACTIVITY}"
 
@@ -1093,6 +1098,7 @@ class PcapdroidSource:
         *,
         app_filter: str | None = None,
         trailer: bool = True,
+        block_quic: bool = False,
         connect_timeout: float = PCAPDROID_CONNECT_TIMEOUT,
         rotate_bytes: int = ROTATE_BYTES,
     ) -> None:
@@ -1101,6 +1107,7 @@ class PcapdroidSource:
         self.journal = journal
         self.app_filter = app_filter
         self.trailer = trailer
+        self.blocks_quic = block_quic  # PCAPdroid asked to drop QUIC (see the start command)
         self.connect_timeout = connect_timeout
         self.rotate_bytes = rotate_bytes
         self.collector: PcapdroidCollector | None = None
@@ -1202,7 +1209,11 @@ class PcapdroidSource:
     def _start_capture(self, port: int) -> None:
         h = self.handset
         command = pcapdroid_start_command(
-            port, mode="tcp_exporter", app_filter=self.app_filter, trailer=self.trailer
+            port,
+            mode="tcp_exporter",
+            app_filter=self.app_filter,
+            trailer=self.trailer,
+            block_quic=self.blocks_quic,
         )
         cid = self.journal.record(
             h.serial, f"PCAPdroid capture, tcp_exporter to 127.0.0.1:{port}", pcapdroid_undo()
@@ -1244,10 +1255,14 @@ def start_pcapdroid(
     journal: RestoreJournal,
     *,
     app_filter: str | None = None,
+    block_quic: bool = False,
 ) -> PcapdroidSource:
     """``--packets pcapdroid``: PCAPdroid on the phone exporting to this host over ``adb
-    reverse``, journalled, started. See :class:`PcapdroidSource`."""
-    return PcapdroidSource(handset, session_dir, journal, app_filter=app_filter).start()
+    reverse``, journalled, started (with ``block_quic``, asked to drop QUIC). See
+    :class:`PcapdroidSource`."""
+    return PcapdroidSource(
+        handset, session_dir, journal, app_filter=app_filter, block_quic=block_quic
+    ).start()
 
 
 def pcapdroid_undo() -> dict[str, Any]:

@@ -277,6 +277,8 @@ class DeviceNetwork:
         family = "ipv6" if ":" in dst else "ipv4"
         tag = "cr_QuicStreamFactory"
         verdict = self.device.netfilter.verdict(family, "udp", 443)
+        if verdict == "ACCEPT" and self.device.pcapdroid.blocks_quic:
+            verdict = "DROP"  # PCAPdroid's VPN drops it (its block_quic setting)
         if verdict != "ACCEPT":
             why = "ERR_CONNECTION_REFUSED" if verdict == "REJECT" else "EPERM"
             self.device.log(

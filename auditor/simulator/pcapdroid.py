@@ -97,6 +97,7 @@ class CaptureSettings:
     collector: tuple[str, int]
     app_filter: tuple[str, ...] = ()
     trailer: bool = False
+    block_quic: bool = False  # the block_quic extra (API version code 51)
 
     @classmethod
     def from_extras(cls, extras: Mapping[str, str]) -> CaptureSettings:
@@ -119,7 +120,8 @@ class CaptureSettings:
             extras.get(k, "").lower() in ("true", "1")
             for k in ("pcapdroid_trailer", "dump_extensions")
         )
-        return cls(mode, (str(addr), port), apps, trailer)
+        block_quic = extras.get("block_quic", "").lower() in ("true", "1")
+        return cls(mode, (str(addr), port), apps, trailer, block_quic)
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +235,12 @@ class PcapdroidApp:
     def settings(self) -> CaptureSettings | None:
         with self._lock:
             return self._run.settings if self._run is not None else None
+
+    @property
+    def blocks_quic(self) -> bool:
+        """A capture runs with ``block_quic``: PCAPdroid's VPN drops QUIC datagrams."""
+        settings = self.settings
+        return self.running and settings is not None and settings.block_quic
 
     def status(self) -> CaptureStatus:
         with self._lock:

@@ -398,3 +398,33 @@ def test_trailer_crc_is_over_everything_before_it(phone: VirtualDevice, udp: Udp
     assert frame[-32:-28] == b"\x01\x07\x20\x21"
     assert frame[-24:-4] == b"com.google.android.\0"  # 19 bytes of the name, then NUL
     assert frame[14 + 31 : -32] == bytes(3)  # 14 + 20 + 8 + 3 = 45: 3 bytes pad it to 48
+
+
+def test_block_quic_drops_the_initials_while_its_capture_runs(
+    phone: VirtualDevice, udp: UdpCollector
+) -> None:
+    """``-e block_quic true`` (PCAPdroid's API, version code 51): while that capture runs, an
+    app's QUIC Initial does not leave the phone and the app says it falls back to TCP; before
+    and after it, it does leave."""
+    from auditor.packets.live import pcapdroid_start_command
+    from auditor.simulator.network import DeviceNetwork
+
+    internet = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # where the Initials go
+    internet.bind(("127.0.0.1", 0))
+    try:
+        net = DeviceNetwork(phone, internet.getsockname(), packets=PacketLog())
+        assert net.quic_attempt(GMS, "www.google.com")  # no capture: it leaves
+        command = pcapdroid_start_command(udp.port, block_quic=True)
+        assert "-e block_quic true" in command
+        phone.run(command)
+        assert phone.pcapdroid.running and phone.pcapdroid.blocks_quic
+        assert not net.quic_attempt(GMS, "www.google.com")
+        assert "QUIC to www.google.com:443 failed (EPERM); using TCP" in phone.run("logcat -d").out
+        stop(phone)
+        assert not phone.pcapdroid.blocks_quic
+        assert net.quic_attempt(GMS, "www.google.com")
+        phone.run(pcapdroid_start_command(udp.port))  # without the extra: not blocked
+        assert phone.pcapdroid.running and not phone.pcapdroid.blocks_quic
+        assert net.quic_attempt(GMS, "www.google.com")
+    finally:
+        internet.close()
