@@ -1291,7 +1291,8 @@ def simulate(
     "--scenario",
     default="idle",
     show_default=True,
-    help="A preset (idle, open-system-apps, browser-canary, reboot-and-idle) or a YAML file.",
+    help="A preset (idle, idle-after-boot, sim-insert, analytics-off, open-system-apps, "
+    "browser-canary, reboot-and-idle; see docs/scenarios.md) or a YAML file.",
 )
 @click.option(
     "--duration",
@@ -1327,6 +1328,28 @@ def simulate(
 )
 @click.option("--no-analyze", is_flag=True, help="Stop at the session; analyse it later.")
 @click.option(
+    "--block-quic/--no-block-quic",
+    default=None,
+    help="Drop UDP 443 on the phone so that apps fall back from QUIC to TCP through the proxy "
+    "(iptables with root, undone at the end; PCAPdroid's own blocking with --packets "
+    "pcapdroid)  [default: on when the phone has root]",
+)
+@click.option(
+    "--keyed-pcapng/--no-keyed-pcapng",
+    default=True,
+    show_default=True,
+    help="Beside each packet capture, a .pcapng with the TLS keys embedded (tls/), which "
+    "Wireshark opens decrypted.",
+)
+@click.option(
+    "--decrypt",
+    "decrypt_rules",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Rules file (YAML, docs/decrypt.md): vendor-encrypted bodies decrypted before the "
+    "analysis.",
+)
+@click.option(
     "--packets",
     default="auto",
     show_default=True,
@@ -1347,6 +1370,9 @@ def audit(
     keep_private_dns: bool,
     reports: Path,
     no_analyze: bool,
+    block_quic: bool | None,
+    keyed_pcapng: bool,
+    decrypt_rules: Path | None,
     packets: str,
     listen_host: str,
     port: int,
@@ -1365,6 +1391,7 @@ def audit(
     Example:
         auditor audit -s emulator-5554 --scenario idle --duration 5m
         auditor audit -s 127.0.0.1:5555 --scenario open-system-apps --ca user
+        auditor audit -s SERIAL --scenario analytics-off --duration 10m --decrypt rules.yaml
     """
     from auditor.audit import AuditOptions, run_audit
     from auditor.capture import DEFAULT_CONFDIR
@@ -1389,7 +1416,10 @@ def audit(
         private_dns_off=not keep_private_dns,
         notes=notes,
         packets=packets,
+        block_quic=block_quic,
+        keyed_pcapng=keyed_pcapng,
     )
+    rules = _decrypt_rules(decrypt_rules)
     if packets != "auto":
         from auditor.packets.live import PacketsSpec
 
@@ -1408,7 +1438,7 @@ def audit(
     if not no_analyze:
         from auditor.analysis.engine import report_session
 
-        report = report_session(res.session, reports)
+        report = report_session(res.session, reports, decrypt=rules)
     if as_json:
         emit_json(
             {
@@ -1448,6 +1478,15 @@ AUDIT_FAILURES = frozenset(
 )
 
 
+def _decrypt_rules(path: Path | None) -> Any:
+    """The rules of a ``--decrypt`` file (a bad file is one line, exit 1), or None."""
+    if path is None:
+        return None
+    from auditor.analysis.decrypt import load_rules
+
+    return load_rules(path)
+
+
 class _AuditProgress(_LiveLine):
     """The audit's phase, scenario step, time left and live counts."""
 
@@ -1457,6 +1496,14 @@ class _AuditProgress(_LiveLine):
 
     def __call__(self, p: Any) -> None:
         if self.quiet:
+            return
+        if p.phase.startswith("OPERATOR:") and p.phase != self.last_phase:
+            # a step needs the operator's hands (sim_insert): a line of its own, kept on screen
+            if self.live is not None:
+                self.live.stop()
+                self.live = None
+            self.console.print(terminal_line(p.phase))
+            self.last_phase = p.phase
             return
         if not self.console.is_terminal:
             if p.phase != self.last_phase:
@@ -1520,6 +1567,13 @@ def parse_identifiers(values: tuple[str, ...]) -> dict[str, str]:
 )
 @click.option("--claims", type=click.Path(path_type=Path), default=None, help="Claims to check.")
 @click.option(
+    "--decrypt",
+    "decrypt_rules",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Rules file (YAML, docs/decrypt.md): vendor-encrypted bodies decrypted before the scan.",
+)
+@click.option(
     "--redact",
     is_flag=True,
     help="Write a shareable report: identifiers, phone number, accounts and personal values "
@@ -1542,6 +1596,7 @@ def analyze(
     intel: tuple[str, ...],
     identifier: tuple[str, ...],
     claims: Path | None,
+    decrypt_rules: Path | None,
     redact: bool,
     redact_value: tuple[str, ...],
     as_json: bool,
@@ -1557,6 +1612,7 @@ def analyze(
         auditor analyze captures/S1 --policy eu-gdpr --claims claims.yaml --json
         auditor analyze captures/S1 --identifier imei=490154203237518 --intel amnesty=ioc.stix2
         auditor analyze captures/S1 --redact --out reports/S1-public
+        auditor analyze captures/S1 --decrypt docs/examples/decrypt-xiaomi-sim.yaml
     """
     import tempfile
 
@@ -1572,6 +1628,7 @@ def analyze(
     if bad:
         fail(f"unknown format(s): {', '.join(sorted(bad))}")
     ids = parse_identifiers(identifier)
+    rules = _decrypt_rules(decrypt_rules)
     if redact_value and not redact:
         fail("--redact-value needs --redact")
     extra = parse_identifiers(redact_value)
@@ -1587,6 +1644,7 @@ def analyze(
             identifiers=ids,
             claims=load_claims(claims) if claims else None,
             artifacts_dir=art,
+            decrypt=rules,
         )
         if redact:
             from auditor.analysis.redact import redact_analysis, write_redacted

@@ -19,10 +19,10 @@ import pandas as pd
 
 from auditor import __version__
 from auditor import columns as C
-from auditor.analysis import scanning
+from auditor.analysis import appjoin, conditions, scanning
 from auditor.analysis.claims import Claim, evaluate
 from auditor.analysis.coverage import build_coverage, capture_stats, incomplete, skipped_warnings
-from auditor.analysis.flowtable import build_flow_table
+from auditor.analysis.flowtable import build_flow_table, proxy_endpoint
 from auditor.analysis.model import FINDINGS_SCHEMA_VERSION, Finding, Severity
 from auditor.analysis.packetflows import (
     LOOKUPS_KEPT,
@@ -79,7 +79,10 @@ def analyze(
     identifiers: dict[str, str] | None = None,
     claims: list[Claim] | None = None,
     artifacts_dir: Path | None = None,
+    decrypt: Any = None,
 ) -> Analysis:
+    """Analyse sessions into findings (see the module's text). ``decrypt``: the rules of a
+    ``--decrypt`` file (:func:`auditor.analysis.decrypt.load_rules`)."""
     if not sessions:
         raise AuditorError("no session to analyse")
     policy = policy or load_policy("default")
@@ -89,11 +92,19 @@ def analyze(
     # flows.jsonl is read once per session; every later step works on these records
     records = {sess.id: list(sess.records()) for sess in opened}
     packets: dict[str, PacketData] = {}
+    os_log: dict[str, dict[str, int]] = {}
     for sess in opened:
         warnings += incomplete(sess)
         warnings += skipped_warnings(sess)
         packets[sess.id] = read_packet_flows(sess.path, sess.manifest)
         df, w = build_flow_table(sess, records[sess.id], packets[sess.id])
+        # the OS's own log (Android 16 intrusion logs) names the apps of the flows it saw
+        df, w_os, os_stats = appjoin.attribute_session(
+            df, records[sess.id], proxy_endpoint(sess.manifest)
+        )
+        w += w_os
+        if os_stats:
+            os_log[sess.id] = os_stats
         df.insert(0, "session", sess.id)
         tables.append(df)
         warnings += [f"{sess.id}: {x}" for x in w]
@@ -117,7 +128,9 @@ def analyze(
     manifest = first.manifest
     device = manifest.get("device") or {}
     ids = identifiers_of(manifest, identifiers or {})
-    scan = scanning.scan_sessions(opened, ids, artifacts_dir=artifacts_dir, records=records)
+    scan = scanning.scan_sessions(
+        opened, ids, artifacts_dir=artifacts_dir, records=records, decrypt=decrypt
+    )
     warnings += scan.warnings
     vendor = kb.organisation_of_vendor(str(device.get("manufacturer") or ""))
     ctx = Context(
@@ -151,6 +164,20 @@ def analyze(
         opened, flows, findings, rule_errors, claim_results, coverage, policy, kb, ids, warnings,
         _boot_times(records), packets, stats,
     )  # fmt: skip
+    # the conditions of the capture (auditor.analysis.conditions) and what was read of bodies
+    doc["coverage"]["quic"] = conditions.quic_rows(
+        ((s.id, s.manifest) for s in opened), {sid: p.flows for sid, p in packets.items()}
+    )
+    if os_log:
+        doc["coverage"]["os_log"] = os_log
+    doc["method"]["scenario_events"] = conditions.scenario_events(records)
+    rules = conditions.decrypt_rules(decrypt)
+    if rules is not None:
+        doc["method"]["decrypt_rules"] = rules
+    doc["bodies_read"] = {
+        "by_schema": dict(sorted(scan.decoded.items())),
+        "decrypted": dict(sorted(scan.decrypted.items())),
+    }
     return Analysis(doc, flows, findings, rule_errors, warnings, dict(scan.personal))
 
 
@@ -837,7 +864,12 @@ def write(analysis: Analysis, out: Path, formats: list[str]) -> list[Path]:
 
 
 def report_session(
-    session: Path, reports: Path, formats: list[str] | None = None, *, redact: bool = False
+    session: Path,
+    reports: Path,
+    formats: list[str] | None = None,
+    *,
+    redact: bool = False,
+    decrypt: Any = None,
 ) -> Path:
     """Analyse one session with the default policy into ``reports/<session-id>/``; returns
     the report folder (used at the end of ``auditor audit`` and ``auditor demo``). With
@@ -846,7 +878,7 @@ def report_session(
     target = Path(reports) / Path(session).name
     fmts = formats or ["html", "json", "csv", "md"]
     if not redact:
-        result = analyze([Path(session)], artifacts_dir=target / "artifacts")
+        result = analyze([Path(session)], artifacts_dir=target / "artifacts", decrypt=decrypt)
         write(result, target, fmts)
         return target
     import tempfile
@@ -855,6 +887,6 @@ def report_session(
 
     with tempfile.TemporaryDirectory(prefix="auditor-redact-") as tmp:
         art = Path(tmp) / "artifacts"  # the originals never touch the report folder
-        result = analyze([Path(session)], artifacts_dir=art)
+        result = analyze([Path(session)], artifacts_dir=art, decrypt=decrypt)
         write_redacted(result, target, fmts, artifacts_src=art)
     return target

@@ -164,7 +164,7 @@ def build_flow_table(
     uid_map = _uid_map(device)
     sockets = SocketIndex.load(session.path / SOCKETS)
     warnings += sockets.warnings
-    proxy = _proxy_endpoint(session.manifest)
+    proxy = proxy_endpoint(session.manifest)
 
     df[C.NAME], df[C.NAME_EVIDENCE] = _proxy_names(df, dns_names)
     df[C.PCAP_UID] = -1
@@ -371,7 +371,7 @@ def _uid_map(device: dict[str, Any]) -> dict[int, list[str]]:
     return out
 
 
-def _proxy_endpoint(manifest: dict[str, Any]) -> tuple[str, int] | None:
+def proxy_endpoint(manifest: dict[str, Any]) -> tuple[str, int] | None:
     cap = manifest.get("capture") or {}
     proxy = cap.get("proxy") or {}
     port = proxy.get("port")

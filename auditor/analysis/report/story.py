@@ -649,6 +649,7 @@ def _gaps(
                 True,
             )
         )
+    out += _quic_sentences(cov.get("quic") or [])
     for s in cov.get("sessions_incomplete") or []:
         why = f", stopped by {s['stopped_by']}" if s.get("stopped_by") else ""
         out.append(
@@ -726,6 +727,47 @@ def _gaps(
                 (Link("warnings", "warnings"),),
             )
         )
+    return out
+
+
+def _quic_sentences(rows: list[dict[str, Any]]) -> list[Sentence]:
+    """Whether QUIC was forced to TCP (coverage.quic), and the QUIC seen anyway: blocked, it
+    is what slipped past the rules; not blocked, it is traffic no proxy could decrypt."""
+    link = (Link("packets", "packets and the proxy"),)
+    out: list[Sentence] = []
+    for r in rows:
+        if not isinstance(r, dict) or r.get("blocked") is None:
+            continue  # the session does not say (an import)
+        seen = r.get("seen") if isinstance(r.get("seen"), dict) else None
+        flows = int((seen or {}).get("udp_443_flows") or 0)
+        pkts = int((seen or {}).get("udp_443_packets") or 0)
+        where = f"Session {r.get('session')}: " if len(rows) > 1 else ""
+        if r["blocked"]:
+            how = {"iptables": "by iptables on the phone", "pcapdroid": "by PCAPdroid"}.get(
+                str(r.get("method")), "on the phone"
+            )
+            text = f"{where}QUIC (UDP port 443) was blocked {how}, so apps fell back to TCP "
+            text += "through the proxy"
+            if seen is None:
+                text += "; no packet capture shows whether any QUIC got through."
+            elif flows:
+                text += (
+                    f"; the packet capture still saw {plural(flows, 'UDP 443 flow')} "
+                    f"({plural(pkts, 'packet')}), sent before the rules or past them."
+                )
+            else:
+                text += "; the packet capture saw no QUIC."
+        else:
+            why = f" ({r['why']})" if r.get("why") else ""
+            text = f"{where}QUIC was not blocked{why}"
+            if flows:
+                text += (
+                    f": {plural(flows, 'UDP 443 flow')} ({plural(pkts, 'packet')}) went "
+                    "around the proxy, where they went is known, not what they carried."
+                )
+            else:
+                text += "; the packet capture saw no QUIC." if seen is not None else "."
+        out.append(Sentence(text, link))
     return out
 
 

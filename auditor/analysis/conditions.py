@@ -1,0 +1,121 @@
+"""The conditions a capture was made under, as the report states them: whether QUIC was
+blocked on the phone and how many QUIC packets were seen anyway, what the scenario marked and
+set (the studies' presets: ``idle-after-boot``, ``sim-insert``, ``analytics-off``), and the
+``--decrypt`` rules an analysis used.
+
+``findings.json`` carries them as ``coverage.quic`` (one row per session), ``method.scenario_
+events`` and ``method.decrypt_rules`` (docs/findings.md). They are read from what the session
+recorded (its manifest's ``quic`` entry, its events) and from the packet flows, never inferred.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from auditor import columns as C
+from auditor.records import EventRecord
+
+# the events of a scenario the report lists, in time order, with the fields each keeps
+SCENARIO_EVENTS: dict[str, tuple[str, ...]] = {
+    "scenario_mark": ("mark",),
+    "scenario_setting": ("namespace", "key", "found", "set", "source"),
+    "device_rebooted": (),
+    "quic_blocked": ("method",),
+    "quic_not_blocked": ("why",),
+}
+MAX_SCENARIO_EVENTS = 200  # per session: a scenario that loops is not a timeline
+
+
+def quic_rows(
+    sessions: Iterable[tuple[str, Mapping[str, Any]]], packet_flows: Mapping[str, pd.DataFrame]
+) -> list[dict[str, Any]]:
+    """Per session (its id and manifest): whether QUIC was blocked and how (the manifest's
+    ``quic``; ``None`` where the session does not say, as an import), and the QUIC the packet
+    capture saw anyway: flows to UDP port 443 and their packets, of which those whose Initial
+    named a server (``transport`` quic). ``seen`` is None without a packet capture."""
+    out = []
+    for sid, manifest in sessions:
+        q = manifest.get("quic")
+        q = q if isinstance(q, Mapping) else {}
+        row: dict[str, Any] = {
+            "session": sid,
+            "blocked": q.get("blocked") if isinstance(q.get("blocked"), bool) else None,
+            "method": q.get("method") if isinstance(q.get("method"), str) else None,
+            "requested": q.get("requested") if isinstance(q.get("requested"), str) else None,
+            "why": q.get("why") if isinstance(q.get("why"), str) else None,
+            "seen": None,
+        }
+        flows = packet_flows.get(sid)
+        if flows is not None and C.SERVER_PORT in flows:
+            udp443 = _udp_443(flows)
+            packets = _packets(flows)
+            named = (
+                flows[C.TRANSPORT].astype(object).to_numpy() == "quic"
+                if C.TRANSPORT in flows
+                else np.zeros(len(flows), dtype=bool)
+            )
+            row["seen"] = {
+                "udp_443_flows": int(udp443.sum()),
+                "udp_443_packets": int(packets[udp443].sum()),
+                "quic_flows_named": int((named & udp443).sum()),
+            }
+        out.append(row)
+    return out
+
+
+def _udp_443(flows: pd.DataFrame) -> np.ndarray:
+    port = pd.to_numeric(flows[C.SERVER_PORT], errors="coerce").fillna(-1).to_numpy()
+    transport = (
+        flows[C.TRANSPORT].astype(object).to_numpy()
+        if C.TRANSPORT in flows
+        else np.full(len(flows), None, dtype=object)
+    )
+    return (port == 443) & np.isin(transport, ["udp", "quic"])
+
+
+def _packets(flows: pd.DataFrame) -> np.ndarray:
+    total = np.zeros(len(flows), dtype=np.int64)
+    for col in (C.PACKETS_UP, C.PACKETS_DOWN):
+        if col in flows:
+            total += pd.to_numeric(flows[col], errors="coerce").fillna(0).to_numpy(np.int64)
+    return total
+
+
+def scenario_events(records: Mapping[str, list[Any]]) -> list[dict[str, Any]]:
+    """The scenario's marks, the settings it found and set, reboots and the QUIC blocking, per
+    session in time order (at most :data:`MAX_SCENARIO_EVENTS` each), with only the fields
+    :data:`SCENARIO_EVENTS` names (texts as recorded: escape them where shown)."""
+    out: list[dict[str, Any]] = []
+    for sid in sorted(records):
+        rows = [r for r in records[sid] if isinstance(r, EventRecord) and r.kind in SCENARIO_EVENTS]
+        rows.sort(key=lambda r: str(r.ts))
+        for r in rows[:MAX_SCENARIO_EVENTS]:
+            data = r.data if isinstance(r.data, Mapping) else {}
+            out.append(
+                {
+                    "session": sid,
+                    "ts": str(r.ts),
+                    "kind": r.kind,
+                    "message": str(r.message)[:500],
+                    **{k: data.get(k) for k in SCENARIO_EVENTS[r.kind] if k in data},
+                }
+            )
+    return out
+
+
+def decrypt_rules(rules: Any) -> dict[str, Any] | None:
+    """What findings.json says of a ``--decrypt`` rules file: its name, SHA-256 and each rule
+    as :meth:`auditor.analysis.decrypt.Rule.describe` gives it (never a key)."""
+    if rules is None:
+        return None
+    from pathlib import Path
+
+    return {
+        "file": Path(rules.source).name if rules.source else None,
+        "sha256": rules.sha256 or None,
+        "rules": [r.describe() for r in rules.rules],
+    }
