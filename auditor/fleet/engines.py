@@ -296,7 +296,7 @@ class PandasEngine:
 
 # ---------------------------------------------------------------- dask.distributed
 
-BATCH_BYTES = 64 * 1024 * 1024  # Parquet bytes read by one dask task
+BATCH_BYTES = 16 * 1024 * 1024  # Parquet bytes read by one dask task
 
 
 def batched(files: Sequence[Path], limit: int = BATCH_BYTES) -> list[list[str]]:
