@@ -228,6 +228,45 @@ def test_blocked_quic_falls_back_to_tcp_through_the_proxy(blocked: Audited) -> N
     assert flow.method == "POST" and flow.status == 200
 
 
+def udp_443_packets(session: Path) -> int:
+    """Packets to or from UDP port 443 in the session's packet captures, by tshark."""
+    assert TSHARK is not None
+    count = 0
+    for pcap in sorted((session / "packets").glob("*.pcap*")):
+        done = subprocess.run(
+            [TSHARK, "-n", "-r", str(pcap), "-Y", "udp.port == 443", "-T", "fields",
+             "-e", "frame.number"],
+            capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        count += sum(1 for line in done.stdout.splitlines() if line.strip())
+    return count
+
+
+@pytest.mark.skipif(TSHARK is None, reason="tshark is not installed")
+def test_the_analysis_says_whether_quic_was_blocked_and_counts_what_got_through(
+    blocked: Audited, unblocked: Audited
+) -> None:
+    """findings.json coverage.quic, checked against the manifest and tshark's count of UDP
+    443 packets; the summary says it in a sentence."""
+    from auditor.analysis.engine import analyze
+    from auditor.analysis.report.story import build_story
+
+    for aud, is_blocked in ((blocked, True), (unblocked, False)):
+        session = aud.result.session
+        doc = analyze([session]).doc
+        (row,) = doc["coverage"]["quic"]
+        assert row["blocked"] is is_blocked
+        assert row["method"] == ("iptables" if is_blocked else None)
+        seen = row["seen"]
+        assert seen["udp_443_packets"] == udp_443_packets(session)
+        assert (seen["udp_443_flows"] > 0) is (not is_blocked)
+        if not is_blocked:
+            assert seen["quic_flows_named"] >= 1  # the Initial named its server
+        sentences = [s.text for s in build_story(doc).gaps]
+        wanted = "was blocked by iptables" if is_blocked else "QUIC was not blocked"
+        assert any(wanted in t for t in sentences), sentences
+
+
 # --------------------------------------------------------------------------- the ways out
 
 

@@ -128,6 +128,14 @@ def test_analytics_off_records_what_it_found_and_set_and_is_undone(
     assert dev.get_setting("secure", "upload_log_pref") == "0"
     assert dev.get_setting("global", "personalized_ad_enabled") == "2"
     assert run.marks() == ["analytics-off-begin", "analytics-off-set", "idle-done"]
+    # what the report's method section lists of it (auditor.analysis.conditions)
+    from auditor.analysis.conditions import scenario_events
+
+    listed = scenario_events({"s": list(Session(run.writer.path).records())})
+    assert [e["mark"] for e in listed if e["kind"] == "scenario_mark"] == run.marks()
+    settings = {(e["namespace"], e["key"]): (e["found"], e["set"]) for e in listed
+                if e["kind"] == "scenario_setting"}  # fmt: skip
+    assert settings == {k: (v["found"], v["set"]) for k, v in got.items()}
     report = restore_device(Handset(rig.serial), run.journal)
     assert report.ok and len(report.undone) == 4
     assert {ns: dict(v) for ns, v in dev.settings.items()} == before

@@ -594,6 +594,51 @@ def test_xiaomi_session_analysed_shows_the_xiaomi_findings(
     assert (report / "report.html").stat().st_size > 5000
 
 
+def test_xiaomi_session_analysed_with_its_decrypt_rules(
+    xiaomi: XiaomiAudit, tmp_path: Path
+) -> None:
+    """``auditor analyze --decrypt`` with the rules file the virtual Xiaomi's key is named in:
+    its AES-CBC statistics upload is read (the IMEI found in the plaintext, under the rule's
+    name), findings.json names the rules file and the decrypted flows; without the rules the
+    same upload yields no identifier."""
+    from click.testing import CliRunner
+
+    from auditor.cli import main
+
+    rules = Path(__file__).parents[2] / "docs" / "examples" / "decrypt-xiaomi-sim.yaml"
+    docs = {}
+    for name, extra in (("plain", []), ("decrypted", ["--decrypt", str(rules)])):
+        out = tmp_path / name
+        res = CliRunner().invoke(
+            main, ["analyze", str(xiaomi.session), "--out", str(out), "--format", "json", *extra]
+        )
+        assert res.exit_code == 0, res.output
+        docs[name] = json.loads((out / "findings.json").read_text())
+    doc = docs["decrypted"]
+    assert [r["rule"] for r in doc["method"]["decrypt_rules"]["rules"]] == ["xiaomi-sim-mistat"]
+    assert (
+        doc["method"]["decrypt_rules"]["sha256"] == hashlib.sha256(rules.read_bytes()).hexdigest()
+    )
+    mistat = {
+        r.id
+        for r in xiaomi.records
+        if isinstance(r, HttpRecord) and r.host == "data.mistat.xiaomi.com"
+    }
+    assert mistat and set(doc["bodies_read"]["decrypted"]) <= mistat
+    assert doc["bodies_read"]["decrypted"]
+
+    def imei_places(d: dict[str, Any]) -> list[str]:
+        return [
+            json.dumps(f)
+            for f in d["findings"]
+            if f["rule"] == "identifier-sent" and set(f.get("flow_ids") or ()) & mistat
+        ]
+
+    assert any("decrypted:xiaomi-sim-mistat" in t for t in imei_places(doc))
+    assert not imei_places(docs["plain"])
+    assert "decrypt_rules" not in docs["plain"]["method"]
+
+
 def test_xiaomi_dns_and_push_bypass_the_proxy(xiaomi: XiaomiAudit) -> None:
     """With --packets auto (adb-tcpdump on the rooted Xiaomi), the analyser sees the DNS
     lookups and the push channel that never reached the proxy, as flows bypassing it."""
