@@ -826,7 +826,8 @@ def unbundle(bundle_file: Path, out: Path, pubkey: Path | None, force: bool, as_
 def import_(
     files: tuple[Path, ...], out: Path, identifiers: tuple[str, ...], as_json: bool
 ) -> None:
-    """Make a capture session from HAR files, mitmproxy flow files or packet captures.
+    """Make a capture session from HAR files, mitmproxy flow files, packet captures or
+    Android 16 intrusion logs (the OS's own DNS and connection log).
 
     The format is found from each file's content. Each file is copied into the session
     (original/) with its SHA-256; entries that cannot be read are skipped and counted,
@@ -836,6 +837,7 @@ def import_(
     Example:
         auditor import phone.har
         auditor import flows.mitm more.har --identifier imei=490154203237518
+        auditor import phone.pcapng "Intrusion Logging"/2026-05-12.txt
         auditor verify captures/<session-id>
     """
     from auditor.imports.session import import_command
