@@ -1237,7 +1237,10 @@ class VirtualDevice:
                 f" for {reason} {{{short}}}",
             )
         self.log("ActivityTaskManager", f"Displayed {short}: +412ms", uid=1000)
-        self.emit("launch", package=pkg, uid=state.pkg.uid, action=action, data=data)
+        activity = pkg + cls if cls.startswith(".") else cls
+        self.emit(
+            "launch", package=pkg, activity=activity, uid=state.pkg.uid, action=action, data=data
+        )
         if action == "android.intent.action.VIEW" and data and re.match(r"(?i)https?://", data):
             self.emit("view_url", url=data, uid=state.pkg.uid, package=pkg)
         return proc.pid

@@ -391,7 +391,7 @@ def test_androidqfs_steps_on_the_handset_give_the_log() -> None:
         world.network.dns_query(world.device.package_uid("com.android.vending") or -1, "x.example")
         assert not world.device.vfs.exists(DEVICE_DIR)
         pkg, activity = RETRIEVAL_ACTIVITY
-        world.device.emit("launch", package=pkg, activity=activity, uid=0, action="", data="")
+        sh(world, f"am start -n {pkg}/{activity}")  # as AndroidQF opens the retrieval page
         (name,) = world.device.vfs.listdir(DEVICE_DIR)
         data = world.device.vfs.read(f"{DEVICE_DIR}/{name}")
     events, _ = read_events_of(data)
