@@ -150,9 +150,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _exit(code: int) -> None:  # pragma: no cover - ends the process
-    """Leave at once once the result is on disk: the interpreter's own teardown (its last
-    garbage collection over the analysis's extension modules) has been seen to crash
-    (SIGSEGV) after a whole audit and analysis, which would only blur the exit status."""
+    """Leave at once once the result is on disk: tearing the interpreter down would only free,
+    one by one, what the audit and the analysis built, while the campaign waits (as the name
+    worker of auditor.packets.flows does)."""
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
