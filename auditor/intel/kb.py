@@ -587,7 +587,7 @@ class KnowledgeBase:
             hosts.astype(object),
             None if ips is None else ips.astype(object),
             evidence=evidence,
-            columns=set(mapping.values()),
+            wanted=set(mapping.values()),
         )
         for target, col in mapping.items():
             values = table[col]
@@ -1114,11 +1114,11 @@ class KnowledgeBase:
         ips: pd.Series | Sequence[str | None] | None = None,
         *,
         evidence: pd.DataFrame | None = None,
-        columns: Collection[str] | None = None,
+        wanted: Collection[str] | None = None,
     ) -> pd.DataFrame:
         """Attribute a whole column of hosts (and, optionally, the matching server addresses
         and the name evidence of each flow: the CERT_* and CNAMES columns of ``evidence``).
-        ``columns``: only those of the result (all when None; the server address column of
+        ``wanted``: only those columns of the result (all when None; the server address column of
         200,000 distinct addresses costs a tenth of a second that :meth:`annotate` never
         reads).
 
@@ -1205,7 +1205,7 @@ class KnowledgeBase:
         # (categories from the distinct addresses' facts, in the order the rows first reach
         # them: ip_codes number the addresses in that order)
         own_org = np.append(facts.asn_org, np.full(1, None, dtype=object))[ip_codes]
-        if columns is None or m.SERVER_IP in columns:
+        if wanted is None or m.SERVER_IP in wanted:
             frame[m.SERVER_IP] = _categorical_of(facts.ip, ip_codes)
         asn = pd.array([*facts.asn.tolist(), None], dtype="Int64")
         frame[m.ASN] = asn.take(np.where(ip_codes < 0, len(facts.asn), ip_codes))
@@ -1235,8 +1235,8 @@ class KnowledgeBase:
             names[by_as] = own_org[by_as]
             names[pd.isna(names)] = None
             frame[m.HOSTING_NAME] = _categorical(names)
-        if columns is not None:
-            return frame[[c for c in m.CLASSIFY_COLUMNS if c in columns]]
+        if wanted is not None:
+            return frame[[c for c in m.CLASSIFY_COLUMNS if c in wanted]]
         return frame
 
     def _join_hosting(
