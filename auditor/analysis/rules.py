@@ -237,10 +237,18 @@ def _text(v: Any) -> str:
     return "" if v is None else str(v)
 
 
+_EVIDENCE_COLUMNS = (
+    C.FLOW_ID, C.START, C.TRANSPORT, C.SCHEME, C.SERVER_PORT, C.SERVER_IP, C.BYTES_UP, C.NAME,
+)  # fmt: skip
+
+
 def _connection_evidence(grp: pd.DataFrame, note: str = "") -> tuple[Evidence, ...]:
     """The first flows of a group (by id) as evidence about the connections themselves: when,
     where to and how much went up. ``note`` is added to each (why the flow is cited)."""
-    head = grp.sort_values(C.FLOW_ID).head(MAX_EVIDENCE)
+    # only the columns read here are sorted and made dicts (a group of 35,000 flows with
+    # its 60 columns took a tenth of a second)
+    cols = [c for c in _EVIDENCE_COLUMNS if c in grp.columns]
+    head = grp[cols].sort_values(C.FLOW_ID).head(MAX_EVIDENCE)
     out = []
     for rec in head.to_dict("records"):
         start = _plain(rec.get(C.START))
