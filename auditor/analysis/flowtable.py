@@ -203,7 +203,14 @@ def _name_by_session_dns(pf: pd.DataFrame, dns_names: dict[str, str]) -> None:
     if not by_ip.any():
         return
     codes, ips = codes_of(pf[C.SERVER_IP])
-    answer = [dns_names.get(v) for v in np.asarray(ips, dtype=object).tolist()]
+    # only the addresses of rows named by their address are looked up (the others keep
+    # their names whatever the answer)
+    asked = np.zeros(len(ips), dtype=bool)
+    asked[codes[by_ip & (codes >= 0)]] = True
+    answer: list[str | None] = [None] * len(ips)
+    texts = np.asarray(ips, dtype=object)
+    for k in np.flatnonzero(asked).tolist():
+        answer[k] = dns_names.get(texts[k])
     known = np.append(np.asarray([a is not None for a in answer], dtype=bool), False)[codes]
     unnamed = by_ip & known
     if not unnamed.any():
