@@ -844,8 +844,10 @@ def pcapdroid_start_command(
 
     ``trailer`` asks for the per-packet UID and app name: ``dump_extensions`` since 1.8,
     ``pcapdroid_trailer`` before (both are sent; each version ignores the other).
-    ``block_quic`` asks PCAPdroid to drop QUIC itself (``block_quic``, API version code 51:
-    apps then fall back to TCP, which the proxy sees)."""
+    ``block_quic`` asks PCAPdroid to drop QUIC itself, so that apps fall back to TCP, which the
+    proxy sees: ``block_quic always`` (docs/app_api.md: a string, ``never | always |
+    to_decrypt``, from version code 73; the boolean of versions 51 to 72 is read as ``never``
+    since. Every PCAPdroid auditor accepts, 1.8.6 or newer for its TCP exporter, is past 73)."""
     if mode not in ("udp_exporter", "tcp_exporter"):
         raise ValueError(f"unknown PCAPdroid export mode {mode!r}")
     extras = [
@@ -859,7 +861,7 @@ def pcapdroid_start_command(
     if trailer:
         extras += [("pcapdroid_trailer", "true"), ("dump_extensions", "true")]
     if block_quic:
-        extras.append(("block_quic", "true"))
+        extras.append(("block_quic", "always"))
     args = " ".join(f"-e {k} {shlex.quote(v)}" for k, v in extras)
     return f"am start {args} -n {PCAPDROID_ACTIVITY}"
 

@@ -97,7 +97,7 @@ class CaptureSettings:
     collector: tuple[str, int]
     app_filter: tuple[str, ...] = ()
     trailer: bool = False
-    block_quic: bool = False  # the block_quic extra (API version code 51)
+    block_quic: bool = False  # the block_quic extra is "always" (app_api.md, version code 73)
 
     @classmethod
     def from_extras(cls, extras: Mapping[str, str]) -> CaptureSettings:
@@ -120,7 +120,9 @@ class CaptureSettings:
             extras.get(k, "").lower() in ("true", "1")
             for k in ("pcapdroid_trailer", "dump_extensions")
         )
-        block_quic = extras.get("block_quic", "").lower() in ("true", "1")
+        # as Prefs.getBlockQuicMode reads it: "always", "to_decrypt" (no decryption is modelled,
+        # so nothing to decrypt) or anything else, the old boolean included, as "never"
+        block_quic = extras.get("block_quic", "") == "always"
         return cls(mode, (str(addr), port), apps, trailer, block_quic)
 
 

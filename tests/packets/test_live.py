@@ -187,7 +187,7 @@ def test_pcapdroid_commands():
     assert "-e pcap_dump_mode tcp_exporter" in tcp and "-e app_filter com.x" in tcp
     assert "trailer" not in tcp and "block_quic" not in tcp
     assert pcapdroid_start_command(5125, block_quic=True).endswith(
-        "-e block_quic true -n com.emanuelef.remote_capture/.activities.CaptureCtrl"
+        "-e block_quic always -n com.emanuelef.remote_capture/.activities.CaptureCtrl"
     )
     assert pcapdroid_stop_command() == (
         "am start -e action stop -n com.emanuelef.remote_capture/.activities.CaptureCtrl"

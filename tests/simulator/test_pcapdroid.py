@@ -403,9 +403,10 @@ def test_trailer_crc_is_over_everything_before_it(phone: VirtualDevice, udp: Udp
 def test_block_quic_drops_the_initials_while_its_capture_runs(
     phone: VirtualDevice, udp: UdpCollector
 ) -> None:
-    """``-e block_quic true`` (PCAPdroid's API, version code 51): while that capture runs, an
-    app's QUIC Initial does not leave the phone and the app says it falls back to TCP; before
-    and after it, it does leave."""
+    """``-e block_quic always`` (PCAPdroid's API, a string since version code 73): while that
+    capture runs, an app's QUIC Initial does not leave the phone and the app says it falls back
+    to TCP; before and after it, it does leave. The boolean of older versions blocks nothing
+    now (read as ``never``)."""
     from auditor.packets.live import pcapdroid_start_command
     from auditor.simulator.network import DeviceNetwork
 
@@ -415,7 +416,7 @@ def test_block_quic_drops_the_initials_while_its_capture_runs(
         net = DeviceNetwork(phone, internet.getsockname(), packets=PacketLog())
         assert net.quic_attempt(GMS, "www.google.com")  # no capture: it leaves
         command = pcapdroid_start_command(udp.port, block_quic=True)
-        assert "-e block_quic true" in command
+        assert "-e block_quic always" in command
         phone.run(command)
         assert phone.pcapdroid.running and phone.pcapdroid.blocks_quic
         assert not net.quic_attempt(GMS, "www.google.com")
@@ -426,5 +427,8 @@ def test_block_quic_drops_the_initials_while_its_capture_runs(
         phone.run(pcapdroid_start_command(udp.port))  # without the extra: not blocked
         assert phone.pcapdroid.running and not phone.pcapdroid.blocks_quic
         assert net.quic_attempt(GMS, "www.google.com")
+        stop(phone)
+        phone.run(pcapdroid_start_command(udp.port).replace(" -n ", " -e block_quic true -n "))
+        assert phone.pcapdroid.running and not phone.pcapdroid.blocks_quic
     finally:
         internet.close()
