@@ -17,6 +17,11 @@ capture read, and ``auditor.analysis.engine.analyze`` on the imported session (t
 base load included; it reads the capture again, so the target leaves the analysis proper
 about as long as the read). ``--profile`` prints the top cProfile entries of the analysis.
 
+The analysis reads two caches of the user's cache folder (``auditor.intel.cache``): the
+compiled knowledge base and the geoip tables (:mod:`auditor.intel.bulkip`). The first
+analysis on a machine builds them (about 1 s more); the bench builds them before it times
+anything, so that it measures the analysis as every later run sees it.
+
 Each step also reports its CPU seconds (``cpu_s``: its own threads, and the worker processes
 it waited for). The reader works in parallel and the analysis mostly in one thread, so on a
 machine shared with other work the wall-clock ratio moves with the load (a busy machine
@@ -293,7 +298,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     profile = "--profile" in argv
     packets = next((int(a.split("=", 1)[1]) for a in argv if a.startswith("--packets=")), PACKETS)
     from auditor.imports.session import import_files
+    from auditor.intel import bulkip
+    from auditor.intel.cache import load_index
 
+    load_index()  # the caches every analysis after the first reads (built here if absent)
+    bulkip._tables()
     with tempfile.TemporaryDirectory(prefix="auditor-bench-analyze-") as tmp:
         cap = Path(tmp) / "dns_heavy.pcap"
         made = write_capture(cap, packets)
