@@ -232,6 +232,8 @@ class CaptureSetup:
     notes: list[str] = field(default_factory=list)
     # how QUIC was blocked, for the session manifest: {"blocked", "method", "rules"}
     quic: dict[str, Any] = field(default_factory=lambda: {"blocked": False, "method": None})
+    quic_added: list[str] = field(default_factory=list)  # families whose rule auditor added
+    quic_owned: list[str] = field(default_factory=list)  # families the phone's own rule blocks
     held_signals: list[int] = field(default_factory=list)
     # called with "ca" (mid-way through installing the CA) and "proxy" (before the proxy is
     # set): the fault tests stop the audit there (auditor.audit's test hook)
@@ -296,12 +298,18 @@ class CaptureSetup:
                     probe.check()
                 failed.append(f"{binary}: {(probe.stderr or probe.stdout).strip()[-200:]}")
                 continue
+            if _rule_present(h, binary, QUIC_RULE):
+                # the owner's own rule: it blocks QUIC already, and no restore may remove it
+                rules.append(f"{binary}: the phone's own {' '.join(QUIC_RULE)}, left as it was")
+                self.quic_owned.append(binary)
+                continue
             cid = self._change(
                 f"{binary} -I {' '.join(QUIC_RULE)} (QUIC forced to TCP)",
                 {"kind": "iptables", "binary": binary, "rule": list(QUIC_RULE)},
             )
             h.su(iptables_command(binary, "-I", QUIC_RULE)).check()
             self.journal.applied(cid)
+            self.quic_added.append(binary)
             rules.append(f"{binary} -I {' '.join(QUIC_RULE)}")
         self.quic = {"blocked": bool(rules), "method": "iptables" if rules else None}
         self.quic["rules"] = rules
@@ -422,10 +430,24 @@ class CaptureSetup:
         if self.ca == "system" and h.root_method() and not _mounted(h, SYSTEM_CA_DIR):
             assert self.ca_pem is not None
             self._install_system_ca(f"{subject_hash_old(self.ca_pem)}.0")
-        if self.quic.get("method") == "iptables":  # journalled already: undone as one
+        if self.quic.get("method") == "iptables":
             for binary in IPTABLES:
-                if not _rule_present(h, binary, QUIC_RULE):
+                if binary not in self.quic_added + self.quic_owned:
+                    continue  # a family with no rule before the reboot stays without one
+                if _rule_present(h, binary, QUIC_RULE):
+                    continue
+                if binary in self.quic_added:  # journalled already: undone as one
                     h.su(iptables_command(binary, "-I", QUIC_RULE)).check()
+                    continue
+                # the phone's own rule did not survive the reboot: auditor's, journalled
+                cid = self._change(
+                    f"{binary} -I {' '.join(QUIC_RULE)} (QUIC forced to TCP, after a reboot)",
+                    {"kind": "iptables", "binary": binary, "rule": list(QUIC_RULE)},
+                )
+                h.su(iptables_command(binary, "-I", QUIC_RULE)).check()
+                self.journal.applied(cid)
+                self.quic_added.append(binary)
+                self.quic_owned.remove(binary)
 
     # ----------------------------------------------------------------------------- restore
     def restore(self, *, act_on_signals: bool = True) -> UndoReport:

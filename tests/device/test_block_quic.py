@@ -28,7 +28,7 @@ import auditor.audit
 from auditor.audit import AuditOptions, AuditResult, run_audit
 from auditor.device.handset import Handset
 from auditor.device.journal import RestoreJournal
-from auditor.device.setup import QUIC_RULE, CaptureSetup
+from auditor.device.setup import QUIC_RULE, CaptureSetup, iptables_command
 from auditor.errors import DeviceError
 from auditor.records import EventRecord, HttpRecord
 from auditor.session import FLOWS, Session, verify_session
@@ -373,9 +373,40 @@ def test_without_ip6tables_ipv4_is_blocked_alone_or_the_setup_refuses(
             assert setup.quic["blocked"] is True and len(setup.quic["rules"]) == 1
             assert "ip6tables" in setup.quic["failed"][0]
             assert any("QUIC only partly blocked" in n for n in setup.notes)
+            rig.world.device.netfilter.flush_all()  # as a reboot step leaves it
+            setup.reapply_after_reboot()  # the family that had no rule is not tried again
+            assert rig.rules() == {"ipv4": [DROP], "ipv6": []}
         whats = [c.what for c in journal.changes()]
         assert [w for w in whats if "QUIC" in w] == [
             f"iptables -I {' '.join(QUIC_RULE)} (QUIC forced to TCP)"
         ]
     assert rig.rules() == NO_RULES
     assert journal.pending() == []
+
+
+def test_the_phones_own_rule_is_left_as_it_was(rig: Rig, tmp_path: Path) -> None:
+    """An owner who already drops UDP 443: auditor adds no copy and journals nothing for that
+    family, so the restore leaves the owner's rule; if a reboot step loses it, auditor's own
+    (journalled) rule takes its place until the end."""
+    h = Handset(rig.serial)
+    h.su(iptables_command("iptables", "-I", QUIC_RULE)).check()
+    journal = RestoreJournal(tmp_path / "restore.jsonl")
+    setup = CaptureSetup(h, journal, proxy_port=free_port(), ca="none", block_quic=True)
+    try:
+        with setup:
+            assert rig.rules() == {"ipv4": [DROP], "ipv6": [DROP]}  # one copy each
+            assert setup.quic["blocked"] is True
+            assert any("the phone's own" in r for r in setup.quic["rules"])
+        assert rig.rules() == {"ipv4": [DROP], "ipv6": []}  # the owner's, kept
+        whats = [c.what for c in journal.changes() if "QUIC" in c.what]
+        assert whats == [f"ip6tables -I {' '.join(QUIC_RULE)} (QUIC forced to TCP)"]
+        journal2 = RestoreJournal(tmp_path / "restore2.jsonl")
+        setup2 = CaptureSetup(h, journal2, proxy_port=free_port(), ca="none", block_quic=True)
+        with setup2:
+            rig.world.device.netfilter.flush_all()  # a reboot step: every rule gone
+            setup2.reapply_after_reboot()
+            assert rig.rules() == {"ipv4": [DROP], "ipv6": [DROP]}
+        assert rig.rules() == NO_RULES  # as the reboot left the phone
+        assert len([c for c in journal2.changes() if "after a reboot" in c.what]) == 1
+    finally:
+        rig.world.device.netfilter.flush_all()
