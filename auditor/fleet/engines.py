@@ -6,9 +6,11 @@
 - ``pandas``: plain pandas in this process, the baseline the benchmark measures against.
 
 Each gives the same :class:`Aggregates`: small tables the report is written from
-(:mod:`auditor.fleet.report`). The heavy part is one pass over the flows, grouped by
-vendor, model, build, recipient, host and session; every count and sum is an integer, so
-the engines' results are equal, not close. Durations are summed in whole milliseconds
+(:mod:`auditor.fleet.report`). The heavy part is one pass over the flows, grouped two
+ways: by build, recipient and session (how many sessions contacted a recipient), and by
+build, recipient and host. Neither grows with the flows, and the first only with the
+sessions times their recipients. Every count and sum is an integer, so the engines'
+results are equal, not close. Durations are summed in whole milliseconds
 (floored) for the same reason.
 """
 
@@ -33,8 +35,7 @@ BUILD_KEYS = [S.VENDOR, S.MODEL, S.BUILD]
 RECIPIENT_KEYS = [*BUILD_KEYS, S.RECIPIENT]
 HOST_KEYS = [*RECIPIENT_KEYS, S.HOST]
 IDENT_KEYS = [*RECIPIENT_KEYS, S.IDENTIFIER]
-FINE_KEYS = [*HOST_KEYS, S.SESSION_KEY]
-FLOW_COLUMNS = [*FINE_KEYS, S.BYTES_UP, S.BYTES_DOWN]
+FLOW_COLUMNS = [*HOST_KEYS, S.SESSION_KEY, S.BYTES_UP, S.BYTES_DOWN]
 SESSION_COLUMNS = [*BUILD_KEYS, S.SESSION_KEY, S.STARTED, S.DURATION]
 IDENT_COLUMNS = [*IDENT_KEYS, S.SESSION_KEY, S.FLOWS, S.ENCODINGS]
 
@@ -45,7 +46,7 @@ class Aggregates:
 
     builds: pd.DataFrame  # BUILD_KEYS, sessions, first_started, last_started, milliseconds
     recipients: pd.DataFrame  # RECIPIENT_KEYS, sessions, flows, bytes_up, bytes_down
-    hosts: pd.DataFrame  # HOST_KEYS, sessions, flows
+    hosts: pd.DataFrame  # HOST_KEYS, flows
     identifiers: pd.DataFrame  # IDENT_KEYS, sessions, flows
     encodings: pd.DataFrame  # IDENT_KEYS, encoding
 
@@ -53,7 +54,7 @@ class Aggregates:
 _SHAPES: dict[str, tuple[list[str], list[str]]] = {
     "builds": (BUILD_KEYS, ["sessions", "first_started", "last_started", "milliseconds"]),
     "recipients": (RECIPIENT_KEYS, ["sessions", S.FLOWS, S.BYTES_UP, S.BYTES_DOWN]),
-    "hosts": (HOST_KEYS, ["sessions", S.FLOWS]),
+    "hosts": (HOST_KEYS, [S.FLOWS]),
     "identifiers": (IDENT_KEYS, ["sessions", S.FLOWS]),
     "encodings": ([*IDENT_KEYS, "encoding"], []),
 }
@@ -162,18 +163,18 @@ def _sql(*parts: str) -> str:
 def _duck_aggregates(con: Any) -> Aggregates:
     b, r, h, i = (", ".join(k) for k in (BUILD_KEYS, RECIPIENT_KEYS, HOST_KEYS, IDENT_KEYS))
     sums = "CAST(sum(flows) AS BIGINT) AS flows"
+    # one scan of the flows, two small groupings: per session and recipient (for the
+    # sessions that contacted a recipient), and per host; nothing per session and host, so
+    # memory follows the sessions times the recipients, not the flows
     con.execute(
         _sql(
-            "CREATE TEMP TABLE fine AS SELECT",
-            h,
-            ", session_key, count(*) AS flows,",
+            "CREATE TEMP TABLE parts AS SELECT", r, ", session_key, host,",
+            "grouping(session_key) AS by_host, count(*) AS flows,",
             "CAST(sum(bytes_up) AS BIGINT) AS bytes_up,",
             "CAST(sum(bytes_down) AS BIGINT) AS bytes_down",
-            "FROM flows GROUP BY",
-            h,
-            ", session_key",
+            "FROM flows GROUP BY GROUPING SETS ((", r, ", session_key), (", h, "))",
         )
-    )
+    )  # fmt: skip
     q = {
         "builds": _sql(
             "SELECT", b, ", count(*) AS sessions, min(started) AS first_started,",
@@ -182,11 +183,12 @@ def _duck_aggregates(con: Any) -> Aggregates:
             "FROM sessions GROUP BY", b,
         ),
         "recipients": _sql(
-            "SELECT", r, ", count(DISTINCT session_key) AS sessions,", sums, ",",
+            "SELECT", r, ", count(*) AS sessions,", sums, ",",
             "CAST(sum(bytes_up) AS BIGINT) AS bytes_up,",
-            "CAST(sum(bytes_down) AS BIGINT) AS bytes_down FROM fine GROUP BY", r,
+            "CAST(sum(bytes_down) AS BIGINT) AS bytes_down FROM parts WHERE by_host = 0",
+            "GROUP BY", r,
         ),
-        "hosts": _sql("SELECT", h, ", count(*) AS sessions,", sums, "FROM fine GROUP BY", h),
+        "hosts": _sql("SELECT", h, ",", sums, "FROM parts WHERE by_host = 1 GROUP BY", h),
         "identifiers": _sql(
             "SELECT", i, ", count(*) AS sessions,", sums, "FROM identifiers GROUP BY", i
         ),
@@ -222,15 +224,9 @@ def _frame_aggregates(
     def sums(frame: Any, keys: list[str], how: dict[str, str]) -> Any:
         return frame.groupby(keys, observed=True, sort=False).agg(how).reset_index()
 
-    fine = sums(
-        flows[FLOW_COLUMNS].assign(**ones),
-        FINE_KEYS,
-        {"n": "sum", S.BYTES_UP: "sum", S.BYTES_DOWN: "sum"},
-    )
-    if dask:
-        fine = fine.persist()
+    flows = flows[FLOW_COLUMNS].assign(**ones)
     per_session = sums(
-        fine.drop(columns=[S.HOST]),
+        flows.drop(columns=[S.HOST]),
         [*RECIPIENT_KEYS, S.SESSION_KEY],
         {"n": "sum", S.BYTES_UP: "sum", S.BYTES_DOWN: "sum"},
     )
@@ -239,11 +235,7 @@ def _frame_aggregates(
         RECIPIENT_KEYS,
         {"n": "sum", S.FLOWS: "sum", S.BYTES_UP: "sum", S.BYTES_DOWN: "sum"},
     )
-    hosts = sums(
-        fine[[*HOST_KEYS, "n"]].rename(columns={"n": S.FLOWS}).assign(**ones),
-        HOST_KEYS,
-        {"n": "sum", S.FLOWS: "sum"},
-    )
+    hosts = sums(flows[HOST_KEYS].assign(**{S.FLOWS: 1}), HOST_KEYS, {S.FLOWS: "sum"})
     dur = sessions[S.DURATION].fillna(0.0) * 1000.0
     builds = sums(
         sessions[[*BUILD_KEYS, S.STARTED]].assign(

@@ -90,7 +90,7 @@ def build_report(agg: Aggregates, *, generated_at: str | None = None) -> dict[st
     hosts: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
     for h in _records(agg.hosts):
         hosts[(h.vendor, h.model, h.build, h.recipient)].append(
-            {"host": h.host, "flows": int(h.flows), "sessions": int(h.sessions)}
+            {"host": h.host, "flows": int(h.flows)}
         )
     encodings: dict[tuple[str, ...], list[str]] = defaultdict(list)
     for e in _records(agg.encodings):
