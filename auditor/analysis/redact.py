@@ -997,7 +997,25 @@ def _apply(red: Redactor, analysis: Analysis) -> Analysis:
         changes[f.name] = red.redact(value)
     out = dataclasses.replace(analysis, **changes)
     _seal_device(red, analysis.doc, out.doc)
+    _seal_decoded_fields(out.doc)
     return out
+
+
+def _seal_decoded_fields(out: dict[str, Any]) -> None:
+    """The fields of bodies read by a message definition (``bodies_read.by_schema``, a sample
+    of each body's fields) keep their path, kind and size, not their value: besides the
+    identifiers the redactor knows, they hold tokens, cookies and account names it does not,
+    and a value cut short may hold part of an identifier no search would recognise."""
+    read = out.get("bodies_read")
+    by_schema = read.get("by_schema") if isinstance(read, dict) else None
+    if not isinstance(by_schema, dict):
+        return
+    for readings in by_schema.values():
+        for reading in readings if isinstance(readings, list) else []:
+            for field in reading.get("sample") or [] if isinstance(reading, dict) else []:
+                if isinstance(field, dict) and "value" in field:
+                    field["size"] = len(str(field.pop("value")))
+                    field["value_withheld"] = True
 
 
 def _seal_device(red: Redactor, doc: Mapping[str, Any], out: dict[str, Any]) -> None:

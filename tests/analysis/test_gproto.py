@@ -238,3 +238,20 @@ def test_descriptor_set_matches_the_proto_files() -> None:
 def test_a_missing_definition_is_a_schema_error_not_a_crash() -> None:
     with pytest.raises(gproto.SchemaError, match="not available"):
         gproto.decode(_body("checkin.bin"), ["auditor.gproto.checkin.Missing"])
+
+
+def test_a_string_field_that_is_not_utf8_is_walked_as_bytes(scanner: Scanner) -> None:
+    """A proto2 ``string`` field holding bytes that are not UTF-8 (gzip of JSON in a
+    LogRequest's log_source_name, field 6, as a hostile app could send it): the schema reading
+    walks its bytes as the schema-less walk does, so the IMEI inside is found there too, under
+    the field's name, and never scanned as a Python repr."""
+    inner = gzip.compress(json.dumps({"imei": IDS["imei"]}).encode())
+    body = bytes([6 << 3 | 2]) + _VarintBytes(len(inner)) + inner + b"\x10\x05"
+    got = {}
+    for url in (CLEARCUT, "https://example.com/log/batch"):
+        res = scanner.scan_flow(url, [], [Body(body, content_type="application/x-protobuf")])
+        got[url] = {(m.identifier, m.detail, m.encoding) for m in res.matches}
+    assert got[CLEARCUT] == {("imei", "log_source_name|$.imei", "protobuf > gzip > json > plain")}
+    assert got["https://example.com/log/batch"] == {
+        ("imei", "pb:6|$.imei", "protobuf > gzip > json > plain")
+    }

@@ -332,6 +332,38 @@ def test_redact_analysis_covers_doc_flows_and_findings_and_leaves_the_input() ->
     assert checker.find(json.dumps(analysis.doc, default=str))  # the check can fail
 
 
+def test_fields_read_by_schema_keep_their_path_and_size_not_their_value() -> None:
+    """bodies_read.by_schema samples hold decoded fields: tokens, cookies and account names
+    the redactor does not know, and values cut short; a redacted report keeps none of them."""
+    analysis = _small_analysis()
+    token = "oauth2rt_1.AbCdEfGh-secret-refresh-token"
+    analysis.doc["bodies_read"] = {
+        "by_schema": {
+            "f1": [
+                {
+                    "message": "CheckinRequest",
+                    "sample": [
+                        {"path": "security_token", "kind": "int", "value": "7226551961190826498"},
+                        {"path": "account_cookie[0]", "kind": "string", "value": token},
+                        {"path": "imei", "kind": "string", "value": IMEI[:9]},  # cut short
+                        {"path": "locale", "kind": "bytes", "size": 48},
+                    ],
+                }
+            ]
+        },
+        "decrypted": {},
+    }
+    red, _ = redact_analysis(analysis)
+    sample = red.doc["bodies_read"]["by_schema"]["f1"][0]["sample"]
+    assert [f["path"] for f in sample] == ["security_token", "account_cookie[0]", "imei", "locale"]
+    assert all("value" not in f for f in sample)
+    assert [f["size"] for f in sample] == [19, len(token), 9, 48]
+    shown = json.dumps(red.doc, default=str)
+    assert token not in shown and "7226551961190826498" not in shown and IMEI[:9] not in shown
+    # the analysis itself keeps them (only what is published is redacted)
+    assert token in json.dumps(analysis.doc)
+
+
 def test_artifacts_are_redacted_in_place_and_binary_ones_omitted(tmp_path: Path) -> None:
     out = tmp_path / "pub"
     art = out / "artifacts"

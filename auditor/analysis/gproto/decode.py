@@ -123,6 +123,8 @@ def _text(data: bytes) -> str | None:
 
 def _scalar(fd: descriptor.FieldDescriptor, value: Any) -> tuple[FieldKind, bytes, int | None]:
     if fd.type == _FD.TYPE_STRING:
+        if isinstance(value, bytes):  # a proto2 string that is not UTF-8 comes back as bytes:
+            return FieldKind.BYTES, value, None  # walked as bytes, never as its repr
         return FieldKind.STRING, str(value).encode("utf-8", "surrogatepass"), None
     if fd.type == _FD.TYPE_BYTES:
         return FieldKind.BYTES, bytes(value), None
