@@ -1012,10 +1012,10 @@ def _seal_decoded_fields(out: dict[str, Any]) -> None:
         return
     for readings in by_schema.values():
         for reading in readings if isinstance(readings, list) else []:
-            for field in reading.get("sample") or [] if isinstance(reading, dict) else []:
-                if isinstance(field, dict) and "value" in field:
-                    field["size"] = len(str(field.pop("value")))
-                    field["value_withheld"] = True
+            for entry in reading.get("sample") or [] if isinstance(reading, dict) else []:
+                if isinstance(entry, dict) and "value" in entry:
+                    entry["size"] = len(str(entry.pop("value")))
+                    entry["value_withheld"] = True
 
 
 def _seal_device(red: Redactor, doc: Mapping[str, Any], out: dict[str, Any]) -> None:
