@@ -303,6 +303,10 @@ def _fit_dns(
     by_ip = index.window(_prefixed(ips[rows], "a|"), lo_t, hi_t)
     by_name = index.window(_prefixed(names[rows], "n|"), lo_t, hi_t)
     by_both = index.window(_prefixed(_joined(names[rows], ips[rows]), "b|"), lo_t, hi_t)
+    # a row with a name (not its address as its name) fits only lookups of that name: a lookup
+    # of another name that answered the same address (a shared CDN address) is not its app's
+    named_row = (names[rows] != "") & (names[rows] != ips[rows])
+    by_ip = (by_ip[0], np.where(named_row, by_ip[0], by_ip[1]))  # no address fit for those
     hit_a, hit_n = by_ip[1] > by_ip[0], by_name[1] > by_name[0]
     hit = hit_a | hit_n
     if not hit.any():
@@ -325,7 +329,11 @@ def _fit_dns(
     end_n = np.where(hit_n, index.t[np.maximum(by_name[1] - 1, 0)], np.iinfo(np.int64).min)
     pick = np.where(end_a >= end_n, np.maximum(by_ip[1] - 1, 0), np.maximum(by_name[1] - 1, 0))
     last[rows[hit]] = lines[index.ref[pick[hit]]]
-    fits = by_ip[1] - by_ip[0] + by_name[1] - by_name[0] - (by_both[1] - by_both[0])
+    fits = np.where(
+        named_row,
+        by_name[1] - by_name[0],
+        by_ip[1] - by_ip[0] + by_name[1] - by_name[0] - (by_both[1] - by_both[0]),
+    )
     count[rows[hit]] = fits[hit]
 
 

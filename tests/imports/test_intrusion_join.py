@@ -433,11 +433,13 @@ def _plain_join(df: pd.DataFrame, events: list[OsNetworkEvent], w: Window) -> li
         how = CONNECT
         if not fit:
             how = DNS
+            named = bool(name[i]) and name[i] != sip[i]  # a name, not the address as its name
             fit = {
                 e.package
                 for e in events
                 if e.kind == "dns"
-                and (sip[i] in e.addresses or (e.hostname or "").lower().rstrip(".") == name[i])
+                and ((not named and sip[i] in e.addresses)
+                     or (named and (e.hostname or "").lower().rstrip(".") == name[i]))
                 and s - w.dns_before <= e.ts - w.clock_offset <= s + w.after
             }  # fmt: skip
         if not fit:
@@ -462,7 +464,7 @@ def test_the_join_gives_what_its_rules_written_plainly_give(seed: int) -> None:
         k = int(rng.integers(0, len(ips)))
         rows.append({
             "t": T + float(rng.uniform(0, 3600)), C.SERVER_IP: ips[k],
-            C.SERVER_PORT: pick([443, 80]), C.NAME: names[k % 3],
+            C.SERVER_PORT: pick([443, 80]), C.NAME: names[k % 3] if rng.random() < 0.6 else ips[k],
             C.CLIENT_PORT: int(rng.integers(40000, 40040)) if rng.random() < 0.7 else None,
             C.SEEN_BY: pick(["packets", "proxy"]),
         })  # fmt: skip
@@ -577,3 +579,21 @@ def test_the_proxys_flows_are_the_apps_that_connected_to_it(
     }
     # without the proxy's address nothing fits, and nothing is invented
     assert set(appjoin.join(df, events).evidence.tolist()) == {NONE}
+
+
+def test_a_named_row_is_not_given_the_app_of_another_names_lookup() -> None:
+    """A lookup of a.example by one app answered an address that a QUIC row to
+    tracker.b.example then used (a shared CDN address): the row has no app, not that one;
+    a row named only by its address does take the lookup's app."""
+    events = [lookup(T, "com.app.a", "a.example", "203.0.113.9", line=1)]
+    df = flows(
+        {"t": T + 120, C.SERVER_IP: "203.0.113.9", C.SERVER_PORT: 443,
+         C.NAME: "tracker.b.example", C.SEEN_BY: "packets"},
+        {"t": T + 120, C.SERVER_IP: "203.0.113.9", C.SERVER_PORT: 443,
+         C.NAME: "203.0.113.9", C.SEEN_BY: "packets"},
+    )  # fmt: skip
+    j = appjoin.join(df, events)
+    assert list(zip(j.apps.tolist(), j.evidence.tolist(), strict=True)) == [
+        ("", NONE),
+        ("com.app.a", DNS),
+    ]
