@@ -409,9 +409,13 @@ def _write_all(
 
 
 def _refuse_if_nothing_read(name: str, report: ImportReport) -> None:
-    """A file of which every item was skipped gives an error, not an empty session."""
+    """A file of which every item was skipped gives an error, not an empty session; one whose
+    items an earlier file of the import already gave (overlapping daily logs, a flow file
+    given twice) does not: its content is in the session."""
     written = sum(report.counts.get(k, 0) for k in RECORD_CLASSES)
     if written or not report.skipped_total or report.format in _PACKET_FORMATS:
+        return
+    if all(g.kind is SkipKind.DUPLICATE for g in report.groups.values()):
         return
     first = report.skipped[0]
     kinds = ", ".join(sorted({g.kind.value for g in report.groups.values()}))

@@ -326,3 +326,29 @@ def test_record_times_are_written_as_auditor_writes_times() -> None:
     ]:
         want = datetime.fromtimestamp(ms // 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S")
         assert _iso_ms(ms / 1000) == f"{want}.{ms % 1000:03d}000Z"
+
+
+def test_a_daily_file_wholly_inside_another_imports_with_it(tmp_path: Path) -> None:
+    """``auditor import a.txt b.txt`` where b's events are all in a (overlapping daily logs):
+    one session, each event once, b counted as duplicates, not refused as unreadable."""
+    from auditor.imports.session import import_files
+    from auditor.session import Session
+
+    a = tmp_path / "a.txt"
+    a.write_bytes(SAMPLE.read_bytes())
+    b = tmp_path / "b.txt"
+    b.write_bytes(b"".join(SAMPLE.read_bytes().splitlines(keepends=True)[:5]))
+    events, _ = read(SAMPLE.read_bytes())
+    res = import_files([a, b], tmp_path / "sessions")
+    recs = [
+        r
+        for r in Session(res.session).records()
+        if isinstance(r, EventRecord) and r.kind in ("os_dns", "os_connect")
+    ]
+    assert len(recs) == len(events) > 5
+    imports = [
+        r
+        for r in Session(res.session).records()
+        if isinstance(r, EventRecord) and r.kind == "import"
+    ]
+    assert any("duplicate" in json.dumps(r.data) for r in imports)
