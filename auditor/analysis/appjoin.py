@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 #: Columns the join adds to the flow table (candidates for auditor.columns).
 OS_APPS = "os_apps"  # the packages the OS log names for the flow, ";"-joined
 OS_APP_EVIDENCE = "os_app_evidence"  # os-connect | os-dns | ambiguous | none
-OS_EVENT = "os_event"  # the line (in its file) of the latest OS event that fits
+OS_EVENT = "os_event"  # the latest OS event that fits: its record's id (or its line)
 OS_EVENT_COUNT = "os_event_count"  # how many OS events fit
 
 CONNECT = "os-connect"
@@ -80,7 +80,7 @@ class AppJoin:
 
     apps: np.ndarray
     evidence: np.ndarray
-    events: np.ndarray  # the line of the latest event that fits
+    events: np.ndarray  # the latest event that fits (OsNetworkEvent.key)
     counts: np.ndarray  # how many events fit
     os_only: pd.DataFrame
     stats: dict[str, int] = field(default_factory=dict)
@@ -184,7 +184,7 @@ def join(
     start = _starts(flows) * 1000.0
     ok = ~np.isnan(start)
     used: list[tuple[np.ndarray, np.ndarray]] = []  # the events each fit covered
-    lines = np.asarray([str(e.line) for e in connects], dtype=object)
+    lines = np.asarray([e.key for e in connects], dtype=object)
 
     def fit(rows: np.ndarray, *keys: np.ndarray) -> None:
         """Fit ``rows`` to the connections of any of their ``keys`` (one array per kind of
@@ -297,7 +297,7 @@ def _fit_dns(
         np.asarray(pkgs, dtype=object),
         np.asarray(refs, dtype=np.int64),
     )
-    lines = np.asarray([str(e.line) for e in lookups], dtype=object)
+    lines = np.asarray([e.key for e in lookups], dtype=object)
     t = start[rows]
     lo_t, hi_t = t - window.dns_before * 1000, t + window.after * 1000
     by_ip = index.window(_prefixed(ips[rows], "a|"), lo_t, hi_t)
@@ -361,7 +361,7 @@ def _fit_queries(
         np.asarray([e.package for e in lookups], dtype=object),
         np.arange(len(lookups), dtype=np.int64),
     )
-    lines = np.asarray([str(e.line) for e in lookups], dtype=object)
+    lines = np.asarray([e.key for e in lookups], dtype=object)
     # one entry per (row, name asked)
     pairs = []
     for r, text in zip(has.tolist(), queries[has].tolist(), strict=True):
@@ -428,7 +428,7 @@ def _os_only(
     pkgs = [e.package for e in keep]
     return pd.DataFrame(
         {
-            C.FLOW_ID: [f"os-{e.line}" for e in keep],
+            C.FLOW_ID: [f"os-{e.ref}" if e.ref else f"os-{e.line}" for e in keep],
             C.RECORD_TYPE: RECORD_TYPE,
             C.SOURCE: SOURCE,
             C.TRANSPORT: "tcp",  # a ConnectEvent is a TCP connect (its Javadoc)
@@ -444,7 +444,7 @@ def _os_only(
             C.BYPASS: False,
             OS_APPS: pkgs,
             OS_APP_EVIDENCE: CONNECT,
-            OS_EVENT: [str(e.line) for e in keep],
+            OS_EVENT: [e.key for e in keep],
             OS_EVENT_COUNT: 1,
         }
     )

@@ -90,7 +90,9 @@ class OsNetworkEvent:
     name for the UID that made the call; empty when the log gave none). For DNS, ``hostname``,
     the ``addresses`` it resolved to (as the log kept them, at most 10 on Android) and
     ``address_count`` (how many there were). For a connection, ``ip`` and ``port``.
-    ``line``: the event's line in its file."""
+    ``line``: the event's line in its file; ``ref``: the id of the session record that holds
+    it (``il-<file's SHA-256, 12 digits>-<line>``, unique across the files of a session), or
+    None for an event read from a file."""
 
     kind: str
     ts: float
@@ -102,6 +104,12 @@ class OsNetworkEvent:
     address_count: int | None = None
     ip: str | None = None
     port: int | None = None
+    ref: str | None = None
+
+    @property
+    def key(self) -> str:
+        """What names the event in a report: its record's id, else its line."""
+        return self.ref or str(self.line)
 
     def to_record(self, file: str, id_prefix: str) -> EventRecord:
         data: dict[str, Any] = {
@@ -141,6 +149,7 @@ class OsNetworkEvent:
         if not isinstance(line, int) or not isinstance(package, str):
             return None
         eid = d.get("event_id") if isinstance(d.get("event_id"), int) else None
+        ref = d.get("id") if isinstance(d.get("id"), str) else None
         if rec.kind == OS_DNS:
             host, addrs = d.get("hostname"), d.get("addresses")
             if not isinstance(host, str) or not isinstance(addrs, list):
@@ -155,11 +164,12 @@ class OsNetworkEvent:
                 hostname=host,
                 addresses=tuple(a for a in addrs if isinstance(a, str)),
                 address_count=count if isinstance(count, int) else None,
+                ref=ref,
             )
         ip, port = d.get("ip"), d.get("port")
         if not isinstance(ip, str) or not isinstance(port, int) or isinstance(port, bool):
             return None
-        return cls("connect", ts, package, line, eid, ip=ip, port=port)
+        return cls("connect", ts, package, line, eid, ip=ip, port=port, ref=ref)
 
 
 def looks_like_intrusion_log(head: bytes) -> bool:

@@ -500,6 +500,24 @@ def test_os_only_rows_carry_every_column_of_the_table_even_an_empty_one() -> Non
     assert out[C.TRANSPORT].tolist() == ["tcp"] and out[C.BYTES_UP].isna().all()
 
 
+def test_os_only_rows_of_two_daily_files_keep_ids_of_their_own() -> None:
+    """Two files of one session, each with a connection on its line 1 that no flow fits: the
+    rows only the OS saw are named by their records' ids (the file's hash and the line), so
+    they do not share a flow id, nor an os_event."""
+    from auditor.imports.intrusion import OsNetworkEvent
+
+    records = [
+        connect(T, "com.a", "192.0.2.1", line=1).to_record("2026-05-12.txt", "il-aaaaaaaaaaaa"),
+        connect(T + 9, "com.b", "192.0.2.2", line=1).to_record("2026-05-13.txt", "il-bbbbbbbbbbbb"),
+    ]
+    assert all(OsNetworkEvent.from_record(r) is not None for r in records)
+    empty = flows().reindex(columns=[*C.FLOW_COLUMNS, C.APPS, C.APP_EVIDENCE, C.SEEN_BY])
+    out, _, stats = appjoin.attribute_session(empty, records)
+    assert sorted(out[C.FLOW_ID].tolist()) == ["os-il-aaaaaaaaaaaa-1", "os-il-bbbbbbbbbbbb-1"]
+    assert sorted(out[appjoin.OS_EVENT].tolist()) == ["il-aaaaaaaaaaaa-1", "il-bbbbbbbbbbbb-1"]
+    assert stats
+
+
 @pytest.fixture(scope="module")
 def proxied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, bytes, int]]:
     """Two apps of the virtual Xiaomi, 2 s apart, through a real mitmdump that the phone
