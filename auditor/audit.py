@@ -571,7 +571,7 @@ class _Audit:
             return
         try:
             done = write_keyed_captures(self.writer.path)
-        except (AuditorError, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 - a copy for Wireshark never stops the way out
             self._event("keyed_capture_failed", f"{type(exc).__name__}: {exc}")
             return
         for k in done:

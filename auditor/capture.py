@@ -546,10 +546,16 @@ def _interface(linktype: int, snaplen: int, nanos: bool) -> bytes:
     return _block("<", IDB, struct.pack("<HHI", linktype & 0xFFFF, 0, snaplen) + options)
 
 
+MAX_RECORD = 256 * 1024  # bytes of one pcap record: more than any snap length tcpdump takes
+MAX_BLOCK = 64 * 1024 * 1024  # bytes of one pcapng block (a DSB or name block may be large)
+
+
 def _pcap_to_pcapng(src: Any, dst: Any, secrets: bytes) -> tuple[int, str]:
     """Copy a classic pcap stream to pcapng with the secrets: SHB, DSB, IDB, then one EPB per
     record, in the order editcap writes them. Returns (packets, warning)."""
     head = src.read(24)
+    if len(head) < 24:
+        return 0, "the file header is cut short; nothing copied"
     order, nanos = _PCAP_MAGICS[head[:4]]
     _, _, _, _, snaplen, network = struct.unpack(order + "HHiIII", head[4:24])
     dst.write(_section_header("<"))
@@ -565,6 +571,8 @@ def _pcap_to_pcapng(src: Any, dst: Any, secrets: bytes) -> tuple[int, str]:
         if len(hdr) < 16:
             return packets, "the last record's header is cut short; not copied"
         sec, frac, incl, orig = rec.unpack(hdr)
+        if incl > MAX_RECORD:  # a damaged length: no read of gigabytes
+            return packets, f"a record of {incl} bytes is not a packet; the rest not copied"
         data = src.read(incl)
         if len(data) < incl:
             return packets, "the last record is cut short; not copied"
@@ -590,7 +598,7 @@ def _pcapng_with_secrets(src: Any, dst: Any, secrets: bytes) -> tuple[int, str]:
             order = "<" if magic == b"\x4d\x3c\x2b\x1a" else ">"
             head += magic
         kind, size = struct.unpack(order + "II", head[:8])
-        if size < 12 or size % 4:
+        if size < 12 or size % 4 or size > MAX_BLOCK:
             return packets, f"a block of {size} bytes is not pcapng; the rest not copied"
         body = src.read(size - len(head))
         if len(body) < size - len(head):

@@ -216,3 +216,25 @@ def test_analysis_reads_the_capture_once_and_names_no_secret(
     assert [f["file"] for f in packets["files"]] == [k["capture"] for k in audited.keyed]
     secrets = (audited.session / TLS_KEYLOG).read_text().split()
     assert not [s for s in secrets if len(s) >= 32 and s in text]  # no client random, no secret
+
+
+def test_damaged_captures_give_a_warning_not_a_crash_or_a_huge_read(tmp_path: Path) -> None:
+    """A pcap cut inside its file header, a record whose length says 4 GB, a pcapng block
+    whose size says 4 GB: each is copied as far as it is sound, with a warning."""
+    secrets = b"CLIENT_RANDOM " + b"ab" * 32 + b" " + b"cd" * 48 + b"\n"
+    header = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
+    one = struct.pack("<IIII", 1, 0, 4, 4) + b"\x00" * 4
+    cases = {
+        "cut.pcap": header[:10],
+        "huge.pcap": header + one + struct.pack("<IIII", 2, 0, 0xF0000000, 0xF0000000) + b"x",
+        "huge.pcapng": struct.pack("<IIIHHq", 0x0A0D0D0A, 28, 0x1A2B3C4D, 1, 0, -1)
+        + struct.pack("<I", 28)
+        + struct.pack("<II", 1, 0xF0000000),
+    }
+    expect = {"cut.pcap": (0, "header"), "huge.pcap": (1, "not a packet"),
+              "huge.pcapng": (0, "not pcapng")}  # fmt: skip
+    for name, data in cases.items():
+        src = tmp_path / name
+        src.write_bytes(data)
+        packets, warning = write_keyed_pcapng(src, secrets, tmp_path / f"{name}.keyed.pcapng")
+        assert (packets, expect[name][1] in warning) == (expect[name][0], True), (name, warning)
