@@ -37,7 +37,6 @@ import yaml
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from auditor import codecs
 from auditor.errors import AuditorError
@@ -243,6 +242,8 @@ def _rule(d: Mapping[str, Any]) -> Rule:
     if cipher is CipherName.AES_GCM:
         iv = iv or Locator("prefix", size=12)
         tag = _locator(d["tag"], "tag") if d.get("tag") is not None else Locator("suffix", size=16)
+        if tag.where in ("prefix", "suffix") and not 4 <= tag.size <= 16:
+            raise ValueError("a gcm tag is 4 to 16 bytes")
     elif d.get("tag") is not None:
         raise ValueError("only aes-gcm takes a tag")
     pad = str(d.get("padding", "pkcs7")).lower()
@@ -308,7 +309,10 @@ def _locator(spec: Any, what: str) -> Locator:
     if isinstance(spec, dict):
         for where in ("prefix", "suffix"):
             if where in spec:
-                size = int(spec[where])
+                try:
+                    size = int(spec[where])
+                except (TypeError, ValueError, OverflowError):
+                    raise ValueError(f"{what}: {where} is a number of bytes") from None
                 if not 1 <= size <= 64:
                     raise ValueError(f"{what}: {where} is 1 to 64 bytes")
                 return Locator(where, size=size)
@@ -401,9 +405,14 @@ def decrypt_body(
                 tag, body = msg[: rule.tag.size], msg[rule.tag.size :]
             else:
                 body, tag = msg, _located(rule.tag, url, headers)
-            if len(tag) < 4 or not iv:
+            if not 4 <= len(tag) <= 16 or not iv:
                 raise DecryptError("the message is too short for its nonce and tag")
-            return AESGCM(rule.key).decrypt(iv, body + tag, rule.aad)
+            # a tag of any length GCM allows (4 to 16 bytes), not only 16
+            gcm = modes.GCM(iv, tag, min_tag_length=len(tag))
+            dec = Cipher(algorithms.AES(rule.key), gcm).decryptor()
+            if rule.aad:
+                dec.authenticate_additional_data(rule.aad)
+            return dec.update(body) + dec.finalize()
         if not msg or len(msg) % 16:
             raise DecryptError(f"{len(msg)} bytes of ciphertext: not whole AES blocks")
         mode = modes.ECB() if rule.cipher is CipherName.AES_ECB else modes.CBC(iv)  # noqa: S305

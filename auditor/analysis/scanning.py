@@ -244,7 +244,9 @@ def scan_sessions(
 ) -> ScanOutcome:
     """The scan of every HTTP flow of the sessions (see the module's text); ``decrypt``: the
     rules of a ``--decrypt`` file."""
-    scanner = Scanner(identifiers, decrypt=decrypt) if identifiers else None
+    # without identifiers, a scanner still reads what the decrypt rules name (and counts
+    # what will not decrypt), and what the Google definitions read
+    scanner = Scanner(identifiers, decrypt=decrypt) if identifiers or decrypt else None
     out = ScanOutcome()
     notes: dict[str, set[str]] = defaultdict(set)
     for sess in sessions:

@@ -302,3 +302,24 @@ def test_no_rules_no_change() -> None:
     body = base64.b64encode(iv + _cbc(PLAIN, KEY, iv))
     res = Scanner({"imei": IMEI}).scan_flow(URL, [], [Body(body)])
     assert not res.matches and not res.decrypted and not res.warnings
+
+
+def test_gcm_with_a_short_tag_decrypts_and_other_sizes_are_refused() -> None:
+    """A 12-byte GCM tag (as the rule says, behind the ciphertext), sealed by ``cryptography``
+    itself: read. Tag sizes GCM does not allow are refused when the file is read, and a
+    number that is not one (YAML's .inf) is a one-line error, not a traceback."""
+    nonce = os.urandom(12)
+    enc = Cipher(algorithms.AES(KEY256), modes.GCM(nonce)).encryptor()
+    sealed = enc.update(PLAIN) + enc.finalize()
+    rules = _rules(cipher="aes-gcm", key={"hex": KEY256.hex()}, tag={"suffix": 12})
+    found, _, _ = _found(rules, Body(nonce + sealed + enc.tag[:12]))
+    assert found == {("imei", "decrypted:r|$.imei")}
+    for size in (3, 17, 64):
+        with pytest.raises(decrypt.DecryptRulesError, match="4 to 16"):
+            _rules(cipher="aes-gcm", key={"hex": KEY256.hex()}, tag={"suffix": size})
+    with pytest.raises(decrypt.DecryptRulesError, match="number of bytes"):
+        decrypt.parse_rules(
+            "rules:\n  - {name: r, host: h, cipher: aes-cbc, key: {hex: "
+            + KEY.hex()
+            + "}, iv: {prefix: .inf}}\n"
+        )
