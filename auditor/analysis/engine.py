@@ -410,7 +410,7 @@ MAX_FLOW_IDS = 200  # flow ids listed per endpoint row (``flows`` counts them al
 
 def _texts_per_group(
     gs: np.ndarray,
-    ranked: tuple[np.ndarray, np.ndarray],
+    ranked: tuple[np.ndarray, Any],
     n_groups: int,
     *,
     limit: int,
@@ -433,15 +433,21 @@ def _texts_per_group(
         g, r = g[within < limit], r[within < limit]
         bounds = np.searchsorted(g, np.arange(n_groups + 1))
     b = bounds.tolist()
-    flat = texts[r].tolist()
+    if isinstance(texts, np.ndarray):
+        flat = texts[r].tolist()
+    else:  # Arrow text (_text_ranks)
+        import pyarrow as pa
+
+        flat = texts.take(pa.array(r, type=pa.int64())).to_pylist()
     return [flat[b[k] : b[k + 1]] for k in range(n_groups)]
 
 
 def _text_ranks(
     flows: pd.DataFrame, name: str, values: Callable[[], np.ndarray], missing: str | None
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, Any]:
     """Each row's rank among the distinct texts (``str(v)``) of a column, and those texts
-    sorted; a missing value ranks -1, or is the text ``missing``. ``values`` gives the
+    sorted (an object array, or an Arrow array when the column is Arrow text); a missing
+    value ranks -1, or is the text ``missing``. ``values`` gives the
     column as :func:`_endpoints` reads it (object), made only when needed. A column of
     Arrow strings is sorted by Arrow (its byte order is the code point order Python sorts
     by), any other once per distinct value by Python."""
@@ -463,8 +469,8 @@ def _text_ranks(
             new[1:] = np.asarray(pc.not_equal(st.slice(1), st.slice(0, valid - 1)))
         ranks = np.full(len(arr), -1, dtype=np.int64)
         ranks[order] = np.cumsum(new) - 1
-        texts = np.asarray(st.filter(pa.array(new)).to_pylist(), dtype=object)
-        return ranks, texts
+        # left in Arrow: only the texts a group lists become Python strings
+        return ranks, st.filter(pa.array(new))
     codes, uniq = pd.factorize(values(), use_na_sentinel=True)
     text = [str(u) for u in np.asarray(uniq, dtype=object)]
     if missing is not None:
