@@ -1959,11 +1959,18 @@ def demo(out: Path, reports: Path, profile_name: str, duration: str, as_json: bo
         sys.exit(1)
 
 
-# commands defined beside what they drive (each module imports auditor.cli's helpers only
-# when run)
-from auditor.campaign.cli import campaign  # noqa: E402
+# commands defined beside what they drive, which take this module's helpers: added to the
+# module auditor.cli (run as `python -m auditor.cli`, this file is __main__ and hands over to
+# that module, so that they import one auditor.cli, complete but for these lines)
+if __name__ != "__main__":
+    from auditor.campaign.cli import campaign
+    from auditor.fleet.cli import export_command, fleet_group
 
-main.add_command(campaign)
+    main.add_command(campaign)
+    main.add_command(export_command)
+    main.add_command(fleet_group)
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    from auditor.cli import main as _main
+
+    _main()
