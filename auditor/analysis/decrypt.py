@@ -409,10 +409,10 @@ def decrypt_body(
                 raise DecryptError("the message is too short for its nonce and tag")
             # a tag of any length GCM allows (4 to 16 bytes), not only 16
             gcm = modes.GCM(iv, tag, min_tag_length=len(tag))
-            dec = Cipher(algorithms.AES(rule.key), gcm).decryptor()
+            aead = Cipher(algorithms.AES(rule.key), gcm).decryptor()
             if rule.aad:
-                dec.authenticate_additional_data(rule.aad)
-            return dec.update(body) + dec.finalize()
+                aead.authenticate_additional_data(rule.aad)
+            return aead.update(body) + aead.finalize()
         if not msg or len(msg) % 16:
             raise DecryptError(f"{len(msg)} bytes of ciphertext: not whole AES blocks")
         mode = modes.ECB() if rule.cipher is CipherName.AES_ECB else modes.CBC(iv)  # noqa: S305
