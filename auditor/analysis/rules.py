@@ -639,7 +639,7 @@ class StateLinkedContact(Rule):
                 ctx,
                 row,
                 f"{len(grp)} connection(s) to {org}: {basis[0]}",
-                flow_ids=tuple(sorted(grp[C.FLOW_ID])),
+                flow_ids=tuple(sorted(grp[C.FLOW_ID].tolist())),
                 evidence=_connection_evidence(grp, f"recipient {org}"),
                 data={
                     "hosts": sorted(set(grp[C.NAME])),
@@ -679,7 +679,7 @@ class TransferWithoutAdequacy(Rule):
                 ctx,
                 grp.iloc[0],
                 f"Data sent to {org} ({country}), no EU adequacy decision",
-                flow_ids=tuple(sorted(grp[C.FLOW_ID])),
+                flow_ids=tuple(sorted(grp[C.FLOW_ID].tolist())),
                 evidence=_connection_evidence(grp, f"recipient {org} ({country})"),
                 data={"bytes_up": int(grp[C.BYTES_UP].sum())},
             )
@@ -890,7 +890,7 @@ class Uninspected(Rule):
                 ctx,
                 grp.iloc[0],
                 f"{len(grp)} connection(s) to {_who(grp.iloc[0])} not decrypted",
-                flow_ids=tuple(sorted(grp[C.FLOW_ID])),
+                flow_ids=tuple(sorted(grp[C.FLOW_ID].tolist())),
                 evidence=tuple(
                     replace(e, excerpt=f"{e.excerpt}; {err}" if err else e.excerpt)
                     for e, err in zip(
@@ -949,7 +949,7 @@ class ProxyBypass(Rule):
                 ctx,
                 row,
                 f"{len(grp)} connection(s) from {name} bypassed the proxy ({shown})",
-                flow_ids=tuple(sorted(grp[C.FLOW_ID])),
+                flow_ids=tuple(sorted(grp[C.FLOW_ID].tolist())),
                 evidence=_connection_evidence(grp, f"outside the proxy, app {name}"),
                 data={
                     "app": name,
