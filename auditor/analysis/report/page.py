@@ -361,9 +361,34 @@ def _bars(title: str, items: list[Any]) -> str:
     return "".join(rows)
 
 
-def _timeline(flows: pd.DataFrame) -> str:
+_MARK_KINDS = {"scenario_mark": "mark", "device_rebooted": "reboot",
+               "scenario_setting": "setting", "quic_blocked": "QUIC blocked"}  # fmt: skip
+
+
+def _marks_of(doc: dict[str, Any]) -> list[tuple[float, str]]:
+    """The scenario's marks, reboots and settings (``method.scenario_events``), as (time,
+    label) for the timeline; labels are captured text: escaped where shown."""
+    out = []
+    for e in (doc.get("method") or {}).get("scenario_events") or []:
+        if not isinstance(e, dict) or e.get("kind") not in _MARK_KINDS:
+            continue
+        try:
+            ts = pd.Timestamp(str(e.get("ts"))).timestamp()
+        except (ValueError, TypeError):
+            continue
+        what = _MARK_KINDS[str(e["kind"])]
+        if e["kind"] == "scenario_mark":
+            what = str(e.get("mark") or what)
+        elif e["kind"] == "scenario_setting":
+            what = f"{e.get('key')}: {e.get('found')} -> {e.get('set')}"
+        out.append((ts, what))
+    return sorted(out)
+
+
+def _timeline(flows: pd.DataFrame, marks: list[tuple[float, str]] | None = None) -> str:
     """Flows per recipient over time: one dot per time slice that had a flow (red: a TLS
-    handshake the phone refused)."""
+    handshake the phone refused); the scenario's marks on a row of their own, and listed
+    with their times below (a line for each, readable in print)."""
     if C.START not in flows or flows.empty:
         return "<p class='muted'>no flows</p>"
     df = flows.dropna(subset=[C.START])
@@ -383,6 +408,17 @@ def _timeline(flows: pd.DataFrame) -> str:
         row = dots.setdefault(org, {})
         row[b] = row.get(b, False) or kind == "tls_failed"
     out = ["<div class='timeline'>"]
+    marks = marks or []
+    if marks:
+        ticks = "".join(
+            f"<span class='mark' title='{_e(label, 200)}' style='left:"
+            f"{100 * min(1.0, max(0.0, (ts - t0) / (t1 - t0))):.2f}%'></span>"
+            for ts, label in marks
+        )
+        out.append(
+            "<div class='tl-row'><span class='tl-label'><em>scenario</em></span>"
+            f"<span class='tl-track'>{ticks}</span></div>"
+        )
     for org in sorted(dots):
         spans = "".join(
             f"<span{' class=failed' if failed else ''} style='left:"
@@ -397,6 +433,13 @@ def _timeline(flows: pd.DataFrame) -> str:
         f"<div class='tl-row'><span></span><span class='tl-axis'><span class='num'>0 s</span>"
         f"<span class='num'>{t1 - t0:,.0f} s</span></span></div></div>"
     )
+    if marks:
+        out.append("<ol class='marks'>")
+        out += [
+            f"<li><span class='num'>{ts - t0:+,.0f} s</span> {_e(label, 200)}</li>"
+            for ts, label in marks[:100]
+        ]
+        out.append("</ol>")
     return "".join(out)
 
 
@@ -590,7 +633,7 @@ def html_report(doc: dict[str, Any], flows: pd.DataFrame) -> str:
     body += [_group(g, flows_by_id, shown_flows, highlights) for g in story.groups]
     body += _claims(doc)
     body += _coverage(doc, story)
-    body.append("<h2 id='timeline'>Flows over time</h2>" + _timeline(flows))
+    body.append("<h2 id='timeline'>Flows over time</h2>" + _timeline(flows, _marks_of(doc)))
     body.append("<h2 id='bytes'>Bytes by recipient and by server country</h2>")
     body.append(
         "<p class='legend'><i class='up'></i>bytes up (sent) <i class='down'></i>bytes down</p>"
