@@ -1,26 +1,71 @@
 """``auditor export`` and ``auditor fleet report|query|tables``: click commands that parse
 their arguments and call one function of :mod:`auditor.fleet` each. ``auditor.cli`` adds
-them to its ``main`` group (``main.add_command(export_command)``,
-``main.add_command(fleet_group)``)."""
+them to its ``main`` group at its end.
+
+The helpers of ``auditor.cli`` (escaped output, one-line errors, the custody log) are taken
+when a command runs, not when this module is imported: ``auditor.cli`` imports this module
+at its end, and this module may be imported first.
+"""
 
 from __future__ import annotations
 
+import functools
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
-from auditor.cli import (
-    custody_logged,
-    echo,
-    emit_json,
-    emit_json_text,
-    handle_errors,
-    json_option,
-    terminal_line,
-)
 from auditor.fleet.engines import ENGINES
+
+
+def _cli() -> Any:
+    import auditor.cli
+
+    return auditor.cli
+
+
+def _json_option[F: Callable[..., Any]](fn: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(
+        fn
+    )
+
+
+def _handled[F: Callable[..., Any]](*custody: str) -> Callable[[F], F]:
+    """``auditor.cli``'s one-line errors (and, for the ``custody`` parameters, its custody
+    log), applied when the command runs."""
+
+    def deco(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            cli = _cli()
+            run = cli.handle_errors(fn)
+            if custody:
+                run = cli.custody_logged(*custody)(run)
+            return run(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return deco
+
+
+def echo(text: Any = "", err: bool = False, *, fit: bool = False) -> None:
+    _cli().echo(text, err, fit=fit)
+
+
+def terminal_line(text: Any, limit: int | None = None) -> str:
+    line: str = _cli().terminal_line(text, limit)
+    return line
+
+
+def emit_json(obj: Any) -> None:
+    _cli().emit_json(obj)
+
+
+def emit_json_text(doc: str) -> None:
+    _cli().emit_json_text(doc)
+
 
 DEFAULT_OUT = Path("reports") / "fleet"
 
@@ -45,9 +90,8 @@ class _ExportProgress:
     type=click.Path(path_type=Path),
     help="The fleet dataset's folder (made when missing).",
 )
-@json_option
-@custody_logged("inputs")
-@handle_errors
+@_json_option
+@_handled("inputs")
 def export_command(inputs: tuple[Path, ...], dataset: Path, as_json: bool) -> None:
     """Append analysed audits (report folders or sessions) to a fleet dataset.
 
@@ -121,8 +165,8 @@ def fleet_group() -> None:
     default=None,
     help="The dask scheduler's address, e.g. tcp://10.0.0.5:8786 (with --engine dask).",
 )
-@json_option
-@handle_errors
+@_json_option
+@_handled()
 def report(
     dataset: Path,
     out: Path,
@@ -162,8 +206,8 @@ def report(
 @click.argument("dataset", type=click.Path(path_type=Path))
 @click.argument("sql")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV instead of a table.")
-@json_option
-@handle_errors
+@_json_option
+@_handled()
 def query(dataset: Path, sql: str, as_csv: bool, as_json: bool) -> None:
     """Run SQL (DuckDB's dialect, queries only) over the dataset's tables: flows,
     endpoints, findings, identifiers and sessions (`auditor fleet tables` lists their
@@ -188,7 +232,7 @@ def query(dataset: Path, sql: str, as_csv: bool, as_json: bool) -> None:
 
         buf = io.StringIO()
         w = csv.writer(buf)
-        w.writerow([str(c) for c in df.columns])
+        w.writerow([csv_cell(str(c)) for c in df.columns])
         for row in _records(df):
             w.writerow([csv_cell(v) for v in row.values()])
         click.echo(buf.getvalue(), nl=False)
@@ -200,7 +244,7 @@ def query(dataset: Path, sql: str, as_csv: bool, as_json: bool) -> None:
 
 
 @fleet_group.command("tables")
-@json_option
+@_json_option
 def tables(as_json: bool) -> None:
     """The dataset's tables and their columns (the names SQL uses).
 
