@@ -1968,8 +1968,8 @@ if __name__ != "__main__":
 
     main.add_command(campaign)
     # (an import cycle: mypy cannot infer the decorated commands' types here)
-    main.add_command(fleet_cli.export_command)  # type: ignore[has-type]
-    main.add_command(fleet_cli.fleet_group)  # type: ignore[has-type]
+    main.add_command(fleet_cli.export_command)  # type: ignore[has-type,unused-ignore]
+    main.add_command(fleet_cli.fleet_group)  # type: ignore[has-type,unused-ignore]
 
 if __name__ == "__main__":  # pragma: no cover
     from auditor.cli import main as _main

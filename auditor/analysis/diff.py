@@ -123,7 +123,7 @@ def load_side(
 # ---------------------------------------------------------------- what each side holds
 
 
-def _duration(doc: Mapping[str, Any]) -> float:
+def recorded_seconds(doc: Mapping[str, Any]) -> float:
     try:
         return max(0.0, float((doc.get("coverage") or {}).get("duration_seconds") or 0.0))
     except (TypeError, ValueError):
@@ -145,7 +145,7 @@ def _int(v: Any) -> int:
         return 0
 
 
-def _recipients(doc: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+def recipients_of(doc: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for e in doc.get("endpoints") or []:
         if not isinstance(e, dict):
@@ -216,7 +216,7 @@ def _hosts(doc: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _identifiers(doc: Mapping[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+def identifiers_of(doc: Mapping[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
     """(recipient, identifier) -> encodings, hosts, rules and flows, from the identifier
     findings; an identifier's encodings and flows are those of the evidence naming it (all
     of the finding's when it names that identifier alone)."""
@@ -276,7 +276,7 @@ def _finding_key(f: Mapping[str, Any]) -> tuple[str, str, str]:
 # ---------------------------------------------------------------- weighing a change
 
 
-def _per_hour(count: float, seconds: float) -> float | None:
+def per_hour(count: float, seconds: float) -> float | None:
     return round(count * 3600.0 / seconds, 3) if seconds > 0 else None
 
 
@@ -327,7 +327,7 @@ def _absence_of(
 def build_diff(a: Side, b: Side, *, generated_at: str | None = None) -> dict[str, Any]:
     """The diff document of ``a`` (before) and ``b`` (after); see docs/diff.md."""
     docs = {"a": a.doc, "b": b.doc}
-    dur = {s: _duration(d) for s, d in docs.items()}
+    dur = {s: recorded_seconds(d) for s, d in docs.items()}
     recipients = _diff_recipients(docs, dur)
     identifiers = _diff_identifiers(docs, dur)
     beacons = _diff_beacons(docs, dur)
@@ -393,7 +393,7 @@ def _side_summary(side: Side, duration: float) -> dict[str, Any]:
 
 
 def _diff_recipients(docs: dict[str, Any], dur: dict[str, float]) -> list[dict[str, Any]]:
-    per = {s: _recipients(d) for s, d in docs.items()}
+    per = {s: recipients_of(d) for s, d in docs.items()}
     rows: list[dict[str, Any]] = []
     for key in sorted(set(per["a"]) | set(per["b"])):
         ra, rb = per["a"].get(key), per["b"].get(key)
@@ -415,8 +415,8 @@ def _diff_recipients(docs: dict[str, Any], dur: dict[str, float]) -> list[dict[s
                     "flows": r["flows"],
                     "bytes_up": r["bytes_up"],
                     "bytes_down": r["bytes_down"],
-                    "flows_per_hour": _per_hour(r["flows"], dur[s]),
-                    "bytes_up_per_hour": _per_hour(r["bytes_up"], dur[s]),
+                    "flows_per_hour": per_hour(r["flows"], dur[s]),
+                    "bytes_up_per_hour": per_hour(r["bytes_up"], dur[s]),
                 }
             )
         changed = []
@@ -457,8 +457,8 @@ def _diff_recipients(docs: dict[str, Any], dur: dict[str, float]) -> list[dict[s
 
 
 def _diff_identifiers(docs: dict[str, Any], dur: dict[str, float]) -> list[dict[str, Any]]:
-    per = {s: _identifiers(d) for s, d in docs.items()}
-    recips = {s: _recipients(d) for s, d in docs.items()}
+    per = {s: identifiers_of(d) for s, d in docs.items()}
+    recips = {s: recipients_of(d) for s, d in docs.items()}
     rows: list[dict[str, Any]] = []
     for key in sorted(set(per["a"]) | set(per["b"])):
         ia, ib = per["a"].get(key), per["b"].get(key)

@@ -137,9 +137,9 @@ def cells_of(
     serial: str, doc: Mapping[str, Any], report: str | None = None
 ) -> tuple[list[Cell], dict[str, Recipient]]:
     """One handset's cells from its session's findings.json, and the recipients they name."""
-    seconds = diff._duration(doc)
-    per = diff._recipients(doc)
-    ids = diff._identifiers(doc)
+    seconds = diff.recorded_seconds(doc)
+    per = diff.recipients_of(doc)
+    ids = diff.identifiers_of(doc)
     keys = set(per) | {rec for rec, _ in ids}
     recipients: dict[str, Recipient] = {}
     cells = []
@@ -160,9 +160,9 @@ def cells_of(
                 serial=serial,
                 recipient=key,
                 flows=flows,
-                flows_per_hour=diff._per_hour(flows, seconds),
+                flows_per_hour=diff.per_hour(flows, seconds),
                 bytes_up=up,
-                bytes_up_per_hour=diff._per_hour(up, seconds),
+                bytes_up_per_hour=diff.per_hour(up, seconds),
                 bytes_down=int(r.get("bytes_down") or 0),
                 identifiers=tuple(names),
                 encodings={n: tuple(sorted(ids[(key, n)]["encodings"])) for n in names},

@@ -57,7 +57,7 @@ def handset_entries(
         if doc is not None:
             docs[serial] = doc
             device = _dict(doc.get("device"))
-            duration = diff._duration(doc)
+            duration = diff.recorded_seconds(doc)
         elif h.get("session"):
             try:
                 m, _ = read_manifest_lenient(folder / h["session"])

@@ -22,7 +22,7 @@ import pandas as pd
 import pyarrow as pa
 
 from auditor import columns as C
-from auditor.analysis.diff import IDENTIFIER_RULES, _identifiers, load_side
+from auditor.analysis.diff import IDENTIFIER_RULES, identifiers_of, load_side
 from auditor.errors import AuditorError
 from auditor.fleet import schema as S
 from auditor.fleet.dataset import Dataset, FleetError, part_name, partition_dir
@@ -263,7 +263,7 @@ def tables_of(audit: Audit, key: str) -> tuple[Partition, dict[str, pa.Table]]:
         "flow_ids": [_strs(f.get("flow_ids"))[:MAX_IDS] for f in fs],
     }
     # the diff's reading of identifier findings: one definition of "sent to a recipient"
-    sent = sorted(_identifiers(doc).items())
+    sent = sorted(identifiers_of(doc).items())
     identifiers = {
         S.RECIPIENT: [k[0] for k, _ in sent],
         S.IDENTIFIER: [k[1] for k, _ in sent],
