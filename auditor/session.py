@@ -86,7 +86,7 @@ def new_session_id(ts: float | None = None) -> str:
     return f"{stamp}-{secrets.token_hex(3)}"
 
 
-def _write_json_atomic(path: Path, obj: Any) -> None:
+def write_json_atomic(path: Path, obj: Any) -> None:
     """Write ``obj`` under a temporary name, then rename it: the file is whole or untouched.
     A write that fails (a full disk) leaves no temporary file behind. Raises OSError."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -365,7 +365,7 @@ class SessionWriter:
             "artifacts": [],
         }
         try:
-            _write_json_atomic(path / MANIFEST, manifest)
+            write_json_atomic(path / MANIFEST, manifest)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 path.rmdir()  # the folder this made, still empty: nothing half-made is left
@@ -476,7 +476,7 @@ def close_session(path: Path, status: str = STATUS_COMPLETE, **updates: Any) -> 
     manifest.pop(SEAL, None)
     manifest[SEAL] = {"sha256": manifest_digest(manifest), "over": SEAL_OVER}
     try:
-        _write_json_atomic(path / MANIFEST, manifest)
+        write_json_atomic(path / MANIFEST, manifest)
     except OSError as exc:
         raise write_error(path / MANIFEST, exc) from None
     return manifest

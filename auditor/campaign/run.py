@@ -502,9 +502,9 @@ def _signals_ignored() -> Iterator[None]:
 
 
 def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
-    from auditor.session import _write_json_atomic
+    from auditor.session import write_json_atomic
 
-    _write_json_atomic(folder / MANIFEST, manifest)
+    write_json_atomic(folder / MANIFEST, manifest)
 
 
 def run_campaign(opts: CampaignOptions, on_event: EventFn | None = None) -> CampaignResult:

@@ -41,9 +41,9 @@ def _say(kind: str, **data: Any) -> None:
 
 
 def write_result(path: Path, result: dict[str, Any]) -> None:
-    from auditor.session import _write_json_atomic
+    from auditor.session import write_json_atomic
 
-    _write_json_atomic(path, result)
+    write_json_atomic(path, result)
 
 
 class _Progress:

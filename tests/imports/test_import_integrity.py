@@ -27,11 +27,11 @@ from auditor.imports import session as driver
 from auditor.imports.session import ORIGINAL, import_files
 from auditor.session import (
     MANIFEST,
-    _write_json_atomic,
     manifest_digest,
     read_manifest,
     sha256_file,
     verify_session,
+    write_json_atomic,
 )
 
 SAMPLES = Path(__file__).parent / "samples"
@@ -106,7 +106,7 @@ def test_verify_names_a_sealed_copy_that_is_not_the_imported_file(tmp_path: Path
         if art["path"] == f"{ORIGINAL}/{HAR.name}":
             art.update(size=4096, sha256=sha256_file(copy))
     m["seal"]["sha256"] = manifest_digest(m)
-    _write_json_atomic(res.session / MANIFEST, m)
+    write_json_atomic(res.session / MANIFEST, m)
     check = verify_session(res.session)
     assert not check.ok and not check.changed and not check.missing
     (problem,) = check.problems
