@@ -1088,7 +1088,6 @@ class CaptureAnalyzer:
         """The flow table, the DNS table and what DNS said (its answers, the names of the
         addresses), compactly."""
         flows, found = self._flow_table()  # its working arrays go before the DNS table
-        found.hints.clear()
         found.certs.clear()
         return flows, self._dns_table(found.dns), found.dns
 
@@ -1119,9 +1118,8 @@ class CaptureAnalyzer:
         self.warnings.update(found.warnings)
         self.counts.update(found.counts)
         hint = np.full(n, -1, dtype=np.int64)
-        if found.hints:
-            hf = np.fromiter(found.hints.keys(), np.int64, len(found.hints))
-            sides = np.fromiter((h[1] for h in found.hints.values()), np.int64, len(hf))
+        hf, _, sides = found.hints
+        if len(hf):
             hint[self._renumber[hf]] = sides
         fa, fb = col["fl_ab"], col["fl_ba"]
         syn_a, syn_b = (fa & _SYN_ONLY) > 0, (fb & _SYN_ONLY) > 0
@@ -1150,21 +1148,12 @@ class CaptureAnalyzer:
         names_cols: dict[str, np.ndarray] = {
             column: np.full(n, None, dtype=object) for _, column in _NAME_COLUMNS
         }
-        # each kind's flows and values, in one pass over the flows that have names
-        by_kind: dict[str, tuple[list[int], list[list[str]]]] = {}
-        name_rows = self._renumber[np.fromiter(found.names, np.int64, len(found.names))]
-        for r, kinds in zip(name_rows.tolist(), found.names.values(), strict=True):
-            for kind, v in kinds.items():
-                if v:
-                    got = by_kind.get(kind)
-                    if got is None:
-                        got = by_kind[kind] = ([], [])
-                    got[0].append(r)
-                    got[1].append(v)
+        # each kind's flows, their values joined and the first (names.NameColumn)
+        by_kind = {k: (self._renumber[f], j, v) for k, (f, j, v) in found.names.items()}
         for kind, column in _NAME_COLUMNS:
             if kind in by_kind:
-                rows_of, values = by_kind[kind]
-                _put(names_cols[column], rows_of, [";".join(v) for v in values])
+                rows_of, joined, _ = by_kind[kind]
+                names_cols[column][rows_of] = joined
         cert_cols = {c: np.full(n, None, dtype=object) for c in CERT_COLUMNS}
         if found.certs:
             cert_rows = self._renumber[np.fromiter(found.certs, np.int64, len(found.certs))]
@@ -1173,8 +1162,8 @@ class CaptureAnalyzer:
                     cert_cols[c][r] = text
         for kind, ev in reversed(_NAME_PRECEDENCE):
             if kind in by_kind:
-                rows_of, values = by_kind[kind]
-                _put(name, rows_of, [v[0] for v in values])
+                rows_of, _, first = by_kind[kind]
+                name[rows_of] = first
                 name_ev[rows_of] = _EVIDENCE.index(ev)
         del by_kind
         found.names.clear()  # each flow's names are in the columns now
@@ -1319,13 +1308,6 @@ class CaptureAnalyzer:
 
 
 # ---------------------------------------------------------------------------- entry points
-
-
-def _put(column: np.ndarray, rows: list[int], texts: list[str]) -> None:
-    """Write each text into its row of an object column."""
-    values = np.empty(len(texts), dtype=object)
-    values[:] = texts
-    column[rows] = values
 
 
 def _flight_need(pb: PacketBatch, rows: np.ndarray, ln: np.ndarray, head: np.ndarray) -> np.ndarray:

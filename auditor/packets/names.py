@@ -1275,16 +1275,53 @@ def _factorize(texts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass(frozen=True)
 class NameResult:
-    """What a :class:`NameCollector` learnt: names per flow (kind → values in order seen),
-    which side of a flow is the client (from payloads), and the DNS: one row per question,
-    its answers, and the addresses answers gave to names (:class:`DnsTables`)."""
+    """What a :class:`NameCollector` learnt, as arrays (they cross from the worker process
+    pickled, and are read by numpy): names per kind (:data:`NameColumn`: the flows with a
+    name of that kind, their values in the order seen joined with ``;``, and the first of
+    them), which side of a flow is the client (from payloads: flows, the order of the
+    packet that told, the side), and the DNS: one row per question, its answers, and the
+    addresses answers gave to names (:class:`DnsTables`)."""
 
-    names: dict[int, dict[str, list[str]]]
-    hints: dict[int, tuple[int, int]]  # flow -> (order of the packet that told, client side)
+    names: dict[str, NameColumn]
+    hints: tuple[np.ndarray, np.ndarray, np.ndarray]  # flow, packet order, client side
     dns: DnsTables
     warnings: dict[str, int]
     counts: dict[str, int]
     certs: dict[int, CertificateInfo] = field(default_factory=dict)  # the leaf, per flow
+
+
+NameColumn = tuple[np.ndarray, np.ndarray, np.ndarray]  # flows, joined values, first values
+NO_HINTS: Final = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
+
+
+def name_columns(names: dict[int, dict[str, list[str]]]) -> dict[str, NameColumn]:
+    """A collector's names (flow → kind → values) as one :data:`NameColumn` per kind."""
+    per: dict[str, tuple[list[int], list[str], list[str]]] = {}
+    for f, kinds in names.items():
+        for kind, values in kinds.items():
+            if values:
+                got = per.get(kind)
+                if got is None:
+                    got = per[kind] = ([], [], [])
+                got[0].append(f)
+                got[1].append(";".join(values))
+                got[2].append(values[0])
+    return {k: (np.asarray(f, np.int64), _objects(j), _objects(v)) for k, (f, j, v) in per.items()}
+
+
+def hint_arrays(hints: dict[int, tuple[int, int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    n = len(hints)
+    return (
+        np.fromiter(hints.keys(), np.int64, n),
+        np.fromiter((h[0] for h in hints.values()), np.int64, n),
+        np.fromiter((h[1] for h in hints.values()), np.int64, n),
+    )
+
+
+def _objects(values: list[str]) -> np.ndarray:
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
 
 
 class TcpStream:
@@ -1497,7 +1534,9 @@ class NameCollector:
         if undone:
             self.warnings["quic-clienthello-incomplete"] = undone
         dns, self.dns = self.dns.tables(), DnsStore()
-        return NameResult(self.names, self.hints, dns, self.warnings, self.counts, self.certs)
+        names, hints = name_columns(self.names), hint_arrays(self.hints)
+        self.names, self.hints = {}, {}
+        return NameResult(names, hints, dns, self.warnings, self.counts, self.certs)
 
     def _hint(self, f: int, d: int) -> None:
         if f not in self.hints:
@@ -1777,23 +1816,31 @@ def merge_results(*results: NameResult) -> NameResult:
     """One result from collectors that saw disjoint sets of packets, each flow's names
     from one of them (DNS rows in packet order; a flow's client side from the earliest
     packet; the UDP DNS of a job may be parsed by either collector, as it keeps no state)."""
-    names: dict[int, dict[str, list[str]]] = {}
-    hints: dict[int, tuple[int, int]] = {}
     warnings: dict[str, int] = {}
     counts: dict[str, int] = {}
     certs: dict[int, CertificateInfo] = {}
     dns = DnsTables.empty()
     for r in results:
-        for f, kinds in r.names.items():
-            names.setdefault(f, {}).update(kinds)
         certs.update(r.certs)
-        for f, hint in r.hints.items():
-            if f not in hints or hint < hints[f]:
-                hints[f] = hint
         for src, dst in ((r.warnings, warnings), (r.counts, counts)):
             for k, v in src.items():
                 dst[k] = dst.get(k, 0) + v
         dns = dns.merge(r.dns)
+    # a flow's names of one kind from the last result that has them (as dict.update did)
+    names: dict[str, NameColumn] = {}
+    for kind in dict.fromkeys(k for r in results for k in r.names):
+        parts = [r.names[kind] for r in results if kind in r.names]
+        flows, joined, first = (np.concatenate([p[i] for p in parts]) for i in range(3))
+        _, last = np.unique(flows[::-1], return_index=True)
+        keep = np.sort(len(flows) - 1 - last)
+        names[kind] = (flows[keep], joined[keep], first[keep])
+    # a flow's client side from the earliest packet that told (the least (order, side))
+    hf, ho, hs = (np.concatenate([r.hints[i] for r in results]) for i in range(3))
+    order = np.lexsort((hs, ho, hf))
+    hf, ho, hs = hf[order], ho[order], hs[order]
+    first_of = np.ones(len(hf), dtype=bool)
+    first_of[1:] = hf[1:] != hf[:-1]
+    hints = (hf[first_of], ho[first_of], hs[first_of])
     return NameResult(names, hints, dns, warnings, counts, certs)
 
 

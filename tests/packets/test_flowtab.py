@@ -287,7 +287,7 @@ def test_merged_dns_rows_are_in_packet_order() -> None:
             if answer:  # one A record under the row, to see it follow its row
                 name, value = store.text_id(qname), store.text_id(answer)
                 store.answers += struct.pack("<qqiiii", k, 60, name, 1, value, -1)
-        return N.NameResult({}, {}, store.tables(), {}, {})
+        return N.NameResult({}, N.NO_HINTS, store.tables(), {}, {})
 
     a = [(0, 1, False, 0, "a", 1, ""), (3, 2, False, 0, "b", 1, ""), (3, 2, False, 0, "c", 28, "")]
     b = [
@@ -319,3 +319,29 @@ def test_gather_is_the_joined_slices_or_an_error(
             _flowtab.gather(data, starts, ends)
     with pytest.raises(ValueError):
         _flowtab.gather(data, starts, ends[:-1] if len(ends) else np.zeros(1, np.int64))
+
+
+def test_merged_names_and_client_sides_are_what_dict_updates_gave() -> None:
+    """merge_results on NameResult arrays: a flow's values of one kind come from the last
+    result that has that kind for it (as dict.update did), other kinds stay; a flow's client
+    side is the one of its earliest packet (the least (order, side))."""
+
+    def result(names: dict[int, dict[str, list[str]]], hints: dict[int, tuple[int, int]]):
+        return N.NameResult(
+            N.name_columns(names), N.hint_arrays(hints), N.DnsTables.empty(), {}, {}
+        )
+
+    a = result({1: {"sni": ["a.example"], "alpn": ["h2"]}, 2: {"sni": ["b", "c"]}},
+               {1: (5, 0), 2: (9, 1), 3: (4, 1)})  # fmt: skip
+    b = result({1: {"sni": ["z.example"]}, 4: {"http_host": ["d"]}},
+               {1: (7, 1), 3: (4, 0), 4: (2, 0)})  # fmt: skip
+    m = N.merge_results(a, b)
+    got = {k: sorted(zip(*(x.tolist() for x in c), strict=True)) for k, c in m.names.items()}
+    assert got == {
+        "sni": [(1, "z.example", "z.example"), (2, "b;c", "b")],
+        "alpn": [(1, "h2", "h2")],
+        "http_host": [(4, "d", "d")],
+    }
+    assert sorted(zip(*(x.tolist() for x in m.hints), strict=True)) == [
+        (1, 5, 0), (2, 9, 1), (3, 4, 0), (4, 2, 0)
+    ]  # fmt: skip

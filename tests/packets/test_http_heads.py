@@ -198,7 +198,12 @@ def test_the_collector_reads_each_head_of_a_connection() -> None:
     col = N.NameCollector()
     col.feed(_job([h, m, h], [100, 100 + len(a), 100 + len(a + b)], [a, b, c]))
     res = col.result()
-    assert res.names[0][N.NAME_HTTP_HOST] == ["one.example", "two.example"]
+    flows, joined, first = res.names[N.NAME_HTTP_HOST]
+    assert (flows.tolist(), joined.tolist(), first.tolist()) == (
+        [0],
+        ["one.example;two.example"],
+        ["one.example"],
+    )
     assert col.heads_done == {0: 100}  # the first head (the second fitted in its segment)
     assert not res.warnings
 
