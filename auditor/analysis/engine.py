@@ -289,7 +289,8 @@ def _endpoints(
         return np.asarray(values[codes], dtype=object)
 
     start_ts = pd.to_datetime(flows[C.START], utc=True, errors="coerce")
-    secs = np.where(start_ts.isna(), np.nan, start_ts.astype("int64") / 1e9)
+    # in nanoseconds whatever unit the text parsed to (pandas 3 keeps microseconds)
+    secs = np.where(start_ts.isna(), np.nan, start_ts.dt.as_unit("ns").astype("int64") / 1e9)
     del start_ts
     up = flows[C.BYTES_UP].fillna(0).to_numpy(dtype="float64")
     down = flows[C.BYTES_DOWN].fillna(0).to_numpy(dtype="float64")
@@ -534,7 +535,7 @@ def _ts_many(seconds: list[float]) -> list[str | None]:
     distinct day, the time of day from integers."""
     arr = np.asarray(seconds, dtype="float64")
     ok = ~np.isnan(arr)
-    us = pd.to_datetime(arr[ok], unit="s", utc=True).asi8 // 1000
+    us = pd.to_datetime(arr[ok], unit="s", utc=True).as_unit("us").asi8
     day, rem = np.divmod(us, 86_400_000_000)
     days, day_codes = np.unique(day, return_inverse=True)
     dates = pd.to_datetime(days, unit="D").strftime("%Y-%m-%d").tolist()

@@ -24,7 +24,7 @@ from auditor.analysis.flowtable import (
     _add_certificates,
     _cname_pairs as _record_cname_pairs,
     _dns_names,
-    _proxy_endpoint,
+    proxy_endpoint,
     _uid_map,
     scenario_steps,
 )
@@ -280,7 +280,7 @@ def build_flow_table(
     uid_map = _uid_map(device)
     sockets = SocketIndex.load(session.path / SOCKETS)
     warnings += sockets.warnings
-    proxy = _proxy_endpoint(session.manifest)
+    proxy = proxy_endpoint(session.manifest)
 
     names, evidence = [], []
     for host, sni, ip, rtype in zip(

@@ -91,3 +91,26 @@ def test_a_shape_without_context_does_not_contradict_a_personal_data_claim(
         verdicts[label] = verdict["verdict"]
     assert verdicts["device"] == "contradicted"
     assert verdicts["shape"] != "contradicted"
+
+
+def test_endpoint_times_are_the_flows_times_whatever_unit_pandas_parses_to(
+    tmp_path: Path,
+) -> None:
+    """A real HAR export analysed: each endpoint's first_seen and last_seen are among its
+    flows' own start times (pandas 3 parses ISO text to microseconds, and a division that
+    assumed nanoseconds put every endpoint in January 1970)."""
+    import pandas as pd
+
+    from auditor import columns as C
+    from auditor.analysis.engine import analyze
+    from auditor.imports.session import import_files
+
+    har = Path(__file__).resolve().parents[1] / "imports" / "samples" / "malformed_3_of_10.har"
+    a = analyze([import_files([har], tmp_path).session])
+    starts = pd.to_datetime(a.flows[C.START], utc=True).dropna()
+    assert len(starts) and a.doc["endpoints"]
+    lo, hi = starts.min(), starts.max()
+    for e in a.doc["endpoints"]:
+        for key in ("first_seen", "last_seen"):
+            t = pd.Timestamp(e[key])
+            assert lo - pd.Timedelta(seconds=1) <= t <= hi + pd.Timedelta(seconds=1), (key, t)
