@@ -395,7 +395,7 @@ def _endpoints(
     bounds = np.flatnonzero(np.diff(gcodes[order])) + 1
     groups = np.split(order, bounds)
     starts = pd.to_datetime(flows[C.START], utc=True, errors="coerce")
-    secs = np.where(starts.isna(), np.nan, starts.astype("int64") / 1e9)
+    secs = np.where(starts.isna(), np.nan, starts.dt.as_unit("ns").astype("int64") / 1e9)
     up = flows[C.BYTES_UP].fillna(0).to_numpy(dtype="float64")
     down = flows[C.BYTES_DOWN].fillna(0).to_numpy(dtype="float64")
     idle = flows[C.IDLE].fillna(False).astype(bool).to_numpy()
