@@ -1967,9 +1967,8 @@ if __name__ != "__main__":
     from auditor.fleet import cli as fleet_cli
 
     main.add_command(campaign)
-    # (an import cycle: mypy cannot infer the decorated commands' types here)
-    main.add_command(fleet_cli.export_command)  # type: ignore[has-type,unused-ignore]
-    main.add_command(fleet_cli.fleet_group)  # type: ignore[has-type,unused-ignore]
+    main.add_command(fleet_cli.export_command)
+    main.add_command(fleet_cli.fleet_group)
 
 if __name__ == "__main__":  # pragma: no cover
     from auditor.cli import main as _main
