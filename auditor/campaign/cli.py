@@ -40,8 +40,8 @@ def _duration(value: str | None) -> str | None:
 @click.option(
     "--scenario",
     required=True,
-    help="A preset (idle, open-system-apps, browser-canary, reboot-and-idle) or a YAML file; "
-    "the same one runs on every handset.",
+    help="A preset (idle, idle-after-boot, analytics-off, open-system-apps, browser-canary, "
+    "reboot-and-idle; docs/scenarios.md) or a YAML file; the same one runs on every handset.",
 )
 @click.option(
     "--duration",
