@@ -187,7 +187,10 @@ def parse_rules(text: str, where: str = "<rules>") -> Rules:
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise DecryptRulesError(f"{where}: not YAML: {exc}") from exc
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise DecryptRulesError(f"{where}: not YAML{at}: {problem}") from None
     items = doc.get("rules") if isinstance(doc, dict) else None
     if not isinstance(items, list) or not items:
         raise DecryptRulesError(f"{where}: needs a non-empty list 'rules'")

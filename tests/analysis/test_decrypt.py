@@ -228,8 +228,9 @@ def test_rules_file_errors(tmp_path: Path) -> None:
         decrypt.load_rules(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("rules: [")
-    with pytest.raises(decrypt.DecryptRulesError, match="not YAML"):
+    with pytest.raises(decrypt.DecryptRulesError, match="not YAML at line 1, column 9") as exc:
         decrypt.load_rules(bad)
+    assert "\n" not in str(exc.value)  # one line, where the file goes wrong
     bad.write_text("rules: []")
     with pytest.raises(decrypt.DecryptRulesError, match="non-empty list"):
         decrypt.load_rules(bad)
