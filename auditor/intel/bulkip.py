@@ -128,11 +128,9 @@ def _read_tables(path: Path) -> _Tables | None:
     """The cached tables, when the file is there, owner-only and whole; else None."""
     import json
 
-    from auditor.intel.cache import _private_enough
+    from auditor.intel.cache import owner_only
 
-    if not (_private_enough(path.parent, 0o700) and _private_enough(path, 0o600)):
-        if path.exists():
-            log.warning("%s: not owner-only; the IP tables are rebuilt", path)
+    if not owner_only(path, "IP tables"):
         return None
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -163,12 +161,9 @@ def _read_tables(path: Path) -> _Tables | None:
 
 def _write_tables(path: Path, t: _Tables) -> None:
     import json
-    import os
-    import tempfile
 
-    from auditor.intel.cache import _private_enough
+    from auditor.intel.cache import write_private
 
-    folder = path.parent
     meta = {name: getattr(t, name).tolist() for name in _OBJECTS}
     meta.update(
         not_found_country=t.not_found_country,
@@ -176,26 +171,13 @@ def _write_tables(path: Path, t: _Tables) -> None:
         source_name=_Geoip2fast.source_name(),
     )
     arrays = {name: getattr(t, name) for name in _ARRAYS if name not in _OBJECTS}
-    try:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if not _private_enough(folder, 0o700):
-            log.warning("%s: not owner-only; the IP tables are not kept", folder)
-            return
-        fd, tmp = tempfile.mkstemp(prefix=".geoip-", suffix=".npz", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                blob = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
-                np.savez(fh, meta=blob, **arrays)
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        for old in folder.glob(f"{TABLES_PREFIX}*.npz"):
-            if old != path:
-                old.unlink(missing_ok=True)
-    except OSError as exc:  # a read-only home, a full disk: built again next time
-        log.warning("%s: IP tables not written: %s", folder, exc.strerror or exc)
+    blob = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+    write_private(
+        path,
+        lambda fh: np.savez(fh, meta=blob, **arrays),
+        stale=f"{TABLES_PREFIX}*.npz",
+        what="IP tables",
+    )
 
 
 def _build(geo: Any) -> _Tables | None:

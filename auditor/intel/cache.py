@@ -25,8 +25,9 @@ import pickle
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from auditor.intel import psl
 from auditor.intel.kb import DATA_DIR, KnowledgeBase
@@ -81,10 +82,51 @@ def _private_enough(path: Path, want: int) -> bool:
     return st.st_uid == os.geteuid() and st.st_mode & 0o777 & ~want == 0
 
 
+def owner_only(path: Path, what: str) -> bool:
+    """A cached file may be read: it and its folder belong to the user and nobody else may
+    write them (0600 / 0700). A file that is there but fails this is a warning."""
+    if _private_enough(path.parent, 0o700) and _private_enough(path, 0o600):
+        return True
+    if path.exists():
+        log.warning("%s: not owner-only; the %s is rebuilt", path, what)
+    return False
+
+
+def write_private(
+    path: Path, write: Callable[[IO[bytes]], None], *, stale: str, what: str
+) -> None:
+    """Write a cache file owner-only in an owner-only folder, through a temporary name (so a
+    reader never sees half of it); then remove the older files matching ``stale`` and
+    temporary files a writer killed before its rename left (older than an hour). A folder
+    others may write, a read-only home or a full disk: a warning, and nothing is kept."""
+    folder = path.parent
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not _private_enough(folder, 0o700):
+            log.warning("%s: not owner-only; the %s is not kept", folder, what)
+            return
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                write(fh)
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        for old in folder.glob(stale):
+            if old != path:
+                old.unlink(missing_ok=True)
+        for left in folder.glob(".*.tmp"):
+            with contextlib.suppress(OSError):
+                if time.time() - left.stat().st_mtime > 3600:
+                    left.unlink()
+    except OSError as exc:  # lookups still work, only slower
+        log.warning("%s: %s not written: %s", folder, what, exc.strerror or exc)
+
+
 def _read(path: Path) -> KnowledgeBase | None:
-    if not (_private_enough(path.parent, 0o700) and _private_enough(path, 0o600)):
-        if path.exists():
-            log.warning("%s: not owner-only; the lookup index is rebuilt in memory", path)
+    if not owner_only(path, "lookup index"):
         return None
     try:
         with path.open("rb") as fh:
@@ -106,31 +148,13 @@ def _read(path: Path) -> KnowledgeBase | None:
 
 
 def _write(path: Path, kb: KnowledgeBase) -> None:
-    folder = path.parent
-    try:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if not _private_enough(folder, 0o700):
-            log.warning("%s: not owner-only; the lookup index is not kept", folder)
-            return
-        data = {"format": FORMAT, "kb": kb, "psl": psl.current()}
-        fd, tmp = tempfile.mkstemp(prefix=".intel-", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                pickle.dump(data, fh, protocol=pickle.HIGHEST_PROTOCOL)
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        for old in folder.glob(f"{INDEX_PREFIX}*.pickle"):
-            if old != path:
-                old.unlink(missing_ok=True)
-        for tmp_left in folder.glob(".intel-*"):  # a writer killed before its rename
-            with contextlib.suppress(OSError):
-                if time.time() - tmp_left.stat().st_mtime > 3600:
-                    tmp_left.unlink()
-    except OSError as exc:  # a read-only home, a full disk: lookups still work, only slower
-        log.warning("%s: lookup index not written: %s", folder, exc.strerror or exc)
+    data = {"format": FORMAT, "kb": kb, "psl": psl.current()}
+    write_private(
+        path,
+        lambda fh: pickle.dump(data, fh, protocol=pickle.HIGHEST_PROTOCOL),
+        stale=f"{INDEX_PREFIX}*.pickle",
+        what="lookup index",
+    )
 
 
 def index_path() -> Path:
