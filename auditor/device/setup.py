@@ -303,13 +303,7 @@ class CaptureSetup:
                 rules.append(f"{binary}: the phone's own {' '.join(QUIC_RULE)}, left as it was")
                 self.quic_owned.append(binary)
                 continue
-            cid = self._change(
-                f"{binary} -I {' '.join(QUIC_RULE)} (QUIC forced to TCP)",
-                {"kind": "iptables", "binary": binary, "rule": list(QUIC_RULE)},
-            )
-            h.su(iptables_command(binary, "-I", QUIC_RULE)).check()
-            self.journal.applied(cid)
-            self.quic_added.append(binary)
+            self._add_quic_rule(binary, "QUIC forced to TCP")
             rules.append(f"{binary} -I {' '.join(QUIC_RULE)}")
         self.quic = {"blocked": bool(rules), "method": "iptables" if rules else None}
         self.quic["rules"] = rules
@@ -440,14 +434,18 @@ class CaptureSetup:
                     h.su(iptables_command(binary, "-I", QUIC_RULE)).check()
                     continue
                 # the phone's own rule did not survive the reboot: auditor's, journalled
-                cid = self._change(
-                    f"{binary} -I {' '.join(QUIC_RULE)} (QUIC forced to TCP, after a reboot)",
-                    {"kind": "iptables", "binary": binary, "rule": list(QUIC_RULE)},
-                )
-                h.su(iptables_command(binary, "-I", QUIC_RULE)).check()
-                self.journal.applied(cid)
-                self.quic_added.append(binary)
+                self._add_quic_rule(binary, "QUIC forced to TCP, after a reboot")
                 self.quic_owned.remove(binary)
+
+    def _add_quic_rule(self, binary: str, why: str) -> None:
+        """The UDP 443 rule of one family, journalled before it is added."""
+        cid = self._change(
+            f"{binary} -I {' '.join(QUIC_RULE)} ({why})",
+            {"kind": "iptables", "binary": binary, "rule": list(QUIC_RULE)},
+        )
+        self.handset.su(iptables_command(binary, "-I", QUIC_RULE)).check()
+        self.journal.applied(cid)
+        self.quic_added.append(binary)
 
     # ----------------------------------------------------------------------------- restore
     def restore(self, *, act_on_signals: bool = True) -> UndoReport:
