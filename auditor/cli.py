@@ -46,6 +46,18 @@ def json_option[F: Callable[..., Any]](fn: F) -> F:
     )
 
 
+def decrypt_option[F: Callable[..., Any]](fn: F) -> F:
+    """``--decrypt FILE`` (``decrypt_rules``), read by :func:`_decrypt_rules`."""
+    return click.option(
+        "--decrypt",
+        "decrypt_rules",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        default=None,
+        help="Rules file (YAML, docs/decrypt.md): vendor-encrypted bodies decrypted before "
+        "the analysis.",
+    )(fn)
+
+
 def emit_json(obj: Any, *, ascii_only: bool = False) -> None:
     """JSON on standard output, every character that could steer a terminal written as a
     JSON escape (the document parses the same); ``ascii_only`` escapes all non-ASCII too."""
@@ -1343,14 +1355,7 @@ def simulate(
     help="Beside each packet capture, a .pcapng with the TLS keys embedded (tls/), which "
     "Wireshark opens decrypted.",
 )
-@click.option(
-    "--decrypt",
-    "decrypt_rules",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="Rules file (YAML, docs/decrypt.md): vendor-encrypted bodies decrypted before the "
-    "analysis.",
-)
+@decrypt_option
 @click.option(
     "--packets",
     default="auto",
@@ -1568,13 +1573,7 @@ def parse_identifiers(values: tuple[str, ...]) -> dict[str, str]:
     help="NAME=VALUE of a device identifier to search for (for imports without a profile).",
 )
 @click.option("--claims", type=click.Path(path_type=Path), default=None, help="Claims to check.")
-@click.option(
-    "--decrypt",
-    "decrypt_rules",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="Rules file (YAML, docs/decrypt.md): vendor-encrypted bodies decrypted before the scan.",
-)
+@decrypt_option
 @click.option(
     "--redact",
     is_flag=True,
