@@ -35,6 +35,7 @@ from auditor import __version__
 from auditor.bodies import DEFAULT_BODY_CAP
 from auditor.errors import CaptureError
 from auditor.fsutil import open_regular, private_mkdirs
+from auditor.packets.pcapfile import MAX_RECORD
 from auditor.records import HttpRecord, RecordFormatError, loads
 from auditor.session import (
     FLOWS,
@@ -546,7 +547,6 @@ def _interface(linktype: int, snaplen: int, nanos: bool) -> bytes:
     return _block("<", IDB, struct.pack("<HHI", linktype & 0xFFFF, 0, snaplen) + options)
 
 
-MAX_RECORD = 256 * 1024  # bytes of one pcap record: more than any snap length tcpdump takes
 MAX_BLOCK = 64 * 1024 * 1024  # bytes of one pcapng block (a DSB or name block may be large)
 
 
@@ -571,7 +571,7 @@ def _pcap_to_pcapng(src: Any, dst: Any, secrets: bytes) -> tuple[int, str]:
         if len(hdr) < 16:
             return packets, "the last record's header is cut short; not copied"
         sec, frac, incl, orig = rec.unpack(hdr)
-        if incl > MAX_RECORD:  # a damaged length: no read of gigabytes
+        if incl > MAX_RECORD:  # a damaged length (the reader's bound): no read of gigabytes
             return packets, f"a record of {incl} bytes is not a packet; the rest not copied"
         data = src.read(incl)
         if len(data) < incl:

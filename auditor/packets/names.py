@@ -1291,7 +1291,6 @@ class NameResult:
 
 
 NameColumn = tuple[np.ndarray, np.ndarray, np.ndarray]  # flows, joined values, first values
-NO_HINTS: Final = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
 
 
 def name_columns(names: dict[int, dict[str, list[str]]]) -> dict[str, NameColumn]:
@@ -1438,20 +1437,25 @@ class NameCollector:
             times = job.ts.tolist()
             dns = job.dns.tolist()
         order = job.order.tolist()
-        hello = {}  # a ClientHello whole in its first record, read in C for each row at once
+        # the ClientHellos whole in their first record, read in C for the job's rows at once;
+        # at[i]: row i's place in their results (-1: none)
+        at: list[int] = []
         if _dns_compiled is not None and KIND_TLS in kinds:
             rows = np.flatnonzero(job.kind == KIND_TLS)
-            status, snis, alpns = _dns_compiled.client_hellos(
+            hello_status, snis, alpns = _dns_compiled.client_hellos(
                 blob, np.ascontiguousarray(job.ends, dtype=np.int64), rows, self._texts
             )
-            hello = dict(zip(rows.tolist(), zip(status, snis, alpns, strict=True), strict=True))
+            places = np.full(len(kinds), -1, dtype=np.int64)
+            places[rows] = np.arange(len(rows))
+            at = places.tolist()
         tls = self._tls
         for i, k in enumerate(kinds):
             self._order = order[i]
-            if k == KIND_TLS and i in hello and flows[i] not in tls:
+            if k == KIND_TLS and at and at[i] >= 0 and flows[i] not in tls:
                 # what _tls_segment does with a segment that starts a ClientHello record
                 # while no earlier one of the flow waits for its rest
-                status, sni, alpn = hello[i]
+                j = at[i]
+                status, sni, alpn = hello_status[j], snis[j], alpns[j]
                 if status == _HELLO_OTHER:
                     continue
                 f = flows[i]

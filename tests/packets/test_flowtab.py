@@ -287,7 +287,7 @@ def test_merged_dns_rows_are_in_packet_order() -> None:
             if answer:  # one A record under the row, to see it follow its row
                 name, value = store.text_id(qname), store.text_id(answer)
                 store.answers += struct.pack("<qqiiii", k, 60, name, 1, value, -1)
-        return N.NameResult({}, N.NO_HINTS, store.tables(), {}, {})
+        return N.NameResult({}, N.hint_arrays({}), store.tables(), {}, {})
 
     a = [(0, 1, False, 0, "a", 1, ""), (3, 2, False, 0, "b", 1, ""), (3, 2, False, 0, "c", 28, "")]
     b = [
