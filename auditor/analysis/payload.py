@@ -223,6 +223,9 @@ class Decryption:
     cipher: str
     citation: str
     plaintext_bytes: int
+    # the plaintext itself, for callers that read it further (never written to a report)
+    plaintext: bytes = field(default=b"", repr=False, compare=False)
+    content_type: str = field(default="", compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -371,7 +374,13 @@ class Scanner:
                 out.append(_Undecrypted(b"", part=b.part, detail=detail, error=error))
                 continue
             note = Decryption(
-                b.part, res.rule.name, res.rule.cipher.value, res.rule.citation, len(res.plaintext)
+                b.part,
+                res.rule.name,
+                res.rule.cipher.value,
+                res.rule.citation,
+                len(res.plaintext),
+                res.plaintext,
+                res.content_type,
             )
             out.append(_Plaintext(res.plaintext, None, res.content_type, b.part, detail, note=note))
         return out

@@ -44,6 +44,7 @@ from auditor.analysis.patterns import (
 )
 from auditor.analysis.payload import (
     DecodedView,
+    Decryption,
     LeafKind,
     Limits,
     Part,
@@ -117,24 +118,17 @@ def _decoded(raw: bytes | None, ref: BodyRef | None, response: bool) -> tuple[by
     return (res.data if not res.error else raw), ""
 
 
-def _request_view(raw: bytes | None, rec: HttpRecord, rules: D.Rules | None = None) -> DecodedView:
-    """The request body's decoded view: of its plaintext when a decrypt rule matches and
-    decrypts it, else of the body as sent."""
+def _request_view(
+    raw: bytes | None, rec: HttpRecord, plain: Decryption | None = None
+) -> DecodedView:
+    """The request body's decoded view: of its plaintext when a decrypt rule decrypted it
+    (the scanner's decryption, not done again), else of the body as sent."""
     if raw is None or rec.request_body is None:
         return DecodedView()
-    if rules is not None:
-        got = D.apply(
-            rules,
-            raw,
-            url=rec.url,
-            method=rec.method,
-            headers=rec.request_headers,
-            content_encoding=rec.request_body.encoding,
+    if plain is not None:
+        return decoded_view(
+            plain.plaintext, content_type=plain.content_type, limits=VIEW_LIMITS, url=rec.url
         )
-        if got is not None and got.plaintext is not None:
-            return decoded_view(
-                got.plaintext, content_type=got.content_type, limits=VIEW_LIMITS, url=rec.url
-            )
     return decoded_view(
         raw,
         content_type=rec.request_content_type,
@@ -254,8 +248,10 @@ def scan_sessions(
         https = (r for r in recs if isinstance(r, HttpRecord)) if recs is not None else sess.http()
         for rec in https:
             fid = rec.id
+            plain = None
             if scanner is not None:
                 res = scanner.scan_record(rec, sess.bodies)
+                plain = next((d for d in res.decrypted if d.part is Part.REQUEST), None)
                 out.bytes_scanned += res.bytes_scanned
                 if res.decoded:
                     out.decoded[fid] = [d.to_dict() for d in res.decoded]
@@ -280,7 +276,7 @@ def scan_sessions(
             req, note = _decoded(raw, rec.request_body, response=False)
             if note:
                 notes[note].add(fid)
-            view = _request_view(raw, rec, decrypt)
+            view = _request_view(raw, rec, plain)
             for text in view.warnings:
                 notes[f"decoded view: request body: {text}"[:200]].add(fid)
             shapes = _shapes(rec.url, view, identifiers)

@@ -636,6 +636,15 @@ def test_xiaomi_session_analysed_with_its_decrypt_rules(
 
     assert any("decrypted:xiaomi-sim-mistat" in t for t in imei_places(doc))
     assert not imei_places(docs["plain"])
+
+    def personal(d: dict[str, Any]) -> list[dict[str, Any]]:  # from the request's decoded view
+        return [
+            f
+            for f in d["findings"]
+            if f["rule"] == "personal-data" and set(f.get("flow_ids") or ()) & mistat
+        ]
+
+    assert personal(doc) and not personal(docs["plain"])  # the view was of the plaintext
     assert "decrypt_rules" not in docs["plain"]["method"]
 
 
