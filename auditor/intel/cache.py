@@ -92,9 +92,7 @@ def owner_only(path: Path, what: str) -> bool:
     return False
 
 
-def write_private(
-    path: Path, write: Callable[[IO[bytes]], None], *, stale: str, what: str
-) -> None:
+def write_private(path: Path, write: Callable[[IO[bytes]], None], *, stale: str, what: str) -> None:
     """Write a cache file owner-only in an owner-only folder, through a temporary name (so a
     reader never sees half of it); then remove the older files matching ``stale`` and
     temporary files a writer killed before its rename left (older than an hour). A folder
