@@ -113,9 +113,11 @@ def loopback_capture(out: Path, ports: list[int]) -> Iterator[Path]:
                 said = [ln for ln in err.read_text().splitlines() if ln.startswith("dumpcap")]
                 pytest.skip(f"dumpcap cannot capture on lo here: {' '.join(said)[:300]}")
             time.sleep(0.05)
+        time.sleep(0.5)  # the filter set, the capture's first read under way (seen to miss)
         yield out
     finally:
         if proc.poll() is None:
+            time.sleep(0.5)  # what the kernel holds for it read before it stops
             proc.terminate()  # dumpcap writes out what it holds on SIGTERM
             try:
                 proc.wait(10)
