@@ -189,15 +189,19 @@ def annotate_distinct(kb: KnowledgeBase, flows: pd.DataFrame) -> pd.DataFrame:
     keys = [c for c in (C.NAME, C.SERVER_IP, *C.NAME_EVIDENCE_COLUMNS) if c in flows.columns]
     if len(flows) < DISTINCT_MIN_ROWS or C.NAME not in keys or C.SERVER_IP not in keys:
         return kb.annotate(flows)
+    limit = 0.8 * len(flows)  # hardly fewer rows than that: not worth the gathering
+    keys.sort(key=lambda c: c != C.SERVER_IP)  # the most varied first: it decides soonest
     codes = np.zeros(len(flows), dtype=np.int64)
     for c in keys:
         vcodes, uniq = pd.factorize(flows[c], use_na_sentinel=True)
+        if len(uniq) > limit:  # a capture of many servers: every row is (nearly) distinct
+            return kb.annotate(flows)
         if len(uniq) == 0:
             continue  # no value at all: one code for every row
         codes = codes * (len(uniq) + 1) + (vcodes.astype(np.int64) + 1)
         codes = pd.factorize(codes)[0].astype(np.int64)  # dense again: never overflows
     n_keys = int(codes.max()) + 1
-    if n_keys > 0.8 * len(flows):  # hardly fewer rows: not worth the gathering
+    if n_keys > limit:
         return kb.annotate(flows)
     first = np.zeros(n_keys, dtype=np.int64)
     first[codes[::-1]] = np.arange(len(flows) - 1, -1, -1)  # each key's first row

@@ -17,8 +17,10 @@ path (:func:`auditor.packets.read_capture`), and each of its flows is classified
 
 Each row's ``flow_id`` is ``<capture file>#<flow number>``, the flow's index in
 :func:`~auditor.packets.read_capture`'s table for that file, so a finding names the file and
-the flow that back it. The capture is never modified and nothing is cached in the session
-(it is sealed evidence); reading is fast enough to do on every analysis.
+the flow that back it. The capture is never modified and nothing is added to the session
+(it is sealed evidence). What each capture gives is kept in the user's cache folder, under its
+SHA-256 and the code's (:mod:`auditor.analysis.packetcache`), so that analysing a session
+again, or for the first time after ``auditor import`` read it, does not read it again.
 """
 
 from __future__ import annotations
@@ -286,55 +288,136 @@ PATHS = (PATH_PROXY, PATH_LOCAL, PATH_BYPASS, PATH_DIRECT)
 _PATH_CODE = {p: i for i, p in enumerate(PATHS)}
 
 
-def read_packet_flows(path: Path, manifest: dict[str, Any]) -> PacketData:
+def read_packet_flows(
+    path: Path, manifest: dict[str, Any], *, read: dict[str, tuple[str, Any]] | None = None
+) -> PacketData:
     """Read every packet capture of the session at ``path``. A capture that cannot be read
-    becomes a warning naming it; the others are still read."""
-    from auditor.packets import PcapError, read_capture
-    from auditor.packets import flows as F
+    becomes a warning naming it; the others are still read.
+
+    Each capture's part is kept in the packet flow cache (:mod:`auditor.analysis.packetcache`)
+    and taken from it when the capture, the code and the session's proxy are the same.
+    ``read``: captures already read, ``{rel: (sha256, CaptureResult)}`` (``auditor import``
+    gives its own reads, so that the first analysis finds them in the cache)."""
+    from auditor.analysis import packetcache
 
     proxies = proxy_addresses(manifest)
     had_proxy = bool(proxies)
     frames: list[pd.DataFrame] = []
     data = PacketData(flows=empty_frame())
     for rel in session_captures(path, manifest):
-        acct = CaptureFile(rel)
-        data.files.append(acct)
+        given = (read or {}).get(rel)
+        part: CapturePart | None = None
+        if packetcache.enabled():
+            try:
+                digest = given[0] if given else packetcache.file_sha256(path / rel)
+            except OSError:
+                digest = None
+            if digest is not None:
+                entry = packetcache.entry_path(digest, (rel, sorted(proxies), had_proxy))
+                hit = packetcache.load(entry)
+                part = CapturePart.from_cache(*hit) if hit is not None else None
+                if part is None:
+                    part = _read_part(path, rel, proxies, had_proxy, given[1] if given else None)
+                    if part.acct.error is None:
+                        packetcache.store(entry, part.frame, part.facts())
+        if part is None:
+            part = _read_part(path, rel, proxies, had_proxy, given[1] if given else None)
+        data.files.append(part.acct)
+        data.warnings += part.warnings
+        data.addr_names = _with_names(data.addr_names, part.names)
+        data.lookups += part.lookups
+        for owner, target in part.cnames.items():
+            data.cnames.setdefault(owner, target)
+        if part.frame is not None:
+            frames.append(part.frame)
+    if frames:
+        data.flows = pd.concat(frames, ignore_index=True)
+    return data
+
+
+@dataclass
+class CapturePart:
+    """What one capture gives the session's :class:`PacketData` (a packet flow cache entry)."""
+
+    acct: CaptureFile
+    warnings: list[str] = field(default_factory=list)
+    names: dict[str, Any] = field(default_factory=dict)  # name -> addresses DNS gave
+    lookups: list[dict[str, Any]] = field(default_factory=list)
+    cnames: dict[str, str] = field(default_factory=dict)
+    frame: pd.DataFrame | None = None  # its bypass and direct flows, in the analyser's rows
+
+    def facts(self) -> dict[str, Any]:
+        """Everything but the frame, as JSON (a cache entry's facts)."""
+        return {
+            "acct": self.acct.to_dict(),
+            "warnings": self.warnings,
+            "names": {k: list(v) for k, v in self.names.items()},
+            "lookups": self.lookups,
+            "cnames": self.cnames,
+        }
+
+    @classmethod
+    def from_cache(cls, frame: pd.DataFrame | None, facts: dict[str, Any]) -> CapturePart | None:
+        """The part a cache entry holds (None when the entry is not one)."""
+        try:
+            a = facts["acct"]
+            acct = CaptureFile(
+                str(a["file"]), int(a["packets"]), int(a["flows"]), dict(a["paths"]),
+                int(a["dns_rows"]), dict(a["warnings"]), a["error"],
+            )  # fmt: skip
+            return cls(
+                acct,
+                list(facts["warnings"]),
+                {str(k): tuple(v) for k, v in facts["names"].items()},
+                list(facts["lookups"]),
+                dict(facts["cnames"]),
+                frame,
+            )
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return None
+
+
+def _read_part(
+    path: Path, rel: str, proxies: set[tuple[str, int]], had_proxy: bool, res: Any = None
+) -> CapturePart:
+    """One capture read (or ``res``, its ``CaptureResult`` read already) into its part."""
+    from auditor.packets import PcapError, read_capture
+    from auditor.packets import flows as F
+
+    part = CapturePart(CaptureFile(rel))
+    acct = part.acct
+    if res is None:
         try:
             res = read_capture(path / rel, keep_packets=False)
         except (PcapError, OSError, ValueError) as exc:
             acct.error = str(exc)
-            data.warnings.append(f"{rel}: not read: {exc}")
-            continue
-        acct.packets = int(res.counts.get("packets", 0))
-        acct.flows = len(res.flows)
-        acct.dns_rows = len(res.dns)
-        acct.warnings = {str(k): int(v) for k, v in res.warnings.items()}
-        if res.warnings:
-            total = sum(res.warnings.values())
-            data.warnings.append(
-                f"{rel}: {total} packet warning(s): "
-                + ", ".join(f"{k} {v}" for k, v in sorted(res.warnings.items()))
-            )
-        data.addr_names = _with_names(data.addr_names, res.names)
-        data.lookups += _lookups(rel, res, F)
-        file_cnames = cname_map(_cname_pairs(res, F))
-        for owner, target in file_cnames.items():
-            data.cnames.setdefault(owner, target)
-        fl = res.flows
-        if fl.empty:
-            continue
-        paths = path_codes(fl, proxies, had_proxy, F)
-        for p, n in enumerate(np.bincount(paths, minlength=len(PATHS)).tolist()):
-            if n:
-                acct.paths[PATHS[p]] = acct.paths.get(PATHS[p], 0) + n
-        keep = (paths == _PATH_CODE[PATH_BYPASS]) | (paths == _PATH_CODE[PATH_DIRECT])
-        sel = fl if keep.all() else fl[keep]  # no copy of a table kept whole
-        if sel.empty:
-            continue
-        frames.append(_rows(rel, sel, res.dns, had_proxy, F, file_cnames))
-    if frames:
-        data.flows = pd.concat(frames, ignore_index=True)
-    return data
+            part.warnings.append(f"{rel}: not read: {exc}")
+            return part
+    acct.packets = int(res.counts.get("packets", 0))
+    acct.flows = len(res.flows)
+    acct.dns_rows = len(res.dns)
+    acct.warnings = {str(k): int(v) for k, v in res.warnings.items()}
+    if res.warnings:
+        total = sum(res.warnings.values())
+        part.warnings.append(
+            f"{rel}: {total} packet warning(s): "
+            + ", ".join(f"{k} {v}" for k, v in sorted(res.warnings.items()))
+        )
+    part.names = dict(res.names)
+    part.lookups = _lookups(rel, res, F)
+    part.cnames = cname_map(_cname_pairs(res, F))
+    fl = res.flows
+    if fl.empty:
+        return part
+    paths = path_codes(fl, proxies, had_proxy, F)
+    for p, n in enumerate(np.bincount(paths, minlength=len(PATHS)).tolist()):
+        if n:
+            acct.paths[PATHS[p]] = acct.paths.get(PATHS[p], 0) + n
+    keep = (paths == _PATH_CODE[PATH_BYPASS]) | (paths == _PATH_CODE[PATH_DIRECT])
+    sel = fl if keep.all() else fl[keep]  # no copy of a table kept whole
+    if not sel.empty:
+        part.frame = _rows(rel, sel, res.dns, had_proxy, F, part.cnames)
+    return part
 
 
 def _with_names(known: dict[str, str], names: dict[str, Any]) -> dict[str, str]:

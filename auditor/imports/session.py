@@ -189,7 +189,30 @@ def import_files(
         manifest = writer.close(status=status, capture=capture)
     except SessionWriteError as exc:  # the manifest could not be written: nothing is sealed
         raise SessionWriteError(f"{exc} ({_remove(writer, exc)})", exc.errno) from exc
+    _keep_packet_flows(writer.path, manifest, sources, names)
     return ImportResult(writer.path, status, manifest, summaries, warnings)
+
+
+def _keep_packet_flows(
+    path: Path, manifest: dict[str, Any], sources: list[_Source], names: list[str]
+) -> None:
+    """Keep the packet flows of the captures this import read in the packet flow cache
+    (:mod:`auditor.analysis.packetcache`), so that the first analysis of the session does not
+    read them again. The session is sealed already: a failure here is only logged."""
+    from auditor.analysis import packetcache
+    from auditor.analysis.packetflows import read_packet_flows
+
+    read = {
+        f"{ORIGINAL}/{n}": (s.sha256, s.capture)
+        for s, n in zip(sources, names, strict=True)
+        if s.capture is not None
+    }
+    if not read or not packetcache.enabled():
+        return
+    try:
+        read_packet_flows(path, manifest, read=read)
+    except Exception as exc:  # noqa: BLE001 - an accelerator: the import itself is done
+        log.warning("%s: packet flows not cached: %s", path, exc)
 
 
 def import_command(

@@ -1,0 +1,186 @@
+"""The packet flows of a capture, kept between analyses in the user's cache folder.
+
+Reading a capture is most of what analysing a packet-only session costs (a 1,000,000-packet
+capture: 2.2 s to read, then about 1 s to turn its flows into the analyser's rows). The
+result depends on nothing but the capture's bytes, the code that reads it, and three facts of
+the session (the capture's path in it and the proxy the phone used), so it is kept under a
+name derived from the SHA-256 of all of them:
+
+- the capture's own SHA-256, computed from the file on every analysis (0.1 s for 90 MB), so
+  a capture that changed is read again whatever its name, size or time;
+- auditor's version, Python's, and the path, size and modification time of every module of
+  the ``auditor`` package (the compiled readers included): any change of the code reads
+  again;
+- the capture's path in the session, the proxy addresses and whether the session had one.
+
+``auditor import`` keeps what its own read of a capture gives, so the first analysis of an
+imported session does not read the capture again; a live audit's first analysis reads it and
+keeps it for the next. The cache never changes a result: an analysis from it and one from
+the capture give the same ``findings.json`` (``tests/analysis/test_packetcache.py``).
+
+The entries hold captured traffic (addresses, names, certificates). They are owner-only
+(mode 0600 in a 0700 folder, as the lookup index: :mod:`auditor.intel.cache`) and are read
+only when nobody else may write them; an entry not used for :data:`MAX_AGE_DAYS` days is
+removed, and the folder is kept under :data:`MAX_BYTES` (the least recently used go first).
+``AUDITOR_PACKET_CACHE=0`` turns the cache off; ``auditor`` then reads every capture on
+every analysis, as it did before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.ipc as ipc
+
+from auditor.intel.cache import cache_dir, owner_only, write_private
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1  # bumped when the pickled layout changes
+ENV = "AUDITOR_PACKET_CACHE"
+FOLDER = "packetflows"
+SUFFIX = ".arrow"
+META = b"auditor.packetcache"
+MAX_BYTES = 2 << 30  # the folder's bound; the least recently used entries go first
+MAX_AGE_DAYS = 14
+_CHUNK = 1 << 22
+
+
+def enabled() -> bool:
+    return os.environ.get(ENV, "1").strip().lower() not in ("0", "no", "off", "false")
+
+
+@functools.cache
+def code_digest() -> str:
+    """SHA-256 of auditor's and Python's versions and of the path, size and modification time
+    of every module of the package (as make decides what to rebuild). Once per process."""
+    import auditor
+
+    root = Path(auditor.__file__).parent
+    h = hashlib.sha256(f"format {FORMAT}\0auditor {auditor.__version__}\0{sys.version}\0".encode())
+    for path in sorted(p for p in root.rglob("*") if p.suffix in (".py", ".so", ".pyd")):
+        with contextlib.suppress(OSError):
+            st = path.stat()
+            h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+    return h.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def entry_path(capture_sha256: str, facts: Iterable[Any]) -> Path:
+    """Where the entry for a capture (by its SHA-256) read under ``facts`` is kept."""
+    h = hashlib.sha256(f"{code_digest()}\0{capture_sha256}\0".encode())
+    for fact in facts:
+        h.update(repr(fact).encode() + b"\0")
+    return cache_dir() / FOLDER / f"{h.hexdigest()[:40]}{SUFFIX}"
+
+
+def load(path: Path) -> tuple[pd.DataFrame | None, dict[str, Any]] | None:
+    """The entry at ``path`` as (table, facts) when it is there, owner-only and whole; else
+    None (a damaged entry is removed and logged)."""
+    if not enabled() or not path.is_file() or not owner_only(path, "packet flow cache entry"):
+        return None
+    try:
+        with pa.memory_map(str(path)) as src:
+            table = ipc.open_file(src).read_all()
+        meta = json.loads((table.schema.metadata or {})[META])
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            return None
+        frame = _frame(table, meta["dtypes"]) if meta.get("has_frame") else None
+    except (Exception, MemoryError) as exc:  # noqa: BLE001 - a damaged file raises anything
+        log.warning(
+            "%s: unreadable packet flow cache entry (%s); removed", path, type(exc).__name__
+        )
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return None
+    with contextlib.suppress(OSError):
+        os.utime(path)  # used: the least recently used go first
+    return frame, meta["facts"]
+
+
+def _frame(table: pa.Table, dtypes: list[str]) -> pd.DataFrame:
+    """The table as the frame it was made from: Arrow keeps pandas' own description of each
+    column; a column of Python objects (text or None) is made objects again."""
+    frame = table.to_pandas()
+    for name, dtype in zip(list(frame.columns), dtypes, strict=True):
+        if str(frame[name].dtype) != dtype:
+            if dtype != "object":
+                raise ValueError(f"column {name}: {frame[name].dtype}, not {dtype}")
+            frame[name] = np.asarray(table.column(name).to_pylist(), dtype=object)
+    return frame
+
+
+def store(path: Path, frame: pd.DataFrame | None, facts: dict[str, Any]) -> None:
+    """Keep (``frame``, ``facts``: JSON) at ``path`` (owner-only, through a temporary name),
+    then bound the folder. Nothing is kept when the cache is off; a table Arrow cannot hold
+    or a failure to write is a logged warning."""
+    if not enabled():
+        return
+    try:
+        table = (
+            pa.Table.from_pandas(frame, preserve_index=False) if frame is not None else pa.table({})
+        )
+        meta = {
+            "format": FORMAT,
+            "has_frame": frame is not None,
+            "dtypes": [str(t) for t in frame.dtypes] if frame is not None else [],
+            "facts": facts,
+        }
+        table = table.replace_schema_metadata(
+            {**(table.schema.metadata or {}), META: json.dumps(meta).encode()}
+        )
+    except (pa.ArrowException, TypeError, ValueError) as exc:
+        log.warning("packet flows not cached: %s", exc)
+        return
+
+    def write(fh: IO[bytes]) -> None:
+        with ipc.new_file(fh, table.schema) as w:
+            w.write_table(table)
+
+    write_private(path, write, stale=path.name, what="packet flow cache entry")
+    prune(path.parent)
+
+
+def prune(folder: Path, *, max_bytes: int = MAX_BYTES, max_age_days: float = MAX_AGE_DAYS) -> int:
+    """Remove entries unused for ``max_age_days``, then the least recently used until the
+    folder holds at most ``max_bytes``. Returns how many were removed."""
+    try:
+        entries = []
+        for p in folder.glob(f"*{SUFFIX}"):
+            with contextlib.suppress(OSError):
+                st = p.stat()
+                entries.append((st.st_mtime, st.st_size, p))
+    except OSError:
+        return 0
+    entries.sort()
+    total = sum(e[1] for e in entries)
+    cutoff = time.time() - max_age_days * 86400
+    removed = 0
+    for mtime, size, p in entries:
+        if mtime >= cutoff and total <= max_bytes:
+            break
+        with contextlib.suppress(OSError):
+            p.unlink()
+            removed += 1
+            total -= size
+    return removed

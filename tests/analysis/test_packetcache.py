@@ -1,0 +1,167 @@
+"""The packet flow cache (auditor.analysis.packetcache): an analysis from it gives the same
+findings.json as one that reads the captures, on real public captures (nDPI's test captures
+in tests/data/names, provenance there; and ../shared/captures when present); a capture that
+changed, a damaged or foreign entry, or the cache turned off read the capture again."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from auditor.analysis import packetcache
+from auditor.analysis.engine import analyze
+from auditor.imports.session import import_files
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "names"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "captures"
+REAL = [DATA / "android.pcap", DATA / "http_ua_splitted_in_two_pkts.pcapng", DATA / "xiaomi.pcap"]
+
+
+def _doc(session: Path) -> dict[str, Any]:
+    """findings.json's document, without what two imports of the same files differ by: the
+    time it was made, the session's id and its manifest's digest."""
+    doc = analyze([session]).doc
+    doc.pop("generated_at", None)
+    doc["session"].pop("manifest_sha256")  # two imports of the same files: two manifests
+    text = json.dumps(doc, sort_keys=True, default=str).replace(session.name, "SESSION")
+    return dict(json.loads(text))
+
+
+def _entries() -> list[Path]:
+    return sorted((packetcache.cache_dir() / packetcache.FOLDER).glob("*" + packetcache.SUFFIX))
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A packet flow cache of the test's own (the lookup index stays in the shared one)."""
+    folder = tmp_path / "cache"
+    folder.mkdir(mode=0o700)
+    real = packetcache.cache_dir
+    monkeypatch.setattr(packetcache, "cache_dir", lambda: folder)
+    assert real() != folder
+    return folder / packetcache.FOLDER
+
+
+@pytest.fixture(scope="module")
+def cold(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """A session of the real captures and its analysis with the cache off."""
+    os.environ[packetcache.ENV] = "0"
+    try:
+        session = import_files(REAL, tmp_path_factory.mktemp("cold")).session
+        return session, _doc(session)
+    finally:
+        del os.environ[packetcache.ENV]
+
+
+def test_import_fills_the_cache_and_the_analysis_is_the_same(
+    cache: Path, cold: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    session = import_files(REAL, tmp_path / "s").session
+    entries = _entries()
+    assert len(entries) == len(REAL)  # one per capture, written by the import
+    assert all(e.stat().st_mode & 0o777 == 0o600 for e in entries)
+    assert cache.stat().st_mode & 0o777 == 0o700
+    before = {e: e.stat().st_mtime_ns for e in entries}
+    time.sleep(0.01)
+    warm = _doc(session)
+    assert all(e.stat().st_mtime_ns > before[e] for e in entries)  # each was read
+    assert _entries() == entries  # and none written anew
+    cold_doc = cold[1]
+    assert warm == cold_doc
+    assert warm["endpoints"], "the real captures give endpoints"
+    assert all(f["packets"] > 0 for f in warm["packets"]["SESSION"]["files"])
+    assert warm["packets"]["SESSION"]["dns_lookups"]
+
+
+def test_a_changed_capture_is_read_again(cache: Path, tmp_path: Path) -> None:
+    session = import_files([DATA / "xiaomi.pcap"], tmp_path / "s").session
+    first = _doc(session)
+    (original,) = (session / "original").iterdir()
+    original.chmod(0o600)
+    original.write_bytes((DATA / "threema.pcap").read_bytes())  # tampered after sealing
+    changed = _doc(session)
+    assert len(_entries()) == 2  # a second entry, for the new bytes
+    hosts = {e["ip"] for e in changed["endpoints"]}
+    assert hosts != {e["ip"] for e in first["endpoints"]}
+    with _off():
+        assert _doc(session) == changed
+
+
+def test_a_damaged_entry_is_removed_and_the_capture_read(cache: Path, tmp_path: Path) -> None:
+    session = import_files([DATA / "android.pcap"], tmp_path / "s").session
+    (entry,) = _entries()
+    good = _doc(session)
+    entry.write_bytes(entry.read_bytes()[:1000])  # cut
+    assert _doc(session) == good
+    (again,) = _entries()  # written anew, whole
+    assert again.stat().st_size > 1000
+
+
+def test_an_entry_others_may_write_is_not_read(
+    cache: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    session = import_files([DATA / "android.pcap"], tmp_path / "s").session
+    (entry,) = _entries()
+    good = _doc(session)
+    entry.chmod(0o666)
+    stamp = entry.stat().st_mtime_ns
+    with caplog.at_level("WARNING"):
+        assert _doc(session) == good
+    assert "not owner-only" in caplog.text
+    assert entry.stat().st_mtime_ns != stamp  # replaced by the new read, owner-only again
+    assert entry.stat().st_mode & 0o777 == 0o600
+
+
+def test_off_keeps_nothing(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(packetcache.ENV, "0")
+    session = import_files([DATA / "xiaomi.pcap"], tmp_path / "s").session
+    _doc(session)
+    assert not cache.exists() or not _entries()
+
+
+def test_prune_keeps_the_recent_within_the_bound(tmp_path: Path) -> None:
+    folder = tmp_path / "p"
+    folder.mkdir()
+    now = time.time()
+    for i, age_days in enumerate([30, 3, 2, 1]):
+        p = folder / f"{i}{packetcache.SUFFIX}"
+        p.write_bytes(b"x" * 1000)
+        os.utime(p, (now - age_days * 86400, now - age_days * 86400))
+    (folder / "other.txt").write_text("not an entry")
+    assert packetcache.prune(folder, max_bytes=2500, max_age_days=14) == 2
+    assert sorted(p.name for p in folder.iterdir()) == [
+        f"2{packetcache.SUFFIX}",
+        f"3{packetcache.SUFFIX}",
+        "other.txt",
+    ]
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/captures is absent")
+def test_shared_captures_same_from_the_cache(cache: Path, tmp_path: Path) -> None:
+    captures = sorted(SHARED.glob("*.pcap"))[:6]
+    assert captures
+    with _off():
+        cold_session = import_files(captures, tmp_path / "cold").session
+        cold_doc = _doc(cold_session)
+    session = import_files(captures, tmp_path / "warm").session
+    assert len(_entries()) == len(captures)
+    assert _doc(session) == cold_doc
+
+
+class _off:
+    """The cache turned off for a block."""
+
+    def __enter__(self) -> None:
+        self.saved = os.environ.get(packetcache.ENV)
+        os.environ[packetcache.ENV] = "0"
+
+    def __exit__(self, *exc: object) -> None:
+        if self.saved is None:
+            os.environ.pop(packetcache.ENV, None)
+        else:
+            os.environ[packetcache.ENV] = self.saved
