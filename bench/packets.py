@@ -46,7 +46,9 @@ from typing import Any
 import numpy as np
 
 from auditor.packets import decode, flows, pcapfile
-from auditor.packets import names as N
+from auditor.packets.dns import DNS_PARSER
+from auditor.packets.quic import INITIAL_TYPE, QUIC_V1, QUIC_V2
+from tests.packets.quic_encode import crypto_frame, seal_initial
 
 FOUND = ("flows", "dns_rows", "tls_sni", "quic_sni", "http_host")
 PACKETS = 1_000_000
@@ -176,11 +178,11 @@ def _session(
     cport = 32768 + n % 28000
     if kind == "quic":
         c = _Conn(client, server, cport, 443, 17)
-        version = N.QUIC_V2 if n % 10 == 0 else N.QUIC_V1
+        version = QUIC_V2 if n % 10 == 0 else QUIC_V1
         dcid = rng.randbytes(8)
-        frames = N.crypto_frame(0, _client_hello(host, False)[5:])
-        yield c.udp(0, N.seal_initial(dcid, rng.randbytes(8), version, 0, frames))
-        first = 0xC0 | (N.INITIAL_TYPE[version] << 4)
+        frames = crypto_frame(0, _client_hello(host, False)[5:])
+        yield c.udp(0, seal_initial(dcid, rng.randbytes(8), version, 0, frames))
+        first = 0xC0 | (INITIAL_TYPE[version] << 4)
         yield c.udp(1, bytes([first]) + version.to_bytes(4, "big") + b"\x08" + DATA[:1100])
         for i in range(rng.randrange(10, 50) + extra):
             d = 1 if i % 3 else 0
@@ -627,7 +629,7 @@ def _default_mix() -> dict[str, Any]:
                 "record_walk": pcapfile.SCANNER,
                 "decoder": decode.DECODER,
                 "flow_table": flows.FLOW_TABLE,
-                "dns_parser": N.DNS_PARSER,
+                "dns_parser": DNS_PARSER,
             },
             "ethernet_pps_uncompiled": round(uncompiled["packets"] / uncompiled["seconds"]),
             "seconds": round(stream["seconds"], 3),

@@ -688,7 +688,7 @@ def cname_chains(names: pd.Series, cnames: dict[str, str]) -> Any:
 def _cname_pairs(res: Any, F: Any) -> list[tuple[str, str]]:
     """(owner, target) of each CNAME in the DNS answers of a capture (a ``CaptureResult``),
     in packet order: read from its compact DNS tables, only the CNAME records made text."""
-    from auditor.packets.names import TYPE_CNAME
+    from auditor.packets.dns import TYPE_CNAME
 
     t = res.dns_tables
     a = t.answers
@@ -762,7 +762,7 @@ def _lookups(rel: str, res: Any, F: Any, limit: int = LOOKUPS_KEPT) -> list[dict
 def _answer_lists(res: Any, rows: np.ndarray) -> dict[int, list[str]]:
     """The answers of each of the DNS rows ``rows`` (sorted positions), as texts: read from
     the capture's compact DNS tables, only those rows' records made text."""
-    from auditor.packets.names import dns_type_name
+    from auditor.packets.dns import dns_type_name
 
     t = res.dns_tables
     a = t.answers

@@ -1,7 +1,7 @@
 /*
- * auditor.packets._dns: the DNS message parser of names.py, compiled.
+ * auditor.packets._dns: the DNS message parser of dns.py (and the batch readers of names.py), compiled.
  *
- * parse() does what names._parse_dns_python does (with read_name, _svcb and _label_text),
+ * parse() does what dns._parse_dns_python does (with read_name, _svcb and _label_text),
  * with the same results: the same DnsMessage, or MalformedError in the same cases (the
  * message text may differ). The tests compare the two on the real captures, on hand-built
  * corner cases and on mutated and random bytes. Reading follows the Python step by step:

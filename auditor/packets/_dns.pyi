@@ -1,7 +1,9 @@
-# The compiled DNS message parser (_dns.c); see names.parse_dns.
+# The compiled DNS message parser (_dns.c); see dns.parse_dns.
 from collections.abc import Buffer
 
-from auditor.packets.names import DnsMessage, DnsResource, DnsStore, MalformedError
+from auditor.packets.dns import DnsMessage, DnsResource
+from auditor.packets.dnstables import DnsStore
+from auditor.packets.wire import MalformedError
 
 def setup(
     resource: type[DnsResource], message: type[DnsMessage], error: type[MalformedError], /

@@ -1,7 +1,7 @@
 """``python -m auditor.packets._worker``: the name worker of :mod:`auditor.packets.flows`.
 
 A module of its own, so that the interpreter compiles only these lines as ``__main__``;
-:mod:`auditor.packets.names`, which does the work, is imported from its cached bytecode.
+:mod:`auditor.packets.workerpipe`, which does the work, is imported from its cached bytecode.
 Frames go to a copy of stdout; stdout itself then points at stderr, so nothing printed by
 accident can corrupt them. Once its answer is sent it exits at once (``os._exit``): tearing
 down the interpreter would only free, one by one, the objects it built, while the reading
@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 
-from auditor.packets.names import serve
+from auditor.packets.workerpipe import serve
 
 if __name__ == "__main__":
     frames = os.fdopen(os.dup(1), "wb")

@@ -18,7 +18,7 @@ asked for). Per batch, everything per packet is numpy:
   long-header Initials of v1 and v2 (and long headers on port 443 of other versions, counted),
   TCP payloads starting with an HTTP method (and, when the request head does not end in that
   segment, the next segments from the same side, and up to 8 just before it, which may be
-  its reordered tail, up to :data:`~auditor.packets.names.HTTP_HEAD_CAP` bytes), and a
+  its reordered tail, up to :data:`~auditor.packets.HTTP_HEAD_CAP` bytes), and a
   server's first TLS flight unless its first
   segment shows no Certificate message can follow the ServerHello (TLS 1.3 and resumed
   sessions are left out on these bytes), with the next segments from that side as far as the
@@ -58,10 +58,6 @@ import functools
 import gc
 import logging
 import os
-import pickle
-import subprocess
-import sys
-import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -79,6 +75,9 @@ from auditor.packets import names as N
 from auditor.packets import tlscert
 from auditor.packets._compiled import load
 from auditor.packets.decode import Decoder, PacketBatch
+from auditor.packets.dns import DNS_RCODES, dns_type_name
+from auditor.packets.dnstables import DnsTables
+from auditor.packets.http1 import HTTP_HEAD_CAP, HTTP_METHODS
 from auditor.packets.pcapfile import (
     DEFAULT_CHUNK,
     CaptureReader,
@@ -86,11 +85,9 @@ from auditor.packets.pcapfile import (
     Interface,
     window,
 )
-
-try:
-    import fcntl
-except ImportError:  # not POSIX
-    fcntl = None  # type: ignore[assignment]
+from auditor.packets.quic import INITIAL_TYPE, QUIC_DRAFTS, QUIC_V1, QUIC_V2
+from auditor.packets.tls import HANDSHAKE
+from auditor.packets.workerpipe import NameWorker
 
 _flowtab: ModuleType | None = load("_flowtab")  # else numpy does the same
 FLOW_TABLE: Final = "numpy" if _flowtab is None else "compiled"
@@ -244,7 +241,6 @@ SERVICE_PORTS: Final = frozenset(
 EPHEMERAL_MIN: Final = 32768  # the lowest port Linux (and Android) gives a client socket
 DNS_PORTS: Final = N.DNS_PORTS
 WORKER_MIN_BYTES: Final = 64 * 1024 * 1024  # files this large get a worker process (auto)
-_PIPE_SIZE: Final = 1024 * 1024
 PROTO_NAMES: Final[dict[int, str]] = {
     1: "icmp",
     2: "igmp",
@@ -258,10 +254,10 @@ PROTO_NAMES: Final[dict[int, str]] = {
     132: "sctp",
 }
 _HTTP_PREFIXES: Final = np.array(
-    [int.from_bytes((m + b" ")[:4], "big") for m in N.HTTP_METHODS], dtype=np.int64
+    [int.from_bytes((m + b" ")[:4], "big") for m in HTTP_METHODS], dtype=np.int64
 )
 _HTTP_FIRST: Final = np.zeros(256, dtype=bool)  # first bytes of the HTTP methods
-_HTTP_FIRST[[m[0] for m in N.HTTP_METHODS]] = True
+_HTTP_FIRST[[m[0] for m in HTTP_METHODS]] = True
 _SYN_ONLY: Final = 0x200  # derived flag bits, above the 9 TCP flag bits
 _SYN_ACK: Final = 0x400
 # With a worker, these kinds are parsed here; UDP DNS and the ClientHellos that fit in their
@@ -338,7 +334,7 @@ class CaptureResult:
     packets: pd.DataFrame
     flows: pd.DataFrame
     dns: pd.DataFrame
-    dns_tables: N.DnsTables  # what DNS said, compactly: ``names`` and ``dns_answers`` come from it
+    dns_tables: DnsTables  # what DNS said, compactly: ``names`` and ``dns_answers`` come from it
     warnings: Counter[str]
     counts: Counter[str]
     link_types: tuple[int, ...]
@@ -479,98 +475,6 @@ def _starts(*sorted_cols: np.ndarray) -> np.ndarray:
 # -------------------------------------------------------------------------------- analyzer
 
 
-class _Worker:
-    """A :class:`~auditor.packets.names.NameCollector` in a child process
-    (``python -m auditor.packets._worker``) fed pickled jobs over its stdin. A write blocks
-    while the pipe is full, so a slow worker holds the reader back rather than letting jobs
-    pile up in memory; the pipe is enlarged to hold about a job. The worker tells when each
-    job is done, and sends everything it learnt at the end; a thread reads its frames (it
-    must, or the worker would block on a full pipe while this process blocks on the
-    other)."""
-
-    def __init__(self) -> None:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "auditor.packets._worker"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=env,
-        )
-        assert self._proc.stdin is not None and self._proc.stdout is not None
-        self._stdin = self._proc.stdin
-        self._stdout = self._proc.stdout
-        set_size = getattr(fcntl, "F_SETPIPE_SZ", None) if fcntl is not None else None
-        if set_size is not None:
-            try:
-                fcntl.fcntl(self._stdin.fileno(), set_size, _PIPE_SIZE)
-            except OSError:
-                pass  # the default size works, with more waiting
-        self.sent = 0  # jobs fed
-        self.done = 0  # jobs the worker has answered
-        self._reply: tuple[str, object] | None = None
-        self._failure: str | None = None
-        self._reader = threading.Thread(target=self._read, name="name-worker-reader", daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        """The worker's frames: rows as they come, then its reply (on this thread)."""
-        try:
-            while True:
-                frame = N.read_frame(self._stdout)
-                if frame is None:
-                    return
-                kind, value = pickle.loads(frame)  # noqa: S301 - from our own child process
-                if kind == "done":
-                    self.done += 1
-                else:
-                    self._reply = (kind, value)
-                    return
-        except Exception as exc:  # noqa: BLE001 - reported by result()
-            self._failure = f"{type(exc).__name__}: {exc}"
-
-    def feed(self, job: N.NameJob) -> None:
-        self._send(pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL))
-        self.sent += 1
-
-    @property
-    def behind(self) -> int:
-        """Jobs fed that the worker has not finished."""
-        return self.sent - self.done
-
-    def _send(self, frame: bytes) -> None:
-        try:
-            N.write_frame(self._stdin, frame)
-        except (BrokenPipeError, ValueError):
-            raise RuntimeError(f"the name worker stopped (exit code {self._proc.poll()})") from None
-
-    def result(self) -> N.NameResult:
-        self._send(b"")
-        self._stdin.close()
-        self._reader.join(timeout=60)
-        if self._failure is not None:
-            raise RuntimeError(f"the name worker's answer could not be read: {self._failure}")
-        if self._reply is None:
-            self._proc.wait(timeout=30)
-            raise RuntimeError(f"the name worker died (exit code {self._proc.returncode})")
-        status, value = self._reply
-        if status != "ok":
-            raise RuntimeError(f"the name worker failed: {value}")
-        assert isinstance(value, N.NameResult)
-        return value
-
-    def close(self) -> None:
-        if self._proc.poll() is None:
-            self._proc.kill()
-        self._proc.wait(timeout=10)
-        for pipe in (self._stdin, self._stdout):
-            try:
-                pipe.close()
-            except OSError:
-                pass
-        self._reader.join(timeout=10)
-
-
 def _worker_wanted(source: object, workers: int | None) -> bool:
     if workers is not None:
         return workers > 0
@@ -617,10 +521,10 @@ class CaptureAnalyzer:
         self._tls_wait: dict[int, list[int]] = {}  # flow -> [direction, bytes still to send]
         self._flight_wait: dict[int, list[int]] = {}  # the same for server flights
         self._head_wait: dict[int, list[int]] = {}  # ... for HTTP heads, + their first seq
-        self._worker: _Worker | None = None
+        self._worker: NameWorker | None = None
         if worker:
             try:
-                self._worker = _Worker()
+                self._worker = NameWorker()
             except OSError as exc:  # no interpreter to start: parse names here instead
                 log.debug("no name worker (%s); names are parsed in this process", exc)
         self._collector = N.NameCollector()
@@ -856,7 +760,7 @@ class CaptureAnalyzer:
         # can be any of the kinds below: the rest (most TCP data) is left out at once.
         b0 = pb.payload_head[idx, 0]
         maybe = np.flatnonzero(
-            udp | (tcp & ((b0 == N.HANDSHAKE) | _HTTP_FIRST[b0] | (sp == 53) | (dp == 53)))
+            udp | (tcp & ((b0 == HANDSHAKE) | _HTTP_FIRST[b0] | (sp == 53) | (dp == 53)))
         )
         sp, dp, ln = sp[maybe], dp[maybe], plen[maybe]
         tcp_m, udp_m = tcp[maybe], udp[maybe]
@@ -867,18 +771,18 @@ class CaptureAnalyzer:
             tcp_m & ((sp == 53) | (dp == 53))
         )
         b0 = head[:, 0]
-        tls = tcp_m & (b0 == N.HANDSHAKE) & (head[:, 1] == 3) & ((ln < 6) | (head[:, 5] == 1))
+        tls = tcp_m & (b0 == HANDSHAKE) & (head[:, 1] == 3) & ((ln < 6) | (head[:, 5] == 1))
         version = (head[:, 1] << 24) | (head[:, 2] << 16) | (head[:, 3] << 8) | head[:, 4]
         ptype = (b0 >> 4) & 3
         long_header = udp_m & (ln >= 7) & ((b0 & 0xC0) == 0xC0)
-        v1_like = (version == N.QUIC_V1) | (
-            (version >= N.QUIC_DRAFTS.start) & (version < N.QUIC_DRAFTS.stop)
+        v1_like = (version == QUIC_V1) | (
+            (version >= QUIC_DRAFTS.start) & (version < QUIC_DRAFTS.stop)
         )
         initial = (v1_like & (ptype == 0)) | (
-            (version == N.QUIC_V2) & (ptype == N.INITIAL_TYPE[N.QUIC_V2])
+            (version == QUIC_V2) & (ptype == INITIAL_TYPE[QUIC_V2])
         )
         on_443 = (sp == 443) | (dp == 443)
-        other_quic = on_443 & ~_any_of(version, (0, N.QUIC_V1, N.QUIC_V2))
+        other_quic = on_443 & ~_any_of(version, (0, QUIC_V1, QUIC_V2))
         # Google QUIC's public header (Q0xx): no long-header bit, no IETF fixed bit, the
         # connection id flag set, the reset flag clear (auditor.packets.gquic)
         gquic_old = udp_m & on_443 & (ln >= 14) & ((b0 & 0xCA) == 0x08)
@@ -886,7 +790,7 @@ class CaptureAnalyzer:
         found[tcp_m & (ln >= 4) & np.isin(first4, _HTTP_PREFIXES)] = N.KIND_HTTP
         found[(long_header & (initial | other_quic)) | gquic_old] = N.KIND_QUIC
         found[tls] = N.KIND_TLS
-        flight = tcp_m & (b0 == N.HANDSHAKE) & (head[:, 1] == 3) & (head[:, 2] <= 4)
+        flight = tcp_m & (b0 == HANDSHAKE) & (head[:, 1] == 3) & (head[:, 2] <= 4)
         flight &= head[:, 5] == tlscert.SERVER_HELLO
         found[flight] = N.KIND_TLS_SERVER
         found[dns] = N.KIND_DNS
@@ -978,7 +882,7 @@ class CaptureAnalyzer:
     ) -> None:
         """Mark the next segments from the same side of HTTP request heads (``heads``:
         positions in ``idx``) that do not end in their first segment, up to
-        :data:`~auditor.packets.names.HTTP_HEAD_CAP` bytes, until the next request of the
+        :data:`~auditor.packets.HTTP_HEAD_CAP` bytes, until the next request of the
         flow, or until the collector has read the head. ``_head_wait`` keeps, per flow whose
         head is open, [side, bytes left, sequence number of its first segment]."""
         rb = pb.records
@@ -1006,7 +910,7 @@ class CaptureAnalyzer:
                 else:
                     at = int(rb.data[idx[j]] + pb.l4_off[idx[j]]) + 4
                     isn = int.from_bytes(raw[at : at + 4], "big")
-                    wait[fj] = [int(d[j]), N.HTTP_HEAD_CAP - int(plen[j]), isn]
+                    wait[fj] = [int(d[j]), HTTP_HEAD_CAP - int(plen[j]), isn]
                     for e in recent.get(fj, ()):  # reordered before the head's start?
                         if d[e] == d[j]:
                             kind[e] = N.KIND_HTTP_EARLY
@@ -1084,7 +988,7 @@ class CaptureAnalyzer:
 
     # ------------------------------------------------------------------------------ end
 
-    def finish(self) -> tuple[pd.DataFrame, pd.DataFrame, N.DnsTables]:
+    def finish(self) -> tuple[pd.DataFrame, pd.DataFrame, DnsTables]:
         """The flow table, the DNS table and what DNS said (its answers, the names of the
         addresses), compactly."""
         flows, found = self._flow_table()  # its working arrays go before the DNS table
@@ -1207,7 +1111,7 @@ class CaptureAnalyzer:
         )
         return flows, found
 
-    def _dns_table(self, found: N.DnsTables) -> pd.DataFrame:
+    def _dns_table(self, found: DnsTables) -> pd.DataFrame:
         """One row per DNS question: what the collectors parsed, with the packet's time,
         flow, addresses and ports, which this process kept."""
         rec = found.rows
@@ -1266,10 +1170,10 @@ class CaptureAnalyzer:
                 RESPONSE: response,
                 RCODE: _coded(  # a question has none
                     np.where(response, rcodes, -1),
-                    lambda c: N.DNS_RCODES.get(c, str(c)) if c >= 0 else None,
+                    lambda c: DNS_RCODES.get(c, str(c)) if c >= 0 else None,
                 ),
                 QNAME: qname,
-                QTYPE: _coded(qtypes, lambda q: N.dns_type_name(q) if q >= 0 else ""),
+                QTYPE: _coded(qtypes, lambda q: dns_type_name(q) if q >= 0 else ""),
             },
             columns=list(DNS_COLUMNS),
         )
@@ -1380,7 +1284,7 @@ def _orientation(
 
 
 def _dns_names(
-    found: N.DnsTables,
+    found: DnsTables,
     texts: np.ndarray,
     server: np.ndarray,
     first_ns: np.ndarray,
@@ -1431,7 +1335,7 @@ def _dns_names(
     return flow[ok], found.texts[e_name[order[answer[ok]]]]
 
 
-def _texts_of(found: N.DnsTables, ids: np.ndarray) -> pd.Series:
+def _texts_of(found: DnsTables, ids: np.ndarray) -> pd.Series:
     """A text column of the texts numbered ``ids`` (-1: missing), taken from the texts as
     one Arrow array (each distinct text converted once)."""
     if not len(ids):
@@ -1442,13 +1346,13 @@ def _texts_of(found: N.DnsTables, ids: np.ndarray) -> pd.Series:
     return pd.Series(pd.arrays.ArrowStringArray(taken, dtype=_STR))  # type: ignore[call-arg]
 
 
-def _answers_table(found: N.DnsTables) -> pd.DataFrame:
+def _answers_table(found: DnsTables) -> pd.DataFrame:
     a = found.answers
     return pd.DataFrame(
         {
             ANSWER_ROW: a["row"].astype(np.int64),
             ANSWER_NAME: _texts_of(found, a["name"]),
-            ANSWER_TYPE: _coded(a["rtype"].astype(np.int64), N.dns_type_name, str),
+            ANSWER_TYPE: _coded(a["rtype"].astype(np.int64), dns_type_name, str),
             ANSWER_TTL: a["ttl"].astype(np.int64),
             ANSWER_VALUE: _texts_of(found, a["value"]),
             ANSWER_HINTS: _texts_of(found, a["hints"]),

@@ -35,18 +35,16 @@ from typing import Final
 
 from cryptography.hazmat.primitives import hashes, hmac
 
-from auditor.packets.names import (
-    MAX_HANDSHAKE,
+from auditor.packets.quic import (
     InitialKeys,
     InitialProtection,
     LongHeader,
-    MalformedError,
-    client_hello_length,
     hkdf_expand_label,
     open_initial,
-    parse_client_hello,
     read_varint,
 )
+from auditor.packets.tls import MAX_HANDSHAKE, client_hello_length, parse_client_hello
+from auditor.packets.wire import MalformedError
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,12 @@ from hypothesis import strategies as st
 from auditor.packets import PcapError, pcapfile, read_capture
 from auditor.packets import decode as D
 from auditor.packets import flows as F
-from auditor.packets import names as N
+from auditor.packets.dns import DNS_PARSER, _parse_dns_python, parse_dns
 from auditor.packets.flows import CaptureResult
+from auditor.packets.http1 import parse_http_request
+from auditor.packets.quic import crypto_frames, parse_long_header
+from auditor.packets.tls import client_hello_from_records, parse_client_hello
+from auditor.packets.wire import MalformedError
 from tests.fuzz import fuzz, mutated, shared_captures
 from tests.packets import (
     block,
@@ -169,16 +173,16 @@ def test_mutated_real_captures(data: st.DataObject, chunk_size: int, keep: bool)
 @fuzz(st.binary(max_size=600), share=0.05)
 def test_name_parsers(data: bytes) -> None:
     for parse in (
-        N.parse_dns,
-        N.parse_client_hello,
-        N.client_hello_from_records,
-        N.parse_http_request,
-        N.crypto_frames,
-        N.parse_long_header,
+        parse_dns,
+        parse_client_hello,
+        client_hello_from_records,
+        parse_http_request,
+        crypto_frames,
+        parse_long_header,
     ):
         try:
             parse(data)
-        except N.MalformedError:
+        except MalformedError:
             pass
 
 
@@ -235,15 +239,15 @@ def test_compiled_decoder_and_flow_table_agree_with_numpy(
 
 @fuzz(st.data(), share=0.05)
 def test_compiled_dns_parser_agrees_with_python(data: st.DataObject) -> None:
-    if N.DNS_PARSER != "compiled":
+    if DNS_PARSER != "compiled":
         pytest.skip("the compiled DNS parser is not built")
     seeds = _dns_messages()
     msg = data.draw(st.one_of(mutated(seeds, keep=12), st.binary(max_size=600)), label="message")
     results = []
-    for parse in (N.parse_dns, N._parse_dns_python):
+    for parse in (parse_dns, _parse_dns_python):
         try:
             results.append(repr(parse(msg)))
-        except N.MalformedError:
+        except MalformedError:
             results.append("MalformedError")
     assert results[0] == results[1]
 

@@ -11,7 +11,8 @@ import struct
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from auditor.packets import names as N
+from auditor.packets.quic import QUIC_V1
+from tests.packets.quic_encode import crypto_frame, seal_initial
 
 SHARED_CAPTURES = Path(__file__).resolve().parents[2].parent / "shared" / "captures"
 
@@ -276,7 +277,7 @@ def tls_records(handshake: bytes, record_size: int = 16384) -> bytes:
 
 def quic_initials(
     sni: str,
-    version: int = N.QUIC_V1,
+    version: int = QUIC_V1,
     *,
     dcid: bytes = b"\x83\x94\xc8\xf0\x3e\x51\x57\x08",
     scid: bytes = b"\x01\x02\x03\x04",
@@ -291,6 +292,6 @@ def quic_initials(
     size = -(-len(hello) // parts)
     chunks = [(off, hello[off : off + size]) for off in range(0, len(hello), size)]
     return [
-        N.seal_initial(dcid, scid, version, pn, N.crypto_frame(off, data) + b"\x01")
+        seal_initial(dcid, scid, version, pn, crypto_frame(off, data) + b"\x01")
         for pn, (off, data) in enumerate(chunks)
     ][::-1]

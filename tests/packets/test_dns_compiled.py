@@ -1,5 +1,5 @@
 """The compiled DNS parser (``auditor/packets/_dns.c``) against the Python reference
-(``names._parse_dns_python``): the same ``DnsMessage`` (fields, their types and repr), or
+(``_parse_dns_python``): the same ``DnsMessage`` (fields, their types and repr), or
 ``MalformedError`` from both, on every DNS message of the real captures, on hand-built corner
 cases (compression pointers and their limits, the ``seen`` cache, name lengths, escaping, record
 counts, rdata lengths, HTTPS/SVCB parameters, mDNS announcements), cut at every length, and on
@@ -23,7 +23,23 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from auditor.packets import dns as dns_parser
 from auditor.packets import names as N
+from auditor.packets.dns import (
+    DNS_PARSER,
+    DnsMessage,
+    DnsResource,
+    _parse_dns_python,
+    parse_dns,
+    read_name,
+)
+from auditor.packets.dnstables import DnsStore
+from auditor.packets.tls import (
+    _parse_client_hello_python,
+    looks_like_client_hello_record,
+    parse_client_hello,
+)
+from auditor.packets.wire import MalformedError
 from tests.fuzz import mutated
 from tests.packets import SHARED_CAPTURES, dns_name, dns_query, dns_response, ip6, rr, svcb_rdata
 
@@ -31,8 +47,8 @@ try:
     from auditor.packets import _dns as compiled
 except ImportError:  # not built: the tests that need it skip
     compiled = None  # type: ignore[assignment]
-else:  # names.py does this only when it uses the compiled parser (not under PURE_PYTHON)
-    compiled.setup(N.DnsResource, N.DnsMessage, N.MalformedError)
+else:  # dns.py does this only when it uses the compiled parser (not under PURE_PYTHON)
+    compiled.setup(DnsResource, DnsMessage, MalformedError)
 built = pytest.mark.skipif(compiled is None, reason="the compiled DNS parser is not built")
 
 FAST = settings(
@@ -50,35 +66,35 @@ def test_the_compiled_parser_is_built_where_there_is_a_compiler() -> None:
     if shutil.which("cc") is None and shutil.which("gcc") is None:
         pytest.skip("no C compiler here")
     if os.environ.get("AUDITOR_PURE_PYTHON_SCAN"):
-        assert N.DNS_PARSER == "python"
+        assert DNS_PARSER == "python"
         assert N._dns_compiled is None
     else:
-        assert N.DNS_PARSER == "compiled"
+        assert DNS_PARSER == "compiled"
         assert compiled is not None and N._dns_compiled is compiled
 
 
 # -------------------------------------------------------------------------------- compare
 
 
-def outcome(parse: Callable[[Any], N.DnsMessage], msg: Any) -> N.DnsMessage | str:
+def outcome(parse: Callable[[Any], DnsMessage], msg: Any) -> DnsMessage | str:
     try:
         return parse(msg)
-    except N.MalformedError as exc:
-        assert type(exc) is N.MalformedError and str(exc)
+    except MalformedError as exc:
+        assert type(exc) is MalformedError and str(exc)
         return "malformed"
 
 
-def assert_same(msg: bytes) -> N.DnsMessage | str:
+def assert_same(msg: bytes) -> DnsMessage | str:
     """The compiled parser gives what the Python one gives for ``msg`` (returned)."""
-    want = outcome(N._parse_dns_python, msg)
+    want = outcome(_parse_dns_python, msg)
     got = outcome(compiled.parse, msg)
     assert got == want, msg.hex()
     assert repr(got) == repr(want), msg.hex()  # types too: bool, int, str, None, tuple
-    if isinstance(got, N.DnsMessage):
-        assert isinstance(want, N.DnsMessage)
+    if isinstance(got, DnsMessage):
+        assert isinstance(want, DnsMessage)
         assert type(got.questions) is tuple and type(got.answers) is tuple
         for r in got.answers:
-            assert type(r) is N.DnsResource and type(r.hints) is tuple
+            assert type(r) is DnsResource and type(r.hints) is tuple
             assert all(type(h) is str for h in r.hints)
         assert hash(got) == hash(want)
     return want
@@ -219,7 +235,7 @@ def real_or_skip() -> tuple[bytes, ...]:
 def test_every_dns_message_of_the_real_captures() -> None:
     msgs = real_or_skip()
     results = [assert_same(m) for m in msgs]
-    assert sum(isinstance(r, N.DnsMessage) and bool(r.answers) for r in results) > 10
+    assert sum(isinstance(r, DnsMessage) and bool(r.answers) for r in results) > 10
 
 
 @built
@@ -231,7 +247,7 @@ def test_real_messages_cut_at_every_length() -> None:
 @built
 def test_real_messages_as_bytearray_and_memoryview() -> None:
     for m in real_or_skip()[:50]:
-        want = outcome(N._parse_dns_python, m)
+        want = outcome(_parse_dns_python, m)
         assert outcome(compiled.parse, bytearray(m)) == want
         assert outcome(compiled.parse, memoryview(m)) == want
         assert outcome(compiled.parse, memoryview(b"xx" + m)[2:]) == want
@@ -243,7 +259,7 @@ def test_real_messages_as_bytearray_and_memoryview() -> None:
 @built
 def test_hand_built_messages_and_every_cut() -> None:
     for m in hand_built():
-        assert isinstance(assert_same(m), N.DnsMessage)
+        assert isinstance(assert_same(m), DnsMessage)
         assert_same_cut(m)
 
 
@@ -251,7 +267,7 @@ def test_hand_built_messages_and_every_cut() -> None:
 def test_compression_pointer_chains_up_to_the_limit() -> None:
     for jumps in (1, 2, 63, 64):
         m = assert_same(chain(jumps))
-        assert isinstance(m, N.DnsMessage) and m.questions == (("chain.example", 1),)
+        assert isinstance(m, DnsMessage) and m.questions == (("chain.example", 1),)
     assert assert_same(chain(65)) == "malformed"
     assert assert_same(chain(200)) == "malformed"
 
@@ -292,11 +308,11 @@ def test_the_seen_cache_lets_a_pointer_to_a_64_jump_name_through() -> None:
         + links(tail, 63, tail + 126)
         + dns_name("seen.example")
     )
-    with pytest.raises(N.MalformedError):
-        N.read_name(msg, 18)  # the owner name, read without the cache
+    with pytest.raises(MalformedError):
+        read_name(msg, 18)  # the owner name, read without the cache
     m = assert_same(msg)
-    assert isinstance(m, N.DnsMessage) and not m.truncated
-    assert m.answers == (N.DnsResource("seen.example", 1, 300, "10.0.0.1"),)
+    assert isinstance(m, DnsMessage) and not m.truncated
+    assert m.answers == (DnsResource("seen.example", 1, 300, "10.0.0.1"),)
 
 
 @built
@@ -319,7 +335,7 @@ def test_names_read_into_the_cache_or_not(rtype: int) -> None:
         + dns_name("target.example")
     )
     m = assert_same(msg)
-    assert isinstance(m, N.DnsMessage) and m.answers[0].value == "target.example"
+    assert isinstance(m, DnsMessage) and m.answers[0].value == "target.example"
     assert (len(m.answers), m.truncated) == ((1, True) if pre else (2, False))
 
 
@@ -336,7 +352,7 @@ def test_an_empty_rdata_name_and_the_next_owner_read_at_one_offset() -> None:
             + record(owner, 1, b"\x01\x02\x03\x04")
         )
         m = assert_same(msg)
-        assert isinstance(m, N.DnsMessage) and len(m.answers) == 3 and not m.truncated
+        assert isinstance(m, DnsMessage) and len(m.answers) == 3 and not m.truncated
         assert_same_cut(msg)
 
 
@@ -345,17 +361,17 @@ def test_names_of_255_and_256_bytes() -> None:
     for sizes, ok in (((63, 63, 63, 62), True), ((63, 63, 63, 63), False), ((1,) * 127, True)):
         for rest in (b"", b"\x00\x01\x00\x01"):
             msg = header(1, 0) + labels(*sizes) + rest
-            assert isinstance(assert_same(msg), N.DnsMessage) is (ok and bool(rest))
+            assert isinstance(assert_same(msg), DnsMessage) is (ok and bool(rest))
     # the labels before a pointer count too
     far = 12 + 3 + 2 + 4  # after the question (a label, a pointer, type, class)
     for first, ok in ((59, True), (60, False)):
         msg = header(1, 0) + b"\x02ab" + ptr(far) + b"\x00\x01\x00\x01" + labels(first, 63, 63, 63)
         m = assert_same(msg)
-        assert isinstance(m, N.DnsMessage) is ok
+        assert isinstance(m, DnsMessage) is ok
     # a name too long in an answer: what came before is kept
     msg = header(1, 1) + question(dns_name("a")) + record(labels(63, 63, 63, 63), 1, bytes(4))
     m = assert_same(msg)
-    assert isinstance(m, N.DnsMessage) and m.truncated and not m.answers
+    assert isinstance(m, DnsMessage) and m.truncated and not m.answers
 
 
 @built
@@ -366,7 +382,7 @@ def test_labels_with_every_byte_value_are_escaped_alike() -> None:
         question(bytes([len(c)]) + c + b"\x01.\x01\\\x00") for c in chunks
     )
     m = assert_same(msg)
-    assert isinstance(m, N.DnsMessage)
+    assert isinstance(m, DnsMessage)
     assert m.questions[0][0].startswith("\\000\\001")
     assert m.questions[0][0].endswith(".\\046.\\092")
     for b in range(256):  # each byte alone, as a whole name
@@ -378,7 +394,7 @@ def test_reserved_label_types() -> None:
     for kind in (0x40, 0x41, 0x7F, 0x80, 0xBF):
         assert assert_same(header(1, 0) + question(bytes([kind, 0]))) == "malformed"
         m = assert_same(header(1, 1) + question(b"\x00") + record(bytes([kind, 0]), 1, bytes(4)))
-        assert isinstance(m, N.DnsMessage) and m.truncated
+        assert isinstance(m, DnsMessage) and m.truncated
         m = assert_same(header(1, 0) + question(b"\x01a" + bytes([kind]) + b"\x00"))
         assert m == "malformed"
 
@@ -389,12 +405,12 @@ def test_record_counts_at_and_past_the_limit() -> None:
     for qd in (511, 512, 513, 0xFFFF):
         msg = header(qd, 0) + first + question(ptr(12)) * (qd - 1)
         m = assert_same(msg)
-        assert isinstance(m, N.DnsMessage) is (qd <= 512)
+        assert isinstance(m, DnsMessage) is (qd <= 512)
         assert_same(msg[: len(msg) // 2])  # fewer questions than counted
     for an in (511, 512, 513, 0xFFFF):
         msg = header(1, an) + first + record(ptr(12), 1, bytes([1, 2, 3, 4])) * an
         m = assert_same(msg)
-        assert isinstance(m, N.DnsMessage) is (an <= 512)
+        assert isinstance(m, DnsMessage) is (an <= 512)
         assert_same(msg[: len(msg) // 2])
     for qd, an in ((512, 512), (513, 0), (0, 513)):
         assert_same(header(qd, an))
@@ -408,7 +424,7 @@ def test_addresses_of_the_wrong_length_are_not_decoded() -> None:
             msg = header(1, 2) + question(dns_name("a.example"))
             msg += record(ptr(12), rtype, rdata) + record(ptr(12), rtype, rdata)
             m = assert_same(msg)
-            assert isinstance(m, N.DnsMessage)
+            assert isinstance(m, DnsMessage)
             assert (m.answers[0].value is not None) is (size == (4 if rtype == 1 else 16))
             assert_same(msg[:-1])
 
@@ -431,7 +447,7 @@ def test_every_address_text() -> None:
         v6 += [struct.pack("!8H", 0, 0, 0, 0, 0, 0, 0, fill), struct.pack("!8H", *[0] * 8)]
         body = b"".join(record(ptr(12), 28, a) for a in v6)
         m = assert_same(header(1, len(v6)) + question(dns_name("v6")) + body)
-        assert isinstance(m, N.DnsMessage) and len(m.answers) == len(v6)
+        assert isinstance(m, DnsMessage) and len(m.answers) == len(v6)
 
 
 @built
@@ -478,7 +494,7 @@ def test_https_and_svcb_parameters() -> None:
                 assert_same(msg)
                 assert_same(msg[: len(msg) - len(after)])
     m = assert_same(base + record(ptr(12), 65, rdatas[-7]) + after)
-    assert isinstance(m, N.DnsMessage)
+    assert isinstance(m, DnsMessage)
     assert m.answers[0].hints == ("0.0.0.0", "0.0.0.0", "::", "1.1.1.1")
 
 
@@ -486,13 +502,13 @@ def test_https_and_svcb_parameters() -> None:
 def test_mdns_announcements_without_questions() -> None:
     msg = mdns_announcement()
     m = assert_same(msg)
-    assert isinstance(m, N.DnsMessage) and not m.questions and len(m.answers) == 5
+    assert isinstance(m, DnsMessage) and not m.questions and len(m.answers) == 5
     assert_same_cut(msg)
     bad_first = header(0, 2, flags=0x8400) + record(b"\x40", 1, bytes(4)) * 2
     assert assert_same(bad_first) == "malformed"
     bad_second = header(0, 2, flags=0x8400) + record(b"\x00", 1, bytes(4)) + b"\x40"
     m = assert_same(bad_second)
-    assert isinstance(m, N.DnsMessage) and m.truncated and len(m.answers) == 1
+    assert isinstance(m, DnsMessage) and m.truncated and len(m.answers) == 1
 
 
 @built
@@ -502,7 +518,7 @@ def test_header_fields_at_their_extremes() -> None:
             answer = b"\x00" + struct.pack("!HHIH", 0xFFFF, 0xFFFF, ttl, 2) + b"\xff\xff"
             msg = header(1, 1, ident=ident, flags=flags) + question(b"\x00", 0xFFFF) + answer
             m = assert_same(msg)
-            assert isinstance(m, N.DnsMessage) and m.answers[0].ttl == ttl
+            assert isinstance(m, DnsMessage) and m.answers[0].ttl == ttl
     for n in range(13):
         assert_same(bytes(n))
         assert_same(b"\xff" * n)
@@ -522,7 +538,7 @@ def test_long_messages_with_names_out_of_pointer_reach() -> None:
         + record(ptr(12), 1, bytes(4))
     )
     m = assert_same(msg)
-    assert isinstance(m, N.DnsMessage) and len(m.answers) >= 3
+    assert isinstance(m, DnsMessage) and len(m.answers) >= 3
     assert_same(msg[:20050])
 
 
@@ -553,7 +569,7 @@ def far_names() -> tuple[bytes, list[str]]:
 def test_pointers_to_far_offsets() -> None:
     msg, owners = far_names()
     m = assert_same(msg)
-    assert isinstance(m, N.DnsMessage) and not m.truncated
+    assert isinstance(m, DnsMessage) and not m.truncated
     assert [r.name for r in m.answers] == owners
 
 
@@ -628,13 +644,13 @@ def test_random_bytes(msg: bytes) -> None:
 @built
 def test_the_records_built_in_c_are_ordinary_instances() -> None:
     m = compiled.parse(hand_built()[3])
-    assert type(m) is N.DnsMessage and m == N._parse_dns_python(hand_built()[3])
+    assert type(m) is DnsMessage and m == _parse_dns_python(hand_built()[3])
     assert pickle.loads(pickle.dumps(m)) == m  # noqa: S301 - our own bytes
     r = m.answers[0]
     assert dataclasses.replace(r, ttl=1).ttl == 1 and r.ttl == 300
     with pytest.raises(dataclasses.FrozenInstanceError):
         r.ttl = 1  # type: ignore[misc]
-    assert {m: 1}[N._parse_dns_python(hand_built()[3])] == 1
+    assert {m: 1}[_parse_dns_python(hand_built()[3])] == 1
 
 
 @built
@@ -642,14 +658,14 @@ def test_parse_dns_is_the_compiled_parser_unless_told_otherwise(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     msg = hand_built()[2]
-    monkeypatch.setattr(N, "_dns_compiled", compiled)
-    assert N.parse_dns(msg) == N._parse_dns_python(msg)
+    monkeypatch.setattr(dns_parser, "_dns_compiled", compiled)
+    assert parse_dns(msg) == _parse_dns_python(msg)
     calls: list[bytes] = []
-    monkeypatch.setattr(N, "_parse_dns_python", lambda m: calls.append(m))
-    N.parse_dns(msg)
+    monkeypatch.setattr(dns_parser, "_parse_dns_python", lambda m: calls.append(m))
+    parse_dns(msg)
     assert not calls
-    monkeypatch.setattr(N, "_dns_compiled", None)
-    N.parse_dns(msg)
+    monkeypatch.setattr(dns_parser, "_dns_compiled", None)
+    parse_dns(msg)
     assert calls == [msg]
 
 
@@ -669,7 +685,7 @@ def test_arguments_in_the_wrong_number_or_layout() -> None:
     with pytest.raises(BufferError):  # as the Python parser
         compiled.parse(memoryview(bytes(64))[::2])
     with pytest.raises(BufferError):
-        N._parse_dns_python(memoryview(bytes(64))[::2])  # type: ignore[arg-type]
+        _parse_dns_python(memoryview(bytes(64))[::2])  # type: ignore[arg-type]
 
 
 @built
@@ -678,7 +694,7 @@ def test_setup_checks_its_classes_and_keeps_the_old_ones_when_they_are_wrong() -
     class Other:
         name: str
 
-    R, M, E = N.DnsResource, N.DnsMessage, N.MalformedError
+    R, M, E = DnsResource, DnsMessage, MalformedError
     bad: Iterable[tuple[Any, ...]] = [
         (),
         (R, M),
@@ -709,7 +725,7 @@ def test_parse_before_setup_and_the_pure_python_switch() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("refused")
     env = dict(os.environ, AUDITOR_PURE_PYTHON_SCAN="1")
-    code = "from auditor.packets import names\nprint(names.DNS_PARSER, names._dns_compiled)"
+    code = "from auditor.packets import dns\nprint(dns.DNS_PARSER, dns._dns_compiled)"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
     )
@@ -875,7 +891,7 @@ def test_collect_refuses_rows_outside_the_blob() -> None:
     with pytest.raises(ValueError):
         compiled.collect(b"abc", np.array([3], dtype=np.int64), np.array([1], dtype=np.int64),
                          np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64),
-                         N.DnsStore())  # fmt: skip
+                         DnsStore())  # fmt: skip
     zero = np.zeros(1, dtype=np.int64)
     with pytest.raises(TypeError):  # not a store
         compiled.collect(b"abc", np.array([3], dtype=np.int64), zero, zero, zero, object())
@@ -885,7 +901,7 @@ def test_collect_refuses_rows_outside_the_blob() -> None:
 def hello_outcome(parse: Callable[[bytes], Any], data: bytes) -> object:
     try:
         h = parse(data)
-    except N.MalformedError:
+    except MalformedError:
         return "malformed"
     return (h.sni, h.alpn, h.legacy_version)
 
@@ -900,7 +916,7 @@ def real_hellos() -> tuple[bytes, ...]:
         for batch in iter_packets(path):
             for i in np.flatnonzero((batch.proto == 6) & (batch.payload_len > 9)):
                 payload = batch.payload(int(i))
-                if N.looks_like_client_hello_record(payload):
+                if looks_like_client_hello_record(payload):
                     out.append(payload[5:])
     return tuple(out)
 
@@ -935,7 +951,7 @@ def test_client_hello_compiled_is_the_python_parser() -> None:
     base = list(scapy_hellos())
     if SHARED_CAPTURES.is_dir():
         base += list(real_hellos())[:300]
-    assert any(hello_outcome(N._parse_client_hello_python, h) != "malformed" for h in base)
+    assert any(hello_outcome(_parse_client_hello_python, h) != "malformed" for h in base)
     cases = list(base)
     for h in base:
         cases += [h[:k] for k in sorted(rng.sample(range(len(h) + 1), min(len(h) + 1, 12)))]
@@ -944,9 +960,9 @@ def test_client_hello_compiled_is_the_python_parser() -> None:
             for _ in range(rng.randrange(1, 4)):
                 b[rng.randrange(len(b))] = rng.randrange(256)
             cases.append(bytes(b))
-    outcomes = [hello_outcome(N._parse_client_hello_python, c) for c in cases]
+    outcomes = [hello_outcome(_parse_client_hello_python, c) for c in cases]
     assert "malformed" in outcomes
-    assert outcomes == [hello_outcome(N.parse_client_hello, c) for c in cases]
+    assert outcomes == [hello_outcome(parse_client_hello, c) for c in cases]
 
 
 @built
@@ -954,8 +970,8 @@ def test_client_hello_compiled_is_the_python_parser() -> None:
 @given(st.binary(max_size=120))
 def test_client_hello_compiled_on_random_bytes(data: bytes) -> None:
     data = b"\x01" + len(data).to_bytes(3, "big") + data
-    assert hello_outcome(N.parse_client_hello, data) == hello_outcome(
-        N._parse_client_hello_python, data
+    assert hello_outcome(parse_client_hello, data) == hello_outcome(
+        _parse_client_hello_python, data
     )
 
 

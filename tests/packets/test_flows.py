@@ -16,7 +16,7 @@ import pytest
 
 from auditor.packets import PcapError, iter_packets, read_capture
 from auditor.packets import flows as F
-from auditor.packets import names as N
+from auditor.packets.quic import QUIC_V1, QUIC_V2
 from tests.packets import (
     client_hello_body,
     dns_query,
@@ -40,6 +40,7 @@ from tests.packets import (
     tls_records,
     udp,
 )
+from tests.packets.quic_encode import seal_initial
 
 T0 = 1_700_000_000_000_000_000
 S = 1_000_000_000
@@ -104,12 +105,12 @@ def scenario() -> list[Packet]:
     request = b"GET /ping HTTP/1.1\r\nHost: Web.Example:80\r\n\r\n"
     at(0.01, ipv4(PHONE, WEB, 6, tcp(40100, 80, request, seq=2)))
     # QUIC v1: ClientHello over two Initials sent in reverse order; the server answers
-    for d in quic_initials("quic.example", N.QUIC_V1, parts=2, key_share=1300):
+    for d in quic_initials("quic.example", QUIC_V1, parts=2, key_share=1300):
         at(0.01, ipv4(PHONE, QUIC1, 17, udp(50000, 443, d)))
-    server = N.seal_initial(b"\x01\x02\x03\x04", b"\x09" * 8, N.QUIC_V1, 0, b"\x01")
+    server = seal_initial(b"\x01\x02\x03\x04", b"\x09" * 8, QUIC_V1, 0, b"\x01")
     at(0.01, ipv4(QUIC1, PHONE, 17, udp(443, 50000, server)))
     # QUIC v2 over IPv6, on a port that is not 443
-    for d in quic_initials("v2.example", N.QUIC_V2, dcid=b"\x55" * 12):
+    for d in quic_initials("v2.example", QUIC_V2, dcid=b"\x55" * 12):
         at(0.01, ipv6(PHONE6, "2001:db8::443", 17, udp(50001, 8443, d)))
     # DNS over TCP, the query split over two segments
     tq = dns_query(0x21, "tcp.example", 28)

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from auditor.packets import flows as F
 from auditor.packets import names as N
 from auditor.packets.decode import Decoder
+from auditor.packets.dnstables import DnsStore, DnsTables
 from auditor.packets.pcapfile import CaptureReader, PcapError
 from tests.packets import dns_query, dns_response, ether, ip4, ipv4, ipv6, pcap, rr, tcp, udp
 from tests.packets.test_flows import _trailer, scenario, write
@@ -230,7 +231,7 @@ def test_dns_names_of_flows(
     server = np.array([code[ip] for ip, _ in flows], dtype=np.int64)
     first = np.array([t for _, t in flows], dtype=np.int64)
     flat = [(a, ts, name) for a, seen in addr_names.items() for ts, name in seen]
-    store = N.DnsStore()
+    store = DnsStore()
     for a, ts, name in flat:
         store.answered += struct.pack("<qii", ts, store.text_id(a), store.text_id(name))
     rows, found = F._dns_names(store.tables(), texts, server, first)
@@ -279,7 +280,7 @@ def test_udp_dns_parsed_here_or_in_the_worker_gives_the_same_tables(
 
 def test_merged_dns_rows_are_in_packet_order() -> None:
     def result(rows: list[tuple[int, int, bool, int, str, int, str]]) -> N.NameResult:
-        store = N.DnsStore()
+        store = DnsStore()
         for k, (packet, ident, response, rcode, qname, qtype, answer) in enumerate(rows):
             store.rows += struct.pack(
                 "<qiiHBB", packet, qtype, store.text_id(qname), ident, rcode, response
@@ -327,9 +328,7 @@ def test_merged_names_and_client_sides_are_what_dict_updates_gave() -> None:
     side is the one of its earliest packet (the least (order, side))."""
 
     def result(names: dict[int, dict[str, list[str]]], hints: dict[int, tuple[int, int]]):
-        return N.NameResult(
-            N.name_columns(names), N.hint_arrays(hints), N.DnsTables.empty(), {}, {}
-        )
+        return N.NameResult(N.name_columns(names), N.hint_arrays(hints), DnsTables.empty(), {}, {})
 
     a = result({1: {"sni": ["a.example"], "alpn": ["h2"]}, 2: {"sni": ["b", "c"]}},
                {1: (5, 0), 2: (9, 1), 3: (4, 1)})  # fmt: skip

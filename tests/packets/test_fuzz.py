@@ -13,8 +13,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from auditor.packets import PcapError, read_capture
-from auditor.packets import names as N
+from auditor.packets.dns import parse_dns
 from auditor.packets.flows import CaptureResult
+from auditor.packets.http1 import parse_http_request
+from auditor.packets.quic import CryptoStream, crypto_frames, parse_long_header
+from auditor.packets.tls import client_hello_from_records, parse_client_hello
+from auditor.packets.wire import MalformedError
 from tests.packets import (
     SHARED_CAPTURES,
     epb,
@@ -135,17 +139,17 @@ def test_mutated_captures(which: int, flips: list[tuple[int, int]], cut: int | N
 @FAST
 @given(st.binary(max_size=600))
 def test_name_parsers_raise_only_malformed(data: bytes) -> None:
-    for parse in (N.parse_dns, N.parse_client_hello, N.client_hello_from_records,
-                  N.parse_http_request, N.crypto_frames, N.parse_long_header):  # fmt: skip
+    for parse in (parse_dns, parse_client_hello, client_hello_from_records,
+                  parse_http_request, crypto_frames, parse_long_header):  # fmt: skip
         try:
             parse(data)  # type: ignore[operator]
-        except N.MalformedError:
+        except MalformedError:
             pass
-    stream = N.CryptoStream()
+    stream = CryptoStream()
     try:
         stream.add(0, data)
         stream.client_hello()
-    except N.MalformedError:
+    except MalformedError:
         pass
 
 

@@ -23,7 +23,7 @@ from scapy.utils import rdpcap
 
 from auditor.packets import gquic
 from auditor.packets.gquic import MAX_TAGS, GquicHello, looks_like_gquic, parse_gquic
-from auditor.packets.names import open_initial
+from auditor.packets.quic import open_initial
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "gquic"
 TSHARK = shutil.which("tshark")

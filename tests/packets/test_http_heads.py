@@ -19,6 +19,7 @@ import pytest
 from auditor.packets import flows as F
 from auditor.packets import names as N
 from auditor.packets import read_capture
+from auditor.packets.http1 import HTTP_HEAD_CAP
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "names"
 SPLIT = DATA / "http_ua_splitted_in_two_pkts.pcapng"
@@ -163,7 +164,7 @@ def test_a_gap_before_the_host_line_names_nothing_and_is_counted(tmp_path: Path)
 def test_a_head_beyond_the_cap_keeps_its_complete_lines_and_is_counted(tmp_path: Path) -> None:
     head = _first_request()[2]
     host_end = head.index(b"\r\n", head.index(b"\r\nHost:") + 2) + 2
-    big = head[:host_end] + b"X-Pad: " + b"a" * N.HTTP_HEAD_CAP + b"\r\n\r\n"
+    big = head[:host_end] + b"X-Pad: " + b"a" * HTTP_HEAD_CAP + b"\r\n\r\n"
     r = read_capture(_write(tmp_path, _segmented(big, 1400, shuffle=False)))
     assert list(auditor_hosts(r).values()) == [{"va.origin.startappservice.com"}]
     assert r.warnings["http-head-too-large"] == 1

@@ -8,6 +8,28 @@ import struct
 import pytest
 
 from auditor.packets import names as N
+from auditor.packets.dns import dns_type_name, parse_dns, read_name, split_tcp_dns
+from auditor.packets.http1 import parse_http_request
+from auditor.packets.quic import (
+    QUIC_V1,
+    QUIC_V2,
+    CryptoStream,
+    crypto_frames,
+    encode_varint,
+    initial_keys,
+    initial_protection,
+    is_initial,
+    open_initial,
+    parse_long_header,
+    read_varint,
+)
+from auditor.packets.tls import (
+    MAX_HANDSHAKE,
+    ClientHello,
+    client_hello_from_records,
+    parse_client_hello,
+)
+from auditor.packets.wire import MalformedError
 from tests.packets import (
     client_hello_body,
     dns_name,
@@ -18,12 +40,13 @@ from tests.packets import (
     svcb_rdata,
     tls_records,
 )
+from tests.packets.quic_encode import crypto_frame, seal_initial
 
 # ----------------------------------------------------------------------------------- DNS
 
 
 def test_dns_query() -> None:
-    m = N.parse_dns(dns_query(0x1234, "connectivitycheck.gstatic.com", 28))
+    m = parse_dns(dns_query(0x1234, "connectivitycheck.gstatic.com", 28))
     assert (m.id, m.response, m.rcode, m.truncated) == (0x1234, False, 0, False)
     assert m.questions == (("connectivitycheck.gstatic.com", 28),)
     assert m.answers == ()
@@ -40,9 +63,9 @@ def test_dns_answers_a_aaaa_cname_with_compression() -> None:
         rr(b"\xc0\x2d", 16, b"\x05hello"),
     ]
     msg = dns_response(7, q, 1, answers)
-    m = N.parse_dns(msg)
+    m = parse_dns(msg)
     assert m.response and m.rcode == 0
-    assert [(a.name, N.dns_type_name(a.rtype), a.value) for a in m.answers] == [
+    assert [(a.name, dns_type_name(a.rtype), a.value) for a in m.answers] == [
         ("www.example.com", "CNAME", "edge.cdn.example.com"),
         ("edge.cdn.example.com", "A", "93.184.216.34"),
         ("edge.cdn.example.com", "AAAA", "2606:2800:220:1::248"),
@@ -57,18 +80,18 @@ def test_dns_https_and_svcb_hints() -> None:
         "svc.example.net",
         [(1, b"\x02h3"), (4, bytes([1, 2, 3, 4, 5, 6, 7, 8])), (6, ip6("2001:db8::5"))],
     )
-    m = N.parse_dns(dns_response(1, "example.net", 65, [rr(b"\xc0\x0c", 65, rdata)]))
+    m = parse_dns(dns_response(1, "example.net", 65, [rr(b"\xc0\x0c", 65, rdata)]))
     (a,) = m.answers
-    assert (N.dns_type_name(a.rtype), a.value, a.hints) == (
+    assert (dns_type_name(a.rtype), a.value, a.hints) == (
         "HTTPS",
         "svc.example.net",
         ("1.2.3.4", "5.6.7.8", "2001:db8::5"),
     )
     alias = svcb_rdata(0, "", [])
-    (b,) = N.parse_dns(
+    (b,) = parse_dns(
         dns_response(1, "_dns.resolver.arpa", 64, [rr(b"\xc0\x0c", 64, alias)])
     ).answers
-    assert (N.dns_type_name(b.rtype), b.value, b.hints) == ("SVCB", "", ())
+    assert (dns_type_name(b.rtype), b.value, b.hints) == ("SVCB", "", ())
 
 
 def test_dns_names_with_odd_bytes_are_escaped() -> None:
@@ -77,28 +100,28 @@ def test_dns_names_with_odd_bytes_are_escaped() -> None:
         + b"\x03a.b\x02\x00\xff\x00"
         + b"\x00\x01\x00\x01"
     )
-    assert N.parse_dns(msg).questions == ((r"a\046b.\000\255", 1),)
+    assert parse_dns(msg).questions == ((r"a\046b.\000\255", 1),)
 
 
 def test_dns_malformed_and_truncated() -> None:
-    with pytest.raises(N.MalformedError):
-        N.parse_dns(b"\x00" * 11)
+    with pytest.raises(MalformedError):
+        parse_dns(b"\x00" * 11)
     loop = struct.pack("!HHHHHH", 1, 0x0100, 1, 0, 0, 0) + b"\xc0\x0c"
-    with pytest.raises(N.MalformedError, match="loop"):
-        N.parse_dns(loop)
-    with pytest.raises(N.MalformedError, match="label type"):
-        N.parse_dns(struct.pack("!HHHHHH", 1, 0, 1, 0, 0, 0) + b"\x45" + b"\x00" * 20)
-    with pytest.raises(N.MalformedError, match="255"):
-        N.parse_dns(struct.pack("!HHHHHH", 1, 0, 1, 0, 0, 0) + (b"\x3f" + b"a" * 63) * 5 + b"\x00")
+    with pytest.raises(MalformedError, match="loop"):
+        parse_dns(loop)
+    with pytest.raises(MalformedError, match="label type"):
+        parse_dns(struct.pack("!HHHHHH", 1, 0, 1, 0, 0, 0) + b"\x45" + b"\x00" * 20)
+    with pytest.raises(MalformedError, match="255"):
+        parse_dns(struct.pack("!HHHHHH", 1, 0, 1, 0, 0, 0) + (b"\x3f" + b"a" * 63) * 5 + b"\x00")
     full = dns_response(9, "example.org", 1, [rr(b"\xc0\x0c", 1, b"\x01\x02\x03\x04")] * 2)
-    m = N.parse_dns(full[:-6])  # cut in the second answer (snap length)
+    m = parse_dns(full[:-6])  # cut in the second answer (snap length)
     assert m.truncated and m.questions == (("example.org", 1),) and len(m.answers) == 1
 
 
 def test_dns_over_tcp_framing() -> None:
     a, b = dns_query(1, "a.example"), dns_query(2, "b.example")
     stream = struct.pack("!H", len(a)) + a + struct.pack("!H", len(b)) + b[:5]
-    msgs, used = N.split_tcp_dns(stream)
+    msgs, used = split_tcp_dns(stream)
     assert msgs == [a] and used == 2 + len(a)
 
 
@@ -106,37 +129,37 @@ def test_dns_over_tcp_framing() -> None:
 
 
 def test_client_hello_sni_and_alpn() -> None:
-    hello = N.parse_client_hello(client_hello_body("api.example.com", ["h2", "http/1.1"]))
+    hello = parse_client_hello(client_hello_body("api.example.com", ["h2", "http/1.1"]))
     assert (hello.sni, hello.alpn, hello.legacy_version) == (
         "api.example.com",
         ("h2", "http/1.1"),
         0x0303,
     )
-    assert N.parse_client_hello(client_hello_body(None)).sni is None
+    assert parse_client_hello(client_hello_body(None)).sni is None
 
 
 def test_client_hello_without_extensions() -> None:
     body = b"\x03\x03" + bytes(32) + b"\x00" + b"\x00\x02\x00\x2f" + b"\x01\x00"
     hs = b"\x01" + len(body).to_bytes(3, "big") + body
-    assert N.parse_client_hello(hs) == N.ClientHello(None, (), 0x0303)
+    assert parse_client_hello(hs) == ClientHello(None, (), 0x0303)
 
 
 def test_client_hello_over_several_records() -> None:
     hs = client_hello_body("split.example", ["h2"], padding=500)
     stream = tls_records(hs, record_size=100)
-    assert N.client_hello_from_records(stream[:250]) is None  # more bytes needed
-    assert N.client_hello_from_records(stream).sni == "split.example"  # type: ignore[union-attr]
+    assert client_hello_from_records(stream[:250]) is None  # more bytes needed
+    assert client_hello_from_records(stream).sni == "split.example"  # type: ignore[union-attr]
 
 
 def test_client_hello_malformed() -> None:
-    with pytest.raises(N.MalformedError):
-        N.client_hello_from_records(b"\x17\x03\x03\x00\x10" + bytes(16))
-    with pytest.raises(N.MalformedError):
-        N.parse_client_hello(b"\x02\x00\x00\x04abcd")
+    with pytest.raises(MalformedError):
+        client_hello_from_records(b"\x17\x03\x03\x00\x10" + bytes(16))
+    with pytest.raises(MalformedError):
+        parse_client_hello(b"\x02\x00\x00\x04abcd")
     hs = bytearray(client_hello_body("x.example"))
     hs[-40] = 0xFF  # an extension length past the end
-    with pytest.raises(N.MalformedError):
-        N.parse_client_hello(bytes(hs))
+    with pytest.raises(MalformedError):
+        parse_client_hello(bytes(hs))
 
 
 def test_client_hello_built_by_scapy() -> None:
@@ -157,7 +180,7 @@ def test_client_hello_built_by_scapy() -> None:
         ],
     )
     record = bytes(TLS(msg=[ch]))
-    hello = N.client_hello_from_records(record)
+    hello = client_hello_from_records(record)
     assert hello is not None and (hello.sni, hello.alpn) == ("scapy.example.org", ("h2", "h3"))
 
 
@@ -281,14 +304,14 @@ V2_SERVER_INITIAL = bytes.fromhex(
     ("version", "client", "server"),
     [
         (
-            N.QUIC_V1,
+            QUIC_V1,
             ("1f369613dd76d5467730efcbe3b1a22d", "fa044b2f42a3fd3b46fb255c",
              "9f50449e04a0e810283a1e9933adedd2"),
             ("cf3a5331653c364c88f0f379b6067e37", "0ac1493ca1905853b0bba03e",
              "c206b8d9b9f0f37644430b490eeaa314"),
         ),
         (
-            N.QUIC_V2,
+            QUIC_V2,
             ("8b1a0bc121284290a29e0971b5cd045d", "91f73e2351d8fa91660e909f",
              "45b95e15235d6f45a6b19cbcb0294ba9"),
             ("82db637861d55e1d011f19ea71d5d2a7", "dd13c276499c0249d3310652",
@@ -299,96 +322,96 @@ V2_SERVER_INITIAL = bytes.fromhex(
 def test_initial_keys_match_the_rfc(
     version: int, client: tuple[str, str, str], server: tuple[str, str, str]
 ) -> None:
-    for keys, want in ((N.initial_keys(DCID, version), client),
-                       (N.initial_keys(DCID, version, server=True), server)):  # fmt: skip
+    for keys, want in ((initial_keys(DCID, version), client),
+                       (initial_keys(DCID, version, server=True), server)):  # fmt: skip
         assert (keys.key.hex(), keys.iv.hex(), keys.hp.hex()) == want
 
 
 @pytest.mark.parametrize(
     ("version", "packet", "sample", "mask"),
     [
-        (N.QUIC_V1, V1_CLIENT_INITIAL, "d1b1c98dd7689fb8ec11d242b123dc9b", "437b9aec36"),
-        (N.QUIC_V2, V2_CLIENT_INITIAL, "ffe67b6abcdb4298b485dd04de806071", "94a0c95e80"),
+        (QUIC_V1, V1_CLIENT_INITIAL, "d1b1c98dd7689fb8ec11d242b123dc9b", "437b9aec36"),
+        (QUIC_V2, V2_CLIENT_INITIAL, "ffe67b6abcdb4298b485dd04de806071", "94a0c95e80"),
     ],
 )
 def test_rfc_client_initial_decrypts_and_reseals(
     version: int, packet: bytes, sample: str, mask: str
 ) -> None:
-    header = N.parse_long_header(packet)
+    header = parse_long_header(packet)
     assert (header.version, header.dcid, header.scid, header.token) == (version, DCID, b"", b"")
-    assert N.is_initial(header)
-    protection = N.initial_protection(DCID, version)
+    assert is_initial(header)
+    protection = initial_protection(DCID, version)
     assert protection.mask(bytes.fromhex(sample)).hex()[:10] == mask
-    initial = N.open_initial(packet, header, protection)
+    initial = open_initial(packet, header, protection)
     assert initial.packet_number == 2
     assert initial.payload == RFC_CRYPTO + bytes(1162 - len(RFC_CRYPTO))
-    stream = N.CryptoStream()
-    for offset, data in N.crypto_frames(initial.payload):
+    stream = CryptoStream()
+    for offset, data in crypto_frames(initial.payload):
         stream.add(offset, data)
     hello = stream.client_hello()
     assert hello is not None and (hello.sni, hello.alpn) == ("example.com", ("alpn",))
-    assert N.seal_initial(DCID, b"", version, 2, RFC_CRYPTO) == packet
+    assert seal_initial(DCID, b"", version, 2, RFC_CRYPTO) == packet
 
 
-@pytest.mark.parametrize(("version", "packet"), [(N.QUIC_V1, V1_SERVER_INITIAL),
-                                                  (N.QUIC_V2, V2_SERVER_INITIAL)])  # fmt: skip
+@pytest.mark.parametrize(("version", "packet"), [(QUIC_V1, V1_SERVER_INITIAL),
+                                                  (QUIC_V2, V2_SERVER_INITIAL)])  # fmt: skip
 def test_rfc_server_initial_decrypts_with_the_server_keys(version: int, packet: bytes) -> None:
-    header = N.parse_long_header(packet)
-    assert header.scid == bytes.fromhex("f067a5502a4262b5") and N.is_initial(header)
-    initial = N.open_initial(packet, header, N.initial_protection(DCID, version, server=True))
+    header = parse_long_header(packet)
+    assert header.scid == bytes.fromhex("f067a5502a4262b5") and is_initial(header)
+    initial = open_initial(packet, header, initial_protection(DCID, version, server=True))
     assert (initial.packet_number, initial.payload) == (1, RFC_SERVER_PLAIN)
-    (frame,) = N.crypto_frames(initial.payload)
+    (frame,) = crypto_frames(initial.payload)
     assert frame[0] == 0 and frame[1][0] == 2  # the ServerHello
-    with pytest.raises(N.MalformedError, match="decrypt"):
-        N.open_initial(packet, header, N.initial_protection(DCID, version))  # client keys
+    with pytest.raises(MalformedError, match="decrypt"):
+        open_initial(packet, header, initial_protection(DCID, version))  # client keys
 
 
 def test_v1_keys_do_not_open_a_v2_packet() -> None:
-    header = N.parse_long_header(V2_CLIENT_INITIAL)
-    with pytest.raises(N.MalformedError):
-        N.open_initial(V2_CLIENT_INITIAL, header, N.initial_protection(DCID, N.QUIC_V1))
+    header = parse_long_header(V2_CLIENT_INITIAL)
+    with pytest.raises(MalformedError):
+        open_initial(V2_CLIENT_INITIAL, header, initial_protection(DCID, QUIC_V1))
 
 
 def test_crypto_frames_skip_padding_ping_ack_and_close() -> None:
     ack = b"\x02" + b"\x05\x00\x01\x00" + b"\x01\x01"
     ack_ecn = b"\x03" + b"\x05\x00\x00\x00" + b"\x01\x02\x03"
     close = b"\x1c" + b"\x00\x06" + b"\x03abc"
-    payload = b"\x00\x00" + b"\x01" + ack + ack_ecn + N.crypto_frame(5, b"world") + close
-    payload += N.crypto_frame(0, b"hello") + b"\x00" * 10 + b"\x08\x00" + N.crypto_frame(9, b"x")
-    assert N.crypto_frames(payload) == [(5, b"world"), (0, b"hello")]  # a STREAM frame ends it
+    payload = b"\x00\x00" + b"\x01" + ack + ack_ecn + crypto_frame(5, b"world") + close
+    payload += crypto_frame(0, b"hello") + b"\x00" * 10 + b"\x08\x00" + crypto_frame(9, b"x")
+    assert crypto_frames(payload) == [(5, b"world"), (0, b"hello")]  # a STREAM frame ends it
 
 
 def test_crypto_stream_reassembles_by_offset() -> None:
     hs = client_hello_body("pieces.example", ["h3"], padding=300)
     pieces = [(o, hs[o : o + 97]) for o in range(0, len(hs), 97)]
-    stream = N.CryptoStream()
+    stream = CryptoStream()
     for o, d in reversed(pieces[1:]):
         stream.add(o, d)
         assert stream.client_hello() is None
     stream.add(0, pieces[0][1][:50])  # overlapping retransmission of a shorter first piece
     stream.add(0, pieces[0][1])
     assert stream.client_hello().sni == "pieces.example"  # type: ignore[union-attr]
-    with pytest.raises(N.MalformedError):
-        N.CryptoStream().add(N.MAX_HANDSHAKE, b"x")
+    with pytest.raises(MalformedError):
+        CryptoStream().add(MAX_HANDSHAKE, b"x")
 
 
 def test_long_header_errors() -> None:
-    with pytest.raises(N.MalformedError):
-        N.parse_long_header(b"\x40abc")
-    with pytest.raises(N.MalformedError):
-        N.parse_long_header(b"\xc0\x00\x00\x00\x01\x15" + bytes(30))  # DCID of 21 bytes
-    with pytest.raises(N.MalformedError):
-        N.parse_long_header(V1_CLIENT_INITIAL[:300])  # length past the datagram
-    with pytest.raises(N.MalformedError):
-        N.initial_keys(DCID, 0xFF000010)  # draft 16: no client shipped it
+    with pytest.raises(MalformedError):
+        parse_long_header(b"\x40abc")
+    with pytest.raises(MalformedError):
+        parse_long_header(b"\xc0\x00\x00\x00\x01\x15" + bytes(30))  # DCID of 21 bytes
+    with pytest.raises(MalformedError):
+        parse_long_header(V1_CLIENT_INITIAL[:300])  # length past the datagram
+    with pytest.raises(MalformedError):
+        initial_keys(DCID, 0xFF000010)  # draft 16: no client shipped it
 
 
 def test_varints() -> None:
     for v in (0, 63, 64, 16383, 16384, 2**30 - 1, 2**30, 2**62 - 1):
-        assert N.read_varint(N.encode_varint(v), 0) == (v, len(N.encode_varint(v)))
-    assert N.read_varint(bytes.fromhex("c2197c5eff14e88c"), 0)[0] == 151288809941952652
-    with pytest.raises(N.MalformedError):
-        N.read_varint(b"\x80\x01", 0)
+        assert read_varint(encode_varint(v), 0) == (v, len(encode_varint(v)))
+    assert read_varint(bytes.fromhex("c2197c5eff14e88c"), 0)[0] == 151288809941952652
+    with pytest.raises(MalformedError):
+        read_varint(b"\x80\x01", 0)
 
 
 # ---------------------------------------------------------------------------------- HTTP
@@ -406,14 +429,14 @@ def test_varints() -> None:
     ],
 )  # fmt: skip
 def test_http_request(head: bytes, host: str | None, authority: str | None) -> None:
-    req = N.parse_http_request(head)
+    req = parse_http_request(head)
     assert (req.host, req.authority) == (host, authority)
 
 
 @pytest.mark.parametrize("data", [b"GET", b"GETX / HTTP/1.1\r\n", b"GET / SPDY/3\r\n", b"\x16\x03"])
 def test_not_http(data: bytes) -> None:
-    with pytest.raises(N.MalformedError):
-        N.parse_http_request(data)
+    with pytest.raises(MalformedError):
+        parse_http_request(data)
 
 
 # ------------------------------------------------------------------------------ streams
@@ -436,4 +459,4 @@ def test_tcp_stream_orders_segments_and_keeps_first_copies() -> None:
 
 def test_dns_name_helper_round_trip() -> None:
     msg = struct.pack("!HHHHHH", 0, 0, 1, 0, 0, 0) + dns_name("a.b.c") + b"\x00\x01\x00\x01"
-    assert N.read_name(msg, 12) == ("a.b.c", 12 + 7)
+    assert read_name(msg, 12) == ("a.b.c", 12 + 7)

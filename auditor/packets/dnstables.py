@@ -1,0 +1,286 @@
+"""DNS as the name collector keeps it: packed records (a row per question, a record per
+answer, what the answers taught) and the texts they refer to by number (:class:`DnsStore`),
+and the tables a finished collection gives (:class:`DnsTables`)."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import numpy as np
+
+from auditor.packets.dns import TYPE_A, TYPE_AAAA, TYPE_CNAME, DnsMessage, DnsResource
+
+# DNS as a collector keeps it: packed records of the dtypes below, and the texts (names,
+# addresses) they refer to by number, each distinct text kept once: a capture asks for the
+# same names over and over, and a Python object per row and answer would be most of the
+# memory of a DNS-heavy read. The compiled ``_dns.collect`` appends the same records.
+# One row per question (the packet's time, flow, addresses and ports are the reading
+# process's to add); ``qname`` is a text number.
+DNS_ROW: Final = np.dtype(
+    [
+        ("packet", "<i8"),
+        ("qtype", "<i4"),
+        ("qname", "<i4"),
+        ("id", "<u2"),
+        ("rcode", "u1"),
+        ("response", "u1"),
+    ]
+)
+# One per resource record of the answer section, for each row of its message: the row's
+# number (in the collector's order), the owner name, type, TTL, value and HTTPS/SVCB hints
+# (text numbers; -1: none; the hints joined with ",")
+DNS_ANSWER: Final = np.dtype(
+    [
+        ("row", "<i8"),
+        ("ttl", "<i8"),
+        ("name", "<i4"),
+        ("rtype", "<i4"),
+        ("value", "<i4"),
+        ("hints", "<i4"),
+    ]
+)
+# What answers taught: each address given (with the time and the name asked for it), and
+# each (name, address) pair, the name being the question or a CNAME on the way to it
+DNS_ANSWERED: Final = np.dtype([("ts", "<i8"), ("addr", "<i4"), ("asked", "<i4")])
+DNS_PAIR: Final = np.dtype([("name", "<i4"), ("addr", "<i4")])
+_ROW = struct.Struct("<qiiHBB")
+_ANSWER = struct.Struct("<qqiiii")
+_ANSWERED = struct.Struct("<qii")
+_PAIR = struct.Struct("<ii")
+assert _ROW.size == DNS_ROW.itemsize and _ANSWER.size == DNS_ANSWER.itemsize
+assert _ANSWERED.size == DNS_ANSWERED.itemsize and _PAIR.size == DNS_PAIR.itemsize
+
+
+class DnsStore:
+    """DNS rows, answers and what they taught, as packed records (see :data:`DNS_ROW`),
+    growing as messages are added; :meth:`tables` gives them as arrays."""
+
+    __slots__ = ("_index", "answered", "answers", "ids", "pairs", "rows", "texts")
+
+    def __init__(self) -> None:
+        self._index: object = None  # what _dns.collect keeps to find the texts it made again
+        self.ids: dict[str, int] = {}
+        self.texts: list[str] = []
+        self.rows = bytearray()
+        self.answers = bytearray()
+        self.answered = bytearray()
+        self.pairs = bytearray()
+
+    def text_id(self, text: str) -> int:
+        i = self.ids.get(text)
+        if i is None:
+            i = self.ids[text] = len(self.texts)
+            self.texts.append(text)
+        return i
+
+    def add(self, m: DnsMessage, packet: int, ts: int) -> None:
+        """A parsed message: a row per question (one with no name and type -1 for an answer
+        without questions, as mDNS announces), its answers under each, and, for a NOERROR
+        response, what its addresses answer."""
+        tid = self.text_id
+        questions = m.questions
+        if not questions and m.answers:
+            questions = (("", -1),)
+        first = len(self.rows) // _ROW.size
+        for qname, qtype in questions:
+            self.rows += _ROW.pack(packet, qtype, tid(qname), m.id, m.rcode, m.response)
+        for row in range(first, first + len(questions)):
+            for a in m.answers:  # the texts _dns.collect numbers, in the same order
+                name = tid(a.name)
+                value = -1 if a.value is None else tid(a.value)
+                hints = tid(",".join(a.hints)) if a.hints else -1
+                self.answers += _ANSWER.pack(row, a.ttl, name, a.rtype, value, hints)
+        if m.response and m.rcode == 0 and m.answers:
+            self._learn(m, ts)
+
+    def _learn(self, m: DnsMessage, ts: int) -> None:
+        """Each address of an answer under the names that lead to it (the question, CNAMEs)
+        and with the name asked for it (the compiled ``_dns.collect`` does the same)."""
+        tid = self.text_id
+        cname = {
+            r.name.lower(): (r.value or "").lower() for r in m.answers if r.rtype == TYPE_CNAME
+        }
+        chains: list[list[str]] = []
+        for qname, _ in m.questions:
+            chain = [qname.lower()]
+            while chain[-1] in cname and len(chain) < 16:
+                chain.append(cname[chain[-1]])
+            chains.append(chain)
+        for r in m.answers:
+            if r.rtype in (TYPE_A, TYPE_AAAA) and r.value:
+                addrs: tuple[str, ...] = (r.value,)
+            elif r.hints:
+                addrs = r.hints
+            else:
+                continue
+            owner = r.name.lower()
+            names = [owner]
+            asked = owner
+            for chain in chains:
+                if owner in chain:
+                    names = chain[: chain.index(owner) + 1]
+                    asked = chain[0]
+                    break
+            for a in addrs:
+                aid = tid(a)
+                for name in names:
+                    self.pairs += _PAIR.pack(tid(name), aid)
+                self.answered += _ANSWERED.pack(ts, aid, tid(asked))
+
+    def tables(self) -> DnsTables:
+        """What was added, as arrays (copies: the store may go on growing)."""
+        texts = np.empty(len(self.texts), dtype=object)
+        texts[:] = self.texts
+        return DnsTables(
+            texts,
+            np.frombuffer(bytes(self.rows), dtype=DNS_ROW),
+            np.frombuffer(bytes(self.answers), dtype=DNS_ANSWER),
+            np.frombuffer(bytes(self.answered), dtype=DNS_ANSWERED),
+            np.frombuffer(bytes(self.pairs), dtype=DNS_PAIR),
+        )
+
+
+@dataclass(frozen=True)
+class DnsTables:
+    """A collector's DNS (see :data:`DNS_ROW`): ``texts`` (object array) and the records that
+    refer to them by number. Pickled as a few buffers, whatever the number of rows."""
+
+    texts: np.ndarray
+    rows: np.ndarray
+    answers: np.ndarray
+    answered: np.ndarray
+    pairs: np.ndarray
+    _cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @staticmethod
+    def empty() -> DnsTables:
+        return DnsStore().tables()
+
+    def merge(self, other: DnsTables) -> DnsTables:
+        """Both collectors' DNS, rows in packet order (a packet's rows all come from one
+        collector, in their order), texts numbered again."""
+        if not len(other.rows) and not len(other.answered):
+            return self
+        if not len(self.rows) and not len(self.answered):
+            return other
+        both = np.concatenate([self.texts, other.texts])
+        codes, uniq = _factorize(both)
+        mine, theirs = codes[: len(self.texts)], codes[len(self.texts) :]
+
+        def renumber(a: np.ndarray, table: np.ndarray, fields: tuple[str, ...]) -> np.ndarray:
+            a = a.copy()
+            for f in fields:
+                v = a[f]
+                a[f] = np.where(v >= 0, table[np.maximum(v, 0)], -1) if len(table) else v
+            return a
+
+        rows = np.concatenate(
+            [renumber(self.rows, mine, ("qname",)), renumber(other.rows, theirs, ("qname",))]
+        )
+        order = np.argsort(rows["packet"], kind="stable")
+        position = np.empty(len(order), dtype=np.int64)
+        position[order] = np.arange(len(order))
+        a = renumber(self.answers, mine, ("name", "value", "hints"))
+        b = renumber(other.answers, theirs, ("name", "value", "hints"))
+        b["row"] += len(self.rows)
+        answers = np.concatenate([a, b])
+        answers["row"] = position[answers["row"]]
+        answers = answers[np.argsort(answers["row"], kind="stable")]
+        return DnsTables(
+            uniq,
+            rows[order],
+            answers,
+            np.concatenate(
+                [
+                    renumber(self.answered, mine, ("addr", "asked")),
+                    renumber(other.answered, theirs, ("addr", "asked")),
+                ]
+            ),
+            np.concatenate(
+                [
+                    renumber(self.pairs, mine, ("name", "addr")),
+                    renumber(other.pairs, theirs, ("name", "addr")),
+                ]
+            ),
+        )
+
+    def name_addrs(self) -> dict[str, tuple[str, ...]]:
+        """Each name answers gave addresses for (the question or a CNAME on the way), with
+        those addresses: sorted, each once."""
+        if not len(self.pairs):
+            return {}
+        key = (self.pairs["name"].astype(np.int64) << 32) | self.pairs["addr"].astype(np.int64)
+        key.sort()
+        key = key[np.concatenate([[True], key[1:] != key[:-1]])]
+        name, addr = key >> 32, key & 0xFFFFFFFF
+        rank = self.text_rank()
+        order = np.lexsort((rank[addr], rank[name]))
+        name, addr = name[order], addr[order]
+        cut = np.flatnonzero(name[1:] != name[:-1]) + 1
+        starts = np.concatenate([[0], cut]).tolist()
+        ends = np.concatenate([cut, [len(name)]]).tolist()
+        addrs = self.texts[addr].tolist()
+        names = self.texts[name[starts]].tolist() if starts else []
+        return {n: tuple(addrs[a:b]) for n, a, b in zip(names, starts, ends, strict=True)}
+
+    def text_rank(self) -> np.ndarray:
+        """The place of each text in the sorted texts (code point order, as Python sorts)."""
+        rank = self._cache.get("rank")
+        if rank is None:
+            import pyarrow.compute as pc
+
+            texts = self.arrow_texts()[: len(self.texts)]
+            order = pc.array_sort_indices(texts).to_numpy()
+            rank = self._cache["rank"] = np.empty(len(self.texts), dtype=np.int64)
+            rank[order] = np.arange(len(self.texts))
+        return rank
+
+    def arrow_texts(self) -> Any:
+        """The texts as one Arrow large_string array, with a null after the last."""
+        table = self._cache.get("arrow")
+        if table is None:
+            import pyarrow as pa
+
+            table = self._cache["arrow"] = pa.array(
+                [*self.texts.tolist(), None], type=pa.large_string()
+            )
+        return table
+
+    def python_rows(self) -> list[tuple[Any, ...]]:
+        """Each row as (packet, id, response, rcode, qname, qtype, answers as DnsResource
+        tuples): for tests and small captures."""
+        t = self.texts.tolist()
+        per_row: dict[int, list[DnsResource]] = {}
+        for r in self.answers.tolist():
+            row, ttl, name, rtype, value, hints = r
+            per_row.setdefault(row, []).append(
+                DnsResource(
+                    t[name],
+                    rtype,
+                    ttl,
+                    None if value < 0 else t[value],
+                    tuple(t[hints].split(",")) if hints >= 0 else (),
+                )
+            )
+        return [
+            (p, i, bool(resp), rc, t[q], qt, tuple(per_row.get(k, ())))
+            for k, (p, qt, q, i, rc, resp) in enumerate(self.rows.tolist())
+        ]
+
+    def python_answered(self) -> list[tuple[str, int, str]]:
+        """(address, time, name asked) of each address answers gave, in order."""
+        t = self.texts.tolist()
+        return [(t[a], ts, t[q]) for ts, a, q in self.answered.tolist()]
+
+
+def _factorize(texts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Codes into the distinct texts (in first-seen order) and those texts: pandas' hash
+    table in C (imported here: a worker process that only parses names never merges)."""
+    import pandas as pd
+
+    codes, uniq = pd.factorize(texts)
+    out = np.empty(len(uniq), dtype=object)
+    out[:] = uniq
+    return codes.astype(np.int64), out

@@ -1,0 +1,166 @@
+"""The name worker: a :class:`~auditor.packets.names.NameCollector` in a child process.
+
+Both ends of its pipes are here: :class:`NameWorker`, in the reading process, starts
+``python -m auditor.packets._worker`` and feeds it; :func:`serve`, in the child, answers.
+Frames are length-prefixed pickles: jobs in, a "done" frame per job and the collector's
+result out.
+
+Why a process of its own and not :mod:`concurrent.futures` or :mod:`multiprocessing`: the
+reader feeds jobs while it goes on reading and must be held back when the worker lags (a
+write blocks on the full pipe, enlarged to about a job), must know how far behind the worker
+is after each job (the "done" frames, to parse the floating kinds itself meanwhile), and wants
+the result of the whole stream of jobs, not one per job. A pool gives a result per task,
+queues tasks without bound, and its child imports the parent's ``__main__``; the worker here
+imports only the collector (no pandas), and exits without tearing down what it built."""
+
+from __future__ import annotations
+
+import gc
+import os
+import pickle
+import subprocess
+import sys
+import threading
+from typing import IO, Final
+
+try:
+    import fcntl
+except ImportError:  # not POSIX
+    fcntl = None  # type: ignore[assignment]
+
+from auditor.packets.names import NameCollector, NameJob, NameResult
+
+
+def read_frame(stream: IO[bytes]) -> bytes | None:
+    head = stream.read(8)
+    if len(head) < 8:
+        return None
+    size = int.from_bytes(head, "big")
+    data = stream.read(size)
+    if len(data) < size:
+        return None
+    return bytes(data)
+
+
+def write_frame(stream: IO[bytes], data: bytes) -> None:
+    stream.write(len(data).to_bytes(8, "big"))
+    stream.write(data)
+    stream.flush()
+
+
+def serve(jobs: IO[bytes], results: IO[bytes]) -> int:
+    """The worker process: pickled NameJobs in length-prefixed frames on ``jobs`` until an
+    empty frame. After each job an ("done", None) frame tells the reading process the job is
+    done; at the end one frame with ("ok", NameResult) or ("error", text). The peer is the
+    reading process that started this one, over its own pipes, and reads ``results`` while
+    it writes ``jobs``."""
+    gc.disable()  # only long-lived, acyclic objects here (see flows._gc_paused)
+    collector = NameCollector()
+    done = pickle.dumps(("done", None), pickle.HIGHEST_PROTOCOL)
+    try:
+        while True:
+            frame = read_frame(jobs)
+            if not frame:
+                break
+            collector.feed(pickle.loads(frame))  # noqa: S301 - from the parent process
+            write_frame(results, done)
+        reply: tuple[str, object] = ("ok", collector.result())
+    except Exception as exc:  # noqa: BLE001 - reported to the reading process
+        reply = ("error", f"{type(exc).__name__}: {exc}")
+    write_frame(results, pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))
+    return 0 if reply[0] == "ok" else 1
+
+
+_PIPE_SIZE: Final = 1024 * 1024  # about a job: the pipe enlarged to hold one
+
+
+class NameWorker:
+    """A :class:`~auditor.packets.names.NameCollector` in a child process
+    (``python -m auditor.packets._worker``) fed pickled jobs over its stdin. A write blocks
+    while the pipe is full, so a slow worker holds the reader back rather than letting jobs
+    pile up in memory; the pipe is enlarged to hold about a job. The worker tells when each
+    job is done, and sends everything it learnt at the end; a thread reads its frames (it
+    must, or the worker would block on a full pipe while this process blocks on the
+    other)."""
+
+    def __init__(self) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "auditor.packets._worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+        )
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._stdin = self._proc.stdin
+        self._stdout = self._proc.stdout
+        set_size = getattr(fcntl, "F_SETPIPE_SZ", None) if fcntl is not None else None
+        if set_size is not None:
+            try:
+                fcntl.fcntl(self._stdin.fileno(), set_size, _PIPE_SIZE)
+            except OSError:
+                pass  # the default size works, with more waiting
+        self.sent = 0  # jobs fed
+        self.done = 0  # jobs the worker has answered
+        self._reply: tuple[str, object] | None = None
+        self._failure: str | None = None
+        self._reader = threading.Thread(target=self._read, name="name-worker-reader", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        """The worker's frames: rows as they come, then its reply (on this thread)."""
+        try:
+            while True:
+                frame = read_frame(self._stdout)
+                if frame is None:
+                    return
+                kind, value = pickle.loads(frame)  # noqa: S301 - from our own child process
+                if kind == "done":
+                    self.done += 1
+                else:
+                    self._reply = (kind, value)
+                    return
+        except Exception as exc:  # noqa: BLE001 - reported by result()
+            self._failure = f"{type(exc).__name__}: {exc}"
+
+    def feed(self, job: NameJob) -> None:
+        self._send(pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL))
+        self.sent += 1
+
+    @property
+    def behind(self) -> int:
+        """Jobs fed that the worker has not finished."""
+        return self.sent - self.done
+
+    def _send(self, frame: bytes) -> None:
+        try:
+            write_frame(self._stdin, frame)
+        except (BrokenPipeError, ValueError):
+            raise RuntimeError(f"the name worker stopped (exit code {self._proc.poll()})") from None
+
+    def result(self) -> NameResult:
+        self._send(b"")
+        self._stdin.close()
+        self._reader.join(timeout=60)
+        if self._failure is not None:
+            raise RuntimeError(f"the name worker's answer could not be read: {self._failure}")
+        if self._reply is None:
+            self._proc.wait(timeout=30)
+            raise RuntimeError(f"the name worker died (exit code {self._proc.returncode})")
+        status, value = self._reply
+        if status != "ok":
+            raise RuntimeError(f"the name worker failed: {value}")
+        assert isinstance(value, NameResult)
+        return value
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.kill()
+        self._proc.wait(timeout=10)
+        for pipe in (self._stdin, self._stdout):
+            try:
+                pipe.close()
+            except OSError:
+                pass
+        self._reader.join(timeout=10)
