@@ -1,5 +1,9 @@
 """Link layers and IPv4/IPv6/TCP/UDP headers of a batch of records, vectorised with numpy.
 
+Long because: the numpy decoder is the reference the compiled one (``_decode.c``) is held to,
+layer by layer; both walk the same link types in the same order, and keeping every layer in
+one file keeps the twin readable against the C.
+
 :class:`Decoder` turns a :class:`~auditor.packets.pcapfile.RecordBatch` into a
 :class:`PacketBatch`: per-packet columns (IP version, addresses as two uint64 halves, protocol,
 ports, TCP flags, where the transport payload starts and how much of it was captured, the

@@ -1,5 +1,10 @@
 """The flow table of a capture, its DNS table and the names DNS gave to addresses.
 
+Long because: :class:`CaptureAnalyzer` is one state machine over the batches (flow assignment,
+the choice of the packets that may carry a name, the waits for split heads, hellos and
+flights, the final tables), and its steps share its per-flow arrays; the protocol parsers,
+the collector and the worker are modules of their own.
+
 :class:`CaptureAnalyzer` consumes decoded batches one at a time and keeps only per-flow state,
 so a capture of any size is read in bounded memory (the per-packet table is kept only when
 asked for). Per batch, everything per packet is numpy:

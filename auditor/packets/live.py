@@ -1,5 +1,9 @@
 """Live packet capture into the session folder, from three sources with one small interface.
 
+Long because: the three sources share the capture base class, the rotating writer and the
+stream pump, and the choice among them (:class:`PacketsSpec`) needs all three; each source
+is a section of its own below.
+
 - :class:`AdbTcpdump`: ``tcpdump -i any -U -w -`` on a rooted phone, streamed raw over ADB
   (``exec:``, so no pty mangles the bytes) into ``packets/adb-tcpdump-NNN.pcap``;
 - :class:`IfaceSniffer`: a host interface the phone's traffic crosses (a hotspot, a bridge, a

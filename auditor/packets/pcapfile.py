@@ -1,5 +1,9 @@
 """Record-level readers of pcap and pcapng captures, streamed in bounded chunks.
 
+Long because: the Python record walks are the reference the compiled walk (``_scan.c``) is held
+to, and pcap, pcapng (its blocks, sections and interfaces) and the compressed inputs share the
+chunking they are written for.
+
 :class:`CaptureReader` takes a binary stream and yields :class:`RecordBatch` es. A batch is one
 chunk of the file (``chunk_size`` bytes, 32 MiB by default; a record is never split between
 two chunks) plus numpy columns with one row per packet: where its data starts in the chunk,
