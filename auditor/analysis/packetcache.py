@@ -49,7 +49,7 @@ from auditor.intel.cache import cache_dir, owner_only, write_private
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1  # bumped when the pickled layout changes
+FORMAT = 2  # bumped when the stored layout changes
 ENV = "AUDITOR_PACKET_CACHE"
 FOLDER = "packetflows"
 SUFFIX = ".arrow"
@@ -105,7 +105,7 @@ def load(path: Path) -> tuple[pd.DataFrame | None, dict[str, Any]] | None:
         meta = json.loads((table.schema.metadata or {})[META])
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             return None
-        frame = _frame(table, meta["dtypes"]) if meta.get("has_frame") else None
+        frame = _frame(table, meta["dtypes"], meta["objects"]) if meta.get("has_frame") else None
     except (Exception, MemoryError) as exc:  # noqa: BLE001 - a damaged file raises anything
         log.warning(
             "%s: unreadable packet flow cache entry (%s); removed", path, type(exc).__name__
@@ -118,32 +118,78 @@ def load(path: Path) -> tuple[pd.DataFrame | None, dict[str, Any]] | None:
     return frame, meta["facts"]
 
 
-def _frame(table: pa.Table, dtypes: list[str]) -> pd.DataFrame:
+_PLAIN = (str, int, float, bool, bytes)  # what a column of Python objects may hold
+_NAN = "\0nan:"  # the column of where an object column held NaN (and not None)
+
+
+def _objects_as_stored(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]] | None:
+    """The frame with, beside each column of Python objects that holds NaN for missing, a
+    column of where (Arrow keeps a missing value, not which one); None when such a column
+    holds anything but plain values (text, numbers, bytes), which Arrow may not give back
+    as they were."""
+    extra: dict[str, np.ndarray] = {}
+    objects = []
+    for name in frame.columns:
+        if frame[name].dtype != object:
+            continue
+        objects.append(str(name))
+        values = frame[name].to_numpy(dtype=object)
+        missing = pd.isna(values)
+        if not all(isinstance(v, _PLAIN) for v in values[~missing].tolist()):
+            return None
+        nan = missing & ~(values == None)  # noqa: E711 - elementwise
+        if nan.any():
+            extra[_NAN + str(name)] = nan
+    return (frame.assign(**extra) if extra else frame), objects
+
+
+def _frame(table: pa.Table, dtypes: list[str], objects: list[str]) -> pd.DataFrame:
     """The table as the frame it was made from: Arrow keeps pandas' own description of each
-    column; a column of Python objects (text or None) is made objects again."""
-    frame = table.to_pandas()
+    column; a column of Python objects is made objects again, NaN where it held NaN."""
+    nan_columns = [c for c in table.column_names if c.startswith(_NAN)]
+    frame = table.drop_columns(nan_columns + objects).to_pandas()
+    n = table.num_rows
+    for name in objects:
+        col = table.column(name)
+        if pa.types.is_null(col.type):
+            values = np.full(n, None, dtype=object)
+        elif pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+            values = col.to_numpy(zero_copy_only=False).astype(object, copy=False)
+        else:
+            values = np.empty(n, dtype=object)
+            values[:] = col.to_pylist()
+        if _NAN + name in nan_columns:
+            values[table.column(_NAN + name).to_numpy(zero_copy_only=False)] = np.nan
+        frame[name] = values
+    frame = frame[[c for c in table.column_names if not c.startswith(_NAN)]]
     for name, dtype in zip(list(frame.columns), dtypes, strict=True):
         if str(frame[name].dtype) != dtype:
-            if dtype != "object":
-                raise ValueError(f"column {name}: {frame[name].dtype}, not {dtype}")
-            frame[name] = np.asarray(table.column(name).to_pylist(), dtype=object)
+            raise ValueError(f"column {name}: {frame[name].dtype}, not {dtype}")
     return frame
 
 
 def store(path: Path, frame: pd.DataFrame | None, facts: dict[str, Any]) -> None:
     """Keep (``frame``, ``facts``: JSON) at ``path`` (owner-only, through a temporary name),
-    then bound the folder. Nothing is kept when the cache is off; a table Arrow cannot hold
-    or a failure to write is a logged warning."""
+    then bound the folder. Nothing is kept when the cache is off; a table Arrow cannot give
+    back as it was, or a failure to write, is a logged warning."""
     if not enabled():
         return
     try:
+        stored = _objects_as_stored(frame) if frame is not None else (None, [])
+        if stored is None:
+            log.warning("packet flows not cached: a column holds values Arrow may change")
+            return
+        as_stored, objects = stored
         table = (
-            pa.Table.from_pandas(frame, preserve_index=False) if frame is not None else pa.table({})
+            pa.Table.from_pandas(as_stored, preserve_index=False)
+            if as_stored is not None
+            else pa.table({})
         )
         meta = {
             "format": FORMAT,
             "has_frame": frame is not None,
             "dtypes": [str(t) for t in frame.dtypes] if frame is not None else [],
+            "objects": objects,
             "facts": facts,
         }
         table = table.replace_schema_metadata(

@@ -22,10 +22,21 @@ SHARED = Path(__file__).resolve().parents[3] / "shared" / "captures"
 REAL = [DATA / "android.pcap", DATA / "http_ua_splitted_in_two_pkts.pcapng", DATA / "xiaomi.pcap"]
 
 
-def _doc(session: Path) -> dict[str, Any]:
+def _doc(session: Path, tables: list[Any] | None = None) -> dict[str, Any]:
     """findings.json's document, without what two imports of the same files differ by: the
-    time it was made, the session's id and its manifest's digest."""
-    doc = analyze([session]).doc
+    time it was made, the session's id and its manifest's digest. ``tables``: gets the flow
+    table, each value with its type (None and NaN are both "missing" to pandas' own
+    comparisons, and not the same to the rules that read them)."""
+    result = analyze([session])
+    if tables is not None:
+        flows = result.flows.drop(columns=["session"])
+        tables.append(
+            [
+                (str(c), str(flows[c].dtype), [(type(v).__name__, repr(v)) for v in flows[c]])
+                for c in flows.columns
+            ]
+        )
+    doc = result.doc
     doc.pop("generated_at", None)
     doc["session"].pop("manifest_sha256")  # two imports of the same files: two manifests
     text = json.dumps(doc, sort_keys=True, default=str).replace(session.name, "SESSION")
@@ -48,18 +59,19 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture(scope="module")
-def cold(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+def cold(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any], Any]:
     """A session of the real captures and its analysis with the cache off."""
     os.environ[packetcache.ENV] = "0"
     try:
         session = import_files(REAL, tmp_path_factory.mktemp("cold")).session
-        return session, _doc(session)
+        tables: list[Any] = []
+        return session, _doc(session, tables), tables[0]
     finally:
         del os.environ[packetcache.ENV]
 
 
 def test_import_fills_the_cache_and_the_analysis_is_the_same(
-    cache: Path, cold: tuple[Path, dict[str, Any]], tmp_path: Path
+    cache: Path, cold: tuple[Path, dict[str, Any], Any], tmp_path: Path
 ) -> None:
     session = import_files(REAL, tmp_path / "s").session
     entries = _entries()
@@ -68,11 +80,13 @@ def test_import_fills_the_cache_and_the_analysis_is_the_same(
     assert cache.stat().st_mode & 0o777 == 0o700
     before = {e: e.stat().st_mtime_ns for e in entries}
     time.sleep(0.01)
-    warm = _doc(session)
+    tables: list[Any] = []
+    warm = _doc(session, tables)
     assert all(e.stat().st_mtime_ns > before[e] for e in entries)  # each was read
     assert _entries() == entries  # and none written anew
     cold_doc = cold[1]
     assert warm == cold_doc
+    assert tables[0] == cold[2]  # the flow table too, value by value with its type
     assert warm["endpoints"], "the real captures give endpoints"
     assert all(f["packets"] > 0 for f in warm["packets"]["SESSION"]["files"])
     assert warm["packets"]["SESSION"]["dns_lookups"]
