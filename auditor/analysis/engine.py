@@ -17,8 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from auditor import __version__
-from auditor import columns as C
+from auditor import __version__, columns
 from auditor.analysis import appjoin, conditions, scanning
 from auditor.analysis.claims import Claim, evaluate
 from auditor.analysis.coverage import build_coverage, capture_stats, incomplete, skipped_warnings
@@ -115,7 +114,9 @@ def analyze(
     kb = KnowledgeBase.load(extra=list(intel)) if intel else load_index()
     # auditor's own interception check (the canary) is not the phone's traffic
     if len(flows):
-        names = flows[C.NAME].astype(object).where(flows[C.NAME].notna(), "").astype(str)
+        names = (
+            flows[columns.NAME].astype(object).where(flows[columns.NAME].notna(), "").astype(str)
+        )
         canary = (names == CANARY_HOST) | names.str.endswith("." + CANARY_HOST)
     else:
         canary = pd.Series(dtype=bool)
@@ -123,7 +124,7 @@ def analyze(
         flows = flows[~canary].reset_index(drop=True)
     flows = annotate_distinct(kb, flows)
     if len(flows):  # a lookalike host name is a counted warning
-        warnings += name_warnings(flows[C.NAME].dropna().unique().tolist())
+        warnings += name_warnings(flows[columns.NAME].dropna().unique().tolist())
     first = opened[0]
     manifest = first.manifest
     device = manifest.get("device") or {}
@@ -142,7 +143,9 @@ def analyze(
         characters=scan.characters,
         keyword_lists=scan.keyword_lists,
         app_lists=scan.app_lists,
-        concerns={str(o): kb.concerns(str(o)) for o in flows[C.ORGANISATION].dropna().unique()}
+        concerns={
+            str(o): kb.concerns(str(o)) for o in flows[columns.ORGANISATION].dropna().unique()
+        }
         if len(flows)
         else {},
     )
@@ -186,11 +189,15 @@ def annotate_distinct(kb: KnowledgeBase, flows: pd.DataFrame) -> pd.DataFrame:
     name evidence) attributed once and its columns spread to every flow that has it: the
     attribution of a row reads only those columns, and a capture's DNS flows to one
     resolver, or its flows to one server, are thousands of rows with one answer."""
-    keys = [c for c in (C.NAME, C.SERVER_IP, *C.NAME_EVIDENCE_COLUMNS) if c in flows.columns]
-    if len(flows) < DISTINCT_MIN_ROWS or C.NAME not in keys or C.SERVER_IP not in keys:
+    keys = [
+        c
+        for c in (columns.NAME, columns.SERVER_IP, *columns.NAME_EVIDENCE_COLUMNS)
+        if c in flows.columns
+    ]
+    if len(flows) < DISTINCT_MIN_ROWS or columns.NAME not in keys or columns.SERVER_IP not in keys:
         return kb.annotate(flows)
     limit = 0.8 * len(flows)  # hardly fewer rows than that: not worth the gathering
-    keys.sort(key=lambda c: c != C.SERVER_IP)  # the most varied first: it decides soonest
+    keys.sort(key=lambda c: c != columns.SERVER_IP)  # the most varied first: it decides soonest
     codes = np.zeros(len(flows), dtype=np.int64)
     for c in keys:
         vcodes, uniq = pd.factorize(flows[c], use_na_sentinel=True)
@@ -270,8 +277,8 @@ def _endpoints(
         same, _ = pd.factorize(values)
         return same[codes], values[codes]
 
-    name_codes, names_of = merged(C.NAME, _NO_NAME, True)
-    org_codes, orgs_of = merged(C.ORGANISATION, "", True)
+    name_codes, names_of = merged(columns.NAME, _NO_NAME, True)
+    org_codes, orgs_of = merged(columns.ORGANISATION, "", True)
     gcodes, _ = pd.factorize(name_codes.astype(np.int64) * (int(org_codes.max()) + 1) + org_codes)
     del name_codes, org_codes
     order = np.argsort(gcodes, kind="stable")
@@ -292,25 +299,34 @@ def _endpoints(
         values[-1] = None
         return np.asarray(values[codes], dtype=object)
 
-    start_ts = pd.to_datetime(flows[C.START], utc=True, errors="coerce")
+    start_ts = pd.to_datetime(flows[columns.START], utc=True, errors="coerce")
     # in nanoseconds whatever unit the text parsed to (pandas 3 keeps microseconds)
     secs = np.where(start_ts.isna(), np.nan, start_ts.dt.as_unit("ns").astype("int64") / 1e9)
     del start_ts
-    up = flows[C.BYTES_UP].fillna(0).to_numpy(dtype="float64")
-    down = flows[C.BYTES_DOWN].fillna(0).to_numpy(dtype="float64")
-    idle = flows[C.IDLE].fillna(False).astype(bool).to_numpy()
-    linked = flows[C.STATE_LINKED].fillna(False).astype(bool).to_numpy()
-    ips = at_firsts(C.SERVER_IP)
+    up = flows[columns.BYTES_UP].fillna(0).to_numpy(dtype="float64")
+    down = flows[columns.BYTES_DOWN].fillna(0).to_numpy(dtype="float64")
+    idle = flows[columns.IDLE].fillna(False).astype(bool).to_numpy()
+    linked = flows[columns.STATE_LINKED].fillna(False).astype(bool).to_numpy()
+    ips = at_firsts(columns.SERVER_IP)
     org_name, parent, country, cats = (
-        at_firsts(C.ORGANISATION_NAME), at_firsts(C.PARENT), at_firsts(C.COUNTRY),
-        at_firsts(C.CATEGORIES),
+        at_firsts(columns.ORGANISATION_NAME), at_firsts(columns.PARENT), at_firsts(columns.COUNTRY),
+        at_firsts(columns.CATEGORIES),
     )  # fmt: skip
     hosting_codes, hosting_keys = _hosting_codes(
-        [coded(c) for c in (C.ASN, C.HOSTING_NAME, C.HOSTING_ORG, C.ASN_ORG, C.SERVER_COUNTRY)]
+        [
+            coded(c)
+            for c in (
+                columns.ASN,
+                columns.HOSTING_NAME,
+                columns.HOSTING_ORG,
+                columns.ASN_ORG,
+                columns.SERVER_COUNTRY,
+            )
+        ]
     )
     hostings = _group_hostings(gs, hosting_codes[order], hosting_keys, n_groups)
     del hosting_codes
-    evidence_cols = {c: at_firsts(c) for c in C.NAME_EVIDENCE_COLUMNS}
+    evidence_cols = {c: at_firsts(c) for c in columns.NAME_EVIDENCE_COLUMNS}
     rows: list[tuple[str, str, dict[str, Any]]] = []
     attributions = _group_attributions(kb, names, ips, evidence_cols, np.arange(n_groups))
     # per group sums and counts over the flows sorted by group (all in C)
@@ -327,14 +343,14 @@ def _endpoints(
     first_seen, last_seen = _ts_many(t_first.tolist()), _ts_many(t_last.tolist())
     spans = np.where(timed > 1, t_last - t_first, 0.0).tolist()
     after_boot = _after_boot(times, starts, timed, boots or [])
-    ip_ranks, ip_texts = _text_ranks(flows, C.SERVER_IP, lambda: col(C.SERVER_IP), None)
+    ip_ranks, ip_texts = _text_ranks(flows, columns.SERVER_IP, lambda: col(columns.SERVER_IP), None)
     group_ips = _texts_per_group(gs, (ip_ranks[order], ip_texts), n_groups, limit=MAX_IPS)
-    fid_ranks, fid_texts = _text_ranks(flows, C.FLOW_ID, lambda: col(C.FLOW_ID), "None")
+    fid_ranks, fid_texts = _text_ranks(flows, columns.FLOW_ID, lambda: col(columns.FLOW_ID), "None")
     flow_ids = _texts_per_group(
         gs, (fid_ranks[order], fid_texts), n_groups, limit=MAX_FLOW_IDS, distinct=False
     )
     del ip_ranks, fid_ranks
-    app_codes, app_values = coded(C.APPS)
+    app_codes, app_values = coded(columns.APPS)
     group_apps = _apps_per_group(gs, app_codes[order], app_values, n_groups)
     server_exposure: dict[str, dict[str, Any] | None] = {}
     timed_l, sizes_l, spans_l, linked_l = timed.tolist(), sizes.tolist(), spans, any_linked
@@ -615,7 +631,7 @@ def _group_attributions(
             None if host == _NO_NAME else host,
             own_ip,
             cert=cert_from_columns({c: v[i0] for c, v in evidence_cols.items()}),
-            cnames=[x for x in str(evidence_cols[C.CNAMES][i0] or "").split(";") if x],
+            cnames=[x for x in str(evidence_cols[columns.CNAMES][i0] or "").split(";") if x],
             known=IpFacts(*facts[own_ip]) if own_ip is not None else None,
         )
         made.append(attribution.to_json())

@@ -28,8 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from auditor import columns as C
-from auditor import jsonio
+from auditor import columns, jsonio
 from auditor.analysis.packetflows import (
     PacketData,
     cname_chains,
@@ -152,9 +151,9 @@ def build_flow_table(
         records = list(session.records())
     df = session.flows(records)
     warnings = list(session.warnings)
-    df[C.TRANSPORT] = "tcp"
-    df[C.SEEN_BY] = "proxy"
-    df[C.BYPASS] = False
+    df[columns.TRANSPORT] = "tcp"
+    df[columns.SEEN_BY] = "proxy"
+    df[columns.BYPASS] = False
     dns_names = _dns_names(records)
     if packets is not None:
         warnings += packets.warnings
@@ -166,30 +165,32 @@ def build_flow_table(
     warnings += sockets.warnings
     proxy = proxy_endpoint(session.manifest)
 
-    df[C.NAME], df[C.NAME_EVIDENCE] = _proxy_names(df, dns_names)
-    df[C.PCAP_UID] = -1
-    df[C.PCAP_APP] = ""
+    df[columns.NAME], df[columns.NAME_EVIDENCE] = _proxy_names(df, dns_names)
+    df[columns.PCAP_UID] = -1
+    df[columns.PCAP_APP] = ""
     _add_certificates(df, records)
     if packets is not None and not packets.flows.empty:
         pf = packets.flows.copy(deep=False)  # copy-on-write: a column is copied when set
         _name_by_session_dns(pf, dns_names)
         df = pd.concat([df, pf], ignore_index=True) if len(df) else pf.reset_index(drop=True)
-        df[C.BYPASS] = df[C.BYPASS].fillna(False).astype(bool)
+        df[columns.BYPASS] = df[columns.BYPASS].fillna(False).astype(bool)
     cnames = cname_map(_cname_pairs(records))
     if packets is not None:
         for owner, target in packets.cnames.items():
             cnames.setdefault(owner, target)
-    df[C.CNAMES] = cname_chains(df[C.NAME], cnames)
+    df[columns.CNAMES] = cname_chains(df[columns.NAME], cnames)
 
     # seconds since the epoch, only when sockets or steps need them (Timestamp.timestamp()
     # per row, as the socket snapshots and step events are compared with)
     starts: list[float | None] = (
-        [ts.timestamp() if not pd.isna(ts) else None for ts in df[C.START]]
+        [ts.timestamp() if not pd.isna(ts) else None for ts in df[columns.START]]
         if sockets.times or steps
         else []
     )
-    df[C.APP_UIDS], df[C.APPS], df[C.APP_EVIDENCE] = _apps(df, starts, uid_map, sockets, proxy)
-    df[C.STEP], df[C.IDLE] = _steps(starts, steps, len(df))
+    df[columns.APP_UIDS], df[columns.APPS], df[columns.APP_EVIDENCE] = _apps(
+        df, starts, uid_map, sockets, proxy
+    )
+    df[columns.STEP], df[columns.IDLE] = _steps(starts, steps, len(df))
     return df, warnings
 
 
@@ -199,10 +200,10 @@ def _name_by_session_dns(pf: pd.DataFrame, dns_names: dict[str, str]) -> None:
     the columns rebuilt by Arrow (:func:`text_array`)."""
     if not dns_names:
         return
-    by_ip = (pf[C.NAME_EVIDENCE] == "ip").to_numpy(dtype=bool)
+    by_ip = (pf[columns.NAME_EVIDENCE] == "ip").to_numpy(dtype=bool)
     if not by_ip.any():
         return
-    codes, ips = codes_of(pf[C.SERVER_IP])
+    codes, ips = codes_of(pf[columns.SERVER_IP])
     # only the addresses of rows named by their address are looked up (the others keep
     # their names whatever the answer)
     asked = np.zeros(len(ips), dtype=bool)
@@ -215,14 +216,14 @@ def _name_by_session_dns(pf: pd.DataFrame, dns_names: dict[str, str]) -> None:
     unnamed = by_ip & known
     if not unnamed.any():
         return
-    name_codes, names = codes_of(pf[C.NAME])
+    name_codes, names = codes_of(pf[columns.NAME])
     # the new names follow the column's own: code len(names) + k is the k-th address's answer
     values = [*np.asarray(names, dtype=object).tolist(), *answer]
     name_codes = np.where(unnamed, len(names) + codes, name_codes)
-    pf[C.NAME] = text_array(name_codes, values)
-    ev_codes, evidence = codes_of(pf[C.NAME_EVIDENCE])
+    pf[columns.NAME] = text_array(name_codes, values)
+    ev_codes, evidence = codes_of(pf[columns.NAME_EVIDENCE])
     ev_values = [*np.asarray(evidence, dtype=object).tolist(), "dns-answer"]
-    pf[C.NAME_EVIDENCE] = text_array(np.where(unnamed, len(evidence), ev_codes), ev_values)
+    pf[columns.NAME_EVIDENCE] = text_array(np.where(unnamed, len(evidence), ev_codes), ev_values)
 
 
 def _proxy_names(df: pd.DataFrame, dns_names: dict[str, str]) -> tuple[np.ndarray, np.ndarray]:
@@ -237,15 +238,15 @@ def _proxy_names(df: pd.DataFrame, dns_names: dict[str, str]) -> tuple[np.ndarra
         return per_value(df[col], lambda v: isinstance(v, str) and bool(v)).astype(bool)
 
     lower = lambda v: v.lower() if isinstance(v, str) else v  # noqa: E731
-    ip = df[C.SERVER_IP].to_numpy(dtype=object)
-    by_host = (df[C.RECORD_TYPE].to_numpy(dtype=object) == "http") & nonempty(C.HOST)
-    by_sni = ~by_host & nonempty(C.SNI)
+    ip = df[columns.SERVER_IP].to_numpy(dtype=object)
+    by_host = (df[columns.RECORD_TYPE].to_numpy(dtype=object) == "http") & nonempty(columns.HOST)
+    by_sni = ~by_host & nonempty(columns.SNI)
     answered = per_value(ip, lambda v: dns_names.get(v) if isinstance(v, str) else None)
     by_dns = ~by_host & ~by_sni & np.asarray([a is not None for a in answered], dtype=bool)
     rest = ~(by_host | by_sni | by_dns)
     names = np.empty(n, dtype=object)
-    names[by_host] = per_value(df[C.HOST].to_numpy(dtype=object)[by_host], lower)
-    names[by_sni] = per_value(df[C.SNI].to_numpy(dtype=object)[by_sni], lower)
+    names[by_host] = per_value(df[columns.HOST].to_numpy(dtype=object)[by_host], lower)
+    names[by_sni] = per_value(df[columns.SNI].to_numpy(dtype=object)[by_sni], lower)
     names[by_dns] = answered[by_dns]
     names[rest] = per_value(ip[rest], lambda v: v if isinstance(v, str) else "")
     evidence = np.select(
@@ -265,7 +266,7 @@ def _apps(
     evidence there is), else the socket snapshots by local port or, for the proxy's rows,
     by the sockets open toward the proxy around the flow's start."""
     n = len(df)
-    pcap_uid = pd.to_numeric(df[C.PCAP_UID], errors="coerce").to_numpy(dtype="float64")
+    pcap_uid = pd.to_numeric(df[columns.PCAP_UID], errors="coerce").to_numpy(dtype="float64")
     droid = ~np.isnan(pcap_uid) & (pcap_uid >= 0)
     if not droid.any() and not sockets.times:  # no evidence of an owner (an imported capture)
         none = np.zeros(n, dtype=np.intp)
@@ -276,7 +277,7 @@ def _apps(
     if droid.any():
         uid_int = pcap_uid[droid].astype(np.int64)
         uids[droid] = per_value(uid_int.astype(object), lambda u: str(u))
-        pcap_app = df[C.PCAP_APP].to_numpy(dtype=object)[droid]
+        pcap_app = df[columns.PCAP_APP].to_numpy(dtype=object)[droid]
         keys = np.asarray([f"{u}\0" for u in uid_int.tolist()], dtype=object) + per_value(
             pcap_app, lambda a: str(a or "")
         )
@@ -284,9 +285,9 @@ def _apps(
         how[droid] = "pcapdroid"
     if not sockets.times:
         return uids, apps, how
-    cips = df[C.CLIENT_IP].to_numpy(dtype=object)
-    cports = df[C.CLIENT_PORT].to_numpy(dtype=object)
-    seen = df[C.SEEN_BY].to_numpy(dtype=object)
+    cips = df[columns.CLIENT_IP].to_numpy(dtype=object)
+    cports = df[columns.CLIENT_PORT].to_numpy(dtype=object)
+    seen = df[columns.SEEN_BY].to_numpy(dtype=object)
     for i in np.flatnonzero(~droid).tolist():
         ts, cip, cport = starts[i], cips[i], cports[i]
         found: set[int] = set()
@@ -336,12 +337,12 @@ def _add_certificates(df: pd.DataFrame, records: Iterable[Any]) -> None:
         elif isinstance(r, HttpRecord | TlsFailedRecord) and r.server_conn_id:
             conn[(r.TYPE.value, r.id)] = r.server_conn_id
     rows: list[tuple[Any, ...]] = []
-    for rtype, fid in zip(df[C.RECORD_TYPE], df[C.FLOW_ID], strict=True):
+    for rtype, fid in zip(df[columns.RECORD_TYPE], df[columns.FLOW_ID], strict=True):
         leaf = leaves.get(conn.get((rtype, fid), ""))
-        rows.append(_leaf_fields(leaf) if leaf else (None,) * len(C.CERT_COLUMNS))
-    for i, col in enumerate(C.CERT_COLUMNS):
+        rows.append(_leaf_fields(leaf) if leaf else (None,) * len(columns.CERT_COLUMNS))
+    for i, col in enumerate(columns.CERT_COLUMNS):
         df[col] = pd.Series([r[i] for r in rows], index=df.index, dtype=object)
-    df[C.CERT_SOURCE] = pd.Series(
+    df[columns.CERT_SOURCE] = pd.Series(
         ["proxy" if r[-1] is not None else None for r in rows], index=df.index, dtype=object
     )
 

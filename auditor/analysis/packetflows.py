@@ -35,7 +35,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from auditor import columns as C
+from auditor import columns
+from auditor.packets import flows as capture_flows
 from auditor.session import readable_files
 
 # the server's leaf certificate (from the packets' TLS <= 1.2 handshakes, or the proxy's)
@@ -262,14 +263,12 @@ def _address_codes(column: pd.Series) -> tuple[np.ndarray, Any]:
     return codes, np.asarray([str(v) for v in np.asarray(values, dtype=object).tolist()], object)
 
 
-def path_codes(
-    fl: pd.DataFrame, proxies: set[tuple[str, int]], had_proxy: bool, F: Any
-) -> np.ndarray:
+def path_codes(fl: pd.DataFrame, proxies: set[tuple[str, int]], had_proxy: bool) -> np.ndarray:
     """The path of each flow as an index into :data:`PATHS`; each distinct address is
     tested once, and the flows are compared on integer codes."""
-    scodes, stext = _address_codes(fl[F.SERVER_IP])
-    ccodes, ctext = _address_codes(fl[F.CLIENT_IP])
-    sport = fl[F.SERVER_PORT].astype(int).to_numpy()
+    scodes, stext = _address_codes(fl[capture_flows.SERVER_IP])
+    ccodes, ctext = _address_codes(fl[capture_flows.CLIENT_IP])
+    sport = fl[capture_flows.SERVER_PORT].astype(int).to_numpy()
     to_proxy = np.zeros(len(fl), dtype=bool)
     for host, port in proxies:
         hit = np.flatnonzero(np.asarray(stext == host, dtype=bool))
@@ -382,7 +381,6 @@ def _read_part(
 ) -> CapturePart:
     """One capture read (or ``res``, its ``CaptureResult`` read already) into its part."""
     from auditor.packets import PcapError, read_capture
-    from auditor.packets import flows as F
 
     part = CapturePart(CaptureFile(rel))
     acct = part.acct
@@ -404,19 +402,19 @@ def _read_part(
             + ", ".join(f"{k} {v}" for k, v in sorted(res.warnings.items()))
         )
     part.names = dict(res.names)
-    part.lookups = _lookups(rel, res, F)
-    part.cnames = cname_map(_cname_pairs(res, F))
+    part.lookups = _lookups(rel, res)
+    part.cnames = cname_map(_cname_pairs(res))
     fl = res.flows
     if fl.empty:
         return part
-    paths = path_codes(fl, proxies, had_proxy, F)
+    paths = path_codes(fl, proxies, had_proxy)
     for p, n in enumerate(np.bincount(paths, minlength=len(PATHS)).tolist()):
         if n:
             acct.paths[PATHS[p]] = acct.paths.get(PATHS[p], 0) + n
     keep = (paths == _PATH_CODE[PATH_BYPASS]) | (paths == _PATH_CODE[PATH_DIRECT])
     sel = fl if keep.all() else fl[keep]  # no copy of a table kept whole
     if not sel.empty:
-        part.frame = _rows(rel, sel, res.dns, had_proxy, F, part.cnames)
+        part.frame = _rows(rel, sel, res.dns, had_proxy, part.cnames)
     return part
 
 
@@ -437,22 +435,22 @@ def empty_frame() -> pd.DataFrame:
 
 
 PACKET_ROW_COLUMNS: tuple[str, ...] = (
-    *C.FLOW_COLUMNS,
-    C.TRANSPORT,
-    C.SEEN_BY,
-    C.BYPASS,
-    C.PACKETS_UP,
-    C.PACKETS_DOWN,
-    C.CAPTURE_FILE,
-    C.TCP_STATE,
-    C.NAME,
-    C.NAME_EVIDENCE,
-    C.PCAP_UID,
-    C.PCAP_APP,
-    C.DNS_QUERIES,
-    *C.CERT_COLUMNS,
-    C.CERT_SOURCE,
-    C.CNAMES,
+    *columns.FLOW_COLUMNS,
+    columns.TRANSPORT,
+    columns.SEEN_BY,
+    columns.BYPASS,
+    columns.PACKETS_UP,
+    columns.PACKETS_DOWN,
+    columns.CAPTURE_FILE,
+    columns.TCP_STATE,
+    columns.NAME,
+    columns.NAME_EVIDENCE,
+    columns.PCAP_UID,
+    columns.PCAP_APP,
+    columns.DNS_QUERIES,
+    *columns.CERT_COLUMNS,
+    columns.CERT_SOURCE,
+    columns.CNAMES,
 )
 
 
@@ -461,75 +459,84 @@ def _rows(
     fl: pd.DataFrame,
     dns: pd.DataFrame,
     had_proxy: bool,
-    F: Any,
     cnames: dict[str, str],
 ) -> pd.DataFrame:
     """Packet flows in the analyser's columns. Text columns are gathered by Arrow from
     each column's distinct values (:func:`text_array`), never made string by string."""
     n = len(fl)
-    fids = fl[F.FLOW_ID].to_numpy(dtype=np.int64)
-    sni = _coalesce(fl[F.SNI], fl[F.QUIC_SNI])
-    alpn = _coalesce(fl[F.ALPN], fl[F.QUIC_ALPN])
-    proto_codes, protos = _address_codes(fl[F.PROTO])
+    fids = fl[capture_flows.FLOW_ID].to_numpy(dtype=np.int64)
+    sni = _coalesce(fl[capture_flows.SNI], fl[capture_flows.QUIC_SNI])
+    alpn = _coalesce(fl[capture_flows.ALPN], fl[capture_flows.QUIC_ALPN])
+    proto_codes, protos = _address_codes(fl[capture_flows.PROTO])
     is_tcp = _code_is(proto_codes, protos, "tcp")
-    quic = fl[F.QUIC_SNI].notna().to_numpy(dtype=bool) & _code_is(proto_codes, protos, "udp")
+    quic = fl[capture_flows.QUIC_SNI].notna().to_numpy(dtype=bool) & _code_is(
+        proto_codes, protos, "udp"
+    )
     transport = np.where(quic, len(protos), proto_codes)
     scheme = np.where(sni.notna().to_numpy(dtype=bool), 2, -1)
-    scheme[(scheme < 0) & fl[F.HTTP_HOST].notna().to_numpy(dtype=bool)] = 1
+    scheme[(scheme < 0) & fl[capture_flows.HTTP_HOST].notna().to_numpy(dtype=bool)] = 1
     state = _tcp_state_codes(
         is_tcp,
-        *(fl[c].to_numpy(dtype=bool) for c in (F.SYN_SEEN, F.SYNACK_SEEN, F.FIN_SEEN, F.RST_SEEN)),
+        *(
+            fl[c].to_numpy(dtype=bool)
+            for c in (
+                capture_flows.SYN_SEEN,
+                capture_flows.SYNACK_SEEN,
+                capture_flows.FIN_SEEN,
+                capture_flows.RST_SEEN,
+            )
+        ),
     )
-    app_codes, apps = codes_of(fl[F.APP])
-    name = fl[F.NAME].astype(str).str.lower()
+    app_codes, apps = codes_of(fl[capture_flows.APP])
+    name = fl[capture_flows.NAME].astype(str).str.lower()
     one = np.zeros(n, dtype=np.intp)
-    columns: dict[str, Any] = {
-        C.FLOW_ID: _flow_id_text(rel, fids),
-        C.RECORD_TYPE: text_array(one, [RECORD_TYPE]),
-        C.SOURCE: text_array(one, [SOURCE]),
-        C.START: fl[F.FIRST_SEEN].array,
-        C.END: fl[F.LAST_SEEN].array,
-        C.CLIENT_IP: text_array(*_address_codes(fl[F.CLIENT_IP])),
-        C.CLIENT_PORT: fl[F.CLIENT_PORT].astype("Int64").to_numpy(),
-        C.SERVER_IP: text_array(*_address_codes(fl[F.SERVER_IP])),
-        C.SERVER_PORT: fl[F.SERVER_PORT].astype("Int64").to_numpy(),
-        C.SNI: _text(sni),
-        C.TLS_VERSION: None,
-        C.ALPN: _text(alpn),
-        C.METHOD: None,
-        C.SCHEME: _inferred_text(scheme, [None, "http", "https"]),
-        C.HOST: _text(fl[F.HTTP_HOST]),
-        C.PORT: fl[F.SERVER_PORT].astype("Int64").to_numpy(),
-        C.PATH: None,
-        C.URL: None,
-        C.STATUS: pd.arrays.IntegerArray(np.zeros(n, dtype=np.int64), np.ones(n, dtype=bool)),
-        C.BYTES_UP: fl[F.IP_BYTES_UP].astype("int64").to_numpy(),
-        C.BYTES_DOWN: fl[F.IP_BYTES_DOWN].astype("int64").to_numpy(),
-        C.ERROR: None,
-        C.TRANSPORT: text_array(transport, [*protos.tolist(), "quic"]),
-        C.SEEN_BY: text_array(one, [SOURCE]),
-        C.BYPASS: had_proxy,
-        C.PACKETS_UP: fl[F.PACKETS_UP].astype("int64").to_numpy(),
-        C.PACKETS_DOWN: fl[F.PACKETS_DOWN].astype("int64").to_numpy(),
-        C.CAPTURE_FILE: text_array(one, [rel]),
-        C.TCP_STATE: text_array(state, TCP_STATES),
-        C.NAME: name.array,
-        C.NAME_EVIDENCE: text_array(*_address_codes(fl[F.NAME_EVIDENCE])),
-        C.PCAP_UID: fl[F.UID].astype("int64").to_numpy(),
-        C.PCAP_APP: text_array(
+    table: dict[str, Any] = {
+        columns.FLOW_ID: _flow_id_text(rel, fids),
+        columns.RECORD_TYPE: text_array(one, [RECORD_TYPE]),
+        columns.SOURCE: text_array(one, [SOURCE]),
+        columns.START: fl[capture_flows.FIRST_SEEN].array,
+        columns.END: fl[capture_flows.LAST_SEEN].array,
+        columns.CLIENT_IP: text_array(*_address_codes(fl[capture_flows.CLIENT_IP])),
+        columns.CLIENT_PORT: fl[capture_flows.CLIENT_PORT].astype("Int64").to_numpy(),
+        columns.SERVER_IP: text_array(*_address_codes(fl[capture_flows.SERVER_IP])),
+        columns.SERVER_PORT: fl[capture_flows.SERVER_PORT].astype("Int64").to_numpy(),
+        columns.SNI: _text(sni),
+        columns.TLS_VERSION: None,
+        columns.ALPN: _text(alpn),
+        columns.METHOD: None,
+        columns.SCHEME: _inferred_text(scheme, [None, "http", "https"]),
+        columns.HOST: _text(fl[capture_flows.HTTP_HOST]),
+        columns.PORT: fl[capture_flows.SERVER_PORT].astype("Int64").to_numpy(),
+        columns.PATH: None,
+        columns.URL: None,
+        columns.STATUS: pd.arrays.IntegerArray(np.zeros(n, dtype=np.int64), np.ones(n, dtype=bool)),
+        columns.BYTES_UP: fl[capture_flows.IP_BYTES_UP].astype("int64").to_numpy(),
+        columns.BYTES_DOWN: fl[capture_flows.IP_BYTES_DOWN].astype("int64").to_numpy(),
+        columns.ERROR: None,
+        columns.TRANSPORT: text_array(transport, [*protos.tolist(), "quic"]),
+        columns.SEEN_BY: text_array(one, [SOURCE]),
+        columns.BYPASS: had_proxy,
+        columns.PACKETS_UP: fl[capture_flows.PACKETS_UP].astype("int64").to_numpy(),
+        columns.PACKETS_DOWN: fl[capture_flows.PACKETS_DOWN].astype("int64").to_numpy(),
+        columns.CAPTURE_FILE: text_array(one, [rel]),
+        columns.TCP_STATE: text_array(state, TCP_STATES),
+        columns.NAME: name.array,
+        columns.NAME_EVIDENCE: text_array(*_address_codes(fl[capture_flows.NAME_EVIDENCE])),
+        columns.PCAP_UID: fl[capture_flows.UID].astype("int64").to_numpy(),
+        columns.PCAP_APP: text_array(
             np.where(app_codes < 0, len(apps), app_codes),
             [a if isinstance(a, str) else "" for a in apps.tolist()] + [""],
         ),
-        C.DNS_QUERIES: text_array(*_queries(dns, fids, F)),
-        **{c: _objects(fl[c]) for c in C.CERT_COLUMNS},
-        C.CERT_SOURCE: _cert_source(fl[C.CERT_SHA256]),
-        C.CNAMES: cname_chains(name, cnames),
+        columns.DNS_QUERIES: text_array(*_queries(dns, fids)),
+        **{c: _objects(fl[c]) for c in columns.CERT_COLUMNS},
+        columns.CERT_SOURCE: _cert_source(fl[columns.CERT_SHA256]),
+        columns.CNAMES: cname_chains(name, cnames),
     }
-    for col in C.FLOW_COLUMNS:
-        columns.setdefault(col, None)
+    for col in columns.FLOW_COLUMNS:
+        table.setdefault(col, None)
     # copy=False: each column stays its own block (consolidating 40 columns of 400,000 rows
     # copies them all into fresh memory)
-    out = pd.DataFrame(columns, copy=False)
+    out = pd.DataFrame(table, copy=False)
     return out[list(PACKET_ROW_COLUMNS)]
 
 
@@ -591,15 +598,15 @@ def flow_ids(rel: str, numbers: np.ndarray) -> np.ndarray:
     return (rel + "#" + pd.Series(numbers, dtype=np.int64).astype(str)).to_numpy(dtype=object)
 
 
-def _queries(dns: pd.DataFrame, fids: np.ndarray, F: Any) -> tuple[np.ndarray, list[str]]:
+def _queries(dns: pd.DataFrame, fids: np.ndarray) -> tuple[np.ndarray, list[str]]:
     """The names each flow asked a DNS server for (questions, not answers): distinct,
     lower-case without the final dot, sorted and ";"-joined; "" for a flow that asked none.
     Given as codes and the text of each code (:func:`text_array`)."""
     none = (np.zeros(len(fids), dtype=np.intp), [""])
     if dns.empty or not len(fids):
         return none
-    asked = dns[~dns[F.RESPONSE].to_numpy(dtype=bool)]
-    qcodes, quniq = codes_of(asked[F.QNAME])
+    asked = dns[~dns[capture_flows.RESPONSE].to_numpy(dtype=bool)]
+    qcodes, quniq = codes_of(asked[capture_flows.QNAME])
     has = qcodes >= 0
     # each distinct name normalised once, ranked as Python sorts str (code points); the
     # distinct (flow, name) pairs then sorted by flow and name in one np.unique
@@ -609,7 +616,7 @@ def _queries(dns: pd.DataFrame, fids: np.ndarray, F: Any) -> tuple[np.ndarray, l
         return none
     rank_of = {q: i for i, q in enumerate(names)}
     qrank = np.asarray([rank_of.get(q, -1) for q in norm], dtype=np.int64)[qcodes[has]]
-    fid_all = asked[F.DNS_FLOW_ID].to_numpy(dtype=np.int64)[has]
+    fid_all = asked[capture_flows.DNS_FLOW_ID].to_numpy(dtype=np.int64)[has]
     keep = qrank >= 0
     width = len(names)
     fid, r = np.divmod(distinct_sorted(fid_all[keep] * width + qrank[keep]), width)
@@ -685,7 +692,7 @@ def cname_chains(names: pd.Series, cnames: dict[str, str]) -> Any:
     )
 
 
-def _cname_pairs(res: Any, F: Any) -> list[tuple[str, str]]:
+def _cname_pairs(res: Any) -> list[tuple[str, str]]:
     """(owner, target) of each CNAME in the DNS answers of a capture (a ``CaptureResult``),
     in packet order: read from its compact DNS tables, only the CNAME records made text."""
     from auditor.packets.dns import TYPE_CNAME
@@ -719,29 +726,31 @@ def _tcp_state_codes(
 LOOKUPS_KEPT = 5000  # DNS answers kept per capture (findings.json lists the first 5,000)
 
 
-def _lookups(rel: str, res: Any, F: Any, limit: int = LOOKUPS_KEPT) -> list[dict[str, Any]]:
+def _lookups(rel: str, res: Any, limit: int = LOOKUPS_KEPT) -> list[dict[str, Any]]:
     """One entry per DNS answer seen (responses only, the first ``limit`` of the capture;
     ``dns_rows`` counts them all): what was asked, of whom, and what came back, with the
     capture and flow it came from (``res``: its ``CaptureResult``)."""
     dns = res.dns
     if dns.empty:
         return []
-    rows = np.flatnonzero(dns[F.RESPONSE].to_numpy(dtype=bool))[:limit]
+    rows = np.flatnonzero(dns[capture_flows.RESPONSE].to_numpy(dtype=bool))[:limit]
     resp = dns.iloc[rows]
     if resp.empty:
         return []
-    ts = resp[F.DNS_TS].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ").to_numpy(dtype=object)
-    qname = per_value(resp[F.QNAME], lambda q: str(q or "").lower().rstrip("."))
-    qtype = per_value(resp[F.QTYPE], lambda v: str(v or ""))
-    rcode = per_value(resp[F.RCODE], lambda v: str(v or ""))
-    sport = resp[F.DNS_SERVER_PORT].to_numpy(dtype=np.int64)
+    ts = resp[capture_flows.DNS_TS].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ").to_numpy(dtype=object)
+    qname = per_value(resp[capture_flows.QNAME], lambda q: str(q or "").lower().rstrip("."))
+    qtype = per_value(resp[capture_flows.QTYPE], lambda v: str(v or ""))
+    rcode = per_value(resp[capture_flows.RCODE], lambda v: str(v or ""))
+    sport = resp[capture_flows.DNS_SERVER_PORT].to_numpy(dtype=np.int64)
     server = [
         f"{ip}:{int(port)}"
-        for ip, port in zip(resp[F.DNS_SERVER_IP].to_numpy(dtype=object), sport, strict=True)
+        for ip, port in zip(
+            resp[capture_flows.DNS_SERVER_IP].to_numpy(dtype=object), sport, strict=True
+        )
     ]
-    protocol = per_value(resp[F.DNS_PROTOCOL], str)
-    transport = per_value(resp[F.TRANSPORT], str)
-    fids = flow_ids(rel, resp[F.DNS_FLOW_ID].to_numpy(dtype=np.int64))
+    protocol = per_value(resp[capture_flows.DNS_PROTOCOL], str)
+    transport = per_value(resp[capture_flows.TRANSPORT], str)
+    fids = flow_ids(rel, resp[capture_flows.DNS_FLOW_ID].to_numpy(dtype=np.int64))
     answers = _answer_lists(res, rows)
     return [
         {

@@ -74,10 +74,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from auditor import columns as C
-from auditor.packets import decode as D
-from auditor.packets import names as N
-from auditor.packets import tlscert
+from auditor import columns
+from auditor.packets import decode, names, tlscert
 from auditor.packets._compiled import load
 from auditor.packets.decode import Decoder, PacketBatch
 from auditor.packets.dns import DNS_RCODES, dns_type_name
@@ -100,13 +98,13 @@ FLOW_TABLE: Final = "numpy" if _flowtab is None else "compiled"
 log = logging.getLogger(__name__)
 
 # ------------------------------------------------------------------------- flow table columns
-FLOW_ID: Final = C.FLOW_ID
+FLOW_ID: Final = columns.FLOW_ID
 PROTO: Final = "proto"  # tcp | udp | icmp | icmpv6 | ip-proto-<n> ...
 IP_VERSION: Final = "ip_version"
-CLIENT_IP: Final = C.CLIENT_IP
-CLIENT_PORT: Final = C.CLIENT_PORT
-SERVER_IP: Final = C.SERVER_IP
-SERVER_PORT: Final = C.SERVER_PORT
+CLIENT_IP: Final = columns.CLIENT_IP
+CLIENT_PORT: Final = columns.CLIENT_PORT
+SERVER_IP: Final = columns.SERVER_IP
+SERVER_PORT: Final = columns.SERVER_PORT
 FIRST_SEEN: Final = "first_seen"  # UTC datetime
 LAST_SEEN: Final = "last_seen"
 PACKETS_UP: Final = "packets_up"  # client to server
@@ -119,25 +117,25 @@ SYNACK_SEEN: Final = "synack_seen"  # the server answered with SYN-ACK
 FIN_SEEN: Final = "fin_seen"
 RST_SEEN: Final = "rst_seen"
 ESTABLISHED: Final = "established"  # SYN and SYN-ACK both seen
-SNI: Final = C.SNI  # TLS over TCP; several distinct values are joined with ";"
-ALPN: Final = C.ALPN  # protocols offered, joined with ","
+SNI: Final = columns.SNI  # TLS over TCP; several distinct values are joined with ";"
+ALPN: Final = columns.ALPN  # protocols offered, joined with ","
 QUIC_SNI: Final = "quic_sni"
 QUIC_ALPN: Final = "quic_alpn"
 HTTP_HOST: Final = "http_host"  # the Host header as sent
 DNS_NAME: Final = "dns_name"  # from the last DNS answer for the server before the flow began
-NAME: Final = C.NAME
-NAME_EVIDENCE: Final = C.NAME_EVIDENCE  # http-host | tls-sni | quic-sni | dns-answer | ip
+NAME: Final = columns.NAME
+NAME_EVIDENCE: Final = columns.NAME_EVIDENCE  # http-host | tls-sni | quic-sni | dns-answer | ip
 UID: Final = "uid"  # PCAPdroid trailer, -1 when absent
 APP: Final = "app"
 LINK_TYPE: Final = "link_type"  # of the flow's first packet
 # the server's leaf certificate, from a TLS <= 1.2 handshake (auditor.packets.tlscert)
-CERT_ORG: Final = C.CERT_ORG
-CERT_COUNTRY: Final = C.CERT_COUNTRY
-CERT_CN: Final = C.CERT_CN
-CERT_NAMES: Final = C.CERT_NAMES  # SAN DNS names, ";"-joined
-CERT_ISSUER: Final = C.CERT_ISSUER
-CERT_SHA256: Final = C.CERT_SHA256
-CERT_COLUMNS: Final = C.CERT_COLUMNS
+CERT_ORG: Final = columns.CERT_ORG
+CERT_COUNTRY: Final = columns.CERT_COUNTRY
+CERT_CN: Final = columns.CERT_CN
+CERT_NAMES: Final = columns.CERT_NAMES  # SAN DNS names, ";"-joined
+CERT_ISSUER: Final = columns.CERT_ISSUER
+CERT_SHA256: Final = columns.CERT_SHA256
+CERT_COLUMNS: Final = columns.CERT_COLUMNS
 
 FLOW_COLUMNS: Final[tuple[str, ...]] = (
     FLOW_ID,
@@ -244,7 +242,7 @@ SERVICE_PORTS: Final = frozenset(
     | set(range(19302, 19310))
 )
 EPHEMERAL_MIN: Final = 32768  # the lowest port Linux (and Android) gives a client socket
-DNS_PORTS: Final = N.DNS_PORTS
+DNS_PORTS: Final = names.DNS_PORTS
 WORKER_MIN_BYTES: Final = 64 * 1024 * 1024  # files this large get a worker process (auto)
 PROTO_NAMES: Final[dict[int, str]] = {
     1: "icmp",
@@ -268,26 +266,26 @@ _SYN_ACK: Final = 0x400
 # With a worker, these kinds are parsed here; UDP DNS and the ClientHellos that fit in their
 # segment keep no state between packets, and go to the worker unless it lags (_BEHIND jobs)
 _KINDS_HERE: Final = (
-    N.KIND_TLS,  # but for the whole ClientHellos (see _job's `floating`)
-    N.KIND_TLS_MORE,
-    N.KIND_HTTP,
-    N.KIND_HTTP_MORE,  # here also because _job asks which heads are read
-    N.KIND_HTTP_EARLY,
-    N.KIND_TLS_SERVER,  # here also because _job asks which flights are read
-    N.KIND_TLS_SERVER_MORE,
+    names.KIND_TLS,  # but for the whole ClientHellos (see _job's `floating`)
+    names.KIND_TLS_MORE,
+    names.KIND_HTTP,
+    names.KIND_HTTP_MORE,  # here also because _job asks which heads are read
+    names.KIND_HTTP_EARLY,
+    names.KIND_TLS_SERVER,  # here also because _job asks which flights are read
+    names.KIND_TLS_SERVER_MORE,
 )
 _BEHIND: Final = 2  # jobs the worker may lag before this process parses the floating kinds
 _NAME_COLUMNS: Final = (
-    (N.NAME_SNI, SNI),
-    (N.NAME_ALPN, ALPN),
-    (N.NAME_QUIC_SNI, QUIC_SNI),
-    (N.NAME_QUIC_ALPN, QUIC_ALPN),
-    (N.NAME_HTTP_HOST, HTTP_HOST),
+    (names.NAME_SNI, SNI),
+    (names.NAME_ALPN, ALPN),
+    (names.NAME_QUIC_SNI, QUIC_SNI),
+    (names.NAME_QUIC_ALPN, QUIC_ALPN),
+    (names.NAME_HTTP_HOST, HTTP_HOST),
 )
 _NAME_PRECEDENCE: Final = (
-    (N.NAME_AUTHORITY, EVIDENCE_HTTP_HOST),
-    (N.NAME_SNI, EVIDENCE_TLS_SNI),
-    (N.NAME_QUIC_SNI, EVIDENCE_QUIC_SNI),
+    (names.NAME_AUTHORITY, EVIDENCE_HTTP_HOST),
+    (names.NAME_SNI, EVIDENCE_TLS_SNI),
+    (names.NAME_QUIC_SNI, EVIDENCE_QUIC_SNI),
 )
 _PART_TYPES: Final[dict[str, type]] = {
     "packet": np.int64,
@@ -532,7 +530,7 @@ class CaptureAnalyzer:
                 self._worker = NameWorker()
             except OSError as exc:  # no interpreter to start: parse names here instead
                 log.debug("no name worker (%s); names are parsed in this process", exc)
-        self._collector = N.NameCollector()
+        self._collector = names.NameCollector()
         self._renumber = np.zeros(0, dtype=np.int64)
         self._dns_seen = 0  # DNS packets handed to the collector so far
         self._rows_seen = 0  # packets handed to the collectors so far
@@ -642,7 +640,7 @@ class CaptureAnalyzer:
         known = cur >= 0
         new = np.zeros(m, dtype=bool)
         new[starts] = ~known
-        idle = proto[order] != D.PROTO_TCP
+        idle = proto[order] != decode.PROTO_TCP
         if idle.any():
             gap = np.zeros(m, dtype=np.int64)
             gap[1:] = ts_s[1:] - ts_s[:-1]
@@ -680,11 +678,11 @@ class CaptureAnalyzer:
         d_s = d[order].astype(np.int64)
         by = pb.ip_bytes[sel][order]
         flags = pb.tcp_flags[sel][order]
-        syn = flags & (D.TCP_SYN | D.TCP_ACK)
+        syn = flags & (decode.TCP_SYN | decode.TCP_ACK)
         flags = (
             flags
-            | np.where(syn == D.TCP_SYN, _SYN_ONLY, 0)
-            | np.where(syn == (D.TCP_SYN | D.TCP_ACK), _SYN_ACK, 0)
+            | np.where(syn == decode.TCP_SYN, _SYN_ONLY, 0)
+            | np.where(syn == (decode.TCP_SYN | decode.TCP_ACK), _SYN_ACK, 0)
         )
         count = np.diff(np.append(seg, m))
         pk_ba = np.add.reduceat(d_s, seg)
@@ -746,7 +744,7 @@ class CaptureAnalyzer:
 
     def _job(
         self, pb: PacketBatch, fid: np.ndarray, direction: np.ndarray
-    ) -> tuple[N.NameJob, np.ndarray] | None:
+    ) -> tuple[names.NameJob, np.ndarray] | None:
         """The packets of the batch that may carry a name, chosen with numpy, and which of
         them either process may parse (``floating``): UDP DNS, and ClientHellos that fit in
         their segment on flows not waiting for the rest of an earlier one."""
@@ -758,8 +756,8 @@ class CaptureAnalyzer:
         plen = pb.payload_len[idx]
         f = fid[idx]
         d = direction[idx]
-        tcp = proto == D.PROTO_TCP
-        udp = proto == D.PROTO_UDP
+        tcp = proto == decode.PROTO_TCP
+        udp = proto == decode.PROTO_UDP
         kind = np.zeros(len(idx), dtype=np.int8)
         # Only UDP and TCP to or from port 53 or starting like a TLS record or an HTTP method
         # can be any of the kinds below: the rest (most TCP data) is left out at once.
@@ -792,13 +790,13 @@ class CaptureAnalyzer:
         # connection id flag set, the reset flag clear (auditor.packets.gquic)
         gquic_old = udp_m & on_443 & (ln >= 14) & ((b0 & 0xCA) == 0x08)
         first4 = (head[:, 0] << 24) | (head[:, 1] << 16) | (head[:, 2] << 8) | head[:, 3]
-        found[tcp_m & (ln >= 4) & np.isin(first4, _HTTP_PREFIXES)] = N.KIND_HTTP
-        found[(long_header & (initial | other_quic)) | gquic_old] = N.KIND_QUIC
-        found[tls] = N.KIND_TLS
+        found[tcp_m & (ln >= 4) & np.isin(first4, _HTTP_PREFIXES)] = names.KIND_HTTP
+        found[(long_header & (initial | other_quic)) | gquic_old] = names.KIND_QUIC
+        found[tls] = names.KIND_TLS
         flight = tcp_m & (b0 == HANDSHAKE) & (head[:, 1] == 3) & (head[:, 2] <= 4)
         flight &= head[:, 5] == tlscert.SERVER_HELLO
-        found[flight] = N.KIND_TLS_SERVER
-        found[dns] = N.KIND_DNS
+        found[flight] = names.KIND_TLS_SERVER
+        found[dns] = names.KIND_DNS
         kind[maybe] = found
         # A ClientHello fits in its segment when its record does and the handshake message
         # fits in that record; otherwise the next segments from that side go too, as many
@@ -807,49 +805,51 @@ class CaptureAnalyzer:
         message = 4 + ((head[:, 6] << 16) | (head[:, 7] << 8) | head[:, 8])
         known = head[:, 8] >= 0
         whole = known & (ln >= 5 + record) & (record >= message)
-        cut = np.flatnonzero((found == N.KIND_TLS) & ~whole)
+        cut = np.flatnonzero((found == names.KIND_TLS) & ~whole)
         need = np.where(
-            known[cut], message[cut] + 5 * (-(-message[cut] // record[cut])), N.STREAM_CAP
+            known[cut], message[cut] + 5 * (-(-message[cut] // record[cut])), names.STREAM_CAP
         )
         split = maybe[cut]
-        missing = np.minimum(need, N.STREAM_CAP) - ln[cut]
-        self._mark_more(self._tls_wait, N.KIND_TLS_MORE, kind, tcp, f, d, plen, split, missing)
-        hello = np.flatnonzero(found == N.KIND_TLS_SERVER)
+        missing = np.minimum(need, names.STREAM_CAP) - ln[cut]
+        self._mark_more(self._tls_wait, names.KIND_TLS_MORE, kind, tcp, f, d, plen, split, missing)
+        hello = np.flatnonzero(found == names.KIND_TLS_SERVER)
         if hello.size or self._flight_wait:
             need = _flight_need(pb, idx[maybe[hello]], ln[hello], head[hello])
             kind[maybe[hello[need == 0]]] = 0  # no certificate can follow: left out at once
             more = need > ln[hello]
             flight, missing = maybe[hello[more]], need[more] - ln[hello[more]]
             wait = self._flight_wait
-            self._mark_more(wait, N.KIND_TLS_SERVER_MORE, kind, tcp, f, d, plen, flight, missing)
-        heads = maybe[found == N.KIND_HTTP]
+            self._mark_more(
+                wait, names.KIND_TLS_SERVER_MORE, kind, tcp, f, d, plen, flight, missing
+            )
+        heads = maybe[found == names.KIND_HTTP]
         if heads.size or self._head_wait:
             self._mark_heads(pb, idx, kind, tcp, f, d, plen, heads)
         pick = np.flatnonzero(kind)
         if not pick.size:
             return None
         floating = np.zeros(len(idx), dtype=bool)
-        floating[maybe] = ((found == N.KIND_TLS) & whole) | (dns & udp_m)
-        floating = floating[pick] & (kind[pick] != N.KIND_TLS_MORE)
+        floating[maybe] = ((found == names.KIND_TLS) & whole) | (dns & udp_m)
+        floating = floating[pick] & (kind[pick] != names.KIND_TLS_MORE)
         if self._tls_wait:  # a flow with the rest of a ClientHello to come keeps it all here
-            hello = np.flatnonzero(floating & (kind[pick] == N.KIND_TLS))
+            hello = np.flatnonzero(floating & (kind[pick] == names.KIND_TLS))
             waiting = np.fromiter(self._tls_wait, np.int64, len(self._tls_wait))
             floating[hello[np.isin(f[pick[hello]], waiting)]] = False
         rows = idx[pick]
         rb = pb.records
         start = rb.data[rows] + pb.payload_off[rows]
         length = pb.payload_len[rows]
-        blob = N.gather(rb.raw, start, start + length)
+        blob = names.gather(rb.raw, start, start + length)
         seq = np.zeros(len(rows), dtype=np.int64)
         t = tcp[pick]
         if t.any():
             at = rb.data[rows[t]] + pb.l4_off[rows[t]] + 4
             seq[t] = np.ascontiguousarray(window(rb.buf, at, 4)).view(">u4")[:, 0]
-        is_dns = kind[pick] == N.KIND_DNS
+        is_dns = kind[pick] == names.KIND_DNS
         dns_rows = rows[is_dns]
         dns_no = np.full(len(rows), -1, dtype=np.int64)
         dns_no[is_dns] = np.arange(self._dns_seen, self._dns_seen + len(dns_rows))
-        job = N.NameJob(
+        job = names.NameJob(
             kind=kind[pick],
             flow=f[pick],
             direction=d[pick],
@@ -869,7 +869,7 @@ class CaptureAnalyzer:
                     "ts": rb.ts_ns[dns_rows],
                     "flow": fid[dns_rows],
                     "dir": direction[dns_rows],
-                    "tcp": pb.proto[dns_rows] == D.PROTO_TCP,
+                    "tcp": pb.proto[dns_rows] == decode.PROTO_TCP,
                 }
             )
         return job, floating
@@ -918,7 +918,7 @@ class CaptureAnalyzer:
                     wait[fj] = [int(d[j]), HTTP_HEAD_CAP - int(plen[j]), isn]
                     for e in recent.get(fj, ()):  # reordered before the head's start?
                         if d[e] == d[j]:
-                            kind[e] = N.KIND_HTTP_EARLY
+                            kind[e] = names.KIND_HTTP_EARLY
                 recent.pop(fj, None)
                 continue
             w = wait.get(fj)
@@ -926,10 +926,10 @@ class CaptureAnalyzer:
                 if kind[j] == 0:
                     seen = recent.setdefault(fj, [])
                     seen.append(j)
-                    if len(seen) > N.EARLY_SEGMENTS:
+                    if len(seen) > names.EARLY_SEGMENTS:
                         del seen[0]
                 continue
-            kind[j] = N.KIND_HTTP_MORE
+            kind[j] = names.KIND_HTTP_MORE
             w[1] -= int(plen[j])
             if w[1] <= 0:
                 del wait[fj]
@@ -1000,7 +1000,7 @@ class CaptureAnalyzer:
         found.certs.clear()
         return flows, self._dns_table(found.dns), found.dns
 
-    def _flow_table(self) -> tuple[pd.DataFrame, N.NameResult]:
+    def _flow_table(self) -> tuple[pd.DataFrame, names.NameResult]:
         """The flow table, and what the name collectors found."""
         col = self._flow_columns()
         n = len(col["ver"])
@@ -1010,7 +1010,7 @@ class CaptureAnalyzer:
         col = {k: v[order] for k, v in col.items()}
         # what needs no names first: a worker may still be busy
         # both ends' addresses as codes into one table of texts, each converted once
-        codes, texts = D.address_codes(
+        codes, texts = decode.address_codes(
             np.concatenate([col["ver"], col["ver"]]),
             np.concatenate([col["a_hi"], col["b_hi"]]),
             np.concatenate([col["a_lo"], col["b_lo"]]),
@@ -1021,7 +1021,7 @@ class CaptureAnalyzer:
         found = self._collector.result()
         if self._worker is not None:
             try:
-                found = N.merge_results(self._worker.result(), found)
+                found = names.merge_results(self._worker.result(), found)
             finally:
                 self._worker.close()
         self.warnings.update(found.warnings)
@@ -1042,7 +1042,7 @@ class CaptureAnalyzer:
         server_ip = texts[server_code]
         cflags = np.where(a_is_client, fa, fb)
         sflags = np.where(a_is_client, fb, fa)
-        is_tcp = col["proto"] == D.PROTO_TCP
+        is_tcp = col["proto"] == decode.PROTO_TCP
         syn_seen = is_tcp & ((cflags & _SYN_ONLY) > 0)
         synack_seen = is_tcp & ((sflags & _SYN_ACK) > 0)
         first_ns = col["first_ns"]
@@ -1096,8 +1096,8 @@ class CaptureAnalyzer:
                 CLIENT_EVIDENCE: _coded(evidence, _CLIENT_EVIDENCE),
                 SYN_SEEN: syn_seen,
                 SYNACK_SEEN: synack_seen,
-                FIN_SEEN: is_tcp & (((fa | fb) & D.TCP_FIN) > 0),
-                RST_SEEN: is_tcp & (((fa | fb) & D.TCP_RST) > 0),
+                FIN_SEEN: is_tcp & (((fa | fb) & decode.TCP_FIN) > 0),
+                RST_SEEN: is_tcp & (((fa | fb) & decode.TCP_RST) > 0),
                 ESTABLISHED: syn_seen & synack_seen,
                 SNI: _text(names_cols[SNI]),
                 ALPN: _text(names_cols[ALPN]),
@@ -1194,24 +1194,24 @@ class CaptureAnalyzer:
             fid = np.where(fid >= 0, self._renumber[np.maximum(fid, 0)], -1)
         return pd.DataFrame(
             {
-                D.PACKET: cat["packet"],
-                D.TS: pd.to_datetime(cat["ts"], unit="ns", utc=True),
-                D.LINK_TYPE: cat["link"],
-                D.IP_VERSION: cat["ver"],
-                D.SRC: D.addresses(cat["ver"], cat["src_hi"], cat["src_lo"]),
-                D.DST: D.addresses(cat["ver"], cat["dst_hi"], cat["dst_lo"]),
-                D.PROTO: cat["proto"],
-                D.SPORT: cat["sport"],
-                D.DPORT: cat["dport"],
-                D.TCP_FLAGS: cat["flags"],
-                D.PAYLOAD_OFFSET: cat["pl_off"],
-                D.PAYLOAD_LENGTH: cat["pl_len"],
-                D.CAPLEN: cat["caplen"],
-                D.WIRELEN: cat["wirelen"],
-                D.IP_BYTES: cat["ip_bytes"],
-                D.UID: cat["uid"],
-                D.APP: D.app_names(cat["app"], apps),
-                D.FLOW_ID: fid,
+                decode.PACKET: cat["packet"],
+                decode.TS: pd.to_datetime(cat["ts"], unit="ns", utc=True),
+                decode.LINK_TYPE: cat["link"],
+                decode.IP_VERSION: cat["ver"],
+                decode.SRC: decode.addresses(cat["ver"], cat["src_hi"], cat["src_lo"]),
+                decode.DST: decode.addresses(cat["ver"], cat["dst_hi"], cat["dst_lo"]),
+                decode.PROTO: cat["proto"],
+                decode.SPORT: cat["sport"],
+                decode.DPORT: cat["dport"],
+                decode.TCP_FLAGS: cat["flags"],
+                decode.PAYLOAD_OFFSET: cat["pl_off"],
+                decode.PAYLOAD_LENGTH: cat["pl_len"],
+                decode.CAPLEN: cat["caplen"],
+                decode.WIRELEN: cat["wirelen"],
+                decode.IP_BYTES: cat["ip_bytes"],
+                decode.UID: cat["uid"],
+                decode.APP: decode.app_names(cat["app"], apps),
+                decode.FLOW_ID: fid,
             }
         )
 
@@ -1477,7 +1477,7 @@ def read_capture(
             flows, dns, dns_tables = analyzer.finish()
     finally:
         analyzer.close()
-    flows[APP] = D.app_names(flows[APP].to_numpy(np.int32), decoder.apps)
+    flows[APP] = decode.app_names(flows[APP].to_numpy(np.int32), decoder.apps)
     packets = analyzer.packets_frame(decoder.apps) if keep_packets else _no_packets(decoder.apps)
     warnings = Counter(reader.warnings)
     warnings.update(analyzer.warnings)

@@ -118,7 +118,7 @@ def read_packet_flows(path: Path, manifest: dict[str, Any]) -> PacketData:
             for a in addrs:
                 data.addr_names.setdefault(a, name.lower().rstrip("."))
         data.lookups += _lookups(rel, res, F)
-        file_cnames = cname_map(_cname_pairs(res, F))
+        file_cnames = cname_map(_cname_pairs(res))
         for owner, target in file_cnames.items():
             data.cnames.setdefault(owner, target)
         fl = res.flows
