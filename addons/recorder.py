@@ -6,7 +6,7 @@ When mitmdump exits cleanly (Ctrl-C, SIGTERM, ``q``), the recorder closes the se
 time and artifact hashes go into the manifest, so ``auditor verify`` and ``auditor bundle`` work
 at once. ``auditor capture`` and ``auditor audit`` set ``auditor_close_on_done=false``: they
 close their sessions themselves. A session left open (``kill -9``, a crash) is sealed
-afterwards with ``auditor close`` (:func:`auditor.session.seal_late`).
+afterwards with ``auditor close`` (:func:`auditor.evidence.close.seal_late`).
 
 Thin by design: each hook turns mitmproxy's objects into auditor records
 (:mod:`auditor.mitmconv`) and hands them to the session writer (:mod:`auditor.session`).
@@ -33,13 +33,8 @@ from auditor import mitmconv
 from auditor.bodies import DEFAULT_BODY_CAP
 from auditor.errors import SessionError
 from auditor.records import Record
-from auditor.session import (
-    STATUS_COMPLETE,
-    STATUS_INCOMPLETE,
-    SessionWriteError,
-    SessionWriter,
-    write_error,
-)
+from auditor.session.layout import STATUS_COMPLETE, STATUS_INCOMPLETE
+from auditor.session.writer import SessionWriteError, SessionWriter, write_error
 
 log = logging.getLogger(__name__)
 

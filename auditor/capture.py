@@ -37,14 +37,8 @@ from auditor.errors import CaptureError
 from auditor.fsutil import open_regular, private_mkdirs
 from auditor.packets.pcapfile import MAX_RECORD
 from auditor.records import HttpRecord, RecordFormatError, loads
-from auditor.session import (
-    FLOWS,
-    STATUS_COMPLETE,
-    STATUS_INCOMPLETE,
-    TLS_KEYLOG,
-    SessionWriteError,
-    SessionWriter,
-)
+from auditor.session.layout import FLOWS, STATUS_COMPLETE, STATUS_INCOMPLETE, TLS_KEYLOG
+from auditor.session.writer import SessionWriteError, SessionWriter
 
 log = logging.getLogger(__name__)
 

@@ -385,7 +385,7 @@ def sessions(directory: Path, as_json: bool) -> None:
         auditor sessions
         auditor sessions ~/audits/mi10t --json
     """
-    from auditor.session import list_sessions
+    from auditor.session.listing import list_sessions
 
     infos, warnings = list_sessions(directory)
     for w in warnings:
@@ -485,7 +485,7 @@ def verify(
         fail(f"--reanalyze checks a bundle's findings; {session} is not a bundle file")
     if pubkey is not None:
         fail(f"--pubkey checks a bundle's signature; {session} is not a bundle file")
-    from auditor.session import verify_session
+    from auditor.evidence.verify import verify_session
 
     res = verify_session(session)
     if as_json:
@@ -640,8 +640,8 @@ def close(session: Path, by: str | None, reason: str, as_json: bool) -> None:
         auditor close captures/20261128T101500Z-3f9a1c --reason "laptop lost power"
         auditor close captures/20261128T101500Z-3f9a1c --by "J. Doe" --json
     """
+    from auditor.evidence.close import seal_late
     from auditor.evidence.custody import login_user
-    from auditor.session import seal_late
 
     sealed = seal_late(session, by=by or login_user(), reason=reason, argv=_argv())
     if as_json:

@@ -28,9 +28,10 @@ from auditor.capture import (
     run_capture,
 )
 from auditor.errors import CaptureError
+from auditor.evidence.verify import verify_session
 from auditor.netutil import proxied_request
 from auditor.offline.internet import OfflineInternet
-from auditor.session import TLS_KEYLOG, Session, sha256_file, verify_session
+from auditor.session import TLS_KEYLOG, Session, sha256_file
 from tests.conftest import free_port
 
 TSHARK = shutil.which("tshark")

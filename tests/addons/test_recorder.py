@@ -32,6 +32,8 @@ from addons.recorder import EXIT_DISK_FULL, RECORDER_SAYS, Recorder
 from auditor import columns as C
 from auditor.analysis.flowtable import build_flow_table
 from auditor.capture import RECORDER_SCRIPT, Mitmdump, ProxyOptions, ca_cert_path, mitmdump_path
+from auditor.evidence.close import seal_late
+from auditor.evidence.verify import verify_session
 from auditor.netutil import proxied_request
 from auditor.offline.internet import OfflineInternet
 from auditor.offline.pki import CertificateAuthority
@@ -43,15 +45,7 @@ from auditor.records import (
     TlsServerRecord,
     WebSocketMessageRecord,
 )
-from auditor.session import (
-    FLOWS,
-    MANIFEST,
-    Session,
-    SessionWriter,
-    read_manifest,
-    seal_late,
-    verify_session,
-)
+from auditor.session import FLOWS, MANIFEST, Session, SessionWriter, read_manifest
 from tests.conftest import free_port
 
 
