@@ -957,7 +957,7 @@ def capture(
         auditor capture --no-device --port 8080 --duration 5m
         curl -x http://127.0.0.1:8080 http://example.test/
     """
-    from auditor.capture import DEFAULT_CONFDIR, ProxyOptions, StopSignal, run_capture
+    from auditor.proxy.capture import DEFAULT_CONFDIR, ProxyOptions, StopSignal, run_capture
 
     if not no_device:
         fail("capture through a handset is `auditor audit`; use --no-device for the proxy alone")
@@ -989,7 +989,7 @@ def capture(
 
 
 def _warn_listen(host: str) -> None:
-    from auditor.capture import warn_if_exposed
+    from auditor.proxy.capture import warn_if_exposed
 
     msg = warn_if_exposed(host)
     if msg:
@@ -1401,7 +1401,7 @@ def audit(
         auditor audit -s SERIAL --scenario analytics-off --duration 10m --decrypt rules.yaml
     """
     from auditor.audit import AuditOptions, run_audit
-    from auditor.capture import DEFAULT_CONFDIR
+    from auditor.proxy.capture import DEFAULT_CONFDIR
 
     if duration is not None:
         DURATION.convert(duration, None, None)

@@ -511,8 +511,8 @@ def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
 
 def run_campaign(opts: CampaignOptions, on_event: EventFn | None = None) -> CampaignResult:
     """Audit every handset at once; then analyse and write the matrix."""
-    from auditor.capture import DEFAULT_CONFDIR
     from auditor.device.scenario import load_scenario
+    from auditor.proxy.capture import DEFAULT_CONFDIR
 
     say = on_event or (lambda e: None)
     started = time.monotonic()

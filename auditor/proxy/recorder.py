@@ -2,6 +2,10 @@
 
     mitmdump -s addons/recorder.py --set auditor_session=captures/my-session
 
+``auditor capture`` and ``auditor audit`` have mitmdump load this module's own file
+(:data:`auditor.proxy.capture.RECORDER_SCRIPT`), which an installed auditor holds;
+``addons/recorder.py`` is a thin file that loads this addon for plain mitmdump in a checkout.
+
 When mitmdump exits cleanly (Ctrl-C, SIGTERM, ``q``), the recorder closes the session: its end
 time and artifact hashes go into the manifest, so ``auditor verify`` and ``auditor bundle`` work
 at once. ``auditor capture`` and ``auditor audit`` set ``auditor_close_on_done=false``: they
@@ -9,7 +13,8 @@ close their sessions themselves. A session left open (``kill -9``, a crash) is s
 afterwards with ``auditor close`` (:func:`auditor.evidence.close.seal_late`).
 
 Thin by design: each hook turns mitmproxy's objects into auditor records
-(:mod:`auditor.mitmconv`) and hands them to the session writer (:mod:`auditor.session`).
+(:mod:`auditor.proxy.mitmconv`) and hands them to the session writer
+(:mod:`auditor.session.writer`).
 
 When the session cannot be written (the disk is full, a file reached its size limit, an I/O
 error), the recorder logs one error, records nothing more and shuts mitmproxy down; mitmdump
@@ -29,10 +34,10 @@ from pathlib import Path
 
 from mitmproxy import connection, ctx, dns, exceptions, http, tls
 
-from auditor import mitmconv
-from auditor.bodies import DEFAULT_BODY_CAP
 from auditor.errors import SessionError
+from auditor.proxy import mitmconv
 from auditor.records import Record
+from auditor.session.bodies import DEFAULT_BODY_CAP
 from auditor.session.layout import STATUS_COMPLETE, STATUS_INCOMPLETE
 from auditor.session.writer import SessionWriteError, SessionWriter, write_error
 

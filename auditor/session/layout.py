@@ -5,7 +5,7 @@ Layout of ``captures/<session-id>/``::
 
     manifest.json   what, when, where, with which tools; the artifact hashes once closed
     flows.jsonl     one record per line (auditor.records), appended and flushed as it happens
-    bodies/         content-addressed bodies (auditor.bodies)
+    bodies/         content-addressed bodies (auditor.session.bodies)
     custody.jsonl   the chain-of-custody log (auditor.evidence.custody); no artifact
 """
 

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from auditor import columns
-from auditor.bodies import BodyStore
 from auditor.errors import SessionError
 from auditor.fsutil import open_regular
 from auditor.records import (
@@ -20,6 +19,7 @@ from auditor.records import (
     TlsFailedRecord,
     loads,
 )
+from auditor.session.bodies import BodyStore
 from auditor.session.layout import BODIES, FLOWS, STATUS_OPEN, walk_folder
 from auditor.session.manifest import (
     IMPORT_EVENTS,

@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from auditor import __version__
-from auditor.bodies import DEFAULT_BODY_CAP, BodyStore
 from auditor.errors import SessionError
 from auditor.fsutil import private_mkdirs
 from auditor.records import EventRecord, Record, dumps
+from auditor.session.bodies import DEFAULT_BODY_CAP, BodyStore
 from auditor.session.layout import (
     BODIES,
     FLOWS,
