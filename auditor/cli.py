@@ -23,6 +23,7 @@ import click
 
 from auditor import __version__
 from auditor.analysis.escape import json_visible, visible
+from auditor.analysis.report import REPORT_FORMATS
 from auditor.errors import AuditorError
 
 if TYPE_CHECKING:
@@ -1557,7 +1558,9 @@ def parse_identifiers(values: tuple[str, ...]) -> dict[str, str]:
     "formats",
     default="html,json,csv,md",
     show_default=True,
-    help="Comma-separated: html, json, csv (and Parquet), md, pdf (printed by Chromium).",
+    help="Comma-separated: "
+    + ", ".join(f"{f.name} ({f.files})" for f in REPORT_FORMATS.values())
+    + ".",
 )
 @click.option("--policy", default="default", show_default=True, help="default, eu-gdpr or a file.")
 @click.option(
