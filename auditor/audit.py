@@ -27,16 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from auditor.capture import (
-    DEFAULT_CONFDIR,
-    FlowTail,
-    LiveCounts,
-    Mitmdump,
-    ProxyExit,
-    ProxyOptions,
-    ca_cert_path,
-    write_keyed_captures,
-)
 from auditor.device.handset import Handset
 from auditor.device.journal import RestoreJournal
 from auditor.device.monitor import LogcatStream, SocketPoller
@@ -52,6 +42,16 @@ from auditor.device.setup import (
 )
 from auditor.errors import AuditorError, DeviceError
 from auditor.fsutil import private_mkdirs
+from auditor.proxy.capture import (
+    DEFAULT_CONFDIR,
+    FlowTail,
+    LiveCounts,
+    Mitmdump,
+    ProxyExit,
+    ProxyOptions,
+    ca_cert_path,
+    write_keyed_captures,
+)
 from auditor.records import CANARY_HOST
 from auditor.session import (
     MANIFEST,
@@ -562,7 +562,7 @@ class _Audit:
 
     def _keyed_captures(self) -> None:
         """The packet captures with the TLS secrets embedded, for Wireshark (see
-        :func:`auditor.capture.write_keyed_captures`); a failure is an event, never the end
+        :func:`auditor.proxy.capture.write_keyed_captures`); a failure is an event, never the end
         of the way out."""
         if not self.opts.keyed_pcapng or self.packets is None or self.writer is None:
             return

@@ -17,8 +17,8 @@ from typing import Any
 
 from auditor.audit import AuditOptions, Progress, run_audit
 from auditor.errors import DeviceError
+from auditor.evidence.verify import verify_session
 from auditor.netutil import free_port
-from auditor.session import verify_session
 
 
 @contextlib.contextmanager

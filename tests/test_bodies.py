@@ -2,7 +2,7 @@ import gzip
 import hashlib
 import stat
 
-from auditor.bodies import BodyStore
+from auditor.session.bodies import BodyStore
 
 
 def test_put_get_dedup_and_modes(tmp_path) -> None:
@@ -44,7 +44,7 @@ def test_a_fifo_in_place_of_a_body_is_unreadable_not_a_hang(tmp_path) -> None:
 
     import pytest
 
-    from auditor.bodies import BodyUnreadable
+    from auditor.session.bodies import BodyUnreadable
 
     store = BodyStore(tmp_path, cap=1000)
     ref = store.put(b"hello")

@@ -9,7 +9,8 @@ from click.testing import CliRunner
 
 from auditor.cli import main
 from auditor.evidence import custody
-from auditor.session import read_manifest, verify_session
+from auditor.evidence.verify import verify_session
+from auditor.session import read_manifest
 from tests.test_session import _left_open
 
 

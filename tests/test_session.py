@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 from auditor import columns
 from auditor.errors import SessionError
 from auditor.evidence import custody
+from auditor.evidence.close import seal_late
+from auditor.evidence.verify import verify_session
 from auditor.records import EventRecord, HttpRecord, TlsFailedRecord
 from auditor.session import (
     FLOWS,
@@ -21,9 +23,7 @@ from auditor.session import (
     list_sessions,
     read_manifest,
     read_manifest_lenient,
-    seal_late,
     session_info,
-    verify_session,
 )
 
 

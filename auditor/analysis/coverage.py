@@ -13,7 +13,8 @@ import pandas as pd
 
 from auditor import columns as C
 from auditor.analysis.packetflows import PacketData
-from auditor.session import TLS_KEYLOG, Session
+from auditor.session.layout import TLS_KEYLOG
+from auditor.session.reader import Session
 
 
 def build_coverage(

@@ -97,7 +97,7 @@ def load_side(
 ) -> Side:
     """``path`` as a side of the diff: a report folder is read; a session is analysed into
     ``workdir`` with the code path of ``auditor analyze`` and its findings.json read back."""
-    from auditor.session import MANIFEST
+    from auditor.session.layout import MANIFEST
 
     path = Path(path)
     if (path / "findings.json").is_file():
@@ -884,7 +884,7 @@ def diff_command(
             raise DiffError(f"{p}: not a folder (give a report folder or a session)")
     sides = []
     for label, path in (("a", a), ("b", b)):
-        from auditor.session import MANIFEST
+        from auditor.session.layout import MANIFEST
 
         if (Path(path) / "findings.json").is_file() or not (Path(path) / MANIFEST).is_file():
             sides.append(load_side(Path(path), target))  # read, or refused with its reason

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from auditor.analysis import appjoin, conditions, scanning
 from auditor.analysis.claims import Claim, evaluate
 from auditor.analysis.coverage import build_coverage, capture_stats, incomplete, skipped_warnings
 from auditor.analysis.flowtable import build_flow_table, proxy_endpoint
-from auditor.analysis.model import FINDINGS_SCHEMA_VERSION, Finding, Severity
+from auditor.analysis.model import FINDINGS_SCHEMA_VERSION, Analysis, Finding, RuleError, Severity
 from auditor.analysis.packetflows import (
     LOOKUPS_KEPT,
     PacketData,
@@ -31,7 +30,7 @@ from auditor.analysis.packetflows import (
 )
 from auditor.analysis.policy import Policy, load_policy
 from auditor.analysis.report import write_report
-from auditor.analysis.rules import Context, RuleError, default_rules, run_rules
+from auditor.analysis.rules import Context, default_rules, run_rules
 from auditor.errors import AuditorError
 from auditor.intel.cache import load_index
 from auditor.intel.kb import KnowledgeBase, cert_from_columns, show_lookalikes
@@ -46,18 +45,6 @@ UNKNOWN_RECIPIENT = "(unknown operator)"
 MAX_LOOKUPS = (
     LOOKUPS_KEPT  # DNS answers listed per session in findings.json (all are in the captures)
 )
-
-
-@dataclass
-class Analysis:
-    doc: dict[str, Any]
-    flows: pd.DataFrame
-    findings: list[Finding]
-    rule_errors: list[RuleError] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    # personal values the scanner found without being told (flow id -> (kind, value)); kept
-    # so that a redacted report can remove them in every encoding (auditor.analysis.redact)
-    personal: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
 
 
 def identifiers_of(manifest: dict[str, Any], extra: dict[str, str]) -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""What the analyser concludes, defined once: severities, findings and their evidence.
+"""What the analyser concludes, defined once: severities, findings and their evidence, and
+the result of one analysis run.
 
 ``findings.json`` is these records in their JSON form (``docs/findings.md``). Everything is
 sorted and timestamps are ISO 8601 UTC, so the same input gives byte-identical output apart
@@ -10,7 +11,10 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 FINDINGS_SCHEMA_VERSION = 2
 
@@ -119,3 +123,26 @@ class ClaimResult:
             "flow_ids": sorted(self.flow_ids),
             "coverage": self.coverage,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class RuleError:
+    """A rule that raised, or emitted a finding without its evidence: the others still ran."""
+
+    rule: str
+    error: str
+
+
+@dataclass
+class Analysis:
+    """One run of the analyser: the findings document, the flow table it read and the findings,
+    with what went wrong on the way (rules that failed, warnings)."""
+
+    doc: dict[str, Any]
+    flows: pd.DataFrame
+    findings: list[Finding]
+    rule_errors: list[RuleError] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    # personal values the scanner found without being told (flow id -> (kind, value)); kept
+    # so that a redacted report can remove them in every encoding (auditor.analysis.redact)
+    personal: dict[str, list[tuple[str, str]]] = field(default_factory=dict)

@@ -58,8 +58,8 @@ from auditor.analysis.identifiers import (
 )
 
 if TYPE_CHECKING:
-    from auditor.bodies import BodyStore
     from auditor.records import HttpRecord
+    from auditor.session.bodies import BodyStore
 
 log = logging.getLogger(__name__)
 

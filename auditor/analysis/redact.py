@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import ahocorasick_rs
 import pandas as pd
@@ -46,13 +46,11 @@ import pandas as pd
 from auditor import jsonio
 from auditor.analysis.escape import visible
 from auditor.analysis.identifiers import MIN_NEEDLE_LENGTH, Encoding, build_needles
+from auditor.analysis.model import Analysis
 from auditor.analysis.patterns import PatternKind, find_patterns
 from auditor.analysis.report import write_report
 from auditor.codecs import text_views
 from auditor.errors import AuditorError
-
-if TYPE_CHECKING:
-    from auditor.analysis.engine import Analysis
 
 log = logging.getLogger(__name__)
 

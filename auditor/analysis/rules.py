@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from auditor import columns as C
-from auditor.analysis.model import Evidence, Finding, Severity
+from auditor.analysis.model import Evidence, Finding, RuleError, Severity
 from auditor.analysis.policy import Policy, Thresholds
 
 log = logging.getLogger(__name__)
@@ -980,12 +980,6 @@ def default_rules(adequacy: dict[str, bool] | None = None) -> list[Rule]:
         Uninspected(),
         ProxyBypass(),
     ]
-
-
-@dataclass(frozen=True, slots=True)
-class RuleError:
-    rule: str
-    error: str
 
 
 def run_rules(rules: list[Rule], ctx: Context) -> tuple[list[Finding], list[RuleError]]:

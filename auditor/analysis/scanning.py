@@ -56,7 +56,7 @@ from auditor.analysis.report import private_dir
 from auditor.analysis.rules import Match, Shape
 from auditor.codecs import decode
 from auditor.records import BodyRef, HttpRecord
-from auditor.session import Session
+from auditor.session.reader import Session
 
 log = logging.getLogger(__name__)
 

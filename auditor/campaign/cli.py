@@ -1,9 +1,9 @@
 """``auditor campaign``: the command. It parses the options and calls
-:func:`auditor.campaign.run.run_campaign`; ``auditor/cli.py`` adds it to the main group.
+:func:`auditor.campaign.run.run_campaign`; ``auditor.cli`` adds it to the main group.
 
-The helpers of ``auditor.cli`` (escaped output, one-line errors, the custody log) are taken
-when the command runs, not when this module is imported, so that ``auditor.cli`` can import
-this module at its end.
+The helpers of ``auditor.cli.common`` (escaped output, one-line errors, the custody log) are
+taken when the command runs, not when this module is imported: importing them imports the
+package ``auditor.cli``, which imports this module.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def campaign(**kw: Any) -> None:
         auditor campaign --all --scenario idle --duration 10m
         auditor campaign -s emulator-5554 -s 127.0.0.1:5601 --scenario idle --duration 5m --json
     """
-    from auditor import cli as base
+    from auditor.cli import common as base
 
     run = base.custody_logged()(base.handle_errors(_campaign))
     run(**kw)
@@ -124,8 +124,8 @@ def _campaign(
     notes: str,
     as_json: bool,
 ) -> None:
-    from auditor import cli as base
     from auditor.campaign.run import CampaignOptions, Event, run_campaign
+    from auditor.cli import common as base
 
     if packets not in ("auto", "off", "adb-tcpdump"):
         # one interface or one PCAPdroid exporter cannot be shared by several handsets

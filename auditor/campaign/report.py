@@ -41,7 +41,7 @@ def handset_entries(
 ) -> tuple[list[mx.HandsetEntry], dict[str, dict[str, Any]], list[str]]:
     """Each handset as the matrix shows it, the findings.json of those with a report, and a
     warning for each report that could not be read."""
-    from auditor.session import read_manifest_lenient
+    from auditor.session.manifest import read_manifest_lenient
 
     entries, docs, warnings = [], {}, []
     for h in manifest.get("handsets") or []:

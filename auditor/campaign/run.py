@@ -175,7 +175,7 @@ def free_ports(n: int) -> list[int]:
 
 
 def new_campaign_id() -> str:
-    from auditor.session import new_session_id
+    from auditor.session.writer import new_session_id
 
     return new_session_id()
 
@@ -310,8 +310,8 @@ def _finish(w: Worker) -> None:
 def _session_of(sessions: Path, serial: str, since: str) -> Path | None:
     """The session an audit of ``serial`` made in this campaign (for an audit that died
     before saying which): the newest whose manifest names that device."""
-    from auditor.session import MANIFEST as SESSION_MANIFEST
-    from auditor.session import read_manifest_lenient
+    from auditor.session.layout import MANIFEST as SESSION_MANIFEST
+    from auditor.session.manifest import read_manifest_lenient
 
     found = []
     for d in sorted(sessions.iterdir()) if sessions.is_dir() else []:
@@ -329,7 +329,9 @@ def _session_of(sessions: Path, serial: str, since: str) -> Path | None:
 def _salvage(w: Worker, session: Path | None, notes: list[str]) -> dict[str, Any]:
     """An audit process ended without its result: stop its mitmdump, restore its device
     from the journal when it can be reached, and seal its session as incomplete."""
-    from auditor.session import STATUS_OPEN, read_manifest_lenient, seal_late
+    from auditor.evidence.close import seal_late
+    from auditor.session.layout import STATUS_OPEN
+    from auditor.session.manifest import read_manifest_lenient
 
     out: dict[str, Any] = {"serial": w.serial, "session": str(session) if session else None}
     why = f"the audit process of {w.serial} ended without a result (exit status {w.returncode})"
@@ -358,7 +360,7 @@ def _salvage(w: Worker, session: Path | None, notes: list[str]) -> dict[str, Any
 
 
 def _mitmdump_pid(session: Path) -> int | None:
-    from auditor.session import FLOWS
+    from auditor.session.layout import FLOWS
 
     with contextlib.suppress(OSError), open(session / FLOWS, "rb") as fh:
         for line in fh:
@@ -502,15 +504,15 @@ def _signals_ignored() -> Iterator[None]:
 
 
 def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
-    from auditor.session import write_json_atomic
+    from auditor.session.writer import write_json_atomic
 
     write_json_atomic(folder / MANIFEST, manifest)
 
 
 def run_campaign(opts: CampaignOptions, on_event: EventFn | None = None) -> CampaignResult:
     """Audit every handset at once; then analyse and write the matrix."""
-    from auditor.capture import DEFAULT_CONFDIR
     from auditor.device.scenario import load_scenario
+    from auditor.proxy.capture import DEFAULT_CONFDIR
 
     say = on_event or (lambda e: None)
     started = time.monotonic()

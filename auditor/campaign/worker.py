@@ -41,7 +41,7 @@ def _say(kind: str, **data: Any) -> None:
 
 
 def write_result(path: Path, result: dict[str, Any]) -> None:
-    from auditor.session import write_json_atomic
+    from auditor.session.writer import write_json_atomic
 
     write_json_atomic(path, result)
 

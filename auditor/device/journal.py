@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from auditor.session import SessionWriteError, append_line, write_error
+from auditor.session.writer import SessionWriteError, append_line, write_error
 from auditor.timeutil import now_iso
 
 log = logging.getLogger(__name__)

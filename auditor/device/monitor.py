@@ -24,7 +24,7 @@ from auditor.device import parsers
 from auditor.device.handset import Handset
 from auditor.device.models import NetProto, SocketEntry, socket_has_owner
 from auditor.errors import DeviceError
-from auditor.session import SessionWriteError, append_line, write_error
+from auditor.session.writer import SessionWriteError, append_line, write_error
 from auditor.timeutil import now_iso
 
 log = logging.getLogger(__name__)

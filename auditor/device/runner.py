@@ -21,7 +21,7 @@ from auditor.device.handset import Handset
 from auditor.device.journal import RestoreJournal
 from auditor.device.scenario import Scenario, Step
 from auditor.errors import DeviceError, ScenarioError
-from auditor.session import SessionWriter
+from auditor.session.writer import SessionWriter
 
 log = logging.getLogger(__name__)
 

@@ -63,7 +63,9 @@ from auditor.evidence.signing import (
     sign,
     strict_json,
 )
-from auditor.session import CUSTODY, MANIFEST, is_artifact, read_manifest, verify_session
+from auditor.evidence.verify import verify_session
+from auditor.session.layout import CUSTODY, MANIFEST, is_artifact
+from auditor.session.manifest import read_manifest
 from auditor.timeutil import now_iso, parse_iso
 
 BUNDLE_JSON = "bundle.json"

@@ -26,7 +26,7 @@ from typing import Any
 
 from auditor import __version__, jsonio
 from auditor.evidence.signing import json_shape
-from auditor.session import CUSTODY, MANIFEST
+from auditor.session.layout import CUSTODY, MANIFEST
 from auditor.timeutil import now_iso
 
 CUSTODY_SCHEMA_VERSION = 1

@@ -47,7 +47,7 @@ RENDERED = {
     "summary.md": "md",
     "report.html": "html",
     "flows.csv": "csv",
-    "flows.parquet": "csv",
+    "flows.parquet": "parquet",
     "endpoints.csv": "csv",
 }
 ARTIFACTS = "artifacts"  # files the analysis extracts (keyword lists), compared too

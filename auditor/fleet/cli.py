@@ -1,10 +1,10 @@
 """``auditor export`` and ``auditor fleet report|query|tables``: click commands that parse
 their arguments and call one function of :mod:`auditor.fleet` each. ``auditor.cli`` adds
-them to its ``main`` group at its end.
+them to its ``main`` group.
 
-The helpers of ``auditor.cli`` (escaped output, one-line errors, the custody log) are taken
-when a command runs, not when this module is imported: ``auditor.cli`` imports this module
-at its end, and this module may be imported first.
+The helpers of ``auditor.cli.common`` (escaped output, one-line errors, the custody log) are
+taken when a command runs, not when this module is imported: importing them imports the
+package ``auditor.cli``, which imports this module, and this module may be imported first.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from auditor.fleet.engines import ENGINES
 
 
 def _cli() -> Any:
-    import auditor.cli
+    from auditor.cli import common
 
-    return auditor.cli
+    return common
 
 
 def _json_option[F: Callable[..., Any]](fn: F) -> F:
@@ -33,7 +33,7 @@ def _json_option[F: Callable[..., Any]](fn: F) -> F:
 
 
 def _handled[F: Callable[..., Any]](*custody: str) -> Callable[[F], F]:
-    """``auditor.cli``'s one-line errors (and, for the ``custody`` parameters, its custody
+    """``auditor.cli.common``'s one-line errors (and, for the ``custody`` parameters, its custody
     log), applied when the command runs."""
 
     def deco(fn: F) -> F:

@@ -29,7 +29,6 @@ from typing import Any
 from urllib.parse import quote_plus, urlsplit
 
 from auditor import jsonio
-from auditor.bodies import BodyStore
 from auditor.codecs import decode, supported
 from auditor.imports import ImportFileError, ImportReport, SkipKind
 from auditor.records import (
@@ -40,6 +39,7 @@ from auditor.records import (
     TlsFailedRecord,
     WebSocketMessageRecord,
 )
+from auditor.session.bodies import BodyStore
 from auditor.timeutil import iso
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """mitmproxy flow files (``mitmdump -w``) to auditor records, read with mitmproxy's own reader.
 
-HTTP flows become exactly the records the live recorder writes (:mod:`auditor.mitmconv`, same
+HTTP flows become exactly the records the live recorder writes (:mod:`auditor.proxy.mitmconv`, same
 ids, bodies and times), then one record per WebSocket message; DNS flows become ``dns``
 records; TCP and UDP flows, which auditor has no record type for, become ``tcp_flow`` and
 ``udp_flow`` events whose payloads (each direction joined) are in the body store.
@@ -22,9 +22,8 @@ from mitmproxy import dns, http, tcp, udp
 from mitmproxy import flow as mflow
 from mitmproxy.io import FlowReader
 
-from auditor import mitmconv
-from auditor.bodies import BodyStore
 from auditor.imports import ImportFileError, ImportReport
+from auditor.proxy import mitmconv
 from auditor.records import (
     EventRecord,
     HttpRecord,
@@ -33,6 +32,7 @@ from auditor.records import (
     record_from_dict,
     validate,
 )
+from auditor.session.bodies import BodyStore
 from auditor.timeutil import iso, now_iso
 
 log = logging.getLogger(__name__)

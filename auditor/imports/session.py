@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from auditor.bodies import DEFAULT_BODY_CAP
 from auditor.errors import AuditorError
 from auditor.imports import (
     Compression,
@@ -40,16 +39,10 @@ from auditor.imports.har import MAX_DECOMPRESSED_HAR, HarLog, har_records, load_
 from auditor.imports.intrusion import intrusion_records
 from auditor.imports.mitmflows import check_flow_file, flow_records
 from auditor.records import RECORD_CLASSES, EventRecord, HttpRecord, Record
-from auditor.session import (
-    STATUS_COMPLETE,
-    STATUS_INCOMPLETE,
-    SessionWriteError,
-    SessionWriter,
-    read_manifest,
-    sha256_file,
-    write_all,
-    write_error,
-)
+from auditor.session.bodies import DEFAULT_BODY_CAP
+from auditor.session.layout import STATUS_COMPLETE, STATUS_INCOMPLETE, sha256_file
+from auditor.session.manifest import read_manifest
+from auditor.session.writer import SessionWriteError, SessionWriter, write_all, write_error
 from auditor.timeutil import iso, parse_iso
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from auditor.capture import (
+from auditor.errors import CaptureError
+from auditor.evidence.verify import verify_session
+from auditor.netutil import proxied_request
+from auditor.offline.internet import OfflineInternet
+from auditor.proxy.capture import (
     KEYLOG_ENV,
     Mitmdump,
     ProxyOptions,
@@ -27,10 +31,7 @@ from auditor.capture import (
     prepare_confdir,
     run_capture,
 )
-from auditor.errors import CaptureError
-from auditor.netutil import proxied_request
-from auditor.offline.internet import OfflineInternet
-from auditor.session import TLS_KEYLOG, Session, sha256_file, verify_session
+from auditor.session import TLS_KEYLOG, Session, sha256_file
 from tests.conftest import free_port
 
 TSHARK = shutil.which("tshark")

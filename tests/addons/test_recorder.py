@@ -28,13 +28,21 @@ from mitmproxy import certs, connection, exceptions, tls
 from mitmproxy.proxy import context
 from mitmproxy.test import taddons, tflow
 
-from addons.recorder import EXIT_DISK_FULL, RECORDER_SAYS, Recorder
 from auditor import columns as C
 from auditor.analysis.flowtable import build_flow_table
-from auditor.capture import RECORDER_SCRIPT, Mitmdump, ProxyOptions, ca_cert_path, mitmdump_path
+from auditor.evidence.close import seal_late
+from auditor.evidence.verify import verify_session
 from auditor.netutil import proxied_request
 from auditor.offline.internet import OfflineInternet
 from auditor.offline.pki import CertificateAuthority
+from auditor.proxy.capture import (
+    RECORDER_SCRIPT,
+    Mitmdump,
+    ProxyOptions,
+    ca_cert_path,
+    mitmdump_path,
+)
+from auditor.proxy.recorder import EXIT_DISK_FULL, RECORDER_SAYS, Recorder
 from auditor.records import (
     DnsRecord,
     EventRecord,
@@ -43,20 +51,30 @@ from auditor.records import (
     TlsServerRecord,
     WebSocketMessageRecord,
 )
-from auditor.session import (
-    FLOWS,
-    MANIFEST,
-    Session,
-    SessionWriter,
-    read_manifest,
-    seal_late,
-    verify_session,
-)
+from auditor.session import FLOWS, MANIFEST, Session, SessionWriter, read_manifest
 from tests.conftest import free_port
+
+# what plain mitmdump loads in a checkout: a thin file over auditor.proxy.recorder
+ADDON_FILE = Path(__file__).resolve().parents[2] / "addons" / "recorder.py"
 
 
 def _records(path: Path) -> list:
     return [r for r in Session(path).records() if r.TYPE.value != "event"]
+
+
+def test_the_addon_file_and_the_installed_script_load_the_same_recorder() -> None:
+    """``mitmdump -s addons/recorder.py`` (a checkout) and ``auditor capture`` (the installed
+    module's own file) both get a Recorder through mitmproxy's script loader."""
+    from mitmproxy.addons.script import load_script
+
+    import auditor.proxy
+
+    assert RECORDER_SCRIPT.parent == Path(auditor.proxy.__file__).resolve().parent
+    for path in (ADDON_FILE, RECORDER_SCRIPT):
+        module = load_script(str(path))
+        assert module is not None
+        (addon,) = module.addons
+        assert type(addon).__name__ == "Recorder" and hasattr(addon, "configure")
 
 
 def test_options_are_validated(tmp_path: Path) -> None:
@@ -436,7 +454,7 @@ def _start(session: Path, confdir: Path) -> tuple[subprocess.Popen[bytes], int]:
         "--set",
         f"confdir={confdir}",
         "-s",
-        str(RECORDER_SCRIPT),
+        str(ADDON_FILE),
         "--set",
         f"auditor_session={session}",
     ]

@@ -11,7 +11,8 @@ from typing import Any
 import pandas as pd
 
 from auditor import columns as C
-from auditor.analysis.engine import Analysis, analyze
+from auditor.analysis.engine import analyze
+from auditor.analysis.model import Analysis
 from auditor.imports.session import import_files
 
 from ..conftest import SHARED_CAPTURES

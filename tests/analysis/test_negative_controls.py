@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from auditor.analysis.engine import Analysis, analyze
-from auditor.analysis.model import Severity
+from auditor.analysis.engine import analyze
+from auditor.analysis.model import Analysis, Severity
 from auditor.imports.session import import_files
 
 from ..conftest import SHARED_CAPTURES

@@ -29,9 +29,10 @@ from auditor.analysis.packetflows import (
     session_captures,
     text_array,
 )
+from auditor.evidence.verify import verify_session
 from auditor.packets.pcapwrite import LINKTYPE_LINUX_SLL2, write_pcap
 from auditor.records import HttpRecord
-from auditor.session import SessionWriter, verify_session
+from auditor.session import SessionWriter
 from auditor.timeutil import iso
 from tests.packets import (
     client_hello_body,
@@ -307,7 +308,7 @@ def test_dns_names_keep_the_first_name_of_an_address() -> None:
 def test_a_capture_added_after_the_close_is_not_read(tmp_path: Path) -> None:
     """What is not hashed is not read: a capture slipped under packets/ of a closed session
     (a dot-file or a plain name) changes nothing the analysis reads; verify names it."""
-    from auditor.session import verify_session
+    from auditor.evidence.verify import verify_session
 
     s = make_session(tmp_path)
     manifest = json.loads((s / "manifest.json").read_text())

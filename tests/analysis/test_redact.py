@@ -20,10 +20,10 @@ import pytest
 
 from auditor import columns as C
 from auditor.analysis import scanning
-from auditor.analysis.engine import Analysis, analyze, write
+from auditor.analysis.engine import analyze, write
 from auditor.analysis.escape import csv_cell, html_text, md_text
 from auditor.analysis.identifiers import Encoding, Needle, build_needles
-from auditor.analysis.model import Evidence, Finding, Severity
+from auditor.analysis.model import Analysis, Evidence, Finding, Severity
 from auditor.analysis.redact import (
     Original,
     Redactor,

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from auditor.analysis.engine import Analysis, analyze, write
+from auditor.analysis.engine import analyze, write
+from auditor.analysis.model import Analysis
 from auditor.analysis.report import write_report
 from auditor.analysis.report.story import build_story
 from auditor.cli import main

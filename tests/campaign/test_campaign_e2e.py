@@ -30,7 +30,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from auditor.campaign.cli import campaign
-from auditor.session import verify_session
+from auditor.evidence.verify import verify_session
 from tests.campaign.conftest import Phone, no_process_left, start_phone, stop_phone
 from tests.simulator.adb_fixtures import AdbServer, pid_alive, wait_until
 

@@ -30,8 +30,9 @@ from auditor.device.handset import Handset
 from auditor.device.journal import RestoreJournal
 from auditor.device.setup import QUIC_RULE, CaptureSetup, iptables_command
 from auditor.errors import DeviceError
+from auditor.evidence.verify import verify_session
 from auditor.records import EventRecord, HttpRecord
-from auditor.session import FLOWS, Session, verify_session
+from auditor.session import FLOWS, Session
 from auditor.simulator.world import VirtualWorld
 from tests.conftest import free_port
 from tests.e2e.conftest import adb_server

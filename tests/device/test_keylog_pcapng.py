@@ -23,9 +23,10 @@ import pytest
 
 import auditor.audit
 from auditor.audit import AuditOptions, AuditResult, run_audit
-from auditor.capture import DSB, SECRETS_TLS, write_keyed_pcapng
 from auditor.errors import CaptureError
-from auditor.session import FLOWS, TLS_KEYLOG, Session, verify_session
+from auditor.evidence.verify import verify_session
+from auditor.proxy.capture import DSB, SECRETS_TLS, write_keyed_pcapng
+from auditor.session import FLOWS, TLS_KEYLOG, Session
 from auditor.simulator.world import VirtualWorld
 from tests.conftest import free_port
 from tests.e2e.conftest import adb_server

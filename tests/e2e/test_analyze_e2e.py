@@ -17,10 +17,10 @@ from urllib.parse import quote, urlencode
 import brotli
 import pytest
 
-from auditor.capture import Mitmdump, ProxyOptions
 from auditor.codecs import zstd
 from auditor.netutil import proxied_request
 from auditor.offline.origin import OriginServer
+from auditor.proxy.capture import Mitmdump, ProxyOptions
 from auditor.session import Session, SessionWriter, close_session
 from tests.conftest import free_port
 

@@ -26,8 +26,9 @@ import pytest
 
 import auditor.audit
 from auditor.audit import AuditOptions, AuditResult, run_audit
+from auditor.evidence.verify import verify_session
 from auditor.records import EventRecord, HttpRecord, Record, TlsFailedRecord
-from auditor.session import TLS_KEYLOG, Session, verify_session
+from auditor.session import TLS_KEYLOG, Session
 from auditor.simulator.traffic import load_plan
 from auditor.simulator.world import VirtualWorld
 from tests.conftest import free_port

@@ -45,14 +45,9 @@ from auditor.audit import TEST_PAUSE_ENV, AuditOptions, AuditResult, run_audit
 from auditor.device.handset import Handset
 from auditor.device.journal import JOURNAL, RestoreJournal
 from auditor.device.setup import restore_device
+from auditor.evidence.verify import verify_session
 from auditor.records import EventRecord, HttpRecord, Record
-from auditor.session import (
-    FLOWS,
-    Session,
-    SessionWriteError,
-    SessionWriter,
-    verify_session,
-)
+from auditor.session import FLOWS, Session, SessionWriteError, SessionWriter
 from auditor.simulator.adb import AdbDaemon
 from auditor.simulator.world import VirtualWorld
 from tests.conftest import free_port

@@ -42,7 +42,8 @@ from auditor.evidence.signing import (
     load_public_key,
     sign,
 )
-from auditor.session import CUSTODY, FLOWS, MANIFEST, verify_session
+from auditor.evidence.verify import verify_session
+from auditor.session import CUSTODY, FLOWS, MANIFEST
 from tests.evidence.conftest import analyse_to, make_session
 
 ENV: dict[str, Any] = {

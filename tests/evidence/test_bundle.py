@@ -34,8 +34,9 @@ from auditor.evidence.signing import (
     load_private_key,
     load_public_key,
 )
+from auditor.evidence.verify import verify_session
 from auditor.imports.session import import_files
-from auditor.session import CUSTODY, FLOWS, MANIFEST, read_manifest, verify_session
+from auditor.session import CUSTODY, FLOWS, MANIFEST, read_manifest
 from tests.evidence.conftest import (
     IMEI,
     SCENARIO,

@@ -19,7 +19,8 @@ from auditor.evidence.custody import (
     read_log,
     record,
 )
-from auditor.session import CUSTODY, SessionWriter, verify_session
+from auditor.evidence.verify import verify_session
+from auditor.session import CUSTODY, SessionWriter
 
 
 @pytest.fixture

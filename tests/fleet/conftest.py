@@ -24,7 +24,7 @@ import pytest
 from mitmproxy import http
 
 from auditor.analysis.engine import report_session
-from auditor.mitmconv import http_record
+from auditor.proxy.mitmconv import http_record
 from auditor.session import SessionWriter
 from auditor.simulator.payloads import facts_from_profile
 from auditor.simulator.profiles import load_profile

@@ -29,12 +29,12 @@ from typing import Any, TypeVar
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from auditor.bodies import BodyStore
 from auditor.imports import ImportReport
 from auditor.intel.index import IntelIndex, file_source
 from auditor.intel.model import IntelImportError, Source
 from auditor.intel.schema import IndicatorKind, IntelFile
 from auditor.records import Record, dumps, loads
+from auditor.session.bodies import BodyStore
 
 TESTS = Path(__file__).resolve().parents[1]
 SHARED_CAPTURES = TESTS.parents[1] / "shared" / "captures"

@@ -24,7 +24,7 @@ from hypothesis import example
 from hypothesis import strategies as st
 
 from auditor import columns as C
-from auditor.analysis.engine import Analysis
+from auditor.analysis.model import Analysis
 from auditor.analysis.redact import Original, Redactor, write_redacted
 from auditor.codecs import MAX_TEXT_LAYERS, text_views
 from tests.fuzz import fuzz, mutated_text, sample_paths

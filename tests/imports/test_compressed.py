@@ -11,6 +11,7 @@ import pytest
 import zstandard
 
 import auditor.imports.session as import_session
+from auditor.evidence.verify import verify_session
 from auditor.imports import (
     Compression,
     ImportFileError,
@@ -22,7 +23,7 @@ from auditor.imports import (
 )
 from auditor.imports.session import import_files
 from auditor.records import HttpRecord
-from auditor.session import Session, verify_session
+from auditor.session import Session
 
 ROOT = Path(__file__).resolve().parents[2]
 ZHAR = ROOT / "tests" / "data" / "har" / "compressed.zhar"

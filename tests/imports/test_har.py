@@ -14,7 +14,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from auditor.bodies import BodyStore
 from auditor.imports import ImportFileError, ImportFormat, ImportReport
 from auditor.imports.har import DECODED_NOTE, MAX_TEXT, REBUILT_NOTE, har_records, load_har
 from auditor.records import (
@@ -25,6 +24,7 @@ from auditor.records import (
     WebSocketMessageRecord,
     dumps,
 )
+from auditor.session.bodies import BodyStore
 
 SAMPLES = Path(__file__).parent / "samples"
 

@@ -22,17 +22,11 @@ from mitmproxy import io as mio
 from mitmproxy.test import tflow
 
 from auditor.analysis.report.files import write_csv, write_private
+from auditor.evidence.verify import verify_session
 from auditor.imports import ImportFileError
 from auditor.imports import session as driver
 from auditor.imports.session import ORIGINAL, import_files
-from auditor.session import (
-    MANIFEST,
-    manifest_digest,
-    read_manifest,
-    sha256_file,
-    verify_session,
-    write_json_atomic,
-)
+from auditor.session import MANIFEST, manifest_digest, read_manifest, sha256_file, write_json_atomic
 
 SAMPLES = Path(__file__).parent / "samples"
 HAR = SAMPLES / "httptoolkit.har"  # 10.5 kB, the import tests' HAR in HTTP Toolkit's form

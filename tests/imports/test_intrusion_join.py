@@ -523,9 +523,9 @@ def proxied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, by
     """Two apps of the virtual Xiaomi, 2 s apart, through a real mitmdump that the phone
     reaches at 10.0.2.2 (the emulator's alias of the host); the handset's intrusion log of it.
     Returns (mitmdump's session, the log, the proxy's port)."""
-    from auditor.capture import Mitmdump, ProxyOptions, ca_cert_path
     from auditor.offline.dns import OfflineDns, resolve
     from auditor.offline.internet import OfflineInternet
+    from auditor.proxy.capture import Mitmdump, ProxyOptions, ca_cert_path
     from auditor.records import HttpRecord
     from auditor.session import SessionWriter
     from auditor.simulator import intrusion as handset_log

@@ -23,10 +23,9 @@ from mitmproxy import io as mio
 from mitmproxy.exceptions import FlowReadException
 from mitmproxy.test import tflow
 
-from auditor import mitmconv
-from auditor.bodies import BodyStore
 from auditor.imports import ImportFileError, ImportFormat, ImportReport
 from auditor.imports.mitmflows import check_flow_file, flow_records
+from auditor.proxy import mitmconv
 from auditor.records import (
     DnsRecord,
     EventRecord,
@@ -35,6 +34,7 @@ from auditor.records import (
     WebSocketMessageRecord,
 )
 from auditor.session import Session, SessionWriter
+from auditor.session.bodies import BodyStore
 from auditor.timeutil import parse_iso
 from tests.conftest import free_port
 

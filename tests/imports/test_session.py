@@ -18,10 +18,11 @@ from mitmproxy.test import tflow
 
 import auditor.cli
 import tests.packets as P
+from auditor.evidence.verify import verify_session
 from auditor.imports import ImportFileError, ImportFormat, detect_format
 from auditor.imports.session import ORIGINAL, import_command, import_files, parse_identifiers
 from auditor.records import DnsRecord, EventRecord, HttpRecord
-from auditor.session import Session, read_manifest, verify_session
+from auditor.session import Session, read_manifest
 from auditor.timeutil import parse_iso
 
 SAMPLES = Path(__file__).parent / "samples"

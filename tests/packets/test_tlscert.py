@@ -569,7 +569,7 @@ def test_hostile_text_is_escaped_and_capped() -> None:
 def test_the_recorder_and_the_packets_give_one_record_for_one_certificate() -> None:
     from mitmproxy import certs, connection
 
-    from auditor import mitmconv
+    from auditor.proxy import mitmconv
 
     leaf = _leaf_of(_real_flight())
     server = connection.Server(address=("hs001244.hs.com", 443))

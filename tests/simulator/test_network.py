@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from auditor.capture import Mitmdump, ProxyOptions, ca_cert_path
 from auditor.device.parsers import parse_proc_net, subject_hash_old
 from auditor.offline.dns import OfflineDns, resolve
 from auditor.offline.internet import Mode, OfflineInternet
+from auditor.proxy.capture import Mitmdump, ProxyOptions, ca_cert_path
 from auditor.records import HttpRecord, TlsFailedRecord
 from auditor.session import Session, SessionWriter
 from auditor.simulator import network

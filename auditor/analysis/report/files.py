@@ -101,18 +101,10 @@ ENDPOINT_FIELDS = [
 ]  # fmt: skip
 
 
-def write_tables(out: Path, doc: dict[str, Any], flows: pd.DataFrame) -> list[Path]:
-    """``flows.csv``, ``flows.parquet`` and ``endpoints.csv``."""
-    written = []
-    exp = flows_for_export(flows)
+def write_csv_tables(out: Path, doc: dict[str, Any], exp: pd.DataFrame) -> list[Path]:
+    """``flows.csv`` (``exp``: the flows as :func:`flows_for_export` gives them) and
+    ``endpoints.csv``."""
     write_csv(out / "flows.csv", exp.to_dict("records"), list(exp.columns))
-    try:
-        safe = exp.astype({c: "string" for c in exp.columns if exp[c].dtype == object})
-        with replacing(out / "flows.parquet") as fh:
-            safe.to_parquet(fh, index=False)
-        written.append(out / "flows.parquet")
-    except (ImportError, ValueError) as exc:  # pragma: no cover - pyarrow is a dependency
-        doc.setdefault("warnings", []).append(f"flows.parquet not written: {exc}")
     write_csv(
         out / "endpoints.csv",
         (
@@ -128,4 +120,17 @@ def write_tables(out: Path, doc: dict[str, Any], flows: pd.DataFrame) -> list[Pa
         ),
         ENDPOINT_FIELDS,
     )
-    return [*written, out / "flows.csv", out / "endpoints.csv"]
+    return [out / "flows.csv", out / "endpoints.csv"]
+
+
+def write_parquet(out: Path, doc: dict[str, Any], exp: pd.DataFrame) -> list[Path]:
+    """``flows.parquet`` (``exp`` as for :func:`write_csv_tables`); when it cannot be written,
+    a warning in ``doc`` instead."""
+    try:
+        safe = exp.astype({c: "string" for c in exp.columns if exp[c].dtype == object})
+        with replacing(out / "flows.parquet") as fh:
+            safe.to_parquet(fh, index=False)
+        return [out / "flows.parquet"]
+    except (ImportError, ValueError) as exc:  # pragma: no cover - pyarrow is a dependency
+        doc.setdefault("warnings", []).append(f"flows.parquet not written: {exc}")
+        return []

@@ -1,6 +1,6 @@
 """mitmproxy objects to auditor records.
 
-Shared by the live recorder addon (``addons/recorder.py``) and by imports of mitmproxy flow
+Shared by the live recorder addon (:mod:`auditor.proxy.recorder`) and by imports of mitmproxy flow
 files, so a flow becomes the same record whichever way it arrived.
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from auditor.bodies import BodyStore
 from auditor.packets.tlscert import chain_info, clean_text
 from auditor.records import (
     BodyRef,
@@ -22,6 +21,7 @@ from auditor.records import (
     WebSocketMessageRecord,
     decode_header_bytes,
 )
+from auditor.session.bodies import BodyStore
 from auditor.timeutil import iso, now_iso
 
 if TYPE_CHECKING:

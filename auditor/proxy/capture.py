@@ -29,26 +29,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import addons.recorder
-from addons.recorder import EXIT_DISK_FULL, EXIT_WRITE_FAILED, RECORDER_SAYS
 from auditor import __version__
-from auditor.bodies import DEFAULT_BODY_CAP
 from auditor.errors import CaptureError
 from auditor.fsutil import open_regular, private_mkdirs
 from auditor.packets.pcapfile import MAX_RECORD
+from auditor.proxy import recorder
+from auditor.proxy.recorder import EXIT_DISK_FULL, EXIT_WRITE_FAILED, RECORDER_SAYS
 from auditor.records import HttpRecord, RecordFormatError, loads
-from auditor.session import (
-    FLOWS,
-    STATUS_COMPLETE,
-    STATUS_INCOMPLETE,
-    TLS_KEYLOG,
-    SessionWriteError,
-    SessionWriter,
-)
+from auditor.session.bodies import DEFAULT_BODY_CAP
+from auditor.session.layout import FLOWS, STATUS_COMPLETE, STATUS_INCOMPLETE, TLS_KEYLOG
+from auditor.session.writer import SessionWriteError, SessionWriter
 
 log = logging.getLogger(__name__)
 
-RECORDER_SCRIPT = Path(addons.recorder.__file__).resolve()
+# mitmdump loads the addon from the installed module's own file, so an installed auditor needs
+# no checkout (addons/recorder.py is the same addon, for plain mitmdump in a checkout)
+RECORDER_SCRIPT = Path(recorder.__file__).resolve()
 DEFAULT_CONFDIR = Path.home() / ".auditor" / "mitmproxy"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 # mitmproxy (net/tls.py) reads the first of these that is set, once, when it starts; both are
