@@ -15,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 
-from auditor.capture import Mitmdump, ProxyOptions
+from auditor.proxy.capture import Mitmdump, ProxyOptions
 from auditor.netutil import free_port
 from auditor.offline.origin import OriginServer
 from auditor.session import SessionWriter
