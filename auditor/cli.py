@@ -1253,7 +1253,7 @@ def simulate(
     import signal
     import threading
 
-    from auditor.simulator.world import VirtualWorld
+    from vhandset.world import VirtualWorld
 
     _warn_listen(listen_host)
     world = VirtualWorld(

@@ -64,7 +64,7 @@ def run_demo(
     on_progress: Callable[[Progress], None] | None = None,
 ) -> dict[str, Any]:
     from auditor.device.handset import client
-    from auditor.simulator.world import VirtualWorld
+    from vhandset.world import VirtualWorld
 
     say = echo or (lambda _m: None)
     started = time.monotonic()

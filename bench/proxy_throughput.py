@@ -17,8 +17,8 @@ from pathlib import Path
 
 from auditor.capture import Mitmdump, ProxyOptions
 from auditor.netutil import free_port
-from auditor.offline.origin import OriginServer
 from auditor.session import SessionWriter
+from vhandset.offline.origin import OriginServer
 
 CLIENTS = 20
 SECONDS = 5.0

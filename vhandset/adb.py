@@ -7,7 +7,7 @@ Services: ``shell:``/``shell,v2,…:``/``exec:``, ``sync:``, ``reverse:``, ``roo
 ``reboot:`` and ``reconnect``; anything else is refused with CLSE, as adbd refuses a failed OPEN.
 
 The transport knows nothing of Android: it hands commands, files and reboots to a
-:class:`~auditor.simulator.interface.DeviceBackend`.
+:class:`~vhandset.interface.DeviceBackend`.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from functools import partial
 from types import TracebackType
 from typing import Any, Self
 
-from auditor.simulator.adb_reverse import ReverseTable
-from auditor.simulator.adb_sync import serve_sync
-from auditor.simulator.adb_wire import (
+from vhandset.adb_reverse import ReverseTable
+from vhandset.adb_sync import serve_sync
+from vhandset.adb_wire import (
     A_VERSION,
     AUTH_TOKEN_SIZE,
     HEADER,
@@ -46,7 +46,7 @@ from auditor.simulator.adb_wire import (
     parse_shell_service,
     unpack_header,
 )
-from auditor.simulator.interface import DeviceBackend, ReverseOpener, ShellProcess
+from vhandset.interface import DeviceBackend, ReverseOpener, ShellProcess
 
 logger = logging.getLogger(__name__)
 

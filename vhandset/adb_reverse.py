@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from auditor.simulator.adb_wire import fail_reply, protocol_string
+from vhandset.adb_wire import fail_reply, protocol_string
 
 # tcp:0 resolves to a port of the device's own: a virtual one, since nothing listens on it.
 _FIRST_DYNAMIC_PORT = 38000

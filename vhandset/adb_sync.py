@@ -16,7 +16,7 @@ import struct
 import zlib
 from typing import Protocol
 
-from auditor.simulator.interface import FileStat, VirtualFS
+from vhandset.interface import FileStat, VirtualFS
 
 logger = logging.getLogger(__name__)
 

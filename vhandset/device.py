@@ -1,15 +1,15 @@
 """The simulated Android phone: :class:`VirtualDevice` implements ``interface.DeviceBackend``.
 
-A device is built from a :class:`~auditor.simulator.profiles.DeviceProfile`. It owns the
+A device is built from a :class:`~vhandset.profiles.DeviceProfile`. It owns the
 state a phone keeps (properties, settings, packages, processes, sockets, mounts, the log
 buffers, the foreground activity) under one lock, and the Android commands that read and
 change it (``pm``, ``am``, ``settings``, ``getprop``, ``dumpsys``, ``service call``,
 ``logcat``, ``screencap``, ``mount``, ``su``, ...). Their output follows AOSP's formats so
 that host-side parsers and adbutils work on this device and on a real one alike.
 
-The generic shell and toybox live in :mod:`auditor.simulator.shell`, the filesystem in
-:mod:`auditor.simulator.vfs`, and PCAPdroid (started by ``am start`` of its ``CaptureCtrl``) in
-:mod:`auditor.simulator.pcapdroid`.
+The generic shell and toybox live in :mod:`vhandset.shell`, the filesystem in
+:mod:`vhandset.vfs`, and PCAPdroid (started by ``am start`` of its ``CaptureCtrl``) in
+:mod:`vhandset.pcapdroid`.
 """
 
 from __future__ import annotations
@@ -40,21 +40,21 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from auditor.simulator.interface import STDERR, STDOUT, DeviceBackend, ReverseOpener
-from auditor.simulator.netfilter import Netfilter
-from auditor.simulator.pcapdroid import CTRL_ACTIVITY as PCAPDROID_CTRL
-from auditor.simulator.pcapdroid import PACKAGE as PCAPDROID
-from auditor.simulator.pcapdroid import SERVICE as PCAPDROID_SERVICE
-from auditor.simulator.pcapdroid import PcapdroidApp
-from auditor.simulator.png import raw_rgba, solid_png
-from auditor.simulator.profiles import (
+from vhandset.interface import STDERR, STDOUT, DeviceBackend, ReverseOpener
+from vhandset.netfilter import Netfilter
+from vhandset.pcapdroid import CTRL_ACTIVITY as PCAPDROID_CTRL
+from vhandset.pcapdroid import PACKAGE as PCAPDROID
+from vhandset.pcapdroid import SERVICE as PCAPDROID_SERVICE
+from vhandset.pcapdroid import PcapdroidApp
+from vhandset.png import raw_rgba, solid_png
+from vhandset.profiles import (
     CaSpec,
     DeviceProfile,
     Package,
     SuFlavor,
     load_profile,
 )
-from auditor.simulator.shell import (
+from vhandset.shell import (
     CORE,
     Cancelled,
     Command,
@@ -66,7 +66,7 @@ from auditor.simulator.shell import (
     applet_binary,
     dec,
 )
-from auditor.simulator.vfs import (
+from vhandset.vfs import (
     AID_SDCARD_RW,
     KERNEL,
     Cred,
@@ -75,7 +75,7 @@ from auditor.simulator.vfs import (
 )
 
 if TYPE_CHECKING:
-    from auditor.simulator.network import Packet, PacketLog
+    from vhandset.network import Packet, PacketLog
 
 log = logging.getLogger(__name__)
 
@@ -369,7 +369,7 @@ def _hex_addr(addr: str, v6: bool) -> str:
 
 
 class VirtualDevice:
-    """A simulated Android phone. See :class:`~auditor.simulator.interface.DeviceBackend`."""
+    """A simulated Android phone. See :class:`~vhandset.interface.DeviceBackend`."""
 
     def __init__(
         self,

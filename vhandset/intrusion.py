@@ -28,13 +28,13 @@ from urllib.parse import urlsplit
 
 from mitmproxy import dns
 
-from auditor.offline.dns import resolve
-from auditor.simulator.traffic import load_plan
+from vhandset.offline.dns import resolve
+from vhandset.traffic import load_plan
 
 if TYPE_CHECKING:
-    from auditor.simulator.device import VirtualDevice
-    from auditor.simulator.network import Packet
-    from auditor.simulator.world import VirtualWorld
+    from vhandset.device import VirtualDevice
+    from vhandset.network import Packet
+    from vhandset.world import VirtualWorld
 
 #: Where the phone's Settings app writes the decrypted logs (AndroidQF's ``DirOnDevice``).
 DEVICE_DIR = "/sdcard/Download/Intrusion Logging"

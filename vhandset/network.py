@@ -42,10 +42,10 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from auditor.device.parsers import parse_global_proxy
-from auditor.simulator.quic import client_initial
+from vhandset.quic import client_initial
 
 if TYPE_CHECKING:
-    from auditor.simulator.device import VirtualDevice
+    from vhandset.device import VirtualDevice
 
 log = logging.getLogger(__name__)
 

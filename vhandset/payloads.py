@@ -44,7 +44,7 @@ import brotli
 from google.protobuf import descriptor, descriptor_pb2, descriptor_pool, message, message_factory
 
 from auditor.codecs import zstd
-from auditor.simulator.profiles import DeviceProfile
+from vhandset.profiles import DeviceProfile
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([a-z_]+(?::\d+)?)((?:\s*\|\s*[A-Za-z0-9_]+)*)\s*\}\}")
 

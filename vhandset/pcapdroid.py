@@ -58,8 +58,8 @@ from auditor.packets.pcapwrite import (
 )
 
 if TYPE_CHECKING:
-    from auditor.simulator.device import VirtualDevice
-    from auditor.simulator.network import Packet
+    from vhandset.device import VirtualDevice
+    from vhandset.network import Packet
 
 log = logging.getLogger(__name__)
 

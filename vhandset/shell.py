@@ -7,7 +7,7 @@ Commands are found the way mksh finds them: builtins first, then ``$PATH`` in th
 filesystem, where each binary is a file that names its applet. Errors read as on Android
 (``/system/bin/sh: foo: inaccessible or not found``, exit 127).
 
-:class:`Process` is the :class:`~auditor.simulator.interface.ShellProcess`: the script runs in
+:class:`Process` is the :class:`~vhandset.interface.ShellProcess`: the script runs in
 a thread and its output is queued as ``(fd, bytes)`` chunks in the order it was written.
 Pipeline stages run in threads joined by pipes, so ``logcat | grep`` streams. What the shell
 needs from the phone is the :class:`ShellSystem` protocol, which ``device.VirtualDevice``
@@ -34,8 +34,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from auditor.simulator.interface import STDERR, STDOUT
-from auditor.simulator.vfs import Cred, MemoryFS, normpath
+from vhandset.interface import STDERR, STDOUT
+from vhandset.vfs import Cred, MemoryFS, normpath
 
 log = logging.getLogger(__name__)
 
@@ -1660,7 +1660,7 @@ def _glob_to_re(pattern: str) -> str:
 
 
 class Process:
-    """A running ``sh -c COMMAND``; the :class:`~auditor.simulator.interface.ShellProcess`."""
+    """A running ``sh -c COMMAND``; the :class:`~vhandset.interface.ShellProcess`."""
 
     def __init__(
         self,
@@ -2616,7 +2616,7 @@ def _stat(ctx: Ctx) -> int:
 
 
 def _stat_format(ctx: Ctx, fmt: str, name: str, st: object) -> str:
-    from auditor.simulator.vfs import StatResult
+    from vhandset.vfs import StatResult
 
     assert isinstance(st, StatResult)
     values: dict[str, Callable[[], str]] = {

@@ -2,9 +2,9 @@
 
 A real idle phone talks to its vendor whether anyone touches it or not. Each profile has a data
 file in ``traffic/`` listing jobs: which app (and so which UID), what it sends (a request
-template, see :mod:`auditor.simulator.payloads`), how it trusts certificates, and how often
+template, see :mod:`vhandset.payloads`), how it trusts certificates, and how often
 (a jittered period, a burst at boot and at screen-on). The generator runs them on the device's
-network stack (:mod:`auditor.simulator.network`), and logs each outcome to the device's
+network stack (:mod:`vhandset.network`), and logs each outcome to the device's
 logcat as the app would.
 """
 
@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from auditor.errors import AuditorError
-from auditor.simulator.network import TRUST_NONE, DeviceNetwork, TlsRejected
-from auditor.simulator.payloads import TemplateError, build_body, facts_from_profile, render
 from auditor.timeutil import parse_duration
+from vhandset.network import TRUST_NONE, DeviceNetwork, TlsRejected
+from vhandset.payloads import TemplateError, build_body, facts_from_profile, render
 
 if TYPE_CHECKING:
-    from auditor.simulator.device import VirtualDevice
+    from vhandset.device import VirtualDevice
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class TrafficPlan:
 
 
 def load_plan(profile_id: str) -> TrafficPlan:
-    res = resources.files("auditor") / "simulator" / "traffic" / f"{profile_id}.yaml"
+    res = resources.files("vhandset") / "traffic" / f"{profile_id}.yaml"
     if not res.is_file():
         return TrafficPlan(profile_id, (), {})
     return parse_plan(res.read_text(encoding="utf-8"), f"traffic/{profile_id}.yaml")

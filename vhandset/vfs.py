@@ -6,7 +6,7 @@ unmounted or the phone reboots, as on a real kernel. Every operation takes the c
 :class:`Cred` and fails with the ``OSError`` subclass a phone would give (``PermissionError``
 for ``EACCES``, ``OSError(EROFS)`` on a read-only mount, ...).
 
-:class:`DeviceFS` is the :class:`~auditor.simulator.interface.VirtualFS` the ADB sync service
+:class:`DeviceFS` is the :class:`~vhandset.interface.VirtualFS` the ADB sync service
 uses; it acts with adbd's credentials.
 """
 
@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from auditor.simulator.interface import FileStat
+from vhandset.interface import FileStat
 
 S_IFDIR = statmod.S_IFDIR
 S_IFREG = statmod.S_IFREG

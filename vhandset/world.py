@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from auditor.device.parsers import subject_hash_old
-from auditor.offline.dns import OfflineDns, resolve
-from auditor.offline.internet import OfflineInternet
-from auditor.simulator.adb import AdbDaemon
-from auditor.simulator.device import VirtualDevice
-from auditor.simulator.network import TRUST_USER, DeviceNetwork
-from auditor.simulator.traffic import TrafficGenerator
+from vhandset.adb import AdbDaemon
+from vhandset.device import VirtualDevice
+from vhandset.network import TRUST_USER, DeviceNetwork
+from vhandset.offline.dns import OfflineDns, resolve
+from vhandset.offline.internet import OfflineInternet
+from vhandset.traffic import TrafficGenerator
 
 log = logging.getLogger(__name__)
 

@@ -65,7 +65,7 @@ _MSS_OPTION = struct.Struct("!BBH")
 
 
 class Segment(Protocol):
-    """One logged transfer (``auditor.simulator.network.Packet`` has this shape)."""
+    """One logged transfer (``vhandset.network.Packet`` has this shape)."""
 
     @property
     def ts(self) -> float: ...

@@ -29,9 +29,9 @@ from auditor.capture import (
 )
 from auditor.errors import CaptureError
 from auditor.netutil import proxied_request
-from auditor.offline.internet import OfflineInternet
 from auditor.session import TLS_KEYLOG, Session, sha256_file, verify_session
 from tests.conftest import free_port
+from vhandset.offline.internet import OfflineInternet
 
 TSHARK = shutil.which("tshark")
 DUMPCAP = shutil.which("dumpcap")

@@ -33,8 +33,6 @@ from auditor import columns as C
 from auditor.analysis.flowtable import build_flow_table
 from auditor.capture import RECORDER_SCRIPT, Mitmdump, ProxyOptions, ca_cert_path, mitmdump_path
 from auditor.netutil import proxied_request
-from auditor.offline.internet import OfflineInternet
-from auditor.offline.pki import CertificateAuthority
 from auditor.records import (
     DnsRecord,
     EventRecord,
@@ -53,6 +51,8 @@ from auditor.session import (
     verify_session,
 )
 from tests.conftest import free_port
+from vhandset.offline.internet import OfflineInternet
+from vhandset.offline.pki import CertificateAuthority
 
 
 def _records(path: Path) -> list:

@@ -18,7 +18,7 @@ from typing import IO
 
 import pytest
 
-from tests.simulator.adb_fixtures import AdbServer, pid_alive, running_adb_server, wait_until
+from tests.vhandset.adb_fixtures import AdbServer, pid_alive, running_adb_server, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -32,7 +32,7 @@ from click.testing import CliRunner, Result
 from auditor.campaign.cli import campaign
 from auditor.session import verify_session
 from tests.campaign.conftest import Phone, no_process_left, start_phone, stop_phone
-from tests.simulator.adb_fixtures import AdbServer, pid_alive, wait_until
+from tests.vhandset.adb_fixtures import AdbServer, pid_alive, wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -32,10 +32,10 @@ from auditor.device.setup import QUIC_RULE, CaptureSetup, iptables_command
 from auditor.errors import DeviceError
 from auditor.records import EventRecord, HttpRecord
 from auditor.session import FLOWS, Session, verify_session
-from auditor.simulator.world import VirtualWorld
 from tests.conftest import free_port
 from tests.e2e.conftest import adb_server
-from tests.simulator.adb_fixtures import AdbServer, pid_alive, wait_until
+from tests.vhandset.adb_fixtures import AdbServer, pid_alive, wait_until
+from vhandset.world import VirtualWorld
 
 __all__ = ["adb_server"]  # a fixture, used by name
 

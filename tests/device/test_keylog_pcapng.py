@@ -26,10 +26,10 @@ from auditor.audit import AuditOptions, AuditResult, run_audit
 from auditor.capture import DSB, SECRETS_TLS, write_keyed_pcapng
 from auditor.errors import CaptureError
 from auditor.session import FLOWS, TLS_KEYLOG, Session, verify_session
-from auditor.simulator.world import VirtualWorld
 from tests.conftest import free_port
 from tests.e2e.conftest import adb_server
-from tests.simulator.adb_fixtures import AdbServer, wait_until
+from tests.vhandset.adb_fixtures import AdbServer, wait_until
+from vhandset.world import VirtualWorld
 
 __all__ = ["adb_server"]  # a fixture, used by name
 

@@ -28,11 +28,11 @@ import auditor.audit
 from auditor.audit import AuditOptions, AuditResult, run_audit
 from auditor.records import EventRecord, HttpRecord, Record, TlsFailedRecord
 from auditor.session import TLS_KEYLOG, Session, verify_session
-from auditor.simulator.traffic import load_plan
-from auditor.simulator.world import VirtualWorld
 from tests.conftest import free_port
 from tests.e2e.conftest import WorldFactory
-from tests.simulator.adb_fixtures import AdbServer, pid_alive, wait_until
+from tests.vhandset.adb_fixtures import AdbServer, pid_alive, wait_until
+from vhandset.traffic import load_plan
+from vhandset.world import VirtualWorld
 
 pytestmark = pytest.mark.e2e
 

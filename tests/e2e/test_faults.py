@@ -53,11 +53,11 @@ from auditor.session import (
     SessionWriter,
     verify_session,
 )
-from auditor.simulator.adb import AdbDaemon
-from auditor.simulator.world import VirtualWorld
 from tests.conftest import free_port
 from tests.e2e.test_audit_e2e import _kill_mitmdump, device_state, private_locks
-from tests.simulator.adb_fixtures import AdbServer, pid_alive, wait_until
+from tests.vhandset.adb_fixtures import AdbServer, pid_alive, wait_until
+from vhandset.adb import AdbDaemon
+from vhandset.world import VirtualWorld
 
 __all__ = ["private_locks"]  # a fixture, used by name: audit locks in a temporary folder
 

@@ -46,11 +46,11 @@ from auditor.packets.pcapwrite import (
     pcapdroid_frame,
     record,
 )
-from auditor.simulator.device import VirtualDevice
-from auditor.simulator.interface import STDOUT
-from auditor.simulator.network import Packet, PacketLog
 from tests.e2e.conftest import adb_server, make_world  # noqa: F401 - fixtures
-from tests.simulator.adb_fixtures import wait_until
+from tests.vhandset.adb_fixtures import wait_until
+from vhandset.device import VirtualDevice
+from vhandset.interface import STDOUT
+from vhandset.network import Packet, PacketLog
 
 # Sniffing loopback counts what the kernel dropped for the packet socket, and another test
 # process's loopback traffic can fill it before its filter is attached: run alone

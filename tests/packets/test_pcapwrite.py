@@ -24,7 +24,7 @@ from auditor.packets.pcapwrite import (
     internet_checksum,
     write_pcap,
 )
-from auditor.simulator.network import Packet
+from vhandset.network import Packet
 
 TSHARK = shutil.which("tshark")
 needs_tshark = pytest.mark.skipif(TSHARK is None, reason="tshark is not installed")

@@ -2,7 +2,7 @@
 
 An in-memory filesystem, a tiny shell (``echo``, ``getprop``, ``cat``, ``id``, ``exit N``,
 ``true``/``false``, ``screencap -p``, ``logcat`` that streams until closed, ``reboot``; ``;``,
-``&&``, ``$?`` and ``>&2``), root and reboot state. It stands in for ``auditor.simulator.device``
+``&&``, ``$?`` and ``>&2``), root and reboot state. It stands in for ``vhandset.device``
 so that the transport's tests do not depend on it.
 """
 
@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Generator, Iterator
 
-from auditor.simulator.interface import STDERR, STDOUT, FileStat, ReverseOpener
+from vhandset.interface import STDERR, STDOUT, FileStat, ReverseOpener
 
 # A PNG signature and bytes that newline translation would corrupt.
 SCREENCAP_PNG = (

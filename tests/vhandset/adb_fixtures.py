@@ -18,8 +18,8 @@ from pathlib import Path
 
 import adbutils
 
-from auditor.simulator.adb import AdbDaemon
-from auditor.simulator.interface import DeviceBackend
+from vhandset.adb import AdbDaemon
+from vhandset.interface import DeviceBackend
 
 ADB = adbutils.adb_path()
 FIRST_SERVER_PORT = 15037

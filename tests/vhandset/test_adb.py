@@ -20,9 +20,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from auditor.simulator.adb import MAX_BUFFERED, AdbDaemon
-from auditor.simulator.adb_reverse import ReverseTable
-from auditor.simulator.adb_sync import (
+from tests.vhandset.adb_backend import SCREENCAP_PNG, FakeDevice, MemoryFS, split_commands
+from tests.vhandset.adb_fixtures import wait_until
+from vhandset.adb import MAX_BUFFERED, AdbDaemon
+from vhandset.adb_reverse import ReverseTable
+from vhandset.adb_sync import (
     DENT_V1,
     DENT_V2,
     DONE_V1,
@@ -36,7 +38,7 @@ from auditor.simulator.adb_sync import (
     parse_send_target,
     serve_sync,
 )
-from auditor.simulator.adb_wire import (
+from vhandset.adb_wire import (
     A_VERSION,
     HEADER,
     MAX_PAYLOAD,
@@ -58,9 +60,7 @@ from auditor.simulator.adb_wire import (
     unpack_header,
     unpack_message,
 )
-from auditor.simulator.interface import FileStat
-from tests.simulator.adb_backend import SCREENCAP_PNG, FakeDevice, MemoryFS, split_commands
-from tests.simulator.adb_fixtures import wait_until
+from vhandset.interface import FileStat
 
 # --- messages --------------------------------------------------------------------------------
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from auditor.simulator.device import VirtualDevice
-from auditor.simulator.quic import client_initial, client_initial_keys
+from vhandset.device import VirtualDevice
+from vhandset.quic import client_initial, client_initial_keys
 
 TSHARK = shutil.which("tshark")
 RULE = "OUTPUT -p udp --dport 443 -j DROP"

@@ -17,9 +17,9 @@ import pytest
 from adbutils._utils import list2cmdline
 from adbutils.shell import ShellExtension
 
-from auditor.simulator.device import VirtualDevice, parcel_dump, subject_hash_old, synthetic_ca
-from auditor.simulator.interface import STDOUT, DeviceBackend
-from auditor.simulator.profiles import CaSpec, load_profile
+from vhandset.device import VirtualDevice, parcel_dump, subject_hash_old, synthetic_ca
+from vhandset.interface import STDOUT, DeviceBackend
+from vhandset.profiles import CaSpec, load_profile
 
 FAST_BOOT = 0.15
 

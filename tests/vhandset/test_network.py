@@ -17,21 +17,21 @@ import pytest
 
 from auditor.capture import Mitmdump, ProxyOptions, ca_cert_path
 from auditor.device.parsers import parse_proc_net, subject_hash_old
-from auditor.offline.dns import OfflineDns, resolve
-from auditor.offline.internet import Mode, OfflineInternet
 from auditor.records import HttpRecord, TlsFailedRecord
 from auditor.session import Session, SessionWriter
-from auditor.simulator import network
-from auditor.simulator.device import VirtualDevice
-from auditor.simulator.network import (
+from tests.conftest import free_port
+from vhandset import network
+from vhandset.device import VirtualDevice
+from vhandset.network import (
     TRUST_PINNED,
     TRUST_SYSTEM,
     TRUST_USER,
     DeviceNetwork,
     TlsRejected,
 )
-from auditor.simulator.world import install_public_ca
-from tests.conftest import free_port
+from vhandset.offline.dns import OfflineDns, resolve
+from vhandset.offline.internet import Mode, OfflineInternet
+from vhandset.world import install_public_ca
 
 USER_CA_DIR = "/data/misc/user/0/cacerts-added"
 TRACKING = "https://tracking.miui.com/track/v4?imei_md5=abc"

@@ -7,7 +7,7 @@ from urllib.parse import parse_qs
 import pytest
 
 from auditor.codecs import decode
-from auditor.simulator.payloads import (
+from vhandset.payloads import (
     TemplateError,
     build_body,
     facts_from_profile,
@@ -15,7 +15,7 @@ from auditor.simulator.payloads import (
     render,
     serialise,
 )
-from auditor.simulator.profiles import load_profile
+from vhandset.profiles import load_profile
 
 FACTS = {"imei": "864132058957347", "android_id": "5093efbfa90f7649", "packages": ["a.b", "c.d"]}
 

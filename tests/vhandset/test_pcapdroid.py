@@ -16,11 +16,11 @@ from scapy.layers.inet import IP, TCP, UDP
 
 from auditor.packets.live import PcapStream, header_info, parse_pcapdroid_trailer
 from auditor.packets.pcapwrite import LINKTYPE_ETHERNET, LINKTYPE_RAW
-from auditor.simulator.device import VirtualDevice
-from auditor.simulator.network import Packet, PacketLog
-from auditor.simulator.pcapdroid import CaptureSettings, SettingsError
-from auditor.simulator.profiles import load_profile
-from tests.simulator.adb_fixtures import wait_until
+from tests.vhandset.adb_fixtures import wait_until
+from vhandset.device import VirtualDevice
+from vhandset.network import Packet, PacketLog
+from vhandset.pcapdroid import CaptureSettings, SettingsError
+from vhandset.profiles import load_profile
 
 CTRL = "com.emanuelef.remote_capture/.activities.CaptureCtrl"
 PHONE = "192.168.178.44"  # oneplus-8t's wlan0
@@ -408,7 +408,7 @@ def test_block_quic_drops_the_initials_while_its_capture_runs(
     to TCP; before and after it, it does leave. The boolean of older versions blocks nothing
     now (read as ``never``)."""
     from auditor.packets.live import pcapdroid_start_command
-    from auditor.simulator.network import DeviceNetwork
+    from vhandset.network import DeviceNetwork
 
     internet = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # where the Initials go
     internet.bind(("127.0.0.1", 0))

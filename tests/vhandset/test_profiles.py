@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from auditor.simulator.profiles import (
+from vhandset.profiles import (
     PROFILE_DIR,
     ProfileError,
     SuFlavor,

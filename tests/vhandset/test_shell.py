@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from auditor.simulator.device import VirtualDevice
-from auditor.simulator.interface import STDERR, STDOUT
-from auditor.simulator.shell import ShellSyntaxError, parse
+from vhandset.device import VirtualDevice
+from vhandset.interface import STDERR, STDOUT
+from vhandset.shell import ShellSyntaxError, parse
 
 
 @pytest.fixture

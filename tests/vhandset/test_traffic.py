@@ -12,23 +12,23 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from auditor.offline.dns import OfflineDns, resolve
-from auditor.offline.internet import OfflineInternet
-from auditor.offline.pki import CertificateAuthority
-from auditor.simulator.device import VirtualDevice
-from auditor.simulator.network import DeviceNetwork
-from auditor.simulator.payloads import build_body, facts_from_profile, render
-from auditor.simulator.profiles import list_profiles, load_profile
-from auditor.simulator.traffic import (
+from vhandset.device import VirtualDevice
+from vhandset.network import DeviceNetwork
+from vhandset.offline.dns import OfflineDns, resolve
+from vhandset.offline.internet import OfflineInternet
+from vhandset.offline.pki import CertificateAuthority
+from vhandset.payloads import build_body, facts_from_profile, render
+from vhandset.profiles import list_profiles, load_profile
+from vhandset.traffic import (
     TrafficError,
     TrafficGenerator,
     TrafficPlan,
     load_plan,
     parse_plan,
 )
-from auditor.simulator.world import install_public_ca
+from vhandset.world import install_public_ca
 
-TRAFFIC_DIR = resources.files("auditor") / "simulator" / "traffic"
+TRAFFIC_DIR = resources.files("vhandset") / "traffic"
 SHIPPED = sorted(
     p.name.removesuffix(".yaml") for p in TRAFFIC_DIR.iterdir() if p.name.endswith(".yaml")
 )

@@ -11,10 +11,10 @@ from urllib.parse import urlsplit
 import pytest
 
 from auditor.device.parsers import subject_hash_old
-from auditor.offline.internet import Mode
-from auditor.simulator import network
-from auditor.simulator.traffic import load_plan
-from auditor.simulator.world import APEX_CA_DIR, SYSTEM_CA_DIR, VirtualWorld
+from vhandset import network
+from vhandset.offline.internet import Mode
+from vhandset.traffic import load_plan
+from vhandset.world import APEX_CA_DIR, SYSTEM_CA_DIR, VirtualWorld
 
 
 def tcp_open(host: str, port: int) -> bool:

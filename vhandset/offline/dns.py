@@ -24,8 +24,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-from auditor.offline.services import Catalogue, default_catalogue
 from auditor.timeutil import now_iso
+from vhandset.offline.services import Catalogue, default_catalogue
 
 log = logging.getLogger(__name__)
 

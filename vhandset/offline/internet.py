@@ -5,12 +5,12 @@ On one port it takes whatever a client sends first:
 - ``CONNECT host:port``, as an HTTP proxy client such as mitmdump in
   ``--mode upstream:http://127.0.0.1:PORT`` sends it: ``200 Connection established``, then TLS
   with a leaf certificate for the SNI (or the CONNECT host when there is none) issued by the
-  offline CA (:mod:`auditor.offline.pki`), or plain HTTP inside the tunnel;
+  offline CA (:mod:`vhandset.offline.pki`), or plain HTTP inside the tunnel;
 - an absolute-form request (``GET http://host/path HTTP/1.1``), a proxy client's plain HTTP;
 - an origin-form request with a ``Host`` header, or a TLS ClientHello (first byte 0x16), as a
   device without a proxy sends them.
 
-Every request is answered by :func:`auditor.offline.services.respond` as the named host would
+Every request is answered by :func:`vhandset.offline.services.respond` as the named host would
 answer it and logged, bounded, in memory (:meth:`OfflineInternet.requests`). Hostile input
 (garbage, slowloris, oversize heads and bodies, failed handshakes) closes that one
 connection, is logged in :meth:`OfflineInternet.failures`, and never the listener.
@@ -36,8 +36,9 @@ from enum import StrEnum
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from auditor.offline.pki import CertificateAuthority
-from auditor.offline.services import (
+from auditor.timeutil import now_iso
+from vhandset.offline.pki import CertificateAuthority
+from vhandset.offline.services import (
     Catalogue,
     Response,
     default_catalogue,
@@ -45,7 +46,6 @@ from auditor.offline.services import (
     respond,
     valid_hostname,
 )
-from auditor.timeutil import now_iso
 
 log = logging.getLogger(__name__)
 

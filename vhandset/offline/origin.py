@@ -1,7 +1,7 @@
 """Origin servers on loopback that answer like the services a handset talks to.
 
 One :class:`OriginServer` serves plain HTTP or HTTPS; with TLS it presents, for whatever SNI
-the client sends, a certificate issued by the offline CA (:mod:`auditor.offline.pki`).
+the client sends, a certificate issued by the offline CA (:mod:`vhandset.offline.pki`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from auditor.offline.pki import CertificateAuthority
+from vhandset.offline.pki import CertificateAuthority
 
 log = logging.getLogger(__name__)
 

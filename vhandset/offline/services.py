@@ -4,7 +4,7 @@
 ``*`` patterns), what each answers per path and method, and the study or vendor document that
 each entry stands for. :func:`load_services` validates it, naming the file and line of any
 problem. :func:`respond` is a pure function from a request to a :class:`Response`, so the
-answers can be tested without sockets; :mod:`auditor.offline.internet` serves them.
+answers can be tested without sockets; :mod:`vhandset.offline.internet` serves them.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import pytest
 from mitmproxy import dns
 from mitmproxy.net.dns import classes, response_codes, types
 
-from auditor.offline.dns import (
+from vhandset.offline.dns import (
     OfflineDns,
     answer,
     derived_ipv4,
@@ -19,7 +19,7 @@ from auditor.offline.dns import (
     lookup,
     resolve,
 )
-from auditor.offline.services import parse_services
+from vhandset.offline.services import parse_services
 
 BENCH = ipaddress.IPv4Network("198.18.0.0/15")
 FIXED_V4 = ipaddress.IPv4Network("198.18.0.0/24")

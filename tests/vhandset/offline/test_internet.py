@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from auditor.offline.internet import Exchange, Limits, Mode, OfflineInternet
-from auditor.offline.pki import CertificateAuthority
 from tests.conftest import free_port
+from vhandset.offline.internet import Exchange, Limits, Mode, OfflineInternet
+from vhandset.offline.pki import CertificateAuthority
 
 LIMITS = Limits(
     max_head=16 * 1024,

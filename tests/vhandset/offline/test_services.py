@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from auditor.offline.services import (
+from vhandset.offline.services import (
     SERVICES_FILE,
     ServicesError,
     accepts_gzip,
