@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from vhandset.android import subject_hash_old
 from vhandset.interface import STDERR, STDOUT, DeviceBackend, ReverseOpener
 from vhandset.netfilter import Netfilter
 from vhandset.pcapdroid import CTRL_ACTIVITY as PCAPDROID_CTRL
@@ -182,12 +183,6 @@ def _stable_hex(*parts: object, length: int = 7) -> str:
 
 
 # ---- synthetic CA certificates ---------------------------------------------------------------
-
-
-def subject_hash_old(cert: x509.Certificate) -> str:
-    """OpenSSL's ``-subject_hash_old``: the first four bytes of MD5(DER subject), little-endian."""
-    digest = hashlib.md5(cert.subject.public_bytes(), usedforsecurity=False).digest()
-    return f"{struct.unpack('<I', digest[:4])[0]:08x}"
 
 
 @functools.lru_cache(maxsize=64)
@@ -2717,12 +2712,10 @@ def _tcpdump(ctx: Ctx) -> int:
         DEFAULT_SNAPLEN,
         LINKTYPE_ETHERNET,
         LINKTYPE_LINUX_SLL2,
-        LinkIface,
-        PacketSynth,
         global_header,
-        mac_bytes,
         record,
     )
+    from vhandset.synth import LinkIface, PacketSynth, mac_bytes
 
     dev = _device(ctx)
     opts, rest = ctx.getopt("i:s:w:c:y:Z:B:C:W:G:nNpqUvlSKD", ("version", "help"))

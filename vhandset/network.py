@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from auditor.device.parsers import parse_global_proxy
+from vhandset.android import global_http_proxy
 from vhandset.quic import client_initial
 
 if TYPE_CHECKING:
@@ -154,7 +154,7 @@ class DeviceNetwork:
 
     # ------------------------------------------------------------------------------ routing
     def proxy(self) -> tuple[str, int] | None:
-        return parse_global_proxy(self.device.get_setting("global", "http_proxy"))
+        return global_http_proxy(self.device.get_setting("global", "http_proxy"))
 
     def resolve(self, host: str) -> str:
         if self._resolve:

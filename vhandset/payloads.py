@@ -43,7 +43,11 @@ from urllib.parse import quote, urlencode
 import brotli
 from google.protobuf import descriptor, descriptor_pb2, descriptor_pool, message, message_factory
 
-from auditor.codecs import zstd
+try:  # Python 3.14 has it in the standard library; mitmproxy brings the backport before that.
+    from compression import zstd
+except ImportError:  # pragma: no cover - depends on the Python version
+    from backports import zstd
+
 from vhandset.profiles import DeviceProfile
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([a-z_]+(?::\d+)?)((?:\s*\|\s*[A-Za-z0-9_]+)*)\s*\}\}")

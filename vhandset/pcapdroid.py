@@ -23,7 +23,7 @@ is modelled, and how it follows the app's source (emanuele-f/PCAPdroid):
   A collector outside the local networks is refused, as since 1.5.3.
 - **records** (``pcap_dump.c``): snaplen 65535; raw IP (link type 101), or with
   ``pcapdroid_trailer`` / ``dump_extensions`` Ethernet with the per-packet trailer
-  (:func:`auditor.packets.pcapwrite.pcapdroid_frame`). The packets keep the addresses the
+  (:func:`vhandset.synth.pcapdroid_frame`). The packets keep the addresses the
   network stack logged (a real capture shows PCAPdroid's tun address, 10.215.173.1).
 - **the trailer's app name**: PCAPdroid writes the app's label (``AppDescriptor.getName``);
   profiles carry no labels, so the package name is written (the lowest of a shared UID, as
@@ -48,14 +48,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from auditor.packets.pcapwrite import (
-    LINKTYPE_ETHERNET,
-    LINKTYPE_RAW,
-    PacketSynth,
-    global_header,
-    pcapdroid_frame,
-    record,
-)
+from auditor.packets.pcapwrite import LINKTYPE_ETHERNET, LINKTYPE_RAW, global_header, record
+from vhandset.synth import PacketSynth, pcapdroid_frame
 
 if TYPE_CHECKING:
     from vhandset.device import VirtualDevice

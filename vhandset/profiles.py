@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from auditor.errors import AuditorError
+from vhandset.errors import VhandsetError
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ _MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 _UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
-class ProfileError(AuditorError):
+class ProfileError(VhandsetError):
     """A device profile is missing or malformed."""
 
 

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from auditor.errors import AuditorError
-from auditor.timeutil import parse_duration
+from vhandset.clock import parse_duration
+from vhandset.errors import VhandsetError
 from vhandset.network import TRUST_NONE, DeviceNetwork, TlsRejected
 from vhandset.payloads import TemplateError, build_body, facts_from_profile, render
 
@@ -36,7 +36,7 @@ TRANSPORTS = ("http", "dns", "push")
 TRUSTS = ("none", "system", "user", "pinned")
 
 
-class TrafficError(AuditorError):
+class TrafficError(VhandsetError):
     pass
 
 

@@ -1,13 +1,10 @@
 """``auditor simulate``: a virtual handset, its ADB daemon and its offline internet, together.
 
 The offline internet's CA goes into the handset's system store (it stands for the public web
-PKI), and the handset announces itself through its properties:
-
-    ro.auditor.virtual=1
-    ro.auditor.upstream=http://127.0.0.1:PORT        the offline internet, as an HTTP proxy
-    ro.auditor.upstream_ca=/system/etc/security/cacerts/<hash>.0   its CA, on the device
-
-``auditor audit`` reads them and runs mitmdump in upstream mode to that address.
+PKI). ``ro.auditor.virtual=1`` labels the handset as virtual in its profile; nothing in auditor
+behaves differently for it. The offline internet's address and CA are in :meth:`info` (and in
+``auditor simulate --json``): an audit reaches it as a lab reaches an upstream proxy, with
+``auditor audit --upstream URL --upstream-ca FILE`` (``auditor demo`` passes both).
 """
 
 from __future__ import annotations
@@ -17,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from auditor.device.parsers import subject_hash_old
 from vhandset.adb import AdbDaemon
+from vhandset.android import subject_hash_old
 from vhandset.device import VirtualDevice
 from vhandset.network import TRUST_USER, DeviceNetwork
 from vhandset.offline.dns import OfflineDns, resolve
@@ -83,14 +80,8 @@ class VirtualWorld:
         self.internet.start()
         try:
             self.dns.start()
-            ca_path = install_public_ca(self.device, self.internet.ca.cert_pem)
-            self.device.set_persistent_props(
-                {
-                    "ro.auditor.virtual": "1",
-                    "ro.auditor.upstream": self.internet.url,
-                    "ro.auditor.upstream_ca": ca_path,
-                }
-            )
+            install_public_ca(self.device, self.internet.ca.cert_pem)
+            self.device.set_persistent_props({"ro.auditor.virtual": "1"})
             self.network = DeviceNetwork(
                 self.device,
                 (self.internet.host, self.internet.port),

@@ -35,6 +35,7 @@ from auditor.session import FLOWS, Session, verify_session
 from tests.conftest import free_port
 from tests.e2e.conftest import adb_server
 from tests.vhandset.adb_fixtures import AdbServer, pid_alive, wait_until
+from tests.vhandset.upstream import upstream_args, upstream_of
 from vhandset.world import VirtualWorld
 
 __all__ = ["adb_server"]  # a fixture, used by name
@@ -119,7 +120,7 @@ def audit(rig: Rig, out: Path, **kw: Any) -> AuditResult:
         confdir=rig.confdir,
         port=free_port(),
         canary_timeout=10.0,
-        **kw,
+        **{**upstream_of(rig.world), **kw},
     )
     return run_audit(opts)
 
@@ -307,6 +308,7 @@ def test_a_killed_audit_leaves_rules_that_auditor_restore_removes(rig: Rig, tmp_
     argv = [
         sys.executable, "-m", "auditor.cli", "audit", "-s", rig.serial, "--duration", "60s",
         "--port", str(free_port()), "--out", str(out), "--confdir", str(rig.confdir),
+        *upstream_args(rig.world),
     ]  # fmt: skip
     env = {**os.environ, "HOME": str(tmp_path)}  # its lock and nothing else under this HOME
     proc = subprocess.Popen(

@@ -29,6 +29,7 @@ from auditor.session import FLOWS, TLS_KEYLOG, Session, verify_session
 from tests.conftest import free_port
 from tests.e2e.conftest import adb_server
 from tests.vhandset.adb_fixtures import AdbServer, wait_until
+from tests.vhandset.upstream import upstream_of
 from vhandset.world import VirtualWorld
 
 __all__ = ["adb_server"]  # a fixture, used by name
@@ -94,6 +95,7 @@ def audited(adb_server: AdbServer, tmp_path_factory: pytest.TempPathFactory) -> 
                 port=port,
                 canary_timeout=10.0,
                 packets="adb-tcpdump",
+                **upstream_of(world),
             )
             res = run_audit(opts)
         thread.join(15)

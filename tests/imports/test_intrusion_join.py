@@ -244,19 +244,13 @@ def handset(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HandsetRun]:
     """The virtual Xiaomi's apps make requests with no proxy; its tcpdump's packets become a
     pcap, imported as a session; one more request comes after the capture stopped. The
     handset then writes its intrusion log of all of it."""
-    from auditor.packets.pcapwrite import (
-        LINKTYPE_ETHERNET,
-        LinkIface,
-        PacketSynth,
-        global_header,
-        mac_bytes,
-        record,
-    )
+    from auditor.packets.pcapwrite import LINKTYPE_ETHERNET, global_header, record
     from vhandset import intrusion as handset_log
     from vhandset.device import VirtualDevice
     from vhandset.network import TRUST_NONE, TRUST_USER, DeviceNetwork
     from vhandset.offline.dns import OfflineDns, resolve
     from vhandset.offline.internet import OfflineInternet
+    from vhandset.synth import LinkIface, PacketSynth, mac_bytes
     from vhandset.world import install_public_ca
 
     tmp = tmp_path_factory.mktemp("handset")

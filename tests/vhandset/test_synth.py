@@ -1,4 +1,4 @@
-"""The pcap writer and frame synthesis: read back by scapy and by tshark, checksums verified."""
+"""The frame synthesis (vhandset.synth): read back by scapy and by tshark, checksums verified."""
 
 from __future__ import annotations
 
@@ -15,16 +15,9 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import CookedLinuxV2, Ether
 from scapy.utils import rdpcap
 
-from auditor.packets.pcapwrite import (
-    LINKTYPE_ETHERNET,
-    LINKTYPE_LINUX_SLL2,
-    LINKTYPE_RAW,
-    PacketSynth,
-    PcapWriter,
-    internet_checksum,
-    write_pcap,
-)
+from auditor.packets.pcapwrite import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL2, LINKTYPE_RAW
 from vhandset.network import Packet
+from vhandset.synth import PacketSynth, internet_checksum, write_pcap
 
 TSHARK = shutil.which("tshark")
 needs_tshark = pytest.mark.skipif(TSHARK is None, reason="tshark is not installed")
@@ -91,20 +84,6 @@ def test_internet_checksum_matches_rfc1071_and_a_plain_loop():
         assert internet_checksum(head, tail) == naive_checksum(data)
     assert internet_checksum(b"\xff\xff") == 0
     assert internet_checksum(b"\0\0") == 0xFFFF
-
-
-def test_global_header_and_records_are_classic_pcap(tmp_path: Path):
-    path = tmp_path / "n.pcap"
-    with open(path, "wb") as fh:
-        w = PcapWriter(fh, LINKTYPE_RAW, nanos=True, snaplen=64)
-        w.write(T0 + 0.000000123, bytes(100))
-    data = path.read_bytes()
-    magic, major, minor, _, _, snaplen, linktype = struct.unpack("<IHHiIII", data[:24])
-    assert (magic, major, minor, snaplen, linktype) == (0xA1B23C4D, 2, 4, 64, LINKTYPE_RAW)
-    sec, nsec, incl, orig = struct.unpack("<IIII", data[24:40])
-    assert (sec, incl, orig) == (int(T0), 64, 100)
-    assert abs(nsec - 250_000_123) <= 256  # a float epoch holds about a quarter microsecond
-    assert len(data) == 24 + 16 + 64 and w.packets == 1 and w.bytes == len(data)
 
 
 def test_scapy_reads_back_payloads_flags_and_valid_checksums(written):

@@ -24,7 +24,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from auditor.timeutil import now_iso
+from vhandset.clock import now_iso
 from vhandset.offline.services import Catalogue, default_catalogue
 
 log = logging.getLogger(__name__)

@@ -36,7 +36,7 @@ from enum import StrEnum
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from auditor.timeutil import now_iso
+from vhandset.clock import now_iso
 from vhandset.offline.pki import CertificateAuthority
 from vhandset.offline.services import (
     Catalogue,

@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from auditor.errors import AuditorError
+from vhandset.errors import VhandsetError
 
 SERVICES_FILE = Path(__file__).with_name("services.yaml")
 
@@ -49,7 +49,7 @@ SAFE_V4 = tuple(
 SAFE_V6 = (ipaddress.IPv6Network("2001:db8::/32"),)
 
 
-class ServicesError(AuditorError):
+class ServicesError(VhandsetError):
     """The services catalogue is missing or malformed."""
 
 
