@@ -2264,24 +2264,6 @@ def _cmd(ctx: Ctx) -> int:
     return 20
 
 
-@ANDROID.command("svc")
-def _svc(ctx: Ctx) -> int:
-    dev = _device(ctx)
-    args = ctx.args
-    if len(args) >= 2 and args[0] in ("wifi", "data") and args[1] in ("enable", "disable"):
-        key = "wifi_on" if args[0] == "wifi" else "mobile_data"
-        dev.put_setting("global", key, "1" if args[1] == "enable" else "0", uid=ctx.cred.uid)
-        return 0
-    ctx.out(
-        "Available commands:\n"
-        "    help     Show information about the subcommands\n"
-        "    power    Control the power manager\n"
-        "    data     Control mobile data connectivity\n"
-        "    wifi     Control the Wi-Fi manager\n"
-    )
-    return 0
-
-
 @ANDROID.command("wm")
 def _wm(ctx: Ctx) -> int:
     d = _device(ctx).profile.display

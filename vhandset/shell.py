@@ -17,7 +17,6 @@ implements.
 from __future__ import annotations
 
 import ast
-import base64
 import collections
 import dataclasses
 import datetime as _dt
@@ -2382,18 +2381,6 @@ def _rm(ctx: Ctx) -> int:
     return status
 
 
-@CORE.command("rmdir", toybox=True)
-def _rmdir(ctx: Ctx) -> int:
-    _, operands = ctx.getopt("p")
-    status = 0
-    for name in operands:
-        try:
-            ctx.fs.rmdir(ctx.abspath(name), ctx.cred)
-        except OSError as exc:
-            status = ctx.oserror(name, exc, quote=True)
-    return status
-
-
 @CORE.command("mkdir", toybox=True)
 def _mkdir(ctx: Ctx) -> int:
     opts, operands = ctx.getopt("pm:vZ:")
@@ -2661,7 +2648,7 @@ def _grep_match(pattern: re.Pattern[str], line: str, opts: dict[str, str]) -> li
     return [line] if pattern.search(line) else []
 
 
-@CORE.command("grep", "egrep", "fgrep", toybox=True)
+@CORE.command("grep", toybox=True)
 def _grep(ctx: Ctx) -> int:
     rest = list(ctx.args)
     try:
@@ -2682,11 +2669,8 @@ def _grep(ctx: Ctx) -> int:
             )
             return 2
         patterns, rest = [rest[0]], rest[1:]
-    fixed = "F" in opts or ctx.name == "fgrep"
-    exprs = [
-        re.escape(p) if fixed else _bre_to_python(p, "E" in opts or ctx.name == "egrep")
-        for p in patterns
-    ]
+    fixed = "F" in opts
+    exprs = [re.escape(p) if fixed else _bre_to_python(p, "E" in opts) for p in patterns]
     if "w" in opts:
         exprs = [rf"\b(?:{e})\b" for e in exprs]
     try:
@@ -2818,22 +2802,6 @@ def _head(ctx: Ctx) -> int:
             status = ctx.oserror(name, exc)
             continue
         ctx.out(data[:count] if use_bytes else b"".join(data.splitlines(keepends=True)[:count]))
-    return status
-
-
-@CORE.command("tail", toybox=True)
-def _tail(ctx: Ctx) -> int:
-    count, use_bytes, files = _count_opt(ctx)
-    status = 0
-    for _, data in _read_inputs(ctx, files):
-        if data is None:
-            status = 1
-            continue
-        if use_bytes:
-            ctx.out(data[-count:] if count else b"")
-        else:
-            lines = data.splitlines(keepends=True)
-            ctx.out(b"".join(lines[-count:] if count else []))
     return status
 
 
@@ -3002,33 +2970,6 @@ def _tr(ctx: Ctx) -> int:
     return 0
 
 
-@CORE.command("tee", toybox=True)
-def _tee(ctx: Ctx) -> int:
-    opts, files = ctx.getopt("ai")
-    paths = [ctx.abspath(f) for f in files]
-    status = 0
-    first = True
-    while chunk := ctx.stdin.chunk():
-        ctx.out(chunk)
-        for path in list(paths):
-            try:
-                ctx.fs.write(
-                    path, chunk, ctx.cred, append=("a" in opts) or not first, mode=0o666 & ~UMASK
-                )
-            except OSError as exc:
-                status = ctx.oserror(path, exc)
-                paths.remove(path)
-        first = False
-    if first:
-        for path in paths:
-            if "a" not in opts:
-                try:
-                    ctx.fs.write(path, b"", ctx.cred, mode=0o666 & ~UMASK)
-                except OSError as exc:
-                    status = ctx.oserror(path, exc)
-    return status
-
-
 @CORE.command("xargs", toybox=True)
 def _xargs(ctx: Ctx) -> int:
     args = list(ctx.args)
@@ -3089,53 +3030,14 @@ def _which(ctx: Ctx) -> int:
     return status
 
 
-@CORE.command("basename", toybox=True)
-def _basename(ctx: Ctx) -> int:
-    if not ctx.args:
-        return ctx.error("Needs 1 argument")
-    name = posixpath.basename(ctx.args[0].rstrip("/")) or "/"
-    if len(ctx.args) > 1 and name.endswith(ctx.args[1]) and name != ctx.args[1]:
-        name = name[: -len(ctx.args[1])]
-    ctx.out(name + "\n")
-    return 0
-
-
-@CORE.command("dirname", toybox=True)
-def _dirname(ctx: Ctx) -> int:
-    if not ctx.args:
-        return ctx.error("Needs 1 argument")
-    ctx.out((posixpath.dirname(ctx.args[0].rstrip("/")) or ".") + "\n")
-    return 0
-
-
-@CORE.command("ln", toybox=True)
-def _ln(ctx: Ctx) -> int:
-    opts, operands = ctx.getopt("sfnv")
-    if "s" not in opts:
-        return ctx.error("hard links are not supported here; use -s")
-    if len(operands) != 2:
-        return ctx.error("Needs 2 arguments")
-    target, link = operands
-    path = ctx.abspath(link)
-    if ctx.fs.is_dir(path, ctx.cred):
-        path = posixpath.join(path, posixpath.basename(target))
-    try:
-        if "f" in opts and ctx.fs.exists(path, ctx.cred, follow=False):
-            ctx.fs.unlink(path, ctx.cred)
-        ctx.fs.symlink(target, path, ctx.cred)
-    except OSError as exc:
-        return ctx.error(f"cannot create '{link}': {exc.strerror}")
-    return 0
-
-
-@CORE.command("readlink", "realpath", toybox=True)
+@CORE.command("readlink", toybox=True)
 def _readlink(ctx: Ctx) -> int:
     opts, names = ctx.getopt("fenmq")
     status = 0
     for name in names:
         path = ctx.abspath(name)
         try:
-            if "f" in opts or "e" in opts or ctx.name == "realpath":
+            if "f" in opts or "e" in opts:
                 ctx.out(ctx.fs.resolve(path, ctx.cred) + "\n")
             else:
                 st = ctx.fs.stat(path, ctx.cred, follow=False)
@@ -3148,68 +3050,9 @@ def _readlink(ctx: Ctx) -> int:
     return status
 
 
-@CORE.command("env", toybox=True)
-def _env(ctx: Ctx) -> int:
-    args = list(ctx.args)
-    env = dict(ctx.env)
-    while args and "=" in args[0] and not args[0].startswith("="):
-        name, _, value = args.pop(0).partition("=")
-        env[name] = value
-    if args:
-        sub = ctx.shell.fork()
-        sub.vars = env
-        return sub.execute(args, ctx.fds)
-    for name in sorted(env):
-        ctx.out(f"{name}={env[name]}\n")
-    return 0
-
-
-@CORE.command("date", toybox=True)
-def _date(ctx: Ctx) -> int:
-    opts, rest = ctx.getopt("ud:r:s:")
-    now = time.time()
-    when = _dt.datetime.fromtimestamp(now, _dt.UTC) if "u" in opts else ctx.system.local_time(now)
-    fmt = next((a[1:] for a in rest if a.startswith("+")), "%a %b %e %H:%M:%S %Z %Y")
-    fmt = fmt.replace("%s", str(int(now))).replace("%N", f"{int((now % 1) * 1e9):09d}")
-    ctx.out(when.strftime(fmt) + "\n")
-    return 0
-
-
-@CORE.command("base64", toybox=True)
-def _base64(ctx: Ctx) -> int:
-    opts, files = ctx.getopt("diw:")
-    data = b"".join(d for _, d in _read_inputs(ctx, files[:1]) if d is not None)
-    if "d" in opts:
-        try:
-            ctx.out(base64.b64decode(b"".join(data.split())))
-        except ValueError:
-            return ctx.error("bad input")
-        return 0
-    text = base64.b64encode(data).decode()
-    width = int(opts.get("w", 76))
-    if width:
-        text = "\n".join(text[i : i + width] for i in range(0, len(text), width))
-    ctx.out(text + "\n")
-    return 0
-
-
 @CORE.command("yes", toybox=True)
 def _yes(ctx: Ctx) -> int:
     line = enc((" ".join(ctx.args) or "y") + "\n") * 64
     while not ctx.cancelled():
         ctx.out(line)
-    return 0
-
-
-@CORE.command("seq", toybox=True)
-def _seq(ctx: Ctx) -> int:
-    nums = [int(a) for a in ctx.args]
-    first, step, last = (
-        (1, 1, nums[0])
-        if len(nums) == 1
-        else (nums[0], 1, nums[1])
-        if len(nums) == 2
-        else tuple(nums[:3])
-    )
-    ctx.out("".join(f"{i}\n" for i in range(first, last + (1 if step > 0 else -1), step)))
     return 0
