@@ -7,7 +7,7 @@ change it (``pm``, ``am``, ``settings``, ``getprop``, ``dumpsys``, ``service cal
 ``logcat``, ``screencap``, ``mount``, ``su``, ...). Their output follows AOSP's formats so
 that host-side parsers and adbutils work on this device and on a real one alike.
 
-The generic shell and toybox live in :mod:`vhandset.shell`, the filesystem in
+The generic shell and toybox live in :mod:`vhandset.sh`, the filesystem in
 :mod:`vhandset.vfs`, and PCAPdroid (started by ``am start`` of its ``CaptureCtrl``) in
 :mod:`vhandset.pcapdroid`.
 """
@@ -55,18 +55,10 @@ from vhandset.profiles import (
     SuFlavor,
     load_profile,
 )
-from vhandset.shell import (
-    CORE,
-    Cancelled,
-    Command,
-    CommandTable,
-    Ctx,
-    Process,
-    Shell,
-    UsageError,
-    applet_binary,
-    dec,
-)
+from vhandset.sh.applets import CORE
+from vhandset.sh.command import Command, CommandTable, Ctx, UsageError
+from vhandset.sh.interp import Process, Shell
+from vhandset.sh.streams import Cancelled, applet_binary, dec
 from vhandset.vfs import (
     AID_SDCARD_RW,
     KERNEL,

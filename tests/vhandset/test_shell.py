@@ -10,7 +10,7 @@ import pytest
 
 from vhandset.device import VirtualDevice
 from vhandset.interface import STDERR, STDOUT
-from vhandset.shell import ShellSyntaxError, parse
+from vhandset.sh.syntax import ShellSyntaxError, parse
 
 
 @pytest.fixture
