@@ -17,9 +17,11 @@ import pytest
 from adbutils._utils import list2cmdline
 from adbutils.shell import ShellExtension
 
-from vhandset.device import VirtualDevice, parcel_dump, subject_hash_old, synthetic_ca
+from vhandset.android import subject_hash_old
+from vhandset.device import VirtualDevice
 from vhandset.interface import STDOUT, DeviceBackend
 from vhandset.profiles import CaSpec, load_profile
+from vhandset.state import parcel_dump, synthetic_ca
 
 FAST_BOOT = 0.15
 
