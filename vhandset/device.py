@@ -11,6 +11,9 @@ host-side parsers and adbutils work on this device and on a real one alike.
 The generic shell and toybox live in :mod:`vhandset.sh`, the filesystem in
 :mod:`vhandset.vfs`, and PCAPdroid (started by ``am start`` of its ``CaptureCtrl``) in
 :mod:`vhandset.pcapdroid`.
+
+Over 800 lines: one phone's state under one lock, its image build and its boot belong
+together; its commands are already in :mod:`vhandset.cmds`, its records in :mod:`vhandset.state`.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from vhandset.profiles import (
     SuFlavor,
     load_profile,
 )
+from vhandset.sh import textutils  # noqa: F401 - fills CORE with the text tools
 from vhandset.sh.applets import CORE
 from vhandset.sh.command import Command
 from vhandset.sh.interp import Process

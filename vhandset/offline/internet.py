@@ -14,6 +14,9 @@ Every request is answered by :func:`vhandset.offline.services.respond` as the na
 answer it and logged, bounded, in memory (:meth:`OfflineInternet.requests`). Hostile input
 (garbage, slowloris, oversize heads and bodies, failed handshakes) closes that one
 connection, is logged in :meth:`OfflineInternet.failures`, and never the listener.
+
+Over 800 lines: one listener's sniffing, proxying, TLS and limits share one connection's
+state; the services' answers, the CA and DNS are already apart.
 """
 
 from __future__ import annotations
