@@ -41,6 +41,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from mitmproxy import dns
+
 from vhandset.android import global_http_proxy
 from vhandset.quic import client_initial
 
@@ -306,7 +308,10 @@ class DeviceNetwork:
         """A DNS query over UDP straight to the resolver (never through the proxy)."""
         if self.dns is None:
             return None
-        query = _dns_query(name)
+        try:
+            query = _dns_query(name)
+        except ValueError:  # an empty or overlong label: no resolver sends it
+            return None
         lport = next(self._ports)
         resolver = ("10.0.0.53", 53)
         handle = self.device.open_socket(uid, "udp", (self.local_ip, lport), resolver, 7)
@@ -541,11 +546,19 @@ class _LoggingTls:
 
 
 def _dns_query(name: str) -> bytes:
-    qid = random.randint(0, 0xFFFF)
-    header = qid.to_bytes(2, "big") + b"\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00"
-    qname = b"".join(
-        len(label).to_bytes(1, "big") + label.encode("ascii", "replace")
-        for label in name.rstrip(".").split(".")
-        if label and len(label) < 64
-    )
-    return header + qname + b"\x00\x00\x01\x00\x01"
+    """A recursive A query for ``name``, as the phone's resolver sends it (``mitmproxy.dns``)."""
+    return dns.DNSMessage(
+        id=random.randint(0, 0xFFFF),
+        query=True,
+        op_code=0,
+        authoritative_answer=False,
+        truncation=False,
+        recursion_desired=True,
+        recursion_available=False,
+        reserved=0,
+        response_code=0,
+        questions=[dns.Question(name.rstrip("."), 1, 1)],  # A, IN
+        answers=[],
+        authorities=[],
+        additionals=[],
+    ).packed

@@ -8,7 +8,9 @@ from a hash of the name: inside 198.18.0.0/15 (RFC 2544 benchmarking) for A and 
 
 :func:`resolve` and :func:`answer` are pure (a name or a packet in, addresses or a packet out)
 so that the virtual handset can resolve without sockets; :class:`OfflineDns` serves
-:func:`answer` over UDP and TCP on loopback.
+:func:`answer` over UDP and TCP on loopback. Replies are written with ``mitmproxy.dns``
+(uncompressed names, so a long CNAME chain is truncated for UDP a little sooner than a
+compressing server would); the question is read by hand, stricter than mitmproxy's reader.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ import struct
 import threading
 import time
 from dataclasses import dataclass
+
+from mitmproxy import dns
+from mitmproxy.net.dns import domain_names
 
 from vhandset.clock import now_iso
 from vhandset.offline.services import Catalogue, default_catalogue
@@ -44,9 +49,7 @@ NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
 RCODE_NAMES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"}
 
 _HEADER = struct.Struct("!HHHHHH")
-_RR = struct.Struct("!HHIH")
-_SOA_TIMES = struct.Struct("!IIIII")
-_QR, _TC, _RD, _RA = 0x8000, 0x0200, 0x0100, 0x0080
+_QR, _RD = 0x8000, 0x0100
 _MAX_CNAME_HOPS = 8
 
 
@@ -141,8 +144,12 @@ def resolve(name: str, catalogue: Catalogue | None = None) -> list[str]:
 # --- wire format -------------------------------------------------------------------------
 
 
-def _parse_question(packet: bytes) -> tuple[bytes, str, int, int]:
-    """(raw question bytes, lower-case name, qtype, qclass) of the first question."""
+def _parse_question(packet: bytes) -> tuple[str, str, int, int]:
+    """(the name as asked, lower-case name, qtype, qclass) of the first question.
+
+    Stricter than ``mitmproxy.dns.DNSMessage.unpack``, on purpose: a question whose name is
+    compressed or extended, runs past the packet or is longer than 255 bytes is a FORMERR,
+    as resolvers answer it, instead of a message to read."""
     offset, total, labels = 12, 0, []
     while True:
         if offset >= len(packet):
@@ -159,52 +166,52 @@ def _parse_question(packet: bytes) -> tuple[bytes, str, int, int]:
         total += size + 1
         if total > 255:
             raise _FormatError("name longer than 255 bytes")
-        labels.append(label.lower().decode("latin-1"))
+        labels.append(label.decode("latin-1"))
         offset += size
     if offset + 4 > len(packet):
         raise _FormatError("question without type and class")
     qtype, qclass = struct.unpack_from("!HH", packet, offset)
-    return packet[12 : offset + 4], ".".join(labels), qtype, qclass
+    asked = ".".join(labels)
+    return asked, asked.lower(), qtype, qclass
 
 
-def _encode_name(name: str) -> bytes:
-    out = bytearray()
-    for label in name.split(".") if name else []:
-        raw = label.encode("latin-1", "replace")[:63]
-        out += bytes([len(raw)]) + raw
-    return bytes(out + b"\x00")
+# The SOA of the offline zone: its names and its serial, refresh, retry, expire (RFC 1035 3.3.13).
+_SOA_RDATA = (
+    domain_names.pack("ns.offline.auditor.invalid")
+    + domain_names.pack("hostmaster.offline.auditor.invalid")
+    + struct.pack("!IIII", 1, 3600, 600, 86400)
+)
 
 
-_QNAME_POINTER = b"\xc0\x0c"  # the question's name, at offset 12
-
-
-def _rr(owner: bytes, rtype: int, ttl: int, rdata: bytes) -> bytes:
-    return owner + _RR.pack(rtype, CLASS_IN, ttl, len(rdata)) + rdata
-
-
-def _soa(ttl: int) -> bytes:
-    rdata = (
-        _encode_name("ns.offline.auditor.invalid")
-        + _encode_name("hostmaster.offline.auditor.invalid")
-        + _SOA_TIMES.pack(1, 3600, 600, 86400, ttl)
-    )
-    return _rr(b"\x00", TYPE_SOA, ttl, rdata)
+def _soa(ttl: int) -> dns.ResourceRecord:
+    return dns.ResourceRecord("", TYPE_SOA, CLASS_IN, ttl, _SOA_RDATA + struct.pack("!I", ttl))
 
 
 def _message(
     qid: int,
     flags_in: int,
     rcode: int,
-    question: bytes = b"",
-    answers: tuple[bytes, ...] = (),
-    authority: tuple[bytes, ...] = (),
+    question: dns.Question | None = None,
+    answers: tuple[dns.ResourceRecord, ...] = (),
+    authority: tuple[dns.ResourceRecord, ...] = (),
     truncated: bool = False,
 ) -> bytes:
-    flags = _QR | (flags_in & 0x7800) | (flags_in & _RD) | _RA | rcode
-    if truncated:
-        flags |= _TC
-    header = _HEADER.pack(qid, flags, 1 if question else 0, len(answers), len(authority), 0)
-    return header + question + b"".join(answers) + b"".join(authority)
+    """A response (``mitmproxy.dns``): the query's opcode and RD echoed, RA set."""
+    return dns.DNSMessage(
+        id=qid,
+        query=False,
+        op_code=(flags_in >> 11) & 0xF,
+        authoritative_answer=False,
+        truncation=truncated,
+        recursion_desired=bool(flags_in & _RD),
+        recursion_available=True,
+        reserved=0,
+        response_code=rcode,
+        questions=[question] if question is not None else [],
+        answers=list(answers),
+        authorities=list(authority),
+        additionals=[],
+    ).packed
 
 
 def answer(
@@ -232,8 +239,10 @@ def _answer(
     if qdcount != 1:
         return _message(qid, flags, FORMERR), "", 0, "FORMERR", ()
     try:
-        question, name, qtype, qclass = _parse_question(packet)
-    except _FormatError:
+        asked, name, qtype, qclass = _parse_question(packet)
+        question = dns.Question(asked, qtype, qclass)
+        domain_names.pack(asked)  # mitmproxy writes names as IDNA: one it cannot is no question
+    except (_FormatError, ValueError):
         return _message(qid, flags, FORMERR), "", 0, "FORMERR", ()
     if qclass not in (CLASS_IN, CLASS_ANY):
         return _message(qid, flags, REFUSED, question), name, qtype, "REFUSED", ()
@@ -241,19 +250,23 @@ def _answer(
     if not res.exists:
         reply = _message(qid, flags, NXDOMAIN, question, (), (_soa(ttl),))
         return reply, name, qtype, "NXDOMAIN", ()
-    records: list[bytes] = []
+    records: list[dns.ResourceRecord] = []
     shown: list[str] = []
-    owner = _QNAME_POINTER
+    owner = asked
     for alias in res.cnames:
-        records.append(_rr(owner, TYPE_CNAME, ttl, _encode_name(alias)))
+        records.append(
+            dns.ResourceRecord(owner, TYPE_CNAME, CLASS_IN, ttl, domain_names.pack(alias))
+        )
         shown.append(f"CNAME {alias}")
-        owner = _encode_name(alias)
+        owner = alias
     if qtype != TYPE_CNAME:
         if qtype in (TYPE_A, TYPE_ANY) and res.ipv4:
-            records.append(_rr(owner, TYPE_A, ttl, ipaddress.IPv4Address(res.ipv4).packed))
+            rdata = ipaddress.IPv4Address(res.ipv4).packed
+            records.append(dns.ResourceRecord(owner, TYPE_A, CLASS_IN, ttl, rdata))
             shown.append(f"A {res.ipv4}")
         if qtype in (TYPE_AAAA, TYPE_ANY) and res.ipv6:
-            records.append(_rr(owner, TYPE_AAAA, ttl, ipaddress.IPv6Address(res.ipv6).packed))
+            rdata = ipaddress.IPv6Address(res.ipv6).packed
+            records.append(dns.ResourceRecord(owner, TYPE_AAAA, CLASS_IN, ttl, rdata))
             shown.append(f"AAAA {res.ipv6}")
     # Everything else (HTTPS, SVCB, MX, TXT, PTR, ...) exists but has no data: NODATA + SOA.
     authority = () if records else (_soa(ttl),)
