@@ -5,9 +5,9 @@ Android services, network stack and background traffic) and ``vhandset.offline``
 internet it talks to: an HTTP proxy answering like the vendors' services, a CA, a DNS server)
 import nothing from ``auditor`` beyond this public API, named here so a test can hold it:
 
-- ``auditor.packets.pcapwrite``: ``global_header``, ``record`` and the ``LINKTYPE_*`` and
-  ``DEFAULT_SNAPLEN`` constants, the classic pcap framing the phone's tcpdump and PCAPdroid
-  write;
+- ``auditor.packets.pcapwrite``: ``global_header``, ``record``, ``PcapWriter`` and the
+  ``LINKTYPE_*`` (``LINKTYPES``) and ``DEFAULT_SNAPLEN`` constants, the classic pcap framing
+  the phone's tcpdump and PCAPdroid write;
 - the data file ``auditor/analysis/gproto/schemas.desc``: the published protobuf schemas the
   phone's apps encode their messages with.
 

@@ -4,6 +4,11 @@ An in-memory filesystem, a tiny shell (``echo``, ``getprop``, ``cat``, ``id``, `
 ``true``/``false``, ``screencap -p``, ``logcat`` that streams until closed, ``reboot``; ``;``,
 ``&&``, ``$?`` and ``>&2``), root and reboot state. It stands in for ``vhandset.device``
 so that the transport's tests do not depend on it.
+
+It stays after the phone was split (issue 16): the transport's tests need bytes and timings
+a real phone does not give on demand (a screencap whose PNG newline translation would corrupt,
+a logcat that streams until closed, a reboot at once), and a fuzzer of the wire wants a
+backend that cannot fail on its own; like adbutils' fake server, it is sized to what they use.
 """
 
 from __future__ import annotations
