@@ -119,6 +119,11 @@ def three(
         [p.serial for p in phones],
         "--duration",
         "6s",
+        # one offline internet serves every vendor's hosts: the lab's upstream proxy
+        "--upstream",
+        phones[0].upstream,
+        "--upstream-ca",
+        phones[0].upstream_ca,
     )
 
 
