@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vhandset.cmds import ANDROID
-from vhandset.cmds.am import _safe_uri
+from vhandset.cmds.am import safe_uri
 from vhandset.interface import STDERR, STDOUT, DeviceBackend, ReverseOpener
 from vhandset.netfilter import Netfilter
 from vhandset.pcapdroid import PACKAGE as PCAPDROID
@@ -62,13 +62,13 @@ from vhandset.state import (
     ShellResult,
     Socket,
     TcpState,
-    _hex_addr,
-    _kernel_at_least,
-    _parse_endpoint,
-    _uuid_from,
-    _zone,
+    hex_addr,
+    kernel_at_least,
+    parse_endpoint,
     synthetic_ca,
+    tz_of,
     user_name,
+    uuid_from,
 )
 from vhandset.vfs import (
     AID_SDCARD_RW,
@@ -143,7 +143,7 @@ class VirtualDevice:
         self._zygote64 = 0
         self._zygotes: list[int] = []
         self._boot_id = ""
-        self._tz = _zone(profile.timezone)
+        self._tz = tz_of(profile.timezone)
         self._listeners: list[Callable[[str, dict[str, Any]], None]] = []
         self.pcapdroid = PcapdroidApp(self)  # its capture, when the profile installs it
         self._build_image()
@@ -319,8 +319,8 @@ class VirtualDevice:
                 handle,
                 uid,
                 proto,
-                _parse_endpoint(local),
-                _parse_endpoint(remote),
+                parse_endpoint(local),
+                parse_endpoint(remote),
                 st,
                 next(self._inodes),
             )
@@ -765,7 +765,7 @@ class VirtualDevice:
         with self.lock:
             self.boot_count += 1
             self.boot_time = time.time() - KERNEL_BOOT_SECONDS
-            self._boot_id = _uuid_from(p.id, self.boot_count)
+            self._boot_id = uuid_from(p.id, self.boot_count)
             self.vfs.reset_mounts()
             self.netfilter.flush_all()
             self.adbd_root = False
@@ -943,7 +943,7 @@ class VirtualDevice:
         intent = (
             f"act={action}"
             + (f" cat=[{category}]" if category else "")
-            + (f" dat={_safe_uri(data)}" if data else "")
+            + (f" dat={safe_uri(data)}" if data else "")
             + f" flg=0x10000000 cmp={short}"
         )
         self.log("ActivityTaskManager", f"START u0 {{{intent}}} from uid {caller_uid}")
@@ -1003,15 +1003,15 @@ class VirtualDevice:
         with self.lock:
             socks = [s for s in self.sockets.values() if s.proto == proto]
         v6 = proto.endswith("6")
-        if proto == "udp" and not _kernel_at_least(self.profile.kernel.release, 5, 10):
+        if proto == "udp" and not kernel_at_least(self.profile.kernel.release, 5, 10):
             header = PROC_NET_HEADERS["udp"][1:]  # "   sl" became three spaces in 2022
         else:
             header = PROC_NET_HEADERS[proto]
         width = {"tcp": 149, "udp": 127}.get(proto, 0)
         lines = [header.ljust(width)]
         for i, s in enumerate(socks):
-            src = f"{_hex_addr(s.local[0], v6)}:{s.local[1]:04X}"
-            dst = f"{_hex_addr(s.remote[0], v6)}:{s.remote[1]:04X}"
+            src = f"{hex_addr(s.local[0], v6)}:{s.local[1]:04X}"
+            dst = f"{hex_addr(s.remote[0], v6)}:{s.remote[1]:04X}"
             ptr = "0000000000000000"
             if proto.startswith("tcp"):
                 tail = "100 0 0 10 0" if s.state == TcpState.LISTEN else "20 4 30 10 -1"

@@ -128,7 +128,7 @@ def user_name(uid: int) -> str:
     return str(uid)
 
 
-def _stable_hex(*parts: object, length: int = 7) -> str:
+def stable_hex(*parts: object, length: int = 7) -> str:
     """A deterministic stand-in for Java's ``identityHashCode`` in dumps."""
     digest = hashlib.sha1("|".join(map(str, parts)).encode(), usedforsecurity=False).hexdigest()
     return digest[:length].lstrip("0") or "1"
@@ -293,7 +293,7 @@ class ShellResult:
         return self.stderr.decode("utf-8", "replace")
 
 
-def _parse_endpoint(value: str | tuple[str, int]) -> tuple[str, int]:
+def parse_endpoint(value: str | tuple[str, int]) -> tuple[str, int]:
     if isinstance(value, tuple):
         return str(ipaddress.ip_address(value[0])), int(value[1])
     host, _, port = value.rpartition(":")
@@ -301,7 +301,7 @@ def _parse_endpoint(value: str | tuple[str, int]) -> tuple[str, int]:
     return str(ipaddress.ip_address(host)), int(port)
 
 
-def _hex_addr(addr: str, v6: bool) -> str:
+def hex_addr(addr: str, v6: bool) -> str:
     """An address as ``/proc/net/*`` prints it: each 32-bit word in host (little-endian) order."""
     ip = ipaddress.ip_address(addr)
     if v6 and ip.version == 4:
@@ -312,17 +312,17 @@ def _hex_addr(addr: str, v6: bool) -> str:
     )
 
 
-def _kernel_at_least(release: str, major: int, minor: int) -> bool:
+def kernel_at_least(release: str, major: int, minor: int) -> bool:
     m = re.match(r"(\d+)\.(\d+)", release)
     return m is not None and (int(m.group(1)), int(m.group(2))) >= (major, minor)
 
 
-def _uuid_from(*parts: object) -> str:
+def uuid_from(*parts: object) -> str:
     h = hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
 
 
-def _zone(name: str) -> _dt.tzinfo:
+def tz_of(name: str) -> _dt.tzinfo:
     try:
         return zoneinfo.ZoneInfo(name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):

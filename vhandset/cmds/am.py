@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from vhandset.cmds.table import ANDROID, _device
+from vhandset.cmds.table import ANDROID, device_of
 from vhandset.pcapdroid import CTRL_ACTIVITY as PCAPDROID_CTRL
 from vhandset.pcapdroid import PACKAGE as PCAPDROID
 from vhandset.profiles import (
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 # ---- activities ------------------------------------------------------------------------------
 
 
-def _safe_uri(uri: str) -> str:
+def safe_uri(uri: str) -> str:
     """``Uri.toSafeString``: http(s) URIs lose everything after the host."""
     m = re.match(r"(?i)(https?|ftp|rtsp)://([^/?#]*)", uri)
     if m:
@@ -107,7 +107,7 @@ def _intent_string(intent: Mapping[str, str]) -> str:
     if "cat" in intent:
         parts.append(f"cat=[{intent['cat']}]")
     if "dat" in intent:
-        parts.append(f"dat={_safe_uri(intent['dat'])}")
+        parts.append(f"dat={safe_uri(intent['dat'])}")
     if "typ" in intent:
         parts.append(f"typ={intent['typ']}")
     if "flg" in intent:
@@ -122,7 +122,7 @@ def _intent_string(intent: Mapping[str, str]) -> str:
 
 
 def _am_start(ctx: Ctx, args: list[str]) -> int:
-    dev = _device(ctx)
+    dev = device_of(ctx)
     intent, rest = _parse_intent(args)
     if rest and "dat" not in intent and "cmp" not in intent:
         intent["dat"] = rest[0]
@@ -172,8 +172,8 @@ def _am_start(ctx: Ctx, args: list[str]) -> int:
     return 0
 
 
-def _am(ctx: Ctx, args: list[str]) -> int:
-    dev = _device(ctx)
+def am_command(ctx: Ctx, args: list[str]) -> int:
+    dev = device_of(ctx)
     if not args:
         ctx.out("Activity manager (activity) commands:\n  help\n      Print this help text.\n")
         return 0
@@ -208,12 +208,12 @@ def _am(ctx: Ctx, args: list[str]) -> int:
 
 @ANDROID.command("am")
 def _am_cmd(ctx: Ctx) -> int:
-    return _am(ctx, ctx.args)
+    return am_command(ctx, ctx.args)
 
 
 @ANDROID.command("monkey")
 def _monkey(ctx: Ctx) -> int:
-    dev = _device(ctx)
+    dev = device_of(ctx)
     args = ctx.args
     for a in args:
         ctx.out(f"  bash arg: {a}\n")
@@ -260,7 +260,7 @@ KEYCODES = {
 
 @ANDROID.command("input")
 def _input(ctx: Ctx) -> int:
-    dev = _device(ctx)
+    dev = device_of(ctx)
     args = list(ctx.args)
     if args and args[0] in (
         "touchscreen",

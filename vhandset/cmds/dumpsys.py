@@ -6,15 +6,15 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from vhandset.cmds.am import _am
-from vhandset.cmds.pm import _pm, _pm_dump
-from vhandset.cmds.props import _settings
+from vhandset.cmds.am import am_command
+from vhandset.cmds.pm import pm_command, pm_dump
+from vhandset.cmds.props import settings_command
 from vhandset.cmds.service import SERVICES
-from vhandset.cmds.table import ANDROID, _device
+from vhandset.cmds.table import ANDROID, device_of
 from vhandset.pcapdroid import PACKAGE as PCAPDROID
 from vhandset.pcapdroid import SERVICE as PCAPDROID_SERVICE
 from vhandset.sh.command import Ctx
-from vhandset.state import _stable_hex, user_name
+from vhandset.state import stable_hex, user_name
 
 if TYPE_CHECKING:
     from vhandset.device import VirtualDevice
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 def _activity_record(dev: VirtualDevice) -> str:
     pkg, cls = dev.foreground
     short = dev._short(pkg, cls)
-    return f"ActivityRecord{{{_stable_hex(short, dev._task_id)} u0 {short} t{dev._task_id}}}"
+    return f"ActivityRecord{{{stable_hex(short, dev._task_id)} u0 {short} t{dev._task_id}}}"
 
 
 def _dumpsys_activity(dev: VirtualDevice, args: list[str]) -> str:
@@ -37,7 +37,7 @@ def _dumpsys_activity(dev: VirtualDevice, args: list[str]) -> str:
         task = dev._task_id
     if args and args[0] == "top":
         pid = proc.pid if proc else 0
-        token = _stable_hex(short, task)
+        token = stable_hex(short, task)
         return f"TASK {pkg} id={task} userId=0\n  ACTIVITY {short} {token} pid={pid}\n"
     if args and args[0] in ("services", "s"):
         return _dumpsys_services(dev, args[1:])
@@ -49,7 +49,7 @@ def _dumpsys_activity(dev: VirtualDevice, args: list[str]) -> str:
             "  All known processes:",
         ]
         lines += [
-            f"  *APP* UID {p.uid} ProcessRecord{{{_stable_hex(p.pid)} "
+            f"  *APP* UID {p.uid} ProcessRecord{{{stable_hex(p.pid)} "
             f"{p.pid}:{p.name}/{user_name(p.uid).replace('_', '')}}}"
             for p in procs
             if p.uid >= 10000 or p.name == "system_server"
@@ -62,7 +62,7 @@ def _dumpsys_activity(dev: VirtualDevice, args: list[str]) -> str:
         "  isSleeping=false\n"
         "  mBounds=Rect(0, 0 - 0, 0)\n"
         f"    Task id #{task}\n"
-        f"    * TaskRecord{{{_stable_hex('task', task)} #{task} A={pkg} U=0 StackId={task} sz=1}}\n"
+        f"    * TaskRecord{{{stable_hex('task', task)} #{task} A={pkg} U=0 StackId={task} sz=1}}\n"
         f"      affinity={pkg}\n"
         f"      realActivity={short}\n"
         f"        * Hist #0: {record}\n"
@@ -84,7 +84,7 @@ def _dumpsys_services(dev: VirtualDevice, args: list[str]) -> str:
         proc = dev._process_of(PCAPDROID)
         uid = dev.packages[PCAPDROID].pkg.uid
     pid = proc.pid if proc else 0
-    record = f"ServiceRecord{{{_stable_hex('svc', PCAPDROID_SERVICE)} u0 {PCAPDROID_SERVICE}}}"
+    record = f"ServiceRecord{{{stable_hex('svc', PCAPDROID_SERVICE)} u0 {PCAPDROID_SERVICE}}}"
     return (
         head
         + "  User 0 active services:\n"
@@ -93,7 +93,7 @@ def _dumpsys_services(dev: VirtualDevice, args: list[str]) -> str:
         + f"    packageName={PCAPDROID}\n"
         + f"    processName={PCAPDROID}\n"
         + "    permission=android.permission.BIND_VPN_SERVICE\n"
-        + f"    app=ProcessRecord{{{_stable_hex(pid)} {pid}:{PCAPDROID}/"
+        + f"    app=ProcessRecord{{{stable_hex(pid)} {pid}:{PCAPDROID}/"
         + f"{user_name(uid).replace('_', '')}}}\n"
         + "    isForeground=true foregroundId=1 types=0x00000000\n"
     )
@@ -106,10 +106,10 @@ def _dumpsys_window(dev: VirtualDevice) -> str:
         record = _activity_record(dev)
         sdk = dev.profile.sdk
         owner = dev.packages[pkg].pkg.uid if pkg in dev.packages else 1000
-    win = f"Window{{{_stable_hex('win', short)} u0 {short}}}"
+    win = f"Window{{{stable_hex('win', short)} u0 {short}}}"
     focused = (
-        f"AppWindowToken{{{_stable_hex('awt', short)} "
-        f"token=Token{{{_stable_hex('tok', short)} {record}}}}}"
+        f"AppWindowToken{{{stable_hex('awt', short)} "
+        f"token=Token{{{stable_hex('tok', short)} {record}}}}}"
         if sdk <= 29
         else record
     )
@@ -127,17 +127,17 @@ def _dumpsys_window(dev: VirtualDevice) -> str:
 
 def _dumpsys_package(ctx: Ctx, args: list[str]) -> int:
     names = [a for a in args if not a.startswith("-")]
-    dev = _device(ctx)
+    dev = device_of(ctx)
     if names and names[0] not in ("packages", "p"):
-        return _pm_dump(ctx, names[0])
+        return pm_dump(ctx, names[0])
     for name in list(dev.packages):
-        _pm_dump(ctx, name)
+        pm_dump(ctx, name)
     return 0
 
 
 @ANDROID.command("dumpsys")
 def _dumpsys(ctx: Ctx) -> int:
-    dev = _device(ctx)
+    dev = device_of(ctx)
     args = list(ctx.args)
     if not args or args == ["-l"]:
         ctx.out("Currently running services:\n" + "".join(f"  {name}\n" for name, _ in SERVICES))
@@ -191,7 +191,7 @@ def _dumpsys(ctx: Ctx) -> int:
 
 @ANDROID.command("cmd")
 def _cmd(ctx: Ctx) -> int:
-    dev = _device(ctx)
+    dev = device_of(ctx)
     if not ctx.args:
         ctx.err(
             "cmd: No service specified; use -l to list all running services. "
@@ -203,11 +203,11 @@ def _cmd(ctx: Ctx) -> int:
         return 0
     service, rest = ctx.args[0], list(ctx.args[1:])
     if service == "package":
-        return _pm(ctx, rest)
+        return pm_command(ctx, rest)
     if service == "activity":
-        return _am(ctx, rest)
+        return am_command(ctx, rest)
     if service == "settings":
-        return _settings(Ctx(["settings", *rest], ctx.shell, ctx.fds, ctx.env))
+        return settings_command(Ctx(["settings", *rest], ctx.shell, ctx.fds, ctx.env))
     if service == "connectivity":
         if rest[:1] == ["airplane-mode"]:
             if len(rest) == 1:
@@ -235,7 +235,7 @@ def _cmd(ctx: Ctx) -> int:
 
 @ANDROID.command("wm")
 def _wm(ctx: Ctx) -> int:
-    d = _device(ctx).profile.display
+    d = device_of(ctx).profile.display
     if ctx.args[:1] == ["size"]:
         ctx.out(f"Physical size: {d.width}x{d.height}\n")
     elif ctx.args[:1] == ["density"]:

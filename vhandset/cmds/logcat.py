@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from vhandset.cmds.table import ANDROID, _device
+from vhandset.cmds.table import ANDROID, device_of
 from vhandset.sh.command import Ctx, UsageError
 from vhandset.state import AID_NAMES, DEFAULT_BUFFERS, LOG_BUFFERS, PRIORITIES, LogEntry, user_name
 
@@ -101,7 +101,7 @@ def _log_filter(specs: list[str]) -> Callable[[LogEntry], bool]:
 
 @ANDROID.command("logcat")
 def _logcat(ctx: Ctx) -> int:
-    dev = _device(ctx)
+    dev = device_of(ctx)
     args = list(ctx.args)
     buffers: list[str] = []
     fmt = LogFormat()

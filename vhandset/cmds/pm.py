@@ -8,12 +8,12 @@ import logging
 import posixpath
 from typing import TYPE_CHECKING
 
-from vhandset.cmds.table import ANDROID, _device
+from vhandset.cmds.table import ANDROID, device_of
 from vhandset.profiles import (
     Package,
 )
 from vhandset.sh.command import Ctx, UsageError
-from vhandset.state import LAUNCHER_CATEGORY, PackageState, _stable_hex
+from vhandset.state import LAUNCHER_CATEGORY, PackageState, stable_hex
 
 if TYPE_CHECKING:
     pass
@@ -54,7 +54,7 @@ def _visible(state: PackageState, opts: set[str], filt: str | None, uid: int | N
 
 
 def _pm_list_packages(ctx: Ctx, args: list[str]) -> int:
-    dev = _device(ctx)
+    dev = device_of(ctx)
     opts: set[str] = set()
     filt = None
     uid = None
@@ -108,8 +108,8 @@ def _pm_list_packages(ctx: Ctx, args: list[str]) -> int:
     return 0
 
 
-def _pm_dump(ctx: Ctx, name: str) -> int:
-    dev = _device(ctx)
+def pm_dump(ctx: Ctx, name: str) -> int:
+    dev = device_of(ctx)
     with dev.lock:
         state = dev.packages.get(name)
     if state is None:
@@ -123,7 +123,7 @@ def _pm_dump(ctx: Ctx, name: str) -> int:
     code_path = (
         pkg.path if pkg.path.startswith("/system/framework/") else posixpath.dirname(pkg.path)
     )
-    h = functools.partial(_stable_hex, pkg.name)
+    h = functools.partial(stable_hex, pkg.name)
     out = []
     if pkg.launchable and pkg.component:
         out += [
@@ -181,7 +181,7 @@ def _pm_dump(ctx: Ctx, name: str) -> int:
         out.append(f"    installerPackageName={pkg.installer}")
     out += [
         f"    signatures=PackageSignatures{{{h('sig')} version:2, "
-        f"signatures:[{_stable_hex(pkg.name, 'cert', length=8)}], past signatures:[]}}",
+        f"signatures:[{stable_hex(pkg.name, 'cert', length=8)}], past signatures:[]}}",
         "    installPermissionsFixed=true",
         f"    pkgFlags={_pkg_flags(pkg)}",
     ]
@@ -200,13 +200,13 @@ def _require_pkg(ctx: Ctx, args: list[str]) -> tuple[PackageState | None, str]:
     names = [a for a in args if not a.startswith("-") and not a.isdigit()]
     if not names:
         raise UsageError("Error: package name not specified")
-    dev = _device(ctx)
+    dev = device_of(ctx)
     name = names[-1]
     return dev.packages.get(name), name
 
 
-def _pm(ctx: Ctx, args: list[str]) -> int:
-    dev = _device(ctx)
+def pm_command(ctx: Ctx, args: list[str]) -> int:
+    dev = device_of(ctx)
     if not args:
         ctx.out("Package manager (package) commands:\n  help\n    Print this help text.\n")
         return 0
@@ -232,7 +232,7 @@ def _pm(ctx: Ctx, args: list[str]) -> int:
         return 0
     if sub == "dump":
         _, name = _require_pkg(ctx, rest)
-        return _pm_dump(ctx, name)
+        return pm_dump(ctx, name)
     if sub == "resolve-activity":
         return _resolve_activity(ctx, rest)
     if sub in ("clear", "grant", "revoke", "trim-caches", "set-permission-enforced"):
@@ -311,7 +311,7 @@ def _pm(ctx: Ctx, args: list[str]) -> int:
 
 
 def _resolve_activity(ctx: Ctx, args: list[str]) -> int:
-    dev = _device(ctx)
+    dev = device_of(ctx)
     brief = "--brief" in args
     names = [a for a in args if not a.startswith("-")]
     skip = {
@@ -345,4 +345,4 @@ def _resolve_activity(ctx: Ctx, args: list[str]) -> int:
 
 @ANDROID.command("pm")
 def _pm_cmd(ctx: Ctx) -> int:
-    return _pm(ctx, ctx.args)
+    return pm_command(ctx, ctx.args)

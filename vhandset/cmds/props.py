@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from vhandset.cmds.table import ANDROID, _device
+from vhandset.cmds.table import ANDROID, device_of
 from vhandset.sh.command import Ctx
 
 if TYPE_CHECKING:
@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 @ANDROID.command("getprop", toybox=True)
 def _getprop(ctx: Ctx) -> int:
-    dev = _device(ctx)
+    dev = device_of(ctx)
     args = [a for a in ctx.args if not a.startswith("-")]
     with dev.lock:
         props = dict(dev.props)
@@ -32,7 +32,7 @@ def _getprop(ctx: Ctx) -> int:
 
 @ANDROID.command("setprop", toybox=True)
 def _setprop(ctx: Ctx) -> int:
-    dev = _device(ctx)
+    dev = device_of(ctx)
     if len(ctx.args) != 2:
         return ctx.error("Needs 2 arguments")
     key, value = ctx.args
@@ -66,9 +66,9 @@ SETTINGS_HELP = """Settings provider (settings) commands:
 
 
 @ANDROID.command("settings")
-def _settings(ctx: Ctx) -> int:
+def settings_command(ctx: Ctx) -> int:
     """SettingsProvider's shell command: its messages and the -1 (255) it returns on errors."""
-    dev = _device(ctx)
+    dev = device_of(ctx)
     args = list(ctx.args)
     if not args or args[0] in ("help", "-h"):
         ctx.out(SETTINGS_HELP)

@@ -7,7 +7,7 @@ import logging
 import struct
 from typing import TYPE_CHECKING
 
-from vhandset.cmds.table import ANDROID, _device
+from vhandset.cmds.table import ANDROID, device_of
 from vhandset.sh.command import Ctx, UsageError
 from vhandset.state import parcel_dump, parcel_string16
 from vhandset.vfs import (
@@ -108,7 +108,7 @@ def _iphonesubinfo(dev: VirtualDevice, code: int, args: list[int | str], cred: C
 
 @ANDROID.command("service")
 def _service(ctx: Ctx) -> int:
-    dev = _device(ctx)
+    dev = device_of(ctx)
     args = ctx.args
     if not args or args[0] in ("-h", "-?"):
         ctx.err(

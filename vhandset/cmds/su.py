@@ -7,7 +7,7 @@ import re
 import shlex
 from typing import TYPE_CHECKING
 
-from vhandset.cmds.table import ANDROID, _device
+from vhandset.cmds.table import ANDROID, device_of
 from vhandset.profiles import (
     SuFlavor,
 )
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 @ANDROID.command("su", directory="/system/xbin")
 def _su(ctx: Ctx) -> int:
-    dev = _device(ctx)
+    dev = device_of(ctx)
     args = list(ctx.args)
     if dev.profile.su is SuFlavor.AOSP:
         if args and args[0] in ("-h", "--help"):
@@ -88,7 +88,7 @@ def _su(ctx: Ctx) -> int:
 
 
 def _run_as(ctx: Ctx, uid: int, *, argv: list[str] | None, script: str | None, su: bool) -> int:
-    dev = _device(ctx)
+    dev = device_of(ctx)
     cred = dev.cred_for(uid, su=su)
     env = {
         **ctx.env,
@@ -115,7 +115,7 @@ def _run_as(ctx: Ctx, uid: int, *, argv: list[str] | None, script: str | None, s
 
 @ANDROID.command("nsenter", toybox=True)
 def _nsenter(ctx: Ctx) -> int:
-    dev = _device(ctx)
+    dev = device_of(ctx)
     args = list(ctx.args)
     target: int | None = None
     ns_path: str | None = None
@@ -167,7 +167,7 @@ def _nsenter(ctx: Ctx) -> int:
 
 @ANDROID.command("mount", toybox=True)
 def _mount(ctx: Ctx) -> int:
-    dev = _device(ctx)
+    dev = device_of(ctx)
     fs = ctx.fs
     args = list(ctx.args)
     fstype = None

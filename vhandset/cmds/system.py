@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from vhandset.cmds.table import ANDROID, _device
+from vhandset.cmds.table import ANDROID, device_of
 from vhandset.png import raw_rgba, solid_png
 from vhandset.profiles import (
     SuFlavor,
@@ -37,7 +37,7 @@ def _screen_colour(dev: VirtualDevice) -> tuple[int, int, int, int]:
 
 @ANDROID.command("screencap")
 def _screencap(ctx: Ctx) -> int:
-    dev = _device(ctx)
+    dev = device_of(ctx)
     opts, rest = ctx.getopt("phd:")
     d = dev.profile.display
     width, height = max(1, d.width // 10), max(1, d.height // 10)
@@ -103,7 +103,7 @@ def _tcpdump(ctx: Ctx) -> int:
     )
     from vhandset.synth import LinkIface, PacketSynth, mac_bytes
 
-    dev = _device(ctx)
+    dev = device_of(ctx)
     opts, rest = ctx.getopt("i:s:w:c:y:Z:B:C:W:G:nNpqUvlSKD", ("version", "help"))
     if "version" in opts or "help" in opts:
         ctx.out(TCPDUMP_VERSION)
@@ -205,7 +205,7 @@ def _tcpdump(ctx: Ctx) -> int:
 
 @ANDROID.command("reboot")
 def _reboot(ctx: Ctx) -> int:
-    dev = _device(ctx)
+    dev = device_of(ctx)
     target = ctx.args[0] if ctx.args and not ctx.args[0].startswith("-") else ""
     dev.reboot(target)
     ctx.shell.cancel.set()  # the phone goes down with the shell that asked it to
@@ -214,7 +214,7 @@ def _reboot(ctx: Ctx) -> int:
 
 @ANDROID.command("id", toybox=True)
 def _id(ctx: Ctx) -> int:
-    dev = _device(ctx)
+    dev = device_of(ctx)
     cred = ctx.cred
     opts, _ = ctx.getopt("ugGnrZ")
     if "u" in opts:
@@ -250,7 +250,7 @@ def _whoami(ctx: Ctx) -> int:
 
 @ANDROID.command("uname", toybox=True)
 def _uname(ctx: Ctx) -> int:
-    k = _device(ctx).profile.kernel
+    k = device_of(ctx).profile.kernel
     opts, _ = ctx.getopt("asnrvmpio")
     fields = {
         "s": "Linux",
@@ -304,7 +304,7 @@ PS_FIELDS = {
 
 @ANDROID.command("ps", toybox=True)
 def _ps(ctx: Ctx) -> int:
-    dev = _device(ctx)
+    dev = device_of(ctx)
     args = list(ctx.args)
     show_all = False
     fields = ["USER", "PID", "PPID", "VSZ", "RSS", "WCHAN", "ADDR", "S", "NAME"]
@@ -372,7 +372,7 @@ def _ps_table(fields: list[str], rows: list[ProcInfo], dev: VirtualDevice) -> st
 
 @ANDROID.command("pidof", toybox=True)
 def _pidof(ctx: Ctx) -> int:
-    dev = _device(ctx)
+    dev = device_of(ctx)
     opts, names = ctx.getopt("sxo:")
     with dev.lock:
         found = [
@@ -388,7 +388,7 @@ def _pidof(ctx: Ctx) -> int:
 
 @ANDROID.command("kill", toybox=True)
 def _kill(ctx: Ctx) -> int:
-    dev = _device(ctx)
+    dev = device_of(ctx)
     status = 0
     for arg in ctx.args:
         if arg.startswith("-"):
@@ -407,7 +407,7 @@ def _kill(ctx: Ctx) -> int:
 
 @ANDROID.command("ip", toybox=False)
 def _ip(ctx: Ctx) -> int:
-    dev = _device(ctx)
+    dev = device_of(ctx)
     net, mac = dev.profile.network, dev.profile.identifiers.wifi_mac
     iface = ipaddress.IPv4Interface(f"{net.wlan_ipv4}/{net.prefix}")
     wlan = (
@@ -437,7 +437,7 @@ def _ip(ctx: Ctx) -> int:
 
 @ANDROID.command("iptables", "ip6tables")
 def _iptables(ctx: Ctx) -> int:
-    status, out, err = _device(ctx).netfilter.command(ctx.name, list(ctx.args), ctx.cred.is_root)
+    status, out, err = device_of(ctx).netfilter.command(ctx.name, list(ctx.args), ctx.cred.is_root)
     ctx.out(out)
     ctx.err(err)
     return status

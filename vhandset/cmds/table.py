@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 ANDROID = CommandTable()
 
 
-def _device(ctx: Ctx) -> VirtualDevice:
+def device_of(ctx: Ctx) -> VirtualDevice:
     """The phone a command runs on: the shell's system is always the :class:`VirtualDevice`
     (typed here only, so that the commands need not import the device that holds them)."""
     return cast("VirtualDevice", ctx.system)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from vhandset.sh.builtins import BUILTINS
 from vhandset.sh.command import Command, CommandTable, Ctx, Handler, UsageError
 from vhandset.sh.interp import Shell
-from vhandset.sh.streams import EXIT_NOT_FOUND, UMASK, _is_number, dec
+from vhandset.sh.streams import EXIT_NOT_FOUND, UMASK, dec, is_number
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def _sh(ctx: Ctx) -> int:
         sub.close()
 
 
-def _read_inputs(ctx: Ctx, files: list[str]) -> Iterator[tuple[str, bytes | None]]:
+def read_inputs(ctx: Ctx, files: list[str]) -> Iterator[tuple[str, bytes | None]]:
     """(name, content) per operand, ``-`` or none meaning stdin; reports errors itself."""
     if not files:
         files = ["-"]
@@ -437,7 +437,7 @@ def _chmod(ctx: Ctx) -> int:
 
 
 def _lookup_id(ctx: Ctx, name: str, what: str) -> int:
-    if _is_number(name):
+    if is_number(name):
         return int(name)
     uid = ctx.system.uid_of(name)
     if uid is None:
@@ -516,7 +516,7 @@ def _hash_command(algorithm: str) -> Handler:
     def run(ctx: Ctx) -> int:
         _, files = ctx.getopt("bc")
         status = 0
-        for name, data in _read_inputs(ctx, files):
+        for name, data in read_inputs(ctx, files):
             if data is None:
                 status = 1
                 continue

@@ -9,7 +9,7 @@ import stat as statmod
 from collections.abc import Callable
 
 from vhandset.sh.command import Ctx, Handler
-from vhandset.sh.streams import LoopControl, ShellExit, _is_number, dec
+from vhandset.sh.streams import LoopControl, ShellExit, dec, is_number
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ _ECHO_ESCAPES = {
 }
 
 
-def _unescape(text: str, *, octal_prefix: str = "0") -> tuple[str, bool]:
+def expand_escapes(text: str, *, octal_prefix: str = "0") -> tuple[str, bool]:
     """Backslash escapes as mksh's echo/print interpret them; True when ``\\c`` stops output."""
     out = []
     i = 0
@@ -84,7 +84,7 @@ def _echo(ctx: Ctx) -> int:
     text = " ".join(args)
     stop = False
     if escapes:
-        text, stop = _unescape(text)
+        text, stop = expand_escapes(text)
     ctx.out(text + ("\n" if newline and not stop else ""))
     return 0
 
@@ -107,7 +107,7 @@ def _printf(ctx: Ctx) -> int:
             consumed = True
             arg = args.pop(0) if args else ""
             if kind == "b":
-                return _unescape(arg)[0]
+                return expand_escapes(arg)[0]
             if kind == "s":
                 return ("%" + flags + "s") % arg
             if kind == "c":
@@ -120,7 +120,7 @@ def _printf(ctx: Ctx) -> int:
                 num = 0
             return ("%" + flags + ("d" if kind in "iu" else kind)) % num
 
-        out.append(_unescape(spec.sub(conv, fmt), octal_prefix="")[0])
+        out.append(expand_escapes(spec.sub(conv, fmt), octal_prefix="")[0])
         if not args or not consumed:
             break
     ctx.out("".join(out))
@@ -151,7 +151,7 @@ def _exit(ctx: Ctx) -> int:
 
 @builtin("break", "continue")
 def _loopctl(ctx: Ctx) -> int:
-    levels = int(ctx.args[0]) if ctx.args and _is_number(ctx.args[0]) else 1
+    levels = int(ctx.args[0]) if ctx.args and is_number(ctx.args[0]) else 1
     raise LoopControl(ctx.argv[0], levels)
 
 
@@ -328,6 +328,6 @@ def _test_expr(ctx: Ctx, args: list[str]) -> bool:
             try:
                 return bool(ints[op](int(a), int(b)))
             except ValueError:
-                bad = a if not _is_number(a.lstrip("-")) else b
+                bad = a if not is_number(a.lstrip("-")) else b
                 raise ValueError(f"{bad}: bad number") from None
     raise ValueError("syntax error")

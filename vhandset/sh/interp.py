@@ -38,9 +38,9 @@ from vhandset.sh.streams import (
     Reader,
     ShellExit,
     Writer,
-    _is_number,
     dec,
     enc,
+    is_number,
 )
 from vhandset.sh.syntax import (
     AndOr,
@@ -398,7 +398,7 @@ class Shell:
             if r.op in (">&", "<&"):
                 if target == "-":
                     table[fd] = NullWriter() if r.op == ">&" else Reader(None)
-                elif _is_number(target) and int(target) in table:
+                elif is_number(target) and int(target) in table:
                     table[fd] = table[int(target)]
                 else:
                     fds.stderr.write(enc(f"{self.argv0}: {target}: bad file descriptor\n"))
@@ -472,7 +472,7 @@ class Shell:
             return ""
         if name == "-":
             return ""
-        if _is_number(name):
+        if is_number(name):
             idx = int(name)
             if idx == 0:
                 return self.argv0

@@ -18,10 +18,10 @@ from vhandset.vfs import Cred, MemoryFS
 log = logging.getLogger(__name__)
 
 
-_ASCII_DIGITS = frozenset("0123456789")
+ASCII_DIGITS = frozenset("0123456789")
 
 
-def _is_number(text: str) -> bool:
+def is_number(text: str) -> bool:
     """ASCII digits only, as sh reads them ("³".isdigit() is true, but no shell number)."""
     return text.isascii() and text.isdigit()
 

@@ -8,7 +8,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 
-from vhandset.sh.streams import _ASCII_DIGITS
+from vhandset.sh.streams import ASCII_DIGITS
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ class Lexer:
     def _redir(self) -> bool:
         src = self.src
         j = self.i
-        while j < len(src) and src[j] in _ASCII_DIGITS:
+        while j < len(src) and src[j] in ASCII_DIGITS:
             j += 1
         fd = int(src[self.i : j]) if j > self.i else None
         if j == len(src) or src[j] not in "<>&":

@@ -10,8 +10,8 @@ import re
 import stat as statmod
 from collections.abc import Callable, Iterator
 
-from vhandset.sh.applets import CORE, _read_inputs
-from vhandset.sh.builtins import _unescape
+from vhandset.sh.applets import CORE, read_inputs
+from vhandset.sh.builtins import expand_escapes
 from vhandset.sh.command import Ctx, UsageError
 from vhandset.sh.streams import Fds, Reader, dec, enc
 
@@ -188,7 +188,7 @@ def _wc(ctx: Ctx) -> int:
     status = 0
     totals = [0, 0, 0]
     results = []
-    for name, data in _read_inputs(ctx, files):
+    for name, data in read_inputs(ctx, files):
         if data is None:
             status = 1
             continue
@@ -256,7 +256,7 @@ def _cut(ctx: Ctx) -> int:
 def _sort(ctx: Ctx) -> int:
     opts, files = ctx.getopt("rnuft:k:")
     lines: list[bytes] = []
-    for _, data in _read_inputs(ctx, files):
+    for _, data in read_inputs(ctx, files):
         if data is not None:
             lines.extend(data.splitlines())
     sep = opts.get("t")
@@ -284,7 +284,7 @@ def _sort(ctx: Ctx) -> int:
 @CORE.command("uniq", toybox=True)
 def _uniq(ctx: Ctx) -> int:
     opts, files = ctx.getopt("cdu")
-    data = b"".join(d for _, d in _read_inputs(ctx, files[:1]) if d is not None)
+    data = b"".join(d for _, d in read_inputs(ctx, files[:1]) if d is not None)
     groups: list[list[bytes]] = []
     for line in data.splitlines():
         if groups and groups[-1][0] == line:
@@ -313,7 +313,7 @@ _TR_CLASSES = {
 def _tr_set(spec: str) -> str:
     for name, chars in _TR_CLASSES.items():
         spec = spec.replace(name, chars.replace("-", "\x00"))
-    spec = _unescape(spec)[0]
+    spec = expand_escapes(spec)[0]
     out: list[str] = []
     i = 0
     while i < len(spec):
