@@ -14,8 +14,8 @@ demo: bootstrap
 test: bootstrap lint typecheck pytest
 
 lint:
-	$(BIN)/ruff check auditor addons tests bench
-	$(BIN)/ruff format --check auditor addons tests bench
+	$(BIN)/ruff check auditor addons vhandset tests bench
+	$(BIN)/ruff format --check auditor addons vhandset tests bench
 
 typecheck:
 	$(BIN)/mypy

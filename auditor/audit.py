@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from auditor.device.handset import Handset
 from auditor.device.journal import RestoreJournal
@@ -40,7 +41,7 @@ from auditor.device.setup import (
     ca_pem_from,
     undo_change,
 )
-from auditor.errors import AuditorError, DeviceError
+from auditor.errors import AuditorError, CaptureError, DeviceError
 from auditor.fsutil import private_mkdirs
 from auditor.proxy.capture import (
     DEFAULT_CONFDIR,
@@ -138,6 +139,10 @@ class AuditOptions:
     block_quic: bool | None = None
     # each packet capture copied into tls/NAME.pcapng with the TLS key log embedded (Wireshark)
     keyed_pcapng: bool = True
+    # an upstream HTTP proxy mitmdump forwards to (a lab's corporate proxy, the virtual
+    # handset's offline internet), and the CA file that verifies the servers seen through it
+    upstream: str | None = None
+    upstream_ca: Path | None = None
 
 
 @dataclass
@@ -183,17 +188,26 @@ def planned_seconds(scenario: Scenario) -> float:
     return sum(float(s.args.get("duration") or 0) for s in scenario.steps)
 
 
-def upstream_of(profile: DeviceProfile) -> str | None:
-    """The virtual handset's offline internet (``ro.auditor.upstream``), if it is one."""
-    if not profile.virtual:
-        return None
-    up = profile.properties.get("ro.auditor.upstream", "")
-    return up if up.startswith(("http://127.", "http://[::1]", "http://localhost")) else None
+def check_upstream(upstream: str | None, upstream_ca: Path | None) -> None:
+    """``--upstream`` is an ``http://`` or ``https://`` proxy URL with a host; ``--upstream-ca``
+    needs it and is a readable file."""
+    if upstream is not None:
+        parts = urlsplit(upstream)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise CaptureError(
+                f"--upstream {upstream!r}: give the proxy as a URL, e.g. http://proxy.lan:3128"
+            )
+    if upstream_ca is not None:
+        if upstream is None:
+            raise CaptureError("--upstream-ca verifies an upstream proxy: give --upstream too")
+        if not upstream_ca.is_file():
+            raise CaptureError(f"--upstream-ca {upstream_ca}: no such file")
 
 
 def run_audit(opts: AuditOptions, on_progress: ProgressFn | None = None) -> AuditResult:
     # Everything that can be checked without touching the device is checked first.
     scenario = load_scenario(opts.scenario, {"duration": opts.duration} if opts.duration else None)
+    check_upstream(opts.upstream, opts.upstream_ca)
     if scenario.needs_shell and not opts.allow_shell:
         StepRunner.refuse_shell(scenario)
     handset = Handset(opts.serial)
@@ -295,7 +309,6 @@ class _Audit:
     def _open(self) -> None:
         self._enter("profiling")
         self.profile = profile = collect_profile(self.h)
-        upstream = upstream_of(profile)
         opts = self.opts
         with self.guard.deferred():  # a session is created whole, or not at all
             self.writer = SessionWriter.create(
@@ -307,7 +320,7 @@ class _Audit:
                 capture={
                     "route": opts.route,
                     "ca": opts.ca,
-                    "upstream": upstream,
+                    "upstream": opts.upstream,
                     "proxy": {"listen_host": opts.listen_host, "port": opts.port},
                 },
             )
@@ -438,23 +451,20 @@ class _Audit:
                 )
 
     def _proxy(self) -> Mitmdump:
-        """mitmdump's options: upstream mode toward a virtual handset's offline internet."""
+        """mitmdump's options: upstream mode when ``--upstream`` names a proxy, trusting
+        ``--upstream-ca`` (copied into the session) for the servers seen through it."""
         assert self.writer is not None and self.profile is not None
         writer, opts = self.writer, self.opts
-        upstream = upstream_of(self.profile)
+        upstream = opts.upstream
         extra: dict[str, str] = {}
         mode = "regular"
         if upstream:
             mode = f"upstream:{upstream}"
-            ca_device_path = self.profile.properties.get("ro.auditor.upstream_ca", "")
-            if ca_device_path:
-                (writer.path / UPSTREAM_CA).write_bytes(self.h.pull_bytes(ca_device_path))
+            if opts.upstream_ca is not None:
+                (writer.path / UPSTREAM_CA).write_bytes(opts.upstream_ca.read_bytes())
                 (writer.path / UPSTREAM_CA).chmod(0o600)
                 extra["ssl_verify_upstream_trusted_ca"] = str(writer.path / UPSTREAM_CA)
-            writer.event(
-                "upstream_mode",
-                f"virtual handset: mitmdump forwards to its offline internet at {upstream}",
-            )
+            writer.event("upstream_mode", f"mitmdump forwards to the upstream proxy {upstream}")
         proxy = ProxyOptions(
             listen_host=opts.listen_host,
             port=opts.port,

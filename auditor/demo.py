@@ -2,7 +2,8 @@
 
 It starts the virtual handset (default: the Xiaomi Mi 10T) with its offline internet, an adb
 server of its own on a free port, connects the two, runs ``auditor audit`` on it for about a
-minute, stops everything it started, and says where to look.
+minute (``--upstream`` set to the offline internet, ``--upstream-ca`` to its CA), stops
+everything it started, and says where to look. It imports ``vhandset`` only when it runs.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from auditor.audit import AuditOptions, Progress, run_audit
-from auditor.errors import DeviceError
+from auditor.errors import AuditorError, DeviceError
 from auditor.evidence.verify import verify_session
 from auditor.netutil import free_port
 
@@ -64,11 +65,16 @@ def run_demo(
     on_progress: Callable[[Progress], None] | None = None,
 ) -> dict[str, Any]:
     from auditor.device.handset import client
-    from auditor.simulator.world import VirtualWorld
+    from vhandset.errors import VhandsetError
+    from vhandset.world import VirtualWorld
 
     say = echo or (lambda _m: None)
     started = time.monotonic()
-    with private_adb_server() as adb_port, VirtualWorld(profile, port=0) as world:
+    try:
+        world = VirtualWorld(profile, port=0)
+    except VhandsetError as exc:
+        raise AuditorError(str(exc)) from exc
+    with private_adb_server() as adb_port, world:
         info = world.info()
         say(f"demo: virtual {info.profile} on {info.adb_address}, adb server on port {adb_port}")
         client().connect(info.adb_address, timeout=10)
@@ -88,6 +94,9 @@ def run_demo(
                 port=free_port(),
                 confdir=Path(tmp) / "mitmproxy",
                 notes=f"auditor demo on the virtual {info.profile}",
+                # the virtual world's offline internet stands in for a lab's upstream proxy
+                upstream=world.internet.url,
+                upstream_ca=world.internet.ca_cert_path,
             )
             res = run_audit(opts, on_progress)
     ver = verify_session(res.session)

@@ -15,10 +15,10 @@ import threading
 import time
 from pathlib import Path
 
-from auditor.proxy.capture import Mitmdump, ProxyOptions
 from auditor.netutil import free_port
-from auditor.offline.origin import OriginServer
+from auditor.proxy.capture import Mitmdump, ProxyOptions
 from auditor.session import SessionWriter
+from vhandset.offline.origin import OriginServer
 
 CLIENTS = 20
 SECONDS = 5.0

@@ -72,6 +72,19 @@ def _duration(value: str | None) -> str | None:
 )
 @click.option("--allow-shell", is_flag=True, help="Allow the scenario's shell steps.")
 @click.option(
+    "--upstream",
+    metavar="URL",
+    default=None,
+    help="An upstream HTTP proxy every handset's proxy forwards to (as `auditor audit "
+    "--upstream`), e.g. a lab's corporate proxy.",
+)
+@click.option(
+    "--upstream-ca",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The CA file that verifies the servers seen through --upstream.",
+)
+@click.option(
     "--restore-wait",
     default=30.0,
     show_default=True,
@@ -118,6 +131,8 @@ def _campaign(
     packets: str,
     ca: str,
     allow_shell: bool,
+    upstream: str | None,
+    upstream_ca: Path | None,
     restore_wait: float,
     confdir: Path | None,
     no_analyze: bool,
@@ -140,6 +155,8 @@ def _campaign(
         packets=packets,
         ca=ca,
         allow_shell=allow_shell,
+        upstream=upstream,
+        upstream_ca=upstream_ca,
         restore_wait=restore_wait,
         notes=notes,
         analyze=not no_analyze,

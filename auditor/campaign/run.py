@@ -69,6 +69,8 @@ class CampaignOptions:
     packets: str = "auto"
     ca: str = "auto"
     allow_shell: bool = False
+    upstream: str | None = None  # as audit's --upstream and --upstream-ca, for every handset
+    upstream_ca: Path | None = None
     restore_wait: float = 30.0
     canary_timeout: float = 15.0
     notes: str = ""
@@ -229,6 +231,10 @@ def _argv(w: Worker, opts: CampaignOptions, folder: Path, confdir: Path) -> list
         argv += ["--duration", opts.duration]
     if opts.allow_shell:
         argv.append("--allow-shell")
+    if opts.upstream:
+        argv += ["--upstream", opts.upstream]
+    if opts.upstream_ca:
+        argv += ["--upstream-ca", str(opts.upstream_ca)]
     if not opts.analyze:
         argv.append("--no-analyze")
     return argv

@@ -85,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--packets", default="auto")
     ap.add_argument("--ca", default="auto")
     ap.add_argument("--allow-shell", action="store_true")
+    ap.add_argument("--upstream", default=None)
+    ap.add_argument("--upstream-ca", type=Path, default=None)
     ap.add_argument("--restore-wait", type=float, default=30.0)
     ap.add_argument("--canary-timeout", type=float, default=15.0)
     ap.add_argument("--notes", default="")
@@ -105,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         confdir=args.confdir,
         packets=args.packets,
         allow_shell=args.allow_shell,
+        upstream=args.upstream,
+        upstream_ca=args.upstream_ca,
         restore_wait=args.restore_wait,
         canary_timeout=args.canary_timeout,
         notes=args.notes,

@@ -411,19 +411,22 @@ def simulate(
     import signal
     import threading
 
-    from auditor.simulator.world import VirtualWorld
+    from vhandset.errors import VhandsetError
+    from vhandset.world import VirtualWorld
 
     _warn_listen(listen_host)
-    world = VirtualWorld(
-        profile_name,
-        host=listen_host,
-        port=port,
-        root=False if no_root else None,
-        unauthorized=unauthorized,
-        traffic=not no_traffic,
-    )
     try:
+        world = VirtualWorld(
+            profile_name,
+            host=listen_host,
+            port=port,
+            root=False if no_root else None,
+            unauthorized=unauthorized,
+            traffic=not no_traffic,
+        )
         world.start()
+    except VhandsetError as exc:
+        fail(str(exc))
     except OSError as exc:
         fail(f"cannot listen on {listen_host}:{port}: {exc.strerror or exc}")
     info = world.info()
@@ -521,6 +524,20 @@ def simulate(
     help="Packet capture beside the proxy: off, iface:NAME, adb-tcpdump, or auto "
     "(adb-tcpdump when the device has root and tcpdump).",
 )
+@click.option(
+    "--upstream",
+    metavar="URL",
+    default=None,
+    help="Forward through an upstream HTTP proxy (mitmproxy's upstream mode), e.g. a lab's "
+    "corporate proxy: --upstream http://proxy.lan:3128.",
+)
+@click.option(
+    "--upstream-ca",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="A CA file (PEM) that verifies the servers' certificates seen through --upstream "
+    "(a proxy that intercepts TLS); copied into the session as upstream-ca.pem.",
+)
 @proxy_options
 @json_option
 @custody_logged()
@@ -539,6 +556,8 @@ def audit(
     keyed_pcapng: bool,
     decrypt_rules: Path | None,
     packets: str,
+    upstream: str | None,
+    upstream_ca: Path | None,
     listen_host: str,
     port: int,
     out: Path,
@@ -583,6 +602,8 @@ def audit(
         packets=packets,
         block_quic=block_quic,
         keyed_pcapng=keyed_pcapng,
+        upstream=upstream,
+        upstream_ca=upstream_ca,
     )
     rules = _decrypt_rules(decrypt_rules)
     if packets != "auto":

@@ -21,7 +21,6 @@ import pytest
 from auditor.errors import CaptureError
 from auditor.evidence.verify import verify_session
 from auditor.netutil import proxied_request
-from auditor.offline.internet import OfflineInternet
 from auditor.proxy.capture import (
     KEYLOG_ENV,
     Mitmdump,
@@ -33,6 +32,7 @@ from auditor.proxy.capture import (
 )
 from auditor.session import TLS_KEYLOG, Session, sha256_file
 from tests.conftest import free_port
+from vhandset.offline.internet import OfflineInternet
 
 TSHARK = shutil.which("tshark")
 DUMPCAP = shutil.which("dumpcap")

@@ -33,8 +33,6 @@ from auditor.analysis.flowtable import build_flow_table
 from auditor.evidence.close import seal_late
 from auditor.evidence.verify import verify_session
 from auditor.netutil import proxied_request
-from auditor.offline.internet import OfflineInternet
-from auditor.offline.pki import CertificateAuthority
 from auditor.proxy.capture import (
     RECORDER_SCRIPT,
     Mitmdump,
@@ -53,6 +51,8 @@ from auditor.records import (
 )
 from auditor.session import FLOWS, MANIFEST, Session, SessionWriter, read_manifest
 from tests.conftest import free_port
+from vhandset.offline.internet import OfflineInternet
+from vhandset.offline.pki import CertificateAuthority
 
 # what plain mitmdump loads in a checkout: a thin file over auditor.proxy.recorder
 ADDON_FILE = Path(__file__).resolve().parents[2] / "addons" / "recorder.py"

@@ -11,9 +11,9 @@ import pytest
 
 from auditor.analysis import decrypt
 from auditor.analysis.payload import Body, Scanner
-from auditor.simulator.payloads import build_body, facts_from_profile
-from auditor.simulator.profiles import load_profile
-from auditor.simulator.traffic import load_plan
+from vhandset.payloads import build_body, facts_from_profile
+from vhandset.profiles import load_profile
+from vhandset.traffic import load_plan
 
 RULES = Path(__file__).parents[2] / "docs" / "examples" / "decrypt-xiaomi-sim.yaml"
 

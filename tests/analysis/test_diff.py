@@ -37,9 +37,9 @@ from auditor.analysis.diff import (
 )
 from auditor.analysis.report.page import CSP
 from auditor.imports.session import import_files
-from auditor.simulator.payloads import build_body, facts_from_profile, render
-from auditor.simulator.profiles import load_profile
-from auditor.simulator.traffic import Job, load_plan
+from vhandset.payloads import build_body, facts_from_profile, render
+from vhandset.profiles import load_profile
+from vhandset.traffic import Job, load_plan
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 CONTROLS = DATA / "controls"

@@ -18,7 +18,6 @@ import pytest
 from auditor import columns as C
 from auditor.analysis.flowtable import build_flow_table
 from auditor.analysis.packetflows import cname_chain, cname_map, read_packet_flows
-from auditor.offline.pki import CertificateAuthority
 from auditor.packets.tlscert import chain_info
 from auditor.records import (
     DnsAnswer,
@@ -30,6 +29,7 @@ from auditor.records import (
 )
 from auditor.session import Session, SessionWriter
 from tests.conftest import SHARED_CAPTURES
+from vhandset.offline.pki import CertificateAuthority
 
 T = "2026-12-01T10:00:00.000000Z"
 CERT = (C.CERT_ORG, C.CERT_COUNTRY, C.CERT_CN, C.CERT_NAMES, C.CERT_ISSUER, C.CERT_SOURCE)

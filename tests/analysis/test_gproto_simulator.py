@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 
 from auditor.analysis.payload import Body, Scanner
-from auditor.simulator.payloads import TemplateError, build_body, facts_from_profile, render
-from auditor.simulator.profiles import load_profile
-from auditor.simulator.traffic import load_plan
+from vhandset.payloads import TemplateError, build_body, facts_from_profile, render
+from vhandset.profiles import load_profile
+from vhandset.traffic import load_plan
 
 IDS = ("imei", "android_id", "serial", "wifi_mac", "advertising_id")
 

@@ -30,7 +30,7 @@ from auditor.analysis.packetflows import (
     text_array,
 )
 from auditor.evidence.verify import verify_session
-from auditor.packets.pcapwrite import LINKTYPE_LINUX_SLL2, write_pcap
+from auditor.packets.pcapwrite import LINKTYPE_LINUX_SLL2
 from auditor.records import HttpRecord
 from auditor.session import SessionWriter
 from auditor.timeutil import iso
@@ -43,6 +43,7 @@ from tests.packets import (
     rr,
     tls_records,
 )
+from vhandset.synth import write_pcap
 
 PHONE = "192.168.1.23"
 PROXY_PORT = 8080

@@ -18,7 +18,7 @@ from typing import IO
 
 import pytest
 
-from tests.simulator.adb_fixtures import AdbServer, pid_alive, running_adb_server, wait_until
+from tests.vhandset.adb_fixtures import AdbServer, pid_alive, running_adb_server, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -31,6 +31,8 @@ class Phone:
     serial: str  # its adb address, as the adb server names it
     proc: subprocess.Popen[bytes]
     stderr: IO[bytes]
+    upstream: str = ""  # its offline internet, as an upstream proxy, and that proxy's CA
+    upstream_ca: str = ""
 
     @property
     def pid(self) -> int:
@@ -61,7 +63,7 @@ def start_phone(server: AdbServer, profile: str, workdir: Path) -> Phone:
         if raw.rstrip() == b"}":
             break
     info = json.loads("".join(lines))
-    phone = Phone(profile, info["adb_address"], proc, err)
+    phone = Phone(profile, info["adb_address"], proc, err, info["upstream"], info["ca"])
     server.text("connect", phone.serial)
     assert server.wait_state(phone.serial, "device", 20), server.states()
     return phone

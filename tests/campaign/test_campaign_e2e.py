@@ -32,7 +32,7 @@ from click.testing import CliRunner, Result
 from auditor.campaign.cli import campaign
 from auditor.evidence.verify import verify_session
 from tests.campaign.conftest import Phone, no_process_left, start_phone, stop_phone
-from tests.simulator.adb_fixtures import AdbServer, pid_alive, wait_until
+from tests.vhandset.adb_fixtures import AdbServer, pid_alive, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -119,6 +119,11 @@ def three(
         [p.serial for p in phones],
         "--duration",
         "6s",
+        # one offline internet serves every vendor's hosts: the lab's upstream proxy
+        "--upstream",
+        phones[0].upstream,
+        "--upstream-ca",
+        phones[0].upstream_ca,
     )
 
 

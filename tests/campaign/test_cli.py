@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from auditor.campaign.cli import campaign
-from tests.simulator.adb_fixtures import AdbServer
+from tests.vhandset.adb_fixtures import AdbServer
 
 
 @pytest.fixture(scope="module")

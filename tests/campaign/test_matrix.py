@@ -21,7 +21,7 @@ def test_build_is_the_fingerprints_id_and_incremental(profile: str) -> None:
     """Build.FINGERPRINT is BRAND/PRODUCT/DEVICE:RELEASE/ID/INCREMENTAL:TYPE/TAGS
     (developer.android.com/reference/android/os/Build#FINGERPRINT); the profile's own
     ro.build.id and ro.build.version.incremental say what ID and INCREMENTAL are."""
-    path = resources.files("auditor") / "simulator" / "profiles" / f"{profile}.yaml"
+    path = resources.files("vhandset") / "profiles" / f"{profile}.yaml"
     props = yaml.safe_load(path.read_text(encoding="utf-8"))["props"]
     want = f"{props['ro.build.id']}/{props['ro.build.version.incremental']}"
     assert mx.build_of(props["ro.build.fingerprint"]) == want

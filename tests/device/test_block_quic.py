@@ -33,10 +33,11 @@ from auditor.errors import DeviceError
 from auditor.evidence.verify import verify_session
 from auditor.records import EventRecord, HttpRecord
 from auditor.session import FLOWS, Session
-from auditor.simulator.world import VirtualWorld
 from tests.conftest import free_port
 from tests.e2e.conftest import adb_server
-from tests.simulator.adb_fixtures import AdbServer, pid_alive, wait_until
+from tests.vhandset.adb_fixtures import AdbServer, pid_alive, wait_until
+from tests.vhandset.upstream import upstream_args, upstream_of
+from vhandset.world import VirtualWorld
 
 __all__ = ["adb_server"]  # a fixture, used by name
 
@@ -120,7 +121,7 @@ def audit(rig: Rig, out: Path, **kw: Any) -> AuditResult:
         confdir=rig.confdir,
         port=free_port(),
         canary_timeout=10.0,
-        **kw,
+        **{**upstream_of(rig.world), **kw},
     )
     return run_audit(opts)
 
@@ -308,6 +309,7 @@ def test_a_killed_audit_leaves_rules_that_auditor_restore_removes(rig: Rig, tmp_
     argv = [
         sys.executable, "-m", "auditor.cli", "audit", "-s", rig.serial, "--duration", "60s",
         "--port", str(free_port()), "--out", str(out), "--confdir", str(rig.confdir),
+        *upstream_args(rig.world),
     ]  # fmt: skip
     env = {**os.environ, "HOME": str(tmp_path)}  # its lock and nothing else under this HOME
     proc = subprocess.Popen(

@@ -19,7 +19,7 @@ from auditor.device.handset import (
 from auditor.device.profile import imei_calls
 from auditor.errors import DeviceError
 from tests.e2e.conftest import WorldFactory, adb_server, make_world
-from tests.simulator.adb_fixtures import AdbServer, wait_until
+from tests.vhandset.adb_fixtures import AdbServer, wait_until
 
 __all__ = ["adb_server", "make_world"]  # fixtures, used by name
 

@@ -27,10 +27,11 @@ from auditor.errors import CaptureError
 from auditor.evidence.verify import verify_session
 from auditor.proxy.capture import DSB, SECRETS_TLS, write_keyed_pcapng
 from auditor.session import FLOWS, TLS_KEYLOG, Session
-from auditor.simulator.world import VirtualWorld
 from tests.conftest import free_port
 from tests.e2e.conftest import adb_server
-from tests.simulator.adb_fixtures import AdbServer, wait_until
+from tests.vhandset.adb_fixtures import AdbServer, wait_until
+from tests.vhandset.upstream import upstream_of
+from vhandset.world import VirtualWorld
 
 __all__ = ["adb_server"]  # a fixture, used by name
 
@@ -95,6 +96,7 @@ def audited(adb_server: AdbServer, tmp_path_factory: pytest.TempPathFactory) -> 
                 port=port,
                 canary_timeout=10.0,
                 packets="adb-tcpdump",
+                **upstream_of(world),
             )
             res = run_audit(opts)
         thread.join(15)

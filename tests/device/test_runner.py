@@ -24,9 +24,9 @@ from auditor.device.setup import restore_device
 from auditor.errors import DeviceError, ScenarioError
 from auditor.records import EventRecord
 from auditor.session import Session, SessionWriter
-from auditor.simulator.world import VirtualWorld
 from tests.e2e.conftest import WorldFactory, adb_server, make_world
-from tests.simulator.adb_fixtures import AdbServer
+from tests.vhandset.adb_fixtures import AdbServer
+from vhandset.world import VirtualWorld
 
 __all__ = ["adb_server", "make_world"]  # fixtures, used by name
 

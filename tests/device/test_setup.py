@@ -28,10 +28,10 @@ from auditor.device.parsers import subject_hash_old
 from auditor.device.profile import APEX_CA_DIR, SYSTEM_CA_DIR, USER_CA_DIR
 from auditor.device.setup import STAGING, USER_CA_DOWNLOAD, CaptureSetup, restore_device
 from auditor.errors import DeviceError
-from auditor.offline.pki import CertificateAuthority
-from auditor.simulator.world import VirtualWorld
 from tests.e2e.conftest import WorldFactory, adb_server, captures, make_world
-from tests.simulator.adb_fixtures import AdbServer, free_port
+from tests.vhandset.adb_fixtures import AdbServer, free_port
+from vhandset.offline.pki import CertificateAuthority
+from vhandset.world import VirtualWorld
 
 __all__ = ["adb_server", "captures", "make_world"]  # fixtures, used by name
 

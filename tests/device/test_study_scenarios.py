@@ -24,10 +24,11 @@ from auditor.device.setup import restore_device
 from auditor.errors import ScenarioError
 from auditor.records import EventRecord
 from auditor.session import Session, SessionWriter
-from auditor.simulator.world import VirtualWorld
 from tests.conftest import free_port
 from tests.e2e.conftest import adb_server
-from tests.simulator.adb_fixtures import AdbServer
+from tests.vhandset.adb_fixtures import AdbServer
+from tests.vhandset.upstream import upstream_of
+from vhandset.world import VirtualWorld
 
 __all__ = ["adb_server"]  # a fixture, used by name
 
@@ -226,6 +227,7 @@ def audit_options(rig: Rig, tmp_path: Path, scenario: str, duration: str) -> Aud
         confdir=tmp_path / "mitm",
         port=free_port(),
         canary_timeout=10.0,
+        **upstream_of(rig.world),
     )
 
 

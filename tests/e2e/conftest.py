@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from auditor.simulator.world import VirtualWorld
-from tests.simulator.adb_fixtures import AdbServer, running_adb_server
+from tests.vhandset.adb_fixtures import AdbServer, running_adb_server
+from vhandset.world import VirtualWorld
 
 
 @pytest.fixture(scope="module")

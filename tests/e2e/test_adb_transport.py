@@ -18,9 +18,8 @@ from pathlib import Path
 import adbutils
 import pytest
 
-from auditor.simulator.adb import AdbDaemon
-from tests.simulator.adb_backend import SCREENCAP_PNG, FakeDevice
-from tests.simulator.adb_fixtures import (
+from tests.vhandset.adb_backend import SCREENCAP_PNG, FakeDevice
+from tests.vhandset.adb_fixtures import (
     ADB,
     AdbServer,
     connect,
@@ -29,6 +28,7 @@ from tests.simulator.adb_fixtures import (
     running_daemon,
     wait_until,
 )
+from vhandset.adb import AdbDaemon
 
 pytestmark = [
     pytest.mark.e2e,

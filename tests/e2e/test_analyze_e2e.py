@@ -19,10 +19,10 @@ import pytest
 
 from auditor.codecs import zstd
 from auditor.netutil import proxied_request
-from auditor.offline.origin import OriginServer
 from auditor.proxy.capture import Mitmdump, ProxyOptions
 from auditor.session import Session, SessionWriter, close_session
 from tests.conftest import free_port
+from vhandset.offline.origin import OriginServer
 
 pytestmark = pytest.mark.e2e
 

@@ -29,11 +29,12 @@ from auditor.audit import AuditOptions, AuditResult, run_audit
 from auditor.evidence.verify import verify_session
 from auditor.records import EventRecord, HttpRecord, Record, TlsFailedRecord
 from auditor.session import TLS_KEYLOG, Session
-from auditor.simulator.traffic import load_plan
-from auditor.simulator.world import VirtualWorld
 from tests.conftest import free_port
 from tests.e2e.conftest import WorldFactory
-from tests.simulator.adb_fixtures import AdbServer, pid_alive, wait_until
+from tests.vhandset.adb_fixtures import AdbServer, pid_alive, wait_until
+from tests.vhandset.upstream import upstream_args, upstream_of
+from vhandset.traffic import load_plan
+from vhandset.world import VirtualWorld
 
 pytestmark = pytest.mark.e2e
 
@@ -207,6 +208,7 @@ def xiaomi(
             lambda p: progress.append((p.phase, p.packets, p.packets_dropped)),
             duration=XIAOMI_DURATION,
             port=port,
+            **upstream_of(world),
         )
         after = device_state(world)
     finally:
@@ -334,7 +336,7 @@ def test_xiaomi_manifest_holds_device_and_scenario(xiaomi: XiaomiAudit) -> None:
     assert values["serial"] == ids.serial
     assert values["wifi_mac"] == ids.wifi_mac
     assert (dev["manufacturer"], dev["model"], dev["virtual"]) == ("Xiaomi", "M2007J3SG", True)
-    assert dev["properties"]["ro.auditor.upstream"] == xiaomi.world.internet.url
+    assert dev["properties"]["ro.auditor.virtual"] == "1"
     uids = {p["name"]: p["uid"] for p in dev["packages"]}
     assert uids["com.miui.analytics"] == xiaomi.uid("com.miui.analytics")
     sc = m["scenario"]
@@ -352,7 +354,7 @@ def test_ca_user_leaves_system_apps_opaque(
 ) -> None:
     world, serial = make_world("xiaomi-mi10t", speed=4.0)
     before = device_state(world)
-    res = audit(serial, captures, tmp_path, duration="8s", ca="user")
+    res = audit(serial, captures, tmp_path, duration="8s", ca="user", **upstream_of(world))
     after = device_state(world)
     assert res.status == "complete"
     assert_closed_and_restored(res, before, after)
@@ -377,7 +379,7 @@ def test_ca_system_decrypts_system_apps(
 ) -> None:
     world, serial = make_world("xiaomi-mi10t", speed=4.0)
     before = device_state(world)
-    res = audit(serial, captures, tmp_path, duration="6s", ca="system")
+    res = audit(serial, captures, tmp_path, duration="6s", ca="system", **upstream_of(world))
     after = device_state(world)
     assert res.status == "complete"
     assert_closed_and_restored(res, before, after)
@@ -405,7 +407,7 @@ def test_an_app_reconnecting_on_proxy_change_is_decrypted(
                 outcomes.append(type(exc).__name__)
 
     world.device.add_listener(reconnect)
-    res = audit(serial, captures, tmp_path, duration="1s", ca="system")
+    res = audit(serial, captures, tmp_path, duration="1s", ca="system", **upstream_of(world))
     assert res.restored
     recs = records(res.session)
     assert outcomes == [200]
@@ -414,6 +416,51 @@ def test_an_app_reconnecting_on_proxy_change_is_decrypted(
 
 
 # ------------------------------------------------------------------- SIGINT and SIGTERM in CLI
+
+
+def test_cli_upstream_options_reach_mitmdump(
+    make_world: WorldFactory, captures: Path, tmp_path: Path
+) -> None:
+    """``auditor audit --upstream URL --upstream-ca FILE``: the running mitmdump is in upstream
+    mode to URL and verifies the servers behind it with the session's copy of FILE; the flows
+    went through the upstream (the offline internet saw them)."""
+    world, serial = make_world("pixel-android14", speed=4.0)
+    argv = [
+        sys.executable, "-m", "auditor.cli", "audit", "-s", serial, "--duration", "3s",
+        "--port", str(free_port()), "--out", str(captures), "--confdir", str(tmp_path / "mitm"),
+        "--no-analyze", "--json", *upstream_args(world),
+    ]  # fmt: skip
+    env = {**os.environ, "HOME": str(tmp_path)}
+    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    cmdline: list[str] = []
+    try:
+
+        def mitmdump_running() -> bool:
+            for flows in captures.glob("*/flows.jsonl"):
+                for line in flows.read_text(errors="replace").splitlines():
+                    if '"kind":"proxy_listening"' in line:
+                        pid = int(json.loads(line)["data"]["pid"])
+                        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+                        cmdline.extend(a.decode() for a in raw.split(b"\0") if a)
+                        return True
+            return False
+
+        assert wait_until(mitmdump_running, 45.0, 0.05), proc.poll()
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        _kill_mitmdump(captures)
+    assert proc.returncode == 0, err.decode(errors="replace")
+    (session,) = captures.iterdir()
+    mode = cmdline[cmdline.index("--mode") + 1]
+    assert mode == f"upstream:{world.internet.url}"
+    trusted = session / "upstream-ca.pem"
+    assert f"ssl_verify_upstream_trusted_ca={trusted}" in cmdline
+    assert trusted.read_bytes() == world.internet.ca.cert_pem
+    assert Session(session).manifest["capture"]["upstream"] == world.internet.url
+    assert world.internet.requests()  # what the phone sent reached the upstream
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
@@ -425,7 +472,7 @@ def test_signal_mid_audit_restores_and_closes(
     argv = [
         sys.executable, "-m", "auditor.cli", "audit", "-s", serial, "--duration", "60s",
         "--port", str(free_port()), "--out", str(captures), "--confdir", str(tmp_path / "mitm"),
-        "--json",
+        "--json", *upstream_args(world),
     ]  # fmt: skip
     env = {**os.environ, "HOME": str(tmp_path)}  # its lock and nothing else under this HOME
     proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -486,7 +533,7 @@ def test_every_profile_survives_a_short_audit(
 ) -> None:
     world, serial = make_world(profile, speed=4.0)
     before = device_state(world)
-    res = audit(serial, captures, tmp_path, duration="5s")
+    res = audit(serial, captures, tmp_path, duration="5s", **upstream_of(world))
     after = device_state(world)
     assert (res.status, res.stopped_by) == ("complete", "scenario_done")
     assert res.canary_seen
@@ -697,7 +744,9 @@ def test_pcapdroid_audit_of_an_unrooted_phone_names_the_bypassing_apps(
 
     world, serial = make_world("oneplus-8t", speed=4.0)
     before = device_state(world)
-    res = audit(serial, captures, tmp_path, duration="8s", packets="pcapdroid")
+    res = audit(
+        serial, captures, tmp_path, duration="8s", packets="pcapdroid", **upstream_of(world)
+    )
     after = device_state(world)
     assert (res.status, res.stopped_by) == ("complete", "scenario_done"), res.notes
     assert_closed_and_restored(res, before, after)

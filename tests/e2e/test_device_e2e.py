@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from auditor.simulator.profiles import list_profiles
 from tests.e2e.conftest import WorldFactory
-from tests.simulator.adb_fixtures import AdbServer, free_port
+from tests.vhandset.adb_fixtures import AdbServer, free_port
+from vhandset.profiles import list_profiles
 
 pytestmark = pytest.mark.e2e
 

@@ -48,11 +48,12 @@ from auditor.device.setup import restore_device
 from auditor.evidence.verify import verify_session
 from auditor.records import EventRecord, HttpRecord, Record
 from auditor.session import FLOWS, Session, SessionWriteError, SessionWriter
-from auditor.simulator.adb import AdbDaemon
-from auditor.simulator.world import VirtualWorld
 from tests.conftest import free_port
 from tests.e2e.test_audit_e2e import _kill_mitmdump, device_state, private_locks
-from tests.simulator.adb_fixtures import AdbServer, pid_alive, wait_until
+from tests.vhandset.adb_fixtures import AdbServer, pid_alive, wait_until
+from tests.vhandset.upstream import upstream_args, upstream_of
+from vhandset.adb import AdbDaemon
+from vhandset.world import VirtualWorld
 
 __all__ = ["private_locks"]  # a fixture, used by name: audit locks in a temporary folder
 
@@ -130,6 +131,7 @@ def captures(rig: Rig, tmp_path: Path) -> Iterator[Path]:
 def audit(rig: Rig, out: Path, **kw: Any) -> AuditResult:
     kw.setdefault("port", free_port())
     kw.setdefault("canary_timeout", 10.0)
+    kw = {**upstream_of(rig.world), **kw}
     opts = AuditOptions(serial=rig.serial, scenario="idle", out=out, confdir=rig.confdir, **kw)
     return run_audit(opts)
 
@@ -373,7 +375,7 @@ def test_disk_full_stops_the_capture_cleanly(
     argv = cli(
         "audit", "-s", rig.serial, "--duration", "60s", "--port", str(free_port()),
         "--out", str(captures), "--confdir", str(rig.confdir), "--packets", "off",
-        "--no-analyze", "--json",
+        "--no-analyze", "--json", *upstream_args(rig.world),
     )  # fmt: skip
     env = {**os.environ, "HOME": str(tmp_path)}
     stderr = tmp_path / "stderr"
@@ -611,6 +613,7 @@ def test_interrupted_at_every_step_restores_and_closes(
         "audit", "-s", rig.serial, "--duration", "1s" if step == "restore" else "30s",
         "--port", str(free_port()), "--out", str(captures), "--confdir", str(rig.confdir),
         "--packets", "auto" if step == "packets" else "off", "--no-analyze", "--json",
+        *upstream_args(rig.world),
     )  # fmt: skip
     env = {**os.environ, "HOME": str(tmp_path)}  # its lock and nothing else under this HOME
     if step != "scenario":  # the scenario is waited for as it is, by its first step

@@ -884,7 +884,7 @@ def umask0_capture(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     with the default confdir, ~/.auditor/mitmproxy, made anew) and a request through it; its
     listening sockets are read while it runs."""
     from auditor.netutil import proxied_request
-    from auditor.offline.origin import OriginServer
+    from vhandset.offline.origin import OriginServer
 
     root = tmp_path_factory.mktemp("umask0")
     port = free_port()

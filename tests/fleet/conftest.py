@@ -26,9 +26,9 @@ from mitmproxy import http
 from auditor.analysis.engine import report_session
 from auditor.proxy.mitmconv import http_record
 from auditor.session import SessionWriter
-from auditor.simulator.payloads import facts_from_profile
-from auditor.simulator.profiles import load_profile
 from tests.analysis.test_diff import T0, _flow, _jobs, urlhost
+from vhandset.payloads import facts_from_profile
+from vhandset.profiles import load_profile
 
 SECONDS = 240.0
 MONTH_B = 40 * 86400  # firmware B is recorded 40 days later: another month

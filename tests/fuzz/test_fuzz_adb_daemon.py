@@ -20,8 +20,10 @@ import pytest
 from hypothesis import example
 from hypothesis import strategies as st
 
-from auditor.simulator.adb import AdbDaemon
-from auditor.simulator.adb_wire import (
+from tests.fuzz import fuzz
+from tests.vhandset.adb_backend import FakeDevice
+from vhandset.adb import AdbDaemon
+from vhandset.adb_wire import (
     A_VERSION,
     HEADER,
     MAX_PAYLOAD,
@@ -30,8 +32,6 @@ from auditor.simulator.adb_wire import (
     checksum,
     pack_shell_packet,
 )
-from tests.fuzz import fuzz
-from tests.simulator.adb_backend import FakeDevice
 
 # For a closed session's threads to end, and for the device to come back (the virtual
 # handset reboots in 2 s); together well under the 10 s after which an input counts as a hang.
@@ -56,7 +56,7 @@ class _Rig:
 
 def _start(device: Any) -> _Rig:
     errors = _Errors()
-    logging.getLogger("auditor.simulator").addHandler(errors)
+    logging.getLogger("vhandset").addHandler(errors)
     daemon = AdbDaemon(device, port=0, max_payload=4096)
     daemon.start()
     rig = _Rig(daemon, device, errors)
@@ -75,7 +75,7 @@ def _stop_daemons() -> Iterator[None]:
     while _STARTED:
         rig = _STARTED.pop()
         rig.daemon.stop(2.0)
-        logging.getLogger("auditor.simulator").removeHandler(rig.errors)
+        logging.getLogger("vhandset").removeHandler(rig.errors)
     _fake.cache_clear()
     _handset.cache_clear()
 
@@ -87,7 +87,7 @@ def _fake() -> _Rig:
 
 @cache
 def _handset() -> _Rig:
-    from auditor.simulator.device import VirtualDevice
+    from vhandset.device import VirtualDevice
 
     return _start(VirtualDevice("xiaomi-mi10t"))
 

@@ -13,15 +13,17 @@ from functools import cache
 from hypothesis import example
 from hypothesis import strategies as st
 
-from auditor.simulator.adb_reverse import ReverseTable
-from auditor.simulator.adb_sync import (
+from tests.fuzz import fuzz, mutated
+from tests.vhandset.adb_backend import MemoryFS
+from vhandset.adb_reverse import ReverseTable
+from vhandset.adb_sync import (
     MAX_PATH_LENGTH,
     SYNC_DATA_MAX,
     SyncFailure,
     parse_send_target,
     serve_sync,
 )
-from auditor.simulator.adb_wire import (
+from vhandset.adb_wire import (
     HEADER,
     MAX_PAYLOAD,
     Command,
@@ -34,9 +36,7 @@ from auditor.simulator.adb_wire import (
     unpack_header,
     unpack_message,
 )
-from auditor.simulator.interface import VirtualFS
-from tests.fuzz import fuzz, mutated
-from tests.simulator.adb_backend import MemoryFS
+from vhandset.interface import VirtualFS
 
 _commands = st.one_of(st.sampled_from(list(Command)), st.integers(0, 2**32 - 1))
 _u32 = st.one_of(
@@ -257,7 +257,7 @@ def _sync_records(draw: st.DrawFn) -> bytes:
 
 @cache
 def _handset_fs() -> VirtualFS:
-    from auditor.simulator.device import VirtualDevice
+    from vhandset.device import VirtualDevice
 
     return VirtualDevice("xiaomi-mi10t").fs
 

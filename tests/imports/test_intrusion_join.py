@@ -244,20 +244,14 @@ def handset(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HandsetRun]:
     """The virtual Xiaomi's apps make requests with no proxy; its tcpdump's packets become a
     pcap, imported as a session; one more request comes after the capture stopped. The
     handset then writes its intrusion log of all of it."""
-    from auditor.offline.dns import OfflineDns, resolve
-    from auditor.offline.internet import OfflineInternet
-    from auditor.packets.pcapwrite import (
-        LINKTYPE_ETHERNET,
-        LinkIface,
-        PacketSynth,
-        global_header,
-        mac_bytes,
-        record,
-    )
-    from auditor.simulator import intrusion as handset_log
-    from auditor.simulator.device import VirtualDevice
-    from auditor.simulator.network import TRUST_NONE, TRUST_USER, DeviceNetwork
-    from auditor.simulator.world import install_public_ca
+    from auditor.packets.pcapwrite import LINKTYPE_ETHERNET, global_header, record
+    from vhandset import intrusion as handset_log
+    from vhandset.device import VirtualDevice
+    from vhandset.network import TRUST_NONE, TRUST_USER, DeviceNetwork
+    from vhandset.offline.dns import OfflineDns, resolve
+    from vhandset.offline.internet import OfflineInternet
+    from vhandset.synth import LinkIface, PacketSynth, mac_bytes
+    from vhandset.world import install_public_ca
 
     tmp = tmp_path_factory.mktemp("handset")
     with OfflineInternet() as inet, OfflineDns() as dns:
@@ -350,8 +344,8 @@ def test_the_handsets_log_reads_like_the_hand_written_one(handset: HandsetRun) -
 def test_the_handset_writes_its_log_where_the_phone_does() -> None:
     """``write_intrusion_log`` puts the log in the phone's storage, at the folder AndroidQF
     pulls (``/sdcard/Download/Intrusion Logging/``), holding what its apps did."""
-    from auditor.simulator.intrusion import DEVICE_DIR, write_intrusion_log
-    from auditor.simulator.world import VirtualWorld
+    from vhandset.intrusion import DEVICE_DIR, write_intrusion_log
+    from vhandset.world import VirtualWorld
 
     with VirtualWorld("pixel-android14", port=0, traffic=False) as world:
         assert world.network is not None
@@ -373,12 +367,12 @@ def test_the_handset_writes_its_log_where_the_phone_does() -> None:
 def test_androidqfs_steps_on_the_handset_give_the_log() -> None:
     """With Intrusion Logging enabled, the handset answers AndroidQF's check (``settings get
     secure advanced_protection_mode``: 1) and writes its log when the retrieval page opens."""
-    from auditor.simulator.intrusion import (
+    from vhandset.intrusion import (
         DEVICE_DIR,
         RETRIEVAL_ACTIVITY,
         enable_intrusion_logging,
     )
-    from auditor.simulator.world import VirtualWorld
+    from vhandset.world import VirtualWorld
 
     def sh(world: VirtualWorld, cmd: str) -> bytes:
         return b"".join(d for _, d in world.device.shell(cmd).chunks())
@@ -523,16 +517,16 @@ def proxied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, by
     """Two apps of the virtual Xiaomi, 2 s apart, through a real mitmdump that the phone
     reaches at 10.0.2.2 (the emulator's alias of the host); the handset's intrusion log of it.
     Returns (mitmdump's session, the log, the proxy's port)."""
-    from auditor.offline.dns import OfflineDns, resolve
-    from auditor.offline.internet import OfflineInternet
     from auditor.proxy.capture import Mitmdump, ProxyOptions, ca_cert_path
     from auditor.records import HttpRecord
     from auditor.session import SessionWriter
-    from auditor.simulator import intrusion as handset_log
-    from auditor.simulator.device import VirtualDevice
-    from auditor.simulator.network import TRUST_NONE, DeviceNetwork
-    from auditor.simulator.world import install_public_ca
     from tests.conftest import free_port
+    from vhandset import intrusion as handset_log
+    from vhandset.device import VirtualDevice
+    from vhandset.network import TRUST_NONE, DeviceNetwork
+    from vhandset.offline.dns import OfflineDns, resolve
+    from vhandset.offline.internet import OfflineInternet
+    from vhandset.world import install_public_ca
 
     tmp = tmp_path_factory.mktemp("proxied")
     with OfflineInternet() as inet, OfflineDns() as dns:

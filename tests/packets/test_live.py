@@ -43,14 +43,14 @@ from auditor.packets.pcapwrite import (
     LINKTYPE_LINUX_SLL2,
     LINKTYPE_RAW,
     global_header,
-    pcapdroid_frame,
     record,
 )
-from auditor.simulator.device import VirtualDevice
-from auditor.simulator.interface import STDOUT
-from auditor.simulator.network import Packet, PacketLog
 from tests.e2e.conftest import adb_server, make_world  # noqa: F401 - fixtures
-from tests.simulator.adb_fixtures import wait_until
+from tests.vhandset.adb_fixtures import wait_until
+from vhandset.device import VirtualDevice
+from vhandset.interface import STDOUT
+from vhandset.network import Packet, PacketLog
+from vhandset.synth import pcapdroid_frame
 
 # Sniffing loopback counts what the kernel dropped for the packet socket, and another test
 # process's loopback traffic can fill it before its filter is attached: run alone

@@ -18,10 +18,10 @@ from auditor.errors import CaptureError, DeviceError
 from auditor.packets import read_capture
 from auditor.packets.flows import APP, NAME, SERVER_PORT, UID
 from auditor.packets.live import PcapdroidSource, start_pcapdroid
-from auditor.simulator.traffic import TrafficGenerator
-from auditor.simulator.world import VirtualWorld
 from tests.e2e.conftest import adb_server, make_world  # noqa: F401 - fixtures
-from tests.simulator.adb_fixtures import wait_until
+from tests.vhandset.adb_fixtures import wait_until
+from vhandset.traffic import TrafficGenerator
+from vhandset.world import VirtualWorld
 
 WHATSAPP = (10244, "com.whatsapp")
 ODM = (10112, "net.oneplus.odm")

@@ -1,1 +1,0 @@
-"""The virtual handset: the device side of the ADB wire protocol over a simulated Android phone."""

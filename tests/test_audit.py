@@ -1,0 +1,31 @@
+"""auditor.audit's checks that need no phone: the --upstream and --upstream-ca options."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from auditor.audit import AuditOptions, check_upstream, run_audit
+from auditor.errors import CaptureError
+
+
+def test_an_upstream_is_a_proxy_url_and_its_ca_a_file(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    check_upstream(None, None)
+    check_upstream("http://proxy.lan:3128", None)
+    check_upstream("https://[::1]:8443", ca)
+    for bad in ("proxy.lan:3128", "socks5://proxy.lan:1080", "http://"):
+        with pytest.raises(CaptureError, match="--upstream"):
+            check_upstream(bad, None)
+    with pytest.raises(CaptureError, match="give --upstream too"):
+        check_upstream(None, ca)
+    with pytest.raises(CaptureError, match="no such file"):
+        check_upstream("http://proxy.lan:3128", tmp_path / "missing.pem")
+
+
+def test_a_bad_upstream_stops_the_audit_before_the_device(tmp_path: Path) -> None:
+    opts = AuditOptions(serial="no-such-device", out=tmp_path, upstream="proxy.lan:3128")
+    with pytest.raises(CaptureError, match="--upstream"):
+        run_audit(opts)
