@@ -13,7 +13,7 @@ import vhandset
 
 REPO = Path(__file__).resolve().parents[2]
 # where auditor may import vhandset: (file, enclosing function)
-LAZY_ENTRIES = {("auditor/cli.py", "simulate"), ("auditor/demo.py", "run_demo")}
+LAZY_ENTRIES = {("auditor/cli/device_cmds.py", "simulate"), ("auditor/demo.py", "run_demo")}
 # what vhandset may import from auditor: module -> names
 PUBLIC_API = {
     "auditor.packets.pcapwrite": {
