@@ -869,7 +869,7 @@ def diff_command(
     ``out/sides/a`` (or ``b``) as ``auditor analyze`` would; ``as_json`` leaves out the
     terminal lines (the caller prints the document)."""
     from auditor.analysis.diff_report import render_html, render_md
-    from auditor.analysis.report.files import private_dir, write_private
+    from auditor.fsutil import private_dir, write_private
 
     fmts = [f.strip().lower() for f in formats if f.strip()]
     bad = sorted(set(fmts) - set(FORMATS))
