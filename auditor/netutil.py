@@ -1,10 +1,26 @@
-"""Small network helpers shared by the demo, the tests and the benchmarks (loopback only)."""
+"""Small network helpers about this machine's loopback: whether an address is loopback, and
+(for the demo, the tests and the benchmarks) a free port and a request through the proxy."""
 
 from __future__ import annotations
 
 import http.client
+import ipaddress
 import socket
 import ssl
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an IPv4 or IPv6 address, bracketed or not, or a host name) names this
+    machine's loopback: 127.0.0.0/8, ::1 or ``localhost``."""
+    text = host.strip().strip("[]").rstrip(".").lower()
+    if text == "localhost":
+        return True
+    if not (text.startswith("127.") or ":" in text):
+        return False  # the cheap test first: loopback IPv4 text starts so, IPv6 has colons
+    try:
+        return ipaddress.ip_address(text).is_loopback
+    except ValueError:
+        return False
 
 
 def free_port() -> int:
