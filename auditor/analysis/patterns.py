@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from auditor import codecs
+from auditor import decoders
 from auditor.analysis.payload import BudgetExhausted, parse_protobuf
 from auditor.device.parsers import luhn_valid
 
@@ -375,7 +375,7 @@ def sniff(data: bytes) -> ContentKind:
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return ContentKind.WEBP
     if len(data) > 2 and data[0] == 0x78 and ((data[0] << 8) | data[1]) % 31 == 0:
-        if not codecs.decode(data[:SAMPLE], "deflate", 4 * SAMPLE, keep=False).error:
+        if not decoders.decode(data[:SAMPLE], "deflate", 4 * SAMPLE, keep=False).error:
             return ContentKind.ZLIB
     head = data[:SAMPLE]
     text = _as_text(head)
@@ -451,7 +451,7 @@ def characterise(data: bytes) -> PayloadCharacter:
 
 def _decodes_as_compressed(sample: bytes, *, truncated: bool) -> bool:
     for enc in ("deflate", "br"):
-        res = codecs.decode(sample, enc, 16 * len(sample), keep=False)
+        res = decoders.decode(sample, enc, 16 * len(sample), keep=False)
         if res.exceeded or (res.error is None and res.size > 0):
             return True
         if truncated and res.error == "truncated stream" and res.size > len(sample):

@@ -17,7 +17,7 @@ from typing import Any
 
 from auditor.device import parsers
 from auditor.device.handset import Handset
-from auditor.device.models import PackageDetails
+from auditor.device.model import PackageDetails
 from auditor.errors import DeviceError
 from auditor.timeutil import now_iso
 

@@ -30,7 +30,7 @@ from urllib.parse import quote_plus, urlsplit
 
 from auditor import jsonio
 from auditor.bodies import BodyStore
-from auditor.codecs import decode, supported
+from auditor.decoders import decode, supported
 from auditor.imports import ImportFileError, ImportReport, SkipKind
 from auditor.records import (
     BodyRef,

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from auditor.device import parsers as p
-from auditor.device.models import (
+from auditor.device.model import (
     SOCKET_STATE_BY_CODE,
     LogLevel,
     NetProto,

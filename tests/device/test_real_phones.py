@@ -14,7 +14,7 @@ import pytest
 
 from auditor.analysis.flowtable import SocketIndex
 from auditor.device import parsers as p
-from auditor.device.models import SocketState
+from auditor.device.model import SocketState
 from auditor.device.monitor import has_owner, snapshot_rows
 from auditor.device.profile import (
     build_packages,

@@ -18,7 +18,7 @@ import brotli
 import pytest
 
 from auditor.capture import Mitmdump, ProxyOptions
-from auditor.codecs import zstd
+from auditor.decoders import zstd
 from auditor.netutil import proxied_request
 from auditor.offline.origin import OriginServer
 from auditor.session import Session, SessionWriter, close_session

@@ -44,7 +44,7 @@ from markdown_it import MarkdownIt
 
 from auditor.analysis.engine import analyze, write
 from auditor.analysis.escape import visible
-from auditor.codecs import zstd
+from auditor.decoders import zstd
 from auditor.intel.lookalike import shown_names
 from auditor.packets.live import PcapdroidCollector
 from auditor.records import (
