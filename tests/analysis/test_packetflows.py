@@ -33,7 +33,7 @@ from auditor.packets.pcapwrite import LINKTYPE_LINUX_SLL2, write_pcap
 from auditor.records import HttpRecord
 from auditor.session import SessionWriter, verify_session
 from auditor.timeutil import iso
-from tests.packets import (
+from tests.packets.helpers import (
     client_hello_body,
     dns_query,
     dns_response,

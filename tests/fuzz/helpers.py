@@ -1,4 +1,5 @@
-"""Fuzz tests: every parser that reads outside input, fed hostile input by hypothesis.
+"""What the fuzz tests share: every parser that reads outside input is fed hostile input by
+hypothesis.
 
 The property is the same for each parser: it raises nothing but its documented error family,
 it ends in bounded time (:data:`INPUT_SECONDS` per input) and, under ``scripts/fuzz``, in

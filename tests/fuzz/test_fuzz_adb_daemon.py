@@ -30,7 +30,7 @@ from auditor.simulator.adb_wire import (
     checksum,
     pack_shell_packet,
 )
-from tests.fuzz import fuzz
+from tests.fuzz.helpers import fuzz
 from tests.simulator.adb_backend import FakeDevice
 
 # For a closed session's threads to end, and for the device to come back (the virtual

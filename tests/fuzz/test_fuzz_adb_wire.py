@@ -35,7 +35,7 @@ from auditor.simulator.adb_wire import (
     unpack_message,
 )
 from auditor.simulator.interface import VirtualFS
-from tests.fuzz import fuzz, mutated
+from tests.fuzz.helpers import fuzz, mutated
 from tests.simulator.adb_backend import MemoryFS
 
 _commands = st.one_of(st.sampled_from(list(Command)), st.integers(0, 2**32 - 1))

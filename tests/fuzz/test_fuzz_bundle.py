@@ -35,7 +35,7 @@ from auditor.evidence.signing import (
     strict_json,
 )
 from auditor.imports.session import import_files
-from tests.fuzz import TESTS, fuzz, json_bytes, mutated, mutated_json, sample_paths
+from tests.fuzz.helpers import TESTS, fuzz, json_bytes, mutated, mutated_json, sample_paths
 
 # small enough that a mutated size or header reaches them
 LIMITS = ArchiveLimits(

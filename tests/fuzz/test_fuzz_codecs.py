@@ -12,7 +12,7 @@ import brotli
 from hypothesis import strategies as st
 
 from auditor.decoders import decode, split_encodings, supported, zstd
-from tests.fuzz import fuzz, mutated
+from tests.fuzz.helpers import fuzz, mutated
 
 ENCODINGS = ("gzip", "x-gzip", "deflate", "br", "zstd", "identity")
 _encodings = st.one_of(

@@ -26,7 +26,7 @@ from auditor.analysis.payload import (
     parse_protobuf,
 )
 from auditor.decoders import zstd
-from tests.fuzz import fuzz, json_values, mutated
+from tests.fuzz.helpers import fuzz, json_values, mutated
 
 IDENTIFIERS = {"serial": "Rf3:K~p?z>Q", "imei": "490154203237518", "android_id": "9774d56d682e549c"}
 

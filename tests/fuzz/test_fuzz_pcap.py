@@ -26,8 +26,8 @@ from auditor.packets import decode as D
 from auditor.packets import flows as F
 from auditor.packets import names as N
 from auditor.packets.flows import CaptureResult
-from tests.fuzz import fuzz, mutated, shared_captures
-from tests.packets import (
+from tests.fuzz.helpers import fuzz, mutated, shared_captures
+from tests.packets.helpers import (
     block,
     dns_query,
     dns_response,

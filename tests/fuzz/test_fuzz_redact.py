@@ -27,7 +27,7 @@ from auditor import columns as C
 from auditor.analysis.engine import Analysis
 from auditor.analysis.redact import Original, Redactor, write_redacted
 from auditor.decoders import MAX_TEXT_LAYERS, text_views
-from tests.fuzz import fuzz, mutated_text, sample_paths
+from tests.fuzz.helpers import fuzz, mutated_text, sample_paths
 
 IMEI = "352099001761481"
 MAC = "00:12:34:56:78:9a"

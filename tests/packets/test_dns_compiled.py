@@ -24,8 +24,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from auditor.packets import names as N
-from tests.fuzz import mutated
-from tests.packets import SHARED_CAPTURES, dns_name, dns_query, dns_response, ip6, rr, svcb_rdata
+from tests.fuzz.helpers import mutated
+from tests.packets.helpers import (
+    SHARED_CAPTURES,
+    dns_name,
+    dns_query,
+    dns_response,
+    ip6,
+    rr,
+    svcb_rdata,
+)
 
 try:
     from auditor.packets import _dns as compiled

@@ -23,7 +23,18 @@ from auditor.packets import flows as F
 from auditor.packets import names as N
 from auditor.packets.decode import Decoder
 from auditor.packets.pcapfile import CaptureReader, PcapError
-from tests.packets import dns_query, dns_response, ether, ip4, ipv4, ipv6, pcap, rr, tcp, udp
+from tests.packets.helpers import (
+    dns_query,
+    dns_response,
+    ether,
+    ip4,
+    ipv4,
+    ipv6,
+    pcap,
+    rr,
+    tcp,
+    udp,
+)
 from tests.packets.test_flows import _trailer, scenario, write
 
 try:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from auditor.packets import PcapError, read_capture
 from auditor.packets import names as N
 from auditor.packets.flows import CaptureResult
-from tests.packets import (
+from tests.packets.helpers import (
     SHARED_CAPTURES,
     epb,
     ether,

@@ -8,7 +8,7 @@ import struct
 import pytest
 
 from auditor.packets import names as N
-from tests.packets import (
+from tests.packets.helpers import (
     client_hello_body,
     dns_name,
     dns_query,
