@@ -1,5 +1,9 @@
 """Where known identifiers are in a flow: URL, headers, cookies and bodies, through every layer.
 
+Long because: the scanner and its decoders are one recursion (every layer hands what it
+decodes back to the others) under one shared budget of bytes, depth and nodes; split, that
+budget would be passed across modules.
+
 A :class:`Scanner` is built once from ``{name: value}`` and reused for every payload. For each
 payload it makes one pass of all needles (see :mod:`auditor.analysis.identifiers`); only when
 that pass finds something, or a sign of something hidden (a compressed stream, backslash or

@@ -1,6 +1,9 @@
 """The analyser's rules: each a small class with an id, a title, a severity key, a description
 and a citation, and a ``check()`` that yields findings. Rules run isolated from each other: a
 rule that fails is reported, and the others still run.
+
+Long because: it is the rule registry, one small class per rule and ``default_rules()``
+listing them, read in one place like mitmproxy's option table; each rule is short.
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
 """Parsers of what an Android handset prints: text in, typed records out.
 
+Long because: it holds one short parser per command the device layer runs, all under the
+one contract below; the samples and the fuzz tests mirror the list.
+
 A parser here does not know where its text came from (``adb shell``, a bugreport section, a
 file in a test); the device layer fetches the text and hands it over. The records are defined in
 :mod:`auditor.device.model`.

@@ -1,5 +1,8 @@
 """Evidence bundles: one archive with a session, optionally its report, and ``bundle.json``.
 
+Long because: writing and verifying a bundle must agree on one layout (member order, names,
+modes, limits), so they stand side by side.
+
 Layout of a bundle (a tar file, gzip-compressed or not)::
 
     bundle.json                      what is in the bundle and how it was made (below)

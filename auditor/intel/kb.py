@@ -1,5 +1,9 @@
 """The knowledge base: who owns which endpoint, where it is headquartered, under which law.
 
+Long because: loading, validating and looking up share one structure's invariants (every
+fact cites a source; a domain, host or AS is claimed once), and the flow-table lookup uses the
+same indexes as the single lookup; split, each half would have to trust the other's checks.
+
 ``auditor/intel/data/`` holds the data (see docs/intel.md): ``sources.yaml`` (every source,
 and the KB's ``version`` and ``updated`` date), ``jurisdictions.yaml`` (per country: EU/EEA
 membership, EU adequacy, laws) and one file per organisation family with its organisations,
