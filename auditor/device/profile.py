@@ -98,10 +98,6 @@ class DeviceProfile:
         d["packages"] = sorted(d["packages"], key=lambda p: p["name"])
         return d
 
-    def identifier_values(self) -> dict[str, str]:
-        """name -> value for every identifier that was read."""
-        return {i.name: i.value for i in self.identifiers if i.value}
-
     def uid_map(self) -> dict[int, list[str]]:
         out: dict[int, list[str]] = {}
         for p in self.packages:

@@ -22,7 +22,6 @@ import pandas as pd
 from auditor.analysis.escape import html_text
 from auditor.analysis.report.files import write_csv
 from auditor.analysis.report.page import CSP
-from auditor.fleet import schema
 from auditor.fleet.dataset import Dataset
 from auditor.fleet.engines import Aggregates, aggregates
 from auditor.fsutil import private_dir, write_private
@@ -344,7 +343,3 @@ def summary_lines(doc: dict[str, Any]) -> list[str]:
             f"since {r['since_build']}"
         )
     return lines
-
-
-def columns_of(table: str) -> list[str]:
-    return list(schema.TABLES[table].names)
