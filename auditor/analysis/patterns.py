@@ -558,31 +558,3 @@ def _key_path(path: str, key: str) -> str:
     if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
         return f"{path}.{key}"
     return f"{path}[{json.dumps(key, ensure_ascii=False)}]"
-
-
-# ------------------------------------------------------------------------------- everything
-
-
-@dataclass(frozen=True, slots=True)
-class PatternReport:
-    character: PayloadCharacter
-    matches: tuple[PatternMatch, ...] = ()
-    app_list: AppList | None = None
-    keyword_lists: tuple[KeywordList, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "character": self.character.to_dict(),
-            "matches": [m.to_dict() for m in self.matches],
-            "app_list": self.app_list.to_dict() if self.app_list else None,
-            "keyword_lists": [k.to_dict() for k in self.keyword_lists],
-        }
-
-
-def analyse(data: bytes) -> PatternReport:
-    """All of the above for one content-decoded payload."""
-    character = characterise(data)
-    if character.klass is not PayloadClass.PLAINTEXT:
-        return PatternReport(character)
-    keyword_lists = find_keyword_lists(data) if character.kind is ContentKind.JSON else ()
-    return PatternReport(character, find_patterns(data), find_app_list(data), keyword_lists)
