@@ -28,10 +28,10 @@ from auditor.capture import (
     run_capture,
 )
 from auditor.errors import CaptureError
-from auditor.netutil import proxied_request
 from auditor.offline.internet import OfflineInternet
 from auditor.session import TLS_KEYLOG, Session, sha256_file, verify_session
 from tests.conftest import free_port
+from tests.proxied import proxied_request
 
 TSHARK = shutil.which("tshark")
 DUMPCAP = shutil.which("dumpcap")

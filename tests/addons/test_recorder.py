@@ -32,7 +32,6 @@ from addons.recorder import EXIT_DISK_FULL, RECORDER_SAYS, Recorder
 from auditor import columns as C
 from auditor.analysis.flowtable import build_flow_table
 from auditor.capture import RECORDER_SCRIPT, Mitmdump, ProxyOptions, ca_cert_path, mitmdump_path
-from auditor.netutil import proxied_request
 from auditor.offline.internet import OfflineInternet
 from auditor.offline.pki import CertificateAuthority
 from auditor.records import (
@@ -53,6 +52,7 @@ from auditor.session import (
     verify_session,
 )
 from tests.conftest import free_port
+from tests.proxied import proxied_request
 
 
 def _records(path: Path) -> list:

@@ -19,10 +19,10 @@ import pytest
 
 from auditor.capture import Mitmdump, ProxyOptions
 from auditor.decoders import zstd
-from auditor.netutil import proxied_request
 from auditor.offline.origin import OriginServer
 from auditor.session import Session, SessionWriter, close_session
 from tests.conftest import free_port
+from tests.proxied import proxied_request
 
 pytestmark = pytest.mark.e2e
 

@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 
 from auditor.capture import Mitmdump, ProxyOptions, ca_cert_path
-from auditor.netutil import proxied_request
 from auditor.offline.origin import OriginServer
 from auditor.offline.pki import CertificateAuthority
 from auditor.records import HttpRecord, TlsFailedRecord
 from auditor.session import FLOWS, Session, SessionWriter, close_session, verify_session
 from tests.conftest import free_port
+from tests.proxied import proxied_request
 
 pytestmark = pytest.mark.e2e
 

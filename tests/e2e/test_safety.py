@@ -883,8 +883,8 @@ def umask0_capture(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A real `auditor capture --no-device --duration 2s` under umask 0, in a fresh HOME (so
     with the default confdir, ~/.auditor/mitmproxy, made anew) and a request through it; its
     listening sockets are read while it runs."""
-    from auditor.netutil import proxied_request
     from auditor.offline.origin import OriginServer
+    from tests.proxied import proxied_request
 
     root = tmp_path_factory.mktemp("umask0")
     port = free_port()
