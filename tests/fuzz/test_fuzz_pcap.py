@@ -21,8 +21,7 @@ import pytest
 from hypothesis import example
 from hypothesis import strategies as st
 
-from auditor.packets import PcapError, pcapfile, read_capture
-from auditor.packets import decode as D
+from auditor.packets import PcapError, decode, pcapfile, read_capture
 from auditor.packets import flows as F
 from auditor.packets import names as N
 from auditor.packets.flows import CaptureResult
@@ -48,7 +47,7 @@ try:
     from auditor.packets import _scan as compiled_walk
 except ImportError:
     compiled_walk = None
-COMPILED_TABLES = D._compiled is not None and F._flowtab is not None
+COMPILED_TABLES = decode._compiled is not None and F._flowtab is not None
 
 _chunks = st.sampled_from([64, 100, 4096, 65536])
 
@@ -200,15 +199,15 @@ def test_compiled_walk_agrees_with_the_python_walk(
 
 def _tables(data: bytes, chunk_size: int, compiled: bool) -> object:
     """Every table and count of a read, by the compiled decoder and flow table or by numpy."""
-    saved = D._compiled
+    saved = decode._compiled
     if not compiled:
-        D._compiled = None
+        decode._compiled = None
     try:
         try:
             reader = pcapfile.CaptureReader(io.BytesIO(data), chunk_size=chunk_size)
         except PcapError as exc:
             return str(exc)
-        decoder = D.Decoder()
+        decoder = decode.Decoder()
         analyzer = F.CaptureAnalyzer(compiled=compiled)
         for rb in reader:
             analyzer.feed(decoder.decode(rb))
@@ -216,7 +215,7 @@ def _tables(data: bytes, chunk_size: int, compiled: bool) -> object:
         answers, names = F._answers_table(found), found.name_addrs()
         packets = analyzer.packets_frame(decoder.apps)
     finally:
-        D._compiled = saved
+        decode._compiled = saved
     frames = tuple(f.to_dict("list") for f in (flows, dns, answers, packets))
     dtypes = tuple(f.dtypes.astype(str).tolist() for f in (flows, dns, answers, packets))
     return frames, dtypes, names, dict(analyzer.warnings), dict(analyzer.counts), decoder.apps
