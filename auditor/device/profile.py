@@ -88,11 +88,6 @@ class DeviceProfile:
     network_operators: list[str] = field(default_factory=list)
     network_countries: list[str] = field(default_factory=list)
 
-    @property
-    def sim_operator(self) -> str:
-        """The SIM operators (or, without them, the networks) joined for display."""
-        return ", ".join(self.sim_operators or self.network_operators)
-
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["packages"] = sorted(d["packages"], key=lambda p: p["name"])

@@ -239,14 +239,6 @@ class Member:
             left -= len(data)
             yield data
 
-    def read_all(self, limit: int) -> bytes:
-        if self.size > limit:
-            raise UnsafeArchiveError(
-                f"archive member {self.name}: {self.size} bytes, more than the {limit} read "
-                "into memory"
-            )
-        return b"".join(self.chunks())
-
 
 def iter_members(path: Path, limits: ArchiveLimits = DEFAULT_LIMITS) -> Iterator[Member]:
     """Every regular-file member of the archive at ``path``, in archive order, as a stream to
