@@ -28,7 +28,7 @@ import tracemalloc
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from auditor import codecs
+from auditor import decoders
 from auditor.analysis.payload import Scanner
 
 MB = 1024 * 1024
@@ -197,7 +197,7 @@ def _scan_all(scanner: Scanner, pool: list[Payload], total: int) -> tuple[float,
 
 
 def _decoded(p: Payload) -> bytes:
-    return codecs.decode(p.data, p.encoding).data if p.encoding else p.data
+    return decoders.decode(p.data, p.encoding).data if p.encoding else p.data
 
 
 def _find_loop(needles: list[bytes], sample: list[Payload]) -> tuple[float, int]:

@@ -469,7 +469,7 @@ def sealed_manifest(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, byt
 
 
 def _hostile_manifest() -> st.SearchStrategy[bytes]:
-    from tests.fuzz import json_bytes, mutated, mutated_json
+    from tests.fuzz.helpers import json_bytes, mutated, mutated_json
 
     @st.composite
     def draw(draw: st.DrawFn) -> bytes:

@@ -37,8 +37,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from auditor import columns as C
+from auditor import columns
 from auditor.imports.intrusion import OsNetworkEvent
+from auditor.netutil import is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -216,12 +217,12 @@ def join(
             how[rows[i]] = AMBIGUOUS
         last[rows[hit]] = lines[latest[hit]]
 
-    ips = _text(flows, C.SERVER_IP)
+    ips = _text(flows, columns.SERVER_IP)
     if n:
-        keys = _joined(ips, _ints(flows, C.SERVER_PORT))
+        keys = _joined(ips, _ints(flows, columns.SERVER_PORT))
         via_proxy = np.zeros(n, dtype=bool)
-        if proxy is not None and C.SEEN_BY in flows:
-            via_proxy = flows[C.SEEN_BY].to_numpy(dtype=object) == "proxy"
+        if proxy is not None and columns.SEEN_BY in flows:
+            via_proxy = flows[columns.SEEN_BY].to_numpy(dtype=object) == "proxy"
         fit(np.flatnonzero(ok & ~via_proxy), keys[ok & ~via_proxy])
         # the proxy's rows: the phone connected to the proxy (or, with a transparent proxy,
         # to the server itself); an app that reached the server directly at that moment
@@ -234,9 +235,9 @@ def join(
     if n and lookups:
         _fit_dns(np.flatnonzero(ok & (how == NONE)), ips, _names(flows), start, lookups,
                  window, apps, how, last, count)  # fmt: skip
-        if C.DNS_QUERIES in flows:
-            _fit_queries(np.flatnonzero(ok & (how == NONE)), _text(flows, C.DNS_QUERIES), start,
-                         lookups, window, apps, how, last, count)  # fmt: skip
+        if columns.DNS_QUERIES in flows:
+            _fit_queries(np.flatnonzero(ok & (how == NONE)), _text(flows, columns.DNS_QUERIES),
+                         start, lookups, window, apps, how, last, count)  # fmt: skip
 
     stats |= {
         "rows_by_os_connect": int((how == CONNECT).sum()),
@@ -247,7 +248,9 @@ def join(
     os_only = _os_only(connects, fitted, lookups, window, proxy)
     stats["os_only_connections"] = len(os_only)
     stats["os_only_loopback_skipped"] = sum(
-        1 for e, f in zip(connects, fitted.tolist(), strict=True) if not f and _loopback(e.ip or "")
+        1
+        for e, f in zip(connects, fitted.tolist(), strict=True)
+        if not f and is_loopback(e.ip or "")
     )
     return AppJoin(apps, how, last, count, os_only, stats)
 
@@ -399,7 +402,7 @@ def _os_only(
     keep = [
         e
         for e, f in zip(connects, fitted.tolist(), strict=True)
-        if not f and not _loopback(e.ip or "") and (proxy is None or (e.ip, e.port) != proxy)
+        if not f and not is_loopback(e.ip or "") and (proxy is None or (e.ip, e.port) != proxy)
     ]
     if not keep:
         return pd.DataFrame()
@@ -428,20 +431,20 @@ def _os_only(
     pkgs = [e.package for e in keep]
     return pd.DataFrame(
         {
-            C.FLOW_ID: [f"os-{e.ref}" if e.ref else f"os-{e.line}" for e in keep],
-            C.RECORD_TYPE: RECORD_TYPE,
-            C.SOURCE: SOURCE,
-            C.TRANSPORT: "tcp",  # a ConnectEvent is a TCP connect (its Javadoc)
-            C.START: ts,
-            C.END: ts,
-            C.SERVER_IP: [e.ip or "" for e in keep],
-            C.SERVER_PORT: [e.port for e in keep],
-            C.NAME: names,
-            C.NAME_EVIDENCE: evidence,
-            C.APPS: pkgs,
-            C.APP_EVIDENCE: CONNECT,
-            C.SEEN_BY: SEEN_BY_OS,
-            C.BYPASS: False,
+            columns.FLOW_ID: [f"os-{e.ref}" if e.ref else f"os-{e.line}" for e in keep],
+            columns.RECORD_TYPE: RECORD_TYPE,
+            columns.SOURCE: SOURCE,
+            columns.TRANSPORT: "tcp",  # a ConnectEvent is a TCP connect (its Javadoc)
+            columns.START: ts,
+            columns.END: ts,
+            columns.SERVER_IP: [e.ip or "" for e in keep],
+            columns.SERVER_PORT: [e.port for e in keep],
+            columns.NAME: names,
+            columns.NAME_EVIDENCE: evidence,
+            columns.APPS: pkgs,
+            columns.APP_EVIDENCE: CONNECT,
+            columns.SEEN_BY: SEEN_BY_OS,
+            columns.BYPASS: False,
             OS_APPS: pkgs,
             OS_APP_EVIDENCE: CONNECT,
             OS_EVENT: [e.key for e in keep],
@@ -463,19 +466,23 @@ def apply(flows: pd.DataFrame, joined: AppJoin, *, add_os_only: bool = True) -> 
     df[OS_EVENT_COUNT] = joined.counts
     if len(df):
         prior = (
-            df[C.APP_EVIDENCE].astype(object).fillna(NONE).to_numpy(dtype=object)
-            if C.APP_EVIDENCE in df
+            df[columns.APP_EVIDENCE].astype(object).fillna(NONE).to_numpy(dtype=object)
+            if columns.APP_EVIDENCE in df
             else np.full(len(df), NONE, dtype=object)
         )
-        had = df[C.APPS].astype(object).fillna("").to_numpy(dtype=object) if C.APPS in df else None
+        had = (
+            df[columns.APPS].astype(object).fillna("").to_numpy(dtype=object)
+            if columns.APPS in df
+            else None
+        )
         known = joined.evidence != NONE
         take = known & (prior == NONE)
         apps = had.copy() if had is not None else np.full(len(df), "", dtype=object)
         apps[take] = joined.apps[take]
         ev = prior.copy()
         ev[take] = joined.evidence[take]
-        df[C.APPS] = apps
-        df[C.APP_EVIDENCE] = ev
+        df[columns.APPS] = apps
+        df[columns.APP_EVIDENCE] = ev
         both = known & (prior != NONE) & (joined.evidence != AMBIGUOUS)
         if had is not None and both.any():
             same = np.asarray(
@@ -493,8 +500,8 @@ def apply(flows: pd.DataFrame, joined: AppJoin, *, add_os_only: bool = True) -> 
         cols = list(dict.fromkeys([*df.columns, *joined.os_only.columns]))
         parts = [df.reindex(columns=cols), joined.os_only.reindex(columns=cols)]
         df = pd.concat([p for p in parts if len(p)], ignore_index=True).reindex(columns=cols)
-        if C.BYPASS in df:
-            df[C.BYPASS] = df[C.BYPASS].astype(object).fillna(False).astype(bool)
+        if columns.BYPASS in df:
+            df[columns.BYPASS] = df[columns.BYPASS].astype(object).fillna(False).astype(bool)
     return df
 
 
@@ -530,22 +537,22 @@ def _starts(flows: pd.DataFrame) -> np.ndarray:
     """Each row's connection start, in epoch seconds (NaN when unknown): the earliest start of
     the rows that share its client and server address and port."""
     n = len(flows)
-    if not n or C.START not in flows:
+    if not n or columns.START not in flows:
         return np.full(n, np.nan)
-    st = pd.to_datetime(flows[C.START], utc=True, errors="coerce")
+    st = pd.to_datetime(flows[columns.START], utc=True, errors="coerce")
     secs = (st - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(dtype="float64")
-    if C.CLIENT_PORT not in flows or C.CLIENT_IP not in flows:
+    if columns.CLIENT_PORT not in flows or columns.CLIENT_IP not in flows:
         return secs
-    cport = _ints(flows, C.CLIENT_PORT)
+    cport = _ints(flows, columns.CLIENT_PORT)
     has = cport >= 0
     if not has.any():
         return secs
     key = pd.DataFrame(
         {
-            "c": flows[C.CLIENT_IP].astype(object).to_numpy(dtype=object),
+            "c": flows[columns.CLIENT_IP].astype(object).to_numpy(dtype=object),
             "p": cport,
-            "s": flows[C.SERVER_IP].astype(object).to_numpy(dtype=object),
-            "q": _ints(flows, C.SERVER_PORT),
+            "s": flows[columns.SERVER_IP].astype(object).to_numpy(dtype=object),
+            "q": _ints(flows, columns.SERVER_PORT),
             "t": secs,
         }
     )
@@ -565,7 +572,7 @@ def _names(flows: pd.DataFrame) -> np.ndarray:
     """The name each row goes by (the table's ``name``, else the HTTP host, else the SNI),
     lower case, without a final dot; each distinct value worked on once."""
     out = np.full(len(flows), "", dtype=object)
-    for col in (C.NAME, C.HOST, C.SNI):
+    for col in (columns.NAME, columns.HOST, columns.SNI):
         if col not in flows:
             continue
         codes, uniq = pd.factorize(flows[col].to_numpy(dtype=object))
@@ -600,7 +607,3 @@ def _prefixed(values: np.ndarray, prefix: str) -> np.ndarray:
     codes, uniq = pd.factorize(values)
     texts = np.asarray([prefix + str(v) if v else "" for v in uniq] + [""], dtype=object)
     return texts[codes]
-
-
-def _loopback(ip: str) -> bool:
-    return ip.startswith("127.") or ip == "::1"

@@ -34,7 +34,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from auditor import columns as C
+from auditor import columns
 from auditor.analysis.model import ClaimResult, Verdict
 from auditor.errors import AuditorError
 
@@ -117,13 +117,13 @@ def _matches_party(df: pd.DataFrame, claim: Claim) -> pd.Series:
     mask = pd.Series(False, index=df.index)
     if claim.organisation:
         org = claim.organisation.lower()
-        for col in (C.ORGANISATION, C.PARENT, C.ORGANISATION_NAME):
+        for col in (columns.ORGANISATION, columns.PARENT, columns.ORGANISATION_NAME):
             if col in df:
                 names = df[col].fillna("").astype(str).str.lower()
                 mask |= names.eq(org) | names.str.startswith(org + " ")
     if claim.country:
-        mask |= df[C.COUNTRY].fillna("").eq(claim.country)
-        mask |= df[C.SERVER_COUNTRY].fillna("").eq(claim.country)
+        mask |= df[columns.COUNTRY].fillna("").eq(claim.country)
+        mask |= df[columns.SERVER_COUNTRY].fillna("").eq(claim.country)
     return mask
 
 
@@ -137,10 +137,10 @@ def evaluate(
     """``df`` is the analysed flow table; ``identifiers_by_flow`` the identifier names found
     in each flow; ``personal_by_flow`` the flows with identifiers or personal values."""
     results = []
-    is_http = df[C.RECORD_TYPE].eq("http")
-    undecrypted = df[C.RECORD_TYPE].eq("tls_failed")
-    sent = is_http & (df[C.BYTES_UP].fillna(0) > 0)
-    ids = df[C.FLOW_ID]
+    is_http = df[columns.RECORD_TYPE].eq("http")
+    undecrypted = df[columns.RECORD_TYPE].eq("tls_failed")
+    sent = is_http & (df[columns.BYTES_UP].fillna(0) > 0)
+    ids = df[columns.FLOW_ID]
     for claim in claims:
         verdict, reason, flows = Verdict.SUPPORTED, "", pd.Series(dtype=object)
         if claim.kind in ("no_identifiers_to", "no_data_to"):
@@ -166,8 +166,8 @@ def evaluate(
                 reason = f"traffic to {who} was decrypted and carried no {what}"
         elif claim.kind == "no_personal_data_outside":
             region = REGIONS[claim.region or "EU"]
-            hq = df[C.COUNTRY].fillna("")
-            srv = df[C.SERVER_COUNTRY].fillna("")
+            hq = df[columns.COUNTRY].fillna("")
+            srv = df[columns.SERVER_COUNTRY].fillna("")
             outside = (hq.ne("") & ~hq.isin(region)) | (srv.ne("") & ~srv.isin(region))
             hit = outside & ids.isin(personal_by_flow)
             flows = ids[hit]
@@ -180,7 +180,7 @@ def evaluate(
             else:
                 reason = f"no decrypted flow carried personal data outside the {claim.region}"
         elif claim.kind == "no_idle_traffic":
-            idle = df[C.IDLE].fillna(False).astype(bool)
+            idle = df[columns.IDLE].fillna(False).astype(bool)
             hit = idle & (is_http | undecrypted)
             flows = ids[hit]
             if not coverage.get("idle_seconds"):
@@ -191,7 +191,7 @@ def evaluate(
             else:
                 reason = "no connection during idle steps"
         elif claim.kind == "no_contact":
-            names = df[C.NAME].fillna("")
+            names = df[columns.NAME].fillna("")
             pats = claim.hosts
             hit = names.map(lambda n, pats=pats: any(fnmatch.fnmatch(n, h) for h in pats))
             flows = ids[hit]

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from auditor import columns as C
+from auditor import columns
 from auditor.records import EventRecord
 
 # the events of a scenario the report lists, in time order, with the fields each keeps
@@ -50,12 +50,12 @@ def quic_rows(
             "seen": None,
         }
         flows = packet_flows.get(sid)
-        if flows is not None and C.SERVER_PORT in flows:
+        if flows is not None and columns.SERVER_PORT in flows:
             udp443 = _udp_443(flows)
             packets = _packets(flows)
             named = (
-                flows[C.TRANSPORT].astype(object).to_numpy() == "quic"
-                if C.TRANSPORT in flows
+                flows[columns.TRANSPORT].astype(object).to_numpy() == "quic"
+                if columns.TRANSPORT in flows
                 else np.zeros(len(flows), dtype=bool)
             )
             row["seen"] = {
@@ -68,10 +68,10 @@ def quic_rows(
 
 
 def _udp_443(flows: pd.DataFrame) -> np.ndarray:
-    port = pd.to_numeric(flows[C.SERVER_PORT], errors="coerce").fillna(-1).to_numpy()
+    port = pd.to_numeric(flows[columns.SERVER_PORT], errors="coerce").fillna(-1).to_numpy()
     transport = (
-        flows[C.TRANSPORT].astype(object).to_numpy()
-        if C.TRANSPORT in flows
+        flows[columns.TRANSPORT].astype(object).to_numpy()
+        if columns.TRANSPORT in flows
         else np.full(len(flows), None, dtype=object)
     )
     return (port == 443) & np.isin(transport, ["udp", "quic"])
@@ -79,7 +79,7 @@ def _udp_443(flows: pd.DataFrame) -> np.ndarray:
 
 def _packets(flows: pd.DataFrame) -> np.ndarray:
     total = np.zeros(len(flows), dtype=np.int64)
-    for col in (C.PACKETS_UP, C.PACKETS_DOWN):
+    for col in (columns.PACKETS_UP, columns.PACKETS_DOWN):
         if col in flows:
             total += pd.to_numeric(flows[col], errors="coerce").fillna(0).to_numpy(np.int64)
     return total

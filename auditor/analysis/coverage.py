@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from auditor import columns as C
+from auditor import columns
 from auditor.analysis.packetflows import PacketData
 from auditor.session.layout import TLS_KEYLOG
 from auditor.session.reader import Session
@@ -147,9 +147,9 @@ def _base(
     sessions: list[Session], flows: pd.DataFrame, packets: dict[str, PacketData] | None = None
 ) -> dict[str, Any]:
     total = len(flows)
-    failed = int((flows[C.RECORD_TYPE] == "tls_failed").sum()) if total else 0
-    seen_by_packets = int((flows[C.SEEN_BY] == "packets").sum()) if total else 0
-    bypass = int(flows[C.BYPASS].fillna(False).astype(bool).sum()) if total else 0
+    failed = int((flows[columns.RECORD_TYPE] == "tls_failed").sum()) if total else 0
+    seen_by_packets = int((flows[columns.SEEN_BY] == "packets").sum()) if total else 0
+    bypass = int(flows[columns.BYPASS].fillna(False).astype(bool).sum()) if total else 0
     captures = [f for p in (packets or {}).values() for f in p.files]
     idle = 0.0
     scen = []

@@ -38,7 +38,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from auditor import codecs
+from auditor import decoders
 from auditor.errors import AuditorError
 
 log = logging.getLogger(__name__)
@@ -451,7 +451,7 @@ def _check(plain: bytes, rule: Rule) -> None:
 
 def _ungzip(data: bytes) -> bytes:
     if data[:3] == b"\x1f\x8b\x08":
-        dec = codecs.decode(data, "gzip", MAX_BODY)
+        dec = decoders.decode(data, "gzip", MAX_BODY)
         if not dec.error:
             return dec.data
     return data
@@ -476,10 +476,10 @@ def apply(
     if rule is None:
         return None
     body = data
-    for enc in reversed(codecs.split_encodings(content_encoding)):
+    for enc in reversed(decoders.split_encodings(content_encoding)):
         if enc == "identity":
             continue
-        dec = codecs.decode(body, enc, MAX_BODY)
+        dec = decoders.decode(body, enc, MAX_BODY)
         if dec.error or dec.exceeded:
             return Outcome(rule, error=f"{enc}: {dec.error or 'too large'}; not decrypted")
         body = dec.data

@@ -1,5 +1,9 @@
 """Compare two audits: what changed between a before (A) and an after (B).
 
+Long because: every comparison (recipients, identifiers, rates, beacons, countries,
+findings) reads the same two documents through the same flow references and the same rule for
+weak absences; the rendering is apart, in :mod:`auditor.analysis.diff_report`.
+
 A side is a report folder (its ``findings.json``) or a session, which is then analysed
 exactly as ``auditor analyze`` does (the engine, then the report writer) and read back from
 the ``findings.json`` it wrote. The diff is built from those two documents alone:
@@ -869,7 +873,7 @@ def diff_command(
     ``out/sides/a`` (or ``b``) as ``auditor analyze`` would; ``as_json`` leaves out the
     terminal lines (the caller prints the document)."""
     from auditor.analysis.diff_report import render_html, render_md
-    from auditor.analysis.report.files import private_dir, write_private
+    from auditor.fsutil import private_dir, write_private
 
     fmts = [f.strip().lower() for f in formats if f.strip()]
     bad = sorted(set(fmts) - set(FORMATS))

@@ -248,6 +248,17 @@ def _sections(doc: Row) -> list[tuple[str, list[str], list[list[Any]]]]:
     ]
 
 
+CLAIM_HEAD = ["claim", "verdict", "reason", "flows A", "flows B"]
+
+
+def _claim_rows(doc: Row) -> list[list[Any]]:
+    """The claims table, one row per claim, for Markdown and HTML alike."""
+    return [
+        [c["claim"], c["verdict"], c["reason"], _ids(c["flow_ids"]["a"]), _ids(c["flow_ids"]["b"])]
+        for c in doc["claims"]
+    ]
+
+
 def _side_rows(doc: Row) -> list[list[Any]]:
     rows = []
     for s in ("a", "b"):
@@ -303,19 +314,7 @@ def render_md(doc: Row) -> str:
         out += [f"## {title}", "", *_md_table(head, rows)]
     if doc.get("claims"):
         out += ["## Claims", ""]
-        out += _md_table(
-            ["claim", "verdict", "reason", "flows A", "flows B"],
-            [
-                [
-                    c["claim"],
-                    c["verdict"],
-                    c["reason"],
-                    _ids(c["flow_ids"]["a"]),
-                    _ids(c["flow_ids"]["b"]),
-                ]
-                for c in doc["claims"]
-            ],
-        )
+        out += _md_table(CLAIM_HEAD, _claim_rows(doc))
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -366,20 +365,6 @@ def render_html(doc: Row) -> str:
         parts += [f"<h2>{html_text(title)}</h2>", _html_table(head, rows)]
     if doc.get("claims"):
         parts.append("<h2>Claims</h2>")
-        parts.append(
-            _html_table(
-                ["claim", "verdict", "reason", "flows A", "flows B"],
-                [
-                    [
-                        c["claim"],
-                        c["verdict"],
-                        c["reason"],
-                        _ids(c["flow_ids"]["a"]),
-                        _ids(c["flow_ids"]["b"]),
-                    ]
-                    for c in doc["claims"]
-                ],
-            )
-        )
+        parts.append(_html_table(CLAIM_HEAD, _claim_rows(doc)))
     parts.append("</body></html>\n")
     return "\n".join(parts)

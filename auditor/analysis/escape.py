@@ -73,15 +73,6 @@ def html_text(text: Any, limit: int | None = None) -> str:
     return html.escape(visible(text, limit), quote=True)
 
 
-def safe_url_href(url: Any) -> str | None:
-    """A captured URL is never made a live link: ``javascript:`` and friends are refused, and
-    http(s) URLs are only shown as text by the report. Kept for completeness of the API."""
-    s = visible(url)
-    if re.match(r"(?i)^\s*https?://", s):
-        return html.escape(s, quote=True)
-    return None
-
-
 def csv_cell(value: Any) -> Any:
     """A CSV cell that a spreadsheet will not run as a formula (OWASP CSV injection)."""
     if value is None or isinstance(value, bool | int | float):

@@ -148,11 +148,14 @@ class NeedleSet:
 
 
 def parse_identifier(spec: str) -> tuple[str, str]:
-    """``NAME=VALUE`` (the CLI's ``--identifier``) as ``(name, value)``."""
+    """``NAME=VALUE`` (the CLI's ``--identifier`` and ``--redact-value``) as ``(name, value)``,
+    both stripped; the value may hold ``=``. Raises ValueError saying what is wrong."""
     name, sep, value = spec.partition("=")
     name, value = name.strip(), value.strip()
-    if not sep or not name or not value:
-        raise ValueError(f"--identifier expects NAME=VALUE, got {spec!r}")
+    if not sep:
+        raise ValueError(f"{spec!r}: use NAME=VALUE")
+    if not name or not value:
+        raise ValueError(f"{spec!r}: NAME and VALUE of NAME=VALUE must not be empty")
     return name, value
 
 

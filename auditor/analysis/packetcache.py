@@ -45,7 +45,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-from auditor.intel.cache import cache_dir, owner_only, write_private
+from auditor.intel.cache import cache_dir, owner_only, write_cache_file
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +203,7 @@ def store(path: Path, frame: pd.DataFrame | None, facts: dict[str, Any]) -> None
         with ipc.new_file(fh, table.schema) as w:
             w.write_table(table)
 
-    write_private(path, write, stale=path.name, what="packet flow cache entry")
+    write_cache_file(path, write, stale=path.name, what="packet flow cache entry")
     prune(path.parent)
 
 

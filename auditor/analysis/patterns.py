@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from auditor import codecs
+from auditor import decoders
 from auditor.analysis.payload import BudgetExhausted, parse_protobuf
 from auditor.device.parsers import luhn_valid
 
@@ -375,7 +375,7 @@ def sniff(data: bytes) -> ContentKind:
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return ContentKind.WEBP
     if len(data) > 2 and data[0] == 0x78 and ((data[0] << 8) | data[1]) % 31 == 0:
-        if not codecs.decode(data[:SAMPLE], "deflate", 4 * SAMPLE, keep=False).error:
+        if not decoders.decode(data[:SAMPLE], "deflate", 4 * SAMPLE, keep=False).error:
             return ContentKind.ZLIB
     head = data[:SAMPLE]
     text = _as_text(head)
@@ -451,7 +451,7 @@ def characterise(data: bytes) -> PayloadCharacter:
 
 def _decodes_as_compressed(sample: bytes, *, truncated: bool) -> bool:
     for enc in ("deflate", "br"):
-        res = codecs.decode(sample, enc, 16 * len(sample), keep=False)
+        res = decoders.decode(sample, enc, 16 * len(sample), keep=False)
         if res.exceeded or (res.error is None and res.size > 0):
             return True
         if truncated and res.error == "truncated stream" and res.size > len(sample):
@@ -558,31 +558,3 @@ def _key_path(path: str, key: str) -> str:
     if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
         return f"{path}.{key}"
     return f"{path}[{json.dumps(key, ensure_ascii=False)}]"
-
-
-# ------------------------------------------------------------------------------- everything
-
-
-@dataclass(frozen=True, slots=True)
-class PatternReport:
-    character: PayloadCharacter
-    matches: tuple[PatternMatch, ...] = ()
-    app_list: AppList | None = None
-    keyword_lists: tuple[KeywordList, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "character": self.character.to_dict(),
-            "matches": [m.to_dict() for m in self.matches],
-            "app_list": self.app_list.to_dict() if self.app_list else None,
-            "keyword_lists": [k.to_dict() for k in self.keyword_lists],
-        }
-
-
-def analyse(data: bytes) -> PatternReport:
-    """All of the above for one content-decoded payload."""
-    character = characterise(data)
-    if character.klass is not PayloadClass.PLAINTEXT:
-        return PatternReport(character)
-    keyword_lists = find_keyword_lists(data) if character.kind is ContentKind.JSON else ()
-    return PatternReport(character, find_patterns(data), find_app_list(data), keyword_lists)

@@ -1,18 +1,22 @@
 """Where known identifiers are in a flow: URL, headers, cookies and bodies, through every layer.
 
+Long because: the scanner and its decoders are one recursion (every layer hands what it
+decodes back to the others) under one shared budget of bytes, depth and nodes; split, that
+budget would be passed across modules.
+
 A :class:`Scanner` is built once from ``{name: value}`` and reused for every payload. For each
 payload it makes one pass of all needles (see :mod:`auditor.analysis.identifiers`); only when
 that pass finds something, or a sign of something hidden (a compressed stream, backslash or
 percent escapes that hide a needle), does it parse the payload to say *where*: the JSON path,
 form field, multipart part or protobuf field, through content encodings (bounded by
-:func:`auditor.codecs.decode`), base64 and hex blobs, JSON inside strings, and so on. Most
+:func:`auditor.decoders.decode`), base64 and hex blobs, JSON inside strings, and so on. Most
 payloads carry no identifier, so most payloads cost one pass.
 
 Every match records its location kind (``url``, ``header``, ``cookie``, ``body``), the place
 within it (``detail``: ``query:imei``, ``x-device``, ``$.deviceInfo.imei``, ``pb:1.3``; nested
 places are joined with ``|``) and the encoding chain from the outside in, e.g.
 ``gzip > json > base64 > plain``. Hostile input does not crash the scan: every decoder, parser
-and walk is bounded by :class:`Limits`, and a bound that was hit becomes a :class:`ScanWarning`.
+and walk is bounded by :class:`ScanLimits`, and a bound that was hit becomes a :class:`ScanWarning`.
 
 The request bodies of the Google endpoints :mod:`auditor.analysis.gproto` knows (Clearcut log
 batches, the Firebase Analytics upload, the check-in) are read by their message definitions:
@@ -43,7 +47,7 @@ from json.decoder import scanstring as _scanstring  # type: ignore[attr-defined]
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes, urlsplit
 
-from auditor import codecs
+from auditor import decoders
 from auditor.analysis import decrypt as decryption
 from auditor.analysis import gproto
 from auditor.analysis.identifiers import (
@@ -95,13 +99,13 @@ class Part(StrEnum):
 
 
 class WarningKind(StrEnum):
-    DECODE_LIMIT = "decode-limit"  # a compressed body expands past Limits.decode_limit
-    DECODE_BUDGET = "decode-budget"  # all decoding of one flow past Limits.decode_budget
+    DECODE_LIMIT = "decode-limit"  # a compressed body expands past ScanLimits.decode_limit
+    DECODE_BUDGET = "decode-budget"  # all decoding of one flow past ScanLimits.decode_budget
     DECODE_ERROR = "decode-error"  # truncated or invalid compressed data, unknown encoding
-    DEPTH_LIMIT = "depth-limit"  # layers nested deeper than Limits.max_depth
+    DEPTH_LIMIT = "depth-limit"  # layers nested deeper than ScanLimits.max_depth
     NODE_LIMIT = "node-limit"  # JSON nodes / protobuf fields / form fields past the budget
-    HIT_LIMIT = "hit-limit"  # more raw matches in one buffer than Limits.max_hits
-    BLOB_LIMIT = "blob-limit"  # more base64/hex blobs in one buffer than Limits.max_blobs
+    HIT_LIMIT = "hit-limit"  # more raw matches in one buffer than ScanLimits.max_hits
+    BLOB_LIMIT = "blob-limit"  # more base64/hex blobs in one buffer than ScanLimits.max_blobs
     BODY_TRUNCATED = "body-truncated"  # the capture kept only the first part of the body
     BODY_MISSING = "body-missing"  # the session has no stored bytes for the body
     SCHEMA_DECODE = "schema-decode"  # a body its endpoint's message definition does not read
@@ -109,7 +113,7 @@ class WarningKind(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class Limits:
+class ScanLimits:
     decode_limit: int = 64 * 1024 * 1024  # bytes out of one decompression
     decode_budget: int = 256 * 1024 * 1024  # bytes out of all decompressions of one scan
     max_depth: int = 8  # nested layers (gzip > json > base64 > protobuf > ...)
@@ -272,12 +276,12 @@ class Scanner:
         self,
         identifiers: Mapping[str, str],
         *,
-        limits: Limits | None = None,
+        limits: ScanLimits | None = None,
         min_length: int = MIN_NEEDLE_LENGTH,
         backend: str = "auto",
         decrypt: decryption.Rules | None = None,
     ) -> None:
-        self.limits = limits or Limits()
+        self.limits = limits or ScanLimits()
         self.decrypt = decrypt
         self.needles: NeedleSet = build_needles(identifiers, min_length=min_length)
         self.matcher = Matcher(
@@ -869,7 +873,7 @@ class _Walk:
             )
             return None
         limit = min(self.lim.decode_limit, remaining)
-        dec = codecs.decode(data, codec, limit)
+        dec = decoders.decode(data, codec, limit)
         self.last_decode_error = dec.error is not None
         self.decoded += len(dec.data)
         if dec.exceeded:
@@ -890,7 +894,7 @@ class _Walk:
 
     def body(self, data: bytes, encoding: str | None, ctype: str | None, detail: str) -> None:
         chain: tuple[Encoding, ...] = ()
-        for enc in reversed(codecs.split_encodings(encoding)):
+        for enc in reversed(decoders.split_encodings(encoding)):
             if enc == "identity":
                 continue
             if enc not in _CODEC_ENCODINGS:
@@ -1506,7 +1510,7 @@ _WALKED_KINDS = frozenset(
 
 
 class _Decoder:
-    def __init__(self, limits: Limits, endpoint: gproto.Endpoint | None = None) -> None:
+    def __init__(self, limits: ScanLimits, endpoint: gproto.Endpoint | None = None) -> None:
         self.lim = limits
         self.view = DecodedView()
         self.nodes = 0
@@ -1535,7 +1539,7 @@ class _Decoder:
             self.warn(f"decoded {self.view.decoded} bytes; {codec} data left undecoded")
             return None
         limit = min(self.lim.decode_limit, remaining)
-        dec = codecs.decode(data, codec, limit)
+        dec = decoders.decode(data, codec, limit)
         self.view.decoded += len(dec.data)
         if dec.exceeded:
             self.warn(f"{codec} data expands past {limit} bytes; only the first {limit} read")
@@ -1708,7 +1712,7 @@ def decoded_view(
     *,
     content_type: str | None = None,
     content_encoding: str | None = None,
-    limits: Limits | None = None,
+    limits: ScanLimits | None = None,
     path: str = "",
     url: str | None = None,
 ) -> DecodedView:
@@ -1716,9 +1720,9 @@ def decoded_view(
     the layers undone to reach it. A layer that would not decode leaves its bytes as they are
     (``compressed`` when a magic number said so). With ``url``, a request body sent to an
     endpoint :mod:`auditor.analysis.gproto` knows is read by its message definition."""
-    dec = _Decoder(limits or Limits(), None if path else gproto.endpoint_for(url))
+    dec = _Decoder(limits or ScanLimits(), None if path else gproto.endpoint_for(url))
     chain: tuple[Encoding, ...] = ()
-    for enc in reversed(codecs.split_encodings(content_encoding)):
+    for enc in reversed(decoders.split_encodings(content_encoding)):
         if enc == "identity":
             continue
         if enc not in _CODEC_ENCODINGS:
@@ -1733,9 +1737,9 @@ def decoded_view(
     return dec.view
 
 
-def query_view(url: str, *, limits: Limits | None = None) -> DecodedView:
+def query_view(url: str, *, limits: ScanLimits | None = None) -> DecodedView:
     """The decoded view of a URL's query: each parameter's value, named by the parameter."""
-    dec = _Decoder(limits or Limits())
+    dec = _Decoder(limits or ScanLimits())
     try:
         query = urlsplit(url).query.encode("utf-8", "surrogatepass")
     except ValueError:

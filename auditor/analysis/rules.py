@@ -1,6 +1,9 @@
 """The analyser's rules: each a small class with an id, a title, a severity key, a description
 and a citation, and a ``check()`` that yields findings. Rules run isolated from each other: a
 rule that fails is reported, and the others still run.
+
+Long because: it is the rule registry, one small class per rule and ``default_rules()``
+listing them, read in one place like mitmproxy's option table; each rule is short.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from auditor import columns as C
+from auditor import columns
 from auditor.analysis.model import Evidence, Finding, RuleError, Severity
 from auditor.analysis.policy import Policy, Thresholds
 
@@ -111,7 +114,7 @@ class Context:
         """The flow's row, by an index built once (not a scan of the table per call)."""
         if self._pos is None:
             pos: dict[str, Any] = {}
-            for fid, label in zip(self.flows[C.FLOW_ID], self.flows.index, strict=True):
+            for fid, label in zip(self.flows[columns.FLOW_ID], self.flows.index, strict=True):
                 pos.setdefault(fid, label)
             self._pos = pos
         return self.flows.loc[self._pos[flow_id]]
@@ -119,9 +122,9 @@ class Context:
     def recipient_key(self, frame: pd.DataFrame) -> pd.Series:
         """Per row: the recipient's id ("" for an unknown operator). A finding names one
         recipient, so rules group flows by name *and* recipient."""
-        if C.ORGANISATION not in frame.columns:
+        if columns.ORGANISATION not in frame.columns:
             return pd.Series("", index=frame.index, dtype=object)
-        org = frame[C.ORGANISATION].astype(object)
+        org = frame[columns.ORGANISATION].astype(object)
         return org.where(org.notna(), "")
 
     def is_vendor(self, row: pd.Series) -> bool:
@@ -129,13 +132,17 @@ class Context:
             return False
         v = self.vendor.lower()
         return any(
-            isinstance(row.get(c), str) and row[c].lower() == v for c in (C.ORGANISATION, C.PARENT)
+            isinstance(row.get(c), str) and row[c].lower() == v
+            for c in (columns.ORGANISATION, columns.PARENT)
         )
 
     def state_basis(self, row: pd.Series) -> list[str]:
         """Why the policy treats this flow's recipient as state-linked, in words: its state
         control, or the law of a headquarters country the policy lists. Empty: it does not."""
-        key = tuple(_plain(row.get(c)) for c in (C.ORGANISATION, C.STATE_CONTROL, C.LEGAL_EXPOSURE))
+        key = tuple(
+            _plain(row.get(c))
+            for c in (columns.ORGANISATION, columns.STATE_CONTROL, columns.LEGAL_EXPOSURE)
+        )
         hit = self._basis_cache.get(key)
         if hit is None:
             hit = self._basis_cache[key] = self._state_basis(row)
@@ -143,12 +150,14 @@ class Context:
 
     def _state_basis(self, row: pd.Series) -> list[str]:
         p = self.policy
-        org = row.get(C.ORGANISATION)
+        org = row.get(columns.ORGANISATION)
         words = self.concerns.get(org, {}) if isinstance(org, str) else {}
         out: list[str] = []
-        if p.state_control and bool(row.get(C.STATE_CONTROL)):
+        if p.state_control and bool(row.get(columns.STATE_CONTROL)):
             out += words.get("state_control") or ["owned or controlled by a state"]
-        exposed = [c for c in str(row.get(C.LEGAL_EXPOSURE) or "").split(";") if c and ":" not in c]
+        exposed = [
+            c for c in str(row.get(columns.LEGAL_EXPOSURE) or "").split(";") if c and ":" not in c
+        ]
         for country in exposed:
             if country in p.legal_exposure:
                 text = (words.get("legal_exposure") or {}).get(country)
@@ -159,8 +168,8 @@ class Context:
         """Whether the policy flags the recipient of this flow."""
         key = tuple(
             _plain(row.get(c))
-            for c in (C.ORGANISATION, C.PARENT, C.CATEGORIES, C.COUNTRY, C.STATE_CONTROL,
-                      C.LEGAL_EXPOSURE)
+            for c in (columns.ORGANISATION, columns.PARENT, columns.CATEGORIES, columns.COUNTRY,
+                      columns.STATE_CONTROL, columns.LEGAL_EXPOSURE)
         )  # fmt: skip
         hit = self._flag_cache.get(key)
         if hit is None:
@@ -180,17 +189,18 @@ class Context:
 
     def _flagged(self, row: pd.Series) -> bool:
         p = self.policy
-        cats = set(str(row.get(C.CATEGORIES) or "").split(";")) - {""}
+        cats = set(str(row.get(columns.CATEGORIES) or "").split(";")) - {""}
         return bool(
             (p.vendor and self.is_vendor(row))
             or self.state_basis(row)
             or (cats & p.categories)
-            or (row.get(C.COUNTRY) in p.countries)
+            or (row.get(columns.COUNTRY) in p.countries)
         )
 
 
 _FLAG_COLUMNS = (
-    C.ORGANISATION, C.PARENT, C.CATEGORIES, C.COUNTRY, C.STATE_CONTROL, C.LEGAL_EXPOSURE
+    columns.ORGANISATION, columns.PARENT, columns.CATEGORIES, columns.COUNTRY,
+    columns.STATE_CONTROL, columns.LEGAL_EXPOSURE,
 )  # fmt: skip
 
 
@@ -203,8 +213,8 @@ def _plain(v: Any) -> Any:
 
 
 def _org(row: pd.Series) -> tuple[str | None, str | None]:
-    org = row.get(C.ORGANISATION_NAME) or row.get(C.ORGANISATION)
-    country = row.get(C.COUNTRY)
+    org = row.get(columns.ORGANISATION_NAME) or row.get(columns.ORGANISATION)
+    country = row.get(columns.COUNTRY)
     return (
         org if isinstance(org, str) and org else None,
         country if isinstance(country, str) and country else None,
@@ -212,7 +222,7 @@ def _org(row: pd.Series) -> tuple[str | None, str | None]:
 
 
 def _recipient(row: pd.Series) -> str:
-    org = row.get(C.ORGANISATION)
+    org = row.get(columns.ORGANISATION)
     return org if isinstance(org, str) else ""
 
 
@@ -225,7 +235,9 @@ def _rows(frame: pd.DataFrame) -> Iterator[pd.Series]:
 
 def _who(row: pd.Series) -> str:
     org, _country = _org(row)
-    name = next((str(v) for v in (_plain(row.get(C.NAME)), _plain(row.get(C.HOST))) if v), "?")
+    name = next(
+        (str(v) for v in (_plain(row.get(columns.NAME)), _plain(row.get(columns.HOST))) if v), "?"
+    )
     return f"{org} ({name})" if org else name
 
 
@@ -238,7 +250,8 @@ def _text(v: Any) -> str:
 
 
 _EVIDENCE_COLUMNS = (
-    C.FLOW_ID, C.START, C.TRANSPORT, C.SCHEME, C.SERVER_PORT, C.SERVER_IP, C.BYTES_UP, C.NAME,
+    columns.FLOW_ID, columns.START, columns.TRANSPORT, columns.SCHEME, columns.SERVER_PORT,
+    columns.SERVER_IP, columns.BYTES_UP, columns.NAME,
 )  # fmt: skip
 
 
@@ -248,21 +261,21 @@ def _connection_evidence(grp: pd.DataFrame, note: str = "") -> tuple[Evidence, .
     # only the columns read here are sorted and made dicts (a group of 35,000 flows with
     # its 60 columns took a tenth of a second)
     cols = [c for c in _EVIDENCE_COLUMNS if c in grp.columns]
-    head = grp[cols].sort_values(C.FLOW_ID).head(MAX_EVIDENCE)
+    head = grp[cols].sort_values(columns.FLOW_ID).head(MAX_EVIDENCE)
     out = []
     for rec in head.to_dict("records"):
-        start = _plain(rec.get(C.START))
+        start = _plain(rec.get(columns.START))
         when = start.isoformat() if isinstance(start, pd.Timestamp) else ""
-        how = _text(rec.get(C.TRANSPORT)) or _text(rec.get(C.SCHEME)) or "?"
-        port = _plain(rec.get(C.SERVER_PORT))
-        to = _text(rec.get(C.SERVER_IP)) + (f":{int(port)}" if port is not None else "")
-        up = _plain(rec.get(C.BYTES_UP))
+        how = _text(rec.get(columns.TRANSPORT)) or _text(rec.get(columns.SCHEME)) or "?"
+        port = _plain(rec.get(columns.SERVER_PORT))
+        to = _text(rec.get(columns.SERVER_IP)) + (f":{int(port)}" if port is not None else "")
+        up = _plain(rec.get(columns.BYTES_UP))
         words = f"{when} {how} to {to or '?'}, {int(up) if up is not None else '?'} bytes up"
         out.append(
             Evidence(
-                str(rec[C.FLOW_ID]),
+                str(rec[columns.FLOW_ID]),
                 "connection",
-                _text(rec.get(C.NAME)),
+                _text(rec.get(columns.NAME)),
                 "",
                 None,
                 f"{words}; {note}" if note else words,
@@ -297,7 +310,7 @@ class Rule:
             rule=self.id,
             severity=sev,
             title=title,
-            host=str(row.get(C.NAME) or ""),
+            host=str(row.get(columns.NAME) or ""),
             organisation=org,
             country=country,
             citations=(self.citation,),
@@ -325,7 +338,7 @@ class IdentifiersSent(Rule):
         for flow_id, ms in ctx.matches.items():
             row = ctx.row(flow_id)
             for m in ms:
-                gkey = (str(row.get(C.NAME)), _recipient(row), m.identifier)
+                gkey = (str(row.get(columns.NAME)), _recipient(row), m.identifier)
                 groups[gkey].append((flow_id, m))
         for (_host, _to, ident), items in sorted(groups.items()):
             row = ctx.row(items[0][0])
@@ -364,8 +377,8 @@ class CleartextIdentifiers(Rule):
         by_host: dict[tuple[str, str], list[tuple[str, Match]]] = defaultdict(list)
         for flow_id, ms in sorted(ctx.matches.items()):
             row = ctx.row(flow_id)
-            if row.get(C.SCHEME) == "http":
-                by_host[(str(row.get(C.NAME)), _recipient(row))] += [(flow_id, m) for m in ms]
+            if row.get(columns.SCHEME) == "http":
+                by_host[(str(row.get(columns.NAME)), _recipient(row))] += [(flow_id, m) for m in ms]
         for _host, items in sorted(by_host.items()):
             row = ctx.row(items[0][0])
             idents = tuple(sorted({m.identifier for _, m in items}))
@@ -403,7 +416,7 @@ class EncryptedUpload(Rule):
                 continue
             row = ctx.row(flow_id)
             if ctx.flagged(row):
-                by_host[(str(row.get(C.NAME)), _recipient(row))].append(flow_id)
+                by_host[(str(row.get(columns.NAME)), _recipient(row))].append(flow_id)
         for _host, flow_ids in sorted(by_host.items()):
             row = ctx.row(flow_ids[0])
             ents = [ctx.characters[f].get("entropy", 0.0) for f in flow_ids]
@@ -463,7 +476,7 @@ class KeywordList(Rule):
         seen: set[tuple[str, str, str]] = set()
         for flow_id, kl in sorted(ctx.keyword_lists.items()):
             row = ctx.row(flow_id)
-            key = (str(row.get(C.NAME)), _recipient(row), str(kl.get("path")))
+            key = (str(row.get(columns.NAME)), _recipient(row), str(kl.get("path")))
             if key in seen:
                 continue
             seen.add(key)
@@ -500,7 +513,7 @@ class AppListSent(Rule):
         by_host: dict[tuple[str, str], list[str]] = defaultdict(list)
         for flow_id in sorted(ctx.app_lists):
             row = ctx.row(flow_id)
-            by_host[(str(row.get(C.NAME)), _recipient(row))].append(flow_id)
+            by_host[(str(row.get(columns.NAME)), _recipient(row))].append(flow_id)
         for _host, flow_ids in sorted(by_host.items()):
             row = ctx.row(flow_ids[0])
             biggest = max((ctx.app_lists[f] for f in flow_ids), key=lambda a: a.get("count", 0))
@@ -550,7 +563,7 @@ class PersonalValues(Rule):
             row = ctx.row(flow_id)
             for v in values:
                 shape = v if isinstance(v, Shape) else Shape(str(v[0]), str(v[1]))
-                key = (str(row.get(C.NAME)), _recipient(row), bool(shape.context))
+                key = (str(row.get(columns.NAME)), _recipient(row), bool(shape.context))
                 groups[key].append((flow_id, shape))
         for (_host, _to, named), items in sorted(groups.items()):
             row = ctx.row(items[0][0])
@@ -621,7 +634,11 @@ class StateLinkedContact(Rule):
         df = ctx.flows
         if df.empty:
             return
-        cols = [c for c in (C.ORGANISATION, C.STATE_CONTROL, C.LEGAL_EXPOSURE) if c in df]
+        cols = [
+            c
+            for c in (columns.ORGANISATION, columns.STATE_CONTROL, columns.LEGAL_EXPOSURE)
+            if c in df
+        ]
         # the basis is judged once per distinct (organisation, control, exposure)
         codes = df.groupby(cols, dropna=False, sort=False).ngroup().to_numpy()
         firsts = pd.Series(np.arange(len(df))).groupby(codes, sort=True).first().to_numpy()
@@ -629,7 +646,7 @@ class StateLinkedContact(Rule):
         mask = np.array([bool(b) for b in bases], dtype=bool)[codes]
         linked, lcodes = df[mask], codes[mask]
         for org, pos in sorted(
-            linked.groupby(C.ORGANISATION_NAME, dropna=True).indices.items(),
+            linked.groupby(columns.ORGANISATION_NAME, dropna=True).indices.items(),
             key=lambda g: str(g[0]),
         ):
             grp = linked.iloc[pos]
@@ -639,11 +656,11 @@ class StateLinkedContact(Rule):
                 ctx,
                 row,
                 f"{len(grp)} connection(s) to {org}: {basis[0]}",
-                flow_ids=tuple(sorted(grp[C.FLOW_ID].tolist())),
+                flow_ids=tuple(sorted(grp[columns.FLOW_ID].tolist())),
                 evidence=_connection_evidence(grp, f"recipient {org}"),
                 data={
-                    "hosts": sorted(set(grp[C.NAME])),
-                    "bytes_up": int(grp[C.BYTES_UP].fillna(0).sum()),
+                    "hosts": sorted(set(grp[columns.NAME])),
+                    "bytes_up": int(grp[columns.BYTES_UP].fillna(0).sum()),
                     "basis": basis,
                 },
             )
@@ -669,9 +686,10 @@ class TransferWithoutAdequacy(Rule):
         if not ctx.policy.no_eu_adequacy:
             return
         df = ctx.flows
-        sent = df[(df[C.RECORD_TYPE] == "http") & (df[C.BYTES_UP].fillna(0) > 0)]
+        sent = df[(df[columns.RECORD_TYPE] == "http") & (df[columns.BYTES_UP].fillna(0) > 0)]
         for (org, country), grp in sorted(
-            sent.groupby([C.ORGANISATION_NAME, C.COUNTRY], dropna=True), key=lambda g: str(g[0])
+            sent.groupby([columns.ORGANISATION_NAME, columns.COUNTRY], dropna=True),
+            key=lambda g: str(g[0]),
         ):
             if self.adequacy.get(str(country), False):
                 continue  # EU/EEA or an adequacy decision; a country unknown to the KB is not
@@ -679,27 +697,27 @@ class TransferWithoutAdequacy(Rule):
                 ctx,
                 grp.iloc[0],
                 f"Data sent to {org} ({country}), no EU adequacy decision",
-                flow_ids=tuple(sorted(grp[C.FLOW_ID].tolist())),
+                flow_ids=tuple(sorted(grp[columns.FLOW_ID].tolist())),
                 evidence=_connection_evidence(grp, f"recipient {org} ({country})"),
-                data={"bytes_up": int(grp[C.BYTES_UP].sum())},
+                data={"bytes_up": int(grp[columns.BYTES_UP].sum())},
             )
 
 
 def _dns_mask(df: pd.DataFrame) -> np.ndarray:
     """DNS lookups (a query named, or port 53, 853 or 5353): not contacts with a recipient."""
     mask = np.zeros(len(df), dtype=bool)
-    if C.DNS_QUERIES in df.columns:
-        q = df[C.DNS_QUERIES]
+    if columns.DNS_QUERIES in df.columns:
+        q = df[columns.DNS_QUERIES]
         mask |= (q.notna() & (q.astype(object).where(q.notna(), "") != "")).to_numpy()
-    if C.SERVER_PORT in df.columns:
-        port = pd.to_numeric(df[C.SERVER_PORT], errors="coerce")
+    if columns.SERVER_PORT in df.columns:
+        port = pd.to_numeric(df[columns.SERVER_PORT], errors="coerce")
         mask |= port.isin((53, 853, 5353)).to_numpy()
     return mask
 
 
 def _group_codes(ctx: Context, frame: pd.DataFrame) -> np.ndarray:
     """Per row: a code for its (name, recipient) group."""
-    names = frame[C.NAME].astype(object).where(frame[C.NAME].notna(), "")
+    names = frame[columns.NAME].astype(object).where(frame[columns.NAME].notna(), "")
     keys = pd.DataFrame({"n": names.astype(str), "r": ctx.recipient_key(frame).astype(str)})
     return keys.groupby(["n", "r"], sort=False).ngroup().to_numpy()
 
@@ -723,13 +741,13 @@ class Beacon(Rule):
     def check(self, ctx: Context) -> Iterator[Finding]:
         th = ctx.policy.thresholds
         df = ctx.flows
-        if df.empty or C.START not in df.columns:
+        if df.empty or columns.START not in df.columns:
             return
-        start = pd.to_datetime(df[C.START], utc=True, errors="coerce")
+        start = pd.to_datetime(df[columns.START], utc=True, errors="coerce")
         keep = (start.notna().to_numpy()) & ~_dns_mask(df)
         if keep.sum() < th.beacon_min_contacts:
             return
-        data = df.loc[keep, [c for c in (C.NAME, C.ORGANISATION) if c in df.columns]]
+        data = df.loc[keep, [c for c in (columns.NAME, columns.ORGANISATION) if c in df.columns]]
         at = np.flatnonzero(keep)
         t = start[keep].to_numpy(dtype="datetime64[ns]").astype(np.int64) / 1e9
         codes = _group_codes(ctx, data)
@@ -775,7 +793,7 @@ class Beacon(Rule):
             contact_rows = rows[is_contact[lo:hi]]
             span, period = float(st["span"]), float(st["median"])
             n = int(st["contacts"])
-            name = _text(row.get(C.NAME))
+            name = _text(row.get(columns.NAME))
             dns_n = int(lookups.get(name, 0))
             times = t_s[lo:hi][is_contact[lo:hi]]
             evidence = tuple(
@@ -789,14 +807,16 @@ class Beacon(Rule):
                     f"{pd.Timestamp(ts, unit='s', tz='UTC').isoformat()}"
                     + (f", {ts - times[i - 1]:.1f} s after the previous" if i else ""),
                 )
-                for i, (fid, ts) in enumerate(zip(contact_rows[C.FLOW_ID], times, strict=True))
+                for i, (fid, ts) in enumerate(
+                    zip(contact_rows[columns.FLOW_ID], times, strict=True)
+                )
                 if i < MAX_EVIDENCE
             )
             yield self.finding(
                 ctx,
                 row,
                 f"{_who(row)} contacted every ~{period:.0f}s ({n} contacts over {span:.0f}s)",
-                flow_ids=tuple(sorted(str(f) for f in rows[C.FLOW_ID])),
+                flow_ids=tuple(sorted(str(f) for f in rows[columns.FLOW_ID])),
                 evidence=evidence,
                 data={
                     "period_s": round(period, 1),
@@ -819,9 +839,9 @@ class Beacon(Rule):
 
 def _dns_lookups(df: pd.DataFrame) -> dict[str, int]:
     """DNS lookups per name asked for (from the DNS flows' queries)."""
-    if C.DNS_QUERIES not in df.columns:
+    if columns.DNS_QUERIES not in df.columns:
         return {}
-    q = df[C.DNS_QUERIES].dropna().astype(str)
+    q = df[columns.DNS_QUERIES].dropna().astype(str)
     q = q[q != ""]
     if q.empty:
         return {}
@@ -840,9 +860,11 @@ class IdleTraffic(Rule):
 
     def check(self, ctx: Context) -> Iterator[Finding]:
         df = ctx.flows
-        if df.empty or C.IDLE not in df.columns:
+        if df.empty or columns.IDLE not in df.columns:
             return
-        idle = df[df[C.IDLE].astype(object).where(df[C.IDLE].notna(), False).astype(bool)]
+        idle = df[
+            df[columns.IDLE].astype(object).where(df[columns.IDLE].notna(), False).astype(bool)
+        ]
         if idle.empty:
             return
         idle = idle[ctx.flagged_mask(idle)]
@@ -853,7 +875,7 @@ class IdleTraffic(Rule):
         code_s = codes[order]
         starts = np.flatnonzero(np.r_[True, code_s[1:] != code_s[:-1]])
         ends = np.r_[starts[1:], len(code_s)]
-        up = pd.to_numeric(idle[C.BYTES_UP], errors="coerce").fillna(0).to_numpy()[order]
+        up = pd.to_numeric(idle[columns.BYTES_UP], errors="coerce").fillna(0).to_numpy()[order]
         for lo, hi in zip(starts, ends, strict=True):
             grp = idle.iloc[order[lo:hi]]
             row = grp.iloc[0]
@@ -861,7 +883,7 @@ class IdleTraffic(Rule):
                 ctx,
                 row,
                 f"{len(grp)} connection(s) to {_who(row)} while idle",
-                flow_ids=tuple(sorted(str(f) for f in grp[C.FLOW_ID])),
+                flow_ids=tuple(sorted(str(f) for f in grp[columns.FLOW_ID])),
                 evidence=_connection_evidence(grp, "during an idle step"),
                 data={"bytes_up": int(up[lo:hi].sum())},
             )
@@ -883,23 +905,25 @@ class Uninspected(Rule):
 
     def check(self, ctx: Context) -> Iterator[Finding]:
         df = ctx.flows
-        failed = df[df[C.RECORD_TYPE] == "tls_failed"]
-        keys = [failed[C.NAME].astype(object).fillna("(no name)"), ctx.recipient_key(failed)]
+        failed = df[df[columns.RECORD_TYPE] == "tls_failed"]
+        keys = [failed[columns.NAME].astype(object).fillna("(no name)"), ctx.recipient_key(failed)]
         for _host, grp in sorted(failed.groupby(keys), key=lambda g: str(g[0])):
             yield self.finding(
                 ctx,
                 grp.iloc[0],
                 f"{len(grp)} connection(s) to {_who(grp.iloc[0])} not decrypted",
-                flow_ids=tuple(sorted(grp[C.FLOW_ID].tolist())),
+                flow_ids=tuple(sorted(grp[columns.FLOW_ID].tolist())),
                 evidence=tuple(
                     replace(e, excerpt=f"{e.excerpt}; {err}" if err else e.excerpt)
                     for e, err in zip(
                         _connection_evidence(grp, "TLS refused by the client"),
-                        grp.sort_values(C.FLOW_ID)[C.ERROR].head(MAX_EVIDENCE).map(_text),
+                        grp.sort_values(columns.FLOW_ID)[columns.ERROR]
+                        .head(MAX_EVIDENCE)
+                        .map(_text),
                         strict=True,
                     )
                 ),
-                data={"errors": sorted(set(grp[C.ERROR].dropna().astype(str)))[:3]},
+                data={"errors": sorted(set(grp[columns.ERROR].dropna().astype(str)))[:3]},
             )
 
 
@@ -921,44 +945,44 @@ class ProxyBypass(Rule):
 
     def check(self, ctx: Context) -> Iterator[Finding]:
         df = ctx.flows
-        if C.BYPASS not in df.columns:
+        if columns.BYPASS not in df.columns:
             return
-        bypass = df[df[C.BYPASS].fillna(False).astype(bool)]
+        bypass = df[df[columns.BYPASS].fillna(False).astype(bool)]
         if bypass.empty:
             return
-        app = bypass[C.APPS].fillna("").astype(str).replace("", "(app unknown)")
+        app = bypass[columns.APPS].fillna("").astype(str).replace("", "(app unknown)")
         keys = [app, ctx.recipient_key(bypass)]
         for (name, _to), grp in sorted(bypass.groupby(keys), key=lambda g: str(g[0])):
             flagged = ctx.flagged_mask(grp)
             recipients = sorted(
-                {str(o) for o in grp[C.ORGANISATION_NAME].dropna()}
-                if C.ORGANISATION_NAME in grp
+                {str(o) for o in grp[columns.ORGANISATION_NAME].dropna()}
+                if columns.ORGANISATION_NAME in grp
                 else set()
             )
             # per app and recipient: a finding cites only flows that went to the recipient it
             # names (none for the unknown operators' flows)
             row = grp.iloc[0].copy()
-            if len({str(h) for h in grp[C.NAME]}) != 1 and C.NAME in row.index:
-                row[C.NAME] = None
+            if len({str(h) for h in grp[columns.NAME]}) != 1 and columns.NAME in row.index:
+                row[columns.NAME] = None
             queries = sorted(
-                {q for v in grp[C.DNS_QUERIES].dropna() for q in str(v).split(";") if q}
+                {q for v in grp[columns.DNS_QUERIES].dropna() for q in str(v).split(";") if q}
             )
-            hosts = sorted({str(h) for h in grp[C.NAME]})
+            hosts = sorted({str(h) for h in grp[columns.NAME]})
             shown = ", ".join(hosts[:4]) + (f" and {len(hosts) - 4} more" if len(hosts) > 4 else "")
             yield self.finding(
                 ctx,
                 row,
                 f"{len(grp)} connection(s) from {name} bypassed the proxy ({shown})",
-                flow_ids=tuple(sorted(grp[C.FLOW_ID].tolist())),
+                flow_ids=tuple(sorted(grp[columns.FLOW_ID].tolist())),
                 evidence=_connection_evidence(grp, f"outside the proxy, app {name}"),
                 data={
                     "app": name,
                     "hosts": hosts,
-                    "transports": sorted({str(t) for t in grp[C.TRANSPORT]}),
-                    "ports": sorted({int(p) for p in grp[C.SERVER_PORT].dropna()}),
+                    "transports": sorted({str(t) for t in grp[columns.TRANSPORT]}),
+                    "ports": sorted({int(p) for p in grp[columns.SERVER_PORT].dropna()}),
                     "dns_queries": queries[:200],
-                    "bytes_up": int(grp[C.BYTES_UP].fillna(0).sum()),
-                    "bytes_down": int(grp[C.BYTES_DOWN].fillna(0).sum()),
+                    "bytes_up": int(grp[columns.BYTES_UP].fillna(0).sum()),
+                    "bytes_down": int(grp[columns.BYTES_DOWN].fillna(0).sum()),
                     "flagged_recipients": int(flagged.sum()),
                     "recipients": recipients,
                 },

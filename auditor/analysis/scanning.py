@@ -15,7 +15,7 @@ message definitions; with a ``--decrypt`` rules file (:mod:`auditor.analysis.dec
 a rule matches is decrypted first, and what was read or decrypted is listed per flow
 (``decoded``, ``decrypted``), the view judged on the plaintext (so it is no longer "encrypted").
 
-Bodies are decoded within bounds (:func:`auditor.codecs.decode`): a body that decodes past a
+Bodies are decoded within bounds (:func:`auditor.decoders.decode`): a body that decodes past a
 bound is searched in its first part only, and the warnings of the outcome name its flows, so
 a report says which bodies were capped (a decompression bomb among them).
 """
@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_to_bytes, urlsplit
 
-from auditor.analysis import decrypt as D
+from auditor.analysis.decrypt import Rules as DecryptRules
 from auditor.analysis.patterns import (
     PayloadClass,
     characterise,
@@ -46,15 +45,15 @@ from auditor.analysis.payload import (
     DecodedView,
     Decryption,
     LeafKind,
-    Limits,
     Part,
+    ScanLimits,
     Scanner,
     decoded_view,
     query_view,
 )
-from auditor.analysis.report import private_dir
 from auditor.analysis.rules import Match, Shape
-from auditor.codecs import decode
+from auditor.decoders import decode
+from auditor.fsutil import private_dir, write_private
 from auditor.records import BodyRef, HttpRecord
 from auditor.session.reader import Session
 
@@ -62,7 +61,7 @@ log = logging.getLogger(__name__)
 
 # Decoded bytes of one body that the shape, app-list and keyword-list searches read. These are
 # regex and JSON passes (~150 ns a byte), so a few kilobytes of gzip must not buy seconds of
-# them; the identifier search (payload.Limits.decode_limit) reads further.
+# them; the identifier search (payload.ScanLimits.decode_limit) reads further.
 DECODE_LIMIT = 4 * 1024 * 1024
 MAX_NAMED_FLOWS = 10  # flows named per warning
 MIN_CHARACTERISED = 64  # bytes: shorter bodies say nothing about entropy
@@ -73,7 +72,7 @@ EXCERPT = 160
 MIN_OPAQUE_PART = 64
 MIN_OPAQUE = 256
 OPAQUE_SHARE = 0.5
-VIEW_LIMITS = Limits(
+VIEW_LIMITS = ScanLimits(
     decode_limit=DECODE_LIMIT, decode_budget=4 * DECODE_LIMIT, max_depth=8, max_nodes=50_000
 )
 
@@ -234,7 +233,7 @@ def scan_sessions(
     *,
     artifacts_dir: Path | None = None,
     records: dict[str, list[Any]] | None = None,
-    decrypt: D.Rules | None = None,
+    decrypt: DecryptRules | None = None,
 ) -> ScanOutcome:
     """The scan of every HTTP flow of the sessions (see the module's text); ``decrypt``: the
     rules of a ``--decrypt`` file."""
@@ -318,8 +317,5 @@ def _extract(folder: Path, flow_id: str, n: int, rec: HttpRecord, entries: tuple
         ensure_ascii=False,
         indent=1,
     )
-    fd = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(data)
+    write_private(folder / name, data)
     return f"{folder.name}/{name}"

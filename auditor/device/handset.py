@@ -200,9 +200,6 @@ class Handset:
                     self._root = "su"
         return self._root if isinstance(self._root, str) else None
 
-    def has_root(self) -> bool:
-        return self.root_method() is not None
-
     def su(self, command: str, timeout: float = DEFAULT_TIMEOUT) -> ShellResult:
         method = self.root_method()
         if method == "adbd":

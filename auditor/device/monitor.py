@@ -22,7 +22,7 @@ from adbutils import AdbError
 
 from auditor.device import parsers
 from auditor.device.handset import Handset
-from auditor.device.models import NetProto, SocketEntry, socket_has_owner
+from auditor.device.model import NetProto, SocketEntry, socket_has_owner
 from auditor.errors import DeviceError
 from auditor.session.writer import SessionWriteError, append_line, write_error
 from auditor.timeutil import now_iso
@@ -114,7 +114,7 @@ class LogcatStream:
 
 def has_owner(e: SocketEntry) -> bool:
     """Whether the kernel still ties the socket to a process's uid
-    (:func:`auditor.device.models.socket_has_owner`)."""
+    (:func:`auditor.device.model.socket_has_owner`)."""
     return socket_has_owner(e.state.value, e.uid, e.inode)
 
 

@@ -1,13 +1,16 @@
 """Parsers of what an Android handset prints: text in, typed records out.
 
+Long because: it holds one short parser per command the device layer runs, all under the
+one contract below; the samples and the fuzz tests mirror the list.
+
 A parser here does not know where its text came from (``adb shell``, a bugreport section, a
 file in a test); the device layer fetches the text and hands it over. The records are defined in
-:mod:`auditor.device.models`.
+:mod:`auditor.device.model`.
 
 Two shapes of result, one rule:
 
 * A parser of many lines (``parse_getprop``, ``parse_pm_list_packages``, ``parse_proc_net``, ...)
-  returns a :class:`~auditor.device.models.ParseResult`: the records in ``items``, how many lines
+  returns a :class:`~auditor.device.model.ParseResult`: the records in ``items``, how many lines
   it could not read in ``skipped``, and a few of those lines in ``warnings``. Blank lines and
   the headers the format is known to have are not counted as skipped.
 * A parser that extracts one value (``parse_settings_get``, ``parse_logcat_epoch_uid``,
@@ -31,7 +34,7 @@ from typing import Literal
 
 from cryptography import x509
 
-from auditor.device.models import (
+from auditor.device.model import (
     MAX_WARNINGS,
     SOCKET_STATE_BY_CODE,
     ActivityRef,

@@ -17,7 +17,7 @@ from typing import Any
 
 from auditor.device import parsers
 from auditor.device.handset import Handset
-from auditor.device.models import PackageDetails
+from auditor.device.model import PackageDetails
 from auditor.errors import DeviceError
 from auditor.timeutil import now_iso
 
@@ -88,19 +88,10 @@ class DeviceProfile:
     network_operators: list[str] = field(default_factory=list)
     network_countries: list[str] = field(default_factory=list)
 
-    @property
-    def sim_operator(self) -> str:
-        """The SIM operators (or, without them, the networks) joined for display."""
-        return ", ".join(self.sim_operators or self.network_operators)
-
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["packages"] = sorted(d["packages"], key=lambda p: p["name"])
         return d
-
-    def identifier_values(self) -> dict[str, str]:
-        """name -> value for every identifier that was read."""
-        return {i.name: i.value for i in self.identifiers if i.value}
 
     def uid_map(self) -> dict[int, list[str]]:
         out: dict[int, list[str]] = {}

@@ -21,6 +21,7 @@ from auditor.device.handset import Handset
 from auditor.device.journal import RestoreJournal
 from auditor.device.scenario import Scenario, Step
 from auditor.errors import DeviceError, ScenarioError
+from auditor.fsutil import private_mkdirs, write_private
 from auditor.session.writer import SessionWriter
 
 log = logging.getLogger(__name__)
@@ -190,11 +191,10 @@ class StepRunner:
         if not isinstance(data, bytes) or not data.startswith(PNG_MAGIC):
             raise DeviceError("screencap did not return a PNG")
         folder = self.writer.path / SCREENSHOTS
-        folder.mkdir(mode=0o700, exist_ok=True)
+        private_mkdirs(folder)
         stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in (name or "screen"))[:60]
         path = folder / f"{int(time.time() * 1000)}-{stem}.png"
-        path.write_bytes(data)
-        path.chmod(0o600)
+        write_private(path, data)
         self.writer.event("screenshot", str(Path(SCREENSHOTS) / path.name), bytes=len(data))
 
     def _reboot(self, timeout: float | None = None) -> None:

@@ -44,7 +44,7 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True, slots=True)
-class Limits:
+class ArchiveLimits:
     max_member_size: int = 16 * GiB
     max_total_size: int = 64 * GiB
     max_members: int = 1_000_000
@@ -56,7 +56,7 @@ class Limits:
     max_in_memory: int = 64 * MiB  # a member that is parsed (bundle.json, manifest.json)
 
 
-DEFAULT_LIMITS = Limits()
+DEFAULT_LIMITS = ArchiveLimits()
 
 
 def shown(name: str) -> str:
@@ -239,16 +239,8 @@ class Member:
             left -= len(data)
             yield data
 
-    def read_all(self, limit: int) -> bytes:
-        if self.size > limit:
-            raise UnsafeArchiveError(
-                f"archive member {self.name}: {self.size} bytes, more than the {limit} read "
-                "into memory"
-            )
-        return b"".join(self.chunks())
 
-
-def iter_members(path: Path, limits: Limits = DEFAULT_LIMITS) -> Iterator[Member]:
+def iter_members(path: Path, limits: ArchiveLimits = DEFAULT_LIMITS) -> Iterator[Member]:
     """Every regular-file member of the archive at ``path``, in archive order, as a stream to
     read before asking for the next one. Directory members are checked, then skipped.
 
@@ -338,7 +330,7 @@ def _next(path: Path, tf: tarfile.TarFile, count: int) -> tarfile.TarInfo | None
     return ti
 
 
-def _members(path: Path, tf: tarfile.TarFile, limits: Limits) -> Iterator[Member]:
+def _members(path: Path, tf: tarfile.TarFile, limits: ArchiveLimits) -> Iterator[Member]:
     seen: set[str] = set()
     count = 0
     total = 0

@@ -1,5 +1,8 @@
 """Evidence bundles: one archive with a session, optionally its report, and ``bundle.json``.
 
+Long because: writing and verifying a bundle must agree on one layout (member order, names,
+modes, limits), so they stand side by side.
+
 Layout of a bundle (a tar file, gzip-compressed or not)::
 
     bundle.json                      what is in the bundle and how it was made (below)
@@ -47,7 +50,7 @@ from auditor.evidence import EvidenceError, custody
 from auditor.evidence.archive import (
     CHUNK,
     DEFAULT_LIMITS,
-    Limits,
+    ArchiveLimits,
     UnsafeArchiveError,
     check_name,
     iter_members,
@@ -567,7 +570,7 @@ def _open_new(dest: Path, name: str) -> IO[bytes]:
     return os.fdopen(out, "wb")
 
 
-def _scan(path: Path, limits: Limits, dest: Path | None = None) -> _Scan:
+def _scan(path: Path, limits: ArchiveLimits, dest: Path | None = None) -> _Scan:
     """Hash every member (and write it under ``dest`` when given); keep the few parsed ones."""
     scan = _Scan()
     for m in iter_members(path, limits):
@@ -885,7 +888,7 @@ def _judge(path: Path, scan: _Scan, trusted: Ed25519PublicKey | None) -> BundleC
 
 
 def verify_bundle(
-    path: Path, trusted: Ed25519PublicKey | None = None, limits: Limits = DEFAULT_LIMITS
+    path: Path, trusted: Ed25519PublicKey | None = None, limits: ArchiveLimits = DEFAULT_LIMITS
 ) -> BundleCheck:
     """Check every member against ``bundle.json``, the session's files against its manifest,
     and the signature (with ``trusted`` when given), reading the archive without extracting.
@@ -943,7 +946,7 @@ def unpack_bundle(
     *,
     trusted: Ed25519PublicKey | None = None,
     force: bool = False,
-    limits: Limits = DEFAULT_LIMITS,
+    limits: ArchiveLimits = DEFAULT_LIMITS,
 ) -> UnpackResult:
     """Extract the bundle into the new (or empty) folder ``out``, checking it as it goes.
 

@@ -29,7 +29,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from auditor import jsonio
-from auditor.analysis.report.files import private_dir, replacing, write_private
 from auditor.errors import AuditorError
 from auditor.fleet.schema import (
     COMMIT_TABLE,
@@ -38,6 +37,7 @@ from auditor.fleet.schema import (
     SESSION_KEY,
     TABLES,
 )
+from auditor.fsutil import private_dir, replacing, write_private
 
 log = logging.getLogger(__name__)
 

@@ -25,19 +25,19 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from auditor.fleet import schema as S
+from auditor.fleet import schema
 from auditor.fleet.dataset import Dataset, FleetError
 
 log = logging.getLogger(__name__)
 
 ENGINES = ("duckdb", "dask", "pandas")
-BUILD_KEYS = [S.VENDOR, S.MODEL, S.BUILD]
-RECIPIENT_KEYS = [*BUILD_KEYS, S.RECIPIENT]
-HOST_KEYS = [*RECIPIENT_KEYS, S.HOST]
-IDENT_KEYS = [*RECIPIENT_KEYS, S.IDENTIFIER]
-FLOW_COLUMNS = [*HOST_KEYS, S.SESSION_KEY, S.BYTES_UP, S.BYTES_DOWN]
-SESSION_COLUMNS = [*BUILD_KEYS, S.SESSION_KEY, S.STARTED, S.DURATION]
-IDENT_COLUMNS = [*IDENT_KEYS, S.SESSION_KEY, S.FLOWS, S.ENCODINGS]
+BUILD_KEYS = [schema.VENDOR, schema.MODEL, schema.BUILD]
+RECIPIENT_KEYS = [*BUILD_KEYS, schema.RECIPIENT]
+HOST_KEYS = [*RECIPIENT_KEYS, schema.HOST]
+IDENT_KEYS = [*RECIPIENT_KEYS, schema.IDENTIFIER]
+FLOW_COLUMNS = [*HOST_KEYS, schema.SESSION_KEY, schema.BYTES_UP, schema.BYTES_DOWN]
+SESSION_COLUMNS = [*BUILD_KEYS, schema.SESSION_KEY, schema.STARTED, schema.DURATION]
+IDENT_COLUMNS = [*IDENT_KEYS, schema.SESSION_KEY, schema.FLOWS, schema.ENCODINGS]
 
 
 @dataclass
@@ -53,9 +53,9 @@ class Aggregates:
 
 _SHAPES: dict[str, tuple[list[str], list[str]]] = {
     "builds": (BUILD_KEYS, ["sessions", "first_started", "last_started", "milliseconds"]),
-    "recipients": (RECIPIENT_KEYS, ["sessions", S.FLOWS, S.BYTES_UP, S.BYTES_DOWN]),
-    "hosts": (HOST_KEYS, [S.FLOWS]),
-    "identifiers": (IDENT_KEYS, ["sessions", S.FLOWS]),
+    "recipients": (RECIPIENT_KEYS, ["sessions", schema.FLOWS, schema.BYTES_UP, schema.BYTES_DOWN]),
+    "hosts": (HOST_KEYS, [schema.FLOWS]),
+    "identifiers": (IDENT_KEYS, ["sessions", schema.FLOWS]),
     "encodings": ([*IDENT_KEYS, "encoding"], []),
 }
 
@@ -101,7 +101,7 @@ def _sql_text(s: str) -> str:
 
 
 def duckdb_connection(
-    ds: Dataset, *, sandbox: bool = True, tables: Sequence[str] = tuple(S.TABLES)
+    ds: Dataset, *, sandbox: bool = True, tables: Sequence[str] = tuple(schema.TABLES)
 ) -> Any:
     """An in-memory DuckDB with one view per table (``flows``, ``endpoints``, ``findings``,
     ``identifiers``, ``sessions``) over the dataset's committed files. With ``sandbox``,
@@ -112,13 +112,13 @@ def duckdb_connection(
     con.execute("SET TimeZone='UTC'")
     con.execute("SET parquet_metadata_cache = true")
     for table in tables:
-        schema = S.TABLES[table]
+        table_schema = schema.TABLES[table]
         files = ds.files(table)
         if files:
             listed = ", ".join(_sql_text(str(f.resolve())) for f in files)
             source = _sql("read_parquet([", listed, "], hive_partitioning = false)")
         else:
-            con.register(f"_empty_{table}", schema.empty_table())
+            con.register(f"_empty_{table}", table_schema.empty_table())
             source = "_empty_" + table
         con.execute(_sql("CREATE VIEW", table, "AS SELECT * FROM", source))
     if sandbox:
@@ -129,7 +129,7 @@ def duckdb_connection(
     return con
 
 
-def _connect(ds: Dataset, tables: Sequence[str] = tuple(S.TABLES)) -> Any:
+def _connect(ds: Dataset, tables: Sequence[str] = tuple(schema.TABLES)) -> Any:
     """:func:`duckdb_connection`, a file it cannot read (a damaged part) a FleetError."""
     try:
         return duckdb_connection(ds, tables=tables)
@@ -206,7 +206,7 @@ def _duck_aggregates(con: Any) -> Aggregates:
 
 def _read(files: Sequence[Path], columns: list[str], schema_table: str) -> pd.DataFrame:
     if not files:
-        return S.TABLES[schema_table].empty_table().select(columns).to_pandas()
+        return schema.TABLES[schema_table].empty_table().select(columns).to_pandas()
     try:
         return pd.concat([pd.read_parquet(f, columns=columns) for f in files], ignore_index=True)
     except (OSError, ValueError) as exc:
@@ -226,34 +226,36 @@ def _frame_aggregates(
 
     flows = flows[FLOW_COLUMNS].assign(**ones)
     per_session = sums(
-        flows.drop(columns=[S.HOST]),
-        [*RECIPIENT_KEYS, S.SESSION_KEY],
-        {"n": "sum", S.BYTES_UP: "sum", S.BYTES_DOWN: "sum"},
+        flows.drop(columns=[schema.HOST]),
+        [*RECIPIENT_KEYS, schema.SESSION_KEY],
+        {"n": "sum", schema.BYTES_UP: "sum", schema.BYTES_DOWN: "sum"},
     )
     recipients = sums(
-        per_session.drop(columns=[S.SESSION_KEY]).rename(columns={"n": S.FLOWS}).assign(**ones),
+        per_session.drop(columns=[schema.SESSION_KEY])
+        .rename(columns={"n": schema.FLOWS})
+        .assign(**ones),
         RECIPIENT_KEYS,
-        {"n": "sum", S.FLOWS: "sum", S.BYTES_UP: "sum", S.BYTES_DOWN: "sum"},
+        {"n": "sum", schema.FLOWS: "sum", schema.BYTES_UP: "sum", schema.BYTES_DOWN: "sum"},
     )
-    hosts = sums(flows[HOST_KEYS].assign(**{S.FLOWS: 1}), HOST_KEYS, {S.FLOWS: "sum"})
-    dur = sessions[S.DURATION].fillna(0.0) * 1000.0
+    hosts = sums(flows[HOST_KEYS].assign(**{schema.FLOWS: 1}), HOST_KEYS, {schema.FLOWS: "sum"})
+    dur = sessions[schema.DURATION].fillna(0.0) * 1000.0
     builds = sums(
-        sessions[[*BUILD_KEYS, S.STARTED]].assign(
-            last_started=sessions[S.STARTED],
+        sessions[[*BUILD_KEYS, schema.STARTED]].assign(
+            last_started=sessions[schema.STARTED],
             ms=dur.map_partitions(np.floor) if dask else np.floor(dur),
             **ones,
         ),
         BUILD_KEYS,
-        {"n": "sum", S.STARTED: "min", "last_started": "max", "ms": "sum"},
+        {"n": "sum", schema.STARTED: "min", "last_started": "max", "ms": "sum"},
     )
     identifiers = sums(
-        idents[[*IDENT_KEYS, S.FLOWS]].assign(**ones),
+        idents[[*IDENT_KEYS, schema.FLOWS]].assign(**ones),
         IDENT_KEYS,
-        {"n": "sum", S.FLOWS: "sum"},
+        {"n": "sum", schema.FLOWS: "sum"},
     )
     # ``encoded``: the identifiers table with one row per encoding (exploded where it is
     # read: dask turns a column of lists into text when it moves it)
-    encodings = encoded.dropna(subset=[S.ENCODINGS]).drop_duplicates()
+    encodings = encoded.dropna(subset=[schema.ENCODINGS]).drop_duplicates()
     return {
         "builds": builds,
         "recipients": recipients,
@@ -265,9 +267,9 @@ def _frame_aggregates(
 
 _NAMES = {
     "n": "sessions",
-    S.STARTED: "first_started",
+    schema.STARTED: "first_started",
     "ms": "milliseconds",
-    S.ENCODINGS: "encoding",
+    schema.ENCODINGS: "encoding",
 }
 
 
@@ -281,7 +283,7 @@ class PandasEngine:
         flows = _read(ds.files("flows"), FLOW_COLUMNS, "flows")
         sessions = _read(ds.files("sessions"), SESSION_COLUMNS, "sessions")
         idents = _read(ds.files("identifiers"), IDENT_COLUMNS, "identifiers")
-        encoded = idents[[*IDENT_KEYS, S.ENCODINGS]].explode(S.ENCODINGS)
+        encoded = idents[[*IDENT_KEYS, schema.ENCODINGS]].explode(schema.ENCODINGS)
         got = _frame_aggregates(flows, sessions, idents, encoded)
         return Aggregates(**{k: _named(k, v) for k, v in got.items()})
 
@@ -350,8 +352,8 @@ class DaskEngine:
                 lazy = _frame_aggregates(
                     frame("flows", FLOW_COLUMNS),
                     frame("sessions", SESSION_COLUMNS),
-                    frame("identifiers", [*IDENT_KEYS, S.SESSION_KEY, S.FLOWS]),
-                    frame("identifiers", [*IDENT_KEYS, S.ENCODINGS], explode=S.ENCODINGS),
+                    frame("identifiers", [*IDENT_KEYS, schema.SESSION_KEY, schema.FLOWS]),
+                    frame("identifiers", [*IDENT_KEYS, schema.ENCODINGS], explode=schema.ENCODINGS),
                     dask=True,
                 )
                 names = list(lazy)

@@ -21,10 +21,10 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from auditor import columns as C
+from auditor import columns
 from auditor.analysis.diff import IDENTIFIER_RULES, identifiers_of, load_side
 from auditor.errors import AuditorError
-from auditor.fleet import schema as S
+from auditor.fleet import schema
 from auditor.fleet.dataset import Dataset, FleetError, part_name, partition_dir
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ def build_of(device: Mapping[str, Any]) -> str:
     rel, patch = device.get("android_release"), device.get("security_patch")
     if rel or patch:
         return f"{rel or '?'} ({patch or '?'})"
-    return S.UNKNOWN
+    return schema.UNKNOWN
 
 
 def _missing(v: Any) -> bool:
@@ -171,10 +171,10 @@ def _partition(audit: Audit, flows_start: pd.Series) -> tuple[Partition, pd.Time
         started = seen if not pd.isna(seen) else _ts([device.get("collected_at")]).min()
     if pd.isna(started):
         started = None
-    month = started.strftime("%Y-%m") if started is not None else S.UNKNOWN
+    month = started.strftime("%Y-%m") if started is not None else schema.UNKNOWN
     values = (
-        _text(device.get("manufacturer")) or S.UNKNOWN,
-        _text(device.get("model")) or S.UNKNOWN,
+        _text(device.get("manufacturer")) or schema.UNKNOWN,
+        _text(device.get("model")) or schema.UNKNOWN,
         build_of(device),
         month,
     )
@@ -190,44 +190,46 @@ def _findings(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def _with_keys(rows: dict[str, Any], n: int, key: str, part: Partition) -> dict[str, Any]:
-    common = {S.SESSION_KEY: [key] * n}
-    common |= {k: [v] * n for k, v in zip(S.PARTITION_KEYS, part, strict=True)}
+    common = {schema.SESSION_KEY: [key] * n}
+    common |= {k: [v] * n for k, v in zip(schema.PARTITION_KEYS, part, strict=True)}
     return common | rows
 
 
 def tables_of(audit: Audit, key: str) -> tuple[Partition, dict[str, pa.Table]]:
     """The rows ``audit`` adds to each table."""
     doc, df = audit.doc, audit.flows
-    start = _ts(list(_col(df, C.START)))
+    start = _ts(list(_col(df, columns.START)))
     part, started = _partition(audit, start)
     n = len(df)
-    name = _col(df, C.NAME) if C.NAME in df.columns else _col(df, C.HOST)
+    name = _col(df, columns.NAME) if columns.NAME in df.columns else _col(df, columns.HOST)
     flows = {
         "session_id": _text_col(df, "session"),
-        "flow_id": _text_col(df, C.FLOW_ID),
+        "flow_id": _text_col(df, columns.FLOW_ID),
         "start": start,
-        S.HOST: [_text(v) or "" for v in name],
-        S.RECIPIENT: [_text(v) or S.UNKNOWN_RECIPIENT for v in _col(df, C.ORGANISATION_NAME)],
-        "organisation_id": _text_col(df, C.ORGANISATION),
-        "country": _text_col(df, C.COUNTRY),
-        "server_country": _text_col(df, C.SERVER_COUNTRY),
-        "hosting": _text_col(df, C.HOSTING_NAME),
-        "transport": _text_col(df, C.TRANSPORT),
-        "scheme": _text_col(df, C.SCHEME),
-        "method": _text_col(df, C.METHOD),
-        "status": [_int(v) if _text(v) else None for v in _col(df, C.STATUS)],
-        S.BYTES_UP: [_int(v) for v in _col(df, C.BYTES_UP, 0)],
-        S.BYTES_DOWN: [_int(v) for v in _col(df, C.BYTES_DOWN, 0)],
-        "seen_by": _text_col(df, C.SEEN_BY),
-        "bypass": [_bool(v) for v in _col(df, C.BYPASS)],
-        "idle": [_bool(v) for v in _col(df, C.IDLE)],
-        "apps": _text_col(df, C.APPS),
+        schema.HOST: [_text(v) or "" for v in name],
+        schema.RECIPIENT: [
+            _text(v) or schema.UNKNOWN_RECIPIENT for v in _col(df, columns.ORGANISATION_NAME)
+        ],
+        "organisation_id": _text_col(df, columns.ORGANISATION),
+        "country": _text_col(df, columns.COUNTRY),
+        "server_country": _text_col(df, columns.SERVER_COUNTRY),
+        "hosting": _text_col(df, columns.HOSTING_NAME),
+        "transport": _text_col(df, columns.TRANSPORT),
+        "scheme": _text_col(df, columns.SCHEME),
+        "method": _text_col(df, columns.METHOD),
+        "status": [_int(v) if _text(v) else None for v in _col(df, columns.STATUS)],
+        schema.BYTES_UP: [_int(v) for v in _col(df, columns.BYTES_UP, 0)],
+        schema.BYTES_DOWN: [_int(v) for v in _col(df, columns.BYTES_DOWN, 0)],
+        "seen_by": _text_col(df, columns.SEEN_BY),
+        "bypass": [_bool(v) for v in _col(df, columns.BYPASS)],
+        "idle": [_bool(v) for v in _col(df, columns.IDLE)],
+        "apps": _text_col(df, columns.APPS),
     }
     eps = _endpoints(doc)
     endpoints = {
-        S.HOST: [_text(e.get("host")) for e in eps],
+        schema.HOST: [_text(e.get("host")) for e in eps],
         "ip": [_text(e.get("ip")) for e in eps],
-        S.RECIPIENT: [_text(e.get("organisation")) or S.UNKNOWN_RECIPIENT for e in eps],
+        schema.RECIPIENT: [_text(e.get("organisation")) or schema.UNKNOWN_RECIPIENT for e in eps],
         "organisation_id": [_text(e.get("organisation_id")) for e in eps],
         "parent": [_text(e.get("parent")) for e in eps],
         "country": [_text(e.get("country")) for e in eps],
@@ -241,9 +243,9 @@ def tables_of(audit: Audit, key: str) -> tuple[Partition, dict[str, pa.Table]]:
             for e in eps
         ],
         "state_control": [bool(e.get("state_control")) for e in eps],
-        S.FLOWS: [_int(e.get("flows")) for e in eps],
-        S.BYTES_UP: [_int(e.get("bytes_up")) for e in eps],
-        S.BYTES_DOWN: [_int(e.get("bytes_down")) for e in eps],
+        schema.FLOWS: [_int(e.get("flows")) for e in eps],
+        schema.BYTES_UP: [_int(e.get("bytes_up")) for e in eps],
+        schema.BYTES_DOWN: [_int(e.get("bytes_down")) for e in eps],
         "first_seen": _ts([e.get("first_seen") for e in eps]),
         "last_seen": _ts([e.get("last_seen") for e in eps]),
         "apps": [_strs(e.get("apps")) for e in eps],
@@ -254,23 +256,23 @@ def tables_of(audit: Audit, key: str) -> tuple[Partition, dict[str, pa.Table]]:
         "rule": [str(f["rule"]) for f in fs],
         "severity": [_text(f.get("severity")) for f in fs],
         "title": [_text(f.get("title")) for f in fs],
-        S.HOST: [_text(f.get("host")) for f in fs],
-        S.RECIPIENT: [_text(f.get("organisation")) or S.UNKNOWN_RECIPIENT for f in fs],
+        schema.HOST: [_text(f.get("host")) for f in fs],
+        schema.RECIPIENT: [_text(f.get("organisation")) or schema.UNKNOWN_RECIPIENT for f in fs],
         "country": [_text(f.get("country")) for f in fs],
         "identifiers": [_strs(f.get("identifiers")) for f in fs],
-        S.ENCODINGS: [_strs(f.get("encodings")) for f in fs],
-        S.FLOWS: [len(set(map(str, f.get("flow_ids") or []))) for f in fs],
+        schema.ENCODINGS: [_strs(f.get("encodings")) for f in fs],
+        schema.FLOWS: [len(set(map(str, f.get("flow_ids") or []))) for f in fs],
         "flow_ids": [_strs(f.get("flow_ids"))[:MAX_IDS] for f in fs],
     }
     # the diff's reading of identifier findings: one definition of "sent to a recipient"
     sent = sorted(identifiers_of(doc).items())
     identifiers = {
-        S.RECIPIENT: [k[0] for k, _ in sent],
-        S.IDENTIFIER: [k[1] for k, _ in sent],
-        S.ENCODINGS: [_strs(v["encodings"]) for _, v in sent],
+        schema.RECIPIENT: [k[0] for k, _ in sent],
+        schema.IDENTIFIER: [k[1] for k, _ in sent],
+        schema.ENCODINGS: [_strs(v["encodings"]) for _, v in sent],
         "hosts": [_strs(v["hosts"]) for _, v in sent],
         "rules": [_strs(v["rules"]) for _, v in sent],
-        S.FLOWS: [len(v["flow_ids"]) for _, v in sent],
+        schema.FLOWS: [len(v["flow_ids"]) for _, v in sent],
         "flow_ids": [_strs(v["flow_ids"])[:MAX_IDS] for _, v in sent],
     }
     sess = doc.get("session") or {}
@@ -289,9 +291,9 @@ def tables_of(audit: Audit, key: str) -> tuple[Partition, dict[str, pa.Table]]:
         "android_release": [_text(device.get("android_release"))],
         "fingerprint": [_text(device.get("fingerprint"))],
         "security_patch": [_text(device.get("security_patch"))],
-        S.STARTED: _ts([started.isoformat() if started is not None else None]),
-        S.DURATION: [_float(cov.get("duration_seconds"))],
-        S.FLOWS: [n],
+        schema.STARTED: _ts([started.isoformat() if started is not None else None]),
+        schema.DURATION: [_float(cov.get("duration_seconds"))],
+        schema.FLOWS: [n],
         "findings": [len(fs)],
         "findings_schema_version": [_int(doc.get("schema_version"))],
         "auditor_version": [_text((doc.get("method") or {}).get("auditor_version"))],
@@ -305,7 +307,7 @@ def tables_of(audit: Audit, key: str) -> tuple[Partition, dict[str, pa.Table]]:
         "sessions": (sessions, 1),
     }
     out = {
-        t: pa.Table.from_pydict(_with_keys(cols, k, key, part), schema=S.TABLES[t])
+        t: pa.Table.from_pydict(_with_keys(cols, k, key, part), schema=schema.TABLES[t])
         for t, (cols, k) in rows.items()
     }
     return part, out
@@ -391,7 +393,7 @@ def _described(path: Path, audit: Audit, key: str, part: Partition, flows: int) 
         "input": str(path),
         "kind": audit.kind,
         "session_key": key,
-        **dict(zip(S.PARTITION_KEYS, part, strict=True)),
+        **dict(zip(schema.PARTITION_KEYS, part, strict=True)),
         "flows": flows,
         "identifier_findings": sum(
             1 for f in _findings(audit.doc) if f.get("rule") in IDENTIFIER_RULES
@@ -403,10 +405,10 @@ def _flush(ds: Dataset, pending: Mapping[Partition, Mapping[str, list[pa.Table]]
     written: list[Path] = []
     parts = []
     for part, tables in sorted(pending.items()):
-        keys = [str(k) for t in tables[S.COMMIT_TABLE] for k in t.column(S.SESSION_KEY)]
+        keys = [str(k) for t in tables[schema.COMMIT_TABLE] for k in t.column(schema.SESSION_KEY)]
         parts.append((part, tables, part_name(keys)))
     # every other table first, then the sessions files that commit them
-    for table in [t for t in S.TABLES if t != S.COMMIT_TABLE] + [S.COMMIT_TABLE]:
+    for table in [t for t in schema.TABLES if t != schema.COMMIT_TABLE] + [schema.COMMIT_TABLE]:
         for part, tables, name in parts:
             data = pa.concat_tables(tables[table])
             written.append(ds.write_part(table, partition_dir(part), name, data))

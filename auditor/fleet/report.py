@@ -20,11 +20,11 @@ from typing import Any
 import pandas as pd
 
 from auditor.analysis.escape import html_text
-from auditor.analysis.report.files import private_dir, write_csv, write_private
+from auditor.analysis.report.files import write_csv
 from auditor.analysis.report.page import CSP
-from auditor.fleet import schema as S
 from auditor.fleet.dataset import Dataset
 from auditor.fleet.engines import Aggregates, aggregates
+from auditor.fsutil import private_dir, write_private
 from auditor.timeutil import now_iso
 
 log = logging.getLogger(__name__)
@@ -343,7 +343,3 @@ def summary_lines(doc: dict[str, Any]) -> list[str]:
             f"since {r['since_build']}"
         )
     return lines
-
-
-def columns_of(table: str) -> list[str]:
-    return list(S.TABLES[table].names)

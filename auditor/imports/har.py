@@ -29,7 +29,7 @@ from typing import Any
 from urllib.parse import quote_plus, urlsplit
 
 from auditor import jsonio
-from auditor.codecs import decode, supported
+from auditor.decoders import decode, supported
 from auditor.imports import ImportFileError, ImportReport, SkipKind
 from auditor.records import (
     BodyRef,

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from auditor.analysis.identifiers import parse_identifier
 from auditor.errors import AuditorError
 from auditor.imports import (
     Compression,
@@ -253,10 +254,10 @@ def parse_identifiers(values: Mapping[str, str] | Iterable[str]) -> list[dict[st
         pairs = [(str(k), str(v)) for k, v in values.items()]
     else:
         for v in values:
-            name, sep, value = str(v).partition("=")
-            if not sep:
-                raise ImportFileError(f"--identifier {v!r}: use NAME=VALUE, e.g. imei=4901542032")
-            pairs.append((name, value))
+            try:
+                pairs.append(parse_identifier(str(v)))
+            except ValueError as exc:
+                raise ImportFileError(f"--identifier {exc}, e.g. imei=490154203237518") from None
     out: list[dict[str, str]] = []
     seen: set[str] = set()
     for name, value in pairs:

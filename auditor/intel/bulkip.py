@@ -162,7 +162,7 @@ def _read_tables(path: Path) -> _Tables | None:
 def _write_tables(path: Path, t: _Tables) -> None:
     import json
 
-    from auditor.intel.cache import write_private
+    from auditor.intel.cache import write_cache_file
 
     meta = {name: getattr(t, name).tolist() for name in _OBJECTS}
     meta.update(
@@ -172,7 +172,7 @@ def _write_tables(path: Path, t: _Tables) -> None:
     )
     arrays = {name: getattr(t, name) for name in _ARRAYS if name not in _OBJECTS}
     blob = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
-    write_private(
+    write_cache_file(
         path,
         lambda fh: np.savez(fh, meta=blob, **arrays),
         stale=f"{TABLES_PREFIX}*.npz",

@@ -23,12 +23,12 @@ import logging
 import os
 import pickle
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from auditor.fsutil import replacing
 from auditor.intel import psl
 from auditor.intel.kb import DATA_DIR, KnowledgeBase
 
@@ -92,7 +92,9 @@ def owner_only(path: Path, what: str) -> bool:
     return False
 
 
-def write_private(path: Path, write: Callable[[IO[bytes]], None], *, stale: str, what: str) -> None:
+def write_cache_file(
+    path: Path, write: Callable[[IO[bytes]], None], *, stale: str, what: str
+) -> None:
     """Write a cache file owner-only in an owner-only folder, through a temporary name (so a
     reader never sees half of it); then remove the older files matching ``stale`` and
     temporary files a writer killed before its rename left (older than an hour). A folder
@@ -103,15 +105,8 @@ def write_private(path: Path, write: Callable[[IO[bytes]], None], *, stale: str,
         if not _private_enough(folder, 0o700):
             log.warning("%s: not owner-only; the %s is not kept", folder, what)
             return
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                write(fh)
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with replacing(path) as fh:
+            write(fh)
         for old in folder.glob(stale):
             if old != path:
                 old.unlink(missing_ok=True)
@@ -147,7 +142,7 @@ def _read(path: Path) -> KnowledgeBase | None:
 
 def _write(path: Path, kb: KnowledgeBase) -> None:
     data = {"format": FORMAT, "kb": kb, "psl": psl.current()}
-    write_private(
+    write_cache_file(
         path,
         lambda fh: pickle.dump(data, fh, protocol=pickle.HIGHEST_PROTOCOL),
         stale=f"{INDEX_PREFIX}*.pickle",

@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import shutil
-import stat
 import tempfile
 import time
 from collections.abc import Mapping
@@ -18,6 +17,7 @@ from functools import cache
 from pathlib import Path, PurePosixPath
 from typing import Final
 
+from auditor.fsutil import private_dir, write_private
 from auditor.intel.archives import FileTree, read_source
 from auditor.intel.dataset_compiled import (
     COMPILED_SUFFIX,
@@ -240,15 +240,16 @@ def import_dataset(
         warnings=parsed.warning_count,
     )
     root = _datasets_dir(data_dir)
-    _private_dirs(root)
+    for d in (root.parent, root):  # the folders up to ``intel`` owner-only
+        private_dir(d)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dataset_id}.", dir=root))
     try:
-        _write_private(tmp / f"dataset{COMPILED_SUFFIX}", compiled_bytes(doc))
+        write_private(tmp / f"dataset{COMPILED_SUFFIX}", compiled_bytes(doc))
         meta = json.dumps(info.to_json(), ensure_ascii=False, indent=1, sort_keys=True) + "\n"
-        _write_private(tmp / "info.json", meta.encode("utf-8"))
+        write_private(tmp / "info.json", meta.encode("utf-8"))
         if parsed.warnings:
             text = "".join(f"{w}\n" for w in parsed.warnings)
-            _write_private(tmp / "warnings.txt", text.encode("utf-8"))
+            write_private(tmp / "warnings.txt", text.encode("utf-8"))
         final = root / dataset_id
         old = None
         if final.exists():
@@ -272,20 +273,6 @@ def import_dataset(
     for note in parsed.notes:
         log.info("data set %s: %s", dataset_id, note)
     return info
-
-
-def _private_dirs(root: Path) -> None:
-    """``root`` and the folders up to ``intel`` created owner-only (0700)."""
-    for d in (root.parent, root):
-        d.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if stat.S_IMODE(d.stat().st_mode) & 0o077:
-            d.chmod(0o700)
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
 
 
 def remove_dataset(dataset_id: str, *, data_dir: Path | None = None) -> bool:

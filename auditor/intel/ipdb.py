@@ -15,7 +15,7 @@ import logging
 import re
 import socket
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, NamedTuple
@@ -281,10 +281,6 @@ class IpDatabase:
         if len(self._cache) < 1_000_000:
             self._cache[ip] = facts
         return facts
-
-    def lookup_many(self, ips: Iterable[str]) -> list[IpFacts]:
-        """``[self.lookup(ip) for ip in ips]``, found together (see :meth:`lookup_columns`)."""
-        return [IpFacts(*row) for row in self.lookup_rows(list(ips))]
 
     def lookup_rows(self, ips: Sequence[str]) -> list[FactsRow]:
         """The facts of many addresses, each as a tuple of the :class:`IpFacts` fields."""

@@ -1,5 +1,9 @@
 """The knowledge base: who owns which endpoint, where it is headquartered, under which law.
 
+Long because: loading, validating and looking up share one structure's invariants (every
+fact cites a source; a domain, host or AS is claimed once), and the flow-table lookup uses the
+same indexes as the single lookup; split, each half would have to trust the other's checks.
+
 ``auditor/intel/data/`` holds the data (see docs/intel.md): ``sources.yaml`` (every source,
 and the KB's ``version`` and ``updated`` date), ``jurisdictions.yaml`` (per country: EU/EEA
 membership, EU adequacy, laws) and one file per organisation family with its organisations,
@@ -26,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from auditor import columns as C
+from auditor import columns
 from auditor.intel import model as m
 from auditor.intel import psl
 from auditor.intel.index import IntelIndex, load_intel
@@ -256,7 +260,7 @@ def cert_source(cert: CertSubject) -> Source:
 
 
 def cert_from_columns(values: Mapping[str, Any]) -> CertSubject | None:
-    org = values.get(C.CERT_ORG)
+    org = values.get(columns.CERT_ORG)
     if not isinstance(org, str) or not org.strip():
         return None
 
@@ -264,15 +268,15 @@ def cert_from_columns(values: Mapping[str, Any]) -> CertSubject | None:
         v = values.get(key)
         return v if isinstance(v, str) and v else None
 
-    names = text(C.CERT_NAMES)
+    names = text(columns.CERT_NAMES)
     return CertSubject(
         org=org,
-        country=text(C.CERT_COUNTRY),
-        cn=text(C.CERT_CN),
+        country=text(columns.CERT_COUNTRY),
+        cn=text(columns.CERT_CN),
         names=tuple(x for x in (names or "").split(";") if x),
-        issuer=text(C.CERT_ISSUER),
-        sha256=text(C.CERT_SHA256),
-        seen_by=text(C.CERT_SOURCE),
+        issuer=text(columns.CERT_ISSUER),
+        sha256=text(columns.CERT_SHA256),
+        seen_by=text(columns.CERT_SOURCE),
     )
 
 
@@ -534,7 +538,7 @@ class KnowledgeBase:
         flows: pd.DataFrame,
         *,
         host_column: str | None = None,
-        ip_column: str = C.SERVER_IP,
+        ip_column: str = columns.SERVER_IP,
     ) -> pd.DataFrame:
         """A copy of a flow table with the attribution columns of :mod:`auditor.columns`
         (the recipient: organisation id, parent id, headquarters country, ";"-joined
@@ -554,7 +558,9 @@ class KnowledgeBase:
 
         out = flows.copy(deep=False)  # copy-on-write: new columns never reach ``flows``
         if host_column is None:
-            host_column = next((c for c in (C.NAME, C.HOST, C.SNI) if c in out.columns), "")
+            host_column = next(
+                (c for c in (columns.NAME, columns.HOST, columns.SNI) if c in out.columns), ""
+            )
         n = len(out)
         hosts = (
             out[host_column].reset_index(drop=True)
@@ -562,26 +568,26 @@ class KnowledgeBase:
             else pd.Series([None] * n, dtype=object)
         )
         ips = out[ip_column].reset_index(drop=True) if ip_column in out.columns else None
-        present = [c for c in C.NAME_EVIDENCE_COLUMNS if c in out.columns]
+        present = [c for c in columns.NAME_EVIDENCE_COLUMNS if c in out.columns]
         evidence = out[present].reset_index(drop=True) if present else None
         mapping = {
-            C.ORGANISATION: m.ORGANISATION,
+            columns.ORGANISATION: m.ORGANISATION,
             m.ORGANISATION_NAME: m.ORGANISATION_NAME,
-            C.PARENT: m.PARENT,
-            C.COUNTRY: m.ORG_COUNTRY,
-            C.CATEGORIES: m.CATEGORIES,
-            C.STATE_LINKED: m.STATE_LINKED,
-            C.SERVER_COUNTRY: m.SERVER_COUNTRY,
-            C.ASN: m.ASN,
-            C.MATCHED_BY: m.MATCHED_BY,
-            C.BASIS: m.BASIS,
-            C.CONFIDENCE: m.CONFIDENCE,
-            C.CONFLICT: m.CONFLICT,
-            C.HOSTING_ORG: m.HOSTING_ORG,
-            C.HOSTING_NAME: m.HOSTING_NAME,
-            C.ASN_ORG: m.ASN_ORG,
-            C.STATE_CONTROL: m.STATE_CONTROL,
-            C.LEGAL_EXPOSURE: m.LEGAL_EXPOSURE,
+            columns.PARENT: m.PARENT,
+            columns.COUNTRY: m.ORG_COUNTRY,
+            columns.CATEGORIES: m.CATEGORIES,
+            columns.STATE_LINKED: m.STATE_LINKED,
+            columns.SERVER_COUNTRY: m.SERVER_COUNTRY,
+            columns.ASN: m.ASN,
+            columns.MATCHED_BY: m.MATCHED_BY,
+            columns.BASIS: m.BASIS,
+            columns.CONFIDENCE: m.CONFIDENCE,
+            columns.CONFLICT: m.CONFLICT,
+            columns.HOSTING_ORG: m.HOSTING_ORG,
+            columns.HOSTING_NAME: m.HOSTING_NAME,
+            columns.ASN_ORG: m.ASN_ORG,
+            columns.STATE_CONTROL: m.STATE_CONTROL,
+            columns.LEGAL_EXPOSURE: m.LEGAL_EXPOSURE,
         }
         table = self.classify_hosts(
             hosts.astype(object),
@@ -1132,16 +1138,18 @@ class KnowledgeBase:
 
         hs = hosts if isinstance(hosts, pd.Series) else pd.Series(list(hosts), dtype=object)
         n = len(hs)
-        columns: list[np.ndarray] = [hs.to_numpy(dtype=object)]
+        arrays: list[np.ndarray] = [hs.to_numpy(dtype=object)]
         if ips is not None:
             ip_s = ips if isinstance(ips, pd.Series) else pd.Series(list(ips), dtype=object)
             if len(ip_s) != n:
                 raise ValueError("hosts and ips must have the same length")
-            columns.append(ip_s.to_numpy(dtype=object))
+            arrays.append(ip_s.to_numpy(dtype=object))
         else:
-            columns.append(np.full(n, None, dtype=object))
+            arrays.append(np.full(n, None, dtype=object))
         ev_cols = [
-            c for c in C.NAME_EVIDENCE_COLUMNS if evidence is not None and c in evidence.columns
+            c
+            for c in columns.NAME_EVIDENCE_COLUMNS
+            if evidence is not None and c in evidence.columns
         ]
         if evidence is not None and ev_cols and len(evidence) != n:
             raise ValueError("evidence must have one row per host")
@@ -1149,12 +1157,12 @@ class KnowledgeBase:
         ev_cols = [c for c in ev_cols if evidence is not None and evidence[c].notna().any()]
         for name in ev_cols:
             assert evidence is not None
-            columns.append(evidence[name].to_numpy(dtype=object))
+            arrays.append(evidence[name].to_numpy(dtype=object))
         # The address only matters through what the IP databases (and the user's intel) say
         # about it, and a host written as an address is looked up as that address: rows are
         # keyed on the host and those facts, so 100,000 flows to 100,000 addresses of one
         # network cost one attribution, not 100,000. Each row keeps its own address.
-        host_col, ip_col = columns[0], columns[1]
+        host_col, ip_col = arrays[0], arrays[1]
         literal = _per_value(host_col, _ip_literal, canonical_v4=True)
         is_literal = np.asarray([x is not None for x in literal.tolist()], dtype=bool)
         own_ip = np.empty(n, dtype=object)
@@ -1169,7 +1177,7 @@ class KnowledgeBase:
         # hosting (the KB's network of its AS): names are looked up without it, once per
         # name and evidence, and the hosting is joined on per row (_join_hosting)
         split = not self._intel
-        key_columns = [key_host, np.zeros(n, dtype=np.int64) if split else row_sig, *columns[2:]]
+        key_columns = [key_host, np.zeros(n, dtype=np.int64) if split else row_sig, *arrays[2:]]
         # one mixed-radix code per row over all key columns, refactorized only when the radix
         # would overflow; an evidence column with no value at all is left out
         codes = np.zeros(n, dtype=np.int64)
@@ -1337,7 +1345,7 @@ class KnowledgeBase:
         ip = key[1] if isinstance(key[1], str) and key[1] else None
         extra = dict(zip(ev_cols, key[2:], strict=True))
         cert = cert_from_columns(extra)
-        cn = extra.get(C.CNAMES)
+        cn = extra.get(columns.CNAMES)
         cnames = [x for x in cn.split(";") if x] if isinstance(cn, str) and cn else []
         if host or ip:
             a = self.lookup(host, ip, cert=cert, cnames=cnames, known=known if ip else None)
@@ -1396,13 +1404,13 @@ def show_lookalikes(flows: pd.DataFrame) -> pd.DataFrame:
     from auditor.intel.lookalike import shown_url
 
     out = flows
-    for col in (C.NAME, C.HOST, C.SNI, C.URL):
+    for col in (columns.NAME, columns.HOST, columns.SNI, columns.URL):
         if col not in flows.columns:
             continue
         values = flows[col].dropna().unique().tolist()
         shown: dict[object, object] = (
             {v: s for v in values if (s := shown_url(v)) != v}
-            if col == C.URL
+            if col == columns.URL
             else dict(shown_names(values))
         )
         if shown:

@@ -158,10 +158,6 @@ class Organisation:
     legal_names: tuple[str, ...] = ()
     note: str | None = None
 
-    @property
-    def state_controlled(self) -> bool:
-        return bool(self.state_control)
-
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id,

@@ -20,7 +20,6 @@ import pytest
 
 from auditor.errors import CaptureError
 from auditor.evidence.verify import verify_session
-from auditor.netutil import proxied_request
 from auditor.proxy.capture import (
     KEYLOG_ENV,
     Mitmdump,
@@ -32,6 +31,7 @@ from auditor.proxy.capture import (
 )
 from auditor.session import TLS_KEYLOG, Session, sha256_file
 from tests.conftest import free_port
+from tests.proxied import proxied_request
 from vhandset.offline.internet import OfflineInternet
 
 TSHARK = shutil.which("tshark")

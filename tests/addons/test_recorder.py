@@ -32,7 +32,6 @@ from auditor import columns as C
 from auditor.analysis.flowtable import build_flow_table
 from auditor.evidence.close import seal_late
 from auditor.evidence.verify import verify_session
-from auditor.netutil import proxied_request
 from auditor.proxy.capture import (
     RECORDER_SCRIPT,
     Mitmdump,
@@ -51,6 +50,7 @@ from auditor.records import (
 )
 from auditor.session import FLOWS, MANIFEST, Session, SessionWriter, read_manifest
 from tests.conftest import free_port
+from tests.proxied import proxied_request
 from vhandset.offline.internet import OfflineInternet
 from vhandset.offline.pki import CertificateAuthority
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from auditor.analysis.flowtable import SocketIndex
 from auditor.device import parsers
-from auditor.device.models import SocketState
+from auditor.device.model import SocketState
 
 SAMPLES = Path(__file__).resolve().parents[1] / "device" / "samples"
 

@@ -10,7 +10,6 @@ from auditor.analysis.escape import (
     html_text,
     json_visible,
     md_text,
-    safe_url_href,
     visible,
 )
 
@@ -57,8 +56,6 @@ def test_visible_and_limits() -> None:
     assert visible("a\u202eb") == "a\\u202eb"
     assert visible("x" * 10, 4) == "xxxx…"
     assert csv_cell(5) == 5 and csv_cell(None) is None
-    assert safe_url_href("javascript:alert(1)") is None
-    assert safe_url_href("https://a.example/?q=<x>") == "https://a.example/?q=&lt;x&gt;"
 
 
 @pytest.mark.parametrize(

@@ -34,7 +34,7 @@ from auditor.packets.pcapwrite import LINKTYPE_LINUX_SLL2
 from auditor.records import HttpRecord
 from auditor.session import SessionWriter
 from auditor.timeutil import iso
-from tests.packets import (
+from tests.packets.helpers import (
     client_hello_body,
     dns_query,
     dns_response,

@@ -20,7 +20,6 @@ from auditor.analysis.patterns import (
     ContentKind,
     PatternKind,
     PayloadClass,
-    analyse,
     characterise,
     entropy,
     field_name_before,
@@ -222,23 +221,12 @@ def test_ordinary_json_is_no_keyword_list() -> None:
     assert find_keyword_lists(b"[" * 100_000) == ()
 
 
-def test_analyse_puts_it_together() -> None:
-    rnd = random.Random(1)
-    good = imei(rnd)
-    doc = json.dumps({"imei": good, "apps": PACKAGES, "blacklist": ["a", "b"]}).encode()
-    report = analyse(doc)
-    assert report.character.kind is ContentKind.JSON
-    assert [m.value for m in report.matches] == [good]
-    assert report.app_list is not None and report.app_list.count == len(PACKAGES)
-    assert [k.path for k in report.keyword_lists] == ["$.blacklist"]
-    assert json.loads(json.dumps(report.to_dict()))["app_list"]["count"] == len(PACKAGES)
-    assert analyse(os.urandom(1000)).matches == ()
-
-
 @settings(max_examples=100, deadline=None)
 @given(data=st.binary(max_size=2000))
 def test_hostile_bytes_never_crash(data: bytes) -> None:
-    analyse(data)
+    characterise(data)
+    find_patterns(data)
+    find_app_list(data)
     find_keyword_lists(data)
 
 

@@ -32,9 +32,9 @@ from auditor.analysis.patterns import PayloadClass, characterise
 from auditor.analysis.payload import (
     Body,
     IdentifierMatch,
-    Limits,
     Location,
     Part,
+    ScanLimits,
     Scanner,
     ScanResult,
     WarningKind,
@@ -43,7 +43,7 @@ from auditor.analysis.payload import (
     scan_flow,
     scan_payload,
 )
-from auditor.codecs import zstd
+from auditor.decoders import zstd
 from auditor.records import HttpRecord
 from auditor.session import Session, SessionWriter
 
@@ -442,7 +442,7 @@ def bombs() -> dict[str, bytes]:
 @pytest.mark.parametrize("encoding", ["gzip", "br", "zstd"])
 def test_a_one_gigabyte_bomb_stops_at_the_limit(bombs: dict[str, bytes], encoding: str) -> None:
     limit = 32 * 1024 * 1024
-    s = Scanner({NAME: VALUE}, limits=Limits(decode_limit=limit))
+    s = Scanner({NAME: VALUE}, limits=ScanLimits(decode_limit=limit))
     tracemalloc.start()
     t0 = time.perf_counter()
     try:
@@ -462,7 +462,7 @@ def test_a_bomb_inside_base64_inside_json_is_bounded_too() -> None:
     bomb = zlib.compressobj(9, zlib.DEFLATED, 31)
     packed = b"".join(bomb.compress(bytes(1 << 20)) for _ in range(256)) + bomb.flush()
     payload = VALUE.encode() + b" " + base64.b64encode(packed)
-    s = Scanner({NAME: VALUE}, limits=Limits(decode_limit=8 << 20, decode_budget=16 << 20))
+    s = Scanner({NAME: VALUE}, limits=ScanLimits(decode_limit=8 << 20, decode_budget=16 << 20))
     res = s.scan_payload(payload, content_type="text/plain")
     assert res.identifiers == {NAME}
     assert res.count(WarningKind.DECODE_LIMIT) == 1
@@ -485,7 +485,7 @@ def test_deeply_nested_json_does_not_crash(scanner: Scanner) -> None:
     res = scanner.scan_payload(deep, content_type="application/json")
     assert res.identifiers == {NAME}  # searched as text when it cannot be parsed
     wide = json.dumps({"k": [[VALUE] * 3] * 100_000}).encode()
-    res = Scanner({NAME: VALUE}, limits=Limits(max_nodes=10_000)).scan_payload(wide)
+    res = Scanner({NAME: VALUE}, limits=ScanLimits(max_nodes=10_000)).scan_payload(wide)
     assert res.identifiers == {NAME} and res.count(WarningKind.NODE_LIMIT) == 1
 
 
@@ -513,7 +513,7 @@ def test_hostile_bytes_never_crash(data: bytes, ctype: str | None) -> None:
 
 
 def test_many_hits_are_capped() -> None:
-    s = Scanner({NAME: VALUE}, limits=Limits(max_hits=100))
+    s = Scanner({NAME: VALUE}, limits=ScanLimits(max_hits=100))
     res = s.scan_payload((VALUE + " ").encode() * 1000, content_type="text/plain")
     assert len(res.matches) == 100 and res.count(WarningKind.HIT_LIMIT) == 1
 
@@ -619,16 +619,16 @@ def test_base64_in_json_and_protobuf_strings_are_read() -> None:
 def test_the_decoded_view_is_bounded() -> None:
     bomb = gzip.compress(b"\0" * (64 * 1024 * 1024), mtime=0)  # 64 MiB from ~64 KiB
     t0 = time.perf_counter()
-    view = decoded_view(bomb, limits=Limits(decode_limit=1 << 20, decode_budget=4 << 20))
+    view = decoded_view(bomb, limits=ScanLimits(decode_limit=1 << 20, decode_budget=4 << 20))
     assert time.perf_counter() - t0 < 5
     assert view.decoded <= 4 << 20 and any("expands past" in w for w in view.warnings)
     nested = b"x" * 100
     for _ in range(12):
         nested = gzip.compress(nested, mtime=0)
-    view = decoded_view(nested, limits=Limits(max_depth=4))
+    view = decoded_view(nested, limits=ScanLimits(max_depth=4))
     assert any("nested layers" in w for w in view.warnings)
     many = json.dumps(list(range(5000))).encode()
-    view = decoded_view(many, limits=Limits(max_nodes=100))
+    view = decoded_view(many, limits=ScanLimits(max_nodes=100))
     assert len(view.leaves) < 200 and any("fields" in w for w in view.warnings)
 
 

@@ -898,7 +898,7 @@ def test_the_redactor_and_the_check_undo_the_same_layers(tmp_path: Path) -> None
     the scanner's encodings: URL here) is redacted; one wrapped in more is neither redacted
     nor seen by the check, which therefore never refuses a report for what the redactor could
     not see (the double-encoded e-mail of issue #15)."""
-    from auditor.codecs import MAX_TEXT_LAYERS
+    from auditor.decoders import MAX_TEXT_LAYERS
 
     def wrap(n: int) -> str:
         text = EMAIL

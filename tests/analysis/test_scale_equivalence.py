@@ -28,6 +28,7 @@ from auditor.analysis import engine
 from auditor.imports.session import import_files
 from auditor.intel.ipdb import IpDatabase
 from auditor.intel.kb import KnowledgeBase
+from auditor.intel.model import IpFacts
 from tests.analysis import slow_reference as ref
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -120,7 +121,7 @@ def test_bulk_ip_facts_equal_the_per_address_lookup() -> None:
     from auditor.intel import bulkip
 
     assert bulkip._tables() is not None  # the bulk path runs, not its per-address fallback
-    fast = IpDatabase().lookup_many(ips)
+    fast = [IpFacts(*row) for row in IpDatabase().lookup_rows(ips)]
     slow_db = IpDatabase()
     slow = [slow_db.lookup(ip) for ip in ips]
     assert sum(f.country is not None for f in slow) > 2_500  # the database answered

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from auditor.device import parsers as p
-from auditor.device.models import (
+from auditor.device.model import (
     SOCKET_STATE_BY_CODE,
     LogLevel,
     NetProto,
@@ -695,6 +695,14 @@ def test_subject_hash_old_of_the_mitmproxy_ca() -> None:
     assert p.subject_hash_old(der) == "c8750f0d"
     # Android's cacerts files hold the PEM block followed by `openssl x509 -text` output.
     assert p.subject_hash_old(pem.decode() + "Certificate:\n    Data:\n") == "c8750f0d"
+
+
+def test_subject_hash_old_names_a_real_android_system_ca() -> None:
+    # ISRG Root X1 is /system/etc/security/cacerts/6187b673.0 on Android 7.1.1 and later
+    pem = (SAMPLES / "isrg-root-x1.pem").read_bytes()
+    assert p.subject_hash_old(pem) == "6187b673"
+    der = x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
+    assert p.subject_hash_old(der) == "6187b673"
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")

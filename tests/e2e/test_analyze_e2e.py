@@ -17,11 +17,11 @@ from urllib.parse import quote, urlencode
 import brotli
 import pytest
 
-from auditor.codecs import zstd
-from auditor.netutil import proxied_request
+from auditor.decoders import zstd
 from auditor.proxy.capture import Mitmdump, ProxyOptions
 from auditor.session import Session, SessionWriter, close_session
 from tests.conftest import free_port
+from tests.proxied import proxied_request
 from vhandset.offline.origin import OriginServer
 
 pytestmark = pytest.mark.e2e

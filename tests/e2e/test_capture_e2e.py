@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 
 from auditor.evidence.verify import verify_session
-from auditor.netutil import proxied_request
 from auditor.proxy.capture import Mitmdump, ProxyOptions, ca_cert_path
 from auditor.records import HttpRecord, TlsFailedRecord
 from auditor.session import FLOWS, Session, SessionWriter, close_session
 from tests.conftest import free_port
+from tests.proxied import proxied_request
 from vhandset.offline.origin import OriginServer
 from vhandset.offline.pki import CertificateAuthority
 

@@ -44,7 +44,7 @@ from markdown_it import MarkdownIt
 
 from auditor.analysis.engine import analyze, write
 from auditor.analysis.escape import visible
-from auditor.codecs import zstd
+from auditor.decoders import zstd
 from auditor.intel.lookalike import shown_names
 from auditor.packets.live import PcapdroidCollector
 from auditor.records import (
@@ -883,7 +883,7 @@ def umask0_capture(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A real `auditor capture --no-device --duration 2s` under umask 0, in a fresh HOME (so
     with the default confdir, ~/.auditor/mitmproxy, made anew) and a request through it; its
     listening sockets are read while it runs."""
-    from auditor.netutil import proxied_request
+    from tests.proxied import proxied_request
     from vhandset.offline.origin import OriginServer
 
     root = tmp_path_factory.mktemp("umask0")

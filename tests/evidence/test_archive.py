@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from auditor.evidence import EvidenceError
-from auditor.evidence.archive import Limits, UnsafeArchiveError, check_name, iter_members
+from auditor.evidence.archive import ArchiveLimits, UnsafeArchiveError, check_name, iter_members
 
 
 def _tar(path: Path, members: list[tuple[str, bytes]], gz: bool = True) -> Path:
@@ -44,7 +44,7 @@ def test_unsafe_names(name: str) -> None:
 @pytest.mark.parametrize("gz", [True, False])
 def test_reads_members_in_order(tmp_path: Path, gz: bool) -> None:
     path = _tar(tmp_path / "a.tar", [("x/1", b"one"), ("x/2", b"two" * 1000)], gz)
-    got = [(m.name, m.read_all(10_000)) for m in iter_members(path)]
+    got = [(m.name, b"".join(m.chunks())) for m in iter_members(path)]
     assert got == [("x/1", b"one"), ("x/2", b"two" * 1000)]
 
 
@@ -53,7 +53,7 @@ def test_total_size_bound_stops_a_bomb(tmp_path: Path) -> None:
     path = _tar(tmp_path / "bomb.tar.gz", [(f"z{i}", bytes(1_000_000)) for i in range(10)])
     assert path.stat().st_size < 100_000
     with pytest.raises(UnsafeArchiveError, match="more than 3000000"):
-        for m in iter_members(path, Limits(max_total_size=3_000_000)):
+        for m in iter_members(path, ArchiveLimits(max_total_size=3_000_000)):
             for _ in m.chunks():
                 pass
 
@@ -68,7 +68,7 @@ def test_stream_bound_stops_a_header_bomb(tmp_path: Path) -> None:
     path = tmp_path / "hdr.tar.gz"
     path.write_bytes(gzip.compress(raw.getvalue()))
     with pytest.raises(UnsafeArchiveError, match="a PAX header of 2000"):
-        list(iter_members(path, Limits(max_header=1_000_000)))
+        list(iter_members(path, ArchiveLimits(max_header=1_000_000)))
 
 
 def test_damaged_archives(tmp_path: Path) -> None:
@@ -77,7 +77,7 @@ def test_damaged_archives(tmp_path: Path) -> None:
     cut.write_bytes(path.read_bytes()[:20_000])
     with pytest.raises(EvidenceError):
         for m in iter_members(cut):
-            m.read_all(1_000_000)
+            b"".join(m.chunks())
     (tmp_path / "empty").write_bytes(b"")
     with pytest.raises(EvidenceError, match="not a readable tar archive"):
         list(iter_members(tmp_path / "empty"))
@@ -205,7 +205,7 @@ def test_headers_bounded_in_total(tmp_path: Path) -> None:
     names = ["/".join(["d" * 200, "e" * 200, f"{i:0200d}"]) for i in range(40)]
     path = _tar(tmp_path / "long.tar", [(n, b"x") for n in names], gz=False)
     with pytest.raises(UnsafeArchiveError, match="headers of its first"):
-        list(iter_members(path, Limits(max_header_total=16 * 1024)))
+        list(iter_members(path, ArchiveLimits(max_header_total=16 * 1024)))
     assert len(list(iter_members(path))) == 40
 
 

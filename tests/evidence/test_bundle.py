@@ -18,7 +18,7 @@ from click.testing import CliRunner, Result
 
 from auditor.cli import main
 from auditor.evidence import EvidenceError
-from auditor.evidence.archive import Limits, UnsafeArchiveError
+from auditor.evidence.archive import ArchiveLimits, UnsafeArchiveError
 from auditor.evidence.bundle import (
     BUNDLE_JSON,
     BUNDLE_SIG,
@@ -341,11 +341,11 @@ def test_duplicate_and_oversized_members_refused(signed: Path, tmp_path: Path) -
     with pytest.raises(UnsafeArchiveError, match="appears twice"):
         verify_bundle(dup)
     with pytest.raises(UnsafeArchiveError, match="over the 1000 limit"):
-        verify_bundle(signed, limits=Limits(max_member_size=1000))
+        verify_bundle(signed, limits=ArchiveLimits(max_member_size=1000))
     with pytest.raises(UnsafeArchiveError, match="more than 3 members"):
-        verify_bundle(signed, limits=Limits(max_members=3))
+        verify_bundle(signed, limits=ArchiveLimits(max_members=3))
     with pytest.raises(UnsafeArchiveError, match="exceeds 600"):  # a long PAX name header
-        verify_bundle(signed, limits=Limits(max_header=600))
+        verify_bundle(signed, limits=ArchiveLimits(max_header=600))
 
 
 def test_not_an_archive(tmp_path: Path) -> None:

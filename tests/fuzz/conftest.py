@@ -4,7 +4,7 @@
   same inputs every time; all fuzz tests together stay under a minute on two cores.
 * ``long``: ``AUDITOR_FUZZ_EXAMPLES=N`` examples per parser, random, for ``scripts/fuzz``.
 
-The profiles are registered here but never loaded globally: :func:`tests.fuzz.fuzz` applies
+The profiles are registered here but never loaded globally: :func:`tests.fuzz.helpers.fuzz` applies
 one to each fuzz test, so the rest of the suite keeps hypothesis' defaults. With
 ``AUDITOR_FUZZ_STATS=FILE`` the inputs tried, failures and seconds per parser are written to
 FILE as JSON at the end of the session.
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, Phase, settings
 
-from tests.fuzz import parser_of, write_stats
+from tests.fuzz.helpers import parser_of, write_stats
 
 _QUIET = list(HealthCheck)  # inputs are big and slow on purpose; the fuzz decides what to try
 

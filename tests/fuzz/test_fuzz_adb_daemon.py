@@ -20,7 +20,7 @@ import pytest
 from hypothesis import example
 from hypothesis import strategies as st
 
-from tests.fuzz import fuzz
+from tests.fuzz.helpers import fuzz
 from tests.vhandset.adb_backend import FakeDevice
 from vhandset.adb import AdbDaemon
 from vhandset.adb_wire import (

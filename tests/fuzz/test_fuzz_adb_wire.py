@@ -13,7 +13,7 @@ from functools import cache
 from hypothesis import example
 from hypothesis import strategies as st
 
-from tests.fuzz import fuzz, mutated
+from tests.fuzz.helpers import fuzz, mutated
 from tests.vhandset.adb_backend import MemoryFS
 from vhandset.adb_reverse import ReverseTable
 from vhandset.adb_sync import (

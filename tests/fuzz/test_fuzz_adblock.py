@@ -10,7 +10,7 @@ from hypothesis import example
 from hypothesis import strategies as st
 
 from auditor.intel.formats.adblock import parse_adblock
-from tests.fuzz import fuzz, mutated_text, parse_intel_checked, sample_paths
+from tests.fuzz.helpers import fuzz, mutated_text, parse_intel_checked, sample_paths
 
 PATH = Path("/fuzz/filters.txt")
 

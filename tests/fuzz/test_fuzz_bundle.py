@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from auditor import jsonio
 from auditor.evidence import EvidenceError, custody
-from auditor.evidence.archive import Limits, check_name, iter_members
+from auditor.evidence.archive import ArchiveLimits, check_name, iter_members
 from auditor.evidence.bundle import BUNDLE_JSON, BUNDLE_SIG, build_bundle, verify_bundle
 from auditor.evidence.custody import parse_log
 from auditor.evidence.signing import (
@@ -35,10 +35,10 @@ from auditor.evidence.signing import (
     strict_json,
 )
 from auditor.imports.session import import_files
-from tests.fuzz import TESTS, fuzz, json_bytes, mutated, mutated_json, sample_paths
+from tests.fuzz.helpers import TESTS, fuzz, json_bytes, mutated, mutated_json, sample_paths
 
 # small enough that a mutated size or header reaches them
-LIMITS = Limits(
+LIMITS = ArchiveLimits(
     max_member_size=1 << 20,
     max_total_size=4 << 20,
     max_members=200,

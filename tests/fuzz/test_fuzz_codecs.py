@@ -1,4 +1,4 @@
-"""Bounded decoding of content encodings (``auditor.codecs.decode``): random bytes under any
+"""Bounded decoding of content encodings (``auditor.decoders.decode``): random bytes under any
 encoding list, real compressed streams damaged, many concatenated members, and bombs under a
 small limit. ``decode`` never raises; its output never passes the limit."""
 
@@ -11,8 +11,8 @@ from functools import cache
 import brotli
 from hypothesis import strategies as st
 
-from auditor.codecs import decode, split_encodings, supported, zstd
-from tests.fuzz import fuzz, mutated
+from auditor.decoders import decode, split_encodings, supported, zstd
+from tests.fuzz.helpers import fuzz, mutated
 
 ENCODINGS = ("gzip", "x-gzip", "deflate", "br", "zstd", "identity")
 _encodings = st.one_of(

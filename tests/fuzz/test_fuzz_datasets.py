@@ -24,7 +24,7 @@ from auditor.intel import datasets as ds
 from auditor.intel.datasets import FORMATS, DatasetIndex, DatasetInfo, ParsedDataset
 from auditor.intel.formats.ghostery import read_ghostery
 from auditor.intel.model import IntelImportError
-from tests.fuzz import (
+from tests.fuzz.helpers import (
     TESTS,
     fuzz,
     json_bytes,

@@ -18,8 +18,8 @@ from hypothesis import example
 from hypothesis import strategies as st
 
 from auditor.device import parsers as p
-from auditor.device.models import MAX_WARNINGS, ParseResult
-from tests.fuzz import fuzz, mutated, mutated_text, sample_paths
+from auditor.device.model import MAX_WARNINGS, ParseResult
+from tests.fuzz.helpers import fuzz, mutated, mutated_text, sample_paths
 
 Parser = Callable[[Any], Any]
 

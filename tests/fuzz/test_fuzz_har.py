@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from auditor.imports import ImportFileError, ImportFormat, ImportReport
 from auditor.imports.har import har_records, load_har
 from auditor.records import Record
-from tests.fuzz import (
+from tests.fuzz.helpers import (
     HOSTILE_STRINGS,
     NullStore,
     assert_report_writable,

@@ -20,7 +20,7 @@ from auditor.intel.index import detect_format
 from auditor.intel.kb import KnowledgeBase, _ip_literal
 from auditor.intel.lookalike import HOSTLABEL_RE, MARKER, inspect_host, key_of_shown
 from auditor.intel.schema import IntelFormat, normalise_host
-from tests.fuzz import fuzz, mutated_text, parse_intel_checked, sample_paths
+from tests.fuzz.helpers import fuzz, mutated_text, parse_intel_checked, sample_paths
 
 PATH = Path("/fuzz/blocklist.hosts")
 

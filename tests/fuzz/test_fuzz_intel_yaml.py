@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from auditor.intel.formats.yaml import parse_intel_yaml
 from auditor.intel.kb import KnowledgeBase
 from auditor.intel.model import IntelImportError, Source
-from tests.fuzz import (
+from tests.fuzz.helpers import (
     assert_intel_usable,
     fuzz,
     intel_source,

@@ -22,7 +22,7 @@ from auditor.intel import kb as kb_module
 from auditor.intel.kb import DATA_DIR, JURISDICTIONS_FILE, SOURCES_FILE, KnowledgeBase
 from auditor.intel.model import IntelError
 from auditor.intel.schema import IndicatorKind
-from tests.fuzz import fuzz, mutated, mutated_json, mutated_text, plain_data, sample_paths
+from tests.fuzz.helpers import fuzz, mutated, mutated_json, mutated_text, plain_data, sample_paths
 
 ORG_FILES = ("huawei.yaml", "alibaba.yaml", "zte.yaml", "xiaomi.yaml")
 KB_KEYS = (

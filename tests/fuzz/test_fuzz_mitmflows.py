@@ -19,7 +19,7 @@ from mitmproxy.test import tflow
 from auditor.imports import ImportFileError, ImportFormat, ImportReport, detect_format
 from auditor.imports.mitmflows import check_flow_file, flow_records
 from auditor.records import Record
-from tests.fuzz import (
+from tests.fuzz.helpers import (
     HOSTILE_NUMBERS,
     HOSTILE_STRINGS,
     NullStore,

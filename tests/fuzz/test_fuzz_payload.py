@@ -19,14 +19,14 @@ from hypothesis import strategies as st
 from auditor.analysis.payload import (
     Body,
     BudgetExhausted,
-    Limits,
     Part,
+    ScanLimits,
     Scanner,
     ScanResult,
     parse_protobuf,
 )
-from auditor.codecs import zstd
-from tests.fuzz import fuzz, json_values, mutated
+from auditor.decoders import zstd
+from tests.fuzz.helpers import fuzz, json_values, mutated
 
 IDENTIFIERS = {"serial": "Rf3:K~p?z>Q", "imei": "490154203237518", "android_id": "9774d56d682e549c"}
 
@@ -34,7 +34,7 @@ IDENTIFIERS = {"serial": "Rf3:K~p?z>Q", "imei": "490154203237518", "android_id":
 @cache
 def _scanner() -> Scanner:
     # small limits, so that the fuzz reaches them
-    limits = Limits(decode_limit=1 << 20, decode_budget=4 << 20, max_nodes=20_000, max_blobs=64)
+    limits = ScanLimits(decode_limit=1 << 20, decode_budget=4 << 20, max_nodes=20_000, max_blobs=64)
     return Scanner(IDENTIFIERS, limits=limits)
 
 

@@ -21,8 +21,7 @@ import pytest
 from hypothesis import example
 from hypothesis import strategies as st
 
-from auditor.packets import PcapError, pcapfile, read_capture
-from auditor.packets import decode as D
+from auditor.packets import PcapError, decode, pcapfile, read_capture
 from auditor.packets import flows as F
 from auditor.packets.dns import DNS_PARSER, _parse_dns_python, parse_dns
 from auditor.packets.flows import CaptureResult
@@ -30,8 +29,8 @@ from auditor.packets.http1 import parse_http_request
 from auditor.packets.quic import crypto_frames, parse_long_header
 from auditor.packets.tls import client_hello_from_records, parse_client_hello
 from auditor.packets.wire import MalformedError
-from tests.fuzz import fuzz, mutated, shared_captures
-from tests.packets import (
+from tests.fuzz.helpers import fuzz, mutated, shared_captures
+from tests.packets.helpers import (
     block,
     dns_query,
     dns_response,
@@ -52,7 +51,7 @@ try:
     from auditor.packets import _scan as compiled_walk
 except ImportError:
     compiled_walk = None
-COMPILED_TABLES = D._compiled is not None and F._flowtab is not None
+COMPILED_TABLES = decode._compiled is not None and F._flowtab is not None
 
 _chunks = st.sampled_from([64, 100, 4096, 65536])
 
@@ -204,15 +203,15 @@ def test_compiled_walk_agrees_with_the_python_walk(
 
 def _tables(data: bytes, chunk_size: int, compiled: bool) -> object:
     """Every table and count of a read, by the compiled decoder and flow table or by numpy."""
-    saved = D._compiled
+    saved = decode._compiled
     if not compiled:
-        D._compiled = None
+        decode._compiled = None
     try:
         try:
             reader = pcapfile.CaptureReader(io.BytesIO(data), chunk_size=chunk_size)
         except PcapError as exc:
             return str(exc)
-        decoder = D.Decoder()
+        decoder = decode.Decoder()
         analyzer = F.CaptureAnalyzer(compiled=compiled)
         for rb in reader:
             analyzer.feed(decoder.decode(rb))
@@ -220,7 +219,7 @@ def _tables(data: bytes, chunk_size: int, compiled: bool) -> object:
         answers, names = F._answers_table(found), found.name_addrs()
         packets = analyzer.packets_frame(decoder.apps)
     finally:
-        D._compiled = saved
+        decode._compiled = saved
     frames = tuple(f.to_dict("list") for f in (flows, dns, answers, packets))
     dtypes = tuple(f.dtypes.astype(str).tolist() for f in (flows, dns, answers, packets))
     return frames, dtypes, names, dict(analyzer.warnings), dict(analyzer.counts), decoder.apps

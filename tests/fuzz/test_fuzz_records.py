@@ -26,7 +26,7 @@ from auditor.records import (
     record_to_dict,
 )
 from auditor.session import FLOWS, MANIFEST, Session
-from tests.fuzz import NullStore, assert_writable, fuzz, mutated, mutated_json, sample_paths
+from tests.fuzz.helpers import NullStore, assert_writable, fuzz, mutated, mutated_json, sample_paths
 from tests.test_records import _samples
 
 RECORD_KEYS = (

@@ -1,4 +1,4 @@
-"""Redaction's decoder (``auditor.codecs.text_views``) and the redactor and check built on it.
+"""Redaction's decoder (``auditor.decoders.text_views``) and the redactor and check built on it.
 
 - ``text_views`` on any text (random, and real URLs and headers of the HAR samples, mutated)
   raises nothing, undoes at most ``MAX_TEXT_LAYERS`` escape layers, never makes an escape
@@ -26,8 +26,8 @@ from hypothesis import strategies as st
 from auditor import columns as C
 from auditor.analysis.model import Analysis
 from auditor.analysis.redact import Original, Redactor, write_redacted
-from auditor.codecs import MAX_TEXT_LAYERS, text_views
-from tests.fuzz import fuzz, mutated_text, sample_paths
+from auditor.decoders import MAX_TEXT_LAYERS, text_views
+from tests.fuzz.helpers import fuzz, mutated_text, sample_paths
 
 IMEI = "352099001761481"
 MAC = "00:12:34:56:78:9a"

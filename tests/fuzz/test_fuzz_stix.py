@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from auditor.intel.formats.stix import parse_stix
 from auditor.intel.model import IntelImportError
-from tests.fuzz import (
+from tests.fuzz.helpers import (
     assert_intel_usable,
     fuzz,
     intel_source,

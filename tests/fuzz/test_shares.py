@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fuzz import SHARES
+from tests.fuzz.helpers import SHARES
 
 MODULES = sorted(p.stem for p in Path(__file__).parent.glob("test_fuzz_*.py"))
 

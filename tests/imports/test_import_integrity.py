@@ -21,8 +21,9 @@ import pytest
 from mitmproxy import io as mio
 from mitmproxy.test import tflow
 
-from auditor.analysis.report.files import write_csv, write_private
+from auditor.analysis.report.files import write_csv
 from auditor.evidence.verify import verify_session
+from auditor.fsutil import write_private
 from auditor.imports import ImportFileError
 from auditor.imports import session as driver
 from auditor.imports.session import ORIGINAL, import_files

@@ -17,13 +17,13 @@ from mitmproxy import io as mio
 from mitmproxy.test import tflow
 
 import auditor.cli
-import tests.packets as P
 from auditor.evidence.verify import verify_session
 from auditor.imports import ImportFileError, ImportFormat, detect_format
 from auditor.imports.session import ORIGINAL, import_command, import_files, parse_identifiers
 from auditor.records import DnsRecord, EventRecord, HttpRecord
 from auditor.session import Session, read_manifest
 from auditor.timeutil import parse_iso
+from tests.packets import helpers as packet_helpers
 
 SAMPLES = Path(__file__).parent / "samples"
 PCAP_HEADER = bytes.fromhex("d4c3b2a102000400000000000000000000000400" + "01000000")
@@ -274,24 +274,26 @@ T0 = 1_796_000_000_000_000_000  # ns
 
 def _l3_packets() -> list[bytes]:
     """DNS for a name, then a TLS ClientHello to the address it answered, as IPv4 packets."""
-    q = P.dns_query(7, "tracker.example")
-    a = P.dns_response(7, "tracker.example", 1, [P.rr(b"\xc0\x0c", 1, P.ip4(SERVER))])
-    hello = P.tls_records(P.client_hello_body("tracker.example", ["h2"]))
+    q = packet_helpers.dns_query(7, "tracker.example")
+    a = packet_helpers.dns_response(
+        7, "tracker.example", 1, [packet_helpers.rr(b"\xc0\x0c", 1, packet_helpers.ip4(SERVER))]
+    )
+    hello = packet_helpers.tls_records(packet_helpers.client_hello_body("tracker.example", ["h2"]))
     return [
-        P.ipv4(PHONE, "10.1.2.1", 17, P.udp(40000, 53, q)),
-        P.ipv4("10.1.2.1", PHONE, 17, P.udp(53, 40000, a)),
-        P.ipv4(PHONE, SERVER, 6, P.tcp(40001, 443, b"", flags=0x02)),
-        P.ipv4(SERVER, PHONE, 6, P.tcp(443, 40001, b"", flags=0x12)),
-        P.ipv4(PHONE, SERVER, 6, P.tcp(40001, 443, hello, flags=0x18)),
+        packet_helpers.ipv4(PHONE, "10.1.2.1", 17, packet_helpers.udp(40000, 53, q)),
+        packet_helpers.ipv4("10.1.2.1", PHONE, 17, packet_helpers.udp(53, 40000, a)),
+        packet_helpers.ipv4(PHONE, SERVER, 6, packet_helpers.tcp(40001, 443, b"", flags=0x02)),
+        packet_helpers.ipv4(SERVER, PHONE, 6, packet_helpers.tcp(443, 40001, b"", flags=0x12)),
+        packet_helpers.ipv4(PHONE, SERVER, 6, packet_helpers.tcp(40001, 443, hello, flags=0x18)),
     ]
 
 
 LINKS = {
-    "ethernet": (1, P.ether),
+    "ethernet": (1, packet_helpers.ether),
     "raw": (101, lambda l3: l3),
-    "sll": (113, P.sll),
-    "sll2": (276, P.sll2),
-    "null": (0, lambda l3: P.null(l3, 2)),
+    "sll": (113, packet_helpers.sll),
+    "sll2": (276, packet_helpers.sll2),
+    "null": (0, lambda l3: packet_helpers.null(l3, 2)),
 }
 
 
@@ -302,7 +304,7 @@ def test_pcap_in_every_link_type_becomes_a_verifiable_session(
     linktype, frame = LINKS[link]
     cap = tmp_path / f"{link}.pcap"
     cap.write_bytes(
-        P.pcap(
+        packet_helpers.pcap(
             [(T0 + i, frame(p)) for i, p in enumerate(_l3_packets())],
             linktype,
         )
@@ -330,9 +332,14 @@ def test_pcap_in_every_link_type_becomes_a_verifiable_session(
 
 def test_pcapng_comments_interfaces_and_pcapdroid_trailer(out: Path, tmp_path: Path) -> None:
     o = "<"
-    frames = [P.ether(p) + P.pcapdroid_trailer(10123, "com.tracker.app") for p in _l3_packets()]
-    data = P.shb(o, comment="captured on the test phone") + P.idb(o, 1)
-    data += b"".join(P.epb(o, 0, 1_796_000_000_000_000 + i, fr) for i, fr in enumerate(frames))
+    frames = [
+        packet_helpers.ether(p) + packet_helpers.pcapdroid_trailer(10123, "com.tracker.app")
+        for p in _l3_packets()
+    ]
+    data = packet_helpers.shb(o, comment="captured on the test phone") + packet_helpers.idb(o, 1)
+    data += b"".join(
+        packet_helpers.epb(o, 0, 1_796_000_000_000_000 + i, fr) for i, fr in enumerate(frames)
+    )
     cap = tmp_path / "droid.pcapng"
     cap.write_bytes(data)
     res = import_files([cap], out)
@@ -352,8 +359,11 @@ def test_pcapng_comments_interfaces_and_pcapdroid_trailer(out: Path, tmp_path: P
 
 
 def test_a_truncated_capture_is_imported_up_to_the_damage(out: Path, tmp_path: Path) -> None:
-    full = P.pcap(
-        [(1_796_000_000_000_000_000 + i, P.ether(p)) for i, p in enumerate(_l3_packets())]
+    full = packet_helpers.pcap(
+        [
+            (1_796_000_000_000_000_000 + i, packet_helpers.ether(p))
+            for i, p in enumerate(_l3_packets())
+        ]
     )
     cap = tmp_path / "cut.pcap"
     cap.write_bytes(full[:-30])

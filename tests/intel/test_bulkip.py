@@ -12,6 +12,7 @@ import random
 import pytest
 
 from auditor.intel.ipdb import IpDatabase, _Geoip2fast
+from auditor.intel.model import IpFacts
 
 
 def _edges(first: int, length: int, rng: random.Random) -> list[str]:
@@ -49,7 +50,7 @@ def test_bulk_ipv6_facts_equal_the_per_address_lookup(addresses: list[str]) -> N
     # the bulk path must really run (an unknown table layout falls back to the per-address
     # lookup, which would make this compare that lookup with itself)
     assert bulkip._tables() is not None
-    fast = IpDatabase().lookup_many(addresses)
+    fast = [IpFacts(*row) for row in IpDatabase().lookup_rows(addresses)]
     slow_db = IpDatabase()
     slow = [slow_db.lookup(ip) for ip in addresses]
     assert sum(f.country is not None for f in slow) > 5_000  # the database answered
@@ -79,6 +80,6 @@ def test_a_few_addresses_never_build_the_tables(monkeypatch: pytest.MonkeyPatch)
     expected = [db.lookup(ip) for ip in few]
     monkeypatch.setattr(bulkip, "_tables", tables_asked)
     assert len(few) < BULK_MIN_ADDRESSES
-    assert db.lookup_many(few) == expected
+    assert [IpFacts(*row) for row in db.lookup_rows(few)] == expected
     with pytest.raises(AssertionError, match="bulk tables"):
-        db.lookup_many(few * BULK_MIN_ADDRESSES)
+        db.lookup_rows(few * BULK_MIN_ADDRESSES)

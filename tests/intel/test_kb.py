@@ -725,26 +725,30 @@ def test_lookup_command_text_and_ip() -> None:
 
 
 def test_annotate_adds_the_flow_table_columns(kb: KnowledgeBase) -> None:
-    from auditor import columns as C
+    from auditor import columns
 
     flows = pd.DataFrame(
         {
-            C.FLOW_ID: ["f1", "f2", "f3"],
-            C.NAME: ["tracking.miui.com", "www.chinatelecom.com.cn", None],
-            C.SERVER_IP: ["8.8.8.8", None, "10.0.0.1"],
+            columns.FLOW_ID: ["f1", "f2", "f3"],
+            columns.NAME: ["tracking.miui.com", "www.chinatelecom.com.cn", None],
+            columns.SERVER_IP: ["8.8.8.8", None, "10.0.0.1"],
         },
         index=[5, 6, 7],
     )
     out = kb.annotate(flows)
-    assert list(flows.columns) == [C.FLOW_ID, C.NAME, C.SERVER_IP]  # the input is not changed
-    assert out[C.ORGANISATION].tolist() == ["xiaomi", "china-telecom", None]
-    assert out[C.CATEGORIES].tolist()[0] == "vendor_telemetry"
-    assert out[C.COUNTRY].tolist() == ["CN", "CN", None]
-    assert out[C.STATE_LINKED].tolist() == [True, True, False]
-    assert out[C.STATE_CONTROL].tolist() == [False, True, False]
-    assert out[C.MATCHED_BY].tolist() == ["exact-host", "registrable-domain", "none"]
-    assert out[C.BASIS].tolist() == ["kb-host", "kb-domain", "none"]
-    assert out[C.SERVER_COUNTRY].tolist()[2] is None
+    assert list(flows.columns) == [
+        columns.FLOW_ID,
+        columns.NAME,
+        columns.SERVER_IP,
+    ]  # the input is not changed
+    assert out[columns.ORGANISATION].tolist() == ["xiaomi", "china-telecom", None]
+    assert out[columns.CATEGORIES].tolist()[0] == "vendor_telemetry"
+    assert out[columns.COUNTRY].tolist() == ["CN", "CN", None]
+    assert out[columns.STATE_LINKED].tolist() == [True, True, False]
+    assert out[columns.STATE_CONTROL].tolist() == [False, True, False]
+    assert out[columns.MATCHED_BY].tolist() == ["exact-host", "registrable-domain", "none"]
+    assert out[columns.BASIS].tolist() == ["kb-host", "kb-domain", "none"]
+    assert out[columns.SERVER_COUNTRY].tolist()[2] is None
     assert list(out.index) == [5, 6, 7]
 
 
@@ -860,23 +864,23 @@ def test_conflicting_rungs_are_kept_and_shown(kb: KnowledgeBase) -> None:
 
 
 def test_annotate_reads_the_flow_tables_name_evidence(kb: KnowledgeBase) -> None:
-    from auditor import columns as C
+    from auditor import columns
 
     flows = pd.DataFrame(
         {
-            C.FLOW_ID: ["f1", "f2", "f3"],
-            C.NAME: ["api.unknown-app.example.com"] * 2 + ["stats.someapp.example"],
-            C.SERVER_IP: [None, None, None],
-            C.CERT_ORG: ["Xiaomi Corporation", None, None],
-            C.CERT_NAMES: ["*.unknown-app.example.com", None, None],
-            C.CERT_SOURCE: ["proxy", None, None],
-            C.CNAMES: [None, None, "stats.someapp.example;x.tracking.miui.com"],
+            columns.FLOW_ID: ["f1", "f2", "f3"],
+            columns.NAME: ["api.unknown-app.example.com"] * 2 + ["stats.someapp.example"],
+            columns.SERVER_IP: [None, None, None],
+            columns.CERT_ORG: ["Xiaomi Corporation", None, None],
+            columns.CERT_NAMES: ["*.unknown-app.example.com", None, None],
+            columns.CERT_SOURCE: ["proxy", None, None],
+            columns.CNAMES: [None, None, "stats.someapp.example;x.tracking.miui.com"],
         }
     )
     out = kb.annotate(flows)
     # per flow: the same host is attributed where a certificate says so, not where none did
-    assert out[C.ORGANISATION].tolist() == ["xiaomi", None, "xiaomi"]
-    assert out[C.BASIS].tolist() == ["certificate", "none", "cname"]
+    assert out[columns.ORGANISATION].tolist() == ["xiaomi", None, "xiaomi"]
+    assert out[columns.BASIS].tolist() == ["certificate", "none", "cname"]
 
 
 def test_each_law_is_named_whole_in_the_basis(kb: KnowledgeBase) -> None:
@@ -909,7 +913,7 @@ def test_a_data_set_rule_at_a_public_suffix_claims_nothing() -> None:
 
 
 def test_user_intel_naming_an_address_holds_for_ipv4_and_ipv6(tmp_path: Path) -> None:
-    from auditor import columns as C
+    from auditor import columns
 
     intel = tmp_path / "lab.yaml"
     intel.write_text(
@@ -920,7 +924,9 @@ def test_user_intel_naming_an_address_holds_for_ipv4_and_ipv6(tmp_path: Path) ->
     )
     kb = KnowledgeBase.load(extra=[intel], datasets=False)
     ips = ["203.0.113.77", "2001:db8::77"]
-    flows = pd.DataFrame({C.NAME: ips, C.SERVER_IP: ips})  # flows named by their address
+    flows = pd.DataFrame(
+        {columns.NAME: ips, columns.SERVER_IP: ips}
+    )  # flows named by their address
     out = kb.annotate(flows)
-    assert out[C.ORGANISATION].tolist() == ["xiaomi", "xiaomi"]
-    assert out[C.BASIS].tolist() == ["intel-import", "intel-import"]
+    assert out[columns.ORGANISATION].tolist() == ["xiaomi", "xiaomi"]
+    assert out[columns.BASIS].tolist() == ["intel-import", "intel-import"]

@@ -17,7 +17,7 @@ import idna
 import pandas as pd
 import pytest
 
-from auditor import columns as C
+from auditor import columns
 from auditor.analysis.escape import html_text, md_text
 from auditor.intel.kb import KnowledgeBase
 from auditor.intel.lookalike import (
@@ -306,15 +306,15 @@ def test_lookalikes_of_a_xiaomi_host_are_not_xiaomi(kb: KnowledgeBase) -> None:
 
 def test_annotate_shows_lookalikes_and_lookup_reads_them_back(kb: KnowledgeBase) -> None:
     names = ["tracking.miui.com", f"tracking.miui{ZWSP}.com", "хiaomi.com", "bücher.de"]
-    out = kb.annotate(pd.DataFrame({C.NAME: names}))
-    assert out[C.NAME].tolist() == [
+    out = kb.annotate(pd.DataFrame({columns.NAME: names}))
+    assert out[columns.NAME].tolist() == [
         "tracking.miui.com",
         "⚠ tracking.xn--miui-y76a.com (invisible U+200B)",
         "⚠ xn--iaomi-pze.com (mixed scripts: Latin+Cyrillic)",
         "bücher.de",
     ]
-    assert out[C.ORGANISATION].tolist()[:3] == ["xiaomi", None, None]
-    again = kb.lookup_host(out[C.NAME][1])
+    assert out[columns.ORGANISATION].tolist()[:3] == ["xiaomi", None, None]
+    again = kb.lookup_host(out[columns.NAME][1])
     assert again.host == "tracking.xn--miui-y76a.com" and again.organisation is None
 
 
@@ -529,7 +529,7 @@ def test_a_large_table_shows_the_marker_in_every_row() -> None:
     the result: the shown form must reach every row there as well."""
     import pandas as pd
 
-    from auditor import columns as C
+    from auditor import columns
     from auditor.analysis.engine import DISTINCT_MIN_ROWS, annotate_distinct
     from auditor.intel.kb import KnowledgeBase
 
@@ -537,14 +537,14 @@ def test_a_large_table_shows_the_marker_in_every_row() -> None:
     names = ["хiaomi.com" if i % 2 else "tracking.miui.com" for i in range(n)]
     flows = pd.DataFrame(
         {
-            C.NAME: names,
-            C.SERVER_IP: ["203.0.113.9"] * n,
-            C.URL: [f"https://{h}/v3/x" for h in names],
+            columns.NAME: names,
+            columns.SERVER_IP: ["203.0.113.9"] * n,
+            columns.URL: [f"https://{h}/v3/x" for h in names],
         }
     )
     out = annotate_distinct(KnowledgeBase.load(), flows)
     odd = out.iloc[1::2]
-    assert odd[C.NAME].str.startswith("\u26a0 xn--iaomi-pze.com").all()
-    assert odd[C.URL].str.startswith("https://\u26a0 xn--iaomi-pze.com").all()
-    assert (out.iloc[::2][C.NAME] == "tracking.miui.com").all()
-    assert not out[C.NAME].str.contains("хiaomi").any()
+    assert odd[columns.NAME].str.startswith("\u26a0 xn--iaomi-pze.com").all()
+    assert odd[columns.URL].str.startswith("https://\u26a0 xn--iaomi-pze.com").all()
+    assert (out.iloc[::2][columns.NAME] == "tracking.miui.com").all()
+    assert not out[columns.NAME].str.contains("хiaomi").any()

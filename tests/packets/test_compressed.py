@@ -25,7 +25,7 @@ from auditor.packets.pcapfile import (
     compression_of,
     decompressed_head,
 )
-from tests.packets import ether, ipv4, pcap, udp
+from tests.packets.helpers import ether, ipv4, pcap, udp
 from tests.packets.test_linktypes import DATA, TSHARK, _auditor_tuples, _tshark_tuples
 
 ZST = DATA / "pcapng-example.pcapng.zst"

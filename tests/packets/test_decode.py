@@ -16,7 +16,7 @@ import pytest
 from auditor.packets import decode as D
 from auditor.packets.flows import iter_packets
 from auditor.packets.names import address_text
-from tests.packets import (
+from tests.packets.helpers import (
     ether,
     ipv4,
     ipv6,

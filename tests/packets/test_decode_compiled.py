@@ -26,8 +26,9 @@ from hypothesis import strategies as st
 
 from auditor.packets import decode as D
 from auditor.packets.pcapfile import HEAD, CaptureReader, PcapError, RecordBatch
-from tests.fuzz import mutated
-from tests.packets import (
+from tests.fuzz.helpers import mutated
+from tests.packets import test_linktypes as linktypes
+from tests.packets.helpers import (
     SHARED_CAPTURES,
     epb,
     ether,
@@ -43,7 +44,6 @@ from tests.packets import (
     tcp,
     udp,
 )
-from tests.packets import test_linktypes as linktypes
 from tests.packets.test_scan import walk
 
 try:

@@ -17,7 +17,7 @@ import pytest
 
 from auditor.packets import flows as F
 from auditor.packets import read_capture
-from tests.packets import SHARED_CAPTURES
+from tests.packets.helpers import SHARED_CAPTURES
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "names"
 TSHARK = shutil.which("tshark")

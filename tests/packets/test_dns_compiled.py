@@ -40,8 +40,16 @@ from auditor.packets.tls import (
     parse_client_hello,
 )
 from auditor.packets.wire import MalformedError
-from tests.fuzz import mutated
-from tests.packets import SHARED_CAPTURES, dns_name, dns_query, dns_response, ip6, rr, svcb_rdata
+from tests.fuzz.helpers import mutated
+from tests.packets.helpers import (
+    SHARED_CAPTURES,
+    dns_name,
+    dns_query,
+    dns_response,
+    ip6,
+    rr,
+    svcb_rdata,
+)
 
 try:
     from auditor.packets import _dns as compiled

@@ -17,7 +17,7 @@ import pytest
 from auditor.packets import PcapError, iter_packets, read_capture
 from auditor.packets import flows as F
 from auditor.packets.quic import QUIC_V1, QUIC_V2
-from tests.packets import (
+from tests.packets.helpers import (
     client_hello_body,
     dns_query,
     dns_response,

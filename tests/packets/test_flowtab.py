@@ -24,7 +24,18 @@ from auditor.packets import names as N
 from auditor.packets.decode import Decoder
 from auditor.packets.dnstables import DnsStore, DnsTables
 from auditor.packets.pcapfile import CaptureReader, PcapError
-from tests.packets import dns_query, dns_response, ether, ip4, ipv4, ipv6, pcap, rr, tcp, udp
+from tests.packets.helpers import (
+    dns_query,
+    dns_response,
+    ether,
+    ip4,
+    ipv4,
+    ipv6,
+    pcap,
+    rr,
+    tcp,
+    udp,
+)
 from tests.packets.test_flows import _trailer, scenario, write
 
 try:

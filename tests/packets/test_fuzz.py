@@ -19,7 +19,7 @@ from auditor.packets.http1 import parse_http_request
 from auditor.packets.quic import CryptoStream, crypto_frames, parse_long_header
 from auditor.packets.tls import client_hello_from_records, parse_client_hello
 from auditor.packets.wire import MalformedError
-from tests.packets import (
+from tests.packets.helpers import (
     SHARED_CAPTURES,
     epb,
     ether,

@@ -18,7 +18,7 @@ import pytest
 
 from auditor.packets import decode as D
 from auditor.packets import read_capture
-from tests.packets import ether, ipv4, ipv6, null, pcap, tcp, udp
+from tests.packets.helpers import ether, ipv4, ipv6, null, pcap, tcp, udp
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "pcap"
 TSHARK = shutil.which("tshark")

@@ -30,7 +30,7 @@ from auditor.packets.tls import (
     parse_client_hello,
 )
 from auditor.packets.wire import MalformedError
-from tests.packets import (
+from tests.packets.helpers import (
     client_hello_body,
     dns_name,
     dns_query,

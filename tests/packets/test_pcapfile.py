@@ -17,7 +17,7 @@ from auditor.packets.pcapfile import (
     PcapError,
     RecordBatch,
 )
-from tests.packets import (
+from tests.packets.helpers import (
     custom,
     epb,
     idb,

@@ -18,7 +18,7 @@ import pytest
 
 from auditor.packets import pcapfile
 from auditor.packets.pcapfile import HEAD, CaptureReader, PcapError
-from tests.packets import block, ether, idb, ipv4, pcap, shb, udp
+from tests.packets.helpers import block, ether, idb, ipv4, pcap, shb, udp
 
 try:
     from auditor.packets import _scan as scan

@@ -33,7 +33,7 @@ from auditor.packets import flows as F
 from auditor.packets import names as N
 from auditor.packets import read_capture, tlscert
 from auditor.packets.flows import CaptureResult
-from tests.packets import SHARED_CAPTURES, ipv4, pcap, tcp
+from tests.packets.helpers import SHARED_CAPTURES, ipv4, pcap, tcp
 
 SAMPLES = Path(__file__).parent / "samples"
 TSHARK = shutil.which("tshark") or ("/usr/bin/tshark" if Path("/usr/bin/tshark").exists() else None)

@@ -28,7 +28,7 @@ import pytest
 
 from auditor.packets import flows as F
 from auditor.packets import read_capture
-from tests.packets import SHARED_CAPTURES
+from tests.packets.helpers import SHARED_CAPTURES
 
 TSHARK = shutil.which("tshark") or ("/usr/bin/tshark" if Path("/usr/bin/tshark").exists() else None)
 pytestmark = pytest.mark.skipif(TSHARK is None, reason="tshark is not installed")

@@ -1,66 +1,21 @@
-"""Writing report files: owner-only folders and files, written whole (a temporary name, then
-a rename), and the CSV exports with every cell made safe for a spreadsheet."""
+"""Writing report files: the findings JSON and the CSV and Parquet exports, with every CSV cell
+made safe for a spreadsheet. Files are owner-only and written whole (:mod:`auditor.fsutil`)."""
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
-import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pandas as pd
 
-from auditor import columns as C
+from auditor import columns
 from auditor.analysis.escape import csv_cell
-
-
-def private_dir(path: Path) -> Path:
-    """``path`` made owner-only (0700), with every folder this creates on the way: whatever
-    the umask, reports of a phone's traffic are for their owner alone."""
-    missing = []
-    p = Path(path)
-    while not p.exists():
-        missing.append(p)
-        p = p.parent
-    for d in reversed(missing):
-        d.mkdir(mode=0o700, exist_ok=True)
-        os.chmod(d, 0o700)  # mkdir's mode is cut by the umask; chmod's is not
-    os.chmod(path, 0o700)
-    return path
-
-
-def private_file(path: Path) -> int:
-    """A descriptor on a fresh ``path`` (a temporary name), 0600 even if it existed."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)
-    return fd
-
-
-@contextlib.contextmanager
-def replacing(path: Path, mode: str = "wb", **kwargs: Any) -> Iterator[IO[Any]]:
-    """A fresh owner-only file under a temporary name in ``path``'s folder, renamed to ``path``
-    once the block ends. On any way out before (an error, a full disk, Ctrl-C) the temporary
-    file is removed and ``path`` is left as it was. A failed write is raised as an OSError
-    that names ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with os.fdopen(private_file(tmp), mode, **kwargs) as fh:
-            yield fh
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        if isinstance(exc, OSError) and not exc.filename and exc.errno is not None:
-            raise OSError(exc.errno, exc.strerror, str(path)) from None
-        raise
-
-
-def write_private(path: Path, data: str | bytes) -> None:
-    with replacing(path) as fh:
-        fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+from auditor.fsutil import private_dir as private_dir  # re-exported for report/__init__.py
+from auditor.fsutil import replacing as replacing  # re-exported for redact.py
+from auditor.fsutil import write_private as write_private  # re-exported for report/__init__.py
 
 
 def dumps_findings(doc: dict[str, Any]) -> str:
@@ -77,13 +32,13 @@ def write_csv(path: Path, rows: Iterable[Mapping[Any, Any]], fields: list[str]) 
 
 def flows_for_export(df: pd.DataFrame) -> pd.DataFrame:
     out = df.copy()
-    for col in (C.START, C.END):
+    for col in (columns.START, columns.END):
         if col not in out:
             continue
         out[col] = out[col].map(
             lambda t: t.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if not pd.isna(t) else None
         )
-    keys = [c for c in (C.START, C.FLOW_ID) if c in out]
+    keys = [c for c in (columns.START, columns.FLOW_ID) if c in out]
     return out.sort_values(keys, na_position="last").reset_index(drop=True) if keys else out
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from auditor import columns as C
+from auditor import columns
 from auditor.analysis.escape import html_text
 from auditor.analysis.report.files import evidence_text
 from auditor.analysis.report.story import (
@@ -157,9 +157,9 @@ def _verdicts(doc: dict[str, Any], story: Story) -> list[str]:
 
 def _evidence(ev: dict[str, Any], row: dict[str, Any], highlights: dict[str, list[str]]) -> str:
     where = f"{ev.get('location') or ''} {ev.get('detail') or ''}".strip()
-    what = shown_url(row.get(C.URL) or row.get(C.NAME))
+    what = shown_url(row.get(columns.URL) or row.get(columns.NAME))
     head = (
-        f"<p><code>{_e(row.get(C.METHOD))} {_e(what, 300)}</code> "
+        f"<p><code>{_e(row.get(columns.METHOD))} {_e(what, 300)}</code> "
         f"({_e(where)}, {_e(ev.get('encoding'))})</p>"
     )
     text = _e(ev.get("excerpt") or "", 600)
@@ -389,21 +389,21 @@ def _timeline(flows: pd.DataFrame, marks: list[tuple[float, str]] | None = None)
     """Flows per recipient over time: one dot per time slice that had a flow (red: a TLS
     handshake the phone refused); the scenario's marks on a row of their own, and listed
     with their times below (a line for each, readable in print)."""
-    if C.START not in flows or flows.empty:
+    if columns.START not in flows or flows.empty:
         return "<p class='muted'>no flows</p>"
-    df = flows.dropna(subset=[C.START])
+    df = flows.dropna(subset=[columns.START])
     if df.empty:
         return "<p class='muted'>no flows</p>"
-    org_col = C.ORGANISATION_NAME if C.ORGANISATION_NAME in df else C.ORGANISATION
+    org_col = columns.ORGANISATION_NAME if columns.ORGANISATION_NAME in df else columns.ORGANISATION
     orgs = [
         str(o) if isinstance(o, str) and o else "(unknown operator)"
         for o in (df[org_col] if org_col in df else [None] * len(df))
     ]
-    kinds = list(df[C.RECORD_TYPE]) if C.RECORD_TYPE in df else [None] * len(df)
-    t0 = df[C.START].min().timestamp()
-    t1 = max(df[C.START].max().timestamp(), t0 + 1)
+    kinds = list(df[columns.RECORD_TYPE]) if columns.RECORD_TYPE in df else [None] * len(df)
+    t0 = df[columns.START].min().timestamp()
+    t1 = max(df[columns.START].max().timestamp(), t0 + 1)
     dots: dict[str, dict[int, bool]] = {}
-    for org, ts, kind in zip(orgs, df[C.START], kinds, strict=True):
+    for org, ts, kind in zip(orgs, df[columns.START], kinds, strict=True):
         b = min(TIMELINE_BUCKETS - 1, int(TIMELINE_BUCKETS * (ts.timestamp() - t0) / (t1 - t0)))
         row = dots.setdefault(org, {})
         row[b] = row.get(b, False) or kind == "tls_failed"
@@ -475,7 +475,7 @@ def _flow_index(story: Story, flows_by_id: dict[str, dict[str, Any]]) -> tuple[l
         return [], set()
 
     def when(fid: str) -> str:
-        t = flows_by_id[fid].get(C.START)
+        t = flows_by_id[fid].get(columns.START)
         return "" if t is None or pd.isna(t) else pd.Timestamp(t).strftime("%Y-%m-%d %H:%M:%S")
 
     cited.sort(key=lambda f: (when(f), f))
@@ -484,15 +484,15 @@ def _flow_index(story: Story, flows_by_id: dict[str, dict[str, Any]]) -> tuple[l
     for fid in shown:
         r = flows_by_id[fid]
         # a lookalike host in a URL reads as the name it imitates: show it as the name is
-        what = shown_url(r.get(C.URL)) or r.get(C.NAME) or r.get(C.HOST)
-        method = r.get(C.METHOD) or r.get(C.TRANSPORT) or ""
+        what = shown_url(r.get(columns.URL)) or r.get(columns.NAME) or r.get(columns.HOST)
+        method = r.get(columns.METHOD) or r.get(columns.TRANSPORT) or ""
         rows.append(
             f"<tr id='{flow_anchor(fid)}'><td class=name>{_e(fid, 200)}</td>"
-            f"<td class=num>{_e(when(fid))}</td><td>{_e(r.get(C.APPS) or '')}</td>"
+            f"<td class=num>{_e(when(fid))}</td><td>{_e(r.get(columns.APPS) or '')}</td>"
             f"<td><code>{_e(method)} {_e(what, 300)}</code></td>"
-            f"<td>{_e(r.get(C.ORGANISATION_NAME) or 'unknown operator')}</td>"
-            f"<td class=num>{_num(r.get(C.BYTES_UP))}</td>"
-            f"<td class=num>{_num(r.get(C.BYTES_DOWN))}</td></tr>"
+            f"<td>{_e(r.get(columns.ORGANISATION_NAME) or 'unknown operator')}</td>"
+            f"<td class=num>{_num(r.get(columns.BYTES_UP))}</td>"
+            f"<td class=num>{_num(r.get(columns.BYTES_DOWN))}</td></tr>"
         )
     head = "".join(
         f"<th{' class=num' if h in ('time', 'up', 'down') else ''}>{h}</th>"
@@ -614,8 +614,11 @@ def html_report(doc: dict[str, Any], flows: pd.DataFrame) -> str:
     method = doc.get("method") or {}
     highlights: dict[str, list[str]] = doc.get("_highlight", {})
     flows_by_id: dict[str, dict[str, Any]] = (
-        {str(r[C.FLOW_ID]): {str(k): v for k, v in r.items()} for r in flows.to_dict("records")}
-        if C.FLOW_ID in flows
+        {
+            str(r[columns.FLOW_ID]): {str(k): v for k, v in r.items()}
+            for r in flows.to_dict("records")
+        }
+        if columns.FLOW_ID in flows
         else {}
     )
     flow_section, shown_flows = _flow_index(story, flows_by_id)

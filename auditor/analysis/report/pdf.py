@@ -16,8 +16,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from auditor.analysis.report.files import write_private
 from auditor.errors import AuditorError
+from auditor.fsutil import write_private
 
 log = logging.getLogger(__name__)
 

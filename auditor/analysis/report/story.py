@@ -3,6 +3,9 @@ recipient in severity order, the plain sentences of the summary, and what could 
 inspected. ``report.html`` and ``summary.md`` render the same story, so they say the same
 thing in the same order.
 
+Long because: the story is one narrative in one order, which both renderers follow; split,
+the order would live in two places.
+
 Every sentence carries the links (findings, recipients, sections) it rests on, and says no
 more than the document does: a recipient named on medium or low confidence evidence is
 "attributed", an unknown operator is never named after its hosting network, and a capture

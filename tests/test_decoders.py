@@ -12,7 +12,7 @@ from urllib.parse import quote, unquote
 import brotli
 import pytest
 
-from auditor.codecs import (
+from auditor.decoders import (
     MAX_MEMBERS,
     MAX_TEXT_LAYERS,
     TextView,
