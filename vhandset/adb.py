@@ -9,7 +9,7 @@ Services: ``shell:``/``shell,v2,…:``/``exec:``, ``sync:``, ``reverse:``, ``roo
 The transport knows nothing of Android: it hands commands, files and reboots to a
 :class:`~vhandset.interface.DeviceBackend`.
 
-Over 800 lines: one transport's state machine (handshake, streams, their windows and
+Long because: one transport's state machine (handshake, streams, their windows and
 services) shares its locks and buffers; the wire format, sync and reverse are already apart.
 """
 

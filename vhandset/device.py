@@ -12,7 +12,7 @@ The generic shell and toybox live in :mod:`vhandset.sh`, the filesystem in
 :mod:`vhandset.vfs`, and PCAPdroid (started by ``am start`` of its ``CaptureCtrl``) in
 :mod:`vhandset.pcapdroid`.
 
-Over 800 lines: one phone's state under one lock, its image build and its boot belong
+Long because: one phone's state under one lock, its image build and its boot belong
 together; its commands are already in :mod:`vhandset.cmds`, its records in :mod:`vhandset.state`.
 """
 

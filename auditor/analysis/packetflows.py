@@ -25,7 +25,6 @@ again, or for the first time after ``auditor import`` read it, does not read it 
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from auditor import columns
+from auditor.netutil import is_loopback
 from auditor.packets import flows as capture_flows
 from auditor.session import readable_files
 
@@ -144,17 +144,6 @@ def proxy_addresses(manifest: dict[str, Any]) -> set[tuple[str, int]]:
     return {(h, port) for h in hosts if h}
 
 
-def _loopback(ip: str) -> bool:
-    """Whether the text is a loopback address (asked only of the few values _loopbacks lets
-    through)."""
-    if not isinstance(ip, str) or not (ip.startswith("127.") or ":" in ip):
-        return False  # ipaddress takes only "127." IPv4 text, and IPv6 has colons
-    try:
-        return ipaddress.ip_address(ip).is_loopback
-    except ValueError:
-        return False
-
-
 def codes_of(column: pd.Series | np.ndarray) -> tuple[np.ndarray, Any]:
     """A column as integer codes (-1: no value) and the value of each code, in the column's
     own type (a pandas Index or array): a categorical's own codes and categories, else
@@ -234,8 +223,8 @@ _TYPE_OF = np.frompyfunc(lambda v: type(v).__qualname__, 1, 1)
 
 
 def _loopbacks(values: Any) -> np.ndarray:
-    """:func:`_loopback` of each distinct value (text), asked only of those it may answer
-    yes for (found by Arrow)."""
+    """:func:`~auditor.netutil.is_loopback` of each distinct value (text), asked only of those
+    it may answer yes for (found by Arrow)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -246,11 +235,13 @@ def _loopbacks(values: Any) -> np.ndarray:
         pc.match_substring(text, ":"),
         pc.or_(pc.starts_with(text, "0"), pc.starts_with(text, ":")),
     )
-    maybe = pc.or_(pc.starts_with(text, "127."), v6)
+    maybe = pc.or_(pc.or_(pc.starts_with(text, "127."), v6), pc.starts_with(text, "["))
     which = np.flatnonzero(np.asarray(pc.fill_null(maybe, False)))
     out = np.zeros(len(values), dtype=bool)
     if len(which):
-        out[which] = [_loopback(v) for v in pd.Series(values).iloc[which].tolist()]
+        out[which] = [
+            isinstance(v, str) and is_loopback(v) for v in pd.Series(values).iloc[which].tolist()
+        ]
     return out
 
 

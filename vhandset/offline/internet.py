@@ -15,7 +15,7 @@ answer it and logged, bounded, in memory (:meth:`OfflineInternet.requests`). Hos
 (garbage, slowloris, oversize heads and bodies, failed handshakes) closes that one
 connection, is logged in :meth:`OfflineInternet.failures`, and never the listener.
 
-Over 800 lines: one listener's sniffing, proxying, TLS and limits share one connection's
+Long because: one listener's sniffing, proxying, TLS and limits share one connection's
 state; the services' answers, the CA and DNS are already apart.
 """
 
