@@ -13,13 +13,13 @@ go to an address no lookup gave, so the session has hundreds of thousands of dis
 servers (issue 14: 370,000 packet flows from a million packets).
 
 Each step runs in a fresh process and reports its time and peak RSS (``ru_maxrss``): the
-capture read, and ``auditor.analysis.engine.analyze`` on the imported session (the knowledge
-base load included), twice: as a user's first analysis after ``auditor import`` runs it (the
-import kept the capture's packet flows in the packet flow cache,
-:mod:`auditor.analysis.packetcache`: ``analyze_s``, the target), and with that cache off, so
-that it reads the capture again (``analyze_cold_s``, ``cold_ratio``; ``cold_same_result``
-says both gave the same findings.json). ``--profile`` prints the top cProfile entries of the
-first.
+capture read (the best of two), and ``auditor.analysis.engine.analyze`` on the imported
+session (the knowledge base load included) as a user's analysis after ``auditor import`` runs
+it: the import kept the capture's packet flows in the packet flow cache
+(:mod:`auditor.analysis.packetcache`), and the best of two runs is ``analyze_s``, the target.
+Then once with that cache off, so that it reads the capture again (``analyze_cold_s``,
+``cold_ratio``; ``cold_same_result`` says both gave the same findings.json). ``--profile``
+prints the top cProfile entries of the analysis.
 
 The analysis reads two caches of the user's cache folder (``auditor.intel.cache``): the
 compiled knowledge base and the geoip tables (:mod:`auditor.intel.bulkip`). The first
@@ -328,7 +328,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         t0 = time.perf_counter()
         session = import_files([cap], Path(tmp) / "sessions").session
         import_s = time.perf_counter() - t0
-        ana = _run("analyze", str(session), *(["--profile"] if profile else []))
+        # the best of two, as for the read (each in a fresh process)
+        ana = min(
+            (_run("analyze", str(session), *(["--profile"] if profile else [])) for _ in range(2)),
+            key=lambda r: r["seconds"],
+        )
         cold = _run("analyze", str(session), env={"AUDITOR_PACKET_CACHE": "0"})
     ratio = ana["seconds"] / read["seconds"]
     same = all(ana[k] == cold[k] for k in ("flows", "endpoints", "findings", "by_rule", "doc"))
