@@ -37,7 +37,7 @@ from auditor.analysis.packetflows import (
     per_value,
     text_array,
 )
-from auditor.device.models import socket_has_owner
+from auditor.device.model import socket_has_owner
 from auditor.fsutil import open_regular
 from auditor.records import (
     CertificateInfo,

@@ -49,7 +49,7 @@ from auditor.analysis.identifiers import MIN_NEEDLE_LENGTH, Encoding, build_need
 from auditor.analysis.model import Analysis
 from auditor.analysis.patterns import PatternKind, find_patterns
 from auditor.analysis.report import write_report
-from auditor.codecs import text_views
+from auditor.decoders import text_views
 from auditor.errors import AuditorError
 
 log = logging.getLogger(__name__)
@@ -450,7 +450,7 @@ class Redactor:
         return out
 
     def _all_candidates(self, text: str) -> list[_Match]:
-        """Matches in every view of ``text`` (:func:`auditor.codecs.text_views`: the text
+        """Matches in every view of ``text`` (:func:`auditor.decoders.text_views`: the text
         itself, its escape layers undone, its base64 and hex runs decoded), as spans of
         ``text`` with the layers they were found under. A long text is read in pieces of
         whole lines (no value holds a line break), so the views' offsets take memory for one
@@ -659,9 +659,6 @@ class Redactor:
         value cut at either end goes as well."""
         out: T = self._walk(obj, self._fn(edges=False))
         return out
-
-    def redact_frame(self, df: pd.DataFrame) -> pd.DataFrame:
-        return self._frame(df, self._fn(edges=False))
 
     def _fn(self, *, edges: bool) -> Callable[..., str]:
         def fn(text: str, n: int = 1) -> str:
@@ -954,7 +951,7 @@ def _strings(obj: Any) -> Iterator[str]:
 
 def detect_personal(strings: Iterable[str]) -> set[tuple[str, str]]:
     """Personal values (kind, value) that :func:`find_patterns` sees in ``strings``, read as
-    they are and with each layer of escapes undone (:func:`auditor.codecs.text_views`, as the
+    they are and with each layer of escapes undone (:func:`auditor.decoders.text_views`, as the
     redactor reads them); digests (32, 40 or 64 hex digits) are skipped."""
     out: set[tuple[str, str]] = set()
     for s in set(strings):
@@ -1082,11 +1079,10 @@ def _redact_artifacts(
 def _write_private(path: Path, data: bytes) -> None:
     """``data`` into an owner-only ``path``, through a temporary file that goes on every way
     out (a full disk leaves no ``.tmp`` behind)."""
-    from auditor.analysis.report.files import replacing
+    from auditor.fsutil import private_mkdirs, write_private
 
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    with replacing(path) as fh:
-        fh.write(data)
+    private_mkdirs(path.parent)
+    write_private(path, data)
 
 
 # --------------------------------------------------------------------------------------- write
@@ -1176,7 +1172,7 @@ def check_output(folder: Path, red: Redactor) -> list[Leak]:
     in any encoding. Each file is read as bytes (Latin-1, so raw digests show), as UTF-8 text,
     with the writer's own escaping undone (HTML for ``.html``, Markdown for ``.md``), and,
     for JSON, CSV and Parquet, value by value; each of these is searched through the same
-    decoder the redactor used (:func:`auditor.codecs.text_views`), no deeper."""
+    decoder the redactor used (:func:`auditor.decoders.text_views`), no deeper."""
     leaks: list[Leak] = []
     for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
         found: set[str] = set(red.find(path.relative_to(folder).as_posix()))

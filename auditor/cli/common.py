@@ -346,10 +346,15 @@ def _decrypt_rules(path: Path | None) -> Any:
 
 
 def parse_identifiers(values: tuple[str, ...]) -> dict[str, str]:
+    """``--identifier NAME=VALUE`` options as ``{name: value}``
+    (:func:`auditor.analysis.identifiers.parse_identifier`)."""
+    from auditor.analysis.identifiers import parse_identifier
+
     out = {}
     for v in values:
-        name, sep, value = v.partition("=")
-        if not sep or not name.strip() or not value.strip():
-            raise click.BadParameter(f"{v!r}: use NAME=VALUE, e.g. imei=490154203237518")
-        out[name.strip()] = value.strip()
+        try:
+            name, value = parse_identifier(v)
+        except ValueError as exc:
+            raise click.BadParameter(f"{exc}, e.g. imei=490154203237518") from None
+        out[name] = value
     return out

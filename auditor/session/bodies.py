@@ -12,7 +12,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from auditor.codecs import DEFAULT_DECODE_LIMIT, Decoded, decode, zstd
+from auditor.decoders import DEFAULT_DECODE_LIMIT, Decoded, decode, zstd
 from auditor.fsutil import open_regular
 from auditor.records import BodyRef
 

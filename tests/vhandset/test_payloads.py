@@ -6,7 +6,7 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from auditor.codecs import decode
+from auditor.decoders import decode
 from vhandset.payloads import (
     TemplateError,
     build_body,

@@ -25,15 +25,14 @@ import pandas as pd
 from auditor.analysis.report.files import (
     dumps_findings,
     flows_for_export,
-    private_dir,
     write_csv,
     write_csv_tables,
     write_parquet,
-    write_private,
 )
 from auditor.analysis.report.markdown import markdown
 from auditor.analysis.report.page import html_report
 from auditor.analysis.report.pdf import find_chromium, print_pdf, require_chromium
+from auditor.fsutil import private_dir, write_private
 
 
 @dataclass

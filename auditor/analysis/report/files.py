@@ -13,9 +13,7 @@ import pandas as pd
 
 from auditor import columns
 from auditor.analysis.escape import csv_cell
-from auditor.fsutil import private_dir as private_dir  # re-exported for report/__init__.py
-from auditor.fsutil import replacing as replacing  # re-exported for redact.py
-from auditor.fsutil import write_private as write_private  # re-exported for report/__init__.py
+from auditor.fsutil import replacing
 
 
 def dumps_findings(doc: dict[str, Any]) -> str:
