@@ -39,6 +39,7 @@ from auditor.analysis.packetflows import (
 )
 from auditor.device.model import socket_has_owner
 from auditor.fsutil import open_regular
+from auditor.netutil import is_loopback
 from auditor.records import (
     CertificateInfo,
     DnsRecord,
@@ -293,7 +294,8 @@ def _apps(
         found: set[int] = set()
         h = "none"
         if ts is not None:
-            if cport is not None and not pd.isna(cport) and cip not in ("127.0.0.1", "::1"):
+            local = isinstance(cip, str) and is_loopback(cip)  # the phone's end of adb reverse
+            if cport is not None and not pd.isna(cport) and not local:
                 uid = sockets.by_port(ts, int(cport))
                 if uid is not None:
                     found, h = {uid}, "local-port"

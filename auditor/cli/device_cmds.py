@@ -26,6 +26,7 @@ from auditor.cli.common import (
     json_option,
     terminal_line,
 )
+from auditor.netutil import is_loopback
 
 # ------------------------------------------------------------------------------------- capture
 
@@ -582,7 +583,7 @@ def audit(
 
     if duration is not None:
         DURATION.convert(duration, None, None)
-    if route == "lan" and listen_host in ("127.0.0.1", "::1", "localhost"):
+    if route == "lan" and is_loopback(listen_host):
         fail("--route lan needs --listen-host set to an address the phone can reach")
     _warn_listen(listen_host)
     opts = AuditOptions(

@@ -32,6 +32,7 @@ from typing import Any
 from auditor import __version__
 from auditor.errors import CaptureError
 from auditor.fsutil import open_regular, private_mkdirs
+from auditor.netutil import is_loopback
 from auditor.packets.pcapfile import MAX_RECORD
 from auditor.proxy import recorder
 from auditor.proxy.recorder import EXIT_DISK_FULL, EXIT_WRITE_FAILED, RECORDER_SAYS
@@ -46,7 +47,6 @@ log = logging.getLogger(__name__)
 # no checkout (addons/recorder.py is the same addon, for plain mitmdump in a checkout)
 RECORDER_SCRIPT = Path(recorder.__file__).resolve()
 DEFAULT_CONFDIR = Path.home() / ".auditor" / "mitmproxy"
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 # mitmproxy (net/tls.py) reads the first of these that is set, once, when it starts; both are
 # given, so that neither one inherited from the user's shell sends the secrets elsewhere
 KEYLOG_ENV = ("MITMPROXY_SSLKEYLOGFILE", "SSLKEYLOGFILE")
@@ -391,14 +391,14 @@ ProgressFn = Callable[[float, LiveCounts], None]
 
 
 @dataclass
-class CaptureResult:
+class ProxyRunResult:
     session: Path
     manifest: dict[str, Any]
     stopped_by: str
 
 
 def warn_if_exposed(host: str) -> str | None:
-    if host not in LOOPBACK_HOSTS:
+    if not is_loopback(host):
         return (
             f"listening on {host}: anyone who can reach this address can use the proxy and "
             "read what passes through it"
@@ -415,7 +415,7 @@ def run_capture(
     on_progress: ProgressFn | None = None,
     stop: threading.Event | None = None,
     poll_interval: float = 0.5,
-) -> CaptureResult:
+) -> ProxyRunResult:
     """Record through mitmdump until ``duration`` passes, ``stop`` is set or mitmdump dies."""
     writer = SessionWriter.create(
         out_dir, notes=notes, capture={"proxy": opts.describe()}, body_cap=opts.body_cap
@@ -471,7 +471,7 @@ def run_capture(
     if detail:
         updates["stop_detail"] = detail
     manifest = writer.close(status=status, **updates)
-    return CaptureResult(writer.path, manifest, stopped_by)
+    return ProxyRunResult(writer.path, manifest, stopped_by)
 
 
 # ---- captures with their TLS secrets (pcapng, Decryption Secrets Block) ------------------------
