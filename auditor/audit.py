@@ -1,5 +1,8 @@
 """``auditor audit``: from a handset to a closed, hashed capture session (and then a report).
 
+Long because: the loop is one sequence whose every change to the phone must be undone on
+every way out, and its steps share the restore journal, the signal guard and the session.
+
 The loop: profile the device, open a session, start mitmdump with the recorder, set the device
 up through the restore journal, check interception with a canary, run the scenario while
 logcat and the socket table are recorded, restore the device, close the session.

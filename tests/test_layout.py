@@ -50,11 +50,7 @@ KNOWN_CIRCLES: list[frozenset[str]] = []
 
 # modules over LONG_LINES lines without a reason yet, as of issue 16 (each being split, or
 # given its reason, there); remove an entry when its module is short or says why it is long
-LONG_ALLOWED: set[str] = {
-    "auditor/audit.py",  # the audit's steps in order; to be split by step (issue 16 follow-up)
-    "auditor/analysis/engine.py",  # the analysis and its document; to be split likewise
-    "auditor/analysis/redact.py",  # the redactor and the redacted report's writers
-}
+LONG_ALLOWED: set[str] = set()
 
 
 @dataclass(frozen=True, slots=True)

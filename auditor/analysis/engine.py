@@ -1,5 +1,8 @@
 """``auditor analyze``: from saved sessions to findings, with their evidence.
 
+Long because: the analysis and the document it writes read the same flow table; the endpoint
+rows (one pass over arrays sorted by group) are most of it.
+
 Analysis reads only saved sessions (collect, then analyse), so every report can be
 reproduced from its evidence. The same input gives byte-identical ``findings.json`` apart
 from ``generated_at``.

@@ -1,6 +1,9 @@
 """Redaction for publication: a report that shows what the phone sent without saying which
 phone it was.
 
+Long because: the redactor, its placeholders and the writers of the redacted report must
+agree on one mapping from original to placeholder, and the output check reads it back.
+
 The originals are the identifiers the analysis searched for (the device profile's IMEI,
 serial, Android ID, MAC, advertising ID, and every ``--identifier``), the personal values the
 scanner found without knowing them (IMEI-shaped numbers, MACs, phone numbers, e-mail
