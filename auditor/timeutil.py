@@ -44,3 +44,8 @@ def parse_duration(text: str) -> float:
     if value < 0:
         raise ValueError(f"negative duration: {text!r}")
     return value
+
+
+def seconds_text(x: float) -> str:
+    """Seconds as plain digits (no exponent), to a tenth: ``12.5 s``, ``3 s``."""
+    return f"{x:.1f}".removesuffix(".0") + " s"

@@ -29,7 +29,7 @@ from auditor import jsonio
 from auditor.analysis.claims import claim_items, names_organisation
 from auditor.analysis.model import Verdict
 from auditor.errors import AuditorError
-from auditor.timeutil import now_iso
+from auditor.timeutil import now_iso, seconds_text
 
 log = logging.getLogger(__name__)
 
@@ -282,11 +282,6 @@ def _finding_key(f: Mapping[str, Any]) -> tuple[str, str, str]:
 
 def per_hour(count: float, seconds: float) -> float | None:
     return round(count * 3600.0 / seconds, 3) if seconds > 0 else None
-
-
-def seconds_text(x: float) -> str:
-    """Seconds as plain digits (no exponent), to a tenth."""
-    return f"{x:.1f}".removesuffix(".0") + " s"
 
 
 def absence(seen_flows: int, seen_s: float, absent_s: float) -> dict[str, Any]:

@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from auditor.analysis.diff import seconds_text
 from auditor.analysis.escape import html_text, md_text
 from auditor.analysis.report.page import CSP
+from auditor.timeutil import seconds_text
 
 SIDE_WORD = {"a": "A (before)", "b": "B (after)"}
 MAX_IDS_SHOWN = 5

@@ -314,13 +314,24 @@ def detect_format(head: bytes) -> ImportFormat | None:
     return _detect_plain(head)
 
 
+# the first key of an Android 16 intrusion log's first line: an event ({"dns_event": ...})
+_FIRST_EVENT = re.compile(rb'\A\s*\{\s*"([a-z][a-z0-9_]{0,40}_event)"\s*:')
+
+
+def looks_like_intrusion_log(head: bytes) -> bool:
+    """Whether a file's first bytes are an intrusion log (:mod:`auditor.imports.intrusion`): a
+    JSON object whose first key names an event (``{"dns_event":``). Checked before the HAR
+    test, which takes any JSON object."""
+    if head.startswith(b"\xef\xbb\xbf"):
+        head = head[3:]
+    return _FIRST_EVENT.match(head[:4096]) is not None
+
+
 def _detect_plain(head: bytes) -> ImportFormat | None:
     if head[:4] in _PCAP_MAGICS:
         return ImportFormat.PCAP
     if head[:4] == _PCAPNG_MAGIC:
         return ImportFormat.PCAPNG
-    from auditor.imports.intrusion import looks_like_intrusion_log  # it imports this module
-
     if looks_like_intrusion_log(head):
         return ImportFormat.INTRUSION
     if _looks_like_json_object(head):

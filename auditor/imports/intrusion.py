@@ -72,9 +72,6 @@ _MAX_MS = 253402300799999
 _NS_FROM = 10**17
 
 _BOMS = (b"\xef\xbb\xbf",)
-# The first event of a file: ``{"<something>_event":``, after blank lines or a BOM (a HAR's
-# one key is "log"); what follows the colon is the reader's to judge, line by line.
-_FIRST_EVENT = re.compile(rb'\A\s*\{\s*"([a-z][a-z0-9_]{0,40}_event)"\s*:')
 # What Android gives as a package name (PackageManager.getNameForUid): a package, or a shared
 # user id with its uid ("android.uid.system:1000").
 _PACKAGE = re.compile(r"[A-Za-z0-9_.]+(:[0-9]+)?")
@@ -170,15 +167,6 @@ class OsNetworkEvent:
         if not isinstance(ip, str) or not isinstance(port, int) or isinstance(port, bool):
             return None
         return cls("connect", ts, package, line, eid, ip=ip, port=port, ref=ref)
-
-
-def looks_like_intrusion_log(head: bytes) -> bool:
-    """Whether a file's first bytes are an intrusion log: a JSON object whose first key names
-    an event (``{"dns_event":``). Check it before the HAR test, which takes any JSON object."""
-    for bom in _BOMS:
-        if head.startswith(bom):
-            head = head[len(bom) :]
-    return _FIRST_EVENT.match(head[:4096]) is not None
 
 
 class _Bad(ValueError):

@@ -33,10 +33,10 @@ from auditor.analysis.diff import (
     evaluate_claim,
     load_diff_claims,
     parse_claim,
-    seconds_text,
 )
 from auditor.analysis.report.page import CSP
 from auditor.imports.session import import_files
+from auditor.timeutil import seconds_text
 from vhandset.payloads import build_body, facts_from_profile, render
 from vhandset.profiles import load_profile
 from vhandset.traffic import Job, load_plan

@@ -12,7 +12,13 @@ from typing import Any
 
 import pytest
 
-from auditor.imports import ImportFormat, ImportReport, SkipKind, detect_format
+from auditor.imports import (
+    ImportFormat,
+    ImportReport,
+    SkipKind,
+    detect_format,
+    looks_like_intrusion_log,
+)
 from auditor.imports.intrusion import (
     MAX_NAME,
     OS_CONNECT,
@@ -20,7 +26,6 @@ from auditor.imports.intrusion import (
     SKIP_KIND,
     OsNetworkEvent,
     intrusion_records,
-    looks_like_intrusion_log,
     read_events,
 )
 from auditor.records import EventRecord, record_from_dict, record_to_dict
