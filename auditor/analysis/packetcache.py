@@ -45,7 +45,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-from auditor.intel.cache import cache_dir, owner_only, write_cache_file
+from auditor.cachedir import cache_dir, owner_only, write_cache_file
 
 log = logging.getLogger(__name__)
 

@@ -286,7 +286,7 @@ def intel_lookup(targets: tuple[str, ...], extra: tuple[str, ...], as_json: bool
         auditor intel lookup sdk.umeng.com app-measurement.com 8.8.8.8 --json
         cut -d, -f1 hosts.csv | auditor intel lookup - --json > attributions.jsonl
     """
-    from auditor.intel.kb import lookup_command
+    from auditor.intel.cache import lookup_command
 
     wanted: list[str] = []
     for t in targets:

@@ -76,7 +76,7 @@ def _tables() -> _Tables | None:
 
     Loading geoip2fast's file and building the tables from its lists costs about 0.7 s of
     CPU and 170 MB, on every analysis: the tables are kept in the intel cache folder
-    (:func:`auditor.intel.cache.cache_dir`) as a ``.npz`` without pickled objects, under a
+    (:func:`auditor.cachedir.cache_dir`) as a ``.npz`` without pickled objects, under a
     name derived from the SHA-256 of the data file and of this module, and read back in a
     few tens of milliseconds (geoip2fast itself is then loaded only if an address takes the
     per-address path)."""
@@ -114,7 +114,7 @@ def _tables_path(data: Any) -> Path:
 
     import geoip2fast
 
-    from auditor.intel.cache import cache_dir
+    from auditor.cachedir import cache_dir
 
     h = hashlib.sha256()
     h.update(f"format {TABLES_FORMAT}\0geoip2fast {geoip2fast.__version__}\0".encode())
@@ -128,7 +128,7 @@ def _read_tables(path: Path) -> _Tables | None:
     """The cached tables, when the file is there, owner-only and whole; else None."""
     import json
 
-    from auditor.intel.cache import owner_only
+    from auditor.cachedir import owner_only
 
     if not owner_only(path, "IP tables"):
         return None
@@ -162,7 +162,7 @@ def _read_tables(path: Path) -> _Tables | None:
 def _write_tables(path: Path, t: _Tables) -> None:
     import json
 
-    from auditor.intel.cache import write_cache_file
+    from auditor.cachedir import write_cache_file
 
     meta = {name: getattr(t, name).tolist() for name in _OBJECTS}
     meta.update(

@@ -19,33 +19,22 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
-import os
 import pickle
 import sys
-import time
-from collections.abc import Callable
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from auditor.fsutil import replacing
+from auditor.cachedir import cache_dir, owner_only, write_cache_file
 from auditor.intel import psl
-from auditor.intel.kb import DATA_DIR, KnowledgeBase
+from auditor.intel.kb import DATA_DIR, KnowledgeBase, format_attribution
 
 log = logging.getLogger(__name__)
 
-CACHE_ENV = "AUDITOR_CACHE_DIR"
 INDEX_PREFIX = "intel-index-"
 FORMAT = 1  # bumped when the pickled layout changes
-
-
-def cache_dir() -> Path:
-    """``$AUDITOR_CACHE_DIR``, else ``$XDG_CACHE_HOME/auditor``, else ``~/.cache/auditor``."""
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "auditor"
 
 
 def _user_dataset_files() -> list[Path]:
@@ -72,50 +61,6 @@ def inputs_digest() -> str:
         st = path.stat()
         h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
     return h.hexdigest()
-
-
-def _private_enough(path: Path, want: int) -> bool:
-    try:
-        st = path.stat()
-    except OSError:
-        return False
-    return st.st_uid == os.geteuid() and st.st_mode & 0o777 & ~want == 0
-
-
-def owner_only(path: Path, what: str) -> bool:
-    """A cached file may be read: it and its folder belong to the user and nobody else may
-    write them (0600 / 0700). A file that is there but fails this is a warning."""
-    if _private_enough(path.parent, 0o700) and _private_enough(path, 0o600):
-        return True
-    if path.exists():
-        log.warning("%s: not owner-only; the %s is rebuilt", path, what)
-    return False
-
-
-def write_cache_file(
-    path: Path, write: Callable[[IO[bytes]], None], *, stale: str, what: str
-) -> None:
-    """Write a cache file owner-only in an owner-only folder, through a temporary name (so a
-    reader never sees half of it); then remove the older files matching ``stale`` and
-    temporary files a writer killed before its rename left (older than an hour). A folder
-    others may write, a read-only home or a full disk: a warning, and nothing is kept."""
-    folder = path.parent
-    try:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if not _private_enough(folder, 0o700):
-            log.warning("%s: not owner-only; the %s is not kept", folder, what)
-            return
-        with replacing(path) as fh:
-            write(fh)
-        for old in folder.glob(stale):
-            if old != path:
-                old.unlink(missing_ok=True)
-        for left in folder.glob(".*.tmp"):
-            with contextlib.suppress(OSError):
-                if time.time() - left.stat().st_mtime > 3600:
-                    left.unlink()
-    except OSError as exc:  # lookups still work, only slower
-        log.warning("%s: %s not written: %s", folder, what, exc.strerror or exc)
 
 
 def _read(path: Path) -> KnowledgeBase | None:
@@ -165,3 +110,27 @@ def load_index(*, rebuild: bool = False) -> KnowledgeBase:
     kb = KnowledgeBase.load()
     _write(path, kb)
     return kb
+
+
+def lookup_command(
+    targets: Sequence[str], intel: Sequence[Path | str], as_json: bool
+) -> Iterator[tuple[dict[str, Any], str]]:
+    """``auditor intel lookup HOST|IP... [--intel LABEL=FILE ...] [--json]``.
+
+    Yields, per target, the JSON form of its attribution (with the provenance of the
+    knowledge base and data sets under ``kb``) and the text to print: one line of JSON with
+    ``as_json``, else a human summary. Without user intel the compiled lookup index is used
+    (:func:`load_index`), which answers from a cold start in a fraction of a second.
+    """
+    if intel:
+        kb = KnowledgeBase.load(extra=list(intel))
+    else:
+        kb = load_index()
+    for target in targets:
+        attribution = kb.lookup_host(target)
+        data = attribution.to_json()
+        data["kb"] = kb.provenance(ip=attribution.ip is not None)
+        if as_json:
+            yield data, json.dumps(data, sort_keys=True, ensure_ascii=True)
+        else:
+            yield data, format_attribution(attribution, kb)

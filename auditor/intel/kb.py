@@ -21,11 +21,10 @@ column, looking each distinct host up once.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import re
 import threading
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -1801,32 +1800,6 @@ def _load_countries(path: Path, sources: Mapping[str, Source]) -> dict[str, Coun
 
 
 # --- CLI hook ---------------------------------------------------------------------------------
-
-
-def lookup_command(
-    targets: Sequence[str], intel: Sequence[Path | str], as_json: bool
-) -> Iterator[tuple[dict[str, Any], str]]:
-    """``auditor intel lookup HOST|IP... [--intel LABEL=FILE ...] [--json]``.
-
-    Yields, per target, the JSON form of its attribution (with the provenance of the
-    knowledge base and data sets under ``kb``) and the text to print: one line of JSON with
-    ``as_json``, else a human summary. Without user intel the compiled lookup index is used
-    (:mod:`auditor.intel.cache`), which answers from a cold start in a fraction of a second.
-    """
-    if intel:
-        kb = KnowledgeBase.load(extra=list(intel))
-    else:
-        from auditor.intel.cache import load_index
-
-        kb = load_index()
-    for target in targets:
-        attribution = kb.lookup_host(target)
-        data = attribution.to_json()
-        data["kb"] = kb.provenance(ip=attribution.ip is not None)
-        if as_json:
-            yield data, json.dumps(data, sort_keys=True, ensure_ascii=True)
-        else:
-            yield data, format_attribution(attribution, kb)
 
 
 def _fact_line(f: Fact) -> str:

@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 
 from auditor.intel import model as m
+from auditor.intel.cache import lookup_command
 from auditor.intel.kb import (
     DATA_DIR,
     KnowledgeBase,
-    lookup_command,
     registrable_domain,
 )
 from auditor.intel.model import (
