@@ -192,14 +192,27 @@ def planned_seconds(scenario: Scenario) -> float:
 
 
 def check_upstream(upstream: str | None, upstream_ca: Path | None) -> None:
-    """``--upstream`` is an ``http://`` or ``https://`` proxy URL with a host; ``--upstream-ca``
-    needs it and is a readable file."""
+    """``--upstream`` is an ``http://`` or ``https://`` proxy URL with a host that mitmproxy's
+    upstream mode takes (no path, a valid port) and no user name or password: credentials
+    would be written into the session's manifest; ``--upstream-ca`` needs it and is a
+    readable file. Checked before anything is written or the device is touched."""
     if upstream is not None:
+        from mitmproxy.proxy.mode_specs import ProxyMode
+
         parts = urlsplit(upstream)
+        if parts.username is not None or parts.password is not None:
+            raise CaptureError(
+                "--upstream: give the proxy without a user name or password (they would be "
+                "written into the session); e.g. http://proxy.lan:3128"
+            )
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise CaptureError(
                 f"--upstream {upstream!r}: give the proxy as a URL, e.g. http://proxy.lan:3128"
             )
+        try:
+            ProxyMode.parse(f"upstream:{upstream}")
+        except ValueError as exc:
+            raise CaptureError(f"--upstream {upstream!r}: {exc}") from None
     if upstream_ca is not None:
         if upstream is None:
             raise CaptureError("--upstream-ca verifies an upstream proxy: give --upstream too")

@@ -16,9 +16,12 @@ def is_loopback(host: str) -> bool:
     if not (text.startswith("127.") or ":" in text):
         return False  # the cheap test first: loopback IPv4 text starts so, IPv6 has colons
     try:
-        return ipaddress.ip_address(text).is_loopback
+        addr = ipaddress.ip_address(text)
     except ValueError:
         return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped.is_loopback  # ::ffff:127.0.0.1, on every Python version
+    return addr.is_loopback
 
 
 def free_port() -> int:

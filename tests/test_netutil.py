@@ -9,7 +9,18 @@ from auditor.netutil import is_loopback
 
 @pytest.mark.parametrize(
     "host",
-    ["127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost", "LOCALHOST", "localhost.", " ::1 "],
+    # ::ffff:127.0.0.1 (IPv4-mapped) is loopback on every Python (3.13 changed ipaddress's answer)
+    [
+        "127.0.0.1",
+        "127.1.2.3",
+        "::1",
+        "[::1]",
+        "localhost",
+        "LOCALHOST",
+        "localhost.",
+        " ::1 ",
+        "::ffff:127.0.0.1",
+    ],
 )
 def test_loopback_hosts(host: str) -> None:
     assert is_loopback(host)
@@ -23,6 +34,7 @@ def test_loopback_hosts(host: str) -> None:
         "::",
         "192.0.2.1",
         "2001:db8::1",
+        "::ffff:192.0.2.1",
         "127.example",
         "localhost.example",
         "",

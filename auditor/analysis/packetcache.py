@@ -71,6 +71,10 @@ def code_digest() -> str:
 
     root = Path(auditor.__file__).parent
     h = hashlib.sha256(f"format {FORMAT}\0auditor {auditor.__version__}\0{sys.version}\0".encode())
+    # the libraries the tables are made with, and the switch to the pure-Python readers
+    for lib in (np, pd, pa):
+        h.update(f"{lib.__name__} {lib.__version__}\0".encode())
+    h.update(f"pure {os.environ.get('AUDITOR_PURE_PYTHON_SCAN', '')}\0".encode())
     for path in sorted(p for p in root.rglob("*") if p.suffix in (".py", ".so", ".pyd")):
         with contextlib.suppress(OSError):
             st = path.stat()
@@ -106,6 +110,9 @@ def load(path: Path) -> tuple[pd.DataFrame | None, dict[str, Any]] | None:
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             return None
         frame = _frame(table, meta["dtypes"], meta["objects"]) if meta.get("has_frame") else None
+        facts = meta["facts"]
+        if not isinstance(facts, dict):
+            raise ValueError("facts are not an object")
     except (Exception, MemoryError) as exc:  # noqa: BLE001 - a damaged file raises anything
         log.warning(
             "%s: unreadable packet flow cache entry (%s); removed", path, type(exc).__name__
@@ -115,7 +122,7 @@ def load(path: Path) -> tuple[pd.DataFrame | None, dict[str, Any]] | None:
         return None
     with contextlib.suppress(OSError):
         os.utime(path)  # used: the least recently used go first
-    return frame, meta["facts"]
+    return frame, facts
 
 
 _PLAIN = (str, int, float, bool, bytes)  # what a column of Python objects may hold
@@ -125,8 +132,8 @@ _NAN = "\0nan:"  # the column of where an object column held NaN (and not None)
 def _objects_as_stored(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]] | None:
     """The frame with, beside each column of Python objects that holds NaN for missing, a
     column of where (Arrow keeps a missing value, not which one); None when such a column
-    holds anything but plain values (text, numbers, bytes), which Arrow may not give back
-    as they were."""
+    holds anything but values of one plain type (text, whole numbers, ...), which Arrow may
+    not give back as they were."""
     extra: dict[str, np.ndarray] = {}
     objects = []
     for name in frame.columns:
@@ -135,7 +142,8 @@ def _objects_as_stored(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]] | 
         objects.append(str(name))
         values = frame[name].to_numpy(dtype=object)
         missing = pd.isna(values)
-        if not all(isinstance(v, _PLAIN) for v in values[~missing].tolist()):
+        kinds = {type(v) for v in values[~missing].tolist()}
+        if len(kinds) > 1 or not kinds <= set(_PLAIN):  # Arrow makes 1 and 2.5 two floats
             return None
         nan = missing & ~(values == None)  # noqa: E711 - elementwise
         if nan.any():
@@ -147,8 +155,10 @@ def _frame(table: pa.Table, dtypes: list[str], objects: list[str]) -> pd.DataFra
     """The table as the frame it was made from: Arrow keeps pandas' own description of each
     column; a column of Python objects is made objects again, NaN where it held NaN."""
     nan_columns = [c for c in table.column_names if c.startswith(_NAN)]
-    frame = table.drop_columns(nan_columns + objects).to_pandas()
     n = table.num_rows
+    rest = table.drop_columns(nan_columns + objects)
+    # a table of object columns only has no column to give pandas its length
+    frame = rest.to_pandas() if rest.num_columns else pd.DataFrame(index=pd.RangeIndex(n))
     for name in objects:
         col = table.column(name)
         if pa.types.is_null(col.type):
@@ -160,7 +170,7 @@ def _frame(table: pa.Table, dtypes: list[str], objects: list[str]) -> pd.DataFra
             values[:] = col.to_pylist()
         if _NAN + name in nan_columns:
             values[table.column(_NAN + name).to_numpy(zero_copy_only=False)] = np.nan
-        frame[name] = values
+        frame[name] = pd.Series(values, dtype=object, index=frame.index)  # never inferred
     frame = frame[[c for c in table.column_names if not c.startswith(_NAN)]]
     for name, dtype in zip(list(frame.columns), dtypes, strict=True):
         if str(frame[name].dtype) != dtype:
@@ -195,8 +205,8 @@ def store(path: Path, frame: pd.DataFrame | None, facts: dict[str, Any]) -> None
         table = table.replace_schema_metadata(
             {**(table.schema.metadata or {}), META: json.dumps(meta).encode()}
         )
-    except (pa.ArrowException, TypeError, ValueError) as exc:
-        log.warning("packet flows not cached: %s", exc)
+    except Exception as exc:  # noqa: BLE001 - an accelerator: the analysis goes on without it
+        log.warning("packet flows not cached: %s: %s", type(exc).__name__, exc)
         return
 
     def write(fh: IO[bytes]) -> None:

@@ -517,6 +517,7 @@ def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
 
 def run_campaign(opts: CampaignOptions, on_event: EventFn | None = None) -> CampaignResult:
     """Audit every handset at once; then analyse and write the matrix."""
+    from auditor.audit import check_upstream
     from auditor.device.scenario import load_scenario
     from auditor.proxy.capture import DEFAULT_CONFDIR
 
@@ -524,6 +525,7 @@ def run_campaign(opts: CampaignOptions, on_event: EventFn | None = None) -> Camp
     started = time.monotonic()
     # everything that can be checked before touching a device is checked first
     scenario = load_scenario(opts.scenario, {"duration": opts.duration} if opts.duration else None)
+    check_upstream(opts.upstream, opts.upstream_ca)
     if scenario.needs_shell and not opts.allow_shell:
         from auditor.device.runner import StepRunner
 

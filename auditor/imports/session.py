@@ -330,9 +330,24 @@ def _check(path: Path) -> _Source:
         with open(path, "rb") as fh:
             check_flow_file(fh, str(path))
         return _Source(path, fmt, size, _sha256(path))
+    before = _identity(path)
     capture, damage = _read_packets(path)
     _check_packets_readable(path, capture, damage)
-    return _Source(path, fmt, size, _sha256(path), capture=capture, compression=packed)
+    sha = _sha256(path)
+    if _identity(path) != before:  # what was read would not be what was hashed and copied
+        raise ImportFileError(
+            f"{path}: changed while it was read; import it when nothing writes it"
+        )
+    return _Source(path, fmt, size, sha, capture=capture, compression=packed)
+
+
+def _identity(path: Path) -> tuple[int, int, int, int] | None:
+    """The file's device, inode, size and modification time (None when it cannot be read)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _read_all(path: Path) -> bytes:

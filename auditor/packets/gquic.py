@@ -1,6 +1,6 @@
 """Google QUIC (gQUIC) client hellos: where an older Chrome or Cronet connection goes.
 
-IETF QUIC Initials are read by :mod:`auditor.packets.names`; this module reads the Google
+IETF QUIC Initials are read by :mod:`auditor.packets.quic`; this module reads the Google
 versions that Android YouTube and older Chrome builds still speak, from one client-to-server
 UDP payload:
 
@@ -13,7 +13,7 @@ UDP payload:
   derived from the Q050 salt as in RFC 9001 (header protection, AES-128-GCM) and the CHLO
   comes in CRYPTO frames, still in Google frame encoding.
 - **T050, T051**: as Q050 with their own salts, but the CRYPTO frames carry a TLS 1.3
-  ClientHello, read with :func:`auditor.packets.names.parse_client_hello`; the Google user
+  ClientHello, read with :func:`auditor.packets.tls.parse_client_hello`; the Google user
   agent and the QUIC-crypto parameters come from its transport parameters.
 
 Wire formats and constants follow Google's QUICHE (github.com/google/quiche, commit

@@ -179,3 +179,58 @@ class _off:
             os.environ.pop(packetcache.ENV, None)
         else:
             os.environ[packetcache.ENV] = self.saved
+
+
+def test_a_capture_that_changes_while_it_is_imported_is_refused(
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The import's read is kept under the SHA-256 it computes next: a capture rewritten in
+    between (same size) would put flows the sealed copy does not hold into the cache."""
+    from auditor.imports import ImportFileError
+    from auditor.imports import session as importer
+
+    cap = tmp_path / "android.pcap"
+    cap.write_bytes((DATA / "android.pcap").read_bytes())
+    real = importer._read_packets
+
+    def read_then_rewrite(path: Path) -> Any:
+        got = real(path)
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2 :] = b"\xff" * (len(data) - len(data) // 2)
+        path.write_bytes(bytes(data))
+        return got
+
+    monkeypatch.setattr(importer, "_read_packets", read_then_rewrite)
+    with pytest.raises(ImportFileError, match="changed while it was read"):
+        import_files([cap], tmp_path / "s")
+    assert not _entries()
+
+
+def test_entries_arrow_cannot_keep_exactly_are_neither_kept_nor_trusted(
+    cache: Path, tmp_path: Path
+) -> None:
+    import pandas as pd
+
+    mixed = pd.DataFrame({"v": pd.Series([1, 2.5, None], dtype=object)})  # 1 would become 1.0
+    packetcache.store(cache / f"mixed{packetcache.SUFFIX}", mixed, {})
+    huge = pd.DataFrame({"v": pd.Series([2**70, None], dtype=object)})  # past int64
+    packetcache.store(cache / f"huge{packetcache.SUFFIX}", huge, {})
+    assert not _entries()
+    plain = pd.DataFrame({"v": pd.Series(["a", None, float("nan")], dtype=object)})
+    entry = cache / f"plain{packetcache.SUFFIX}"
+    packetcache.store(entry, plain, {"n": 1})
+    got = packetcache.load(entry)
+    assert got is not None and got[1] == {"n": 1}
+    assert [type(v).__name__ for v in got[0]["v"]] == ["str", "NoneType", "float"]
+    # an entry of the right format without its facts is removed, not a crash
+    import json
+
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    table = pa.table({"v": ["a"]}).replace_schema_metadata(
+        {packetcache.META: json.dumps({"format": packetcache.FORMAT, "has_frame": False}).encode()}
+    )
+    with entry.open("wb") as fh, ipc.new_file(fh, table.schema) as w:
+        w.write_table(table)
+    assert packetcache.load(entry) is None and not entry.exists()

@@ -241,7 +241,12 @@ def _answer(
     try:
         asked, name, qtype, qclass = _parse_question(packet)
         question = dns.Question(asked, qtype, qclass)
-        domain_names.pack(asked)  # mitmproxy writes names as IDNA: one it cannot is no question
+        # mitmproxy writes names as IDNA: a name it cannot write, or writes otherwise (a
+        # non-ASCII label as xn--, a dot inside a label as two labels), cannot be echoed as
+        # asked, and a resolver drops a reply whose question differs: FORMERR instead
+        packed = domain_names.pack(asked)
+        if packet[12 : 12 + len(packed)] != packed:
+            raise _FormatError("the question's name cannot be written back as it was asked")
     except (_FormatError, ValueError):
         return _message(qid, flags, FORMERR), "", 0, "FORMERR", ()
     if qclass not in (CLASS_IN, CLASS_ANY):

@@ -172,6 +172,10 @@ def test_answer_drops_what_it_must_not_answer() -> None:
          response_codes.REFUSED),  # class CH
         (b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00" + b"\x3f" + b"a" * 63 * 5,
          response_codes.FORMERR),  # name over 255 bytes
+        (b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x04caf\xe9\x03com\x00\x00\x01\x00\x01",
+         response_codes.FORMERR),  # a label that is not ASCII: it could not be echoed as asked
+        (b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x03a.b\x03com\x00\x00\x01\x00\x01",
+         response_codes.FORMERR),  # a dot inside a label: it would be echoed as two labels
     ],
 )  # fmt: skip
 def test_malformed_queries_get_an_error_with_their_id(packet: bytes, rcode: int) -> None:
