@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from auditor.fsutil import replacing
+from auditor.fsutil import private_mkdirs, replacing
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def write_cache_file(
     others may write, a read-only home or a full disk: a warning, and nothing is kept."""
     folder = path.parent
     try:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_mkdirs(folder)  # every folder it makes, parents too, 0700
         if not _private_enough(folder, 0o700):
             log.warning("%s: not owner-only; the %s is not kept", folder, what)
             return
