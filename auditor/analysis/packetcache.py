@@ -125,7 +125,9 @@ def load(path: Path) -> tuple[pd.DataFrame | None, dict[str, Any]] | None:
     return frame, facts
 
 
-_PLAIN = (str, int, float, bool, bytes)  # what a column of Python objects may hold
+# what a column of Python objects may hold, as pandas infers it (in C; missing values aside):
+# one plain type, which Arrow gives back as it was (1 and 2.5 together would come back floats)
+_PLAIN = frozenset({"string", "integer", "floating", "boolean", "bytes", "empty"})
 _NAN = "\0nan:"  # the column of where an object column held NaN (and not None)
 
 
@@ -142,8 +144,7 @@ def _objects_as_stored(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]] | 
         objects.append(str(name))
         values = frame[name].to_numpy(dtype=object)
         missing = pd.isna(values)
-        kinds = {type(v) for v in values[~missing].tolist()}
-        if len(kinds) > 1 or not kinds <= set(_PLAIN):  # Arrow makes 1 and 2.5 two floats
+        if pd.api.types.infer_dtype(values, skipna=True) not in _PLAIN:
             return None
         nan = missing & ~(values == None)  # noqa: E711 - elementwise
         if nan.any():

@@ -12,9 +12,10 @@ is after each job (the "done" frames, to parse the floating kinds itself meanwhi
 the result of the whole stream of jobs, not one per job. A pool gives a result per task,
 queues tasks without bound, and its child imports the parent's ``__main__``; the worker here
 imports only the collector (no pandas), and exits without tearing down what it built.
-Measured (2026-12-06, the 1M-packet DNS-heavy capture of ``bench.packets``, interleaved runs):
-1.79 to 2.01 s with this pipe, 1.96 to 2.12 s with a one-process ``ProcessPoolExecutor`` whose
-process keeps the collector (the same tables)."""
+Measured (2026-12-06, the 1M-packet DNS-heavy capture of ``bench.packets``, one series of
+three interleaved runs each on a quiet machine): 1.79 to 2.01 s with this pipe, 1.96 to 2.12 s
+with a one-process ``ProcessPoolExecutor`` whose process keeps the collector (the same tables);
+a second series, with other work running, could not tell them apart."""
 
 from __future__ import annotations
 
