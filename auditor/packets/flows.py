@@ -736,10 +736,15 @@ class CaptureAnalyzer:
         return fid, direction
 
     def _flow_columns(self) -> dict[str, np.ndarray]:
-        """The per-flow columns (:data:`_STORE_FIELDS`), indexed by internal flow id."""
+        """The per-flow columns (:data:`_STORE_FIELDS`), indexed by internal flow id, taken
+        out of the flow table, which is let go (its memory is the columns' again, at the end
+        of the read, where memory peaks)."""
         if self._table is None:
-            return {k: v[: self._store.n] for k, v in self._store.cols.items()}
+            cols = {k: v[: self._store.n] for k, v in self._store.cols.items()}
+            self._store = _FlowStore()
+            return cols
         raw = self._table.columns()
+        self._table = None
         return {k: np.frombuffer(raw[k], dtype=t) for k, (t, _) in _STORE_FIELDS.items()}
 
     def _job(
@@ -1004,10 +1009,14 @@ class CaptureAnalyzer:
         """The flow table, and what the name collectors found."""
         col = self._flow_columns()
         n = len(col["ver"])
-        order = np.argsort(col["first_pkt"], kind="stable")
-        self._renumber = np.empty(n, dtype=np.int64)
-        self._renumber[order] = np.arange(n)
-        col = {k: v[order] for k, v in col.items()}
+        first = col["first_pkt"]
+        if n > 1 and (first[1:] < first[:-1]).any():
+            order = np.argsort(first, kind="stable")
+            self._renumber = np.empty(n, dtype=np.int64)
+            self._renumber[order] = np.arange(n)
+            col = {k: v[order] for k, v in col.items()}
+        else:  # the compiled table numbers flows in file order: no copy of the columns
+            self._renumber = np.arange(n, dtype=np.int64)
         # what needs no names first: a worker may still be busy
         # both ends' addresses as codes into one table of texts, each converted once
         codes, texts = decode.address_codes(
