@@ -12,9 +12,9 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
 from auditor.fsutil import private_mkdirs, replacing
 
@@ -30,6 +30,24 @@ def cache_dir() -> Path:
         return Path(env)
     xdg = os.environ.get("XDG_CACHE_HOME")
     return (Path(xdg) if xdg else Path.home() / ".cache") / "auditor"
+
+
+class _Hash(Protocol):
+    def update(self, data: bytes, /) -> None: ...
+
+
+def add_file_stats(h: _Hash, paths: Iterable[Path], *, missing_ok: bool = False) -> None:
+    """Feed ``h`` each file's path, size and modification time (as make decides what to
+    rebuild): what names a cache entry after the files it was built from. A file that cannot
+    be read raises :class:`OSError`, unless ``missing_ok``."""
+    for path in paths:
+        try:
+            st = path.stat()
+        except OSError:
+            if missing_ok:
+                continue
+            raise
+        h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
 
 
 def _private_enough(path: Path, want: int) -> bool:

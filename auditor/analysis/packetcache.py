@@ -45,7 +45,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-from auditor.cachedir import cache_dir, owner_only, write_cache_file
+from auditor.cachedir import add_file_stats, cache_dir, owner_only, write_cache_file
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +75,8 @@ def code_digest() -> str:
     for lib in (np, pd, pa):
         h.update(f"{lib.__name__} {lib.__version__}\0".encode())
     h.update(f"pure {os.environ.get('AUDITOR_PURE_PYTHON_SCAN', '')}\0".encode())
-    for path in sorted(p for p in root.rglob("*") if p.suffix in (".py", ".so", ".pyd")):
-        with contextlib.suppress(OSError):
-            st = path.stat()
-            h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+    code = sorted(p for p in root.rglob("*") if p.suffix in (".py", ".so", ".pyd"))
+    add_file_stats(h, code, missing_ok=True)
     return h.hexdigest()
 
 

@@ -27,7 +27,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from auditor.cachedir import cache_dir, owner_only, write_cache_file
+from auditor.cachedir import add_file_stats, cache_dir, owner_only, write_cache_file
 from auditor.intel import psl
 from auditor.intel.kb import DATA_DIR, KnowledgeBase, format_attribution
 
@@ -57,9 +57,7 @@ def inputs_digest() -> str:
     h.update(f"psl {snap.st_size} {snap.st_mtime_ns}\0".encode())
     code = sorted(Path(__file__).parent.glob("*.py"))  # the pickled classes' own code
     data = sorted(p for p in DATA_DIR.rglob("*") if p.is_file())
-    for path in [*code, *data, *_user_dataset_files()]:
-        st = path.stat()
-        h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+    add_file_stats(h, [*code, *data, *_user_dataset_files()])
     return h.hexdigest()
 
 
