@@ -1483,6 +1483,7 @@ def read_capture(
             for rb in reader:
                 analyzer.feed(decoder.decode(rb))
                 del rb  # lets the reader reuse its buffer for the next chunk
+            reader.release()
             flows, dns, dns_tables = analyzer.finish()
     finally:
         analyzer.close()

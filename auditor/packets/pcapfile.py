@@ -209,6 +209,13 @@ class _Chunks:
         except (OSError, ValueError):
             self._left = None
 
+    def release(self) -> None:
+        """Let go of the buffer once the stream is read (a batch still holding it keeps it)."""
+        self.raw = bytearray(PAD)
+        self.buf = np.frombuffer(self.raw, dtype=np.uint8)
+        self._free = (sys.getrefcount(self.raw), sys.getrefcount(self.buf))
+        self.pos = self.end = 0
+
     def fill(self, need: int = 0, progress: Callable[[bytearray, int], None] | None = None) -> None:
         """Start a buffer with the unparsed tail and read until it holds ``max(chunk, need)``
         bytes or the stream ends. Zero bytes follow the data (``PAD`` of them at least).
@@ -705,6 +712,11 @@ class CaptureReader:
         if self.format == "pcap":
             return self._pcap()
         return self._pcapng()
+
+    def release(self) -> None:
+        """Let go of the read buffer (tens of MiB) once every batch is read: what is built
+        after the read (the flow and DNS tables) then has that memory."""
+        self._chunks.release()
 
     # ---------------------------------------------------------------------------- pcap
 

@@ -405,3 +405,16 @@ def test_packets_of_a_file_without_interfaces_are_counted() -> None:
     reader, got = _records(data)
     assert [(g[3], g[4]) for g in got] == [(-1, -1), (-1, -1)]
     assert reader.warnings["pcapng-unknown-interface"] == 1
+
+
+def test_release_lets_go_of_the_buffer_but_not_of_a_batch_still_held() -> None:
+    data, payloads = _big_capture(500)
+    reader = CaptureReader(io.BytesIO(data), chunk_size=1 << 20)
+    batches = list(reader)
+    assert len(reader._chunks.raw) > len(data) // 2  # one buffer holds the file
+    reader.release()
+    assert len(reader._chunks.raw) < 4096
+    for b in batches:  # the batches kept keep their bytes
+        for i in range(len(b)):
+            at = int(b.data[i])
+            assert bytes(b.raw[at : at + int(b.caplen[i])]) == payloads[b.first + i]
