@@ -1324,14 +1324,16 @@ def _dns_names(
     e_code = e_code[keep]
     e_ts = answered["ts"][keep].astype(np.int64)
     e_name = answered["asked"][keep].astype(np.int64)
-    # the rank of each name among the texts: of several answers at the same time, the
-    # greatest name (text order) wins
-    e_rank = found.text_rank()[e_name]
-    # one answer per (address, time): the last of the order by (address, time, name rank)
-    order = np.lexsort((e_rank, e_ts, e_code))
+    # one answer per (address, time): the last of the order by (address, time, name rank);
+    # of several answers at the same time, the greatest name (text order) wins. The names'
+    # ranks among the texts (a sort of every text) are needed only when two answers tie.
+    order = np.lexsort((e_ts, e_code))
     e_code, e_ts, e_name = e_code[order], e_ts[order], e_name[order]
     last = np.ones(len(e_code), dtype=bool)
     last[:-1] = (e_code[1:] != e_code[:-1]) | (e_ts[1:] != e_ts[:-1])
+    if not last.all():
+        order = np.lexsort((found.text_rank()[e_name], e_ts, e_code))
+        e_code, e_ts, e_name = e_code[order], e_ts[order], e_name[order]
     e_code, e_ts, e_name = e_code[last], e_ts[last], e_name[last]
     # answers and flows in one order (address, time, answers before flows at the same time):
     # a flow's answer is the last answer before it, when that is for the same address

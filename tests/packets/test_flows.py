@@ -398,3 +398,25 @@ def test_a_name_worker_that_dies_is_an_error_not_a_hang(
         read_capture(path, workers=1, chunk_size=4096)
     assert procs and all(p.poll() is not None for p in procs)
     assert not [t for t in threading.enumerate() if t.name == "name-worker-reader"]
+
+
+@pytest.mark.parametrize("first", ["b.example", "a.example"])
+def test_answers_at_the_same_time_for_one_address_name_it_by_the_greatest_name(
+    first: str,
+) -> None:
+    """Two answers (in one packet's time) give the same address: the flow takes the greatest
+    name in text order, whichever came first; an address answered once takes its own."""
+    other = "a.example" if first == "b.example" else "b.example"
+    p: list[Packet] = []
+    for i, name in enumerate((first, other)):
+        p.append((S, ipv4(PHONE, RESOLVER, 17, udp(5000 + i, 53, dns_query(i, name)))))
+    for i, name in enumerate((first, other)):
+        ans = dns_response(i, name, 1, [rr(b"\xc0\x0c", 1, ip4(API))])
+        p.append((2 * S, ipv4(RESOLVER, PHONE, 17, udp(53, 5000 + i, ans))))
+    ans = dns_response(9, "c.example", 1, [rr(b"\xc0\x0c", 1, ip4(WEB))])
+    p.append((2 * S, ipv4(RESOLVER, PHONE, 17, udp(53, 5009, ans))))
+    p.append((3 * S, ipv4(PHONE, API, 6, tcp(40000, 443, flags=SYN, seq=1))))
+    p.append((3 * S, ipv4(PHONE, WEB, 6, tcp(40001, 443, flags=SYN, seq=1))))
+    r = read(write(p))
+    assert _flow(r, **{F.SERVER_IP: API})[F.DNS_NAME] == "b.example"
+    assert _flow(r, **{F.SERVER_IP: WEB})[F.DNS_NAME] == "c.example"
