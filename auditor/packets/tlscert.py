@@ -28,13 +28,13 @@ import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Final
-
-from cryptography import x509
-from cryptography.x509.oid import NameOID
+from functools import cache, lru_cache
+from typing import TYPE_CHECKING, Final
 
 from auditor.records import CertificateInfo
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 MAX_FLIGHT: Final = 64 * 1024  # bytes of the server's stream read for the leaf
 MAX_TEXT: Final = 256  # characters kept of a subject or issuer field, or of a SAN name
@@ -194,12 +194,18 @@ def server_hello_version(hello: bytes | bytearray) -> int:
 
 # ------------------------------------------------------------------------------ certificates
 
-_UNREADABLE: Final = (
-    ValueError,
-    TypeError,
-    x509.DuplicateExtension,
-    x509.UnsupportedGeneralNameType,
-)
+
+@cache
+def _unreadable() -> tuple[type[Exception], ...]:
+    """What ``cryptography`` raises for a certificate it cannot read a field of. It is
+    imported with the first certificate read, not with this module: the name worker imports
+    this module, and most captures give it no certificate (that import is a tenth of a second
+    of the worker's start, while the reading process goes on without it)."""
+    from cryptography import x509
+
+    return (ValueError, TypeError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType)
+
+
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
@@ -249,12 +255,14 @@ class _Reader:
             return None
 
     def dns_names(self, cert: x509.Certificate) -> tuple[str, ...]:
+        from cryptography import x509
+
         try:
             san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
             values = san.get_values_for_type(x509.DNSName)
         except x509.ExtensionNotFound:
             return ()
-        except _UNREADABLE as exc:  # malformed or duplicate extensions
+        except _unreadable() as exc:  # malformed or duplicate extensions
             self.errors.append(f"subjectAltName unreadable: {exc}")
             return ()
         if len(values) > MAX_NAMES:
@@ -279,6 +287,9 @@ def certificate_info(der: bytes) -> CertificateInfo:
     Reading one costs about 0.3 ms (``cryptography`` builds the subject and issuer names
     as Python objects), so the answers for the last 4096 certificates are kept: a capture
     meets the same few certificates over and over, one per connection to a server."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
     sha = hashlib.sha256(der).hexdigest()
     try:
         cert = x509.load_der_x509_certificate(der)
@@ -296,7 +307,7 @@ def certificate_info(der: bytes) -> CertificateInfo:
         if issuer is not None:
             issuer_o = r.attribute(issuer, NameOID.ORGANIZATION_NAME)
             issuer_cn = r.attribute(issuer, NameOID.COMMON_NAME)
-    except _UNREADABLE as exc:
+    except _unreadable() as exc:
         r.errors.append(f"name attribute unreadable: {exc}")
     return CertificateInfo(
         sha256=sha,
