@@ -443,11 +443,107 @@ done:
     return out;
 }
 
+/* name_kinds(head, payload_len, proto, sport, dport, rows, http_prefixes, kinds, out): what each
+ * packet of `rows` may carry, from its first payload bytes, ports and protocol (flows.py
+ * _kinds_numpy, which this does in one pass): kinds[0..4] are the codes of an HTTP request
+ * head, a QUIC Initial or Google QUIC hello, a TLS ClientHello, a TLS server flight and DNS;
+ * 0 is none. head is (n, 16) uint8; payload_len int64; proto int16; sport, dport int32; rows
+ * int64; http_prefixes int64 (a method's first four bytes, big-endian); out int8 per row. */
+#define HEAD_W 16
+static PyObject *name_kinds(PyObject *Py_UNUSED(self), PyObject *args) {
+    Py_buffer head, plen, proto, sport, dport, rows, pre, kinds, out;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*y*w*:name_kinds", &head, &plen, &proto, &sport,
+                          &dport, &rows, &pre, &kinds, &out))
+        return NULL;
+    PyObject *ret = NULL;
+    Py_ssize_t n = plen.len / 8, m = rows.len / 8, np_ = pre.len / 8;
+    if (plen.len % 8 || head.len != n * HEAD_W || proto.len != n * 2 || sport.len != n * 4 ||
+        dport.len != n * 4 || rows.len % 8 || pre.len % 8 || kinds.len != 5 || out.len != m) {
+        PyErr_SetString(PyExc_ValueError, "name_kinds: arrays of the wrong size or type");
+        goto done;
+    }
+    const uint8_t *hd = head.buf;
+    const int64_t *ln_ = plen.buf, *row = rows.buf, *prefixes = pre.buf;
+    const int16_t *pr = proto.buf;
+    const int32_t *sp_ = sport.buf, *dp_ = dport.buf;
+    const int8_t *k = kinds.buf;
+    int8_t *o = out.buf;
+    uint8_t http_first[256] = {0};
+    for (Py_ssize_t j = 0; j < np_; j++)
+        http_first[(prefixes[j] >> 24) & 0xFF] = 1;
+    for (Py_ssize_t i = 0; i < m; i++) {
+        int64_t r = row[i];
+        if (r < 0 || r >= n) {
+            PyErr_Format(PyExc_ValueError, "name_kinds: row %lld is outside the batch",
+                         (long long)r);
+            goto done;
+        }
+        int64_t ln = ln_[r], sp = sp_[r], dp = dp_[r];
+        int tcp = pr[r] == TCP, udp = pr[r] == 17;
+        const uint8_t *hb = hd + r * HEAD_W;
+        if (!(udp || (tcp && (hb[0] == 22 || http_first[hb[0]] || sp == 53 || dp == 53)))) {
+            o[i] = 0;
+            continue;
+        }
+        int64_t h[HEAD_W];
+        for (int j = 0; j < HEAD_W; j++)
+            h[j] = j < ln ? hb[j] : -1; /* past the captured payload */
+        int dns_port = sp == 53 || dp == 53 || sp == 5353 || dp == 5353 || sp == 5355 || dp == 5355;
+        int dns = (udp && dns_port && ln >= 12) || (tcp && (sp == 53 || dp == 53));
+        int64_t b0 = h[0];
+        int tls = tcp && b0 == 22 && h[1] == 3 && (ln < 6 || h[5] == 1);
+        /* as numpy's int64 shifts and ors make them, -1 bytes included */
+        int64_t version = (int64_t)(((uint64_t)h[1] << 24) | ((uint64_t)h[2] << 16) |
+                                    ((uint64_t)h[3] << 8) | (uint64_t)h[4]);
+        int64_t first4 = (int64_t)(((uint64_t)h[0] << 24) | ((uint64_t)h[1] << 16) |
+                                   ((uint64_t)h[2] << 8) | (uint64_t)h[3]);
+        int64_t ptype = (b0 < 0 ? -1 : b0 >> 4) & 3;
+        int long_header = udp && ln >= 7 && (b0 & 0xC0) == 0xC0;
+        int v1_like = version == 1 || (version >= 0xFF000017LL && version < 0xFF000021LL);
+        int initial = (v1_like && ptype == 0) || (version == 0x6B3343CFLL && ptype == 1);
+        int on_443 = sp == 443 || dp == 443;
+        int other_quic = on_443 && version != 0 && version != 1 && version != 0x6B3343CFLL;
+        int gquic_old = udp && on_443 && ln >= 14 && (b0 & 0xCA) == 0x08;
+        int8_t found = 0;
+        if (tcp && ln >= 4)
+            for (Py_ssize_t j = 0; j < np_; j++)
+                if (prefixes[j] == first4) {
+                    found = k[0];
+                    break;
+                }
+        if ((long_header && (initial || other_quic)) || gquic_old)
+            found = k[1];
+        if (tls)
+            found = k[2];
+        if (tcp && b0 == 22 && h[1] == 3 && h[2] <= 4 && h[5] == 2)
+            found = k[3];
+        if (dns)
+            found = k[4];
+        o[i] = found;
+    }
+    ret = Py_None;
+    Py_INCREF(ret);
+done:
+    PyBuffer_Release(&head);
+    PyBuffer_Release(&plen);
+    PyBuffer_Release(&proto);
+    PyBuffer_Release(&sport);
+    PyBuffer_Release(&dport);
+    PyBuffer_Release(&rows);
+    PyBuffer_Release(&pre);
+    PyBuffer_Release(&kinds);
+    PyBuffer_Release(&out);
+    return ret;
+}
+
 static PyMethodDef module_methods[] = {
     {"gather", gather, METH_VARARGS,
      "gather(buffer, starts, ends) -> bytes: buffer[starts[i]:ends[i]] for each i, joined"},
     {"address_texts", address_texts, METH_VARARGS,
      "address_texts(version, hi, lo) -> list[str]: addresses as text, as inet_ntop writes them"},
+    {"name_kinds", name_kinds, METH_VARARGS,
+     "name_kinds(head, payload_len, proto, sport, dport, rows, http_prefixes, kinds, out): "
+     "what each row's packet may carry (flows.py _kinds_numpy)"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {

@@ -29,3 +29,15 @@ class FlowTable:
 
 def address_texts(version: Buffer, hi: Buffer, lo: Buffer, /) -> list[str]: ...
 def gather(buffer: Buffer, starts: Buffer, ends: Buffer, /) -> bytes: ...
+def name_kinds(
+    head: Buffer,
+    payload_len: Buffer,
+    proto: Buffer,
+    sport: Buffer,
+    dport: Buffer,
+    rows: Buffer,
+    http_prefixes: Buffer,
+    kinds: Buffer,
+    out: Buffer,
+    /,
+) -> None: ...

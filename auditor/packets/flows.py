@@ -756,70 +756,39 @@ class CaptureAnalyzer:
         idx = np.flatnonzero((fid >= 0) & (pb.payload_len > 0))
         if not idx.size:
             return None
-        proto = pb.proto[idx]
-        sp, dp = pb.sport[idx], pb.dport[idx]
+        tcp = pb.proto[idx] == decode.PROTO_TCP
         plen = pb.payload_len[idx]
         f = fid[idx]
         d = direction[idx]
-        tcp = proto == decode.PROTO_TCP
-        udp = proto == decode.PROTO_UDP
         kind = np.zeros(len(idx), dtype=np.int8)
-        # Only UDP and TCP to or from port 53 or starting like a TLS record or an HTTP method
-        # can be any of the kinds below: the rest (most TCP data) is left out at once.
-        b0 = pb.payload_head[idx, 0]
-        maybe = np.flatnonzero(
-            udp | (tcp & ((b0 == HANDSHAKE) | _HTTP_FIRST[b0] | (sp == 53) | (dp == 53)))
-        )
-        sp, dp, ln = sp[maybe], dp[maybe], plen[maybe]
-        tcp_m, udp_m = tcp[maybe], udp[maybe]
-        head = pb.payload_head[idx[maybe]].astype(np.int64)
-        head[np.arange(head.shape[1]) >= ln[:, None]] = -1  # past the captured payload
-        found = np.zeros(len(maybe), dtype=np.int8)
-        dns = (udp_m & (_any_of(sp, DNS_PORTS) | _any_of(dp, DNS_PORTS)) & (ln >= 12)) | (
-            tcp_m & ((sp == 53) | (dp == 53))
-        )
-        b0 = head[:, 0]
-        tls = tcp_m & (b0 == HANDSHAKE) & (head[:, 1] == 3) & ((ln < 6) | (head[:, 5] == 1))
-        version = (head[:, 1] << 24) | (head[:, 2] << 16) | (head[:, 3] << 8) | head[:, 4]
-        ptype = (b0 >> 4) & 3
-        long_header = udp_m & (ln >= 7) & ((b0 & 0xC0) == 0xC0)
-        v1_like = (version == QUIC_V1) | (
-            (version >= QUIC_DRAFTS.start) & (version < QUIC_DRAFTS.stop)
-        )
-        initial = (v1_like & (ptype == 0)) | (
-            (version == QUIC_V2) & (ptype == INITIAL_TYPE[QUIC_V2])
-        )
-        on_443 = (sp == 443) | (dp == 443)
-        other_quic = on_443 & ~_any_of(version, (0, QUIC_V1, QUIC_V2))
-        # Google QUIC's public header (Q0xx): no long-header bit, no IETF fixed bit, the
-        # connection id flag set, the reset flag clear (auditor.packets.gquic)
-        gquic_old = udp_m & on_443 & (ln >= 14) & ((b0 & 0xCA) == 0x08)
-        first4 = (head[:, 0] << 24) | (head[:, 1] << 16) | (head[:, 2] << 8) | head[:, 3]
-        found[tcp_m & (ln >= 4) & np.isin(first4, _HTTP_PREFIXES)] = names.KIND_HTTP
-        found[(long_header & (initial | other_quic)) | gquic_old] = names.KIND_QUIC
-        found[tls] = names.KIND_TLS
-        flight = tcp_m & (b0 == HANDSHAKE) & (head[:, 1] == 3) & (head[:, 2] <= 4)
-        flight &= head[:, 5] == tlscert.SERVER_HELLO
-        found[flight] = names.KIND_TLS_SERVER
-        found[dns] = names.KIND_DNS
+        maybe, found = _name_kinds(pb, idx)  # the packets that may carry a name, and what
         kind[maybe] = found
+        ln = plen[maybe]
+        # the first bytes of the TLS records (ClientHellos and server flights), -1 past the
+        # captured payload
+        tls = np.flatnonzero((found == names.KIND_TLS) | (found == names.KIND_TLS_SERVER))
+        head = pb.payload_head[idx[maybe[tls]]].astype(np.int64)
+        head[np.arange(head.shape[1]) >= ln[tls][:, None]] = -1
         # A ClientHello fits in its segment when its record does and the handshake message
         # fits in that record; otherwise the next segments from that side go too, as many
         # bytes as the lengths say are missing (records of the first one's size).
         record = np.maximum((head[:, 3] << 8) | head[:, 4], 1)
         message = 4 + ((head[:, 6] << 16) | (head[:, 7] << 8) | head[:, 8])
         known = head[:, 8] >= 0
-        whole = known & (ln >= 5 + record) & (record >= message)
-        cut = np.flatnonzero((found == names.KIND_TLS) & ~whole)
+        whole_tls = known & (ln[tls] >= 5 + record) & (record >= message)
+        cut = np.flatnonzero((found[tls] == names.KIND_TLS) & ~whole_tls)
         need = np.where(
             known[cut], message[cut] + 5 * (-(-message[cut] // record[cut])), names.STREAM_CAP
         )
-        split = maybe[cut]
-        missing = np.minimum(need, names.STREAM_CAP) - ln[cut]
+        split = maybe[tls[cut]]
+        missing = np.minimum(need, names.STREAM_CAP) - ln[tls[cut]]
         self._mark_more(self._tls_wait, names.KIND_TLS_MORE, kind, tcp, f, d, plen, split, missing)
-        hello = np.flatnonzero(found == names.KIND_TLS_SERVER)
+        whole = np.zeros(len(maybe), dtype=bool)
+        whole[tls] = whole_tls
+        in_tls = np.flatnonzero(found[tls] == names.KIND_TLS_SERVER)
+        hello = tls[in_tls]
         if hello.size or self._flight_wait:
-            need = _flight_need(pb, idx[maybe[hello]], ln[hello], head[hello])
+            need = _flight_need(pb, idx[maybe[hello]], ln[hello], head[in_tls])
             kind[maybe[hello[need == 0]]] = 0  # no certificate can follow: left out at once
             more = need > ln[hello]
             flight, missing = maybe[hello[more]], need[more] - ln[hello[more]]
@@ -834,7 +803,8 @@ class CaptureAnalyzer:
         if not pick.size:
             return None
         floating = np.zeros(len(idx), dtype=bool)
-        floating[maybe] = ((found == names.KIND_TLS) & whole) | (dns & udp_m)
+        udp_dns = (found == names.KIND_DNS) & (pb.proto[idx[maybe]] == decode.PROTO_UDP)
+        floating[maybe] = ((found == names.KIND_TLS) & whole) | udp_dns
         floating = floating[pick] & (kind[pick] != names.KIND_TLS_MORE)
         if self._tls_wait:  # a flow with the rest of a ClientHello to come keeps it all here
             hello = np.flatnonzero(floating & (kind[pick] == names.KIND_TLS))
@@ -1226,6 +1196,82 @@ class CaptureAnalyzer:
 
 
 # ---------------------------------------------------------------------------- entry points
+
+
+def _name_kinds(pb: PacketBatch, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """What each packet ``idx`` of the batch may carry (a ``names.KIND_*``, from its first
+    payload bytes, ports and protocol): the places in ``idx`` of those that may carry one,
+    and their kinds. Compiled (``_flowtab.name_kinds``) when it is built."""
+    if _flowtab is None:
+        kinds = _kinds_numpy(pb, idx)
+    else:
+        kinds = np.empty(len(idx), dtype=np.int8)
+        c = np.ascontiguousarray
+        _flowtab.name_kinds(
+            c(pb.payload_head, dtype=np.uint8),
+            c(pb.payload_len, dtype=np.int64),
+            c(pb.proto, dtype=np.int16),
+            c(pb.sport, dtype=np.int32),
+            c(pb.dport, dtype=np.int32),
+            c(idx, dtype=np.int64),
+            _HTTP_PREFIXES,
+            _KIND_CODES,
+            kinds,
+        )
+    maybe = np.flatnonzero(kinds)
+    return maybe, kinds[maybe]
+
+
+_KIND_CODES: Final = np.array(
+    [names.KIND_HTTP, names.KIND_QUIC, names.KIND_TLS, names.KIND_TLS_SERVER, names.KIND_DNS],
+    dtype=np.int8,
+)
+
+
+def _kinds_numpy(pb: PacketBatch, idx: np.ndarray) -> np.ndarray:
+    """:func:`_name_kinds`' kinds with numpy, for every packet of ``idx`` (0: none)."""
+    proto = pb.proto[idx]
+    sp, dp = pb.sport[idx], pb.dport[idx]
+    plen = pb.payload_len[idx]
+    tcp = proto == decode.PROTO_TCP
+    udp = proto == decode.PROTO_UDP
+    kind = np.zeros(len(idx), dtype=np.int8)
+    # Only UDP and TCP to or from port 53 or starting like a TLS record or an HTTP method
+    # can be any of the kinds below: the rest (most TCP data) is left out at once.
+    b0 = pb.payload_head[idx, 0]
+    maybe = np.flatnonzero(
+        udp | (tcp & ((b0 == HANDSHAKE) | _HTTP_FIRST[b0] | (sp == 53) | (dp == 53)))
+    )
+    sp, dp, ln = sp[maybe], dp[maybe], plen[maybe]
+    tcp_m, udp_m = tcp[maybe], udp[maybe]
+    head = pb.payload_head[idx[maybe]].astype(np.int64)
+    head[np.arange(head.shape[1]) >= ln[:, None]] = -1  # past the captured payload
+    found = np.zeros(len(maybe), dtype=np.int8)
+    dns = (udp_m & (_any_of(sp, DNS_PORTS) | _any_of(dp, DNS_PORTS)) & (ln >= 12)) | (
+        tcp_m & ((sp == 53) | (dp == 53))
+    )
+    b0 = head[:, 0]
+    tls = tcp_m & (b0 == HANDSHAKE) & (head[:, 1] == 3) & ((ln < 6) | (head[:, 5] == 1))
+    version = (head[:, 1] << 24) | (head[:, 2] << 16) | (head[:, 3] << 8) | head[:, 4]
+    ptype = (b0 >> 4) & 3
+    long_header = udp_m & (ln >= 7) & ((b0 & 0xC0) == 0xC0)
+    v1_like = (version == QUIC_V1) | ((version >= QUIC_DRAFTS.start) & (version < QUIC_DRAFTS.stop))
+    initial = (v1_like & (ptype == 0)) | ((version == QUIC_V2) & (ptype == INITIAL_TYPE[QUIC_V2]))
+    on_443 = (sp == 443) | (dp == 443)
+    other_quic = on_443 & ~_any_of(version, (0, QUIC_V1, QUIC_V2))
+    # Google QUIC's public header (Q0xx): no long-header bit, no IETF fixed bit, the
+    # connection id flag set, the reset flag clear (auditor.packets.gquic)
+    gquic_old = udp_m & on_443 & (ln >= 14) & ((b0 & 0xCA) == 0x08)
+    first4 = (head[:, 0] << 24) | (head[:, 1] << 16) | (head[:, 2] << 8) | head[:, 3]
+    found[tcp_m & (ln >= 4) & np.isin(first4, _HTTP_PREFIXES)] = names.KIND_HTTP
+    found[(long_header & (initial | other_quic)) | gquic_old] = names.KIND_QUIC
+    found[tls] = names.KIND_TLS
+    flight = tcp_m & (b0 == HANDSHAKE) & (head[:, 1] == 3) & (head[:, 2] <= 4)
+    flight &= head[:, 5] == tlscert.SERVER_HELLO
+    found[flight] = names.KIND_TLS_SERVER
+    found[dns] = names.KIND_DNS
+    kind[maybe] = found
+    return kind
 
 
 def _flight_need(pb: PacketBatch, rows: np.ndarray, ln: np.ndarray, head: np.ndarray) -> np.ndarray:
