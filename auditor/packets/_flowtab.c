@@ -447,9 +447,10 @@ done:
  * packet of `rows` may carry, from its first payload bytes, ports and protocol (flows.py
  * _kinds_numpy, which this does in one pass): kinds[0..4] are the codes of an HTTP request
  * head, a QUIC Initial or Google QUIC hello, a TLS ClientHello, a TLS server flight and DNS;
- * 0 is none. head is (n, 16) uint8; payload_len int64; proto int16; sport, dport int32; rows
- * int64; http_prefixes int64 (a method's first four bytes, big-endian); out int8 per row. */
-#define HEAD_W 16
+ * 0 is none. head is (n, w) uint8, w >= 6 (the bytes read here); payload_len int64; proto
+ * int16; sport, dport int32; rows int64; http_prefixes int64 (a method's first four bytes,
+ * big-endian); out int8 per row. */
+#define KIND_BYTES 6
 static PyObject *name_kinds(PyObject *Py_UNUSED(self), PyObject *args) {
     Py_buffer head, plen, proto, sport, dport, rows, pre, kinds, out;
     if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*y*w*:name_kinds", &head, &plen, &proto, &sport,
@@ -457,8 +458,10 @@ static PyObject *name_kinds(PyObject *Py_UNUSED(self), PyObject *args) {
         return NULL;
     PyObject *ret = NULL;
     Py_ssize_t n = plen.len / 8, m = rows.len / 8, np_ = pre.len / 8;
-    if (plen.len % 8 || head.len != n * HEAD_W || proto.len != n * 2 || sport.len != n * 4 ||
-        dport.len != n * 4 || rows.len % 8 || pre.len % 8 || kinds.len != 5 || out.len != m) {
+    Py_ssize_t w = n ? head.len / n : KIND_BYTES;
+    if (plen.len % 8 || head.len != n * w || w < KIND_BYTES || proto.len != n * 2 ||
+        sport.len != n * 4 || dport.len != n * 4 || rows.len % 8 || pre.len % 8 ||
+        kinds.len != 5 || out.len != m) {
         PyErr_SetString(PyExc_ValueError, "name_kinds: arrays of the wrong size or type");
         goto done;
     }
@@ -480,13 +483,13 @@ static PyObject *name_kinds(PyObject *Py_UNUSED(self), PyObject *args) {
         }
         int64_t ln = ln_[r], sp = sp_[r], dp = dp_[r];
         int tcp = pr[r] == TCP, udp = pr[r] == 17;
-        const uint8_t *hb = hd + r * HEAD_W;
+        const uint8_t *hb = hd + r * w;
         if (!(udp || (tcp && (hb[0] == 22 || http_first[hb[0]] || sp == 53 || dp == 53)))) {
             o[i] = 0;
             continue;
         }
-        int64_t h[HEAD_W];
-        for (int j = 0; j < HEAD_W; j++)
+        int64_t h[KIND_BYTES];
+        for (int j = 0; j < KIND_BYTES; j++)
             h[j] = j < ln ? hb[j] : -1; /* past the captured payload */
         int dns_port = sp == 53 || dp == 53 || sp == 5353 || dp == 5353 || sp == 5355 || dp == 5355;
         int dns = (udp && dns_port && ln >= 12) || (tcp && (sp == 53 || dp == 53));

@@ -416,6 +416,16 @@ def test_compiled_name_kinds_refuse_arrays_of_the_wrong_size() -> None:
         _flowtab.name_kinds(*args, np.array([0, 1, 10]), F._HTTP_PREFIXES, F._KIND_CODES, out)
     with pytest.raises(ValueError, match="wrong size"):
         _flowtab.name_kinds(*args, np.array([0, 1]), F._HTTP_PREFIXES, F._KIND_CODES, out)
+    rows = np.array([0, 1, 9])
+    want = np.empty(3, dtype=np.int8)
+    _flowtab.name_kinds(*args, rows, F._HTTP_PREFIXES, F._KIND_CODES, want)
+    narrow = np.ascontiguousarray(pb.payload_head[:, :6])  # type: ignore[attr-defined]
+    _flowtab.name_kinds(narrow, *args[1:], rows, F._HTTP_PREFIXES, F._KIND_CODES, out)
+    assert (out == want).all()  # only the first six bytes tell
+    with pytest.raises(ValueError, match="wrong size"):
+        _flowtab.name_kinds(
+            narrow[:, :5].copy(), *args[1:], rows, F._HTTP_PREFIXES, F._KIND_CODES, out
+        )
 
 
 @built
