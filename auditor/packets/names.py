@@ -177,19 +177,19 @@ class NameResult:
 NameColumn = tuple[np.ndarray, np.ndarray, np.ndarray]  # flows, joined values, first values
 
 
-def name_columns(names: dict[int, dict[str, list[str]]]) -> dict[str, NameColumn]:
-    """A collector's names (flow → kind → values) as one :data:`NameColumn` per kind."""
-    per: dict[str, tuple[list[int], list[str], list[str]]] = {}
-    for f, kinds in names.items():
-        for kind, values in kinds.items():
-            if values:
-                got = per.get(kind)
-                if got is None:
-                    got = per[kind] = ([], [], [])
-                got[0].append(f)
-                got[1].append(";".join(values))
-                got[2].append(values[0])
-    return {k: (np.asarray(f, np.int64), _objects(j), _objects(v)) for k, (f, j, v) in per.items()}
+def name_columns(names: dict[str, dict[int, str | list[str]]]) -> dict[str, NameColumn]:
+    """A collector's names (kind → flow → its value, or its values in the order seen) as one
+    :data:`NameColumn` per kind."""
+    out: dict[str, NameColumn] = {}
+    for kind, of_kind in names.items():
+        if not of_kind:
+            continue
+        values = list(of_kind.values())
+        joined = [v if type(v) is str else ";".join(v) for v in values]
+        first = [v if type(v) is str else v[0] for v in values]
+        flows = np.fromiter(of_kind.keys(), np.int64, len(of_kind))
+        out[kind] = (flows, _objects(joined), _objects(first))
+    return out
 
 
 def hint_arrays(hints: dict[int, tuple[int, int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -276,7 +276,8 @@ class NameCollector:
     """Runs the parsers of this module over :class:`NameJob` s, keeping per-flow state."""
 
     def __init__(self) -> None:
-        self.names: dict[int, dict[str, list[str]]] = {}
+        # kind -> flow -> its value, or its values when it had several (in the order seen)
+        self.names: dict[str, dict[int, str | list[str]]] = {}
         self.hints: dict[int, tuple[int, int]] = {}
         self._order = 0  # of the packet being parsed
         self.dns = DnsStore()
@@ -431,9 +432,17 @@ class NameCollector:
             self.hints[f] = (self._order, d)
 
     def _add(self, f: int, kind: str, value: str) -> None:
-        values = self.names.setdefault(f, {}).setdefault(kind, [])
-        if value not in values:
-            values.append(value)
+        of_kind = self.names.get(kind)
+        if of_kind is None:
+            of_kind = self.names[kind] = {}
+        had = of_kind.get(f)
+        if had is None:
+            of_kind[f] = value  # most flows have one value: no list for it
+        elif type(had) is str:
+            if had != value:
+                of_kind[f] = [had, value]
+        elif value not in had:
+            had.append(value)  # type: ignore[union-attr]
 
     # ---------------------------------------------------------------------------------- TLS
 

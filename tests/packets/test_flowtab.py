@@ -338,12 +338,14 @@ def test_merged_names_and_client_sides_are_what_dict_updates_gave() -> None:
     result that has that kind for it (as dict.update did), other kinds stay; a flow's client
     side is the one of its earliest packet (the least (order, side))."""
 
-    def result(names: dict[int, dict[str, list[str]]], hints: dict[int, tuple[int, int]]):
+    def result(
+        names: dict[str, dict[int, str | list[str]]], hints: dict[int, tuple[int, int]]
+    ) -> N.NameResult:
         return N.NameResult(N.name_columns(names), N.hint_arrays(hints), DnsTables.empty(), {}, {})
 
-    a = result({1: {"sni": ["a.example"], "alpn": ["h2"]}, 2: {"sni": ["b", "c"]}},
+    a = result({"sni": {1: "a.example", 2: ["b", "c"]}, "alpn": {1: "h2"}},
                {1: (5, 0), 2: (9, 1), 3: (4, 1)})  # fmt: skip
-    b = result({1: {"sni": ["z.example"]}, 4: {"http_host": ["d"]}},
+    b = result({"sni": {1: "z.example"}, "http_host": {4: "d"}},
                {1: (7, 1), 3: (4, 0), 4: (2, 0)})  # fmt: skip
     m = N.merge_results(a, b)
     got = {k: sorted(zip(*(x.tolist() for x in c), strict=True)) for k, c in m.names.items()}
