@@ -2,7 +2,8 @@
 
 - ``_scan``: the record walk of pcap and pcapng files;
 - ``_decode``: link, IP and TCP/UDP headers of a batch of records;
-- ``_flowtab``: the flow table's per-packet assignment and sums, address texts, payload joins;
+- ``_flowtab``: the flow table's per-packet assignment and sums, which packets may carry a
+  name (``namekinds``), address texts, payload joins;
 - ``_dns``: the DNS message parser.
 
 Everything else is in pyproject.toml. Each extension is optional: without a C compiler the

@@ -443,30 +443,34 @@ done:
     return out;
 }
 
-/* name_kinds(head, payload_len, proto, sport, dport, rows, http_prefixes, kinds, out): what each
- * packet of `rows` may carry, from its first payload bytes, ports and protocol (flows.py
- * _kinds_numpy, which this does in one pass): kinds[0..4] are the codes of an HTTP request
- * head, a QUIC Initial or Google QUIC hello, a TLS ClientHello, a TLS server flight and DNS;
- * 0 is none. head is (n, w) uint8, w >= 6 (the bytes read here); payload_len int64; proto
- * int16; sport, dport int32; rows int64; http_prefixes int64 (a method's first four bytes,
- * big-endian); out int8 per row. */
+/* name_kinds(head, payload_len, proto, sport, dport, rows, http_prefixes, dns_ports, quic,
+ * kinds, out): what each packet of `rows` may carry, from its first payload bytes, ports and
+ * protocol (namekinds.kinds_numpy, which this does in one pass): kinds[0..4] are the codes of
+ * an HTTP request head, a QUIC Initial or Google QUIC hello, a TLS ClientHello, a TLS server
+ * flight and DNS; 0 is none. head is (n, w) uint8, w >= 6 (the bytes read here); payload_len
+ * int64; proto int16; sport, dport int32; rows int64; http_prefixes int64 (a method's first
+ * four bytes, big-endian); dns_ports int64; quic int64: QUIC v1, v2, v2's Initial type, the
+ * first draft version and the one after the last; out int8 per row. */
 #define KIND_BYTES 6
 static PyObject *name_kinds(PyObject *Py_UNUSED(self), PyObject *args) {
-    Py_buffer head, plen, proto, sport, dport, rows, pre, kinds, out;
-    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*y*w*:name_kinds", &head, &plen, &proto, &sport,
-                          &dport, &rows, &pre, &kinds, &out))
+    Py_buffer head, plen, proto, sport, dport, rows, pre, dnsp, quic, kinds, out;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*y*y*y*w*:name_kinds", &head, &plen, &proto,
+                          &sport, &dport, &rows, &pre, &dnsp, &quic, &kinds, &out))
         return NULL;
     PyObject *ret = NULL;
     Py_ssize_t n = plen.len / 8, m = rows.len / 8, np_ = pre.len / 8;
     Py_ssize_t w = n ? head.len / n : KIND_BYTES;
     if (plen.len % 8 || head.len != n * w || w < KIND_BYTES || proto.len != n * 2 ||
         sport.len != n * 4 || dport.len != n * 4 || rows.len % 8 || pre.len % 8 ||
-        kinds.len != 5 || out.len != m) {
+        dnsp.len % 8 || quic.len != 5 * 8 || kinds.len != 5 || out.len != m) {
         PyErr_SetString(PyExc_ValueError, "name_kinds: arrays of the wrong size or type");
         goto done;
     }
     const uint8_t *hd = head.buf;
-    const int64_t *ln_ = plen.buf, *row = rows.buf, *prefixes = pre.buf;
+    const int64_t *ln_ = plen.buf, *row = rows.buf, *prefixes = pre.buf, *ports = dnsp.buf;
+    const int64_t *q = quic.buf, v1 = q[0], v2 = q[1], v2_initial = q[2];
+    const int64_t draft_from = q[3], draft_to = q[4];
+    const Py_ssize_t n_ports = dnsp.len / 8;
     const int16_t *pr = proto.buf;
     const int32_t *sp_ = sport.buf, *dp_ = dport.buf;
     const int8_t *k = kinds.buf;
@@ -491,7 +495,9 @@ static PyObject *name_kinds(PyObject *Py_UNUSED(self), PyObject *args) {
         int64_t h[KIND_BYTES];
         for (int j = 0; j < KIND_BYTES; j++)
             h[j] = j < ln ? hb[j] : -1; /* past the captured payload */
-        int dns_port = sp == 53 || dp == 53 || sp == 5353 || dp == 5353 || sp == 5355 || dp == 5355;
+        int dns_port = 0;
+        for (Py_ssize_t j = 0; j < n_ports && !dns_port; j++)
+            dns_port = sp == ports[j] || dp == ports[j];
         int dns = (udp && dns_port && ln >= 12) || (tcp && (sp == 53 || dp == 53));
         int64_t b0 = h[0];
         int tls = tcp && b0 == 22 && h[1] == 3 && (ln < 6 || h[5] == 1);
@@ -502,10 +508,10 @@ static PyObject *name_kinds(PyObject *Py_UNUSED(self), PyObject *args) {
                                    ((uint64_t)h[2] << 8) | (uint64_t)h[3]);
         int64_t ptype = (b0 < 0 ? -1 : b0 >> 4) & 3;
         int long_header = udp && ln >= 7 && (b0 & 0xC0) == 0xC0;
-        int v1_like = version == 1 || (version >= 0xFF000017LL && version < 0xFF000021LL);
-        int initial = (v1_like && ptype == 0) || (version == 0x6B3343CFLL && ptype == 1);
+        int v1_like = version == v1 || (version >= draft_from && version < draft_to);
+        int initial = (v1_like && ptype == 0) || (version == v2 && ptype == v2_initial);
         int on_443 = sp == 443 || dp == 443;
-        int other_quic = on_443 && version != 0 && version != 1 && version != 0x6B3343CFLL;
+        int other_quic = on_443 && version != 0 && version != v1 && version != v2;
         int gquic_old = udp && on_443 && ln >= 14 && (b0 & 0xCA) == 0x08;
         int8_t found = 0;
         if (tcp && ln >= 4)
@@ -534,6 +540,8 @@ done:
     PyBuffer_Release(&dport);
     PyBuffer_Release(&rows);
     PyBuffer_Release(&pre);
+    PyBuffer_Release(&dnsp);
+    PyBuffer_Release(&quic);
     PyBuffer_Release(&kinds);
     PyBuffer_Release(&out);
     return ret;
@@ -545,8 +553,8 @@ static PyMethodDef module_methods[] = {
     {"address_texts", address_texts, METH_VARARGS,
      "address_texts(version, hi, lo) -> list[str]: addresses as text, as inet_ntop writes them"},
     {"name_kinds", name_kinds, METH_VARARGS,
-     "name_kinds(head, payload_len, proto, sport, dport, rows, http_prefixes, kinds, out): "
-     "what each row's packet may carry (flows.py _kinds_numpy)"},
+     "name_kinds(head, payload_len, proto, sport, dport, rows, http_prefixes, dns_ports, quic, "
+     "kinds, out): what each row's packet may carry (namekinds.kinds_numpy)"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {

@@ -37,6 +37,8 @@ def name_kinds(
     dport: Buffer,
     rows: Buffer,
     http_prefixes: Buffer,
+    dns_ports: Buffer,
+    quic: Buffer,
     kinds: Buffer,
     out: Buffer,
     /,

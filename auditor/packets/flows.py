@@ -75,12 +75,12 @@ import pandas as pd
 import pyarrow as pa
 
 from auditor import columns
-from auditor.packets import decode, names, tlscert
+from auditor.packets import decode, namekinds, names, tlscert
 from auditor.packets._compiled import load
 from auditor.packets.decode import Decoder, PacketBatch
 from auditor.packets.dns import DNS_RCODES, dns_type_name
 from auditor.packets.dnstables import DnsTables
-from auditor.packets.http1 import HTTP_HEAD_CAP, HTTP_METHODS
+from auditor.packets.http1 import HTTP_HEAD_CAP
 from auditor.packets.pcapfile import (
     DEFAULT_CHUNK,
     CaptureReader,
@@ -88,8 +88,6 @@ from auditor.packets.pcapfile import (
     Interface,
     window,
 )
-from auditor.packets.quic import INITIAL_TYPE, QUIC_DRAFTS, QUIC_V1, QUIC_V2
-from auditor.packets.tls import HANDSHAKE
 from auditor.packets.workerpipe import NameWorker
 
 _flowtab: ModuleType | None = load("_flowtab")  # else numpy does the same
@@ -256,11 +254,6 @@ PROTO_NAMES: Final[dict[int, str]] = {
     89: "ospf",
     132: "sctp",
 }
-_HTTP_PREFIXES: Final = np.array(
-    [int.from_bytes((m + b" ")[:4], "big") for m in HTTP_METHODS], dtype=np.int64
-)
-_HTTP_FIRST: Final = np.zeros(256, dtype=bool)  # first bytes of the HTTP methods
-_HTTP_FIRST[[m[0] for m in HTTP_METHODS]] = True
 _SYN_ONLY: Final = 0x200  # derived flag bits, above the 9 TCP flag bits
 _SYN_ACK: Final = 0x400
 # With a worker, these kinds are parsed here; UDP DNS and the ClientHellos that fit in their
@@ -458,14 +451,6 @@ def _hash(*cols: np.ndarray) -> np.ndarray:
     return h
 
 
-def _any_of(values: np.ndarray, wanted: object) -> np.ndarray:
-    """``np.isin`` for a few wanted values (faster than it for so few)."""
-    out = np.zeros(len(values), dtype=bool)
-    for w in wanted:  # type: ignore[attr-defined]
-        out |= values == w
-    return out
-
-
 def _starts(*sorted_cols: np.ndarray) -> np.ndarray:
     m = len(sorted_cols[0])
     new = np.zeros(m, dtype=bool)
@@ -518,6 +503,7 @@ class CaptureAnalyzer:
             raise RuntimeError("the compiled flow table is not built")
         use = _flowtab is not None if compiled is None else compiled
         self._table = _flowtab.FlowTable(self._timeout_ns) if use and _flowtab else None
+        self._compiled = use  # the compiled parts (flow table, name kinds), or numpy's
         self.warnings: Counter[str] = Counter()
         self.counts: Counter[str] = Counter()
         self._parts: list[dict[str, np.ndarray]] = []
@@ -761,7 +747,8 @@ class CaptureAnalyzer:
         f = fid[idx]
         d = direction[idx]
         kind = np.zeros(len(idx), dtype=np.int8)
-        maybe, found = _name_kinds(pb, idx)  # the packets that may carry a name, and what
+        # the packets that may carry a name, and what
+        maybe, found = namekinds.name_kinds(pb, idx, compiled=self._compiled)
         kind[maybe] = found
         ln = plen[maybe]
         # the first bytes of the TLS records (ClientHellos and server flights), -1 past the
@@ -1198,82 +1185,6 @@ class CaptureAnalyzer:
 # ---------------------------------------------------------------------------- entry points
 
 
-def _name_kinds(pb: PacketBatch, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """What each packet ``idx`` of the batch may carry (a ``names.KIND_*``, from its first
-    payload bytes, ports and protocol): the places in ``idx`` of those that may carry one,
-    and their kinds. Compiled (``_flowtab.name_kinds``) when it is built."""
-    if _flowtab is None:
-        kinds = _kinds_numpy(pb, idx)
-    else:
-        kinds = np.empty(len(idx), dtype=np.int8)
-        c = np.ascontiguousarray
-        _flowtab.name_kinds(
-            c(pb.payload_head, dtype=np.uint8),
-            c(pb.payload_len, dtype=np.int64),
-            c(pb.proto, dtype=np.int16),
-            c(pb.sport, dtype=np.int32),
-            c(pb.dport, dtype=np.int32),
-            c(idx, dtype=np.int64),
-            _HTTP_PREFIXES,
-            _KIND_CODES,
-            kinds,
-        )
-    maybe = np.flatnonzero(kinds)
-    return maybe, kinds[maybe]
-
-
-_KIND_CODES: Final = np.array(
-    [names.KIND_HTTP, names.KIND_QUIC, names.KIND_TLS, names.KIND_TLS_SERVER, names.KIND_DNS],
-    dtype=np.int8,
-)
-
-
-def _kinds_numpy(pb: PacketBatch, idx: np.ndarray) -> np.ndarray:
-    """:func:`_name_kinds`' kinds with numpy, for every packet of ``idx`` (0: none)."""
-    proto = pb.proto[idx]
-    sp, dp = pb.sport[idx], pb.dport[idx]
-    plen = pb.payload_len[idx]
-    tcp = proto == decode.PROTO_TCP
-    udp = proto == decode.PROTO_UDP
-    kind = np.zeros(len(idx), dtype=np.int8)
-    # Only UDP and TCP to or from port 53 or starting like a TLS record or an HTTP method
-    # can be any of the kinds below: the rest (most TCP data) is left out at once.
-    b0 = pb.payload_head[idx, 0]
-    maybe = np.flatnonzero(
-        udp | (tcp & ((b0 == HANDSHAKE) | _HTTP_FIRST[b0] | (sp == 53) | (dp == 53)))
-    )
-    sp, dp, ln = sp[maybe], dp[maybe], plen[maybe]
-    tcp_m, udp_m = tcp[maybe], udp[maybe]
-    head = pb.payload_head[idx[maybe]].astype(np.int64)
-    head[np.arange(head.shape[1]) >= ln[:, None]] = -1  # past the captured payload
-    found = np.zeros(len(maybe), dtype=np.int8)
-    dns = (udp_m & (_any_of(sp, DNS_PORTS) | _any_of(dp, DNS_PORTS)) & (ln >= 12)) | (
-        tcp_m & ((sp == 53) | (dp == 53))
-    )
-    b0 = head[:, 0]
-    tls = tcp_m & (b0 == HANDSHAKE) & (head[:, 1] == 3) & ((ln < 6) | (head[:, 5] == 1))
-    version = (head[:, 1] << 24) | (head[:, 2] << 16) | (head[:, 3] << 8) | head[:, 4]
-    ptype = (b0 >> 4) & 3
-    long_header = udp_m & (ln >= 7) & ((b0 & 0xC0) == 0xC0)
-    v1_like = (version == QUIC_V1) | ((version >= QUIC_DRAFTS.start) & (version < QUIC_DRAFTS.stop))
-    initial = (v1_like & (ptype == 0)) | ((version == QUIC_V2) & (ptype == INITIAL_TYPE[QUIC_V2]))
-    on_443 = (sp == 443) | (dp == 443)
-    other_quic = on_443 & ~_any_of(version, (0, QUIC_V1, QUIC_V2))
-    # Google QUIC's public header (Q0xx): no long-header bit, no IETF fixed bit, the
-    # connection id flag set, the reset flag clear (auditor.packets.gquic)
-    gquic_old = udp_m & on_443 & (ln >= 14) & ((b0 & 0xCA) == 0x08)
-    first4 = (head[:, 0] << 24) | (head[:, 1] << 16) | (head[:, 2] << 8) | head[:, 3]
-    found[tcp_m & (ln >= 4) & np.isin(first4, _HTTP_PREFIXES)] = names.KIND_HTTP
-    found[(long_header & (initial | other_quic)) | gquic_old] = names.KIND_QUIC
-    found[tls] = names.KIND_TLS
-    flight = tcp_m & (b0 == HANDSHAKE) & (head[:, 1] == 3) & (head[:, 2] <= 4)
-    flight &= head[:, 5] == tlscert.SERVER_HELLO
-    found[flight] = names.KIND_TLS_SERVER
-    found[dns] = names.KIND_DNS
-    kind[maybe] = found
-    return kind
-
-
 def _flight_need(pb: PacketBatch, rows: np.ndarray, ln: np.ndarray, head: np.ndarray) -> np.ndarray:
     """For packets (``rows`` of the batch) that start a server's flight with a ServerHello
     record: how many bytes of the server's stream hold the leaf certificate, as far as this
@@ -1377,7 +1288,7 @@ def _dns_names(
     e_code, e_ts, e_name = e_code[order], e_ts[order], e_name[order]
     last = np.ones(len(e_code), dtype=bool)
     last[:-1] = (e_code[1:] != e_code[:-1]) | (e_ts[1:] != e_ts[:-1])
-    if not last.all():
+    if (~last[:-1] & (e_name[1:] != e_name[:-1])).any():  # two names at once
         order = np.lexsort((found.text_rank()[e_name], e_ts, e_code))
         e_code, e_ts, e_name = e_code[order], e_ts[order], e_name[order]
     e_code, e_ts, e_name = e_code[last], e_ts[last], e_name[last]

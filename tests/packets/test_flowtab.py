@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from auditor.packets import flows as F
+from auditor.packets import namekinds
 from auditor.packets import names as N
 from auditor.packets.decode import Decoder
 from auditor.packets.dnstables import DnsStore, DnsTables
@@ -56,6 +57,8 @@ def test_the_compiled_flow_table_is_built_where_there_is_a_compiler() -> None:
         pytest.skip("no C compiler here")
     expected = "numpy" if os.environ.get("AUDITOR_PURE_PYTHON_SCAN") else "compiled"
     assert expected == F.FLOW_TABLE
+    # and it is no old build without the name kinds (it would fall back to numpy's, slower)
+    assert namekinds.COMPILED == (expected == "compiled")
 
 
 def tables(data: bytes, compiled: bool, chunk: int = 4096, timeout: float = 120.0) -> object:
@@ -357,95 +360,3 @@ def test_merged_names_and_client_sides_are_what_dict_updates_gave() -> None:
     assert sorted(zip(*(x.tolist() for x in m.hints), strict=True)) == [
         (1, 5, 0), (2, 9, 1), (3, 4, 0), (4, 2, 0)
     ]  # fmt: skip
-
-
-def _kind_inputs(seed: int, n: int) -> object:
-    """Packets' first payload bytes, lengths, protocols and ports, drawn around every edge
-    the kinds are told by: TLS record and handshake types, HTTP methods, QUIC versions and
-    header bits, Google QUIC flags, DNS ports, lengths shorter than the bytes read."""
-    from types import SimpleNamespace
-
-    rng = np.random.default_rng(seed)
-    head = rng.integers(0, 256, (n, 16), dtype=np.uint8)
-    firsts = np.array([22, 23, 0x47, 0x50, 0x48, 0xC0, 0xC3, 0xD0, 0xE1, 0x08, 0x0C, 0x09, 0x4F])
-    pick = rng.random(n) < 0.7
-    head[pick, 0] = rng.choice(firsts, pick.sum())
-    head[rng.random(n) < 0.5, 1] = 3
-    low = rng.random(n) < 0.3
-    head[low, 2] = rng.choice([0, 1, 3, 4, 5], low.sum())
-    versions = [0x00000001, 0x6B3343CF, 0xFF000017, 0xFF000020, 0xFF000021, 0, 0x51303530]
-    v = rng.random(n) < 0.4
-    vv = rng.choice(np.array(versions, dtype=np.uint32), v.sum()).astype(">u4")
-    head[v, 1:5] = vv.view(np.uint8).reshape(-1, 4)
-    typ = rng.random(n) < 0.4
-    head[typ, 5] = rng.choice([1, 2], typ.sum())
-    methods = [b"GET ", b"POST", b"HEAD", b"PUT ", b"OPTI", b"CONN", b"GETX"]
-    m = rng.random(n) < 0.15
-    head[m, :4] = np.frombuffer(b"".join(rng.choice(methods, m.sum())), np.uint8).reshape(-1, 4)
-    ports = np.array([53, 5353, 5355, 443, 80, 8443, 40000, 0])
-    return SimpleNamespace(
-        payload_head=head,
-        payload_len=rng.choice(np.array([1, 3, 4, 5, 6, 7, 9, 12, 13, 14, 16, 40, 1500]), n),
-        proto=rng.choice(np.array([6, 17, 17, 1], dtype=np.int16), n),
-        sport=rng.choice(ports, n).astype(np.int32),
-        dport=rng.choice(ports, n).astype(np.int32),
-    )
-
-
-@built
-@pytest.mark.parametrize("seed", range(4))
-def test_compiled_name_kinds_are_numpys(seed: int) -> None:
-    pb = _kind_inputs(seed, 50_000)
-    idx = np.flatnonzero(np.random.default_rng(seed).random(50_000) < 0.8)
-    want = F._kinds_numpy(pb, idx)  # type: ignore[arg-type]
-    got = np.empty(len(idx), dtype=np.int8)
-    c = np.ascontiguousarray
-    _flowtab.name_kinds(
-        pb.payload_head, c(pb.payload_len, dtype=np.int64), pb.proto, pb.sport,  # type: ignore[attr-defined]
-        pb.dport, idx, F._HTTP_PREFIXES, F._KIND_CODES, got,  # type: ignore[attr-defined]
-    )  # fmt: skip
-    assert (got == want).all(), np.flatnonzero(got != want)[:10]
-    for kind in F._KIND_CODES.tolist():  # every kind is drawn, and none is all
-        assert 0 < (want == kind).sum() < len(idx) // 2
-
-
-@built
-def test_compiled_name_kinds_refuse_arrays_of_the_wrong_size() -> None:
-    pb = _kind_inputs(0, 10)
-    out = np.empty(3, dtype=np.int8)
-    args = [pb.payload_head, pb.payload_len.astype(np.int64), pb.proto, pb.sport, pb.dport]  # type: ignore[attr-defined]
-    with pytest.raises(ValueError, match="outside the batch"):
-        _flowtab.name_kinds(*args, np.array([0, 1, 10]), F._HTTP_PREFIXES, F._KIND_CODES, out)
-    with pytest.raises(ValueError, match="wrong size"):
-        _flowtab.name_kinds(*args, np.array([0, 1]), F._HTTP_PREFIXES, F._KIND_CODES, out)
-    rows = np.array([0, 1, 9])
-    want = np.empty(3, dtype=np.int8)
-    _flowtab.name_kinds(*args, rows, F._HTTP_PREFIXES, F._KIND_CODES, want)
-    narrow = np.ascontiguousarray(pb.payload_head[:, :6])  # type: ignore[attr-defined]
-    _flowtab.name_kinds(narrow, *args[1:], rows, F._HTTP_PREFIXES, F._KIND_CODES, out)
-    assert (out == want).all()  # only the first six bytes tell
-    with pytest.raises(ValueError, match="wrong size"):
-        _flowtab.name_kinds(
-            narrow[:, :5].copy(), *args[1:], rows, F._HTTP_PREFIXES, F._KIND_CODES, out
-        )
-
-
-@built
-def test_compiled_name_kinds_on_real_captures(shared_captures: Path) -> None:
-    """Every batch of real captures (the shared ones, the TLS, name, gQUIC and link-type
-    samples): the kinds the compiled pass gives are numpy's."""
-    data = Path(__file__).resolve().parents[1] / "data"
-    files = [*shared_captures.glob("*.pcap*"), *Path(__file__).parent.glob("samples/*.pcap")]
-    for sub in ("names", "gquic", "pcap"):
-        files += data.glob(f"{sub}/*.pcap*")
-    seen = 0
-    for path in sorted(files):
-        with path.open("rb") as fh:
-            for rb in CaptureReader(fh):
-                pb = Decoder().decode(rb)
-                idx = np.flatnonzero(pb.payload_len > 0)
-                maybe, found = F._name_kinds(pb, idx)
-                want = F._kinds_numpy(pb, idx)
-                assert (want[maybe] == found).all() and (np.flatnonzero(want) == maybe).all()
-                seen += len(maybe)
-    assert seen > 500
