@@ -139,11 +139,13 @@ def _analyze(
     # (auditor.intel.cache: 0.4 s of YAML checks saved)
     kb = KnowledgeBase.load(extra=list(intel)) if intel else load_index()
     # auditor's own interception check (the canary) is not the phone's traffic
-    if len(flows):
-        names = (
-            flows[columns.NAME].astype(object).where(flows[columns.NAME].notna(), "").astype(str)
-        )
-        canary = (names == CANARY_HOST) | names.str.endswith("." + CANARY_HOST)
+    if len(flows):  # each distinct name looked at once
+        hits = [
+            v
+            for v in flows[columns.NAME].dropna().unique().tolist()
+            if str(v) == CANARY_HOST or str(v).endswith("." + CANARY_HOST)
+        ]
+        canary = flows[columns.NAME].isin(hits) if hits else pd.Series(False, index=flows.index)
     else:
         canary = pd.Series(dtype=bool)
     if canary.any():

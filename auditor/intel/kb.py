@@ -168,6 +168,10 @@ class _NameRungs:
 
 _NO_NAME = _NameRungs((), (), (), ())
 
+# a name as KnowledgeBase.lookup reads it (KnowledgeBase._named), or none
+_Named = tuple[str, _NameRungs, tuple[_Rung, ...], tuple[_Rung, ...], tuple[_Rung, ...], str | None]
+_INVALID: Any = ("", _NO_NAME, (), (), (), None)
+
 
 def _flag(entries: Sequence[IntelEntry]) -> dict[str, Any]:
     if not entries:
@@ -372,6 +376,7 @@ class KnowledgeBase:
                 if key:
                     self._org_names.setdefault(key, org.id)
         self._host_cache: dict[str, _NameRungs] = {}
+        self._named_cache: dict[tuple[Any, ...], _Named] = {}
         self._org_cache: dict[str, _OrgView] = {}
         self._lock = threading.Lock()
 
@@ -380,11 +385,13 @@ class KnowledgeBase:
         state = dict(self.__dict__)
         state.pop("_lock", None)
         state["_host_cache"] = {}
+        state["_named_cache"] = {}
         state["_ipdb"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self.__dict__.setdefault("_named_cache", {})
         self._lock = threading.Lock()
 
     # --- loading -----------------------------------------------------------------------------
@@ -642,12 +649,48 @@ class KnowledgeBase:
             addr = parse_ip(host)
             if addr is not None:  # a flow named by its address: look the address up
                 return self.lookup(None, ip or str(addr), known=known if ip else None)
-        # a lookalike's shown form (annotate() puts it in the flow table) stands for its key
-        name = inspect_host(host) or inspect_host(key_of_shown(host))
-        if name is None:
+        if cache:  # a flow table asks for one name many times (annotate, then endpoints)
+            key = (host, cert, tuple(cnames))
+            named = self._named_cache.get(key)
+            if named is None:
+                named = self._named(host, cert, cnames, cache=True)
+                with self._lock:
+                    if len(self._named_cache) >= HOST_CACHE_LIMIT:
+                        self._named_cache.clear()
+                    self._named_cache[key] = named
+        else:
+            named = self._named(host, cert, cnames, cache=False)
+        if named is _INVALID:
             rungs = self._ip_rungs(facts) if facts is not None else _NO_NAME
             return self._attribution(safe_text(host), facts.ip if facts else None, rungs, facts,
                                      note="not a valid host name")  # fmt: skip
+        norm, rungs, extra, hosting, witness, note = named
+        if facts is not None and self._intel and facts.reason != NOT_AN_IP:
+            ip_intel = self._intel_ip(facts.ip)
+        else:
+            ip_intel = []
+        if extra or hosting or witness or ip_intel:
+            rungs = _NameRungs(
+                rungs.recipient + extra,
+                rungs.hosting + hosting,
+                tuple(sorted({*rungs.labels, *(e.label for e in ip_intel)})),
+                _dedupe_sources((*rungs.intel_sources, *(e.source for e in ip_intel))),
+                rungs.flagged or _flag(ip_intel).get("flagged"),
+                rungs.flag_note or _flag(ip_intel).get("flag_note"),
+                rungs.witness + witness,
+            )
+        return self._attribution(norm, facts.ip if facts else None, rungs, facts, note=note)
+
+    def _named(
+        self, host: str, cert: CertSubject | None, cnames: Sequence[str], *, cache: bool
+    ) -> _Named:
+        """What :meth:`lookup` reads of a name and its evidence, whatever the address: the
+        name's key, its rungs, the rungs its certificate and CNAMEs add (recipient, hosting,
+        witness) and its lookalike note; :data:`_INVALID` for a name that is none."""
+        # a lookalike's shown form (annotate() puts it in the flow table) stands for its key
+        name = inspect_host(host) or inspect_host(key_of_shown(host))
+        if name is None:
+            return _INVALID
         norm = name.key
         rungs = self._host_rungs(norm) if cache else self._name_rungs(norm)
         extra: list[_Rung] = []
@@ -660,22 +703,8 @@ class KnowledgeBase:
         if cnames:
             for r in self._cname_rungs(norm, cnames):
                 (hosting if r.hosting else extra).append(r)
-        if facts is not None and self._intel and facts.reason != NOT_AN_IP:
-            ip_intel = self._intel_ip(facts.ip)
-        else:
-            ip_intel = []
-        if extra or hosting or witness or ip_intel:
-            rungs = _NameRungs(
-                rungs.recipient + tuple(extra),
-                rungs.hosting + tuple(hosting),
-                tuple(sorted({*rungs.labels, *(e.label for e in ip_intel)})),
-                _dedupe_sources((*rungs.intel_sources, *(e.source for e in ip_intel))),
-                rungs.flagged or _flag(ip_intel).get("flagged"),
-                rungs.flag_note or _flag(ip_intel).get("flag_note"),
-                rungs.witness + tuple(witness),
-            )
         note = name.warning() if name.suspicious else None
-        return self._attribution(norm, facts.ip if facts else None, rungs, facts, note=note)
+        return norm, rungs, tuple(extra), tuple(hosting), tuple(witness), note
 
     # --- the rungs of the ladder ------------------------------------------------------------
 
@@ -1222,12 +1251,16 @@ class KnowledgeBase:
         # it is another country with laws on record (per row), as _attribution orders them
         ccodes, cuniq = pd.factorize(facts.country, use_na_sentinel=True)
         ccodes = np.append(ccodes, -1)[ip_codes]
-        pair, pairs = pd.factorize(codes * (len(cuniq) + 1) + (ccodes + 1))
+        # per distinct (headquarters countries, server country): lookups share a few lists
+        bases: dict[tuple[str, ...], int] = {}
+        base_of = np.asarray([bases.setdefault(r[-1], len(bases)) for r in rows], dtype=np.int64)
+        base_list = list(bases)
+        pair, pairs = pd.factorize(base_of[codes] * (len(cuniq) + 1) + (ccodes + 1))
         exposure = np.empty(len(pairs), dtype=object)
         laws = [bool(c and self._exposure_of(c, "", None)) for c in cuniq.tolist()]
         for k, v in enumerate(pairs.tolist()):
-            code, c = divmod(int(v), len(cuniq) + 1)
-            parts = list(rows[code][-1])
+            base, c = divmod(int(v), len(cuniq) + 1)
+            parts = list(base_list[base])
             country = cuniq[c - 1] if c else None
             if country and country not in parts and laws[c - 1]:
                 parts.append(f"server:{country}")
