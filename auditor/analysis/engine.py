@@ -630,19 +630,23 @@ def _group_attributions(
     ]
     eff = [o if literal[k] is None else (o or literal[k]) for k, o in enumerate(own)]
     distinct = sorted({e for e in eff if e is not None} | {o for o in own if o is not None})
-    facts = dict(zip(distinct, kb.ipdb.lookup_rows(distinct), strict=True))
+    at = {ip: j for j, ip in enumerate(distinct)}
+    facts = kb.ipdb.lookup_columns(distinct)
     # Each group keyed on (its host when named, its address's facts, its name evidence when
-    # named) as one integer: the facts key leaves out the country, which the legal exposure
-    # reads. The first group of each key is looked up, the others share its JSON form.
-    sigs: dict[tuple[Any, ...], int] = {}
-    sig_of = {ip: sigs.setdefault((kb._facts_key(f), f[1]), len(sigs)) for ip, f in facts.items()}
+    # named) as one integer: the facts key (KnowledgeBase._facts_codes, equal where
+    # _facts_key is) leaves out the country, which the legal exposure reads. The first group
+    # of each key is looked up, the others share its JSON form.
+    country, _ = pd.factorize(facts.country, use_na_sentinel=True)
+    sig_codes = pd.factorize(
+        kb._facts_codes(facts) * (int(country.max(initial=-1)) + 2) + (country + 1)
+    )[0].tolist()
     named = np.asarray(
         [h != _NO_NAME and lit is None for h, lit in zip(hosts, literal, strict=True)], dtype=bool
     )
     key = np.zeros(len(hosts), dtype=np.int64)
     parts = [
         np.where(named, pd.factorize(np.asarray(hosts, dtype=object))[0], -1),
-        np.asarray([-1 if ip is None else sig_of[ip] for ip in eff], dtype=np.int64),
+        np.asarray([-1 if ip is None else sig_codes[at[ip]] for ip in eff], dtype=np.int64),
     ]
     ev_key = np.zeros(len(hosts), dtype=np.int64)
     for v in evidence_cols.values():
@@ -661,7 +665,7 @@ def _group_attributions(
             own_ip,
             cert=cert_from_columns({c: v[i0] for c, v in evidence_cols.items()}),
             cnames=[x for x in str(evidence_cols[columns.CNAMES][i0] or "").split(";") if x],
-            known=IpFacts(*facts[own_ip]) if own_ip is not None else None,
+            known=IpFacts(*(c[at[own_ip]] for c in facts)) if own_ip is not None else None,
         )
         made.append(_row_json(attribution, memo))
     out.extend(made[c] for c in key.tolist())
@@ -732,9 +736,9 @@ def _group_hostings(
     pair, uniq = pd.factorize(group.astype(np.int64) * width + codes)
     counts = np.bincount(pair)
     p_group, p_key = np.divmod(np.asarray(uniq, dtype=np.int64), width)
-    entries = [_hosting_entries([(k, 0)]) for k in keys]
-    shown = np.asarray([bool(e) for e in entries], dtype=bool)
-    labels = np.asarray([e[0]["label"] if e else "" for e in entries], dtype=object)
+    entries = [_hosting_entry(k, 0) for k in keys]
+    shown = np.asarray([e is not None for e in entries], dtype=bool)
+    labels = np.asarray([e["label"] if e else "" for e in entries], dtype=object)
     _, label_rank = np.unique(labels, return_inverse=True)
     keep = np.flatnonzero(shown[p_key])
     # factorize numbers pairs in the order they first appear: group, then first reach
@@ -746,7 +750,7 @@ def _group_hostings(
     for j, (k, c) in enumerate(
         zip(p_key[sel][kc_first].tolist(), counts[sel][kc_first].tolist(), strict=True)
     ):
-        made[j] = {**entries[k][0], "flows": c}
+        made[j] = {**entries[k], "flows": c}
     which = np.searchsorted(kc, p_key[sel] * (int(counts.max()) + 1) + counts[sel])
     flat = made[which].tolist()
     bounds = np.searchsorted(p_group[sel], np.arange(n_groups + 1)).tolist()
@@ -754,27 +758,29 @@ def _group_hostings(
 
 
 def _hosting_entries(counts: Any) -> list[dict[str, Any]]:
-    out = []
-    for (asn_v, hosting_name, hosting_org, asn_org, country), n in counts:
-        asn = int(asn_v) if asn_v is not None else None
-        name = hosting_name or asn_org
-        if asn is None and name is None and country is None:
-            continue
-        inner = ", ".join(x for x in (f"AS{asn}" if asn else None, country) if x)
-        label = f"{name or 'unknown network'} ({inner})" if inner else str(name)
-        out.append(
-            {
-                "asn": asn,
-                "asn_org": asn_org,
-                "organisation_id": hosting_org,
-                "name": name,
-                "country": country,
-                "label": label,
-                "flows": n,
-            }
-        )
+    out = [e for key, n in counts if (e := _hosting_entry(key, n)) is not None]
     out.sort(key=lambda h: (-int(str(h["flows"])), str(h["label"])))
     return out
+
+
+def _hosting_entry(key: tuple[Any, ...], n: int) -> dict[str, Any] | None:
+    """One network of an endpoint row, with its flows; None when nothing is known of it."""
+    asn_v, hosting_name, hosting_org, asn_org, country = key
+    asn = int(asn_v) if asn_v is not None else None
+    name = hosting_name or asn_org
+    if asn is None and name is None and country is None:
+        return None
+    inner = ", ".join(x for x in (f"AS{asn}" if asn else None, country) if x)
+    label = f"{name or 'unknown network'} ({inner})" if inner else str(name)
+    return {
+        "asn": asn,
+        "asn_org": asn_org,
+        "organisation_id": hosting_org,
+        "name": name,
+        "country": country,
+        "label": label,
+        "flows": n,
+    }
 
 
 def _recipient_text(
