@@ -227,14 +227,22 @@ def annotate_distinct(kb: KnowledgeBase, flows: pd.DataFrame) -> pd.DataFrame:
     limit = 0.8 * len(flows)  # hardly fewer rows than that: not worth the gathering
     keys.sort(key=lambda c: c != columns.SERVER_IP)  # the most varied first: it decides soonest
     codes = np.zeros(len(flows), dtype=np.int64)
+    radix = 1  # codes < radix: one mixed-radix code, made dense again only before overflow
     for c in keys:
-        vcodes, uniq = pd.factorize(flows[c], use_na_sentinel=True)
+        column = flows[c]
+        if column.dtype == object and not column.notna().any():
+            continue  # no value at all (most evidence columns): one code for every row
+        vcodes, uniq = pd.factorize(column, use_na_sentinel=True)
         if len(uniq) > limit:  # a capture of many servers: every row is (nearly) distinct
             return kb.annotate(flows)
         if len(uniq) == 0:
-            continue  # no value at all: one code for every row
+            continue
+        if radix * (len(uniq) + 1) >= 2**62:
+            dense, seen = pd.factorize(codes)
+            codes, radix = dense.astype(np.int64), len(seen)
         codes = codes * (len(uniq) + 1) + (vcodes.astype(np.int64) + 1)
-        codes = pd.factorize(codes)[0].astype(np.int64)  # dense again: never overflows
+        radix *= len(uniq) + 1
+    codes = pd.factorize(codes)[0].astype(np.int64)
     n_keys = int(codes.max()) + 1
     if n_keys > limit:
         return kb.annotate(flows)
