@@ -718,10 +718,15 @@ def _hosting_codes(
     server country), and the tuple each integer stands for; each column given as codes and
     the value of each code (code -1: the last value)."""
     codes = np.zeros(len(cols[0][0]), dtype=np.int64)
+    radix = 1  # one mixed-radix code, made dense again only before it could overflow
     for c, values in cols:
         same, uniq = pd.factorize(values, use_na_sentinel=True)  # values equal as values
-        vcodes = same[c]
-        codes = pd.factorize(codes * (len(uniq) + 1) + (vcodes + 1))[0].astype(np.int64)
+        if radix * (len(uniq) + 1) >= 2**62:
+            dense, seen = pd.factorize(codes)
+            codes, radix = dense.astype(np.int64), len(seen)
+        codes = codes * (len(uniq) + 1) + (same[c].astype(np.int64) + 1)
+        radix *= len(uniq) + 1
+    codes = pd.factorize(codes)[0].astype(np.int64)
     _, first = np.unique(codes, return_index=True)
     keys = [tuple(values[c[i]] for c, values in cols) for i in first.tolist()]
     return codes, keys
