@@ -393,7 +393,8 @@ def _endpoints(
     host_l = [str(x) for x in names.tolist()]
     org_l = [str(x) for x in orgs.tolist()]
     org_name_l, parent_l, country_l = (
-        [_s(x) for x in c.tolist()] for c in (org_name, parent, country)
+        [x if isinstance(x, str) and x else None for x in c.tolist()]
+        for c in (org_name, parent, country)
     )
     cat_codes, cat_values = pd.factorize(cats, use_na_sentinel=True)
     cat_lists = [sorted(c for c in str(v or "").split(";") if c) for v in cat_values.tolist()]
@@ -585,6 +586,10 @@ def _after_boot(
     ]
 
 
+_YEAR_1000_US = -30_610_224_000_000_000  # 1000-01-01 in microseconds since the epoch
+_YEAR_10000_US = 253_402_300_800_000_000  # 10000-01-01
+
+
 def _ts_many(seconds: list[float]) -> list[str | None]:
     """Each time (seconds since the epoch) as ISO-8601 UTC text with microseconds (None for
     NaN), as ``strftime("%Y-%m-%dT%H:%M:%S.%fZ")`` writes it: the date formatted once per
@@ -592,6 +597,15 @@ def _ts_many(seconds: list[float]) -> list[str | None]:
     arr = np.asarray(seconds, dtype="float64")
     ok = ~np.isnan(arr)
     us = pd.to_datetime(arr[ok], unit="s", utc=True).as_unit("us").asi8
+    if len(us) and _YEAR_1000_US <= us.min() and us.max() < _YEAR_10000_US:
+        # four-digit years, as strftime writes them: numpy writes the same text in C
+        iso = np.datetime_as_string(us.astype("datetime64[us]"), unit="us").tolist()
+        if ok.all():
+            return [t + "Z" for t in iso]
+        done: list[str | None] = [None] * len(arr)
+        for i, t in zip(np.flatnonzero(ok).tolist(), iso, strict=True):
+            done[i] = t + "Z"
+        return done
     day, rem = np.divmod(us, 86_400_000_000)
     days, day_codes = np.unique(day, return_inverse=True)
     dates = pd.to_datetime(days, unit="D").strftime("%Y-%m-%d").tolist()
@@ -629,7 +643,7 @@ def _group_attributions(
 
     out: list[dict[str, Any]] = []
     hosts = [str(names[i]) for i in firsts.tolist()]
-    own = [_s(ips[i]) for i in firsts.tolist()]
+    own = [x if isinstance(x, str) and x else None for x in ips[firsts].tolist()]
     # canonical IPv4 text is its own literal (found by Arrow); anything else is parsed
     v4, _ = address_kinds(hosts)
     literal = [
@@ -728,7 +742,7 @@ def _hosting_codes(
         radix *= len(uniq) + 1
     codes = pd.factorize(codes)[0].astype(np.int64)
     _, first = np.unique(codes, return_index=True)
-    keys = [tuple(values[c[i]] for c, values in cols) for i in first.tolist()]
+    keys = list(zip(*(values[c[first]].tolist() for c, values in cols), strict=True))
     return codes, keys
 
 
