@@ -415,15 +415,9 @@ def _with_names(known: dict[str, str], names: dict[str, Any]) -> dict[str, str]:
     does not hold yet; an address given several names keeps the first. Each name is
     normalised once, and the addresses are added by dict operations, not one by one."""
     items = list(names.items())[::-1]  # the first name seen written last: it is kept
-    found: dict[str, str] = dict(
-        zip(
-            itertools.chain.from_iterable(addrs for _, addrs in items),
-            itertools.chain.from_iterable(
-                itertools.repeat(name.lower().rstrip("."), len(addrs)) for name, addrs in items
-            ),
-            strict=True,
-        )
-    )
+    addrs = itertools.chain(*(a for _, a in items))
+    norm = itertools.chain(*(itertools.repeat(n.lower().rstrip("."), len(a)) for n, a in items))
+    found: dict[str, str] = dict(zip(addrs, norm, strict=True))
     if not known:
         return found
     return {**found, **known}
@@ -588,15 +582,13 @@ def _cert_source(sha256: pd.Series) -> np.ndarray:
 
 
 def _flow_id_text(rel: str, numbers: np.ndarray) -> Any:
-    """:func:`flow_ids` as the table's text column (made in Arrow: no Python string each,
-    and no pandas text column of the numbers between)."""
+    """:func:`flow_ids` as the table's text column (made in Arrow: no Python string each)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     text = pc.cast(pa.array(np.asarray(numbers, dtype=np.int64)), pa.large_string())
-    head = pa.scalar(rel + "#", type=pa.large_string())
-    joined = pc.binary_join_element_wise(head, text, pa.scalar("", type=pa.large_string()))
-    return pd.array(joined, dtype="str")
+    head, empty = (pa.scalar(x, type=pa.large_string()) for x in (rel + "#", ""))
+    return pd.array(pc.binary_join_element_wise(head, text, empty), dtype="str")
 
 
 def flow_ids(rel: str, numbers: np.ndarray) -> np.ndarray:
@@ -629,15 +621,10 @@ def _queries(dns: pd.DataFrame, fids: np.ndarray) -> tuple[np.ndarray, list[str]
     qs = np.asarray(names, dtype=object)[r]
     starts = np.flatnonzero(np.r_[True, fid[1:] != fid[:-1]])
     ends = np.r_[starts[1:], len(fid)]
-    # a flow that asked one name reads it from the names (one Arrow string each), one that
-    # asked several its own joined text
-    single = ends - starts == 1
+    single = ends - starts == 1  # one name asked: read from the names; several: joined
     several = np.flatnonzero(~single)
-    code = np.empty(len(starts), dtype=np.int64)
-    code[single] = r[starts[single]]
-    code[several] = len(names) + np.arange(len(several))
-    joined = [";".join(qs[starts[k] : ends[k]]) for k in several.tolist()]
-    values = [*names, *joined, ""]
+    code = np.where(single, r[starts], len(names) + np.cumsum(~single) - 1)
+    values = [*names, *(";".join(qs[starts[k] : ends[k]]) for k in several.tolist()), ""]
     # each flow's position among the flows that asked (the last code: asked none)
     at = np.searchsorted(fid[starts], fids)
     at_c = np.minimum(at, len(starts) - 1)
