@@ -10,9 +10,11 @@ from ``generated_at``.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,7 @@ from auditor.errors import AuditorError
 from auditor.intel.cache import load_index
 from auditor.intel.kb import KnowledgeBase, cert_from_columns, show_lookalikes
 from auditor.intel.lookalike import name_warnings
+from auditor.intel.model import Attribution, Exposure
 from auditor.records import CANARY_HOST
 from auditor.session import Session
 from auditor.timeutil import now_iso
@@ -72,6 +75,39 @@ def analyze(
 ) -> Analysis:
     """Analyse sessions into findings (see the module's text). ``decrypt``: the rules of a
     ``--decrypt`` file (:func:`auditor.analysis.decrypt.load_rules`)."""
+    with _gc_paused():
+        return _analyze(
+            sessions, policy=policy, intel=intel, identifiers=identifiers, claims=claims,
+            artifacts_dir=artifacts_dir, decrypt=decrypt,
+        )  # fmt: skip
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector, as the capture reader does
+    (``auditor.packets.flows``): the document of a large session is millions of long-lived
+    objects without cycles (endpoint rows, flow ids), and each full collection walked them
+    all again (0.4 s of a 4 s analysis of a 1M-packet session). Reference counting still
+    frees garbage at once; the collector resumes after."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def _analyze(
+    sessions: list[Path],
+    *,
+    policy: Policy | None,
+    intel: list[Path] | None,
+    identifiers: dict[str, str] | None,
+    claims: list[Claim] | None,
+    artifacts_dir: Path | None,
+    decrypt: Any,
+) -> Analysis:
     if not sessions:
         raise AuditorError("no session to analyse")
     policy = policy or load_policy("default")
@@ -103,11 +139,13 @@ def analyze(
     # (auditor.intel.cache: 0.4 s of YAML checks saved)
     kb = KnowledgeBase.load(extra=list(intel)) if intel else load_index()
     # auditor's own interception check (the canary) is not the phone's traffic
-    if len(flows):
-        names = (
-            flows[columns.NAME].astype(object).where(flows[columns.NAME].notna(), "").astype(str)
-        )
-        canary = (names == CANARY_HOST) | names.str.endswith("." + CANARY_HOST)
+    if len(flows):  # each distinct name looked at once
+        hits = [
+            v
+            for v in flows[columns.NAME].dropna().unique().tolist()
+            if str(v) == CANARY_HOST or str(v).endswith("." + CANARY_HOST)
+        ]
+        canary = flows[columns.NAME].isin(hits) if hits else pd.Series(False, index=flows.index)
     else:
         canary = pd.Series(dtype=bool)
     if canary.any():
@@ -189,14 +227,22 @@ def annotate_distinct(kb: KnowledgeBase, flows: pd.DataFrame) -> pd.DataFrame:
     limit = 0.8 * len(flows)  # hardly fewer rows than that: not worth the gathering
     keys.sort(key=lambda c: c != columns.SERVER_IP)  # the most varied first: it decides soonest
     codes = np.zeros(len(flows), dtype=np.int64)
+    radix = 1  # codes < radix: one mixed-radix code, made dense again only before overflow
     for c in keys:
-        vcodes, uniq = pd.factorize(flows[c], use_na_sentinel=True)
+        column = flows[c]
+        if column.dtype == object and not column.notna().any():
+            continue  # no value at all (most evidence columns): one code for every row
+        vcodes, uniq = pd.factorize(column, use_na_sentinel=True)
         if len(uniq) > limit:  # a capture of many servers: every row is (nearly) distinct
             return kb.annotate(flows)
         if len(uniq) == 0:
-            continue  # no value at all: one code for every row
+            continue
+        if radix * (len(uniq) + 1) >= 2**62:
+            dense, seen = pd.factorize(codes)
+            codes, radix = dense.astype(np.int64), len(seen)
         codes = codes * (len(uniq) + 1) + (vcodes.astype(np.int64) + 1)
-        codes = pd.factorize(codes)[0].astype(np.int64)  # dense again: never overflows
+        radix *= len(uniq) + 1
+    codes = pd.factorize(codes)[0].astype(np.int64)
     n_keys = int(codes.max()) + 1
     if n_keys > limit:
         return kb.annotate(flows)
@@ -347,7 +393,8 @@ def _endpoints(
     host_l = [str(x) for x in names.tolist()]
     org_l = [str(x) for x in orgs.tolist()]
     org_name_l, parent_l, country_l = (
-        [_s(x) for x in c.tolist()] for c in (org_name, parent, country)
+        [x if isinstance(x, str) and x else None for x in c.tolist()]
+        for c in (org_name, parent, country)
     )
     cat_codes, cat_values = pd.factorize(cats, use_na_sentinel=True)
     cat_lists = [sorted(c for c in str(v or "").split(";") if c) for v in cat_values.tolist()]
@@ -539,6 +586,10 @@ def _after_boot(
     ]
 
 
+_YEAR_1000_US = -30_610_224_000_000_000  # 1000-01-01 in microseconds since the epoch
+_YEAR_10000_US = 253_402_300_800_000_000  # 10000-01-01
+
+
 def _ts_many(seconds: list[float]) -> list[str | None]:
     """Each time (seconds since the epoch) as ISO-8601 UTC text with microseconds (None for
     NaN), as ``strftime("%Y-%m-%dT%H:%M:%S.%fZ")`` writes it: the date formatted once per
@@ -546,6 +597,15 @@ def _ts_many(seconds: list[float]) -> list[str | None]:
     arr = np.asarray(seconds, dtype="float64")
     ok = ~np.isnan(arr)
     us = pd.to_datetime(arr[ok], unit="s", utc=True).as_unit("us").asi8
+    if len(us) and _YEAR_1000_US <= us.min() and us.max() < _YEAR_10000_US:
+        # four-digit years, as strftime writes them: numpy writes the same text in C
+        iso = np.datetime_as_string(us.astype("datetime64[us]"), unit="us").tolist()
+        if ok.all():
+            return [t + "Z" for t in iso]
+        done: list[str | None] = [None] * len(arr)
+        for i, t in zip(np.flatnonzero(ok).tolist(), iso, strict=True):
+            done[i] = t + "Z"
+        return done
     day, rem = np.divmod(us, 86_400_000_000)
     days, day_codes = np.unique(day, return_inverse=True)
     dates = pd.to_datetime(days, unit="D").strftime("%Y-%m-%d").tolist()
@@ -583,7 +643,7 @@ def _group_attributions(
 
     out: list[dict[str, Any]] = []
     hosts = [str(names[i]) for i in firsts.tolist()]
-    own = [_s(ips[i]) for i in firsts.tolist()]
+    own = [x if isinstance(x, str) and x else None for x in ips[firsts].tolist()]
     # canonical IPv4 text is its own literal (found by Arrow); anything else is parsed
     v4, _ = address_kinds(hosts)
     literal = [
@@ -592,19 +652,23 @@ def _group_attributions(
     ]
     eff = [o if literal[k] is None else (o or literal[k]) for k, o in enumerate(own)]
     distinct = sorted({e for e in eff if e is not None} | {o for o in own if o is not None})
-    facts = dict(zip(distinct, kb.ipdb.lookup_rows(distinct), strict=True))
+    at = {ip: j for j, ip in enumerate(distinct)}
+    facts = kb.ipdb.lookup_columns(distinct)
     # Each group keyed on (its host when named, its address's facts, its name evidence when
-    # named) as one integer: the facts key leaves out the country, which the legal exposure
-    # reads. The first group of each key is looked up, the others share its JSON form.
-    sigs: dict[tuple[Any, ...], int] = {}
-    sig_of = {ip: sigs.setdefault((kb._facts_key(f), f[1]), len(sigs)) for ip, f in facts.items()}
+    # named) as one integer: the facts key (KnowledgeBase._facts_codes, equal where
+    # _facts_key is) leaves out the country, which the legal exposure reads. The first group
+    # of each key is looked up, the others share its JSON form.
+    country, _ = pd.factorize(facts.country, use_na_sentinel=True)
+    sig_codes = pd.factorize(
+        kb._facts_codes(facts) * (int(country.max(initial=-1)) + 2) + (country + 1)
+    )[0].tolist()
     named = np.asarray(
         [h != _NO_NAME and lit is None for h, lit in zip(hosts, literal, strict=True)], dtype=bool
     )
     key = np.zeros(len(hosts), dtype=np.int64)
     parts = [
         np.where(named, pd.factorize(np.asarray(hosts, dtype=object))[0], -1),
-        np.asarray([-1 if ip is None else sig_of[ip] for ip in eff], dtype=np.int64),
+        np.asarray([-1 if ip is None else sig_codes[at[ip]] for ip in eff], dtype=np.int64),
     ]
     ev_key = np.zeros(len(hosts), dtype=np.int64)
     for v in evidence_cols.values():
@@ -615,6 +679,7 @@ def _group_attributions(
         key = pd.factorize(key * (int(p.max(initial=-1)) + 2) + (p + 1))[0].astype(np.int64)
     _, first = np.unique(key, return_index=True)  # dense codes: the first group of each
     made: list[dict[str, Any]] = []
+    memo: dict[Any, tuple[Any, dict[str, Any]]] = {}
     for k in first.tolist():
         host, own_ip, i0 = hosts[k], own[k], int(firsts[k])
         attribution = kb.lookup(
@@ -622,11 +687,42 @@ def _group_attributions(
             own_ip,
             cert=cert_from_columns({c: v[i0] for c, v in evidence_cols.items()}),
             cnames=[x for x in str(evidence_cols[columns.CNAMES][i0] or "").split(";") if x],
-            known=IpFacts(*facts[own_ip]) if own_ip is not None else None,
+            known=IpFacts(*(c[at[own_ip]] for c in facts)) if own_ip is not None else None,
         )
-        made.append(attribution.to_json())
+        made.append(_row_json(attribution, memo))
     out.extend(made[c] for c in key.tolist())
     return out
+
+
+def _row_json(a: Attribution, memo: dict[Any, tuple[Any, dict[str, Any]]]) -> dict[str, Any]:
+    """The fields of ``a.to_json()`` an endpoint row reads. A fact, source, exposure or piece
+    of evidence is made JSON once per call of :func:`_group_attributions` and its JSON form
+    shared (thousands of names share their organisation's facts and the server countries'
+    laws): read, never changed in place, as the attributions themselves."""
+
+    def js(x: Any) -> dict[str, Any]:
+        if isinstance(x, Exposure):  # made afresh per lookup for a server's country
+            k: Any = (x.country, x.country_name, x.via, x.organisation, id(x.facts),
+                      x.intelligence_obligation)  # fmt: skip
+        else:
+            k = id(x)
+        hit = memo.get(k)
+        if hit is None:  # the object is kept beside its JSON: its id is never reused
+            hit = memo[k] = (x, x.to_json())
+        return hit[1]
+
+    return {
+        "organisation_name": a.organisation_name,
+        "basis": str(a.basis),
+        "confidence": str(a.confidence),
+        "evidence": [js(e) for e in a.evidence],
+        "conflicts": [js(e) for e in a.conflicts],
+        "state_control": [js(f) for f in a.state_control],
+        "legal_exposure": [js(e) for e in a.legal_exposure],
+        "state_link": [js(f) for f in a.state_link],
+        "jurisdiction": [js(f) for f in a.jurisdiction],
+        "sources": [js(s) for s in a.sources],
+    }
 
 
 def _hosting_codes(
@@ -636,12 +732,17 @@ def _hosting_codes(
     server country), and the tuple each integer stands for; each column given as codes and
     the value of each code (code -1: the last value)."""
     codes = np.zeros(len(cols[0][0]), dtype=np.int64)
+    radix = 1  # one mixed-radix code, made dense again only before it could overflow
     for c, values in cols:
         same, uniq = pd.factorize(values, use_na_sentinel=True)  # values equal as values
-        vcodes = same[c]
-        codes = pd.factorize(codes * (len(uniq) + 1) + (vcodes + 1))[0].astype(np.int64)
+        if radix * (len(uniq) + 1) >= 2**62:
+            dense, seen = pd.factorize(codes)
+            codes, radix = dense.astype(np.int64), len(seen)
+        codes = codes * (len(uniq) + 1) + (same[c].astype(np.int64) + 1)
+        radix *= len(uniq) + 1
+    codes = pd.factorize(codes)[0].astype(np.int64)
     _, first = np.unique(codes, return_index=True)
-    keys = [tuple(values[c[i]] for c, values in cols) for i in first.tolist()]
+    keys = list(zip(*(values[c[first]].tolist() for c, values in cols), strict=True))
     return codes, keys
 
 
@@ -662,9 +763,9 @@ def _group_hostings(
     pair, uniq = pd.factorize(group.astype(np.int64) * width + codes)
     counts = np.bincount(pair)
     p_group, p_key = np.divmod(np.asarray(uniq, dtype=np.int64), width)
-    entries = [_hosting_entries([(k, 0)]) for k in keys]
-    shown = np.asarray([bool(e) for e in entries], dtype=bool)
-    labels = np.asarray([e[0]["label"] if e else "" for e in entries], dtype=object)
+    entries = [_hosting_entry(k, 0) for k in keys]
+    shown = np.asarray([e is not None for e in entries], dtype=bool)
+    labels = np.asarray([e["label"] if e else "" for e in entries], dtype=object)
     _, label_rank = np.unique(labels, return_inverse=True)
     keep = np.flatnonzero(shown[p_key])
     # factorize numbers pairs in the order they first appear: group, then first reach
@@ -676,7 +777,7 @@ def _group_hostings(
     for j, (k, c) in enumerate(
         zip(p_key[sel][kc_first].tolist(), counts[sel][kc_first].tolist(), strict=True)
     ):
-        made[j] = {**entries[k][0], "flows": c}
+        made[j] = {**entries[k], "flows": c}
     which = np.searchsorted(kc, p_key[sel] * (int(counts.max()) + 1) + counts[sel])
     flat = made[which].tolist()
     bounds = np.searchsorted(p_group[sel], np.arange(n_groups + 1)).tolist()
@@ -684,27 +785,29 @@ def _group_hostings(
 
 
 def _hosting_entries(counts: Any) -> list[dict[str, Any]]:
-    out = []
-    for (asn_v, hosting_name, hosting_org, asn_org, country), n in counts:
-        asn = int(asn_v) if asn_v is not None else None
-        name = hosting_name or asn_org
-        if asn is None and name is None and country is None:
-            continue
-        inner = ", ".join(x for x in (f"AS{asn}" if asn else None, country) if x)
-        label = f"{name or 'unknown network'} ({inner})" if inner else str(name)
-        out.append(
-            {
-                "asn": asn,
-                "asn_org": asn_org,
-                "organisation_id": hosting_org,
-                "name": name,
-                "country": country,
-                "label": label,
-                "flows": n,
-            }
-        )
+    out = [e for key, n in counts if (e := _hosting_entry(key, n)) is not None]
     out.sort(key=lambda h: (-int(str(h["flows"])), str(h["label"])))
     return out
+
+
+def _hosting_entry(key: tuple[Any, ...], n: int) -> dict[str, Any] | None:
+    """One network of an endpoint row, with its flows; None when nothing is known of it."""
+    asn_v, hosting_name, hosting_org, asn_org, country = key
+    asn = int(asn_v) if asn_v is not None else None
+    name = hosting_name or asn_org
+    if asn is None and name is None and country is None:
+        return None
+    inner = ", ".join(x for x in (f"AS{asn}" if asn else None, country) if x)
+    label = f"{name or 'unknown network'} ({inner})" if inner else str(name)
+    return {
+        "asn": asn,
+        "asn_org": asn_org,
+        "organisation_id": hosting_org,
+        "name": name,
+        "country": country,
+        "label": label,
+        "flows": n,
+    }
 
 
 def _recipient_text(

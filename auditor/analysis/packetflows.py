@@ -25,6 +25,7 @@ again, or for the first time after ``auditor import`` read it, does not read it 
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -413,9 +414,10 @@ def _with_names(known: dict[str, str], names: dict[str, Any]) -> dict[str, str]:
     """``known`` with the addresses DNS gave each name (``{name: [address, ...]}``) that it
     does not hold yet; an address given several names keeps the first. Each name is
     normalised once, and the addresses are added by dict operations, not one by one."""
-    found: dict[str, str] = {}
-    for name, addrs in reversed(list(names.items())):  # the first name seen written last
-        found.update(dict.fromkeys(addrs, name.lower().rstrip(".")))
+    items = list(names.items())[::-1]  # the first name seen written last: it is kept
+    addrs = itertools.chain(*(a for _, a in items))
+    norm = itertools.chain(*(itertools.repeat(n.lower().rstrip("."), len(a)) for n, a in items))
+    found: dict[str, str] = dict(zip(addrs, norm, strict=True))
     if not known:
         return found
     return {**found, **known}
@@ -581,7 +583,12 @@ def _cert_source(sha256: pd.Series) -> np.ndarray:
 
 def _flow_id_text(rel: str, numbers: np.ndarray) -> Any:
     """:func:`flow_ids` as the table's text column (made in Arrow: no Python string each)."""
-    return (rel + "#" + pd.Series(numbers, dtype=np.int64).astype(str)).array
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    text = pc.cast(pa.array(np.asarray(numbers, dtype=np.int64)), pa.large_string())
+    head, empty = (pa.scalar(x, type=pa.large_string()) for x in (rel + "#", ""))
+    return pd.array(pc.binary_join_element_wise(head, text, empty), dtype="str")
 
 
 def flow_ids(rel: str, numbers: np.ndarray) -> np.ndarray:
@@ -614,16 +621,15 @@ def _queries(dns: pd.DataFrame, fids: np.ndarray) -> tuple[np.ndarray, list[str]
     qs = np.asarray(names, dtype=object)[r]
     starts = np.flatnonzero(np.r_[True, fid[1:] != fid[:-1]])
     ends = np.r_[starts[1:], len(fid)]
-    joined = np.empty(len(starts), dtype=object)
-    single = ends - starts == 1
-    joined[single] = qs[starts[single]]
-    for k in np.flatnonzero(~single):
-        joined[k] = ";".join(qs[starts[k] : ends[k]])
+    single = ends - starts == 1  # one name asked: read from the names; several: joined
+    several = np.flatnonzero(~single)
+    code = np.where(single, r[starts], len(names) + np.cumsum(~single) - 1)
+    values = [*names, *(";".join(qs[starts[k] : ends[k]]) for k in several.tolist()), ""]
     # each flow's position among the flows that asked (the last code: asked none)
     at = np.searchsorted(fid[starts], fids)
     at_c = np.minimum(at, len(starts) - 1)
     found = (at < len(starts)) & (fid[starts][at_c] == fids)
-    return np.where(found, at_c, len(starts)), [*joined.tolist(), ""]
+    return np.where(found, code[at_c], len(values) - 1), values
 
 
 def distinct_sorted(values: np.ndarray) -> np.ndarray:

@@ -644,13 +644,18 @@ class StateLinkedContact(Rule):
         firsts = pd.Series(np.arange(len(df))).groupby(codes, sort=True).first().to_numpy()
         bases = [ctx.state_basis(r) for r in _rows(df[cols].iloc[firsts])]
         mask = np.array([bool(b) for b in bases], dtype=bool)[codes]
-        linked, lcodes = df[mask], codes[mask]
+        at = np.flatnonzero(mask)
+        lcodes = codes[mask]
+        # only the columns read below are gathered (the whole table is 80 columns)
+        read = [columns.ORGANISATION_NAME, columns.FLOW_ID, columns.NAME, columns.BYTES_UP]
+        read += [c for c in _EVIDENCE_COLUMNS if c in df.columns and c not in read]
+        linked = df[[c for c in read if c in df.columns]].iloc[at]
         for org, pos in sorted(
             linked.groupby(columns.ORGANISATION_NAME, dropna=True).indices.items(),
             key=lambda g: str(g[0]),
         ):
             grp = linked.iloc[pos]
-            row = grp.iloc[0]
+            row = df.iloc[int(at[pos[0]])]
             basis = list(dict.fromkeys(b for c in sorted(set(lcodes[pos])) for b in bases[c]))
             yield self.finding(
                 ctx,
@@ -708,7 +713,10 @@ def _dns_mask(df: pd.DataFrame) -> np.ndarray:
     mask = np.zeros(len(df), dtype=bool)
     if columns.DNS_QUERIES in df.columns:
         q = df[columns.DNS_QUERIES]
-        mask |= (q.notna() & (q.astype(object).where(q.notna(), "") != "")).to_numpy()
+        if isinstance(q.dtype, pd.StringDtype):  # compared by Arrow, no object per row
+            mask |= (q.notna() & q.ne("")).fillna(False).to_numpy(dtype=bool)
+        else:
+            mask |= (q.notna() & (q.astype(object).where(q.notna(), "") != "")).to_numpy()
     if columns.SERVER_PORT in df.columns:
         port = pd.to_numeric(df[columns.SERVER_PORT], errors="coerce")
         mask |= port.isin((53, 853, 5353)).to_numpy()
@@ -716,10 +724,22 @@ def _dns_mask(df: pd.DataFrame) -> np.ndarray:
 
 
 def _group_codes(ctx: Context, frame: pd.DataFrame) -> np.ndarray:
-    """Per row: a code for its (name, recipient) group."""
-    names = frame[columns.NAME].astype(object).where(frame[columns.NAME].notna(), "")
-    keys = pd.DataFrame({"n": names.astype(str), "r": ctx.recipient_key(frame).astype(str)})
-    return keys.groupby(["n", "r"], sort=False).ngroup().to_numpy()
+    """Per row: a code for its (name, recipient) group, the groups numbered in the order
+    they first appear; a value is its text (``str``), a missing one "" (each distinct value
+    made text once)."""
+    names = _text_codes(frame[columns.NAME])
+    recipients = _text_codes(ctx.recipient_key(frame))
+    width = int(recipients.max(initial=0)) + 1
+    return np.asarray(pd.factorize(names * width + recipients)[0], dtype=np.int64)
+
+
+def _text_codes(column: pd.Series) -> np.ndarray:
+    """Per row: a code for ``str`` of its value ("" where it has none), equal where the
+    texts are."""
+    codes, uniq = pd.factorize(column, use_na_sentinel=True)
+    texts = np.asarray([*(str(u) for u in np.asarray(uniq, dtype=object).tolist()), ""])
+    same = np.asarray(pd.factorize(texts.astype(object))[0], dtype=np.int64)
+    return same[codes]  # code -1 (no value) reads the last text: ""
 
 
 class Beacon(Rule):

@@ -168,6 +168,10 @@ class _NameRungs:
 
 _NO_NAME = _NameRungs((), (), (), ())
 
+# a name as KnowledgeBase.lookup reads it (KnowledgeBase._named), or none
+_Named = tuple[str, _NameRungs, tuple[_Rung, ...], tuple[_Rung, ...], tuple[_Rung, ...], str | None]
+_INVALID: Any = ("", _NO_NAME, (), (), (), None)
+
 
 def _flag(entries: Sequence[IntelEntry]) -> dict[str, Any]:
     if not entries:
@@ -187,6 +191,22 @@ class _OrgView:
     state_control: tuple[Fact, ...]
     exposure: tuple[Exposure, ...]
     jurisdiction: tuple[Fact, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Recipient:
+    """What a name's rungs say of its recipient (:meth:`KnowledgeBase._recipient`)."""
+
+    win: _Rung | None
+    view: _OrgView | None
+    org: Organisation | None
+    org_id: str | None
+    exposure: tuple[Exposure, ...]  # through headquarters
+    exposure_countries: frozenset[str]
+    conflicts: tuple[NameEvidence, ...]
+    evidence: tuple[NameEvidence, ...]
+    sources: tuple[Source, ...]  # before the hosting's
+    root: str | None
 
 
 def _dedupe_sources(items: Iterable[Source]) -> tuple[Source, ...]:
@@ -372,6 +392,8 @@ class KnowledgeBase:
                 if key:
                     self._org_names.setdefault(key, org.id)
         self._host_cache: dict[str, _NameRungs] = {}
+        self._named_cache: dict[tuple[Any, ...], _Named] = {}
+        self._recipient_cache: dict[int, tuple[_NameRungs, _Recipient]] = {}
         self._org_cache: dict[str, _OrgView] = {}
         self._lock = threading.Lock()
 
@@ -380,11 +402,15 @@ class KnowledgeBase:
         state = dict(self.__dict__)
         state.pop("_lock", None)
         state["_host_cache"] = {}
+        state["_named_cache"] = {}
+        state["_recipient_cache"] = {}
         state["_ipdb"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self.__dict__.setdefault("_named_cache", {})
+        self.__dict__.setdefault("_recipient_cache", {})
         self._lock = threading.Lock()
 
     # --- loading -----------------------------------------------------------------------------
@@ -642,12 +668,51 @@ class KnowledgeBase:
             addr = parse_ip(host)
             if addr is not None:  # a flow named by its address: look the address up
                 return self.lookup(None, ip or str(addr), known=known if ip else None)
-        # a lookalike's shown form (annotate() puts it in the flow table) stands for its key
-        name = inspect_host(host) or inspect_host(key_of_shown(host))
-        if name is None:
+        if cache:  # a flow table asks for one name many times (annotate, then endpoints)
+            key = (host, cert, tuple(cnames))
+            named = self._named_cache.get(key)
+            if named is None:
+                named = self._named(host, cert, cnames, cache=True)
+                with self._lock:
+                    if len(self._named_cache) >= HOST_CACHE_LIMIT:
+                        self._named_cache.clear()
+                    self._named_cache[key] = named
+        else:
+            named = self._named(host, cert, cnames, cache=False)
+        if named is _INVALID:
             rungs = self._ip_rungs(facts) if facts is not None else _NO_NAME
             return self._attribution(safe_text(host), facts.ip if facts else None, rungs, facts,
                                      note="not a valid host name")  # fmt: skip
+        norm, rungs, extra, hosting, witness, note = named
+        if facts is not None and self._intel and facts.reason != NOT_AN_IP:
+            ip_intel = self._intel_ip(facts.ip)
+        else:
+            ip_intel = []
+        merged = bool(extra or hosting or witness or ip_intel)
+        if merged:
+            rungs = _NameRungs(
+                rungs.recipient + extra,
+                rungs.hosting + hosting,
+                tuple(sorted({*rungs.labels, *(e.label for e in ip_intel)})),
+                _dedupe_sources((*rungs.intel_sources, *(e.source for e in ip_intel))),
+                rungs.flagged or _flag(ip_intel).get("flagged"),
+                rungs.flag_note or _flag(ip_intel).get("flag_note"),
+                rungs.witness + witness,
+            )
+        return self._attribution(
+            norm, facts.ip if facts else None, rungs, facts, note=note, shared=cache and not merged
+        )
+
+    def _named(
+        self, host: str, cert: CertSubject | None, cnames: Sequence[str], *, cache: bool
+    ) -> _Named:
+        """What :meth:`lookup` reads of a name and its evidence, whatever the address: the
+        name's key, its rungs, the rungs its certificate and CNAMEs add (recipient, hosting,
+        witness) and its lookalike note; :data:`_INVALID` for a name that is none."""
+        # a lookalike's shown form (annotate() puts it in the flow table) stands for its key
+        name = inspect_host(host) or inspect_host(key_of_shown(host))
+        if name is None:
+            return _INVALID
         norm = name.key
         rungs = self._host_rungs(norm) if cache else self._name_rungs(norm)
         extra: list[_Rung] = []
@@ -660,22 +725,8 @@ class KnowledgeBase:
         if cnames:
             for r in self._cname_rungs(norm, cnames):
                 (hosting if r.hosting else extra).append(r)
-        if facts is not None and self._intel and facts.reason != NOT_AN_IP:
-            ip_intel = self._intel_ip(facts.ip)
-        else:
-            ip_intel = []
-        if extra or hosting or witness or ip_intel:
-            rungs = _NameRungs(
-                rungs.recipient + tuple(extra),
-                rungs.hosting + tuple(hosting),
-                tuple(sorted({*rungs.labels, *(e.label for e in ip_intel)})),
-                _dedupe_sources((*rungs.intel_sources, *(e.source for e in ip_intel))),
-                rungs.flagged or _flag(ip_intel).get("flagged"),
-                rungs.flag_note or _flag(ip_intel).get("flag_note"),
-                rungs.witness + tuple(witness),
-            )
         note = name.warning() if name.suspicious else None
-        return self._attribution(norm, facts.ip if facts else None, rungs, facts, note=note)
+        return norm, rungs, tuple(extra), tuple(hosting), tuple(witness), note
 
     # --- the rungs of the ladder ------------------------------------------------------------
 
@@ -1014,48 +1065,45 @@ class KnowledgeBase:
         facts: IpFacts | None,
         *,
         note: str | None = None,
+        shared: bool = False,
     ) -> Attribution:
-        win = rungs.recipient[0] if rungs.recipient else None
-        view = self._org_view(win.ev.organisation) if win and win.ev.organisation else None
-        org = view.org if view else None
+        """``shared``: ``rungs`` is a name's own (kept in the host cache, not merged with a
+        certificate's, CNAMEs' or an address's), so what it says is kept with it
+        (:meth:`_recipient`): a flow table attributes each name once without its address
+        and again with the address of each endpoint row."""
+        if shared or rungs is _NO_NAME:
+            hit = self._recipient_cache.get(id(rungs))
+            if hit is None or hit[0] is not rungs:
+                hit = (rungs, self._recipient(rungs))
+                with self._lock:
+                    if len(self._recipient_cache) >= HOST_CACHE_LIMIT:
+                        self._recipient_cache.clear()
+                    self._recipient_cache[id(rungs)] = hit
+            r = hit[1]
+        else:
+            r = self._recipient(rungs)
+        win = r.win
         server_country = facts.country if facts else None
         cinfo = self.countries.get(server_country) if server_country else None
         # legal exposure through a headquarters comes only from the knowledge base: a data
         # set's country or a certificate's C= is not evidence of where a company is based
-        exposures = list(view.exposure) if view else []
-        if server_country and server_country not in {e.country for e in exposures}:
+        exposures = list(r.exposure)
+        if server_country and server_country not in r.exposure_countries:
             e = self._exposure_of(server_country, "server location", None)
             if e is not None:
                 exposures.append(e)
-        # A conflict is a rung that names a knowledge-base organisation of another family:
-        # two data-set entities the KB does not know (a list "aliyun" beside Alibaba) may be
-        # the same company under two names, and are shown as evidence, not as a conflict.
-        conflicts: list[NameEvidence] = []
-        if win is not None:
-            seen = {win.family}
-            for r in rungs.recipient[1:]:
-                if r.ev.organisation is not None and r.family not in seen:
-                    seen.add(r.family)
-                    conflicts.append(r.ev)
-        hosting = self._hosting(ip, facts, rungs, view.root if view else None)
-        if win is not None and org is None:
-            org_id: str | None = _foreign_id(win)
-        else:
-            org_id = org.id if org else None
-        evidence = tuple(dict.fromkeys(r.ev for r in (*rungs.recipient, *rungs.witness)))
-        sources = [win.ev.source] if win else []
-        sources += [e.source for e in conflicts]
-        sources += list(org.sources if org else ())
-        sources += list(rungs.intel_sources)
+        hosting = self._hosting(ip, facts, rungs, r.root)
+        sources = list(r.sources)
         if hosting is not None and hosting.source is not None:
             sources.append(hosting.source)
         notes = [note, win.note if win else rungs.flag_note]
         if win is None and hosting is not None and (hosting.organisation or hosting.asn_org):
             notes.append(f"unknown operator, hosted by {hosting.label}")
+        view, org = r.view, r.org
         return Attribution(
             host=host,
             ip=ip,
-            organisation=org_id,
+            organisation=r.org_id,
             organisation_name=org.name if org else (win.ev.name if win else None),
             parent=view.parent.id if view and view.parent else None,
             parent_name=view.parent.name if view and view.parent else None,
@@ -1072,14 +1120,44 @@ class KnowledgeBase:
             asn_org=facts.asn_org if facts else None,
             basis=win.ev.basis if win else Basis.NONE,
             confidence=win.ev.confidence if win else Confidence.NONE,
-            evidence=evidence,
-            conflicts=tuple(conflicts),
+            evidence=r.evidence,
+            conflicts=r.conflicts,
             hosting=hosting,
             matched=win.ev.matched if win else rungs.flagged,
             labels=rungs.labels,
             sources=_dedupe_sources(sources),
             note="; ".join(x for x in notes if x) or None,
         )
+
+    def _recipient(self, rungs: _NameRungs) -> _Recipient:
+        """What the rungs of a name say of its recipient, whatever the address."""
+        win = rungs.recipient[0] if rungs.recipient else None
+        view = self._org_view(win.ev.organisation) if win and win.ev.organisation else None
+        org = view.org if view else None
+        exposure = tuple(view.exposure) if view else ()
+        # A conflict is a rung that names a knowledge-base organisation of another family:
+        # two data-set entities the KB does not know (a list "aliyun" beside Alibaba) may be
+        # the same company under two names, and are shown as evidence, not as a conflict.
+        conflicts: list[NameEvidence] = []
+        if win is not None:
+            seen = {win.family}
+            for r in rungs.recipient[1:]:
+                if r.ev.organisation is not None and r.family not in seen:
+                    seen.add(r.family)
+                    conflicts.append(r.ev)
+        if win is not None and org is None:
+            org_id: str | None = _foreign_id(win)
+        else:
+            org_id = org.id if org else None
+        evidence = tuple(dict.fromkeys(r.ev for r in (*rungs.recipient, *rungs.witness)))
+        sources = [win.ev.source] if win else []
+        sources += [e.source for e in conflicts]
+        sources += list(org.sources if org else ())
+        sources += list(rungs.intel_sources)
+        return _Recipient(
+            win, view, org, org_id, exposure, frozenset(e.country for e in exposure),
+            tuple(conflicts), evidence, tuple(sources), view.root if view else None,
+        )  # fmt: skip
 
     def _hosting(
         self, ip: str | None, facts: IpFacts | None, rungs: _NameRungs, root: str | None
@@ -1222,12 +1300,16 @@ class KnowledgeBase:
         # it is another country with laws on record (per row), as _attribution orders them
         ccodes, cuniq = pd.factorize(facts.country, use_na_sentinel=True)
         ccodes = np.append(ccodes, -1)[ip_codes]
-        pair, pairs = pd.factorize(codes * (len(cuniq) + 1) + (ccodes + 1))
+        # per distinct (headquarters countries, server country): lookups share a few lists
+        bases: dict[tuple[str, ...], int] = {}
+        base_of = np.asarray([bases.setdefault(r[-1], len(bases)) for r in rows], dtype=np.int64)
+        base_list = list(bases)
+        pair, pairs = pd.factorize(base_of[codes] * (len(cuniq) + 1) + (ccodes + 1))
         exposure = np.empty(len(pairs), dtype=object)
         laws = [bool(c and self._exposure_of(c, "", None)) for c in cuniq.tolist()]
         for k, v in enumerate(pairs.tolist()):
-            code, c = divmod(int(v), len(cuniq) + 1)
-            parts = list(rows[code][-1])
+            base, c = divmod(int(v), len(cuniq) + 1)
+            parts = list(base_list[base])
             country = cuniq[c - 1] if c else None
             if country and country not in parts and laws[c - 1]:
                 parts.append(f"server:{country}")

@@ -57,19 +57,25 @@ class SuffixList:
     def suffix(self, host: str, *, private: bool = False) -> tuple[str | None, bool]:
         """The longest public suffix of ``host`` and whether it came from the private
         section (only searched with ``private``). ``(None, False)``: no rule matches."""
-        labels = host.split(".")
-        for i in range(len(labels)):
-            rest = labels[i:]
-            name = ".".join(rest)
-            wild = "*." + ".".join(rest[1:]) if len(rest) > 1 else None
-            for rules, is_private in ((self.icann, False), (self.private, True)):
-                if is_private and not private:
-                    continue
+        # each suffix of the host's labels, longest first, as slices of the host (no split
+        # and join per suffix: thousands of names per analysis)
+        sections = (
+            ((self.icann, False), (self.private, True)) if private else ((self.icann, False),)
+        )
+        start = 0
+        while True:
+            name = host[start:]
+            dot = host.find(".", start)
+            tail = host[dot + 1 :] if dot >= 0 else None  # the name without its first label
+            wild = "*." + tail if tail is not None else None
+            for rules, is_private in sections:
                 if "!" + name in rules:
-                    return ".".join(rest[1:]) or None, is_private
+                    return tail or None, is_private
                 if name in rules or (wild is not None and wild in rules):
                     return name, is_private
-        return None, False
+            if dot < 0:
+                return None, False
+            start = dot + 1
 
     def registrable_domain(self, host: str) -> str | None:
         """The suffix (ICANN section) and one more label: ``a.b.example.co.uk`` ->
