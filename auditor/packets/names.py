@@ -279,6 +279,8 @@ class NameCollector:
         # kind -> flow -> its value, or its values when it had several (in the order seen)
         self.names: dict[str, dict[int, str | list[str]]] = {}
         self.hints: dict[int, tuple[int, int]] = {}
+        # the same from UDP DNS queries, a job's at once: flows, packet orders, sides
+        self._dns_hints: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self._order = 0  # of the packet being parsed
         self.dns = DnsStore()
         self.warnings: dict[str, int] = {}
@@ -396,13 +398,8 @@ class NameCollector:
         if queries.size:  # the first query of each flow tells its client side
             flows, first = np.unique(job.flow[queries], return_index=True)
             at = queries[first]
-            hints = self.hints
-            for f, o, d in zip(
-                flows.tolist(), job.order[at].tolist(), job.direction[at].tolist(), strict=True
-            ):
-                known = hints.get(f)
-                if known is None or known[0] > o:
-                    hints[f] = (o, d)
+            side = job.direction[at].astype(np.int64)
+            self._dns_hints.append((flows.astype(np.int64), job.order[at].astype(np.int64), side))
 
     def result(self) -> NameResult:
         self._early.clear()
@@ -423,8 +420,9 @@ class NameCollector:
         if undone:
             self.warnings["quic-clienthello-incomplete"] = undone
         dns, self.dns = self.dns.tables(), DnsStore()
-        names, hints = name_columns(self.names), hint_arrays(self.hints)
-        self.names, self.hints = {}, {}
+        names = name_columns(self.names)
+        hints = earliest_hints([hint_arrays(self.hints), *self._dns_hints])
+        self.names, self.hints, self._dns_hints = {}, {}, []
         return NameResult(names, hints, dns, self.warnings, self.counts, self.certs)
 
     def _hint(self, f: int, d: int) -> None:
@@ -731,11 +729,18 @@ def merge_results(*results: NameResult) -> NameResult:
         _, last = np.unique(flows[::-1], return_index=True)
         keep = np.sort(len(flows) - 1 - last)
         names[kind] = (flows[keep], joined[keep], first[keep])
-    # a flow's client side from the earliest packet that told (the least (order, side))
-    hf, ho, hs = (np.concatenate([r.hints[i] for r in results]) for i in range(3))
+    hints = earliest_hints([r.hints for r in results])
+    return NameResult(names, hints, dns, warnings, counts, certs)
+
+
+def earliest_hints(
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Client-side hints (flows, packet orders, sides) as one per flow: the earliest packet
+    that told (the least (order, side)), sorted by flow."""
+    hf, ho, hs = (np.concatenate([p[i] for p in parts]).astype(np.int64) for i in range(3))
     order = np.lexsort((hs, ho, hf))
     hf, ho, hs = hf[order], ho[order], hs[order]
     first_of = np.ones(len(hf), dtype=bool)
     first_of[1:] = hf[1:] != hf[:-1]
-    hints = (hf[first_of], ho[first_of], hs[first_of])
-    return NameResult(names, hints, dns, warnings, counts, certs)
+    return hf[first_of], ho[first_of], hs[first_of]
