@@ -10,11 +10,9 @@ from ``generated_at``.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +35,7 @@ from auditor.analysis.policy import Policy, load_policy
 from auditor.analysis.report import write_report
 from auditor.analysis.rules import Context, default_rules, run_rules
 from auditor.errors import AuditorError
+from auditor.gcpause import gc_paused
 from auditor.intel.cache import load_index
 from auditor.intel.kb import KnowledgeBase, cert_from_columns, show_lookalikes
 from auditor.intel.lookalike import name_warnings
@@ -75,27 +74,11 @@ def analyze(
 ) -> Analysis:
     """Analyse sessions into findings (see the module's text). ``decrypt``: the rules of a
     ``--decrypt`` file (:func:`auditor.analysis.decrypt.load_rules`)."""
-    with _gc_paused():
+    with gc_paused():
         return _analyze(
             sessions, policy=policy, intel=intel, identifiers=identifiers, claims=claims,
             artifacts_dir=artifacts_dir, decrypt=decrypt,
         )  # fmt: skip
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector, as the capture reader does
-    (``auditor.packets.flows``): the document of a large session is millions of long-lived
-    objects without cycles (endpoint rows, flow ids), and each full collection walked them
-    all again (0.4 s of a 4 s analysis of a 1M-packet session). Reference counting still
-    frees garbage at once; the collector resumes after."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 def _analyze(

@@ -57,10 +57,8 @@ asked for). Per batch, everything per packet is numpy:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
-import gc
 import logging
 import os
 from collections import Counter
@@ -75,6 +73,7 @@ import pandas as pd
 import pyarrow as pa
 
 from auditor import columns
+from auditor.gcpause import gc_paused
 from auditor.packets import decode, namekinds, names, tlscert
 from auditor.packets._compiled import load
 from auditor.packets.decode import Decoder, PacketBatch
@@ -1375,20 +1374,6 @@ def _coded(
     return pd.Categorical.from_codes(remap[inverse.ravel()], categories=index)
 
 
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector: a read makes millions of long-lived objects that
-    hold no cycles (rows, tuples, strings), and each full collection would walk them all
-    again. Reference counting still frees garbage at once; the collector resumes after."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
-
-
 def iter_packets(
     source: str | Path | BinaryIO, *, chunk_size: int = DEFAULT_CHUNK
 ) -> Iterator[PacketBatch]:
@@ -1438,7 +1423,7 @@ def read_capture(
     worker = _worker_wanted(source, workers)
     analyzer = CaptureAnalyzer(keep_packets=keep_packets, udp_timeout=udp_timeout, worker=worker)
     try:
-        with _gc_paused():
+        with gc_paused():
             for rb in reader:
                 analyzer.feed(decoder.decode(rb))
                 del rb  # lets the reader reuse its buffer for the next chunk
