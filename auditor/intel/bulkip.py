@@ -34,7 +34,10 @@ import numpy as np
 
 from auditor.intel.ipdb import SPECIAL_RANGES, FactsColumns, FactsRow, _Geoip2fast
 
-_V4 = re.compile(r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)")
+_V4 = re.compile(  # ASCII digits only, as in ipdb
+    r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}"
+    r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+)
 _IGNORED_ASN = ("<unknown>", "IANA.ORG")
 log = logging.getLogger(__name__)
 

@@ -98,8 +98,11 @@ def _objects(values: list[Any]) -> np.ndarray:
 _GEOIP2FAST_DATE = re.compile(r"(\d{8})$")
 
 
+# ASCII digits only: Python's \d also takes other scripts' digits ("١.2.3.4"), which
+# inet_aton refuses with an OSError
 _CANONICAL_V4 = re.compile(
-    r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+    r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}"
+    r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 )
 _ZERO8 = bytes(8)
 

@@ -162,3 +162,19 @@ def test_unreadable_mmdb_is_a_clear_error(tmp_path: Path) -> None:
     bad.write_bytes(b"not a maxmind database")
     with pytest.raises(IntelError, match=r"bad\.mmdb: not a readable MaxMind DB"):
         IpDatabase([bad])
+
+
+@pytest.mark.parametrize("raw", ["١.2.3.4", "１.2.3.4", "1.2.3.٤", "𝟏.2.3.4"])
+def test_digits_of_other_scripts_are_no_address(raw: str) -> None:
+    """Python's ``\\d`` matches them, and ``inet_aton`` then raised OSError out of an
+    analysis (a hostile HAR can name such a host)."""
+    assert parse_ip(raw) is None
+
+
+def test_a_host_of_other_scripts_digits_is_looked_up_without_raising() -> None:
+    from auditor.intel.kb import KnowledgeBase
+
+    kb = KnowledgeBase.load(datasets=False)
+    got = kb.lookup_host("١.2.3.4")
+    assert got.organisation is None  # nobody's, and no crash
+    assert kb.classify_hosts(["١.2.3.4", "8.8.8.8"]) is not None

@@ -4,6 +4,8 @@ then with an address, a certificate or CNAMEs, and in the other order."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from auditor.intel.ipdb import IpDatabase
@@ -65,3 +67,24 @@ def test_the_lookup_index_form_holds_no_cache(kb: KnowledgeBase) -> None:
     again = KnowledgeBase.__new__(KnowledgeBase)
     again.__setstate__(old)
     assert again.lookup("tracking.miui.com") == kb.lookup("tracking.miui.com", cache=False)
+
+
+SAMPLES = Path(__file__).parent / "samples"
+
+
+def test_user_intel_on_addresses_reaches_a_cached_name(kb: KnowledgeBase) -> None:
+    """A name looked up alone first, then with an address the user's intel knows: the
+    address's labels and source are there, as on a first lookup with it (the name's part is
+    what is kept; the address's part is added on each lookup)."""
+    lab = KnowledgeBase.load([f"lab.intel={SAMPLES / 'lab.intel.yaml'}"])
+    fresh = KnowledgeBase.load([f"lab.intel={SAMPLES / 'lab.intel.yaml'}"])
+    for host in ("r1.example7.com", "tracking.miui.com", "sdk.example-ads.example"):
+        alone = lab.lookup(host)
+        assert "lab.intel" not in alone.labels or host.endswith("example-ads.example")
+        with_ip = lab.lookup(host, "203.0.113.77")
+        assert with_ip == fresh.lookup(host, "203.0.113.77", cache=False)
+        assert "lab.intel" in with_ip.labels, (host, with_ip.labels)
+        assert lab.lookup(host) == alone  # and the name alone again, after
+    ads = lab.lookup("r1.example7.com", "198.51.100.9")  # the user's network of example-ads
+    assert ads == fresh.lookup("r1.example7.com", "198.51.100.9", cache=False)
+    assert "lab.intel" in ads.labels
