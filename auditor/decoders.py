@@ -42,9 +42,52 @@ class Decoded:
     error: str | None = None  # the encoding was invalid; data holds what decoded before it
 
 
+class _Output:
+    """What one decoding produced: its pieces (only when they are kept) and its size, held
+    against the limit. Every decoder below asks it how much to produce next and adds each
+    piece through it, so that the limit and the counting-only mode work the same for all."""
+
+    __slots__ = ("keep", "limit", "pieces", "size")
+
+    def __init__(self, limit: int, keep: bool) -> None:
+        self.limit = limit
+        self.keep = keep
+        self.pieces: list[bytes] = []
+        self.size = 0
+
+    def room(self) -> int:
+        """Output to ask of a decoder: one byte past the limit shows it is exceeded, and
+        pieces of at most a chunk keep memory to the output kept (none when only counting)."""
+        return min(_CHUNK, self.limit - self.size + 1)
+
+    def add(self, piece: bytes) -> bool:
+        """Count (and keep) a piece; True when the output is now past the limit."""
+        self.size += len(piece)
+        if self.keep:
+            self.pieces.append(piece)
+        return self.size > self.limit
+
+    def result(self, error: str | None = None) -> Decoded:
+        return Decoded(b"".join(self.pieces), self.size, False, error)
+
+    def cut(self) -> Decoded:
+        """The first ``limit`` bytes, marked exceeded."""
+        if not self.keep:
+            return Decoded(b"", self.limit, True)
+        # Trim the pieces, then join once: joining first and slicing after would hold three
+        # copies of ``limit`` bytes at the peak instead of two.
+        out = self.pieces
+        excess = sum(len(p) for p in out) - self.limit
+        while excess > 0 and out:
+            last = out.pop()
+            if len(last) > excess:
+                out.append(last[: len(last) - excess])
+            excess -= len(last)
+        return Decoded(b"".join(out), self.limit, True)
+
+
 def _zlib_like(raw: bytes, wbits: int, limit: int, keep: bool) -> Decoded:
-    out: list[bytes] = []
-    size = 0
+    out = _Output(limit, keep)
     view = memoryview(raw)
     start = 0  # where the current gzip member starts
     members = 0
@@ -52,58 +95,30 @@ def _zlib_like(raw: bytes, wbits: int, limit: int, keep: bool) -> Decoded:
         while True:
             members += 1
             if members > MAX_MEMBERS:
-                return Decoded(b"".join(out), size, False, f"more than {MAX_MEMBERS} members")
+                return out.result(f"more than {MAX_MEMBERS} members")
             d = zlib.decompressobj(wbits)
             pos = start
             while pos < len(raw) or d.unconsumed_tail:
                 src = d.unconsumed_tail or view[pos : pos + _CHUNK]
                 if not d.unconsumed_tail:
                     pos += len(src)
-                piece = d.decompress(src, _room(size, limit))
-                size += len(piece)
-                if keep:
-                    out.append(piece)
-                if size > limit:
-                    return _cut(out, limit, keep, exceeded=True)
+                if out.add(d.decompress(src, out.room())):
+                    return out.cut()
                 if d.eof:
                     break
             if not d.eof:
-                piece = d.flush()
-                size += len(piece)
-                if keep:
-                    out.append(piece)
-                if size > limit:
-                    return _cut(out, limit, keep, exceeded=True)
+                if out.add(d.flush()):
+                    return out.cut()
                 if not d.eof:
-                    return Decoded(b"".join(out), size, False, "truncated stream")
+                    return out.result("truncated stream")
             # Concatenated gzip members are legal: decode them too, in a loop (not by
             # recursion) and from offsets into ``raw`` (not from copies of the rest).
             start = pos - len(d.unused_data)
             if wbits < 16 or start >= len(raw):
                 break
     except zlib.error as exc:
-        return Decoded(b"".join(out), size, False, str(exc))
-    return Decoded(b"".join(out), size, False)
-
-
-def _room(size: int, limit: int) -> int:
-    """Output to ask of a decoder: one byte past the limit shows it is exceeded, and pieces of
-    at most a chunk keep memory to the output kept (none when only counting)."""
-    return min(_CHUNK, limit - size + 1)
-
-
-def _cut(out: list[bytes], limit: int, keep: bool, exceeded: bool) -> Decoded:
-    if not keep:
-        return Decoded(b"", limit, exceeded)
-    # Trim the pieces, then join once: joining first and slicing after would hold three
-    # copies of ``limit`` bytes at the peak instead of two.
-    excess = sum(len(p) for p in out) - limit
-    while excess > 0 and out:
-        last = out.pop()
-        if len(last) > excess:
-            out.append(last[: len(last) - excess])
-        excess -= len(last)
-    return Decoded(b"".join(out), limit, exceeded)
+        return out.result(str(exc))
+    return out.result()
 
 
 def _deflate(raw: bytes, limit: int, keep: bool) -> Decoded:
@@ -116,33 +131,23 @@ def _deflate(raw: bytes, limit: int, keep: bool) -> Decoded:
 
 def _brotli(raw: bytes, limit: int, keep: bool) -> Decoded:
     d = brotli.Decompressor()
-    out: list[bytes] = []
-    size = 0
+    out = _Output(limit, keep)
     try:
         for pos in range(0, max(len(raw), 1), _CHUNK):
-            piece = d.process(raw[pos : pos + _CHUNK], output_buffer_limit=_room(size, limit))
-            size += len(piece)
-            if keep:
-                out.append(piece)
-            if size > limit:
-                return _cut(out, limit, keep, exceeded=True)
+            if out.add(d.process(raw[pos : pos + _CHUNK], output_buffer_limit=out.room())):
+                return out.cut()
             while not d.can_accept_more_data():
-                piece = d.process(b"", output_buffer_limit=_room(size, limit))
-                size += len(piece)
-                if keep:
-                    out.append(piece)
-                if size > limit:
-                    return _cut(out, limit, keep, exceeded=True)
+                if out.add(d.process(b"", output_buffer_limit=out.room())):
+                    return out.cut()
         if not d.is_finished():
-            return Decoded(b"".join(out), size, False, "truncated stream")
+            return out.result("truncated stream")
     except brotli.error as exc:
-        return Decoded(b"".join(out), size, False, f"brotli: {exc}")
-    return Decoded(b"".join(out), size, False)
+        return out.result(f"brotli: {exc}")
+    return out.result()
 
 
 def _zstd(raw: bytes, limit: int, keep: bool) -> Decoded:
-    out: list[bytes] = []
-    size = 0
+    out = _Output(limit, keep)
     view = memoryview(raw)
     start = 0  # where the current frame starts
     members = 0
@@ -150,29 +155,25 @@ def _zstd(raw: bytes, limit: int, keep: bool) -> Decoded:
         while start < len(raw):  # a body may hold several concatenated frames
             members += 1
             if members > MAX_MEMBERS:
-                return Decoded(b"".join(out), size, False, f"more than {MAX_MEMBERS} members")
+                return out.result(f"more than {MAX_MEMBERS} members")
             d = zstd.ZstdDecompressor()
             pos = start
             while True:
                 if d.needs_input:
                     if pos >= len(raw):
-                        return Decoded(b"".join(out), size, False, "truncated stream")
+                        return out.result("truncated stream")
                     src = view[pos : pos + _CHUNK]
                     pos += len(src)
                 else:
                     src = view[0:0]
-                piece = d.decompress(src, _room(size, limit))
-                size += len(piece)
-                if keep:
-                    out.append(piece)
-                if size > limit:
-                    return _cut(out, limit, keep, exceeded=True)
+                if out.add(d.decompress(src, out.room())):
+                    return out.cut()
                 if d.eof:
                     break
             start = pos - len(d.unused_data)
     except zstd.ZstdError as exc:
-        return Decoded(b"".join(out), size, False, f"zstd: {exc}")
-    return Decoded(b"".join(out), size, False)
+        return out.result(f"zstd: {exc}")
+    return out.result()
 
 
 _DECODERS = {
