@@ -14,6 +14,8 @@ from typing import Any
 
 import click
 
+from auditor.cli.common import upstream_options
+
 DEFAULT_CAMPAIGNS = Path("campaigns")
 
 
@@ -71,19 +73,7 @@ def _duration(value: str | None) -> str | None:
     help="Where to install mitmproxy's CA on each handset (as `auditor audit --ca`).",
 )
 @click.option("--allow-shell", is_flag=True, help="Allow the scenario's shell steps.")
-@click.option(
-    "--upstream",
-    metavar="URL",
-    default=None,
-    help="An upstream HTTP proxy every handset's proxy forwards to (as `auditor audit "
-    "--upstream`), e.g. a lab's corporate proxy.",
-)
-@click.option(
-    "--upstream-ca",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="The CA file that verifies the servers seen through --upstream.",
-)
+@upstream_options
 @click.option(
     "--restore-wait",
     default=30.0,

@@ -25,6 +25,7 @@ from auditor.cli.common import (
     handle_errors,
     json_option,
     terminal_line,
+    upstream_options,
 )
 from auditor.netutil import is_loopback
 
@@ -525,20 +526,7 @@ def simulate(
     help="Packet capture beside the proxy: off, iface:NAME, adb-tcpdump, or auto "
     "(adb-tcpdump when the device has root and tcpdump).",
 )
-@click.option(
-    "--upstream",
-    metavar="URL",
-    default=None,
-    help="Forward through an upstream HTTP proxy (mitmproxy's upstream mode), e.g. a lab's "
-    "corporate proxy: --upstream http://proxy.lan:3128.",
-)
-@click.option(
-    "--upstream-ca",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="A CA file (PEM) that verifies the servers' certificates seen through --upstream "
-    "(a proxy that intercepts TLS); copied into the session as upstream-ca.pem.",
-)
+@upstream_options
 @proxy_options
 @json_option
 @custody_logged()
