@@ -1427,7 +1427,6 @@ def read_capture(
             for rb in reader:
                 analyzer.feed(decoder.decode(rb))
                 del rb  # lets the reader reuse its buffer for the next chunk
-            reader.release()
             flows, dns, dns_tables = analyzer.finish()
     finally:
         analyzer.close()

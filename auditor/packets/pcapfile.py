@@ -709,13 +709,12 @@ class CaptureReader:
         return tuple(sorted({i.link_type for i in self.interfaces}))
 
     def __iter__(self) -> Iterator[RecordBatch]:
-        if self.format == "pcap":
-            return self._pcap()
-        return self._pcapng()
+        yield from self._pcap() if self.format == "pcap" else self._pcapng()
+        self.release()  # read to the end: what the caller builds next has that memory
 
     def release(self) -> None:
-        """Let go of the read buffer (tens of MiB) once every batch is read: what is built
-        after the read (the flow and DNS tables) then has that memory."""
+        """Let go of the read buffer (tens of MiB); done by itself once every batch is read
+        (a batch still held keeps the bytes it refers to)."""
         self._chunks.release()
 
     # ---------------------------------------------------------------------------- pcap
