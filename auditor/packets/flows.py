@@ -1015,25 +1015,27 @@ class CaptureAnalyzer:
         # names, lowest precedence first: the address, a DNS answer, QUIC SNI, SNI, HTTP Host
         name = server_ip.copy()
         name_ev = np.full(n, _EVIDENCE.index(EVIDENCE_IP), dtype=np.int64)
-        dns_name = np.full(n, None, dtype=object)
-        rows, answered = _dns_names(found.dns, texts, server_code, first_ns)
-        dns_name[rows] = name[rows] = answered
+        # the addresses' table, checked unique (a hash of every text) once: for the address
+        # columns' categories and to find the addresses DNS answers gave among them
+        addr_index = pd.Index(texts)
+        addr_dtype = pd.CategoricalDtype(addr_index)  # keeps addr_index, its hash table built
+        rows, answered = _dns_names(found.dns, addr_index, server_code, first_ns)
+        dns_name = _text_at(n, rows, answered)
+        name[rows] = answered
         name_ev[rows] = _EVIDENCE.index(EVIDENCE_DNS)
-        names_cols: dict[str, np.ndarray] = {
-            column: np.full(n, None, dtype=object) for _, column in _NAME_COLUMNS
-        }
         # each kind's flows, their values joined and the first (names.NameColumn)
         by_kind = {k: (self._renumber[f], j, v) for k, (f, j, v) in found.names.items()}
+        names_cols: dict[str, pd.Series] = {}
         for kind, column in _NAME_COLUMNS:
-            if kind in by_kind:
-                rows_of, joined, _ = by_kind[kind]
-                names_cols[column][rows_of] = joined
-        cert_cols = {c: np.full(n, None, dtype=object) for c in CERT_COLUMNS}
+            rows_of, joined, _ = by_kind.get(kind, (_NO_ROWS, _NO_ROWS, None))
+            names_cols[column] = _text_at(n, rows_of, joined)
+        cert_cols: dict[str, np.ndarray | None] = dict.fromkeys(CERT_COLUMNS)
         if found.certs:
+            cert_cols = {c: np.full(n, None, dtype=object) for c in CERT_COLUMNS}
             cert_rows = self._renumber[np.fromiter(found.certs, np.int64, len(found.certs))]
             for r, info in zip(cert_rows.tolist(), found.certs.values(), strict=True):
                 for c, text in zip(CERT_COLUMNS, tlscert.flow_fields(info), strict=True):
-                    cert_cols[c][r] = text
+                    cert_cols[c][r] = text  # type: ignore[index]
         for kind, ev in reversed(_NAME_PRECEDENCE):
             if kind in by_kind:
                 rows_of, _, first = by_kind[kind]
@@ -1042,7 +1044,6 @@ class CaptureAnalyzer:
         del by_kind
         found.names.clear()  # each flow's names are in the columns now
 
-        addr_dtype = pd.CategoricalDtype(pd.Index(texts))  # checked unique once, for both
         flows = pd.DataFrame(
             {
                 FLOW_ID: np.arange(n, dtype=np.int64),
@@ -1064,18 +1065,18 @@ class CaptureAnalyzer:
                 FIN_SEEN: is_tcp & (((fa | fb) & decode.TCP_FIN) > 0),
                 RST_SEEN: is_tcp & (((fa | fb) & decode.TCP_RST) > 0),
                 ESTABLISHED: syn_seen & synack_seen,
-                SNI: _text(names_cols[SNI]),
-                ALPN: _text(names_cols[ALPN]),
-                QUIC_SNI: _text(names_cols[QUIC_SNI]),
-                QUIC_ALPN: _text(names_cols[QUIC_ALPN]),
-                HTTP_HOST: _text(names_cols[HTTP_HOST]),
-                DNS_NAME: _text(dns_name),
+                SNI: names_cols[SNI],
+                ALPN: names_cols[ALPN],
+                QUIC_SNI: names_cols[QUIC_SNI],
+                QUIC_ALPN: names_cols[QUIC_ALPN],
+                HTTP_HOST: names_cols[HTTP_HOST],
+                DNS_NAME: dns_name,
                 NAME: _text(name),
                 NAME_EVIDENCE: _coded(name_ev, _EVIDENCE),
                 UID: col["uid"],
                 APP: col["app"],  # codes; read_capture replaces them with names
                 LINK_TYPE: col["link"],
-                **{c: _text(v) for c, v in cert_cols.items()},
+                **{c: _no_text(n) if v is None else _text(v) for c, v in cert_cols.items()},
             },
             columns=list(FLOW_COLUMNS),
         )
@@ -1255,22 +1256,24 @@ def _orientation(
 
 def _dns_names(
     found: DnsTables,
-    texts: np.ndarray,
+    texts: np.ndarray | pd.Index,
     server: np.ndarray,
     first_ns: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """For each flow (its server's code into ``texts`` and its first time), the name asked
     of the last DNS answer that gave the server's address at or before that time (of several
-    at the same time, the greatest name): the rows that have one, and the names."""
+    at the same time, the greatest name): the rows that have one, and the names. ``texts``
+    may be a ``pd.Index`` whose hash table is built already."""
     answered = found.answered
     if not len(answered) or not len(server):
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=object)
-    table = pd.Index(texts, dtype=object)
+    table = texts if isinstance(texts, pd.Index) else pd.Index(texts, dtype=object)
     if table.is_unique:  # as address_codes makes it: a hash lookup per distinct text, in C
-        code_of_text = table.get_indexer(pd.Index(found.texts, dtype=object)).astype(np.int64)
+        found_texts = pd.Index(found.texts, dtype=table.dtype)  # as the table's: no casts
+        code_of_text = table.get_indexer(found_texts).astype(np.int64)
     else:
         first: dict[str, int] = {}
-        for i, t in enumerate(texts.tolist()):
+        for i, t in enumerate(table.tolist()):
             first.setdefault(t, i)
         code_of_text = np.array([first.get(t, -1) for t in found.texts.tolist()], np.int64)
     e_code = code_of_text[answered["addr"]]
@@ -1352,6 +1355,25 @@ def _text(values: np.ndarray) -> pd.Series:
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         return pd.Series(values, dtype="str")
     return pd.Series(pd.arrays.ArrowStringArray(arr, dtype=_STR))  # type: ignore[call-arg]
+
+
+_NO_ROWS: Final = np.zeros(0, dtype=np.int64)
+
+
+def _no_text(n: int) -> pd.Series:
+    """A text column of ``n`` missing values (as :func:`_text` makes of ``n`` Nones)."""
+    arr = pa.nulls(n, type=pa.large_string())
+    return pd.Series(pd.arrays.ArrowStringArray(arr, dtype=_STR))  # type: ignore[call-arg]
+
+
+def _text_at(n: int, rows: np.ndarray, values: np.ndarray) -> pd.Series:
+    """A text column of ``n`` rows with ``values`` (texts) at ``rows`` (distinct), missing
+    elsewhere: what :func:`_text` makes of such an object array, without one."""
+    if not len(rows):
+        return _no_text(n)
+    col = np.full(n, None, dtype=object)
+    col[rows] = values
+    return _text(col)
 
 
 def _coded(
