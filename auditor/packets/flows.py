@@ -87,6 +87,7 @@ from auditor.packets.pcapfile import (
     Interface,
     window,
 )
+from auditor.packets.spill import FrameSpill
 from auditor.packets.workerpipe import NameWorker
 
 _flowtab: ModuleType | None = load("_flowtab")  # else numpy does the same
@@ -241,6 +242,8 @@ SERVICE_PORTS: Final = frozenset(
 EPHEMERAL_MIN: Final = 32768  # the lowest port Linux (and Android) gives a client socket
 DNS_PORTS: Final = names.DNS_PORTS
 WORKER_MIN_BYTES: Final = 64 * 1024 * 1024  # files this large get a worker process (auto)
+SPILL_MIN_BYTES: Final = 64 * 1024 * 1024  # ... and write their tables to disk (auto)
+SPILL_ROWS: Final = 65536  # rows per piece of a table written to disk
 PROTO_NAMES: Final[dict[int, str]] = {
     1: "icmp",
     2: "igmp",
@@ -327,8 +330,8 @@ class CaptureResult:
     source: str
     format: str
     packets: pd.DataFrame
-    flows: pd.DataFrame
-    dns: pd.DataFrame
+    flow_table: pd.DataFrame | FrameSpill  # the flows, in memory or written to disk
+    dns_table: pd.DataFrame | FrameSpill
     dns_tables: DnsTables  # what DNS said, compactly: ``names`` and ``dns_answers`` come from it
     warnings: Counter[str]
     counts: Counter[str]
@@ -336,6 +339,33 @@ class CaptureResult:
     comments: tuple[Comment, ...]
     interfaces: tuple[Interface, ...]
     apps: tuple[str, ...] = ()
+
+    @functools.cached_property
+    def flows(self) -> pd.DataFrame:
+        """One row per flow (:data:`FLOW_COLUMNS`); read from disk when first asked for if
+        the read wrote it there (``spilled``)."""
+        t = self.flow_table
+        return t if isinstance(t, pd.DataFrame) else t.frame()
+
+    @functools.cached_property
+    def dns(self) -> pd.DataFrame:
+        """One row per DNS question (:data:`DNS_COLUMNS`); read as :attr:`flows` is."""
+        t = self.dns_table
+        return t if isinstance(t, pd.DataFrame) else t.frame()
+
+    @property
+    def spilled(self) -> bool:
+        """Whether the read wrote its flow and DNS tables to disk as it built them."""
+        return isinstance(self.flow_table, FrameSpill)
+
+    def flow_pieces(self) -> Iterator[pd.DataFrame]:
+        """The flow table in pieces of at most :data:`SPILL_ROWS` rows, in row order, read
+        one at a time when the table is on disk (memory for one piece, not the table)."""
+        yield from _pieces_of(self.flow_table)
+
+    def dns_pieces(self) -> Iterator[pd.DataFrame]:
+        """The DNS table as :meth:`flow_pieces` gives the flows."""
+        yield from _pieces_of(self.dns_table)
 
     @functools.cached_property
     def names(self) -> dict[str, tuple[str, ...]]:
@@ -370,6 +400,16 @@ class CaptureResult:
                 strict=True,
             )
         ]
+
+
+def _pieces_of(table: pd.DataFrame | FrameSpill) -> Iterator[pd.DataFrame]:
+    if isinstance(table, FrameSpill):
+        yield from table.pieces()
+        return
+    if not len(table):
+        yield table
+    for lo in range(0, len(table), SPILL_ROWS):
+        yield table.iloc[lo : lo + SPILL_ROWS]
 
 
 # ------------------------------------------------------------------------------ flow store
@@ -462,6 +502,14 @@ def _starts(*sorted_cols: np.ndarray) -> np.ndarray:
 # -------------------------------------------------------------------------------- analyzer
 
 
+def _file_size(source: object) -> int:
+    """The size of the file behind ``source`` (0: not a file)."""
+    try:
+        return int(os.fstat(source.fileno()).st_size)  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError):
+        return 0
+
+
 def _worker_wanted(source: object, workers: int | None) -> bool:
     if workers is not None:
         return workers > 0
@@ -471,11 +519,7 @@ def _worker_wanted(source: object, workers: int | None) -> bool:
         cores = os.cpu_count() or 1
     if cores < 2:
         return False
-    try:
-        size = os.fstat(source.fileno()).st_size  # type: ignore[attr-defined]
-    except (AttributeError, OSError, ValueError):
-        return False
-    return bool(size >= WORKER_MIN_BYTES)
+    return _file_size(source) >= WORKER_MIN_BYTES
 
 
 class CaptureAnalyzer:
@@ -957,12 +1001,35 @@ class CaptureAnalyzer:
     def finish(self) -> tuple[pd.DataFrame, pd.DataFrame, DnsTables]:
         """The flow table, the DNS table and what DNS said (its answers, the names of the
         addresses), compactly."""
-        flows, found = self._flow_table()  # its working arrays go before the DNS table
-        found.certs.clear()
-        return flows, self._dns_table(found.dns), found.dns
+        flows: list[pd.DataFrame] = []
+        dns: list[pd.DataFrame] = []
+        found = self.finish_into(flows.append, dns.append)
+        return flows[0], dns[0], found
 
-    def _flow_table(self) -> tuple[pd.DataFrame, names.NameResult]:
-        """The flow table, and what the name collectors found."""
+    def finish_into(
+        self,
+        flow_sink: Callable[[pd.DataFrame], None],
+        dns_sink: Callable[[pd.DataFrame], None],
+        *,
+        rows: int | None = None,
+        apps: Sequence[str] | None = None,
+    ) -> DnsTables:
+        """:meth:`finish`, the tables handed to the sinks in pieces of ``rows`` rows (None:
+        each table in one piece), in row order: what building them needs beyond what the
+        read keeps is a piece's worth. ``apps``: the PCAPdroid app names the decoder met,
+        which replace the app codes (else the codes stay). Returns what DNS said."""
+        found = self._flow_pieces(flow_sink, rows, apps)  # its working arrays go first
+        found.certs.clear()
+        self._dns_pieces(found.dns, dns_sink, rows)
+        return found.dns
+
+    def _flow_pieces(
+        self,
+        sink: Callable[[pd.DataFrame], None],
+        rows: int | None,
+        apps: Sequence[str] | None,
+    ) -> names.NameResult:
+        """The flow table, in pieces to ``sink``; returns what the name collectors found."""
         col = self._flow_columns()
         n = len(col["ver"])
         first = col["first_pkt"]
@@ -1000,91 +1067,63 @@ class CaptureAnalyzer:
         sa_a, sa_b = (fa & _SYN_ACK) > 0, (fb & _SYN_ACK) > 0
         pa, pbp = col["pa"], col["pb"]
         client, evidence = _orientation(syn_a, syn_b, sa_a, sa_b, hint, pa, pbp, col["first_dir"])
+        del hint, syn_a, syn_b, sa_a, sa_b
         a_is_client = client == 0
-        ver = col["ver"]
-        client_code = np.where(a_is_client, a_code, b_code)
         server_code = np.where(a_is_client, b_code, a_code)
-        server_ip = texts[server_code]
-        cflags = np.where(a_is_client, fa, fb)
-        sflags = np.where(a_is_client, fb, fa)
-        is_tcp = col["proto"] == decode.PROTO_TCP
-        syn_seen = is_tcp & ((cflags & _SYN_ONLY) > 0)
-        synack_seen = is_tcp & ((sflags & _SYN_ACK) > 0)
-        first_ns = col["first_ns"]
-
-        # names, lowest precedence first: the address, a DNS answer, QUIC SNI, SNI, HTTP Host
-        name = server_ip.copy()
-        name_ev = np.full(n, _EVIDENCE.index(EVIDENCE_IP), dtype=np.int64)
         # the addresses' table, checked unique (a hash of every text) once: for the address
         # columns' categories and to find the addresses DNS answers gave among them
         addr_index = pd.Index(texts)
         addr_dtype = pd.CategoricalDtype(addr_index)  # keeps addr_index, its hash table built
-        rows, answered = _dns_names(found.dns, addr_index, server_code, first_ns)
-        dns_name = _text_at(n, rows, answered)
-        name[rows] = answered
-        name_ev[rows] = _EVIDENCE.index(EVIDENCE_DNS)
-        # each kind's flows, their values joined and the first (names.NameColumn)
-        by_kind = {k: (self._renumber[f], j, v) for k, (f, j, v) in found.names.items()}
-        names_cols: dict[str, pd.Series] = {}
-        for kind, column in _NAME_COLUMNS:
-            rows_of, joined, _ = by_kind.get(kind, (_NO_ROWS, _NO_ROWS, None))
-            names_cols[column] = _text_at(n, rows_of, joined)
-        cert_cols: dict[str, np.ndarray | None] = dict.fromkeys(CERT_COLUMNS)
+        # categoricals of the whole table (the same categories in every piece)
+        proto_col = _coded(col["proto"].astype(np.int64) & 0xFF, _PROTO_TEXT)
+        evidence_col = _coded(evidence, _CLIENT_EVIDENCE)
+        del evidence
+        app_col = (
+            decode.app_names(col["app"].astype(np.int32), list(apps)) if apps is not None else None
+        )
+
+        # names, lowest precedence first: the address, a DNS answer, QUIC SNI, SNI, HTTP Host;
+        # each (rows, values) sorted by row, so that a piece takes its slice
+        dns_rows, answered = _dns_names(found.dns, addr_index, server_code, col["first_ns"])
+        by_row = np.argsort(dns_rows, kind="stable")
+        dns_named = (dns_rows[by_row], answered[by_row])
+        del dns_rows, answered, by_row
+        by_kind: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        for k, (f, j, v) in found.names.items():
+            r = self._renumber[f]
+            o = np.argsort(r, kind="stable")
+            by_kind[k] = (r[o], j[o], v[o])
+        found.names.clear()  # each flow's names are in by_kind now
+        certs: tuple[np.ndarray, list[tuple[str | None, ...]]] | None = None
         if found.certs:
-            cert_cols = {c: np.full(n, None, dtype=object) for c in CERT_COLUMNS}
             cert_rows = self._renumber[np.fromiter(found.certs, np.int64, len(found.certs))]
-            for r, info in zip(cert_rows.tolist(), found.certs.values(), strict=True):
-                for c, text in zip(CERT_COLUMNS, tlscert.flow_fields(info), strict=True):
-                    cert_cols[c][r] = text  # type: ignore[index]
+            o = np.argsort(cert_rows, kind="stable")
+            fields = [tlscert.flow_fields(info) for info in found.certs.values()]
+            certs = (cert_rows[o], [fields[i] for i in o.tolist()])
+        # which evidence named each flow (the names themselves are made piece by piece)
+        name_ev = np.full(n, _EVIDENCE.index(EVIDENCE_IP), dtype=np.int64)
+        name_ev[dns_named[0]] = _EVIDENCE.index(EVIDENCE_DNS)
         for kind, ev in reversed(_NAME_PRECEDENCE):
             if kind in by_kind:
-                rows_of, _, first = by_kind[kind]
-                name[rows_of] = first
-                name_ev[rows_of] = _EVIDENCE.index(ev)
-        del by_kind
-        found.names.clear()  # each flow's names are in the columns now
+                name_ev[by_kind[kind][0]] = _EVIDENCE.index(ev)
+        name_ev_col = _coded(name_ev, _EVIDENCE)
+        del name_ev
+        is_tcp_all = col["proto"] == decode.PROTO_TCP
 
-        flows = pd.DataFrame(
-            {
-                FLOW_ID: np.arange(n, dtype=np.int64),
-                PROTO: _coded(col["proto"].astype(np.int64) & 0xFF, _PROTO_TEXT),
-                IP_VERSION: ver.astype(np.int8),
-                CLIENT_IP: pd.Categorical.from_codes(client_code, dtype=addr_dtype, validate=False),
-                CLIENT_PORT: np.where(a_is_client, pa, pbp),
-                SERVER_IP: pd.Categorical.from_codes(server_code, dtype=addr_dtype, validate=False),
-                SERVER_PORT: np.where(a_is_client, pbp, pa),
-                FIRST_SEEN: pd.to_datetime(first_ns, unit="ns", utc=True),
-                LAST_SEEN: pd.to_datetime(col["last_ns"], unit="ns", utc=True),
-                PACKETS_UP: np.where(a_is_client, col["pk_ab"], col["pk_ba"]),
-                PACKETS_DOWN: np.where(a_is_client, col["pk_ba"], col["pk_ab"]),
-                IP_BYTES_UP: np.where(a_is_client, col["by_ab"], col["by_ba"]),
-                IP_BYTES_DOWN: np.where(a_is_client, col["by_ba"], col["by_ab"]),
-                CLIENT_EVIDENCE: _coded(evidence, _CLIENT_EVIDENCE),
-                SYN_SEEN: syn_seen,
-                SYNACK_SEEN: synack_seen,
-                FIN_SEEN: is_tcp & (((fa | fb) & decode.TCP_FIN) > 0),
-                RST_SEEN: is_tcp & (((fa | fb) & decode.TCP_RST) > 0),
-                ESTABLISHED: syn_seen & synack_seen,
-                SNI: names_cols[SNI],
-                ALPN: names_cols[ALPN],
-                QUIC_SNI: names_cols[QUIC_SNI],
-                QUIC_ALPN: names_cols[QUIC_ALPN],
-                HTTP_HOST: names_cols[HTTP_HOST],
-                DNS_NAME: dns_name,
-                NAME: _text(name),
-                NAME_EVIDENCE: _coded(name_ev, _EVIDENCE),
-                UID: col["uid"],
-                APP: col["app"],  # codes; read_capture replaces them with names
-                LINK_TYPE: col["link"],
-                **{c: _no_text(n) if v is None else _text(v) for c, v in cert_cols.items()},
-            },
-            columns=list(FLOW_COLUMNS),
-        )
-        return flows, found
+        whole = _FlowWhole(
+            col, a_code, b_code, a_is_client, is_tcp_all, texts, addr_dtype, proto_col,
+            evidence_col, name_ev_col, app_col, dns_named, by_kind, certs,
+        )  # fmt: skip
+        step = max(int(rows or n), 1)
+        for lo in range(0, max(n, 1), step):
+            sink(_flow_piece(whole, lo, min(lo + step, n)))
+        return found
 
-    def _dns_table(self, found: DnsTables) -> pd.DataFrame:
-        """One row per DNS question: what the collectors parsed, with the packet's time,
-        flow, addresses and ports, which this process kept."""
+    def _dns_pieces(
+        self, found: DnsTables, sink: Callable[[pd.DataFrame], None], rows: int | None
+    ) -> None:
+        """One row per DNS question, in pieces to ``sink``: what the collectors parsed, with
+        the packet's time, flow, addresses and ports, which this process kept."""
         rec = found.rows
         packet = rec["packet"].astype(np.int64)
         meta: dict[str, np.ndarray] = {}
@@ -1096,22 +1135,27 @@ class CaptureAnalyzer:
                 del whole
             else:
                 meta[k] = np.zeros(0, dtype=t)
-        del parts
+        del parts, packet
         response = rec["response"].astype(bool)
-        ids = rec["id"].astype(np.int64)
-        n = len(packet)
+        n = len(response)
         flow = self._renumber[meta["flow"]] if n else meta["flow"]
         a_code, b_code, a_port, b_port, texts = self._sides
         from_a = meta["dir"] == 0
-        # the addresses of these rows: the flows' (sorted by address), those in use only
-        used, codes = np.unique(np.concatenate([a_code[flow], b_code[flow]]), return_inverse=True)
-        a_row, b_row = codes[:n], codes[n:]
-        src, dst = np.where(from_a, a_row, b_row), np.where(from_a, b_row, a_row)
+        # the addresses of these rows: the flows' (in the texts' order, which address_codes
+        # sorts by address), those in use only
+        seen = np.zeros(len(texts), dtype=bool)
+        seen[a_code[flow]] = True
+        seen[b_code[flow]] = True
+        used = np.flatnonzero(seen)
+        del seen
+        code_of = np.full(len(texts), -1, dtype=np.int64)
+        code_of[used] = np.arange(len(used))
+        cats = pd.CategoricalDtype(pd.Index(texts[used], dtype=object))
         sport = np.where(from_a, a_port[flow], b_port[flow])
         dport = np.where(from_a, b_port[flow], a_port[flow])
-        cats = pd.CategoricalDtype(pd.Index(texts[used], dtype=object))
         client_port = np.where(response, dport, sport)
         server_port = np.where(response, sport, dport)
+        del sport, dport
         labels = list(dict.fromkeys(DNS_PORTS.values()))
         unset = labels.index("dns")
         protocol = np.full(n, unset, dtype=np.int64)
@@ -1120,35 +1164,48 @@ class CaptureAnalyzer:
                 protocol[(server_port == port) | ((client_port == port) & (protocol == unset))] = (
                     labels.index(label)
                 )
-        rcodes = rec["rcode"].astype(np.int64)
-        qtypes = rec["qtype"].astype(np.int64)
-        qname = _texts_of(found, rec["qname"])
-        frame = pd.DataFrame(
-            {
-                DNS_TS: pd.to_datetime(meta["ts"], unit="ns", utc=True),
-                DNS_FLOW_ID: flow,
-                DNS_CLIENT_IP: pd.Categorical.from_codes(
-                    np.where(response, dst, src), dtype=cats, validate=False
-                ),
-                DNS_CLIENT_PORT: client_port,
-                DNS_SERVER_IP: pd.Categorical.from_codes(
-                    np.where(response, src, dst), dtype=cats, validate=False
-                ),
-                DNS_SERVER_PORT: server_port,
-                TRANSPORT: _coded(meta["tcp"].astype(np.int64), ("udp", "tcp"), str),
-                DNS_PROTOCOL: _coded(protocol, labels),
-                DNS_ID: ids,
-                RESPONSE: response,
-                RCODE: _coded(  # a question has none
-                    np.where(response, rcodes, -1),
-                    lambda c: DNS_RCODES.get(c, str(c)) if c >= 0 else None,
-                ),
-                QNAME: qname,
-                QTYPE: _coded(qtypes, lambda q: dns_type_name(q) if q >= 0 else ""),
-            },
-            columns=list(DNS_COLUMNS),
+        # categoricals of the whole table (the same categories in every piece)
+        transport_col = _coded(meta["tcp"].astype(np.int64), ("udp", "tcp"), str)
+        protocol_col = _coded(protocol, labels)
+        del protocol
+        rcode_col = _coded(  # a question has none
+            np.where(response, rec["rcode"].astype(np.int64), -1),
+            lambda c: DNS_RCODES.get(c, str(c)) if c >= 0 else None,
         )
-        return frame
+        qtype_col = _coded(
+            rec["qtype"].astype(np.int64), lambda q: dns_type_name(q) if q >= 0 else ""
+        )
+        step = max(int(rows or n), 1)
+        for lo in range(0, max(n, 1), step):
+            hi = min(lo + step, n)
+            f = flow[lo:hi]
+            fa, resp = from_a[lo:hi], response[lo:hi]
+            a_row, b_row = code_of[a_code[f]], code_of[b_code[f]]
+            src, dst = np.where(fa, a_row, b_row), np.where(fa, b_row, a_row)
+            sink(
+                pd.DataFrame(
+                    {
+                        DNS_TS: pd.to_datetime(meta["ts"][lo:hi], unit="ns", utc=True),
+                        DNS_FLOW_ID: f,
+                        DNS_CLIENT_IP: pd.Categorical.from_codes(
+                            np.where(resp, dst, src), dtype=cats, validate=False
+                        ),
+                        DNS_CLIENT_PORT: client_port[lo:hi],
+                        DNS_SERVER_IP: pd.Categorical.from_codes(
+                            np.where(resp, src, dst), dtype=cats, validate=False
+                        ),
+                        DNS_SERVER_PORT: server_port[lo:hi],
+                        TRANSPORT: transport_col[lo:hi],
+                        DNS_PROTOCOL: protocol_col[lo:hi],
+                        DNS_ID: rec["id"][lo:hi].astype(np.int64),
+                        RESPONSE: resp,
+                        RCODE: rcode_col[lo:hi],
+                        QNAME: _texts_of(found, rec["qname"][lo:hi]),
+                        QTYPE: qtype_col[lo:hi],
+                    },
+                    columns=list(DNS_COLUMNS),
+                )
+            )
 
     def packets_frame(self, apps: list[str]) -> pd.DataFrame:
         """The per-packet table (after :meth:`finish`, which numbers the flows)."""
@@ -1183,6 +1240,119 @@ class CaptureAnalyzer:
 
 
 # ---------------------------------------------------------------------------- entry points
+
+
+@dataclass(frozen=True)
+class _FlowWhole:
+    """What the pieces of the flow table are cut from (see CaptureAnalyzer._flow_pieces):
+    the flows' columns in table order, their address codes, orientation and protocol, the
+    address texts, the categoricals of the whole table, and each kind of name as rows
+    sorted with their values."""
+
+    col: dict[str, np.ndarray]
+    a_code: np.ndarray
+    b_code: np.ndarray
+    a_is_client: np.ndarray
+    is_tcp: np.ndarray
+    texts: np.ndarray
+    addr_dtype: pd.CategoricalDtype
+    proto_col: pd.Categorical
+    evidence_col: pd.Categorical
+    name_ev_col: pd.Categorical
+    app_col: pd.Categorical | None
+    dns_named: tuple[np.ndarray, np.ndarray]
+    by_kind: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+    certs: tuple[np.ndarray, list[tuple[str | None, ...]]] | None
+
+
+def _flow_piece(w: _FlowWhole, lo: int, hi: int) -> pd.DataFrame:
+    """Rows ``lo`` to ``hi`` of the flow table."""
+    col, by_kind, certs, dns_named = w.col, w.by_kind, w.certs, w.dns_named
+    m = hi - lo
+    c = {k: v[lo:hi] for k, v in col.items()}
+    a_is_client = w.a_is_client[lo:hi]
+    ac, bc = w.a_code[lo:hi], w.b_code[lo:hi]
+    fa, fb = c["fl_ab"], c["fl_ba"]
+    pa, pbp = c["pa"], c["pb"]
+    client_code = np.where(a_is_client, ac, bc)
+    server_code = np.where(a_is_client, bc, ac)
+    cflags = np.where(a_is_client, fa, fb)
+    sflags = np.where(a_is_client, fb, fa)
+    is_tcp = w.is_tcp[lo:hi]
+    syn_seen = is_tcp & ((cflags & _SYN_ONLY) > 0)
+    synack_seen = is_tcp & ((sflags & _SYN_ACK) > 0)
+
+    def within(sorted_rows: np.ndarray) -> slice:
+        a, b = np.searchsorted(sorted_rows, (lo, hi))
+        return slice(int(a), int(b))
+
+    name = w.texts[server_code]
+    sel = within(dns_named[0])
+    rows, answered = dns_named[0][sel] - lo, dns_named[1][sel]
+    dns_name = _text_at(m, rows, answered)
+    name[rows] = answered
+    names_cols: dict[str, pd.Series] = {}
+    for kind, column in _NAME_COLUMNS:
+        if kind in by_kind:
+            r, joined, _ = by_kind[kind]
+            sel = within(r)
+            names_cols[column] = _text_at(m, r[sel] - lo, joined[sel])
+        else:
+            names_cols[column] = _no_text(m)
+    cert_cols: dict[str, pd.Series] = {}
+    sel = within(certs[0]) if certs is not None else slice(0, 0)
+    if certs is not None and sel.stop > sel.start:
+        cols = [np.full(m, None, dtype=object) for _ in CERT_COLUMNS]
+        for r, fields in zip(
+            (certs[0][sel] - lo).tolist(), certs[1][sel], strict=True
+        ):  # fmt: skip
+            for i, text in enumerate(fields):
+                cols[i][r] = text
+        cert_cols = {cname: _text(v) for cname, v in zip(CERT_COLUMNS, cols, strict=True)}
+    else:
+        cert_cols = {cname: _no_text(m) for cname in CERT_COLUMNS}
+    for kind, _ev in reversed(_NAME_PRECEDENCE):
+        if kind in by_kind:
+            r, _, first = by_kind[kind]
+            sel = within(r)
+            name[r[sel] - lo] = first[sel]
+
+    return pd.DataFrame(
+        {
+            FLOW_ID: np.arange(lo, hi, dtype=np.int64),
+            PROTO: w.proto_col[lo:hi],
+            IP_VERSION: c["ver"].astype(np.int8),
+            CLIENT_IP: pd.Categorical.from_codes(client_code, dtype=w.addr_dtype, validate=False),
+            CLIENT_PORT: np.where(a_is_client, pa, pbp),
+            SERVER_IP: pd.Categorical.from_codes(server_code, dtype=w.addr_dtype, validate=False),
+            SERVER_PORT: np.where(a_is_client, pbp, pa),
+            FIRST_SEEN: pd.to_datetime(c["first_ns"], unit="ns", utc=True),
+            LAST_SEEN: pd.to_datetime(c["last_ns"], unit="ns", utc=True),
+            PACKETS_UP: np.where(a_is_client, c["pk_ab"], c["pk_ba"]),
+            PACKETS_DOWN: np.where(a_is_client, c["pk_ba"], c["pk_ab"]),
+            IP_BYTES_UP: np.where(a_is_client, c["by_ab"], c["by_ba"]),
+            IP_BYTES_DOWN: np.where(a_is_client, c["by_ba"], c["by_ab"]),
+            CLIENT_EVIDENCE: w.evidence_col[lo:hi],
+            SYN_SEEN: syn_seen,
+            SYNACK_SEEN: synack_seen,
+            FIN_SEEN: is_tcp & (((fa | fb) & decode.TCP_FIN) > 0),
+            RST_SEEN: is_tcp & (((fa | fb) & decode.TCP_RST) > 0),
+            ESTABLISHED: syn_seen & synack_seen,
+            SNI: names_cols[SNI],
+            ALPN: names_cols[ALPN],
+            QUIC_SNI: names_cols[QUIC_SNI],
+            QUIC_ALPN: names_cols[QUIC_ALPN],
+            HTTP_HOST: names_cols[HTTP_HOST],
+            DNS_NAME: dns_name,
+            NAME: _text(name),
+            NAME_EVIDENCE: w.name_ev_col[lo:hi],
+            UID: c["uid"],
+            APP: c["app"] if w.app_col is None else w.app_col[lo:hi],
+            LINK_TYPE: c["link"],
+            **cert_cols,
+        },
+        columns=list(FLOW_COLUMNS),
+    )
 
 
 def _flight_need(pb: PacketBatch, rows: np.ndarray, ln: np.ndarray, head: np.ndarray) -> np.ndarray:
@@ -1418,6 +1588,7 @@ def read_capture(
     chunk_size: int = DEFAULT_CHUNK,
     udp_timeout: float = UDP_TIMEOUT,
     workers: int | None = None,
+    spill: bool | None = None,
 ) -> CaptureResult:
     """Read a pcap or pcapng capture: its packets, flows, DNS and names.
 
@@ -1425,7 +1596,11 @@ def read_capture(
     With ``keep_packets=False`` the per-packet table is not built and memory stays bounded
     by the chunk size and the number of flows. ``workers``: 1 parses names in a worker
     process, 0 in this one; None (the default) uses a worker for files of 64 MiB or more when
-    more than one core is available.
+    more than one core is available. ``spill``: True builds the flow and DNS tables in pieces
+    of :data:`SPILL_ROWS` rows written to disk as they are made (an unnamed temporary file in
+    ``AUDITOR_SPILL_DIR`` or the system's temporary folder), read back when ``flows`` or
+    ``dns`` is first asked for, or piece by piece (``flow_pieces``); False builds them in
+    memory; None (the default) spills for files of 64 MiB or more. The tables are the same.
 
     >>> r = read_capture("capture.pcap")            # doctest: +SKIP
     >>> r.flows[[SERVER_IP, NAME, NAME_EVIDENCE]]    # doctest: +SKIP
@@ -1438,21 +1613,37 @@ def read_capture(
                 chunk_size=chunk_size,
                 udp_timeout=udp_timeout,
                 workers=workers,
+                spill=spill,
             )
         return dataclasses.replace(result, source=str(source))
     reader = CaptureReader(source, chunk_size=chunk_size)
     decoder = Decoder()
     worker = _worker_wanted(source, workers)
     analyzer = CaptureAnalyzer(keep_packets=keep_packets, udp_timeout=udp_timeout, worker=worker)
+    if spill is None:
+        spill = _file_size(source) >= SPILL_MIN_BYTES
+    flow_table: pd.DataFrame | FrameSpill
+    dns_table: pd.DataFrame | FrameSpill
     try:
         with gc_paused():
             for rb in reader:
                 analyzer.feed(decoder.decode(rb))
                 del rb  # lets the reader reuse its buffer for the next chunk
-            flows, dns, dns_tables = analyzer.finish()
+            if spill:
+                flow_table, dns_table = FrameSpill(), FrameSpill()
+                dns_tables = analyzer.finish_into(
+                    flow_table.append, dns_table.append, rows=SPILL_ROWS, apps=decoder.apps
+                )
+                flow_table.close()
+                dns_table.close()
+            else:
+                pieces: tuple[list[pd.DataFrame], list[pd.DataFrame]] = ([], [])
+                dns_tables = analyzer.finish_into(
+                    pieces[0].append, pieces[1].append, apps=decoder.apps
+                )
+                flow_table, dns_table = pieces[0][0], pieces[1][0]
     finally:
         analyzer.close()
-    flows[APP] = decode.app_names(flows[APP].to_numpy(np.int32), decoder.apps)
     packets = analyzer.packets_frame(decoder.apps) if keep_packets else _no_packets(decoder.apps)
     warnings = Counter(reader.warnings)
     warnings.update(analyzer.warnings)
@@ -1460,20 +1651,20 @@ def read_capture(
         "%s: %d packets, %d flows, %d DNS rows (name worker: %s); warnings %s",
         getattr(source, "name", "<stream>"),
         reader.packets,
-        len(flows),
-        len(dns),
+        _rows(flow_table),
+        _rows(dns_table),
         worker,
         dict(warnings),
     )
     counts = Counter(analyzer.counts)
     counts["packets"] = reader.packets
-    counts["flows"] = len(flows)
+    counts["flows"] = _rows(flow_table)
     return CaptureResult(
         source=getattr(source, "name", "<stream>"),
         format=reader.format,
         packets=packets,
-        flows=flows,
-        dns=dns,
+        flow_table=flow_table,
+        dns_table=dns_table,
         dns_tables=dns_tables,
         warnings=+warnings,
         counts=+counts,
@@ -1482,3 +1673,7 @@ def read_capture(
         interfaces=tuple(reader.interfaces),
         apps=tuple(decoder.apps),
     )
+
+
+def _rows(table: pd.DataFrame | FrameSpill) -> int:
+    return table.rows if isinstance(table, FrameSpill) else len(table)

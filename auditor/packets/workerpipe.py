@@ -3,7 +3,7 @@
 Both ends of its pipes are here: :class:`NameWorker`, in the reading process, starts
 ``python -m auditor.packets._worker`` and feeds it; :func:`serve`, in the child, answers.
 Frames are length-prefixed pickles: jobs in, a "done" frame per job and the collector's
-result out.
+result out (its arrays in frames of their own: :func:`write_reply`).
 
 Why a process of its own and not :mod:`concurrent.futures` or :mod:`multiprocessing`: the
 reader feeds jobs while it goes on reading and must be held back when the worker lags (a
@@ -46,10 +46,42 @@ def read_frame(stream: IO[bytes]) -> bytes | None:
     return bytes(data)
 
 
-def write_frame(stream: IO[bytes], data: bytes) -> None:
+def read_frame_into(stream: IO[bytes]) -> bytearray | None:
+    """A frame read into a buffer of its own (no copy of it is made: numpy arrays unpickled
+    from it keep it as their memory)."""
+    head = stream.read(8)
+    if len(head) < 8:
+        return None
+    size = int.from_bytes(head, "big")
+    buf = bytearray(size)
+    view = memoryview(buf)
+    got = 0
+    while got < size:
+        n = stream.readinto(view[got:])  # type: ignore[attr-defined]
+        if not n:
+            return None
+        got += n
+    return buf
+
+
+def write_frame(stream: IO[bytes], data: bytes | memoryview) -> None:
     stream.write(len(data).to_bytes(8, "big"))
     stream.write(data)
     stream.flush()
+
+
+def write_reply(stream: IO[bytes], reply: tuple[str, object]) -> None:
+    """The worker's reply: a frame with the number of buffers, the pickle, then each buffer
+    (the arrays' memory, pickle protocol 5's out-of-band buffers) in a frame of its own, so
+    that the reading process reads each array once into memory it keeps, instead of holding
+    the whole pickle and the arrays made from it at once."""
+    buffers: list[pickle.PickleBuffer] = []
+    data = pickle.dumps(reply, protocol=5, buffer_callback=buffers.append)
+    write_frame(stream, pickle.dumps(("reply", len(buffers)), protocol=5))
+    write_frame(stream, data)
+    del data
+    for b in buffers:
+        write_frame(stream, b.raw())
 
 
 def serve(jobs: IO[bytes], results: IO[bytes]) -> int:
@@ -71,7 +103,7 @@ def serve(jobs: IO[bytes], results: IO[bytes]) -> int:
         reply: tuple[str, object] = ("ok", collector.result())
     except Exception as exc:  # noqa: BLE001 - reported to the reading process
         reply = ("error", f"{type(exc).__name__}: {exc}")
-    write_frame(results, pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))
+    write_reply(results, reply)
     return 0 if reply[0] == "ok" else 1
 
 
@@ -122,9 +154,15 @@ class NameWorker:
                 kind, value = pickle.loads(frame)  # noqa: S301 - from our own child process
                 if kind == "done":
                     self.done += 1
-                else:
-                    self._reply = (kind, value)
-                    return
+                    continue
+                if kind != "reply" or not isinstance(value, int):
+                    raise ValueError(f"an unexpected frame from the worker: {kind!r}")
+                data = read_frame(self._stdout)
+                buffers = [read_frame_into(self._stdout) for _ in range(value)]
+                if data is None or any(b is None for b in buffers):
+                    return  # cut short: result() says the worker died
+                self._reply = pickle.loads(data, buffers=buffers)  # noqa: S301 - as above
+                return
         except Exception as exc:  # noqa: BLE001 - reported by result()
             self._failure = f"{type(exc).__name__}: {exc}"
 

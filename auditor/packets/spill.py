@@ -1,0 +1,155 @@
+"""Tables a read writes to disk as it builds them, so that building them needs memory for
+one piece at a time, not for the whole table (see ``docs/packets.md``, "Reading a capture").
+
+A :class:`FrameSpill` takes pieces of one table (DataFrames with the same columns and
+dtypes, in row order) and writes each as an Arrow IPC record batch to an unnamed temporary
+file: it has no name on disk, only its owner may read it (``0600``), and it goes when the
+last reference to it does, a crash included. :meth:`FrameSpill.frame` reads the table back
+as one DataFrame with the dtypes it was given; :meth:`FrameSpill.pieces` gives it piece by
+piece. The file is mapped, not read: its pages are the file's, which the kernel may drop
+and read again, not this process's own memory.
+
+Only the column types the packet tables use are written (numbers, booleans, UTC times,
+pandas' Arrow strings and categoricals whose categories are the same in every piece: the
+categories are kept in memory once, each piece carries only the codes); any other raises
+``TypeError``.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import tempfile
+from collections.abc import Iterator
+from typing import IO, Any, Final
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.ipc as ipc
+
+#: Where the files go: ``AUDITOR_SPILL_DIR`` when set, else the system's temporary folder
+SPILL_DIR_ENV: Final = "AUDITOR_SPILL_DIR"
+_STR: Final = pd.StringDtype("pyarrow", na_value=np.nan)
+
+
+def spill_dir() -> str | None:
+    return os.environ.get(SPILL_DIR_ENV) or None
+
+
+class FrameSpill:
+    """One table, written piece by piece (see the module's docstring)."""
+
+    def __init__(self, folder: str | None = None) -> None:
+        self._fh: IO[bytes] | None = tempfile.TemporaryFile(dir=folder or spill_dir())
+        self._writer: Any = None
+        self._columns: list[str] = []
+        self._dtypes: dict[str, Any] = {}
+        self._map: mmap.mmap | None = None
+        self.rows = 0
+        self.pieces_written = 0
+
+    # ------------------------------------------------------------------------------ writing
+
+    def append(self, frame: pd.DataFrame) -> None:
+        """Write one piece (its columns and dtypes those of the first piece)."""
+        if self._fh is None or self._map is not None:
+            raise ValueError("this table is closed")
+        if self._writer is None:
+            self._columns = [str(c) for c in frame.columns]
+            self._dtypes = {c: frame[c].dtype for c in self._columns}
+        elif [str(c) for c in frame.columns] != self._columns:
+            raise ValueError("a piece with other columns than the first")
+        arrays = [self._arrow(c, frame[c]) for c in self._columns]
+        batch = pa.RecordBatch.from_arrays(arrays, names=self._columns)
+        if self._writer is None:
+            self._writer = ipc.new_file(self._fh, batch.schema)
+        self._writer.write_batch(batch)
+        self.rows += len(frame)
+        self.pieces_written += 1
+
+    def _arrow(self, name: str, col: pd.Series) -> pa.Array:
+        dtype, want = col.dtype, self._dtypes[name]
+        if isinstance(want, pd.CategoricalDtype):
+            if not isinstance(dtype, pd.CategoricalDtype) or (
+                dtype is not want and not dtype.categories.equals(want.categories)
+            ):
+                raise ValueError(f"column {name}: other categories than in the first piece")
+            return pa.array(np.asarray(col.cat.codes))
+        if dtype != want:
+            raise ValueError(f"column {name}: {dtype}, not {want} as in the first piece")
+        if dtype == _STR:
+            arr = col.array._pa_array  # a ChunkedArray of (large) strings: no copy
+            return arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
+        if isinstance(dtype, pd.DatetimeTZDtype):
+            if dtype.unit != "ns" or str(dtype.tz) != "UTC":
+                raise TypeError(f"column {name}: {dtype} is not written")
+            return pa.array(col.array.asi8)
+        if isinstance(dtype, np.dtype) and dtype.kind in "biuf":
+            return pa.array(col.to_numpy())
+        raise TypeError(f"column {name}: {dtype} is not written")
+
+    def close(self) -> FrameSpill:
+        """Finish the file (a table with no piece is an error) and map it for reading."""
+        if self._map is None:
+            if self._writer is None or self._fh is None:
+                raise ValueError("no piece was written")
+            self._writer.close()
+            self._fh.flush()
+            self._map = mmap.mmap(self._fh.fileno(), 0, access=mmap.ACCESS_READ)
+            self._fh.close()  # the map keeps the (unnamed) file
+            self._fh = None
+        return self
+
+    def discard(self) -> None:
+        """Let the file go now (also what happens when the object is collected)."""
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        if self._map is not None:
+            try:
+                self._map.close()
+            except BufferError:  # a frame still points into it: the file goes with it
+                pass
+            self._map = None
+
+    # ------------------------------------------------------------------------------ reading
+
+    def _table(self) -> pa.Table:
+        if self._map is None:
+            raise ValueError("the table is not closed (or was discarded)")
+        return ipc.open_file(pa.py_buffer(self._map)).read_all()
+
+    def frame(self) -> pd.DataFrame:
+        """The whole table, with the dtypes it was written with."""
+        return self._frame(self._table())
+
+    def pieces(self) -> Iterator[pd.DataFrame]:
+        """The table piece by piece, as written (each with the table's dtypes)."""
+        if self._map is None:
+            raise ValueError("the table is not closed (or was discarded)")
+        reader = ipc.open_file(pa.py_buffer(self._map))
+        for i in range(reader.num_record_batches):
+            yield self._frame(pa.Table.from_batches([reader.get_batch(i)]))
+
+    def _frame(self, table: pa.Table) -> pd.DataFrame:
+        data: dict[str, Any] = {}
+        for name in self._columns:
+            col = table.column(name)
+            dtype = self._dtypes[name]
+            if isinstance(dtype, pd.CategoricalDtype):
+                data[name] = pd.Categorical.from_codes(_numpy(col), dtype=dtype, validate=False)
+            elif dtype == _STR:
+                data[name] = pd.arrays.ArrowStringArray(col, dtype=_STR)  # type: ignore[call-arg]
+            elif isinstance(dtype, pd.DatetimeTZDtype):
+                data[name] = pd.to_datetime(_numpy(col), unit="ns", utc=True)
+            else:
+                data[name] = _numpy(col).astype(dtype, copy=False)
+        return pd.DataFrame(data, columns=self._columns)
+
+
+def _numpy(col: pa.ChunkedArray) -> np.ndarray:
+    """A column without nulls as numpy (a view of the map when it is one piece)."""
+    if col.num_chunks == 1:
+        return col.chunk(0).to_numpy(zero_copy_only=False)
+    return col.to_numpy()
