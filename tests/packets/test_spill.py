@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from auditor.packets import flows as F
+from auditor.packets.pcapfile import PcapError
 from auditor.packets.spill import SPILL_DIR_ENV, FrameSpill
 from tests.conftest import SHARED_CAPTURES
 
@@ -34,7 +35,7 @@ def _chosen() -> list[Path]:
     for p in _real_captures():
         try:
             r = F.read_capture(p, keep_packets=False, spill=False)
-        except F.PcapError:
+        except PcapError:
             continue
         out.append((len(r.flows) + len(r.dns), p))
     out.sort(key=lambda t: -t[0])
