@@ -20,8 +20,11 @@ same run, each in a fresh process for its peak RSS: ``read_capture(keep_packets=
 scapy's ``PcapReader`` on a 20,000-packet
 prefix, extrapolated; ``tshark -T fields`` with address, port, DNS, SNI and Host fields on the
 whole file. The 2,000,000-packet file repeats the first with other client addresses, to show
-peak memory does not grow with the file. ``compiled`` says which compiled parts were used
-(``auditor/packets/_scan.c``, ``_decode.c``, ``_flowtab.c``, ``_dns.c``);
+how peak memory grows with the file. Files of 64 MiB or more write their flow and DNS tables
+to disk as they are built (``read_capture(spill=None)``): the timed read includes reading
+them back into pandas, and ``peak_rss_mib`` is the read's own peak (the tables on disk),
+``peak_rss_with_tables_mib`` the peak once they are read back. ``compiled`` says which
+compiled parts were used (``auditor/packets/_scan.c``, ``_decode.c``, ``_flowtab.c``, ``_dns.c``);
 ``ethernet_pps_uncompiled`` is the same read without any of them (``AUDITOR_PURE_PYTHON_SCAN=1``:
 the Python walk and DNS parser, the numpy decoder and flow table), for comparison.
 """
@@ -399,13 +402,18 @@ def _measure(path: str, keep: bool, sample: bool = False) -> dict[str, Any]:
     children = _ChildPeak() if sample else None
     t = time.perf_counter()
     r = read_capture(path, keep_packets=keep)
-    dt = time.perf_counter() - t
+    read_s = time.perf_counter() - t
     worker_peak = children.stop() if children is not None else 0
-    peak = _hwm_mib()
-    # what the read returns: the flow and DNS tables (pandas' deep count)
+    peak = _hwm_mib()  # the read's own: a spilled read's tables are on disk still
+    # what the read returns: the flow and DNS tables (pandas' deep count), in memory (read
+    # back from disk by a spilled read: the time counts, and the peak is given apart)
     tables = sum(int(t.memory_usage(deep=True).sum()) for t in (r.flows, r.dns))
+    dt = time.perf_counter() - t
     return {
         "seconds": dt,
+        "seconds_read_only": read_s,
+        "spilled": r.spilled,
+        "peak_rss_with_tables_mib": _hwm_mib(),
         "packets": int(r.counts["packets"]),
         "flows": len(r.flows),
         "dns_rows": len(r.dns),
@@ -560,7 +568,15 @@ def memory() -> dict[str, Any]:
             double(one, two)
             os.sync()
             r1, r2, rl = _child(one, False), _child(two, False), _child(long, False)
-            keys = ("peak_rss_mib", "tables_mib", "packets", "flows", "dns_rows")
+            keys = (
+                "peak_rss_mib",
+                "peak_rss_with_tables_mib",
+                "spilled",
+                "tables_mib",
+                "packets",
+                "flows",
+                "dns_rows",
+            )
             grow2 = r2["peak_rss_mib"] - r1["peak_rss_mib"]
             more = (r2["flows"] - r1["flows"]) + (r2["dns_rows"] - r1["dns_rows"])
             out[mix] = {
@@ -569,6 +585,11 @@ def memory() -> dict[str, Any]:
                 "2M_twice_the_flows": {k: r2[k] for k in keys},
                 "growth_same_flows": round(rl["peak_rss_mib"] / r1["peak_rss_mib"] - 1, 3),
                 "growth_twice_the_flows": round(r2["peak_rss_mib"] / r1["peak_rss_mib"] - 1, 3),
+                # with the tables read back into pandas after the read (a consumer that
+                # wants them whole; one that takes them piece by piece does not pay this)
+                "growth_twice_the_flows_with_tables": round(
+                    r2["peak_rss_with_tables_mib"] / r1["peak_rss_with_tables_mib"] - 1, 3
+                ),
                 "bytes_per_added_flow_or_dns_row": round(grow2 * 2**20 / max(more, 1)),
                 # of the growth with twice the flows, what the returned tables themselves add
                 "tables_growth_twice_the_flows": round(
@@ -577,7 +598,10 @@ def memory() -> dict[str, Any]:
                 "extra_packets_per_connection": extra,
                 "packets_same_flows_file": stretched["packets"],
             }
-            out[mix]["targets"] = {"within_10pct_same_flows": out[mix]["growth_same_flows"] <= 0.10}
+            out[mix]["targets"] = {
+                "within_10pct_same_flows": out[mix]["growth_same_flows"] <= 0.10,
+                "within_10pct_twice_the_flows": out[mix]["growth_twice_the_flows"] <= 0.10,
+            }
             for f in (one, two, long):
                 f.unlink()
     return out
