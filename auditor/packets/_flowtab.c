@@ -2,10 +2,14 @@
  *
  * FlowTable.assign() takes one decoded batch as columns and, packet by packet in file order,
  * finds the packet's flow by its bidirectional key (IP version, protocol, the lower and the
- * higher address:port), starts a new flow when the key is new or, for any protocol but TCP,
- * when the key was silent for longer than the timeout, and adds the packet to the flow's sums
- * (packets, IP bytes and TCP flags per direction, first and last seen, PCAPdroid uid and app).
- * It gives each packet its flow (-1: none) and direction (0: the lower side sent it).
+ * higher address:port), starts a new flow when the key is new or was silent for longer than
+ * its protocol's timeout (TCP has its own), and adds the packet to the flow's sums (packets,
+ * IP bytes and TCP flags per direction, first and last seen, PCAPdroid uid and app). It gives
+ * each packet its flow's id (-1: none) and direction (0: the lower side sent it).
+ *
+ * FlowTable.expire() takes out the flows no later packet can join (their key started a newer
+ * flow, or is silent past its timeout at a given time), so that a long read keeps only the
+ * flows still going; ids are handed out in the order flows start and never change.
  *
  * It does what the numpy code of CaptureAnalyzer._assign does, with the same results
  * (flows.py numbers flows by their first packet at the end, so the order in which ids are
@@ -30,12 +34,14 @@
 
 typedef struct {
     uint64_t a_hi, a_lo, b_hi, b_lo;
+    int64_t id; /* flows are numbered in the order they start; an index moves, an id does not */
     int64_t first_pkt, first_ns, last_ns, prev_ts;
     int64_t pk_ab, pk_ba, by_ab, by_ba;
     int32_t pa, pb, link, fl_ab, fl_ba, uid, app;
     int16_t proto;
     uint8_t ver;
     int8_t first_dir;
+    uint8_t dead; /* its key started a newer flow: no packet can join it any more */
 } Flow;
 
 typedef struct {
@@ -50,7 +56,9 @@ typedef struct {
     Slot *slots;
     size_t mask; /* slots - 1, a power of two minus one */
     size_t used;
-    int64_t timeout;
+    int64_t timeout;     /* a key of any protocol but TCP silent longer starts a new flow */
+    int64_t tcp_timeout; /* ... and a TCP key */
+    int64_t next_id;
 } FlowTable;
 
 static inline uint64_t mix(uint64_t x) {
@@ -110,6 +118,7 @@ static int64_t new_flow(FlowTable *t) {
     }
     Flow *f = &t->flows[t->n];
     memset(f, 0, sizeof(Flow));
+    f->id = t->next_id++;
     f->first_ns = INT64_MAX;
     f->last_ns = INT64_MIN;
     f->uid = -1;
@@ -118,9 +127,9 @@ static int64_t new_flow(FlowTable *t) {
 }
 
 static int FlowTable_init(FlowTable *t, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"timeout_ns", NULL};
-    long long timeout;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "L", kwlist, &timeout))
+    static char *kwlist[] = {"timeout_ns", "tcp_timeout_ns", NULL};
+    long long timeout, tcp_timeout = INT64_MAX;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "L|L", kwlist, &timeout, &tcp_timeout))
         return -1;
     PyMem_Free(t->flows);
     PyMem_Free(t->slots);
@@ -141,6 +150,8 @@ static int FlowTable_init(FlowTable *t, PyObject *args, PyObject *kwds) {
     }
     t->used = 0;
     t->timeout = timeout;
+    t->tcp_timeout = tcp_timeout;
+    t->next_id = 0;
     return 0;
 }
 
@@ -219,13 +230,15 @@ static PyObject *FlowTable_assign(FlowTable *t, PyObject *args) {
             }
             j = (j + 1) & t->mask;
         }
-        int64_t id = cur;
-        if (cur >= 0 && p != TCP) {
+        int64_t id = cur; /* an index into flows */
+        if (cur >= 0) {
             Flow *f = &t->flows[cur];
             /* as numpy's int64 subtraction: wraps, never traps */
             int64_t gap = (int64_t)((uint64_t)ts[i] - (uint64_t)f->prev_ts);
-            if (gap > t->timeout)
+            if (gap > (p == TCP ? t->tcp_timeout : t->timeout)) {
                 id = -1;
+                f->dead = 1;
+            }
         }
         if (id < 0) {
             id = new_flow(t);
@@ -277,10 +290,10 @@ static PyObject *FlowTable_assign(FlowTable *t, PyObject *args) {
             f->uid = uid[i];
         if (app[i] > f->app)
             f->app = app[i];
-        fid[i] = id;
+        fid[i] = f->id;
         dir[i] = (int8_t)swap;
     }
-    result = PyLong_FromSsize_t(t->n);
+    result = PyLong_FromLongLong(t->next_id);
 done:
     for (int c = 0; c < C_COUNT; c++)
         if (b[c].obj != NULL)
@@ -288,28 +301,26 @@ done:
     return result;
 }
 
+/* the column of each flow whose index is in sel[0..m) (sel NULL: every flow) */
 #define COLUMN(name, type, field)                                                        \
     do {                                                                                 \
-        PyObject *col = PyBytes_FromStringAndSize(NULL, t->n * (Py_ssize_t)sizeof(type)); \
+        PyObject *col = PyBytes_FromStringAndSize(NULL, m * (Py_ssize_t)sizeof(type));   \
         if (col == NULL)                                                                 \
             goto fail;                                                                   \
         type *out = (type *)PyBytes_AS_STRING(col);                                      \
-        for (Py_ssize_t i = 0; i < t->n; i++)                                            \
-            out[i] = t->flows[i].field;                                                  \
+        for (Py_ssize_t i = 0; i < m; i++)                                               \
+            out[i] = t->flows[sel ? sel[i] : i].field;                                   \
         int bad = PyDict_SetItemString(dict, name, col);                                 \
         Py_DECREF(col);                                                                  \
         if (bad)                                                                         \
             goto fail;                                                                   \
     } while (0)
 
-static PyObject *FlowTable_columns(FlowTable *t, PyObject *Py_UNUSED(ignored)) {
-    if (t->flows == NULL && t->n) {
-        PyErr_SetString(PyExc_RuntimeError, "FlowTable.__init__ was not called");
-        return NULL;
-    }
+static PyObject *flow_columns(FlowTable *t, const Py_ssize_t *sel, Py_ssize_t m) {
     PyObject *dict = PyDict_New();
     if (dict == NULL)
         return NULL;
+    COLUMN("id", int64_t, id);
     COLUMN("ver", uint8_t, ver);
     COLUMN("proto", int16_t, proto);
     COLUMN("a_hi", uint64_t, a_hi);
@@ -338,19 +349,116 @@ fail:
     return NULL;
 }
 
+static PyObject *FlowTable_columns(FlowTable *t, PyObject *Py_UNUSED(ignored)) {
+    if (t->flows == NULL && t->n) {
+        PyErr_SetString(PyExc_RuntimeError, "FlowTable.__init__ was not called");
+        return NULL;
+    }
+    return flow_columns(t, NULL, t->n);
+}
+
+/* expire(before_ns): the flows no packet can join any more, taken out of the table: those
+ * whose key started a newer flow, and those silent for longer than their protocol's timeout
+ * at before_ns (a packet at before_ns or later would start a flow of its own). Their columns
+ * ({name: bytes}, with "id"), in id order, or None when there is none. The table keeps the
+ * others, in id order, and its memory shrinks with them. */
+static PyObject *FlowTable_expire(FlowTable *t, PyObject *args) {
+    long long before;
+    if (!PyArg_ParseTuple(args, "L:expire", &before))
+        return NULL;
+    if (t->flows == NULL || t->slots == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "FlowTable.__init__ was not called");
+        return NULL;
+    }
+    Py_ssize_t m = 0;
+    Py_ssize_t *sel = PyMem_Malloc((size_t)(t->n ? t->n : 1) * sizeof(Py_ssize_t));
+    if (sel == NULL)
+        return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < t->n; i++) {
+        Flow *f = &t->flows[i];
+        int64_t gap = (int64_t)((uint64_t)before - (uint64_t)f->prev_ts);
+        if (f->dead || gap > (f->proto == TCP ? t->tcp_timeout : t->timeout))
+            sel[m++] = i;
+    }
+    if (m == 0) {
+        PyMem_Free(sel);
+        Py_RETURN_NONE;
+    }
+    PyObject *out = flow_columns(t, sel, m);
+    if (out == NULL) {
+        PyMem_Free(sel);
+        return NULL;
+    }
+    /* keep the others, in order */
+    Py_ssize_t k = 0, s = 0;
+    for (Py_ssize_t i = 0; i < t->n; i++) {
+        if (s < m && sel[s] == i) {
+            s++;
+            continue;
+        }
+        if (k != i)
+            t->flows[k] = t->flows[i];
+        k++;
+    }
+    PyMem_Free(sel);
+    t->n = k;
+    if (t->cap > 1024 && t->n * 4 < t->cap) {
+        Py_ssize_t cap = t->cap;
+        while (cap > 1024 && t->n * 4 < cap)
+            cap /= 2;
+        Flow *flows = PyMem_Realloc(t->flows, (size_t)cap * sizeof(Flow));
+        if (flows != NULL) { /* else the larger block stays: no harm */
+            t->flows = flows;
+            t->cap = cap;
+        }
+    }
+    /* the slots again, sized for what is left (at most half full) */
+    size_t size = 2048;
+    while (size < 4 * (size_t)t->n)
+        size *= 2;
+    if (size != t->mask + 1) {
+        Slot *slots = PyMem_Malloc(size * sizeof(Slot));
+        if (slots == NULL) {
+            Py_DECREF(out);
+            return PyErr_NoMemory();
+        }
+        PyMem_Free(t->slots);
+        t->slots = slots;
+        t->mask = size - 1;
+    }
+    for (size_t i = 0; i <= t->mask; i++) {
+        t->slots[i].flow = -1;
+        t->slots[i].hash = 0;
+    }
+    t->used = 0;
+    for (Py_ssize_t i = 0; i < t->n; i++) {
+        Flow *f = &t->flows[i];
+        uint64_t h = key_hash(f->ver, f->proto, f->a_hi, f->a_lo, f->b_hi, f->b_lo, f->pa, f->pb);
+        size_t j = (size_t)h & t->mask;
+        while (t->slots[j].flow >= 0)
+            j = (j + 1) & t->mask;
+        t->slots[j].hash = h;
+        t->slots[j].flow = i;
+        t->used++;
+    }
+    return out;
+}
+
 static PyMethodDef FlowTable_methods[] = {
     {"assign", (PyCFunction)FlowTable_assign, METH_VARARGS,
      "assign(first, flowable, ip_version, src_hi, src_lo, dst_hi, dst_lo, proto, sport, dport,"
      " ts_ns, ip_bytes, tcp_flags, uid, app, link_type, fid_out, direction_out) -> flows"},
     {"columns", (PyCFunction)FlowTable_columns, METH_NOARGS,
-     "columns() -> {name: bytes}: the per-flow columns, in the order flows were made"},
+     "columns() -> {name: bytes}: the per-flow columns (and \"id\"), in the order flows were made"},
+    {"expire", (PyCFunction)FlowTable_expire, METH_VARARGS,
+     "expire(before_ns) -> {name: bytes} | None: the flows no packet can join any more, taken out"},
     {NULL, NULL, 0, NULL}};
 
 static PyTypeObject FlowTableType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "auditor.packets._flowtab.FlowTable",
     .tp_basicsize = sizeof(FlowTable),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "FlowTable(timeout_ns): flows by bidirectional key, filled batch by batch",
+    .tp_doc = "FlowTable(timeout_ns, tcp_timeout_ns=max): flows by bidirectional key, batch by batch",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)FlowTable_init,
     .tp_dealloc = (destructor)FlowTable_dealloc,

@@ -66,7 +66,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import BinaryIO, Final
+from typing import Any, BinaryIO, Final
 
 import numpy as np
 import pandas as pd
@@ -231,6 +231,14 @@ DNS_ANSWER_COLUMNS: Final[tuple[str, ...]] = (
 )
 
 UDP_TIMEOUT: Final = 120.0
+# A TCP key silent for longer starts a new flow (Zeek ends a TCP connection after 5 idle
+# minutes, tshark never; an hour keeps every connection with keep-alives whole), so that a
+# read of days of traffic need not keep every connection it met
+TCP_TIMEOUT: Final = 3600.0
+# Flows are written out (a spilled read) once no later packet can join them: silent past their
+# timeout at the latest time seen, less this much, which a packet may come before one ahead of
+# it in the file and still join its flow. A file whose time goes back further stops it.
+EXPIRY_SLACK: Final = 300.0
 # Server ports of 1024 and up that phones connect to (IANA Service Name and Transport Protocol
 # Port Number Registry; 5228-5230: Firebase Cloud Messaging, firebase.google.com/docs/
 # cloud-messaging/concept-options "FCM ports and your firewall"; 19302-19309: Google's STUN)
@@ -359,8 +367,10 @@ class CaptureResult:
         return isinstance(self.flow_table, FrameSpill)
 
     def flow_pieces(self) -> Iterator[pd.DataFrame]:
-        """The flow table in pieces of at most :data:`SPILL_ROWS` rows, in row order, read
-        one at a time when the table is on disk (memory for one piece, not the table)."""
+        """The flow table in pieces (about :data:`SPILL_ROWS` rows), read one at a time when
+        the table is on disk (memory for one piece, not the table). A spilled read gives
+        them in the order its flows finished, each sorted by flow id (``flow_id`` says
+        the row), its categoricals with every category they could have."""
         yield from _pieces_of(self.flow_table)
 
     def dns_pieces(self) -> Iterator[pd.DataFrame]:
@@ -414,7 +424,7 @@ def _pieces_of(table: pd.DataFrame | FrameSpill) -> Iterator[pd.DataFrame]:
 
 # ------------------------------------------------------------------------------ flow store
 
-_STORE_FIELDS: Final[dict[str, tuple[type, int]]] = {
+_STORE_FIELDS: Final[dict[str, tuple[type, int]]] = {  # (also the compiled table's columns)
     "ver": (np.uint8, 0),
     "proto": (np.int16, 0),
     "a_hi": (np.uint64, 0),
@@ -437,6 +447,11 @@ _STORE_FIELDS: Final[dict[str, tuple[type, int]]] = {
     "fl_ba": (np.int32, 0),
     "uid": (np.int32, -1),
     "app": (np.int32, -1),
+}
+# a flow as the compiled table hands it over: its id and the fields above
+_RAW_TYPES: Final[dict[str, type]] = {
+    "id": np.int64,
+    **{k: t for k, (t, _) in _STORE_FIELDS.items()},
 }
 
 
@@ -537,15 +552,27 @@ class CaptureAnalyzer:
         udp_timeout: float = UDP_TIMEOUT,
         worker: bool = False,
         compiled: bool | None = None,
+        tcp_timeout: float = TCP_TIMEOUT,
+        expire: bool = False,
     ) -> None:
         self.keep_packets = keep_packets
         self._timeout_ns = int(udp_timeout * 1e9)
+        self._tcp_timeout_ns = int(tcp_timeout * 1e9)
         self._store = _FlowStore()
         self._by_key: dict[tuple[int, ...], int] = {}
         if compiled and _flowtab is None:
             raise RuntimeError("the compiled flow table is not built")
         use = _flowtab is not None if compiled is None else compiled
-        self._table = _flowtab.FlowTable(self._timeout_ns) if use and _flowtab else None
+        self._table = (
+            _flowtab.FlowTable(self._timeout_ns, self._tcp_timeout_ns) if use and _flowtab else None
+        )
+        # flows written out as they finish (compiled table only): see _expire
+        self._expire = bool(expire and self._table is not None)
+        self._finished: FrameSpill | None = None
+        self._pending: list[dict[str, np.ndarray]] = []  # finished, not yet a whole piece
+        self._pending_rows = 0
+        self._latest_ns = np.iinfo(np.int64).min  # the latest packet time seen
+        self._next_id = 0  # flows started so far (the compiled table's ids)
         self._compiled = use  # the compiled parts (flow table, name kinds), or numpy's
         self.warnings: Counter[str] = Counter()
         self.counts: Counter[str] = Counter()
@@ -578,6 +605,8 @@ class CaptureAnalyzer:
         self.warnings.update(batch.warnings)
         self.counts.update(batch.counts)
         fid, direction = self._assign(batch)
+        if self._expire:
+            self._expire_flows(batch)
         got = self._job(batch, fid, direction)
         if got is not None:
             job, floating = got
@@ -669,12 +698,11 @@ class CaptureAnalyzer:
         known = cur >= 0
         new = np.zeros(m, dtype=bool)
         new[starts] = ~known
-        idle = proto[order] != decode.PROTO_TCP
-        if idle.any():
-            gap = np.zeros(m, dtype=np.int64)
-            gap[1:] = ts_s[1:] - ts_s[:-1]
-            gap[starts] = np.where(known, ts_s[starts] - store["prev_ns"][np.maximum(cur, 0)], 0)
-            new |= idle & (gap > self._timeout_ns)
+        timeout = np.where(proto[order] == decode.PROTO_TCP, self._tcp_timeout_ns, self._timeout_ns)
+        gap = np.zeros(m, dtype=np.int64)
+        gap[1:] = ts_s[1:] - ts_s[:-1]
+        gap[starts] = np.where(known, ts_s[starts] - store["prev_ns"][np.maximum(cur, 0)], 0)
+        new |= gap > timeout
         new_pos = np.flatnonzero(new)
         ids = store.add(len(new_pos))
         vals = np.full(m, -1, dtype=np.int64)
@@ -734,6 +762,48 @@ class CaptureAnalyzer:
         direction[sel] = d
         return fid, direction
 
+    def _expire_flows(self, pb: PacketBatch) -> None:
+        """Take the flows no later packet can join out of the compiled table, into pieces of
+        the finished flows written to disk (of :data:`SPILL_ROWS` rows or more). A packet
+        more than :data:`EXPIRY_SLACK` earlier than one before it stops this for the rest of
+        the read (a flow written out could have been its)."""
+        assert self._table is not None
+        ts = pb.records.ts_ns[pb.flowable]
+        if not len(ts):
+            return
+        slack = int(EXPIRY_SLACK * 1e9)
+        # the latest time before each packet (the first's: before this batch), kept off the
+        # lowest int64 so that taking the slack off cannot wrap
+        ahead = np.maximum.accumulate(np.concatenate(([self._latest_ns], ts)))[:-1]
+        floor = np.iinfo(np.int64).min + slack
+        if (ts < np.maximum(ahead, floor) - slack).any():
+            log.debug("time goes back more than %ss: no more flows are written out", EXPIRY_SLACK)
+            self._expire = False
+            return
+        self._latest_ns = max(self._latest_ns, int(ts.max()))
+        raw = self._table.expire(self._latest_ns - slack)
+        if raw is None:
+            return
+        cols: dict[str, np.ndarray] = {
+            k: np.frombuffer(v, dtype=_RAW_TYPES[k]) for k, v in raw.items()
+        }
+        self._pending.append(cols)
+        self._pending_rows += len(cols["id"])
+        if self._pending_rows >= SPILL_ROWS:
+            self._write_finished()
+
+    def _write_finished(self) -> None:
+        if not self._pending:
+            return
+        cols = {k: np.concatenate([c[k] for c in self._pending]) for k in _RAW_TYPES}
+        self._pending, self._pending_rows = [], 0
+        if self._finished is None:
+            self._finished = FrameSpill(mapped=False)  # read back a piece at a time
+        n = len(cols["id"])
+        for lo in range(0, n, SPILL_ROWS):
+            piece = pd.DataFrame({k: v[lo : lo + SPILL_ROWS] for k, v in cols.items()})
+            self._finished.append(piece)
+
     def _assign_compiled(self, pb: PacketBatch) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`_assign` by ``_flowtab.c``, packet by packet in file order."""
         assert self._table is not None
@@ -742,7 +812,7 @@ class CaptureAnalyzer:
         direction = np.empty(n, dtype=np.int8)
         rb = pb.records
         c = np.ascontiguousarray
-        self._table.assign(
+        self._next_id = self._table.assign(
             rb.first,
             c(pb.flowable, dtype=np.bool_),
             c(pb.ip_version, dtype=np.uint8),
@@ -1030,6 +1100,8 @@ class CaptureAnalyzer:
         apps: Sequence[str] | None,
     ) -> names.NameResult:
         """The flow table, in pieces to ``sink``; returns what the name collectors found."""
+        if self._finished is not None or self._pending:
+            return self._finished_pieces(sink, rows, apps)
         col = self._flow_columns()
         n = len(col["ver"])
         first = col["first_pkt"]
@@ -1117,6 +1189,161 @@ class CaptureAnalyzer:
         step = max(int(rows or n), 1)
         for lo in range(0, max(n, 1), step):
             sink(_flow_piece(whole, lo, min(lo + step, n)))
+        return found
+
+    def _raw_pieces(self, live: dict[str, np.ndarray] | None) -> Iterator[dict[str, np.ndarray]]:
+        """The flows as the compiled table gave them (:data:`_RAW_TYPES`), in pieces sorted
+        by id: those written out, then those still in the table at the end (``live``)."""
+        if self._finished is not None:
+            for piece in self._finished.pieces():
+                yield {k: piece[k].to_numpy() for k in _RAW_TYPES}
+        if live is not None:
+            n = len(live["id"])
+            for lo in range(0, n, SPILL_ROWS):
+                yield {k: v[lo : lo + SPILL_ROWS] for k, v in live.items()}
+
+    def _finished_pieces(
+        self,
+        sink: Callable[[pd.DataFrame], None],
+        rows: int | None,
+        apps: Sequence[str] | None,
+    ) -> names.NameResult:
+        """:meth:`_flow_pieces` of a read that wrote flows out as they finished: a piece
+        of the table per piece of flows (in the order they finished; the ids say the rows),
+        the names and addresses looked up by id. ``rows`` is the size of those pieces."""
+        assert self._table is not None
+        if self._finished is not None:
+            self._finished.close()
+        pending = self._pending
+        self._pending, self._pending_rows = [], 0
+        raw = self._table.columns()
+        self._table = None
+        live: dict[str, np.ndarray] = {
+            k: np.frombuffer(raw[k], dtype=t) for k, t in _RAW_TYPES.items()
+        }
+        del raw
+        if pending:  # finished flows not written yet go with the live ones
+            live = {k: np.concatenate([*(c[k] for c in pending), live[k]]) for k in _RAW_TYPES}
+            order = np.argsort(live["id"], kind="stable")
+            live = {k: v[order] for k, v in live.items()}
+        del pending
+        n = self._next_id
+        # every flow's two addresses by id, as codes into one table of texts, each made once
+        ver = np.zeros(n, dtype=np.uint8)
+        a_hi, a_lo = np.zeros(n, dtype=np.uint64), np.zeros(n, dtype=np.uint64)
+        b_hi, b_lo = np.zeros(n, dtype=np.uint64), np.zeros(n, dtype=np.uint64)
+        a_port = np.zeros(n, dtype=np.int32)
+        b_port = np.zeros(n, dtype=np.int32)
+        for c in self._raw_pieces(live):
+            ids = c["id"]
+            ver[ids], a_port[ids], b_port[ids] = c["ver"], c["pa"], c["pb"]
+            a_hi[ids], a_lo[ids], b_hi[ids], b_lo[ids] = c["a_hi"], c["a_lo"], c["b_hi"], c["b_lo"]
+        codes, texts = decode.address_codes(
+            np.concatenate([ver, ver]), np.concatenate([a_hi, b_hi]), np.concatenate([a_lo, b_lo])
+        )
+        del ver, a_hi, a_lo, b_hi, b_lo
+        a_side, b_side = codes[:n], codes[n:]
+        del codes
+        self._renumber = np.arange(n, dtype=np.int64)  # ids are in file order already
+        self._sides = (a_side, b_side, a_port, b_port, texts)
+        found = self._collector.result()
+        if self._worker is not None:
+            try:
+                found = names.merge_results(self._worker.result(), found)
+            finally:
+                self._worker.close()
+        self.warnings.update(found.warnings)
+        self.counts.update(found.counts)
+        addr_index = pd.Index(texts)
+        addr_dtype = pd.CategoricalDtype(addr_index)
+        namer = _DnsNamer(found.dns, addr_index)
+        hf, _, hint_sides = found.hints
+        by_kind = {}
+        for kind, (f, j, v) in found.names.items():
+            o = np.argsort(f, kind="stable")
+            by_kind[kind] = (f[o], j[o], v[o])
+        found.names.clear()
+        cert_ids = np.fromiter(found.certs, np.int64, len(found.certs))
+        cert_order = np.argsort(cert_ids, kind="stable")
+        cert_ids = cert_ids[cert_order]
+        cert_infos = list(found.certs.values())
+        cert_fields = [tlscert.flow_fields(cert_infos[i]) for i in cert_order.tolist()]
+        del cert_infos
+        proto_cats = pd.Index(sorted(set(_PROTO_TEXT.tolist())))
+        proto_code = proto_cats.get_indexer(_PROTO_TEXT.tolist()).astype(np.int64)
+        evidence_cats = pd.Index(sorted(_CLIENT_EVIDENCE))
+        evidence_code = evidence_cats.get_indexer(pd.Index(list(_CLIENT_EVIDENCE))).astype(np.int64)
+        name_ev_cats = pd.Index(sorted(_EVIDENCE))
+        name_ev_code = name_ev_cats.get_indexer(pd.Index(list(_EVIDENCE))).astype(np.int64)
+
+        def lookup(sorted_ids: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            """Rows of ``ids`` found in ``sorted_ids``, and where."""
+            if not len(sorted_ids):
+                return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+            pos = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
+            rows_ = np.flatnonzero(sorted_ids[pos] == ids)
+            return rows_, pos[rows_]
+
+        wrote = False
+        for c in self._raw_pieces(live):
+            ids = c["id"]
+            m = len(ids)
+            a_code, b_code = a_side[ids], b_side[ids]
+            hint = np.full(m, -1, dtype=np.int64)
+            r, at = lookup(hf, ids)
+            hint[r] = hint_sides[at]
+            fa, fb = c["fl_ab"], c["fl_ba"]
+            client, evidence = _orientation(
+                (fa & _SYN_ONLY) > 0, (fb & _SYN_ONLY) > 0, (fa & _SYN_ACK) > 0,
+                (fb & _SYN_ACK) > 0, hint, c["pa"], c["pb"], c["first_dir"],
+            )  # fmt: skip
+            a_is_client = client == 0
+            server_code = np.where(a_is_client, b_code, a_code)
+            dns_rows, answered = namer.lookup(server_code, c["first_ns"])
+            name_ev = np.full(m, _EVIDENCE.index(EVIDENCE_IP), dtype=np.int64)
+            name_ev[dns_rows] = _EVIDENCE.index(EVIDENCE_DNS)
+            piece_kinds = {}
+            for kind, (f, j, v) in by_kind.items():
+                r, at = lookup(f, ids)
+                piece_kinds[kind] = (r, j[at], v[at])
+            for kind, ev in reversed(_NAME_PRECEDENCE):
+                if kind in piece_kinds:
+                    name_ev[piece_kinds[kind][0]] = _EVIDENCE.index(ev)
+            r, at = lookup(cert_ids, ids)
+            certs = (r, [cert_fields[i] for i in at.tolist()]) if len(r) else None
+            whole = _FlowWhole(
+                col={k2: c[k2] for k2 in _STORE_FIELDS},
+                a_code=a_code,
+                b_code=b_code,
+                a_is_client=a_is_client,
+                is_tcp=c["proto"] == decode.PROTO_TCP,
+                texts=texts,
+                addr_dtype=addr_dtype,
+                proto_col=pd.Categorical.from_codes(
+                    proto_code[c["proto"].astype(np.int64) & 0xFF], categories=proto_cats
+                ),
+                evidence_col=pd.Categorical.from_codes(
+                    evidence_code[evidence], categories=evidence_cats
+                ),
+                name_ev_col=pd.Categorical.from_codes(
+                    name_ev_code[name_ev], categories=name_ev_cats
+                ),
+                app_col=(
+                    decode.app_names(c["app"].astype(np.int32), list(apps))
+                    if apps is not None
+                    else None
+                ),
+                dns_named=(dns_rows, answered),
+                by_kind=piece_kinds,
+                certs=certs,
+                ids=ids,
+            )
+            sink(_flow_piece(whole, 0, m))
+            wrote = True
+        assert wrote  # (a flow was written out, or this would not be the way)
+        if self._finished is not None:
+            self._finished.discard()
+            self._finished = None
         return found
 
     def _dns_pieces(
@@ -1256,13 +1483,14 @@ class _FlowWhole:
     is_tcp: np.ndarray
     texts: np.ndarray
     addr_dtype: pd.CategoricalDtype
-    proto_col: pd.Categorical
-    evidence_col: pd.Categorical
-    name_ev_col: pd.Categorical
-    app_col: pd.Categorical | None
+    proto_col: pd.Categorical[Any]
+    evidence_col: pd.Categorical[Any]
+    name_ev_col: pd.Categorical[Any]
+    app_col: pd.Categorical[Any] | None
     dns_named: tuple[np.ndarray, np.ndarray]
     by_kind: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
     certs: tuple[np.ndarray, list[tuple[str | None, ...]]] | None
+    ids: np.ndarray | None = None  # the flows' ids (None: their rows, from 0)
 
 
 def _flow_piece(w: _FlowWhole, lo: int, hi: int) -> pd.DataFrame:
@@ -1319,7 +1547,7 @@ def _flow_piece(w: _FlowWhole, lo: int, hi: int) -> pd.DataFrame:
 
     return pd.DataFrame(
         {
-            FLOW_ID: np.arange(lo, hi, dtype=np.int64),
+            FLOW_ID: np.arange(lo, hi, dtype=np.int64) if w.ids is None else w.ids[lo:hi],
             PROTO: w.proto_col[lo:hi],
             IP_VERSION: c["ver"].astype(np.int8),
             CLIENT_IP: pd.Categorical.from_codes(client_code, dtype=w.addr_dtype, validate=False),
@@ -1432,52 +1660,70 @@ def _dns_names(
 ) -> tuple[np.ndarray, np.ndarray]:
     """For each flow (its server's code into ``texts`` and its first time), the name asked
     of the last DNS answer that gave the server's address at or before that time (of several
-    at the same time, the greatest name): the rows that have one, and the names. ``texts``
-    may be a ``pd.Index`` whose hash table is built already."""
-    answered = found.answered
-    if not len(answered) or not len(server):
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=object)
+    at the same time, the greatest name): the rows that have one (ascending), and the names.
+    ``texts`` may be a ``pd.Index`` whose hash table is built already."""
     table = texts if isinstance(texts, pd.Index) else pd.Index(texts, dtype=object)
-    if table.is_unique:  # as address_codes makes it: a hash lookup per distinct text, in C
-        found_texts = pd.Index(found.texts, dtype=table.dtype)  # as the table's: no casts
-        code_of_text = table.get_indexer(found_texts).astype(np.int64)
-    else:
-        first: dict[str, int] = {}
-        for i, t in enumerate(table.tolist()):
-            first.setdefault(t, i)
-        code_of_text = np.array([first.get(t, -1) for t in found.texts.tolist()], np.int64)
-    e_code = code_of_text[answered["addr"]]
-    keep = np.flatnonzero(e_code >= 0)  # others gave an address no flow has as its server
-    if not keep.size:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=object)
-    e_code = e_code[keep]
-    e_ts = answered["ts"][keep].astype(np.int64)
-    e_name = answered["asked"][keep].astype(np.int64)
-    # one answer per (address, time): the last of the order by (address, time, name rank);
-    # of several answers at the same time, the greatest name (text order) wins. The names'
-    # ranks among the texts (a sort of every text) are needed only when two answers tie.
-    order = np.lexsort((e_ts, e_code))
-    e_code, e_ts, e_name = e_code[order], e_ts[order], e_name[order]
-    last = np.ones(len(e_code), dtype=bool)
-    last[:-1] = (e_code[1:] != e_code[:-1]) | (e_ts[1:] != e_ts[:-1])
-    if (~last[:-1] & (e_name[1:] != e_name[:-1])).any():  # two names at once
-        order = np.lexsort((found.text_rank()[e_name], e_ts, e_code))
+    return _DnsNamer(found, table).lookup(server, first_ns)
+
+
+class _DnsNamer:
+    """:func:`_dns_names` for flows given a few at a time: the answers sorted once, by
+    address and time, one per (address, time), then each flow's found by a binary search
+    (the key: the address's code, then the rank of the time among the answers' times)."""
+
+    def __init__(self, found: DnsTables, table: pd.Index) -> None:
+        self._texts = found.texts
+        self._keys = np.zeros(0, dtype=np.int64)
+        self._code = np.zeros(0, dtype=np.int64)
+        self._name = np.zeros(0, dtype=np.int64)
+        self._times = np.zeros(0, dtype=np.int64)
+        self._width = 1
+        answered = found.answered
+        if not len(answered) or not len(table):
+            return
+        if table.is_unique:  # as address_codes makes it: a hash lookup per distinct text, in C
+            found_texts = pd.Index(found.texts, dtype=table.dtype)  # as the table's: no casts
+            code_of_text = table.get_indexer(found_texts).astype(np.int64)
+        else:
+            first: dict[str, int] = {}
+            for i, t in enumerate(table.tolist()):
+                first.setdefault(t, i)
+            code_of_text = np.array([first.get(t, -1) for t in found.texts.tolist()], np.int64)
+        e_code = code_of_text[answered["addr"]]
+        keep = np.flatnonzero(e_code >= 0)  # others gave an address no flow has
+        if not keep.size:
+            return
+        e_code = e_code[keep]
+        e_ts = answered["ts"][keep].astype(np.int64)
+        e_name = answered["asked"][keep].astype(np.int64)
+        # one answer per (address, time): the last of the order by (address, time, name
+        # rank); of several answers at the same time, the greatest name (text order) wins.
+        # The names' ranks among the texts (a sort of every text) only when two answers tie.
+        order = np.lexsort((e_ts, e_code))
         e_code, e_ts, e_name = e_code[order], e_ts[order], e_name[order]
-    e_code, e_ts, e_name = e_code[last], e_ts[last], e_name[last]
-    # answers and flows in one order (address, time, answers before flows at the same time):
-    # a flow's answer is the last answer before it, when that is for the same address
-    m = len(e_code)
-    code = np.concatenate([e_code, server.astype(np.int64)])
-    ts = np.concatenate([e_ts, first_ns.astype(np.int64)])
-    is_flow = np.arange(len(code)) >= m
-    order = np.lexsort((is_flow, ts, code))
-    last_answer = np.maximum.accumulate(np.where(is_flow[order], -1, np.arange(len(code))))
-    at = np.flatnonzero(is_flow[order])
-    answer = last_answer[at]
-    flow = order[at] - m
-    ok = answer >= 0
-    ok[ok] = code[order[answer[ok]]] == code[order[at[ok]]]
-    return flow[ok], found.texts[e_name[order[answer[ok]]]]
+        last = np.ones(len(e_code), dtype=bool)
+        last[:-1] = (e_code[1:] != e_code[:-1]) | (e_ts[1:] != e_ts[:-1])
+        if (~last[:-1] & (e_name[1:] != e_name[:-1])).any():  # two names at once
+            order = np.lexsort((found.text_rank()[e_name], e_ts, e_code))
+            e_code, e_ts, e_name = e_code[order], e_ts[order], e_name[order]
+        e_code, e_ts, e_name = e_code[last], e_ts[last], e_name[last]
+        self._times = np.unique(e_ts)
+        self._width = len(self._times) + 1
+        self._keys = e_code * self._width + np.searchsorted(self._times, e_ts)
+        self._code, self._name = e_code, e_name
+
+    def lookup(self, server: np.ndarray, first_ns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The rows of the flows (servers' codes, first times) that DNS named, and the names."""
+        if not len(self._keys) or not len(server):
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=object)
+        server = server.astype(np.int64)
+        # the last answer of the server's address at a time at or before the flow's first
+        before = np.searchsorted(self._times, first_ns.astype(np.int64), side="right")
+        at = np.searchsorted(self._keys, server * self._width + before - 1, side="right") - 1
+        ok = at >= 0
+        ok[ok] = self._code[at[ok]] == server[ok]
+        rows = np.flatnonzero(ok)
+        return rows, self._texts[self._name[at[rows]]]
 
 
 def _texts_of(found: DnsTables, ids: np.ndarray) -> pd.Series:
@@ -1619,9 +1865,11 @@ def read_capture(
     reader = CaptureReader(source, chunk_size=chunk_size)
     decoder = Decoder()
     worker = _worker_wanted(source, workers)
-    analyzer = CaptureAnalyzer(keep_packets=keep_packets, udp_timeout=udp_timeout, worker=worker)
     if spill is None:
         spill = _file_size(source) >= SPILL_MIN_BYTES
+    analyzer = CaptureAnalyzer(
+        keep_packets=keep_packets, udp_timeout=udp_timeout, worker=worker, expire=spill
+    )
     flow_table: pd.DataFrame | FrameSpill
     dns_table: pd.DataFrame | FrameSpill
     try:
@@ -1630,7 +1878,12 @@ def read_capture(
                 analyzer.feed(decoder.decode(rb))
                 del rb  # lets the reader reuse its buffer for the next chunk
             if spill:
-                flow_table, dns_table = FrameSpill(), FrameSpill()
+                # flows written out as they finished come in that order, with every
+                # category there could be: the table read back is sorted and pruned
+                flow_table = FrameSpill(
+                    sort_by=FLOW_ID, prune=(PROTO, CLIENT_EVIDENCE, NAME_EVIDENCE)
+                )
+                dns_table = FrameSpill()
                 dns_tables = analyzer.finish_into(
                     flow_table.append, dns_table.append, rows=SPILL_ROWS, apps=decoder.apps
                 )

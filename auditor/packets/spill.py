@@ -20,7 +20,7 @@ from __future__ import annotations
 import mmap
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import IO, Any, Final
 
 import numpy as np
@@ -40,12 +40,29 @@ def spill_dir() -> str | None:
 class FrameSpill:
     """One table, written piece by piece (see the module's docstring)."""
 
-    def __init__(self, folder: str | None = None) -> None:
+    def __init__(
+        self,
+        folder: str | None = None,
+        *,
+        sort_by: str | None = None,
+        prune: Collection[str] = (),
+        mapped: bool = True,
+    ) -> None:
+        """``sort_by``: the column :meth:`frame` sorts the table by (pieces written in
+        another order); ``prune``: categorical columns whose categories no row uses are
+        dropped by :meth:`frame` (pieces may carry every category there could be);
+        ``mapped``: False reads the file (a piece at a time) instead of mapping it, so that
+        what was read is this process's memory only while it is in use."""
+        self._sort_by = sort_by
+        self._mapped = mapped
+        self._prune = tuple(prune)
         self._fh: IO[bytes] | None = tempfile.TemporaryFile(dir=folder or spill_dir())
         self._writer: Any = None
         self._columns: list[str] = []
         self._dtypes: dict[str, Any] = {}
         self._map: mmap.mmap | None = None
+        self._closed = False
+        self._discarded = False
         self.rows = 0
         self.pieces_written = 0
 
@@ -53,7 +70,7 @@ class FrameSpill:
 
     def append(self, frame: pd.DataFrame) -> None:
         """Write one piece (its columns and dtypes those of the first piece)."""
-        if self._fh is None or self._map is not None:
+        if self._fh is None or self._closed:
             raise ValueError("this table is closed")
         if self._writer is None:
             self._columns = [str(c) for c in frame.columns]
@@ -91,18 +108,23 @@ class FrameSpill:
 
     def close(self) -> FrameSpill:
         """Finish the file (a table with no piece is an error) and map it for reading."""
-        if self._map is None:
+        if not self._closed:
             if self._writer is None or self._fh is None:
                 raise ValueError("no piece was written")
             self._writer.close()
+            self._writer = None
             self._fh.flush()
-            self._map = mmap.mmap(self._fh.fileno(), 0, access=mmap.ACCESS_READ)
-            self._fh.close()  # the map keeps the (unnamed) file
-            self._fh = None
+            if self._mapped:
+                self._map = mmap.mmap(self._fh.fileno(), 0, access=mmap.ACCESS_READ)
+                self._fh.close()  # the map keeps the (unnamed) file
+                self._fh = None
+            self._closed = True
         return self
 
     def discard(self) -> None:
         """Let the file go now (also what happens when the object is collected)."""
+        self._closed = True
+        self._discarded = True
         if self._fh is not None:
             self._fh.close()
             self._fh = None
@@ -115,20 +137,32 @@ class FrameSpill:
 
     # ------------------------------------------------------------------------------ reading
 
-    def _table(self) -> pa.Table:
-        if self._map is None:
+    def _reader(self) -> Any:
+        if not self._closed or self._discarded:
             raise ValueError("the table is not closed (or was discarded)")
-        return ipc.open_file(pa.py_buffer(self._map)).read_all()
+        if self._map is not None:
+            return ipc.open_file(pa.py_buffer(self._map))
+        assert self._fh is not None
+        self._fh.seek(0)
+        return ipc.open_file(self._fh)
+
+    def _table(self) -> pa.Table:
+        return self._reader().read_all()
 
     def frame(self) -> pd.DataFrame:
-        """The whole table, with the dtypes it was written with."""
-        return self._frame(self._table())
+        """The whole table, with the dtypes it was written with (sorted, and its unused
+        categories dropped, as the table was made to)."""
+        out = self._frame(self._table())
+        for name in self._prune:
+            out[name] = out[name].cat.remove_unused_categories()
+        if self._sort_by is not None and not out[self._sort_by].is_monotonic_increasing:
+            out = out.sort_values(self._sort_by, kind="stable", ignore_index=True)
+        return out
 
     def pieces(self) -> Iterator[pd.DataFrame]:
-        """The table piece by piece, as written (each with the table's dtypes)."""
-        if self._map is None:
-            raise ValueError("the table is not closed (or was discarded)")
-        reader = ipc.open_file(pa.py_buffer(self._map))
+        """The table piece by piece, as written (each with the dtypes it was written with,
+        neither sorted nor pruned)."""
+        reader = self._reader()
         for i in range(reader.num_record_batches):
             yield self._frame(pa.Table.from_batches([reader.get_batch(i)]))
 

@@ -17,6 +17,20 @@ from auditor.packets import flows as F
 from auditor.packets.pcapfile import PcapError
 from auditor.packets.spill import SPILL_DIR_ENV, FrameSpill
 from tests.conftest import SHARED_CAPTURES
+from tests.packets.helpers import (
+    client_hello_body,
+    dns_name,
+    dns_query,
+    dns_response,
+    ether,
+    ip4,
+    ipv4,
+    pcap,
+    rr,
+    tcp,
+    tls_records,
+    udp,
+)
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -66,15 +80,20 @@ def test_a_spilled_read_gives_the_tables_of_a_read_in_memory(
     assert not list(tmp_path.iterdir())  # the files have no name on disk
     assert spilled.counts["flows"] == len(memory.flows)
     assert isinstance(spilled.flow_table, FrameSpill)
-    assert spilled.flow_table.pieces_written == max(1, -(-len(memory.flows) // 3))
+    assert spilled.flow_table.rows == len(memory.flows)
+    assert spilled.flow_table.pieces_written >= max(1, -(-len(memory.flows) // 3))
     _same(memory, spilled)
-    # piece by piece, in row order, a piece's worth at a time
+    # piece by piece, a piece's worth at a time: in the order the flows finished, each piece
+    # sorted by flow id, with every category a column could have
     pieces = list(spilled.flow_pieces())
-    assert all(len(p) <= 3 for p in pieces)
+    assert all(len(p) <= 3 and p[F.FLOW_ID].is_monotonic_increasing for p in pieces)
     if len(memory.flows):
         joined = pd.concat(pieces, ignore_index=True)
-        pd.testing.assert_frame_equal(joined, memory.flows)
+        for c in (F.PROTO, F.CLIENT_EVIDENCE, F.NAME_EVIDENCE):
+            joined[c] = joined[c].cat.remove_unused_categories()
+        joined = joined.sort_values(F.FLOW_ID, ignore_index=True)
         assert joined[F.FLOW_ID].tolist() == list(range(len(memory.flows)))
+        pd.testing.assert_frame_equal(joined, memory.flows)
     dns_pieces = list(spilled.dns_pieces())
     if len(memory.dns):
         pd.testing.assert_frame_equal(pd.concat(dns_pieces, ignore_index=True), memory.dns)
@@ -184,3 +203,114 @@ def test_a_discarded_table_cannot_be_read_and_its_file_is_gone(tmp_path: Path) -
         spill.frame()
     with pytest.raises(ValueError, match="closed"):
         spill.append(_frame(5, pd.CategoricalDtype(pd.Index(["a"]))))
+
+
+# ----------------------------------------------------------------- flows written out as they go
+
+S = 1_000_000_000
+T0 = 1_700_000_000 * S
+
+
+def _epochs(epochs: int = 6, sessions: int = 25, gap: int = 2000 * S) -> bytes:
+    """Sessions in bursts ``gap`` apart (past the UDP timeout and the slack, short of the TCP
+    one): each a DNS lookup over UDP, then a TLS connection to the address it gave, with its
+    SNI; a TCP connection alive in every burst (one flow), one that resumes after more than
+    an hour (two flows), a UDP port pair reused in every burst (a flow each)."""
+    frames: list[tuple[int, bytes]] = []
+    for e in range(epochs):
+        t = T0 + e * gap
+        for i in range(sessions):
+            client, server = f"10.{e}.{i // 200}.{i % 200 + 1}", f"192.0.2.{i % 40 + 1}"
+            name = f"h{i % 30}.example"
+            sport = 40000 + i
+            t += S // 100
+            frames.append(
+                (t, ether(ipv4(client, "8.8.8.8", 17, udp(sport, 53, dns_query(i, name)))))
+            )
+            ans = dns_response(i, name, 1, [rr(dns_name(name), 1, ip4(server))])
+            frames.append((t + 1000, ether(ipv4("8.8.8.8", client, 17, udp(53, sport, ans)))))
+            hello = tls_records(client_hello_body(name, ["h2"]))
+            for dt, src, dst, seg in (
+                (2000, client, server, tcp(sport + 1, 443, flags=0x02)),
+                (3000, server, client, tcp(443, sport + 1, flags=0x12)),
+                (4000, client, server, tcp(sport + 1, 443, hello, flags=0x18)),
+                (5000, server, client, tcp(443, sport + 1, b"\x17\x03\x03\x00\x01x")),
+                (6000, client, server, tcp(sport + 1, 443, flags=0x11)),
+            ):
+                frames.append((t + dt, ether(ipv4(src, dst, 6, seg))))
+        for src, dst, sp, dp in (
+            ("10.9.9.9", "198.51.100.1", 5000, 5228),
+            ("198.51.100.1", "10.9.9.9", 5228, 5000),
+        ):
+            frames.append((t + S, ether(ipv4(src, dst, 6, tcp(sp, dp, b"k")))))
+        frames.append(
+            (t + 2 * S, ether(ipv4("10.9.9.8", "198.51.100.2", 17, udp(7000, 7001, b"u"))))
+        )
+        if e in (0, 3):  # silent for 3 bursts (6,000 s, past the TCP timeout): two flows
+            frames.append(
+                (t + 3 * S, ether(ipv4("10.9.9.7", "198.51.100.3", 6, tcp(6000, 443, b"x"))))
+            )
+    return pcap(frames, 1, nano=True)
+
+
+def _analyzed(
+    data: bytes, *, expire: bool, compiled: bool | None = None, chunk: int = 8192
+) -> tuple[F.CaptureAnalyzer, pd.DataFrame, pd.DataFrame]:
+    import io
+
+    from auditor.packets.decode import Decoder
+    from auditor.packets.pcapfile import CaptureReader
+
+    reader = CaptureReader(io.BytesIO(data), chunk_size=chunk)
+    decoder = Decoder()
+    analyzer = F.CaptureAnalyzer(keep_packets=False, expire=expire, compiled=compiled)
+    for rb in reader:
+        analyzer.feed(decoder.decode(rb))
+    wrote = analyzer._finished is not None or bool(analyzer._pending)
+    flows, dns = (
+        FrameSpill(sort_by=F.FLOW_ID, prune=(F.PROTO, F.CLIENT_EVIDENCE, F.NAME_EVIDENCE)),
+        FrameSpill(),
+    )
+    analyzer.finish_into(flows.append, dns.append, rows=F.SPILL_ROWS, apps=decoder.apps)
+    analyzer.wrote_out = wrote  # type: ignore[attr-defined]
+    return analyzer, flows.close().frame(), dns.close().frame()
+
+
+@pytest.mark.skipif(F._flowtab is None, reason="the compiled flow table is not built")
+def test_flows_written_out_as_they_finish_give_the_same_tables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    data = _epochs()
+    monkeypatch.setattr(F, "SPILL_ROWS", 16)
+    out, flows, dns = _analyzed(data, expire=True)
+    assert out.wrote_out  # type: ignore[attr-defined]
+    _, flows_kept, dns_kept = _analyzed(data, expire=False)
+    _, flows_numpy, dns_numpy = _analyzed(data, expire=False, compiled=False)
+    for f in (flows_kept, flows_numpy):
+        pd.testing.assert_frame_equal(f, flows)
+    for d in (dns_kept, dns_numpy):
+        pd.testing.assert_frame_equal(d, dns)
+    # what the capture holds, as its comments say: names on every TLS flow, DNS on each
+    tls = flows[flows[F.SERVER_PORT] == 443]
+    assert len(tls) == 6 * 25 + 2
+    named = tls[tls[F.SNI].notna()]
+    assert len(named) == 6 * 25 and (named[F.NAME] == named[F.SNI]).all()
+    assert (named[F.DNS_NAME] == named[F.SNI]).all()
+    assert (named[F.CLIENT_EVIDENCE] == "tcp-syn").all()
+    push = flows[flows[F.SERVER_PORT] == 5228]
+    assert len(push) == 1 and push[F.PACKETS_UP].iloc[0] == 6
+    assert len(flows[(flows[F.SERVER_PORT] == 443) & (flows[F.CLIENT_PORT] == 6000)]) == 2
+    assert len(flows[flows[F.SERVER_PORT] == 7001]) == 6
+    assert len(dns) == 2 * 6 * 25
+
+
+@pytest.mark.skipif(F._flowtab is None, reason="the compiled flow table is not built")
+def test_time_going_back_past_the_slack_stops_writing_flows_out() -> None:
+    frames = []
+    for k, t in enumerate((T0, T0 + 2000 * S, T0 + 2000 * S - 400 * S)):  # back 400 s
+        frames.append((t, ether(ipv4("10.0.0.1", "10.0.0.2", 17, udp(1000 + k, 53, b"q")))))
+    data = pcap(frames, 1, nano=True)
+    out, flows, _ = _analyzed(data, expire=True, chunk=48)  # a batch per packet or so
+    assert not out._expire
+    _, kept, _ = _analyzed(data, expire=False)
+    pd.testing.assert_frame_equal(kept, flows)
