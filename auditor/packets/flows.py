@@ -252,6 +252,7 @@ DNS_PORTS: Final = names.DNS_PORTS
 WORKER_MIN_BYTES: Final = 64 * 1024 * 1024  # files this large get a worker process (auto)
 SPILL_MIN_BYTES: Final = 64 * 1024 * 1024  # ... and write their tables to disk (auto)
 SPILL_ROWS: Final = 65536  # rows per piece of a table written to disk
+_WRITE_ROWS: Final = 4096  # finished flows written out once there are this many
 PROTO_NAMES: Final[dict[int, str]] = {
     1: "icmp",
     2: "igmp",
@@ -789,7 +790,7 @@ class CaptureAnalyzer:
         }
         self._pending.append(cols)
         self._pending_rows += len(cols["id"])
-        if self._pending_rows >= SPILL_ROWS:
+        if self._pending_rows >= _WRITE_ROWS:
             self._write_finished()
 
     def _write_finished(self) -> None:
@@ -1194,9 +1195,18 @@ class CaptureAnalyzer:
     def _raw_pieces(self, live: dict[str, np.ndarray] | None) -> Iterator[dict[str, np.ndarray]]:
         """The flows as the compiled table gave them (:data:`_RAW_TYPES`), in pieces sorted
         by id: those written out, then those still in the table at the end (``live``)."""
-        if self._finished is not None:
-            for piece in self._finished.pieces():
-                yield {k: piece[k].to_numpy() for k in _RAW_TYPES}
+        if self._finished is not None:  # written a few thousand at a time: joined again
+            group: list[dict[str, np.ndarray]] = []
+            rows = 0
+            for piece in self._finished.arrays():
+                group.append(piece)
+                rows += len(piece["id"])
+                del piece
+                if rows >= SPILL_ROWS:
+                    yield _joined(group)  # (it empties the group: no piece is kept twice)
+                    rows = 0
+            if group:
+                yield _joined(group)
         if live is not None:
             n = len(live["id"])
             for lo in range(0, n, SPILL_ROWS):
@@ -1926,6 +1936,16 @@ def read_capture(
         interfaces=tuple(reader.interfaces),
         apps=tuple(decoder.apps),
     )
+
+
+def _joined(group: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Pieces of raw flows as one, the list emptied (what it held is let go as it is
+    joined)."""
+    if len(group) == 1:
+        return group.pop()
+    out = {k: np.concatenate([g[k] for g in group]) for k in _RAW_TYPES}
+    group.clear()
+    return out
 
 
 def _rows(table: pd.DataFrame | FrameSpill) -> int:

@@ -144,7 +144,9 @@ class FrameSpill:
             return ipc.open_file(pa.py_buffer(self._map))
         assert self._fh is not None
         self._fh.seek(0)
-        return ipc.open_file(self._fh)
+        # malloc's memory, not Arrow's pool: a piece read and let go is given back
+        # malloc's memory, not Arrow's pool: a piece read and let go is given back
+        return ipc.open_file(self._fh, memory_pool=pa.system_memory_pool())
 
     def _table(self) -> pa.Table:
         return self._reader().read_all()
@@ -165,6 +167,20 @@ class FrameSpill:
         reader = self._reader()
         for i in range(reader.num_record_batches):
             yield self._frame(pa.Table.from_batches([reader.get_batch(i)]))
+
+    def arrays(self) -> Iterator[dict[str, np.ndarray]]:
+        """The pieces of a table of numbers only, each as numpy arrays (no pandas, no copy
+        of what was read)."""
+        reader = self._reader()
+        for i in range(reader.num_record_batches):
+            batch = reader.get_batch(i)
+            yield {
+                name: batch.column(j).to_numpy(zero_copy_only=False).astype(
+                    self._dtypes[name], copy=False
+                )
+                for j, name in enumerate(self._columns)
+            }
+            del batch
 
     def _frame(self, table: pa.Table) -> pd.DataFrame:
         data: dict[str, Any] = {}
