@@ -175,9 +175,9 @@ class FrameSpill:
         for i in range(reader.num_record_batches):
             batch = reader.get_batch(i)
             yield {
-                name: batch.column(j).to_numpy(zero_copy_only=False).astype(
-                    self._dtypes[name], copy=False
-                )
+                name: batch.column(j)
+                .to_numpy(zero_copy_only=False)
+                .astype(self._dtypes[name], copy=False)
                 for j, name in enumerate(self._columns)
             }
             del batch
