@@ -18,7 +18,6 @@ categories are kept in memory once, each piece carries only the codes); any othe
 from __future__ import annotations
 
 import mmap
-import os
 import tempfile
 from collections.abc import Collection, Iterator
 from typing import IO, Any, Final
@@ -28,13 +27,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-#: Where the files go: ``AUDITOR_SPILL_DIR`` when set, else the system's temporary folder
-SPILL_DIR_ENV: Final = "AUDITOR_SPILL_DIR"
+from auditor.packets.spilldir import SPILL_DIR_ENV, spill_dir
+
+__all__ = ["SPILL_DIR_ENV", "FrameSpill", "spill_dir"]
+
 _STR: Final = pd.StringDtype("pyarrow", na_value=np.nan)
-
-
-def spill_dir() -> str | None:
-    return os.environ.get(SPILL_DIR_ENV) or None
 
 
 class FrameSpill:

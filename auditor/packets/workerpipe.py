@@ -20,10 +20,12 @@ a second series, with other work running, could not tell them apart."""
 from __future__ import annotations
 
 import gc
+import mmap
 import os
 import pickle
 import subprocess
 import sys
+import tempfile
 import threading
 from typing import IO, Final
 
@@ -33,6 +35,7 @@ except ImportError:  # not POSIX
     fcntl = None  # type: ignore[assignment]
 
 from auditor.packets.names import NameCollector, NameJob, NameResult
+from auditor.packets.spilldir import spill_dir
 
 
 def read_frame(stream: IO[bytes]) -> bytes | None:
@@ -46,13 +49,33 @@ def read_frame(stream: IO[bytes]) -> bytes | None:
     return bytes(data)
 
 
-def read_frame_into(stream: IO[bytes]) -> bytearray | None:
+#: A buffer of the worker's reply this large goes to an unnamed temporary file, mapped: what
+#: the reading process does not look at (most answer records) stays on disk
+FILE_BUFFER: Final = 1 << 20
+
+
+def read_frame_into(
+    stream: IO[bytes], file_from: int | None = None
+) -> bytearray | mmap.mmap | None:
     """A frame read into a buffer of its own (no copy of it is made: numpy arrays unpickled
-    from it keep it as their memory)."""
+    from it keep it as their memory). One of ``file_from`` bytes or more is written to an
+    unnamed temporary file (``spilldir``) and mapped copy-on-write: its pages are the file's
+    until something writes to them."""
     head = stream.read(8)
     if len(head) < 8:
         return None
     size = int.from_bytes(head, "big")
+    if file_from is not None and size >= max(file_from, 1):
+        with tempfile.TemporaryFile(dir=spill_dir()) as fh:
+            left = size
+            while left:
+                chunk = stream.read(min(left, 1 << 20))
+                if not chunk:
+                    return None
+                fh.write(chunk)
+                left -= len(chunk)
+            fh.flush()
+            return mmap.mmap(fh.fileno(), size, access=mmap.ACCESS_COPY)  # keeps the file
     buf = bytearray(size)
     view = memoryview(buf)
     got = 0
@@ -158,7 +181,7 @@ class NameWorker:
                 if kind != "reply" or not isinstance(value, int):
                     raise ValueError(f"an unexpected frame from the worker: {kind!r}")
                 data = read_frame(self._stdout)
-                buffers = [read_frame_into(self._stdout) for _ in range(value)]
+                buffers = [read_frame_into(self._stdout, FILE_BUFFER) for _ in range(value)]
                 if data is None or any(b is None for b in buffers):
                     return  # cut short: result() says the worker died
                 self._reply = pickle.loads(data, buffers=buffers)  # noqa: S301 - as above

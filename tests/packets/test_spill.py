@@ -314,3 +314,33 @@ def test_time_going_back_past_the_slack_stops_writing_flows_out() -> None:
     assert not out._expire
     _, kept, _ = _analyzed(data, expire=False)
     pd.testing.assert_frame_equal(kept, flows)
+
+
+def test_the_worker_s_arrays_kept_in_files_give_the_same_tables(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Each array of the name worker's reply written to an unnamed file and mapped (every
+    one, whatever its size): the tables are those of a read without the worker, and nothing
+    is left in the folder."""
+    import mmap
+
+    from auditor.packets import workerpipe
+
+    monkeypatch.setattr(workerpipe, "FILE_BUFFER", 0)
+    monkeypatch.setenv(SPILL_DIR_ENV, str(tmp_path))
+    read = workerpipe.read_frame_into
+    mapped: list[int] = []
+
+    def counted(stream: object, file_from: int | None = None) -> object:
+        out = read(stream, file_from)  # type: ignore[arg-type]
+        if isinstance(out, mmap.mmap):
+            mapped.append(len(out))
+        return out
+
+    monkeypatch.setattr(workerpipe, "read_frame_into", counted)
+    path = CHOSEN[0]
+    with_worker = F.read_capture(path, keep_packets=False, workers=1, spill=True)
+    without = F.read_capture(path, keep_packets=False, workers=0, spill=False)
+    _same(without, with_worker)
+    assert not list(tmp_path.iterdir())
+    assert len(mapped) >= 4 and sum(mapped) >= with_worker.dns_tables.rows.nbytes > 0
