@@ -357,6 +357,37 @@ static PyObject *FlowTable_columns(FlowTable *t, PyObject *Py_UNUSED(ignored)) {
     return flow_columns(t, NULL, t->n);
 }
 
+/* The slots made again from the flows (in id order): each key's slot holds its latest flow,
+ * and an earlier flow of the same key is dead (no packet can join it). The slots must have
+ * room: at most half full. */
+static void index_flows(FlowTable *t) {
+    for (size_t i = 0; i <= t->mask; i++) {
+        t->slots[i].flow = -1;
+        t->slots[i].hash = 0;
+    }
+    t->used = 0;
+    for (Py_ssize_t i = 0; i < t->n; i++) {
+        Flow *f = &t->flows[i];
+        uint64_t h = key_hash(f->ver, f->proto, f->a_hi, f->a_lo, f->b_hi, f->b_lo, f->pa, f->pb);
+        size_t j = (size_t)h & t->mask;
+        for (; t->slots[j].flow >= 0; j = (j + 1) & t->mask) {
+            Flow *g = &t->flows[t->slots[j].flow];
+            if (t->slots[j].hash == h && g->a_lo == f->a_lo && g->b_lo == f->b_lo &&
+                g->a_hi == f->a_hi && g->b_hi == f->b_hi && g->pa == f->pa && g->pb == f->pb &&
+                g->ver == f->ver && g->proto == f->proto)
+                break;
+        }
+        if (t->slots[j].flow >= 0) {
+            t->flows[t->slots[j].flow].dead = 1;
+        } else {
+            t->slots[j].hash = h;
+            t->used++;
+        }
+        f->dead = 0;
+        t->slots[j].flow = i;
+    }
+}
+
 /* expire(before_ns): the flows no packet can join any more, taken out of the table: those
  * whose key started a newer flow, and those silent for longer than their protocol's timeout
  * at before_ns (a packet at before_ns or later would start a flow of its own). Their columns
@@ -384,9 +415,20 @@ static PyObject *FlowTable_expire(FlowTable *t, PyObject *args) {
         PyMem_Free(sel);
         Py_RETURN_NONE;
     }
+    /* the slots for what is left (at most a quarter full), made before anything changes:
+     * without memory the table stays as it was */
+    size_t size = 2048;
+    while (size < 4 * (size_t)(t->n - m))
+        size *= 2;
+    Slot *slots = PyMem_Malloc(size * sizeof(Slot));
+    if (slots == NULL) {
+        PyMem_Free(sel);
+        return PyErr_NoMemory();
+    }
     PyObject *out = flow_columns(t, sel, m);
     if (out == NULL) {
         PyMem_Free(sel);
+        PyMem_Free(slots);
         return NULL;
     }
     /* keep the others, in order */
@@ -412,36 +454,128 @@ static PyObject *FlowTable_expire(FlowTable *t, PyObject *args) {
             t->cap = cap;
         }
     }
-    /* the slots again, sized for what is left (at most half full) */
-    size_t size = 2048;
-    while (size < 4 * (size_t)t->n)
-        size *= 2;
-    if (size != t->mask + 1) {
-        Slot *slots = PyMem_Malloc(size * sizeof(Slot));
-        if (slots == NULL) {
-            Py_DECREF(out);
-            return PyErr_NoMemory();
-        }
-        PyMem_Free(t->slots);
-        t->slots = slots;
-        t->mask = size - 1;
-    }
-    for (size_t i = 0; i <= t->mask; i++) {
-        t->slots[i].flow = -1;
-        t->slots[i].hash = 0;
-    }
-    t->used = 0;
-    for (Py_ssize_t i = 0; i < t->n; i++) {
-        Flow *f = &t->flows[i];
-        uint64_t h = key_hash(f->ver, f->proto, f->a_hi, f->a_lo, f->b_hi, f->b_lo, f->pa, f->pb);
-        size_t j = (size_t)h & t->mask;
-        while (t->slots[j].flow >= 0)
-            j = (j + 1) & t->mask;
-        t->slots[j].hash = h;
-        t->slots[j].flow = i;
-        t->used++;
-    }
+    PyMem_Free(t->slots);
+    t->slots = slots;
+    t->mask = size - 1;
+    index_flows(t);
     return out;
+}
+
+/* restore(columns): flows given up by expire() put back ({name: bytes} as expire gave them,
+ * with "id", in id order; none of their ids in the table), as if they had never left: the
+ * table in id order again, each key's slot held by its latest flow, the others dead. For a
+ * read where a packet came too late for flows already given up. */
+static PyObject *FlowTable_restore(FlowTable *t, PyObject *args) {
+    PyObject *dict;
+    if (!PyArg_ParseTuple(args, "O!:restore", &PyDict_Type, &dict))
+        return NULL;
+    if (t->flows == NULL || t->slots == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "FlowTable.__init__ was not called");
+        return NULL;
+    }
+    static const char *names[] = {"id", "ver", "proto", "a_hi", "a_lo", "b_hi", "b_lo", "pa",
+                                  "pb", "first_pkt", "first_dir", "link", "first_ns", "last_ns",
+                                  "prev_ns", "pk_ab", "pk_ba", "by_ab", "by_ba", "fl_ab",
+                                  "fl_ba", "uid", "app"};
+    static const Py_ssize_t widths[] = {8, 1, 2, 8, 8, 8, 8, 4, 4, 8, 1, 4, 8, 8,
+                                        8, 8, 8, 8, 8, 4, 4, 4, 4};
+    enum { NCOL = 23 };
+    Py_buffer b[NCOL];
+    memset(b, 0, sizeof(b));
+    PyObject *result = NULL;
+    Flow *merged = NULL;
+    Slot *slots = NULL;
+    Py_ssize_t m = -1;
+    for (int c = 0; c < NCOL; c++) {
+        PyObject *col = PyDict_GetItemString(dict, names[c]); /* borrowed */
+        if (col == NULL) {
+            PyErr_Format(PyExc_KeyError, "restore: no column %s", names[c]);
+            goto done;
+        }
+        if (PyObject_GetBuffer(col, &b[c], PyBUF_SIMPLE) < 0)
+            goto done;
+        if (b[c].len % widths[c] || (m >= 0 && b[c].len / widths[c] != m)) {
+            PyErr_Format(PyExc_ValueError, "restore: column %s has %zd bytes", names[c], b[c].len);
+            goto done;
+        }
+        m = b[c].len / widths[c];
+    }
+    const int64_t *id = b[0].buf;
+    for (Py_ssize_t i = 1; i < m; i++)
+        if (id[i] <= id[i - 1]) {
+            PyErr_SetString(PyExc_ValueError, "restore: ids not in increasing order");
+            goto done;
+        }
+    Py_ssize_t n = t->n + m, cap = t->cap;
+    while (cap < n)
+        cap *= 2;
+    size_t size = 2048;
+    while (size < 4 * (size_t)n)
+        size *= 2;
+    merged = PyMem_Malloc((size_t)cap * sizeof(Flow));
+    slots = PyMem_Malloc(size * sizeof(Slot));
+    if (merged == NULL || slots == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    /* the two in id order, merged */
+    Py_ssize_t i = 0, j = 0, k = 0;
+    while (i < t->n || j < m) {
+        if (j >= m || (i < t->n && t->flows[i].id < id[j])) {
+            merged[k++] = t->flows[i++];
+            continue;
+        }
+        if (i < t->n && t->flows[i].id == id[j]) {
+            PyErr_SetString(PyExc_ValueError, "restore: a flow that is in the table");
+            goto done;
+        }
+        Flow *f = &merged[k++];
+        memset(f, 0, sizeof(Flow));
+#define TAKE(c, type, field) f->field = ((const type *)b[c].buf)[j]
+        TAKE(0, int64_t, id);
+        TAKE(1, uint8_t, ver);
+        TAKE(2, int16_t, proto);
+        TAKE(3, uint64_t, a_hi);
+        TAKE(4, uint64_t, a_lo);
+        TAKE(5, uint64_t, b_hi);
+        TAKE(6, uint64_t, b_lo);
+        TAKE(7, int32_t, pa);
+        TAKE(8, int32_t, pb);
+        TAKE(9, int64_t, first_pkt);
+        TAKE(10, int8_t, first_dir);
+        TAKE(11, int32_t, link);
+        TAKE(12, int64_t, first_ns);
+        TAKE(13, int64_t, last_ns);
+        TAKE(14, int64_t, prev_ts);
+        TAKE(15, int64_t, pk_ab);
+        TAKE(16, int64_t, pk_ba);
+        TAKE(17, int64_t, by_ab);
+        TAKE(18, int64_t, by_ba);
+        TAKE(19, int32_t, fl_ab);
+        TAKE(20, int32_t, fl_ba);
+        TAKE(21, int32_t, uid);
+        TAKE(22, int32_t, app);
+#undef TAKE
+        j++;
+    }
+    PyMem_Free(t->flows);
+    t->flows = merged;
+    merged = NULL;
+    t->n = n;
+    t->cap = cap;
+    PyMem_Free(t->slots);
+    t->slots = slots;
+    slots = NULL;
+    t->mask = size - 1;
+    index_flows(t);
+    result = PyLong_FromSsize_t(m);
+done:
+    PyMem_Free(merged);
+    PyMem_Free(slots);
+    for (int c = 0; c < NCOL; c++)
+        if (b[c].obj != NULL)
+            PyBuffer_Release(&b[c]);
+    return result;
 }
 
 static PyMethodDef FlowTable_methods[] = {
@@ -450,6 +584,8 @@ static PyMethodDef FlowTable_methods[] = {
      " ts_ns, ip_bytes, tcp_flags, uid, app, link_type, fid_out, direction_out) -> flows"},
     {"columns", (PyCFunction)FlowTable_columns, METH_NOARGS,
      "columns() -> {name: bytes}: the per-flow columns (and \"id\"), in the order flows were made"},
+    {"restore", (PyCFunction)FlowTable_restore, METH_VARARGS,
+     "restore(columns) -> int: flows expire() gave up put back, as if they had never left"},
     {"expire", (PyCFunction)FlowTable_expire, METH_VARARGS,
      "expire(before_ns) -> {name: bytes} | None: the flows no packet can join any more, taken out"},
     {NULL, NULL, 0, NULL}};

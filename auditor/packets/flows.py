@@ -573,6 +573,7 @@ class CaptureAnalyzer:
         self._pending: list[dict[str, np.ndarray]] = []  # finished, not yet a whole piece
         self._pending_rows = 0
         self._latest_ns = np.iinfo(np.int64).min  # the latest packet time seen
+        self._expired_before: int | None = None  # the time flows were last given up at
         self._next_id = 0  # flows started so far (the compiled table's ids)
         self._compiled = use  # the compiled parts (flow table, name kinds), or numpy's
         self.warnings: Counter[str] = Counter()
@@ -605,6 +606,8 @@ class CaptureAnalyzer:
     def feed(self, batch: PacketBatch) -> None:
         self.warnings.update(batch.warnings)
         self.counts.update(batch.counts)
+        if self._expire and self._late(batch):
+            self._restore_flows()
         fid, direction = self._assign(batch)
         if self._expire:
             self._expire_flows(batch)
@@ -765,26 +768,19 @@ class CaptureAnalyzer:
 
     def _expire_flows(self, pb: PacketBatch) -> None:
         """Take the flows no later packet can join out of the compiled table, into pieces of
-        the finished flows written to disk (of :data:`SPILL_ROWS` rows or more). A packet
-        more than :data:`EXPIRY_SLACK` earlier than one before it stops this for the rest of
-        the read (a flow written out could have been its)."""
+        finished flows written to disk: those silent past their timeout at the latest time
+        seen less :data:`EXPIRY_SLACK` (and those whose key started a newer flow)."""
         assert self._table is not None
         ts = pb.records.ts_ns[pb.flowable]
         if not len(ts):
             return
-        slack = int(EXPIRY_SLACK * 1e9)
-        # the latest time before each packet (the first's: before this batch), kept off the
-        # lowest int64 so that taking the slack off cannot wrap
-        ahead = np.maximum.accumulate(np.concatenate(([self._latest_ns], ts)))[:-1]
-        floor = np.iinfo(np.int64).min + slack
-        if (ts < np.maximum(ahead, floor) - slack).any():
-            log.debug("time goes back more than %ss: no more flows are written out", EXPIRY_SLACK)
-            self._expire = False
-            return
         self._latest_ns = max(self._latest_ns, int(ts.max()))
-        raw = self._table.expire(self._latest_ns - slack)
+        slack = int(EXPIRY_SLACK * 1e9)
+        before = max(self._latest_ns, np.iinfo(np.int64).min + slack) - slack
+        raw = self._table.expire(before)
         if raw is None:
             return
+        self._expired_before = before  # a packet earlier than this may belong to one of them
         cols: dict[str, np.ndarray] = {
             k: np.frombuffer(v, dtype=_RAW_TYPES[k]) for k, v in raw.items()
         }
@@ -792,6 +788,36 @@ class CaptureAnalyzer:
         self._pending_rows += len(cols["id"])
         if self._pending_rows >= _WRITE_ROWS:
             self._write_finished()
+
+    def _late(self, pb: PacketBatch) -> bool:
+        """Whether a packet of the batch is earlier than a time flows were given up at (it
+        could belong to one of them)."""
+        if self._expired_before is None:
+            return False
+        ts = pb.records.ts_ns[pb.flowable]
+        return bool(len(ts)) and int(ts.min()) < self._expired_before
+
+    def _restore_flows(self) -> None:
+        """Put every flow given up back into the compiled table, as if none had left, and
+        give up no more (a packet came later than the slack allows: it may join one)."""
+        assert self._table is not None
+        log.debug("a packet came too late for the flows written out: they are read back")
+        parts: list[dict[str, np.ndarray]] = []
+        if self._finished is not None:
+            self._finished.close()
+            parts = list(self._finished.arrays())
+            self._finished.discard()
+            self._finished = None
+        parts += self._pending
+        self._pending, self._pending_rows = [], 0
+        if parts:
+            cols = {k: np.concatenate([c[k] for c in parts]) for k in _RAW_TYPES}
+            order = np.argsort(cols["id"], kind="stable")
+            self._table.restore(
+                {k: np.ascontiguousarray(v[order]).tobytes() for k, v in cols.items()}
+            )
+        self._expire = False
+        self._expired_before = None
 
     def _write_finished(self) -> None:
         if not self._pending:
@@ -1075,7 +1101,7 @@ class CaptureAnalyzer:
         flows: list[pd.DataFrame] = []
         dns: list[pd.DataFrame] = []
         found = self.finish_into(flows.append, dns.append)
-        return flows[0], dns[0], found
+        return _whole_flows(flows), dns[0], found
 
     def finish_into(
         self,
@@ -1939,13 +1965,30 @@ def read_capture(
 
 
 def _joined(group: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Pieces of raw flows as one, the list emptied (what it held is let go as it is
-    joined)."""
-    if len(group) == 1:
-        return group.pop()
-    out = {k: np.concatenate([g[k] for g in group]) for k in _RAW_TYPES}
+    """Pieces of raw flows as one, sorted by id, the list emptied (what it held is let go
+    as it is joined)."""
+    out = (
+        group.pop()
+        if len(group) == 1
+        else {k: np.concatenate([g[k] for g in group]) for k in _RAW_TYPES}
+    )
     group.clear()
+    ids = out["id"]
+    if len(ids) > 1 and (ids[1:] < ids[:-1]).any():
+        order = np.argsort(ids, kind="stable")
+        out = {k: v[order] for k, v in out.items()}
     return out
+
+
+def _whole_flows(pieces: list[pd.DataFrame]) -> pd.DataFrame:
+    """The flow table from its pieces (as a spilled read's ``flows`` reads them back: sorted
+    by flow id, the categories no flow has dropped)."""
+    if len(pieces) == 1:
+        return pieces[0]
+    out = pd.concat(pieces, ignore_index=True)
+    for c in (PROTO, CLIENT_EVIDENCE, NAME_EVIDENCE):
+        out[c] = out[c].cat.remove_unused_categories()
+    return out.sort_values(FLOW_ID, kind="stable", ignore_index=True)
 
 
 def _rows(table: pd.DataFrame | FrameSpill) -> int:

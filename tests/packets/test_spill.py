@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -276,14 +277,31 @@ def _analyzed(
     return analyzer, flows.close().frame(), dns.close().frame()
 
 
+def _recording(build: Any, into: list[pd.DataFrame]) -> Any:
+    def recorded(*args: Any) -> pd.DataFrame:
+        piece = build(*args)
+        into.append(piece)
+        return piece
+
+    return recorded
+
+
 @pytest.mark.skipif(F._flowtab is None, reason="the compiled flow table is not built")
+@pytest.mark.parametrize("write_rows", [3, 4096])
 def test_flows_written_out_as_they_finish_give_the_same_tables(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, write_rows: int
 ) -> None:
     data = _epochs()
     monkeypatch.setattr(F, "SPILL_ROWS", 16)
+    monkeypatch.setattr(F, "_WRITE_ROWS", write_rows)
+    pieces: list[pd.DataFrame] = []
+    monkeypatch.setattr(F, "_flow_piece", _recording(F._flow_piece, pieces))
     out, flows, dns = _analyzed(data, expire=True)
     assert out.wrote_out  # type: ignore[attr-defined]
+    # pieces of about 16 rows (two written out at most), each in id order
+    assert len(pieces) >= len(flows) // 32
+    assert all(0 < len(p) <= 32 and p[F.FLOW_ID].is_monotonic_increasing for p in pieces)
+    assert sum(len(p) for p in pieces) == len(flows)
     _, flows_kept, dns_kept = _analyzed(data, expire=False)
     _, flows_numpy, dns_numpy = _analyzed(data, expire=False, compiled=False)
     for f in (flows_kept, flows_numpy):
@@ -305,15 +323,46 @@ def test_flows_written_out_as_they_finish_give_the_same_tables(
 
 
 @pytest.mark.skipif(F._flowtab is None, reason="the compiled flow table is not built")
-def test_time_going_back_past_the_slack_stops_writing_flows_out() -> None:
-    frames = []
-    for k, t in enumerate((T0, T0 + 2000 * S, T0 + 2000 * S - 400 * S)):  # back 400 s
-        frames.append((t, ether(ipv4("10.0.0.1", "10.0.0.2", 17, udp(1000 + k, 53, b"q")))))
+@pytest.mark.parametrize("write_rows", [1, 4096])
+def test_a_packet_too_late_for_flows_written_out_brings_them_back(
+    monkeypatch: pytest.MonkeyPatch, write_rows: int
+) -> None:
+    """Found in review: a flow given up, then a packet of its key from earlier than the
+    time it was given up at (a file whose time goes back). Each packet is a batch of its own
+    (3 KB in chunks of 4 KiB); the flows given up come back, on disk (``write_rows`` 1) or
+    not yet, and the late packet joins its flow as in a read that kept every flow."""
+    monkeypatch.setattr(F, "_WRITE_ROWS", write_rows)
+    pad = b"q" * 3000
+    frames = [
+        (T0, ether(ipv4("10.0.0.1", "10.0.0.2", 17, udp(1000, 53, pad)))),
+        (T0 + 10 * S, ether(ipv4("10.0.0.5", "10.0.0.6", 6, tcp(3000, 443, pad)))),
+        (T0 + 2000 * S, ether(ipv4("10.0.0.3", "10.0.0.4", 17, udp(2000, 53, pad)))),
+        (T0 + 60 * S, ether(ipv4("10.0.0.1", "10.0.0.2", 17, udp(1000, 53, pad)))),  # late
+        (T0 + 2100 * S, ether(ipv4("10.0.0.5", "10.0.0.6", 6, tcp(3000, 443, pad)))),
+        (T0 + 9000 * S, ether(ipv4("10.0.0.1", "10.0.0.2", 17, udp(1000, 53, pad)))),
+    ]
     data = pcap(frames, 1, nano=True)
-    out, flows, _ = _analyzed(data, expire=True, chunk=48)  # a batch per packet or so
-    assert not out._expire
-    _, kept, _ = _analyzed(data, expire=False)
+    given_up: list[int] = []
+    expire = F.CaptureAnalyzer._expire_flows
+
+    def counting(self: F.CaptureAnalyzer, pb: object) -> None:
+        before = self._pending_rows + (self._finished.rows if self._finished else 0)
+        expire(self, pb)  # type: ignore[arg-type]
+        given_up.append(
+            self._pending_rows + (self._finished.rows if self._finished else 0) - before
+        )
+
+    monkeypatch.setattr(F.CaptureAnalyzer, "_expire_flows", counting)
+    out, flows, _ = _analyzed(data, expire=True, chunk=4096)
+    assert sum(given_up) >= 1  # the first flow was given up before the late packet came
+    assert not out._expire  # ... and none after it
+    _, kept, _ = _analyzed(data, expire=False, chunk=4096)
+    _, numpy_kept, _ = _analyzed(data, expire=False, compiled=False, chunk=4096)
     pd.testing.assert_frame_equal(kept, flows)
+    pd.testing.assert_frame_equal(numpy_kept, flows)
+    port = flows[flows[F.CLIENT_PORT] == 1000]
+    assert port[F.PACKETS_UP].tolist() == [2, 1]  # the late packet joined the first flow
+    assert flows[flows[F.SERVER_PORT] == 443][F.PACKETS_UP].tolist() == [2]
 
 
 def test_the_worker_s_arrays_kept_in_files_give_the_same_tables(
@@ -344,3 +393,34 @@ def test_the_worker_s_arrays_kept_in_files_give_the_same_tables(
     _same(without, with_worker)
     assert not list(tmp_path.iterdir())
     assert len(mapped) >= 4 and sum(mapped) >= with_worker.dns_tables.rows.nbytes > 0
+
+
+@pytest.mark.skipif(F._flowtab is None, reason="the compiled flow table is not built")
+def test_finish_gives_the_whole_table_when_flows_were_written_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found in review: ``finish()`` gave the first piece only when flows were written out."""
+    import io
+
+    from auditor.packets.decode import Decoder
+    from auditor.packets.pcapfile import CaptureReader
+
+    monkeypatch.setattr(F, "SPILL_ROWS", 16)
+    monkeypatch.setattr(F, "_WRITE_ROWS", 3)
+    data = _epochs()
+    _, whole, dns_whole = _analyzed(data, expire=False)
+    decoder = Decoder()
+    analyzer = F.CaptureAnalyzer(keep_packets=False, expire=True)
+    for rb in CaptureReader(io.BytesIO(data), chunk_size=8192):
+        analyzer.feed(decoder.decode(rb))
+    assert analyzer._finished is not None
+    flows, dns, _ = analyzer.finish()
+    flows[F.APP] = decode_apps(flows, decoder.apps)
+    pd.testing.assert_frame_equal(flows, whole)
+    pd.testing.assert_frame_equal(dns, dns_whole)
+
+
+def decode_apps(flows: pd.DataFrame, apps: list[str]) -> pd.Categorical:
+    from auditor.packets.decode import app_names
+
+    return app_names(flows[F.APP].to_numpy(np.int32), apps)
