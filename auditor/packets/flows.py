@@ -806,16 +806,17 @@ class CaptureAnalyzer:
         if self._finished is not None:
             self._finished.close()
             parts = list(self._finished.arrays())
-            self._finished.discard()
-            self._finished = None
         parts += self._pending
-        self._pending, self._pending_rows = [], 0
         if parts:
             cols = {k: np.concatenate([c[k] for c in parts]) for k in _RAW_TYPES}
             order = np.argsort(cols["id"], kind="stable")
             self._table.restore(
                 {k: np.ascontiguousarray(v[order]).tobytes() for k, v in cols.items()}
             )
+        if self._finished is not None:  # only once they are back in the table
+            self._finished.discard()
+            self._finished = None
+        self._pending, self._pending_rows = [], 0
         self._expire = False
         self._expired_before = None
 
@@ -1983,12 +1984,12 @@ def _joined(group: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 def _whole_flows(pieces: list[pd.DataFrame]) -> pd.DataFrame:
     """The flow table from its pieces (as a spilled read's ``flows`` reads them back: sorted
     by flow id, the categories no flow has dropped)."""
-    if len(pieces) == 1:
-        return pieces[0]
-    out = pd.concat(pieces, ignore_index=True)
-    for c in (PROTO, CLIENT_EVIDENCE, NAME_EVIDENCE):
+    out = pieces[0] if len(pieces) == 1 else pd.concat(pieces, ignore_index=True)
+    for c in (PROTO, CLIENT_EVIDENCE, NAME_EVIDENCE):  # (a read in memory has none unused)
         out[c] = out[c].cat.remove_unused_categories()
-    return out.sort_values(FLOW_ID, kind="stable", ignore_index=True)
+    if not out[FLOW_ID].is_monotonic_increasing:
+        out = out.sort_values(FLOW_ID, kind="stable", ignore_index=True)
+    return out
 
 
 def _rows(table: pd.DataFrame | FrameSpill) -> int:

@@ -424,3 +424,32 @@ def decode_apps(flows: pd.DataFrame, apps: list[str]) -> pd.Categorical:
     from auditor.packets.decode import app_names
 
     return app_names(flows[F.APP].to_numpy(np.int32), apps)
+
+
+@pytest.mark.skipif(F._flowtab is None, reason="the compiled flow table is not built")
+def test_finish_with_flows_given_up_in_one_piece_has_the_categories_of_a_read_in_memory() -> None:
+    """Found in the second review: with flows given up but the whole table one piece,
+    ``finish()`` kept every category there could be."""
+    import io
+
+    from auditor.packets.decode import Decoder
+    from auditor.packets.pcapfile import CaptureReader
+
+    data = pcap(
+        [
+            (T0, ether(ipv4("10.0.0.1", "10.0.0.2", 17, udp(1000, 53, b"q" * 3000)))),
+            (T0 + 2000 * S, ether(ipv4("10.0.0.3", "10.0.0.4", 17, udp(2000, 53, b"q" * 3000)))),
+        ],
+        1,
+        nano=True,
+    )
+    tables = []
+    for expire in (True, False):
+        analyzer = F.CaptureAnalyzer(keep_packets=False, expire=expire)
+        for rb in CaptureReader(io.BytesIO(data), chunk_size=4096):
+            analyzer.feed(Decoder().decode(rb))
+        if expire:
+            assert analyzer._pending  # the first flow was given up
+        tables.append(analyzer.finish()[0])
+    pd.testing.assert_frame_equal(tables[0], tables[1])
+    assert list(tables[0][F.PROTO].cat.categories) == ["udp"]
