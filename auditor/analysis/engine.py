@@ -343,7 +343,7 @@ def _endpoints(
             )
         ]
     )
-    hostings = _group_hostings(gs, hosting_codes[order], hosting_keys, n_groups)
+    hostings, host_countries = _group_hostings(gs, hosting_codes[order], hosting_keys, n_groups)
     del hosting_codes
     evidence_cols = {c: at_firsts(c) for c in columns.NAME_EVIDENCE_COLUMNS}
     rows: list[tuple[str, str, dict[str, Any]]] = []
@@ -388,12 +388,11 @@ def _endpoints(
         attribution = attributions[g]
         hosting = hostings[g]
         exposure = list(attribution["legal_exposure"])
-        if hosting:
+        countries = host_countries[g]
+        if countries:
             have = {e["country"] for e in exposure}
-            for h in hosting:  # every server country of the group, not only the first flow's
-                c = h["country"]
-                if c and c not in have:
-                    have.add(c)
+            for c in countries:  # every server country of the group, not only the first flow's
+                if c not in have:
                     if c not in server_exposure:  # one JSON form per country, shared (read)
                         e = kb.exposure_of(c, "server location")
                         server_exposure[c] = e.to_json() if e is not None else None
@@ -733,7 +732,7 @@ def _hosting_codes(
 
 def _group_hostings(
     group: np.ndarray, codes: np.ndarray, keys: list[tuple[Any, ...]], n_groups: int
-) -> list[list[dict[str, Any]]]:
+) -> tuple[list[list[dict[str, Any]]], list[list[str]]]:
     """The networks each group's flows went to (AS, its organisation, the server's country,
     with their flows: :func:`_hosting_entries` of its flows' counts), every group at once,
     from the flows sorted by group (in flow order within a group): the (group, network)
@@ -741,9 +740,11 @@ def _group_hostings(
     then the order the flows first reach them.
     An entry is a dict shared by the entries of one network and count (read, never changed
     in place, as the attributions: 266,000 entries of 20,000 endpoints are a few thousand
-    distinct dicts)."""
+    distinct dicts).
+    Also each group's server countries: those of its entries, each once, in their order
+    (its rows' hosting entries are 6 a group, their countries 3)."""
     if len(group) == 0:
-        return [[] for _ in range(n_groups)]
+        return [[] for _ in range(n_groups)], [[] for _ in range(n_groups)]
     width = len(keys)
     pair, uniq = pd.factorize(group.astype(np.int64) * width + codes)
     counts = np.bincount(pair)
@@ -766,7 +767,20 @@ def _group_hostings(
     which = np.searchsorted(kc, p_key[sel] * (int(counts.max()) + 1) + counts[sel])
     flat = made[which].tolist()
     bounds = np.searchsorted(p_group[sel], np.arange(n_groups + 1)).tolist()
-    return [flat[bounds[g] : bounds[g + 1]] for g in range(n_groups)]
+    # the first entry of each (group, country), a country being any text but ""
+    ccodes, cvals = pd.factorize(
+        np.asarray([k[4] if k[4] else None for k in keys], dtype=object), use_na_sentinel=True
+    )
+    sel_group, sel_country = p_group[sel], ccodes[p_key[sel]]
+    pos = np.flatnonzero(sel_country >= 0)
+    _, first = np.unique(sel_group[pos] * (len(cvals) + 1) + sel_country[pos], return_index=True)
+    pos = np.sort(pos[first])
+    cflat = np.asarray(cvals, dtype=object)[sel_country[pos]].tolist()
+    cb = np.searchsorted(sel_group[pos], np.arange(n_groups + 1)).tolist()
+    return (
+        [flat[bounds[g] : bounds[g + 1]] for g in range(n_groups)],
+        [cflat[cb[g] : cb[g + 1]] for g in range(n_groups)],
+    )
 
 
 def _hosting_entries(counts: Any) -> list[dict[str, Any]]:
