@@ -231,14 +231,11 @@ def annotate_distinct(kb: KnowledgeBase, flows: pd.DataFrame) -> pd.DataFrame:
         return kb.annotate(flows)
     first = np.zeros(n_keys, dtype=np.int64)
     first[codes[::-1]] = np.arange(len(flows) - 1, -1, -1)  # each key's first row
-    done = kb.annotate(flows[keys].iloc[first].reset_index(drop=True))
+    done = kb.annotation_columns(flows[keys].iloc[first].reset_index(drop=True), spread=codes)
     out = flows.copy(deep=False)  # copy-on-write: the new columns never reach ``flows``
-    for c in done.columns:
-        if c not in keys:
-            column = done[c].take(codes)
-            column.index = out.index
-            out[c] = column
-    return show_lookalikes(out)  # the key columns too (annotate rewrote them for its rows)
+    for c, (categorical, values) in done.items():
+        out[c] = pd.Series(values, index=out.index, dtype=object) if categorical else values
+    return show_lookalikes(out)  # as annotate() shows them
 
 
 DISTINCT_MIN_ROWS = 2000  # below this the table is annotated as it is
