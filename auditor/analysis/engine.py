@@ -231,14 +231,11 @@ def annotate_distinct(kb: KnowledgeBase, flows: pd.DataFrame) -> pd.DataFrame:
         return kb.annotate(flows)
     first = np.zeros(n_keys, dtype=np.int64)
     first[codes[::-1]] = np.arange(len(flows) - 1, -1, -1)  # each key's first row
-    done = kb.annotate(flows[keys].iloc[first].reset_index(drop=True))
+    done = kb.annotation_columns(flows[keys].iloc[first].reset_index(drop=True), spread=codes)
     out = flows.copy(deep=False)  # copy-on-write: the new columns never reach ``flows``
-    for c in done.columns:
-        if c not in keys:
-            column = done[c].take(codes)
-            column.index = out.index
-            out[c] = column
-    return show_lookalikes(out)  # the key columns too (annotate rewrote them for its rows)
+    for c, (categorical, values) in done.items():
+        out[c] = pd.Series(values, index=out.index, dtype=object) if categorical else values
+    return show_lookalikes(out)  # as annotate() shows them
 
 
 DISTINCT_MIN_ROWS = 2000  # below this the table is annotated as it is
@@ -343,7 +340,7 @@ def _endpoints(
             )
         ]
     )
-    hostings = _group_hostings(gs, hosting_codes[order], hosting_keys, n_groups)
+    hostings, host_countries = _group_hostings(gs, hosting_codes[order], hosting_keys, n_groups)
     del hosting_codes
     evidence_cols = {c: at_firsts(c) for c in columns.NAME_EVIDENCE_COLUMNS}
     rows: list[tuple[str, str, dict[str, Any]]] = []
@@ -388,12 +385,11 @@ def _endpoints(
         attribution = attributions[g]
         hosting = hostings[g]
         exposure = list(attribution["legal_exposure"])
-        if hosting:
+        countries = host_countries[g]
+        if countries:
             have = {e["country"] for e in exposure}
-            for h in hosting:  # every server country of the group, not only the first flow's
-                c = h["country"]
-                if c and c not in have:
-                    have.add(c)
+            for c in countries:  # every server country of the group, not only the first flow's
+                if c not in have:
                     if c not in server_exposure:  # one JSON form per country, shared (read)
                         e = kb.exposure_of(c, "server location")
                         server_exposure[c] = e.to_json() if e is not None else None
@@ -502,16 +498,18 @@ def _text_ranks(
         assert arr is not None
         if missing is not None:
             arr = pc.fill_null(arr, missing)
-        valid = len(arr) - arr.null_count
-        order = pc.sort_indices(arr).to_numpy()[:valid]  # nulls last
-        st = arr.take(pa.array(order)).combine_chunks()
-        new = np.ones(valid, dtype=bool)
-        if valid > 1:
-            new[1:] = np.asarray(pc.not_equal(st.slice(1), st.slice(0, valid - 1)))
-        ranks = np.full(len(arr), -1, dtype=np.int64)
-        ranks[order] = np.cumsum(new) - 1
+        # dense ranks (equal texts rank equal), nulls last: the rows are never gathered in
+        # sorted order, only one row of each distinct text (half the time of a sort, a take
+        # of every row and a comparison of neighbours)
+        ranks = pc.rank(arr, sort_keys="ascending", tiebreaker="dense").to_numpy()
+        ranks = ranks.astype(np.int64) - 1
+        if arr.null_count:
+            ranks[np.asarray(arr.is_null())] = -1
+        valid = np.flatnonzero(ranks >= 0)
+        at = np.empty(int(ranks.max(initial=-1)) + 1, dtype=np.int64)
+        at[ranks[valid]] = valid  # a row of each text
         # left in Arrow: only the texts a group lists become Python strings
-        return ranks, st.filter(pa.array(new))
+        return ranks, arr.take(pa.array(at)).combine_chunks()
     codes, uniq = pd.factorize(values(), use_na_sentinel=True)
     text = [str(u) for u in np.asarray(uniq, dtype=object)]
     if missing is not None:
@@ -731,7 +729,7 @@ def _hosting_codes(
 
 def _group_hostings(
     group: np.ndarray, codes: np.ndarray, keys: list[tuple[Any, ...]], n_groups: int
-) -> list[list[dict[str, Any]]]:
+) -> tuple[list[list[dict[str, Any]]], list[list[str]]]:
     """The networks each group's flows went to (AS, its organisation, the server's country,
     with their flows: :func:`_hosting_entries` of its flows' counts), every group at once,
     from the flows sorted by group (in flow order within a group): the (group, network)
@@ -739,9 +737,11 @@ def _group_hostings(
     then the order the flows first reach them.
     An entry is a dict shared by the entries of one network and count (read, never changed
     in place, as the attributions: 266,000 entries of 20,000 endpoints are a few thousand
-    distinct dicts)."""
+    distinct dicts).
+    Also each group's server countries: those of its entries, each once, in their order
+    (its rows' hosting entries are 6 a group, their countries 3)."""
     if len(group) == 0:
-        return [[] for _ in range(n_groups)]
+        return [[] for _ in range(n_groups)], [[] for _ in range(n_groups)]
     width = len(keys)
     pair, uniq = pd.factorize(group.astype(np.int64) * width + codes)
     counts = np.bincount(pair)
@@ -764,7 +764,20 @@ def _group_hostings(
     which = np.searchsorted(kc, p_key[sel] * (int(counts.max()) + 1) + counts[sel])
     flat = made[which].tolist()
     bounds = np.searchsorted(p_group[sel], np.arange(n_groups + 1)).tolist()
-    return [flat[bounds[g] : bounds[g + 1]] for g in range(n_groups)]
+    # the first entry of each (group, country), a country being any text but ""
+    ccodes, cvals = pd.factorize(
+        np.asarray([k[4] if k[4] else None for k in keys], dtype=object), use_na_sentinel=True
+    )
+    sel_group, sel_country = p_group[sel], ccodes[p_key[sel]]
+    pos = np.flatnonzero(sel_country >= 0)
+    _, first = np.unique(sel_group[pos] * (len(cvals) + 1) + sel_country[pos], return_index=True)
+    pos = np.sort(pos[first])
+    cflat = np.asarray(cvals, dtype=object)[sel_country[pos]].tolist()
+    cb = np.searchsorted(sel_group[pos], np.arange(n_groups + 1)).tolist()
+    return (
+        [flat[bounds[g] : bounds[g + 1]] for g in range(n_groups)],
+        [cflat[cb[g] : cb[g + 1]] for g in range(n_groups)],
+    )
 
 
 def _hosting_entries(counts: Any) -> list[dict[str, Any]]:

@@ -6,8 +6,10 @@ result depends on nothing but the capture's bytes, the code that reads it, and t
 the session (the capture's path in it and the proxy the phone used), so it is kept under a
 name derived from the SHA-256 of all of them:
 
-- the capture's own SHA-256, computed from the file on every analysis (0.1 s for 90 MB), so
-  a capture that changed is read again whatever its name, size or time;
+- the capture's own SHA-256 (0.1 s for 90 MB), kept beside the entries under the file's
+  identity and stats (path, device, inode, size, modification and change times: the change
+  time moves on every write and cannot be set back), so a capture that changed is hashed and
+  read again whatever its name, size or modification time (:func:`capture_sha256`);
 - auditor's version, Python's, and the path, size and modification time of every module of
   the ``auditor`` package (the compiled readers included): any change of the code reads
   again;
@@ -86,6 +88,50 @@ def file_sha256(path: Path) -> str:
         while chunk := fh.read(_CHUNK):
             h.update(chunk)
     return h.hexdigest()
+
+
+DIGESTS = "digests"  # subfolder of FOLDER: a capture's SHA-256 by its stats
+DIGEST_SUFFIX = ".sha256"
+DIGESTS_MAX_BYTES = 1 << 20  # 64 bytes each: the last 16,000 or so captures
+SETTLED_S = 2.0  # a file changed more recently than this may change again within one tick
+
+
+def capture_sha256(path: Path) -> str:
+    """:func:`file_sha256` of a capture, hashed only when the file's identity or stats changed
+    since it was last hashed (the cache off: always). As git's index does, a digest is kept
+    only for a file last changed :data:`SETTLED_S` before it was hashed: a file written again
+    within one tick of the clock, to the same size, would otherwise keep its old digest."""
+    if not enabled():
+        return file_sha256(path)
+    st = path.stat()
+    key = hashlib.sha256(
+        f"{path.resolve()}\0{st.st_dev}\0{st.st_ino}\0{st.st_size}\0"
+        f"{st.st_mtime_ns}\0{st.st_ctime_ns}\0".encode()
+    ).hexdigest()[:40]
+    kept = cache_dir() / FOLDER / DIGESTS / f"{key}{DIGEST_SUFFIX}"
+    if kept.is_file() and owner_only(kept, "capture digest"):
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            text = kept.read_bytes().decode("ascii")
+            if len(text) == 64 and all(c in "0123456789abcdef" for c in text):
+                with contextlib.suppress(OSError):
+                    os.utime(kept)  # used: the least recently used go first
+                return text
+    started = time.time()
+    digest = file_sha256(path)
+    if started - max(st.st_mtime_ns, st.st_ctime_ns) / 1e9 >= SETTLED_S:
+        after = path.stat()
+        if (after.st_size, after.st_mtime_ns, after.st_ctime_ns) == (
+            st.st_size,
+            st.st_mtime_ns,
+            st.st_ctime_ns,
+        ):
+
+            def write(fh: IO[bytes]) -> None:
+                fh.write(digest.encode())
+
+            write_cache_file(kept, write, stale=kept.name, what="capture digest")
+            prune(kept.parent, max_bytes=DIGESTS_MAX_BYTES, suffix=DIGEST_SUFFIX)
+    return digest
 
 
 def entry_path(capture_sha256: str, facts: Iterable[Any]) -> Path:
@@ -216,12 +262,19 @@ def store(path: Path, frame: pd.DataFrame | None, facts: dict[str, Any]) -> None
     prune(path.parent)
 
 
-def prune(folder: Path, *, max_bytes: int = MAX_BYTES, max_age_days: float = MAX_AGE_DAYS) -> int:
-    """Remove entries unused for ``max_age_days``, then the least recently used until the
-    folder holds at most ``max_bytes``. Returns how many were removed."""
+def prune(
+    folder: Path,
+    *,
+    max_bytes: int = MAX_BYTES,
+    max_age_days: float = MAX_AGE_DAYS,
+    suffix: str = SUFFIX,
+) -> int:
+    """Remove entries (files ending ``suffix``) unused for ``max_age_days``, then the least
+    recently used until the folder holds at most ``max_bytes``. Returns how many were
+    removed."""
     try:
         entries = []
-        for p in folder.glob(f"*{SUFFIX}"):
+        for p in folder.glob(f"*{suffix}"):
             with contextlib.suppress(OSError):
                 st = p.stat()
                 entries.append((st.st_mtime, st.st_size, p))

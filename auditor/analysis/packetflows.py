@@ -300,7 +300,7 @@ def read_packet_flows(
         part: CapturePart | None = None
         if packetcache.enabled():
             try:
-                digest = given[0] if given else packetcache.file_sha256(path / rel)
+                digest = given[0] if given else packetcache.capture_sha256(path / rel)
             except OSError:
                 digest = None
             if digest is not None:

@@ -115,12 +115,15 @@ def _load_or_build(data: Any) -> _Tables | None:
 def _tables_path(data: Any) -> Path:
     import hashlib
 
-    import geoip2fast
-
     from auditor.cachedir import cache_dir
 
     h = hashlib.sha256()
-    h.update(f"format {TABLES_FORMAT}\0geoip2fast {geoip2fast.__version__}\0".encode())
+    h.update(f"format {TABLES_FORMAT}\0".encode())
+    # geoip2fast's own code (its version among it), read and not run: importing it costs
+    # more than reading the tables
+    lib = _Geoip2fast.path().parent
+    for module in ("__init__.py", "geoip2fast.py"):
+        h.update((lib / module).read_bytes() + b"\0")
     h.update(f"numpy {np.__version__}\0".encode())
     h.update(Path(__file__).read_bytes())
     h.update(Path(data).read_bytes())

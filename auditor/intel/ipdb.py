@@ -153,7 +153,14 @@ class _Geoip2fast:
 
     @classmethod
     def path(cls) -> Path:
-        import geoip2fast
+        """The data file, found beside the library without running it (its imports cost
+        20-70 ms that an analysis reading the cached tables never repays)."""
+        import importlib.util
+
+        spec = importlib.util.find_spec("geoip2fast")
+        if spec is not None and spec.origin:
+            return Path(spec.origin).with_name(GEOIP2FAST_FILE)
+        import geoip2fast  # not found: raises as it always did
 
         return Path(geoip2fast.__file__).with_name(GEOIP2FAST_FILE)
 

@@ -578,23 +578,45 @@ class KnowledgeBase:
         mixed scripts) is replaced by its shown form, ``⚠ A-LABEL (reasons)``, which
         :meth:`lookup` reads back as the A-label.
         """
-        import numpy as np
         import pandas as pd
 
         out = flows.copy(deep=False)  # copy-on-write: new columns never reach ``flows``
+        for target, (categorical, values) in self.annotation_columns(
+            flows, host_column=host_column, ip_column=ip_column
+        ).items():
+            out[target] = (
+                pd.Series(values, index=out.index, dtype=object) if categorical else values
+            )
+        return show_lookalikes(out)
+
+    def annotation_columns(
+        self,
+        flows: pd.DataFrame,
+        *,
+        host_column: str | None = None,
+        ip_column: str = columns.SERVER_IP,
+        spread: np.ndarray | None = None,
+    ) -> dict[str, tuple[bool, np.ndarray]]:
+        """The columns :meth:`annotate` adds, by name, each as (whether it is made of
+        categories, its values: objects when it is). ``spread``: the rows of ``flows`` each
+        row of the result takes (distinct rows annotated once, then spread to a table's
+        rows: each column made objects once, at the table's length)."""
+        import numpy as np
+        import pandas as pd
+
         if host_column is None:
             host_column = next(
-                (c for c in (columns.NAME, columns.HOST, columns.SNI) if c in out.columns), ""
+                (c for c in (columns.NAME, columns.HOST, columns.SNI) if c in flows.columns), ""
             )
-        n = len(out)
+        n = len(flows)
         hosts = (
-            out[host_column].reset_index(drop=True)
-            if host_column in out.columns
+            flows[host_column].reset_index(drop=True)
+            if host_column in flows.columns
             else pd.Series([None] * n, dtype=object)
         )
-        ips = out[ip_column].reset_index(drop=True) if ip_column in out.columns else None
-        present = [c for c in columns.NAME_EVIDENCE_COLUMNS if c in out.columns]
-        evidence = out[present].reset_index(drop=True) if present else None
+        ips = flows[ip_column].reset_index(drop=True) if ip_column in flows.columns else None
+        present = [c for c in columns.NAME_EVIDENCE_COLUMNS if c in flows.columns]
+        evidence = flows[present].reset_index(drop=True) if present else None
         mapping = {
             columns.ORGANISATION: m.ORGANISATION,
             m.ORGANISATION_NAME: m.ORGANISATION_NAME,
@@ -620,6 +642,7 @@ class KnowledgeBase:
             evidence=evidence,
             wanted=set(mapping.values()),
         )
+        made: dict[str, tuple[bool, np.ndarray]] = {}
         for target, col in mapping.items():
             values = table[col]
             if isinstance(values.dtype, pd.CategoricalDtype):
@@ -628,11 +651,12 @@ class KnowledgeBase:
                 cats = np.empty(len(values.cat.categories) + 1, dtype=object)
                 cats[:-1] = np.asarray(values.cat.categories, dtype=object)
                 cats[-1] = None
-                arr = cats[values.cat.codes.to_numpy()]
-                out[target] = pd.Series(arr, index=out.index, dtype=object)
+                codes = values.cat.codes.to_numpy()
+                made[target] = (True, cats[codes if spread is None else codes[spread]])
             else:
-                out[target] = values.to_numpy()
-        return show_lookalikes(out)
+                raw = values.to_numpy()
+                made[target] = (False, raw if spread is None else raw[spread])
+        return made
 
     # --- lookups ----------------------------------------------------------------------------
 

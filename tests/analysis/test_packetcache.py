@@ -234,3 +234,61 @@ def test_entries_arrow_cannot_keep_exactly_are_neither_kept_nor_trusted(
     with entry.open("wb") as fh, ipc.new_file(fh, table.schema) as w:
         w.write_table(table)
     assert packetcache.load(entry) is None and not entry.exists()
+
+
+def _digests() -> list[Path]:
+    folder = packetcache.cache_dir() / packetcache.FOLDER / packetcache.DIGESTS
+    return sorted(folder.glob("*" + packetcache.DIGEST_SUFFIX))
+
+
+def test_a_capture_is_hashed_again_only_when_it_changed(
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(packetcache, "SETTLED_S", 0.0)  # written a moment ago: settled
+    capture = tmp_path / "a.pcap"
+    capture.write_bytes((DATA / "android.pcap").read_bytes())
+    hashed: list[Path] = []
+    real = packetcache.file_sha256
+
+    def counted(path: Path) -> str:
+        hashed.append(path)
+        return real(path)
+
+    monkeypatch.setattr(packetcache, "file_sha256", counted)
+    first = packetcache.capture_sha256(capture)
+    assert first == real(capture) and len(hashed) == 1
+    (kept,) = _digests()
+    assert kept.stat().st_mode & 0o777 == 0o600
+    assert packetcache.capture_sha256(capture) == first and len(hashed) == 1  # not hashed
+    # other bytes of the same size, the modification time set back: the change time moved
+    st = capture.stat()
+    data = bytearray(capture.read_bytes())
+    data[-1] ^= 0xFF
+    time.sleep(0.01)
+    capture.write_bytes(bytes(data))
+    os.utime(capture, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert capture.stat().st_size == st.st_size and capture.stat().st_mtime_ns == st.st_mtime_ns
+    second = packetcache.capture_sha256(capture)
+    assert len(hashed) == 2 and second == real(capture) != first
+    # a kept digest others may write is not read
+    for p in _digests():
+        p.chmod(0o666)
+    assert packetcache.capture_sha256(capture) == second and len(hashed) == 3
+
+
+def test_a_capture_changed_just_now_keeps_no_digest(cache: Path, tmp_path: Path) -> None:
+    capture = tmp_path / "a.pcap"
+    capture.write_bytes((DATA / "android.pcap").read_bytes())
+    assert packetcache.capture_sha256(capture) == packetcache.file_sha256(capture)
+    assert not _digests()  # it could change again within the clock's tick, unseen
+
+
+def test_off_hashes_every_time(
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(packetcache.ENV, "0")
+    monkeypatch.setattr(packetcache, "SETTLED_S", 0.0)
+    capture = tmp_path / "a.pcap"
+    capture.write_bytes(b"x" * 100)
+    assert packetcache.capture_sha256(capture) == packetcache.file_sha256(capture)
+    assert not _digests()

@@ -174,14 +174,31 @@ def test_distinct_rows_annotated_once_give_the_whole_table(
     kb = KnowledgeBase.load()
     whole = kb.annotate(table)
     seen: list[int] = []
-    annotate = KnowledgeBase.annotate
+    annotate = KnowledgeBase.annotation_columns  # what annotate() and the distinct rows call
 
-    def counted(self: KnowledgeBase, flows: pd.DataFrame, **kw: Any) -> pd.DataFrame:
+    def counted(self: KnowledgeBase, flows: pd.DataFrame, **kw: Any) -> Any:
         seen.append(len(flows))
         return annotate(self, flows, **kw)
 
-    monkeypatch.setattr(KnowledgeBase, "annotate", counted)
+    monkeypatch.setattr(KnowledgeBase, "annotation_columns", counted)
     distinct = engine.annotate_distinct(kb, table)
     assert seen and seen[0] < 0.8 * len(table)  # the distinct rows were annotated
     pd.testing.assert_frame_equal(distinct, whole)
     assert whole["server_country"].nunique() > 10
+
+
+def test_text_ranks_of_arrow_text_equal_those_of_objects() -> None:
+    values = ["b", None, "a", "b", "é", "", "a", None, "Z", "10", "9"]
+    out = []
+    for dtype in ("string[pyarrow]", object):
+        frame = pd.DataFrame({"c": pd.Series(values, dtype=dtype)})
+        for missing in (None, "None"):
+            ranks, texts = engine._text_ranks(
+                frame, "c", lambda f=frame: f["c"].to_numpy(dtype=object), missing
+            )
+            listed = texts.tolist() if hasattr(texts, "tolist") else texts.to_pylist()
+            out.append((dtype, missing, ranks.tolist(), listed))
+    for arrow, plain in ((out[0], out[2]), (out[1], out[3])):
+        assert arrow[2:] == plain[2:]
+    assert out[0][3] == ["", "10", "9", "Z", "a", "b", "é"]
+    assert out[0][2] == [5, -1, 4, 5, 6, 0, 4, -1, 3, 1, 2]

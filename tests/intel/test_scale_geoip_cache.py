@@ -82,3 +82,33 @@ def test_the_name_changes_with_the_data(tmp_path: Path, cache: Path) -> None:
     b.write_bytes(b"two")
     assert bulkip._tables_path(a) != bulkip._tables_path(b)
     assert bulkip._tables_path(a).parent == cache
+
+
+def test_tables_read_back_without_running_geoip2fast(built: bulkip._Tables, cache: Path) -> None:
+    import subprocess
+    import sys
+
+    bulkip._tables()  # written to the test's cache folder
+    code = (
+        "import sys; from auditor.intel import bulkip; t = bulkip._tables(); "
+        "print(t is not None, 'geoip2fast' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=os.environ
+    ).stdout.split()
+    assert out == ["True", "False"]  # read from the file; the library's imports never ran
+
+
+def test_the_name_changes_with_geoip2fast_s_code(
+    tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lib = tmp_path / "geoip2fast"
+    lib.mkdir()
+    data = lib / "data.dat.gz"
+    data.write_bytes(b"same data")
+    for module in ("__init__.py", "geoip2fast.py"):
+        (lib / module).write_text("__version__ = '1'\n")
+    monkeypatch.setattr(_Geoip2fast, "path", classmethod(lambda cls: data))
+    first = bulkip._tables_path(data)
+    (lib / "geoip2fast.py").write_text("__version__ = '1'  # another layout\n")
+    assert bulkip._tables_path(data) != first
