@@ -87,7 +87,7 @@ from auditor.packets.pcapfile import (
     Interface,
     window,
 )
-from auditor.packets.spill import FrameSpill
+from auditor.packets.spill import FrameSpill, tidy
 from auditor.packets.workerpipe import NameWorker
 
 _flowtab: ModuleType | None = load("_flowtab")  # else numpy does the same
@@ -253,6 +253,9 @@ WORKER_MIN_BYTES: Final = 64 * 1024 * 1024  # files this large get a worker proc
 SPILL_MIN_BYTES: Final = 64 * 1024 * 1024  # ... and write their tables to disk (auto)
 SPILL_ROWS: Final = 65536  # rows per piece of a table written to disk
 _WRITE_ROWS: Final = 4096  # finished flows written out once there are this many
+# categoricals built with every category they could have (the same in every piece), those no
+# flow has dropped from the whole table
+_PRUNED: Final = (PROTO, CLIENT_EVIDENCE, NAME_EVIDENCE)
 PROTO_NAMES: Final[dict[int, str]] = {
     1: "icmp",
     2: "igmp",
@@ -862,18 +865,6 @@ class CaptureAnalyzer:
         )
         return fid, direction
 
-    def _flow_columns(self) -> dict[str, np.ndarray]:
-        """The per-flow columns (:data:`_STORE_FIELDS`), indexed by internal flow id, taken
-        out of the flow table, which is let go (its memory is the columns' again, at the end
-        of the read, where memory peaks)."""
-        if self._table is None:
-            cols = {k: v[: self._store.n] for k, v in self._store.cols.items()}
-            self._store = _FlowStore()
-            return cols
-        raw = self._table.columns()
-        self._table = None
-        return {k: np.frombuffer(raw[k], dtype=t) for k, (t, _) in _STORE_FIELDS.items()}
-
     def _job(
         self, pb: PacketBatch, fid: np.ndarray, direction: np.ndarray
     ) -> tuple[names.NameJob, np.ndarray] | None:
@@ -1127,101 +1118,47 @@ class CaptureAnalyzer:
         rows: int | None,
         apps: Sequence[str] | None,
     ) -> names.NameResult:
-        """The flow table, in pieces to ``sink``; returns what the name collectors found."""
-        if self._finished is not None or self._pending:
-            return self._finished_pieces(sink, rows, apps)
-        col = self._flow_columns()
-        n = len(col["ver"])
-        first = col["first_pkt"]
-        if n > 1 and (first[1:] < first[:-1]).any():
-            order = np.argsort(first, kind="stable")
+        """The flow table, in pieces to ``sink``; returns what the name collectors found.
+        Flows are numbered by their first packet (the compiled table hands out its ids in
+        that order; the numpy one's are renumbered, ``_renumber``); the flows written out as
+        they finished, if any, are read back first, then those left in the table."""
+        if self._table is not None:
+            if self._finished is not None:
+                self._finished.close()
+            pending = self._pending
+            self._pending, self._pending_rows = [], 0
+            raw = self._table.columns()
+            self._table = None
+            live: dict[str, np.ndarray] = {
+                k: np.frombuffer(raw[k], dtype=t) for k, t in _RAW_TYPES.items()
+            }
+            del raw
+            if pending:  # finished flows not written yet go with the live ones
+                live = {k: np.concatenate([*(c[k] for c in pending), live[k]]) for k in _RAW_TYPES}
+            del pending
+            n = self._next_id
+            self._renumber = np.arange(n, dtype=np.int64)  # ids in file order already
+        else:  # the numpy table: its ids in the order of each batch's keys
+            live = {k: v[: self._store.n] for k, v in self._store.cols.items()}
+            self._store = _FlowStore()
+            n = len(live["ver"])
+            order = np.argsort(live["first_pkt"], kind="stable")
             self._renumber = np.empty(n, dtype=np.int64)
             self._renumber[order] = np.arange(n)
-            col = {k: v[order] for k, v in col.items()}
-        else:  # the compiled table numbers flows in file order: no copy of the columns
-            self._renumber = np.arange(n, dtype=np.int64)
-        # what needs no names first: a worker may still be busy
-        # both ends' addresses as codes into one table of texts, each converted once
-        codes, texts = decode.address_codes(
-            np.concatenate([col["ver"], col["ver"]]),
-            np.concatenate([col["a_hi"], col["b_hi"]]),
-            np.concatenate([col["a_lo"], col["b_lo"]]),
-        )
-        a_code, b_code = codes[:n], codes[n:]
-        # each flow's sides, for the DNS table (its rows' addresses and ports are these)
-        self._sides = (a_code, b_code, col["pa"], col["pb"], texts)
-        found = self._collector.result()
-        if self._worker is not None:
-            try:
-                found = names.merge_results(self._worker.result(), found)
-            finally:
-                self._worker.close()
-        self.warnings.update(found.warnings)
-        self.counts.update(found.counts)
-        hint = np.full(n, -1, dtype=np.int64)
-        hf, _, sides = found.hints
-        if len(hf):
-            hint[self._renumber[hf]] = sides
-        fa, fb = col["fl_ab"], col["fl_ba"]
-        syn_a, syn_b = (fa & _SYN_ONLY) > 0, (fb & _SYN_ONLY) > 0
-        sa_a, sa_b = (fa & _SYN_ACK) > 0, (fb & _SYN_ACK) > 0
-        pa, pbp = col["pa"], col["pb"]
-        client, evidence = _orientation(syn_a, syn_b, sa_a, sa_b, hint, pa, pbp, col["first_dir"])
-        del hint, syn_a, syn_b, sa_a, sa_b
-        a_is_client = client == 0
-        server_code = np.where(a_is_client, b_code, a_code)
-        # the addresses' table, checked unique (a hash of every text) once: for the address
-        # columns' categories and to find the addresses DNS answers gave among them
-        addr_index = pd.Index(texts)
-        addr_dtype = pd.CategoricalDtype(addr_index)  # keeps addr_index, its hash table built
-        # categoricals of the whole table (the same categories in every piece)
-        proto_col = _coded(col["proto"].astype(np.int64) & 0xFF, _PROTO_TEXT)
-        evidence_col = _coded(evidence, _CLIENT_EVIDENCE)
-        del evidence
-        app_col = (
-            decode.app_names(col["app"].astype(np.int32), list(apps)) if apps is not None else None
-        )
+            live = {k: v[order] for k, v in live.items()}
+            live["id"] = np.arange(n, dtype=np.int64)
+        ids = live["id"]
+        if len(ids) > 1 and (ids[1:] < ids[:-1]).any():
+            order = np.argsort(ids, kind="stable")
+            live = {k: v[order] for k, v in live.items()}
+        return self._built_pieces(sink, rows, apps, live, n)
 
-        # names, lowest precedence first: the address, a DNS answer, QUIC SNI, SNI, HTTP Host;
-        # each (rows, values) sorted by row, so that a piece takes its slice
-        dns_rows, answered = _dns_names(found.dns, addr_index, server_code, col["first_ns"])
-        by_row = np.argsort(dns_rows, kind="stable")
-        dns_named = (dns_rows[by_row], answered[by_row])
-        del dns_rows, answered, by_row
-        by_kind: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        for k, (f, j, v) in found.names.items():
-            r = self._renumber[f]
-            o = np.argsort(r, kind="stable")
-            by_kind[k] = (r[o], j[o], v[o])
-        found.names.clear()  # each flow's names are in by_kind now
-        certs: tuple[np.ndarray, list[tuple[str | None, ...]]] | None = None
-        if found.certs:
-            cert_rows = self._renumber[np.fromiter(found.certs, np.int64, len(found.certs))]
-            o = np.argsort(cert_rows, kind="stable")
-            fields = [tlscert.flow_fields(info) for info in found.certs.values()]
-            certs = (cert_rows[o], [fields[i] for i in o.tolist()])
-        # which evidence named each flow (the names themselves are made piece by piece)
-        name_ev = np.full(n, _EVIDENCE.index(EVIDENCE_IP), dtype=np.int64)
-        name_ev[dns_named[0]] = _EVIDENCE.index(EVIDENCE_DNS)
-        for kind, ev in reversed(_NAME_PRECEDENCE):
-            if kind in by_kind:
-                name_ev[by_kind[kind][0]] = _EVIDENCE.index(ev)
-        name_ev_col = _coded(name_ev, _EVIDENCE)
-        del name_ev
-        is_tcp_all = col["proto"] == decode.PROTO_TCP
-
-        whole = _FlowWhole(
-            col, a_code, b_code, a_is_client, is_tcp_all, texts, addr_dtype, proto_col,
-            evidence_col, name_ev_col, app_col, dns_named, by_kind, certs,
-        )  # fmt: skip
-        step = max(int(rows or n), 1)
-        for lo in range(0, max(n, 1), step):
-            sink(_flow_piece(whole, lo, min(lo + step, n)))
-        return found
-
-    def _raw_pieces(self, live: dict[str, np.ndarray] | None) -> Iterator[dict[str, np.ndarray]]:
-        """The flows as the compiled table gave them (:data:`_RAW_TYPES`), in pieces sorted
-        by id: those written out, then those still in the table at the end (``live``)."""
+    def _raw_pieces(
+        self, live: dict[str, np.ndarray], rows: int | None
+    ) -> Iterator[dict[str, np.ndarray]]:
+        """The flows as the flow table gave them (:data:`_RAW_TYPES`), in pieces sorted by
+        id: those written out, then those still in the table at the end (``live``, cut into
+        pieces of ``rows``; None: one)."""
         if self._finished is not None:  # written a few thousand at a time: joined again
             group: list[dict[str, np.ndarray]] = []
             rows = 0
@@ -1234,44 +1171,33 @@ class CaptureAnalyzer:
                     rows = 0
             if group:
                 yield _joined(group)
-        if live is not None:
-            n = len(live["id"])
-            for lo in range(0, n, SPILL_ROWS):
-                yield {k: v[lo : lo + SPILL_ROWS] for k, v in live.items()}
+        n = len(live["id"])
+        if not n and self._finished is None:  # no flow at all: one piece, of no rows
+            yield live
+        step = max(int(rows or n), 1)
+        for lo in range(0, n, step):
+            yield {k: v[lo : lo + step] for k, v in live.items()}
 
-    def _finished_pieces(
+    def _built_pieces(
         self,
         sink: Callable[[pd.DataFrame], None],
         rows: int | None,
         apps: Sequence[str] | None,
+        live: dict[str, np.ndarray],
+        n: int,
     ) -> names.NameResult:
-        """:meth:`_flow_pieces` of a read that wrote flows out as they finished: a piece
-        of the table per piece of flows (in the order they finished; the ids say the rows),
-        the names and addresses looked up by id. ``rows`` is the size of those pieces."""
-        assert self._table is not None
-        if self._finished is not None:
-            self._finished.close()
-        pending = self._pending
-        self._pending, self._pending_rows = [], 0
-        raw = self._table.columns()
-        self._table = None
-        live: dict[str, np.ndarray] = {
-            k: np.frombuffer(raw[k], dtype=t) for k, t in _RAW_TYPES.items()
-        }
-        del raw
-        if pending:  # finished flows not written yet go with the live ones
-            live = {k: np.concatenate([*(c[k] for c in pending), live[k]]) for k in _RAW_TYPES}
-            order = np.argsort(live["id"], kind="stable")
-            live = {k: v[order] for k, v in live.items()}
-        del pending
-        n = self._next_id
+        """The table's pieces, one per piece of flows (:meth:`_raw_pieces`; flows written out
+        come in the order they finished, each piece sorted by id), each flow's names, client
+        side, certificate and DNS name looked up by its id. Categoricals carry every
+        category they could have (the same in every piece): :func:`_whole_flows` and the
+        spilled table drop those no flow has."""
         # every flow's two addresses by id, as codes into one table of texts, each made once
         ver = np.zeros(n, dtype=np.uint8)
         a_hi, a_lo = np.zeros(n, dtype=np.uint64), np.zeros(n, dtype=np.uint64)
         b_hi, b_lo = np.zeros(n, dtype=np.uint64), np.zeros(n, dtype=np.uint64)
         a_port = np.zeros(n, dtype=np.int32)
         b_port = np.zeros(n, dtype=np.int32)
-        for c in self._raw_pieces(live):
+        for c in self._raw_pieces(live, rows):
             ids = c["id"]
             ver[ids], a_port[ids], b_port[ids] = c["ver"], c["pa"], c["pb"]
             a_hi[ids], a_lo[ids], b_hi[ids], b_lo[ids] = c["a_hi"], c["a_lo"], c["b_hi"], c["b_lo"]
@@ -1281,7 +1207,6 @@ class CaptureAnalyzer:
         del ver, a_hi, a_lo, b_hi, b_lo
         a_side, b_side = codes[:n], codes[n:]
         del codes
-        self._renumber = np.arange(n, dtype=np.int64)  # ids are in file order already
         self._sides = (a_side, b_side, a_port, b_port, texts)
         found = self._collector.result()
         if self._worker is not None:
@@ -1295,12 +1220,16 @@ class CaptureAnalyzer:
         addr_dtype = pd.CategoricalDtype(addr_index)
         namer = _DnsNamer(found.dns, addr_index)
         hf, _, hint_sides = found.hints
+        hf = self._renumber[hf]
+        o = np.argsort(hf, kind="stable")
+        hf, hint_sides = hf[o], hint_sides[o]
         by_kind = {}
         for kind, (f, j, v) in found.names.items():
+            f = self._renumber[f]
             o = np.argsort(f, kind="stable")
             by_kind[kind] = (f[o], j[o], v[o])
         found.names.clear()
-        cert_ids = np.fromiter(found.certs, np.int64, len(found.certs))
+        cert_ids = self._renumber[np.fromiter(found.certs, np.int64, len(found.certs))]
         cert_order = np.argsort(cert_ids, kind="stable")
         cert_ids = cert_ids[cert_order]
         cert_infos = list(found.certs.values())
@@ -1321,8 +1250,7 @@ class CaptureAnalyzer:
             rows_ = np.flatnonzero(sorted_ids[pos] == ids)
             return rows_, pos[rows_]
 
-        wrote = False
-        for c in self._raw_pieces(live):
+        for c in self._raw_pieces(live, rows):
             ids = c["id"]
             m = len(ids)
             a_code, b_code = a_side[ids], b_side[ids]
@@ -1376,8 +1304,6 @@ class CaptureAnalyzer:
                 ids=ids,
             )
             sink(_flow_piece(whole, 0, m))
-            wrote = True
-        assert wrote  # (a flow was written out, or this would not be the way)
         if self._finished is not None:
             self._finished.discard()
             self._finished = None
@@ -1917,9 +1843,7 @@ def read_capture(
             if spill:
                 # flows written out as they finished come in that order, with every
                 # category there could be: the table read back is sorted and pruned
-                flow_table = FrameSpill(
-                    sort_by=FLOW_ID, prune=(PROTO, CLIENT_EVIDENCE, NAME_EVIDENCE)
-                )
+                flow_table = FrameSpill(sort_by=FLOW_ID, prune=_PRUNED)
                 dns_table = FrameSpill()
                 dns_tables = analyzer.finish_into(
                     flow_table.append, dns_table.append, rows=SPILL_ROWS, apps=decoder.apps
@@ -1931,7 +1855,7 @@ def read_capture(
                 dns_tables = analyzer.finish_into(
                     pieces[0].append, pieces[1].append, apps=decoder.apps
                 )
-                flow_table, dns_table = pieces[0][0], pieces[1][0]
+                flow_table, dns_table = _whole_flows(pieces[0]), pieces[1][0]
     finally:
         analyzer.close()
     packets = analyzer.packets_frame(decoder.apps) if keep_packets else _no_packets(decoder.apps)
@@ -1985,11 +1909,7 @@ def _whole_flows(pieces: list[pd.DataFrame]) -> pd.DataFrame:
     """The flow table from its pieces (as a spilled read's ``flows`` reads them back: sorted
     by flow id, the categories no flow has dropped)."""
     out = pieces[0] if len(pieces) == 1 else pd.concat(pieces, ignore_index=True)
-    for c in (PROTO, CLIENT_EVIDENCE, NAME_EVIDENCE):  # (a read in memory has none unused)
-        out[c] = out[c].cat.remove_unused_categories()
-    if not out[FLOW_ID].is_monotonic_increasing:
-        out = out.sort_values(FLOW_ID, kind="stable", ignore_index=True)
-    return out
+    return tidy(out, _PRUNED, FLOW_ID)
 
 
 def _rows(table: pd.DataFrame | FrameSpill) -> int:

@@ -151,12 +151,7 @@ class FrameSpill:
     def frame(self) -> pd.DataFrame:
         """The whole table, with the dtypes it was written with (sorted, and its unused
         categories dropped, as the table was made to)."""
-        out = self._frame(self._table())
-        for name in self._prune:
-            out[name] = out[name].cat.remove_unused_categories()
-        if self._sort_by is not None and not out[self._sort_by].is_monotonic_increasing:
-            out = out.sort_values(self._sort_by, kind="stable", ignore_index=True)
-        return out
+        return tidy(self._frame(self._table()), self._prune, self._sort_by)
 
     def pieces(self) -> Iterator[pd.DataFrame]:
         """The table piece by piece, as written (each with the dtypes it was written with,
@@ -200,3 +195,17 @@ def _numpy(col: pa.ChunkedArray) -> np.ndarray:
     if col.num_chunks == 1:
         return col.chunk(0).to_numpy(zero_copy_only=False)
     return col.to_numpy()
+
+
+def tidy(frame: pd.DataFrame, prune: Collection[str], sort_by: str | None) -> pd.DataFrame:
+    """A table joined from pieces as it would have been made whole: the categories no row
+    uses dropped from the ``prune`` columns (none left: an empty ``object`` index, as pandas
+    makes of no labels), sorted by ``sort_by`` when it is not already."""
+    for name in prune:
+        col = frame[name].cat.remove_unused_categories()
+        if not len(col.cat.categories):
+            col = col.cat.set_categories(pd.Index([], dtype=object))
+        frame[name] = col
+    if sort_by is not None and not frame[sort_by].is_monotonic_increasing:
+        frame = frame.sort_values(sort_by, kind="stable", ignore_index=True)
+    return frame
