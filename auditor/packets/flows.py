@@ -1216,9 +1216,8 @@ class CaptureAnalyzer:
                 self._worker.close()
         self.warnings.update(found.warnings)
         self.counts.update(found.counts)
-        addr_index = pd.Index(texts)
-        addr_dtype = pd.CategoricalDtype(addr_index)
-        namer = _DnsNamer(found.dns, addr_index)
+        addr_dtype = _categories(pd.Index(texts))
+        namer = _DnsNamer(found.dns, texts)
         hf, _, hint_sides = found.hints
         hf = self._renumber[hf]
         o = np.argsort(hf, kind="stable")
@@ -1313,89 +1312,102 @@ class CaptureAnalyzer:
         self, found: DnsTables, sink: Callable[[pd.DataFrame], None], rows: int | None
     ) -> None:
         """One row per DNS question, in pieces to ``sink``: what the collectors parsed, with
-        the packet's time, flow, addresses and ports, which this process kept."""
+        the packet's time, flow, addresses and ports, which this process kept. Each piece is
+        made from its rows alone (what it needs beyond the table's is a piece's worth); the
+        categories, the same in every piece, from the whole columns first."""
         rec = found.rows
-        packet = rec["packet"].astype(np.int64)
+        n = len(rec)
         meta: dict[str, np.ndarray] = {}
         parts, self._dns_meta = self._dns_meta, []
-        for k, t in _DNS_META_TYPES.items():
-            if parts:
-                whole = np.concatenate([m.pop(k) for m in parts])
-                meta[k] = whole[packet]
-                del whole
-            else:
-                meta[k] = np.zeros(0, dtype=t)
-        del parts, packet
-        response = rec["response"].astype(bool)
-        n = len(response)
-        flow = self._renumber[meta["flow"]] if n else meta["flow"]
+        for k, t in _DNS_META_TYPES.items():  # per DNS packet; a row gives its packet
+            meta[k] = np.concatenate([m.pop(k) for m in parts]) if parts else np.zeros(0, t)
+        del parts
         a_code, b_code, a_port, b_port, texts = self._sides
-        from_a = meta["dir"] == 0
+        step = max(int(rows or n), 1)
+        spans = [(lo, min(lo + step, n)) for lo in range(0, max(n, 1), step)]
+
+        def flows_of(lo: int, hi: int) -> np.ndarray:
+            f = meta["flow"][rec["packet"][lo:hi].astype(np.int64)]
+            return self._renumber[f] if len(f) else f
+
         # the addresses of these rows: the flows' (in the texts' order, which address_codes
         # sorts by address), those in use only
         seen = np.zeros(len(texts), dtype=bool)
-        seen[a_code[flow]] = True
-        seen[b_code[flow]] = True
+        for lo, hi in spans:
+            f = flows_of(lo, hi)
+            seen[a_code[f]] = True
+            seen[b_code[f]] = True
         used = np.flatnonzero(seen)
         del seen
         code_of = np.full(len(texts), -1, dtype=np.int64)
         code_of[used] = np.arange(len(used))
-        cats = pd.CategoricalDtype(pd.Index(texts[used], dtype=object))
-        sport = np.where(from_a, a_port[flow], b_port[flow])
-        dport = np.where(from_a, b_port[flow], a_port[flow])
-        client_port = np.where(response, dport, sport)
-        server_port = np.where(response, sport, dport)
-        del sport, dport
+        cats = _categories(pd.Index(texts[used], dtype=object))
         labels = list(dict.fromkeys(DNS_PORTS.values()))
         unset = labels.index("dns")
-        protocol = np.full(n, unset, dtype=np.int64)
-        for port, label in DNS_PORTS.items():
-            if label != "dns":
-                protocol[(server_port == port) | ((client_port == port) & (protocol == unset))] = (
-                    labels.index(label)
-                )
-        # categoricals of the whole table (the same categories in every piece)
-        transport_col = _coded(meta["tcp"].astype(np.int64), ("udp", "tcp"), str)
-        protocol_col = _coded(protocol, labels)
-        del protocol
-        rcode_col = _coded(  # a question has none
-            np.where(response, rec["rcode"].astype(np.int64), -1),
-            lambda c: DNS_RCODES.get(c, str(c)) if c >= 0 else None,
-        )
-        qtype_col = _coded(
-            rec["qtype"].astype(np.int64), lambda q: dns_type_name(q) if q >= 0 else ""
-        )
-        step = max(int(rows or n), 1)
-        for lo in range(0, max(n, 1), step):
-            hi = min(lo + step, n)
-            f = flow[lo:hi]
-            fa, resp = from_a[lo:hi], response[lo:hi]
+        # categoricals of the whole table (the same categories in every piece): the keys
+        # each column has, then each piece's codes among them
+        response_all = rec["response"].astype(bool)
+        rcodes = np.unique(rec["rcode"][response_all]).astype(np.int64)
+        if not response_all.all():
+            rcodes = np.concatenate([[-1], rcodes])  # a question has none
+        del response_all
+        qtypes = np.unique(rec["qtype"]).astype(np.int64)
+        transports = np.unique(meta["tcp"][rec["packet"].astype(np.int64)]).astype(np.int64)
+        protocols = np.zeros(0, dtype=np.int64)
+        pieces: list[tuple[int, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        for lo, hi in spans:  # the ports and protocol of each piece (small: kept)
+            f = flows_of(lo, hi)
+            response = rec["response"][lo:hi].astype(bool)
+            from_a = meta["dir"][rec["packet"][lo:hi].astype(np.int64)] == 0
+            sport = np.where(from_a, a_port[f], b_port[f])
+            dport = np.where(from_a, b_port[f], a_port[f])
+            client_port = np.where(response, dport, sport)
+            server_port = np.where(response, sport, dport)
+            protocol = np.full(hi - lo, unset, dtype=np.int8)
+            for port, label in DNS_PORTS.items():
+                if label != "dns":
+                    protocol[
+                        (server_port == port) | ((client_port == port) & (protocol == unset))
+                    ] = labels.index(label)
+            protocols = np.union1d(protocols, protocol.astype(np.int64))
+            pieces.append((lo, hi, f, client_port, server_port, protocol))
+            del sport, dport
+        transport_of = _coded_keys(transports, ("udp", "tcp"), str)
+        protocol_of = _coded_keys(protocols, labels)
+        rcode_of = _coded_keys(rcodes, lambda c: DNS_RCODES.get(c, str(c)) if c >= 0 else None)
+        qtype_of = _coded_keys(qtypes, lambda q: dns_type_name(q) if q >= 0 else "")
+        while pieces:
+            lo, hi, f, client_port, server_port, protocol = pieces.pop(0)
+            packet = rec["packet"][lo:hi].astype(np.int64)
+            fa = meta["dir"][packet] == 0
+            resp = rec["response"][lo:hi].astype(bool)
             a_row, b_row = code_of[a_code[f]], code_of[b_code[f]]
             src, dst = np.where(fa, a_row, b_row), np.where(fa, b_row, a_row)
             sink(
                 pd.DataFrame(
                     {
-                        DNS_TS: pd.to_datetime(meta["ts"][lo:hi], unit="ns", utc=True),
+                        DNS_TS: pd.to_datetime(meta["ts"][packet], unit="ns", utc=True),
                         DNS_FLOW_ID: f,
                         DNS_CLIENT_IP: pd.Categorical.from_codes(
                             np.where(resp, dst, src), dtype=cats, validate=False
                         ),
-                        DNS_CLIENT_PORT: client_port[lo:hi],
+                        DNS_CLIENT_PORT: client_port,
                         DNS_SERVER_IP: pd.Categorical.from_codes(
                             np.where(resp, src, dst), dtype=cats, validate=False
                         ),
-                        DNS_SERVER_PORT: server_port[lo:hi],
-                        TRANSPORT: transport_col[lo:hi],
-                        DNS_PROTOCOL: protocol_col[lo:hi],
+                        DNS_SERVER_PORT: server_port,
+                        TRANSPORT: transport_of(meta["tcp"][packet].astype(np.int64)),
+                        DNS_PROTOCOL: protocol_of(protocol.astype(np.int64)),
                         DNS_ID: rec["id"][lo:hi].astype(np.int64),
                         RESPONSE: resp,
-                        RCODE: rcode_col[lo:hi],
+                        RCODE: rcode_of(np.where(resp, rec["rcode"][lo:hi].astype(np.int64), -1)),
                         QNAME: _texts_of(found, rec["qname"][lo:hi]),
-                        QTYPE: qtype_col[lo:hi],
+                        QTYPE: qtype_of(rec["qtype"][lo:hi].astype(np.int64)),
                     },
                     columns=list(DNS_COLUMNS),
                 )
             )
+            del f, client_port, server_port, protocol
 
     def packets_frame(self, apps: list[str]) -> pd.DataFrame:
         """The per-packet table (after :meth:`finish`, which numbers the flows)."""
@@ -1634,7 +1646,7 @@ class _DnsNamer:
     address and time, one per (address, time), then each flow's found by a binary search
     (the key: the address's code, then the rank of the time among the answers' times)."""
 
-    def __init__(self, found: DnsTables, table: pd.Index) -> None:
+    def __init__(self, found: DnsTables, table: pd.Index | np.ndarray) -> None:
         self._texts = found.texts
         self._keys = np.zeros(0, dtype=np.int64)
         self._code = np.zeros(0, dtype=np.int64)
@@ -1644,14 +1656,21 @@ class _DnsNamer:
         answered = found.answered
         if not len(answered) or not len(table):
             return
-        if table.is_unique:  # as address_codes makes it: a hash lookup per distinct text, in C
-            found_texts = pd.Index(found.texts, dtype=table.dtype)  # as the table's: no casts
-            code_of_text = table.get_indexer(found_texts).astype(np.int64)
+        dns_texts = pd.Index(found.texts, dtype=object)
+        if dns_texts.is_unique:  # a hash of the DNS texts (as many whatever the flows), in C
+            pos = dns_texts.get_indexer(np.asarray(table, dtype=object))
+            del dns_texts
+            hit = np.flatnonzero(pos >= 0)
+            # of several equal texts in the table (not as address_codes makes it), the first
+            text_at, first = np.unique(pos[hit], return_index=True)
+            code_of_text = np.full(len(found.texts), -1, dtype=np.int64)
+            code_of_text[text_at] = hit[first]
+            del pos, hit, text_at, first
         else:
-            first: dict[str, int] = {}
-            for i, t in enumerate(table.tolist()):
-                first.setdefault(t, i)
-            code_of_text = np.array([first.get(t, -1) for t in found.texts.tolist()], np.int64)
+            first_of: dict[str, int] = {}
+            for i, t in enumerate(np.asarray(table, dtype=object).tolist()):
+                first_of.setdefault(t, i)
+            code_of_text = np.array([first_of.get(t, -1) for t in found.texts.tolist()], np.int64)
         e_code = code_of_text[answered["addr"]]
         keep = np.flatnonzero(e_code >= 0)  # others gave an address no flow has
         if not keep.size:
@@ -1773,6 +1792,41 @@ def _coded(
     remap = np.array([-1 if x is None else at[x] for x in labels], dtype=np.int64)
     index: pd.Index = pd.Index(cats) if cats else pd.Index([], dtype=empty)
     return pd.Categorical.from_codes(remap[inverse.ravel()], categories=index)
+
+
+def _categories(index: pd.Index) -> pd.CategoricalDtype:
+    """The dtype of a categorical of these (distinct) categories, without the hash table
+    pandas builds to check them (a copy of each text as an object, for an Arrow-backed
+    index): nothing here looks a category up, and that copy would live as long as the
+    table."""
+    dtype = pd.CategoricalDtype(index)
+    cache = getattr(dtype.categories, "_cache", None)  # pandas' cache of the index's engine
+    if isinstance(cache, dict):
+        cache.clear()
+    return dtype
+
+
+def _coded_keys(
+    keys: np.ndarray,
+    label: Callable[[int], str | None] | Sequence[str] | np.ndarray,
+    empty: type = object,
+) -> Callable[[np.ndarray], pd.Categorical]:
+    """:func:`_coded` for a column made in pieces: given every key the column has
+    (``keys``, sorted, distinct), a function that codes a piece of it (keys among them) with
+    the categories :func:`_coded` gives the whole column."""
+    text = label if callable(label) else label.__getitem__
+    labels = [text(k) for k in keys.tolist()]
+    cats = sorted({x for x in labels if x is not None})
+    at = {c: i for i, c in enumerate(cats)}
+    remap = np.array([-1 if x is None else at[x] for x in labels] + [-1], dtype=np.int64)
+    dtype = pd.CategoricalDtype(pd.Index(cats) if cats else pd.Index([], dtype=empty))
+
+    def code(piece: np.ndarray) -> pd.Categorical:
+        return pd.Categorical.from_codes(
+            remap[np.searchsorted(keys, piece)], dtype=dtype, validate=False
+        )
+
+    return code
 
 
 def iter_packets(
