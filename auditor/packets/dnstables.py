@@ -4,9 +4,12 @@ and the tables a finished collection gives (:class:`DnsTables`)."""
 
 from __future__ import annotations
 
+import mmap
+import os
 import struct
+import tempfile
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import IO, Any, Final
 
 import numpy as np
 
@@ -53,11 +56,37 @@ assert _ROW.size == DNS_ROW.itemsize and _ANSWER.size == DNS_ANSWER.itemsize
 assert _ANSWERED.size == DNS_ANSWERED.itemsize and _PAIR.size == DNS_PAIR.itemsize
 
 
+#: Records a store holds in memory before :meth:`DnsStore.flush` writes them to its files
+#: (``AUDITOR_DNS_FLUSH_BYTES`` sets another, in this process and the name worker: tests)
+FLUSH_BYTES: Final = 4 << 20
+FLUSH_ENV: Final = "AUDITOR_DNS_FLUSH_BYTES"
+_RECORDS: Final = ("rows", "answers", "answered", "pairs")
+_DTYPES: Final = {
+    "rows": DNS_ROW,
+    "answers": DNS_ANSWER,
+    "answered": DNS_ANSWERED,
+    "pairs": DNS_PAIR,
+}
+
+
 class DnsStore:
     """DNS rows, answers and what they taught, as packed records (see :data:`DNS_ROW`),
-    growing as messages are added; :meth:`tables` gives them as arrays."""
+    growing as messages are added; :meth:`tables` gives them as arrays. Past
+    :data:`FLUSH_BYTES`, :meth:`flush` (called between jobs) moves the records to unnamed
+    temporary files (``spilldir``), so that a long capture's DNS is not this process's
+    memory; the texts stay (each distinct one once)."""
 
-    __slots__ = ("_index", "answered", "answers", "ids", "pairs", "rows", "texts")
+    __slots__ = (
+        "_files",
+        "_index",
+        "_rows_out",
+        "answered",
+        "answers",
+        "ids",
+        "pairs",
+        "rows",
+        "texts",
+    )
 
     def __init__(self) -> None:
         self._index: object = None  # what _dns.collect keeps to find the texts it made again
@@ -67,6 +96,38 @@ class DnsStore:
         self.answers = bytearray()
         self.answered = bytearray()
         self.pairs = bytearray()
+        self._files: dict[str, IO[bytes]] = {}  # the records flushed, per kind
+        self._rows_out = 0  # rows flushed: the first row in memory is this one
+
+    def held(self) -> int:
+        """Bytes of records in memory."""
+        return len(self.rows) + len(self.answers) + len(self.answered) + len(self.pairs)
+
+    def flush(self, at_least: int | None = None) -> None:
+        """Move the records in memory to the store's files, if they are ``at_least`` bytes
+        (None: :data:`FLUSH_BYTES`). Rows are numbered across the files: an answer's row is
+        made absolute as it goes."""
+        if at_least is None:
+            at_least = int(os.environ.get(FLUSH_ENV) or FLUSH_BYTES)
+        if self.held() < max(at_least, 1):
+            return
+        if not self._files:
+            from auditor.packets.spilldir import spill_dir
+
+            for k in _RECORDS:
+                self._files[k] = tempfile.TemporaryFile(dir=spill_dir())
+        if self._rows_out and self.answers:
+            answers = np.frombuffer(self.answers, dtype=DNS_ANSWER).copy()
+            answers["row"] += self._rows_out
+            self._files["answers"].write(answers.tobytes())
+            del answers
+        else:
+            self._files["answers"].write(self.answers)
+        for k in ("rows", "answered", "pairs"):
+            self._files[k].write(getattr(self, k))
+        self._rows_out += len(self.rows) // _ROW.size
+        for k in _RECORDS:
+            del getattr(self, k)[:]  # the same bytearrays: _dns.collect appends to them
 
     def text_id(self, text: str) -> int:
         i = self.ids.get(text)
@@ -130,15 +191,24 @@ class DnsStore:
                 self.answered += _ANSWERED.pack(ts, aid, tid(asked))
 
     def tables(self) -> DnsTables:
-        """What was added, as arrays (copies: the store may go on growing)."""
+        """What was added, as arrays, and the store emptied. Records flushed to files come
+        back mapped read-only (their pages the file's, not this process's, until read)."""
         texts = np.empty(len(self.texts), dtype=object)
         texts[:] = self.texts
+        if self._files:
+            self.flush(0)
+            arrays = {k: _mapped(self._files[k], _DTYPES[k]) for k in _RECORDS}
+            for fh in self._files.values():
+                fh.close()  # each map keeps its file
+        else:  # the records' own memory, without a copy: the store lets go of it
+            arrays = {k: np.frombuffer(getattr(self, k), dtype=_DTYPES[k]) for k in _RECORDS}
+        self._files = {}
+        self._rows_out = 0
+        for k in _RECORDS:
+            setattr(self, k, bytearray())
+        self.ids, self.texts, self._index = {}, [], None
         return DnsTables(
-            texts,
-            np.frombuffer(bytes(self.rows), dtype=DNS_ROW),
-            np.frombuffer(bytes(self.answers), dtype=DNS_ANSWER),
-            np.frombuffer(bytes(self.answered), dtype=DNS_ANSWERED),
-            np.frombuffer(bytes(self.pairs), dtype=DNS_PAIR),
+            texts, arrays["rows"], arrays["answers"], arrays["answered"], arrays["pairs"]
         )
 
 
@@ -273,6 +343,15 @@ class DnsTables:
         """(address, time, name asked) of each address answers gave, in order."""
         t = self.texts.tolist()
         return [(t[a], ts, t[q]) for ts, a, q in self.answered.tolist()]
+
+
+def _mapped(fh: IO[bytes], dtype: np.dtype) -> np.ndarray:
+    """A file's records as a read-only array over a map of it (no map for an empty file)."""
+    fh.flush()
+    size = os.fstat(fh.fileno()).st_size
+    if not size:
+        return np.zeros(0, dtype=dtype)
+    return np.frombuffer(mmap.mmap(fh.fileno(), size, access=mmap.ACCESS_READ), dtype=dtype)
 
 
 def _factorize(texts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -74,6 +74,7 @@ import pyarrow as pa
 
 from auditor import columns
 from auditor.gcpause import gc_paused
+from auditor.heaptrim import trim_heap
 from auditor.packets import decode, namekinds, names, tlscert
 from auditor.packets._compiled import load
 from auditor.packets.decode import Decoder, PacketBatch
@@ -88,7 +89,7 @@ from auditor.packets.pcapfile import (
     window,
 )
 from auditor.packets.spill import FrameSpill, tidy
-from auditor.packets.workerpipe import NameWorker
+from auditor.packets.workerpipe import NameWorker, drop_pages
 
 _flowtab: ModuleType | None = load("_flowtab")  # else numpy does the same
 FLOW_TABLE: Final = "numpy" if _flowtab is None else "compiled"
@@ -1191,6 +1192,7 @@ class CaptureAnalyzer:
         side, certificate and DNS name looked up by its id. Categoricals carry every
         category they could have (the same in every piece): :func:`_whole_flows` and the
         spilled table drop those no flow has."""
+        trim_heap()  # what the read freed, before the tables are built (heaptrim says why)
         # every flow's two addresses by id, as codes into one table of texts, each made once
         ver = np.zeros(n, dtype=np.uint8)
         a_hi, a_lo = np.zeros(n, dtype=np.uint64), np.zeros(n, dtype=np.uint64)
@@ -1217,8 +1219,10 @@ class CaptureAnalyzer:
         self.warnings.update(found.warnings)
         self.counts.update(found.counts)
         addr_dtype = _categories(pd.Index(texts))
+        trim_heap()
         namer = _DnsNamer(found.dns, texts)
         hf, _, hint_sides = found.hints
+        found = dataclasses.replace(found, hints=(_NO_ROWS, _NO_ROWS, _NO_ROWS))  # sorted below
         hf = self._renumber[hf]
         o = np.argsort(hf, kind="stable")
         hf, hint_sides = hf[o], hint_sides[o]
@@ -1315,6 +1319,7 @@ class CaptureAnalyzer:
         the packet's time, flow, addresses and ports, which this process kept. Each piece is
         made from its rows alone (what it needs beyond the table's is a piece's worth); the
         categories, the same in every piece, from the whole columns first."""
+        trim_heap()
         rec = found.rows
         n = len(rec)
         meta: dict[str, np.ndarray] = {}
@@ -1376,6 +1381,7 @@ class CaptureAnalyzer:
         protocol_of = _coded_keys(protocols, labels)
         rcode_of = _coded_keys(rcodes, lambda c: DNS_RCODES.get(c, str(c)) if c >= 0 else None)
         qtype_of = _coded_keys(qtypes, lambda q: dns_type_name(q) if q >= 0 else "")
+        drop_pages(rec)
         while pieces:
             lo, hi, f, client_port, server_port, protocol = pieces.pop(0)
             packet = rec["packet"][lo:hi].astype(np.int64)
@@ -1408,6 +1414,7 @@ class CaptureAnalyzer:
                 )
             )
             del f, client_port, server_port, protocol
+            drop_pages(rec)  # read from its file again if asked for
 
     def packets_frame(self, apps: list[str]) -> pd.DataFrame:
         """The per-packet table (after :meth:`finish`, which numbers the flows)."""
@@ -1678,6 +1685,7 @@ class _DnsNamer:
         e_code = e_code[keep]
         e_ts = answered["ts"][keep].astype(np.int64)
         e_name = answered["asked"][keep].astype(np.int64)
+        drop_pages(answered)  # read from its file again if asked for
         # one answer per (address, time): the last of the order by (address, time, name
         # rank); of several answers at the same time, the greatest name (text order) wins.
         # The names' ranks among the texts (a sort of every text) only when two answers tie.
@@ -1891,9 +1899,11 @@ def read_capture(
     dns_table: pd.DataFrame | FrameSpill
     try:
         with gc_paused():
-            for rb in reader:
+            for i, rb in enumerate(reader, 1):
                 analyzer.feed(decoder.decode(rb))
                 del rb  # lets the reader reuse its buffer for the next chunk
+                if spill and not i % _TRIM_EVERY:
+                    trim_heap()  # what the batches freed (see heaptrim)
             if spill:
                 # flows written out as they finished come in that order, with every
                 # category there could be: the table read back is sorted and pruned
@@ -1941,6 +1951,10 @@ def read_capture(
         interfaces=tuple(reader.interfaces),
         apps=tuple(decoder.apps),
     )
+
+
+#: A spilled read gives the heap's free pages back every this many chunks (a few ms each)
+_TRIM_EVERY: Final = int(os.environ.get("TRIMEV", "4"))
 
 
 def _joined(group: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

@@ -304,6 +304,10 @@ class NameCollector:
         self.warnings[key] = self.warnings.get(key, 0) + 1
 
     def feed(self, job: NameJob) -> None:
+        self._feed(job)
+        self.dns.flush()  # a long capture's DNS records to files, past a few MiB
+
+    def _feed(self, job: NameJob) -> None:
         if not len(job):
             return
         dns = job.kind == KIND_DNS
@@ -419,7 +423,7 @@ class NameCollector:
         undone = len(self._quic)
         if undone:
             self.warnings["quic-clienthello-incomplete"] = undone
-        dns, self.dns = self.dns.tables(), DnsStore()
+        dns = self.dns.tables()  # (and the store emptied)
         names = name_columns(self.names)
         hints = earliest_hints([hint_arrays(self.hints), *self._dns_hints])
         self.names, self.hints, self._dns_hints = {}, {}, []

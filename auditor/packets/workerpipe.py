@@ -29,6 +29,8 @@ import tempfile
 import threading
 from typing import IO, Final
 
+import numpy as np
+
 try:
     import fcntl
 except ImportError:  # not POSIX
@@ -59,8 +61,8 @@ def read_frame_into(
 ) -> bytearray | mmap.mmap | None:
     """A frame read into a buffer of its own (no copy of it is made: numpy arrays unpickled
     from it keep it as their memory). One of ``file_from`` bytes or more is written to an
-    unnamed temporary file (``spilldir``) and mapped copy-on-write: its pages are the file's
-    until something writes to them."""
+    unnamed temporary file (``spilldir``) and mapped read-only (arrays made from it are
+    read-only): its pages are the file's, which :func:`drop_pages` can let go."""
     head = stream.read(8)
     if len(head) < 8:
         return None
@@ -75,7 +77,7 @@ def read_frame_into(
                 fh.write(chunk)
                 left -= len(chunk)
             fh.flush()
-            return mmap.mmap(fh.fileno(), size, access=mmap.ACCESS_COPY)  # keeps the file
+            return mmap.mmap(fh.fileno(), size, access=mmap.ACCESS_READ)  # keeps the file
     buf = bytearray(size)
     view = memoryview(buf)
     got = 0
@@ -85,6 +87,18 @@ def read_frame_into(
             return None
         got += n
     return buf
+
+
+def drop_pages(*arrays: object) -> None:
+    """Let the pages of the files these arrays are mapped from (see :func:`read_frame_into`)
+    go from this process's memory: they are read again from the file when next used. Arrays
+    of memory of their own are left alone."""
+    for a in arrays:
+        base = a
+        while isinstance(base, (np.ndarray, memoryview)):  # views, then what they view
+            base = base.base if isinstance(base, np.ndarray) else base.obj
+        if isinstance(base, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
+            base.madvise(mmap.MADV_DONTNEED)
 
 
 def write_frame(stream: IO[bytes], data: bytes | memoryview) -> None:
@@ -104,7 +118,10 @@ def write_reply(stream: IO[bytes], reply: tuple[str, object]) -> None:
     write_frame(stream, data)
     del data
     for b in buffers:
-        write_frame(stream, b.raw())
+        raw = b.raw()
+        write_frame(stream, raw)
+        drop_pages(raw.obj)  # an array mapped from a file (the DNS records): read, let go
+        del raw
 
 
 def serve(jobs: IO[bytes], results: IO[bytes]) -> int:
@@ -214,6 +231,7 @@ class NameWorker:
             self._proc.wait(timeout=30)
             raise RuntimeError(f"the name worker died (exit code {self._proc.returncode})")
         status, value = self._reply
+        self._reply = None  # the caller's alone: what it lets go is let go
         if status != "ok":
             raise RuntimeError(f"the name worker failed: {value}")
         assert isinstance(value, NameResult)
