@@ -1954,7 +1954,7 @@ def read_capture(
 
 
 #: A spilled read gives the heap's free pages back every this many chunks (a few ms each)
-_TRIM_EVERY: Final = int(os.environ.get("TRIMEV", "4"))
+_TRIM_EVERY: Final = 4
 
 
 def _joined(group: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
