@@ -15,6 +15,7 @@ pandas.
 from __future__ import annotations
 
 import socket
+from array import array
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Final
@@ -278,7 +279,11 @@ class NameCollector:
     def __init__(self) -> None:
         # kind -> flow -> its value, or its values when it had several (in the order seen)
         self.names: dict[str, dict[int, str | list[str]]] = {}
-        self.hints: dict[int, tuple[int, int]] = {}
+        # flows whose client side a payload told, and (flow, packet order, side) of each:
+        # packed, not a tuple per flow (a long capture's flows are counted in hundreds of
+        # thousands)
+        self._hinted: set[int] = set()
+        self._hint_rows = (array("q"), array("q"), array("q"))
         # the same from UDP DNS queries, a job's at once: flows, packet orders, sides
         self._dns_hints: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self._order = 0  # of the packet being parsed
@@ -425,13 +430,20 @@ class NameCollector:
             self.warnings["quic-clienthello-incomplete"] = undone
         dns = self.dns.tables()  # (and the store emptied)
         names = name_columns(self.names)
-        hints = earliest_hints([hint_arrays(self.hints), *self._dns_hints])
-        self.names, self.hints, self._dns_hints = {}, {}, []
+        hf, ho, hs = (np.frombuffer(a, dtype=np.int64) for a in self._hint_rows)
+        hints = earliest_hints([(hf, ho, hs), *self._dns_hints])
+        del hf, ho, hs
+        self.names, self._dns_hints = {}, []
+        self._hinted, self._hint_rows = set(), (array("q"), array("q"), array("q"))
         return NameResult(names, hints, dns, self.warnings, self.counts, self.certs)
 
     def _hint(self, f: int, d: int) -> None:
-        if f not in self.hints:
-            self.hints[f] = (self._order, d)
+        if f not in self._hinted:
+            self._hinted.add(f)
+            flows, orders, sides = self._hint_rows
+            flows.append(f)
+            orders.append(self._order)
+            sides.append(d)
 
     def _add(self, f: int, kind: str, value: str) -> None:
         of_kind = self.names.get(kind)
