@@ -556,7 +556,11 @@ def memory() -> dict[str, Any]:
       tables the read returns (reported per flow and DNS row). ``tables_mib`` is the size
       of those tables (pandas' deep count), and ``tables_growth_twice_the_flows`` what the
       added rows alone add to the 1M peak: a read that returns its tables in memory grows at
-      least that much, however it is built."""
+      least that much, however it is built.
+
+    ``worker_peak_rss_mib`` is the name worker's peak (sampled every few milliseconds), and
+    ``peak_rss_with_worker_mib`` the sum of both processes' peaks (at most what the read
+    held at once); the ``_with_worker`` growths are of that sum."""
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as d:
         for mix in ("default", "dns"):
@@ -567,9 +571,14 @@ def memory() -> dict[str, Any]:
             stretched = write_capture(long, 0, 1, mix=mix, sessions=made["sessions"], extra=extra)
             double(one, two)
             os.sync()
-            r1, r2, rl = _child(one, False), _child(two, False), _child(long, False)
+            # (the name worker's peak sampled too: a read's memory is both processes')
+            r1, r2, rl = (_child(p, False, sample=True) for p in (one, two, long))
+            for r in (r1, r2, rl):
+                r["peak_rss_with_worker_mib"] = r["peak_rss_mib"] + r["worker_peak_rss_mib"]
             keys = (
                 "peak_rss_mib",
+                "worker_peak_rss_mib",
+                "peak_rss_with_worker_mib",
                 "peak_rss_with_tables_mib",
                 "spilled",
                 "tables_mib",
@@ -585,6 +594,13 @@ def memory() -> dict[str, Any]:
                 "2M_twice_the_flows": {k: r2[k] for k in keys},
                 "growth_same_flows": round(rl["peak_rss_mib"] / r1["peak_rss_mib"] - 1, 3),
                 "growth_twice_the_flows": round(r2["peak_rss_mib"] / r1["peak_rss_mib"] - 1, 3),
+                # the reading process and its name worker, each at its peak
+                "growth_same_flows_with_worker": round(
+                    rl["peak_rss_with_worker_mib"] / r1["peak_rss_with_worker_mib"] - 1, 3
+                ),
+                "growth_twice_the_flows_with_worker": round(
+                    r2["peak_rss_with_worker_mib"] / r1["peak_rss_with_worker_mib"] - 1, 3
+                ),
                 # with the tables read back into pandas after the read (a consumer that
                 # wants them whole; one that takes them piece by piece does not pay this)
                 "growth_twice_the_flows_with_tables": round(
