@@ -175,10 +175,13 @@ def disk_full_message(exc: OSError) -> str | None:
     why = _DISK_FULL.get(exc.errno or 0)
     if why is None:
         return None
-    name = _file_written(exc)
+    name = exc.filename if isinstance(exc.filename, str) and exc.filename else None
+    name = name or _file_written(exc)
     code = errno.errorcode.get(exc.errno or 0, "")
     where = f"cannot write {name}" if name else "cannot write"
-    return f"{where}: {why} ({code}); free some space and run the command again"
+    advice = getattr(exc, "advice", None)  # (spilldir.SpillFull)
+    more = f" ({advice})" if isinstance(advice, str) else ""
+    return f"{where}: {why} ({code}){more}; free some space and run the command again"
 
 
 def handle_errors[F: Callable[..., Any]](fn: F) -> F:

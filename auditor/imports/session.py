@@ -671,6 +671,7 @@ def _read_packets(path: Path) -> tuple[Any, str | None]:
     or an ImportFileError naming the file when it is no capture at all; and, for a compressed
     capture whose compressed data ends early, where it does."""
     from auditor.packets import PcapError, read_capture
+    from auditor.packets.spilldir import SpillFull
 
     try:
         # the reader undoes gzip and zstd itself, and counts a stream that ends early or is
@@ -678,6 +679,8 @@ def _read_packets(path: Path) -> tuple[Any, str | None]:
         capture = read_capture(path, keep_packets=False)
     except PcapError as exc:
         raise ImportFileError(f"{path}: {exc}") from None
+    except SpillFull:  # not the capture's fault: the CLI says what a full disk needs
+        raise
     except OSError as exc:
         raise ImportFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
     damaged = {k: n for k, n in capture.warnings.items() if str(k).startswith("compressed-stream-")}

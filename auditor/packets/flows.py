@@ -89,6 +89,7 @@ from auditor.packets.pcapfile import (
     window,
 )
 from auditor.packets.spill import FrameSpill, tidy
+from auditor.packets.spilldir import spill_full
 from auditor.packets.workerpipe import NameWorker, drop_pages
 
 _flowtab: ModuleType | None = load("_flowtab")  # else numpy does the same
@@ -1920,6 +1921,11 @@ def read_capture(
                     pieces[0].append, pieces[1].append, apps=decoder.apps
                 )
                 flow_table, dns_table = _whole_flows(pieces[0]), pieces[1][0]
+    except OSError as exc:  # a full disk while tables are written: named as such
+        full = spill_full(exc)
+        if full is exc:
+            raise
+        raise full from exc
     finally:
         analyzer.close()
     packets = analyzer.packets_frame(decoder.apps) if keep_packets else _no_packets(decoder.apps)

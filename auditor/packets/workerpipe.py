@@ -127,7 +127,8 @@ def write_reply(stream: IO[bytes], reply: tuple[str, object]) -> None:
 def serve(jobs: IO[bytes], results: IO[bytes]) -> int:
     """The worker process: pickled NameJobs in length-prefixed frames on ``jobs`` until an
     empty frame. After each job an ("done", None) frame tells the reading process the job is
-    done; at the end one frame with ("ok", NameResult) or ("error", text). The peer is the
+    done; at the end one frame with ("ok", NameResult), ("oserror", (errno, text)) or
+    ("error", text). The peer is the
     reading process that started this one, over its own pipes, and reads ``results`` while
     it writes ``jobs``."""
     gc.disable()  # only long-lived, acyclic objects here (see flows._gc_paused)
@@ -141,6 +142,8 @@ def serve(jobs: IO[bytes], results: IO[bytes]) -> int:
             collector.feed(pickle.loads(frame))  # noqa: S301 - from the parent process
             write_frame(results, done)
         reply: tuple[str, object] = ("ok", collector.result())
+    except OSError as exc:  # (a full disk, say) raised again as such by the reading process
+        reply = ("oserror", (exc.errno, exc.strerror or str(exc)))
     except Exception as exc:  # noqa: BLE001 - reported to the reading process
         reply = ("error", f"{type(exc).__name__}: {exc}")
     write_reply(results, reply)
@@ -219,7 +222,21 @@ class NameWorker:
         try:
             write_frame(self._stdin, frame)
         except (BrokenPipeError, ValueError):
+            self._reader.join(timeout=5)  # its reply may say why it stopped
+            self._failed()
             raise RuntimeError(f"the name worker stopped (exit code {self._proc.poll()})") from None
+
+    def _failed(self) -> None:
+        """Raise what the worker's reply says went wrong, if it says so: an OSError as one
+        (the CLI says what a full disk needs), anything else as a RuntimeError."""
+        if self._reply is None or self._reply[0] == "ok":
+            return
+        status, value = self._reply
+        self._reply = None
+        if status == "oserror" and isinstance(value, tuple) and len(value) == 2:
+            code, text = value
+            raise OSError(code, f"the name worker: {text}")
+        raise RuntimeError(f"the name worker failed: {value}")
 
     def result(self) -> NameResult:
         self._send(b"")
@@ -230,10 +247,9 @@ class NameWorker:
         if self._reply is None:
             self._proc.wait(timeout=30)
             raise RuntimeError(f"the name worker died (exit code {self._proc.returncode})")
-        status, value = self._reply
+        self._failed()
+        _, value = self._reply
         self._reply = None  # the caller's alone: what it lets go is let go
-        if status != "ok":
-            raise RuntimeError(f"the name worker failed: {value}")
         assert isinstance(value, NameResult)
         return value
 

@@ -195,3 +195,57 @@ def test_flush_setting_is_read_at_each_call(monkeypatch: pytest.MonkeyPatch) -> 
     store.flush()
     assert not store.held()
     assert dnstables.FLUSH_BYTES == 4 << 20
+
+
+_FULL_SCRIPT = """
+import os, resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (2048, 2048))
+from auditor.packets import read_capture
+from auditor.packets.spilldir import SpillFull
+try:
+    read_capture(sys.argv[1], keep_packets=False, spill=True, workers=int(sys.argv[2]))
+except SpillFull as exc:
+    print("full", exc.errno, exc.filename, exc.advice)
+else:
+    print("read")
+"""
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_full_disk_while_tables_are_written_is_said_as_such(workers: int, tmp_path: Path) -> None:
+    """Files may not grow past 2 KiB (as on a full disk, EFBIG for ENOSPC), in this process
+    and in the name worker, which flushes its DNS after every job: the read ends with a
+    SpillFull naming the folder and what to do, not with the worker's death."""
+    import errno
+    import subprocess
+    import sys
+
+    env = {**os.environ, FLUSH_ENV: "1", SPILL_DIR_ENV: str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-c", _FULL_SCRIPT, str(WITH_DNS[0]), str(workers)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    words = out.stdout.split(maxsplit=3)
+    assert words[:3] == ["full", str(errno.EFBIG), str(tmp_path)], out.stdout
+    assert "AUDITOR_SPILL_DIR" in words[3]
+    assert not list(tmp_path.iterdir())
+
+
+def test_the_cli_line_for_a_full_spill_folder_names_it() -> None:
+    import errno
+
+    from auditor.cli.common import disk_full_message
+    from auditor.packets.spilldir import spill_full
+
+    full = spill_full(OSError(errno.ENOSPC, "No space left on device"))
+    message = disk_full_message(full)
+    assert message is not None
+    assert "no space left" in message and "AUDITOR_SPILL_DIR" in message
+    assert spill_full(OSError(errno.EACCES, "denied")).errno == errno.EACCES  # left as it was
