@@ -588,6 +588,7 @@ class CaptureAnalyzer:
         self._flight_wait: dict[int, list[int]] = {}  # the same for server flights
         self._head_wait: dict[int, list[int]] = {}  # ... for HTTP heads, + their first seq
         self._worker: NameWorker | None = None
+        self._worker_forget: list[np.ndarray] = []  # finished flows the worker is to hear of
         if worker:
             try:
                 self._worker = NameWorker()
@@ -614,8 +615,7 @@ class CaptureAnalyzer:
         if self._expire and self._late(batch):
             self._restore_flows()
         fid, direction = self._assign(batch)
-        if self._expire:
-            self._expire_flows(batch)
+        expired = self._expire_flows(batch) if self._expire else _NO_ROWS
         got = self._job(batch, fid, direction)
         if got is not None:
             job, floating = got
@@ -629,7 +629,11 @@ class CaptureAnalyzer:
                 if here.any():
                     self._collector.feed(job.subset(here))
                 if not here.all():
-                    self._worker.feed(job.subset(~here))
+                    sub = job.subset(~here)
+                    if self._worker_forget:  # the flows finished since its last job
+                        sub = dataclasses.replace(sub, forget=np.concatenate(self._worker_forget))
+                        self._worker_forget = []
+                    self._worker.feed(sub)
         if self._flight_wait:  # a flight read (or given up) needs no more segments
             read = self._collector.flights_read
             for f in [f for f in self._flight_wait if f in read]:
@@ -641,6 +645,14 @@ class CaptureAnalyzer:
                 if w is not None and w[2] == isn:
                     del self._head_wait[f]
             done.clear()
+        if len(expired):  # finished flows: what was kept to parse them goes
+            self._collector.forget(expired)
+            if self._worker is not None:
+                self._worker_forget.append(expired)
+            for wait in (self._tls_wait, self._flight_wait, self._head_wait):
+                if wait:
+                    for f in expired.tolist():
+                        wait.pop(f, None)
         if self.keep_packets:
             rb = batch.records
             self._parts.append(
@@ -771,20 +783,20 @@ class CaptureAnalyzer:
         direction[sel] = d
         return fid, direction
 
-    def _expire_flows(self, pb: PacketBatch) -> None:
+    def _expire_flows(self, pb: PacketBatch) -> np.ndarray:
         """Take the flows no later packet can join out of the compiled table, into pieces of
         finished flows written to disk: those silent past their timeout at the latest time
         seen less :data:`EXPIRY_SLACK` (and those whose key started a newer flow)."""
         assert self._table is not None
         ts = pb.records.ts_ns[pb.flowable]
         if not len(ts):
-            return
+            return _NO_ROWS
         self._latest_ns = max(self._latest_ns, int(ts.max()))
         slack = int(EXPIRY_SLACK * 1e9)
         before = max(self._latest_ns, np.iinfo(np.int64).min + slack) - slack
         raw = self._table.expire(before)
         if raw is None:
-            return
+            return _NO_ROWS
         self._expired_before = before  # a packet earlier than this may belong to one of them
         cols: dict[str, np.ndarray] = {
             k: np.frombuffer(v, dtype=_RAW_TYPES[k]) for k, v in raw.items()
@@ -793,6 +805,7 @@ class CaptureAnalyzer:
         self._pending_rows += len(cols["id"])
         if self._pending_rows >= _WRITE_ROWS:
             self._write_finished()
+        return cols["id"]
 
     def _late(self, pb: PacketBatch) -> bool:
         """Whether a packet of the batch is earlier than a time flows were given up at (it

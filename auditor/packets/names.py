@@ -127,6 +127,9 @@ class NameJob:
     ends: np.ndarray  # int64
     blob: bytes
     dns: np.ndarray  # int64
+    # flows that finished (no later packet joins them): what was kept to parse them goes
+    # once the job's packets are parsed (:meth:`NameCollector.forget`)
+    forget: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     def __len__(self) -> int:
         return int(self.kind.shape[0])
@@ -146,6 +149,7 @@ class NameJob:
             ends=np.cumsum(ends - starts),
             blob=gather(self.blob, starts, ends),
             dns=self.dns[mask],
+            forget=self.forget,
         )
 
 
@@ -310,7 +314,27 @@ class NameCollector:
 
     def feed(self, job: NameJob) -> None:
         self._feed(job)
+        if len(job.forget):
+            self.forget(job.forget)
         self.dns.flush()  # a long capture's DNS records to files, past a few MiB
+
+    def forget(self, flows: np.ndarray) -> None:
+        """Let go of what was kept per flow only to parse these finished flows: which
+        ClientHello, server flight and QUIC connection were read, and that a client side
+        was found (what they gave stays; what is still being reassembled stays too, to be
+        counted at the end). A packet that still came for one of them (a file whose time
+        goes back) would be parsed as new: the names it gives are those it gave."""
+        tls_read, quic_done, flights, hinted = (
+            self._tls_read,
+            self._quic_done,
+            self.flights_read,
+            self._hinted,
+        )
+        for f in flows.tolist():
+            tls_read.pop(f, None)
+            quic_done.discard(f)
+            flights.discard(f)
+            hinted.discard(f)
 
     def _feed(self, job: NameJob) -> None:
         if not len(job):

@@ -325,6 +325,68 @@ def test_flows_written_out_as_they_finish_give_the_same_tables(
 
 
 @pytest.mark.skipif(F._flowtab is None, reason="the compiled flow table is not built")
+def test_what_was_kept_to_parse_finished_flows_is_let_go() -> None:
+    """Six bursts of 25 TLS sessions 2,000 s apart: as flows are given up (past TCP's hour
+    and the slack), the collector lets go of which ClientHello it read and which flows'
+    client side it knows; what stays is the last two bursts' (not all six), and the tables
+    are those of a read that keeps every flow."""
+    import io
+
+    from auditor.packets.decode import Decoder
+    from auditor.packets.pcapfile import CaptureReader
+
+    data = _epochs()
+    analyzer = F.CaptureAnalyzer(keep_packets=False, expire=True)
+    decoder = Decoder()
+    for rb in CaptureReader(io.BytesIO(data), chunk_size=8192):
+        analyzer.feed(decoder.decode(rb))
+    collector = analyzer._collector
+    assert 0 < len(collector._tls_read) <= 2 * 25  # the last two bursts' ClientHellos
+    assert 0 < len(collector._hinted) <= 2 * (25 + 3)
+    assert len(collector._hint_rows[0]) >= 6 * 25  # what they told stays
+    flows: list[pd.DataFrame] = []
+    analyzer.finish_into(flows.append, lambda _: None)
+    _, kept, _ = _analyzed(data, expire=False)
+    got = pd.concat(flows).sort_values(F.FLOW_ID).reset_index(drop=True)
+    for c in (F.SNI, F.NAME, F.CLIENT_EVIDENCE, F.CLIENT_IP):
+        assert got[c].astype(object).tolist() == kept[c].astype(object).tolist(), c
+
+
+def test_a_forgotten_flow_s_clienthello_seen_again_names_it_once() -> None:
+    """A retransmitted ClientHello of a flow forgotten (a file whose time goes back) is parsed
+    as new: the flow keeps its one SNI and its first client side."""
+    from auditor.packets import names as N
+
+    hello = tls_records(client_hello_body("a.example", ["h2"]))
+
+    def job(order: int, direction: int, forget: tuple[int, ...] = ()) -> N.NameJob:
+        return N.NameJob(
+            kind=np.array([N.KIND_TLS], dtype=np.int8),
+            flow=np.array([7], dtype=np.int64),
+            direction=np.array([direction], dtype=np.int8),
+            seq=np.array([1000], dtype=np.int64),
+            ts=np.array([order], dtype=np.int64),
+            tcp=np.array([True]),
+            order=np.array([order], dtype=np.int64),
+            ends=np.array([len(hello)], dtype=np.int64),
+            blob=hello,
+            dns=np.array([-1], dtype=np.int64),
+            forget=np.array(forget, dtype=np.int64),
+        )
+
+    c = N.NameCollector()
+    c.feed(job(1, 0, forget=(7,)))
+    assert 7 not in c._tls_read and 7 not in c._hinted
+    c.feed(job(2, 1))  # the same ClientHello again, later, the other way
+    r = c.result()
+    flows, joined, first = r.names[N.NAME_SNI]
+    assert flows.tolist() == [7] and joined.tolist() == ["a.example"]
+    assert first.tolist() == ["a.example"]
+    hf, ho, hs = r.hints
+    assert hf.tolist() == [7] and ho.tolist() == [1] and hs.tolist() == [0]
+
+
+@pytest.mark.skipif(F._flowtab is None, reason="the compiled flow table is not built")
 @pytest.mark.parametrize("write_rows", [1, 4096])
 def test_a_packet_too_late_for_flows_written_out_brings_them_back(
     monkeypatch: pytest.MonkeyPatch, write_rows: int
@@ -347,12 +409,14 @@ def test_a_packet_too_late_for_flows_written_out_brings_them_back(
     given_up: list[int] = []
     expire = F.CaptureAnalyzer._expire_flows
 
-    def counting(self: F.CaptureAnalyzer, pb: object) -> None:
+    def counting(self: F.CaptureAnalyzer, pb: object) -> np.ndarray:
         before = self._pending_rows + (self._finished.rows if self._finished else 0)
-        expire(self, pb)  # type: ignore[arg-type]
+        ids = expire(self, pb)  # type: ignore[arg-type]
         given_up.append(
             self._pending_rows + (self._finished.rows if self._finished else 0) - before
         )
+        assert len(ids) == given_up[-1]  # the flows given up, to be forgotten
+        return ids
 
     monkeypatch.setattr(F.CaptureAnalyzer, "_expire_flows", counting)
     out, flows, _ = _analyzed(data, expire=True, chunk=4096)
