@@ -80,6 +80,21 @@ class CaptureFile:
             "error": self.error,
         }
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CaptureFile:
+        """The inverse of :meth:`to_dict` (a packet flow cache entry's account of its file);
+        KeyError, TypeError, ValueError or AttributeError when ``d`` is not one."""
+        error = d["error"]
+        return cls(
+            str(d["file"]),
+            int(d["packets"]),
+            int(d["flows"]),
+            {str(k): int(v) for k, v in d["paths"].items()},
+            int(d["dns_rows"]),
+            {str(k): int(v) for k, v in d["warnings"].items()},
+            None if error is None else str(error),
+        )
+
 
 @dataclass
 class PacketData:
@@ -351,13 +366,8 @@ class CapturePart:
     def from_cache(cls, frame: pd.DataFrame | None, facts: dict[str, Any]) -> CapturePart | None:
         """The part a cache entry holds (None when the entry is not one)."""
         try:
-            a = facts["acct"]
-            acct = CaptureFile(
-                str(a["file"]), int(a["packets"]), int(a["flows"]), dict(a["paths"]),
-                int(a["dns_rows"]), dict(a["warnings"]), a["error"],
-            )  # fmt: skip
             return cls(
-                acct,
+                CaptureFile.from_dict(facts["acct"]),
                 list(facts["warnings"]),
                 {str(k): tuple(v) for k, v in facts["names"].items()},
                 list(facts["lookups"]),
