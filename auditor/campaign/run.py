@@ -2,9 +2,10 @@
 
 Each handset's audit is a process of its own (``auditor.campaign.worker``) with its own proxy
 port, reverse tunnel, device lock, packet capture and restore journal, all the audit's own
-(``auditor.audit``). The campaign chooses the ports, starts the processes, relays their
-progress, and stops them on every way out (SIGTERM, then SIGKILL after a grace period). A
-process that ends without its result (killed, crashed) is cleaned up after: its mitmdump is
+(``auditor.audit``). The campaign chooses the ports (another one when a port was taken
+before the audit's mitmdump could bind it), starts the processes, relays their progress,
+and stops them on every way out (SIGTERM, then SIGKILL after a grace period). A process
+that ends without its result (killed, crashed) is cleaned up after: its mitmdump is
 stopped, its device restored from the session's journal when it is still there, and its
 session sealed as incomplete. One handset's failure never stops the others.
 
@@ -620,6 +621,7 @@ def run_campaign(
         try:
             _start(w, _argv(w, opts, folder, confdir), say)
         except OSError as exc:
+            w.proc = None  # what is said of it after: it did not start
             say(Event(w.serial, "error", f"its audit process did not start: {exc}"))
             return False
         return True
