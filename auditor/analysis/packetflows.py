@@ -82,18 +82,11 @@ class CaptureFile:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CaptureFile:
-        """The inverse of :meth:`to_dict` (a packet flow cache entry's account of its file);
-        KeyError, TypeError, ValueError or AttributeError when ``d`` is not one."""
+        """The inverse of :meth:`to_dict`; raises where ``d`` is not one of its outputs."""
+        paths, warns = ({str(k): int(v) for k, v in d[n].items()} for n in ("paths", "warnings"))
         error = d["error"]
-        return cls(
-            str(d["file"]),
-            int(d["packets"]),
-            int(d["flows"]),
-            {str(k): int(v) for k, v in d["paths"].items()},
-            int(d["dns_rows"]),
-            {str(k): int(v) for k, v in d["warnings"].items()},
-            None if error is None else str(error),
-        )
+        return cls(str(d["file"]), int(d["packets"]), int(d["flows"]), paths, int(d["dns_rows"]),
+                   warns, None if error is None else str(error))  # fmt: skip
 
 
 @dataclass
@@ -367,13 +360,10 @@ class CapturePart:
         """The part a cache entry holds (None when the entry is not one)."""
         try:
             return cls(
-                CaptureFile.from_dict(facts["acct"]),
-                list(facts["warnings"]),
+                CaptureFile.from_dict(facts["acct"]), list(facts["warnings"]),
                 {str(k): tuple(v) for k, v in facts["names"].items()},
-                list(facts["lookups"]),
-                dict(facts["cnames"]),
-                frame,
-            )
+                list(facts["lookups"]), dict(facts["cnames"]), frame,
+            )  # fmt: skip
         except (KeyError, TypeError, ValueError, AttributeError):
             return None
 
