@@ -80,6 +80,14 @@ class CaptureFile:
             "error": self.error,
         }
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CaptureFile:
+        """The inverse of :meth:`to_dict`; raises where ``d`` is not one of its outputs."""
+        paths, warns = ({str(k): int(v) for k, v in d[n].items()} for n in ("paths", "warnings"))
+        error = d["error"]
+        return cls(str(d["file"]), int(d["packets"]), int(d["flows"]), paths, int(d["dns_rows"]),
+                   warns, None if error is None else str(error))  # fmt: skip
+
 
 @dataclass
 class PacketData:
@@ -351,19 +359,11 @@ class CapturePart:
     def from_cache(cls, frame: pd.DataFrame | None, facts: dict[str, Any]) -> CapturePart | None:
         """The part a cache entry holds (None when the entry is not one)."""
         try:
-            a = facts["acct"]
-            acct = CaptureFile(
-                str(a["file"]), int(a["packets"]), int(a["flows"]), dict(a["paths"]),
-                int(a["dns_rows"]), dict(a["warnings"]), a["error"],
-            )  # fmt: skip
             return cls(
-                acct,
-                list(facts["warnings"]),
+                CaptureFile.from_dict(facts["acct"]), list(facts["warnings"]),
                 {str(k): tuple(v) for k, v in facts["names"].items()},
-                list(facts["lookups"]),
-                dict(facts["cnames"]),
-                frame,
-            )
+                list(facts["lookups"]), dict(facts["cnames"]), frame,
+            )  # fmt: skip
         except (KeyError, TypeError, ValueError, AttributeError):
             return None
 

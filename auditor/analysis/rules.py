@@ -737,8 +737,21 @@ def _text_codes(column: pd.Series) -> np.ndarray:
     """Per row: a code for ``str`` of its value ("" where it has none), equal where the
     texts are."""
     codes, uniq = pd.factorize(column, use_na_sentinel=True)
-    texts = np.asarray([*(str(u) for u in np.asarray(uniq, dtype=object).tolist()), ""])
-    same = np.asarray(pd.factorize(texts.astype(object))[0], dtype=np.int64)
+    values = np.asarray(uniq, dtype=object).tolist()
+    texts = [str(u) for u in values]
+    if column.dtype == object:
+        # factorize takes values that are equal in Python for one (0, 0.0 and False; 1, 1.0
+        # and True), keeping the first it met, whose text is not theirs: the rows of a value
+        # that is not a string have theirs made one by one (a name or a recipient is a string
+        # but in a damaged or odd import, so these rows are few)
+        odd = [i for i, u in enumerate(values) if not isinstance(u, str)]
+        if odd:
+            rows = np.flatnonzero(np.isin(codes, odd))
+            codes = codes.copy()
+            codes[rows] = len(texts) + np.arange(len(rows))
+            texts += [str(v) for v in column.iloc[rows].tolist()]
+    texts.append("")
+    same = np.asarray(pd.factorize(np.asarray(texts, dtype=object))[0], dtype=np.int64)
     return same[codes]  # code -1 (no value) reads the last text: ""
 
 

@@ -2,9 +2,10 @@
 
 Each handset's audit is a process of its own (``auditor.campaign.worker``) with its own proxy
 port, reverse tunnel, device lock, packet capture and restore journal, all the audit's own
-(``auditor.audit``). The campaign chooses the ports, starts the processes, relays their
-progress, and stops them on every way out (SIGTERM, then SIGKILL after a grace period). A
-process that ends without its result (killed, crashed) is cleaned up after: its mitmdump is
+(``auditor.audit``). The campaign chooses the ports (another one when a port was taken
+before the audit's mitmdump could bind it), starts the processes, relays their progress,
+and stops them on every way out (SIGTERM, then SIGKILL after a grace period). A process
+that ends without its result (killed, crashed) is cleaned up after: its mitmdump is
 stopped, its device restored from the session's journal when it is still there, and its
 session sealed as incomplete. One handset's failure never stops the others.
 
@@ -47,6 +48,10 @@ MANIFEST = "campaign.json"
 CAMPAIGN_SCHEMA_VERSION = 1
 SESSIONS, REPORTS, HANDSETS = "sessions", "reports", "handsets"
 STOP_GRACE = 60.0  # seconds a stopped audit has to restore its device and close its session
+# proxy ports tried per handset: a port is free when chosen but is only bound when its audit's
+# mitmdump starts, so another process may take it in between; the audit then ends before it
+# changes anything on the device, and starts again on another port
+PORT_ATTEMPTS = 3
 
 OUTCOME_COMPLETE = "complete"
 OUTCOME_LOST = "device_lost"
@@ -203,6 +208,8 @@ class Worker:
     ended: float = 0.0
     returncode: int | None = None
     phase: str = ""
+    taken: list[int] = field(default_factory=list)  # its proxy ports found taken, in order
+    left: list[Path] = field(default_factory=list)  # the sessions of those attempts
 
     @property
     def result_path(self) -> Path:
@@ -308,6 +315,29 @@ def _finish(w: Worker) -> None:
         w.proc.stdout.close()
     if w.log is not None:
         w.log.close()
+
+
+def _port_taken(w: Worker) -> bool:
+    """The audit ended before it began because its mitmdump found its proxy port taken."""
+    from auditor.proxy.capture import PORT_IN_USE
+
+    try:
+        r = jsonio.load(w.result_path, "an audit's result", expect=dict)
+    except (OSError, ValueError):
+        return False
+    return r.get("session") is None and PORT_IN_USE in str(r.get("outcome_error") or "")
+
+
+def _port_notes(w: Worker, folder: Path) -> list[str]:
+    """What the ports taken did to this handset's audit, for its record."""
+    if not w.taken:
+        return []
+    taken = ", ".join(map(str, w.taken))
+    notes = [f"proxy port(s) {taken} taken by another process before mitmdump could listen"]
+    for s in w.left:
+        notes.append(f"the attempt on a taken port left session {s.relative_to(folder)} "
+                     "(incomplete; nothing on the device was changed)")  # fmt: skip
+    return notes
 
 
 # ------------------------------------------------------------------ after a worker is gone
@@ -515,8 +545,14 @@ def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
     write_json_atomic(folder / MANIFEST, manifest)
 
 
-def run_campaign(opts: CampaignOptions, on_event: EventFn | None = None) -> CampaignResult:
-    """Audit every handset at once; then analyse and write the matrix."""
+def run_campaign(
+    opts: CampaignOptions,
+    on_event: EventFn | None = None,
+    *,
+    pick_ports: Callable[[int], list[int]] = free_ports,
+) -> CampaignResult:
+    """Audit every handset at once; then analyse and write the matrix. ``pick_ports(n)``
+    chooses ``n`` proxy ports (free ones, by default)."""
     from auditor.audit import check_upstream
     from auditor.device.scenario import load_scenario
     from auditor.proxy.capture import DEFAULT_CONFDIR
@@ -561,8 +597,35 @@ def run_campaign(opts: CampaignOptions, on_event: EventFn | None = None) -> Camp
 
     workers = [
         Worker(s, port, folder / HANDSETS / slug(s))
-        for s, port in zip(serials, free_ports(len(serials)), strict=True)
+        for s, port in zip(serials, pick_ports(len(serials)), strict=True)
     ]
+
+    def again(w: Worker) -> bool:
+        """Start ``w``'s audit again on another port if its mitmdump found its port taken
+        (at most PORT_ATTEMPTS ports in all): whether it was started again."""
+        if not _port_taken(w):
+            return False
+        _finish(w)
+        w.ended, w.returncode = 0.0, None  # the next attempt's, once it ends
+        w.taken.append(w.port)
+        left = _session_of(folder / SESSIONS, w.serial, since)
+        if left is not None and left not in w.left:
+            w.left.append(left)
+        if len(w.taken) >= PORT_ATTEMPTS:
+            return False
+        w.port = pick_ports(1)[0]
+        w.result_path.unlink(missing_ok=True)
+        say(Event(w.serial, "note", f"proxy port {w.taken[-1]} was taken by another process: "
+                                    f"its audit starts again on port {w.port}",
+                  {"taken": w.taken[-1], "port": w.port}))  # fmt: skip
+        try:
+            _start(w, _argv(w, opts, folder, confdir), say)
+        except OSError as exc:
+            w.proc = None  # what is said of it after: it did not start
+            say(Event(w.serial, "error", f"its audit process did not start: {exc}"))
+            return False
+        return True
+
     interrupted = False
     with _sigterm_as_interrupt():
         try:
@@ -571,7 +634,7 @@ def run_campaign(opts: CampaignOptions, on_event: EventFn | None = None) -> Camp
                     _start(w, _argv(w, opts, folder, confdir), say)
                 except OSError as exc:  # this handset's audit only: the others go on
                     say(Event(w.serial, "error", f"its audit process did not start: {exc}"))
-            _wait(workers)
+            _wait(workers, again)
         except KeyboardInterrupt:
             interrupted = True
             say(Event(None, "note", "interrupted: stopping every audit (each restores its device)"))
@@ -593,7 +656,12 @@ def run_campaign(opts: CampaignOptions, on_event: EventFn | None = None) -> Camp
         if w.returncode is not None and w.returncode < 0 and "outcome_error" not in r:
             notes.append(f"the audit process ended by signal {-w.returncode} after its result")
         rec = _handset_record(w, r, folder)
-        rec["notes"] += notes
+        rec["notes"] += _port_notes(w, folder) + notes
+        if len(w.taken) >= PORT_ATTEMPTS:
+            rec["detail"] = (
+                f"mitmdump could not listen: each of the {len(w.taken)} proxy ports tried "
+                f"({', '.join(map(str, w.taken))}) was taken by another process"
+            )
         records.append(rec)
         say(Event(w.serial, "finished", _finished_text(rec), rec))
     manifest["handsets"] = records
@@ -608,12 +676,13 @@ def run_campaign(opts: CampaignOptions, on_event: EventFn | None = None) -> Camp
     return CampaignResult(folder, manifest, mat, files, round(time.monotonic() - started, 1))
 
 
-def _wait(workers: list[Worker]) -> None:
+def _wait(workers: list[Worker], again: Callable[[Worker], bool] = lambda w: False) -> None:
+    """Until every audit process has ended; ``again(w)`` may start an ended one anew."""
     pending = [w for w in workers if w.proc is not None]
     while pending:
         for w in list(pending):
             assert w.proc is not None
-            if w.proc.poll() is not None:
+            if w.proc.poll() is not None and not again(w):
                 w.ended = time.monotonic()
                 pending.remove(w)
         time.sleep(0.2)

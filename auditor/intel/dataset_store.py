@@ -13,7 +13,6 @@ import shutil
 import tempfile
 import time
 from collections.abc import Mapping
-from functools import cache
 from pathlib import Path, PurePosixPath
 from typing import Final
 
@@ -30,6 +29,7 @@ from auditor.intel.dataset_index import DatasetIndex
 from auditor.intel.dataset_model import FORMATS, DatasetFormat, DatasetInfo, ParsedDataset
 from auditor.intel.model import IntelImportError
 from auditor.intel.schema import ID_RE, safe_text
+from auditor.intel.stamps import StampedCache
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +56,28 @@ def _datasets_dir(data_dir: Path | None) -> Path:
     return (data_dir if data_dir is not None else user_data_dir()) / "intel" / "datasets"
 
 
-@cache
+def _bundled_files() -> list[Path]:
+    return sorted(BUNDLED_DIR.glob(f"*{COMPILED_SUFFIX}")) if BUNDLED_DIR.is_dir() else []
+
+
+def _read_bundled() -> tuple[LoadedDataset, ...]:
+    return tuple(
+        load_compiled(path.read_bytes(), str(path), bundled=True, path=_shown(path))
+        for path in _bundled_files()
+    )
+
+
+# the bundled snapshots, read once per process and again when a file of them changes
+_bundled_cache = StampedCache(_bundled_files, _read_bundled)
+
+
 def _bundled() -> tuple[LoadedDataset, ...]:
-    """The bundled snapshots, read once per process."""
-    out = []
-    if BUNDLED_DIR.is_dir():
-        for path in sorted(BUNDLED_DIR.glob(f"*{COMPILED_SUFFIX}")):
-            out.append(load_compiled(path.read_bytes(), str(path), bundled=True, path=_shown(path)))
-    return tuple(out)
+    return _bundled_cache.get()
+
+
+def dataset_files(*, data_dir: Path | None = None) -> list[Path]:
+    """The files :func:`load_datasets` reads: the bundled snapshots and the user's imports."""
+    return _bundled_files() + _user_files(data_dir)
 
 
 def _shown(path: Path) -> str:

@@ -79,6 +79,7 @@ from auditor.intel.schema import (
     safe_text,
     text_field,
 )
+from auditor.intel.stamps import StampedCache
 
 if TYPE_CHECKING:
     import numpy as np
@@ -469,10 +470,11 @@ class KnowledgeBase:
         )
 
     @classmethod
-    @functools.cache
     def default(cls) -> KnowledgeBase:
-        """The built-in knowledge base with no user intel, loaded once per process."""
-        return cls.load()
+        """The built-in knowledge base with no user intel, loaded once per process and again
+        once a file it was read from (its data, the bundled or the user's data sets) changes
+        on disk."""
+        return _DEFAULT.get()
 
     @property
     def ipdb(self) -> IpDatabase:
@@ -1602,6 +1604,16 @@ def _read(path: Path) -> str:
         return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise KnowledgeBaseError(f"{path}: cannot read: {exc}") from exc
+
+
+def _default_files() -> list[Path]:
+    """What :meth:`KnowledgeBase.default` reads: the data folder and the data sets."""
+    from auditor.intel.dataset_store import dataset_files
+
+    return [p for p in DATA_DIR.rglob("*") if p.is_file()] + dataset_files()
+
+
+_DEFAULT = StampedCache(_default_files, lambda: KnowledgeBase.load())
 
 
 def _load_data(data_dir: Path) -> dict[str, Any]:

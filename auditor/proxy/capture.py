@@ -13,6 +13,8 @@ that one file and shows the decrypted traffic. It lives beside the key log, not 
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
 import shutil
@@ -105,6 +107,71 @@ def create_keylog(session: Path) -> Path:
     return path
 
 
+class ProxyPortInUse(CaptureError):
+    """mitmdump could not listen: another process holds its port."""
+
+
+# the words that end ProxyPortInUse's message: what a campaign looks for in an audit's error
+# (the audit runs in a process of its own, so the text is all that reaches it)
+PORT_IN_USE = "the port is taken by another process"
+
+
+def _listening_inodes(port: int) -> set[int] | None:
+    """The inodes of the TCP sockets listening on ``port`` (any address, IPv4 or IPv6), from
+    the kernel's tables in /proc; None without them (not Linux)."""
+    found: set[int] = set()
+    tables = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table, encoding="ascii", errors="replace") as fh:
+                lines = fh.read().splitlines()[1:]
+        except OSError:
+            continue
+        tables += 1
+        for line in lines:
+            f = line.split()
+            # local address (hex address:port), remote address, state (0A: LISTEN), ... inode
+            if len(f) > 9 and f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:
+                found.add(int(f[9]))
+    return found if tables else None
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    """The inodes of the sockets open in process ``pid`` and its children (their file
+    descriptors link to ``socket:[inode]``)."""
+    found: set[int] = set()
+    todo, seen = [pid], set()
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        fds = f"/proc/{p}/fd"
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(fds):
+                with contextlib.suppress(OSError):
+                    target = os.readlink(f"{fds}/{fd}")
+                    if target.startswith("socket:["):
+                        found.add(int(target[8:-1]))
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children", encoding="ascii") as fh:
+                    todo += [int(c) for c in fh.read().split()]
+    return found
+
+
+def owns_listener(pid: int, port: int) -> bool | None:
+    """Whether the socket listening on TCP ``port`` belongs to process ``pid`` (or a child
+    of it): one of its file descriptors is that socket's inode. Asked of the kernel rather
+    than of mitmdump's log, because ``--quiet`` keeps mitmdump from saying where it listens
+    and because the socket table tells who holds the port, not who meant to. None where
+    there is no /proc to ask."""
+    listening = _listening_inodes(port)
+    if listening is None:
+        return None
+    return bool(listening) and bool(listening & _socket_inodes(pid))
+
+
 @dataclass
 class ProxyOptions:
     listen_host: str = "127.0.0.1"
@@ -133,6 +200,7 @@ class Mitmdump:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = session / "mitmdump.log"
         self.keylog_path = session / TLS_KEYLOG
+        self._log_start = 0
 
     def argv(self) -> list[str]:
         o = self.opts
@@ -171,6 +239,7 @@ class Mitmdump:
         prepare_confdir(self.opts.confdir)
         create_keylog(self.session)
         logf = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._log_start = os.fstat(logf).st_size  # what this start logs comes after
         try:
             # A session of its own: the terminal's Ctrl-C reaches auditor, which stops
             # mitmdump in order (SIGTERM, so its recorder flushes) and then closes the session.
@@ -190,23 +259,55 @@ class Mitmdump:
         restrict_ca_files(self.opts.confdir)
 
     def _wait_listening(self, timeout: float) -> None:
+        """Until mitmdump itself listens on its port. The port was free when it was chosen,
+        but another process may have taken it before mitmdump bound it: a connection that is
+        accepted proves only that something listens there, so the listener must be one of
+        mitmdump's own sockets (:func:`owns_listener`). mitmdump that cannot bind says so in
+        its log and exits: :class:`ProxyPortInUse`."""
         assert self.proc is not None
-        host = self.opts.listen_host
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                if self._port_in_use():
+                    raise self._in_use_error()
+                raise CaptureError(f"mitmdump exited at start: {self._log_tail()}")
+            if self._listening():
+                return
+            time.sleep(0.1)
+        self.stop()
+        if self._port_in_use():
+            raise self._in_use_error()
+        raise CaptureError(f"mitmdump did not listen on port {self.opts.port} in {timeout:.0f}s")
+
+    def _listening(self) -> bool:
+        assert self.proc is not None
+        owned = owns_listener(self.proc.pid, self.opts.port)
+        if owned is not None:
+            return owned
+        host = self.opts.listen_host  # no /proc: an accepted connection is the only sign
         if host in ("0.0.0.0", ""):
             host = "127.0.0.1"
         elif host == "::":
             host = "::1"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise CaptureError(f"mitmdump exited at start: {self._log_tail()}")
-            try:
-                with socket.create_connection((host, self.opts.port), timeout=0.5):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        self.stop()
-        raise CaptureError(f"mitmdump did not listen on port {self.opts.port} in {timeout:.0f}s")
+        try:
+            with socket.create_connection((host, self.opts.port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    def _port_in_use(self) -> bool:
+        """mitmdump's log (of this start) says it could not bind its port."""
+        try:
+            with open(self.log_path, "rb") as fh:
+                fh.seek(self._log_start)
+                said = fh.read().decode("utf-8", "replace").lower()
+        except OSError:
+            return False
+        return "address already in use" in said or f"[errno {errno.EADDRINUSE}]" in said
+
+    def _in_use_error(self) -> ProxyPortInUse:
+        where = f"{self.opts.listen_host}:{self.opts.port}"
+        return ProxyPortInUse(f"mitmdump could not listen on {where}: {PORT_IN_USE}")
 
     def _log_tail(self, n: int = 5) -> str:
         try:

@@ -6,16 +6,13 @@ import asyncio
 import contextlib
 import gzip
 import hashlib
-import http.server
 import json
 import logging
 import os
 import resource
 import signal
-import socket
 import ssl
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,8 +45,10 @@ from auditor.records import (
     TlsServerRecord,
     WebSocketMessageRecord,
 )
-from auditor.session import FLOWS, MANIFEST, Session, SessionWriter, read_manifest
+from auditor.session import FLOWS, MANIFEST, Session, read_manifest
 from tests.conftest import free_port
+from tests.mitmlab import upstream_mitmdump, wait_listening
+from tests.origin import answering, serving
 from tests.proxied import proxied_request
 from vhandset.offline.internet import OfflineInternet
 from vhandset.offline.pki import CertificateAuthority
@@ -320,35 +319,25 @@ def test_a_hostile_chain_is_capped(tmp_path: Path) -> None:
 def test_a_real_mitmdump_records_what_the_offline_internet_presents(tmp_path: Path) -> None:
     """mitmdump in upstream mode in front of the offline internet, as the virtual handset uses
     it: the chain it records is the offline CA's, whose names carry no organisation."""
-    with OfflineInternet(ca_dir=tmp_path / "offline-ca") as net:
-        w = SessionWriter.create(tmp_path / "captures")
-        w.detach()
-        opts = ProxyOptions(
-            port=free_port(),
-            confdir=tmp_path / "confdir",
-            mode=f"upstream:{net.url}",
-            extra={"ssl_verify_upstream_trusted_ca": str(net.ca_cert_path)},
-        )
-        m = Mitmdump(w.path, opts)
-        m.start()
-        try:
-            trusted = ssl.create_default_context(cafile=str(ca_cert_path(opts.confdir)))
-            url = "https://globalapi.ad.xiaomi.com/api/v4/config?from=recorder-test"
-            assert proxied_request(opts.port, "GET", url, context=trusted)[0] == 200
-            pinned = ssl.create_default_context(cafile=str(net.ca_cert_path))
-            with pytest.raises(ssl.SSLError):
-                proxied_request(opts.port, "GET", "https://pinned.example.com/", context=pinned)
-            recs: list = []
-            deadline = time.monotonic() + 15
-            while time.monotonic() < deadline:
-                recs = list(Session(w.path).records())
-                if any(isinstance(r, HttpRecord) for r in recs) and any(
-                    isinstance(r, TlsFailedRecord) for r in recs
-                ):
-                    break
-                time.sleep(0.1)
-        finally:
-            m.stop()
+    with (
+        OfflineInternet(ca_dir=tmp_path / "offline-ca") as net,
+        upstream_mitmdump(tmp_path, net.url, net.ca_cert_path) as (opts, session),
+    ):
+        trusted = ssl.create_default_context(cafile=str(ca_cert_path(opts.confdir)))
+        url = "https://globalapi.ad.xiaomi.com/api/v4/config?from=recorder-test"
+        assert proxied_request(opts.port, "GET", url, context=trusted)[0] == 200
+        pinned = ssl.create_default_context(cafile=str(net.ca_cert_path))
+        with pytest.raises(ssl.SSLError):
+            proxied_request(opts.port, "GET", "https://pinned.example.com/", context=pinned)
+        recs: list = []
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            recs = list(Session(session).records())
+            if any(isinstance(r, HttpRecord) for r in recs) and any(
+                isinstance(r, TlsFailedRecord) for r in recs
+            ):
+                break
+            time.sleep(0.1)
         leaf_pem = net.ca.leaf("globalapi.ad.xiaomi.com")[0].read_bytes()
     servers = {r.id: r for r in recs if isinstance(r, TlsServerRecord)}
     (flow,) = [r for r in recs if isinstance(r, HttpRecord)]
@@ -371,7 +360,7 @@ def test_a_real_mitmdump_records_what_the_offline_internet_presents(tmp_path: Pa
     pinned_conn = servers[failed.server_conn_id]  # type: ignore[index]
     assert pinned_conn.certificates[0].subject_cn == "pinned.example.com"
     # and the analyser's flow table reads them back for each flow
-    df, _ = build_flow_table(Session(w.path))
+    df, _ = build_flow_table(Session(session))
     rows = df.set_index(C.FLOW_ID)
     assert rows.loc[flow.id, C.CERT_CN] == "globalapi.ad.xiaomi.com"
     assert rows.loc[failed.id, C.CERT_CN] == "pinned.example.com"
@@ -418,27 +407,10 @@ def test_auditor_capture_and_audit_close_their_sessions_themselves(tmp_path: Pat
 # ------------------------------------------------------------------------- real mitmdump
 
 
-class _Quiet(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        body = b"hello"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def web() -> Iterator[int]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Quiet)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with serving(answering(b"hello")) as server:
         yield int(server.server_address[1])
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def _start(session: Path, confdir: Path) -> tuple[subprocess.Popen[bytes], int]:
@@ -462,16 +434,8 @@ def _start(session: Path, confdir: Path) -> tuple[subprocess.Popen[bytes], int]:
     log = open(session.parent / f"{session.name}.log", "wb")
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     log.close()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "mitmdump exited at start"
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return proc, port
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise AssertionError("mitmdump did not listen")
+    wait_listening(port, proc)
+    return proc, port
 
 
 def _record_one(proc: subprocess.Popen[bytes], port: int, web: int, session: Path) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import ipaddress
 import shutil
 import struct
@@ -13,8 +12,7 @@ from typing import Any
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -28,6 +26,7 @@ from auditor.device.model import (
     PrivateDnsMode,
     SocketState,
 )
+from tests.certs import self_signed
 
 SAMPLES = Path(__file__).parent / "samples"
 
@@ -663,25 +662,10 @@ def test_ca_store_other_listing_forms_and_junk() -> None:
     assert p.parse_ca_store_listing("").items == []
 
 
-def _self_signed(name: x509.Name) -> x509.Certificate:
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=30))
-        .sign(key, hashes.SHA256())
-    )
-
-
 def test_subject_hash_old_of_the_mitmproxy_ca() -> None:
     # mitmproxy's CA (CN=mitmproxy, O=mitmproxy) is installed on Android as c8750f0d.0; the
     # hash depends on the subject alone, so a fresh key gives the same name.
-    cert = _self_signed(
+    cert, _ = self_signed(
         x509.Name(
             [
                 x509.NameAttribute(NameOID.COMMON_NAME, "mitmproxy"),
@@ -726,7 +710,7 @@ def test_subject_hash_old_names_a_real_android_system_ca() -> None:
     ],
 )
 def test_subject_hash_old_matches_openssl(name: x509.Name, tmp_path: Path) -> None:
-    cert = _self_signed(name)
+    cert, _ = self_signed(name)
     path = tmp_path / "ca.pem"
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     expected = subprocess.run(

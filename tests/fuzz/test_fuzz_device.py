@@ -5,20 +5,19 @@ certificate and ``parse_proc_net`` with ValueError for a file name it does not k
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable
 from functools import cache
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 from hypothesis import example
 from hypothesis import strategies as st
 
 from auditor.device import parsers as p
 from auditor.device.model import MAX_WARNINGS, ParseResult
+from tests.certs import self_signed
 from tests.fuzz.helpers import fuzz, mutated, mutated_text, sample_paths
 
 Parser = Callable[[Any], Any]
@@ -137,24 +136,13 @@ def test_settings_maps(settings: dict[str, str]) -> None:
 
 @cache
 def _certs() -> list[bytes]:
-    key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name(
         [
             x509.NameAttribute(NameOID.COMMON_NAME, "mitmproxy"),
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "mitmproxy"),
         ]
     )
-    now = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=30))
-        .sign(key, hashes.SHA256())
-    )
+    cert, _ = self_signed(name)
     pem = cert.public_bytes(serialization.Encoding.PEM)
     return [cert.public_bytes(serialization.Encoding.DER), pem, pem + b"Certificate:\n Data:\n"]
 

@@ -517,10 +517,9 @@ def proxied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, by
     """Two apps of the virtual Xiaomi, 2 s apart, through a real mitmdump that the phone
     reaches at 10.0.2.2 (the emulator's alias of the host); the handset's intrusion log of it.
     Returns (mitmdump's session, the log, the proxy's port)."""
-    from auditor.proxy.capture import Mitmdump, ProxyOptions, ca_cert_path
+    from auditor.proxy.capture import ca_cert_path
     from auditor.records import HttpRecord
-    from auditor.session import SessionWriter
-    from tests.conftest import free_port
+    from tests.mitmlab import upstream_mitmdump
     from vhandset import intrusion as handset_log
     from vhandset.device import VirtualDevice
     from vhandset.network import TRUST_NONE, DeviceNetwork
@@ -529,36 +528,29 @@ def proxied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, by
     from vhandset.world import install_public_ca
 
     tmp = tmp_path_factory.mktemp("proxied")
-    with OfflineInternet() as inet, OfflineDns() as dns:
-        writer = SessionWriter.create(tmp / "captures")
-        writer.detach()
-        opts = ProxyOptions(
-            port=free_port(), confdir=tmp / "confdir", mode=f"upstream:{inet.url}",
-            extra={"ssl_verify_upstream_trusted_ca": str(inet.ca_cert_path)},
-        )  # fmt: skip
-        proc = Mitmdump(writer.path, opts)
-        proc.start()
-        try:
-            dev = VirtualDevice("xiaomi-mi10t")
-            install_public_ca(dev, ca_cert_path(opts.confdir).read_bytes())
-            net = DeviceNetwork(dev, (inet.host, inet.port), dns=dns.address, resolve=resolve)
-            dev.packet_log = net.packets
-            dev.put_setting("global", "http_proxy", f"10.0.2.2:{opts.port}")
-            uid = dev.package_uid
-            net.fetch(uid("com.miui.analytics") or -1, "GET", "https://tracking.miui.com/t")
-            time.sleep(2.0)
-            net.fetch(uid("com.miui.weather2") or -1, "GET", "http://weatherapi.market.xiaomi.com/w",
-                      trust=TRUST_NONE)  # fmt: skip
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                recs = list(Session(writer.path).records())
-                if sum(isinstance(r, HttpRecord) for r in recs) >= 2:
-                    break
-                time.sleep(0.1)
-        finally:
-            proc.stop()
+    with (
+        OfflineInternet() as inet,
+        OfflineDns() as dns,
+        upstream_mitmdump(tmp, inet.url, inet.ca_cert_path) as (opts, session),
+    ):
+        dev = VirtualDevice("xiaomi-mi10t")
+        install_public_ca(dev, ca_cert_path(opts.confdir).read_bytes())
+        net = DeviceNetwork(dev, (inet.host, inet.port), dns=dns.address, resolve=resolve)
+        dev.packet_log = net.packets
+        dev.put_setting("global", "http_proxy", f"10.0.2.2:{opts.port}")
+        uid = dev.package_uid
+        net.fetch(uid("com.miui.analytics") or -1, "GET", "https://tracking.miui.com/t")
+        time.sleep(2.0)
+        net.fetch(uid("com.miui.weather2") or -1, "GET", "http://weatherapi.market.xiaomi.com/w",
+                  trust=TRUST_NONE)  # fmt: skip
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            recs = list(Session(session).records())
+            if sum(isinstance(r, HttpRecord) for r in recs) >= 2:
+                break
+            time.sleep(0.1)
     log = handset_log.encode(handset_log.intrusion_events(dev, net.packets.snapshot()))
-    yield writer.path, log, opts.port
+    yield session, log, opts.port
 
 
 @pytest.mark.e2e

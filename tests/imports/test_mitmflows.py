@@ -7,11 +7,9 @@ import http.client
 import http.server
 import io
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +35,8 @@ from auditor.session import Session, SessionWriter
 from auditor.session.bodies import BodyStore
 from auditor.timeutil import parse_iso
 from tests.conftest import free_port
+from tests.mitmlab import wait_listening
+from tests.origin import QuietHandler
 
 ROOT = Path(__file__).resolve().parents[2]
 MITMDUMP = Path(sys.executable).parent / "mitmdump"
@@ -57,11 +57,8 @@ def store(tmp_path: Path) -> BodyStore:
 # ------------------------------------------------------------------------- a real mitmdump
 
 
-class _Origin(http.server.BaseHTTPRequestHandler):
+class _Origin(QuietHandler):
     protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args: object) -> None:
-        pass
 
     def do_GET(self) -> None:
         body = b"hello from the origin\n"
@@ -87,19 +84,6 @@ class _Origin(http.server.BaseHTTPRequestHandler):
 class LiveCapture:
     flow_file: Path
     session: Path  # what the live recorder wrote, in the same mitmdump
-
-
-def _wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"mitmdump exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("mitmdump did not listen")
 
 
 def _via_proxy(
@@ -151,7 +135,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveCapture]:
         stderr=subprocess.PIPE,
     )
     try:
-        _wait_listening(port, proc)
+        wait_listening(port, proc, timeout=20.0)
         o = origin.server_address[1]
         assert _via_proxy(port, "GET", f"http://127.0.0.1:{o}/config?a=1&b=x%20y") == 200
         gz = gzip.compress(PLAIN, mtime=0)

@@ -10,6 +10,7 @@ many segments out of order, a certificate that is not one, lengths that lie.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import io
 import os
@@ -24,8 +25,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
@@ -33,6 +32,7 @@ from auditor.packets import flows as F
 from auditor.packets import names as N
 from auditor.packets import read_capture, tlscert
 from auditor.packets.flows import CaptureResult
+from tests.certs import self_signed
 from tests.packets.helpers import SHARED_CAPTURES, ipv4, pcap, tcp
 
 SAMPLES = Path(__file__).parent / "samples"
@@ -398,19 +398,12 @@ def _certificate_message(*ders: bytes, list_len: int | None = None) -> bytes:
     return b"\x0b" + len(body).to_bytes(3, "big") + body
 
 
+_2026 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+
 def _der(**subject: str) -> bytes:
-    key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(getattr(NameOID, k), v) for k, v in subject.items()])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(__import__("datetime").datetime(2026, 1, 1))
-        .not_valid_after(__import__("datetime").datetime(2027, 1, 1))
-        .sign(key, hashes.SHA256())
-    )
+    cert, _ = self_signed(name, valid_from=_2026, days=365, serial=1)
     return cert.public_bytes(Encoding.DER)
 
 
@@ -537,25 +530,14 @@ def test_random_damage_raises_only_malformed() -> None:
 
 
 def test_hostile_text_is_escaped_and_capped() -> None:
-    key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name(
         [
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Evil\x00\x1b[31m Corp" + "x" * 400),
             x509.NameAttribute(NameOID.COMMON_NAME, "a;b.example"),
         ]
     )
-    sans = [x509.DNSName(f"n{i}.example") for i in range(1200)] + [x509.DNSName("c;d.example")]
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(2)
-        .not_valid_before(__import__("datetime").datetime(2026, 1, 1))
-        .not_valid_after(__import__("datetime").datetime(2027, 1, 1))
-        .add_extension(x509.SubjectAlternativeName(sans[::-1]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
+    sans = [f"n{i}.example" for i in range(1200)] + ["c;d.example"]
+    cert, _ = self_signed(name, sans=sans[::-1], valid_from=_2026, days=365, serial=2)
     info = tlscert.certificate_info(cert.public_bytes(Encoding.DER))
     assert info.subject_o is not None and info.subject_o.startswith("Evil\\x00\\x1b[31m Corp")
     assert len(info.subject_o) == tlscert.MAX_TEXT and info.subject_o.endswith("…")

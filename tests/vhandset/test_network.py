@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from auditor.device.parsers import parse_proc_net, subject_hash_old
-from auditor.proxy.capture import Mitmdump, ProxyOptions, ca_cert_path
+from auditor.proxy.capture import ca_cert_path
 from auditor.records import HttpRecord, TlsFailedRecord
-from auditor.session import Session, SessionWriter
-from tests.conftest import free_port
+from auditor.session import Session
+from tests.mitmlab import upstream_mitmdump
 from vhandset import network
 from vhandset.device import VirtualDevice
 from vhandset.network import (
@@ -74,20 +74,8 @@ def mitm(
     """A real mitmdump in upstream mode to the offline internet, as ``auditor audit`` runs it
     for a virtual handset: (port, session, mitmproxy's CA)."""
     tmp = tmp_path_factory.mktemp("mitm")
-    writer = SessionWriter.create(tmp / "captures")
-    writer.detach()
-    opts = ProxyOptions(
-        port=free_port(),
-        confdir=tmp / "confdir",
-        mode=f"upstream:{internet.url}",
-        extra={"ssl_verify_upstream_trusted_ca": str(internet.ca_cert_path)},
-    )
-    proc = Mitmdump(writer.path, opts)
-    proc.start()
-    try:
-        yield opts.port, writer.path, ca_cert_path(opts.confdir).read_bytes()
-    finally:
-        proc.stop()
+    with upstream_mitmdump(tmp, internet.url, internet.ca_cert_path) as (opts, session):
+        yield opts.port, session, ca_cert_path(opts.confdir).read_bytes()
 
 
 def uid(device: VirtualDevice, package: str) -> int:
