@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from auditor.cli.common import upstream_options
+from auditor.proxy.upstreamopts import upstream_options
 
 DEFAULT_CAMPAIGNS = Path("campaigns")
 

@@ -52,27 +52,6 @@ def decrypt_option[F: Callable[..., Any]](fn: F) -> F:
     )(fn)
 
 
-def upstream_options[F: Callable[..., Any]](fn: F) -> F:
-    """``--upstream URL`` and ``--upstream-ca FILE`` (``upstream``, ``upstream_ca``), the same
-    for ``auditor audit`` and ``auditor campaign`` (each checks the URL as mitmproxy's
-    upstream mode takes it)."""
-    fn = click.option(
-        "--upstream-ca",
-        type=click.Path(dir_okay=False, path_type=Path),
-        default=None,
-        help="A CA file (PEM) that verifies the servers' certificates seen through --upstream "
-        "(a proxy that intercepts TLS); copied into the session as upstream-ca.pem.",
-    )(fn)
-    return click.option(
-        "--upstream",
-        metavar="URL",
-        default=None,
-        help="Forward through an upstream HTTP proxy (mitmproxy's upstream mode), e.g. a lab's "
-        "corporate proxy: --upstream http://proxy.lan:3128. A campaign gives it to every "
-        "handset's proxy.",
-    )(fn)
-
-
 def emit_json(obj: Any, *, ascii_only: bool = False) -> None:
     """JSON on standard output, every character that could steer a terminal written as a
     JSON escape (the document parses the same); ``ascii_only`` escapes all non-ASCII too."""

@@ -25,9 +25,9 @@ from auditor.cli.common import (
     handle_errors,
     json_option,
     terminal_line,
-    upstream_options,
 )
 from auditor.netutil import is_loopback
+from auditor.proxy.upstreamopts import upstream_options
 
 # ------------------------------------------------------------------------------------- capture
 
