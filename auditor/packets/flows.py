@@ -589,6 +589,7 @@ class CaptureAnalyzer:
         self._head_wait: dict[int, list[int]] = {}  # ... for HTTP heads, + their first seq
         self._worker: NameWorker | None = None
         self._worker_forget: list[np.ndarray] = []  # finished flows the worker is to hear of
+        self._worker_recall = False  # ... and that they came back
         if worker:
             try:
                 self._worker = NameWorker()
@@ -630,9 +631,13 @@ class CaptureAnalyzer:
                     self._collector.feed(job.subset(here))
                 if not here.all():
                     sub = job.subset(~here)
-                    if self._worker_forget:  # the flows finished since its last job
-                        sub = dataclasses.replace(sub, forget=np.concatenate(self._worker_forget))
-                        self._worker_forget = []
+                    if self._worker_forget or self._worker_recall:
+                        sub = dataclasses.replace(  # the flows finished since its last job
+                            sub,
+                            forget=np.concatenate(self._worker_forget or [_NO_ROWS]),
+                            recall=self._worker_recall,  # (before this job's packets)
+                        )
+                        self._worker_forget, self._worker_recall = [], False
                     self._worker.feed(sub)
         if self._flight_wait:  # a flight read (or given up) needs no more segments
             read = self._collector.flights_read
@@ -645,14 +650,10 @@ class CaptureAnalyzer:
                 if w is not None and w[2] == isn:
                     del self._head_wait[f]
             done.clear()
-        if len(expired):  # finished flows: what was kept to parse them goes
+        if len(expired):  # finished flows: what was kept to parse them is packed away
             self._collector.forget(expired)
             if self._worker is not None:
                 self._worker_forget.append(expired)
-            for wait in (self._tls_wait, self._flight_wait, self._head_wait):
-                if wait:
-                    for f in expired.tolist():
-                        wait.pop(f, None)
         if self.keep_packets:
             rb = batch.records
             self._parts.append(
@@ -820,6 +821,8 @@ class CaptureAnalyzer:
         give up no more (a packet came later than the slack allows: it may join one)."""
         assert self._table is not None
         log.debug("a packet came too late for the flows written out: they are read back")
+        self._collector.recall()  # what the collectors packed away of them comes back too
+        self._worker_recall, self._worker_forget = self._worker is not None, []
         parts: list[dict[str, np.ndarray]] = []
         if self._finished is not None:
             self._finished.close()

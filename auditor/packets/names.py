@@ -130,6 +130,9 @@ class NameJob:
     # flows that finished (no later packet joins them): what was kept to parse them goes
     # once the job's packets are parsed (:meth:`NameCollector.forget`)
     forget: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    # flows given up came back (a packet came too late): what was forgotten comes back too,
+    # before the job's packets are parsed (:meth:`NameCollector.recall`)
+    recall: bool = False
 
     def __len__(self) -> int:
         return int(self.kind.shape[0])
@@ -150,6 +153,7 @@ class NameJob:
             blob=gather(self.blob, starts, ends),
             dns=self.dns[mask],
             forget=self.forget,
+            recall=self.recall,
         )
 
 
@@ -287,6 +291,9 @@ class NameCollector:
         # packed, not a tuple per flow (a long capture's flows are counted in hundreds of
         # thousands)
         self._hinted: set[int] = set()
+        # forget()'s: flows and sequence numbers of ClientHellos read, QUIC connections
+        # done, flights read, flows whose client side was told
+        self._forgotten = (array("q"), array("q"), array("q"), array("q"), array("q"))
         self._hint_rows = (array("q"), array("q"), array("q"))
         # the same from UDP DNS queries, a job's at once: flows, packet orders, sides
         self._dns_hints: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
@@ -313,28 +320,49 @@ class NameCollector:
         self.warnings[key] = self.warnings.get(key, 0) + 1
 
     def feed(self, job: NameJob) -> None:
+        if job.recall:
+            self.recall()
         self._feed(job)
         if len(job.forget):
             self.forget(job.forget)
         self.dns.flush()  # a long capture's DNS records to files, past a few MiB
 
     def forget(self, flows: np.ndarray) -> None:
-        """Let go of what was kept per flow only to parse these finished flows: which
-        ClientHello, server flight and QUIC connection were read, and that a client side
-        was found (what they gave stays; what is still being reassembled stays too, to be
-        counted at the end). A packet that still came for one of them (a file whose time
-        goes back) would be parsed as new: the names it gives are those it gave."""
+        """Pack away what was kept per flow only to parse these finished flows (which
+        ClientHello, server flight and QUIC connection were read, that a client side was
+        found): a few integers each, instead of a dictionary's or set's entry. What they gave
+        stays as it is, and so does what is still being reassembled (counted at the end).
+        :meth:`recall` puts it back, for a file whose time goes back."""
         tls_read, quic_done, flights, hinted = (
             self._tls_read,
             self._quic_done,
             self.flights_read,
             self._hinted,
         )
+        tls_flows, tls_seqs, done, read, told = self._forgotten
         for f in flows.tolist():
-            tls_read.pop(f, None)
-            quic_done.discard(f)
-            flights.discard(f)
-            hinted.discard(f)
+            seq = tls_read.pop(f, None)
+            if seq is not None:
+                tls_flows.append(f)
+                tls_seqs.append(seq)
+            if f in quic_done:
+                quic_done.discard(f)
+                done.append(f)
+            if f in flights:
+                flights.discard(f)
+                read.append(f)
+            if f in hinted:
+                hinted.discard(f)
+                told.append(f)
+
+    def recall(self) -> None:
+        """Put back what :meth:`forget` packed away: flows given up came back."""
+        tls_flows, tls_seqs, done, read, told = self._forgotten
+        self._tls_read.update(zip(tls_flows, tls_seqs, strict=True))
+        self._quic_done.update(done)
+        self.flights_read.update(read)
+        self._hinted.update(told)
+        self._forgotten = (array("q"), array("q"), array("q"), array("q"), array("q"))
 
     def _feed(self, job: NameJob) -> None:
         if not len(job):

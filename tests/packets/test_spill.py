@@ -352,6 +352,62 @@ def test_what_was_kept_to_parse_finished_flows_is_let_go() -> None:
         assert got[c].astype(object).tolist() == kept[c].astype(object).tolist(), c
 
 
+@pytest.mark.skipif(F._flowtab is None, reason="the compiled flow table is not built")
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_clienthello_finished_by_a_late_packet_names_its_flow(workers: int) -> None:
+    """A ClientHello cut after 40 bytes; its flow given up when time jumps two hours; the
+    rest of it comes late (time goes back): the flow comes back with what was kept to parse
+    it, in this process and in the name worker, and the tables are those of a read that
+    keeps every flow (review finding: the waits for the rest were dropped, and the SNI was
+    lost)."""
+    import io
+
+    hello = tls_records(client_hello_body("split.example", ["h2"]))
+    c, srv = "10.0.0.1", "192.0.2.1"
+    frames = [
+        (T0, ether(ipv4(c, srv, 6, tcp(40000, 443, flags=0x02, seq=1000)))),
+        (T0 + 1000, ether(ipv4(srv, c, 6, tcp(443, 40000, flags=0x12)))),
+        (T0 + 2000, ether(ipv4(c, srv, 6, tcp(40000, 443, hello[:40], flags=0x18, seq=1001)))),
+    ]
+    filler = [udp(1000 + i % 50, 2000, b"x" * 100) for i in range(3000)]  # two hours later
+    frames += [
+        (T0 + 7200 * S + i * 1000, ether(ipv4("10.1.0.1", "10.2.0.1", 17, u)))
+        for i, u in enumerate(filler)
+    ]
+    frames.append(
+        (T0 + 3000, ether(ipv4(c, srv, 6, tcp(40000, 443, hello[40:], flags=0x18, seq=1041))))
+    )
+    data = pcap(frames, 1, nano=True)
+    out, _, _ = _analyzed(data, expire=True)
+    assert not out._expire  # the flows were given up, then brought back
+    kept = F.read_capture(io.BytesIO(data), keep_packets=False, spill=False, workers=0)
+    spilled = F.read_capture(
+        io.BytesIO(data), keep_packets=False, spill=True, workers=workers, chunk_size=8192
+    )
+    _same(kept, spilled)
+    tls = spilled.flows[spilled.flows[F.SERVER_PORT] == 443]
+    assert tls[F.SNI].tolist() == ["split.example"]
+    assert not spilled.warnings
+
+
+def test_what_a_collector_forgot_comes_back_when_recalled() -> None:
+    from auditor.packets import names as N
+
+    c = N.NameCollector()
+    c._tls_read.update({1: 100, 2: 200})
+    c._quic_done.add(3)
+    c.flights_read.add(1)
+    c._hinted.update({1, 4})
+    before = (dict(c._tls_read), set(c._quic_done), set(c.flights_read), set(c._hinted))
+    c.forget(np.array([1, 3, 4, 9], dtype=np.int64))
+    assert c._tls_read == {2: 200} and not c._quic_done and not c.flights_read
+    assert not c._hinted
+    c.recall()
+    assert (c._tls_read, c._quic_done, c.flights_read, c._hinted) == before
+    c.recall()  # nothing more to put back
+    assert (c._tls_read, c._quic_done, c.flights_read, c._hinted) == before
+
+
 def test_a_forgotten_flow_s_clienthello_seen_again_names_it_once() -> None:
     """A retransmitted ClientHello of a flow forgotten (a file whose time goes back) is parsed
     as new: the flow keeps its one SNI and its first client side."""
