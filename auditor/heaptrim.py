@@ -10,7 +10,6 @@ peak is what is in use. Elsewhere than glibc (musl, macOS) it does nothing."""
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 from collections.abc import Callable
 
@@ -18,8 +17,7 @@ from collections.abc import Callable
 @functools.cache
 def _trim() -> Callable[[int], int] | None:
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        fn = libc.malloc_trim
+        fn = ctypes.CDLL(None).malloc_trim  # this process's C library, if it has one
     except (OSError, AttributeError):  # no glibc
         return None
     fn.argtypes = [ctypes.c_size_t]

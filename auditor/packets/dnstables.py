@@ -99,6 +99,12 @@ class DnsStore:
         self._files: dict[str, IO[bytes]] = {}  # the records flushed, per kind
         self._rows_out = 0  # rows flushed: the first row in memory is this one
 
+    def close(self) -> None:
+        """Let the files of records flushed go (a read that ended early)."""
+        for fh in self._files.values():
+            fh.close()
+        self._files = {}
+
     def held(self) -> int:
         """Bytes of records in memory."""
         return len(self.rows) + len(self.answers) + len(self.answered) + len(self.pairs)
@@ -108,7 +114,7 @@ class DnsStore:
         (None: :data:`FLUSH_BYTES`). Rows are numbered across the files: an answer's row is
         made absolute as it goes."""
         if at_least is None:
-            at_least = int(os.environ.get(FLUSH_ENV) or FLUSH_BYTES)
+            at_least = _flush_bytes()
         if self.held() < max(at_least, 1):
             return
         if not self._files:
@@ -343,6 +349,14 @@ class DnsTables:
         """(address, time, name asked) of each address answers gave, in order."""
         t = self.texts.tolist()
         return [(t[a], ts, t[q]) for ts, a, q in self.answered.tolist()]
+
+
+def _flush_bytes() -> int:
+    """:data:`FLUSH_BYTES`, or ``AUDITOR_DNS_FLUSH_BYTES`` when it is a whole number."""
+    try:
+        return int(os.environ.get(FLUSH_ENV) or FLUSH_BYTES)
+    except ValueError:
+        return FLUSH_BYTES
 
 
 def _mapped(fh: IO[bytes], dtype: np.dtype) -> np.ndarray:

@@ -605,8 +605,14 @@ class CaptureAnalyzer:
         self._sides: tuple[np.ndarray, ...] = (none, none, none, none, np.zeros(0, dtype=object))
 
     def close(self) -> None:
+        """Stop the name worker and let go of the files a read that ended early still holds
+        (its collector's DNS records, the flows written out): at once, not when collected."""
         if self._worker is not None:
             self._worker.close()
+        self._collector.dns.close()
+        if self._finished is not None:
+            self._finished.discard()
+            self._finished = None
 
     # ------------------------------------------------------------------------ per batch
 
@@ -1375,9 +1381,9 @@ class CaptureAnalyzer:
         del response_all
         qtypes = np.unique(rec["qtype"]).astype(np.int64)
         transports = np.unique(meta["tcp"][rec["packet"].astype(np.int64)]).astype(np.int64)
-        protocols = np.zeros(0, dtype=np.int64)
-        pieces: list[tuple[int, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
-        for lo, hi in spans:  # the ports and protocol of each piece (small: kept)
+
+        def ports(lo: int, hi: int) -> tuple[np.ndarray, ...]:
+            """The rows' flows, client and server ports, and protocol (a label's number)."""
             f = flows_of(lo, hi)
             response = rec["response"][lo:hi].astype(bool)
             from_a = meta["dir"][rec["packet"][lo:hi].astype(np.int64)] == 0
@@ -1391,16 +1397,18 @@ class CaptureAnalyzer:
                     protocol[
                         (server_port == port) | ((client_port == port) & (protocol == unset))
                     ] = labels.index(label)
-            protocols = np.union1d(protocols, protocol.astype(np.int64))
-            pieces.append((lo, hi, f, client_port, server_port, protocol))
-            del sport, dport
+            return f, client_port, server_port, protocol
+
+        protocols = np.zeros(0, dtype=np.int64)
+        for lo, hi in spans:  # the protocols the table has (each piece's made again below)
+            protocols = np.union1d(protocols, ports(lo, hi)[3].astype(np.int64))
         transport_of = _coded_keys(transports, ("udp", "tcp"), str)
         protocol_of = _coded_keys(protocols, labels)
         rcode_of = _coded_keys(rcodes, lambda c: DNS_RCODES.get(c, str(c)) if c >= 0 else None)
         qtype_of = _coded_keys(qtypes, lambda q: dns_type_name(q) if q >= 0 else "")
         drop_pages(rec)
-        while pieces:
-            lo, hi, f, client_port, server_port, protocol = pieces.pop(0)
+        for lo, hi in spans:
+            f, client_port, server_port, protocol = ports(lo, hi)
             packet = rec["packet"][lo:hi].astype(np.int64)
             fa = meta["dir"][packet] == 0
             resp = rec["response"][lo:hi].astype(bool)

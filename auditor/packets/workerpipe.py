@@ -184,6 +184,7 @@ class NameWorker:
         self.done = 0  # jobs the worker has answered
         self._reply: tuple[str, object] | None = None
         self._failure: str | None = None
+        self._os_failure: OSError | None = None  # raised as it is (read_capture names it)
         self._reader = threading.Thread(target=self._read, name="name-worker-reader", daemon=True)
         self._reader.start()
 
@@ -206,6 +207,8 @@ class NameWorker:
                     return  # cut short: result() says the worker died
                 self._reply = pickle.loads(data, buffers=buffers)  # noqa: S301 - as above
                 return
+        except OSError as exc:  # (its arrays' files could not be written: a full disk)
+            self._os_failure = exc
         except Exception as exc:  # noqa: BLE001 - reported by result()
             self._failure = f"{type(exc).__name__}: {exc}"
 
@@ -234,14 +237,16 @@ class NameWorker:
         status, value = self._reply
         self._reply = None
         if status == "oserror" and isinstance(value, tuple) and len(value) == 2:
-            code, text = value
-            raise OSError(code, f"the name worker: {text}")
+            code, text = value  # its own files: the temporary folder's
+            raise OSError(code, f"the name worker: {text}", spill_dir() or tempfile.gettempdir())
         raise RuntimeError(f"the name worker failed: {value}")
 
     def result(self) -> NameResult:
         self._send(b"")
         self._stdin.close()
         self._reader.join(timeout=60)
+        if self._os_failure is not None:
+            raise self._os_failure
         if self._failure is not None:
             raise RuntimeError(f"the name worker's answer could not be read: {self._failure}")
         if self._reply is None:

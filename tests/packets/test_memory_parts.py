@@ -249,3 +249,53 @@ def test_the_cli_line_for_a_full_spill_folder_names_it() -> None:
     assert message is not None
     assert "no space left" in message and "AUDITOR_SPILL_DIR" in message
     assert spill_full(OSError(errno.EACCES, "denied")).errno == errno.EACCES  # left as it was
+
+
+_PARENT_FULL = """
+import resource, signal, sys
+from auditor.packets import read_capture, workerpipe
+from auditor.packets.spilldir import SpillFull
+workerpipe.FILE_BUFFER = 0  # every array of the worker's reply to a file of this process
+start = workerpipe.NameWorker.__init__
+def limited(self):
+    start(self)  # the worker started without the limit: only this process has it
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64, 64))
+workerpipe.NameWorker.__init__ = limited
+try:
+    read_capture(sys.argv[1], keep_packets=False, spill=False, workers=1)
+except SpillFull as exc:
+    print("full", exc.errno, exc.filename)
+else:
+    print("read")
+"""
+
+
+def test_a_full_disk_while_the_worker_s_reply_is_stored_is_said_as_such(
+    tmp_path: Path,
+) -> None:
+    """This process cannot write the files it keeps the worker's arrays in (review finding:
+    it was 'the answer could not be read', a RuntimeError)."""
+    import errno
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", _PARENT_FULL, str(WITH_DNS[0])],
+        capture_output=True,
+        text=True,
+        env={**os.environ, SPILL_DIR_ENV: str(tmp_path)},
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["full", str(errno.EFBIG), str(tmp_path)]
+
+
+def test_a_bad_flush_setting_is_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    store = DnsStore()
+    store.add(parse_dns(_message(3, 1)), 0, 0)
+    monkeypatch.setenv(FLUSH_ENV, "lots")
+    store.flush()  # the default: far above what it holds
+    assert store.held()
