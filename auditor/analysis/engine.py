@@ -640,7 +640,7 @@ def _group_attributions(
     eff = [o if literal[k] is None else (o or literal[k]) for k, o in enumerate(own)]
     distinct = sorted({e for e in eff if e is not None} | {o for o in own if o is not None})
     at = {ip: j for j, ip in enumerate(distinct)}
-    facts = kb.ipdb.lookup_columns(distinct)
+    facts = kb.ipdb.lookup_columns(distinct, networks=False)
     # Each group keyed on (its host when named, its address's facts, its name evidence when
     # named) as one integer: the facts key (KnowledgeBase._facts_codes, equal where
     # _facts_key is) leaves out the country, which the legal exposure reads. The first group

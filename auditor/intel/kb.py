@@ -1293,7 +1293,9 @@ class KnowledgeBase:
         own_ip[:] = [v if isinstance(v, str) and v else None for v in ip_col.tolist()]
         eff_ip = np.where(pd.isna(own_ip) & is_literal, literal, own_ip)
         ip_codes, ip_uniques = pd.factorize(eff_ip, use_na_sentinel=True)
-        facts = self.ipdb.lookup_columns([str(ip) for ip in ip_uniques])
+        # (the network is never read: attribution keys on the AS, its organisation, and
+        # the country)
+        facts = self.ipdb.lookup_columns([str(ip) for ip in ip_uniques], networks=False)
         row_sig = np.append(self._facts_codes(facts), -1)[ip_codes]  # no address: -1
         key_host = host_col.copy()
         key_host[is_literal] = None

@@ -128,6 +128,21 @@ def test_bulk_ip_facts_equal_the_per_address_lookup() -> None:
     assert [f for f, s in zip(fast, slow, strict=True) if f != s] == []
 
 
+def test_bulk_ip_facts_without_networks_are_the_same_facts() -> None:
+    """``networks=False`` (what attribution asks for) leaves the network out and nothing else,
+    on the bulk path and on the per-address one."""
+    rng = random.Random(6)
+    ips = [".".join(str(rng.randrange(256)) for _ in range(4)) for _ in range(3_000)]
+    ips += ["2a00:1450:4001::1", "::ffff:8.8.8.8", "10.0.0.1", "not an address", ""]
+    for some in (ips, ips[-8:]):  # the bulk path, then fewer than it takes
+        full = IpDatabase().lookup_columns(some)
+        bare = IpDatabase().lookup_columns(some, networks=False)
+        assert all(v is None for v in bare.network.tolist())
+        assert any(v is not None for v in full.network.tolist())
+        for field in ("ip", "country", "asn", "asn_org", "reason", "database"):
+            assert getattr(bare, field).tolist() == getattr(full, field).tolist(), field
+
+
 def test_many_addresses_give_the_reference_analysis(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
