@@ -108,6 +108,7 @@ def _analyze(
         warnings += skipped_warnings(sess)
         packets[sess.id] = read_packet_flows(sess.path, sess.manifest)
         quic[sess.id] = conditions.quic_seen(packets[sess.id].flows)
+        _release_arrow_memory()
         df, w = build_flow_table(sess, records[sess.id], packets[sess.id])
         # the packet rows are in the flow table now: the columns it rebuilt (names, CNAME
         # chains) are not kept twice to the end of the analysis
@@ -123,6 +124,7 @@ def _analyze(
         tables.append(df)
         warnings += [f"{sess.id}: {x}" for x in w]
     flows = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    _release_arrow_memory()
     # loaded after the captures were read: the reader's peak memory and the knowledge
     # base's are not held at once; without user intel, from the compiled lookup index
     # (auditor.intel.cache: 0.4 s of YAML checks saved)
@@ -140,6 +142,7 @@ def _analyze(
     if canary.any():
         flows = flows[~canary].reset_index(drop=True)
     flows = annotate_distinct(kb, flows)
+    _release_arrow_memory()
     if len(flows):  # a lookalike host name is a counted warning
         warnings += name_warnings(flows[columns.NAME].dropna().unique().tolist())
     first = opened[0]
@@ -167,6 +170,7 @@ def _analyze(
         else {},
     )
     findings, rule_errors = run_rules(default_rules(kb.adequacy()), ctx)
+    _release_arrow_memory()  # before the endpoint rows, the analysis's peak
     stats = capture_stats(records)
     coverage = build_coverage(opened, flows, packets, stats)
     claim_results = []
@@ -197,6 +201,15 @@ def _analyze(
         "decrypted": dict(sorted(scan.decrypted.items())),
     }
     return Analysis(doc, flows, findings, rule_errors, warnings, dict(scan.personal))
+
+
+def _release_arrow_memory() -> None:
+    """Give back what Arrow's allocator kept of the step that ended: its temporaries (the
+    texts gathered, encoded and ranked) are freed, but the allocator holds their pages for
+    reuse, beside the next step's own (15 to 30 MiB of the peak on a million packets)."""
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
 
 
 def annotate_distinct(kb: KnowledgeBase, flows: pd.DataFrame) -> pd.DataFrame:
