@@ -31,50 +31,60 @@ MAX_SCENARIO_EVENTS = 200  # per session: a scenario that loops is not a timelin
 
 
 def quic_rows(
-    sessions: Iterable[tuple[str, Mapping[str, Any]]], packet_flows: Mapping[str, pd.DataFrame]
+    sessions: Iterable[tuple[str, Mapping[str, Any]]],
+    seen: Mapping[str, dict[str, int] | None],
 ) -> list[dict[str, Any]]:
     """Per session (its id and manifest): whether QUIC was blocked and how (the manifest's
     ``quic``; ``None`` where the session does not say, as an import), and the QUIC the packet
-    capture saw anyway: flows to UDP port 443 and their packets, of which those whose Initial
-    named a server (``transport`` quic). ``seen`` is None without a packet capture."""
+    capture saw anyway (``seen``, by session id: :func:`quic_seen` of its packet flows)."""
     out = []
     for sid, manifest in sessions:
         q = manifest.get("quic")
         q = q if isinstance(q, Mapping) else {}
-        row: dict[str, Any] = {
-            "session": sid,
-            "blocked": q.get("blocked") if isinstance(q.get("blocked"), bool) else None,
-            "method": q.get("method") if isinstance(q.get("method"), str) else None,
-            "requested": q.get("requested") if isinstance(q.get("requested"), str) else None,
-            "why": q.get("why") if isinstance(q.get("why"), str) else None,
-            "seen": None,
-        }
-        flows = packet_flows.get(sid)
-        if flows is not None and columns.SERVER_PORT in flows:
-            udp443 = _udp_443(flows)
-            packets = _packets(flows)
-            named = (
-                flows[columns.TRANSPORT].astype(object).to_numpy() == "quic"
-                if columns.TRANSPORT in flows
-                else np.zeros(len(flows), dtype=bool)
-            )
-            row["seen"] = {
-                "udp_443_flows": int(udp443.sum()),
-                "udp_443_packets": int(packets[udp443].sum()),
-                "quic_flows_named": int((named & udp443).sum()),
+        out.append(
+            {
+                "session": sid,
+                "blocked": q.get("blocked") if isinstance(q.get("blocked"), bool) else None,
+                "method": q.get("method") if isinstance(q.get("method"), str) else None,
+                "requested": q.get("requested") if isinstance(q.get("requested"), str) else None,
+                "why": q.get("why") if isinstance(q.get("why"), str) else None,
+                "seen": seen.get(sid),
             }
-        out.append(row)
+        )
     return out
+
+
+def quic_seen(flows: pd.DataFrame | None) -> dict[str, int] | None:
+    """The QUIC a session's packet flows (:class:`~auditor.analysis.packetflows.PacketData`
+    ``flows``) show: flows to UDP port 443 and their packets, of which those whose Initial
+    named a server (``transport`` quic). Taken when the capture is read, so that the
+    packet rows need not be kept to the end of the analysis."""
+    if flows is None or columns.SERVER_PORT not in flows:
+        return None
+    udp443 = _udp_443(flows)
+    packets = _packets(flows)
+    named = (
+        _text_in(flows[columns.TRANSPORT], ["quic"])
+        if columns.TRANSPORT in flows
+        else np.zeros(len(flows), dtype=bool)
+    )
+    return {
+        "udp_443_flows": int(udp443.sum()),
+        "udp_443_packets": int(packets[udp443].sum()),
+        "quic_flows_named": int((named & udp443).sum()),
+    }
+
+
+def _text_in(column: pd.Series, values: list[str]) -> np.ndarray:
+    """Which rows hold one of ``values`` (no Python object made per row)."""
+    return np.asarray(column.isin(values).fillna(False), dtype=bool)
 
 
 def _udp_443(flows: pd.DataFrame) -> np.ndarray:
     port = pd.to_numeric(flows[columns.SERVER_PORT], errors="coerce").fillna(-1).to_numpy()
-    transport = (
-        flows[columns.TRANSPORT].astype(object).to_numpy()
-        if columns.TRANSPORT in flows
-        else np.full(len(flows), None, dtype=object)
-    )
-    return (port == 443) & np.isin(transport, ["udp", "quic"])
+    if columns.TRANSPORT not in flows:
+        return np.zeros(len(flows), dtype=bool)
+    return (port == 443) & _text_in(flows[columns.TRANSPORT], ["udp", "quic"])
 
 
 def _packets(flows: pd.DataFrame) -> np.ndarray:

@@ -29,6 +29,7 @@ from auditor.analysis.packetflows import (
     LOOKUPS_KEPT,
     PacketData,
     distinct_sorted,
+    empty_frame,
     read_packet_flows,
 )
 from auditor.analysis.policy import Policy, load_policy
@@ -100,12 +101,18 @@ def _analyze(
     # flows.jsonl is read once per session; every later step works on these records
     records = {sess.id: list(sess.records()) for sess in opened}
     packets: dict[str, PacketData] = {}
+    quic: dict[str, dict[str, int] | None] = {}
     os_log: dict[str, dict[str, int]] = {}
     for sess in opened:
         warnings += incomplete(sess)
         warnings += skipped_warnings(sess)
         packets[sess.id] = read_packet_flows(sess.path, sess.manifest)
+        quic[sess.id] = conditions.quic_seen(packets[sess.id].flows)
+        _release_arrow_memory()
         df, w = build_flow_table(sess, records[sess.id], packets[sess.id])
+        # the packet rows are in the flow table now: the columns it rebuilt (names, CNAME
+        # chains) are not kept twice to the end of the analysis
+        packets[sess.id].flows = empty_frame()
         # the OS's own log (Android 16 intrusion logs) names the apps of the flows it saw
         df, w_os, os_stats = appjoin.attribute_session(
             df, records[sess.id], proxy_endpoint(sess.manifest)
@@ -117,6 +124,7 @@ def _analyze(
         tables.append(df)
         warnings += [f"{sess.id}: {x}" for x in w]
     flows = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    _release_arrow_memory()
     # loaded after the captures were read: the reader's peak memory and the knowledge
     # base's are not held at once; without user intel, from the compiled lookup index
     # (auditor.intel.cache: 0.4 s of YAML checks saved)
@@ -134,6 +142,7 @@ def _analyze(
     if canary.any():
         flows = flows[~canary].reset_index(drop=True)
     flows = annotate_distinct(kb, flows)
+    _release_arrow_memory()
     if len(flows):  # a lookalike host name is a counted warning
         warnings += name_warnings(flows[columns.NAME].dropna().unique().tolist())
     first = opened[0]
@@ -161,6 +170,7 @@ def _analyze(
         else {},
     )
     findings, rule_errors = run_rules(default_rules(kb.adequacy()), ctx)
+    _release_arrow_memory()  # before the endpoint rows, the analysis's peak
     stats = capture_stats(records)
     coverage = build_coverage(opened, flows, packets, stats)
     claim_results = []
@@ -179,9 +189,7 @@ def _analyze(
         _boot_times(records), packets, stats,
     )  # fmt: skip
     # the conditions of the capture (auditor.analysis.conditions) and what was read of bodies
-    doc["coverage"]["quic"] = conditions.quic_rows(
-        ((s.id, s.manifest) for s in opened), {sid: p.flows for sid, p in packets.items()}
-    )
+    doc["coverage"]["quic"] = conditions.quic_rows(((s.id, s.manifest) for s in opened), quic)
     if os_log:
         doc["coverage"]["os_log"] = os_log
     doc["method"]["scenario_events"] = conditions.scenario_events(records)
@@ -193,6 +201,15 @@ def _analyze(
         "decrypted": dict(sorted(scan.decrypted.items())),
     }
     return Analysis(doc, flows, findings, rule_errors, warnings, dict(scan.personal))
+
+
+def _release_arrow_memory() -> None:
+    """Give back what Arrow's allocator kept of the step that ended: its temporaries (the
+    texts gathered, encoded and ranked) are freed, but the allocator holds their pages for
+    reuse, beside the next step's own (15 to 30 MiB of the peak on a million packets)."""
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
 
 
 def annotate_distinct(kb: KnowledgeBase, flows: pd.DataFrame) -> pd.DataFrame:
@@ -616,8 +633,10 @@ def _group_attributions(
     """The attribution (JSON form) of each group's first flow. Groups whose host and name
     evidence agree and whose addresses have the same facts share one lookup, and one JSON
     form: the fields an endpoint row reads of it do not name the address (``host`` and ``ip``
-    differ, unread). Shared, not copied (a copy per row held 130 MB per 100,000 flows): the
-    document is read, never changed in place (redaction builds a new one)."""
+    differ, unread); so do the groups of names nothing is known of, whatever the name
+    (:meth:`KnowledgeBase.knows_nothing_of`). Shared, not copied (a copy per row held 130 MB
+    per 100,000 flows): the document is read, never changed in place (redaction builds a new
+    one)."""
     from auditor.intel.bulkip import address_kinds
     from auditor.intel.kb import _ip_literal
     from auditor.intel.model import IpFacts
@@ -634,7 +653,7 @@ def _group_attributions(
     eff = [o if literal[k] is None else (o or literal[k]) for k, o in enumerate(own)]
     distinct = sorted({e for e in eff if e is not None} | {o for o in own if o is not None})
     at = {ip: j for j, ip in enumerate(distinct)}
-    facts = kb.ipdb.lookup_columns(distinct)
+    facts = kb.ipdb.lookup_columns(distinct, networks=False)
     # Each group keyed on (its host when named, its address's facts, its name evidence when
     # named) as one integer: the facts key (KnowledgeBase._facts_codes, equal where
     # _facts_key is) leaves out the country, which the legal exposure reads. The first group
@@ -646,16 +665,36 @@ def _group_attributions(
     named = np.asarray(
         [h != _NO_NAME and lit is None for h, lit in zip(hosts, literal, strict=True)], dtype=bool
     )
-    key = np.zeros(len(hosts), dtype=np.int64)
-    parts = [
-        np.where(named, pd.factorize(np.asarray(hosts, dtype=object))[0], -1),
-        np.asarray([-1 if ip is None else sig_codes[at[ip]] for ip in eff], dtype=np.int64),
-    ]
+
+    def evidence(i0: int) -> tuple[Any, list[str]]:
+        """The certificate and CNAME chain of group ``i0``'s first flow, as lookup reads them."""
+        cert = cert_from_columns({c: v[i0] for c, v in evidence_cols.items()})
+        return cert, [x for x in str(evidence_cols[columns.CNAMES][i0] or "").split(";") if x]
+
+    host_codes = np.where(named, pd.factorize(np.asarray(hosts, dtype=object))[0], -1)
     ev_key = np.zeros(len(hosts), dtype=np.int64)
     for v in evidence_cols.values():
         vcodes, uniq = pd.factorize(v[firsts], use_na_sentinel=True)
         ev_key = pd.factorize(ev_key * (len(uniq) + 1) + (vcodes + 1))[0].astype(np.int64)
-    parts.append(np.where(named, ev_key, -1))
+    # A name the knowledge base knows nothing of (with its evidence) is attributed as any
+    # other such name at the same address: those groups share one key, one lookup and one
+    # JSON form (most names of a large capture; each name was looked up once already, by
+    # the flow table's annotation, and is read here from the lookup's cache).
+    name_ev = np.where(named, host_codes * (int(ev_key.max(initial=0)) + 1) + ev_key, -1)
+    ne_codes, ne_values = pd.factorize(name_ev)
+    ne_first = np.zeros(len(ne_values), dtype=np.int64)
+    ne_first[ne_codes[::-1]] = np.arange(len(hosts) - 1, -1, -1)  # each pair's first group
+    blank = np.zeros(len(ne_values), dtype=bool)
+    for j, (g, v) in enumerate(zip(ne_first.tolist(), ne_values.tolist(), strict=True)):
+        if v >= 0:
+            blank[j] = kb.knows_nothing_of(hosts[g], *evidence(int(firsts[g])))
+    is_blank = blank[ne_codes]
+    key = np.zeros(len(hosts), dtype=np.int64)
+    parts = [
+        np.where(is_blank, int(host_codes.max(initial=-1)) + 1, host_codes),
+        np.asarray([-1 if ip is None else sig_codes[at[ip]] for ip in eff], dtype=np.int64),
+        np.where(named & ~is_blank, ev_key, np.where(is_blank, 0, -1)),
+    ]
     for p in parts:
         key = pd.factorize(key * (int(p.max(initial=-1)) + 2) + (p + 1))[0].astype(np.int64)
     _, first = np.unique(key, return_index=True)  # dense codes: the first group of each
@@ -663,11 +702,12 @@ def _group_attributions(
     memo: dict[Any, tuple[Any, dict[str, Any]]] = {}
     for k in first.tolist():
         host, own_ip, i0 = hosts[k], own[k], int(firsts[k])
+        cert, cnames = evidence(i0)
         attribution = kb.lookup(
             None if host == _NO_NAME else host,
             own_ip,
-            cert=cert_from_columns({c: v[i0] for c, v in evidence_cols.items()}),
-            cnames=[x for x in str(evidence_cols[columns.CNAMES][i0] or "").split(";") if x],
+            cert=cert,
+            cnames=cnames,
             known=IpFacts(*(c[at[own_ip]] for c in facts)) if own_ip is not None else None,
         )
         made.append(_row_json(attribution, memo))

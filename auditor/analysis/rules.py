@@ -664,7 +664,8 @@ class StateLinkedContact(Rule):
                 flow_ids=tuple(sorted(grp[columns.FLOW_ID].tolist())),
                 evidence=_connection_evidence(grp, f"recipient {org}"),
                 data={
-                    "hosts": sorted(set(grp[columns.NAME])),
+                    # each distinct name once (a recipient's 30,000 flows are a few names)
+                    "hosts": sorted(set(grp[columns.NAME].unique())),
                     "bytes_up": int(grp[columns.BYTES_UP].fillna(0).sum()),
                     "basis": basis,
                 },

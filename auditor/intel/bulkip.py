@@ -300,9 +300,12 @@ def _special_v6() -> list[tuple[int, int, str]]:
 _SPECIAL_V6 = _special_v6()
 
 
-def bundled_columns(ips: Sequence[str], one: Callable[[str], FactsRow]) -> FactsColumns:
+def bundled_columns(
+    ips: Sequence[str], one: Callable[[str], FactsRow], *, networks: bool = True
+) -> FactsColumns:
     """The bundled database's facts of each address, as columns: canonical IPv4 and IPv6
-    addresses found together, every other value through ``one`` (the per-address lookup)."""
+    addresses found together, every other value through ``one`` (the per-address lookup).
+    ``networks=False``: the ``network`` column is left None (not written out as text)."""
     n = len(ips)
     cols = FactsColumns(*(np.full(n, None, dtype=object) for _ in range(7)))
     done = np.zeros(n, dtype=bool)
@@ -312,8 +315,8 @@ def bundled_columns(ips: Sequence[str], one: Callable[[str], FactsRow]) -> Facts
         v4 = np.flatnonzero(v4_mask)
         v6 = np.flatnonzero(v6_mask)
         for group, found in (
-            (v4, _v4_rows(tables, [ips[i] for i in v4.tolist()])),
-            (v6, _v6_rows(tables, [ips[i] for i in v6.tolist()])),
+            (v4, _v4_rows(tables, [ips[i] for i in v4.tolist()], networks=networks)),
+            (v6, _v6_rows(tables, [ips[i] for i in v6.tolist()], networks=networks)),
         ):
             if found is None:
                 continue
@@ -325,6 +328,8 @@ def bundled_columns(ips: Sequence[str], one: Callable[[str], FactsRow]) -> Facts
     for i in np.flatnonzero(~done).tolist():
         for column, value in zip(cols, one(ips[i]), strict=True):
             column[i] = value
+    if not networks:
+        cols.network[:] = None
     return cols
 
 
@@ -347,7 +352,7 @@ _Found = tuple[np.ndarray, tuple[np.ndarray, ...]] | None
 """What a table search gives: which addresses it answered, and the seven columns."""
 
 
-def _v4_rows(t: _Tables, ips: list[str]) -> _Found:
+def _v4_rows(t: _Tables, ips: list[str], *, networks: bool = True) -> _Found:
     if not ips:
         return None
     x = _v4_integers(ips)
@@ -365,7 +370,7 @@ def _v4_rows(t: _Tables, ips: list[str]) -> _Found:
     country = np.asarray(np.where(found, t.country[t.country_id[kk]], t.not_found_country))
     asn_org = np.asarray(np.where(asn_in, t.asn_org[t.asn_id[aa]], None))
 
-    def networks(ns: np.ndarray) -> list[str]:
+    def network_texts(ns: np.ndarray) -> list[str]:
         """``a.b.c.d/len`` of table entries, written by Arrow."""
         import pyarrow as pa
         import pyarrow.compute as pc
@@ -379,7 +384,16 @@ def _v4_rows(t: _Tables, ips: list[str]) -> _Found:
         length = pa.array(t.netlen[ns]).cast(pa.string())
         return list(pc.binary_join_element_wise(text, length, "/").to_pylist())
 
-    return _assemble(t, ips, reason, (k >= 0) & (a >= 0), k, country, asn_org, networks)
+    return _assemble(
+        t,
+        ips,
+        reason,
+        (k >= 0) & (a >= 0),
+        k,
+        country,
+        asn_org,
+        network_texts if networks else None,
+    )
 
 
 def _v4_integers(ips: list[str]) -> np.ndarray:
@@ -391,7 +405,7 @@ def _v4_integers(ips: list[str]) -> np.ndarray:
     return np.frombuffer(packed, dtype=">u4").astype(np.uint64)
 
 
-def _v6_rows(t: _Tables, ips: list[str]) -> _Found:
+def _v6_rows(t: _Tables, ips: list[str], *, networks: bool = True) -> _Found:
     """Canonical IPv6 text (as ``str(IPv6Address)`` writes it) outside ``::/64``; None for
     every other value and for an address before the first IPv6 network of either table
     (geoip2fast would then read an IPv4 entry: the per-address path decides)."""
@@ -420,7 +434,7 @@ def _v6_rows(t: _Tables, ips: list[str]) -> _Found:
     country = np.asarray(np.where(found, t.country[t.country_id6[kk]], t.not_found_country))
     asn_org = np.asarray(np.where(asn_in, t.asn_org[t.asn_id6[aa]], None))
 
-    def networks(ns: np.ndarray) -> list[str]:
+    def network_texts(ns: np.ndarray) -> list[str]:
         out = []
         for n in ns.tolist():
             first = struct.pack(">QQ", int(t.first6_hi[n]), int(t.first6_lo[n]))
@@ -428,8 +442,9 @@ def _v6_rows(t: _Tables, ips: list[str]) -> _Found:
         return out
 
     answered, values = _assemble(
-        t, [ips[i] for i in keep], reason, (k >= 0) & (a >= 0), k, country, asn_org, networks
-    )
+        t, [ips[i] for i in keep], reason, (k >= 0) & (a >= 0), k, country, asn_org,
+        network_texts if networks else None,
+    )  # fmt: skip
     at = np.asarray(keep, dtype=np.int64)
     mask = np.zeros(len(ips), dtype=bool)
     mask[at] = answered
@@ -481,17 +496,22 @@ def _assemble(
     k: np.ndarray,
     country: np.ndarray,
     asn_org: np.ndarray,
-    networks_of: Callable[[np.ndarray], list[str]],
+    networks_of: Callable[[np.ndarray], list[str]] | None,
 ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """The seven columns from those a table search gave, and which addresses they answer
-    (not where ``ok`` is false outside the special ranges: the per-address path decides)."""
+    (not where ``ok`` is false outside the special ranges: the per-address path decides);
+    the networks as text by ``networks_of``, or None for each without it."""
     special = reason != None  # noqa: E711 - elementwise
     answered = special | np.asarray(ok, dtype=bool)
     located = ~special & (country != None)  # noqa: E711
-    net = np.where(located, k, -1)
-    nets, net_codes = np.unique(net, return_inverse=True)
-    names = np.full(len(nets), None, dtype=object)
-    names[nets >= 0] = networks_of(nets[nets >= 0])
+    if networks_of is None:
+        network = np.full(len(ips), None, dtype=object)
+    else:
+        net = np.where(located, k, -1)
+        nets, net_codes = np.unique(net, return_inverse=True)
+        names = np.full(len(nets), None, dtype=object)
+        names[nets >= 0] = networks_of(nets[nets >= 0])
+        network = names[net_codes.reshape(-1)]
     used = ~special & (located | (asn_org != None))  # noqa: E711
     none = np.full(len(ips), None, dtype=object)
     return answered, (
@@ -499,7 +519,7 @@ def _assemble(
         _choose(located, country, None),
         none,
         _choose(special, None, asn_org),
-        names[net_codes.reshape(-1)],
+        network,
         _choose(special, reason, _choose(located, None, "not in the IP databases")),
         _choose(used, t.database, None),
     )

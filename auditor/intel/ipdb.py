@@ -296,19 +296,24 @@ class IpDatabase:
         """The facts of many addresses, each as a tuple of the :class:`IpFacts` fields."""
         return list(zip(*(c.tolist() for c in self.lookup_columns(ips)), strict=True))
 
-    def lookup_columns(self, ips: Sequence[str]) -> FactsColumns:
+    def lookup_columns(self, ips: Sequence[str], *, networks: bool = True) -> FactsColumns:
         """The facts of many addresses as columns (object arrays, one per :class:`IpFacts`
         field): the answers of :meth:`lookup`. With the bundled database alone, canonical
         IPv4 and IPv6 addresses are found together in its tables
         (:mod:`auditor.intel.bulkip`, numpy); a user ``.mmdb`` and every other value take
         the per-address path, and so do fewer than :data:`BULK_MIN_ADDRESSES` (the tables
-        cost about 170 MB and half a second to build, which a small capture never repays)."""
+        cost about 170 MB and half a second to build, which a small capture never repays).
+        ``networks=False`` leaves the ``network`` column None: an attribution never reads
+        it, and writing 100,000 networks as text costs a twentieth of a second."""
         if self._bundled and not self._mmdb and len(ips) >= BULK_MIN_ADDRESSES:
             from auditor.intel.bulkip import bundled_columns
 
-            return bundled_columns(ips, self._lookup_row)
+            return bundled_columns(ips, self._lookup_row, networks=networks)
         rows = [self._lookup_row(ip) for ip in ips]
-        return FactsColumns(*(_objects([r[j] for r in rows]) for j in range(7)))
+        cols = FactsColumns(*(_objects([r[j] for r in rows]) for j in range(7)))
+        if not networks:
+            cols.network[:] = None
+        return cols
 
     def _lookup_row(self, ip: str) -> FactsRow:
         f = self.lookup(ip)

@@ -695,14 +695,7 @@ class KnowledgeBase:
             if addr is not None:  # a flow named by its address: look the address up
                 return self.lookup(None, ip or str(addr), known=known if ip else None)
         if cache:  # a flow table asks for one name many times (annotate, then endpoints)
-            key = (host, cert, tuple(cnames))
-            named = self._named_cache.get(key)
-            if named is None:
-                named = self._named(host, cert, cnames, cache=True)
-                with self._lock:
-                    if len(self._named_cache) >= HOST_CACHE_LIMIT:
-                        self._named_cache.clear()
-                    self._named_cache[key] = named
+            named = self._named_cached(host, cert, cnames)
         else:
             named = self._named(host, cert, cnames, cache=False)
         if named is _INVALID:
@@ -728,6 +721,36 @@ class KnowledgeBase:
         return self._attribution(
             norm, facts.ip if facts else None, rungs, facts, note=note, shared=cache and not merged
         )
+
+    def knows_nothing_of(
+        self, host: str, cert: CertSubject | None = None, cnames: Sequence[str] = ()
+    ) -> bool:
+        """Whether :meth:`lookup` finds nothing of ``host`` and its evidence: no rung of the
+        knowledge base, the data sets or the user's intel, and no valid-name problem. Such
+        names are attributed alike at one address (apart from ``host`` and the lookalike
+        ``note``): the recipient unknown, the hosting and legal exposure the address's. Reads
+        the same cache as :meth:`lookup`, so a name a flow table looked up is not looked up
+        again. ``host`` is a name (an address written as a name is not one)."""
+        named = self._named_cached(host, cert, cnames)
+        if named is _INVALID:
+            return False
+        _norm, rungs, extra, hosting, witness, _note = named
+        return not (
+            extra or hosting or witness or rungs.recipient or rungs.hosting or rungs.witness
+            or rungs.labels or rungs.intel_sources or rungs.flagged or rungs.flag_note
+        )  # fmt: skip
+
+    def _named_cached(self, host: str, cert: CertSubject | None, cnames: Sequence[str]) -> _Named:
+        """:meth:`_named`, once per name and evidence."""
+        key = (host, cert, tuple(cnames))
+        named = self._named_cache.get(key)
+        if named is None:
+            named = self._named(host, cert, cnames, cache=True)
+            with self._lock:
+                if len(self._named_cache) >= HOST_CACHE_LIMIT:
+                    self._named_cache.clear()
+                self._named_cache[key] = named
+        return named
 
     def _named(
         self, host: str, cert: CertSubject | None, cnames: Sequence[str], *, cache: bool
@@ -1272,7 +1295,9 @@ class KnowledgeBase:
         own_ip[:] = [v if isinstance(v, str) and v else None for v in ip_col.tolist()]
         eff_ip = np.where(pd.isna(own_ip) & is_literal, literal, own_ip)
         ip_codes, ip_uniques = pd.factorize(eff_ip, use_na_sentinel=True)
-        facts = self.ipdb.lookup_columns([str(ip) for ip in ip_uniques])
+        # (the network is never read: attribution keys on the AS, its organisation, and
+        # the country)
+        facts = self.ipdb.lookup_columns([str(ip) for ip in ip_uniques], networks=False)
         row_sig = np.append(self._facts_codes(facts), -1)[ip_codes]  # no address: -1
         key_host = host_col.copy()
         key_host[is_literal] = None

@@ -128,6 +128,21 @@ def test_bulk_ip_facts_equal_the_per_address_lookup() -> None:
     assert [f for f, s in zip(fast, slow, strict=True) if f != s] == []
 
 
+def test_bulk_ip_facts_without_networks_are_the_same_facts() -> None:
+    """``networks=False`` (what attribution asks for) leaves the network out and nothing else,
+    on the bulk path and on the per-address one."""
+    rng = random.Random(6)
+    ips = [".".join(str(rng.randrange(256)) for _ in range(4)) for _ in range(3_000)]
+    ips += ["2a00:1450:4001::1", "::ffff:8.8.8.8", "10.0.0.1", "not an address", ""]
+    for some in (ips, ips[-8:]):  # the bulk path, then fewer than it takes
+        full = IpDatabase().lookup_columns(some)
+        bare = IpDatabase().lookup_columns(some, networks=False)
+        assert all(v is None for v in bare.network.tolist())
+        assert any(v is not None for v in full.network.tolist())
+        for field in ("ip", "country", "asn", "asn_org", "reason", "database"):
+            assert getattr(bare, field).tolist() == getattr(full, field).tolist(), field
+
+
 def test_many_addresses_give_the_reference_analysis(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -202,3 +217,37 @@ def test_text_ranks_of_arrow_text_equal_those_of_objects() -> None:
         assert arrow[2:] == plain[2:]
     assert out[0][3] == ["", "10", "9", "Z", "a", "b", "é"]
     assert out[0][2] == [5, -1, 4, 5, 6, 0, 4, -1, 3, 1, 2]
+
+
+def test_names_the_knowledge_base_knows_nothing_of_share_one_attribution() -> None:
+    """Endpoint groups of names nothing is known of are looked up once per address: each
+    row's attribution is still the one its own lookup gives, and a name the knowledge base
+    knows (or reaches through a CNAME) is never among them."""
+    import numpy as np
+
+    from auditor import columns
+    from auditor.intel.cache import load_index
+
+    kb = load_index()
+    unknown = ["r1.example1.com", "r2.example2.com", "x.nothing-known.example"]
+    assert all(kb.knows_nothing_of(h) for h in unknown)
+    assert not kb.knows_nothing_of("tracking.miui.com")
+    assert not kb.knows_nothing_of("r1.example1.com", cnames=["tracking.miui.com"])
+    assert not kb.knows_nothing_of("not a host name")
+    hosts = [unknown[0], "tracking.miui.com", unknown[1], unknown[2], unknown[0]]
+    ips = ["8.8.8.8", "8.8.8.8", "8.8.8.8", "8.8.8.8", "1.1.1.1"]
+    n = len(hosts)
+    evidence = {c: np.full(n, None, dtype=object) for c in columns.NAME_EVIDENCE_COLUMNS}
+    evidence[columns.CNAMES][3] = "x.nothing-known.example;tracking.miui.com"
+    got = engine._group_attributions(
+        kb, np.asarray(hosts, dtype=object), np.asarray(ips, dtype=object), evidence, np.arange(n)
+    )
+    assert got[0] is got[2]  # two unknown names at one address: one lookup, one JSON form
+    assert got[3] is not got[0] and got[4] is not got[0]  # a CNAME to a known name; elsewhere
+    for k in range(n):
+        cnames = [x for x in str(evidence[columns.CNAMES][k] or "").split(";") if x]
+        own = engine._row_json(kb.lookup(hosts[k], ips[k], cnames=cnames), {})
+        assert json.dumps(got[k], sort_keys=True, default=str) == json.dumps(
+            own, sort_keys=True, default=str
+        )
+    assert got[3]["organisation_name"] and not got[0]["organisation_name"]
