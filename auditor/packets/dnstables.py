@@ -244,6 +244,11 @@ class DnsTables:
         both = np.concatenate([self.texts, other.texts])
         codes, uniq = _factorize(both)
         mine, theirs = codes[: len(self.texts)], codes[len(self.texts) :]
+        size = sum(
+            a.nbytes for t in (self, other) for a in (t.rows, t.answers, t.answered, t.pairs)
+        )
+        if size >= _flush_bytes():  # a long capture's: merged into files, a piece at a time
+            return _merged_to_files(self, other, mine, theirs, uniq)
 
         def renumber(a: np.ndarray, table: np.ndarray, fields: tuple[str, ...]) -> np.ndarray:
             a = a.copy()
@@ -349,6 +354,129 @@ class DnsTables:
         """(address, time, name asked) of each address answers gave, in order."""
         t = self.texts.tolist()
         return [(t[a], ts, t[q]) for ts, a, q in self.answered.tolist()]
+
+
+_MERGE_ROWS: Final = 1 << 16  # records copied at a time by _merged_to_files
+
+
+def _renumbered(a: np.ndarray, table: np.ndarray, fields: tuple[str, ...]) -> np.ndarray:
+    """A copy of records ``a`` with the text numbers of ``fields`` looked up in ``table``
+    (-1 stays), or ``a`` itself when ``table`` numbers every text as it was."""
+    if not len(a) or not len(table) or _identity(table):
+        return a
+    a = a.copy()
+    for f in fields:
+        v = a[f]
+        a[f] = np.where(v >= 0, table[np.maximum(v, 0)], -1)
+    return a
+
+
+def _identity(table: np.ndarray) -> bool:
+    return bool((table == np.arange(len(table))).all())
+
+
+def _file_array(n: int, dtype: np.dtype) -> tuple[np.ndarray, IO[bytes] | None]:
+    """``n`` records in a new unnamed temporary file, mapped for writing (no map for none)."""
+    if not n:
+        return np.zeros(0, dtype=dtype), None
+    from auditor.packets.spilldir import spill_dir
+
+    fh = tempfile.TemporaryFile(dir=spill_dir())
+    try:
+        fh.truncate(n * dtype.itemsize)
+        mm = mmap.mmap(fh.fileno(), n * dtype.itemsize, access=mmap.ACCESS_WRITE)
+    except BaseException:
+        fh.close()
+        raise
+    return np.frombuffer(mm, dtype=dtype), fh
+
+
+def _let_go(*arrays: np.ndarray) -> None:
+    """Drop the pages of arrays mapped from files (read, or written to a shared map: the
+    file keeps what was written)."""
+    for a in arrays:
+        base: object = a
+        while isinstance(base, (np.ndarray, memoryview)):
+            base = base.base if isinstance(base, np.ndarray) else base.obj
+        if isinstance(base, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
+            base.madvise(mmap.MADV_DONTNEED)
+
+
+def _merged_to_files(
+    a: DnsTables, b: DnsTables, mine: np.ndarray, theirs: np.ndarray, uniq: np.ndarray
+) -> DnsTables:
+    """:meth:`DnsTables.merge` (the same tables) with the merged records written to unnamed
+    temporary files a piece at a time, then mapped: what it holds in memory is a few integers
+    per row and answer (where each goes), not the records. Rows in packet order, a's first
+    among equal packets (a sort of their packet numbers, stable); answers follow their rows,
+    in their order; what answers taught and the pairs: a's, then b's."""
+    n_a, n = len(a.rows), len(a.rows) + len(b.rows)
+    keys = np.concatenate([a.rows["packet"], b.rows["packet"]]).astype(np.int64)
+    order = np.argsort(keys, kind="stable")
+    del keys
+    position = np.empty(n, dtype=np.int64)  # each row's place in the merged rows
+    position[order] = np.arange(n)
+    del order
+    files: list[IO[bytes]] = []
+
+    def out(k: int, dtype: np.dtype) -> np.ndarray:
+        arr, fh = _file_array(k, dtype)
+        if fh is not None:
+            files.append(fh)
+        return arr
+
+    try:
+        rows = out(n, DNS_ROW)
+        for src, table, base in ((a.rows, mine, 0), (b.rows, theirs, n_a)):
+            for lo in range(0, len(src), _MERGE_ROWS):
+                piece = _renumbered(src[lo : lo + _MERGE_ROWS], table, ("qname",))
+                rows[position[base + lo : base + lo + len(piece)]] = piece
+                _let_go(src, rows)
+        # answers by their rows' new places, stably (each side's in its order)
+        new_row = np.concatenate(
+            [
+                position[a.answers["row"].astype(np.int64)],
+                position[b.answers["row"].astype(np.int64) + n_a],
+            ]
+        )
+        del position
+        order = np.argsort(new_row, kind="stable")
+        at = np.empty(len(order), dtype=np.int64)
+        at[order] = np.arange(len(order))
+        del order
+        answers = out(len(new_row), DNS_ANSWER)
+        start = 0
+        for src, table in ((a.answers, mine), (b.answers, theirs)):
+            for lo in range(0, len(src), _MERGE_ROWS):
+                chunk = src[lo : lo + _MERGE_ROWS]
+                piece = _renumbered(chunk, table, ("name", "value", "hints"))
+                if piece is chunk:  # (its row numbers change: a copy of its own)
+                    piece = chunk.copy()
+                piece["row"] = new_row[start + lo : start + lo + len(piece)]
+                answers[at[start + lo : start + lo + len(piece)]] = piece
+                _let_go(src, answers)
+            start += len(src)
+        del new_row, at
+        taught = {}
+        for name, dtype, fields in (
+            ("answered", DNS_ANSWERED, ("addr", "asked")),
+            ("pairs", DNS_PAIR, ("name", "addr")),
+        ):
+            dst = out(len(getattr(a, name)) + len(getattr(b, name)), dtype)
+            start = 0
+            for src, table in ((getattr(a, name), mine), (getattr(b, name), theirs)):
+                for lo in range(0, len(src), _MERGE_ROWS):
+                    piece = _renumbered(src[lo : lo + _MERGE_ROWS], table, fields)
+                    dst[start + lo : start + lo + len(piece)] = piece
+                    _let_go(src, dst)
+                start += len(src)
+            taught[name] = dst
+    finally:
+        for fh in files:
+            fh.close()  # each map keeps its file
+    for m in (rows, answers, *taught.values()):
+        m.flags.writeable = False
+    return DnsTables(uniq, rows, answers, taught["answered"], taught["pairs"])
 
 
 def _flush_bytes() -> int:

@@ -299,3 +299,58 @@ def test_a_bad_flush_setting_is_ignored(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv(FLUSH_ENV, "lots")
     store.flush()  # the default: far above what it holds
     assert store.held()
+
+
+def _same_tables(x: dnstables.DnsTables, y: dnstables.DnsTables) -> None:
+    assert list(x.texts) == list(y.texts)
+    for field in ("rows", "answers", "answered", "pairs"):
+        assert np.array_equal(getattr(x, field), getattr(y, field)), field
+
+
+def _merged_both_ways(
+    a: dnstables.DnsTables, b: dnstables.DnsTables, monkeypatch: pytest.MonkeyPatch
+) -> dnstables.DnsTables:
+    """a.merge(b) in memory and into files (pieces of 3 records): the same tables."""
+    monkeypatch.setenv(FLUSH_ENV, str(1 << 60))
+    memory = a.merge(b)
+    monkeypatch.setenv(FLUSH_ENV, "1")
+    monkeypatch.setattr(dnstables, "_MERGE_ROWS", 3)
+    files = a.merge(b)
+    _same_tables(memory, files)
+    if len(files.rows):
+        assert not files.rows.flags.writeable  # mapped from its file
+    return files
+
+
+def test_two_collectors_dns_merged_into_files_is_the_merge_in_memory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Messages handed in turns to two stores (packets interleaved, texts shared, answers
+    and questions of every kind), merged both ways, each way round."""
+    monkeypatch.setenv(SPILL_DIR_ENV, str(tmp_path))
+    rng = np.random.default_rng(7)
+    one, two = DnsStore(), DnsStore()
+    for k in range(300):
+        i = int(rng.integers(0, 40))
+        m = parse_dns(_message(i, int(rng.integers(0, 5))) if k % 7 else dns_query(k, "q.example"))
+        (one if rng.random() < 0.6 else two).add(m, k, 5_000 + k)
+    a, b = one.tables(), two.tables()
+    assert len(a.rows) > 50 and len(b.rows) > 50 and len(a.answers) and len(b.answers)
+    merged = _merged_both_ways(a, b, monkeypatch)
+    assert np.all(np.diff(merged.rows["packet"]) >= 0)
+    assert np.all(np.diff(merged.answers["row"]) >= 0)
+    _merged_both_ways(b, a, monkeypatch)
+    assert not list(tmp_path.iterdir())
+
+
+def test_real_captures_dns_merged_into_files_is_the_merge_in_memory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The DNS of the real captures with the most, two at a time (their packet numbers
+    overlap, as two collectors' of one read do not, which the stable order settles)."""
+    tables = [
+        F.read_capture(p, keep_packets=False, spill=False, workers=0).dns_tables
+        for p in WITH_DNS[:3]
+    ]
+    for a, b in ((tables[0], tables[1]), (tables[1], tables[2]), (tables[2], tables[0])):
+        _merged_both_ways(a, b, monkeypatch)
