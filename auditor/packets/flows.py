@@ -81,6 +81,7 @@ from auditor.packets.decode import Decoder, PacketBatch
 from auditor.packets.dns import DNS_RCODES, dns_type_name
 from auditor.packets.dnstables import DnsTables
 from auditor.packets.http1 import HTTP_HEAD_CAP
+from auditor.packets.nameresult import NameResult, merge_results
 from auditor.packets.pcapfile import (
     DEFAULT_CHUNK,
     CaptureReader,
@@ -1141,7 +1142,7 @@ class CaptureAnalyzer:
         sink: Callable[[pd.DataFrame], None],
         rows: int | None,
         apps: Sequence[str] | None,
-    ) -> names.NameResult:
+    ) -> NameResult:
         """The flow table, in pieces to ``sink``; returns what the name collectors found.
         Flows are numbered by their first packet (the compiled table hands out its ids in
         that order; the numpy one's are renumbered, ``_renumber``); the flows written out as
@@ -1209,7 +1210,7 @@ class CaptureAnalyzer:
         apps: Sequence[str] | None,
         live: dict[str, np.ndarray],
         n: int,
-    ) -> names.NameResult:
+    ) -> NameResult:
         """The table's pieces, one per piece of flows (:meth:`_raw_pieces`; flows written out
         come in the order they finished, each piece sorted by id), each flow's names, client
         side, certificate and DNS name looked up by its id. Categoricals carry every
@@ -1236,7 +1237,7 @@ class CaptureAnalyzer:
         found = self._collector.result()
         if self._worker is not None:
             try:
-                found = names.merge_results(self._worker.result(), found)
+                found = merge_results(self._worker.result(), found)
             finally:
                 self._worker.close()
         self.warnings.update(found.warnings)

@@ -36,7 +36,8 @@ try:
 except ImportError:  # not POSIX
     fcntl = None  # type: ignore[assignment]
 
-from auditor.packets.names import NameCollector, NameJob, NameResult
+from auditor.packets.nameresult import NameResult
+from auditor.packets.names import NameCollector, NameJob
 from auditor.packets.spilldir import spill_dir
 
 

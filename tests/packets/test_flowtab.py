@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from auditor.packets import flows as F
 from auditor.packets import namekinds
+from auditor.packets import nameresult as R
 from auditor.packets import names as N
 from auditor.packets.decode import Decoder
 from auditor.packets.dnstables import DnsStore, DnsTables
@@ -293,7 +294,7 @@ def test_udp_dns_parsed_here_or_in_the_worker_gives_the_same_tables(
 
 
 def test_merged_dns_rows_are_in_packet_order() -> None:
-    def result(rows: list[tuple[int, int, bool, int, str, int, str]]) -> N.NameResult:
+    def result(rows: list[tuple[int, int, bool, int, str, int, str]]) -> R.NameResult:
         store = DnsStore()
         for k, (packet, ident, response, rcode, qname, qtype, answer) in enumerate(rows):
             store.rows += struct.pack(
@@ -302,7 +303,7 @@ def test_merged_dns_rows_are_in_packet_order() -> None:
             if answer:  # one A record under the row, to see it follow its row
                 name, value = store.text_id(qname), store.text_id(answer)
                 store.answers += struct.pack("<qqiiii", k, 60, name, 1, value, -1)
-        return N.NameResult({}, N.hint_arrays({}), store.tables(), {}, {})
+        return R.NameResult({}, R.hint_arrays({}), store.tables(), {}, {})
 
     a = [(0, 1, False, 0, "a", 1, ""), (3, 2, False, 0, "b", 1, ""), (3, 2, False, 0, "c", 28, "")]
     b = [
@@ -310,7 +311,7 @@ def test_merged_dns_rows_are_in_packet_order() -> None:
         (2, 6, True, 3, "e", 1, ""),
         (7, 7, True, 0, "f", 1, "192.0.2.7"),
     ]
-    rows = N.merge_results(result(a), result(b), result([])).dns.python_rows()
+    rows = R.merge_results(result(a), result(b), result([])).dns.python_rows()
     assert [r[0] for r in rows] == [0, 1, 2, 3, 3, 7]
     assert [r[4] for r in rows] == ["a", "d", "e", "b", "c", "f"]  # a packet's rows in order
     assert [(r[4], [x.value for x in r[6]]) for r in rows if r[6]] == [
@@ -343,14 +344,14 @@ def test_merged_names_and_client_sides_are_what_dict_updates_gave() -> None:
 
     def result(
         names: dict[str, dict[int, str | list[str]]], hints: dict[int, tuple[int, int]]
-    ) -> N.NameResult:
-        return N.NameResult(N.name_columns(names), N.hint_arrays(hints), DnsTables.empty(), {}, {})
+    ) -> R.NameResult:
+        return R.NameResult(R.name_columns(names), R.hint_arrays(hints), DnsTables.empty(), {}, {})
 
     a = result({"sni": {1: "a.example", 2: ["b", "c"]}, "alpn": {1: "h2"}},
                {1: (5, 0), 2: (9, 1), 3: (4, 1)})  # fmt: skip
     b = result({"sni": {1: "z.example"}, "http_host": {4: "d"}},
                {1: (7, 1), 3: (4, 0), 4: (2, 0)})  # fmt: skip
-    m = N.merge_results(a, b)
+    m = R.merge_results(a, b)
     got = {k: sorted(zip(*(x.tolist() for x in c), strict=True)) for k, c in m.names.items()}
     assert got == {
         "sni": [(1, "z.example", "z.example"), (2, "b;c", "b")],
