@@ -11,6 +11,7 @@ import struct
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from auditor.packets.flows import CaptureResult
 from auditor.packets.quic import QUIC_V1
 from tests.packets.quic_encode import crypto_frame, seal_initial
 
@@ -295,3 +296,14 @@ def quic_initials(
         seal_initial(dcid, scid, version, pn, crypto_frame(off, data) + b"\x01")
         for pn, (off, data) in enumerate(chunks)
     ][::-1]
+
+
+def same_read(a: CaptureResult, b: CaptureResult) -> None:
+    """Two reads of one capture gave the same tables, answers, names, warnings and counts."""
+    import pandas as pd
+
+    pd.testing.assert_frame_equal(a.flows, b.flows)
+    pd.testing.assert_frame_equal(a.dns, b.dns)
+    pd.testing.assert_frame_equal(a.dns_answers, b.dns_answers)
+    assert a.names == b.names
+    assert a.warnings == b.warnings and a.counts == b.counts

@@ -22,7 +22,7 @@ from auditor.packets.dnstables import DNS_ANSWER, FLUSH_ENV, DnsStore
 from auditor.packets.pcapfile import PcapError
 from auditor.packets.spill import SPILL_DIR_ENV
 from tests.conftest import SHARED_CAPTURES
-from tests.packets.helpers import dns_name, dns_query, dns_response, rr
+from tests.packets.helpers import dns_name, dns_query, dns_response, rr, same_read
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -47,16 +47,6 @@ def _with_dns() -> list[Path]:
 WITH_DNS = _with_dns()
 
 
-def _same(a: F.CaptureResult, b: F.CaptureResult) -> None:
-    import pandas as pd
-
-    pd.testing.assert_frame_equal(a.flows, b.flows)
-    pd.testing.assert_frame_equal(a.dns, b.dns)
-    pd.testing.assert_frame_equal(a.dns_answers, b.dns_answers)
-    assert a.names == b.names
-    assert a.warnings == b.warnings and a.counts == b.counts
-
-
 def test_there_are_real_captures_with_dns() -> None:
     assert len(WITH_DNS) >= 3
 
@@ -73,7 +63,7 @@ def test_dns_records_flushed_after_every_job_give_the_same_tables(
     monkeypatch.setenv(FLUSH_ENV, "1")
     monkeypatch.setenv(SPILL_DIR_ENV, str(tmp_path))
     flushed = F.read_capture(path, keep_packets=False, spill=True, workers=workers)
-    _same(kept, flushed)
+    same_read(kept, flushed)
     assert not list(tmp_path.iterdir())
 
 

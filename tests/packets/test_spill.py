@@ -28,6 +28,7 @@ from tests.packets.helpers import (
     ipv4,
     pcap,
     rr,
+    same_read,
     tcp,
     tls_records,
     udp,
@@ -61,14 +62,6 @@ def _chosen() -> list[Path]:
 CHOSEN = _chosen()
 
 
-def _same(a: F.CaptureResult, b: F.CaptureResult) -> None:
-    pd.testing.assert_frame_equal(a.flows, b.flows)
-    pd.testing.assert_frame_equal(a.dns, b.dns)
-    pd.testing.assert_frame_equal(a.dns_answers, b.dns_answers)
-    assert a.names == b.names
-    assert a.warnings == b.warnings and a.counts == b.counts
-
-
 @pytest.mark.parametrize("path", CHOSEN, ids=lambda p: p.name)
 def test_a_spilled_read_gives_the_tables_of_a_read_in_memory(
     path: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
@@ -83,7 +76,7 @@ def test_a_spilled_read_gives_the_tables_of_a_read_in_memory(
     assert isinstance(spilled.flow_table, FrameSpill)
     assert spilled.flow_table.rows == len(memory.flows)
     assert spilled.flow_table.pieces_written >= max(1, -(-len(memory.flows) // 3))
-    _same(memory, spilled)
+    same_read(memory, spilled)
     # piece by piece, a piece's worth at a time: in the order the flows finished, each piece
     # sorted by flow id, with every category a column could have
     pieces = list(spilled.flow_pieces())
@@ -117,7 +110,7 @@ def test_a_large_file_is_spilled_by_default_and_a_small_one_is_not(
     monkeypatch.setattr(F, "WORKER_MIN_BYTES", 1 << 62)  # the threshold of the spill alone
     r = F.read_capture(small, keep_packets=False)
     assert r.spilled
-    _same(F.read_capture(small, keep_packets=False, spill=False), r)
+    same_read(F.read_capture(small, keep_packets=False, spill=False), r)
 
 
 def test_the_name_worker_s_arrays_come_back_whole(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -127,7 +120,7 @@ def test_the_name_worker_s_arrays_come_back_whole(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(F, "SPILL_ROWS", 4)
     with_worker = F.read_capture(path, keep_packets=False, workers=1, spill=True)
     without = F.read_capture(path, keep_packets=False, workers=0, spill=False)
-    _same(without, with_worker)
+    same_read(without, with_worker)
     assert len(with_worker.dns_tables.answers) == len(without.dns_tables.answers) > 0
 
 
@@ -384,7 +377,7 @@ def test_a_clienthello_finished_by_a_late_packet_names_its_flow(workers: int) ->
     spilled = F.read_capture(
         io.BytesIO(data), keep_packets=False, spill=True, workers=workers, chunk_size=8192
     )
-    _same(kept, spilled)
+    same_read(kept, spilled)
     tls = spilled.flows[spilled.flows[F.SERVER_PORT] == 443]
     assert tls[F.SNI].tolist() == ["split.example"]
     assert not spilled.warnings
@@ -512,7 +505,7 @@ def test_the_worker_s_arrays_kept_in_files_give_the_same_tables(
     path = CHOSEN[0]
     with_worker = F.read_capture(path, keep_packets=False, workers=1, spill=True)
     without = F.read_capture(path, keep_packets=False, workers=0, spill=False)
-    _same(without, with_worker)
+    same_read(without, with_worker)
     assert not list(tmp_path.iterdir())
     assert len(mapped) >= 4 and sum(mapped) >= with_worker.dns_tables.rows.nbytes > 0
 
