@@ -26,6 +26,7 @@ from auditor.analysis.escape import html_text, md_text
 from auditor.analysis.report import html_report, markdown, write_report
 from auditor.analysis.report.story import UNKNOWN, build_story, device_text, severity_rank
 from tests.conftest import free_port
+from tests.origin import QuietHandler
 
 from .report_material import REAL, analyse, evil_strings, hostile
 
@@ -126,16 +127,13 @@ def _hostile_doc(leak: str) -> tuple[dict, pd.DataFrame]:
     return doc, flows
 
 
-class _Recorder(http.server.BaseHTTPRequestHandler):
+class _Recorder(QuietHandler):
     hits: ClassVar[list[str]] = []
 
     def do_GET(self) -> None:
         _Recorder.hits.append(self.path)
         self.send_response(204)
         self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        return None
 
 
 def test_static_html_has_no_live_markup(tmp_path: Path) -> None:

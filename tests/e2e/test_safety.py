@@ -57,6 +57,7 @@ from auditor.records import (
 from auditor.session import SessionWriter
 from tests.conftest import free_port
 from tests.e2e.conftest import WorldFactory
+from tests.origin import QuietHandler
 
 pytestmark = pytest.mark.e2e
 
@@ -94,7 +95,7 @@ class _Canary(http.server.ThreadingHTTPServer):
         return f"http://127.0.0.1:{self.server_address[1]}"
 
 
-class _CanaryHandler(http.server.BaseHTTPRequestHandler):
+class _CanaryHandler(QuietHandler):
     server: _Canary
 
     def _hit(self) -> None:
@@ -103,9 +104,6 @@ class _CanaryHandler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
 
     do_GET = do_POST = do_HEAD = do_OPTIONS = _hit
-
-    def log_message(self, *args: object) -> None:
-        return None
 
 
 @pytest.fixture(scope="module")
