@@ -319,13 +319,13 @@ def _finish(w: Worker) -> None:
 
 def _port_taken(w: Worker) -> bool:
     """The audit ended before it began because its mitmdump found its proxy port taken."""
-    from auditor.proxy.capture import PORT_IN_USE
+    from auditor.campaign.worker import PORT_TAKEN
 
     try:
         r = jsonio.load(w.result_path, "an audit's result", expect=dict)
     except (OSError, ValueError):
         return False
-    return r.get("session") is None and PORT_IN_USE in str(r.get("outcome_error") or "")
+    return r.get("session") is None and r.get("error_kind") == PORT_TAKEN
 
 
 def _port_notes(w: Worker, folder: Path) -> list[str]:

@@ -72,6 +72,26 @@ class _Progress:
         )
 
 
+#: ``error_kind`` in result.json of an audit whose mitmdump found its proxy port taken by
+#: another program (the campaign starts it again on another port)
+PORT_TAKEN = "proxy-port-taken"
+
+
+def error_kind(exc: BaseException) -> str | None:
+    """What kind of error ended an audit before it began, for the campaign to act on
+    (None: one it has nothing to do about). The error or what caused it is looked at."""
+    from auditor.proxy.capture import ProxyPortInUse
+
+    seen: BaseException | None = exc
+    for _ in range(8):  # (a chain of causes, bounded)
+        if seen is None:
+            break
+        if isinstance(seen, ProxyPortInUse):
+            return PORT_TAKEN
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m auditor.campaign.worker")
     ap.add_argument("--serial", required=True)
@@ -122,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         write_result(args.result, result)
         return 130
     except AuditorError as exc:
-        result.update(outcome_error=str(exc), session=None)
+        result.update(outcome_error=str(exc), error_kind=error_kind(exc), session=None)
         write_result(args.result, result)
         _say("error", message=str(exc))
         return 1

@@ -111,8 +111,8 @@ class ProxyPortInUse(CaptureError):
     """mitmdump could not listen: another process holds its port."""
 
 
-# the words that end ProxyPortInUse's message: what a campaign looks for in an audit's error
-# (the audit runs in a process of its own, so the text is all that reaches it)
+# the words that end ProxyPortInUse's message (a campaign's audit process reports the error
+# itself as an ``error_kind`` in its result.json: campaign.worker.error_kind)
 PORT_IN_USE = "the port is taken by another process"
 
 
