@@ -714,6 +714,7 @@ class IfaceSniffer(_Capture):
             ) from None
         except Exception as exc:  # noqa: BLE001 - scapy raises OSError or Scapy_Exception
             raise CaptureError(f"cannot capture on {self.iface} ({self.bpf!r}): {exc}") from None
+        self._discard_before_filter()
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._rotate()
         self._sniffer = AsyncSniffer(opened_socket=self._sock, prn=self._on_packet, store=False)
@@ -785,6 +786,26 @@ class IfaceSniffer(_Capture):
         self._size += len(data)
         self._count(1, len(pkt))
 
+    def _discard_before_filter(self) -> None:
+        """Let go of what the kernel queued, and of the drops it counted, between the socket's
+        opening and its filter taking effect: every packet of the interface then, not the
+        capture's (on a busy host, enough to fill the queue and count as drops). libpcap does
+        the same at its start. Reading the kernel's counters resets them."""
+        ins = getattr(self._sock, "ins", None)
+        if not isinstance(ins, socket.socket):
+            return
+        timeout = ins.gettimeout()
+        ins.setblocking(False)
+        try:
+            for _ in range(_DRAIN_MAX):
+                try:
+                    ins.recv(1 << 16)
+                except OSError:  # (BlockingIOError: nothing more is queued)
+                    break
+        finally:
+            ins.settimeout(timeout)
+        self._kernel_drops()
+
     def _kernel_drops(self) -> int:
         ins = getattr(self._sock, "ins", None)
         if not isinstance(ins, socket.socket):
@@ -817,6 +838,7 @@ class IfaceSniffer(_Capture):
         return self.stats
 
 
+_DRAIN_MAX = 1 << 16  # packets queued before the filter, at most, read and let go at start
 SOL_PACKET = 263
 PACKET_STATISTICS = 6
 

@@ -361,6 +361,37 @@ def _the_five(path: Path) -> None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="packet sockets need root")
+def test_what_came_before_the_filter_is_not_the_capture_s(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race of every packet capture's start, made to happen: the socket opens and, before
+    its filter takes effect, other traffic fills its queue (a tiny receive buffer: the kernel
+    counts drops). The capture keeps neither those packets nor their drops: only the five
+    datagrams sent to it after it started (on a busy test machine this failed as dropped=71)."""
+    from scapy.arch.linux import attach_filter
+    from scapy.config import conf
+
+    real = conf.L2socket
+
+    def racing(iface: str, filter: str | None = None) -> object:
+        sock = real(iface=iface)  # no filter yet: everything on the interface is queued
+        sock.ins.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:
+            for _ in range(200):  # other traffic, to a port nobody listens on
+                other.sendto(b"x" * 1000, ("127.0.0.1", 9))
+        time.sleep(0.1)
+        attach_filter(sock.ins, filter, iface)
+        return sock
+
+    monkeypatch.setattr(conf, "L2socket", racing)
+    with _five_datagrams_sniffed(tmp_path) as (sniffer, _, _):
+        time.sleep(0.2)
+    stats = sniffer.stats
+    assert stats.packets == 5 and stats.dropped == 0, stats
+    _the_five(tmp_path / stats.files[0])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="packet sockets need root")
 def test_iface_sniffer_on_loopback(tmp_path: Path):
     with _five_datagrams_sniffed(tmp_path) as (sniffer, _, _):
         time.sleep(0.2)
