@@ -14,6 +14,7 @@ from typing import IO, Any, Final
 import numpy as np
 
 from auditor.packets.dns import TYPE_A, TYPE_AAAA, TYPE_CNAME, DnsMessage, DnsResource
+from auditor.packets.spilldir import drop_pages, spill_dir
 
 # DNS as a collector keeps it: packed records of the dtypes below, and the texts (names,
 # addresses) they refer to by number, each distinct text kept once: a capture asks for the
@@ -118,8 +119,6 @@ class DnsStore:
         if self.held() < max(at_least, 1):
             return
         if not self._files:
-            from auditor.packets.spilldir import spill_dir
-
             for k in _RECORDS:
                 self._files[k] = tempfile.TemporaryFile(dir=spill_dir())
         if self._rows_out and self.answers:
@@ -379,8 +378,6 @@ def _file_array(n: int, dtype: np.dtype) -> tuple[np.ndarray, IO[bytes] | None]:
     """``n`` records in a new unnamed temporary file, mapped for writing (no map for none)."""
     if not n:
         return np.zeros(0, dtype=dtype), None
-    from auditor.packets.spilldir import spill_dir
-
     fh = tempfile.TemporaryFile(dir=spill_dir())
     try:
         fh.truncate(n * dtype.itemsize)
@@ -389,17 +386,6 @@ def _file_array(n: int, dtype: np.dtype) -> tuple[np.ndarray, IO[bytes] | None]:
         fh.close()
         raise
     return np.frombuffer(mm, dtype=dtype), fh
-
-
-def _let_go(*arrays: np.ndarray) -> None:
-    """Drop the pages of arrays mapped from files (read, or written to a shared map: the
-    file keeps what was written)."""
-    for a in arrays:
-        base: object = a
-        while isinstance(base, (np.ndarray, memoryview)):
-            base = base.base if isinstance(base, np.ndarray) else base.obj
-        if isinstance(base, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
-            base.madvise(mmap.MADV_DONTNEED)
 
 
 def _merged_to_files(
@@ -431,7 +417,7 @@ def _merged_to_files(
             for lo in range(0, len(src), _MERGE_ROWS):
                 piece = _renumbered(src[lo : lo + _MERGE_ROWS], table, ("qname",))
                 rows[position[base + lo : base + lo + len(piece)]] = piece
-                _let_go(src, rows)
+                drop_pages(src, rows)
         # answers by their rows' new places, stably (each side's in its order)
         new_row = np.concatenate(
             [
@@ -454,7 +440,7 @@ def _merged_to_files(
                     piece = chunk.copy()
                 piece["row"] = new_row[start + lo : start + lo + len(piece)]
                 answers[at[start + lo : start + lo + len(piece)]] = piece
-                _let_go(src, answers)
+                drop_pages(src, answers)
             start += len(src)
         del new_row, at
         taught = {}
@@ -468,7 +454,7 @@ def _merged_to_files(
                 for lo in range(0, len(src), _MERGE_ROWS):
                     piece = _renumbered(src[lo : lo + _MERGE_ROWS], table, fields)
                     dst[start + lo : start + lo + len(piece)] = piece
-                    _let_go(src, dst)
+                    drop_pages(src, dst)
                 start += len(src)
             taught[name] = dst
     finally:

@@ -90,8 +90,8 @@ from auditor.packets.pcapfile import (
     window,
 )
 from auditor.packets.spill import FrameSpill, tidy
-from auditor.packets.spilldir import spill_full
-from auditor.packets.workerpipe import NameWorker, drop_pages
+from auditor.packets.spilldir import drop_pages, spill_full
+from auditor.packets.workerpipe import NameWorker
 
 _flowtab: ModuleType | None = load("_flowtab")  # else numpy does the same
 FLOW_TABLE: Final = "numpy" if _flowtab is None else "compiled"

@@ -1,12 +1,16 @@
-"""Where a read writes what it keeps on disk (see :mod:`auditor.packets.spill`): its own
-module, with no heavy imports, for the name worker's pipe too."""
+"""Where a read writes what it keeps on disk (see :mod:`auditor.packets.spill`), what a full
+disk there is said as, and letting the pages of files mapped from there go: its own module,
+with no import beyond numpy, for the name worker's pipe and the DNS records too."""
 
 from __future__ import annotations
 
 import errno
+import mmap
 import os
 import tempfile
 from typing import Final
+
+import numpy as np
 
 #: Where the files go: ``AUDITOR_SPILL_DIR`` when set, else the system's temporary folder
 SPILL_DIR_ENV: Final = "AUDITOR_SPILL_DIR"
@@ -36,3 +40,16 @@ def spill_full(exc: OSError) -> OSError:
     if isinstance(exc, SpillFull) or exc.errno not in DISK_FULL_ERRNOS:
         return exc
     return SpillFull(exc)
+
+
+def drop_pages(*arrays: object) -> None:
+    """Let the pages of the files these arrays are mapped from go from this process's memory
+    (``madvise(MADV_DONTNEED)``): a read-only map reads them again from the file when next
+    used, and a shared map written to keeps what was written in the file. Arrays of memory of
+    their own are left alone; views find the map they view."""
+    for a in arrays:
+        base = a
+        while isinstance(base, (np.ndarray, memoryview)):
+            base = base.base if isinstance(base, np.ndarray) else base.obj
+        if isinstance(base, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
+            base.madvise(mmap.MADV_DONTNEED)

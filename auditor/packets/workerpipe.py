@@ -29,8 +29,6 @@ import tempfile
 import threading
 from typing import IO, Final
 
-import numpy as np
-
 try:
     import fcntl
 except ImportError:  # not POSIX
@@ -38,7 +36,7 @@ except ImportError:  # not POSIX
 
 from auditor.packets.nameresult import NameResult
 from auditor.packets.names import NameCollector, NameJob
-from auditor.packets.spilldir import spill_dir
+from auditor.packets.spilldir import drop_pages, spill_dir
 
 
 def read_frame(stream: IO[bytes]) -> bytes | None:
@@ -63,7 +61,7 @@ def read_frame_into(
     """A frame read into a buffer of its own (no copy of it is made: numpy arrays unpickled
     from it keep it as their memory). One of ``file_from`` bytes or more is written to an
     unnamed temporary file (``spilldir``) and mapped read-only (arrays made from it are
-    read-only): its pages are the file's, which :func:`drop_pages` can let go."""
+    read-only): its pages are the file's, which ``spilldir.drop_pages`` can let go."""
     head = stream.read(8)
     if len(head) < 8:
         return None
@@ -88,18 +86,6 @@ def read_frame_into(
             return None
         got += n
     return buf
-
-
-def drop_pages(*arrays: object) -> None:
-    """Let the pages of the files these arrays are mapped from (see :func:`read_frame_into`)
-    go from this process's memory: they are read again from the file when next used. Arrays
-    of memory of their own are left alone."""
-    for a in arrays:
-        base = a
-        while isinstance(base, (np.ndarray, memoryview)):  # views, then what they view
-            base = base.base if isinstance(base, np.ndarray) else base.obj
-        if isinstance(base, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
-            base.madvise(mmap.MADV_DONTNEED)
 
 
 def write_frame(stream: IO[bytes], data: bytes | memoryview) -> None:

@@ -1,6 +1,6 @@
 """What keeps a long read's memory from growing with its flows and DNS: the name collectors'
 DNS records flushed to files between jobs (``dnstables.DnsStore.flush``), the pages of files
-the read maps let go once read (``workerpipe.drop_pages``), and the C heap's free pages given
+the read maps let go once read (``spilldir.drop_pages``), and the C heap's free pages given
 back between stages (``auditor.heaptrim``). On the real captures with the most DNS, in this
 process and in the name worker, the tables are those of a read that keeps everything in
 memory."""
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from auditor import heaptrim
-from auditor.packets import dnstables, workerpipe
+from auditor.packets import dnstables, spilldir, workerpipe
 from auditor.packets import flows as F
 from auditor.packets.dns import parse_dns
 from auditor.packets.dnstables import DNS_ANSWER, FLUSH_ENV, DnsStore
@@ -140,11 +140,11 @@ def test_pages_of_a_mapped_array_are_let_go_and_read_again(tmp_path: Path) -> No
     total = int(arr.sum())
     touched = _rss_file_kib()
     assert touched - before > 48 << 10  # most of its 64 MiB now counts
-    workerpipe.drop_pages(arr[::2])  # a view finds the map too
+    spilldir.drop_pages(arr[::2])  # a view finds the map too
     dropped = _rss_file_kib()
     assert touched - dropped > 48 << 10
     assert int(arr.sum()) == total == int(values.sum())
-    workerpipe.drop_pages(values, None, b"")  # memory of its own: left alone
+    spilldir.drop_pages(values, None, b"")  # memory of its own: left alone
     assert int(values[-1]) == (8 << 20) - 1
 
 
