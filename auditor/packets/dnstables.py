@@ -246,44 +246,34 @@ class DnsTables:
         size = sum(
             a.nbytes for t in (self, other) for a in (t.rows, t.answers, t.answered, t.pairs)
         )
+        mine_or_none = None if _identity(mine) else mine  # (the usual case: mine first)
+        theirs_or_none = None if _identity(theirs) else theirs
         if size >= _flush_bytes():  # a long capture's: merged into files, a piece at a time
-            return _merged_to_files(self, other, mine, theirs, uniq)
+            return _merged_to_files(self, other, mine_or_none, theirs_or_none, uniq)
 
-        def renumber(a: np.ndarray, table: np.ndarray, fields: tuple[str, ...]) -> np.ndarray:
-            a = a.copy()
-            for f in fields:
-                v = a[f]
-                a[f] = np.where(v >= 0, table[np.maximum(v, 0)], -1) if len(table) else v
-            return a
+        def both_sides(name: str, fields: tuple[str, ...]) -> np.ndarray:
+            """Self's records then other's, their texts numbered again (a new array)."""
+            return np.concatenate(
+                [
+                    _renumbered(getattr(self, name), mine_or_none, fields),
+                    _renumbered(getattr(other, name), theirs_or_none, fields),
+                ]
+            )
 
-        rows = np.concatenate(
-            [renumber(self.rows, mine, ("qname",)), renumber(other.rows, theirs, ("qname",))]
-        )
+        rows = both_sides("rows", ("qname",))
         order = np.argsort(rows["packet"], kind="stable")
         position = np.empty(len(order), dtype=np.int64)
         position[order] = np.arange(len(order))
-        a = renumber(self.answers, mine, ("name", "value", "hints"))
-        b = renumber(other.answers, theirs, ("name", "value", "hints"))
-        b["row"] += len(self.rows)
-        answers = np.concatenate([a, b])
+        answers = both_sides("answers", ("name", "value", "hints"))
+        answers["row"][len(self.answers) :] += len(self.rows)
         answers["row"] = position[answers["row"]]
         answers = answers[np.argsort(answers["row"], kind="stable")]
         return DnsTables(
             uniq,
             rows[order],
             answers,
-            np.concatenate(
-                [
-                    renumber(self.answered, mine, ("addr", "asked")),
-                    renumber(other.answered, theirs, ("addr", "asked")),
-                ]
-            ),
-            np.concatenate(
-                [
-                    renumber(self.pairs, mine, ("name", "addr")),
-                    renumber(other.pairs, theirs, ("name", "addr")),
-                ]
-            ),
+            both_sides("answered", ("addr", "asked")),
+            both_sides("pairs", ("name", "addr")),
         )
 
     def name_addrs(self) -> dict[str, tuple[str, ...]]:
@@ -358,10 +348,10 @@ class DnsTables:
 _MERGE_ROWS: Final = 1 << 16  # records copied at a time by _merged_to_files
 
 
-def _renumbered(a: np.ndarray, table: np.ndarray, fields: tuple[str, ...]) -> np.ndarray:
+def _renumbered(a: np.ndarray, table: np.ndarray | None, fields: tuple[str, ...]) -> np.ndarray:
     """A copy of records ``a`` with the text numbers of ``fields`` looked up in ``table``
-    (-1 stays), or ``a`` itself when ``table`` numbers every text as it was."""
-    if not len(a) or not len(table) or _identity(table):
+    (-1 stays), or ``a`` itself when ``table`` is None (every text numbered as it was)."""
+    if table is None or not len(a) or not len(table):
         return a
     a = a.copy()
     for f in fields:
@@ -389,7 +379,11 @@ def _file_array(n: int, dtype: np.dtype) -> tuple[np.ndarray, IO[bytes] | None]:
 
 
 def _merged_to_files(
-    a: DnsTables, b: DnsTables, mine: np.ndarray, theirs: np.ndarray, uniq: np.ndarray
+    a: DnsTables,
+    b: DnsTables,
+    mine: np.ndarray | None,
+    theirs: np.ndarray | None,
+    uniq: np.ndarray,
 ) -> DnsTables:
     """:meth:`DnsTables.merge` (the same tables) with the merged records written to unnamed
     temporary files a piece at a time, then mapped: what it holds in memory is a few integers
