@@ -1660,24 +1660,13 @@ def _orientation(
     return client, evidence
 
 
-def _dns_names(
-    found: DnsTables,
-    texts: np.ndarray | pd.Index,
-    server: np.ndarray,
-    first_ns: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """For each flow (its server's code into ``texts`` and its first time), the name asked
-    of the last DNS answer that gave the server's address at or before that time (of several
-    at the same time, the greatest name): the rows that have one (ascending), and the names.
-    ``texts`` may be a ``pd.Index`` whose hash table is built already."""
-    table = texts if isinstance(texts, pd.Index) else pd.Index(texts, dtype=object)
-    return _DnsNamer(found, table).lookup(server, first_ns)
-
-
 class _DnsNamer:
-    """:func:`_dns_names` for flows given a few at a time: the answers sorted once, by
-    address and time, one per (address, time), then each flow's found by a binary search
-    (the key: the address's code, then the rank of the time among the answers' times)."""
+    """For flows given a few at a time (their servers' codes into the address texts and their
+    first times), the name asked of the last DNS answer that gave the server's address at or
+    before that time (of several at the same time, the greatest name): the answers sorted
+    once, by address and time, one per (address, time), then each flow's found by a binary
+    search (the key: the address's code, then the rank of the time among the answers'
+    times)."""
 
     def __init__(self, found: DnsTables, table: pd.Index | np.ndarray) -> None:
         self._texts = found.texts

@@ -47,15 +47,6 @@ def name_columns(names: dict[str, dict[int, str | list[str]]]) -> dict[str, Name
     return out
 
 
-def hint_arrays(hints: dict[int, tuple[int, int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    n = len(hints)
-    return (
-        np.fromiter(hints.keys(), np.int64, n),
-        np.fromiter((h[0] for h in hints.values()), np.int64, n),
-        np.fromiter((h[1] for h in hints.values()), np.int64, n),
-    )
-
-
 def _objects(values: list[str]) -> np.ndarray:
     out = np.empty(len(values), dtype=object)
     out[:] = values

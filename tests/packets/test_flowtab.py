@@ -249,7 +249,7 @@ def test_dns_names_of_flows(
     store = DnsStore()
     for a, ts, name in flat:
         store.answered += struct.pack("<qii", ts, store.text_id(a), store.text_id(name))
-    rows, found = F._dns_names(store.tables(), texts, server, first)
+    rows, found = F._DnsNamer(store.tables(), texts).lookup(server, first)
     got = dict(zip(rows.tolist(), found.tolist(), strict=True))
     assert got == _dns_names_by_loop(addr_names, [ip for ip, _ in flows], first.tolist())
 
@@ -303,7 +303,7 @@ def test_merged_dns_rows_are_in_packet_order() -> None:
             if answer:  # one A record under the row, to see it follow its row
                 name, value = store.text_id(qname), store.text_id(answer)
                 store.answers += struct.pack("<qqiiii", k, 60, name, 1, value, -1)
-        return R.NameResult({}, R.hint_arrays({}), store.tables(), {}, {})
+        return R.NameResult({}, _hint_arrays({}), store.tables(), {}, {})
 
     a = [(0, 1, False, 0, "a", 1, ""), (3, 2, False, 0, "b", 1, ""), (3, 2, False, 0, "c", 28, "")]
     b = [
@@ -345,7 +345,7 @@ def test_merged_names_and_client_sides_are_what_dict_updates_gave() -> None:
     def result(
         names: dict[str, dict[int, str | list[str]]], hints: dict[int, tuple[int, int]]
     ) -> R.NameResult:
-        return R.NameResult(R.name_columns(names), R.hint_arrays(hints), DnsTables.empty(), {}, {})
+        return R.NameResult(R.name_columns(names), _hint_arrays(hints), DnsTables.empty(), {}, {})
 
     a = result({"sni": {1: "a.example", 2: ["b", "c"]}, "alpn": {1: "h2"}},
                {1: (5, 0), 2: (9, 1), 3: (4, 1)})  # fmt: skip
@@ -361,3 +361,15 @@ def test_merged_names_and_client_sides_are_what_dict_updates_gave() -> None:
     assert sorted(zip(*(x.tolist() for x in m.hints), strict=True)) == [
         (1, 5, 0), (2, 9, 1), (3, 4, 0), (4, 2, 0)
     ]  # fmt: skip
+
+
+def _hint_arrays(
+    hints: dict[int, tuple[int, int]],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Client-side hints (flow -> packet order, side) as a NameResult holds them."""
+    n = len(hints)
+    return (
+        np.fromiter(hints.keys(), np.int64, n),
+        np.fromiter((h[0] for h in hints.values()), np.int64, n),
+        np.fromiter((h[1] for h in hints.values()), np.int64, n),
+    )
